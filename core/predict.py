@@ -1,0 +1,100 @@
+"""Prediction: film -> probabilities, label, triage priority and warnings, plus Grad-CAM on request.
+
+A :class:`Predictor` owns one loaded model and a lock: Grad-CAM attaches hooks to the model, so every use
+of the model goes through the lock and concurrent app sessions can share one cached predictor.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.checkpoints import LoadedModel, load_checkpoint
+from core.explain import heat_map, overlay
+from core.films import Film
+from core.inference import probabilities
+from core.models import get_architecture
+from core.operating_point import abnormal_scores, decide
+from core.preprocess import film_to_tensor
+from core.quality import usability_problems
+from core.registry import find_model
+
+URGENT, ROUTINE = "urgent", "routine"
+
+
+@dataclass
+class Prediction:
+    model: str
+    probabilities: dict[str, float]
+    label: str
+    priority: str | None
+    abnormal_score: float | None
+    threshold: float | None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "probabilities": self.probabilities, "label": self.label,
+                "priority": self.priority, "abnormal_score": self.abnormal_score,
+                "threshold": self.threshold, "warnings": self.warnings}
+
+
+@dataclass
+class Explanation:
+    class_name: str
+    method: str
+    heat_map: np.ndarray  # S x S in [0, 1]
+    overlay: np.ndarray  # H x W x 3 uint8, film size
+
+
+class Predictor:
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.name = loaded.name
+        self.lock = threading.Lock()
+        arch = get_architecture(loaded.metadata["arch"])
+        self._cam_layer = arch.cam_layer(loaded.model) if arch.cam_layer else None
+
+    @classmethod
+    def from_registry(cls, name: str | None = None, directory: Path | None = None) -> "Predictor":
+        return cls(load_checkpoint(find_model(name, directory).json_path))
+
+    @property
+    def can_explain(self) -> bool:
+        return self._cam_layer is not None
+
+    def predict(self, film: Film) -> Prediction:
+        batch = film_to_tensor(film.pixels, self.loaded.image_size).unsqueeze(0)
+        with self.lock:
+            probs = probabilities(self.loaded.model, batch)
+        return self._interpret(probs[0], film)
+
+    def _interpret(self, probs: np.ndarray, film: Film) -> Prediction:
+        point, classes = self.loaded.operating_point, self.loaded.classes
+        label = classes[int(decide(probs[None], point)[0])]
+        warnings = list(film.warnings)
+        problems = usability_problems(film)
+        warnings += problems
+        score = None
+        if point.normal_index is None:
+            priority = None
+            warnings.append("This model has no normal class, so it cannot triage; read the probabilities only.")
+        else:
+            score = float(abnormal_scores(probs[None], point.normal_index)[0])
+            priority = (URGENT if label != classes[point.normal_index] else ROUTINE) if not problems else None
+        if problems:
+            warnings.append("Not triaged: the image does not look like a usable chest film.")
+        return Prediction(self.name, {c: round(float(p), 6) for c, p in zip(classes, probs)}, label, priority,
+                          None if score is None else round(score, 6),
+                          None if point.normal_index is None else point.threshold, warnings)
+
+    def explain(self, film: Film, class_name: str, method: str = "gradcam", opacity: float = 0.4) -> Explanation:
+        if self._cam_layer is None:
+            raise ValueError(f"{self.loaded.metadata['arch']} has no convolutional layer to explain with Grad-CAM")
+        if class_name not in self.loaded.classes:
+            raise ValueError(f"unknown class '{class_name}'; this model knows {', '.join(self.loaded.classes)}")
+        batch = film_to_tensor(film.pixels, self.loaded.image_size).unsqueeze(0)
+        with self.lock:
+            heat = heat_map(self.loaded.model, self._cam_layer, batch, self.loaded.classes.index(class_name), method)
+        return Explanation(class_name, method, heat, overlay(film.pixels, heat, opacity))
