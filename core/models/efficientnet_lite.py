@@ -45,7 +45,7 @@ class SameConv2d(nn.Conv2d):
 
 def conv_bn_act(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
     """Convolution, BatchNorm and (optionally) ReLU6, named 0, 1, 2."""
-    layers = [SameConv2d(c_in, c_out, kernel, stride, groups), nn.BatchNorm2d(c_out, BN_MOMENTUM, BN_EPS)]
+    layers = [SameConv2d(c_in, c_out, kernel, stride, groups), nn.BatchNorm2d(c_out, eps=BN_EPS, momentum=BN_MOMENTUM)]
     return nn.Sequential(*layers, nn.ReLU6()) if act else nn.Sequential(*layers)
 
 
