@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from core.checkpoints import LoadedModel, load_checkpoint
+from core.errors import CheckpointError
 from core.explain import heat_map, overlay
 from core.films import Film
 from core.inference import probabilities
 from core.models import get_architecture
+from core.ood import ChestFilmCheck
 from core.operating_point import abnormal_scores, decide
 from core.preprocess import film_to_tensor
 from core.quality import usability_problems
@@ -49,12 +51,20 @@ class Explanation:
 
 
 class Predictor:
-    def __init__(self, loaded: LoadedModel):
+    """One model plus the chest-film check. ``chest_check=None`` loads the shared, shipped detector."""
+
+    def __init__(self, loaded: LoadedModel, chest_check: ChestFilmCheck | None = None):
         self.loaded = loaded
         self.name = loaded.name
         self.lock = threading.Lock()
         arch = get_architecture(loaded.metadata["arch"])
         self._cam_layer = arch.cam_layer(loaded.model) if arch.cam_layer else None
+        self.chest_check, self.chest_check_problem = chest_check, None
+        if chest_check is None:
+            try:
+                self.chest_check = ChestFilmCheck.shared()
+            except CheckpointError as exc:
+                self.chest_check_problem = f"The chest-film check is unavailable ({exc}); review every film."
 
     @classmethod
     def from_registry(cls, name: str | None = None, directory: Path | None = None) -> "Predictor":
@@ -74,8 +84,10 @@ class Predictor:
         point, classes = self.loaded.operating_point, self.loaded.classes
         label = classes[int(decide(probs[None], point)[0])]
         warnings = list(film.warnings)
-        problems = usability_problems(film)
+        problems = self._usability_problems(film)
         warnings += problems
+        if self.chest_check_problem:
+            warnings.append(self.chest_check_problem)
         score = None
         if point.normal_index is None:
             priority = None
@@ -88,6 +100,14 @@ class Predictor:
         return Prediction(self.name, {c: round(float(p), 6) for c, p in zip(classes, probs)}, label, priority,
                           None if score is None else round(score, 6),
                           None if point.normal_index is None else point.threshold, warnings)
+
+    def _usability_problems(self, film: Film) -> list[str]:
+        """Image statistics first; the learned chest-film check only on images that pass them."""
+        problems = usability_problems(film)
+        if not problems and self.chest_check is not None:
+            problem = self.chest_check.problem(film)
+            problems += [problem] if problem else []
+        return problems
 
     def explain(self, film: Film, class_name: str, method: str = "gradcam", opacity: float = 0.4) -> Explanation:
         if self._cam_layer is None:
