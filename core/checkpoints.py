@@ -56,6 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are shared, read-only data
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
