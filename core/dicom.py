@@ -7,6 +7,7 @@ kept: no patient-identifying value ever leaves this module.
 from __future__ import annotations
 
 import io
+import warnings as _warnings
 
 import numpy as np
 import pydicom
@@ -33,13 +34,23 @@ _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 def sniff_headerless_dicom(data: bytes) -> bool:
     """True when bytes without the DICM preamble still parse as DICOM with pixel data."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
     except (InvalidDicomError, ValueError, TypeError, EOFError, OSError, KeyError, AttributeError):
         return False
     return "Rows" in ds and "Columns" in ds
 
 
 def read_dicom(data: bytes, label: str) -> Film:
+    # pydicom reports recoverable oddities (padding, VR mismatches) as warnings on stderr; the film
+    # either decodes or raises UnreadableImage, so they are noise in the CLI and the app.
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        return _read_dicom(data, label)
+
+
+def _read_dicom(data: bytes, label: str) -> Film:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except (InvalidDicomError, ValueError, TypeError, EOFError, OSError, KeyError, AttributeError) as exc:

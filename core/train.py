@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from core.checkpoints import save_checkpoint
+from core.checkpoints import round_to_storage, save_checkpoint
 from core.data import FilmSet, class_weights, discover, fingerprint, load_tensors, patient_split
 from core.errors import JobError
 from core.inference import as_float, probabilities_in_batches
@@ -79,6 +79,7 @@ def train(
         emit({"phase": "note", "message": note})
     best_state, history = _fit(model, x_train, train_set, x_val, val_set, config, emit, should_stop)
     model.load_state_dict(best_state)
+    round_to_storage(model)  # evaluate exactly the weights that will be shipped
     model.eval()
     val_probs = probabilities_in_batches(model, x_val)
     point = choose_operating_point(val_set.labels, val_probs, list(films.classes), config.target_sensitivity)
