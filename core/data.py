@@ -127,8 +127,11 @@ def load_tensors(films: FilmSet, image_size: int, workers: int = 2, on_progress=
             raise DatasetError(f"Cannot use {films.paths[i]}: {exc}") from exc
         out[i] = (tensor * 255.0).round().to(torch.uint8)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         for done, _ in enumerate(pool.map(decode, range(len(films))), 1):
             if on_progress and (done % 200 == 0 or done == len(films)):
-                on_progress(done, len(films))
+                on_progress(done, len(films))  # may raise to cancel: pending decodes are dropped below
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return out

@@ -63,8 +63,10 @@ def _decision_metrics(y_true: np.ndarray, y_pred: np.ndarray, point: OperatingPo
         out["sensitivity"] = _ratio(np.sum(truth & called), np.sum(truth))
         out["specificity"] = _ratio(np.sum(~truth & ~called), np.sum(~truth))
         out["precision"] = _ratio(np.sum(truth & called), np.sum(called))
-        sens, prec = out["sensitivity"], out["precision"]
-        out["f1"] = 2 * sens * prec / (sens + prec) if sens + prec > 0 else 0.0
+        # F1 from counts: defined (0) even when nothing was called abnormal and precision is undefined.
+        tp = np.sum(truth & called)
+        wrong = np.sum(truth != called)
+        out["f1"] = float(2 * tp / (2 * tp + wrong)) if tp + wrong > 0 else None
     intervals = _bootstrap_decisions(y_true, y_pred, point.normal_index, seed)
     out.update({f"{k}_ci": v for k, v in intervals.items()})
     return out

@@ -71,9 +71,13 @@ def train(
     films = _maybe_subset(discover(data_dir), config)
     train_set, val_set = patient_split(films, config.val_fraction, config.seed)
     emit({"phase": "loading", "message": f"decoding {len(films)} films once"})
-    x_train = load_tensors(train_set, config.image_size, on_progress=lambda d, n: emit(
-        {"phase": "loading", "done": d, "total": len(films)}))
-    x_val = load_tensors(val_set, config.image_size)
+    def loading(done: int, total: int, offset: int = 0) -> None:
+        if should_stop and should_stop():
+            raise TrainingCancelled("Training was cancelled while decoding films; nothing was saved.")
+        emit({"phase": "loading", "done": offset + done, "total": len(films)})
+
+    x_train = load_tensors(train_set, config.image_size, on_progress=loading)
+    x_val = load_tensors(val_set, config.image_size, on_progress=lambda d, n: loading(d, n, len(train_set)))
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
     for note in notes:
         emit({"phase": "note", "message": note})
