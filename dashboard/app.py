@@ -1,0 +1,20 @@
+"""Entry point: ``streamlit run dashboard/app.py`` (or ``make run``). Only routes to the pages."""
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the path; core/ lives beside it
+    sys.path.insert(0, str(ROOT))
+
+# The page scripts live in views/, not pages/: Streamlit treats a pages/ folder beside the entry file as a
+# legacy multipage app until st.navigation first runs, so a deep link (/retrain) on a fresh server would run
+# the page without this router.
+st.set_page_config(page_title="Chest X-ray triage", page_icon=":material/radiology:", layout="wide")
+st.navigation([
+    st.Page(HERE / "views" / "triage.py", title="Triage", icon=":material/radiology:", default=True),
+    st.Page(HERE / "views" / "compare.py", title="Compare models", icon=":material/compare_arrows:"),
+    st.Page(HERE / "views" / "retrain.py", title="Retrain", icon=":material/model_training:"),
+]).run()

@@ -1,0 +1,107 @@
+"""Plotly figures. They only draw numbers that core computed; nothing here decides or measures."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ("#1f6f8b", "#c0703c", "#4f8a5b", "#7a5c99", "#a8862d", "#4a6fa5", "#9b4f5f", "#5f7a80")
+MUTED = "#9aa9b2"
+GRID = "#dde5ea"
+
+
+def color(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
+    settings = dict(height=height, margin=dict(l=10, r=10, t=36, b=10), plot_bgcolor="white", font=dict(size=13),
+                    legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    fig.update_layout(**{**settings, **extra})
+    fig.update_xaxes(gridcolor=GRID, zeroline=False)
+    fig.update_yaxes(gridcolor=GRID, zeroline=False)
+    return fig
+
+
+def probability_bars(probabilities: dict[str, float], label: str) -> go.Figure:
+    """One horizontal bar per class; the model's label in the accent colour."""
+    classes = list(probabilities)[::-1]  # plotly draws the first category at the bottom
+    values = [probabilities[c] for c in classes]
+    fig = go.Figure(go.Bar(
+        x=values, y=classes, orientation="h", text=[f"{v:.1%}" for v in values], textposition="auto",
+        marker_color=[PALETTE[0] if c == label else MUTED for c in classes],
+        hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+    ))
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", title="probability")
+    return _layout(fig, 70 + 38 * len(classes), title=dict(text="Class probabilities", font=dict(size=14)),
+                   showlegend=False)
+
+
+def roc_curves(curves: list[dict]) -> go.Figure:
+    """``curves``: name, fpr, tpr, auc, and the operating point as ``point_fpr``/``point_tpr``/``threshold``."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
+                             name="chance", hoverinfo="skip"))
+    for i, curve in enumerate(curves):
+        auc = f"AUC {curve['auc']:.3f}" if curve.get("auc") is not None else "AUC n/a"
+        fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", line=dict(color=color(i), width=2.5),
+                                 name=f"{curve['name']} ({auc})", legendgroup=curve["name"],
+                                 hovertemplate="1 − specificity %{x:.3f}<br>sensitivity %{y:.3f}<extra></extra>"))
+        if curve.get("point_fpr") is not None and curve.get("point_tpr") is not None:
+            fig.add_trace(go.Scatter(
+                x=[curve["point_fpr"]], y=[curve["point_tpr"]], mode="markers", legendgroup=curve["name"],
+                marker=dict(color=color(i), size=13, symbol="diamond", line=dict(color="white", width=1.5)),
+                name=f"{curve['name']} operating point", showlegend=False,
+                hovertemplate=(f"{curve['name']} operating point<br>threshold {curve['threshold']:.3f}"
+                               "<br>sensitivity %{y:.3f}<br>specificity %{customdata:.3f}<extra></extra>"),
+                customdata=[1 - curve["point_fpr"]],
+            ))
+    fig.update_xaxes(range=[0, 1], title="1 − specificity (false-positive rate)", constrain="domain")
+    fig.update_yaxes(range=[0, 1.02], title="sensitivity (true-positive rate)", scaleanchor="x", scaleratio=1)
+    return _layout(fig, 560, legend=dict(orientation="h", yanchor="top", y=-0.16, x=0),
+                   margin=dict(l=10, r=10, t=10, b=10))
+
+
+def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str) -> go.Figure:
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=classes, y=classes, colorscale=[[0, "#f4f8fa"], [1, PALETTE[0]]], showscale=False,
+        text=matrix, texttemplate="%{text}", textfont=dict(size=16),
+        hovertemplate="true %{y}, called %{x}: %{z}<extra></extra>",
+    ))
+    fig.update_xaxes(title="called by the model", side="bottom", showgrid=False)
+    fig.update_yaxes(title="true class", autorange="reversed", showgrid=False)
+    return _layout(fig, 300, title=dict(text=title, font=dict(size=14)))
+
+
+def training_curves(histories: dict[str, list[dict]]) -> go.Figure:
+    """Per model: training loss (solid) and validation loss (dotted) by epoch; validation AUC beside them."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Validation AUC"), horizontal_spacing=0.1)
+    for i, (name, history) in enumerate(histories.items()):
+        epochs = [h["epoch"] for h in history]
+        style = dict(color=color(i), width=2)
+        fig.add_trace(go.Scatter(x=epochs, y=[h["train_loss"] for h in history], mode="lines+markers", line=style,
+                                 name=f"{name} training loss", legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(x=epochs, y=[h["val_loss"] for h in history], mode="lines+markers",
+                                 line=dict(style, dash="dot"), name=f"{name} validation loss", legendgroup=name),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=epochs, y=[h["val_auc"] for h in history], mode="lines+markers", line=style,
+                                 name=f"{name} validation AUC", legendgroup=name, showlegend=False), row=1, col=2)
+    fig.update_xaxes(title="epoch", dtick=1)
+    return _layout(fig, 440, legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
+                   margin=dict(l=10, r=10, t=30, b=10))
+
+
+def live_training(step_losses: list[dict], epochs: list[dict], total_epochs: int) -> go.Figure:
+    """A running job: loss at every step, and validation AUC as each epoch ends."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=[s["epoch"] for s in step_losses], y=[s["loss"] for s in step_losses],
+                             mode="lines", line=dict(color=PALETTE[0], width=1.5), name="training loss (per step)"))
+    fig.add_trace(go.Scatter(x=[e["epoch"] for e in epochs], y=[e["val_loss"] for e in epochs], mode="markers",
+                             marker=dict(color=PALETTE[0], symbol="circle-open", size=9), name="validation loss"))
+    fig.add_trace(go.Scatter(x=[e["epoch"] for e in epochs], y=[e["val_auc"] for e in epochs], mode="lines+markers",
+                             line=dict(color=PALETTE[1], width=2.5), marker=dict(size=9), name="validation AUC"),
+                  secondary_y=True)
+    fig.update_xaxes(title="epoch", range=[0, max(1, total_epochs) + 0.05])
+    fig.update_yaxes(title="loss", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title="validation AUC", range=[0.4, 1.01], tickmode="linear", tick0=0.4, dtick=0.1,
+                     secondary_y=True, showgrid=False)
+    return _layout(fig, 360)

@@ -1,0 +1,79 @@
+"""Drawing the comparison page: metrics table, ROC curves, confusion matrices, per-class reports, curves."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.registry import ModelEntry
+from dashboard.components.charts import confusion_matrix, roc_curves, training_curves
+from dashboard.components.reports import metrics_table, operating_points, per_class_table, roc_input
+
+PER_ROW = 3
+
+
+def _in_rows(items: list):
+    """Groups of at most PER_ROW, so four or more models still get readable columns."""
+    for start in range(0, len(items), PER_ROW):
+        chunk = items[start: start + PER_ROW]
+        yield zip(st.columns(PER_ROW, gap="medium"), chunk)
+
+
+def sources(rows: list[tuple[ModelEntry, dict]]) -> None:
+    """Say which films every figure comes from."""
+    lines = [f"- **{entry.name}**: {report.get('split', 'unknown split')} ({report.get('n', '?')} films)"
+             for entry, report in rows]
+    st.caption("Figures computed on:\n" + "\n".join(lines))
+    if len({entry.classes for entry, _ in rows}) > 1:
+        st.warning("These models were trained on different classes; the ROC curves compare abnormal against "
+                   "normal only.", icon=":material/warning:")
+    for entry, report in rows:
+        if report.get("skipped"):
+            with st.expander(f"{entry.name}: {len(report['skipped'])} film(s) could not be read and were left out"):
+                st.table([{"file": s["file"], "reason": s["error"]} for s in report["skipped"]])
+
+
+def comparison(rows: list[tuple[ModelEntry, dict]]) -> None:
+    st.subheader("Metrics at each model's operating point")
+    st.caption("Values with their 95 % bootstrap intervals. Sensitivity and specificity are for abnormal "
+               "(any non-normal class) against normal. Inference time is the median for one film on the CPU "
+               "the model was trained on.")
+    table = metrics_table(rows)
+    st.dataframe(table, key="metrics-table", height=38 + 35 * len(table),
+                 column_config={"_index": st.column_config.TextColumn("", width="medium")})
+
+    st.subheader("ROC curves")
+    curves = [c for c in (roc_input(entry.name, report) for entry, report in rows) if c]
+    if not curves:
+        st.info("None of these models has a normal class, so there is no abnormal-vs-normal ROC curve.")
+        return
+    chart, points = st.columns(2, gap="large")
+    chart.plotly_chart(roc_curves(curves), key="roc-chart")
+    with points:
+        st.markdown("**Operating points** (◆ on the chart)")
+        st.dataframe(operating_points(curves), hide_index=True, key="operating-points")
+        st.caption("Each model calls a film abnormal, and triages it urgent, when its abnormal score "
+                   "1 − p(normal) reaches the threshold chosen on its validation films.")
+
+
+def details(rows: list[tuple[ModelEntry, dict]]) -> None:
+    st.subheader("Confusion matrices")
+    for group in _in_rows(rows):
+        for column, (entry, report) in group:
+            matrix = report.get("at_operating_point", report).get("confusion_matrix")
+            if matrix:
+                column.plotly_chart(confusion_matrix(matrix, list(report.get("classes", entry.classes)), entry.name),
+                                    key=f"confusion-{entry.name}", config={"displayModeBar": False})
+
+    st.subheader("Per-class report")
+    for group in _in_rows(rows):
+        for column, (entry, report) in group:
+            column.markdown(f"**{entry.name}**")
+            column.table(per_class_table(report).set_index("Class").style.format(
+                {"Precision": "{:.3f}", "Recall": "{:.3f}", "F1": "{:.3f}"}))
+
+    st.subheader("Training curves")
+    histories = {entry.name: entry.metadata.get("training", {}).get("history", []) for entry, _ in rows}
+    histories = {name: history for name, history in histories.items() if history}
+    if histories:
+        st.plotly_chart(training_curves(histories), key="training-curves")
+    else:
+        st.info("These models carry no training history.")

@@ -1,0 +1,131 @@
+"""Drawing a training job: its progress while it runs (polled, never blocking) and its outcome after."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import TriageError
+from core.job_progress import job_progress
+from core.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, cancel_job, read_job
+from core.registry import set_default
+from dashboard.components.charts import live_training
+from dashboard.components.reports import duration, interval_text, with_interval
+from dashboard.state import registered_models
+
+POLL_SECONDS = 2
+LOG_LINES = 14
+_STATE_BADGES = {QUEUED: ("Starting", "blue", ":material/hourglass_top:"),
+                 RUNNING: ("Running", "blue", ":material/autorenew:"),
+                 SUCCEEDED: ("Finished", "green", ":material/check_circle:"),
+                 FAILED: ("Failed", "red", ":material/error:"),
+                 CANCELLED: ("Cancelled", "gray", ":material/cancel:")}
+
+
+def job_panel(job: Job) -> None:
+    """A running job is redrawn every few seconds on its own; a finished one is drawn once."""
+    if job.is_active:
+        _live_job(job.job_id, str(job.folder))
+    else:
+        _draw(job)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _live_job(job_id: str, folder: str) -> None:
+    try:
+        job = read_job(Path(folder))
+    except TriageError as exc:
+        st.error(f"Job {job_id} cannot be read: {exc}", icon=":material/error:")
+        return
+    if not job.is_active:
+        st.rerun(scope="app")  # the job ended: the whole page draws the outcome (and refreshes model lists)
+    _draw(job)
+
+
+def _draw(job: Job) -> None:
+    config = job.config.get("config", {})
+    label, color, icon = _STATE_BADGES.get(job.state, ("Unknown", "gray", ":material/help:"))
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.markdown(f"**Job {job.job_id}**")
+        st.badge(label, color=color, icon=icon)
+    films = f"at most {config['max_films']} films" if config.get("max_films") else "all films"
+    st.caption(f"{config.get('arch')} · {config.get('epochs')} epoch(s) · {config.get('image_size')} px · "
+               f"augmentation {'on' if config.get('augment') else 'off'} · {films} of {job.config.get('data_dir')}")
+    progress = job_progress(job.events())
+    if job.is_active:
+        _progress(job, progress)
+    else:
+        _outcome(job)
+    if progress.step_losses or progress.epochs:
+        st.plotly_chart(live_training(progress.step_losses, progress.epochs, int(config.get("epochs", 1))),
+                        key=f"live-{job.job_id}", config={"displayModeBar": False})
+    with st.expander("Log", expanded=job.is_active, icon=":material/article:"):
+        st.code("\n".join(job.log_tail(LOG_LINES)) or "(nothing yet)", language=None, wrap_lines=True)
+
+
+def _progress(job: Job, progress) -> None:
+    started = job.status.get("started_epoch")
+    elapsed = time.time() - started if started else None
+    eta = f" · about {duration(progress.eta_seconds)} left" if progress.eta_seconds is not None else ""
+    st.progress(min(1.0, progress.fraction), text=f"{progress.text}{eta}")
+    with st.container(horizontal=True):
+        last = progress.epochs[-1] if progress.epochs else None
+        st.metric("Elapsed", duration(elapsed), border=True)
+        st.metric("Epochs done", f"{len(progress.epochs)} of {job.config.get('config', {}).get('epochs')}", border=True)
+        st.metric("Validation AUC", f"{last['val_auc']:.3f}" if last else "—", border=True)
+    if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
+                 help="Stops between training steps; nothing is saved and the registry is untouched."):
+        try:
+            cancel_job(job.job_id, job.folder.parent)
+        except TriageError as exc:
+            st.warning(str(exc), icon=":material/warning:")
+        else:
+            st.toast("Cancelling the training job…", icon=":material/stop_circle:")
+
+
+def _outcome(job: Job) -> None:
+    if job.state == SUCCEEDED:
+        st.success(job.message, icon=":material/check_circle:")
+        _new_model(job)
+    elif job.state == CANCELLED:
+        st.info(job.message, icon=":material/cancel:")
+    else:
+        st.error(job.message or "The job failed.", icon=":material/error:")
+
+
+def _new_model(job: Job) -> None:
+    summary = job.status.get("summary", {})
+    figures = (("Validation AUC", "auc", False), ("Sensitivity", "sensitivity", True),
+               ("Specificity", "specificity", True))
+    columns = [column for _ in range(2) for column in st.columns(2)]  # a 2 x 2 grid: values stay whole
+    for column, (title, key, as_percent) in zip(columns, figures):
+        column.metric(title, with_interval(summary.get(key), None, as_percent), border=True,
+                      help=f"95 % interval {interval_text(summary.get(f'{key}_ci'), as_percent)}")
+    columns[3].metric("Training time", duration(summary.get("seconds")), border=True)
+    entries, _ = registered_models()
+    entry = next((e for e in entries if e.name == job.model), None)
+    if entry is None:
+        st.warning(f"{job.model} is no longer in the registry.", icon=":material/warning:")
+        return
+    with st.container(horizontal=True, vertical_alignment="center"):
+        if entry.is_default:
+            st.badge(f"{entry.name} is the default model", color="green", icon=":material/star:")
+        elif st.button(f"Make {entry.name} the default", type="primary", icon=":material/star:",
+                       key=f"default-{job.job_id}"):
+            try:
+                set_default(entry.name)
+            except TriageError as exc:
+                st.error(f"Could not change the default: {exc}", icon=":material/error:")
+            else:
+                st.toast(f"{entry.name} is now the default model.", icon=":material/star:")
+                st.rerun()
+        st.page_link("views/compare.py", label="Compare it with the other models", icon=":material/compare_arrows:")
+
+
+def job_history(jobs: list[Job]) -> pd.DataFrame:
+    return pd.DataFrame.from_records([
+        {"Job": job.job_id, "State": job.state, "Model": job.model or "", "Architecture": job.config["config"]["arch"],
+         "Epochs": job.config["config"]["epochs"], "Message": job.message} for job in jobs
+    ])

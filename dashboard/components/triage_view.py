@@ -1,0 +1,156 @@
+"""Drawing the triage page: the model picker, the worklist and one card per film."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import TriageError
+from core.explain import CAM_METHODS, overlay
+from core.predict import ROUTINE, URGENT, Predictor
+from core.registry import ModelEntry
+from dashboard.components.charts import probability_bars
+from dashboard.state import FilmResult, heat_map
+
+CAM_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "xgradcam": "XGrad-CAM",
+              "layercam": "LayerCAM", "eigencam": "Eigen-CAM"}
+METHODS = [m for m in CAM_TITLES if m in CAM_METHODS] + [m for m in CAM_METHODS if m not in CAM_TITLES]
+NOT_TRIAGED, UNREADABLE = "not triaged", "unreadable"
+_RANK = {URGENT: 0, ROUTINE: 1, NOT_TRIAGED: 2, UNREADABLE: 3}
+_BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
+           NOT_TRIAGED: ("Not triaged", "gray", ":material/help:"),
+           UNREADABLE: ("Unreadable", "gray", ":material/block:")}
+CHOSEN_MODEL = "chosen_model"  # survives page switches, unlike the widget's own state
+MODEL_WIDGET = "model-choice"
+
+
+def pick_model(entries: list[ModelEntry], problems: list[str]) -> ModelEntry | None:
+    """Sidebar model choice, the registry's default preselected; broken models are listed, not fatal."""
+    for problem in problems:
+        st.sidebar.warning(problem, icon=":material/warning:")
+    if not entries:
+        return None
+    names = [e.name for e in entries]
+    default = next((e.name for e in entries if e.is_default), names[0])
+    if st.session_state.get(MODEL_WIDGET) not in names:
+        remembered = st.session_state.get(CHOSEN_MODEL)
+        st.session_state[MODEL_WIDGET] = remembered if remembered in names else default
+    name = st.sidebar.selectbox(
+        "Model", names, key=MODEL_WIDGET, format_func=lambda n: f"{n}  (default)" if n == default else n,
+        help="Models registered in the checkpoints folder. The default is preselected; "
+             "make another the default on the Retrain page.",
+    )
+    st.session_state[CHOSEN_MODEL] = name
+    return entries[names.index(name)]
+
+
+def status_of(result: FilmResult) -> str:
+    if result.error:
+        return UNREADABLE
+    return result.prediction.priority or NOT_TRIAGED
+
+
+def worklist_key(result: FilmResult) -> tuple[int, float]:
+    """Urgent first, then routine, then films without a priority; most abnormal first within each."""
+    score = result.prediction.abnormal_score if result.prediction else None
+    return _RANK[status_of(result)], -(score if score is not None else -1.0)
+
+
+def in_worklist_order(results: list[FilmResult]) -> list[FilmResult]:
+    return sorted(results, key=worklist_key)
+
+
+def worklist(results: list[FilmResult]) -> pd.DataFrame:
+    rows = []
+    for result in in_worklist_order(results):
+        prediction = result.prediction
+        row = {"File": result.file, "Priority": _BADGES[status_of(result)][0]}
+        if prediction is None:
+            row.update({"Label": None, "Top class": None, "Probability": None, "Abnormal score": None,
+                        "Warnings": result.error})
+        else:
+            top = max(prediction.probabilities, key=prediction.probabilities.get)
+            row.update({"Label": prediction.label, "Top class": top, "Probability": prediction.probabilities[top],
+                        "Abnormal score": prediction.abnormal_score, "Warnings": "; ".join(prediction.warnings)})
+        rows.append(row)
+    return pd.DataFrame.from_records(rows)
+
+
+def worklist_csv(results: list[FilmResult], model: str) -> bytes:
+    """The worklist plus every class probability, the model and its threshold, for the record."""
+    table = worklist(results)
+    extra = []
+    for result in in_worklist_order(results):
+        prediction = result.prediction
+        row = {"Model": model, "Threshold": prediction.threshold if prediction else None}
+        row.update({f"p({c})": p for c, p in (prediction.probabilities.items() if prediction else [])})
+        extra.append(row)
+    return pd.concat([table, pd.DataFrame.from_records(extra)], axis=1).to_csv(index=False).encode()
+
+
+WORKLIST_COLUMNS = {
+    "File": st.column_config.TextColumn("File", width="medium"),
+    "Priority": st.column_config.TextColumn("Priority", help="From the model's operating point: urgent films first."),
+    "Label": st.column_config.TextColumn("Label", help="The model's call at its operating point."),
+    "Top class": st.column_config.TextColumn("Top class", help="The most probable class."),
+    "Probability": st.column_config.ProgressColumn("Probability", format="percent", min_value=0.0, max_value=1.0,
+                                                   help="Probability of the top class."),
+    "Abnormal score": st.column_config.NumberColumn("Abnormal score", format="%.3f",
+                                                    help="1 − p(normal); urgent at or above the threshold."),
+    "Warnings": st.column_config.TextColumn("Warnings", width="large"),
+}
+
+
+def priority_badge(result: FilmResult) -> None:
+    label, color, icon = _BADGES[status_of(result)]
+    st.badge(label, color=color, icon=icon)
+
+
+def film_card(result: FilmResult, data: bytes, predictor: Predictor, method: str, opacity: float, slot: int) -> None:
+    """The film, its explanation beside it, and the model's reading; an unreadable film says why, in place.
+
+    ``slot`` (the film's place in the batch) keeps widget keys apart when the same film is uploaded twice.
+    """
+    with st.container(border=True):
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.markdown(f"**{result.file}**")
+            priority_badge(result)
+            if result.prediction:
+                st.markdown(f"Label: **{result.prediction.label}**")
+        if result.error:
+            st.error(f"{result.error} The other films are not affected.", icon=":material/error:")
+            return
+        film_column, explanation_column, reading_column = st.columns(3, gap="medium")
+        with film_column:
+            st.image(result.display, caption=f"Film, {result.size[0]} × {result.size[1]} px, {result.source_format}",
+                     width="stretch")
+        with explanation_column:
+            _explanation(result, data, predictor, method, opacity, f"{slot}-{result.digest}")
+        with reading_column:
+            st.plotly_chart(probability_bars(result.prediction.probabilities, result.prediction.label),
+                            key=f"bars-{slot}-{result.digest}", config={"displayModeBar": False})
+            for warning in result.prediction.warnings:
+                st.warning(warning, icon=":material/warning:")
+            with st.expander("Film details"):
+                st.table(pd.DataFrame({"value": [str(v) for v in result.details.values()]},
+                                      index=list(result.details)))
+
+
+def _explanation(result: FilmResult, data: bytes, predictor: Predictor, method: str, opacity: float,
+                 key: str) -> None:
+    if not predictor.can_explain:
+        st.info(f"{predictor.loaded.metadata['arch']} has no convolutional layer, so there is no Grad-CAM map. "
+                "Choose a CNN model in the sidebar to see where a model looked.", icon=":material/info:")
+        return
+    classes = predictor.loaded.classes
+    picture = st.empty()  # the overlay sits level with the film; its class picker goes underneath
+    class_name = st.selectbox("Explain class", classes, index=classes.index(result.prediction.label),
+                              key=f"cam-class-{key}-{predictor.name}",
+                              help="Show where the model found evidence for this class.")
+    model_key = (predictor.name, predictor.loaded.metadata["weights_sha256"])
+    try:
+        heat = heat_map(data, result.file, model_key, class_name, method, predictor)
+    except (TriageError, ValueError) as exc:
+        st.warning(f"No explanation for this film: {exc}", icon=":material/warning:")
+        return
+    picture.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
+             caption=f"{CAM_TITLES.get(method, method)} for {class_name} (red = most evidence)")

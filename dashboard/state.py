@@ -1,0 +1,141 @@
+"""What the pages share: settings, the model list, cached models and cached per-film results.
+
+Models are ``st.cache_resource``: one :class:`~core.predict.Predictor` per model version, shared by every
+session (it holds the lock Grad-CAM needs). Results are ``st.cache_data`` keyed on the film's bytes and the
+model's weights, so moving a slider never decodes or runs a model twice. Uploads stay in memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from core.checkpoints import load_checkpoint
+from core.errors import CheckpointError, TriageError
+from core.evaluate import evaluate_folder
+from core.films import Film, read_film
+from core.predict import Prediction, Predictor
+from core.registry import ModelEntry, list_models
+
+ROOT = Path(__file__).resolve().parent.parent
+DISPLAY_SIDE = 1024  # films are shown at most this many pixels a side; the model sees its own input size
+CACHE_TTL = "2h"
+
+
+def shared_data() -> Path:
+    """The real films beside the checkout: ``$CXR_DATA`` or ``../shared/data``."""
+    return Path(os.environ.get("CXR_DATA") or ROOT.parent / "shared" / "data")
+
+
+def default_data_dir() -> Path:
+    """Training data for the retrain form: ``$CXR_DATA_DIR`` or the shared Kermany train split."""
+    return Path(os.environ.get("CXR_DATA_DIR") or shared_data() / "kermany-224" / "train")
+
+
+def default_evaluation_dir() -> str:
+    """A suggestion for the comparison page: ``$CXR_EVAL_DIR`` or the shared full-resolution films."""
+    configured = os.environ.get("CXR_EVAL_DIR")
+    if configured:
+        return configured
+    films = shared_data() / "films"
+    return str(films) if films.is_dir() else ""
+
+
+def registered_models() -> tuple[list[ModelEntry], list[str]]:
+    """Readable models (default first) and one sentence per model or file that could not be read."""
+    try:
+        return list_models()
+    except CheckpointError as exc:
+        return [], [str(exc)]
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
+def load_predictor(json_path: str, weights_sha256: str) -> Predictor:
+    """One shared predictor per model version; the weights' hash in the key reloads a replaced model."""
+    return Predictor(load_checkpoint(Path(json_path)))
+
+
+def predictor_for(entry: ModelEntry) -> Predictor:
+    return load_predictor(str(entry.json_path), entry.metadata["weights_sha256"])
+
+
+@dataclass(frozen=True)
+class FilmResult:
+    """One uploaded film: a small grey copy to show, the model's prediction, or why there is none."""
+
+    file: str
+    digest: str
+    display: np.ndarray | None = None  # uint8 grey, at most DISPLAY_SIDE a side
+    size: tuple[int, int] | None = None
+    source_format: str = ""
+    details: dict | None = None
+    prediction: Prediction | None = None
+    error: str | None = None
+
+
+def triage_uploads(predictor: Predictor, uploads: list) -> list[FilmResult]:
+    """Every upload read in memory and triaged; a film that fails carries its message instead."""
+    key = (predictor.name, predictor.loaded.metadata["weights_sha256"])
+    return [_triage_film(upload.getvalue(), upload.name, key, predictor) for upload in uploads]
+
+
+@st.cache_data(max_entries=128, ttl=CACHE_TTL, show_spinner=False)  # ~1 MB each: the display copy
+def _triage_film(data: bytes, name: str, model_key: tuple[str, str], _predictor: Predictor) -> FilmResult:
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    try:
+        film = read_film(data, name=name)
+        prediction = _predictor.predict(film)
+    except TriageError as exc:
+        return FilmResult(name, digest, error=str(exc))
+    details = {"format": film.source_format, "size": f"{film.size[0]} × {film.size[1]} px",
+               "bit depth": film.bit_depth, **film.metadata}  # Film.metadata is core's non-identifying whitelist
+    return FilmResult(name, digest, _display_copy(film), film.size, film.source_format, details, prediction)
+
+
+@st.cache_data(max_entries=256, ttl=CACHE_TTL, show_spinner="Computing the explanation…")
+def heat_map(data: bytes, name: str, model_key: tuple[str, str], class_name: str, method: str,
+             _predictor: Predictor) -> np.ndarray:
+    """Where the model looked for ``class_name``; raises TriageError / ValueError for the page to show."""
+    return _predictor.explain(read_film(data, name=name), class_name, method).heat_map
+
+
+def _display_copy(film: Film) -> np.ndarray:
+    image = Image.fromarray((film.pixels * 255.0).round().astype(np.uint8))
+    image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(image)
+
+
+def folder_stamp(folder: str | Path) -> float:
+    """Newest modification time of a dataset folder and its class folders: changes when films come or go."""
+    root = Path(folder).expanduser()
+    try:
+        stamps = [root.stat().st_mtime]
+        for child in (c for c in root.iterdir() if c.is_dir()):
+            stamps.append(child.stat().st_mtime)
+            stamps += [grand.stat().st_mtime for grand in child.iterdir() if grand.is_dir()]
+    except OSError:
+        return 0.0  # missing or unreadable: evaluate_folder says so in words
+    return max(stamps)
+
+
+@st.cache_data(max_entries=32, ttl="12h", show_spinner=False)
+def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: float) -> dict:
+    """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
+
+    The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.
+    """
+    bar = st.progress(0.0, text=f"Evaluating {name} on {folder}…")
+
+    def on_progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 50) == 0:  # ~50 updates, however large the folder
+            bar.progress(done / total, text=f"Evaluating {name}: {done} of {total} films")
+
+    try:
+        return evaluate_folder(load_checkpoint(Path(json_path)), folder, on_progress=on_progress)
+    finally:
+        bar.empty()

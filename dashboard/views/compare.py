@@ -1,0 +1,60 @@
+"""Model comparison: registered models side by side, on their stored validation reports or on a folder."""
+import streamlit as st
+
+from core.errors import TriageError
+from dashboard.components.compare_view import comparison, details, sources
+from dashboard.state import default_evaluation_dir, folder_report, folder_stamp, registered_models
+
+STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
+EVALUATED_FOLDER = "evaluated_folder"
+
+st.title("Compare models")
+st.caption("Pick registered models and compare them on the same footing. By default the figures are the "
+           "reports stored with each model, computed on its own validation films.")
+
+entries, problems = registered_models()
+for problem in problems:
+    st.warning(problem, icon=":material/warning:")
+if not entries:
+    st.info("No model is registered yet. Train one on the Retrain page.", icon=":material/info:")
+    st.stop()
+
+names = [e.name for e in entries]
+chosen = st.multiselect("Models", names, default=names[:4], placeholder="Choose models to compare",
+                        help="Every model registered in the checkpoints folder; the default is listed first.")
+source = st.segmented_control("Figures from", [STORED, FOLDER], default=STORED, required=True,
+                              help="Stored reports come with each model. A folder is evaluated now, with every "
+                                   "chosen model, and remembered.")
+selected = [e for name in chosen for e in entries if e.name == name]
+if not selected:
+    st.info("Choose at least one model.", icon=":material/info:")
+    st.stop()
+
+if source == FOLDER:
+    with st.form("evaluate-folder", border=False):
+        folder = st.text_input("Folder of films, one sub-folder per class", value=default_evaluation_dir(),
+                               help="For example NORMAL/ and PNEUMONIA/ with films inside; class names must be "
+                                    "ones the models know.")
+        if st.form_submit_button("Evaluate", icon=":material/play_arrow:", type="primary"):
+            st.session_state[EVALUATED_FOLDER] = folder.strip()
+    target = st.session_state.get(EVALUATED_FOLDER)
+    if not target:
+        st.info("Name a folder and press Evaluate.", icon=":material/info:")
+        st.stop()
+    rows = []
+    for entry in selected:
+        try:
+            rows.append((entry, folder_report(entry.name, entry.metadata["weights_sha256"], str(entry.json_path),
+                                              target, folder_stamp(target))))
+        except TriageError as exc:
+            st.error(f"{entry.name} could not be evaluated on {target}: {exc}", icon=":material/error:")
+else:
+    rows = [(e, e.metadata["report"]) for e in selected if e.metadata.get("report")]
+    for entry in selected:
+        if not entry.metadata.get("report"):
+            st.warning(f"{entry.name} has no stored report; evaluate it on a folder instead.")
+
+if rows:
+    sources(rows)
+    comparison(rows)
+    details(rows)

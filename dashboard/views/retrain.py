@@ -1,0 +1,59 @@
+"""Retraining: start a training job in the background, watch it, and make the new version the default."""
+import streamlit as st
+
+from core.errors import TriageError
+from core.jobs import MAX_EPOCHS, JobAlreadyRunning, list_jobs, start_job
+from core.models import ARCHITECTURES
+from core.train import TrainConfig
+from dashboard.components.job_view import job_history, job_panel
+from dashboard.state import default_data_dir
+
+IMAGE_SIZES = (None, 64, 96, 128, 160, 192, 224, 256, 320)
+
+st.title("Retrain")
+st.caption("Train a new model version in the background. It keeps running if you reload the page or close "
+           "the tab; existing models and the default stay as they are until you choose otherwise.")
+
+form_column, job_column = st.columns([2, 3], gap="large")
+with form_column, st.form("retrain"):
+    st.subheader("New training job")
+    data_dir = st.text_input("Dataset folder", value=str(default_data_dir()),
+                             help="A folder with one sub-folder of films per class, e.g. NORMAL/ and PNEUMONIA/. "
+                                  "A patient-disjoint fifth is held out for validation.")
+    arch = st.selectbox("Architecture", list(ARCHITECTURES),
+                        format_func=lambda a: f"{a}: {ARCHITECTURES[a].title}", index=list(ARCHITECTURES).index("cnn5"))
+    epochs = st.number_input("Epochs", min_value=1, max_value=MAX_EPOCHS, value=5, step=1,
+                             help="Training stops early when validation AUC has not improved for 4 epochs.")
+    image_size = st.selectbox("Image size", IMAGE_SIZES,
+                              format_func=lambda s: "Architecture default" if s is None else f"{s} × {s} px",
+                              help="Films are resized to this square. Larger is slower and needs more memory.")
+    augment = st.toggle("Augmentation", value=True,
+                        help="Small random rotations, shifts, zoom, brightness and contrast changes while training. "
+                             "No left-right flips: they would move the heart.")
+    max_films = st.number_input("Use at most this many films (0 = all)", min_value=0, value=0, step=100,
+                                help="A class-balanced random subset, for a quick trial run.")
+    submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+
+with job_column:
+    if submitted:
+        config = TrainConfig(arch=arch, epochs=int(epochs), image_size=image_size, augment=augment,
+                             max_films=int(max_films) or None)
+        try:
+            start_job(data_dir.strip(), config)
+        except JobAlreadyRunning as exc:
+            st.warning(str(exc), icon=":material/hourglass_top:")
+        except TriageError as exc:
+            st.error(f"Training was not started. {exc}", icon=":material/error:")
+    try:
+        jobs = list_jobs(limit=10)
+    except (TriageError, OSError) as exc:
+        st.error(f"The job folder cannot be read: {exc}", icon=":material/error:")
+        jobs = []
+    if jobs:
+        job_panel(jobs[0])
+    else:
+        st.info("No training job yet. Fill in the form and press Start training.", icon=":material/info:")
+
+if len(jobs) > 1:
+    with st.expander("Earlier jobs", icon=":material/history:"):
+        st.dataframe(job_history(jobs[1:]), hide_index=True, key="job-history")

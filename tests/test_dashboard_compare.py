@@ -1,0 +1,95 @@
+"""The comparison page through AppTest: stored reports side by side, and evaluation on a named folder."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from e2e_support import FILMS_DIR, ROOT, quick_checkpoints, require
+from streamlit.testing.v1 import AppTest
+
+import dashboard.state
+
+APP = str(ROOT / "dashboard" / "app.py")
+MODELS = ["pneumonia-cnn5-v1", "pneumonia-mlp-v1"]
+
+
+@pytest.fixture
+def at(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(quick_checkpoints(tmp_path / "checkpoints")))
+    monkeypatch.setenv("CXR_JOBS", str(tmp_path / "jobs"))
+    app = AppTest.from_file(APP, default_timeout=180)
+    app.switch_page("views/compare.py")
+    app.run()
+    assert not app.exception
+    return app
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def test_stored_reports_side_by_side(at):
+    assert at.multiselect[0].value == MODELS
+    assert at.segmented_control[0].value == "Stored validation reports"
+    assert [s.value for s in at.subheader] == ["Metrics at each model's operating point", "ROC curves",
+                                               "Confusion matrices", "Per-class report", "Training curves"]
+    assert all(f"**{name}**: validation:" in at.caption[1].value for name in MODELS)
+    table = at.dataframe[0].value
+    assert list(table.columns) == MODELS
+    for metric in ("Accuracy", "Sensitivity", "Specificity", "Precision", "F1", "AUC"):
+        assert all("(" in table.loc[metric, name] and "–" in table.loc[metric, name] for name in MODELS)
+    assert {"Parameters", "Inference per film", "Training time"} <= set(table.index)
+
+    roc = next(c for c in _charts(at) if c["data"][0].get("name") == "chance")
+    names = [trace["name"] for trace in roc["data"]]
+    for model in MODELS:
+        assert any(n.startswith(f"{model} (AUC") for n in names)
+        assert f"{model} operating point" in names
+    heatmaps = [c for c in _charts(at) if c["data"][0]["type"] == "heatmap"]
+    assert len(heatmaps) == 2
+    curves = next(c for c in _charts(at) if any("training loss" in t.get("name", "") for t in c["data"]))
+    assert {t["name"] for t in curves["data"]} >= {f"{m} training loss" for m in MODELS}
+    assert len(at.dataframe) == 2  # metrics and operating points
+    assert len(at.table) == 2  # one per-class report per model
+    assert list(at.table[0].value.index) == ["NORMAL", "PNEUMONIA"]
+
+
+def test_fewer_models_and_none(at):
+    at.multiselect[0].set_value(["pneumonia-mlp-v1"])
+    at.run()
+    assert not at.exception and list(at.dataframe[0].value.columns) == ["pneumonia-mlp-v1"]
+    at.multiselect[0].set_value([])
+    at.run()
+    assert not at.exception and "Choose at least one model" in at.info[0].value
+
+
+def test_evaluating_on_a_folder_shows_its_figures_and_is_cached(at, monkeypatch):
+    films = require(FILMS_DIR, "films")
+    calls = []
+    real = dashboard.state.evaluate_folder
+    monkeypatch.setattr(dashboard.state, "evaluate_folder",
+                        lambda loaded, folder, **kw: calls.append(loaded.name) or real(loaded, folder, **kw))
+    at.segmented_control[0].set_value("Evaluate on a folder")
+    at.run()
+    assert "Name a folder and press Evaluate" in at.info[0].value and not calls
+    assert at.text_input[0].value == str(films)  # the shared full-resolution films are suggested
+    at.text_input[0].set_value(str(films))
+    at.get("form_submit_button")[0].click()
+    at.run()
+    assert not at.exception and not at.error
+    assert sorted(calls) == MODELS
+    assert f"folder {films} (16 films)" in at.caption[1].value
+    table = at.dataframe[0].value
+    assert (table.loc["Films evaluated"] == "16").all()
+    at.run()  # any rerun (a widget elsewhere, a page switch back) reuses the results
+    assert not at.exception and sorted(calls) == MODELS
+
+
+def test_a_folder_that_is_not_a_dataset_is_explained(at, tmp_path):
+    at.segmented_control[0].set_value("Evaluate on a folder")
+    at.run()
+    at.text_input[0].set_value(str(tmp_path / "nowhere"))
+    at.get("form_submit_button")[0].click()
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 2 and all("does not exist" in e.value for e in at.error)

@@ -1,0 +1,115 @@
+"""The dashboard's drawing helpers: worklist order and CSV, number formatting, report tables, charts."""
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from e2e_support import quick_checkpoints
+
+from core.predict import Prediction
+from core.registry import list_models
+from dashboard.components.charts import confusion_matrix, live_training, probability_bars, roc_curves
+from dashboard.components.reports import duration, metrics_table, per_class_table, roc_input, with_interval
+from dashboard.components.triage_view import in_worklist_order, worklist, worklist_csv
+from dashboard.state import FilmResult, folder_stamp
+
+
+def _result(name: str, priority: str | None, score: float | None, warnings=()) -> FilmResult:
+    p = 0.5 if score is None else score
+    prediction = Prediction("m", {"NORMAL": 1 - p, "PNEUMONIA": p}, "PNEUMONIA" if priority == "urgent" else "NORMAL",
+                            priority, score, 0.7, list(warnings))
+    return FilmResult(name, name, np.zeros((4, 4), np.uint8), (4, 4), "PNG", {}, prediction)
+
+
+BATCH = [
+    _result("routine-low.png", "routine", 0.10),
+    FilmResult("broken.png", "x", error="broken.png is not an image we can read."),
+    _result("urgent-mid.png", "urgent", 0.80),
+    _result("blank.png", None, 0.5, ["The image is almost uniform (blank)."]),
+    _result("urgent-high.png", "urgent", 0.95),
+    _result("routine-high.png", "routine", 0.60),
+]
+
+
+def test_worklist_puts_urgent_first_then_routine_then_untriaged_then_unreadable():
+    order = [r.file for r in in_worklist_order(BATCH)]
+    assert order == ["urgent-high.png", "urgent-mid.png", "routine-high.png", "routine-low.png", "blank.png",
+                     "broken.png"]
+    table = worklist(BATCH)
+    assert list(table.columns) == ["File", "Priority", "Label", "Top class", "Probability", "Abnormal score",
+                                   "Warnings"]
+    assert list(table["Priority"]) == ["Urgent", "Urgent", "Routine", "Routine", "Not triaged", "Unreadable"]
+    assert table.loc[0, "Probability"] == pytest.approx(0.95)
+    assert table.loc[3, "Top class"] == "NORMAL" and table.loc[3, "Probability"] == pytest.approx(0.90)
+    assert "blank" in table.loc[4, "Warnings"] and "not an image" in table.loc[5, "Warnings"]
+
+
+def test_worklist_csv_holds_every_probability_the_model_and_threshold():
+    table = pd.read_csv(io.BytesIO(worklist_csv(BATCH, "pneumonia-cnn5-v1")))
+    assert len(table) == len(BATCH)
+    assert {"File", "Priority", "Model", "Threshold", "p(NORMAL)", "p(PNEUMONIA)"} <= set(table.columns)
+    assert table.loc[0, "File"] == "urgent-high.png" and table.loc[0, "p(PNEUMONIA)"] == pytest.approx(0.95)
+    assert (table["Model"] == "pneumonia-cnn5-v1").all()
+    assert pd.isna(table.loc[5, "p(NORMAL)"])  # the unreadable film has no probabilities, but keeps its row
+
+
+@pytest.mark.parametrize("value, interval, as_percent, text", [
+    (0.8612, [0.7848, 0.9367], True, "86.1 % (78.5–93.7)"),
+    (0.9042, [0.8333, 0.9576], False, "0.904 (0.833–0.958)"),
+    (0.5, None, True, "50.0 %"),
+    (None, [0.1, 0.2], True, "—"),
+])
+def test_values_are_shown_with_their_interval(value, interval, as_percent, text):
+    assert with_interval(value, interval, as_percent) == text
+
+
+@pytest.mark.parametrize("seconds, text", [(None, "—"), (7.4, "7 s"), (326.3, "5 min 26 s"), (7260, "2 h 01 min")])
+def test_durations_read_naturally(seconds, text):
+    assert duration(seconds) == text
+
+
+def test_report_tables_and_roc_inputs_come_from_the_stored_reports(tmp_path):
+    entries, problems = list_models(quick_checkpoints(tmp_path / "checkpoints"))
+    assert not problems and len(entries) == 2
+    rows = [(e, e.metadata["report"]) for e in entries]
+    table = metrics_table(rows)
+    assert list(table.columns) == [e.name for e in entries]
+    for metric in ("Accuracy", "Sensitivity", "Specificity", "Precision", "F1", "AUC", "Parameters",
+                   "Inference per film", "Training time"):
+        assert metric in table.index
+    report = entries[0].metadata["report"]
+    assert table.loc["AUC", entries[0].name] == with_interval(report["auc"], report["auc_ci"], as_percent=False)
+    curve = roc_input(entries[0].name, report)
+    point = report["at_operating_point"]
+    assert curve["point_fpr"] == pytest.approx(1 - point["specificity"])
+    assert curve["point_tpr"] == pytest.approx(point["sensitivity"])
+    per_class = per_class_table(report)
+    assert list(per_class["Class"]) == ["NORMAL", "PNEUMONIA"]
+    assert per_class["Films"].sum() == report["n"]
+
+
+def test_charts_carry_the_numbers_they_are_given():
+    bars = probability_bars({"NORMAL": 0.2, "PNEUMONIA": 0.8}, "PNEUMONIA")
+    assert list(bars.data[0].x) == [0.8, 0.2] and list(bars.data[0].y) == ["PNEUMONIA", "NORMAL"]
+    roc = roc_curves([{"name": "a", "fpr": [0, 0.5, 1], "tpr": [0, 0.9, 1], "auc": 0.8, "threshold": 0.3,
+                       "point_fpr": 0.5, "point_tpr": 0.9}])
+    assert [t.name for t in roc.data] == ["chance", "a (AUC 0.800)", "a operating point"]
+    assert list(roc.data[2].x) == [0.5] and list(roc.data[2].y) == [0.9]
+    matrix = confusion_matrix([[3, 1], [0, 4]], ["NORMAL", "PNEUMONIA"], "a")
+    assert [list(r) for r in matrix.data[0].z] == [[3, 1], [0, 4]]
+    live = live_training([{"epoch": 0.5, "loss": 0.7}], [{"epoch": 1, "val_auc": 0.8, "val_loss": 0.6}], 3)
+    assert list(live.data[2].y) == [0.8]
+
+
+def test_folder_stamp_changes_when_films_come_or_go(tmp_path):
+    (tmp_path / "NORMAL").mkdir()
+    first = folder_stamp(tmp_path)
+    later = time.time() + 5
+    (tmp_path / "NORMAL" / "new.png").write_bytes(b"x")
+    os.utime(tmp_path / "NORMAL", (later, later))
+    assert folder_stamp(tmp_path) > first
+    assert folder_stamp(tmp_path / "missing") == 0.0

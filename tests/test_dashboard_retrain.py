@@ -1,0 +1,135 @@
+"""The retrain page through AppTest: form validation, a real background job, and making it the default."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from e2e_support import ROOT, TRAIN_DIR, quick_checkpoints, require, wait_for
+from streamlit.testing.v1 import AppTest
+
+from core.jobs import FAILED, read_job, start_job, write_status
+from core.registry import list_models
+from core.train import TrainConfig
+
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    checkpoints = quick_checkpoints(tmp_path / "checkpoints")
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(checkpoints))
+    monkeypatch.setenv("CXR_JOBS", str(tmp_path / "jobs"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(require(TRAIN_DIR, "the Kermany train split")))
+    return checkpoints, tmp_path / "jobs"
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page("views/retrain.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _fill(at: AppTest, folder: str | None = None, arch: str = "mlp", epochs: int = 1, size: int | None = 64,
+          max_films: int = 120) -> None:
+    if folder is not None:
+        at.text_input[0].set_value(folder)
+    at.selectbox[0].set_value(arch)
+    at.number_input[0].set_value(epochs)
+    at.selectbox[1].set_value(size)
+    at.number_input[1].set_value(max_films)
+    at.get("form_submit_button")[0].click()
+    at.run()
+    assert not at.exception
+
+
+def _markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_the_form_offers_sensible_defaults(places):
+    at = _page()
+    assert at.title[0].value == "Retrain"
+    assert at.text_input[0].label == "Dataset folder" and at.text_input[0].value == str(TRAIN_DIR)
+    assert set(at.selectbox[0].options) >= {"cnn5: 5-layer CNN (3 conv blocks + 2 fully connected)",
+                                            "resnet18: ResNet-18 (torchvision)"}
+    assert at.number_input[0].label == "Epochs" and at.number_input[0].value == 5
+    assert at.toggle[0].label == "Augmentation" and at.toggle[0].value is True
+    assert at.get("form_submit_button")[0].label == "Start training"
+    assert "No training job yet" in at.info[0].value
+
+
+@pytest.mark.parametrize("folder, max_films, words", [
+    ("", 120, "Enter the dataset folder"),
+    ("/no/such/folder", 120, "does not exist"),
+    (None, 5, "at least 20 films"),
+])
+def test_the_form_refuses_what_cannot_train(places, folder, max_films, words):
+    _, jobs = places
+    at = _page()
+    _fill(at, folder=folder, max_films=max_films)
+    assert len(at.error) == 1 and words in at.error[0].value
+    assert at.error[0].value.startswith("Training was not started.")
+    assert not jobs.exists() or not any(p.is_dir() for p in jobs.iterdir())
+
+
+def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_default(places):
+    checkpoints, jobs = places
+    at = _page()
+    _fill(at)
+    job_folder = next(p for p in jobs.iterdir() if p.is_dir())
+    assert "Starting" in _markdown(at) or "Running" in _markdown(at)
+    assert any(b.label == "Cancel training" for b in at.button)
+    _fill(at)  # a second Start while the first runs
+    assert any("already running" in w.value for w in at.warning)
+    assert len([p for p in jobs.iterdir() if p.is_dir()]) == 1
+
+    wait_for(lambda: not read_job(job_folder).is_active, timeout=180, what="the job to finish")
+    at = _page()  # a fresh session, as after closing the tab: the job is still there
+    assert "Finished" in _markdown(at)
+    assert any("Registered pneumonia-mlp-v2 as a new version" in s.value for s in at.success)
+    make_default = next(b for b in at.button if b.label == "Make pneumonia-mlp-v2 the default")
+    assert next(e for e in list_models(checkpoints)[0] if e.is_default).name == "pneumonia-cnn5-v1"
+    make_default.click()
+    at.run()
+    assert not at.exception
+    assert next(e for e in list_models(checkpoints)[0] if e.is_default).name == "pneumonia-mlp-v2"
+    assert "pneumonia-mlp-v2 is the default model" in _markdown(at)
+
+
+def test_the_cancel_button_stops_a_running_job_and_saves_nothing(places):
+    checkpoints, jobs = places
+    before = sorted(p.name for p in checkpoints.iterdir())
+    long_job = TrainConfig(arch="mlp", epochs=200, image_size=64, max_films=200, patience=1000)
+    job = start_job(TRAIN_DIR, long_job, directory=checkpoints, root=jobs)
+    wait_for(lambda: any(e.get("phase") == "train" for e in read_job(job.folder).events()), timeout=120,
+             what="training steps")
+    at = _page()
+    assert "Running" in _markdown(at) and at.get("progress")
+    assert "Training: epoch" in at.get("progress")[0].proto.text and "left" in at.get("progress")[0].proto.text
+    next(b for b in at.button if b.label == "Cancel training").click()
+    at.run()
+    assert not at.exception
+    wait_for(lambda: not read_job(job.folder).is_active, timeout=60, what="the job to stop")
+    assert read_job(job.folder).state == "cancelled"
+    assert sorted(p.name for p in checkpoints.iterdir()) == before
+    at = _page()
+    assert "Cancelled" in _markdown(at) and "nothing was saved" in at.info[0].value
+
+
+def test_a_failed_job_shows_its_reason_and_the_history_lists_earlier_jobs(places):
+    _, jobs = places
+    for job_id, message in (("20260101-000000-aaaa", "Training failed: no films."),
+                            ("20260102-000000-bbbb", "Training was cancelled; nothing was saved.")):
+        folder = jobs / job_id
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({
+            "job_id": job_id, "data_dir": "/data", "config": {"arch": "cnn5", "epochs": 3, "image_size": 64,
+                                                              "augment": True, "max_films": None}}))
+        write_status(folder, FAILED if "failed" in message else "cancelled", message=message)
+    at = _page()
+    assert "Job 20260102-000000-bbbb" in _markdown(at)
+    assert "cancelled" in at.info[0].value
+    history = at.dataframe[0].value
+    assert list(history["Job"]) == ["20260101-000000-aaaa"] and history["State"][0] == FAILED
