@@ -17,7 +17,8 @@ $(STAMP): requirements.txt
 setup: $(STAMP)
 
 run: setup
-	$(VENV)/bin/streamlit run dashboard/app.py --server.port $(PORT)
+	# Passive OpenMP waiting: a background training job and the app share the CPU without spinning.
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/streamlit run dashboard/app.py --server.port $(PORT)
 
 test: setup
 	$(PY) -m pytest

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,14 @@ class Prediction:
 class Explanation:
     class_name: str
     method: str
-    heat_map: np.ndarray  # S x S in [0, 1]
-    overlay: np.ndarray  # H x W x 3 uint8, film size
+    heat_map: np.ndarray  # S x S in [0, 1], the model's input grid
+    film_pixels: np.ndarray
+    opacity: float = 0.4
+
+    @cached_property
+    def overlay(self) -> np.ndarray:
+        """H x W x 3 uint8 at film size; computed on first use (full-size films cost ~0.3 s)."""
+        return overlay(self.film_pixels, self.heat_map, self.opacity)
 
 
 class Predictor:
@@ -117,4 +124,4 @@ class Predictor:
         batch = film_to_tensor(film.pixels, self.loaded.image_size).unsqueeze(0)
         with self.lock:
             heat = heat_map(self.loaded.model, self._cam_layer, batch, self.loaded.classes.index(class_name), method)
-        return Explanation(class_name, method, heat, overlay(film.pixels, heat, opacity))
+        return Explanation(class_name, method, heat, film.pixels, opacity)
