@@ -85,10 +85,12 @@ def patient_id(path: Path) -> str:
 
 def patient_split(films: FilmSet, val_fraction: float = 0.2, seed: int = 0) -> tuple[FilmSet, FilmSet]:
     """Stratified train/validation split that keeps every patient on one side."""
-    if not 0.0 < val_fraction < 0.5:
-        raise ValueError("val_fraction must be between 0 and 0.5")
+    # Stratified group folds give a fraction of 1/k; refuse fractions that would silently become another.
+    n_splits = round(1 / val_fraction) if 0.0 < val_fraction < 0.5 else 0
+    if n_splits < 2 or abs(1 / n_splits - val_fraction) > 0.02:
+        raise ValueError(f"val_fraction must be 1/k for a whole k >= 3 (e.g. 0.1, 0.2, 0.25), not {val_fraction}")
     groups = np.array([patient_id(p) for p in films.paths])
-    folds = StratifiedGroupKFold(n_splits=round(1 / val_fraction), shuffle=True, random_state=seed)
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train_index, val_index = next(folds.split(np.zeros(len(films)), films.labels, groups))
     train, val = films.subset(train_index), films.subset(val_index)
     if min(val.class_counts()) == 0:

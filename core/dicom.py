@@ -68,11 +68,15 @@ def _read_dicom(data: bytes, label: str) -> Film:
     if arr.ndim == 4 or (arr.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 1):
         warnings.append(f"Multi-frame DICOM ({arr.shape[0]} frames): only the first frame is read.")
         arr = arr[0]
-    if arr.ndim == 3:  # colour (RGB after pydicom's YBR conversion)
-        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        pixels = _normalise(arr)
-    else:
-        pixels = _greyscale_pipeline(arr, ds)
+    try:
+        if arr.ndim == 3:  # colour (RGB after pydicom's YBR conversion)
+            pixels = _normalise(arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+        else:
+            pixels = _greyscale_pipeline(arr, ds)
+    except (NotImplementedError, ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
+        raise UnreadableImage(
+            f"{label}: the DICOM's grey-level transforms (rescale, window or VOI LUT) cannot be applied ({exc})."
+        ) from exc
     pixels = np.nan_to_num(pixels, nan=0.0).astype(np.float32)
     return Film(
         pixels=np.clip(pixels, 0.0, 1.0),

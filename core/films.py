@@ -54,7 +54,7 @@ def read_film(source: str | Path | bytes, name: str | None = None) -> Film:
         raise UnreadableImage(
             f"{label} is {len(data) / 2**20:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit for one film."
         )
-    if _looks_like_dicom(data, name):
+    if _looks_like_dicom(data):
         from core.dicom import read_dicom  # pydicom is only imported when a DICOM arrives
 
         return read_dicom(data, label)
@@ -85,10 +85,9 @@ def _read_path(path: Path) -> bytes:
         raise UnreadableImage(f"Cannot read {path}: {exc.strerror or exc}.") from exc
 
 
-def _looks_like_dicom(data: bytes, name: str | None) -> bool:
-    if data[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM":
-        return True
-    return bool(name) and Path(name).suffix.lower() in {".dcm", ".dicom"}
+def _looks_like_dicom(data: bytes) -> bool:
+    """By content only: a PNG named .dcm is a PNG. Preamble-less DICOMs are caught by the fallback."""
+    return data[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
 def _read_raster(data: bytes, label: str) -> Film:

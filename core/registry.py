@@ -101,18 +101,21 @@ def set_default(name: str, directory: Path | None = None) -> None:
     """Make ``name`` the default for its task and overall."""
     directory = directory or checkpoint_dir()
     with registry_lock(directory):
-        entry = find_model(name, directory)
-        registry = _read_registry(directory)
-        registry.setdefault("task_defaults", {})[entry.task] = name
-        registry["default"] = name
-        atomic_write_json(directory / REGISTRY_FILE, registry)
+        _write_default(name, directory)
 
 
 def ensure_default(name: str, directory: Path | None = None) -> None:
     """Make ``name`` the default only when there is none yet (first model of a fresh registry)."""
     directory = directory or checkpoint_dir()
-    with registry_lock(directory):
+    with registry_lock(directory):  # check and write under one lock: two first trainings cannot race
         registry = _read_registry(directory)
-        if registry.get("default") and (directory / f"{registry['default']}.json").exists():
-            return
-    set_default(name, directory)
+        if not (registry.get("default") and (directory / f"{registry['default']}.json").exists()):
+            _write_default(name, directory)
+
+
+def _write_default(name: str, directory: Path) -> None:
+    entry = find_model(name, directory)
+    registry = _read_registry(directory)
+    registry.setdefault("task_defaults", {})[entry.task] = name
+    registry["default"] = name
+    atomic_write_json(directory / REGISTRY_FILE, registry)

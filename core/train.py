@@ -88,7 +88,8 @@ def train(
     val_probs = probabilities_in_batches(model, x_val)
     point = choose_operating_point(val_set.labels, val_probs, list(films.classes), config.target_sensitivity)
     report = evaluate_probabilities(val_set.labels, val_probs, list(films.classes), point, seed=config.seed)
-    report["split"] = f"validation: {len(val_set)} films, patient-disjoint {config.val_fraction:.0%} of {data_dir}"
+    report["split"] = (f"validation: {len(val_set)} films, a patient-disjoint {len(val_set) / len(films):.0%} "
+                       f"of {data_dir}")
     metadata = {
         "task": task_name(films.classes), "arch": config.arch, "classes": list(films.classes),
         "model_args": {"num_classes": len(films.classes), "image_size": config.image_size},

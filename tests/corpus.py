@@ -145,3 +145,122 @@ def awkward_encodings(film_path: Path) -> list[tuple[str, bytes]]:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in {"1", "true", "yes"}
+
+
+# --- DICOM files written at test time ------------------------------------------------------------------
+
+
+def _dicom_dataset(rows: int, columns: int, bits: int = 16, photometric: str = "MONOCHROME2"):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "CHEST", "PA"
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    return ds
+
+
+DICOM_LAYOUTS = ("file", "no-preamble", "bare")
+
+
+def _write_dicom(ds, layout: str = "file") -> bytes:
+    """``file``: a DICOM Part 10 file. ``no-preamble``: the file meta group without the 128-byte preamble and
+    "DICM". ``bare``: the data set alone (implicit VR little endian, no file meta), as old exports write it."""
+    import pydicom
+
+    buffer = io.BytesIO()
+    if layout == "file":
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    elif layout == "no-preamble":
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=False)
+    elif layout == "bare":
+        del ds.file_meta
+        pydicom.dcmwrite(buffer, ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    else:
+        raise ValueError(f"unknown DICOM layout {layout!r}; one of {DICOM_LAYOUTS}")
+    return buffer.getvalue()
+
+
+def film_as_dicom(grey: Image.Image, monochrome1: bool = False, layout: str = "file") -> bytes:
+    """A real 8-bit film written as a 16-bit CR DICOM, as a PACS exports it.
+
+    MONOCHROME1 stores inverted values (low = white), as many CR/DR systems do. The window maps the stored
+    range linearly onto the display range, so a correct reader gets back exactly the 8-bit film / 255.
+    """
+    stored = np.asarray(grey.convert("L"), dtype=np.uint16) * 257
+    if monochrome1:
+        stored = 65535 - stored
+    ds = _dicom_dataset(*stored.shape, photometric="MONOCHROME1" if monochrome1 else "MONOCHROME2")
+    ds.WindowCenter, ds.WindowWidth = 32768, 65536  # PS3.3 C.11.2.1.2: y = x / 65535
+    ds.PixelData = stored.tobytes()
+    return _write_dicom(ds, layout)
+
+
+def dicom_without_pixels() -> bytes:
+    """A DICOM header with image attributes but no Pixel Data element (a report or a failed export)."""
+    return _write_dicom(_dicom_dataset(512, 512))
+
+
+def dicom_claiming_size(side: int = 10_000) -> bytes:
+    """A header that claims side x side pixels over 8 bytes of pixel data: must be refused on the header alone."""
+    ds = _dicom_dataset(side, side)
+    ds.PixelData = bytes(8)
+    return _write_dicom(ds)
+
+
+def dicom_with_unknown_syntax(grey: Image.Image) -> bytes:
+    """Pixel data under a made-up (private) Transfer Syntax UID that no decoder knows."""
+    import pydicom
+
+    stored = np.asarray(grey.convert("L"), dtype=np.uint16) * 257
+    ds = _dicom_dataset(*stored.shape)
+    ds.file_meta.TransferSyntaxUID = "1.2.826.0.1.3680043.9.9999.1.2.3"
+    ds.PixelData = stored.tobytes()
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def multiframe_dicom_bomb(frames: int = 48, side: int = 2048) -> bytes:
+    """Many JPEG-compressed blank frames: a few hundred kB on disk, frames x side^2 pixels decoded."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    frame = io.BytesIO()
+    Image.new("L", (side, side), 0).save(frame, format="JPEG", quality=50)
+    ds = _dicom_dataset(side, side, bits=8)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.NumberOfFrames = frames
+    ds.PixelData = encapsulate([frame.getvalue()] * frames)
+    ds["PixelData"].VR = "OB"
+    return _write_dicom(ds)
+
+
+def with_identity(dicom: bytes, **tags: str) -> bytes:
+    """The same DICOM with identifying attributes (PatientName=..., PatientID=...) set to the given values."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+class Upload:
+    """What ``st.file_uploader`` hands the triage page: a name and the bytes, held in memory."""
+
+    def __init__(self, name: str, data: bytes):
+        self.name, self._data = name, data
+
+    def getvalue(self) -> bytes:
+        return self._data

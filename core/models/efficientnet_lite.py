@@ -82,6 +82,20 @@ class EfficientNetLite(nn.Module):
         self.head = conv_bn_act(STAGES[-1][-1], HEAD_CHANNELS)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(HEAD_CHANNELS, num_classes)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """torchvision's EfficientNet scheme, so a model trained from scratch starts with sane activations."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                bound = 1.0 / math.sqrt(module.out_features)
+                nn.init.uniform_(module.weight, -bound, bound)
+                nn.init.zeros_(module.bias)
 
     def cam_layer(self) -> nn.Module:
         """The last convolutional stage (1x1 conv head + BN + ReLU6), the usual Grad-CAM target."""

@@ -1,0 +1,164 @@
+"""Shared fixtures: where the real films are, an isolated checkpoints folder, one trained model per session.
+
+Real films live in ``../shared/data`` beside the checkout (or ``$CXR_DATA``). When they are missing the
+tests that need them fail under ``CI=true`` and skip elsewhere, from one place: :func:`require`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `pytest` run from anywhere still imports this checkout's core
+    sys.path.insert(0, str(REPO))
+
+DATA_DIR = Path(os.environ.get("CXR_DATA") or REPO.parent / "shared" / "data").resolve()
+
+# The session model: small enough to train in well under a minute on 2 CPU cores, good enough to be
+# clearly better than chance. Measured with seed 0 (see test_training.py for the margins).
+TRAIN_CONFIG = dict(arch="cnn5", epochs=3, image_size=64, max_films=400, seed=0)
+
+
+def require(path: Path) -> Path:
+    """``path`` when it exists; otherwise fail under CI (the data must be there) and skip elsewhere."""
+    if path.exists():
+        return path
+    message = (f"real test data {path} is missing: put ../shared/data beside the checkout "
+               "or point CXR_DATA at it")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items):
+    """Anything that needs the session model trains it: mark it ``slow`` (pytest.ini's marker)."""
+    for item in items:
+        if "trained_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return require(DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def films_dir(data_dir) -> Path:
+    """The 16 full-resolution Kermany validation films, ``NORMAL/`` and ``PNEUMONIA/``."""
+    return require(data_dir / "films")
+
+
+@pytest.fixture(scope="session")
+def kermany_train(data_dir) -> Path:
+    return require(data_dir / "kermany-224" / "train")
+
+
+@pytest.fixture(scope="session")
+def dicom_dir(data_dir) -> Path:
+    return require(data_dir / "dicom")
+
+
+@pytest.fixture(scope="session")
+def normal_film_path(films_dir) -> Path:
+    return require(films_dir / "NORMAL" / "NORMAL2-IM-1430-0001.jpeg")
+
+
+@pytest.fixture(scope="session")
+def pneumonia_film_path(films_dir) -> Path:
+    return require(films_dir / "PNEUMONIA" / "person1946_bacteria_4874.jpeg")
+
+
+@pytest.fixture(scope="session")
+def plain_film(normal_film_path) -> Image.Image:
+    """A real film as 8-bit grey, reduced to 320 x 260 (not square, so rotations show) to keep tests fast."""
+    with Image.open(normal_film_path) as image:
+        return image.convert("L").resize((320, 260), Image.Resampling.BILINEAR)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_checkpoints(tmp_path_factory):
+    """Point the registry at an empty folder for the whole session; the repo's checkpoints/ is never written."""
+    empty = tmp_path_factory.mktemp("no-models")
+    previous = os.environ.get("CXR_CHECKPOINTS")
+    os.environ["CXR_CHECKPOINTS"] = str(empty)
+    yield empty
+    if previous is None:
+        os.environ.pop("CXR_CHECKPOINTS", None)
+    else:
+        os.environ["CXR_CHECKPOINTS"] = previous
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    directory: Path
+    json_path: Path
+    metadata: dict
+    events: tuple[dict, ...]
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def weights_path(self) -> Path:
+        return self.json_path.with_suffix(".pt")
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, kermany_train) -> TrainedModel:
+    """ONE cnn5 trained on a small real subset, shared by the training, predict, CLI and checkpoint tests."""
+    from core.train import TrainConfig, train
+
+    directory = tmp_path_factory.mktemp("trained")
+    events: list[dict] = []
+    json_path = train(kermany_train, TrainConfig(**TRAIN_CONFIG), directory=directory, on_progress=events.append)
+    return TrainedModel(directory, json_path, json.loads(json_path.read_text()), tuple(events))
+
+
+@pytest.fixture(scope="session")
+def predictor(trained_model):
+    from core.checkpoints import load_checkpoint
+    from core.predict import Predictor
+
+    return Predictor(load_checkpoint(trained_model.json_path))
+
+
+@pytest.fixture
+def copied_model(trained_model, tmp_path) -> Path:
+    """A private copy of the session model's JSON + weights (tests that corrupt files use this); the JSON path."""
+    for suffix in (".json", ".pt"):
+        source = trained_model.json_path.with_suffix(suffix)
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    return tmp_path / trained_model.json_path.name
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def run_cli(tmp_path_factory):
+    """Run ``python -m core ...`` in a fresh process from an unrelated working directory."""
+    elsewhere = tmp_path_factory.mktemp("cli-cwd")
+
+    def run(*args, checkpoints: Path) -> CliResult:
+        env = {**os.environ, "CXR_CHECKPOINTS": str(checkpoints), "PYTHONPATH": str(REPO)}
+        done = subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=600)
+        return CliResult(done.returncode, done.stdout, done.stderr)
+
+    return run
+

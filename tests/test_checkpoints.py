@@ -1,0 +1,261 @@
+"""Checkpoints and the registry: round trips, refusal of anything unsafe or inconsistent, versions, defaults."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.checkpoints import load_checkpoint, round_to_storage, save_checkpoint
+from core.errors import CheckpointError, ModelNotFound
+from core.models import build_model
+from core.operating_point import OperatingPoint
+from core.registry import checkpoint_dir, find_model, list_models, next_version_name, set_default
+
+CLASSES = ["NORMAL", "PNEUMONIA"]
+
+
+def metadata_for(name: str, arch: str = "cnn5", image_size: int = 32) -> dict:
+    return {"name": name, "task": "pneumonia", "arch": arch, "classes": CLASSES,
+            "model_args": {"num_classes": 2, "image_size": image_size},
+            "operating_point": OperatingPoint(tuple(CLASSES), 0, 0.4).to_dict()}
+
+
+def films(n=3, size=32, seed=0):
+    return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def rewrite_weights(json_path: Path, payload) -> None:
+    """Replace NAME.pt with ``payload`` and update the JSON's hash, so only the content check can refuse it."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    json_path.with_suffix(".pt").write_bytes(data)
+    _update_json(json_path, weights_sha256=hashlib.sha256(data).hexdigest(), weights_bytes=len(data))
+
+
+def _update_json(json_path: Path, **changes) -> None:
+    metadata = json.loads(json_path.read_text())
+    metadata.update(changes)
+    json_path.write_text(json.dumps(metadata))
+
+
+@pytest.mark.parametrize("arch", ["logistic", "cnn5"])
+def test_round_trip_gives_identical_predictions(tmp_path, arch):
+    torch.manual_seed(0)
+    model, _ = build_model(arch, 2, 32)
+    model.eval()
+    round_to_storage(model)  # what training does before its final evaluation: weights as they will be stored
+    json_path = save_checkpoint(tmp_path, model, metadata_for(f"{arch}-v1", arch))
+    loaded = load_checkpoint(json_path)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(films()), model(films()))
+    assert not loaded.model.training
+    assert (loaded.name, loaded.classes, loaded.image_size) == (f"{arch}-v1", CLASSES, 32)
+    assert loaded.operating_point.threshold == 0.4
+
+
+def test_storage_precision_changes_predictions_only_slightly(tmp_path):
+    torch.manual_seed(0)
+    model, _ = build_model("cnn5", 2, 32)
+    model.eval()
+    loaded = load_checkpoint(save_checkpoint(tmp_path, model, metadata_for("unrounded-v1")))
+    with torch.no_grad():
+        before, after = torch.softmax(model(films()), 1), torch.softmax(loaded.model(films()), 1)
+    torch.testing.assert_close(after, before, atol=5e-3, rtol=0)
+    # saving the loaded model again changes nothing: storage rounding is idempotent
+    again = load_checkpoint(save_checkpoint(tmp_path / "again", loaded.model, metadata_for("unrounded-v1")))
+    with torch.no_grad():
+        assert torch.equal(again.model(films()), loaded.model(films()))
+
+
+def test_session_model_round_trips(trained_model, predictor, normal_film_path):
+    from core.films import read_film
+    from core.predict import Predictor
+
+    again = Predictor(load_checkpoint(trained_model.json_path))
+    film = read_film(normal_film_path)
+    assert again.predict(film).probabilities == predictor.predict(film).probabilities
+    metadata = trained_model.metadata
+    weights = trained_model.weights_path.read_bytes()
+    assert metadata["weights_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert metadata["weights_bytes"] == len(weights)
+
+
+def test_weights_file_holds_only_tensors_and_plain_identity(trained_model):
+    payload = torch.load(trained_model.weights_path, map_location="cpu", weights_only=True)
+    assert set(payload) == {"model", "identity"}
+    assert all(isinstance(v, torch.Tensor) for v in payload["model"].values())
+    floats = {v.dtype for v in payload["model"].values() if v.is_floating_point()}
+    assert floats == {torch.float16}  # half precision keeps the shipped lineup small
+    assert payload["identity"]["name"] == trained_model.name
+
+
+def test_save_leaves_no_temporary_files(tmp_path):
+    model, _ = build_model("logistic", 2, 32)
+    save_checkpoint(tmp_path, model, metadata_for("m-v1", "logistic"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-v1.json", "m-v1.pt"]
+
+
+def test_metadata_that_is_not_json_is_refused_before_writing(tmp_path):
+    model, _ = build_model("logistic", 2, 32)
+    with pytest.raises(TypeError):
+        save_checkpoint(tmp_path, model, {**metadata_for("m-v1", "logistic"), "config": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+class Payload:
+    """Stands in for any object an attacker could pickle into a weights file."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize("extra", [Payload(), os.system, print], ids=["class-instance", "os.system", "builtin"])
+def test_pickled_objects_are_refused(copied_model, extra):
+    payload = torch.load(copied_model.with_suffix(".pt"), weights_only=True)
+    payload["extra"] = extra
+    rewrite_weights(copied_model, payload)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(copied_model)
+
+
+def test_a_pickled_object_as_the_whole_file_is_refused(copied_model):
+    rewrite_weights(copied_model, Payload())
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(copied_model)
+
+
+def test_a_bare_state_dict_is_not_a_checkpoint(copied_model):
+    payload = torch.load(copied_model.with_suffix(".pt"), weights_only=True)
+    rewrite_weights(copied_model, payload["model"])
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_checkpoint(copied_model)
+
+
+def test_truncated_weights_are_refused(copied_model):
+    weights = copied_model.with_suffix(".pt")
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(copied_model)
+    # even when the JSON's hash is made to agree, the half file is not loaded
+    _update_json(copied_model, weights_sha256=hashlib.sha256(data[: len(data) // 2]).hexdigest())
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(copied_model)
+
+
+def test_missing_weights_are_refused(copied_model):
+    copied_model.with_suffix(".pt").unlink()
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(copied_model)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("name", "someone-else-v1"),
+    ("arch", "mlp"),
+    ("classes", ["PNEUMONIA", "NORMAL"]),
+    ("model_args", {"num_classes": 2, "image_size": 128}),
+])
+def test_json_that_disagrees_with_the_weights_is_refused(copied_model, field, value):
+    _update_json(copied_model, **{field: value})
+    with pytest.raises(CheckpointError, match="disagree"):
+        load_checkpoint(copied_model)
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
+    model, _ = build_model("logistic", 2, 32)
+    json_path = save_checkpoint(tmp_path, model, metadata_for("m-v1", "logistic", image_size=32))
+    payload = torch.load(json_path.with_suffix(".pt"), weights_only=True)
+    args = {"num_classes": 2, "image_size": 48}  # consistent pair, but 32x32 weights for a 48x48 model
+    payload["identity"]["model_args"] = args
+    _update_json(json_path, model_args=args)
+    rewrite_weights(json_path, payload)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(json_path)
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "cannot be read"), ('{"name": "x"}', "lacks")])
+def test_broken_description_is_refused(tmp_path, text, message):
+    (tmp_path / "x.json").write_text(text)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "x.json")
+
+
+# --- registry -------------------------------------------------------------------------------------------
+
+
+def test_registry_folder_comes_from_the_environment(isolated_checkpoints, monkeypatch, tmp_path):
+    assert checkpoint_dir() == isolated_checkpoints.resolve()  # the suite never touches the repo's folder
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(tmp_path))
+    assert checkpoint_dir() == tmp_path.resolve()
+
+
+def test_next_version_is_one_past_the_highest(tmp_path):
+    for name in ("base-v1.json", "base-v3.json", "base-v2x.json", "other-v9.json", "base-extra-v7.json"):
+        (tmp_path / name).write_text("{}")
+    assert next_version_name("base", tmp_path) == "base-v4"
+    assert next_version_name("fresh", tmp_path) == "fresh-v1"
+
+
+@pytest.mark.slow
+def test_training_twice_adds_versions_and_keeps_the_default(tmp_path, kermany_train):
+    from core.train import TrainConfig, train
+
+    config = TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=100, augment=False)
+    first = train(kermany_train, config, name="quick", directory=tmp_path)
+    second = train(kermany_train, config, name="quick", directory=tmp_path)
+    assert (first.stem, second.stem) == ("quick-v1", "quick-v2")
+    entries, problems = list_models(tmp_path)
+    assert problems == []
+    assert [(e.name, e.is_default) for e in entries] == [("quick-v1", True), ("quick-v2", False)]
+    assert find_model(None, tmp_path).name == "quick-v1"
+    registry = json.loads((tmp_path / "registry.json").read_text())
+    assert registry["default"] == "quick-v1"
+
+    set_default("quick-v2", tmp_path)
+    assert find_model(None, tmp_path).name == "quick-v2"
+    registry = json.loads((tmp_path / "registry.json").read_text())
+    assert registry["task_defaults"]["pneumonia"] == "quick-v2"
+    third = train(kermany_train, config, name="quick", directory=tmp_path)
+    assert third.stem == "quick-v3" and find_model(None, tmp_path).name == "quick-v2"
+
+
+def test_broken_models_are_listed_as_problems_not_fatal(trained_model, tmp_path):
+    for suffix in (".json", ".pt"):
+        source = trained_model.json_path.with_suffix(suffix)
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    (tmp_path / "half-v1.json").write_text("{")
+    lone = json.loads(trained_model.json_path.read_text())
+    (tmp_path / "lonely-v1.json").write_text(json.dumps({**lone, "name": "lonely-v1"}))
+    entries, problems = list_models(tmp_path)
+    assert [e.name for e in entries] == [trained_model.name]
+    assert len(problems) == 2
+    assert any("half-v1.json" in p for p in problems) and any("lonely-v1.json" in p for p in problems)
+
+
+def test_unknown_model_names_the_available_ones(trained_model):
+    with pytest.raises(ModelNotFound, match=trained_model.name):
+        find_model("no-such-model", trained_model.directory)
+
+
+def test_empty_registry_says_train_first(tmp_path):
+    with pytest.raises(ModelNotFound, match="Train one first"):
+        find_model(None, tmp_path)
+
+
+def test_corrupt_registry_file_is_a_checkpoint_error(copied_model):
+    (copied_model.parent / "registry.json").write_text("{oops")
+    with pytest.raises(CheckpointError, match="registry.json"):
+        list_models(copied_model.parent)
+
+
+def test_session_model_is_the_default_of_its_folder(trained_model):
+    entry = find_model(None, trained_model.directory)
+    assert entry.name == trained_model.name and entry.is_default
+    assert np.isclose(entry.metadata["report"]["auc"], trained_model.metadata["report"]["auc"])

@@ -1,0 +1,184 @@
+"""The command-line contract other tools script against: JSON lines, exit codes, never a traceback.
+
+Every test runs ``python -m core`` in a fresh process (``sys.executable``), from an unrelated working
+directory, with ``CXR_CHECKPOINTS`` pointing at a temporary registry.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.checkpoints import load_checkpoint
+from core.evaluate import evaluate_folder
+from core.films import read_film
+
+PREDICTION_KEYS = {"file", "model", "probabilities", "label", "priority", "warnings"}
+EXTRA_KEYS = {"abnormal_score", "threshold"}  # also emitted today; allowed by the contract
+EVALUATE_KEYS = {"n", "accuracy", "auc", "sensitivity", "specificity", "threshold", "per_class", "confusion_matrix"}
+
+
+def no_traceback(result) -> None:
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+
+
+@pytest.fixture(scope="module")
+def predicted(run_cli, trained_model, films_dir, dicom_dir):
+    """One CLI run over three real films and a DICOM; reused by the contract tests below."""
+    paths = [films_dir / "NORMAL" / "NORMAL2-IM-1430-0001.jpeg",
+             films_dir / "PNEUMONIA" / "person1946_bacteria_4874.jpeg",
+             films_dir / "PNEUMONIA" / "person1952_bacteria_4883.jpeg",
+             dicom_dir / "RG1_UNCI.dcm"]
+    return paths, run_cli("predict", *paths, "--json", checkpoints=trained_model.directory)
+
+
+def test_predict_json_is_one_object_per_film(predicted, trained_model):
+    paths, result = predicted
+    assert result.returncode == 0, result.stdout + result.stderr
+    no_traceback(result)
+    lines = result.json_lines()
+    assert [line["file"] for line in lines] == [str(p) for p in paths]
+    for line in lines:
+        assert PREDICTION_KEYS <= set(line) <= PREDICTION_KEYS | EXTRA_KEYS
+        assert line["model"] == trained_model.name
+        assert line["priority"] in ("urgent", "routine", None)
+        assert line["label"] in ("NORMAL", "PNEUMONIA")
+        assert sum(line["probabilities"].values()) == pytest.approx(1.0, abs=2e-6)
+        assert isinstance(line["warnings"], list)
+
+
+def test_cli_and_library_agree(predicted, predictor):
+    paths, result = predicted
+    for path, line in zip(paths, result.json_lines()):
+        library = predictor.predict(read_film(path))
+        for name, p in library.probabilities.items():
+            assert line["probabilities"][name] == pytest.approx(p, abs=1e-6)
+        assert (line["label"], line["priority"]) == (library.label, library.priority)
+
+
+def test_failed_films_are_reported_and_exit_1(run_cli, trained_model, normal_film_path, tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a film")
+    files = [normal_film_path, tmp_path / "empty.png", tmp_path / "missing.jpg", tmp_path / "notes.txt"]
+    result = run_cli("predict", *files, "--json", checkpoints=trained_model.directory)
+    assert result.returncode == 1
+    no_traceback(result)
+    lines = result.json_lines()
+    assert [line["file"] for line in lines] == [str(f) for f in files]  # the good film is still triaged
+    assert "probabilities" in lines[0]
+    for line, reason in zip(lines[1:], ("empty", "does not exist", "not an image")):
+        assert set(line) == {"file", "error"}
+        assert reason in line["error"]
+
+
+def test_predict_plain_text_names_file_and_label(run_cli, trained_model, pneumonia_film_path, predictor):
+    result = run_cli("predict", pneumonia_film_path, checkpoints=trained_model.directory)
+    assert result.returncode == 0
+    label = predictor.predict(read_film(pneumonia_film_path)).label
+    assert result.stdout.startswith(f"{pneumonia_film_path}: {label} [")
+
+
+def test_evaluate_json_on_the_real_films(run_cli, trained_model, films_dir):
+    result = run_cli("evaluate", films_dir, "--json", checkpoints=trained_model.directory)
+    assert result.returncode == 0, result.stdout + result.stderr
+    no_traceback(result)
+    (report,) = result.json_lines()
+    assert EVALUATE_KEYS <= set(report)
+    assert report["n"] == 16
+    assert sum(map(sum, report["confusion_matrix"])) == 16
+    assert set(report["per_class"]) == {"NORMAL", "PNEUMONIA"}
+    assert all(report["per_class"][c]["support"] == 8 for c in report["per_class"])
+    assert report["threshold"] == trained_model.metadata["operating_point"]["threshold"]
+    library = evaluate_folder(load_checkpoint(trained_model.json_path), films_dir)
+    assert (report["accuracy"], report["auc"]) == pytest.approx((library["accuracy"], library["auc"]))
+    assert report["skipped"] == []
+
+
+def test_models_json_lists_the_registry(run_cli, trained_model):
+    result = run_cli("models", "--json", checkpoints=trained_model.directory)
+    assert result.returncode == 0
+    listing = json.loads(result.stdout)
+    assert listing["problems"] == []
+    (row,) = listing["models"]
+    assert (row["name"], row["arch"], row["default"], row["image_size"]) == (trained_model.name, "cnn5", True, 64)
+    assert row["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert row["metrics"]["auc"] == pytest.approx(trained_model.metadata["report"]["auc"])
+
+
+def test_models_json_on_an_empty_registry(run_cli, tmp_path):
+    result = run_cli("models", "--json", checkpoints=tmp_path / "none-yet")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"models": [], "problems": []}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+    (["predict"], "required"),
+    (["predict", "--json"], "required"),
+    (["evaluate"], "required"),
+    (["train", "somewhere"], "--arch"),
+    (["train", "somewhere", "--arch", "cnn5", "--epochs", "many"], "invalid int"),
+    (["predict", "x.png", "--bogus-flag"], "unrecognized"),
+], ids=["unknown-command", "no-command", "predict-no-file", "predict-only-flag", "evaluate-no-dir",
+        "train-no-arch", "train-bad-int", "unknown-flag"])
+def test_bad_arguments_are_json_errors(run_cli, tmp_path, args, message):
+    result = run_cli(*args, checkpoints=tmp_path)
+    assert result.returncode == 1
+    no_traceback(result)
+    (line,) = result.json_lines()
+    assert set(line) == {"error"} and message in line["error"]
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_unknown_model_is_a_json_error(run_cli, trained_model, films_dir, normal_film_path, command):
+    target = normal_film_path if command == "predict" else films_dir
+    result = run_cli(command, target, "--model", "no-such-model", "--json", checkpoints=trained_model.directory)
+    assert result.returncode == 1
+    no_traceback(result)
+    (line,) = result.json_lines()
+    assert "no-such-model" in line["error"] and trained_model.name in line["error"]
+
+
+def test_predict_without_any_model_says_train_first(run_cli, normal_film_path, tmp_path):
+    result = run_cli("predict", normal_film_path, "--json", checkpoints=tmp_path)
+    assert result.returncode == 1
+    no_traceback(result)
+    assert "Train one first" in result.json_lines()[0]["error"]
+
+
+@pytest.mark.parametrize("folder", ["missing", "one-class"])
+def test_evaluate_bad_folder_is_a_json_error(run_cli, trained_model, tmp_path, folder):
+    if folder == "one-class":
+        (tmp_path / folder / "NORMAL").mkdir(parents=True)
+        (tmp_path / folder / "NORMAL" / "a.png").write_bytes(b"x")
+    result = run_cli("evaluate", tmp_path / folder, "--json", checkpoints=trained_model.directory)
+    assert result.returncode == 1
+    no_traceback(result)
+    assert str(tmp_path / folder) in result.json_lines()[0]["error"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "vgg99"], "unknown architecture"),
+    (["--arch", "cnn5", "--epochs", "0"], "epochs must be"),
+], ids=["unknown-arch", "zero-epochs"])
+def test_train_refuses_bad_settings(run_cli, tmp_path, kermany_train, args, message):
+    result = run_cli("train", kermany_train, *args, checkpoints=tmp_path / "models")
+    assert result.returncode == 1
+    no_traceback(result)
+    assert message in result.json_lines()[0]["error"]
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").glob("*.pt"))
+
+
+@pytest.mark.slow
+def test_train_registers_a_model_and_prints_json(run_cli, tmp_path, kermany_train):
+    models = tmp_path / "models"
+    result = run_cli("train", kermany_train, "--arch", "logistic", "--epochs", "1", "--image-size", "32",
+                     "--max-films", "100", "--no-augment", "--name", "cli", checkpoints=models)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["name"] == "cli-v1"
+    assert (models / "cli-v1.pt").is_file() and (models / "cli-v1.json").is_file()
+    assert set(summary["validation"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
+    listing = json.loads(run_cli("models", "--json", checkpoints=models).stdout)
+    assert [(m["name"], m["default"]) for m in listing["models"]] == [("cli-v1", True)]

@@ -1,0 +1,164 @@
+"""Datasets: class-folder discovery, patient ids from Kermany names, the patient-disjoint split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.data import class_weights, discover, fingerprint, load_tensors, patient_id, patient_split
+from core.errors import DatasetError
+from core.films import read_film
+from core.preprocess import film_to_tensor
+
+
+@pytest.mark.parametrize("name, patient", [
+    ("person1946_bacteria_4874.jpeg", "PERSON1946"),
+    ("person1946_bacteria_4875.jpeg", "PERSON1946"),
+    ("person447_virus_921_1.jpeg", "PERSON447"),
+    ("person3_virus_17.jpeg", "PERSON3"),
+    ("IM-0115-0001.jpeg", "IM-0115"),
+    ("IM-0429-0001-0002.jpeg", "IM-0429"),
+    ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+    ("NORMAL2-IM-0395-0001-0001.jpeg", "NORMAL2-IM-0395"),
+])
+def test_patient_id_parses_kermany_names(name, patient):
+    assert patient_id(Path("NORMAL") / name) == patient
+
+
+def test_person_numbers_are_not_prefixes_of_each_other():
+    assert patient_id(Path("person1_virus_1.jpeg")) != patient_id(Path("person12_virus_1.jpeg"))
+    assert patient_id(Path("IM-0001-0001.jpeg")) != patient_id(Path("IM-00011-0001.jpeg"))
+
+
+def test_unrecognised_names_are_their_own_patient():
+    a, b = patient_id(Path("Covid/01.jpeg")), patient_id(Path("Covid/02.jpeg"))
+    assert a != b
+    assert patient_id(Path("Normal/01.jpeg")) != a  # same stem in another class is another film
+
+
+def test_every_real_kermany_name_has_a_patient_pattern(kermany_train):
+    films = discover(kermany_train)
+    own = [p.name for p in films.paths if "/" in patient_id(p)]
+    assert own == []
+
+
+@pytest.fixture(scope="module")
+def kermany_films(kermany_train):
+    return discover(kermany_train)
+
+
+def test_discover_reads_the_class_folders(kermany_films, films_dir):
+    assert kermany_films.classes == ("NORMAL", "PNEUMONIA")
+    assert kermany_films.class_counts() == [1341, 3875]
+    films = discover(films_dir)
+    assert films.class_counts() == [8, 8]
+    assert all(films.classes[label] == path.parent.name for path, label in zip(films.paths, films.labels))
+
+
+def test_discover_finds_the_train_split_below_a_dataset_root(kermany_train):
+    assert discover(kermany_train.parent).class_counts() == [1341, 3875]
+    assert len(discover(kermany_train.parent, split="train")) == 5216
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_patient_split_keeps_patients_apart(kermany_films, seed):
+    train, val = patient_split(kermany_films, 0.2, seed)
+    train_patients = {patient_id(p) for p in train.paths}
+    val_patients = {patient_id(p) for p in val.paths}
+    assert train_patients.isdisjoint(val_patients)
+    assert sorted(train.paths + val.paths) == sorted(kermany_films.paths)  # every film once
+    assert len(val) / len(kermany_films) == pytest.approx(0.2, abs=0.03)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.25, 1 / 3])
+def test_patient_split_honours_the_fraction(kermany_films, fraction):
+    """The validation share is what was asked for (train.py writes it into every report's "split" line)."""
+    _, val = patient_split(kermany_films, fraction, 0)
+    assert len(val) / len(kermany_films) == pytest.approx(fraction, abs=0.03)
+
+
+@pytest.mark.parametrize("fraction", [0.4, 0.3, 0.0, 0.6])
+def test_patient_split_refuses_fractions_it_cannot_honour(kermany_films, fraction):
+    """Group folds give 1/k; 0.4 would silently have become a 50 % split."""
+    with pytest.raises(ValueError, match="1/k"):
+        patient_split(kermany_films, fraction, 0)
+
+
+def test_patient_split_is_stratified(kermany_films):
+    train, val = patient_split(kermany_films, 0.2, 0)
+    share = lambda films: films.class_counts()[1] / len(films)  # noqa: E731
+    assert share(val) == pytest.approx(share(kermany_films), abs=0.03)
+    assert share(train) == pytest.approx(share(kermany_films), abs=0.03)
+
+
+def test_patient_split_is_reproducible(kermany_films):
+    a, _ = patient_split(kermany_films, 0.2, 3)
+    b, _ = patient_split(kermany_films, 0.2, 3)
+    c, _ = patient_split(kermany_films, 0.2, 4)
+    assert a.paths == b.paths
+    assert a.paths != c.paths
+
+
+def test_patient_split_rejects_a_silly_fraction(kermany_films):
+    for fraction in (0.0, 0.5, 0.9):
+        with pytest.raises(ValueError):
+            patient_split(kermany_films, fraction)
+
+
+def test_class_weights_balance_the_classes(kermany_films):
+    weights = class_weights(kermany_films)
+    counts = np.asarray(kermany_films.class_counts(), dtype=np.float64)
+    expected = len(kermany_films) / (2 * counts)
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6)
+    assert float((weights.double() * torch.tensor(counts)).sum()) == pytest.approx(len(kermany_films))
+
+
+def test_fingerprint_identifies_the_data(films_dir):
+    films = discover(films_dir)
+    first = fingerprint(films)
+    assert first == fingerprint(discover(films_dir))
+    assert first["n"] == 16 and first["class_counts"] == {"NORMAL": 8, "PNEUMONIA": 8}
+    relabelled = type(films)(films.paths, 1 - films.labels, films.classes)
+    assert fingerprint(relabelled)["sha256"] != first["sha256"]
+
+
+def test_load_tensors_goes_through_the_app_path(films_dir):
+    films = discover(films_dir).subset(np.array([0, 15]))
+    tensors = load_tensors(films, 48)
+    assert tensors.shape == (2, 1, 48, 48) and tensors.dtype == torch.uint8
+    for i, path in enumerate(films.paths):
+        expected = (film_to_tensor(read_film(path).pixels, 48) * 255).round().to(torch.uint8)
+        assert torch.equal(tensors[i], expected)
+
+
+def _tree(root: Path, spec: dict[str, list[str]]) -> Path:
+    for folder, names in spec.items():
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            (root / folder / name).write_bytes(b"not really a film")
+    return root
+
+
+def test_load_tensors_names_an_unreadable_film(tmp_path):
+    films = discover(_tree(tmp_path, {"NORMAL": ["a.png"], "PNEUMONIA": ["b.png"]}))
+    with pytest.raises(DatasetError, match="a.png"):
+        load_tensors(films, 32)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"NORMAL": ["a.png"]}, "at least two"),
+    ({"NORMAL": ["a.png"], "PNEUMONIA": ["notes.txt"]}, "PNEUMONIA"),
+    ({}, "at least two"),
+])
+def test_discover_refuses_what_is_not_a_class_tree(tmp_path, spec, message):
+    root = _tree(tmp_path / "data", spec) if spec else (tmp_path / "data")
+    root.mkdir(exist_ok=True)
+    with pytest.raises(DatasetError, match=message):
+        discover(root)
+
+
+def test_discover_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        discover(tmp_path / "nowhere")

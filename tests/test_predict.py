@@ -1,0 +1,123 @@
+"""Prediction through the library: probabilities, label, priority and warnings on real films; Grad-CAM."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from core.films import Film, read_film
+from core.predict import Predictor
+
+
+def test_prediction_on_a_real_film_is_consistent(predictor, films_dir):
+    point = predictor.loaded.operating_point
+    for path in sorted(films_dir.glob("*/*.jpeg"))[::3]:
+        prediction = predictor.predict(read_film(path))
+        probs = prediction.probabilities
+        assert list(probs) == ["NORMAL", "PNEUMONIA"]
+        assert sum(probs.values()) == pytest.approx(1.0, abs=2e-6)
+        assert all(0.0 <= p <= 1.0 for p in probs.values())
+        assert prediction.abnormal_score == pytest.approx(1.0 - probs["NORMAL"], abs=2e-6)
+        assert prediction.threshold == point.threshold
+        called = prediction.abnormal_score >= point.threshold
+        assert prediction.label == ("PNEUMONIA" if called else "NORMAL")
+        assert prediction.priority == ("urgent" if called else "routine")
+        assert prediction.warnings == []
+        assert prediction.model == predictor.name
+
+
+def test_prediction_to_dict_is_the_cli_payload(predictor, normal_film_path):
+    data = predictor.predict(read_film(normal_film_path)).to_dict()
+    assert set(data) == {"model", "probabilities", "label", "priority", "abnormal_score", "threshold", "warnings"}
+
+
+def test_pneumonia_films_score_higher_than_normal_films(predictor, films_dir):
+    def mean_score(folder):
+        return np.mean([predictor.predict(read_film(p)).abnormal_score for p in (films_dir / folder).iterdir()])
+
+    assert mean_score("PNEUMONIA") > mean_score("NORMAL")
+
+
+def _film(pixels: np.ndarray) -> Film:
+    return Film(pixels.astype(np.float32), "PNG", (pixels.shape[1], pixels.shape[0]), 8)
+
+
+@pytest.mark.parametrize("pixels, problem", [
+    (np.full((300, 300), 0.5), "blank"),
+    (np.random.default_rng(0).random((60, 60)), "pixels"),
+    (np.random.default_rng(0).random((100, 900)), "strip-shaped"),
+    ((np.random.default_rng(0).random((300, 300)) > 0.5).astype(float), "saturated"),
+], ids=["blank", "tiny", "strip", "saturated"])
+def test_unusable_images_get_probabilities_but_no_priority(predictor, pixels, problem):
+    prediction = predictor.predict(_film(pixels))
+    assert prediction.priority is None
+    assert any(problem in w for w in prediction.warnings)
+    assert any("Not triaged" in w for w in prediction.warnings)
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=2e-6)
+
+
+def test_film_warnings_are_passed_on(predictor, normal_film_path):
+    film = read_film(normal_film_path)
+    warned = Film(film.pixels, film.source_format, film.original_size, 8, warnings=("only the first frame",))
+    prediction = predictor.predict(warned)
+    assert prediction.warnings == ["only the first frame"]
+    assert prediction.priority in ("urgent", "routine")
+
+
+def test_predictor_from_registry_loads_the_default(trained_model, normal_film_path, predictor):
+    loaded = Predictor.from_registry(directory=trained_model.directory)
+    assert loaded.name == trained_model.name
+    film = read_film(normal_film_path)
+    assert loaded.predict(film).probabilities == predictor.predict(film).probabilities
+
+
+def test_explanation_is_a_heat_map_and_a_film_sized_overlay(predictor, pneumonia_film_path):
+    film = read_film(pneumonia_film_path)
+    assert predictor.can_explain
+    explanation = predictor.explain(film, "PNEUMONIA")
+    size = predictor.loaded.image_size
+    assert explanation.heat_map.shape == (size, size)
+    assert 0.0 <= explanation.heat_map.min() and explanation.heat_map.max() <= 1.0
+    assert explanation.heat_map.max() > 0.0  # the trained model looks somewhere
+    assert explanation.overlay.shape == (*film.pixels.shape, 3) and explanation.overlay.dtype == np.uint8
+
+
+def test_explaining_does_not_change_predictions(predictor, pneumonia_film_path):
+    film = read_film(pneumonia_film_path)
+    before = predictor.predict(film).probabilities
+    for _ in range(3):
+        predictor.explain(film, "NORMAL")
+    assert predictor.predict(film).probabilities == before
+    layer = predictor._cam_layer
+    assert not layer._forward_hooks and not layer._backward_hooks
+
+
+@pytest.mark.parametrize("class_name, method", [("EFFUSION", "gradcam"), ("PNEUMONIA", "magic")])
+def test_explain_refuses_unknown_class_or_method(predictor, normal_film_path, class_name, method):
+    with pytest.raises(ValueError):
+        predictor.explain(read_film(normal_film_path), class_name, method=method)
+
+
+def test_shared_predictor_is_safe_across_threads(predictor, films_dir):
+    """App sessions share one cached predictor; explanations attach hooks, so everything goes through a lock."""
+    paths = sorted(films_dir.glob("*/*.jpeg"))[:4]
+    filmset = [read_film(p) for p in paths]
+    expected = [predictor.predict(f).probabilities for f in filmset]
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(2):
+                predictor.explain(filmset[i], "PNEUMONIA")
+                results[i] = predictor.predict(filmset[i]).probabilities
+        except Exception as exc:  # noqa: BLE001 - surfaced through the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(filmset))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [results[i] for i in range(len(filmset))] == expected

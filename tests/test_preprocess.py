@@ -1,0 +1,114 @@
+"""The one preprocessing path (film -> 1 x S x S in [0, 1]) and the training-only augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.films import read_film
+from core.preprocess import TrainingAugmentation, check_pixel_contract, film_to_tensor
+
+
+@pytest.mark.parametrize("size", [32, 64, 224])
+@pytest.mark.parametrize("shape", [(260, 320), (320, 260), (64, 64)])
+def test_film_to_tensor_follows_the_pixel_contract(size, shape):
+    pixels = np.random.default_rng(0).random(shape, dtype=np.float32)
+    tensor = film_to_tensor(pixels, size)
+    assert tensor.shape == (1, size, size)
+    assert tensor.dtype == torch.float32
+    assert 0.0 <= float(tensor.min()) and float(tensor.max()) <= 1.0
+    check_pixel_contract(tensor.unsqueeze(0))
+
+
+def test_whole_film_is_squashed_to_a_square_not_cropped():
+    # A 400 x 200 film whose left quarter is white: squashing keeps that quarter; a centre crop would lose it.
+    pixels = np.zeros((200, 400), dtype=np.float32)
+    pixels[:, :100] = 1.0
+    tensor = film_to_tensor(pixels, 64)[0].numpy()
+    assert tensor[:, :15].mean() > 0.99
+    assert tensor[:, 17:].mean() < 0.01
+    # vertical extent fully kept too
+    pixels = np.zeros((400, 200), dtype=np.float32)
+    pixels[300:, :] = 1.0
+    tensor = film_to_tensor(pixels, 64)[0].numpy()
+    assert tensor[49:, :].mean() > 0.99 and tensor[:47, :].mean() < 0.01
+
+
+def test_downscale_is_anti_aliased():
+    # One-pixel stripes average to grey; plain subsampling would return pure black or white.
+    pixels = np.zeros((512, 512), dtype=np.float32)
+    pixels[:, ::2] = 1.0
+    tensor = film_to_tensor(pixels, 64)
+    assert float(tensor.mean()) == pytest.approx(0.5, abs=0.02)
+    assert float(tensor.std()) < 0.05
+
+
+def test_square_film_of_the_target_size_is_unchanged():
+    pixels = np.random.default_rng(1).random((64, 64), dtype=np.float32)
+    np.testing.assert_array_equal(film_to_tensor(pixels, 64)[0].numpy(), pixels)
+
+
+def test_full_resolution_film_and_a_224_copy_reach_the_model_alike(normal_film_path, tmp_path):
+    """Training films are 224-px squashed copies; a full-resolution upload must reach the model the same way."""
+    film = read_film(normal_film_path)
+    with Image.open(normal_film_path) as image:
+        image.convert("L").resize((224, 224), Image.Resampling.LANCZOS).save(tmp_path / "copy.png")
+    copy = read_film(tmp_path / "copy.png")
+    full, small = film_to_tensor(film.pixels, 128), film_to_tensor(copy.pixels, 128)
+    assert float((full - small).abs().mean()) < 0.02
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4, 3), np.float32), np.full((4, 4), 1.5, np.float32),
+                                 np.full((4, 4), -0.1, np.float32), np.zeros((0, 4), np.float32)],
+                         ids=["rgb", "above-1", "below-0", "empty"])
+def test_film_to_tensor_rejects_pixels_outside_the_contract(bad):
+    with pytest.raises(ValueError):
+        film_to_tensor(bad, 32)
+
+
+@pytest.mark.parametrize("batch", [torch.zeros(2, 3, 8, 8), torch.zeros(1, 8, 8), torch.full((1, 1, 8, 8), 2.0),
+                                   torch.full((1, 1, 8, 8), -1.0)], ids=["3-channel", "3-d", "above-1", "below-0"])
+def test_check_pixel_contract_rejects(batch):
+    with pytest.raises(ValueError):
+        check_pixel_contract(batch)
+
+
+def _batch(n=4, size=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, size, size, generator=generator)
+
+
+def test_augmentation_keeps_the_contract_and_changes_the_films():
+    batch = _batch()
+    out = TrainingAugmentation()(batch, torch.Generator().manual_seed(1))
+    assert out.shape == batch.shape
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert float((out - batch).abs().mean()) > 0.01
+
+
+def test_augmentation_is_reproducible_with_a_seeded_generator():
+    batch, augment = _batch(), TrainingAugmentation()
+    first = augment(batch, torch.Generator().manual_seed(7))
+    again = augment(batch, torch.Generator().manual_seed(7))
+    other = augment(batch, torch.Generator().manual_seed(8))
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, other)
+
+
+def test_augmentation_with_zero_strength_is_the_identity():
+    augment = TrainingAugmentation(rotation_deg=0.0, scale=(1.0, 1.0), translate=0.0, brightness=0.0, contrast=0.0)
+    batch = _batch()
+    torch.testing.assert_close(augment(batch, torch.Generator().manual_seed(0)), batch, atol=1e-5, rtol=0)
+
+
+def test_augmentation_never_flips_by_default():
+    # A film that is white on its left (the patient's right, where the heart is not) must stay so.
+    batch = torch.zeros(64, 1, 32, 32)
+    batch[..., :8] = 1.0
+    out = TrainingAugmentation(brightness=0.0, contrast=0.0)(batch, torch.Generator().manual_seed(0))
+    left, right = out[..., :10].mean(dim=(1, 2, 3)), out[..., 22:].mean(dim=(1, 2, 3))
+    assert bool((left > right).all())
+    flipped = TrainingAugmentation(brightness=0.0, contrast=0.0, hflip=True)(batch, torch.Generator().manual_seed(0))
+    left, right = flipped[..., :10].mean(dim=(1, 2, 3)), flipped[..., 22:].mean(dim=(1, 2, 3))
+    assert 10 < int((right > left).sum()) < 54  # about half flipped when asked to
