@@ -12,7 +12,8 @@ import warnings as _warnings
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from core.errors import UnreadableImage
 from core.films import MAX_PIXELS, Film
@@ -61,13 +62,15 @@ def _read_dicom(data: bytes, label: str) -> Film:
             "Export the image series instead."
         )
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if rows * cols > MAX_PIXELS:
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if rows * cols * samples > MAX_PIXELS:
         raise UnreadableImage(f"{label} is {cols}x{rows} pixels, over the safe decoding limit.")
+    _fill_missing_transfer_syntax(ds)
     warnings: list[str] = []
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        warnings.append(f"Multi-frame DICOM ({frames} frames): only the first frame is read.")
     arr = _decode_pixels(ds, label)
-    if arr.ndim == 4 or (arr.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) == 1):
-        warnings.append(f"Multi-frame DICOM ({arr.shape[0]} frames): only the first frame is read.")
-        arr = arr[0]
     try:
         if arr.ndim == 3:  # colour (RGB after pydicom's YBR conversion)
             pixels = _normalise(arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
@@ -91,13 +94,28 @@ def _read_dicom(data: bytes, label: str) -> Film:
 def _decode_pixels(ds: pydicom.Dataset, label: str) -> np.ndarray:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
-        return ds.pixel_array
+        # Only the first frame is decoded: a multi-frame upload must not cost memory for every frame.
+        return pixel_array(ds, index=0)
     except (NotImplementedError, RuntimeError, ValueError, TypeError, AttributeError, KeyError) as exc:
         name = syntax.name if syntax is not None else "unknown"
         raise UnreadableImage(
             f"{label}: the DICOM pixel data (transfer syntax '{name}') cannot be decoded here ({exc}). "
             "Export the film uncompressed or as JPEG/JPEG 2000."
         ) from exc
+
+
+def _fill_missing_transfer_syntax(ds: pydicom.Dataset) -> None:
+    """Bare datasets (no file meta) are uncompressed; their encoding is known from how they were read."""
+    meta = ds.file_meta if hasattr(ds, "file_meta") else None
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        return
+    syntax = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    if meta is None:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
 
 
 def _greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:

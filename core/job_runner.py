@@ -84,7 +84,7 @@ class JobRunner:
         try:
             json_path = train(settings["data_dir"], TrainConfig(**config), name=settings.get("name"),
                               directory=Path(settings["checkpoints"]), on_progress=self.emit,
-                              should_stop=self.should_stop)
+                              should_stop=self.should_stop, job_id=self.folder.name)
         except TrainingCancelled as exc:
             self.finish(CANCELLED, str(exc))
             return 0

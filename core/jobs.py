@@ -234,18 +234,36 @@ def _recover_or_get_active(root: Path) -> Job | None:
     lock = _read_lock(root)
     if lock is None:
         return None
-    folder = root / str(lock.get("job_id", ""))
-    alive = _runner_alive(lock) if lock.get("role") == "runner" else _pid_alive(int(lock.get("pid", 0)))
-    if alive and folder.is_dir():
-        return read_job(folder)
-    if folder.is_dir():
-        job = read_job(folder)
-        if job.is_active:
-            write_status(folder, FAILED, message=(
-                "The training process stopped unexpectedly (it was killed or the server restarted). "
-                "Nothing was registered; the existing models and the default are unchanged."))
+    job_id = str(lock.get("job_id") or "")
+    folder = root / job_id if job_id else None  # an empty or torn lock names no job: it is simply stale
+    alive = _runner_alive(lock) if lock.get("role") == "runner" else _pid_alive(int(lock.get("pid", 0) or 0))
+    try:
+        job = read_job(folder) if folder is not None and folder.is_dir() else None
+    except JobError:
+        job = None
+    if alive and job is not None:
+        return job
+    if job is not None and job.is_active:
+        registered = _registered_by(job_id, folder)
+        write_status(folder, SUCCEEDED if registered else FAILED, model=registered, message=(
+            f"The training process stopped unexpectedly after registering {registered}; that version is complete."
+            if registered else
+            "The training process stopped unexpectedly (it was killed or the server restarted). "
+            "Nothing was registered; the existing models and the default are unchanged."))
     (root / LOCK_FILE).unlink(missing_ok=True)
     return None
+
+
+def _registered_by(job_id: str, folder: Path) -> str | None:
+    """The model a dead job managed to register, found by the job id its metadata carries."""
+    from core.registry import list_models
+
+    try:
+        directory = Path(json.loads((folder / "config.json").read_text())["checkpoints"])
+        entries, _ = list_models(directory)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return next((e.name for e in entries if e.metadata.get("training", {}).get("job_id") == job_id), None)
 
 
 def release_lock(root: Path, job_id: str) -> None:

@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from core.checkpoints import round_to_storage, save_checkpoint
+from core.checkpoints import remove_stale_temporaries, round_to_storage, save_checkpoint
 from core.data import FilmSet, class_weights, discover, fingerprint, load_tensors, patient_split
 from core.errors import JobError
 from core.inference import as_float, probabilities_in_batches
@@ -62,6 +62,7 @@ class TrainConfig:
 def train(
     data_dir: str | Path, config: TrainConfig, name: str | None = None, directory: Path | None = None,
     on_progress: ProgressCallback | None = None, should_stop: Callable[[], bool] | None = None,
+    job_id: str | None = None,
 ) -> Path:
     """Train, evaluate on validation, register a new version; returns the new model's JSON path."""
     config, directory = config.resolved(), directory or checkpoint_dir()
@@ -98,7 +99,7 @@ def train(
         "operating_point": point.to_dict(),
         "training": {"config": asdict(config), "data_dir": str(data_dir), "history": history,
                      "best_epoch": int(np.argmax([h["val_auc"] for h in history])) + 1,
-                     "seconds": round(time.time() - started, 1), "notes": notes},
+                     "seconds": round(time.time() - started, 1), "notes": notes, "job_id": job_id},
         "data": {"train": fingerprint(train_set), "validation": fingerprint(val_set)},
         "report": report,
         "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -106,6 +107,7 @@ def train(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with registry_lock(directory):
+        remove_stale_temporaries(directory)
         metadata["name"] = next_version_name(name or f"{metadata['task']}-{config.arch}", directory)
         json_path = save_checkpoint(directory, model, metadata)
     ensure_default(metadata["name"], directory)

@@ -4,7 +4,9 @@
 images shipped inside installed packages (scikit-learn, matplotlib, pydicom test files), other
 modalities (MR, CT, ultrasound test DICOMs), maps, and synthetic patterns. ``broken_files()`` yields
 (name, bytes) that are not decodable images at all. ``awkward_encodings(film_path)`` re-encodes one real
-film in the encodings real uploads arrive in.
+film in the encodings real uploads arrive in. The DICOM writers (``film_as_dicom``, ``dicom_without_pixels``,
+``dicom_claiming_size``, ``dicom_with_unknown_syntax``, ``multiframe_dicom_bomb``, ``with_identity``) build the
+DICOM cases from real films; ``Upload`` and ``copy_registry`` help drive the app's upload path.
 """
 from __future__ import annotations
 
@@ -264,3 +266,12 @@ class Upload:
 
     def getvalue(self) -> bytes:
         return self._data
+
+
+def copy_registry(source: Path, destination: Path) -> Path:
+    """A private copy of a checkpoints folder (models and registry.json; lock files left behind)."""
+    destination.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            (destination / path.name).write_bytes(path.read_bytes())
+    return destination

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -97,7 +96,7 @@ def batch(normal_film_path, pneumonia_film_path, dicom_dir, grey_film) -> dict[s
                  "cine-bomb.dcm": corpus.multiframe_dicom_bomb(frames=48)})
     assert set(AWKWARD) | set(GOOD) <= set(good)
     bad_names, good_names = list(bad), list(good)
-    order = [name for pair in zip(good_names, bad_names) for name in pair]
+    order = [name for pair in zip(good_names, bad_names, strict=False) for name in pair]
     order += good_names[len(bad_names):] + bad_names[len(good_names):]
     return {name: {**bad, **good}[name] for name in order}
 
@@ -120,8 +119,8 @@ def cli_batch(batch, trained_model, tmp_path_factory) -> CliBatch:
         paths.append(folder / name)
     env = {**os.environ, "CXR_CHECKPOINTS": str(trained_model.directory), "PYTHONPATH": str(REPO)}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "core", "predict", *map(str, paths), "--json"], cwd=folder,
-                          env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    done = subprocess.run([sys.executable, "-m", "core", "predict", *map(str, paths), "--json"],
+                          check=False, cwd=folder, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     return CliBatch(done.returncode, done.stderr, time.monotonic() - started,
                     [Path(line["file"]).name for line in lines], {Path(line["file"]).name: line for line in lines})
@@ -193,9 +192,9 @@ def test_a_pixel_bomb_is_refused_before_it_is_decoded(batch, name):
 def test_a_multi_frame_dicom_bomb_is_not_decoded_whole():
     """48 blank JPEG frames of 2048 x 2048 px fit in 2.4 MB; ~4,000 fit under the 200 MB upload limit.
 
-    Only the first frame is used, but today every frame is decoded first (``ds.pixel_array``), and the
+    Only the first frame is used, but today every frame is decoded first (``ds.pixel_array``) and the
     Rows x Columns check ignores NumberOfFrames: memory grows with the frame count (measured: 88 MB for one
-    frame, 280 MB for 48, so ~20 GB for a 200 MB file). Either refuse by the total size or decode one frame.
+    frame, 280 MB for 48; a 200 MB file would need ~17 GB). Either refuse by total size or decode one frame.
     """
     one, many = corpus.multiframe_dicom_bomb(frames=1), corpus.multiframe_dicom_bomb(frames=48)
     single = _peak_bytes(lambda: read_film(one, name="one-frame.dcm"))
@@ -254,7 +253,7 @@ def test_a_film_exported_as_monochrome1_dicom_reads_back_as_the_film(grey_film, 
 
 
 def test_text_named_dcm_is_not_called_a_dicom_file(predictor):
-    """Today a text file named .dcm is "a DICOM file without pixel data": the wrong problem named."""
+    """The format is decided by content: a text file named .dcm is not "a DICOM file without pixel data"."""
     with pytest.raises(UnreadableImage) as error:
         read_film(b"Dear colleague, the film follows by post.\n" * 20, name="letter.dcm")
     message = str(error.value)
@@ -266,17 +265,9 @@ def test_text_named_dcm_is_not_called_a_dicom_file(predictor):
 # --- the triage page itself ----------------------------------------------------------------------------
 
 
-def _copy_registry(trained_model, destination: Path) -> Path:
-    destination.mkdir(parents=True)
-    for path in trained_model.directory.iterdir():
-        if path.is_file() and not path.name.startswith("."):
-            shutil.copy2(path, destination / path.name)
-    return destination
-
-
 @pytest.fixture
 def app_registry(trained_model, tmp_path, monkeypatch) -> Path:
-    folder = _copy_registry(trained_model, tmp_path / "checkpoints")
+    folder = corpus.copy_registry(trained_model.directory, tmp_path / "checkpoints")
     monkeypatch.setenv("CXR_CHECKPOINTS", str(folder))
     monkeypatch.setenv("CXR_JOBS", str(tmp_path / "jobs"))
     return folder
@@ -395,7 +386,7 @@ QUICK = TrainConfig(arch="mlp", epochs=1, image_size=64, max_films=120)
 
 @pytest.fixture
 def job_places(trained_model, kermany_train, tmp_path) -> tuple[Path, Path]:
-    return _copy_registry(trained_model, tmp_path / "checkpoints"), tmp_path / "jobs"
+    return corpus.copy_registry(trained_model.directory, tmp_path / "checkpoints"), tmp_path / "jobs"
 
 
 def _default_files(checkpoints: Path) -> dict[str, bytes]:
@@ -446,7 +437,8 @@ def _ended(folder: Path):
     return None if job.is_active else job
 
 
-def _after_a_kill(checkpoints: Path, jobs: Path, job_id: str, before: dict[str, bytes]) -> None:
+def _after_a_kill(checkpoints: Path, jobs: Path, job_id: str, before: dict[str, bytes]):
+    """The lock is recovered, the default untouched, every listed version whole, and the job's status true."""
     wait_for(lambda: active_job(jobs) is None, timeout=60, what="the stale lock to be recovered")
     assert not (jobs / LOCK_FILE).exists()
     assert _default_files(checkpoints) == before  # registry.json and the default model, byte for byte
@@ -456,11 +448,9 @@ def _after_a_kill(checkpoints: Path, jobs: Path, job_id: str, before: dict[str, 
         load_checkpoint(entry.json_path)
     job = read_job(jobs / job_id)
     assert job.state in (FAILED, SUCCEEDED)
-    new = {e.name for e in entries} - {name[:-5] for name in before if name.endswith(".json")}
     if job.state == FAILED:
         assert "stopped unexpectedly" in job.message
-        if new:  # the model was registered before the kill: the job must not claim otherwise
-            assert "Nothing was registered" not in job.message, (new, job.message)
+    return job, {e.name for e in entries} - {name.removesuffix(".json") for name in before}
 
 
 @pytest.mark.parametrize("trigger", ["decoding", "registry lock", "weights written", "description written"])
@@ -473,13 +463,17 @@ def test_a_job_killed_at_any_moment_leaves_the_registry_whole_and_the_next_job_r
     _kill_when(job.folder, checkpoints, trigger, _runner_pid(jobs, job.job_id))
     if trigger == "decoding":
         assert not _events(job.folder, "train")  # killed before any training step
-    _after_a_kill(checkpoints, jobs, job.job_id, before)
+    killed, registered = _after_a_kill(checkpoints, jobs, job.job_id, before)
 
     again = start_job(kermany_train, QUICK, directory=checkpoints, root=jobs)  # the slot is free again
     done = wait_for(lambda: _ended(again.folder), timeout=300, what="the next job")
     assert done.state == SUCCEEDED, done.message
     load_checkpoint(checkpoints / f"{done.model}.json")
     assert _default_files(checkpoints) == before
+    if killed.state == FAILED and registered:
+        # Killed after its model was registered (trigger "description written"): today the recovered status
+        # still says "Nothing was registered", which sends the user to retrain a model that already exists.
+        assert "Nothing was registered" not in killed.message, (registered, killed.message)
 
 
 def _dead_pid() -> int:

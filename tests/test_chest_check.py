@@ -1,0 +1,192 @@
+"""Images that are not usable chest films are flagged (a warning and priority None) or refused; real films are not.
+
+The issue's targets: >= 95 % of non-chest images flagged, <= 1 % of real chest films flagged. Every image goes
+through ONE ``python -m core predict --json`` process and through the triage page's own path
+(``dashboard.state.triage_uploads``, uploads in memory), and an AppTest run draws a few on the page.
+Non-chest images come from tests/corpus.py (photos, maps, MR/CT/ultrasound test DICOMs, synthetic patterns)
+plus unusable versions of a real film (blank, saturated, tiny, strip-shaped).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import corpus
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core.data import discover, patient_split
+from dashboard.state import triage_uploads
+
+REPO = Path(__file__).resolve().parent.parent
+NON_CHEST_TARGET = 0.95
+CHEST_FLAG_LIMIT = 0.01
+SAMPLE_SIZE, SAMPLE_SEED = 200, 0
+NOT_TRIAGED = "Not triaged: the image does not look like a usable chest film."
+
+# Unusable versions of a real film -> the sentence its warning must contain.
+UNUSABLE = {
+    "blank.png": "almost uniform (blank)",
+    "saturated.png": "saturated",
+    "tiny.png": "only 40x40 pixels",
+    "strip.png": "strip-shaped (1600x200)",
+}
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def unusable_versions(film: Image.Image) -> dict[str, bytes]:
+    pixels = np.asarray(film)
+    w, h = film.size
+    return {
+        "blank.png": _png(Image.new("L", film.size, int(pixels.mean()))),
+        "saturated.png": _png(Image.fromarray(np.where(pixels > np.median(pixels), 255, 0).astype(np.uint8))),
+        "tiny.png": _png(film.crop((w // 2 - 20, h // 2 - 20, w // 2 + 20, h // 2 + 20))),
+        "strip.png": _png(film.resize((1600, 200), Image.Resampling.BILINEAR)),
+    }
+
+
+def chest_sample(kermany_train: Path) -> list[Path]:
+    """200 films (fixed seed) from the Kermany train patients the detector was NOT fitted on.
+
+    core/ood_fit.py fits the detector on the patient-disjoint 80 % of kermany-224/train and sets its threshold
+    at the 99.5th percentile of held-out films that include this 20 %. So these films were unseen by the fit but
+    did take part in choosing the threshold: an honest-but-calibration-side estimate. bench/ood.py prints the
+    figure on the whole held-out set.
+    """
+    _, held_out = patient_split(discover(kermany_train), 0.2, seed=0)
+    index = np.random.default_rng(SAMPLE_SEED).choice(len(held_out), SAMPLE_SIZE, replace=False)
+    return [held_out.paths[i] for i in sorted(index)]
+
+
+@pytest.fixture(scope="module")
+def cases(normal_film_path, films_dir, dicom_dir, kermany_train) -> dict[str, dict[str, bytes]]:
+    """Groups of (name -> bytes). Names are unique across groups and are the CLI's file names."""
+    with Image.open(normal_film_path) as image:
+        film = image.convert("L")
+    real = {p.name: p.read_bytes() for p in sorted(films_dir.glob("*/*.jpeg")) + sorted(dicom_dir.glob("*.dcm"))}
+    groups = {"non_chest": dict(corpus.non_chest_images()), "unusable": unusable_versions(film), "real": real,
+              "sample": {p.name: p.read_bytes() for p in chest_sample(kermany_train)}}
+    names = [name for group in groups.values() for name in group]
+    assert len(names) == len(set(names)), "file names must be unique across the groups"
+    assert len(groups["real"]) == 18 and len(groups["sample"]) == SAMPLE_SIZE
+    return groups
+
+
+@pytest.fixture(scope="module")
+def cli_answers(cases, trained_model, tmp_path_factory) -> dict[str, dict]:
+    folder = tmp_path_factory.mktemp("chest-check")
+    paths = []
+    for group in cases.values():
+        for name, data in group.items():
+            (folder / name).write_bytes(data)
+            paths.append(folder / name)
+    env = {**os.environ, "CXR_CHECKPOINTS": str(trained_model.directory), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "core", "predict", *map(str, paths), "--json"],
+                          check=False, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert [Path(line["file"]).name for line in lines] == [p.name for p in paths]
+    return {Path(line["file"]).name: line for line in lines}
+
+
+@pytest.fixture(scope="module")
+def app_answers(cases, predictor) -> dict[str, dict]:
+    uploads = [corpus.Upload(name, data) for group in cases.values() for name, data in group.items()]
+    return {r.file: {"error": r.error} if r.error else r.prediction.to_dict()
+            for r in triage_uploads(predictor, uploads)}
+
+
+@pytest.fixture(params=["cli", "app"])
+def answers(request) -> dict[str, dict]:
+    return request.getfixturevalue(f"{request.param}_answers")
+
+
+def flagged(answer: dict) -> bool:
+    """Refused with an error, or answered without a priority and with the reason and 'Not triaged'."""
+    if "error" in answer:
+        return True
+    return answer["priority"] is None and NOT_TRIAGED in answer["warnings"] and len(answer["warnings"]) >= 2
+
+
+def test_non_chest_images_are_flagged_or_refused(answers, cases):
+    names = list(cases["non_chest"])
+    missed = [name for name in names if not flagged(answers[name])]
+    rate = 1 - len(missed) / len(names)
+    assert rate >= NON_CHEST_TARGET, f"{rate:.1%} of {len(names)} flagged; missed: {missed}"  # measured: 100 %
+
+
+def test_a_flagged_image_still_shows_its_probabilities(answers, cases):
+    for name in cases["non_chest"]:
+        answer = answers[name]
+        if "error" not in answer:
+            assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", UNUSABLE)
+def test_an_unusable_film_gets_no_priority_and_says_why(answers, name):
+    answer = answers[name]
+    assert "error" not in answer, answer["error"]
+    assert answer["priority"] is None
+    assert any(UNUSABLE[name] in w for w in answer["warnings"]), answer["warnings"]
+    assert NOT_TRIAGED in answer["warnings"]
+
+
+def test_every_real_film_and_both_dicoms_get_a_priority(answers, cases):
+    untriaged = {name: answers[name].get("error") or answers[name]["warnings"] for name in cases["real"]
+                 if answers[name].get("priority") is None}
+    assert untriaged == {}
+    assert all(answers[name]["warnings"] == [] for name in cases["real"])
+
+
+def test_at_most_one_percent_of_real_chest_films_are_flagged(answers, cases):
+    """See chest_sample(): held-out patients of the detector's fit (measured: 0 or 1 of 200 flagged)."""
+    names = list(cases["sample"])
+    hits = {name: answers[name].get("warnings") or answers[name].get("error") for name in names
+            if flagged(answers[name])}
+    assert len(hits) / len(names) <= CHEST_FLAG_LIMIT, hits
+
+
+def test_cli_and_app_agree_on_every_image(cli_answers, app_answers):
+    for name, line in cli_answers.items():
+        app = app_answers[name]
+        assert ("error" in line) == ("error" in app), name
+        if "error" not in line:
+            assert (line["priority"], line["label"]) == (app["priority"], app["label"]), name
+            assert line["warnings"] == app["warnings"], name
+
+
+def test_the_triage_page_shows_non_chest_uploads_as_not_triaged(cases, trained_model, tmp_path, monkeypatch):
+    folder = corpus.copy_registry(trained_model.directory, tmp_path / "checkpoints")
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CXR_JOBS", str(tmp_path / "jobs"))
+    real = next(iter(cases["real"]))
+    chosen = {"grace_hopper.jpg": cases["non_chest"]["grace_hopper.jpg"],
+              "CT_small.dcm": cases["non_chest"]["CT_small.dcm"],
+              "tiny.png": cases["unusable"]["tiny.png"], "strip.png": cases["unusable"]["strip.png"],
+              "blank.png": cases["unusable"]["blank.png"], real: cases["real"][real]}
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=240)
+    at.run()
+    at.file_uploader(key="films").set_value([(n, d, "application/octet-stream") for n, d in chosen.items()])
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("File")
+    assert table.loc[real, "Priority"] in ("Urgent", "Routine")
+    others = [name for name in chosen if name != real]
+    assert list(table.loc[others, "Priority"]) == ["Not triaged"] * len(others)
+    assert all("Not triaged" in table.loc[name, "Warnings"] for name in others)
+    assert "does not look like the chest films" in table.loc["grace_hopper.jpg", "Warnings"]
+    for name in ("tiny.png", "strip.png", "blank.png"):
+        assert UNUSABLE[name] in table.loc[name, "Warnings"]
+    assert [m.value for m in at.get("metric")][2] == str(len(others))  # the "Not triaged" count
+    assert sum(NOT_TRIAGED in w.value for w in at.warning) == len(others)  # one per film card
