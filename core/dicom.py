@@ -61,13 +61,13 @@ def _read_dicom(data: bytes, label: str) -> Film:
             f"{label} is a DICOM file without pixel data (for example a structured report). "
             "Export the image series instead."
         )
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
+    samples = _int_tag(ds, "SamplesPerPixel", 1)
     if rows * cols * samples > MAX_PIXELS:
         raise UnreadableImage(f"{label} is {cols}x{rows} pixels, over the safe decoding limit.")
     _fill_missing_transfer_syntax(ds)
     warnings: list[str] = []
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _int_tag(ds, "NumberOfFrames", 1)
     if frames > 1:
         warnings.append(f"Multi-frame DICOM ({frames} frames): only the first frame is read.")
     arr = _decode_pixels(ds, label)
@@ -85,7 +85,7 @@ def _read_dicom(data: bytes, label: str) -> Film:
         pixels=np.clip(pixels, 0.0, 1.0),
         source_format="DICOM",
         original_size=(cols, rows),
-        bit_depth=int(ds.get("BitsStored", 8) or 8),
+        bit_depth=_int_tag(ds, "BitsStored", 8),
         metadata=_safe_metadata(ds),
         warnings=tuple(warnings),
     )
@@ -102,6 +102,14 @@ def _decode_pixels(ds: pydicom.Dataset, label: str) -> np.ndarray:
             f"{label}: the DICOM pixel data (transfer syntax '{name}') cannot be decoded here ({exc}). "
             "Export the film uncompressed or as JPEG/JPEG 2000."
         ) from exc
+
+
+def _int_tag(ds: pydicom.Dataset, keyword: str, default: int) -> int:
+    """An integer tag, or ``default`` when it is absent or malformed (test files carry values like '1A')."""
+    try:
+        return int(ds.get(keyword, default) or default)
+    except (ValueError, TypeError):
+        return default
 
 
 def _fill_missing_transfer_syntax(ds: pydicom.Dataset) -> None:
