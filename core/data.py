@@ -16,7 +16,6 @@ from core.films import read_film
 from core.preprocess import film_to_tensor
 
 FILM_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
-SPLIT_NAMES = ("train", "val", "test")
 
 # Kermany names carry the patient: personNNN_bacteria_MMM / IM-NNNN-MMMM / NORMAL2-IM-NNNN-MMMM.
 _PATIENT_PATTERNS = (

@@ -12,10 +12,6 @@ class UnreadableImage(TriageError):
     """The file is not an image we can decode (empty, truncated, wrong format, too large)."""
 
 
-class NotAChestFilm(TriageError):
-    """The image decodes but cannot be used as a chest film (blank, tiny, strip-shaped...)."""
-
-
 class CheckpointError(TriageError):
     """A checkpoint is missing, corrupt, unsafe or does not match its metadata."""
 

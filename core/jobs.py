@@ -186,11 +186,6 @@ def list_jobs(root: Path | None = None, limit: int | None = None) -> list[Job]:
     return jobs
 
 
-def latest_job(root: Path | None = None) -> Job | None:
-    jobs = list_jobs(root, limit=1)
-    return jobs[0] if jobs else None
-
-
 def active_job(root: Path | None = None) -> Job | None:
     """The running (or starting) job, or None; a stale lock is recovered on the way."""
     root = root or jobs_dir()

@@ -160,8 +160,7 @@ def _fit(model, x_train, train_set, x_val, val_set, config, emit, should_stop):
                   "eta_seconds": elapsed / done * (config.epochs * steps - done)})
         val_probs = probabilities_in_batches(model, x_val)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_auc": _auc(val_set.labels, val_probs),
-                  "val_loss": float(loss_fn(torch.log(torch.as_tensor(val_probs).clamp_min(1e-7)).float(),
-                                            torch.as_tensor(val_set.labels))),
+                  "val_loss": _weighted_nll(val_probs, val_set.labels, loss_fn.weight),
                   "seconds": round(time.time() - started, 1)}
         history.append(record)
         emit({"phase": "epoch", **record, "epochs": config.epochs})
@@ -173,6 +172,12 @@ def _fit(model, x_train, train_set, x_val, val_set, config, emit, should_stop):
                 emit({"phase": "note", "message": f"early stop: no validation AUC gain for {stale} epochs"})
                 break
     return best_state, history
+
+
+def _weighted_nll(probs: np.ndarray, labels: np.ndarray, weight: torch.Tensor) -> float:
+    """The training loss (class-weighted cross-entropy) from probabilities already computed for the AUC."""
+    log_probs = torch.log(torch.as_tensor(probs, dtype=torch.float32).clamp_min(1e-7))
+    return float(nn.functional.nll_loss(log_probs, torch.as_tensor(labels), weight=weight))
 
 
 def _auc(y_true: np.ndarray, probs: np.ndarray) -> float:
