@@ -1,4 +1,4 @@
-"""Command line: ``python -m core {predict,evaluate,train,models}``. Other tools script against this.
+"""Command line: ``python -m core {predict,evaluate,train,calibrate,models}``. Other tools script against this.
 
 Every failure is a JSON object with an ``error`` message and exit code 1, never a traceback.
 """
@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="base name; a version suffix -vN is added")
     p.add_argument("--set-default", action="store_true", help="make the new model the default")
+    p = sub.add_parser("calibrate", help="new version of a model with a threshold for another sensitivity target")
+    p.add_argument("model", metavar="NAME")
+    p.add_argument("--target-sensitivity", type=float, required=True, help="e.g. 0.98 (on validation)")
+    p.add_argument("--data", metavar="DIR", help="the training folder, if it moved since training")
+    p.add_argument("--set-default", action="store_true", help="make the new version the default")
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("--json", action="store_true")
     return parser
@@ -55,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"predict": _predict, "evaluate": _evaluate, "train": _train, "models": _models}[args.command](args)
+        return {"predict": _predict, "evaluate": _evaluate, "train": _train, "calibrate": _calibrate,
+                "models": _models}[args.command](args)
     except TriageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -140,6 +146,17 @@ def _train(args) -> int:
         set_default(metadata["name"])
     print(json.dumps({"name": metadata["name"], "checkpoint": str(json_path.with_suffix(".pt")),
                       "validation": _summary(metadata["report"]), "seconds": metadata["training"]["seconds"]}))
+    return 0
+
+
+def _calibrate(args) -> int:
+    from core.calibrate import calibrate
+
+    json_path = calibrate(args.model, args.target_sensitivity, args.data, make_default=args.set_default)
+    metadata = json.loads(json_path.read_text())
+    print(json.dumps({"name": metadata["name"], "from": metadata["calibration"]["from"],
+                      "previous_threshold": metadata["calibration"]["previous_threshold"],
+                      "validation": _summary(metadata["report"])}))
     return 0
 
 

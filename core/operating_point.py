@@ -2,7 +2,10 @@
 
 Abnormal score = 1 - p(normal). A film is called abnormal (and triaged ``urgent``) when its score
 reaches the threshold; the label is then the most probable abnormal class, otherwise the normal class.
-The default policy picks the highest threshold whose validation sensitivity is at least 95 %.
+The default policy picks the highest threshold whose validation sensitivity is at least 98 %. The bar on
+new data is 95 %; the 3-point margin is there because validation films come from the same hospital batch as
+training, so the highest threshold that just reaches 95 % there sits on the steep edge of the ROC curve and
+loses sensitivity as soon as the films shift (as the full-resolution films in ../shared/data/films showed).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-DEFAULT_TARGET_SENSITIVITY = 0.95
+DEFAULT_TARGET_SENSITIVITY = 0.98
 _NORMAL_NAME = re.compile(r"^(normal|no[ _-]?finding|healthy)$", re.IGNORECASE)
 
 

@@ -69,7 +69,7 @@ def train(
     emit = on_progress or (lambda event: None)
     torch.manual_seed(config.seed)
     started = time.time()
-    films = _maybe_subset(discover(data_dir), config)
+    films = maybe_subset(discover(data_dir), config)
     train_set, val_set = patient_split(films, config.val_fraction, config.seed)
     emit({"phase": "loading", "message": f"decoding {len(films)} films once"})
     def loading(done: int, total: int, offset: int = 0) -> None:
@@ -94,7 +94,7 @@ def train(
     metadata = {
         "task": task_name(films.classes), "arch": config.arch, "classes": list(films.classes),
         "model_args": {"num_classes": len(films.classes), "image_size": config.image_size},
-        "input": {"channels": 1, "pixel_range": [0.0, 1.0], "geometry": "whole film resized to a square",
+        "input": {"channels": 1, "pixel_range": [0.0, 1.0], "geometry": "whole film resized to a square (224-px 8-bit JPEG reference form first)",
                   "image_size": config.image_size},
         "operating_point": point.to_dict(),
         "training": {"config": asdict(config), "data_dir": str(data_dir), "history": history,
@@ -115,7 +115,7 @@ def train(
     return json_path
 
 
-def _maybe_subset(films: FilmSet, config: TrainConfig) -> FilmSet:
+def maybe_subset(films: FilmSet, config: TrainConfig) -> FilmSet:
     if not config.max_films or config.max_films >= len(films):
         return films
     rng = np.random.default_rng(config.seed)

@@ -1,13 +1,17 @@
 """The one preprocessing path (film -> 1 x S x S in [0, 1]) and the training-only augmentation."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from core.films import read_film
-from core.preprocess import TrainingAugmentation, check_pixel_contract, film_to_tensor
+from core.preprocess import (
+    REFERENCE_JPEG_QUALITY, REFERENCE_SIZE, TrainingAugmentation, check_pixel_contract, film_to_tensor, reference_form,
+)
 
 
 @pytest.mark.parametrize("size", [32, 64, 224])
@@ -44,9 +48,34 @@ def test_downscale_is_anti_aliased():
     assert float(tensor.std()) < 0.05
 
 
-def test_square_film_of_the_target_size_is_unchanged():
-    pixels = np.random.default_rng(1).random((64, 64), dtype=np.float32)
-    np.testing.assert_array_equal(film_to_tensor(pixels, 64)[0].numpy(), pixels)
+def test_a_film_in_the_training_form_reaches_a_224_px_model_unchanged():
+    pixels = np.random.default_rng(1).random((224, 224), dtype=np.float32)
+    assert reference_form(pixels) is pixels
+    np.testing.assert_array_equal(film_to_tensor(pixels, 224)[0].numpy(), pixels)
+
+
+def test_other_films_are_brought_to_the_training_copys_form():
+    pixels = np.random.default_rng(2).random((300, 500), dtype=np.float32)
+    out = reference_form(pixels)
+    assert out.shape == (REFERENCE_SIZE, REFERENCE_SIZE) == (224, 224) and out.dtype == np.float32
+    np.testing.assert_allclose(out * 255, np.rint(out * 255), atol=1e-4)  # 8-bit, like the copy
+    assert float(np.abs(out - pixels.mean()).mean()) < 0.25  # JPEG smooths pixel noise towards the mean
+
+
+def test_full_resolution_film_gives_the_model_what_its_224_px_jpeg_copy_gives(pneumonia_film_path):
+    # How the Kermany training copy was made: squashed to 224 px and saved as an RGB JPEG at quality 75.
+    full = read_film(pneumonia_film_path)
+    assert min(full.pixels.shape) > 500
+    copy = Image.open(pneumonia_film_path).convert("L").resize((224, 224), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    copy.convert("RGB").save(buffer, "JPEG", quality=REFERENCE_JPEG_QUALITY)
+    from_copy = film_to_tensor(read_film(buffer.getvalue(), "copy.jpeg").pixels, 224)
+    from_full = film_to_tensor(full.pixels, 224)
+    difference = (from_full - from_copy).abs()
+    assert float(difference.mean()) < 0.005 and float(difference.max()) < 0.1
+    # Without the reference form the model would see a cleaner film: far more high-frequency difference.
+    plain = Image.fromarray(full.pixels, mode="F").resize((224, 224), Image.Resampling.BILINEAR)
+    assert float((torch.from_numpy(np.array(plain)) - from_copy[0]).abs().mean()) > 2.5 * float(difference.mean())
 
 
 def test_full_resolution_film_and_a_224_copy_reach_the_model_alike(normal_film_path, tmp_path):
