@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from core.errors import TriageError
+from core.operating_point import DEFAULT_TARGET_SENSITIVITY
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--max-films", type=int, help="train on a random class-balanced subset (quick runs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-sensitivity", type=float, default=DEFAULT_TARGET_SENSITIVITY,
+                   help="the operating point reaches this sensitivity on validation (default %(default)s)")
     p.add_argument("--name", help="base name; a version suffix -vN is added")
     p.add_argument("--set-default", action="store_true", help="make the new model the default")
     p = sub.add_parser("calibrate", help="new version of a model with a threshold for another sensitivity target")
@@ -119,13 +122,15 @@ def _train(args) -> int:
 
     config = TrainConfig(arch=args.arch, epochs=args.epochs, image_size=args.image_size, augment=args.augment,
                          hflip=args.hflip, pretrained=args.pretrained, batch_size=args.batch_size, lr=args.lr,
-                         max_films=args.max_films, seed=args.seed)
+                         max_films=args.max_films, seed=args.seed, target_sensitivity=args.target_sensitivity)
     try:
         config = config.resolved()
     except ValueError as exc:
         _fail(str(exc))
     if config.epochs < 1 or config.image_size < 32 or config.batch_size < 2:
         _fail("epochs must be >= 1, image size >= 32 and batch size >= 2")
+    if not 0.5 <= config.target_sensitivity <= 0.999:
+        _fail("target sensitivity must lie between 0.5 and 0.999")
     bar = tqdm(total=config.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
     def on_progress(event: dict) -> None:

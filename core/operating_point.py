@@ -2,10 +2,13 @@
 
 Abnormal score = 1 - p(normal). A film is called abnormal (and triaged ``urgent``) when its score
 reaches the threshold; the label is then the most probable abnormal class, otherwise the normal class.
-The default policy picks the highest threshold whose validation sensitivity is at least 98 %. The bar on
-new data is 95 %; the 3-point margin is there because validation films come from the same hospital batch as
-training, so the highest threshold that just reaches 95 % there sits on the steep edge of the ROC curve and
-loses sensitivity as soon as the films shift (as the full-resolution films in ../shared/data/films showed).
+The policy picks the highest threshold whose validation sensitivity reaches a target: 95 % by default.
+The shipped default (triage) model is trained with a 98 % target (``--target-sensitivity 0.98``): validation
+films come from the same hospital batch as training, so the threshold that just reaches 95 % there sits on
+the steep edge of the ROC curve and loses sensitivity as soon as films shift (on the 16 full-resolution films
+in ../shared/data/films the EfficientNet at its 95 % threshold missed 1 of 8 pneumonias). Small baselines keep
+95 %: their normal and pneumonia scores overlap widely, and at 98 % their threshold falls into the bulk of
+normal films (full-resolution specificity 0.75 -> 0.38 for the MLP).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-DEFAULT_TARGET_SENSITIVITY = 0.98
+DEFAULT_TARGET_SENSITIVITY = 0.95
 _NORMAL_NAME = re.compile(r"^(normal|no[ _-]?finding|healthy)$", re.IGNORECASE)
 
 

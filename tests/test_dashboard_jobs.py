@@ -63,6 +63,7 @@ def _training(folder: Path) -> bool:
     (None, TrainConfig(arch="mlp", epochs=0), JobError, "Epochs must be between"),
     (None, TrainConfig(arch="mlp", image_size=16), JobError, "Image size must be between"),
     (None, TrainConfig(arch="mlp", max_films=5), JobError, "at least 20 films"),
+    (None, TrainConfig(arch="mlp", target_sensitivity=1.0), JobError, "sensitivity target must lie between"),
 ])
 def test_bad_requests_are_refused_before_any_process_starts(tmp_path, data_dir, config, error, words):
     data_dir = str(require(TRAIN_DIR, "the Kermany train split")) if data_dir is None else data_dir

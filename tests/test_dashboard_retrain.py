@@ -32,16 +32,22 @@ def _page() -> AppTest:
 
 
 def _fill(at: AppTest, folder: str | None = None, arch: str = "mlp", epochs: int = 1, size: int | None = 64,
-          max_films: int = 120) -> None:
+          max_films: int = 120, target: float | None = None) -> None:
     if folder is not None:
         at.text_input[0].set_value(folder)
     at.selectbox[0].set_value(arch)
     at.number_input[0].set_value(epochs)
     at.selectbox[1].set_value(size)
-    at.number_input[1].set_value(max_films)
+    if target is not None:
+        _number(at, "Sensitivity target on validation (%)").set_value(target)
+    _number(at, "Use at most this many films (0 = all)").set_value(max_films)
     at.get("form_submit_button")[0].click()
     at.run()
     assert not at.exception
+
+
+def _number(at: AppTest, label: str):
+    return next(n for n in at.number_input if n.label == label)
 
 
 def _markdown(at: AppTest) -> str:
@@ -56,6 +62,7 @@ def test_the_form_offers_sensible_defaults(places):
                                             "resnet18: ResNet-18 (torchvision)"}
     assert at.number_input[0].label == "Epochs" and at.number_input[0].value == 5
     assert at.toggle[0].label == "Augmentation" and at.toggle[0].value is True
+    assert _number(at, "Sensitivity target on validation (%)").value == pytest.approx(95.0)
     assert at.get("form_submit_button")[0].label == "Start training"
     assert "No training job yet" in at.info[0].value
 
@@ -77,8 +84,9 @@ def test_the_form_refuses_what_cannot_train(places, folder, max_films, words):
 def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_default(places):
     checkpoints, jobs = places
     at = _page()
-    _fill(at)
+    _fill(at, target=97.5)
     job_folder = next(p for p in jobs.iterdir() if p.is_dir())
+    assert json.loads((job_folder / "config.json").read_text())["config"]["target_sensitivity"] == 0.975
     assert "Starting" in _markdown(at) or "Running" in _markdown(at)
     assert any(b.label == "Cancel training" for b in at.button)
     _fill(at)  # a second Start while the first runs
@@ -89,6 +97,8 @@ def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_d
     at = _page()  # a fresh session, as after closing the tab: the job is still there
     assert "Finished" in _markdown(at)
     assert any("Registered pneumonia-mlp-v2 as a new version" in s.value for s in at.success)
+    point = json.loads((checkpoints / "pneumonia-mlp-v2.json").read_text())["operating_point"]
+    assert point["target_sensitivity"] == 0.975 and point["validation_sensitivity"] >= 0.975
     make_default = next(b for b in at.button if b.label == "Make pneumonia-mlp-v2 the default")
     assert next(e for e in list_models(checkpoints)[0] if e.is_default).name == "pneumonia-cnn5-v1"
     make_default.click()

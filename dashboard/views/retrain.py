@@ -4,6 +4,7 @@ import streamlit as st
 from core.errors import TriageError
 from core.jobs import MAX_EPOCHS, JobAlreadyRunning, list_jobs, start_job
 from core.models import ARCHITECTURES
+from core.operating_point import DEFAULT_TARGET_SENSITIVITY
 from core.train import TrainConfig
 from dashboard.components.job_view import job_history, job_panel
 from dashboard.state import default_data_dir
@@ -30,6 +31,11 @@ with form_column, st.form("retrain"):
     augment = st.toggle("Augmentation", value=True,
                         help="Small random rotations, shifts, zoom, brightness and contrast changes while training. "
                              "No left-right flips: they would move the heart.")
+    target = st.number_input("Sensitivity target on validation (%)", min_value=50.0, max_value=99.9,
+                             value=DEFAULT_TARGET_SENSITIVITY * 100, step=0.5, format="%.1f",
+                             help="The triage threshold is the highest one that still finds this share of the "
+                                  "abnormal validation films. Leave a margin above what you need on new films: "
+                                  "the shipped default uses 98 % to promise 95 %.")
     max_films = st.number_input("Use at most this many films (0 = all)", min_value=0, value=0, step=100,
                                 help="A class-balanced random subset, for a quick trial run.")
     submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
@@ -37,7 +43,7 @@ with form_column, st.form("retrain"):
 with job_column:
     if submitted:
         config = TrainConfig(arch=arch, epochs=int(epochs), image_size=image_size, augment=augment,
-                             max_films=int(max_films) or None)
+                             max_films=int(max_films) or None, target_sensitivity=round(float(target) / 100, 4))
         try:
             start_job(data_dir.strip(), config)
         except JobAlreadyRunning as exc:
