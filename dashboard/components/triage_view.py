@@ -69,7 +69,8 @@ def worklist(results: list[FilmResult]) -> pd.DataFrame:
                         "Warnings": result.error})
         else:
             top = max(prediction.probabilities, key=prediction.probabilities.get)
-            row.update({"Label": prediction.label, "Top class": top, "Probability": prediction.probabilities[top],
+            # No priority (not a usable chest film): no call either, only the raw probabilities.
+            row.update({"Label": prediction.label if prediction.priority else None, "Top class": top, "Probability": prediction.probabilities[top],
                         "Abnormal score": prediction.abnormal_score, "Warnings": "; ".join(prediction.warnings)})
         rows.append(row)
     return pd.DataFrame.from_records(rows)
@@ -114,7 +115,7 @@ def film_card(result: FilmResult, data: bytes, predictor: Predictor, method: str
         with st.container(horizontal=True, vertical_alignment="center"):
             st.markdown(f"**{result.file}**")
             priority_badge(result)
-            if result.prediction:
+            if result.prediction and result.prediction.priority:
                 st.markdown(f"Label: **{result.prediction.label}**")
         if result.error:
             st.error(f"{result.error} The other films are not affected.", icon=":material/error:")
