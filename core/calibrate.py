@@ -22,6 +22,7 @@ from core.inference import probabilities_in_batches
 from core.metrics import evaluate_probabilities
 from core.operating_point import choose_operating_point
 from core.registry import checkpoint_dir, find_model, next_version_name, registry_lock, set_default
+from core.timing import inference_ms_per_film
 from core.train import TrainConfig, maybe_subset
 
 _VERSION = re.compile(r"-v\d+$")
@@ -62,6 +63,7 @@ def calibrate(
     previous = metadata["operating_point"]
     new = {k: v for k, v in metadata.items() if k not in ("weights_sha256", "weights_bytes", "name")}
     new.update(operating_point=point.to_dict(), report=report,
+               inference_ms_per_film=inference_ms_per_film(model, loaded.image_size),
                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                calibration={"from": loaded.name, "previous_threshold": previous.get("threshold"),
                             "previous_policy": previous.get("policy"), "target_sensitivity": target_sensitivity})

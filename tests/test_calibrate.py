@@ -37,6 +37,7 @@ def test_new_version_reaches_the_new_target_with_the_same_weights(trained_model,
     assert new["calibration"] == {"from": old["name"], "previous_threshold": old["operating_point"]["threshold"],
                                   "previous_policy": old["operating_point"]["policy"], "target_sensitivity": 0.995}
     assert new["training"] == old["training"] and new["data"] == old["data"]
+    assert new["inference_ms_per_film"] > 0  # measured again for the new version
     # Recompute the validation scores independently: the shipped threshold is the one the rule picks.
     films = discover(kermany_train)
     from core.train import TrainConfig, maybe_subset
