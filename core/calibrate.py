@@ -15,15 +15,12 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from core.checkpoints import load_checkpoint, remove_stale_temporaries, round_to_storage, save_checkpoint
-from core.data import discover, fingerprint, load_tensors, patient_split
+from core.checkpoints import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from core.data import fingerprint, load_tensors
 from core.errors import DatasetError, TriageError
-from core.inference import probabilities_in_batches
-from core.metrics import evaluate_probabilities
-from core.operating_point import choose_operating_point
 from core.registry import checkpoint_dir, find_model, next_version_name, registry_lock, set_default
 from core.timing import inference_ms_per_film
-from core.train import TrainConfig, maybe_subset
+from core.train import TrainConfig, split_films, validate_for_shipping
 
 _VERSION = re.compile(r"-v\d+$")
 
@@ -37,8 +34,6 @@ def calibrate(
     directory: Path | None = None, make_default: bool = False,
 ) -> Path:
     """Register ``<base>-vN+1``: the weights of ``name`` with a threshold for ``target_sensitivity``."""
-    if not 0.5 <= target_sensitivity <= 0.999:
-        raise CalibrationError(f"Target sensitivity must lie between 0.5 and 0.999, got {target_sensitivity}.")
     directory = directory or checkpoint_dir()
     loaded = load_checkpoint(find_model(name, directory).json_path)
     metadata = loaded.metadata
@@ -46,19 +41,18 @@ def calibrate(
     if not training.get("config") or not stored.get("sha256"):
         raise CalibrationError(f"{loaded.name} has no training record to rebuild its validation split from.")
     known = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in training["config"].items() if k in known})
+    stored_config = {k: v for k, v in training["config"].items() if k in known}
+    try:
+        config = TrainConfig(**{**stored_config, "target_sensitivity": target_sensitivity}).resolved()
+    except ValueError as exc:
+        raise CalibrationError(f"{exc}.") from exc
     data_dir = Path(data_dir or training["data_dir"])
-    films = maybe_subset(discover(data_dir), config)
-    _, val_set = patient_split(films, config.val_fraction, config.seed)
+    _, _, val_set = split_films(data_dir, config)
     if fingerprint(val_set)["sha256"] != stored["sha256"]:
         raise DatasetError(f"The validation films in {data_dir} are not the ones {loaded.name} was validated "
                            f"on (files added, removed or changed); calibrate on the original training folder.")
-    model = loaded.model
-    round_to_storage(model)  # older checkpoints were stored in float32; the new version stores float16
-    model.eval()
-    probs = probabilities_in_batches(model, load_tensors(val_set, loaded.image_size))
-    point = choose_operating_point(val_set.labels, probs, loaded.classes, target_sensitivity)
-    report = evaluate_probabilities(val_set.labels, probs, loaded.classes, point, seed=config.seed)
+    model = loaded.model  # older checkpoints were stored in float32; the new version is rounded to float16
+    point, report = validate_for_shipping(model, load_tensors(val_set, loaded.image_size), val_set, config)
     report["split"] = metadata["report"].get("split", f"validation: {len(val_set)} films")
     previous = metadata["operating_point"]
     new = {k: v for k, v in metadata.items() if k not in ("weights_sha256", "weights_bytes", "name")}

@@ -129,8 +129,6 @@ def _train(args) -> int:
         _fail(str(exc))
     if config.epochs < 1 or config.image_size < 32 or config.batch_size < 2:
         _fail("epochs must be >= 1, image size >= 32 and batch size >= 2")
-    if not 0.5 <= config.target_sensitivity <= 0.999:
-        _fail("target sensitivity must lie between 0.5 and 0.999")
     bar = tqdm(total=config.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
     def on_progress(event: dict) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import UnreadableImage
+from core.preprocess import reference_form
 
 # Bounds that keep memory and time in check for a hostile or accidental upload.
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -32,6 +34,12 @@ class Film:
     bit_depth: int
     metadata: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+
+    @cached_property
+    def model_pixels(self) -> np.ndarray:
+        """The film in the training copy's form (``core.preprocess.reference_form``), computed once per film:
+        the model, the chest-film check and Grad-CAM all start from it."""
+        return reference_form(self.pixels)
 
     @property
     def size(self) -> tuple[int, int]:

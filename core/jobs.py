@@ -106,9 +106,6 @@ def check_request(data_dir: str | Path, config: TrainConfig) -> TrainConfig:
         raise JobError(f"Epochs must be between 1 and {MAX_EPOCHS}; {config.epochs} was asked for.")
     if not low <= config.image_size <= high:
         raise JobError(f"Image size must be between {low} and {high} pixels; {config.image_size} was asked for.")
-    if not 0.5 <= config.target_sensitivity <= 0.999:
-        raise JobError(f"The sensitivity target must lie between 50 % and 99.9 %; {config.target_sensitivity:.1%} "
-                       "was asked for.")
     if config.batch_size < 2:
         raise JobError("Batch size must be at least 2.")
     if config.max_films is not None and config.max_films < MIN_FILMS:

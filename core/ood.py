@@ -58,7 +58,7 @@ class FeatureExtractor:
             return self.net.features(self.to_rgb(batch)).numpy().astype(np.float64)
 
     def films(self, films: list[Film]) -> np.ndarray:
-        return self(torch.stack([film_to_tensor(f.pixels, FEATURE_SIZE) for f in films]))
+        return self(torch.stack([film_to_tensor(f.model_pixels, FEATURE_SIZE) for f in films]))
 
 
 @dataclass

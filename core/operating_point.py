@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 DEFAULT_TARGET_SENSITIVITY = 0.95
+TARGET_SENSITIVITY_RANGE = (0.5, 0.999)
 _NORMAL_NAME = re.compile(r"^(normal|no[ _-]?finding|healthy)$", re.IGNORECASE)
 
 
@@ -46,6 +47,14 @@ class OperatingPoint:
     def at_half(self) -> "OperatingPoint":
         """The same model read at the naive 0.5 threshold, for comparison in reports."""
         return replace(self, threshold=0.5, policy="threshold 0.5")
+
+
+def check_target_sensitivity(target: float) -> float:
+    """The one range check for a sensitivity target (CLI, Retrain page, calibrate): ValueError outside it."""
+    low, high = TARGET_SENSITIVITY_RANGE
+    if not low <= target <= high:
+        raise ValueError(f"The sensitivity target must lie between {low} and {high}; {target} was asked for")
+    return target
 
 
 def find_normal_index(classes: list[str] | tuple[str, ...]) -> int | None:

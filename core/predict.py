@@ -82,7 +82,7 @@ class Predictor:
         return self._cam_layer is not None
 
     def predict(self, film: Film) -> Prediction:
-        batch = film_to_tensor(film.pixels, self.loaded.image_size).unsqueeze(0)
+        batch = film_to_tensor(film.model_pixels, self.loaded.image_size).unsqueeze(0)
         with self.lock:
             probs = probabilities(self.loaded.model, batch)
         return self._interpret(probs[0], film)
@@ -121,7 +121,7 @@ class Predictor:
             raise ValueError(f"{self.loaded.metadata['arch']} has no convolutional layer to explain with Grad-CAM")
         if class_name not in self.loaded.classes:
             raise ValueError(f"unknown class '{class_name}'; this model knows {', '.join(self.loaded.classes)}")
-        batch = film_to_tensor(film.pixels, self.loaded.image_size).unsqueeze(0)
+        batch = film_to_tensor(film.model_pixels, self.loaded.image_size).unsqueeze(0)
         with self.lock:
             heat = heat_map(self.loaded.model, self._cam_layer, batch, self.loaded.classes.index(class_name), method)
         return Explanation(class_name, method, heat, film.pixels, opacity)

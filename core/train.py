@@ -22,7 +22,7 @@ from core.errors import JobError
 from core.inference import as_float, probabilities_in_batches
 from core.metrics import evaluate_probabilities
 from core.models import build_model, get_architecture
-from core.operating_point import DEFAULT_TARGET_SENSITIVITY, choose_operating_point
+from core.operating_point import DEFAULT_TARGET_SENSITIVITY, check_target_sensitivity, choose_operating_point
 from core.preprocess import TrainingAugmentation
 from core.registry import checkpoint_dir, ensure_default, next_version_name, registry_lock
 from core.tasks import task_name
@@ -55,6 +55,7 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         arch = get_architecture(self.arch)
         pretrained = self.pretrained and arch.pretrainable
+        check_target_sensitivity(self.target_sensitivity)
         return TrainConfig(**{**asdict(self), "image_size": self.image_size or arch.default_image_size,
                               "pretrained": pretrained, "lr": self.lr or (3e-4 if pretrained else 1e-3)})
 
@@ -69,8 +70,7 @@ def train(
     emit = on_progress or (lambda event: None)
     torch.manual_seed(config.seed)
     started = time.time()
-    films = maybe_subset(discover(data_dir), config)
-    train_set, val_set = patient_split(films, config.val_fraction, config.seed)
+    films, train_set, val_set = split_films(data_dir, config)
     emit({"phase": "loading", "message": f"decoding {len(films)} films once"})
     def loading(done: int, total: int, offset: int = 0) -> None:
         if should_stop and should_stop():
@@ -84,18 +84,14 @@ def train(
         emit({"phase": "note", "message": note})
     best_state, history = _fit(model, x_train, train_set, x_val, val_set, config, emit, should_stop)
     model.load_state_dict(best_state)
-    round_to_storage(model)  # evaluate exactly the weights that will be shipped
-    model.eval()
-    val_probs = probabilities_in_batches(model, x_val)
-    point = choose_operating_point(val_set.labels, val_probs, list(films.classes), config.target_sensitivity)
-    report = evaluate_probabilities(val_set.labels, val_probs, list(films.classes), point, seed=config.seed)
+    point, report = validate_for_shipping(model, x_val, val_set, config)
     report["split"] = (f"validation: {len(val_set)} films, a patient-disjoint {len(val_set) / len(films):.0%} "
                        f"of {data_dir}")
     metadata = {
         "task": task_name(films.classes), "arch": config.arch, "classes": list(films.classes),
         "model_args": {"num_classes": len(films.classes), "image_size": config.image_size},
-        "input": {"channels": 1, "pixel_range": [0.0, 1.0], "geometry": "whole film resized to a square (224-px 8-bit JPEG reference form first)",
-                  "image_size": config.image_size},
+        "input": {"channels": 1, "pixel_range": [0.0, 1.0], "image_size": config.image_size,
+                  "geometry": "whole film resized to a square (224-px 8-bit JPEG reference form first)"},
         "operating_point": point.to_dict(),
         "training": {"config": asdict(config), "data_dir": str(data_dir), "history": history,
                      "best_epoch": int(np.argmax([h["val_auc"] for h in history])) + 1,
@@ -113,6 +109,21 @@ def train(
     ensure_default(metadata["name"], directory)
     emit({"phase": "done", "name": metadata["name"], "auc": report["auc"], "seconds": metadata["training"]["seconds"]})
     return json_path
+
+
+def split_films(data_dir: str | Path, config: TrainConfig) -> tuple[FilmSet, FilmSet, FilmSet]:
+    """All films (or the configured subset), then its patient-disjoint training and validation parts."""
+    films = maybe_subset(discover(data_dir), config)
+    return (films, *patient_split(films, config.val_fraction, config.seed))
+
+
+def validate_for_shipping(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, config: TrainConfig):
+    """Operating point and validation report for exactly the weights that will be stored (float16)."""
+    round_to_storage(model)
+    model.eval()
+    probs = probabilities_in_batches(model, x_val)
+    point = choose_operating_point(val_set.labels, probs, list(val_set.classes), config.target_sensitivity)
+    return point, evaluate_probabilities(val_set.labels, probs, list(val_set.classes), point, seed=config.seed)
 
 
 def maybe_subset(films: FilmSet, config: TrainConfig) -> FilmSet:
