@@ -96,6 +96,7 @@ def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_d
     wait_for(lambda: not read_job(job_folder).is_active, timeout=180, what="the job to finish")
     at = _page()  # a fresh session, as after closing the tab: the job is still there
     assert "Finished" in _markdown(at)
+    assert any("threshold for 97.5% sensitivity" in c.value for c in at.caption)
     assert any("Registered pneumonia-mlp-v2 as a new version" in s.value for s in at.success)
     point = json.loads((checkpoints / "pneumonia-mlp-v2.json").read_text())["operating_point"]
     assert point["target_sensitivity"] == 0.975 and point["validation_sensitivity"] >= 0.975

@@ -52,7 +52,9 @@ def _draw(job: Job) -> None:
         st.badge(label, color=color, icon=icon)
     films = f"at most {config['max_films']} films" if config.get("max_films") else "all films"
     st.caption(f"{config.get('arch')} · {config.get('epochs')} epoch(s) · {config.get('image_size')} px · "
-               f"augmentation {'on' if config.get('augment') else 'off'} · {films} of {job.config.get('data_dir')}")
+               f"augmentation {'on' if config.get('augment') else 'off'} · {films} of {job.config.get('data_dir')}"
+               + (f" · threshold for {config['target_sensitivity']:.1%} sensitivity" if config.get("target_sensitivity")
+                  else ""))
     progress = job_progress(job.events())
     if job.is_active:
         _progress(job, progress)
