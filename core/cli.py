@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from core import config
 from core.errors import TriageError
-from core.operating_point import DEFAULT_TARGET_SENSITIVITY
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,16 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train and register a new model version")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--arch", required=True)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=config.DEFAULT_EPOCHS)
     p.add_argument("--image-size", type=int)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--hflip", action="store_true", help="also flip horizontally (moves the heart; off by default)")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="ignore local ImageNet weights")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE)
     p.add_argument("--lr", type=float)
     p.add_argument("--max-films", type=int, help="train on a random class-balanced subset (quick runs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-sensitivity", type=float, default=DEFAULT_TARGET_SENSITIVITY,
+    p.add_argument("--target-sensitivity", type=float, default=config.DEFAULT_TARGET_SENSITIVITY,
                    help="the operating point reaches this sensitivity on validation (default %(default)s)")
     p.add_argument("--name", help="base name; a version suffix -vN is added")
     p.add_argument("--set-default", action="store_true", help="make the new model the default")
@@ -73,114 +73,111 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args) -> int:
-    from core.films import read_film
-    from core.predict import Predictor
+    from core.films.read import read_film
+    from core.serving.predict import Predictor
 
     predictor = Predictor.from_registry(args.model)
     failures = 0
     for file in args.files:
         try:
-            result = {"file": file, **predictor.predict(read_film(Path(file))).to_dict()}
+            prediction = predictor.predict(read_film(Path(file)))
         except TriageError as exc:
-            result, failures = {"file": file, "error": str(exc)}, failures + 1
-        print(json.dumps(result) if args.json else _describe(result), flush=True)
+            failures += 1
+            print(json.dumps({"file": file, "error": str(exc)}) if args.json else f"{file}: ERROR {exc}", flush=True)
+            continue
+        print(json.dumps({"file": file, **prediction.to_dict()}) if args.json else _describe(file, prediction),
+              flush=True)
     return 1 if failures else 0
 
 
-def _describe(result: dict) -> str:
-    if "error" in result:
-        return f"{result['file']}: ERROR {result['error']}"
-    probs = ", ".join(f"{c} {p:.3f}" for c, p in result["probabilities"].items())
-    text = f"{result['file']}: {result['label']} [{result['priority'] or 'not triaged'}] ({probs})"
-    return text + "".join(f"\n  warning: {w}" for w in result["warnings"])
+def _describe(file: str, prediction) -> str:
+    probs = ", ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
+    text = f"{file}: {prediction.label} [{prediction.priority or 'not triaged'}] ({probs})"
+    return text + "".join(f"\n  warning: {w}" for w in prediction.warnings)
 
 
 def _evaluate(args) -> int:
-    from core.checkpoints import load_checkpoint
-    from core.evaluate import evaluate_folder
-    from core.registry import find_model
+    from core.evaluation.folder import evaluate_folder
+    from core.store.checkpoints import load_checkpoint
+    from core.store.registry import find_model
 
     loaded = load_checkpoint(find_model(args.model).json_path)
     report = evaluate_folder(loaded, args.dir)
     if args.json:
-        print(json.dumps(report))
-    else:
-        sens, spec = report.get("sensitivity"), report.get("specificity")
-        print(f"{loaded.name} on {report['n']} films: accuracy {report['accuracy']:.3f}, AUC {report['auc'] or float('nan'):.3f}"
-              + (f", sensitivity {sens:.3f}, specificity {spec:.3f} at threshold {report['threshold']:.3f}"
-                 if sens is not None and spec is not None else ""))
-        for row in report["skipped"]:
-            print(f"  skipped {row['file']}: {row['error']}")
+        print(json.dumps(report.to_json()))
+        return 0
+    sens, spec = report.sensitivity, report.specificity
+    print(f"{loaded.name} on {report.n} films: accuracy {report.accuracy:.3f}, AUC {report.auc or float('nan'):.3f}"
+          + (f", sensitivity {sens:.3f}, specificity {spec:.3f} at threshold {report.threshold:.3f}"
+             if sens is not None and spec is not None else ""))
+    for film in report.skipped:
+        print(f"  skipped {film.file}: {film.error}")
     return 0
 
 
 def _train(args) -> int:
     from tqdm import tqdm
 
-    from core.registry import set_default
-    from core.train import TrainConfig, train
+    from core.store.records import TrainConfig
+    from core.store.registry import checkpoint_dir
+    from core.training.events import EpochEvent, LoadingEvent, NoteEvent, StepEvent
+    from core.training.train import train
 
-    config = TrainConfig(arch=args.arch, epochs=args.epochs, image_size=args.image_size, augment=args.augment,
-                         hflip=args.hflip, pretrained=args.pretrained, batch_size=args.batch_size, lr=args.lr,
-                         max_films=args.max_films, seed=args.seed, target_sensitivity=args.target_sensitivity)
     try:
-        config = config.resolved()
-    except ValueError as exc:
+        request = TrainConfig(arch=args.arch, epochs=args.epochs, image_size=args.image_size,
+                              augment=args.augment, hflip=args.hflip, pretrained=args.pretrained,
+                              batch_size=args.batch_size, lr=args.lr, max_films=args.max_films, seed=args.seed,
+                              target_sensitivity=args.target_sensitivity).resolved()
+    except ValueError as exc:  # the limits of core.config, the same the Retrain page and jobs apply
         _fail(str(exc))
-    if config.epochs < 1 or config.image_size < 32 or config.batch_size < 2:
-        _fail("epochs must be >= 1, image size >= 32 and batch size >= 2")
-    bar = tqdm(total=config.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=request.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
-    def on_progress(event: dict) -> None:
-        if event["phase"] == "train":
-            bar.n = round(event["progress"] * config.epochs, 2)
-            bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}", refresh=False)
+    def on_progress(event) -> None:
+        if isinstance(event, StepEvent):
+            bar.n = round(event.progress * request.epochs, 2)
+            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
             bar.refresh()
-        elif event["phase"] == "epoch":
-            bar.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, "
-                      f"validation AUC {event['val_auc']:.4f}, {event['seconds']:.0f} s")
-        elif event["phase"] in ("note", "loading") and "message" in event:
-            bar.write(event["message"])
+        elif isinstance(event, EpochEvent):
+            bar.write(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, "
+                      f"validation AUC {event.val_auc:.4f}, {event.seconds:.0f} s")
+        elif isinstance(event, (NoteEvent, LoadingEvent)) and event.message:
+            bar.write(event.message)
 
-    json_path = train(args.dir, config, name=args.name, on_progress=on_progress)
+    record = train(args.dir, request, name=args.name, on_progress=on_progress, make_default=args.set_default)
     bar.close()
-    metadata = json.loads(json_path.read_text())
-    if args.set_default:
-        set_default(metadata["name"])
-    print(json.dumps({"name": metadata["name"], "checkpoint": str(json_path.with_suffix(".pt")),
-                      "validation": _summary(metadata["report"]), "seconds": metadata["training"]["seconds"]}))
+    print(json.dumps({"name": record.name, "checkpoint": str(checkpoint_dir() / f"{record.name}.pt"),
+                      "validation": record.report.summary(), "seconds": record.training.seconds}))
     return 0
 
 
 def _calibrate(args) -> int:
-    from core.calibrate import calibrate
+    from core.training.calibrate import calibrate
 
-    json_path = calibrate(args.model, args.target_sensitivity, args.data, make_default=args.set_default)
-    metadata = json.loads(json_path.read_text())
-    print(json.dumps({"name": metadata["name"], "from": metadata["calibration"]["from"],
-                      "previous_threshold": metadata["calibration"]["previous_threshold"],
-                      "validation": _summary(metadata["report"])}))
+    record = calibrate(args.model, args.target_sensitivity, args.data, make_default=args.set_default)
+    print(json.dumps({"name": record.name, "from": record.calibration.from_model,
+                      "previous_threshold": record.calibration.previous_threshold,
+                      "validation": record.report.summary()}))
     return 0
-
-
-def _summary(report: dict) -> dict:
-    return {k: report.get(k) for k in ("n", "auc", "accuracy", "sensitivity", "specificity", "threshold")}
 
 
 def _models(args) -> int:
-    from core.registry import list_models
+    from core.store.registry import list_models
 
     entries, problems = list_models()
     rows = [{"name": e.name, "task": e.task, "arch": e.arch, "classes": list(e.classes), "default": e.is_default,
-             "image_size": e.metadata["model_args"]["image_size"], "metrics": _summary(e.metadata.get("report", {})),
-             "parameters": e.metadata.get("parameters"), "created": e.metadata.get("created")} for e in entries]
+             "image_size": e.record.image_size,
+             "metrics": e.record.report.summary() if e.record.report else _NO_METRICS,
+             "parameters": e.record.parameters, "created": e.record.created} for e in entries]
     if args.json:
         print(json.dumps({"models": rows, "problems": problems}))
-    else:
-        for row in rows:
-            m = row["metrics"]
-            print(f"{'*' if row['default'] else ' '} {row['name']:40s} {row['arch']:18s} "
-                  f"val AUC {m['auc'] or 0:.3f} acc {m['accuracy'] or 0:.3f}")
-        for problem in problems:
-            print(f"! {problem}")
+        return 0
+    for entry in entries:
+        report = entry.record.report
+        print(f"{'*' if entry.is_default else ' '} {entry.name:40s} {entry.arch:18s} "
+              f"val AUC {(report.auc if report else None) or 0:.3f} acc {(report.accuracy if report else 0):.3f}")
+    for problem in problems:
+        print(f"! {problem}")
     return 0
+
+
+_NO_METRICS = dict.fromkeys(("n", "auc", "accuracy", "sensitivity", "specificity", "threshold"))

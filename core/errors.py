@@ -26,3 +26,15 @@ class DatasetError(TriageError):
 
 class JobError(TriageError):
     """A background training job cannot be started, read or cancelled."""
+
+
+class SettingOutOfRange(TriageError, ValueError):
+    """A requested setting (epochs, image size, sensitivity target, ...) lies outside its allowed range."""
+
+
+class TrainingCancelled(JobError):
+    """Raised inside training when the caller asked to stop; nothing is written."""
+
+
+class CalibrationError(TriageError):
+    """A model cannot be calibrated as asked (no training record, bad target, films changed)."""

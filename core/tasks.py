@@ -1,7 +1,16 @@
-"""Task names derived from class names, so models of the same task are grouped and defaulted together."""
+"""Tasks: which class is normal, and the task name derived from the class names, so models of the same
+task are grouped, compared and defaulted together."""
 from __future__ import annotations
 
-from core.operating_point import find_normal_index
+import re
+
+_NORMAL_NAME = re.compile(r"^(normal|no[ _-]?finding|healthy)$", re.IGNORECASE)
+
+
+def find_normal_index(classes: list[str] | tuple[str, ...]) -> int | None:
+    """The index of the one class named like "normal", or None (no triage without a normal class)."""
+    matches = [i for i, name in enumerate(classes) if _NORMAL_NAME.match(name.strip())]
+    return matches[0] if len(matches) == 1 else None
 
 
 def task_name(classes: tuple[str, ...] | list[str]) -> str:

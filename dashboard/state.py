@@ -1,13 +1,14 @@
 """What the pages share: settings, the model list, cached models and cached per-film results.
 
-Models are ``st.cache_resource``: one :class:`~core.predict.Predictor` per model version, shared by every
-session (it holds the lock Grad-CAM needs). Results are ``st.cache_data`` keyed on the film's bytes and the
-model's weights, so moving a slider never decodes or runs a model twice. Uploads stay in memory.
+Models are ``st.cache_resource``: one :class:`~core.serving.predict.Predictor` per model version, shared by
+every session (it holds the lock Grad-CAM needs). Results are ``st.cache_data`` keyed on the film's digest
+and the model's weights, so moving a slider never runs a model twice. Decoded films stay in the browser
+session that uploaded them (capped in bytes), so Grad-CAM reuses the decode prediction made. Uploads stay in
+memory.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,35 +16,29 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from core.checkpoints import load_checkpoint
+from core import config
 from core.errors import CheckpointError, TriageError
-from core.evaluate import evaluate_folder
-from core.films import Film, read_film
-from core.predict import Prediction, Predictor
-from core.registry import ModelEntry, list_models
+from core.evaluation.folder import evaluate_folder
+from core.films.film import Film
+from core.films.read import read_film
+from core.serving.film_cache import FilmCache
+from core.serving.predict import Prediction, Predictor
+from core.store.checkpoints import load_checkpoint
+from core.store.registry import ModelEntry, list_models
+from core.store.reports import Report
 
-ROOT = Path(__file__).resolve().parent.parent
-DISPLAY_SIDE = 1024  # films are shown at most this many pixels a side; the model sees its own input size
 CACHE_TTL = "2h"
-
-
-def shared_data() -> Path:
-    """The real films beside the checkout: ``$CXR_DATA`` or ``../shared/data``."""
-    return Path(os.environ.get("CXR_DATA") or ROOT.parent / "shared" / "data")
+_SESSION_FILMS = "decoded-films"
 
 
 def default_data_dir() -> Path:
-    """Training data for the retrain form: ``$CXR_DATA_DIR`` or the shared Kermany train split."""
-    return Path(os.environ.get("CXR_DATA_DIR") or shared_data() / "kermany-224" / "train")
+    """Training data the Retrain form suggests (``CXR_DATA_DIR``, see core.config)."""
+    return config.settings().training_data
 
 
 def default_evaluation_dir() -> str:
-    """A suggestion for the comparison page: ``$CXR_EVAL_DIR`` or the shared full-resolution films."""
-    configured = os.environ.get("CXR_EVAL_DIR")
-    if configured:
-        return configured
-    films = shared_data() / "films"
-    return str(films) if films.is_dir() else ""
+    """A folder the Compare page suggests (``CXR_EVAL_DIR``, see core.config), or ""."""
+    return config.settings().evaluation_folder
 
 
 def registered_models() -> tuple[list[ModelEntry], list[str]]:
@@ -61,7 +56,25 @@ def load_predictor(json_path: str, weights_sha256: str) -> Predictor:
 
 
 def predictor_for(entry: ModelEntry) -> Predictor:
-    return load_predictor(str(entry.json_path), entry.metadata["weights_sha256"])
+    return load_predictor(str(entry.json_path), entry.record.weights_sha256)
+
+
+def model_key(predictor: Predictor) -> tuple[str, str]:
+    return predictor.name, predictor.loaded.record.weights_sha256
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file, in memory: its name, bytes and content digest."""
+
+    name: str
+    data: bytes
+    digest: str
+
+    @classmethod
+    def of(cls, uploaded) -> "Upload":
+        data = uploaded.getvalue()
+        return cls(uploaded.name, data, hashlib.sha256(data).hexdigest()[:16])
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class FilmResult:
 
     file: str
     digest: str
-    display: np.ndarray | None = None  # uint8 grey, at most DISPLAY_SIDE a side
+    display: np.ndarray | None = None  # uint8 grey, at most config.DISPLAY_SIDE a side
     size: tuple[int, int] | None = None
     source_format: str = ""
     details: dict | None = None
@@ -78,17 +91,29 @@ class FilmResult:
     error: str | None = None
 
 
-def triage_uploads(predictor: Predictor, uploads: list) -> list[FilmResult]:
+def session_films() -> FilmCache:
+    """This browser session's decoded films (never shared with another session)."""
+    if _SESSION_FILMS not in st.session_state:
+        st.session_state[_SESSION_FILMS] = FilmCache(config.SESSION_FILM_CACHE_BYTES)
+    return st.session_state[_SESSION_FILMS]
+
+
+def decoded(upload: Upload, films: FilmCache) -> Film:
+    """The upload's film, decoded at most once per session while it fits the cache."""
+    return films.get_or_decode(upload.digest, lambda: read_film(upload.data, name=upload.name))
+
+
+def triage_uploads(predictor: Predictor, uploads: list[Upload]) -> list[FilmResult]:
     """Every upload read in memory and triaged; a film that fails carries its message instead."""
-    key = (predictor.name, predictor.loaded.metadata["weights_sha256"])
-    return [_triage_film(upload.getvalue(), upload.name, key, predictor) for upload in uploads]
+    films = session_films()
+    return [_triage_film(u.digest, u.name, model_key(predictor), u, films, predictor) for u in uploads]
 
 
 @st.cache_data(max_entries=128, ttl=CACHE_TTL, show_spinner=False)  # ~1 MB each: the display copy
-def _triage_film(data: bytes, name: str, model_key: tuple[str, str], _predictor: Predictor) -> FilmResult:
-    digest = hashlib.sha256(data).hexdigest()[:16]
+def _triage_film(digest: str, name: str, key: tuple[str, str], _upload: Upload, _films: FilmCache,
+                 _predictor: Predictor) -> FilmResult:
     try:
-        film = read_film(data, name=name)
+        film = decoded(_upload, _films)
         prediction = _predictor.predict(film)
     except TriageError as exc:
         return FilmResult(name, digest, error=str(exc))
@@ -98,15 +123,15 @@ def _triage_film(data: bytes, name: str, model_key: tuple[str, str], _predictor:
 
 
 @st.cache_data(max_entries=256, ttl=CACHE_TTL, show_spinner="Computing the explanation…")
-def heat_map(data: bytes, name: str, model_key: tuple[str, str], class_name: str, method: str,
+def heat_map(digest: str, key: tuple[str, str], class_name: str, method: str, _upload: Upload,
              _predictor: Predictor) -> np.ndarray:
     """Where the model looked for ``class_name``; raises TriageError / ValueError for the page to show."""
-    return _predictor.explain(read_film(data, name=name), class_name, method).heat_map
+    return _predictor.explain(decoded(_upload, session_films()), class_name, method).heat_map
 
 
 def _display_copy(film: Film) -> np.ndarray:
     image = Image.fromarray((film.pixels * 255.0).round().astype(np.uint8))
-    image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.LANCZOS)
+    image.thumbnail((config.DISPLAY_SIDE, config.DISPLAY_SIDE), Image.Resampling.LANCZOS)
     return np.asarray(image)
 
 
@@ -124,7 +149,7 @@ def folder_stamp(folder: str | Path) -> float:
 
 
 @st.cache_data(max_entries=32, ttl="12h", show_spinner=False)
-def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: float) -> dict:
+def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: float) -> Report:
     """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
 
     The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.

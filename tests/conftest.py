@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,29 +83,50 @@ def plain_film(normal_film_path) -> Image.Image:
         return image.convert("L").resize((320, 260), Image.Resampling.BILINEAR)
 
 
+@contextmanager
+def environment(**variables: str):
+    """Set environment variables and re-read core.config (which reads the environment once); undo both after."""
+    from core import config
+
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update({name: str(value) for name, value in variables.items()})
+    config.reload()
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        config.reload()
+
+
+@pytest.fixture
+def settings_env():
+    """``settings_env(CXR_JOBS=..., ...)``: environment variables for one test, seen by core.config."""
+    with ExitStack() as stack:
+        yield lambda **variables: stack.enter_context(environment(**variables))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_checkpoints(tmp_path_factory):
     """Point the registry at an empty folder for the whole session; the repo's checkpoints/ is never written."""
     empty = tmp_path_factory.mktemp("no-models")
-    previous = os.environ.get("CXR_CHECKPOINTS")
-    os.environ["CXR_CHECKPOINTS"] = str(empty)
-    yield empty
-    if previous is None:
-        os.environ.pop("CXR_CHECKPOINTS", None)
-    else:
-        os.environ["CXR_CHECKPOINTS"] = previous
+    with environment(CXR_CHECKPOINTS=str(empty)):
+        yield empty
 
 
 @dataclass(frozen=True)
 class TrainedModel:
     directory: Path
     json_path: Path
-    metadata: dict
-    events: tuple[dict, ...]
+    record: object  # core.store.records.ModelRecord
+    events: tuple  # core.training.events.ProgressEvent, in order
 
     @property
     def name(self) -> str:
-        return self.metadata["name"]
+        return self.record.name
 
     @property
     def weights_path(self) -> Path:
@@ -114,18 +136,19 @@ class TrainedModel:
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, kermany_train) -> TrainedModel:
     """ONE cnn5 trained on a small real subset, shared by the training, predict, CLI and checkpoint tests."""
-    from core.train import TrainConfig, train
+    from core.store.records import TrainConfig
+    from core.training.train import train
 
     directory = tmp_path_factory.mktemp("trained")
-    events: list[dict] = []
-    json_path = train(kermany_train, TrainConfig(**TRAIN_CONFIG), directory=directory, on_progress=events.append)
-    return TrainedModel(directory, json_path, json.loads(json_path.read_text()), tuple(events))
+    events: list = []
+    record = train(kermany_train, TrainConfig(**TRAIN_CONFIG), directory=directory, on_progress=events.append)
+    return TrainedModel(directory, directory / f"{record.name}.json", record, tuple(events))
 
 
 @pytest.fixture(scope="session")
 def predictor(trained_model):
-    from core.checkpoints import load_checkpoint
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
+    from core.store.checkpoints import load_checkpoint
 
     return Predictor(load_checkpoint(trained_model.json_path))
 

@@ -259,7 +259,10 @@ def with_identity(dicom: bytes, **tags: str) -> bytes:
 
 
 class Upload:
-    """What ``st.file_uploader`` hands the triage page: a name and the bytes, held in memory."""
+    """What ``st.file_uploader`` hands the triage page: a name and the bytes, held in memory.
+
+    ``dashboard.state.triage_uploads`` takes ``dashboard.state.Upload.of(this)``, as the page does.
+    """
 
     def __init__(self, name: str, data: bytes):
         self.name, self._data = name, data

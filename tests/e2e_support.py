@@ -46,7 +46,8 @@ def real_films() -> list[Path]:
 @functools.cache
 def _template() -> Path:
     """A checkpoints folder with a small CNN (the default) and an MLP, trained on real films once per session."""
-    from core.train import TrainConfig, train
+    from core.store.records import TrainConfig
+    from core.training.train import train
 
     require(TRAIN_DIR, "the Kermany train split")
     folder = Path(tempfile.mkdtemp(prefix="cxr-test-models-"))

@@ -6,69 +6,88 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
-from core.calibrate import CalibrationError, calibrate
-from core.checkpoints import load_checkpoint
-from core.data import discover, load_tensors, patient_split
-from core.errors import DatasetError
-from core.inference import probabilities_in_batches
-from core.operating_point import abnormal_scores
-from core.registry import list_models
+from core import clock
+from core.errors import CalibrationError, DatasetError
+from core.models.inference import probabilities_in_batches
+from core.store.checkpoints import load_checkpoint
+from core.store.records import ModelRecord, read_model_record
+from core.store.registry import list_models, read_registry
+from core.training.calibrate import calibrate
+from core.films.folders import discover
+from core.films.tensor import load_tensors
+from core.training.data import patient_split
+from core.training.train import maybe_subset
 
 
 @pytest.fixture
 def registry(trained_model, tmp_path):
-    """A private registry holding a copy of the session model (calibrate adds versions to it)."""
+    """A private registry holding a copy of the session model, its task's default (calibrate adds versions)."""
     for suffix in (".json", ".pt"):
         shutil.copy(trained_model.json_path.with_suffix(suffix), tmp_path)
+    shutil.copy(trained_model.directory / "registry.json", tmp_path)
     return tmp_path
 
 
 def test_new_version_reaches_the_new_target_with_the_same_weights(trained_model, registry, kermany_train):
-    old = trained_model.metadata
-    new_path = calibrate(old["name"], 0.995, directory=registry)
-    new = json.loads(new_path.read_text())
-    assert new["name"] == old["name"].rsplit("-v", 1)[0] + "-v2"
-    point = new["operating_point"]
-    assert point["target_sensitivity"] == 0.995 and point["validation_sensitivity"] >= 0.995
-    assert point["threshold"] <= old["operating_point"]["threshold"]  # higher target, lower threshold
-    assert new["report"]["sensitivity"] == pytest.approx(point["validation_sensitivity"])
-    assert new["report"]["auc"] == pytest.approx(old["report"]["auc"], abs=1e-6)  # same weights, same films
-    assert new["calibration"] == {"from": old["name"], "previous_threshold": old["operating_point"]["threshold"],
-                                  "previous_policy": old["operating_point"]["policy"], "target_sensitivity": 0.995}
-    assert new["training"] == old["training"] and new["data"] == old["data"]
-    assert new["inference_ms_per_film"] > 0  # measured again for the new version
+    old = trained_model.record
+    new = calibrate(old.name, 0.995, directory=registry)
+    assert isinstance(new, ModelRecord)
+    assert new.name == old.name.rsplit("-v", 1)[0] + "-v2"
+    assert read_model_record(registry / f"{new.name}.json") == new  # returned as stored
+    point = new.operating_point
+    assert point.target_sensitivity == 0.995 and point.validation_sensitivity >= 0.995
+    assert point.threshold <= old.operating_point.threshold  # higher target, lower threshold
+    assert new.report.sensitivity == pytest.approx(point.validation_sensitivity)
+    assert new.report.auc == pytest.approx(old.report.auc, abs=1e-6)  # same weights, same films
+    stored = json.loads((registry / f"{new.name}.json").read_text())
+    assert stored["calibration"] == {"from": old.name, "previous_threshold": old.operating_point.threshold,
+                                     "previous_policy": old.operating_point.policy, "target_sensitivity": 0.995}
+    assert new.training == old.training and new.data == old.data
+    assert new.inference_ms_per_film > 0  # measured again for the new version
+    assert new.created.endswith("Z") and clock.parse(new.created) >= clock.parse(old.created)  # UTC
+    before, after = load_checkpoint(trained_model.json_path).model, load_checkpoint(registry / f"{new.name}.json").model
+    assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
     # Recompute the validation scores independently: the shipped threshold is the one the rule picks.
     films = discover(kermany_train)
-    from core.train import TrainConfig, maybe_subset
-    _, val = patient_split(maybe_subset(films, TrainConfig(**old["training"]["config"])), 0.2, 0)
-    loaded = load_checkpoint(new_path)
-    scores = abnormal_scores(probabilities_in_batches(loaded.model, load_tensors(val, loaded.image_size)), 0)
+    _, val = patient_split(maybe_subset(films, old.training.config), 0.2, 0)
+    loaded = load_checkpoint(registry / f"{new.name}.json")
+    scores = point.abnormal_scores(probabilities_in_batches(loaded.model, load_tensors(val, loaded.image_size)))
     sick = val.labels == 1
-    assert np.mean(scores[sick] >= point["threshold"]) >= 0.995
-    assert np.mean(scores[sick] >= np.min(scores[scores > point["threshold"]])) < 0.995  # next one up misses
-    assert [e.name for e in list_models(registry)[0]].count(new["name"]) == 1
+    assert np.mean(scores[sick] >= point.threshold) >= 0.995
+    assert np.mean(scores[sick] >= np.min(scores[scores > point.threshold])) < 0.995  # next one up misses
+    assert [e.name for e in list_models(registry)[0]].count(new.name) == 1
+    # without --set-default the task keeps its default
+    assert read_registry(registry).task_defaults == {old.task: old.name}
 
 
 def test_refuses_a_target_outside_the_sensible_range(trained_model, registry):
     for target in (0.3, 1.0, 1.5):
         with pytest.raises(CalibrationError, match="between 0.5 and 0.999"):
-            calibrate(trained_model.metadata["name"], target, directory=registry)
+            calibrate(trained_model.name, target, directory=registry)
 
 
 def test_refuses_films_that_are_not_the_validation_films(trained_model, registry, films_dir):
     with pytest.raises(DatasetError, match="not the ones .* was validated on"):
-        calibrate(trained_model.metadata["name"], 0.98, data_dir=films_dir, directory=registry)
-    assert len(list(registry.glob("*.json"))) == 1  # nothing registered
+        calibrate(trained_model.name, 0.98, data_dir=films_dir, directory=registry)
+    # nothing registered
+    assert sorted(p.name for p in registry.glob("*.json")) == [trained_model.json_path.name, "registry.json"]
+    assert len(read_registry(registry).promotions) == 1
 
 
 def test_cli_reports_the_new_version_and_fails_as_json(trained_model, registry, run_cli, kermany_train):
-    name = trained_model.metadata["name"]
+    name = trained_model.name
     done = run_cli("calibrate", name, "--target-sensitivity", "0.99", "--data", kermany_train,
                    "--set-default", checkpoints=registry)
     assert done.returncode == 0, done.stderr
     out = done.json_lines()[0]
+    assert set(out) == {"name", "from", "previous_threshold", "validation"}  # the CLI's schema
+    assert set(out["validation"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
     assert out["from"] == name and out["validation"]["sensitivity"] >= 0.99
-    assert json.loads((registry / "registry.json").read_text())["default"] == out["name"]
+    assert out["previous_threshold"] == trained_model.record.operating_point.threshold
+    stored = json.loads((registry / "registry.json").read_text())
+    assert stored["default"] == out["name"] and stored["task_defaults"] == {trained_model.record.task: out["name"]}
+    assert (stored["promotions"][-1]["name"], stored["promotions"][-1]["previous"]) == (out["name"], name)
     bad = run_cli("calibrate", "no-such-model", "--target-sensitivity", "0.99", checkpoints=registry)
     assert bad.returncode == 1 and "No model named 'no-such-model'" in bad.json_lines()[0]["error"]

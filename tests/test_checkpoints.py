@@ -5,25 +5,32 @@ import hashlib
 import io
 import json
 import os
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import pydantic
 import pytest
 import torch
 
-from core.checkpoints import load_checkpoint, round_to_storage, save_checkpoint
+from core import clock
 from core.errors import CheckpointError, ModelNotFound
-from core.models import build_model
-from core.operating_point import OperatingPoint
-from core.registry import checkpoint_dir, find_model, list_models, next_version_name, set_default
+from core.models.build import build_model
+from core.store.checkpoints import load_checkpoint, round_to_storage, save_checkpoint
+from core.store.records import ModelArgs, ModelRecord
+from core.store.registry import (REGISTRY_FILE, checkpoint_dir, find_model, list_models, next_version_name,
+                                 read_registry, set_default)
+from core.store.reports import OperatingPoint
+from core.tasks import task_name
 
-CLASSES = ["NORMAL", "PNEUMONIA"]
+CLASSES = ("NORMAL", "PNEUMONIA")
 
 
-def metadata_for(name: str, arch: str = "cnn5", image_size: int = 32) -> dict:
-    return {"name": name, "task": "pneumonia", "arch": arch, "classes": CLASSES,
-            "model_args": {"num_classes": 2, "image_size": image_size},
-            "operating_point": OperatingPoint(tuple(CLASSES), 0, 0.4).to_dict()}
+def record_for(name: str, arch: str = "cnn5", image_size: int = 32, classes=CLASSES) -> ModelRecord:
+    classes = tuple(classes)
+    return ModelRecord(name=name, task=task_name(classes), arch=arch, classes=classes,
+                       model_args=ModelArgs(num_classes=len(classes), image_size=image_size),
+                       operating_point=OperatingPoint(classes=classes, normal_index=0, threshold=0.4))
 
 
 def films(n=3, size=32, seed=0):
@@ -51,40 +58,45 @@ def test_round_trip_gives_identical_predictions(tmp_path, arch):
     model, _ = build_model(arch, 2, 32)
     model.eval()
     round_to_storage(model)  # what training does before its final evaluation: weights as they will be stored
-    json_path = save_checkpoint(tmp_path, model, metadata_for(f"{arch}-v1", arch))
-    loaded = load_checkpoint(json_path)
+    stored = save_checkpoint(tmp_path, model, record_for(f"{arch}-v1", arch))
+    loaded = load_checkpoint(tmp_path / f"{stored.name}.json")
     with torch.no_grad():
         assert torch.equal(loaded.model(films()), model(films()))
     assert not loaded.model.training
-    assert (loaded.name, loaded.classes, loaded.image_size) == (f"{arch}-v1", CLASSES, 32)
+    assert (loaded.name, loaded.classes, loaded.image_size) == (f"{arch}-v1", list(CLASSES), 32)
     assert loaded.operating_point.threshold == 0.4
+    assert loaded.record == stored  # the record as written is the record read back
 
 
 def test_storage_precision_changes_predictions_only_slightly(tmp_path):
     torch.manual_seed(0)
     model, _ = build_model("cnn5", 2, 32)
     model.eval()
-    loaded = load_checkpoint(save_checkpoint(tmp_path, model, metadata_for("unrounded-v1")))
+    save_checkpoint(tmp_path, model, record_for("unrounded-v1"))
+    loaded = load_checkpoint(tmp_path / "unrounded-v1.json")
     with torch.no_grad():
         before, after = torch.softmax(model(films()), 1), torch.softmax(loaded.model(films()), 1)
     torch.testing.assert_close(after, before, atol=5e-3, rtol=0)
     # saving the loaded model again changes nothing: storage rounding is idempotent
-    again = load_checkpoint(save_checkpoint(tmp_path / "again", loaded.model, metadata_for("unrounded-v1")))
+    (tmp_path / "again").mkdir()
+    save_checkpoint(tmp_path / "again", loaded.model, record_for("unrounded-v1"))
+    again = load_checkpoint(tmp_path / "again" / "unrounded-v1.json")
     with torch.no_grad():
         assert torch.equal(again.model(films()), loaded.model(films()))
 
 
 def test_session_model_round_trips(trained_model, predictor, normal_film_path):
-    from core.films import read_film
-    from core.predict import Predictor
+    from core.films.read import read_film
+    from core.serving.predict import Predictor
 
     again = Predictor(load_checkpoint(trained_model.json_path))
     film = read_film(normal_film_path)
     assert again.predict(film).probabilities == predictor.predict(film).probabilities
-    metadata = trained_model.metadata
+    record = trained_model.record
     weights = trained_model.weights_path.read_bytes()
-    assert metadata["weights_sha256"] == hashlib.sha256(weights).hexdigest()
-    assert metadata["weights_bytes"] == len(weights)
+    assert record.weights_sha256 == hashlib.sha256(weights).hexdigest()
+    assert record.weights_bytes == len(weights)
+    assert again.loaded.record == record  # what train() returned is exactly what is stored
 
 
 def test_weights_file_holds_only_tensors_and_plain_identity(trained_model):
@@ -98,14 +110,18 @@ def test_weights_file_holds_only_tensors_and_plain_identity(trained_model):
 
 def test_save_leaves_no_temporary_files(tmp_path):
     model, _ = build_model("logistic", 2, 32)
-    save_checkpoint(tmp_path, model, metadata_for("m-v1", "logistic"))
+    save_checkpoint(tmp_path, model, record_for("m-v1", "logistic"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-v1.json", "m-v1.pt"]
 
 
-def test_metadata_that_is_not_json_is_refused_before_writing(tmp_path):
+def test_a_record_that_is_not_json_is_refused_before_writing(tmp_path):
+    with pytest.raises(pydantic.ValidationError):  # typed records refuse it where they are made
+        ModelRecord.model_validate({**record_for("m-v1", "logistic").to_json(), "parameters": object()})
+    # model_copy does not validate: save_checkpoint must still refuse it before writing anything
     model, _ = build_model("logistic", 2, 32)
-    with pytest.raises(TypeError):
-        save_checkpoint(tmp_path, model, {**metadata_for("m-v1", "logistic"), "config": object()})
+    smuggled = record_for("m-v1", "logistic").model_copy(update={"parameters": object()})
+    with pytest.raises((TypeError, ValueError)):
+        save_checkpoint(tmp_path, model, smuggled)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -170,7 +186,8 @@ def test_json_that_disagrees_with_the_weights_is_refused(copied_model, field, va
 
 def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
     model, _ = build_model("logistic", 2, 32)
-    json_path = save_checkpoint(tmp_path, model, metadata_for("m-v1", "logistic", image_size=32))
+    save_checkpoint(tmp_path, model, record_for("m-v1", "logistic", image_size=32))
+    json_path = tmp_path / "m-v1.json"
     payload = torch.load(json_path.with_suffix(".pt"), weights_only=True)
     args = {"num_classes": 2, "image_size": 48}  # consistent pair, but 32x32 weights for a 48x48 model
     payload["identity"]["model_args"] = args
@@ -180,19 +197,44 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
         load_checkpoint(json_path)
 
 
-@pytest.mark.parametrize("text, message", [("{not json", "cannot be read"), ('{"name": "x"}', "lacks")])
-def test_broken_description_is_refused(tmp_path, text, message):
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "x.json cannot be read"),
+    ('{"name": "x"}', "x.json is not a valid ModelRecord: task"),
+])
+def test_broken_description_is_refused_naming_the_file(tmp_path, text, message):
     (tmp_path / "x.json").write_text(text)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path / "x.json")
 
 
+def test_a_description_without_the_weights_hash_is_refused(copied_model):
+    _drop_json_key(copied_model, "weights_sha256")
+    with pytest.raises(CheckpointError, match="lacks weights_sha256"):
+        load_checkpoint(copied_model)
+
+
+def test_old_descriptions_keep_loading(copied_model):
+    """JSON written before the typed records: unknown keys are ignored, new fields take their defaults."""
+    for key in ("members", "population_check", "other_reports", "input"):
+        _drop_json_key(copied_model, key)
+    _update_json(copied_model, some_retired_field={"x": 1})
+    loaded = load_checkpoint(copied_model)
+    assert loaded.record.members == () and loaded.record.other_reports == {}
+    assert loaded.record.population_check is None
+
+
+def _drop_json_key(json_path: Path, key: str) -> None:
+    data = json.loads(json_path.read_text())
+    del data[key]
+    json_path.write_text(json.dumps(data))
+
+
 # --- registry -------------------------------------------------------------------------------------------
 
 
-def test_registry_folder_comes_from_the_environment(isolated_checkpoints, monkeypatch, tmp_path):
+def test_registry_folder_comes_from_the_environment(isolated_checkpoints, settings_env, tmp_path):
     assert checkpoint_dir() == isolated_checkpoints.resolve()  # the suite never touches the repo's folder
-    monkeypatch.setenv("CXR_CHECKPOINTS", str(tmp_path))
+    settings_env(CXR_CHECKPOINTS=str(tmp_path))
     assert checkpoint_dir() == tmp_path.resolve()
 
 
@@ -205,25 +247,30 @@ def test_next_version_is_one_past_the_highest(tmp_path):
 
 @pytest.mark.slow
 def test_training_twice_adds_versions_and_keeps_the_default(tmp_path, kermany_train):
-    from core.train import TrainConfig, train
+    from core.store.records import TrainConfig
+    from core.training.train import train
 
     config = TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=100, augment=False)
     first = train(kermany_train, config, name="quick", directory=tmp_path)
     second = train(kermany_train, config, name="quick", directory=tmp_path)
-    assert (first.stem, second.stem) == ("quick-v1", "quick-v2")
+    assert (first.name, second.name) == ("quick-v1", "quick-v2")
+    assert isinstance(first, ModelRecord) and (tmp_path / "quick-v2.json").exists()
     entries, problems = list_models(tmp_path)
     assert problems == []
     assert [(e.name, e.is_default) for e in entries] == [("quick-v1", True), ("quick-v2", False)]
     assert find_model(None, tmp_path).name == "quick-v1"
-    registry = json.loads((tmp_path / "registry.json").read_text())
-    assert registry["default"] == "quick-v1"
+    registry = json.loads((tmp_path / REGISTRY_FILE).read_text())
+    assert registry["task_defaults"] == {"pneumonia": "quick-v1"} and registry["default"] == "quick-v1"
+    assert [(p["name"], p["previous"]) for p in registry["promotions"]] == [("quick-v1", None)]
 
     set_default("quick-v2", tmp_path)
     assert find_model(None, tmp_path).name == "quick-v2"
-    registry = json.loads((tmp_path / "registry.json").read_text())
-    assert registry["task_defaults"]["pneumonia"] == "quick-v2"
+    registry = json.loads((tmp_path / REGISTRY_FILE).read_text())
+    assert registry["task_defaults"] == {"pneumonia": "quick-v2"} and registry["default"] == "quick-v2"
+    assert [(p["name"], p["previous"]) for p in registry["promotions"]] == [("quick-v1", None),
+                                                                           ("quick-v2", "quick-v1")]
     third = train(kermany_train, config, name="quick", directory=tmp_path)
-    assert third.stem == "quick-v3" and find_model(None, tmp_path).name == "quick-v2"
+    assert third.name == "quick-v3" and find_model(None, tmp_path).name == "quick-v2"
 
 
 def test_broken_models_are_listed_as_problems_not_fatal(trained_model, tmp_path):
@@ -258,4 +305,51 @@ def test_corrupt_registry_file_is_a_checkpoint_error(copied_model):
 def test_session_model_is_the_default_of_its_folder(trained_model):
     entry = find_model(None, trained_model.directory)
     assert entry.name == trained_model.name and entry.is_default
-    assert np.isclose(entry.metadata["report"]["auc"], trained_model.metadata["report"]["auc"])
+    assert np.isclose(entry.record.report.auc, trained_model.record.report.auc)
+    assert read_registry(trained_model.directory).task_defaults == {entry.task: entry.name}
+
+
+def test_promoting_in_a_second_task_keeps_the_first_tasks_default(tmp_path):
+    """One default per task: a promotion in one task leaves the others alone, and each is recorded (UTC)."""
+    model, _ = build_model("logistic", 2, 32)
+    for name, classes in (("pneu-a-v1", CLASSES), ("pneu-b-v1", CLASSES), ("tb-v1", ("NORMAL", "TUBERCULOSIS"))):
+        save_checkpoint(tmp_path, model, record_for(name, "logistic", classes=classes))
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    set_default("pneu-a-v1", tmp_path)
+    set_default("tb-v1", tmp_path)
+    after = datetime.now(timezone.utc)
+
+    registry = read_registry(tmp_path)
+    assert registry.task_defaults == {"pneumonia": "pneu-a-v1", "tuberculosis": "tb-v1"}
+    assert [(p.task, p.name, p.previous) for p in registry.promotions] == [
+        ("pneumonia", "pneu-a-v1", None), ("tuberculosis", "tb-v1", None)]
+    for promotion in registry.promotions:
+        assert promotion.at.endswith("Z")  # UTC, ISO 8601
+        assert before <= clock.parse(promotion.at) <= after + timedelta(seconds=1)
+    assert registry.default == "tb-v1"  # the last promoted: what `predict` uses when nothing is named
+    stored = json.loads((tmp_path / REGISTRY_FILE).read_text())
+    assert stored["default"] == "tb-v1" and len(stored["promotions"]) == 2
+
+    assert find_model(None, tmp_path, task="pneumonia").name == "pneu-a-v1"
+    assert find_model(None, tmp_path, task="tuberculosis").name == "tb-v1"
+    assert find_model(None, tmp_path).name == "tb-v1"
+    entries, _ = list_models(tmp_path)
+    assert {e.name for e in entries if e.is_default} == {"pneu-a-v1", "tb-v1"}
+    assert entries[0].name == "tb-v1"
+
+    set_default("pneu-b-v1", tmp_path)  # a second promotion in the first task replaces only its default
+    registry = read_registry(tmp_path)
+    assert registry.task_defaults == {"pneumonia": "pneu-b-v1", "tuberculosis": "tb-v1"}
+    assert (registry.promotions[-1].task, registry.promotions[-1].previous) == ("pneumonia", "pneu-a-v1")
+    assert len(registry.promotions) == 3
+    with pytest.raises(ModelNotFound, match="tuberculosis"):
+        find_model(None, tmp_path, task="effusion")
+
+
+def test_a_registry_with_only_the_old_global_default_keeps_loading(tmp_path):
+    model, _ = build_model("logistic", 2, 32)
+    for name in ("old-v1", "old-v2"):
+        save_checkpoint(tmp_path, model, record_for(name, "logistic"))
+    (tmp_path / REGISTRY_FILE).write_text(json.dumps({"default": "old-v2", "task_defaults": {"pneumonia": "old-v2"}}))
+    assert read_registry(tmp_path).default == "old-v2"
+    assert find_model(None, tmp_path).name == "old-v2"

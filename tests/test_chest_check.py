@@ -21,8 +21,10 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.data import discover, patient_split
-from dashboard.state import triage_uploads
+from core.films.folders import discover
+
+from core.training.data import patient_split
+from dashboard.state import Upload, triage_uploads
 
 REPO = Path(__file__).resolve().parent.parent
 NON_CHEST_TARGET = 0.95
@@ -59,10 +61,10 @@ def unusable_versions(film: Image.Image) -> dict[str, bytes]:
 def chest_sample(kermany_train: Path) -> list[Path]:
     """200 films (fixed seed) from the Kermany train patients the detector was NOT fitted on.
 
-    core/ood_fit.py fits the detector on the patient-disjoint 80 % of kermany-224/train and sets its threshold
-    at the 99.5th percentile of held-out films that include this 20 %. So these films were unseen by the fit but
-    did take part in choosing the threshold: an honest-but-calibration-side estimate. bench/ood.py prints the
-    figure on the whole held-out set.
+    core/serving/fit_chest_check.py fits the detector on the patient-disjoint 80 % of kermany-224/train and sets
+    its threshold at the 99.5th percentile of held-out films that include this 20 %. So these films were unseen by
+    the fit but did take part in choosing the threshold: an honest-but-calibration-side estimate. bench/ood.py
+    prints the figure on the whole held-out set.
     """
     _, held_out = patient_split(discover(kermany_train), 0.2, seed=0)
     index = np.random.default_rng(SAMPLE_SEED).choice(len(held_out), SAMPLE_SIZE, replace=False)
@@ -102,7 +104,7 @@ def cli_answers(cases, trained_model, tmp_path_factory) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def app_answers(cases, predictor) -> dict[str, dict]:
-    uploads = [corpus.Upload(name, data) for group in cases.values() for name, data in group.items()]
+    uploads = [Upload.of(corpus.Upload(name, data)) for group in cases.values() for name, data in group.items()]
     return {r.file: {"error": r.error} if r.error else r.prediction.to_dict()
             for r in triage_uploads(predictor, uploads)}
 
@@ -166,10 +168,9 @@ def test_cli_and_app_agree_on_every_image(cli_answers, app_answers):
             assert line["warnings"] == app["warnings"], name
 
 
-def test_the_triage_page_shows_non_chest_uploads_as_not_triaged(cases, trained_model, tmp_path, monkeypatch):
+def test_the_triage_page_shows_non_chest_uploads_as_not_triaged(cases, trained_model, tmp_path, settings_env):
     folder = corpus.copy_registry(trained_model.directory, tmp_path / "checkpoints")
-    monkeypatch.setenv("CXR_CHECKPOINTS", str(folder))
-    monkeypatch.setenv("CXR_JOBS", str(tmp_path / "jobs"))
+    settings_env(CXR_CHECKPOINTS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
     real = next(iter(cases["real"]))
     chosen = {"grace_hopper.jpg": cases["non_chest"]["grace_hopper.jpg"],
               "CT_small.dcm": cases["non_chest"]["CT_small.dcm"],

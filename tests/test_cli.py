@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from core.checkpoints import load_checkpoint
-from core.evaluate import evaluate_folder
-from core.films import read_film
+from core.evaluation.folder import evaluate_folder
+from core.films.read import read_film
+from core.store.checkpoints import load_checkpoint
 
 PREDICTION_KEYS = {"file", "model", "probabilities", "label", "priority", "warnings"}
 EXTRA_KEYS = {"abnormal_score", "threshold"}  # also emitted today; allowed by the contract
@@ -88,9 +88,11 @@ def test_evaluate_json_on_the_real_films(run_cli, trained_model, films_dir):
     assert sum(map(sum, report["confusion_matrix"])) == 16
     assert set(report["per_class"]) == {"NORMAL", "PNEUMONIA"}
     assert all(report["per_class"][c]["support"] == 8 for c in report["per_class"])
-    assert report["threshold"] == trained_model.metadata["operating_point"]["threshold"]
+    assert report["threshold"] == trained_model.record.operating_point.threshold
+    assert set(report["at_0.5"]) >= {"accuracy", "confusion_matrix", "per_class"}  # the schema's 0.5 reading
     library = evaluate_folder(load_checkpoint(trained_model.json_path), films_dir)
-    assert (report["accuracy"], report["auc"]) == pytest.approx((library["accuracy"], library["auc"]))
+    assert (report["accuracy"], report["auc"]) == pytest.approx((library.accuracy, library.auc))
+    assert set(report) == set(library.to_json())  # the CLI prints the report's own JSON layout
     assert report["skipped"] == []
 
 
@@ -102,7 +104,11 @@ def test_models_json_lists_the_registry(run_cli, trained_model):
     (row,) = listing["models"]
     assert (row["name"], row["arch"], row["default"], row["image_size"]) == (trained_model.name, "cnn5", True, 64)
     assert row["classes"] == ["NORMAL", "PNEUMONIA"]
-    assert row["metrics"]["auc"] == pytest.approx(trained_model.metadata["report"]["auc"])
+    assert row["metrics"]["auc"] == pytest.approx(trained_model.record.report.auc)
+    assert set(row) == {"name", "task", "arch", "classes", "default", "image_size", "metrics", "parameters",
+                        "created"}
+    assert set(row["metrics"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
+    assert row["task"] == "pneumonia" and row["created"] == trained_model.record.created
 
 
 def test_models_json_on_an_empty_registry(run_cli, tmp_path):
@@ -160,8 +166,11 @@ def test_evaluate_bad_folder_is_a_json_error(run_cli, trained_model, tmp_path, f
 
 @pytest.mark.parametrize("args, message", [
     (["--arch", "vgg99"], "unknown architecture"),
-    (["--arch", "cnn5", "--epochs", "0"], "epochs must be"),
-], ids=["unknown-arch", "zero-epochs"])
+    (["--arch", "cnn5", "--epochs", "0"], "Epochs must be between 1 and 200"),
+    (["--arch", "cnn5", "--epochs", "201"], "Epochs must be between 1 and 200"),
+    (["--arch", "cnn5", "--image-size", "16"], "Image size must be between 32 and 512"),
+    (["--arch", "cnn5", "--target-sensitivity", "0.3"], "between 0.5 and 0.999"),
+], ids=["unknown-arch", "zero-epochs", "too-many-epochs", "tiny-image", "low-target"])
 def test_train_refuses_bad_settings(run_cli, tmp_path, kermany_train, args, message):
     result = run_cli("train", kermany_train, *args, checkpoints=tmp_path / "models")
     assert result.returncode == 1
@@ -180,5 +189,18 @@ def test_train_registers_a_model_and_prints_json(run_cli, tmp_path, kermany_trai
     assert summary["name"] == "cli-v1"
     assert (models / "cli-v1.pt").is_file() and (models / "cli-v1.json").is_file()
     assert set(summary["validation"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
+    assert set(summary) == {"name", "checkpoint", "validation", "seconds"}
+    assert summary["checkpoint"] == str((models / "cli-v1.pt").resolve())
     listing = json.loads(run_cli("models", "--json", checkpoints=models).stdout)
     assert [(m["name"], m["default"]) for m in listing["models"]] == [("cli-v1", True)]
+
+    # --set-default makes the new version its task's default as part of training (one promotion each)
+    again = run_cli("train", kermany_train, "--arch", "logistic", "--epochs", "1", "--image-size", "32",
+                    "--max-films", "100", "--no-augment", "--name", "cli", "--set-default", checkpoints=models)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1])["name"] == "cli-v2"
+    listing = json.loads(run_cli("models", "--json", checkpoints=models).stdout)
+    assert [(m["name"], m["default"]) for m in listing["models"]] == [("cli-v2", True), ("cli-v1", False)]
+    registry = json.loads((models / "registry.json").read_text())
+    assert registry["task_defaults"] == {"pneumonia": "cli-v2"} and registry["default"] == "cli-v2"
+    assert [(p["name"], p["previous"]) for p in registry["promotions"]] == [("cli-v1", None), ("cli-v2", "cli-v1")]

@@ -14,9 +14,8 @@ MODELS = ["pneumonia-cnn5-v1", "pneumonia-mlp-v1"]
 
 
 @pytest.fixture
-def at(tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CHECKPOINTS", str(quick_checkpoints(tmp_path / "checkpoints")))
-    monkeypatch.setenv("CXR_JOBS", str(tmp_path / "jobs"))
+def at(tmp_path, settings_env):
+    settings_env(CXR_CHECKPOINTS=str(quick_checkpoints(tmp_path / "checkpoints")), CXR_JOBS=str(tmp_path / "jobs"))
     app = AppTest.from_file(APP, default_timeout=180)
     app.switch_page("views/compare.py")
     app.run()

@@ -10,10 +10,13 @@ import pandas as pd
 import pytest
 from e2e_support import quick_checkpoints
 
-from core.predict import Prediction
-from core.registry import list_models
+from core.jobs.progress import StepLoss
+from core.serving.predict import Prediction
+from core.store.registry import list_models
+from core.training.events import EpochEvent
 from dashboard.components.charts import confusion_matrix, live_training, probability_bars, roc_curves
-from dashboard.components.reports import duration, metrics_table, per_class_table, roc_input, with_interval
+from dashboard.components.reports import (RocCurve, duration, metrics_table, per_class_table, roc_input,
+                                          with_interval)
 from dashboard.components.triage_view import in_worklist_order, worklist, worklist_csv
 from dashboard.state import FilmResult, folder_stamp
 
@@ -78,34 +81,42 @@ def test_durations_read_naturally(seconds, text):
 def test_report_tables_and_roc_inputs_come_from_the_stored_reports(tmp_path):
     entries, problems = list_models(quick_checkpoints(tmp_path / "checkpoints"))
     assert not problems and len(entries) == 2
-    rows = [(e, e.metadata["report"]) for e in entries]
+    rows = [(e, e.record.report) for e in entries]
     table = metrics_table(rows)
     assert list(table.columns) == [e.name for e in entries]
     for metric in ("Accuracy", "Sensitivity", "Specificity", "Precision", "F1", "AUC", "Parameters",
                    "Inference per film", "Training time"):
         assert metric in table.index
-    report = entries[0].metadata["report"]
-    assert table.loc["AUC", entries[0].name] == with_interval(report["auc"], report["auc_ci"], as_percent=False)
+    report = entries[0].record.report
+    assert table.loc["AUC", entries[0].name] == with_interval(report.auc, report.auc_ci, as_percent=False)
+    assert table.loc["Sensitivity", entries[0].name] == with_interval(report.sensitivity, report.sensitivity_ci)
+    assert table.loc["Parameters", entries[0].name] == f"{entries[0].record.parameters:,}"
     curve = roc_input(entries[0].name, report)
-    point = report["at_operating_point"]
-    assert curve["point_fpr"] == pytest.approx(1 - point["specificity"])
-    assert curve["point_tpr"] == pytest.approx(point["sensitivity"])
+    point = report.at_operating_point
+    assert (curve.name, curve.auc, curve.threshold) == (entries[0].name, report.auc, report.threshold)
+    assert curve.fpr == report.roc.fpr and curve.tpr == report.roc.tpr
+    assert curve.point_fpr == pytest.approx(1 - point.specificity)
+    assert curve.point_tpr == pytest.approx(point.sensitivity)
+    assert roc_input("no-roc", report.model_copy(update={"roc": None})) is None
     per_class = per_class_table(report)
     assert list(per_class["Class"]) == ["NORMAL", "PNEUMONIA"]
-    assert per_class["Films"].sum() == report["n"]
+    assert per_class["Films"].sum() == report.n
+    assert list(per_class["Recall"]) == [point.per_class[c].recall for c in ("NORMAL", "PNEUMONIA")]
 
 
 def test_charts_carry_the_numbers_they_are_given():
     bars = probability_bars({"NORMAL": 0.2, "PNEUMONIA": 0.8}, "PNEUMONIA")
     assert list(bars.data[0].x) == [0.8, 0.2] and list(bars.data[0].y) == ["PNEUMONIA", "NORMAL"]
-    roc = roc_curves([{"name": "a", "fpr": [0, 0.5, 1], "tpr": [0, 0.9, 1], "auc": 0.8, "threshold": 0.3,
-                       "point_fpr": 0.5, "point_tpr": 0.9}])
+    roc = roc_curves([RocCurve(name="a", fpr=[0, 0.5, 1], tpr=[0, 0.9, 1], auc=0.8, threshold=0.3,
+                               point_fpr=0.5, point_tpr=0.9)])
     assert [t.name for t in roc.data] == ["chance", "a (AUC 0.800)", "a operating point"]
     assert list(roc.data[2].x) == [0.5] and list(roc.data[2].y) == [0.9]
     matrix = confusion_matrix([[3, 1], [0, 4]], ["NORMAL", "PNEUMONIA"], "a")
     assert [list(r) for r in matrix.data[0].z] == [[3, 1], [0, 4]]
-    live = live_training([{"epoch": 0.5, "loss": 0.7}], [{"epoch": 1, "val_auc": 0.8, "val_loss": 0.6}], 3)
-    assert list(live.data[2].y) == [0.8]
+    epoch = EpochEvent(epoch=1, epochs=3, train_loss=0.65, val_loss=0.6, val_auc=0.8, seconds=2.0)
+    live = live_training([StepLoss(epoch=0.5, loss=0.7)], [epoch], 3)
+    assert list(live.data[0].x) == [0.5] and list(live.data[0].y) == [0.7]
+    assert list(live.data[1].y) == [0.6] and list(live.data[2].y) == [0.8]
 
 
 def test_folder_stamp_changes_when_films_come_or_go(tmp_path):

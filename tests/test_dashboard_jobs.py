@@ -1,48 +1,60 @@
-"""Background training jobs (core/jobs.py + core/job_runner.py): one at a time, cancellable, crash-safe."""
+"""Background training jobs (core/jobs/): one at a time, cancellable, with typed config, status and events.
+
+Crashes (a runner killed at any moment, locks a crash leaves, two starts at once) are in test_job_crashes.py.
+"""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
+import re
 from pathlib import Path
 
+import corpus
 import pytest
-from e2e_support import TRAIN_DIR, quick_checkpoints, require, wait_for
+from e2e_support import wait_for
 
+from core import clock
 from core.errors import DatasetError, JobError
-from core.job_progress import job_progress
-from core.jobs import (
+from core.jobs import lock
+from core.jobs.jobs import (
     CANCELLED,
-    FAILED,
     LOCK_FILE,
+    QUEUED,
     RUNNING,
     SUCCEEDED,
     JobAlreadyRunning,
     active_job,
     cancel_job,
     check_request,
+    jobs_dir,
     list_jobs,
     read_job,
     start_job,
     write_status,
 )
-from core.registry import list_models
-from core.train import TrainConfig
+from core.jobs.progress import StepLoss, job_progress
+from core.jobs.records import JobStatus, read_status
+from core.store.records import TrainConfig
+from core.store.registry import list_models
+from core.training.events import DoneEvent, EpochEvent, LoadingEvent, StepEvent
 
 QUICK = TrainConfig(arch="mlp", epochs=1, image_size=32, max_films=120)
-# Long enough to be caught mid-training: many epochs and early stopping switched off.
-LONG = TrainConfig(arch="mlp", epochs=200, image_size=64, max_films=200, patience=1000)
+# Long enough to be caught mid-training: many epochs, early stopping as late as the limits allow.
+LONG = TrainConfig(arch="mlp", epochs=200, image_size=64, max_films=200, patience=100)
+UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 @pytest.fixture
-def places(tmp_path):
-    require(TRAIN_DIR, "the Kermany train split")
-    return quick_checkpoints(tmp_path / "checkpoints"), tmp_path / "jobs"
+def places(trained_model, kermany_train, tmp_path) -> tuple[Path, Path]:
+    """A private copy of the session model's registry (its one model is the default) and an empty jobs folder."""
+    return corpus.copy_registry(trained_model.directory, tmp_path / "checkpoints"), tmp_path / "jobs"
 
 
 def _registry_snapshot(checkpoints: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(checkpoints.iterdir()) if not p.name.startswith(".")}
+
+
+def _default(checkpoints: Path) -> str:
+    return next(e for e in list_models(checkpoints)[0] if e.is_default).name
 
 
 def _finished(folder: Path, timeout: float):
@@ -53,135 +65,167 @@ def _finished(folder: Path, timeout: float):
 
 
 def _training(folder: Path) -> bool:
-    return any(e.get("phase") == "train" for e in read_job(folder).events())
+    return any(isinstance(e, StepEvent) for e in read_job(folder).events())
 
 
-@pytest.mark.parametrize("data_dir, config, error, words", [
+@pytest.mark.parametrize("folder, config, error, words", [
     ("", QUICK, JobError, "Enter the dataset folder"),
     ("/no/such/folder", QUICK, DatasetError, "does not exist"),
-    (None, TrainConfig(arch="vgg99"), JobError, "unknown architecture"),
-    (None, TrainConfig(arch="mlp", epochs=0), JobError, "Epochs must be between"),
-    (None, TrainConfig(arch="mlp", image_size=16), JobError, "Image size must be between"),
-    (None, TrainConfig(arch="mlp", max_films=5), JobError, "at least 20 films"),
-    (None, TrainConfig(arch="mlp", target_sensitivity=1.0), JobError, "sensitivity target must lie between"),
+    (None, TrainConfig(arch="vgg99"), JobError, "unknown architecture 'vgg99'"),
+    (None, TrainConfig(arch="mlp", epochs=0), JobError, r"^Epochs must be between 1 and 200; 0 was asked for\.$"),
+    (None, TrainConfig(arch="mlp", image_size=16), JobError, "Image size must be between 32 and 512 pixels; 16"),
+    (None, TrainConfig(arch="mlp", batch_size=1), JobError, "Batch size must be between 2 and"),
+    (None, TrainConfig(arch="mlp", max_films=5), JobError, "number of films must be at least 20; 5 was asked"),
+    (None, TrainConfig(arch="mlp", target_sensitivity=1.0), JobError, "sensitivity target must be between 0.5"),
+    (None, TrainConfig(arch="mlp", patience=1000), JobError, "Patience must be between 1 and 100 epochs"),
 ])
-def test_bad_requests_are_refused_before_any_process_starts(tmp_path, data_dir, config, error, words):
-    data_dir = str(require(TRAIN_DIR, "the Kermany train split")) if data_dir is None else data_dir
+def test_bad_requests_are_refused_before_any_process_starts(kermany_train, tmp_path, folder, config, error, words):
+    folder = str(kermany_train) if folder is None else folder
     with pytest.raises(error, match=words):
-        start_job(data_dir, config, directory=tmp_path / "checkpoints", root=tmp_path / "jobs")
-    assert not (tmp_path / "jobs").exists() or not any((tmp_path / "jobs").iterdir())
+        start_job(folder, config, directory=tmp_path / "checkpoints", root=tmp_path / "jobs")
+    assert not (tmp_path / "jobs").exists()  # refused before the slot is even claimed
 
 
-def test_a_single_class_folder_is_not_a_dataset(tmp_path):
-    films = require(TRAIN_DIR, "the Kermany train split")
+def test_a_single_class_folder_is_not_a_dataset(kermany_train, tmp_path):
     (tmp_path / "only" / "NORMAL").mkdir(parents=True)
-    for path in sorted((films / "NORMAL").iterdir())[:25]:
+    for path in sorted((kermany_train / "NORMAL").iterdir())[:25]:
         (tmp_path / "only" / "NORMAL" / path.name).write_bytes(path.read_bytes())
     with pytest.raises(DatasetError, match="at least two sub-folders"):
         check_request(tmp_path / "only", QUICK)
 
 
-def test_a_job_trains_registers_a_new_version_and_keeps_the_default(places):
+def test_too_few_films_are_refused(kermany_train, tmp_path):
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "few" / cls).mkdir(parents=True)
+        for path in sorted((kermany_train / cls).iterdir())[:5]:
+            (tmp_path / "few" / cls / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(JobError, match="holds only 10 films; training needs at least 20"):
+        check_request(tmp_path / "few", QUICK)
+
+
+def test_a_job_trains_registers_a_new_version_and_keeps_the_default(places, kermany_train, trained_model,
+                                                                    settings_env):
     checkpoints, jobs = places
-    job = start_job(TRAIN_DIR, QUICK, directory=checkpoints, root=jobs)
-    assert job.state == "queued" and (jobs / LOCK_FILE).exists()
-    done = _finished(job.folder, timeout=120)
+    settings_env(CXR_JOBS=str(jobs), CXR_CHECKPOINTS=str(checkpoints))  # no root or directory: the settings'
+    assert jobs_dir() == jobs.resolve()
+    job = start_job(kermany_train, QUICK)
+    assert job.folder.parent == jobs.resolve() and job.state in (QUEUED, RUNNING)
+    assert job.settings.checkpoints == checkpoints.resolve() and job.config.arch == "mlp"
+    assert job.config.image_size == 32 and job.config.lr == pytest.approx(1e-3)  # resolved before it is stored
+    assert lock.held_by(jobs) == job.job_id and active_job().job_id == job.job_id
+    done = _finished(job.folder, timeout=180)
     assert done.state == SUCCEEDED, done.message
-    assert done.model == "pneumonia-mlp-v2"
-    assert 0.0 <= done.status["summary"]["auc"] <= 1.0
+    assert done.model == "pneumonia-mlp-v1" and done.message == "Registered pneumonia-mlp-v1 as a new version."
+    summary = done.status.summary
+    assert summary.n > 0 and 0.0 <= summary.auc <= 1.0 and summary.seconds > 0
+    assert summary.auc_ci[0] <= summary.auc <= summary.auc_ci[1] and 0.0 < summary.threshold < 1.0
     entries, problems = list_models(checkpoints)
-    assert not problems
-    assert {e.name for e in entries} == {"pneumonia-cnn5-v1", "pneumonia-mlp-v1", "pneumonia-mlp-v2"}
-    assert next(e for e in entries if e.is_default).name == "pneumonia-cnn5-v1"
-    assert not (jobs / LOCK_FILE).exists() and active_job(jobs) is None
-    progress = job_progress(done.events())
+    assert problems == []
+    assert {e.name for e in entries} == {trained_model.name, "pneumonia-mlp-v1"}
+    new = next(e for e in entries if e.name == "pneumonia-mlp-v1")
+    assert new.record.training.job_id == job.job_id and new.record.report.auc == summary.auc
+    assert _default(checkpoints) == trained_model.name
+    # The slot is free again: the kernel dropped the lock; the file stays, naming the last job, and is harmless.
+    assert lock.held_by(jobs) is None and active_job() is None
+    assert (jobs / LOCK_FILE).read_text() == job.job_id
+    # Times are UTC, from the one clock.
+    status = done.status
+    assert all(UTC.match(t) for t in (status.queued_at, status.started_at, status.finished_at, status.updated))
+    assert clock.parse(status.queued_at) <= clock.parse(status.started_at) <= clock.parse(status.finished_at)
+    assert re.match(r"^\d{8}-\d{6}-[0-9a-f]{4}$", job.job_id) and job.job_id[:15] <= clock.stamp()
+    assert all(re.match(r"^\d\d:\d\d:\d\dZ  ", line) for line in done.log_tail())
+    assert any("Registered pneumonia-mlp-v1" in line for line in done.log_tail())
+    events = done.events()
+    assert isinstance(events[-1], DoneEvent) and events[-1].name == "pneumonia-mlp-v1"
+    assert all(e.time is not None for e in events)
+    progress = job_progress(events)
     assert progress.phase == "done" and progress.fraction == 1.0 and len(progress.epochs) == 1
-    assert any("Registered pneumonia-mlp-v2" in line for line in done.log_tail())
-    assert [j.job_id for j in list_jobs(jobs)] == [job.job_id]
+    assert [j.job_id for j in list_jobs()] == [job.job_id]
 
 
-def test_second_start_is_refused_and_cancel_saves_nothing(places):
+def test_second_start_is_refused_and_cancel_saves_nothing(places, kermany_train):
     checkpoints, jobs = places
     before = _registry_snapshot(checkpoints)
-    job = start_job(TRAIN_DIR, LONG, directory=checkpoints, root=jobs)
-    with pytest.raises(JobAlreadyRunning, match="already running"):
-        start_job(TRAIN_DIR, QUICK, directory=checkpoints, root=jobs)
-    wait_for(lambda: _training(job.folder), timeout=120, what="training steps")
-    assert active_job(jobs).job_id == job.job_id
+    job = start_job(kermany_train, LONG, directory=checkpoints, root=jobs)
+    with pytest.raises(JobAlreadyRunning, match=f"already running \\(job {job.job_id}\\)"):
+        start_job(kermany_train, QUICK, directory=checkpoints, root=jobs)
+    wait_for(lambda: _training(job.folder), timeout=180, what="training steps")
+    running = active_job(jobs)
+    assert running.job_id == job.job_id and running.state == RUNNING and running.status.pid > 0
+    assert clock.parse(running.status.started_at) <= clock.now()
     cancel_job(job.job_id, jobs)
     done = _finished(job.folder, timeout=60)
     assert done.state == CANCELLED
     assert "nothing was saved" in done.message
     assert _registry_snapshot(checkpoints) == before
-    assert not (jobs / LOCK_FILE).exists()
+    assert lock.held_by(jobs) is None
     with pytest.raises(JobError, match="not running"):
         cancel_job(job.job_id, jobs)
+    assert len([p for p in jobs.iterdir() if p.is_dir()]) == 1  # the refused start left no folder
 
 
-def test_cancel_while_decoding_films_stops_at_once(places):
+def test_cancel_while_decoding_films_stops_at_once(places, kermany_train):
     checkpoints, jobs = places
     before = _registry_snapshot(checkpoints)
     everything = TrainConfig(arch="mlp", epochs=1, image_size=64)  # decoding all 5,216 films takes a while
-    job = start_job(TRAIN_DIR, everything, directory=checkpoints, root=jobs)
+    job = start_job(kermany_train, everything, directory=checkpoints, root=jobs)
     wait_for(lambda: read_job(job.folder).state == RUNNING, timeout=60, what="the runner to start")
     cancel_job(job.job_id, jobs)
     done = _finished(job.folder, timeout=15)
     assert done.state == CANCELLED and "before it started" in done.message
     assert _registry_snapshot(checkpoints) == before
+    assert not _training(job.folder) and lock.held_by(jobs) is None
 
 
-def test_a_killed_job_is_recovered_and_the_registry_is_intact(places):
-    checkpoints, jobs = places
-    before = _registry_snapshot(checkpoints)
-    job = start_job(TRAIN_DIR, LONG, directory=checkpoints, root=jobs)
-    wait_for(lambda: _training(job.folder), timeout=120, what="training steps")
-    pid = json.loads((jobs / LOCK_FILE).read_text())["pid"]
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: active_job(jobs) is None, timeout=30, what="the stale lock to be recovered")
-    killed = read_job(job.folder)
-    assert killed.state == FAILED and "stopped unexpectedly" in killed.message
-    assert _registry_snapshot(checkpoints) == before
-    assert next(e for e in list_models(checkpoints)[0] if e.is_default).name == "pneumonia-cnn5-v1"
-    again = start_job(TRAIN_DIR, QUICK, directory=checkpoints, root=jobs)  # the slot is free again
-    assert _finished(again.folder, timeout=120).state == SUCCEEDED
-
-
-@pytest.mark.parametrize("pid_source", ["dead process", "live process that is not a runner"])
-def test_a_stale_lock_is_recovered(tmp_path, pid_source):
-    jobs = tmp_path / "jobs"
-    folder = jobs / "20260101-000000-dead"
+def _job_folder(jobs: Path, job_id: str, **config) -> Path:
+    folder = jobs / job_id
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"job_id": folder.name, "config": {"arch": "mlp", "epochs": 1}}))
-    write_status(folder, RUNNING)
-    if pid_source == "dead process":
-        finished = subprocess.Popen(["true"])
-        finished.wait()
-        pid = finished.pid
-    else:
-        pid = os.getpid()  # alive, but its command line is not this job's runner: a reused pid
-    (jobs / LOCK_FILE).write_text(json.dumps({"job_id": folder.name, "pid": pid, "role": "runner"}))
-    assert active_job(jobs) is None
-    assert read_job(folder).state == FAILED
-    assert not (jobs / LOCK_FILE).exists()
+    (folder / "config.json").write_text(json.dumps({"job_id": job_id, "data_dir": "/data", "config": config}))
+    return folder
+
+
+def test_events_are_typed_and_a_torn_or_unknown_line_is_skipped(tmp_path):
+    folder = _job_folder(tmp_path / "jobs", "20260101-000000-aaaa", arch="mlp", epochs=2)
+    write_status(folder, CANCELLED, message="stopped")
+    step = StepEvent(epoch=1, epochs=2, step=3, steps=4, loss=0.5, progress=0.375, eta_seconds=9.0, time=1.0)
+    lines = [LoadingEvent(done=3, total=9).model_dump_json(), step.model_dump_json(),
+             json.dumps({"phase": "telemetry", "gpu": 1}), step.model_dump_json()[:25]]
+    (folder / "events.jsonl").write_text("\n".join(lines))
+    job = read_job(folder)
+    assert job.events() == [LoadingEvent(done=3, total=9), step]
+    assert job.config.epochs == 2 and job.config.arch == "mlp" and job.settings.data_dir == Path("/data")
+    assert job.state == CANCELLED and job.message == "stopped" and job.model is None
+
+
+def test_a_status_written_before_the_clock_was_utc_still_reads(tmp_path):
+    folder = _job_folder(tmp_path / "jobs", "20250101-120000-old", arch="cnn5", epochs=3)
+    (folder / "status.json").write_text(json.dumps({
+        "state": "succeeded", "model": "pneumonia-cnn5-v3", "running_at": "2025-01-01T12:00:05+0100",
+        "started_epoch": 1735729205.0, "summary": {"auc": 0.9, "n": 80, "seconds": 12.5}}))
+    status = read_status(folder)
+    assert isinstance(status, JobStatus) and status.state == SUCCEEDED and status.model == "pneumonia-cnn5-v3"
+    assert clock.parse(status.started_at).isoformat() == "2025-01-01T12:00:05+01:00"
+    assert status.summary.auc == 0.9 and status.summary.sensitivity is None
+    assert [j.job_id for j in list_jobs(tmp_path / "jobs")] == ["20250101-120000-old"]
 
 
 def test_progress_from_events():
     now = 1000.0
     assert job_progress([], now).phase == "starting"
-    loading = [{"phase": "loading", "message": "decoding 100 films once", "time": now},
-               {"phase": "loading", "done": 40, "total": 100, "time": now}]
+    loading = [LoadingEvent(message="decoding 100 films once", time=now), LoadingEvent(done=40, total=100, time=now)]
     progress = job_progress(loading, now)
     assert progress.phase == "loading" and progress.fraction == pytest.approx(0.04)
-    step = {"phase": "train", "epoch": 2, "epochs": 4, "step": 5, "steps": 10, "loss": 0.5, "progress": 0.375,
-            "eta_seconds": 50.0, "time": now - 20}
-    epoch = {"phase": "epoch", "epoch": 1, "epochs": 4, "train_loss": 0.6, "val_loss": 0.55, "val_auc": 0.8,
-             "seconds": 30.0, "time": now - 25}
+    assert progress.text == "Decoding films: 40 of 100"
+    step = StepEvent(epoch=2, epochs=4, step=5, steps=10, loss=0.5, progress=0.375, eta_seconds=50.0, time=now - 20)
+    epoch = EpochEvent(epoch=1, epochs=4, train_loss=0.6, val_loss=0.55, val_auc=0.8, seconds=30.0, time=now - 25)
     progress = job_progress(loading + [epoch, step], now)
     assert progress.phase == "training"
     assert progress.fraction == pytest.approx(0.1 + 0.9 * 0.375)
     assert progress.eta_seconds == pytest.approx(30.0)  # 50 s estimated 20 s ago
-    assert progress.step_losses == [{"epoch": 1.5, "loss": 0.5}]
-    assert progress.epochs[0]["val_auc"] == 0.8
-    assert "epoch 2 of 4" in progress.text
-    finishing = dict(step, progress=1.0, epoch=4, step=10)
+    assert progress.step_losses == [StepLoss(epoch=1.5, loss=0.5)]
+    assert progress.epochs == [epoch] and progress.epochs[0].val_auc == 0.8
+    assert progress.text == "Training: epoch 2 of 4, step 5 of 10"
+    finishing = step.model_copy(update={"progress": 1.0, "epoch": 4, "step": 10})
     assert job_progress(loading + [finishing], now).phase == "finishing"
+    done = DoneEvent(name="pneumonia-mlp-v2", auc=0.9, seconds=12.0)
+    assert job_progress(loading + [epoch, step, done], now).phase == "done"

@@ -7,19 +7,19 @@ import pytest
 from e2e_support import ROOT, TRAIN_DIR, quick_checkpoints, require, wait_for
 from streamlit.testing.v1 import AppTest
 
-from core.jobs import FAILED, read_job, start_job, write_status
-from core.registry import list_models
-from core.train import TrainConfig
+from core.clock import parse
+from core.jobs.jobs import FAILED, read_job, start_job, write_status
+from core.store.records import TrainConfig
+from core.store.registry import list_models, read_registry
 
 APP = str(ROOT / "dashboard" / "app.py")
 
 
 @pytest.fixture
-def places(tmp_path, monkeypatch):
+def places(tmp_path, settings_env):
     checkpoints = quick_checkpoints(tmp_path / "checkpoints")
-    monkeypatch.setenv("CXR_CHECKPOINTS", str(checkpoints))
-    monkeypatch.setenv("CXR_JOBS", str(tmp_path / "jobs"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(require(TRAIN_DIR, "the Kermany train split")))
+    settings_env(CXR_CHECKPOINTS=str(checkpoints), CXR_JOBS=str(tmp_path / "jobs"),
+                 CXR_DATA_DIR=str(require(TRAIN_DIR, "the Kermany train split")))
     return checkpoints, tmp_path / "jobs"
 
 
@@ -70,7 +70,7 @@ def test_the_form_offers_sensible_defaults(places):
 @pytest.mark.parametrize("folder, max_films, words", [
     ("", 120, "Enter the dataset folder"),
     ("/no/such/folder", 120, "does not exist"),
-    (None, 5, "at least 20 films"),
+    (None, 5, "number of films must be at least 20"),
 ])
 def test_the_form_refuses_what_cannot_train(places, folder, max_films, words):
     _, jobs = places
@@ -94,6 +94,9 @@ def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_d
     assert len([p for p in jobs.iterdir() if p.is_dir()]) == 1
 
     wait_for(lambda: not read_job(job_folder).is_active, timeout=180, what="the job to finish")
+    status = read_job(job_folder).status  # every time a job writes down is UTC
+    assert all(parse(t) is not None and t.endswith("Z") for t in (status.queued_at, status.started_at,
+                                                                   status.finished_at, status.updated))
     at = _page()  # a fresh session, as after closing the tab: the job is still there
     assert "Finished" in _markdown(at)
     assert any("threshold for 97.5% sensitivity" in c.value for c in at.caption)
@@ -107,14 +110,19 @@ def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_d
     assert not at.exception
     assert next(e for e in list_models(checkpoints)[0] if e.is_default).name == "pneumonia-mlp-v2"
     assert "pneumonia-mlp-v2 is the default model" in _markdown(at)
+    registry = read_registry(checkpoints)  # the promotion is on record, in UTC
+    assert registry.task_defaults == {"pneumonia": "pneumonia-mlp-v2"}
+    last = registry.promotions[-1]
+    assert (last.name, last.previous) == ("pneumonia-mlp-v2", "pneumonia-cnn5-v1") and last.at.endswith("Z")
+    assert parse(last.at) is not None
 
 
 def test_the_cancel_button_stops_a_running_job_and_saves_nothing(places):
     checkpoints, jobs = places
     before = sorted(p.name for p in checkpoints.iterdir())
-    long_job = TrainConfig(arch="mlp", epochs=200, image_size=64, max_films=200, patience=1000)
+    long_job = TrainConfig(arch="mlp", epochs=200, image_size=64, max_films=200, patience=100)  # limit: 100
     job = start_job(TRAIN_DIR, long_job, directory=checkpoints, root=jobs)
-    wait_for(lambda: any(e.get("phase") == "train" for e in read_job(job.folder).events()), timeout=120,
+    wait_for(lambda: any(e.phase == "train" for e in read_job(job.folder).events()), timeout=120,
              what="training steps")
     at = _page()
     assert "Running" in _markdown(at) and at.get("progress")

@@ -1,20 +1,28 @@
 """The triage page through Streamlit's AppTest: real films in, worklist, cards and explanations out."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import secrets
 
 import pytest
 from e2e_support import DICOM_DIR, ROOT, quick_checkpoints, real_films, require
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from streamlit.testing.v1 import AppTest
+
+import dashboard.state
+from core.films.read import read_film
+from core.serving.film_cache import FilmCache
 
 APP = str(ROOT / "dashboard" / "app.py")
 
 
 @pytest.fixture
-def checkpoints(tmp_path, monkeypatch):
+def checkpoints(tmp_path, settings_env):
     folder = quick_checkpoints(tmp_path / "checkpoints")
-    monkeypatch.setenv("CXR_CHECKPOINTS", str(folder))
-    monkeypatch.setenv("CXR_JOBS", str(tmp_path / "jobs"))
+    settings_env(CXR_CHECKPOINTS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
     return folder
 
 
@@ -125,8 +133,8 @@ def test_broken_models_are_reported_and_the_others_still_work(checkpoints):
     assert not at.exception and not at.error, [e.value for e in at.error]
 
 
-def test_without_any_model_the_page_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CHECKPOINTS", str(tmp_path / "empty"))
+def test_without_any_model_the_page_says_what_to_do(tmp_path, settings_env):
+    settings_env(CXR_CHECKPOINTS=str(tmp_path / "empty"), CXR_JOBS=str(tmp_path / "jobs"))
     at = _app()
     assert "No model is registered yet" in at.warning[0].value
 
@@ -138,3 +146,72 @@ def test_a_deep_link_on_a_fresh_server_runs_through_the_router(checkpoints, page
     at.run()
     assert not at.exception
     assert at.title[0].value == title
+
+
+# --- one decode per upload and session ------------------------------------------------------------------
+
+
+def _unique_png(path) -> bytes:
+    """A real film as PNG with a random text chunk: same pixels, bytes (and digest) no earlier run has cached."""
+    info = PngInfo()
+    info.add_text("run", secrets.token_hex(8))
+    buffer = io.BytesIO()
+    with Image.open(path) as image:
+        image.convert("L").save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def test_an_upload_is_decoded_once_for_prediction_and_gradcam(checkpoints, monkeypatch):
+    name, data = "once.png", _unique_png(real_films()[-1])
+    reads = []
+
+    def counting(source, name=None):
+        reads.append(name)
+        return read_film(source, name=name)
+
+    monkeypatch.setattr(dashboard.state, "read_film", counting)
+    at = _app()
+    _upload(at, [(name, data)])
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert "Grad-CAM for" in " ".join(captions) and len(at.get("plotly_chart")) == 1  # predicted and explained
+    assert reads.count(name) == 1
+    films = at.session_state["decoded-films"]  # this session's FilmCache holds the decoded film
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    assert isinstance(films, FilmCache) and digest in films and films.nbytes > 0
+
+    next(s for s in at.selectbox if s.label == "Explanation method").set_value("gradcam++")  # a new heat map
+    at.run()
+    assert not at.exception
+    assert any(c.startswith("Grad-CAM++ for") for image in at.get("image") for c in image.captions)
+    assert reads.count(name) == 1  # the explanation reused the film prediction decoded
+
+
+def test_the_film_cache_evicts_the_least_recently_used_to_stay_under_its_cap():
+    paths = real_films()[:4]
+    films = {p.name: read_film(p) for p in paths}
+    sizes = sorted(f.nbytes for f in films.values())
+    cache = FilmCache(max_bytes=sizes[-1] + sizes[-2] + 2 * 224 * 224 * 4)  # any two (with reference forms)
+    names = list(films)
+    assert sum(films[k].nbytes for k in names[:3]) > cache.max_bytes  # three never fit: eviction must happen
+    decodes = []
+
+    def decode(key):
+        return lambda: decodes.append(key) or films[key]
+
+    for key in names[:2]:
+        assert cache.get_or_decode(key, decode(key)) is films[key]
+        films[key].model_pixels  # prediction adds the reference form to what the cache holds
+        assert cache.nbytes <= cache.max_bytes
+    assert cache.get_or_decode(names[0], decode(names[0])) is films[names[0]]  # a hit: used most recently now
+    assert decodes == names[:2]
+
+    cache.get_or_decode(names[2], decode(names[2]))  # does not fit beside both: the least recently used goes
+    assert names[1] not in cache and names[0] in cache and names[2] in cache
+    assert cache.nbytes <= cache.max_bytes and len(cache) == 2
+    cache.put(names[3], films[names[3]])
+    assert names[0] not in cache and {names[2], names[3]} == {k for k in names if k in cache}
+    assert cache.nbytes == films[names[2]].nbytes + films[names[3]].nbytes <= cache.max_bytes
+
+    small = FilmCache(max_bytes=sizes[0] - 1)  # a film larger than the whole cap is used but never kept
+    assert small.get_or_decode(names[0], decode(names[0])) is films[names[0]]
+    assert len(small) == 0 and small.nbytes == 0

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import class_weights, discover, fingerprint, load_tensors, patient_id, patient_split
 from core.errors import DatasetError
-from core.films import read_film
-from core.preprocess import film_to_tensor
+from core.films.read import read_film
+from core.store.records import Fingerprint
+from core.films.folders import discover
+from core.films.tensor import film_to_tensor, load_tensors
+from core.training.data import class_weights, fingerprint, patient_id, patient_split
 
 
 @pytest.mark.parametrize("name, patient", [
@@ -118,10 +120,13 @@ def test_class_weights_balance_the_classes(kermany_films):
 def test_fingerprint_identifies_the_data(films_dir):
     films = discover(films_dir)
     first = fingerprint(films)
+    assert isinstance(first, Fingerprint)
     assert first == fingerprint(discover(films_dir))
-    assert first["n"] == 16 and first["class_counts"] == {"NORMAL": 8, "PNEUMONIA": 8}
+    assert first.n == 16 and first.class_counts == {"NORMAL": 8, "PNEUMONIA": 8}
+    assert len(first.sha256) == 64 and int(first.sha256, 16) >= 0  # a SHA-256 hex digest
     relabelled = type(films)(films.paths, 1 - films.labels, films.classes)
-    assert fingerprint(relabelled)["sha256"] != first["sha256"]
+    assert fingerprint(relabelled).sha256 != first.sha256
+    assert Fingerprint.model_validate(first.to_json()) == first  # stored in the model's JSON and read back
 
 
 def test_load_tensors_goes_through_the_app_path(films_dir):
@@ -129,8 +134,10 @@ def test_load_tensors_goes_through_the_app_path(films_dir):
     tensors = load_tensors(films, 48)
     assert tensors.shape == (2, 1, 48, 48) and tensors.dtype == torch.uint8
     for i, path in enumerate(films.paths):
-        expected = (film_to_tensor(read_film(path).pixels, 48) * 255).round().to(torch.uint8)
+        expected = film_to_tensor(read_film(path), 48)
+        assert expected.dtype == torch.uint8
         assert torch.equal(tensors[i], expected)
+    assert not torch.equal(tensors[0], tensors[1])  # two different films, not one decoded twice
 
 
 def _tree(root: Path, spec: dict[str, list[str]]) -> Path:

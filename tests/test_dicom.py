@@ -12,7 +12,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from core.errors import UnreadableImage
-from core.films import read_film
+from core.films.read import read_film
 
 REAL = ("RG1_UNCI.dcm", "RG1_J2KI.dcm")
 IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "InstitutionName",

@@ -5,9 +5,10 @@ import shutil
 
 import pytest
 
-from core.checkpoints import load_checkpoint
 from core.errors import DatasetError
-from core.evaluate import evaluate_folder
+from core.evaluation.folder import evaluate_folder
+from core.store.checkpoints import load_checkpoint
+from core.store.reports import Report
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +31,20 @@ def test_unreadable_films_are_listed_not_fatal(loaded, films_dir, tmp_path):
     root = _copy(films_dir, tmp_path / "data", SAME)
     (root / "PNEUMONIA" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     report = evaluate_folder(loaded, root)
-    assert report["n"] == 4
-    assert sum(map(sum, report["confusion_matrix"])) == 4
-    (skipped,) = report["skipped"]
-    assert skipped["file"].endswith("broken.png") and "broken.png" in skipped["error"]
+    assert isinstance(report, Report) and report.model == loaded.name
+    assert report.n == 4
+    assert sum(map(sum, report.confusion_matrix)) == 4
+    (skipped,) = report.skipped
+    assert skipped.file.endswith("broken.png") and "broken.png" in skipped.error
+    assert report.to_json()["skipped"] == [{"file": skipped.file, "error": skipped.error}]  # the CLI's layout
 
 
 def test_class_folders_match_case_insensitively(loaded, films_dir, tmp_path):
     upper = evaluate_folder(loaded, _copy(films_dir, tmp_path / "upper", SAME))
     lower_case = {"NORMAL": "normal", "PNEUMONIA": "pneumonia"}
     lower = evaluate_folder(loaded, _copy(films_dir, tmp_path / "lower", lower_case))
-    assert lower["confusion_matrix"] == upper["confusion_matrix"]
-    assert lower["class_counts"] == [2, 2]
+    assert lower.confusion_matrix == upper.confusion_matrix
+    assert lower.class_counts == [2, 2]
 
 
 def test_folders_in_the_other_order_keep_their_labels(loaded, films_dir, tmp_path):
@@ -50,8 +53,8 @@ def test_folders_in_the_other_order_keep_their_labels(loaded, films_dir, tmp_pat
     swapped = _copy(films_dir, tmp_path / "data", {"PNEUMONIA": "PNEUMONIA", "NORMAL": "normal"}, per_class=3)
     report = evaluate_folder(loaded, swapped)
     reference = evaluate_folder(loaded, _copy(films_dir, tmp_path / "ref", SAME, per_class=3))
-    assert report["confusion_matrix"] == reference["confusion_matrix"]
-    assert report["auc"] == pytest.approx(reference["auc"])
+    assert report.confusion_matrix == reference.confusion_matrix
+    assert report.auc == pytest.approx(reference.auc)
 
 
 def test_unknown_class_folder_is_refused(loaded, films_dir, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from core.errors import UnreadableImage
-from core.films import read_film
+from core.films.read import read_film
 
 
 def reference(image: Image.Image) -> np.ndarray:
@@ -73,7 +73,7 @@ class _NoChestCheck:
 
 @pytest.fixture(scope="module")
 def quick_predictor(predictor):
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
 
     return Predictor(predictor.loaded, chest_check=_NoChestCheck())
 
@@ -197,10 +197,10 @@ def test_missing_path_and_folder_are_refused(tmp_path):
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
-    import core.films
+    import core.films.read
 
     Image.new("L", (300, 300), 128).save(tmp_path / "big.png")
-    monkeypatch.setattr(core.films, "MAX_PIXELS", 300 * 300 - 1)
+    monkeypatch.setattr(core.films.read, "MAX_PIXELS", 300 * 300 - 1)
     with pytest.raises(UnreadableImage, match="megapixel limit"):
         read_film(tmp_path / "big.png")
 

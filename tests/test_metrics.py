@@ -4,14 +4,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.metrics import evaluate_probabilities
-from core.operating_point import (OperatingPoint, choose_operating_point, decide, find_normal_index)
+from core.evaluation.metrics import evaluate_probabilities
+from core.store.reports import ClassMetrics, OperatingPoint, Report
+from core.tasks import find_normal_index
+from core.training.operating_point import choose_operating_point
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
 # Ten films: five normal, five pneumonia, with the model's p(PNEUMONIA) (= the abnormal score).
 TRUTH = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
 SCORES = np.array([0.10, 0.20, 0.35, 0.60, 0.05, 0.90, 0.80, 0.55, 0.30, 0.70])
 PROBS = np.stack([1 - SCORES, SCORES], axis=1)
+
+
+def point_at(threshold: float, classes=CLASSES, normal_index: int | None = 0) -> OperatingPoint:
+    return OperatingPoint(classes=tuple(classes), normal_index=normal_index, threshold=threshold)
 
 
 def pair_counting_auc(truth, scores):
@@ -23,65 +29,82 @@ def pair_counting_auc(truth, scores):
 
 @pytest.fixture(scope="module")
 def report_at_half():
-    return evaluate_probabilities(TRUTH, PROBS, CLASSES, OperatingPoint(tuple(CLASSES), 0, 0.5))
+    return evaluate_probabilities(TRUTH, PROBS, CLASSES, point_at(0.5))
 
 
 def test_hand_case_at_threshold_half(report_at_half):
     # called abnormal (score >= 0.5): normals 0.60 (FP); pneumonias 0.90 0.80 0.55 0.70 (TP), 0.30 missed (FN)
     report = report_at_half
-    assert report["n"] == 10
-    assert report["confusion_matrix"] == [[4, 1], [1, 4]]
-    assert report["accuracy"] == pytest.approx(0.8)
-    assert report["sensitivity"] == pytest.approx(0.8)
-    assert report["specificity"] == pytest.approx(0.8)
-    assert report["per_class"]["NORMAL"] == pytest.approx({"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5})
-    assert report["threshold"] == 0.5
+    assert isinstance(report, Report)
+    assert report.n == 10 and report.class_counts == [5, 5] and report.classes == CLASSES
+    assert report.confusion_matrix == [[4, 1], [1, 4]]
+    assert report.accuracy == pytest.approx(0.8)
+    assert report.sensitivity == pytest.approx(0.8)
+    assert report.specificity == pytest.approx(0.8)
+    assert isinstance(report.per_class["NORMAL"], ClassMetrics)
+    assert report.per_class["NORMAL"].model_dump() == pytest.approx(
+        {"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5})
+    assert report.threshold == 0.5
+
+
+def test_hand_case_in_the_cli_json(report_at_half):
+    """The same figures under the CLI's old keys, and the JSON reads back to the same report."""
+    data = report_at_half.to_json()
+    assert data["n"] == 10 and data["threshold"] == 0.5
+    assert data["confusion_matrix"] == data["at_0.5"]["confusion_matrix"] == [[4, 1], [1, 4]]
+    assert (data["accuracy"], data["sensitivity"], data["specificity"]) == pytest.approx((0.8, 0.8, 0.8))
+    assert data["per_class"]["PNEUMONIA"] == pytest.approx({"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5})
+    assert data["operating_point"]["normal_class"] == "NORMAL"
+    assert Report.model_validate(data) == report_at_half
 
 
 def test_auc_equals_pair_counting(report_at_half):
     assert pair_counting_auc(TRUTH, SCORES) == pytest.approx(22 / 25)  # worked out by hand as well
-    assert report_at_half["auc"] == pytest.approx(22 / 25)
+    assert report_at_half.auc == pytest.approx(22 / 25)
 
 
 def test_auc_counts_ties_as_half():
     scores = np.array([0.2, 0.5, 0.5, 0.9])
     truth = np.array([0, 0, 1, 1])
     report = evaluate_probabilities(truth, np.stack([1 - scores, scores], 1), CLASSES,
-                                    OperatingPoint(tuple(CLASSES), 0, 0.5))
-    assert report["auc"] == pytest.approx(pair_counting_auc(truth, scores)) == pytest.approx(3.5 / 4)
+                                    point_at(0.5))
+    assert report.auc == pytest.approx(pair_counting_auc(truth, scores)) == pytest.approx(3.5 / 4)
 
 
 def test_top_level_figures_are_at_the_operating_point():
-    point = OperatingPoint(tuple(CLASSES), 0, 0.25)
+    point = point_at(0.25)
     report = evaluate_probabilities(TRUTH, PROBS, CLASSES, point)
     # at 0.25 every pneumonia is called; normals 0.35 and 0.60 are false alarms
-    assert report["confusion_matrix"] == [[3, 2], [0, 5]]
-    assert (report["sensitivity"], report["specificity"], report["accuracy"]) == pytest.approx((1.0, 0.6, 0.8))
-    assert report["threshold"] == 0.25
-    assert report["at_0.5"]["confusion_matrix"] == [[4, 1], [1, 4]]
-    assert report["at_operating_point"]["sensitivity"] == report["sensitivity"]
+    assert report.confusion_matrix == [[3, 2], [0, 5]]
+    assert (report.sensitivity, report.specificity, report.accuracy) == pytest.approx((1.0, 0.6, 0.8))
+    assert report.threshold == 0.25
+    assert report.at_half.confusion_matrix == [[4, 1], [1, 4]]
+    assert report.at_operating_point.sensitivity == report.sensitivity
+    assert report.at_operating_point.confusion_matrix == report.confusion_matrix
 
 
 @pytest.mark.parametrize("key", ["accuracy", "sensitivity", "specificity", "auc"])
 def test_bootstrap_intervals_are_ordered_and_hold_the_estimate(report_at_half, key):
-    low, high = report_at_half[f"{key}_ci"]
-    assert 0.0 <= low <= report_at_half[key] <= high <= 1.0
+    low, high = getattr(report_at_half, f"{key}_ci")
+    assert 0.0 <= low <= getattr(report_at_half, key) <= high <= 1.0
     assert low < high  # ten films leave real uncertainty
 
 
 def test_bootstrap_is_reproducible_and_seeded(report_at_half):
-    again = evaluate_probabilities(TRUTH, PROBS, CLASSES, OperatingPoint(tuple(CLASSES), 0, 0.5))
-    other = evaluate_probabilities(TRUTH, PROBS, CLASSES, OperatingPoint(tuple(CLASSES), 0, 0.5), seed=1)
-    assert again["auc_ci"] == report_at_half["auc_ci"]
-    assert other["auc_ci"] != report_at_half["auc_ci"]
+    again = evaluate_probabilities(TRUTH, PROBS, CLASSES, point_at(0.5))
+    other = evaluate_probabilities(TRUTH, PROBS, CLASSES, point_at(0.5), seed=1)
+    assert again.auc_ci == report_at_half.auc_ci
+    assert again.accuracy_ci == report_at_half.accuracy_ci
+    assert other.auc_ci != report_at_half.auc_ci
 
 
 def test_roc_curve_runs_from_origin_to_corner(report_at_half):
-    roc = report_at_half["roc"]
-    assert (roc["fpr"][0], roc["tpr"][0]) == (0.0, 0.0)
-    assert (roc["fpr"][-1], roc["tpr"][-1]) == (1.0, 1.0)
-    assert np.all(np.diff(roc["fpr"]) >= 0) and np.all(np.diff(roc["tpr"]) >= 0)
-    assert max(roc["thresholds"]) <= 1.0
+    roc = report_at_half.roc
+    assert (roc.fpr[0], roc.tpr[0]) == (0.0, 0.0)
+    assert (roc.fpr[-1], roc.tpr[-1]) == (1.0, 1.0)
+    assert np.all(np.diff(roc.fpr) >= 0) and np.all(np.diff(roc.tpr) >= 0)
+    assert max(roc.thresholds) <= 1.0
+    assert len(roc.fpr) == len(roc.tpr) == len(roc.thresholds)
 
 
 @pytest.mark.parametrize("truth", [
@@ -93,14 +116,14 @@ def test_undefined_ratios_are_none_not_a_crash(truth):
 
     Regression: F1 was once ``sens + prec`` with one of them None (TypeError in weak training runs).
     """
-    report = evaluate_probabilities(truth, PROBS, CLASSES, OperatingPoint(tuple(CLASSES), 0, 0.99))
-    top = report["at_operating_point"]
-    assert top["precision"] is None  # nothing called abnormal
-    assert top["specificity"] == 1.0
+    report = evaluate_probabilities(truth, PROBS, CLASSES, point_at(0.99))
+    top = report.at_operating_point
+    assert top.precision is None  # nothing called abnormal
+    assert top.specificity == 1.0
     if truth.any():
-        assert top["sensitivity"] == 0.0 and report["auc"] == pytest.approx(22 / 25)
+        assert top.sensitivity == 0.0 and report.auc == pytest.approx(22 / 25)
     else:
-        assert top["sensitivity"] is None and report["auc"] is None
+        assert top.sensitivity is None and report.auc is None and report.auc_ci is None
 
 
 # --- operating point ----------------------------------------------------------------------------------
@@ -133,7 +156,7 @@ def test_operating_point_is_the_highest_threshold_reaching_the_target(seed):
     assert sensitivity(point.threshold) >= 0.9
     higher = np.unique(abnormal[abnormal > point.threshold])
     assert all(sensitivity(t) < 0.9 for t in higher)
-    called = decide(probs, point) == 1
+    called = point.decide(probs) == 1
     assert np.mean(called[truth == 1]) == pytest.approx(point.validation_sensitivity)
 
 
@@ -144,9 +167,10 @@ def test_operating_point_needs_both_kinds_of_film():
 
 def test_operating_point_round_trips_through_json_dict():
     point = choose_operating_point(TRUTH, PROBS, CLASSES, 0.8)
-    data = point.to_dict()
-    assert data["normal_class"] == "NORMAL"
-    assert OperatingPoint.from_dict(data) == point
+    data = point.to_json()
+    assert data["normal_class"] == "NORMAL" and point.normal_class == "NORMAL"
+    assert data["threshold"] == pytest.approx(0.55) and data["target_sensitivity"] == 0.8
+    assert OperatingPoint.model_validate(data) == point
 
 
 @pytest.mark.parametrize("classes, index", [
@@ -163,20 +187,24 @@ def test_find_normal_index(classes, index):
 
 
 def test_decide_three_classes_by_hand():
-    point = OperatingPoint(("Covid", "Normal", "Viral"), 1, 0.6)
+    point = point_at(0.6, ("Covid", "Normal", "Viral"), 1)
     probs = np.array([
         [0.50, 0.30, 0.20],  # abnormal 0.70 >= 0.6 -> the likelier abnormal class, Covid
         [0.30, 0.45, 0.25],  # abnormal 0.55 <  0.6 -> Normal
         [0.10, 0.30, 0.60],  # abnormal 0.70 -> Viral
         [0.35, 0.40, 0.25],  # abnormal 0.60 reaches the threshold -> Covid, although Normal is most likely
     ])
-    assert decide(probs, point).tolist() == [0, 1, 2, 0]
+    assert point.decide(probs).tolist() == [0, 1, 2, 0]
+    np.testing.assert_allclose(point.abnormal_scores(probs), [0.70, 0.55, 0.70, 0.60])
 
 
 def test_no_normal_class_means_argmax():
     point = choose_operating_point(np.array([0, 1, 2]), np.eye(3), ["Cat", "Dog", "Cow"])
     assert point.normal_index is None
-    assert decide(np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]), point).tolist() == [1, 0]
+    assert point.decide(np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])).tolist() == [1, 0]
     report = evaluate_probabilities(np.array([1, 0]), np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]),
                                     ["Cat", "Dog", "Cow"], point)
-    assert report["accuracy"] == 1.0 and "sensitivity" not in report
+    assert report.accuracy == 1.0
+    # no normal class: no abnormal-vs-normal figures and no ROC curve, at either reading
+    assert report.sensitivity is None and report.specificity is None and report.roc is None
+    assert report.at_operating_point.sensitivity is None and report.at_half.precision is None

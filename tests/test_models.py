@@ -1,4 +1,4 @@
-"""Every registered architecture: shapes, gradients, Grad-CAM layers. Tiny synthetic batches, no real data."""
+"""Every catalogued architecture: shapes, gradients, Grad-CAM layers. Tiny synthetic batches, no real data."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.explain import CAM_METHODS, heat_map, overlay
-from core.models import ARCHITECTURES, build_model, get_architecture
+from core.models.build import build_model, cam_layer
+from core.models.catalog import CATALOG, architecture_info
+from core.serving.explain import CAM_METHODS, heat_map, overlay
 
 NUM_CLASSES = 3  # not 2, so a hard-coded binary head would show
 BATCH = 2
@@ -15,10 +16,10 @@ BATCH = 2
 
 def small_size(arch: str) -> int:
     """The architecture's default size, or 64 px where it accepts that (all of ours do) to stay fast."""
-    return min(ARCHITECTURES[arch].default_image_size, 64)
+    return min(CATALOG[arch].default_image_size, 64)
 
 
-@pytest.fixture(params=sorted(ARCHITECTURES), scope="module")
+@pytest.fixture(params=sorted(CATALOG), scope="module")
 def built(request):
     torch.manual_seed(0)
     arch = request.param
@@ -31,10 +32,12 @@ def _films(size: int, n: int = BATCH) -> torch.Tensor:
     return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(0))
 
 
-def test_registry_is_not_empty_and_names_match():
-    assert {"logistic", "mlp", "cnn5", "resnet18", "efficientnet_lite0"} <= set(ARCHITECTURES)
-    for name, arch in ARCHITECTURES.items():
+def test_catalog_is_not_empty_and_names_match():
+    assert {"logistic", "mlp", "cnn5", "resnet18", "efficientnet_lite0"} <= set(CATALOG)
+    for name, arch in CATALOG.items():
         assert arch.name == name and arch.default_image_size >= 32 and arch.title
+        assert architecture_info(name) is arch
+    assert {name for name, arch in CATALOG.items() if arch.pretrainable} == {"resnet18", "efficientnet_lite0"}
 
 
 def test_forward_gives_n_by_c_logits(built):
@@ -63,24 +66,30 @@ def test_backward_reaches_every_trainable_parameter(built):
 
 def test_default_image_size_works(built):
     arch, _, _ = built
-    size = ARCHITECTURES[arch].default_image_size
+    size = CATALOG[arch].default_image_size
     model, _ = build_model(arch, NUM_CLASSES, size)
     model.eval()
     with torch.no_grad():
         assert model(torch.rand(1, 1, size, size)).shape == (1, NUM_CLASSES)
 
 
-CONV_ARCHS = sorted(name for name, spec in ARCHITECTURES.items() if spec.cam_layer is not None)
+CONV_ARCHS = sorted(name for name, info in CATALOG.items() if info.explainable)
 
 
 def test_only_pixel_models_lack_a_cam_layer():
-    assert sorted(set(ARCHITECTURES) - set(CONV_ARCHS)) == ["logistic", "mlp"]
+    assert sorted(set(CATALOG) - set(CONV_ARCHS)) == ["logistic", "mlp"]
+
+
+def test_the_catalog_says_which_built_models_grad_cam_can_explain(built):
+    # The torch-free catalog must agree with the built network: pages decide from it before torch loads.
+    arch, _, model = built
+    assert (cam_layer(arch, model) is not None) == CATALOG[arch].explainable
 
 
 @pytest.mark.parametrize("arch", CONV_ARCHS)
 def test_cam_layer_is_a_convolutional_part_of_the_model(arch):
     model, _ = build_model(arch, NUM_CLASSES, small_size(arch))
-    layer = ARCHITECTURES[arch].cam_layer(model)
+    layer = cam_layer(arch, model)
     assert any(layer is module for module in model.modules())
     assert any(isinstance(m, nn.Conv2d) for m in layer.modules())
 
@@ -92,7 +101,7 @@ def test_grad_cam_map_is_s_by_s_in_unit_range(arch, method):
     size = small_size(arch)
     model, _ = build_model(arch, NUM_CLASSES, size)
     model.eval()
-    layer = ARCHITECTURES[arch].cam_layer(model)
+    layer = cam_layer(arch, model)
     heat = heat_map(model, layer, _films(size, 1), class_index=2, method=method)
     assert heat.shape == (size, size)
     assert heat.dtype == np.float32
@@ -103,7 +112,7 @@ def test_grad_cam_map_is_s_by_s_in_unit_range(arch, method):
 def test_grad_cam_releases_its_hooks_every_time():
     model, _ = build_model("cnn5", 2, 32)
     model.eval()
-    layer = ARCHITECTURES["cnn5"].cam_layer(model)
+    layer = cam_layer("cnn5", model)
     film = _films(32, 1)
     first = heat_map(model, layer, film, 1)
     for _ in range(10):
@@ -115,7 +124,7 @@ def test_grad_cam_releases_its_hooks_every_time():
 def test_unknown_cam_method_is_a_value_error():
     model, _ = build_model("cnn5", 2, 32)
     with pytest.raises(ValueError, match="gradcam"):
-        heat_map(model, ARCHITECTURES["cnn5"].cam_layer(model), _films(32, 1), 0, method="magic")
+        heat_map(model, cam_layer("cnn5", model), _films(32, 1), 0, method="magic")
     assert "gradcam" in CAM_METHODS
 
 
@@ -130,7 +139,9 @@ def test_overlay_is_film_sized_rgb():
 
 def test_unknown_architecture_names_the_choices():
     with pytest.raises(ValueError, match="cnn5"):
-        get_architecture("vgg99")
+        architecture_info("vgg99")
+    with pytest.raises(ValueError, match="cnn5"):
+        build_model("vgg99", 2, 64)
 
 
 def test_resnet18_without_local_weights_says_so(monkeypatch, tmp_path):

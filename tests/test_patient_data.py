@@ -19,15 +19,16 @@ import corpus
 import numpy as np
 import pydicom
 import pytest
+from conftest import environment
 from e2e_support import wait_for
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from core.jobs import SUCCEEDED, read_job, start_job
-from core.train import TrainConfig
+from core.jobs.jobs import SUCCEEDED, read_job, start_job
+from core.store.records import TrainConfig
 from dashboard.components.triage_view import worklist_csv
-from dashboard.state import triage_uploads
+from dashboard.state import Upload, triage_uploads
 
 REPO = Path(__file__).resolve().parent.parent
 IDENTITY = {
@@ -207,9 +208,7 @@ def page(trained_model, marked_dicom, unique_film, tmp_path_factory):
         return original(self, path_or_data, mimetype, kind, filename)
 
     uploads = {"study.dcm": marked_dicom, "chest.png": unique_film}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CXR_CHECKPOINTS", str(checkpoints))
-        patch.setenv("CXR_JOBS", str(jobs))
+    with pytest.MonkeyPatch.context() as patch, environment(CXR_CHECKPOINTS=str(checkpoints), CXR_JOBS=str(jobs)):
         patch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
         at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=240)
         at.run()
@@ -250,7 +249,7 @@ def test_the_worklist_csv_has_no_identity(page, predictor):
     assert b"study.dcm" in csv
     assert leaks(csv) == []
     # the same function the page calls, on the same uploads
-    results = triage_uploads(predictor, [corpus.Upload(n, d) for n, d in uploads.items()])
+    results = triage_uploads(predictor, [Upload.of(corpus.Upload(n, d)) for n, d in uploads.items()])
     assert leaks(worklist_csv(results, predictor.name)) == []
 
 

@@ -5,9 +5,12 @@ import threading
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from core.films import Film, read_film
-from core.predict import Predictor
+from core.films.film import Film
+from core.films.read import read_film
+from core.serving.predict import ROUTINE, URGENT, Predictor
 
 
 def test_prediction_on_a_real_film_is_consistent(predictor, films_dir):
@@ -22,7 +25,7 @@ def test_prediction_on_a_real_film_is_consistent(predictor, films_dir):
         assert prediction.threshold == point.threshold
         called = prediction.abnormal_score >= point.threshold
         assert prediction.label == ("PNEUMONIA" if called else "NORMAL")
-        assert prediction.priority == ("urgent" if called else "routine")
+        assert prediction.priority == (URGENT if called else ROUTINE) == ("urgent" if called else "routine")
         assert prediction.warnings == []
         assert prediction.model == predictor.name
 
@@ -37,6 +40,32 @@ def test_pneumonia_films_score_higher_than_normal_films(predictor, films_dir):
         return np.mean([predictor.predict(read_film(p)).abnormal_score for p in (films_dir / folder).iterdir()])
 
     assert mean_score("PNEUMONIA") > mean_score("NORMAL")
+
+
+def _independent_probabilities(predictor, film: Film, eight_bit: bool) -> np.ndarray:
+    """What the model gives for the film's reference form squashed to the model's size, rounded to 8 bits and
+    / 255 (as training stores films) or left as float (the old inference path); computed here, not by core."""
+    size = predictor.loaded.image_size
+    image = Image.fromarray(film.model_pixels.astype(np.float32), mode="F")
+    pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    if eight_bit:
+        pixels = np.clip(np.rint(pixels * 255.0), 0, 255) / 255.0
+    with predictor.lock, torch.no_grad():
+        predictor.loaded.model.eval()
+        logits = predictor.loaded.model(torch.from_numpy(pixels.astype(np.float32))[None, None])
+    return torch.softmax(logits.float(), dim=1)[0].numpy()
+
+
+def test_inference_feeds_the_model_the_8_bit_training_pixels(predictor, films_dir):
+    """Inference adopts training's 8-bit form: the probabilities are those of the rounded pixels."""
+    float_path_differences = []
+    for path in sorted(films_dir.glob("*/*.jpeg"))[::5]:
+        film = read_film(path)
+        got = np.array(list(predictor.predict(film).probabilities.values()))
+        np.testing.assert_allclose(got, _independent_probabilities(predictor, film, eight_bit=True), atol=2e-6)
+        float_path_differences.append(np.abs(got - _independent_probabilities(predictor, film, eight_bit=False)).max())
+    # The tolerance above can tell the two paths apart: the float path differs by more on some film.
+    assert max(float_path_differences) > 1e-5, float_path_differences
 
 
 def _film(pixels: np.ndarray) -> Film:

@@ -1,4 +1,4 @@
-"""The one preprocessing path (film -> 1 x S x S in [0, 1]) and the training-only augmentation."""
+"""The one preprocessing path (Film -> 1 x S x S uint8 -> [0, 1] float) and the training-only augmentation."""
 from __future__ import annotations
 
 import io
@@ -8,34 +8,56 @@ import pytest
 import torch
 from PIL import Image
 
-from core.films import read_film
-from core.preprocess import (
-    REFERENCE_JPEG_QUALITY, REFERENCE_SIZE, TrainingAugmentation, check_pixel_contract, film_to_tensor, reference_form,
-)
+from core.films.film import Film
+from core.films.read import read_film
+from core.films.reference import REFERENCE_JPEG_QUALITY, REFERENCE_SIZE, reference_form
+from core.films.tensor import as_float, check_pixel_contract, film_to_tensor
+from core.training.augment import TrainingAugmentation
+
+
+def _film(pixels: np.ndarray) -> Film:
+    """Pixels as a decoded film (``film_to_tensor`` takes a Film, not an array)."""
+    width, height = (pixels.shape[1], pixels.shape[0]) if pixels.ndim >= 2 else (0, 0)
+    return Film(pixels, "PNG", (width, height), 8)
+
+
+def _model_input(pixels: np.ndarray, size: int) -> torch.Tensor:
+    """1 x S x S float in [0, 1]: what the model sees of these pixels."""
+    return as_float(film_to_tensor(_film(pixels), size))
 
 
 @pytest.mark.parametrize("size", [32, 64, 224])
 @pytest.mark.parametrize("shape", [(260, 320), (320, 260), (64, 64)])
 def test_film_to_tensor_follows_the_pixel_contract(size, shape):
     pixels = np.random.default_rng(0).random(shape, dtype=np.float32)
-    tensor = film_to_tensor(pixels, size)
+    tensor = film_to_tensor(_film(pixels), size)
     assert tensor.shape == (1, size, size)
-    assert tensor.dtype == torch.float32
-    assert 0.0 <= float(tensor.min()) and float(tensor.max()) <= 1.0
-    check_pixel_contract(tensor.unsqueeze(0))
+    assert tensor.dtype == torch.uint8  # 8-bit, as training stores it
+    batch = as_float(tensor.unsqueeze(0))
+    assert batch.dtype == torch.float32
+    assert 0.0 <= float(batch.min()) and float(batch.max()) <= 1.0
+    check_pixel_contract(batch)
+
+
+def test_as_float_is_the_8_bit_value_over_255():
+    values = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    out = as_float(values)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.arange(256, dtype=torch.float32).reshape(1, 1, 16, 16) / 255.0,
+                               atol=0, rtol=0)
 
 
 def test_whole_film_is_squashed_to_a_square_not_cropped():
     # A 400 x 200 film whose left quarter is white: squashing keeps that quarter; a centre crop would lose it.
     pixels = np.zeros((200, 400), dtype=np.float32)
     pixels[:, :100] = 1.0
-    tensor = film_to_tensor(pixels, 64)[0].numpy()
+    tensor = _model_input(pixels, 64)[0].numpy()
     assert tensor[:, :15].mean() > 0.99
     assert tensor[:, 17:].mean() < 0.01
     # vertical extent fully kept too
     pixels = np.zeros((400, 200), dtype=np.float32)
     pixels[300:, :] = 1.0
-    tensor = film_to_tensor(pixels, 64)[0].numpy()
+    tensor = _model_input(pixels, 64)[0].numpy()
     assert tensor[49:, :].mean() > 0.99 and tensor[:47, :].mean() < 0.01
 
 
@@ -43,15 +65,26 @@ def test_downscale_is_anti_aliased():
     # One-pixel stripes average to grey; plain subsampling would return pure black or white.
     pixels = np.zeros((512, 512), dtype=np.float32)
     pixels[:, ::2] = 1.0
-    tensor = film_to_tensor(pixels, 64)
+    tensor = _model_input(pixels, 64)
     assert float(tensor.mean()) == pytest.approx(0.5, abs=0.02)
     assert float(tensor.std()) < 0.05
 
 
-def test_a_film_in_the_training_form_reaches_a_224_px_model_unchanged():
+def test_a_film_in_the_training_form_reaches_a_224_px_model_as_its_8_bit_values():
     pixels = np.random.default_rng(1).random((224, 224), dtype=np.float32)
     assert reference_form(pixels) is pixels
-    np.testing.assert_array_equal(film_to_tensor(pixels, 224)[0].numpy(), pixels)
+    expected = torch.from_numpy(np.rint(pixels * 255.0).astype(np.uint8))
+    tensor = film_to_tensor(_film(pixels), 224)
+    assert tensor.dtype == torch.uint8
+    assert torch.equal(tensor[0], expected)  # only rounded to 8 bits, nothing else
+    assert float((as_float(tensor)[0] - torch.from_numpy(pixels)).abs().max()) <= 0.5 / 255 + 1e-6
+
+
+def test_an_8_bit_training_film_reaches_the_model_exactly():
+    # A training copy is 8-bit already: the model sees exactly its values, without any rounding error.
+    eight_bit = np.random.default_rng(3).integers(0, 256, (224, 224)).astype(np.uint8)
+    tensor = film_to_tensor(_film(eight_bit.astype(np.float32) / 255.0), 224)
+    np.testing.assert_array_equal(tensor[0].numpy(), eight_bit)
 
 
 def test_other_films_are_brought_to_the_training_copys_form():
@@ -60,6 +93,8 @@ def test_other_films_are_brought_to_the_training_copys_form():
     assert out.shape == (REFERENCE_SIZE, REFERENCE_SIZE) == (224, 224) and out.dtype == np.float32
     np.testing.assert_allclose(out * 255, np.rint(out * 255), atol=1e-4)  # 8-bit, like the copy
     assert float(np.abs(out - pixels.mean()).mean()) < 0.25  # JPEG smooths pixel noise towards the mean
+    film = _film(pixels)
+    np.testing.assert_array_equal(film.model_pixels, out)  # the Film's model form is that reference form
 
 
 def test_full_resolution_film_gives_the_model_what_its_224_px_jpeg_copy_gives(pneumonia_film_path):
@@ -69,8 +104,8 @@ def test_full_resolution_film_gives_the_model_what_its_224_px_jpeg_copy_gives(pn
     copy = Image.open(pneumonia_film_path).convert("L").resize((224, 224), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     copy.convert("RGB").save(buffer, "JPEG", quality=REFERENCE_JPEG_QUALITY)
-    from_copy = film_to_tensor(read_film(buffer.getvalue(), "copy.jpeg").pixels, 224)
-    from_full = film_to_tensor(full.pixels, 224)
+    from_copy = as_float(film_to_tensor(read_film(buffer.getvalue(), "copy.jpeg"), 224))
+    from_full = as_float(film_to_tensor(full, 224))
     difference = (from_full - from_copy).abs()
     assert float(difference.mean()) < 0.005 and float(difference.max()) < 0.1
     # Without the reference form the model would see a cleaner film: far more high-frequency difference.
@@ -84,7 +119,7 @@ def test_full_resolution_film_and_a_224_copy_reach_the_model_alike(normal_film_p
     with Image.open(normal_film_path) as image:
         image.convert("L").resize((224, 224), Image.Resampling.LANCZOS).save(tmp_path / "copy.png")
     copy = read_film(tmp_path / "copy.png")
-    full, small = film_to_tensor(film.pixels, 128), film_to_tensor(copy.pixels, 128)
+    full, small = as_float(film_to_tensor(film, 128)), as_float(film_to_tensor(copy, 128))
     assert float((full - small).abs().mean()) < 0.02
 
 
@@ -93,7 +128,7 @@ def test_full_resolution_film_and_a_224_copy_reach_the_model_alike(normal_film_p
                          ids=["rgb", "above-1", "below-0", "empty"])
 def test_film_to_tensor_rejects_pixels_outside_the_contract(bad):
     with pytest.raises(ValueError):
-        film_to_tensor(bad, 32)
+        film_to_tensor(_film(bad), 32)
 
 
 @pytest.mark.parametrize("batch", [torch.zeros(2, 3, 8, 8), torch.zeros(1, 8, 8), torch.full((1, 1, 8, 8), 2.0),

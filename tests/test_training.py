@@ -10,68 +10,88 @@ import json
 import numpy as np
 import pytest
 
-from core.checkpoints import load_checkpoint
-from core.evaluate import evaluate_folder
-from core.operating_point import DEFAULT_TARGET_SENSITIVITY
-from core.train import TrainConfig, TrainingCancelled, train
+from core.clock import parse
+from core.config import DEFAULT_TARGET_SENSITIVITY
+from core.errors import SettingOutOfRange
+from core.evaluation.folder import evaluate_folder
+from core.store.checkpoints import load_checkpoint
+from core.store.records import ModelRecord, TrainConfig, read_model_record
+from core.training.events import DoneEvent, EpochEvent, StepEvent
+from core.training.train import TrainingCancelled, train
 
 
 def test_validation_auc_is_well_above_chance(trained_model):
-    report = trained_model.metadata["report"]
-    assert report["auc"] > 0.85
-    low, high = report["auc_ci"]
-    assert low <= report["auc"] <= high and low > 0.7
-    assert report["accuracy"] > 0.7
+    report = trained_model.record.report
+    assert report.auc > 0.85
+    low, high = report.auc_ci
+    assert low <= report.auc <= high and low > 0.7
+    assert report.accuracy > 0.7
 
 
 def test_operating_point_reaches_the_target_sensitivity_on_validation(trained_model):
-    point = trained_model.metadata["operating_point"]
-    assert point["target_sensitivity"] == DEFAULT_TARGET_SENSITIVITY == 0.95
-    assert point["validation_sensitivity"] >= 0.95
-    assert point["normal_class"] == "NORMAL"
-    assert trained_model.metadata["report"]["sensitivity"] == pytest.approx(point["validation_sensitivity"])
+    point = trained_model.record.operating_point
+    assert point.target_sensitivity == DEFAULT_TARGET_SENSITIVITY == 0.95
+    assert point.validation_sensitivity >= 0.95
+    assert point.normal_class == "NORMAL"
+    assert trained_model.record.report.sensitivity == pytest.approx(point.validation_sensitivity)
 
 
 def test_unseen_full_resolution_films_beat_chance(trained_model, films_dir):
     report = evaluate_folder(load_checkpoint(trained_model.json_path), films_dir)
-    assert report["n"] == 16 and report["skipped"] == []
-    assert report["auc"] > 0.65
-    assert report["accuracy"] > 0.5
-    assert report["sensitivity"] >= 0.75  # an urgent-first triage must not miss most pneumonias
+    assert report.n == 16 and report.skipped == []
+    assert report.auc > 0.65
+    assert report.accuracy > 0.5
+    assert report.sensitivity >= 0.75  # an urgent-first triage must not miss most pneumonias
 
 
-def test_metadata_describes_the_run(trained_model, kermany_train):
-    meta = trained_model.metadata
-    assert meta["name"] == "pneumonia-cnn5-v1" and meta["task"] == "pneumonia"
-    assert (meta["arch"], meta["classes"]) == ("cnn5", ["NORMAL", "PNEUMONIA"])
-    assert meta["model_args"] == {"num_classes": 2, "image_size": 64}
-    assert meta["input"]["pixel_range"] == [0.0, 1.0] and meta["input"]["channels"] == 1
-    history = meta["training"]["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3]
-    assert meta["training"]["best_epoch"] == int(np.argmax([h["val_auc"] for h in history])) + 1
+def test_record_describes_the_run(trained_model, kermany_train):
+    record = trained_model.record
+    assert isinstance(record, ModelRecord)  # train() returns the record it shipped...
+    assert read_model_record(trained_model.json_path) == record  # ...exactly as stored beside the weights
+    assert record.name == "pneumonia-cnn5-v1" and record.task == "pneumonia"
+    assert (record.arch, record.classes) == ("cnn5", ("NORMAL", "PNEUMONIA"))
+    assert record.model_args.to_json() == {"num_classes": 2, "image_size": 64} and record.image_size == 64
+    assert record.input.pixel_range == (0.0, 1.0) and record.input.channels == 1
+    assert record.training.config.arch == "cnn5" and record.training.config.epochs == 3
+    assert record.training.data_dir == str(kermany_train)
+    history = record.training.history
+    assert [h.epoch for h in history] == [1, 2, 3]
+    assert record.training.best_epoch == int(np.argmax([h.val_auc for h in history])) + 1
     # the report is the best epoch's weights, rounded to their float16 storage
-    assert meta["report"]["auc"] == pytest.approx(max(h["val_auc"] for h in history), abs=0.01)
-    train_n, val_n = meta["data"]["train"]["n"], meta["data"]["validation"]["n"]
-    assert train_n + val_n == 400 and val_n == meta["report"]["n"]
+    assert record.report.auc == pytest.approx(max(h.val_auc for h in history), abs=0.01)
+    train_n, val_n = record.data.train.n, record.data.validation.n
+    assert train_n + val_n == 400 and val_n == record.report.n
     assert val_n / 400 == pytest.approx(0.2, abs=0.05)
-    assert meta["parameters"] > 0 and meta["inference_ms_per_film"] > 0
-    json.dumps(meta)  # plain JSON all the way down
+    assert record.parameters > 0 and record.inference_ms_per_film > 0
+    assert record.created.endswith("Z") and parse(record.created) is not None  # UTC
+    stored = json.loads(trained_model.json_path.read_text())  # plain JSON all the way down
+    assert stored["report"]["at_0.5"]["accuracy"] == record.report.at_half.accuracy
+    assert ModelRecord.model_validate(stored) == record
 
 
 def test_progress_events_cover_the_run(trained_model):
-    phases = [e["phase"] for e in trained_model.events]
+    phases = [e.phase for e in trained_model.events]
     assert phases[-1] == "done"
     assert phases.count("epoch") == 3
-    train_events = [e for e in trained_model.events if e["phase"] == "train"]
-    progress = [e["progress"] for e in train_events]
+    train_events = [e for e in trained_model.events if e.phase == "train"]
+    assert train_events and all(isinstance(e, StepEvent) for e in train_events)
+    progress = [e.progress for e in train_events]
     assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
-    assert all(np.isfinite(e["loss"]) for e in train_events)
+    assert all(np.isfinite(e.loss) for e in train_events)
+    epochs = [e for e in trained_model.events if isinstance(e, EpochEvent)]
+    assert [e.val_auc for e in epochs] == [h.val_auc for h in trained_model.record.training.history]
+    done = trained_model.events[-1]
+    assert isinstance(done, DoneEvent) and done.name == trained_model.name
+    assert done.auc == pytest.approx(trained_model.record.report.auc)
 
 
 def test_session_model_is_registered_as_default(trained_model):
     registry = json.loads((trained_model.directory / "registry.json").read_text())
     assert registry["default"] == trained_model.name
     assert registry["task_defaults"] == {"pneumonia": trained_model.name}
+    (promotion,) = registry["promotions"]  # the task's first model becomes its default
+    assert (promotion["task"], promotion["name"], promotion["previous"]) == ("pneumonia", trained_model.name, None)
+    assert promotion["at"].endswith("Z")
 
 
 @pytest.mark.slow
@@ -90,3 +110,15 @@ def test_config_resolves_architecture_defaults():
     assert TrainConfig(arch="mlp", image_size=48, lr=0.01).resolved().lr == 0.01
     with pytest.raises(ValueError):
         TrainConfig(arch="vgg99").resolved()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 0}, "Epochs must be between 1 and 200"),
+    ({"epochs": 201}, "Epochs must be between 1 and 200"),
+    ({"image_size": 16}, "Image size must be between 32 and 512"),
+    ({"target_sensitivity": 1.0}, "between 0.5 and 0.999"),
+    ({"max_films": 5}, "at least 20"),
+])
+def test_config_checks_the_limits_of_core_config(change, message):
+    with pytest.raises(SettingOutOfRange, match=message):
+        TrainConfig(arch="cnn5", **change).resolved()

@@ -36,24 +36,24 @@ def probability_bars(probabilities: dict[str, float], label: str) -> go.Figure:
                    showlegend=False)
 
 
-def roc_curves(curves: list[dict]) -> go.Figure:
-    """``curves``: name, fpr, tpr, auc, and the operating point as ``point_fpr``/``point_tpr``/``threshold``."""
+def roc_curves(curves: list) -> go.Figure:
+    """``curves``: :class:`~dashboard.components.reports.RocCurve` (name, fpr, tpr, auc, operating point)."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
                              name="chance", hoverinfo="skip"))
     for i, curve in enumerate(curves):
-        auc = f"AUC {curve['auc']:.3f}" if curve.get("auc") is not None else "AUC n/a"
-        fig.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", line=dict(color=color(i), width=2.5),
-                                 name=f"{curve['name']} ({auc})", legendgroup=curve["name"],
+        auc = f"AUC {curve.auc:.3f}" if curve.auc is not None else "AUC n/a"
+        fig.add_trace(go.Scatter(x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=color(i), width=2.5),
+                                 name=f"{curve.name} ({auc})", legendgroup=curve.name,
                                  hovertemplate="1 − specificity %{x:.3f}<br>sensitivity %{y:.3f}<extra></extra>"))
-        if curve.get("point_fpr") is not None and curve.get("point_tpr") is not None:
+        if curve.point_fpr is not None and curve.point_tpr is not None:
             fig.add_trace(go.Scatter(
-                x=[curve["point_fpr"]], y=[curve["point_tpr"]], mode="markers", legendgroup=curve["name"],
+                x=[curve.point_fpr], y=[curve.point_tpr], mode="markers", legendgroup=curve.name,
                 marker=dict(color=color(i), size=13, symbol="diamond", line=dict(color="white", width=1.5)),
-                name=f"{curve['name']} operating point", showlegend=False,
-                hovertemplate=(f"{curve['name']} operating point<br>threshold {curve['threshold']:.3f}"
+                name=f"{curve.name} operating point", showlegend=False,
+                hovertemplate=(f"{curve.name} operating point<br>threshold {curve.threshold:.3f}"
                                "<br>sensitivity %{y:.3f}<br>specificity %{customdata:.3f}<extra></extra>"),
-                customdata=[1 - curve["point_fpr"]],
+                customdata=[1 - curve.point_fpr],
             ))
     fig.update_xaxes(range=[0, 1], title="1 − specificity (false-positive rate)", constrain="domain")
     fig.update_yaxes(range=[0, 1.02], title="sensitivity (true-positive rate)", scaleanchor="x", scaleratio=1)
@@ -72,32 +72,33 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str) ->
     return _layout(fig, 300, title=dict(text=title, font=dict(size=14)))
 
 
-def training_curves(histories: dict[str, list[dict]]) -> go.Figure:
+def training_curves(histories: dict[str, list]) -> go.Figure:
     """Per model: training loss (solid) and validation loss (dotted) by epoch; validation AUC beside them."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Validation AUC"), horizontal_spacing=0.1)
     for i, (name, history) in enumerate(histories.items()):
-        epochs = [h["epoch"] for h in history]
+        epochs = [h.epoch for h in history]
         style = dict(color=color(i), width=2)
-        fig.add_trace(go.Scatter(x=epochs, y=[h["train_loss"] for h in history], mode="lines+markers", line=style,
+        fig.add_trace(go.Scatter(x=epochs, y=[h.train_loss for h in history], mode="lines+markers", line=style,
                                  name=f"{name} training loss", legendgroup=name), row=1, col=1)
-        fig.add_trace(go.Scatter(x=epochs, y=[h["val_loss"] for h in history], mode="lines+markers",
+        fig.add_trace(go.Scatter(x=epochs, y=[h.val_loss for h in history], mode="lines+markers",
                                  line=dict(style, dash="dot"), name=f"{name} validation loss", legendgroup=name),
                       row=1, col=1)
-        fig.add_trace(go.Scatter(x=epochs, y=[h["val_auc"] for h in history], mode="lines+markers", line=style,
+        fig.add_trace(go.Scatter(x=epochs, y=[h.val_auc for h in history], mode="lines+markers", line=style,
                                  name=f"{name} validation AUC", legendgroup=name, showlegend=False), row=1, col=2)
     fig.update_xaxes(title="epoch", dtick=1)
     return _layout(fig, 440, legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
                    margin=dict(l=10, r=10, t=30, b=10))
 
 
-def live_training(step_losses: list[dict], epochs: list[dict], total_epochs: int) -> go.Figure:
-    """A running job: loss at every step, and validation AUC as each epoch ends."""
+def live_training(step_losses: list, epochs: list, total_epochs: int) -> go.Figure:
+    """A running job: loss at every step (:class:`~core.jobs.progress.StepLoss`: epoch, loss), and validation
+    AUC as each epoch ends (:class:`~core.training.events.EpochEvent`: epoch, val_loss, val_auc)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=[s["epoch"] for s in step_losses], y=[s["loss"] for s in step_losses],
+    fig.add_trace(go.Scatter(x=[s.epoch for s in step_losses], y=[s.loss for s in step_losses],
                              mode="lines", line=dict(color=PALETTE[0], width=1.5), name="training loss (per step)"))
-    fig.add_trace(go.Scatter(x=[e["epoch"] for e in epochs], y=[e["val_loss"] for e in epochs], mode="markers",
+    fig.add_trace(go.Scatter(x=[e.epoch for e in epochs], y=[e.val_loss for e in epochs], mode="markers",
                              marker=dict(color=PALETTE[0], symbol="circle-open", size=9), name="validation loss"))
-    fig.add_trace(go.Scatter(x=[e["epoch"] for e in epochs], y=[e["val_auc"] for e in epochs], mode="lines+markers",
+    fig.add_trace(go.Scatter(x=[e.epoch for e in epochs], y=[e.val_auc for e in epochs], mode="lines+markers",
                              line=dict(color=PALETTE[1], width=2.5), marker=dict(size=9), name="validation AUC"),
                   secondary_y=True)
     fig.update_xaxes(title="epoch", range=[0, max(1, total_epochs) + 0.05])

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.registry import ModelEntry
+from core.store.registry import ModelEntry
+from core.store.reports import Report
 from dashboard.components.charts import confusion_matrix, roc_curves, training_curves
 from dashboard.components.reports import metrics_table, operating_points, per_class_table, roc_input
 
@@ -17,21 +18,21 @@ def _in_rows(items: list):
         yield zip(st.columns(PER_ROW, gap="medium"), chunk)
 
 
-def sources(rows: list[tuple[ModelEntry, dict]]) -> None:
+def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     """Say which films every figure comes from."""
-    lines = [f"- **{entry.name}**: {report.get('split', 'unknown split')} ({report.get('n', '?')} films)"
+    lines = [f"- **{entry.name}**: {report.split or 'unknown split'} ({report.n} films)"
              for entry, report in rows]
     st.caption("Figures computed on:\n" + "\n".join(lines))
     if len({entry.classes for entry, _ in rows}) > 1:
         st.warning("These models were trained on different classes; the ROC curves compare abnormal against "
                    "normal only.", icon=":material/warning:")
     for entry, report in rows:
-        if report.get("skipped"):
-            with st.expander(f"{entry.name}: {len(report['skipped'])} film(s) could not be read and were left out"):
-                st.table([{"file": s["file"], "reason": s["error"]} for s in report["skipped"]])
+        if report.skipped:
+            with st.expander(f"{entry.name}: {len(report.skipped)} film(s) could not be read and were left out"):
+                st.table([{"file": s.file, "reason": s.error} for s in report.skipped])
 
 
-def comparison(rows: list[tuple[ModelEntry, dict]]) -> None:
+def comparison(rows: list[tuple[ModelEntry, Report]]) -> None:
     st.subheader("Metrics at each model's operating point")
     st.caption("Values with their 95 % bootstrap intervals. Sensitivity and specificity are for abnormal "
                "(any non-normal class) against normal. Inference time is the median for one film on the CPU "
@@ -54,13 +55,13 @@ def comparison(rows: list[tuple[ModelEntry, dict]]) -> None:
                    "1 − p(normal) reaches the threshold chosen on its validation films.")
 
 
-def details(rows: list[tuple[ModelEntry, dict]]) -> None:
+def details(rows: list[tuple[ModelEntry, Report]]) -> None:
     st.subheader("Confusion matrices")
     for group in _in_rows(rows):
         for column, (entry, report) in group:
-            matrix = report.get("at_operating_point", report).get("confusion_matrix")
+            matrix = report.at_operating_point.confusion_matrix
             if matrix:
-                column.plotly_chart(confusion_matrix(matrix, list(report.get("classes", entry.classes)), entry.name),
+                column.plotly_chart(confusion_matrix(matrix, report.classes, entry.name),
                                     key=f"confusion-{entry.name}", config={"displayModeBar": False})
 
     st.subheader("Per-class report")
@@ -71,8 +72,8 @@ def details(rows: list[tuple[ModelEntry, dict]]) -> None:
                 {"Precision": "{:.3f}", "Recall": "{:.3f}", "F1": "{:.3f}"}))
 
     st.subheader("Training curves")
-    histories = {entry.name: entry.metadata.get("training", {}).get("history", []) for entry, _ in rows}
-    histories = {name: history for name, history in histories.items() if history}
+    histories = {entry.name: entry.record.training.history for entry, _ in rows
+                 if entry.record.training and entry.record.training.history}
     if histories:
         st.plotly_chart(training_curves(histories), key="training-curves")
     else:

@@ -1,16 +1,16 @@
 """Drawing a training job: its progress while it runs (polled, never blocking) and its outcome after."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from core import clock
 from core.errors import TriageError
-from core.job_progress import job_progress
-from core.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, cancel_job, read_job
-from core.registry import set_default
+from core.jobs.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobSummary, cancel_job, read_job
+from core.jobs.progress import JobProgress, job_progress
+from core.store.registry import set_default
 from dashboard.components.charts import live_training
 from dashboard.components.reports import duration, interval_text, with_interval
 from dashboard.state import registered_models
@@ -45,15 +45,15 @@ def _live_job(job_id: str, folder: str) -> None:
 
 
 def _draw(job: Job) -> None:
-    config = job.config.get("config", {})
+    config = job.config
     label, color, icon = _STATE_BADGES.get(job.state, ("Unknown", "gray", ":material/help:"))
     with st.container(horizontal=True, vertical_alignment="center"):
         st.markdown(f"**Job {job.job_id}**")
         st.badge(label, color=color, icon=icon)
-    films = f"at most {config['max_films']} films" if config.get("max_films") else "all films"
-    st.caption(f"{config.get('arch')} · {config.get('epochs')} epoch(s) · {config.get('image_size')} px · "
-               f"augmentation {'on' if config.get('augment') else 'off'} · {films} of {job.config.get('data_dir')}"
-               + (f" · threshold for {config['target_sensitivity']:.1%} sensitivity" if config.get("target_sensitivity")
+    films = f"at most {config.max_films} films" if config.max_films else "all films"
+    st.caption(f"{config.arch} · {config.epochs} epoch(s) · {config.image_size} px · "
+               f"augmentation {'on' if config.augment else 'off'} · {films} of {job.settings.data_dir}"
+               + (f" · threshold for {config.target_sensitivity:.1%} sensitivity" if config.target_sensitivity
                   else ""))
     progress = job_progress(job.events())
     if job.is_active:
@@ -61,22 +61,22 @@ def _draw(job: Job) -> None:
     else:
         _outcome(job)
     if progress.step_losses or progress.epochs:
-        st.plotly_chart(live_training(progress.step_losses, progress.epochs, int(config.get("epochs", 1))),
+        st.plotly_chart(live_training(progress.step_losses, progress.epochs, config.epochs),
                         key=f"live-{job.job_id}", config={"displayModeBar": False})
     with st.expander("Log", expanded=job.is_active, icon=":material/article:"):
         st.code("\n".join(job.log_tail(LOG_LINES)) or "(nothing yet)", language=None, wrap_lines=True)
 
 
-def _progress(job: Job, progress) -> None:
-    started = job.status.get("started_epoch")
-    elapsed = time.time() - started if started else None
+def _progress(job: Job, progress: JobProgress) -> None:
+    started = clock.parse(job.status.started_at) if job.status.started_at else None
+    elapsed = (clock.now() - started).total_seconds() if started else None
     eta = f" · about {duration(progress.eta_seconds)} left" if progress.eta_seconds is not None else ""
     st.progress(min(1.0, progress.fraction), text=f"{progress.text}{eta}")
     with st.container(horizontal=True):
         last = progress.epochs[-1] if progress.epochs else None
         st.metric("Elapsed", duration(elapsed), border=True)
-        st.metric("Epochs done", f"{len(progress.epochs)} of {job.config.get('config', {}).get('epochs')}", border=True)
-        st.metric("Validation AUC", f"{last['val_auc']:.3f}" if last else "—", border=True)
+        st.metric("Epochs done", f"{len(progress.epochs)} of {job.config.epochs}", border=True)
+        st.metric("Validation AUC", f"{last.val_auc:.3f}" if last else "—", border=True)
     if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
                  help="Stops between training steps; nothing is saved and the registry is untouched."):
         try:
@@ -98,14 +98,15 @@ def _outcome(job: Job) -> None:
 
 
 def _new_model(job: Job) -> None:
-    summary = job.status.get("summary", {})
-    figures = (("Validation AUC", "auc", False), ("Sensitivity", "sensitivity", True),
-               ("Specificity", "specificity", True))
+    summary = job.status.summary or JobSummary()
+    figures = (("Validation AUC", summary.auc, summary.auc_ci, False),
+               ("Sensitivity", summary.sensitivity, summary.sensitivity_ci, True),
+               ("Specificity", summary.specificity, summary.specificity_ci, True))
     columns = [column for _ in range(2) for column in st.columns(2)]  # a 2 x 2 grid: values stay whole
-    for column, (title, key, as_percent) in zip(columns, figures):
-        column.metric(title, with_interval(summary.get(key), None, as_percent), border=True,
-                      help=f"95 % interval {interval_text(summary.get(f'{key}_ci'), as_percent)}")
-    columns[3].metric("Training time", duration(summary.get("seconds")), border=True)
+    for column, (title, value, interval, as_percent) in zip(columns, figures):
+        column.metric(title, with_interval(value, None, as_percent), border=True,
+                      help=f"95 % interval {interval_text(interval, as_percent)}")
+    columns[3].metric("Training time", duration(summary.seconds), border=True)
     entries, _ = registered_models()
     entry = next((e for e in entries if e.name == job.model), None)
     if entry is None:
@@ -128,6 +129,6 @@ def _new_model(job: Job) -> None:
 
 def job_history(jobs: list[Job]) -> pd.DataFrame:
     return pd.DataFrame.from_records([
-        {"Job": job.job_id, "State": job.state, "Model": job.model or "", "Architecture": job.config["config"]["arch"],
-         "Epochs": job.config["config"]["epochs"], "Message": job.message} for job in jobs
+        {"Job": job.job_id, "State": job.state, "Model": job.model or "", "Architecture": job.config.arch,
+         "Epochs": job.config.epochs, "Message": job.message} for job in jobs
     ])

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.models import ARCHITECTURES
-from core.registry import ModelEntry
+from core.models.catalog import CATALOG
+from core.store.registry import ModelEntry
 from dashboard.components.reports import percent, with_interval
 
 INTENDED_USE = (
@@ -21,28 +21,29 @@ def _class_counts(counts: dict) -> str:
 
 
 def model_card(entry: ModelEntry) -> None:
-    meta = entry.metadata
-    report, point = meta.get("report", {}), meta["operating_point"]
-    training, data = meta.get("training", {}), meta.get("data", {})
-    arch = ARCHITECTURES.get(entry.arch)
+    record = entry.record
+    report, point, training, data = record.report, record.operating_point, record.training, record.data
+    arch = CATALOG.get(entry.arch)
     st.markdown(f"**{entry.name}**" + ("  \n:primary-badge[default model]" if entry.is_default else ""))
-    st.caption(f"{arch.title if arch else entry.arch} · input {meta['model_args']['image_size']} px · "
-               f"classes {', '.join(entry.classes)} · created {meta.get('created', 'unknown')[:10]}")
-    if data.get("train"):
-        folder = "/".join(Path(training.get("data_dir", "")).parts[-2:]) or "unknown folder"
-        validation = data.get("validation", {}).get("n", "?")
-        st.markdown(f"**Training data.** {data['train']['n']} films ({_class_counts(data['train']['class_counts'])}) "
-                    f"from `{folder}`; validated on {validation} films of other patients.")
-    if report:
-        lines = [f"- AUC {with_interval(report.get('auc'), report.get('auc_ci'), as_percent=False)}"]
-        for title, key in (("Sensitivity", "sensitivity"), ("Specificity", "specificity"), ("Accuracy", "accuracy")):
-            if report.get(key) is not None:
-                lines.append(f"- {title} {with_interval(report[key], report.get(f'{key}_ci'))}")
+    st.caption(f"{arch.title if arch else entry.arch} · input {record.image_size} px · "
+               f"classes {', '.join(entry.classes)} · created {(record.created or 'unknown')[:10]}")
+    if data is not None:
+        folder = "/".join(Path(training.data_dir if training else "").parts[-2:]) or "unknown folder"
+        st.markdown(f"**Training data.** {data.train.n} films ({_class_counts(data.train.class_counts)}) "
+                    f"from `{folder}`; validated on {data.validation.n} films of other patients.")
+    if report is not None:
+        figures = report.at_operating_point
+        lines = [f"- AUC {with_interval(report.auc, report.auc_ci, as_percent=False)}"]
+        for title, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
+                                       ("Specificity", figures.specificity, figures.specificity_ci),
+                                       ("Accuracy", figures.accuracy, figures.accuracy_ci)):
+            if value is not None:
+                lines.append(f"- {title} {with_interval(value, interval)}")
         st.markdown("**Validation** (95 % intervals):\n" + "\n".join(lines))
-    if point.get("normal_class") is not None:
+    if point.normal_class is not None:
         st.markdown(
-            f"**Operating point.** Urgent when 1 − p({point['normal_class']}) ≥ {point['threshold']:.3f}, "
-            f"chosen for ≥ {percent(point.get('target_sensitivity'), 0)} sensitivity on validation."
+            f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {point.threshold:.3f}, "
+            f"chosen for ≥ {percent(point.target_sensitivity, 0)} sensitivity on validation."
         )
     else:
         st.markdown("**Operating point.** None: this model has no normal class, so it cannot set priorities.")

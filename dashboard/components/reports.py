@@ -1,12 +1,12 @@
 """Turning core's stored reports into tables and chart inputs: formatting and arrangement only."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
-from core.registry import ModelEntry
-
-RATE_METRICS = (("Accuracy", "accuracy"), ("Sensitivity", "sensitivity"), ("Specificity", "specificity"),
-                ("Precision", "precision"))
+from core.store.registry import ModelEntry
+from core.store.reports import Report
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -42,52 +42,61 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def metrics_table(rows: list[tuple[ModelEntry, dict]]) -> pd.DataFrame:
+def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
     """One column per model, one row per figure: decision metrics at the operating point with their
     95 % intervals, then size and speed. Models side by side stay readable with long interval strings."""
     columns = {}
     for entry, report in rows:
-        point = report.get("at_operating_point", report)
-        column = {"Architecture": entry.arch, "Films evaluated": str(report.get("n", "—"))}
-        for title, key in RATE_METRICS:
-            column[title] = with_interval(point.get(key), point.get(f"{key}_ci"))
-        column["F1"] = with_interval(point.get("f1", point.get("macro_f1")), point.get("f1_ci"), as_percent=False)
-        column["AUC"] = with_interval(report.get("auc"), report.get("auc_ci"), as_percent=False)
-        threshold = report.get("threshold")
-        column["Threshold (abnormal score)"] = "—" if threshold is None else f"{threshold:.3f}"
-        parameters = entry.metadata.get("parameters")
-        column["Parameters"] = "—" if parameters is None else f"{parameters:,}"
-        inference = entry.metadata.get("inference_ms_per_film")
+        figures, record = report.at_operating_point, entry.record
+        column = {"Architecture": entry.arch, "Films evaluated": str(report.n)}
+        for title, value, interval in (("Accuracy", figures.accuracy, figures.accuracy_ci),
+                                       ("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
+                                       ("Specificity", figures.specificity, figures.specificity_ci),
+                                       ("Precision", figures.precision, figures.precision_ci)):
+            column[title] = with_interval(value, interval)
+        f1 = figures.f1 if figures.f1 is not None else figures.macro_f1
+        column["F1"] = with_interval(f1, figures.f1_ci, as_percent=False)
+        column["AUC"] = with_interval(report.auc, report.auc_ci, as_percent=False)
+        column["Threshold (abnormal score)"] = f"{report.threshold:.3f}" if report.operating_point.normal_class else "—"
+        column["Parameters"] = "—" if record.parameters is None else f"{record.parameters:,}"
+        inference = record.inference_ms_per_film
         column["Inference per film"] = "—" if inference is None else f"{inference:.1f} ms"
-        column["Training time"] = duration(entry.metadata.get("training", {}).get("seconds"))
+        column["Training time"] = duration(record.training.seconds if record.training else None)
         columns[entry.name] = column
     return pd.DataFrame(columns)
 
 
-def per_class_table(report: dict) -> pd.DataFrame:
-    per_class = report.get("at_operating_point", report).get("per_class", {})
+def per_class_table(report: Report) -> pd.DataFrame:
     return pd.DataFrame.from_records([
-        {"Class": name, "Precision": row["precision"], "Recall": row["recall"], "F1": row["f1"],
-         "Films": row["support"]} for name, row in per_class.items()
+        {"Class": name, "Precision": row.precision, "Recall": row.recall, "F1": row.f1, "Films": row.support}
+        for name, row in report.at_operating_point.per_class.items()
     ])
 
 
-def roc_input(name: str, report: dict) -> dict | None:
-    """The ROC curve and the operating point (1 − specificity, sensitivity) of one report, for the chart."""
-    roc = report.get("roc")
-    if not roc:
+@dataclass(frozen=True)
+class RocCurve:
+    """One model's ROC curve and its operating point (1 − specificity, sensitivity), for the chart."""
+
+    name: str
+    fpr: list[float]
+    tpr: list[float]
+    auc: float | None
+    threshold: float
+    point_fpr: float | None
+    point_tpr: float | None
+
+
+def roc_input(name: str, report: Report) -> RocCurve | None:
+    if report.roc is None:
         return None
-    point = report.get("at_operating_point", {})
-    specificity, sensitivity = point.get("specificity"), point.get("sensitivity")
-    return {"name": name, "fpr": roc["fpr"], "tpr": roc["tpr"], "auc": report.get("auc"),
-            "threshold": report.get("threshold") or 0.0,
-            "point_fpr": None if specificity is None else 1 - specificity, "point_tpr": sensitivity}
+    figures = report.at_operating_point
+    return RocCurve(name, report.roc.fpr, report.roc.tpr, report.auc, report.threshold,
+                    None if figures.specificity is None else 1 - figures.specificity, figures.sensitivity)
 
 
-def operating_points(curves: list[dict]) -> pd.DataFrame:
+def operating_points(curves: list[RocCurve]) -> pd.DataFrame:
     return pd.DataFrame.from_records([
-        {"Model": c["name"], "Threshold": f"{c['threshold']:.3f}",
-         "Sensitivity": percent(c["point_tpr"]), "Specificity": percent(None if c["point_fpr"] is None
-                                                                        else 1 - c["point_fpr"])}
+        {"Model": c.name, "Threshold": f"{c.threshold:.3f}", "Sensitivity": percent(c.point_tpr),
+         "Specificity": percent(None if c.point_fpr is None else 1 - c.point_fpr)}
         for c in curves
     ])

@@ -5,11 +5,11 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import TriageError
-from core.explain import CAM_METHODS, overlay
-from core.predict import ROUTINE, URGENT, Predictor
-from core.registry import ModelEntry
+from core.serving.explain import CAM_METHODS, overlay
+from core.serving.predict import ROUTINE, URGENT, Predictor
+from core.store.registry import ModelEntry
 from dashboard.components.charts import probability_bars
-from dashboard.state import FilmResult, heat_map
+from dashboard.state import FilmResult, Upload, heat_map, model_key
 
 CAM_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "xgradcam": "XGrad-CAM",
               "layercam": "LayerCAM", "eigencam": "Eigen-CAM"}
@@ -106,7 +106,7 @@ def priority_badge(result: FilmResult) -> None:
     st.badge(label, color=color, icon=icon)
 
 
-def film_card(result: FilmResult, data: bytes, predictor: Predictor, method: str, opacity: float, slot: int) -> None:
+def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float, slot: int) -> None:
     """The film, its explanation beside it, and the model's reading; an unreadable film says why, in place.
 
     ``slot`` (the film's place in the batch) keeps widget keys apart when the same film is uploaded twice.
@@ -125,7 +125,7 @@ def film_card(result: FilmResult, data: bytes, predictor: Predictor, method: str
             st.image(result.display, caption=f"Film, {result.size[0]} × {result.size[1]} px, {result.source_format}",
                      width="stretch")
         with explanation_column:
-            _explanation(result, data, predictor, method, opacity, f"{slot}-{result.digest}")
+            _explanation(result, upload, predictor, method, opacity, f"{slot}-{result.digest}")
         with reading_column:
             st.plotly_chart(probability_bars(result.prediction.probabilities, result.prediction.label),
                             key=f"bars-{slot}-{result.digest}", config={"displayModeBar": False})
@@ -136,10 +136,10 @@ def film_card(result: FilmResult, data: bytes, predictor: Predictor, method: str
                                       index=list(result.details)))
 
 
-def _explanation(result: FilmResult, data: bytes, predictor: Predictor, method: str, opacity: float,
+def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
                  key: str) -> None:
     if not predictor.can_explain:
-        st.info(f"{predictor.loaded.metadata['arch']} has no convolutional layer, so there is no Grad-CAM map. "
+        st.info(f"{predictor.loaded.record.arch} has no convolutional layer, so there is no Grad-CAM map. "
                 "Choose a CNN model in the sidebar to see where a model looked.", icon=":material/info:")
         return
     classes = predictor.loaded.classes
@@ -147,9 +147,8 @@ def _explanation(result: FilmResult, data: bytes, predictor: Predictor, method: 
     class_name = st.selectbox("Explain class", classes, index=classes.index(result.prediction.label),
                               key=f"cam-class-{key}-{predictor.name}",
                               help="Show where the model found evidence for this class.")
-    model_key = (predictor.name, predictor.loaded.metadata["weights_sha256"])
     try:
-        heat = heat_map(data, result.file, model_key, class_name, method, predictor)
+        heat = heat_map(result.digest, model_key(predictor), class_name, method, upload, predictor)
     except (TriageError, ValueError) as exc:
         st.warning(f"No explanation for this film: {exc}", icon=":material/warning:")
         return

@@ -44,14 +44,14 @@ if source == FOLDER:
     rows = []
     for entry in selected:
         try:
-            rows.append((entry, folder_report(entry.name, entry.metadata["weights_sha256"], str(entry.json_path),
+            rows.append((entry, folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path),
                                               target, folder_stamp(target))))
         except TriageError as exc:
             st.error(f"{entry.name} could not be evaluated on {target}: {exc}", icon=":material/error:")
 else:
-    rows = [(e, e.metadata["report"]) for e in selected if e.metadata.get("report")]
+    rows = [(e, e.record.report) for e in selected if e.record.report is not None]
     for entry in selected:
-        if not entry.metadata.get("report"):
+        if entry.record.report is None:
             st.warning(f"{entry.name} has no stored report; evaluate it on a folder instead.")
 
 if rows:

@@ -1,15 +1,16 @@
 """Retraining: start a training job in the background, watch it, and make the new version the default."""
 import streamlit as st
 
+from core import config as limits
 from core.errors import TriageError
-from core.jobs import MAX_EPOCHS, JobAlreadyRunning, list_jobs, start_job
-from core.models import ARCHITECTURES
-from core.operating_point import DEFAULT_TARGET_SENSITIVITY
-from core.train import TrainConfig
+from core.jobs.jobs import JobAlreadyRunning, list_jobs, start_job
+from core.models.catalog import CATALOG
+from core.store.records import TrainConfig
 from dashboard.components.job_view import job_history, job_panel
 from dashboard.state import default_data_dir
 
-IMAGE_SIZES = (None, 64, 96, 128, 160, 192, 224, 256, 320)
+IMAGE_SIZES = (None, *(s for s in (64, 96, 128, 160, 192, 224, 256, 320)
+                       if limits.IMAGE_SIZE.low <= s <= limits.IMAGE_SIZE.high))
 
 st.title("Retrain")
 st.caption("Train a new model version in the background. It keeps running if you reload the page or close "
@@ -21,18 +22,22 @@ with form_column, st.form("retrain"):
     data_dir = st.text_input("Dataset folder", value=str(default_data_dir()),
                              help="A folder with one sub-folder of films per class, e.g. NORMAL/ and PNEUMONIA/. "
                                   "A patient-disjoint fifth is held out for validation.")
-    arch = st.selectbox("Architecture", list(ARCHITECTURES),
-                        format_func=lambda a: f"{a}: {ARCHITECTURES[a].title}", index=list(ARCHITECTURES).index("cnn5"))
-    epochs = st.number_input("Epochs", min_value=1, max_value=MAX_EPOCHS, value=5, step=1,
-                             help="Training stops early when validation AUC has not improved for 4 epochs.")
+    arch = st.selectbox("Architecture", list(CATALOG),
+                        format_func=lambda a: f"{a}: {CATALOG[a].title}", index=list(CATALOG).index("cnn5"))
+    epochs = st.number_input("Epochs", min_value=int(limits.EPOCHS.low), max_value=int(limits.EPOCHS.high),
+                             value=5, step=1,
+                             help="Training stops early when validation AUC has not improved for "
+                                  f"{limits.DEFAULT_PATIENCE} epochs.")
     image_size = st.selectbox("Image size", IMAGE_SIZES,
                               format_func=lambda s: "Architecture default" if s is None else f"{s} × {s} px",
                               help="Films are resized to this square. Larger is slower and needs more memory.")
     augment = st.toggle("Augmentation", value=True,
                         help="Small random rotations, shifts, zoom, brightness and contrast changes while training. "
                              "No left-right flips: they would move the heart.")
-    target = st.number_input("Sensitivity target on validation (%)", min_value=50.0, max_value=99.9,
-                             value=DEFAULT_TARGET_SENSITIVITY * 100, step=0.5, format="%.1f",
+    target = st.number_input("Sensitivity target on validation (%)",
+                             min_value=round(limits.TARGET_SENSITIVITY.low * 100, 1),
+                             max_value=round(limits.TARGET_SENSITIVITY.high * 100, 1),
+                             value=round(limits.DEFAULT_TARGET_SENSITIVITY * 100, 1), step=0.5, format="%.1f",
                              help="The triage threshold is the highest one that still finds this share of the "
                                   "abnormal validation films. Leave a margin above what you need on new films: "
                                   "the shipped default uses 98 % to promise 95 %.")

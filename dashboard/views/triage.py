@@ -14,7 +14,7 @@ from dashboard.components.triage_view import (
     worklist_csv,
     worklist_key,
 )
-from dashboard.state import predictor_for, registered_models, triage_uploads
+from dashboard.state import Upload, predictor_for, registered_models, triage_uploads
 
 FILMS_PER_PAGE = 6
 
@@ -47,6 +47,7 @@ if not uploads:
             icon=":material/upload_file:")
     st.stop()
 
+uploads = [Upload.of(upload) for upload in uploads]
 results = triage_uploads(predictor, uploads)
 
 st.subheader("Worklist")
@@ -70,4 +71,4 @@ pages = -(-len(films) // FILMS_PER_PAGE)
 page = st.pagination(pages, key="film-page") if pages > 1 else 1
 first = (page - 1) * FILMS_PER_PAGE
 for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first):
-    film_card(result, upload.getvalue(), predictor, method, opacity, slot)
+    film_card(result, upload, predictor, method, opacity, slot)

@@ -1,0 +1,2 @@
+"""Evaluation: metrics with bootstrap intervals at the operating point (a Report), on stored
+probabilities or on a class-folder tree of films."""

@@ -1,0 +1,55 @@
+"""Evaluating a registered model on a class-folder tree, through the same path the app uses."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.errors import DatasetError, TriageError
+from core.evaluation.metrics import evaluate_probabilities
+from core.films.read import read_film
+from core.films.tensor import as_float, film_to_tensor
+from core.models.inference import probabilities
+from core.store.checkpoints import LoadedModel
+from core.store.reports import Report, SkippedFilm
+from core.films.folders import discover
+
+
+def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int = 32,
+                    on_progress: Callable[[int, int], None] | None = None) -> Report:
+    """Metrics of ``loaded`` on every film under ``folder/CLASS/``; unreadable films are listed, not fatal."""
+    films = discover(folder)
+    lookup = {c.lower(): i for i, c in enumerate(loaded.classes)}
+    unknown = [c for c in films.classes if c.lower() not in lookup]
+    if unknown:
+        raise DatasetError(
+            f"{folder} has class folder(s) {', '.join(unknown)} that model {loaded.name} does not know "
+            f"(it knows {', '.join(loaded.classes)})."
+        )
+    mapping = np.array([lookup[c.lower()] for c in films.classes])
+    labels, probs, skipped, pending = [], [], [], []
+
+    def flush() -> None:
+        if pending:
+            batch = as_float(torch.stack([t for t, _ in pending]))
+            probs.append(probabilities(loaded.model, batch))
+            labels.extend(label for _, label in pending)
+            pending.clear()
+
+    for done, (path, label) in enumerate(zip(films.paths, films.labels), 1):
+        try:
+            pending.append((film_to_tensor(read_film(path), loaded.image_size), int(mapping[label])))
+        except TriageError as exc:
+            skipped.append(SkippedFilm(file=str(path), error=str(exc)))
+        if len(pending) == batch_size:
+            flush()
+        if on_progress:
+            on_progress(done, len(films))
+    flush()
+    if not labels:
+        raise DatasetError(f"No readable film in {folder}.")
+    report = evaluate_probabilities(np.asarray(labels), np.concatenate(probs), loaded.classes,
+                                    loaded.operating_point, split=f"folder {folder}")
+    return report.model_copy(update={"model": loaded.name, "skipped": skipped})

@@ -1,0 +1,127 @@
+"""Reading films: PNG/JPEG/DICOM bytes -> one :class:`~core.films.film.Film`.
+
+Anything we cannot decode raises :class:`UnreadableImage` with a message a person can act on.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.errors import UnreadableImage
+from core.films.dicom import read_dicom, sniff_headerless_dicom
+from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
+
+_DICOM_MAGIC_OFFSET = 128
+
+
+def read_film(source: str | Path | bytes, name: str | None = None) -> Film:
+    """Decode a film from a path or from bytes held in memory (uploads never touch the disk)."""
+    if isinstance(source, (str, Path)):
+        data, name = _read_path(Path(source)), name or Path(source).name
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        raise TypeError(f"read_film takes a path or bytes, not {type(source).__name__}")
+    label = name or "the file"
+    if len(data) == 0:
+        raise UnreadableImage(f"{label} is empty (0 bytes). Upload the film again.")
+    if len(data) > MAX_FILE_BYTES:
+        raise UnreadableImage(
+            f"{label} is {len(data) / 2**20:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit for one film."
+        )
+    if _looks_like_dicom(data):
+        return read_dicom(data, label)
+    try:
+        return _read_raster(data, label)
+    except UnreadableImage:
+        # DICOM files without the 128-byte preamble carry no magic; give pydicom a chance.
+        if sniff_headerless_dicom(data):
+            return read_dicom(data, label)
+        raise
+
+
+def _read_path(path: Path) -> bytes:
+    if not path.exists():
+        raise UnreadableImage(f"{path} does not exist. Check the path.")
+    if not path.is_file():
+        raise UnreadableImage(f"{path} is not a file.")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise UnreadableImage(
+            f"{path.name} is {path.stat().st_size / 2**20:.0f} MB, over the "
+            f"{MAX_FILE_BYTES // 2**20} MB limit for one film."
+        )
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnreadableImage(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+
+
+def _looks_like_dicom(data: bytes) -> bool:
+    """By content only: a PNG named .dcm is a PNG. Preamble-less DICOMs are caught by the fallback."""
+    return data[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM"
+
+
+def _read_raster(data: bytes, label: str) -> Film:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise UnreadableImage(
+                    f"{label} is {width}x{height} pixels, over the {MAX_PIXELS // 1_000_000} megapixel limit "
+                    "we decode safely. Export the film at a lower resolution."
+                )
+            fmt = image.format or "image"
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except UnreadableImage:
+        raise
+    except UnidentifiedImageError as exc:
+        raise UnreadableImage(
+            f"{label} is not an image we can read. Use PNG, JPEG or DICOM."
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImage(f"{label} is too large to decode safely ({exc}).") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UnreadableImage(
+            f"{label} could not be decoded ({exc}); the file is probably truncated or corrupt. "
+            "Export it again."
+        ) from exc
+    pixels, bit_depth = _to_grey_float(image)
+    meta = {"format": fmt, "mode": image.mode}
+    return Film(pixels, fmt, (width, height), bit_depth, meta)
+
+
+def _to_grey_float(image: Image.Image) -> tuple[np.ndarray, int]:
+    """Any PIL mode -> float32 grey in [0, 1] using the mode's nominal range."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(image, dtype=np.float32) / 65535.0, 16
+    if mode == "I":
+        # Pillow opens 16-bit PNGs as "I"; values beyond 16 bits have no nominal range, so stretch them.
+        arr = np.asarray(image, dtype=np.float64)
+        if arr.size and arr.min() >= 0 and arr.max() <= 65535:
+            return (arr / 65535.0).astype(np.float32), 16
+        return _stretch(arr), 32
+    if mode == "F":
+        return _stretch(np.asarray(image, dtype=np.float64)), 32
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        # Transparent regions are shown on black, as a film viewer would.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    if image.mode != "L":
+        image = image.convert("RGB").convert("L")
+    return np.asarray(image, dtype=np.float32) / 255.0, 8
+
+
+def _stretch(arr: np.ndarray) -> np.ndarray:
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros(arr.shape, dtype=np.float32)
+    return ((arr - lo) / (hi - lo)).astype(np.float32)

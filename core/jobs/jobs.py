@@ -1,0 +1,271 @@
+"""Background training jobs: one at a time, in their own process, readable by any page at any time.
+
+A job is a folder ``JOBS/<job_id>/`` (``JOBS`` is ``settings().jobs``, see core.config) holding
+
+- ``config.json``: :class:`~core.jobs.records.JobSettings`, the dataset folder, the training recipe and
+  the checkpoints folder;
+- ``status.json``: :class:`~core.jobs.records.JobStatus`, ``state`` (queued -> running -> succeeded |
+  failed | cancelled), the new model's name and a message, always replaced atomically;
+- ``events.jsonl``: every ``train()`` progress event as one JSON line, appended and flushed;
+- ``log.txt``: the same story in sentences; ``runner.stderr``: anything unexpected, for an operator.
+
+Only one job runs: its runner holds the ``flock`` on ``JOBS/active.lock`` (core.jobs.lock) for its whole
+life, handed to it by the starter, and the kernel releases it when the runner ends in any way. So a job
+whose status says queued or running while the lock is free has lost its process: the next reader marks it
+failed (or succeeded, when it had registered its model before it died). The runner runs
+``python -m core.jobs.runner JOB_DIR --lock-fd N`` in a new session, so it outlives the page, the tab and
+the Streamlit script run. Cancelling leaves a marker and sends SIGTERM; the runner stops between training
+steps and saves nothing. The registry is only written by ``train()``, atomically, so a killed job cannot
+corrupt it. Every time written is UTC, from core.clock.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import clock
+from core.config import MIN_FILMS, REPO_ROOT, job_environment, settings
+from core.errors import JobError, TriageError
+from core.films.folders import discover
+from core.jobs import lock
+from core.jobs.lock import LOCK_FILE
+from core.jobs.records import (
+    ACTIVE_STATES,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    JobSettings,
+    JobStatus,
+    JobSummary,
+    read_settings,
+    read_status,
+    write_settings,
+    write_status,
+)
+from core.store.registry import checkpoint_dir, list_models
+from core.store.records import ModelRecord, TrainConfig
+from core.training.events import ProgressEvent, parse_event
+
+__all__ = ["ACTIVE_STATES", "CANCELLED", "FAILED", "LOCK_FILE", "QUEUED", "RUNNING", "RUNNER_MODULE",
+           "SUCCEEDED", "Job", "JobAlreadyRunning", "JobSettings", "JobStatus", "JobSummary", "active_job",
+           "cancel_job", "check_request", "jobs_dir", "list_jobs", "read_job", "start_job", "write_status"]
+
+RUNNER_MODULE = "core.jobs.runner"
+CANCEL_MARKER = "cancel"
+
+
+class JobAlreadyRunning(JobError):
+    """Another training job holds the one job slot."""
+
+
+def jobs_dir() -> Path:
+    """The jobs folder: ``CXR_JOBS``, or ``jobs/`` beside the checkpoints folder (core.config)."""
+    return settings().jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    folder: Path
+    settings: JobSettings
+    status: JobStatus
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.settings.config
+
+    @property
+    def is_active(self) -> bool:
+        return self.status.is_active
+
+    @property
+    def model(self) -> str | None:
+        return self.status.model
+
+    @property
+    def message(self) -> str:
+        return self.status.message
+
+    def events(self) -> list[ProgressEvent]:
+        """Progress events so far; a half-written last line (the runner is mid-write) is skipped."""
+        path = self.folder / "events.jsonl"
+        if not path.exists():
+            return []
+        lines = path.read_text(errors="replace").splitlines()
+        return [event for event in map(parse_event, lines) if event is not None]
+
+    def log_tail(self, lines: int = 200) -> list[str]:
+        path = self.folder / "log.txt"
+        return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+
+
+def check_request(data_dir: str | Path, config: TrainConfig) -> TrainConfig:
+    """Refuse settings that cannot train, before any process starts; returns the resolved config."""
+    if not str(data_dir).strip():
+        raise JobError("Enter the dataset folder: a folder with one sub-folder of films per class.")
+    try:
+        config = config.resolved()  # every number against its limit in core.config
+    except ValueError as exc:
+        message = str(exc)
+        raise JobError(message if message.endswith(".") else f"{message}.") from exc
+    films = discover(Path(data_dir).expanduser())  # DatasetError says what is wrong with the folder
+    if len(films) < MIN_FILMS.low:
+        raise JobError(f"{data_dir} holds only {len(films)} films; training needs at least {MIN_FILMS.low:.0f}.")
+    return config
+
+
+def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None,
+              directory: Path | None = None, root: Path | None = None) -> Job:
+    """Check the request, claim the one job slot and start the runner; raises JobAlreadyRunning if taken."""
+    config = check_request(data_dir, config)
+    root = root or jobs_dir()
+    fd = lock.claim(root)
+    if fd is None:
+        raise JobAlreadyRunning(_busy_message(root))
+    try:
+        _recover_all(root)  # we hold the lock: any job still marked active has lost its process
+        job_id = f"{clock.stamp()}-{secrets.token_hex(2)}"
+        lock.name_holder(fd, job_id)
+        folder = root / job_id
+        folder.mkdir()
+        write_settings(folder, JobSettings(
+            job_id=job_id, data_dir=Path(data_dir).expanduser().resolve(), name=name, config=config,
+            checkpoints=(directory or checkpoint_dir()).resolve(), created=clock.iso()))
+        write_status(folder, QUEUED, message="Waiting for the training process to start.")
+        try:
+            process = _spawn(folder, fd)
+        except OSError as exc:
+            write_status(folder, FAILED, message=f"The training process could not be started ({exc}).")
+            raise JobError(f"The training process could not be started ({exc}).") from exc
+    finally:
+        os.close(fd)  # the runner holds the same open file, and with it the lock, until it ends
+    # Reap the runner when it ends, so it never lingers as a zombie.
+    threading.Thread(target=process.wait, name=f"reap-{job_id}", daemon=True).start()
+    return read_job(folder)
+
+
+def _busy_message(root: Path) -> str:
+    holder = lock.held_by(root)
+    which = f" (job {holder})" if holder and (root / holder).is_dir() else ""
+    return (f"A training job is already running{which}. "
+            "Wait for it to finish or cancel it, then start again.")
+
+
+def _spawn(folder: Path, fd: int) -> subprocess.Popen:
+    with open(folder / "runner.stderr", "ab") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", RUNNER_MODULE, str(folder), "--lock-fd", str(fd)], cwd=REPO_ROOT,
+            env=job_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+            pass_fds=(fd,),  # the same open file: the runner holds our lock from its first instruction
+            start_new_session=True,  # its own session: closing the tab or stopping the script leaves it running
+        )
+
+
+def _read(folder: Path) -> Job:
+    return Job(folder.name, folder, read_settings(folder), read_status(folder))
+
+
+def read_job(folder: Path) -> Job:
+    """The job in ``folder``; one marked active whose runner is gone (the lock is free) is settled first."""
+    job = _read(folder)
+    if job.is_active:
+        with lock.probe(folder.parent) as free:
+            if free:
+                job = _settle_if_dead(folder)
+    return job
+
+
+def list_jobs(root: Path | None = None, limit: int | None = None) -> list[Job]:
+    """Jobs, newest first; unreadable folders are left out."""
+    root = root or jobs_dir()
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.exists() else []
+    jobs = []
+    for folder in folders[:limit] if limit else folders:
+        try:
+            jobs.append(read_job(folder))
+        except JobError:
+            continue
+    return jobs
+
+
+def active_job(root: Path | None = None) -> Job | None:
+    """The running (or starting) job, or None. Free lock: no job runs, whatever the lock file says."""
+    root = root or jobs_dir()
+    with lock.probe(root) as free:
+        if free:
+            _recover_all(root)
+            return None
+    holder = lock.held_by(root)
+    if not holder or not (root / holder).is_dir():
+        return None  # a starter is between taking the lock and naming its job
+    try:
+        job = read_job(root / holder)
+    except JobError:
+        return None
+    return job if job.is_active else None
+
+
+def cancel_job(job_id: str, root: Path | None = None) -> None:
+    """Ask the job to stop: a marker file (read before and during training) plus SIGTERM to its runner."""
+    root = root or jobs_dir()
+    folder = root / job_id
+    job = read_job(folder)
+    if not job.is_active:
+        raise JobError(f"Job {job_id} is not running ({job.state}); there is nothing to cancel.")
+    (folder / CANCEL_MARKER).write_text(clock.iso())
+    pid = read_status(folder).pid  # read after the marker: a runner that has not written its pid sees the marker
+    if pid and lock.held_by(root) == job_id:  # only a live runner holds the lock: never signal a reused pid
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # it ended meanwhile; its own status stands
+
+
+def _recover_all(root: Path) -> None:
+    """Call holding the lock (or a shared probe of a free one): settle every job still marked active."""
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        if folder.is_dir():
+            try:
+                _settle_if_dead(folder)
+            except JobError:
+                continue
+
+
+def _settle_if_dead(folder: Path) -> Job:
+    """Call only when no runner holds the lock. The status is read again: the runner may have just finished."""
+    job = _read(folder)
+    if not job.is_active:
+        return job
+    registered = _registered_by(job)
+    if registered is not None:
+        write_status(folder, SUCCEEDED, model=registered.name, summary=JobSummary.of(registered), message=(
+            f"The training process stopped unexpectedly after registering {registered.name}; "
+            "that version is complete."))
+    else:
+        write_status(folder, FAILED, message=(
+            "The training process stopped unexpectedly (it was killed or the server restarted). "
+            "Nothing was registered; the existing models and the default are unchanged."))
+    return _read(folder)
+
+
+def _registered_by(job: Job) -> ModelRecord | None:
+    """The model record a dead job managed to register, found by the job id its training record carries."""
+    try:
+        entries, _ = list_models(job.settings.checkpoints or checkpoint_dir())
+    except (OSError, ValueError, TriageError):  # an unreadable registry: say failed, never crash a page
+        return None
+    return next((e.record for e in entries if e.record.training and e.record.training.job_id == job.job_id), None)

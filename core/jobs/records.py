@@ -1,0 +1,115 @@
+"""What a job folder stores, typed: ``config.json`` (:class:`JobSettings`, written once by the starter) and
+``status.json`` (:class:`JobStatus`, replaced atomically by :func:`write_status` at every change of state).
+
+Older folders keep loading: a status with local times and ``running_at`` reads as one with ``started_at``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+
+from core import clock
+from core.errors import JobError
+from core.store.atomic import atomic_write_json
+from core.store.base import Interval, Record, read_record
+from core.store.records import ModelRecord, TrainConfig
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+ACTIVE_STATES = (QUEUED, RUNNING)
+State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+CONFIG_FILE, STATUS_FILE = "config.json", "status.json"
+
+
+class JobSettings(Record):
+    """``config.json``: what was asked for, fixed when the job is created."""
+
+    job_id: str
+    data_dir: Path
+    name: str | None = None  # the new model's base name; None: the task and architecture
+    config: TrainConfig = TrainConfig()
+    checkpoints: Path | None = None  # the registry the new version goes to; None: the configured one
+    created: str | None = None  # UTC, core.clock.iso
+
+
+class JobSummary(Record):
+    """The new model's validation figures, for the page to show without loading the model."""
+
+    n: int | None = None
+    auc: float | None = None
+    auc_ci: Interval | None = None
+    accuracy: float | None = None
+    accuracy_ci: Interval | None = None
+    sensitivity: float | None = None
+    sensitivity_ci: Interval | None = None
+    specificity: float | None = None
+    specificity_ci: Interval | None = None
+    threshold: float | None = None
+    seconds: float | None = None  # training time
+
+    @classmethod
+    def of(cls, record: ModelRecord) -> "JobSummary":
+        report = record.report
+        seconds = record.training.seconds if record.training else None
+        if report is None:
+            return cls(seconds=seconds)
+        return cls(n=report.n, auc=report.auc, auc_ci=report.auc_ci, accuracy=report.accuracy,
+                   accuracy_ci=report.accuracy_ci, sensitivity=report.sensitivity,
+                   sensitivity_ci=report.sensitivity_ci, specificity=report.specificity,
+                   specificity_ci=report.specificity_ci, threshold=report.threshold, seconds=seconds)
+
+
+class JobStatus(Record):
+    """``status.json``: where the job stands. Times are UTC (core.clock.iso)."""
+
+    state: State = FAILED  # a status without a state is a broken one
+    message: str = ""
+    model: str | None = None  # the registered version, once there is one
+    summary: JobSummary | None = None
+    pid: int | None = None  # the runner's process, for Cancel (signalled only while it holds the job lock)
+    queued_at: str | None = None
+    started_at: str | None = Field(default=None, validation_alias=AliasChoices("started_at", "running_at"))
+    finished_at: str | None = None
+    updated: str | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+def read_settings(folder: Path) -> JobSettings:
+    return _read(JobSettings, folder / CONFIG_FILE)
+
+
+def read_status(folder: Path) -> JobStatus:
+    return _read(JobStatus, folder / STATUS_FILE)
+
+
+def _read(kind, path: Path):
+    try:
+        return read_record(kind, path, f"{path.parent.name}/{path.name}")
+    except (OSError, ValueError) as exc:
+        raise JobError(f"Job folder {path.parent} cannot be read ({exc}).") from exc
+
+
+def write_settings(folder: Path, settings: JobSettings) -> None:
+    atomic_write_json(folder / CONFIG_FILE, settings.to_json())
+
+
+def write_status(folder: Path, state: str, **fields) -> JobStatus:
+    """Replace the status: the previous one's fields, updated by ``fields``; the time of the change stamped."""
+    try:
+        previous = read_status(folder).model_dump() if (folder / STATUS_FILE).exists() else {}
+    except JobError:
+        previous = {}  # a torn status (never written by us: writes are atomic) is simply replaced
+    now = clock.iso()
+    stamps = {QUEUED: "queued_at", RUNNING: "started_at"}.get(state, "finished_at")
+    data = {**previous, **fields, "state": state, "updated": now}
+    data[stamps] = fields.get(stamps) or previous.get(stamps) or now
+    try:
+        status = JobStatus.model_validate(data)
+    except ValueError as exc:
+        raise JobError(f"Job status for {folder.name} is not valid ({exc}).") from exc
+    atomic_write_json(folder / STATUS_FILE, status.to_json())
+    return status

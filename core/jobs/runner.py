@@ -1,0 +1,139 @@
+"""The process behind one background training job: ``python -m core.jobs.runner JOB_DIR --lock-fd N``.
+
+The starter hands it descriptor N, the open job lock (core.jobs.lock); the runner keeps it until its final
+status is written, and if it dies first the kernel releases it. It reads ``config.json``, marks the job
+running (with its pid, for Cancel), calls :func:`core.training.train.train` with every progress event
+appended to ``events.jsonl``, and always leaves a final state in ``status.json``. SIGTERM (Cancel) sets a
+flag that ``should_stop`` reads between training steps, so ``train()`` raises ``TrainingCancelled`` and
+writes nothing; while films are still being decoded nothing has been written either, so the process simply
+records the cancellation and exits at once. Every time written is UTC (core.clock).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from core import clock
+from core.errors import TriageError
+from core.jobs import lock
+from core.jobs.records import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobSummary, read_settings, write_status
+from core.training.events import DoneEvent, EpochEvent, LoadingEvent, NoteEvent, ProgressEvent, StepEvent
+
+CANCELLED_EARLY = "Training was cancelled before it started; nothing was saved."
+
+
+class JobRunner:
+    def __init__(self, folder: Path, lock_fd: int | None = None):
+        self.folder = folder
+        self.lock_fd = lock_fd
+        self.settings = read_settings(folder)
+        self.cancel_requested = False
+        self.training_started = False
+        self.finishing = False
+
+    def should_stop(self) -> bool:
+        return self.cancel_requested or (self.folder / "cancel").exists()
+
+    def on_signal(self, signum: int, frame) -> None:
+        self.cancel_requested = True
+        if self.finishing:
+            return
+        self.log("Cancel requested.")
+        if not self.training_started:
+            # Still starting or decoding films: nothing is written yet, so stopping here is clean.
+            self.finish(CANCELLED, CANCELLED_EARLY)
+            os._exit(0)
+
+    def log(self, message: str) -> None:
+        with open(self.folder / "log.txt", "a", encoding="utf-8") as handle:
+            handle.write(f"{clock.time_of_day()}  {message}\n")
+
+    def emit(self, event: ProgressEvent) -> None:
+        if isinstance(event, StepEvent):
+            self.training_started = True
+        line = event.model_copy(update={"time": clock.seconds()}).model_dump_json()
+        with open(self.folder / "events.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+        self._log_event(event)
+
+    def _log_event(self, event: ProgressEvent) -> None:
+        if isinstance(event, (NoteEvent, LoadingEvent)) and event.message:
+            self.log(event.message[:1].upper() + event.message[1:] + ".")
+        elif isinstance(event, EpochEvent):
+            self.log(f"Epoch {event.epoch}/{event.epochs}: training loss {event.train_loss:.4f}, "
+                     f"validation loss {event.val_loss:.4f}, validation AUC {event.val_auc:.4f}.")
+        elif isinstance(event, DoneEvent):
+            self.log(f"Validation AUC of the new model: {event.auc if event.auc is not None else float('nan'):.3f}.")
+
+    def finish(self, state: str, message: str, **fields) -> None:
+        """The final status, then the lock: a reader that finds the lock free finds this status too."""
+        self.finishing = True
+        write_status(self.folder, state, message=message, **fields)
+        self.log(message)
+        if self.lock_fd is not None:
+            lock.unlock(self.lock_fd)
+
+    def run(self) -> int:
+        settings, config = self.settings, self.settings.config
+        write_status(self.folder, RUNNING, pid=os.getpid(), message="Training.")
+        self.log(f"Job {settings.job_id}: {config.arch}, {config.epochs} epoch(s), "
+                 f"{config.image_size} px, on {settings.data_dir}.")
+        if self.should_stop():
+            self.finish(CANCELLED, CANCELLED_EARLY)
+            return 0
+        from core.training.train import TrainingCancelled, train  # torch loads after the status is written
+
+        try:
+            record = train(settings.data_dir, config, name=settings.name, directory=settings.checkpoints,
+                           on_progress=self.emit, should_stop=self.should_stop, job_id=settings.job_id)
+        except TrainingCancelled as exc:
+            self.finish(CANCELLED, str(exc))
+            return 0
+        except TriageError as exc:
+            self.finish(FAILED, f"Training failed: {exc}")
+            return 1
+        except Exception as exc:  # the process boundary: any failure must reach the page as a status
+            traceback.print_exc(file=sys.stderr)
+            self.finish(FAILED, f"Training stopped with an unexpected error ({type(exc).__name__}: {exc}). "
+                                f"Nothing was registered. Details for an operator: {self.folder / 'runner.stderr'}.")
+            return 1
+        late = " (the cancel request came after training had finished)" if self.cancel_requested else ""
+        self.finish(SUCCEEDED, f"Registered {record.name} as a new version{late}.", model=record.name,
+                    summary=JobSummary.of(record))
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.jobs.runner",
+                                     description="Run one background training job (started by core.jobs).")
+    parser.add_argument("job_dir", type=Path)
+    parser.add_argument("--lock-fd", type=int, default=None, help="the open job lock handed on by the starter")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    folder = args.job_dir.resolve()
+    if args.lock_fd is not None:
+        os.set_inheritable(args.lock_fd, False)  # programs this process starts must not keep the job's lock
+    runner = JobRunner(folder, args.lock_fd)
+    signal.signal(signal.SIGTERM, runner.on_signal)
+    signal.signal(signal.SIGINT, runner.on_signal)
+    try:
+        os.nice(5)  # the dashboard stays responsive while the job trains
+    except OSError:
+        pass
+    try:
+        return runner.run()
+    except BaseException:
+        if not runner.finishing:  # the status could not be written, say: still try to leave a final state
+            try:
+                runner.finish(FAILED, "The training process could not run the job; see runner.stderr.")
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Building a network by architecture name, and the layer Grad-CAM explains it at.
+
+Every model takes the pixel contract of :mod:`core.films.tensor` (N x 1 x S x S in [0, 1]) and returns
+logits N x C. Pretrained weights are only ever read from local files, never downloaded.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from core.models.catalog import architecture_info
+from core.models.classic import CNN5, MLP, LogisticRegression
+from core.models.pretrained import build_efficientnet_lite0, build_resnet18
+
+# build(num_classes, image_size, pretrained) -> (model, notes)
+_BUILDERS: dict[str, Callable[[int, int, bool], tuple[nn.Module, list[str]]]] = {
+    "logistic": lambda c, s, p: (LogisticRegression(c, s), []),
+    "mlp": lambda c, s, p: (MLP(c, s), []),
+    "cnn5": lambda c, s, p: (CNN5(c, s), []),
+    "resnet18": build_resnet18,
+    "efficientnet_lite0": build_efficientnet_lite0,
+}
+_CAM_LAYERS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "cnn5": lambda m: m.features[-1],
+    "resnet18": lambda m: m.net.layer4[-1],
+    "efficientnet_lite0": lambda m: m.net.cam_layer(),
+}
+
+
+def build_model(arch: str, num_classes: int, image_size: int, pretrained: bool = False) -> tuple[nn.Module, list[str]]:
+    """Build an architecture; ``notes`` says, e.g., that ImageNet weights were missing."""
+    info = architecture_info(arch)  # ValueError naming the known architectures
+    return _BUILDERS[info.name](num_classes, image_size, pretrained and info.pretrainable)
+
+
+def cam_layer(arch: str, model: nn.Module) -> nn.Module | None:
+    """The convolutional layer Grad-CAM reads, or None for pixel models (logistic regression, MLP)."""
+    find = _CAM_LAYERS.get(arch)
+    return find(model) if find else None

@@ -1,0 +1,34 @@
+"""The architectures the product knows, described without torch: name, title, default input size, whether
+ImageNet weights can start it and whether Grad-CAM can explain it. Pages and records read this before torch
+loads; :mod:`core.models.build` turns a name into a network."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArchitectureInfo:
+    name: str
+    title: str
+    default_image_size: int
+    pretrainable: bool = False
+    explainable: bool = True  # has a convolutional layer for Grad-CAM
+
+
+CATALOG: dict[str, ArchitectureInfo] = {
+    info.name: info
+    for info in (
+        ArchitectureInfo("logistic", "Logistic regression on pixels", 64, explainable=False),
+        ArchitectureInfo("mlp", "Multi-layer perceptron on pixels", 64, explainable=False),
+        ArchitectureInfo("cnn5", "5-layer CNN (3 conv blocks + 2 fully connected)", 128),
+        ArchitectureInfo("resnet18", "ResNet-18 (torchvision)", 224, pretrainable=True),
+        ArchitectureInfo("efficientnet_lite0", "EfficientNet-Lite0", 224, pretrainable=True),
+    )
+}
+
+
+def architecture_info(name: str) -> ArchitectureInfo:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture '{name}'; choose one of: {', '.join(CATALOG)}") from None

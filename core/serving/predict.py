@@ -1,0 +1,128 @@
+"""Prediction: film -> probabilities, label, triage priority and warnings, plus Grad-CAM on request.
+
+A :class:`Predictor` owns one loaded model and a lock: Grad-CAM attaches hooks to the model, so every use
+of the model goes through the lock and concurrent app sessions can share one cached predictor.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import CheckpointError
+from core.films.film import Film
+from core.films.quality import usability_problems
+from core.films.tensor import as_float, film_to_tensor
+from core.models.build import cam_layer
+from core.models.inference import probabilities
+from core.serving.chest_check import ChestFilmCheck
+from core.serving.explain import heat_map, overlay
+from core.store.checkpoints import LoadedModel, load_checkpoint
+from core.store.registry import find_model
+
+URGENT, ROUTINE = "urgent", "routine"
+
+
+@dataclass
+class Prediction:
+    model: str
+    probabilities: dict[str, float]
+    label: str
+    priority: str | None
+    abnormal_score: float | None
+    threshold: float | None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "probabilities": self.probabilities, "label": self.label,
+                "priority": self.priority, "abnormal_score": self.abnormal_score,
+                "threshold": self.threshold, "warnings": self.warnings}
+
+
+@dataclass
+class Explanation:
+    class_name: str
+    method: str
+    heat_map: np.ndarray  # S x S in [0, 1], the model's input grid
+    film_pixels: np.ndarray
+    opacity: float = 0.4
+
+    @cached_property
+    def overlay(self) -> np.ndarray:
+        """H x W x 3 uint8 at film size; computed on first use (costly for full-size films)."""
+        return overlay(self.film_pixels, self.heat_map, self.opacity)
+
+
+class Predictor:
+    """One model plus the chest-film check. ``chest_check=None`` loads the shared, shipped detector."""
+
+    def __init__(self, loaded: LoadedModel, chest_check: ChestFilmCheck | None = None):
+        self.loaded = loaded
+        self.name = loaded.name
+        self.lock = threading.Lock()
+        self._cam_layer = cam_layer(loaded.record.arch, loaded.model)
+        self.chest_check, self.chest_check_problem = chest_check, None
+        if chest_check is None:
+            try:
+                self.chest_check = ChestFilmCheck.shared()
+            except CheckpointError as exc:
+                self.chest_check_problem = f"The chest-film check is unavailable ({exc}); review every film."
+
+    @classmethod
+    def from_registry(cls, name: str | None = None, directory: Path | None = None) -> "Predictor":
+        return cls(load_checkpoint(find_model(name, directory).json_path))
+
+    @property
+    def can_explain(self) -> bool:
+        return self._cam_layer is not None
+
+    def _model_input(self, film: Film):
+        return as_float(film_to_tensor(film, self.loaded.image_size).unsqueeze(0))
+
+    def predict(self, film: Film) -> Prediction:
+        batch = self._model_input(film)
+        with self.lock:
+            probs = probabilities(self.loaded.model, batch)
+        return self._interpret(probs[0], film)
+
+    def _interpret(self, probs: np.ndarray, film: Film) -> Prediction:
+        point, classes = self.loaded.operating_point, self.loaded.classes
+        label = classes[int(point.decide(probs[None])[0])]
+        warnings = list(film.warnings)
+        problems = self._usability_problems(film)
+        warnings += problems
+        if self.chest_check_problem:
+            warnings.append(self.chest_check_problem)
+        score = None
+        if point.normal_index is None:
+            priority = None
+            warnings.append("This model has no normal class, so it cannot triage; read the probabilities only.")
+        else:
+            score = float(point.abnormal_scores(probs[None])[0])
+            priority = (URGENT if label != classes[point.normal_index] else ROUTINE) if not problems else None
+        if problems:
+            warnings.append("Not triaged: the image does not look like a usable chest film.")
+        return Prediction(self.name, {c: round(float(p), 6) for c, p in zip(classes, probs)}, label, priority,
+                          None if score is None else round(score, 6),
+                          None if point.normal_index is None else point.threshold, warnings)
+
+    def _usability_problems(self, film: Film) -> list[str]:
+        """Image statistics first; the learned chest-film check only on images that pass them."""
+        problems = usability_problems(film)
+        if not problems and self.chest_check is not None:
+            problem = self.chest_check.problem(film)
+            problems += [problem] if problem else []
+        return problems
+
+    def explain(self, film: Film, class_name: str, method: str = "gradcam", opacity: float = 0.4) -> Explanation:
+        if self._cam_layer is None:
+            raise ValueError(f"{self.loaded.record.arch} has no convolutional layer to explain with Grad-CAM")
+        if class_name not in self.loaded.classes:
+            raise ValueError(f"unknown class '{class_name}'; this model knows {', '.join(self.loaded.classes)}")
+        batch = self._model_input(film)
+        with self.lock:
+            heat = heat_map(self.loaded.model, self._cam_layer, batch, self.loaded.classes.index(class_name), method)
+        return Explanation(class_name, method, heat, film.pixels, opacity)

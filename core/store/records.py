@@ -1,0 +1,200 @@
+"""A model's description, typed: what ``NAME.json`` holds beside the weights in ``NAME.pt``.
+
+Parsed and validated once, where the JSON is read (:func:`core.store.checkpoints.read_model_record`), and
+written by one function (:func:`core.store.checkpoints.save_checkpoint`); everything else uses attributes.
+Room for what comes next: the device, precision and number of processes a model was trained with; several
+reports (internal validation, out-of-batch, per source); ensemble members; a per-model population check.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, computed_field
+
+from core import config
+from core.errors import CheckpointError
+from core.models.catalog import architecture_info
+from core.store.base import Record, read_record
+from core.store.reports import OperatingPoint, Report
+from core.tasks import find_normal_index
+
+FORMAT_VERSION = 1
+
+
+class TrainConfig(Record):
+    """A training recipe: what the CLI, a background job and the Retrain page ask for, and what is stored."""
+
+    arch: str = "resnet18"
+    epochs: int = config.DEFAULT_EPOCHS
+    image_size: int | None = None  # None: the architecture's default
+    batch_size: int = config.DEFAULT_BATCH_SIZE
+    lr: float | None = None  # None: 1e-3 from scratch, 3e-4 from ImageNet weights
+    weight_decay: float = 1e-4
+    augment: bool = True
+    hflip: bool = False
+    pretrained: bool = True
+    val_fraction: float = config.DEFAULT_VAL_FRACTION
+    patience: int = config.DEFAULT_PATIENCE
+    seed: int = 0
+    target_sensitivity: float = config.DEFAULT_TARGET_SENSITIVITY
+    max_films: int | None = None  # a random class-balanced subset, for quick runs and tests
+
+    def resolved(self) -> "TrainConfig":
+        """Defaults filled in from the architecture, every number checked against its limit in core.config
+        (SettingOutOfRange, a ValueError, says which)."""
+        info = architecture_info(self.arch)
+        pretrained = self.pretrained and info.pretrainable
+        resolved = self.model_copy(update={"image_size": self.image_size or info.default_image_size,
+                                           "pretrained": pretrained,
+                                           "lr": self.lr or (3e-4 if pretrained else 1e-3)})
+        config.EPOCHS.check(resolved.epochs)
+        config.IMAGE_SIZE.check(resolved.image_size)
+        config.BATCH_SIZE.check(resolved.batch_size)
+        config.TARGET_SENSITIVITY.check(resolved.target_sensitivity)
+        config.PATIENCE.check(resolved.patience)
+        if resolved.max_films is not None:
+            config.MIN_FILMS.check(resolved.max_films)
+        return resolved
+
+
+class EpochRecord(Record):
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_auc: float
+    seconds: float
+
+
+class TrainingRecord(Record):
+    config: TrainConfig
+    data_dir: str
+    history: list[EpochRecord] = []
+    best_epoch: int | None = None
+    seconds: float | None = None
+    notes: list[str] = []
+    job_id: str | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    world_size: int = 1
+
+
+class Fingerprint(Record):
+    """Identifies the films a model saw without copying them."""
+
+    n: int
+    class_counts: dict[str, int]
+    sha256: str
+
+
+class DataRecord(Record):
+    train: Fingerprint
+    validation: Fingerprint
+
+
+class ModelArgs(Record):
+    num_classes: int
+    image_size: int
+
+
+class InputSpec(Record):
+    channels: int = 1
+    pixel_range: tuple[float, float] = (0.0, 1.0)
+    image_size: int
+    geometry: str = "whole film resized to a square (224-px 8-bit JPEG reference form first)"
+
+
+class Calibration(Record):
+    """Where a recalibrated version came from: same weights, a threshold for another sensitivity target."""
+
+    from_model: str = Field(alias="from")
+    previous_threshold: float | None = None
+    previous_policy: str | None = None
+    target_sensitivity: float
+
+
+class Member(Record):
+    """One network of an ensemble, with its own architecture, input size and weights file."""
+
+    arch: str
+    image_size: int
+    weights_file: str
+    weights_sha256: str
+
+
+class ModelRecord(Record):
+    name: str
+    task: str
+    arch: str
+    classes: tuple[str, ...]
+    model_args: ModelArgs
+    input: InputSpec | None = None
+    operating_point: OperatingPoint
+    report: Report | None = None  # internal validation: patient-disjoint films of the training batch
+    other_reports: dict[str, Report] = {}  # e.g. "out-of-batch", per source: each says its films in `split`
+    training: TrainingRecord | None = None
+    data: DataRecord | None = None
+    calibration: Calibration | None = None
+    parameters: int | None = None
+    inference_ms_per_film: float | None = None
+    created: str | None = None
+    members: tuple[Member, ...] = ()  # empty for a single network (arch and model_args above)
+    population_check: str | None = None  # a per-model population-check file beside the weights
+    format_version: int = FORMAT_VERSION
+    weights_sha256: str = ""  # filled in by save_checkpoint; a stored record without it is refused
+    weights_bytes: int | None = None
+
+    @property
+    def image_size(self) -> int:
+        return self.model_args.image_size
+
+    @property
+    def normal_class(self) -> str | None:
+        index = find_normal_index(self.classes)
+        return None if index is None else self.classes[index]
+
+    @property
+    def can_triage(self) -> bool:
+        return self.operating_point.normal_index is not None
+
+    def identity(self) -> dict:
+        """Fields the weights file repeats: a pair that disagrees on them is refused."""
+        return {"name": self.name, "arch": self.arch, "model_args": self.model_args.to_json(),
+                "classes": list(self.classes), "format_version": self.format_version}
+
+
+class Promotion(Record):
+    """One change of a task's default model: who replaced whom, when (UTC)."""
+
+    task: str
+    name: str
+    previous: str | None = None
+    at: str
+
+
+class RegistryFile(Record):
+    """``registry.json``: one default model per task, and the record of every promotion."""
+
+    task_defaults: dict[str, str] = {}
+    promotions: list[Promotion] = []
+    legacy_default: str | None = Field(default=None, alias="default", exclude=True)  # read, never written
+
+    @computed_field
+    @property
+    def default(self) -> str | None:
+        """The most recently promoted model: what `predict` uses when no model or task is named."""
+        if self.promotions:
+            return self.promotions[-1].name
+        return self.legacy_default or next(iter(self.task_defaults.values()), None)
+
+
+def read_model_record(json_path: Path) -> ModelRecord:
+    """The one place a model's JSON is read: CheckpointError naming the file when it is unreadable or invalid."""
+    try:
+        record = read_record(ModelRecord, json_path, f"Model description {json_path.name}")
+    except OSError as exc:
+        raise CheckpointError(f"Model description {json_path.name} cannot be read ({exc.strerror or exc}).") from exc
+    except ValueError as exc:
+        raise CheckpointError(f"{exc}.") from exc
+    if not record.weights_sha256:
+        raise CheckpointError(f"Model description {json_path.name} lacks weights_sha256.")
+    return record

@@ -1,0 +1,103 @@
+"""Training a new model version, top to bottom:
+
+decode once -> patient-disjoint split -> fit (core.training.loop) -> operating point on validation ->
+report -> ship a new version (core.training.shipping).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.errors import TrainingCancelled
+from core.evaluation.metrics import evaluate_probabilities
+from core.models.build import build_model
+from core.models.inference import probabilities_in_batches
+from core.store.checkpoints import round_to_storage
+from core.store.records import DataRecord, InputSpec, ModelArgs, ModelRecord, TrainConfig, TrainingRecord
+from core.store.registry import checkpoint_dir
+from core.store.reports import OperatingPoint, Report
+from core.tasks import task_name
+from core.films.folders import FilmSet, discover
+from core.films.tensor import load_tensors
+from core.training.data import fingerprint, patient_split
+from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
+from core.training.loop import fit
+from core.training.operating_point import choose_operating_point
+from core.training.shipping import ship_version
+
+__all__ = ["TrainingCancelled", "train", "split_films", "validate_for_shipping"]
+
+
+def train(
+    data_dir: str | Path, config: TrainConfig, name: str | None = None, directory: Path | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    job_id: str | None = None, make_default: bool = False,
+) -> ModelRecord:
+    """Train, evaluate on validation, ship a new version; returns its record (``directory/NAME.json``)."""
+    config, directory = config.resolved(), directory or checkpoint_dir()
+    emit = on_progress or (lambda event: None)
+    torch.manual_seed(config.seed)
+    started = time.monotonic()
+    films, train_set, val_set = split_films(data_dir, config)
+    emit(LoadingEvent(message=f"decoding {len(films)} films once"))
+
+    def loading(done: int, total: int, offset: int = 0) -> None:
+        if should_stop and should_stop():
+            raise TrainingCancelled("Training was cancelled while decoding films; nothing was saved.")
+        emit(LoadingEvent(done=offset + done, total=len(films)))
+
+    x_train = load_tensors(train_set, config.image_size, on_progress=loading)
+    x_val = load_tensors(val_set, config.image_size, on_progress=lambda d, n: loading(d, n, len(train_set)))
+    model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
+    for note in notes:
+        emit(NoteEvent(message=note))
+    best_state, history = fit(model, x_train, train_set, x_val, val_set, config, emit, should_stop)
+    model.load_state_dict(best_state)
+    split = f"validation: {len(val_set)} films, a patient-disjoint {len(val_set) / len(films):.0%} of {data_dir}"
+    point, report = validate_for_shipping(model, x_val, val_set, config, split)
+    record = ModelRecord(
+        name="", task=task_name(films.classes), arch=config.arch, classes=films.classes,
+        model_args=ModelArgs(num_classes=len(films.classes), image_size=config.image_size),
+        input=InputSpec(image_size=config.image_size), operating_point=point, report=report,
+        training=TrainingRecord(config=config, data_dir=str(data_dir), history=history,
+                                best_epoch=int(np.argmax([h.val_auc for h in history])) + 1,
+                                seconds=round(time.monotonic() - started, 1), notes=notes, job_id=job_id),
+        data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
+        parameters=int(sum(p.numel() for p in model.parameters())),
+    )
+    record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default)
+    emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
+    return record
+
+
+def split_films(data_dir: str | Path, config: TrainConfig) -> tuple[FilmSet, FilmSet, FilmSet]:
+    """All films (or the configured subset), then its patient-disjoint training and validation parts."""
+    films = maybe_subset(discover(data_dir), config)
+    return (films, *patient_split(films, config.val_fraction, config.seed))
+
+
+def validate_for_shipping(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, config: TrainConfig,
+                          split: str) -> tuple[OperatingPoint, Report]:
+    """Operating point and validation report for exactly the weights that will be stored (float16)."""
+    round_to_storage(model)
+    model.eval()
+    probs = probabilities_in_batches(model, x_val)
+    point = choose_operating_point(val_set.labels, probs, val_set.classes, config.target_sensitivity)
+    return point, evaluate_probabilities(val_set.labels, probs, val_set.classes, point, seed=config.seed, split=split)
+
+
+def maybe_subset(films: FilmSet, config: TrainConfig) -> FilmSet:
+    if not config.max_films or config.max_films >= len(films):
+        return films
+    rng = np.random.default_rng(config.seed)
+    keep = []
+    for label in range(len(films.classes)):  # keep the class balance of the full set
+        members = np.flatnonzero(films.labels == label)
+        share = max(2, round(config.max_films * len(members) / len(films)))
+        keep += rng.choice(members, size=min(share, len(members)), replace=False).tolist()
+    return films.subset(np.sort(np.asarray(keep)))

@@ -1,0 +1,250 @@
+"""Training jobs that crash: a runner killed with SIGKILL at any moment, a starter that dies, a lock file
+left with junk, a runner that cannot be spawned, and two starts at once.
+
+The job slot is an OS lock (``flock`` on JOBS/active.lock) that the runner holds for its whole life, so a
+crash frees it at once; the job's status is then settled by the next reader: failed, or succeeded when the
+job had registered its model before it died. The registry is only ever written atomically by ``train()``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import corpus
+import pytest
+from e2e_support import wait_for
+
+from core.errors import JobError
+from core.jobs import lock
+from core.jobs.jobs import (
+    FAILED,
+    LOCK_FILE,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    JobAlreadyRunning,
+    active_job,
+    cancel_job,
+    list_jobs,
+    read_job,
+    start_job,
+    write_status,
+)
+from core.store.checkpoints import load_checkpoint
+from core.store.records import TrainConfig
+from core.store.registry import REGISTRY_FILE, list_models, read_registry
+from core.training.events import LoadingEvent, StepEvent
+
+QUICK = TrainConfig(arch="mlp", epochs=1, image_size=64, max_films=120)
+LONG = TrainConfig(arch="mlp", epochs=200, image_size=64, max_films=200, patience=100)
+RELEASE_SECONDS = 5  # the kernel frees the lock as the killed process exits: well under a second
+
+
+@pytest.fixture
+def job_places(trained_model, kermany_train, tmp_path) -> tuple[Path, Path]:
+    return corpus.copy_registry(trained_model.directory, tmp_path / "checkpoints"), tmp_path / "jobs"
+
+
+def _default_files(checkpoints: Path) -> dict[str, bytes]:
+    """registry.json and the default model's two files, byte for byte."""
+    default = read_registry(checkpoints).default
+    return {name: (checkpoints / name).read_bytes() for name in (REGISTRY_FILE, f"{default}.json", f"{default}.pt")}
+
+
+def _runner_pid(folder: Path) -> int:
+    """The pid the runner wrote into its status as it started."""
+    job = wait_for(lambda: (lambda j: j if j.status.pid else None)(read_job(folder)), timeout=60,
+                   interval=0.05, what="the runner to start")
+    assert job.state == RUNNING
+    return job.status.pid
+
+
+def _kill(pid: int, job_id: str) -> None:
+    """SIGKILL our own runner, after checking the pid is still that runner (never a reused pid)."""
+    try:
+        if job_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    except (FileNotFoundError, ProcessLookupError):
+        pass  # it has already ended
+
+
+def _seen(folder: Path, kind: type, **at_least: float) -> bool:
+    return any(isinstance(e, kind) and all((getattr(e, k) or 0) >= v for k, v in at_least.items())
+               for e in read_job(folder).events())
+
+
+def _kill_when(folder: Path, checkpoints: Path, trigger: str, pid: int) -> None:
+    """Wait for the moment named by ``trigger``, then SIGKILL the runner at once."""
+    if trigger == "decoding":
+        wait_for(lambda: _seen(folder, LoadingEvent, done=1), timeout=180, interval=0.05, what="decoding")
+        return _kill(pid, folder.name)
+    if trigger == "training":
+        wait_for(lambda: _seen(folder, StepEvent), timeout=180, interval=0.05, what="a training step")
+        return _kill(pid, folder.name)
+    wait_for(lambda: _seen(folder, StepEvent, progress=1.0), timeout=180, interval=0.02, what="the last step")
+    before = {p.name for p in checkpoints.iterdir()}
+    pattern = {"registry lock": r"^\.registry\.lock$", "weights written": r"\.pt(\..*\.tmp)?$",
+               "description written": r"^[^.].*\.json$"}[trigger]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        if any(re.search(pattern, name) for name in {p.name for p in checkpoints.iterdir()} - before):
+            break
+        time.sleep(0.001)
+    _kill(pid, folder.name)
+
+
+def _ended(folder: Path):
+    job = read_job(folder)
+    return None if job.is_active else job
+
+
+@pytest.mark.parametrize("trigger", ["decoding", "training", "registry lock", "weights written",
+                                     "description written"])
+def test_a_job_killed_at_any_moment_leaves_the_registry_whole_and_the_next_job_runs(job_places, kermany_train,
+                                                                                    trigger):
+    checkpoints, jobs = job_places
+    before = _default_files(checkpoints)
+    config = {"decoding": TrainConfig(arch="mlp", epochs=1, image_size=64), "training": LONG}.get(trigger, QUICK)
+    job = start_job(kermany_train, config, directory=checkpoints, root=jobs)
+    _kill_when(job.folder, checkpoints, trigger, _runner_pid(job.folder))
+    wait_for(lambda: lock.held_by(jobs) is None, timeout=RELEASE_SECONDS, interval=0.02, what="the lock to drop")
+    if trigger == "decoding":
+        assert not _seen(job.folder, StepEvent)  # killed before any training step
+
+    killed = read_job(job.folder)  # the first reader settles the dead job's status
+    assert not killed.is_active and active_job(jobs) is None
+    assert _default_files(checkpoints) == before  # registry.json and the default model, byte for byte
+    entries, problems = list_models(checkpoints)
+    assert problems == []
+    for entry in entries:  # any version the killed job got to register is whole
+        load_checkpoint(entry.json_path)
+    registered = [e for e in entries if e.record.training.job_id == job.job_id]
+    if registered:  # killed after its description was written: the version is complete, and said so
+        assert killed.state == SUCCEEDED and killed.model == registered[0].name
+        assert f"after registering {registered[0].name}" in killed.message
+        assert killed.status.summary.auc == registered[0].record.report.auc
+    else:
+        assert killed.state == FAILED and killed.model is None
+        assert "stopped unexpectedly" in killed.message and "Nothing was registered" in killed.message
+    if trigger in ("decoding", "training"):
+        assert not registered
+    assert killed.status.finished_at is not None
+
+    again = start_job(kermany_train, QUICK, directory=checkpoints, root=jobs)  # the slot is free again
+    done = wait_for(lambda: _ended(again.folder), timeout=300, what="the next job")
+    assert done.state == SUCCEEDED, done.message
+    load_checkpoint(checkpoints / f"{done.model}.json")
+    assert _default_files(checkpoints) == before
+    assert read_job(job.folder).state == killed.state  # settled once, for good
+
+
+def _queued_job(jobs: Path, job_id: str = "20260101-000000-dead") -> Path:
+    folder = jobs / job_id
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"job_id": job_id, "data_dir": "/data",
+                                                    "config": {"arch": "mlp", "epochs": 1}}))
+    write_status(folder, QUEUED, message="Waiting for the training process to start.")
+    return folder
+
+
+@pytest.mark.parametrize("content", ["", "{\"job_id\": \"2026", "20260101-000000-dead", "20250101-000000-gone",
+                                     json.dumps({"job_id": "20260101-000000-dead", "pid": 1, "role": "runner"})],
+                         ids=["empty", "torn", "dead starter", "missing folder", "old pid lock"])
+def test_a_lock_file_nobody_holds_is_not_an_active_job(tmp_path, content):
+    """Whatever a crash left in the lock file, a lock nobody holds means no job runs: a job still marked
+    queued lost its starter (killed between writing its status and spawning the runner) and is settled failed."""
+    jobs = tmp_path / "jobs"
+    folder = _queued_job(jobs)
+    (jobs / LOCK_FILE).write_text(content)
+    assert lock.held_by(jobs) is None
+    assert active_job(jobs) is None
+    (job,) = list_jobs(jobs)
+    assert job.job_id == folder.name and job.state == FAILED and "stopped unexpectedly" in job.message
+    fd = lock.claim(jobs, wait=0)  # and the slot can be taken at once
+    assert fd is not None
+    os.close(fd)
+
+
+HOLDER = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+          "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); os.write(fd, sys.argv[2].encode()); "
+          "print('held', flush=True); time.sleep(600)")
+
+
+def test_a_held_lock_is_a_running_job_until_its_holder_dies(tmp_path, kermany_train):
+    """No training needed: a stand-in process holds the lock the way a runner does. While it lives, the job
+    is left alone and a second start is refused; once it is killed the lock is free at once."""
+    jobs = tmp_path / "jobs"
+    folder = _queued_job(jobs)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(jobs / LOCK_FILE), folder.name],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert lock.held_by(jobs) == folder.name
+        assert active_job(jobs).job_id == folder.name and read_job(folder).state == QUEUED
+        started = time.monotonic()
+        with pytest.raises(JobAlreadyRunning, match=f"already running \\(job {folder.name}\\)"):
+            start_job(kermany_train, QUICK, directory=tmp_path / "checkpoints", root=jobs)
+        assert time.monotonic() - started >= lock.CLAIM_WAIT  # it waited out readers' brief probes first
+        assert read_job(folder).state == QUEUED  # a live holder's job is never settled
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock.held_by(jobs) is None
+    assert read_job(folder).state == FAILED
+    assert [p.name for p in jobs.iterdir() if p.is_dir()] == [folder.name]  # the refused start made no folder
+
+
+def test_cancel_never_signals_a_runner_that_is_gone(tmp_path):
+    """A status naming a pid whose runner is gone (the lock is free): settled, and no signal is sent."""
+    jobs = tmp_path / "jobs"
+    folder = _queued_job(jobs)
+    write_status(folder, RUNNING, pid=os.getpid())  # were it signalled, this test process would get SIGTERM
+    with pytest.raises(JobError, match="not running \\(failed\\)"):
+        cancel_job(folder.name, jobs)
+    assert read_job(folder).state == FAILED
+
+
+def test_a_runner_that_cannot_be_spawned_fails_the_job_and_frees_the_slot(job_places, kermany_train,
+                                                                          monkeypatch):
+    checkpoints, jobs = job_places
+    monkeypatch.setattr(sys, "executable", str(jobs.parent / "no-such-python"))
+    with pytest.raises(JobError, match="could not be started"):
+        start_job(kermany_train, QUICK, directory=checkpoints, root=jobs)
+    (job,) = list_jobs(jobs)
+    assert job.state == FAILED and "could not be started" in job.message
+    assert lock.held_by(jobs) is None and active_job(jobs) is None
+
+
+def test_two_starts_at_once_exactly_one_wins(job_places, kermany_train):
+    checkpoints, jobs = job_places
+    before = _default_files(checkpoints)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(start_job(kermany_train, LONG, directory=checkpoints, root=jobs))
+        except JobAlreadyRunning as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    winners = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(outcomes) == 2 and len(winners) == 1, outcomes
+    (winner,) = winners
+    assert [p.name for p in jobs.iterdir() if p.is_dir()] == [winner.job_id]
+    assert lock.held_by(jobs) == winner.job_id and active_job(jobs).job_id == winner.job_id
+    cancel_job(winner.job_id, jobs)
+    done = wait_for(lambda: _ended(winner.folder), timeout=60, what="the winner to stop")
+    assert done.state == "cancelled" and _default_files(checkpoints) == before
+    assert lock.held_by(jobs) is None
