@@ -6,7 +6,6 @@ maps, MR/CT/ultrasound test DICOMs, synthetic patterns). Prints figures; not a p
 """
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,14 +15,17 @@ warnings.filterwarnings("ignore")
 
 import numpy as np  # noqa: E402
 
-from core.data import discover, patient_split  # noqa: E402
+from bench.measurements import write_section  # noqa: E402
+from core.config import settings  # noqa: E402
 from core.errors import TriageError  # noqa: E402
-from core.films import read_film  # noqa: E402
-from core.ood import ChestFilmCheck  # noqa: E402
-from core.quality import usability_problems  # noqa: E402
+from core.films.quality import usability_problems  # noqa: E402
+from core.films.read import read_film  # noqa: E402
+from core.serving.chest_check import ChestFilmCheck  # noqa: E402
+from core.films.folders import discover  # noqa: E402
+from core.training.data import patient_split  # noqa: E402
 from tests.corpus import non_chest_images  # noqa: E402
 
-DATA = Path(os.environ.get("CXR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = settings().data
 
 
 def flagged(check: ChestFilmCheck, film) -> tuple[bool, float]:
@@ -40,14 +42,14 @@ def main() -> None:
              + sorted((DATA / "films").rglob("*.jpeg")) + sorted((DATA / "dicom").glob("*.dcm")))
     chest_flags = [flagged(check, read_film(p)) for p in chest]
     n_flag = sum(f for f, _ in chest_flags)
-    print(f"threshold {check.detector.threshold:.2f}")
-    print(f"real chest films flagged: {n_flag}/{len(chest)} = {n_flag / len(chest):.2%} (target <= 1 %)")
+    lines = [f"- threshold {check.detector.threshold:.2f}",
+             f"- real chest films flagged: {n_flag}/{len(chest)} = {n_flag / len(chest):.2%} (target <= 1 %)"]
     for group, paths in (("full-resolution films", sorted((DATA / "films").rglob("*.jpeg"))),
                          ("adult DICOMs", sorted((DATA / "dicom").glob("*.dcm")))):
         scores = [flagged(check, read_film(p))[1] for p in paths]
-        print(f"  {group}: max score {max(scores):.2f}")
-    refused = caught = missed = 0
-    scores = []
+        lines.append(f"  - {group}: max score {max(scores):.2f}")
+    refused = caught = 0
+    scores, missed = [], []
     for name, data in non_chest_images():
         try:
             film = read_film(data, name)
@@ -58,12 +60,12 @@ def main() -> None:
         scores.append(score)
         caught += is_flagged
         if not is_flagged:
-            missed += 1
-            print(f"  missed: {name} (score {score:.2f})")
-    total = refused + caught + missed
-    print(f"non-chest images flagged or refused: {caught + refused}/{total} = {(caught + refused) / total:.2%} "
-          f"(target >= 95 %; {refused} refused as unreadable, lowest decodable score {min(scores):.2f})")
-
+            missed.append(f"  - missed: {name} (score {score:.2f})")
+    total = refused + caught + len(missed)
+    lines.append(f"- non-chest images flagged or refused: {caught + refused}/{total} = "
+                 f"{(caught + refused) / total:.2%} (target >= 95 %; {refused} refused as unreadable, "
+                 f"lowest decodable score {min(scores):.2f})")
+    write_section("chest-check", "Chest-film check (bench/ood.py)", lines + missed)
 
 if __name__ == "__main__":
     main()

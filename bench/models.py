@@ -1,0 +1,73 @@
+"""Shipped models, re-measured: each model's validation films are rebuilt from its training record (and
+checked against the stored fingerprint), decoded through the product's one preprocessing path, run through
+the stored weights and read at the stored operating point. The table compares what the model's JSON promises
+with what the code on this commit gives. Prints figures and rewrites the "models" section of
+docs/measurements.md; not a pass/fail test. Run by `make models` and `make bench`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.measurements import write_section  # noqa: E402
+from core.evaluation.metrics import evaluate_probabilities  # noqa: E402
+from core.models.inference import probabilities_in_batches  # noqa: E402
+from core.store.checkpoints import load_checkpoint  # noqa: E402
+from core.store.registry import list_models  # noqa: E402
+from core.training.calibrate import recorded_validation_split  # noqa: E402
+from core.films.tensor import load_tensors  # noqa: E402
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def _ci(value, interval) -> str:
+    return "—" if value is None else (f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})" if interval else f"{value:.3f}")
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{value * 100:.1f} %"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def main() -> None:
+    entries, problems = list_models(SHIPPED)
+    rows = ["| model | input | stored val AUC (95 % CI) | re-measured val AUC | acc | sens / spec | "
+            "re-measured acc · sens / spec | threshold (target) | training | weights | inference |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    tensors: dict[tuple[str, int], object] = {}
+    for entry in entries:
+        loaded = load_checkpoint(entry.json_path)
+        record, stored = loaded.record, loaded.record.report
+        val_set = recorded_validation_split(record)
+        key = (record.data.validation.sha256, record.image_size)
+        if key not in tensors:
+            started = time.perf_counter()
+            tensors[key] = load_tensors(val_set, record.image_size)
+            print(f"decoded {len(val_set)} validation films at {record.image_size} px in "
+                  f"{time.perf_counter() - started:.1f} s")
+        probs = probabilities_in_batches(loaded.model, tensors[key])
+        now = evaluate_probabilities(val_set.labels, probs, val_set.classes, record.operating_point, seed=0)
+        point = record.operating_point
+        rows.append(
+            f"| {record.name}{' (default)' if entry.is_default else ''} | {record.image_size} px "
+            f"| {_ci(stored.auc, stored.auc_ci)} | {now.auc:.4f} (stored {stored.auc:.4f}) "
+            f"| {_pct(stored.accuracy)} | {_pct(stored.sensitivity)} / {_pct(stored.specificity)} "
+            f"| {_pct(now.accuracy)} · {_pct(now.sensitivity)} / {_pct(now.specificity)} "
+            f"| {point.threshold:.3f} ({_pct(point.target_sensitivity)}) "
+            f"| {_duration(record.training.seconds)}, {len(record.training.history)} epochs "
+            f"| {record.weights_bytes / 2**20:.1f} MB | {record.inference_ms_per_film} ms |")
+    split = entries[0].record.report.split if entries else "none"
+    lines = [f"Films: {split}. Stored = the model's JSON; re-measured = this commit's preprocessing and "
+             "inference on the same films, read at the stored threshold.", "", *rows]
+    lines += [f"- problem: {p}" for p in problems]
+    write_section("models", "Shipped models: validation figures, stored and re-measured", lines)
+
+
+if __name__ == "__main__":
+    main()
