@@ -19,8 +19,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(message: str) -> None:
-    print(json.dumps({"error": message}))
+    """Print the error as JSON and exit 1; under torchrun the line names the process that failed."""
+    try:
+        world = config.distributed_environment()
+    except TriageError:  # a malformed RANK or WORLD_SIZE: that error is reported by whoever read it first
+        world = config.DistributedEnvironment()
+    print(json.dumps({"error": message, **({"rank": world.rank} if world.is_distributed else {})}), flush=True)
     sys.exit(1)
+
+
+def _add_device(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--device", choices=config.DEVICES, default="auto",
+                        help=f"where to {what}: auto (a CUDA GPU when present, else the CPU), cpu or cuda")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,10 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--model", help="registered model name (default: the default model)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per film")
+    _add_device(p, "run the model")
     p = sub.add_parser("evaluate", help="metrics on a class-folder tree DIR/CLASS/*")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--model")
     p.add_argument("--json", action="store_true")
+    _add_device(p, "run the model")
     p = sub.add_parser("train", help="train and register a new model version")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--arch", required=True)
@@ -50,11 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the operating point reaches this sensitivity on validation (default %(default)s)")
     p.add_argument("--name", help="base name; a version suffix -vN is added")
     p.add_argument("--set-default", action="store_true", help="make the new model the default")
+    _add_device(p, "train (one GPU per process under torchrun)")
+    p.add_argument("--precision", choices=config.PRECISIONS, default="auto",
+                   help="training precision: auto (bf16 autocast where the hardware has it), bf16 or fp32; "
+                        "validation and the threshold are always fp32")
     p = sub.add_parser("calibrate", help="new version of a model with a threshold for another sensitivity target")
     p.add_argument("model", metavar="NAME")
     p.add_argument("--target-sensitivity", type=float, required=True, help="e.g. 0.98 (on validation)")
     p.add_argument("--data", metavar="DIR", help="the training folder, if it moved since training")
     p.add_argument("--set-default", action="store_true", help="make the new version the default")
+    _add_device(p, "run the model on the validation films")
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("--json", action="store_true")
     return parser
@@ -76,7 +93,7 @@ def _predict(args) -> int:
     from core.films.read import read_film
     from core.serving.predict import Predictor
 
-    predictor = Predictor.from_registry(args.model)
+    predictor = Predictor.from_registry(args.model, device=args.device)
     failures = 0
     for file in args.files:
         try:
@@ -98,10 +115,13 @@ def _describe(file: str, prediction) -> str:
 
 def _evaluate(args) -> int:
     from core.evaluation.folder import evaluate_folder
+    from core.models.device import place_model, resolve_device
     from core.store.checkpoints import load_checkpoint
     from core.store.registry import find_model
 
+    device = resolve_device(args.device)
     loaded = load_checkpoint(find_model(args.model).json_path)
+    loaded.model = place_model(loaded.model, device)
     report = evaluate_folder(loaded, args.dir)
     if args.json:
         print(json.dumps(report.to_json()))
@@ -127,10 +147,12 @@ def _train(args) -> int:
         request = TrainConfig(arch=args.arch, epochs=args.epochs, image_size=args.image_size,
                               augment=args.augment, hflip=args.hflip, pretrained=args.pretrained,
                               batch_size=args.batch_size, lr=args.lr, max_films=args.max_films, seed=args.seed,
-                              target_sensitivity=args.target_sensitivity).resolved()
+                              target_sensitivity=args.target_sensitivity, device=args.device,
+                              precision=args.precision).resolved()
     except ValueError as exc:  # the limits of core.config, the same the Retrain page and jobs apply
         _fail(str(exc))
-    bar = tqdm(total=request.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+    main_process = config.distributed_environment().is_main  # under torchrun only rank 0 reports
+    bar = tqdm(total=request.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True, disable=not main_process)
 
     def on_progress(event) -> None:
         if isinstance(event, StepEvent):
@@ -145,6 +167,8 @@ def _train(args) -> int:
 
     record = train(args.dir, request, name=args.name, on_progress=on_progress, make_default=args.set_default)
     bar.close()
+    if record is None:  # another rank of a torchrun launch: rank 0 wrote the model and prints it
+        return 0
     print(json.dumps({"name": record.name, "checkpoint": str(checkpoint_dir() / f"{record.name}.pt"),
                       "validation": record.report.summary(), "seconds": record.training.seconds}))
     return 0
@@ -153,7 +177,8 @@ def _train(args) -> int:
 def _calibrate(args) -> int:
     from core.training.calibrate import calibrate
 
-    record = calibrate(args.model, args.target_sensitivity, args.data, make_default=args.set_default)
+    record = calibrate(args.model, args.target_sensitivity, args.data, make_default=args.set_default,
+                       device=args.device)
     print(json.dumps({"name": record.name, "from": record.calibration.from_model,
                       "previous_threshold": record.calibration.previous_threshold,
                       "validation": record.report.summary()}))

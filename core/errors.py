@@ -38,3 +38,11 @@ class TrainingCancelled(JobError):
 
 class CalibrationError(TriageError):
     """A model cannot be calibrated as asked (no training record, bad target, films changed)."""
+
+
+class DeviceUnavailable(TriageError):
+    """The compute device asked for (e.g. ``--device cuda``) is not present on this machine."""
+
+
+class DeviceOutOfMemory(TriageError):
+    """The GPU ran out of memory (batch too large, or another job holds the card)."""

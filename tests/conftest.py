@@ -113,7 +113,7 @@ def settings_env():
 def isolated_checkpoints(tmp_path_factory):
     """Point the registry at an empty folder for the whole session; the repo's checkpoints/ is never written."""
     empty = tmp_path_factory.mktemp("no-models")
-    with environment(CXR_CHECKPOINTS=str(empty)):
+    with environment(CXR_CHECKPOINTS=str(empty), CXR_DECODE_CACHE=str(tmp_path_factory.mktemp("decode-cache"))):
         yield empty
 
 

@@ -1,6 +1,7 @@
 """Evaluating a registered model on a class-folder tree, through the same path the app uses."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -11,15 +12,20 @@ from core.errors import DatasetError, TriageError
 from core.evaluation.metrics import evaluate_probabilities
 from core.films.read import read_film
 from core.films.tensor import as_float, film_to_tensor
+from core.models.device import inference_batch_size, model_device
 from core.models.inference import probabilities
 from core.store.checkpoints import LoadedModel
 from core.store.reports import Report, SkippedFilm
 from core.films.folders import discover
 
 
-def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int = 32,
-                    on_progress: Callable[[int, int], None] | None = None) -> Report:
-    """Metrics of ``loaded`` on every film under ``folder/CLASS/``; unreadable films are listed, not fatal."""
+def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None = None,
+                    on_progress: Callable[[int, int], None] | None = None, workers: int = 2) -> Report:
+    """Metrics of ``loaded`` on every film under ``folder/CLASS/``; unreadable films are listed, not fatal.
+
+    Runs where ``loaded.model`` is (core.models.device), in fp32 like the operating point; films are decoded
+    by ``workers`` threads while the model works on the batch before.
+    """
     films = discover(folder)
     lookup = {c.lower(): i for i, c in enumerate(loaded.classes)}
     unknown = [c for c in films.classes if c.lower() not in lookup]
@@ -29,6 +35,7 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int = 3
             f"(it knows {', '.join(loaded.classes)})."
         )
     mapping = np.array([lookup[c.lower()] for c in films.classes])
+    batch_size = batch_size or inference_batch_size(model_device(loaded.model))
     labels, probs, skipped, pending = [], [], [], []
 
     def flush() -> None:
@@ -38,15 +45,25 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int = 3
             labels.extend(label for _, label in pending)
             pending.clear()
 
-    for done, (path, label) in enumerate(zip(films.paths, films.labels), 1):
+    def decode(path: Path) -> torch.Tensor | SkippedFilm:
         try:
-            pending.append((film_to_tensor(read_film(path), loaded.image_size), int(mapping[label])))
+            return film_to_tensor(read_film(path), loaded.image_size)
         except TriageError as exc:
-            skipped.append(SkippedFilm(file=str(path), error=str(exc)))
-        if len(pending) == batch_size:
-            flush()
-        if on_progress:
-            on_progress(done, len(films))
+            return SkippedFilm(file=str(path), error=str(exc))
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for done, (label, result) in enumerate(zip(films.labels, pool.map(decode, films.paths)), 1):
+            if isinstance(result, SkippedFilm):
+                skipped.append(result)
+            else:
+                pending.append((result, int(mapping[label])))
+            if len(pending) == batch_size:
+                flush()
+            if on_progress:
+                on_progress(done, len(films))  # may raise to stop: pending decodes are dropped below
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     flush()
     if not labels:
         raise DatasetError(f"No readable film in {folder}.")

@@ -11,15 +11,23 @@ values, so a film reaches the model with identical pixels wherever it comes from
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
+import PIL
+import pydicom
 import torch
 from PIL import Image
 
-from core.errors import DatasetError, TriageError
-from core.films.film import Film
+from core.errors import DatasetError, TriageError, UnreadableImage
+from core.films.decode_cache import DecodeCache
+from core.films.film import MAX_FILE_BYTES, Film
 from core.films.folders import FilmSet
 from core.films.read import read_film
+
+# Bump when anything between a film's bytes and ``film_to_tensor``'s output changes (decoding, the reference
+# form, the resize, the rounding): decoded films cached by an older path then miss instead of being reused.
+PREPROCESSING_VERSION = 1
 
 
 def film_to_tensor(film: Film, image_size: int) -> torch.Tensor:
@@ -49,14 +57,16 @@ def check_pixel_contract(batch: torch.Tensor) -> None:
 def load_tensors(films: FilmSet, image_size: int, workers: int = 2, on_progress=None) -> torch.Tensor:
     """Decode every film once through the app's own path (``film_to_tensor``) into N x 1 x S x S uint8.
 
-    uint8 is what ``film_to_tensor`` gives and a quarter of float32's memory. Unreadable films raise
-    DatasetError naming the file.
+    uint8 is what ``film_to_tensor`` gives and a quarter of float32's memory. Films decoded before at this
+    size with the same content come from the decode cache (:mod:`core.films.decode_cache`), bit for bit what
+    decoding gives; each film's file is read once either way. Unreadable films raise DatasetError naming the file.
     """
     out = torch.empty((len(films), 1, image_size, image_size), dtype=torch.uint8)
+    cache = DecodeCache.from_settings(_cache_namespace())
 
     def decode(i: int) -> None:
         try:
-            out[i] = film_to_tensor(read_film(films.paths[i]), image_size)
+            out[i] = _decoded(films.paths[i], image_size, cache)
         except TriageError as exc:
             raise DatasetError(f"Cannot use {films.paths[i]}: {exc}") from exc
 
@@ -67,4 +77,40 @@ def load_tensors(films: FilmSet, image_size: int, workers: int = 2, on_progress=
                 on_progress(done, len(films))  # may raise to cancel: pending decodes are dropped below
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if cache is not None and cache.wrote:
+            cache.prune()
     return out
+
+
+def _cache_namespace() -> str:
+    """What the decode cache's keys name besides each film's content and size: this path and its decoders."""
+    return f"preprocessing={PREPROCESSING_VERSION};pillow={PIL.__version__};pydicom={pydicom.__version__}"
+
+
+def _decoded(path: Path, image_size: int, cache: DecodeCache | None) -> torch.Tensor:
+    """One film's 1 x S x S uint8 input: from the cache when its content was decoded at this size before."""
+    path = Path(path)
+    content = _film_bytes(path)
+    if cache is None:
+        return film_to_tensor(read_film(content, name=path.name), image_size)
+    key = cache.key(content, image_size)
+    pixels = cache.get(key, image_size)
+    if pixels is not None:
+        return torch.from_numpy(pixels).unsqueeze(0)
+    tensor = film_to_tensor(read_film(content, name=path.name), image_size)
+    cache.put(key, image_size, tensor[0].numpy())
+    return tensor
+
+
+def _film_bytes(path: Path) -> bytes:
+    """A film file's bytes, read once: they are hashed for the cache and decoded from memory."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise UnreadableImage(f"{path.name} is over the {MAX_FILE_BYTES // 2**20} MB limit for one film.")
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise UnreadableImage(f"{path} does not exist. Check the path.") from exc
+    except IsADirectoryError as exc:
+        raise UnreadableImage(f"{path} is not a file.") from exc
+    except OSError as exc:
+        raise UnreadableImage(f"Cannot read {path}: {exc.strerror or exc}.") from exc

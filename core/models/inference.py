@@ -1,4 +1,8 @@
-"""Running a model on model input: probabilities in batches without gradients, and its speed on this CPU."""
+"""Running a model on model input: probabilities in batches without gradients, and its speed.
+
+Every batch goes to the device the model's weights are on (core.models.device) and runs in fp32, the
+precision operating points are chosen at; probabilities come back to the CPU as float64.
+"""
 from __future__ import annotations
 
 import time
@@ -8,21 +12,37 @@ import torch
 from torch import nn
 
 from core.films.tensor import as_float, check_pixel_contract
+from core.models.device import exact_fp32, inference_batch_size, model_device, to_device
 
 
-@torch.inference_mode()
 def probabilities(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
     """N x 1 x S x S float in [0, 1] -> N x C softmax probabilities (model must be in eval mode)."""
     check_pixel_contract(batch)
-    return torch.softmax(model(batch).float(), dim=1).numpy().astype(np.float64)
+    return _softmax(model, batch)
 
 
-def probabilities_in_batches(model: nn.Module, films_uint8: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """N x 1 x S x S uint8 model input (from ``film_to_tensor``) -> N x C probabilities, in eval mode."""
+@torch.inference_mode()
+def _softmax(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
+    device = model_device(model)
+    with exact_fp32(device):
+        logits = model(to_device(batch, device).float())
+    return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
+
+
+def probabilities_in_batches(model: nn.Module, films_uint8: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
+    """N x 1 x S x S uint8 model input (from ``film_to_tensor``, on any device) -> N x C probabilities.
+
+    Runs in eval and inference mode at a large batch (nothing is kept for gradients); restores the mode.
+    uint8 / 255 lies in [0, 1] by construction, so only the shape is checked.
+    """
+    if films_uint8.dtype != torch.uint8 or films_uint8.ndim != 4 or films_uint8.shape[1] != 1:
+        raise ValueError(f"expected N x 1 x S x S uint8 films, got {films_uint8.dtype} {tuple(films_uint8.shape)}")
+    device = model_device(model)
+    batch_size = batch_size or inference_batch_size(device)
     was_training = model.training
     model.eval()
     try:
-        parts = [probabilities(model, as_float(films_uint8[i : i + batch_size]))
+        parts = [_softmax(model, as_float(to_device(films_uint8[i : i + batch_size], device)))
                  for i in range(0, len(films_uint8), batch_size)]
     finally:
         model.train(was_training)
@@ -31,15 +51,18 @@ def probabilities_in_batches(model: nn.Module, films_uint8: torch.Tensor, batch_
 
 @torch.inference_mode()
 def inference_ms_per_film(model: nn.Module, image_size: int, repeats: int = 10) -> float:
-    """Fastest of ``repeats`` single-film forward passes: the least disturbed by other load."""
+    """Fastest of ``repeats`` single-film forward passes on the model's device: the least disturbed by load."""
+    device = model_device(model)
     was_training = model.training
     model.eval()
-    film = torch.rand(1, 1, image_size, image_size)
+    film = torch.rand(1, 1, image_size, image_size, device=device)
     model(film)  # warm-up: first call allocates
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         model(film)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append((time.perf_counter() - start) * 1000.0)
     model.train(was_training)
     return round(min(times), 2)

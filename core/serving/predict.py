@@ -17,6 +17,7 @@ from core.films.film import Film
 from core.films.quality import usability_problems
 from core.films.tensor import as_float, film_to_tensor
 from core.models.build import cam_layer
+from core.models.device import place_model, resolve_device
 from core.models.inference import probabilities
 from core.serving.chest_check import ChestFilmCheck
 from core.serving.explain import heat_map, overlay
@@ -57,9 +58,15 @@ class Explanation:
 
 
 class Predictor:
-    """One model plus the chest-film check. ``chest_check=None`` loads the shared, shipped detector."""
+    """One model plus the chest-film check. ``chest_check=None`` loads the shared, shipped detector.
 
-    def __init__(self, loaded: LoadedModel, chest_check: ChestFilmCheck | None = None):
+    The model runs on ``device`` ('auto': CUDA when present; core.models.device), in fp32 like its operating
+    point; films are prepared on the CPU and each batch is moved there.
+    """
+
+    def __init__(self, loaded: LoadedModel, chest_check: ChestFilmCheck | None = None, device: str = "auto"):
+        self.device = resolve_device(device)
+        loaded.model = place_model(loaded.model, self.device)
         self.loaded = loaded
         self.name = loaded.name
         self.lock = threading.Lock()
@@ -72,8 +79,10 @@ class Predictor:
                 self.chest_check_problem = f"The chest-film check is unavailable ({exc}); review every film."
 
     @classmethod
-    def from_registry(cls, name: str | None = None, directory: Path | None = None) -> "Predictor":
-        return cls(load_checkpoint(find_model(name, directory).json_path))
+    def from_registry(cls, name: str | None = None, directory: Path | None = None,
+                      device: str = "auto") -> "Predictor":
+        resolve_device(device)  # an unavailable device is refused before the model is read
+        return cls(load_checkpoint(find_model(name, directory).json_path), device=device)
 
     @property
     def can_explain(self) -> bool:

@@ -8,6 +8,7 @@ reports (internal validation, out-of-batch, per source); ensemble members; a per
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, computed_field
 
@@ -38,6 +39,8 @@ class TrainConfig(Record):
     seed: int = 0
     target_sensitivity: float = config.DEFAULT_TARGET_SENSITIVITY
     max_films: int | None = None  # a random class-balanced subset, for quick runs and tests
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (core/models/device.py)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the hardware has it
 
     def resolved(self) -> "TrainConfig":
         """Defaults filled in from the architecture, every number checked against its limit in core.config
@@ -73,9 +76,9 @@ class TrainingRecord(Record):
     seconds: float | None = None
     notes: list[str] = []
     job_id: str | None = None
-    device: str = "cpu"
-    precision: str = "fp32"
-    world_size: int = 1
+    device: str = "cpu"  # what training ran on: "cpu" or "cuda"
+    precision: str = "fp32"  # of training ("bf16" autocast or "fp32"); validation and the threshold are fp32
+    world_size: int = 1  # training processes (torchrun)
 
 
 class Fingerprint(Record):

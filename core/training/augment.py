@@ -27,15 +27,18 @@ class TrainingAugmentation:
         self.brightness, self.contrast, self.hflip = brightness, contrast, hflip
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        n = batch.shape[0]
+        """``batch`` on any device; ``generator`` a CPU generator, so a seed draws the same augmentation on
+        every device (the few random numbers per film are drawn on the CPU and moved with the batch)."""
+        n, device = batch.shape[0], batch.device
 
         def uniform(lo: float, hi: float) -> torch.Tensor:
-            return torch.rand(n, generator=generator) * (hi - lo) + lo
+            return (torch.rand(n, generator=generator) * (hi - lo) + lo).to(device, non_blocking=True)
 
         angle = uniform(-self.rotation_deg, self.rotation_deg) * math.pi / 180.0
         scale = uniform(*self.scale)
         shift = torch.stack([uniform(-self.translate, self.translate) for _ in range(2)], dim=1) * 2
-        flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
+        flip = (torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if self.hflip
+                else torch.ones(n)).to(device)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack(
             [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1

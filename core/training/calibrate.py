@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from core.errors import CalibrationError, DatasetError
+from core.models.device import place_model, resolve_device, to_device
 from core.store.checkpoints import load_checkpoint
 from core.store.records import Calibration, ModelRecord
 from core.store.registry import checkpoint_dir, find_model
@@ -28,10 +29,12 @@ _VERSION = re.compile(r"-v\d+$")
 
 def calibrate(
     name: str | None, target_sensitivity: float, data_dir: str | Path | None = None,
-    directory: Path | None = None, make_default: bool = False,
+    directory: Path | None = None, make_default: bool = False, device: str = "auto",
 ) -> ModelRecord:
-    """Register ``<base>-vN+1``: the weights of ``name`` with a threshold for ``target_sensitivity``."""
+    """Register ``<base>-vN+1``: the weights of ``name`` with a threshold for ``target_sensitivity``; the
+    validation films run on ``device`` (in fp32, as at training)."""
     directory = directory or checkpoint_dir()
+    where = resolve_device(device)
     loaded = load_checkpoint(find_model(name, directory).json_path)
     record = loaded.record
     val_set = recorded_validation_split(record, data_dir)
@@ -39,9 +42,10 @@ def calibrate(
         config = record.training.config.model_copy(update={"target_sensitivity": target_sensitivity}).resolved()
     except ValueError as exc:
         raise CalibrationError(str(exc)) from exc
-    model = loaded.model  # older checkpoints were stored in float32; the new version is rounded to float16
+    model = place_model(loaded.model, where)  # older checkpoints were float32; the new version is float16
     split = record.report.split if record.report else f"validation: {len(val_set)} films"
-    point, report = validate_for_shipping(model, load_tensors(val_set, loaded.image_size), val_set, config, split)
+    films = to_device(load_tensors(val_set, loaded.image_size), where)
+    point, report = validate_for_shipping(model, films, val_set, config, split)
     previous = record.operating_point
     calibrated = record.model_copy(update={
         "operating_point": point, "report": report,

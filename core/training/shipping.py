@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from core import clock
@@ -17,7 +18,12 @@ from core.store.registry import ensure_default, next_version_name, registry_lock
 
 def ship_version(model: nn.Module, record: ModelRecord, base_name: str, directory: Path,
                  make_default: bool = False) -> ModelRecord:
-    """Write ``model`` with ``record`` as ``base_name-vN``; returns the record as stored."""
+    """Write ``model`` with ``record`` as ``base_name-vN``; returns the record as stored.
+
+    The model is moved to the CPU in the memory layout :func:`load_checkpoint` gives, so its recorded speed
+    compares with every other version's, whatever device it was trained on.
+    """
+    model.to("cpu").to(memory_format=torch.contiguous_format)
     record = record.model_copy(update={"inference_ms_per_film": inference_ms_per_film(model, record.image_size),
                                        "created": clock.iso()})
     with registry_lock(directory):

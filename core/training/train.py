@@ -2,6 +2,10 @@
 
 decode once -> patient-disjoint split -> fit (core.training.loop) -> operating point on validation ->
 report -> ship a new version (core.training.shipping).
+
+Training runs on the device and at the precision of core.models.device (bf16 autocast where the hardware
+has it); the operating point and report are computed in fp32, in the layout every inference path uses, so
+they describe the model that ships. Under torchrun each process trains its shard (core.training.distributed).
 """
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import TrainingCancelled
+from core.errors import DeviceOutOfMemory, TrainingCancelled
 from core.evaluation.metrics import evaluate_probabilities
 from core.models.build import build_model
+from core.models.device import model_device, place_for_training, place_model, to_device
 from core.models.inference import probabilities_in_batches
 from core.store.checkpoints import round_to_storage
 from core.store.records import DataRecord, InputSpec, ModelArgs, ModelRecord, TrainConfig, TrainingRecord
@@ -24,9 +29,10 @@ from core.store.reports import OperatingPoint, Report
 from core.tasks import task_name
 from core.films.folders import FilmSet, discover
 from core.films.tensor import load_tensors
-from core.training.data import fingerprint, patient_split
+from core.training.data import class_weights, fingerprint, patient_split
+from core.training.distributed import Hardware, leave, prepare_hardware
 from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
-from core.training.loop import fit
+from core.training.loop import TrainingFilms, fit
 from core.training.operating_point import choose_operating_point
 from core.training.shipping import ship_version
 
@@ -37,26 +43,47 @@ def train(
     data_dir: str | Path, config: TrainConfig, name: str | None = None, directory: Path | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
     job_id: str | None = None, make_default: bool = False,
-) -> ModelRecord:
-    """Train, evaluate on validation, ship a new version; returns its record (``directory/NAME.json``)."""
+) -> ModelRecord | None:
+    """Train, evaluate on validation, ship a new version; returns its record (``directory/NAME.json``).
+
+    Under torchrun (core.training.distributed) every process trains on its shard; rank 0 alone reports
+    progress, validates and ships, and the other ranks return None.
+    """
     config, directory = config.resolved(), directory or checkpoint_dir()
-    emit = on_progress or (lambda event: None)
-    torch.manual_seed(config.seed)
+    hardware = prepare_hardware(config)
+    emit = (on_progress or _ignore) if hardware.is_main else _ignore
+    try:
+        return _train(data_dir, config, hardware, name, directory, emit, should_stop, job_id, make_default)
+    except torch.OutOfMemoryError as exc:
+        where = "The GPU" if hardware.device.type == "cuda" else "This computer"
+        raise DeviceOutOfMemory(
+            f"{where} ran out of memory training {config.arch} at {config.image_size} px with batch size "
+            f"{config.batch_size}; try a smaller --batch-size or image size, or check that no other job is using "
+            f"the GPU (nvidia-smi). Nothing was saved.") from exc
+    finally:
+        leave(hardware)
+
+
+def _ignore(event: ProgressEvent) -> None:
+    pass
+
+
+def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: str | None, directory: Path,
+           emit: Callable[[ProgressEvent], None], should_stop: Callable[[], bool] | None, job_id: str | None,
+           make_default: bool) -> ModelRecord | None:
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     started = time.monotonic()
     films, train_set, val_set = split_films(data_dir, config)
-    emit(LoadingEvent(message=f"decoding {len(films)} films once"))
-
-    def loading(done: int, total: int, offset: int = 0) -> None:
-        if should_stop and should_stop():
-            raise TrainingCancelled("Training was cancelled while decoding films; nothing was saved.")
-        emit(LoadingEvent(done=offset + done, total=len(films)))
-
-    x_train = load_tensors(train_set, config.image_size, on_progress=loading)
-    x_val = load_tensors(val_set, config.image_size, on_progress=lambda d, n: loading(d, n, len(train_set)))
+    train_films, x_val = _decode(films, train_set, val_set, config, hardware, emit, should_stop)
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
+    notes += list(hardware.notes)
     for note in notes:
         emit(NoteEvent(message=note))
-    best_state, history = fit(model, x_train, train_set, x_val, val_set, config, emit, should_stop)
+    emit(NoteEvent(message=hardware.describe()))
+    model = place_for_training(model, hardware.device)
+    best_state, history = fit(model, train_films, x_val, val_set, config, hardware, emit, should_stop)
+    if not hardware.is_main:
+        return None
     model.load_state_dict(best_state)
     split = f"validation: {len(val_set)} films, a patient-disjoint {len(val_set) / len(films):.0%} of {data_dir}"
     point, report = validate_for_shipping(model, x_val, val_set, config, split)
@@ -66,13 +93,39 @@ def train(
         input=InputSpec(image_size=config.image_size), operating_point=point, report=report,
         training=TrainingRecord(config=config, data_dir=str(data_dir), history=history,
                                 best_epoch=int(np.argmax([h.val_auc for h in history])) + 1,
-                                seconds=round(time.monotonic() - started, 1), notes=notes, job_id=job_id),
+                                seconds=round(time.monotonic() - started, 1), notes=notes, job_id=job_id,
+                                device=hardware.device.type, precision=hardware.precision,
+                                world_size=hardware.world.world_size),
         data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
         parameters=int(sum(p.numel() for p in model.parameters())),
     )
     record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default)
     emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
     return record
+
+
+def _decode(films: FilmSet, train_set: FilmSet, val_set: FilmSet, config: TrainConfig, hardware: Hardware,
+            emit: Callable[[ProgressEvent], None],
+            should_stop: Callable[[], bool] | None) -> tuple[TrainingFilms, torch.Tensor | None]:
+    """Decode this rank's training films (and on rank 0 the validation films) once, onto the device."""
+    mine = hardware.shard(train_set, config.seed)
+    total = len(mine) + (len(val_set) if hardware.is_main else 0)
+    emit(LoadingEvent(message=f"decoding {total if hardware.world.is_distributed else len(films)} films once"))
+
+    def loading(done: int, _: int, offset: int = 0) -> None:
+        if should_stop and should_stop():
+            raise TrainingCancelled("Training was cancelled while decoding films; nothing was saved.")
+        emit(LoadingEvent(done=offset + done, total=total))
+
+    x_train = load_tensors(mine, config.image_size, on_progress=loading)
+    x_val = None
+    if hardware.is_main:
+        x_val = to_device(load_tensors(val_set, config.image_size,
+                                       on_progress=lambda d, n: loading(d, n, len(mine))), hardware.device)
+    films_here = TrainingFilms(films=to_device(x_train, hardware.device),
+                               labels=to_device(torch.as_tensor(mine.labels, dtype=torch.long), hardware.device),
+                               class_weight=class_weights(train_set), total=len(train_set))
+    return films_here, x_val
 
 
 def split_films(data_dir: str | Path, config: TrainConfig) -> tuple[FilmSet, FilmSet, FilmSet]:
@@ -83,7 +136,9 @@ def split_films(data_dir: str | Path, config: TrainConfig) -> tuple[FilmSet, Fil
 
 def validate_for_shipping(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, config: TrainConfig,
                           split: str) -> tuple[OperatingPoint, Report]:
-    """Operating point and validation report for exactly the weights that will be stored (float16)."""
+    """Operating point and validation report for exactly the weights that will be stored (float16), in fp32
+    on the device the model is on."""
+    place_model(model, model_device(model))  # the layout every inference path runs in
     round_to_storage(model)
     model.eval()
     probs = probabilities_in_batches(model, x_val)

@@ -5,6 +5,7 @@ from core import config as limits
 from core.errors import TriageError
 from core.jobs.jobs import JobAlreadyRunning, list_jobs, start_job
 from core.models.catalog import CATALOG
+from core.models.device import found_devices
 from core.store.records import TrainConfig
 from dashboard.components.job_view import job_history, job_panel
 from dashboard.state import default_data_dir
@@ -43,12 +44,24 @@ with form_column, st.form("retrain"):
                                   "the shipped default uses 98 % to promise 95 %.")
     max_films = st.number_input("Use at most this many films (0 = all)", min_value=0, value=0, step=100,
                                 help="A class-balanced random subset, for a quick trial run.")
+    found = found_devices()
+    device = st.selectbox("Device", found.choices,
+                          format_func=lambda d: f"Automatic (here: {found.auto.upper()})" if d == "auto"
+                          else {"cpu": "CPU", "cuda": "CUDA GPU"}[d],
+                          help="Where the job trains. Automatic uses a CUDA GPU when there is one.")
+    precision = st.selectbox("Training precision", limits.PRECISIONS,
+                             format_func=lambda p: {"auto": "Automatic (bf16 where the hardware has it)",
+                                                    "bf16": "bf16 (faster, same accuracy)", "fp32": "fp32"}[p],
+                             help="bf16 speeds up training; the triage threshold and report are always "
+                                  "computed in fp32, as the model is served.")
+    st.caption(f"Found: {found.describe()}.")
     submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
 
 with job_column:
     if submitted:
         config = TrainConfig(arch=arch, epochs=int(epochs), image_size=image_size, augment=augment,
-                             max_films=int(max_films) or None, target_sensitivity=round(float(target) / 100, 4))
+                             max_films=int(max_films) or None, target_sensitivity=round(float(target) / 100, 4),
+                             device=device, precision=precision)
         try:
             start_job(data_dir.strip(), config)
         except JobAlreadyRunning as exc:

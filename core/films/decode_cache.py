@@ -1,0 +1,181 @@
+"""Decoded films shared across runs: each film's 8-bit model input at one image size, found by its content.
+
+Decoding dominates the fixed cost of a training run, and every run (every rank of a distributed one) decodes
+the same films again. This cache keeps each film's ``film_to_tensor`` output on disk, keyed by a SHA-256 of
+the film's bytes mixed with the image size and a namespace that names the preprocessing (its version and the
+decoder libraries), so the same content at the same size is decoded once and a film changed in place, or a
+change to the preprocessing, simply misses.
+
+It holds patient images, so it is treated like them: its folder is private to the user (0700), entries are
+0600, nothing in it names a film (file names are keys), and it lives outside the code tree (``core.config``
+says where, or that it is off). Entries are raw uint8 pixels behind a small header carrying the key, the size
+and a CRC of the pixels, never pickles; anything that does not check out is a miss and is deleted. Writers
+write a private temporary file and ``os.replace`` it into place, so any number of processes can fill the same
+entries and a reader sees a whole entry or none. The cache is capped and pruned least recently used first,
+by modification times it sets itself on every hit (access times are often not kept by the filesystem).
+Any failure of the cache itself (full disk, unwritable folder, a configured folder that is not ours or that
+anyone may write into) costs only speed: the film is decoded.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from core import config
+
+_MAGIC = b"CXRDEC\x01\x00"
+_HEADER = struct.Struct("<8sII32s")  # magic, image size, CRC-32 of the pixels, key digest
+_SUFFIX = ".u8"
+_TEMP_SUFFIX = ".tmp"
+_STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to a writer that died
+
+
+class DecodeCache:
+    """One cache folder; ``namespace`` names the preprocessing whose output it stores (part of every key)."""
+
+    def __init__(self, root: Path, max_bytes: int, namespace: str):
+        self.root = Path(root)
+        self.max_bytes = int(max_bytes)
+        self.namespace = namespace.encode()
+        self.wrote = False  # set once anything was written: only then is pruning worth a scan
+
+    @classmethod
+    def from_settings(cls, namespace: str) -> "DecodeCache | None":
+        """The configured cache, or None when it is switched off or its folder is not fit for patient images."""
+        current = config.settings()
+        if current.decode_cache is None:
+            return None
+        cache = cls(current.decode_cache, current.decode_cache_max_bytes, namespace)
+        return cache if cache.prepare() else None
+
+    def prepare(self) -> bool:
+        """Create the folder (0700 on every level made here) or narrow our own to 0700; False when it is not
+        ours, or anyone may write into it (a shared folder such as /tmp is no place for patient images)."""
+        try:
+            if self.root.exists() or self.root.is_symlink():
+                info = self.root.lstat()
+                if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & stat.S_IWOTH:
+                    return False
+            _private_folder(self.root)
+        except OSError:
+            return False
+        return True
+
+    def key(self, content: bytes, image_size: int) -> str:
+        """The entry name for a film's bytes at one size: content hash + size + namespace, hashed again."""
+        digest = hashlib.sha256(content).digest()
+        return hashlib.sha256(self.namespace + b"|%d|" % image_size + digest).hexdigest()
+
+    def path(self, key: str, image_size: int) -> Path:
+        return self.root / f"{image_size}px" / key[:2] / (key + _SUFFIX)
+
+    def get(self, key: str, image_size: int) -> np.ndarray | None:
+        """The S x S uint8 pixels stored under ``key``, or None (missing or damaged: a damaged one is deleted)."""
+        path = self.path(key, image_size)
+        try:
+            with open(path, "rb") as entry:
+                blob = entry.read(_HEADER.size + image_size * image_size + 1)
+        except OSError:
+            return None
+        pixels = _parse(blob, key, image_size)
+        if pixels is None:
+            _remove(path)
+            return None
+        try:
+            os.utime(path)  # the least recently used entries are pruned first
+        except OSError:
+            pass  # pruned by another process since we read it: the pixels we hold are still whole
+        return pixels
+
+    def put(self, key: str, image_size: int, pixels: np.ndarray) -> None:
+        """Store S x S uint8 pixels atomically; a failure to write only loses the saving."""
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        if pixels.shape != (image_size, image_size):
+            raise ValueError(f"a decoded film at {image_size} px must be {image_size} x {image_size}")
+        payload = pixels.tobytes()
+        header = _HEADER.pack(_MAGIC, image_size, zlib.crc32(payload), bytes.fromhex(key))
+        path = self.path(key, image_size)
+        temp = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}{_TEMP_SUFFIX}")
+        try:
+            _private_folder(path.parent)
+            with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                out.write(header + payload)
+            os.replace(temp, path)  # readers see the old entry or this whole one, never a part
+        except OSError:
+            _remove(temp)
+            return
+        self.wrote = True
+
+    def entries(self) -> list[tuple[int, str, int, Path]]:
+        """(last use in ns, name, bytes, path) of every whole entry, oldest first; stale temporaries are removed."""
+        found, stale = [], time.time() - _STALE_TEMP_SECONDS
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                path = Path(folder) / name
+                try:
+                    info = path.stat()
+                except OSError:
+                    continue  # pruned or replaced by another process meanwhile
+                if name.endswith(_SUFFIX):
+                    found.append((info.st_mtime_ns, name, info.st_size, path))
+                elif name.endswith(_TEMP_SUFFIX) and info.st_mtime < stale:
+                    _remove(path)
+        return sorted(found)
+
+    def size(self) -> int:
+        return sum(entry[2] for entry in self.entries())
+
+    def prune(self) -> int:
+        """Delete least recently used entries until the cache fits its cap; returns the bytes freed.
+
+        Several processes may prune at once: an entry another one deleted first is simply skipped."""
+        entries = self.entries()
+        total = sum(entry[2] for entry in entries)
+        freed = 0
+        for _, _, nbytes, path in entries:
+            if total - freed <= self.max_bytes:
+                break
+            _remove(path)
+            freed += nbytes
+        return freed
+
+
+def _parse(blob: bytes, key: str, image_size: int) -> np.ndarray | None:
+    if len(blob) != _HEADER.size + image_size * image_size:
+        return None
+    magic, size, crc, digest = _HEADER.unpack_from(blob)
+    payload = memoryview(blob)[_HEADER.size:]
+    if magic != _MAGIC or size != image_size or digest != bytes.fromhex(key) or zlib.crc32(payload) != crc:
+        return None
+    return np.frombuffer(payload, dtype=np.uint8).reshape(image_size, image_size).copy()
+
+
+def _private_folder(folder: Path) -> None:
+    """Make ``folder`` and any missing parents with mode 0700; narrow the folder itself to 0700 if it is wider."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made by another process meanwhile
+    leaf = missing[0] if missing else folder
+    if stat.S_IMODE(leaf.stat().st_mode) & 0o077:
+        os.chmod(leaf, 0o700)
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # already gone (another process pruned it) or not ours: nothing to do

@@ -1,0 +1,122 @@
+"""Training on several processes with an existing engine: ``torchrun ... -m core train`` runs PyTorch's
+DistributedDataParallel (NCCL between GPUs, gloo between CPUs).
+
+Every process (rank) builds the same split and the same initial weights from the seed, decodes only its
+shard of the training films and trains on it; DDP averages the gradients, so ``--batch-size`` stays the
+global batch (each rank takes its share). Rank 0 alone validates, decides early stopping (and tells the
+others, so no rank waits forever), writes the checkpoint and touches the registry. A plain run is rank 0
+of a world of one: the same code with every collective skipped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from core.config import DistributedEnvironment, distributed_environment
+from core.errors import SettingOutOfRange
+from core.films.folders import FilmSet
+from core.models.device import resolve_device, resolve_precision, set_cpu_threads
+from core.store.records import TrainConfig
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Where this process trains, at what precision, and its place among the training processes."""
+
+    device: torch.device
+    precision: str
+    world: DistributedEnvironment = field(default_factory=DistributedEnvironment)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_main(self) -> bool:
+        return self.world.is_main
+
+    def describe(self) -> str:
+        where = "the GPU" if self.device.type == "cuda" else "the CPU"
+        processes = f", {self.world.world_size} processes" if self.world.is_distributed else ""
+        return f"training on {where} in {self.precision}{processes}"
+
+    def rank_batch_size(self, global_batch: int, films: int) -> int:
+        """This rank's share of the global batch (never more films than one rank's shard holds)."""
+        return max(1, min(global_batch, films) // self.world.world_size)
+
+    def steps_per_epoch(self, global_batch: int, films: int) -> int:
+        """The same on every rank: the smallest shard decides, so no rank waits for another's last step."""
+        return max(1, (films // self.world.world_size) // self.rank_batch_size(global_batch, films))
+
+    def shard(self, films: FilmSet, seed: int) -> FilmSet:
+        """This rank's films: each class dealt out in turn from a seeded shuffle, so shards keep the balance."""
+        if not self.world.is_distributed:
+            return films
+        rng, mine = np.random.default_rng(seed), []
+        for label in range(len(films.classes)):
+            members = rng.permutation(np.flatnonzero(films.labels == label))
+            mine += members[self.world.rank :: self.world.world_size].tolist()
+        return films.subset(np.sort(np.asarray(mine, dtype=np.int64)))
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model to train: DDP around it when several processes train, the model itself otherwise."""
+        if not self.world.is_distributed:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+
+    def from_main(self, flag: bool) -> bool:
+        """Rank 0's decision, on every rank (early stopping)."""
+        if not self.world.is_distributed:
+            return flag
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
+
+    def on_any(self, flag: bool) -> bool:
+        """True on every rank when it is true on one (a cancel request)."""
+        if not self.world.is_distributed:
+            return flag
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def mean(self, value: float) -> float:
+        """The mean of ``value`` over the ranks (the training loss of an epoch)."""
+        if not self.world.is_distributed:
+            return value
+        total = torch.tensor([value], dtype=torch.float64 if self.device.type == "cpu" else torch.float32,
+                             device=self.device)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return float(total.item()) / self.world.world_size
+
+
+def prepare_hardware(config: TrainConfig, world: DistributedEnvironment | None = None) -> Hardware:
+    """Resolve device and precision for ``config`` and, under torchrun, join the other processes."""
+    world = world or distributed_environment()
+    device = resolve_device(config.device, world.local_rank)
+    precision, note = resolve_precision(config.precision, device)
+    if world.is_distributed and config.batch_size < world.world_size:
+        raise SettingOutOfRange(f"--batch-size {config.batch_size} is the global batch; with {world.world_size} "
+                                f"processes it must be at least {world.world_size}.")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # one input size for the whole run: pick the fastest kernels
+    else:
+        set_cpu_threads(world.local_world_size)
+    if world.is_distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank,
+                                world_size=world.world_size)
+    notes = [note] if note else []
+    if world.is_distributed and config.batch_size % world.world_size:
+        notes.append(f"the global batch {config.batch_size} does not divide among {world.world_size} processes: "
+                     f"each takes {config.batch_size // world.world_size}")
+    return Hardware(device, precision, world, tuple(notes))
+
+
+def leave(hardware: Hardware) -> None:
+    """Leave the process group (a no-op for a single process)."""
+    if hardware.world.is_distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,149 @@
+"""Training on several processes (issue 11): ``torchrun ... -m core train`` runs DistributedDataParallel.
+
+Checked for real on CPU with gloo: two processes on localhost train one epoch on a small real subset and
+only rank 0 writes (one model, one registry promotion, one JSON line); rank 0's early-stopping decision
+reaches the other rank, so neither waits for ever; the shards split the training films without overlap.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from core.config import DistributedEnvironment, distributed_environment
+from core.errors import SettingOutOfRange
+from core.films.folders import FilmSet
+from core.models.build import build_model
+from core.models.device import FP32
+from core.store.records import EpochRecord, TrainConfig, read_model_record
+from core.training import loop
+from core.training.distributed import Hardware, prepare_hardware
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _hardware(rank: int, world: int) -> Hardware:
+    return Hardware(torch.device("cpu"), FP32, DistributedEnvironment(rank, world, rank, world))
+
+
+def _films(n: int, classes: int = 2) -> FilmSet:
+    labels = np.arange(n) % classes
+    return FilmSet(tuple(Path(f"{c}/{i}.png") for i, c in enumerate(labels)), labels,
+                   tuple(f"C{c}" for c in range(classes)))
+
+
+# --- the environment and the split of work --------------------------------------------------------------
+
+
+def test_the_environment_says_where_this_process_stands():
+    assert distributed_environment({}) == DistributedEnvironment(0, 1, 0, 1)
+    launched = distributed_environment({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (launched.rank, launched.world_size, launched.local_rank, launched.local_world_size) == (3, 4, 1, 2)
+    assert launched.is_distributed and not launched.is_main
+    with pytest.raises(SettingOutOfRange, match="WORLD_SIZE"):
+        distributed_environment({"WORLD_SIZE": "two"})
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_shards_split_the_training_films_without_overlap(world):
+    films = _films(101)
+    shards = [_hardware(rank, world).shard(films, seed=0) for rank in range(world)]
+    paths = [set(s.paths) for s in shards]
+    assert set().union(*paths) == set(films.paths) and sum(map(len, paths)) == len(films)
+    assert max(map(len, shards)) - min(map(len, shards)) <= 2  # one film per class at most
+    for shard in shards:  # each keeps the class balance
+        assert abs(shard.class_counts()[0] - shard.class_counts()[1]) <= 1
+    assert _hardware(0, world).shard(films, seed=0).paths == shards[0].paths  # the same on every call
+    assert _hardware(0, 1).shard(films, seed=0) is films
+
+
+def test_the_batch_is_global_and_every_rank_takes_the_same_number_of_steps():
+    one, two = _hardware(0, 1), _hardware(1, 2)
+    assert (one.rank_batch_size(32, 320), two.rank_batch_size(32, 320)) == (32, 16)
+    assert one.steps_per_epoch(32, 320) == two.steps_per_epoch(32, 320) == 10
+    assert _hardware(0, 2).steps_per_epoch(32, 321) == two.steps_per_epoch(32, 321)
+
+
+def test_a_global_batch_smaller_than_the_processes_is_refused():
+    config = TrainConfig(arch="cnn5", batch_size=2, device="cpu").resolved()
+    with pytest.raises(SettingOutOfRange, match="global batch; with 4 processes"):
+        prepare_hardware(config, DistributedEnvironment(0, 4, 0, 4))
+
+
+# --- two real gloo processes ----------------------------------------------------------------------------
+
+
+def _falling_auc(model, x_val, val_set, weight, epoch, train_loss, started) -> EpochRecord:
+    """Validation that only gets worse after epoch 1: early stopping must end the run after epoch 2."""
+    return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=1.0 / epoch, seconds=0.0)
+
+
+def _rank(rank: int, world: int, rendezvous: str, results: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        hardware = _hardware(rank, world)
+        collectives = [hardware.from_main(rank == 0), hardware.from_main(rank == 1), hardware.on_any(rank == 1),
+                       hardware.mean(float(rank))]
+        loop._validate = _falling_auc
+        torch.manual_seed(0)
+        model = build_model("logistic", 2, 32)[0]
+        films = loop.TrainingFilms(films=torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8),
+                                   labels=torch.arange(40) % 2, class_weight=torch.ones(2), total=80)
+        config = TrainConfig(arch="logistic", epochs=6, image_size=32, batch_size=8, patience=1,
+                             augment=False).resolved()
+        state, history = loop.fit(model, films, None, _films(8), config, hardware, lambda event: None, None)
+        Path(results, f"{rank}.json").write_text(json.dumps({
+            "collectives": collectives, "epochs": [h.epoch for h in history], "state": state is not None}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_rank_0_decides_early_stopping_for_every_rank(tmp_path):
+    context = mp.start_processes(_rank, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
+                                 join=False, start_method="spawn")
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank is still waiting after 4 minutes")
+    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    assert main["collectives"] == other["collectives"] == [True, False, True, 0.5]
+    assert main["epochs"] == [1, 2] and main["state"]  # stopped after one epoch without gain, of six
+    assert other["epochs"] == [] and not other["state"]  # rank 1 neither validates nor keeps a state
+
+
+@pytest.mark.slow
+def test_torchrun_trains_on_two_gloo_processes_and_only_rank_0_writes(kermany_train, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    env = {**os.environ, "CXR_CHECKPOINTS": str(checkpoints), "PYTHONPATH": str(REPO)}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "core", "train", str(kermany_train), "--arch", "cnn5", "--epochs", "1", "--image-size", "32",
+               "--max-films", "200", "--batch-size", "32", "--device", "cpu", "--name", "ddp"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    (line,) = [json.loads(text) for text in done.stdout.splitlines() if text.startswith("{")]  # rank 0 only
+    assert line["name"] == "ddp-v1" and line["validation"]["n"] > 0
+    models = sorted(p.name for p in checkpoints.iterdir() if p.suffix in (".json", ".pt") and p.stem != "registry")
+    assert models == ["ddp-v1.json", "ddp-v1.pt"]  # one version: rank 1 wrote nothing
+    registry = json.loads((checkpoints / "registry.json").read_text())
+    assert [p["name"] for p in registry["promotions"]] == ["ddp-v1"]
+    record = read_model_record(checkpoints / "ddp-v1.json")
+    training = record.training
+    assert (training.world_size, training.device, training.config.batch_size) == (2, "cpu", 32)
+    assert training.precision in ("bf16", "fp32") and [h.epoch for h in training.history] == [1]
+    assert record.data.train.n + record.data.validation.n == 200  # every training film trained, on some rank
+    assert record.report.auc == pytest.approx(training.history[0].val_auc, abs=0.01)
