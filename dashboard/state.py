@@ -1,16 +1,24 @@
-"""What the pages share: settings, the model list, cached models and cached per-film results.
+"""What the pages share: settings, the model list, models loaded in the background, cached per-film results.
 
-Models are ``st.cache_resource``: one :class:`~core.serving.predict.Predictor` per model version, shared by
-every session (it holds the lock Grad-CAM needs). Results are ``st.cache_data`` keyed on the film's digest
-and the model's weights, so moving a slider never runs a model twice. Decoded films stay in the browser
-session that uploaded them (capped in bytes), so Grad-CAM reuses the decode prediction made. Uploads stay in
-memory.
+Nothing here imports torch when the module loads, so a page draws (its upload box first) in a second or two.
+Models come up in a background thread, one :class:`~core.serving.predict.Predictor` per model version,
+shared by every session in the process (it holds the lock Grad-CAM needs): :func:`warm_up` starts the load
+(torch, the model, a rehearsal on a made-up film, then the Grad-CAM library) and :func:`predictor_for` waits
+for it. Only models are shared: results are ``st.cache_data`` keyed on the film's digest and the model's
+weights, so moving a slider never runs a model twice; decoded films stay in the browser session that
+uploaded them (capped in bytes), so Grad-CAM reuses the decode prediction made. Uploads stay in memory.
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import streamlit as st
@@ -18,16 +26,17 @@ from PIL import Image
 
 from core import config
 from core.errors import CheckpointError, TriageError
-from core.evaluation.folder import evaluate_folder
 from core.films.film import Film
 from core.films.read import read_film
+from core.serving.explain import load_cam_library
 from core.serving.film_cache import FilmCache
-from core.serving.predict import Prediction, Predictor
-from core.store.checkpoints import load_checkpoint
 from core.store.registry import ModelEntry, list_models
 from core.store.reports import Report
 
-CACHE_TTL = "2h"
+if TYPE_CHECKING:
+    from core.serving.predict import Prediction, Predictor
+
+CACHE_TTL = timedelta(hours=2)  # a timedelta, not "2h": Streamlit parses strings with pandas (0.5 s)
 _SESSION_FILMS = "decoded-films"
 
 
@@ -49,14 +58,99 @@ def registered_models() -> tuple[list[ModelEntry], list[str]]:
         return [], [str(exc)]
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
-def load_predictor(json_path: str, weights_sha256: str) -> Predictor:
-    """One shared predictor per model version; the weights' hash in the key reloads a replaced model."""
-    return Predictor(load_checkpoint(Path(json_path)))
+class ModelLoad:
+    """One model version coming up in a background thread; the result is shared by every session."""
+
+    def __init__(self, entry: ModelEntry):
+        self.name, self.json_path = entry.name, entry.json_path
+        self._done = threading.Event()
+        self._predictor: Predictor | None = None
+        self._error: Exception | None = None
+        threading.Thread(target=self._run, name=f"load {entry.name}", daemon=True).start()
+
+    @property
+    def ready(self) -> bool:
+        """The model is loaded, or failed to load (then :meth:`result` says why)."""
+        return self._done.is_set()
+
+    @property
+    def failed(self) -> bool:
+        return self._done.is_set() and self._error is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def result(self) -> Predictor:
+        """The predictor, once loaded; re-raises what stopped the load (CheckpointError for a broken model)."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._predictor
+
+    def _run(self) -> None:
+        try:
+            from core.serving.predict import Predictor  # torch arrives here, off the page's thread
+            from core.store.checkpoints import load_checkpoint
+
+            self._predictor = Predictor(load_checkpoint(Path(self.json_path)))
+        except Exception as exc:  # noqa: BLE001 - handed to the page, which shows or raises it
+            self._error = exc
+            self._done.set()
+            return
+        # Rehearse on a made-up film (nobody's data): the first forward and backward passes of a fresh
+        # process cost several times a later one (kernels chosen, memory laid out), and the Grad-CAM library
+        # takes seconds to import. Prediction is rehearsed before the model counts as ready, the
+        # explanation after, so a film uploaded meanwhile gets its probabilities first.
+        predictor = self._predictor
+        try:
+            _rehearse(self.name, lambda: predictor.predict(_rehearsal_film()))
+        finally:
+            self._done.set()
+        _rehearse(self.name, load_cam_library)
+        if predictor.can_explain:
+            _rehearse(self.name, lambda: predictor.explain(_rehearsal_film(), predictor.loaded.classes[0]))
+
+
+def _rehearse(name: str, step: Callable[[], object]) -> None:
+    try:
+        step()
+    except Exception:  # noqa: BLE001 - only a head start: a real film reports its own problem at the edge
+        logging.getLogger(__name__).warning("warming up %s failed", name, exc_info=True)
+
+
+def _rehearsal_film() -> Film:
+    """A smooth grey synthetic image, built in memory (no patient data)."""
+    ramp = np.linspace(40, 200, 512, dtype=np.float32)
+    pixels = (ramp[None, :] * 0.5 + ramp[:, None] * 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return read_film(buffer.getvalue(), name="rehearsal.png")
+
+
+MAX_MODELS = 8  # model versions kept in memory at once, the least recently asked for dropped first
+_models: OrderedDict[tuple[str, str], ModelLoad] = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def warm_up(entry: ModelEntry) -> ModelLoad:
+    """Start loading ``entry`` in the background, once per process and model version (a failed load is retried).
+
+    The weights' hash in the key reloads a replaced model. Returns at once.
+    """
+    key = (str(entry.json_path), entry.record.weights_sha256)
+    with _models_lock:
+        load = _models.get(key)
+        if load is None or load.failed:
+            load = _models[key] = ModelLoad(entry)
+        _models.move_to_end(key)
+        while len(_models) > MAX_MODELS:
+            _models.popitem(last=False)
+        return load
 
 
 def predictor_for(entry: ModelEntry) -> Predictor:
-    return load_predictor(str(entry.json_path), entry.record.weights_sha256)
+    """The shared predictor of ``entry``, waiting for its load; raises CheckpointError for a broken model."""
+    return warm_up(entry).result()
 
 
 def model_key(predictor: Predictor) -> tuple[str, str]:
@@ -122,10 +216,11 @@ def _triage_film(digest: str, name: str, key: tuple[str, str], _upload: Upload, 
     return FilmResult(name, digest, _display_copy(film), film.size, film.source_format, details, prediction)
 
 
-@st.cache_data(max_entries=256, ttl=CACHE_TTL, show_spinner="Computing the explanation…")
+@st.cache_data(max_entries=256, ttl=CACHE_TTL, show_spinner=False)
 def heat_map(digest: str, key: tuple[str, str], class_name: str, method: str, _upload: Upload,
              _predictor: Predictor) -> np.ndarray:
     """Where the model looked for ``class_name``; raises TriageError / ValueError for the page to show."""
+    load_cam_library()  # outside the model's lock: other sessions keep predicting while it imports
     return _predictor.explain(decoded(_upload, session_films()), class_name, method).heat_map
 
 
@@ -148,7 +243,7 @@ def folder_stamp(folder: str | Path) -> float:
     return max(stamps)
 
 
-@st.cache_data(max_entries=32, ttl="12h", show_spinner=False)
+@st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False)
 def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: float) -> Report:
     """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
 
@@ -159,6 +254,9 @@ def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, s
     def on_progress(done: int, total: int) -> None:
         if done == total or done % max(1, total // 50) == 0:  # ~50 updates, however large the folder
             bar.progress(done / total, text=f"Evaluating {name}: {done} of {total} films")
+
+    from core.evaluation.folder import evaluate_folder  # torch: only when a folder is evaluated
+    from core.store.checkpoints import load_checkpoint
 
     try:
         return evaluate_folder(load_checkpoint(Path(json_path)), folder, on_progress=on_progress)

@@ -65,8 +65,10 @@ def test_fewer_models_and_none(at):
 def test_evaluating_on_a_folder_shows_its_figures_and_is_cached(at, monkeypatch):
     films = require(FILMS_DIR, "films")
     calls = []
-    real = dashboard.state.evaluate_folder
-    monkeypatch.setattr(dashboard.state, "evaluate_folder",
+    import core.evaluation.folder  # dashboard.state imports it when a folder is evaluated (torch stays out of start-up)
+
+    real = core.evaluation.folder.evaluate_folder
+    monkeypatch.setattr(core.evaluation.folder, "evaluate_folder",
                         lambda loaded, folder, **kw: calls.append(loaded.name) or real(loaded, folder, **kw))
     at.segmented_control[0].set_value("Evaluate on a folder")
     at.run()

@@ -12,7 +12,9 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from streamlit.testing.v1 import AppTest
 
+import dashboard.components.triage_view
 import dashboard.state
+from core.errors import TriageError
 from core.films.read import read_film
 from core.serving.film_cache import FilmCache
 
@@ -116,6 +118,22 @@ def test_a_model_without_convolutions_says_there_is_no_gradcam(checkpoints):
     assert len(at.get("plotly_chart")) == 1  # probabilities still shown
 
 
+def test_a_failed_explanation_leaves_the_reading_in_place(checkpoints, monkeypatch):
+    """Overlays are drawn after every card's probabilities; one that fails says so where it would stand."""
+    def failing(*args, **kwargs):
+        raise TriageError("the heat map could not be computed")
+
+    monkeypatch.setattr(dashboard.components.triage_view, "heat_map", failing)
+    films = real_films()
+    at = _app()
+    _upload(at, [(p.name, p.read_bytes()) for p in (films[0], films[-1])])
+    assert len(at.get("plotly_chart")) == 2 and len(at.dataframe[0].value) == 2
+    warnings = [w.value for w in at.warning if "No explanation for this film" in w.value]
+    assert len(warnings) == 2 and all("could not be computed" in w for w in warnings)
+    assert not any(c.startswith("Grad-CAM for") for image in at.get("image") for c in image.captions)
+    assert not any("Computing the" in c.value for c in at.caption)  # no placeholder left behind
+
+
 def test_broken_models_are_reported_and_the_others_still_work(checkpoints):
     (checkpoints / "half-written.json").write_text("{ not json")
     meta = json.loads((checkpoints / "pneumonia-mlp-v1.json").read_text())
@@ -137,6 +155,7 @@ def test_without_any_model_the_page_says_what_to_do(tmp_path, settings_env):
     settings_env(CXR_CHECKPOINTS=str(tmp_path / "empty"), CXR_JOBS=str(tmp_path / "jobs"))
     at = _app()
     assert "No model is registered yet" in at.warning[0].value
+    assert not at.get("file_uploader")  # drawn first, taken away: there is nothing to triage with
 
 
 @pytest.mark.parametrize("page, title", [("views/compare.py", "Compare models"), ("views/retrain.py", "Retrain")])

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import stochastic_depth
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,6 +64,10 @@ class MBConv(nn.Module):
         out = self.project(self.depthwise(self.expand(x)))
         if not self.residual:
             return out
+        if not (self.training and self.drop_rate > 0):
+            return x + out  # stochastic depth is the identity in evaluation
+        from torchvision.ops import stochastic_depth  # only training needs torchvision: serving starts faster
+
         return x + stochastic_depth(out, self.drop_rate, "row", self.training)
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +40,9 @@ def resnet18_weights_path() -> Path:
 
 
 def build_resnet18(num_classes: int, image_size: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
+    # torchvision (and torch._dynamo with it) loads only when a ResNet is built: the app starts faster.
+    from torchvision.models import resnet18
+
     net, notes = resnet18(weights=None), []
     if pretrained:
         path = resnet18_weights_path()

@@ -1,35 +1,50 @@
 """Grad-CAM explanations: where the model looked for a chosen class, as a heat map and an overlay.
 
 The CAM object registers hooks on the model; it is always released by its context manager. Callers that
-share a model between threads must hold that model's lock (see :class:`core.predict.Predictor`).
+share a model between threads must hold that model's lock (see :class:`core.serving.predict.Predictor`).
+
+pytorch_grad_cam is imported on first use, not with this module: it pulls in torchvision, torch._dynamo and
+scikit-learn (seconds of start-up), and a page must be able to list the methods before any of that.
+Call :func:`load_cam_library` ahead of time (outside any model lock) to pay that cost in the background.
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
-from PIL import Image
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from torch import nn
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# Method name -> its class in pytorch_grad_cam (looked up when a map is computed).
 CAM_METHODS = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "hirescam": HiResCAM,
-    "xgradcam": XGradCAM,
-    "layercam": LayerCAM,
-    "eigencam": EigenCAM,
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "hirescam": "HiResCAM",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
 }
+
+
+def load_cam_library() -> ModuleType:
+    """pytorch_grad_cam, imported once per process (the first call takes seconds; later calls are free)."""
+    import pytorch_grad_cam
+
+    return pytorch_grad_cam
 
 
 def heat_map(model: nn.Module, layer: nn.Module, batch: torch.Tensor, class_index: int,
              method: str = "gradcam") -> np.ndarray:
     """1 x 1 x S x S input -> S x S float heat map in [0, 1] for ``class_index``."""
-    try:
-        cam_class = CAM_METHODS[method]
-    except KeyError:
-        raise ValueError(f"unknown explanation method '{method}'; choose one of {', '.join(CAM_METHODS)}") from None
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown explanation method '{method}'; choose one of {', '.join(CAM_METHODS)}")
+    cam_class = getattr(load_cam_library(), CAM_METHODS[method])
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     with cam_class(model=model, target_layers=[layer]) as cam:
         maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])
     heat = np.nan_to_num(np.asarray(maps[0], dtype=np.float32))
@@ -38,6 +53,8 @@ def heat_map(model: nn.Module, layer: nn.Module, batch: torch.Tensor, class_inde
 
 def overlay(film_pixels: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:
     """Heat map resized onto the film -> H x W x 3 uint8 RGB image."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image  # loaded already by the heat map it draws
+
     height, width = film_pixels.shape
     resized = Image.fromarray(heat, mode="F").resize((width, height), Image.Resampling.BILINEAR)
     heat_full = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)

@@ -1,20 +1,29 @@
-"""Drawing the triage page: the model picker, the worklist and one card per film."""
+"""Drawing the triage page: the model picker, the model's loading state, the worklist and one card per film.
+
+Imports nothing that loads torch: the page draws before the model is up (see dashboard.state).
+"""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 import streamlit as st
 
-from core.errors import TriageError
+from core.errors import CheckpointError, TriageError
 from core.serving.explain import CAM_METHODS, overlay
-from core.serving.predict import ROUTINE, URGENT, Predictor
 from core.store.registry import ModelEntry
 from dashboard.components.charts import probability_bars
-from dashboard.state import FilmResult, Upload, heat_map, model_key
+from dashboard.state import FilmResult, ModelLoad, Upload, heat_map, model_key
+
+if TYPE_CHECKING:
+    from core.serving.predict import Predictor
 
 CAM_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "xgradcam": "XGrad-CAM",
               "layercam": "LayerCAM", "eigencam": "Eigen-CAM"}
 METHODS = [m for m in CAM_TITLES if m in CAM_METHODS] + [m for m in CAM_METHODS if m not in CAM_TITLES]
+URGENT, ROUTINE = "urgent", "routine"  # Prediction.priority's values (core.serving.predict, which loads torch)
 NOT_TRIAGED, UNREADABLE = "not triaged", "unreadable"
+WAIT_STEP_S = 0.25  # how often a page waiting for its model lets an upload or a click interrupt it
 _RANK = {URGENT: 0, ROUTINE: 1, NOT_TRIAGED: 2, UNREADABLE: 3}
 _BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
            NOT_TRIAGED: ("Not triaged", "gray", ":material/help:"),
@@ -41,6 +50,25 @@ def pick_model(entries: list[ModelEntry], problems: list[str]) -> ModelEntry | N
     )
     st.session_state[CHOSEN_MODEL] = name
     return entries[names.index(name)]
+
+
+def await_model(load: ModelLoad) -> Predictor | None:
+    """The model once its background load is done, or None after saying in words why it cannot be used.
+
+    While it loads, a note is rewritten every WAIT_STEP_S: each write is where Streamlit lets a new upload
+    or a click stop this run and start the next, so waiting never delays the user's next action.
+    """
+    if not load.ready:
+        note = st.empty()
+        while not load.wait(WAIT_STEP_S):
+            note.caption(f":material/hourglass_top: Loading the model {load.name}…")
+        note.empty()
+    try:
+        return load.result()
+    except CheckpointError as exc:
+        st.error(f"Model {load.name} cannot be used: {exc} Choose another model in the sidebar.",
+                 icon=":material/error:")
+        return None
 
 
 def status_of(result: FilmResult) -> str:
@@ -106,9 +134,12 @@ def priority_badge(result: FilmResult) -> None:
     st.badge(label, color=color, icon=icon)
 
 
-def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float, slot: int) -> None:
-    """The film, its explanation beside it, and the model's reading; an unreadable film says why, in place.
+def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
+              slot: int) -> Callable[[], None] | None:
+    """The film, a place for its explanation, and the model's reading; an unreadable film says why, in place.
 
+    Returns what draws the Grad-CAM overlay into its place (None when there is none to draw): the page calls
+    it once every card shows its probabilities, so a slow explanation never holds a reading back.
     ``slot`` (the film's place in the batch) keeps widget keys apart when the same film is uploaded twice.
     """
     with st.container(border=True):
@@ -119,13 +150,13 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
                 st.markdown(f"Label: **{result.prediction.label}**")
         if result.error:
             st.error(f"{result.error} The other films are not affected.", icon=":material/error:")
-            return
+            return None
         film_column, explanation_column, reading_column = st.columns(3, gap="medium")
         with film_column:
             st.image(result.display, caption=f"Film, {result.size[0]} × {result.size[1]} px, {result.source_format}",
                      width="stretch")
         with explanation_column:
-            _explanation(result, upload, predictor, method, opacity, f"{slot}-{result.digest}")
+            draw_explanation = _explanation(result, upload, predictor, method, opacity, f"{slot}-{result.digest}")
         with reading_column:
             st.plotly_chart(probability_bars(result.prediction.probabilities, result.prediction.label),
                             key=f"bars-{slot}-{result.digest}", config={"displayModeBar": False})
@@ -134,23 +165,29 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
             with st.expander("Film details"):
                 st.table(pd.DataFrame({"value": [str(v) for v in result.details.values()]},
                                       index=list(result.details)))
+    return draw_explanation
 
 
 def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
-                 key: str) -> None:
+                 key: str) -> Callable[[], None] | None:
     if not predictor.can_explain:
         st.info(f"{predictor.loaded.record.arch} has no convolutional layer, so there is no Grad-CAM map. "
                 "Choose a CNN model in the sidebar to see where a model looked.", icon=":material/info:")
-        return
+        return None
     classes = predictor.loaded.classes
     picture = st.empty()  # the overlay sits level with the film; its class picker goes underneath
+    picture.caption(f":material/hourglass_top: Computing the {CAM_TITLES.get(method, method)} map…")
     class_name = st.selectbox("Explain class", classes, index=classes.index(result.prediction.label),
                               key=f"cam-class-{key}-{predictor.name}",
                               help="Show where the model found evidence for this class.")
-    try:
-        heat = heat_map(result.digest, model_key(predictor), class_name, method, upload, predictor)
-    except (TriageError, ValueError) as exc:
-        st.warning(f"No explanation for this film: {exc}", icon=":material/warning:")
-        return
-    picture.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
-             caption=f"{CAM_TITLES.get(method, method)} for {class_name} (red = most evidence)")
+
+    def draw() -> None:
+        try:
+            heat = heat_map(result.digest, model_key(predictor), class_name, method, upload, predictor)
+        except (TriageError, ValueError) as exc:
+            picture.warning(f"No explanation for this film: {exc}", icon=":material/warning:")
+            return
+        picture.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
+                      caption=f"{CAM_TITLES.get(method, method)} for {class_name} (red = most evidence)")
+
+    return draw

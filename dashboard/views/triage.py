@@ -1,12 +1,34 @@
-"""Triage: upload films, get a worklist with urgent films first, and look at each film with its explanation."""
+"""Triage: upload films, get a worklist with urgent films first, and look at each film with its explanation.
+
+Drawn before the model is up: the upload box appears first, the model loads in the background meanwhile
+(dashboard.state.warm_up), probabilities show as soon as they exist and the Grad-CAM overlays last.
+"""
 import streamlit as st
 
-from core.errors import CheckpointError
-from dashboard.components.model_card import model_card
-from dashboard.components.triage_view import (
+st.title("Triage")
+st.caption("Upload chest films to get a reading order: films the model calls abnormal come first. "
+           "A research and triage aid, not a diagnosis.")
+upload_box = st.empty()  # first on screen: nothing slow to import comes before it (see below)
+uploads = upload_box.file_uploader(
+    "Chest films", accept_multiple_files=True, key="films",
+    help="PNG, JPEG or DICOM, one or many at once. DICOM files without an extension are recognised too. "
+         "Films stay in memory and are never stored.",
+)
+
+# Imported only now that the upload box is drawn: pydantic, pydicom, pandas and plotly take a second or more
+# on a fresh server. The registry's default model (listed first) starts loading in the background at once.
+from dashboard.state import Upload, registered_models, triage_uploads, warm_up  # noqa: E402
+
+models, problems = registered_models()
+if models:
+    warm_up(models[0])
+
+from dashboard.components.model_card import model_card  # noqa: E402
+from dashboard.components.triage_view import (  # noqa: E402
     CAM_TITLES,
     METHODS,
     WORKLIST_COLUMNS,
+    await_model,
     film_card,
     pick_model,
     status_of,
@@ -14,37 +36,24 @@ from dashboard.components.triage_view import (
     worklist_csv,
     worklist_key,
 )
-from dashboard.state import Upload, predictor_for, registered_models, triage_uploads
 
 FILMS_PER_PAGE = 6
 
-st.title("Triage")
-st.caption("Upload chest films to get a reading order: films the model calls abnormal come first. "
-           "A research and triage aid, not a diagnosis.")
-
-entry = pick_model(*registered_models())
+entry = pick_model(models, problems)
 if entry is None:
+    upload_box.empty()  # nothing to triage with
     st.warning("No model is registered yet, so films cannot be triaged. Train one on the Retrain page.",
                icon=":material/warning:")
     st.page_link("views/retrain.py", label="Go to Retrain", icon=":material/model_training:")
     st.stop()
+loading = warm_up(entry)  # the chosen model (usually that default, already on its way)
 with st.sidebar.expander("Model card", expanded=True, icon=":material/description:"):
     model_card(entry)
-
-uploads = st.file_uploader(
-    "Chest films", accept_multiple_files=True, key="films",
-    help="PNG, JPEG or DICOM, one or many at once. DICOM files without an extension are recognised too. "
-         "Films stay in memory and are never stored.",
-)
-try:
-    predictor = predictor_for(entry)
-except CheckpointError as exc:
-    st.error(f"Model {entry.name} cannot be used: {exc} Choose another model in the sidebar.",
-             icon=":material/error:")
-    st.stop()
 if not uploads:
     st.info("Upload one or more films above. Each gets probabilities, a priority and a Grad-CAM map.",
             icon=":material/upload_file:")
+predictor = await_model(loading)  # a broken model is reported now, not after the first upload
+if predictor is None or not uploads:
     st.stop()
 
 uploads = [Upload.of(upload) for upload in uploads]
@@ -70,5 +79,7 @@ films = sorted(zip(results, uploads), key=lambda pair: worklist_key(pair[0]))
 pages = -(-len(films) // FILMS_PER_PAGE)
 page = st.pagination(pages, key="film-page") if pages > 1 else 1
 first = (page - 1) * FILMS_PER_PAGE
-for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first):
-    film_card(result, upload, predictor, method, opacity, slot)
+explanations = [film_card(result, upload, predictor, method, opacity, slot)
+                for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first)]
+for draw_explanation in filter(None, explanations):  # every reading is on screen; now the overlays
+    draw_explanation()

@@ -1,0 +1,150 @@
+"""Cold start of the triage page: it draws with nothing heavy imported; models come up in the background.
+
+What the page imports at module level must not load torch, torchvision or pytorch_grad_cam (seconds each on
+a fresh server); :func:`dashboard.state.warm_up` brings the model up in a thread, once per process and model
+version, and then the Grad-CAM library. Timings are measured by bench/cold_start.py, not asserted here.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from e2e_support import ROOT, quick_checkpoints, real_films
+
+import dashboard.state
+from core.errors import CheckpointError
+from core.films.read import read_film
+from dashboard.components import triage_view
+from dashboard.state import predictor_for, registered_models, warm_up
+
+PAGE = ROOT / "dashboard" / "views" / "triage.py"
+HEAVY = ("torch", "torchvision", "pytorch_grad_cam", "sklearn")
+
+
+@pytest.fixture
+def checkpoints(tmp_path, settings_env):
+    folder = quick_checkpoints(tmp_path / "checkpoints")
+    settings_env(CXR_CHECKPOINTS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
+    return folder
+
+
+def _page_imports() -> list[str]:
+    """Every module the triage page imports, wherever in the page the import stands."""
+    modules = set()
+    for node in ast.walk(ast.parse(PAGE.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+    return sorted(modules)
+
+
+def _run(code: str, tmp_path) -> list[str]:
+    """Run ``code`` in a fresh interpreter (this checkout first on the path); its stdout, word by word."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.split()
+
+
+# Prints which of the heavy packages are imported, e.g. "loaded:torch,torchvision" (or "loaded:").
+PROBE = "print('loaded:' + ','.join(h for h in {heavy} if any(m == h or m.startswith(h + '.') for m in sys.modules)))"
+
+
+def test_the_page_imports_nothing_heavy(tmp_path):
+    imports = _page_imports()
+    assert {"dashboard.state", "dashboard.components.triage_view", "dashboard.components.model_card"} <= set(imports)
+    code = f"import sys, threading\nimport {', '.join(imports)}\n{PROBE.format(heavy=HEAVY)}\n" \
+           "print(threading.active_count())"
+    assert _run(code, tmp_path) == ["loaded:", "1"]  # and no thread started on import
+
+
+def test_the_probe_can_tell(tmp_path):
+    """The same probe sees torch and the Grad-CAM library once they are imported (so the check above means
+    something); and predicting imports torch while the explanation module alone does not."""
+    code = f"import sys, core.serving.explain\n{PROBE.format(heavy=HEAVY)}\n" \
+           f"import core.serving.predict\n{PROBE.format(heavy=HEAVY)}\n" \
+           f"core.serving.explain.load_cam_library()\n{PROBE.format(heavy=HEAVY)}"
+    alone, predicting, explaining = _run(code, tmp_path)
+    assert alone == "loaded:"
+    assert "torch" in predicting.split(":")[1].split(",") and "pytorch_grad_cam" not in predicting
+    assert explaining == "loaded:" + ",".join(HEAVY)
+
+
+def test_drawing_the_page_imports_nothing_heavy_until_the_model_loads(checkpoints, tmp_path):
+    """The whole first draw (upload box, model picker, model card, hint) with the model's load held back."""
+    code = f"""
+        import sys
+        from streamlit.testing.v1 import AppTest
+        import dashboard.state as state
+        state.ModelLoad._run = lambda self: None  # the background load never finishes
+        state.ModelLoad.ready = property(lambda self: True)  # ...and the page does not wait for it
+        state.ModelLoad.result = lambda self: None
+        at = AppTest.from_file({str(ROOT / "dashboard" / "app.py")!r}, default_timeout=120)
+        at.run()
+        assert not at.exception, at.exception
+        assert at.file_uploader(key="films") is not None and at.sidebar.selectbox[0].value == "pneumonia-cnn5-v1"
+        assert any("Intended use" in c.value for c in at.sidebar.caption)
+        {PROBE.format(heavy=HEAVY)}
+    """
+    assert _run(code, tmp_path) == ["loaded:"]
+
+
+def test_warm_up_brings_the_default_model_up_in_the_background(checkpoints, tmp_path):
+    """In a fresh process: the default predictor becomes available, then the Grad-CAM library, unasked."""
+    code = """
+        import sys, time
+        from dashboard.state import predictor_for, registered_models, warm_up
+        (default, *_), _ = registered_models()
+        load = warm_up(default)
+        print(default.is_default, default.name, load.wait(240), warm_up(default) is load)
+        predictor = predictor_for(default)
+        print(predictor is load.result(), predictor.name, 'torch' in sys.modules)
+        deadline = time.monotonic() + 240
+        while 'pytorch_grad_cam' not in sys.modules and time.monotonic() < deadline:
+            time.sleep(0.2)
+        print('pytorch_grad_cam' in sys.modules)
+    """
+    assert _run(code, tmp_path) == ["True", "pneumonia-cnn5-v1", "True", "True",
+                                    "True", "pneumonia-cnn5-v1", "True", "True"]
+
+
+def test_one_shared_predictor_per_model_version(checkpoints):
+    entries, _ = registered_models()
+    cnn = next(e for e in entries if e.name == "pneumonia-cnn5-v1")
+    load = warm_up(cnn)
+    assert load.wait(240) and not load.failed
+    predictor = predictor_for(cnn)
+    assert warm_up(cnn) is load and predictor_for(cnn) is predictor  # no second load, the same object
+    prediction = predictor.predict(read_film(real_films()[-1]))
+    assert prediction.model == "pneumonia-cnn5-v1" and abs(sum(prediction.probabilities.values()) - 1) < 1e-4
+
+
+def test_a_broken_model_fails_its_load_in_words_and_is_retried(checkpoints):
+    (checkpoints / "pneumonia-mlp-v1.pt").write_bytes(b"truncated")
+    entry = next(e for e in registered_models()[0] if e.name == "pneumonia-mlp-v1")
+    load = warm_up(entry)
+    assert load.wait(240) and load.failed
+    with pytest.raises(CheckpointError):
+        predictor_for(entry)
+    assert warm_up(entry) is not load  # a failed load is not kept: the next page run tries again
+
+
+def test_the_page_knows_the_priorities_predict_gives():
+    from core.serving.predict import ROUTINE, URGENT
+
+    assert (triage_view.URGENT, triage_view.ROUTINE) == (URGENT, ROUTINE)
+
+
+def test_at_most_a_few_model_versions_stay_loaded(checkpoints, monkeypatch):
+    monkeypatch.setattr(dashboard.state, "_models", type(dashboard.state._models)())
+    monkeypatch.setattr(dashboard.state, "MAX_MODELS", 1)
+    cnn, mlp = sorted(registered_models()[0], key=lambda e: e.name)
+    first = warm_up(cnn)
+    warm_up(mlp)
+    assert list(dashboard.state._models.values())[-1] is not first and len(dashboard.state._models) == 1
+    assert first.wait(240)  # a dropped load still finishes for whoever waits on it
