@@ -28,9 +28,13 @@ bench: setup
 	$(PY) bench/inference.py
 	$(PY) bench/ood.py
 	$(PY) bench/models.py
+	$(PY) bench/training.py
+	$(PY) bench/evaluate.py
+	# The cold start is measured in Debian's Chromium (apt-get install chromium), skipped without it.
+	if [ -x /usr/bin/chromium ]; then $(PY) bench/cold_start.py; else echo "cold start: no /usr/bin/chromium, skipped"; fi
 
 # Reproduce the shipped models (times are for 2 CPU cores; see README "Models").
-TRAIN := $(PY) -m core train $(DATA)
+TRAIN := $(PY) -m core train $(DATA) --precision fp32  # the shipped models were trained in fp32
 models: setup
 	$(TRAIN) --arch efficientnet_lite0 --epochs 5 --image-size 160 --augment --target-sensitivity 0.98 --name pneumonia-efficientnet_lite0 --set-default
 	$(TRAIN) --arch logistic --epochs 15 --image-size 64 --no-augment --name pneumonia-logistic

@@ -1,0 +1,282 @@
+"""Training speed (issue 11), all in one run so the ratios compare like with like:
+
+- the seed-style notebook loop (bench/seed_loop.py) on a seeded, class-balanced sample of kermany-224/train;
+- `python -m core train` on the same folder, fp32 and bf16, each a fresh process with an empty decode cache,
+  then bf16 again with that cache warm; into temporary checkpoint, job and cache folders (the repository's
+  checkpoints/ is never written);
+- a bare training step (random tensors, no I/O) of the ResNet-18 core builds, fp32, fp32 + channels_last,
+  bf16 autocast + channels_last, so what `core train` adds over pure compute shows;
+- the same on CUDA when a GPU is present.
+
+Prints figures and rewrites the "training" section of docs/measurements.md; not a pass/fail test.
+``--quick`` (64 films, 1 epoch, 64 px) checks the script in a minute and only prints.
+
+    .venv/bin/python bench/training.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from bench.measurements import write_section  # noqa: E402
+from core.config import settings  # noqa: E402
+from core.models.build import build_model  # noqa: E402
+
+SOURCE = settings().data / "kermany-224" / "train"
+BF16 = "bf16 autocast + channels_last"
+
+
+@dataclass(frozen=True)
+class Setup:
+    films: int
+    epochs: int
+    image_size: int
+    batch_size: int
+    timed_steps: int
+    quick: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "Setup":
+        return cls(64, 1, 64, 32, 3, quick=True) if args.quick else cls(600, 2, 224, 32, 8)
+
+
+@dataclass
+class Run:
+    label: str
+    wall: float | None = None  # the whole process, start-up included
+    phase_seconds: float | None = None  # the training phase (core train: fit, per-epoch validation included)
+    phase_films: int | None = None  # films through an optimiser step in that phase
+    total_seconds: float | None = None  # core train's own `seconds` (decode .. final validation)
+    recorded: str = ""
+    problem: str = ""
+
+    def phase_rate(self) -> float | None:
+        return self.phase_films / self.phase_seconds if self.phase_films and self.phase_seconds else None
+
+
+def sample_folder(dest: Path, films: int, seed: int = 0) -> list[int]:
+    """``dest/CLASS/`` symlinks to a seeded sample of ``films`` films, the same number from each class."""
+    rng, counts = np.random.default_rng(seed), []
+    classes = sorted(d for d in SOURCE.iterdir() if d.is_dir())
+    for class_dir in classes:
+        paths = sorted(p for p in class_dir.iterdir() if p.is_file())
+        chosen = sorted(rng.choice(len(paths), size=films // len(classes), replace=False))
+        (dest / class_dir.name).mkdir(parents=True)
+        for i in chosen:
+            (dest / class_dir.name / paths[i].name).symlink_to(paths[i])
+        counts.append(len(chosen))
+    return counts
+
+
+def run_process(command: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    return time.perf_counter() - started, done
+
+
+def last_json(text: str) -> dict:
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def seed_loop(folder: Path, setup: Setup, device: str) -> Run:
+    run = Run(f"seed-style loop ({device}): ImageFolder, PIL every epoch, fp32, Adam")
+    command = [sys.executable, str(ROOT / "bench" / "seed_loop.py"), str(folder), "--epochs", str(setup.epochs),
+               "--image-size", str(setup.image_size), "--batch-size", str(setup.batch_size), "--device", device]
+    run.wall, done = run_process(command, dict(os.environ))
+    out = last_json(done.stdout)
+    if done.returncode or not out:
+        run.problem = (done.stderr or done.stdout).strip()[-300:]
+        return run
+    run.phase_seconds, run.phase_films = out["loop_seconds"], out["films_trained"]
+    return run
+
+
+def core_train(folder: Path, setup: Setup, work: Path, label: str, flags: list[str], cache: Path,
+               arch: str = "resnet18") -> Run:
+    run = Run(f"core train {' '.join(flags)}".strip() + label)
+    checkpoints = work / f"checkpoints-{len(list(work.glob('checkpoints-*')))}"
+    env = {**os.environ, "CXR_CHECKPOINTS": str(checkpoints), "CXR_JOBS": str(work / "jobs"),
+           "CXR_DECODE_CACHE": str(cache)}
+    command = [sys.executable, "-m", "core", "train", str(folder), "--arch", arch, "--epochs",
+               str(setup.epochs), "--image-size", str(setup.image_size), "--batch-size", str(setup.batch_size),
+               *(["--no-pretrained"] if arch == "resnet18" else []), *flags]
+    run.wall, done = run_process(command, env)
+    out = last_json(done.stdout)
+    if done.returncode or "checkpoint" not in out:
+        run.problem = (out.get("error") or done.stderr.strip()[-300:] or f"exit {done.returncode}")
+        return run
+    record = json.loads(Path(out["checkpoint"]).with_suffix(".json").read_text())
+    history, n_train = record["training"]["history"], record["data"]["train"]["n"]
+    batch = min(setup.batch_size, n_train)
+    run.total_seconds, run.phase_seconds = out["seconds"], history[-1]["seconds"]
+    run.phase_films = len(history) * (n_train // batch) * batch
+    training = record["training"]
+    entries = sum(1 for p in cache.rglob("*") if p.is_file()) if cache.is_dir() else 0
+    run.recorded = (f"recorded: {training.get('device', '?')}, {training.get('precision', 'precision not recorded')}"
+                    f"; decode cache now {entries} files")
+    return run
+
+
+def bare_steps(setup: Setup, device: torch.device) -> dict[str, float]:
+    """Films/s of one training step of core's ResNet-18 on random tensors, per variant (median step)."""
+    rates = {}
+    for variant in ("fp32", "fp32 + channels_last", BF16):
+        torch.manual_seed(0)
+        model = build_model("resnet18", 2, setup.image_size, False)[0].to(device).train()
+        images = torch.rand(setup.batch_size, 1, setup.image_size, setup.image_size, device=device)
+        labels = torch.randint(0, 2, (setup.batch_size,), device=device)
+        if "channels_last" in variant:
+            model = model.to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+        optimiser, loss_fn = torch.optim.AdamW(model.parameters(), lr=1e-3), nn.CrossEntropyLoss()
+        times = []
+        for step in range(2 + setup.timed_steps):  # two warm-up steps: first calls allocate and pick kernels
+            started = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.startswith("bf16")):
+                loss = loss_fn(model(images), labels)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            loss.item()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+        rates[variant] = setup.batch_size / statistics.median(times[2:])
+    return rates
+
+
+def cpu_bf16() -> str:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    return ", ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "none (bf16 is emulated)"
+
+
+def _s(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} s"
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def run_table(runs: list[Run], seed: Run, setup: Setup) -> list[str]:
+    films = setup.films * setup.epochs
+    rows = ["| run | process wall | training phase | films/s end to end | films/s training phase | speed-up vs seed |",
+            "|---|---|---|---|---|---|"]
+    for run in runs:
+        if run.problem:
+            rows.append(f"| {run.label} | failed: {run.problem.replace('|', '/')} | | | | |")
+            continue
+        speed_up = f"{seed.wall / run.wall:.2f}x" if seed.wall and not seed.problem else "—"
+        rows.append(f"| {run.label} | {_s(run.wall)} | {_s(run.phase_seconds)} ({run.phase_films} films) "
+                    f"| {_rate(films / run.wall)} | {_rate(run.phase_rate())} | {speed_up} |")
+    notes = [f"- {run.label}: start-up, imports, shipping {_s(run.wall - run.total_seconds)}; decode, split, "
+             f"build, final validation {_s(run.total_seconds - run.phase_seconds)}; {run.recorded}"
+             for run in runs if run.total_seconds is not None and not run.problem]
+    return rows + ([""] + notes if notes else [])
+
+
+def bare_table(rates: dict[str, dict[str, float]], setup: Setup) -> list[str]:
+    devices = list(rates)
+    rows = [f"| bare step, {setup.image_size} px, batch {setup.batch_size} | "
+            + " | ".join(f"{d} films/s" for d in devices) + " |", "|---" * (1 + len(devices)) + "|"]
+    for variant in rates[devices[0]]:
+        rows.append(f"| {variant} | " + " | ".join(_rate(rates[d][variant]) for d in devices) + " |")
+    return rows
+
+
+def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str) -> list[str]:
+    lines = [title]
+    if seed.phase_rate() and not seed.problem:
+        lines.append(f"- the seed loop's training phase runs at {seed.phase_rate() / bare_fp32:.0%} of the bare "
+                     "fp32 step")
+    if best.problem or seed.problem:
+        return lines + ["- core train bf16 vs the seed loop: not measured (see the failed run above)"]
+    lines.append(f"- `{best.label}` end to end: {seed.wall / best.wall:.2f}x the seed-style loop (target >= 2.5x)")
+    lines.append(f"- its training phase: {best.phase_rate():.1f} films/s = {best.phase_rate() / bare_bf16:.0%} of the "
+                 f"bare bf16 + channels_last step, {bare_bf16:.1f} films/s (target >= 90 %)")
+    return lines
+
+
+def cpu_training(work: Path, setup: Setup) -> tuple[list[Run], Run]:
+    """The seed loop, then core train fp32 and bf16 with empty decode caches, then bf16 with its cache warm."""
+    runs = [seed_loop(work / "films", setup, "cpu")]
+    for precision in ("fp32", "bf16"):
+        runs.append(core_train(work / "films", setup, work, "", ["--device", "cpu", "--precision", precision],
+                               work / f"cache-{precision}"))
+    runs.append(core_train(work / "films", setup, work, " (decode cache warm)",
+                           ["--device", "cpu", "--precision", "bf16"], work / "cache-bf16"))
+    return runs, runs[2]
+
+
+def cuda_training(work: Path, setup: Setup) -> list[Run]:
+    """On a GPU: the seed loop, core train bf16 on the same folder, and issue 11's GPU target run: the default
+    architecture on the whole training folder at 224 px for 12 epochs (a 64-film, 1-epoch stand-in in --quick)."""
+    runs = [seed_loop(work / "films", setup, "cuda"),
+            core_train(work / "films", setup, work, "", ["--device", "cuda", "--precision", "bf16"],
+                       work / "cache-cuda")]
+    full = Setup(0, 1, 64, setup.batch_size, 0) if setup.quick else Setup(0, 12, 224, setup.batch_size, 0)
+    extra, films = (["--max-films", "64"], "64 films of") if setup.quick else ([], "the whole")
+    runs.append(core_train(SOURCE, full, work, f" (efficientnet_lite0, {films} {SOURCE.name} folder, {full.epochs} "
+                           f"epochs, {full.image_size} px)",
+                           ["--device", "cuda", *extra], work / "cache-cuda-full", arch="efficientnet_lite0"))
+    return runs
+
+
+def cuda_lines(runs: list[Run], rates: dict[str, float], setup: Setup) -> list[str]:
+    lines = ["", f"CUDA ({torch.cuda.get_device_name()}):", *run_table(runs[:2], runs[0], setup), "",
+             *targets(runs[0], runs[1], rates[BF16], rates["fp32"], "On CUDA:")]
+    return lines + [f"- `{run.label}`: " + (f"failed: {run.problem}" if run.problem else
+                    f"{_s(run.wall)} end to end (target < 180 s)") for run in runs[2:]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64 films, 1 epoch, 64 px; prints only")
+    setup, cuda = Setup.from_args(parser.parse_args()), torch.cuda.is_available()
+    rates = {"CPU": bare_steps(setup, torch.device("cpu"))}
+    if cuda:
+        rates["CUDA"] = bare_steps(setup, torch.device("cuda"))
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-training-") as tmp:
+        work = Path(tmp)
+        counts = sample_folder(work / "films", setup.films)
+        runs, best = cpu_training(work, setup)
+        cuda_runs = cuda_training(work, setup) if cuda else []
+    seed = runs[0]
+    lines = [f"{setup.films} films ({' + '.join(map(str, counts))} per class, a seeded sample of "
+             f"kermany-224/train), ResNet-18 from scratch, {setup.image_size} px, {setup.epochs} epoch(s), batch "
+             f"{setup.batch_size}; core train with its default augmentation and a patient-disjoint fifth held out "
+             f"for validation. torch {torch.__version__}, {torch.get_num_threads()} threads; CPU bf16: {cpu_bf16()}. "
+             "Films/s end to end = films in the folder x epochs / process wall time; training phase = the loop "
+             "alone (core train: its epochs, per-epoch validation included).", "",
+             *run_table(runs, seed, setup), "", *bare_table(rates, setup), "",
+             *targets(seed, best, rates["CPU"][BF16], rates["CPU"]["fp32"], "Targets (issue 11, CPU):")]
+    lines += cuda_lines(cuda_runs, rates["CUDA"], setup) if cuda else ["- CUDA: no CUDA device"]
+    if setup.quick:
+        print("\n".join(lines))
+        print("\n(--quick: figures printed only; docs/measurements.md left as it is)")
+    else:
+        write_section("training", "Training speed: seed-style loop, core train, bare step (bench/training.py)",
+                      lines)
+
+
+if __name__ == "__main__":
+    main()
