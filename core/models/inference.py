@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from core.films.tensor import as_float, check_pixel_contract
-from core.models.device import exact_fp32, inference_batch_size, model_device, to_device
+from core.models.device import FP32, exact_fp32, inference_batch_size, model_device, to_device, training_autocast
 
 
 def probabilities(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
@@ -22,18 +22,20 @@ def probabilities(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _softmax(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
+def _softmax(model: nn.Module, batch: torch.Tensor, precision: str = FP32) -> np.ndarray:
     device = model_device(model)
-    with exact_fp32(device):
+    with exact_fp32(device) if precision == FP32 else training_autocast(device, precision):
         logits = model(to_device(batch, device).float())
     return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
 
 
-def probabilities_in_batches(model: nn.Module, films_uint8: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
+def probabilities_in_batches(model: nn.Module, films_uint8: torch.Tensor, batch_size: int | None = None,
+                             precision: str = FP32) -> np.ndarray:
     """N x 1 x S x S uint8 model input (from ``film_to_tensor``, on any device) -> N x C probabilities.
 
     Runs in eval and inference mode at a large batch (nothing is kept for gradients); restores the mode.
-    uint8 / 255 lies in [0, 1] by construction, so only the shape is checked.
+    uint8 / 255 lies in [0, 1] by construction, so only the shape is checked. ``precision`` stays fp32 for
+    everything a threshold or report is computed from; training's per-epoch monitoring may pass bf16.
     """
     if films_uint8.dtype != torch.uint8 or films_uint8.ndim != 4 or films_uint8.shape[1] != 1:
         raise ValueError(f"expected N x 1 x S x S uint8 films, got {films_uint8.dtype} {tuple(films_uint8.shape)}")
@@ -42,7 +44,7 @@ def probabilities_in_batches(model: nn.Module, films_uint8: torch.Tensor, batch_
     was_training = model.training
     model.eval()
     try:
-        parts = [_softmax(model, as_float(to_device(films_uint8[i : i + batch_size], device)))
+        parts = [_softmax(model, as_float(to_device(films_uint8[i : i + batch_size], device)), precision)
                  for i in range(0, len(films_uint8), batch_size)]
     finally:
         model.train(was_training)

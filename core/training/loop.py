@@ -82,7 +82,8 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
                            eta_seconds=elapsed / done * (config.epochs * steps - done)))
         train_loss, stop = hardware.mean(float(np.mean(losses))), False
         if hardware.is_main:  # the other ranks wait for its decision below
-            history.append(_validate(model, x_val, val_set, loss_fn.weight.cpu(), epoch, train_loss, started))
+            history.append(_validate(model, x_val, val_set, loss_fn.weight.cpu(), epoch, train_loss, started,
+                                     hardware.precision))
             emit(EpochEvent(epochs=config.epochs, **history[-1].model_dump()))
             if history[-1].val_auc > best:
                 best, best_state, stale = history[-1].val_auc, copy.deepcopy(model.state_dict()), 0
@@ -96,8 +97,10 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
 
 
 def _validate(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, weight: torch.Tensor, epoch: int,
-              train_loss: float, started: float) -> EpochRecord:
-    val_probs = probabilities_in_batches(model, x_val)  # fp32, inference mode, a large batch
+              train_loss: float, started: float, precision: str) -> EpochRecord:
+    """Per-epoch monitoring (early stopping, the curves) at the training precision, inference mode, a large
+    batch. The operating point and the report are computed afterwards, in fp32, on the stored weights."""
+    val_probs = probabilities_in_batches(model, x_val, precision=precision)
     return EpochRecord(epoch=epoch, train_loss=train_loss, val_auc=_auc(val_set.labels, val_probs),
                        val_loss=_weighted_nll(val_probs, val_set.labels, weight),
                        seconds=round(time.monotonic() - started, 1))
