@@ -17,7 +17,6 @@ from core.errors import CheckpointError
 from core.models.catalog import architecture_info
 from core.store.base import Record, read_record
 from core.store.reports import OperatingPoint, Report
-from core.tasks import find_normal_index
 
 FORMAT_VERSION = 1
 
@@ -149,15 +148,6 @@ class ModelRecord(Record):
     @property
     def image_size(self) -> int:
         return self.model_args.image_size
-
-    @property
-    def normal_class(self) -> str | None:
-        index = find_normal_index(self.classes)
-        return None if index is None else self.classes[index]
-
-    @property
-    def can_triage(self) -> bool:
-        return self.operating_point.normal_index is not None
 
     def identity(self) -> dict:
         """Fields the weights file repeats: a pair that disagrees on them is refused."""
