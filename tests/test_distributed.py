@@ -103,6 +103,7 @@ def _rank(rank: int, world: int, rendezvous: str, results: str) -> None:
         state, history = loop.fit(model, films, None, _films(8), config, hardware, lambda event: None, None)
         Path(results, f"{rank}.json").write_text(json.dumps({
             "collectives": collectives, "epochs": [h.epoch for h in history], "state": state is not None}))
+        dist.barrier()  # as core.training.distributed.leave does after a completed run
     finally:
         dist.destroy_process_group()
 

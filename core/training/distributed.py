@@ -116,7 +116,11 @@ def prepare_hardware(config: TrainConfig, world: DistributedEnvironment | None =
     return Hardware(device, precision, world, tuple(notes))
 
 
-def leave(hardware: Hardware) -> None:
-    """Leave the process group (a no-op for a single process)."""
+def leave(hardware: Hardware, completed: bool = False) -> None:
+    """Leave the process group (a no-op for a single process). After a run that completed on every rank,
+    the ranks first meet at a barrier: a rank tearing gloo down while its peer is still connected can abort
+    the peer's process (seen as SIGABRT, "terminate called without an active exception")."""
     if hardware.world.is_distributed and dist.is_initialized():
+        if completed:
+            dist.barrier()
         dist.destroy_process_group()

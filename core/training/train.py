@@ -52,8 +52,11 @@ def train(
     config, directory = config.resolved(), directory or checkpoint_dir()
     hardware = prepare_hardware(config)
     emit = (on_progress or _ignore) if hardware.is_main else _ignore
+    completed = False
     try:
-        return _train(data_dir, config, hardware, name, directory, emit, should_stop, job_id, make_default)
+        record = _train(data_dir, config, hardware, name, directory, emit, should_stop, job_id, make_default)
+        completed = True
+        return record
     except torch.OutOfMemoryError as exc:
         where = "The GPU" if hardware.device.type == "cuda" else "This computer"
         raise DeviceOutOfMemory(
@@ -61,7 +64,7 @@ def train(
             f"{config.batch_size}; try a smaller --batch-size or image size, or check that no other job is using "
             f"the GPU (nvidia-smi). Nothing was saved.") from exc
     finally:
-        leave(hardware)
+        leave(hardware, completed)
 
 
 def _ignore(event: ProgressEvent) -> None:
