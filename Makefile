@@ -18,7 +18,8 @@ setup: $(STAMP)
 
 run: setup
 	# Passive OpenMP waiting: a background training job and the app share the CPU without spinning.
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/streamlit run dashboard/app.py --server.port $(PORT)
+	# dashboard.serve is `streamlit run dashboard/app.py` with the default model loading from the start.
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m dashboard.serve --server.port $(PORT)
 
 test: setup
 	$(PY) -m pytest

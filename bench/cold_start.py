@@ -1,4 +1,5 @@
-"""Cold start of the triage page in a real browser, timed from launching ``streamlit run``.
+"""Cold start of the triage page in a real browser, timed from launching the server as ``make run`` does
+(``python -m dashboard.serve``: ``streamlit run dashboard/app.py`` with the default model loading from the start).
 
     .venv/bin/python bench/cold_start.py [--runs 3] [--film PATH] [--no-write]
 
@@ -69,9 +70,10 @@ def _listening(port: int) -> bool:
 
 def _start_server(port: int, jobs: Path, log) -> subprocess.Popen:
     env = {**os.environ, "CXR_CHECKPOINTS": str(ROOT / "checkpoints"), "CXR_JOBS": str(jobs),
+           "CXR_MODELS": str(jobs / "site-models"),  # the shipped models only
            "OMP_WAIT_POLICY": "PASSIVE"}  # as `make run`
     return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.port", str(port),
+        [sys.executable, "-m", "dashboard.serve", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -172,7 +174,8 @@ def main() -> None:
                 time.sleep(2)  # let the stopped server's memory go before the next launch
         browser.close()
     print(f"(server log: {log_path})")
-    lines = [f"Triage page in headless Chromium against a freshly launched `streamlit run dashboard/app.py` "
+    lines = [f"Triage page in headless Chromium against a freshly launched `make run` server "
+             "(`python -m dashboard.serve`) "
              f"(shipped models, default `{_default_model()}`), film `{args.film.name}`, {args.runs} run(s) per "
              "scenario. Times from launching the server process; targets: upload box <= "
              f"{TARGETS['upload box']:.0f} s, probabilities <= {TARGETS['probabilities']:.0f} s after the upload, "

@@ -145,17 +145,21 @@ def test_cpu_bf16_autocast_keeps_fp32_master_weights():
 
 
 def test_inference_runs_in_the_layout_checkpoints_load_in():
-    """Training's channels_last is undone before the threshold is chosen and whenever a model is placed to run."""
+    """One layout everywhere: built, trained, validated for shipping, loaded and placed to run alike."""
     from core.training.train import validate_for_shipping
 
-    model = place_for_training(build_model("cnn5", 2, 32)[0], torch.device("cpu"))
-    assert not model.features[1][0].weight.is_contiguous()  # 32 -> 64 channels: the layouts differ
-    assert place_model(model, torch.device("cpu")).features[1][0].weight.is_contiguous()
-    model = place_for_training(model, torch.device("cpu"))
+    built = build_model("cnn5", 2, 32)[0]
+    assert built.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not built.features[1][0].weight.is_contiguous()  # 32 -> 64 channels: the layouts differ
+    model = place_for_training(built, torch.device("cpu"))
+    assert place_model(model, torch.device("cpu")).features[1][0].weight.is_contiguous(
+        memory_format=torch.channels_last)
     films = FilmSet(tuple(Path(f"{i}.png") for i in range(8)), np.arange(8) % 2, ("NORMAL", "PNEUMONIA"))
     validate_for_shipping(model, torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8), films,
                           TrainConfig(arch="cnn5", image_size=32).resolved(), "validation: 8 synthetic films")
-    assert model.features[1][0].weight.is_contiguous()
+    assert model.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    pixel_model = place_model(build_model("mlp", 2, 32)[0], torch.device("cpu"))
+    assert all(p.is_contiguous() for p in pixel_model.parameters())
 
 
 # --- placement: training, inference, prediction, evaluation ---------------------------------------------

@@ -153,6 +153,34 @@ def test_resnet18_without_local_weights_says_so(monkeypatch, tmp_path):
     assert model(torch.rand(1, 1, 64, 64)).shape == (1, 2)
 
 
+def test_resnet18_is_torchvisions_network_with_the_same_seeded_weights():
+    from torchvision.models import resnet18
+
+    torch.manual_seed(3)
+    theirs = resnet18(weights=None)
+    theirs.fc = nn.Linear(512, 2)
+    torch.manual_seed(3)
+    ours, _ = build_model("resnet18", 2, 64)
+    mine = ours.net.state_dict()
+    assert list(mine) == list(theirs.state_dict())
+    assert all(torch.equal(mine[k], v) for k, v in theirs.state_dict().items())
+    x = torch.rand(2, 1, 64, 64)
+    theirs.eval(), ours.eval()
+    assert torch.allclose(ours(x), theirs(ours.to_rgb(x)), atol=1e-5)
+
+
+def test_efficientnet_stochastic_depth_draws_as_torchvision():
+    from torchvision.ops import stochastic_depth
+
+    from core.models.efficientnet_lite import _drop_rows
+
+    x = torch.rand(16, 8, 4, 4)
+    torch.manual_seed(5)
+    expected = stochastic_depth(x, 0.3, "row", True)
+    torch.manual_seed(5)
+    assert torch.equal(_drop_rows(x, 0.3), expected)
+
+
 def test_efficientnet_batchnorm_uses_tensorflow_settings():
     # The converted weights expect TF's epsilon 1e-3 and decay 0.99 (PyTorch momentum 0.01).
     model, _ = build_model("efficientnet_lite0", 2, 64)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 
 from core.store.reports import ClassMetrics, DecisionMetrics, OperatingPoint, Report, Roc
@@ -83,21 +84,31 @@ def _bootstrap_decisions(y_true, y_pred, normal_index, seed) -> dict:
 
 
 def _auc_with_interval(y_true: np.ndarray, probabilities: np.ndarray, seed: int):
-    def auc_of(t, p):
-        if len(np.unique(t)) < 2:
-            return np.nan
-        if p.shape[1] == 2:
-            return roc_auc_score(t, p[:, 1])
-        present = np.unique(t)
-        if len(present) < p.shape[1]:
-            return np.nan
-        return roc_auc_score(t, p, multi_class="ovr", average="macro")
-
-    auc = auc_of(y_true, probabilities)
-    if np.isnan(auc):
+    """The AUC (scikit-learn) and its bootstrap 95 % interval, all resamples computed at once."""
+    present = np.unique(y_true)
+    if len(present) < 2 or (probabilities.shape[1] > 2 and len(present) < probabilities.shape[1]):
         return None, None
-    samples = [auc_of(y_true[i], probabilities[i]) for i in _bootstrap_indices(len(y_true), seed)]
-    return float(auc), _percentile_interval(np.asarray(samples, dtype=np.float64))
+    if probabilities.shape[1] == 2:
+        auc = roc_auc_score(y_true, probabilities[:, 1])
+    else:
+        auc = roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro")
+    idx = _bootstrap_indices(len(y_true), seed)
+    truth, scores = y_true[idx], probabilities[idx]  # N_BOOTSTRAP x n, N_BOOTSTRAP x n x C
+    if probabilities.shape[1] == 2:
+        samples = _rank_auc(truth == 1, scores[..., 1])
+    else:  # one-vs-rest, macro: the mean of every class's AUC against the others
+        samples = np.mean([_rank_auc(truth == k, scores[..., k]) for k in range(probabilities.shape[1])], axis=0)
+    return float(auc), _percentile_interval(samples)
+
+
+def _rank_auc(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Row-wise ROC AUC as the Mann-Whitney statistic (ties count half), as scikit-learn's equals; NaN where
+    a row lacks either class. A thousand resamples cost one ranking instead of a thousand metric calls."""
+    ranks = rankdata(scores, axis=1)  # average ranks for ties
+    n_pos = positive.sum(axis=1)
+    n_neg = positive.shape[1] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.where(positive, ranks, 0.0).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def _percentile_interval(samples: np.ndarray) -> list[float] | None:

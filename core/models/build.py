@@ -11,6 +11,7 @@ from torch import nn
 
 from core.models.catalog import architecture_info
 from core.models.classic import CNN5, MLP, LogisticRegression
+from core.models.device import run_layout
 from core.models.pretrained import build_efficientnet_lite0, build_resnet18
 
 # build(num_classes, image_size, pretrained) -> (model, notes)
@@ -31,7 +32,10 @@ _CAM_LAYERS: dict[str, Callable[[nn.Module], nn.Module]] = {
 def build_model(arch: str, num_classes: int, image_size: int, pretrained: bool = False) -> tuple[nn.Module, list[str]]:
     """Build an architecture; ``notes`` says, e.g., that ImageNet weights were missing."""
     info = architecture_info(arch)  # ValueError naming the known architectures
-    return _BUILDERS[info.name](num_classes, image_size, pretrained and info.pretrainable)
+    model, notes = _BUILDERS[info.name](num_classes, image_size, pretrained and info.pretrainable)
+    # Built in the layout it trains and runs in (core.models.device.run_layout): a checkpoint's weights are
+    # copied into these tensors, so every loaded model computes in the same layout as at training.
+    return model.to(memory_format=run_layout(model)), notes
 
 
 def cam_layer(arch: str, model: nn.Module) -> nn.Module | None:

@@ -66,9 +66,15 @@ class MBConv(nn.Module):
             return out
         if not (self.training and self.drop_rate > 0):
             return x + out  # stochastic depth is the identity in evaluation
-        from torchvision.ops import stochastic_depth  # only training needs torchvision: serving starts faster
+        return x + _drop_rows(out, self.drop_rate)
 
-        return x + stochastic_depth(out, self.drop_rate, "row", self.training)
+
+def _drop_rows(x: torch.Tensor, rate: float) -> torch.Tensor:
+    """Stochastic depth per film ("row"), exactly as torchvision.ops.stochastic_depth draws it (the same
+    random numbers for a seed), without importing torchvision in every training process."""
+    survival = 1.0 - rate
+    keep = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(survival)
+    return x * keep.div_(survival) if survival > 0.0 else x * keep
 
 
 class EfficientNetLite(nn.Module):

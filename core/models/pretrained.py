@@ -40,10 +40,9 @@ def resnet18_weights_path() -> Path:
 
 
 def build_resnet18(num_classes: int, image_size: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
-    # torchvision (and torch._dynamo with it) loads only when a ResNet is built: the app starts faster.
-    from torchvision.models import resnet18
+    from core.models.resnet import ResNet18  # torchvision's network without torchvision's import cost
 
-    net, notes = resnet18(weights=None), []
+    net, notes = ResNet18(), []
     if pretrained:
         path = resnet18_weights_path()
         if path.is_file():
