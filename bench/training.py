@@ -111,7 +111,7 @@ def core_train(folder: Path, setup: Setup, work: Path, label: str, flags: list[s
                arch: str = "resnet18") -> Run:
     run = Run(f"core train {' '.join(flags)}".strip() + label)
     checkpoints = work / f"checkpoints-{len(list(work.glob('checkpoints-*')))}"
-    env = {**os.environ, "CXR_CHECKPOINTS": str(checkpoints), "CXR_JOBS": str(work / "jobs"),
+    env = {**os.environ, "CXR_MODELS": str(checkpoints), "CXR_JOBS": str(work / "jobs"),
            "CXR_DECODE_CACHE": str(cache)}
     command = [sys.executable, "-m", "core", "train", str(folder), "--arch", arch, "--epochs",
                str(setup.epochs), "--image-size", str(setup.image_size), "--batch-size", str(setup.batch_size),

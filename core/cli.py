@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from core import config
+from core import config, limits
 from core.errors import TriageError
 
 
@@ -29,7 +29,7 @@ def _fail(message: str) -> None:
 
 
 def _add_device(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--device", choices=config.DEVICES, default="auto",
+    parser.add_argument("--device", choices=limits.DEVICES, default="auto",
                         help=f"where to {what}: auto (a CUDA GPU when present, else the CPU), cpu or cuda")
 
 
@@ -49,21 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train and register a new model version")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--arch", required=True)
-    p.add_argument("--epochs", type=int, default=config.DEFAULT_EPOCHS)
+    p.add_argument("--epochs", type=int, default=limits.DEFAULT_EPOCHS)
     p.add_argument("--image-size", type=int)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--hflip", action="store_true", help="also flip horizontally (moves the heart; off by default)")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="ignore local ImageNet weights")
-    p.add_argument("--batch-size", type=int, default=config.DEFAULT_BATCH_SIZE)
+    p.add_argument("--batch-size", type=int, default=limits.DEFAULT_BATCH_SIZE)
     p.add_argument("--lr", type=float)
     p.add_argument("--max-films", type=int, help="train on a random class-balanced subset (quick runs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-sensitivity", type=float, default=config.DEFAULT_TARGET_SENSITIVITY,
+    p.add_argument("--target-sensitivity", type=float, default=limits.DEFAULT_TARGET_SENSITIVITY,
                    help="the operating point reaches this sensitivity on validation (default %(default)s)")
     p.add_argument("--name", help="base name; a version suffix -vN is added")
+    p.add_argument("--shipped", action="store_true",
+                   help="write to the shipped checkpoints folder and its checksum manifest (make models only); "
+                        "without it new versions go to the site models folder (CXR_MODELS)")
     p.add_argument("--set-default", action="store_true", help="make the new model the default")
+    p.add_argument("--override-floor", action="store_true",
+                   help="with --set-default: promote even below the promotion floor (recorded in the audit log)")
     _add_device(p, "train (one GPU per process under torchrun)")
-    p.add_argument("--precision", choices=config.PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=limits.PRECISIONS, default="auto",
                    help="training precision: auto (bf16 autocast where the hardware has it), bf16 or fp32; "
                         "validation and the threshold are always fp32")
     p = sub.add_parser("calibrate", help="new version of a model with a threshold for another sensitivity target")
@@ -71,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-sensitivity", type=float, required=True, help="e.g. 0.98 (on validation)")
     p.add_argument("--data", metavar="DIR", help="the training folder, if it moved since training")
     p.add_argument("--set-default", action="store_true", help="make the new version the default")
+    p.add_argument("--override-floor", action="store_true",
+                   help="with --set-default: promote even below the promotion floor (recorded in the audit log)")
     _add_device(p, "run the model on the validation films")
+    p = sub.add_parser("set-default", help="make a registered version its task's default (promotion floor applies)")
+    p.add_argument("model", metavar="NAME")
+    p.add_argument("--override-floor", action="store_true",
+                   help="promote even below the promotion floor (recorded in the audit log)")
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("--json", action="store_true")
     return parser
@@ -81,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"predict": _predict, "evaluate": _evaluate, "train": _train, "calibrate": _calibrate,
-                "models": _models}[args.command](args)
+                "models": _models, "set-default": _set_default}[args.command](args)
     except TriageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -123,6 +134,7 @@ def _evaluate(args) -> int:
     loaded = load_checkpoint(find_model(args.model).json_path)
     loaded.model = place_model(loaded.model, device)
     report = evaluate_folder(loaded, args.dir)
+    _audit("evaluate", model=loaded.name, folder=Path(args.dir).name, **report.summary())
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
@@ -139,7 +151,8 @@ def _train(args) -> int:
     from tqdm import tqdm
 
     from core.store.records import TrainConfig
-    from core.store.registry import checkpoint_dir
+    from core.store.names import check_model_name
+    from core.store.registry import checkpoint_dir, shipped_dir
     from core.training.events import EpochEvent, LoadingEvent, NoteEvent, StepEvent
     from core.training.train import train
 
@@ -151,6 +164,9 @@ def _train(args) -> int:
                               precision=args.precision).resolved()
     except ValueError as exc:  # the limits of core.config, the same the Retrain page and jobs apply
         _fail(str(exc))
+    if args.name is not None:
+        check_model_name(args.name)  # before minutes of training: `--name ../x` must never name a path
+    directory = shipped_dir() if args.shipped else checkpoint_dir()
     main_process = config.distributed_environment().is_main  # under torchrun only rank 0 reports
     bar = tqdm(total=request.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True, disable=not main_process)
 
@@ -165,11 +181,14 @@ def _train(args) -> int:
         elif isinstance(event, (NoteEvent, LoadingEvent)) and event.message:
             bar.write(event.message)
 
-    record = train(args.dir, request, name=args.name, on_progress=on_progress, make_default=args.set_default)
+    _check_override(args)
+    record = train(args.dir, request, name=args.name, directory=directory, on_progress=on_progress, who=_who())
     bar.close()
     if record is None:  # another rank of a torchrun launch: rank 0 wrote the model and prints it
         return 0
-    print(json.dumps({"name": record.name, "checkpoint": str(checkpoint_dir() / f"{record.name}.pt"),
+    if args.set_default:  # here, not inside train(): a refusal must not leave torchrun's other ranks waiting
+        _make_default(record.name, args.override_floor, directory)
+    print(json.dumps({"name": record.name, "checkpoint": str(directory / f"{record.name}.pt"),
                       "validation": record.report.summary(), "seconds": record.training.seconds}))
     return 0
 
@@ -177,19 +196,59 @@ def _train(args) -> int:
 def _calibrate(args) -> int:
     from core.training.calibrate import calibrate
 
-    record = calibrate(args.model, args.target_sensitivity, args.data, make_default=args.set_default,
-                       device=args.device)
+    _check_override(args)
+    record = calibrate(args.model, args.target_sensitivity, args.data, device=args.device, who=_who())
+    if args.set_default:
+        _make_default(record.name, args.override_floor)
     print(json.dumps({"name": record.name, "from": record.calibration.from_model,
                       "previous_threshold": record.calibration.previous_threshold,
                       "validation": record.report.summary()}))
     return 0
 
 
+def _set_default(args) -> int:
+    from core.store.registry import find_model
+
+    _make_default(args.model, args.override_floor)
+    entry = find_model(args.model)
+    print(json.dumps({"default": entry.name, "task": entry.task, "override_floor": args.override_floor}))
+    return 0
+
+
+def _who() -> str:
+    from core.admin.audit import cli_user
+
+    return cli_user()
+
+
+def _audit(action: str, **details) -> None:
+    from core.admin.audit import record_action
+
+    record_action(action, _who(), **details)
+
+
+def _check_override(args) -> None:
+    if args.override_floor and not args.set_default:
+        _fail("--override-floor only applies together with --set-default.")
+
+
+def _make_default(name: str, override: bool, directory: Path | None = None) -> None:
+    """Through the promotion floor; a refused new version stays registered, and the error says so."""
+    from core.errors import PromotionRefused
+    from core.store.promotion import promote
+
+    try:
+        promote(name, who=_who(), override=override, directory=directory)
+    except PromotionRefused as exc:
+        _fail(f"{exc} {name} stays registered; the default is unchanged.")
+
+
 def _models(args) -> int:
     from core.store.registry import list_models
 
     entries, problems = list_models()
-    rows = [{"name": e.name, "task": e.task, "arch": e.arch, "classes": list(e.classes), "default": e.is_default,
+    rows = [{"name": e.name, "tier": e.tier, "task": e.task, "arch": e.arch, "classes": list(e.classes),
+             "default": e.is_default,
              "image_size": e.record.image_size,
              "metrics": e.record.report.summary() if e.record.report else _NO_METRICS,
              "parameters": e.record.parameters, "created": e.record.created} for e in entries]
@@ -198,7 +257,7 @@ def _models(args) -> int:
         return 0
     for entry in entries:
         report = entry.record.report
-        print(f"{'*' if entry.is_default else ' '} {entry.name:40s} {entry.arch:18s} "
+        print(f"{'*' if entry.is_default else ' '} {entry.name:40s} {entry.tier:8s} {entry.arch:18s} "
               f"val AUC {(report.auc if report else None) or 0:.3f} acc {(report.accuracy if report else 0):.3f}")
     for problem in problems:
         print(f"! {problem}")

@@ -2,8 +2,7 @@
 
 The environment is read here and nowhere else in ``core/`` or ``dashboard/``: :func:`settings` reads it once
 per process (``reload`` re-reads it, for tests), and :func:`job_environment` is the one way an environment is
-handed on to a child process. The CLI, the job starter and the Retrain page all take their limits from the
-:class:`Limit` objects below, so a value one of them accepts the others accept too.
+handed on to a child process. Allowed ranges and fixed sizes live in :mod:`core.limits`.
 """
 from __future__ import annotations
 
@@ -13,58 +12,14 @@ from pathlib import Path
 from typing import Mapping
 
 from core.errors import SettingOutOfRange
+from core.limits import (
+    ADMIN_SESSION_MINUTES, BATCH_FILMS, BATCH_MEGABYTES, DECODE_CACHE_MAX_BYTES, DECODE_CACHE_OFF,
+    DECODE_CACHE_SIZE, DECODE_MEMORY_MB, DECODE_SECONDS, DECODE_SECONDS_PER_MP, DECODE_WORKERS, JOB_MAX_AGE,
+    JOB_TIME_LIMIT, Limit, MIN_FILMS_BY_TASK, PROMOTION_MIN_FILMS, PROMOTION_MIN_SENSITIVITY, SWITCH_OFF,
+    SWITCH_ON,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Limit:
-    """An allowed range for one number a person can choose; ``check`` says in words what is wrong."""
-
-    label: str
-    low: float
-    high: float | None = None
-    unit: str = ""
-
-    def check(self, value: float) -> float:
-        if value is None or value < self.low or (self.high is not None and value > self.high):
-            unit = f" {self.unit}" if self.unit else ""
-            allowed = (f"between {_number(self.low)} and {_number(self.high)}{unit}" if self.high is not None
-                       else f"at least {_number(self.low)}{unit}")
-            raise SettingOutOfRange(f"{self.label} must be {allowed}; {value} was asked for.")
-        return value
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-# Training requests: the CLI, background jobs and the Retrain page check these same limits.
-EPOCHS = Limit("Epochs", 1, 200)
-IMAGE_SIZE = Limit("Image size", 32, 512, "pixels")
-BATCH_SIZE = Limit("Batch size", 2, 1024)
-TARGET_SENSITIVITY = Limit("The sensitivity target", 0.5, 0.999)
-MIN_FILMS = Limit("The number of films", 20, None)  # a smaller set cannot hold out a useful validation part
-PATIENCE = Limit("Patience", 1, 100, "epochs")
-
-DEFAULT_EPOCHS = 10
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_TARGET_SENSITIVITY = 0.95
-DEFAULT_VAL_FRACTION = 0.2
-DEFAULT_PATIENCE = 4
-
-# Where and at what precision a model trains or runs (core/models/device.py). "auto": CUDA when present;
-# bf16 autocast for training where the hardware has it (the stored threshold is always chosen in fp32).
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "bf16", "fp32")
-# Inference batches (validation, evaluate): no gradients are kept, so large batches cost little memory.
-INFERENCE_BATCH_SIZE = {"cpu": 128, "cuda": 512}
-
-# Decoded training films shared across runs (core/films/decode_cache.py): patient images, kept outside the
-# code tree, capped (2 GiB holds the 5216 Kermany training films at 224 px about eight times over).
-DECODE_CACHE_MAX_BYTES = 2 * 2**30
-DECODE_CACHE_SIZE = Limit("The decode cache size", 0, None, "bytes")
-DECODE_CACHE_OFF = ("off", "none", "no", "false", "0")  # CXR_DECODE_CACHE=off: decode every run
 
 
 @dataclass(frozen=True)
@@ -80,6 +35,31 @@ class Settings:
     job_omp_wait_policy: str  # OpenMP waiting of a training job that shares the CPU with the app
     decode_cache: Path | None  # decoded films shared across runs; None when switched off
     decode_cache_max_bytes: int  # the decode cache is pruned, least recently used first, to this size
+    data_roots_file: Path | None = None  # the admin's list of extra data roots (TOML or JSON; core.films.roots)
+    batch_max_films: int = 50  # films one upload batch may hold (core.serving.batch_limits)
+    batch_max_mb: int = 250  # megabytes one upload batch may hold
+    # Site-trained models and the site's default pointers, outside the code tree (core.store.registry); the
+    # shipped models stay in ``checkpoints`` and are only written by ``train --shipped`` (make models).
+    models: Path = Path.home() / ".local" / "share" / "cxr-triage" / "models"
+    # Administration (core.admin, core.store.promotion, core.jobs): the audit log, the floor a version must
+    # clear to become a task's default, and how long a job may run and its folder be kept.
+    audit_log: Path = Path.home() / ".local" / "share" / "cxr-triage" / "audit.jsonl"
+    promotion_min_films: int = 20  # validation films of EACH class a default needs, unless its task says otherwise
+    promotion_min_films_by_task: tuple[tuple[str, int], ...] = ()  # (task, minimum) pairs
+    promotion_min_sensitivity: float = 0.95  # what a default's operating point must promise and reach
+    job_time_limit_minutes: float = 12 * 60.0  # a training job is stopped after this long
+    job_max_age_days: float = 30.0  # finished job folders older than this are pruned; 0 keeps them
+    # Who administers (core.access): local sessions unless switched off; others sign in with the passphrase
+    # whose scrypt hash is set here, or as a listed account through the identity provider.
+    local_admin: bool = True
+    admin_passphrase_hash: str = ""
+    admin_accounts: tuple[str, ...] = ()  # e-mail addresses, lower case
+    admin_session_minutes: int = 30  # an admin sign-in lasts this long
+    # DICOM decoding runs in worker processes (core.films.decode_pool) with these limits per film.
+    decode_memory_mb: int = 1024  # address space a worker may add to what it holds idle
+    decode_seconds: float = 5.0  # wall-clock time to read a film's header, and again to decode its pixels ...
+    decode_workers: int = 2  # films decoded at once; more wait their turn
+    decode_seconds_per_megapixel: float = 0.5  # ... plus this per megapixel (lossless JPEG 2000 ~0.4 s on 2 cores)
 
 
 ENVIRONMENT = {
@@ -92,6 +72,24 @@ ENVIRONMENT = {
     "job_omp_wait_policy": "OMP_WAIT_POLICY",
     "decode_cache": "CXR_DECODE_CACHE",
     "decode_cache_max_bytes": "CXR_DECODE_CACHE_MAX_BYTES",
+    "data_roots_file": "CXR_DATA_ROOTS",
+    "batch_max_films": "CXR_BATCH_MAX_FILMS",
+    "batch_max_mb": "CXR_BATCH_MAX_MB",
+    "models": "CXR_MODELS",
+    "local_admin": "CXR_LOCAL_ADMIN",
+    "admin_passphrase_hash": "CXR_ADMIN_PASSPHRASE_HASH",
+    "admin_accounts": "CXR_ADMIN_ACCOUNTS",
+    "admin_session_minutes": "CXR_ADMIN_SESSION_MINUTES",
+    "audit_log": "CXR_AUDIT_LOG",
+    "promotion_min_films": "CXR_PROMOTION_MIN_FILMS",
+    "promotion_min_films_by_task": "CXR_PROMOTION_MIN_FILMS_BY_TASK",
+    "promotion_min_sensitivity": "CXR_PROMOTION_MIN_SENSITIVITY",
+    "job_time_limit_minutes": "CXR_JOB_TIME_LIMIT",
+    "job_max_age_days": "CXR_JOB_MAX_AGE_DAYS",
+    "decode_memory_mb": "CXR_DECODE_MEMORY_MB",
+    "decode_seconds": "CXR_DECODE_SECONDS",
+    "decode_workers": "CXR_DECODE_WORKERS",
+    "decode_seconds_per_megapixel": "CXR_DECODE_SECONDS_PER_MP",
 }
 
 _current: Settings | None = None
@@ -103,12 +101,13 @@ def _read(environ: Mapping[str, str]) -> Settings:
 
     checkpoints = Path(given("checkpoints") or REPO_ROOT / "checkpoints").resolve()
     jobs = given("jobs")
+    models = _models_folder(given("models"), environ, checkpoints)
     data = Path(given("data") or REPO_ROOT.parent / "shared" / "data")
     films = data / "films"
     return Settings(
         checkpoints=checkpoints,
         detector=Path(given("detector") or REPO_ROOT / "checkpoints" / "detector"),
-        jobs=Path(jobs).resolve() if jobs else checkpoints.parent / "jobs",
+        jobs=Path(jobs).resolve() if jobs else models.parent / "jobs",  # beside the site's models, not in the code
         data=data,
         training_data=Path(given("training_data") or data / "kermany-224" / "train"),
         evaluation_folder=given("evaluation_folder") or (str(films) if films.is_dir() else ""),
@@ -116,7 +115,28 @@ def _read(environ: Mapping[str, str]) -> Settings:
         job_omp_wait_policy=given("job_omp_wait_policy") or "PASSIVE",
         decode_cache=_decode_cache_folder(given("decode_cache"), environ),
         decode_cache_max_bytes=_decode_cache_bytes(given("decode_cache_max_bytes")),
+        data_roots_file=_data_roots_file(given("data_roots_file"), environ),
+        batch_max_films=_whole_number("batch_max_films", given("batch_max_films"), BATCH_FILMS, 50),
+        batch_max_mb=_whole_number("batch_max_mb", given("batch_max_mb"), BATCH_MEGABYTES, 250),
+        models=models,
+        local_admin=_switch("local_admin", given("local_admin"), default=True),
+        admin_passphrase_hash=(given("admin_passphrase_hash") or "").strip(),
+        admin_accounts=_accounts(given("admin_accounts")),
+        admin_session_minutes=_whole_number("admin_session_minutes", given("admin_session_minutes"),
+                                            ADMIN_SESSION_MINUTES, 30),
+        decode_memory_mb=_whole_number("decode_memory_mb", given("decode_memory_mb"), DECODE_MEMORY_MB, 1024),
+        decode_seconds=_seconds("decode_seconds", given("decode_seconds"), DECODE_SECONDS, 5.0),
+        decode_workers=_whole_number("decode_workers", given("decode_workers"), DECODE_WORKERS, 2),
+        decode_seconds_per_megapixel=_seconds("decode_seconds_per_megapixel", given("decode_seconds_per_megapixel"),
+                                              DECODE_SECONDS_PER_MP, 0.5),
+        **_administration(given, environ),
     )
+
+
+def _user_folder(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
+    """An XDG base folder (cache, config, data) of the user running us: never inside the code tree."""
+    named = environ.get(variable) or ""
+    return Path(named) if os.path.isabs(named) else Path.home() / fallback
 
 
 def _decode_cache_folder(given: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -125,8 +145,7 @@ def _decode_cache_folder(given: str | None, environ: Mapping[str, str]) -> Path 
         return None
     if given:
         return Path(given).expanduser().resolve()
-    cache_home = environ.get("XDG_CACHE_HOME") or ""
-    base = Path(cache_home) if os.path.isabs(cache_home) else Path.home() / ".cache"
+    base = _user_folder(environ, "XDG_CACHE_HOME", ".cache")
     return base / "cxr-triage" / "decoded"
 
 
@@ -136,6 +155,67 @@ def _decode_cache_bytes(given: str | None) -> int:
     except ValueError:
         raise SettingOutOfRange(f"CXR_DECODE_CACHE_MAX_BYTES must be a number of bytes; {given!r} was given.") from None
     return int(DECODE_CACHE_SIZE.check(value))
+
+
+def _whole_number(field: str, given: str | None, limit: Limit, default: int) -> int:
+    try:
+        value = int(given) if given else default
+    except ValueError:
+        raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be a whole number; {given!r} was given.") from None
+    return int(limit.check(value))
+
+
+def _data_roots_file(given: str | None, environ: Mapping[str, str]) -> Path:
+    """The file named, else ``data-roots.toml`` in the user's config folder (XDG), never the code tree."""
+    if given:
+        return Path(given).expanduser()
+    base = _user_folder(environ, "XDG_CONFIG_HOME", ".config")
+    return base / "cxr-triage" / "data-roots.toml"
+
+
+def _models_folder(given: str | None, environ: Mapping[str, str], shipped: Path) -> Path:
+    """The site's models: the folder named, else the user's data folder (XDG), never the shipped folder."""
+    if given:
+        folder = Path(given).expanduser().resolve()
+    else:
+        base = _user_folder(environ, "XDG_DATA_HOME", ".local/share")
+        folder = (base / "cxr-triage" / "models").resolve()
+    if folder == shipped or shipped in folder.parents:
+        raise SettingOutOfRange(f"{ENVIRONMENT['models']} must name a folder outside the shipped checkpoints "
+                                "folder: site-trained models are kept apart from the shipped ones.")
+    return folder
+
+
+def _accounts(given: str | None) -> tuple[str, ...]:
+    """CXR_ADMIN_ACCOUNTS: e-mail addresses separated by commas or spaces, compared without case."""
+    return tuple(sorted({account.lower() for account in (given or "").replace(",", " ").split()}))
+
+
+def _switch(field: str, given: str | None, default: bool) -> bool:
+    if given is None:
+        return default
+    if given.strip().lower() in SWITCH_ON + SWITCH_OFF:
+        return given.strip().lower() in SWITCH_ON
+    raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be on or off; {given!r} was given.")
+
+
+def _seconds(field: str, given: str | None, limit: Limit, default: float) -> float:
+    try:
+        value = float(given) if given else default
+        if value != value:  # NaN passes every comparison
+            raise ValueError(given)
+    except ValueError:
+        raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be a number of seconds; {given!r} was given.") from None
+    return float(limit.check(value))
+
+
+def decode_worker_environment() -> dict[str, str]:
+    """The environment a decoding worker starts with: ours, one thread per numeric library (a worker decodes
+    one film; idle threads and per-thread malloc arenas would only eat into its memory limit), and this
+    checkout importable whatever the working directory."""
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    single = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return {**os.environ, **single, "MALLOC_ARENA_MAX": "2", "PYTHONPATH": path}
 
 
 def settings() -> Settings:
@@ -191,7 +271,28 @@ def distributed_environment(environ: Mapping[str, str] | None = None) -> Distrib
                                   local_world_size=number("LOCAL_WORLD_SIZE", world))
 
 
-# Decoded films one browser session keeps for Grad-CAM (a 4300 x 4300 film is 74 MB as float32).
-SESSION_FILM_CACHE_BYTES = 256 * 2**20
-# A film shown in the app is at most this many pixels a side; the model sees its own input size.
-DISPLAY_SIDE = 1024
+def _administration(given, environ: Mapping[str, str]) -> dict:
+    def number(field: str, limit: Limit, default: float) -> float:
+        text = given(field)
+        try:
+            value = float(text) if text else default
+        except ValueError:
+            raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be a number; {text!r} was given.") from None
+        return limit.check(value)
+
+    by_task = dict(MIN_FILMS_BY_TASK)
+    for item in filter(None, (part.strip() for part in (given("promotion_min_films_by_task") or "").split(","))):
+        task, _, minimum = item.rpartition("=")
+        if not task.strip() or not minimum.strip().isdigit():
+            raise SettingOutOfRange(f"{ENVIRONMENT['promotion_min_films_by_task']} must list task=number pairs "
+                                    f"separated by commas (e.g. tuberculosis=30); {item!r} was given.")
+        by_task[task.strip()] = int(PROMOTION_MIN_FILMS.check(int(minimum)))
+    base = _user_folder(environ, "XDG_DATA_HOME", ".local/share")
+    audit_log = Path(given("audit_log") or base / "cxr-triage" / "audit.jsonl").expanduser().resolve()
+    if audit_log.parent == REPO_ROOT or REPO_ROOT in audit_log.parents:
+        raise SettingOutOfRange(f"{ENVIRONMENT['audit_log']} must name a file outside the code tree.")
+    return dict(audit_log=audit_log, promotion_min_films_by_task=tuple(sorted(by_task.items())),
+                promotion_min_films=int(number("promotion_min_films", PROMOTION_MIN_FILMS, 20)),
+                promotion_min_sensitivity=number("promotion_min_sensitivity", PROMOTION_MIN_SENSITIVITY, 0.95),
+                job_time_limit_minutes=number("job_time_limit_minutes", JOB_TIME_LIMIT, 12 * 60.0),
+                job_max_age_days=number("job_max_age_days", JOB_MAX_AGE, 30.0))

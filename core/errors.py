@@ -46,3 +46,38 @@ class DeviceUnavailable(TriageError):
 
 class DeviceOutOfMemory(TriageError):
     """The GPU ran out of memory (batch too large, or another job holds the card)."""
+
+
+class FolderNotAllowed(TriageError):
+    """A folder was asked for outside the configured data roots (or is not a folder inside one).
+
+    The message is one fixed sentence whatever the reason, so an answer never tells an existing server
+    folder from a missing one.
+    """
+
+    MESSAGE = ("That folder is not available: choose a data root and a folder inside it; "
+               "an administrator adds data roots in the configuration.")
+
+    def __init__(self):
+        super().__init__(self.MESSAGE)
+
+
+class BatchTooLarge(TriageError):
+    """An upload batch has more films, or more megabytes, than one batch may hold (core.config)."""
+
+
+class DataRootsUnreadable(TriageError):
+    """The administrator's list of data roots (core.config ``data_roots_file``) cannot be read."""
+
+
+class InvalidModelName(TriageError, ValueError):
+    """A model name outside ``[A-Za-z0-9._-]{1,64}`` (or starting with a dot): it could name a path elsewhere."""
+
+
+class PromotionRefused(TriageError):
+    """A version falls short of the promotion floor (too few validation films per class, or too low a
+    sensitivity) and cannot become its task's default; the message says which."""
+
+
+class AuditLogUnavailable(TriageError):
+    """The audit log cannot be written, so an administrative action cannot be recorded."""

@@ -9,12 +9,19 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the path; core/ lives beside it
     sys.path.insert(0, str(ROOT))
 
+from dashboard.components.access import access_sidebar  # noqa: E402 - needs ROOT on the path (above)
+
 # The page scripts live in views/, not pages/: Streamlit treats a pages/ folder beside the entry file as a
 # legacy multipage app until st.navigation first runs, so a deep link (/retrain) on a fresh server would run
 # the page without this router.
-st.set_page_config(page_title="Chest X-ray triage", page_icon=":material/radiology:", layout="wide")
-st.navigation([
+# An emoji favicon is drawn in the browser; a material one is fetched from fonts.gstatic.com, which a hospital
+# network may not reach and the README's Content-Security-Policy does not allow.
+st.set_page_config(page_title="Chest X-ray triage", page_icon="🩻", layout="wide")
+pages = st.navigation([
     st.Page(HERE / "views" / "triage.py", title="Triage", icon=":material/radiology:", default=True),
     st.Page(HERE / "views" / "compare.py", title="Compare models", icon=":material/compare_arrows:"),
     st.Page(HERE / "views" / "retrain.py", title="Retrain", icon=":material/model_training:"),
-]).run()
+])
+# Who may administer is decided on every run, per request (core.access); pages ask current_user().
+access_sidebar()
+pages.run()

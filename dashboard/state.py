@@ -4,9 +4,9 @@ Nothing here imports torch when the module loads, so a page draws (its upload bo
 Models come up in a background thread, one :class:`~core.serving.predict.Predictor` per model version,
 shared by every session in the process (it holds the lock Grad-CAM needs): :func:`warm_up` starts the load
 (torch, the model, a rehearsal on a made-up film, then the Grad-CAM library) and :func:`predictor_for` waits
-for it. Only models are shared: results are ``st.cache_data`` keyed on the film's digest and the model's
-weights, so moving a slider never runs a model twice; decoded films stay in the browser session that
-uploaded them (capped in bytes), so Grad-CAM reuses the decode prediction made. Uploads stay in memory.
+for it. Only models are shared: what is made from an upload (decoded film, result, heat maps) stays in
+byte-capped caches in the session's ``st.session_state`` (not ``st.cache_data``, which sessions share), and
+goes with the session or when the film leaves the upload box. Uploads stay in memory.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -24,20 +25,20 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from core import config
-from core.errors import CheckpointError, TriageError
+from core import config, limits
+from core.errors import CheckpointError, FolderNotAllowed, TriageError
 from core.films.film import Film
 from core.films.read import read_film
+from core.films.roots import folder_label
 from core.serving.explain import load_cam_library
-from core.serving.film_cache import FilmCache
+from core.serving.film_cache import BoundedCache, FilmCache
 from core.store.registry import ModelEntry, list_models
 from core.store.reports import Report
 
 if TYPE_CHECKING:
     from core.serving.predict import Prediction, Predictor
 
-CACHE_TTL = timedelta(hours=2)  # a timedelta, not "2h": Streamlit parses strings with pandas (0.5 s)
-_SESSION_FILMS = "decoded-films"
+_SESSION_FILMS, _SESSION_RESULTS, _SESSION_HEAT_MAPS = "decoded-films", "triage-results", "heat-maps"
 
 
 def default_data_dir() -> Path:
@@ -177,7 +178,7 @@ class FilmResult:
 
     file: str
     digest: str
-    display: np.ndarray | None = None  # uint8 grey, at most config.DISPLAY_SIDE a side
+    display: np.ndarray | None = None  # uint8 grey, at most limits.DISPLAY_SIDE a side
     size: tuple[int, int] | None = None
     source_format: str = ""
     details: dict | None = None
@@ -188,8 +189,35 @@ class FilmResult:
 def session_films() -> FilmCache:
     """This browser session's decoded films (never shared with another session)."""
     if _SESSION_FILMS not in st.session_state:
-        st.session_state[_SESSION_FILMS] = FilmCache(config.SESSION_FILM_CACHE_BYTES)
+        st.session_state[_SESSION_FILMS] = FilmCache(limits.SESSION_FILM_CACHE_BYTES)
     return st.session_state[_SESSION_FILMS]
+
+
+# A session's results (by film digest, hashed file name and model key; ~1 MB each, the display copy) and
+# heat maps (by film digest, model key, class and method): their caps and the size of one entry.
+_CAPS = {_SESSION_RESULTS: (limits.SESSION_RESULT_CACHE_BYTES,
+                            lambda result: 4096 + (0 if result.display is None else result.display.nbytes)),
+         _SESSION_HEAT_MAPS: (limits.SESSION_HEAT_MAP_CACHE_BYTES, lambda heat: heat.nbytes)}
+
+
+def session_cache(kind: str) -> BoundedCache:
+    """This browser session's ``"triage-results"`` or ``"heat-maps"`` (never shared with another session)."""
+    if kind not in st.session_state:
+        st.session_state[kind] = BoundedCache(*_CAPS[kind])
+    return st.session_state[kind]
+
+
+def name_key(name: str) -> str:
+    """A file name as it may appear in a cache key: hashed (names are often a patient's)."""
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def forget_other_films(uploads: list[Upload]) -> None:
+    """Drop what this session keeps about films no longer in its upload box: removed means gone."""
+    digests = {u.digest for u in uploads}
+    session_films().keep_only(lambda digest: digest in digests)
+    for kind in _CAPS:
+        session_cache(kind).keep_only(lambda key: key[0] in digests)
 
 
 def decoded(upload: Upload, films: FilmCache) -> Film:
@@ -198,35 +226,38 @@ def decoded(upload: Upload, films: FilmCache) -> Film:
 
 
 def triage_uploads(predictor: Predictor, uploads: list[Upload]) -> list[FilmResult]:
-    """Every upload read in memory and triaged; a film that fails carries its message instead."""
-    films = session_films()
-    return [_triage_film(u.digest, u.name, model_key(predictor), u, films, predictor) for u in uploads]
+    """Every upload read in memory and triaged, once per session and model version; a film that fails
+    carries its message instead."""
+    films, results, model = session_films(), session_cache(_SESSION_RESULTS), model_key(predictor)
+    return [results.get_or_compute((u.digest, name_key(u.name), model), partial(_triage_film, u, films, predictor))
+            for u in uploads]
 
 
-@st.cache_data(max_entries=128, ttl=CACHE_TTL, show_spinner=False)  # ~1 MB each: the display copy
-def _triage_film(digest: str, name: str, key: tuple[str, str], _upload: Upload, _films: FilmCache,
-                 _predictor: Predictor) -> FilmResult:
+def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor) -> FilmResult:
     try:
-        film = decoded(_upload, _films)
-        prediction = _predictor.predict(film)
+        film = decoded(upload, films)
+        prediction = predictor.predict(film)
     except TriageError as exc:
-        return FilmResult(name, digest, error=str(exc))
+        return FilmResult(upload.name, upload.digest, error=str(exc))
     details = {"format": film.source_format, "size": f"{film.size[0]} × {film.size[1]} px",
                "bit depth": film.bit_depth, **film.metadata}  # Film.metadata is core's non-identifying whitelist
-    return FilmResult(name, digest, _display_copy(film), film.size, film.source_format, details, prediction)
+    return FilmResult(upload.name, upload.digest, _display_copy(film), film.size, film.source_format, details,
+                      prediction)
 
 
-@st.cache_data(max_entries=256, ttl=CACHE_TTL, show_spinner=False)
-def heat_map(digest: str, key: tuple[str, str], class_name: str, method: str, _upload: Upload,
-             _predictor: Predictor) -> np.ndarray:
-    """Where the model looked for ``class_name``; raises TriageError / ValueError for the page to show."""
-    load_cam_library()  # outside the model's lock: other sessions keep predicting while it imports
-    return _predictor.explain(decoded(_upload, session_films()), class_name, method).heat_map
+def heat_map(class_name: str, method: str, upload: Upload, predictor: Predictor) -> np.ndarray:
+    """Where the model looked for ``class_name``, kept for this session; TriageError / ValueError for the page."""
+    def compute() -> np.ndarray:
+        load_cam_library()  # outside the model's lock: other sessions keep predicting while it imports
+        return predictor.explain(decoded(upload, session_films()), class_name, method).heat_map
+
+    key = (upload.digest, model_key(predictor), class_name, method)
+    return session_cache(_SESSION_HEAT_MAPS).get_or_compute(key, compute)
 
 
 def _display_copy(film: Film) -> np.ndarray:
     image = Image.fromarray((film.pixels * 255.0).round().astype(np.uint8))
-    image.thumbnail((config.DISPLAY_SIDE, config.DISPLAY_SIDE), Image.Resampling.LANCZOS)
+    image.thumbnail((limits.DISPLAY_SIDE, limits.DISPLAY_SIDE), Image.Resampling.LANCZOS)
     return np.asarray(image)
 
 
@@ -249,7 +280,11 @@ def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, s
 
     The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.
     """
-    bar = st.progress(0.0, text=f"Evaluating {name} on {folder}…")
+    try:
+        shown = folder_label(folder)  # people see a data root's label, never the server path
+    except FolderNotAllowed:
+        shown = "the chosen folder"
+    bar = st.progress(0.0, text=f"Evaluating {name} on {shown}…")
 
     def on_progress(done: int, total: int) -> None:
         if done == total or done % max(1, total // 50) == 0:  # ~50 updates, however large the folder

@@ -12,9 +12,9 @@ APP = str(REPO / "dashboard" / "app.py")
 
 
 def private_registry(trained_model, tmp_path: Path, settings_env) -> Path:
-    """A copy of the session model's checkpoints folder, made the app's (CXR_CHECKPOINTS) with its own jobs."""
+    """A copy of the session model's checkpoints folder, made the app's site models (CXR_MODELS) with its own jobs."""
     folder = corpus.copy_registry(trained_model.directory, tmp_path / "checkpoints")
-    settings_env(CXR_CHECKPOINTS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
+    settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
     return folder
 
 

@@ -111,10 +111,32 @@ def settings_env():
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_checkpoints(tmp_path_factory):
-    """Point the registry at an empty folder for the whole session; the repo's checkpoints/ is never written."""
+    """Point both tiers of the registry at empty folders for the whole session (the shipped one is this
+    fixture's value, the site one :func:`isolated_site_models`): neither the repo's checkpoints/ nor the
+    user's ~/.local/share is ever written."""
     empty = tmp_path_factory.mktemp("no-models")
-    with environment(CXR_CHECKPOINTS=str(empty), CXR_DECODE_CACHE=str(tmp_path_factory.mktemp("decode-cache"))):
+    with environment(CXR_CHECKPOINTS=str(empty), CXR_MODELS=str(tmp_path_factory.mktemp("site-models")),
+                     CXR_DECODE_CACHE=str(tmp_path_factory.mktemp("decode-cache"))):
         yield empty
+
+
+@pytest.fixture(scope="session")
+def isolated_site_models(isolated_checkpoints) -> Path:
+    """The session's site models folder (``CXR_MODELS``): where training writes when no folder is named."""
+    return Path(os.environ["CXR_MODELS"])
+
+
+# The session's models validate on a few dozen films; the promotion floor's own tests set the real one.
+TEST_PROMOTION_MIN_FILMS = 2
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_audit_log(tmp_path_factory) -> Path:
+    """The audit log (``CXR_AUDIT_LOG``) in a temporary folder for the whole session, never the user's, and a
+    promotion floor the session's small models clear (``CXR_PROMOTION_MIN_FILMS``)."""
+    log = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    with environment(CXR_AUDIT_LOG=str(log), CXR_PROMOTION_MIN_FILMS=str(TEST_PROMOTION_MIN_FILMS)):
+        yield log
 
 
 @dataclass(frozen=True)
@@ -178,10 +200,21 @@ def run_cli(tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp("cli-cwd")
 
     def run(*args, checkpoints: Path) -> CliResult:
-        env = {**os.environ, "CXR_CHECKPOINTS": str(checkpoints), "PYTHONPATH": str(REPO)}
+        """``checkpoints``: the site models folder (``CXR_MODELS``); the shipped one stays the session's empty one."""
+        env = {**os.environ, "CXR_MODELS": str(checkpoints), "PYTHONPATH": str(REPO)}
         done = subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=elsewhere, env=env,
                               capture_output=True, text=True, timeout=600)
         return CliResult(done.returncode, done.stdout, done.stderr)
 
     return run
 
+
+@pytest.fixture(autouse=True)
+def local_browser_session(monkeypatch):
+    """AppTest sessions have no connection, which the dashboard does not trust (core.access): pages under test
+    act as a browser on this machine unless a test says otherwise (tests/test_access_pages.py)."""
+    if "streamlit" in sys.modules:
+        from core.access.policy import RequestFacts
+        from dashboard.components import access
+
+        monkeypatch.setattr(access, "request_facts", lambda: RequestFacts.of("127.0.0.1", {"Host": "localhost"}))

@@ -19,7 +19,7 @@ from core.models.build import build_model
 from core.store.checkpoints import load_checkpoint, round_to_storage, save_checkpoint
 from core.store.records import ModelArgs, ModelRecord
 from core.store.registry import (REGISTRY_FILE, checkpoint_dir, find_model, list_models, next_version_name,
-                                 read_registry, set_default)
+                                 read_registry, set_default, shipped_dir, site_dir)
 from core.store.reports import OperatingPoint
 from core.tasks import task_name
 
@@ -232,10 +232,13 @@ def _drop_json_key(json_path: Path, key: str) -> None:
 # --- registry -------------------------------------------------------------------------------------------
 
 
-def test_registry_folder_comes_from_the_environment(isolated_checkpoints, settings_env, tmp_path):
-    assert checkpoint_dir() == isolated_checkpoints.resolve()  # the suite never touches the repo's folder
-    settings_env(CXR_CHECKPOINTS=str(tmp_path))
-    assert checkpoint_dir() == tmp_path.resolve()
+def test_registry_folders_come_from_the_environment(isolated_checkpoints, isolated_site_models, settings_env,
+                                                    tmp_path):
+    # the suite never touches the repo's folder nor the user's data folder
+    assert shipped_dir() == isolated_checkpoints.resolve()
+    assert checkpoint_dir() == site_dir() == isolated_site_models.resolve()
+    settings_env(CXR_CHECKPOINTS=str(tmp_path / "shipped"), CXR_MODELS=str(tmp_path / "site"))
+    assert (shipped_dir(), checkpoint_dir()) == ((tmp_path / "shipped").resolve(), (tmp_path / "site").resolve())
 
 
 def test_next_version_is_one_past_the_highest(tmp_path):

@@ -93,7 +93,7 @@ def cli_answers(cases, trained_model, tmp_path_factory) -> dict[str, dict]:
         for name, data in group.items():
             (folder / name).write_bytes(data)
             paths.append(folder / name)
-    env = {**os.environ, "CXR_CHECKPOINTS": str(trained_model.directory), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "CXR_MODELS": str(trained_model.directory), "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-m", "core", "predict", *map(str, paths), "--json"],
                           check=False, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -170,7 +170,7 @@ def test_cli_and_app_agree_on_every_image(cli_answers, app_answers):
 
 def test_the_triage_page_shows_non_chest_uploads_as_not_triaged(cases, trained_model, tmp_path, settings_env):
     folder = corpus.copy_registry(trained_model.directory, tmp_path / "checkpoints")
-    settings_env(CXR_CHECKPOINTS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
+    settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
     real = next(iter(cases["real"]))
     chosen = {"grace_hopper.jpg": cases["non_chest"]["grace_hopper.jpg"],
               "CT_small.dcm": cases["non_chest"]["CT_small.dcm"],

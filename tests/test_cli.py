@@ -1,7 +1,7 @@
 """The command-line contract other tools script against: JSON lines, exit codes, never a traceback.
 
 Every test runs ``python -m core`` in a fresh process (``sys.executable``), from an unrelated working
-directory, with ``CXR_CHECKPOINTS`` pointing at a temporary registry.
+directory, with ``CXR_MODELS`` pointing at a temporary site models folder.
 """
 from __future__ import annotations
 
@@ -105,8 +105,9 @@ def test_models_json_lists_the_registry(run_cli, trained_model):
     assert (row["name"], row["arch"], row["default"], row["image_size"]) == (trained_model.name, "cnn5", True, 64)
     assert row["classes"] == ["NORMAL", "PNEUMONIA"]
     assert row["metrics"]["auc"] == pytest.approx(trained_model.record.report.auc)
-    assert set(row) == {"name", "task", "arch", "classes", "default", "image_size", "metrics", "parameters",
+    assert set(row) == {"name", "tier", "task", "arch", "classes", "default", "image_size", "metrics", "parameters",
                         "created"}
+    assert row["tier"] == "site"  # the session's shipped folder is empty
     assert set(row["metrics"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
     assert row["task"] == "pneumonia" and row["created"] == trained_model.record.created
 

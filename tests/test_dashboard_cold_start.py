@@ -28,7 +28,7 @@ HEAVY = ("torch", "torchvision", "pytorch_grad_cam", "sklearn")
 @pytest.fixture
 def checkpoints(tmp_path, settings_env):
     folder = quick_checkpoints(tmp_path / "checkpoints")
-    settings_env(CXR_CHECKPOINTS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
+    settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
     return folder
 
 

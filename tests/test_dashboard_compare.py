@@ -8,14 +8,17 @@ from e2e_support import FILMS_DIR, ROOT, quick_checkpoints, require
 from streamlit.testing.v1 import AppTest
 
 import dashboard.state
+from core.admin.audit import read_actions
 
 APP = str(ROOT / "dashboard" / "app.py")
 MODELS = ["pneumonia-cnn5-v1", "pneumonia-mlp-v1"]
+FOLDER_BOX = "Folder of films, one sub-folder per class"
 
 
 @pytest.fixture
 def at(tmp_path, settings_env):
-    settings_env(CXR_CHECKPOINTS=str(quick_checkpoints(tmp_path / "checkpoints")), CXR_JOBS=str(tmp_path / "jobs"))
+    settings_env(CXR_MODELS=str(quick_checkpoints(tmp_path / "checkpoints")), CXR_JOBS=str(tmp_path / "jobs"),
+                 CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
     app = AppTest.from_file(APP, default_timeout=180)
     app.switch_page("views/compare.py")
     app.run()
@@ -72,25 +75,40 @@ def test_evaluating_on_a_folder_shows_its_figures_and_is_cached(at, monkeypatch)
                         lambda loaded, folder, **kw: calls.append(loaded.name) or real(loaded, folder, **kw))
     at.segmented_control[0].set_value("Evaluate on a folder")
     at.run()
-    assert "Name a folder and press Evaluate" in at.info[0].value and not calls
-    assert at.text_input[0].value == str(films)  # the shared full-resolution films are suggested
-    at.text_input[0].set_value(str(films))
-    at.get("form_submit_button")[0].click()
-    at.run()
+    assert "Choose a folder and press Evaluate" in at.info[0].value and not calls
+    assert not at.text_input  # no free-text server path: a data root and a folder inside it
+    assert _select(at, "Data root").value == "shared-data"
+    assert _select(at, FOLDER_BOX).value == "films"  # the shared full-resolution films are suggested
+    _evaluate(at)
     assert not at.exception and not at.error
     assert sorted(calls) == MODELS
-    assert f"folder {films} (16 films)" in at.caption[1].value
+    assert "folder shared-data/films (16 films)" in at.caption[1].value and str(films) not in at.caption[1].value
     table = at.dataframe[0].value
     assert (table.loc["Films evaluated"] == "16").all()
+    audit = read_actions(limit=10)  # one line per model, by who asked, with the figures
+    assert [(a.action, a.who, a.details["folder"], a.details["n"]) for a in audit] == \
+        [("evaluate-folder", "local", "shared-data/films", 16)] * 2
+    assert sorted(a.model for a in audit) == MODELS
     at.run()  # any rerun (a widget elsewhere, a page switch back) reuses the results
     assert not at.exception and sorted(calls) == MODELS
+    assert len(read_actions(limit=10)) == 2  # and records nothing more
 
 
-def test_a_folder_that_is_not_a_dataset_is_explained(at, tmp_path):
+def test_a_folder_that_is_not_a_dataset_is_explained(at):
     at.segmented_control[0].set_value("Evaluate on a folder")
     at.run()
-    at.text_input[0].set_value(str(tmp_path / "nowhere"))
-    at.get("form_submit_button")[0].click()
+    _select(at, FOLDER_BOX).set_value("dicom")
     at.run()
+    _evaluate(at)
     assert not at.exception
-    assert len(at.error) == 2 and all("does not exist" in e.value for e in at.error)
+    assert len(at.error) == 2 and all("could not be evaluated on the chosen folder" in e.value and "sub-folders" in
+                                      e.value for e in at.error)
+
+
+def _select(at: AppTest, label: str):
+    return next(s for s in at.selectbox if s.label == label)
+
+
+def _evaluate(at: AppTest) -> None:
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()

@@ -15,8 +15,8 @@ from core.serving.predict import Prediction
 from core.store.registry import list_models
 from core.training.events import EpochEvent
 from dashboard.components.charts import confusion_matrix, live_training, probability_bars, roc_curves
-from dashboard.components.reports import (RocCurve, duration, metrics_table, per_class_table, roc_input,
-                                          with_interval)
+from dashboard.components.reports import (RocCurve, duration, escape_markdown, metrics_table, per_class_table,
+                                          roc_input, spreadsheet_safe, with_interval)
 from dashboard.components.triage_view import in_worklist_order, worklist, worklist_csv
 from dashboard.state import FilmResult, folder_stamp
 
@@ -127,3 +127,40 @@ def test_folder_stamp_changes_when_films_come_or_go(tmp_path):
     os.utime(tmp_path / "NORMAL", (later, later))
     assert folder_stamp(tmp_path) > first
     assert folder_stamp(tmp_path / "missing") == 0.0
+
+
+FORMULAS = ['=HYPERLINK("http://evil.invalid","click").png', "+cmd.png", "-2+3.png", "@SUM(A1).png",
+            "\tfilm.png", "\rfilm.png"]
+
+
+@pytest.mark.parametrize("name", FORMULAS)
+def test_worklist_csv_cells_a_spreadsheet_would_run_are_neutralised(name):
+    batch = [_result(name, "urgent", 0.9),
+             FilmResult(name, "y", error=f"{name} is not an image we can read."),
+             _result("plain-film.png", "routine", 0.1, ["-3 dB: a warning that starts with a minus"])]
+    table = pd.read_csv(io.BytesIO(worklist_csv(batch, "=model")), keep_default_na=False)
+    assert list(table["File"]) == ["'" + name, "plain-film.png", "'" + name]
+    assert table.loc[2, "Warnings"].startswith("'" + name) and table.loc[1, "Warnings"].startswith("'-3 dB")
+    assert (table["Model"] == "'=model").all()
+    assert float(table.loc[0, "p(PNEUMONIA)"]) == pytest.approx(0.9)  # numbers stay numbers
+    assert not any(str(cell).startswith(("=", "+", "-", "@", "\t", "\r")) for cell in table.to_numpy().ravel())
+
+
+@pytest.mark.parametrize("value, safe", [("a=b.png", "a=b.png"), (-0.5, -0.5), (None, None), ("", ""),
+                                         ("=1+1", "'=1+1"), ("@x", "'@x")])
+def test_spreadsheet_safe_only_touches_text_that_starts_a_formula(value, safe):
+    assert spreadsheet_safe(value) == safe
+
+
+@pytest.mark.parametrize("text, escaped", [
+    ("**Doe**, _Jane_.png", r"\*\*Doe\*\*, \_Jane\_.png"),
+    (":red[x] :material/home: $x$", r"\:red\[x\] \:material/home: \$x\$"),
+    ("<img src=x>#1 [a](http://e.invalid)", r"\<img src=x\>#1 \[a\](http\://e.invalid)"),
+    ("# Doe", r"\# Doe"), ("1. Doe", r"1\. Doe"), ("- Doe", r"\- Doe"), ("=Doe", r"\=Doe"),
+    ("two\nlines", "two lines"),
+    ("person1946_bacteria_4874.jpeg", r"person1946\_bacteria\_4874.jpeg"),
+    ("Not triaged: the image does not look like a usable chest film.",  # plain sentences stay as they are
+     "Not triaged: the image does not look like a usable chest film."),
+])
+def test_escape_markdown_makes_names_literal(text, escaped):
+    assert escape_markdown(text) == escaped

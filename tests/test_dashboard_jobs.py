@@ -106,7 +106,7 @@ def test_too_few_films_are_refused(kermany_train, tmp_path):
 def test_a_job_trains_registers_a_new_version_and_keeps_the_default(places, kermany_train, trained_model,
                                                                     settings_env):
     checkpoints, jobs = places
-    settings_env(CXR_JOBS=str(jobs), CXR_CHECKPOINTS=str(checkpoints))  # no root or directory: the settings'
+    settings_env(CXR_JOBS=str(jobs), CXR_MODELS=str(checkpoints))  # no root or directory: the settings'
     assert jobs_dir() == jobs.resolve()
     job = start_job(kermany_train, QUICK)
     assert job.folder.parent == jobs.resolve() and job.state in (QUEUED, RUNNING)

@@ -18,7 +18,7 @@ APP = str(ROOT / "dashboard" / "app.py")
 @pytest.fixture
 def places(tmp_path, settings_env):
     checkpoints = quick_checkpoints(tmp_path / "checkpoints")
-    settings_env(CXR_CHECKPOINTS=str(checkpoints), CXR_JOBS=str(tmp_path / "jobs"),
+    settings_env(CXR_MODELS=str(checkpoints), CXR_JOBS=str(tmp_path / "jobs"),
                  CXR_DATA_DIR=str(require(TRAIN_DIR, "the Kermany train split")))
     return checkpoints, tmp_path / "jobs"
 
@@ -31,13 +31,18 @@ def _page() -> AppTest:
     return at
 
 
+def _select(at: AppTest, label: str):
+    return next(s for s in at.selectbox if s.label == label)
+
+
 def _fill(at: AppTest, folder: str | None = None, arch: str = "mlp", epochs: int = 1, size: int | None = 64,
           max_films: int = 120, target: float | None = None) -> None:
-    if folder is not None:
-        at.text_input[0].set_value(folder)
-    at.selectbox[0].set_value(arch)
+    if folder is not None:  # a folder the picker lists inside the data root "shared-data"
+        _select(at, "Dataset folder").set_value(folder)
+        at.run()
+    _select(at, "Architecture").set_value(arch)
     at.number_input[0].set_value(epochs)
-    at.selectbox[1].set_value(size)
+    _select(at, "Image size").set_value(size)
     if target is not None:
         _number(at, "Sensitivity target on validation (%)").set_value(target)
     _number(at, "Use at most this many films (0 = all)").set_value(max_films)
@@ -57,8 +62,11 @@ def _markdown(at: AppTest) -> str:
 def test_the_form_offers_sensible_defaults(places):
     at = _page()
     assert at.title[0].value == "Retrain"
-    assert at.text_input[0].label == "Dataset folder" and at.text_input[0].value == str(TRAIN_DIR)
-    assert set(at.selectbox[0].options) >= {"cnn5: 5-layer CNN (3 conv blocks + 2 fully connected)",
+    assert not at.text_input  # no free-text server path: a data root and a folder inside it
+    assert _select(at, "Data root").value == "shared-data"
+    assert _select(at, "Dataset folder").value == "kermany-224/train"
+    assert str(TRAIN_DIR) not in "\n".join(o for s in at.selectbox for o in s.options)
+    assert set(_select(at, "Architecture").options) >= {"cnn5: 5-layer CNN (3 conv blocks + 2 fully connected)",
                                             "resnet18: ResNet-18 (torchvision)"}
     assert at.number_input[0].label == "Epochs" and at.number_input[0].value == 5
     assert at.toggle[0].label == "Augmentation" and at.toggle[0].value is True
@@ -68,12 +76,15 @@ def test_the_form_offers_sensible_defaults(places):
 
 
 @pytest.mark.parametrize("folder, max_films, words", [
-    ("", 120, "Enter the dataset folder"),
-    ("/no/such/folder", 120, "does not exist"),
+    ("dicom", 120, "sub-folder"),
     (None, 5, "number of films must be at least 20"),
+    ("no data roots", 120, "Choose a dataset folder inside a data root"),
 ])
-def test_the_form_refuses_what_cannot_train(places, folder, max_films, words):
+def test_the_form_refuses_what_cannot_train(places, settings_env, tmp_path, folder, max_films, words):
     _, jobs = places
+    if folder == "no data roots":
+        settings_env(CXR_DATA=str(tmp_path / "nowhere"), CXR_DATA_ROOTS=str(tmp_path / "none.toml"))
+        folder = None
     at = _page()
     _fill(at, folder=folder, max_films=max_films)
     assert len(at.error) == 1 and words in at.error[0].value

@@ -24,7 +24,7 @@ APP = str(ROOT / "dashboard" / "app.py")
 @pytest.fixture
 def checkpoints(tmp_path, settings_env):
     folder = quick_checkpoints(tmp_path / "checkpoints")
-    settings_env(CXR_CHECKPOINTS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
+    settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
     return folder
 
 
@@ -152,7 +152,8 @@ def test_broken_models_are_reported_and_the_others_still_work(checkpoints):
 
 
 def test_without_any_model_the_page_says_what_to_do(tmp_path, settings_env):
-    settings_env(CXR_CHECKPOINTS=str(tmp_path / "empty"), CXR_JOBS=str(tmp_path / "jobs"))
+    settings_env(CXR_CHECKPOINTS=str(tmp_path / "empty"), CXR_MODELS=str(tmp_path / "no-site-models"),
+                 CXR_JOBS=str(tmp_path / "jobs"))
     at = _app()
     assert "No model is registered yet" in at.warning[0].value
     assert not at.get("file_uploader")  # drawn first, taken away: there is nothing to triage with
@@ -234,3 +235,55 @@ def test_the_film_cache_evicts_the_least_recently_used_to_stay_under_its_cap():
     small = FilmCache(max_bytes=sizes[0] - 1)  # a film larger than the whole cap is used but never kept
     assert small.get_or_decode(names[0], decode(names[0])) is films[names[0]]
     assert len(small) == 0 and small.nbytes == 0
+
+
+# --- per-session results and batch limits ---------------------------------------------------------------
+
+
+def _cache_sizes(at: AppTest) -> tuple[int, int, int]:
+    return tuple(len(at.session_state[key]) for key in ("decoded-films", "triage-results", "heat-maps"))
+
+
+def test_results_and_heat_maps_stay_in_the_session_that_uploaded_them(checkpoints, monkeypatch):
+    """Two browser sessions upload the same film: nothing one computed is handed to the other, cache keys
+    carry the name only hashed, and a film taken out of the upload box leaves the session's caches."""
+    name, data = "Doe^Jane 1950.png", _unique_png(real_films()[-1])
+    reads = []
+    monkeypatch.setattr(dashboard.state, "read_film", lambda source, name=None: reads.append(name) or
+                        read_film(source, name=name))
+    first, second = _app(), _app()
+    for at in (first, second):
+        _upload(at, [(name, data)])
+        assert len(at.dataframe[0].value) == 1
+        assert _cache_sizes(at) == (1, 1, 1)  # the film, its result and its heat map
+        (key,) = at.session_state["triage-results"].keys()
+        assert key[:2] == (hashlib.sha256(data).hexdigest()[:16], dashboard.state.name_key(name))
+        assert "Doe" not in repr(at.session_state["triage-results"].keys() + at.session_state["heat-maps"].keys())
+    assert reads.count(name) == 2  # each session decoded (and predicted) its own upload
+    first.slider[0].set_value(0.7)  # a rerun of the same batch computes nothing again
+    first.run()
+    assert reads.count(name) == 2 and _cache_sizes(first) == (1, 1, 1)
+
+    first.file_uploader(key="films").set_value([])
+    first.run()
+    assert not first.exception and _cache_sizes(first) == (0, 0, 0)
+    assert _cache_sizes(second) == (1, 1, 1)  # the other session is not touched
+
+
+@pytest.mark.parametrize("limits, batch, refusal", [
+    ({"CXR_BATCH_MAX_FILMS": "2"}, 3, "3 films (at most 2)"),
+    ({"CXR_BATCH_MAX_MB": "5"}, 1, "7 MB (at most 5 MB)"),  # the uncompressed DICOM is 6.9 MB
+])
+def test_a_batch_past_the_limits_is_refused_whole_and_a_smaller_one_runs(checkpoints, settings_env, limits, batch,
+                                                                         refusal):
+    settings_env(**limits)
+    films = [require(DICOM_DIR / "RG1_UNCI.dcm", "the DICOM film")] if "CXR_BATCH_MAX_MB" in limits \
+        else real_films()[:batch]
+    at = _app()
+    _upload(at, [(p.name, p.read_bytes()) for p in films])
+    assert not at.dataframe and len(at.error) == 1
+    assert refusal in at.error[0].value and "None of its films was triaged" in at.error[0].value
+    assert _cache_sizes(at) == (0, 0, 0)  # no film was read
+    small = real_films()[:2]
+    _upload(at, [(p.name, p.read_bytes()) for p in small])
+    assert not at.error and len(at.dataframe[0].value) == 2

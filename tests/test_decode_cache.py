@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import config
+from core import config, limits
 from core.errors import DatasetError, SettingOutOfRange
 from core.films import tensor
 from core.films.decode_cache import DecodeCache
@@ -246,7 +246,7 @@ def test_the_default_cache_folder_is_the_users_not_the_code_tree(tmp_path):
         default = config.reload({}).decode_cache
         assert default == Path.home() / ".cache" / "cxr-triage" / "decoded"
         assert REPO not in default.parents
-        assert config.reload({}).decode_cache_max_bytes == config.DECODE_CACHE_MAX_BYTES == 2 * 2**30
+        assert config.reload({}).decode_cache_max_bytes == limits.DECODE_CACHE_MAX_BYTES == 2 * 2**30
         assert config.reload({"CXR_DECODE_CACHE_MAX_BYTES": "1000"}).decode_cache_max_bytes == 1000
         for wrong in ("lots", "-1"):
             with pytest.raises(SettingOutOfRange, match="decode cache|CXR_DECODE_CACHE_MAX_BYTES"):

@@ -3,6 +3,7 @@ to check the pixel pipeline arithmetic (rescale -> window / VOI LUT -> [0, 1] ->
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pydicom
@@ -12,6 +13,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from core.errors import UnreadableImage
+from core.films.dicom_values import transfer_syntax_name
 from core.films.read import read_film
 
 REAL = ("RG1_UNCI.dcm", "RG1_J2KI.dcm")
@@ -204,3 +206,62 @@ def test_unsupported_voi_lut_is_unreadable_not_a_crash():
     ds.save_as(buffer)
     with pytest.raises(UnreadableImage):
         read_film(buffer.getvalue(), name="odd-lut.dcm")
+
+
+# --- values shown to people: checked against their value representation first (issue 12) ----------------
+
+
+def _with_values(file_meta: dict | None = None, **values) -> bytes:
+    """make_dicom()'s file with these values written as given (pydicom warns that some break their VR)."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
+        for keyword, value in (file_meta or {}).items():
+            setattr(ds.file_meta, keyword, value)
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("keyword, value, shown", [
+    ("Modality", "DX ", "DX"),
+    ("Modality", "Doe^Jane", "unknown"),  # not a code string at all
+    ("Modality", "JANE DOE", "unknown"),  # a valid code string, but no modality
+    ("Modality", ["CR", "DX"], "unknown"),  # one value only
+    ("BodyPartExamined", "CHEST", "CHEST"),
+    ("BodyPartExamined", "MRN 0042", "unknown"),
+    ("ViewPosition", "AP", "AP"),
+    ("ViewPosition", "DOE", "unknown"),
+])
+def test_a_shown_code_is_one_the_standard_lists_or_unknown(keyword, value, shown):
+    film = read_film(_with_values(**{keyword: value}), name="coded.dcm")
+    assert film.metadata[keyword] == shown
+
+
+def test_an_unreadable_transfer_syntax_is_unknown_in_the_message():
+    data = _with_values(file_meta={"TransferSyntaxUID": "Doe^Jane"})
+    with pytest.raises(UnreadableImage) as refused:
+        read_film(data, name="odd-syntax.dcm")
+    assert "'unknown'" in str(refused.value) and "Doe^Jane" not in str(refused.value)
+
+
+@pytest.mark.parametrize("syntax, name", [
+    ("1.2.840.10008.1.2.4.90", "JPEG 2000 Image Compression (Lossless Only)"),
+    ("1.2.826.0.1.3680043.9.9999.1", "1.2.826.0.1.3680043.9.9999.1"),  # a private one: its UID
+    ("Jane Doe", "unknown"),
+])
+def test_a_transfer_syntax_is_shown_by_its_standard_name(syntax, name):
+    assert transfer_syntax_name(syntax) == name
+
+
+def test_a_decoder_failure_is_named_in_our_words_not_the_decoders():
+    ds = pydicom.dcmread(io.BytesIO(make_dicom()))
+    ds.PixelData = STORED.tobytes()[:6]
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(UnreadableImage) as refused:
+        read_film(buffer.getvalue(), name="short.dcm")
+    assert str(refused.value) == ("short.dcm: the DICOM pixel data (transfer syntax 'Explicit VR Little Endian') "
+                                  "cannot be decoded here. Export the film uncompressed or as JPEG/JPEG 2000.")

@@ -127,7 +127,7 @@ def test_rank_0_decides_early_stopping_for_every_rank(tmp_path):
 @pytest.mark.slow
 def test_torchrun_trains_on_two_gloo_processes_and_only_rank_0_writes(kermany_train, tmp_path):
     checkpoints = tmp_path / "checkpoints"
-    env = {**os.environ, "CXR_CHECKPOINTS": str(checkpoints), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "CXR_MODELS": str(checkpoints), "PYTHONPATH": str(REPO)}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -59,7 +59,7 @@ def test_triage_compare_and_retrain_in_a_browser(tmp_path):
     for old in SCREENSHOTS.glob("*.png"):
         old.unlink()
     checkpoints = quick_checkpoints(tmp_path / "checkpoints")
-    env = {**os.environ, "CXR_CHECKPOINTS": str(checkpoints), "CXR_JOBS": str(tmp_path / "jobs"),
+    env = {**os.environ, "CXR_MODELS": str(checkpoints), "CXR_JOBS": str(tmp_path / "jobs"),
            "CXR_DATA_DIR": str(TRAIN_DIR)}
 
     with StreamlitServer(env, tmp_path / "streamlit.log") as server, sync_playwright() as playwright:

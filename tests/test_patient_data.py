@@ -4,7 +4,7 @@ A real CR (RG1_UNCI.dcm) gets marker strings in its identifying attributes. It t
 that writes or prints something: CLI ``predict`` (JSON and text), CLI ``evaluate`` on a class-folder tree,
 training (a background job and CLI ``train``), and the triage page (AppTest: every element of the page, and
 the worklist CSV it offers for download). The markers must appear in no output, and in no file created or
-changed meanwhile under the repo, the temp folder, CXR_CHECKPOINTS or CXR_JOBS. Uploaded films carry random
+changed meanwhile under the repo, the temp folder, CXR_MODELS or CXR_JOBS. Uploaded films carry random
 pixel noise, so their bytes are unique to this run and a copy of them on disk cannot be someone else's file.
 """
 from __future__ import annotations
@@ -17,16 +17,18 @@ from pathlib import Path
 
 import corpus
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 from conftest import environment
-from e2e_support import wait_for
+from e2e_support import quick_checkpoints, wait_for
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from core.jobs.jobs import SUCCEEDED, read_job, start_job
 from core.store.records import TrainConfig
+from dashboard.components.reports import escape_markdown
 from dashboard.components.triage_view import worklist_csv
 from dashboard.state import Upload, triage_uploads
 
@@ -208,7 +210,7 @@ def page(trained_model, marked_dicom, unique_film, tmp_path_factory):
         return original(self, path_or_data, mimetype, kind, filename)
 
     uploads = {"study.dcm": marked_dicom, "chest.png": unique_film}
-    with pytest.MonkeyPatch.context() as patch, environment(CXR_CHECKPOINTS=str(checkpoints), CXR_JOBS=str(jobs)):
+    with pytest.MonkeyPatch.context() as patch, environment(CXR_MODELS=str(checkpoints), CXR_JOBS=str(jobs)):
         patch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
         at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=240)
         at.run()
@@ -258,3 +260,40 @@ def test_nothing_the_page_wrote_holds_identity_or_uploaded_bytes(page):
     _, _, written, uploads = page
     assert set(written) == {"identity", *uploads}
     assert written == {key: [] for key in written}
+
+
+# --- upload names: plain text, neutralised in the CSV ----------------------------------------------------
+
+HOSTILE = '**Doe**, _Jane_ :red[x] $x$ =HYPERLINK("http://e.invalid","open").png'
+
+
+def test_upload_names_are_plain_text_and_never_a_formula(tmp_path, normal_film_path):
+    """A readable film and an unreadable file, both with a name full of Markdown, directives and a formula."""
+    served = []
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        served.append((filename, path_or_data))
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    broken = "=" + HOSTILE.lstrip("*")  # starts with '=' itself: its error message does too
+    checkpoints = quick_checkpoints(tmp_path / "checkpoints")
+    with pytest.MonkeyPatch.context() as patch, environment(CXR_MODELS=str(checkpoints),
+                                                            CXR_JOBS=str(tmp_path / "jobs")):
+        patch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=240)
+        at.run()
+        at.file_uploader(key="films").set_value([(HOSTILE, normal_film_path.read_bytes(), "image/png"),
+                                                 (broken, b"not an image", "image/png")])
+        at.run()
+    assert not at.exception, at.exception
+    assert HOSTILE in [t.value for t in at.text]  # the card's title, as plain text
+    assert sorted(at.dataframe[0].value["File"]) == sorted([HOSTILE, broken])  # the grid shows text as is
+    markdown = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "subheader", "title")
+                for e in at.get(kind)]
+    assert not any(HOSTILE in text or broken in text or "open" in text and "[x]" in text for text in markdown)
+    assert any(escape_markdown(broken) in e.value for e in at.error)  # named, escaped, in the card's error
+    (csv,) = [data for filename, data in served if filename == "worklist.csv"]
+    table = pd.read_csv(io.BytesIO(csv), keep_default_na=False)
+    assert sorted(table["File"]) == sorted([HOSTILE, "'" + broken])
+    assert table.set_index("File").loc["'" + broken, "Warnings"].startswith("'=")

@@ -18,10 +18,10 @@ APP = str(ROOT / "dashboard" / "app.py")
 @pytest.fixture
 def page(tmp_path, settings_env, monkeypatch):
     """The Retrain page with a registry and jobs folder of its own; ``start_job`` records what it was given."""
-    settings_env(CXR_CHECKPOINTS=str(quick_checkpoints(tmp_path / "checkpoints")), CXR_JOBS=str(tmp_path / "jobs"),
+    settings_env(CXR_MODELS=str(quick_checkpoints(tmp_path / "checkpoints")), CXR_JOBS=str(tmp_path / "jobs"),
                  CXR_DATA_DIR=str(require(TRAIN_DIR, "the Kermany train split")))
     started = []
-    monkeypatch.setattr(jobs_module, "start_job", lambda data_dir, config: started.append(config))
+    monkeypatch.setattr(jobs_module, "start_job", lambda data_dir, config, **who: started.append(config))
     at = AppTest.from_file(APP, default_timeout=180)
     at.switch_page("views/retrain.py")
     at.run()

@@ -1,13 +1,19 @@
 """The models shipped in checkpoints/: the lineup is complete, each one loads, carries its report, and the
-default triages the 16 full-resolution films it never saw (another batch than its training films)."""
+default triages the 16 full-resolution films it never saw (another batch than its training films). Every
+shipped file matches the checksum manifest tracked in git. The shipped folder is only read here."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
+from conftest import environment
 from core.evaluation.folder import evaluate_folder
+from core.store import manifest
 from core.store.checkpoints import load_checkpoint
+from core.store.registry import SHIPPED as SHIPPED_TIER
 from core.store.registry import find_model, list_models, read_registry
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -16,11 +22,41 @@ REPORT_KEYS = {"auc", "auc_ci", "accuracy", "accuracy_ci", "sensitivity", "sensi
                "specificity_ci", "confusion_matrix", "roc", "operating_point", "at_0.5", "split"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shipped_tier(tmp_path_factory):
+    """The repository's checkpoints/ as the shipped tier (read, never written), and an empty site tier."""
+    with environment(CXR_CHECKPOINTS=str(SHIPPED), CXR_MODELS=str(tmp_path_factory.mktemp("empty-site"))):
+        yield SHIPPED
+
+
 @pytest.fixture(scope="module")
 def shipped():
-    entries, problems = list_models(SHIPPED)
+    entries, problems = list_models()
     assert problems == []
+    assert {e.tier for e in entries} == {SHIPPED_TIER}
     return {e.name: e for e in entries}
+
+
+def test_the_manifest_lists_every_shipped_file_with_its_hash():
+    listed = manifest.read_manifest(SHIPPED)
+    files = {p.relative_to(SHIPPED).as_posix() for p in manifest.shipped_files(SHIPPED)}
+    assert set(listed) == files
+    assert {"detector/chest-film-detector.pt", "pneumonia-efficientnet_lite0-v2.pt"} <= files
+    assert len([key for key in files if key.endswith(".pt")]) == 7  # six models and the chest-film detector
+    for key, digest in listed.items():
+        assert hashlib.sha256((SHIPPED / key).read_bytes()).hexdigest() == digest, key
+    for json_key in (key for key in files if key.endswith(".json") and not key.startswith("detector/")):
+        description = json.loads((SHIPPED / json_key).read_text())  # the JSON's own hash agrees with the manifest
+        assert description["weights_sha256"] == listed[json_key.replace(".json", ".pt")], json_key
+    assert manifest.check(SHIPPED) == []
+
+
+def test_the_shipped_detector_loads_through_the_manifest_check(settings_env):
+    from core.serving.chest_check import ChestFilmDetector
+
+    settings_env(CXR_DETECTOR_DIR=str(SHIPPED / "detector"))
+    assert manifest.is_shipped(SHIPPED / "detector" / "chest-film-detector.pt")
+    assert ChestFilmDetector.load().threshold > 0
 
 
 def test_the_lineup_is_complete_and_small(shipped):

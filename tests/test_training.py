@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core.clock import parse
-from core.config import DEFAULT_TARGET_SENSITIVITY
+from core.limits import DEFAULT_TARGET_SENSITIVITY
 from core.errors import SettingOutOfRange
 from core.evaluation.folder import evaluate_folder
 from core.store.checkpoints import load_checkpoint

@@ -1,107 +1,158 @@
 """DICOM films -> :class:`Film`, following the DICOM pixel pipeline.
 
 Stored values -> modality LUT (rescale slope/intercept) -> VOI (window or VOI LUT, when present) ->
-[0, 1] -> MONOCHROME1 inverted so that bone is always bright. Only a whitelist of technical tags is
-kept: no patient-identifying value ever leaves this module.
+[0, 1] -> MONOCHROME1 inverted so that bone is always bright. Only technical values checked against their
+value representation are kept (:mod:`core.films.dicom_values`): no patient-identifying value leaves here.
+
+This runs inside the decoding process (:mod:`core.films.decode_worker`), under its memory limit: pydicom and
+its decoders see hostile bytes only there. Messages name the step that failed, never an exception's text,
+which can quote element values.
 """
 from __future__ import annotations
 
 import io
+import struct
 import warnings as _warnings
+from contextlib import contextmanager
+from typing import Callable
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.encaps import generate_fragments
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from core.errors import UnreadableImage
+from core.films.bounds import check_declared_size, check_deflated_dicom
+from core.films.dicom_values import shown_values
 from core.films.film import MAX_PIXELS, Film
 
-# Technical, non-identifying tags the app may show. Nothing outside this list is copied.
-SAFE_TAGS = (
-    "Modality",
-    "BodyPartExamined",
-    "ViewPosition",
-    "PhotometricInterpretation",
-    "BitsStored",
-    "Rows",
-    "Columns",
-    "NumberOfFrames",
-)
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# A deflated data set holds its pixels uncompressed: a 50-megapixel 16-bit film is 100 MB, in 8-bit RGB 150 MB.
+MAX_INFLATED_BYTES = 256 * 2**20
 
 
-def sniff_headerless_dicom(data: bytes) -> bool:
-    """True when bytes without the DICM preamble still parse as DICOM with pixel data."""
+@contextmanager
+def _refusing(message: str):
+    """Any failure inside becomes UnreadableImage(message); a MemoryError stays one (the worker reports it).
+
+    pydicom and its decoders fail on damaged files in more ways than they document (BytesLengthException,
+    struct.error, unknown value representations, RuntimeError from C decoders), so the step is what we name."""
     try:
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
-    except (InvalidDicomError, ValueError, TypeError, EOFError, OSError, KeyError, AttributeError):
-        return False
-    return "Rows" in ds and "Columns" in ds
+        yield
+    except (UnreadableImage, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above; the text of exc is never shown
+        raise UnreadableImage(message) from exc
 
 
-def read_dicom(data: bytes, label: str) -> Film:
+def decode_dicom(data: bytes, label: str, headerless: bool = False,
+                 on_decoding: Callable[[int], None] | None = None) -> Film | None:
+    """The film in DICOM ``data``. With ``headerless`` (no DICM magic: maybe a bare data set, maybe not DICOM
+    at all), None when the bytes do not read as a DICOM image, so the caller can say what they are not.
+    ``on_decoding(samples)`` hears how many samples one frame holds once the header passed its checks, just
+    before the pixels are decoded (the decoding process gives a larger film more time)."""
     # pydicom reports recoverable oddities (padding, VR mismatches) as warnings on stderr; the film
     # either decodes or raises UnreadableImage, so they are noise in the CLI and the app.
+    check_deflated_dicom(data, label, MAX_INFLATED_BYTES)
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
-        return _read_dicom(data, label)
+        ds = _parse(data, label, headerless)
+        del data  # parsed: a large film's bytes need not stay beside its decoded pixels
+        if ds is None:
+            return None
+        return _read_dicom(ds, label, on_decoding)
 
 
-def _read_dicom(data: bytes, label: str) -> Film:
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, ValueError, TypeError, EOFError, OSError, KeyError, AttributeError) as exc:
-        raise UnreadableImage(f"{label} looks like DICOM but could not be parsed ({exc}).") from exc
-    if not any(tag in ds for tag in _PIXEL_TAGS):
-        raise UnreadableImage(
-            f"{label} is a DICOM file without pixel data (for example a structured report). "
-            "Export the image series instead."
-        )
-    rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
-    samples = _int_tag(ds, "SamplesPerPixel", 1)
-    if rows * cols * samples > MAX_PIXELS:
-        raise UnreadableImage(f"{label} is {cols}x{rows} pixels, over the safe decoding limit.")
-    _fill_missing_transfer_syntax(ds)
-    warnings: list[str] = []
-    frames = _int_tag(ds, "NumberOfFrames", 1)
-    if frames > 1:
-        warnings.append(f"Multi-frame DICOM ({frames} frames): only the first frame is read.")
-    arr = _decode_pixels(ds, label)
-    try:
+def _parse(data: bytes, label: str, headerless: bool) -> pydicom.Dataset | None:
+    if headerless:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            is_image = "Rows" in ds and "Columns" in ds
+        except MemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - bytes that do not parse are simply not a bare DICOM data set
+            return None
+        return ds if is_image else None
+    with _refusing(f"{label} looks like DICOM but could not be parsed: the file is damaged. Export it again."):
+        return pydicom.dcmread(io.BytesIO(data), force=True)
+
+
+def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], None] | None) -> Film:
+    with _refusing(f"{label} looks like DICOM but its image description is damaged. Export it again."):
+        if not any(tag in ds for tag in _PIXEL_TAGS):
+            raise UnreadableImage(
+                f"{label} is a DICOM file without pixel data (for example a structured report). "
+                "Export the image series instead."
+            )
+        rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
+        samples = _int_tag(ds, "SamplesPerPixel", 1)
+        if rows * cols * samples > MAX_PIXELS:
+            raise UnreadableImage(f"{label} is {cols}x{rows} pixels, over the safe decoding limit.")
+        _fill_missing_transfer_syntax(ds)
+        metadata = {"format": "DICOM", **shown_values(ds)}
+        frames, bit_depth = _int_tag(ds, "NumberOfFrames", 1), _int_tag(ds, "BitsStored", 8)
+    warnings = [f"Multi-frame DICOM ({frames} frames): only the first frame is read."] if frames > 1 else []
+    if on_decoding is not None:
+        on_decoding(rows * cols * samples)
+    arr = _decode_pixels(ds, label, metadata.get("TransferSyntax", "unknown"))
+    with _refusing(f"{label}: the DICOM's grey-level transforms (rescale, window or VOI LUT) cannot be applied. "
+                   "Export the film again."):
+        for tag in _PIXEL_TAGS:  # the encoded copy: the pipeline below needs the memory more
+            if tag in ds:
+                del ds[tag]
         if arr.ndim == 3:  # colour (RGB after pydicom's YBR conversion)
-            pixels = _normalise(arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+            pixels = _normalise(arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
         else:
             pixels = _greyscale_pipeline(arr, ds)
-    except (NotImplementedError, ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
-        raise UnreadableImage(
-            f"{label}: the DICOM's grey-level transforms (rescale, window or VOI LUT) cannot be applied ({exc})."
-        ) from exc
-    pixels = np.nan_to_num(pixels, nan=0.0).astype(np.float32)
+        if pixels.ndim != 2 or pixels.size == 0:
+            raise ValueError("not one grey frame")
+        np.nan_to_num(pixels, copy=False, nan=0.0)
+        np.clip(pixels, 0.0, 1.0, out=pixels)
     return Film(
-        pixels=np.clip(pixels, 0.0, 1.0),
+        pixels=pixels,
         source_format="DICOM",
         original_size=(cols, rows),
-        bit_depth=_int_tag(ds, "BitsStored", 8),
-        metadata=_safe_metadata(ds),
+        bit_depth=bit_depth,
+        metadata=metadata,
         warnings=tuple(warnings),
     )
 
 
-def _decode_pixels(ds: pydicom.Dataset, label: str) -> np.ndarray:
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    try:
+def _decode_pixels(ds: pydicom.Dataset, label: str, syntax_name: str) -> np.ndarray:
+    cannot = (f"{label}: the DICOM pixel data (transfer syntax '{syntax_name}') cannot be decoded here. "
+              "Export the film uncompressed or as JPEG/JPEG 2000.")
+    with _refusing(cannot):
+        syntax = ds.file_meta.TransferSyntaxUID
+        if syntax.is_encapsulated and "PixelData" in ds:
+            _check_fragments(ds.PixelData, label)
+            if syntax == RLELossless:
+                _check_rle(ds.PixelData, label, _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0))
         # Only the first frame is decoded: a multi-frame upload must not cost memory for every frame.
         return pixel_array(ds, index=0)
-    except (NotImplementedError, RuntimeError, ValueError, TypeError, AttributeError, KeyError) as exc:
-        name = syntax.name if syntax is not None else "unknown"
-        raise UnreadableImage(
-            f"{label}: the DICOM pixel data (transfer syntax '{name}') cannot be decoded here ({exc}). "
-            "Export the film uncompressed or as JPEG/JPEG 2000."
-        ) from exc
+
+
+def _check_fragments(pixel_data: bytes, label: str) -> None:
+    """Each encapsulated fragment that starts a codestream declares its size: refuse a bomb before decoding."""
+    for fragment in generate_fragments(pixel_data):
+        check_declared_size(bytes(fragment), label, MAX_PIXELS)
+
+
+def _check_rle(pixel_data: bytes, label: str, rows: int, columns: int) -> None:
+    """RLE declares no size. No encoder needs more than 2 bytes per pixel byte, so a longer segment is a bomb
+    (a 2-byte run expands to 128 bytes): refused unread, with a message that says so. (The decoder, core.films.rle,
+    stops at the frame's size in any case.)"""
+    most = 2 * rows * columns + 64
+    for fragment in list(generate_fragments(pixel_data))[1:]:  # the first item is the offset table
+        if len(fragment) < 64:
+            continue
+        count, *offsets = struct.unpack_from("<16I", fragment)
+        ends = [*offsets[: min(count, 15)], len(fragment)]
+        if any(end - start > most for start, end in zip(ends, ends[1:])):
+            raise UnreadableImage(
+                f"{label} is too large to decode safely: its RLE data is longer than a {columns}x{rows} image "
+                "could need. Export the film again."
+            )
 
 
 def _int_tag(ds: pydicom.Dataset, keyword: str, default: int) -> int:
@@ -127,48 +178,62 @@ def _fill_missing_transfer_syntax(ds: pydicom.Dataset) -> None:
 
 
 def _greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
-    values = apply_modality_lut(arr, ds).astype(np.float64)
+    """Stored values -> float32 display values in [0, 1], in place wherever it can be (a 50-megapixel film
+    is 200 MB per float32 copy)."""
+    values = _modality_values(arr, ds)
     if "VOILUTSequence" in ds:
         lut = ds.VOILUTSequence[0]
-        values = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64)
-        pixels = values / float(2 ** int(lut.LUTDescriptor[2]) - 1)
+        values = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float32, copy=False)
+        values /= float(2 ** int(lut.LUTDescriptor[2]) - 1)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
-        pixels = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), ds.get("VOILUTFunction"))
+        _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), ds.get("VOILUTFunction"))
     else:
-        pixels = _normalise(values)
+        _normalise(values)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        pixels = 1.0 - pixels
-    return pixels
+        np.subtract(1.0, values, out=values)
+    return values
 
 
-def _window(values: np.ndarray, center: float, width: float, function: str | None) -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2 window, mapped to [0, 1]."""
+def _modality_values(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """The modality LUT (PS3.3 C.11.1): rescale slope and intercept, or a LUT; a new float32 array."""
+    if ds.get("ModalityLUTSequence"):
+        return np.array(apply_modality_lut(arr, ds), dtype=np.float32)
+    values = arr.astype(np.float32)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")  # pydicom applies both or neither
+    if slope is not None and intercept is not None:
+        values *= float(slope)
+        values += float(intercept)
+    return values
+
+
+def _window(values: np.ndarray, center: float, width: float, function: str | None) -> None:
+    """DICOM PS3.3 C.11.2.1.2 window, mapped to [0, 1], in place."""
     width = max(width, 1.0)
     if str(function or "LINEAR").upper() == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    scaled = (values - (center - 0.5)) / (width - 1.0 if width > 1 else 1.0) + 0.5
-    return np.clip(scaled, 0.0, 1.0)
+        values -= center
+        values *= -4.0 / width
+        np.exp(values, out=values)
+        values += 1.0
+        np.reciprocal(values, out=values)
+        return
+    values -= center - 0.5
+    values /= width - 1.0 if width > 1 else 1.0
+    values += 0.5
+    np.clip(values, 0.0, 1.0, out=values)
 
 
 def _normalise(values: np.ndarray) -> np.ndarray:
+    """Stretch to [0, 1] in place (all zeros when flat)."""
     lo, hi = float(np.min(values)), float(np.max(values))
     if hi <= lo:
-        return np.zeros(values.shape, dtype=np.float64)
-    return (values - lo) / (hi - lo)
+        values[...] = 0.0
+    else:
+        values -= lo
+        values /= hi - lo
+    return values
 
 
 def _first(value) -> float:
     if isinstance(value, pydicom.multival.MultiValue):
         value = value[0]
     return float(value)
-
-
-def _safe_metadata(ds: pydicom.Dataset) -> dict:
-    meta = {"format": "DICOM"}
-    for tag in SAFE_TAGS:
-        if tag in ds:
-            meta[tag] = str(ds.get(tag))
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None:
-        meta["TransferSyntax"] = syntax.name
-    return meta

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DatasetError
-
-FILM_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
+from core.films.bounds import FILM_SUFFIXES  # the formats uploads accept, deliberately the same for training
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,10 @@
 """Reading films: PNG/JPEG/DICOM bytes -> one :class:`~core.films.film.Film`.
 
-Anything we cannot decode raises :class:`UnreadableImage` with a message a person can act on.
+Anything we cannot decode raises :class:`UnreadableImage` naming the file, with a message a person can act
+on and never a decoder's own text. Bounds come first: the file size, then the size the codestream declares
+(:mod:`core.films.bounds`), before any decoder runs. PNG and JPEG are decoded here by Pillow, which may open
+those two formats and nothing else; DICOM files are parsed and decoded in a worker process with memory and
+time limits (:mod:`core.films.decode_pool`).
 """
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import UnreadableImage
-from core.films.dicom import read_dicom, sniff_headerless_dicom
+from core.errors import TriageError, UnreadableImage
+from core.films.bounds import RASTER_FORMATS, check_declared_size, declared_size
+from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 
 _DICOM_MAGIC_OFFSET = 128
@@ -21,12 +26,24 @@ _DICOM_MAGIC_OFFSET = 128
 def read_film(source: str | Path | bytes, name: str | None = None) -> Film:
     """Decode a film from a path or from bytes held in memory (uploads never touch the disk)."""
     if isinstance(source, (str, Path)):
-        data, name = _read_path(Path(source)), name or Path(source).name
+        label = name or Path(source).name or "the file"
+        data = _read_path(Path(source), label)
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
+        label, data = name or "the file", bytes(source)
     else:
         raise TypeError(f"read_film takes a path or bytes, not {type(source).__name__}")
-    label = name or "the file"
+    try:
+        return _read_bytes(data, label)
+    except TriageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one catch-all: a decoder's failure, never its text
+        raise UnreadableImage(
+            f"{label} could not be decoded: the file is damaged or not a film we can read. "
+            "Export it again as PNG, JPEG or DICOM."
+        ) from exc
+
+
+def _read_bytes(data: bytes, label: str) -> Film:
     if len(data) == 0:
         raise UnreadableImage(f"{label} is empty (0 bytes). Upload the film again.")
     if len(data) > MAX_FILE_BYTES:
@@ -34,30 +51,32 @@ def read_film(source: str | Path | bytes, name: str | None = None) -> Film:
             f"{label} is {len(data) / 2**20:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit for one film."
         )
     if _looks_like_dicom(data):
-        return read_dicom(data, label)
+        return decode_pool().decode(data, label)
     try:
         return _read_raster(data, label)
     except UnreadableImage:
-        # DICOM files without the 128-byte preamble carry no magic; give pydicom a chance.
-        if sniff_headerless_dicom(data):
-            return read_dicom(data, label)
-        raise
+        if declared_size(data) is not None:  # a PNG, JPEG or JPEG 2000 codestream: no DICOM data set
+            raise
+        # DICOM files without the 128-byte preamble carry no magic; give pydicom a chance, in the worker.
+        film = decode_pool().decode(data, label, headerless=True)
+        if film is None:
+            raise
+        return film
 
 
-def _read_path(path: Path) -> bytes:
-    if not path.exists():
-        raise UnreadableImage(f"{path} does not exist. Check the path.")
-    if not path.is_file():
-        raise UnreadableImage(f"{path} is not a file.")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise UnreadableImage(
-            f"{path.name} is {path.stat().st_size / 2**20:.0f} MB, over the "
-            f"{MAX_FILE_BYTES // 2**20} MB limit for one film."
-        )
+def _read_path(path: Path, label: str) -> bytes:
+    """The file's bytes; messages name the file, never the server path it was read from."""
     try:
+        if not path.is_file():
+            raise UnreadableImage(f"{label} does not exist or is not a file. Check the path.")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise UnreadableImage(
+                f"{label} is {path.stat().st_size / 2**20:.0f} MB, over the "
+                f"{MAX_FILE_BYTES // 2**20} MB limit for one film."
+            )
         return path.read_bytes()
     except OSError as exc:
-        raise UnreadableImage(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+        raise UnreadableImage(f"Cannot read {label}: {exc.strerror or 'the file cannot be opened'}.") from exc
 
 
 def _looks_like_dicom(data: bytes) -> bool:
@@ -66,10 +85,11 @@ def _looks_like_dicom(data: bytes) -> bool:
 
 
 def _read_raster(data: bytes, label: str) -> Film:
+    check_declared_size(data, label, MAX_PIXELS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise UnreadableImage(
@@ -86,11 +106,13 @@ def _read_raster(data: bytes, label: str) -> Film:
             f"{label} is not an image we can read. Use PNG, JPEG or DICOM."
         ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UnreadableImage(f"{label} is too large to decode safely ({exc}).") from exc
+        raise UnreadableImage(
+            f"{label} is too large to decode safely: it declares more pixels than the limit. "
+            "Export the film at a lower resolution."
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableImage(
-            f"{label} could not be decoded ({exc}); the file is probably truncated or corrupt. "
-            "Export it again."
+            f"{label} could not be decoded; the file is probably truncated or corrupt. Export it again."
         ) from exc
     pixels, bit_depth = _to_grey_float(image)
     meta = {"format": fmt, "mode": image.mode}

@@ -16,7 +16,9 @@ failed (or succeeded, when it had registered its model before it died). The runn
 ``python -m core.jobs.runner JOB_DIR --lock-fd N`` in a new session, so it outlives the page, the tab and
 the Streamlit script run. Cancelling leaves a marker and sends SIGTERM; the runner stops between training
 steps and saves nothing. The registry is only written by ``train()``, atomically, so a killed job cannot
-corrupt it. Every time written is UTC, from core.clock.
+corrupt it. Every time written is UTC, from core.clock. A job stops itself after its time limit
+(core.jobs.time_limit); finished job folders past their age are pruned (core.jobs.prune); starts and cancels
+are written to the audit log (core.admin.audit) with who asked.
 """
 from __future__ import annotations
 
@@ -30,11 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import clock
-from core.config import MIN_FILMS, REPO_ROOT, job_environment, settings
-from core.errors import JobError, TriageError
+from core.admin.audit import record_action
+from core.config import REPO_ROOT, job_environment, settings
+from core.limits import MIN_FILMS
+from core.errors import AuditLogUnavailable, JobError, TriageError
 from core.films.folders import discover
 from core.jobs import lock
 from core.jobs.lock import LOCK_FILE
+from core.jobs.prune import JOB_FOLDER, prune_old_jobs
 from core.jobs.records import (
     ACTIVE_STATES,
     CANCELLED,
@@ -50,6 +55,7 @@ from core.jobs.records import (
     write_settings,
     write_status,
 )
+from core.store.names import check_model_name
 from core.store.registry import checkpoint_dir, list_models
 from core.store.records import ModelRecord, TrainConfig
 from core.training.events import ProgressEvent, parse_event
@@ -127,23 +133,30 @@ def check_request(data_dir: str | Path, config: TrainConfig) -> TrainConfig:
 
 
 def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None,
-              directory: Path | None = None, root: Path | None = None) -> Job:
-    """Check the request, claim the one job slot and start the runner; raises JobAlreadyRunning if taken."""
+              directory: Path | None = None, root: Path | None = None, *, who: str = "cli") -> Job:
+    """Check the request, claim the one job slot and start the runner; raises JobAlreadyRunning if taken.
+    The start is written to the audit log as asked for by ``who`` first: a start that cannot be recorded
+    does not happen. The job stops itself after the configured time limit (core.jobs.runner)."""
     config = check_request(data_dir, config)
+    if name is not None:
+        check_model_name(name)  # a file name, never a path (InvalidModelName), before any process starts
     root = root or jobs_dir()
     fd = lock.claim(root)
     if fd is None:
         raise JobAlreadyRunning(_busy_message(root))
     try:
         _recover_all(root)  # we hold the lock: any job still marked active has lost its process
+        prune_old_jobs(root)
         job_id = f"{clock.stamp()}-{secrets.token_hex(2)}"
         lock.name_holder(fd, job_id)
         folder = root / job_id
         folder.mkdir()
         write_settings(folder, JobSettings(
             job_id=job_id, data_dir=Path(data_dir).expanduser().resolve(), name=name, config=config,
-            checkpoints=(directory or checkpoint_dir()).resolve(), created=clock.iso()))
+            checkpoints=(directory or checkpoint_dir()).resolve(), created=clock.iso(), started_by=who,
+            time_limit_minutes=settings().job_time_limit_minutes))
         write_status(folder, QUEUED, message="Waiting for the training process to start.")
+        _record_start(folder, job_id, data_dir, config, name, who)
         try:
             process = _spawn(folder, fd)
         except OSError as exc:
@@ -154,6 +167,16 @@ def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None
     # Reap the runner when it ends, so it never lingers as a zombie.
     threading.Thread(target=process.wait, name=f"reap-{job_id}", daemon=True).start()
     return read_job(folder)
+
+
+def _record_start(folder: Path, job_id: str, data_dir: str | Path, config: TrainConfig, name: str | None,
+                  who: str) -> None:
+    try:  # the dataset by its last two folder names: the audit log is shown on a page, server paths are not
+        record_action("job.start", who, job=job_id, dataset="/".join(Path(data_dir).parts[-2:]), name=name,
+                      config=config.to_json(), time_limit_minutes=settings().job_time_limit_minutes)
+    except AuditLogUnavailable:
+        write_status(folder, FAILED, message="Not started: the audit log cannot be written.")
+        raise
 
 
 def _busy_message(root: Path) -> str:
@@ -188,8 +211,9 @@ def read_job(folder: Path) -> Job:
 
 
 def list_jobs(root: Path | None = None, limit: int | None = None) -> list[Job]:
-    """Jobs, newest first; unreadable folders are left out."""
+    """Jobs, newest first; unreadable folders are left out, and finished ones past the age limit pruned."""
     root = root or jobs_dir()
+    prune_old_jobs(root)
     folders = sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.exists() else []
     jobs = []
     for folder in folders[:limit] if limit else folders:
@@ -217,13 +241,17 @@ def active_job(root: Path | None = None) -> Job | None:
     return job if job.is_active else None
 
 
-def cancel_job(job_id: str, root: Path | None = None) -> None:
-    """Ask the job to stop: a marker file (read before and during training) plus SIGTERM to its runner."""
+def cancel_job(job_id: str, root: Path | None = None, *, who: str = "cli") -> None:
+    """Ask the job to stop: a marker file (read before and during training) plus SIGTERM to its runner.
+    Written to the audit log as asked for by ``who`` first (who may cancel is the page's decision)."""
     root = root or jobs_dir()
+    if not JOB_FOLDER.match(job_id):  # an id, never a path
+        raise JobError(f"There is no job {job_id!r}.")
     folder = root / job_id
     job = read_job(folder)
     if not job.is_active:
         raise JobError(f"Job {job_id} is not running ({job.state}); there is nothing to cancel.")
+    record_action("job.cancel", who, job=job_id, state=job.state, started_by=job.settings.started_by)
     (folder / CANCEL_MARKER).write_text(clock.iso())
     pid = read_status(folder).pid  # read after the marker: a runner that has not written its pid sees the marker
     if pid and lock.held_by(root) == job_id:  # only a live runner holds the lock: never signal a reused pid

@@ -31,6 +31,8 @@ class JobSettings(Record):
     config: TrainConfig = TrainConfig()
     checkpoints: Path | None = None  # the registry the new version goes to; None: the configured one
     created: str | None = None  # UTC, core.clock.iso
+    started_by: str | None = None  # who asked for the job (the audit log says the same)
+    time_limit_minutes: float | None = None  # the limit in force when it started; None: the current setting
 
 
 class JobSummary(Record):

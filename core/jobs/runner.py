@@ -6,7 +6,8 @@ running (with its pid, for Cancel), calls :func:`core.training.train.train` with
 appended to ``events.jsonl``, and always leaves a final state in ``status.json``. SIGTERM (Cancel) sets a
 flag that ``should_stop`` reads between training steps, so ``train()`` raises ``TrainingCancelled`` and
 writes nothing; while films are still being decoded nothing has been written either, so the process simply
-records the cancellation and exits at once. Every time written is UTC (core.clock).
+records the cancellation and exits at once. The job's time limit (core.jobs.time_limit) stops it the same
+way, and marks it failed "after its time limit". Every time written is UTC (core.clock).
 """
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
 from core import clock
+from core.config import settings as current_settings
 from core.errors import TriageError
 from core.jobs import lock
 from core.jobs.records import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobSummary, read_settings, write_status
+from core.jobs.time_limit import TimeLimit, describe, stop_process_group
 from core.training.events import DoneEvent, EpochEvent, LoadingEvent, NoteEvent, ProgressEvent, StepEvent
 
 CANCELLED_EARLY = "Training was cancelled before it started; nothing was saved."
@@ -32,11 +36,33 @@ class JobRunner:
         self.lock_fd = lock_fd
         self.settings = read_settings(folder)
         self.cancel_requested = False
+        self.out_of_time = False
         self.training_started = False
+        self.training_done = False  # the last step is taken: validating and registering, which are bounded
         self.finishing = False
+        self._final = threading.Lock()  # the time-limit thread and the main thread never both finish
+        self._finished = False
+        self.time_limit = self.settings.time_limit_minutes or current_settings().job_time_limit_minutes
 
     def should_stop(self) -> bool:
-        return self.cancel_requested or (self.folder / "cancel").exists()
+        return self.cancel_requested or self.out_of_time or (self.folder / "cancel").exists()
+
+    def time_limit_message(self) -> str:
+        return (f"Training was stopped after its time limit of {describe(self.time_limit)}; nothing was saved. "
+                "An administrator can change the limit (CXR_JOB_TIME_LIMIT).")
+
+    def on_time_limit(self) -> None:
+        """The first timer (a thread): ask the training to stop, as Cancel does."""
+        self.out_of_time = True
+        if not self.finishing:
+            self.log(f"The time limit of {describe(self.time_limit)} is reached: stopping.")
+
+    def on_overrun(self) -> None:
+        """The second timer: the training did not stop by itself; end the process group."""
+        if self.finishing or self.training_done:
+            return
+        self.finish(FAILED, self.time_limit_message())
+        stop_process_group()
 
     def on_signal(self, signum: int, frame) -> None:
         self.cancel_requested = True
@@ -55,6 +81,7 @@ class JobRunner:
     def emit(self, event: ProgressEvent) -> None:
         if isinstance(event, StepEvent):
             self.training_started = True
+            self.training_done = event.progress >= 1.0
         line = event.model_copy(update={"time": clock.seconds()}).model_dump_json()
         with open(self.folder / "events.jsonl", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
@@ -73,27 +100,34 @@ class JobRunner:
     def finish(self, state: str, message: str, **fields) -> None:
         """The final status, then the lock: a reader that finds the lock free finds this status too."""
         self.finishing = True
-        write_status(self.folder, state, message=message, **fields)
-        self.log(message)
-        if self.lock_fd is not None:
-            lock.unlock(self.lock_fd)
+        with self._final:
+            if self._finished:
+                return
+            self._finished = True
+            write_status(self.folder, state, message=message, **fields)
+            self.log(message)
+            if self.lock_fd is not None:
+                lock.unlock(self.lock_fd)
 
     def run(self) -> int:
+        with TimeLimit(self.time_limit, self.on_time_limit, self.on_overrun):
+            return self._run()
+
+    def _run(self) -> int:
         settings, config = self.settings, self.settings.config
         write_status(self.folder, RUNNING, pid=os.getpid(), message="Training.")
         self.log(f"Job {settings.job_id}: {config.arch}, {config.epochs} epoch(s), "
                  f"{config.image_size} px, on {settings.data_dir}.")
         if self.should_stop():
-            self.finish(CANCELLED, CANCELLED_EARLY)
-            return 0
+            return self._stopped(CANCELLED_EARLY)
         from core.training.train import TrainingCancelled, train  # torch loads after the status is written
 
         try:
             record = train(settings.data_dir, config, name=settings.name, directory=settings.checkpoints,
-                           on_progress=self.emit, should_stop=self.should_stop, job_id=settings.job_id)
+                           on_progress=self.emit, should_stop=self.should_stop, job_id=settings.job_id,
+                           who=settings.started_by or "job")
         except TrainingCancelled as exc:
-            self.finish(CANCELLED, str(exc))
-            return 0
+            return self._stopped(str(exc))
         except TriageError as exc:
             self.finish(FAILED, f"Training failed: {exc}")
             return 1
@@ -105,6 +139,15 @@ class JobRunner:
         late = " (the cancel request came after training had finished)" if self.cancel_requested else ""
         self.finish(SUCCEEDED, f"Registered {record.name} as a new version{late}.", model=record.name,
                     summary=JobSummary.of(record))
+        return 0
+
+
+    def _stopped(self, cancelled: str) -> int:
+        """Training stopped as asked: by the time limit (failed), or by Cancel."""
+        if self.out_of_time:
+            self.finish(FAILED, self.time_limit_message())
+            return 1
+        self.finish(CANCELLED, cancelled)
         return 0
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core import config
+from core import limits
 from core.errors import DeviceUnavailable
 
 BF16, FP32 = "bf16", "fp32"
@@ -23,8 +23,8 @@ BF16, FP32 = "bf16", "fp32"
 
 def resolve_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     """The device to run on; ``local_rank`` picks this process's GPU under torchrun."""
-    if requested not in config.DEVICES:
-        raise DeviceUnavailable(f"Unknown device '{requested}'; choose one of {', '.join(config.DEVICES)}.")
+    if requested not in limits.DEVICES:
+        raise DeviceUnavailable(f"Unknown device '{requested}'; choose one of {', '.join(limits.DEVICES)}.")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -60,8 +60,8 @@ def bf16_supported(device: torch.device) -> bool:
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str | None]:
     """The training precision for ``requested`` ('auto' | 'bf16' | 'fp32') on ``device``, and a note when
     the hardware decided."""
-    if requested not in config.PRECISIONS:
-        raise ValueError(f"Unknown precision '{requested}'; choose one of {', '.join(config.PRECISIONS)}.")
+    if requested not in limits.PRECISIONS:
+        raise ValueError(f"Unknown precision '{requested}'; choose one of {', '.join(limits.PRECISIONS)}.")
     if requested == FP32:
         return FP32, None
     native = bf16_supported(device)
@@ -130,7 +130,7 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def inference_batch_size(device: torch.device) -> int:
-    return config.INFERENCE_BATCH_SIZE.get(device.type, config.INFERENCE_BATCH_SIZE["cpu"])
+    return limits.INFERENCE_BATCH_SIZE.get(device.type, limits.INFERENCE_BATCH_SIZE["cpu"])
 
 
 def set_cpu_threads(processes_on_this_machine: int = 1) -> int:
@@ -159,7 +159,7 @@ class FoundDevices:
 
     @property
     def choices(self) -> tuple[str, ...]:
-        return config.DEVICES if self.gpus else tuple(d for d in config.DEVICES if d != "cuda")
+        return limits.DEVICES if self.gpus else tuple(d for d in limits.DEVICES if d != "cuda")
 
     @property
     def auto(self) -> str:

@@ -22,6 +22,7 @@ from core.films.film import Film
 from core.films.tensor import as_float, film_to_tensor
 from core.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
 from core.models.pretrained import GreyToImageNet
+from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
 
 FEATURE_SIZE = 224
@@ -83,12 +84,18 @@ class ChestFilmDetector:
     def load(cls, directory: Path | None = None) -> "ChestFilmDetector":
         directory = directory or detector_dir()
         try:
-            meta = json.loads((directory / f"{DETECTOR_NAME}.json").read_text())
-            arrays = torch.load(directory / f"{DETECTOR_NAME}.pt", map_location="cpu", weights_only=True)
+            meta = json.loads(_read_detector_file(directory / f"{DETECTOR_NAME}.json"))
+            arrays = torch.load(io.BytesIO(_read_detector_file(directory / f"{DETECTOR_NAME}.pt")),
+                                map_location="cpu", weights_only=True)
             return cls(*(arrays[k].double().numpy() for k in ("mean", "components", "precision")),
                        float(meta["threshold"]), meta.get("calibration", {}))
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"The chest-film detector in {directory} cannot be loaded ({exc}).") from exc
+
+
+def _read_detector_file(path: Path) -> bytes:
+    """The shipped detector is checked against the checksum manifest (CheckpointError when it differs)."""
+    return manifest.read_verified(path) if manifest.is_shipped(path) else path.read_bytes()
 
 
 def fit_detector(features: np.ndarray, held_out: np.ndarray, components: int = 128,

@@ -1,11 +1,13 @@
 """Prediction: film -> probabilities, label, triage priority and warnings, plus Grad-CAM on request.
 
 A :class:`Predictor` owns one loaded model and a lock: Grad-CAM attaches hooks to the model, so every use
-of the model goes through the lock and concurrent app sessions can share one cached predictor.
+of the model goes through the lock and concurrent app sessions can share one cached predictor. The lock is
+fair (core.serving.fair_lock): it is taken per film, in the order asked, predictions before explanations,
+so sessions triaging at once take turns film by film instead of one batch holding the model. Preparing a
+film (decode, resize) happens outside the turn, so other sessions do it meanwhile.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +23,7 @@ from core.models.device import place_model, resolve_device
 from core.models.inference import probabilities
 from core.serving.chest_check import ChestFilmCheck
 from core.serving.explain import heat_map, overlay
+from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
 from core.store.checkpoints import LoadedModel, load_checkpoint
 from core.store.registry import find_model
 
@@ -69,7 +72,7 @@ class Predictor:
         loaded.model = place_model(loaded.model, self.device)
         self.loaded = loaded
         self.name = loaded.name
-        self.lock = threading.Lock()
+        self.lock = FairLock()
         self._cam_layer = cam_layer(loaded.record.arch, loaded.model)
         self.chest_check, self.chest_check_problem = chest_check, None
         if chest_check is None:
@@ -93,15 +96,20 @@ class Predictor:
 
     def predict(self, film: Film) -> Prediction:
         batch = self._model_input(film)
-        with self.lock:
+        problems = list(usability_problems(film))  # image statistics: no model, no turn needed
+        with self.lock.turn(PREDICTION):  # the model and the learned chest-film check, in one turn
             probs = probabilities(self.loaded.model, batch)
-        return self._interpret(probs[0], film)
+            if not problems and self.chest_check is not None:
+                problem = self.chest_check.problem(film)
+                problems += [problem] if problem else []
+        return self._interpret(probs[0], film, problems)
 
-    def _interpret(self, probs: np.ndarray, film: Film) -> Prediction:
+    def _interpret(self, probs: np.ndarray, film: Film, problems: list[str]) -> Prediction:
+        """The reading: label and priority at the operating point; ``problems`` (not a usable chest film)
+        withhold the priority."""
         point, classes = self.loaded.operating_point, self.loaded.classes
         label = classes[int(point.decide(probs[None])[0])]
         warnings = list(film.warnings)
-        problems = self._usability_problems(film)
         warnings += problems
         if self.chest_check_problem:
             warnings.append(self.chest_check_problem)
@@ -118,20 +126,12 @@ class Predictor:
                           None if score is None else round(score, 6),
                           None if point.normal_index is None else point.threshold, warnings)
 
-    def _usability_problems(self, film: Film) -> list[str]:
-        """Image statistics first; the learned chest-film check only on images that pass them."""
-        problems = usability_problems(film)
-        if not problems and self.chest_check is not None:
-            problem = self.chest_check.problem(film)
-            problems += [problem] if problem else []
-        return problems
-
     def explain(self, film: Film, class_name: str, method: str = "gradcam", opacity: float = 0.4) -> Explanation:
         if self._cam_layer is None:
             raise ValueError(f"{self.loaded.record.arch} has no convolutional layer to explain with Grad-CAM")
         if class_name not in self.loaded.classes:
             raise ValueError(f"unknown class '{class_name}'; this model knows {', '.join(self.loaded.classes)}")
         batch = self._model_input(film)
-        with self.lock:
+        with self.lock.turn(EXPLANATION):
             heat = heat_map(self.loaded.model, self._cam_layer, batch, self.loaded.classes.index(class_name), method)
         return Explanation(class_name, method, heat, film.pixels, opacity)

@@ -3,7 +3,11 @@
 
 Both are written to a temporary file and ``os.replace``d into place; the JSON is written last, so a
 model exists for the registry only once both files are whole. The JSON records the SHA-256 of the
-weights file, so a truncated or swapped ``.pt`` is refused rather than half-loaded.
+weights file, so a truncated, half-copied or mixed-up ``.pt`` is refused rather than half-loaded. That
+hash guards against accidents, not people: whoever can replace the weights can replace the JSON beside
+them. So a *shipped* model (one in the checkpoints folder) is also checked, both files, against the
+checksum manifest tracked in git (core.store.manifest); a *site* model is only as safe as its folder's
+permissions (the site folder belongs to the service account and the administrators).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from torch import nn
 
 from core.errors import CheckpointError
 from core.models.build import build_model
+from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
 from core.store.records import ModelRecord, read_model_record
 from core.store.reports import OperatingPoint
@@ -84,13 +89,19 @@ def _to_bytes(obj) -> bytes:
 
 
 def load_checkpoint(json_path: Path) -> LoadedModel:
-    """Load and verify one model; any problem is a CheckpointError naming the file."""
+    """Load and verify one model; any problem is a CheckpointError naming the file. A shipped model's
+    description and weights must also match the checksum manifest."""
+    shipped = manifest.is_shipped(json_path)
+    if shipped:
+        manifest.read_verified(json_path)
     record = read_model_record(json_path)
     weights = json_path.with_suffix(".pt")
     try:
         data = weights.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"Weights file {weights.name} cannot be read ({exc.strerror or exc}).") from exc
+    if shipped:
+        manifest.verify(weights, data)
     if hashlib.sha256(data).hexdigest() != record.weights_sha256:
         raise CheckpointError(
             f"Weights file {weights.name} does not match its description (truncated, replaced or corrupt)."

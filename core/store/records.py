@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, computed_field
 
-from core import config
+from core import limits
 from core.errors import CheckpointError
 from core.models.catalog import architecture_info
 from core.store.base import Record, read_record
@@ -25,18 +25,18 @@ class TrainConfig(Record):
     """A training recipe: what the CLI, a background job and the Retrain page ask for, and what is stored."""
 
     arch: str = "resnet18"
-    epochs: int = config.DEFAULT_EPOCHS
+    epochs: int = limits.DEFAULT_EPOCHS
     image_size: int | None = None  # None: the architecture's default
-    batch_size: int = config.DEFAULT_BATCH_SIZE
+    batch_size: int = limits.DEFAULT_BATCH_SIZE
     lr: float | None = None  # None: 1e-3 from scratch, 3e-4 from ImageNet weights
     weight_decay: float = 1e-4
     augment: bool = True
     hflip: bool = False
     pretrained: bool = True
-    val_fraction: float = config.DEFAULT_VAL_FRACTION
-    patience: int = config.DEFAULT_PATIENCE
+    val_fraction: float = limits.DEFAULT_VAL_FRACTION
+    patience: int = limits.DEFAULT_PATIENCE
     seed: int = 0
-    target_sensitivity: float = config.DEFAULT_TARGET_SENSITIVITY
+    target_sensitivity: float = limits.DEFAULT_TARGET_SENSITIVITY
     max_films: int | None = None  # a random class-balanced subset, for quick runs and tests
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (core/models/device.py)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the hardware has it
@@ -49,13 +49,13 @@ class TrainConfig(Record):
         resolved = self.model_copy(update={"image_size": self.image_size or info.default_image_size,
                                            "pretrained": pretrained,
                                            "lr": self.lr or (3e-4 if pretrained else 1e-3)})
-        config.EPOCHS.check(resolved.epochs)
-        config.IMAGE_SIZE.check(resolved.image_size)
-        config.BATCH_SIZE.check(resolved.batch_size)
-        config.TARGET_SENSITIVITY.check(resolved.target_sensitivity)
-        config.PATIENCE.check(resolved.patience)
+        limits.EPOCHS.check(resolved.epochs)
+        limits.IMAGE_SIZE.check(resolved.image_size)
+        limits.BATCH_SIZE.check(resolved.batch_size)
+        limits.TARGET_SENSITIVITY.check(resolved.target_sensitivity)
+        limits.PATIENCE.check(resolved.patience)
         if resolved.max_films is not None:
-            config.MIN_FILMS.check(resolved.max_films)
+            limits.MIN_FILMS.check(resolved.max_films)
         return resolved
 
 

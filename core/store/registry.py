@@ -1,8 +1,17 @@
-"""The model registry: every ``NAME.json`` + ``NAME.pt`` pair in the checkpoints folder, plus
-``registry.json`` naming one default model per task and recording every promotion.
+"""The model registry, in two tiers, each a folder of ``NAME.json`` + ``NAME.pt`` pairs with a ``registry.json``
+naming one default model per task and recording every promotion:
 
-Writes happen under a file lock and atomically, so a killed training job can never leave a half-written
-registry or change a default. Imports no torch: pages list models before any model loads.
+- **shipped**: the repository's ``checkpoints`` (``CXR_CHECKPOINTS``), read-only to the app and the CLI,
+  written only by the shipping path (``train --shipped``, i.e. ``make models``); every file checked against
+  the checksum manifest (core.store.manifest);
+- **site**: site-trained versions (``CXR_MODELS``, default ``~/.local/share/cxr-triage/models``), where
+  ``train``, ``calibrate`` and background jobs write, and where the site's default pointers live. A task with
+  no site default falls back to the shipped default.
+
+Every function's ``directory`` names the site folder (default: the configured one); the shipped folder is
+always the configured one, and when ``directory`` *is* the shipped folder there is just the one tier (the
+shipping path). Writes happen under a file lock and atomically, so a killed training job can never leave a
+half-written registry or change a default. Imports no torch: pages list models before any model loads.
 """
 from __future__ import annotations
 
@@ -15,29 +24,56 @@ from filelock import FileLock
 from core import clock
 from core.config import settings
 from core.errors import CheckpointError, ModelNotFound
+from core.store import manifest
 from core.store.atomic import atomic_write_json
 from core.store.base import read_record
+from core.store.manifest import REGISTRY_FILE, shipped_dir
+from core.store.names import check_model_name, is_model_name
 from core.store.records import ModelRecord, Promotion, RegistryFile, read_model_record
 
-REGISTRY_FILE = "registry.json"
+SHIPPED, SITE = "shipped", "site"
+__all__ = ["REGISTRY_FILE", "SHIPPED", "SITE", "ModelEntry", "Tier", "checkpoint_dir", "ensure_default",
+           "find_model", "list_models", "next_version_name", "read_registry", "registry_lock", "set_default",
+           "shipped_dir", "site_dir", "tiers"]
+
+
+def site_dir() -> Path:
+    """The site-trained models' folder (``CXR_MODELS``, see core.config)."""
+    return settings().models
 
 
 def checkpoint_dir() -> Path:
-    """The checkpoints folder (``CXR_CHECKPOINTS``, see core.config)."""
-    return settings().checkpoints
+    """Where new versions are written and defaults are changed: the site folder, never the shipped one."""
+    return site_dir()
 
 
 def registry_lock(directory: Path | None = None) -> FileLock:
-    directory = directory or checkpoint_dir()
+    directory = directory or site_dir()
     directory.mkdir(parents=True, exist_ok=True)
     return FileLock(str(directory / ".registry.lock"), timeout=30)
 
 
 @dataclass(frozen=True)
+class Tier:
+    name: str  # SHIPPED or SITE
+    folder: Path
+
+
+def tiers(directory: Path | None = None) -> list[Tier]:
+    """The shipped tier, then the site tier (``directory`` or the configured site folder); one tier when
+    ``directory`` is the shipped folder itself."""
+    shipped, site = shipped_dir(), directory or site_dir()
+    if site.resolve() == shipped.resolve():
+        return [Tier(SHIPPED, shipped)]
+    return [Tier(SHIPPED, shipped), Tier(SITE, site)]
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     record: ModelRecord
-    is_default: bool  # the default of its task
+    is_default: bool  # the default of its task (the site's pointer, else the shipped one)
     json_path: Path
+    tier: str = SITE  # SHIPPED or SITE
 
     @property
     def name(self) -> str:
@@ -62,40 +98,78 @@ def read_registry(directory: Path) -> RegistryFile:
         return RegistryFile()
     try:
         return read_record(RegistryFile, path)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{REGISTRY_FILE} cannot be read ({exc}); restore it or delete it to rebuild.") from exc
+    except (OSError, ValueError) as exc:  # an OSError's text would name the server path: only its reason
+        reason = exc.strerror if isinstance(exc, OSError) else exc
+        raise CheckpointError(f"{REGISTRY_FILE} cannot be read ({reason}); restore it or delete it to "
+                              "rebuild.") from exc
 
 
 def list_models(directory: Path | None = None) -> tuple[list[ModelEntry], list[str]]:
-    """All readable models (the last promoted default first, then by name) and a message per broken one."""
-    directory = directory or checkpoint_dir()
-    if not directory.exists():
-        return [], []
-    registry = read_registry(directory)
-    entries, problems = [], []
-    for json_path in sorted(directory.glob("*.json")):
+    """All readable models of both tiers (the last promoted default first, then by name) and a message per
+    broken one. A shipped description that fails the checksum manifest is a problem, not a model."""
+    found: list[tuple[ModelRecord, Path, str]] = []
+    problems: list[str] = []
+    for tier in tiers(directory):
+        for record, json_path in _read_tier(tier, problems):
+            if any(record.name == other.name for other, _, _ in found):
+                problems.append(f"{json_path.name} in the site folder has the name of a shipped model; ignored.")
+                continue
+            found.append((record, json_path, tier.name))
+    defaults, latest = _defaults(tiers(directory), {record.name: record.task for record, _, _ in found})
+    entries = [ModelEntry(record, defaults.get(record.task) == record.name, json_path, tier)
+               for record, json_path, tier in found]
+    entries.sort(key=lambda e: (e.name != latest, not e.is_default, e.name))
+    return entries, problems
+
+
+def _read_tier(tier: Tier, problems: list[str]) -> list[tuple[ModelRecord, Path]]:
+    if not tier.folder.exists():
+        return []
+    readable = []
+    for json_path in sorted(tier.folder.glob("*.json")):
         if json_path.name == REGISTRY_FILE:
             continue
         try:
+            if tier.name == SHIPPED:  # the description carries the operating point: check it before use
+                manifest.read_verified(json_path, tier.folder)
             record = read_model_record(json_path)
         except CheckpointError as exc:
             problems.append(str(exc))
             continue
-        if not json_path.with_suffix(".pt").exists():
+        if not is_model_name(record.name):
+            problems.append(f"{json_path.name} gives its model a name that is not allowed; it is ignored.")
+        elif not json_path.with_suffix(".pt").exists():
             problems.append(f"{json_path.name} has no weights file beside it.")
-            continue
-        entries.append(ModelEntry(record, registry.task_defaults.get(record.task) == record.name, json_path))
-    entries.sort(key=lambda e: (e.name != registry.default, not e.is_default, e.name))
-    return entries, problems
+        else:
+            readable.append((record, json_path))
+    return readable
+
+
+def _defaults(tier_list: list[Tier], tasks: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """Each task's default (a site pointer overrides the shipped one; a pointer to a model that is not
+    there counts as none) and the most recently promoted default (the site's, else the shipped one)."""
+    defaults: dict[str, str] = {}
+    promoted = []
+    for tier in tier_list:  # shipped first: the site's pointers, read second, override
+        registry = read_registry(tier.folder)
+        defaults.update({task: name for task, name in registry.task_defaults.items() if tasks.get(name) == task})
+        promoted.append(registry.default)
+    latest = next((name for name in reversed(promoted) if name in tasks and defaults.get(tasks[name]) == name), None)
+    return defaults, latest
 
 
 def find_model(name: str | None, directory: Path | None = None, task: str | None = None) -> ModelEntry:
     """The named model; without a name, the default of ``task`` (or the most recently promoted default)."""
-    directory = directory or checkpoint_dir()
+    if name is not None:
+        check_model_name(name)
     entries, problems = list_models(directory)
+    return _pick(entries, problems, name, task)
+
+
+def _pick(entries: list[ModelEntry], problems: list[str], name: str | None, task: str | None) -> ModelEntry:
     if not entries:
         detail = f" ({'; '.join(problems)})" if problems else ""
-        raise ModelNotFound(f"No usable model in the checkpoints folder{detail}. Train one first.")
+        raise ModelNotFound(f"No usable model in the shipped or site models folders{detail}. Train one first.")
     if name is None:
         wanted = [e for e in entries if task is None or e.task == task]
         if not wanted:
@@ -109,33 +183,35 @@ def find_model(name: str | None, directory: Path | None = None, task: str | None
 
 
 def next_version_name(base: str, directory: Path | None = None) -> str:
-    """``base-vN`` with N one past the highest existing version; call under ``registry_lock``."""
-    directory = directory or checkpoint_dir()
+    """``base-vN`` with N one past the highest version in either tier; call under ``registry_lock``."""
+    check_model_name(base)
     pattern = re.compile(rf"^{re.escape(base)}-v(\d+)\.json$")
-    versions = [int(m.group(1)) for p in directory.glob(f"{base}-v*.json") if (m := pattern.match(p.name))]
-    return f"{base}-v{max(versions, default=0) + 1}"
+    versions = [int(m.group(1)) for tier in tiers(directory) if tier.folder.exists()
+                for p in tier.folder.glob(f"{base}-v*.json") if (m := pattern.match(p.name))]
+    return check_model_name(f"{base}-v{max(versions, default=0) + 1}")
 
 
 def set_default(name: str, directory: Path | None = None) -> None:
-    """Make ``name`` the default of its task, and record the promotion."""
-    directory = directory or checkpoint_dir()
+    """Make ``name`` (of either tier) the default of its task in the site folder, and record the promotion."""
+    name, directory = check_model_name(name), directory or site_dir()
     with registry_lock(directory):
-        _promote(find_model(name, directory), directory)
+        entries, problems = list_models(directory)
+        _promote(_pick(entries, problems, name, None), entries, directory)
 
 
 def ensure_default(name: str, directory: Path | None = None) -> None:
-    """Make ``name`` its task's default only when the task has none yet (its first model)."""
-    directory = directory or checkpoint_dir()
+    """Make ``name`` its task's default only when the task has none yet in either tier (its first model)."""
+    name, directory = check_model_name(name), directory or site_dir()
     with registry_lock(directory):  # check and write under one lock: two first trainings cannot race
-        entry = find_model(name, directory)
-        current = read_registry(directory).task_defaults.get(entry.task)
-        if not (current and (directory / f"{current}.json").exists()):
-            _promote(entry, directory)
+        entries, problems = list_models(directory)
+        entry = _pick(entries, problems, name, None)
+        if not any(e.is_default and e.task == entry.task for e in entries):
+            _promote(entry, entries, directory)
 
 
-def _promote(entry: ModelEntry, directory: Path) -> None:
+def _promote(entry: ModelEntry, entries: list[ModelEntry], directory: Path) -> None:
     registry = read_registry(directory)
-    previous = registry.task_defaults.get(entry.task)
+    previous = next((e.name for e in entries if e.is_default and e.task == entry.task), None)
     promotion = Promotion(task=entry.task, name=entry.name, previous=previous, at=clock.iso())
     updated = registry.model_copy(update={"task_defaults": {**registry.task_defaults, entry.task: entry.name},
                                           "promotions": [*registry.promotions, promotion]})

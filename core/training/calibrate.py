@@ -13,9 +13,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from core.admin.audit import record_action
 from core.errors import CalibrationError, DatasetError
 from core.models.device import place_model, resolve_device, to_device
 from core.store.checkpoints import load_checkpoint
+from core.store.promotion import promote
 from core.store.records import Calibration, ModelRecord
 from core.store.registry import checkpoint_dir, find_model
 from core.films.folders import FilmSet
@@ -29,10 +31,12 @@ _VERSION = re.compile(r"-v\d+$")
 
 def calibrate(
     name: str | None, target_sensitivity: float, data_dir: str | Path | None = None,
-    directory: Path | None = None, make_default: bool = False, device: str = "auto",
+    directory: Path | None = None, make_default: bool = False, device: str = "auto", who: str = "cli",
 ) -> ModelRecord:
     """Register ``<base>-vN+1``: the weights of ``name`` with a threshold for ``target_sensitivity``; the
-    validation films run on ``device`` (in fp32, as at training)."""
+    validation films run on ``device`` (in fp32, as at training). The calibration is written to the audit log
+    as done by ``who``; ``make_default`` goes through the promotion floor (PromotionRefused: the new version
+    stays registered, not the default)."""
     directory = directory or checkpoint_dir()
     where = resolve_device(device)
     loaded = load_checkpoint(find_model(name, directory).json_path)
@@ -52,7 +56,14 @@ def calibrate(
         "calibration": Calibration(from_model=loaded.name, previous_threshold=previous.threshold,
                                    previous_policy=previous.policy, target_sensitivity=target_sensitivity),
     })
-    return ship_version(model, calibrated, _VERSION.sub("", loaded.name), directory, make_default)
+    stored = ship_version(model, calibrated, _VERSION.sub("", loaded.name), directory, who=who)
+    record_action("calibrate", who, model=stored.name, from_model=loaded.name, task=stored.task,
+                  target_sensitivity=target_sensitivity, previous_threshold=previous.threshold,
+                  threshold=point.threshold, sensitivity=report.sensitivity, specificity=report.specificity,
+                  n=report.n)
+    if make_default:
+        promote(stored.name, who=who, directory=directory)
+    return stored
 
 
 def recorded_validation_split(record: ModelRecord, data_dir: str | Path | None = None) -> FilmSet:

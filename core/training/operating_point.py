@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from core import config
+from core import limits
 from core.store.reports import OperatingPoint
 from core.tasks import find_normal_index
 
 
 def choose_operating_point(
     y_true: np.ndarray, probabilities: np.ndarray, classes: list[str] | tuple[str, ...],
-    target_sensitivity: float = config.DEFAULT_TARGET_SENSITIVITY,
+    target_sensitivity: float = limits.DEFAULT_TARGET_SENSITIVITY,
 ) -> OperatingPoint:
     """Highest threshold whose sensitivity on these (validation) films reaches the target."""
     classes = tuple(classes)

@@ -1,6 +1,10 @@
 """Shipping a version: measure its speed, stamp it, write its checkpoint under the next free ``-vN`` name
-and register it, making it its task's default when asked (or when its task has none yet). Training,
-calibration and (later) ensembles all ship through here; versions are immutable once written."""
+(free in both tiers) and register it, making it its task's default when asked (or when its task has none
+yet). Training, calibration and (later) ensembles all ship through here; versions are immutable once written.
+
+New versions go to the site folder. Only an explicit ``directory`` equal to the shipped folder (``train
+--shipped``, as ``make models`` runs it) writes there, and then the checksum manifest records the new files.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,19 +14,25 @@ from torch import nn
 
 from core import clock
 from core.models.inference import inference_ms_per_film
+from core.store import manifest
 from core.store.atomic import remove_stale_temporaries
 from core.store.checkpoints import save_checkpoint
+from core.store.names import check_model_name
 from core.store.records import ModelRecord
-from core.store.registry import ensure_default, next_version_name, registry_lock, set_default
+from core.store.promotion import promote, promote_first
+from core.store.registry import checkpoint_dir, next_version_name, registry_lock
 
 
-def ship_version(model: nn.Module, record: ModelRecord, base_name: str, directory: Path,
-                 make_default: bool = False) -> ModelRecord:
-    """Write ``model`` with ``record`` as ``base_name-vN``; returns the record as stored.
+def ship_version(model: nn.Module, record: ModelRecord, base_name: str, directory: Path | None = None,
+                 make_default: bool = False, who: str = "cli") -> ModelRecord:
+    """Write ``model`` with ``record`` as ``base_name-vN`` into ``directory`` (default: the site folder);
+    returns the record as stored.
 
     The model is moved to the CPU in the memory layout :func:`load_checkpoint` gives, so its recorded speed
     compares with every other version's, whatever device it was trained on.
     """
+    check_model_name(base_name)
+    directory = directory or checkpoint_dir()
     model.to("cpu").to(memory_format=torch.contiguous_format)
     record = record.model_copy(update={"inference_ms_per_film": inference_ms_per_film(model, record.image_size),
                                        "created": clock.iso()})
@@ -30,8 +40,11 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
         remove_stale_temporaries(directory)
         named = record.model_copy(update={"name": next_version_name(base_name, directory)})
         stored = save_checkpoint(directory, model, named)
+        if directory.resolve() == manifest.shipped_dir().resolve():  # the shipping path (make models)
+            manifest.write_manifest(directory, [directory / f"{stored.name}{suffix}" for suffix in (".pt", ".json")])
+    # Through the promotion floor (core.store.promotion), recorded in the audit log as done by ``who``.
     if make_default:
-        set_default(stored.name, directory)
+        promote(stored.name, who=who, directory=directory)  # PromotionRefused: the version stays, not default
     else:
-        ensure_default(stored.name, directory)
+        promote_first(stored.name, who=who, directory=directory)
     return stored

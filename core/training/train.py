@@ -42,19 +42,20 @@ __all__ = ["TrainingCancelled", "train", "split_films", "validate_for_shipping"]
 def train(
     data_dir: str | Path, config: TrainConfig, name: str | None = None, directory: Path | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
-    job_id: str | None = None, make_default: bool = False,
+    job_id: str | None = None, make_default: bool = False, who: str = "cli",
 ) -> ModelRecord | None:
     """Train, evaluate on validation, ship a new version; returns its record (``directory/NAME.json``).
 
     Under torchrun (core.training.distributed) every process trains on its shard; rank 0 alone reports
-    progress, validates and ships, and the other ranks return None.
+    progress, validates and ships, and the other ranks return None. The new version becomes its task's
+    default only through the promotion floor (core.store.promotion), in the audit log as done by ``who``.
     """
     config, directory = config.resolved(), directory or checkpoint_dir()
     hardware = prepare_hardware(config)
     emit = (on_progress or _ignore) if hardware.is_main else _ignore
     completed = False
     try:
-        record = _train(data_dir, config, hardware, name, directory, emit, should_stop, job_id, make_default)
+        record = _train(data_dir, config, hardware, name, directory, emit, should_stop, job_id, make_default, who)
         completed = True
         return record
     except torch.OutOfMemoryError as exc:
@@ -73,7 +74,7 @@ def _ignore(event: ProgressEvent) -> None:
 
 def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: str | None, directory: Path,
            emit: Callable[[ProgressEvent], None], should_stop: Callable[[], bool] | None, job_id: str | None,
-           make_default: bool) -> ModelRecord | None:
+           make_default: bool, who: str) -> ModelRecord | None:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     started = time.monotonic()
     films, train_set, val_set = split_films(data_dir, config)
@@ -102,7 +103,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
         data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
         parameters=int(sum(p.numel() for p in model.parameters())),
     )
-    record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default)
+    record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who)
     emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
     return record
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.admin.audit import record_action
+from core.errors import FolderNotAllowed, TriageError
+from core.films.roots import folder_label
 from core.store.registry import ModelEntry
 from core.store.reports import Report
 from dashboard.components.charts import confusion_matrix, roc_curves, training_curves
@@ -18,10 +21,34 @@ def _in_rows(items: list):
         yield zip(st.columns(PER_ROW, gap="medium"), chunk)
 
 
+def _split(report: Report) -> str:
+    """Which films, with any folder named by its data-root label, never by its server path."""
+    words = (report.split or "unknown split").split(" ")
+    return " ".join(_label(word) if "/" in word else word for word in words)
+
+
+def _label(folder: str) -> str:
+    try:
+        return folder_label(folder)
+    except FolderNotAllowed:
+        return "a folder outside the data roots"
+
+
+def record_evaluations(rows: list[tuple[ModelEntry, Report]], folder: str, *, who: str) -> None:
+    """One audit line per model evaluated on a server folder, with its figures (the folder by its label)."""
+    label = _label(folder)
+    for entry, report in rows:
+        try:
+            record_action("evaluate-folder", who, model=entry.name, folder=label, n=report.n, auc=report.auc,
+                          sensitivity=report.sensitivity, specificity=report.specificity)
+        except TriageError as exc:
+            st.warning(str(exc), icon=":material/warning:")
+            return
+
+
 def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     """Say which films every figure comes from."""
-    lines = [f"- **{entry.name}**: {report.split or 'unknown split'} ({report.n} films)"
-             for entry, report in rows]
+    lines = [f"- **{entry.name}**: {_split(report)} ({report.n} films)" for entry, report in rows]
     st.caption("Figures computed on:\n" + "\n".join(lines))
     if len({entry.classes for entry, _ in rows}) > 1:
         st.warning("These models were trained on different classes; the ROC curves compare abnormal against "

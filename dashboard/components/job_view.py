@@ -1,4 +1,8 @@
-"""Drawing a training job: its progress while it runs (polled, never blocking) and its outcome after."""
+"""Drawing a training job: its progress while it runs (polled, never blocking) and its outcome after.
+
+Cancel and "Make … the default" are drawn for administrators only (asked again on every redraw, so an
+expired sign-in takes them away); everyone else sees progress and outcome without server paths or the log.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +11,14 @@ import pandas as pd
 import streamlit as st
 
 from core import clock
-from core.errors import TriageError
+from core.access.policy import User
+from core.admin.audit import AuditEntry
+from core.errors import FolderNotAllowed, PromotionRefused, TriageError
+from core.films.roots import folder_label
 from core.jobs.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobSummary, cancel_job, read_job
 from core.jobs.progress import JobProgress, job_progress
-from core.store.registry import set_default
+from core.store.promotion import check_promotion, promote
+from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
 from dashboard.components.reports import duration, interval_text, with_interval
 from dashboard.state import registered_models
@@ -45,29 +53,40 @@ def _live_job(job_id: str, folder: str) -> None:
 
 
 def _draw(job: Job) -> None:
+    user = current_user()
     config = job.config
     label, color, icon = _STATE_BADGES.get(job.state, ("Unknown", "gray", ":material/help:"))
     with st.container(horizontal=True, vertical_alignment="center"):
         st.markdown(f"**Job {job.job_id}**")
         st.badge(label, color=color, icon=icon)
     films = f"at most {config.max_films} films" if config.max_films else "all films"
+    source = f" of {_dataset(job)}" if user.is_admin else ""
     st.caption(f"{config.arch} · {config.epochs} epoch(s) · {config.image_size} px · "
-               f"augmentation {'on' if config.augment else 'off'} · {films} of {job.settings.data_dir}"
+               f"augmentation {'on' if config.augment else 'off'} · {films}{source}"
                + (f" · threshold for {config.target_sensitivity:.1%} sensitivity" if config.target_sensitivity
                   else ""))
     progress = job_progress(job.events())
     if job.is_active:
-        _progress(job, progress)
+        _progress(job, progress, user)
     else:
-        _outcome(job)
+        _outcome(job, user)
     if progress.step_losses or progress.epochs:
         st.plotly_chart(live_training(progress.step_losses, progress.epochs, config.epochs),
                         key=f"live-{job.job_id}", config={"displayModeBar": False})
-    with st.expander("Log", expanded=job.is_active, icon=":material/article:"):
-        st.code("\n".join(job.log_tail(LOG_LINES)) or "(nothing yet)", language=None, wrap_lines=True)
+    if user.is_admin:  # the log names server folders
+        with st.expander("Log", expanded=job.is_active, icon=":material/article:"):
+            st.code("\n".join(job.log_tail(LOG_LINES)) or "(nothing yet)", language=None, wrap_lines=True)
 
 
-def _progress(job: Job, progress: JobProgress) -> None:
+def _dataset(job: Job) -> str:
+    """The job's dataset as its data-root label (or "a folder outside the data roots" for an older job)."""
+    try:
+        return folder_label(job.settings.data_dir)
+    except FolderNotAllowed:
+        return "a folder outside the data roots"
+
+
+def _progress(job: Job, progress: JobProgress, user: User) -> None:
     started = clock.parse(job.status.started_at) if job.status.started_at else None
     elapsed = (clock.now() - started).total_seconds() if started else None
     eta = f" · about {duration(progress.eta_seconds)} left" if progress.eta_seconds is not None else ""
@@ -77,27 +96,31 @@ def _progress(job: Job, progress: JobProgress) -> None:
         st.metric("Elapsed", duration(elapsed), border=True)
         st.metric("Epochs done", f"{len(progress.epochs)} of {job.config.epochs}", border=True)
         st.metric("Validation AUC", f"{last.val_auc:.3f}" if last else "—", border=True)
+    if not user.is_admin:
+        return
     if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
                  help="Stops between training steps; nothing is saved and the registry is untouched."):
         try:
-            cancel_job(job.job_id, job.folder.parent)
+            cancel_job(job.job_id, job.folder.parent, who=user.who)
         except TriageError as exc:
             st.warning(str(exc), icon=":material/warning:")
         else:
             st.toast("Cancelling the training job…", icon=":material/stop_circle:")
 
 
-def _outcome(job: Job) -> None:
+def _outcome(job: Job, user: User) -> None:
     if job.state == SUCCEEDED:
         st.success(job.message, icon=":material/check_circle:")
-        _new_model(job)
+        _new_model(job, user)
     elif job.state == CANCELLED:
         st.info(job.message, icon=":material/cancel:")
-    else:
+    elif user.is_admin:
         st.error(job.message or "The job failed.", icon=":material/error:")
+    else:  # the reason may name server folders
+        st.error("The job failed; an administrator can see why on this page.", icon=":material/error:")
 
 
-def _new_model(job: Job) -> None:
+def _new_model(job: Job, user: User) -> None:
     summary = job.status.summary or JobSummary()
     figures = (("Validation AUC", summary.auc, summary.auc_ci, False),
                ("Sensitivity", summary.sensitivity, summary.sensitivity_ci, True),
@@ -112,23 +135,42 @@ def _new_model(job: Job) -> None:
     if entry is None:
         st.warning(f"{job.model} is no longer in the registry.", icon=":material/warning:")
         return
+    reasons = [] if entry.is_default or not user.is_admin else check_promotion(entry)
     with st.container(horizontal=True, vertical_alignment="center"):
         if entry.is_default:
             st.badge(f"{entry.name} is the default model", color="green", icon=":material/star:")
-        elif st.button(f"Make {entry.name} the default", type="primary", icon=":material/star:",
-                       key=f"default-{job.job_id}"):
-            try:
-                set_default(entry.name)
-            except TriageError as exc:
-                st.error(f"Could not change the default: {exc}", icon=":material/error:")
-            else:
-                st.toast(f"{entry.name} is now the default model.", icon=":material/star:")
-                st.rerun()
+        elif user.is_admin and not reasons and st.button(f"Make {entry.name} the default", type="primary",
+                                                         icon=":material/star:", key=f"default-{job.job_id}"):
+            _promote(entry.name, user)
         st.page_link("views/compare.py", label="Compare it with the other models", icon=":material/compare_arrows:")
+    if reasons:
+        st.warning(f"{entry.name} cannot become the default: " + "; ".join(reasons) + ".",
+                   icon=":material/block:")
 
 
-def job_history(jobs: list[Job]) -> pd.DataFrame:
+def _promote(name: str, user: User) -> None:
+    try:
+        promote(name, who=user.who)
+    except PromotionRefused as exc:
+        st.error(str(exc), icon=":material/block:")
+    except TriageError as exc:
+        st.error(f"Could not change the default: {exc}", icon=":material/error:")
+    else:
+        st.toast(f"{name} is now the default model.", icon=":material/star:")
+        st.rerun()
+
+
+def job_history(jobs: list[Job], user: User) -> pd.DataFrame:
+    """Earlier jobs; their messages (which may name server folders) for administrators only."""
     return pd.DataFrame.from_records([
         {"Job": job.job_id, "State": job.state, "Model": job.model or "", "Architecture": job.config.arch,
-         "Epochs": job.config.epochs, "Message": job.message} for job in jobs
+         "Epochs": job.config.epochs, **({"Message": job.message} if user.is_admin else {})} for job in jobs
     ])
+
+
+def audit_table(entries: list[AuditEntry]) -> pd.DataFrame:
+    """The audit log, newest first: UTC time, who, what, which model, and the figures recorded with it."""
+    return pd.DataFrame.from_records(
+        [{"Time (UTC)": e.time, "Who": e.who, "Action": e.action, "Model": e.model or "",
+          "Details": ", ".join(f"{k}: {v}" for k, v in e.details.items())} for e in entries],
+        columns=["Time (UTC)", "Who", "Action", "Model", "Details"])

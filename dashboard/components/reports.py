@@ -1,12 +1,33 @@
-"""Turning core's stored reports into tables and chart inputs: formatting and arrangement only."""
+"""Turning core's stored reports into tables and chart inputs, and text into safe forms: formatting only."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pandas as pd
 
 from core.store.registry import ModelEntry
 from core.store.reports import Report
+
+
+_MARKDOWN = re.compile(r"[\\`*_\[\]<>|~$&]|:(?=\S)")  # a colon starts a directive only when text follows
+_LINE_START = re.compile(r"^(\s*(?:\d+)?)([#+\-=.)])")  # a heading, a list item or an underline at the start
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` (an upload's name, a message quoting it) made literal for elements that read Markdown
+    (st.error, st.warning, st.table, ...): every character with which Markdown or Streamlit's directives
+    (``:red[…]``, ``:material/…:``, ``$…$``) could start is escaped; line breaks become spaces. Plain
+    sentences ("Not triaged: the image…") read the same before and after."""
+    line = _MARKDOWN.sub(lambda match: "\\" + match.group(0), " ".join(str(text).splitlines()))
+    return _LINE_START.sub(lambda match: match.group(1) + "\\" + match.group(2), line)
+
+
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet will not run: text starting with = + - @, tab or carriage return gets a
+    leading single quote (OWASP's advice for CSV injection); other values pass unchanged."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
 def percent(value: float | None, digits: int = 1) -> str:

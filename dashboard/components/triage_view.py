@@ -1,6 +1,8 @@
 """Drawing the triage page: the model picker, the model's loading state, the worklist and one card per film.
 
-Imports nothing that loads torch: the page draws before the model is up (see dashboard.state).
+Imports nothing that loads torch: the page draws before the model is up (see dashboard.state). Upload names
+are often a patient's name and may be hostile: they are drawn as plain text (``st.text``, tables) or escaped
+where an element reads Markdown, and the worklist CSV neutralises cells a spreadsheet would run.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from core.errors import CheckpointError, TriageError
 from core.serving.explain import CAM_METHODS, overlay
 from core.store.registry import ModelEntry
 from dashboard.components.charts import probability_bars
-from dashboard.state import FilmResult, ModelLoad, Upload, heat_map, model_key
+from dashboard.components.reports import escape_markdown, spreadsheet_safe
+from dashboard.state import FilmResult, ModelLoad, Upload, heat_map
 
 if TYPE_CHECKING:
     from core.serving.predict import Predictor
@@ -105,7 +108,8 @@ def worklist(results: list[FilmResult]) -> pd.DataFrame:
 
 
 def worklist_csv(results: list[FilmResult], model: str) -> bytes:
-    """The worklist plus every class probability, the model and its threshold, for the record."""
+    """The worklist plus every class probability, the model and its threshold, for the record; no cell
+    starts with what a spreadsheet would take for a formula (a file named ``=HYPERLINK(...).png``)."""
     table = worklist(results)
     extra = []
     for result in in_worklist_order(results):
@@ -113,7 +117,10 @@ def worklist_csv(results: list[FilmResult], model: str) -> bytes:
         row = {"Model": model, "Threshold": prediction.threshold if prediction else None}
         row.update({f"p({c})": p for c, p in (prediction.probabilities.items() if prediction else [])})
         extra.append(row)
-    return pd.concat([table, pd.DataFrame.from_records(extra)], axis=1).to_csv(index=False).encode()
+    table = pd.concat([table, pd.DataFrame.from_records(extra)], axis=1)
+    table.columns = [spreadsheet_safe(column) for column in table.columns]  # class names come from a model
+    # RFC 4180 line ends: a carriage return inside a cell is then quoted too, and cannot split a row.
+    return table.map(spreadsheet_safe).to_csv(index=False, lineterminator="\r\n").encode()
 
 
 WORKLIST_COLUMNS = {
@@ -144,12 +151,12 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
     """
     with st.container(border=True):
         with st.container(horizontal=True, vertical_alignment="center"):
-            st.markdown(f"**{result.file}**")
+            st.text(result.file)  # plain text: a name is never read as Markdown
             priority_badge(result)
             if result.prediction and result.prediction.priority:
                 st.markdown(f"Label: **{result.prediction.label}**")
         if result.error:
-            st.error(f"{result.error} The other films are not affected.", icon=":material/error:")
+            st.error(f"{escape_markdown(result.error)} The other films are not affected.", icon=":material/error:")
             return None
         film_column, explanation_column, reading_column = st.columns(3, gap="medium")
         with film_column:
@@ -161,10 +168,10 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
             st.plotly_chart(probability_bars(result.prediction.probabilities, result.prediction.label),
                             key=f"bars-{slot}-{result.digest}", config={"displayModeBar": False})
             for warning in result.prediction.warnings:
-                st.warning(warning, icon=":material/warning:")
+                st.warning(escape_markdown(warning), icon=":material/warning:")
             with st.expander("Film details"):
-                st.table(pd.DataFrame({"value": [str(v) for v in result.details.values()]},
-                                      index=list(result.details)))
+                st.table(pd.DataFrame({"value": [escape_markdown(v) for v in result.details.values()]},
+                                      index=list(result.details)))  # st.table reads Markdown
     return draw_explanation
 
 
@@ -183,9 +190,9 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
 
     def draw() -> None:
         try:
-            heat = heat_map(result.digest, model_key(predictor), class_name, method, upload, predictor)
+            heat = heat_map(class_name, method, upload, predictor)
         except (TriageError, ValueError) as exc:
-            picture.warning(f"No explanation for this film: {exc}", icon=":material/warning:")
+            picture.warning(f"No explanation for this film: {escape_markdown(exc)}", icon=":material/warning:")
             return
         picture.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
                       caption=f"{CAM_TITLES.get(method, method)} for {class_name} (red = most evidence)")

@@ -1,12 +1,20 @@
-"""Model comparison: registered models side by side, on their stored validation reports or on a folder."""
+"""Model comparison: registered models side by side, on their stored validation reports or on a folder.
+
+Everyone sees the stored reports; evaluating on a server folder is for administrators (core.access) and is
+written to the audit log.
+"""
 import streamlit as st
 
 from core.errors import TriageError
-from dashboard.components.compare_view import comparison, details, sources
+from dashboard.components.access import current_user, how_to_administer
+from dashboard.components.compare_view import comparison, details, record_evaluations, sources
+from dashboard.components.folder_picker import folder_choice
 from dashboard.state import default_evaluation_dir, folder_report, folder_stamp, registered_models
 
 STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
-EVALUATED_FOLDER = "evaluated_folder"
+EVALUATED_FOLDER, TO_RECORD = "evaluated_folder", "evaluation-to-record"
+
+user = current_user()
 
 st.title("Compare models")
 st.caption("Pick registered models and compare them on the same footing. By default the figures are the "
@@ -22,24 +30,29 @@ if not entries:
 names = [e.name for e in entries]
 chosen = st.multiselect("Models", names, default=names[:4], placeholder="Choose models to compare",
                         help="Every model registered in the checkpoints folder; the default is listed first.")
-source = st.segmented_control("Figures from", [STORED, FOLDER], default=STORED, required=True,
-                              help="Stored reports come with each model. A folder is evaluated now, with every "
-                                   "chosen model, and remembered.")
+if user.is_admin:
+    source = st.segmented_control("Figures from", [STORED, FOLDER], default=STORED, required=True,
+                                  help="Stored reports come with each model. A folder is evaluated now, with "
+                                       "every chosen model, and remembered.")
+else:
+    source = STORED
+    st.caption(f"Evaluating the models on a server folder is for administrators. {how_to_administer()}")
 selected = [e for name in chosen for e in entries if e.name == name]
 if not selected:
     st.info("Choose at least one model.", icon=":material/info:")
     st.stop()
 
 if source == FOLDER:
-    with st.form("evaluate-folder", border=False):
-        folder = st.text_input("Folder of films, one sub-folder per class", value=default_evaluation_dir(),
-                               help="For example NORMAL/ and PNEUMONIA/ with films inside; class names must be "
-                                    "ones the models know.")
-        if st.form_submit_button("Evaluate", icon=":material/play_arrow:", type="primary"):
-            st.session_state[EVALUATED_FOLDER] = folder.strip()
+    folder = folder_choice("Folder of films, one sub-folder per class", key="evaluate-folder",
+                           default=default_evaluation_dir() or None,
+                           help="For example NORMAL/ and PNEUMONIA/ with films inside; class names must be ones "
+                                "the models know.")
+    if st.button("Evaluate", icon=":material/play_arrow:", type="primary", disabled=folder is None):
+        st.session_state[EVALUATED_FOLDER] = str(folder)
+        st.session_state[TO_RECORD] = True  # once per press, not on every rerun that reuses the results
     target = st.session_state.get(EVALUATED_FOLDER)
     if not target:
-        st.info("Name a folder and press Evaluate.", icon=":material/info:")
+        st.info("Choose a folder and press Evaluate.", icon=":material/info:")
         st.stop()
     rows = []
     for entry in selected:
@@ -47,7 +60,9 @@ if source == FOLDER:
             rows.append((entry, folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path),
                                               target, folder_stamp(target))))
         except TriageError as exc:
-            st.error(f"{entry.name} could not be evaluated on {target}: {exc}", icon=":material/error:")
+            st.error(f"{entry.name} could not be evaluated on the chosen folder: {exc}", icon=":material/error:")
+    if st.session_state.pop(TO_RECORD, False):
+        record_evaluations(rows, target, who=user.who)
 else:
     rows = [(e, e.record.report) for e in selected if e.record.report is not None]
     for entry in selected:

@@ -1,83 +1,116 @@
-"""Retraining: start a training job in the background, watch it, and make the new version the default."""
+"""Retraining: start a training job in the background, watch it, and make the new version the default.
+
+Starting, cancelling and promoting are for administrators (core.access); everyone else sees the jobs'
+progress and history, read-only and without server paths.
+"""
 import streamlit as st
 
-from core import config as limits
+from core import limits
+from core.admin.audit import read_actions
 from core.errors import TriageError
 from core.jobs.jobs import JobAlreadyRunning, list_jobs, start_job
 from core.models.catalog import CATALOG
 from core.models.device import found_devices
 from core.store.records import TrainConfig
-from dashboard.components.job_view import job_history, job_panel
+from dashboard.components.access import admin_only, current_user
+from dashboard.components.folder_picker import folder_choice
+from dashboard.components.job_view import audit_table, job_history, job_panel
 from dashboard.state import default_data_dir
 
 IMAGE_SIZES = (None, *(s for s in (64, 96, 128, 160, 192, 224, 256, 320)
                        if limits.IMAGE_SIZE.low <= s <= limits.IMAGE_SIZE.high))
+AUDIT_ROWS = 50
 
+
+def training_form() -> tuple[bool, object, TrainConfig | None]:
+    """The new-job form: (submitted, the chosen dataset folder or None, the training settings)."""
+    st.subheader("New training job")
+    data_dir = folder_choice("Dataset folder", key="retrain-data", default=default_data_dir(),
+                             help="A folder with one sub-folder of films per class, e.g. NORMAL/ and PNEUMONIA/. "
+                                  "A patient-disjoint fifth is held out for validation.")
+    with st.form("retrain"):
+        arch = st.selectbox("Architecture", list(CATALOG), format_func=lambda a: f"{a}: {CATALOG[a].title}",
+                            index=list(CATALOG).index("cnn5"))
+        epochs = st.number_input("Epochs", min_value=int(limits.EPOCHS.low), max_value=int(limits.EPOCHS.high),
+                                 value=5, step=1,
+                                 help="Training stops early when validation AUC has not improved for "
+                                      f"{limits.DEFAULT_PATIENCE} epochs.")
+        image_size = st.selectbox("Image size", IMAGE_SIZES,
+                                  format_func=lambda s: "Architecture default" if s is None else f"{s} × {s} px",
+                                  help="Films are resized to this square. Larger is slower and needs more memory.")
+        augment = st.toggle("Augmentation", value=True,
+                            help="Small random rotations, shifts, zoom, brightness and contrast changes while "
+                                 "training. No left-right flips: they would move the heart.")
+        target = st.number_input("Sensitivity target on validation (%)",
+                                 min_value=round(limits.TARGET_SENSITIVITY.low * 100, 1),
+                                 max_value=round(limits.TARGET_SENSITIVITY.high * 100, 1),
+                                 value=round(limits.DEFAULT_TARGET_SENSITIVITY * 100, 1), step=0.5, format="%.1f",
+                                 help="The triage threshold is the highest one that still finds this share of the "
+                                      "abnormal validation films. Leave a margin above what you need on new films: "
+                                      "the shipped default uses 98 % to promise 95 %.")
+        max_films = st.number_input("Use at most this many films (0 = all)", min_value=0, value=0, step=100,
+                                    help="A class-balanced random subset, for a quick trial run.")
+        found = found_devices()
+        device = st.selectbox("Device", found.choices,
+                              format_func=lambda d: f"Automatic (here: {found.auto.upper()})" if d == "auto"
+                              else {"cpu": "CPU", "cuda": "CUDA GPU"}[d],
+                              help="Where the job trains. Automatic uses a CUDA GPU when there is one.")
+        precision = st.selectbox("Training precision", limits.PRECISIONS,
+                                 format_func=lambda p: {"auto": "Automatic (bf16 where the hardware has it)",
+                                                        "bf16": "bf16 (faster, same accuracy)", "fp32": "fp32"}[p],
+                                 help="bf16 speeds up training; the triage threshold and report are always "
+                                      "computed in fp32, as the model is served.")
+        st.caption(f"Found: {found.describe()}.")
+        submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+    config = TrainConfig(arch=arch, epochs=int(epochs), image_size=image_size, augment=augment,
+                         max_films=int(max_films) or None, target_sensitivity=round(float(target) / 100, 4),
+                         device=device, precision=precision)
+    return submitted, data_dir, config
+
+
+user = current_user()
 st.title("Retrain")
 st.caption("Train a new model version in the background. It keeps running if you reload the page or close "
            "the tab; existing models and the default stay as they are until you choose otherwise.")
 
-form_column, job_column = st.columns([2, 3], gap="large")
-with form_column, st.form("retrain"):
-    st.subheader("New training job")
-    data_dir = st.text_input("Dataset folder", value=str(default_data_dir()),
-                             help="A folder with one sub-folder of films per class, e.g. NORMAL/ and PNEUMONIA/. "
-                                  "A patient-disjoint fifth is held out for validation.")
-    arch = st.selectbox("Architecture", list(CATALOG),
-                        format_func=lambda a: f"{a}: {CATALOG[a].title}", index=list(CATALOG).index("cnn5"))
-    epochs = st.number_input("Epochs", min_value=int(limits.EPOCHS.low), max_value=int(limits.EPOCHS.high),
-                             value=5, step=1,
-                             help="Training stops early when validation AUC has not improved for "
-                                  f"{limits.DEFAULT_PATIENCE} epochs.")
-    image_size = st.selectbox("Image size", IMAGE_SIZES,
-                              format_func=lambda s: "Architecture default" if s is None else f"{s} × {s} px",
-                              help="Films are resized to this square. Larger is slower and needs more memory.")
-    augment = st.toggle("Augmentation", value=True,
-                        help="Small random rotations, shifts, zoom, brightness and contrast changes while training. "
-                             "No left-right flips: they would move the heart.")
-    target = st.number_input("Sensitivity target on validation (%)",
-                             min_value=round(limits.TARGET_SENSITIVITY.low * 100, 1),
-                             max_value=round(limits.TARGET_SENSITIVITY.high * 100, 1),
-                             value=round(limits.DEFAULT_TARGET_SENSITIVITY * 100, 1), step=0.5, format="%.1f",
-                             help="The triage threshold is the highest one that still finds this share of the "
-                                  "abnormal validation films. Leave a margin above what you need on new films: "
-                                  "the shipped default uses 98 % to promise 95 %.")
-    max_films = st.number_input("Use at most this many films (0 = all)", min_value=0, value=0, step=100,
-                                help="A class-balanced random subset, for a quick trial run.")
-    found = found_devices()
-    device = st.selectbox("Device", found.choices,
-                          format_func=lambda d: f"Automatic (here: {found.auto.upper()})" if d == "auto"
-                          else {"cpu": "CPU", "cuda": "CUDA GPU"}[d],
-                          help="Where the job trains. Automatic uses a CUDA GPU when there is one.")
-    precision = st.selectbox("Training precision", limits.PRECISIONS,
-                             format_func=lambda p: {"auto": "Automatic (bf16 where the hardware has it)",
-                                                    "bf16": "bf16 (faster, same accuracy)", "fp32": "fp32"}[p],
-                             help="bf16 speeds up training; the triage threshold and report are always "
-                                  "computed in fp32, as the model is served.")
-    st.caption(f"Found: {found.describe()}.")
-    submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+submitted, data_dir, train_config = False, None, None
+if user.is_admin:
+    form_column, job_column = st.columns([2, 3], gap="large")
+    with form_column:
+        submitted, data_dir, train_config = training_form()
+else:
+    admin_only("Starting, cancelling and promoting training jobs")
+    job_column = st.container()
 
 with job_column:
-    if submitted:
-        config = TrainConfig(arch=arch, epochs=int(epochs), image_size=image_size, augment=augment,
-                             max_films=int(max_films) or None, target_sensitivity=round(float(target) / 100, 4),
-                             device=device, precision=precision)
+    if submitted and data_dir is None:
+        st.error("Training was not started. Choose a dataset folder inside a data root.", icon=":material/error:")
+    elif submitted:
         try:
-            start_job(data_dir.strip(), config)
+            start_job(data_dir, train_config, who=user.who)
         except JobAlreadyRunning as exc:
             st.warning(str(exc), icon=":material/hourglass_top:")
         except TriageError as exc:
             st.error(f"Training was not started. {exc}", icon=":material/error:")
     try:
         jobs = list_jobs(limit=10)
-    except (TriageError, OSError) as exc:
-        st.error(f"The job folder cannot be read: {exc}", icon=":material/error:")
+    except (TriageError, OSError):
+        st.error("The job folder cannot be read; ask an administrator to check the jobs setting (CXR_JOBS).",
+                 icon=":material/error:")
         jobs = []
     if jobs:
         job_panel(jobs[0])
     else:
-        st.info("No training job yet. Fill in the form and press Start training.", icon=":material/info:")
+        st.info("No training job yet." + (" Fill in the form and press Start training." if user.is_admin else ""),
+                icon=":material/info:")
 
 if len(jobs) > 1:
     with st.expander("Earlier jobs", icon=":material/history:"):
-        st.dataframe(job_history(jobs[1:]), hide_index=True, key="job-history")
+        st.dataframe(job_history(jobs[1:], user), hide_index=True, key="job-history")
+
+if user.is_admin:
+    with st.expander("Audit log: administrative actions", icon=":material/policy:"):
+        try:
+            st.dataframe(audit_table(read_actions(limit=AUDIT_ROWS)), hide_index=True, key="audit-log")
+        except TriageError as exc:
+            st.error(str(exc), icon=":material/error:")

@@ -17,7 +17,9 @@ uploads = upload_box.file_uploader(
 
 # Imported only now that the upload box is drawn: pydantic, pydicom, pandas and plotly take a second or more
 # on a fresh server. The registry's default model (listed first) starts loading in the background at once.
-from dashboard.state import Upload, registered_models, triage_uploads, warm_up  # noqa: E402
+from core.errors import BatchTooLarge  # noqa: E402
+from core.serving.batch_limits import check_batch  # noqa: E402
+from dashboard.state import Upload, forget_other_films, registered_models, triage_uploads, warm_up  # noqa: E402
 
 models, problems = registered_models()
 if models:
@@ -50,13 +52,21 @@ loading = warm_up(entry)  # the chosen model (usually that default, already on i
 with st.sidebar.expander("Model card", expanded=True, icon=":material/description:"):
     model_card(entry)
 if not uploads:
+    forget_other_films([])  # films taken out of the upload box leave this session's caches too
     st.info("Upload one or more films above. Each gets probabilities, a priority and a Grad-CAM map.",
             icon=":material/upload_file:")
+else:
+    try:
+        check_batch([upload.size for upload in uploads])  # before any film is read: a shared server
+    except BatchTooLarge as exc:
+        st.error(str(exc), icon=":material/block:")
+        st.stop()
 predictor = await_model(loading)  # a broken model is reported now, not after the first upload
 if predictor is None or not uploads:
     st.stop()
 
 uploads = [Upload.of(upload) for upload in uploads]
+forget_other_films(uploads)
 results = triage_uploads(predictor, uploads)
 
 st.subheader("Worklist")

@@ -1,0 +1,95 @@
+"""Signing in through the site's identity provider (Streamlit's built-in OIDC), and which accounts administer.
+
+Streamlit reads the provider from the ``[auth]`` section of ``.streamlit/secrets.toml``; this module only
+judges that section (handed in as a plain mapping) so the sidebar can offer the sign-in or say, naming keys
+but never values, what is missing. Admin accounts are e-mail addresses listed in ``CXR_ADMIN_ACCOUNTS``
+(core.config); an address the provider marks unverified never administers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+AUTHLIB = "Authlib>=1.3.2"
+PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
+MIN_COOKIE_SECRET = 32
+CALLBACK = "/oauth2callback"
+_SECRETS = "`.streamlit/secrets.toml`"
+_LOGGED_IN, _EMAIL, _VERIFIED = "is_logged_in", "email", "email_verified"
+
+
+@dataclass(frozen=True)
+class ProviderSetup:
+    """Whether an identity-provider sign-in can be offered; if not, why, in words."""
+
+    offered: bool
+    providers: tuple[str, ...] = ()  # st.login(name); "default" means plain st.login()
+    explanation: str = ""
+
+
+def provider_setup(auth: Mapping[str, Any] | None, admin_accounts: Sequence[str], *,
+                   authlib_installed: bool) -> ProviderSetup:
+    """Judge the ``[auth]`` section: complete and usable, or a sentence naming what is missing."""
+    if not auth:
+        return ProviderSetup(False, explanation="No identity provider is configured (an [auth] section in "
+                                                f"{_SECRETS}).")
+    missing = [key for key in ("redirect_uri", "cookie_secret") if not _text(auth, key)]
+    if missing:
+        return ProviderSetup(False, explanation=f"The [auth] section in {_SECRETS} lacks {_and(missing)}.")
+    if not _text(auth, "redirect_uri").rstrip("/").endswith(CALLBACK):
+        return ProviderSetup(False, explanation=f"[auth] redirect_uri in {_SECRETS} must end with {CALLBACK}.")
+    if len(_text(auth, "cookie_secret")) < MIN_COOKIE_SECRET:
+        return ProviderSetup(False, explanation=f"[auth] cookie_secret in {_SECRETS} must be at least "
+                                                f"{MIN_COOKIE_SECRET} random characters.")
+    providers, problems = _providers(auth)
+    if not providers:
+        return ProviderSetup(False, explanation=" ".join(problems) or
+                             f"The [auth] section in {_SECRETS} names no provider ({_and(list(PROVIDER_KEYS))}).")
+    if not authlib_installed:
+        return ProviderSetup(False, explanation=f"Signing in with the identity provider needs the {AUTHLIB} "
+                                                "package on the server (pip install).")
+    if not admin_accounts:
+        return ProviderSetup(False, explanation="No admin account is listed: an administrator sets "
+                                                "CXR_ADMIN_ACCOUNTS (e-mail addresses, comma-separated).")
+    return ProviderSetup(True, tuple(providers), " ".join(problems))
+
+
+def _providers(auth: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Complete providers (the default one: keys right in [auth]) and one sentence per incomplete one."""
+    sections = {name: value for name, value in auth.items() if isinstance(value, Mapping)}
+    if any(key in auth for key in PROVIDER_KEYS):
+        sections = {"default": auth, **sections}
+    complete, problems = [], []
+    for name, section in sections.items():
+        lacking = [key for key in PROVIDER_KEYS if not _text(section, key)]
+        if "_" in name:
+            problems.append(f"The provider name [auth.{name}] may not contain an underscore.")
+        elif lacking:
+            where = "[auth]" if name == "default" else f"[auth.{name}]"
+            problems.append(f"{where} in {_SECRETS} lacks {_and(lacking)}.")
+        else:
+            complete.append(name)
+    return complete, problems
+
+
+def _text(section: Mapping[str, Any], key: str) -> str:
+    value = section.get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def signed_in_account(identity: Mapping[str, Any]) -> str | None:
+    """The e-mail address of a person signed in with the provider (``st.user``), or None."""
+    if identity.get(_LOGGED_IN) is not True:
+        return None
+    email = identity.get(_EMAIL)
+    return email.strip().lower() if isinstance(email, str) and "@" in email else None
+
+
+def is_admin_account(identity: Mapping[str, Any], admin_accounts: Sequence[str]) -> bool:
+    """Signed in, with a listed address the provider has not marked unverified."""
+    account = signed_in_account(identity)
+    return account is not None and identity.get(_VERIFIED) is not False and account in admin_accounts

@@ -1,0 +1,138 @@
+"""Trust follows reach: what one request says about where it came from, and the role that follows.
+
+Decided per request, from facts the server saw (the peer address, the header names), never from anything
+the page itself asks the browser. A session is *local* only when all of these hold:
+
+- its peer address is loopback (``127.0.0.0/8``, ``::1``, or ``::ffff:127.x.x.x``);
+- it carries no proxy header (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``, ``Via``, ...): a reverse proxy
+  on this host connects from loopback on behalf of someone elsewhere;
+- it was addressed to this machine by a loopback name (``Host: localhost:8501``): a page elsewhere that
+  rebinds its own name to 127.0.0.1 reaches the port from this machine's browser under its own name.
+
+Anything unknown (no peer address, no headers) is not local.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Mapping
+
+from core import clock
+
+ADMIN, CLINICIAN = "admin", "clinician"
+
+# Headers a reverse proxy adds; any one of them means the loopback peer speaks for someone else.
+PROXY_HEADERS = frozenset({
+    "forwarded", "forwarded-for", "x-forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+    "x-forwarded-port", "x-forwarded-server", "x-forwarded-prefix", "x-real-ip", "x-client-ip",
+    "x-original-forwarded-for", "true-client-ip", "cf-connecting-ip", "fastly-client-ip",
+    "x-cluster-client-ip", "x-proxyuser-ip", "via",
+})
+# Where a proxy names the client it speaks for; the right-most entry is the one our own proxy added.
+_CLIENT_HEADERS = ("x-real-ip", "x-forwarded-for", "forwarded")
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the server saw of one browser connection."""
+
+    remote_address: str | None  # the TCP peer; None when the server does not know it
+    headers: tuple[tuple[str, str], ...] = ()  # (lower-case name, value), as received
+
+    @classmethod
+    def of(cls, remote_address: str | None, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> RequestFacts:
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        return cls(remote_address if isinstance(remote_address, str) else None,
+                   tuple((str(name).lower(), str(value)) for name, value in pairs))
+
+    @property
+    def header_names(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self.headers)
+
+    def header(self, name: str) -> str:
+        """The last value of header ``name`` (lower case), or ""."""
+        values = [value for key, value in self.headers if key == name]
+        return values[-1] if values else ""
+
+    @property
+    def client(self) -> str:
+        """Who the request is from, for rate limiting: the peer, and the client a proxy says it speaks for."""
+        for name in _CLIENT_HEADERS:
+            value = self.header(name)
+            if value:
+                hop = value.split(",")[-1].strip()
+                return f"{self.remote_address or 'unknown'} for {hop}"
+        return self.remote_address or "unknown"
+
+
+def is_loopback(address: str | None) -> bool:
+    """Loopback IPv4 or IPv6, IPv4-mapped included (``::ffff:127.0.0.1``); names and garbage are not."""
+    if not address:
+        return False
+    text = address.strip().removeprefix("[").removesuffix("]").split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def has_proxy_headers(facts: RequestFacts) -> bool:
+    return any(name in PROXY_HEADERS or name.startswith("x-forwarded-") for name in facts.header_names)
+
+
+def names_this_machine(host: str) -> bool:
+    """``Host`` is a loopback name or address (port allowed): ``localhost:8501``, ``127.0.0.1``, ``[::1]:80``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name = host[1:].split("]", 1)[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.rstrip(".")
+    return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
+
+
+def is_local(facts: RequestFacts) -> bool:
+    """Loopback peer, no proxy header, addressed to a loopback name (see the module's docstring)."""
+    return (is_loopback(facts.remote_address) and not has_proxy_headers(facts)
+            and names_this_machine(facts.header("host")))
+
+
+@dataclass(frozen=True)
+class User:
+    """The role of one session and ``who`` the audit log names for it."""
+
+    role: str
+    who: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
+
+
+@dataclass(frozen=True)
+class AdminGrant:
+    """An admin sign-in held by one session until it expires or the person signs out."""
+
+    who: str
+    expires_at: datetime
+
+    def active(self, now: datetime | None = None) -> bool:
+        return (now or clock.now()) < self.expires_at
+
+
+def session_user(facts: RequestFacts, *, local_admin: bool, grant: AdminGrant | None = None,
+                 account: str | None = None, admin_account: bool = False,
+                 now: datetime | None = None) -> User:
+    """The role of this request: a live sign-in, an admin account, a local session (when allowed), else clinician."""
+    if grant is not None and grant.active(now):
+        return User(ADMIN, grant.who)
+    if account and admin_account:
+        return User(ADMIN, account)
+    local = is_local(facts)
+    if local and local_admin:
+        return User(ADMIN, "local")
+    return User(CLINICIAN, account or ("local" if local else "remote"))

@@ -1,0 +1,39 @@
+"""Signing in with the admin passphrase: throttled, checked against the configured hash, time-limited."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+from core import clock, config
+from core.access.errors import SignInRefused, SignInUnavailable
+from core.access.passphrase import parse_hash, verify_passphrase
+from core.access.policy import AdminGrant
+from core.access.throttle import SignInThrottle
+
+# One scrypt check at a time: each takes ~32 MiB, and a burst of attempts must not take the memory.
+_checking = threading.Lock()
+
+
+def passphrase_configured(settings: config.Settings | None = None) -> bool:
+    return bool((settings or config.settings()).admin_passphrase_hash)
+
+
+def sign_in(passphrase: str, client: str, throttle: SignInThrottle, *, settings: config.Settings | None = None,
+            now: datetime | None = None) -> AdminGrant:
+    """An admin grant lasting ``CXR_ADMIN_SESSION_MINUTES``, or SignInRefused / SignInUnavailable saying why."""
+    settings = settings or config.settings()
+    if not settings.admin_passphrase_hash:
+        raise SignInUnavailable("No admin passphrase is configured on this server: an administrator sets "
+                                "CXR_ADMIN_PASSPHRASE_HASH (made by `python -m core.access.passphrase`).")
+    stored = parse_hash(settings.admin_passphrase_hash)
+    if not passphrase:
+        raise SignInRefused("Enter the admin passphrase.")
+    throttle.attempt(client)
+    with _checking:
+        right = verify_passphrase(passphrase, stored)
+    if not right:
+        raise SignInRefused("That passphrase is not right. Attempts are limited; ask your administrator if "
+                            "you do not have it.")
+    throttle.succeeded(client)
+    return AdminGrant(who=f"admin (passphrase) from {client}",
+                      expires_at=(now or clock.now()) + timedelta(minutes=settings.admin_session_minutes))

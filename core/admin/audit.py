@@ -1,0 +1,111 @@
+"""The audit log: every administrative action (a job started or cancelled, a default changed, a calibration,
+a folder evaluated) as one JSON line: UTC time, who, what, which model, and the figures that mattered.
+
+The file lives outside the code tree (``settings().audit_log``, ``CXR_AUDIT_LOG``). It is only ever appended
+to: each line is one ``write`` on a descriptor opened with ``O_APPEND``, under an ``flock``, so lines from
+concurrent writers (the app, a job runner, the CLI) never interleave or overwrite one another. Readers skip a
+damaged line rather than fail: a torn or hand-edited line must not hide the rest of the trail.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pwd
+from pathlib import Path
+from typing import Any
+
+from core import clock
+from core.config import settings
+from core.errors import AuditLogUnavailable
+from core.store.base import Record, parse_record
+
+READ_CHUNK = 64 * 1024
+
+
+class AuditEntry(Record):
+    """One line of the audit log."""
+
+    time: str  # UTC, core.clock.iso
+    who: str  # "cli:<account>", "job", a signed-in admin, "local", ...
+    action: str  # e.g. "job.start", "job.cancel", "default.change", "default.refused", "calibrate", "evaluate"
+    model: str | None = None
+    details: dict[str, Any] = {}
+
+
+def audit_log_path() -> Path:
+    return settings().audit_log
+
+
+def record_action(action: str, who: str, *, model: str | None = None, **details) -> AuditEntry:
+    """Append one action to the audit log; AuditLogUnavailable when it cannot be written."""
+    entry = AuditEntry(time=clock.iso(), who=who or "unknown", action=action, model=model,
+                       details=json.loads(json.dumps(details, default=str)))  # JSON-able, whatever was passed
+    line = (json.dumps(entry.to_json(), ensure_ascii=True) + "\n").encode()
+    path = audit_log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, even where O_APPEND alone is not atomic
+            written = os.write(fd, line)
+        finally:
+            os.close(fd)  # closing drops the lock
+    except OSError as exc:
+        raise AuditLogUnavailable(f"The audit log cannot be written ({exc.strerror or type(exc).__name__}); "
+                                  "ask an administrator to check the audit log setting (CXR_AUDIT_LOG).") from exc
+    if written != len(line):
+        raise AuditLogUnavailable("The audit log could not be written in full (is its disk full?); "
+                                  "ask an administrator to check it.")
+    return entry
+
+
+def read_actions(limit: int = 100) -> list[AuditEntry]:
+    """The last ``limit`` actions, newest first; damaged lines are skipped. No log yet: an empty list."""
+    if limit <= 0:
+        return []
+    entries = []
+    for line in _lines_from_the_end(audit_log_path()):
+        entry = _parse(line)
+        if entry is not None:
+            entries.append(entry)
+            if len(entries) >= limit:
+                break
+    return entries
+
+
+def _parse(line: bytes) -> AuditEntry | None:
+    try:
+        return parse_record(AuditEntry, json.loads(line), "An audit log line")
+    except (ValueError, UnicodeDecodeError):  # torn, edited or not ours: the other lines still count
+        return None
+
+
+def _lines_from_the_end(path: Path):
+    """The file's non-empty lines, last first, read backwards a chunk at a time (the log only grows)."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise AuditLogUnavailable(f"The audit log cannot be read ({exc.strerror or type(exc).__name__}).") from exc
+    with handle:
+        position = handle.seek(0, os.SEEK_END)
+        rest = b""
+        while position > 0:
+            step = min(READ_CHUNK, position)
+            position -= step
+            handle.seek(position)
+            lines = (handle.read(step) + rest).split(b"\n")
+            rest = lines.pop(0)  # may be the tail of a line that starts in the previous chunk
+            yield from (line for line in reversed(lines) if line.strip())
+        if rest.strip():
+            yield rest
+
+
+def cli_user() -> str:
+    """Who runs the CLI: ``cli:<account>``, from the process's user id (not from the environment)."""
+    try:
+        return f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+    except KeyError:
+        return f"cli:uid {os.getuid()}"

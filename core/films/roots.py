@@ -1,0 +1,161 @@
+"""Data roots: the only server folders anyone can choose in the app, each known by a name, never by its path.
+
+The roots are ``../shared/data`` (settings().data) when it exists, plus those an administrator lists in
+``data-roots.toml`` in the config home (``CXR_DATA_ROOTS`` names another file; ``.json`` is read as JSON)::
+
+    [roots]
+    pacs-export = "/srv/films/export"     # a relative path is taken from the file's own folder
+
+A folder is always a root plus a relative path inside it. Whatever is wrong with a request (an unknown root,
+``..``, an absolute path, a symlink leading out, a file, a missing folder) gets the one fixed sentence of
+:class:`~core.errors.FolderNotAllowed`, so an answer never tells an existing server folder from a missing one.
+What people see is a label, ``root-name/relative``, never the server path.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from core.config import settings
+from core.errors import DataRootsUnreadable, FolderNotAllowed
+
+SHARED_ROOT = "shared-data"  # the name of settings().data, the real films beside the checkout
+ROOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_LISTED = 200  # folders a chooser offers
+MAX_SCANNED = 20_000  # directory entries looked at to find them (a root may hold huge film folders)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    name: str
+    path: Path  # resolved; shown to nobody
+
+
+def data_roots() -> list[DataRoot]:
+    """The shared data folder (when present), then the configured roots; a name is used once, first wins."""
+    current = settings()
+    found = [(SHARED_ROOT, current.data)] + _configured(current.data_roots_file)
+    roots: dict[str, DataRoot] = {}
+    for name, path in found:
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            log.warning("data root %s (%s) does not exist; left out", name, path)
+            continue
+        if resolved.is_dir() and name not in roots:
+            roots[name] = DataRoot(name, resolved)
+    return list(roots.values())
+
+
+def _configured(file: Path | None) -> list[tuple[str, Path]]:
+    if file is None or not file.is_file():
+        return []
+    try:
+        text = file.read_text(encoding="utf-8")
+        table = json.loads(text) if file.suffix.lower() == ".json" else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError and JSONDecodeError included
+        log.warning("data roots file %s cannot be read: %s", file, exc)
+        raise DataRootsUnreadable("The configured list of data roots cannot be read; ask an administrator "
+                                  "to correct it (the server log says where).") from None
+    roots = table.get("roots", {}) if isinstance(table, dict) else None
+    if not isinstance(roots, dict) or not all(isinstance(p, str) for p in roots.values()) \
+            or not all(ROOT_NAME.fullmatch(str(n)) for n in roots):
+        log.warning("data roots file %s: expected a [roots] table of name = \"path\" (names %s)",
+                    file, ROOT_NAME.pattern)
+        raise DataRootsUnreadable("The configured list of data roots is not a table of names and folders; "
+                                  "ask an administrator to correct it (the server log says where).")
+    return [(name, file.parent / Path(path).expanduser()) for name, path in roots.items()]
+
+
+def find_root(name: str) -> DataRoot:
+    for root in data_roots():
+        if root.name == name:
+            return root
+    raise FolderNotAllowed()
+
+
+def _relative_parts(relative: str) -> tuple[str, ...]:
+    """The parts of a relative path as typed; anything that could step outside is refused."""
+    text = (relative or "").strip()
+    if "\x00" in text or "\\" in text or text.startswith(("/", "~")) or os.path.isabs(text):
+        raise FolderNotAllowed()
+    parts = tuple(p for p in PurePosixPath(text).parts if p not in ("", "."))
+    if any(p == ".." for p in parts):
+        raise FolderNotAllowed()
+    return parts
+
+
+def resolve_folder(root_name: str, relative: str = "") -> Path:
+    """The existing folder ``relative`` inside the root named ``root_name``, resolved (symlinks followed and
+    required to stay inside the root); FolderNotAllowed, with its one fixed sentence, for anything else."""
+    root = find_root(root_name)
+    try:
+        folder = root.path.joinpath(*_relative_parts(relative)).resolve(strict=True)
+        inside = folder == root.path or folder.is_relative_to(root.path)
+        if inside and folder.is_dir():
+            return folder
+    except (OSError, RuntimeError, ValueError):
+        pass
+    raise FolderNotAllowed()
+
+
+def resolve_label(label: str) -> Path:
+    """``root-name/relative`` (what :func:`folder_label` gives) -> the folder, checked as resolve_folder does."""
+    name, _, relative = (label or "").strip().partition("/")
+    return resolve_folder(name, relative)
+
+
+def folder_label(path: str | Path) -> str:
+    """``root-name/relative`` for a folder inside a root (the innermost root that holds it), never the
+    server path; FolderNotAllowed for a folder outside every root."""
+    try:
+        resolved = Path(path).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise FolderNotAllowed() from None
+    holders = [r for r in data_roots() if resolved == r.path or resolved.is_relative_to(r.path)]
+    if not holders:
+        raise FolderNotAllowed()
+    root = max(holders, key=lambda r: len(r.path.parts))
+    relative = resolved.relative_to(root.path).as_posix()
+    return root.name if relative == "." else f"{root.name}/{relative}"
+
+
+def list_folders(root: DataRoot | str, relative: str = "", depth: int = 1, limit: int = MAX_LISTED) -> list[str]:
+    """Folders under ``relative`` inside ``root``, as paths relative to the root, down to ``depth`` levels,
+    breadth first, at most ``limit``, sorted; hidden folders and symlinks leading out of the root are left out."""
+    root = root if isinstance(root, DataRoot) else find_root(root)
+    start = resolve_folder(root.name, relative)
+    found: list[str] = []
+    level, scanned = [start], 0
+    for _ in range(max(depth, 0)):
+        below = []
+        for folder in level:
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                scanned += 1
+                if scanned > MAX_SCANNED or len(found) >= limit:
+                    return sorted(found)
+                if _inside(root, entry):
+                    found.append(Path(entry.path).relative_to(root.path).as_posix())
+                    below.append(Path(entry.path))
+        level = below
+    return sorted(found)
+
+
+def _inside(root: DataRoot, entry: os.DirEntry) -> bool:
+    """A visible folder whose real place (symlinks followed) is inside the root."""
+    try:
+        return (not entry.name.startswith(".") and entry.is_dir()
+                and Path(entry.path).resolve(strict=True).is_relative_to(root.path))
+    except (OSError, RuntimeError):
+        return False

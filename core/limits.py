@@ -1,0 +1,98 @@
+"""Every number a person can choose, with its allowed range, and the fixed sizes the product runs with.
+
+The CLI, the job starter, the Retrain page and :mod:`core.config` (which reads the environment) all take their
+limits from the :class:`Limit` objects here, so a value one of them accepts the others accept too. Nothing here
+reads the environment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.errors import SettingOutOfRange
+
+
+@dataclass(frozen=True)
+class Limit:
+    """An allowed range for one number a person can choose; ``check`` says in words what is wrong."""
+
+    label: str
+    low: float
+    high: float | None = None
+    unit: str = ""
+
+    def check(self, value: float) -> float:
+        if value is None or value < self.low or (self.high is not None and value > self.high):
+            unit = f" {self.unit}" if self.unit else ""
+            allowed = (f"between {_number(self.low)} and {_number(self.high)}{unit}" if self.high is not None
+                       else f"at least {_number(self.low)}{unit}")
+            raise SettingOutOfRange(f"{self.label} must be {allowed}; {value} was asked for.")
+        return value
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# Training requests: the CLI, background jobs and the Retrain page check these same limits.
+EPOCHS = Limit("Epochs", 1, 200)
+IMAGE_SIZE = Limit("Image size", 32, 512, "pixels")
+BATCH_SIZE = Limit("Batch size", 2, 1024)
+TARGET_SENSITIVITY = Limit("The sensitivity target", 0.5, 0.999)
+MIN_FILMS = Limit("The number of films", 20, None)  # a smaller set cannot hold out a useful validation part
+PATIENCE = Limit("Patience", 1, 100, "epochs")
+
+DEFAULT_EPOCHS = 10
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_TARGET_SENSITIVITY = 0.95
+DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_PATIENCE = 4
+
+# Where and at what precision a model trains or runs (core/models/device.py). "auto": CUDA when present;
+# bf16 autocast for training where the hardware has it (the stored threshold is always chosen in fp32).
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+# Inference batches (validation, evaluate): no gradients are kept, so large batches cost little memory.
+INFERENCE_BATCH_SIZE = {"cpu": 128, "cuda": 512}
+
+# Decoded training films shared across runs (core/films/decode_cache.py): patient images, kept outside the
+# code tree, capped (2 GiB holds the 5216 Kermany training films at 224 px about eight times over).
+DECODE_CACHE_MAX_BYTES = 2 * 2**30
+DECODE_CACHE_SIZE = Limit("The decode cache size", 0, None, "bytes")
+DECODE_CACHE_OFF = ("off", "none", "no", "false", "0")  # CXR_DECODE_CACHE=off: decode every run
+
+
+# One upload batch (core.serving.batch_limits): enough for a morning's worklist, small enough that one
+# session cannot hold the shared CPU (and memory) for minutes while others wait.
+BATCH_FILMS = Limit("The number of films in one batch", 1, 10_000)
+BATCH_MEGABYTES = Limit("The size of one batch", 1, 100_000, "MB")
+
+
+# How long an admin sign-in lasts (core.access), and the words CXR_LOCAL_ADMIN understands.
+ADMIN_SESSION_MINUTES = Limit("An admin sign-in", 1, 24 * 60, "minutes")
+SWITCH_ON, SWITCH_OFF = ("on", "yes", "true", "1"), ("off", "no", "false", "0")
+
+
+# DICOM decoding (core.films.decode_pool): a worker process per film in flight, each with an address-space
+# limit and a time limit that grows with the film's size, so a bomb costs bounded memory and time.
+DECODE_MEMORY_MB = Limit("The decoding memory limit", 256, 65536, "MB")
+DECODE_SECONDS = Limit("The decoding time limit", 0.5, 600, "seconds")
+DECODE_SECONDS_PER_MP = Limit("The decoding time per megapixel", 0, 60, "seconds")
+DECODE_WORKERS = Limit("The number of decoding workers", 1, 64)
+
+
+# Decoded films one browser session keeps for Grad-CAM (a 4300 x 4300 film is 74 MB as float32).
+SESSION_FILM_CACHE_BYTES = 256 * 2**20
+# A film shown in the app is at most this many pixels a side; the model sees its own input size.
+DISPLAY_SIDE = 1024
+# One browser session's triage results (~1 MB each: the display copy) and Grad-CAM heat maps (~0.1 MB each).
+SESSION_RESULT_CACHE_BYTES = 128 * 2**20
+SESSION_HEAT_MAP_CACHE_BYTES = 32 * 2**20
+
+
+# Administration (core.store.promotion, core.admin.audit, core.jobs). The shared COVID set's validation holds
+# 13-15 films in its two smaller classes, below the global floor of 20: its task has a floor of its own.
+PROMOTION_MIN_FILMS = Limit("The promotion floor (validation films per class)", 1, None)
+PROMOTION_MIN_SENSITIVITY = Limit("The promotion floor's sensitivity", 0.5, 0.999)
+JOB_TIME_LIMIT = Limit("The job time limit", 0.01, None, "minutes")
+JOB_MAX_AGE = Limit("The age at which job folders are pruned", 0, None, "days")
+MIN_FILMS_BY_TASK = {"covid-normal-viral-pneumonia": 12}

@@ -1,0 +1,107 @@
+"""The promotion floor: the one way a version becomes its task's default.
+
+A default triages every clinician's films, so it must have shown, on enough films, that it finds what it is
+there to find: at least ``promotion_min_films`` validation films of EACH class (per task where the task's
+set is small, core.config) and an operating point that promises, and on validation reaches, at least
+``promotion_min_sensitivity``. The CLI (``train/calibrate --set-default``, ``set-default``), the app and a
+task's first model all come through here; shipping with ``make models`` may override the floor explicitly,
+and every change of default, override or refusal is written to the audit log (core.admin.audit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.admin.audit import record_action
+from core.config import settings
+from core.errors import AuditLogUnavailable, PromotionRefused
+from core.store.registry import ModelEntry, ensure_default, find_model, list_models, set_default
+
+
+@dataclass(frozen=True)
+class Floor:
+    min_films: int  # validation films of each class
+    min_sensitivity: float
+
+
+def floor_for(task: str) -> Floor:
+    """The floor a version of ``task`` must clear (core.config: a per-task minimum, else the global one)."""
+    current = settings()
+    films = dict(current.promotion_min_films_by_task).get(task, current.promotion_min_films)
+    return Floor(min_films=int(films), min_sensitivity=float(current.promotion_min_sensitivity))
+
+
+def check_promotion(entry: ModelEntry) -> list[str]:
+    """Why ``entry`` may not become its task's default, in words; an empty list when it may."""
+    record, floor = entry.record, floor_for(entry.task)
+    report, point = record.report, record.operating_point
+    if report is None:
+        return ["it has no validation report, so nothing shows how it performs"]
+    reasons = [f"its validation holds only {count} {name} film{'s' * (count != 1)}; a default needs at least "
+               f"{floor.min_films} of each class" for name, count in zip(report.classes, report.class_counts)
+               if count < floor.min_films]
+    wanted = _percent(floor.min_sensitivity)
+    if point.normal_index is None:
+        reasons.append(f"it has no normal class, so its operating point promises no sensitivity "
+                       f"(a default must promise at least {wanted})")
+        return reasons
+    if point.target_sensitivity is None or point.target_sensitivity < floor.min_sensitivity:
+        promised = "no stated sensitivity" if point.target_sensitivity is None else \
+            f"{_percent(point.target_sensitivity)} sensitivity"
+        reasons.append(f"its operating point was chosen for {promised}; a default must promise at least {wanted}")
+    if report.sensitivity is None or report.sensitivity < floor.min_sensitivity:
+        reached = "an unknown" if report.sensitivity is None else _percent(report.sensitivity)
+        reasons.append(f"it reached {reached} sensitivity on its validation films; a default needs at least {wanted}")
+    return reasons
+
+
+def promote(name: str, *, who: str, override: bool = False, directory: Path | None = None) -> None:
+    """Make ``name`` its task's default if it clears the floor (or ``override``, recorded as such);
+    PromotionRefused says why not. The change is written to the audit log."""
+    entry = find_model(name, directory)
+    reasons = check_promotion(entry)
+    if reasons and not override:
+        try:
+            record_action("default.refused", who, model=name, task=entry.task, reasons=reasons, **figures(entry))
+        except AuditLogUnavailable:
+            pass  # nothing changed: the refusal itself is what the person must see
+        raise PromotionRefused(f"{name} cannot become the default model for {entry.task}: {'; '.join(reasons)}. "
+                               "Train on more films, or with a higher sensitivity target, and try again.")
+    previous = _current_default(entry.task, directory)
+    set_default(name, directory)
+    record_action("default.change", who, model=name, task=entry.task, previous=previous, override=override,
+                  **({"floor_not_met": reasons} if override else {}), **figures(entry))
+
+
+def promote_first(name: str, *, who: str, directory: Path | None = None) -> bool:
+    """A task's first version becomes its default, as before the floor, but only if it clears the floor:
+    a task whose first versions fall short has no default until one clears it (or an admin overrides).
+    True when ``name`` became the default."""
+    entry = find_model(name, directory)
+    if check_promotion(entry) or entry.is_default:
+        return False
+    ensure_default(name, directory)
+    if not find_model(name, directory).is_default:
+        return False  # the task already had a default
+    record_action("default.change", who, model=name, task=entry.task, previous=None, override=False,
+                  first_of_its_task=True, **figures(entry))
+    return True
+
+
+def figures(entry: ModelEntry) -> dict:
+    """What the audit log keeps about a version at promotion: its validation figures and operating point."""
+    report, point = entry.record.report, entry.record.operating_point
+    found = {"threshold": point.threshold, "target_sensitivity": point.target_sensitivity}
+    if report is not None:
+        found.update(n=report.n, class_counts=dict(zip(report.classes, report.class_counts)), auc=report.auc,
+                     sensitivity=report.sensitivity, specificity=report.specificity)
+    return found
+
+
+def _current_default(task: str, directory: Path | None) -> str | None:
+    entries, _ = list_models(directory)
+    return next((e.name for e in entries if e.task == task and e.is_default), None)
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.2f}".rstrip("0").rstrip(".") + " %"  # 95 %, 95.08 %, 94.96 %: never rounded up to the floor

@@ -1,0 +1,189 @@
+"""Who this session is (decided per request by core.access) and the sidebar's admin sign-in and sign-out.
+
+Pages ask :func:`current_user` before drawing an administrative control and draw it only for an admin;
+otherwise :func:`admin_only` says who may do it and how administration is enabled here.
+"""
+from __future__ import annotations
+
+from importlib import metadata
+
+import streamlit as st
+
+from core import clock, config
+from core.access.errors import SignInRefused, SignInUnavailable
+from core.access.oidc import AUTHLIB, ProviderSetup, is_admin_account, provider_setup, signed_in_account
+from core.access.policy import AdminGrant, RequestFacts, User, is_local, session_user
+from core.access.signin import passphrase_configured, sign_in
+from core.access.throttle import SignInThrottle
+from core.admin.audit import record_action
+from core.errors import TriageError
+
+_GRANT, _EXPIRED = "admin-grant", "admin-grant-expired"
+_AUTH = "auth"
+GUIDE = 'See the README, "Running on a hospital network".'
+
+
+def request_facts() -> RequestFacts:
+    """The one place a request's facts are read: peer address and headers of this session's connection.
+
+    ``st.context.ip_address`` reports a loopback peer as None, as it does a session without a connection;
+    only a real connection has headers, so None with headers is loopback and None without them is unknown.
+    Tests replace this function (AppTest sessions have no connection).
+    """
+    headers = st.context.headers
+    pairs = [(name, value) for name in headers for value in headers.get_all(name)]
+    address = st.context.ip_address
+    if address is None and pairs:
+        address = "127.0.0.1"
+    return RequestFacts.of(address, pairs)
+
+
+def current_user() -> User:
+    """This session's role and the name the audit log gives it."""
+    settings = config.settings()
+    identity = _identity()
+    return session_user(request_facts(), local_admin=settings.local_admin, grant=_live_grant(),
+                        account=signed_in_account(identity),
+                        admin_account=is_admin_account(identity, settings.admin_accounts))
+
+
+def admin_only(what: str) -> None:
+    """Say that ``what`` is for administrators, and how this session could become one."""
+    st.info(f"{what} is for administrators. {how_to_administer()}", icon=":material/lock:")
+
+
+def how_to_administer() -> str:
+    settings = config.settings()
+    local = is_local(request_facts())
+    if passphrase_configured(settings) or identity_provider().offered:
+        start = ("Local administration is switched off on this server (CXR_LOCAL_ADMIN=off). "
+                 if local and not settings.local_admin else "")
+        return f"{start}An administrator signs in from the sidebar."
+    enable = ("an administrator sets CXR_ADMIN_PASSPHRASE_HASH (made with `python -m core.access.passphrase`), "
+              "or an identity provider in .streamlit/secrets.toml together with CXR_ADMIN_ACCOUNTS. " + GUIDE)
+    if local and not settings.local_admin:
+        return ("Local administration is switched off on this server (CXR_LOCAL_ADMIN=off) and no admin sign-in is "
+                f"configured, so nobody can administer. To enable it, {enable}")
+    return ("No admin sign-in is configured on this server, so administration is offered only in a browser on "
+            f"the server itself (http://localhost). To enable it here, {enable}")
+
+
+def access_sidebar() -> None:
+    """Who is signed in, with sign-out; for everyone else the ways to sign in that this server offers."""
+    user = current_user()
+    with st.sidebar:
+        if st.session_state.pop(_EXPIRED, False):
+            st.info("Your admin sign-in expired; sign in again to administer.", icon=":material/timer_off:")
+        if user.is_admin:
+            _signed_in(user)
+        else:
+            _sign_in_offers()
+
+
+def identity_provider() -> ProviderSetup:
+    settings = config.settings()
+    return provider_setup(_auth_section(), settings.admin_accounts, authlib_installed=_authlib_installed())
+
+
+def _signed_in(user: User) -> None:
+    grant = _live_grant()
+    if grant is not None:
+        st.caption(f"Administrator: {user.who}, until {clock.iso(grant.expires_at)[11:16]} UTC.")
+        if st.button("Sign out", icon=":material/logout:", key="admin-sign-out"):
+            _record("sign-out", user.who)
+            del st.session_state[_GRANT]
+            st.rerun()
+    elif signed_in_account(_identity()):
+        st.caption(f"Administrator: {user.who} (identity provider).")
+        if st.button("Sign out", icon=":material/logout:", key="provider-sign-out"):
+            st.logout()
+    else:
+        st.caption("Administering from the server itself (a local session).")
+
+
+def _sign_in_offers() -> None:
+    settings = config.settings()
+    provider = identity_provider()
+    account = signed_in_account(_identity())
+    with st.expander("Administrator sign-in", icon=":material/admin_panel_settings:"):
+        if account:
+            st.caption(f"Signed in as {account}, which is not an admin account here.")
+            if st.button("Sign out", icon=":material/logout:", key="provider-sign-out"):
+                st.logout()
+        if passphrase_configured(settings):
+            _passphrase_form(settings)
+        if provider.offered:
+            for name in provider.providers:
+                label = "Sign in with the identity provider" if name == "default" else f"Sign in with {name}"
+                if st.button(label, icon=":material/login:", key=f"sign-in-{name}"):
+                    st.login(None if name == "default" else name)
+        elif passphrase_configured(settings):
+            st.caption(f"Identity provider: {provider.explanation}")
+        if not passphrase_configured(settings) and not provider.offered:
+            st.caption(how_to_administer())
+            st.caption(f"Identity provider: {provider.explanation}")
+
+
+def _passphrase_form(settings: config.Settings) -> None:
+    with st.form("admin-sign-in", border=False, clear_on_submit=True):
+        passphrase = st.text_input("Admin passphrase", type="password", key="admin-passphrase",
+                                   autocomplete="current-password")
+        submitted = st.form_submit_button("Sign in", icon=":material/login:")
+    if not submitted:
+        return
+    facts = request_facts()
+    try:
+        grant = sign_in(passphrase, facts.client, _throttle(), settings=settings)
+    except (SignInRefused, SignInUnavailable) as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    st.session_state[_GRANT] = grant
+    _record("sign-in", grant.who, minutes=settings.admin_session_minutes)
+    st.rerun()
+
+
+def _live_grant() -> AdminGrant | None:
+    """This session's passphrase sign-in while it lasts; an expired one is dropped (and the sidebar says so)."""
+    grant = st.session_state.get(_GRANT)
+    if isinstance(grant, AdminGrant) and grant.active():
+        return grant
+    if grant is not None:
+        del st.session_state[_GRANT]
+        st.session_state[_EXPIRED] = True
+    return None
+
+
+@st.cache_resource(show_spinner=False)
+def _throttle() -> SignInThrottle:
+    """One throttle for every session of this server process."""
+    return SignInThrottle()
+
+
+def _identity() -> dict:
+    """What the identity provider said about this session (``st.user``): empty without one."""
+    return dict(st.user.to_dict())
+
+
+def _auth_section() -> dict | None:
+    """The [auth] section of .streamlit/secrets.toml as a plain mapping; None without one (or unreadable)."""
+    try:
+        section = st.secrets.get(_AUTH) if st.secrets.load_if_toml_exists() else None
+    except OSError:  # Streamlit's StreamlitSecretNotFoundError is one
+        return None
+    return section.to_dict() if hasattr(section, "to_dict") else None
+
+
+def _authlib_installed() -> bool:
+    try:
+        version = metadata.version("Authlib")
+    except metadata.PackageNotFoundError:
+        return False
+    wanted = tuple(int(p) for p in AUTHLIB.split(">=")[1].split("."))
+    return tuple(int(p) for p in version.split(".")[:3] if p.isdigit()) >= wanted
+
+
+def _record(action: str, who: str, **details) -> None:
+    try:
+        record_action(action, who, **details)
+    except TriageError as exc:
+        st.warning(str(exc), icon=":material/warning:")

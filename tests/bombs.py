@@ -1,0 +1,199 @@
+"""Decompression bombs, one per codec, built at test time from the real DICOMs in ../shared/data/dicom.
+
+Each keeps a real film's header (its Rows and Columns say a small, honest size) and patches only what the
+codestream declares, or packs a stream that expands far beyond what it holds. ``BOMBS`` maps a file name to
+its builder and to what the refusal must say; every builder takes the folder of the real DICOMs.
+Never decode one of these outside the product's guard: unguarded, several take many GB.
+"""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.encaps import encapsulate, generate_fragments
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+HUGE = 30_000  # the side every patched codestream declares: 900 megapixels
+SIZE_WORDS = "too large|limit"
+
+
+def real_film(dicom_dir: Path, side: int = 512) -> np.ndarray:
+    """The real CR film, 8-bit and ``side`` pixels square, bone bright (the stored film is MONOCHROME1)."""
+    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
+    raw = ds.pixel_array.astype(np.float64)
+    eight = np.clip(255.0 - raw / raw.max() * 255.0, 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(eight).resize((side, side), Image.Resampling.BILINEAR))
+
+
+def _header(dicom_dir: Path, size: tuple[int, int], syntax, bits: int = 8) -> pydicom.Dataset:
+    """RG1_UNCI's own header (patient name included), saying ``size`` (rows, columns) of ``bits`` bits."""
+    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.Rows, ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = (8, 8, 7) if bits == 8 else (16, bits, bits - 1)
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    for keyword in ("WindowCenter", "WindowWidth"):
+        delattr(ds, keyword)
+    return ds
+
+
+def _write(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def encapsulated(dicom_dir: Path, codestream: bytes, syntax, size=(512, 512), bits: int = 8) -> bytes:
+    """RG1_UNCI's header around one encapsulated ``codestream`` under transfer syntax ``syntax``."""
+    ds = _header(dicom_dir, size, syntax, bits)
+    ds.PixelData = encapsulate([codestream])
+    ds["PixelData"].VR = "OB"
+    return _write(ds)
+
+
+def jpeg(dicom_dir: Path, progressive: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(real_film(dicom_dir)).save(buffer, format="JPEG", quality=90, progressive=progressive)
+    return buffer.getvalue()
+
+
+def patch_jpeg_frame(stream: bytes, width: int, height: int, marker: int | None = None) -> bytes:
+    """The JPEG with its frame header (first SOFn) declaring ``width`` x ``height``, optionally another SOFn."""
+    at = 2
+    while stream[at + 1] not in (0xC0, 0xC1, 0xC2):
+        at += 2 + struct.unpack_from(">H", stream, at + 2)[0]
+    patched = bytearray(stream)
+    struct.pack_into(">HH", patched, at + 5, height, width)
+    if marker is not None:
+        patched[at + 1] = marker
+    return bytes(patched)
+
+
+def patch_j2k_siz(codestream: bytes, width: int, height: int) -> bytes:
+    """The JPEG 2000 codestream with its SIZ declaring a ``width`` x ``height`` reference grid."""
+    at = codestream.index(b"\xff\x51")
+    patched = bytearray(codestream)
+    struct.pack_into(">II", patched, at + 6, width, height)
+    return bytes(patched)
+
+
+def real_j2k(dicom_dir: Path) -> bytes:
+    """The JPEG 2000 codestream of RG1_J2KI.dcm (the real film, lossy)."""
+    ds = pydicom.dcmread(dicom_dir / "RG1_J2KI.dcm")
+    return b"".join(fragment for fragment in generate_fragments(ds.PixelData))
+
+
+def jp2_file(codestream: bytes, width: int, height: int) -> bytes:
+    """A JP2 box file around ``codestream`` whose header box declares ``width`` x ``height``."""
+    def box(kind: bytes, content: bytes) -> bytes:
+        return struct.pack(">I4s", 8 + len(content), kind) + content
+
+    ihdr = struct.pack(">IIHBBBB", height, width, 1, 14, 7, 0, 0)
+    colour = struct.pack(">BBBI", 1, 0, 0, 17)  # enumerated colour space: greyscale
+    return (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + box(b"ftyp", b"jp2 \x00\x00\x00\x00jp2 ")
+            + box(b"jp2h", box(b"ihdr", ihdr) + box(b"colr", colour)) + box(b"jp2c", codestream))
+
+
+def png_with_size(dicom_dir: Path, width: int, height: int) -> bytes:
+    """The real film as PNG, its IHDR declaring ``width`` x ``height`` (checksum recomputed)."""
+    buffer = io.BytesIO()
+    Image.fromarray(real_film(dicom_dir)).save(buffer, format="PNG")
+    patched = bytearray(buffer.getvalue())
+    struct.pack_into(">II", patched, 16, width, height)
+    struct.pack_into(">I", patched, 29, zlib.crc32(bytes(patched[12:29])))
+    return bytes(patched)
+
+
+def png_text_bomb(dicom_dir: Path, inflated_gb: int = 1) -> bytes:
+    """The real film as PNG with a zTXt chunk whose text inflates to ``inflated_gb`` GB (repeated flushed runs,
+    as in :func:`deflated_dicom`); Pillow reads text chunks while opening the file."""
+    buffer = io.BytesIO()
+    Image.fromarray(real_film(dicom_dir)).save(buffer, format="PNG")
+    compressor = zlib.compressobj(9)
+    run = compressor.compress(bytes(64 * 2**20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    text = b"Comment\x00\x00" + run * (inflated_gb * 16)
+    chunk = struct.pack(">I", len(text)) + b"zTXt" + text + struct.pack(">I", zlib.crc32(b"zTXt" + text))
+    png = buffer.getvalue()
+    return png[:33] + chunk + png[33:]  # after the signature and IHDR
+
+
+def deflated_dicom(dicom_dir: Path, inflated_gb: int = 8) -> bytes:
+    """RG1_UNCI's header as a deflated data set whose stream inflates to ``inflated_gb`` GB more.
+
+    A full flush byte-aligns and resets the compressor, so one compressed 64 MB run of zeros can be repeated:
+    ~65 kB of file per 64 MB inflated."""
+    ds = _header(dicom_dir, (512, 512), DeflatedExplicitVRLittleEndian)
+    ds.PixelData = real_film(dicom_dir).tobytes()
+    plain = io.BytesIO()
+    pydicom.dcmwrite(plain, ds, enforce_file_format=True)
+    whole = plain.getvalue()
+    meta_end = 132 + 12 + struct.unpack_from("<I", whole, 140)[0]  # preamble, DICM, group length element
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = compressor.compress(whole[meta_end:]) + compressor.flush(zlib.Z_FULL_FLUSH)
+    zeros = bytes(64 * 2**20)
+    run = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    assert compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH) == run  # the trick holds
+    return whole[:meta_end] + head + run * (inflated_gb * 16) + compressor.flush()
+
+
+def rle_frame(dicom_dir: Path, side: int, run: bytes) -> bytes:
+    """An honest ``side`` x ``side`` 8-bit header over one RLE segment of ``run`` repeated up to the longest
+    a segment may be (2 bytes per pixel): header checks pass it; only the decoding process's limits can stop it.
+    ``b"\x81\x00"`` repeats a byte 128 times per run (memory); ``b"\x00\x00"`` copies one byte per run (time)."""
+    header = struct.pack("<16I", 1, 64, *([0] * 14))
+    return encapsulated(dicom_dir, header + run * (side * side // len(run) * 2), RLELossless, size=(side, side))
+
+
+def rle_segment_bomb(dicom_dir: Path, inflated_mb: int = 2048) -> bytes:
+    """An RLE frame whose one segment repeats a byte 128 times per 2 bytes: ``inflated_mb`` MB for 512 x 512."""
+    runs = inflated_mb * 2**20 // 128
+    segment = b"\x81\x00" * runs  # header byte -127: the next byte 128 times
+    header = struct.pack("<16I", 1, 64, *([0] * 14))
+    return encapsulated(dicom_dir, header + segment, RLELossless)
+
+
+def _jpeg_in_dicom(dicom_dir: Path, marker: int | None = None, syntax=JPEGBaseline8Bit,
+                   progressive: bool = False, bits: int = 8) -> bytes:
+    stream = patch_jpeg_frame(jpeg(dicom_dir, progressive), HUGE, HUGE, marker)
+    return encapsulated(dicom_dir, stream, syntax, bits=bits)
+
+
+def _j2k_in_dicom(dicom_dir: Path, boxed: bool = False) -> bytes:
+    stream = patch_j2k_siz(real_j2k(dicom_dir), HUGE, HUGE)
+    if boxed:
+        stream = jp2_file(stream, HUGE, HUGE)
+    return encapsulated(dicom_dir, stream, JPEG2000, size=(1955, 1841), bits=15)
+
+
+def _plain_jpeg(dicom_dir: Path) -> bytes:
+    return patch_jpeg_frame(jpeg(dicom_dir), HUGE, HUGE)
+
+
+# name -> (builder, what the refusal must say)
+BOMBS = {
+    "jpeg-in-dicom.dcm": (lambda d: _jpeg_in_dicom(d), SIZE_WORDS),
+    "progressive-jpeg-in-dicom.dcm": (lambda d: _jpeg_in_dicom(d, progressive=True), SIZE_WORDS),
+    "lossless-jpeg-in-dicom.dcm": (lambda d: _jpeg_in_dicom(d, 0xC3, JPEGLosslessSV1, bits=16), SIZE_WORDS),
+    "jpeg-ls-in-dicom.dcm": (lambda d: _jpeg_in_dicom(d, 0xF7, JPEGLSLossless, bits=16), SIZE_WORDS),
+    "j2k-in-dicom.dcm": (lambda d: _j2k_in_dicom(d), SIZE_WORDS),
+    "jp2-in-dicom.dcm": (lambda d: _j2k_in_dicom(d, boxed=True), SIZE_WORDS),
+    "deflated.dcm": (deflated_dicom, SIZE_WORDS),
+    "rle.dcm": (rle_segment_bomb, f"{SIZE_WORDS}|time limit"),
+    "plain.jpeg": (_plain_jpeg, SIZE_WORDS),
+    "plain.png": (lambda d: png_with_size(d, HUGE, HUGE), SIZE_WORDS),
+    "text-chunk.png": (png_text_bomb, "could not be decoded"),  # Pillow caps text chunks itself
+    "plain.j2k": (lambda d: patch_j2k_siz(real_j2k(d), HUGE, HUGE), SIZE_WORDS),
+    "plain.jp2": (lambda d: jp2_file(patch_j2k_siz(real_j2k(d), HUGE, HUGE), HUGE, HUGE), SIZE_WORDS),
+}

@@ -1,0 +1,263 @@
+"""core.access: who is local, the admin passphrase (hash, verify, rate limit, expiry) and the OIDC set-up."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from core import config
+from core.access.errors import SignInRefused, SignInUnavailable
+from core.access.oidc import is_admin_account, provider_setup, signed_in_account
+from core.access.passphrase import hash_passphrase, main, parse_hash, verify_passphrase
+from core.access.policy import (ADMIN, CLINICIAN, AdminGrant, RequestFacts, has_proxy_headers, is_local,
+                                is_loopback, names_this_machine, session_user)
+from core.access.signin import sign_in
+from core.access.throttle import SignInThrottle
+from core.errors import SettingOutOfRange, TriageError
+
+REPO = config.REPO_ROOT
+PASSPHRASE = "correct horse battery staple"
+HASH = hash_passphrase(PASSPHRASE, salt=b"0123456789abcdef")  # made once: each hash costs ~0.1 s
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+
+
+def facts(address: str | None, **headers: str) -> RequestFacts:
+    return RequestFacts.of(address, {"Host": "localhost:8501", **{k.replace("_", "-"): v for k, v in headers.items()}})
+
+
+@pytest.mark.parametrize("address, loopback", [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("::ffff:127.0.0.1", True),
+    ("::ffff:7f00:1", True), ("::1%lo", True),
+    ("192.0.2.2", False), ("10.0.0.7", False), ("::ffff:192.0.2.2", False), ("fd00::2", False), ("0.0.0.0", False),
+    ("::", False), ("localhost", False), ("", False), (None, False), ("127.0.0.1.evil.example", False),
+])
+def test_loopback_addresses(address, loopback):
+    assert is_loopback(address) is loopback
+
+
+@pytest.mark.parametrize("headers, local", [
+    ({}, True),
+    ({"X-Forwarded-For": "192.0.2.9"}, False),
+    ({"X-Forwarded-For": "127.0.0.1"}, False),  # a proxy may say anything: its presence is what counts
+    ({"Forwarded": "for=192.0.2.9;proto=https"}, False),
+    ({"X-Real-IP": "192.0.2.9"}, False),
+    ({"X-Forwarded-Proto": "https"}, False),
+    ({"X-Forwarded-Something-New": "1"}, False),
+    ({"Via": "1.1 nginx"}, False),
+    ({"User-Agent": "Chromium", "Cookie": "a=b"}, True),
+])
+def test_a_loopback_peer_is_local_only_without_proxy_headers(headers, local):
+    request = facts("127.0.0.1", **{k.replace("-", "_"): v for k, v in headers.items()})
+    assert has_proxy_headers(request) is not local
+    assert is_local(request) is local
+
+
+@pytest.mark.parametrize("host, ours", [
+    ("localhost:8501", True), ("LOCALHOST", True), ("127.0.0.1:8501", True), ("[::1]:8501", True), ("::1", True),
+    ("app.localhost:8501", True), ("localhost.", True),
+    ("rebound.example:8501", False), ("192.0.2.2:8501", False), ("", False), ("localhost.example", False),
+])
+def test_only_a_request_addressed_to_a_loopback_name_is_local(host, ours):
+    assert names_this_machine(host) is ours
+    assert is_local(RequestFacts.of("127.0.0.1", {"Host": host})) is ours
+
+
+def test_remote_and_unknown_sessions_are_not_local():
+    assert not is_local(facts("192.0.2.2"))
+    assert not is_local(facts("::ffff:192.0.2.2"))
+    assert not is_local(facts(None))
+    assert not is_local(RequestFacts.of("127.0.0.1", {}))  # no Host: not a browser we know
+    assert not is_local(RequestFacts.of(object(), {"Host": "localhost"}))  # not an address at all
+
+
+def test_the_client_behind_a_proxy_is_the_hop_the_proxy_added():
+    assert facts("192.0.2.2").client == "192.0.2.2"
+    assert facts("127.0.0.1", X_Forwarded_For="6.6.6.6, 192.0.2.9").client == "127.0.0.1 for 192.0.2.9"
+    assert facts("127.0.0.1", X_Real_IP="192.0.2.9").client == "127.0.0.1 for 192.0.2.9"
+
+
+def test_roles_follow_reach_sign_in_and_the_local_switch():
+    local, remote = facts("127.0.0.1"), facts("192.0.2.2")
+    assert session_user(local, local_admin=True) == session_user(local, local_admin=True)
+    assert (session_user(local, local_admin=True).role, session_user(local, local_admin=True).who) == (ADMIN, "local")
+    assert session_user(local, local_admin=False).role == CLINICIAN
+    assert session_user(remote, local_admin=True).role == CLINICIAN
+    assert session_user(facts("127.0.0.1", X_Forwarded_For="192.0.2.9"), local_admin=True).role == CLINICIAN
+    grant = AdminGrant("admin (passphrase) from 192.0.2.2", expires_at=T0 + timedelta(minutes=30))
+    signed_in = session_user(remote, local_admin=True, grant=grant, now=T0 + timedelta(minutes=29))
+    assert signed_in.is_admin and signed_in.who == "admin (passphrase) from 192.0.2.2"
+    assert not session_user(remote, local_admin=True, grant=grant, now=T0 + timedelta(minutes=30)).is_admin
+    assert session_user(remote, local_admin=False, account="a@x.org", admin_account=True).who == "a@x.org"
+    assert session_user(remote, local_admin=False, account="c@x.org").role == CLINICIAN
+
+
+def test_a_hash_verifies_its_passphrase_only():
+    assert HASH.startswith("scrypt:32768:8:1:") and "$" not in HASH and PASSPHRASE not in HASH
+    assert verify_passphrase(PASSPHRASE, HASH)
+    for wrong in ("correct horse battery stapl", "Correct horse battery staple", "", PASSPHRASE + " "):
+        assert not verify_passphrase(wrong, HASH)
+    again = hash_passphrase(PASSPHRASE)
+    assert again != HASH and verify_passphrase(PASSPHRASE, again)  # a fresh salt every time
+    with pytest.raises(ValueError, match="at least 12 characters"):
+        hash_passphrase("short")
+
+
+@pytest.mark.parametrize("stored", [
+    "", "plain words", "$2b$12$abcdefghijklmnopqrstuv", HASH.replace("scrypt", "bcrypt"), HASH.rsplit(":", 1)[0],
+    HASH.replace(":32768:", ":30000:"), HASH.replace(":32768:", ":4194304:"), HASH.replace(":8:1:", ":8:99:"),
+    HASH + "!!", "scrypt:32768:8:1:c2FsdA:a2V5",  # salt and key too short
+])
+def test_a_malformed_hash_says_how_to_make_one_and_never_quotes_itself(stored):
+    with pytest.raises(SignInUnavailable, match="python -m core.access.passphrase") as caught:
+        parse_hash(stored)
+    assert not stored or stored not in str(caught.value)
+
+
+def test_the_hash_maker_reads_without_echo_and_refuses_what_it_should(capsys):
+    answers = iter([PASSPHRASE, PASSPHRASE])
+    assert main([], ask=lambda prompt: next(answers)) == 0
+    made = capsys.readouterr().out.strip()
+    assert verify_passphrase(PASSPHRASE, made)
+    answers = iter([PASSPHRASE, PASSPHRASE + "x"])
+    assert main([], ask=lambda prompt: next(answers)) == 1
+    assert json.loads(capsys.readouterr().out) == {"error": "The two passphrases differ; nothing was made."}
+
+
+@pytest.mark.parametrize("typed, code", [(PASSPHRASE, 0), ("too short", 1)])
+def test_the_hash_maker_from_a_pipe(typed, code, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "core.access.passphrase"], input=typed + "\n", cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == code and typed not in done.stdout + done.stderr
+    if code:
+        assert json.loads(done.stdout) == {"error": "The passphrase must be at least 12 characters long."}
+    else:
+        assert verify_passphrase(typed, done.stdout.strip()) and "CXR_ADMIN_PASSPHRASE_HASH" in done.stderr
+
+
+class Clock:
+    def __init__(self):
+        self.now = T0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_throttle_limits_each_client_and_the_whole_server():
+    clock = Clock()
+    throttle = SignInThrottle(per_client=3, overall=5, window=timedelta(minutes=15), now=clock)
+    for _ in range(3):
+        throttle.attempt("192.0.2.2")
+    with pytest.raises(SignInRefused, match="from here; try again in 15 minutes"):
+        throttle.attempt("192.0.2.2")
+    throttle.attempt("192.0.2.3")
+    throttle.attempt("192.0.2.4")
+    with pytest.raises(SignInRefused, match="on this server; try again in 15 minutes"):
+        throttle.attempt("192.0.2.5")  # a fresh client, but the server has had its five
+    clock.now = T0 + timedelta(minutes=14, seconds=30)
+    with pytest.raises(SignInRefused, match="try again in 1 minute\\."):
+        throttle.attempt("192.0.2.2")
+    clock.now = T0 + timedelta(minutes=15)
+    throttle.attempt("192.0.2.2")  # the window has passed
+    throttle.succeeded("192.0.2.2")
+    throttle.attempt("192.0.2.2")
+
+
+def settings_with(**values) -> config.Settings:
+    return config.Settings(**{**config.settings().__dict__, **values})
+
+
+def test_sign_in_grants_admin_for_the_configured_minutes_and_is_rate_limited():
+    settings = settings_with(admin_passphrase_hash=HASH, admin_session_minutes=20)
+    throttle = SignInThrottle(per_client=2, overall=10, now=Clock())
+    grant = sign_in(PASSPHRASE, "192.0.2.2", throttle, settings=settings, now=T0)
+    assert grant.who == "admin (passphrase) from 192.0.2.2" and grant.expires_at == T0 + timedelta(minutes=20)
+    assert grant.active(T0 + timedelta(minutes=19)) and not grant.active(T0 + timedelta(minutes=20))
+    for _ in range(2):
+        with pytest.raises(SignInRefused, match="That passphrase is not right"):
+            sign_in("a wrong passphrase", "192.0.2.9", throttle, settings=settings)
+    with pytest.raises(SignInRefused, match="Too many sign-in attempts"):  # refused before any check, even if right
+        sign_in(PASSPHRASE, "192.0.2.9", throttle, settings=settings)
+    with pytest.raises(SignInRefused, match="Enter the admin passphrase"):
+        sign_in("", "192.0.2.2", throttle, settings=settings)
+
+
+def test_sign_in_without_a_configured_hash_names_the_setting():
+    with pytest.raises(SignInUnavailable, match="CXR_ADMIN_PASSPHRASE_HASH"):
+        sign_in(PASSPHRASE, "192.0.2.2", SignInThrottle(), settings=settings_with(admin_passphrase_hash=""))
+    assert issubclass(SignInUnavailable, TriageError) and issubclass(SignInRefused, TriageError)
+
+
+def test_access_settings_from_the_environment(settings_env):
+    assert (config.settings().local_admin, config.settings().admin_session_minutes) == (True, 30)
+    assert config.settings().admin_accounts == () and config.settings().admin_passphrase_hash == ""
+    settings_env(CXR_LOCAL_ADMIN="off", CXR_ADMIN_ACCOUNTS="Ana@Hospital.example, it@hospital.example",
+                 CXR_ADMIN_SESSION_MINUTES="45", CXR_ADMIN_PASSPHRASE_HASH=f" {HASH}\n")
+    current = config.settings()
+    assert current.local_admin is False and current.admin_session_minutes == 45
+    assert current.admin_accounts == ("ana@hospital.example", "it@hospital.example")
+    assert current.admin_passphrase_hash == HASH
+
+
+@pytest.mark.parametrize("variable, value, words", [
+    ("CXR_LOCAL_ADMIN", "maybe", "CXR_LOCAL_ADMIN must be on or off"),
+    ("CXR_ADMIN_SESSION_MINUTES", "0", "An admin sign-in must be between 1 and 1440 minutes"),
+    ("CXR_ADMIN_SESSION_MINUTES", "soon", "CXR_ADMIN_SESSION_MINUTES must be a whole number"),
+])
+def test_bad_access_settings_are_refused_in_words(variable, value, words):
+    before = config.settings()
+    with pytest.raises(SettingOutOfRange, match=words):
+        config.reload({variable: value})  # a mapping, not the environment: nothing to undo after a refusal
+    assert config.settings() is before
+
+
+COMPLETE = {"redirect_uri": "https://triage.example/oauth2callback", "cookie_secret": "s" * 40,
+            "client_id": "id", "client_secret": "secret", "server_metadata_url": "https://idp.example/.well-known"}
+ADMINS = ("ana@hospital.example",)
+
+
+@pytest.mark.parametrize("auth, admins, authlib, offered, words", [
+    (None, ADMINS, True, False, "No identity provider is configured"),
+    ({}, ADMINS, True, False, "No identity provider is configured"),
+    ({k: v for k, v in COMPLETE.items() if k != "redirect_uri"}, ADMINS, True, False, "lacks redirect_uri"),
+    ({k: v for k, v in COMPLETE.items() if k not in ("redirect_uri", "cookie_secret")}, ADMINS, True, False,
+     "lacks redirect_uri and cookie_secret"),
+    ({**COMPLETE, "redirect_uri": "https://triage.example/"}, ADMINS, True, False, "must end with /oauth2callback"),
+    ({**COMPLETE, "cookie_secret": "short"}, ADMINS, True, False, "at least 32 random characters"),
+    ({k: v for k, v in COMPLETE.items() if k != "client_secret"}, ADMINS, True, False, "[auth] in"),
+    (COMPLETE, ADMINS, False, False, "Authlib>=1.3.2"),
+    (COMPLETE, (), True, False, "CXR_ADMIN_ACCOUNTS"),
+    (COMPLETE, ADMINS, True, True, ""),
+])
+def test_identity_provider_configuration_is_offered_or_explained(auth, admins, authlib, offered, words):
+    setup = provider_setup(auth, admins, authlib_installed=authlib)
+    assert setup.offered is offered and words in setup.explanation
+    assert "secret" not in setup.explanation.replace("client_secret", "").replace("cookie_secret", "").replace(
+        "secrets.toml", "")  # keys are named, values never quoted
+    assert setup.providers == (("default",) if offered else ())
+
+
+def test_named_providers_each_offered_and_an_incomplete_one_explained():
+    auth = {"redirect_uri": COMPLETE["redirect_uri"], "cookie_secret": COMPLETE["cookie_secret"],
+            "microsoft": {k: COMPLETE[k] for k in ("client_id", "client_secret", "server_metadata_url")},
+            "google": {"client_id": "id"}, "bad_name": {k: "x" for k in ("client_id", "client_secret",
+                                                                          "server_metadata_url")}}
+    setup = provider_setup(auth, ADMINS, authlib_installed=True)
+    assert setup.offered and setup.providers == ("microsoft",)
+    assert "[auth.google] in `.streamlit/secrets.toml` lacks client_secret and server_metadata_url" in setup.explanation
+    assert "[auth.bad_name] may not contain an underscore" in setup.explanation
+
+
+@pytest.mark.parametrize("identity, account, admin", [
+    ({}, None, False),
+    ({"is_logged_in": False, "email": "ana@hospital.example"}, None, False),
+    ({"is_logged_in": True, "email": "Ana@Hospital.example"}, "ana@hospital.example", True),
+    ({"is_logged_in": True, "email": "ana@hospital.example", "email_verified": False}, "ana@hospital.example", False),
+    ({"is_logged_in": True, "email": "bob@hospital.example", "email_verified": True}, "bob@hospital.example", False),
+    ({"is_logged_in": True, "name": "No Email"}, None, False),
+])
+def test_admin_accounts_come_from_the_configured_list(identity, account, admin):
+    assert signed_in_account(identity) == account
+    assert is_admin_account(identity, ADMINS) is admin

@@ -1,0 +1,189 @@
+"""Files decode inside bounds (issue 12, item 4): a bomb per codec, the decoding process's own limits, and
+the formats Pillow may open.
+
+Every bomb is built here from the real DICOMs in ../shared/data/dicom (tests/bombs.py): a real film's header
+whose Rows and Columns tell the truth, around a codestream patched to declare 30,000 x 30,000 pixels, or a
+stream that expands far beyond what it holds. Memory is bounded by measuring the peak resident size of the
+CLI process and its decoding workers (RUSAGE_CHILDREN of a wrapper process); times are printed, not asserted.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import bombs
+import numpy as np
+import pydicom
+import pytest
+from bad_input_support import REPO
+from PIL import Image
+from pydicom.uid import JPEG2000, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
+
+from core.errors import UnreadableImage
+from core.films import folders
+from core.films.bounds import FILM_SUFFIXES, RASTER_FORMATS, declared_size
+from core.films.read import read_film
+
+GB = 2**30
+
+
+@pytest.fixture(scope="module")
+def bomb_files(dicom_dir) -> dict[str, bytes]:
+    return {name: build(dicom_dir) for name, (build, _) in bombs.BOMBS.items()}
+
+
+@pytest.mark.parametrize("name", bombs.BOMBS)
+def test_a_bomb_is_refused_with_a_size_message_naming_the_file(bomb_files, name):
+    with pytest.raises(UnreadableImage) as refused:
+        read_film(bomb_files[name], name=name)
+    message = str(refused.value)
+    assert re.search(bombs.BOMBS[name][1], message), message
+    assert message.startswith(name)
+
+
+@pytest.mark.parametrize("name", [n for n in bombs.BOMBS if "dicom" in n])
+def test_a_bomb_in_dicom_keeps_the_honest_header_of_the_real_film(bomb_files, name):
+    ds = pydicom.dcmread(io.BytesIO(bomb_files[name]), stop_before_pixels=True)
+    assert str(ds.PatientName) == "CompressedSamples^RG1"  # the real file's header ...
+    assert ds.Rows * ds.Columns <= 1955 * 1841  # ... claiming no more than the real film
+
+
+def test_the_patched_streams_decode_when_honest(dicom_dir):
+    """The bombs differ from films that decode only in the size they declare: the tests above can fail."""
+    stream = bombs.jpeg(dicom_dir)
+    assert declared_size(bombs.patch_jpeg_frame(stream, 512, 512)).pixels == 512 * 512
+    film = read_film(bombs.encapsulated(dicom_dir, bombs.patch_jpeg_frame(stream, 512, 512), JPEGBaseline8Bit),
+                     name="honest-jpeg.dcm")
+    assert film.pixels.shape == (512, 512)
+    reference = np.asarray(bombs.real_film(dicom_dir), dtype=np.float64)  # stretched on reading: compare shapes
+    assert np.corrcoef(film.pixels.ravel(), reference.ravel())[0, 1] > 0.99  # JPEG at quality 90
+    j2k = bombs.real_j2k(dicom_dir)
+    for codestream in (j2k, bombs.jp2_file(j2k, 1841, 1955)):
+        film = read_film(bombs.encapsulated(dicom_dir, codestream, JPEG2000, size=(1955, 1841), bits=15),
+                         name="honest-j2k.dcm")
+        assert film.pixels.shape == (1955, 1841)
+
+
+def _recompressed(dicom_dir, syntax) -> tuple[np.ndarray, bytes]:
+    """A 512 x 512 crop of the real CR, as the uncompressed film's pixels and as a DICOM under ``syntax``."""
+    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
+    ds.PixelData = np.ascontiguousarray(ds.pixel_array[700:1212, 600:1112]).tobytes()
+    ds.Rows = ds.Columns = 512
+    plain = io.BytesIO()
+    ds.save_as(plain)
+    if syntax == RLELossless:
+        ds.compress(RLELossless)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+    packed = io.BytesIO()
+    ds.save_as(packed)
+    return read_film(plain.getvalue(), name="crop.dcm").pixels, packed.getvalue()
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, DeflatedExplicitVRLittleEndian], ids=["rle", "deflated"])
+def test_rle_and_deflated_films_decode_to_the_uncompressed_film(dicom_dir, syntax):
+    expected, packed = _recompressed(dicom_dir, syntax)
+    film = read_film(packed, name="packed.dcm")
+    np.testing.assert_array_equal(film.pixels, expected)
+
+
+def test_rle_runs_past_the_frame_are_not_decoded(dicom_dir):
+    """2 bytes per pixel of 128-byte runs would expand to 64 times the frame; decoding stops at the frame."""
+    film = read_film(bombs.rle_frame(dicom_dir, 1024, b"\x81\x07"), name="long-runs.dcm")
+    assert film.pixels.shape == (1024, 1024)
+    assert float(film.pixels.max()) == float(film.pixels.min()) == 0.0  # one grey level: stretched to black
+
+
+def test_the_memory_limit_refuses_a_film_that_needs_more(dicom_dir, settings_env):
+    """An honest 7000 x 7000 16-bit film (under the pixel limit) needs ~500 MB to decode: refused at 256 MB,
+    and the next film still decodes (a fresh worker)."""
+    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
+    ds.PixelData = np.tile(ds.pixel_array, (4, 4))[:7000, :7000].tobytes()
+    ds.Rows = ds.Columns = 7000
+    big = io.BytesIO()
+    ds.save_as(big)
+    settings_env(CXR_DECODE_MEMORY_MB="256")
+    with pytest.raises(UnreadableImage, match="big.dcm is too large to decode safely.*256 MB memory limit"):
+        read_film(big.getvalue(), name="big.dcm")
+    assert read_film(dicom_dir / "RG1_UNCI.dcm").pixels.shape == (1955, 1841)
+
+
+def test_the_time_limit_stops_a_film_that_decodes_too_slowly(dicom_dir, settings_env):
+    """One literal byte per RLE run: 4096 x 4096 pixels take millions of loop turns. Stopped after 0.5 s."""
+    slow = bombs.rle_frame(dicom_dir, 4096, b"\x00\x00")
+    settings_env(CXR_DECODE_SECONDS="0.5", CXR_DECODE_SECONDS_PER_MP="0")
+    with pytest.raises(UnreadableImage, match="slow.dcm took longer than the time limit"):
+        read_film(slow, name="slow.dcm")
+    assert read_film(dicom_dir / "RG1_UNCI.dcm").pixels.shape == (1955, 1841)
+
+
+# --- formats -------------------------------------------------------------------------------------------
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "GIF", "JPEG2000", "WEBP"])
+def test_pillow_opens_png_and_jpeg_only(dicom_dir, fmt):
+    film = Image.fromarray(bombs.real_film(dicom_dir, 256))
+    with pytest.raises(UnreadableImage, match=f"film.{fmt.lower()} is not an image we can read"):
+        read_film(_encoded(film, fmt), name=f"film.{fmt.lower()}")
+
+
+def test_an_eps_file_never_reaches_ghostscript():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nnewpath 0 0 moveto 64 64 lineto stroke\n%%EOF\n"
+    with pytest.raises(UnreadableImage, match="drawing.eps is not an image we can read"):
+        read_film(eps, name="drawing.eps")
+
+
+def test_training_folders_accept_the_upload_formats(tmp_path, dicom_dir):
+    assert RASTER_FORMATS == ("PNG", "JPEG") and folders.FILM_SUFFIXES is FILM_SUFFIXES
+    film = Image.fromarray(bombs.real_film(dicom_dir, 64))
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / cls).mkdir()
+        for fmt, suffix in (("PNG", ".png"), ("JPEG", ".jpeg"), ("BMP", ".bmp"), ("TIFF", ".tif")):
+            (tmp_path / cls / f"film{suffix}").write_bytes(_encoded(film, fmt))
+    found = folders.discover(tmp_path)
+    assert sorted(p.suffix for p in found.paths) == [".jpeg", ".jpeg", ".png", ".png"]
+
+
+# --- the CLI on every bomb -----------------------------------------------------------------------------
+
+
+def _predict_peak(files: list, models) -> tuple[subprocess.CompletedProcess, int, float]:
+    """Run ``python -m core predict --json FILES`` under a wrapper; its stdout, and the peak resident bytes of
+    the CLI and every decoding worker it started (the wrapper's RUSAGE_CHILDREN), and the seconds taken."""
+    wrapper = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+               "sys.exit(done.returncode)")
+    env = {**os.environ, "CXR_MODELS": str(models), "PYTHONPATH": str(REPO)}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "core", "predict", "--json",
+                           *map(str, files)], env=env, capture_output=True, text=True, timeout=600)
+    return done, int(done.stderr.strip().splitlines()[-1]) * 1024, time.monotonic() - started
+
+
+def test_the_cli_refuses_every_bomb_with_json_and_exit_1_within_bounds(bomb_files, trained_model, dicom_dir,
+                                                                     tmp_path):
+    for name, data in bomb_files.items():
+        (tmp_path / name).write_bytes(data)
+    normal, normal_peak, normal_seconds = _predict_peak([dicom_dir / "RG1_UNCI.dcm"], trained_model.directory)
+    assert normal.returncode == 0 and "error" not in json.loads(normal.stdout)
+    done, peak, seconds = _predict_peak([tmp_path / name for name in bomb_files], trained_model.directory)
+    answers = {os.path.basename(line["file"]): line for line in map(json.loads, done.stdout.splitlines())}
+    print(f"\npredict on a normal DICOM: {normal_seconds:.1f} s, peak {normal_peak / 2**20:.0f} MB; "
+          f"on {len(bomb_files)} bombs: {seconds:.1f} s, peak {peak / 2**20:.0f} MB")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert set(answers) == set(bomb_files)
+    for name, answer in answers.items():
+        assert set(answer) == {"file", "error"} and re.search(bombs.BOMBS[name][1], answer["error"]), answer
+    assert peak < normal_peak + 1.5 * GB

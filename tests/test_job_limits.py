@@ -1,0 +1,200 @@
+"""Limits on background jobs: a time limit after which the runner stops the training (or, stuck, its whole
+process group) and marks the job so; old job folders pruned; starts and cancels in the audit log with who."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import corpus
+import pytest
+from e2e_support import wait_for
+
+from conftest import REPO
+from core import clock
+from core.admin.audit import read_actions
+from core.errors import JobError
+from core.jobs import lock
+from core.jobs.jobs import CANCELLED, FAILED, RUNNING, cancel_job, list_jobs, read_job, start_job
+from core.jobs.prune import prune_old_jobs
+from core.jobs.records import JobSettings, write_settings, write_status
+from core.jobs.time_limit import describe
+from core.store.records import TrainConfig
+from core.training.events import EpochEvent
+
+LONG = TrainConfig(arch="mlp", epochs=200, image_size=64, max_films=200, patience=100)
+LIMIT_MESSAGE = ("Training was stopped after its time limit of {}; nothing was saved. "
+                 "An administrator can change the limit (CXR_JOB_TIME_LIMIT).")
+
+
+@pytest.fixture
+def places(trained_model, tmp_path, settings_env) -> tuple[Path, Path]:
+    """A private registry (the session model, its default), an empty jobs folder and audit log."""
+    settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    return corpus.copy_registry(trained_model.directory, tmp_path / "checkpoints"), tmp_path / "jobs"
+
+
+def _snapshot(checkpoints: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(checkpoints.iterdir()) if not p.name.startswith(".")}
+
+
+def _ended(folder: Path):
+    job = read_job(folder)
+    return None if job.is_active else job
+
+
+def _old_job(jobs: Path, job_id: str, days: float, state: str = "succeeded", **status) -> Path:
+    """A job folder whose last change was ``days`` ago, as its status records it."""
+    folder = jobs / job_id
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"job_id": job_id, "data_dir": "/data",
+                                                    "config": {"arch": "mlp", "epochs": 1}}))
+    then = clock.iso(clock.now() - timedelta(days=days))
+    (folder / "status.json").write_text(json.dumps({"state": state, "updated": then, "finished_at": then, **status}))
+    return folder
+
+
+def test_a_job_past_its_time_limit_is_stopped_saves_nothing_and_says_so(places, kermany_train, settings_env):
+    checkpoints, jobs = places
+    settings_env(CXR_JOB_TIME_LIMIT="0.25")  # 15 s from the runner's start: mid-decoding or mid-training
+    before = _snapshot(checkpoints)
+    job = start_job(kermany_train, LONG, directory=checkpoints, root=jobs, who="admin:alice")
+    assert job.settings.time_limit_minutes == 0.25 and job.settings.started_by == "admin:alice"
+    done = wait_for(lambda: _ended(job.folder), timeout=240, what="the time limit to stop the job")
+    assert done.state == FAILED and done.message == LIMIT_MESSAGE.format("15 s")
+    assert done.model is None and _snapshot(checkpoints) == before and lock.held_by(jobs) is None
+    assert len([e for e in done.events() if isinstance(e, EpochEvent)]) < LONG.epochs
+    assert any("The time limit of 15 s is reached: stopping." in line for line in done.log_tail())
+    (start,) = read_actions()
+    assert (start.action, start.who, start.model) == ("job.start", "admin:alice", None)
+    assert start.details["job"] == job.job_id and start.details["time_limit_minutes"] == 0.25
+    assert start.details["dataset"] == "kermany-224/train" and start.details["config"]["epochs"] == 200
+    assert str(kermany_train) not in json.dumps(start.to_json())
+
+
+STUCK = """
+import subprocess, sys, time
+sys.path.insert(0, sys.argv[2])
+import core.jobs.time_limit as time_limit
+import core.training.train as training
+from core.jobs import runner
+
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(child.pid, flush=True)
+time_limit.GRACE_SECONDS = 1.0
+training.train = lambda *args, **kwargs: time.sleep(600)  # a step stuck in native code: never asks to stop
+sys.exit(runner.main([sys.argv[1]]))
+"""
+
+
+def test_a_training_that_does_not_stop_is_ended_with_its_process_group(tmp_path, settings_env):
+    settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    folder = tmp_path / "jobs" / "20261130-000000-stuk"
+    folder.mkdir(parents=True)
+    write_settings(folder, JobSettings(job_id=folder.name, data_dir=tmp_path, config=LONG, time_limit_minutes=0.02))
+    write_status(folder, "queued", message="Waiting for the training process to start.")
+    stuck = subprocess.Popen([sys.executable, "-c", STUCK, str(folder), str(REPO)], stdout=subprocess.PIPE,
+                             text=True, start_new_session=True)  # as start_job starts a runner: its own group
+    child = int(stuck.stdout.readline())
+    try:
+        assert stuck.wait(timeout=60) == -9  # killed, with the process it had started
+        wait_for(lambda: not Path(f"/proc/{child}").exists() or "Z" in _state(child), timeout=10,
+                 what="the runner's child to end")
+    finally:
+        for pid in (stuck.pid, child):
+            _kill_if_ours(pid)
+    status = read_job(folder).status
+    assert status.state == FAILED and status.message == LIMIT_MESSAGE.format("1 s")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"
+
+
+def _kill_if_ours(pid: int) -> None:
+    try:
+        if b"core" in Path(f"/proc/{pid}/cmdline").read_bytes() or b"sleep(600)" in Path(
+                f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, 9)
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+
+
+def test_a_cancel_is_recorded_with_who_asked_and_a_start_prunes_old_folders(places, kermany_train):
+    checkpoints, jobs = places
+    old = _old_job(jobs, "20250101-000000-aaaa", days=45)
+    job = start_job(kermany_train, LONG, directory=checkpoints, root=jobs, who="admin:alice")
+    assert not old.exists() and [j.job_id for j in list_jobs(jobs)] == [job.job_id]
+    wait_for(lambda: read_job(job.folder).state == RUNNING, timeout=60, what="the runner to start")
+    cancel_job(job.job_id, jobs, who="admin:bob")
+    done = wait_for(lambda: _ended(job.folder), timeout=60, what="the job to stop")
+    assert done.state == CANCELLED
+    cancel, start = read_actions()
+    assert (cancel.action, cancel.who, cancel.details["job"]) == ("job.cancel", "admin:bob", job.job_id)
+    assert cancel.details["started_by"] == "admin:alice" and start.who == "admin:alice"
+    with pytest.raises(JobError, match="There is no job '../jobs'"):
+        cancel_job("../jobs", jobs, who="admin:bob")
+    assert len(read_actions()) == 2  # a refused cancel is not an action
+
+
+HOLDER = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+          "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); os.write(fd, sys.argv[2].encode()); "
+          "print('held', flush=True); time.sleep(600)")
+
+
+def test_only_finished_job_folders_past_the_age_limit_are_pruned(tmp_path, settings_env):
+    jobs = tmp_path / "jobs"
+    gone = [_old_job(jobs, "20250101-000000-aaaa", days=31), _old_job(jobs, "20250102-000000-bbbb", 400, "failed")]
+    legacy = _old_job(jobs, "20250103-000000-old", days=0)
+    (legacy / "status.json").write_text(json.dumps({"state": "succeeded", "running_at": "2025-01-03T00:00:00Z"}))
+    month_ago = time.time() - 40 * 86400
+    os.utime(legacy / "status.json", (month_ago, month_ago))  # no recorded change: its file's age counts
+    gone.append(legacy)
+    kept = [_old_job(jobs, "20261101-000000-cccc", days=29), _old_job(jobs, "20250104-000000-dddd", 90, "running"),
+            _old_job(jobs, "notes", days=90)]
+    no_config = _old_job(jobs, "20250105-000000-eeee", days=90)
+    (no_config / "config.json").unlink()
+    elsewhere = _old_job(tmp_path / "elsewhere", "20250106-000000-ffff", days=90)
+    (jobs / "20250106-000000-ffff").symlink_to(elsewhere, target_is_directory=True)
+    held = _old_job(jobs, "20250107-000000-abcd", days=90)
+    kept += [no_config, jobs / "20250106-000000-ffff", held, elsewhere]
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(jobs / lock.LOCK_FILE), held.name],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        settings_env(CXR_JOB_MAX_AGE_DAYS="0")  # 0 keeps every folder
+        assert prune_old_jobs(jobs) == [] and all(f.exists() for f in gone)
+        settings_env(CXR_JOB_MAX_AGE_DAYS="30")
+        assert sorted(prune_old_jobs(jobs)) == sorted(f.name for f in gone)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not any(f.exists() for f in gone) and all(f.exists() for f in kept)
+    # Listing prunes too: the job no longer held goes; the one marked running whose runner is gone is
+    # settled by the listing instead (a change, so it is kept a while longer).
+    listed = {j.job_id: j.state for j in list_jobs(jobs)}
+    assert not held.exists() and held.name not in listed
+    assert listed["20250104-000000-dddd"] == FAILED and listed["20261101-000000-cccc"] == "succeeded"
+    assert prune_old_jobs(jobs) == []
+
+
+def test_limits_are_read_from_the_environment_and_described_in_words(settings_env):
+    from core import config
+    from core.errors import SettingOutOfRange
+
+    settings_env(CXR_JOB_TIME_LIMIT="90", CXR_JOB_MAX_AGE_DAYS="7")
+    assert config.settings().job_time_limit_minutes == 90 and config.settings().job_max_age_days == 7
+    assert [describe(m) for m in (720, 90, 45, 0.05)] == ["12 h", "1 h 30 min", "45 min", "3 s"]
+    for bad, words in [({"CXR_JOB_TIME_LIMIT": "0"}, "time limit must be at least 0.01 minutes"),
+                       ({"CXR_JOB_TIME_LIMIT": "soon"}, "CXR_JOB_TIME_LIMIT must be a number"),
+                       ({"CXR_JOB_MAX_AGE_DAYS": "-1"}, "must be at least 0 days")]:
+        with pytest.raises(SettingOutOfRange, match=words):
+            config.reload(bad)
+    config.reload()

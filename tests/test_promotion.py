@@ -1,0 +1,191 @@
+"""The promotion floor (core/store/promotion.py): a version becomes its task's default only with enough
+validation films of each class and an operating point that promises, and reaches, the configured
+sensitivity. Refusals say why; overrides and refusals are in the audit log; the shipped models clear it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import corpus
+from conftest import REPO
+from core import config
+from core.admin.audit import cli_user, read_actions
+from core.errors import PromotionRefused, SettingOutOfRange
+from core.store.promotion import check_promotion, floor_for, promote, promote_first
+from core.store.records import read_model_record
+from core.store.registry import REGISTRY_FILE, ModelEntry, find_model, list_models
+from core.training.calibrate import calibrate
+
+SHIPPED = REPO / "checkpoints"
+REAL_FLOOR = dict(CXR_PROMOTION_MIN_FILMS="20", CXR_PROMOTION_MIN_SENSITIVITY="0.95")
+
+
+@pytest.fixture
+def audit(tmp_path, settings_env) -> Path:
+    log = tmp_path / "audit.jsonl"
+    settings_env(CXR_AUDIT_LOG=str(log))
+    return log
+
+
+@pytest.fixture
+def registry(trained_model, tmp_path) -> Path:
+    """A private copy of the session model's folder: the model and its task's default pointer."""
+    return corpus.copy_registry(trained_model.directory, tmp_path / "models")
+
+
+def _entry(json_path: Path) -> ModelEntry:
+    return ModelEntry(read_model_record(json_path), False, json_path)
+
+
+def _default(directory: Path) -> str | None:
+    return next((e.name for e in list_models(directory)[0] if e.is_default), None)
+
+
+def test_every_shipped_model_clears_the_real_floor_and_the_default_is_one_of_them(settings_env):
+    settings_env(**REAL_FLOOR)
+    shipped = sorted(p for p in SHIPPED.glob("*.json") if p.name != REGISTRY_FILE)
+    assert len(shipped) == 6
+    for json_path in shipped:
+        entry = _entry(json_path)
+        assert check_promotion(entry) == [], json_path.name
+        assert min(entry.record.report.class_counts) >= floor_for(entry.task).min_films == 20
+    default = json.loads((SHIPPED / REGISTRY_FILE).read_text())["task_defaults"]["pneumonia"]
+    assert check_promotion(_entry(SHIPPED / f"{default}.json")) == []
+
+
+@pytest.mark.parametrize("floor, words", [
+    ({"CXR_PROMOTION_MIN_FILMS": "1000"}, ["its validation holds only {NORMAL} NORMAL films; a default needs at "
+                                           "least 1000 of each class",
+                                           "its validation holds only {PNEUMONIA} PNEUMONIA films; a default needs "
+                                           "at least 1000 of each class"]),
+    ({"CXR_PROMOTION_MIN_SENSITIVITY": "0.999"}, ["its operating point was chosen for 95 % sensitivity; a default "
+                                                  "must promise at least 99.9 %",
+                                                  "it reached {sensitivity} sensitivity on its validation films; a "
+                                                  "default needs at least 99.9 %"]),
+    ({"CXR_PROMOTION_MIN_FILMS": "1000", "CXR_PROMOTION_MIN_FILMS_BY_TASK": "pneumonia=5"}, []),
+    ({"CXR_PROMOTION_MIN_FILMS": "20", "CXR_PROMOTION_MIN_SENSITIVITY": "0.95"}, []),
+])
+def test_the_floor_says_why_in_words(trained_model, settings_env, floor, words):
+    settings_env(**floor)
+    entry = _entry(trained_model.json_path)
+    report = entry.record.report
+    counts = dict(zip(report.classes, report.class_counts))
+    assert 20 <= counts["NORMAL"] < counts["PNEUMONIA"] < 100  # the session model's validation films
+    assert 0.95 <= report.sensitivity < 0.999
+    sensitivity = f"{report.sensitivity * 100:.2f}".rstrip("0").rstrip(".") + " %"
+    assert check_promotion(entry) == [w.format(sensitivity=sensitivity, **counts) for w in words]
+
+
+def test_a_version_that_does_not_reach_the_floor_in_validation_is_refused(trained_model, settings_env):
+    """The achieved sensitivity counts too, not only the promise: a report below the floor is refused."""
+    settings_env(CXR_PROMOTION_MIN_SENSITIVITY="0.95")
+    record = trained_model.record
+    low = record.report.at_operating_point.model_copy(update={"sensitivity": 0.9496})
+    weak = record.model_copy(update={"report": record.report.model_copy(update={"at_operating_point": low})})
+    reasons = check_promotion(ModelEntry(weak, False, trained_model.json_path))
+    assert reasons == ["it reached 94.96 % sensitivity on its validation films; a default needs at least 95 %"]
+    no_report = ModelEntry(record.model_copy(update={"report": None}), False, trained_model.json_path)
+    assert check_promotion(no_report) == ["it has no validation report, so nothing shows how it performs"]
+
+
+def test_a_refused_promotion_changes_nothing_and_is_recorded(trained_model, registry, settings_env, audit):
+    calibrated = calibrate(trained_model.name, 0.96, directory=registry, who="admin:carol")
+    settings_env(CXR_PROMOTION_MIN_FILMS="1000")
+    before = (registry / REGISTRY_FILE).read_bytes()
+    with pytest.raises(PromotionRefused) as refused:
+        promote(calibrated.name, who="admin:carol", directory=registry)
+    message = str(refused.value)
+    assert message.startswith(f"{calibrated.name} cannot become the default model for pneumonia: its validation "
+                              "holds only ") and "a default needs at least 1000 of each class" in message
+    assert (registry / REGISTRY_FILE).read_bytes() == before and _default(registry) == trained_model.name
+    refusal, calibration = read_actions()
+    assert (refusal.action, refusal.who, refusal.model) == ("default.refused", "admin:carol", calibrated.name)
+    assert len(refusal.details["reasons"]) == 2 and refusal.details["sensitivity"] >= 0.96
+    assert (calibration.action, calibration.model, calibration.who) == ("calibrate", calibrated.name, "admin:carol")
+    assert calibration.details["target_sensitivity"] == 0.96
+    assert calibration.details["from_model"] == trained_model.name
+    assert calibration.details["threshold"] == calibrated.operating_point.threshold
+
+
+def test_an_override_promotes_and_the_log_says_so_with_who_and_figures(trained_model, registry, settings_env,
+                                                                      audit):
+    calibrated = calibrate(trained_model.name, 0.97, directory=registry)
+    settings_env(CXR_PROMOTION_MIN_FILMS="1000")
+    promote(calibrated.name, who="cli:shipper", override=True, directory=registry)
+    assert _default(registry) == calibrated.name
+    change = read_actions()[0]
+    assert (change.action, change.who, change.model) == ("default.change", "cli:shipper", calibrated.name)
+    assert change.details["override"] is True and change.details["previous"] == trained_model.name
+    assert len(change.details["floor_not_met"]) == 2
+    report = calibrated.report
+    assert (change.details["auc"], change.details["sensitivity"], change.details["specificity"]) == (
+        report.auc, report.sensitivity, report.specificity)
+    assert change.details["class_counts"] == dict(zip(report.classes, report.class_counts))
+    settings_env(CXR_PROMOTION_MIN_FILMS="2")  # within the floor: promoted, no override recorded
+    promote(trained_model.name, who="admin:dan", directory=registry)
+    back = read_actions()[0]
+    assert back.details["override"] is False and "floor_not_met" not in back.details
+    assert _default(registry) == trained_model.name
+
+
+def test_making_a_default_while_calibrating_goes_through_the_floor(trained_model, registry, settings_env, audit):
+    settings_env(CXR_PROMOTION_MIN_SENSITIVITY="0.99")
+    with pytest.raises(PromotionRefused, match="chosen for 98 % sensitivity; a default must promise at least 99 %"):
+        calibrate(trained_model.name, 0.98, directory=registry, make_default=True)
+    assert _default(registry) == trained_model.name  # the new version is registered, not the default
+    assert find_model(f"{trained_model.name.rsplit('-v', 1)[0]}-v2", registry).is_default is False
+
+
+def test_a_tasks_first_version_becomes_its_default_only_if_it_clears_the_floor(trained_model, tmp_path,
+                                                                                settings_env, audit):
+    """No default yet: a first version below the floor stays without one; the first that clears it gets it."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for suffix in (".json", ".pt"):
+        (models / trained_model.json_path.with_suffix(suffix).name).write_bytes(
+            trained_model.json_path.with_suffix(suffix).read_bytes())
+    settings_env(CXR_PROMOTION_MIN_SENSITIVITY="0.97")
+    assert promote_first(trained_model.name, who="job", directory=models) is False
+    assert _default(models) is None and read_actions() == []
+    calibrated = calibrate(trained_model.name, 0.98, directory=models, who="admin:erin")  # ships: first to clear
+    assert _default(models) == calibrated.name
+    calibration, first = read_actions()[:2]  # it became the default as it shipped, before the calibration's line
+    assert (first.action, first.who, first.details["first_of_its_task"]) == ("default.change", "admin:erin", True)
+    assert calibration.action == "calibrate"
+    assert promote_first(trained_model.name, who="job", directory=models) is False  # the task has one now
+
+
+def test_per_task_floors_are_read_from_the_environment(settings_env):
+    settings_env(CXR_PROMOTION_MIN_FILMS="30", CXR_PROMOTION_MIN_FILMS_BY_TASK="tuberculosis=25, pneumonia=40")
+    assert floor_for("tuberculosis").min_films == 25 and floor_for("pneumonia").min_films == 40
+    assert floor_for("covid-normal-viral-pneumonia").min_films == 12  # the COVID set's default stays
+    assert floor_for("anything-else").min_films == 30 and floor_for("pneumonia").min_sensitivity == 0.95
+    for bad, words in [({"CXR_PROMOTION_MIN_FILMS_BY_TASK": "pneumonia"}, "task=number pairs"),
+                       ({"CXR_PROMOTION_MIN_FILMS_BY_TASK": "pneumonia=x"}, "task=number pairs"),
+                       ({"CXR_PROMOTION_MIN_FILMS": "0"}, "at least 1"),
+                       ({"CXR_PROMOTION_MIN_SENSITIVITY": "0.3"}, "between 0.5 and 0.999"),
+                       ({"CXR_PROMOTION_MIN_SENSITIVITY": "high"}, "must be a number")]:
+        with pytest.raises(SettingOutOfRange, match=words):
+            config.reload({**REAL_FLOOR, **bad})
+    config.reload()
+
+
+def test_the_cli_sets_a_default_through_the_floor_and_records_who(trained_model, registry, run_cli,
+                                                                  settings_env, audit):
+    settings_env(CXR_PROMOTION_MIN_FILMS="1000")
+    refused = run_cli("set-default", trained_model.name, checkpoints=registry)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    error = refused.json_lines()[0]["error"]
+    assert "cannot become the default model for pneumonia" in error and "at least 1000 of each class" in error
+    assert "the default is unchanged" in error
+    assert (read_actions()[0].action, read_actions()[0].who) == ("default.refused", cli_user())
+    forced = run_cli("set-default", trained_model.name, "--override-floor", checkpoints=registry)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert forced.json_lines() == [{"default": trained_model.name, "task": "pneumonia", "override_floor": True}]
+    change = read_actions()[0]
+    assert (change.action, change.who, change.details["override"]) == ("default.change", cli_user(), True)
+    alone = run_cli("calibrate", trained_model.name, "--target-sensitivity", "0.97", "--override-floor",
+                    checkpoints=registry)
+    assert alone.returncode == 1 and "only applies together with --set-default" in alone.json_lines()[0]["error"]

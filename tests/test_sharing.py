@@ -1,0 +1,145 @@
+"""Fair sharing of one server: the model's lock goes round in order of asking, batches have limits, and a
+session's caches stay within their byte caps.
+
+Orders are made deterministic by waiting until a request is queued (``FairLock.waiting``) before the next
+one asks; nothing here asserts a duration. The load benchmark (bench/load.py) measures the timings.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from e2e_support import _template, real_films, wait_for
+
+from core.errors import BatchTooLarge
+from core.films.read import read_film
+from core.serving.batch_limits import MEGABYTE, check_batch
+from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
+from core.serving.film_cache import BoundedCache
+
+
+def _queue(lock: FairLock, order: list[str], requests: list[tuple[str, int]]) -> list[threading.Thread]:
+    """Start one thread per (name, kind), each queued before the next asks; each notes when it gets the lock."""
+    threads = []
+    for name, kind in requests:
+        def take(name=name, kind=kind):
+            with lock.turn(kind):
+                order.append(name)
+
+        before = lock.waiting
+        threads.append(threading.Thread(target=take, daemon=True))
+        threads[-1].start()
+        wait_for(lambda: lock.waiting == before + 1, timeout=10, interval=0.005, what=f"{name} to queue")
+    return threads
+
+
+def test_the_lock_goes_to_requests_in_the_order_they_asked():
+    lock, order = FairLock(), []
+    lock.acquire()
+    threads = _queue(lock, order, [(f"session-{i}", PREDICTION) for i in range(6)])
+    assert order == []  # all wait while it is held
+    lock.release()
+    for thread in threads:
+        thread.join(10)
+    assert order == [f"session-{i}" for i in range(6)] and lock.waiting == 0
+
+
+def test_predictions_go_before_explanations_each_in_their_own_order():
+    lock, order = FairLock(), []
+    lock.acquire()
+    threads = _queue(lock, order, [("heat-map-1", EXPLANATION), ("film-a", PREDICTION), ("heat-map-2", EXPLANATION),
+                                   ("film-b", PREDICTION)])
+    lock.release()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["film-a", "film-b", "heat-map-1", "heat-map-2"]
+
+
+def test_a_session_asking_again_at_once_waits_behind_one_already_waiting():
+    """What a plain lock gets wrong: the thread that just released it usually takes it again at once, so a
+    session working through a batch kept the model from everyone else until its batch was done."""
+    lock, order = FairLock(), []
+    lock.acquire()
+    (other,) = _queue(lock, order, [("other session", PREDICTION)])
+    lock.release()
+    with lock.turn():  # the batch's next film, asked for the moment the last one ended
+        order.append("batch")
+    other.join(10)
+    assert order == ["other session", "batch"]
+
+
+def test_releasing_a_lock_nobody_holds_is_an_error():
+    with pytest.raises(RuntimeError):
+        FairLock().release()
+
+
+def test_sessions_triaging_at_once_take_turns_film_by_film():
+    """Two sessions on one real predictor: the one that starts while the other is in the middle of a
+    10-film batch gets its 3 films without waiting for that batch to finish (as it did when a lock was held
+    for a whole batch); the turns go round film by film."""
+    from core.serving.predict import Predictor
+    from core.store.checkpoints import load_checkpoint
+
+    predictor = Predictor(load_checkpoint(_template() / "pneumonia-cnn5-v1.json"))
+    films = [read_film(path) for path in real_films()[:10]]
+    for film in films:
+        predictor.predict(film)  # every film's reference form made once: the runs below only wait for turns
+    done: list[str] = []
+    second_started = threading.Event()
+
+    def session(name: str, batch: list, after: int = 0):
+        for film in batch:
+            predictor.predict(film)
+            done.append(name)
+            if name == "first" and done.count("first") == after:
+                second_started.set()
+
+    first = threading.Thread(target=session, args=("first", films, 2), daemon=True)
+    first.start()
+    second_started.wait(120)
+    session("second", films[:3])
+    first.join(120)
+    assert done.count("first") == 10 and done.count("second") == 3
+    finished_second = len(done) - done[::-1].index("second")
+    # fair turns: while the second session ran, the first got about one film per film of the second
+    assert done[:finished_second].count("first") <= 2 + 3 + 1, done
+
+
+@pytest.mark.parametrize("limits, sizes, words", [
+    ({"CXR_BATCH_MAX_FILMS": "3"}, [1000] * 4, "4 films (at most 3)"),
+    ({"CXR_BATCH_MAX_MB": "2"}, [MEGABYTE] * 3, "3 MB (at most 2 MB)"),
+    ({"CXR_BATCH_MAX_FILMS": "1", "CXR_BATCH_MAX_MB": "1"}, [MEGABYTE] * 2, "2 films (at most 1) and 2 MB"),
+])
+def test_a_batch_past_a_limit_is_refused_in_words(settings_env, limits, sizes, words):
+    settings_env(**limits)
+    with pytest.raises(BatchTooLarge) as refused:
+        check_batch(sizes)
+    assert words in str(refused.value) and "None of its films was triaged" in str(refused.value)
+    check_batch(sizes[:1])  # the same films, fewer: allowed
+
+
+def test_batch_limits_come_from_the_environment_and_are_checked(settings_env):
+    from core import config
+    from core.errors import SettingOutOfRange
+
+    assert (config.settings().batch_max_films, config.settings().batch_max_mb) == (50, 250)
+    settings_env(CXR_BATCH_MAX_FILMS="12", CXR_BATCH_MAX_MB="40")
+    assert (config.settings().batch_max_films, config.settings().batch_max_mb) == (12, 40)
+    for bad in ("0", "many"):
+        with pytest.raises(SettingOutOfRange, match="CXR_BATCH_MAX_FILMS|number of films"):
+            config.reload({"CXR_BATCH_MAX_FILMS": bad})
+    config.reload()
+
+
+def test_a_session_cache_keeps_within_its_byte_cap_and_forgets_on_request():
+    cache = BoundedCache(max_bytes=3000, size_of=lambda value: value.nbytes)
+    for i in range(5):
+        cache.put(("film", i), np.zeros(1000, np.uint8))
+        assert cache.nbytes <= 3000
+    assert cache.keys() == [("film", 2), ("film", 3), ("film", 4)]  # least recently used went first
+    assert cache.get(("film", 2)) is not None and cache.keys()[-1] == ("film", 2)
+    assert cache.get_or_compute(("film", 9), lambda: np.zeros(4000, np.uint8)).nbytes == 4000
+    assert ("film", 9) not in cache  # larger than the whole cap: handed back, not kept
+    cache.keep_only(lambda key: key[1] % 2 == 0)
+    assert cache.keys() == [("film", 4), ("film", 2)] and cache.nbytes == 2000
