@@ -68,12 +68,19 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+LAUNCHERS = {  # `make run`'s launcher, and plain `streamlit run` for comparison (--launcher streamlit)
+    "serve": ["-m", "dashboard.serve"],
+    "streamlit": ["-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py")],
+}
+LAUNCHER = "serve"
+
+
 def _start_server(port: int, jobs: Path, log) -> subprocess.Popen:
     env = {**os.environ, "CXR_CHECKPOINTS": str(ROOT / "checkpoints"), "CXR_JOBS": str(jobs),
            "CXR_MODELS": str(jobs / "site-models"),  # the shipped models only
            "OMP_WAIT_POLICY": "PASSIVE"}  # as `make run`
     return subprocess.Popen(
-        [sys.executable, "-m", "dashboard.serve", "--server.port", str(port),
+        [sys.executable, *LAUNCHERS[LAUNCHER], "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -158,7 +165,11 @@ def main() -> None:
                         help="scenarios: upload no earlier than S seconds after launch; 0 (the default) uploads "
                              "as soon as the box is usable, the worst case")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/measurements.md alone")
+    parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="serve",
+                        help="serve: `make run` (python -m dashboard.serve); streamlit: plain `streamlit run`")
     args = parser.parse_args()
+    global LAUNCHER
+    LAUNCHER = args.launcher
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.exists() or not args.film.exists():
@@ -188,7 +199,7 @@ def main() -> None:
         lines += ["", "Film uploaded " + (f"{upload_at:g} s after launch (a user who takes a moment):" if upload_at
                                           else "as soon as the upload box is usable (the worst case):"), "",
                   *_table(runs)]
-    if args.no_write:
+    if args.no_write or args.launcher != "serve":  # the stored section describes `make run`
         print("\n".join(lines))
     else:
         write_section("cold-start", "Cold start of the triage page", lines)

@@ -148,3 +148,18 @@ def test_at_most_a_few_model_versions_stay_loaded(checkpoints, monkeypatch):
     warm_up(mlp)
     assert list(dashboard.state._models.values())[-1] is not first and len(dashboard.state._models) == 1
     assert first.wait(240)  # a dropped load still finishes for whoever waits on it
+
+
+def test_make_runs_launcher_warms_the_default_model_before_any_page_is_viewed(checkpoints, tmp_path):
+    """`python -m dashboard.serve` (make run): the preload thread brings the default up in this process, the
+    same shared load the triage page then finds, with the page's heavier imports after it."""
+    code = """
+        import sys
+        from dashboard import serve
+        serve.preload()
+        from dashboard.state import registered_models, warm_up
+        (default, *_), _ = registered_models()
+        load = warm_up(default)
+        print(load.ready, not load.failed, load.result().name, 'dashboard.components.triage_view' in sys.modules)
+    """
+    assert _run(code, tmp_path) == ["True", "True", "pneumonia-cnn5-v1", "True"]

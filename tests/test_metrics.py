@@ -208,3 +208,28 @@ def test_no_normal_class_means_argmax():
     # no normal class: no abnormal-vs-normal figures and no ROC curve, at either reading
     assert report.sensitivity is None and report.specificity is None and report.roc is None
     assert report.at_operating_point.sensitivity is None and report.at_half.precision is None
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_bootstrap_auc_interval_equals_one_sklearn_call_per_resample(classes):
+    """The all-resamples-at-once interval is the one a loop of roc_auc_score calls gives (ties included)."""
+    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
+
+    from core.evaluation.metrics import N_BOOTSTRAP, _auc_with_interval, _average_ranks, _bootstrap_indices
+
+    rng = np.random.default_rng(7)
+    scores = np.round(rng.random((50, 61)), 1)  # many ties
+    np.testing.assert_array_equal(_average_ranks(scores), rankdata(scores, axis=1))
+    y = rng.integers(0, classes, 45)
+    probs = np.round(rng.random((45, classes)), 2) + 0.01
+    probs /= probs.sum(axis=1, keepdims=True)
+    samples = []
+    for i in _bootstrap_indices(len(y), seed=3):
+        if len(np.unique(y[i])) < classes:
+            continue
+        samples.append(roc_auc_score(y[i], probs[i, 1]) if classes == 2
+                       else roc_auc_score(y[i], probs[i], multi_class="ovr", average="macro"))
+    assert len(samples) > N_BOOTSTRAP * 0.9
+    auc, interval = _auc_with_interval(y, probs, seed=3)
+    np.testing.assert_allclose(interval, np.percentile(samples, [2.5, 97.5]), atol=1e-12)
