@@ -3,7 +3,9 @@
 One process per file, beside two baselines: a missing file (start-up and model load, nothing decoded) and
 the real uncompressed CR. Peak memory is the largest resident size of the CLI or of any decoding worker it
 started (RUSAGE_CHILDREN of a wrapper process). The bombs are built from ../shared/data/dicom by
-tests/bombs.py. Prints figures; not a pass/fail test.
+tests/bombs.py. Prints figures and rewrites the "bombs" section of docs/measurements.md; not a pass/fail test.
+Targets (issue 12): every bomb refused within 10 s of starting ``predict`` (goal ~1 s after start-up) and at
+most 1.5 GB above what a normal film needs.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import bombs  # noqa: E402
+from bench.measurements import write_section  # noqa: E402
 from core.config import settings  # noqa: E402
 
 WRAPPER = ("import json, resource, subprocess, sys; done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True);"
@@ -57,15 +60,22 @@ def main() -> None:
         for name, (build, _) in bombs.BOMBS.items():
             (Path(folder) / name).write_bytes(build(dicom_dir))
             cases[name] = Path(folder) / name
-        print("| file | size | predict: exit | seconds | peak MB | read_film s: first, warm | answer |\n"
-              "|---|---|---|---|---|---|---|")
+        lines = ["One `python -m core predict --json FILE` process per file (seconds = its wall time, start-up and "
+                 "model load included; peak = the largest resident size of the CLI or a decoding worker), and "
+                 "`read_film` alone in a fresh process (first) and with a worker running (warm). Targets: refused "
+                 "within 10 s of starting predict, at most 1.5 GB above the normal film.", "",
+                 "| file | size | predict: exit | seconds | peak MB | read_film s: first, warm | answer |",
+                 "|---|---|---|---|---|---|---|"]
+        print("\n".join(lines))
         for name, path in cases.items():
             seconds, peak_mb, code, answer = predict(path)
             cold, warm = refusal_seconds(path)
             size = f"{path.stat().st_size / 1024:.0f} kB" if path.exists() else "-"
             error = json.loads(answer).get("error", "triaged") if answer else ""
-            print(f"| {name} | {size} | {code} | {seconds:.1f} | {peak_mb:.0f} | {cold:.2f}, {warm:.2f} | "
-                  f"{error[:70]} |", flush=True)
+            lines.append(f"| {name} | {size} | {code} | {seconds:.1f} | {peak_mb:.0f} | {cold:.2f}, {warm:.2f} | "
+                         f"{error[:70]} |")
+            print(lines[-1], flush=True)
+    write_section("bombs", "Decompression bombs and damaged files (bench/bombs.py)", lines)
 
 
 if __name__ == "__main__":
