@@ -236,7 +236,10 @@ def test_behind_nginx_with_the_readme_configuration(site, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     if not Path(NGINX).exists() or not shutil.which("openssl"):
-        pytest.skip("nginx and openssl are needed (apt-get install nginx-light openssl)")
+        message = "nginx and openssl are needed (apt-get install nginx-light openssl; .ci/run installs them)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
     expect.set_options(timeout=WAIT_MS)
     env = {**site, "CXR_ADMIN_PASSPHRASE_HASH": hash_passphrase(PASSPHRASE)}
     pneumonia = next(f for f in real_films() if f.parent.name == "PNEUMONIA")
