@@ -69,6 +69,26 @@ def test_a_session_asking_again_at_once_waits_behind_one_already_waiting():
     assert order == ["other session", "batch"]
 
 
+def test_a_waiter_interrupted_in_its_wait_gives_up_its_place():
+    """Otherwise its ticket would stay first in the queue and nobody would ever get the model again."""
+    lock = FairLock()
+    lock.acquire()
+    real_wait = lock._condition.wait
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    lock._condition.wait = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        lock.acquire(EXPLANATION)  # held: it waits, and the wait is interrupted
+    lock._condition.wait = real_wait
+    assert lock.waiting == 0
+    lock.release()
+    got = threading.Event()
+    threading.Thread(target=lambda: (lock.acquire(), got.set(), lock.release())).start()
+    assert got.wait(10)
+
+
 def test_releasing_a_lock_nobody_holds_is_an_error():
     with pytest.raises(RuntimeError):
         FairLock().release()

@@ -27,8 +27,13 @@ class FairLock:
         ticket = object()
         with self._condition:
             self._queues[kind].append(ticket)
-            while self._held or self._first() is not ticket:
-                self._condition.wait()
+            try:
+                while self._held or self._first() is not ticket:
+                    self._condition.wait()
+            except BaseException:  # a waiter interrupted in its wait must not keep its place for ever
+                self._queues[kind].remove(ticket)
+                self._condition.notify_all()
+                raise
             self._queues[kind].popleft()
             self._held = True
 
