@@ -14,7 +14,6 @@ docs/measurements.md; not a pass/fail test. ``--quick`` (64 films) checks the sc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

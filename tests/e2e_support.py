@@ -28,11 +28,21 @@ DICOM_DIR = SHARED_DATA / "dicom"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; .ci/run installs it
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                 "--disable-default-apps", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def chromium() -> Path:
+    """Debian's Chromium, or a failure under CI and a skip elsewhere."""
+    return require(CHROMIUM, "Chromium (apt-get install -y chromium)")
+
+
 def require(path: Path, what: str) -> Path:
-    """The path, or a failure under CI (data must be there) and a skip elsewhere."""
+    """The path, or a failure under CI (data and Chromium must be there) and a skip elsewhere."""
     if path.exists():
         return path
-    message = f"{what} not found at {path}; these tests use the real films in ../shared/data"
+    message = f"{what} not found at {path}" + ("" if path == CHROMIUM else "; these tests use the real films in ../shared/data")
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)

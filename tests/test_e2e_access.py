@@ -21,17 +21,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_support import (IN_CI, ROOT, TRAIN_DIR, StreamlitServer, free_port, quick_checkpoints, real_films,
-                         require, wait_for)
+from e2e_support import (CHROMIUM_ARGS, IN_CI, ROOT, TRAIN_DIR, StreamlitServer, chromium, free_port, quick_checkpoints,
+                         real_films, require, wait_for)
 
 from core.access.passphrase import hash_passphrase
 from core.jobs.jobs import SUCCEEDED, cancel_job, read_job, start_job, write_status
 from core.store.records import TrainConfig
 
-CHROMIUM = Path("/usr/bin/chromium")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-default-apps", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 WAIT_MS = 90_000
 PASSPHRASE = "a long admin passphrase for the browser"
 ADMIN_CONTROL = re.compile(r"start training|cancel|calibrat|default|evaluat", re.IGNORECASE)
@@ -41,15 +38,6 @@ window.__csp = [];
 document.addEventListener('securitypolicyviolation',
     e => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
 """
-
-
-def _chromium() -> Path:
-    if CHROMIUM.exists():
-        return CHROMIUM
-    message = f"Chromium not found at {CHROMIUM}; install it with: apt-get install -y chromium"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def machine_address() -> str:
@@ -100,7 +88,7 @@ def site(tmp_path) -> dict:
 
 
 def _browser(playwright):
-    return playwright.chromium.launch(executable_path=str(_chromium()), headless=True, args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=str(chromium()), headless=True, args=CHROMIUM_ARGS)
 
 
 def _open(browser, url: str, **context):

@@ -9,25 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
-from e2e_support import IN_CI, ROOT, TRAIN_DIR, StreamlitServer, quick_checkpoints, real_films, require
+from e2e_support import (CHROMIUM_ARGS, ROOT, TRAIN_DIR, StreamlitServer, chromium, quick_checkpoints, real_films,
+                         require)
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-output" / "e2e"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-default-apps", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 WAIT_MS = 90_000
-
-
-def _chromium() -> Path:
-    if CHROMIUM.exists():
-        return CHROMIUM
-    message = f"Chromium not found at {CHROMIUM}; install it with: apt-get install -y chromium"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _shoot(page, name: str) -> None:
@@ -51,7 +39,7 @@ def test_triage_compare_and_retrain_in_a_browser(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=WAIT_MS)
-    chromium = _chromium()
+    browser_path = chromium()
     films = real_films()
     pneumonia = next(f for f in films if f.parent.name == "PNEUMONIA")
     require(TRAIN_DIR, "the Kermany train split")
@@ -63,7 +51,7 @@ def test_triage_compare_and_retrain_in_a_browser(tmp_path):
            "CXR_DATA_DIR": str(TRAIN_DIR)}
 
     with StreamlitServer(env, tmp_path / "streamlit.log") as server, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(browser_path), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(WAIT_MS)
         errors: list[str] = []
