@@ -114,23 +114,37 @@ def _read(environ: Mapping[str, str]) -> Settings:
         # Spinning OpenMP threads make a job sharing its CPUs with the dashboard many times slower.
         job_omp_wait_policy=given("job_omp_wait_policy") or "PASSIVE",
         decode_cache=_decode_cache_folder(given("decode_cache"), environ),
-        decode_cache_max_bytes=_decode_cache_bytes(given("decode_cache_max_bytes")),
+        decode_cache_max_bytes=_number("decode_cache_max_bytes", given("decode_cache_max_bytes"), DECODE_CACHE_SIZE,
+                                       DECODE_CACHE_MAX_BYTES, whole=True),
         data_roots_file=_data_roots_file(given("data_roots_file"), environ),
-        batch_max_films=_whole_number("batch_max_films", given("batch_max_films"), BATCH_FILMS, 50),
-        batch_max_mb=_whole_number("batch_max_mb", given("batch_max_mb"), BATCH_MEGABYTES, 250),
+        batch_max_films=_number("batch_max_films", given("batch_max_films"), BATCH_FILMS, 50, whole=True),
+        batch_max_mb=_number("batch_max_mb", given("batch_max_mb"), BATCH_MEGABYTES, 250, whole=True),
         models=models,
         local_admin=_switch("local_admin", given("local_admin"), default=True),
         admin_passphrase_hash=(given("admin_passphrase_hash") or "").strip(),
         admin_accounts=_accounts(given("admin_accounts")),
-        admin_session_minutes=_whole_number("admin_session_minutes", given("admin_session_minutes"),
-                                            ADMIN_SESSION_MINUTES, 30),
-        decode_memory_mb=_whole_number("decode_memory_mb", given("decode_memory_mb"), DECODE_MEMORY_MB, 1024),
-        decode_seconds=_seconds("decode_seconds", given("decode_seconds"), DECODE_SECONDS, 5.0),
-        decode_workers=_whole_number("decode_workers", given("decode_workers"), DECODE_WORKERS, 2),
-        decode_seconds_per_megapixel=_seconds("decode_seconds_per_megapixel", given("decode_seconds_per_megapixel"),
-                                              DECODE_SECONDS_PER_MP, 0.5),
+        admin_session_minutes=_number("admin_session_minutes", given("admin_session_minutes"), ADMIN_SESSION_MINUTES,
+                                      30, whole=True),
+        decode_memory_mb=_number("decode_memory_mb", given("decode_memory_mb"), DECODE_MEMORY_MB, 1024, whole=True),
+        decode_seconds=_number("decode_seconds", given("decode_seconds"), DECODE_SECONDS, 5.0),
+        decode_workers=_number("decode_workers", given("decode_workers"), DECODE_WORKERS, 2, whole=True),
+        decode_seconds_per_megapixel=_number("decode_seconds_per_megapixel", given("decode_seconds_per_megapixel"),
+                                             DECODE_SECONDS_PER_MP, 0.5),
         **_administration(given, environ),
     )
+
+
+def _number(field: str, given: str | None, limit: Limit, default: float, whole: bool = False) -> float:
+    """One numeric setting: ``default`` when unset, else the given text as a number inside ``limit``."""
+    try:
+        value = (int(given) if whole else float(given)) if given else default
+        if value != value:  # NaN passes every comparison
+            raise ValueError(given)
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        unit = f" of {limit.unit}" if limit.unit else ""
+        raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be {kind}{unit}; {given!r} was given.") from None
+    return int(limit.check(value)) if whole else float(limit.check(value))
 
 
 def _user_folder(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
@@ -147,22 +161,6 @@ def _decode_cache_folder(given: str | None, environ: Mapping[str, str]) -> Path 
         return Path(given).expanduser().resolve()
     base = _user_folder(environ, "XDG_CACHE_HOME", ".cache")
     return base / "cxr-triage" / "decoded"
-
-
-def _decode_cache_bytes(given: str | None) -> int:
-    try:
-        value = int(given) if given else DECODE_CACHE_MAX_BYTES
-    except ValueError:
-        raise SettingOutOfRange(f"CXR_DECODE_CACHE_MAX_BYTES must be a number of bytes; {given!r} was given.") from None
-    return int(DECODE_CACHE_SIZE.check(value))
-
-
-def _whole_number(field: str, given: str | None, limit: Limit, default: int) -> int:
-    try:
-        value = int(given) if given else default
-    except ValueError:
-        raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be a whole number; {given!r} was given.") from None
-    return int(limit.check(value))
 
 
 def _data_roots_file(given: str | None, environ: Mapping[str, str]) -> Path:
@@ -197,16 +195,6 @@ def _switch(field: str, given: str | None, default: bool) -> bool:
     if given.strip().lower() in SWITCH_ON + SWITCH_OFF:
         return given.strip().lower() in SWITCH_ON
     raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be on or off; {given!r} was given.")
-
-
-def _seconds(field: str, given: str | None, limit: Limit, default: float) -> float:
-    try:
-        value = float(given) if given else default
-        if value != value:  # NaN passes every comparison
-            raise ValueError(given)
-    except ValueError:
-        raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be a number of seconds; {given!r} was given.") from None
-    return float(limit.check(value))
 
 
 def decode_worker_environment() -> dict[str, str]:
@@ -272,13 +260,8 @@ def distributed_environment(environ: Mapping[str, str] | None = None) -> Distrib
 
 
 def _administration(given, environ: Mapping[str, str]) -> dict:
-    def number(field: str, limit: Limit, default: float) -> float:
-        text = given(field)
-        try:
-            value = float(text) if text else default
-        except ValueError:
-            raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be a number; {text!r} was given.") from None
-        return limit.check(value)
+    def number(field: str, limit: Limit, default: float, whole: bool = False) -> float:
+        return _number(field, given(field), limit, default, whole)
 
     by_task = dict(MIN_FILMS_BY_TASK)
     for item in filter(None, (part.strip() for part in (given("promotion_min_films_by_task") or "").split(","))):
@@ -292,7 +275,7 @@ def _administration(given, environ: Mapping[str, str]) -> dict:
     if audit_log.parent == REPO_ROOT or REPO_ROOT in audit_log.parents:
         raise SettingOutOfRange(f"{ENVIRONMENT['audit_log']} must name a file outside the code tree.")
     return dict(audit_log=audit_log, promotion_min_films_by_task=tuple(sorted(by_task.items())),
-                promotion_min_films=int(number("promotion_min_films", PROMOTION_MIN_FILMS, 20)),
+                promotion_min_films=number("promotion_min_films", PROMOTION_MIN_FILMS, 20, whole=True),
                 promotion_min_sensitivity=number("promotion_min_sensitivity", PROMOTION_MIN_SENSITIVITY, 0.95),
                 job_time_limit_minutes=number("job_time_limit_minutes", JOB_TIME_LIMIT, 12 * 60.0),
                 job_max_age_days=number("job_max_age_days", JOB_MAX_AGE, 30.0))
