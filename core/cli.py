@@ -1,4 +1,4 @@
-"""Command line: ``python -m core {predict,evaluate,train,calibrate,models}``. Other tools script against this.
+"""Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,models}``; tools script against it.
 
 Every failure is a JSON object with an ``error`` message and exit code 1, never a traceback.
 """
@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--max-films", type=int, help="train on a random class-balanced subset (quick runs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=limits.DEFAULT_PATIENCE,
+                   help="stop after this many epochs without a validation AUC gain")
+    p.add_argument("--split-seed", type=int, help="seed of the validation split (default: --seed); ensemble members "
+                   "share one")
+    p.add_argument("--holdout", choices=limits.HOLDOUTS, help="keep another batch out of training and report "
+                   "on it beside validation (kermany-batch: see core/training/holdout.py)")
     p.add_argument("--target-sensitivity", type=float, default=limits.DEFAULT_TARGET_SENSITIVITY,
                    help="the operating point reaches this sensitivity on validation (default %(default)s)")
     p.add_argument("--name", help="base name; a version suffix -vN is added")
@@ -71,10 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=limits.PRECISIONS, default="auto",
                    help="training precision: auto (bf16 autocast where the hardware has it), bf16 or fp32; "
                         "validation and the threshold are always fp32")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run of the same DIR and training settings from its last finished "
+                        "epoch (each epoch's state is kept in runs/ beside the site models until the run ships); "
+                        "when there is none, a JSON error and nothing is trained. Without --resume a run starts "
+                        "afresh and replaces the saved state of the same settings at its first epoch")
     p = sub.add_parser("calibrate", help="new version of a model with a threshold for another sensitivity target")
     p.add_argument("model", metavar="NAME")
-    p.add_argument("--target-sensitivity", type=float, required=True, help="e.g. 0.98 (on validation)")
+    p.add_argument("--target-sensitivity", type=float, required=True, help="e.g. 0.98 (on validation or site films)")
     p.add_argument("--data", metavar="DIR", help="the training folder, if it moved since training")
+    p.add_argument("--site-folder", metavar="ROOT/FOLDER", help="choose the threshold on this site's labelled films: "
+                   "one sub-folder per class, inside a data root (a label such as shared-data/films, or its path)")
     p.add_argument("--set-default", action="store_true", help="make the new version the default")
     p.add_argument("--override-floor", action="store_true",
                    help="with --set-default: promote even below the promotion floor (recorded in the audit log)")
@@ -83,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="NAME")
     p.add_argument("--override-floor", action="store_true",
                    help="promote even below the promotion floor (recorded in the audit log)")
+    p = sub.add_parser("ensemble", help="register several models as one ensemble version (mean probabilities)")
+    p.add_argument("members", nargs="+", metavar="NAME", help="registered models sharing one validation split")
+    p.add_argument("--name", required=True, help="base name; a version suffix -vN is added")
+    p.add_argument("--target-sensitivity", type=float, default=limits.DEFAULT_TARGET_SENSITIVITY,
+                   help="the operating point reaches this sensitivity on validation (default %(default)s)")
+    p.add_argument("--data", metavar="DIR", help="the members' training folder, if it moved since training")
+    p.add_argument("--shipped", action="store_true",
+                   help="write to the shipped checkpoints folder and its checksum manifest (make models only)")
+    p.add_argument("--set-default", action="store_true", help="make the ensemble the default")
+    p.add_argument("--override-floor", action="store_true",
+                   help="with --set-default: promote even below the promotion floor (recorded in the audit log)")
+    _add_device(p, "run the models on the validation films")
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("--json", action="store_true")
     return parser
@@ -90,9 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from core.training import commands  # the commands that change models
+
     try:
-        return {"predict": _predict, "evaluate": _evaluate, "train": _train, "calibrate": _calibrate,
-                "models": _models, "set-default": _set_default}[args.command](args)
+        return {"predict": _predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
+                "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
+                "ensemble": commands.run_ensemble}[args.command](args)
     except TriageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -147,100 +175,10 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _train(args) -> int:
-    from tqdm import tqdm
-
-    from core.store.records import TrainConfig
-    from core.store.names import check_model_name
-    from core.store.registry import checkpoint_dir, shipped_dir
-    from core.training.events import EpochEvent, LoadingEvent, NoteEvent, StepEvent
-    from core.training.train import train
-
-    try:
-        request = TrainConfig(arch=args.arch, epochs=args.epochs, image_size=args.image_size,
-                              augment=args.augment, hflip=args.hflip, pretrained=args.pretrained,
-                              batch_size=args.batch_size, lr=args.lr, max_films=args.max_films, seed=args.seed,
-                              target_sensitivity=args.target_sensitivity, device=args.device,
-                              precision=args.precision).resolved()
-    except ValueError as exc:  # the limits of core.config, the same the Retrain page and jobs apply
-        _fail(str(exc))
-    if args.name is not None:
-        check_model_name(args.name)  # before minutes of training: `--name ../x` must never name a path
-    directory = shipped_dir() if args.shipped else checkpoint_dir()
-    main_process = config.distributed_environment().is_main  # under torchrun only rank 0 reports
-    bar = tqdm(total=request.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True, disable=not main_process)
-
-    def on_progress(event) -> None:
-        if isinstance(event, StepEvent):
-            bar.n = round(event.progress * request.epochs, 2)
-            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
-            bar.refresh()
-        elif isinstance(event, EpochEvent):
-            bar.write(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, "
-                      f"validation AUC {event.val_auc:.4f}, {event.seconds:.0f} s")
-        elif isinstance(event, (NoteEvent, LoadingEvent)) and event.message:
-            bar.write(event.message)
-
-    _check_override(args)
-    record = train(args.dir, request, name=args.name, directory=directory, on_progress=on_progress, who=_who())
-    bar.close()
-    if record is None:  # another rank of a torchrun launch: rank 0 wrote the model and prints it
-        return 0
-    if args.set_default:  # here, not inside train(): a refusal must not leave torchrun's other ranks waiting
-        _make_default(record.name, args.override_floor, directory)
-    print(json.dumps({"name": record.name, "checkpoint": str(directory / f"{record.name}.pt"),
-                      "validation": record.report.summary(), "seconds": record.training.seconds}))
-    return 0
-
-
-def _calibrate(args) -> int:
-    from core.training.calibrate import calibrate
-
-    _check_override(args)
-    record = calibrate(args.model, args.target_sensitivity, args.data, device=args.device, who=_who())
-    if args.set_default:
-        _make_default(record.name, args.override_floor)
-    print(json.dumps({"name": record.name, "from": record.calibration.from_model,
-                      "previous_threshold": record.calibration.previous_threshold,
-                      "validation": record.report.summary()}))
-    return 0
-
-
-def _set_default(args) -> int:
-    from core.store.registry import find_model
-
-    _make_default(args.model, args.override_floor)
-    entry = find_model(args.model)
-    print(json.dumps({"default": entry.name, "task": entry.task, "override_floor": args.override_floor}))
-    return 0
-
-
-def _who() -> str:
-    from core.admin.audit import cli_user
-
-    return cli_user()
-
-
 def _audit(action: str, **details) -> None:
-    from core.admin.audit import record_action
+    from core.admin.audit import cli_user, record_action
 
-    record_action(action, _who(), **details)
-
-
-def _check_override(args) -> None:
-    if args.override_floor and not args.set_default:
-        _fail("--override-floor only applies together with --set-default.")
-
-
-def _make_default(name: str, override: bool, directory: Path | None = None) -> None:
-    """Through the promotion floor; a refused new version stays registered, and the error says so."""
-    from core.errors import PromotionRefused
-    from core.store.promotion import promote
-
-    try:
-        promote(name, who=_who(), override=override, directory=directory)
-    except PromotionRefused as exc:
-        _fail(f"{exc} {name} stays registered; the default is unchanged.")
+    record_action(action, cli_user(), **details)
 
 
 def _models(args) -> int:
@@ -251,6 +189,8 @@ def _models(args) -> int:
              "default": e.is_default,
              "image_size": e.record.image_size,
              "metrics": e.record.report.summary() if e.record.report else _NO_METRICS,
+             # beside internal validation: another batch, adults outside the training population, a site's films
+             "other_metrics": {key: r.summary_with_intervals() for key, r in e.record.other_reports.items()},
              "parameters": e.record.parameters, "created": e.record.created} for e in entries]
     if args.json:
         print(json.dumps({"models": rows, "problems": problems}))

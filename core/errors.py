@@ -81,3 +81,15 @@ class PromotionRefused(TriageError):
 
 class AuditLogUnavailable(TriageError):
     """The audit log cannot be written, so an administrative action cannot be recorded."""
+
+
+class EnsembleRefused(TriageError):
+    """The named models cannot form one ensemble (too few, different classes or validation films, ...)."""
+
+
+class ResumeRefused(TriageError):
+    """There is no saved state to resume for these settings and films, or it cannot be used."""
+
+
+class CommandRefused(TriageError):
+    """A command-line request that cannot be carried out as asked (its message says what to change)."""

@@ -51,6 +51,7 @@ DEFAULT_PATIENCE = 4
 # bf16 autocast for training where the hardware has it (the stored threshold is always chosen in fp32).
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
+HOLDOUTS = ("kermany-batch",)  # named rules of core.training.holdout (another batch kept out of training)
 # Inference batches (validation, evaluate): no gradients are kept, so large batches cost little memory.
 INFERENCE_BATCH_SIZE = {"cpu": 128, "cuda": 512}
 

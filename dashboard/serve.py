@@ -2,7 +2,7 @@
 
 ``streamlit run`` executes a page only when a browser connects, so the triage page used to start importing
 torch and loading the default model (about 3 s here) only once somebody was already looking at it. This
-launcher starts that same warm-up (:func:`dashboard.state.warm_up`, one shared load per process and model
+launcher starts that same warm-up (:func:`dashboard.model_loads.warm_up`, one shared load per process and model
 version) in a background thread at process start, then hands over to ``streamlit run dashboard/app.py`` with
 the arguments it was given. The page itself is unchanged and still warms up on its own when started with
 plain ``streamlit run``; the server never waits for the warm-up.
@@ -23,7 +23,8 @@ APP = ROOT / "dashboard" / "app.py"
 def preload() -> None:
     """Bring the default model up, then the page's own heavier imports, so the first upload finds them."""
     try:
-        from dashboard.state import registered_models, warm_up
+        from dashboard.model_loads import warm_up
+        from dashboard.state import registered_models
 
         models, _ = registered_models()
         if models:

@@ -43,7 +43,8 @@ def test_new_version_reaches_the_new_target_with_the_same_weights(trained_model,
     assert new.report.auc == pytest.approx(old.report.auc, abs=1e-6)  # same weights, same films
     stored = json.loads((registry / f"{new.name}.json").read_text())
     assert stored["calibration"] == {"from": old.name, "previous_threshold": old.operating_point.threshold,
-                                     "previous_policy": old.operating_point.policy, "target_sensitivity": 0.995}
+                                     "previous_policy": old.operating_point.policy, "target_sensitivity": 0.995,
+                                     "source": "validation", "folder": None, "films": None}
     assert new.training == old.training and new.data == old.data
     assert new.inference_ms_per_film > 0  # measured again for the new version
     assert new.created.endswith("Z") and clock.parse(new.created) >= clock.parse(old.created)  # UTC
@@ -82,7 +83,8 @@ def test_cli_reports_the_new_version_and_fails_as_json(trained_model, registry, 
                    "--set-default", checkpoints=registry)
     assert done.returncode == 0, done.stderr
     out = done.json_lines()[0]
-    assert set(out) == {"name", "from", "previous_threshold", "validation"}  # the CLI's schema
+    assert set(out) == {"name", "from", "previous_threshold", "source", "validation"}  # the CLI's schema
+    assert out["source"] == "validation"
     assert set(out["validation"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
     assert out["from"] == name and out["validation"]["sensitivity"] >= 0.99
     assert out["previous_threshold"] == trained_model.record.operating_point.threshold

@@ -105,8 +105,13 @@ def test_models_json_lists_the_registry(run_cli, trained_model):
     assert (row["name"], row["arch"], row["default"], row["image_size"]) == (trained_model.name, "cnn5", True, 64)
     assert row["classes"] == ["NORMAL", "PNEUMONIA"]
     assert row["metrics"]["auc"] == pytest.approx(trained_model.record.report.auc)
-    assert set(row) == {"name", "tier", "task", "arch", "classes", "default", "image_size", "metrics", "parameters",
-                        "created"}
+    assert set(row) == {"name", "tier", "task", "arch", "classes", "default", "image_size", "metrics",
+                        "other_metrics", "parameters", "created"}
+    stored = trained_model.record.other_reports
+    assert set(row["other_metrics"]) == set(stored)
+    for key, figures in row["other_metrics"].items():
+        assert figures["n"] == stored[key].n and figures["specificity"] == pytest.approx(stored[key].specificity)
+        assert figures["specificity_ci"] == pytest.approx(list(stored[key].specificity_ci))
     assert row["tier"] == "site"  # the session's shipped folder is empty
     assert set(row["metrics"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
     assert row["task"] == "pneumonia" and row["created"] == trained_model.record.created

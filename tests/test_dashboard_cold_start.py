@@ -1,7 +1,7 @@
 """Cold start of the triage page: it draws with nothing heavy imported; models come up in the background.
 
 What the page imports at module level must not load torch, torchvision or pytorch_grad_cam (seconds each on
-a fresh server); :func:`dashboard.state.warm_up` brings the model up in a thread, once per process and model
+a fresh server); :func:`dashboard.model_loads.warm_up` brings the model up in a thread, once per process and model
 version, and then the Grad-CAM library. Timings are measured by bench/cold_start.py, not asserted here.
 """
 from __future__ import annotations
@@ -15,11 +15,13 @@ import textwrap
 import pytest
 from e2e_support import ROOT, quick_checkpoints, real_films
 
+import dashboard.model_loads
 import dashboard.state
 from core.errors import CheckpointError
 from core.films.read import read_film
 from dashboard.components import triage_view
-from dashboard.state import predictor_for, registered_models, warm_up
+from dashboard.model_loads import predictor_for, warm_up
+from dashboard.state import registered_models
 
 PAGE = ROOT / "dashboard" / "views" / "triage.py"
 HEAVY = ("torch", "torchvision", "pytorch_grad_cam", "sklearn")
@@ -80,7 +82,7 @@ def test_drawing_the_page_imports_nothing_heavy_until_the_model_loads(checkpoint
     code = f"""
         import sys
         from streamlit.testing.v1 import AppTest
-        import dashboard.state as state
+        import dashboard.model_loads as state
         state.ModelLoad._run = lambda self: None  # the background load never finishes
         state.ModelLoad.ready = property(lambda self: True)  # ...and the page does not wait for it
         state.ModelLoad.result = lambda self: None
@@ -98,7 +100,8 @@ def test_warm_up_brings_the_default_model_up_in_the_background(checkpoints, tmp_
     """In a fresh process: the default predictor becomes available, then the Grad-CAM library, unasked."""
     code = """
         import sys, time
-        from dashboard.state import predictor_for, registered_models, warm_up
+        from dashboard.model_loads import predictor_for, warm_up
+        from dashboard.state import registered_models
         (default, *_), _ = registered_models()
         load = warm_up(default)
         print(default.is_default, default.name, load.wait(240), warm_up(default) is load)
@@ -141,12 +144,12 @@ def test_the_page_knows_the_priorities_predict_gives():
 
 
 def test_at_most_a_few_model_versions_stay_loaded(checkpoints, monkeypatch):
-    monkeypatch.setattr(dashboard.state, "_models", type(dashboard.state._models)())
-    monkeypatch.setattr(dashboard.state, "MAX_MODELS", 1)
+    monkeypatch.setattr(dashboard.model_loads, "_models", type(dashboard.model_loads._models)())
+    monkeypatch.setattr(dashboard.model_loads, "MAX_MODELS", 1)
     cnn, mlp = sorted(registered_models()[0], key=lambda e: e.name)
     first = warm_up(cnn)
     warm_up(mlp)
-    assert list(dashboard.state._models.values())[-1] is not first and len(dashboard.state._models) == 1
+    assert list(dashboard.model_loads._models.values())[-1] is not first and len(dashboard.model_loads._models) == 1
     assert first.wait(240)  # a dropped load still finishes for whoever waits on it
 
 
@@ -157,9 +160,44 @@ def test_make_runs_launcher_warms_the_default_model_before_any_page_is_viewed(ch
         import sys
         from dashboard import serve
         serve.preload()
-        from dashboard.state import registered_models, warm_up
+        from dashboard.model_loads import warm_up
+        from dashboard.state import registered_models
         (default, *_), _ = registered_models()
         load = warm_up(default)
         print(load.ready, not load.failed, load.result().name, 'dashboard.components.triage_view' in sys.modules)
     """
     assert _run(code, tmp_path) == ["True", "True", "pneumonia-cnn5-v1", "True"]
+
+
+def test_the_cam_library_imports_in_steps_with_a_call_before_each(tmp_path):
+    """Warm-up imports pytorch_grad_cam step by step, asking before each whether it may go on; every step is
+    a module pytorch_grad_cam really imports (so the steps do not add work), the last the library itself."""
+    code = """
+        import sys
+        import core.serving.explain as explain
+        seen = []
+        explain.load_cam_library(between_steps=lambda: seen.append(
+            [s for s in explain.CAM_IMPORT_STEPS if s in sys.modules]))
+        print(len(seen), len(explain.CAM_IMPORT_STEPS), seen[0] == [], seen[-1] == list(explain.CAM_IMPORT_STEPS[:-1]))
+        print("pytorch_grad_cam" in sys.modules)
+    """
+    assert _run(code, tmp_path) == ["7", "7", "True", "True", "True"]
+    needed = "import sys, pytorch_grad_cam\nfrom core.serving.explain import CAM_IMPORT_STEPS\n" \
+             "print(all(s in sys.modules for s in CAM_IMPORT_STEPS))"
+    assert _run(needed, tmp_path) == ["True"]
+
+
+def test_background_warm_up_waits_while_a_browser_is_waiting():
+    """Foreground work holds the warm-up's next step until it ends; with none, the warm-up goes straight on."""
+    import threading
+    import time
+
+    gate, steps = dashboard.model_loads.Foreground(), []
+    gate.wait_until_idle()  # nothing in progress: returns at once
+    with gate.working():
+        waiter = threading.Thread(target=lambda: (gate.wait_until_idle(), steps.append("step")))
+        waiter.start()
+        time.sleep(0.3)
+        assert steps == [] and waiter.is_alive()
+    waiter.join(timeout=5)
+    assert steps == ["step"]

@@ -36,6 +36,7 @@ from core.jobs.records import JobStatus, read_status
 from core.store.records import TrainConfig
 from core.store.registry import list_models
 from core.training.events import DoneEvent, EpochEvent, LoadingEvent, StepEvent
+from core.training.resume import cancelled_message
 
 QUICK = TrainConfig(arch="mlp", epochs=1, image_size=32, max_films=120)
 # Long enough to be caught mid-training: many epochs, early stopping as late as the limits allow.
@@ -156,7 +157,8 @@ def test_second_start_is_refused_and_cancel_saves_nothing(places, kermany_train)
     cancel_job(job.job_id, jobs)
     done = _finished(job.folder, timeout=60)
     assert done.state == CANCELLED
-    assert "nothing was saved" in done.message
+    epochs = len([e for e in done.events() if isinstance(e, EpochEvent)])  # each one's state is kept for Resume
+    assert done.message == cancelled_message(epochs, LONG.epochs)
     assert _registry_snapshot(checkpoints) == before
     assert lock.held_by(jobs) is None
     with pytest.raises(JobError, match="not running"):

@@ -29,6 +29,9 @@ from core.training.events import EpochEvent
 LONG = TrainConfig(arch="mlp", epochs=200, image_size=64, max_films=200, patience=100)
 LIMIT_MESSAGE = ("Training was stopped after its time limit of {}; nothing was saved. "
                  "An administrator can change the limit (CXR_JOB_TIME_LIMIT).")
+KEPT_MESSAGE = ("Training was stopped after its time limit of {}; no model was registered. Its state after epoch {} "
+                "of {} is kept: an administrator can resume it (Resume). An administrator can change the limit "
+                "(CXR_JOB_TIME_LIMIT).")  # once an epoch has finished, its saved state stays (core.training.resume)
 
 
 @pytest.fixture
@@ -65,7 +68,9 @@ def test_a_job_past_its_time_limit_is_stopped_saves_nothing_and_says_so(places, 
     job = start_job(kermany_train, LONG, directory=checkpoints, root=jobs, who="admin:alice")
     assert job.settings.time_limit_minutes == 0.25 and job.settings.started_by == "admin:alice"
     done = wait_for(lambda: _ended(job.folder), timeout=240, what="the time limit to stop the job")
-    assert done.state == FAILED and done.message == LIMIT_MESSAGE.format("15 s")
+    epochs = len([e for e in done.events() if isinstance(e, EpochEvent)])
+    assert done.state == FAILED and done.message == (KEPT_MESSAGE.format("15 s", epochs, LONG.epochs) if epochs
+                                                     else LIMIT_MESSAGE.format("15 s"))
     assert done.model is None and _snapshot(checkpoints) == before and lock.held_by(jobs) is None
     assert len([e for e in done.events() if isinstance(e, EpochEvent)]) < LONG.epochs
     assert any("The time limit of 15 s is reached: stopping." in line for line in done.log_tail())

@@ -21,8 +21,8 @@ def evaluate_probabilities(
     probabilities = np.asarray(probabilities, dtype=np.float64)
     auc, auc_ci = _auc_with_interval(y_true, probabilities, seed)
     roc = None
-    if point.normal_index is not None:
-        is_abnormal = (y_true != point.normal_index).astype(int)
+    is_abnormal = None if point.normal_index is None else (y_true != point.normal_index).astype(int)
+    if is_abnormal is not None and 0 < is_abnormal.sum() < len(is_abnormal):  # a curve needs both kinds
         fpr, tpr, thresholds = roc_curve(is_abnormal, point.abnormal_scores(probabilities))
         roc = Roc(fpr=_round(fpr), tpr=_round(tpr), thresholds=_round(np.minimum(thresholds, 1.0)))
     return Report(

@@ -15,10 +15,10 @@ whose status says queued or running while the lock is free has lost its process:
 failed (or succeeded, when it had registered its model before it died). The runner runs
 ``python -m core.jobs.runner JOB_DIR --lock-fd N`` in a new session, so it outlives the page, the tab and
 the Streamlit script run. Cancelling leaves a marker and sends SIGTERM; the runner stops between training
-steps and saves nothing. The registry is only written by ``train()``, atomically, so a killed job cannot
-corrupt it. Every time written is UTC, from core.clock. A job stops itself after its time limit
-(core.jobs.time_limit); finished job folders past their age are pruned (core.jobs.prune); starts and cancels
-are written to the audit log (core.admin.audit) with who asked.
+steps and registers nothing (its finished epochs stay, for Resume: core.jobs.resume). The registry is only
+written by ``train()``, atomically, so a killed job cannot corrupt it. Every time written is UTC, from
+core.clock. A job stops itself after its time limit (core.jobs.time_limit); finished job folders past their
+age are pruned (core.jobs.prune); starts, resumes and cancels are in the audit log (core.admin.audit).
 """
 from __future__ import annotations
 
@@ -40,25 +40,13 @@ from core.films.folders import discover
 from core.jobs import lock
 from core.jobs.lock import LOCK_FILE
 from core.jobs.prune import JOB_FOLDER, prune_old_jobs
-from core.jobs.records import (
-    ACTIVE_STATES,
-    CANCELLED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    JobSettings,
-    JobStatus,
-    JobSummary,
-    read_settings,
-    read_status,
-    write_settings,
-    write_status,
-)
+from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobSettings, JobStatus,
+                               JobSummary, read_settings, read_status, write_settings, write_status)
 from core.store.names import check_model_name
 from core.store.registry import checkpoint_dir, list_models
 from core.store.records import ModelRecord, TrainConfig
 from core.training.events import ProgressEvent, parse_event
+from core.training.saved_runs import kept_note
 
 __all__ = ["ACTIVE_STATES", "CANCELLED", "FAILED", "LOCK_FILE", "QUEUED", "RUNNING", "RUNNER_MODULE",
            "SUCCEEDED", "Job", "JobAlreadyRunning", "JobSettings", "JobStatus", "JobSummary", "active_job",
@@ -133,10 +121,12 @@ def check_request(data_dir: str | Path, config: TrainConfig) -> TrainConfig:
 
 
 def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None,
-              directory: Path | None = None, root: Path | None = None, *, who: str = "cli") -> Job:
-    """Check the request, claim the one job slot and start the runner; raises JobAlreadyRunning if taken.
-    The start is written to the audit log as asked for by ``who`` first: a start that cannot be recorded
-    does not happen. The job stops itself after the configured time limit (core.jobs.runner)."""
+              directory: Path | None = None, root: Path | None = None, *, who: str = "cli",
+              resume_of: str | None = None) -> Job:
+    """Check the request, claim the one job slot and start the runner (``resume_of``: to continue that job's
+    run, core.jobs.resume); raises JobAlreadyRunning if taken. The start is written to the audit log as asked
+    for by ``who`` first: a start that cannot be recorded does not happen. The job stops itself after the
+    configured time limit (core.jobs.runner)."""
     config = check_request(data_dir, config)
     if name is not None:
         check_model_name(name)  # a file name, never a path (InvalidModelName), before any process starts
@@ -154,9 +144,9 @@ def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None
         write_settings(folder, JobSettings(
             job_id=job_id, data_dir=Path(data_dir).expanduser().resolve(), name=name, config=config,
             checkpoints=(directory or checkpoint_dir()).resolve(), created=clock.iso(), started_by=who,
-            time_limit_minutes=settings().job_time_limit_minutes))
+            time_limit_minutes=settings().job_time_limit_minutes, resume_of=resume_of))
         write_status(folder, QUEUED, message="Waiting for the training process to start.")
-        _record_start(folder, job_id, data_dir, config, name, who)
+        _record_start(folder, job_id, data_dir, config, name, who, resume_of)
         try:
             process = _spawn(folder, fd)
         except OSError as exc:
@@ -170,10 +160,12 @@ def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None
 
 
 def _record_start(folder: Path, job_id: str, data_dir: str | Path, config: TrainConfig, name: str | None,
-                  who: str) -> None:
+                  who: str, resume_of: str | None = None) -> None:
+    resumed = {"resumes": resume_of} if resume_of else {}  # a resume names the job whose run it continues
     try:  # the dataset by its last two folder names: the audit log is shown on a page, server paths are not
-        record_action("job.start", who, job=job_id, dataset="/".join(Path(data_dir).parts[-2:]), name=name,
-                      config=config.to_json(), time_limit_minutes=settings().job_time_limit_minutes)
+        record_action("job.resume" if resume_of else "job.start", who, job=job_id, **resumed,
+                      dataset="/".join(Path(data_dir).parts[-2:]), name=name, config=config.to_json(),
+                      time_limit_minutes=settings().job_time_limit_minutes)
     except AuditLogUnavailable:
         write_status(folder, FAILED, message="Not started: the audit log cannot be written.")
         raise
@@ -286,7 +278,7 @@ def _settle_if_dead(folder: Path) -> Job:
     else:
         write_status(folder, FAILED, message=(
             "The training process stopped unexpectedly (it was killed or the server restarted). "
-            "Nothing was registered; the existing models and the default are unchanged."))
+            "Nothing was registered; the existing models and the default are unchanged." + kept_note(job.job_id)))
     return _read(folder)
 
 

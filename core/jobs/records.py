@@ -33,6 +33,7 @@ class JobSettings(Record):
     created: str | None = None  # UTC, core.clock.iso
     started_by: str | None = None  # who asked for the job (the audit log says the same)
     time_limit_minutes: float | None = None  # the limit in force when it started; None: the current setting
+    resume_of: str | None = None  # the job whose interrupted run this one continues (core.training.resume)
 
 
 class JobSummary(Record):

@@ -5,8 +5,9 @@ status is written, and if it dies first the kernel releases it. It reads ``confi
 running (with its pid, for Cancel), calls :func:`core.training.train.train` with every progress event
 appended to ``events.jsonl``, and always leaves a final state in ``status.json``. SIGTERM (Cancel) sets a
 flag that ``should_stop`` reads between training steps, so ``train()`` raises ``TrainingCancelled`` and
-writes nothing; while films are still being decoded nothing has been written either, so the process simply
-records the cancellation and exits at once. The job's time limit (core.jobs.time_limit) stops it the same
+registers nothing (the run's state after its last finished epoch stays, for Resume: core.jobs.resume); while
+films are still being decoded nothing has been written either, so the process simply records the
+cancellation and exits at once. The job's time limit (core.jobs.time_limit) stops it the same
 way, and marks it failed "after its time limit". Every time written is UTC (core.clock).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from core.jobs import lock
 from core.jobs.records import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobSummary, read_settings, write_status
 from core.jobs.time_limit import TimeLimit, describe, stop_process_group
 from core.training.events import DoneEvent, EpochEvent, LoadingEvent, NoteEvent, ProgressEvent, StepEvent
+from core.training.saved_runs import kept_note
 
 CANCELLED_EARLY = "Training was cancelled before it started; nothing was saved."
 
@@ -48,7 +50,9 @@ class JobRunner:
         return self.cancel_requested or self.out_of_time or (self.folder / "cancel").exists()
 
     def time_limit_message(self) -> str:
-        return (f"Training was stopped after its time limit of {describe(self.time_limit)}; nothing was saved. "
+        kept = kept_note(self.settings.job_id)  # the epochs it finished are kept: Resume continues the run
+        return (f"Training was stopped after its time limit of {describe(self.time_limit)}; "
+                f"{'no model was registered' if kept else 'nothing was saved'}.{kept} "
                 "An administrator can change the limit (CXR_JOB_TIME_LIMIT).")
 
     def on_time_limit(self) -> None:
@@ -71,7 +75,7 @@ class JobRunner:
         self.log("Cancel requested.")
         if not self.training_started:
             # Still starting or decoding films: nothing is written yet, so stopping here is clean.
-            self.finish(CANCELLED, CANCELLED_EARLY)
+            self.finish(CANCELLED, CANCELLED_EARLY + kept_note(self.settings.job_id))  # a resumed run's stays
             os._exit(0)
 
     def log(self, message: str) -> None:
@@ -118,6 +122,8 @@ class JobRunner:
         write_status(self.folder, RUNNING, pid=os.getpid(), message="Training.")
         self.log(f"Job {settings.job_id}: {config.arch}, {config.epochs} epoch(s), "
                  f"{config.image_size} px, on {settings.data_dir}.")
+        if settings.resume_of:
+            self.log(f"Resuming the interrupted run of job {settings.resume_of}.")
         if self.should_stop():
             return self._stopped(CANCELLED_EARLY)
         from core.training.train import TrainingCancelled, train  # torch loads after the status is written
@@ -125,7 +131,7 @@ class JobRunner:
         try:
             record = train(settings.data_dir, config, name=settings.name, directory=settings.checkpoints,
                            on_progress=self.emit, should_stop=self.should_stop, job_id=settings.job_id,
-                           who=settings.started_by or "job")
+                           who=settings.started_by or "job", resume=settings.resume_of is not None)
         except TrainingCancelled as exc:
             return self._stopped(str(exc))
         except TriageError as exc:
@@ -147,7 +153,8 @@ class JobRunner:
         if self.out_of_time:
             self.finish(FAILED, self.time_limit_message())
             return 1
-        self.finish(CANCELLED, cancelled)
+        kept = "" if "is kept" in cancelled else kept_note(self.settings.job_id)  # cancelled before training
+        self.finish(CANCELLED, cancelled + kept)
         return 0
 
 

@@ -27,6 +27,11 @@ CATALOG: dict[str, ArchitectureInfo] = {
 }
 
 
+# A registered model whose ``members`` are networks of the catalog (core.models.ensemble): listed, compared
+# and served as one model, never trained as such, so it is not an entry of CATALOG.
+ENSEMBLE = "ensemble"
+
+
 def architecture_info(name: str) -> ArchitectureInfo:
     try:
         return CATALOG[name]

@@ -18,11 +18,11 @@ from core.errors import CheckpointError
 from core.films.film import Film
 from core.films.quality import usability_problems
 from core.films.tensor import as_float, film_to_tensor
-from core.models.build import cam_layer
 from core.models.device import place_model, resolve_device
+from core.models.ensemble import explained_layers
 from core.models.inference import probabilities
 from core.serving.chest_check import ChestFilmCheck
-from core.serving.explain import heat_map, overlay
+from core.serving.explain import heat_map, mean_heat_map, overlay
 from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
 from core.store.checkpoints import LoadedModel, load_checkpoint
 from core.store.registry import find_model
@@ -73,7 +73,8 @@ class Predictor:
         self.loaded = loaded
         self.name = loaded.name
         self.lock = FairLock()
-        self._cam_layer = cam_layer(loaded.record.arch, loaded.model)
+        # (network, layer, input size) Grad-CAM reads: the model, or each member of an ensemble
+        self._explained = explained_layers(loaded.record.arch, loaded.model, loaded.image_size)
         self.chest_check, self.chest_check_problem = chest_check, None
         if chest_check is None:
             try:
@@ -89,10 +90,15 @@ class Predictor:
 
     @property
     def can_explain(self) -> bool:
-        return self._cam_layer is not None
+        return bool(self._explained)
 
-    def _model_input(self, film: Film):
-        return as_float(film_to_tensor(film, self.loaded.image_size).unsqueeze(0))
+    @property
+    def _cam_layer(self):
+        """The (first) layer Grad-CAM hooks, or None."""
+        return self._explained[0][1] if self._explained else None
+
+    def _model_input(self, film: Film, size: int | None = None):
+        return as_float(film_to_tensor(film, size or self.loaded.image_size).unsqueeze(0))
 
     def predict(self, film: Film) -> Prediction:
         batch = self._model_input(film)
@@ -127,11 +133,16 @@ class Predictor:
                           None if point.normal_index is None else point.threshold, warnings)
 
     def explain(self, film: Film, class_name: str, method: str = "gradcam", opacity: float = 0.4) -> Explanation:
-        if self._cam_layer is None:
-            raise ValueError(f"{self.loaded.record.arch} has no convolutional layer to explain with Grad-CAM")
+        """Grad-CAM for ``class_name``; for an ensemble, each member's map (its own layer, at its own input size)
+        resized to the ensemble's input size and averaged."""
+        if not self._explained:
+            what = "a member of this ensemble" if self.loaded.record.members else self.loaded.record.arch
+            raise ValueError(f"{what} has no convolutional layer to explain with Grad-CAM")
         if class_name not in self.loaded.classes:
             raise ValueError(f"unknown class '{class_name}'; this model knows {', '.join(self.loaded.classes)}")
-        batch = self._model_input(film)
+        index = self.loaded.classes.index(class_name)
+        inputs = [self._model_input(film, size) for _, _, size in self._explained]
         with self.lock.turn(EXPLANATION):
-            heat = heat_map(self.loaded.model, self._cam_layer, batch, self.loaded.classes.index(class_name), method)
-        return Explanation(class_name, method, heat, film.pixels, opacity)
+            maps = [heat_map(network, layer, batch, index, method)
+                    for (network, layer, _), batch in zip(self._explained, inputs)]
+        return Explanation(class_name, method, mean_heat_map(maps, self.loaded.image_size), film.pixels, opacity)

@@ -24,9 +24,10 @@ from torch import nn
 
 from core.errors import CheckpointError
 from core.models.build import build_model
+from core.models.ensemble import ENSEMBLE, MemberSpec, build_ensemble, ensemble_input_size
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
-from core.store.records import ModelRecord, read_model_record
+from core.store.records import Member, ModelRecord, read_model_record
 from core.store.reports import OperatingPoint
 
 
@@ -56,12 +57,36 @@ def save_checkpoint(directory: Path, model: nn.Module, record: ModelRecord) -> M
     """Write NAME.pt then NAME.json; returns the record as written (with the weights' hash and size)."""
     json.dumps(record.to_json())  # fail before writing anything if the record cannot be stored
     state = {k: _storage(v) for k, v in model.state_dict().items()}
+    members = _stored_members(record, state)
     buffer = _to_bytes({"model": state, "identity": record.identity()})
     atomic_write_bytes(directory / f"{record.name}.pt", buffer)
     record = record.model_copy(update={"weights_sha256": hashlib.sha256(buffer).hexdigest(),
-                                       "weights_bytes": len(buffer)})
+                                       "weights_bytes": len(buffer), "members": members})
     atomic_write_json(directory / f"{record.name}.json", record.to_json())
     return record
+
+
+def _stored_members(record: ModelRecord, state: dict[str, torch.Tensor]) -> tuple[Member, ...]:
+    """An ensemble's members as stored: all in ``NAME.pt`` (member K's tensors under ``members.K.``), each with
+    the digest of its own tensors (:func:`member_digest`)."""
+    found = {key.split(".")[1] for key in state if key.startswith("members.")}
+    if found != {str(i) for i in range(len(record.members))}:
+        raise ValueError(f"the record names {len(record.members)} ensemble members, the model has {len(found)}")
+    return tuple(member.model_copy(update={"weights_file": f"{record.name}.pt",
+                                           "weights_sha256": member_digest(state, i)})
+                 for i, member in enumerate(record.members))
+
+
+def member_digest(state: dict[str, torch.Tensor], index: int | None) -> str:
+    """SHA-256 of ensemble member ``index``'s stored tensors (each name without its ``members.K.`` prefix, dtype,
+    shape and bytes, in name order): the digest of that network's own stored state dict, with index None."""
+    prefix = "" if index is None else f"members.{index}."
+    digest = hashlib.sha256()
+    for key in sorted(k for k in state if k.startswith(prefix)):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key[len(prefix):]}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _storage(tensor: torch.Tensor) -> torch.Tensor:
@@ -117,12 +142,40 @@ def load_checkpoint(json_path: Path) -> LoadedModel:
     if payload["identity"] != record.identity():
         raise CheckpointError(f"Weights file {weights.name} and its description disagree on the model's identity.")
     try:
-        model, _ = build_model(record.arch, record.model_args.num_classes, record.image_size, pretrained=False)
+        model = _build(record)
     except ValueError as exc:
         raise CheckpointError(f"{json_path.name}: {exc}.") from exc
+    _verify_members(record, payload["model"], weights.name)
     try:
         model.load_state_dict(payload["model"], strict=True)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"Weights in {weights.name} do not fit architecture {record.arch}: {exc}") from exc
     model.eval()
     return LoadedModel(record, model)
+
+
+def _build(record: ModelRecord) -> nn.Module:
+    """The untrained network a record describes: its architecture, or an ensemble of its members."""
+    if not record.members:
+        return build_model(record.arch, record.model_args.num_classes, record.image_size, pretrained=False)[0]
+    if record.arch != ENSEMBLE:
+        raise ValueError(f"it names ensemble members but its architecture is {record.arch}")
+    specs = [MemberSpec(member.arch, member.image_size) for member in record.members]
+    if ensemble_input_size([spec.image_size for spec in specs]) != record.image_size:
+        raise ValueError(f"its input size {record.image_size} px does not fit its members' sizes")
+    return build_ensemble(specs, record.model_args.num_classes)
+
+
+def _verify_members(record: ModelRecord, state: dict, weights_name: str) -> None:
+    """Each ensemble member's tensors must match the digest its description records."""
+    for index, member in enumerate(record.members):
+        if member.weights_file != weights_name:
+            raise CheckpointError(f"Member {index + 1} of {record.name} names weights file {member.weights_file}, "
+                                  f"not {weights_name}; the description was not written by this program.")
+        try:
+            digest = member_digest(state, index)
+        except (AttributeError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"Weights file {weights_name} holds something other than tensors.") from exc
+        if digest != member.weights_sha256:
+            raise CheckpointError(f"Member {index + 1} ({member.arch}) in {weights_name} does not match its "
+                                  "description (replaced or corrupt), so the ensemble is refused.")

@@ -35,7 +35,9 @@ class TrainConfig(Record):
     pretrained: bool = True
     val_fraction: float = limits.DEFAULT_VAL_FRACTION
     patience: int = limits.DEFAULT_PATIENCE
-    seed: int = 0
+    seed: int = 0  # initial weights, batch order and augmentation
+    split_seed: int | None = None  # the validation split; None: ``seed`` (ensemble members share one split)
+    holdout: str | None = None  # a rule of core.training.holdout: another batch kept out for a second check
     target_sensitivity: float = limits.DEFAULT_TARGET_SENSITIVITY
     max_films: int | None = None  # a random class-balanced subset, for quick runs and tests
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (core/models/device.py)
@@ -106,12 +108,16 @@ class InputSpec(Record):
 
 
 class Calibration(Record):
-    """Where a recalibrated version came from: same weights, a threshold for another sensitivity target."""
+    """Where a recalibrated version came from: same weights, a threshold for another sensitivity target, chosen
+    on the model's own validation films or on a labelled folder of the site (older JSON: validation)."""
 
     from_model: str = Field(alias="from")
     previous_threshold: float | None = None
     previous_policy: str | None = None
     target_sensitivity: float
+    source: Literal["validation", "site folder"] = "validation"  # the films the threshold was chosen on
+    folder: str | None = None  # the site folder as a data-root label (root/relative), never a server path
+    films: Fingerprint | None = None  # the site films: count, class counts (the model's names), sha256
 
 
 class Member(Record):

@@ -149,3 +149,11 @@ class Report(Record):
         """The headline figures the CLI prints for a model."""
         return {"n": self.n, "auc": self.auc, "accuracy": self.accuracy, "sensitivity": self.sensitivity,
                 "specificity": self.specificity, "threshold": self.threshold}
+
+    def summary_with_intervals(self) -> dict:
+        """The headline figures with their 95 % intervals and the films they come from (``split``), for listing
+        the reports a model carries beside internal validation. None where a figure cannot exist (AUC and
+        sensitivity on normal films only)."""
+        return {**self.summary(), "auc_ci": self.auc_ci, "sensitivity_ci": self.sensitivity_ci,
+                "specificity_ci": self.specificity_ci, "class_counts": dict(zip(self.classes, self.class_counts)),
+                "split": self.split}

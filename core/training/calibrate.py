@@ -1,12 +1,26 @@
-"""Re-choose a model's operating point on its own validation films, without retraining.
+"""Re-choose a model's operating point without retraining: on its own validation films, or on a site's own.
 
 A site that wants a different sensitivity target (or a model trained under an older policy) gets a new
-version with the same weights, a threshold chosen by the same rule on the same patient-disjoint validation
-split, and a fresh report. Versions stay immutable: the app caches models and results per version.
+version with the same weights, a threshold chosen by the same rule (core.training.operating_point) and fresh
+reports. Versions stay immutable: the app caches models and results per version.
 
-The validation split is rebuilt from the training record (data folder, validation fraction, seed, subset)
-and must hash to the fingerprint stored at training time; otherwise the films differ and calibrating on
-them could put training films into the choice, so it is refused.
+Where the threshold is chosen (``Calibration.source``):
+
+- ``validation``: the patient-disjoint validation split, rebuilt from the training record (data folder,
+  validation fraction, seeds, subset, holdout) and required to hash to the fingerprint stored at training
+  time; otherwise the films differ and the choice could include training films, so it is refused.
+- ``site folder``: a labelled class-folder tree of the site (core.training.site_folder), named by its data-root
+  label, with at least the promotion floor's films per class. The version records the folder's label and
+  fingerprint. The operating point's ``validation_sensitivity``/``validation_specificity`` are then the figures
+  on the site films it was chosen on, and its policy says so.
+
+Which report says what, in both modes (chosen so that a clinician compares like with like): ``report`` stays
+the internal validation, re-read at the new threshold, so a calibrated version's card and the promotion floor
+still speak of the same films as every other version's; ``other_reports["site"]`` is the site films read at
+the new threshold (its sensitivity is met by construction: the threshold was chosen on them); every other
+entry of ``other_reports`` (the out-of-batch holdout, the adult normals) is recomputed at the new threshold,
+and entries that cannot be recomputed (a previous calibration's site films) are dropped rather than kept at
+a threshold the version no longer uses. Either mode therefore needs the training folder to re-read validation.
 """
 from __future__ import annotations
 
@@ -14,66 +28,142 @@ import re
 from pathlib import Path
 
 from core.admin.audit import record_action
-from core.errors import CalibrationError, DatasetError
-from core.models.device import place_model, resolve_device, to_device
+from core.errors import CalibrationError, DatasetError, FolderNotAllowed
+from core.films.folders import FilmSet
+from core.films.roots import folder_label
+from core.films.tensor import load_tensors
+from core.models.device import model_device, place_model, resolve_device, to_device
 from core.store.checkpoints import load_checkpoint
 from core.store.promotion import promote
-from core.store.records import Calibration, ModelRecord
+from core.store.records import Calibration, ModelRecord, TrainConfig
 from core.store.registry import checkpoint_dir, find_model
-from core.films.folders import FilmSet
-from core.films.tensor import load_tensors
+from core.store.reports import OperatingPoint, Report
 from core.training.data import fingerprint
+from core.training.holdout import holdout_rule
+from core.training.other_reports import other_reports, report_on
 from core.training.shipping import ship_version
+from core.training.site_folder import SiteFolder, hide_path, read_site_folder
 from core.training.train import split_films, validate_for_shipping
 
 _VERSION = re.compile(r"-v\d+$")
+SITE = "site"  # the key of the site films' report in other_reports
+SITE_FOLDER, VALIDATION = "site folder", "validation"
 
 
 def calibrate(
     name: str | None, target_sensitivity: float, data_dir: str | Path | None = None,
     directory: Path | None = None, make_default: bool = False, device: str = "auto", who: str = "cli",
+    site_folder: str | Path | None = None,
 ) -> ModelRecord:
-    """Register ``<base>-vN+1``: the weights of ``name`` with a threshold for ``target_sensitivity``; the
-    validation films run on ``device`` (in fp32, as at training). The calibration is written to the audit log
-    as done by ``who``; ``make_default`` goes through the promotion floor (PromotionRefused: the new version
-    stays registered, not the default)."""
+    """Register ``<base>-vN+1``: the weights of ``name`` with a threshold for ``target_sensitivity``, chosen on
+    its validation films or, with ``site_folder`` (a data-root label, or a folder inside a data root), on the
+    site's labelled films; the films run on ``device`` (in fp32, as at training). The calibration is written to
+    the audit log as done by ``who``; ``make_default`` goes through the promotion floor (PromotionRefused: the
+    new version stays registered, not the default)."""
     directory = directory or checkpoint_dir()
     where = resolve_device(device)
     loaded = load_checkpoint(find_model(name, directory).json_path)
     record = loaded.record
-    val_set = recorded_validation_split(record, data_dir)
-    try:
-        config = record.training.config.model_copy(update={"target_sensitivity": target_sensitivity}).resolved()
-    except ValueError as exc:
-        raise CalibrationError(str(exc)) from exc
+    site = read_site_folder(site_folder, record.classes, record.task) if site_folder is not None else None
+    val_set, held_out = recorded_split(record, data_dir)
+    config = _config(record, target_sensitivity)
     model = place_model(loaded.model, where)  # older checkpoints were float32; the new version is float16
     split = record.report.split if record.report else f"validation: {len(val_set)} films"
-    films = to_device(load_tensors(val_set, loaded.image_size), where)
-    point, report = validate_for_shipping(model, films, val_set, config, split)
+    if site is None:
+        films = to_device(load_tensors(val_set, loaded.image_size), where)
+        point, report = validate_for_shipping(model, films, val_set, config, split)
+        chosen_on = {}
+    else:
+        point, site_report = _choose_on_site(model, site, loaded.image_size, config)
+        report = report_on(model, val_set, loaded.image_size, point, split, config.seed)
+        chosen_on = {SITE: site_report}
+    holdout = holdout_rule(config.holdout).description if held_out is not None else ""
+    others = {**other_reports(model, held_out, holdout, loaded.image_size, point, config.seed), **chosen_on}
     previous = record.operating_point
     calibrated = record.model_copy(update={
-        "operating_point": point, "report": report,
-        "calibration": Calibration(from_model=loaded.name, previous_threshold=previous.threshold,
-                                   previous_policy=previous.policy, target_sensitivity=target_sensitivity),
+        "operating_point": point, "report": report, "other_reports": others,
+        "calibration": _calibration(loaded.name, previous, target_sensitivity, site),
     })
     stored = ship_version(model, calibrated, _VERSION.sub("", loaded.name), directory, who=who)
     record_action("calibrate", who, model=stored.name, from_model=loaded.name, task=stored.task,
                   target_sensitivity=target_sensitivity, previous_threshold=previous.threshold,
                   threshold=point.threshold, sensitivity=report.sensitivity, specificity=report.specificity,
-                  n=report.n)
+                  n=report.n, **_source_details(site, others.get(SITE)))
     if make_default:
         promote(stored.name, who=who, directory=directory)
     return stored
 
 
-def recorded_validation_split(record: ModelRecord, data_dir: str | Path | None = None) -> FilmSet:
-    """The validation films ``record`` was validated on, rebuilt from its training record and checked
-    against the stored fingerprint (DatasetError when the films changed)."""
+def _config(record: ModelRecord, target_sensitivity: float) -> TrainConfig:
+    try:
+        return record.training.config.model_copy(update={"target_sensitivity": target_sensitivity}).resolved()
+    except ValueError as exc:
+        raise CalibrationError(str(exc)) from exc
+
+
+def _choose_on_site(model, site: SiteFolder, image_size: int, config: TrainConfig) -> tuple[OperatingPoint, Report]:
+    """The operating point chosen on the site films by the training rule, and the site films' report at it."""
+    films = site.films
+    split = (f"site folder {site.label}: {len(films)} films ({site.counts_text()}); the threshold was chosen on "
+             "these films, so the sensitivity target is met here by construction")
+    try:
+        x = to_device(load_tensors(films, image_size), model_device(model))
+    except DatasetError as exc:
+        raise hide_path(exc, site.path, site.label) from None
+    point, report = validate_for_shipping(model, x, films, config, split)
+    if point.normal_index is not None:
+        point = point.model_copy(update={"policy": f"highest threshold with sensitivity >= "
+                                                   f"{config.target_sensitivity:.0%} on the site folder {site.label} "
+                                                   f"({len(films)} films)"})
+        report = report.model_copy(update={"operating_point": point})
+    return point, report
+
+
+def _calibration(from_model: str, previous: OperatingPoint, target: float, site: SiteFolder | None) -> Calibration:
+    where = {} if site is None else {"source": SITE_FOLDER, "folder": site.label, "films": fingerprint(site.films)}
+    return Calibration(from_model=from_model, previous_threshold=previous.threshold,
+                       previous_policy=previous.policy, target_sensitivity=target, **where)
+
+
+def _source_details(site: SiteFolder | None, site_report: Report | None) -> dict:
+    """What the audit log keeps about where the threshold was chosen."""
+    if site is None:
+        return {"source": VALIDATION}
+    return {"source": SITE_FOLDER, "site_folder": site.label, "site_films": len(site.films),
+            "site_class_counts": dict(zip(site.films.classes, site.films.class_counts())),
+            "site_sensitivity": site_report.sensitivity, "site_specificity": site_report.specificity}
+
+
+def recorded_split(record: ModelRecord, data_dir: str | Path | None = None) -> tuple[FilmSet, FilmSet | None]:
+    """(the validation films ``record`` was validated on, the batch its holdout kept out or None), rebuilt
+    from its training record and checked against the stored fingerprint (DatasetError when the films
+    changed). Messages name the training folder by its data-root label, never its server path."""
     if record.training is None or record.data is None:
         raise CalibrationError(f"{record.name} has no training record to rebuild its validation split from.")
     data_dir = Path(data_dir or record.training.data_dir)
-    _, _, val_set = split_films(data_dir, record.training.config.resolved())
+    shown = _shown(data_dir)
+    if not data_dir.is_dir():
+        raise CalibrationError(f"The training folder of {record.name} ({shown}) is not on this server; its "
+                               "validation films are needed to re-read its report at the new threshold. Name the "
+                               "folder it moved to (command line: --data).")
+    try:
+        _, _, val_set, held_out = split_films(data_dir, record.training.config.resolved())
+    except DatasetError as exc:
+        raise hide_path(exc, data_dir, shown) from None
     if fingerprint(val_set).sha256 != record.data.validation.sha256:
-        raise DatasetError(f"The validation films in {data_dir} are not the ones {record.name} was validated "
+        raise DatasetError(f"The validation films in {shown} are not the ones {record.name} was validated "
                            f"on (files added, removed or changed); use the original training folder.")
-    return val_set
+    return val_set, held_out
+
+
+def recorded_validation_split(record: ModelRecord, data_dir: str | Path | None = None) -> FilmSet:
+    """The validation films ``record`` was validated on (see :func:`recorded_split`)."""
+    return recorded_split(record, data_dir)[0]
+
+
+def _shown(folder: Path) -> str:
+    """A folder as people may see it: its data-root label, or words when it lies outside every root."""
+    try:
+        return folder_label(folder)
+    except FolderNotAllowed:
+        return "a folder outside the data roots"

@@ -5,6 +5,8 @@ The films arrive decoded once (uint8) and already on the training device; each s
 turns it into the float pixel contract, augments it in batch on the device and runs forward and loss under
 the precision of :class:`~core.training.distributed.Hardware` (bf16 autocast keeps fp32 master weights).
 Validation runs once per epoch on rank 0 only, in fp32 and inference mode at a large batch.
+At the end of every epoch the run's state is saved (core.training.resume), so an interrupted run
+resumes from its last finished epoch.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from core.store.records import EpochRecord, TrainConfig
 from core.training.augment import TrainingAugmentation
 from core.training.distributed import Hardware
 from core.training.events import EpochEvent, NoteEvent, ProgressEvent, StepEvent
+from core.training.resume import RunCheckpoint, RunProgress, cancelled_message
 
 
 @dataclass(frozen=True)
@@ -40,60 +43,111 @@ class TrainingFilms:
 
 
 def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_set: FilmSet, config: TrainConfig,
-        hardware: Hardware, emit: Callable[[ProgressEvent], None],
-        should_stop: Callable[[], bool] | None) -> tuple[dict | None, list[EpochRecord]]:
+        hardware: Hardware, emit: Callable[[ProgressEvent], None], should_stop: Callable[[], bool] | None,
+        run: RunCheckpoint | None = None) -> tuple[dict | None, list[EpochRecord]]:
     """Train ``model`` (already on ``hardware.device``) in place; on rank 0 returns the state with the best
-    validation AUC and one record per epoch (other ranks: None and [])."""
-    device = hardware.device
-    generator = torch.Generator().manual_seed(config.seed + 7919 * hardware.world.rank)  # rank 0: the seed
-    augment = TrainingAugmentation(hflip=config.hflip) if config.augment else None
-    loss_fn = nn.CrossEntropyLoss(weight=train.class_weight.to(device))
-    network = hardware.wrap(model)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    batch_size = hardware.rank_batch_size(config.batch_size, train.total)
-    steps = hardware.steps_per_epoch(config.batch_size, train.total)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr, total_steps=config.epochs * steps,
-                                                   pct_start=0.15)
-    channels_last = has_convolutions(model)  # placed channels_last for training: feed it alike
-    best_state = copy.deepcopy(model.state_dict()) if hardware.is_main else None
-    history, best, stale, started = [], -1.0, 0, time.monotonic()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order, losses = torch.randperm(len(train.films), generator=generator).to(device), []
-        for step in range(steps):
-            if should_stop and hardware.on_any(should_stop()):
-                raise TrainingCancelled("Training was cancelled; nothing was saved.")
-            index = order[step * batch_size : (step + 1) * batch_size]
-            batch = as_float(train.films[index])  # uint8 -> float on the device, per batch
-            batch = augment(batch, generator) if augment else batch
-            if channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with training_autocast(device, hardware.precision):
-                loss = loss_fn(network(batch).float(), train.labels[index])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            losses.append(loss.item())
-            done = (epoch - 1) * steps + step + 1
-            elapsed = time.monotonic() - started
-            emit(StepEvent(epoch=epoch, epochs=config.epochs, step=step + 1, steps=steps, loss=losses[-1],
-                           progress=done / (config.epochs * steps),
-                           eta_seconds=elapsed / done * (config.epochs * steps - done)))
-        train_loss, stop = hardware.mean(float(np.mean(losses))), False
-        if hardware.is_main:  # the other ranks wait for its decision below
-            history.append(_validate(model, x_val, val_set, loss_fn.weight.cpu(), epoch, train_loss, started,
-                                     hardware.precision))
-            emit(EpochEvent(epochs=config.epochs, **history[-1].model_dump()))
-            if history[-1].val_auc > best:
-                best, best_state, stale = history[-1].val_auc, copy.deepcopy(model.state_dict()), 0
-            else:
-                stale += 1
-                stop = stale >= config.patience
-        if hardware.from_main(stop):
-            emit(NoteEvent(message=f"early stop: no validation AUC gain for {stale} epochs"))
+    validation AUC and one record per epoch (other ranks: None and []).
+
+    With ``run`` (core.training.resume) the run's state is saved at the end of every epoch and, when it
+    resumes, restored first: training goes on from the epoch after the saved one as if it had never stopped.
+    """
+    trainer = _Trainer.build(model, train, config, hardware)
+    progress = run.restore(model, trainer.optimiser, trainer.schedule, trainer.generator) if run else RunProgress()
+    if progress.epoch == 0 and hardware.is_main:
+        progress.best_state = copy.deepcopy(model.state_dict())
+    _replay(progress, config, emit)
+    total, first = config.epochs * trainer.steps, progress.epoch * trainer.steps
+    started, resumed = time.monotonic() - progress.seconds, time.monotonic()
+    for epoch in range(progress.epoch + 1, config.epochs + 1):
+        if progress.finished:  # resumed after the last epoch (or an early stop): only shipping was left
             break
-    return best_state, history
+        model.train()
+        order, losses = torch.randperm(len(train.films), generator=trainer.generator).to(hardware.device), []
+        for step in range(trainer.steps):
+            if should_stop and hardware.on_any(should_stop()):
+                raise TrainingCancelled(cancelled_message(progress.epoch if run else 0, config.epochs))
+            index = order[step * trainer.batch_size : (step + 1) * trainer.batch_size]
+            losses.append(trainer.step(train.films[index], train.labels[index]))
+            done = (epoch - 1) * trainer.steps + step + 1
+            rate = (time.monotonic() - resumed) / (done - first)  # seconds per step in this process
+            emit(StepEvent(epoch=epoch, epochs=config.epochs, step=step + 1, steps=trainer.steps, loss=losses[-1],
+                           progress=done / total, eta_seconds=rate * (total - done)))
+        train_loss = hardware.mean(float(np.mean(losses)))
+        if hardware.is_main:  # the other ranks wait for its decision below
+            _judge(progress, _validate(model, x_val, val_set, trainer.loss_fn.weight.cpu(), epoch, train_loss,
+                                       started, hardware.precision), model, config)
+        progress.epoch, progress.seconds = epoch, time.monotonic() - started
+        if run:
+            run.save(progress, model, trainer.optimiser, trainer.schedule, trainer.generator)
+        if hardware.is_main:  # after the save: whoever sees the epoch finished can resume from it
+            emit(EpochEvent(epochs=config.epochs, **progress.history[-1].model_dump()))
+        if hardware.from_main(progress.stale >= config.patience):
+            emit(NoteEvent(message=f"early stop: no validation AUC gain for {progress.stale} epochs"))
+            break
+    return progress.best_state, progress.history
+
+
+@dataclass
+class _Trainer:
+    """What one optimiser step needs, built once per run."""
+
+    network: nn.Module  # the model, or DDP around it
+    optimiser: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: nn.Module
+    augment: TrainingAugmentation | None
+    generator: torch.Generator  # batch order and augmentation: the seed on rank 0
+    channels_last: bool  # placed channels_last for training: feed it alike
+    batch_size: int
+    steps: int
+    hardware: Hardware
+
+    @classmethod
+    def build(cls, model: nn.Module, train: TrainingFilms, config: TrainConfig, hardware: Hardware) -> "_Trainer":
+        optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        steps = hardware.steps_per_epoch(config.batch_size, train.total)
+        return cls(network=hardware.wrap(model), optimiser=optimiser,
+                   schedule=torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr,
+                                                                total_steps=config.epochs * steps, pct_start=0.15),
+                   loss_fn=nn.CrossEntropyLoss(weight=train.class_weight.to(hardware.device)),
+                   augment=TrainingAugmentation(hflip=config.hflip) if config.augment else None,
+                   generator=torch.Generator().manual_seed(config.seed + 7919 * hardware.world.rank),
+                   channels_last=has_convolutions(model), batch_size=hardware.rank_batch_size(config.batch_size,
+                                                                                              train.total),
+                   steps=steps, hardware=hardware)
+
+    def step(self, films: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimiser step on a batch of uint8 films; its loss."""
+        batch = as_float(films)  # uint8 -> float on the device, per batch
+        batch = self.augment(batch, self.generator) if self.augment else batch
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with training_autocast(self.hardware.device, self.hardware.precision):
+            loss = self.loss_fn(self.network(batch).float(), labels)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        self.schedule.step()
+        return loss.item()
+
+
+def _judge(progress: RunProgress, record: EpochRecord, model: nn.Module, config: TrainConfig) -> None:
+    """Rank 0, after validating an epoch: keep the best weights, count the epochs without a gain."""
+    progress.history.append(record)
+    if record.val_auc > progress.best_auc:
+        progress.best_auc, progress.best_state, progress.stale = record.val_auc, copy.deepcopy(model.state_dict()), 0
+    else:
+        progress.stale += 1
+    progress.finished = progress.stale >= config.patience or record.epoch == config.epochs
+
+
+def _replay(progress: RunProgress, config: TrainConfig, emit: Callable[[ProgressEvent], None]) -> None:
+    """A resumed run first tells its listeners the epochs it already has, so curves and counts are whole."""
+    if not progress.epoch:
+        return
+    emit(NoteEvent(message=f"resuming after epoch {progress.epoch} of {config.epochs} from the run's saved state"))
+    for record in progress.history:
+        emit(EpochEvent(epochs=config.epochs, **record.model_dump()))
 
 
 def _validate(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, weight: torch.Tensor, epoch: int,

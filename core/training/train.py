@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import DeviceOutOfMemory, TrainingCancelled
+from core.errors import DeviceOutOfMemory, PromotionRefused, TrainingCancelled
 from core.evaluation.metrics import evaluate_probabilities
 from core.models.build import build_model
 from core.models.device import model_device, place_for_training, place_model, to_device
@@ -30,10 +30,13 @@ from core.tasks import task_name
 from core.films.folders import FilmSet, discover
 from core.films.tensor import load_tensors
 from core.training.data import class_weights, fingerprint, patient_split
+from core.training.holdout import holdout_rule, split_holdout
 from core.training.distributed import Hardware, leave, prepare_hardware
 from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
 from core.training.loop import TrainingFilms, fit
 from core.training.operating_point import choose_operating_point
+from core.training.resume import open_run, run_identity
+from core.training.other_reports import other_reports
 from core.training.shipping import ship_version
 
 __all__ = ["TrainingCancelled", "train", "split_films", "validate_for_shipping"]
@@ -42,20 +45,23 @@ __all__ = ["TrainingCancelled", "train", "split_films", "validate_for_shipping"]
 def train(
     data_dir: str | Path, config: TrainConfig, name: str | None = None, directory: Path | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
-    job_id: str | None = None, make_default: bool = False, who: str = "cli",
+    job_id: str | None = None, make_default: bool = False, who: str = "cli", resume: bool = False,
 ) -> ModelRecord | None:
     """Train, evaluate on validation, ship a new version; returns its record (``directory/NAME.json``).
 
     Under torchrun (core.training.distributed) every process trains on its shard; rank 0 alone reports
     progress, validates and ships, and the other ranks return None. The new version becomes its task's
     default only through the promotion floor (core.store.promotion), in the audit log as done by ``who``.
+    The run's state is saved every epoch until it ships (core.training.resume); ``resume`` continues the
+    interrupted run of these settings and films from it (ResumeRefused when there is none).
     """
     config, directory = config.resolved(), directory or checkpoint_dir()
     hardware = prepare_hardware(config)
     emit = (on_progress or _ignore) if hardware.is_main else _ignore
     completed = False
     try:
-        record = _train(data_dir, config, hardware, name, directory, emit, should_stop, job_id, make_default, who)
+        record = _train(data_dir, config, hardware, name, directory, emit, should_stop, job_id, make_default, who,
+                        resume)
         completed = True
         return record
     except torch.OutOfMemoryError as exc:
@@ -74,27 +80,35 @@ def _ignore(event: ProgressEvent) -> None:
 
 def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: str | None, directory: Path,
            emit: Callable[[ProgressEvent], None], should_stop: Callable[[], bool] | None, job_id: str | None,
-           make_default: bool, who: str) -> ModelRecord | None:
+           make_default: bool, who: str, resume: bool = False) -> ModelRecord | None:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     started = time.monotonic()
-    films, train_set, val_set = split_films(data_dir, config)
+    films, train_set, val_set, held_out = split_films(data_dir, config)
+    run = open_run(run_identity(config, data_dir, train_set, val_set, hardware.world.world_size), hardware, resume,
+                   job_id)  # before decoding: a refused resume says so at once
     train_films, x_val = _decode(films, train_set, val_set, config, hardware, emit, should_stop)
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
-    notes += list(hardware.notes)
+    notes += list(hardware.notes) + run.notes
     for note in notes:
         emit(NoteEvent(message=note))
     emit(NoteEvent(message=hardware.describe()))
     model = place_for_training(model, hardware.device)
-    best_state, history = fit(model, train_films, x_val, val_set, config, hardware, emit, should_stop)
+    best_state, history = fit(model, train_films, x_val, val_set, config, hardware, emit, should_stop, run)
     if not hardware.is_main:
         return None
     model.load_state_dict(best_state)
-    split = f"validation: {len(val_set)} films, a patient-disjoint {len(val_set) / len(films):.0%} of {data_dir}"
+    kept = len(train_set) + len(val_set)
+    split = f"validation: {len(val_set)} films, a patient-disjoint {len(val_set) / kept:.0%} of {data_dir}"
+    if held_out is not None:
+        split += f" after holding out another batch ({config.holdout})"
     point, report = validate_for_shipping(model, x_val, val_set, config, split)
+    emit(LoadingEvent(message="reading the other-batch and outside-population checks"))
+    others = other_reports(model, held_out, holdout_rule(config.holdout).description if held_out else "",
+                           config.image_size, point, config.seed)
     record = ModelRecord(
         name="", task=task_name(films.classes), arch=config.arch, classes=films.classes,
         model_args=ModelArgs(num_classes=len(films.classes), image_size=config.image_size),
-        input=InputSpec(image_size=config.image_size), operating_point=point, report=report,
+        input=InputSpec(image_size=config.image_size), operating_point=point, report=report, other_reports=others,
         training=TrainingRecord(config=config, data_dir=str(data_dir), history=history,
                                 best_epoch=int(np.argmax([h.val_auc for h in history])) + 1,
                                 seconds=round(time.monotonic() - started, 1), notes=notes, job_id=job_id,
@@ -103,7 +117,12 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
         data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
         parameters=int(sum(p.numel() for p in model.parameters())),
     )
-    record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who)
+    try:
+        record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who)
+    except PromotionRefused:
+        run.forget()  # the version is stored; only its promotion was refused
+        raise
+    run.forget()  # shipped: nothing left to resume
     emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
     return record
 
@@ -114,7 +133,7 @@ def _decode(films: FilmSet, train_set: FilmSet, val_set: FilmSet, config: TrainC
     """Decode this rank's training films (and on rank 0 the validation films) once, onto the device."""
     mine = hardware.shard(train_set, config.seed)
     total = len(mine) + (len(val_set) if hardware.is_main else 0)
-    emit(LoadingEvent(message=f"decoding {total if hardware.world.is_distributed else len(films)} films once"))
+    emit(LoadingEvent(message=f"decoding {total} films once"))
 
     def loading(done: int, _: int, offset: int = 0) -> None:
         if should_stop and should_stop():
@@ -132,10 +151,17 @@ def _decode(films: FilmSet, train_set: FilmSet, val_set: FilmSet, config: TrainC
     return films_here, x_val
 
 
-def split_films(data_dir: str | Path, config: TrainConfig) -> tuple[FilmSet, FilmSet, FilmSet]:
-    """All films (or the configured subset), then its patient-disjoint training and validation parts."""
-    films = maybe_subset(discover(data_dir), config)
-    return (films, *patient_split(films, config.val_fraction, config.seed))
+def split_films(data_dir: str | Path, config: TrainConfig) -> tuple[FilmSet, FilmSet, FilmSet, FilmSet | None]:
+    """All films (or the configured subset); its patient-disjoint training and validation parts; and the batch
+    a holdout rule keeps out of both (None without ``config.holdout``)."""
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    films = maybe_subset(discover(data_dir), config, split_seed)
+    held_out = None
+    if config.holdout:
+        kept, held_out = split_holdout(films, config.holdout)
+    else:
+        kept = films
+    return (films, *patient_split(kept, config.val_fraction, split_seed), held_out)
 
 
 def validate_for_shipping(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, config: TrainConfig,
@@ -150,10 +176,12 @@ def validate_for_shipping(model: nn.Module, x_val: torch.Tensor, val_set: FilmSe
     return point, evaluate_probabilities(val_set.labels, probs, val_set.classes, point, seed=config.seed, split=split)
 
 
-def maybe_subset(films: FilmSet, config: TrainConfig) -> FilmSet:
+def maybe_subset(films: FilmSet, config: TrainConfig, seed: int | None = None) -> FilmSet:
+    """A class-balanced random subset of ``config.max_films`` films (all of them without it), drawn with
+    ``seed`` (the split seed; default ``config.seed``)."""
     if not config.max_films or config.max_films >= len(films):
         return films
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.seed if seed is None else seed)
     keep = []
     for label in range(len(films.classes)):  # keep the class balance of the full set
         members = np.flatnonzero(films.labels == label)

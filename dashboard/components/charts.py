@@ -106,3 +106,28 @@ def live_training(step_losses: list, epochs: list, total_epochs: int) -> go.Figu
     fig.update_yaxes(title="validation AUC", range=[0.4, 1.01], tickmode="linear", tick0=0.4, dtick=0.1,
                      secondary_y=True, showgrid=False)
     return _layout(fig, 360)
+
+
+def travel_intervals(points: list) -> go.Figure:
+    """``points``: :class:`~dashboard.components.reports.TravelPoint`. Sensitivity and specificity side by side,
+    one row per set of films, one colour per model, each value with its 95 % interval as a bar."""
+    figures = ("Sensitivity", "Specificity")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=figures, shared_yaxes=True, horizontal_spacing=0.04)
+    models = list(dict.fromkeys(p.model for p in points))
+    films = list(dict.fromkeys(p.films for p in points))[::-1]  # plotly draws the first category at the bottom
+    for i, model in enumerate(models):
+        for col, figure in enumerate(figures, start=1):
+            mine = [p for p in points if p.model == model and p.figure == figure]
+            fig.add_trace(go.Scatter(
+                x=[p.value for p in mine], y=[p.films for p in mine], mode="markers", orientation="h",
+                name=model, legendgroup=model,
+                showlegend=col == 1, marker=dict(color=color(i), size=11),
+                error_x=dict(type="data", symmetric=False, thickness=2,
+                             array=[0 if p.high is None else p.high - p.value for p in mine],
+                             arrayminus=[0 if p.low is None else p.value - p.low for p in mine]),
+                hovertemplate=f"{model}<br>%{{y}}: {figure.lower()} %{{x:.1%}}<extra></extra>",
+            ), row=1, col=col)
+    fig.update_xaxes(range=[0, 1.02], tickformat=".0%")
+    fig.update_yaxes(categoryorder="array", categoryarray=films)
+    return _layout(fig, 120 + 30 * len(films) * max(2, len(models)), scattermode="group",  # models side by side
+                   legend=dict(orientation="h", yanchor="top", y=-0.15, x=0), margin=dict(l=10, r=10, t=30, b=10))

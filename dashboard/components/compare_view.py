@@ -4,14 +4,21 @@ from __future__ import annotations
 import streamlit as st
 
 from core.admin.audit import record_action
-from core.errors import FolderNotAllowed, TriageError
-from core.films.roots import folder_label
+from core.errors import TriageError
+from core.films.roots import SHARED_ROOT
 from core.store.registry import ModelEntry
 from core.store.reports import Report
-from dashboard.components.charts import confusion_matrix, roc_curves, training_curves
-from dashboard.components.reports import metrics_table, operating_points, per_class_table, roc_input
+from dashboard.components.charts import confusion_matrix, roc_curves, training_curves, travel_intervals
+from dashboard.components.reports import (ONE_BATCH, VALIDATION, data_label, films_in_words, metrics_table,
+                                          metrics_with_travel, operating_points, out_of_batch_origin,
+                                          per_class_table, read_at_another_threshold, roc_input, travel_points,
+                                          travel_reports)
 
 PER_ROW = 3
+POLICY_FILMS = f"{SHARED_ROOT}/films"  # the 16 full-resolution films that chose the default's 98 % policy
+POLICY_FILMS_CAVEAT = ("The 16 full-resolution films of shared-data/films already chose today's 98 % operating "
+                       "policy of the default model, so they are no longer a clean check: read these figures as a "
+                       "sanity check, not a measurement.")
 
 
 def _in_rows(items: list):
@@ -21,22 +28,9 @@ def _in_rows(items: list):
         yield zip(st.columns(PER_ROW, gap="medium"), chunk)
 
 
-def _split(report: Report) -> str:
-    """Which films, with any folder named by its data-root label, never by its server path."""
-    words = (report.split or "unknown split").split(" ")
-    return " ".join(_label(word) if "/" in word else word for word in words)
-
-
-def _label(folder: str) -> str:
-    try:
-        return folder_label(folder)
-    except FolderNotAllowed:
-        return "a folder outside the data roots"
-
-
 def record_evaluations(rows: list[tuple[ModelEntry, Report]], folder: str, *, who: str) -> None:
     """One audit line per model evaluated on a server folder, with its figures (the folder by its label)."""
-    label = _label(folder)
+    label = data_label(folder)
     for entry, report in rows:
         try:
             record_action("evaluate-folder", who, model=entry.name, folder=label, n=report.n, auc=report.auc,
@@ -46,9 +40,16 @@ def record_evaluations(rows: list[tuple[ModelEntry, Report]], folder: str, *, wh
             return
 
 
+def policy_films_caveat(folder: str) -> None:
+    """Say so when the evaluated folder is, or lies inside, the films that chose the default's policy."""
+    label = data_label(folder)
+    if label == POLICY_FILMS or label.startswith(POLICY_FILMS + "/"):
+        st.info(POLICY_FILMS_CAVEAT, icon=":material/info:")
+
+
 def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     """Say which films every figure comes from."""
-    lines = [f"- **{entry.name}**: {_split(report)} ({report.n} films)" for entry, report in rows]
+    lines = [f"- **{entry.name}**: {films_in_words(report)} ({report.n} films)" for entry, report in rows]
     st.caption("Figures computed on:\n" + "\n".join(lines))
     if len({entry.classes for entry, _ in rows}) > 1:
         st.warning("These models were trained on different classes; the ROC curves compare abnormal against "
@@ -59,14 +60,18 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
                 st.table([{"file": s.file, "reason": s.error} for s in report.skipped])
 
 
-def comparison(rows: list[tuple[ModelEntry, Report]]) -> None:
+def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> None:
+    """``stored``: the rows are each model's stored validation report, and its other stored reports (another
+    batch, adults outside the training population, ...) join the table; figures from a folder stand alone."""
     st.subheader("Metrics at each model's operating point")
     st.caption("Values with their 95 % bootstrap intervals. Sensitivity and specificity are for abnormal "
                "(any non-normal class) against normal. Inference time is the median for one film on the CPU "
                "the model was trained on.")
-    table = metrics_table(rows)
-    st.dataframe(table, key="metrics-table", height=38 + 35 * len(table),
-                 column_config={"_index": st.column_config.TextColumn("", width="medium")})
+    table = metrics_with_travel(rows) if stored else metrics_table(rows)
+    st.dataframe(table, key="metrics-table", height=38 + 35 * len(table),  # the other sets' titles are long
+                 column_config={"_index": st.column_config.TextColumn("", width="large" if stored else "medium")})
+    if stored:
+        travel_notes([entry for entry, _ in rows])
 
     st.subheader("ROC curves")
     curves = [c for c in (roc_input(entry.name, report) for entry, report in rows) if c]
@@ -105,3 +110,25 @@ def details(rows: list[tuple[ModelEntry, Report]]) -> None:
         st.plotly_chart(training_curves(histories), key="training-curves")
     else:
         st.info("These models carry no training history.")
+
+
+def travel_notes(entries: list[ModelEntry]) -> None:
+    """Below the metrics table: why internal validation is not enough, which films the other rows are, which
+    weights and threshold they describe, and their intervals drawn."""
+    st.markdown("**How the promise travels.** " + ONE_BATCH)
+    lines = []
+    for entry in entries:
+        lines += [f"- **{entry.name}**: {films_in_words(report)}"
+                  for title, report in travel_reports(entry.record).items() if title != VALIDATION]
+        if "out-of-batch" not in entry.record.other_reports:
+            lines.append(f"- **{entry.name}**: not measured on another batch")
+        notes = [out_of_batch_origin(entry.record)]
+        elsewhere = read_at_another_threshold(entry.record)
+        if elsewhere:
+            notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at "
+                         f"this version's {entry.record.operating_point.threshold:.3f}.")
+        lines += [f"- **{entry.name}**: {note}" for note in notes if note]
+    st.caption("Which films:\n" + "\n".join(lines))
+    points = travel_points(entries)
+    if any(p.films != VALIDATION for p in points):
+        st.plotly_chart(travel_intervals(points), key="travel-chart")

@@ -1,6 +1,6 @@
 """Drawing a training job: its progress while it runs (polled, never blocking) and its outcome after.
 
-Cancel and "Make … the default" are drawn for administrators only (asked again on every redraw, so an
+Cancel, Resume and "Make … the default" are drawn for administrators only (asked again on every redraw, so an
 expired sign-in takes them away); everyone else sees progress and outcome without server paths or the log.
 """
 from __future__ import annotations
@@ -15,8 +15,10 @@ from core.access.policy import User
 from core.admin.audit import AuditEntry
 from core.errors import FolderNotAllowed, PromotionRefused, TriageError
 from core.films.roots import folder_label
-from core.jobs.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobSummary, cancel_job, read_job
+from core.jobs.jobs import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobAlreadyRunning, JobSummary,
+                            cancel_job, read_job)
 from core.jobs.progress import JobProgress, job_progress
+from core.jobs.resume import resumable_run, resume_job
 from core.store.promotion import check_promotion, promote
 from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
@@ -99,7 +101,8 @@ def _progress(job: Job, progress: JobProgress, user: User) -> None:
     if not user.is_admin:
         return
     if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
-                 help="Stops between training steps; nothing is saved and the registry is untouched."):
+                 help="Stops between training steps; nothing is registered. The epochs already finished are "
+                      "kept, so the run can be resumed."):
         try:
             cancel_job(job.job_id, job.folder.parent, who=user.who)
         except TriageError as exc:
@@ -118,6 +121,29 @@ def _outcome(job: Job, user: User) -> None:
         st.error(job.message or "The job failed.", icon=":material/error:")
     else:  # the reason may name server folders
         st.error("The job failed; an administrator can see why on this page.", icon=":material/error:")
+    if user.is_admin and job.state != SUCCEEDED:
+        _resume(job, user)
+
+
+def _resume(job: Job, user: User) -> None:
+    """Resume for a job that ended unfinished with a saved run: a new job continues from its last epoch."""
+    try:
+        run = resumable_run(job)
+    except TriageError:
+        return
+    if run is None or not st.button("Resume training", icon=":material/resume:", key=f"resume-{job.job_id}",
+                                    help=f"Starts a new job with the same settings that continues this run "
+                                         f"{run.where}."):
+        return
+    try:
+        resume_job(job.job_id, job.folder.parent, who=user.who)
+    except JobAlreadyRunning as exc:
+        st.warning(str(exc), icon=":material/hourglass_top:")
+    except TriageError as exc:
+        st.error(f"Training was not resumed. {exc}", icon=":material/error:")
+    else:
+        st.toast("Resuming the training job…", icon=":material/resume:")
+        st.rerun()
 
 
 def _new_model(job: Job, user: User) -> None:

@@ -6,8 +6,11 @@ from pathlib import Path
 import streamlit as st
 
 from core.models.catalog import CATALOG
+from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
-from dashboard.components.reports import percent, with_interval
+from dashboard.components.reports import (ONE_BATCH, SHORT_TITLES, films_in_words, other_reports_in_order,
+                                          out_of_batch_origin, percent, read_at_another_threshold, travel_table,
+                                          with_interval)
 
 INTENDED_USE = (
     "**Intended use.** A research and triage aid: it orders a worklist so that films which look abnormal are "
@@ -40,6 +43,8 @@ def model_card(entry: ModelEntry) -> None:
             if value is not None:
                 lines.append(f"- {title} {with_interval(value, interval)}")
         st.markdown("**Validation** (95 % intervals):\n" + "\n".join(lines))
+    if report is not None:
+        _how_the_promise_travels(record)
     if point.normal_class is not None:
         st.markdown(
             f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {point.threshold:.3f}, "
@@ -48,3 +53,27 @@ def model_card(entry: ModelEntry) -> None:
     else:
         st.markdown("**Operating point.** None: this model has no normal class, so it cannot set priorities.")
     st.caption(INTENDED_USE)
+
+
+def _how_the_promise_travels(record: ModelRecord) -> None:
+    """Internal validation beside another batch and films outside the training population, at the shipped
+    operating point, each with its 95 % interval; a check that never ran is shown as not measured."""
+    st.markdown("**How the promise travels**: films (n), AUC, sensitivity and specificity at the operating "
+                "point below, with 95 % intervals")
+    st.table(travel_table(record))
+    notes = [ONE_BATCH]
+    if "out-of-batch" not in record.other_reports:
+        notes.append("This version was **not measured on another batch** (trained before that check, or without "
+                     "a holdout).")
+    origin = out_of_batch_origin(record)
+    if origin:
+        notes.append(origin)
+    elsewhere = read_at_another_threshold(record)
+    if elsewhere:
+        notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at this "
+                     f"version's {record.operating_point.threshold:.3f}.")
+    st.markdown("  \n".join(notes))
+    which = [f"{SHORT_TITLES.get(title, title)}: {films_in_words(report).removeprefix(f'{key}: ')}."
+             for key, title, report in other_reports_in_order(record)]
+    if which:
+        st.caption("Which films. " + " ".join(which))

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from core.errors import FolderNotAllowed, TriageError
+from core.films.roots import data_roots, folder_label
+from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
 from core.store.reports import Report
 
@@ -48,6 +51,32 @@ def with_interval(value: float | None, interval: list[float] | None, as_percent:
         return "—"
     text = f"{value * 100:.1f} %" if as_percent else f"{value:.3f}"
     return f"{text} ({interval_text(interval, as_percent)})" if interval else text
+
+
+def data_label(folder: str) -> str:
+    """A folder by its data-root label, never by its server path."""
+    try:
+        return folder_label(folder)
+    except FolderNotAllowed:
+        return "a folder outside the data roots"
+
+
+def films_in_words(report: Report) -> str:
+    """Which films a report is on (its ``split``), with any folder named by its data-root label, never by its
+    server path; a folder the split already names by its label (``shared-data/tb/train/Normal``) stays."""
+    words = (report.split or "unknown split").split(" ")
+    return " ".join(_folder_in_words(word) if "/" in word else word for word in words)
+
+
+def _folder_in_words(word: str) -> str:
+    folder = word.lstrip("([").rstrip(")],;:.")
+    start = word.index(folder)
+    try:
+        labels = {root.name for root in data_roots()}
+    except TriageError:
+        labels = set()
+    label = folder if folder.split("/")[0] in labels else data_label(folder)
+    return word[:start] + label + word[start + len(folder):]
 
 
 def duration(seconds: float | None) -> str:
@@ -121,3 +150,136 @@ def operating_points(curves: list[RocCurve]) -> pd.DataFrame:
          "Specificity": percent(None if c.point_fpr is None else 1 - c.point_fpr)}
         for c in curves
     ])
+
+
+# How a model's promise travels (#13): its internal validation beside ModelRecord.other_reports, whose keys
+# come from core.training.other_reports ("out-of-batch", "adults") and site recalibration ("site").
+VALIDATION = "Internal validation"
+TRAVEL_TITLES = {"out-of-batch": "Another batch", "adults": "Adults outside the training population",
+                 "site": "Site films (used to recalibrate)"}
+SHORT_TITLES = {VALIDATION: "Validation", TRAVEL_TITLES["out-of-batch"]: "Other batch",
+                TRAVEL_TITLES["adults"]: "Adults", TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
+FIGURES = ("n", "AUC", "Sens.", "Spec.")  # rows of the card's table: films, AUC, sensitivity, specificity
+NOT_MEASURED = "not measured"
+ONE_BATCH = ("Internal validation films come from the same hospital batch as the training films: figures from one "
+             "batch overstate what a new site will see. Another batch, and films from outside the training "
+             "population, show how far the promise travels; a site should still check its own films.")
+
+
+def travel_title(key: str) -> str:
+    return TRAVEL_TITLES.get(key, f"Other: {key}")
+
+
+def other_reports_in_order(record: ModelRecord) -> list[tuple[str, str, Report]]:
+    """(key, title, report) of the reports beside internal validation: the known ones in a fixed order, then
+    the rest by key."""
+    known = list(TRAVEL_TITLES)
+    keys = sorted(record.other_reports, key=lambda k: (known.index(k) if k in known else len(known), k))
+    return [(key, travel_title(key), record.other_reports[key]) for key in keys]
+
+
+def travel_reports(record: ModelRecord) -> dict[str, Report]:
+    """Title -> report: internal validation first, then the other reports (:func:`other_reports_in_order`)."""
+    reports = {VALIDATION: record.report} if record.report is not None else {}
+    reports.update({title: report for _, title, report in other_reports_in_order(record)})
+    return reports
+
+
+def _missing(reason: str) -> str:
+    return f"— ({reason})"
+
+
+def travel_figures(report: Report) -> tuple[str, str, str, str]:
+    """Films, AUC, sensitivity and specificity with their intervals; a figure that cannot exist says why (a set
+    of one class, such as normal films only, has no AUC and no sensitivity)."""
+    reason = _missing("one class only" if sum(1 for n in report.class_counts if n) < 2 else "not computed")
+    auc = with_interval(report.auc, report.auc_ci, as_percent=False) if report.auc is not None else reason
+    if report.operating_point.normal_index is None:
+        return str(report.n), auc, _missing("no normal class"), _missing("no normal class")
+    figures = report.at_operating_point
+    sensitivity = (with_interval(figures.sensitivity, figures.sensitivity_ci) if figures.sensitivity is not None
+                   else reason)
+    specificity = (with_interval(figures.specificity, figures.specificity_ci) if figures.specificity is not None
+                   else reason)
+    return str(report.n), auc, sensitivity, specificity
+
+
+def travel_table(record: ModelRecord) -> pd.DataFrame:
+    """The model card's table, narrow enough for the sidebar: one row per figure, one column per set of films
+    (short titles: :data:`SHORT_TITLES`), ``not measured`` where a check never ran."""
+    columns = {title: travel_figures(report) for title, report in travel_reports(record).items()}
+    for title in (TRAVEL_TITLES["out-of-batch"], TRAVEL_TITLES["adults"]):
+        columns.setdefault(title, (NOT_MEASURED,) * len(FIGURES))
+    table = pd.DataFrame({SHORT_TITLES.get(title, title): figures for title, figures in columns.items()},
+                         index=list(FIGURES))
+    return table
+
+
+def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
+    """Compare's rows beside internal validation: one column per model, one row per set of films and figure
+    (another batch and adults always, site and other sets when a model has them), ``not measured`` where a
+    model lacks that set."""
+    per_model = {entry.name: {title: travel_figures(report) for title, report in travel_reports(entry.record).items()
+                              if title != VALIDATION} for entry in entries}
+    titles = [TRAVEL_TITLES["out-of-batch"], TRAVEL_TITLES["adults"]]
+    titles += [t for t in TRAVEL_TITLES.values() if t not in titles and any(t in f for f in per_model.values())]
+    titles += sorted({t for figures in per_model.values() for t in figures} - set(titles))
+    labels = ("films", "AUC", "sensitivity", "specificity")
+    index = [f"{title}: {label}" for title in titles for label in labels]
+    columns = {name: [figures.get(title, (NOT_MEASURED,) * 4)[i] for title in titles for i in range(4)]
+               for name, figures in per_model.items()}
+    return pd.DataFrame(columns, index=index)
+
+
+def metrics_with_travel(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
+    """:func:`metrics_table` of stored validation reports with the figures of the other sets of films after the
+    threshold: a model's whole promise, and how it travels, in one column."""
+    table = metrics_table(rows)
+    travel = travel_comparison([entry for entry, _ in rows])
+    split = list(table.index).index("Parameters")
+    return pd.concat([table.iloc[:split], travel, table.iloc[split:]])
+
+
+def out_of_batch_origin(record: ModelRecord) -> str | None:
+    """Which weights the other-batch figures describe: these very weights (trained with the batch held out), or a
+    run of the same recipe that held it out before the weights were retrained on every film."""
+    if "out-of-batch" not in record.other_reports:
+        return None
+    holdout = record.training.config.holdout if record.training else None
+    if holdout:
+        return (f"The other-batch figures are this run's own: these weights were trained with that batch held "
+                f"out (rule {holdout}).")
+    return ("The other-batch figures come from a run of the same recipe that held that batch out; these weights "
+            "were then retrained on every film, that batch included, so they were not measured on it themselves.")
+
+
+def read_at_another_threshold(record: ModelRecord) -> list[str]:
+    """Titles of the other reports read at a threshold other than the shipped one (e.g. before recalibration)."""
+    shipped = record.operating_point.threshold
+    return [travel_title(key) for key, report in record.other_reports.items()
+            if abs(report.threshold - shipped) > 1e-9]
+
+
+@dataclass(frozen=True)
+class TravelPoint:
+    """One figure with its interval, for the chart: a model, a set of films, sensitivity or specificity."""
+
+    model: str
+    films: str
+    figure: str
+    value: float
+    low: float | None
+    high: float | None
+
+
+def travel_points(entries: list[ModelEntry]) -> list[TravelPoint]:
+    points = []
+    for entry in entries:
+        for title, report in travel_reports(entry.record).items():
+            figures = report.at_operating_point
+            for figure, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
+                                            ("Specificity", figures.specificity, figures.specificity_ci)):
+                if value is not None:
+                    low, high = interval if interval else (None, None)
+                    points.append(TravelPoint(entry.name, title, figure, value, low, high))
+    return points

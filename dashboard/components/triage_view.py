@@ -16,7 +16,8 @@ from core.serving.explain import CAM_METHODS, overlay
 from core.store.registry import ModelEntry
 from dashboard.components.charts import probability_bars
 from dashboard.components.reports import escape_markdown, spreadsheet_safe
-from dashboard.state import FilmResult, ModelLoad, Upload, heat_map
+from dashboard.model_loads import ModelLoad
+from dashboard.state import FilmResult, Upload, heat_map
 
 if TYPE_CHECKING:
     from core.serving.predict import Predictor

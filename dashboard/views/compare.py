@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.errors import TriageError
 from dashboard.components.access import current_user, how_to_administer
-from dashboard.components.compare_view import comparison, details, record_evaluations, sources
+from dashboard.components.compare_view import comparison, details, policy_films_caveat, record_evaluations, sources
 from dashboard.components.folder_picker import folder_choice
 from dashboard.state import default_evaluation_dir, folder_report, folder_stamp, registered_models
 
@@ -18,7 +18,8 @@ user = current_user()
 
 st.title("Compare models")
 st.caption("Pick registered models and compare them on the same footing. By default the figures are the "
-           "reports stored with each model, computed on its own validation films.")
+           "reports stored with each model, computed on its own validation films and, where measured, on another "
+           "batch and on films from outside its training population.")
 
 entries, problems = registered_models()
 for problem in problems:
@@ -71,5 +72,7 @@ else:
 
 if rows:
     sources(rows)
-    comparison(rows)
+    if source == FOLDER:
+        policy_films_caveat(target)
+    comparison(rows, stored=source == STORED)
     details(rows)

@@ -13,6 +13,7 @@ from core.models.catalog import CATALOG
 from core.models.device import found_devices
 from core.store.records import TrainConfig
 from dashboard.components.access import admin_only, current_user
+from dashboard.components.calibrate_view import calibrate_section
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.job_view import audit_table, job_history, job_panel
 from dashboard.state import default_data_dir
@@ -109,6 +110,8 @@ if len(jobs) > 1:
         st.dataframe(job_history(jobs[1:], user), hide_index=True, key="job-history")
 
 if user.is_admin:
+    with st.container(border=True):
+        calibrate_section(user)
     with st.expander("Audit log: administrative actions", icon=":material/policy:"):
         try:
             st.dataframe(audit_table(read_actions(limit=AUDIT_ROWS)), hide_index=True, key="audit-log")

@@ -1,8 +1,10 @@
 """Triage: upload films, get a worklist with urgent films first, and look at each film with its explanation.
 
 Drawn before the model is up: the upload box appears first, the model loads in the background meanwhile
-(dashboard.state.warm_up), probabilities show as soon as they exist and the Grad-CAM overlays last.
+(dashboard.model_loads.warm_up), probabilities show as soon as they exist and the Grad-CAM overlays last.
 """
+from contextlib import nullcontext
+
 import streamlit as st
 
 st.title("Triage")
@@ -19,7 +21,8 @@ uploads = upload_box.file_uploader(
 # on a fresh server. The registry's default model (listed first) starts loading in the background at once.
 from core.errors import BatchTooLarge  # noqa: E402
 from core.serving.batch_limits import check_batch  # noqa: E402
-from dashboard.state import Upload, forget_other_films, registered_models, triage_uploads, warm_up  # noqa: E402
+from dashboard.model_loads import foreground, warm_up  # noqa: E402
+from dashboard.state import Upload, forget_other_films, registered_models, triage_uploads  # noqa: E402
 
 models, problems = registered_models()
 if models:
@@ -61,35 +64,39 @@ else:
     except BatchTooLarge as exc:
         st.error(str(exc), icon=":material/block:")
         st.stop()
-predictor = await_model(loading)  # a broken model is reported now, not after the first upload
-if predictor is None or not uploads:
-    st.stop()
+# From here until every reading is on screen, a browser is waiting: the Grad-CAM library's background import
+# pauses between its steps meanwhile (dashboard.model_loads.Foreground); the overlays come after it.
+with foreground.working() if uploads else nullcontext():
+    predictor = await_model(loading)  # a broken model is reported now, not after the first upload
+    if predictor is None or not uploads:
+        st.stop()
 
-uploads = [Upload.of(upload) for upload in uploads]
-forget_other_films(uploads)
-results = triage_uploads(predictor, uploads)
+    uploads = [Upload.of(upload) for upload in uploads]
+    forget_other_films(uploads)
+    results = triage_uploads(predictor, uploads)
 
-st.subheader("Worklist")
-statuses = [status_of(r) for r in results]
-with st.container(horizontal=True):
-    for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Not triaged", "not triaged"),
-                          ("Unreadable", "unreadable")):
-        st.metric(title, statuses.count(status), border=True)
-st.dataframe(worklist(results), hide_index=True, column_config=WORKLIST_COLUMNS, key="worklist", placeholder="—")
-st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name), file_name="worklist.csv",
-                   mime="text/csv", icon=":material/download:", on_click="ignore")
+    st.subheader("Worklist")
+    statuses = [status_of(r) for r in results]
+    with st.container(horizontal=True):
+        for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Not triaged", "not triaged"),
+                              ("Unreadable", "unreadable")):
+            st.metric(title, statuses.count(status), border=True)
+    st.dataframe(worklist(results), hide_index=True, column_config=WORKLIST_COLUMNS, key="worklist",
+                 placeholder="—")
+    st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name), file_name="worklist.csv",
+                       mime="text/csv", icon=":material/download:", on_click="ignore")
 
-st.subheader("Films")
-settings = st.columns([1, 1, 2])
-method = settings[0].selectbox("Explanation method", METHODS, format_func=CAM_TITLES.get,
-                               help="How the heat map is computed; Grad-CAM is the usual choice.")
-opacity = settings[1].slider("Heat map opacity", 0.0, 1.0, 0.4, 0.05,
-                             help="0 shows the film alone, 1 the heat map alone.")
-films = sorted(zip(results, uploads), key=lambda pair: worklist_key(pair[0]))
-pages = -(-len(films) // FILMS_PER_PAGE)
-page = st.pagination(pages, key="film-page") if pages > 1 else 1
-first = (page - 1) * FILMS_PER_PAGE
-explanations = [film_card(result, upload, predictor, method, opacity, slot)
-                for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first)]
+    st.subheader("Films")
+    settings = st.columns([1, 1, 2])
+    method = settings[0].selectbox("Explanation method", METHODS, format_func=CAM_TITLES.get,
+                                   help="How the heat map is computed; Grad-CAM is the usual choice.")
+    opacity = settings[1].slider("Heat map opacity", 0.0, 1.0, 0.4, 0.05,
+                                 help="0 shows the film alone, 1 the heat map alone.")
+    films = sorted(zip(results, uploads), key=lambda pair: worklist_key(pair[0]))
+    pages = -(-len(films) // FILMS_PER_PAGE)
+    page = st.pagination(pages, key="film-page") if pages > 1 else 1
+    first = (page - 1) * FILMS_PER_PAGE
+    explanations = [film_card(result, upload, predictor, method, opacity, slot)
+                    for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first)]
 for draw_explanation in filter(None, explanations):  # every reading is on screen; now the overlays
     draw_explanation()

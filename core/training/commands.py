@@ -1,0 +1,127 @@
+"""The command-line subcommands that change models: ``train``, ``calibrate``, ``ensemble``, ``set-default``.
+
+core.cli parses the arguments and turns every TriageError raised here into its JSON error and exit code 1.
+Heavy imports (torch, the training loop) happen inside each command, so ``python -m core models`` stays light.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from core import config
+from core.errors import CommandRefused, PromotionRefused
+
+
+def run_train(args) -> int:
+    from tqdm import tqdm
+
+    from core.store.records import TrainConfig
+    from core.store.names import check_model_name
+    from core.store.registry import checkpoint_dir, shipped_dir
+    from core.training.events import EpochEvent, LoadingEvent, NoteEvent, StepEvent
+    from core.training.train import train
+
+    try:
+        request = TrainConfig(arch=args.arch, epochs=args.epochs, image_size=args.image_size,
+                              augment=args.augment, hflip=args.hflip, pretrained=args.pretrained,
+                              batch_size=args.batch_size, lr=args.lr, max_films=args.max_films, seed=args.seed,
+                              split_seed=args.split_seed, holdout=args.holdout, patience=args.patience,
+                              target_sensitivity=args.target_sensitivity, device=args.device,
+                              precision=args.precision).resolved()
+    except ValueError as exc:  # the limits of core.config, the same the Retrain page and jobs apply
+        raise CommandRefused(str(exc)) from exc
+    if args.name is not None:
+        check_model_name(args.name)  # before minutes of training: `--name ../x` must never name a path
+    directory = shipped_dir() if args.shipped else checkpoint_dir()
+    main_process = config.distributed_environment().is_main  # under torchrun only rank 0 reports
+    bar = tqdm(total=request.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True, disable=not main_process)
+
+    def on_progress(event) -> None:
+        if isinstance(event, StepEvent):
+            bar.n = round(event.progress * request.epochs, 2)
+            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
+            bar.refresh()
+        elif isinstance(event, EpochEvent):
+            bar.write(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, "
+                      f"validation AUC {event.val_auc:.4f}, {event.seconds:.0f} s")
+        elif isinstance(event, (NoteEvent, LoadingEvent)) and event.message:
+            bar.write(event.message)
+
+    _check_override(args)
+    try:
+        record = train(args.dir, request, name=args.name, directory=directory, on_progress=on_progress, who=_who(),
+                       resume=args.resume)
+    except KeyboardInterrupt:
+        raise CommandRefused("interrupted; if an epoch had finished, the same command with --resume continues after "
+                             "the last one") from None
+    bar.close()
+    if record is None:  # another rank of a torchrun launch: rank 0 wrote the model and prints it
+        return 0
+    if args.set_default:  # here, not inside train(): a refusal must not leave torchrun's other ranks waiting
+        _make_default(record.name, args.override_floor, directory)
+    print(json.dumps({"name": record.name, "checkpoint": str(directory / f"{record.name}.pt"),
+                      "validation": record.report.summary(), "seconds": record.training.seconds}))
+    return 0
+
+
+def run_calibrate(args) -> int:
+    from core.training.calibrate import SITE, SITE_FOLDER, calibrate
+
+    _check_override(args)
+    record = calibrate(args.model, args.target_sensitivity, args.data, device=args.device, who=_who(),
+                       site_folder=args.site_folder)
+    if args.set_default:
+        _make_default(record.name, args.override_floor)
+    calibration = record.calibration
+    site = record.other_reports.get(SITE) if calibration.source == SITE_FOLDER else None
+    print(json.dumps({"name": record.name, "from": calibration.from_model,
+                      "previous_threshold": calibration.previous_threshold, "source": calibration.source,
+                      "validation": record.report.summary(),
+                      **({"site": {"folder": calibration.folder, **site.summary()}} if site else {})}))
+    return 0
+
+
+def run_set_default(args) -> int:
+    from core.store.registry import find_model
+
+    _make_default(args.model, args.override_floor)
+    entry = find_model(args.model)
+    print(json.dumps({"default": entry.name, "task": entry.task, "override_floor": args.override_floor}))
+    return 0
+
+
+def _who() -> str:
+    from core.admin.audit import cli_user
+
+    return cli_user()
+
+
+def _check_override(args) -> None:
+    if args.override_floor and not args.set_default:
+        raise CommandRefused("--override-floor only applies together with --set-default.")
+
+
+def _make_default(name: str, override: bool, directory: Path | None = None) -> None:
+    """Through the promotion floor; a refused new version stays registered, and the error says so."""
+    from core.store.promotion import promote
+
+    try:
+        promote(name, who=_who(), override=override, directory=directory)
+    except PromotionRefused as exc:
+        raise PromotionRefused(f"{exc} {name} stays registered; the default is unchanged.") from None
+
+
+def run_ensemble(args) -> int:
+    from core.store.registry import checkpoint_dir, shipped_dir
+    from core.training.ensemble import build_ensemble_version
+
+    _check_override(args)
+    directory = shipped_dir() if args.shipped else checkpoint_dir()
+    result = build_ensemble_version(args.members, args.name, args.target_sensitivity, args.data, directory,
+                                    device=args.device, who=_who())
+    print("\n".join(result.lines()), file=sys.stderr, flush=True)  # for a person; the JSON line is for scripts
+    if args.set_default:
+        _make_default(result.record.name, args.override_floor, directory)
+    print(json.dumps({**result.to_json(), "checkpoint": str(directory / f"{result.record.name}.pt")}))
+    return 0

@@ -1,0 +1,206 @@
+"""Registering an ensemble of registered models as one new version (#13): ``python -m core ensemble``.
+
+The members must have been validated on the very same films (the same validation fingerprint: train them with
+one ``--split-seed`` on one folder) and kept the same batch out (``--holdout``), so the ensemble can be judged
+on films none of its members trained on. Its operating point is chosen by the usual rule on that validation
+split, from the averaged probabilities; its reports (validation, out-of-batch, adults) are computed by the
+ensemble exactly as it is stored and served (core.models.ensemble). Each member's out-of-batch figures are
+set beside the ensemble's, so a person sees whether it beats its best member before making it a default.
+It ships like any version (core.training.shipping): the promotion floor and the audit log apply unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import limits
+from core.admin.audit import record_action
+from core.errors import EnsembleRefused
+from core.films.folders import FilmSet
+from core.films.tensor import load_tensors
+from core.models.catalog import ENSEMBLE
+from core.models.device import place_model, resolve_device, to_device
+from core.models.ensemble import Ensemble, MemberSpec
+from core.store.checkpoints import LoadedModel, load_checkpoint
+from core.store.names import check_model_name
+from core.store.promotion import promote
+from core.store.records import DataRecord, InputSpec, Member, ModelArgs, ModelRecord, TrainConfig, TrainingRecord
+from core.store.registry import checkpoint_dir, find_model, shipped_dir
+from core.store.reports import Report
+from core.training.calibrate import recorded_validation_split
+from core.training.holdout import holdout_rule
+from core.training.other_reports import OUT_OF_BATCH, other_reports, report_on
+from core.training.shipping import ship_version
+from core.training.train import split_films, validate_for_shipping
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One model's figures in the comparison: validation, and the out-of-batch check when there is one."""
+
+    name: str
+    target_sensitivity: float | None
+    validation: Report | None
+    out_of_batch: Report | None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "target_sensitivity": self.target_sensitivity,
+                "validation": self.validation.summary() if self.validation else None,
+                "out_of_batch": self.out_of_batch.summary_with_intervals() if self.out_of_batch else None}
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    record: ModelRecord  # the ensemble as stored
+    members: tuple[Standing, ...]
+
+    @property
+    def ensemble(self) -> Standing:
+        return _standing(self.record.name, self.record)
+
+    @property
+    def beats_best_member(self) -> bool | None:
+        """Whether the ensemble's out-of-batch AUC is above every member's (None without that check)."""
+        ours = self.ensemble.out_of_batch
+        theirs = [m.out_of_batch.auc if m.out_of_batch else None for m in self.members]
+        if ours is None or ours.auc is None or None in theirs:
+            return None
+        return ours.auc > max(theirs)
+
+    def to_json(self) -> dict:
+        """What the CLI prints: the new version, each member's and its own figures, and the verdict."""
+        return {"name": self.record.name, "members": [m.to_json() for m in self.members],
+                "ensemble": self.ensemble.to_json(), "beats_best_member": self.beats_best_member}
+
+    def lines(self) -> list[str]:
+        """The comparison as text, one model a line, the ensemble last."""
+        rows = [f"{'model':44s} {'target':>6s} {'val AUC':>7s} {'out-of-batch AUC (95% CI)':>26s} "
+                f"{'sens':>6s} {'spec':>6s}"]
+        rows += [_line(standing) for standing in (*self.members, self.ensemble)]
+        verdict = {True: "beats", False: "does NOT beat", None: "cannot be compared with"}[self.beats_best_member]
+        rows.append(f"{self.record.name} {verdict} its best member on the out-of-batch check"
+                    + ("" if self.beats_best_member is not None else " (no out-of-batch batch: train with --holdout)"))
+        return rows
+
+
+def build_ensemble_version(
+    names: list[str], base_name: str, target_sensitivity: float = limits.DEFAULT_TARGET_SENSITIVITY,
+    data_dir: str | Path | None = None, directory: Path | None = None, make_default: bool = False,
+    device: str = "auto", who: str = "cli",
+) -> EnsembleResult:
+    """Register ``base_name-vN``: the registered models ``names`` averaged, with an operating point for
+    ``target_sensitivity`` on their shared validation films (rebuilt from the first member's training record,
+    from ``data_dir`` when the folder moved). Written to ``directory`` (default: the site folder) and the audit
+    log as done by ``who``; ``make_default`` goes through the promotion floor."""
+    check_model_name(base_name)  # before any work: a name must never name a path
+    directory, where = directory or checkpoint_dir(), resolve_device(device)
+    loaded = _members(names, directory)
+    first = loaded[0].record
+    config = _config(first, target_sensitivity)
+    val_set = recorded_validation_split(first, data_dir)
+    ensemble = place_model(Ensemble([m.model for m in loaded], [_spec(m.record) for m in loaded]), where)
+    x_val = to_device(load_tensors(val_set, ensemble.image_size), where)
+    split = first.report.split if first.report else f"validation: {len(val_set)} films"
+    point, report = validate_for_shipping(ensemble, x_val, val_set, config, split)
+    data_dir = Path(data_dir or first.training.data_dir)
+    held_out = split_films(data_dir, config)[3]
+    others = other_reports(ensemble, held_out, holdout_rule(config.holdout).description if held_out else "",
+                           ensemble.image_size, point, config.seed)
+    record = _record(loaded, config, data_dir, point, report, others, ensemble, where.type)
+    stored = ship_version(ensemble, record, base_name, directory, who=who)
+    result = EnsembleResult(stored, tuple(_member_standing(m, held_out, others, config.seed) for m in loaded))
+    record_action("ensemble", who, model=stored.name, members=[m.name for m in loaded], task=stored.task,
+                  threshold=point.threshold, sensitivity=report.sensitivity, specificity=report.specificity,
+                  n=report.n, beats_best_member=result.beats_best_member)
+    if make_default:  # PromotionRefused: the ensemble stays registered, not the default
+        promote(stored.name, who=who, directory=directory)
+    return result
+
+
+def _members(names: list[str], directory: Path) -> list[LoadedModel]:
+    """The named models, loaded and checked to form one ensemble (EnsembleRefused says why not)."""
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise EnsembleRefused("An ensemble needs at least two different registered models; name each once.")
+    # Members come from both tiers, even when the ensemble itself is shipped: it carries their weights.
+    site = None if directory.resolve() == shipped_dir().resolve() else directory
+    loaded = [load_checkpoint(find_model(name, site).json_path) for name in names]
+    first = loaded[0].record
+    for member in loaded:
+        record = member.record
+        if record.members:
+            raise EnsembleRefused(f"{record.name} is an ensemble already; name its members instead.")
+        if record.training is None or record.data is None:
+            raise EnsembleRefused(f"{record.name} has no training record, so its validation films are unknown.")
+        if record.classes != first.classes:
+            raise EnsembleRefused(f"{record.name} has classes {', '.join(record.classes)} and {first.name} has "
+                                  f"{', '.join(first.classes)}; members must share their classes.")
+        if record.data.validation.sha256 != first.data.validation.sha256:
+            raise EnsembleRefused(
+                f"{record.name} and {first.name} were validated on different films, so no operating point can be "
+                "chosen for both; train the members on one folder with the same --split-seed, --max-films and "
+                "--holdout.")
+        if record.training.config.holdout != first.training.config.holdout:
+            raise EnsembleRefused(f"{record.name} and {first.name} held out different batches "
+                                  "(--holdout); members must keep the same batch out of training.")
+    return loaded
+
+
+def _config(first: ModelRecord, target_sensitivity: float) -> TrainConfig:
+    try:
+        return first.training.config.model_copy(update={"target_sensitivity": target_sensitivity}).resolved()
+    except ValueError as exc:  # the limits of core.limits, e.g. a sensitivity target out of range
+        raise EnsembleRefused(str(exc)) from exc
+
+
+def _spec(record: ModelRecord) -> MemberSpec:
+    return MemberSpec(record.arch, record.image_size)
+
+
+def _record(loaded: list[LoadedModel], config: TrainConfig, data_dir: Path, point, report: Report,
+            others: dict[str, Report], ensemble: Ensemble, device: str) -> ModelRecord:
+    first = loaded[0].record
+    names = ", ".join(m.name for m in loaded)
+    notes = [f"Ensemble of {names}: the mean of their probabilities, one operating point chosen on their "
+             f"shared validation films. The recipe above is {first.name}'s; each member's training is in its own "
+             "record."]
+    return ModelRecord(
+        name="", task=first.task, arch=ENSEMBLE, classes=first.classes,
+        model_args=ModelArgs(num_classes=len(first.classes), image_size=ensemble.image_size),
+        input=InputSpec(image_size=ensemble.image_size), operating_point=point, report=report,
+        other_reports=others,
+        training=TrainingRecord(config=config, data_dir=str(data_dir), notes=notes, device=device),
+        data=DataRecord(train=first.data.train, validation=first.data.validation),
+        parameters=int(sum(p.numel() for p in ensemble.parameters())),
+        members=tuple(Member(arch=m.record.arch, image_size=m.record.image_size, weights_file="",
+                             weights_sha256="") for m in loaded),  # filled in by save_checkpoint
+    )
+
+
+def _member_standing(member: LoadedModel, held_out: FilmSet | None, ensemble_reports: dict[str, Report],
+                     seed: int) -> Standing:
+    """A member's figures as its record holds them (at its own operating point); its out-of-batch report is
+    computed here only when the record lacks one the ensemble has."""
+    record = member.record
+    out_of_batch = record.other_reports.get(OUT_OF_BATCH)
+    if out_of_batch is None and held_out is not None and OUT_OF_BATCH in ensemble_reports:
+        out_of_batch = report_on(member.model, held_out, record.image_size, record.operating_point,
+                                 ensemble_reports[OUT_OF_BATCH].split, seed)
+    return Standing(record.name, record.operating_point.target_sensitivity, record.report, out_of_batch)
+
+
+def _standing(name: str, record: ModelRecord) -> Standing:
+    return Standing(name, record.operating_point.target_sensitivity, record.report,
+                    record.other_reports.get(OUT_OF_BATCH))
+
+
+def _line(standing: Standing) -> str:
+    def number(value: float | None) -> str:
+        return "  -   " if value is None else f"{value:6.3f}"
+
+    target = "-" if standing.target_sensitivity is None else f"{standing.target_sensitivity:.2f}"
+    validation = standing.validation.auc if standing.validation else None
+    oob = standing.out_of_batch
+    interval = f" ({oob.auc_ci[0]:.3f}-{oob.auc_ci[1]:.3f})" if oob and oob.auc_ci else ""
+    auc = f"{number(oob.auc if oob else None).strip()}{interval}"
+    return (f"{standing.name:44s} {target:>6s} {number(validation):>7s} {auc:>26s} "
+            f"{number(oob.sensitivity if oob else None)} {number(oob.specificity if oob else None)}")

@@ -1,0 +1,230 @@
+"""Resumable training: a run's state is saved at the end of every epoch, so an interrupted run (a crash, a
+restart of the machine or the app, a job's time limit, Cancel) continues from its last finished epoch with
+``core train ... --resume`` or the Retrain page's Resume.
+
+A run is named by its **key**: a hash of the resolved TrainConfig, the data folder, the fingerprints of its
+training and validation films and the number of training processes. Its state is ``RUNS/<key>.pt``, with
+``RUNS/<key>.json`` beside it (core.training.saved_runs: the runs folder beside the site models, 0700/0600,
+and what a run is, readable without torch).
+
+- **Saved** after every epoch's validation, atomically (a temporary, then ``os.replace``), by rank 0; under
+  torchrun the other ranks hand it their random-number states. The state: model, optimiser, LR schedule,
+  every rank's batch-order/augmentation generator and torch's global RNG (dropout), the history, the best
+  weights and AUC, the epochs without a gain, whether training is over. Loaded with ``weights_only=True``.
+- **Restored** before the first epoch to run: the next epoch runs as it would have without the interruption
+  (on the CPU in fp32 the resumed weights equal an uninterrupted run's bit for bit, tests/test_resume.py).
+- **Kept** while the run has not shipped (TrainingCancelled and the job messages say so); **deleted** when
+  it ships its model. A fresh run of the same key (no ``--resume``) starts over and replaces it. States
+  untouched for ``CXR_JOB_MAX_AGE_DAYS`` are pruned, as job folders are.
+- **Refused** (:class:`ResumeRefused`): resuming with no state for the key; when the same folder has an
+  interrupted run with other settings or films, the message says what differs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from core import clock
+from core.errors import ResumeRefused
+from core.store.records import EpochRecord, Fingerprint, TrainConfig
+from core.training.data import fingerprint
+from core.training.distributed import Hardware
+from core.training.saved_runs import RESUME_HOW, SavedRun, prune_saved_runs, runs_dir, saved_runs, write_private
+
+FORMAT = 1
+SPLIT_SETTINGS = ("seed", "split_seed", "val_fraction", "max_films", "holdout")  # another split: other fingerprints
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands at the end of an epoch: what the loop carries from one epoch to the next."""
+
+    epoch: int = 0  # epochs finished
+    history: list[EpochRecord] = field(default_factory=list)
+    best_auc: float = -1.0
+    best_state: dict | None = None
+    stale: int = 0  # epochs since the last validation AUC gain
+    seconds: float = 0.0  # training time so far, over every process that trained this run
+    finished: bool = False
+
+
+def cancelled_message(saved_epoch: int, epochs: int) -> str:
+    """What TrainingCancelled says: whether the run can be resumed, and from where."""
+    if not saved_epoch:
+        return "Training was cancelled; nothing was saved."
+    return (f"Training was cancelled; no model was registered. Its state after epoch {saved_epoch} of {epochs} "
+            f"is kept, so it can be resumed ({RESUME_HOW}).")
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes two runs the same run: their key is a hash of exactly this."""
+
+    config: TrainConfig
+    data_dir: str
+    train: Fingerprint
+    validation: Fingerprint
+    world_size: int = 1
+
+    @property
+    def key(self) -> str:
+        text = json.dumps({"config": self.config.to_json(), "data_dir": self.data_dir, "train": self.train.to_json(),
+                           "validation": self.validation.to_json(), "world_size": self.world_size}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def differences(self, other: SavedRun) -> list[str]:
+        """How an interrupted run of the same folder differs from this one, in words."""
+        ours, theirs = self.config.to_json(), other.config.to_json()
+        words = [f"{name.replace('_', ' ')} {theirs.get(name)} (here {value})"
+                 for name, value in ours.items() if theirs.get(name) != value]
+        same_split = all(ours.get(name) == theirs.get(name) for name in SPLIT_SETTINGS)
+        if same_split and (other.train, other.validation) != (self.train, self.validation):
+            words.append("other films (the folder's films have changed since)")
+        if other.world_size != self.world_size:
+            words.append(f"{other.world_size} training processes (here {self.world_size})")
+        return words
+
+
+class RunCheckpoint:
+    """One run's saved state: restored by :meth:`restore`, written by :meth:`save`, removed by :meth:`forget`."""
+
+    def __init__(self, identity: RunIdentity, hardware: Hardware, folder: Path, job_id: str | None = None,
+                 payload: dict | None = None):
+        self.identity, self.hardware, self.folder, self.job_id = identity, hardware, folder, job_id
+        self.payload = payload  # the state to resume from (None: a fresh run)
+        self.path = folder / f"{identity.key}.pt"
+
+    @property
+    def resumed_after(self) -> int:
+        return int(self.payload["epoch"]) if self.payload else 0
+
+    @property
+    def notes(self) -> list[str]:
+        return [f"resumed after epoch {self.resumed_after} of {self.identity.config.epochs} from its saved "
+                "state"] if self.payload else []
+
+    def restore(self, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any,
+                generator: torch.Generator) -> RunProgress:
+        """Put the saved state into the fresh model, optimiser, schedule and generator; a fresh progress when
+        there is nothing to resume."""
+        state = self.payload
+        if state is None:
+            return RunProgress()
+        rank = self.hardware.world.rank
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generators"][rank].clone())
+        torch.set_rng_state(state["rng"][rank].clone())
+        if state.get("device_rng") is not None and self.hardware.device.type == "cuda":
+            torch.cuda.set_rng_state(state["device_rng"][rank].clone(), self.hardware.device)
+        main = self.hardware.is_main  # only rank 0 validates: the others carry no history and no best weights
+        return RunProgress(epoch=int(state["epoch"]), history=[EpochRecord(**h) for h in state["history"]] if main
+                           else [], best_auc=float(state["best_auc"]), best_state=state["best_state"] if main else None,
+                           stale=int(state["stale"]), seconds=float(state["seconds"]), finished=bool(state["finished"]))
+
+    def save(self, progress: RunProgress, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any,
+             generator: torch.Generator) -> None:
+        """Call on every rank at the end of an epoch (the random-number states are gathered); rank 0 writes."""
+        hardware = self.hardware
+        rngs = {"generators": _gathered(hardware, generator.get_state()),
+                "rng": _gathered(hardware, torch.get_rng_state()),
+                "device_rng": _gathered(hardware, torch.cuda.get_rng_state(hardware.device))
+                if hardware.device.type == "cuda" else None}
+        if not hardware.is_main:
+            return
+        payload = {"format": FORMAT, "key": self.identity.key, "epoch": progress.epoch,
+                   "finished": progress.finished, "seconds": progress.seconds, "best_auc": progress.best_auc,
+                   "stale": progress.stale, "history": [h.model_dump() for h in progress.history],
+                   "model": model.state_dict(), "best_state": progress.best_state,
+                   "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(), **rngs}
+        write_private(self.path, lambda handle: torch.save(payload, handle))
+        self.describe(progress.epoch, progress.finished)
+
+    def describe(self, epoch: int, finished: bool) -> None:
+        """Write (rank 0) the run's description beside its state."""
+        run = SavedRun(key=self.identity.key, data_dir=self.identity.data_dir, config=self.identity.config,
+                       world_size=self.identity.world_size, train=self.identity.train,
+                       validation=self.identity.validation, epoch=epoch, finished=finished, job_id=self.job_id,
+                       saved=clock.iso())
+        text = (json.dumps(run.to_json(), indent=1, sort_keys=True) + "\n").encode()
+        write_private(self.folder / f"{self.identity.key}.json", lambda handle: handle.write(text))
+
+    def forget(self) -> None:
+        """The run has shipped its model: its state goes (rank 0)."""
+        if self.hardware.is_main:
+            self.path.unlink(missing_ok=True)
+            (self.folder / f"{self.identity.key}.json").unlink(missing_ok=True)
+
+
+def run_identity(config: TrainConfig, data_dir: str | Path, train_set: Any, val_set: Any,
+                 world_size: int = 1) -> RunIdentity:
+    """The identity of a run of ``config`` on this split of ``data_dir`` (FilmSets) by ``world_size`` processes."""
+    return RunIdentity(config=config, data_dir=str(Path(data_dir).expanduser().resolve()),
+                       train=fingerprint(train_set), validation=fingerprint(val_set), world_size=world_size)
+
+
+def open_run(identity: RunIdentity, hardware: Hardware, resume: bool, job_id: str | None = None,
+             folder: Path | None = None) -> RunCheckpoint:
+    """The run's checkpoint; with ``resume`` its saved state loaded (on every rank, from the same file), else
+    a fresh one. ResumeRefused, on every rank alike, when there is nothing usable to resume."""
+    folder = folder or runs_dir()
+    if hardware.is_main:
+        prune_saved_runs(folder)
+    if not resume:
+        return RunCheckpoint(identity, hardware, folder, job_id)
+    path = folder / f"{identity.key}.pt"
+    missing = not path.is_file()
+    if hardware.on_any(missing):  # every rank refuses together: none waits for the others in a collective
+        if missing and hardware.is_main:
+            raise _nothing_to_resume(identity, folder)
+        raise ResumeRefused("Not every training process finds this run's saved state: all of them read it from "
+                            "the runs folder beside CXR_MODELS, which must be the same (shared) folder.")
+    checkpoint = RunCheckpoint(identity, hardware, folder, job_id, _load(path, identity))
+    if hardware.is_main:  # from now on the resuming job owns the run (its Resume button, its messages)
+        checkpoint.describe(checkpoint.resumed_after, bool(checkpoint.payload["finished"]))
+    return checkpoint
+
+
+def _nothing_to_resume(identity: RunIdentity, folder: Path) -> ResumeRefused:
+    same_folder = [run for run in saved_runs(folder) if run.data_dir == identity.data_dir]
+    if not same_folder or not identity.differences(same_folder[0]):
+        return ResumeRefused("There is no interrupted run of these settings on these films to resume; "
+                             "start a new run instead (without --resume).")
+    other = same_folder[0]
+    return ResumeRefused(
+        f"There is no interrupted run of these settings on these films to resume. The interrupted run of this "
+        f"folder ({other.where}) had {'; '.join(identity.differences(other))}: resume it with the same settings, "
+        "or start a new run (without --resume).")
+
+
+def _load(path: Path, identity: RunIdentity) -> dict:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise ResumeRefused(f"The saved state of this run cannot be read ({type(exc).__name__}); start a new run "
+                            "instead (without --resume).") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("key") != identity.key:
+        raise ResumeRefused("The saved state of this run was written for another run or by another version; "
+                            "start a new run instead (without --resume).")
+    return payload
+
+
+def _gathered(hardware: Hardware, state: torch.Tensor) -> torch.Tensor:
+    """One random-number state per rank, stacked (world x bytes), on the CPU; a collective under torchrun."""
+    if not hardware.world.is_distributed:
+        return state.unsqueeze(0).clone()
+    local = state.to(hardware.device)  # NCCL gathers GPU tensors only
+    parts = [torch.empty_like(local) for _ in range(hardware.world.world_size)]
+    dist.all_gather(parts, local)
+    return torch.stack(parts).cpu()
+
+

@@ -1,0 +1,110 @@
+"""Saved training runs on disk, readable without torch: ``RUNS/<key>.json`` describes the state
+``RUNS/<key>.pt`` that core.training.resume saves after every epoch (what the run is, how far it got, the
+job that last trained it). ``RUNS`` is ``runs/`` beside the site models folder (``CXR_MODELS``,
+core.config), like ``jobs/``: outside the code tree; folder 0700 and files 0600, since the weights come from
+patient films. Jobs and pages ask here whether a job left a run to resume; states untouched for
+``CXR_JOB_MAX_AGE_DAYS`` are pruned, as job folders are.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from core import clock
+from core.config import settings
+from core.store.base import Record, read_record
+from core.store.records import Fingerprint, TrainConfig
+
+DAY = 24 * 60 * 60.0
+RESUME_HOW = "Resume on the Retrain page, or the same train command with --resume"
+
+
+class SavedRun(Record):
+    """``RUNS/<key>.json``: an interrupted run, readable without loading its state."""
+
+    key: str
+    data_dir: str
+    config: TrainConfig
+    world_size: int = 1
+    train: Fingerprint
+    validation: Fingerprint
+    epoch: int = 0  # epochs finished and saved
+    finished: bool = False  # training is over (last epoch, or stopped early): resuming only ships the model
+    job_id: str | None = None  # the job that last trained it (None: the command line)
+    saved: str | None = None  # UTC, core.clock.iso
+
+    @property
+    def where(self) -> str:
+        return f"after epoch {self.epoch} of {self.config.epochs}"
+
+
+def runs_dir() -> Path:
+    """``runs/`` beside the site models folder (``CXR_MODELS``): outside the code tree."""
+    return settings().models.parent / "runs"
+
+
+def saved_runs(folder: Path | None = None) -> list[SavedRun]:
+    """Every run with a saved state, newest first; unreadable descriptions are left out."""
+    folder = folder or runs_dir()
+    runs = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            run = read_record(SavedRun, path)
+        except (OSError, ValueError):
+            continue
+        if (folder / f"{run.key}.pt").is_file() and path.stem == run.key:
+            runs.append(run)
+    return sorted(runs, key=lambda run: run.saved or "", reverse=True)
+
+
+def saved_run_of_job(job_id: str, folder: Path | None = None) -> SavedRun | None:
+    """The saved state a job's run left behind (the job that last trained it), or None."""
+    return next((run for run in saved_runs(folder) if run.job_id == job_id), None)
+
+
+def kept_note(job_id: str) -> str:
+    """A sentence for a job that stopped unfinished: that its run can be resumed, and from where ("" when
+    it left no state)."""
+    run = saved_run_of_job(job_id)
+    return f" Its state {run.where} is kept: an administrator can resume it (Resume)." if run else ""
+
+
+def prune_saved_runs(folder: Path | None = None, max_age_days: float | None = None,
+                     now: float | None = None) -> list[str]:
+    """Remove states untouched for ``max_age_days`` (default: the jobs' CXR_JOB_MAX_AGE_DAYS; 0 keeps them),
+    and temporaries a killed writer left behind more than a day ago; the names removed."""
+    folder = folder or runs_dir()
+    days = settings().job_max_age_days if max_age_days is None else max_age_days
+    if not folder.is_dir():
+        return []
+    now = clock.seconds() if now is None else now
+    removed = []
+    for path in sorted(folder.iterdir()):
+        temporary = path.name.startswith(".") and path.name.endswith(".tmp")
+        limit = DAY if temporary else (days * DAY if days and path.suffix in (".pt", ".json") else None)
+        try:
+            old = limit is not None and path.is_file() and path.stat().st_mtime < now - limit
+        except OSError:
+            continue
+        if old:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def write_private(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Whole or nothing, readable by its owner only (0600 in a 0700 folder): it derives from patient films."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

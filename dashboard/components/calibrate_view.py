@@ -1,0 +1,83 @@
+"""Recalibrating a model on the Retrain page: a new version with the same weights and another threshold.
+
+For administrators only (the page asks core.access before drawing this); core.training.calibrate writes the
+calibration, with where its threshold came from, to the audit log. The threshold is chosen either on the
+model's own validation films or on a labelled folder of this site, picked inside a data root (never a server
+path). It runs while the page waits: a few hundred films at most, read once.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import limits
+from core.access.policy import User
+from core.errors import TriageError
+from core.store.registry import ModelEntry
+from dashboard.components.folder_picker import folder_choice
+from dashboard.components.reports import percent
+from dashboard.state import registered_models
+
+VALIDATION, SITE_FOLDER = "validation", "site folder"  # core.training.calibrate's sources
+SOURCES = {VALIDATION: "Its own validation films", SITE_FOLDER: "A labelled folder of this site"}
+
+
+def calibrate_section(user: User) -> None:
+    st.subheader("Recalibrate a model")
+    st.caption("A new version with the same weights and a threshold for another sensitivity target. The model's "
+               "card keeps its internal validation, re-read at the new threshold; films of this site, when chosen, "
+               "are reported beside it.")
+    entries = [e for e in registered_models()[0] if e.record.operating_point.normal_class is not None]
+    if not entries:
+        st.info("No model with a normal class is registered, so none can be recalibrated.", icon=":material/info:")
+        return
+    by_name = {e.name: e for e in entries}  # names, not entries: the list grows with each new version
+    entry = by_name[st.selectbox("Model", list(by_name), format_func=lambda n: _describe(by_name[n]),
+                                 key="calibrate-model")]
+    source = st.radio("Choose the threshold on", list(SOURCES), format_func=SOURCES.get, horizontal=True,
+                      key="calibrate-source")
+    folder = None
+    if source == SITE_FOLDER:
+        folder = folder_choice("Labelled folder of this site", key="calibrate-site",
+                               help=f"One sub-folder per class of the model ({', '.join(entry.classes)}; "
+                                    "upper or lower case alike), each with at least the promotion floor's films.")
+    target = st.number_input("Sensitivity target (%)", min_value=round(limits.TARGET_SENSITIVITY.low * 100, 1),
+                             max_value=round(limits.TARGET_SENSITIVITY.high * 100, 1),
+                             value=round(limits.DEFAULT_TARGET_SENSITIVITY * 100, 1), step=0.5, format="%.1f",
+                             key="calibrate-target",
+                             help="The new threshold is the highest one that still finds this share of the "
+                                  "abnormal films it is chosen on.")
+    if not st.button("Calibrate", icon=":material/tune:", key="calibrate-start"):
+        return
+    if source == SITE_FOLDER and folder is None:
+        st.error("The model was not recalibrated. Choose a labelled folder inside a data root.",
+                 icon=":material/error:")
+        return
+    _run(entry, round(float(target) / 100, 4), folder, user)
+
+
+def _run(entry: ModelEntry, target: float, folder, user: User) -> None:
+    from core.training.calibrate import SITE, calibrate  # torch loads only when someone recalibrates
+
+    try:
+        with st.spinner(f"Recalibrating {entry.name}…"):
+            record = calibrate(entry.name, target, who=user.who, site_folder=folder)
+    except TriageError as exc:
+        st.error(f"The model was not recalibrated. {exc}", icon=":material/error:")
+        return
+    report, calibration = record.report, record.calibration
+    where = f"the site folder {calibration.folder}" if calibration.folder else "its validation films"
+    lines = [f"{record.name} is registered: urgent when 1 − p({record.operating_point.normal_class}) ≥ "
+             f"{record.operating_point.threshold:.3f} (was {calibration.previous_threshold:.3f}), chosen on {where}.",
+             f"Internal validation at this threshold: sensitivity {percent(report.sensitivity)}, specificity "
+             f"{percent(report.specificity)} ({report.n} films)."]
+    site = record.other_reports.get(SITE)
+    if site is not None:
+        lines.append(f"Site films: sensitivity {percent(site.sensitivity)}, specificity {percent(site.specificity)} "
+                     f"({site.n} films).")
+    st.success("  \n".join(lines), icon=":material/check_circle:")
+    st.caption("It is not the default; compare it with the others before making it one.")
+
+
+def _describe(entry: ModelEntry) -> str:
+    point = entry.record.operating_point
+    return f"{entry.name} (threshold {point.threshold:.3f}" + (", default)" if entry.is_default else ")")

@@ -1,0 +1,156 @@
+"""Models loaded in the background, one shared :class:`~core.serving.predict.Predictor` per model version.
+
+:func:`warm_up` starts the load (torch, the model, a rehearsal on a made-up film, then the Grad-CAM library in
+steps) in a thread and returns at once; :func:`predictor_for` waits for it. Every session in the process shares
+the result. :data:`foreground` counts triage a browser is waiting for: the warm-up's later steps wait for it.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+from PIL import Image
+
+from core.films.film import Film
+from core.films.read import read_film
+from core.serving.explain import load_cam_library
+from core.store.registry import ModelEntry
+
+if TYPE_CHECKING:
+    from core.serving.predict import Predictor
+
+
+class ModelLoad:
+    """One model version coming up in a background thread; the result is shared by every session."""
+
+    def __init__(self, entry: ModelEntry):
+        self.name, self.json_path = entry.name, entry.json_path
+        self._done = threading.Event()
+        self._predictor: Predictor | None = None
+        self._error: Exception | None = None
+        threading.Thread(target=self._run, name=f"load {entry.name}", daemon=True).start()
+
+    @property
+    def ready(self) -> bool:
+        """The model is loaded, or failed to load (then :meth:`result` says why)."""
+        return self._done.is_set()
+
+    @property
+    def failed(self) -> bool:
+        return self._done.is_set() and self._error is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def result(self) -> Predictor:
+        """The predictor, once loaded; re-raises what stopped the load (CheckpointError for a broken model)."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._predictor
+
+    def _run(self) -> None:
+        try:
+            from core.serving.predict import Predictor  # torch arrives here, off the page's thread
+            from core.store.checkpoints import load_checkpoint
+
+            self._predictor = Predictor(load_checkpoint(Path(self.json_path)))
+        except Exception as exc:  # noqa: BLE001 - handed to the page, which shows or raises it
+            self._error = exc
+            self._done.set()
+            return
+        # Rehearse on a made-up film (nobody's data): the first forward and backward passes of a fresh
+        # process cost several times a later one (kernels chosen, memory laid out), and the Grad-CAM library
+        # takes seconds to import. Prediction is rehearsed before the model counts as ready, the
+        # explanation after, so a film uploaded meanwhile gets its probabilities first.
+        predictor = self._predictor
+        try:
+            _rehearse(self.name, lambda: predictor.predict(_rehearsal_film()))
+        finally:
+            self._done.set()
+        _rehearse(self.name, lambda: load_cam_library(between_steps=foreground.wait_until_idle))
+        if predictor.can_explain:
+            foreground.wait_until_idle()
+            _rehearse(self.name, lambda: predictor.explain(_rehearsal_film(), predictor.loaded.classes[0]))
+
+
+def _rehearse(name: str, step: Callable[[], object]) -> None:
+    try:
+        step()
+    except Exception:  # noqa: BLE001 - only a head start: a real film reports its own problem at the edge
+        logging.getLogger(__name__).warning("warming up %s failed", name, exc_info=True)
+
+
+def _rehearsal_film() -> Film:
+    """A smooth grey synthetic image, built in memory (no patient data)."""
+    ramp = np.linspace(40, 200, 512, dtype=np.float32)
+    pixels = (ramp[None, :] * 0.5 + ramp[:, None] * 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return read_film(buffer.getvalue(), name="rehearsal.png")
+
+
+class Foreground:
+    """Triage a browser is waiting for, counted: background warm-up (the Grad-CAM library's seconds of imports,
+    in steps) waits between its steps while any is in progress, so a film uploaded the moment the page appears
+    gets its probabilities without competing for the interpreter. A wait is capped: warm-up is never starved."""
+
+    MAX_WAIT_S = 20.0
+
+    def __init__(self) -> None:
+        self._busy = 0
+        self._idle = threading.Condition()
+
+    def wait_until_idle(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout=self.MAX_WAIT_S)
+
+    @contextmanager
+    def working(self):
+        with self._idle:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+
+foreground = Foreground()  # one per process, like the models it protects
+
+
+MAX_MODELS = 8  # model versions kept in memory at once, the least recently asked for dropped first
+_models: OrderedDict[tuple[str, str], ModelLoad] = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def warm_up(entry: ModelEntry) -> ModelLoad:
+    """Start loading ``entry`` in the background, once per process and model version (a failed load is retried).
+
+    The weights' hash in the key reloads a replaced model. Returns at once.
+    """
+    key = (str(entry.json_path), entry.record.weights_sha256)
+    with _models_lock:
+        load = _models.get(key)
+        if load is None or load.failed:
+            load = _models[key] = ModelLoad(entry)
+        _models.move_to_end(key)
+        while len(_models) > MAX_MODELS:
+            _models.popitem(last=False)
+        return load
+
+
+def predictor_for(entry: ModelEntry) -> Predictor:
+    """The shared predictor of ``entry``, waiting for its load; raises CheckpointError for a broken model."""
+    return warm_up(entry).result()
+
+
+def model_key(predictor: Predictor) -> tuple[str, str]:
+    return predictor.name, predictor.loaded.record.weights_sha256

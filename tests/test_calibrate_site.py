@@ -1,0 +1,198 @@
+"""Recalibration on a site's own labelled films (#13): the threshold is chosen on them, the version says so,
+and every other report is read again at the new threshold."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.admin.audit import read_actions
+from core.errors import DatasetError, FolderNotAllowed
+from core.films.folders import FilmSet, discover
+from core.films.tensor import load_tensors
+from core.models.inference import probabilities_in_batches
+from core.store.checkpoints import load_checkpoint
+from core.store.records import TrainConfig
+from core.store.registry import list_models, read_registry
+from core.training.calibrate import SITE, calibrate
+from core.training.data import fingerprint
+from core.training.other_reports import ADULTS, OUT_OF_BATCH
+from core.training.train import split_films, train
+from e2e_support import ROOT
+
+SITE_LABEL = "shared-data/films"  # the 16 full-resolution Kermany val films: 8 NORMAL, 8 PNEUMONIA
+TARGET = 0.85  # 7 of the 8 pneumonia films: the rule has a real choice to make
+
+
+@pytest.fixture
+def registry(trained_model, tmp_path):
+    """A private registry holding a copy of the session model, its task's default."""
+    for suffix in (".json", ".pt"):
+        shutil.copy(trained_model.json_path.with_suffix(suffix), tmp_path)
+    shutil.copy(trained_model.directory / "registry.json", tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def held_model(kermany_train, tmp_path_factory):
+    """A tiny model trained with another batch held out, so it carries an out-of-batch report."""
+    directory = tmp_path_factory.mktemp("held")
+    config = TrainConfig(arch="logistic", epochs=2, image_size=64, augment=False, max_films=600,
+                         holdout="kermany-batch", split_seed=0)
+    return train(kermany_train, config, name="held", directory=directory), directory
+
+
+def _abnormal_scores(json_path, films: FilmSet) -> np.ndarray:
+    """The stored model's abnormality scores on ``films``, computed here, not by calibrate."""
+    loaded = load_checkpoint(json_path)
+    probs = probabilities_in_batches(loaded.model, load_tensors(films, loaded.image_size))
+    return loaded.record.operating_point.abnormal_scores(probs)
+
+
+def test_the_threshold_is_chosen_on_the_site_films_and_the_version_says_where(trained_model, registry, films_dir):
+    old = trained_model.record
+    new = calibrate(old.name, TARGET, directory=registry, site_folder=SITE_LABEL)
+    point, calibration = new.operating_point, new.calibration
+    assert calibration.source == "site folder" and calibration.folder == SITE_LABEL
+    site_films = discover(films_dir)
+    assert calibration.films.n == 16 and calibration.films.class_counts == {"NORMAL": 8, "PNEUMONIA": 8}
+    assert calibration.films.sha256 == fingerprint(site_films).sha256
+    assert calibration.from_model == old.name and calibration.previous_threshold == old.operating_point.threshold
+    # the rule, checked on the site films directly: the highest threshold that finds >= 85 % of the sick films
+    scores = _abnormal_scores(registry / f"{new.name}.json", site_films)
+    sick = site_films.labels == 1
+    found = np.mean(scores[sick] >= point.threshold)
+    assert found >= TARGET and point.threshold in scores
+    higher = scores[scores > point.threshold]
+    assert higher.size == 0 or np.mean(scores[sick] >= higher.min()) < TARGET
+    site = new.other_reports[SITE]
+    assert site.n == 16 and site.sensitivity == pytest.approx(found) and site.threshold == point.threshold
+    assert site.specificity == pytest.approx(np.mean(scores[~sick] < point.threshold))
+    assert SITE_LABEL in site.split and SITE_LABEL in point.policy and point.validation_sensitivity == found
+    # the card's report stays internal validation, re-read at the new threshold
+    assert new.report.threshold == point.threshold and new.report.n == old.report.n
+    assert new.report.auc == pytest.approx(old.report.auc, abs=1e-6)
+    assert set(new.other_reports) == {SITE, ADULTS}  # no holdout in the session model
+    text = (registry / f"{new.name}.json").read_text()
+    assert str(films_dir) not in text and json.loads(text)["calibration"]["folder"] == SITE_LABEL
+    audit = read_actions(limit=5)[0]
+    assert (audit.action, audit.model, audit.details["source"], audit.details["site_folder"]) == \
+        ("calibrate", new.name, "site folder", SITE_LABEL)
+    assert audit.details["site_class_counts"] == {"NORMAL": 8, "PNEUMONIA": 8}
+    assert read_registry(registry).task_defaults == {old.task: old.name}  # not made the default
+
+
+def test_other_reports_are_read_again_at_the_new_threshold(held_model, kermany_train):
+    old, directory = held_model
+    assert set(old.other_reports) == {OUT_OF_BATCH, ADULTS}
+    new = calibrate(old.name, 0.995, directory=directory)
+    threshold = new.operating_point.threshold
+    assert new.calibration.source == "validation" and threshold != old.operating_point.threshold
+    assert set(new.other_reports) == {OUT_OF_BATCH, ADULTS}
+    _, _, _, held = split_films(kermany_train, old.training.config.resolved())
+    scores = _abnormal_scores(directory / f"{new.name}.json", held)
+    normal = held.labels == 0
+    out_of_batch = new.other_reports[OUT_OF_BATCH]
+    assert out_of_batch.n == len(held) and out_of_batch.threshold == threshold
+    assert out_of_batch.specificity == pytest.approx(np.mean(scores[normal] < threshold))
+    assert out_of_batch.sensitivity == pytest.approx(np.mean(scores[~normal] >= threshold))
+    assert new.other_reports[ADULTS].threshold == threshold
+    # on a site folder the site report joins them; a later validation calibration drops it (old threshold)
+    on_site = calibrate(new.name, TARGET, directory=directory, site_folder=SITE_LABEL)
+    assert set(on_site.other_reports) == {OUT_OF_BATCH, ADULTS, SITE}
+    assert {r.threshold for r in on_site.other_reports.values()} == {on_site.operating_point.threshold}
+    again = calibrate(on_site.name, 0.99, directory=directory)
+    assert set(again.other_reports) == {OUT_OF_BATCH, ADULTS} and again.calibration.source == "validation"
+
+
+def test_class_folders_that_are_not_the_models_classes_are_refused(trained_model, registry):
+    with pytest.raises(DatasetError, match=r"class folders of shared-data/tb/train \(Normal, Tuberculosis\) are "
+                                           r"not the model's classes \(NORMAL, PNEUMONIA\)"):
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder="shared-data/tb/train")
+    assert [e.name for e in list_models(registry)[0]] == [trained_model.name]  # nothing registered
+
+
+def test_too_few_films_per_class_are_refused_with_the_counts(trained_model, registry, settings_env):
+    settings_env(CXR_PROMOTION_MIN_FILMS="10")
+    with pytest.raises(DatasetError, match=r"shared-data/films holds 8 NORMAL, 8 PNEUMONIA films; .* at least 10 "
+                                           r"of each class"):
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder=SITE_LABEL)
+    assert [e.name for e in list_models(registry)[0]] == [trained_model.name]
+
+
+def test_a_site_root_in_any_case_is_read_in_the_models_classes(trained_model, registry, films_dir, tmp_path,
+                                                               settings_env):
+    site = tmp_path / "site-root" / "ward"
+    for source, target in (("NORMAL", "normal"), ("PNEUMONIA", "Pneumonia")):
+        (site / target).mkdir(parents=True)
+        for film in sorted((films_dir / source).iterdir())[:3]:
+            shutil.copy(film, site / target)
+    roots = tmp_path / "roots.json"
+    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
+    settings_env(CXR_DATA_ROOTS=str(roots))
+    new = calibrate(trained_model.name, TARGET, directory=registry, site_folder=site)  # a server path inside a root
+    assert new.calibration.folder == "ward-7/ward"
+    assert new.calibration.films.class_counts == {"NORMAL": 3, "PNEUMONIA": 3}
+    assert str(tmp_path) not in (registry / f"{new.name}.json").read_text()
+    (site / "Pneumonia" / "broken.jpeg").write_bytes(b"not a film")
+    with pytest.raises(DatasetError) as refused:
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
+    assert "ward-7/ward/Pneumonia/broken.jpeg" in str(refused.value) and str(tmp_path) not in str(refused.value)
+    with pytest.raises(FolderNotAllowed):
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder=tmp_path)  # outside every root
+
+
+def test_cli_calibrates_on_a_site_folder_and_fails_as_json(trained_model, registry, run_cli):
+    done = run_cli("calibrate", trained_model.name, "--target-sensitivity", TARGET, "--site-folder", SITE_LABEL,
+                   checkpoints=registry)
+    assert done.returncode == 0, done.stderr
+    out = done.json_lines()[0]
+    assert set(out) == {"name", "from", "previous_threshold", "source", "validation", "site"}
+    assert out["source"] == "site folder" and out["site"]["folder"] == SITE_LABEL and out["site"]["n"] == 16
+    assert out["site"]["sensitivity"] >= TARGET and out["site"]["threshold"] == out["validation"]["threshold"]
+    bad = run_cli("calibrate", trained_model.name, "--target-sensitivity", TARGET, "--site-folder", "/etc",
+                  checkpoints=registry)
+    assert bad.returncode == 1 and bad.json_lines() == [{"error": FolderNotAllowed.MESSAGE}]
+
+
+def _retrain_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=180)
+    at.switch_page("views/retrain.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_the_retrain_page_calibrates_on_a_site_folder(trained_model, registry, settings_env, films_dir,
+                                                      tmp_path):
+    settings_env(CXR_MODELS=str(registry), CXR_JOBS=str(tmp_path / "jobs"))
+    at = _retrain_page()
+    assert at.selectbox(key="calibrate-model").value == trained_model.name
+    at.radio(key="calibrate-source").set_value("site folder").run()
+    at.selectbox(key="calibrate-site-folder-shared-data").set_value("films").run()
+    at.number_input(key="calibrate-target").set_value(TARGET * 100).run()
+    next(b for b in at.button if b.label == "Calibrate").click().run()
+    assert not at.exception and not at.error
+    new = next(e.record for e in list_models(registry)[0] if e.name != trained_model.name)
+    assert new.calibration.source == "site folder" and new.calibration.folder == SITE_LABEL
+    message = at.success[0].value
+    assert f"{new.name} is registered" in message and f"chosen on the site folder {SITE_LABEL}" in message
+    assert f"Site films: sensitivity {new.other_reports[SITE].sensitivity * 100:.1f} %" in message
+    shown = "\n".join(str(e.value) for kind in ("markdown", "caption", "success", "info") for e in at.get(kind))
+    assert str(films_dir) not in shown
+    assert any(a.action == "calibrate" and a.details["source"] == "site folder" and a.who == "local"
+               for a in read_actions(limit=5))
+
+
+def test_the_page_refuses_a_mismatched_folder_in_words(trained_model, registry, settings_env, tmp_path):
+    settings_env(CXR_MODELS=str(registry), CXR_JOBS=str(tmp_path / "jobs"))
+    at = _retrain_page()
+    at.radio(key="calibrate-source").set_value("site folder").run()
+    at.selectbox(key="calibrate-site-folder-shared-data").set_value("tb/train").run()
+    next(b for b in at.button if b.label == "Calibrate").click().run()
+    assert not at.exception
+    assert at.error[0].value.startswith("The model was not recalibrated. The class folders of shared-data/tb/train")
+    assert [e.name for e in list_models(registry)[0]] == [trained_model.name]

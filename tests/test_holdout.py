@@ -1,0 +1,101 @@
+"""Another batch held out of training (#13): the rule, the split it makes, and the reports a run stores."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core import limits
+from core.errors import DatasetError
+from core.evaluation.metrics import evaluate_probabilities
+from core.films.folders import discover
+from core.films.tensor import load_tensors
+from core.models.efficientnet_lite import efficientnet_lite0
+from core.models.inference import probabilities_in_batches
+from core.store.checkpoints import load_checkpoint
+from core.store.records import TrainConfig
+from core.training.data import patient_id
+from core.training.holdout import RULES, split_holdout
+from core.training.other_reports import ADULTS, OUT_OF_BATCH, adult_normals
+from core.training.train import split_films, train
+
+
+@pytest.fixture(scope="module")
+def kermany_films(kermany_train):
+    return discover(kermany_train)
+
+
+def test_the_cli_offers_exactly_the_rules_that_exist():
+    assert set(limits.HOLDOUTS) == set(RULES)
+
+
+def test_kermany_batch_holds_out_the_late_im_series_and_late_pneumonia_patients(kermany_films):
+    kept, held = split_holdout(kermany_films, "kermany-batch")
+    assert len(kept) + len(held) == len(kermany_films) == 5216
+    assert held.class_counts() == [394, 760]  # IM-0400.. normals; person1400.. pneumonia
+    names = [p.name for p in held.paths]
+    assert all(n.startswith("IM-") and int(n[3:7]) >= 400 or int(n[6:n.index("_")]) >= 1400 for n in names)
+    assert not any(n.startswith("NORMAL2-") for n in names)
+    # no patient on both sides
+    assert not {patient_id(p) for p in kept.paths} & {patient_id(p) for p in held.paths}
+
+
+def test_a_holdout_that_finds_no_other_batch_is_refused(films_dir):
+    with pytest.raises(DatasetError, match="every class on both sides"):
+        split_holdout(discover(films_dir), "kermany-batch")  # the 16 val films: no IM-04xx normals held out
+
+
+def test_unknown_rule_is_a_clear_error(kermany_films):
+    with pytest.raises(DatasetError, match="Unknown holdout 'x'"):
+        split_holdout(kermany_films, "x")
+
+
+def test_split_seed_fixes_validation_whatever_the_training_seed(kermany_train):
+    config = TrainConfig(arch="logistic", max_films=400, holdout="kermany-batch", split_seed=3)
+    _, _, val_a, held_a = split_films(kermany_train, config.model_copy(update={"seed": 0}))
+    _, _, val_b, held_b = split_films(kermany_train, config.model_copy(update={"seed": 5}))
+    _, _, val_c, _ = split_films(kermany_train, config.model_copy(update={"seed": 5, "split_seed": None}))
+    assert val_a.paths == val_b.paths and held_a.paths == held_b.paths
+    assert val_c.paths != val_a.paths  # without a split seed the training seed draws the split, as before
+    assert not set(val_a.paths) & set(held_a.paths)
+
+
+def test_adult_normals_are_the_tb_normals_labelled_normal():
+    films = adult_normals(("NORMAL", "PNEUMONIA"))
+    assert len(films) == 150 and set(films.labels.tolist()) == {0}
+    assert all(p.parent.name == "Normal" for p in films.paths)
+    assert adult_normals(("COVID", "PNEUMONIA")) is None  # no normal class: nothing to measure
+
+
+def test_a_run_with_a_holdout_stores_both_other_reports(kermany_train, tmp_path):
+    config = TrainConfig(arch="logistic", epochs=2, image_size=64, augment=False, max_films=600,
+                         holdout="kermany-batch", split_seed=0)
+    record = train(kermany_train, config, name="held", directory=tmp_path)
+    loaded = load_checkpoint(tmp_path / f"{record.name}.json")
+    reports = loaded.record.other_reports
+    assert set(reports) == {OUT_OF_BATCH, ADULTS}
+    # the stored out-of-batch figures are the model's own on exactly the held-out films, at its threshold
+    _, _, _, held = split_films(kermany_train, config.resolved())
+    probs = probabilities_in_batches(loaded.model, load_tensors(held, 64))
+    again = evaluate_probabilities(held.labels, probs, held.classes, loaded.operating_point)
+    assert reports[OUT_OF_BATCH].n == len(held) and reports[OUT_OF_BATCH].class_counts == held.class_counts()
+    assert reports[OUT_OF_BATCH].auc == pytest.approx(again.auc, abs=1e-6)
+    assert reports[OUT_OF_BATCH].specificity == pytest.approx(again.specificity)
+    lo, hi = reports[OUT_OF_BATCH].at_operating_point.specificity_ci
+    assert lo <= reports[OUT_OF_BATCH].specificity <= hi
+    adults = reports[ADULTS]
+    assert adults.n == 150 and adults.auc is None and adults.roc is None and adults.sensitivity is None
+    assert 0.0 <= adults.specificity <= 1.0 and "outside the training population" in adults.split
+    assert "after holding out another batch" in loaded.record.report.split
+    json.loads((tmp_path / f"{record.name}.json").read_text())  # strict JSON: no NaN from a one-class set
+
+
+def test_efficientnet_head_starts_small_not_saturated():
+    torch.manual_seed(0)
+    net = efficientnet_lite0(num_classes=2)
+    assert float(net.fc.weight.detach().std()) == pytest.approx(0.01, rel=0.1)
+    assert float(net.fc.bias.detach().abs().max()) == 0.0
+    gaps = net.eval()(torch.rand(4, 3, 96, 96)).detach().numpy()
+    assert np.all(np.abs(gaps[:, 0] - gaps[:, 1]) < 1.0)

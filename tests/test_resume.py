@@ -1,0 +1,357 @@
+"""Resumable training (core/training/resume.py): a run saves its state every epoch and continues after an
+interruption exactly where it stopped, from the loop, the command line, a job and the Retrain page.
+
+Real films from ../shared/data, tiny models: ``mlp`` has dropout (torch's global RNG) and trains with
+augmentation (the run's generator), so a resumed run only equals an uninterrupted one if both are restored.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from e2e_support import ROOT, wait_for
+
+from core.admin.audit import read_actions
+from core.config import DistributedEnvironment
+from core.errors import JobError, TrainingCancelled
+from core.films.folders import FilmSet
+from core.jobs.jobs import FAILED, RUNNING, SUCCEEDED, list_jobs, read_job
+from core.jobs.records import JobSettings, write_settings, write_status
+from core.jobs.resume import resumable_run, resume_job
+from core.models.build import build_model
+from core.models.device import FP32
+from core.store.records import EpochRecord, Fingerprint, TrainConfig, read_model_record
+from core.training import loop
+from core.training.distributed import Hardware
+from core.training.events import EpochEvent, NoteEvent
+from core.errors import ResumeRefused
+from core.training.resume import RunIdentity, open_run, run_identity
+from core.training.saved_runs import prune_saved_runs, runs_dir, saved_runs
+from core.training.train import split_films, train
+
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
+
+# Dropout + augmentation, deterministic on the CPU in fp32: resumed and uninterrupted runs must be equal.
+EXACT = TrainConfig(arch="mlp", epochs=3, image_size=64, max_films=200, seed=3, device="cpu", precision="fp32")
+TINY = TrainConfig(arch="logistic", epochs=2, image_size=32, max_films=60, augment=False, device="cpu",
+                   precision="fp32")
+APP = str(ROOT / "dashboard" / "app.py")
+FAR_JOB = "20260101-000000-abcd"  # older than any job started today: the new job is listed first
+
+
+@pytest.fixture
+def site(tmp_path, settings_env) -> Path:
+    """An empty site models folder of this test's own: the runs folder is ``tmp_path/runs`` beside it."""
+    settings_env(CXR_MODELS=str(tmp_path / "models"), CXR_JOBS=str(tmp_path / "jobs"))
+    assert runs_dir() == tmp_path / "runs"
+    return tmp_path / "models"
+
+
+def _interrupt(data_dir: Path, config: TrainConfig, directory: Path, job_id: str | None = None,
+               events: list | None = None, watch=None) -> str:
+    """Train until the first epoch has finished, then cancel (as the job's Cancel does); the message."""
+    events = [] if events is None else events
+
+    def on_progress(event) -> None:
+        events.append(event)
+        if watch:
+            watch(event)
+
+    with pytest.raises(TrainingCancelled) as cancelled:
+        train(data_dir, config, directory=directory, on_progress=on_progress, job_id=job_id,
+              should_stop=lambda: any(isinstance(e, EpochEvent) for e in events))
+    return str(cancelled.value)
+
+
+def _weights(directory: Path, name: str) -> dict[str, torch.Tensor]:
+    return torch.load(directory / f"{name}.pt", map_location="cpu", weights_only=True)["model"]
+
+
+def _curves(history: list[EpochRecord]) -> list[tuple]:
+    return [(h.epoch, h.train_loss, h.val_loss, h.val_auc) for h in history]
+
+
+# --- the loop: resumed equals uninterrupted ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_cancelled_run_resumes_from_its_last_epoch_to_the_same_weights(kermany_train, site, tmp_path):
+    whole = train(kermany_train, EXACT, directory=tmp_path / "whole")
+    assert not saved_runs()  # shipped: nothing left to resume
+
+    _, train_set, val_set, _ = split_films(kermany_train, EXACT.resolved())
+    state = runs_dir() / f"{run_identity(EXACT.resolved(), kermany_train, train_set, val_set).key}.pt"
+    events: list = []
+    saved_when_told = [state.is_file()]  # none before the run
+    message = _interrupt(kermany_train, EXACT, tmp_path / "cut", events=events,
+                         watch=lambda e: saved_when_told.append(state.is_file()) if isinstance(e, EpochEvent) else 0)
+    assert saved_when_told == [False, True]  # whoever hears "epoch 1 finished" can resume from it
+    assert message == ("Training was cancelled; no model was registered. Its state after epoch 1 of 3 is kept, so "
+                       "it can be resumed (Resume on the Retrain page, or the same train command with --resume).")
+    assert not (tmp_path / "cut").exists() or not list((tmp_path / "cut").glob("*.pt"))  # nothing registered
+    (run,) = saved_runs()
+    assert (run.epoch, run.finished, run.job_id, run.config) == (1, False, None, EXACT.resolved())
+    (epoch_1,) = [e for e in events if isinstance(e, EpochEvent)]
+    assert state == runs_dir() / f"{run.key}.pt"
+    assert stat.S_IMODE(runs_dir().stat().st_mode) == 0o700  # derived from patient films: the owner only
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600 == stat.S_IMODE(state.with_suffix(".json").stat().st_mode)
+
+    resumed_events: list = []
+    resumed = train(kermany_train, EXACT, directory=tmp_path / "cut", resume=True, on_progress=resumed_events.append)
+    assert [h.epoch for h in resumed.training.history] == [1, 2, 3]
+    assert _curves(resumed.training.history) == _curves(whole.training.history)  # every loss and AUC, exactly
+    assert resumed.training.history[0].seconds == epoch_1.seconds  # the interrupted run's clock, carried on
+    assert "resumed after epoch 1 of 3 from its saved state" in resumed.training.notes
+    assert resumed.report.auc == whole.report.auc and resumed.operating_point == whole.operating_point
+    mine, theirs = _weights(tmp_path / "cut", resumed.name), _weights(tmp_path / "whole", whole.name)
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)  # bit for bit
+    notes = [e.message for e in resumed_events if isinstance(e, NoteEvent)]
+    assert "resuming after epoch 1 of 3 from the run's saved state" in notes
+    assert [e.epoch for e in resumed_events if isinstance(e, EpochEvent)] == [1, 2, 3]  # epoch 1 replayed
+    assert not state.exists() and not state.with_suffix(".json").exists() and saved_runs() == []  # shipped
+
+
+# --- what is refused --------------------------------------------------------------------------------------
+
+
+def _small_folder(kermany_train: Path, destination: Path, per_class: int = 30) -> Path:
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (destination / cls).mkdir(parents=True)
+        for path in sorted((kermany_train / cls).iterdir())[:per_class]:
+            shutil.copyfile(path, destination / cls / path.name)
+    return destination
+
+
+@pytest.mark.slow
+def test_resuming_with_other_settings_or_other_films_is_refused_and_says_what_differs(kermany_train, site,
+                                                                                     tmp_path):
+    folder = _small_folder(kermany_train, tmp_path / "films")
+    config = TINY.model_copy(update={"max_films": None})
+    _interrupt(folder, config, site)
+    with pytest.raises(ResumeRefused, match=r"no interrupted run of these settings on these films.*"
+                                            r"\(after epoch 1 of 2\) had epochs 2 \(here 3\); seed 0 \(here 1\): "
+                                            r"resume it with the same settings"):
+        train(folder, config.model_copy(update={"epochs": 3, "seed": 1}), directory=site, resume=True)
+    moved = sorted((folder / "PNEUMONIA").iterdir())[-1]
+    moved.unlink()  # the films changed since the run was interrupted
+    with pytest.raises(ResumeRefused, match=r"had other films \(the folder's films have changed since\)"):
+        train(folder, config, directory=site, resume=True)
+    assert len(saved_runs()) == 1 and not site.exists()  # refused before training: the saved run stays
+
+
+def test_resuming_with_no_saved_run_is_refused(kermany_train, site):
+    with pytest.raises(ResumeRefused, match=r"^There is no interrupted run of these settings on these films to "
+                                            r"resume; start a new run instead \(without --resume\)\.$"):
+        train(kermany_train, TINY, directory=site, resume=True)
+    assert not site.exists()
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("truncated", "cannot be read"),
+    ("not a state", "cannot be read"),  # anything but tensors and plain data: weights_only refuses it
+    ("another run", "written for another run"),
+])
+def test_a_damaged_or_foreign_state_is_refused(kermany_train, site, damage, words):
+    _, train_set, val_set, _ = split_films(kermany_train, TINY.resolved())
+    identity = run_identity(TINY.resolved(), kermany_train, train_set, val_set)
+    path = runs_dir() / f"{identity.key}.pt"
+    path.parent.mkdir(parents=True)
+    if damage == "truncated":
+        torch.save({"format": 1, "key": identity.key, "model": {"w": torch.ones(100)}}, path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "not a state":
+        torch.save({"format": 1, "key": identity.key, "when": datetime(2026, 1, 1)}, path)
+    else:
+        torch.save({"format": 1, "key": "0" * 32, "epoch": 1}, path)
+    with pytest.raises(ResumeRefused, match=words):
+        open_run(identity, Hardware(torch.device("cpu"), FP32), resume=True)
+
+
+def test_old_states_and_a_killed_writer_s_leftovers_are_pruned(tmp_path):
+    now = time.time()
+    files = {name: tmp_path / name for name in ("old.pt", "old.json", "new.pt", "new.json", ".new.pt.1.tmp",
+                                                ".old.pt.2.tmp", "notes.txt")}
+    for path in files.values():
+        path.write_bytes(b"x")
+    for name in ("old.pt", "old.json", ".old.pt.2.tmp", "notes.txt"):
+        os.utime(files[name], (now - 31 * 86400, now - 31 * 86400))
+    os.utime(files[".new.pt.1.tmp"], (now - 3600, now - 3600))  # a writer may still be at it
+    assert prune_saved_runs(tmp_path, max_age_days=30, now=now) == [".old.pt.2.tmp", "old.json", "old.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".new.pt.1.tmp", "new.json", "new.pt", "notes.txt"]
+    assert prune_saved_runs(tmp_path, max_age_days=0, now=now + 365 * 86400) == [".new.pt.1.tmp"]  # 0 keeps
+
+
+# --- the command line -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_cli_resumes_an_interrupted_run_and_says_when_there_is_nothing_to_resume(run_cli, kermany_train, site,
+                                                                                    tmp_path):
+    args = ["train", kermany_train, "--arch", "logistic", "--epochs", "2", "--image-size", "32", "--max-films", "60",
+            "--no-augment", "--device", "cpu", "--precision", "fp32", "--resume"]
+    nothing = run_cli(*args, checkpoints=site)
+    assert nothing.returncode == 1 and "Traceback" not in nothing.stderr
+    (error,) = nothing.json_lines()
+    assert error["error"].startswith("There is no interrupted run of these settings on these films to resume")
+    assert not site.exists()
+
+    _interrupt(kermany_train, TINY, site)  # the same settings as the arguments above
+    done = run_cli(*args, checkpoints=site)
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = json.loads(done.stdout.splitlines()[-1])  # progress lines first, the result last
+    record = read_model_record(site / f"{line['name']}.json")
+    assert [h.epoch for h in record.training.history] == [1, 2]
+    assert "resumed after epoch 1 of 2 from its saved state" in record.training.notes
+    assert saved_runs() == [] and not list(runs_dir().glob("*.pt"))
+
+
+# --- jobs and the Retrain page ------------------------------------------------------------------------------
+
+
+def _interrupted_job(jobs: Path, data_dir: Path, config: TrainConfig, models: Path) -> Path:
+    """A job that trained one epoch of ``config`` (for real, in this process) and whose runner then died."""
+    folder = jobs / FAR_JOB
+    folder.mkdir(parents=True)
+    write_settings(folder, JobSettings(job_id=FAR_JOB, data_dir=data_dir.resolve(), config=config.resolved(),
+                                       checkpoints=models.resolve(), started_by="admin:alice"))
+    _interrupt(data_dir, config, models, job_id=FAR_JOB)
+    write_status(folder, RUNNING, pid=1, message="Training.")  # no runner holds the lock: it died
+    return folder
+
+
+@pytest.mark.slow
+def test_a_job_that_died_says_its_run_is_kept_and_only_an_unfinished_one_can_resume(kermany_train, site, tmp_path):
+    jobs = tmp_path / "jobs"
+    with pytest.raises(JobError, match="There is no job"):
+        resume_job("../elsewhere", jobs)
+    folder = _interrupted_job(jobs, kermany_train, TINY, site)
+    died = read_job(folder)  # the first reader settles a job whose runner is gone
+    assert died.state == FAILED and "stopped unexpectedly" in died.message and "Nothing was registered" in died.message
+    assert died.message.endswith("Its state after epoch 1 of 2 is kept: an administrator can resume it (Resume).")
+    assert resumable_run(died).epoch == 1
+    write_status(folder, SUCCEEDED, message="Registered.")  # a finished job has nothing to resume
+    with pytest.raises(JobError, match=f"Job {FAR_JOB} has nothing to resume \\(succeeded\\)"):
+        resume_job(FAR_JOB, jobs)
+
+
+def _page() -> AppTest:
+    from streamlit.testing.v1 import AppTest  # here: the processes of the last test import this module too
+
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page("views/retrain.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _resume_buttons(at: AppTest) -> list:
+    return [b for b in at.button if b.label == "Resume training"]
+
+
+@pytest.mark.slow
+def test_the_retrain_page_resumes_an_interrupted_job_for_an_admin_only(kermany_train, site, tmp_path, settings_env,
+                                                                      monkeypatch):
+    from core.access.policy import RequestFacts
+    from dashboard.components import access
+
+    jobs = tmp_path / "jobs"
+    settings_env(CXR_DATA_DIR=str(kermany_train))
+    folder = _interrupted_job(jobs, kermany_train, TINY, site)
+    # streamlit loads lazily here, so conftest's local_browser_session did not set the session: set it
+    monkeypatch.setattr(access, "request_facts",
+                        lambda: RequestFacts.of("192.0.2.2", {"Host": "triage.hospital.example"}))
+    assert _resume_buttons(_page()) == []  # a clinician sees the outcome, not the control
+    monkeypatch.setattr(access, "request_facts", lambda: RequestFacts.of("127.0.0.1", {"Host": "localhost"}))
+
+    at = _page()
+    (button,) = _resume_buttons(at)
+    assert "Failed" in "\n".join(m.value for m in at.markdown)
+    button.click()
+    at.run()
+    assert not at.exception and not at.error
+    new = list_jobs(jobs)[0]
+    assert new.job_id != FAR_JOB and new.settings.resume_of == FAR_JOB and new.config == TINY.resolved()
+    done = wait_for(lambda: (lambda job: None if job.is_active else job)(read_job(new.folder)), timeout=240,
+                    what="the resumed job to end")
+    assert done.state == SUCCEEDED, done.message
+    record = read_model_record(site / f"{done.model}.json")
+    assert [h.epoch for h in record.training.history] == [1, 2] and record.training.job_id == new.job_id
+    assert any("Resuming the interrupted run of job " + FAR_JOB in line for line in done.log_tail())
+    resumed = next(a for a in read_actions(limit=20) if a.action == "job.resume")
+    assert (resumed.who, resumed.details["job"], resumed.details["resumes"]) == ("local", new.job_id, FAR_JOB)
+    assert saved_runs() == [] and resumable_run(read_job(folder)) is None
+    assert _resume_buttons(_page()) == []  # shipped: nothing left to resume
+
+
+# --- several processes ----------------------------------------------------------------------------------------
+
+
+def _rising_auc(model, x_val, val_set, weight, epoch, train_loss, started, precision) -> EpochRecord:
+    """Validation without films: every epoch is the best so far, so no run stops early."""
+    return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=epoch / 10, seconds=0.0)
+
+
+def _resume_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
+    torch.set_num_threads(1)  # two processes share the CPU cores
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        hardware = Hardware(torch.device("cpu"), FP32, DistributedEnvironment(rank, world, rank, world))
+        loop._validate = _rising_auc
+        config = TrainConfig(arch="mlp", epochs=2, image_size=32, batch_size=8).resolved()  # dropout, augmentation
+        shard = torch.Generator().manual_seed(rank)
+        films = loop.TrainingFilms(films=torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8, generator=shard),
+                                   labels=torch.arange(40) % 2, class_weight=torch.ones(2), total=80)
+        fingerprint = Fingerprint(n=80, class_counts={"C0": 40, "C1": 40}, sha256="0" * 64)
+        identity = RunIdentity(config, "synthetic", fingerprint, fingerprint, world)
+        val_set = FilmSet(tuple(Path(f"{i}.png") for i in range(8)), np.arange(8) % 2, ("C0", "C1"))
+
+        def run(folder: str, resume: bool, stop_after_steps: int | None = None) -> dict | None:
+            torch.manual_seed(0)
+            model = build_model("mlp", 2, 32)[0]
+            checkpoint = open_run(identity, hardware, resume, folder=Path(results, folder))
+            steps = iter(range(10**6))
+            stop = (lambda: next(steps) >= stop_after_steps) if stop_after_steps else None
+            try:
+                loop.fit(model, films, None, val_set, config, hardware, lambda event: None, stop, checkpoint)
+            except TrainingCancelled:
+                return None
+            return model.state_dict()
+
+        whole = run("whole", False)
+        assert run("cut", False, stop_after_steps=10) is None  # 10 steps an epoch: cancelled at epoch 2's first
+        resumed = run("cut", True)
+        saved = torch.load(next(Path(results, "whole").glob("*.pt")), weights_only=True)
+        Path(results, f"{rank}.json").write_text(json.dumps({
+            "equal": all(torch.equal(whole[k], resumed[k]) for k in whole),
+            "generators_differ": not torch.equal(saved["generators"][0], saved["generators"][1]),
+            "rows": [len(saved["generators"]), len(saved["rng"])]}))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_resume_each_from_its_own_random_state(tmp_path):
+    context = mp.start_processes(_resume_rank, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
+                                 join=False, start_method="spawn")
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank is still waiting after 4 minutes")
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert result == {"equal": True, "generators_differ": True, "rows": [2, 2]}, rank
