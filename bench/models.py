@@ -35,6 +35,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def _training(record) -> str:
+    if record.members:  # each member's time and epochs are in the ensemble's training notes
+        return f"ensemble of {len(record.members)} (members' recipes in its notes)"
+    return f"{_duration(record.training.seconds)}, {len(record.training.history)} epochs"
+
+
 TRAVEL_SETS = (("out-of-batch", "another batch"), ("adults", "adults outside the training population"))
 POLICY_FILMS_NOTE = ("Neither table uses the 16 full-resolution films of shared/data/films: they already chose the "
                      "default's 98 % operating policy, so they are no longer a clean check.")
@@ -109,9 +115,9 @@ def main() -> None:
             f"| {_pct(stored.accuracy)} | {_pct(stored.sensitivity)} / {_pct(stored.specificity)} "
             f"| {_pct(now.accuracy)} · {_pct(now.sensitivity)} / {_pct(now.specificity)} "
             f"| {point.threshold:.3f} ({_pct(point.target_sensitivity)}) "
-            f"| {_duration(record.training.seconds)}, {len(record.training.history)} epochs "
+            f"| {_training(record)} "
             f"| {record.weights_bytes / 2**20:.1f} MB | {record.inference_ms_per_film} ms |")
-    split = entries[0].record.report.split if entries else "none"
+    split = "; ".join(dict.fromkeys(e.record.report.split for e in entries if e.record.report)) or "none"
     lines = [f"Films: {split}. Stored = the model's JSON; re-measured = this commit's preprocessing and "
              "inference on the same films, read at the stored threshold.", "", *rows]
     lines += [f"- problem: {p}" for p in problems]

@@ -41,8 +41,8 @@ def test_the_manifest_lists_every_shipped_file_with_its_hash():
     listed = manifest.read_manifest(SHIPPED)
     files = {p.relative_to(SHIPPED).as_posix() for p in manifest.shipped_files(SHIPPED)}
     assert set(listed) == files
-    assert {"detector/chest-film-detector.pt", "pneumonia-efficientnet_lite0-v2.pt"} <= files
-    assert len([key for key in files if key.endswith(".pt")]) == 7  # six models and the chest-film detector
+    assert {"detector/chest-film-detector.pt", "pneumonia-resnet18-224-ensemble-v1.pt"} <= files
+    assert len([key for key in files if key.endswith(".pt")]) == 8  # seven models and the chest-film detector
     for key, digest in listed.items():
         assert hashlib.sha256((SHIPPED / key).read_bytes()).hexdigest() == digest, key
     for json_key in (key for key in files if key.endswith(".json") and not key.startswith("detector/")):
@@ -65,7 +65,7 @@ def test_the_lineup_is_complete_and_small(shipped):
     assert {("logistic", False), ("mlp", False), ("resnet18", False), ("resnet18", True)} <= kinds
     assert {"cnn5", "efficientnet_lite0"} <= {arch for arch, _ in kinds}
     total = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
-    assert total < 100 * 2**20
+    assert total < 150 * 10**6  # the size budget of issue 13, an ensemble counted whole
 
 
 def test_every_model_loads_and_carries_a_full_validation_report(shipped):
@@ -75,29 +75,42 @@ def test_every_model_loads_and_carries_a_full_validation_report(shipped):
         report = record.report
         assert report is not None, name
         assert REPORT_KEYS <= set(report.to_json()), name
-        assert report.n == 1038 and report.class_counts == [265, 773], name  # the same patient-disjoint split
+        if record.training.config.holdout:  # another batch held out first: a patient-disjoint 20 % of the rest
+            assert report.n == 850 and report.class_counts == [193, 657], name
+            assert record.other_reports["out-of-batch"].class_counts == [394, 760], name
+        else:
+            assert report.n == 1038 and report.class_counts == [265, 773], name  # the same patient-disjoint split
         assert report.auc_ci[0] <= report.auc <= report.auc_ci[1]
         assert report.auc > 0.97, name
         assert report.sensitivity >= record.operating_point.target_sensitivity >= 0.95, name
-        assert record.training.history and record.training.seconds > 0
+        if record.members:  # each member's recipe is written out: their own records are not shipped
+            assert len(record.members) == 2 and sum("Member " in n for n in record.training.notes) == 2, name
+        else:
+            assert record.training.history and record.training.seconds > 0
         assert record.inference_ms_per_film > 0 and record.parameters > 0
         assert record.task == "pneumonia" and record.classes == ("NORMAL", "PNEUMONIA"), name
 
 
-def test_the_default_is_the_efficientnet_with_a_sensitivity_margin(shipped):
+def test_the_default_is_the_resnet_ensemble_with_a_sensitivity_margin(shipped):
     (default,) = [e for e in shipped.values() if e.is_default]  # one task, one default
-    assert default.arch == "efficientnet_lite0"
+    assert default.arch == "ensemble" and [(m.arch, m.image_size) for m in default.record.members] == [
+        ("resnet18", 224), ("resnet18", 224)]
     assert find_model(None, SHIPPED).name == find_model(None, SHIPPED, task="pneumonia").name == default.name
     assert read_registry(SHIPPED).task_defaults == {"pneumonia": default.name}
     point = default.record.operating_point
     assert point.target_sensitivity == 0.98 and point.validation_sensitivity >= 0.98
     assert default.record.report.auc > 0.995
+    other_batch, adults = default.record.other_reports["out-of-batch"], default.record.other_reports["adults"]
+    assert other_batch.auc > 0.99 and other_batch.sensitivity > 0.95 and other_batch.specificity > 0.95
+    assert adults.n == 150 and adults.specificity > 0.9  # adult normals: outside the training population
 
 
 def test_the_default_triages_the_unseen_full_resolution_films(shipped, films_dir):
     default = next(e for e in shipped.values() if e.is_default)
     report = evaluate_folder(load_checkpoint(default.json_path), films_dir)
     assert report.n == 16 and report.skipped == []
-    assert report.auc == pytest.approx(1.0)
-    assert report.sensitivity == 1.0  # every pneumonia urgent (at the 95 % policy it missed 1 of 8)
-    assert report.specificity >= 7 / 8
+    assert report.auc > 0.98
+    assert report.sensitivity == 1.0  # every pneumonia urgent
+    # Normal films at full resolution score higher than the 224-px training copies (3 of 8 urgent): the same
+    # direction as the hidden other-batch test, where specificity is what falls (issue 13).
+    assert report.specificity >= 5 / 8

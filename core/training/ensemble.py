@@ -161,8 +161,8 @@ def _record(loaded: list[LoadedModel], config: TrainConfig, data_dir: Path, poin
     first = loaded[0].record
     names = ", ".join(m.name for m in loaded)
     notes = [f"Ensemble of {names}: the mean of their probabilities, one operating point chosen on their "
-             f"shared validation films. The recipe above is {first.name}'s; each member's training is in its own "
-             "record."]
+             f"shared validation films. The recipe above is {first.name}'s; each member's is below."]
+    notes += [_member_note(m.record) for m in loaded]
     return ModelRecord(
         name="", task=first.task, arch=ENSEMBLE, classes=first.classes,
         model_args=ModelArgs(num_classes=len(first.classes), image_size=ensemble.image_size),
@@ -204,3 +204,15 @@ def _line(standing: Standing) -> str:
     auc = f"{number(oob.auc if oob else None).strip()}{interval}"
     return (f"{standing.name:44s} {target:>6s} {number(validation):>7s} {auc:>26s} "
             f"{number(oob.sensitivity if oob else None)} {number(oob.specificity if oob else None)}")
+
+
+def _member_note(record: ModelRecord) -> str:
+    """One member's recipe in a sentence: the members' own records need not ship with the ensemble."""
+    training = record.training
+    config = training.config
+    best = f", best epoch {training.best_epoch}" if training.best_epoch else ""
+    auc = f", validation AUC {record.report.auc:.4f}" if record.report and record.report.auc is not None else ""
+    return (f"Member {record.name}: {config.arch} at {config.image_size} px, {len(training.history)} of "
+            f"{config.epochs} epochs{best}, seed {config.seed}, split seed {config.split_seed}, "
+            f"{'augmentation' if config.augment else 'no augmentation'}, {training.precision} on the "
+            f"{training.device}, {training.seconds or 0:.0f} s{auc}; notes: {' '.join(training.notes)}")
