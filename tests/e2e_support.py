@@ -126,3 +126,31 @@ class StreamlitServer:
             self.process.kill()
             self.process.wait()
         self._log.close()
+
+
+def retrain_page():
+    """The Retrain page, run once in AppTest with no exception (streamlit's testing module imported here, late:
+    processes spawned by some tests import the test modules too)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=180)
+    at.switch_page("views/retrain.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+def run_ranks(target, nprocs: int, folder: Path, timeout: float = 240) -> None:
+    """``target(rank, nprocs, rendezvous, folder)`` in ``nprocs`` spawned processes; fails the test when a rank
+    is still waiting after ``timeout`` seconds (its processes are killed)."""
+    import pytest
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(target, args=(nprocs, str(folder / "rendezvous"), str(folder)), nprocs=nprocs,
+                                 join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"a rank is still waiting after {timeout:.0f} s")

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from core import clock
+import corpus
 from core.errors import CalibrationError, DatasetError
 from core.models.inference import probabilities_in_batches
 from core.store.checkpoints import load_checkpoint
@@ -24,10 +24,7 @@ from core.training.train import maybe_subset
 @pytest.fixture
 def registry(trained_model, tmp_path):
     """A private registry holding a copy of the session model, its task's default (calibrate adds versions)."""
-    for suffix in (".json", ".pt"):
-        shutil.copy(trained_model.json_path.with_suffix(suffix), tmp_path)
-    shutil.copy(trained_model.directory / "registry.json", tmp_path)
-    return tmp_path
+    return corpus.copy_registry(trained_model.directory, tmp_path / "models")
 
 
 def test_new_version_reaches_the_new_target_with_the_same_weights(trained_model, registry, kermany_train):

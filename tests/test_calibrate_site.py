@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import corpus
 from core.admin.audit import read_actions
 from core.errors import DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet, discover
@@ -29,11 +30,8 @@ TARGET = 0.85  # 7 of the 8 pneumonia films: the rule has a real choice to make
 
 @pytest.fixture
 def registry(trained_model, tmp_path):
-    """A private registry holding a copy of the session model, its task's default."""
-    for suffix in (".json", ".pt"):
-        shutil.copy(trained_model.json_path.with_suffix(suffix), tmp_path)
-    shutil.copy(trained_model.directory / "registry.json", tmp_path)
-    return tmp_path
+    """A private registry holding a copy of the session model, its task's default (calibrate adds versions)."""
+    return corpus.copy_registry(trained_model.directory, tmp_path / "models")
 
 
 @pytest.fixture(scope="module")

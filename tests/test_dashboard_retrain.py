@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from e2e_support import ROOT, TRAIN_DIR, quick_checkpoints, require, wait_for
+from e2e_support import TRAIN_DIR, quick_checkpoints, require, retrain_page, wait_for
 from streamlit.testing.v1 import AppTest
 
 from core.clock import parse
@@ -12,7 +12,6 @@ from core.jobs.jobs import FAILED, read_job, start_job, write_status
 from core.store.records import TrainConfig
 from core.store.registry import list_models, read_registry
 
-APP = str(ROOT / "dashboard" / "app.py")
 
 
 @pytest.fixture
@@ -23,12 +22,6 @@ def places(tmp_path, settings_env):
     return checkpoints, tmp_path / "jobs"
 
 
-def _page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.switch_page("views/retrain.py")
-    at.run()
-    assert not at.exception
-    return at
 
 
 def _select(at: AppTest, label: str):
@@ -60,7 +53,7 @@ def _markdown(at: AppTest) -> str:
 
 
 def test_the_form_offers_sensible_defaults(places):
-    at = _page()
+    at = retrain_page()
     assert at.title[0].value == "Retrain"
     assert not at.text_input  # no free-text server path: a data root and a folder inside it
     assert _select(at, "Data root").value == "shared-data"
@@ -85,7 +78,7 @@ def test_the_form_refuses_what_cannot_train(places, settings_env, tmp_path, fold
     if folder == "no data roots":
         settings_env(CXR_DATA=str(tmp_path / "nowhere"), CXR_DATA_ROOTS=str(tmp_path / "none.toml"))
         folder = None
-    at = _page()
+    at = retrain_page()
     _fill(at, folder=folder, max_films=max_films)
     assert len(at.error) == 1 and words in at.error[0].value
     assert at.error[0].value.startswith("Training was not started.")
@@ -94,7 +87,7 @@ def test_the_form_refuses_what_cannot_train(places, settings_env, tmp_path, fold
 
 def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_default(places):
     checkpoints, jobs = places
-    at = _page()
+    at = retrain_page()
     _fill(at, target=97.5)
     job_folder = next(p for p in jobs.iterdir() if p.is_dir())
     assert json.loads((job_folder / "config.json").read_text())["config"]["target_sensitivity"] == 0.975
@@ -108,7 +101,7 @@ def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_d
     status = read_job(job_folder).status  # every time a job writes down is UTC
     assert all(parse(t) is not None and t.endswith("Z") for t in (status.queued_at, status.started_at,
                                                                    status.finished_at, status.updated))
-    at = _page()  # a fresh session, as after closing the tab: the job is still there
+    at = retrain_page()  # a fresh session, as after closing the tab: the job is still there
     assert "Finished" in _markdown(at)
     assert any("threshold for 97.5% sensitivity" in c.value for c in at.caption)
     assert any("Registered pneumonia-mlp-v2 as a new version" in s.value for s in at.success)
@@ -135,7 +128,7 @@ def test_the_cancel_button_stops_a_running_job_and_saves_nothing(places):
     job = start_job(TRAIN_DIR, long_job, directory=checkpoints, root=jobs)
     wait_for(lambda: any(e.phase == "train" for e in read_job(job.folder).events()), timeout=120,
              what="training steps")
-    at = _page()
+    at = retrain_page()
     assert "Running" in _markdown(at) and at.get("progress")
     assert "Training: epoch" in at.get("progress")[0].proto.text and "left" in at.get("progress")[0].proto.text
     next(b for b in at.button if b.label == "Cancel training").click()
@@ -144,7 +137,7 @@ def test_the_cancel_button_stops_a_running_job_and_saves_nothing(places):
     wait_for(lambda: not read_job(job.folder).is_active, timeout=60, what="the job to stop")
     assert read_job(job.folder).state == "cancelled"
     assert sorted(p.name for p in checkpoints.iterdir()) == before
-    at = _page()
+    at = retrain_page()
     assert "Cancelled" in _markdown(at) and at.info[0].value == read_job(job.folder).message
     assert at.info[0].value.startswith("Training was cancelled; ")  # nothing registered; finished epochs kept
 
@@ -159,7 +152,7 @@ def test_a_failed_job_shows_its_reason_and_the_history_lists_earlier_jobs(places
             "job_id": job_id, "data_dir": "/data", "config": {"arch": "cnn5", "epochs": 3, "image_size": 64,
                                                               "augment": True, "max_films": None}}))
         write_status(folder, FAILED if "failed" in message else "cancelled", message=message)
-    at = _page()
+    at = retrain_page()
     assert "Job 20260102-000000-bbbb" in _markdown(at)
     assert "cancelled" in at.info[0].value
     history = at.dataframe[0].value

@@ -10,14 +10,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from e2e_support import run_ranks
 
 from core.config import DistributedEnvironment, distributed_environment
 from core.errors import SettingOutOfRange
@@ -110,14 +110,7 @@ def _rank(rank: int, world: int, rendezvous: str, results: str) -> None:
 
 @pytest.mark.slow
 def test_rank_0_decides_early_stopping_for_every_rank(tmp_path):
-    context = mp.start_processes(_rank, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
-                                 join=False, start_method="spawn")
-    deadline = time.monotonic() + 240
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("a rank is still waiting after 4 minutes")
+    run_ranks(_rank, 2, tmp_path)
     main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
     assert main["collectives"] == other["collectives"] == [True, False, True, 0.5]
     assert main["epochs"] == [1, 2] and main["state"]  # stopped after one epoch without gain, of six

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from e2e_support import ROOT, wait_for
+from e2e_support import retrain_page, run_ranks, wait_for
 
 from core.admin.audit import read_actions
 from core.config import DistributedEnvironment
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 EXACT = TrainConfig(arch="mlp", epochs=3, image_size=64, max_films=200, seed=3, device="cpu", precision="fp32")
 TINY = TrainConfig(arch="logistic", epochs=2, image_size=32, max_films=60, augment=False, device="cpu",
                    precision="fp32")
-APP = str(ROOT / "dashboard" / "app.py")
 FAR_JOB = "20260101-000000-abcd"  # older than any job started today: the new job is listed first
 
 
@@ -246,14 +244,6 @@ def test_a_job_that_died_says_its_run_is_kept_and_only_an_unfinished_one_can_res
         resume_job(FAR_JOB, jobs)
 
 
-def _page() -> AppTest:
-    from streamlit.testing.v1 import AppTest  # here: the processes of the last test import this module too
-
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.switch_page("views/retrain.py")
-    at.run()
-    assert not at.exception
-    return at
 
 
 def _resume_buttons(at: AppTest) -> list:
@@ -272,10 +262,10 @@ def test_the_retrain_page_resumes_an_interrupted_job_for_an_admin_only(kermany_t
     # streamlit loads lazily here, so conftest's local_browser_session did not set the session: set it
     monkeypatch.setattr(access, "request_facts",
                         lambda: RequestFacts.of("192.0.2.2", {"Host": "triage.hospital.example"}))
-    assert _resume_buttons(_page()) == []  # a clinician sees the outcome, not the control
+    assert _resume_buttons(retrain_page()) == []  # a clinician sees the outcome, not the control
     monkeypatch.setattr(access, "request_facts", lambda: RequestFacts.of("127.0.0.1", {"Host": "localhost"}))
 
-    at = _page()
+    at = retrain_page()
     (button,) = _resume_buttons(at)
     assert "Failed" in "\n".join(m.value for m in at.markdown)
     button.click()
@@ -292,7 +282,7 @@ def test_the_retrain_page_resumes_an_interrupted_job_for_an_admin_only(kermany_t
     resumed = next(a for a in read_actions(limit=20) if a.action == "job.resume")
     assert (resumed.who, resumed.details["job"], resumed.details["resumes"]) == ("local", new.job_id, FAR_JOB)
     assert saved_runs() == [] and resumable_run(read_job(folder)) is None
-    assert _resume_buttons(_page()) == []  # shipped: nothing left to resume
+    assert _resume_buttons(retrain_page()) == []  # shipped: nothing left to resume
 
 
 # --- several processes ----------------------------------------------------------------------------------------
@@ -344,14 +334,7 @@ def _resume_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_resume_each_from_its_own_random_state(tmp_path):
-    context = mp.start_processes(_resume_rank, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
-                                 join=False, start_method="spawn")
-    deadline = time.monotonic() + 240
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("a rank is still waiting after 4 minutes")
+    run_ranks(_resume_rank, 2, tmp_path)
     for rank in (0, 1):
         result = json.loads((tmp_path / f"{rank}.json").read_text())
         assert result == {"equal": True, "generators_differ": True, "rows": [2, 2]}, rank

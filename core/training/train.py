@@ -86,7 +86,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     films, train_set, val_set, held_out = split_films(data_dir, config)
     run = open_run(run_identity(config, data_dir, train_set, val_set, hardware.world.world_size), hardware, resume,
                    job_id)  # before decoding: a refused resume says so at once
-    train_films, x_val = _decode(films, train_set, val_set, config, hardware, emit, should_stop)
+    train_films, x_val = _decode(train_set, val_set, config, hardware, emit, should_stop)
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
     notes += list(hardware.notes) + run.notes
     for note in notes:
@@ -127,7 +127,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     return record
 
 
-def _decode(films: FilmSet, train_set: FilmSet, val_set: FilmSet, config: TrainConfig, hardware: Hardware,
+def _decode(train_set: FilmSet, val_set: FilmSet, config: TrainConfig, hardware: Hardware,
             emit: Callable[[ProgressEvent], None],
             should_stop: Callable[[], bool] | None) -> tuple[TrainingFilms, torch.Tensor | None]:
     """Decode this rank's training films (and on rank 0 the validation films) once, onto the device."""
