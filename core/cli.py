@@ -1,4 +1,5 @@
-"""Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,models}``; tools script against it.
+"""Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,fit-population,models}``; tools
+script against it.
 
 Every failure is a JSON object with an ``error`` message and exit code 1, never a traceback.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from core import config, limits
 from core.errors import TriageError
+from core.films.folders import SPLITS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,16 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("predict", help="triage one or more films")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--model", help="registered model name (default: the default model)")
+    p.add_argument("--model", help="registered model name (default: the default model of --task)")
+    p.add_argument("--task", help="the task whose default model reads the films (pneumonia, covid, four-class, ...; "
+                   "default: pneumonia when it has a default model, else the one task that has one)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per film")
     _add_device(p, "run the model")
-    p = sub.add_parser("evaluate", help="metrics on a class-folder tree DIR/CLASS/*")
+    p = sub.add_parser("evaluate", help="metrics on a class-folder tree DIR/CLASS/* (or DIR/SPLIT/CLASS/*)")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--model")
+    p.add_argument("--model", help="registered model name (default: the default model of the task whose classes "
+                   "cover DIR's class folders, the smallest such task)")
+    p.add_argument("--split", choices=SPLITS, help="which split of a DIR with train/, val/ and test/ folders "
+                   "(default: test)")
     p.add_argument("--json", action="store_true")
     _add_device(p, "run the model")
     p = sub.add_parser("train", help="train and register a new model version")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="a class-folder tree (DIR/CLASS/*, or DIR/train/CLASS/* whose val/ "
+                   "joins validation), a manifest file (.toml) or a shipped manifest's name (four-class)")
     p.add_argument("--arch", required=True)
     p.add_argument("--epochs", type=int, default=limits.DEFAULT_EPOCHS)
     p.add_argument("--image-size", type=int)
@@ -108,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--override-floor", action="store_true",
                    help="with --set-default: promote even below the promotion floor (recorded in the audit log)")
     _add_device(p, "run the models on the validation films")
+    p = sub.add_parser("fit-population", help="fit a registered model's population check on its recorded "
+                       "training films (administrators; versions trained before the check existed)")
+    p.add_argument("models", nargs="+", metavar="NAME", help="registered versions; those trained on the same films "
+                   "share their features")
+    p.add_argument("--data", metavar="DIR", help="the training folder or manifest, if it moved since training")
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("--json", action="store_true")
     return parser
@@ -120,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"predict": _predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
                 "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
-                "ensemble": commands.run_ensemble}[args.command](args)
+                "ensemble": commands.run_ensemble, "fit-population": _fit_population}[args.command](args)
     except TriageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -129,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args) -> int:
+    from core.films.decode_pool import start_worker_early
     from core.films.read import read_film
     from core.serving.predict import Predictor
 
-    predictor = Predictor.from_registry(args.model, device=args.device)
+    start_worker_early(args.files)  # a DICOM's decoding worker starts while the model loads (none for PNG/JPEG)
+    predictor = Predictor.from_registry(_model_for_task(args.model, args.task), device=args.device)
     failures = 0
     for file in args.files:
         try:
@@ -149,7 +164,17 @@ def _predict(args) -> int:
 def _describe(file: str, prediction) -> str:
     probs = ", ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
     text = f"{file}: {prediction.label} [{prediction.priority or 'not triaged'}] ({probs})"
-    return text + "".join(f"\n  warning: {w}" for w in prediction.warnings)
+    warnings = prediction.warnings + ([prediction.population_warning] if prediction.population_warning else [])
+    return text + "".join(f"\n  warning: {w}" for w in warnings)
+
+
+def _fit_population(args) -> int:
+    from core.admin.audit import cli_user
+    from core.training.fit_population import fit_for_registered
+
+    for record in fit_for_registered(args.models, args.data, who=cli_user()):
+        print(json.dumps({"name": record.name, "population_check": record.population_check.to_json()}))
+    return 0
 
 
 def _evaluate(args) -> int:
@@ -159,9 +184,10 @@ def _evaluate(args) -> int:
     from core.store.registry import find_model
 
     device = resolve_device(args.device)
-    loaded = load_checkpoint(find_model(args.model).json_path)
+    entry = find_model(args.model) if args.model else _default_for_folder(args.dir, args.split)
+    loaded = load_checkpoint(entry.json_path)
     loaded.model = place_model(loaded.model, device)
-    report = evaluate_folder(loaded, args.dir)
+    report = evaluate_folder(loaded, args.dir, split=args.split)
     _audit("evaluate", model=loaded.name, folder=Path(args.dir).name, **report.summary())
     if args.json:
         print(json.dumps(report.to_json()))
@@ -175,6 +201,25 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _model_for_task(model: str | None, task: str | None) -> str:
+    """The model predict uses: the one named, else the default of ``task`` (core.store.registry.find_model)."""
+    from core.errors import CommandRefused
+    from core.store.registry import find_model
+
+    entry = find_model(model, task=None if model else task)
+    if model and task and entry.task != task:
+        raise CommandRefused(f"Model {entry.name} is of task {entry.task}, not {task}; name one of them only.")
+    return entry.name
+
+
+def _default_for_folder(folder: str, split: str | None):
+    """The default model of the task whose classes cover the folder's class folders."""
+    from core.films.folders import discover, evaluation_split
+    from core.store.registry import find_default_for_classes
+
+    return find_default_for_classes(discover(folder, evaluation_split(folder, split), min_classes=1).classes)
+
+
 def _audit(action: str, **details) -> None:
     from core.admin.audit import cli_user, record_action
 
@@ -183,14 +228,17 @@ def _audit(action: str, **details) -> None:
 
 def _models(args) -> int:
     from core.store.registry import list_models
+    from core.tasks import task_title
+    from core.store.reports import shown_reports
 
     entries, problems = list_models()
-    rows = [{"name": e.name, "tier": e.tier, "task": e.task, "arch": e.arch, "classes": list(e.classes),
-             "default": e.is_default,
+    rows = [{"name": e.name, "tier": e.tier, "task": e.task, "task_title": task_title(e.task), "arch": e.arch,
+             "classes": list(e.classes), "default": e.is_default, "is_default": e.is_default,  # of its task
              "image_size": e.record.image_size,
              "metrics": e.record.report.summary() if e.record.report else _NO_METRICS,
-             # beside internal validation: another batch, adults outside the training population, a site's films
-             "other_metrics": {key: r.summary_with_intervals() for key, r in e.record.other_reports.items()},
+             # beside internal validation: another batch, a site's films (withdrawn reports left out)
+             "other_metrics": {key: r.summary_with_intervals()
+                               for key, r in shown_reports(e.record.other_reports).items()},
              "parameters": e.record.parameters, "created": e.record.created} for e in entries]
     if args.json:
         print(json.dumps({"models": rows, "problems": problems}))

@@ -4,8 +4,9 @@
 torch and loading the default model (about 3 s here) only once somebody was already looking at it. This
 launcher starts that same warm-up (:func:`dashboard.model_loads.warm_up`, one shared load per process and model
 version) in a background thread at process start, then hands over to ``streamlit run dashboard/app.py`` with
-the arguments it was given. The page itself is unchanged and still warms up on its own when started with
-plain ``streamlit run``; the server never waits for the warm-up.
+the arguments it was given. Once the model is up (not alongside it: both want the CPU), it also starts a DICOM
+decoding worker, whose imports the first DICOM upload would otherwise wait for. The page itself is unchanged
+and still warms up on its own when started with plain ``streamlit run``; the server never waits for the warm-up.
 
     .venv/bin/python -m dashboard.serve --server.port 8501
 """
@@ -21,17 +22,26 @@ APP = ROOT / "dashboard" / "app.py"
 
 
 def preload() -> None:
-    """Bring the default model up, then the page's own heavier imports, so the first upload finds them."""
+    """Bring the default model up, then the page's own heavier imports, then a DICOM decoding worker, so the
+    first upload finds them."""
     try:
         from dashboard.model_loads import warm_up
         from dashboard.state import registered_models
 
+        from core.tasks import DEFAULT_TASK
+
         models, _ = registered_models()
-        if models:
-            warm_up(models[0]).wait()  # the default is listed first; its load runs in its own thread
+        if models:  # a fresh session's task (pneumonia) and its default; its load runs in its own thread
+            warm_up(next((m for m in models if m.task == DEFAULT_TASK and m.is_default), models[0])).wait()
         import dashboard.components.triage_view  # noqa: F401 - pandas and plotly, for the first worklist
     except Exception:  # noqa: BLE001 - only a head start: the page reports any real problem itself
         logging.getLogger(__name__).warning("preloading the default model failed", exc_info=True)
+    try:
+        from core.films.decode_pool import start_worker_early
+
+        start_worker_early()  # in its own thread; the same worker, limits and all, that a DICOM would start
+    except Exception:  # noqa: BLE001 - as above: the first DICOM starts its own worker and reports problems
+        logging.getLogger(__name__).warning("starting a DICOM decoding worker early failed", exc_info=True)
 
 
 def main(argv: list[str]) -> int:

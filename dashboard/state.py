@@ -24,7 +24,7 @@ from core import config, limits
 from core.errors import CheckpointError, FolderNotAllowed, TriageError
 from core.films.film import Film
 from core.films.read import read_film
-from core.films.roots import folder_label
+from core.films.roots import data_roots, folder_label
 from core.serving.explain import load_cam_library
 from core.serving.film_cache import BoundedCache, FilmCache
 from core.store.registry import ModelEntry, list_models
@@ -45,6 +45,73 @@ def default_data_dir() -> Path:
 def default_evaluation_dir() -> str:
     """A folder the Compare page suggests (``CXR_EVAL_DIR``, see core.config), or ""."""
     return config.settings().evaluation_folder
+
+
+MANIFEST_SUFFIX = ".toml"  # a training source that is a manifest (core.films.manifest), not a class folder
+
+
+def source_label(source: str | Path) -> str:
+    """A training source as people see it: a shipped manifest by name, a folder by its data-root label; never
+    a server path."""
+    path = Path(source)
+    if path.suffix == MANIFEST_SUFFIX:
+        return f"{path.stem} (manifest)"
+    try:
+        return folder_label(path)
+    except FolderNotAllowed:
+        return "a folder outside the data roots"
+
+
+def without_server_paths(text: str, source: str | Path | None = None) -> str:
+    """``text`` (a core error's message) with ``source`` and every data root's server path put in words."""
+    if source is not None:
+        text = text.replace(str(source), source_label(source))
+    try:
+        roots = sorted(data_roots(), key=lambda root: len(str(root.path)), reverse=True)
+    except TriageError:
+        roots = []
+    for root in roots:
+        text = text.replace(str(root.path), root.name)
+    return text
+
+
+@dataclass(frozen=True)
+class TrainingPreview:
+    """What a training source holds: the task its classes make, films per class and per data source, and the
+    films of a ``val/`` folder that join validation."""
+
+    task: str
+    classes: tuple[str, ...]
+    class_counts: tuple[int, ...]
+    by_source: dict[str, dict[str, int]]  # data source -> class -> films
+    validation_only: int = 0
+
+
+@st.cache_data(max_entries=16, ttl=timedelta(minutes=10), show_spinner="Reading the training films…")
+def training_preview(source: str, stamp: float) -> TrainingPreview:
+    """The films a class folder or a manifest would train on (``stamp``: :func:`source_stamp`, so films that
+    come or go are seen); DatasetError (core's words) when it cannot train."""
+    from core.films.manifest import training_films
+    from core.tasks import task_name
+
+    films, extra = training_films(source)
+    by_source: dict[str, dict[str, int]] = {}
+    for label, origin in zip(films.labels.tolist(), films.sources or (Path(source).name,) * len(films)):
+        counts = by_source.setdefault(origin, dict.fromkeys(films.classes, 0))
+        counts[films.classes[label]] += 1
+    return TrainingPreview(task_name(films.classes), films.classes, tuple(films.class_counts()), by_source,
+                           len(extra) if extra is not None else 0)
+
+
+def source_stamp(source: str | Path) -> float:
+    """Changes when a training source changes: a manifest file's time, a folder's :func:`folder_stamp`."""
+    path = Path(source)
+    if path.suffix != MANIFEST_SUFFIX:
+        return folder_stamp(path)
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def registered_models() -> tuple[list[ModelEntry], list[str]]:

@@ -15,12 +15,14 @@ from core.errors import DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet, discover
 from core.films.tensor import load_tensors
 from core.models.inference import probabilities_in_batches
+from core.store.atomic import atomic_write_json
 from core.store.checkpoints import load_checkpoint
 from core.store.records import TrainConfig
 from core.store.registry import list_models, read_registry
 from core.training.calibrate import SITE, calibrate
 from core.training.data import fingerprint
-from core.training.other_reports import ADULTS, OUT_OF_BATCH
+from core.store.reports import WITHDRAWN
+from core.training.other_reports import OUT_OF_BATCH
 from core.training.train import split_films, train
 from e2e_support import ROOT
 
@@ -73,7 +75,7 @@ def test_the_threshold_is_chosen_on_the_site_films_and_the_version_says_where(tr
     # the card's report stays internal validation, re-read at the new threshold
     assert new.report.threshold == point.threshold and new.report.n == old.report.n
     assert new.report.auc == pytest.approx(old.report.auc, abs=1e-6)
-    assert set(new.other_reports) == {SITE, ADULTS}  # no holdout in the session model
+    assert set(new.other_reports) == {SITE}  # no holdout in the session model
     text = (registry / f"{new.name}.json").read_text()
     assert str(films_dir) not in text and json.loads(text)["calibration"]["folder"] == SITE_LABEL
     audit = read_actions(limit=5)[0]
@@ -85,11 +87,11 @@ def test_the_threshold_is_chosen_on_the_site_films_and_the_version_says_where(tr
 
 def test_other_reports_are_read_again_at_the_new_threshold(held_model, kermany_train):
     old, directory = held_model
-    assert set(old.other_reports) == {OUT_OF_BATCH, ADULTS}
+    assert set(old.other_reports) == {OUT_OF_BATCH}
     new = calibrate(old.name, 0.995, directory=directory)
     threshold = new.operating_point.threshold
     assert new.calibration.source == "validation" and threshold != old.operating_point.threshold
-    assert set(new.other_reports) == {OUT_OF_BATCH, ADULTS}
+    assert set(new.other_reports) == {OUT_OF_BATCH}
     _, _, _, held = split_films(kermany_train, old.training.config.resolved())
     scores = _abnormal_scores(directory / f"{new.name}.json", held)
     normal = held.labels == 0
@@ -97,17 +99,30 @@ def test_other_reports_are_read_again_at_the_new_threshold(held_model, kermany_t
     assert out_of_batch.n == len(held) and out_of_batch.threshold == threshold
     assert out_of_batch.specificity == pytest.approx(np.mean(scores[normal] < threshold))
     assert out_of_batch.sensitivity == pytest.approx(np.mean(scores[~normal] >= threshold))
-    assert new.other_reports[ADULTS].threshold == threshold
     # on a site folder the site report joins them; a later validation calibration drops it (old threshold)
     on_site = calibrate(new.name, TARGET, directory=directory, site_folder=SITE_LABEL)
-    assert set(on_site.other_reports) == {OUT_OF_BATCH, ADULTS, SITE}
+    assert set(on_site.other_reports) == {OUT_OF_BATCH, SITE}
     assert {r.threshold for r in on_site.other_reports.values()} == {on_site.operating_point.threshold}
     again = calibrate(on_site.name, 0.99, directory=directory)
-    assert set(again.other_reports) == {OUT_OF_BATCH, ADULTS} and again.calibration.source == "validation"
+    assert set(again.other_reports) == {OUT_OF_BATCH} and again.calibration.source == "validation"
+
+
+def test_a_recalibrated_version_drops_the_withdrawn_adults_report(trained_model, registry):
+    """A version written before the withdrawal still stores "adults" (shared-data/tb/train/Normal, noise textures):
+    it loads as it is, and its recalibrated version no longer carries it."""
+    path = registry / f"{trained_model.name}.json"
+    stored = json.loads(path.read_text())
+    stored["other_reports"]["adults"] = stored["report"]  # any stored report: only its key matters here
+    atomic_write_json(path, stored)
+    assert set(load_checkpoint(path).record.other_reports) == {"adults"} and "adults" in WITHDRAWN
+    new = calibrate(trained_model.name, 0.9, directory=registry)
+    assert new.other_reports == {} and "adults" not in json.loads((registry / f"{new.name}.json").read_text())[
+        "other_reports"]
 
 
 def test_class_folders_that_are_not_the_models_classes_are_refused(trained_model, registry):
-    with pytest.raises(DatasetError, match=r"class folders of shared-data/tb/train \(Normal, Tuberculosis\) are "
+    # shared-data/tb/train holds noise textures, not films; it serves here only as a folder of other class names
+    with pytest.raises(DatasetError, match=r"class folders of shared-data/tb/train \(NORMAL, TUBERCULOSIS\) are "
                                            r"not the model's classes \(NORMAL, PNEUMONIA\)"):
         calibrate(trained_model.name, TARGET, directory=registry, site_folder="shared-data/tb/train")
     assert [e.name for e in list_models(registry)[0]] == [trained_model.name]  # nothing registered
@@ -189,6 +204,7 @@ def test_the_page_refuses_a_mismatched_folder_in_words(trained_model, registry, 
     settings_env(CXR_MODELS=str(registry), CXR_JOBS=str(tmp_path / "jobs"))
     at = _retrain_page()
     at.radio(key="calibrate-source").set_value("site folder").run()
+    # tb/train: noise textures, not films, used only for its class folders (NORMAL, TUBERCULOSIS)
     at.selectbox(key="calibrate-site-folder-shared-data").set_value("tb/train").run()
     next(b for b in at.button if b.label == "Calibrate").click().run()
     assert not at.exception

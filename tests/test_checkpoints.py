@@ -329,13 +329,13 @@ def test_promoting_in_a_second_task_keeps_the_first_tasks_default(tmp_path):
     for promotion in registry.promotions:
         assert promotion.at.endswith("Z")  # UTC, ISO 8601
         assert before <= clock.parse(promotion.at) <= after + timedelta(seconds=1)
-    assert registry.default == "tb-v1"  # the last promoted: what `predict` uses when nothing is named
+    assert registry.default == "tb-v1"  # the last promoted (the older global pointer, still written)
     stored = json.loads((tmp_path / REGISTRY_FILE).read_text())
     assert stored["default"] == "tb-v1" and len(stored["promotions"]) == 2
 
     assert find_model(None, tmp_path, task="pneumonia").name == "pneu-a-v1"
     assert find_model(None, tmp_path, task="tuberculosis").name == "tb-v1"
-    assert find_model(None, tmp_path).name == "tb-v1"
+    assert find_model(None, tmp_path).name == "pneu-a-v1"  # no task named: pneumonia's, whoever was promoted last
     entries, _ = list_models(tmp_path)
     assert {e.name for e in entries if e.is_default} == {"pneu-a-v1", "tb-v1"}
     assert entries[0].name == "tb-v1"

@@ -14,7 +14,8 @@ from core.films.read import read_film
 from core.store.checkpoints import load_checkpoint
 
 PREDICTION_KEYS = {"file", "model", "probabilities", "label", "priority", "warnings"}
-EXTRA_KEYS = {"abnormal_score", "threshold"}  # also emitted today; allowed by the contract
+EXTRA_KEYS = {"abnormal_score", "threshold",  # also emitted today; allowed by the contract
+              "population_warning", "population_checked"}  # the model's population check (issue 14)
 EVALUATE_KEYS = {"n", "accuracy", "auc", "sensitivity", "specificity", "threshold", "per_class", "confusion_matrix"}
 
 
@@ -105,8 +106,9 @@ def test_models_json_lists_the_registry(run_cli, trained_model):
     assert (row["name"], row["arch"], row["default"], row["image_size"]) == (trained_model.name, "cnn5", True, 64)
     assert row["classes"] == ["NORMAL", "PNEUMONIA"]
     assert row["metrics"]["auc"] == pytest.approx(trained_model.record.report.auc)
-    assert set(row) == {"name", "tier", "task", "arch", "classes", "default", "image_size", "metrics",
-                        "other_metrics", "parameters", "created"}
+    assert set(row) == {"name", "tier", "task", "task_title", "arch", "classes", "default", "is_default",
+                        "image_size", "metrics", "other_metrics", "parameters", "created"}
+    assert (row["task"], row["task_title"], row["is_default"]) == ("pneumonia", "Pneumonia", True)
     stored = trained_model.record.other_reports
     assert set(row["other_metrics"]) == set(stored)
     for key, figures in row["other_metrics"].items():

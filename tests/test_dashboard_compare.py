@@ -101,7 +101,7 @@ def test_a_folder_that_is_not_a_dataset_is_explained(at):
     at.run()
     _evaluate(at)
     assert not at.exception
-    assert len(at.error) == 2 and all("could not be evaluated on the chosen folder" in e.value and "sub-folders" in
+    assert len(at.error) == 2 and all("could not be evaluated on the chosen folder" in e.value and "sub-folder" in
                                       e.value for e in at.error)
 
 

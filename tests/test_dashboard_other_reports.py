@@ -1,10 +1,13 @@
 """How the promise travels (#13): figures beside internal validation on the model card and on Compare.
 
 One real model is trained per session with the ``kermany-batch`` holdout (logistic, 64 px, one epoch, 400 films
-of kermany-224/train), so it carries an out-of-batch report and the adult-normals report; the quick models of
-e2e_support were trained without a holdout (adults only), and the shipped models predate both. Expected
-numbers are read from the model's JSON file itself, not from the record the page formats, and rounded as the
-page displays them.
+of kermany-224/train), so it carries an out-of-batch report; the quick models of e2e_support were trained
+without a holdout, and the shipped models predate it. Expected numbers are read from the model's JSON file
+itself, not from the record the page formats, and rounded as the page displays them.
+
+The "adults" report (specificity on shared-data/tb/train/Normal) is withdrawn: that folder holds smoothed
+noise textures, not films. A version that still stores it (written before the withdrawal) must load and must
+not show it anywhere.
 """
 from __future__ import annotations
 
@@ -19,13 +22,17 @@ import pytest
 from e2e_support import FILMS_DIR, ROOT, TRAIN_DIR, quick_checkpoints, require
 from streamlit.testing.v1 import AppTest
 
+from core.store.atomic import atomic_write_json
+from core.store.checkpoints import load_checkpoint
 from core.store.records import read_model_record
 from core.store.registry import list_models
-from core.training.other_reports import ADULTS, OUT_OF_BATCH
+from core.store.reports import WITHDRAWN
+from core.training.other_reports import OUT_OF_BATCH
 from dashboard.components.charts import travel_intervals
 from dashboard.components.reports import (FIGURES, NOT_MEASURED, TRAVEL_TITLES, VALIDATION,
-                                          metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
-                                          travel_comparison, travel_points, travel_table)
+                                          metrics_with_travel, other_reports_in_order, out_of_batch_origin,
+                                          read_at_another_threshold, travel_comparison, travel_points,
+                                          travel_table)
 
 APP = str(ROOT / "dashboard" / "app.py")
 HELD_OUT_MODEL = "pneumonia-logistic-v1"
@@ -80,35 +87,28 @@ def _entry(folder: Path, name: str):
 
 def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_out_folder):
     stored = _stored_json(held_out_folder)
-    batch, adults, validation = stored["other_reports"][OUT_OF_BATCH], stored["other_reports"][ADULTS], stored["report"]
+    batch, validation = stored["other_reports"][OUT_OF_BATCH], stored["report"]
+    assert set(stored["other_reports"]) == {OUT_OF_BATCH}
     assert batch["class_counts"][0] > 0 and batch["class_counts"][1] > 0  # both classes held out
-    assert adults["class_counts"] == [150, 0]  # the adult normals of shared-data/tb/train/Normal
     table = travel_table(_entry(held_out_folder, HELD_OUT_MODEL).record)
     assert list(table.index) == list(FIGURES)
-    assert list(table.columns) == ["Validation", "Other batch", "Adults"]
+    assert list(table.columns) == ["Validation", "Other batch"]
     assert list(table["Other batch"]) == [
         str(batch["n"]), _auc(batch["auc"], batch["auc_ci"]),
         _percent(batch["at_operating_point"]["sensitivity"], batch["at_operating_point"]["sensitivity_ci"]),
         _percent(batch["at_operating_point"]["specificity"], batch["at_operating_point"]["specificity_ci"])]
-    # one class: there is no AUC and no sensitivity, and the table says why instead of a number
-    assert list(table["Adults"]) == [
-        "150", "— (one class only)", "— (one class only)",
-        _percent(adults["at_operating_point"]["specificity"], adults["at_operating_point"]["specificity_ci"])]
     assert table.loc["AUC", "Validation"] == _auc(validation["auc"], validation["auc_ci"])
-    # every report was read at the shipped operating point
-    assert batch["operating_point"]["threshold"] == adults["operating_point"]["threshold"] == \
-        stored["operating_point"]["threshold"]
+    # the report was read at the shipped operating point
+    assert batch["operating_point"]["threshold"] == stored["operating_point"]["threshold"]
 
 
 def test_a_model_trained_without_a_holdout_shows_another_batch_as_not_measured(tmp_path):
     folder = quick_checkpoints(tmp_path / "quick")
     record = _entry(folder, "pneumonia-cnn5-v1").record
-    adults = json.loads((folder / "pneumonia-cnn5-v1.json").read_text())["other_reports"][ADULTS]
-    assert set(record.other_reports) == {ADULTS}
+    assert record.other_reports == {}
     table = travel_table(record)
+    assert list(table.columns) == ["Validation", "Other batch"]
     assert list(table["Other batch"]) == [NOT_MEASURED] * 4
-    assert table.loc["Spec.", "Adults"] == _percent(
-        adults["at_operating_point"]["specificity"], adults["at_operating_point"]["specificity_ci"])
     assert table.loc["n", "Validation"] == str(record.report.n)
     assert out_of_batch_origin(record) is None and read_at_another_threshold(record) == []
 
@@ -117,8 +117,8 @@ def test_a_shipped_model_from_before_these_checks_shows_both_as_not_measured():
     record = read_model_record(ROOT / "checkpoints" / "pneumonia-logistic-v1.json")
     assert record.other_reports == {}
     table = travel_table(record)
-    assert list(table.columns) == ["Validation", "Other batch", "Adults"]
-    assert list(table["Other batch"]) == list(table["Adults"]) == [NOT_MEASURED] * 4
+    assert list(table.columns) == ["Validation", "Other batch"]
+    assert list(table["Other batch"]) == [NOT_MEASURED] * 4
     assert table.loc["AUC", "Validation"] == _auc(record.report.auc, list(record.report.auc_ci))
 
 
@@ -132,12 +132,11 @@ def test_the_card_says_which_weights_and_which_threshold_the_figures_describe(he
     assert read_at_another_threshold(record) == []
     recalibrated = record.model_copy(update={"operating_point": record.operating_point.model_copy(
         update={"threshold": record.operating_point.threshold / 2})})
-    assert sorted(read_at_another_threshold(recalibrated)) == ["Adults outside the training population",
-                                                               "Another batch"]
+    assert read_at_another_threshold(recalibrated) == ["Another batch"]
 
 
 def test_known_keys_are_the_ones_training_writes():
-    assert {OUT_OF_BATCH, ADULTS} <= set(TRAVEL_TITLES)
+    assert OUT_OF_BATCH in TRAVEL_TITLES and not WITHDRAWN & set(TRAVEL_TITLES)
 
 
 def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
@@ -149,19 +148,19 @@ def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
     assert table.loc["Another batch: specificity", HELD_OUT_MODEL] == _percent(batch["specificity"],
                                                                               batch["specificity_ci"])
     assert (table.loc["Another batch: specificity", QUICK_MODELS] == NOT_MEASURED).all()
-    assert (table.loc["Adults outside the training population: films"] == "150").all()  # every model has adults
+    assert list(table.index) == [f"Another batch: {label}" for label in ("films", "AUC", "sensitivity",
+                                                                         "specificity")]
     merged = list(metrics_with_travel([(e, e.record.report) for e in entries]).index)
     threshold = merged.index("Threshold (abnormal score)")
     assert merged[threshold + 1: threshold + 1 + len(table)] == list(table.index)  # after the threshold
     assert merged[threshold + 1 + len(table)] == "Parameters"
-    adults = stored["other_reports"][ADULTS]["at_operating_point"]
     chart = travel_intervals(travel_points(entries))
     assert [t.name for t in chart.data] == [n for e in entries for n in (e.name, e.name)]  # sensitivity, specificity
     (trace,) = [t for t in chart.data if t.name == HELD_OUT_MODEL and t.xaxis == "x2"]  # the specificity panel
-    row = list(trace.y).index("Adults outside the training population")
-    assert trace.x[row] == pytest.approx(adults["specificity"])
-    assert trace.error_x.arrayminus[row] == pytest.approx(adults["specificity"] - adults["specificity_ci"][0])
-    assert trace.error_x.array[row] == pytest.approx(adults["specificity_ci"][1] - adults["specificity"])
+    row = list(trace.y).index("Another batch")
+    assert trace.x[row] == pytest.approx(batch["specificity"])
+    assert trace.error_x.arrayminus[row] == pytest.approx(batch["specificity"] - batch["specificity_ci"][0])
+    assert trace.error_x.array[row] == pytest.approx(batch["specificity_ci"][1] - batch["specificity"])
 
 
 def _app(settings_env, folder: Path, tmp_path: Path, page: str | None = None) -> AppTest:
@@ -189,7 +188,7 @@ def test_triage_card_shows_the_other_batch_figures_with_their_intervals(held_out
     card = _card_text(at)
     assert "How the promise travels" in card and "overstate what a new site will see" in card
     assert "this run's own" in card and "not measured on another batch" not in card
-    assert "the network alone, without the chest-film check" in card  # which films the adult row is
+    assert "Adults" not in card and "the network alone" not in card  # the withdrawn adult-normals row is gone
     assert str(TRAIN_DIR.resolve()) not in card  # folders by their data-root label only
 
 
@@ -199,8 +198,7 @@ def test_triage_card_of_a_model_without_a_holdout_says_not_measured(tmp_path, se
     card = _card_text(at)
     assert "**not measured on another batch**" in card and "overstate what a new site will see" in card
     (table,) = [t.value for t in at.sidebar.table]
-    assert list(table["Other batch"]) == [NOT_MEASURED] * 4
-    assert table.loc["n", "Adults"] == "150"
+    assert list(table["Other batch"]) == [NOT_MEASURED] * 4 and list(table.columns) == ["Validation", "Other batch"]
 
 
 def test_compare_lists_out_of_batch_figures_for_each_model_that_has_them(mixed_folder, tmp_path, settings_env):
@@ -225,7 +223,7 @@ def test_compare_lists_out_of_batch_figures_for_each_model_that_has_them(mixed_f
     chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Sensitivity" in c.proto.spec
                  and "error_x" in c.proto.spec)
     held = [t for t in chart["data"] if t["name"] == HELD_OUT_MODEL]
-    assert {y for t in held for y in t["y"]} == {VALIDATION, "Another batch", "Adults outside the training population"}
+    assert {y for t in held for y in t["y"]} == {VALIDATION, "Another batch"}
 
 
 def test_compare_of_models_never_measured_on_another_batch_says_so(tmp_path, settings_env):
@@ -254,12 +252,61 @@ def test_evaluating_on_the_sixteen_films_says_they_chose_the_policy(tmp_path, se
 def test_summary_with_intervals_carries_each_figure_its_interval_and_films(held_out_folder):
     stored = _stored_json(held_out_folder)
     record = _entry(held_out_folder, HELD_OUT_MODEL).record
-    batch, adults = (record.other_reports[key].summary_with_intervals() for key in (OUT_OF_BATCH, ADULTS))
+    batch = record.other_reports[OUT_OF_BATCH].summary_with_intervals()
     raw = stored["other_reports"][OUT_OF_BATCH]
     assert batch["specificity_ci"] == tuple(raw["at_operating_point"]["specificity_ci"])
     assert batch["auc_ci"] == tuple(raw["auc_ci"]) and batch["n"] == raw["n"]
     assert batch["threshold"] == stored["operating_point"]["threshold"]
-    assert adults["auc"] is None and adults["sensitivity"] is None and adults["sensitivity_ci"] is None
-    assert adults["class_counts"] == {"NORMAL": 150, "PNEUMONIA": 0}
-    assert adults["split"].startswith("adults: outside the training population")
     assert json.loads(json.dumps(batch))["sensitivity_ci"] == raw["at_operating_point"]["sensitivity_ci"]  # JSON-able
+
+
+# What versions written before the withdrawal stored, word for word (core.training.other_reports until #14).
+OLD_ADULTS = "adults"
+OLD_ADULTS_SPLIT = ("adults: outside the training population (150 adult normal films of the Tuberculosis Chest X-ray "
+                    "Database, shared-data/tb/train/Normal); the network alone, without the chest-film check")
+
+
+@pytest.fixture
+def old_version_folder(held_out_folder) -> Path:
+    """The held-out model as a version written before the withdrawal: its JSON also stores an ``adults`` report
+    (the old key and wording), read at an earlier threshold, so it would be named among those too if shown."""
+    path = held_out_folder / f"{HELD_OUT_MODEL}.json"
+    stored = json.loads(path.read_text())
+    adults = json.loads(json.dumps(stored["other_reports"][OUT_OF_BATCH]))
+    adults["split"] = OLD_ADULTS_SPLIT
+    adults["operating_point"]["threshold"] /= 2
+    stored["other_reports"][OLD_ADULTS] = adults
+    atomic_write_json(path, stored)  # the store's own writer, as the old version was written
+    return held_out_folder
+
+
+def test_a_version_storing_the_withdrawn_adults_report_loads_and_nothing_shows_it(old_version_folder, tmp_path,
+                                                                                  settings_env):
+    assert OLD_ADULTS in WITHDRAWN
+    entries, problems = list_models(old_version_folder)
+    assert not problems
+    record = _entry(old_version_folder, HELD_OUT_MODEL).record
+    assert set(record.other_reports) == {OUT_OF_BATCH, OLD_ADULTS}  # still read from the file, untouched
+    loaded = load_checkpoint(old_version_folder / f"{HELD_OUT_MODEL}.json")
+    assert loaded.record.other_reports[OLD_ADULTS].split == OLD_ADULTS_SPLIT
+    assert [key for key, _, _ in other_reports_in_order(record)] == [OUT_OF_BATCH]
+    assert list(travel_table(record).columns) == ["Validation", "Other batch"]
+    assert read_at_another_threshold(record) == []  # its older threshold is not mentioned either
+    assert list(travel_comparison(entries).index) == [f"Another batch: {label}" for label in
+                                                      ("films", "AUC", "sensitivity", "specificity")]
+    assert {p.films for p in travel_points(entries)} == {VALIDATION, "Another batch"}
+
+    card_page = _app(settings_env, old_version_folder, tmp_path)
+    card = _card_text(card_page)
+    assert "How the promise travels" in card and "Other batch" in card
+    assert "adults" not in card and "the network alone" not in card and "earlier threshold" not in card
+    (table,) = [t.value for t in card_page.sidebar.table]
+    assert list(table.columns) == ["Validation", "Other batch"]
+
+    compare = _app(settings_env, old_version_folder, tmp_path, "views/compare.py")
+    compare.multiselect[0].set_value([HELD_OUT_MODEL]).run()
+    assert not compare.exception
+    rows = list(compare.dataframe[0].value.index)
+    assert "Another batch: films" in rows and not [row for row in rows if "adults" in row.lower()]
+    which = next(c.value for c in compare.caption if c.value.startswith("Which films"))
+    assert "adults" not in which and "out-of-batch" in which

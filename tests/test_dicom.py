@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -265,3 +266,66 @@ def test_a_decoder_failure_is_named_in_our_words_not_the_decoders():
         read_film(buffer.getvalue(), name="short.dcm")
     assert str(refused.value) == ("short.dcm: the DICOM pixel data (transfer syntax 'Explicit VR Little Endian') "
                                   "cannot be decoded here. Export the film uncompressed or as JPEG/JPEG 2000.")
+
+
+# --- a decoding worker started ahead of the first DICOM (the server's preload, predict given a DICOM) -------
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """This process's decoding pool swapped for an empty one with the same limits, closed afterwards."""
+    from core.films import decode_pool as pools
+
+    pool = pools.DecodePool(*pools.decode_pool().limits)
+    monkeypatch.setattr(pools, "_pool", pool)
+    yield pool
+    pool.close()
+
+
+def _started(pool) -> list[int]:
+    """The process ids of the pool's idle workers, once a worker starting ahead (if any) is ready."""
+    starting = pool._starting
+    if starting is not None:
+        assert starting.wait(120)
+    return [worker.process.pid for worker in pool._idle]
+
+
+def _address_space_cap(pid: int) -> str:
+    line = next(x for x in Path(f"/proc/{pid}/limits").read_text().splitlines() if x.startswith("Max address space"))
+    return line.split()[3]  # the soft limit, in bytes
+
+
+def test_a_worker_starts_ahead_only_when_a_dicom_is_coming(fresh_pool, films_dir, dicom_dir, tmp_path):
+    from core.films.decode_pool import start_worker_early
+
+    rasters = sorted(films_dir.rglob("*.jpeg"))[:3]
+    assert len(rasters) == 3 and start_worker_early(rasters) is False
+    assert start_worker_early([tmp_path / "missing.dcm", tmp_path]) is False
+    assert fresh_pool._starting is None and _started(fresh_pool) == []  # PNG/JPEG runs pay nothing
+    by_content = tmp_path / "exported-film"  # no suffix: "DICM" after the preamble says what it is
+    by_content.write_bytes((dicom_dir / "RG1_J2KI.dcm").read_bytes()[:200])
+    assert start_worker_early([*rasters, by_content]) is True
+    [pid] = _started(fresh_pool)
+    assert _address_space_cap(pid) != "unlimited"  # the same memory limit as any worker
+    film = read_film(dicom_dir / "RG1_J2KI.dcm")
+    assert film.pixels.shape == (1955, 1841) and film.metadata["Modality"] == "CR"
+    assert _started(fresh_pool) == [pid]  # decoded by the worker started ahead, kept for the next film
+    assert start_worker_early() is True and _started(fresh_pool) == [pid]  # one idle is enough: none added
+    fresh_pool.close()
+    assert fresh_pool.start_worker() is None
+
+
+def test_the_first_dicom_takes_the_worker_already_starting(fresh_pool, dicom_dir):
+    starting = fresh_pool.start_worker()
+    assert starting is not None and fresh_pool.start_worker() is None  # one start ahead at a time
+    film = read_film(dicom_dir / "RG1_UNCI.dcm")  # at once, while that worker may still be importing
+    starting.join(120)
+    assert film.source_format == "DICOM" and film.bit_depth == 15
+    assert len(_started(fresh_pool)) == 1  # had the film started a worker of its own, two would be idle now
+
+
+def test_the_servers_preload_starts_a_decoding_worker(fresh_pool):
+    from dashboard.serve import preload
+
+    preload()  # the session's registry is empty: the page's imports, then the worker
+    [pid] = _started(fresh_pool)
+    assert _address_space_cap(pid) != "unlimited"

@@ -42,8 +42,10 @@ def test_hand_case_at_threshold_half(report_at_half):
     assert report.sensitivity == pytest.approx(0.8)
     assert report.specificity == pytest.approx(0.8)
     assert isinstance(report.per_class["NORMAL"], ClassMetrics)
-    assert report.per_class["NORMAL"].model_dump() == pytest.approx(
+    assert report.per_class["NORMAL"].model_dump(exclude={"recall_ci"}) == pytest.approx(
         {"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5})
+    low, high = report.per_class["NORMAL"].recall_ci
+    assert 0.0 <= low < 0.8 < high <= 1.0  # five films: a wide interval around the recall
     assert report.threshold == 0.5
 
 
@@ -53,7 +55,8 @@ def test_hand_case_in_the_cli_json(report_at_half):
     assert data["n"] == 10 and data["threshold"] == 0.5
     assert data["confusion_matrix"] == data["at_0.5"]["confusion_matrix"] == [[4, 1], [1, 4]]
     assert (data["accuracy"], data["sensitivity"], data["specificity"]) == pytest.approx((0.8, 0.8, 0.8))
-    assert data["per_class"]["PNEUMONIA"] == pytest.approx({"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5})
+    assert data["per_class"]["PNEUMONIA"] == pytest.approx({"precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 5,
+                                                            "recall_ci": list(report_at_half.per_class["PNEUMONIA"].recall_ci)})
     assert data["operating_point"]["normal_class"] == "NORMAL"
     assert Report.model_validate(data) == report_at_half
 
@@ -212,24 +215,26 @@ def test_no_normal_class_means_argmax():
 
 @pytest.mark.parametrize("classes", [2, 3])
 def test_bootstrap_auc_interval_equals_one_sklearn_call_per_resample(classes):
-    """The all-resamples-at-once interval is the one a loop of roc_auc_score calls gives (ties included)."""
-    from scipy.stats import rankdata
+    """The all-resamples-at-once interval is the one a loop of roc_auc_score calls gives (ties included), and so
+    is every resample's AUC counted from how often each film was drawn."""
     from sklearn.metrics import roc_auc_score
 
-    from core.evaluation.metrics import N_BOOTSTRAP, _auc_with_interval, _average_ranks, _bootstrap_indices
+    from core.evaluation.metrics import (N_BOOTSTRAP, _auc_with_interval, _bootstrap_indices, _bootstrap_weights,
+                                         _weighted_auc)
 
     rng = np.random.default_rng(7)
-    scores = np.round(rng.random((50, 61)), 1)  # many ties
-    np.testing.assert_array_equal(_average_ranks(scores), rankdata(scores, axis=1))
     y = rng.integers(0, classes, 45)
-    probs = np.round(rng.random((45, classes)), 2) + 0.01
+    probs = np.round(rng.random((45, classes)), 2) + 0.01  # many ties
     probs /= probs.sum(axis=1, keepdims=True)
-    samples = []
+    samples, first_class = [], []
     for i in _bootstrap_indices(len(y), seed=3):
+        first_class.append(roc_auc_score(y[i] == 0, probs[i, 0]) if 0 < np.sum(y[i] == 0) < len(i) else np.nan)
         if len(np.unique(y[i])) < classes:
             continue
         samples.append(roc_auc_score(y[i], probs[i, 1]) if classes == 2
                        else roc_auc_score(y[i], probs[i], multi_class="ovr", average="macro"))
     assert len(samples) > N_BOOTSTRAP * 0.9
+    np.testing.assert_allclose(_weighted_auc(y == 0, probs[:, 0], _bootstrap_weights(len(y), seed=3)), first_class,
+                               atol=1e-12)
     auc, interval = _auc_with_interval(y, probs, seed=3)
     np.testing.assert_allclose(interval, np.percentile(samples, [2.5, 97.5]), atol=1e-12)

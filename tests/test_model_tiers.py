@@ -94,7 +94,7 @@ def test_a_site_default_overrides_the_shipped_one_for_its_task_only(tiers):
     set_default("site-pneu-v1")
     assert find_model(None, task="pneumonia").name == "site-pneu-v1"
     assert find_model(None, task="tuberculosis").name == "ship-tb-v1"  # no site pointer: falls back
-    assert find_model(None).name == "site-pneu-v1"  # the most recently promoted
+    assert find_model(None).name == "site-pneu-v1"  # no task named: the pneumonia task's default
     registry = read_registry(site)
     assert registry.task_defaults == {"pneumonia": "site-pneu-v1"}
     assert [(p.name, p.previous) for p in registry.promotions] == [("site-pneu-v1", "ship-pneu-v1")]

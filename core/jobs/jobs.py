@@ -36,7 +36,7 @@ from core.admin.audit import record_action
 from core.config import REPO_ROOT, job_environment, settings
 from core.limits import MIN_FILMS
 from core.errors import AuditLogUnavailable, JobError, TriageError
-from core.films.folders import discover
+from core.films.manifest import find_manifest, training_films
 from core.jobs import lock
 from core.jobs.lock import LOCK_FILE
 from core.jobs.prune import JOB_FOLDER, prune_old_jobs
@@ -114,7 +114,7 @@ def check_request(data_dir: str | Path, config: TrainConfig) -> TrainConfig:
     except ValueError as exc:
         message = str(exc)
         raise JobError(message if message.endswith(".") else f"{message}.") from exc
-    films = discover(Path(data_dir).expanduser())  # DatasetError says what is wrong with the folder
+    films = training_films(data_dir)[0]  # a folder or a manifest; DatasetError says what is wrong with it
     if len(films) < MIN_FILMS.low:
         raise JobError(f"{data_dir} holds only {len(films)} films; training needs at least {MIN_FILMS.low:.0f}.")
     return config
@@ -142,8 +142,8 @@ def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None
         folder = root / job_id
         folder.mkdir()
         write_settings(folder, JobSettings(
-            job_id=job_id, data_dir=Path(data_dir).expanduser().resolve(), name=name, config=config,
-            checkpoints=(directory or checkpoint_dir()).resolve(), created=clock.iso(), started_by=who,
+            job_id=job_id, data_dir=(find_manifest(data_dir) or Path(data_dir).expanduser()).resolve(), name=name,
+            config=config, checkpoints=(directory or checkpoint_dir()).resolve(), created=clock.iso(), started_by=who,
             time_limit_minutes=settings().job_time_limit_minutes, resume_of=resume_of))
         write_status(folder, QUEUED, message="Waiting for the training process to start.")
         _record_start(folder, job_id, data_dir, config, name, who, resume_of)

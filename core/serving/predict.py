@@ -5,6 +5,10 @@ of the model goes through the lock and concurrent app sessions can share one cac
 fair (core.serving.fair_lock): it is taken per film, in the order asked, predictions before explanations,
 so sessions triaging at once take turns film by film instead of one batch holding the model. Preparing a
 film (decode, resize) happens outside the turn, so other sessions do it meanwhile.
+
+Two checks read the film's ImageNet features (computed once): the chest-film check (not a chest film: no
+priority) and the model's population check (a chest film unlike this model's training films: the priority
+stays, with ``population_warning`` beside it).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import CheckpointError
+from core.models.features import FeatureExtractor
 from core.films.film import Film
 from core.films.quality import usability_problems
 from core.films.tensor import as_float, film_to_tensor
@@ -24,6 +29,7 @@ from core.models.inference import probabilities
 from core.serving.chest_check import ChestFilmCheck
 from core.serving.explain import heat_map, mean_heat_map, overlay
 from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
+from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel, load_checkpoint
 from core.store.registry import find_model
 
@@ -39,11 +45,14 @@ class Prediction:
     abnormal_score: float | None
     threshold: float | None
     warnings: list[str] = field(default_factory=list)
+    population_warning: str | None = None  # a chest film unlike the model's training films; priority kept
+    population_checked: bool = False  # whether the model has a population check (older versions do not)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "probabilities": self.probabilities, "label": self.label,
                 "priority": self.priority, "abnormal_score": self.abnormal_score,
-                "threshold": self.threshold, "warnings": self.warnings}
+                "threshold": self.threshold, "warnings": self.warnings,
+                "population_warning": self.population_warning, "population_checked": self.population_checked}
 
 
 @dataclass
@@ -61,7 +70,8 @@ class Explanation:
 
 
 class Predictor:
-    """One model plus the chest-film check. ``chest_check=None`` loads the shared, shipped detector.
+    """One model plus the chest-film check (``chest_check=None`` loads the shared, shipped detector) and the
+    model's own population check when its version has one.
 
     The model runs on ``device`` ('auto': CUDA when present; core.models.device), in fp32 like its operating
     point; films are prepared on the CPU and each batch is moved there.
@@ -75,6 +85,7 @@ class Predictor:
         self.lock = FairLock()
         # (network, layer, input size) Grad-CAM reads: the model, or each member of an ensemble
         self._explained = explained_layers(loaded.record.arch, loaded.model, loaded.image_size)
+        self.population = ModelPopulation.of(loaded)  # None: this version is not checked
         self.chest_check, self.chest_check_problem = chest_check, None
         if chest_check is None:
             try:
@@ -103,16 +114,35 @@ class Predictor:
     def predict(self, film: Film) -> Prediction:
         batch = self._model_input(film)
         problems = list(usability_problems(film))  # image statistics: no model, no turn needed
-        with self.lock.turn(PREDICTION):  # the model and the learned chest-film check, in one turn
+        population_warning = None
+        with self.lock.turn(PREDICTION):  # the model and the learned checks, in one turn
             probs = probabilities(self.loaded.model, batch)
-            if not problems and self.chest_check is not None:
-                problem = self.chest_check.problem(film)
+            if not problems:
+                problem, population_warning = self._film_checks(film)
                 problems += [problem] if problem else []
-        return self._interpret(probs[0], film, problems)
+        return self._interpret(probs[0], film, problems, population_warning)
 
-    def _interpret(self, probs: np.ndarray, film: Film, problems: list[str]) -> Prediction:
+    def _film_checks(self, film: Film) -> tuple[str | None, str | None]:
+        """(why the image is not a chest film, or None; the population warning, or None), from one set of
+        features. A stand-in chest check (tests) answers for the film itself."""
+        check, features = self.chest_check, None
+        if isinstance(check, ChestFilmCheck):
+            features = check.features(film)
+            problem = check.problem_of(features)
+        else:
+            problem = check.problem(film) if check is not None else None
+        if problem or self.population is None:
+            return problem, None
+        try:
+            features = FeatureExtractor.shared().films([film]) if features is None else features
+        except CheckpointError as exc:
+            return None, f"The population check is unavailable ({exc}); read the result with caution."
+        return None, self.population.warning(features)
+
+    def _interpret(self, probs: np.ndarray, film: Film, problems: list[str],
+                   population_warning: str | None = None) -> Prediction:
         """The reading: label and priority at the operating point; ``problems`` (not a usable chest film)
-        withhold the priority."""
+        withhold the priority; a population warning does not."""
         point, classes = self.loaded.operating_point, self.loaded.classes
         label = classes[int(point.decide(probs[None])[0])]
         warnings = list(film.warnings)
@@ -130,7 +160,8 @@ class Predictor:
             warnings.append("Not triaged: the image does not look like a usable chest film.")
         return Prediction(self.name, {c: round(float(p), 6) for c, p in zip(classes, probs)}, label, priority,
                           None if score is None else round(score, 6),
-                          None if point.normal_index is None else point.threshold, warnings)
+                          None if point.normal_index is None else point.threshold, warnings,
+                          population_warning, self.population is not None)
 
     def explain(self, film: Film, class_name: str, method: str = "gradcam", opacity: float = 0.4) -> Explanation:
         """Grad-CAM for ``class_name``; for an ensemble, each member's map (its own layer, at its own input size)

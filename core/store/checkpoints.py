@@ -8,6 +8,12 @@ hash guards against accidents, not people: whoever can replace the weights can r
 them. So a *shipped* model (one in the checkpoints folder) is also checked, both files, against the
 checksum manifest tracked in git (core.store.manifest); a *site* model is only as safe as its folder's
 permissions (the site folder belongs to the service account and the administrators).
+
+A model may also carry its *population check* (core.store.records.PopulationCheck): ``NAME.population.pt``
+beside the weights, tensors only, its SHA-256 in the JSON and, when shipped, in the manifest like every other
+file. A separate file rather than JSON numbers: about 650 kB of tensors (a PCA basis), and it can be added to
+an existing version (``python -m core fit-population``) without touching its weights. Version names end in
+``-vN``, so ``NAME.population`` is never another model's name.
 """
 from __future__ import annotations
 
@@ -27,7 +33,8 @@ from core.models.build import build_model
 from core.models.ensemble import ENSEMBLE, MemberSpec, build_ensemble, ensemble_input_size
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
-from core.store.records import Member, ModelRecord, read_model_record
+from core.models.features import GaussianScore
+from core.store.records import Member, ModelRecord, PopulationCheck, read_model_record
 from core.store.reports import OperatingPoint
 
 
@@ -35,6 +42,7 @@ from core.store.reports import OperatingPoint
 class LoadedModel:
     record: ModelRecord
     model: nn.Module
+    population: GaussianScore | None = None  # the population check's score; None: not checked
 
     @property
     def name(self) -> str:
@@ -53,16 +61,45 @@ class LoadedModel:
         return self.record.operating_point
 
 
-def save_checkpoint(directory: Path, model: nn.Module, record: ModelRecord) -> ModelRecord:
-    """Write NAME.pt then NAME.json; returns the record as written (with the weights' hash and size)."""
+def save_checkpoint(directory: Path, model: nn.Module, record: ModelRecord,
+                    population: GaussianScore | None = None) -> ModelRecord:
+    """Write NAME.pt (and NAME.population.pt with ``population``, described by ``record.population_check``)
+    then NAME.json; returns the record as written (with the files' hashes and the weights' size)."""
     json.dumps(record.to_json())  # fail before writing anything if the record cannot be stored
+    if (population is None) != (record.population_check is None):
+        raise ValueError("a population check needs both its description and its score")
     state = {k: _storage(v) for k, v in model.state_dict().items()}
     members = _stored_members(record, state)
     buffer = _to_bytes({"model": state, "identity": record.identity()})
     atomic_write_bytes(directory / f"{record.name}.pt", buffer)
+    check = None if population is None else _save_population(directory, record.name, population,
+                                                              record.population_check)
     record = record.model_copy(update={"weights_sha256": hashlib.sha256(buffer).hexdigest(),
-                                       "weights_bytes": len(buffer), "members": members})
+                                       "weights_bytes": len(buffer), "members": members,
+                                       "population_check": check})
     atomic_write_json(directory / f"{record.name}.json", record.to_json())
+    return record
+
+
+def population_file(json_path: Path) -> Path:
+    """Where the population check of the model described by ``json_path`` is stored."""
+    return json_path.with_name(f"{json_path.stem}.population.pt")
+
+
+def _save_population(directory: Path, name: str, score: GaussianScore, check: PopulationCheck) -> PopulationCheck:
+    buffer = _to_bytes(score.tensors())
+    path = population_file(directory / f"{name}.json")
+    atomic_write_bytes(path, buffer)
+    return check.model_copy(update={"file": path.name, "sha256": hashlib.sha256(buffer).hexdigest()})
+
+
+def attach_population_check(json_path: Path, score: GaussianScore, check: PopulationCheck) -> ModelRecord:
+    """Add (or replace) the population check of an existing version: its file, then its description in the
+    JSON; the weights and every other field are unchanged. The caller re-signs a shipped folder's manifest."""
+    record = read_model_record(json_path)
+    stored = _save_population(json_path.parent, record.name, score, check)
+    record = record.model_copy(update={"population_check": stored})
+    atomic_write_json(json_path, record.to_json())
     return record
 
 
@@ -151,7 +188,36 @@ def load_checkpoint(json_path: Path) -> LoadedModel:
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"Weights in {weights.name} do not fit architecture {record.arch}: {exc}") from exc
     model.eval()
-    return LoadedModel(record, model)
+    return LoadedModel(record, model, _load_population(json_path, record, shipped))
+
+
+def _load_population(json_path: Path, record: ModelRecord, shipped: bool) -> GaussianScore | None:
+    """The population check's score, verified like the weights (its hash in the JSON; the manifest when
+    shipped); None when the version has none. A damaged or swapped file refuses the model: a check that
+    silently changed what it warns on would be worse than none. A *site* version copied as the usual pair
+    (NAME.json, NAME.pt) without its population file is served unchecked, as older versions are; a shipped
+    one must have every file its manifest lists."""
+    check = record.population_check
+    if check is None:
+        return None
+    path = population_file(json_path)
+    if check.file != path.name:
+        raise CheckpointError(f"{json_path.name} names population-check file {check.file}, not {path.name}; the "
+                              "description was not written by this program.")
+    if not shipped and not path.exists():
+        return None
+    try:
+        data = manifest.read_verified(path) if shipped else path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"Population-check file {path.name} cannot be read ({exc.strerror or exc}).") from exc
+    if hashlib.sha256(data).hexdigest() != check.sha256:
+        raise CheckpointError(f"Population-check file {path.name} does not match its description (replaced or "
+                              "corrupt), so the model is refused. Restore it, or fit it again with "
+                              "`python -m core fit-population`.")
+    try:
+        return GaussianScore.from_tensors(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"Population-check file {path.name} was refused ({exc}).") from exc
 
 
 def _build(record: ModelRecord) -> nn.Module:

@@ -45,9 +45,13 @@ class TrainConfig(Record):
 
     def resolved(self) -> "TrainConfig":
         """Defaults filled in from the architecture, every number checked against its limit in core.config
-        (SettingOutOfRange, a ValueError, says which)."""
+        (SettingOutOfRange, a ValueError, says which).
+
+        ``pretrained`` becomes whether training really starts from ImageNet weights: asked for, offered by the
+        architecture, and its weights file present here (nothing is downloaded). So the recorded config says
+        what happened, and a network that trains from scratch gets the from-scratch learning rate."""
         info = architecture_info(self.arch)
-        pretrained = self.pretrained and info.pretrainable
+        pretrained = self.pretrained and info.pretrainable and _imagenet_weights_present(info.name)
         resolved = self.model_copy(update={"image_size": self.image_size or info.default_image_size,
                                            "pretrained": pretrained,
                                            "lr": self.lr or (3e-4 if pretrained else 1e-3)})
@@ -59,6 +63,18 @@ class TrainConfig(Record):
         if resolved.max_films is not None:
             limits.MIN_FILMS.check(resolved.max_films)
         return resolved
+
+
+def _imagenet_weights_present(arch: str) -> bool:
+    """The local ImageNet weights file of a pretrainable architecture exists (the builders' own look-ups, so
+    both agree). Imported here, not above: records import without torch, and only a config that asks for
+    ImageNet weights, on its way to training, pays for it."""
+    from core.models.efficientnet_lite import imagenet_weights_path
+    from core.models.pretrained import resnet18_weights_path
+
+    present = {"resnet18": lambda: resnet18_weights_path().is_file(),
+               "efficientnet_lite0": lambda: imagenet_weights_path() is not None}
+    return present[arch]()  # a new pretrainable architecture must say here where its weights are
 
 
 class EpochRecord(Record):
@@ -129,6 +145,23 @@ class Member(Record):
     weights_sha256: str
 
 
+class PopulationCheck(Record):
+    """Is a film from the population this model was trained on? A Gaussian score on the films' ImageNet
+    features (core.models.features) fitted on the model's own training films, with a threshold at a high
+    percentile of its validation films; its tensors are ``file`` beside the weights (core.store.checkpoints)."""
+
+    file: str = ""  # NAME.population.pt; filled in by save_checkpoint with its sha256
+    sha256: str = ""
+    population: str  # the training population in words, for the warning and the card
+    sources: dict[str, int] = {}  # training films per source (e.g. kermany-224)
+    fitted_on: int  # training films the score was fitted on (a seeded sample of them when many)
+    components: int
+    threshold: float
+    quantile: float  # of the validation films' scores
+    validation_films: int
+    validation_warn_rate: float  # share of the validation films beyond the threshold (in-population warn rate)
+
+
 class ModelRecord(Record):
     name: str
     task: str
@@ -146,7 +179,7 @@ class ModelRecord(Record):
     inference_ms_per_film: float | None = None
     created: str | None = None
     members: tuple[Member, ...] = ()  # empty for a single network (arch and model_args above)
-    population_check: str | None = None  # a per-model population-check file beside the weights
+    population_check: PopulationCheck | None = None  # None: not checked (older versions)
     format_version: int = FORMAT_VERSION
     weights_sha256: str = ""  # filled in by save_checkpoint; a stored record without it is refused
     weights_bytes: int | None = None

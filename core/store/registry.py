@@ -30,11 +30,12 @@ from core.store.base import read_record
 from core.store.manifest import REGISTRY_FILE, shipped_dir
 from core.store.names import check_model_name, is_model_name
 from core.store.records import ModelRecord, Promotion, RegistryFile, read_model_record
+from core.tasks import DEFAULT_TASK, canonical_class, task_title
 
 SHIPPED, SITE = "shipped", "site"
 __all__ = ["REGISTRY_FILE", "SHIPPED", "SITE", "ModelEntry", "Tier", "checkpoint_dir", "ensure_default",
-           "find_model", "list_models", "next_version_name", "read_registry", "registry_lock", "set_default",
-           "shipped_dir", "site_dir", "tiers"]
+           "find_default_for_classes", "find_model", "list_models", "next_version_name", "read_registry",
+           "registry_lock", "set_default", "shipped_dir", "site_dir", "tiers"]
 
 
 def site_dir() -> Path:
@@ -159,11 +160,50 @@ def _defaults(tier_list: list[Tier], tasks: dict[str, str]) -> tuple[dict[str, s
 
 
 def find_model(name: str | None, directory: Path | None = None, task: str | None = None) -> ModelEntry:
-    """The named model; without a name, the default of ``task`` (or the most recently promoted default)."""
+    """The named model; without a name, the default of ``task`` (without a task: of the pneumonia task when
+    it has one, else of the one task that has a default; ModelNotFound listing the tasks otherwise). Making
+    another task's model a default never changes what is served when no task is named."""
     if name is not None:
         check_model_name(name)
     entries, problems = list_models(directory)
+    if name is None and task is None and entries:
+        task = _default_task(entries)
     return _pick(entries, problems, name, task)
+
+
+def _default_task(entries: list[ModelEntry]) -> str:
+    with_default = sorted({e.task for e in entries if e.is_default}) or sorted({e.task for e in entries})
+    if DEFAULT_TASK in with_default:
+        return DEFAULT_TASK
+    if len(with_default) == 1:
+        return with_default[0]
+    tasks = ", ".join(f"{t} ({task_title(t)})" for t in with_default)
+    raise ModelNotFound(f"Several tasks have a default model: {tasks}; name the task (predict --task NAME) or "
+                        "the model.")
+
+
+def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Path | None = None) -> ModelEntry:
+    """The default model of the task whose classes cover ``classes`` (a folder's, canonical names), the task
+    with the fewest classes when several do; ModelNotFound naming the candidates when none or several fit."""
+    entries, problems = list_models(directory)
+    wanted = set(classes)
+    covering = [e for e in entries if wanted <= {canonical_class(c) or c for c in e.classes}]
+    defaults = [e for e in covering if e.is_default]
+    shown = ", ".join(sorted(wanted))
+    if defaults:
+        fewest = min(len(e.classes) for e in defaults)
+        best = [e for e in defaults if len(e.classes) == fewest]
+        if len(best) == 1:
+            return best[0]
+        raise ModelNotFound(f"The default models of several tasks read {shown}: "
+                            f"{', '.join(f'{e.name} ({e.task})' for e in best)}; choose one with --model.")
+    if covering:
+        raise ModelNotFound(f"No task's default model reads {shown}; models that do: "
+                            f"{', '.join(e.name for e in covering)}; choose one with --model.")
+    if not entries:
+        return _pick(entries, problems, None, None)  # no usable model at all: says so, and why
+    tasks = sorted({f"{e.task} ({', '.join(e.classes)})" for e in entries})
+    raise ModelNotFound(f"No registered model reads {shown}; the models' tasks are {'; '.join(tasks)}.")
 
 
 def _pick(entries: list[ModelEntry], problems: list[str], name: str | None, task: str | None) -> ModelEntry:

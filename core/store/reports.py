@@ -3,8 +3,14 @@
 "Abnormal" means any class that is not the normal class; its score is 1 - p(normal). A film is called
 abnormal (and triaged ``urgent``) when its score reaches the threshold; the label is then the most probable
 abnormal class, otherwise the normal class. A model without a normal class is read by argmax.
+
+Figures added for several abnormal classes (#14) are optional with defaults, so every stored JSON still loads:
+per-class triage sensitivity (``flag_recall``), per-class recall intervals, one-vs-rest AUCs and curves, the
+reading by the most probable class (``at_argmax``) and figures per data source (``by_source``).
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 from pydantic import Field, computed_field
@@ -20,6 +26,10 @@ class OperatingPoint(Record):
     target_sensitivity: float | None = None
     validation_sensitivity: float | None = None
     validation_specificity: float | None = None
+    # The per-class rule of several abnormal classes (core.training.operating_point); None in older JSON.
+    spare_films: int | None = None  # films each abnormal class had to spare on validation (0: pooled rule)
+    validation_class_sensitivity: dict[str, float] | None = None  # abnormal class -> its validation sensitivity
+    validation_class_films: dict[str, int] | None = None  # abnormal class -> its validation films
 
     @computed_field
     @property
@@ -50,7 +60,8 @@ class ClassMetrics(Record):
     precision: float
     recall: float
     f1: float
-    support: int
+    support: int  # 0: the class has no film here, and its recall says nothing
+    recall_ci: Interval | None = None
 
 
 class DecisionMetrics(Record):
@@ -70,6 +81,11 @@ class DecisionMetrics(Record):
     precision_ci: Interval | None = None
     f1: float | None = None
     f1_ci: Interval | None = None
+    # Per abnormal class with films here: the share of its films this reading calls abnormal (any abnormal
+    # class). At the operating point that is the share whose abnormal score reaches the threshold: triage
+    # sensitivity for that class. None for a model without a normal class.
+    flag_recall: dict[str, float] | None = None
+    flag_recall_ci: dict[str, Interval] | None = None
 
 
 class Roc(Record):
@@ -81,6 +97,17 @@ class Roc(Record):
 class SkippedFilm(Record):
     file: str
     error: str
+
+
+class SourceFigures(Record):
+    """The films of one data source (e.g. ``covid-3class``, ``kermany-224``) read at the operating point: how a source
+    shortcut shows (e.g. a class whose films all come from one database recognised by its source)."""
+
+    n: int
+    class_counts: dict[str, int]  # classes with films from this source
+    accuracy: float
+    flagged: float | None = None  # share called abnormal; None for a model without a normal class
+    recall: dict[str, float] = {}  # per class with films from this source
 
 
 class Report(Record):
@@ -98,6 +125,14 @@ class Report(Record):
     split: str = ""
     model: str | None = None
     skipped: list[SkippedFilm] = []
+    # More than two classes: one-vs-rest AUC and curve per class with films of both kinds here (the NORMAL
+    # class's is the triage score's AUC), and the reading by the most probable class; ``auc`` is then the
+    # macro one-vs-rest AUC, None unless every class has films. None for two classes and in older JSON.
+    class_auc: dict[str, float] | None = None
+    class_auc_ci: dict[str, Interval] | None = None
+    class_roc: dict[str, Roc] | None = None
+    at_argmax: DecisionMetrics | None = None
+    by_source: dict[str, SourceFigures] = {}  # only when the films come from two sources or more
 
     # The CLI's JSON has always carried the operating point's figures at the top level as well.
     @computed_field
@@ -146,9 +181,14 @@ class Report(Record):
         return self.at_operating_point.confusion_matrix
 
     def summary(self) -> dict:
-        """The headline figures the CLI prints for a model."""
-        return {"n": self.n, "auc": self.auc, "accuracy": self.accuracy, "sensitivity": self.sensitivity,
-                "specificity": self.specificity, "threshold": self.threshold}
+        """The headline figures the CLI prints for a model; with several abnormal classes, each one's triage
+        sensitivity (``flag_recall``) and each class's recall by the operating point's labels as well."""
+        figures = {"n": self.n, "auc": self.auc, "accuracy": self.accuracy, "sensitivity": self.sensitivity,
+                   "specificity": self.specificity, "threshold": self.threshold}
+        if len(self.classes) > 2:
+            figures.update(flag_recall=self.at_operating_point.flag_recall, recall={
+                name: m.recall for name, m in self.per_class.items() if m.support})
+        return figures
 
     def summary_with_intervals(self) -> dict:
         """The headline figures with their 95 % intervals and the films they come from (``split``), for listing
@@ -157,3 +197,13 @@ class Report(Record):
         return {**self.summary(), "auc_ci": self.auc_ci, "sensitivity_ci": self.sensitivity_ci,
                 "specificity_ci": self.specificity_ci, "class_counts": dict(zip(self.classes, self.class_counts)),
                 "split": self.split}
+
+
+# Keys of ModelRecord.other_reports that older versions may store but that measured no real films (issue 13's
+# "adults": shared-data/tb/train holds noise textures, not chest films): loaded, never shown.
+WITHDRAWN = frozenset({"adults"})
+
+
+def shown_reports(reports: Mapping[str, Report]) -> dict[str, Report]:
+    """A version's ``other_reports`` without the withdrawn ones."""
+    return {key: value for key, value in reports.items() if key not in WITHDRAWN}

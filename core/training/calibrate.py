@@ -18,9 +18,9 @@ Which report says what, in both modes (chosen so that a clinician compares like 
 the internal validation, re-read at the new threshold, so a calibrated version's card and the promotion floor
 still speak of the same films as every other version's; ``other_reports["site"]`` is the site films read at
 the new threshold (its sensitivity is met by construction: the threshold was chosen on them); every other
-entry of ``other_reports`` (the out-of-batch holdout, the adult normals) is recomputed at the new threshold,
-and entries that cannot be recomputed (a previous calibration's site films) are dropped rather than kept at
-a threshold the version no longer uses. Either mode therefore needs the training folder to re-read validation.
+entry of ``other_reports`` (the out-of-batch holdout) is recomputed at the new threshold, and entries that
+cannot be recomputed (a previous calibration's site films, a withdrawn report such as ``adults``) are dropped
+rather than kept at a threshold the version no longer uses. Either mode therefore needs the training folder to re-read validation.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from pathlib import Path
 from core.admin.audit import record_action
 from core.errors import CalibrationError, DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet
+from core.films.manifest import find_manifest
 from core.films.roots import folder_label
 from core.films.tensor import load_tensors
 from core.models.device import model_device, place_model, resolve_device, to_device
@@ -84,7 +85,8 @@ def calibrate(
         "operating_point": point, "report": report, "other_reports": others,
         "calibration": _calibration(loaded.name, previous, target_sensitivity, site),
     })
-    stored = ship_version(model, calibrated, _VERSION.sub("", loaded.name), directory, who=who)
+    stored = ship_version(model, calibrated, _VERSION.sub("", loaded.name), directory, who=who,
+                          population=loaded.population)  # same weights, same training films: same population
     record_action("calibrate", who, model=stored.name, from_model=loaded.name, task=stored.task,
                   target_sensitivity=target_sensitivity, previous_threshold=previous.threshold,
                   threshold=point.threshold, sensitivity=report.sensitivity, specificity=report.specificity,
@@ -96,7 +98,9 @@ def calibrate(
 
 def _config(record: ModelRecord, target_sensitivity: float) -> TrainConfig:
     try:
-        return record.training.config.model_copy(update={"target_sensitivity": target_sensitivity}).resolved()
+        stored = record.training.config  # resolved when it was trained: what it was trained with stays
+        return stored.model_copy(update={"target_sensitivity": target_sensitivity}).resolved().model_copy(
+            update={"pretrained": stored.pretrained})
     except ValueError as exc:
         raise CalibrationError(str(exc)) from exc
 
@@ -111,10 +115,9 @@ def _choose_on_site(model, site: SiteFolder, image_size: int, config: TrainConfi
     except DatasetError as exc:
         raise hide_path(exc, site.path, site.label) from None
     point, report = validate_for_shipping(model, x, films, config, split)
-    if point.normal_index is not None:
-        point = point.model_copy(update={"policy": f"highest threshold with sensitivity >= "
-                                                   f"{config.target_sensitivity:.0%} on the site folder {site.label} "
-                                                   f"({len(films)} films)"})
+    if point.normal_index is not None:  # the rule's own words (pooled, or each abnormal class), on the site films
+        words = point.policy.replace("validation sensitivity", "sensitivity")
+        point = point.model_copy(update={"policy": f"{words} on the site folder {site.label} ({len(films)} films)"})
         report = report.model_copy(update={"operating_point": point})
     return point, report
 
@@ -137,15 +140,21 @@ def _source_details(site: SiteFolder | None, site_report: Report | None) -> dict
 def recorded_split(record: ModelRecord, data_dir: str | Path | None = None) -> tuple[FilmSet, FilmSet | None]:
     """(the validation films ``record`` was validated on, the batch its holdout kept out or None), rebuilt
     from its training record and checked against the stored fingerprint (DatasetError when the films
-    changed). Messages name the training folder by its data-root label, never its server path."""
+    changed). The training data is a class-folder tree or a manifest (its name or file). Messages name the
+    training folder by its data-root label and a manifest by its name, never a server path."""
     if record.training is None or record.data is None:
         raise CalibrationError(f"{record.name} has no training record to rebuild its validation split from.")
-    data_dir = Path(data_dir or record.training.data_dir)
-    shown = _shown(data_dir)
-    if not data_dir.is_dir():
-        raise CalibrationError(f"The training folder of {record.name} ({shown}) is not on this server; its "
-                               "validation films are needed to re-read its report at the new threshold. Name the "
-                               "folder it moved to (command line: --data).")
+    source = data_dir or record.training.data_dir
+    manifest = find_manifest(source)
+    if manifest is not None:
+        data_dir, shown = manifest, f"the {manifest.stem} manifest"
+    else:
+        data_dir = Path(source)
+        shown = _shown(data_dir)
+        if not data_dir.is_dir():
+            raise CalibrationError(f"The training folder of {record.name} ({shown}) is not on this server; its "
+                                   "validation films are needed to re-read its report at the new threshold. Name "
+                                   "the folder it moved to (command line: --data).")
     try:
         _, _, val_set, held_out = split_films(data_dir, record.training.config.resolved())
     except DatasetError as exc:

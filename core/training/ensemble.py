@@ -3,7 +3,7 @@
 The members must have been validated on the very same films (the same validation fingerprint: train them with
 one ``--split-seed`` on one folder) and kept the same batch out (``--holdout``), so the ensemble can be judged
 on films none of its members trained on. Its operating point is chosen by the usual rule on that validation
-split, from the averaged probabilities; its reports (validation, out-of-batch, adults) are computed by the
+split, from the averaged probabilities; its reports (validation, out-of-batch) are computed by the
 ensemble exactly as it is stored and served (core.models.ensemble). Each member's out-of-batch figures are
 set beside the ensemble's, so a person sees whether it beats its best member before making it a default.
 It ships like any version (core.training.shipping): the promotion floor and the audit log apply unchanged.
@@ -21,15 +21,19 @@ from core.films.tensor import load_tensors
 from core.models.catalog import ENSEMBLE
 from core.models.device import place_model, resolve_device, to_device
 from core.models.ensemble import Ensemble, MemberSpec
+from core.models.features import GaussianScore
 from core.store.checkpoints import LoadedModel, load_checkpoint
 from core.store.names import check_model_name
 from core.store.promotion import promote
-from core.store.records import DataRecord, InputSpec, Member, ModelArgs, ModelRecord, TrainConfig, TrainingRecord
+from core.store.records import (DataRecord, InputSpec, Member, ModelArgs, ModelRecord, PopulationCheck, TrainConfig,
+                                TrainingRecord)
 from core.store.registry import checkpoint_dir, find_model, shipped_dir
 from core.store.reports import Report
 from core.training.calibrate import recorded_validation_split
+from core.training.data import fingerprint
 from core.training.holdout import holdout_rule
 from core.training.other_reports import OUT_OF_BATCH, other_reports, report_on
+from core.training.population import try_fit_population_check
 from core.training.shipping import ship_version
 from core.training.train import split_films, validate_for_shipping
 
@@ -103,11 +107,13 @@ def build_ensemble_version(
     split = first.report.split if first.report else f"validation: {len(val_set)} films"
     point, report = validate_for_shipping(ensemble, x_val, val_set, config, split)
     data_dir = Path(data_dir or first.training.data_dir)
-    held_out = split_films(data_dir, config)[3]
+    _, train_set, _, held_out = split_films(data_dir, config)
     others = other_reports(ensemble, held_out, holdout_rule(config.holdout).description if held_out else "",
                            ensemble.image_size, point, config.seed)
+    population, check = _population(loaded, train_set, val_set, data_dir, config.seed)
     record = _record(loaded, config, data_dir, point, report, others, ensemble, where.type)
-    stored = ship_version(ensemble, record, base_name, directory, who=who)
+    stored = ship_version(ensemble, record.model_copy(update={"population_check": check}), base_name, directory,
+                          who=who, population=population)
     result = EnsembleResult(stored, tuple(_member_standing(m, held_out, others, config.seed) for m in loaded))
     record_action("ensemble", who, model=stored.name, members=[m.name for m in loaded], task=stored.task,
                   threshold=point.threshold, sensitivity=report.sensitivity, specificity=report.specificity,
@@ -145,9 +151,23 @@ def _members(names: list[str], directory: Path) -> list[LoadedModel]:
     return loaded
 
 
+def _population(loaded: list[LoadedModel], train_set: FilmSet, val_set: FilmSet, data_dir: Path,
+                seed: int) -> tuple[GaussianScore | None, PopulationCheck | None]:
+    """The population check, fitted on the ensemble's training films (its first member's: the members share their
+    folder and validation split) when they are the films that member recorded; else a member's own check."""
+    if fingerprint(train_set).sha256 == loaded[0].record.data.train.sha256:
+        score, check = try_fit_population_check(train_set, val_set, data_dir, seed, lambda message: None)
+        if score is not None:
+            return score, check
+    member = next((m for m in loaded if m.population is not None), None)
+    return (member.population, member.record.population_check) if member else (None, None)
+
+
 def _config(first: ModelRecord, target_sensitivity: float) -> TrainConfig:
     try:
-        return first.training.config.model_copy(update={"target_sensitivity": target_sensitivity}).resolved()
+        stored = first.training.config  # resolved when it was trained: what it was trained with stays
+        return stored.model_copy(update={"target_sensitivity": target_sensitivity}).resolved().model_copy(
+            update={"pretrained": stored.pretrained})
     except ValueError as exc:  # the limits of core.limits, e.g. a sensitivity target out of range
         raise EnsembleRefused(str(exc)) from exc
 

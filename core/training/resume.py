@@ -34,6 +34,7 @@ from torch import nn
 
 from core import clock
 from core.errors import ResumeRefused
+from core.films.manifest import find_manifest
 from core.store.records import EpochRecord, Fingerprint, TrainConfig
 from core.training.data import fingerprint
 from core.training.distributed import Hardware
@@ -167,8 +168,10 @@ class RunCheckpoint:
 
 def run_identity(config: TrainConfig, data_dir: str | Path, train_set: Any, val_set: Any,
                  world_size: int = 1) -> RunIdentity:
-    """The identity of a run of ``config`` on this split of ``data_dir`` (FilmSets) by ``world_size`` processes."""
-    return RunIdentity(config=config, data_dir=str(Path(data_dir).expanduser().resolve()),
+    """The identity of a run of ``config`` on this split of ``data_dir`` (FilmSets) by ``world_size`` processes;
+    a manifest is known by its file, whether named by its name or its path."""
+    source = (find_manifest(data_dir) or Path(data_dir).expanduser()).resolve()
+    return RunIdentity(config=config, data_dir=str(source),
                        train=fingerprint(train_set), validation=fingerprint(val_set), world_size=world_size)
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from core import clock
+from core.models.features import GaussianScore
 from core.models.inference import inference_ms_per_film
 from core.store import manifest
 from core.store.atomic import remove_stale_temporaries
@@ -24,9 +25,9 @@ from core.store.registry import checkpoint_dir, next_version_name, registry_lock
 
 
 def ship_version(model: nn.Module, record: ModelRecord, base_name: str, directory: Path | None = None,
-                 make_default: bool = False, who: str = "cli") -> ModelRecord:
+                 make_default: bool = False, who: str = "cli", population: GaussianScore | None = None) -> ModelRecord:
     """Write ``model`` with ``record`` as ``base_name-vN`` into ``directory`` (default: the site folder);
-    returns the record as stored.
+    returns the record as stored. ``population``: the score of ``record.population_check``, stored beside it.
 
     The model is moved to the CPU in the memory layout :func:`load_checkpoint` gives, so its recorded speed
     compares with every other version's, whatever device it was trained on.
@@ -39,9 +40,12 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
     with registry_lock(directory):
         remove_stale_temporaries(directory)
         named = record.model_copy(update={"name": next_version_name(base_name, directory)})
-        stored = save_checkpoint(directory, model, named)
+        stored = save_checkpoint(directory, model, named, population)
         if directory.resolve() == manifest.shipped_dir().resolve():  # the shipping path (make models)
-            manifest.write_manifest(directory, [directory / f"{stored.name}{suffix}" for suffix in (".pt", ".json")])
+            written = [directory / f"{stored.name}{suffix}" for suffix in (".pt", ".json")]
+            if stored.population_check is not None:
+                written.append(directory / stored.population_check.file)
+            manifest.write_manifest(directory, written)
     # Through the promotion floor (core.store.promotion), recorded in the audit log as done by ``who``.
     if make_default:
         promote(stored.name, who=who, directory=directory)  # PromotionRefused: the version stays, not default

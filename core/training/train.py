@@ -27,9 +27,10 @@ from core.store.records import DataRecord, InputSpec, ModelArgs, ModelRecord, Tr
 from core.store.registry import checkpoint_dir
 from core.store.reports import OperatingPoint, Report
 from core.tasks import task_name
-from core.films.folders import FilmSet, discover
+from core.films.folders import FilmSet
+from core.films.manifest import training_films
 from core.films.tensor import load_tensors
-from core.training.data import class_weights, fingerprint, patient_split
+from core.training.data import class_weights, film_groups, fingerprint, patient_split
 from core.training.holdout import holdout_rule, split_holdout
 from core.training.distributed import Hardware, leave, prepare_hardware
 from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
@@ -37,6 +38,7 @@ from core.training.loop import TrainingFilms, fit
 from core.training.operating_point import choose_operating_point
 from core.training.resume import open_run, run_identity
 from core.training.other_reports import other_reports
+from core.training.population import try_fit_population_check
 from core.training.shipping import ship_version
 
 __all__ = ["TrainingCancelled", "train", "split_films", "validate_for_shipping"]
@@ -83,12 +85,13 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
            make_default: bool, who: str, resume: bool = False) -> ModelRecord | None:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     started = time.monotonic()
-    films, train_set, val_set, held_out = split_films(data_dir, config)
+    split_notes: list[str] = []  # near-duplicates grouped, a val/ folder joined
+    films, train_set, val_set, held_out = split_films(data_dir, config, split_notes)
     run = open_run(run_identity(config, data_dir, train_set, val_set, hardware.world.world_size), hardware, resume,
                    job_id)  # before decoding: a refused resume says so at once
     train_films, x_val = _decode(train_set, val_set, config, hardware, emit, should_stop)
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
-    notes += list(hardware.notes) + run.notes
+    notes += split_notes + list(hardware.notes) + run.notes
     for note in notes:
         emit(NoteEvent(message=note))
     emit(NoteEvent(message=hardware.describe()))
@@ -105,6 +108,8 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     emit(LoadingEvent(message="reading the other-batch and outside-population checks"))
     others = other_reports(model, held_out, holdout_rule(config.holdout).description if held_out else "",
                            config.image_size, point, config.seed)
+    population, population_check = try_fit_population_check(  # is a film like these training films?
+        train_set, val_set, data_dir, config.seed, lambda message: emit(LoadingEvent(message=message)))
     record = ModelRecord(
         name="", task=task_name(films.classes), arch=config.arch, classes=films.classes,
         model_args=ModelArgs(num_classes=len(films.classes), image_size=config.image_size),
@@ -115,10 +120,11 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
                                 device=hardware.device.type, precision=hardware.precision,
                                 world_size=hardware.world.world_size),
         data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
-        parameters=int(sum(p.numel() for p in model.parameters())),
+        parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check,
     )
     try:
-        record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who)
+        record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,
+                              population)
     except PromotionRefused:
         run.forget()  # the version is stored; only its promotion was refused
         raise
@@ -151,17 +157,28 @@ def _decode(train_set: FilmSet, val_set: FilmSet, config: TrainConfig, hardware:
     return films_here, x_val
 
 
-def split_films(data_dir: str | Path, config: TrainConfig) -> tuple[FilmSet, FilmSet, FilmSet, FilmSet | None]:
-    """All films (or the configured subset); its patient-disjoint training and validation parts; and the batch
-    a holdout rule keeps out of both (None without ``config.holdout``)."""
+def split_films(data_dir: str | Path, config: TrainConfig,
+                notes: list[str] | None = None) -> tuple[FilmSet, FilmSet, FilmSet, FilmSet | None]:
+    """All films of ``data_dir`` (a class-folder tree, a manifest file or a shipped manifest's name; or the
+    configured subset); its patient-disjoint training and validation parts (near-duplicates kept on one side;
+    a split root's ``val/`` films added to validation, never to training); and the batch a holdout rule keeps
+    out of both (None without ``config.holdout``). ``notes``, when given, receives what to say about the split."""
     split_seed = config.seed if config.split_seed is None else config.split_seed
-    films = maybe_subset(discover(data_dir), config, split_seed)
+    films, extra_val = training_films(data_dir)
+    films = maybe_subset(films, config, split_seed)
     held_out = None
     if config.holdout:
         kept, held_out = split_holdout(films, config.holdout)
     else:
         kept = films
-    return (films, *patient_split(kept, config.val_fraction, split_seed), held_out)
+    groups, duplicates = film_groups(kept)
+    train_set, val_set = patient_split(kept, config.val_fraction, split_seed, groups)
+    if extra_val is not None:
+        val_set = val_set.joined(extra_val)
+    if notes is not None:
+        notes += [note for note in (duplicates.note(), extra_val and f"validation: the {len(extra_val)} films of "
+                                    "val/ joined the patient-disjoint validation split") if note]
+    return films, train_set, val_set, held_out
 
 
 def validate_for_shipping(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, config: TrainConfig,
@@ -173,7 +190,8 @@ def validate_for_shipping(model: nn.Module, x_val: torch.Tensor, val_set: FilmSe
     model.eval()
     probs = probabilities_in_batches(model, x_val)
     point = choose_operating_point(val_set.labels, probs, val_set.classes, config.target_sensitivity)
-    return point, evaluate_probabilities(val_set.labels, probs, val_set.classes, point, seed=config.seed, split=split)
+    return point, evaluate_probabilities(val_set.labels, probs, val_set.classes, point, seed=config.seed, split=split,
+                                         sources=val_set.sources)
 
 
 def maybe_subset(films: FilmSet, config: TrainConfig, seed: int | None = None) -> FilmSet:

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core import clock, config
 from core.access.errors import SignInRefused, SignInUnavailable
-from core.access.oidc import AUTHLIB, ProviderSetup, is_admin_account, provider_setup, signed_in_account
+from core.access.oidc import AUTHLIB, ProviderSetup, provider_grant, provider_setup, signed_in_account
 from core.access.policy import AdminGrant, RequestFacts, User, is_local, session_user
 from core.access.signin import passphrase_configured, sign_in
 from core.access.throttle import SignInThrottle
@@ -19,6 +19,7 @@ from core.admin.audit import record_action
 from core.errors import TriageError
 
 _GRANT, _EXPIRED = "admin-grant", "admin-grant-expired"
+_PROVIDER_SEEN = "admin-provider-seen"  # (account, when this session first saw it signed in with the provider)
 _AUTH = "auth"
 GUIDE = 'See the README, "Running on a hospital network".'
 
@@ -42,9 +43,10 @@ def current_user() -> User:
     """This session's role and the name the audit log gives it."""
     settings = config.settings()
     identity = _identity()
+    provider = _provider_grant(identity)
     return session_user(request_facts(), local_admin=settings.local_admin, grant=_live_grant(),
                         account=signed_in_account(identity),
-                        admin_account=is_admin_account(identity, settings.admin_accounts))
+                        admin_account=provider is not None and provider.active())
 
 
 def admin_only(what: str) -> None:
@@ -74,6 +76,11 @@ def access_sidebar() -> None:
     with st.sidebar:
         if st.session_state.pop(_EXPIRED, False):
             st.info("Your admin sign-in expired; sign in again to administer.", icon=":material/timer_off:")
+        provider = _provider_grant(_identity())
+        if provider is not None and not provider.active() and not user.is_admin:
+            st.info(f"Your admin rights through the identity provider ended at {_hhmm(provider)} UTC "
+                    f"({config.settings().admin_session_minutes} minutes after signing in). Sign out and sign in "
+                    "again to administer.", icon=":material/timer_off:")
         if user.is_admin:
             _signed_in(user)
         else:
@@ -95,6 +102,9 @@ def _signed_in(user: User) -> None:
             st.rerun()
     elif signed_in_account(_identity()):
         st.caption(f"Administrator: {user.who} (identity provider).")
+        provider = _provider_grant(_identity())
+        if provider is not None and provider.active():
+            st.caption(f"Admin rights until {_hhmm(provider)} UTC; then sign in again.")
         if st.button("Sign out", icon=":material/logout:", key="provider-sign-out"):
             st.logout()
     else:
@@ -107,7 +117,8 @@ def _sign_in_offers() -> None:
     account = signed_in_account(_identity())
     with st.expander("Administrator sign-in", icon=":material/admin_panel_settings:"):
         if account:
-            st.caption(f"Signed in as {account}, which is not an admin account here.")
+            st.caption(f"Signed in as {account}; the admin rights of this sign-in have ended." if
+                       _provider_grant(_identity()) else f"Signed in as {account}, which is not an admin account here.")
             if st.button("Sign out", icon=":material/logout:", key="provider-sign-out"):
                 st.logout()
         if passphrase_configured(settings):
@@ -151,6 +162,27 @@ def _live_grant() -> AdminGrant | None:
         del st.session_state[_GRANT]
         st.session_state[_EXPIRED] = True
     return None
+
+
+def _provider_grant(identity: dict) -> AdminGrant | None:
+    """Admin rights through the identity provider, live or past their limit; None for any other account.
+
+    The clock starts when the provider issued the sign-in or when this session first saw the account, which
+    is remembered here; signing out and in again starts a new session and a new token."""
+    account = signed_in_account(identity)
+    if account is None:
+        st.session_state.pop(_PROVIDER_SEEN, None)
+        return None
+    seen = st.session_state.get(_PROVIDER_SEEN)
+    if not (isinstance(seen, tuple) and seen[0] == account):
+        seen = st.session_state[_PROVIDER_SEEN] = (account, clock.now())
+    settings = config.settings()
+    return provider_grant(identity, settings.admin_accounts, minutes=settings.admin_session_minutes,
+                          first_seen=seen[1])
+
+
+def _hhmm(grant: AdminGrant) -> str:
+    return clock.iso(grant.expires_at)[11:16]
 
 
 @st.cache_resource(show_spinner=False)

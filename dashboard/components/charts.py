@@ -61,6 +61,33 @@ def roc_curves(curves: list) -> go.Figure:
                    margin=dict(l=10, r=10, t=10, b=10))
 
 
+def class_roc_curves(curves: dict[str, list]) -> go.Figure:
+    """One-vs-rest ROC per class, one panel per class (``curves``: class -> RocCurve per model), each model in
+    its colour in every panel, its AUC for that class on hover."""
+    classes = list(curves)
+    columns = 2 if len(classes) == 4 else max(1, len(classes))
+    rows = -(-len(classes) // columns)
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[f"{c} vs the rest" for c in classes],
+                        horizontal_spacing=0.06, vertical_spacing=0.12)
+    models = list(dict.fromkeys(curve.name for panel in curves.values() for curve in panel))
+    for k, class_name in enumerate(classes):
+        row, col = k // columns + 1, k % columns + 1
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
+                                 showlegend=False, hoverinfo="skip"), row=row, col=col)
+        for curve in curves[class_name]:
+            i = models.index(curve.name)
+            auc = f"AUC {curve.auc:.3f}" if curve.auc is not None else "AUC n/a"
+            fig.add_trace(go.Scatter(
+                x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=color(i), width=2.2), name=curve.name,
+                legendgroup=curve.name, showlegend=k == 0,
+                hovertemplate=(f"{curve.name}, {class_name} ({auc})<br>1 − specificity %{{x:.3f}}"
+                               "<br>sensitivity %{y:.3f}<extra></extra>")), row=row, col=col)
+    fig.update_xaxes(range=[0, 1], title="1 − specificity", constrain="domain")
+    fig.update_yaxes(range=[0, 1.02], title="sensitivity")
+    return _layout(fig, 80 + 330 * rows, legend=dict(orientation="h", yanchor="top", y=-0.08, x=0),
+                   margin=dict(l=10, r=10, t=30, b=10))
+
+
 def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str) -> go.Figure:
     fig = go.Figure(go.Heatmap(
         z=matrix, x=classes, y=classes, colorscale=[[0, "#f4f8fa"], [1, PALETTE[0]]], showscale=False,
@@ -69,7 +96,7 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str) ->
     ))
     fig.update_xaxes(title="called by the model", side="bottom", showgrid=False)
     fig.update_yaxes(title="true class", autorange="reversed", showgrid=False)
-    return _layout(fig, 300, title=dict(text=title, font=dict(size=14)))
+    return _layout(fig, 300 + 50 * max(0, len(classes) - 2), title=dict(text=title, font=dict(size=14)))
 
 
 def training_curves(histories: dict[str, list]) -> go.Figure:

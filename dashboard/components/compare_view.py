@@ -8,7 +8,10 @@ from core.errors import TriageError
 from core.films.roots import SHARED_ROOT
 from core.store.registry import ModelEntry
 from core.store.reports import Report
-from dashboard.components.charts import confusion_matrix, roc_curves, training_curves, travel_intervals
+from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc_curves, training_curves,
+                                         travel_intervals)
+from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
+                                                several_classes, source_table)
 from dashboard.components.reports import (ONE_BATCH, VALIDATION, data_label, films_in_words, metrics_table,
                                           metrics_with_travel, operating_points, out_of_batch_origin,
                                           per_class_table, read_at_another_threshold, roc_input, travel_points,
@@ -62,11 +65,15 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
 
 def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> None:
     """``stored``: the rows are each model's stored validation report, and its other stored reports (another
-    batch, adults outside the training population, ...) join the table; figures from a folder stand alone."""
+    batch, a site's films, ...) join the table; figures from a folder stand alone."""
     st.subheader("Metrics at each model's operating point")
+    several = any(several_classes(report) for _, report in rows)
     st.caption("Values with their 95 % bootstrap intervals. Sensitivity and specificity are for abnormal "
                "(any non-normal class) against normal. Inference time is the median for one film on the CPU "
-               "the model was trained on.")
+               "the model was trained on." + (" With more than two classes the AUC is the mean of each class's "
+                                              "one-vs-rest AUC, and *most probable class* reads every film by "
+                                              "its most probable class, as published multi-class accuracy is "
+                                              "measured." if several else ""))
     table = metrics_with_travel(rows) if stored else metrics_table(rows)
     st.dataframe(table, key="metrics-table", height=38 + 35 * len(table),  # the other sets' titles are long
                  column_config={"_index": st.column_config.TextColumn("", width="large" if stored else "medium")})
@@ -75,33 +82,50 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
 
     st.subheader("ROC curves")
     curves = [c for c in (roc_input(entry.name, report) for entry, report in rows) if c]
-    if not curves:
+    if curves:
+        chart, points = st.columns(2, gap="large")
+        chart.plotly_chart(roc_curves(curves), key="roc-chart")
+        with points:
+            st.markdown("**Operating points** (◆ on the chart)")
+            st.dataframe(operating_points(curves), hide_index=True, key="operating-points")
+            st.caption("Each model calls a film abnormal, and triages it urgent, when its abnormal score "
+                       "1 − p(normal) reaches the threshold chosen on its validation films."
+                       + (" The curve is that score's: any abnormal class against normal." if several else ""))
+    else:
         st.info("None of these models has a normal class, so there is no abnormal-vs-normal ROC curve.")
-        return
-    chart, points = st.columns(2, gap="large")
-    chart.plotly_chart(roc_curves(curves), key="roc-chart")
-    with points:
-        st.markdown("**Operating points** (◆ on the chart)")
-        st.dataframe(operating_points(curves), hide_index=True, key="operating-points")
-        st.caption("Each model calls a film abnormal, and triages it urgent, when its abnormal score "
-                   "1 − p(normal) reaches the threshold chosen on its validation films.")
+    by_class = class_curves([(entry.name, report) for entry, report in rows if several_classes(report)])
+    if by_class:
+        st.markdown("**Each class against the rest** (one-vs-rest; AUC per class on hover and in the "
+                    "per-class report below)")
+        st.plotly_chart(class_roc_curves(by_class), key="class-roc-chart")
 
 
 def details(rows: list[tuple[ModelEntry, Report]]) -> None:
     st.subheader("Confusion matrices")
-    for group in _in_rows(rows):
-        for column, (entry, report) in group:
-            matrix = report.at_operating_point.confusion_matrix
-            if matrix:
-                column.plotly_chart(confusion_matrix(matrix, report.classes, entry.name),
-                                    key=f"confusion-{entry.name}", config={"displayModeBar": False})
+    for group in _in_rows(_matrices(rows)):
+        for column, (title, key, matrix, classes) in group:
+            column.plotly_chart(confusion_matrix(matrix, classes, title), key=key, config={"displayModeBar": False})
 
     st.subheader("Per-class report")
-    for group in _in_rows(rows):
+    two = [(entry, report) for entry, report in rows if not several_classes(report)]
+    for group in _in_rows(two):
         for column, (entry, report) in group:
             column.markdown(f"**{entry.name}**")
             column.table(per_class_table(report).set_index("Class").style.format(
                 {"Precision": "{:.3f}", "Recall": "{:.3f}", "F1": "{:.3f}"}))
+    several = [(entry, report) for entry, report in rows if several_classes(report)]
+    if several:
+        st.caption(CLASS_FIGURES_NOTE)
+    for entry, report in several:  # seven columns: one model per row
+        st.markdown(f"**{entry.name}**")
+        st.table(class_table(report))
+    by_source = [(entry, table) for entry, report in rows if (table := source_table(report)) is not None]
+    if by_source:
+        st.subheader("Figures per source")
+        st.caption(SOURCE_SHORTCUT)
+        for entry, table in by_source:
+            st.markdown(f"**{entry.name}**")
+            st.table(table)
 
     st.subheader("Training curves")
     histories = {entry.name: entry.record.training.history for entry, _ in rows
@@ -110,6 +134,24 @@ def details(rows: list[tuple[ModelEntry, Report]]) -> None:
         st.plotly_chart(training_curves(histories), key="training-curves")
     else:
         st.info("These models carry no training history.")
+
+
+def _matrices(rows: list[tuple[ModelEntry, Report]]) -> list[tuple[str, str, list[list[int]], list[str]]]:
+    """(title, chart key, matrix, classes) per chart: the operating point's matrix per model and, with more
+    than two classes, the matrix by the most probable class beside it."""
+    charts = []
+    for entry, report in rows:
+        matrix = report.at_operating_point.confusion_matrix
+        if not matrix:
+            continue
+        if not several_classes(report):
+            charts.append((entry.name, f"confusion-{entry.name}", matrix, report.classes))
+            continue
+        charts.append((f"{entry.name}: operating point", f"confusion-{entry.name}", matrix, report.classes))
+        if report.at_argmax is not None:
+            charts.append((f"{entry.name}: most probable class", f"confusion-argmax-{entry.name}",
+                           report.at_argmax.confusion_matrix, report.classes))
+    return charts
 
 
 def travel_notes(entries: list[ModelEntry]) -> None:

