@@ -146,6 +146,9 @@ def _predict(args) -> int:
     from core.films.read import read_film
     from core.serving.predict import Predictor
 
+    from core.models.device import resolve_device
+
+    resolve_device(args.device)  # an unavailable device is refused before any model is looked for
     start_worker_early(args.files)  # a DICOM's decoding worker starts while the model loads (none for PNG/JPEG)
     predictor = Predictor.from_registry(_model_for_task(args.model, args.task), device=args.device)
     failures = 0

@@ -143,9 +143,10 @@ def test_a_tasks_first_version_becomes_its_default_only_if_it_clears_the_floor(t
     """No default yet: a first version below the floor stays without one; the first that clears it gets it."""
     models = tmp_path / "models"
     models.mkdir()
-    for suffix in (".json", ".pt"):
-        (models / trained_model.json_path.with_suffix(suffix).name).write_bytes(
-            trained_model.json_path.with_suffix(suffix).read_bytes())
+    for suffix in (".json", ".pt", ".population.pt"):  # the version's files, its population check included
+        source = trained_model.json_path.with_name(trained_model.json_path.stem + suffix)
+        if source.exists():
+            (models / source.name).write_bytes(source.read_bytes())
     settings_env(CXR_PROMOTION_MIN_SENSITIVITY="0.97")
     assert promote_first(trained_model.name, who="job", directory=models) is False
     assert _default(models) is None and read_actions() == []

@@ -43,7 +43,9 @@ def test_the_manifest_lists_every_shipped_file_with_its_hash():
     files = {p.relative_to(SHIPPED).as_posix() for p in manifest.shipped_files(SHIPPED)}
     assert set(listed) == files
     assert {"detector/chest-film-detector.pt", "pneumonia-resnet18-224-ensemble-v1.pt"} <= files
-    assert len([key for key in files if key.endswith(".pt")]) == 8  # seven models and the chest-film detector
+    weights = [key for key in files if key.endswith(".pt") and not key.endswith(".population.pt")]
+    assert len(weights) == 10  # seven pneumonia models, two COVID-19 models and the chest-film detector
+    assert len([key for key in files if key.endswith(".population.pt")]) == 9  # every model's population check
     for key, digest in listed.items():
         assert hashlib.sha256((SHIPPED / key).read_bytes()).hexdigest() == digest, key
     for json_key in (key for key in files if key.endswith(".json") and not key.startswith("detector/")):
@@ -77,7 +79,9 @@ def test_every_model_loads_and_carries_a_full_validation_report(shipped):
         assert report is not None, name
         assert REPORT_KEYS <= set(report.to_json()), name
         assert not WITHDRAWN & set(record.other_reports), name  # no figure on the noise textures of tb/train
-        if record.training.config.holdout:  # another batch held out first: a patient-disjoint 20 % of the rest
+        if record.task == "covid":  # 50 films of covid-3class/train, near-duplicates kept on one side
+            assert report.n == 50 and report.class_counts == [24, 13, 13], name
+        elif record.training.config.holdout:  # another batch held out first: a patient-disjoint 20 % of the rest
             assert report.n == 850 and report.class_counts == [193, 657], name
             assert record.other_reports["out-of-batch"].class_counts == [394, 760], name
         else:
@@ -90,15 +94,16 @@ def test_every_model_loads_and_carries_a_full_validation_report(shipped):
         else:
             assert record.training.history and record.training.seconds > 0
         assert record.inference_ms_per_film > 0 and record.parameters > 0
-        assert record.task == "pneumonia" and record.classes == ("NORMAL", "PNEUMONIA"), name
+        assert (record.task, record.classes) in {("pneumonia", ("NORMAL", "PNEUMONIA")),
+                                                 ("covid", ("COVID-19", "NORMAL", "VIRAL PNEUMONIA"))}, name
 
 
 def test_the_default_is_the_resnet_ensemble_with_a_sensitivity_margin(shipped):
-    (default,) = [e for e in shipped.values() if e.is_default]  # one task, one default
+    (default,) = [e for e in shipped.values() if e.is_default and e.task == "pneumonia"]  # one default per task
     assert default.arch == "ensemble" and [(m.arch, m.image_size) for m in default.record.members] == [
         ("resnet18", 224), ("resnet18", 224)]
     assert find_model(None, SHIPPED).name == find_model(None, SHIPPED, task="pneumonia").name == default.name
-    assert read_registry(SHIPPED).task_defaults == {"pneumonia": default.name}
+    assert read_registry(SHIPPED).task_defaults == {"pneumonia": default.name, "covid": "covid-efficientnet_lite0-v1"}
     point = default.record.operating_point
     assert point.target_sensitivity == 0.98 and point.validation_sensitivity >= 0.98
     assert default.record.report.auc > 0.995
@@ -109,7 +114,7 @@ def test_the_default_is_the_resnet_ensemble_with_a_sensitivity_margin(shipped):
 
 
 def test_the_default_triages_the_unseen_full_resolution_films(shipped, films_dir):
-    default = next(e for e in shipped.values() if e.is_default)
+    default = next(e for e in shipped.values() if e.is_default and e.task == "pneumonia")
     report = evaluate_folder(load_checkpoint(default.json_path), films_dir)
     assert report.n == 16 and report.skipped == []
     assert report.auc > 0.98
