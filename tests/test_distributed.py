@@ -132,7 +132,7 @@ def test_torchrun_trains_on_two_gloo_processes_and_only_rank_0_writes(kermany_tr
     (line,) = [json.loads(text) for text in done.stdout.splitlines() if text.startswith("{")]  # rank 0 only
     assert line["name"] == "ddp-v1" and line["validation"]["n"] > 0
     models = sorted(p.name for p in checkpoints.iterdir() if p.suffix in (".json", ".pt") and p.stem != "registry")
-    assert models == ["ddp-v1.json", "ddp-v1.pt"]  # one version: rank 1 wrote nothing
+    assert models == ["ddp-v1.json", "ddp-v1.population.pt", "ddp-v1.pt"]  # one version: rank 1 wrote nothing
     registry = json.loads((checkpoints / "registry.json").read_text())
     assert [p["name"] for p in registry["promotions"]] == ["ddp-v1"]
     record = read_model_record(checkpoints / "ddp-v1.json")
