@@ -5,9 +5,10 @@
    its 20-minute fit: ``python -m core.serving.fit_chest_check``), and the share of non-chest images flagged or
    refused (tests/corpus.py: photos, maps, MR/CT/ultrasound test DICOMs, synthetic patterns), measured here.
 2. *Is this film from the population this model was trained on* (each shipped model's own check): the share
-   of films warned on its own validation films (re-read here), on the adult films of the Tuberculosis Chest
-   X-ray Database (tb/train), on the two adult DICOMs and on the Kaggle COVID-19 set (adult COVID-19 films;
-   Kermany-type normal and viral films). Features are computed once per film and shared by every model.
+   of films warned on its own validation films (re-read here), on the two adult DICOMs (one real adult film)
+   and on the Kaggle COVID-19 set (adult COVID-19 films; Kermany-type normal and viral films). Features are
+   computed once per film and shared by every model. (shared-data/tb/train holds noise textures, not films:
+   the chest-film check refuses them, see its "not films" line.)
 
 Not a pass/fail test.
 """
@@ -51,6 +52,8 @@ def chest_check_lines(check: ChestFilmCheck) -> list[str]:
     if "flag_rate" in cv:
         lines.append(f"| all sources pooled | {sum(r['films'] for r in cv['per_source'].values())} | "
                      f"{cv['flag_rate']:.2%} (target <= 1 %) | |")
+    for folder, row in detector.calibration.get("not_films", {}).items():
+        lines += ["", f"- not films: shared-data/{folder} ({row['what']}): {row['flagged']}/{row['images']} flagged"]
     refused = caught = 0
     missed, scores = [], []
     for name, data in non_chest_images():
@@ -80,19 +83,19 @@ def _features(paths: list[Path]) -> np.ndarray:
 def population_lines() -> list[str]:
     entries = [e for e in list_models()[0] if e.tier == SHIPPED]
     covid = discover(DATA / "covid-3class" / "train")
-    sets = {"tb": sorted((DATA / "tb" / "train").rglob("*.png")), "dicom": sorted((DATA / "dicom").glob("*.dcm")),
+    sets = {"dicom": sorted((DATA / "dicom").glob("*.dcm")),
             "covid": [p for p in covid.paths if p.parent.name == "Covid"],
             "covid-other": [p for p in covid.paths if p.parent.name != "Covid"]}
     features = {key: _features(paths) for key, paths in sets.items()}
     validation_features: dict[str, np.ndarray] = {}
     lines = ["", "**Population check** of each shipped model: share of films warned (its threshold is the 98th "
              "percentile of its validation films' scores; a warned film keeps its priority).", "",
-             "| model | population | own validation films | adult TB-database films | adult DICOMs | "
-             "COVID-19 set: COVID films | COVID-19 set: normal and viral films |", "|---|---|---|---|---|---|---|"]
+             "| model | population | own validation films | adult DICOMs | COVID-19 set: adult COVID-19 films | "
+             "COVID-19 set: normal and viral films |", "|---|---|---|---|---|---|"]
     for entry in entries:
         check = entry.record.population_check
         if check is None:
-            lines.append(f"| {entry.name} | not checked | | | | | |")
+            lines.append(f"| {entry.name} | not checked | | | | |")
             continue
         score = load_checkpoint(entry.json_path).population
         _, val_set = recorded_training_split(entry.record)
@@ -100,8 +103,7 @@ def population_lines() -> list[str]:
         if key not in validation_features:
             validation_features[key] = _features(list(val_set.paths))
         cells = [_rate(score.scores(validation_features[key]), check.threshold)]
-        cells += [_rate(score.scores(features[name]), check.threshold) for name in ("tb", "dicom", "covid",
-                                                                                     "covid-other")]
+        cells += [_rate(score.scores(features[name]), check.threshold) for name in ("dicom", "covid", "covid-other")]
         lines.append(f"| {entry.name} | {check.population} | " + " | ".join(cells) + " |")
     return lines
 

@@ -172,12 +172,11 @@ def test_adult_chest_films_get_a_priority(answers, cases):
     """The COVID set's adult films (a quarter of held-out ones were flagged before issue 14's refit)."""
     refused = {name: answers[name].get("error") or answers[name]["warnings"] for name in cases["adult"]
                if flagged(answers[name])}
-    # Measured: 3 of these 30 (043.jpeg, 049.jpeg, COVID-00021.jpg) score 21.3-21.5 through the app's reading
-    # against the threshold 21.07, although the fit's cross-validation flags 2 of the set's 251: the fit's and the
-    # app's paths to the features still differ slightly for these films (open, issue 14). Before the refit, a
-    # quarter of held-out adult films were flagged.
-    assert len(refused) <= 3, refused
-    assert all(answers[name]["priority"] in ("urgent", "routine") for name in cases["adult"] if name not in refused)
+    # These took part in the fit (measured: highest score 51.1 against the threshold 68.2); held out, 2 of the
+    # set's 251 films are flagged. Before the refit a quarter of held-out adult films were; and with a PCA
+    # Mahalanobis that ignored what lies outside its axes, 3 of these 30 were although fitted on.
+    assert refused == {}
+    assert all(answers[name]["priority"] in ("urgent", "routine") for name in cases["adult"])
 
 
 def test_noise_textures_labelled_as_films_are_flagged(answers, cases):
@@ -202,7 +201,8 @@ def test_the_detector_records_its_cross_validated_flag_rate_per_source():
 
 
 def test_at_most_one_percent_of_real_chest_films_are_flagged(answers, cases):
-    """See chest_sample(): Kermany films of a patient-disjoint 20 % (measured: ...)."""
+    """See chest_sample(): Kermany films of a patient-disjoint 20 % (measured: 0 of 200 flagged, the highest
+    detector score 65.4 against the threshold 68.2)."""
     names = list(cases["sample"])
     hits = {name: answers[name].get("warnings") or answers[name].get("error") for name in names
             if flagged(answers[name])}

@@ -76,10 +76,10 @@ def test_adult_films_warn_and_unseen_kermany_films_rarely_do(population, data_di
     dicoms = _distances(population, sorted(dicom_dir.glob("*.dcm")))
     kermany_rate = float(np.mean(_distances(population, unseen) > threshold))
     assert adult_rate >= 0.75, adult_rate  # measured: 0.925 (37 of 40)
-    assert (dicoms > threshold).all(), (dicoms, threshold)  # measured: 15.9 > 13.7
-    # measured: 0.073 (11 of 150). A check fitted on 320 films and thresholded on 80 is looser than a shipped
-    # model's (1,500 and 1,000 films: about 1 % of its unseen training films warn, bench/chest_checks.py).
-    assert kermany_rate <= 0.12, kermany_rate
+    assert (dicoms > threshold).all(), (dicoms, threshold)  # measured: 72.9 > 58.0
+    # measured: 0.087 (13 of 150). A check fitted on 320 films and thresholded on 80 is looser than a shipped
+    # model's (1,500 and 1,000 films: about 1 % of its other training films warn, bench/chest_checks.py).
+    assert kermany_rate <= 0.15, kermany_rate
 
 
 def test_an_adult_film_keeps_its_priority_beside_the_warning(predictor, dicom_dir, copied_with_check):

@@ -2,7 +2,7 @@
 
 Features: the ImageNet EfficientNet-Lite0 backbone (packaged weights, no download) on the film at 224 px in
 its reference form (the one preprocessing path, core.films.tensor), globally pooled: 1280 numbers. Score: the
-Mahalanobis distance to the fitted films in a PCA space, with a Ledoit-Wolf (shrunk) covariance. Two checks
+Mahalanobis distance to the fitted films under a probabilistic PCA model (:class:`GaussianScore`). Two checks
 use them: *is this a chest film at all* (core.serving.chest_check, fitted on every chest-film source) and *is
 this film from the population this model was trained on* (fitted per model at training time,
 core.training.population; read by core.serving.population). One film's features serve both.
@@ -23,7 +23,8 @@ from core.models.pretrained import GreyToImageNet
 
 FEATURE_SIZE = 224
 BATCH = 32
-STORED = {"mean": np.float32, "components": np.float16, "precision": np.float32}  # half the size of float32
+STORED = {"mean": np.float32, "components": np.float16, "precision": np.float32,  # axes: half of float32
+          "residual_variance": np.float32}
 
 
 def _stored(values: np.ndarray, name: str) -> np.ndarray:
@@ -77,47 +78,64 @@ class FeatureExtractor:
 
 @dataclass
 class GaussianScore:
-    """Distance of features from the films it was fitted on: Mahalanobis in a PCA space."""
+    """Distance of features from the films it was fitted on: a probabilistic-PCA Mahalanobis distance, i.e. the
+    distance inside the top principal axes (shrunk covariance) plus what lies outside them, over the average
+    variance there. Leaving out the outside part would make a film that is unlike the fitted films in a way they
+    never vary look *closer* than one they do vary like (measured: held-out adult films scored lower than the
+    same films once fitted)."""
 
     mean: np.ndarray  # feature mean (1280)
     components: np.ndarray  # k x 1280 PCA axes
     precision: np.ndarray  # k x k inverse covariance in PCA space
+    residual_variance: float | None = None  # per dimension, outside the axes; None: files written before it
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        z = (np.atleast_2d(features) - self.mean) @ self.components.T
-        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, self.precision, z), 0.0))
+        centred = np.atleast_2d(features) - self.mean
+        z = centred @ self.components.T
+        squared = np.einsum("ij,jk,ik->i", z, self.precision, z)
+        if self.residual_variance is not None:
+            squared = squared + np.sum((centred - z @ self.components) ** 2, axis=1) / self.residual_variance
+        return np.sqrt(np.maximum(squared, 0.0))
 
     @classmethod
     def fit(cls, features: np.ndarray, components: int, weights: np.ndarray | None = None) -> "GaussianScore":
-        """Mean, the top ``components`` principal axes (fewer when there are fewer films) and a Ledoit-Wolf
-        (shrunk) precision in their space; ``weights`` (one per film) make some films count more, e.g. so that
-        small sources are not drowned by a large one. Deterministic: an exact SVD. Fitted in the precision it is
-        stored in (:meth:`tensors`), so a threshold chosen on its scores holds for the stored score."""
+        """Mean, the top ``components`` principal axes (fewer when there are fewer films), a Ledoit-Wolf (shrunk)
+        precision in their space and the average variance outside them; ``weights`` (one per film) make some
+        films count more, e.g. so that small sources are not drowned by a large one. Deterministic: an exact
+        SVD. Fitted in the precision it is stored in (:meth:`tensors`), so a threshold chosen on its scores
+        holds for the stored score."""
         from sklearn.covariance import LedoitWolf
 
         w = np.ones(len(features)) if weights is None else np.asarray(weights, dtype=np.float64)
         w = w / w.mean()
         mean = _stored(np.average(features, axis=0, weights=w), "mean")
         centred = (features - mean) * np.sqrt(w)[:, None]
-        _, _, axes = np.linalg.svd(centred, full_matrices=False)
-        axes = _stored(axes[: max(1, min(components, len(features) - 1, features.shape[1]))], "components")
+        _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+        k = max(1, min(components, len(features) - 1, features.shape[1] - 1))
+        axes = _stored(axes[:k], "components")
         precision = LedoitWolf(assume_centered=True).fit(centred @ axes.T).precision_
-        return cls(mean, axes, _stored(precision, "precision"))
+        outside = float(np.sum(singular[k:] ** 2) / len(features) / (features.shape[1] - k))
+        return cls(mean, axes, _stored(precision, "precision"),
+                   float(_stored(np.array(max(outside, 1e-12)), "residual_variance")))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """What is stored (loaded with ``weights_only=True``): the unit-length axes in float16, the rest float32."""
-        return {name: torch.from_numpy(np.asarray(getattr(self, name), dtype=STORED[name]))
-                for name in ("mean", "components", "precision")}
+        names = ("mean", "components", "precision") + (("residual_variance",) if self.residual_variance else ())
+        return {name: torch.from_numpy(np.asarray(getattr(self, name), dtype=STORED[name])) for name in names}
 
     @classmethod
     def from_tensors(cls, tensors: dict) -> "GaussianScore":
         """ValueError unless ``tensors`` are a stored score of consistent shapes."""
-        if not isinstance(tensors, dict) or set(tensors) != {"mean", "components", "precision"}:
-            raise ValueError("not a stored feature score (mean, components, precision)")
+        required = {"mean", "components", "precision"}
+        if not isinstance(tensors, dict) or not required <= set(tensors) <= required | {"residual_variance"}:
+            raise ValueError("not a stored feature score (mean, components, precision, residual variance)")
         if not all(isinstance(t, torch.Tensor) for t in tensors.values()):
             raise ValueError("a stored feature score holds something other than tensors")
         mean, components, precision = (tensors[k].double().numpy() for k in ("mean", "components", "precision"))
         k = components.shape[0] if components.ndim == 2 else -1
         if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0] or precision.shape != (k, k):
             raise ValueError(f"inconsistent shapes {mean.shape}, {components.shape}, {precision.shape}")
-        return cls(mean, components, precision)
+        residual = tensors.get("residual_variance")
+        if residual is not None and (residual.numel() != 1 or not float(residual) > 0):
+            raise ValueError("the residual variance must be one positive number")
+        return cls(mean, components, precision, None if residual is None else float(residual))

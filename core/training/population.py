@@ -24,7 +24,7 @@ from core.store.records import PopulationCheck
 
 MAX_FIT_FILMS = 1500  # a sample this size fixes the Gaussian; more only costs minutes of features
 MAX_VALIDATION_FILMS = 1000
-COMPONENTS = 192
+COMPONENTS = 64
 QUANTILE = 0.98  # about 2 % of the training population warns: the price of warning on most adult films
 
 # The shared sets' populations in words (a FilmSet's source is its folder's name); a site's own folder is
