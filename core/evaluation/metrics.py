@@ -4,8 +4,9 @@
 (sensitivity, specificity) are abnormal-vs-normal; per-class precision/recall/F1 use the decided label, and
 ``flag_recall`` is each abnormal class's share of films called abnormal (triage sensitivity per class).
 With more than two classes a report adds one-vs-rest AUCs and curves per class and the reading by the most
-probable class (``at_argmax``, how published multi-class accuracy is measured); films from two sources or
-more get figures per source. Films of a subset of the model's classes are measured over the classes present.
+probable class (``at_argmax``, how published multi-class accuracy is measured) and each abnormal class against
+the normal class alone (``against_normal``, how a two-class seed of that pair is measured); films from two
+sources or more get figures per source. Films of a subset of the model's classes are measured over the classes present.
 
 Every interval comes from the same resamples (``N_BOOTSTRAP`` draws with replacement, made once per report
 and kept as how often each film was drawn), each figure computed for all resamples at once.
@@ -17,7 +18,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 
-from core.store.reports import ClassMetrics, DecisionMetrics, OperatingPoint, Report, Roc, SourceFigures
+from core.store.reports import (ClassMetrics, DecisionMetrics, OperatingPoint, PairFigures, Report, Roc,
+                                SourceFigures)
 
 N_BOOTSTRAP = 1000
 
@@ -51,7 +53,37 @@ def evaluate_probabilities(
                    for k in _both_kinds(y_true, len(classes))} if several else None,
         at_argmax=_decision_metrics(y_true, probabilities.argmax(axis=1), point, weights) if several else None,
         by_source=_by_source(y_true, decided, point, sources),
+        against_normal=_against_normal(y_true, probabilities, classes, point.normal_index, weights)
+        if several and point.normal_index is not None else None,
     )
+
+
+def _against_normal(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str], normal: int,
+                    weights: np.ndarray) -> dict[str, PairFigures]:
+    """Each abnormal class with films here against the normal class alone (see PairFigures): its films and the
+    normal films, each called by the larger of the two probabilities; intervals from the report's resamples,
+    restricted to these films."""
+    figures = {}
+    for k in range(len(classes)):
+        if k == normal or not np.any(y_true == k):
+            continue
+        mine = (y_true == k) | (y_true == normal)
+        positive = y_true[mine] == k
+        pair = probabilities[mine][:, [normal, k]]
+        with np.errstate(invalid="ignore", divide="ignore"):  # both probabilities 0: a tie, scored 0.5
+            score = np.nan_to_num(pair[:, 1] / pair.sum(axis=1), nan=0.5)
+        right = (pair[:, 1] > pair[:, 0]) == positive  # a tie is called normal, as the operating point does
+        drawn = weights[:, mine]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            accuracy_samples = (drawn @ right.astype(np.float64)) / drawn.sum(axis=1)
+        both = bool(positive.any() and (~positive).any())
+        figures[classes[k]] = PairFigures(
+            n=int(mine.sum()), class_counts={classes[k]: int(positive.sum()), classes[normal]: int((~positive).sum())},
+            accuracy=float(right.mean()), accuracy_ci=_percentile_interval(accuracy_samples),
+            auc=float(roc_auc_score(positive, score)) if both else None,
+            auc_ci=_percentile_interval(_weighted_auc(positive, score, drawn)) if both else None,
+        )
+    return figures
 
 
 def _decision_metrics(y_true: np.ndarray, y_pred: np.ndarray, point: OperatingPoint, weights: np.ndarray

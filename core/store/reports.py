@@ -6,7 +6,9 @@ abnormal class, otherwise the normal class. A model without a normal class is re
 
 Figures added for several abnormal classes (#14) are optional with defaults, so every stored JSON still loads:
 per-class triage sensitivity (``flag_recall``), per-class recall intervals, one-vs-rest AUCs and curves, the
-reading by the most probable class (``at_argmax``) and figures per data source (``by_source``).
+reading by the most probable class (``at_argmax``), figures per data source (``by_source``) and each abnormal
+class against the normal class alone (``against_normal``: how a two-class seed such as COVID-19 vs normal is
+measured).
 """
 from __future__ import annotations
 
@@ -110,6 +112,20 @@ class SourceFigures(Record):
     recall: dict[str, float] = {}  # per class with films from this source
 
 
+class PairFigures(Record):
+    """One abnormal class against the normal class alone, read as a two-class model would be: only the films of
+    those two classes, each called by the larger of its two probabilities; the AUC ranks p(class) / (p(class) +
+    p(normal)). This is how a two-class model of that pair (the COVID-19 seed's small CNN, COVID vs normal) is
+    measured, so the two can be set side by side."""
+
+    n: int
+    class_counts: dict[str, int]  # the abnormal class's films, then the normal class's
+    accuracy: float
+    accuracy_ci: Interval | None = None
+    auc: float | None = None  # None unless both classes have films
+    auc_ci: Interval | None = None
+
+
 class Report(Record):
     """Metrics of one model on one set of films. ``split`` says in words which films they were."""
 
@@ -133,6 +149,9 @@ class Report(Record):
     class_roc: dict[str, Roc] | None = None
     at_argmax: DecisionMetrics | None = None
     by_source: dict[str, SourceFigures] = {}  # only when the films come from two sources or more
+    # More than two classes with a normal class: each abnormal class with films here against the normal class
+    # alone (PairFigures). None for two classes and in older JSON.
+    against_normal: dict[str, PairFigures] | None = None
 
     # The CLI's JSON has always carried the operating point's figures at the top level as well.
     @computed_field
@@ -182,12 +201,16 @@ class Report(Record):
 
     def summary(self) -> dict:
         """The headline figures the CLI prints for a model; with several abnormal classes, each one's triage
-        sensitivity (``flag_recall``) and each class's recall by the operating point's labels as well."""
+        sensitivity (``flag_recall``), each class's recall by the operating point's labels and each abnormal
+        class's accuracy and AUC against the normal class alone (``against_normal``) as well."""
         figures = {"n": self.n, "auc": self.auc, "accuracy": self.accuracy, "sensitivity": self.sensitivity,
                    "specificity": self.specificity, "threshold": self.threshold}
         if len(self.classes) > 2:
             figures.update(flag_recall=self.at_operating_point.flag_recall, recall={
                 name: m.recall for name, m in self.per_class.items() if m.support})
+            if self.against_normal:
+                figures["against_normal"] = {name: {"accuracy": pair.accuracy, "auc": pair.auc}
+                                             for name, pair in self.against_normal.items()}
         return figures
 
     def summary_with_intervals(self) -> dict:

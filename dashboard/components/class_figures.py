@@ -15,11 +15,14 @@ from dashboard.components.reports import RocCurve, percent, with_interval
 
 NO_FILMS = "— (no films)"
 CLASS_COLUMNS = ("Films", "Flagged urgent", "Recall (operating point)", "Recall (most probable class)",
-                 "AUC (one-vs-rest)", "Precision", "F1")
+                 "AUC (one-vs-rest)", "Precision", "F1", "Accuracy against normal alone", "AUC against normal alone")
 CLASS_FIGURES_NOTE = ("Per class, with 95 % bootstrap intervals: *flagged urgent* is the share of the class's "
                       "films whose abnormal score reaches the threshold (what triage promises for that class); "
                       "*recall* is the share called that very class, at the operating point or by the most "
-                      "probable class; the AUC is the class against all the others.")
+                      "probable class; the AUC is the class against all the others. *Against normal alone*: "
+                      "only this class's films and the normal films, each called by the larger of the two "
+                      "probabilities, as a two-class model of that pair (e.g. the COVID-19 seed's small CNN, "
+                      "COVID against normal) is measured.")
 SOURCE_SHORTCUT = ("A model can learn where a film comes from instead of what it shows: when one source holds "
                    "all films of a class (here every COVID-19 film comes from the adult COVID collection), "
                    "its normal films may be flagged for the source's sake. Compare each source's share called "
@@ -51,8 +54,19 @@ def class_table(report: Report) -> pd.DataFrame:
             "—" if by_argmax is None else with_interval(by_argmax.recall, by_argmax.recall_ci),
             with_interval(auc.get(name), auc_ci.get(name), as_percent=False),
             f"{figures.precision:.3f}", f"{figures.f1:.3f}",
+            *_pair_cells(report, name),
         )
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(CLASS_COLUMNS)).rename_axis("Class")
+
+
+def _pair_cells(report: Report, name: str) -> tuple[str, str]:
+    """The class against the normal class alone: accuracy and AUC with intervals; "—" for the normal class and
+    for reports stored before these figures existed."""
+    pair = (report.against_normal or {}).get(name)
+    if pair is None:
+        return "—", "—"
+    return (with_interval(pair.accuracy, pair.accuracy_ci),
+            with_interval(pair.auc, pair.auc_ci, as_percent=False))
 
 
 def source_table(report: Report) -> pd.DataFrame | None:
@@ -88,7 +102,8 @@ def class_curves(rows: list[tuple[str, Report]]) -> dict[str, list[RocCurve]]:
 
 def class_recall_lines(report: Report) -> list[str]:
     """The model card's lines per class on validation at the threshold: for an abnormal class the share of its
-    films flagged urgent and the share called that class; for the normal class the share called normal."""
+    films flagged urgent and the share called that class; for the normal class the share called normal; then
+    each abnormal class against the normal class alone (how a two-class seed of that pair is measured)."""
     point = report.at_operating_point
     flagged, flagged_ci = point.flag_recall or {}, point.flag_recall_ci or {}
     normal = report.operating_point.normal_class
@@ -101,4 +116,9 @@ def class_recall_lines(report: Report) -> list[str]:
         if name != normal and name in flagged:
             called = f"flagged urgent {with_interval(flagged[name], flagged_ci.get(name))}; {called}"
         lines.append(f"- {name} ({figures.support} films): {called}")
+    for name, pair in (report.against_normal or {}).items():
+        normal_films = pair.class_counts.get(normal, pair.n)
+        lines.append(f"- {name} against {normal} alone ({pair.class_counts.get(name, 0)} + {normal_films} films, "
+                     f"the larger of the two probabilities): accuracy {with_interval(pair.accuracy, pair.accuracy_ci)}"
+                     + ("" if pair.auc is None else f", AUC {with_interval(pair.auc, pair.auc_ci, as_percent=False)}"))
     return lines
