@@ -169,9 +169,10 @@ SHORT_TITLES = {VALIDATION: "Validation", TRAVEL_TITLES["out-of-batch"]: "Other 
                 TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
 FIGURES = ("n", "AUC", "Sens.", "Spec.")  # rows of the card's table: films, AUC, sensitivity, specificity
 NOT_MEASURED = "not measured"
-ONE_BATCH = ("Internal validation films come from the same hospital batch as the training films: figures from one "
-             "batch overstate what a new site will see. Another batch shows part of how far the promise travels; "
-             "a site should still check its own films.")
+ONE_BATCH = ("Internal validation films come from the same collections as the training films (for pneumonia, one "
+             "hospital batch; for COVID-19, the same public set): figures from them overstate what a new site will "
+             "see. Another batch, where measured, shows part of how far the promise travels; a site should still "
+             "check its own films.")
 
 
 def travel_title(key: str) -> str:
