@@ -206,10 +206,14 @@ def main() -> None:
 
 
 def _default_model() -> str:
-    from core.store.registry import list_models
+    """The model a fresh triage session serves: the pneumonia task's default (not any task's)."""
+    from core.errors import ModelNotFound
+    from core.store.registry import find_model
 
-    entries, _ = list_models(ROOT / "checkpoints")
-    return next((e.name for e in entries if e.is_default), "none")
+    try:
+        return find_model(None, ROOT / "checkpoints").name
+    except ModelNotFound:
+        return "none"
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 - the seed-style notebook loop (bench/seed_loop.py) on a seeded, class-balanced sample of kermany-224/train;
 - `python -m core train` on the same folder, fp32 and bf16, each a fresh process with an empty decode cache,
-  then bf16 again with that cache warm; into temporary checkpoint, job and cache folders (the repository's
-  checkpoints/ is never written);
+  then bf16 again with that cache warm (decoded films and the population check's film features); into
+  temporary checkpoint, job and cache folders (the repository's checkpoints/ is never written). Every
+  `core train` fits its model's population check (ImageNet features of every training and validation film
+  here), which the seed loop does not do;
 - a bare training step (random tensors, no I/O) of the ResNet-18 core builds, fp32, fp32 + channels_last,
   bf16 autocast + channels_last, so what `core train` adds over pure compute shows;
 - the same on CUDA when a GPU is present.

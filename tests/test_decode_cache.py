@@ -312,7 +312,7 @@ def test_two_processes_filling_one_cache_leave_whole_entries(films, cache_dir, t
     results = [rank.communicate(timeout=300) for rank in ranks]
     assert [rank.returncode for rank in ranks] == [0, 0], results
     assert [out.strip() for out, _ in results] == [expected, expected]
-    cache = DecodeCache.from_settings(tensor._cache_namespace())
+    cache = DecodeCache.from_settings(tensor.cache_namespace())
     stored = entries(cache_dir)
     assert len(stored) == 6 and all(p.stat().st_size == HEADER_BYTES + SIZE * SIZE for p in stored)
     keys = [cache.key(path.read_bytes(), SIZE) for path in films.paths]

@@ -1,4 +1,5 @@
-"""Decoded films shared across runs: each film's 8-bit model input at one image size, found by its content.
+"""Decoded films shared across runs: each film's 8-bit model input at one image size, found by its content
+(and, under the same rules, arrays derived from a film: its image features for the population check).
 
 Decoding dominates the fixed cost of a training run, and every run (every rank of a distributed one) decodes
 the same films again. This cache keeps each film's ``film_to_tensor`` output on disk, keyed by a SHA-256 of
@@ -32,6 +33,7 @@ import numpy as np
 from core import config
 
 _MAGIC = b"CXRDEC\x01\x00"
+_ARRAY_MAGIC = b"CXRARR\x01\x00"  # other arrays derived from a film (its image features), same header
 _HEADER = struct.Struct("<8sII32s")  # magic, image size, CRC-32 of the pixels, key digest
 _SUFFIX = ".u8"
 _TEMP_SUFFIX = ".tmp"
@@ -102,17 +104,48 @@ class DecodeCache:
             raise ValueError(f"a decoded film at {image_size} px must be {image_size} x {image_size}")
         payload = pixels.tobytes()
         header = _HEADER.pack(_MAGIC, image_size, zlib.crc32(payload), bytes.fromhex(key))
-        path = self.path(key, image_size)
+        self._write(self.path(key, image_size), key, header + payload)
+
+    def _write(self, path: Path, key: str, blob: bytes) -> None:
         temp = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}{_TEMP_SUFFIX}")
         try:
             _private_folder(path.parent)
             with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-                out.write(header + payload)
+                out.write(blob)
             os.replace(temp, path)  # readers see the old entry or this whole one, never a part
         except OSError:
             _remove(temp)
             return
         self.wrote = True
+
+    def array_path(self, key: str, folder: str) -> Path:
+        return self.root / folder / key[:2] / (key + _SUFFIX)
+
+    def get_array(self, key: str, folder: str, length: int) -> np.ndarray | None:
+        """The ``length`` float32 values stored under ``key`` in ``folder`` (an array derived from a film, such
+        as its features: the same keys, header, checks and pruning as pixels), or None."""
+        path = self.array_path(key, folder)
+        nbytes = 4 * length
+        try:
+            with open(path, "rb") as entry:
+                blob = entry.read(_HEADER.size + nbytes + 1)
+        except OSError:
+            return None
+        values = _parse_array(blob, key, nbytes)
+        if values is None:
+            _remove(path)
+            return None
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+        return values
+
+    def put_array(self, key: str, folder: str, values: np.ndarray) -> None:
+        """Store a one-dimensional float32 array atomically; a failure to write only loses the saving."""
+        payload = np.ascontiguousarray(values, dtype=np.float32).ravel().tobytes()
+        header = _HEADER.pack(_ARRAY_MAGIC, len(payload), zlib.crc32(payload), bytes.fromhex(key))
+        self._write(self.array_path(key, folder), key, header + payload)
 
     def entries(self) -> list[tuple[int, str, int, Path]]:
         """(last use in ns, name, bytes, path) of every whole entry, oldest first; stale temporaries are removed."""
@@ -156,6 +189,16 @@ def _parse(blob: bytes, key: str, image_size: int) -> np.ndarray | None:
     if magic != _MAGIC or size != image_size or digest != bytes.fromhex(key) or zlib.crc32(payload) != crc:
         return None
     return np.frombuffer(payload, dtype=np.uint8).reshape(image_size, image_size).copy()
+
+
+def _parse_array(blob: bytes, key: str, nbytes: int) -> np.ndarray | None:
+    if len(blob) != _HEADER.size + nbytes:
+        return None
+    magic, length, crc, digest = _HEADER.unpack_from(blob)
+    payload = memoryview(blob)[_HEADER.size:]
+    if magic != _ARRAY_MAGIC or length != nbytes or digest != bytes.fromhex(key) or zlib.crc32(payload) != crc:
+        return None
+    return np.frombuffer(payload, dtype=np.float32).copy()
 
 
 def _private_folder(folder: Path) -> None:

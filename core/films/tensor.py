@@ -62,7 +62,7 @@ def load_tensors(films: FilmSet, image_size: int, workers: int = 2, on_progress=
     decoding gives; each film's file is read once either way. Unreadable films raise DatasetError naming the file.
     """
     out = torch.empty((len(films), 1, image_size, image_size), dtype=torch.uint8)
-    cache = DecodeCache.from_settings(_cache_namespace())
+    cache = DecodeCache.from_settings(cache_namespace())
 
     def decode(i: int) -> None:
         try:
@@ -82,7 +82,7 @@ def load_tensors(films: FilmSet, image_size: int, workers: int = 2, on_progress=
     return out
 
 
-def _cache_namespace() -> str:
+def cache_namespace() -> str:
     """What the decode cache's keys name besides each film's content and size: this path and its decoders."""
     return f"preprocessing={PREPROCESSING_VERSION};pillow={PIL.__version__};pydicom={pydicom.__version__}"
 
@@ -90,7 +90,7 @@ def _cache_namespace() -> str:
 def _decoded(path: Path, image_size: int, cache: DecodeCache | None) -> torch.Tensor:
     """One film's 1 x S x S uint8 input: from the cache when its content was decoded at this size before."""
     path = Path(path)
-    content = _film_bytes(path)
+    content = film_bytes(path)
     if cache is None:
         return film_to_tensor(read_film(content, name=path.name), image_size)
     key = cache.key(content, image_size)
@@ -102,7 +102,7 @@ def _decoded(path: Path, image_size: int, cache: DecodeCache | None) -> torch.Te
     return tensor
 
 
-def _film_bytes(path: Path) -> bytes:
+def film_bytes(path: Path) -> bytes:
     """A film file's bytes, read once: they are hashed for the cache and decoded from memory."""
     try:
         if path.stat().st_size > MAX_FILE_BYTES:

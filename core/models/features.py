@@ -9,6 +9,8 @@ core.training.population; read by core.serving.population). One film's features 
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import threading
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ from core.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weig
 from core.models.pretrained import GreyToImageNet
 
 FEATURE_SIZE = 224
+FEATURE_LENGTH = 1280
 BATCH = 32
 STORED = {"mean": np.float32, "components": np.float16, "precision": np.float32,  # axes: half of float32
           "residual_variance": np.float32}
@@ -50,6 +53,16 @@ class FeatureExtractor:
         self.to_rgb = GreyToImageNet()
         self.lock = threading.Lock()
 
+    @functools.cached_property
+    def identity(self) -> str:
+        """What its features depend on besides the film (its weights, memory layout and torch): part of every
+        key of the feature cache (core.training.population), so other weights or another torch simply miss."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.net.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"lite0-features;weights={digest.hexdigest()[:16]};layout=channels_last;torch={torch.__version__}"
+
     @classmethod
     def shared(cls) -> "FeatureExtractor":
         """The process's one extractor (the chest-film check and every model's population check use it)."""
@@ -74,7 +87,7 @@ class FeatureExtractor:
             out.append(self(as_float(films_uint8[start:start + BATCH].cpu())))
             if on_batch:
                 on_batch(min(start + BATCH, len(films_uint8)), len(films_uint8))
-        return np.concatenate(out) if out else np.zeros((0, 1280))
+        return np.concatenate(out) if out else np.zeros((0, FEATURE_LENGTH))
 
 
 @dataclass
