@@ -43,7 +43,8 @@ def model_card(entry: ModelEntry) -> None:
     if data is not None:
         folder = _training_source(training.data_dir if training else "")
         st.markdown(f"**Training data.** {data.train.n} films ({_class_counts(data.train.class_counts)}) "
-                    f"from `{folder}`; validated on {data.validation.n} films of other patients.")
+                    f"from `{folder}`; validated on {data.validation.n} films kept out of training (by patient where "
+                    "file names carry one; copies of a film kept together).")
     if report is not None:
         figures = report.at_operating_point
         several = several_classes(report)
