@@ -35,11 +35,28 @@ def _stored(values: np.ndarray, name: str) -> np.ndarray:
     return np.asarray(values).astype(STORED[name]).astype(np.float64)
 
 
-class FeatureExtractor:
-    """ImageNet EfficientNet-Lite0 features of grey films; thread-safe, weights loaded once per process."""
+class OnePerProcess:
+    """A class's one shared instance, built on first use under a lock (two threads asking at once build one):
+    ``shared = OnePerProcess()`` as a class attribute, then ``Cls.shared()``."""
 
-    _shared_lock = threading.Lock()
-    _shared: "FeatureExtractor | None" = None
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._instances: dict[type, object] = {}
+
+    def __get__(self, _, owner: type):
+        def shared():
+            with self._lock:
+                if owner not in self._instances:
+                    self._instances[owner] = owner()
+                return self._instances[owner]
+        return shared
+
+
+class FeatureExtractor:
+    """ImageNet EfficientNet-Lite0 features of grey films; thread-safe, weights loaded once per process
+    (``FeatureExtractor.shared()``: the chest-film check and every model's population check use that one)."""
+
+    shared = OnePerProcess()
 
     def __init__(self):
         self.net = efficientnet_lite0(num_classes=1)
@@ -62,14 +79,6 @@ class FeatureExtractor:
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return f"lite0-features;weights={digest.hexdigest()[:16]};layout=channels_last;torch={torch.__version__}"
-
-    @classmethod
-    def shared(cls) -> "FeatureExtractor":
-        """The process's one extractor (the chest-film check and every model's population check use it)."""
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> np.ndarray:

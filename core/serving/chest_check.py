@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 from core.config import settings
 from core.errors import CheckpointError
 from core.films.film import Film
-from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore
+from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore, OnePerProcess
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
 
@@ -73,21 +72,14 @@ def _read_detector_file(path: Path) -> bytes:
 
 
 class ChestFilmCheck:
-    """The app's and CLI's check: one extractor and detector, loaded lazily, shared between threads."""
+    """The app's and CLI's check: one extractor and detector, loaded lazily (``ChestFilmCheck.shared()``),
+    shared between threads."""
 
-    _lock = threading.Lock()
-    _instance: "ChestFilmCheck | None" = None
+    shared = OnePerProcess()
 
     def __init__(self, directory: Path | None = None):
         self.detector = ChestFilmDetector.load(directory)
         self.extractor = FeatureExtractor.shared()
-
-    @classmethod
-    def shared(cls) -> "ChestFilmCheck":
-        with cls._lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
 
     def features(self, film: Film) -> np.ndarray:
         """1 x 1280: what this check and a model's population check (core.serving.population) both read."""
