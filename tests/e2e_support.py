@@ -128,16 +128,23 @@ class StreamlitServer:
         self._log.close()
 
 
-def retrain_page():
-    """The Retrain page, run once in AppTest with no exception (streamlit's testing module imported here, late:
-    processes spawned by some tests import the test modules too)."""
+def app_page(page: str | None = None):
+    """The app (``page``: e.g. ``views/compare.py``; default the Triage page), run once in AppTest with no
+    exception (streamlit's testing module imported here, late: processes spawned by some tests import the test
+    modules too)."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=180)
-    at.switch_page("views/retrain.py")
+    if page:
+        at.switch_page(page)
     at.run()
     assert not at.exception
     return at
+
+
+def retrain_page():
+    """The Retrain page, run once in AppTest with no exception."""
+    return app_page("views/retrain.py")
 
 
 def run_ranks(target, nprocs: int, folder: Path, timeout: float = 240) -> None:

@@ -19,12 +19,11 @@ from pathlib import Path
 from unittest import mock
 
 from conftest import environment
-from e2e_support import ROOT, SHARED_DATA, quick_checkpoints, require
+from e2e_support import SHARED_DATA, quick_checkpoints, require
 from streamlit.testing.v1 import AppTest
 
 from core.store.records import read_model_record
 
-APP = str(ROOT / "dashboard" / "app.py")
 COVID_DIR = SHARED_DATA / "covid-3class" / "train"
 KERMANY_DIR = SHARED_DATA / "kermany-224" / "train"
 COVID, FOUR = "covid-cnn5-v1", "four-class-cnn5-v1"
@@ -82,15 +81,6 @@ def task_site(tmp_path: Path, settings_env) -> Path:
     for task, name in MODEL_OF.items():  # each the first, so the default, of its task
         assert read_model_record(folder / f"{name}.json").task == task
     return folder
-
-
-def app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    if page:
-        at.switch_page(page)
-    at.run()
-    assert not at.exception
-    return at
 
 
 def stored_json(folder: Path, name: str) -> dict:

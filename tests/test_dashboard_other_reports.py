@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from e2e_support import FILMS_DIR, ROOT, TRAIN_DIR, quick_checkpoints, require
+from e2e_support import FILMS_DIR, ROOT, TRAIN_DIR, app_page, quick_checkpoints, require
 from streamlit.testing.v1 import AppTest
 
 from core.store.atomic import atomic_write_json
@@ -34,7 +34,6 @@ from dashboard.components.reports import (FIGURES, NOT_MEASURED, TRAVEL_TITLES, 
                                           read_at_another_threshold, travel_comparison, travel_points,
                                           travel_table)
 
-APP = str(ROOT / "dashboard" / "app.py")
 HELD_OUT_MODEL = "pneumonia-logistic-v1"
 QUICK_MODELS = ["pneumonia-cnn5-v1", "pneumonia-mlp-v1"]
 
@@ -165,12 +164,7 @@ def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
 
 def _app(settings_env, folder: Path, tmp_path: Path, page: str | None = None) -> AppTest:
     settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
-    at = AppTest.from_file(APP, default_timeout=180)
-    if page:
-        at.switch_page(page)
-    at.run()
-    assert not at.exception
-    return at
+    return app_page(page)
 
 
 def _card_text(at: AppTest) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from e2e_support import quick_checkpoints, require
-from task_models import (CLASSES, COVID, FILMS, FOUR, TITLES, app, choose_task, sidebar_text, stored_json,
+from e2e_support import app_page as app, quick_checkpoints, require
+from task_models import (CLASSES, COVID, FILMS, FOUR, TITLES, choose_task, sidebar_text, stored_json,
                          task_site)
 
 from core.serving.predict import Prediction

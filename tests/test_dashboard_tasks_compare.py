@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e_support import ROOT, SHARED_DATA, quick_checkpoints, retrain_page, wait_for
+from e2e_support import ROOT, SHARED_DATA, app_page as app, quick_checkpoints, retrain_page, wait_for
 from streamlit.testing.v1 import AppTest
-from task_models import CLASSES, FOUR, MODEL_OF, app, choose_task, stored_json, task_site, tb_films_roots
+from task_models import CLASSES, FOUR, MODEL_OF, choose_task, stored_json, task_site, tb_films_roots
 
 from core.jobs.jobs import cancel_job, read_job
 from core.store.records import read_model_record

@@ -81,32 +81,36 @@ class DecodeCache:
 
     def get(self, key: str, image_size: int) -> np.ndarray | None:
         """The S x S uint8 pixels stored under ``key``, or None (missing or damaged: a damaged one is deleted)."""
-        path = self.path(key, image_size)
-        try:
-            with open(path, "rb") as entry:
-                blob = entry.read(_HEADER.size + image_size * image_size + 1)
-        except OSError:
-            return None
-        pixels = _parse(blob, key, image_size)
-        if pixels is None:
-            _remove(path)
-            return None
-        try:
-            os.utime(path)  # the least recently used entries are pruned first
-        except OSError:
-            pass  # pruned by another process since we read it: the pixels we hold are still whole
-        return pixels
+        payload = self._read(self.path(key, image_size), key, _MAGIC, image_size, image_size * image_size)
+        return None if payload is None else np.frombuffer(payload, dtype=np.uint8).reshape(image_size, image_size)
 
     def put(self, key: str, image_size: int, pixels: np.ndarray) -> None:
         """Store S x S uint8 pixels atomically; a failure to write only loses the saving."""
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         if pixels.shape != (image_size, image_size):
             raise ValueError(f"a decoded film at {image_size} px must be {image_size} x {image_size}")
-        payload = pixels.tobytes()
-        header = _HEADER.pack(_MAGIC, image_size, zlib.crc32(payload), bytes.fromhex(key))
-        self._write(self.path(key, image_size), key, header + payload)
+        self._write(self.path(key, image_size), key, _MAGIC, image_size, pixels.tobytes())
 
-    def _write(self, path: Path, key: str, blob: bytes) -> None:
+    def _read(self, path: Path, key: str, magic: bytes, size: int, nbytes: int) -> bytearray | None:
+        """The ``nbytes`` payload of the entry at ``path`` if its header (magic, size field, key) and CRC check
+        out; None when missing, and a damaged entry is deleted. A hit counts as a use (pruning order)."""
+        try:
+            with open(path, "rb") as entry:
+                blob = entry.read(_HEADER.size + nbytes + 1)
+        except OSError:
+            return None
+        payload = _payload(blob, key, magic, size, nbytes)
+        if payload is None:
+            _remove(path)
+            return None
+        try:
+            os.utime(path)  # the least recently used entries are pruned first
+        except OSError:
+            pass  # pruned by another process since we read it: the payload we hold is still whole
+        return payload
+
+    def _write(self, path: Path, key: str, magic: bytes, size: int, payload: bytes) -> None:
+        blob = _HEADER.pack(magic, size, zlib.crc32(payload), bytes.fromhex(key)) + payload
         temp = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}{_TEMP_SUFFIX}")
         try:
             _private_folder(path.parent)
@@ -124,28 +128,13 @@ class DecodeCache:
     def get_array(self, key: str, folder: str, length: int) -> np.ndarray | None:
         """The ``length`` float32 values stored under ``key`` in ``folder`` (an array derived from a film, such
         as its features: the same keys, header, checks and pruning as pixels), or None."""
-        path = self.array_path(key, folder)
-        nbytes = 4 * length
-        try:
-            with open(path, "rb") as entry:
-                blob = entry.read(_HEADER.size + nbytes + 1)
-        except OSError:
-            return None
-        values = _parse_array(blob, key, nbytes)
-        if values is None:
-            _remove(path)
-            return None
-        try:
-            os.utime(path)
-        except OSError:
-            pass
-        return values
+        payload = self._read(self.array_path(key, folder), key, _ARRAY_MAGIC, 4 * length, 4 * length)
+        return None if payload is None else np.frombuffer(payload, dtype=np.float32)
 
     def put_array(self, key: str, folder: str, values: np.ndarray) -> None:
         """Store a one-dimensional float32 array atomically; a failure to write only loses the saving."""
         payload = np.ascontiguousarray(values, dtype=np.float32).ravel().tobytes()
-        header = _HEADER.pack(_ARRAY_MAGIC, len(payload), zlib.crc32(payload), bytes.fromhex(key))
-        self._write(self.array_path(key, folder), key, header + payload)
+        self._write(self.array_path(key, folder), key, _ARRAY_MAGIC, len(payload), payload)
 
     def entries(self) -> list[tuple[int, str, int, Path]]:
         """(last use in ns, name, bytes, path) of every whole entry, oldest first; stale temporaries are removed."""
@@ -181,24 +170,16 @@ class DecodeCache:
         return freed
 
 
-def _parse(blob: bytes, key: str, image_size: int) -> np.ndarray | None:
-    if len(blob) != _HEADER.size + image_size * image_size:
-        return None
-    magic, size, crc, digest = _HEADER.unpack_from(blob)
-    payload = memoryview(blob)[_HEADER.size:]
-    if magic != _MAGIC or size != image_size or digest != bytes.fromhex(key) or zlib.crc32(payload) != crc:
-        return None
-    return np.frombuffer(payload, dtype=np.uint8).reshape(image_size, image_size).copy()
-
-
-def _parse_array(blob: bytes, key: str, nbytes: int) -> np.ndarray | None:
+def _payload(blob: bytes, key: str, magic: bytes, size: int, nbytes: int) -> bytearray | None:
+    """An entry's payload (a writable copy) if ``blob`` is whole: the header's magic, size field (image size for
+    pixels, byte length for arrays) and key match, and the CRC of the payload does."""
     if len(blob) != _HEADER.size + nbytes:
         return None
-    magic, length, crc, digest = _HEADER.unpack_from(blob)
-    payload = memoryview(blob)[_HEADER.size:]
-    if magic != _ARRAY_MAGIC or length != nbytes or digest != bytes.fromhex(key) or zlib.crc32(payload) != crc:
+    found_magic, found_size, crc, digest = _HEADER.unpack_from(blob)
+    payload = bytearray(memoryview(blob)[_HEADER.size:])
+    if found_magic != magic or found_size != size or digest != bytes.fromhex(key) or zlib.crc32(payload) != crc:
         return None
-    return np.frombuffer(payload, dtype=np.float32).copy()
+    return payload
 
 
 def _private_folder(folder: Path) -> None:
