@@ -34,7 +34,8 @@ class ModelLoad:
         self._done = threading.Event()
         self._predictor: Predictor | None = None
         self._error: Exception | None = None
-        threading.Thread(target=self._run, name=f"load {entry.name}", daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name=f"load {entry.name}", daemon=True)  # all its steps
+        self.thread.start()
 
     @property
     def ready(self) -> bool:
@@ -77,7 +78,8 @@ class ModelLoad:
         _rehearse(self.name, lambda: load_cam_library(between_steps=foreground.wait_until_idle))
         if predictor.can_explain:
             foreground.wait_until_idle()
-            _rehearse(self.name, lambda: predictor.explain(_rehearsal_film(), predictor.loaded.classes[0]))
+            if not predictor.explanations:  # else a real film came first: rehearsing now only slows its overlay
+                _rehearse(self.name, lambda: predictor.explain(_rehearsal_film(), predictor.loaded.classes[0]))
 
 
 def _rehearse(name: str, step: Callable[[], object]) -> None:

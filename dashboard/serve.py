@@ -33,7 +33,7 @@ def preload() -> None:
         models, _ = registered_models()
         if models:  # a fresh session's task (pneumonia) and its default; its load runs in its own thread
             warm_up(next((m for m in models if m.task == DEFAULT_TASK and m.is_default), models[0])).wait()
-        import dashboard.components.triage_view  # noqa: F401 - pandas and plotly, for the first worklist
+        import dashboard.components.triage_view  # noqa: F401 - pandas and pydantic, for the first worklist
     except Exception:  # noqa: BLE001 - only a head start: the page reports any real problem itself
         logging.getLogger(__name__).warning("preloading the default model failed", exc_info=True)
     try:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from e2e_support import ROOT, quick_checkpoints, real_films
@@ -125,6 +126,29 @@ def test_one_shared_predictor_per_model_version(checkpoints):
     assert warm_up(cnn) is load and predictor_for(cnn) is predictor  # no second load, the same object
     prediction = predictor.predict(read_film(real_films()[-1]))
     assert prediction.model == "pneumonia-cnn5-v1" and abs(sum(prediction.probabilities.values()) - 1) < 1e-4
+
+
+@pytest.mark.parametrize("film_first", [False, True])
+def test_the_warm_up_rehearses_an_explanation_only_when_no_film_came_first(checkpoints, monkeypatch, film_first):
+    """The first Grad-CAM of a process is slow, so the warm-up rehearses one on a made-up film; but when a real
+    film was explained while the library imported, that was the first, and a rehearsal would only compete
+    with drawing its overlay."""
+    entry = next(e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1")
+    film = read_film(real_films()[-1])
+    holder = {}
+
+    def library_then_a_film(between_steps=None):
+        while "load" not in holder:  # the load's own thread gets here before the constructor returns
+            time.sleep(0.01)
+        if film_first:
+            holder["load"].result().explain(film, "PNEUMONIA")  # a browser's film, explained meanwhile
+        return None
+
+    monkeypatch.setattr(dashboard.model_loads, "load_cam_library", library_then_a_film)
+    holder["load"] = dashboard.model_loads.ModelLoad(entry)  # its own load, not the shared cache's
+    holder["load"].thread.join(240)
+    assert not holder["load"].thread.is_alive() and not holder["load"].failed
+    assert holder["load"].result().explanations == 1  # the film's alone, or the rehearsal's alone
 
 
 def test_a_broken_model_fails_its_load_in_words_and_is_retried(checkpoints):

@@ -14,10 +14,10 @@ from core.jobs.progress import StepLoss
 from core.serving.predict import Prediction
 from core.store.registry import list_models
 from core.training.events import EpochEvent
-from dashboard.components.charts import confusion_matrix, live_training, probability_bars, roc_curves
+from dashboard.components.charts import confusion_matrix, live_training, roc_curves
 from dashboard.components.reports import (RocCurve, duration, escape_markdown, metrics_table, per_class_table,
                                           roc_input, spreadsheet_safe, with_interval)
-from dashboard.components.triage_view import in_worklist_order, worklist, worklist_csv
+from dashboard.components.triage_view import in_worklist_order, probability_lines, worklist, worklist_csv
 from dashboard.state import FilmResult, folder_stamp
 
 
@@ -104,9 +104,15 @@ def test_report_tables_and_roc_inputs_come_from_the_stored_reports(tmp_path):
     assert list(per_class["Recall"]) == [point.per_class[c].recall for c in ("NORMAL", "PNEUMONIA")]
 
 
+def test_probability_lines_keep_the_model_order_and_bold_its_label():
+    lines = probability_lines({"NORMAL": 0.2, "PNEUMONIA": 0.8}, "PNEUMONIA")
+    assert lines == [(0.2, "NORMAL · 20.0%"), (0.8, "**PNEUMONIA** · 80.0%")]
+    three = probability_lines({"COVID-19": 0.5004, "NORMAL": 0.4996, "VIRAL_PNEUMONIA*": 0.0}, "COVID-19")
+    assert [t for _, t in three] == ["**COVID-19** · 50.0%", "NORMAL · 50.0%", r"VIRAL\_PNEUMONIA\* · 0.0%"]
+    assert probability_lines({"NORMAL": 1.0000001}, "NORMAL")[0][0] == 1.0  # a bar never runs past its end
+
+
 def test_charts_carry_the_numbers_they_are_given():
-    bars = probability_bars({"NORMAL": 0.2, "PNEUMONIA": 0.8}, "PNEUMONIA")
-    assert list(bars.data[0].x) == [0.8, 0.2] and list(bars.data[0].y) == ["PNEUMONIA", "NORMAL"]
     roc = roc_curves([RocCurve(name="a", fpr=[0, 0.5, 1], tpr=[0, 0.9, 1], auc=0.8, threshold=0.3,
                                point_fpr=0.5, point_tpr=0.9)])
     assert [t.name for t in roc.data] == ["chance", "a (AUC 0.800)", "a operating point"]

@@ -39,6 +39,11 @@ def _texts(at: AppTest) -> str:
     return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
 
 
+def probability_bars(at: AppTest) -> list:
+    """The cards' class-probability bars (Streamlit progress bars; nothing else on the page draws one)."""
+    return list(at.get("progress"))
+
+
 def _upload(at: AppTest, files: list[tuple[str, bytes]]) -> None:
     at.file_uploader(key="films").set_value([(name, data, "application/octet-stream") for name, data in files])
     at.run()
@@ -83,8 +88,13 @@ def test_a_batch_of_real_films_gets_a_worklist_and_a_card_each(checkpoints):
     captions = [c for image in at.get("image") for c in image.captions]
     assert sum(c.startswith("Film,") for c in captions) == 5
     assert sum(c.startswith("Grad-CAM for") for c in captions) == 5
-    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    assert len(charts) == 5 and all(chart["data"][0]["type"] == "bar" for chart in charts)
+    bars = [b.proto.text for b in probability_bars(at)]  # NORMAL then PNEUMONIA, the label's name in bold
+    assert len(bars) == 5 * 2
+    pairs = list(zip(bars[::2], bars[1::2]))
+    assert all(n.split(" · ")[0].strip("*") == "NORMAL" and p.split(" · ")[0].strip("*") == "PNEUMONIA"
+               for n, p in pairs)
+    shown = sorted(max(float(n.split(" · ")[1][:-1]), float(p.split(" · ")[1][:-1])) for n, p in pairs)
+    assert shown == pytest.approx(sorted(100 * readable["Probability"]), abs=0.051)  # the worklist's figures
     assert sum("DICOM" in c for c in captions) == 2  # with and without the .dcm extension
     assert [m.value for m in at.get("metric")] == [str((table["Priority"] == p).sum())
                                                    for p in ("Urgent", "Routine", "Not triaged", "Unreadable")]
@@ -115,7 +125,7 @@ def test_a_model_without_convolutions_says_there_is_no_gradcam(checkpoints):
     at.run()
     _upload(at, [(film.name, film.read_bytes())])
     assert any("no convolutional layer" in i.value for i in at.info)
-    assert len(at.get("plotly_chart")) == 1  # probabilities still shown
+    assert len(probability_bars(at)) == 2  # probabilities still shown
 
 
 def test_a_failed_explanation_leaves_the_reading_in_place(checkpoints, monkeypatch):
@@ -127,7 +137,7 @@ def test_a_failed_explanation_leaves_the_reading_in_place(checkpoints, monkeypat
     films = real_films()
     at = _app()
     _upload(at, [(p.name, p.read_bytes()) for p in (films[0], films[-1])])
-    assert len(at.get("plotly_chart")) == 2 and len(at.dataframe[0].value) == 2
+    assert len(probability_bars(at)) == 2 * 2 and len(at.dataframe[0].value) == 2
     warnings = [w.value for w in at.warning if "No explanation for this film" in w.value]
     assert len(warnings) == 2 and all("could not be computed" in w for w in warnings)
     assert not any(c.startswith("Grad-CAM for") for image in at.get("image") for c in image.captions)
@@ -193,7 +203,7 @@ def test_an_upload_is_decoded_once_for_prediction_and_gradcam(checkpoints, monke
     at = _app()
     _upload(at, [(name, data)])
     captions = [c for image in at.get("image") for c in image.captions]
-    assert "Grad-CAM for" in " ".join(captions) and len(at.get("plotly_chart")) == 1  # predicted and explained
+    assert "Grad-CAM for" in " ".join(captions) and len(probability_bars(at)) == 2  # predicted and explained
     assert reads.count(name) == 1
     films = at.session_state["decoded-films"]  # this session's FilmCache holds the decoded film
     digest = hashlib.sha256(data).hexdigest()[:16]

@@ -83,6 +83,7 @@ class Predictor:
         self.loaded = loaded
         self.name = loaded.name
         self.lock = FairLock()
+        self.explanations = 0  # asked for so far (a warm-up rehearses the first only when no film came first)
         # (network, layer, input size) Grad-CAM reads: the model, or each member of an ensemble
         self._explained = explained_layers(loaded.record.arch, loaded.model, loaded.image_size)
         self.population = ModelPopulation.of(loaded)  # None: this version is not checked
@@ -172,6 +173,7 @@ class Predictor:
         if class_name not in self.loaded.classes:
             raise ValueError(f"unknown class '{class_name}'; this model knows {', '.join(self.loaded.classes)}")
         index = self.loaded.classes.index(class_name)
+        self.explanations += 1
         inputs = [self._model_input(film, size) for _, _, size in self._explained]
         with self.lock.turn(EXPLANATION):
             maps = [heat_map(network, layer, batch, index, method)

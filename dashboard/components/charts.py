@@ -22,20 +22,6 @@ def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
     return fig
 
 
-def probability_bars(probabilities: dict[str, float], label: str) -> go.Figure:
-    """One horizontal bar per class; the model's label in the accent colour."""
-    classes = list(probabilities)[::-1]  # plotly draws the first category at the bottom
-    values = [probabilities[c] for c in classes]
-    fig = go.Figure(go.Bar(
-        x=values, y=classes, orientation="h", text=[f"{v:.1%}" for v in values], textposition="auto",
-        marker_color=[PALETTE[0] if c == label else MUTED for c in classes],
-        hovertemplate="%{y}: %{x:.1%}<extra></extra>",
-    ))
-    fig.update_xaxes(range=[0, 1], tickformat=".0%", title="probability")
-    return _layout(fig, 70 + 38 * len(classes), title=dict(text="Class probabilities", font=dict(size=14)),
-                   showlegend=False)
-
-
 def roc_curves(curves: list) -> go.Figure:
     """``curves``: :class:`~dashboard.components.reports.RocCurve` (name, fpr, tpr, auc, operating point)."""
     fig = go.Figure()

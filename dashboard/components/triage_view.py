@@ -15,7 +15,6 @@ from core.errors import CheckpointError, TriageError
 from core.serving.explain import CAM_METHODS, overlay
 from core.store.registry import ModelEntry
 from core.tasks import find_normal_index
-from dashboard.components.charts import probability_bars
 from dashboard.components.reports import escape_markdown, spreadsheet_safe
 from dashboard.model_loads import ModelLoad
 from dashboard.state import FilmResult, Upload, heat_map
@@ -200,8 +199,7 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
         with explanation_column:
             draw_explanation = _explanation(result, upload, predictor, method, opacity, f"{slot}-{result.digest}")
         with reading_column:
-            st.plotly_chart(probability_bars(result.prediction.probabilities, result.prediction.label),
-                            key=f"bars-{slot}-{result.digest}", config={"displayModeBar": False})
+            class_probabilities(result.prediction.probabilities, result.prediction.label)
             for warning in result.prediction.warnings:
                 st.warning(escape_markdown(warning), icon=":material/warning:")
             if result.prediction.population_warning:  # the priority stands; the reading deserves caution
@@ -210,6 +208,23 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
                 st.table(pd.DataFrame({"value": [escape_markdown(v) for v in result.details.values()]},
                                       index=list(result.details)))  # st.table reads Markdown
     return draw_explanation
+
+
+def probability_lines(probabilities: dict[str, float], label: str) -> list[tuple[float, str]]:
+    """One (fraction, Markdown text) per class in the model's order, the model's label in bold."""
+    lines = []
+    for name, p in probabilities.items():
+        shown = escape_markdown(name)
+        lines.append((min(1.0, max(0.0, float(p))), f"{f'**{shown}**' if name == label else shown} · {p:.1%}"))
+    return lines
+
+
+def class_probabilities(probabilities: dict[str, float], label: str) -> None:
+    """The class probabilities as Streamlit's own bars: they draw with the page, with no chart library to load
+    in the browser first (a Plotly chart held a cold page's first reading back by about two seconds)."""
+    st.markdown("**Class probabilities**")
+    for fraction, text in probability_lines(probabilities, label):
+        st.progress(fraction, text=text)
 
 
 def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,

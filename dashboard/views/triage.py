@@ -17,7 +17,7 @@ uploads = upload_box.file_uploader(
          "Films stay in memory and are never stored.",
 )
 
-# Imported only now that the upload box is drawn: pydantic, pydicom, pandas and plotly take a second or more
+# Imported only now that the upload box is drawn: pydantic, pydicom and pandas take a second or more
 # on a fresh server. The default model of the session's task starts loading in the background at once.
 from core.errors import BatchTooLarge  # noqa: E402
 from core.serving.batch_limits import check_batch  # noqa: E402
