@@ -201,3 +201,27 @@ def test_efficientnet_loads_packaged_imagenet_weights():
     state = model.net.state_dict()
     for key in ("_conv_stem.weight", "_blocks.5._bn1.running_var", "_conv_head.weight"):
         torch.testing.assert_close(state[packaged_to_module_key(key)], packaged[key])
+
+
+def test_folding_batch_norms_keeps_the_function_and_refuses_a_network_in_training():
+    """The film checks' extractor runs with each BatchNorm folded into its convolution: the same features up
+    to float rounding, on a network whose BatchNorms hold non-trivial statistics."""
+    from core.models.efficientnet_lite import efficientnet_lite0, fold_batch_norms
+
+    torch.manual_seed(0)
+    net = efficientnet_lite0(num_classes=2)
+    for norm in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.2, 0.2)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(net)
+    films = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        before = net.eval().features(films)
+        folded = fold_batch_norms(net).to(memory_format=torch.channels_last)
+        after = folded.features(films.contiguous(memory_format=torch.channels_last))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert before.abs().max() > 0.1  # a real signal, not zeros
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)

