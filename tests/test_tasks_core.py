@@ -193,6 +193,7 @@ def test_without_the_tb_root_training_four_class_is_refused_by_the_folders_label
         train("four-class", TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=40), directory=tmp_path)
     for message in (str(caught.value), str(trained.value)):
         assert str(data_dir) not in message and str(MANIFESTS) not in message  # a label, never a server path
+        assert "this server has no data root named tb-films" in message and "data-roots.toml" in message
     assert not list(tmp_path.iterdir())  # nothing was registered
 
 
@@ -242,8 +243,10 @@ def test_a_manifest_file_trains_like_a_folder(ward):
                                                                         "task pneumonia"),
     (GOOD.replace("PNEUMONIA", "VIRAL PNEUMONIA"), "pneumonia", "not a class of task pneumonia"),
     (GOOD.replace("ward/pneumonias", "nowhere/x"), "pneumonia", "nowhere/x is not a folder inside a configured "
-                                                                 "data root"),
-    (GOOD.replace("ward/pneumonias", "ward/../outside"), "pneumonia", "is not a folder inside"),
+                                                                 "data root: this server has no data root named "
+                                                                 "nowhere \\(it has shared-data, ward\\)"),
+    (GOOD.replace("ward/pneumonias", "ward/no-such"), "pneumonia", "ward has no such folder, or it leads outside"),
+    (GOOD.replace("ward/pneumonias", "ward/../outside"), "pneumonia", "ward has no such folder, or it leads outside"),
     (GOOD.replace("ward/pneumonias", "ward/empty"), "pneumonia", "ward/empty holds no films"),
     (FOLDER.format(root="ward/normals", cls="NORMAL"), "pneumonia", "no folder for class\\(es\\) PNEUMONIA"),
     (GOOD, "effusion", "names task 'effusion'; the tasks are pneumonia, covid, four-class"),

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from core.errors import DatasetError, FolderNotAllowed
 from core.films.bounds import FILM_SUFFIXES
 from core.films.folders import FilmSet, discover, split_folders
-from core.films.roots import resolve_label
+from core.films.roots import data_roots, resolve_label
 from core.tasks import TASKS, Task, canonical_class
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
@@ -145,12 +145,23 @@ def manifest_films(manifest: Manifest) -> FilmSet:
     return FilmSet(tuple(paths), np.asarray(labels, dtype=np.int64), manifest.task.classes, tuple(sources))
 
 
+def _why_not(label: str) -> str:
+    """Why a manifest's folder label does not resolve, in words an administrator can act on (root names only:
+    whether a folder exists inside a root is not told, as for any typed folder)."""
+    root = label.split("/", 1)[0]
+    known = [r.name for r in data_roots()]
+    if root not in known:
+        return (f"this server has no data root named {root} (it has {', '.join(known) or 'none'}). An administrator "
+                "adds it to data-roots.toml in the configuration folder (README, Data roots).")
+    return f"{root} has no such folder, or it leads outside the root. Check the manifest's folder names."
+
+
 def _folder_films(manifest: Manifest, entry: ManifestFolder) -> list[Path]:
     try:
         folder = resolve_label(entry.label)
     except FolderNotAllowed:
         raise DatasetError(f"Manifest {manifest.name}: {entry.label} is not a folder inside a configured data "
-                           "root; write it as root-name/folder (for example shared-data/kermany-224/train/NORMAL).") from None
+                           f"root: {_why_not(entry.label)}") from None
     films = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES)
     if not films:
         raise DatasetError(f"Manifest {manifest.name}: {entry.label} holds no films (PNG, JPEG or DICOM).")
