@@ -49,6 +49,11 @@ DEFAULT_PATIENCE = 4
 # The operating point of a model with several abnormal classes (core.training.operating_point): each class
 # must reach the sensitivity target on validation with this many of its films to spare.
 CLASS_SPARE_FILMS = 1
+# The chosen threshold is the score of one validation film; it is stored this much below that score (at most
+# half-way to the next lower validation score, so no validation film changes side). The same film scored again
+# elsewhere (another memory layout, thread count or machine) differs by about 1e-7 and would otherwise fall on
+# the other side of its own threshold, one film off the stored figures (measured on two shipped models).
+THRESHOLD_MARGIN = 1e-6
 
 # Where and at what precision a model trains or runs (core/models/device.py). "auto": CUDA when present;
 # bf16 autocast for training where the hardware has it (the stored threshold is always chosen in fp32).

@@ -54,7 +54,8 @@ def test_new_version_reaches_the_new_target_with_the_same_weights(trained_model,
     scores = point.abnormal_scores(probabilities_in_batches(loaded.model, load_tensors(val, loaded.image_size)))
     sick = val.labels == 1
     assert np.mean(scores[sick] >= point.threshold) >= 0.995
-    assert np.mean(scores[sick] >= np.min(scores[scores > point.threshold])) < 0.995  # next one up misses
+    film = np.min(scores[scores >= point.threshold])  # the film that set it, a hair above (THRESHOLD_MARGIN)
+    assert np.mean(scores[sick] >= np.min(scores[scores > film])) < 0.995  # next one up misses
     assert [e.name for e in list_models(registry)[0]].count(new.name) == 1
     # without --set-default the task keeps its default
     assert read_registry(registry).task_defaults == {old.task: old.name}

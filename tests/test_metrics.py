@@ -7,6 +7,7 @@ import pytest
 from core.evaluation.metrics import evaluate_probabilities
 from core.store.reports import ClassMetrics, OperatingPoint, Report
 from core.tasks import find_normal_index
+from core.limits import THRESHOLD_MARGIN
 from core.training.operating_point import choose_operating_point
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
@@ -138,7 +139,7 @@ def test_undefined_ratios_are_none_not_a_crash(truth):
 ])
 def test_choose_operating_point_by_hand(target, threshold, sensitivity, specificity):
     point = choose_operating_point(TRUTH, PROBS, CLASSES, target)
-    assert point.threshold == pytest.approx(threshold)
+    assert point.threshold == pytest.approx(threshold - THRESHOLD_MARGIN, abs=1e-12)  # a hair below that film
     assert point.validation_sensitivity == pytest.approx(sensitivity)
     assert point.validation_specificity == pytest.approx(specificity)
     assert point.normal_index == 0 and point.target_sensitivity == target
@@ -157,10 +158,22 @@ def test_operating_point_is_the_highest_threshold_reaching_the_target(seed):
         return np.mean(abnormal[truth == 1] >= t)
 
     assert sensitivity(point.threshold) >= 0.9
-    higher = np.unique(abnormal[abnormal > point.threshold])
+    higher = np.unique(abnormal[abnormal > point.threshold + 2 * THRESHOLD_MARGIN])  # above the film that set it
     assert all(sensitivity(t) < 0.9 for t in higher)
     called = point.decide(probs) == 1
     assert np.mean(called[truth == 1]) == pytest.approx(point.validation_sensitivity)
+
+
+@pytest.mark.parametrize("gap", [0.05, 1e-6])
+def test_the_threshold_sits_a_hair_below_its_film_and_keeps_every_film_on_its_side(gap):
+    """Scored again elsewhere, the film that set the threshold moves by about 1e-7: it must stay urgent, and
+    the next lower film (however close) must stay where it was."""
+    truth = np.array([0, 0, 1, 1, 1, 1])
+    scores = np.array([0.10, 0.50 - gap, 0.50, 0.60, 0.70, 0.80])  # a normal film just under the one that sets it
+    point = choose_operating_point(truth, np.stack([1 - scores, scores], 1), CLASSES, 1.0)
+    assert point.threshold == pytest.approx(0.50 - min(THRESHOLD_MARGIN, gap / 2), abs=1e-12)
+    assert 0.50 - 2e-7 >= point.threshold > 0.50 - gap  # the film scored a little lower is still urgent...
+    assert point.validation_sensitivity == 1.0 and point.validation_specificity == 1.0  # ...and nothing moved
 
 
 def test_operating_point_needs_both_kinds_of_film():
@@ -172,7 +185,7 @@ def test_operating_point_round_trips_through_json_dict():
     point = choose_operating_point(TRUTH, PROBS, CLASSES, 0.8)
     data = point.to_json()
     assert data["normal_class"] == "NORMAL" and point.normal_class == "NORMAL"
-    assert data["threshold"] == pytest.approx(0.55) and data["target_sensitivity"] == 0.8
+    assert data["threshold"] == pytest.approx(0.55, abs=2 * THRESHOLD_MARGIN) and data["target_sensitivity"] == 0.8
     assert OperatingPoint.model_validate(data) == point
 
 

@@ -16,7 +16,8 @@ Triage reads one abnormal score, 1 - p(normal), against one threshold, whatever 
 Validation films come from the training batch, so a threshold that only just reaches the target there sits
 on the steep edge of the ROC curve: a site leaves a margin above what it needs on new films. The operating
 point records the rule (``policy``, ``spare_films``) and each abnormal class's validation sensitivity and
-film count at the chosen threshold.
+film count at the chosen threshold. The stored threshold sits a hair (``limits.THRESHOLD_MARGIN``) below the
+score of the film that set it, so float noise in scoring that film again cannot move it across.
 """
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def choose_operating_point(
     abnormal = [k for k in range(len(classes)) if k != normal]
     spare = spare_films if len(abnormal) > 1 else 0
     films = {classes[k]: int(np.sum(y_true == k)) for k in abnormal}
-    threshold = min(_highest_reaching(scores[y_true == k], target_sensitivity, spare)
-                    for k in abnormal if films[classes[k]])
+    threshold = _with_margin(min(_highest_reaching(scores[y_true == k], target_sensitivity, spare)
+                                 for k in abnormal if films[classes[k]]), scores)
     called = scores >= threshold
     if len(abnormal) > 1:
         policy = (f"highest threshold at which each abnormal class ({', '.join(classes[k] for k in abnormal)}) "
@@ -65,6 +66,15 @@ def choose_operating_point(
                                       for k in abnormal if films[classes[k]]},
         validation_class_films=films,
     )
+
+
+def _with_margin(threshold: float, scores: np.ndarray) -> float:
+    """``threshold`` (one validation film's score) lowered by ``limits.THRESHOLD_MARGIN``, at most half-way to the
+    next lower validation score: the same films on each side, but a film scored again with float noise (about
+    1e-7) stays on its side."""
+    below = scores[scores < threshold]
+    gap = threshold - float(below.max()) if below.size else limits.THRESHOLD_MARGIN * 2
+    return float(threshold - min(limits.THRESHOLD_MARGIN, gap / 2))
 
 
 def _highest_reaching(class_scores: np.ndarray, target: float, spare: int) -> float:
