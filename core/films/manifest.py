@@ -148,7 +148,7 @@ def manifest_films(manifest: Manifest) -> FilmSet:
 def _why_not(label: str) -> str:
     """Why a manifest's folder label does not resolve, in words an administrator can act on (root names only:
     whether a folder exists inside a root is not told, as for any typed folder)."""
-    root = label.split("/", 1)[0]
+    root = (label or "").strip().partition("/")[0]  # as resolve_label reads it
     known = [r.name for r in data_roots()]
     if root not in known:
         return (f"this server has no data root named {root} (it has {', '.join(known) or 'none'}). An administrator "

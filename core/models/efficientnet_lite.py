@@ -47,7 +47,8 @@ class SameConv2d(nn.Conv2d):
 def fold_batch_norms(net: nn.Module) -> nn.Module:
     """For inference only (``net`` in eval mode, never trained afterwards): every convolution + BatchNorm pair
     becomes one convolution with a bias, the BatchNorm an identity. The same function up to float rounding
-    (features within about 1e-5), a third less time on this CPU. Returns ``net``, changed in place."""
+    (features within 2e-5), about a fifth less time on this CPU. Apply a memory layout afterwards: the folded
+    convolutions are new weights. Returns ``net``, changed in place."""
     if net.training:
         raise ValueError("fold_batch_norms is for a network in eval mode: training would need the BatchNorms")
     for module in net.modules():
