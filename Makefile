@@ -43,7 +43,7 @@ TRAIN := $(PY) -m core train $(DATA) --precision fp32 --shipped  # the older shi
 MEMBERS := build/members
 MEMBER := CXR_MODELS=$(MEMBERS) $(PY) -m core train $(DATA) --arch resnet18 --image-size 224 --augment \
     --holdout kermany-batch --split-seed 0 --target-sensitivity 0.98 --no-pretrained --lr 3e-4  # as shipped: from scratch, 3e-4
-ENSEMBLE_TARGET ?= 0.98
+ENSEMBLE_TARGET ?= 0.96  # a point over the 95 % a new batch must get: see docs/measurements.md
 COVID_DATA ?= ../shared/data/covid-3class/train
 models: setup
 	$(TRAIN) --arch efficientnet_lite0 --epochs 5 --image-size 160 --augment --target-sensitivity 0.98 --name pneumonia-efficientnet_lite0

@@ -45,8 +45,8 @@ def _training(record) -> str:
 TRAVEL_SETS = (("out-of-batch", "another batch"),)
 WITHDRAWN_NOTE = ("The adult-normals figures of earlier versions of this table are withdrawn: shared-data/tb/train "
                   "holds smoothed noise textures, not chest films, so they measured nothing about adults.")
-POLICY_FILMS_NOTE = ("Neither table uses the 16 full-resolution films of shared/data/films: they already chose the "
-                     "default's 98 % operating policy, so they are no longer a clean check.")
+POLICY_FILMS_NOTE = ("Neither table uses the 16 full-resolution films of shared/data/films: they already helped "
+                     "choose the default's operating policy, so they are no longer a clean check.")
 
 
 def _travel_cell(report, figure: str) -> str:

@@ -171,6 +171,15 @@ def _card_text(at: AppTest) -> str:
     return "\n".join([m.value for m in at.sidebar.markdown] + [c.value for c in at.sidebar.caption])
 
 
+def test_the_card_says_where_a_recalibrated_threshold_came_from():
+    from dashboard.components.model_card import recalibration_origin
+
+    default = read_model_record(ROOT / "checkpoints" / "pneumonia-resnet18-224-ensemble-v2.json")
+    assert recalibration_origin(default) == (" Re-chosen from pneumonia-resnet18-224-ensemble-v1 (threshold 0.173) "
+                                             "with the same weights, on the same validation films.")
+    assert recalibration_origin(read_model_record(ROOT / "checkpoints" / "pneumonia-logistic-v1.json")) == ""
+
+
 def test_triage_card_shows_the_other_batch_figures_with_their_intervals(held_out_folder, tmp_path, settings_env):
     stored = _stored_json(held_out_folder)
     at = _app(settings_env, held_out_folder, tmp_path)

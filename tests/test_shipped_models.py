@@ -42,7 +42,7 @@ def test_the_manifest_lists_every_shipped_file_with_its_hash():
     listed = manifest.read_manifest(SHIPPED)
     files = {p.relative_to(SHIPPED).as_posix() for p in manifest.shipped_files(SHIPPED)}
     assert set(listed) == files
-    assert {"detector/chest-film-detector.pt", "pneumonia-resnet18-224-ensemble-v1.pt"} <= files
+    assert {"detector/chest-film-detector.pt", "pneumonia-resnet18-224-ensemble-v2.pt"} <= files
     weights = [key for key in files if key.endswith(".pt") and not key.endswith(".population.pt")]
     assert len(weights) == 10  # seven pneumonia models, two COVID-19 models and the chest-film detector
     assert len([key for key in files if key.endswith(".population.pt")]) == 9  # every model's population check
@@ -105,7 +105,8 @@ def test_the_default_is_the_resnet_ensemble_with_a_sensitivity_margin(shipped):
     assert find_model(None, SHIPPED).name == find_model(None, SHIPPED, task="pneumonia").name == default.name
     assert read_registry(SHIPPED).task_defaults == {"pneumonia": default.name, "covid": "covid-efficientnet_lite0-v1"}
     point = default.record.operating_point
-    assert point.target_sensitivity == 0.98 and point.validation_sensitivity >= 0.98
+    assert point.target_sensitivity == 0.96 and point.validation_sensitivity >= 0.96  # a point over the 95 % floor
+    assert default.record.calibration.previous_policy == "highest threshold with validation sensitivity >= 98%"
     assert default.record.report.auc > 0.995
     # the "adults" report was withdrawn from the shipped JSON (shared-data/tb/train holds noise textures)
     assert set(default.record.other_reports) == {"out-of-batch"}
@@ -119,6 +120,7 @@ def test_the_default_triages_the_unseen_full_resolution_films(shipped, films_dir
     assert report.n == 16 and report.skipped == []
     assert report.auc > 0.98
     assert report.sensitivity == 1.0  # every pneumonia urgent
-    # Normal films at full resolution score higher than the 224-px training copies (3 of 8 urgent): the same
-    # direction as the hidden other-batch test, where specificity is what falls (issue 13).
-    assert report.specificity >= 5 / 8
+    # Normal films at full resolution score higher than the 224-px training copies (1 of 8 urgent at the 96 %
+    # threshold, 3 at the older 98 %): the same direction as the hidden other-batch test, where specificity
+    # is what falls (issue 13).
+    assert report.specificity == 7 / 8

@@ -18,9 +18,9 @@ from dashboard.components.reports import (ONE_BATCH, VALIDATION, data_label, fil
                                           travel_reports)
 
 PER_ROW = 3
-POLICY_FILMS = f"{SHARED_ROOT}/films"  # the 16 full-resolution films that chose the default's 98 % policy
-POLICY_FILMS_CAVEAT = ("The 16 full-resolution films of shared-data/films already chose today's 98 % operating "
-                       "policy of the default model, so they are no longer a clean check: read these figures as a "
+POLICY_FILMS = f"{SHARED_ROOT}/films"  # 16 full-resolution films that helped choose the default's policy
+POLICY_FILMS_CAVEAT = ("The 16 full-resolution films of shared-data/films already helped choose the default "
+                       "model's operating policy, so they are no longer a clean check: read these figures as a "
                        "sanity check, not a measurement.")
 
 

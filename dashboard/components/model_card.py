@@ -66,12 +66,22 @@ def model_card(entry: ModelEntry) -> None:
             f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {point.threshold:.3f}, "
             f"chosen for ≥ {percent(point.target_sensitivity, 0)} sensitivity on validation"
             + (f", for each abnormal class on its own with {point.spare_films} film(s) to spare."
-               if point.spare_films else ".")
+               if point.spare_films else ".") + recalibration_origin(record)
         )
     else:
         st.markdown("**Operating point.** None: this model has no normal class, so it cannot set priorities.")
     st.markdown(_population_check(record))
     st.caption(INTENDED_USE)
+
+
+def recalibration_origin(record: ModelRecord) -> str:
+    """Where a recalibrated version's threshold came from, as a sentence ("" for a trained version)."""
+    calibration = record.calibration
+    if calibration is None:
+        return ""
+    where = f"the site folder {calibration.folder}" if calibration.folder else "the same validation films"
+    before = f" (threshold {calibration.previous_threshold:.3f})" if calibration.previous_threshold is not None else ""
+    return f" Re-chosen from {calibration.from_model}{before} with the same weights, on {where}."
 
 
 def _population_check(record: ModelRecord) -> str:
