@@ -190,6 +190,7 @@ def test_triage_card_shows_the_other_batch_figures_with_their_intervals(held_out
     assert table.loc["n", "Other batch"] == str(stored["other_reports"][OUT_OF_BATCH]["n"])
     card = _card_text(at)
     assert "How the promise travels" in card and "overstate what a new site will see" in card
+    assert "specificity fell from 91–100 % on validation to 42–74 %" in card  # the project's hidden-test figures
     assert "this run's own" in card and "not measured on another batch" not in card
     assert "Adults" not in card and "the network alone" not in card  # the withdrawn adult-normals row is gone
     assert str(TRAIN_DIR.resolve()) not in card  # folders by their data-root label only
