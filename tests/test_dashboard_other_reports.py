@@ -178,6 +178,10 @@ def test_the_card_says_where_a_recalibrated_threshold_came_from():
     assert recalibration_origin(default) == (" Re-chosen from pneumonia-resnet18-224-ensemble-v1 (threshold 0.173) "
                                              "with the same weights, on the same validation films.")
     assert recalibration_origin(read_model_record(ROOT / "checkpoints" / "pneumonia-logistic-v1.json")) == ""
+    on_site = default.model_copy(update={"calibration": default.calibration.model_copy(
+        update={"source": "site folder", "folder": "ward-films/2026", "previous_threshold": None})})
+    assert recalibration_origin(on_site) == (" Re-chosen from pneumonia-resnet18-224-ensemble-v1 with the same "
+                                             "weights, on the site folder `ward-films/2026`.")
 
 
 def test_triage_card_shows_the_other_batch_figures_with_their_intervals(held_out_folder, tmp_path, settings_env):

@@ -79,8 +79,9 @@ def recalibration_origin(record: ModelRecord) -> str:
     calibration = record.calibration
     if calibration is None:
         return ""
-    where = f"the site folder {calibration.folder}" if calibration.folder else "the same validation films"
-    before = f" (threshold {calibration.previous_threshold:.3f})" if calibration.previous_threshold is not None else ""
+    where = f"the site folder `{calibration.folder}`" if calibration.folder else "the same validation films"
+    previous = calibration.previous_threshold
+    before = f" (threshold {previous:.3f})" if previous is not None else ""
     return f" Re-chosen from {calibration.from_model}{before} with the same weights, on {where}."
 
 
