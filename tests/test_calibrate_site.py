@@ -194,7 +194,7 @@ def test_the_retrain_page_calibrates_on_a_site_folder(trained_model, registry, s
     new = next(e.record for e in list_models(registry)[0] if e.name != trained_model.name)
     assert new.calibration.source == "site folder" and new.calibration.folder == SITE_LABEL
     message = at.success[0].value
-    assert f"{new.name} is registered" in message and f"chosen on the site folder {SITE_LABEL}" in message
+    assert f"{new.name} is registered" in message and f"chosen on the site folder `{SITE_LABEL}`" in message
     assert f"Site films: sensitivity {new.other_reports[SITE].sensitivity * 100:.1f} %" in message
     shown = "\n".join(str(e.value) for kind in ("markdown", "caption", "success", "info") for e in at.get(kind))
     assert str(films_dir) not in shown

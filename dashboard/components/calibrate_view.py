@@ -14,7 +14,7 @@ from core.access.policy import User
 from core.errors import TriageError
 from core.store.registry import ModelEntry
 from dashboard.components.folder_picker import folder_choice
-from dashboard.components.reports import percent
+from dashboard.components.reports import chosen_on, percent
 from dashboard.state import registered_models
 
 VALIDATION, SITE_FOLDER = "validation", "site folder"  # core.training.calibrate's sources
@@ -65,9 +65,9 @@ def _run(entry: ModelEntry, target: float, folder, user: User) -> None:
         st.error(f"The model was not recalibrated. {exc}", icon=":material/error:")
         return
     report, calibration = record.report, record.calibration
-    where = f"the site folder {calibration.folder}" if calibration.folder else "its validation films"
     lines = [f"{record.name} is registered: urgent when 1 − p({record.operating_point.normal_class}) ≥ "
-             f"{record.operating_point.threshold:.3f} (was {calibration.previous_threshold:.3f}), chosen on {where}.",
+             f"{record.operating_point.threshold:.3f} (was {calibration.previous_threshold:.3f}), chosen on "
+             f"{chosen_on(calibration)}.",
              f"Internal validation at this threshold: sensitivity {percent(report.sensitivity)}, specificity "
              f"{percent(report.specificity)} ({report.n} films)."]
     site = record.other_reports.get(SITE)

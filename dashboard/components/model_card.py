@@ -9,7 +9,7 @@ from core.models.catalog import CATALOG
 from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
-from dashboard.components.reports import (ONE_BATCH, SHORT_TITLES, films_in_words, other_reports_in_order,
+from dashboard.components.reports import (ONE_BATCH, SHORT_TITLES, chosen_on, films_in_words, other_reports_in_order,
                                           out_of_batch_origin, percent, read_at_another_threshold, travel_table,
                                           with_interval)
 from dashboard.components.task_choice import title_of
@@ -79,10 +79,9 @@ def recalibration_origin(record: ModelRecord) -> str:
     calibration = record.calibration
     if calibration is None:
         return ""
-    where = f"the site folder `{calibration.folder}`" if calibration.folder else "the same validation films"
     previous = calibration.previous_threshold
     before = f" (threshold {previous:.3f})" if previous is not None else ""
-    return f" Re-chosen from {calibration.from_model}{before} with the same weights, on {where}."
+    return f" Re-chosen from {calibration.from_model}{before} with the same weights, on {chosen_on(calibration)}."
 
 
 def _population_check(record: ModelRecord) -> str:

@@ -37,6 +37,12 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value * 100:.{digits}f} %"
 
 
+def chosen_on(calibration) -> str:
+    """The films a recalibrated version's threshold was chosen on (core.store.records.Calibration), in words; a
+    site folder by its data-root label, set as code so a label's underscores stay underscores."""
+    return f"the site folder `{calibration.folder}`" if calibration.folder else "the same validation films"
+
+
 def interval_text(interval: list[float] | None, as_percent: bool = True) -> str:
     if not interval:
         return "—"
