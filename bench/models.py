@@ -62,10 +62,14 @@ def _travel_cell(report, figure: str) -> str:
 def _travel_notes(record) -> str:
     notes = []
     held_out = record.training is not None and record.training.config.holdout
-    if "out-of-batch" in record.other_reports and not held_out:
+    run = record.holdout_run
+    if run is not None:
+        notes.append(f"other batch measured on {run.name}, a run of the same recipe that held it out, at its own "
+                     f"threshold {run.threshold:.3f}; these weights trained on every film")
+    elif "out-of-batch" in record.other_reports and not held_out:
         notes.append("other batch measured on a run that held it out; these weights retrained on every film")
-    shown = shown_reports(record.other_reports).values()
-    if any(abs(r.threshold - record.operating_point.threshold) > 1e-9 for r in shown):
+    shown = {k: r for k, r in shown_reports(record.other_reports).items() if not (run and k == "out-of-batch")}
+    if any(abs(r.threshold - record.operating_point.threshold) > 1e-9 for r in shown.values()):
         notes.append("other reports read at an earlier threshold")
     return "".join(f" ({note})" for note in notes)
 

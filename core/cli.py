@@ -1,5 +1,5 @@
-"""Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,fit-population,models}``; tools
-script against it.
+"""Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,fit-population,other-batch,models}``:
+tools script against it.
 
 Every failure is a JSON object with an ``error`` message and exit code 1, never a traceback.
 """
@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", metavar="NAME", help="registered versions; those trained on the same films "
                    "share their features")
     p.add_argument("--data", metavar="DIR", help="the training folder or manifest, if it moved since training")
+    p = sub.add_parser("other-batch", help="give a model trained on every film the other-batch figures of a run of "
+                       "its recipe that held that batch out (administrators)")
+    p.add_argument("model", metavar="NAME", help="the registered version, trained without --holdout")
+    p.add_argument("--from", dest="run", metavar="RUN", required=True,
+                   help="a registered version of the same recipe trained with --holdout")
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("--json", action="store_true")
     return parser
@@ -133,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"predict": _predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
                 "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
-                "ensemble": commands.run_ensemble, "fit-population": _fit_population}[args.command](args)
+                "ensemble": commands.run_ensemble, "fit-population": _fit_population,
+                "other-batch": commands.run_other_batch}[args.command](args)
     except TriageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -242,6 +248,8 @@ def _models(args) -> int:
              # beside internal validation: another batch, a site's films (withdrawn reports left out)
              "other_metrics": {key: r.summary_with_intervals()
                                for key, r in shown_reports(e.record.other_reports).items()},
+             # set when the other-batch figures are another run's of the same recipe (python -m core other-batch)
+             "holdout_run": e.record.holdout_run.to_json() if e.record.holdout_run else None,
              "parameters": e.record.parameters, "created": e.record.created} for e in entries]
     if args.json:
         print(json.dumps({"models": rows, "problems": problems}))

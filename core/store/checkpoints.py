@@ -34,8 +34,8 @@ from core.models.ensemble import ENSEMBLE, MemberSpec, build_ensemble, ensemble_
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
 from core.models.features import GaussianScore
-from core.store.records import Member, ModelRecord, PopulationCheck, read_model_record
-from core.store.reports import OperatingPoint
+from core.store.records import HoldoutRun, Member, ModelRecord, PopulationCheck, read_model_record
+from core.store.reports import OUT_OF_BATCH, OperatingPoint, Report
 
 
 @dataclass
@@ -99,6 +99,17 @@ def attach_population_check(json_path: Path, score: GaussianScore, check: Popula
     record = read_model_record(json_path)
     stored = _save_population(json_path.parent, record.name, score, check)
     record = record.model_copy(update={"population_check": stored})
+    atomic_write_json(json_path, record.to_json())
+    return record
+
+
+def attach_holdout_run(json_path: Path, out_of_batch: Report, run: HoldoutRun) -> ModelRecord:
+    """Set the other-batch figures of an existing version from another run of its recipe (``run``, whose
+    ``out_of_batch`` report they are); the weights, the operating point and every other field are unchanged. The
+    caller re-signs a shipped folder's manifest."""
+    record = read_model_record(json_path)
+    record = record.model_copy(update={"other_reports": {**record.other_reports, OUT_OF_BATCH: out_of_batch},
+                                       "holdout_run": run})
     atomic_write_json(json_path, record.to_json())
     return record
 

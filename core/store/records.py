@@ -3,7 +3,8 @@
 Parsed and validated once, where the JSON is read (:func:`core.store.checkpoints.read_model_record`), and
 written by one function (:func:`core.store.checkpoints.save_checkpoint`); everything else uses attributes.
 Room for what comes next: the device, precision and number of processes a model was trained with; several
-reports (internal validation, out-of-batch, per source); ensemble members; a per-model population check.
+reports (internal validation, out-of-batch, per source) and, for out-of-batch figures measured on another run of
+the same recipe, that run; ensemble members; a per-model population check.
 """
 from __future__ import annotations
 
@@ -162,6 +163,26 @@ class PopulationCheck(Record):
     validation_warn_rate: float  # share of the validation films beyond the threshold (in-population warn rate)
 
 
+class HoldoutRun(Record):
+    """Where a version's other-batch figures come from when its own weights were trained on that batch: another
+    run of the same recipe, trained with the batch held out (``python -m core other-batch NAME --from RUN``). Its
+    report (``other_reports["out-of-batch"]``) is read at that run's own threshold, chosen by the same rule and
+    target on that run's own validation films."""
+
+    name: str  # the run as it was registered (it need not stay registered)
+    rule: str  # the holdout rule (core.training.holdout)
+    threshold: float  # its operating point, at which its other-batch report is read
+    target_sensitivity: float
+    validation_auc: float | None  # on its own validation films
+    validation_films: int
+    epochs: int  # epochs run (early stopping may end a run before its recipe's last)
+    best_epoch: int | None
+    seconds: float | None
+    device: str
+    precision: str
+    created: str | None
+
+
 class ModelRecord(Record):
     name: str
     task: str
@@ -180,6 +201,7 @@ class ModelRecord(Record):
     created: str | None = None
     members: tuple[Member, ...] = ()  # empty for a single network (arch and model_args above)
     population_check: PopulationCheck | None = None  # None: not checked (older versions)
+    holdout_run: HoldoutRun | None = None  # set when the out-of-batch report is another run's, not these weights'
     format_version: int = FORMAT_VERSION
     weights_sha256: str = ""  # filled in by save_checkpoint; a stored record without it is refused
     weights_bytes: int | None = None

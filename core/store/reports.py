@@ -222,6 +222,8 @@ class Report(Record):
                 "split": self.split}
 
 
+OUT_OF_BATCH = "out-of-batch"  # the key of ModelRecord.other_reports for another batch (core.training.holdout)
+
 # Keys of ModelRecord.other_reports that older versions may store but that measured no real films (issue 13's
 # "adults": shared-data/tb/train holds noise textures, not chest films): loaded, never shown.
 WITHDRAWN = frozenset({"adults"})

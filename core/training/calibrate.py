@@ -19,8 +19,9 @@ the internal validation, re-read at the new threshold, so a calibrated version's
 still speak of the same films as every other version's; ``other_reports["site"]`` is the site films read at
 the new threshold (its sensitivity is met by construction: the threshold was chosen on them); every other
 entry of ``other_reports`` (the out-of-batch holdout) is recomputed at the new threshold, and entries that
-cannot be recomputed (a previous calibration's site films, a withdrawn report such as ``adults``) are dropped
-rather than kept at a threshold the version no longer uses. Either mode therefore needs the training folder to re-read validation.
+cannot be recomputed (a previous calibration's site films, another run's other-batch figures lent by
+``other-batch --from``, a withdrawn report such as ``adults``) are dropped rather than kept at a threshold the
+version no longer uses. Either mode therefore needs the training folder to re-read validation.
 """
 from __future__ import annotations
 
@@ -84,6 +85,7 @@ def calibrate(
     calibrated = record.model_copy(update={
         "operating_point": point, "report": report, "other_reports": others,
         "calibration": _calibration(loaded.name, previous, target_sensitivity, site),
+        "holdout_run": None,  # another run's other-batch figures were read at that run's threshold, not this one's
     })
     stored = ship_version(model, calibrated, _VERSION.sub("", loaded.name), directory, who=who,
                           population=loaded.population)  # same weights, same training films: same population

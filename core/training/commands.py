@@ -1,4 +1,5 @@
-"""The command-line subcommands that change models: ``train``, ``calibrate``, ``ensemble``, ``set-default``.
+"""The command-line subcommands that change models: ``train``, ``calibrate``, ``ensemble``, ``set-default``,
+``other-batch``.
 
 core.cli parses the arguments and turns every TriageError raised here into its JSON error and exit code 1.
 Heavy imports (torch, the training loop) happen inside each command, so ``python -m core models`` stays light.
@@ -124,4 +125,14 @@ def run_ensemble(args) -> int:
     if args.set_default:
         _make_default(result.record.name, args.override_floor, directory)
     print(json.dumps({**result.to_json(), "checkpoint": str(directory / f"{result.record.name}.pt")}))
+    return 0
+
+
+def run_other_batch(args) -> int:
+    from core.store.reports import OUT_OF_BATCH
+    from core.training.holdout_run import adopt_holdout_run
+
+    record = adopt_holdout_run(args.model, args.run, who=_who())
+    print(json.dumps({"name": record.name, "holdout_run": record.holdout_run.to_json(),
+                      "other_batch": record.other_reports[OUT_OF_BATCH].summary_with_intervals()}))
     return 0

@@ -19,9 +19,11 @@ from core.films.folders import FilmSet
 from core.films.tensor import load_tensors
 from core.models.device import model_device, to_device
 from core.models.inference import probabilities_in_batches
-from core.store.reports import OperatingPoint, Report
+from core.store.reports import OUT_OF_BATCH, OperatingPoint, Report
 
-OUT_OF_BATCH = "out-of-batch"
+__all__ = ["OUT_OF_BATCH", "other_reports", "report_on"]
+
+
 def report_on(model: nn.Module, films: FilmSet, image_size: int, point: OperatingPoint, split: str,
               seed: int = 0) -> Report:
     """``model`` (eval mode, stored weights) read at ``point`` on ``films``, in fp32 on the model's device."""

@@ -1,0 +1,102 @@
+"""``other-batch NAME --from RUN`` (#13): a version trained on every film gets the other-batch figures of a run of
+its recipe that held that batch out, says where they came from, and refuses a run of another recipe."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import environment
+from core.errors import CommandRefused
+from core.store.checkpoints import load_checkpoint
+from core.store.records import TrainConfig, read_model_record
+from core.training.calibrate import calibrate
+from core.training.holdout_run import adopt_holdout_run
+from core.training.other_reports import OUT_OF_BATCH
+from core.training.train import train
+from dashboard.components.reports import out_of_batch_origin, read_at_another_threshold, travel_table
+
+RECIPE = dict(arch="logistic", epochs=2, image_size=64, augment=False, max_films=300)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, kermany_train):
+    """A folder of site models: a version trained on every film, a run of its recipe with the batch held out,
+    and a run of another recipe (one more epoch) with it held out."""
+    folder = tmp_path_factory.mktemp("holdout-runs")
+    with environment(CXR_MODELS=str(folder)):
+        version = train(kermany_train, TrainConfig(**RECIPE), name="every-film")
+        run = train(kermany_train, TrainConfig(**RECIPE, holdout="kermany-batch"), name="every-film-holdout")
+        other = train(kermany_train, TrainConfig(**{**RECIPE, "epochs": 3}, holdout="kermany-batch"),
+                      name="other-recipe")
+        yield folder, version, run, other
+
+
+@pytest.fixture
+def in_folder(models):
+    with environment(CXR_MODELS=str(models[0])):
+        yield models
+
+
+def test_the_version_gets_the_runs_other_batch_report_and_says_whose_it_is(in_folder, isolated_audit_log):
+    folder, version, run, _ = in_folder
+    stored = adopt_holdout_run(version.name, run.name, who="tester")
+    again = read_model_record(folder / f"{version.name}.json")
+    assert again == stored
+    lent = run.other_reports[OUT_OF_BATCH]
+    assert again.other_reports[OUT_OF_BATCH] == lent  # the run's own report, at the run's threshold
+    assert lent.n == 300 - run.data.train.n - run.data.validation.n > 0
+    assert lent.threshold == run.operating_point.threshold != version.operating_point.threshold
+    assert again.holdout_run.name == run.name and again.holdout_run.rule == "kermany-batch"
+    assert again.holdout_run.threshold == run.operating_point.threshold
+    assert again.holdout_run.validation_auc == run.report.auc
+    assert again.holdout_run.epochs == len(run.training.history)
+    # the version itself is unchanged: weights, operating point, validation
+    assert (again.weights_sha256, again.operating_point, again.report) == (
+        version.weights_sha256, version.operating_point, version.report)
+    load_checkpoint(folder / f"{version.name}.json")  # still loads: the weights still match the record
+    # the card: the run's figures, said to be another run's at its own threshold, not "an earlier threshold"
+    origin = out_of_batch_origin(again)
+    assert f"another run of the same recipe that held that batch out ({run.name}: 2 epochs" in origin
+    assert f"own threshold ({run.operating_point.threshold:.3f}" in origin and "not measured on it" in origin
+    assert read_at_another_threshold(again) == []
+    assert travel_table(again).loc["n", "Other batch"] == str(lent.n)
+    audit = [json.loads(line) for line in isolated_audit_log.read_text().splitlines()]
+    assert audit[-1]["action"] == "other-batch" and audit[-1]["model"] == version.name
+    assert audit[-1]["details"]["run"] == run.name
+
+
+def test_a_run_of_another_recipe_is_refused_with_what_differs(in_folder):
+    folder, version, _, other = in_folder
+    with pytest.raises(CommandRefused, match=r"not a run of every-film-v1's recipe: epochs 3 \(not 2\)"):
+        adopt_holdout_run(version.name, other.name)
+
+
+def test_a_run_without_a_holdout_and_a_version_with_one_are_refused(in_folder):
+    _, version, run, _ = in_folder
+    with pytest.raises(CommandRefused, match="was not trained with another batch held out"):
+        adopt_holdout_run(version.name, version.name)  # the version as its own run: no holdout
+    with pytest.raises(CommandRefused, match="its other-batch figures are its own"):
+        adopt_holdout_run(run.name, run.name)
+
+
+def test_recalibrating_drops_the_lent_figures_read_at_the_other_runs_threshold(in_folder, kermany_train):
+    _, version, run, _ = in_folder
+    adopt_holdout_run(version.name, run.name)
+    recalibrated = calibrate(version.name, 0.9, kermany_train)
+    assert OUT_OF_BATCH not in recalibrated.other_reports and recalibrated.holdout_run is None
+
+
+def test_the_command_line_prints_the_figures_and_refuses_unknown_names_as_json(models, run_cli):
+    folder, version, run, _ = models
+    done = run_cli("other-batch", version.name, "--from", run.name, checkpoints=folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = done.json_lines()[-1]
+    assert line["name"] == version.name and line["holdout_run"]["name"] == run.name
+    assert line["other_batch"]["n"] == run.other_reports[OUT_OF_BATCH].n
+    listed = {row["name"]: row for row in json.loads(run_cli("models", "--json", checkpoints=folder).stdout)["models"]}
+    assert listed[version.name]["holdout_run"]["name"] == run.name
+    assert listed[version.name]["other_metrics"]["out-of-batch"]["n"] == line["other_batch"]["n"]
+    missing = run_cli("other-batch", version.name, "--from", "no-such-run", checkpoints=folder)
+    assert missing.returncode == 1 and "no-such-run" in missing.json_lines()[-1]["error"]
+    assert "Traceback" not in missing.stdout + missing.stderr
