@@ -95,7 +95,25 @@ def travel_lines(records) -> list[str]:
     return ["How the promise travels: the figures stored beside internal validation (another batch held out of "
             "training), at each model's stored operating point, 95 % intervals. Figures from one batch overstate "
             "what a new site will see.",
-            "", *rows, "", POLICY_FILMS_NOTE, "", WITHDRAWN_NOTE]
+            "", *rows, "", *elsewhere_lines(records), POLICY_FILMS_NOTE, "", WITHDRAWN_NOTE]
+
+
+def elsewhere_lines(records) -> list[str]:
+    """The figures others measured on films not held here (``measured_elsewhere``), as they reported them."""
+    rows = [(record, m) for record in records for m in record.measured_elsewhere]
+    if not rows:
+        return []
+    figures = ("auc", "sensitivity", "specificity")
+    lines = ["Measured elsewhere: figures others measured on films this repository does not hold, as reported "
+             "(python -m core measured-elsewhere); intervals from the figures and films per class (Wilson; "
+             "Hanley-McNeil for the AUC).", "",
+             "| model | films | n | AUC | sens | spec | read at threshold |", "|---|---|---|---|---|---|---|"]
+    for record, m in rows:
+        at = "—" if m.threshold is None else f"{m.threshold:.3f}"
+        lines.append(f"| {record.name} | {m.title} | {m.n} | " + " | ".join(_travel_cell(m, f) for f in figures)
+                     + f" | {at} |")
+    described = sorted({(m.title, m.films, m.measured_by) for _, m in rows})
+    return [*lines, "", *[f"{title}: {films}; measured by {who}." for title, films, who in described], ""]
 
 
 def main() -> None:

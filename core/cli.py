@@ -1,5 +1,5 @@
-"""Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,fit-population,other-batch,models}``:
-tools script against it.
+"""Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,set-default,fit-population,
+other-batch,measured-elsewhere,models}``: tools script against it.
 
 Every failure is a JSON object with an ``error`` message and exit code 1, never a traceback.
 """
@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="NAME", help="the registered version, trained without --holdout")
     p.add_argument("--from", dest="run", metavar="RUN", required=True,
                    help="a registered version of the same recipe trained with --holdout")
+    p = sub.add_parser("measured-elsewhere", help="record figures others measured on films not held here (e.g. the "
+                       "project's official-test figures) on the versions they describe (administrators)")
+    p.add_argument("file", metavar="FILE", help="JSON: films, measured_by, class_counts and, per version, model, "
+                   "weights_sha256 and its figures (README)")
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("--json", action="store_true")
     return parser
@@ -136,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     from core.training import commands  # the commands that change models
 
     try:
-        return {"predict": _predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
-                "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
-                "ensemble": commands.run_ensemble, "fit-population": _fit_population,
-                "other-batch": commands.run_other_batch}[args.command](args)
+        run = {"predict": _predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
+               "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
+               "ensemble": commands.run_ensemble, "fit-population": _fit_population,
+               "other-batch": commands.run_other_batch, "measured-elsewhere": commands.run_measured_elsewhere}
+        return run[args.command](args)
     except TriageError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -250,6 +255,8 @@ def _models(args) -> int:
                                for key, r in shown_reports(e.record.other_reports).items()},
              # set when the other-batch figures are another run's of the same recipe (python -m core other-batch)
              "holdout_run": e.record.holdout_run.to_json() if e.record.holdout_run else None,
+             # figures others measured on films not held here (python -m core measured-elsewhere)
+             "measured_elsewhere": [m.to_json() for m in e.record.measured_elsewhere],
              "parameters": e.record.parameters, "created": e.record.created} for e in entries]
     if args.json:
         print(json.dumps({"models": rows, "problems": problems}))

@@ -107,8 +107,9 @@ def test_models_json_lists_the_registry(run_cli, trained_model):
     assert row["classes"] == ["NORMAL", "PNEUMONIA"]
     assert row["metrics"]["auc"] == pytest.approx(trained_model.record.report.auc)
     assert set(row) == {"name", "tier", "task", "task_title", "arch", "classes", "default", "is_default",
-                        "image_size", "metrics", "other_metrics", "holdout_run", "parameters", "created"}
+                        "image_size", "metrics", "other_metrics", "holdout_run", "measured_elsewhere", "parameters", "created"}
     assert row["holdout_run"] is None  # its other-batch figures, if any, would be its own
+    assert row["measured_elsewhere"] == []
     assert (row["task"], row["task_title"], row["is_default"]) == ("pneumonia", "Pneumonia", True)
     stored = trained_model.record.other_reports
     assert set(row["other_metrics"]) == set(stored)

@@ -112,11 +112,26 @@ def test_a_model_trained_without_a_holdout_shows_another_batch_as_not_measured(t
     assert out_of_batch_origin(record) is None and read_at_another_threshold(record) == []
 
 
-def test_a_shipped_model_from_before_these_checks_shows_both_as_not_measured():
+def test_a_shipped_baseline_shows_the_figures_of_its_recipes_holdout_run_and_says_so():
     record = read_model_record(ROOT / "checkpoints" / "pneumonia-logistic-v1.json")
-    assert record.other_reports == {}
+    assert record.training.config.holdout is None  # trained on every film, the held-out batch included
+    run = record.holdout_run
+    assert (run.name, run.rule, run.precision) == ("pneumonia-logistic-holdout-v1", "kermany-batch", "fp32")
+    lent = record.other_reports[OUT_OF_BATCH]
+    assert (lent.n, lent.class_counts, lent.threshold) == (1154, [394, 760], run.threshold)
     table = travel_table(record)
-    assert list(table.columns) == ["Validation", "Other batch"]
+    assert list(table.columns) == ["Validation", "Other batch", "Kermany test (project)"]  # the last: the project's
+    assert table.loc["n", "Other batch"] == "1154"
+    assert table.loc["AUC", "Other batch"] == _auc(lent.auc, list(lent.auc_ci))
+    assert table.loc["AUC", "Validation"] == _auc(record.report.auc, list(record.report.auc_ci))
+    assert "another run of the same recipe" in out_of_batch_origin(record)
+    assert read_at_another_threshold(record) == []  # the run's own threshold, said in the sentence instead
+
+
+def test_a_shipped_model_without_another_batch_shows_it_as_not_measured():
+    record = read_model_record(ROOT / "checkpoints" / "covid-cnn5-v1.json")
+    assert record.other_reports == {} and record.holdout_run is None
+    table = travel_table(record)
     assert list(table["Other batch"]) == [NOT_MEASURED] * 4
     assert table.loc["AUC", "Validation"] == _auc(record.report.auc, list(record.report.auc_ci))
 

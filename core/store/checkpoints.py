@@ -34,7 +34,8 @@ from core.models.ensemble import ENSEMBLE, MemberSpec, build_ensemble, ensemble_
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
 from core.models.features import GaussianScore
-from core.store.records import HoldoutRun, Member, ModelRecord, PopulationCheck, read_model_record
+from core.store.records import (HoldoutRun, MeasuredElsewhere, Member, ModelRecord, PopulationCheck,
+                                read_model_record)
 from core.store.reports import OUT_OF_BATCH, OperatingPoint, Report
 
 
@@ -110,6 +111,17 @@ def attach_holdout_run(json_path: Path, out_of_batch: Report, run: HoldoutRun) -
     record = read_model_record(json_path)
     record = record.model_copy(update={"other_reports": {**record.other_reports, OUT_OF_BATCH: out_of_batch},
                                        "holdout_run": run})
+    atomic_write_json(json_path, record.to_json())
+    return record
+
+
+def attach_measured_elsewhere(json_path: Path, measured: MeasuredElsewhere) -> ModelRecord:
+    """Add figures measured elsewhere to an existing version, replacing its earlier ones from the same films and
+    measurer; the weights and every other field are unchanged. The caller re-signs a shipped folder's manifest."""
+    record = read_model_record(json_path)
+    kept = tuple(m for m in record.measured_elsewhere
+                 if (m.films, m.measured_by) != (measured.films, measured.measured_by))
+    record = record.model_copy(update={"measured_elsewhere": (*kept, measured)})
     atomic_write_json(json_path, record.to_json())
     return record
 

@@ -4,7 +4,8 @@ Parsed and validated once, where the JSON is read (:func:`core.store.checkpoints
 written by one function (:func:`core.store.checkpoints.save_checkpoint`); everything else uses attributes.
 Room for what comes next: the device, precision and number of processes a model was trained with; several
 reports (internal validation, out-of-batch, per source) and, for out-of-batch figures measured on another run of
-the same recipe, that run; ensemble members; a per-model population check.
+the same recipe, that run; figures others measured on films not held here; ensemble members; a per-model
+population check.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pydantic import Field, computed_field
 from core import limits
 from core.errors import CheckpointError
 from core.models.catalog import architecture_info
-from core.store.base import Record, read_record
+from core.store.base import Interval, Record, read_record
 from core.store.reports import OperatingPoint, Report
 
 FORMAT_VERSION = 1
@@ -183,6 +184,31 @@ class HoldoutRun(Record):
     created: str | None
 
 
+class MeasuredElsewhere(Record):
+    """Figures of these very weights measured outside this product, on films it does not hold, as their measurer
+    reported them (e.g. the project's measurement of the shipped models on the official Kermany test, issue 13);
+    recorded by ``python -m core measured-elsewhere FILE`` (core.training.measured_elsewhere). Intervals are
+    computed from the figures and the films per class (core.evaluation.reported), not by resampling films."""
+
+    title: str  # the films in a few words, for a table's column
+    films: str  # which films, in words
+    measured_by: str  # who measured them, and where they said so
+    class_counts: dict[str, int]  # films per class, by this model's class names
+    threshold: float | None  # the operating point they were read at (None: not reported)
+    auc: float | None = None
+    auc_ci: Interval | None = None
+    accuracy: float | None = None
+    accuracy_ci: Interval | None = None
+    sensitivity: float | None = None
+    sensitivity_ci: Interval | None = None
+    specificity: float | None = None
+    specificity_ci: Interval | None = None
+
+    @property
+    def n(self) -> int:
+        return sum(self.class_counts.values())
+
+
 class ModelRecord(Record):
     name: str
     task: str
@@ -202,6 +228,7 @@ class ModelRecord(Record):
     members: tuple[Member, ...] = ()  # empty for a single network (arch and model_args above)
     population_check: PopulationCheck | None = None  # None: not checked (older versions)
     holdout_run: HoldoutRun | None = None  # set when the out-of-batch report is another run's, not these weights'
+    measured_elsewhere: tuple[MeasuredElsewhere, ...] = ()  # figures reported by others on films not held here
     format_version: int = FORMAT_VERSION
     weights_sha256: str = ""  # filled in by save_checkpoint; a stored record without it is refused
     weights_bytes: int | None = None

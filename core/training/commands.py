@@ -1,5 +1,5 @@
 """The command-line subcommands that change models: ``train``, ``calibrate``, ``ensemble``, ``set-default``,
-``other-batch``.
+``other-batch``, ``measured-elsewhere``.
 
 core.cli parses the arguments and turns every TriageError raised here into its JSON error and exit code 1.
 Heavy imports (torch, the training loop) happen inside each command, so ``python -m core models`` stays light.
@@ -135,4 +135,12 @@ def run_other_batch(args) -> int:
     record = adopt_holdout_run(args.model, args.run, who=_who())
     print(json.dumps({"name": record.name, "holdout_run": record.holdout_run.to_json(),
                       "other_batch": record.other_reports[OUT_OF_BATCH].summary_with_intervals()}))
+    return 0
+
+
+def run_measured_elsewhere(args) -> int:
+    from core.training.measured_elsewhere import record_measurements
+
+    for record in record_measurements(Path(args.file), who=_who()):
+        print(json.dumps({"name": record.name, "measured_elsewhere": [m.to_json() for m in record.measured_elsewhere]}))
     return 0

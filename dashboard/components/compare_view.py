@@ -12,10 +12,10 @@ from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc
                                          travel_intervals)
 from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
                                                 several_classes, source_table)
-from dashboard.components.reports import (ONE_BATCH, VALIDATION, data_label, films_in_words, metrics_table,
-                                          metrics_with_travel, operating_points, out_of_batch_origin,
-                                          per_class_table, read_at_another_threshold, roc_input, travel_points,
-                                          travel_reports)
+from dashboard.components.reports import (ONE_BATCH, VALIDATION, data_label, elsewhere_films,
+                                          elsewhere_thresholds, films_in_words, metrics_table, metrics_with_travel,
+                                          operating_points, out_of_batch_origin, per_class_table,
+                                          read_at_another_threshold, roc_input, travel_points, travel_reports)
 
 PER_ROW = 3
 POLICY_FILMS = f"{SHARED_ROOT}/films"  # 16 full-resolution films that helped choose the default's policy
@@ -164,12 +164,13 @@ def travel_notes(entries: list[ModelEntry]) -> None:
                   for title, report in travel_reports(entry.record).items() if title != VALIDATION]
         if "out-of-batch" not in entry.record.other_reports:
             lines.append(f"- **{entry.name}**: not measured on another batch")
-        notes = [out_of_batch_origin(entry.record)]
+        notes = [out_of_batch_origin(entry.record), *elsewhere_thresholds(entry.record)]
         elsewhere = read_at_another_threshold(entry.record)
         if elsewhere:
             notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at "
                          f"this version's {entry.record.operating_point.threshold:.3f}.")
         lines += [f"- **{entry.name}**: {note}" for note in notes if note]
+    lines += [f"- {films}" for films in elsewhere_films([entry.record for entry in entries])]
     st.caption("Which films:\n" + "\n".join(lines))
     points = travel_points(entries)
     if any(p.films != VALIDATION for p in points):

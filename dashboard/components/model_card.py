@@ -9,7 +9,8 @@ from core.models.catalog import CATALOG
 from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
-from dashboard.components.reports import (ONE_BATCH, SHORT_TITLES, chosen_on, films_in_words, other_reports_in_order,
+from dashboard.components.reports import (ONE_BATCH, SHORT_TITLES, chosen_on, elsewhere_films,
+                                          elsewhere_thresholds, films_in_words, other_reports_in_order,
                                           out_of_batch_origin, percent, read_at_another_threshold, travel_table,
                                           with_interval)
 from dashboard.components.task_choice import title_of
@@ -109,6 +110,7 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
     origin = out_of_batch_origin(record)
     if origin:
         notes.append(origin)
+    notes += elsewhere_films([record]) + elsewhere_thresholds(record)
     elsewhere = read_at_another_threshold(record)
     if elsewhere:
         notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at this "

@@ -8,7 +8,7 @@ import pandas as pd
 
 from core.errors import FolderNotAllowed, TriageError
 from core.films.roots import data_roots, folder_label
-from core.store.records import ModelRecord
+from core.store.records import MeasuredElsewhere, ModelRecord
 from core.store.registry import ModelEntry
 from core.store.reports import Report, shown_reports
 
@@ -221,11 +221,48 @@ def travel_figures(report: Report) -> tuple[str, str, str, str]:
     return str(report.n), auc, sensitivity, specificity
 
 
+def elsewhere_figures(measured: MeasuredElsewhere) -> tuple[str, str, str, str]:
+    """Films, AUC, sensitivity and specificity others measured (:class:`MeasuredElsewhere`), with the intervals
+    computed from their figures and films per class."""
+    missing = _missing("not reported")
+    auc = with_interval(measured.auc, measured.auc_ci, as_percent=False) if measured.auc is not None else missing
+    sensitivity = (with_interval(measured.sensitivity, measured.sensitivity_ci) if measured.sensitivity is not None
+                   else missing)
+    specificity = (with_interval(measured.specificity, measured.specificity_ci) if measured.specificity is not None
+                   else missing)
+    return str(measured.n), auc, sensitivity, specificity
+
+
+def elsewhere_columns(record: ModelRecord) -> dict[str, tuple[str, str, str, str]]:
+    """Title -> figures of each set of films others measured this version on."""
+    return {measured.title: elsewhere_figures(measured) for measured in record.measured_elsewhere}
+
+
+def elsewhere_films(records: list[ModelRecord]) -> list[str]:
+    """Each set of films others measured these versions on, and who did, in words (once per set)."""
+    described = {(m.title, m.films, m.measured_by) for record in records for m in record.measured_elsewhere}
+    return [f"{title}: {films}; measured by {who}. Its intervals are computed from the reported figures and films "
+            "per class (Wilson; Hanley–McNeil for the AUC)." for title, films, who in sorted(described)]
+
+
+def elsewhere_thresholds(record: ModelRecord) -> list[str]:
+    """The threshold each set of figures measured elsewhere was read at, where it was reported."""
+    notes = []
+    for measured in record.measured_elsewhere:
+        if measured.threshold is None:
+            continue
+        shipped = record.operating_point.threshold
+        now = "" if abs(measured.threshold - shipped) < 5e-4 else f" (this version's is now {shipped:.3f})"
+        notes.append(f"{measured.title}: read at threshold {measured.threshold:.3f}{now}.")
+    return notes
+
+
 def travel_table(record: ModelRecord) -> pd.DataFrame:
     """The model card's table, narrow enough for the sidebar: one row per figure, one column per set of films
     (short titles: :data:`SHORT_TITLES`), ``not measured`` where a check never ran."""
     columns = {title: travel_figures(report) for title, report in travel_reports(record).items()}
     columns.setdefault(TRAVEL_TITLES["out-of-batch"], (NOT_MEASURED,) * len(FIGURES))
+    columns.update(elsewhere_columns(record))
     table = pd.DataFrame({SHORT_TITLES.get(title, title): figures for title, figures in columns.items()},
                          index=list(FIGURES))
     return table
@@ -235,8 +272,8 @@ def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
     """Compare's rows beside internal validation: one column per model, one row per set of films and figure
     (another batch always, site and other sets when a model has them), ``not measured`` where a
     model lacks that set."""
-    per_model = {entry.name: {title: travel_figures(report) for title, report in travel_reports(entry.record).items()
-                              if title != VALIDATION} for entry in entries}
+    per_model = {entry.name: {**{title: travel_figures(report) for title, report in travel_reports(entry.record).items()
+                                 if title != VALIDATION}, **elsewhere_columns(entry.record)} for entry in entries}
     titles = [TRAVEL_TITLES["out-of-batch"]]
     titles += [t for t in TRAVEL_TITLES.values() if t not in titles and any(t in f for f in per_model.values())]
     titles += sorted({t for figures in per_model.values() for t in figures} - set(titles))
@@ -257,10 +294,18 @@ def metrics_with_travel(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
 
 
 def out_of_batch_origin(record: ModelRecord) -> str | None:
-    """Which weights the other-batch figures describe: these very weights (trained with the batch held out), or a
-    run of the same recipe that held it out before the weights were retrained on every film."""
+    """Which weights the other-batch figures describe: these very weights (trained with the batch held out), or
+    another run of the same recipe that held it out (``record.holdout_run``), these weights having seen that batch."""
     if "out-of-batch" not in record.other_reports:
         return None
+    run = record.holdout_run
+    if run is not None:
+        auc = f", validation AUC {run.validation_auc:.3f}" if run.validation_auc is not None else ""
+        return (f"The other-batch figures come from another run of the same recipe that held that batch out "
+                f"({run.name}: {run.epochs} epochs{auc}), read at that run's own threshold ({run.threshold:.3f}, "
+                f"chosen by the same rule for ≥ {percent(run.target_sensitivity, 0)} sensitivity on its own "
+                "validation films). These weights were trained with that batch included, so they were not measured "
+                "on it themselves.")
     holdout = record.training.config.holdout if record.training else None
     if holdout:
         return (f"The other-batch figures are this run's own: these weights were trained with that batch held "
@@ -270,10 +315,12 @@ def out_of_batch_origin(record: ModelRecord) -> str | None:
 
 
 def read_at_another_threshold(record: ModelRecord) -> list[str]:
-    """Titles of the other reports read at a threshold other than the shipped one (e.g. before recalibration)."""
+    """Titles of the other reports read at a threshold other than the shipped one (e.g. before recalibration);
+    another run's other-batch report is read at that run's threshold by design (:func:`out_of_batch_origin`)."""
     shipped = record.operating_point.threshold
+    lent = {"out-of-batch"} if record.holdout_run is not None else set()
     return [travel_title(key) for key, report in shown_reports(record.other_reports).items()
-            if abs(report.threshold - shipped) > 1e-9]
+            if key not in lent and abs(report.threshold - shipped) > 1e-9]
 
 
 @dataclass(frozen=True)
@@ -298,4 +345,10 @@ def travel_points(entries: list[ModelEntry]) -> list[TravelPoint]:
                 if value is not None:
                     low, high = interval if interval else (None, None)
                     points.append(TravelPoint(entry.name, title, figure, value, low, high))
+        for measured in entry.record.measured_elsewhere:
+            for figure, value, interval in (("Sensitivity", measured.sensitivity, measured.sensitivity_ci),
+                                            ("Specificity", measured.specificity, measured.specificity_ci)):
+                if value is not None:
+                    low, high = interval if interval else (None, None)
+                    points.append(TravelPoint(entry.name, measured.title, figure, value, low, high))
     return points

@@ -1,0 +1,33 @@
+"""95 % intervals for figures reported without their films (core.training.measured_elsewhere): only the figure
+and the films per class are known, so the intervals come from those, not from resampling films as every
+interval of core.evaluation.metrics does.
+
+- sensitivity, specificity, accuracy: the Wilson score interval of a proportion of ``n`` films;
+- AUC: Hanley and McNeil's (Radiology 1982) standard error under the usual exponential approximation.
+"""
+from __future__ import annotations
+
+import math
+
+Z = 1.959963984540054  # the normal 97.5th percentile
+
+
+def wilson_interval(proportion: float, n: int) -> tuple[float, float]:
+    """The Wilson score 95 % interval of ``proportion`` observed on ``n`` films (n > 0)."""
+    if n <= 0 or not 0.0 <= proportion <= 1.0:
+        raise ValueError(f"a proportion in [0, 1] of n > 0 films, not {proportion} of {n}")
+    z2 = Z * Z
+    centre = (proportion + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z * math.sqrt(proportion * (1 - proportion) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def hanley_mcneil_interval(auc: float, n_abnormal: int, n_normal: int) -> tuple[float, float]:
+    """A 95 % interval of ``auc`` measured on ``n_abnormal`` abnormal and ``n_normal`` normal films."""
+    if n_abnormal <= 0 or n_normal <= 0 or not 0.0 <= auc <= 1.0:
+        raise ValueError(f"an AUC in [0, 1] on films of both kinds, not {auc} on {n_abnormal} + {n_normal}")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (n_abnormal - 1) * (q1 - auc * auc) + (n_normal - 1) * (q2 - auc * auc)) / (
+        n_abnormal * n_normal)
+    half = Z * math.sqrt(max(variance, 0.0))
+    return max(0.0, auc - half), min(1.0, auc + half)

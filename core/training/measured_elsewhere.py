@@ -1,0 +1,108 @@
+"""``python -m core measured-elsewhere FILE``: record figures that others measured on films this product does not
+hold, on the versions they describe (administrators).
+
+The project measures every shipped model on films kept outside the repository (the official Kermany test split,
+issue 13) and reports figures, never films. A clinician choosing a model should see them on its card beside the
+figures measured here, so FILE (JSON, :class:`MeasurementsFile`) names the films, who measured them, the films per
+class and, for each version, its weights digest and the figures. Every entry is checked before any is written:
+the version must exist, its weights must be the ones measured (the digest; retrained weights were never
+measured there), the classes must be the version's, and a reported accuracy must follow from the sensitivity,
+specificity and films per class. The 95 % intervals come from the figures and counts (core.evaluation.reported).
+A version's earlier figures from the same films and measurer are replaced; a shipped version's manifest is
+re-signed. Weights, thresholds and the reports measured here are unchanged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from core.admin.audit import record_action
+from core.errors import CommandRefused
+from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
+from core.store import manifest
+from core.store.base import Record, read_record
+from core.store.checkpoints import attach_measured_elsewhere
+from core.store.records import MeasuredElsewhere, ModelRecord, read_model_record
+from core.store.registry import ModelEntry, find_model
+
+ACCURACY_TOLERANCE = 0.002  # figures reported to a tenth of a percent: their accuracy agrees within this
+
+Proportion = Field(default=None, ge=0.0, le=1.0)
+
+
+class ReportedFigures(Record):
+    model: str
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    threshold: float | None = None  # the operating point the figures were read at, when reported
+    auc: float | None = Proportion
+    accuracy: float | None = Proportion
+    sensitivity: float | None = Proportion
+    specificity: float | None = Proportion
+
+
+class MeasurementsFile(Record):
+    title: str = Field(min_length=1, max_length=40)
+    films: str = Field(min_length=1, max_length=300)
+    measured_by: str = Field(min_length=1, max_length=200)
+    class_counts: dict[str, int]
+    models: list[ReportedFigures] = Field(min_length=1)
+
+
+def record_measurements(path: Path, who: str = "cli") -> list[ModelRecord]:
+    """Record every entry of the measurements file at ``path`` on its version; returns them as stored.
+    CommandRefused (nothing written) when the file or any entry cannot be taken."""
+    try:
+        reported = read_record(MeasurementsFile, Path(path), f"Measurements file {Path(path).name}")
+    except OSError as exc:
+        raise CommandRefused(f"Measurements file {Path(path).name} cannot be read ({exc.strerror or exc}).") from None
+    except ValueError as exc:
+        raise CommandRefused(f"{exc}.") from None
+    planned = [_planned(reported, figures) for figures in reported.models]  # all checked before any is written
+    stored = []
+    for entry, measured in planned:
+        record = attach_measured_elsewhere(entry.json_path, measured)
+        if manifest.is_shipped(entry.json_path):
+            manifest.write_manifest(manifest.shipped_dir(), [entry.json_path])
+        record_action("measured-elsewhere", who, model=record.name, task=record.task, films=measured.films,
+                      measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
+                      sensitivity=measured.sensitivity, specificity=measured.specificity)
+        stored.append(record)
+    return stored
+
+
+def _planned(reported: MeasurementsFile, figures: ReportedFigures) -> tuple[ModelEntry, MeasuredElsewhere]:
+    entry = find_model(figures.model)
+    record = read_model_record(entry.json_path)
+    if record.weights_sha256 != figures.weights_sha256:
+        raise CommandRefused(f"The figures for {record.name} were measured on other weights (another "
+                             "weights_sha256); they cannot describe this version.")
+    if set(reported.class_counts) != set(record.classes) or min(reported.class_counts.values()) < 1:
+        raise CommandRefused(f"The films per class ({', '.join(reported.class_counts)}) must name each of "
+                             f"{record.name}'s classes ({', '.join(record.classes)}) with at least one film.")
+    normal_class = record.operating_point.normal_class
+    if normal_class is None:
+        raise CommandRefused(f"{record.name} has no normal class, so sensitivity and specificity do not apply.")
+    n_normal = reported.class_counts[normal_class]
+    n_abnormal = sum(reported.class_counts.values()) - n_normal
+    n = n_normal + n_abnormal
+    if None not in (figures.accuracy, figures.sensitivity, figures.specificity):
+        implied = (figures.sensitivity * n_abnormal + figures.specificity * n_normal) / n
+        if abs(implied - figures.accuracy) > ACCURACY_TOLERANCE:
+            raise CommandRefused(f"The accuracy reported for {record.name} ({figures.accuracy:.3f}) does not follow "
+                                 f"from its sensitivity, specificity and films per class ({implied:.3f}); check "
+                                 "the figures.")
+    return entry, MeasuredElsewhere(
+        title=reported.title, films=reported.films, measured_by=reported.measured_by,
+        class_counts=reported.class_counts,
+        threshold=figures.threshold,
+        auc=figures.auc, auc_ci=_or_none(figures.auc, lambda v: hanley_mcneil_interval(v, n_abnormal, n_normal)),
+        accuracy=figures.accuracy, accuracy_ci=_or_none(figures.accuracy, lambda v: wilson_interval(v, n)),
+        sensitivity=figures.sensitivity,
+        sensitivity_ci=_or_none(figures.sensitivity, lambda v: wilson_interval(v, n_abnormal)),
+        specificity=figures.specificity,
+        specificity_ci=_or_none(figures.specificity, lambda v: wilson_interval(v, n_normal)))
+
+
+def _or_none(value, interval):
+    return None if value is None else interval(value)

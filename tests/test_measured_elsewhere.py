@@ -1,0 +1,136 @@
+"""Figures others measured on films not held here (#13): the project's official-test figures on the shipped
+models' cards, tied to the weights they describe, with intervals from the figures and films per class."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from core.errors import CommandRefused
+from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
+from core.store.records import read_model_record
+from core.training.measured_elsewhere import record_measurements
+from dashboard.components.reports import (elsewhere_films, elsewhere_thresholds, travel_comparison, travel_points,
+                                          travel_table)
+
+PROJECT_FILE = REPO / "docs" / "project-measurements" / "kermany-official-test.json"
+
+
+def test_wilson_and_hanley_mcneil_give_the_textbook_intervals():
+    assert wilson_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    assert wilson_interval(1.0, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)  # never past 1, never empty
+    assert wilson_interval(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    low, high = hanley_mcneil_interval(0.9, 50, 50)  # Hanley & McNeil 1982: SE 0.032 for A 0.9, 50 + 50
+    assert (high - low) / 2 / 1.96 == pytest.approx(0.0321, abs=2e-4) and (low + high) / 2 == pytest.approx(0.9)
+    with pytest.raises(ValueError):
+        wilson_interval(0.5, 0)
+
+
+def _file(tmp_path: Path, record, **figures) -> Path:
+    data = {"title": "Test site", "films": "200 films of a test site", "measured_by": "a tester",
+            "class_counts": {"NORMAL": 80, "PNEUMONIA": 120},
+            "models": [{"model": record.name, "weights_sha256": record.weights_sha256, "threshold": 0.5,
+                        "auc": 0.9, "accuracy": 0.86, "sensitivity": 0.9, "specificity": 0.8, **figures}]}
+    path = tmp_path / "figures.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def model_here(copied_model, settings_env):
+    settings_env(CXR_MODELS=str(copied_model.parent))
+    return read_model_record(copied_model)
+
+
+def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_here, tmp_path, isolated_audit_log):
+    (stored,) = record_measurements(_file(tmp_path, model_here))
+    (measured,) = read_model_record(tmp_path / f"{model_here.name}.json").measured_elsewhere
+    assert stored.measured_elsewhere == (measured,)
+    assert (measured.n, measured.auc, measured.sensitivity, measured.specificity) == (200, 0.9, 0.9, 0.8)
+    assert measured.sensitivity_ci == pytest.approx(wilson_interval(0.9, 120))  # pneumonia films
+    assert measured.specificity_ci == pytest.approx(wilson_interval(0.8, 80))  # normal films
+    assert measured.auc_ci == pytest.approx(hanley_mcneil_interval(0.9, 120, 80))
+    assert (stored.weights_sha256, stored.operating_point, stored.report) == (
+        model_here.weights_sha256, model_here.operating_point, model_here.report)  # nothing else changed
+    table = travel_table(stored)
+    assert list(table["Test site"]) == ["200", "0.900 (0.858–0.942)", "90.0 % (83.3–94.2)", "80.0 % (70.0–87.3)"]
+    assert elsewhere_films([stored]) == ["Test site: 200 films of a test site; measured by a tester. Its intervals "
+                                         "are computed from the reported figures and films per class (Wilson; "
+                                         "Hanley–McNeil for the AUC)."]
+    assert elsewhere_thresholds(stored) == [f"Test site: read at threshold 0.500 (this version's is now "
+                                            f"{stored.operating_point.threshold:.3f})."]
+    audit = json.loads(isolated_audit_log.read_text().splitlines()[-1])
+    assert (audit["action"], audit["model"], audit["details"]["n"]) == ("measured-elsewhere", stored.name, 200)
+    # recording the same films again replaces the figures instead of adding a second column
+    (again,) = record_measurements(_file(tmp_path, model_here, specificity=0.7, accuracy=0.82))
+    assert [m.specificity for m in again.measured_elsewhere] == [0.7]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(weights_sha256="0" * 64), "measured on other weights"),
+    (dict(accuracy=0.95), r"accuracy reported for .* \(0.950\) does not follow .* \(0.860\)"),
+    (dict(specificity=1.5), "models.0.specificity: Input should be less than or equal to 1"),
+    (dict(model="no-such-model"), "no-such-model"),
+])
+def test_figures_that_cannot_describe_the_version_are_refused_and_nothing_is_written(model_here, tmp_path, change,
+                                                                                     message):
+    before = (tmp_path / f"{model_here.name}.json").read_bytes()
+    with pytest.raises(Exception, match=message):
+        record_measurements(_file(tmp_path, model_here, **change))
+    assert (tmp_path / f"{model_here.name}.json").read_bytes() == before
+
+
+def test_other_class_names_and_an_unreadable_file_are_refused(model_here, tmp_path):
+    path = _file(tmp_path, model_here)
+    data = json.loads(path.read_text())
+    data["class_counts"] = {"NORMAL": 80, "COVID-19": 120}
+    path.write_text(json.dumps(data))
+    with pytest.raises(CommandRefused, match="must name each of .* classes"):
+        record_measurements(path)
+    path.write_text("not json")
+    with pytest.raises(CommandRefused, match="figures.json cannot be read"):
+        record_measurements(path)
+    with pytest.raises(CommandRefused, match="cannot be read"):
+        record_measurements(tmp_path / "missing.json")
+
+
+def test_the_command_line_prints_json_and_fails_as_json(model_here, tmp_path, run_cli):
+    done = run_cli("measured-elsewhere", _file(tmp_path, model_here), checkpoints=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.json_lines()[-1]["measured_elsewhere"][0]["title"] == "Test site"
+    failed = run_cli("measured-elsewhere", tmp_path / "missing.json", checkpoints=tmp_path)
+    assert failed.returncode == 1 and "cannot be read" in failed.json_lines()[-1]["error"]
+    assert "Traceback" not in failed.stdout + failed.stderr and str(tmp_path) not in failed.stdout
+
+
+def test_the_shipped_models_carry_the_projects_official_test_figures_from_the_tracked_file():
+    project = json.loads(PROJECT_FILE.read_text())
+    assert len(project["models"]) == 6
+    for figures in project["models"]:
+        record = read_model_record(REPO / "checkpoints" / f"{figures['model']}.json")
+        assert record.weights_sha256 == figures["weights_sha256"]  # the very weights the project measured
+        (measured,) = record.measured_elsewhere
+        assert (measured.title, measured.n, measured.class_counts) == (project["title"], 624,
+                                                                       {"NORMAL": 234, "PNEUMONIA": 390})
+        assert (measured.auc, measured.sensitivity, measured.specificity) == (
+            figures["auc"], figures["sensitivity"], figures["specificity"])
+    logistic = read_model_record(REPO / "checkpoints" / "pneumonia-logistic-v1.json")
+    assert travel_table(logistic).loc["Spec.", project["title"]] == "41.5 % (35.4–47.9)"
+    default = read_model_record(REPO / "checkpoints" / "pneumonia-resnet18-224-ensemble-v2.json")
+    assert default.measured_elsewhere == ()  # not measured there yet: no column, nothing invented
+
+
+def test_compare_shows_the_figures_as_rows_and_points_beside_the_other_sets():
+    from core.store.registry import ModelEntry
+
+    records = [read_model_record(REPO / "checkpoints" / f"{name}.json")
+               for name in ("pneumonia-logistic-v1", "pneumonia-resnet18-224-ensemble-v2")]
+    entries = [ModelEntry(r, False, REPO / "checkpoints" / f"{r.name}.json", "shipped") for r in records]
+    table = travel_comparison(entries)
+    assert table.loc["Kermany test (project): AUC", "pneumonia-logistic-v1"] == "0.885 (0.860–0.910)"
+    assert table.loc["Kermany test (project): AUC", "pneumonia-resnet18-224-ensemble-v2"] == "not measured"
+    points = [p for p in travel_points(entries) if p.films == "Kermany test (project)"]
+    assert [(p.model, p.figure, p.value) for p in points] == [("pneumonia-logistic-v1", "Sensitivity", 0.974),
+                                                             ("pneumonia-logistic-v1", "Specificity", 0.415)]
