@@ -12,8 +12,8 @@ from core.errors import CommandRefused
 from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
 from core.store.records import read_model_record
 from core.training.measured_elsewhere import record_measurements
-from dashboard.components.reports import (elsewhere_films, elsewhere_thresholds, travel_comparison, travel_points,
-                                          travel_table)
+from dashboard.components.reports import (elsewhere_films, elsewhere_summaries, elsewhere_thresholds,
+                                          travel_comparison, travel_points, travel_table)
 
 PROJECT_FILE = REPO / "docs" / "project-measurements" / "kermany-official-test.json"
 
@@ -54,8 +54,10 @@ def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_her
     assert measured.auc_ci == pytest.approx(hanley_mcneil_interval(0.9, 120, 80))
     assert (stored.weights_sha256, stored.operating_point, stored.report) == (
         model_here.weights_sha256, model_here.operating_point, model_here.report)  # nothing else changed
-    table = travel_table(stored)
-    assert list(table["Test site"]) == ["200", "0.900 (0.858–0.942)", "90.0 % (83.3–94.2)", "80.0 % (70.0–87.3)"]
+    assert elsewhere_summaries(stored) == ["**Test site** (200 films, read at threshold 0.500): AUC 0.900 "
+                                           "(0.858–0.942); sensitivity 90.0 % (83.3–94.2); specificity 80.0 % "
+                                           "(70.0–87.3)."]
+    assert list(travel_table(stored).columns) == ["Validation", "Other batch"]  # no third column in the sidebar
     assert elsewhere_films([stored]) == ["Test site: 200 films of a test site; measured by a tester. Its intervals "
                                          "are computed from the reported figures and films per class (Wilson; "
                                          "Hanley–McNeil for the AUC)."]
@@ -117,7 +119,7 @@ def test_the_shipped_models_carry_the_projects_official_test_figures_from_the_tr
         assert (measured.auc, measured.sensitivity, measured.specificity) == (
             figures["auc"], figures["sensitivity"], figures["specificity"])
     logistic = read_model_record(REPO / "checkpoints" / "pneumonia-logistic-v1.json")
-    assert travel_table(logistic).loc["Spec.", project["title"]] == "41.5 % (35.4–47.9)"
+    assert "specificity 41.5 % (35.4–47.9)" in elsewhere_summaries(logistic)[0]
     default = read_model_record(REPO / "checkpoints" / "pneumonia-resnet18-224-ensemble-v2.json")
     assert default.measured_elsewhere == ()  # not measured there yet: no column, nothing invented
 

@@ -10,7 +10,7 @@ from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
 from dashboard.components.reports import (ONE_BATCH, SHORT_TITLES, chosen_on, elsewhere_films,
-                                          elsewhere_thresholds, films_in_words, other_reports_in_order,
+                                          elsewhere_summaries, films_in_words, other_reports_in_order,
                                           out_of_batch_origin, percent, read_at_another_threshold, travel_table,
                                           with_interval)
 from dashboard.components.task_choice import title_of
@@ -103,6 +103,8 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
     st.markdown("**How the promise travels**: films (n), AUC, sensitivity and specificity at the operating "
                 "point below, with 95 % intervals")
     st.table(travel_table(record))
+    for summary in elsewhere_summaries(record):  # below the table: the sidebar has no room for another column
+        st.markdown(summary)
     notes = [ONE_BATCH]
     if "out-of-batch" not in record.other_reports:
         notes.append("This version was **not measured on another batch** (trained before that check, or without "
@@ -110,7 +112,7 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
     origin = out_of_batch_origin(record)
     if origin:
         notes.append(origin)
-    notes += elsewhere_films([record]) + elsewhere_thresholds(record)
+    notes += elsewhere_films([record])
     elsewhere = read_at_another_threshold(record)
     if elsewhere:
         notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at this "

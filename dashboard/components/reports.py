@@ -238,6 +238,17 @@ def elsewhere_columns(record: ModelRecord) -> dict[str, tuple[str, str, str, str
     return {measured.title: elsewhere_figures(measured) for measured in record.measured_elsewhere}
 
 
+def elsewhere_summaries(record: ModelRecord) -> list[str]:
+    """The card's line per set of figures measured elsewhere: its films, threshold and figures with intervals."""
+    lines = []
+    for measured in record.measured_elsewhere:
+        n, auc, sensitivity, specificity = elsewhere_figures(measured)
+        at = "" if measured.threshold is None else f", read at threshold {measured.threshold:.3f}"
+        lines.append(f"**{measured.title}** ({n} films{at}): AUC {auc}; sensitivity {sensitivity}; "
+                     f"specificity {specificity}.")
+    return lines
+
+
 def elsewhere_films(records: list[ModelRecord]) -> list[str]:
     """Each set of films others measured these versions on, and who did, in words (once per set)."""
     described = {(m.title, m.films, m.measured_by) for record in records for m in record.measured_elsewhere}
@@ -259,10 +270,10 @@ def elsewhere_thresholds(record: ModelRecord) -> list[str]:
 
 def travel_table(record: ModelRecord) -> pd.DataFrame:
     """The model card's table, narrow enough for the sidebar: one row per figure, one column per set of films
-    (short titles: :data:`SHORT_TITLES`), ``not measured`` where a check never ran."""
+    (short titles: :data:`SHORT_TITLES`), ``not measured`` where a check never ran. Figures measured elsewhere
+    follow it as lines (:func:`elsewhere_summaries`): a third column would not fit."""
     columns = {title: travel_figures(report) for title, report in travel_reports(record).items()}
     columns.setdefault(TRAVEL_TITLES["out-of-batch"], (NOT_MEASURED,) * len(FIGURES))
-    columns.update(elsewhere_columns(record))
     table = pd.DataFrame({SHORT_TITLES.get(title, title): figures for title, figures in columns.items()},
                          index=list(FIGURES))
     return table
