@@ -64,8 +64,8 @@ def _travel_notes(record) -> str:
     held_out = record.training is not None and record.training.config.holdout
     run = record.holdout_run
     if run is not None:
-        notes.append(f"other batch measured on {run.name}, a run of the same recipe that held it out, at its own "
-                     f"threshold {run.threshold:.3f}; these weights trained on every film")
+        notes.append(f"other batch: {run.name}, its recipe run with the batch held out, at that run's threshold "
+                     f"{run.threshold:.3f}")
     elif "out-of-batch" in record.other_reports and not held_out:
         notes.append("other batch measured on a run that held it out; these weights retrained on every film")
     shown = {k: r for k, r in shown_reports(record.other_reports).items() if not (run and k == "out-of-batch")}
