@@ -96,6 +96,18 @@ def test_other_class_names_and_an_unreadable_file_are_refused(model_here, tmp_pa
         record_measurements(path)
     with pytest.raises(CommandRefused, match="cannot be read"):
         record_measurements(tmp_path / "missing.json")
+    path.write_text("[" * 100_000 + "]" * 100_000)  # deeper than the JSON parser recurses
+    with pytest.raises(CommandRefused, match="nested too deeply"):
+        record_measurements(path)
+
+
+def test_an_oversized_record_file_is_refused_before_it_is_parsed(model_here, tmp_path, monkeypatch):
+    from core.store import base
+
+    path = _file(tmp_path, model_here)
+    monkeypatch.setattr(base, "MAX_RECORD_BYTES", path.stat().st_size - 1)
+    with pytest.raises(CommandRefused, match="larger than"):
+        record_measurements(path)
 
 
 def test_the_command_line_prints_json_and_fails_as_json(model_here, tmp_path, run_cli):

@@ -32,11 +32,22 @@ def parse_record(kind: type[R], data: object, what: str) -> R:
         raise ValueError(f"{what} is not a valid {kind.__name__}: {where}: {first['msg']}") from None
 
 
+MAX_RECORD_BYTES = 64 * 2**20  # the largest description is a few hundred KB; anything this size is not one
+
+
 def read_record(kind: type[R], path: Path, what: str | None = None) -> R:
-    """Read and validate one JSON file; OSError or ValueError (with the file's name) when it cannot be."""
+    """Read and validate one JSON file; OSError or ValueError (with the file's name) when it cannot be. A file
+    over :data:`MAX_RECORD_BYTES`, or nested deeper than the JSON parser recurses, is a ValueError too: a record
+    file may come from anyone (a measurements file, a job's folder), so neither exhausts memory nor the stack."""
     what = what or path.name
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_RECORD_BYTES + 1)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise ValueError(f"{what} cannot be read (larger than {MAX_RECORD_BYTES // 2**20} MiB)")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what} cannot be read (not JSON: {exc})") from None
+    except RecursionError:
+        raise ValueError(f"{what} cannot be read (nested too deeply to be a record)") from None
     return parse_record(kind, data, what)
