@@ -58,7 +58,8 @@ def test_read_actions_is_newest_first_limited_and_skips_damaged_lines(log):
         record_action("evaluate", "local", model=f"m-v{index}", n=index)
     lines = log.read_bytes().splitlines()
     damaged = [lines[0], b'{"time": "2026-11-30T00:00:00Z", "who": "x", "act', lines[1], b"\xff\xfe not json",
-               b'{"time": 1, "who": [], "action": null}', lines[2], b"", lines[3], b"[1, 2]", lines[4]]
+               b'{"time": 1, "who": [], "action": null}', lines[2], b"", lines[3], b"[1, 2]",
+               b"[" * 100_000 + b"]" * 100_000, lines[4]]  # the last: deeper than the JSON parser recurses
     log.write_bytes(b"\n".join(damaged) + b"\n")
     assert [e.model for e in read_actions()] == ["m-v4", "m-v3", "m-v2", "m-v1", "m-v0"]
     assert [e.details["n"] for e in read_actions(limit=2)] == [4, 3]

@@ -106,7 +106,8 @@ def test_a_json_roots_file_named_by_the_environment(tmp_path, data_dir, settings
 
 
 @pytest.mark.parametrize("text", ['[roots\nsite = "x"', '[roots]\n"../bad name" = "/tmp"', '[roots]\nsite = 3',
-                                  'roots = ["a"]'])
+                                  'roots = ["a"]', "x = " + "[" * 100_000 + "]" * 100_000],
+                         ids=["torn", "bad name", "not a path", "not a table", "nested too deeply"])
 def test_a_broken_roots_file_is_refused_in_words_without_its_path(tmp_path, settings_env, text):
     file = tmp_path / "data-roots.toml"
     file.write_text(text)

@@ -77,7 +77,7 @@ def read_actions(limit: int = 100) -> list[AuditEntry]:
 def _parse(line: bytes) -> AuditEntry | None:
     try:
         return parse_record(AuditEntry, json.loads(line), "An audit log line")
-    except (ValueError, UnicodeDecodeError):  # torn, edited or not ours: the other lines still count
+    except (ValueError, UnicodeDecodeError, RecursionError):  # torn, edited, nested or not ours: others count
         return None
 
 

@@ -60,7 +60,7 @@ def _configured(file: Path | None) -> list[tuple[str, Path]]:
     try:
         text = file.read_text(encoding="utf-8")
         table = json.loads(text) if file.suffix.lower() == ".json" else tomllib.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError and JSONDecodeError included
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # TOML/JSONDecodeError included
         log.warning("data roots file %s cannot be read: %s", file, exc)
         raise DataRootsUnreadable("The configured list of data roots cannot be read; ask an administrator "
                                   "to correct it (the server log says where).") from None
