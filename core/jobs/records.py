@@ -13,8 +13,9 @@ from pydantic import AliasChoices, Field
 from core import clock
 from core.errors import JobError
 from core.store.atomic import atomic_write_json
-from core.store.base import Interval, Record, read_record
+from core.store.base import Record, read_record
 from core.store.records import ModelRecord, TrainConfig
+from core.store.reports import HeadlineFigures
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING)
@@ -36,18 +37,10 @@ class JobSettings(Record):
     resume_of: str | None = None  # the job whose interrupted run this one continues (core.training.resume)
 
 
-class JobSummary(Record):
+class JobSummary(HeadlineFigures):
     """The new model's validation figures, for the page to show without loading the model."""
 
     n: int | None = None
-    auc: float | None = None
-    auc_ci: Interval | None = None
-    accuracy: float | None = None
-    accuracy_ci: Interval | None = None
-    sensitivity: float | None = None
-    sensitivity_ci: Interval | None = None
-    specificity: float | None = None
-    specificity_ci: Interval | None = None
     threshold: float | None = None
     seconds: float | None = None  # training time
 

@@ -94,36 +94,37 @@ def _save_population(directory: Path, name: str, score: GaussianScore, check: Po
     return check.model_copy(update={"file": path.name, "sha256": hashlib.sha256(buffer).hexdigest()})
 
 
+def update_record(json_path: Path, update: dict, also_signed: tuple[Path, ...] = ()) -> ModelRecord:
+    """Change fields of an existing version's description (never its weights, which the record's identity and
+    digest still describe) and write it atomically; a shipped version's checksum manifest is re-signed for it
+    and for ``also_signed`` (files written beside it). Returns the record as stored."""
+    record = read_model_record(json_path).model_copy(update=update)
+    atomic_write_json(json_path, record.to_json())
+    if manifest.is_shipped(json_path):
+        manifest.write_manifest(manifest.shipped_dir(), [json_path, *also_signed])
+    return record
+
+
 def attach_population_check(json_path: Path, score: GaussianScore, check: PopulationCheck) -> ModelRecord:
     """Add (or replace) the population check of an existing version: its file, then its description in the
-    JSON; the weights and every other field are unchanged. The caller re-signs a shipped folder's manifest."""
-    record = read_model_record(json_path)
-    stored = _save_population(json_path.parent, record.name, score, check)
-    record = record.model_copy(update={"population_check": stored})
-    atomic_write_json(json_path, record.to_json())
-    return record
+    JSON; the weights and every other field are unchanged."""
+    stored = _save_population(json_path.parent, read_model_record(json_path).name, score, check)
+    return update_record(json_path, {"population_check": stored}, also_signed=(json_path.parent / stored.file,))
 
 
 def attach_holdout_run(json_path: Path, out_of_batch: Report, run: HoldoutRun) -> ModelRecord:
     """Set the other-batch figures of an existing version from another run of its recipe (``run``, whose
-    ``out_of_batch`` report they are); the weights, the operating point and every other field are unchanged. The
-    caller re-signs a shipped folder's manifest."""
-    record = read_model_record(json_path)
-    record = record.model_copy(update={"other_reports": {**record.other_reports, OUT_OF_BATCH: out_of_batch},
-                                       "holdout_run": run})
-    atomic_write_json(json_path, record.to_json())
-    return record
+    ``out_of_batch`` report they are); the weights, the operating point and every other field are unchanged."""
+    others = read_model_record(json_path).other_reports
+    return update_record(json_path, {"other_reports": {**others, OUT_OF_BATCH: out_of_batch}, "holdout_run": run})
 
 
 def attach_measured_elsewhere(json_path: Path, measured: MeasuredElsewhere) -> ModelRecord:
     """Add figures measured elsewhere to an existing version, replacing its earlier ones from the same films and
-    measurer; the weights and every other field are unchanged. The caller re-signs a shipped folder's manifest."""
-    record = read_model_record(json_path)
-    kept = tuple(m for m in record.measured_elsewhere
+    measurer; the weights and every other field are unchanged."""
+    kept = tuple(m for m in read_model_record(json_path).measured_elsewhere
                  if (m.films, m.measured_by) != (measured.films, measured.measured_by))
-    record = record.model_copy(update={"measured_elsewhere": (*kept, measured)})
-    atomic_write_json(json_path, record.to_json())
-    return record
+    return update_record(json_path, {"measured_elsewhere": (*kept, measured)})
 
 
 def _stored_members(record: ModelRecord, state: dict[str, torch.Tensor]) -> tuple[Member, ...]:

@@ -17,8 +17,8 @@ from pydantic import Field, computed_field
 from core import limits
 from core.errors import CheckpointError
 from core.models.catalog import architecture_info
-from core.store.base import Interval, Record, read_record
-from core.store.reports import OperatingPoint, Report
+from core.store.base import Record, read_record
+from core.store.reports import HeadlineFigures, OperatingPoint, Report
 
 FORMAT_VERSION = 1
 
@@ -184,7 +184,7 @@ class HoldoutRun(Record):
     created: str | None
 
 
-class MeasuredElsewhere(Record):
+class MeasuredElsewhere(HeadlineFigures):
     """Figures of these very weights measured outside this product, on films it does not hold, as their measurer
     reported them (e.g. the project's measurement of the shipped models on the official Kermany test, issue 13);
     recorded by ``python -m core measured-elsewhere FILE`` (core.training.measured_elsewhere). Intervals are
@@ -195,14 +195,6 @@ class MeasuredElsewhere(Record):
     measured_by: str  # who measured them, and where they said so
     class_counts: dict[str, int]  # films per class, by this model's class names
     threshold: float | None  # the operating point they were read at (None: not reported)
-    auc: float | None = None
-    auc_ci: Interval | None = None
-    accuracy: float | None = None
-    accuracy_ci: Interval | None = None
-    sensitivity: float | None = None
-    sensitivity_ci: Interval | None = None
-    specificity: float | None = None
-    specificity_ci: Interval | None = None
 
     @property
     def n(self) -> int:

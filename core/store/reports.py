@@ -222,6 +222,21 @@ class Report(Record):
                 "split": self.split}
 
 
+class HeadlineFigures(Record):
+    """The headline figures with their 95 % intervals, for records that keep them without a whole :class:`Report`
+    (a training job's summary, figures measured elsewhere); named as a Report names them, so one formatter reads
+    either."""
+
+    auc: float | None = None
+    auc_ci: Interval | None = None
+    accuracy: float | None = None
+    accuracy_ci: Interval | None = None
+    sensitivity: float | None = None
+    sensitivity_ci: Interval | None = None
+    specificity: float | None = None
+    specificity_ci: Interval | None = None
+
+
 OUT_OF_BATCH = "out-of-batch"  # the key of ModelRecord.other_reports for another batch (core.training.holdout)
 
 # Keys of ModelRecord.other_reports that older versions may store but that measured no real films (issue 13's

@@ -15,8 +15,7 @@ from pathlib import Path
 from core.admin.audit import record_action
 from core.errors import DatasetError
 from core.films.folders import FilmSet
-from core.store import manifest
-from core.store.checkpoints import attach_population_check, population_file
+from core.store.checkpoints import attach_population_check
 from core.store.records import ModelRecord, read_model_record
 from core.store.registry import find_model
 from core.training.data import fingerprint
@@ -37,9 +36,7 @@ def fit_for_registered(names: list[str], data_dir: str | Path | None = None, see
         train_set, val_set = recorded_training_split(record, data_dir)
         score, check = fit_population_check(train_set, val_set, data_dir or record.training.data_dir, seed,
                                             features=features)
-        stored = attach_population_check(entry.json_path, score, check)
-        if manifest.is_shipped(entry.json_path):
-            manifest.write_manifest(manifest.shipped_dir(), [entry.json_path, population_file(entry.json_path)])
+        stored = attach_population_check(entry.json_path, score, check)  # re-signs a shipped version
         record_action("fit-population", who, model=record.name, task=record.task, fitted_on=check.fitted_on,
                       threshold=check.threshold, validation_warn_rate=check.validation_warn_rate)
         yield stored

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from core.admin.audit import record_action
 from core.errors import CommandRefused
-from core.store import manifest
 from core.store.checkpoints import attach_holdout_run
 from core.store.records import HoldoutRun, ModelRecord, TrainConfig, read_model_record
 from core.store.registry import find_model
@@ -49,9 +48,7 @@ def adopt_holdout_run(name: str, run_name: str, who: str = "cli") -> ModelRecord
         validation_auc=run.report.auc if run.report else None, validation_films=run.report.n if run.report else 0,
         epochs=len(training.history), best_epoch=training.best_epoch, seconds=training.seconds,
         device=training.device, precision=training.precision, created=run.created)
-    stored = attach_holdout_run(entry.json_path, out_of_batch, lent)
-    if manifest.is_shipped(entry.json_path):
-        manifest.write_manifest(manifest.shipped_dir(), [entry.json_path])
+    stored = attach_holdout_run(entry.json_path, out_of_batch, lent)  # re-signs a shipped version
     record_action("other-batch", who, model=stored.name, task=stored.task, run=run.name, rule=lent.rule,
                   threshold=lent.threshold, auc=out_of_batch.auc, sensitivity=out_of_batch.sensitivity,
                   specificity=out_of_batch.specificity, n=out_of_batch.n)

@@ -20,7 +20,6 @@ from pydantic import Field
 from core.admin.audit import record_action
 from core.errors import CommandRefused
 from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
-from core.store import manifest
 from core.store.base import Record, read_record
 from core.store.checkpoints import attach_measured_elsewhere
 from core.store.records import MeasuredElsewhere, ModelRecord, read_model_record
@@ -61,9 +60,7 @@ def record_measurements(path: Path, who: str = "cli") -> list[ModelRecord]:
     planned = [_planned(reported, figures) for figures in reported.models]  # all checked before any is written
     stored = []
     for entry, measured in planned:
-        record = attach_measured_elsewhere(entry.json_path, measured)
-        if manifest.is_shipped(entry.json_path):
-            manifest.write_manifest(manifest.shipped_dir(), [entry.json_path])
+        record = attach_measured_elsewhere(entry.json_path, measured)  # re-signs a shipped version
         record_action("measured-elsewhere", who, model=record.name, task=record.task, films=measured.films,
                       measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
                       sensitivity=measured.sensitivity, specificity=measured.specificity)

@@ -10,7 +10,7 @@ from core.errors import FolderNotAllowed, TriageError
 from core.films.roots import data_roots, folder_label
 from core.store.records import MeasuredElsewhere, ModelRecord
 from core.store.registry import ModelEntry
-from core.store.reports import Report, shown_reports
+from core.store.reports import HeadlineFigures, Report, shown_reports
 
 
 _MARKDOWN = re.compile(r"[\\`*_\[\]<>|~$&]|:(?=\S)")  # a colon starts a directive only when text follows
@@ -206,31 +206,30 @@ def _missing(reason: str) -> str:
     return f"— ({reason})"
 
 
+def _auc_sensitivity_specificity(figures: Report | HeadlineFigures, missing: str) -> tuple[str, str, str]:
+    """AUC, sensitivity and specificity with their intervals, of a report or of figures stored without one (both
+    name them alike); ``missing`` where a figure is absent."""
+    def cell(value: float | None, interval, as_percent: bool = True) -> str:
+        return missing if value is None else with_interval(value, interval, as_percent)
+
+    return (cell(figures.auc, figures.auc_ci, as_percent=False), cell(figures.sensitivity, figures.sensitivity_ci),
+            cell(figures.specificity, figures.specificity_ci))
+
+
 def travel_figures(report: Report) -> tuple[str, str, str, str]:
     """Films, AUC, sensitivity and specificity with their intervals; a figure that cannot exist says why (a set
     of one class, such as normal films only, has no AUC and no sensitivity)."""
     reason = _missing("one class only" if sum(1 for n in report.class_counts if n) < 2 else "not computed")
-    auc = with_interval(report.auc, report.auc_ci, as_percent=False) if report.auc is not None else reason
+    auc, sensitivity, specificity = _auc_sensitivity_specificity(report, reason)
     if report.operating_point.normal_index is None:
         return str(report.n), auc, _missing("no normal class"), _missing("no normal class")
-    figures = report.at_operating_point
-    sensitivity = (with_interval(figures.sensitivity, figures.sensitivity_ci) if figures.sensitivity is not None
-                   else reason)
-    specificity = (with_interval(figures.specificity, figures.specificity_ci) if figures.specificity is not None
-                   else reason)
     return str(report.n), auc, sensitivity, specificity
 
 
 def elsewhere_figures(measured: MeasuredElsewhere) -> tuple[str, str, str, str]:
     """Films, AUC, sensitivity and specificity others measured (:class:`MeasuredElsewhere`), with the intervals
     computed from their figures and films per class."""
-    missing = _missing("not reported")
-    auc = with_interval(measured.auc, measured.auc_ci, as_percent=False) if measured.auc is not None else missing
-    sensitivity = (with_interval(measured.sensitivity, measured.sensitivity_ci) if measured.sensitivity is not None
-                   else missing)
-    specificity = (with_interval(measured.specificity, measured.specificity_ci) if measured.specificity is not None
-                   else missing)
-    return str(measured.n), auc, sensitivity, specificity
+    return (str(measured.n), *_auc_sensitivity_specificity(measured, _missing("not reported")))
 
 
 def elsewhere_columns(record: ModelRecord) -> dict[str, tuple[str, str, str, str]]:
@@ -349,17 +348,11 @@ class TravelPoint:
 def travel_points(entries: list[ModelEntry]) -> list[TravelPoint]:
     points = []
     for entry in entries:
-        for title, report in travel_reports(entry.record).items():
-            figures = report.at_operating_point
+        sets = [*travel_reports(entry.record).items(), *((m.title, m) for m in entry.record.measured_elsewhere)]
+        for title, figures in sets:
             for figure, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
                                             ("Specificity", figures.specificity, figures.specificity_ci)):
                 if value is not None:
                     low, high = interval if interval else (None, None)
                     points.append(TravelPoint(entry.name, title, figure, value, low, high))
-        for measured in entry.record.measured_elsewhere:
-            for figure, value, interval in (("Sensitivity", measured.sensitivity, measured.sensitivity_ci),
-                                            ("Specificity", measured.specificity, measured.specificity_ci)):
-                if value is not None:
-                    low, high = interval if interval else (None, None)
-                    points.append(TravelPoint(entry.name, measured.title, figure, value, low, high))
     return points
