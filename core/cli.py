@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--override-floor", action="store_true",
                    help="promote even below the promotion floor (recorded in the audit log)")
     p = sub.add_parser("ensemble", help="register several models as one ensemble version (mean probabilities)")
-    p.add_argument("members", nargs="+", metavar="NAME", help="registered models sharing one validation split")
+    p.add_argument("members", nargs="+", metavar="NAME", help="registered models sharing one validation split; an "
+                   "ensemble among them brings its members")
     p.add_argument("--name", required=True, help="base name; a version suffix -vN is added")
     p.add_argument("--target-sensitivity", type=float, default=limits.DEFAULT_TARGET_SENSITIVITY,
                    help="the operating point reaches this sensitivity on validation (default %(default)s)")

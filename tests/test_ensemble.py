@@ -197,10 +197,34 @@ def test_members_validated_on_other_films_are_refused(members, kermany_train):
         build_ensemble_version([records[0].name, other.name], "mixed", directory=folder)
 
 
-def test_an_ensemble_of_an_ensemble_or_of_one_model_is_refused(members, built):
+def test_a_registered_ensemble_named_as_a_member_brings_its_members(members, built, kermany_train, films_dir):
     folder, records = members
-    with pytest.raises(EnsembleRefused, match="an ensemble already"):
-        build_ensemble_version([records[0].name, built.record.name], "nested", directory=folder)
+    third = train(kermany_train, TrainConfig(seed=2, image_size=64, **MEMBER_CONFIG), directory=folder,
+                  name="member-s2")
+    grown = build_ensemble_version([built.record.name, third.name], "pneumonia-ensemble-grown", 0.95,
+                                   directory=folder)
+    record = grown.record
+    assert [(m.arch, m.image_size) for m in record.members] == [("cnn5", 64), ("cnn5", 48), ("cnn5", 64)]
+    assert [m.weights_sha256 for m in record.members[:2]] == [m.weights_sha256 for m in built.record.members]
+    # it serves the mean of the three networks, exactly as an ensemble of the three models would
+    parts = [load_checkpoint(folder / f"{name}.json") for name in (records[0].name, records[1].name, third.name)]
+    film = read_film(next((films_dir / "PNEUMONIA").iterdir()))
+    served = probabilities(load_checkpoint(folder / f"{record.name}.json").model, _input(film, 224))
+    mean = np.mean([probabilities(p.model, _input(film, p.image_size)) for p in parts], axis=0)
+    assert served == pytest.approx(mean, abs=1e-5)
+    # one sentence per network, the nested ensemble's taken from its own notes
+    notes = record.training.notes
+    assert f"the 2 members of {built.record.name}" in notes[0] and third.name in notes[0]
+    assert [n.split(":")[0] for n in notes[1:]] == [f"Member {r.name}" for r in (*records, third)]
+    # compared with what it grew from: the two-member ensemble and the new network
+    assert [s.name for s in grown.members] == [built.record.name, third.name]
+
+
+def test_an_ensemble_naming_one_network_twice_or_one_model_is_refused(members, built):
+    folder, records = members
+    with pytest.raises(EnsembleRefused, match="in the ensemble twice") as refused:
+        build_ensemble_version([built.record.name, records[0].name], "nested", directory=folder)
+    assert built.record.name in str(refused.value) and records[0].name in str(refused.value)
     with pytest.raises(EnsembleRefused, match="at least two different"):
         build_ensemble_version([records[0].name, records[0].name], "twice", directory=folder)
 

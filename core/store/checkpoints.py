@@ -150,6 +150,12 @@ def member_digest(state: dict[str, torch.Tensor], index: int | None) -> str:
     return digest.hexdigest()
 
 
+def network_digest(model: nn.Module) -> str:
+    """:func:`member_digest` of a loaded network as it would be stored: the digest its ensemble member records
+    carry, so the same weights are recognised wherever they were loaded from."""
+    return member_digest({key: _storage(tensor) for key, tensor in model.state_dict().items()}, None)
+
+
 def _storage(tensor: torch.Tensor) -> torch.Tensor:
     """Floating tensors are stored as float16: half the size (the whole lineup must stay under 100 MB).
 

@@ -2,7 +2,8 @@
 
 The members must have been validated on the very same films (the same validation fingerprint: train them with
 one ``--split-seed`` on one folder) and kept the same batch out (``--holdout``), so the ensemble can be judged
-on films none of its members trained on. Its operating point is chosen by the usual rule on that validation
+on films none of its members trained on. A registered ensemble named as a member brings its own members (one more
+seed folded into a shipped ensemble: ``ensemble ENSEMBLE NEW``); a network named twice is refused. Its operating point is chosen by the usual rule on that validation
 split, from the averaged probabilities; its reports (validation, out-of-batch) are computed by the
 ensemble exactly as it is stored and served (core.models.ensemble). Each member's out-of-batch figures are
 set beside the ensemble's, so a person sees whether it beats its best member before making it a default.
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from core import limits
 from core.admin.audit import record_action
 from core.errors import EnsembleRefused
@@ -22,7 +25,7 @@ from core.models.catalog import ENSEMBLE
 from core.models.device import place_model, resolve_device, to_device
 from core.models.ensemble import Ensemble, MemberSpec
 from core.models.features import GaussianScore
-from core.store.checkpoints import LoadedModel, load_checkpoint
+from core.store.checkpoints import LoadedModel, load_checkpoint, network_digest
 from core.store.names import check_model_name
 from core.store.promotion import promote
 from core.store.records import (DataRecord, InputSpec, Member, ModelArgs, ModelRecord, PopulationCheck, TrainConfig,
@@ -102,7 +105,8 @@ def build_ensemble_version(
     first = loaded[0].record
     config = _config(first, target_sensitivity)
     val_set = recorded_validation_split(first, data_dir)
-    ensemble = place_model(Ensemble([m.model for m in loaded], [_spec(m.record) for m in loaded]), where)
+    networks = _networks(loaded)
+    ensemble = place_model(Ensemble([net for net, _ in networks], [spec for _, spec in networks]), where)
     x_val = to_device(load_tensors(val_set, ensemble.image_size), where)
     split = first.report.split if first.report else f"validation: {len(val_set)} films"
     point, report = validate_for_shipping(ensemble, x_val, val_set, config, split)
@@ -133,8 +137,6 @@ def _members(names: list[str], directory: Path) -> list[LoadedModel]:
     first = loaded[0].record
     for member in loaded:
         record = member.record
-        if record.members:
-            raise EnsembleRefused(f"{record.name} is an ensemble already; name its members instead.")
         if record.training is None or record.data is None:
             raise EnsembleRefused(f"{record.name} has no training record, so its validation films are unknown.")
         if record.classes != first.classes:
@@ -149,6 +151,25 @@ def _members(names: list[str], directory: Path) -> list[LoadedModel]:
             raise EnsembleRefused(f"{record.name} and {first.name} held out different batches "
                                   "(--holdout); members must keep the same batch out of training.")
     return loaded
+
+
+def _networks(loaded: list[LoadedModel]) -> list[tuple[nn.Module, MemberSpec]]:
+    """Every network of the new ensemble with its architecture and input size: a single model, or each member of
+    a registered ensemble. EnsembleRefused when one network (the same stored weights) would be in it twice."""
+    networks, seen = [], {}
+    for member in loaded:
+        parts = (list(zip(member.model.members, member.model.specs)) if isinstance(member.model, Ensemble)
+                 else [(member.model, _spec(member.record))])
+        for net, spec in parts:
+            digest = network_digest(net)
+            if digest in seen:
+                where = {seen[digest], member.name}
+                raise EnsembleRefused(
+                    f"The same network would be in the ensemble twice ({' and '.join(sorted(where))} share one); "
+                    "name each network once: an ensemble named as a member brings its own members.")
+            seen[digest] = member.name
+            networks.append((net, spec))
+    return networks
 
 
 def _population(loaded: list[LoadedModel], train_set: FilmSet, val_set: FilmSet, data_dir: Path,
@@ -179,10 +200,12 @@ def _spec(record: ModelRecord) -> MemberSpec:
 def _record(loaded: list[LoadedModel], config: TrainConfig, data_dir: Path, point, report: Report,
             others: dict[str, Report], ensemble: Ensemble, device: str) -> ModelRecord:
     first = loaded[0].record
-    names = ", ".join(m.name for m in loaded)
+    names = ", ".join(f"the {len(m.record.members)} members of {m.name}" if m.record.members else m.name
+                      for m in loaded)
+    recipe = f"{first.name}'s first member's" if first.members else f"{first.name}'s"
     notes = [f"Ensemble of {names}: the mean of their probabilities, one operating point chosen on their "
-             f"shared validation films. The recipe above is {first.name}'s; each member's is below."]
-    notes += [_member_note(m.record) for m in loaded]
+             f"shared validation films. The recipe above is {recipe}; each member's is below."]
+    notes += [note for m in loaded for note in _member_notes(m.record)]
     return ModelRecord(
         name="", task=first.task, arch=ENSEMBLE, classes=first.classes,
         model_args=ModelArgs(num_classes=len(first.classes), image_size=ensemble.image_size),
@@ -191,8 +214,8 @@ def _record(loaded: list[LoadedModel], config: TrainConfig, data_dir: Path, poin
         training=TrainingRecord(config=config, data_dir=str(data_dir), notes=notes, device=device),
         data=DataRecord(train=first.data.train, validation=first.data.validation),
         parameters=int(sum(p.numel() for p in ensemble.parameters())),
-        members=tuple(Member(arch=m.record.arch, image_size=m.record.image_size, weights_file="",
-                             weights_sha256="") for m in loaded),  # filled in by save_checkpoint
+        members=tuple(Member(arch=spec.arch, image_size=spec.image_size, weights_file="", weights_sha256="")
+                      for spec in ensemble.specs),  # filled in by save_checkpoint
     )
 
 
@@ -226,13 +249,23 @@ def _line(standing: Standing) -> str:
             f"{number(oob.sensitivity if oob else None)} {number(oob.specificity if oob else None)}")
 
 
+MEMBER_NOTE = "Member "  # how each member's sentence in an ensemble's notes begins
+
+
+def _member_notes(record: ModelRecord) -> list[str]:
+    """The sentences on the networks ``record`` brings: its own recipe, or an ensemble's sentence per member."""
+    if record.members:
+        return [note for note in record.training.notes if note.startswith(MEMBER_NOTE)]
+    return [_member_note(record)]
+
+
 def _member_note(record: ModelRecord) -> str:
     """One member's recipe in a sentence: the members' own records need not ship with the ensemble."""
     training = record.training
     config = training.config
     best = f", best epoch {training.best_epoch}" if training.best_epoch else ""
     auc = f", validation AUC {record.report.auc:.4f}" if record.report and record.report.auc is not None else ""
-    return (f"Member {record.name}: {config.arch} at {config.image_size} px, {len(training.history)} of "
+    return (f"{MEMBER_NOTE}{record.name}: {config.arch} at {config.image_size} px, {len(training.history)} of "
             f"{config.epochs} epochs{best}, seed {config.seed}, split seed {config.split_seed}, "
             f"{'augmentation' if config.augment else 'no augmentation'}, {training.precision} on the "
             f"{training.device}, {training.seconds or 0:.0f} s{auc}; notes: {' '.join(training.notes)}")
