@@ -3,8 +3,8 @@
 The members must have been validated on the very same films (the same validation fingerprint: train them with
 one ``--split-seed`` on one folder) and kept the same batch out (``--holdout``), so the ensemble can be judged
 on films none of its members trained on. A registered ensemble named as a member brings its own members (one more
-seed folded into a shipped ensemble: ``ensemble ENSEMBLE NEW``); a network named twice is refused. Its operating point is chosen by the usual rule on that validation
-split, from the averaged probabilities; its reports (validation, out-of-batch) are computed by the
+seed folded into a shipped ensemble: ``ensemble ENSEMBLE NEW``); a network named twice is refused. Its operating
+point is chosen by the usual rule on that validation split, from the averaged probabilities; its reports (validation, out-of-batch) are computed by the
 ensemble exactly as it is stored and served (core.models.ensemble). Each member's out-of-batch figures are
 set beside the ensemble's, so a person sees whether it beats its best member before making it a default.
 It ships like any version (core.training.shipping): the promotion floor and the audit log apply unchanged.
