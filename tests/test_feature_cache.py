@@ -106,3 +106,18 @@ def test_without_the_cache_every_film_is_extracted(films, settings_env, tmp_path
     assert extracted == 4
     _, extracted = _extract(films)
     assert extracted == 4
+
+
+def test_a_films_features_do_not_depend_on_the_films_beside_it(films):
+    """What makes the cache's bits what any run computes: a lone film (another kernel for a batch of one) and a
+    film among others give the same features, bit for bit; so a training that finds some films cached and a
+    later refit that finds none fit the same population check."""
+    from core.films.tensor import load_tensors
+    from core.models.features import FEATURE_SIZE
+
+    tensors = load_tensors(FilmSet(tuple(films), np.zeros(4, np.int64), ("f",)), FEATURE_SIZE)
+    extractor = FeatureExtractor.shared()
+    together = extractor.tensors(tensors)
+    alone = np.concatenate([extractor.tensors(tensors[i:i + 1]) for i in range(4)])
+    assert together.shape == (4, FEATURE_LENGTH) and np.array_equal(alone, together)
+    assert np.array_equal(extractor.tensors(tensors[1:3]), together[1:3])
