@@ -26,7 +26,18 @@ def _provenance() -> str:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"_Measured {when} at commit {commit} on {platform.machine()} with {_cpus()} CPU core(s)._"
+    return f"_Measured {when} at commit {commit} on {platform.machine()} ({_cpu_model()}) with {_cpus()} CPU core(s)._"
+
+
+def _cpu_model() -> str:
+    """The CPU's name: figures differ between CPUs of one architecture (bf16 in AMX or only in AVX-512)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU model unknown"
 
 
 def _cpus() -> int:
