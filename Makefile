@@ -31,6 +31,7 @@ bench: setup
 	$(PY) bench/models.py
 	$(PY) bench/training.py
 	$(PY) bench/evaluate.py
+	$(PY) bench/inference_batch.py
 	$(PY) bench/precision.py
 	$(PY) bench/bombs.py
 	# The cold start and the 8-session load are measured in Debian's Chromium (apt-get install chromium).

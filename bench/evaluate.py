@@ -32,6 +32,7 @@ from core.evaluation.folder import evaluate_folder  # noqa: E402
 from core.films.folders import discover  # noqa: E402
 from core.films.read import read_film  # noqa: E402
 from core.films.tensor import as_float, film_to_tensor  # noqa: E402
+from core.models.device import inference_batch_size  # noqa: E402
 from core.models.inference import probabilities  # noqa: E402
 from core.serving.predict import Predictor  # noqa: E402
 from core.store.checkpoints import load_checkpoint  # noqa: E402
@@ -57,8 +58,8 @@ def evaluate_cli(folder: Path, name: str, work: Path) -> tuple[float, dict, str]
 
 
 def forward_batch(device: torch.device) -> int:
-    """The product's inference batch on this device where it names one (issue 11), else 64."""
-    return getattr(config, "INFERENCE_BATCH_SIZE", {}).get(device.type, 64)
+    """The product's inference batch on this device (core.models.device)."""
+    return inference_batch_size(device)
 
 
 def decode_and_forward(folder: Path, loaded, device: torch.device) -> tuple[int, float, float]:

@@ -60,8 +60,12 @@ THRESHOLD_MARGIN = 1e-6
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 HOLDOUTS = ("kermany-batch",)  # named rules of core.training.holdout (another batch kept out of training)
-# Inference batches (validation, evaluate): no gradients are kept, so large batches cost little memory.
-INFERENCE_BATCH_SIZE = {"cpu": 128, "cuda": 512}
+# Inference batches (validation, evaluate, film features; core.models.device.inference_batch_size). A GPU
+# wants large batches. A CPU wants a convolution's activations to stay in its caches: a film ran 1.2-1.3x
+# faster through ResNet-18 (fp32 and bf16), 1.8x through the 5-layer CNN and 3.7x through EfficientNet-Lite0
+# (classifier and film features) in batches of 6 than of 128 (bench/inference_batch.py, docs/measurements.md);
+# the MLP and logistic regression take a tenth of a millisecond either way. A lone film takes other kernels.
+INFERENCE_BATCH_SIZE = {"cpu": 6, "cuda": 512}
 
 # Decoded training films shared across runs (core/films/decode_cache.py): patient images, kept outside the
 # code tree, capped (2 GiB holds the 5216 Kermany training films at 224 px about eight times over).

@@ -130,6 +130,7 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def inference_batch_size(device: torch.device) -> int:
+    """Films per inference batch on ``device`` (core.limits: large on a GPU, a few films on a CPU)."""
     return limits.INFERENCE_BATCH_SIZE.get(device.type, limits.INFERENCE_BATCH_SIZE["cpu"])
 
 

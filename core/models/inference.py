@@ -33,7 +33,8 @@ def probabilities_in_batches(model: nn.Module, films_uint8: torch.Tensor, batch_
                              precision: str = FP32) -> np.ndarray:
     """N x 1 x S x S uint8 model input (from ``film_to_tensor``, on any device) -> N x C probabilities.
 
-    Runs in eval and inference mode at a large batch (nothing is kept for gradients); restores the mode.
+    Runs in eval and inference mode at the device's inference batch (core.models.device.inference_batch_size:
+    large on a GPU, a few films on a CPU); restores the mode.
     uint8 / 255 lies in [0, 1] by construction, so only the shape is checked. ``precision`` stays fp32 for
     everything a threshold or report is computed from; training's per-epoch monitoring may pass bf16.
     """

@@ -4,7 +4,7 @@ training-only augmentation, and early stopping on validation AUC.
 The films arrive decoded once (uint8) and already on the training device; each step indexes a batch there,
 turns it into the float pixel contract, augments it in batch on the device and runs forward and loss under
 the precision of :class:`~core.training.distributed.Hardware` (bf16 autocast keeps fp32 master weights).
-Validation runs once per epoch on rank 0 only, in fp32 and inference mode at a large batch.
+Validation runs once per epoch on rank 0 only, in inference mode at the device's inference batch.
 At the end of every epoch the run's state is saved (core.training.resume), so an interrupted run
 resumes from its last finished epoch.
 """
@@ -152,8 +152,9 @@ def _replay(progress: RunProgress, config: TrainConfig, emit: Callable[[Progress
 
 def _validate(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, weight: torch.Tensor, epoch: int,
               train_loss: float, started: float, precision: str) -> EpochRecord:
-    """Per-epoch monitoring (early stopping, the curves) at the training precision, inference mode, a large
-    batch. The operating point and the report are computed afterwards, in fp32, on the stored weights."""
+    """Per-epoch monitoring (early stopping, the curves) at the training precision, inference mode, the
+    device's inference batch. The operating point and the report are computed afterwards, in fp32, on the
+    stored weights."""
     val_probs = probabilities_in_batches(model, x_val, precision=precision)
     return EpochRecord(epoch=epoch, train_loss=train_loss, val_auc=_auc(val_set.labels, val_probs),
                        val_loss=_weighted_nll(val_probs, val_set.labels, weight),
