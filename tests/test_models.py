@@ -203,6 +203,34 @@ def test_efficientnet_loads_packaged_imagenet_weights():
         torch.testing.assert_close(state[packaged_to_module_key(key)], packaged[key])
 
 
+@pytest.mark.parametrize("kernel, stride, groups", [(1, 1, 1), (3, 1, 8), (5, 1, 8), (3, 2, 8), (5, 2, 1)])
+@pytest.mark.parametrize("height, width", [(28, 28), (27, 30)])
+def test_same_padding_is_tensorflows_whether_the_convolution_pads_or_a_copy_does(kernel, stride, groups, height,
+                                                                                  width):
+    """TensorFlow "SAME": output ceil(size / stride), the extra pixel of an odd total at the bottom/right. Where
+    the padding is symmetric the convolution pads by itself (no padded copy); the result is the explicit
+    zero-padded convolution's, bit for bit, in both memory layouts."""
+    import math
+
+    import torch.nn.functional as F
+
+    from core.models.efficientnet_lite import SameConv2d
+
+    torch.manual_seed(0)
+    conv = SameConv2d(8, 16, kernel, stride, groups, bias=True)
+    x = torch.randn(2, 8, height, width)
+    pads = []
+    for size in (width, height):
+        total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+        pads += [total // 2, total - total // 2]
+    expected = F.conv2d(F.pad(x, pads), conv.weight, conv.bias, stride, 0, 1, groups)
+    assert expected.shape[-2:] == (math.ceil(height / stride), math.ceil(width / stride))
+    with torch.no_grad():
+        assert torch.equal(conv(x), expected)
+        layout = conv.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(layout, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_folding_batch_norms_keeps_the_function_and_refuses_a_network_in_training():
     """The film checks' extractor runs with each BatchNorm folded into its convolution: the same features up
     to float rounding, on a network whose BatchNorms hold non-trivial statistics."""
