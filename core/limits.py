@@ -62,8 +62,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 HOLDOUTS = ("kermany-batch",)  # named rules of core.training.holdout (another batch kept out of training)
 # Inference batches (validation, evaluate, film features; core.models.device.inference_batch_size). A GPU
 # wants large batches. A CPU wants a convolution's activations to stay in its caches: a film ran 1.2-1.3x
-# faster through ResNet-18 (fp32 and bf16), 1.8x through the 5-layer CNN and 3.7x through EfficientNet-Lite0
-# (classifier and film features) in batches of 6 than of 128 (bench/inference_batch.py, docs/measurements.md);
+# faster through ResNet-18 (fp32 and bf16), 1.8x through the 5-layer CNN and 2.6-3.8x through EfficientNet-
+# Lite0 (classifier and film features) in batches of 6 than of 128 (bench/inference_batch.py, measurements);
 # the MLP and logistic regression take a tenth of a millisecond either way. A lone film takes other kernels.
 INFERENCE_BATCH_SIZE = {"cpu": 6, "cuda": 512}
 
