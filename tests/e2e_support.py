@@ -153,11 +153,23 @@ def run_ranks(target, nprocs: int, folder: Path, timeout: float = 240) -> None:
     import pytest
     import torch.multiprocessing as mp
 
-    context = mp.start_processes(target, args=(nprocs, str(folder / "rendezvous"), str(folder)), nprocs=nprocs,
-                                 join=False, start_method="spawn")
+    context = mp.start_processes(_rank_then_leave, args=(target, nprocs, str(folder / "rendezvous"), str(folder)),
+                                 nprocs=nprocs, join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
     while not context.join(timeout=5):
         if time.monotonic() > deadline:
             for process in context.processes:
                 process.kill()
             pytest.fail(f"a rank is still waiting after {timeout:.0f} s")
+
+
+def _rank_then_leave(rank: int, target, nprocs: int, rendezvous: str, folder: str) -> None:
+    """One spawned rank: ``target``, then exit at once once it has returned (its results written, its process
+    group destroyed). The interpreter's own teardown is skipped: there gloo's threads can still abort a
+    finished rank (SIGABRT, "terminate called without an active exception", seen once in CI after both ranks
+    had written their results). An exception in ``target`` still fails the rank as usual."""
+    target(rank, nprocs, rendezvous, folder)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
