@@ -57,14 +57,9 @@ def evaluate_cli(folder: Path, name: str, work: Path) -> tuple[float, dict, str]
     return wall, report, problem
 
 
-def forward_batch(device: torch.device) -> int:
-    """The product's inference batch on this device (core.models.device)."""
-    return inference_batch_size(device)
-
-
 def decode_and_forward(folder: Path, loaded, device: torch.device) -> tuple[int, float, float]:
     """The floor: decode every film through the product's path, then batched forward passes. Seconds each."""
-    films, batch = discover(folder), forward_batch(device)
+    films, batch = discover(folder), inference_batch_size(device)
     started = time.perf_counter()
     x = torch.stack([film_to_tensor(read_film(path), loaded.image_size) for path in films.paths])
     decoded = time.perf_counter()
@@ -126,7 +121,7 @@ def throughput(entry, device: torch.device, films: int, sample_size: int) -> tup
         loaded = load_checkpoint(entry.json_path)
         loaded.model = place_model(loaded.model, device)  # as `python -m core evaluate` does
         size = loaded.image_size  # a warm-up batch: first calls allocate and pick kernels, for both sides alike
-        probabilities(loaded.model.eval(), torch.rand(forward_batch(device), 1, size, size))
+        probabilities(loaded.model.eval(), torch.rand(inference_batch_size(device), 1, size, size))
         started = time.perf_counter()
         evaluate_folder(loaded, folder)
         in_process = time.perf_counter() - started
@@ -145,7 +140,7 @@ def throughput(entry, device: torch.device, films: int, sample_size: int) -> tup
              f"| {cli_wall:.1f} | {n / cli_wall:.1f} | {n / cli_wall / floor:.2f}x |",
              f"| `evaluate_folder`, model already loaded | {in_process:.1f} | {n / in_process:.1f} "
              f"| {n / in_process / floor:.2f}x |",
-             f"| decode (read_film + film_to_tensor) + forward in batches of {forward_batch(device)} "
+             f"| decode (read_film + film_to_tensor) + forward in batches of {inference_batch_size(device)} "
              f"| {decode_s:.1f} + {forward_s:.1f} | {floor:.1f} | 1.00x |", "",
              f"Target (issue 11): `evaluate` >= 0.5x of decode + forward alone; measured {cli}"
              f"{n / in_process / floor:.2f}x in-process.", ""]
