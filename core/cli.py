@@ -1,5 +1,5 @@
 """Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,set-default,fit-population,
-other-batch,measured-elsewhere,models}``: tools script against it.
+other-batch,framing-check,measured-elsewhere,models}``: tools script against it.
 
 Every failure is a JSON object with an ``error`` message and exit code 1, never a traceback.
 """
@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="NAME", help="the registered version, trained without --holdout")
     p.add_argument("--from", dest="run", metavar="RUN", required=True,
                    help="a registered version of the same recipe trained with --holdout")
+    p = sub.add_parser("framing-check", help="add the tighter-framing report (the films shown 15 %% larger, a "
+                       "synthetic shift) to versions trained before it existed (administrators)")
+    p.add_argument("models", nargs="+", metavar="NAME", help="registered versions")
+    p.add_argument("--data", metavar="DIR", help="the training folder or manifest, if it moved since training")
+    _add_device(p, "run the models on the films")
     p = sub.add_parser("measured-elsewhere", help="record figures others measured on films not held here (e.g. the "
                        "project's official-test figures) on the versions they describe (administrators)")
     p.add_argument("file", metavar="FILE", help="JSON: films, measured_by, class_counts and, per version, model, "
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         run = {"predict": _predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
                "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
                "ensemble": commands.run_ensemble, "fit-population": _fit_population,
-               "other-batch": commands.run_other_batch, "measured-elsewhere": commands.run_measured_elsewhere}
+               "other-batch": commands.run_other_batch, "framing-check": commands.run_framing_check,
+               "measured-elsewhere": commands.run_measured_elsewhere}
         return run[args.command](args)
     except TriageError as exc:
         _fail(str(exc))

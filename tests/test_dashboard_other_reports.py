@@ -27,9 +27,9 @@ from core.store.checkpoints import load_checkpoint
 from core.store.records import read_model_record
 from core.store.registry import list_models
 from core.store.reports import WITHDRAWN
-from core.training.other_reports import OUT_OF_BATCH
+from core.training.other_reports import OUT_OF_BATCH, TIGHTER_FRAMING
 from dashboard.components.charts import travel_intervals
-from dashboard.components.reports import (FIGURES, NOT_MEASURED, TRAVEL_TITLES, VALIDATION,
+from dashboard.components.reports import (FIGURES, line_summaries, NOT_MEASURED, TRAVEL_TITLES, VALIDATION,
                                           metrics_with_travel, other_reports_in_order, out_of_batch_origin,
                                           read_at_another_threshold, travel_comparison, travel_points,
                                           travel_table)
@@ -87,11 +87,18 @@ def _entry(folder: Path, name: str):
 def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_out_folder):
     stored = _stored_json(held_out_folder)
     batch, validation = stored["other_reports"][OUT_OF_BATCH], stored["report"]
-    assert set(stored["other_reports"]) == {OUT_OF_BATCH}
+    assert set(stored["other_reports"]) == {OUT_OF_BATCH, TIGHTER_FRAMING}
     assert batch["class_counts"][0] > 0 and batch["class_counts"][1] > 0  # both classes held out
     table = travel_table(_entry(held_out_folder, HELD_OUT_MODEL).record)
     assert list(table.index) == list(FIGURES)
     assert list(table.columns) == ["Validation", "Other batch"]
+    # the same held-out films framed tighter: a line under the table (the sidebar has no room for a column)
+    framed = stored["other_reports"][TIGHTER_FRAMING]
+    assert framed["n"] == batch["n"]
+    framed_spec = _percent(framed["at_operating_point"]["specificity"], framed["at_operating_point"]["specificity_ci"])
+    (line,) = line_summaries(_entry(held_out_folder, HELD_OUT_MODEL).record)
+    assert line.startswith(f"**Framed 15 % tighter (synthetic)** ({framed['n']} films): AUC ")
+    assert line.endswith(f"specificity {framed_spec}.")
     assert list(table["Other batch"]) == [
         str(batch["n"]), _auc(batch["auc"], batch["auc_ci"]),
         _percent(batch["at_operating_point"]["sensitivity"], batch["at_operating_point"]["sensitivity_ci"]),
@@ -104,7 +111,8 @@ def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_ou
 def test_a_model_trained_without_a_holdout_shows_another_batch_as_not_measured(tmp_path):
     folder = quick_checkpoints(tmp_path / "quick")
     record = _entry(folder, "pneumonia-cnn5-v1").record
-    assert record.other_reports == {}
+    assert set(record.other_reports) == {TIGHTER_FRAMING}  # on its validation films: no batch was held out
+    assert record.other_reports[TIGHTER_FRAMING].n == record.report.n
     table = travel_table(record)
     assert list(table.columns) == ["Validation", "Other batch"]
     assert list(table["Other batch"]) == [NOT_MEASURED] * 4
@@ -120,7 +128,8 @@ def test_a_shipped_baseline_shows_the_figures_of_its_recipes_holdout_run_and_say
     lent = record.other_reports[OUT_OF_BATCH]
     assert (lent.n, lent.class_counts, lent.threshold) == (1154, [394, 760], run.threshold)
     table = travel_table(record)
-    assert list(table.columns) == ["Validation", "Other batch"]  # the project's own figures follow as a line
+    # the project's own figures follow as a line
+    assert list(table.columns) == ["Validation", "Other batch"]
     assert table.loc["n", "Other batch"] == "1154"
     assert table.loc["AUC", "Other batch"] == _auc(lent.auc, list(lent.auc_ci))
     assert table.loc["AUC", "Validation"] == _auc(record.report.auc, list(record.report.auc_ci))
@@ -130,7 +139,7 @@ def test_a_shipped_baseline_shows_the_figures_of_its_recipes_holdout_run_and_say
 
 def test_a_shipped_model_without_another_batch_shows_it_as_not_measured():
     record = read_model_record(ROOT / "checkpoints" / "covid-cnn5-v1.json")
-    assert record.other_reports == {} and record.holdout_run is None
+    assert set(record.other_reports) == {TIGHTER_FRAMING} and record.holdout_run is None
     table = travel_table(record)
     assert list(table["Other batch"]) == [NOT_MEASURED] * 4
     assert table.loc["AUC", "Validation"] == _auc(record.report.auc, list(record.report.auc_ci))
@@ -146,10 +155,11 @@ def test_the_card_says_which_weights_and_which_threshold_the_figures_describe(he
     assert read_at_another_threshold(record) == []
     recalibrated = record.model_copy(update={"operating_point": record.operating_point.model_copy(
         update={"threshold": record.operating_point.threshold / 2})})
-    assert read_at_another_threshold(recalibrated) == ["Another batch"]
+    assert read_at_another_threshold(recalibrated) == ["Another batch", "Framed 15 % tighter (synthetic)"]
 
 
 def test_known_keys_are_the_ones_training_writes():
+    assert TIGHTER_FRAMING in TRAVEL_TITLES
     assert OUT_OF_BATCH in TRAVEL_TITLES and not WITHDRAWN & set(TRAVEL_TITLES)
 
 
@@ -162,8 +172,8 @@ def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
     assert table.loc["Another batch: specificity", HELD_OUT_MODEL] == _percent(batch["specificity"],
                                                                               batch["specificity_ci"])
     assert (table.loc["Another batch: specificity", QUICK_MODELS] == NOT_MEASURED).all()
-    assert list(table.index) == [f"Another batch: {label}" for label in ("films", "AUC", "sensitivity",
-                                                                         "specificity")]
+    assert list(table.index) == [f"{films}: {label}" for films in ("Another batch", "Framed 15 % tighter (synthetic)")
+                                 for label in ("films", "AUC", "sensitivity", "specificity")]
     merged = list(metrics_with_travel([(e, e.record.report) for e in entries]).index)
     threshold = merged.index("Threshold (abnormal score)")
     assert merged[threshold + 1: threshold + 1 + len(table)] == list(table.index)  # after the threshold
@@ -211,6 +221,7 @@ def test_triage_card_shows_the_other_batch_figures_with_their_intervals(held_out
     assert "How the promise travels" in card and "overstate what a new site will see" in card
     assert "specificity fell from 91–100 % on validation to 42–74 %" in card  # the project's hidden-test figures
     assert "this run's own" in card and "not measured on another batch" not in card
+    assert "**Framed 15 % tighter (synthetic)**" in card and "a floor on the loss, not a forecast" in card
     assert "Adults" not in card and "the network alone" not in card  # the withdrawn adult-normals row is gone
     assert str(TRAIN_DIR.resolve()) not in card  # folders by their data-root label only
 
@@ -221,7 +232,8 @@ def test_triage_card_of_a_model_without_a_holdout_says_not_measured(tmp_path, se
     card = _card_text(at)
     assert "**not measured on another batch**" in card and "overstate what a new site will see" in card
     (table,) = [t.value for t in at.sidebar.table]
-    assert list(table["Other batch"]) == [NOT_MEASURED] * 4 and list(table.columns) == ["Validation", "Other batch"]
+    assert list(table["Other batch"]) == [NOT_MEASURED] * 4
+    assert list(table.columns) == ["Validation", "Other batch"]
 
 
 def test_compare_lists_out_of_batch_figures_for_each_model_that_has_them(mixed_folder, tmp_path, settings_env):
@@ -246,7 +258,7 @@ def test_compare_lists_out_of_batch_figures_for_each_model_that_has_them(mixed_f
     chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Sensitivity" in c.proto.spec
                  and "error_x" in c.proto.spec)
     held = [t for t in chart["data"] if t["name"] == HELD_OUT_MODEL]
-    assert {y for t in held for y in t["y"]} == {VALIDATION, "Another batch"}
+    assert {y for t in held for y in t["y"]} == {VALIDATION, "Another batch", "Framed 15 % tighter (synthetic)"}
 
 
 def test_compare_of_models_never_measured_on_another_batch_says_so(tmp_path, settings_env):
@@ -309,15 +321,16 @@ def test_a_version_storing_the_withdrawn_adults_report_loads_and_nothing_shows_i
     entries, problems = list_models(old_version_folder)
     assert not problems
     record = _entry(old_version_folder, HELD_OUT_MODEL).record
-    assert set(record.other_reports) == {OUT_OF_BATCH, OLD_ADULTS}  # still read from the file, untouched
+    assert set(record.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OLD_ADULTS}  # still read from the file
     loaded = load_checkpoint(old_version_folder / f"{HELD_OUT_MODEL}.json")
     assert loaded.record.other_reports[OLD_ADULTS].split == OLD_ADULTS_SPLIT
-    assert [key for key, _, _ in other_reports_in_order(record)] == [OUT_OF_BATCH]
+    assert [key for key, _, _ in other_reports_in_order(record)] == [OUT_OF_BATCH, TIGHTER_FRAMING]
     assert list(travel_table(record).columns) == ["Validation", "Other batch"]
     assert read_at_another_threshold(record) == []  # its older threshold is not mentioned either
-    assert list(travel_comparison(entries).index) == [f"Another batch: {label}" for label in
-                                                      ("films", "AUC", "sensitivity", "specificity")]
-    assert {p.films for p in travel_points(entries)} == {VALIDATION, "Another batch"}
+    assert list(travel_comparison(entries).index) == [f"{films}: {label}" for films in ("Another batch", "Framed 15 % tighter (synthetic)")
+                                                      for label in ("films", "AUC", "sensitivity", "specificity")]
+    assert {p.films for p in travel_points(entries)} == {VALIDATION, "Another batch",
+                                                          "Framed 15 % tighter (synthetic)"}
 
     card_page = _app(settings_env, old_version_folder, tmp_path)
     card = _card_text(card_page)

@@ -10,6 +10,7 @@ import torch
 from core import limits
 from core.errors import DatasetError
 from core.evaluation.metrics import evaluate_probabilities
+from core.evaluation.framing import framed_tighter
 from core.films.folders import discover
 from core.films.tensor import load_tensors
 from core.models.efficientnet_lite import efficientnet_lite0
@@ -19,7 +20,7 @@ from core.store.records import TrainConfig
 from core.training.data import patient_id
 from core.training.holdout import RULES, split_holdout
 from core.store.reports import WITHDRAWN
-from core.training.other_reports import OUT_OF_BATCH
+from core.training.other_reports import OUT_OF_BATCH, TIGHTER_FRAMING
 from core.training.train import split_films, train
 
 
@@ -69,8 +70,9 @@ def test_a_run_with_a_holdout_stores_the_out_of_batch_report_and_nothing_withdra
     record = train(kermany_train, config, name="held", directory=tmp_path)
     loaded = load_checkpoint(tmp_path / f"{record.name}.json")
     reports = loaded.record.other_reports
-    # only the held-out batch: the withdrawn "adults" report (noise textures of shared-data/tb/train) is gone
-    assert set(reports) == {OUT_OF_BATCH} and not WITHDRAWN & set(reports)
+    # the held-out batch, plain and framed tighter: the withdrawn "adults" report (noise textures of
+    # shared-data/tb/train) is gone
+    assert set(reports) == {OUT_OF_BATCH, TIGHTER_FRAMING} and not WITHDRAWN & set(reports)
     # the stored out-of-batch figures are the model's own on exactly the held-out films, at its threshold
     _, _, _, held = split_films(kermany_train, config.resolved())
     probs = probabilities_in_batches(loaded.model, load_tensors(held, 64))
@@ -80,6 +82,12 @@ def test_a_run_with_a_holdout_stores_the_out_of_batch_report_and_nothing_withdra
     assert reports[OUT_OF_BATCH].specificity == pytest.approx(again.specificity)
     lo, hi = reports[OUT_OF_BATCH].at_operating_point.specificity_ci
     assert lo <= reports[OUT_OF_BATCH].specificity <= hi
+    framed = probabilities_in_batches(loaded.model, framed_tighter(load_tensors(held, 64)))
+    framed_again = evaluate_probabilities(held.labels, framed, held.classes, loaded.operating_point)
+    assert reports[TIGHTER_FRAMING].n == len(held)
+    assert reports[TIGHTER_FRAMING].auc == pytest.approx(framed_again.auc, abs=1e-6)
+    assert reports[TIGHTER_FRAMING].specificity == pytest.approx(framed_again.specificity)
+    assert f"the {len(held)} films of another batch" in reports[TIGHTER_FRAMING].split
     assert "after holding out another batch" in loaded.record.report.split
     json.loads((tmp_path / f"{record.name}.json").read_text())  # strict JSON: no NaN
 

@@ -79,6 +79,10 @@ def test_every_model_loads_and_carries_a_full_validation_report(shipped):
         assert report is not None, name
         assert REPORT_KEYS <= set(report.to_json()), name
         assert not WITHDRAWN & set(record.other_reports), name  # no figure on the noise textures of tb/train
+        framed = record.other_reports["tighter-framing"]  # every version: its own films framed 15 % tighter
+        assert framed.threshold == record.operating_point.threshold, name
+        own_batch = record.training.config.holdout and record.other_reports["out-of-batch"]
+        assert framed.n == (own_batch.n if own_batch else report.n), name  # held-out batch, else validation
         if record.task == "covid":  # 50 films of covid-3class/train, near-duplicates kept on one side
             assert report.n == 50 and report.class_counts == [24, 13, 13], name
         elif record.training.config.holdout:  # another batch held out first: a patient-disjoint 20 % of the rest
@@ -109,9 +113,14 @@ def test_the_default_is_the_resnet_ensemble_with_a_sensitivity_margin(shipped):
     assert default.record.calibration.previous_policy == "highest threshold with validation sensitivity >= 98%"
     assert default.record.report.auc > 0.995
     # the "adults" report was withdrawn from the shipped JSON (shared-data/tb/train holds noise textures)
-    assert set(default.record.other_reports) == {"out-of-batch"}
+    assert set(default.record.other_reports) == {"out-of-batch", "tighter-framing"}
     other_batch = default.record.other_reports["out-of-batch"]
     assert other_batch.auc > 0.99 and other_batch.sensitivity > 0.95 and other_batch.specificity > 0.95
+    # the same films framed 15 % tighter, at the shipped threshold: sensitivity up, specificity down, as on the
+    # official Kermany test (issue 13)
+    framed = default.record.other_reports["tighter-framing"]
+    assert (framed.n, framed.threshold) == (other_batch.n, point.threshold)
+    assert framed.sensitivity > other_batch.sensitivity and 0.9 < framed.specificity < other_batch.specificity
 
 
 def test_the_default_triages_the_unseen_full_resolution_films(shipped, films_dir):

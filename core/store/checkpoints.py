@@ -119,6 +119,13 @@ def attach_holdout_run(json_path: Path, out_of_batch: Report, run: HoldoutRun) -
     return update_record(json_path, {"other_reports": {**others, OUT_OF_BATCH: out_of_batch}, "holdout_run": run})
 
 
+def attach_other_report(json_path: Path, key: str, report: Report) -> ModelRecord:
+    """Add (or replace) one entry of an existing version's ``other_reports``; the weights, the operating point and
+    every other field are unchanged."""
+    others = read_model_record(json_path).other_reports
+    return update_record(json_path, {"other_reports": {**others, key: report}})
+
+
 def attach_measured_elsewhere(json_path: Path, measured: MeasuredElsewhere) -> ModelRecord:
     """Add figures measured elsewhere to an existing version, replacing its earlier ones from the same films and
     measurer; the weights and every other field are unchanged."""

@@ -80,7 +80,8 @@ def calibrate(
         report = report_on(model, val_set, loaded.image_size, point, split, config.seed)
         chosen_on = {SITE: site_report}
     holdout = holdout_rule(config.holdout).description if held_out is not None else ""
-    others = {**other_reports(model, held_out, holdout, loaded.image_size, point, config.seed), **chosen_on}
+    others = {**other_reports(model, held_out, holdout, loaded.image_size, point, config.seed, validation=val_set),
+              **chosen_on}
     previous = record.operating_point
     calibrated = record.model_copy(update={
         "operating_point": point, "report": report, "other_reports": others,

@@ -1,5 +1,5 @@
 """The command-line subcommands that change models: ``train``, ``calibrate``, ``ensemble``, ``set-default``,
-``other-batch``, ``measured-elsewhere``.
+``other-batch``, ``framing-check``, ``measured-elsewhere``.
 
 core.cli parses the arguments and turns every TriageError raised here into its JSON error and exit code 1.
 Heavy imports (torch, the training loop) happen inside each command, so ``python -m core models`` stays light.
@@ -135,6 +135,17 @@ def run_other_batch(args) -> int:
     record = adopt_holdout_run(args.model, args.run, who=_who())
     print(json.dumps({"name": record.name, "holdout_run": record.holdout_run.to_json(),
                       "other_batch": record.other_reports[OUT_OF_BATCH].summary_with_intervals()}))
+    return 0
+
+
+def run_framing_check(args) -> int:
+    from core.training.framing_check import add_framing_report
+    from core.training.other_reports import TIGHTER_FRAMING
+
+    for name in args.models:
+        record = add_framing_report(name, args.data, device=args.device, who=_who())
+        print(json.dumps({"name": record.name,
+                          TIGHTER_FRAMING: record.other_reports[TIGHTER_FRAMING].summary_with_intervals()}), flush=True)
     return 0
 
 

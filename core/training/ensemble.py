@@ -113,7 +113,7 @@ def build_ensemble_version(
     data_dir = Path(data_dir or first.training.data_dir)
     _, train_set, _, held_out = split_films(data_dir, config)
     others = other_reports(ensemble, held_out, holdout_rule(config.holdout).description if held_out else "",
-                           ensemble.image_size, point, config.seed)
+                           ensemble.image_size, point, config.seed, validation=val_set)
     population, check = _population(loaded, train_set, val_set, data_dir, config.seed)
     record = _record(loaded, config, data_dir, point, report, others, ensemble, where.type)
     stored = ship_version(ensemble, record.model_copy(update={"population_check": check}), base_name, directory,
