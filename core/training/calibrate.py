@@ -18,10 +18,10 @@ Which report says what, in both modes (chosen so that a clinician compares like 
 the internal validation, re-read at the new threshold, so a calibrated version's card and the promotion floor
 still speak of the same films as every other version's; ``other_reports["site"]`` is the site films read at
 the new threshold (its sensitivity is met by construction: the threshold was chosen on them); every other
-entry of ``other_reports`` (the out-of-batch holdout) is recomputed at the new threshold, and entries that
-cannot be recomputed (a previous calibration's site films, another run's other-batch figures lent by
-``other-batch --from``, a withdrawn report such as ``adults``) are dropped rather than kept at a threshold the
-version no longer uses. Either mode therefore needs the training folder to re-read validation.
+entry of ``other_reports`` (the out-of-batch holdout, the tighter-framing check) is recomputed at the new
+threshold, and entries that cannot be recomputed (a previous calibration's site films, another run's
+other-batch figures lent by ``other-batch --from``, a withdrawn report such as ``adults``) are dropped rather
+than kept at a threshold the version no longer uses. Either mode therefore needs the training folder to re-read validation.
 """
 from __future__ import annotations
 
