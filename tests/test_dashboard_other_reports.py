@@ -327,7 +327,8 @@ def test_a_version_storing_the_withdrawn_adults_report_loads_and_nothing_shows_i
     assert [key for key, _, _ in other_reports_in_order(record)] == [OUT_OF_BATCH, TIGHTER_FRAMING]
     assert list(travel_table(record).columns) == ["Validation", "Other batch"]
     assert read_at_another_threshold(record) == []  # its older threshold is not mentioned either
-    assert list(travel_comparison(entries).index) == [f"{films}: {label}" for films in ("Another batch", "Framed 15 % tighter (synthetic)")
+    framings = ("Another batch", "Framed 15 % tighter (synthetic)")
+    assert list(travel_comparison(entries).index) == [f"{films}: {label}" for films in framings
                                                       for label in ("films", "AUC", "sensitivity", "specificity")]
     assert {p.films for p in travel_points(entries)} == {VALIDATION, "Another batch",
                                                           "Framed 15 % tighter (synthetic)"}

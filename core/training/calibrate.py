@@ -21,7 +21,8 @@ the new threshold (its sensitivity is met by construction: the threshold was cho
 entry of ``other_reports`` (the out-of-batch holdout, the tighter-framing check) is recomputed at the new
 threshold, and entries that cannot be recomputed (a previous calibration's site films, another run's
 other-batch figures lent by ``other-batch --from``, a withdrawn report such as ``adults``) are dropped rather
-than kept at a threshold the version no longer uses. Either mode therefore needs the training folder to re-read validation.
+than kept at a threshold the version no longer uses. Either mode therefore needs the training folder to re-read
+validation.
 """
 from __future__ import annotations
 

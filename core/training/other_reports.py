@@ -15,9 +15,8 @@ Every figure carries its bootstrap 95 % interval (core.evaluation.metrics). Thre
 from __future__ import annotations
 
 
-from torch import nn
-
 import torch
+from torch import nn
 
 from core.evaluation.framing import TIGHTER_FRAMING, framed_tighter, framing_description
 from core.evaluation.metrics import evaluate_probabilities

@@ -167,8 +167,8 @@ def operating_points(curves: list[RocCurve]) -> pd.DataFrame:
 
 
 # How a model's promise travels (#13): its internal validation beside ModelRecord.other_reports, whose keys
-# come from core.training.other_reports ("out-of-batch", "tighter-framing") and site recalibration ("site"). Withdrawn keys that
-# older versions still store (core.store.reports.WITHDRAWN) are never shown.
+# come from core.training.other_reports ("out-of-batch", "tighter-framing") and site recalibration ("site").
+# Withdrawn keys that older versions still store (core.store.reports.WITHDRAWN) are never shown.
 VALIDATION = "Internal validation"
 TRAVEL_TITLES = {"out-of-batch": "Another batch", "tighter-framing": "Framed 15 % tighter (synthetic)",
                  "site": "Site films (used to recalibrate)"}
@@ -287,7 +287,8 @@ def travel_table(record: ModelRecord) -> pd.DataFrame:
     (:data:`CARD_LINES`) and figures measured elsewhere follow it as lines (:func:`line_summaries`,
     :func:`elsewhere_summaries`): a third column would not fit."""
     lines = {travel_title(key) for key in CARD_LINES}
-    columns = {title: travel_figures(report) for title, report in travel_reports(record).items() if title not in lines}
+    columns = {title: travel_figures(report) for title, report in travel_reports(record).items()
+               if title not in lines}
     other_batch = TRAVEL_TITLES["out-of-batch"]
     if other_batch not in columns:  # shown as not measured, in its place after internal validation
         first = [VALIDATION] if VALIDATION in columns else []
