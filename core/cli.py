@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int)
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--hflip", action="store_true", help="also flip horizontally (moves the heart; off by default)")
+    p.add_argument("--wide-framing", action="store_true", help="augmentation also varies the framing widely: scale "
+                   "0.8-1.25, width against height up to 15 %%, shifts up to 8 %% (off by default)")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="ignore local ImageNet weights")
     p.add_argument("--batch-size", type=int, default=limits.DEFAULT_BATCH_SIZE)
     p.add_argument("--lr", type=float)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from core.films.film import Film
@@ -176,3 +178,57 @@ def test_augmentation_never_flips_by_default():
     flipped = TrainingAugmentation(brightness=0.0, contrast=0.0, hflip=True)(batch, torch.Generator().manual_seed(0))
     left, right = flipped[..., :10].mean(dim=(1, 2, 3)), flipped[..., 22:].mean(dim=(1, 2, 3))
     assert 10 < int((right > left).sum()) < 54  # about half flipped when asked to
+
+
+def _augment_as_before(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """TrainingAugmentation() as it was before wide framing existed: every shipped model trained with this."""
+    n = batch.shape[0]
+
+    def uniform(lo, hi):
+        return torch.rand(n, generator=generator) * (hi - lo) + lo
+
+    angle = uniform(-10.0, 10.0) * math.pi / 180.0
+    scale = uniform(0.9, 1.1)
+    shift = torch.stack([uniform(-0.06, 0.06) for _ in range(2)], dim=1) * 2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    out = F.grid_sample(batch, F.affine_grid(theta, list(batch.shape), align_corners=False), mode="bilinear",
+                        padding_mode="zeros", align_corners=False)
+    gain, bias = uniform(0.85, 1.15).view(n, 1, 1, 1), uniform(-0.1, 0.1).view(n, 1, 1, 1)
+    mean = out.mean(dim=(2, 3), keepdim=True)
+    return ((out - mean) * gain + mean + bias).clamp(0.0, 1.0)
+
+
+def test_the_standard_augmentation_is_unchanged_bit_for_bit():
+    batch = _batch(n=8)
+    assert torch.equal(TrainingAugmentation()(batch, torch.Generator().manual_seed(3)),
+                       _augment_as_before(batch, torch.Generator().manual_seed(3)))
+
+
+def test_wide_framing_varies_the_size_and_the_width_against_the_height():
+    """A centred square, augmented without rotation, shift or photometric change: its size spans 0.8-1.25 of the
+    original, and its width against its height up to 1.15 either way, which the standard one never does."""
+    square = torch.zeros(400, 1, 64, 64)
+    square[..., 16:48, 16:48] = 1.0
+
+    def widths_heights(augment):
+        augment.rotation_deg, augment.translate, augment.brightness, augment.contrast = 0.0, 0.0, 0.0, 0.0
+        out = augment(square, torch.Generator().manual_seed(0)) > 0.5
+        return out.any(dim=2).sum(dim=(1, 2)).float(), out.any(dim=3).sum(dim=(1, 2)).float()
+
+    width, height = widths_heights(TrainingAugmentation.wide_framing())
+    # each side: scale 0.8-1.25 times sqrt(1.15) either way, so 0.75-1.34 of the original at the extremes
+    assert 32 * 0.72 <= float(width.min()) <= 32 * 0.8 and 32 * 1.25 <= float(width.max()) <= 32 * 1.4
+    ratio = width / height
+    assert float(ratio.min()) < 0.93 and float(ratio.max()) > 1.07
+    width, height = widths_heights(TrainingAugmentation())
+    assert 32 * 0.85 <= float(width.min()) and float(width.max()) <= 32 * 1.15  # 0.9-1.1, to a pixel
+    assert torch.equal(width, height)  # the standard augmentation keeps the proportions
+
+
+def test_training_records_wide_framing_and_a_run_of_another_augmentation_is_another_recipe():
+    from core.store.records import TrainConfig
+    from core.training.holdout_run import RECIPE
+
+    assert "wide_framing" in RECIPE and TrainConfig().wide_framing is False
+    assert TrainConfig.model_validate(TrainConfig(wide_framing=True).to_json()).wide_framing is True

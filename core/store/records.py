@@ -34,6 +34,7 @@ class TrainConfig(Record):
     weight_decay: float = 1e-4
     augment: bool = True
     hflip: bool = False
+    wide_framing: bool = False  # augmentation also varies framing widely (TrainingAugmentation.wide_framing)
     pretrained: bool = True
     val_fraction: float = limits.DEFAULT_VAL_FRACTION
     patience: int = limits.DEFAULT_PATIENCE

@@ -25,7 +25,8 @@ def run_train(args) -> int:
 
     try:
         request = TrainConfig(arch=args.arch, epochs=args.epochs, image_size=args.image_size,
-                              augment=args.augment, hflip=args.hflip, pretrained=args.pretrained,
+                              augment=args.augment, hflip=args.hflip, wide_framing=args.wide_framing,
+                              pretrained=args.pretrained,
                               batch_size=args.batch_size, lr=args.lr, max_films=args.max_films, seed=args.seed,
                               split_seed=args.split_seed, holdout=args.holdout, patience=args.patience,
                               target_sensitivity=args.target_sensitivity, device=args.device,

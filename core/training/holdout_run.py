@@ -27,8 +27,8 @@ from core.store.reports import OUT_OF_BATCH
 
 # TrainConfig fields that make a recipe (holdout, device, precision as asked and the sensitivity target are
 # compared otherwise or not at all: the device changes no figure beyond float noise)
-RECIPE = ("arch", "epochs", "image_size", "batch_size", "lr", "weight_decay", "augment", "hflip", "pretrained",
-          "val_fraction", "patience", "seed", "split_seed", "max_films")
+RECIPE = ("arch", "epochs", "image_size", "batch_size", "lr", "weight_decay", "augment", "hflip", "wide_framing",
+          "pretrained", "val_fraction", "patience", "seed", "split_seed", "max_films")
 
 
 def adopt_holdout_run(name: str, run_name: str, who: str = "cli") -> ModelRecord:

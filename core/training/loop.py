@@ -110,7 +110,7 @@ class _Trainer:
                    schedule=torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr,
                                                                 total_steps=config.epochs * steps, pct_start=0.15),
                    loss_fn=nn.CrossEntropyLoss(weight=train.class_weight.to(hardware.device)),
-                   augment=TrainingAugmentation(hflip=config.hflip) if config.augment else None,
+                   augment=_augmentation(config),
                    generator=torch.Generator().manual_seed(config.seed + 7919 * hardware.world.rank),
                    channels_last=has_convolutions(model), batch_size=hardware.rank_batch_size(config.batch_size,
                                                                                               train.total),
@@ -171,3 +171,11 @@ def _auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     if probs.shape[1] == 2:
         return float(roc_auc_score(y_true, probs[:, 1]))
     return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro"))
+
+
+def _augmentation(config: TrainConfig) -> TrainingAugmentation | None:
+    if not config.augment:
+        return None
+    if config.wide_framing:
+        return TrainingAugmentation.wide_framing(hflip=config.hflip)
+    return TrainingAugmentation(hflip=config.hflip)
