@@ -21,11 +21,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from core.evaluation.framing import framed_tighter  # noqa: E402
+from core.evaluation.framing import framed_tighter, magnified  # noqa: E402
 from core.films.tensor import load_tensors  # noqa: E402
 from core.models.inference import probabilities_in_batches  # noqa: E402
 from core.store.checkpoints import load_checkpoint  # noqa: E402
-from core.store.registry import SHIPPED, list_models  # noqa: E402
+from core.store.manifest import shipped_dir  # noqa: E402
+from core.store.registry import list_models  # noqa: E402
 from core.training.calibrate import recorded_split  # noqa: E402
 
 
@@ -36,13 +37,6 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     g = g / g.sum()
     x = F.conv2d(F.pad(x, (k // 2, k // 2, 0, 0), mode="reflect"), g.view(1, 1, 1, k))
     return F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="reflect"), g.view(1, 1, k, 1))
-
-
-def _affine(x: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
-    """Content magnified sx times across and sy times down about the centre; the edge repeated where it runs out."""
-    theta = torch.tensor([[1 / sx, 0, 0], [0, 1 / sy, 0]], dtype=torch.float32).expand(len(x), 2, 3)
-    return F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), padding_mode="border",
-                         align_corners=False)
 
 
 def _contrast(x: torch.Tensor, gain: float) -> torch.Tensor:
@@ -68,16 +62,18 @@ CHANGES = {  # float [0, 1] N x 1 x S x S -> the same films changed (clamped and
     "sharpened": lambda x: x + (x - _blur(x, x.shape[-1] / 150)),
     "noise (sd 0.03)": lambda x: x + 0.03 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)),
     "levels (1st-99th percentile stretched)": _levels,
-    "framed 15 % tighter (the product's check)": None,  # core.evaluation.framing itself
-    "framed 13 % wider": lambda x: _affine(x, 0.87, 0.87),
-    "chest 13 % narrower": lambda x: _affine(x, 0.87, 1.0),
-    "chest 15 % wider": lambda x: _affine(x, 1.15, 1.0),
+}
+FRAMINGS = {  # uint8 films -> the same films framed otherwise, by core.evaluation.framing
+    "framed 15 % tighter (the product's check)": framed_tighter,
+    "framed 13 % wider": lambda films: magnified(films, 0.87, 0.87),
+    "chest 13 % narrower": lambda films: magnified(films, 0.87, 1.0),
+    "chest 15 % wider": lambda films: magnified(films, 1.15, 1.0),
 }
 
 
 def changed(films_uint8: torch.Tensor, change: str) -> torch.Tensor:
-    if CHANGES[change] is None:
-        return framed_tighter(films_uint8)
+    if change in FRAMINGS:
+        return FRAMINGS[change](films_uint8)
     x = CHANGES[change](films_uint8.float() / 255.0)
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -86,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated versions (default: every shipped pneumonia model)")
     args = parser.parse_args()
-    entries, _ = list_models(SHIPPED)
+    entries, _ = list_models(shipped_dir())
     wanted = args.models.split(",") if args.models else [e.name for e in entries if e.record.task == "pneumonia"]
     print("| model | films | change | AUC | sens | spec |\n|---|---|---|---|---|---|")
     for name in wanted:
@@ -97,7 +93,7 @@ def main() -> None:
         x = load_tensors(films, loaded.image_size)
         point = loaded.operating_point
         abnormal = np.asarray(films.labels) != point.normal_index
-        for change in CHANGES:
+        for change in (*CHANGES, *FRAMINGS):
             score = 1 - probabilities_in_batches(loaded.model, changed(x, change))[:, point.normal_index]
             sens = (score[abnormal] >= point.threshold).mean()
             spec = (score[~abnormal] < point.threshold).mean()

@@ -29,13 +29,19 @@ def framed_tighter(films_uint8: torch.Tensor, zoom: float = FRAMING_ZOOM) -> tor
         raise ValueError(f"expected N x 1 x S x S uint8 films, got {films_uint8.dtype} {tuple(films_uint8.shape)}")
     if not zoom >= 1.0:
         raise ValueError(f"zoom must be at least 1 (a tighter framing), got {zoom}")
-    parts = [_zoom(films_uint8[i : i + _CHUNK], zoom) for i in range(0, len(films_uint8), _CHUNK)]
+    return magnified(films_uint8, zoom, zoom)
+
+
+def magnified(films_uint8: torch.Tensor, across: float, down: float) -> torch.Tensor:
+    """The films shown ``across`` times wider and ``down`` times taller about their centre (below 1: smaller, the
+    edge repeated where the film runs out), same size and dtype. ``bench/shifts.py`` tries other framings with it."""
+    parts = [_zoom(films_uint8[i : i + _CHUNK], across, down) for i in range(0, len(films_uint8), _CHUNK)]
     return torch.cat(parts) if parts else films_uint8.clone()
 
 
-def _zoom(films_uint8: torch.Tensor, zoom: float) -> torch.Tensor:
+def _zoom(films_uint8: torch.Tensor, across: float, down: float) -> torch.Tensor:
     x = films_uint8.to(torch.float32) / 255.0
-    theta = torch.tensor([[1.0 / zoom, 0.0, 0.0], [0.0, 1.0 / zoom, 0.0]], device=x.device).expand(len(x), 2, 3)
+    theta = torch.tensor([[1.0 / across, 0.0, 0.0], [0.0, 1.0 / down, 0.0]], device=x.device).expand(len(x), 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return (out * 255.0).round_().clamp_(0, 255).to(torch.uint8)

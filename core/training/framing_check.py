@@ -16,7 +16,7 @@ from core.store.records import ModelRecord
 from core.store.registry import find_model
 from core.training.calibrate import recorded_split
 from core.training.holdout import holdout_rule
-from core.training.other_reports import TIGHTER_FRAMING, other_reports
+from core.training.other_reports import TIGHTER_FRAMING, framing_report
 
 
 def add_framing_report(name: str, data_dir: str | Path | None = None, device: str = "auto",
@@ -29,8 +29,7 @@ def add_framing_report(name: str, data_dir: str | Path | None = None, device: st
     model = place_model(loaded.model, resolve_device(device))
     holdout = holdout_rule(record.training.config.holdout).description if held_out is not None else ""
     seed = record.training.config.seed
-    report = other_reports(model, held_out, holdout, loaded.image_size, record.operating_point, seed,
-                           validation=val_set)[TIGHTER_FRAMING]
+    report = framing_report(model, held_out, holdout, val_set, loaded.image_size, record.operating_point, seed)
     stored = attach_other_report(entry.json_path, TIGHTER_FRAMING, report)
     record_action("framing-check", who, model=stored.name, task=stored.task, threshold=report.threshold,
                   auc=report.auc, sensitivity=report.sensitivity, specificity=report.specificity, n=report.n)

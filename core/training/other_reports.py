@@ -44,22 +44,25 @@ def other_reports(model: nn.Module, held_out: FilmSet | None, holdout_descriptio
         split = f"{OUT_OF_BATCH}: {len(held_out)} films, {holdout_description}"
         x = _tensors(model, held_out, image_size)
         reports[OUT_OF_BATCH] = _read(model, held_out, x, point, split, seed)
-        reports[TIGHTER_FRAMING] = _framed(model, held_out, x, point, f"the {len(held_out)} films of another batch "
-                                           f"({holdout_description})", seed)
+        reports[TIGHTER_FRAMING] = _framed(model, held_out, x, point, holdout_description, seed)
     elif validation is not None and len(validation):
-        reports[TIGHTER_FRAMING] = framing_report(model, validation, image_size, point, seed)
+        reports[TIGHTER_FRAMING] = framing_report(model, None, "", validation, image_size, point, seed)
     return reports
 
 
-def framing_report(model: nn.Module, validation: FilmSet, image_size: int, point: OperatingPoint,
-                   seed: int = 0) -> Report:
-    """The tighter-framing report of a version trained without a held-out batch: its validation films."""
-    x = _tensors(model, validation, image_size)
-    return _framed(model, validation, x, point, f"the {len(validation)} validation films", seed)
+def framing_report(model: nn.Module, held_out: FilmSet | None, holdout_description: str, validation: FilmSet,
+                   image_size: int, point: OperatingPoint, seed: int = 0) -> Report:
+    """The tighter-framing report alone (as :func:`other_reports` computes it): on the held-out batch when there
+    is one, else on the validation films."""
+    films = held_out if held_out is not None else validation
+    x = _tensors(model, films, image_size)
+    return _framed(model, films, x, point, holdout_description if held_out is not None else None, seed)
 
 
-def _framed(model: nn.Module, films: FilmSet, x: torch.Tensor, point: OperatingPoint, which: str,
+def _framed(model: nn.Module, films: FilmSet, x: torch.Tensor, point: OperatingPoint, holdout_description: str | None,
             seed: int) -> Report:
+    which = (f"the {len(films)} films of another batch ({holdout_description})" if holdout_description is not None
+             else f"the {len(films)} validation films")
     split = f"{TIGHTER_FRAMING}: {which}, {framing_description()}"
     return _read(model, films, framed_tighter(x), point, split, seed)
 

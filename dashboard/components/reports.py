@@ -289,11 +289,10 @@ def travel_table(record: ModelRecord) -> pd.DataFrame:
     lines = {travel_title(key) for key in CARD_LINES}
     columns = {title: travel_figures(report) for title, report in travel_reports(record).items()
                if title not in lines}
+    # another batch always follows internal validation, as not measured where the check never ran
     other_batch = TRAVEL_TITLES["out-of-batch"]
-    if other_batch not in columns:  # shown as not measured, in its place after internal validation
-        first = [VALIDATION] if VALIDATION in columns else []
-        columns = {**{t: columns[t] for t in first}, other_batch: (NOT_MEASURED,) * len(FIGURES),
-                   **{t: f for t, f in columns.items() if t not in first}}
+    first = {title: columns[title] for title in (VALIDATION,) if title in columns}
+    columns = {**first, other_batch: columns.get(other_batch, (NOT_MEASURED,) * len(FIGURES)), **columns}
     table = pd.DataFrame({SHORT_TITLES.get(title, title): figures for title, figures in columns.items()},
                          index=list(FIGURES))
     return table
