@@ -45,7 +45,9 @@ def model_here(copied_model, settings_env):
 
 
 def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_here, tmp_path, isolated_audit_log):
-    (stored,) = record_measurements(_file(tmp_path, model_here))
+    recorded = record_measurements(_file(tmp_path, model_here))
+    (stored,) = recorded.stored
+    assert recorded.skipped == []
     (measured,) = read_model_record(tmp_path / f"{model_here.name}.json").measured_elsewhere
     assert stored.measured_elsewhere == (measured,)
     assert (measured.n, measured.auc, measured.sensitivity, measured.specificity) == (200, 0.9, 0.9, 0.8)
@@ -66,7 +68,7 @@ def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_her
     audit = json.loads(isolated_audit_log.read_text().splitlines()[-1])
     assert (audit["action"], audit["model"], audit["details"]["n"]) == ("measured-elsewhere", stored.name, 200)
     # recording the same films again replaces the figures instead of adding a second column
-    (again,) = record_measurements(_file(tmp_path, model_here, specificity=0.7, accuracy=0.82))
+    (again,) = record_measurements(_file(tmp_path, model_here, specificity=0.7, accuracy=0.82)).stored
     assert [m.specificity for m in again.measured_elsewhere] == [0.7]
 
 
@@ -82,6 +84,31 @@ def test_figures_that_cannot_describe_the_version_are_refused_and_nothing_is_wri
     with pytest.raises(Exception, match=message):
         record_measurements(_file(tmp_path, model_here, **change))
     assert (tmp_path / f"{model_here.name}.json").read_bytes() == before
+
+
+def test_entries_for_versions_not_here_are_skipped_and_said_so_while_the_others_are_recorded(
+        model_here, tmp_path, isolated_audit_log, run_cli):
+    """A project file covers every model the project shipped; a site may not have them all (a seed-lineup model
+    that make models retrains has other weights), and that must not keep the others' figures off their cards."""
+    path = _file(tmp_path, model_here)
+    data = json.loads(path.read_text())
+    data["models"] += [{**data["models"][0], "model": "pneumonia-gone-v1"},
+                       {**data["models"][0], "weights_sha256": "0" * 64}]  # the same version, retrained weights
+    path.write_text(json.dumps(data))
+    recorded = record_measurements(path)
+    assert [r.name for r in recorded.stored] == [model_here.name]
+    assert [m for m, _ in recorded.skipped] == ["pneumonia-gone-v1", model_here.name]
+    assert "No version named pneumonia-gone-v1 is registered here" in recorded.skipped[0][1]
+    assert "measured on other weights" in recorded.skipped[1][1]
+    assert read_model_record(tmp_path / f"{model_here.name}.json").measured_elsewhere[0].auc == 0.9
+    done = run_cli("measured-elsewhere", path, checkpoints=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [s["model"] for s in done.json_lines()[-1]["skipped"]] == ["pneumonia-gone-v1", model_here.name]
+    # a file with nothing for this install is refused, and says why
+    data["models"] = data["models"][1:]
+    path.write_text(json.dumps(data))
+    with pytest.raises(CommandRefused, match="pneumonia-gone-v1 is registered here.*other weights"):
+        record_measurements(path)
 
 
 def test_other_class_names_and_an_unreadable_file_are_refused(model_here, tmp_path):

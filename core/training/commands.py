@@ -153,6 +153,9 @@ def run_framing_check(args) -> int:
 def run_measured_elsewhere(args) -> int:
     from core.training.measured_elsewhere import record_measurements
 
-    for record in record_measurements(Path(args.file), who=_who()):
+    recorded = record_measurements(Path(args.file), who=_who())
+    for record in recorded.stored:
         print(json.dumps({"name": record.name, "measured_elsewhere": [m.to_json() for m in record.measured_elsewhere]}))
+    if recorded.skipped:  # entries for versions this install does not have (or has other weights of)
+        print(json.dumps({"skipped": [{"model": model, "reason": reason} for model, reason in recorded.skipped]}))
     return 0

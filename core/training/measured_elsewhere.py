@@ -13,12 +13,13 @@ re-signed. Weights, thresholds and the reports measured here are unchanged.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
 
 from core.admin.audit import record_action
-from core.errors import CommandRefused
+from core.errors import CommandRefused, ModelNotFound
 from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
 from core.store.base import Record, read_record
 from core.store.checkpoints import attach_measured_elsewhere
@@ -48,16 +49,34 @@ class MeasurementsFile(Record):
     models: list[ReportedFigures] = Field(min_length=1)
 
 
-def record_measurements(path: Path, who: str = "cli") -> list[ModelRecord]:
-    """Record every entry of the measurements file at ``path`` on its version; returns them as stored.
-    CommandRefused (nothing written) when the file or any entry cannot be taken."""
+class NotHere(Exception):
+    """An entry describes no version of this install (absent, or other weights): skipped, not an error."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    stored: list[ModelRecord]  # the versions that got their figures, as stored
+    skipped: list[tuple[str, str]]  # (model named in the file, why its entry describes nothing here)
+
+
+def record_measurements(path: Path, who: str = "cli") -> Recorded:
+    """Record every entry of the measurements file at ``path`` on its version, skipping the entries of versions
+    not here (absent, or other weights). CommandRefused (nothing written) when the file or any entry is wrong,
+    or when no entry describes a version here."""
     try:
         reported = read_record(MeasurementsFile, Path(path), f"Measurements file {Path(path).name}")
     except OSError as exc:
         raise CommandRefused(f"Measurements file {Path(path).name} cannot be read ({exc.strerror or exc}).") from None
     except ValueError as exc:
         raise CommandRefused(f"{exc}.") from None
-    planned = [_planned(reported, figures) for figures in reported.models]  # all checked before any is written
+    planned, skipped = [], []
+    for figures in reported.models:  # all checked before any is written
+        try:
+            planned.append(_planned(reported, figures))
+        except NotHere as exc:
+            skipped.append((figures.model, str(exc)))
+    if not planned:
+        raise CommandRefused(" ".join(reason for _, reason in skipped))
     stored = []
     for entry, measured in planned:
         record = attach_measured_elsewhere(entry.json_path, measured)  # re-signs a shipped version
@@ -65,15 +84,18 @@ def record_measurements(path: Path, who: str = "cli") -> list[ModelRecord]:
                       measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
                       sensitivity=measured.sensitivity, specificity=measured.specificity)
         stored.append(record)
-    return stored
+    return Recorded(stored, skipped)
 
 
 def _planned(reported: MeasurementsFile, figures: ReportedFigures) -> tuple[ModelEntry, MeasuredElsewhere]:
-    entry = find_model(figures.model)
+    try:
+        entry = find_model(figures.model)
+    except ModelNotFound:
+        raise NotHere(f"No version named {figures.model} is registered here.") from None
     record = read_model_record(entry.json_path)
     if record.weights_sha256 != figures.weights_sha256:
-        raise CommandRefused(f"The figures for {record.name} were measured on other weights (another "
-                             "weights_sha256); they cannot describe this version.")
+        raise NotHere(f"The figures for {record.name} were measured on other weights (another "
+                      "weights_sha256); they cannot describe this version.")
     if set(reported.class_counts) != set(record.classes) or min(reported.class_counts.values()) < 1:
         raise CommandRefused(f"The films per class ({', '.join(reported.class_counts)}) must name each of "
                              f"{record.name}'s classes ({', '.join(record.classes)}) with at least one film.")
