@@ -44,8 +44,8 @@ def test_the_manifest_lists_every_shipped_file_with_its_hash():
     assert set(listed) == files
     assert {"detector/chest-film-detector.pt", "pneumonia-resnet18-224-ensemble-v2.pt"} <= files
     weights = [key for key in files if key.endswith(".pt") and not key.endswith(".population.pt")]
-    assert len(weights) == 11  # eight pneumonia models, two COVID-19 models and the chest-film detector
-    assert len([key for key in files if key.endswith(".population.pt")]) == 10  # every model's population check
+    assert len(weights) == 10  # seven pneumonia models, two COVID-19 models and the chest-film detector
+    assert len([key for key in files if key.endswith(".population.pt")]) == 9  # every model's population check
     for key, digest in listed.items():
         assert hashlib.sha256((SHIPPED / key).read_bytes()).hexdigest() == digest, key
     for json_key in (key for key in files if key.endswith(".json") and not key.startswith("detector/")):
@@ -65,8 +65,11 @@ def test_the_shipped_detector_loads_through_the_manifest_check(settings_env):
 def test_the_lineup_is_complete_and_small(shipped):
     configs = {name: e.record.training.config for name, e in shipped.items()}
     kinds = {(c.arch, c.augment) for c in configs.values()}
-    assert {("logistic", False), ("mlp", False), ("resnet18", False), ("resnet18", True)} <= kinds
-    assert {"cnn5", "efficientnet_lite0"} <= {arch for arch, _ in kinds}
+    assert {("logistic", False), ("mlp", False), ("resnet18", True)} <= kinds
+    assert {"logistic", "mlp", "cnn5", "resnet18", "efficientnet_lite0", "ensemble"} <= {e.arch for e in shipped.values()}
+    # The seed lineup's ResNet-18 without augmentation is over the size budget with two shipped ensembles:
+    # make models trains it into the site folder (issue 13: "reproduced by make models rather than shipped")
+    assert "pneumonia-resnet18-noaug" in (SHIPPED.parent / "Makefile").read_text()
     total = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
     assert total < 150 * 10**6  # the size budget of issue 13, an ensemble counted whole
 
@@ -135,18 +138,26 @@ def test_the_default_triages_the_unseen_full_resolution_films(shipped, films_dir
     assert report.specificity == 7 / 8
 
 
-def test_the_wide_framing_resnet_holds_its_figures_when_films_are_framed_tighter(shipped):
-    """Issue 13: the members' recipe with the wide-framing augmentation, shipped beside the default so the project
-    can measure it too; on the tighter-framing check it loses less AUC than the default ensemble."""
-    wide = shipped["pneumonia-resnet18-224-wide-v1"].record
-    assert not shipped["pneumonia-resnet18-224-wide-v1"].is_default
+def test_the_wide_framing_ensemble_holds_its_figures_when_films_are_framed_tighter(shipped):
+    """Issue 13: two ResNet-18s of the default members' recipe with the wide-framing augmentation, shipped as one
+    ensemble beside the default so the project can measure the recipe on its hidden films; on the held-out batch it
+    matches the default, and on the tighter-framing check (inside its augmentation's range of scales) it loses
+    less than half the AUC the default loses."""
+    entry = shipped["pneumonia-resnet18-224-wide-ensemble-v1"]
+    wide = entry.record
+    assert not entry.is_default and wide.arch == "ensemble"
+    assert [(m.arch, m.image_size) for m in wide.members] == [("resnet18", 224), ("resnet18", 224)]
+    member_notes = [n for n in wide.training.notes if n.startswith("Member ")]
+    assert len(member_notes) == 2 and all("wide-framing augmentation" in n for n in member_notes)
     config = wide.training.config
     assert (config.arch, config.image_size, config.augment, config.wide_framing, config.holdout, config.split_seed) == (
         "resnet18", 224, True, True, "kermany-batch", 0)
+    assert wide.operating_point.target_sensitivity == 0.96
     (default,) = [e.record for e in shipped.values() if e.is_default and e.task == "pneumonia"]
     assert wide.data.validation.sha256 == default.data.validation.sha256  # the default's own validation films
     batch, framed = wide.other_reports["out-of-batch"], wide.other_reports["tighter-framing"]
     assert batch.n == framed.n == default.other_reports["out-of-batch"].n
-    assert batch.auc > 0.995 and framed.auc > 0.995
+    assert batch.auc > 0.999 and batch.sensitivity > 0.95 and batch.specificity > 0.99
+    assert framed.auc > 0.998 and framed.specificity > default.other_reports["tighter-framing"].specificity
     default_loss = default.other_reports["out-of-batch"].auc - default.other_reports["tighter-framing"].auc
     assert batch.auc - framed.auc < default_loss / 2

@@ -265,7 +265,9 @@ def _member_note(record: ModelRecord) -> str:
     config = training.config
     best = f", best epoch {training.best_epoch}" if training.best_epoch else ""
     auc = f", validation AUC {record.report.auc:.4f}" if record.report and record.report.auc is not None else ""
+    augmentation = ("no augmentation" if not config.augment
+                    else "wide-framing augmentation" if config.wide_framing else "augmentation")
+    notes = f"; notes: {' '.join(training.notes)}" if training.notes else ""
     return (f"{MEMBER_NOTE}{record.name}: {config.arch} at {config.image_size} px, {len(training.history)} of "
             f"{config.epochs} epochs{best}, seed {config.seed}, split seed {config.split_seed}, "
-            f"{'augmentation' if config.augment else 'no augmentation'}, {training.precision} on the "
-            f"{training.device}, {training.seconds or 0:.0f} s{auc}; notes: {' '.join(training.notes)}")
+            f"{augmentation}, {training.precision} on the {training.device}, {training.seconds or 0:.0f} s{auc}{notes}")
