@@ -1,5 +1,5 @@
 """Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,set-default,fit-population,
-other-batch,framing-check,measured-elsewhere,models}``: tools script against it.
+other-batch,framing-check,collection-check,measured-elsewhere,models}``: tools script against it.
 
 Every failure is a JSON object with an ``error`` message and exit code 1, never a traceback.
 """
@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", metavar="NAME", help="registered versions")
     p.add_argument("--data", metavar="DIR", help="the training folder or manifest, if it moved since training")
     _add_device(p, "run the models on the films")
+    p = sub.add_parser("collection-check", help="add the other-collection report (Kermany-type films another dataset "
+                       "collected, copies of training films left out) to versions trained before it existed "
+                       "(administrators)")
+    p.add_argument("models", nargs="+", metavar="NAME", help="registered versions of a task with NORMAL and PNEUMONIA")
+    p.add_argument("--data", metavar="DIR", help="the training folder or manifest, if it moved since training")
+    _add_device(p, "run the models on the films")
     p = sub.add_parser("measured-elsewhere", help="record figures others measured on films not held here (e.g. the "
                        "project's official-test figures) on the versions they describe (administrators)")
     p.add_argument("file", metavar="FILE", help="JSON: films, measured_by, class_counts and, per version, model, "
@@ -152,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
                "ensemble": commands.run_ensemble, "fit-population": _fit_population,
                "other-batch": commands.run_other_batch, "framing-check": commands.run_framing_check,
+               "collection-check": commands.run_collection_check,
                "measured-elsewhere": commands.run_measured_elsewhere}
         return run[args.command](args)
     except TriageError as exc:

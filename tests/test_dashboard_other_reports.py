@@ -27,7 +27,7 @@ from core.store.checkpoints import load_checkpoint
 from core.store.records import read_model_record
 from core.store.registry import list_models
 from core.store.reports import WITHDRAWN
-from core.training.other_reports import OUT_OF_BATCH, TIGHTER_FRAMING
+from core.training.other_reports import OTHER_COLLECTION, OUT_OF_BATCH, TIGHTER_FRAMING
 from dashboard.components.charts import travel_intervals
 from dashboard.components.reports import (FIGURES, line_summaries, NOT_MEASURED, TRAVEL_TITLES, VALIDATION,
                                           metrics_with_travel, other_reports_in_order, out_of_batch_origin,
@@ -87,7 +87,7 @@ def _entry(folder: Path, name: str):
 def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_out_folder):
     stored = _stored_json(held_out_folder)
     batch, validation = stored["other_reports"][OUT_OF_BATCH], stored["report"]
-    assert set(stored["other_reports"]) == {OUT_OF_BATCH, TIGHTER_FRAMING}
+    assert set(stored["other_reports"]) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION}
     assert batch["class_counts"][0] > 0 and batch["class_counts"][1] > 0  # both classes held out
     table = travel_table(_entry(held_out_folder, HELD_OUT_MODEL).record)
     assert list(table.index) == list(FIGURES)
@@ -96,9 +96,16 @@ def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_ou
     framed = stored["other_reports"][TIGHTER_FRAMING]
     assert framed["n"] == batch["n"]
     framed_spec = _percent(framed["at_operating_point"]["specificity"], framed["at_operating_point"]["specificity_ci"])
-    (line,) = line_summaries(_entry(held_out_folder, HELD_OUT_MODEL).record)
+    collection_line, line = line_summaries(_entry(held_out_folder, HELD_OUT_MODEL).record)
     assert line.startswith(f"**Framed 15 % tighter (synthetic)** ({framed['n']} films): AUC ")
     assert line.endswith(f"specificity {framed_spec}.")
+    # Kermany-type films of another collection, real ones: a line too, with its stored figures
+    collection = stored["other_reports"][OTHER_COLLECTION]
+    collection_spec = _percent(collection["at_operating_point"]["specificity"],
+                               collection["at_operating_point"]["specificity_ci"])
+    assert collection_line.startswith(f"**Another collection (viral pneumonias)** ({collection['n']} films): AUC "
+                                      f"{_auc(collection['auc'], collection['auc_ci'])}; sensitivity ")
+    assert collection_line.endswith(f"specificity {collection_spec}.")
     assert list(table["Other batch"]) == [
         str(batch["n"]), _auc(batch["auc"], batch["auc_ci"]),
         _percent(batch["at_operating_point"]["sensitivity"], batch["at_operating_point"]["sensitivity_ci"]),
@@ -111,7 +118,7 @@ def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_ou
 def test_a_model_trained_without_a_holdout_shows_another_batch_as_not_measured(tmp_path):
     folder = quick_checkpoints(tmp_path / "quick")
     record = _entry(folder, "pneumonia-cnn5-v1").record
-    assert set(record.other_reports) == {TIGHTER_FRAMING}  # on its validation films: no batch was held out
+    assert set(record.other_reports) == {TIGHTER_FRAMING, OTHER_COLLECTION}  # no batch was held out
     assert record.other_reports[TIGHTER_FRAMING].n == record.report.n
     table = travel_table(record)
     assert list(table.columns) == ["Validation", "Other batch"]
@@ -155,11 +162,12 @@ def test_the_card_says_which_weights_and_which_threshold_the_figures_describe(he
     assert read_at_another_threshold(record) == []
     recalibrated = record.model_copy(update={"operating_point": record.operating_point.model_copy(
         update={"threshold": record.operating_point.threshold / 2})})
-    assert read_at_another_threshold(recalibrated) == ["Another batch", "Framed 15 % tighter (synthetic)"]
+    assert read_at_another_threshold(recalibrated) == ["Another batch", "Another collection (viral pneumonias)",
+                                                       "Framed 15 % tighter (synthetic)"]
 
 
 def test_known_keys_are_the_ones_training_writes():
-    assert TIGHTER_FRAMING in TRAVEL_TITLES
+    assert TIGHTER_FRAMING in TRAVEL_TITLES and OTHER_COLLECTION in TRAVEL_TITLES
     assert OUT_OF_BATCH in TRAVEL_TITLES and not WITHDRAWN & set(TRAVEL_TITLES)
 
 
@@ -172,7 +180,8 @@ def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
     assert table.loc["Another batch: specificity", HELD_OUT_MODEL] == _percent(batch["specificity"],
                                                                               batch["specificity_ci"])
     assert (table.loc["Another batch: specificity", QUICK_MODELS] == NOT_MEASURED).all()
-    assert list(table.index) == [f"{films}: {label}" for films in ("Another batch", "Framed 15 % tighter (synthetic)")
+    assert list(table.index) == [f"{films}: {label}" for films in ("Another batch", "Another collection (viral "
+                                                                   "pneumonias)", "Framed 15 % tighter (synthetic)")
                                  for label in ("films", "AUC", "sensitivity", "specificity")]
     merged = list(metrics_with_travel([(e, e.record.report) for e in entries]).index)
     threshold = merged.index("Threshold (abnormal score)")
@@ -258,7 +267,8 @@ def test_compare_lists_out_of_batch_figures_for_each_model_that_has_them(mixed_f
     chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Sensitivity" in c.proto.spec
                  and "error_x" in c.proto.spec)
     held = [t for t in chart["data"] if t["name"] == HELD_OUT_MODEL]
-    assert {y for t in held for y in t["y"]} == {VALIDATION, "Another batch", "Framed 15 % tighter (synthetic)"}
+    assert {y for t in held for y in t["y"]} == {VALIDATION, "Another batch", "Another collection (viral pneumonias)",
+                                                 "Framed 15 % tighter (synthetic)"}
 
 
 def test_compare_of_models_never_measured_on_another_batch_says_so(tmp_path, settings_env):
@@ -321,17 +331,16 @@ def test_a_version_storing_the_withdrawn_adults_report_loads_and_nothing_shows_i
     entries, problems = list_models(old_version_folder)
     assert not problems
     record = _entry(old_version_folder, HELD_OUT_MODEL).record
-    assert set(record.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OLD_ADULTS}  # still read from the file
+    assert set(record.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, OLD_ADULTS}  # as stored
     loaded = load_checkpoint(old_version_folder / f"{HELD_OUT_MODEL}.json")
     assert loaded.record.other_reports[OLD_ADULTS].split == OLD_ADULTS_SPLIT
-    assert [key for key, _, _ in other_reports_in_order(record)] == [OUT_OF_BATCH, TIGHTER_FRAMING]
+    assert [key for key, _, _ in other_reports_in_order(record)] == [OUT_OF_BATCH, OTHER_COLLECTION, TIGHTER_FRAMING]
     assert list(travel_table(record).columns) == ["Validation", "Other batch"]
     assert read_at_another_threshold(record) == []  # its older threshold is not mentioned either
-    framings = ("Another batch", "Framed 15 % tighter (synthetic)")
+    framings = ("Another batch", "Another collection (viral pneumonias)", "Framed 15 % tighter (synthetic)")
     assert list(travel_comparison(entries).index) == [f"{films}: {label}" for films in framings
                                                       for label in ("films", "AUC", "sensitivity", "specificity")]
-    assert {p.films for p in travel_points(entries)} == {VALIDATION, "Another batch",
-                                                          "Framed 15 % tighter (synthetic)"}
+    assert {p.films for p in travel_points(entries)} == {VALIDATION, *framings}
 
     card_page = _app(settings_env, old_version_folder, tmp_path)
     card = _card_text(card_page)

@@ -57,7 +57,7 @@ def test_training_reports_the_model_on_its_validation_films_framed_tighter(train
     at its threshold; on these real films tighter framing costs specificity, as on the official test."""
     loaded = load_checkpoint(trained_model.json_path)
     report = loaded.record.other_reports[TIGHTER_FRAMING]
-    val_set, held_out = recorded_split(loaded.record)
+    val_set, held_out, _ = recorded_split(loaded.record)
     assert held_out is None
     x = load_tensors(val_set, loaded.image_size)
     plain = probabilities_in_batches(loaded.model, x)

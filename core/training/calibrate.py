@@ -68,7 +68,7 @@ def calibrate(
     loaded = load_checkpoint(find_model(name, directory).json_path)
     record = loaded.record
     site = read_site_folder(site_folder, record.classes, record.task) if site_folder is not None else None
-    val_set, held_out = recorded_split(record, data_dir)
+    val_set, held_out, training_folder = recorded_split(record, data_dir)
     config = _config(record, target_sensitivity)
     model = place_model(loaded.model, where)  # older checkpoints were float32; the new version is float16
     split = record.report.split if record.report else f"validation: {len(val_set)} films"
@@ -81,7 +81,8 @@ def calibrate(
         report = report_on(model, val_set, loaded.image_size, point, split, config.seed)
         chosen_on = {SITE: site_report}
     holdout = holdout_rule(config.holdout).description if held_out is not None else ""
-    others = {**other_reports(model, held_out, holdout, loaded.image_size, point, config.seed, validation=val_set),
+    others = {**other_reports(model, held_out, holdout, loaded.image_size, point, config.seed, validation=val_set,
+                              training_folder=training_folder),
               **chosen_on}
     previous = record.operating_point
     calibrated = record.model_copy(update={
@@ -141,8 +142,10 @@ def _source_details(site: SiteFolder | None, site_report: Report | None) -> dict
             "site_sensitivity": site_report.sensitivity, "site_specificity": site_report.specificity}
 
 
-def recorded_split(record: ModelRecord, data_dir: str | Path | None = None) -> tuple[FilmSet, FilmSet | None]:
-    """(the validation films ``record`` was validated on, the batch its holdout kept out or None), rebuilt
+def recorded_split(record: ModelRecord,
+                   data_dir: str | Path | None = None) -> tuple[FilmSet, FilmSet | None, FilmSet]:
+    """(the validation films ``record`` was validated on, the batch its holdout kept out or None, every film its
+    run drew from), rebuilt
     from its training record and checked against the stored fingerprint (DatasetError when the films
     changed). The training data is a class-folder tree or a manifest (its name or file). Messages name the
     training folder by its data-root label and a manifest by its name, never a server path."""
@@ -160,13 +163,13 @@ def recorded_split(record: ModelRecord, data_dir: str | Path | None = None) -> t
                                    "validation films are needed to re-read its report at the new threshold. Name "
                                    "the folder it moved to (command line: --data).")
     try:
-        _, _, val_set, held_out = split_films(data_dir, record.training.config.resolved())
+        films, _, val_set, held_out = split_films(data_dir, record.training.config.resolved())
     except DatasetError as exc:
         raise hide_path(exc, data_dir, shown) from None
     if fingerprint(val_set).sha256 != record.data.validation.sha256:
         raise DatasetError(f"The validation films in {shown} are not the ones {record.name} was validated "
                            f"on (files added, removed or changed); use the original training folder.")
-    return val_set, held_out
+    return val_set, held_out, films
 
 
 def recorded_validation_split(record: ModelRecord, data_dir: str | Path | None = None) -> FilmSet:

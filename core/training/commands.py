@@ -1,5 +1,5 @@
 """The command-line subcommands that change models: ``train``, ``calibrate``, ``ensemble``, ``set-default``,
-``other-batch``, ``framing-check``, ``measured-elsewhere``.
+``other-batch``, ``framing-check``, ``collection-check``, ``measured-elsewhere``.
 
 core.cli parses the arguments and turns every TriageError raised here into its JSON error and exit code 1.
 Heavy imports (torch, the training loop) happen inside each command, so ``python -m core models`` stays light.
@@ -147,6 +147,18 @@ def run_framing_check(args) -> int:
         record = add_framing_report(name, args.data, device=args.device, who=_who())
         print(json.dumps({"name": record.name,
                           TIGHTER_FRAMING: record.other_reports[TIGHTER_FRAMING].summary_with_intervals()}), flush=True)
+    return 0
+
+
+def run_collection_check(args) -> int:
+    from core.training.collection_check import add_collection_report
+    from core.training.other_reports import OTHER_COLLECTION
+
+    for name in args.models:
+        record = add_collection_report(name, args.data, device=args.device, who=_who())
+        print(json.dumps({"name": record.name,
+                          OTHER_COLLECTION: record.other_reports[OTHER_COLLECTION].summary_with_intervals()}),
+              flush=True)
     return 0
 
 

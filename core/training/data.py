@@ -134,6 +134,20 @@ def near_duplicates(films: FilmSet, among: np.ndarray) -> NearDuplicates:
     return NearDuplicates(pairs, len(members), len(np.unique(component[members])))
 
 
+def copies_of(films: FilmSet, originals: FilmSet) -> np.ndarray:
+    """Which of ``films`` are near-duplicates (the same film at another contrast, crop or size) of one of
+    ``originals``, by the rule above; a film nothing can read is nobody's copy."""
+    hashes, thumbs, readable = film_signatures(films.paths)
+    known_hashes, known_thumbs, known_readable = film_signatures(originals.paths)
+    found = np.zeros(len(films), dtype=bool)
+    for start in range(0, len(films), _BLOCK):
+        rows = slice(start, start + _BLOCK)
+        distance = np.bitwise_count(hashes[rows, None] ^ known_hashes[None, :])
+        close = (distance <= HASH_DISTANCE) & (thumbs[rows] @ known_thumbs.T >= THUMB_CORRELATION)
+        found[rows] = (close & known_readable[None, :]).any(axis=1) & readable[rows]
+    return found
+
+
 def _graph(n: int, edges: np.ndarray) -> coo_matrix:
     return coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
 

@@ -111,9 +111,9 @@ def build_ensemble_version(
     split = first.report.split if first.report else f"validation: {len(val_set)} films"
     point, report = validate_for_shipping(ensemble, x_val, val_set, config, split)
     data_dir = Path(data_dir or first.training.data_dir)
-    _, train_set, _, held_out = split_films(data_dir, config)
+    films, train_set, _, held_out = split_films(data_dir, config)
     others = other_reports(ensemble, held_out, holdout_rule(config.holdout).description if held_out else "",
-                           ensemble.image_size, point, config.seed, validation=val_set)
+                           ensemble.image_size, point, config.seed, validation=val_set, training_folder=films)
     population, check = _population(loaded, train_set, val_set, data_dir, config.seed)
     record = _record(loaded, config, data_dir, point, report, others, ensemble, where.type)
     stored = ship_version(ensemble, record.model_copy(update={"population_check": check}), base_name, directory,

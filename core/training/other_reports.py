@@ -4,6 +4,9 @@
 - ``tighter-framing``: the same films (the validation films when no batch was held out) magnified 15 % about
   their centre, as a tighter framing of the chest would show them (core.evaluation.framing): synthetic, and the
   one shift found here that moves every model the way the official Kermany test did.
+- ``other-collection``: Kermany-type films another dataset collected and re-encoded, minus copies of the training
+  folder's films (core.training.other_collection), for every model that reads NORMAL and PNEUMONIA: real films
+  from outside the training folder.
 
 Withdrawn (:data:`WITHDRAWN`): ``adults``, once a specificity on ``shared-data/tb/train/Normal``, read as adult
 normal films. That folder holds smoothed random-noise textures, not chest films (each of its "Tuberculosis"
@@ -25,8 +28,10 @@ from core.films.tensor import load_tensors
 from core.models.device import model_device, to_device
 from core.models.inference import probabilities_in_batches
 from core.store.reports import OUT_OF_BATCH, OperatingPoint, Report
+from core.training.other_collection import CLASSES, OTHER_COLLECTION, collection_description, collection_films
 
-__all__ = ["OUT_OF_BATCH", "TIGHTER_FRAMING", "framing_report", "other_reports", "report_on"]
+__all__ = ["OTHER_COLLECTION", "OUT_OF_BATCH", "TIGHTER_FRAMING", "collection_report", "framing_report",
+           "other_reports", "report_on"]
 
 
 def report_on(model: nn.Module, films: FilmSet, image_size: int, point: OperatingPoint, split: str,
@@ -36,9 +41,11 @@ def report_on(model: nn.Module, films: FilmSet, image_size: int, point: Operatin
 
 
 def other_reports(model: nn.Module, held_out: FilmSet | None, holdout_description: str, image_size: int,
-                  point: OperatingPoint, seed: int = 0, validation: FilmSet | None = None) -> dict[str, Report]:
+                  point: OperatingPoint, seed: int = 0, validation: FilmSet | None = None,
+                  training_folder: FilmSet | None = None) -> dict[str, Report]:
     """The out-of-batch report (when a batch was held out) and the tighter-framing one, on the held-out batch
-    or, without one, on ``validation``; {} when there are neither."""
+    or, without one, on ``validation``; with ``training_folder`` (every film the run drew from), the
+    other-collection report too where it applies. {} when there are none."""
     reports = {}
     if held_out is not None:
         split = f"{OUT_OF_BATCH}: {len(held_out)} films, {holdout_description}"
@@ -47,6 +54,10 @@ def other_reports(model: nn.Module, held_out: FilmSet | None, holdout_descriptio
         reports[TIGHTER_FRAMING] = _framed(model, held_out, x, point, holdout_description, seed)
     elif validation is not None and len(validation):
         reports[TIGHTER_FRAMING] = framing_report(model, None, "", validation, image_size, point, seed)
+    if training_folder is not None:
+        collection = collection_report(model, training_folder, image_size, point, seed)
+        if collection is not None:
+            reports[OTHER_COLLECTION] = collection
     return reports
 
 
@@ -57,6 +68,21 @@ def framing_report(model: nn.Module, held_out: FilmSet | None, holdout_descripti
     films = held_out if held_out is not None else validation
     x = _tensors(model, films, image_size)
     return _framed(model, films, x, point, holdout_description if held_out is not None else None, seed)
+
+
+def collection_report(model: nn.Module, training_folder: FilmSet, image_size: int, point: OperatingPoint,
+                      seed: int = 0) -> Report | None:
+    """``model`` read at ``point`` on the other collection's films that are not copies of ``training_folder``'s;
+    None when the model does not read NORMAL and PNEUMONIA or the collection is not on this server."""
+    if not set(CLASSES) <= set(point.classes):
+        return None
+    found = collection_films(training_folder)
+    if found is None:
+        return None
+    films, copies = found
+    split = collection_description(films, copies)
+    films = films.in_classes(point.classes)
+    return _read(model, films, _tensors(model, films, image_size), point, split, seed)
 
 
 def _framed(model: nn.Module, films: FilmSet, x: torch.Tensor, point: OperatingPoint, holdout_description: str | None,

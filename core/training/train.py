@@ -107,7 +107,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     point, report = validate_for_shipping(model, x_val, val_set, config, split)
     emit(LoadingEvent(message="reading the other-batch and outside-population checks"))
     others = other_reports(model, held_out, holdout_rule(config.holdout).description if held_out else "",
-                           config.image_size, point, config.seed, validation=val_set)
+                           config.image_size, point, config.seed, validation=val_set, training_folder=films)
     population, population_check = try_fit_population_check(  # is a film like these training films?
         train_set, val_set, data_dir, config.seed, lambda message: emit(LoadingEvent(message=message)))
     record = ModelRecord(

@@ -1,0 +1,116 @@
+"""The other-collection check (#13): Kermany-type films another dataset gathered and re-encoded at 640 px
+(shared-data/covid-3class/train, Normal and Viral Pneumonia), minus copies of the training folder's films; training
+reports it, ``collection-check`` adds the same report to a version trained before it, and on the shipped models it
+still separates recipes that every other computable check rates alike."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from core.films.folders import FilmSet, discover
+from core.store import manifest
+from core.store.checkpoints import load_checkpoint, population_file
+from core.store.records import read_model_record
+from core.training.data import copies_of
+from core.training.other_collection import CLASSES, OTHER_COLLECTION, collection_films
+from core.training.other_reports import collection_report
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def kermany_folder(kermany_train) -> FilmSet:
+    return discover(kermany_train)
+
+
+def test_the_collection_is_its_normal_and_viral_films_without_the_copies_of_kermany_training_films(
+        kermany_folder, data_dir):
+    films, copies = collection_films(kermany_folder)
+    assert films.classes == CLASSES == ("NORMAL", "PNEUMONIA")
+    assert copies == 5 and films.class_counts() == [65, 70]  # 5 of its 70 normals are Kermany training films
+    names = {(p.parent.name, p.name) for p in films.paths}
+    assert ("Normal", "055.jpeg") not in names and ("Normal", "02.jpeg") in names  # 055: NORMAL2-IM-0869-0001
+    assert {p.parent.name for p in films.paths} == {"Normal", "Viral Pneumonia"}  # never its COVID-19 films
+    assert all(p.is_relative_to(data_dir / "covid-3class" / "train") for p in films.paths)
+
+
+def test_a_re_encoded_copy_of_a_training_film_is_found_and_another_film_is_not(kermany_folder, tmp_path):
+    original = kermany_folder.paths[0]
+    copy = tmp_path / "copy.jpeg"  # what a collection does to a film: larger, another contrast, re-encoded
+    with Image.open(original) as image:
+        ImageOps.autocontrast(image.convert("L").resize((640, 640)), cutoff=2).save(copy, quality=80)
+    other = kermany_folder.paths[-1]
+    films = FilmSet((copy, other), np.array([0, 1]), CLASSES)
+    assert list(copies_of(films, kermany_folder.subset(np.arange(50)))) == [True, False]
+
+
+def test_no_collection_on_the_server_means_no_report(settings_env, tmp_path, kermany_folder):
+    settings_env(CXR_DATA=str(tmp_path))
+    assert collection_films(kermany_folder) is None
+
+
+def test_the_shipped_reports_are_what_the_shipped_weights_give_on_those_films(kermany_folder):
+    """Recomputed here on the real films, the logistic regression's stored report to the last digit."""
+    loaded = load_checkpoint(REPO / "checkpoints" / "pneumonia-logistic-v1.json")
+    stored = loaded.record.other_reports[OTHER_COLLECTION]
+    again = collection_report(loaded.model, kermany_folder, loaded.image_size, loaded.record.operating_point,
+                              loaded.record.training.config.seed)
+    assert again.to_json() == stored.to_json()
+    assert (stored.n, stored.class_counts) == (135, [65, 70])
+    assert stored.split.startswith("other-collection: 135 Kermany-type paediatric films from another collection "
+                                   "(shared-data/covid-3class/train: 65 normal, 70 viral pneumonia")
+    assert "/work" not in stored.split and str(REPO.parent) not in stored.split  # a data-root label, not a path
+
+
+def test_on_the_shipped_models_it_separates_the_recipes_the_held_out_batch_cannot():
+    """Both ResNet ensembles score AUC 0.999 on the held-out batch; on these real films the wide-framing one is
+    ahead, and the logistic regression trails every CNN, as on the official Kermany test."""
+    stored = {name: read_model_record(REPO / "checkpoints" / f"{name}.json").other_reports
+              for name in ("pneumonia-resnet18-224-ensemble-v2", "pneumonia-resnet18-224-wide-ensemble-v1",
+                           "pneumonia-logistic-v1", "pneumonia-cnn5-v1", "pneumonia-efficientnet_lite0-v2")}
+    default, wide = stored["pneumonia-resnet18-224-ensemble-v2"], stored["pneumonia-resnet18-224-wide-ensemble-v1"]
+    assert default["out-of-batch"].auc > 0.998 and wide["out-of-batch"].auc > 0.998
+    assert wide[OTHER_COLLECTION].auc > default[OTHER_COLLECTION].auc + 0.03
+    assert max(reports[OTHER_COLLECTION].auc for reports in stored.values()) < 0.97  # resolution left
+    assert all(stored["pneumonia-logistic-v1"][OTHER_COLLECTION].auc < reports[OTHER_COLLECTION].auc - 0.05
+               for name, reports in stored.items() if name != "pneumonia-logistic-v1")
+
+
+def test_collection_check_adds_the_report_training_computes_and_re_signs_the_manifest(
+        run_cli, trained_model, tmp_path, settings_env, isolated_audit_log):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for path in (trained_model.json_path, trained_model.json_path.with_suffix(".pt"),
+                 population_file(trained_model.json_path)):
+        shutil.copy(path, shipped / path.name)
+    json_path = shipped / trained_model.json_path.name
+    description = json.loads(json_path.read_text())
+    expected = description["other_reports"].pop(OTHER_COLLECTION)
+    json_path.write_text(json.dumps(description))
+    manifest.write_manifest(shipped)
+    settings_env(CXR_CHECKPOINTS=str(shipped))
+    result = run_cli("collection-check", trained_model.name, checkpoints=tmp_path / "site")
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    (line,) = result.json_lines()
+    assert line["name"] == trained_model.name and line[OTHER_COLLECTION]["n"] == expected["n"]
+    again = read_model_record(json_path)
+    assert again.other_reports[OTHER_COLLECTION].to_json() == expected  # what training computed, to the last digit
+    assert again == trained_model.record
+    assert manifest.check(shipped) == []
+    audit = [json.loads(row) for row in isolated_audit_log.read_text().splitlines()]
+    assert any(row.get("action") == "collection-check" and row.get("model") == trained_model.name for row in audit)
+
+
+def test_collection_check_refuses_a_model_of_other_classes_and_a_missing_collection_as_json(
+        run_cli, trained_model, tmp_path, settings_env):
+    settings_env(CXR_CHECKPOINTS=str(REPO / "checkpoints"))
+    covid = run_cli("collection-check", "covid-cnn5-v1", checkpoints=tmp_path / "site")
+    assert covid.returncode == 1 and "does not read NORMAL and PNEUMONIA" in covid.json_lines()[-1]["error"]
+    settings_env(CXR_DATA=str(tmp_path))
+    missing = run_cli("collection-check", trained_model.name, checkpoints=trained_model.directory)
+    assert missing.returncode == 1 and "not on this server" in missing.json_lines()[-1]["error"]
+    assert "Traceback" not in covid.stderr + missing.stderr + covid.stdout + missing.stdout
