@@ -105,17 +105,18 @@ def test_every_model_loads_and_carries_a_full_validation_report(shipped):
                                                  ("covid", ("COVID-19", "NORMAL", "VIRAL PNEUMONIA"))}, name
 
 
-def test_the_default_is_the_resnet_ensemble_with_a_sensitivity_margin(shipped):
+def test_the_default_is_the_wide_framing_resnet_ensemble_with_a_sensitivity_margin(shipped):
     (default,) = [e for e in shipped.values() if e.is_default and e.task == "pneumonia"]  # one default per task
+    assert default.name == "pneumonia-resnet18-224-wide-ensemble-v1"
     assert default.arch == "ensemble" and [(m.arch, m.image_size) for m in default.record.members] == [
         ("resnet18", 224), ("resnet18", 224)]
     assert find_model(None, SHIPPED).name == find_model(None, SHIPPED, task="pneumonia").name == default.name
     assert read_registry(SHIPPED).task_defaults == {"pneumonia": default.name, "covid": "covid-efficientnet_lite0-v1"}
+    assert read_registry(SHIPPED).promotions[-1].previous == "pneumonia-resnet18-224-ensemble-v2"
     point = default.record.operating_point
     assert point.target_sensitivity == 0.96 and point.validation_sensitivity >= 0.96  # a point over the 95 % floor
-    assert default.record.calibration.previous_policy == "highest threshold with validation sensitivity >= 98%"
+    assert default.record.calibration is None  # chosen when the ensemble was registered
     assert default.record.report.auc > 0.995
-    # the "adults" report was withdrawn from the shipped JSON (shared-data/tb/train holds noise textures)
     assert set(default.record.other_reports) == {"out-of-batch", "tighter-framing", "other-collection"}
     other_batch = default.record.other_reports["out-of-batch"]
     assert other_batch.auc > 0.99 and other_batch.sensitivity > 0.95 and other_batch.specificity > 0.95
@@ -123,41 +124,40 @@ def test_the_default_is_the_resnet_ensemble_with_a_sensitivity_margin(shipped):
     # official Kermany test (issue 13)
     framed = default.record.other_reports["tighter-framing"]
     assert (framed.n, framed.threshold) == (other_batch.n, point.threshold)
-    assert framed.sensitivity > other_batch.sensitivity and 0.9 < framed.specificity < other_batch.specificity
+    assert framed.sensitivity > other_batch.sensitivity and 0.95 < framed.specificity < other_batch.specificity
 
 
 def test_the_default_triages_the_unseen_full_resolution_films(shipped, films_dir):
     default = next(e for e in shipped.values() if e.is_default and e.task == "pneumonia")
     report = evaluate_folder(load_checkpoint(default.json_path), films_dir)
     assert report.n == 16 and report.skipped == []
-    assert report.auc > 0.98
+    assert report.auc == 1.0
     assert report.sensitivity == 1.0  # every pneumonia urgent
-    # Normal films at full resolution score higher than the 224-px training copies (1 of 8 urgent at the 96 %
-    # threshold, 3 at the older 98 %): the same direction as the hidden other-batch test, where specificity
-    # is what falls (issue 13).
-    assert report.specificity == 7 / 8
+    # Normal films at full resolution score higher than the 224-px training copies (the previous default called 1
+    # of these 8 urgent, and 3 at a 98 % target): the direction of the hidden other-batch test, where specificity
+    # is what falls (issue 13). These films helped choose the 96 % policy, so they are no longer a clean check.
+    assert report.specificity == 1.0
 
 
-def test_the_wide_framing_ensemble_holds_its_figures_when_films_are_framed_tighter(shipped):
-    """Issue 13: two ResNet-18s of the default members' recipe with the wide-framing augmentation, shipped as one
-    ensemble beside the default so the project can measure the recipe on its hidden films; on the held-out batch it
-    matches the default, and on the tighter-framing check (inside its augmentation's range of scales) it loses
-    less than half the AUC the default loses."""
-    entry = shipped["pneumonia-resnet18-224-wide-ensemble-v1"]
-    wide = entry.record
-    assert not entry.is_default and wide.arch == "ensemble"
-    assert [(m.arch, m.image_size) for m in wide.members] == [("resnet18", 224), ("resnet18", 224)]
+def test_the_wide_framing_default_beats_the_previous_default_where_the_checks_can_tell_them_apart(shipped):
+    """Issue 13: two ResNet-18s of the previous default's recipe with the wide-framing augmentation. On the held-out
+    batch the two ensembles are level (no resolution left at 0.999); on the real films of another collection the
+    wide one is ahead, and framed tighter (inside its augmentation's range of scales) it loses under half the AUC
+    the previous default loses. The previous default stays shipped, so both can be measured on hidden films."""
+    wide = shipped["pneumonia-resnet18-224-wide-ensemble-v1"].record
+    previous = shipped["pneumonia-resnet18-224-ensemble-v2"]
+    assert not previous.is_default
     member_notes = [n for n in wide.training.notes if n.startswith("Member ")]
     assert len(member_notes) == 2 and all("wide-framing augmentation" in n for n in member_notes)
     config = wide.training.config
     assert (config.arch, config.image_size, config.augment, config.wide_framing, config.holdout, config.split_seed) == (
         "resnet18", 224, True, True, "kermany-batch", 0)
-    assert wide.operating_point.target_sensitivity == 0.96
-    (default,) = [e.record for e in shipped.values() if e.is_default and e.task == "pneumonia"]
-    assert wide.data.validation.sha256 == default.data.validation.sha256  # the default's own validation films
+    old = previous.record
+    assert wide.data.validation.sha256 == old.data.validation.sha256  # the same validation films
     batch, framed = wide.other_reports["out-of-batch"], wide.other_reports["tighter-framing"]
-    assert batch.n == framed.n == default.other_reports["out-of-batch"].n
-    assert batch.auc > 0.999 and batch.sensitivity > 0.95 and batch.specificity > 0.99
-    assert framed.auc > 0.998 and framed.specificity > default.other_reports["tighter-framing"].specificity
-    default_loss = default.other_reports["out-of-batch"].auc - default.other_reports["tighter-framing"].auc
-    assert batch.auc - framed.auc < default_loss / 2
+    assert batch.n == framed.n == old.other_reports["out-of-batch"].n
+    assert abs(batch.auc - old.other_reports["out-of-batch"].auc) < 0.001  # level
+    assert wide.other_reports["other-collection"].auc > old.other_reports["other-collection"].auc + 0.03
+    assert framed.specificity > old.other_reports["tighter-framing"].specificity
+    old_loss = old.other_reports["out-of-batch"].auc - old.other_reports["tighter-framing"].auc
+    assert batch.auc - framed.auc < old_loss / 2
