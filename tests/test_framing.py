@@ -1,5 +1,6 @@
 """The tighter-framing check (#13): films shown 15 % larger about their centre, a synthetic shift computed from films
-we hold; training reports it, and ``framing-check`` adds the same report to a version trained before it existed."""
+we hold; training reports it, and ``framing-check`` adds the same report to a version trained before it existed
+(as ``collection-check`` does the other collection's, tests/test_other_collection.py)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from core.store import manifest
 from core.store.checkpoints import load_checkpoint, population_file
 from core.store.records import read_model_record
 from core.training.calibrate import recorded_split
+from core.training.other_collection import OTHER_COLLECTION
 
 
 def _square(size: int, side: int) -> torch.Tensor:
@@ -72,10 +74,12 @@ def test_training_reports_the_model_on_its_validation_films_framed_tighter(train
     assert lo <= report.specificity <= hi
 
 
-def test_framing_check_adds_the_report_training_computes_and_re_signs_the_manifest(
-        run_cli, trained_model, tmp_path, settings_env, isolated_audit_log):
+@pytest.mark.parametrize("command, key", [("framing-check", TIGHTER_FRAMING), ("collection-check", OTHER_COLLECTION)])
+def test_a_check_command_adds_the_report_training_computes_and_re_signs_the_manifest(
+        run_cli, trained_model, tmp_path, settings_env, isolated_audit_log, command, key):
     """A shipped version from before the check gains exactly the report training computes (same films, same
-    threshold); nothing else in it changes, and the manifest covers the new JSON."""
+    threshold); nothing else in it changes, and the manifest covers the new JSON. The other collection's films
+    are the same too: their copies of training films are found again from the rebuilt training folder."""
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     for path in (trained_model.json_path, trained_model.json_path.with_suffix(".pt"),
@@ -83,21 +87,21 @@ def test_framing_check_adds_the_report_training_computes_and_re_signs_the_manife
         shutil.copy(path, shipped / path.name)
     json_path = shipped / trained_model.json_path.name
     description = json.loads(json_path.read_text())
-    expected = description["other_reports"].pop(TIGHTER_FRAMING)
+    expected = description["other_reports"].pop(key)
     json_path.write_text(json.dumps(description))
     manifest.write_manifest(shipped)
     settings_env(CXR_CHECKPOINTS=str(shipped))
-    result = run_cli("framing-check", trained_model.name, checkpoints=tmp_path / "site")
+    result = run_cli(command, trained_model.name, checkpoints=tmp_path / "site")
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     (line,) = result.json_lines()
     assert line["name"] == trained_model.name
-    assert line[TIGHTER_FRAMING]["auc"] == pytest.approx(expected["auc"], abs=1e-9)
+    assert line[key]["n"] == expected["n"] and line[key]["auc"] == pytest.approx(expected["auc"], abs=1e-9)
     again = read_model_record(json_path)
-    assert again.other_reports[TIGHTER_FRAMING].to_json() == expected  # what training computed, to the last digit
+    assert again.other_reports[key].to_json() == expected  # what training computed, to the last digit
     assert again == trained_model.record
     assert manifest.check(shipped) == []
     audit = [json.loads(row) for row in isolated_audit_log.read_text().splitlines()]
-    assert any(row.get("action") == "framing-check" and row.get("model") == trained_model.name for row in audit)
+    assert any(row.get("action") == command and row.get("model") == trained_model.name for row in audit)
 
 
 def test_framing_check_of_an_unknown_model_is_a_json_error(run_cli, trained_model):
