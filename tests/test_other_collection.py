@@ -6,6 +6,7 @@ batch rates alike."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -105,3 +106,19 @@ def test_its_auc_intervals_contain_what_the_project_measured_on_the_official_tes
         assert low <= figures["auc"] <= high, figures["model"]
         batch_low, _ = reports["out-of-batch"].auc_ci
         assert figures["auc"] < batch_low, figures["model"]  # the held-out batch overstates it
+
+
+def test_an_unreadable_film_in_the_collection_skips_the_check_instead_of_failing_the_run(
+        settings_env, tmp_path, data_dir, kermany_folder):
+    """The check runs after training: a damaged file there must not cost a finished run."""
+    source = data_dir / "covid-3class" / "train"
+    for folder in ("Normal", "Viral Pneumonia"):
+        (tmp_path / "covid-3class" / "train" / folder).mkdir(parents=True)
+        for name in sorted(p.name for p in (source / folder).iterdir())[10:13]:
+            shutil.copy(source / folder / name, tmp_path / "covid-3class" / "train" / folder / name)
+    settings_env(CXR_DATA=str(tmp_path))
+    loaded = load_checkpoint(REPO / "checkpoints" / "pneumonia-logistic-v1.json")
+    args = (loaded.model, kermany_folder, loaded.image_size, loaded.record.operating_point)
+    assert collection_report(*args).n == 6  # three real films of each class
+    (tmp_path / "covid-3class" / "train" / "Normal" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 not a film")
+    assert collection_report(*args) is None

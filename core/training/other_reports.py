@@ -17,10 +17,12 @@ Every figure carries its bootstrap 95 % interval (core.evaluation.metrics). Thre
 """
 from __future__ import annotations
 
+import logging
 
 import torch
 from torch import nn
 
+from core.errors import DatasetError
 from core.evaluation.framing import TIGHTER_FRAMING, framed_tighter, framing_description
 from core.evaluation.metrics import evaluate_probabilities
 from core.films.folders import FilmSet
@@ -29,6 +31,8 @@ from core.models.device import model_device, to_device
 from core.models.inference import probabilities_in_batches
 from core.store.reports import OUT_OF_BATCH, OperatingPoint, Report
 from core.training.other_collection import CLASSES, OTHER_COLLECTION, collection_description, collection_films
+
+log = logging.getLogger(__name__)
 
 __all__ = ["OTHER_COLLECTION", "OUT_OF_BATCH", "TIGHTER_FRAMING", "collection_report", "framing_report",
            "other_reports", "report_on"]
@@ -73,16 +77,24 @@ def framing_report(model: nn.Module, held_out: FilmSet | None, holdout_descripti
 def collection_report(model: nn.Module, training_folder: FilmSet, image_size: int, point: OperatingPoint,
                       seed: int = 0) -> Report | None:
     """``model`` read at ``point`` on the other collection's films that are not copies of ``training_folder``'s;
-    None when the model does not read NORMAL and PNEUMONIA or the collection is not on this server."""
+    None when the model does not read NORMAL and PNEUMONIA, the collection is not on this server (or holds only
+    copies), or one of its films cannot be read (logged)."""
     if not set(CLASSES) <= set(point.classes):
         return None
     found = collection_films(training_folder)
     if found is None:
         return None
     films, copies = found
+    if not len(films):
+        return None
     split = collection_description(films, copies)
     films = films.in_classes(point.classes)
-    return _read(model, films, _tensors(model, films, image_size), point, split, seed)
+    try:
+        x = _tensors(model, films, image_size)
+    except DatasetError as exc:  # an auxiliary check never costs a finished run: say so in the log, skip it
+        log.warning("other-collection check skipped: %s", exc)
+        return None
+    return _read(model, films, x, point, split, seed)
 
 
 def _framed(model: nn.Module, films: FilmSet, x: torch.Tensor, point: OperatingPoint, holdout_description: str | None,
