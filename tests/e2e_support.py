@@ -83,6 +83,19 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+# Every film image on the page decoded by the browser (complete, a real width). An <img> is in the page before its
+# bytes arrive (later still through a proxy), so this waits, up to the page's default timeout, instead of
+# asserting at once.
+_LOADED_IMAGES = """count => {
+    const images = [...document.querySelectorAll('[data-testid="stImage"] img')];
+    return images.length === count && images.every(img => img.complete && img.naturalWidth > 100);
+}"""
+
+
+def wait_for_loaded_images(page, count: int) -> None:
+    page.wait_for_function(_LOADED_IMAGES, arg=count)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from e2e_support import (CHROMIUM_ARGS, IN_CI, ROOT, TRAIN_DIR, StreamlitServer, chromium, free_port, quick_checkpoints,
-                         real_films, require, wait_for)
+                         real_films, require, wait_for, wait_for_loaded_images)
 
 from core.access.passphrase import hash_passphrase
 from core.jobs.jobs import SUCCEEDED, cancel_job, read_job, start_job, write_status
@@ -247,9 +247,7 @@ def test_behind_nginx_with_the_readme_configuration(site, tmp_path):
             expect(page.get_by_role("heading", name="Triage")).to_be_visible()
             page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(pneumonia))
             expect(page.get_by_text("Grad-CAM for", exact=False)).to_be_visible()
-            expect(page.get_by_test_id("stImage").locator("img")).to_have_count(2)
-            for image in page.get_by_test_id("stImage").locator("img").all():
-                assert image.evaluate("img => img.complete && img.naturalWidth > 100")
+            wait_for_loaded_images(page, 2)  # the film and its overlay, both delivered through the proxy
             assert _admin_controls(page) == []  # through a proxy on this machine: not local
             _go(page, "Compare models", "ROC curves")
             expect(page.locator(".js-plotly-plot").first).to_be_visible()

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 from e2e_support import (CHROMIUM_ARGS, ROOT, TRAIN_DIR, StreamlitServer, chromium, quick_checkpoints, real_films,
-                         require)
+                         require, wait_for_loaded_images)
 
 SCREENSHOTS = ROOT / "test-output" / "e2e"
 WAIT_MS = 90_000
@@ -64,9 +64,7 @@ def test_triage_compare_and_retrain_in_a_browser(tmp_path):
         page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(pneumonia))
         expect(page.get_by_text("Class probabilities")).to_be_visible()
         expect(page.get_by_text("Grad-CAM for", exact=False)).to_be_visible()
-        expect(page.get_by_test_id("stImage").locator("img")).to_have_count(2)
-        for image in page.get_by_test_id("stImage").locator("img").all():
-            assert image.evaluate("img => img.complete && img.naturalWidth > 100")
+        wait_for_loaded_images(page, 2)  # the film and its overlay, both decoded by the browser
         expect(page.get_by_test_id("stDataFrame")).to_be_visible()
         expect(page.get_by_test_id("stException")).to_have_count(0)
         _shoot(page, "01-triage.png")
