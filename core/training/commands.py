@@ -140,7 +140,7 @@ def run_other_batch(args) -> int:
 
 
 def run_framing_check(args) -> int:
-    from core.training.framing_check import add_framing_report
+    from core.training.late_checks import add_framing_report
     from core.training.other_reports import TIGHTER_FRAMING
 
     for name in args.models:
@@ -151,7 +151,7 @@ def run_framing_check(args) -> int:
 
 
 def run_collection_check(args) -> int:
-    from core.training.collection_check import add_collection_report
+    from core.training.late_checks import add_collection_report
     from core.training.other_reports import OTHER_COLLECTION
 
     for name in args.models:

@@ -121,8 +121,7 @@ def near_duplicates(films: FilmSet, among: np.ndarray) -> NearDuplicates:
     found = []
     for start in range(0, len(rows), _BLOCK):
         block = rows[start:start + _BLOCK]
-        distance = np.bitwise_count(hashes[block, None] ^ hashes[None, :])
-        close = (distance <= HASH_DISTANCE) & (thumbs[block] @ thumbs.T >= THUMB_CORRELATION) & readable[None, :]
+        close = _same_films(hashes[block], thumbs[block], hashes, thumbs, readable)
         close[np.arange(len(block)), block] = False
         i, j = np.nonzero(close)
         found.append(np.stack([block[i], j], axis=1))
@@ -142,10 +141,17 @@ def copies_of(films: FilmSet, originals: FilmSet) -> np.ndarray:
     found = np.zeros(len(films), dtype=bool)
     for start in range(0, len(films), _BLOCK):
         rows = slice(start, start + _BLOCK)
-        distance = np.bitwise_count(hashes[rows, None] ^ known_hashes[None, :])
-        close = (distance <= HASH_DISTANCE) & (thumbs[rows] @ known_thumbs.T >= THUMB_CORRELATION)
-        found[rows] = (close & known_readable[None, :]).any(axis=1) & readable[rows]
+        same = _same_films(hashes[rows], thumbs[rows], known_hashes, known_thumbs, known_readable)
+        found[rows] = same.any(axis=1) & readable[rows]
     return found
+
+
+def _same_films(hashes: np.ndarray, thumbs: np.ndarray, known_hashes: np.ndarray, known_thumbs: np.ndarray,
+                known_readable: np.ndarray) -> np.ndarray:
+    """films x known films: whether each pair is one film by the rule above (the hash proposes, the thumbnail
+    correlation decides); a known film nothing could read matches nothing."""
+    distance = np.bitwise_count(hashes[:, None] ^ known_hashes[None, :])
+    return (distance <= HASH_DISTANCE) & (thumbs @ known_thumbs.T >= THUMB_CORRELATION) & known_readable[None, :]
 
 
 def _graph(n: int, edges: np.ndarray) -> coo_matrix:
