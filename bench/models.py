@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.measurements import write_section  # noqa: E402
 from core.evaluation.metrics import evaluate_probabilities  # noqa: E402
+from core.evaluation.site_range import stored_site_range  # noqa: E402
 from core.models.inference import probabilities_in_batches  # noqa: E402
 from core.store.checkpoints import load_checkpoint  # noqa: E402
 from core.store.registry import list_models  # noqa: E402
@@ -43,6 +44,7 @@ def _training(record) -> str:
 
 
 TRAVEL_SETS = (("out-of-batch", "another batch"), ("other-collection", "another collection (viral pneumonias)"),
+               ("other-collection-framed", "another collection framed 15 % tighter"),
                ("tighter-framing", "framed 15 % tighter (synthetic)"))
 WITHDRAWN_NOTE = ("The adult-normals figures of earlier versions of this table are withdrawn: shared-data/tb/train "
                   "holds smoothed noise textures, not chest films, so they measured nothing about adults.")
@@ -99,7 +101,43 @@ def travel_lines(records) -> list[str]:
             "framed 15 % tighter, a synthetic shift, core/evaluation/framing.py: the held-out batch where there is "
             "one, else the validation films), at each model's stored operating point, 95 % intervals. Figures from "
             "one batch overstate what a new site will see.",
-            "", *rows, "", *elsewhere_lines(records), POLICY_FILMS_NOTE, "", WITHDRAWN_NOTE]
+            "", *rows, "", *range_lines(records), *elsewhere_lines(records), POLICY_FILMS_NOTE, "", WITHDRAWN_NOTE]
+
+
+def range_lines(records) -> list[str]:
+    """The range at a new site (core.evaluation.site_range) of each model with both readings of the other
+    collection, beside what others measured on films not held here, and whether each figure lies inside."""
+    rows = []
+    for record in records:
+        spans = stored_site_range(record.other_reports)
+        if spans is None:
+            continue
+        figures = ("auc", "sensitivity", "specificity")
+        cells = [_span(getattr(spans, f), percent=f != "auc") for f in figures]
+        for measured in record.measured_elsewhere or [None]:
+            if measured is None:
+                rows.append(f"| {record.name} | " + " | ".join(cells) + " | not measured | — |")
+                continue
+            values = [getattr(measured, f) for f in figures]
+            inside = [v is None or span is None or span[0] <= v <= span[1]
+                      for v, span in zip(values, (getattr(spans, f) for f in figures))]
+            found = " / ".join("—" if v is None else (f"{v:.3f}" if f == "auc" else f"{v * 100:.1f} %")
+                               for v, f in zip(values, figures))
+            outside = [f for f, ok in zip(figures, inside) if not ok]
+            verdict = "outside: " + ", ".join(outside) if outside else "all inside"
+            rows.append(f"| {record.name} | " + " | ".join(cells) + f" | {measured.title}: {found} | {verdict} |")
+    if not rows:
+        return []
+    return ["Range at a new site: from the lower 95 % bound to the upper one over the other collection as collected "
+            "and framed 15 % tighter (core/evaluation/site_range.py), beside the figures measured elsewhere.", "",
+            "| model | AUC | sensitivity | specificity | measured elsewhere (AUC / sens / spec) | inside the range |",
+            "|---|---|---|---|---|---|", *rows, ""]
+
+
+def _span(span, percent: bool) -> str:
+    if span is None:
+        return "—"
+    return f"{span[0] * 100:.1f}–{span[1] * 100:.1f} %" if percent else f"{span[0]:.3f}–{span[1]:.3f}"
 
 
 def elsewhere_lines(records) -> list[str]:

@@ -269,6 +269,8 @@ def _models(args) -> int:
              # beside internal validation: another batch, a site's films (withdrawn reports left out)
              "other_metrics": {key: r.summary_with_intervals()
                                for key, r in shown_reports(e.record.other_reports).items()},
+             # low and high of AUC, sensitivity and specificity over the other collection's two readings
+             "site_range": _site_range(e.record),
              # set when the other-batch figures are another run's of the same recipe (python -m core other-batch)
              "holdout_run": e.record.holdout_run.to_json() if e.record.holdout_run else None,
              # figures others measured on films not held here (python -m core measured-elsewhere)
@@ -287,3 +289,15 @@ def _models(args) -> int:
 
 
 _NO_METRICS = dict.fromkeys(("n", "auc", "accuracy", "sensitivity", "specificity", "threshold"))
+
+
+def _site_range(record) -> dict | None:
+    """{"auc": [low, high], "sensitivity": ..., "specificity": ...} (core.evaluation.site_range), or None."""
+    from core.evaluation.site_range import stored_site_range
+
+    spans = stored_site_range(record.other_reports)
+    if spans is None:
+        return None
+    return {name: None if span is None else list(span)
+            for name, span in (("auc", spans.auc), ("sensitivity", spans.sensitivity),
+                               ("specificity", spans.specificity))}

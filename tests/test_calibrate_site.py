@@ -13,7 +13,7 @@ import corpus
 from core.admin.audit import read_actions
 from core.errors import DatasetError, FolderNotAllowed
 from core.evaluation.framing import TIGHTER_FRAMING
-from core.training.other_collection import OTHER_COLLECTION
+from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED
 from core.films.folders import FilmSet, discover
 from core.films.tensor import load_tensors
 from core.limits import THRESHOLD_MARGIN
@@ -80,7 +80,7 @@ def test_the_threshold_is_chosen_on_the_site_films_and_the_version_says_where(tr
     assert new.report.threshold == point.threshold and new.report.n == old.report.n
     assert new.report.auc == pytest.approx(old.report.auc, abs=1e-6)
     # no holdout in the session model: the site films and its validation films framed tighter, at the new threshold
-    assert set(new.other_reports) == {SITE, TIGHTER_FRAMING, OTHER_COLLECTION}
+    assert set(new.other_reports) == {SITE, TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED}
     assert new.other_reports[TIGHTER_FRAMING].threshold == point.threshold
     assert new.other_reports[TIGHTER_FRAMING].n == old.report.n
     text = (registry / f"{new.name}.json").read_text()
@@ -94,11 +94,11 @@ def test_the_threshold_is_chosen_on_the_site_films_and_the_version_says_where(tr
 
 def test_other_reports_are_read_again_at_the_new_threshold(held_model, kermany_train):
     old, directory = held_model
-    assert set(old.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION}
+    assert set(old.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED}
     new = calibrate(old.name, 0.995, directory=directory)
     threshold = new.operating_point.threshold
     assert new.calibration.source == "validation" and threshold != old.operating_point.threshold
-    assert set(new.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION}
+    assert set(new.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED}
     assert new.other_reports[TIGHTER_FRAMING].threshold == new.other_reports[OTHER_COLLECTION].threshold == threshold
     _, _, _, held = split_films(kermany_train, old.training.config.resolved())
     scores = _abnormal_scores(directory / f"{new.name}.json", held)
@@ -109,10 +109,11 @@ def test_other_reports_are_read_again_at_the_new_threshold(held_model, kermany_t
     assert out_of_batch.sensitivity == pytest.approx(np.mean(scores[~normal] >= threshold))
     # on a site folder the site report joins them; a later validation calibration drops it (old threshold)
     on_site = calibrate(new.name, TARGET, directory=directory, site_folder=SITE_LABEL)
-    assert set(on_site.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, SITE}
+    assert set(on_site.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED,
+                                          SITE}
     assert {r.threshold for r in on_site.other_reports.values()} == {on_site.operating_point.threshold}
     again = calibrate(on_site.name, 0.99, directory=directory)
-    assert set(again.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION} and \
+    assert set(again.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED} and \
         again.calibration.source == "validation"
 
 
@@ -123,10 +124,11 @@ def test_a_recalibrated_version_drops_the_withdrawn_adults_report(trained_model,
     stored = json.loads(path.read_text())
     stored["other_reports"]["adults"] = stored["report"]  # any stored report: only its key matters here
     atomic_write_json(path, stored)
-    assert set(load_checkpoint(path).record.other_reports) == {"adults", TIGHTER_FRAMING, OTHER_COLLECTION} and \
+    assert set(load_checkpoint(path).record.other_reports) == {"adults", TIGHTER_FRAMING, OTHER_COLLECTION,
+                                                               OTHER_COLLECTION_FRAMED} and \
         "adults" in WITHDRAWN
     new = calibrate(trained_model.name, 0.9, directory=registry)
-    assert set(new.other_reports) == {TIGHTER_FRAMING, OTHER_COLLECTION}  # computed again
+    assert set(new.other_reports) == {TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED}  # computed again
     assert "adults" not in json.loads((registry / f"{new.name}.json").read_text())["other_reports"]
 
 

@@ -107,7 +107,8 @@ def test_models_json_lists_the_registry(run_cli, trained_model):
     assert row["classes"] == ["NORMAL", "PNEUMONIA"]
     assert row["metrics"]["auc"] == pytest.approx(trained_model.record.report.auc)
     assert set(row) == {"name", "tier", "task", "task_title", "arch", "classes", "default", "is_default",
-                        "image_size", "metrics", "other_metrics", "holdout_run", "measured_elsewhere", "parameters", "created"}
+                        "image_size", "metrics", "other_metrics", "site_range", "holdout_run", "measured_elsewhere",
+                        "parameters", "created"}
     assert row["holdout_run"] is None  # its other-batch figures, if any, would be its own
     assert row["measured_elsewhere"] == []
     assert (row["task"], row["task_title"], row["is_default"]) == ("pneumonia", "Pneumonia", True)
@@ -116,6 +117,10 @@ def test_models_json_lists_the_registry(run_cli, trained_model):
     for key, figures in row["other_metrics"].items():
         assert figures["n"] == stored[key].n and figures["specificity"] == pytest.approx(stored[key].specificity)
         assert figures["specificity_ci"] == pytest.approx(list(stored[key].specificity_ci))
+    readings = [stored["other-collection"], stored["other-collection-framed"]]  # the range at a new site spans both
+    for name in ("auc", "sensitivity", "specificity"):
+        intervals = [getattr(report, f"{name}_ci") for report in readings]
+        assert row["site_range"][name] == pytest.approx([min(i[0] for i in intervals), max(i[1] for i in intervals)])
     assert row["tier"] == "site"  # the session's shipped folder is empty
     assert set(row["metrics"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
     assert row["task"] == "pneumonia" and row["created"] == trained_model.record.created

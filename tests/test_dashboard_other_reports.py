@@ -27,12 +27,13 @@ from core.store.checkpoints import load_checkpoint
 from core.store.records import read_model_record
 from core.store.registry import list_models
 from core.store.reports import WITHDRAWN
-from core.training.other_reports import OTHER_COLLECTION, OUT_OF_BATCH, TIGHTER_FRAMING
+from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
 from dashboard.components.charts import travel_intervals
+from core.evaluation.site_range import stored_site_range
 from dashboard.components.reports import (FIGURES, line_summaries, NOT_MEASURED, TRAVEL_TITLES, VALIDATION,
                                           metrics_with_travel, other_reports_in_order, out_of_batch_origin,
-                                          read_at_another_threshold, travel_comparison, travel_points,
-                                          travel_table)
+                                          read_at_another_threshold, site_range_line, travel_comparison,
+                                          travel_points, travel_table)
 
 HELD_OUT_MODEL = "pneumonia-logistic-v1"
 QUICK_MODELS = ["pneumonia-cnn5-v1", "pneumonia-mlp-v1"]
@@ -87,7 +88,7 @@ def _entry(folder: Path, name: str):
 def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_out_folder):
     stored = _stored_json(held_out_folder)
     batch, validation = stored["other_reports"][OUT_OF_BATCH], stored["report"]
-    assert set(stored["other_reports"]) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION}
+    assert set(stored["other_reports"]) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED}
     assert batch["class_counts"][0] > 0 and batch["class_counts"][1] > 0  # both classes held out
     table = travel_table(_entry(held_out_folder, HELD_OUT_MODEL).record)
     assert list(table.index) == list(FIGURES)
@@ -96,7 +97,8 @@ def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_ou
     framed = stored["other_reports"][TIGHTER_FRAMING]
     assert framed["n"] == batch["n"]
     framed_spec = _percent(framed["at_operating_point"]["specificity"], framed["at_operating_point"]["specificity_ci"])
-    collection_line, line = line_summaries(_entry(held_out_folder, HELD_OUT_MODEL).record)
+    record = _entry(held_out_folder, HELD_OUT_MODEL).record
+    collection_line, framed_collection_line, line = line_summaries(record)
     assert line.startswith(f"**Framed 15 % tighter (synthetic)** ({framed['n']} films): AUC ")
     assert line.endswith(f"specificity {framed_spec}.")
     # Kermany-type films of another collection, real ones: a line too, with its stored figures
@@ -106,6 +108,14 @@ def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_ou
     assert collection_line.startswith(f"**Another collection (viral pneumonias)** ({collection['n']} films): AUC "
                                       f"{_auc(collection['auc'], collection['auc_ci'])}; sensitivity ")
     assert collection_line.endswith(f"specificity {collection_spec}.")
+    # the same films framed tighter, then the range over both readings: what a new site may see
+    collection_framed = stored["other_reports"][OTHER_COLLECTION_FRAMED]
+    assert framed_collection_line.startswith(f"**Another collection, framed 15 % tighter** ({collection['n']} films)")
+    specificities = [r["at_operating_point"]["specificity_ci"] for r in (collection, collection_framed)]
+    low, high = min(i[0] for i in specificities), max(i[1] for i in specificities)
+    assert site_range_line(record).startswith("**Range at a new site** (another collection as collected and framed "
+                                              "15 % tighter, 95 % bounds): AUC ")
+    assert site_range_line(record).endswith(f"specificity {low * 100:.1f}–{high * 100:.1f} %.")
     assert list(table["Other batch"]) == [
         str(batch["n"]), _auc(batch["auc"], batch["auc_ci"]),
         _percent(batch["at_operating_point"]["sensitivity"], batch["at_operating_point"]["sensitivity_ci"]),
@@ -118,7 +128,8 @@ def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_ou
 def test_a_model_trained_without_a_holdout_shows_another_batch_as_not_measured(tmp_path):
     folder = quick_checkpoints(tmp_path / "quick")
     record = _entry(folder, "pneumonia-cnn5-v1").record
-    assert set(record.other_reports) == {TIGHTER_FRAMING, OTHER_COLLECTION}  # no batch was held out
+    # no batch was held out
+    assert set(record.other_reports) == {TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED}
     assert record.other_reports[TIGHTER_FRAMING].n == record.report.n
     table = travel_table(record)
     assert list(table.columns) == ["Validation", "Other batch"]
@@ -163,11 +174,13 @@ def test_the_card_says_which_weights_and_which_threshold_the_figures_describe(he
     recalibrated = record.model_copy(update={"operating_point": record.operating_point.model_copy(
         update={"threshold": record.operating_point.threshold / 2})})
     assert read_at_another_threshold(recalibrated) == ["Another batch", "Another collection (viral pneumonias)",
+                                                       "Another collection, framed 15 % tighter",
                                                        "Framed 15 % tighter (synthetic)"]
 
 
 def test_known_keys_are_the_ones_training_writes():
     assert TIGHTER_FRAMING in TRAVEL_TITLES and OTHER_COLLECTION in TRAVEL_TITLES
+    assert OTHER_COLLECTION_FRAMED in TRAVEL_TITLES
     assert OUT_OF_BATCH in TRAVEL_TITLES and not WITHDRAWN & set(TRAVEL_TITLES)
 
 
@@ -180,9 +193,13 @@ def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
     assert table.loc["Another batch: specificity", HELD_OUT_MODEL] == _percent(batch["specificity"],
                                                                               batch["specificity_ci"])
     assert (table.loc["Another batch: specificity", QUICK_MODELS] == NOT_MEASURED).all()
-    assert list(table.index) == [f"{films}: {label}" for films in ("Another batch", "Another collection (viral "
-                                                                   "pneumonias)", "Framed 15 % tighter (synthetic)")
+    rows = ("Another batch", "Another collection (viral pneumonias)", "Another collection, framed 15 % tighter",
+            "Framed 15 % tighter (synthetic)", "Range at a new site")
+    assert list(table.index) == [f"{films}: {label}" for films in rows
                                  for label in ("films", "AUC", "sensitivity", "specificity")]
+    spans = stored_site_range(_entry(mixed_folder, HELD_OUT_MODEL).record.other_reports)
+    assert table.loc["Range at a new site: specificity", HELD_OUT_MODEL] == \
+        f"{spans.specificity[0] * 100:.1f}–{spans.specificity[1] * 100:.1f} %"
     merged = list(metrics_with_travel([(e, e.record.report) for e in entries]).index)
     threshold = merged.index("Threshold (abnormal score)")
     assert merged[threshold + 1: threshold + 1 + len(table)] == list(table.index)  # after the threshold
@@ -231,6 +248,10 @@ def test_triage_card_shows_the_other_batch_figures_with_their_intervals(held_out
     assert "specificity fell from 91–100 % on validation to 42–74 %" in card  # the project's hidden-test figures
     assert "this run's own" in card and "not measured on another batch" not in card
     assert "**Framed 15 % tighter (synthetic)**" in card and "a floor on the loss, not a forecast" in card
+    spans = stored_site_range(_entry(held_out_folder, HELD_OUT_MODEL).record.other_reports)
+    assert "**Range at a new site** (another collection" in card and \
+        f"specificity {spans.specificity[0] * 100:.1f}–{spans.specificity[1] * 100:.1f} %." in card
+    assert "recalibrate on a site's own labelled films" in card
     assert "Adults" not in card and "the network alone" not in card  # the withdrawn adult-normals row is gone
     assert str(TRAIN_DIR.resolve()) not in card  # folders by their data-root label only
 
@@ -268,7 +289,10 @@ def test_compare_lists_out_of_batch_figures_for_each_model_that_has_them(mixed_f
                  and "error_x" in c.proto.spec)
     held = [t for t in chart["data"] if t["name"] == HELD_OUT_MODEL]
     assert {y for t in held for y in t["y"]} == {VALIDATION, "Another batch", "Another collection (viral pneumonias)",
+                                                 "Another collection, framed 15 % tighter",
                                                  "Framed 15 % tighter (synthetic)"}
+    spans = stored_site_range(_entry(mixed_folder, HELD_OUT_MODEL).record.other_reports)
+    assert table.loc["Range at a new site: AUC", HELD_OUT_MODEL] == f"{spans.auc[0]:.3f}–{spans.auc[1]:.3f}"
 
 
 def test_compare_of_models_never_measured_on_another_batch_says_so(tmp_path, settings_env):
@@ -331,14 +355,18 @@ def test_a_version_storing_the_withdrawn_adults_report_loads_and_nothing_shows_i
     entries, problems = list_models(old_version_folder)
     assert not problems
     record = _entry(old_version_folder, HELD_OUT_MODEL).record
-    assert set(record.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, OLD_ADULTS}  # as stored
+    assert set(record.other_reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED,
+                                         OLD_ADULTS}  # as stored
     loaded = load_checkpoint(old_version_folder / f"{HELD_OUT_MODEL}.json")
     assert loaded.record.other_reports[OLD_ADULTS].split == OLD_ADULTS_SPLIT
-    assert [key for key, _, _ in other_reports_in_order(record)] == [OUT_OF_BATCH, OTHER_COLLECTION, TIGHTER_FRAMING]
+    assert [key for key, _, _ in other_reports_in_order(record)] == [OUT_OF_BATCH, OTHER_COLLECTION,
+                                                                     OTHER_COLLECTION_FRAMED, TIGHTER_FRAMING]
     assert list(travel_table(record).columns) == ["Validation", "Other batch"]
     assert read_at_another_threshold(record) == []  # its older threshold is not mentioned either
-    framings = ("Another batch", "Another collection (viral pneumonias)", "Framed 15 % tighter (synthetic)")
-    assert list(travel_comparison(entries).index) == [f"{films}: {label}" for films in framings
+    framings = ("Another batch", "Another collection (viral pneumonias)", "Another collection, framed 15 % tighter",
+                "Framed 15 % tighter (synthetic)")
+    rows = (*framings, "Range at a new site")
+    assert list(travel_comparison(entries).index) == [f"{films}: {label}" for films in rows
                                                       for label in ("films", "AUC", "sensitivity", "specificity")]
     assert {p.films for p in travel_points(entries)} == {VALIDATION, *framings}
 

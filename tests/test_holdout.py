@@ -20,7 +20,7 @@ from core.store.records import TrainConfig
 from core.training.data import patient_id
 from core.training.holdout import RULES, split_holdout
 from core.store.reports import WITHDRAWN
-from core.training.other_reports import OTHER_COLLECTION, OUT_OF_BATCH, TIGHTER_FRAMING
+from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
 from core.training.train import split_films, train
 
 
@@ -72,7 +72,8 @@ def test_a_run_with_a_holdout_stores_the_out_of_batch_report_and_nothing_withdra
     reports = loaded.record.other_reports
     # the held-out batch, plain and framed tighter: the withdrawn "adults" report (noise textures of
     # shared-data/tb/train) is gone
-    assert set(reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION} and not WITHDRAWN & set(reports)
+    assert set(reports) == {OUT_OF_BATCH, TIGHTER_FRAMING, OTHER_COLLECTION, OTHER_COLLECTION_FRAMED}
+    assert not WITHDRAWN & set(reports)
     # the stored out-of-batch figures are the model's own on exactly the held-out films, at its threshold
     _, _, _, held = split_films(kermany_train, config.resolved())
     probs = probabilities_in_batches(loaded.model, load_tensors(held, 64))

@@ -119,11 +119,11 @@ def attach_holdout_run(json_path: Path, out_of_batch: Report, run: HoldoutRun) -
     return update_record(json_path, {"other_reports": {**others, OUT_OF_BATCH: out_of_batch}, "holdout_run": run})
 
 
-def attach_other_report(json_path: Path, key: str, report: Report) -> ModelRecord:
-    """Add (or replace) one entry of an existing version's ``other_reports``; the weights, the operating point and
+def attach_other_reports(json_path: Path, reports: dict[str, Report]) -> ModelRecord:
+    """Add (or replace) entries of an existing version's ``other_reports``; the weights, the operating point and
     every other field are unchanged."""
     others = read_model_record(json_path).other_reports
-    return update_record(json_path, {"other_reports": {**others, key: report}})
+    return update_record(json_path, {"other_reports": {**others, **reports}})
 
 
 def attach_measured_elsewhere(json_path: Path, measured: MeasuredElsewhere) -> ModelRecord:

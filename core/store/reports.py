@@ -238,6 +238,10 @@ class HeadlineFigures(Record):
 
 
 OUT_OF_BATCH = "out-of-batch"  # the key of ModelRecord.other_reports for another batch (core.training.holdout)
+# Its keys for the other collection (core.training.other_collection), as collected and framed 15 % tighter: the
+# two readings of the range at a new site (core.evaluation.site_range).
+OTHER_COLLECTION = "other-collection"
+OTHER_COLLECTION_FRAMED = "other-collection-framed"
 
 # Keys of ModelRecord.other_reports that older versions may store but that measured no real films (issue 13's
 # "adults": shared-data/tb/train holds noise textures, not chest films): loaded, never shown.

@@ -143,22 +143,22 @@ def run_framing_check(args) -> int:
     from core.training.late_checks import add_framing_report
     from core.training.other_reports import TIGHTER_FRAMING
 
-    for name in args.models:
-        record = add_framing_report(name, args.data, device=args.device, who=_who())
-        print(json.dumps({"name": record.name,
-                          TIGHTER_FRAMING: record.other_reports[TIGHTER_FRAMING].summary_with_intervals()}), flush=True)
-    return 0
+    return _late_check(args, add_framing_report, (TIGHTER_FRAMING,))
 
 
 def run_collection_check(args) -> int:
     from core.training.late_checks import add_collection_report
-    from core.training.other_reports import OTHER_COLLECTION
+    from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED
 
+    return _late_check(args, add_collection_report, (OTHER_COLLECTION, OTHER_COLLECTION_FRAMED))
+
+
+def _late_check(args, add, keys: tuple[str, ...]) -> int:
+    """Add a check's reports to each named version; one JSON line per version with the figures stored."""
     for name in args.models:
-        record = add_collection_report(name, args.data, device=args.device, who=_who())
-        print(json.dumps({"name": record.name,
-                          OTHER_COLLECTION: record.other_reports[OTHER_COLLECTION].summary_with_intervals()}),
-              flush=True)
+        record = add(name, args.data, device=args.device, who=_who())
+        print(json.dumps({"name": record.name, **{key: record.other_reports[key].summary_with_intervals()
+                                                  for key in keys}}), flush=True)
     return 0
 
 

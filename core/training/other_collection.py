@@ -22,9 +22,11 @@ from core.config import settings
 from core.films.bounds import FILM_SUFFIXES
 from core.films.folders import FilmSet
 from core.films.roots import SHARED_ROOT
+# The key of its report in ModelRecord.other_reports; core.training.other_reports also reads the films framed 15 %
+# tighter (OTHER_COLLECTION_FRAMED): the two readings bound what a new site may see (core.evaluation.site_range).
+from core.store.reports import OTHER_COLLECTION
 from core.training.data import copies_of
 
-OTHER_COLLECTION = "other-collection"  # the key of its report in ModelRecord.other_reports
 FOLDER = Path("covid-3class") / "train"  # under the shared data folder (settings().data)
 CLASS_FOLDERS = (("NORMAL", "Normal"), ("PNEUMONIA", "Viral Pneumonia"))
 CLASSES = tuple(name for name, _ in CLASS_FOLDERS)
@@ -48,8 +50,8 @@ def collection_films(training_folder: FilmSet) -> tuple[FilmSet, int] | None:
     return films.subset(np.flatnonzero(~copies)), int(copies.sum())
 
 
-def collection_description(films: FilmSet, copies: int) -> str:
+def collection_description(films: FilmSet, copies: int, key: str = OTHER_COLLECTION) -> str:
     normal, pneumonia = films.class_counts()
-    return (f"{OTHER_COLLECTION}: {len(films)} Kermany-type paediatric films from another collection "
+    return (f"{key}: {len(films)} Kermany-type paediatric films from another collection "
             f"({SHARED_ROOT}/{FOLDER.as_posix()}: {normal} normal, {pneumonia} viral pneumonia, re-encoded at "
             f"640 px), {copies} copies of training-folder films left out")

@@ -12,7 +12,7 @@ from dashboard.components.class_figures import class_recall_lines, several_class
 from dashboard.components.reports import (ONE_BATCH, SHORT_TITLES, chosen_on, elsewhere_films,
                                           elsewhere_summaries, films_in_words, line_summaries,
                                           other_reports_in_order, out_of_batch_origin, percent,
-                                          read_at_another_threshold, travel_table, with_interval)
+                                          read_at_another_threshold, site_range_line, travel_table, with_interval)
 from dashboard.components.task_choice import title_of
 
 INTENDED_USE = (
@@ -103,8 +103,9 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
     st.markdown("**How the promise travels**: films (n), AUC, sensitivity and specificity at the operating "
                 "point below, with 95 % intervals")
     st.table(travel_table(record))
-    for summary in [*line_summaries(record), *elsewhere_summaries(record)]:  # no room for more columns
-        st.markdown(summary)
+    spans = site_range_line(record)  # first: what a new site may see
+    for summary in [*([spans] if spans else []), *line_summaries(record), *elsewhere_summaries(record)]:
+        st.markdown(summary)  # lines, not columns: the sidebar has no room for more
     notes = [ONE_BATCH]
     if "out-of-batch" not in record.other_reports:
         notes.append("This version was **not measured on another batch** (trained before that check, or without "

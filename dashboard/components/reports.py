@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from core.errors import FolderNotAllowed, TriageError
+from core.evaluation.site_range import stored_site_range
 from core.films.roots import data_roots, folder_label
 from core.store.records import MeasuredElsewhere, ModelRecord
 from core.store.registry import ModelEntry
@@ -167,15 +168,18 @@ def operating_points(curves: list[RocCurve]) -> pd.DataFrame:
 
 
 # How a model's promise travels (#13): its internal validation beside ModelRecord.other_reports, whose keys
-# come from core.training.other_reports ("out-of-batch", "tighter-framing", "other-collection") and site
-# recalibration ("site").
+# come from core.training.other_reports ("out-of-batch", "tighter-framing", "other-collection",
+# "other-collection-framed") and site recalibration ("site").
 # Withdrawn keys that older versions still store (core.store.reports.WITHDRAWN) are never shown.
 VALIDATION = "Internal validation"
 TRAVEL_TITLES = {"out-of-batch": "Another batch", "other-collection": "Another collection (viral pneumonias)",
+                 "other-collection-framed": "Another collection, framed 15 % tighter",
                  "tighter-framing": "Framed 15 % tighter (synthetic)", "site": "Site films (used to recalibrate)"}
 SHORT_TITLES = {VALIDATION: "Validation", TRAVEL_TITLES["out-of-batch"]: "Other batch",
                 TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
-CARD_LINES = frozenset({"other-collection", "tighter-framing"})  # lines under the card's table (no room for columns)
+# the checks shown as lines under the card's table (no room for more columns)
+CARD_LINES = frozenset({"other-collection", "other-collection-framed", "tighter-framing"})
+SITE_RANGE = "Range at a new site"  # over the other collection's two readings (core.evaluation.site_range)
 FIGURES = ("n", "AUC", "Sens.", "Spec.")  # rows of the card's table: films, AUC, sensitivity, specificity
 NOT_MEASURED = "not measured"
 ONE_BATCH = ("Internal validation films come from the same collections as the training films (for pneumonia, one "
@@ -187,7 +191,11 @@ ONE_BATCH = ("Internal validation films come from the same collections as the tr
              "and re-encoded, copies of training films left out: real films from outside the training folder, but "
              "few, and its pneumonias are all viral (harder to see than most), so its sensitivity is low for every "
              "model. Framed 15 % tighter: the same films shown larger, the one synthetic change found to move every "
-             "model that test's way (for the CNNs far less than that test): a floor on the loss, not a forecast.")
+             "model that test's way (for the CNNs far less than that test): a floor on the loss, not a forecast. "
+             "Range at a new site: from the lower 95 % bound to the upper one over the other collection as collected "
+             "and framed 15 % tighter; the official test's AUC, sensitivity and specificity fell inside it for all "
+             "five models the project measured there. It is wide because another site's films can differ that "
+             "much: recalibrate on a site's own labelled films before relying on its threshold.")
 
 
 def travel_title(key: str) -> str:
@@ -242,6 +250,32 @@ def elsewhere_figures(measured: MeasuredElsewhere) -> tuple[str, str, str, str]:
 def elsewhere_columns(record: ModelRecord) -> dict[str, tuple[str, str, str, str]]:
     """Title -> figures of each set of films others measured this version on."""
     return {measured.title: elsewhere_figures(measured) for measured in record.measured_elsewhere}
+
+
+def site_range_figures(record: ModelRecord) -> tuple[str, str, str, str] | None:
+    """Films, then the AUC, sensitivity and specificity ranges at a new site (``low–high``); None unless this
+    version has both readings of the other collection."""
+    spans = stored_site_range(record.other_reports)
+    if spans is None:
+        return None
+    missing = _missing("not computed")
+    as_collected = record.other_reports["other-collection"]
+    specificity = interval_text(spans.specificity) + " %" if spans.specificity else missing
+    if as_collected.operating_point.normal_index is None:
+        specificity = _missing("no normal class")
+    return (f"{as_collected.n} × 2 readings",
+            interval_text(spans.auc, as_percent=False) if spans.auc else missing,
+            interval_text(spans.sensitivity) + " %" if spans.sensitivity else missing, specificity)
+
+
+def site_range_line(record: ModelRecord) -> str | None:
+    """The card's line on the range at a new site, or None without both readings."""
+    figures = site_range_figures(record)
+    if figures is None:
+        return None
+    _, auc, sensitivity, specificity = figures
+    return (f"**{SITE_RANGE}** (another collection as collected and framed 15 % tighter, 95 % bounds): AUC {auc}; "
+            f"sensitivity {sensitivity}; specificity {specificity}.")
 
 
 def line_summaries(record: ModelRecord) -> list[str]:
@@ -307,8 +341,13 @@ def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
     model lacks that set."""
     per_model = {entry.name: {**{title: travel_figures(report) for title, report in travel_reports(entry.record).items()
                                  if title != VALIDATION}, **elsewhere_columns(entry.record)} for entry in entries}
+    for entry in entries:
+        spans = site_range_figures(entry.record)
+        if spans is not None:
+            per_model[entry.name][SITE_RANGE] = spans
     titles = [TRAVEL_TITLES["out-of-batch"]]
-    titles += [t for t in TRAVEL_TITLES.values() if t not in titles and any(t in f for f in per_model.values())]
+    titles += [t for t in (*TRAVEL_TITLES.values(), SITE_RANGE)
+               if t not in titles and any(t in f for f in per_model.values())]
     titles += sorted({t for figures in per_model.values() for t in figures} - set(titles))
     labels = ("films", "AUC", "sensitivity", "specificity")
     index = [f"{title}: {label}" for title in titles for label in labels]
