@@ -259,6 +259,7 @@ def _audit(action: str, **details) -> None:
 def _models(args) -> int:
     from core.store.registry import list_models
     from core.tasks import task_title
+    from core.evaluation.site_range import site_range_json
     from core.store.reports import shown_reports
 
     entries, problems = list_models()
@@ -270,7 +271,7 @@ def _models(args) -> int:
              "other_metrics": {key: r.summary_with_intervals()
                                for key, r in shown_reports(e.record.other_reports).items()},
              # low and high of AUC, sensitivity and specificity over the other collection's two readings
-             "site_range": _site_range(e.record),
+             "site_range": site_range_json(e.record.other_reports),
              # set when the other-batch figures are another run's of the same recipe (python -m core other-batch)
              "holdout_run": e.record.holdout_run.to_json() if e.record.holdout_run else None,
              # figures others measured on films not held here (python -m core measured-elsewhere)
@@ -290,14 +291,3 @@ def _models(args) -> int:
 
 _NO_METRICS = dict.fromkeys(("n", "auc", "accuracy", "sensitivity", "specificity", "threshold"))
 
-
-def _site_range(record) -> dict | None:
-    """{"auc": [low, high], "sensitivity": ..., "specificity": ...} (core.evaluation.site_range), or None."""
-    from core.evaluation.site_range import stored_site_range
-
-    spans = stored_site_range(record.other_reports)
-    if spans is None:
-        return None
-    return {name: None if span is None else list(span)
-            for name, span in (("auc", spans.auc), ("sensitivity", spans.sensitivity),
-                               ("specificity", spans.specificity))}

@@ -30,10 +30,10 @@ from core.store.reports import WITHDRAWN
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
 from dashboard.components.charts import travel_intervals
 from core.evaluation.site_range import stored_site_range
-from dashboard.components.reports import (FIGURES, line_summaries, NOT_MEASURED, TRAVEL_TITLES, VALIDATION,
-                                          metrics_with_travel, other_reports_in_order, out_of_batch_origin,
-                                          read_at_another_threshold, site_range_line, travel_comparison,
-                                          travel_points, travel_table)
+from dashboard.components.travel import (FIGURES, NOT_MEASURED, TRAVEL_TITLES, VALIDATION, line_summaries,
+                                         metrics_with_travel, other_reports_in_order, out_of_batch_origin,
+                                         read_at_another_threshold, site_range_line, travel_comparison, travel_points,
+                                         travel_table)
 
 HELD_OUT_MODEL = "pneumonia-logistic-v1"
 QUICK_MODELS = ["pneumonia-cnn5-v1", "pneumonia-mlp-v1"]

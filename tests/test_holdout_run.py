@@ -14,7 +14,7 @@ from core.training.calibrate import calibrate
 from core.training.holdout_run import adopt_holdout_run
 from core.training.other_reports import OUT_OF_BATCH
 from core.training.train import train
-from dashboard.components.reports import out_of_batch_origin, read_at_another_threshold, travel_table
+from dashboard.components.travel import out_of_batch_origin, read_at_another_threshold, travel_table
 
 RECIPE = dict(arch="logistic", epochs=2, image_size=64, augment=False, max_films=300)
 

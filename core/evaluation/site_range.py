@@ -51,6 +51,15 @@ def stored_site_range(other_reports: Mapping[str, Report]) -> SiteRange | None:
     return site_range(*(shown[key] for key in READINGS))
 
 
+def site_range_json(other_reports: Mapping[str, Report]) -> dict[str, list[float] | None] | None:
+    """``{"auc": [low, high], "sensitivity": ..., "specificity": ...}`` of the stored reports, or None."""
+    spans = stored_site_range(other_reports)
+    if spans is None:
+        return None
+    return {name: None if span is None else list(span) for name, span in
+            (("auc", spans.auc), ("sensitivity", spans.sensitivity), ("specificity", spans.specificity))}
+
+
 def _point(value: float | None) -> Interval | None:
     """A figure stored without its interval (older reports) spans only itself."""
     return None if value is None else (value, value)

@@ -12,10 +12,11 @@ from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc
                                          travel_intervals)
 from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
                                                 several_classes, source_table)
-from dashboard.components.reports import (ONE_BATCH, VALIDATION, data_label, elsewhere_films,
-                                          elsewhere_thresholds, films_in_words, metrics_table, metrics_with_travel,
-                                          operating_points, out_of_batch_origin, per_class_table,
-                                          read_at_another_threshold, roc_input, travel_points, travel_reports)
+from dashboard.components.reports import (data_label, films_in_words, metrics_table, operating_points, per_class_table,
+                                          roc_input)
+from dashboard.components.travel import (ONE_BATCH, VALIDATION, elsewhere_films, elsewhere_thresholds,
+                                         metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
+                                         travel_points, travel_reports)
 
 PER_ROW = 3
 POLICY_FILMS = f"{SHARED_ROOT}/films"  # 16 full-resolution films that helped choose the default's policy

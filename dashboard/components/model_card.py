@@ -9,10 +9,10 @@ from core.models.catalog import CATALOG
 from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
-from dashboard.components.reports import (ONE_BATCH, SHORT_TITLES, chosen_on, elsewhere_films,
-                                          elsewhere_summaries, films_in_words, line_summaries,
-                                          other_reports_in_order, out_of_batch_origin, percent,
-                                          read_at_another_threshold, site_range_line, travel_table, with_interval)
+from dashboard.components.reports import chosen_on, films_in_words, percent, with_interval
+from dashboard.components.travel import (ONE_BATCH, SHORT_TITLES, elsewhere_films, elsewhere_summaries, line_summaries,
+                                         other_reports_in_order, out_of_batch_origin, read_at_another_threshold,
+                                         site_range_line, travel_table)
 from dashboard.components.task_choice import title_of
 
 INTENDED_USE = (

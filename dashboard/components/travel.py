@@ -1,0 +1,266 @@
+"""How a model's promise travels (#13): its internal validation beside the other sets of films it was read on
+(``ModelRecord.other_reports``), the range at a new site and figures others measured, as the card's table and
+lines and Compare's rows and chart: formatting only."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from core.evaluation.site_range import stored_site_range
+from core.store.records import MeasuredElsewhere, ModelRecord
+from core.store.registry import ModelEntry
+from core.store.reports import HeadlineFigures, Report, shown_reports
+from dashboard.components.reports import interval_text, metrics_table, percent, with_interval
+
+# Internal validation beside ModelRecord.other_reports, whose keys
+# come from core.training.other_reports ("out-of-batch", "tighter-framing", "other-collection",
+# "other-collection-framed") and site recalibration ("site").
+# Withdrawn keys that older versions still store (core.store.reports.WITHDRAWN) are never shown.
+VALIDATION = "Internal validation"
+TRAVEL_TITLES = {"out-of-batch": "Another batch", "other-collection": "Another collection (viral pneumonias)",
+                 "other-collection-framed": "Another collection, framed 15 % tighter",
+                 "tighter-framing": "Framed 15 % tighter (synthetic)", "site": "Site films (used to recalibrate)"}
+SHORT_TITLES = {VALIDATION: "Validation", TRAVEL_TITLES["out-of-batch"]: "Other batch",
+                TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
+# the checks shown as lines under the card's table (no room for more columns)
+CARD_LINES = frozenset({"other-collection", "other-collection-framed", "tighter-framing"})
+SITE_RANGE = "Range at a new site"  # over the other collection's two readings (core.evaluation.site_range)
+FIGURES = ("n", "AUC", "Sens.", "Spec.")  # rows of the card's table: films, AUC, sensitivity, specificity
+NOT_MEASURED = "not measured"
+ONE_BATCH = ("Internal validation films come from the same collections as the training films (for pneumonia, one "
+             "hospital batch; for COVID-19, the same public set): figures from them overstate what a new site will "
+             "see. Another batch, where measured, shows part of how far the promise travels; a site should still "
+             "check its own films. On the official Kermany test (another batch of the same hospital, measured by "
+             "the project), six earlier pneumonia models kept their sensitivity, but their specificity fell from "
+             "91–100 % on validation to 42–74 %. Another collection: Kermany-type films another dataset gathered "
+             "and re-encoded, copies of training films left out: real films from outside the training folder, but "
+             "few, and its pneumonias are all viral (harder to see than most), so its sensitivity is low for every "
+             "model. Framed 15 % tighter: the same films shown larger, the one synthetic change found to move every "
+             "model that test's way (for the CNNs far less than that test): a floor on the loss, not a forecast. "
+             "Range at a new site: from the lower 95 % bound to the upper one over the other collection as collected "
+             "and framed 15 % tighter; the official test's AUC, sensitivity and specificity fell inside it for all "
+             "five models the project measured there. It is wide because another site's films can differ that "
+             "much: recalibrate on a site's own labelled films before relying on its threshold.")
+
+
+def travel_title(key: str) -> str:
+    return TRAVEL_TITLES.get(key, f"Other: {key}")
+
+
+def other_reports_in_order(record: ModelRecord) -> list[tuple[str, str, Report]]:
+    """(key, title, report) of the reports beside internal validation: the known ones in a fixed order, then
+    the rest by key."""
+    known, shown = list(TRAVEL_TITLES), shown_reports(record.other_reports)
+    keys = sorted(shown, key=lambda k: (known.index(k) if k in known else len(known), k))
+    return [(key, travel_title(key), shown[key]) for key in keys]
+
+
+def travel_reports(record: ModelRecord) -> dict[str, Report]:
+    """Title -> report: internal validation first, then the other reports (:func:`other_reports_in_order`)."""
+    reports = {VALIDATION: record.report} if record.report is not None else {}
+    reports.update({title: report for _, title, report in other_reports_in_order(record)})
+    return reports
+
+
+def _missing(reason: str) -> str:
+    return f"— ({reason})"
+
+
+def _auc_sensitivity_specificity(figures: Report | HeadlineFigures, missing: str) -> tuple[str, str, str]:
+    """AUC, sensitivity and specificity with their intervals, of a report or of figures stored without one (both
+    name them alike); ``missing`` where a figure is absent."""
+    def cell(value: float | None, interval, as_percent: bool = True) -> str:
+        return missing if value is None else with_interval(value, interval, as_percent)
+
+    return (cell(figures.auc, figures.auc_ci, as_percent=False), cell(figures.sensitivity, figures.sensitivity_ci),
+            cell(figures.specificity, figures.specificity_ci))
+
+
+def travel_figures(report: Report) -> tuple[str, str, str, str]:
+    """Films, AUC, sensitivity and specificity with their intervals; a figure that cannot exist says why (a set
+    of one class, such as normal films only, has no AUC and no sensitivity)."""
+    reason = _missing("one class only" if sum(1 for n in report.class_counts if n) < 2 else "not computed")
+    auc, sensitivity, specificity = _auc_sensitivity_specificity(report, reason)
+    if report.operating_point.normal_index is None:
+        return str(report.n), auc, _missing("no normal class"), _missing("no normal class")
+    return str(report.n), auc, sensitivity, specificity
+
+
+def elsewhere_figures(measured: MeasuredElsewhere) -> tuple[str, str, str, str]:
+    """Films, AUC, sensitivity and specificity others measured (:class:`MeasuredElsewhere`), with the intervals
+    computed from their figures and films per class."""
+    return (str(measured.n), *_auc_sensitivity_specificity(measured, _missing("not reported")))
+
+
+def elsewhere_columns(record: ModelRecord) -> dict[str, tuple[str, str, str, str]]:
+    """Title -> figures of each set of films others measured this version on."""
+    return {measured.title: elsewhere_figures(measured) for measured in record.measured_elsewhere}
+
+
+def site_range_figures(record: ModelRecord) -> tuple[str, str, str, str] | None:
+    """Films, then the AUC, sensitivity and specificity ranges at a new site (``low–high``); None unless this
+    version has both readings of the other collection."""
+    spans = stored_site_range(record.other_reports)
+    if spans is None:
+        return None
+    missing = _missing("not computed")
+    as_collected = record.other_reports["other-collection"]
+    specificity = interval_text(spans.specificity) + " %" if spans.specificity else missing
+    if as_collected.operating_point.normal_index is None:
+        specificity = _missing("no normal class")
+    return (f"{as_collected.n} × 2 readings",
+            interval_text(spans.auc, as_percent=False) if spans.auc else missing,
+            interval_text(spans.sensitivity) + " %" if spans.sensitivity else missing, specificity)
+
+
+def site_range_line(record: ModelRecord) -> str | None:
+    """The card's line on the range at a new site, or None without both readings."""
+    figures = site_range_figures(record)
+    if figures is None:
+        return None
+    _, auc, sensitivity, specificity = figures
+    return (f"**{SITE_RANGE}** (another collection as collected and framed 15 % tighter, 95 % bounds): AUC {auc}; "
+            f"sensitivity {sensitivity}; specificity {specificity}.")
+
+
+def line_summaries(record: ModelRecord) -> list[str]:
+    """The card's line per check shown as a line (:data:`CARD_LINES`) this version has: its films and figures."""
+    lines = []
+    for key in sorted(CARD_LINES & set(shown_reports(record.other_reports))):
+        n, auc, sensitivity, specificity = travel_figures(record.other_reports[key])
+        lines.append(f"**{travel_title(key)}** ({n} films): AUC {auc}; sensitivity {sensitivity}; "
+                     f"specificity {specificity}.")
+    return lines
+
+
+def elsewhere_summaries(record: ModelRecord) -> list[str]:
+    """The card's line per set of figures measured elsewhere: its films, threshold and figures with intervals."""
+    lines = []
+    for measured in record.measured_elsewhere:
+        n, auc, sensitivity, specificity = elsewhere_figures(measured)
+        at = "" if measured.threshold is None else f", read at threshold {measured.threshold:.3f}"
+        lines.append(f"**{measured.title}** ({n} films{at}): AUC {auc}; sensitivity {sensitivity}; "
+                     f"specificity {specificity}.")
+    return lines
+
+
+def elsewhere_films(records: list[ModelRecord]) -> list[str]:
+    """Each set of films others measured these versions on, and who did, in words (once per set)."""
+    described = {(m.title, m.films, m.measured_by) for record in records for m in record.measured_elsewhere}
+    return [f"{title}: {films}; measured by {who}. Its intervals are computed from the reported figures and films "
+            "per class (Wilson; Hanley–McNeil for the AUC)." for title, films, who in sorted(described)]
+
+
+def elsewhere_thresholds(record: ModelRecord) -> list[str]:
+    """The threshold each set of figures measured elsewhere was read at, where it was reported."""
+    notes = []
+    for measured in record.measured_elsewhere:
+        if measured.threshold is None:
+            continue
+        shipped = record.operating_point.threshold
+        now = "" if abs(measured.threshold - shipped) < 5e-4 else f" (this version's is now {shipped:.3f})"
+        notes.append(f"{measured.title}: read at threshold {measured.threshold:.3f}{now}.")
+    return notes
+
+
+def travel_table(record: ModelRecord) -> pd.DataFrame:
+    """The model card's table, narrow enough for the sidebar: one row per figure, one column per set of films
+    (short titles: :data:`SHORT_TITLES`), ``not measured`` where a check never ran. The checks shown as lines
+    (:data:`CARD_LINES`) and figures measured elsewhere follow it as lines (:func:`line_summaries`,
+    :func:`elsewhere_summaries`): a third column would not fit."""
+    lines = {travel_title(key) for key in CARD_LINES}
+    columns = {title: travel_figures(report) for title, report in travel_reports(record).items()
+               if title not in lines}
+    # another batch always follows internal validation, as not measured where the check never ran
+    other_batch = TRAVEL_TITLES["out-of-batch"]
+    first = {title: columns[title] for title in (VALIDATION,) if title in columns}
+    columns = {**first, other_batch: columns.get(other_batch, (NOT_MEASURED,) * len(FIGURES)), **columns}
+    table = pd.DataFrame({SHORT_TITLES.get(title, title): figures for title, figures in columns.items()},
+                         index=list(FIGURES))
+    return table
+
+
+def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
+    """Compare's rows beside internal validation: one column per model, one row per set of films and figure
+    (another batch always, site and other sets when a model has them), ``not measured`` where a
+    model lacks that set."""
+    per_model = {entry.name: {**{title: travel_figures(report) for title, report in travel_reports(entry.record).items()
+                                 if title != VALIDATION}, **elsewhere_columns(entry.record)} for entry in entries}
+    for entry in entries:
+        spans = site_range_figures(entry.record)
+        if spans is not None:
+            per_model[entry.name][SITE_RANGE] = spans
+    titles = [TRAVEL_TITLES["out-of-batch"]]
+    titles += [t for t in (*TRAVEL_TITLES.values(), SITE_RANGE)
+               if t not in titles and any(t in f for f in per_model.values())]
+    titles += sorted({t for figures in per_model.values() for t in figures} - set(titles))
+    labels = ("films", "AUC", "sensitivity", "specificity")
+    index = [f"{title}: {label}" for title in titles for label in labels]
+    columns = {name: [figures.get(title, (NOT_MEASURED,) * 4)[i] for title in titles for i in range(4)]
+               for name, figures in per_model.items()}
+    return pd.DataFrame(columns, index=index)
+
+
+def metrics_with_travel(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
+    """:func:`metrics_table` of stored validation reports with the figures of the other sets of films after the
+    threshold: a model's whole promise, and how it travels, in one column."""
+    table = metrics_table(rows)
+    travel = travel_comparison([entry for entry, _ in rows])
+    split = list(table.index).index("Parameters")
+    return pd.concat([table.iloc[:split], travel, table.iloc[split:]])
+
+
+def out_of_batch_origin(record: ModelRecord) -> str | None:
+    """Which weights the other-batch figures describe: these very weights (trained with the batch held out), or
+    another run of the same recipe that held it out (``record.holdout_run``), these weights having seen that batch."""
+    if "out-of-batch" not in record.other_reports:
+        return None
+    run = record.holdout_run
+    if run is not None:
+        auc = f", validation AUC {run.validation_auc:.3f}" if run.validation_auc is not None else ""
+        return (f"The other-batch figures come from another run of the same recipe that held that batch out "
+                f"({run.name}: {run.epochs} epochs{auc}), read at that run's own threshold ({run.threshold:.3f}, "
+                f"chosen by the same rule for ≥ {percent(run.target_sensitivity, 0)} sensitivity on its own "
+                "validation films). These weights were trained with that batch included, so they were not measured "
+                "on it themselves.")
+    holdout = record.training.config.holdout if record.training else None
+    if holdout:
+        return (f"The other-batch figures are this run's own: these weights were trained with that batch held "
+                f"out (rule {holdout}).")
+    return ("The other-batch figures come from a run of the same recipe that held that batch out; these weights "
+            "were then retrained on every film, that batch included, so they were not measured on it themselves.")
+
+
+def read_at_another_threshold(record: ModelRecord) -> list[str]:
+    """Titles of the other reports read at a threshold other than the shipped one (e.g. before recalibration);
+    another run's other-batch report is read at that run's threshold by design (:func:`out_of_batch_origin`)."""
+    shipped = record.operating_point.threshold
+    lent = {"out-of-batch"} if record.holdout_run is not None else set()
+    return [title for key, title, report in other_reports_in_order(record)
+            if key not in lent and abs(report.threshold - shipped) > 1e-9]
+
+
+@dataclass(frozen=True)
+class TravelPoint:
+    """One figure with its interval, for the chart: a model, a set of films, sensitivity or specificity."""
+
+    model: str
+    films: str
+    figure: str
+    value: float
+    low: float | None
+    high: float | None
+
+
+def travel_points(entries: list[ModelEntry]) -> list[TravelPoint]:
+    points = []
+    for entry in entries:
+        sets = [*travel_reports(entry.record).items(), *((m.title, m) for m in entry.record.measured_elsewhere)]
+        for title, figures in sets:
+            for figure, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
+                                            ("Specificity", figures.specificity, figures.specificity_ci)):
+                if value is not None:
+                    low, high = interval if interval else (None, None)
+                    points.append(TravelPoint(entry.name, title, figure, value, low, high))
+    return points
