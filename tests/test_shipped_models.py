@@ -117,7 +117,8 @@ def test_the_default_is_the_wide_framing_resnet_ensemble_with_a_sensitivity_marg
     assert point.target_sensitivity == 0.96 and point.validation_sensitivity >= 0.96  # a point over the 95 % floor
     assert default.record.calibration is None  # chosen when the ensemble was registered
     assert default.record.report.auc > 0.995
-    assert set(default.record.other_reports) == {"out-of-batch", "tighter-framing", "other-collection"}
+    assert set(default.record.other_reports) == {"out-of-batch", "tighter-framing", "other-collection",
+                                                 "other-collection-framed"}
     other_batch = default.record.other_reports["out-of-batch"]
     assert other_batch.auc > 0.99 and other_batch.sensitivity > 0.95 and other_batch.specificity > 0.95
     # the same films framed 15 % tighter, at the shipped threshold: sensitivity up, specificity down, as on the
@@ -125,6 +126,9 @@ def test_the_default_is_the_wide_framing_resnet_ensemble_with_a_sensitivity_marg
     framed = default.record.other_reports["tighter-framing"]
     assert (framed.n, framed.threshold) == (other_batch.n, point.threshold)
     assert framed.sensitivity > other_batch.sensitivity and 0.95 < framed.specificity < other_batch.specificity
+    # real films of another collection framed tighter: its wide-framing augmentation keeps most of its specificity
+    collection, framed = (default.record.other_reports[k] for k in ("other-collection", "other-collection-framed"))
+    assert framed.auc > 0.96 and framed.sensitivity > collection.sensitivity and framed.specificity > 0.8
 
 
 def test_the_default_triages_the_unseen_full_resolution_films(shipped, films_dir):
