@@ -44,8 +44,8 @@ def test_the_manifest_lists_every_shipped_file_with_its_hash():
     assert set(listed) == files
     assert {"detector/chest-film-detector.pt", "pneumonia-resnet18-224-ensemble-v2.pt"} <= files
     weights = [key for key in files if key.endswith(".pt") and not key.endswith(".population.pt")]
-    assert len(weights) == 10  # seven pneumonia models, two COVID-19 models and the chest-film detector
-    assert len([key for key in files if key.endswith(".population.pt")]) == 9  # every model's population check
+    assert len(weights) == 12  # nine pneumonia models, two COVID-19 models and the chest-film detector
+    assert len([key for key in files if key.endswith(".population.pt")]) == 11  # every model's population check
     for key, digest in listed.items():
         assert hashlib.sha256((SHIPPED / key).read_bytes()).hexdigest() == digest, key
     for json_key in (key for key in files if key.endswith(".json") and not key.startswith("detector/")):

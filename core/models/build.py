@@ -9,7 +9,7 @@ from typing import Callable
 
 from torch import nn
 
-from core.models.catalog import architecture_info
+from core.models.catalog import BODY_GRID, architecture_info
 from core.models.classic import CNN5, MLP, LogisticRegression
 from core.models.device import run_layout
 from core.models.pretrained import build_efficientnet_lite0, build_resnet18
@@ -18,6 +18,8 @@ from core.models.pretrained import build_efficientnet_lite0, build_resnet18
 _BUILDERS: dict[str, Callable[[int, int, bool], tuple[nn.Module, list[str]]]] = {
     "logistic": lambda c, s, p: (LogisticRegression(c, s), []),
     "mlp": lambda c, s, p: (MLP(c, s), []),
+    "logistic_body": lambda c, s, p: (LogisticRegression(c, s, body_grid=BODY_GRID), []),
+    "mlp_body": lambda c, s, p: (MLP(c, s, body_grid=BODY_GRID), []),
     "cnn5": lambda c, s, p: (CNN5(c, s), []),
     "resnet18": build_resnet18,
     "efficientnet_lite0": build_efficientnet_lite0,

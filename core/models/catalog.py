@@ -15,11 +15,17 @@ class ArchitectureInfo:
     explainable: bool = True  # has a convolutional layer for Grad-CAM
 
 
+BODY_GRID = 64  # the pixel models on the body read it on this grid, whatever their input size (core.models.classic)
+
 CATALOG: dict[str, ArchitectureInfo] = {
     info.name: info
     for info in (
         ArchitectureInfo("logistic", "Logistic regression on pixels", 64, explainable=False),
         ArchitectureInfo("mlp", "Multi-layer perceptron on pixels", 64, explainable=False),
+        ArchitectureInfo("logistic_body", "Logistic regression on pixels, film cropped to the body", 224,
+                         explainable=False),
+        ArchitectureInfo("mlp_body", "Multi-layer perceptron on pixels, film cropped to the body", 224,
+                         explainable=False),
         ArchitectureInfo("cnn5", "5-layer CNN (3 conv blocks + 2 fully connected)", 128),
         ArchitectureInfo("resnet18", "ResNet-18 (torchvision)", 224, pretrainable=True),
         ArchitectureInfo("efficientnet_lite0", "EfficientNet-Lite0", 224, pretrainable=True),
