@@ -21,9 +21,9 @@ class BodyCrop(nn.Module):
     framing of issue 13); cropping to the body first takes most of that away.
 
     The body: pixels brighter than :data:`LEVEL` after a 7-pixel box blur (at 224 px; scaled with S), soft
-    tissue and bone against the dark air around the patient. The box keeps every column (row) where at least
-    :data:`SHARE` of the pixels are body; a film where that box is under a quarter of the frame either way is
-    kept whole. Both constants were set once, by eye on training films, and never tuned on any check. No
+    tissue and bone against the dark air around the patient. The box runs from the first to the last column (row)
+    where at least :data:`SHARE` of the pixels are body; where it would span under a quarter of the frame, that
+    way is kept whole. Both constants were set once, by eye on training films, and never tuned on any check. No
     parameters: the crop is part of the model's forward, so training, evaluation and the app share it.
     """
 
