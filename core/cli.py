@@ -290,4 +290,3 @@ def _models(args) -> int:
 
 
 _NO_METRICS = dict.fromkeys(("n", "auc", "accuracy", "sensitivity", "specificity", "threshold"))
-

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from core.evaluation.site_range import stored_site_range
+from core.evaluation.site_range import READINGS, stored_site_range
 from core.store.records import MeasuredElsewhere, ModelRecord
 from core.store.registry import ModelEntry
 from core.store.reports import HeadlineFigures, Report, shown_reports
@@ -100,18 +100,19 @@ def elsewhere_columns(record: ModelRecord) -> dict[str, tuple[str, str, str, str
 
 def site_range_figures(record: ModelRecord) -> tuple[str, str, str, str] | None:
     """Films, then the AUC, sensitivity and specificity ranges at a new site (``low–high``); None unless this
-    version has both readings of the other collection."""
+    version has both readings of the other collection (only models reading NORMAL and PNEUMONIA do)."""
     spans = stored_site_range(record.other_reports)
     if spans is None:
         return None
-    missing = _missing("not computed")
-    as_collected = record.other_reports["other-collection"]
-    specificity = interval_text(spans.specificity) + " %" if spans.specificity else missing
-    if as_collected.operating_point.normal_index is None:
-        specificity = _missing("no normal class")
-    return (f"{as_collected.n} × 2 readings",
-            interval_text(spans.auc, as_percent=False) if spans.auc else missing,
-            interval_text(spans.sensitivity) + " %" if spans.sensitivity else missing, specificity)
+
+    def text(span, as_percent: bool = True) -> str:
+        if span is None:
+            return _missing("not computed")
+        return interval_text(span, as_percent) + (" %" if as_percent else "")
+
+    films = record.other_reports[READINGS[0]].n
+    return (f"{films} × 2 readings", text(spans.auc, as_percent=False), text(spans.sensitivity),
+            text(spans.specificity))
 
 
 def site_range_line(record: ModelRecord) -> str | None:
