@@ -105,6 +105,11 @@ def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_d
     assert "Finished" in _markdown(at)
     assert any("threshold for 97.5% sensitivity" in c.value for c in at.caption)
     assert any("Registered pneumonia-mlp-v2 as a new version" in s.value for s in at.success)
+    # the log file names the training folder by its server path; the page shows its data-root label instead
+    (log,) = [c.value for c in at.code if "Job " in c.value]
+    data_dir = str(read_job(job_folder).settings.data_dir)
+    assert data_dir in (job_folder / "log.txt").read_text()
+    assert data_dir not in log and "on shared-data/" in log
     point = json.loads((checkpoints / "pneumonia-mlp-v2.json").read_text())["operating_point"]
     assert point["target_sensitivity"] == 0.975 and point["validation_sensitivity"] >= 0.975
     make_default = next(b for b in at.button if b.label == "Make pneumonia-mlp-v2 the default")

@@ -23,7 +23,7 @@ from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
 from dashboard.components.reports import duration, interval_text, with_interval
 from dashboard.components.task_choice import title_of
-from dashboard.state import registered_models, source_label
+from dashboard.state import registered_models, source_label, without_server_paths
 
 POLL_SECONDS = 2
 LOG_LINES = 14
@@ -75,9 +75,10 @@ def _draw(job: Job) -> None:
     if progress.step_losses or progress.epochs:
         st.plotly_chart(live_training(progress.step_losses, progress.epochs, config.epochs),
                         key=f"live-{job.job_id}", config={"displayModeBar": False})
-    if user.is_admin:  # the log names server folders
+    if user.is_admin:  # the log file names server folders; the page shows them by their data-root labels
         with st.expander("Log", expanded=job.is_active, icon=":material/article:"):
-            st.code("\n".join(job.log_tail(LOG_LINES)) or "(nothing yet)", language=None, wrap_lines=True)
+            lines = [without_server_paths(line, job.settings.data_dir) for line in job.log_tail(LOG_LINES)]
+            st.code("\n".join(lines) or "(nothing yet)", language=None, wrap_lines=True)
 
 
 def _dataset(job: Job) -> str:
