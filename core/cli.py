@@ -126,9 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR", help="the training folder or manifest, if it moved since training")
     p = sub.add_parser("other-batch", help="give a model trained on every film the other-batch figures of a run of "
                        "its recipe that held that batch out (administrators)")
-    p.add_argument("model", metavar="NAME", help="the registered version, trained without --holdout")
+    p.add_argument("model", metavar="NAME", help="the registered version, trained without --holdout (or an "
+                   "ensemble of such versions)")
     p.add_argument("--from", dest="run", metavar="RUN", required=True,
-                   help="a registered version of the same recipe trained with --holdout")
+                   help="a registered version of the same recipe trained with --holdout (for an ensemble: an "
+                   "ensemble of runs of its members' recipes)")
     p = sub.add_parser("framing-check", help="add the tighter-framing report (the films shown 15 %% larger, a "
                        "synthetic shift) to versions trained before it existed (administrators)")
     p.add_argument("models", nargs="+", metavar="NAME", help="registered versions")

@@ -1,5 +1,6 @@
 """``other-batch NAME --from RUN`` (#13): a version trained on every film gets the other-batch figures of a run of
-its recipe that held that batch out, says where they came from, and refuses a run of another recipe."""
+its recipe that held that batch out, says where they came from, and refuses a run of another recipe; an ensemble
+of versions borrows from an ensemble of such runs, member by member."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from core.errors import CommandRefused
 from core.store.checkpoints import load_checkpoint
 from core.store.records import TrainConfig, read_model_record
 from core.training.calibrate import calibrate
+from core.training.ensemble import build_ensemble_version
 from core.training.holdout_run import adopt_holdout_run
 from core.training.other_reports import OUT_OF_BATCH
 from core.training.train import train
@@ -30,6 +32,23 @@ def models(tmp_path_factory, kermany_train):
         other = train(kermany_train, TrainConfig(**{**RECIPE, "epochs": 3}, holdout="kermany-batch"),
                       name="other-recipe")
         yield folder, version, run, other
+
+
+@pytest.fixture(scope="module")
+def ensembles(models, kermany_train):
+    """Ensembles of two seeds in the same folder: trained on every film, the same recipe with the batch held out,
+    and a held-out pair whose second member ran one more epoch."""
+    folder = models[0]
+
+    def pair(name: str, holdout: str | None = None, epochs: tuple[int, int] = (2, 2)):
+        members = [train(kermany_train, TrainConfig(**{**RECIPE, "epochs": n}, seed=seed, split_seed=0,
+                                                     holdout=holdout), name=f"{name}-s{seed}").name
+                   for seed, n in enumerate(epochs)]
+        return build_ensemble_version(members, name, 0.95, directory=folder).record
+
+    with environment(CXR_MODELS=str(folder)):
+        yield pair("all-films"), pair("all-films-holdout", "kermany-batch"), \
+            pair("other-holdout", "kermany-batch", (2, 3))
 
 
 @pytest.fixture
@@ -100,3 +119,24 @@ def test_the_command_line_prints_the_figures_and_refuses_unknown_names_as_json(m
     missing = run_cli("other-batch", version.name, "--from", "no-such-run", checkpoints=folder)
     assert missing.returncode == 1 and "no-such-run" in missing.json_lines()[-1]["error"]
     assert "Traceback" not in missing.stdout + missing.stderr
+
+
+def test_an_ensemble_borrows_from_an_ensemble_of_runs_of_its_members_recipes(in_folder, ensembles):
+    folder, version, run, _ = in_folder
+    every_film, held_out, other = ensembles
+    # each member's recipe and precision are stored with the ensemble
+    assert [(m.config.seed, m.config.holdout) for m in every_film.members] == [(0, None), (1, None)]
+    assert [m.config.seed for m in held_out.members] == [0, 1] and all(m.precision for m in held_out.members)
+    stored = adopt_holdout_run(every_film.name, held_out.name)
+    assert stored.other_reports[OUT_OF_BATCH] == held_out.other_reports[OUT_OF_BATCH]
+    assert stored.holdout_run.name == held_out.name and stored.holdout_run.members == 2
+    assert stored.holdout_run.threshold == held_out.operating_point.threshold
+    assert stored.operating_point == every_film.operating_point and stored.report == every_film.report
+    load_checkpoint(folder / f"{every_film.name}.json")
+    assert f"({held_out.name}: an ensemble of 2 networks, validation AUC" in out_of_batch_origin(stored)
+    with pytest.raises(CommandRefused, match=r"not a run of all-films-v1's recipe: member 2 epochs 3 \(not 2\)"):
+        adopt_holdout_run(every_film.name, other.name)
+    with pytest.raises(CommandRefused, match=r"an ensemble of 2 \(not a single network\)"):
+        adopt_holdout_run(version.name, held_out.name)
+    with pytest.raises(CommandRefused, match=r"a single network \(not an ensemble of 2\)"):
+        adopt_holdout_run(every_film.name, run.name)

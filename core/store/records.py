@@ -146,6 +146,10 @@ class Member(Record):
     image_size: int
     weights_file: str
     weights_sha256: str
+    # its own training recipe and precision, so another ensemble can be checked to be a run of the same recipe
+    # (core.training.holdout_run); None in ensembles registered before members carried them
+    config: TrainConfig | None = None
+    precision: str | None = None
 
 
 class PopulationCheck(Record):
@@ -183,6 +187,7 @@ class HoldoutRun(Record):
     device: str
     precision: str
     created: str | None
+    members: int = 0  # networks averaged when the run is an ensemble (its epochs are its members'); 0: one network
 
 
 class MeasuredElsewhere(HeadlineFigures):

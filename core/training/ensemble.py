@@ -214,9 +214,21 @@ def _record(loaded: list[LoadedModel], config: TrainConfig, data_dir: Path, poin
         training=TrainingRecord(config=config, data_dir=str(data_dir), notes=notes, device=device),
         data=DataRecord(train=first.data.train, validation=first.data.validation),
         parameters=int(sum(p.numel() for p in ensemble.parameters())),
-        members=tuple(Member(arch=spec.arch, image_size=spec.image_size, weights_file="", weights_sha256="")
-                      for spec in ensemble.specs),  # filled in by save_checkpoint
+        members=tuple(Member(arch=spec.arch, image_size=spec.image_size, weights_file="", weights_sha256="",
+                             config=config, precision=precision)  # weights filled in by save_checkpoint
+                      for spec, (config, precision) in zip(ensemble.specs, _member_recipes(loaded), strict=True)),
     )
+
+
+def _member_recipes(loaded: list[LoadedModel]) -> list[tuple[TrainConfig | None, str | None]]:
+    """Each network's training recipe and precision, in the order of :func:`_networks`: a single model's own, or
+    what a registered ensemble named as a member stored for each of its members."""
+    recipes = []
+    for member in loaded:
+        record = member.record
+        recipes += ([(m.config, m.precision) for m in record.members] if record.members
+                    else [(record.training.config, record.training.precision)])
+    return recipes
 
 
 def _member_standing(member: LoadedModel, held_out: FilmSet | None, ensemble_reports: dict[str, Report],

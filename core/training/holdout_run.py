@@ -8,6 +8,10 @@ other-batch report (read at RUN's own threshold, chosen by the same rule and tar
 films), and NAME records where it came from (``ModelRecord.holdout_run``). NAME's weights, threshold and
 validation report are unchanged; a shipped version's checksum manifest is re-signed.
 
+An ensemble lends and borrows the same way: NAME an ensemble whose members were trained on every film, RUN one
+whose members held the batch out, member K of one a run of member K's recipe of the other (each member's recipe
+and precision are stored in the ensemble's record), both read at their own operating points.
+
 The same recipe means: every training setting equal (architecture, size, epochs, batch, learning rate, weight
 decay, augmentation, ImageNet start as it resolves here, patience, seeds, validation fraction, subset), the same
 precision and training folder, the same sensitivity target, and the same films in all (RUN's training,
@@ -47,7 +51,7 @@ def adopt_holdout_run(name: str, run_name: str, who: str = "cli") -> ModelRecord
         target_sensitivity=run.operating_point.target_sensitivity,
         validation_auc=run.report.auc if run.report else None, validation_films=run.report.n if run.report else 0,
         epochs=len(training.history), best_epoch=training.best_epoch, seconds=training.seconds,
-        device=training.device, precision=training.precision, created=run.created)
+        device=training.device, precision=training.precision, created=run.created, members=len(run.members))
     stored = attach_holdout_run(entry.json_path, out_of_batch, lent)  # re-signs a shipped version
     record_action("other-batch", who, model=stored.name, task=stored.task, run=run.name, rule=lent.rule,
                   threshold=lent.threshold, auc=out_of_batch.auc, sensitivity=out_of_batch.sensitivity,
@@ -56,9 +60,6 @@ def adopt_holdout_run(name: str, run_name: str, who: str = "cli") -> ModelRecord
 
 
 def _check_version(record: ModelRecord) -> None:
-    if record.members:
-        raise CommandRefused(f"{record.name} is an ensemble: its other-batch figures come from its members, trained "
-                             "with the batch held out (python -m core ensemble measures them itself).")
     if record.training is None or record.data is None:
         raise CommandRefused(f"{record.name} has no training record, so its recipe is unknown.")
     if record.training.config.holdout:
@@ -75,19 +76,16 @@ def _check_run(run: ModelRecord):
     report = run.other_reports.get(OUT_OF_BATCH)
     if report is None:
         raise CommandRefused(f"{run.name} has no other-batch report.")
-    if run.members or run.holdout_run is not None:
-        raise CommandRefused(f"{run.name} is not a single run of a recipe.")
+    if run.holdout_run is not None:
+        raise CommandRefused(f"{run.name}'s own other-batch figures were lent by {run.holdout_run.name}; "
+                             f"name that run instead.")
     return report
 
 
 def recipe_differences(record: ModelRecord, run: ModelRecord, held_out_counts) -> list[str]:
     """What keeps ``run`` (trained with a holdout, whose held-out batch has ``held_out_counts`` films per class)
     from being a run of ``record``'s recipe, in words; empty when it is one."""
-    mine, theirs = _as_run_here(record.training.config), _as_run_here(run.training.config)
-    differences = [f"{field} {getattr(theirs, field)} (not {getattr(mine, field)})" for field in RECIPE
-                   if getattr(mine, field) != getattr(theirs, field)]
-    if run.training.precision != record.training.precision:
-        differences.append(f"precision {run.training.precision} (not {record.training.precision})")
+    differences = _network_differences(record, run)
     if run.operating_point.target_sensitivity != record.operating_point.target_sensitivity:
         differences.append(f"sensitivity target {run.operating_point.target_sensitivity:.0%} "
                            f"(not {record.operating_point.target_sensitivity:.0%})")
@@ -100,6 +98,35 @@ def recipe_differences(record: ModelRecord, run: ModelRecord, held_out_counts) -
         version_films = [a + b for a, b in zip(_counts(record, "train"), _counts(record, "validation"))]
         if all_films != version_films:
             differences.append(f"{sum(all_films)} films in all (not {sum(version_films)})")
+    return differences
+
+
+def _network_differences(record: ModelRecord, run: ModelRecord) -> list[str]:
+    """How the networks of ``run`` were trained otherwise than those of ``record``: one network's recipe and
+    precision, or member by member for two ensembles."""
+    if not record.members and not run.members:
+        return _recipe_differences(record.training.config, record.training.precision,
+                                   run.training.config, run.training.precision)
+    if len(run.members) != len(record.members):
+        return [f"{_networks(run)} (not {_networks(record)})"]
+    unknown = [r.name for r in (record, run) if any(m.config is None or m.precision is None for m in r.members)]
+    if unknown:
+        return [f"{' and '.join(unknown)} do{'es' * (len(unknown) == 1)} not record each member's recipe "
+                "(registered before ensembles stored them)"]
+    return [f"member {k} {difference}" for k, (mine, theirs) in enumerate(zip(record.members, run.members), 1)
+            for difference in _recipe_differences(mine.config, mine.precision, theirs.config, theirs.precision)]
+
+
+def _networks(record: ModelRecord) -> str:
+    return f"an ensemble of {len(record.members)}" if record.members else "a single network"
+
+
+def _recipe_differences(mine: TrainConfig, my_precision: str, theirs: TrainConfig, their_precision: str) -> list[str]:
+    mine, theirs = _as_run_here(mine), _as_run_here(theirs)
+    differences = [f"{field} {getattr(theirs, field)} (not {getattr(mine, field)})" for field in RECIPE
+                   if getattr(mine, field) != getattr(theirs, field)]
+    if their_precision != my_precision:
+        differences.append(f"precision {their_precision} (not {my_precision})")
     return differences
 
 

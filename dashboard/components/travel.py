@@ -220,8 +220,9 @@ def out_of_batch_origin(record: ModelRecord) -> str | None:
     run = record.holdout_run
     if run is not None:
         auc = f", validation AUC {run.validation_auc:.3f}" if run.validation_auc is not None else ""
+        size = f"an ensemble of {run.members} networks" if run.members else f"{run.epochs} epochs"
         return (f"The other-batch figures come from another run of the same recipe that held that batch out "
-                f"({run.name}: {run.epochs} epochs{auc}), read at that run's own threshold ({run.threshold:.3f}, "
+                f"({run.name}: {size}{auc}), read at that run's own threshold ({run.threshold:.3f}, "
                 f"chosen by the same rule for ≥ {percent(run.target_sensitivity, 0)} sensitivity on its own "
                 "validation films). These weights were trained with that batch included, so they were not measured "
                 "on it themselves.")
