@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.store.atomic import atomic_write_json
 from core.store.checkpoints import load_checkpoint
-from core.store.records import read_model_record
+from core.store.records import Calibration, read_model_record
 from core.store.registry import list_models
 from core.store.reports import WITHDRAWN
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
@@ -225,7 +225,12 @@ def _card_text(at: AppTest) -> str:
 def test_the_card_says_where_a_recalibrated_threshold_came_from():
     from dashboard.components.model_card import recalibration_origin
 
-    default = read_model_record(ROOT / "checkpoints" / "pneumonia-resnet18-224-ensemble-v2.json")
+    # the previous default as it was shipped: the first ensemble re-chosen for 96 % instead of 98 %
+    calibration = Calibration.model_validate({
+        "from": "pneumonia-resnet18-224-ensemble-v1", "previous_threshold": 0.17295099632644653,
+        "previous_policy": "highest threshold with validation sensitivity >= 98%", "target_sensitivity": 0.96})
+    default = read_model_record(ROOT / "checkpoints" / "pneumonia-resnet18-224-wide-ensemble-v1.json").model_copy(
+        update={"calibration": calibration})
     assert recalibration_origin(default) == (" Re-chosen from pneumonia-resnet18-224-ensemble-v1 (threshold 0.173) "
                                              "with the same weights, on the same validation films.")
     assert recalibration_origin(read_model_record(ROOT / "checkpoints" / "pneumonia-logistic-v1.json")) == ""

@@ -42,7 +42,7 @@ def test_the_manifest_lists_every_shipped_file_with_its_hash():
     listed = manifest.read_manifest(SHIPPED)
     files = {p.relative_to(SHIPPED).as_posix() for p in manifest.shipped_files(SHIPPED)}
     assert set(listed) == files
-    assert {"detector/chest-film-detector.pt", "pneumonia-resnet18-224-ensemble-v2.pt"} <= files
+    assert {"detector/chest-film-detector.pt", "pneumonia-resnet18-224-wide-all-ensemble-v1.pt"} <= files
     weights = [key for key in files if key.endswith(".pt") and not key.endswith(".population.pt")]
     assert len(weights) == 12  # nine pneumonia models, two COVID-19 models and the chest-film detector
     assert len([key for key in files if key.endswith(".population.pt")]) == 11  # every model's population check
@@ -107,28 +107,31 @@ def test_every_model_loads_and_carries_a_full_validation_report(shipped):
 
 def test_the_default_is_the_wide_framing_resnet_ensemble_with_a_sensitivity_margin(shipped):
     (default,) = [e for e in shipped.values() if e.is_default and e.task == "pneumonia"]  # one default per task
-    assert default.name == "pneumonia-resnet18-224-wide-ensemble-v1"
+    assert default.name == "pneumonia-resnet18-224-wide-all-ensemble-v1"
     assert default.arch == "ensemble" and [(m.arch, m.image_size) for m in default.record.members] == [
         ("resnet18", 224), ("resnet18", 224)]
     assert find_model(None, SHIPPED).name == find_model(None, SHIPPED, task="pneumonia").name == default.name
     assert read_registry(SHIPPED).task_defaults == {"pneumonia": default.name, "covid": "covid-efficientnet_lite0-v1"}
-    assert read_registry(SHIPPED).promotions[-1].previous == "pneumonia-resnet18-224-ensemble-v2"
+    assert read_registry(SHIPPED).promotions[-1].previous == "pneumonia-resnet18-224-wide-ensemble-v1"
     point = default.record.operating_point
     assert point.target_sensitivity == 0.96 and point.validation_sensitivity >= 0.96  # a point over the 95 % floor
     assert default.record.calibration is None  # chosen when the ensemble was registered
-    assert default.record.report.auc > 0.995
+    assert default.record.report.auc > 0.995 and default.record.report.n == 1038
     assert set(default.record.other_reports) == {"out-of-batch", "tighter-framing", "other-collection",
                                                  "other-collection-framed"}
+    # its members saw the other batch, so those figures are the held-out ensemble's, at that one's threshold
     other_batch = default.record.other_reports["out-of-batch"]
+    assert default.record.holdout_run.name == "pneumonia-resnet18-224-wide-ensemble-v1"
+    assert default.record.holdout_run.members == 2 and other_batch.threshold == default.record.holdout_run.threshold
     assert other_batch.auc > 0.99 and other_batch.sensitivity > 0.95 and other_batch.specificity > 0.95
-    # the same films framed 15 % tighter, at the shipped threshold: sensitivity up, specificity down, as on the
-    # official Kermany test (issue 13)
-    framed = default.record.other_reports["tighter-framing"]
-    assert (framed.n, framed.threshold) == (other_batch.n, point.threshold)
-    assert framed.sensitivity > other_batch.sensitivity and 0.95 < framed.specificity < other_batch.specificity
+    # its validation films framed 15 % tighter, at the shipped threshold: sensitivity up, specificity down, as on
+    # the official Kermany test (issue 13)
+    framed, validation = default.record.other_reports["tighter-framing"], default.record.report
+    assert (framed.n, framed.threshold) == (validation.n, point.threshold)
+    assert framed.sensitivity > validation.sensitivity and 0.95 < framed.specificity < validation.specificity
     # real films of another collection framed tighter: its wide-framing augmentation keeps most of its specificity
     collection, framed = (default.record.other_reports[k] for k in ("other-collection", "other-collection-framed"))
-    assert framed.auc > 0.96 and framed.sensitivity > collection.sensitivity and framed.specificity > 0.8
+    assert framed.auc > 0.97 and framed.sensitivity > collection.sensitivity and framed.specificity > 0.7
 
 
 def test_the_default_triages_the_unseen_full_resolution_films(shipped, films_dir):
@@ -137,31 +140,30 @@ def test_the_default_triages_the_unseen_full_resolution_films(shipped, films_dir
     assert report.n == 16 and report.skipped == []
     assert report.auc == 1.0
     assert report.sensitivity == 1.0  # every pneumonia urgent
-    # Normal films at full resolution score higher than the 224-px training copies (the previous default called 1
+    # Normal films at full resolution score higher than the 224-px training copies (an earlier default called 1
     # of these 8 urgent, and 3 at a 98 % target): the direction of the hidden other-batch test, where specificity
     # is what falls (issue 13). These films helped choose the 96 % policy, so they are no longer a clean check.
     assert report.specificity == 1.0
 
 
-def test_the_wide_framing_default_beats_the_previous_default_where_the_checks_can_tell_them_apart(shipped):
-    """Issue 13: two ResNet-18s of the previous default's recipe with the wide-framing augmentation. On the held-out
-    batch the two ensembles are level (no resolution left at 0.999); on the real films of another collection the
-    wide one is ahead, and framed tighter (inside its augmentation's range of scales) it loses under half the AUC
-    the previous default loses. The previous default stays shipped, so both can be measured on hidden films."""
-    wide = shipped["pneumonia-resnet18-224-wide-ensemble-v1"].record
-    previous = shipped["pneumonia-resnet18-224-ensemble-v2"]
-    assert not previous.is_default
-    member_notes = [n for n in wide.training.notes if n.startswith("Member ")]
-    assert len(member_notes) == 2 and all("wide-framing augmentation" in n for n in member_notes)
-    config = wide.training.config
-    assert (config.arch, config.image_size, config.augment, config.wide_framing, config.holdout, config.split_seed) == (
-        "resnet18", 224, True, True, "kermany-batch", 0)
-    old = previous.record
-    assert wide.data.validation.sha256 == old.data.validation.sha256  # the same validation films
-    batch, framed = wide.other_reports["out-of-batch"], wide.other_reports["tighter-framing"]
-    assert batch.n == framed.n == old.other_reports["out-of-batch"].n
-    assert abs(batch.auc - old.other_reports["out-of-batch"].auc) < 0.001  # level
-    assert wide.other_reports["other-collection"].auc > old.other_reports["other-collection"].auc + 0.03
-    assert framed.specificity > old.other_reports["tighter-framing"].specificity
-    old_loss = old.other_reports["out-of-batch"].auc - old.other_reports["tighter-framing"].auc
-    assert batch.auc - framed.auc < old_loss / 2
+def test_the_default_is_the_held_out_ensembles_recipe_on_every_film_and_reads_the_other_collection_better(shipped):
+    """Issue 13: the wide-framing ensemble's recipe, member by member, trained again on every film (the other batch
+    included: more normal films, and of another batch). Shipped beside the held-out ensemble that lends it its
+    other-batch figures, so both can be measured on hidden films. On the real films of another collection (copies
+    of training films left out) it is ahead, as collected and framed tighter, and finds more of its pneumonias."""
+    default = shipped["pneumonia-resnet18-224-wide-all-ensemble-v1"].record
+    held_out = shipped["pneumonia-resnet18-224-wide-ensemble-v1"].record
+    assert not shipped["pneumonia-resnet18-224-wide-ensemble-v1"].is_default
+    for mine, theirs in zip(default.members, held_out.members, strict=True):
+        assert mine.config.model_copy(update={"holdout": "kermany-batch"}) == theirs.config
+        assert (mine.config.holdout, mine.precision) == (None, theirs.precision) == (None, "bf16")
+    assert [m.config.seed for m in default.members] == [3, 4] and default.members[0].config.wide_framing
+    # every film: the held-out ensemble's training, validation and held-out films
+    assert default.data.train.n + default.data.validation.n == (
+        held_out.data.train.n + held_out.data.validation.n + held_out.other_reports["out-of-batch"].n)
+    mine, theirs = default.other_reports, held_out.other_reports
+    assert mine["out-of-batch"] == theirs["out-of-batch"]  # lent, not measured on weights that saw the batch
+    assert mine["other-collection"].n == theirs["other-collection"].n == 135
+    assert mine["other-collection"].auc > theirs["other-collection"].auc + 0.01
+    assert mine["other-collection-framed"].auc > theirs["other-collection-framed"].auc + 0.01
+    assert mine["other-collection"].sensitivity > theirs["other-collection"].sensitivity + 0.1
