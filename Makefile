@@ -84,14 +84,15 @@ models: setup
 	rm -rf $(MEMBERS)
 	$(WIDE) --holdout kermany-batch --seed 3 --name pneumonia-resnet18-224-wide
 	$(WIDE) --holdout kermany-batch --seed 4 --name pneumonia-resnet18-224-wide-s4
-	CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble pneumonia-resnet18-224-wide-v1 pneumonia-resnet18-224-wide-s4-v1 \
-	    --name pneumonia-resnet18-224-wide-ensemble --target-sensitivity $(ENSEMBLE_TARGET) --shipped
 	$(WIDE) --seed 3 --name pneumonia-resnet18-224-wide-all
 	$(WIDE) --seed 4 --name pneumonia-resnet18-224-wide-all-s4
-	CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble pneumonia-resnet18-224-wide-all-v1 \
-	    pneumonia-resnet18-224-wide-all-s4-v1 --name pneumonia-resnet18-224-wide-all-ensemble \
-	    --target-sensitivity $(ENSEMBLE_TARGET) --shipped --set-default
-	$(PY) -m core other-batch pneumonia-resnet18-224-wide-all-ensemble-v1 --from pneumonia-resnet18-224-wide-ensemble-v1
+	held=$$(CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble pneumonia-resnet18-224-wide-v1 \
+	        pneumonia-resnet18-224-wide-s4-v1 --name pneumonia-resnet18-224-wide-ensemble \
+	        --target-sensitivity $(ENSEMBLE_TARGET) --shipped | $(NAME_OF)) && \
+	    all=$$(CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble pneumonia-resnet18-224-wide-all-v1 \
+	        pneumonia-resnet18-224-wide-all-s4-v1 --name pneumonia-resnet18-224-wide-all-ensemble \
+	        --target-sensitivity $(ENSEMBLE_TARGET) --shipped --set-default | $(NAME_OF)) && \
+	    $(PY) -m core other-batch $$all --from $$held
 	# The COVID-19 task (issue 14): an ImageNet EfficientNet-Lite0 fine-tune at 224 px (bf16 where the CPU has
 	# it; about 5 minutes on 2 idle cores) as its default, and the seed's small CNN beside it (about 2 minutes).
 	$(PY) -m core train $(COVID_DATA) --shipped --arch efficientnet_lite0 --image-size 224 --epochs 12 --patience 6 \
