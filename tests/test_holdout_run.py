@@ -13,7 +13,7 @@ from core.store.checkpoints import load_checkpoint
 from core.store.records import TrainConfig, read_model_record
 from core.training.calibrate import calibrate
 from core.training.ensemble import build_ensemble_version
-from core.training.holdout_run import adopt_holdout_run
+from core.training.holdout_run import adopt_holdout_run, recipe_differences
 from core.training.other_reports import OUT_OF_BATCH
 from core.training.train import train
 from dashboard.components.travel import out_of_batch_origin, read_at_another_threshold, travel_table
@@ -140,3 +140,8 @@ def test_an_ensemble_borrows_from_an_ensemble_of_runs_of_its_members_recipes(in_
         adopt_holdout_run(version.name, held_out.name)
     with pytest.raises(CommandRefused, match=r"a single network \(not an ensemble of 2\)"):
         adopt_holdout_run(every_film.name, run.name)
+    # an ensemble registered before members carried their recipes cannot be checked, so it cannot lend
+    older = held_out.model_copy(update={"members": tuple(m.model_copy(update={"config": None, "precision": None})
+                                                         for m in held_out.members)})
+    assert recipe_differences(every_film, older, held_out.other_reports[OUT_OF_BATCH].class_counts) == [
+        f"{held_out.name} does not record each member's recipe (registered before ensembles stored them)"]
