@@ -106,7 +106,7 @@ def build_ensemble_version(
     config = _config(first, target_sensitivity)
     val_set = recorded_validation_split(first, data_dir)
     networks = _networks(loaded)
-    ensemble = place_model(Ensemble([net for net, _ in networks], [spec for _, spec in networks]), where)
+    ensemble = place_model(Ensemble([net for net, _, _ in networks], [spec for _, spec, _ in networks]), where)
     x_val = to_device(load_tensors(val_set, ensemble.image_size), where)
     split = first.report.split if first.report else f"validation: {len(val_set)} films"
     point, report = validate_for_shipping(ensemble, x_val, val_set, config, split)
@@ -115,7 +115,8 @@ def build_ensemble_version(
     others = other_reports(ensemble, held_out, holdout_rule(config.holdout).description if held_out else "",
                            ensemble.image_size, point, config.seed, validation=val_set, training_folder=films)
     population, check = _population(loaded, train_set, val_set, data_dir, config.seed)
-    record = _record(loaded, config, data_dir, point, report, others, ensemble, where.type)
+    members = tuple(member for _, _, member in networks)
+    record = _record(loaded, members, config, data_dir, point, report, others, ensemble, where.type)
     stored = ship_version(ensemble, record.model_copy(update={"population_check": check}), base_name, directory,
                           who=who, population=population)
     result = EnsembleResult(stored, tuple(_member_standing(m, held_out, others, config.seed) for m in loaded))
@@ -153,14 +154,18 @@ def _members(names: list[str], directory: Path) -> list[LoadedModel]:
     return loaded
 
 
-def _networks(loaded: list[LoadedModel]) -> list[tuple[nn.Module, MemberSpec]]:
-    """Every network of the new ensemble with its architecture and input size: a single model, or each member of
-    a registered ensemble. EnsembleRefused when one network (the same stored weights) would be in it twice."""
+def _networks(loaded: list[LoadedModel]) -> list[tuple[nn.Module, MemberSpec, Member]]:
+    """Every network of the new ensemble with its architecture and input size, and its record (its recipe and
+    precision; the weights are filled in by save_checkpoint): a single model, or each member of a registered
+    ensemble. EnsembleRefused when one network (the same stored weights) would be in it twice."""
     networks, seen = [], {}
     for member in loaded:
-        parts = (list(zip(member.model.members, member.model.specs)) if isinstance(member.model, Ensemble)
-                 else [(member.model, _spec(member.record))])
-        for net, spec in parts:
+        record = member.record
+        parts = (list(zip(member.model.members, member.model.specs,
+                          [(m.config, m.precision) for m in record.members]))
+                 if isinstance(member.model, Ensemble)
+                 else [(member.model, _spec(record), (record.training.config, record.training.precision))])
+        for net, spec, (config, precision) in parts:
             digest = network_digest(net)
             if digest in seen:
                 where = {seen[digest], member.name}
@@ -168,7 +173,8 @@ def _networks(loaded: list[LoadedModel]) -> list[tuple[nn.Module, MemberSpec]]:
                     f"The same network would be in the ensemble twice ({' and '.join(sorted(where))} share one); "
                     "name each network once: an ensemble named as a member brings its own members.")
             seen[digest] = member.name
-            networks.append((net, spec))
+            networks.append((net, spec, Member(arch=spec.arch, image_size=spec.image_size, weights_file="",
+                                               weights_sha256="", config=config, precision=precision)))
     return networks
 
 
@@ -197,8 +203,8 @@ def _spec(record: ModelRecord) -> MemberSpec:
     return MemberSpec(record.arch, record.image_size)
 
 
-def _record(loaded: list[LoadedModel], config: TrainConfig, data_dir: Path, point, report: Report,
-            others: dict[str, Report], ensemble: Ensemble, device: str) -> ModelRecord:
+def _record(loaded: list[LoadedModel], members: tuple[Member, ...], config: TrainConfig, data_dir: Path, point,
+            report: Report, others: dict[str, Report], ensemble: Ensemble, device: str) -> ModelRecord:
     first = loaded[0].record
     names = ", ".join(f"the {len(m.record.members)} members of {m.name}" if m.record.members else m.name
                       for m in loaded)
@@ -214,21 +220,8 @@ def _record(loaded: list[LoadedModel], config: TrainConfig, data_dir: Path, poin
         training=TrainingRecord(config=config, data_dir=str(data_dir), notes=notes, device=device),
         data=DataRecord(train=first.data.train, validation=first.data.validation),
         parameters=int(sum(p.numel() for p in ensemble.parameters())),
-        members=tuple(Member(arch=spec.arch, image_size=spec.image_size, weights_file="", weights_sha256="",
-                             config=config, precision=precision)  # weights filled in by save_checkpoint
-                      for spec, (config, precision) in zip(ensemble.specs, _member_recipes(loaded), strict=True)),
+        members=members,
     )
-
-
-def _member_recipes(loaded: list[LoadedModel]) -> list[tuple[TrainConfig | None, str | None]]:
-    """Each network's training recipe and precision, in the order of :func:`_networks`: a single model's own, or
-    what a registered ensemble named as a member stored for each of its members."""
-    recipes = []
-    for member in loaded:
-        record = member.record
-        recipes += ([(m.config, m.precision) for m in record.members] if record.members
-                    else [(record.training.config, record.training.precision)])
-    return recipes
 
 
 def _member_standing(member: LoadedModel, held_out: FilmSet | None, ensemble_reports: dict[str, Report],
