@@ -162,7 +162,7 @@ def test_the_shipped_models_carry_the_projects_official_test_figures_from_the_tr
             figures["auc"], figures["sensitivity"], figures["specificity"])
     logistic = read_model_record(REPO / "checkpoints" / "pneumonia-logistic-v1.json")
     assert "specificity 41.5 % (35.4–47.9)" in elsewhere_summaries(logistic)[0]
-    default = read_model_record(REPO / "checkpoints" / "pneumonia-resnet18-224-wide-all-ensemble-v1.json")
+    default = read_model_record(REPO / "checkpoints" / "pneumonia-resnet18-lite1-224-wide-all-ensemble-v1.json")
     assert default.measured_elsewhere == ()  # not measured there yet: no column, nothing invented
 
 
@@ -170,11 +170,11 @@ def test_compare_shows_the_figures_as_rows_and_points_beside_the_other_sets():
     from core.store.registry import ModelEntry
 
     records = [read_model_record(REPO / "checkpoints" / f"{name}.json")
-               for name in ("pneumonia-logistic-v1", "pneumonia-resnet18-224-wide-all-ensemble-v1")]
+               for name in ("pneumonia-logistic-v1", "pneumonia-resnet18-lite1-224-wide-all-ensemble-v1")]
     entries = [ModelEntry(r, False, REPO / "checkpoints" / f"{r.name}.json", "shipped") for r in records]
     table = travel_comparison(entries)
     assert table.loc["Kermany test (project): AUC", "pneumonia-logistic-v1"] == "0.885 (0.860–0.910)"
-    assert table.loc["Kermany test (project): AUC", "pneumonia-resnet18-224-wide-all-ensemble-v1"] == "not measured"
+    assert table.loc["Kermany test (project): AUC", "pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"] == "not measured"
     points = [p for p in travel_points(entries) if p.films == "Kermany test (project)"]
     assert [(p.model, p.figure, p.value) for p in points] == [("pneumonia-logistic-v1", "Sensitivity", 0.974),
                                                              ("pneumonia-logistic-v1", "Specificity", 0.415)]
