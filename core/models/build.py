@@ -13,6 +13,7 @@ from torch import nn
 from core.models.catalog import BODY_GRID, architecture_info
 from core.models.classic import CNN5, MLP, LogisticRegression
 from core.models.device import run_layout
+from core.models.efficientnet_lite import VARIANTS as LITE_VARIANTS
 from core.models.pretrained import build_efficientnet_lite, build_resnet18
 
 # build(num_classes, image_size, pretrained) -> (model, notes)
@@ -23,12 +24,12 @@ _BUILDERS: dict[str, Callable[[int, int, bool], tuple[nn.Module, list[str]]]] = 
     "mlp_body": lambda c, s, p: (MLP(c, s, body_grid=BODY_GRID), []),
     "cnn5": lambda c, s, p: (CNN5(c, s), []),
     "resnet18": build_resnet18,
-    **{f"efficientnet_{v}": partial(build_efficientnet_lite, v) for v in ("lite0", "lite1", "lite2")},
+    **{f"efficientnet_{v}": partial(build_efficientnet_lite, v) for v in LITE_VARIANTS},
 }
 _CAM_LAYERS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "cnn5": lambda m: m.features[-1],
     "resnet18": lambda m: m.net.layer4[-1],
-    **{f"efficientnet_{v}": lambda m: m.net.cam_layer() for v in ("lite0", "lite1", "lite2")},
+    **{f"efficientnet_{v}": lambda m: m.net.cam_layer() for v in LITE_VARIANTS},
 }
 
 

