@@ -214,7 +214,7 @@ def test_a_registered_ensemble_named_as_a_member_brings_its_members(members, bui
     assert served == pytest.approx(mean, abs=1e-5)
     # one sentence per network, the nested ensemble's taken from its own notes
     notes = record.training.notes
-    assert f"the 2 members of {built.record.name}" in notes[0] and third.name in notes[0]
+    assert notes[0].startswith(f"Ensemble of 3 networks (the 2 members of {built.record.name} and {third.name}): ")
     assert [n.split(":")[0] for n in notes[1:]] == [f"Member {r.name}" for r in (*records, third)]
     # compared with what it grew from: the two-member ensemble and the new network
     assert [s.name for s in grown.members] == [built.record.name, third.name]

@@ -206,11 +206,12 @@ def _spec(record: ModelRecord) -> MemberSpec:
 def _record(loaded: list[LoadedModel], members: tuple[Member, ...], config: TrainConfig, data_dir: Path, point,
             report: Report, others: dict[str, Report], ensemble: Ensemble, device: str) -> ModelRecord:
     first = loaded[0].record
-    names = ", ".join(f"the {len(m.record.members)} members of {m.name}" if m.record.members else m.name
-                      for m in loaded)
+    parts = [f"the {len(m.record.members)} members of {m.name}" if m.record.members else m.name for m in loaded]
+    names = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    networks = sum(len(m.record.members) or 1 for m in loaded)
     recipe = f"{first.name}'s first member's" if first.members else f"{first.name}'s"
-    notes = [f"Ensemble of {names}: the mean of their probabilities, one operating point chosen on their "
-             f"shared validation films. The recipe above is {recipe}; each member's is below."]
+    notes = [f"Ensemble of {networks} networks ({names}): the mean of their probabilities, one operating point "
+             f"chosen on their shared validation films. The recipe above is {recipe}; each member's is below."]
     notes += [note for m in loaded for note in _member_notes(m.record)]
     return ModelRecord(
         name="", task=first.task, arch=ENSEMBLE, classes=first.classes,
