@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
 
 from core.access.policy import AdminGrant
+from core.wording import and_list
 
 AUTHLIB = "Authlib>=1.3.2"
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
@@ -42,7 +43,7 @@ def provider_setup(auth: Mapping[str, Any] | None, admin_accounts: Sequence[str]
                                                 f"{_SECRETS}).")
     missing = [key for key in ("redirect_uri", "cookie_secret") if not _text(auth, key)]
     if missing:
-        return ProviderSetup(False, explanation=f"The [auth] section in {_SECRETS} lacks {_and(missing)}.")
+        return ProviderSetup(False, explanation=f"The [auth] section in {_SECRETS} lacks {and_list(missing)}.")
     if not _text(auth, "redirect_uri").rstrip("/").endswith(CALLBACK):
         return ProviderSetup(False, explanation=f"[auth] redirect_uri in {_SECRETS} must end with {CALLBACK}.")
     if len(_text(auth, "cookie_secret")) < MIN_COOKIE_SECRET:
@@ -51,7 +52,7 @@ def provider_setup(auth: Mapping[str, Any] | None, admin_accounts: Sequence[str]
     providers, problems = _providers(auth)
     if not providers:
         return ProviderSetup(False, explanation=" ".join(problems) or
-                             f"The [auth] section in {_SECRETS} names no provider ({_and(list(PROVIDER_KEYS))}).")
+                             f"The [auth] section in {_SECRETS} names no provider ({and_list(list(PROVIDER_KEYS))}).")
     if not authlib_installed:
         return ProviderSetup(False, explanation=f"Signing in with the identity provider needs the {AUTHLIB} "
                                                 "package on the server (pip install).")
@@ -73,7 +74,7 @@ def _providers(auth: Mapping[str, Any]) -> tuple[list[str], list[str]]:
             problems.append(f"The provider name [auth.{name}] may not contain an underscore.")
         elif lacking:
             where = "[auth]" if name == "default" else f"[auth.{name}]"
-            problems.append(f"{where} in {_SECRETS} lacks {_and(lacking)}.")
+            problems.append(f"{where} in {_SECRETS} lacks {and_list(lacking)}.")
         else:
             complete.append(name)
     return complete, problems
@@ -82,10 +83,6 @@ def _providers(auth: Mapping[str, Any]) -> tuple[list[str], list[str]]:
 def _text(section: Mapping[str, Any], key: str) -> str:
     value = section.get(key)
     return value.strip() if isinstance(value, str) else ""
-
-
-def _and(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def signed_in_account(identity: Mapping[str, Any]) -> str | None:

@@ -39,6 +39,7 @@ from core.training.other_reports import OUT_OF_BATCH, other_reports, report_on
 from core.training.population import try_fit_population_check
 from core.training.shipping import ship_version
 from core.training.train import split_films, validate_for_shipping
+from core.wording import and_list
 
 
 @dataclass(frozen=True)
@@ -207,11 +208,10 @@ def _record(loaded: list[LoadedModel], members: tuple[Member, ...], config: Trai
             report: Report, others: dict[str, Report], ensemble: Ensemble, device: str) -> ModelRecord:
     first = loaded[0].record
     parts = [f"the {len(m.record.members)} members of {m.name}" if m.record.members else m.name for m in loaded]
-    names = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
     networks = sum(len(m.record.members) or 1 for m in loaded)
     recipe = f"{first.name}'s first member's" if first.members else f"{first.name}'s"
-    notes = [f"Ensemble of {networks} networks ({names}): the mean of their probabilities, one operating point "
-             f"chosen on their shared validation films. The recipe above is {recipe}; each member's is below."]
+    notes = [f"Ensemble of {networks} networks ({and_list(parts)}): the mean of their probabilities, one operating "
+             f"point chosen on their shared validation films. The recipe above is {recipe}; each member's is below."]
     notes += [note for m in loaded for note in _member_notes(m.record)]
     return ModelRecord(
         name="", task=first.task, arch=ENSEMBLE, classes=first.classes,
