@@ -5,7 +5,11 @@ folder so a test can change one in place. Extractions are counted by wrapping ``
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -13,8 +17,9 @@ import numpy as np
 import pytest
 
 from core.films.folders import FilmSet
-from core.models.features import FEATURE_LENGTH, FeatureExtractor
-from core.training.population import FEATURE_FOLDER, FilmFeatures, cached_features
+from core.models.features import FEATURE_FOLDER, FEATURE_LENGTH, FeatureExtractor, FilmFeatures, cached_features
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -121,3 +126,22 @@ def test_a_films_features_do_not_depend_on_the_films_beside_it(films):
     alone = np.concatenate([extractor.tensors(tensors[i:i + 1]) for i in range(4)])
     assert together.shape == (4, FEATURE_LENGTH) and np.array_equal(alone, together)
     assert np.array_equal(extractor.tensors(tensors[1:3]), together[1:3])
+
+
+def test_another_process_finds_the_features_this_one_stored(films, cache_dir):
+    """The cache's point is across processes (a retraining, the chest-film detector's refit). Its key named the
+    extractor's weights including its classifier, which nothing loads and every process initialises at random,
+    so no process ever hit another's entries. Two fresh extractors stand for two processes; a real second
+    process then reads this one's entries."""
+    assert FeatureExtractor().identity == FeatureExtractor().identity
+    first, extracted = _extract(films[:2])
+    assert extracted == 2
+    script = ("import sys, json; from pathlib import Path; import numpy as np\n"
+              "from core.models.features import FeatureExtractor, cached_features\n"
+              "FeatureExtractor.tensors = lambda *a, **k: sys.exit('computed features instead of reading them')\n"
+              "found = cached_features([Path(p) for p in sys.argv[1:]])\n"
+              "print(json.dumps([found[Path(p)].tolist() for p in sys.argv[1:]]))\n")
+    done = subprocess.run([sys.executable, "-c", script, *map(str, films[:2])], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "CXR_DECODE_CACHE": str(cache_dir)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert np.array_equal(np.array(json.loads(done.stdout)), np.stack([first[p] for p in films[:2]]))

@@ -13,13 +13,17 @@ import functools
 import hashlib
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from core.errors import CheckpointError
+from core.errors import CheckpointError, UnreadableImage
+from core.films.decode_cache import DecodeCache
 from core.films.film import Film
-from core.films.tensor import as_float, film_to_tensor
+from core.films.folders import FilmSet
+from core.films.tensor import as_float, cache_namespace, film_bytes, film_to_tensor, load_tensors
 from core.models.device import inference_batch_size
 from core.models.efficientnet_lite import efficientnet_lite0, fold_batch_norms, load_imagenet_weights
 from core.models.pretrained import GreyToImageNet
@@ -77,9 +81,13 @@ class FeatureExtractor:
     @functools.cached_property
     def identity(self) -> str:
         """What its features depend on besides the film (its weights, memory layout and torch): part of every
-        key of the feature cache (core.training.population), so other weights or another torch simply miss."""
+        key of the feature cache (:func:`cached_features`), so other weights or another torch simply miss.
+        Only the layers the features come from count: the classifier (``fc``) is left at its random
+        initialisation, which differs in every process, and would make every process miss the cache."""
         digest = hashlib.sha256()
         for name, tensor in sorted(self.net.state_dict().items()):
+            if name.startswith("fc."):
+                continue  # not part of features(): see above
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return (f"lite0-features;weights={digest.hexdigest()[:16]};layout=channels_last;batch-norms=folded;"
@@ -108,6 +116,55 @@ class FeatureExtractor:
             if on_batch:
                 on_batch(min(start + BATCH, len(films_uint8)), len(films_uint8))
         return np.concatenate(out) if out else np.zeros((0, FEATURE_LENGTH))
+
+
+FEATURE_FOLDER = "features"  # the feature entries' folder inside the decode cache
+
+
+class FilmFeatures:
+    """Films' features by file, each computed once: models trained on the same films share them, and across runs
+    the decode cache keeps them by each film's content (a retraining on the same folder pays nothing)."""
+
+    def __init__(self):
+        self._known: dict[Path, np.ndarray] = {}
+
+    def __call__(self, films: FilmSet) -> np.ndarray:
+        missing = [p for p in dict.fromkeys(films.paths) if p not in self._known]
+        if missing:
+            self._known.update(cached_features(missing))
+        return np.stack([self._known[p] for p in films.paths])
+
+
+def cached_features(paths: list[Path],
+                    on_batch: Callable[[int, int], object] | None = None) -> dict[Path, np.ndarray]:
+    """The features of ``paths``: from the decode cache where this extractor saw the same content before (bit
+    for bit what it computes: float32 values, keyed by content, extractor and preprocessing), computed through
+    the one preprocessing path and stored otherwise (``on_batch(done, total)`` after each batch computed).
+    Without the cache (switched off), all are computed. Used by every model's population check and by the
+    chest-film check's fit (core.serving.fit_chest_check): a film's features are computed once for both."""
+    extractor = FeatureExtractor.shared()
+    cache = DecodeCache.from_settings(f"{extractor.identity};{cache_namespace()}")
+    found: dict[Path, np.ndarray] = {}
+    keys: dict[Path, str] = {}
+    if cache is not None:
+        for path in paths:
+            try:
+                keys[path] = cache.key(film_bytes(Path(path)), FEATURE_SIZE)
+            except UnreadableImage:
+                continue  # decoding below names the film
+            values = cache.get_array(keys[path], FEATURE_FOLDER, FEATURE_LENGTH)
+            if values is not None:
+                found[path] = values.astype(np.float64)
+    todo = [p for p in paths if p not in found]
+    if todo:
+        films = FilmSet(tuple(todo), np.zeros(len(todo), dtype=np.int64), ("film",))
+        for path, values in zip(todo, extractor.tensors(load_tensors(films, FEATURE_SIZE), on_batch)):
+            found[path] = values
+            if path in keys:
+                cache.put_array(keys[path], FEATURE_FOLDER, values)
+        if cache is not None and cache.wrote:
+            cache.prune()
+    return found
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """Fit the chest-film detector on every real chest-film source and write it beside the models.
 
     python -m core.serving.fit_chest_check [--data ../shared/data] [--out checkpoints/detector]
-                                           [--features-cache /tmp/chest-features.npz]
 
 The detector answers *is this a chest film at all*, for every model, so it is fitted on every chest-film source
 we have, paediatric and adult (SOURCES). Each class folder of each source weighs the same in the fit (a film
@@ -16,7 +15,8 @@ folds; every film is scored by a detector fitted on the other folds. The thresho
 most FLAG_LIMIT of those held-out films are flagged, pooled *and* in every source of MIN_SOURCE_FILMS films or
 more; the flag rate of each source is recorded in the detector's JSON. The detector that ships is then
 fitted on every film. Deterministic: the same films give the same detector. Features take about 10 minutes
-on 2 idle CPU cores; ``--features-cache`` keeps them (outside the repository) while iterating.
+on 2 idle CPU cores the first time; the decode cache keeps them by each film's content (shared with training's
+population checks, core.models.features.cached_features), so a refit on the same films costs seconds.
 """
 from __future__ import annotations
 
@@ -30,9 +30,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from core.config import settings
 from core.films.bounds import FILM_SUFFIXES
-from core.films.folders import FilmSet
-from core.films.tensor import load_tensors
-from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore
+from core.models.features import FEATURE_LENGTH, GaussianScore, cached_features
 from core.serving.chest_check import ChestFilmDetector, detector_dir
 from core.training.data import patient_id
 
@@ -62,21 +60,18 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES)
 
 
-def features_of(paths: list[Path], cache: Path | None = None) -> np.ndarray:
-    """Lite0 features of ``paths`` (N x 1280), through the app's own decoding; reused from ``cache`` when it
-    holds exactly these files."""
-    names = np.array([str(p) for p in paths])
-    if cache is not None and cache.is_file():
-        with np.load(cache) as stored:
-            if np.array_equal(stored["paths"], names):
-                return stored["features"]
-    films = FilmSet(tuple(paths), np.zeros(len(paths), dtype=np.int64), ("film",))
-    features = FeatureExtractor.shared().tensors(
-        load_tensors(films, FEATURE_SIZE),
-        on_batch=lambda done, total: print(f"  features {done}/{total}", flush=True) if done % 640 < 32 else None)
-    if cache is not None:
-        np.savez(cache, paths=names, features=features)
-    return features
+def features_of(paths: list[Path]) -> np.ndarray:
+    """Lite0 features of ``paths`` (N x 1280), through the app's own decoding; from the decode cache where the
+    same film was seen before (every training's population check stores its films' features there)."""
+    shown = [0]
+
+    def progress(done: int, total: int) -> None:
+        if done - shown[0] >= 500 or done == total:
+            shown[0] = done
+            print(f"  features {done}/{total} computed", flush=True)
+
+    found = cached_features(paths, on_batch=progress)
+    return np.stack([found[p] for p in paths]) if paths else np.zeros((0, FEATURE_LENGTH))
 
 
 def folder_weights(paths: list[Path], sources: list[str]) -> np.ndarray:
@@ -125,15 +120,15 @@ def per_source(scores: np.ndarray, sources: list[str], threshold: float) -> dict
     return table
 
 
-def fit(data: Path, cache: Path | None = None) -> ChestFilmDetector:
+def fit(data: Path) -> ChestFilmDetector:
     paths, sources = chest_films(data)
     print(f"features of {len(paths)} chest films from {len(SOURCES)} sources", flush=True)
-    features = features_of(paths, cache)
+    features = features_of(paths)
     scores = held_out_scores(features, paths, sources)
     threshold = choose_threshold(scores, sources)
     score = fit_score(features, paths, sources)
     textures = _images(data / NOT_FILMS)
-    texture_scores = score.scores(features_of(textures, cache and cache.with_suffix(".not-films.npz")))
+    texture_scores = score.scores(features_of(textures))
     calibration = {
         "fitted_on": int(len(paths)), "components": COMPONENTS,
         "sources": {folder: source for folder, source in SOURCES},
@@ -156,10 +151,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=settings().data)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--features-cache", type=Path, default=None,
-                        help="an .npz outside the repository that keeps the films' features between runs")
     args = parser.parse_args()
-    detector = fit(args.data, args.features_cache)
+    detector = fit(args.data)
     path = detector.save(args.out or detector_dir())
     print(json.dumps({"detector": str(path), "threshold": detector.threshold, **detector.calibration}, indent=1))
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from core.admin.audit import record_action
 from core.errors import DatasetError
 from core.films.folders import FilmSet
+from core.models.features import FilmFeatures
 from core.store.checkpoints import attach_population_check
 from core.store.records import ModelRecord, read_model_record
 from core.store.registry import find_model
 from core.training.data import fingerprint
-from core.training.population import FilmFeatures, fit_population_check
+from core.training.population import fit_population_check
 from core.training.train import split_films
 
 

@@ -15,12 +15,10 @@ from typing import Callable
 
 import numpy as np
 
-from core.errors import CheckpointError, DatasetError, FolderNotAllowed, UnreadableImage
-from core.films.decode_cache import DecodeCache
+from core.errors import CheckpointError, DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet
 from core.films.roots import folder_label
-from core.films.tensor import cache_namespace, film_bytes, load_tensors
-from core.models.features import FEATURE_LENGTH, FEATURE_SIZE, FeatureExtractor, GaussianScore
+from core.models.features import FilmFeatures, GaussianScore
 from core.store.records import PopulationCheck
 
 MAX_FIT_FILMS = 1500  # a sample this size fixes the Gaussian; more only costs minutes of features
@@ -35,52 +33,6 @@ KNOWN_POPULATIONS = {
     "films": "paediatric chest films, Guangzhou",
     "covid-3class": "adult COVID-19 films and paediatric chest films (Kaggle COVID-19 image set)",
 }
-
-
-FEATURE_FOLDER = "features"  # the feature entries' folder inside the decode cache
-
-
-class FilmFeatures:
-    """Films' features by file, each computed once: models trained on the same films share them, and across runs
-    the decode cache keeps them by each film's content (a retraining on the same folder pays nothing)."""
-
-    def __init__(self):
-        self._known: dict[Path, np.ndarray] = {}
-
-    def __call__(self, films: FilmSet) -> np.ndarray:
-        missing = [p for p in dict.fromkeys(films.paths) if p not in self._known]
-        if missing:
-            self._known.update(cached_features(missing))
-        return np.stack([self._known[p] for p in films.paths])
-
-
-def cached_features(paths: list[Path]) -> dict[Path, np.ndarray]:
-    """The features of ``paths``: from the decode cache where this extractor saw the same content before (bit
-    for bit what it computes: float32 values, keyed by content, extractor and preprocessing), computed through
-    the one preprocessing path and stored otherwise. Without the cache (switched off), all are computed."""
-    extractor = FeatureExtractor.shared()
-    cache = DecodeCache.from_settings(f"{extractor.identity};{cache_namespace()}")
-    found: dict[Path, np.ndarray] = {}
-    keys: dict[Path, str] = {}
-    if cache is not None:
-        for path in paths:
-            try:
-                keys[path] = cache.key(film_bytes(Path(path)), FEATURE_SIZE)
-            except UnreadableImage:
-                continue  # decoding below names the film
-            values = cache.get_array(keys[path], FEATURE_FOLDER, FEATURE_LENGTH)
-            if values is not None:
-                found[path] = values.astype(np.float64)
-    todo = [p for p in paths if p not in found]
-    if todo:
-        films = FilmSet(tuple(todo), np.zeros(len(todo), dtype=np.int64), ("film",))
-        for path, values in zip(todo, extractor.tensors(load_tensors(films, FEATURE_SIZE))):
-            found[path] = values
-            if path in keys:
-                cache.put_array(keys[path], FEATURE_FOLDER, values)
-        if cache is not None and cache.wrote:
-            cache.prune()
-    return found
 
 
 def fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str | Path, seed: int = 0,
