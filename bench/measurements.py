@@ -44,13 +44,13 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def write_section(name: str, title: str, lines: list[str]) -> None:
-    """Print ``lines`` and store them as section ``name`` of docs/measurements.md."""
+def write_section(name: str, title: str, lines: list[str], path: Path = MEASUREMENTS) -> None:
+    """Print ``lines`` and store them as section ``name`` of ``path`` (docs/measurements.md)."""
     body = "\n".join(lines)
     print(body)
     block = f"<!-- begin {name} -->\n## {title}\n{_provenance()}\n\n{body}\n<!-- end {name} -->"
-    text = MEASUREMENTS.read_text() if MEASUREMENTS.exists() else "# Measurements\n"
+    text = path.read_text() if path.exists() else "# Measurements\n"
     pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    MEASUREMENTS.parent.mkdir(parents=True, exist_ok=True)
-    MEASUREMENTS.write_text(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -2,27 +2,28 @@
 checked against the stored fingerprint), decoded through the product's one preprocessing path, run through
 the stored weights and read at the stored operating point. The table compares what the model's JSON promises
 with what the code on this commit gives. Prints figures and rewrites the "models" section of
-docs/measurements.md; not a pass/fail test. Run by `make models` and `make bench`.
+docs/measurements.md (``--measurements FILE`` writes it elsewhere, as `make models-trial` does); not a pass/fail
+test. Run by `make models` and `make bench`. The shipped folder is ``CXR_CHECKPOINTS`` (default checkpoints/).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.measurements import write_section  # noqa: E402
+from bench.measurements import MEASUREMENTS, write_section  # noqa: E402
 from core.evaluation.metrics import evaluate_probabilities  # noqa: E402
 from core.evaluation.site_range import stored_site_range  # noqa: E402
 from core.models.inference import probabilities_in_batches  # noqa: E402
 from core.store.checkpoints import load_checkpoint  # noqa: E402
+from core.store.manifest import shipped_dir  # noqa: E402
 from core.store.registry import list_models  # noqa: E402
 from core.training.calibrate import recorded_validation_split  # noqa: E402
 from core.store.reports import shown_reports  # noqa: E402
 from core.films.tensor import load_tensors  # noqa: E402
-
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 def _ci(value, interval) -> str:
@@ -159,7 +160,11 @@ def elsewhere_lines(records) -> list[str]:
 
 
 def main() -> None:
-    entries, problems = list_models(SHIPPED)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--measurements", type=Path, default=MEASUREMENTS,
+                        help="the Markdown file whose \"models\" section is rewritten (default docs/measurements.md)")
+    args = parser.parse_args()
+    entries, problems = list_models(shipped_dir())
     rows = ["| model | input | stored val AUC (95 % CI) | re-measured val AUC | acc | sens / spec | "
             "re-measured acc · sens / spec | threshold (target) | training | weights | inference |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -190,7 +195,7 @@ def main() -> None:
              "inference on the same films, read at the stored threshold.", "", *rows]
     lines += [f"- problem: {p}" for p in problems]
     lines += ["", *travel_lines([entry.record for entry in entries])]
-    write_section("models", "Shipped models: validation figures, stored and re-measured", lines)
+    write_section("models", "Shipped models: validation figures, stored and re-measured", lines, args.measurements)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""`make models` and its trial, read through `make -n` (nothing runs): every training line takes the trial's
+flags after its own, and the new set replaces checkpoints/ only at the end. `make models-trial` itself runs every
+line for real (13 minutes here); see docs/measurements.md."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+
+
+def _dry_run(*arguments: str) -> str:
+    """The commands `make -n` prints, one per line (a recipe line continued with a backslash joined)."""
+    return subprocess.run(["make", "-n", *arguments], cwd=ROOT, capture_output=True, text=True, check=True,
+                          timeout=60).stdout.replace("\\\n", " ")
+
+
+def test_every_training_line_takes_the_trials_flags_last():
+    """The trial shortens each run through $(TRIAL), placed after the recipe's own flags (the last one wins); a
+    line without it would train for hours inside the trial, one with it in front would not be shortened."""
+    trainings = re.findall(r"-m core train [^|)\n]*", _dry_run("models", "TRIAL=--max-films 7 --epochs 1"))
+    assert len(trainings) >= 20  # baselines and their held-out runs, six members, COVID, the site lineup
+    for command in trainings:
+        assert "--max-films 7 --epochs 1" in command, command
+        after = command.split("--max-films 7 --epochs 1", 1)[1]
+        assert not re.search(r"--(epochs|max-films|patience)\b", after), command
+
+
+def test_the_new_set_replaces_checkpoints_only_at_the_end():
+    lines = _dry_run("models", "SHIP_TO=/tmp/shipped", "STAGE=/tmp/staged").splitlines()
+    first = next(line for line in lines if line.startswith("rm -rf"))
+    assert "/tmp/staged" in first.split()  # a run starts from an empty stage
+    swap = next(i for i, line in enumerate(lines) if line.startswith("rm -rf /tmp/shipped"))
+    assert lines[swap] == "rm -rf /tmp/shipped && mv /tmp/staged /tmp/shipped"
+    assert not any("core train" in line or "core ensemble" in line for line in lines[swap:])
+    assert any("core.store.manifest" in line for line in lines[:swap])  # signed before it is moved
+
+
+def test_the_pneumonia_default_is_promoted_last():
+    """The shipped registry lists the last promoted default first; as shipped, that is the pneumonia task's."""
+    promotions = [line for line in _dry_run("models").splitlines() if "--set-default" in line]
+    assert len(promotions) == 2  # the COVID-19 task's default, then the pneumonia default ensemble
+    assert "--name covid-" in promotions[0] and "--name pneumonia-" in promotions[-1]
