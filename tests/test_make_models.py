@@ -1,16 +1,19 @@
-"""`make models` and its trial, read through `make -n` (nothing runs): every training line takes the trial's
-flags after its own, and the new set replaces checkpoints/ only at the end. `make models-trial` itself runs every
-line for real (13 minutes here); see docs/measurements.md."""
+"""`make models` and its trial. Read through `make -n` (nothing runs): every training line takes the trial's flags
+after its own, and the new set replaces checkpoints/ only at the end. Run: `make models-trial` trains every line
+for real on 300 films for one epoch (13 minutes here), under CI only; see docs/measurements.md."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from e2e_support import IN_CI, ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
@@ -47,3 +50,34 @@ def test_the_pneumonia_default_is_promoted_last():
     promotions = [line for line in _dry_run("models").splitlines() if "--set-default" in line]
     assert len(promotions) == 2  # the COVID-19 task's default, then the pneumonia default ensemble
     assert "--name covid-" in promotions[0] and "--name pneumonia-" in promotions[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not IN_CI, reason="about 15 minutes on 2 cores: runs under CI (.ci/run); run `make models-trial`")
+def test_the_trial_runs_every_line_and_ships_the_same_set(tmp_path, data_dir):
+    """What `make models` would ship, made for real at trial size: the same models by name as checkpoints/
+    (versions start again at v1), both tasks' defaults with the pneumonia one promoted last, a manifest that
+    checks, the detector beside them and the re-measured table; nothing written into the repository."""
+    trial = tmp_path / "trial"
+    before = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+    done = subprocess.run(["make", "models-trial", f"TRIAL_DIR={trial}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=3600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    shipped = trial / "checkpoints"
+
+    def bases(folder: Path) -> set[str]:
+        return {re.sub(r"-v\d+$", "", p.stem) for p in folder.glob("*.json") if p.name != "registry.json"}
+
+    assert bases(shipped) == bases(ROOT / "checkpoints") and len(bases(shipped)) >= 11
+    registry = json.loads((shipped / "registry.json").read_text())
+    assert set(registry["task_defaults"]) == {"pneumonia", "covid"}
+    assert registry["default"] == registry["task_defaults"]["pneumonia"]
+    assert (shipped / "detector" / "chest-film-detector.pt").is_file() and not (trial / "checkpoints-next").exists()
+    check = subprocess.run([sys.executable, "-m", "core.store.manifest", "--check"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "CXR_CHECKPOINTS": str(shipped),
+                                "CXR_DETECTOR_DIR": str(shipped / "detector")})
+    assert json.loads(check.stdout.splitlines()[-1])["problems"] == []
+    assert "<!-- begin models -->" in (trial / "measurements.md").read_text()
+    after = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert after == before  # checkpoints/ and docs/ untouched
