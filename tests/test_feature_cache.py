@@ -18,8 +18,7 @@ import pytest
 
 from core.films.folders import FilmSet
 from core.models.features import FEATURE_FOLDER, FEATURE_LENGTH, FeatureExtractor, FilmFeatures, cached_features
-
-ROOT = Path(__file__).resolve().parent.parent
+from e2e_support import ROOT
 
 
 @pytest.fixture
@@ -130,7 +129,7 @@ def test_a_films_features_do_not_depend_on_the_films_beside_it(films):
 
 def test_another_process_finds_the_features_this_one_stored(films, cache_dir):
     """The cache's point is across processes (a retraining, the chest-film detector's refit). Its key named the
-    extractor's weights including its classifier, which nothing loads and every process initialises at random,
+    extractor's weights including its classifier, which nothing loads and every process initialised at random,
     so only a process repeating another's random-number history (the same training seed and recipe) hit its
     entries. Two fresh extractors stand for two processes; a real second process then reads this one's entries."""
     assert FeatureExtractor().identity == FeatureExtractor().identity

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from core.errors import CheckpointError, UnreadableImage
 from core.films.decode_cache import DecodeCache
@@ -75,19 +76,18 @@ class FeatureExtractor:
         # 32, 9 ms at a batch of 6: see BATCH), both the same function up to float rounding (features equal
         # to 2e-5). The layout comes last: folding makes new weights.
         self.net = fold_batch_norms(self.net.eval()).to(memory_format=torch.channels_last)
+        # features() stops before the classifier, which no weights file fills: drop it, so the weights (and the
+        # cache key hashed from them) are the ImageNet ones alone, not a random head that differs per process.
+        self.net.fc = nn.Identity()
         self.to_rgb = GreyToImageNet()
         self.lock = threading.Lock()
 
     @functools.cached_property
     def identity(self) -> str:
         """What its features depend on besides the film (its weights, memory layout and torch): part of every
-        key of the feature cache (:func:`cached_features`), so other weights or another torch simply miss.
-        Only the layers the features come from count: the classifier (``fc``) is left at its random
-        initialisation, which differs in every process, and would make every process miss the cache."""
+        key of the feature cache (:func:`cached_features`), so other weights or another torch simply miss."""
         digest = hashlib.sha256()
         for name, tensor in sorted(self.net.state_dict().items()):
-            if name.startswith("fc."):
-                continue  # not part of features(): see above
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return (f"lite0-features;weights={digest.hexdigest()[:16]};layout=channels_last;batch-norms=folded;"

@@ -63,11 +63,12 @@ def _images(folder: Path) -> list[Path]:
 def features_of(paths: list[Path]) -> np.ndarray:
     """Lite0 features of ``paths`` (N x 1280), through the app's own decoding; from the decode cache where the
     same film was seen before (every training's population check stores its films' features there)."""
-    shown = [0]
+    shown = 0
 
     def progress(done: int, total: int) -> None:
-        if done - shown[0] >= 500 or done == total:
-            shown[0] = done
+        nonlocal shown
+        if done - shown >= 500 or done == total:
+            shown = done
             print(f"  features {done}/{total} computed", flush=True)
 
     found = cached_features(paths, on_batch=progress)
