@@ -171,6 +171,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args) -> int:
+    from core.films.read import check_film_path
+
+    unopenable = {}
+    for file in args.files:
+        try:
+            check_film_path(file)
+        except TriageError as exc:
+            unopenable[file] = exc
+    if len(unopenable) == len(args.files):  # nothing to triage: say so now, not after seconds of model loading
+        for file, exc in unopenable.items():
+            _film_failed(args, file, exc)
+        return 1
+
     from core.films.decode_pool import start_worker_early
     from core.films.read import read_film
     from core.serving.predict import Predictor
@@ -186,11 +199,15 @@ def _predict(args) -> int:
             prediction = predictor.predict(read_film(Path(file)))
         except TriageError as exc:
             failures += 1
-            print(json.dumps({"file": file, "error": str(exc)}) if args.json else f"{file}: ERROR {exc}", flush=True)
+            _film_failed(args, file, exc)
             continue
         print(json.dumps({"file": file, **prediction.to_dict()}) if args.json else _describe(file, prediction),
               flush=True)
     return 1 if failures else 0
+
+
+def _film_failed(args, file: str, exc: TriageError) -> None:
+    print(json.dumps({"file": file, "error": str(exc)}) if args.json else f"{file}: ERROR {exc}", flush=True)
 
 
 def _describe(file: str, prediction) -> str:
@@ -210,13 +227,15 @@ def _fit_population(args) -> int:
 
 
 def _evaluate(args) -> int:
+    folder = _evaluation_folder(args.dir, args.split)  # a mistyped folder is refused before torch is imported
+
     from core.evaluation.folder import evaluate_folder
     from core.models.device import place_model, resolve_device
     from core.store.checkpoints import load_checkpoint
-    from core.store.registry import find_model
+    from core.store.registry import find_default_for_classes, find_model
 
     device = resolve_device(args.device)
-    entry = find_model(args.model) if args.model else _default_for_folder(args.dir, args.split)
+    entry = find_model(args.model) if args.model else find_default_for_classes(folder.classes)
     loaded = load_checkpoint(entry.json_path)
     loaded.model = place_model(loaded.model, device)
     report = evaluate_folder(loaded, args.dir, split=args.split)
@@ -244,12 +263,11 @@ def _model_for_task(model: str | None, task: str | None) -> str:
     return entry.name
 
 
-def _default_for_folder(folder: str, split: str | None):
-    """The default model of the task whose classes cover the folder's class folders."""
+def _evaluation_folder(folder: str, split: str | None):
+    """The films ``evaluate`` will read (as core.evaluation.folder lists them), listed without torch."""
     from core.films.folders import discover, evaluation_split
-    from core.store.registry import find_default_for_classes
 
-    return find_default_for_classes(discover(folder, evaluation_split(folder, split), min_classes=1).classes)
+    return discover(folder, evaluation_split(folder, split), min_classes=1)
 
 
 def _audit(action: str, **details) -> None:

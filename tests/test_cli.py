@@ -6,12 +6,16 @@ directory, with ``CXR_MODELS`` pointing at a temporary site models folder.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from core.evaluation.folder import evaluate_folder
 from core.films.read import read_film
 from core.store.checkpoints import load_checkpoint
+from e2e_support import ROOT as REPO
 
 PREDICTION_KEYS = {"file", "model", "probabilities", "label", "priority", "warnings"}
 EXTRA_KEYS = {"abnormal_score", "threshold",  # also emitted today; allowed by the contract
@@ -70,6 +74,36 @@ def test_failed_films_are_reported_and_exit_1(run_cli, trained_model, normal_fil
     for line, reason in zip(lines[1:], ("empty", "does not exist", "not an image")):
         assert set(line) == {"file", "error"}
         assert reason in line["error"]
+
+
+def _in_process(tmp_path, *args) -> tuple[int, list[dict], bool]:
+    """``core.cli.main(args)`` in a fresh interpreter: exit code, JSON lines, and whether torch was imported."""
+    script = ("import json, sys\nfrom core.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
+              "except SystemExit as exc:\n    code = exc.code\n"
+              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))")
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "CXR_MODELS": str(tmp_path),
+                                                       "PYTHONPATH": str(REPO)})
+    assert "Traceback" not in done.stderr, done.stderr
+    *lines, last = [json.loads(line) for line in done.stdout.splitlines()]
+    return last["code"], lines, last["torch"]
+
+
+def test_predict_refuses_paths_it_cannot_open_before_loading_a_model(tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    missing = tmp_path / "typo" / "nope.jpeg"
+    code, lines, torch_imported = _in_process(tmp_path, "predict", missing, tmp_path / "folder.png", "--json")
+    assert code == 1 and not torch_imported
+    assert lines == [
+        {"file": str(missing), "error": "nope.jpeg does not exist or is not a file. Check the path."},
+        {"file": str(tmp_path / "folder.png"), "error": "folder.png does not exist or is not a file. Check the path."},
+    ]
+
+
+def test_evaluate_refuses_a_missing_folder_before_loading_a_model(tmp_path):
+    code, lines, torch_imported = _in_process(tmp_path, "evaluate", tmp_path / "nope", "--json")
+    assert code == 1 and not torch_imported
+    assert len(lines) == 1 and "does not exist" in lines[0]["error"]
 
 
 def test_predict_plain_text_names_file_and_label(run_cli, trained_model, pneumonia_film_path, predictor):

@@ -64,8 +64,12 @@ def _read_bytes(data: bytes, label: str) -> Film:
         return film
 
 
-def _read_path(path: Path, label: str) -> bytes:
-    """The file's bytes; messages name the file, never the server path it was read from."""
+def check_film_path(path: str | Path, name: str | None = None) -> None:
+    """Raise the UnreadableImage :func:`read_film` would for a path it cannot even open (missing, not a file,
+    over the size limit), without reading the file: a command can refuse a mistyped path before it spends
+    seconds loading a model. Messages name the file, never the server path."""
+    path = Path(path)
+    label = name or path.name or "the file"
     try:
         if not path.is_file():
             raise UnreadableImage(f"{label} does not exist or is not a file. Check the path.")
@@ -74,9 +78,21 @@ def _read_path(path: Path, label: str) -> bytes:
                 f"{label} is {path.stat().st_size / 2**20:.0f} MB, over the "
                 f"{MAX_FILE_BYTES // 2**20} MB limit for one film."
             )
+    except OSError as exc:
+        raise _cannot_read(label, exc) from exc
+
+
+def _read_path(path: Path, label: str) -> bytes:
+    """The file's bytes, after :func:`check_film_path`."""
+    check_film_path(path, label)
+    try:
         return path.read_bytes()
     except OSError as exc:
-        raise UnreadableImage(f"Cannot read {label}: {exc.strerror or 'the file cannot be opened'}.") from exc
+        raise _cannot_read(label, exc) from exc
+
+
+def _cannot_read(label: str, exc: OSError) -> UnreadableImage:
+    return UnreadableImage(f"Cannot read {label}: {exc.strerror or 'the file cannot be opened'}.")
 
 
 def _looks_like_dicom(data: bytes) -> bool:
