@@ -153,10 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from core.serving.commands import run_predict
     from core.training import commands  # the commands that change models
 
     try:
-        run = {"predict": _predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
+        _check_named_models(args)
+        run = {"predict": run_predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
                "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
                "ensemble": commands.run_ensemble, "fit-population": _fit_population,
                "other-batch": commands.run_other_batch, "framing-check": commands.run_framing_check,
@@ -170,51 +172,25 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
-def _predict(args) -> int:
-    from core.films.read import check_film_path
-
-    unopenable = {}
-    for file in args.files:
-        try:
-            check_film_path(file)
-        except TriageError as exc:
-            unopenable[file] = exc
-    if len(unopenable) == len(args.files):  # nothing to triage: say so now, not after seconds of model loading
-        for file, exc in unopenable.items():
-            _film_failed(args, file, exc)
-        return 1
-
-    from core.films.decode_pool import start_worker_early
-    from core.films.read import read_film
-    from core.serving.predict import Predictor
-
-    from core.models.device import resolve_device
-
-    resolve_device(args.device)  # an unavailable device is refused before any model is looked for
-    start_worker_early(args.files)  # a DICOM's decoding worker starts while the model loads (none for PNG/JPEG)
-    predictor = Predictor.from_registry(_model_for_task(args.model, args.task), device=args.device)
-    failures = 0
-    for file in args.files:
-        try:
-            prediction = predictor.predict(read_film(Path(file)))
-        except TriageError as exc:
-            failures += 1
-            _film_failed(args, file, exc)
-            continue
-        print(json.dumps({"file": file, **prediction.to_dict()}) if args.json else _describe(file, prediction),
-              flush=True)
-    return 1 if failures else 0
+# The arguments that name registered models, per command.
+_MODEL_ARGUMENTS = {"predict": ("model",), "evaluate": ("model",), "calibrate": ("model",), "set-default": ("model",),
+                    "other-batch": ("model", "run"), "ensemble": ("members",), "fit-population": ("models",),
+                    "framing-check": ("models",), "collection-check": ("models",)}
 
 
-def _film_failed(args, file: str, exc: TriageError) -> None:
-    print(json.dumps({"file": file, "error": str(exc)}) if args.json else f"{file}: ERROR {exc}", flush=True)
+def _check_named_models(args) -> None:
+    """Every model a command names must be registered: a mistyped name is refused in the command's own words
+    (core.store.registry.find_model) before seconds of torch imports and model loading."""
+    from core.store.registry import find_model
 
+    if getattr(args, "device", None) == "cuda":  # a missing GPU is still said first, before any model is looked for
+        from core.models.device import resolve_device
 
-def _describe(file: str, prediction) -> str:
-    probs = ", ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
-    text = f"{file}: {prediction.label} [{prediction.priority or 'not triaged'}] ({probs})"
-    warnings = prediction.warnings + ([prediction.population_warning] if prediction.population_warning else [])
-    return text + "".join(f"\n  warning: {w}" for w in warnings)
+        resolve_device(args.device)
+    for argument in _MODEL_ARGUMENTS.get(args.command, ()):
+        value = getattr(args, argument, None)
+        for name in [value] if isinstance(value, str) else value or ():
+            find_model(name)
 
 
 def _fit_population(args) -> int:
@@ -250,17 +226,6 @@ def _evaluate(args) -> int:
     for film in report.skipped:
         print(f"  skipped {film.file}: {film.error}")
     return 0
-
-
-def _model_for_task(model: str | None, task: str | None) -> str:
-    """The model predict uses: the one named, else the default of ``task`` (core.store.registry.find_model)."""
-    from core.errors import CommandRefused
-    from core.store.registry import find_model
-
-    entry = find_model(model, task=None if model else task)
-    if model and task and entry.task != task:
-        raise CommandRefused(f"Model {entry.name} is of task {entry.task}, not {task}; name one of them only.")
-    return entry.name
 
 
 def _evaluation_folder(folder: str, split: str | None):

@@ -76,13 +76,14 @@ def test_failed_films_are_reported_and_exit_1(run_cli, trained_model, normal_fil
         assert reason in line["error"]
 
 
-def _in_process(tmp_path, *args) -> tuple[int, list[dict], bool]:
-    """``core.cli.main(args)`` in a fresh interpreter: exit code, JSON lines, and whether torch was imported."""
+def _in_process(tmp_path, *args, models=None) -> tuple[int, list[dict], bool]:
+    """``core.cli.main(args)`` in a fresh interpreter (site models folder ``models``, else the empty ``tmp_path``):
+    exit code, JSON lines, and whether torch was imported."""
     script = ("import json, sys\nfrom core.cli import main\ntry:\n    code = main(sys.argv[1:])\n"
               "except SystemExit as exc:\n    code = exc.code\n"
               "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))")
     done = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "CXR_MODELS": str(tmp_path),
+                          text=True, timeout=120, env={**os.environ, "CXR_MODELS": str(models or tmp_path),
                                                        "PYTHONPATH": str(REPO)})
     assert "Traceback" not in done.stderr, done.stderr
     *lines, last = [json.loads(line) for line in done.stdout.splitlines()]
@@ -104,6 +105,18 @@ def test_evaluate_refuses_a_missing_folder_before_loading_a_model(tmp_path):
     code, lines, torch_imported = _in_process(tmp_path, "evaluate", tmp_path / "nope", "--json")
     assert code == 1 and not torch_imported
     assert len(lines) == 1 and "does not exist" in lines[0]["error"]
+
+
+@pytest.mark.parametrize("command", [
+    ["calibrate", "nope-v1", "--target-sensitivity", "0.9"], ["ensemble", "nope-v1", "nope-v2", "--name", "x"],
+    ["set-default", "nope-v1"], ["other-batch", "nope-v1", "--from", "nope-v2"], ["fit-population", "nope-v1"],
+    ["framing-check", "nope-v1"], ["collection-check", "nope-v1"], ["predict", "--model", "nope-v1", "x.png"],
+    ["evaluate", ".", "--model", "nope-v1"],
+])
+def test_a_mistyped_model_name_is_refused_before_torch_is_imported(tmp_path, trained_model, command):
+    code, lines, torch_imported = _in_process(tmp_path, *command, models=trained_model.directory)
+    assert code == 1 and not torch_imported
+    assert lines == [{"error": lines[0]["error"]}] and lines[0]["error"].startswith("No model named 'nope-v1'")
 
 
 def test_predict_plain_text_names_file_and_label(run_cli, trained_model, pneumonia_film_path, predictor):
