@@ -119,6 +119,14 @@ def test_a_mistyped_model_name_is_refused_before_torch_is_imported(tmp_path, tra
     assert lines == [{"error": lines[0]["error"]}] and lines[0]["error"].startswith("No model named 'nope-v1'")
 
 
+def test_measured_elsewhere_refuses_a_bad_file_before_torch_is_imported(tmp_path):
+    (tmp_path / "figures.json").write_text('{"films": "the official test"}')
+    for name, words in (("missing.json", "cannot be read"), ("figures.json", "is not a valid")):
+        code, lines, torch_imported = _in_process(tmp_path, "measured-elsewhere", tmp_path / name)
+        assert code == 1 and not torch_imported
+        assert len(lines) == 1 and lines[0]["error"].startswith(f"Measurements file {name} {words}")
+
+
 def test_predict_plain_text_names_file_and_label(run_cli, trained_model, pneumonia_film_path, predictor):
     result = run_cli("predict", pneumonia_film_path, checkpoints=trained_model.directory)
     assert result.returncode == 0

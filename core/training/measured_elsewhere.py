@@ -22,7 +22,6 @@ from core.admin.audit import record_action
 from core.errors import CommandRefused, ModelNotFound
 from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
 from core.store.base import Record, read_record
-from core.store.checkpoints import attach_measured_elsewhere
 from core.store.records import MeasuredElsewhere, ModelRecord, read_model_record
 from core.store.registry import ModelEntry, find_model
 
@@ -77,6 +76,8 @@ def record_measurements(path: Path, who: str = "cli") -> Recorded:
             skipped.append((figures.model, str(exc)))
     if not planned:
         raise CommandRefused(" ".join(reason for _, reason in skipped))
+    from core.store.checkpoints import attach_measured_elsewhere  # torch: only once the whole file checked out
+
     stored = []
     for entry, measured in planned:
         record = attach_measured_elsewhere(entry.json_path, measured)  # re-signs a shipped version
