@@ -1,9 +1,10 @@
 """Decompression bombs through the CLI: time and peak memory of ``python -m core predict --json BOMB``.
 
 One process per file, beside two baselines: a missing file (refused before any model loads: the CLI's
-start-up alone) and the real uncompressed CR (start-up, model load and decoding). Peak memory is the largest resident size of the CLI or of any decoding worker it
-started (RUSAGE_CHILDREN of a wrapper process). The bombs are built from ../shared/data/dicom by
-tests/bombs.py. Prints figures and rewrites the "bombs" section of docs/measurements.md; not a pass/fail test.
+start-up alone) and the real uncompressed CR (start-up, model load and decoding). Peak memory is the largest
+resident size of the CLI or of any decoding worker it started (RUSAGE_CHILDREN of a wrapper process). The
+bombs are built from ../shared/data/dicom by tests/bombs.py. Prints figures and rewrites the "bombs" section of
+docs/measurements.md; not a pass/fail test.
 Targets (issue 12): every bomb refused within 10 s of starting ``predict`` (goal ~1 s after start-up) and at
 most 1.5 GB above what a normal film needs.
 """
@@ -72,7 +73,8 @@ def main() -> None:
             (Path(folder) / name).write_bytes(build(dicom_dir))
             cases[name] = Path(folder) / name
         lines = ["One `python -m core predict --json FILE` process per file (seconds = its wall time, start-up and "
-                 "model load included for every file it can open; peak = the largest resident size of the CLI or a decoding worker), and "
+                 "model load included for every file it can open; peak = the largest resident size of the CLI or a "
+                 "decoding worker), and "
                  "`read_film` alone in a fresh process (first) and with a worker running (warm). Targets: refused "
                  "within 10 s of starting predict, at most 1.5 GB above the normal film.", "",
                  "| file | size | predict: exit | seconds | peak MB | read_film s: first, warm | answer |",

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.training import commands  # the commands that change models
 
     try:
-        _check_named_models(args)
+        _refuse_early(args)
         run = {"predict": run_predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
                "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
                "ensemble": commands.run_ensemble, "fit-population": _fit_population,
@@ -178,12 +178,13 @@ _MODEL_ARGUMENTS = {"predict": ("model",), "evaluate": ("model",), "calibrate": 
                     "framing-check": ("models",), "collection-check": ("models",)}
 
 
-def _check_named_models(args) -> None:
-    """Every model a command names must be registered: a mistyped name is refused in the command's own words
-    (core.store.registry.find_model) before seconds of torch imports and model loading."""
+def _refuse_early(args) -> None:
+    """What can be refused before seconds of torch imports and model loading is refused here, in the words the
+    command itself would use: ``--device cuda`` without a GPU first (the only device choice that can fail; it
+    needs torch anyway), then every model name that is not registered (core.store.registry.find_model)."""
     from core.store.registry import find_model
 
-    if getattr(args, "device", None) == "cuda":  # a missing GPU is still said first, before any model is looked for
+    if getattr(args, "device", None) == "cuda":
         from core.models.device import resolve_device
 
         resolve_device(args.device)

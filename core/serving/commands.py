@@ -28,9 +28,8 @@ def run_predict(args) -> int:
 
     from core.films.decode_pool import start_worker_early
     from core.films.read import read_film
-    from core.serving.predict import Predictor
-
     from core.models.device import resolve_device
+    from core.serving.predict import Predictor
 
     resolve_device(args.device)  # an unavailable device is refused before any model is looked for
     start_worker_early(args.files)  # a DICOM's decoding worker starts while the model loads (none for PNG/JPEG)
