@@ -78,6 +78,20 @@ def test_the_probe_can_tell(tmp_path):
     assert explaining == "loaded:" + ",".join(HEAVY)
 
 
+def test_predicting_leaves_pydicom_to_the_decoding_workers(tmp_path):
+    """DICOM pixels are decoded in worker processes (core.films.decode_pool), so the server's model path does
+    not import pydicom; the decode cache still names the installed pydicom in its keys."""
+    code = """
+        import sys, core.serving.predict, core.store.checkpoints
+        from core.films.tensor import cache_namespace
+        namespace = cache_namespace()
+        print('pydicom' in sys.modules)
+        import pydicom
+        print(namespace.endswith(';pydicom=' + pydicom.__version__))
+    """
+    assert _run(code, tmp_path) == ["False", "True"]
+
+
 def test_drawing_the_page_imports_nothing_heavy_until_the_model_loads(checkpoints, tmp_path):
     """The whole first draw (upload box, model picker, model card, hint) with the model's load held back."""
     code = f"""

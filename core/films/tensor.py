@@ -11,11 +11,12 @@ values, so a film reaches the model with identical pixels wherever it comes from
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import PIL
-import pydicom
 import torch
 from PIL import Image
 
@@ -84,7 +85,14 @@ def load_tensors(films: FilmSet, image_size: int, workers: int = 2, on_progress=
 
 def cache_namespace() -> str:
     """What the decode cache's keys name besides each film's content and size: this path and its decoders."""
-    return f"preprocessing={PREPROCESSING_VERSION};pillow={PIL.__version__};pydicom={pydicom.__version__}"
+    return f"preprocessing={PREPROCESSING_VERSION};pillow={PIL.__version__};pydicom={_installed('pydicom')}"
+
+
+@cache
+def _installed(package: str) -> str:
+    """An installed package's version, read from its metadata: importing pydicom for it would cost every process
+    that reads films a third of a second, and DICOM pixels are decoded in worker processes anyway."""
+    return version(package)
 
 
 def _decoded(path: Path, image_size: int, cache: DecodeCache | None) -> torch.Tensor:
