@@ -16,6 +16,8 @@ from core.store.checkpoints import load_checkpoint
 from core.store.registry import SHIPPED as SHIPPED_TIER
 from core.store.registry import find_model, list_models, read_registry
 from core.store.reports import WITHDRAWN
+from core.training.data import fingerprint
+from core.training.train import split_films
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -60,6 +62,21 @@ def test_the_shipped_detector_loads_through_the_manifest_check(settings_env):
     settings_env(CXR_DETECTOR_DIR=str(SHIPPED / "detector"))
     assert manifest.is_shipped(SHIPPED / "detector" / "chest-film-detector.pt")
     assert ChestFilmDetector.load().threshold > 0
+
+
+def test_every_shipped_split_is_rebuilt_by_todays_code(shipped, data_dir):
+    """`make models` reproduces a shipped model only if today's code draws the same films into its training and
+    validation parts: each record's fingerprints, rebuilt from its recorded folder and settings. The folder is
+    recorded as it lies beside the repository (../shared/data/...), never as one machine's absolute path, so
+    calibrate, ensemble and bench/models.py find it on any machine."""
+    beside = "../shared/data/"
+    for name, entry in shipped.items():
+        record = entry.record
+        assert record.training.data_dir.startswith(beside), (name, record.training.data_dir)
+        folder = data_dir / record.training.data_dir.removeprefix(beside)
+        _, train_set, val_set, _ = split_films(folder, record.training.config.resolved())
+        assert (fingerprint(train_set).sha256, fingerprint(val_set).sha256) == (
+            record.data.train.sha256, record.data.validation.sha256), name
 
 
 def test_the_lineup_is_complete_and_small(shipped):
