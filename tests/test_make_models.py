@@ -1,6 +1,7 @@
 """`make models` and its trial. Read through `make -n` (nothing runs): every training line takes the trial's flags
 after its own, and the new set replaces checkpoints/ only at the end. Run: `make models-trial` trains every line
-for real on 300 films for one epoch (13 minutes here), under CI only; see docs/measurements.md."""
+for real on 300 films for one epoch (13 minutes here), under CI only; see docs/measurements.md; and the logistic
+line at full size reproduces its shipped model."""
 from __future__ import annotations
 
 import json
@@ -81,3 +82,45 @@ def test_the_trial_runs_every_line_and_ships_the_same_set(tmp_path, data_dir):
     assert "<!-- begin models -->" in (trial / "measurements.md").read_text()
     after = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
     assert after == before  # checkpoints/ and docs/ untouched
+
+
+@pytest.mark.slow
+def test_the_logistic_line_reproduces_the_shipped_model(tmp_path, data_dir):
+    """`make models` reproduces what it shipped, not just something of the same name: its logistic-regression
+    line, run for real, draws the same films, follows the same validation curve epoch by epoch and ends at the
+    shipped weights, report and operating point (20 s of training; 2-5 minutes in all, as the test's empty caches
+    make it decode every film and compute its population check's features afresh). The model was shipped on
+    2026-11-21, so any change since to reading, preprocessing, splitting or the training loop that would change
+    what the line makes fails here. The tolerances only absorb another CPU's floating-point noise: here the
+    weights come out bit for bit (the shipped threshold, stored by an older rule, differs in the 7th decimal)."""
+    import torch
+
+    from core.store.records import ModelRecord
+
+    line = re.search(r"-m core train (\S+) ([^|]*?) --name pneumonia-logistic ",
+                     _dry_run("models", f"DATA={data_dir / 'kermany-224' / 'train'}"))
+    assert line, "make models has no pneumonia-logistic line"
+    env = {**os.environ, "CXR_CHECKPOINTS": str(tmp_path / "stage"), "CXR_MODELS": str(tmp_path / "site"),
+           "CXR_JOBS": str(tmp_path / "jobs"), "CXR_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    done = subprocess.run([sys.executable, "-m", "core", "train", line[1], *line[2].split(), "--name",
+                           "pneumonia-logistic"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    made_path = Path(json.loads(done.stdout.splitlines()[-1])["checkpoint"])
+    made = ModelRecord.model_validate_json(made_path.with_suffix(".json").read_text())
+    shipped = ModelRecord.model_validate_json((ROOT / "checkpoints" / "pneumonia-logistic-v1.json").read_text())
+    assert made.name == shipped.name == "pneumonia-logistic-v1"
+    assert (made.data.train, made.data.validation) == (shipped.data.train, shipped.data.validation)
+    assert made.training.config.model_copy(update={"precision": "auto"}) == shipped.training.config
+    assert made.training.precision == shipped.training.precision == "fp32"
+    assert made.training.best_epoch == shipped.training.best_epoch
+    assert [h.val_auc for h in made.training.history] == pytest.approx(
+        [h.val_auc for h in shipped.training.history], abs=1e-4)
+    assert made.report.auc == pytest.approx(shipped.report.auc, abs=1e-4)
+    assert made.operating_point.threshold == pytest.approx(shipped.operating_point.threshold, abs=1e-4)
+    files = [torch.load(path, map_location="cpu", weights_only=True)
+             for path in (made_path, ROOT / "checkpoints" / "pneumonia-logistic-v1.pt")]
+    assert files[0]["identity"] == files[1]["identity"]
+    weights = [f["model"] for f in files]
+    assert weights[0].keys() == weights[1].keys() == {"net.2.weight", "net.2.bias"}
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-2, atol=1e-4)
