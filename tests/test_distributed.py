@@ -82,7 +82,7 @@ def test_a_global_batch_smaller_than_the_processes_is_refused():
 # --- two real gloo processes ----------------------------------------------------------------------------
 
 
-def _falling_auc(model, x_val, val_set, weight, epoch, train_loss, started, precision) -> EpochRecord:
+def _falling_auc(model, x_val, val_set, weight, epoch, train_loss, started, precision, steps_seconds) -> EpochRecord:
     """Validation that only gets worse after epoch 1: early stopping must end the run after epoch 2."""
     return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=1.0 / epoch, seconds=0.0)
 

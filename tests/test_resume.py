@@ -111,6 +111,9 @@ def test_a_cancelled_run_resumes_from_its_last_epoch_to_the_same_weights(kermany
     assert [h.epoch for h in resumed.training.history] == [1, 2, 3]
     assert _curves(resumed.training.history) == _curves(whole.training.history)  # every loss and AUC, exactly
     assert resumed.training.history[0].seconds == epoch_1.seconds  # the interrupted run's clock, carried on
+    ends = [h.seconds for h in resumed.training.history]
+    for h, took in zip(resumed.training.history, np.diff([0.0, *ends])):  # where each epoch's time went, kept too
+        assert 0 < h.steps_seconds and 0 < h.validation_seconds and h.steps_seconds + h.validation_seconds <= took + 0.1
     assert "resumed after epoch 1 of 3 from its saved state" in resumed.training.notes
     assert resumed.report.auc == whole.report.auc and resumed.operating_point == whole.operating_point
     mine, theirs = _weights(tmp_path / "cut", resumed.name), _weights(tmp_path / "whole", whole.name)
@@ -288,7 +291,7 @@ def test_the_retrain_page_resumes_an_interrupted_job_for_an_admin_only(kermany_t
 # --- several processes ----------------------------------------------------------------------------------------
 
 
-def _rising_auc(model, x_val, val_set, weight, epoch, train_loss, started, precision) -> EpochRecord:
+def _rising_auc(model, x_val, val_set, weight, epoch, train_loss, started, precision, steps_seconds) -> EpochRecord:
     """Validation without films: every epoch is the best so far, so no run stops early."""
     return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=epoch / 10, seconds=0.0)
 

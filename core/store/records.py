@@ -86,7 +86,11 @@ class EpochRecord(Record):
     train_loss: float
     val_loss: float
     val_auc: float
-    seconds: float
+    seconds: float  # since the run started, at the end of this epoch's validation
+    # Where this epoch's time went (None in runs from before they were recorded): its optimiser steps, and its
+    # validation; what is left of the epoch (saving the run's state, progress events) is neither.
+    steps_seconds: float | None = None
+    validation_seconds: float | None = None
 
 
 class TrainingRecord(Record):

@@ -62,6 +62,7 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
         if progress.finished:  # resumed after the last epoch (or an early stop): only shipping was left
             break
         model.train()
+        epoch_started = time.monotonic()
         order, losses = torch.randperm(len(train.films), generator=trainer.generator).to(hardware.device), []
         for step in range(trainer.steps):
             if should_stop and hardware.on_any(should_stop()):
@@ -72,10 +73,11 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
             rate = (time.monotonic() - resumed) / (done - first)  # seconds per step in this process
             emit(StepEvent(epoch=epoch, epochs=config.epochs, step=step + 1, steps=trainer.steps, loss=losses[-1],
                            progress=done / total, eta_seconds=rate * (total - done)))
+        steps_seconds = time.monotonic() - epoch_started
         train_loss = hardware.mean(float(np.mean(losses)))
         if hardware.is_main:  # the other ranks wait for its decision below
             _judge(progress, _validate(model, x_val, val_set, trainer.loss_fn.weight.cpu(), epoch, train_loss,
-                                       started, hardware.precision), model, config)
+                                       started, hardware.precision, steps_seconds), model, config)
         progress.epoch, progress.seconds = epoch, time.monotonic() - started
         if run:
             run.save(progress, model, trainer.optimiser, trainer.schedule, trainer.generator)
@@ -151,14 +153,16 @@ def _replay(progress: RunProgress, config: TrainConfig, emit: Callable[[Progress
 
 
 def _validate(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, weight: torch.Tensor, epoch: int,
-              train_loss: float, started: float, precision: str) -> EpochRecord:
+              train_loss: float, started: float, precision: str, steps_seconds: float) -> EpochRecord:
     """Per-epoch monitoring (early stopping, the curves) at the training precision, inference mode, the
     device's inference batch. The operating point and the report are computed afterwards, in fp32, on the
     stored weights."""
+    validating = time.monotonic()
     val_probs = probabilities_in_batches(model, x_val, precision=precision)
     return EpochRecord(epoch=epoch, train_loss=train_loss, val_auc=_auc(val_set.labels, val_probs),
                        val_loss=_weighted_nll(val_probs, val_set.labels, weight),
-                       seconds=round(time.monotonic() - started, 1))
+                       seconds=round(time.monotonic() - started, 1), steps_seconds=round(steps_seconds, 2),
+                       validation_seconds=round(time.monotonic() - validating, 2))
 
 
 def _weighted_nll(probs: np.ndarray, labels: np.ndarray, weight: torch.Tensor) -> float:
