@@ -16,6 +16,31 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def cpu_times() -> list[int] | None:
+    """This machine's CPU time so far, all cores together, in clock ticks, by kind (the ``cpu`` line of
+    /proc/stat: user, nice, system, idle, iowait, irq, softirq, steal, ...); None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    return [int(value) for value in fields[1:]] if fields and fields[0] == "cpu" else None
+
+
+def steal_share(since: list[int] | None, now: list[int] | None = None) -> float | None:
+    """The share of this machine's CPU time the hypervisor gave to other machines (steal) between two
+    :func:`cpu_times` readings; None where it cannot be told. On a shared virtual machine it can reach half the
+    time, and every speed figure measured then is slower and noisier than the same code on a quiet one."""
+    now = cpu_times() if now is None else now
+    if since is None or now is None or len(since) < 8 or len(now) < 8:
+        return None
+    spent = [after - before for before, after in zip(since, now)]
+    return spent[7] / sum(spent) if sum(spent) > 0 else None
+
+
+_STARTED = cpu_times()  # when this benchmark's process started: its figures are measured from here on
+
+
 def _provenance() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -26,7 +51,11 @@ def _provenance() -> str:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"_Measured {when} at commit {commit} on {platform.machine()} ({_cpu_model()}) with {_cpus()} CPU core(s)._"
+    stolen = steal_share(_STARTED)
+    steal = "" if stolen is None else (f"; the hypervisor took {stolen:.0%} of the machine's CPU time while it ran "
+                                       "(steal: the more, the slower and noisier every figure)")
+    return (f"_Measured {when} at commit {commit} on {platform.machine()} ({_cpu_model()}) with {_cpus()} CPU "
+            f"core(s){steal}._")
 
 
 def _cpu_model() -> str:
@@ -46,9 +75,9 @@ def _cpus() -> int:
 
 def write_section(name: str, title: str, lines: list[str], path: Path = MEASUREMENTS) -> None:
     """Print ``lines`` and store them as section ``name`` of ``path`` (docs/measurements.md)."""
-    body = "\n".join(lines)
-    print(body)
-    block = f"<!-- begin {name} -->\n## {title}\n{_provenance()}\n\n{body}\n<!-- end {name} -->"
+    body, provenance = "\n".join(lines), _provenance()
+    print(f"{provenance}\n\n{body}")
+    block = f"<!-- begin {name} -->\n## {title}\n{provenance}\n\n{body}\n<!-- end {name} -->"
     text = path.read_text() if path.exists() else "# Measurements\n"
     pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"

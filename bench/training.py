@@ -35,12 +35,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench.measurements import write_section  # noqa: E402
+from bench.measurements import cpu_times, steal_share, write_section  # noqa: E402
 from core.config import settings  # noqa: E402
 from core.models.build import build_model  # noqa: E402
 
 SOURCE = settings().data / "kermany-224" / "train"
 BF16 = "bf16 autocast + channels_last"
+STEAL = "steal"
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,11 @@ class Run:
     phase_seconds: float | None = None  # the training phase (core train: fit, per-epoch validation included)
     phase_films: int | None = None  # films through an optimiser step in that phase
     total_seconds: float | None = None  # core train's own `seconds` (decode .. final validation)
+    steps_seconds: float | None = None  # core train: of the phase, its optimiser steps (every epoch together)
+    validation_seconds: float | None = None  # core train: of the phase, its per-epoch validation
     recorded: str = ""
     problem: str = ""
+    steal: float | None = None  # the share of the machine's CPU time the hypervisor took during the process
 
     def phase_rate(self) -> float | None:
         return self.phase_films / self.phase_seconds if self.phase_films and self.phase_seconds else None
@@ -85,9 +89,12 @@ def sample_folder(dest: Path, films: int, seed: int = 0) -> list[int]:
     return counts
 
 
-def run_process(command: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
-    started = time.perf_counter()
+def run_process(command: list[str], env: dict[str, str],
+                run: Run) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``command``; its wall time and result (``run.steal``: the CPU time stolen meanwhile)."""
+    started, ticks = time.perf_counter(), cpu_times()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    run.steal = steal_share(ticks)
     return time.perf_counter() - started, done
 
 
@@ -100,7 +107,7 @@ def seed_loop(folder: Path, setup: Setup, device: str) -> Run:
     run = Run(f"seed-style loop ({device}): ImageFolder, PIL every epoch, fp32, Adam")
     command = [sys.executable, str(ROOT / "bench" / "seed_loop.py"), str(folder), "--epochs", str(setup.epochs),
                "--image-size", str(setup.image_size), "--batch-size", str(setup.batch_size), "--device", device]
-    run.wall, done = run_process(command, dict(os.environ))
+    run.wall, done = run_process(command, dict(os.environ), run)
     out = last_json(done.stdout)
     if done.returncode or not out:
         run.problem = (done.stderr or done.stdout).strip()[-300:]
@@ -118,7 +125,7 @@ def core_train(folder: Path, setup: Setup, work: Path, label: str, flags: list[s
     command = [sys.executable, "-m", "core", "train", str(folder), "--arch", arch, "--epochs",
                str(setup.epochs), "--image-size", str(setup.image_size), "--batch-size", str(setup.batch_size),
                *(["--no-pretrained"] if arch == "resnet18" else []), *flags]
-    run.wall, done = run_process(command, env)
+    run.wall, done = run_process(command, env, run)
     out = last_json(done.stdout)
     if done.returncode or "checkpoint" not in out:
         run.problem = (out.get("error") or done.stderr.strip()[-300:] or f"exit {done.returncode}")
@@ -128,6 +135,9 @@ def core_train(folder: Path, setup: Setup, work: Path, label: str, flags: list[s
     batch = min(setup.batch_size, n_train)
     run.total_seconds, run.phase_seconds = out["seconds"], history[-1]["seconds"]
     run.phase_films = len(history) * (n_train // batch) * batch
+    if all(h.get("steps_seconds") is not None and h.get("validation_seconds") is not None for h in history):
+        run.steps_seconds = sum(h["steps_seconds"] for h in history)
+        run.validation_seconds = sum(h["validation_seconds"] for h in history)
     training = record["training"]
     entries = sum(1 for p in cache.rglob("*") if p.is_file()) if cache.is_dir() else 0
     run.recorded = (f"recorded: {training.get('device', '?')}, {training.get('precision', 'precision not recorded')}"
@@ -136,8 +146,9 @@ def core_train(folder: Path, setup: Setup, work: Path, label: str, flags: list[s
 
 
 def bare_steps(setup: Setup, device: torch.device) -> dict[str, float]:
-    """Films/s of one training step of core's ResNet-18 on random tensors, per variant (median step)."""
-    rates = {}
+    """Films/s of one training step of core's ResNet-18 on random tensors, per variant (median step); under
+    "steal", the share of CPU time the hypervisor took meanwhile (where /proc/stat tells)."""
+    rates, ticks = {}, cpu_times()
     for variant in ("fp32", "fp32 + channels_last", BF16):
         torch.manual_seed(0)
         model = build_model("resnet18", 2, setup.image_size, False)[0].to(device).train()
@@ -160,6 +171,8 @@ def bare_steps(setup: Setup, device: torch.device) -> dict[str, float]:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - started)
         rates[variant] = setup.batch_size / statistics.median(times[2:])
+    if (stolen := steal_share(ticks)) is not None:
+        rates[STEAL] = stolen
     return rates
 
 
@@ -193,6 +206,9 @@ def run_table(runs: list[Run], seed: Run, setup: Setup) -> list[str]:
     notes = [f"- {run.label}: start-up, imports, shipping {_s(run.wall - run.total_seconds)}; decode, split, "
              f"build, final validation {_s(run.total_seconds - run.phase_seconds)}; {run.recorded}"
              for run in runs if run.total_seconds is not None and not run.problem]
+    if any(run.steal is not None for run in runs):
+        notes.append("- CPU time the hypervisor took during each run (steal): " + ", ".join(
+            f"{run.label.split(':')[0]} {run.steal:.0%}" for run in runs if run.steal is not None))
     return rows + ([""] + notes if notes else [])
 
 
@@ -200,8 +216,11 @@ def bare_table(rates: dict[str, dict[str, float]], setup: Setup) -> list[str]:
     devices = list(rates)
     rows = [f"| bare step, {setup.image_size} px, batch {setup.batch_size} | "
             + " | ".join(f"{d} films/s" for d in devices) + " |", "|---" * (1 + len(devices)) + "|"]
-    for variant in rates[devices[0]]:
+    for variant in (v for v in rates[devices[0]] if v != STEAL):
         rows.append(f"| {variant} | " + " | ".join(_rate(rates[d][variant]) for d in devices) + " |")
+    if STEAL in rates[devices[0]]:
+        rows.append(f"| CPU time taken by the hypervisor meanwhile | {rates[devices[0]][STEAL]:.0%} |"
+                    + " |" * (len(devices) - 1))
     return rows
 
 
@@ -215,6 +234,13 @@ def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str
     lines.append(f"- `{best.label}` end to end: {seed.wall / best.wall:.2f}x the seed-style loop (target >= 2.5x)")
     lines.append(f"- its training phase: {best.phase_rate():.1f} films/s = {best.phase_rate() / bare_bf16:.0%} of the "
                  f"bare bf16 + channels_last step, {bare_bf16:.1f} films/s (target >= 90 %)")
+    if best.steps_seconds:
+        rest = max(0.0, best.phase_seconds - best.steps_seconds - best.validation_seconds)
+        steps_rate = best.phase_films / best.steps_seconds
+        lines.append(f"- where that phase went: optimiser steps {_s(best.steps_seconds)} ({steps_rate:.1f} films/s = "
+                     f"{steps_rate / bare_bf16:.0%} of the bare step; they also turn uint8 films into floats and "
+                     f"augment them), per-epoch validation {_s(best.validation_seconds)}, saving the run's state and "
+                     f"the rest {_s(rest)}")
     return lines
 
 

@@ -1,0 +1,37 @@
+"""bench/measurements.py: how a benchmark's section is stored, and the CPU time a hypervisor took meanwhile."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.measurements import cpu_times, steal_share, write_section  # noqa: E402
+
+
+def test_steal_is_the_share_of_all_cpu_time_between_two_readings():
+    before = [100, 0, 10, 500, 0, 0, 0, 40, 0, 0]
+    after = [160, 0, 20, 520, 0, 0, 0, 150, 0, 0]  # 60 user + 10 system + 20 idle + 110 stolen
+    assert steal_share(before, after) == pytest.approx(110 / 200)
+    assert steal_share(before, before) is None  # no time passed
+    assert steal_share(None, after) is None and steal_share(before[:4], after[:4]) is None  # cannot be told
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="no /proc/stat on this system")
+def test_this_machine_reports_its_cpu_times():
+    first = cpu_times()
+    assert first is not None and len(first) >= 8 and all(value >= 0 for value in first)
+    assert all(later >= earlier for earlier, later in zip(first, cpu_times()))  # counters only grow
+
+
+def test_a_section_is_replaced_and_the_text_around_it_kept(tmp_path, capsys):
+    path = tmp_path / "measurements.md"
+    path.write_text("# Measurements\n\nwritten by hand\n")
+    write_section("speed", "Speed", ["| a | 1 |"], path)
+    write_section("speed", "Speed", ["| a | 2 |"], path)
+    text = path.read_text()
+    assert text.startswith("# Measurements\n\nwritten by hand\n") and text.count("<!-- begin speed -->") == 1
+    assert "| a | 2 |" in text and "| a | 1 |" not in text and "_Measured " in text
+    assert "| a | 2 |" in capsys.readouterr().out
