@@ -38,6 +38,31 @@ def require(path: Path) -> Path:
     pytest.skip(message)
 
 
+def differences(got, stored, tolerance: float = 2e-6, where: str = "") -> list[str]:
+    """Where two JSON-like values part: counts, names and shapes exactly, real numbers within ``tolerance``.
+
+    A report recomputed from the same weights on the same films agrees with the stored one to float
+    rounding, not to the bit: another CPU's kernels sum in another order (AVX-512 vs AMX moved
+    probabilities by ~1e-7, and a ROC threshold rounded to 6 decimals then by 1e-6). A film crossing
+    the threshold, a changed count or a reordered curve is still a difference.
+    """
+    if isinstance(got, dict) and isinstance(stored, dict):
+        if set(got) != set(stored):
+            return [f"{where or '.'}: keys {sorted(set(got) ^ set(stored))}"]
+        return [d for key in got for d in differences(got[key], stored[key], tolerance, f"{where}.{key}")]
+    if isinstance(got, list) and isinstance(stored, list):
+        if len(got) != len(stored):
+            return [f"{where}: {len(got)} items != {len(stored)}"]
+        return [d for i, (a, b) in enumerate(zip(got, stored)) for d in differences(a, b, tolerance, f"{where}[{i}]")]
+    if isinstance(got, float) or isinstance(stored, float):
+        if isinstance(got, (int, float)) and isinstance(stored, (int, float)) \
+                and not isinstance(got, bool) and abs(got - stored) <= tolerance:
+            return []
+    elif got == stored and type(got) is type(stored):
+        return []
+    return [f"{where}: {got!r} != {stored!r}"]
+
+
 def pytest_collection_modifyitems(items):
     """Anything that needs the session model trains it: mark it ``slow`` (pytest.ini's marker)."""
     for item in items:

@@ -16,7 +16,7 @@ from core.store.checkpoints import load_checkpoint
 from core.store.records import read_model_record
 from core.training.other_reports import collection_reports
 
-from conftest import REPO
+from conftest import REPO, differences
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,10 @@ def test_the_shipped_body_models_travel_better_than_the_plain_ones_on_every_shif
 
 
 def test_the_shipped_body_models_stored_collection_reports_are_what_their_weights_give(kermany_train):
-    """Recomputed on the real films through the crop in the model's forward, to the last digit."""
+    """Recomputed on the real films through the crop in the model's forward: the same, to float rounding."""
     loaded = load_checkpoint(REPO / "checkpoints" / "pneumonia-logistic_body-v1.json")
     again = collection_reports(loaded.model, discover(kermany_train), loaded.image_size,
                                loaded.record.operating_point, loaded.record.training.config.seed)
-    assert {key: report.to_json() for key, report in again.items()} == \
-        {key: loaded.record.other_reports[key].to_json() for key in again}
+    assert set(again) <= set(loaded.record.other_reports)
+    assert differences({key: report.to_json() for key, report in again.items()},
+                       {key: loaded.record.other_reports[key].to_json() for key in again}) == []
