@@ -145,11 +145,12 @@ def core_train(folder: Path, setup: Setup, work: Path, label: str, flags: list[s
     return run
 
 
-def bare_steps(setup: Setup, device: torch.device) -> dict[str, float]:
+def bare_steps(setup: Setup, device: torch.device,
+               variants: tuple[str, ...] = ("fp32", "fp32 + channels_last", BF16)) -> dict[str, float]:
     """Films/s of one training step of core's ResNet-18 on random tensors, per variant (median step); under
     "steal", the share of CPU time the hypervisor took meanwhile (where /proc/stat tells)."""
     rates, ticks = {}, cpu_times()
-    for variant in ("fp32", "fp32 + channels_last", BF16):
+    for variant in variants:
         torch.manual_seed(0)
         model = build_model("resnet18", 2, setup.image_size, False)[0].to(device).train()
         images = torch.rand(setup.batch_size, 1, setup.image_size, setup.image_size, device=device)
@@ -212,7 +213,8 @@ def run_table(runs: list[Run], seed: Run, setup: Setup) -> list[str]:
     return rows + ([""] + notes if notes else [])
 
 
-def bare_table(rates: dict[str, dict[str, float]], setup: Setup) -> list[str]:
+def bare_table(rates: dict[str, dict[str, float]], setup: Setup, after: dict[str, float]) -> list[str]:
+    """The bare steps measured before every run, and the CPU's bf16 step again after them (``after``)."""
     devices = list(rates)
     rows = [f"| bare step, {setup.image_size} px, batch {setup.batch_size} | "
             + " | ".join(f"{d} films/s" for d in devices) + " |", "|---" * (1 + len(devices)) + "|"]
@@ -221,10 +223,23 @@ def bare_table(rates: dict[str, dict[str, float]], setup: Setup) -> list[str]:
     if STEAL in rates[devices[0]]:
         rows.append(f"| CPU time taken by the hypervisor meanwhile | {rates[devices[0]][STEAL]:.0%} |"
                     + " |" * (len(devices) - 1))
+    rows.append(f"| {BF16}, again after the core train runs | {_rate(after[BF16])} |" + " |" * (len(devices) - 1))
+    if STEAL in after:
+        rows.append(f"| CPU time taken by the hypervisor meanwhile | {after[STEAL]:.0%} |" + " |" * (len(devices) - 1))
     return rows
 
 
-def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str) -> list[str]:
+def drift(before: float, after: float) -> str:
+    """The machine's own speed between two measurements of the same bare step: what a ratio across them is worth."""
+    moved = after / before - 1
+    return (f"the same bare bf16 step ran {abs(moved):.0%} {'faster' if moved > 0 else 'slower'} after the runs "
+            f"than before them ({after:.1f} against {before:.1f} films/s)"
+            + ("; with the machine's speed moving that much, ratios across the two are not a measurement of the code"
+               if abs(moved) > 0.10 else ""))
+
+
+def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str,
+            bare_after: float | None = None) -> list[str]:
     lines = [title]
     if seed.phase_rate() and not seed.problem:
         lines.append(f"- the seed loop's training phase runs at {seed.phase_rate() / bare_fp32:.0%} of the bare "
@@ -233,7 +248,10 @@ def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str
         return lines + ["- core train bf16 vs the seed loop: not measured (see the failed run above)"]
     lines.append(f"- `{best.label}` end to end: {seed.wall / best.wall:.2f}x the seed-style loop (target >= 2.5x)")
     lines.append(f"- its training phase: {best.phase_rate():.1f} films/s = {best.phase_rate() / bare_bf16:.0%} of the "
-                 f"bare bf16 + channels_last step, {bare_bf16:.1f} films/s (target >= 90 %)")
+                 f"bare bf16 + channels_last step, {bare_bf16:.1f} films/s (target >= 90 %)"
+                 + (f"; {best.phase_rate() / bare_after:.0%} of it measured again after the runs" if bare_after else ""))
+    if bare_after:
+        lines.append(f"- {drift(bare_bf16, bare_after)}")
     if best.steps_seconds:
         rest = max(0.0, best.phase_seconds - best.steps_seconds - best.validation_seconds)
         steps_rate = best.phase_films / best.steps_seconds
@@ -287,6 +305,7 @@ def main() -> None:
         work = Path(tmp)
         counts = sample_folder(work / "films", setup.films)
         runs, best = cpu_training(work, setup)
+        after = bare_steps(setup, torch.device("cpu"), (BF16,))  # the machine's own speed may have moved meanwhile
         cuda_runs = cuda_training(work, setup) if cuda else []
     seed = runs[0]
     lines = [f"{setup.films} films ({' + '.join(map(str, counts))} per class, a seeded sample of "
@@ -295,8 +314,8 @@ def main() -> None:
              f"for validation. torch {torch.__version__}, {torch.get_num_threads()} threads; CPU bf16: {cpu_bf16()}. "
              "Films/s end to end = films in the folder x epochs / process wall time; training phase = the loop "
              "alone (core train: its epochs, per-epoch validation included).", "",
-             *run_table(runs, seed, setup), "", *bare_table(rates, setup), "",
-             *targets(seed, best, rates["CPU"][BF16], rates["CPU"]["fp32"], "Targets (issue 11, CPU):")]
+             *run_table(runs, seed, setup), "", *bare_table(rates, setup, after), "",
+             *targets(seed, best, rates["CPU"][BF16], rates["CPU"]["fp32"], "Targets (issue 11, CPU):", after[BF16])]
     lines += cuda_lines(cuda_runs, rates["CUDA"], setup) if cuda else ["- CUDA: no CUDA device"]
     if setup.quick:
         print("\n".join(lines))
