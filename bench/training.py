@@ -220,12 +220,12 @@ def bare_table(rates: dict[str, dict[str, float]], setup: Setup, after: dict[str
             + " | ".join(f"{d} films/s" for d in devices) + " |", "|---" * (1 + len(devices)) + "|"]
     for variant in (v for v in rates[devices[0]] if v != STEAL):
         rows.append(f"| {variant} | " + " | ".join(_rate(rates[d][variant]) for d in devices) + " |")
-    if STEAL in rates[devices[0]]:
-        rows.append(f"| CPU time taken by the hypervisor meanwhile | {rates[devices[0]][STEAL]:.0%} |"
-                    + " |" * (len(devices) - 1))
-    rows.append(f"| {BF16}, again after the core train runs | {_rate(after[BF16])} |" + " |" * (len(devices) - 1))
-    if STEAL in after:
-        rows.append(f"| CPU time taken by the hypervisor meanwhile | {after[STEAL]:.0%} |" + " |" * (len(devices) - 1))
+    blanks = " |" * (len(devices) - 1)  # the CPU's column alone: the other devices' cells stay empty
+    for label, measured in ((None, rates[devices[0]]), (f"{BF16}, again after the core train runs", after)):
+        if label:
+            rows.append(f"| {label} | {_rate(measured[BF16])} |{blanks}")
+        if STEAL in measured:
+            rows.append(f"| CPU time taken by the hypervisor meanwhile | {measured[STEAL]:.0%} |{blanks}")
     return rows
 
 
