@@ -161,7 +161,10 @@ def test_spreadsheet_safe_only_touches_text_that_starts_a_formula(value, safe):
 @pytest.mark.parametrize("text, escaped", [
     ("**Doe**, _Jane_.png", r"\*\*Doe\*\*, \_Jane\_.png"),
     (":red[x] :material/home: $x$", r"\:red\[x\] \:material/home: \$x\$"),
-    ("<img src=x>#1 [a](http://e.invalid)", r"\<img src=x\>#1 \[a\](http\://e.invalid)"),
+    ("<img src=x>#1 [a](http://e.invalid)", "\\<img src=x\\>#1 \\[a\\](http\\:\u2060//e.invalid)"),
+    # web and e-mail addresses the browser would turn into links by itself: a word joiner keeps them text
+    ("www.evil.example.png", "www\u2060.evil.example.png"), ("WWW.e.invalid", "WWW\u2060.e.invalid"),
+    ("see https://e.invalid", "see https\\:\u2060//e.invalid"), ("admin@e.invalid.png", "admin\u2060@e.invalid.png"),
     ("# Doe", r"\# Doe"), ("1. Doe", r"1\. Doe"), ("- Doe", r"\- Doe"), ("=Doe", r"\=Doe"),
     ("two\nlines", "two lines"),
     ("person1946_bacteria_4874.jpeg", r"person1946\_bacteria\_4874.jpeg"),

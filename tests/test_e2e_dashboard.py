@@ -1,6 +1,7 @@
 """End to end in a real browser: Debian's Chromium, driven by Playwright, against ``streamlit run``.
 
-Upload a real film and see its probabilities and Grad-CAM; see the ROC chart on the comparison page; start a
+Upload a real film and see its probabilities and Grad-CAM, and unreadable files whose names hold markup and web
+addresses see their errors as plain text; see the ROC chart on the comparison page; start a
 one-epoch retrain on a small subset and see it finish and appear as a new version. Screenshots go to
 ``test-output/e2e/``. Under ``CI=true`` a missing Chromium or missing data fails the test; locally a missing
 Chromium skips it.
@@ -16,6 +17,9 @@ from e2e_support import (CHROMIUM_ARGS, ROOT, TRAIN_DIR, StreamlitServer, chromi
 
 SCREENSHOTS = ROOT / "test-output" / "e2e"
 WAIT_MS = 90_000
+# Upload names the browser's Markdown would draw as links, an image or bold text if a page let it read them.
+HOSTILE_NAMES = ["www.evil.example.png", "see https://evil.example", "admin@evil.example.png",
+                 "<img src=x onerror=alert(1)> **bold** [link](http://evil.example).png"]
 
 
 def _shoot(page, name: str) -> None:
@@ -57,11 +61,16 @@ def test_triage_compare_and_retrain_in_a_browser(tmp_path):
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
 
-        # Triage: upload a real full-resolution film; wait for its probabilities and its Grad-CAM overlay.
+        # Triage: upload a real full-resolution film; wait for its probabilities and its Grad-CAM overlay. Beside
+        # it, unreadable files whose names hold markup and web addresses: each gets its error, as plain text.
         page.goto(server.url)
         expect(page.get_by_role("heading", name="Triage")).to_be_visible()
         expect(page.get_by_test_id("stSidebar").get_by_text("pneumonia-cnn5-v1")).to_be_visible()
-        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(pneumonia))
+        uploads = [{"name": pneumonia.name, "mimeType": "image/jpeg", "buffer": pneumonia.read_bytes()}] + [
+            {"name": name, "mimeType": "application/octet-stream", "buffer": b"not a film"} for name in HOSTILE_NAMES]
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(uploads)
+        expect(page.get_by_test_id("stAlertContentError")).to_have_count(len(HOSTILE_NAMES))
+        expect(page.get_by_test_id("stAlertContentError").locator("a, img, strong, em")).to_have_count(0)
         expect(page.get_by_text("Class probabilities")).to_be_visible()
         expect(page.get_by_text("Grad-CAM for", exact=False)).to_be_visible()
         wait_for_loaded_images(page, 2)  # the film and its overlay, both decoded by the browser

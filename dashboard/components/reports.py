@@ -17,15 +17,22 @@ from core.store.reports import Report
 
 _MARKDOWN = re.compile(r"[\\`*_\[\]<>|~$&]|:(?=\S)")  # a colon starts a directive only when text follows
 _LINE_START = re.compile(r"^(\s*(?:\d+)?)([#+\-=.)])")  # a heading, a list item or an underline at the start
+# Where the browser's Markdown turns plain text into a link (GitHub's autolinks: "www.", "scheme://", "a@b.c"). It
+# finds them in the text after escapes are read, so a backslash cannot stop it; an invisible word joiner can.
+_AUTOLINK = re.compile(r"(?<=www)(?=\.)|(?<=:)(?=//)|(?=@)", re.IGNORECASE)
+_WORD_JOINER = "\u2060"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def escape_markdown(text: str) -> str:
     """``text`` (an upload's name, a message quoting it) made literal for elements that read Markdown
     (st.error, st.warning, st.table, ...): every character with which Markdown or Streamlit's directives
-    (``:red[…]``, ``:material/…:``, ``$…$``) could start is escaped; line breaks become spaces. Plain
-    sentences ("Not triaged: the image…") read the same before and after."""
-    line = _MARKDOWN.sub(lambda match: "\\" + match.group(0), " ".join(str(text).splitlines()))
+    (``:red[…]``, ``:material/…:``, ``$…$``) could start is escaped; line breaks become spaces; web and e-mail
+    addresses get an invisible word joiner that keeps them from becoming links (a link in an upload's name on a
+    clinical page is a phishing link). Plain sentences ("Not triaged: the image…") read the same before and
+    after."""
+    line = _AUTOLINK.sub(_WORD_JOINER, " ".join(str(text).splitlines()))
+    line = _MARKDOWN.sub(lambda match: "\\" + match.group(0), line)
     return _LINE_START.sub(lambda match: match.group(1) + "\\" + match.group(2), line)
 
 
