@@ -162,3 +162,45 @@ def test_a_failed_job_shows_its_reason_and_the_history_lists_earlier_jobs(places
     assert "cancelled" in at.info[0].value
     history = at.dataframe[0].value
     assert list(history["Job"]) == ["20260101-000000-aaaa"] and history["State"][0] == FAILED
+
+
+def _live_job_page(folder: str) -> None:
+    from pathlib import Path
+
+    from dashboard.components.job_view import _live_job
+
+    _live_job(Path(folder).name, folder)
+
+
+def test_a_watched_job_whose_record_breaks_says_so_without_server_paths(places):
+    """The job panel redraws a running job every few seconds; when its status cannot be read (damaged, or the
+    folder removed) the panel says which job and what to do, and shows no server folder or parser message."""
+    _, jobs = places
+    folder = jobs / "20260103-000000-cafe"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"job_id": folder.name, "data_dir": "/data",
+                                                    "config": {"arch": "mlp", "epochs": 1}}))
+    (folder / "status.json").write_text("{not json")
+    at = AppTest.from_function(_live_job_page, kwargs={"folder": str(folder)}, default_timeout=60).run()
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith(f"Job {folder.name} cannot be shown: The status.json record of job {folder.name} "
+                                  "is missing or damaged")
+    assert "start a new job" in error.value
+    assert str(jobs) not in error.value and "Expecting" not in error.value
+
+
+def test_a_failed_job_names_no_server_folder_even_to_an_administrator(places):
+    """A failure message that quotes the training folder reaches an administrator with the data root's name in
+    place of its server path: on the last job's panel and in the history of earlier jobs."""
+    _, jobs = places
+    for job_id in ("20260104-000000-beef", "20260105-000000-f00d"):
+        folder = jobs / job_id
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"job_id": job_id, "data_dir": str(TRAIN_DIR),
+                                                        "config": {"arch": "mlp", "epochs": 1}}))
+        write_status(folder, FAILED, message=f"Training failed: no films in {TRAIN_DIR}/NORMAL.")
+    at = retrain_page()
+    history = next(d.value for d in at.dataframe if "Message" in d.value.columns)
+    shown = [e.value for e in at.error] + list(history["Message"])
+    assert shown == ["Training failed: no films in shared-data/kermany-224/train/NORMAL."] * 2

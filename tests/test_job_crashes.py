@@ -172,6 +172,21 @@ def test_a_lock_file_nobody_holds_is_not_an_active_job(tmp_path, content):
     os.close(fd)
 
 
+@pytest.mark.parametrize("damage", ["{not json", None], ids=["damaged", "removed"])
+def test_a_job_record_that_cannot_be_read_is_named_without_server_paths_or_parser_words(tmp_path, damage):
+    """The page shows this message to whoever watches a job: the job and the record, not the server's folder
+    or the JSON parser's account (those go to the server log)."""
+    folder = _queued_job(tmp_path / "jobs")
+    if damage is None:
+        (folder / "status.json").unlink()
+    else:
+        (folder / "status.json").write_text(damage)
+    with pytest.raises(JobError) as caught:
+        read_job(folder)
+    assert str(caught.value) == (f"The status.json record of job {folder.name} is missing or damaged; the server log "
+                                 "says more.")
+
+
 HOLDER = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
           "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); os.write(fd, sys.argv[2].encode()); "
           "print('held', flush=True); time.sleep(600)")

@@ -5,6 +5,7 @@ Older folders keep loading: a status with local times and ``running_at`` reads a
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -85,8 +86,10 @@ def read_status(folder: Path) -> JobStatus:
 def _read(kind, path: Path):
     try:
         return read_record(kind, path, f"{path.parent.name}/{path.name}")
-    except (OSError, ValueError) as exc:
-        raise JobError(f"Job folder {path.parent} cannot be read ({exc}).") from exc
+    except (OSError, ValueError) as exc:  # the detail (a server path, a parser's words) goes to the log only
+        logging.getLogger(__name__).warning("job record %s cannot be read: %s", path, exc)
+        raise JobError(f"The {path.name} record of job {path.parent.name} is missing or damaged; the server log "
+                       "says more.") from exc
 
 
 def write_settings(folder: Path, settings: JobSettings) -> None:

@@ -140,7 +140,8 @@ class JobRunner:
         except Exception as exc:  # the process boundary: any failure must reach the page as a status
             traceback.print_exc(file=sys.stderr)
             self.finish(FAILED, f"Training stopped with an unexpected error ({type(exc).__name__}: {exc}). "
-                                f"Nothing was registered. Details for an operator: {self.folder / 'runner.stderr'}.")
+                                f"Nothing was registered. Details for an operator: runner.stderr in the folder of job "
+                                f"{self.settings.job_id}.")
             return 1
         late = " (the cancel request came after training had finished)" if self.cancel_requested else ""
         self.finish(SUCCEEDED, f"Registered {record.name} as a new version{late}.", model=record.name,

@@ -47,7 +47,8 @@ def _live_job(job_id: str, folder: str) -> None:
     try:
         job = read_job(Path(folder))
     except TriageError as exc:
-        st.error(f"Job {job_id} cannot be read: {exc}", icon=":material/error:")
+        st.error(f"Job {job_id} cannot be shown: {exc} This page tries again every few seconds; if the job's "
+                 "folder was removed, start a new job.", icon=":material/error:")
         return
     if not job.is_active:
         st.rerun(scope="app")  # the job ended: the whole page draws the outcome (and refreshes model lists)
@@ -117,7 +118,8 @@ def _outcome(job: Job, user: User) -> None:
     elif job.state == CANCELLED:
         st.info(job.message, icon=":material/cancel:")
     elif user.is_admin:
-        st.error(job.message or "The job failed.", icon=":material/error:")
+        st.error(without_server_paths(job.message or "The job failed.", job.settings.data_dir),
+                 icon=":material/error:")
     else:  # the reason may name server folders
         st.error("The job failed; an administrator can see why on this page.", icon=":material/error:")
     if user.is_admin and job.state != SUCCEEDED:
@@ -191,7 +193,9 @@ def job_history(jobs: list[Job], user: User) -> pd.DataFrame:
     """Earlier jobs; their messages (which may name server folders) for administrators only."""
     return pd.DataFrame.from_records([
         {"Job": job.job_id, "State": job.state, "Model": job.model or "", "Architecture": job.config.arch,
-         "Epochs": job.config.epochs, **({"Message": job.message} if user.is_admin else {})} for job in jobs
+         "Epochs": job.config.epochs,
+         **({"Message": without_server_paths(job.message or "", job.settings.data_dir)} if user.is_admin else {})}
+        for job in jobs
     ])
 
 
