@@ -79,6 +79,23 @@ def test_every_shipped_split_is_rebuilt_by_todays_code(shipped, data_dir):
             record.data.train.sha256, record.data.validation.sha256), name
 
 
+def test_a_recorded_folder_is_read_from_the_project_root_whatever_the_working_directory(shipped, tmp_path,
+                                                                                         monkeypatch):
+    """``streamlit run /path/to/dashboard/app.py`` or ``python -m core calibrate`` started from another folder:
+    the records' ../shared/data/... still names the films beside the repository, for rebuilding the validation
+    split (calibrate, ensemble, the late checks) and for the words Compare shows."""
+    from dashboard.components.reports import films_in_words
+
+    from core.training.calibrate import recorded_split
+
+    monkeypatch.chdir(tmp_path)
+    record = shipped["pneumonia-mlp-v1"].record
+    val_set, held_out, _ = recorded_split(record)
+    assert held_out is None and fingerprint(val_set).sha256 == record.data.validation.sha256
+    assert films_in_words(record.report) == (f"validation: {record.report.n} films, a patient-disjoint 20% of "
+                                             "shared-data/kermany-224/train")
+
+
 def test_the_lineup_is_complete_and_small(shipped):
     configs = {name: e.record.training.config for name, e in shipped.items()}
     kinds = {(c.arch, c.augment) for c in configs.values()}

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
+from core.config import REPO_ROOT
 from core.errors import DatasetError, FolderNotAllowed
 from core.films.bounds import FILM_SUFFIXES
 from core.films.folders import FilmSet, discover, split_folders
@@ -78,8 +79,11 @@ def find_manifest(source: str | Path) -> Path | None:
     something else (a class-folder tree). An existing folder is always a folder, whatever its name."""
     text = str(source).strip()
     path = Path(text).expanduser()
-    if path.is_dir():
-        return None
+    try:
+        if path.is_dir():
+            return None
+    except OSError:  # a name too long to look up: not a folder; whoever reads it next says so
+        pass
     shipped = shipped_manifests()
     if text in shipped:
         return shipped[text]
@@ -89,6 +93,20 @@ def find_manifest(source: str | Path) -> Path | None:
                                f"{', '.join(shipped) or 'none'}.")
         return path
     return None
+
+
+def recorded_source(source: str | Path) -> str:
+    """A training source as a model's record stores it (``training.data_dir``, a report's split), made
+    independent of the directory a program was started in: a relative folder or manifest file is read from the
+    project root, where the shipped models were trained (``../shared/data/...``); a shipped manifest's name and
+    an absolute path stay as they are."""
+    text = str(source).strip()
+    if not text or Path(text).expanduser().is_absolute():
+        return text
+    from_root = REPO_ROOT / text
+    if not from_root.is_dir() and text in shipped_manifests():
+        return text
+    return str(from_root)
 
 
 def load_manifest(path: str | Path) -> Manifest:

@@ -32,7 +32,7 @@ from pathlib import Path
 from core.admin.audit import record_action
 from core.errors import CalibrationError, DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet
-from core.films.manifest import find_manifest
+from core.films.manifest import find_manifest, recorded_source
 from core.films.roots import folder_label
 from core.films.tensor import load_tensors
 from core.models.device import model_device, place_model, resolve_device, to_device
@@ -151,7 +151,7 @@ def recorded_split(record: ModelRecord,
     training folder by its data-root label and a manifest by its name, never a server path."""
     if record.training is None or record.data is None:
         raise CalibrationError(f"{record.name} has no training record to rebuild its validation split from.")
-    source = data_dir or record.training.data_dir
+    source = data_dir or recorded_source(record.training.data_dir)
     manifest = find_manifest(source)
     if manifest is not None:
         data_dir, shown = manifest, f"the {manifest.stem} manifest"

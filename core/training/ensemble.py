@@ -20,6 +20,7 @@ from core import limits
 from core.admin.audit import record_action
 from core.errors import EnsembleRefused
 from core.films.folders import FilmSet
+from core.films.manifest import recorded_source
 from core.films.tensor import load_tensors
 from core.models.catalog import ENSEMBLE
 from core.models.device import place_model, resolve_device, to_device
@@ -111,7 +112,7 @@ def build_ensemble_version(
     x_val = to_device(load_tensors(val_set, ensemble.image_size), where)
     split = first.report.split if first.report else f"validation: {len(val_set)} films"
     point, report = validate_for_shipping(ensemble, x_val, val_set, config, split)
-    data_dir = Path(data_dir or first.training.data_dir)
+    data_dir = Path(data_dir or recorded_source(first.training.data_dir))
     films, train_set, _, held_out = split_films(data_dir, config)
     others = other_reports(ensemble, held_out, holdout_rule(config.holdout).description if held_out else "",
                            ensemble.image_size, point, config.seed, validation=val_set, training_folder=films)

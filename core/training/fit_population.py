@@ -15,6 +15,7 @@ from pathlib import Path
 from core.admin.audit import record_action
 from core.errors import DatasetError
 from core.films.folders import FilmSet
+from core.films.manifest import recorded_source
 from core.models.features import FilmFeatures
 from core.store.checkpoints import attach_population_check
 from core.store.records import ModelRecord, read_model_record
@@ -35,8 +36,8 @@ def fit_for_registered(names: list[str], data_dir: str | Path | None = None, see
     for entry in entries:
         record = read_model_record(entry.json_path)
         train_set, val_set = recorded_training_split(record, data_dir)
-        score, check = fit_population_check(train_set, val_set, data_dir or record.training.data_dir, seed,
-                                            features=features)
+        score, check = fit_population_check(train_set, val_set, data_dir or recorded_source(record.training.data_dir),
+                                            seed, features=features)
         stored = attach_population_check(entry.json_path, score, check)  # re-signs a shipped version
         record_action("fit-population", who, model=record.name, task=record.task, fitted_on=check.fitted_on,
                       threshold=check.threshold, validation_warn_rate=check.validation_warn_rate)
@@ -49,7 +50,8 @@ def recorded_training_split(record: ModelRecord, data_dir: str | Path | None = N
     if record.training is None or record.data is None:
         raise DatasetError(f"{record.name} has no training record, so its training films are unknown.")
     try:
-        _, train_set, val_set, _ = split_films(data_dir or record.training.data_dir, record.training.config.resolved())
+        _, train_set, val_set, _ = split_films(data_dir or recorded_source(record.training.data_dir),
+                                               record.training.config.resolved())
     except DatasetError as exc:
         raise DatasetError(f"The training data of {record.name} cannot be read ({exc}); if it moved, name it "
                            "(command line: --data).") from None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from core.errors import FolderNotAllowed, TriageError
+from core.films.manifest import recorded_source
 from core.films.roots import data_roots, folder_label
 from core.store.registry import ModelEntry
 from core.store.reports import Report
@@ -90,7 +91,7 @@ def _folder_in_words(word: str) -> str:
         labels = {root.name for root in data_roots()}
     except TriageError:
         labels = set()
-    label = folder if folder.split("/")[0] in labels else data_label(folder)
+    label = folder if folder.split("/")[0] in labels else data_label(recorded_source(folder))
     return word[:start] + label + word[start + len(folder):]
 
 
