@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 prints escaped, never crashes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     from core.serving.commands import run_predict
     from core.training import commands  # the commands that change models
@@ -169,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted")
+    except Exception as exc:  # noqa: BLE001 - the process edge: a failure nobody foresaw still answers in JSON
+        _fail(f"{args.command} stopped with an unexpected error ({type(exc).__name__}: {exc}). This is a fault in "
+              "the program, not in what you asked; please report it with the command you ran.")
     return 1
 
 

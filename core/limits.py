@@ -6,6 +6,7 @@ reads the environment.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from core.errors import SettingOutOfRange
@@ -21,12 +22,22 @@ class Limit:
     unit: str = ""
 
     def check(self, value: float) -> float:
-        if value is None or value < self.low or (self.high is not None and value > self.high):
+        if not _within(value, self.low, self.high):
             unit = f" {self.unit}" if self.unit else ""
             allowed = (f"between {_number(self.low)} and {_number(self.high)}{unit}" if self.high is not None
                        else f"at least {_number(self.low)}{unit}")
             raise SettingOutOfRange(f"{self.label} must be {allowed}; {value} was asked for.")
         return value
+
+
+def _within(value: float | None, low: float, high: float | None) -> bool:
+    """``value`` is a finite number in [low, high]: NaN compares False with everything, so it is refused here
+    explicitly, as are infinities and integers too large for a float."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return math.isfinite(number) and low <= number and (high is None or number <= high)
 
 
 def _number(value: float) -> str:
@@ -40,6 +51,8 @@ BATCH_SIZE = Limit("Batch size", 2, 1024)
 TARGET_SENSITIVITY = Limit("The sensitivity target", 0.5, 0.999)
 MIN_FILMS = Limit("The number of films", 20, None)  # a smaller set cannot hold out a useful validation part
 PATIENCE = Limit("Patience", 1, 100, "epochs")
+LEARNING_RATE = Limit("The learning rate", 1e-6, 1.0)
+SEED = Limit("A seed", 0, 2**32 - 1)  # what NumPy and PyTorch both take, with room for per-process offsets
 
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 32

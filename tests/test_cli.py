@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -240,13 +241,57 @@ def test_evaluate_bad_folder_is_a_json_error(run_cli, trained_model, tmp_path, f
     (["--arch", "cnn5", "--epochs", "201"], "Epochs must be between 1 and 200"),
     (["--arch", "cnn5", "--image-size", "16"], "Image size must be between 32 and 512"),
     (["--arch", "cnn5", "--target-sensitivity", "0.3"], "between 0.5 and 0.999"),
-], ids=["unknown-arch", "zero-epochs", "too-many-epochs", "tiny-image", "low-target"])
+    (["--arch", "cnn5", "--target-sensitivity", "nan"], "The sensitivity target must be between 0.5 and 0.999; nan"),
+    (["--arch", "cnn5", "--image-size", "0"], "Image size must be between 32 and 512 pixels; 0 was asked for"),
+    (["--arch", "cnn5", "--lr", "0"], "The learning rate must be between 1e-06 and 1; 0.0 was asked for"),
+    (["--arch", "cnn5", "--lr", "-1"], "The learning rate must be between"),
+    (["--arch", "cnn5", "--lr", "inf"], "The learning rate must be between"),
+    (["--arch", "cnn5", "--seed", "-1"], "A seed must be between 0 and 4294967295; -1 was asked for"),
+    (["--arch", "cnn5", "--split-seed", "99999999999999999999999"], "A seed must be between 0 and 4294967295"),
+], ids=["unknown-arch", "zero-epochs", "too-many-epochs", "tiny-image", "low-target", "nan-target", "zero-image",
+        "zero-lr", "negative-lr", "infinite-lr", "negative-seed", "huge-split-seed"])
 def test_train_refuses_bad_settings(run_cli, tmp_path, kermany_train, args, message):
     result = run_cli("train", kermany_train, *args, checkpoints=tmp_path / "models")
     assert result.returncode == 1
     no_traceback(result)
     assert message in result.json_lines()[0]["error"]
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").glob("*.pt"))
+
+
+def test_a_training_folder_too_small_to_split_says_so(run_cli, tmp_path, kermany_train):
+    """Two films a class cannot give every fold of a patient-disjoint fifth a film of each class."""
+    for name in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "small" / name).mkdir(parents=True)
+        for film in sorted((kermany_train / name).iterdir())[:2]:
+            (tmp_path / "small" / name / film.name).symlink_to(film)
+    result = run_cli("train", tmp_path / "small", "--arch", "mlp", "--epochs", "1", checkpoints=tmp_path / "models")
+    assert result.returncode == 1
+    no_traceback(result)
+    assert result.json_lines()[-1]["error"].startswith("Class NORMAL has only 2 films; a patient-disjoint validation "
+                                                       "part of 1/5 needs at least 5 films of every class")
+
+
+def test_a_folder_name_the_system_cannot_look_up_is_a_json_error(run_cli, trained_model, tmp_path):
+    """Python's Path.is_dir() raises for a name longer than the file system allows: said in JSON, not a traceback."""
+    too_long = tmp_path / ("a" * 300)
+    for command in (["evaluate", too_long, "--json"], ["train", too_long, "--arch", "mlp"]):
+        result = run_cli(*command, checkpoints=trained_model.directory)
+        assert result.returncode == 1, command
+        no_traceback(result)
+        assert "cannot be read (File name too long)" in result.json_lines()[-1]["error"], command
+
+
+def test_a_file_name_that_is_not_utf8_prints_escaped_under_a_strict_terminal(run_cli, trained_model, tmp_path,
+                                                                              monkeypatch):
+    """A name made of bytes that are not UTF-8 (copied from an old file server) on a terminal whose encoding is
+    strict: the line names the film, escaped, and the program does not crash."""
+    monkeypatch.setenv("PYTHONIOENCODING", "utf-8:strict")
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/film\xff.png"))
+    odd.write_bytes(b"not a film")
+    result = run_cli("predict", odd, checkpoints=trained_model.directory)
+    assert result.returncode == 1
+    no_traceback(result)
+    assert "film\\udcff.png" in result.stdout
 
 
 @pytest.mark.slow

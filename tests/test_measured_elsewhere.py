@@ -76,6 +76,8 @@ def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_her
     (dict(weights_sha256="0" * 64), "measured on other weights"),
     (dict(accuracy=0.95), r"accuracy reported for .* \(0.950\) does not follow .* \(0.860\)"),
     (dict(specificity=1.5), "models.0.specificity: Input should be less than or equal to 1"),
+    (dict(threshold=float("nan")), "models.0.threshold: Input should be"),
+    (dict(threshold=float("inf")), "models.0.threshold: Input should be"),
     (dict(model="no-such-model"), "no-such-model"),
 ])
 def test_figures_that_cannot_describe_the_version_are_refused_and_nothing_is_written(model_here, tmp_path, change,
@@ -125,6 +127,16 @@ def test_other_class_names_and_an_unreadable_file_are_refused(model_here, tmp_pa
         record_measurements(tmp_path / "missing.json")
     path.write_text("[" * 100_000 + "]" * 100_000)  # deeper than the JSON parser recurses
     with pytest.raises(CommandRefused, match="nested too deeply"):
+        record_measurements(path)
+
+
+def test_film_counts_beyond_any_test_set_are_refused_before_any_arithmetic(model_here, tmp_path):
+    """An interval is computed from the counts as floats: 10**400 films would overflow it (OverflowError)."""
+    path = _file(tmp_path, model_here)
+    data = json.loads(path.read_text())
+    data["class_counts"] = {"NORMAL": 10**400, "PNEUMONIA": 120}
+    path.write_text(json.dumps(data))
+    with pytest.raises(CommandRefused, match="class_counts.NORMAL: Input should be less than or equal to 10000000"):
         record_measurements(path)
 
 

@@ -91,6 +91,20 @@ def test_a_version_that_does_not_reach_the_floor_in_validation_is_refused(traine
     assert check_promotion(no_report) == ["it has no validation report, so nothing shows how it performs"]
 
 
+def test_a_promise_or_a_figure_that_is_not_a_number_never_clears_the_floor(trained_model, settings_env):
+    """NaN compares false with everything, so "below the floor" must not be asked as "< floor" alone: a version
+    whose target or validation sensitivity is NaN (a hand-edited record, a bug upstream) is refused."""
+    settings_env(CXR_PROMOTION_MIN_SENSITIVITY="0.95")
+    record = trained_model.record
+    point = record.operating_point.model_copy(update={"target_sensitivity": float("nan")})
+    figures = record.report.at_operating_point.model_copy(update={"sensitivity": float("nan")})
+    odd = record.model_copy(update={"operating_point": point,
+                                    "report": record.report.model_copy(update={"at_operating_point": figures})})
+    assert check_promotion(ModelEntry(odd, False, trained_model.json_path)) == [
+        "its operating point was chosen for no stated sensitivity; a default must promise at least 95 %",
+        "it reached an unknown sensitivity on its validation films; a default needs at least 95 %"]
+
+
 def test_a_refused_promotion_changes_nothing_and_is_recorded(trained_model, registry, settings_env, audit):
     calibrated = calibrate(trained_model.name, 0.96, directory=registry, who="admin:carol")
     settings_env(CXR_PROMOTION_MIN_FILMS="1000")

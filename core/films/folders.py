@@ -58,7 +58,15 @@ class FilmSet:
 def split_folders(root: str | Path) -> tuple[str, ...]:
     """The split folders (``train``, ``val``, ``test``) that ``root`` holds, in that order."""
     root = Path(root)
-    return tuple(name for name in SPLITS if (root / name).is_dir())
+    try:
+        return tuple(name for name in SPLITS if (root / name).is_dir())
+    except OSError as exc:  # a name too long, a folder this process may not read
+        raise _unreadable(root, exc) from None
+
+
+def _unreadable(root: Path, exc: OSError) -> DatasetError:
+    return DatasetError(f"Dataset folder {root} cannot be read ({exc.strerror or type(exc).__name__}); check the "
+                        "path and that this server may read it.")
 
 
 def evaluation_split(root: str | Path, split: str | None = None) -> str | None:
@@ -72,6 +80,13 @@ def discover(root: str | Path, split: str | None = None, min_classes: int = 2) -
     (``train`` by default). Training needs two classes at least; an evaluation folder may hold fewer
     (``min_classes=1``). Every film's source is the folder's name (the dataset's, above its split folder)."""
     root = Path(root)
+    try:
+        return _discover(root, split, min_classes)
+    except OSError as exc:
+        raise _unreadable(root, exc) from None
+
+
+def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
     if not root.is_dir():
         raise DatasetError(f"Dataset folder {root} does not exist.")
     present = split_folders(root)

@@ -9,6 +9,7 @@ and every change of default, override or refusal is written to the audit log (co
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +46,14 @@ def check_promotion(entry: ModelEntry) -> list[str]:
         reasons.append(f"it has no normal class, so its operating point promises no sensitivity "
                        f"(a default must promise at least {wanted})")
         return reasons
-    if point.target_sensitivity is None or point.target_sensitivity < floor.min_sensitivity:
-        promised = "no stated sensitivity" if point.target_sensitivity is None else \
-            f"{_percent(point.target_sensitivity)} sensitivity"
+    target = point.target_sensitivity
+    if target is None or not math.isfinite(target) or target < floor.min_sensitivity:  # NaN passes any "<"
+        promised = (f"{_percent(target)} sensitivity" if target is not None and math.isfinite(target)
+                    else "no stated sensitivity")
         reasons.append(f"its operating point was chosen for {promised}; a default must promise at least {wanted}")
-    if report.sensitivity is None or report.sensitivity < floor.min_sensitivity:
-        reached = "an unknown" if report.sensitivity is None else _percent(report.sensitivity)
+    reached = report.sensitivity
+    if reached is None or not math.isfinite(reached) or reached < floor.min_sensitivity:
+        reached = _percent(reached) if reached is not None and math.isfinite(reached) else "an unknown"
         reasons.append(f"it reached {reached} sensitivity on its validation films; a default needs at least {wanted}")
     return reasons
 

@@ -55,14 +55,18 @@ class TrainConfig(Record):
         what happened, and a network that trains from scratch gets the from-scratch learning rate."""
         info = architecture_info(self.arch)
         pretrained = self.pretrained and info.pretrainable and _imagenet_weights_present(info.name)
-        resolved = self.model_copy(update={"image_size": self.image_size or info.default_image_size,
-                                           "pretrained": pretrained,
-                                           "lr": self.lr or (3e-4 if pretrained else 1e-3)})
+        resolved = self.model_copy(update={
+            "image_size": info.default_image_size if self.image_size is None else self.image_size,
+            "pretrained": pretrained, "lr": (3e-4 if pretrained else 1e-3) if self.lr is None else self.lr})
         limits.EPOCHS.check(resolved.epochs)
         limits.IMAGE_SIZE.check(resolved.image_size)
         limits.BATCH_SIZE.check(resolved.batch_size)
+        limits.LEARNING_RATE.check(resolved.lr)
         limits.TARGET_SENSITIVITY.check(resolved.target_sensitivity)
         limits.PATIENCE.check(resolved.patience)
+        for seed in (resolved.seed, resolved.split_seed):
+            if seed is not None:
+                limits.SEED.check(seed)
         if resolved.max_films is not None:
             limits.MIN_FILMS.check(resolved.max_films)
         return resolved

@@ -198,6 +198,13 @@ def patient_split(films: FilmSet, val_fraction: float = 0.2, seed: int = 0,
     n_splits = round(1 / val_fraction) if 0.0 < val_fraction < 0.5 else 0
     if n_splits < 2 or abs(1 / n_splits - val_fraction) > 0.02:
         raise ValueError(f"val_fraction must be 1/k for a whole k >= 3 (e.g. 0.1, 0.2, 0.25), not {val_fraction}")
+    counts = films.class_counts()
+    if len(films) and min(counts) < n_splits:  # the folds need a film of every class in each of them
+        fewest = int(np.argmin(counts))
+        raise DatasetError(f"Class {films.classes[fewest]} has only {counts[fewest]} film"
+                           f"{'s' * (counts[fewest] != 1)}; a patient-disjoint validation part of 1/{n_splits} "
+                           f"needs at least {n_splits} films of every class (a useful model needs hundreds). Add "
+                           "films to that class folder.")
     groups = film_groups(films)[0] if groups is None else groups
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train_index, val_index = next(folds.split(np.zeros(len(films)), films.labels, groups))

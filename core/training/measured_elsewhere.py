@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 
@@ -33,7 +34,7 @@ Proportion = Field(default=None, ge=0.0, le=1.0)
 class ReportedFigures(Record):
     model: str
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    threshold: float | None = None  # the operating point the figures were read at, when reported
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # the operating point read at, when reported
     auc: float | None = Proportion
     accuracy: float | None = Proportion
     sensitivity: float | None = Proportion
@@ -44,7 +45,7 @@ class MeasurementsFile(Record):
     title: str = Field(min_length=1, max_length=40)
     films: str = Field(min_length=1, max_length=300)
     measured_by: str = Field(min_length=1, max_length=200)
-    class_counts: dict[str, int]
+    class_counts: dict[str, Annotated[int, Field(le=10_000_000)]] = Field(max_length=16)  # >= 1: checked below
     models: list[ReportedFigures] = Field(min_length=1)
 
 
