@@ -252,6 +252,7 @@ def test_a_manifest_file_trains_like_a_folder(ward):
     (GOOD, "effusion", "names task 'effusion'; the tasks are pneumonia, covid, four-class"),
     (GOOD + "max_film = 3\n", "pneumonia", "Manifest mine: folder.1.max_film"),
     (GOOD + "[[folder", "pneumonia", "Manifest mine is not valid TOML"),
+    ("seed = -1\n" + GOOD, "pneumonia", "Manifest mine: seed: Input should be greater than or equal to 0"),
 ])
 def test_manifest_errors_say_what_to_fix_without_server_paths(ward, body, task, message):
     with pytest.raises(DatasetError, match=message) as caught:

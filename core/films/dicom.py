@@ -82,8 +82,8 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
     with _refusing(f"{label} looks like DICOM but its image description is damaged. Export it again."):
         if not any(tag in ds for tag in _PIXEL_TAGS):
             raise UnreadableImage(
-                f"{label} is a DICOM file without pixel data (for example a structured report). "
-                "Export the image series instead."
+                f"{label} is a DICOM file without pixel data: a report or other non-image object, or a damaged "
+                "file. Export the image series again."
             )
         rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
         samples = _int_tag(ds, "SamplesPerPixel", 1)

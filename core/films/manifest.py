@@ -48,7 +48,7 @@ class _ManifestFile(BaseModel):
 
     task: str
     description: str = ""
-    seed: int = 0  # draws the max_films subsets
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # draws the max_films subsets (NumPy takes no negative seed)
     folder: list[_FolderEntry] = Field(min_length=1)
 
 
