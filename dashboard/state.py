@@ -10,7 +10,7 @@ goes with the session or when the film leaves the upload box. Uploads stay in me
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -174,6 +174,39 @@ def session_cache(kind: str) -> BoundedCache:
 def name_key(name: str) -> str:
     """A file name as it may appear in a cache key: hashed (names are often a patient's)."""
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def distinct_names(uploads: list[Upload]) -> list[Upload]:
+    """The uploads in order, a repeated name made distinct with " (2)", " (3)"…, so each worklist row, card
+    and CSV line names one upload (two files called image.jpeg from two folders are two films)."""
+    taken, named = {u.name for u in uploads}, []
+    counts: dict[str, int] = {}
+    for upload in uploads:
+        if upload.name not in counts:
+            counts[upload.name] = 1
+            named.append(upload)
+            continue
+        while True:
+            counts[upload.name] += 1
+            name = f"{upload.name} ({counts[upload.name]})"
+            if name not in taken:
+                break
+        taken.add(name)
+        named.append(replace(upload, name=name))
+    return named
+
+
+def repeated_uploads(uploads: list[Upload]) -> list[tuple[str, str]]:
+    """(upload, the earlier upload it is a byte-for-byte copy of) for every upload whose content came before
+    in the batch: listed and counted once per upload, which a reader should know."""
+    first: dict[str, str] = {}
+    repeats = []
+    for upload in uploads:
+        if upload.digest in first:
+            repeats.append((upload.name, first[upload.digest]))
+        else:
+            first[upload.digest] = upload.name
+    return repeats
 
 
 def forget_other_films(uploads: list[Upload]) -> None:

@@ -101,6 +101,33 @@ def test_a_batch_of_real_films_gets_a_worklist_and_a_card_each(checkpoints):
     assert at.get("download_button")
 
 
+def test_uploads_with_one_name_are_told_apart_and_a_copy_is_pointed_out(checkpoints):
+    """Two folders' image.jpeg are two films: each row and card names one upload. The same file chosen twice is
+    read twice and said so above the worklist, so the counts can be read right."""
+    films = real_films()
+    first, second = films[0].read_bytes(), films[-1].read_bytes()
+    at = _app()
+    _upload(at, [("image.jpeg", first), ("image.jpeg", second), ("image.jpeg", first), ("image.jpeg (2)", b"x")])
+    table = at.dataframe[0].value
+    assert sorted(table["File"]) == ["image.jpeg", "image.jpeg (2)", "image.jpeg (3)", "image.jpeg (4)"]
+    assert sorted(t.value for t in at.text) == sorted(table["File"])  # one card per upload, under its own name
+    (copy,) = [w.value for w in at.warning if "same file" in w.value]
+    assert copy.startswith("image.jpeg (4) is the same file as image.jpeg.")
+    assert sum(int(m.value) for m in at.get("metric")) == 4
+
+
+def test_distinct_names_number_repeats_in_upload_order_and_never_reuse_a_name():
+    from dashboard.state import Upload, distinct_names, repeated_uploads
+
+    uploads = [Upload(name, data, digest) for name, data, digest in (
+        ("a.png", b"1", "d1"), ("a.png (2)", b"2", "d2"), ("a.png", b"3", "d3"), ("a.png", b"1", "d1"),
+        ("b.png", b"4", "d4"))]
+    named = distinct_names(uploads)
+    assert [u.name for u in named] == ["a.png", "a.png (2)", "a.png (3)", "a.png (4)", "b.png"]
+    assert [(u.data, u.digest) for u in named] == [(u.data, u.digest) for u in uploads]
+    assert repeated_uploads(named) == [("a.png (4)", "a.png")]
+
+
 def test_explanation_method_opacity_and_class_can_be_changed(checkpoints):
     film = real_films()[-1]
     at = _app()

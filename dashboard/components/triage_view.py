@@ -210,6 +210,14 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
     return draw_explanation
 
 
+def repeated_warning(repeats: list[tuple[str, str]]) -> str:
+    """The warning above the worklist for uploads that are copies of an earlier one (names made literal)."""
+    pairs = "; ".join(f"{escape_markdown(copy)} is the same file as {escape_markdown(original)}"
+                      for copy, original in repeats)
+    return (f"{pairs}. Each upload is listed and counted on its own; remove the copies from the upload box if the "
+            "same film was chosen twice.")
+
+
 def probability_lines(probabilities: dict[str, float], label: str) -> list[tuple[float, str]]:
     """One (fraction, Markdown text) per class in the model's order, the model's label in bold."""
     lines = []

@@ -23,7 +23,14 @@ from core.errors import BatchTooLarge  # noqa: E402
 from core.serving.batch_limits import check_batch  # noqa: E402
 from dashboard.components.task_choice import models_of, pick_task, remembered_task  # noqa: E402
 from dashboard.model_loads import foreground, warm_up  # noqa: E402
-from dashboard.state import Upload, forget_other_films, registered_models, triage_uploads  # noqa: E402
+from dashboard.state import (  # noqa: E402
+    Upload,
+    distinct_names,
+    forget_other_films,
+    registered_models,
+    repeated_uploads,
+    triage_uploads,
+)
 
 models, problems = registered_models()
 if models:
@@ -36,6 +43,7 @@ from dashboard.components.triage_view import (  # noqa: E402
     await_model,
     film_card,
     pick_model,
+    repeated_warning,
     status_of,
     worklist,
     worklist_csv,
@@ -73,7 +81,7 @@ with foreground.working() if uploads else nullcontext():
     if predictor is None or not uploads:
         st.stop()
 
-    uploads = [Upload.of(upload) for upload in uploads]
+    uploads = distinct_names([Upload.of(upload) for upload in uploads])
     forget_other_films(uploads)
     results = triage_uploads(predictor, uploads)
 
@@ -83,6 +91,9 @@ with foreground.working() if uploads else nullcontext():
         for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Not triaged", "not triaged"),
                               ("Unreadable", "unreadable")):
             st.metric(title, statuses.count(status), border=True)
+    repeats = repeated_uploads(uploads)
+    if repeats:
+        st.warning(repeated_warning(repeats), icon=":material/content_copy:")
     classes = predictor.loaded.classes
     st.dataframe(worklist(results, classes), hide_index=True, column_config=worklist_columns(classes),
                  key="worklist", placeholder="—")
