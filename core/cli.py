@@ -1,7 +1,8 @@
 """Command line: ``python -m core {predict,evaluate,train,calibrate,ensemble,set-default,fit-population,
 other-batch,framing-check,collection-check,measured-elsewhere,models}``: tools script against it.
 
-Every failure is a JSON object with an ``error`` message and exit code 1, never a traceback.
+Every failure is a JSON object with an ``error`` message and exit code 1, never a traceback. ``predict`` reports
+films it could not read one per line beside the others (a JSON object each with ``--json``) and exits 1.
 """
 from __future__ import annotations
 

@@ -224,15 +224,19 @@ def test_predict_without_any_model_says_train_first(run_cli, normal_film_path, t
     assert "Train one first" in result.json_lines()[0]["error"]
 
 
-@pytest.mark.parametrize("folder", ["missing", "one-class"])
-def test_evaluate_bad_folder_is_a_json_error(run_cli, trained_model, tmp_path, folder):
+@pytest.mark.parametrize("folder, words", [("missing", "does not exist"), ("one-class", "No readable film in"),
+                                           ("a-file.png", "is a file; name the dataset folder")])
+def test_evaluate_bad_folder_is_a_json_error(run_cli, trained_model, tmp_path, folder, words):
     if folder == "one-class":
         (tmp_path / folder / "NORMAL").mkdir(parents=True)
         (tmp_path / folder / "NORMAL" / "a.png").write_bytes(b"x")
+    if folder == "a-file.png":
+        (tmp_path / folder).write_bytes(b"x")
     result = run_cli("evaluate", tmp_path / folder, "--json", checkpoints=trained_model.directory)
     assert result.returncode == 1
     no_traceback(result)
-    assert str(tmp_path / folder) in result.json_lines()[0]["error"]
+    error = result.json_lines()[0]["error"]
+    assert str(tmp_path / folder) in error and words in error
 
 
 @pytest.mark.parametrize("args, message", [

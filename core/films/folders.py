@@ -88,6 +88,8 @@ def discover(root: str | Path, split: str | None = None, min_classes: int = 2) -
 
 def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
     if not root.is_dir():
+        if root.exists():
+            raise DatasetError(f"{root} is a file; name the dataset folder that holds one sub-folder per class.")
         raise DatasetError(f"Dataset folder {root} does not exist.")
     present = split_folders(root)
     if split is None and present:
