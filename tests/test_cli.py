@@ -252,13 +252,15 @@ def test_evaluate_bad_folder_is_a_json_error(run_cli, trained_model, tmp_path, f
     (["--arch", "cnn5", "--lr", "inf"], "The learning rate must be between"),
     (["--arch", "cnn5", "--seed", "-1"], "A seed must be between 0 and 4294967295; -1 was asked for"),
     (["--arch", "cnn5", "--split-seed", "99999999999999999999999"], "A seed must be between 0 and 4294967295"),
+    (["--arch", "cnn5", "--override-floor"], "--override-floor only applies together with --set-default"),
 ], ids=["unknown-arch", "zero-epochs", "too-many-epochs", "tiny-image", "low-target", "nan-target", "zero-image",
-        "zero-lr", "negative-lr", "infinite-lr", "negative-seed", "huge-split-seed"])
+        "zero-lr", "negative-lr", "infinite-lr", "negative-seed", "huge-split-seed", "override-alone"])
 def test_train_refuses_bad_settings(run_cli, tmp_path, kermany_train, args, message):
     result = run_cli("train", kermany_train, *args, checkpoints=tmp_path / "models")
     assert result.returncode == 1
     no_traceback(result)
     assert message in result.json_lines()[0]["error"]
+    assert "epoch" not in result.stderr  # refused before a progress bar is drawn
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").glob("*.pt"))
 
 

@@ -35,6 +35,7 @@ def run_train(args) -> int:
         raise CommandRefused(str(exc)) from exc
     if args.name is not None:
         check_model_name(args.name)  # before minutes of training: `--name ../x` must never name a path
+    _check_override(args)  # refused before anything is drawn: no progress bar for a run that never starts
     directory = shipped_dir() if args.shipped else checkpoint_dir()
     main_process = config.distributed_environment().is_main  # under torchrun only rank 0 reports
     bar = tqdm(total=request.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True, disable=not main_process)
@@ -50,7 +51,6 @@ def run_train(args) -> int:
         elif isinstance(event, (NoteEvent, LoadingEvent)) and event.message:
             bar.write(event.message)
 
-    _check_override(args)
     try:
         record = train(args.dir, request, name=args.name, directory=directory, on_progress=on_progress, who=_who(),
                        resume=args.resume)
