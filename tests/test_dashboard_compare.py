@@ -94,6 +94,29 @@ def test_evaluating_on_a_folder_shows_its_figures_and_is_cached(at, monkeypatch)
     assert len(read_actions(limit=10)) == 2  # and records nothing more
 
 
+def test_films_left_out_of_a_folder_evaluation_are_named_by_the_data_roots_label(at, settings_env, tmp_path):
+    """A damaged film in the evaluated folder is listed with why it was left out, named inside its data root."""
+    films = sorted(p for p in require(FILMS_DIR, "films").rglob("*") if p.is_file())
+    ward = tmp_path / "ward-films"
+    for film in films:
+        (ward / film.parent.name).mkdir(parents=True, exist_ok=True)
+        (ward / film.parent.name / film.name).symlink_to(film)
+    (ward / "NORMAL" / "broken.png").write_bytes(b"not a film")
+    (tmp_path / "roots.toml").write_text(f'[roots]\nward = "{ward}"\n')
+    settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
+    at.multiselect[0].set_value(["pneumonia-mlp-v1"])
+    at.segmented_control[0].set_value("Evaluate on a folder")
+    at.run()
+    _select(at, "Data root").set_value("ward")
+    at.run()
+    _evaluate(at)
+    assert not at.exception and not at.error
+    (left_out,) = [t for t in at.table if "reason" in t.value.columns]
+    assert list(left_out.value["file"]) == ["ward/NORMAL/broken.png"]
+    assert "not an image we can read" in left_out.value["reason"].iloc[0]
+    assert str(tmp_path) not in left_out.value.to_string()
+
+
 def test_a_folder_that_is_not_a_dataset_is_explained(at):
     at.segmented_control[0].set_value("Evaluate on a folder")
     at.run()

@@ -95,6 +95,23 @@ def test_film_warnings_are_passed_on(predictor, normal_film_path):
     assert prediction.priority in ("urgent", "routine")
 
 
+def test_a_chest_film_check_that_cannot_load_warns_on_every_film_without_the_servers_folder(
+        trained_model, normal_film_path, tmp_path, monkeypatch, caplog):
+    """The warning goes on every film card and CSV line a clinician sees: it says what is missing and what to do;
+    the folder it was looked for in goes to the server log only."""
+    from core.serving.chest_check import ChestFilmCheck, ChestFilmDetector
+    from core.store.checkpoints import load_checkpoint
+
+    missing = tmp_path / "srv" / "detector"
+    monkeypatch.setattr(ChestFilmCheck, "shared", lambda: ChestFilmDetector.load(missing))
+    lonely = Predictor(load_checkpoint(trained_model.json_path))
+    prediction = lonely.predict(read_film(normal_film_path))
+    (warning,) = [w for w in prediction.warnings if "chest-film check" in w]
+    assert warning == ("The chest-film check is unavailable (its detector could not be loaded; the server log says "
+                       "why); review every film.")
+    assert str(missing) in caplog.text
+
+
 def test_predictor_from_registry_loads_the_default(trained_model, normal_film_path, predictor):
     loaded = Predictor.from_registry(directory=trained_model.directory)
     assert loaded.name == trained_model.name

@@ -12,6 +12,7 @@ stays, with ``population_warning`` beside it).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -91,8 +92,10 @@ class Predictor:
         if chest_check is None:
             try:
                 self.chest_check = ChestFilmCheck.shared()
-            except CheckpointError as exc:
-                self.chest_check_problem = f"The chest-film check is unavailable ({exc}); review every film."
+            except CheckpointError as exc:  # every film's warning: no server folder in it, the detail in the log
+                logging.getLogger(__name__).warning("chest-film check unavailable: %s", exc)
+                self.chest_check_problem = ("The chest-film check is unavailable (its detector could not be loaded; "
+                                            "the server log says why); review every film.")
 
     @classmethod
     def from_registry(cls, name: str | None = None, directory: Path | None = None,

@@ -12,10 +12,11 @@ import streamlit as st
 from core import limits
 from core.access.policy import User
 from core.errors import TriageError
+from core.films.manifest import recorded_source
 from core.store.registry import ModelEntry
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.reports import chosen_on, percent
-from dashboard.state import registered_models
+from dashboard.state import registered_models, without_server_paths
 
 VALIDATION, SITE_FOLDER = "validation", "site folder"  # core.training.calibrate's sources
 SOURCES = {VALIDATION: "Its own validation films", SITE_FOLDER: "A labelled folder of this site"}
@@ -61,8 +62,11 @@ def _run(entry: ModelEntry, target: float, folder, user: User) -> None:
     try:
         with st.spinner(f"Recalibrating {entry.name}…"):
             record = calibrate(entry.name, target, who=user.who, site_folder=folder)
-    except TriageError as exc:
-        st.error(f"The model was not recalibrated. {exc}", icon=":material/error:")
+    except TriageError as exc:  # a film that fails to decode is named by its path: put data roots in words
+        training = entry.record.training
+        folder_trained_on = recorded_source(training.data_dir) if training is not None else None
+        st.error(f"The model was not recalibrated. {without_server_paths(str(exc), folder_trained_on)}",
+                 icon=":material/error:")
         return
     report, calibration = record.report, record.calibration
     lines = [f"{record.name} is registered: urgent when 1 − p({record.operating_point.normal_class}) ≥ "

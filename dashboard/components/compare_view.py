@@ -12,11 +12,12 @@ from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc
                                          travel_intervals)
 from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
                                                 several_classes, source_table)
-from dashboard.components.reports import (data_label, films_in_words, metrics_table, operating_points, per_class_table,
-                                          roc_input)
+from dashboard.components.reports import (data_label, escape_markdown, films_in_words, metrics_table,
+                                          operating_points, per_class_table, roc_input)
 from dashboard.components.travel import (ONE_BATCH, VALIDATION, elsewhere_films, elsewhere_thresholds,
                                          metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
                                          travel_points, travel_reports)
+from dashboard.state import without_server_paths
 
 PER_ROW = 3
 POLICY_FILMS = f"{SHARED_ROOT}/films"  # 16 full-resolution films that helped choose the default's policy
@@ -61,7 +62,8 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     for entry, report in rows:
         if report.skipped:
             with st.expander(f"{entry.name}: {len(report.skipped)} film(s) could not be read and were left out"):
-                st.table([{"file": s.file, "reason": s.error} for s in report.skipped])
+                st.table([{"file": escape_markdown(without_server_paths(s.file)),  # data-root labels, as text
+                           "reason": escape_markdown(without_server_paths(s.error))} for s in report.skipped])
 
 
 def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> None:

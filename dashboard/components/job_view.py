@@ -141,7 +141,8 @@ def _resume(job: Job, user: User) -> None:
     except JobAlreadyRunning as exc:
         st.warning(str(exc), icon=":material/hourglass_top:")
     except TriageError as exc:
-        st.error(f"Training was not resumed. {exc}", icon=":material/error:")
+        st.error(f"Training was not resumed. {without_server_paths(str(exc), job.settings.data_dir)}",
+                 icon=":material/error:")
     else:
         st.toast("Resuming the training job…", icon=":material/resume:")
         st.rerun()
