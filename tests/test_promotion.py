@@ -12,10 +12,10 @@ import corpus
 from conftest import REPO
 from core import config
 from core.admin.audit import cli_user, read_actions
-from core.errors import PromotionRefused, SettingOutOfRange
+from core.errors import AuditLogUnavailable, PromotionRefused, SettingOutOfRange
 from core.store.promotion import check_promotion, floor_for, promote, promote_first
 from core.store.records import read_model_record
-from core.store.registry import REGISTRY_FILE, ModelEntry, find_model, list_models
+from core.store.registry import REGISTRY_FILE, ModelEntry, find_model, list_models, read_registry
 from core.training.calibrate import calibrate
 
 SHIPPED = REPO / "checkpoints"
@@ -122,6 +122,22 @@ def test_a_refused_promotion_changes_nothing_and_is_recorded(trained_model, regi
     assert calibration.details["target_sensitivity"] == 0.96
     assert calibration.details["from_model"] == trained_model.name
     assert calibration.details["threshold"] == calibrated.operating_point.threshold
+
+
+def test_nothing_changes_where_the_change_cannot_be_recorded(trained_model, registry, settings_env, audit, tmp_path):
+    """The audit log is checked before a default changes or a version is registered, not after: an unwritable log
+    stops the action, and the person is told nothing was changed."""
+    calibrated = calibrate(trained_model.name, 0.96, directory=registry, who="admin:carol")
+    before = sorted(p.name for p in registry.iterdir())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings_env(CXR_AUDIT_LOG=str(blocker / "audit.jsonl"), CXR_PROMOTION_MIN_FILMS="1")
+    for act in (lambda: promote(calibrated.name, who="admin:carol", override=True, directory=registry),
+                lambda: calibrate(trained_model.name, 0.97, directory=registry, who="admin:carol")):
+        with pytest.raises(AuditLogUnavailable, match="audit log cannot be written .* Nothing was changed"):
+            act()
+    assert read_registry(registry).task_defaults == {"pneumonia": trained_model.name}
+    assert sorted(p.name for p in registry.iterdir()) == before
 
 
 def test_an_override_promotes_and_the_log_says_so_with_who_and_figures(trained_model, registry, settings_env,

@@ -42,22 +42,39 @@ def record_action(action: str, who: str, *, model: str | None = None, **details)
     entry = AuditEntry(time=clock.iso(), who=who or "unknown", action=action, model=model,
                        details=json.loads(json.dumps(details, default=str)))  # JSON-able, whatever was passed
     line = (json.dumps(entry.to_json(), ensure_ascii=True) + "\n").encode()
-    path = audit_log_path()
+    fd = _open_for_appending()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, even where O_APPEND alone is not atomic
-            written = os.write(fd, line)
-        finally:
-            os.close(fd)  # closing drops the lock
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, even where O_APPEND alone is not atomic
+        written = os.write(fd, line)
     except OSError as exc:
-        raise AuditLogUnavailable(f"The audit log cannot be written ({exc.strerror or type(exc).__name__}); "
-                                  "ask an administrator to check the audit log setting (CXR_AUDIT_LOG).") from exc
+        raise _unavailable(exc) from exc
+    finally:
+        os.close(fd)  # closing drops the lock
     if written != len(line):
         raise AuditLogUnavailable("The audit log could not be written in full (is its disk full?); "
                                   "ask an administrator to check it.")
     return entry
+
+
+def ensure_writable() -> None:
+    """AuditLogUnavailable now when the audit log cannot be appended to. Called before an action that changes a
+    model, whose entry is written once the action is done (with its outcome): so a log that cannot be written
+    stops the action instead of letting it happen unrecorded."""
+    os.close(_open_for_appending(" Nothing was changed."))
+
+
+def _open_for_appending(then: str = "") -> int:
+    path = audit_log_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise _unavailable(exc, then) from exc
+
+
+def _unavailable(exc: OSError, then: str = "") -> AuditLogUnavailable:
+    return AuditLogUnavailable(f"The audit log cannot be written ({exc.strerror or type(exc).__name__}); ask an "
+                               f"administrator to check the audit log setting (CXR_AUDIT_LOG).{then}")
 
 
 def read_actions(limit: int = 100) -> list[AuditEntry]:

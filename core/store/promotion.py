@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.admin.audit import record_action
+from core.admin.audit import ensure_writable, record_action
 from core.config import settings
 from core.errors import AuditLogUnavailable, PromotionRefused
 from core.store.registry import ModelEntry, ensure_default, find_model, list_models, set_default
@@ -71,6 +71,7 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
         raise PromotionRefused(f"{name} cannot become the default model for {entry.task}: {'; '.join(reasons)}. "
                                "Train on more films, or with a higher sensitivity target, and try again.")
     previous = _current_default(entry.task, directory)
+    ensure_writable()  # a default changes only where the change can be recorded
     set_default(name, directory)
     record_action("default.change", who, model=name, task=entry.task, previous=previous, override=override,
                   **({"floor_not_met": reasons} if override else {}), **figures(entry))
@@ -83,6 +84,7 @@ def promote_first(name: str, *, who: str, directory: Path | None = None) -> bool
     entry = find_model(name, directory)
     if check_promotion(entry) or entry.is_default:
         return False
+    ensure_writable()
     ensure_default(name, directory)
     if not find_model(name, directory).is_default:
         return False  # the task already had a default

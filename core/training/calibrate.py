@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.admin.audit import record_action
+from core.admin.audit import ensure_writable, record_action
 from core.errors import CalibrationError, DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet
 from core.films.manifest import find_manifest, recorded_source
@@ -64,6 +64,7 @@ def calibrate(
     the audit log as done by ``who``; ``make_default`` goes through the promotion floor (PromotionRefused: the
     new version stays registered, not the default)."""
     directory = directory or checkpoint_dir()
+    ensure_writable()  # before minutes of work: a version is registered only where that can be recorded
     where = resolve_device(device)
     loaded = load_checkpoint(find_model(name, directory).json_path)
     record = loaded.record

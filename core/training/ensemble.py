@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from core import limits
-from core.admin.audit import record_action
+from core.admin.audit import ensure_writable, record_action
 from core.errors import EnsembleRefused
 from core.films.folders import FilmSet
 from core.films.manifest import recorded_source
@@ -102,6 +102,7 @@ def build_ensemble_version(
     from ``data_dir`` when the folder moved). Written to ``directory`` (default: the site folder) and the audit
     log as done by ``who``; ``make_default`` goes through the promotion floor."""
     check_model_name(base_name)  # before any work: a name must never name a path
+    ensure_writable()  # and a version is registered only where that can be recorded
     directory, where = directory or checkpoint_dir(), resolve_device(device)
     loaded = _members(names, directory)
     first = loaded[0].record

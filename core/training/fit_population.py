@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.admin.audit import record_action
+from core.admin.audit import ensure_writable, record_action
 from core.errors import DatasetError
 from core.films.folders import FilmSet
 from core.films.manifest import recorded_source
@@ -32,6 +32,7 @@ def fit_for_registered(names: list[str], data_dir: str | Path | None = None, see
     rebuilt from each training record and must hash to its fingerprints (DatasetError otherwise). Versions
     trained on the same films share their features (computed once). Yields each version as stored."""
     entries = [find_model(name) for name in names]  # every name known before minutes of features
+    ensure_writable()
     features = FilmFeatures()
     for entry in entries:
         record = read_model_record(entry.json_path)

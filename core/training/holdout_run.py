@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.admin.audit import record_action
+from core.admin.audit import ensure_writable, record_action
 from core.errors import CommandRefused
 from core.store.checkpoints import attach_holdout_run
 from core.store.records import HoldoutRun, ModelRecord, TrainConfig, read_model_record
@@ -39,6 +39,7 @@ def adopt_holdout_run(name: str, run_name: str, who: str = "cli") -> ModelRecord
     """Give version ``name`` the other-batch report of ``run_name`` (same recipe, trained with a holdout) and
     the record of where it came from; returns ``name``'s record as stored. CommandRefused names what differs."""
     entry, run_entry = find_model(name), find_model(run_name)
+    ensure_writable()
     record, run = read_model_record(entry.json_path), read_model_record(run_entry.json_path)
     _check_version(record)
     out_of_batch = _check_run(run)

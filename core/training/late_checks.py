@@ -16,7 +16,7 @@ from typing import Callable
 
 from torch import nn
 
-from core.admin.audit import record_action
+from core.admin.audit import ensure_writable, record_action
 from core.errors import CommandRefused
 from core.models.device import place_model, resolve_device
 from core.store.checkpoints import LoadedModel, attach_other_reports, load_checkpoint
@@ -66,6 +66,7 @@ def add_collection_report(name: str, data_dir: str | Path | None = None, device:
 def _add(name: str, action: str, measure: Callable[[nn.Module, LoadedModel], dict[str, Report]], device: str,
          who: str) -> ModelRecord:
     entry = find_model(name)
+    ensure_writable()
     loaded = load_checkpoint(entry.json_path)
     reports = measure(place_model(loaded.model, resolve_device(device)), loaded)
     stored = attach_other_reports(entry.json_path, reports)

@@ -19,7 +19,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from core.admin.audit import record_action
+from core.admin.audit import ensure_writable, record_action
 from core.errors import CommandRefused, ModelNotFound
 from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
 from core.store.base import Record, read_record
@@ -69,6 +69,7 @@ def record_measurements(path: Path, who: str = "cli") -> Recorded:
         raise CommandRefused(f"Measurements file {Path(path).name} cannot be read ({exc.strerror or exc}).") from None
     except ValueError as exc:
         raise CommandRefused(f"{exc}.") from None
+    ensure_writable()
     planned, skipped = [], []
     for figures in reported.models:  # all checked before any is written
         try:
