@@ -81,6 +81,11 @@ def test_the_client_behind_a_proxy_is_the_hop_the_proxy_added():
     assert facts("192.0.2.2").client == "192.0.2.2"
     assert facts("127.0.0.1", X_Forwarded_For="6.6.6.6, 192.0.2.9").client == "127.0.0.1 for 192.0.2.9"
     assert facts("127.0.0.1", X_Real_IP="192.0.2.9").client == "127.0.0.1 for 192.0.2.9"
+    # a client may send its own X-Real-IP (a proxy that appends to X-Forwarded-For passes it on unchanged): it
+    # must not choose which sign-in budget its attempts count against
+    for claimed in ("10.0.0.1", "10.0.0.2"):
+        spoofed = facts("127.0.0.1", X_Real_IP=claimed, X_Forwarded_For="192.0.2.9")
+        assert spoofed.client == "127.0.0.1 for 192.0.2.9"
 
 
 def test_roles_follow_reach_sign_in_and_the_local_switch():

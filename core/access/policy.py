@@ -29,8 +29,11 @@ PROXY_HEADERS = frozenset({
     "x-original-forwarded-for", "true-client-ip", "cf-connecting-ip", "fastly-client-ip",
     "x-cluster-client-ip", "x-proxyuser-ip", "via",
 })
-# Where a proxy names the client it speaks for; the right-most entry is the one our own proxy added.
-_CLIENT_HEADERS = ("x-real-ip", "x-forwarded-for", "forwarded")
+# Where a proxy names the client it speaks for; the right-most entry is the one our own proxy added. The
+# README's nginx appends to X-Forwarded-For, which a client cannot push out of the right-most place, and sets
+# X-Real-IP itself; a client's own X-Real-IP reaches us unchanged behind a proxy that sets only X-Forwarded-For,
+# so it is read last.
+_CLIENT_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 
 @dataclass(frozen=True)
