@@ -158,7 +158,11 @@ def _decode_cache_folder(given: str | None, environ: Mapping[str, str]) -> Path 
     if given and given.strip().lower() in DECODE_CACHE_OFF:
         return None
     if given:
-        return Path(given).expanduser().resolve()
+        folder = Path(given).expanduser().resolve()
+        if folder == REPO_ROOT or REPO_ROOT in folder.parents:  # decoded films are patient images
+            raise SettingOutOfRange(f"{ENVIRONMENT['decode_cache']} must name a folder outside the code tree "
+                                    "(decoded films are patient images), or 'off'.")
+        return folder
     base = _user_folder(environ, "XDG_CACHE_HOME", ".cache")
     return base / "cxr-triage" / "decoded"
 

@@ -251,6 +251,9 @@ def test_the_default_cache_folder_is_the_users_not_the_code_tree(tmp_path):
         for wrong in ("lots", "-1"):
             with pytest.raises(SettingOutOfRange, match="decode cache|CXR_DECODE_CACHE_MAX_BYTES"):
                 config.reload({"CXR_DECODE_CACHE_MAX_BYTES": wrong})
+        for inside in (REPO, REPO / "decoded", REPO / "checkpoints" / ".." / "cache"):  # patient images, never here
+            with pytest.raises(SettingOutOfRange, match="CXR_DECODE_CACHE must name a folder outside the code tree"):
+                config.reload({"CXR_DECODE_CACHE": str(inside)})
     finally:
         config.reload()
 
