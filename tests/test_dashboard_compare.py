@@ -94,6 +94,25 @@ def test_evaluating_on_a_folder_shows_its_figures_and_is_cached(at, monkeypatch)
     assert len(read_actions(limit=10)) == 2  # and records nothing more
 
 
+def test_a_model_added_after_evaluate_is_evaluated_and_recorded_too(at):
+    """The folder stays chosen after Evaluate: a model picked afterwards is evaluated on it on the next rerun,
+    and that reading is in the audit log like the others; reruns that reuse results add nothing."""
+    require(FILMS_DIR, "films")
+    at.multiselect[0].set_value(["pneumonia-mlp-v1"])
+    at.segmented_control[0].set_value("Evaluate on a folder")
+    at.run()
+    _evaluate(at)
+    assert [a.model for a in read_actions(limit=10)] == ["pneumonia-mlp-v1"]
+    at.multiselect[0].set_value(MODELS)
+    at.run()
+    assert not at.exception and list(at.dataframe[0].value.columns) == MODELS
+    assert [a.model for a in read_actions(limit=10)] == ["pneumonia-cnn5-v1", "pneumonia-mlp-v1"]
+    at.run()
+    assert len(read_actions(limit=10)) == 2
+    _evaluate(at)  # a new press is a new reading of the folder
+    assert len(read_actions(limit=10)) == 4
+
+
 def test_films_left_out_of_a_folder_evaluation_are_named_by_the_data_roots_label(at, settings_env, tmp_path):
     """A damaged film in the evaluated folder is listed with why it was left out, named inside its data root."""
     films = sorted(p for p in require(FILMS_DIR, "films").rglob("*") if p.is_file())

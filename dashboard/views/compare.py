@@ -5,6 +5,7 @@ written to the audit log.
 """
 import streamlit as st
 
+from core.admin.audit import ensure_writable
 from core.errors import TriageError
 from dashboard.components.access import current_user, how_to_administer
 from dashboard.components.compare_view import comparison, details, policy_films_caveat, record_evaluations, sources
@@ -14,7 +15,8 @@ from dashboard.state import (default_evaluation_dir, folder_report, folder_stamp
                              without_server_paths)
 
 STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
-EVALUATED_FOLDER, TO_RECORD = "evaluated_folder", "evaluation-to-record"
+EVALUATED_FOLDER = "evaluated_folder"
+RECORDED = "evaluations-recorded"  # (model, folder) pairs in the audit log since the last press of Evaluate
 
 user = current_user()
 
@@ -55,11 +57,18 @@ if source == FOLDER:
                                 "the models know.")
     if st.button("Evaluate", icon=":material/play_arrow:", type="primary", disabled=folder is None):
         st.session_state[EVALUATED_FOLDER] = str(folder)
-        st.session_state[TO_RECORD] = True  # once per press, not on every rerun that reuses the results
+        st.session_state[RECORDED] = set()  # each press is recorded; reruns that reuse its results are not
     target = st.session_state.get(EVALUATED_FOLDER)
     if not target:
         st.info("Choose a folder and press Evaluate.", icon=":material/info:")
         st.stop()
+    recorded = st.session_state.setdefault(RECORDED, set())
+    if any((entry.name, target) not in recorded for entry in selected):  # a model added later is evaluated too
+        try:
+            ensure_writable()  # a server folder is read only where the reading can be recorded
+        except TriageError as exc:
+            st.error(f"The models were not evaluated on the folder. {exc}", icon=":material/error:")
+            st.stop()
     rows = []
     for entry in selected:
         try:
@@ -68,8 +77,9 @@ if source == FOLDER:
         except TriageError as exc:
             st.error(f"{entry.name} could not be evaluated on the chosen folder: "
                      f"{without_server_paths(str(exc), target)}", icon=":material/error:")
-    if st.session_state.pop(TO_RECORD, False):
-        record_evaluations(rows, target, who=user.who)
+    unrecorded = [(entry, report) for entry, report in rows if (entry.name, target) not in recorded]
+    record_evaluations(unrecorded, target, who=user.who)
+    recorded.update((entry.name, target) for entry, _ in unrecorded)
 else:
     rows = [(e, e.record.report) for e in selected if e.record.report is not None]
     for entry in selected:
