@@ -194,6 +194,30 @@ def test_a_changed_operating_point_in_a_shipped_description_is_refused(tiers):
     assert find_model(None, task="pneumonia").name != "ship-pneu-v1"
 
 
+def test_a_shipped_description_swapped_just_after_its_check_is_not_what_gets_used(tiers, monkeypatch):
+    """The bytes checked against the manifest are the bytes parsed: a description replaced between the check and
+    the read (threshold 0.99: every film routine) never reaches a page."""
+    shipped, _ = tiers
+    json_path = shipped / "ship-pneu-v1.json"
+    original = load_checkpoint(json_path).record.operating_point.threshold
+    verify = manifest.read_verified
+
+    def then_swap(path, directory=None):
+        data = verify(path, directory)
+        if path.suffix == ".json":
+            description = json.loads(data)
+            description["operating_point"]["threshold"] = 0.99
+            path.write_text(json.dumps(description))
+        return data
+
+    shipped_bytes = json_path.read_bytes()
+    monkeypatch.setattr(manifest, "read_verified", then_swap)
+    assert load_checkpoint(json_path).record.operating_point.threshold == original != 0.99
+    json_path.write_bytes(shipped_bytes)  # and again, while the registry lists the models
+    entries, _ = list_models()
+    assert next(e for e in entries if e.name == "ship-pneu-v1").record.operating_point.threshold == original
+
+
 def test_a_shipped_model_missing_from_the_manifest_is_refused(tiers):
     shipped, _ = tiers
     json_path = save(shipped, "smuggled-v1")

@@ -42,6 +42,11 @@ def read_record(kind: type[R], path: Path, what: str | None = None) -> R:
     what = what or path.name
     with open(path, "rb") as handle:
         raw = handle.read(MAX_RECORD_BYTES + 1)
+    return record_from_bytes(kind, raw, what)
+
+
+def record_from_bytes(kind: type[R], raw: bytes, what: str) -> R:
+    """:func:`read_record` on bytes already read (e.g. the very bytes a checksum was verified on)."""
     if len(raw) > MAX_RECORD_BYTES:
         raise ValueError(f"{what} cannot be read (larger than {MAX_RECORD_BYTES // 2**20} MiB)")
     try:

@@ -196,9 +196,7 @@ def load_checkpoint(json_path: Path) -> LoadedModel:
     """Load and verify one model; any problem is a CheckpointError naming the file. A shipped model's
     description and weights must also match the checksum manifest."""
     shipped = manifest.is_shipped(json_path)
-    if shipped:
-        manifest.read_verified(json_path)
-    record = read_model_record(json_path)
+    record = read_model_record(json_path, manifest.read_verified(json_path) if shipped else None)
     weights = json_path.with_suffix(".pt")
     try:
         data = weights.read_bytes()

@@ -17,7 +17,7 @@ from pydantic import Field, computed_field
 from core import limits
 from core.errors import CheckpointError
 from core.models.catalog import architecture_info
-from core.store.base import Record, read_record
+from core.store.base import Record, read_record, record_from_bytes
 from core.store.reports import HeadlineFigures, OperatingPoint, Report
 
 FORMAT_VERSION = 1
@@ -275,10 +275,14 @@ class RegistryFile(Record):
         return self.legacy_default or next(iter(self.task_defaults.values()), None)
 
 
-def read_model_record(json_path: Path) -> ModelRecord:
-    """The one place a model's JSON is read: CheckpointError naming the file when it is unreadable or invalid."""
+def read_model_record(json_path: Path, data: bytes | None = None) -> ModelRecord:
+    """The one place a model's JSON is read: CheckpointError naming the file when it is unreadable or invalid.
+    ``data``: the file's bytes, already read (a shipped description is parsed from the bytes its checksum was
+    verified on, never read a second time)."""
+    what = f"Model description {json_path.name}"
     try:
-        record = read_record(ModelRecord, json_path, f"Model description {json_path.name}")
+        record = (read_record(ModelRecord, json_path, what) if data is None
+                  else record_from_bytes(ModelRecord, data, what))
     except OSError as exc:
         raise CheckpointError(f"Model description {json_path.name} cannot be read ({exc.strerror or exc}).") from exc
     except ValueError as exc:

@@ -131,9 +131,9 @@ def _read_tier(tier: Tier, problems: list[str]) -> list[tuple[ModelRecord, Path]
         if json_path.name == REGISTRY_FILE:
             continue
         try:
-            if tier.name == SHIPPED:  # the description carries the operating point: check it before use
-                manifest.read_verified(json_path, tier.folder)
-            record = read_model_record(json_path)
+            # the description carries the operating point: a shipped one is parsed from the bytes just verified
+            verified = manifest.read_verified(json_path, tier.folder) if tier.name == SHIPPED else None
+            record = read_model_record(json_path, verified)
         except CheckpointError as exc:
             problems.append(str(exc))
             continue
