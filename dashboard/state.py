@@ -10,6 +10,7 @@ goes with the session or when the film leaves the upload box. Uploads stay in me
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
@@ -88,7 +89,7 @@ class TrainingPreview:
 
 
 @st.cache_data(max_entries=16, ttl=timedelta(minutes=10), show_spinner="Reading the training films…")
-def training_preview(source: str, stamp: float) -> TrainingPreview:
+def training_preview(source: str, stamp: str) -> TrainingPreview:
     """The films a class folder or a manifest would train on (``stamp``: :func:`source_stamp`, so films that
     come or go are seen); DatasetError (core's words) when it cannot train."""
     from core.films.manifest import training_films
@@ -103,15 +104,15 @@ def training_preview(source: str, stamp: float) -> TrainingPreview:
                            len(extra) if extra is not None else 0)
 
 
-def source_stamp(source: str | Path) -> float:
+def source_stamp(source: str | Path) -> str:
     """Changes when a training source changes: a manifest file's time, a folder's :func:`folder_stamp`."""
     path = Path(source)
     if path.suffix != MANIFEST_SUFFIX:
         return folder_stamp(path)
     try:
-        return path.stat().st_mtime
+        return str(path.stat().st_mtime_ns)
     except OSError:
-        return 0.0
+        return ""
 
 
 def registered_models() -> tuple[list[ModelEntry], list[str]]:
@@ -258,21 +259,29 @@ def _display_copy(film: Film) -> np.ndarray:
     return np.asarray(image)
 
 
-def folder_stamp(folder: str | Path) -> float:
-    """Newest modification time of a dataset folder and its class folders: changes when films come or go."""
+def folder_stamp(folder: str | Path) -> str:
+    """A digest of every file under a dataset folder (its place, size and modification time): changes when films
+    come, go, or are replaced in place (which leaves the folders' own times alone). "" when it cannot be read."""
     root = Path(folder).expanduser()
+    if not root.is_dir():
+        return ""  # missing or unreadable: evaluate_folder says so in words
+    lines = []
     try:
-        stamps = [root.stat().st_mtime]
-        for child in (c for c in root.iterdir() if c.is_dir()):
-            stamps.append(child.stat().st_mtime)
-            stamps += [grand.stat().st_mtime for grand in child.iterdir() if grand.is_dir()]
+        for here, _, files in os.walk(root, onerror=_raise):
+            for name in files:
+                facts = os.stat(os.path.join(here, name))
+                lines.append(f"{os.path.relpath(here, root)}/{name}\0{facts.st_size}\0{facts.st_mtime_ns}")
     except OSError:
-        return 0.0  # missing or unreadable: evaluate_folder says so in words
-    return max(stamps)
+        return ""
+    return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 @st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False)
-def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: float) -> Report:
+def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: str) -> Report:
     """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
 
     The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.

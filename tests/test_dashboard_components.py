@@ -125,14 +125,19 @@ def test_charts_carry_the_numbers_they_are_given():
     assert list(live.data[1].y) == [0.6] and list(live.data[2].y) == [0.8]
 
 
-def test_folder_stamp_changes_when_films_come_or_go(tmp_path):
+def test_folder_stamp_changes_when_films_come_go_or_are_replaced_in_place(tmp_path):
     (tmp_path / "NORMAL").mkdir()
-    first = folder_stamp(tmp_path)
-    later = time.time() + 5
+    empty = folder_stamp(tmp_path)
     (tmp_path / "NORMAL" / "new.png").write_bytes(b"x")
-    os.utime(tmp_path / "NORMAL", (later, later))
-    assert folder_stamp(tmp_path) > first
-    assert folder_stamp(tmp_path / "missing") == 0.0
+    one = folder_stamp(tmp_path)
+    assert one != empty and folder_stamp(tmp_path) == one  # the same tree, the same stamp
+    folder_time = (tmp_path / "NORMAL").stat().st_mtime
+    (tmp_path / "NORMAL" / "new.png").write_bytes(b"another film")  # overwritten in place
+    later = time.time() + 5
+    os.utime(tmp_path / "NORMAL" / "new.png", (later, later))
+    os.utime(tmp_path / "NORMAL", (folder_time, folder_time))  # the folder's own time says nothing changed
+    assert folder_stamp(tmp_path) not in (empty, one)
+    assert folder_stamp(tmp_path / "missing") == ""
 
 
 FORMULAS = ['=HYPERLINK("http://evil.invalid","click").png', "+cmd.png", "-2+3.png", "@SUM(A1).png",
