@@ -146,6 +146,24 @@ def test_passphrase_sign_in_administers_until_sign_out(places, monkeypatch, sett
     assert at.text_input(key="admin-passphrase") and read_actions(limit=1)[0].action == "sign-out"
 
 
+def test_no_admin_rights_begin_where_the_sign_in_cannot_be_recorded(places, monkeypatch, settings_env, tmp_path):
+    """"An action whose audit line cannot be written does not happen": a sign-in is one, by passphrase or
+    through the identity provider."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings_env(CXR_ADMIN_PASSPHRASE_HASH=HASH, CXR_ADMIN_ACCOUNTS="ana@hospital.example",
+                 CXR_AUDIT_LOG=str(blocker / "audit.jsonl"))
+    from_elsewhere(monkeypatch, "192.0.2.25")
+    at = page("retrain")
+    sign_in(at, PASSPHRASE)
+    assert at.sidebar.error[0].value.startswith("Not signed in. The audit log cannot be written")
+    assert not offered(at) & set(ADMIN_LABELS) and "admin-grant" not in at.session_state
+    at = page("retrain", user={"is_logged_in": True, "email": "ana@hospital.example", "email_verified": True})
+    assert any(e.value.startswith("Admin rights not granted. The audit log cannot be written")
+               for e in at.sidebar.error)
+    assert not offered(at) & set(ADMIN_LABELS)
+
+
 def test_an_expired_sign_in_takes_administration_away(places, monkeypatch, settings_env):
     settings_env(CXR_ADMIN_PASSPHRASE_HASH=HASH)
     from_elsewhere(monkeypatch, "192.0.2.21")
@@ -181,8 +199,15 @@ def test_an_identity_provider_account_administers_only_when_listed(places, monke
     assert ("Start training" in offered(at)) is admin
     if admin:
         assert at.sidebar.caption[0].value == "Administrator: ana@hospital.example (identity provider)."
+        at.run()  # once per browser session, not per rerun
+        assert [(a.action, a.who, a.details["through"]) for a in read_actions(limit=5)] == [
+            ("sign-in", "ana@hospital.example", "identity provider")]
+        next(b for b in at.button if b.label == "Sign out").click()
+        at.run()
+        assert [(a.action, a.who) for a in read_actions(limit=5)][0] == ("sign-out", "ana@hospital.example")
     else:
         assert "bob@hospital.example, which is not an admin account here" in at.sidebar.caption[0].value
+        assert read_actions(limit=5) == []
 
 
 def test_the_sidebar_explains_an_incomplete_identity_provider(places, monkeypatch, settings_env):

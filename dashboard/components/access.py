@@ -106,6 +106,7 @@ def _signed_in(user: User) -> None:
         if provider is not None and provider.active():
             st.caption(f"Admin rights until {_hhmm(provider)} UTC; then sign in again.")
         if st.button("Sign out", icon=":material/logout:", key="provider-sign-out"):
+            _record("sign-out", user.who)
             st.logout()
     else:
         st.caption("Administering from the server itself (a local session).")
@@ -148,8 +149,12 @@ def _passphrase_form(settings: config.Settings) -> None:
     except (SignInRefused, SignInUnavailable) as exc:
         st.error(str(exc), icon=":material/error:")
         return
+    try:  # admin rights begin only once the audit log has the sign-in
+        record_action("sign-in", grant.who, minutes=settings.admin_session_minutes)
+    except TriageError as exc:
+        st.error(f"Not signed in. {exc}", icon=":material/error:")
+        return
     st.session_state[_GRANT] = grant
-    _record("sign-in", grant.who, minutes=settings.admin_session_minutes)
     st.rerun()
 
 
@@ -173,10 +178,20 @@ def _provider_grant(identity: dict) -> AdminGrant | None:
     if account is None:
         st.session_state.pop(_PROVIDER_SEEN, None)
         return None
+    settings = config.settings()
     seen = st.session_state.get(_PROVIDER_SEEN)
     if not (isinstance(seen, tuple) and seen[0] == account):
-        seen = st.session_state[_PROVIDER_SEEN] = (account, clock.now())
-    settings = config.settings()
+        now = clock.now()
+        grant = provider_grant(identity, settings.admin_accounts, minutes=settings.admin_session_minutes,
+                               first_seen=now)
+        if grant is not None and grant.active():  # an admin account: its rights begin once the log has them
+            try:
+                record_action("sign-in", grant.who, through="identity provider",
+                              minutes=settings.admin_session_minutes)
+            except TriageError as exc:
+                st.sidebar.error(f"Admin rights not granted. {exc}", icon=":material/error:")
+                return None  # asked again on the next run
+        seen = st.session_state[_PROVIDER_SEEN] = (account, now)
     return provider_grant(identity, settings.admin_accounts, minutes=settings.admin_session_minutes,
                           first_seen=seen[1])
 
