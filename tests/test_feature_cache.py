@@ -86,6 +86,26 @@ def test_a_film_changed_in_place_is_a_miss(films, cache_dir):
     assert extracted == 1
 
 
+def test_a_film_replaced_while_its_features_are_computed_is_not_stored_under_its_old_content(films, cache_dir):
+    """The cache key comes from one read of the film and the features from the decoding after it; a film replaced
+    in between (a folder being synced) must not leave the new film's features filed under the old content."""
+    import core.models.features
+
+    original = films[0].read_bytes()
+    real = core.models.features.load_tensors
+
+    def replaced_first(film_set, size):
+        shutil.copy(films[3], films[0])  # after keying, before decoding: the normal film's file becomes another
+        return real(film_set, size)
+
+    with mock.patch.object(core.models.features, "load_tensors", replaced_first):
+        cached_features(films[:1])
+    assert _entries(cache_dir) == []  # nothing filed: the key no longer names what is in the file
+    films[0].write_bytes(original)
+    again, extracted = _extract(films[:1])
+    assert extracted == 1 and not np.array_equal(again[films[0]], _extract(films[3:])[0][films[3]])
+
+
 def test_a_damaged_entry_is_a_miss_and_is_replaced(films, cache_dir):
     first, _ = _extract(films[:1])
     (entry,) = _entries(cache_dir)

@@ -160,11 +160,20 @@ def cached_features(paths: list[Path],
         films = FilmSet(tuple(todo), np.zeros(len(todo), dtype=np.int64), ("film",))
         for path, values in zip(todo, extractor.tensors(load_tensors(films, FEATURE_SIZE), on_batch)):
             found[path] = values
-            if path in keys:
+            if path in keys and _same_content(cache, path, keys[path]):  # not replaced since it was keyed
                 cache.put_array(keys[path], FEATURE_FOLDER, values)
         if cache is not None and cache.wrote:
             cache.prune()
     return found
+
+
+def _same_content(cache: DecodeCache, path: Path, key: str) -> bool:
+    """The film at ``path`` still hashes to ``key``: features computed from a film replaced meanwhile must not
+    be stored under the old content's key."""
+    try:
+        return cache.key(film_bytes(Path(path)), FEATURE_SIZE) == key
+    except UnreadableImage:
+        return False
 
 
 @dataclass
