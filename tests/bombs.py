@@ -193,7 +193,7 @@ BOMBS = {
     "rle.dcm": (rle_segment_bomb, f"{SIZE_WORDS}|time limit"),
     "plain.jpeg": (_plain_jpeg, SIZE_WORDS),
     "plain.png": (lambda d: png_with_size(d, HUGE, HUGE), SIZE_WORDS),
-    "text-chunk.png": (png_text_bomb, "could not be decoded"),  # Pillow caps text chunks itself
+    "text-chunk.png": (png_text_bomb, "compressed text chunk too large to read safely"),  # Pillow caps them
     "plain.j2k": (lambda d: patch_j2k_siz(real_j2k(d), HUGE, HUGE), SIZE_WORDS),
     "plain.jp2": (lambda d: jp2_file(patch_j2k_siz(real_j2k(d), HUGE, HUGE), HUGE, HUGE), SIZE_WORDS),
 }
