@@ -269,8 +269,12 @@ def folder_stamp(folder: str | Path) -> str:
     try:
         for here, _, files in os.walk(root, onerror=_raise):
             for name in files:
-                facts = os.stat(os.path.join(here, name))
-                lines.append(f"{os.path.relpath(here, root)}/{name}\0{facts.st_size}\0{facts.st_mtime_ns}")
+                try:
+                    facts = os.stat(os.path.join(here, name))
+                    seen = f"{facts.st_size}\0{facts.st_mtime_ns}"
+                except OSError:  # a dangling link, a film gone meanwhile: named, and the rest still counts
+                    seen = "unreadable"
+                lines.append(f"{os.path.relpath(here, root)}/{name}\0{seen}")
     except OSError:
         return ""
     return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()

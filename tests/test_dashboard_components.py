@@ -136,7 +136,10 @@ def test_folder_stamp_changes_when_films_come_go_or_are_replaced_in_place(tmp_pa
     later = time.time() + 5
     os.utime(tmp_path / "NORMAL" / "new.png", (later, later))
     os.utime(tmp_path / "NORMAL", (folder_time, folder_time))  # the folder's own time says nothing changed
-    assert folder_stamp(tmp_path) not in (empty, one)
+    replaced = folder_stamp(tmp_path)
+    assert replaced not in (empty, one)
+    (tmp_path / "NORMAL" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a dangling link does not blind it
+    assert folder_stamp(tmp_path) not in ("", replaced)
     assert folder_stamp(tmp_path / "missing") == ""
 
 
