@@ -15,7 +15,7 @@ from task_models import (CLASSES, COVID, FILMS, FOUR, TITLES, choose_task, sideb
 from core.serving.predict import Prediction
 from dashboard.components.reports import with_interval
 from dashboard.components.triage_view import LEADING_ABNORMAL, worklist, worklist_csv
-from dashboard.state import FilmResult
+from dashboard.state import FilmResult, Upload, distinct_names
 
 
 @pytest.fixture
@@ -79,7 +79,8 @@ def test_the_worklist_names_the_leading_abnormal_class_and_every_probability(sit
     assert not at.exception and not at.error, [e.value for e in at.error]
 
     table = at.dataframe[0].value
-    assert sorted(table["File"]) == sorted(p.name for p in films)
+    uploads = distinct_names([Upload(p.name, p.read_bytes(), str(i)) for i, p in enumerate(films)])
+    assert sorted(table["File"]) == sorted(u.name for u in uploads)  # several sets name a film 01.jpeg: numbered
     probabilities = table[[f"p({c})" for c in classes]].to_numpy(dtype=float)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
     abnormal = [c for c in classes if c != "NORMAL"]
