@@ -180,10 +180,11 @@ def _provider_grant(identity: dict) -> AdminGrant | None:
         return None
     settings = config.settings()
     seen = st.session_state.get(_PROVIDER_SEEN)
-    if not (isinstance(seen, tuple) and seen[0] == account):
-        now = clock.now()
-        grant = provider_grant(identity, settings.admin_accounts, minutes=settings.admin_session_minutes,
-                               first_seen=now)
+    first_sight = not (isinstance(seen, tuple) and seen[0] == account)
+    began = clock.now() if first_sight else seen[1]
+    grant = provider_grant(identity, settings.admin_accounts, minutes=settings.admin_session_minutes,
+                           first_seen=began)
+    if first_sight:
         if grant is not None and grant.active():  # an admin account: its rights begin once the log has them
             try:
                 record_action("sign-in", grant.who, through="identity provider",
@@ -191,9 +192,8 @@ def _provider_grant(identity: dict) -> AdminGrant | None:
             except TriageError as exc:
                 st.sidebar.error(f"Admin rights not granted. {exc}", icon=":material/error:")
                 return None  # asked again on the next run
-        seen = st.session_state[_PROVIDER_SEEN] = (account, now)
-    return provider_grant(identity, settings.admin_accounts, minutes=settings.admin_session_minutes,
-                          first_seen=seen[1])
+        st.session_state[_PROVIDER_SEEN] = (account, began)
+    return grant
 
 
 def _hhmm(grant: AdminGrant) -> str:
