@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.errors import DataRootsUnreadable, FolderNotAllowed
+from core.errors import DataRootsUnreadable, DatasetError, FolderNotAllowed
 from core.films.roots import (SHARED_ROOT, data_roots, find_root, folder_label, list_folders, resolve_folder,
                               resolve_label)
 
@@ -96,6 +96,42 @@ def test_the_chooser_lists_subfolders_only_and_within_the_root(site, data_dir):
     with pytest.raises(FolderNotAllowed):
         list_folders("site", "escape")
 
+
+def test_films_linked_from_a_root_to_elsewhere_are_not_read(site, films_dir, tmp_path):
+    """A data root may hold links: to films inside a root they are read, to files outside every root they are
+    not (one link to a film, one class folder linked out whole); a folder outside every root (named on the
+    command line) is read as it is, links and all."""
+    from core.films.folders import discover
+
+    elsewhere = tmp_path / "secret" / "films"  # beside the root, not inside any
+    elsewhere.mkdir(parents=True)
+    normal, pneumonia = sorted((films_dir / "NORMAL").iterdir())[:2], sorted((films_dir / "PNEUMONIA").iterdir())[:2]
+    for film in normal + pneumonia:
+        (elsewhere / film.name).write_bytes(film.read_bytes())
+    tree = site / "linked"
+    (tree / "NORMAL").mkdir(parents=True)
+    (tree / "NORMAL" / "own.jpeg").write_bytes(normal[0].read_bytes())
+    (tree / "NORMAL" / "shared.jpeg").symlink_to(normal[1])  # into the shared root: read
+    (tree / "NORMAL" / "out.jpeg").symlink_to(elsewhere / normal[1].name)  # out of every root: not read
+    (tree / "PNEUMONIA").mkdir()
+    (tree / "PNEUMONIA" / "own.jpeg").write_bytes(pneumonia[0].read_bytes())
+    (tree / "PNEUMONIA" / "out.jpeg").symlink_to(elsewhere / pneumonia[0].name)
+    found = discover(tree)
+    assert [p.name for p in found.paths] == ["own.jpeg", "shared.jpeg", "own.jpeg"]
+    assert found.class_counts() == [2, 1]
+
+    whole = site / "whole"
+    (whole / "PNEUMONIA").mkdir(parents=True)
+    (whole / "PNEUMONIA" / "own.jpeg").write_bytes(pneumonia[1].read_bytes())
+    (whole / "NORMAL").symlink_to(elsewhere)  # a class folder linked out: none of its films is read
+    with pytest.raises(DatasetError, match="NORMAL .*hold no films"):
+        discover(whole)
+
+    outside = tmp_path / "operator-tree"  # named on the command line, outside every root
+    (outside / "PNEUMONIA").mkdir(parents=True)
+    (outside / "PNEUMONIA" / "own.jpeg").write_bytes(pneumonia[1].read_bytes())
+    (outside / "NORMAL").symlink_to(elsewhere)
+    assert discover(outside).class_counts() == [len(list(elsewhere.iterdir())), 1]
 
 def test_a_json_roots_file_named_by_the_environment(tmp_path, data_dir, settings_env):
     (tmp_path / "films").mkdir()

@@ -14,6 +14,7 @@ import numpy as np
 
 from core.errors import DatasetError
 from core.films.bounds import FILM_SUFFIXES  # the formats uploads accept, deliberately the same for training
+from core.films.roots import inside_roots
 from core.tasks import KNOWN_CLASSES, canonical_class
 
 SPLITS = ("train", "val", "test")
@@ -105,7 +106,8 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
     classes = tuple(sorted(folders))
     paths, labels = [], []
     for label, name in enumerate(classes):
-        films = sorted(p for p in folders[name].rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES)
+        films = inside_roots(root, sorted(p for p in folders[name].rglob("*")
+                                          if p.is_file() and p.suffix.lower() in FILM_SUFFIXES))
         paths += films
         labels += [label] * len(films)
     if len(classes) < min_classes or not paths:

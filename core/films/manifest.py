@@ -28,7 +28,7 @@ from core.config import REPO_ROOT
 from core.errors import DatasetError, FolderNotAllowed
 from core.films.bounds import FILM_SUFFIXES
 from core.films.folders import FilmSet, discover, split_folders
-from core.films.roots import data_roots, resolve_label
+from core.films.roots import data_roots, inside_roots, resolve_label
 from core.tasks import TASKS, Task, canonical_class
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
@@ -180,7 +180,8 @@ def _folder_films(manifest: Manifest, entry: ManifestFolder) -> list[Path]:
     except FolderNotAllowed:
         raise DatasetError(f"Manifest {manifest.name}: {entry.label} is not a folder inside a configured data "
                            f"root: {_why_not(entry.label)}") from None
-    films = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES)
+    films = inside_roots(folder, sorted(p for p in folder.rglob("*")
+                                        if p.is_file() and p.suffix.lower() in FILM_SUFFIXES))
     if not films:
         raise DatasetError(f"Manifest {manifest.name}: {entry.label} holds no films (PNG, JPEG or DICOM).")
     if entry.max_films and len(films) > entry.max_films:

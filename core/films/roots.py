@@ -159,3 +159,39 @@ def _inside(root: DataRoot, entry: os.DirEntry) -> bool:
                 and Path(entry.path).resolve(strict=True).is_relative_to(root.path))
     except (OSError, RuntimeError):
         return False
+
+
+def inside_roots(folder: Path, films: list[Path]) -> list[Path]:
+    """``films`` found under ``folder`` less those whose real place (links followed) is outside every data root,
+    when ``folder`` itself lies inside one: a link planted in a data root does not lead the app, or a run on that
+    root, to files elsewhere on the server. A folder outside every root (named on the command line by whoever
+    runs the server) is read as it is. Each folder is resolved once; a film is resolved only if it is a link."""
+    try:
+        roots = [r.path for r in data_roots()]
+    except DataRootsUnreadable:  # the app offers no folder then; a run still keeps to the shared films
+        roots = [p for p in [_resolved(settings().data)] if p is not None]
+    start = _resolved(folder)
+    if start is None or not any(start.is_relative_to(r) for r in roots):
+        return films
+    inside: dict[Path, bool] = {}
+
+    def within(path: Path | None) -> bool:
+        return path is not None and any(path.is_relative_to(r) for r in roots)
+
+    kept = []
+    for film in films:
+        parent = film.parent
+        if parent not in inside:
+            inside[parent] = within(_resolved(parent))
+        if inside[parent] and (not film.is_symlink() or within(_resolved(film))):
+            kept.append(film)
+    if len(kept) < len(films):
+        log.warning("%d file(s) under %s lead outside the data roots; left out", len(films) - len(kept), folder)
+    return kept
+
+
+def _resolved(path: Path) -> Path | None:
+    try:
+        return Path(path).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
