@@ -98,11 +98,30 @@ def test_report_tables_and_roc_inputs_come_from_the_stored_reports(tmp_path):
     assert curve.point_fpr == pytest.approx(1 - point.specificity)
     assert curve.point_tpr == pytest.approx(point.sensitivity)
     assert roc_input("no-roc", report.model_copy(update={"roc": None})) is None
+    # normal films only, all read normal: no abnormal-vs-normal F1, and the macro F1 is not passed off as one
+    undefined = report.model_copy(update={"at_operating_point": point.model_copy(update={"f1": None, "f1_ci": None})})
+    assert metrics_table([(entries[0], undefined)]).loc["F1", entries[0].name] == "—"
     per_class = per_class_table(report)
     assert list(per_class["Class"]) == ["NORMAL", "PNEUMONIA"]
     assert per_class["Films"].sum() == report.n
     assert list(per_class["Recall"]) == [point.per_class[c].recall for c in ("NORMAL", "PNEUMONIA")]
 
+
+def test_a_three_class_curve_carries_its_own_area_not_the_macro_auc():
+    """The curve drawn is abnormal against normal (1 − p(normal)); with three classes its area is the normal
+    class's one-vs-rest AUC, which the legend must show, not the report's macro AUC (a shipped COVID model)."""
+    from pathlib import Path
+
+    from core.store.records import read_model_record
+
+    report = read_model_record(Path(__file__).resolve().parent.parent / "checkpoints"
+                               / "covid-efficientnet_lite0-v1.json").report
+    curve = roc_input("covid", report)
+    assert report.auc != pytest.approx(report.class_auc["NORMAL"], abs=1e-3)  # the two differ for this model
+    assert curve.auc == report.class_auc["NORMAL"]
+    assert curve.auc == pytest.approx(np.trapezoid(curve.tpr, curve.fpr), abs=1e-5)  # its area, from its points
+    subset = report.model_copy(update={"auc": None, "auc_ci": None})  # films of some classes only: no macro AUC
+    assert roc_input("covid", subset).auc == report.class_auc["NORMAL"]
 
 def test_probability_lines_keep_the_model_order_and_bold_its_label():
     lines = probability_lines({"NORMAL": 0.2, "PNEUMONIA": 0.8}, "PNEUMONIA")

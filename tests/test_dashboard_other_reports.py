@@ -223,7 +223,7 @@ def _card_text(at: AppTest) -> str:
 
 
 def test_the_card_says_where_a_recalibrated_threshold_came_from():
-    from dashboard.components.model_card import recalibration_origin
+    from dashboard.components.model_card import operating_point_text, recalibration_origin
 
     # the previous default as it was shipped: the first ensemble re-chosen for 96 % instead of 98 %
     calibration = Calibration.model_validate({
@@ -238,6 +238,11 @@ def test_the_card_says_where_a_recalibrated_threshold_came_from():
         update={"source": "site folder", "folder": "ward-films/2026", "previous_threshold": None})})
     assert recalibration_origin(on_site) == (" Re-chosen from pneumonia-resnet18-224-ensemble-v1 with the same "
                                              "weights, on the site folder `ward-films/2026`.")
+    # the sentence it ends: the target was met on the films named, validation or the site's
+    assert operating_point_text(default).endswith(
+        "chosen for ≥ 96 % sensitivity on validation." + recalibration_origin(default))
+    assert operating_point_text(on_site).endswith(
+        "chosen for ≥ 96 % sensitivity on the site folder's films." + recalibration_origin(on_site))
 
 
 def test_triage_card_shows_the_other_batch_figures_with_their_intervals(held_out_folder, tmp_path, settings_env):

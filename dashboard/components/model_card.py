@@ -36,7 +36,7 @@ def _training_source(data_dir: str | Path) -> str:
 
 def model_card(entry: ModelEntry) -> None:
     record = entry.record
-    report, point, training, data = record.report, record.operating_point, record.training, record.data
+    report, training, data = record.report, record.training, record.data
     arch = CATALOG.get(entry.arch)
     st.markdown(f"**{entry.name}**" + ("  \n:primary-badge[default model]" if entry.is_default else ""))
     st.caption(f"Task {title_of(entry.task)} · {arch.title if arch else entry.arch} · input {record.image_size} "
@@ -62,17 +62,26 @@ def model_card(entry: ModelEntry) -> None:
                         + "\n".join(class_recall_lines(report)))
     if report is not None:
         _how_the_promise_travels(record)
-    if point.normal_class is not None:
-        st.markdown(
-            f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {point.threshold:.3f}, "
-            f"chosen for ≥ {percent(point.target_sensitivity, 0)} sensitivity on validation"
-            + (f", for each abnormal class on its own with {point.spare_films} film(s) to spare."
-               if point.spare_films else ".") + recalibration_origin(record)
-        )
-    else:
-        st.markdown("**Operating point.** None: this model has no normal class, so it cannot set priorities.")
+    st.markdown(operating_point_text(record))
     st.markdown(_population_check(record))
     st.caption(INTENDED_USE)
+
+
+def operating_point_text(record: ModelRecord) -> str:
+    """The card's sentence on when a film is urgent, the target it was chosen for and on which films."""
+    point = record.operating_point
+    if point.normal_class is None:
+        return "**Operating point.** None: this model has no normal class, so it cannot set priorities."
+    return (f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {point.threshold:.3f}, "
+            f"chosen for ≥ {percent(point.target_sensitivity, 0)} sensitivity on {_chosen_where(record)}"
+            + (f", for each abnormal class on its own with {point.spare_films} film(s) to spare."
+               if point.spare_films else ".") + recalibration_origin(record))
+
+
+def _chosen_where(record: ModelRecord) -> str:
+    """The films the threshold was chosen on: validation, or a site folder for a version recalibrated there."""
+    calibration = record.calibration
+    return "the site folder's films" if calibration is not None and calibration.folder else "validation"
 
 
 def recalibration_origin(record: ModelRecord) -> str:

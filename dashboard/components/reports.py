@@ -128,7 +128,8 @@ def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
                                        ("Specificity", figures.specificity, figures.specificity_ci),
                                        ("Precision", figures.precision, figures.precision_ci)):
             column[title] = with_interval(value, interval)
-        f1 = figures.f1 if figures.f1 is not None else figures.macro_f1
+        # abnormal against normal; a model without a normal class has only the macro F1 (and no interval)
+        f1 = figures.f1 if report.operating_point.normal_class is not None else figures.macro_f1
         column["F1"] = with_interval(f1, figures.f1_ci, as_percent=False)
         column[MACRO_AUC if several else "AUC"] = with_interval(report.auc, report.auc_ci, as_percent=False)
         column["Threshold (abnormal score)"] = f"{report.threshold:.3f}" if report.operating_point.normal_class else "—"
@@ -164,7 +165,11 @@ def roc_input(name: str, report: Report) -> RocCurve | None:
     if report.roc is None:
         return None
     figures = report.at_operating_point
-    return RocCurve(name, report.roc.fpr, report.roc.tpr, report.auc, report.threshold,
+    # The curve is abnormal against normal, scored 1 − p(normal): with more than two classes its area is the normal
+    # class's one-vs-rest AUC, not the macro AUC the report leads with.
+    normal = report.operating_point.normal_class
+    auc = report.auc if len(report.classes) <= 2 else (report.class_auc or {}).get(normal)
+    return RocCurve(name, report.roc.fpr, report.roc.tpr, auc, report.threshold,
                     None if figures.specificity is None else 1 - figures.specificity, figures.sensitivity)
 
 
