@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.evaluation.metrics import evaluate_probabilities
+from core.evaluation.metrics import evaluate_probabilities, with_count_intervals
 from core.store.reports import ClassMetrics, OperatingPoint, Report
 from core.tasks import find_normal_index
 from core.limits import THRESHOLD_MARGIN
@@ -100,6 +100,39 @@ def test_bootstrap_is_reproducible_and_seeded(report_at_half):
     assert again.auc_ci == report_at_half.auc_ci
     assert again.accuracy_ci == report_at_half.accuracy_ci
     assert other.auc_ci != report_at_half.auc_ci
+    assert other.accuracy_ci == report_at_half.accuracy_ci  # a share of films: from its counts, not resampled
+
+
+Z2 = 1.959963984540054 ** 2
+
+
+def test_shares_of_films_get_wilson_intervals_that_do_not_collapse_at_all_or_none():
+    """37 abnormal films all flagged and 13 normals all cleared: a resampled interval is 100-100 %, which promises
+    certainty; the Wilson interval's lower end at k = n is n / (n + z^2) (z = 1.96), and its upper end at 0 is
+    z^2 / (n + z^2). 4 of 5 by the textbook formula: 0.3755-0.9638."""
+    truth = np.array([0] * 13 + [1] * 37)
+    scores = np.where(truth == 1, 0.9, 0.1)
+    report = evaluate_probabilities(truth, np.stack([1 - scores, scores], axis=1), CLASSES, point_at(0.5))
+    top = report.at_operating_point
+    assert top.sensitivity == 1.0 and top.sensitivity_ci == pytest.approx([37 / (37 + Z2), 1.0])
+    assert top.specificity == 1.0 and top.specificity_ci == pytest.approx([13 / (13 + Z2), 1.0])
+    assert top.accuracy_ci == pytest.approx([50 / (50 + Z2), 1.0])
+    assert top.per_class["NORMAL"].recall_ci == pytest.approx([13 / (13 + Z2), 1.0])
+    assert top.precision_ci == pytest.approx([37 / (37 + Z2), 1.0])
+    nothing = evaluate_probabilities(truth, np.stack([1 - scores, scores], axis=1) * 0 + [1.0, 0.0], CLASSES,
+                                     point_at(0.5)).at_operating_point  # nothing flagged
+    assert nothing.sensitivity == 0.0 and nothing.sensitivity_ci == pytest.approx([0.0, Z2 / (37 + Z2)])
+    assert nothing.precision is None and nothing.precision_ci is None  # nothing called abnormal: no share
+    four_of_five = report_at_half_of(5, 4)
+    assert four_of_five == pytest.approx([0.3755, 0.9638], abs=1e-4)
+
+
+def report_at_half_of(films: int, hits: int) -> list[float]:
+    """The sensitivity interval of ``hits`` of ``films`` abnormal films flagged (and one normal film)."""
+    truth = np.array([0] + [1] * films)
+    scores = np.array([0.1] + [0.9] * hits + [0.1] * (films - hits))
+    return evaluate_probabilities(truth, np.stack([1 - scores, scores], axis=1), CLASSES,
+                                  point_at(0.5)).sensitivity_ci
 
 
 def test_roc_curve_runs_from_origin_to_corner(report_at_half):
@@ -251,3 +284,18 @@ def test_bootstrap_auc_interval_equals_one_sklearn_call_per_resample(classes):
                                atol=1e-12)
     auc, interval = _auc_with_interval(y, probs, seed=3)
     np.testing.assert_allclose(interval, np.percentile(samples, [2.5, 97.5]), atol=1e-12)
+
+
+@pytest.mark.parametrize("classes", [CLASSES, ["COVID-19", "NORMAL", "PNEUMONIA", "TUBERCULOSIS"]])
+def test_intervals_re_read_from_a_reports_counts_are_the_ones_it_has(classes):
+    """What re-reads a stored report's intervals from its confusion matrices gives a fresh report's own, to the
+    bit; a report with stale (resampled) shares gets them replaced, its AUC and F1 intervals kept."""
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, len(classes), 200)
+    probs = rng.dirichlet(np.ones(len(classes)), 200) + np.eye(len(classes))[truth] * rng.random((200, 1))
+    probs /= probs.sum(axis=1, keepdims=True)
+    report = evaluate_probabilities(truth, probs, classes, point_at(0.4, classes, classes.index("NORMAL")))
+    assert with_count_intervals(report).to_json() == report.to_json()
+    stale = report.model_copy(update={"at_operating_point": report.at_operating_point.model_copy(
+        update={"specificity_ci": [1.0, 1.0], "accuracy_ci": [0.5, 0.5]})})
+    assert with_count_intervals(stale).to_json() == report.to_json()

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import environment
 from core.evaluation.folder import evaluate_folder
+from core.evaluation.metrics import with_count_intervals
 from core.store import manifest
 from core.store.checkpoints import load_checkpoint
 from core.store.registry import SHIPPED as SHIPPED_TIER
@@ -138,6 +139,11 @@ def test_every_model_loads_and_carries_a_full_validation_report(shipped):
         assert record.inference_ms_per_film > 0 and record.parameters > 0
         assert (record.task, record.classes) in {("pneumonia", ("NORMAL", "PNEUMONIA")),
                                                  ("covid", ("COVID-19", "NORMAL", "VIRAL PNEUMONIA"))}, name
+        for key, stored in [("validation", report), *record.other_reports.items()]:  # shares: Wilson, from counts
+            assert with_count_intervals(stored).to_json() == stored.to_json(), (name, key)
+            top = stored.at_operating_point
+            for share, interval in ((top.sensitivity, top.sensitivity_ci), (top.specificity, top.specificity_ci)):
+                assert interval[0] < interval[1] and interval[0] <= share <= interval[1], (name, key)  # never 100-100
 
 
 def test_the_default_is_the_wide_framing_resnet_and_lite1_ensemble_with_a_sensitivity_margin(shipped):

@@ -1,2 +1,2 @@
-"""Evaluation: metrics with bootstrap intervals at the operating point (a Report), on stored
+"""Evaluation: metrics with 95 % intervals at the operating point (a Report), on stored
 probabilities or on a class-folder tree of films."""

@@ -1,4 +1,4 @@
-"""Evaluation: scikit-learn metrics at the operating point and at 0.5, with bootstrap 95 % intervals.
+"""Evaluation: scikit-learn metrics at the operating point and at 0.5, with 95 % intervals.
 
 "Abnormal" means any class that is not the normal class; its score is 1 - p(normal). Binary metrics
 (sensitivity, specificity) are abnormal-vs-normal; per-class precision/recall/F1 use the decided label, and
@@ -8,8 +8,12 @@ probable class (``at_argmax``, how published multi-class accuracy is measured) a
 the normal class alone (``against_normal``, how a two-class seed of that pair is measured); films from two
 sources or more get figures per source. Films of a subset of the model's classes are measured over the classes present.
 
-Every interval comes from the same resamples (``N_BOOTSTRAP`` draws with replacement, made once per report
-and kept as how often each film was drawn), each figure computed for all resamples at once.
+Intervals of proportions of films (accuracy, sensitivity, specificity, precision, each class's recall and flag
+recall) are Wilson score intervals of their counts (:func:`count_intervals`, from the confusion matrix alone):
+a percentile bootstrap cannot reach past what it resamples, so 37 of 37 films read right gave "100 % (100-100)".
+AUCs and F1 come from resamples (``N_BOOTSTRAP`` draws of films with replacement, made once per report and kept as
+how often each film was drawn), each figure computed for all resamples at once. Films are resampled one by one,
+though a patient may have several: intervals of films from one batch are if anything too narrow.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 
+from core.evaluation.reported import wilson_interval
 from core.store.reports import (ClassMetrics, DecisionMetrics, OperatingPoint, PairFigures, Report, Roc,
                                 SourceFigures)
 
@@ -61,8 +66,8 @@ def evaluate_probabilities(
 def _against_normal(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str], normal: int,
                     weights: np.ndarray) -> dict[str, PairFigures]:
     """Each abnormal class with films here against the normal class alone (see PairFigures): its films and the
-    normal films, each called by the larger of the two probabilities; intervals from the report's resamples,
-    restricted to these films."""
+    normal films, each called by the larger of the two probabilities; the accuracy's Wilson interval, the AUC's
+    from the report's resamples restricted to these films."""
     figures = {}
     for k in range(len(classes)):
         if k == normal or not np.any(y_true == k):
@@ -74,12 +79,10 @@ def _against_normal(y_true: np.ndarray, probabilities: np.ndarray, classes: list
             score = np.nan_to_num(pair[:, 1] / pair.sum(axis=1), nan=0.5)
         right = (pair[:, 1] > pair[:, 0]) == positive  # a tie is called normal, as the operating point does
         drawn = weights[:, mine]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            accuracy_samples = (drawn @ right.astype(np.float64)) / drawn.sum(axis=1)
         both = bool(positive.any() and (~positive).any())
         figures[classes[k]] = PairFigures(
             n=int(mine.sum()), class_counts={classes[k]: int(positive.sum()), classes[normal]: int((~positive).sum())},
-            accuracy=float(right.mean()), accuracy_ci=_percentile_interval(accuracy_samples),
+            accuracy=float(right.mean()), accuracy_ci=_wilson(int(right.sum()), int(mine.sum())),
             auc=float(roc_auc_score(positive, score)) if both else None,
             auc_ci=_percentile_interval(_weighted_auc(positive, score, drawn)) if both else None,
         )
@@ -107,13 +110,16 @@ def _decision_metrics(y_true: np.ndarray, y_pred: np.ndarray, point: OperatingPo
             "flag_recall": {classes[k]: float(np.mean(called[y_true == k]))
                             for k in labels if k != normal and support[k]},
         }
-    intervals, recall_ci, flag_ci = _bootstrap_decisions(y_true, y_pred, normal, weights)
+    confusion = confusion_matrix(y_true, y_pred, labels=labels)
+    intervals, recall_ci, flag_ci = count_intervals(confusion, normal)
+    if normal is not None:
+        intervals["f1"] = _f1_interval(y_true != normal, y_pred != normal, weights)
     # Macro F1 over the classes these films hold or were called (scikit-learn's own default): a class with no
     # film and no call here says nothing about the model.
     seen = np.isin(labels, y_true) | np.isin(labels, y_pred)
     return DecisionMetrics(
         accuracy=float(np.mean(y_true == y_pred)),
-        confusion_matrix=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        confusion_matrix=confusion.tolist(),
         per_class={name: ClassMetrics(precision=float(p), recall=float(r), f1=float(f), support=int(n),
                                       recall_ci=recall_ci.get(k))
                    for k, (name, p, r, f, n) in enumerate(zip(classes, precision, recall, f1, support))},
@@ -162,31 +168,38 @@ def _bootstrap_weights(n: int, seed: int) -> np.ndarray:
     return drawn.reshape(N_BOOTSTRAP, n).astype(np.float64)
 
 
-def _bootstrap_decisions(y_true, y_pred, normal_index, weights) -> tuple[dict, dict, dict]:
-    """Intervals of the pooled figures; of each class's recall; of each abnormal class's flag recall (both
-    keyed by class index, for the classes with films here)."""
-    present = np.unique(y_true).tolist()
-    columns = {"right": y_true == y_pred}
+def count_intervals(confusion: np.ndarray | list, normal_index: int | None) -> tuple[dict, dict, dict]:
+    """Wilson 95 % intervals of the proportions a confusion matrix (rows: true class, columns: called) holds:
+    accuracy and, with a normal class, sensitivity, specificity and precision (abnormal against normal); each
+    class's recall and each abnormal class's flag recall (share called any abnormal class), keyed by class index,
+    for the classes with films. None where a proportion has no films to be a share of. Also what re-reads the
+    intervals of a stored report from its own confusion matrix."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    films = confusion.sum(axis=1)
+    intervals = {"accuracy": _wilson(int(np.trace(confusion)), int(films.sum()))}
+    recall_ci = {k: _wilson(int(confusion[k, k]), int(films[k])) for k in range(len(films)) if films[k]}
+    flag_ci = {}
     if normal_index is not None:
-        truth, called = y_true != normal_index, y_pred != normal_index
-        columns.update(tp=truth & called, fn=truth & ~called, tn=~truth & ~called, fp=~truth & called)
-    for k in present:
-        columns.update({("films", k): y_true == k, ("hits", k): (y_true == k) & (y_pred == k)})
-        if normal_index is not None and k != normal_index:
-            columns[("flagged", k)] = (y_true == k) & called
-    counts = dict(zip(columns, (weights @ np.stack(list(columns.values()), axis=1).astype(np.float64)).T))
-    samples = {"accuracy": counts["right"] / len(y_true)}
-    recall_ci, flag_ci = {}, {}
-    with np.errstate(invalid="ignore", divide="ignore"):  # resamples without a denominator: NaN, left out
-        if normal_index is not None:
-            tp, fn, tn, fp = (counts[key] for key in ("tp", "fn", "tn", "fp"))
-            samples.update(sensitivity=tp / (tp + fn), specificity=tn / (tn + fp), precision=tp / (tp + fp),
-                           f1=2 * tp / (2 * tp + fp + fn))
-        for k in present:
-            recall_ci[k] = _percentile_interval(counts[("hits", k)] / counts[("films", k)])
-            if ("flagged", k) in counts:
-                flag_ci[k] = _percentile_interval(counts[("flagged", k)] / counts[("films", k)])
-    return {k: _percentile_interval(v) for k, v in samples.items()}, recall_ci, flag_ci
+        abnormal = np.arange(len(films)) != normal_index
+        tp, fn = confusion[abnormal][:, abnormal].sum(), confusion[abnormal, normal_index].sum()
+        tn, fp = confusion[normal_index, normal_index], confusion[normal_index, abnormal].sum()
+        intervals.update(sensitivity=_wilson(int(tp), int(tp + fn)), specificity=_wilson(int(tn), int(tn + fp)),
+                         precision=_wilson(int(tp), int(tp + fp)))
+        flag_ci = {k: _wilson(int(confusion[k, abnormal].sum()), int(films[k]))
+                   for k in range(len(films)) if abnormal[k] and films[k]}
+    return intervals, recall_ci, flag_ci
+
+
+def _wilson(hits: int, films: int) -> tuple[float, float] | None:
+    return wilson_interval(hits / films, films) if films else None
+
+
+def _f1_interval(truth: np.ndarray, called: np.ndarray, weights: np.ndarray) -> list[float] | None:
+    """The abnormal-vs-normal F1's interval from the report's resamples (F1 is not a share of films)."""
+    columns = np.stack([truth & called, truth != called], axis=1).astype(np.float64)
+    tp, wrong = (weights @ columns).T
+    with np.errstate(invalid="ignore", divide="ignore"):  # resamples with neither: NaN, left out
+        return _percentile_interval(2 * tp / (2 * tp + wrong))
 
 
 class _Aucs(NamedTuple):
@@ -264,3 +277,29 @@ def _ratio(numerator, denominator) -> float | None:
 
 def _round(values: np.ndarray) -> list[float]:
     return [round(float(v), 6) for v in values]
+
+
+def with_count_intervals(report: Report) -> Report:
+    """``report`` with every interval of a share of films re-read from its own counts (:func:`count_intervals`;
+    a pair's accuracy from its films and accuracy): what :func:`evaluate_probabilities` gives those films now.
+    AUC and F1 intervals, which need the films' scores, are kept."""
+    normal = report.operating_point.normal_index
+    classes = report.operating_point.classes
+
+    def decisions(metrics: DecisionMetrics | None) -> DecisionMetrics | None:
+        if metrics is None:
+            return None
+        intervals, recall_ci, flag_ci = count_intervals(metrics.confusion_matrix, normal)
+        per_class = {name: row.model_copy(update={"recall_ci": recall_ci.get(classes.index(name))})
+                     for name, row in metrics.per_class.items()}
+        update = {f"{key}_ci": value for key, value in intervals.items()}
+        if normal is not None:
+            update["flag_recall_ci"] = {classes[k]: v for k, v in flag_ci.items()}
+        return metrics.model_copy(update={**update, "per_class": per_class})
+
+    pairs = None if report.against_normal is None else {
+        name: pair.model_copy(update={"accuracy_ci": _wilson(round(pair.accuracy * pair.n), pair.n)})
+        for name, pair in report.against_normal.items()}
+    return report.model_copy(update={"at_operating_point": decisions(report.at_operating_point),
+                                     "at_half": decisions(report.at_half),
+                                     "at_argmax": decisions(report.at_argmax), "against_normal": pairs})

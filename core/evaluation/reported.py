@@ -19,7 +19,9 @@ def wilson_interval(proportion: float, n: int) -> tuple[float, float]:
     z2 = Z * Z
     centre = (proportion + z2 / (2 * n)) / (1 + z2 / n)
     half = Z * math.sqrt(proportion * (1 - proportion) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 or n the interval's own end is exactly the observation (rounding left 0.9999999999999999 for 1)
+    low = 0.0 if proportion == 0.0 else max(0.0, centre - half)
+    return low, (1.0 if proportion == 1.0 else min(1.0, centre + half))
 
 
 def hanley_mcneil_interval(auc: float, n_abnormal: int, n_normal: int) -> tuple[float, float]:

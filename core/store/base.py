@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-Interval = tuple[float, float]  # a 95 % bootstrap interval (low, high)
+Interval = tuple[float, float]  # a 95 % interval (low, high): Wilson for a share of films, else resampled
 R = TypeVar("R", bound="Record")
 
 

@@ -16,7 +16,7 @@ normal films. That folder holds smoothed random-noise textures, not chest films 
 images is a "Normal" one with a few bright blobs), so the figure measured nothing about adults. It is no longer
 computed; versions that still carry it load as before, and the card, Compare and ``models --json`` leave it out.
 
-Every figure carries its bootstrap 95 % interval (core.evaluation.metrics). Thresholds are never chosen here.
+Every figure carries its 95 % interval (core.evaluation.metrics). Thresholds are never chosen here.
 """
 from __future__ import annotations
 

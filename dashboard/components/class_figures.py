@@ -16,7 +16,7 @@ from dashboard.components.reports import RocCurve, percent, with_interval
 NO_FILMS = "— (no films)"
 CLASS_COLUMNS = ("Films", "Flagged urgent", "Recall (operating point)", "Recall (most probable class)",
                  "AUC (one-vs-rest)", "Precision", "F1", "Accuracy against normal alone", "AUC against normal alone")
-CLASS_FIGURES_NOTE = ("Per class, with 95 % bootstrap intervals: *flagged urgent* is the share of the class's "
+CLASS_FIGURES_NOTE = ("Per class, with 95 % intervals: *flagged urgent* is the share of the class's "
                       "films whose abnormal score reaches the threshold (what triage promises for that class); "
                       "*recall* is the share called that very class, at the operating point or by the most "
                       "probable class; the AUC is the class against all the others. *Against normal alone*: "

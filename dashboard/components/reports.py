@@ -62,7 +62,7 @@ def interval_text(interval: list[float] | None, as_percent: bool = True) -> str:
 
 
 def with_interval(value: float | None, interval: list[float] | None, as_percent: bool = True) -> str:
-    """``86.1 % (78.5–93.7)``: the value and its 95 % bootstrap interval."""
+    """``86.1 % (78.5–93.7)``: the value and its 95 % interval."""
     if value is None:
         return "—"
     text = f"{value * 100:.1f} %" if as_percent else f"{value:.3f}"
