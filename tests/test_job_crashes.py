@@ -263,3 +263,92 @@ def test_two_starts_at_once_exactly_one_wins(job_places, kermany_train):
     done = wait_for(lambda: _ended(winner.folder), timeout=60, what="the winner to stop")
     assert done.state == "cancelled" and _default_files(checkpoints) == before
     assert lock.held_by(jobs) is None
+
+
+# --- the runner's own decisions, in this process ------------------------------------------------------------
+
+
+class _Exited(Exception):
+    """os._exit, caught: the runner would have ended its process here."""
+
+
+def _runner(tmp_path: Path, monkeypatch, resume_of: str | None = None):
+    from core.jobs.records import JobSettings, write_settings
+    from core.jobs.runner import JobRunner
+
+    folder = tmp_path / "jobs" / "20261130-000000-rune"
+    folder.mkdir(parents=True)
+    write_settings(folder, JobSettings(job_id=folder.name, data_dir=tmp_path, config=QUICK, resume_of=resume_of))
+    write_status(folder, RUNNING, message="Training.")
+
+    def exit_here(code: int) -> None:
+        raise _Exited(code)
+
+    monkeypatch.setattr(os, "_exit", exit_here)
+    return JobRunner(folder)
+
+
+def test_a_cancel_after_a_resumed_run_s_last_epoch_lets_it_ship_instead_of_ending_mid_registration(
+        tmp_path, monkeypatch, settings_env):
+    """A run resumed after its last epoch takes no step: it validates and registers at once. Its replayed epochs
+    mean the run is past decoding, so Cancel must not end the process (half a registration), as it still may
+    while a fresh run decodes its films."""
+    from core.training.events import EpochEvent
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"))
+    decoding = _runner(tmp_path / "a", monkeypatch)
+    decoding.emit(LoadingEvent(message="decoding 120 films once"))
+    with pytest.raises(_Exited):
+        decoding.on_signal(signal.SIGTERM, None)
+    assert read_job(decoding.folder).status.message.startswith("Training was cancelled before it started")
+
+    resumed = _runner(tmp_path / "b", monkeypatch, resume_of="20261129-000000-prev")
+    for epoch in (1, 2):  # replayed from the saved state
+        resumed.emit(EpochEvent(epoch=epoch, epochs=2, train_loss=0.5, val_loss=0.5, val_auc=0.9, seconds=1.0))
+    assert resumed.training_started and resumed.training_done
+    resumed.on_signal(signal.SIGTERM, None)  # returns: the run ships, its status says the cancel came late
+    from core.jobs.records import read_status
+
+    assert resumed.cancel_requested and read_status(resumed.folder).state == RUNNING  # nothing final written
+
+
+def test_an_unexpected_training_error_is_named_by_its_type_not_its_server_paths(tmp_path, monkeypatch,
+                                                                                 settings_env):
+    import core.training.train as training
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    runner = _runner(tmp_path, monkeypatch)
+    secret = tmp_path / "runs" / ".05e3.pt.tmp"
+
+    def fails(*args, **kwargs):
+        raise IsADirectoryError(21, "Is a directory", str(secret), str(secret.with_name("05e3.pt")))
+
+    monkeypatch.setattr(training, "train", fails)
+    assert runner._run() == 1
+    status = read_job(runner.folder).status
+    assert status.state == FAILED and "unexpected error (IsADirectoryError)" in status.message
+    assert str(tmp_path) not in status.message and "runner.stderr" in status.message
+
+
+@pytest.mark.parametrize("where", ["jobs folder under a file", "disk full"])
+def test_a_jobs_folder_that_cannot_be_written_is_refused_in_words_and_leaves_no_half_made_job(
+        job_places, kermany_train, tmp_path, monkeypatch, where):
+    checkpoints, jobs = job_places
+    if where == "jobs folder under a file":
+        (tmp_path / "afile").write_text("not a folder")
+        jobs = tmp_path / "afile" / "jobs"
+    else:
+        import core.jobs.jobs as job_module
+
+        def full(folder, settings):
+            raise OSError(28, "No space left on device", str(folder / "settings.json"))
+
+        monkeypatch.setattr(job_module, "write_settings", full)
+    with pytest.raises(JobError) as refused:
+        start_job(kermany_train, QUICK, directory=checkpoints, root=jobs)
+    message = str(refused.value)
+    assert "jobs folder cannot be written" in message and "Nothing was started" in message
+    assert str(tmp_path) not in message
+    if where == "disk full":
+        assert list(jobs.iterdir()) == [jobs / LOCK_FILE] or [p.name for p in jobs.iterdir()] == [LOCK_FILE]
+        assert lock.held_by(jobs) is None and active_job(jobs) is None

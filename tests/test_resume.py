@@ -25,7 +25,7 @@ from core.admin.audit import read_actions
 from core.config import DistributedEnvironment
 from core.errors import JobError, TrainingCancelled
 from core.films.folders import FilmSet
-from core.jobs.jobs import FAILED, RUNNING, SUCCEEDED, list_jobs, read_job
+from core.jobs.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, list_jobs, read_job
 from core.jobs.records import JobSettings, write_settings, write_status
 from core.jobs.resume import resumable_run, resume_job
 from core.models.build import build_model
@@ -36,7 +36,7 @@ from core.training.distributed import Hardware
 from core.training.events import EpochEvent, NoteEvent
 from core.errors import ResumeRefused
 from core.training.resume import RunIdentity, open_run, run_identity
-from core.training.saved_runs import prune_saved_runs, runs_dir, saved_runs
+from core.training.saved_runs import kept_note, prune_saved_runs, runs_dir, saved_runs
 from core.training.train import split_films, train
 
 if TYPE_CHECKING:
@@ -211,11 +211,16 @@ def test_the_cli_resumes_an_interrupted_run_and_says_when_there_is_nothing_to_re
     _interrupt(kermany_train, TINY, site)  # the same settings as the arguments above
     done = run_cli(*args, checkpoints=site)
     assert done.returncode == 0, done.stdout + done.stderr
-    line = json.loads(done.stdout.splitlines()[-1])  # progress lines first, the result last
+    (answer,) = done.stdout.splitlines()  # the JSON answer alone: progress goes to stderr
+    line = json.loads(answer)
+    assert "epoch 2: train loss" in done.stderr
     record = read_model_record(site / f"{line['name']}.json")
     assert [h.epoch for h in record.training.history] == [1, 2]
     assert "resumed after epoch 1 of 2 from its saved state" in record.training.notes
     assert saved_runs() == [] and not list(runs_dir().glob("*.pt"))
+    trained = next(a for a in read_actions(limit=20) if a.action == "train")  # the new version is on record
+    assert (trained.model, trained.details["resumed"], trained.details["epochs"]) == (line["name"], True, 2)
+    assert trained.details["dataset"] == "kermany-224/train" and str(kermany_train) not in json.dumps(trained.details)
 
 
 # --- jobs and the Retrain page ------------------------------------------------------------------------------
@@ -242,6 +247,16 @@ def test_a_job_that_died_says_its_run_is_kept_and_only_an_unfinished_one_can_res
     assert died.state == FAILED and "stopped unexpectedly" in died.message and "Nothing was registered" in died.message
     assert died.message.endswith("Its state after epoch 1 of 2 is kept: an administrator can resume it (Resume).")
     assert resumable_run(died).epoch == 1
+    # a resume that ended before it took the run over (cancelled while decoding): the run is still offered,
+    # through it, and its message says the state is kept
+    early = jobs / "20260101-000001-beef"
+    early.mkdir()
+    write_settings(early, died.settings.model_copy(update={"job_id": early.name, "resume_of": FAR_JOB}))
+    write_status(early, CANCELLED, message="Training was cancelled before it started; nothing was saved.")
+    assert resumable_run(read_job(early)).epoch == 1
+    assert kept_note(early.name, FAR_JOB).endswith("Its state after epoch 1 of 2 is kept: an administrator can "
+                                                     "resume it (Resume).")
+    assert kept_note(early.name) == ""  # without following the resume, nothing of its own
     write_status(folder, SUCCEEDED, message="Registered.")  # a finished job has nothing to resume
     with pytest.raises(JobError, match=f"Job {FAR_JOB} has nothing to resume \\(succeeded\\)"):
         resume_job(FAR_JOB, jobs)

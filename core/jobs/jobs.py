@@ -22,8 +22,10 @@ age are pruned (core.jobs.prune); starts, resumes and cancels are in the audit l
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,9 +133,13 @@ def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None
     if name is not None:
         check_model_name(name)  # a file name, never a path (InvalidModelName), before any process starts
     root = root or jobs_dir()
-    fd = lock.claim(root)
+    try:
+        fd = lock.claim(root)
+    except OSError as exc:
+        raise _unwritable(exc) from None
     if fd is None:
         raise JobAlreadyRunning(_busy_message(root))
+    folder = None
     try:
         _recover_all(root)  # we hold the lock: any job still marked active has lost its process
         prune_old_jobs(root)
@@ -150,13 +156,26 @@ def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None
         try:
             process = _spawn(folder, fd)
         except OSError as exc:
-            write_status(folder, FAILED, message=f"The training process could not be started ({exc}).")
-            raise JobError(f"The training process could not be started ({exc}).") from exc
+            message = f"The training process could not be started ({exc.strerror or type(exc).__name__})."
+            write_status(folder, FAILED, message=message)
+            raise JobError(message) from exc
+    except OSError as exc:  # the jobs folder cannot be written (full, read-only): no half-made job is left
+        if folder is not None and not (folder / "status.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise _unwritable(exc) from None
     finally:
         os.close(fd)  # the runner holds the same open file, and with it the lock, until it ends
     # Reap the runner when it ends, so it never lingers as a zombie.
     threading.Thread(target=process.wait, name=f"reap-{job_id}", daemon=True).start()
     return read_job(folder)
+
+
+def _unwritable(exc: OSError) -> JobError:
+    """The jobs folder's failure in words, without its server path (the detail goes to the server log)."""
+    logging.getLogger(__name__).warning("the jobs folder cannot be written: %s", exc)
+    return JobError(f"The training job could not be set up: the jobs folder cannot be written "
+                    f"({exc.strerror or type(exc).__name__}). Nothing was started; ask an administrator to check "
+                    "the jobs folder (CXR_JOBS) and the free disk space.")
 
 
 def _record_start(folder: Path, job_id: str, data_dir: str | Path, config: TrainConfig, name: str | None,

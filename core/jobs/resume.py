@@ -16,10 +16,22 @@ from core.training.saved_runs import SavedRun, saved_run_of_job
 
 
 def resumable_run(job: Job) -> SavedRun | None:
-    """The saved run an unfinished job left behind, or None (still running, succeeded, or nothing saved)."""
+    """The saved run an unfinished job left behind, or None (still running, succeeded, or nothing saved). A
+    resume that ended before it took the run over (cancelled while decoding, say) leaves the run with the job it
+    resumed: followed back through such resumes, so the newest job still offers it."""
     if job.is_active or job.state == SUCCEEDED:
         return None
-    return saved_run_of_job(job.job_id)
+    seen = {job.job_id}
+    run = saved_run_of_job(job.job_id)
+    while run is None and job.settings.resume_of and job.settings.resume_of not in seen \
+            and JOB_FOLDER.match(job.settings.resume_of):
+        seen.add(job.settings.resume_of)
+        try:
+            job = read_job(job.folder.parent / job.settings.resume_of)
+        except (JobError, OSError, ValueError):  # pruned or damaged: nothing to follow
+            return None
+        run = saved_run_of_job(job.job_id)
+    return run
 
 
 def resume_job(job_id: str, root: Path | None = None, *, who: str = "cli") -> Job:

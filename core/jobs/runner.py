@@ -46,11 +46,15 @@ class JobRunner:
         self._finished = False
         self.time_limit = self.settings.time_limit_minutes or current_settings().job_time_limit_minutes
 
+    def _kept(self) -> str:
+        """That the run's state is kept for Resume ("" when none), a resumed run's too before it is taken over."""
+        return kept_note(self.settings.job_id, self.settings.resume_of)
+
     def should_stop(self) -> bool:
         return self.cancel_requested or self.out_of_time or (self.folder / "cancel").exists()
 
     def time_limit_message(self) -> str:
-        kept = kept_note(self.settings.job_id)  # the epochs it finished are kept: Resume continues the run
+        kept = self._kept()  # the epochs it finished are kept: Resume continues the run
         return (f"Training was stopped after its time limit of {describe(self.time_limit)}; "
                 f"{'no model was registered' if kept else 'nothing was saved'}.{kept} "
                 "An administrator can change the limit (CXR_JOB_TIME_LIMIT).")
@@ -75,7 +79,7 @@ class JobRunner:
         self.log("Cancel requested.")
         if not self.training_started:
             # Still starting or decoding films: nothing is written yet, so stopping here is clean.
-            self.finish(CANCELLED, CANCELLED_EARLY + kept_note(self.settings.job_id))  # a resumed run's stays
+            self.finish(CANCELLED, CANCELLED_EARLY + self._kept())  # a resumed run's stays
             os._exit(0)
 
     def log(self, message: str) -> None:
@@ -86,6 +90,9 @@ class JobRunner:
         if isinstance(event, StepEvent):
             self.training_started = True
             self.training_done = event.progress >= 1.0
+        elif isinstance(event, EpochEvent):  # a resumed run replays its saved epochs before (or instead of) a step
+            self.training_started = True
+            self.training_done = self.training_done or event.epoch >= event.epochs
         line = event.model_copy(update={"time": clock.seconds()}).model_dump_json()
         with open(self.folder / "events.jsonl", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
@@ -139,7 +146,8 @@ class JobRunner:
             return 1
         except Exception as exc:  # the process boundary: any failure must reach the page as a status
             traceback.print_exc(file=sys.stderr)
-            self.finish(FAILED, f"Training stopped with an unexpected error ({type(exc).__name__}: {exc}). "
+            # its type only: an OSError's words name server files, and this status is shown on the page
+            self.finish(FAILED, f"Training stopped with an unexpected error ({type(exc).__name__}). "
                                 f"Nothing was registered. Details for an operator: runner.stderr in the folder of job "
                                 f"{self.settings.job_id}.")
             return 1
@@ -154,7 +162,7 @@ class JobRunner:
         if self.out_of_time:
             self.finish(FAILED, self.time_limit_message())
             return 1
-        kept = "" if "is kept" in cancelled else kept_note(self.settings.job_id)  # cancelled before training
+        kept = "" if "is kept" in cancelled else self._kept()  # cancelled before training
         self.finish(CANCELLED, cancelled + kept)
         return 0
 

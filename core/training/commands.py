@@ -47,9 +47,9 @@ def run_train(args) -> int:
             bar.refresh()
         elif isinstance(event, EpochEvent):
             bar.write(f"epoch {event.epoch}: train loss {event.train_loss:.4f}, "
-                      f"validation AUC {event.val_auc:.4f}, {event.seconds:.0f} s")
+                      f"validation AUC {event.val_auc:.4f}, {event.seconds:.0f} s", file=sys.stderr)
         elif isinstance(event, (NoteEvent, LoadingEvent)) and event.message:
-            bar.write(event.message)
+            bar.write(event.message, file=sys.stderr)  # stdout holds the JSON answer alone
 
     try:
         record = train(args.dir, request, name=args.name, directory=directory, on_progress=on_progress, who=_who(),

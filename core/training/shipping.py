@@ -8,6 +8,7 @@ New versions go to the site folder. Only an explicit ``directory`` equal to the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -25,9 +26,11 @@ from core.store.registry import checkpoint_dir, next_version_name, registry_lock
 
 
 def ship_version(model: nn.Module, record: ModelRecord, base_name: str, directory: Path | None = None,
-                 make_default: bool = False, who: str = "cli", population: GaussianScore | None = None) -> ModelRecord:
+                 make_default: bool = False, who: str = "cli", population: GaussianScore | None = None,
+                 after_save: Callable[[ModelRecord], object] | None = None) -> ModelRecord:
     """Write ``model`` with ``record`` as ``base_name-vN`` into ``directory`` (default: the site folder);
     returns the record as stored. ``population``: the score of ``record.population_check``, stored beside it.
+    ``after_save``: called with the stored record before any promotion (e.g. to write the audit entry).
 
     The model is moved to the CPU in the memory layout :func:`load_checkpoint` gives, so its recorded speed
     compares with every other version's, whatever device it was trained on.
@@ -46,6 +49,8 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
             if stored.population_check is not None:
                 written.append(directory / stored.population_check.file)
             manifest.write_manifest(directory, written)
+    if after_save is not None:
+        after_save(stored)
     # Through the promotion floor (core.store.promotion), recorded in the audit log as done by ``who``.
     if make_default:
         promote(stored.name, who=who, directory=directory)  # PromotionRefused: the version stays, not default

@@ -27,6 +27,7 @@ from core.store.records import DataRecord, InputSpec, ModelArgs, ModelRecord, Tr
 from core.store.registry import checkpoint_dir
 from core.store.reports import OperatingPoint, Report
 from core.tasks import task_name
+from core.admin.audit import ensure_writable, record_action
 from core.films.folders import FilmSet
 from core.films.manifest import training_films
 from core.films.tensor import load_tensors
@@ -85,6 +86,8 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
            make_default: bool, who: str, resume: bool = False) -> ModelRecord | None:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     started = time.monotonic()
+    if hardware.is_main:
+        ensure_writable()  # the new version is recorded: a log that cannot take it stops the run before it trains
     split_notes: list[str] = []  # near-duplicates grouped, a val/ folder joined
     films, train_set, val_set, held_out = split_films(data_dir, config, split_notes)
     run = open_run(run_identity(config, data_dir, train_set, val_set, hardware.world.world_size), hardware, resume,
@@ -122,11 +125,15 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
         data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
         parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check,
     )
+    details = {"job": job_id, "resumed": resume, "dataset": "/".join(Path(data_dir).parts[-2:]), "arch": config.arch,
+               "image_size": config.image_size, "epochs": len(history), "auc": report.auc,
+               "sensitivity": report.sensitivity, "specificity": report.specificity, "n": report.n}
     try:
         record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,
-                              population)
+                              population, after_save=lambda stored: record_action(
+                                  "train", who, model=stored.name, task=stored.task, **details))
     except PromotionRefused:
-        run.forget()  # the version is stored; only its promotion was refused
+        run.forget()  # the version is stored (and recorded); only its promotion was refused
         raise
     run.forget()  # shipped: nothing left to resume
     emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
