@@ -136,6 +136,32 @@ def test_films_left_out_of_a_folder_evaluation_are_named_by_the_data_roots_label
     assert str(tmp_path) not in left_out.value.to_string()
 
 
+def test_a_model_evaluated_on_the_films_it_learned_from_is_flagged(at, settings_env, tmp_path):
+    """Evaluating on a folder a model was trained on reads its own training and validation films: said in a
+    warning naming that model only; a folder it never saw gets none."""
+    films = sorted(p for p in require(FILMS_DIR, "films").rglob("*") if p.is_file())
+    ward = tmp_path / "ward-films"
+    for film in films:
+        (ward / film.parent.name).mkdir(parents=True, exist_ok=True)
+        (ward / film.parent.name / film.name).symlink_to(film)
+    (tmp_path / "roots.toml").write_text(f'[roots]\nward = "{ward}"\n')
+    settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
+    described = tmp_path / "checkpoints" / "pneumonia-mlp-v1.json"  # a site model: trained on the ward's films
+    record = json.loads(described.read_text())
+    record["training"]["data_dir"] = str(ward)
+    described.write_text(json.dumps(record))
+    at.segmented_control[0].set_value("Evaluate on a folder")
+    at.run()
+    _evaluate(at)  # shared-data/films: neither model learned from them
+    assert not at.exception and not at.error and not [w for w in at.warning if "learned from" in w.value]
+    _select(at, "Data root").set_value("ward")
+    at.run()
+    _evaluate(at)
+    assert not at.exception and not at.error
+    (warning,) = [w.value for w in at.warning if "learned from" in w.value]
+    assert warning.startswith("`pneumonia-mlp-v1` learned from films in this folder") and "cnn5" not in warning
+    assert str(tmp_path) not in warning
+
 def test_a_folder_that_is_not_a_dataset_is_explained(at):
     at.segmented_control[0].set_value("Evaluate on a folder")
     at.run()

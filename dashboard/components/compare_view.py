@@ -5,6 +5,7 @@ import streamlit as st
 
 from core.admin.audit import record_action
 from core.errors import TriageError
+from core.evaluation.overlap import trained_on
 from core.films.roots import SHARED_ROOT
 from core.store.registry import ModelEntry
 from core.store.reports import Report
@@ -50,6 +51,16 @@ def policy_films_caveat(folder: str) -> None:
     label = data_label(folder)
     if label == POLICY_FILMS or label.startswith(POLICY_FILMS + "/"):
         st.info(POLICY_FILMS_CAVEAT, icon=":material/info:")
+
+
+def training_films_caveat(rows: list[tuple[ModelEntry, Report]], folder: str) -> None:
+    """Warn when a model evaluated on ``folder`` was trained or validated on films in it."""
+    learned = [entry.name for entry, _ in rows if trained_on(entry.record, folder)]
+    if learned:
+        st.warning(f"{', '.join(f'`{name}`' for name in learned)} learned from films in this folder (it holds the "
+                   "films they were trained or validated on), so their figures here overstate what they do on new "
+                   "films. Evaluate on films kept out of training, such as another batch or a site's own films.",
+                   icon=":material/warning:")
 
 
 def sources(rows: list[tuple[ModelEntry, Report]]) -> None:

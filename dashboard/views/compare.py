@@ -8,7 +8,8 @@ import streamlit as st
 from core.admin.audit import ensure_writable
 from core.errors import TriageError
 from dashboard.components.access import current_user, how_to_administer
-from dashboard.components.compare_view import comparison, details, policy_films_caveat, record_evaluations, sources
+from dashboard.components.compare_view import (comparison, details, policy_films_caveat, record_evaluations, sources,
+                                               training_films_caveat)
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.task_choice import models_of, pick_task, title_of
 from dashboard.state import (default_evaluation_dir, folder_report, folder_stamp, registered_models,
@@ -90,5 +91,6 @@ if rows:
     sources(rows)
     if source == FOLDER:
         policy_films_caveat(target)
+        training_films_caveat(rows, target)
     comparison(rows, stored=source == STORED)
     details(rows)

@@ -1,0 +1,68 @@
+"""Did a model learn from the films an evaluation reads? Figures measured on a model's own training (or
+validation) films overstate what it does on new films, and a folder chooser makes that easy to do by mistake
+(``kermany-224/train`` is right there). Read without torch, from the model's record: the folders its training
+source reads (a class-folder tree's ``train/`` and ``val/``, or the tree itself; a manifest's folders) against
+the folder an evaluation reads (``evaluate_folder``: the tree's ``test/`` split when it has split folders).
+Folders overlap when one lies inside the other, links followed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import TriageError
+from core.films.folders import evaluation_split, split_folders
+from core.films.manifest import find_manifest, load_manifest, recorded_source
+from core.films.roots import resolve_label
+from core.store.records import ModelRecord
+
+
+def training_folders(record: ModelRecord) -> list[Path]:
+    """The folders ``record``'s training read, resolved; empty when it has no training record or they are gone."""
+    source = record.training.data_dir if record.training is not None else ""
+    if not str(source).strip():
+        return []
+    source = recorded_source(source)
+    try:
+        manifest = find_manifest(source)
+        if manifest is not None:
+            return [folder for folder in map(_label_folder, load_manifest(manifest).folders) if folder is not None]
+        root = Path(source).expanduser()
+        splits = split_folders(root)
+        folders = [root / name for name in ("train", "val") if name in splits] if splits else [root]
+    except (TriageError, OSError):  # a manifest or folder that is gone or changed: nothing to compare
+        return []
+    return [folder for folder in map(_resolved, folders) if folder is not None]
+
+
+def evaluated_folder(folder: str | Path, split: str | None = None) -> Path | None:
+    """The folder an evaluation of ``folder`` reads its class folders from, resolved (None when it is gone)."""
+    try:
+        chosen = evaluation_split(folder, split)
+    except TriageError:
+        return None
+    return _resolved(Path(folder) / chosen if chosen else Path(folder))
+
+
+def trained_on(record: ModelRecord, folder: str | Path, split: str | None = None) -> bool:
+    """Whether evaluating ``record``'s model on ``folder`` reads films it was trained or validated on."""
+    evaluated = evaluated_folder(folder, split)
+    if evaluated is None:
+        return False
+    return any(evaluated.is_relative_to(trained) or trained.is_relative_to(evaluated)
+               for trained in training_folders(record))
+
+
+def _label_folder(entry) -> Path | None:
+    try:
+        return resolve_label(entry.label)  # resolved already
+    except TriageError:  # FolderNotAllowed: a folder gone since, or a root no longer configured
+        return None
+
+
+def _resolved(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None

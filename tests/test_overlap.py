@@ -1,0 +1,49 @@
+"""Whether an evaluation reads films a model learned from (core/evaluation/overlap.py), on the shipped models'
+own records and the real folders beside the checkout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.evaluation.overlap import trained_on, training_folders
+from core.store.records import read_model_record
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def pneumonia():
+    return read_model_record(SHIPPED / "pneumonia-mlp-v1.json")  # trained on ../shared/data/kermany-224/train
+
+
+def test_a_shipped_model_learned_from_its_training_folder_and_nothing_beside_it(pneumonia, data_dir, settings_env):
+    settings_env(CXR_DATA=str(data_dir))
+    assert training_folders(pneumonia) == [(data_dir / "kermany-224" / "train").resolve()]
+    assert trained_on(pneumonia, data_dir / "kermany-224" / "train")
+    assert trained_on(pneumonia, data_dir / "kermany-224" / "train" / "NORMAL")  # a part of it
+    assert not trained_on(pneumonia, data_dir / "films")  # the 16 full-resolution films: never trained on
+    assert not trained_on(pneumonia, data_dir / "covid-3class" / "train")
+    covid = read_model_record(SHIPPED / "covid-efficientnet_lite0-v1.json")
+    assert trained_on(covid, data_dir / "covid-3class" / "train")
+    assert not trained_on(covid, data_dir / "kermany-224" / "train")
+
+
+def test_a_tree_with_splits_is_read_at_its_test_split_and_a_manifest_by_its_folders(pneumonia, data_dir, tmp_path,
+                                                                                       settings_env):
+    settings_env(CXR_DATA=str(data_dir), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    tree = tmp_path / "kaggle"
+    for split in ("train", "test"):
+        (tree / split / "NORMAL").mkdir(parents=True)
+    trained_here = pneumonia.model_copy(update={"training": pneumonia.training.model_copy(
+        update={"data_dir": str(tree)})})
+    assert training_folders(trained_here) == [(tree / "train").resolve()]
+    assert not trained_on(trained_here, tree)  # evaluating the tree reads test/, which training never read
+    assert trained_on(trained_here, tree, split="train")
+    four = pneumonia.model_copy(update={"training": pneumonia.training.model_copy(update={"data_dir": "four-class"})})
+    folders = training_folders(four)  # its folders inside the data roots; tb-films is not configured here
+    assert (data_dir / "kermany-224" / "train" / "PNEUMONIA").resolve() in folders
+    assert trained_on(four, data_dir / "kermany-224" / "train") and not trained_on(four, data_dir / "films")
+    gone = pneumonia.model_copy(update={"training": pneumonia.training.model_copy(
+        update={"data_dir": str(tmp_path / "moved-away")})})
+    assert training_folders(gone) == [] and not trained_on(gone, data_dir / "films")
