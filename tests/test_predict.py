@@ -168,3 +168,22 @@ def test_shared_predictor_is_safe_across_threads(predictor, films_dir):
         t.join()
     assert errors == []
     assert [results[i] for i in range(len(filmset))] == expected
+
+
+def test_the_exported_score_is_the_number_the_threshold_was_compared_with(predictor, films_dir):
+    """A threshold placed exactly on a film's score makes it urgent, a hair above makes it routine, and the score
+    the prediction reports sits on the same side as its priority (a score rounded for export could read just
+    below the threshold of an urgent film)."""
+    import dataclasses
+    import math
+
+    loaded = predictor.loaded
+    for path in sorted(films_dir.glob("*/*.jpeg"))[:4]:
+        film = read_film(path)
+        score = predictor.predict(film).abnormal_score
+        for threshold, priority in ((score, URGENT), (math.nextafter(score, 2.0), ROUTINE)):
+            point = loaded.record.operating_point.model_copy(update={"threshold": threshold})
+            moved = dataclasses.replace(loaded, record=loaded.record.model_copy(update={"operating_point": point}))
+            prediction = Predictor(moved, chest_check=predictor.chest_check).predict(film)
+            assert prediction.priority == priority, path.name
+            assert (prediction.abnormal_score >= prediction.threshold) == (priority == URGENT), path.name

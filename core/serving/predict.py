@@ -163,7 +163,7 @@ class Predictor:
         if problems:
             warnings.append("Not triaged: the image does not look like a usable chest film.")
         return Prediction(self.name, {c: round(float(p), 6) for c, p in zip(classes, probs)}, label, priority,
-                          None if score is None else round(score, 6),
+                          score,  # unrounded: the exact number the threshold was compared with
                           None if point.normal_index is None else point.threshold, warnings,
                           population_warning, self.population is not None)
 
