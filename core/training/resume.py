@@ -10,9 +10,19 @@ and what a run is, readable without torch).
 - **Saved** after every epoch's validation, atomically (a temporary, then ``os.replace``), by rank 0; under
   torchrun the other ranks hand it their random-number states. The state: model, optimiser, LR schedule,
   every rank's batch-order/augmentation generator and torch's global RNG (dropout), the history, the best
-  weights and AUC, the epochs without a gain, whether training is over. Loaded with ``weights_only=True``.
+  weights and AUC, the epochs without a gain, whether training is over. Its SHA-256 goes into the ``.json``
+  (written first, listing the previous state's digest too, so a writer killed between the two files leaves
+  a state that still matches).
+- **Checked** before anything of it is used: never through a symbolic link, its digest against the ``.json``
+  (a state saved before digests were recorded has none to check), loaded with ``weights_only=True``, then
+  every entry's type, the epoch against the history, and the weights, optimiser and schedule against the
+  fresh model's. Any fault is :class:`ResumeRefused`, naming no file: start a new run, which replaces it.
 - **Restored** before the first epoch to run: the next epoch runs as it would have without the interruption
   (on the CPU in fp32 the resumed weights equal an uninterrupted run's bit for bit, tests/test_resume.py).
+- **Locked**: the process that opens a run (rank 0) holds an exclusive ``flock`` on ``RUNS/<key>.lock``
+  until the run ships, is cancelled, or the process ends (the kernel drops it however it ends), so a job and
+  a command never train one run at once; the second is refused at once. One process trains one run at a
+  time, so a process that opens its own run again (a test, a retry) keeps the lock it holds.
 - **Kept** while the run has not shipped (TrainingCancelled and the job messages say so); **deleted** when
   it ships its model. A fresh run of the same key (no ``--resume``) starts over and replaces it. States
   untouched for ``CXR_JOB_MAX_AGE_DAYS`` are pruned, as job folders are.
@@ -22,8 +32,8 @@ and what a run is, readable without torch).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +48,15 @@ from core.films.manifest import find_manifest
 from core.store.records import EpochRecord, Fingerprint, TrainConfig
 from core.training.data import fingerprint
 from core.training.distributed import Hardware
+from core.training import run_lock
+from core.training.saved_state import (DIGESTS, FORMAT, check_optimiser, check_schedule, damaged, load_state,
+                                       misfit)
 from core.training.saved_runs import RESUME_HOW, SavedRun, prune_saved_runs, runs_dir, saved_runs, write_private
 
-FORMAT = 1
 SPLIT_SETTINGS = ("seed", "split_seed", "val_fraction", "max_films", "holdout")  # another split: other fingerprints
+BUSY = ("This run is being trained by another process (a training job, or a train command with these settings "
+        "on these films); wait for it to end, or cancel it, then resume it.")
+
 
 
 @dataclass
@@ -98,10 +113,11 @@ class RunCheckpoint:
     """One run's saved state: restored by :meth:`restore`, written by :meth:`save`, removed by :meth:`forget`."""
 
     def __init__(self, identity: RunIdentity, hardware: Hardware, folder: Path, job_id: str | None = None,
-                 payload: dict | None = None):
+                 payload: dict | None = None, digests: tuple[str, ...] = ()):
         self.identity, self.hardware, self.folder, self.job_id = identity, hardware, folder, job_id
         self.payload = payload  # the state to resume from (None: a fresh run)
-        self.path = folder / f"{identity.key}.pt"
+        self.digests = digests  # of the state file now on disk, as the .json lists them
+        self.path, self.lock = folder / f"{identity.key}.pt", folder / f"{identity.key}.lock"
 
     @property
     def resumed_after(self) -> int:
@@ -115,10 +131,30 @@ class RunCheckpoint:
     def restore(self, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any,
                 generator: torch.Generator) -> RunProgress:
         """Put the saved state into the fresh model, optimiser, schedule and generator; a fresh progress when
-        there is nothing to resume."""
+        there is nothing to resume. ResumeRefused when it does not fit them."""
         state = self.payload
         if state is None:
             return RunProgress()
+        try:
+            self._restore(state, model, optimiser, schedule, generator)
+        except (ResumeRefused, RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            run_lock.release(self.lock)  # nothing of this run will be written: another process may start it over
+            if isinstance(exc, ResumeRefused):
+                raise
+            raise damaged(f"it does not fit this run ({type(exc).__name__})") from exc  # a fault the checks missed
+        main = self.hardware.is_main  # only rank 0 validates: the others carry no history and no best weights
+        return RunProgress(epoch=int(state["epoch"]), history=[EpochRecord(**h) for h in state["history"]] if main
+                           else [], best_auc=float(state["best_auc"]), best_state=state["best_state"] if main else None,
+                           stale=int(state["stale"]), seconds=float(state["seconds"]), finished=bool(state["finished"]))
+
+    def _restore(self, state: dict, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any,
+                 generator: torch.Generator) -> None:
+        fresh = model.state_dict()
+        for what, weights in (("weights", state["model"]), ("best weights", state["best_state"])):
+            if (problem := misfit(weights, fresh)) is not None:
+                raise damaged(f"its {what} do not fit this model ({problem})")
+        check_optimiser(state["optimiser"], optimiser)
+        check_schedule(state["schedule"], schedule.state_dict(), int(state["epoch"]), self.identity.config.epochs)
         rank = self.hardware.world.rank
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -127,10 +163,6 @@ class RunCheckpoint:
         torch.set_rng_state(state["rng"][rank].clone())
         if state.get("device_rng") is not None and self.hardware.device.type == "cuda":
             torch.cuda.set_rng_state(state["device_rng"][rank].clone(), self.hardware.device)
-        main = self.hardware.is_main  # only rank 0 validates: the others carry no history and no best weights
-        return RunProgress(epoch=int(state["epoch"]), history=[EpochRecord(**h) for h in state["history"]] if main
-                           else [], best_auc=float(state["best_auc"]), best_state=state["best_state"] if main else None,
-                           stale=int(state["stale"]), seconds=float(state["seconds"]), finished=bool(state["finished"]))
 
     def save(self, progress: RunProgress, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any,
              generator: torch.Generator) -> None:
@@ -147,8 +179,15 @@ class RunCheckpoint:
                    "stale": progress.stale, "history": [h.model_dump() for h in progress.history],
                    "model": model.state_dict(), "best_state": progress.best_state,
                    "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(), **rngs}
-        write_private(self.path, lambda handle: torch.save(payload, handle))
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        state = buffer.getbuffer()
+        # The description first, naming this state and the one still on disk: killed between the two writes,
+        # the run resumes from the previous epoch instead of being refused.
+        self.digests = (hashlib.sha256(state).hexdigest(), *self.digests[:1])
         self.describe(progress.epoch, progress.finished)
+        write_private(self.path, lambda handle: handle.write(state))
+        self.digests = self.digests[:1]
 
     def describe(self, epoch: int, finished: bool) -> None:
         """Write (rank 0) the run's description beside its state."""
@@ -156,14 +195,15 @@ class RunCheckpoint:
                        world_size=self.identity.world_size, train=self.identity.train,
                        validation=self.identity.validation, epoch=epoch, finished=finished, job_id=self.job_id,
                        saved=clock.iso())
-        text = (json.dumps(run.to_json(), indent=1, sort_keys=True) + "\n").encode()
+        text = (json.dumps({**run.to_json(), DIGESTS: list(self.digests)}, indent=1, sort_keys=True) + "\n").encode()
         write_private(self.folder / f"{self.identity.key}.json", lambda handle: handle.write(text))
 
     def forget(self) -> None:
-        """The run has shipped its model: its state goes (rank 0)."""
+        """The run has shipped its model: its state goes (rank 0), and with it the run's lock."""
         if self.hardware.is_main:
             self.path.unlink(missing_ok=True)
             (self.folder / f"{self.identity.key}.json").unlink(missing_ok=True)
+            run_lock.release(self.lock)
 
 
 def run_identity(config: TrainConfig, data_dir: str | Path, train_set: Any, val_set: Any,
@@ -177,23 +217,36 @@ def run_identity(config: TrainConfig, data_dir: str | Path, train_set: Any, val_
 
 def open_run(identity: RunIdentity, hardware: Hardware, resume: bool, job_id: str | None = None,
              folder: Path | None = None) -> RunCheckpoint:
-    """The run's checkpoint; with ``resume`` its saved state loaded (on every rank, from the same file), else
-    a fresh one. ResumeRefused, on every rank alike, when there is nothing usable to resume."""
+    """The run's checkpoint, its lock taken (rank 0); with ``resume`` its saved state loaded and checked (on
+    every rank, from the same file), else a fresh one. ResumeRefused, on every rank alike, when another
+    process trains this run or there is nothing usable to resume."""
     folder = folder or runs_dir()
+    lock = folder / f"{identity.key}.lock"
     if hardware.is_main:
         prune_saved_runs(folder)
+        run_lock.prune_locks(folder)
+    if hardware.on_any(hardware.is_main and not run_lock.take(lock)):
+        raise ResumeRefused(BUSY)
     if not resume:
         return RunCheckpoint(identity, hardware, folder, job_id)
     path = folder / f"{identity.key}.pt"
-    missing = not path.is_file()
+    missing = not (path.is_file() or path.is_symlink())  # a link is refused below, not taken for nothing
     if hardware.on_any(missing):  # every rank refuses together: none waits for the others in a collective
+        run_lock.release(lock)
         if missing and hardware.is_main:
             raise _nothing_to_resume(identity, folder)
         raise ResumeRefused("Not every training process finds this run's saved state: all of them read it from "
                             "the runs folder beside CXR_MODELS, which must be the same (shared) folder.")
-    checkpoint = RunCheckpoint(identity, hardware, folder, job_id, _load(path, identity))
+    try:
+        payload, digest, refusal = *load_state(path, identity), None
+    except ResumeRefused as exc:
+        payload, digest, refusal = None, "", exc
+    if hardware.on_any(refusal is not None):
+        run_lock.release(lock)
+        raise refusal or damaged("another training process could not read it")
+    checkpoint = RunCheckpoint(identity, hardware, folder, job_id, payload, (digest,))
     if hardware.is_main:  # from now on the resuming job owns the run (its Resume button, its messages)
-        checkpoint.describe(checkpoint.resumed_after, bool(checkpoint.payload["finished"]))
+        checkpoint.describe(checkpoint.resumed_after, bool(payload["finished"]))
     return checkpoint
 
 
@@ -209,18 +262,6 @@ def _nothing_to_resume(identity: RunIdentity, folder: Path) -> ResumeRefused:
         "or start a new run (without --resume).")
 
 
-def _load(path: Path, identity: RunIdentity) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise ResumeRefused(f"The saved state of this run cannot be read ({type(exc).__name__}); start a new run "
-                            "instead (without --resume).") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("key") != identity.key:
-        raise ResumeRefused("The saved state of this run was written for another run or by another version; "
-                            "start a new run instead (without --resume).")
-    return payload
-
-
 def _gathered(hardware: Hardware, state: torch.Tensor) -> torch.Tensor:
     """One random-number state per rank, stacked (world x bytes), on the CPU; a collective under torchrun."""
     if not hardware.world.is_distributed:
@@ -229,5 +270,3 @@ def _gathered(hardware: Hardware, state: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(local) for _ in range(hardware.world.world_size)]
     dist.all_gather(parts, local)
     return torch.stack(parts).cpu()
-
-

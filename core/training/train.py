@@ -37,6 +37,7 @@ from core.training.distributed import Hardware, leave, prepare_hardware
 from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
 from core.training.loop import TrainingFilms, fit
 from core.training.operating_point import choose_operating_point
+from core.training import run_lock
 from core.training.resume import open_run, run_identity
 from core.training.other_reports import other_reports
 from core.training.population import try_fit_population_check
@@ -74,6 +75,7 @@ def train(
             f"{config.batch_size}; try a smaller --batch-size or image size, or check that no other job is using "
             f"the GPU (nvidia-smi). Nothing was saved.") from exc
     finally:
+        run_lock.release_all()  # however it ended: a job or command may take the run up (e.g. resume it) at once
         leave(hardware, completed)
 
 
