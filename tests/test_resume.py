@@ -303,6 +303,32 @@ def test_the_retrain_page_resumes_an_interrupted_job_for_an_admin_only(kermany_t
     assert _resume_buttons(retrain_page()) == []  # shipped: nothing left to resume
 
 
+def test_an_interrupted_run_keeps_its_resume_after_a_later_job_has_ended(kermany_train, site, tmp_path, settings_env,
+                                                                         monkeypatch):
+    """The panel shows the newest job; an earlier job's unfinished run is listed below it with its own Resume
+    (once per run), so starting another job does not strand it."""
+    from core.access.policy import RequestFacts
+    from dashboard.components import access
+
+    monkeypatch.setattr(access, "request_facts", lambda: RequestFacts.of("127.0.0.1", {"Host": "localhost"}))
+    jobs = tmp_path / "jobs"
+    settings_env(CXR_DATA_DIR=str(kermany_train))
+    folder = _interrupted_job(jobs, kermany_train, TINY, site)
+    read_job(folder)  # settled: failed, its run kept
+    later = jobs / "20260102-000000-cafe"
+    later.mkdir()
+    write_settings(later, JobSettings(job_id=later.name, data_dir=kermany_train.resolve(),
+                                      config=TINY.model_copy(update={"epochs": 1}).resolved(),
+                                      checkpoints=site.resolve(), started_by="admin:alice"))
+    write_status(later, SUCCEEDED, message="Registered pneumonia-logistic-v1 as a new version.")
+    at = retrain_page()
+    assert not at.exception and not at.error
+    (button,) = _resume_buttons(at)
+    assert button.key == f"resume-{FAR_JOB}"
+    (line,) = [m.value for m in at.markdown if m.value.startswith("**Interrupted run**")]
+    assert f"job {FAR_JOB}: logistic, 2 epoch(s), 32 px, on `shared-data/kermany-224/train`; stopped after epoch 1 " \
+           "of 2." in line
+
 # --- several processes ----------------------------------------------------------------------------------------
 
 

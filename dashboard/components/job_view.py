@@ -148,6 +148,31 @@ def _resume(job: Job, user: User) -> None:
         st.rerun()
 
 
+def interrupted_runs(jobs: list[Job], user: User) -> None:
+    """Earlier jobs (newest first after the one the panel shows) that ended unfinished with a saved run no later
+    job has taken over: each keeps its Resume, so a run is not stranded once another job has started. Nothing
+    while a job runs (it may be resuming one of them)."""
+    if not user.is_admin or len(jobs) < 2 or jobs[0].is_active:
+        return
+    seen = {run.key for run in [_saved_run(jobs[0])] if run is not None}
+    for job in jobs[1:]:
+        run = _saved_run(job)
+        if run is None or run.key in seen:
+            continue
+        seen.add(run.key)
+        with st.container(border=True):
+            st.markdown(f"**Interrupted run** of job {job.job_id}: {job.config.arch}, {job.config.epochs} epoch(s), "
+                        f"{job.config.image_size} px, on `{_dataset(job)}`; stopped {run.where}.")
+            _resume(job, user)
+
+
+def _saved_run(job: Job):
+    try:
+        return resumable_run(job)
+    except TriageError:
+        return None
+
+
 def _new_model(job: Job, user: User) -> None:
     summary = job.status.summary or JobSummary()
     figures = (("Validation AUC", summary.auc, summary.auc_ci, False),

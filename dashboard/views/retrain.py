@@ -19,7 +19,7 @@ from core.store.records import TrainConfig
 from dashboard.components.access import admin_only, current_user
 from dashboard.components.calibrate_view import calibrate_section
 from dashboard.components.folder_picker import folder_choice
-from dashboard.components.job_view import audit_table, job_history, job_panel
+from dashboard.components.job_view import audit_table, interrupted_runs, job_history, job_panel
 from dashboard.components.task_choice import FIRST_TASK, title_of
 from dashboard.state import default_data_dir, source_stamp, training_preview, without_server_paths
 
@@ -146,6 +146,7 @@ with job_column:
         jobs = []
     if jobs:
         job_panel(jobs[0])
+        interrupted_runs(jobs, user)
     else:
         st.info("No training job yet." + (" Fill in the form and press Start training." if user.is_admin else ""),
                 icon=":material/info:")
