@@ -145,6 +145,12 @@ def test_resuming_with_other_settings_or_other_films_is_refused_and_says_what_di
                                             r"\(after epoch 1 of 2\) had epochs 2 \(here 3\); seed 0 \(here 1\): "
                                             r"resume it with the same settings"):
         train(folder, config.model_copy(update={"epochs": 3, "seed": 1}), directory=site, resume=True)
+    replaced = sorted((folder / "NORMAL").iterdir())[0]
+    original = replaced.read_bytes()
+    replaced.write_bytes(original[::-1])  # another film of the same name and size: names and sizes alike
+    with pytest.raises(ResumeRefused, match=r"had other film contents \(a film was replaced since"):
+        train(folder, config, directory=site, resume=True)
+    replaced.write_bytes(original)
     moved = sorted((folder / "PNEUMONIA").iterdir())[-1]
     moved.unlink()  # the films changed since the run was interrupted
     with pytest.raises(ResumeRefused, match=r"had other films \(the folder's films have changed since\)"):

@@ -207,7 +207,8 @@ from core.training.distributed import Hardware
 from core.training.resume import RunIdentity, open_run
 spec = json.loads(sys.argv[1])
 identity = RunIdentity(TrainConfig.model_validate(spec["config"]), spec["data_dir"],
-                       Fingerprint.model_validate(spec["train"]), Fingerprint.model_validate(spec["validation"]))
+                       Fingerprint.model_validate(spec["train"]), Fingerprint.model_validate(spec["validation"]),
+                       content=spec["content"])
 assert identity.key == spec["key"]
 try:
     run = open_run(identity, Hardware(torch.device("cpu"), FP32), spec["resume"], folder=Path(spec["folder"]))
@@ -223,7 +224,8 @@ def _other_process(saved: Saved, resume: bool = True) -> tuple[subprocess.Popen,
     """Another process opening the run: it answers whether it holds it (then waits for a line) or was refused."""
     identity = saved.identity
     spec = {"config": identity.config.to_json(), "data_dir": identity.data_dir, "train": identity.train.to_json(),
-            "validation": identity.validation.to_json(), "key": identity.key, "resume": resume,
+            "validation": identity.validation.to_json(), "content": identity.content, "key": identity.key,
+            "resume": resume,
             "folder": str(runs_dir())}
     process = subprocess.Popen([sys.executable, "-c", HOLDER, json.dumps(spec)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -221,6 +221,17 @@ def class_weights(films: FilmSet) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def content_digest(*sets: FilmSet) -> str:
+    """SHA-256 of the films' bytes, in order: what a fingerprint (names, sizes) misses, a film replaced by another
+    of the same size. Reads every film (about 0.1 s for 5216 small films from the page cache)."""
+    digest = hashlib.sha256()
+    for films in sets:
+        for path in films.paths:
+            data = Path(path).read_bytes()
+            digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
 def fingerprint(films: FilmSet) -> Fingerprint:
     """Identifies the data a model saw without copying it: names, sizes and labels hashed (and each film's
     source, when the films come from several: one folder's fingerprints stay what they always were)."""

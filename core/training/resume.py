@@ -46,7 +46,7 @@ from core import clock
 from core.errors import ResumeRefused
 from core.films.manifest import find_manifest
 from core.store.records import EpochRecord, Fingerprint, TrainConfig
-from core.training.data import fingerprint
+from core.training.data import content_digest, fingerprint
 from core.training.distributed import Hardware
 from core.training import run_lock
 from core.training.saved_state import (DIGESTS, FORMAT, check_optimiser, check_schedule, damaged, load_state,
@@ -89,11 +89,13 @@ class RunIdentity:
     train: Fingerprint
     validation: Fingerprint
     world_size: int = 1
+    content: str = ""  # core.training.data.content_digest of the training and validation films ("" unknown)
 
     @property
     def key(self) -> str:
         text = json.dumps({"config": self.config.to_json(), "data_dir": self.data_dir, "train": self.train.to_json(),
-                           "validation": self.validation.to_json(), "world_size": self.world_size}, sort_keys=True)
+                           "validation": self.validation.to_json(), "world_size": self.world_size,
+                           **({"content": self.content} if self.content else {})}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def differences(self, other: SavedRun) -> list[str]:
@@ -104,6 +106,8 @@ class RunIdentity:
         same_split = all(ours.get(name) == theirs.get(name) for name in SPLIT_SETTINGS)
         if same_split and (other.train, other.validation) != (self.train, self.validation):
             words.append("other films (the folder's films have changed since)")
+        elif same_split and other.content and self.content and other.content != self.content:
+            words.append("other film contents (a film was replaced since, by one of the same name and size)")
         if other.world_size != self.world_size:
             words.append(f"{other.world_size} training processes (here {self.world_size})")
         return words
@@ -193,7 +197,8 @@ class RunCheckpoint:
         """Write (rank 0) the run's description beside its state."""
         run = SavedRun(key=self.identity.key, data_dir=self.identity.data_dir, config=self.identity.config,
                        world_size=self.identity.world_size, train=self.identity.train,
-                       validation=self.identity.validation, epoch=epoch, finished=finished, job_id=self.job_id,
+                       validation=self.identity.validation, content=self.identity.content, epoch=epoch,
+                       finished=finished, job_id=self.job_id,
                        saved=clock.iso())
         text = (json.dumps({**run.to_json(), DIGESTS: list(self.digests)}, indent=1, sort_keys=True) + "\n").encode()
         write_private(self.folder / f"{self.identity.key}.json", lambda handle: handle.write(text))
@@ -211,8 +216,9 @@ def run_identity(config: TrainConfig, data_dir: str | Path, train_set: Any, val_
     """The identity of a run of ``config`` on this split of ``data_dir`` (FilmSets) by ``world_size`` processes;
     a manifest is known by its file, whether named by its name or its path."""
     source = (find_manifest(data_dir) or Path(data_dir).expanduser()).resolve()
-    return RunIdentity(config=config, data_dir=str(source),
-                       train=fingerprint(train_set), validation=fingerprint(val_set), world_size=world_size)
+    return RunIdentity(config=config, data_dir=str(source), train=fingerprint(train_set),
+                       validation=fingerprint(val_set), world_size=world_size,
+                       content=content_digest(train_set, val_set))
 
 
 def open_run(identity: RunIdentity, hardware: Hardware, resume: bool, job_id: str | None = None,

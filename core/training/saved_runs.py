@@ -30,6 +30,7 @@ class SavedRun(Record):
     world_size: int = 1
     train: Fingerprint
     validation: Fingerprint
+    content: str = ""  # the films' bytes hashed (core.training.data.content_digest); "" in older descriptions
     epoch: int = 0  # epochs finished and saved
     finished: bool = False  # training is over (last epoch, or stopped early): resuming only ships the model
     job_id: str | None = None  # the job that last trained it (None: the command line)
