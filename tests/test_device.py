@@ -252,6 +252,34 @@ def test_running_out_of_gpu_memory_is_a_clear_message(monkeypatch, kermany_train
     assert not list(tmp_path.iterdir())
 
 
+
+class _Exhausted(torch.nn.Module):
+    """A network whose card is full: every forward pass runs out of memory, as CUDA reports it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_running_out_of_memory_while_reading_or_explaining_films_is_a_clear_message():
+    """Inference (predict, evaluate, the app) and Grad-CAM: DeviceOutOfMemory (a TriageError: a JSON error in
+    the CLI, an error on the film's card in the app), never a traceback."""
+    from core.models.inference import probabilities, probabilities_in_batches
+    from core.serving.explain import heat_map
+
+    model = _Exhausted().eval()
+    batch = torch.rand(3, 1, 32, 32)
+    with pytest.raises(DeviceOutOfMemory, match=r"^This computer ran out of memory reading films \(3 film\(s\) at "
+                                                r"once\).*try again once it is free, or run on the CPU"):
+        probabilities(model, batch)
+    with pytest.raises(DeviceOutOfMemory, match="reading films"):
+        probabilities_in_batches(model, torch.randint(0, 256, (5, 1, 32, 32), dtype=torch.uint8), batch_size=2)
+    with pytest.raises(DeviceOutOfMemory, match=r"ran out of memory drawing the Grad-CAM map \(1 film"):
+        heat_map(model, model.conv, batch[:1], 0)
+
 # --- the CLI ---------------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.errors import DeviceOutOfMemory
 from core.films.tensor import as_float, check_pixel_contract
 from core.models.device import FP32, exact_fp32, inference_batch_size, model_device, to_device, training_autocast
 
@@ -24,9 +25,20 @@ def probabilities(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
 @torch.inference_mode()
 def _softmax(model: nn.Module, batch: torch.Tensor, precision: str = FP32) -> np.ndarray:
     device = model_device(model)
-    with exact_fp32(device) if precision == FP32 else training_autocast(device, precision):
-        logits = model(to_device(batch, device).float())
+    try:
+        with exact_fp32(device) if precision == FP32 else training_autocast(device, precision):
+            logits = model(to_device(batch, device).float())
+    except torch.OutOfMemoryError as exc:
+        raise out_of_memory("reading films", len(batch), device) from exc
     return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
+
+
+def out_of_memory(doing: str, films: int, device: torch.device) -> DeviceOutOfMemory:
+    """Inference (or Grad-CAM) ran out of device memory: in words, never a traceback."""
+    where = "The GPU" if device.type == "cuda" else "This computer"
+    return DeviceOutOfMemory(f"{where} ran out of memory {doing} ({films} film(s) at once); another job may be using "
+                             "it (nvidia-smi shows which). Nothing was lost: try again once it is free, or run on the "
+                             "CPU (--device cpu).")
 
 
 def probabilities_in_batches(model: nn.Module, films_uint8: torch.Tensor, batch_size: int | None = None,

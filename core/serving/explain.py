@@ -62,8 +62,15 @@ def heat_map(model: nn.Module, layer: nn.Module, batch: torch.Tensor, class_inde
     cam_class = getattr(load_cam_library(), CAM_METHODS[method])
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    with cam_class(model=model, target_layers=[layer]) as cam:
-        maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])
+    import torch
+
+    from core.models.inference import out_of_memory
+
+    try:
+        with cam_class(model=model, target_layers=[layer]) as cam:
+            maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])
+    except torch.OutOfMemoryError as exc:
+        raise out_of_memory("drawing the Grad-CAM map", len(batch), batch.device) from exc
     heat = np.nan_to_num(np.asarray(maps[0], dtype=np.float32))
     return np.clip(heat, 0.0, 1.0)
 
