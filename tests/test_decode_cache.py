@@ -126,6 +126,21 @@ def test_a_film_changed_in_place_is_decoded_again(films, cache_dir, decodes, ker
     assert torch.equal(again[4], new_pixels) and torch.equal(again[:4], reference(films)[:4])
 
 
+def test_a_film_replaced_by_another_of_the_same_size_and_time_is_decoded_again(films, cache_dir, decodes,
+                                                                               kermany_train):
+    """Names, sizes and times alike (what a listing shows): only the content tells the two apart."""
+    load_tensors(films, SIZE)
+    changed = films.paths[4]
+    size, times = changed.stat().st_size, changed.stat()
+    other = next(p for p in sorted((kermany_train / "NORMAL").iterdir())[5:] if p.stat().st_size < size)
+    changed.write_bytes(other.read_bytes().ljust(size, b"\0"))  # a decoder stops at the image's end
+    os.utime(changed, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert changed.stat().st_size == size and changed.stat().st_mtime_ns == times.st_mtime_ns
+    decodes.clear()
+    again = load_tensors(films, SIZE)
+    assert len(decodes) == 1
+    assert torch.equal(again[4], film_to_tensor(read_film(other), SIZE))
+
 def test_a_new_preprocessing_version_misses_old_entries(films, cache_dir, decodes, monkeypatch):
     load_tensors(films, SIZE)
     monkeypatch.setattr(tensor, "PREPROCESSING_VERSION", tensor.PREPROCESSING_VERSION + 1)

@@ -109,6 +109,10 @@ def test_the_record_is_one_model_with_its_members_reports_and_speed(built, membe
     record = built.record
     assert (record.arch, record.classes, record.image_size) == ("ensemble", records[0].classes, 224)
     assert [(m.arch, m.image_size) for m in record.members] == [("cnn5", 64), ("cnn5", 48)]
+    # the precision its networks were trained in, as each member records it (the averaging itself is fp32)
+    assert [m.precision for m in record.members] == [r.training.precision for r in records]
+    assert record.training.precision == (records[0].training.precision
+                                         if len({r.training.precision for r in records}) == 1 else "mixed")
     assert record.inference_ms_per_film > 0 and record.parameters == sum(r.parameters for r in records)
     out_of_batch = record.other_reports[OUT_OF_BATCH]
     assert out_of_batch.n == records[0].other_reports[OUT_OF_BATCH].n and out_of_batch.auc is not None
@@ -280,3 +284,13 @@ def test_the_triage_page_predicts_with_an_ensemble_as_the_default(members, built
     assert table["Abnormal score"].iloc[0] == pytest.approx(expected.abnormal_score, abs=1e-6)
     captions = [c for image in at.get("image") for c in image.captions]
     assert any(c.startswith("Grad-CAM for") for c in captions)
+
+
+@pytest.mark.parametrize("precisions, recorded", [(["bf16", "bf16"], "bf16"), (["bf16", "fp32"], "mixed"),
+                                                  (["fp32", None], "unknown")])
+def test_an_ensemble_records_its_networks_training_precision(precisions, recorded):
+    from types import SimpleNamespace
+
+    from core.training.ensemble import members_precision
+
+    assert members_precision(tuple(SimpleNamespace(precision=p) for p in precisions)) == recorded

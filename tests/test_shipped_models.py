@@ -134,6 +134,7 @@ def test_every_model_loads_and_carries_a_full_validation_report(shipped):
         if record.members:  # each member's recipe is written out: their own records are not shipped
             assert len(record.members) in (2, 3), name
             assert sum("Member " in n for n in record.training.notes) == len(record.members), name
+            assert record.training.precision == "bf16" == {m.precision for m in record.members}.pop(), name
         else:
             assert record.training.history and record.training.seconds > 0
         assert record.inference_ms_per_film > 0 and record.parameters > 0

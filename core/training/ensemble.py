@@ -202,6 +202,13 @@ def _config(first: ModelRecord, target_sensitivity: float) -> TrainConfig:
         raise EnsembleRefused(str(exc)) from exc
 
 
+def members_precision(members: tuple[Member, ...]) -> str:
+    """The precision an ensemble's networks were trained in: theirs when they share one, "mixed" when not,
+    "unknown" for members registered before they recorded it (the ensemble itself only averages, in fp32)."""
+    found = {m.precision for m in members}
+    return "unknown" if None in found or not found else found.pop() if len(found) == 1 else "mixed"
+
+
 def _spec(record: ModelRecord) -> MemberSpec:
     return MemberSpec(record.arch, record.image_size)
 
@@ -220,7 +227,8 @@ def _record(loaded: list[LoadedModel], members: tuple[Member, ...], config: Trai
         model_args=ModelArgs(num_classes=len(first.classes), image_size=ensemble.image_size),
         input=InputSpec(image_size=ensemble.image_size), operating_point=point, report=report,
         other_reports=others,
-        training=TrainingRecord(config=config, data_dir=str(data_dir), notes=notes, device=device),
+        training=TrainingRecord(config=config, data_dir=str(data_dir), notes=notes, device=device,
+                                precision=members_precision(members)),
         data=DataRecord(train=first.data.train, validation=first.data.validation),
         parameters=int(sum(p.numel() for p in ensemble.parameters())),
         members=members,
