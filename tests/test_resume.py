@@ -229,6 +229,23 @@ def test_the_cli_resumes_an_interrupted_run_and_says_when_there_is_nothing_to_re
     assert trained.details["dataset"] == "kermany-224/train" and str(kermany_train) not in json.dumps(trained.details)
 
 
+
+def test_a_version_once_saved_is_never_registered_again_by_a_resume(kermany_train, site, monkeypatch):
+    """The run's state goes as soon as its version is on disk: a process that dies right after (here, in the
+    promotion step) leaves nothing that a resume would register a second time."""
+    import core.training.shipping as shipping
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # the process is stopped between saving the version and promoting it
+
+    monkeypatch.setattr(shipping, "promote_first", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train(kermany_train, TINY, directory=site)
+    assert len(list(site.glob("pneumonia-logistic-v*.json"))) == 1 and saved_runs() == []
+    with pytest.raises(ResumeRefused, match="^There is no interrupted run of these settings"):
+        train(kermany_train, TINY, directory=site, resume=True)
+    assert len(list(site.glob("pneumonia-logistic-v*.json"))) == 1
+
 # --- jobs and the Retrain page ------------------------------------------------------------------------------
 
 

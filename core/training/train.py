@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import DeviceOutOfMemory, PromotionRefused, TrainingCancelled
+from core.errors import DeviceOutOfMemory, TrainingCancelled
 from core.evaluation.metrics import evaluate_probabilities
 from core.models.build import build_model
 from core.models.device import model_device, place_for_training, place_model, to_device
@@ -130,14 +130,13 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     details = {"job": job_id, "resumed": resume, "dataset": "/".join(Path(data_dir).parts[-2:]), "arch": config.arch,
                "image_size": config.image_size, "epochs": len(history), "auc": report.auc,
                "sensitivity": report.sensitivity, "specificity": report.specificity, "n": report.n}
-    try:
-        record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,
-                              population, after_save=lambda stored: record_action(
-                                  "train", who, model=stored.name, task=stored.task, **details))
-    except PromotionRefused:
-        run.forget()  # the version is stored (and recorded); only its promotion was refused
-        raise
-    run.forget()  # shipped: nothing left to resume
+
+    def saved(stored: ModelRecord) -> None:
+        run.forget()  # the version is on disk: from now on a resume must not register it a second time
+        record_action("train", who, model=stored.name, task=stored.task, **details)
+
+    record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,
+                          population, after_save=saved)  # PromotionRefused: stored and recorded, not default
     emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
     return record
 
