@@ -60,7 +60,20 @@ def source_label(source: str | Path) -> str:
     try:
         return folder_label(path)
     except FolderNotAllowed:
-        return "a folder outside the data roots"
+        return _missing_inside_a_root(path) or "a folder outside the data roots"
+
+
+def _missing_inside_a_root(path: Path) -> str | None:
+    """The label a folder had inside a data root when it is gone (moved, deleted): read from its path alone."""
+    try:
+        roots = sorted(data_roots(), key=lambda root: len(root.path.parts), reverse=True)
+    except TriageError:
+        return None
+    for root in roots:
+        if path.is_absolute() and ".." not in path.parts and path.is_relative_to(root.path) and not path.exists():
+            relative = path.relative_to(root.path).as_posix()
+            return root.name if relative == "." else f"{root.name}/{relative}"
+    return None
 
 
 def without_server_paths(text: str, source: str | Path | None = None) -> str:

@@ -352,3 +352,22 @@ def test_a_jobs_folder_that_cannot_be_written_is_refused_in_words_and_leaves_no_
     if where == "disk full":
         assert list(jobs.iterdir()) == [jobs / LOCK_FILE] or [p.name for p in jobs.iterdir()] == [LOCK_FILE]
         assert lock.held_by(jobs) is None and active_job(jobs) is None
+
+
+def test_a_refused_resume_on_the_page_is_worded_for_the_page(tmp_path, monkeypatch, settings_env):
+    import core.training.train as training
+    from core.errors import ResumeRefused
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    runner = _runner(tmp_path, monkeypatch, resume_of="20261129-000000-prev")
+
+    def refused(*args, **kwargs):
+        raise ResumeRefused("The saved state of this run cannot be read: it is damaged (KeyError). It cannot be "
+                            "resumed; start a new run with the same settings instead (without --resume), which "
+                            "replaces it.")
+
+    monkeypatch.setattr(training, "train", refused)
+    assert runner._run() == 1
+    message = read_job(runner.folder).status.message
+    assert message.startswith("Training failed: The saved state of this run cannot be read")
+    assert "(Start training)" in message and "--resume" not in message

@@ -133,6 +133,18 @@ def test_films_linked_from_a_root_to_elsewhere_are_not_read(site, films_dir, tmp
     (outside / "NORMAL").symlink_to(elsewhere)
     assert discover(outside).class_counts() == [len(list(elsewhere.iterdir())), 1]
 
+def test_a_folder_gone_from_a_root_is_still_named_by_its_label(site, tmp_path):
+    """A job's dataset folder moved away since: its failure names where it was (root/relative), never the
+    server path, and a folder outside every root stays unnamed."""
+    from dashboard.state import source_label, without_server_paths
+
+    gone = site.resolve() / "batch-2" / "NORMAL"
+    assert source_label(gone) == "site/batch-2/NORMAL"
+    assert without_server_paths(f"Dataset folder {gone} does not exist.", gone) == \
+        "Dataset folder site/batch-2/NORMAL does not exist."
+    for outside in (tmp_path / "elsewhere", site.resolve() / ".." / "secret"):
+        assert source_label(outside) == "a folder outside the data roots"
+
 def test_a_json_roots_file_named_by_the_environment(tmp_path, data_dir, settings_env):
     (tmp_path / "films").mkdir()
     file = tmp_path / "roots.json"

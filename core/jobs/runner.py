@@ -141,8 +141,8 @@ class JobRunner:
                            who=settings.started_by or "job", resume=settings.resume_of is not None)
         except TrainingCancelled as exc:
             return self._stopped(str(exc))
-        except TriageError as exc:
-            self.finish(FAILED, f"Training failed: {exc}")
+        except TriageError as exc:  # shown on the Retrain page: its own words for the command line's --resume
+            self.finish(FAILED, "Training failed: " + str(exc).replace("(without --resume)", "(Start training)"))
             return 1
         except Exception as exc:  # the process boundary: any failure must reach the page as a status
             traceback.print_exc(file=sys.stderr)
