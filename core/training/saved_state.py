@@ -14,15 +14,21 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from core.errors import ResumeRefused
-from core.store.records import EpochRecord
+from core.store.records import EpochRecord, TrainConfig
 
-if TYPE_CHECKING:
-    from core.training.resume import RunIdentity
+
+class Identity(Protocol):
+    """What a state is checked against (core.training.resume.RunIdentity; not imported: resume imports this)."""
+
+    key: str
+    world_size: int
+    config: TrainConfig
+
 
 FORMAT = 1
 DIGESTS = "state_sha256"  # in RUNS/<key>.json: the state's SHA-256 (and the one saved before it)
@@ -55,7 +61,7 @@ def _read_regular(path: Path) -> bytes:
         return handle.read()
 
 
-def _recorded_digests(description: Path, identity: RunIdentity) -> list[str] | None:
+def _recorded_digests(description: Path, identity: Identity) -> list[str] | None:
     """The digests the run's description lists; None for a state saved before digests were recorded."""
     try:
         data = json.loads(_read_regular(description))
@@ -74,7 +80,7 @@ def _recorded_digests(description: Path, identity: RunIdentity) -> list[str] | N
     return digests
 
 
-def load_state(path: Path, identity: RunIdentity) -> tuple[dict, str]:
+def load_state(path: Path, identity: Identity) -> tuple[dict, str]:
     """The checked state and its SHA-256; ResumeRefused, naming no file, whatever is wrong with it."""
     expected = _recorded_digests(path.with_suffix(".json"), identity)
     try:
@@ -94,7 +100,7 @@ def load_state(path: Path, identity: RunIdentity) -> tuple[dict, str]:
     return payload, digest
 
 
-def _check_state(state: dict, identity: RunIdentity) -> None:
+def _check_state(state: dict, identity: Identity) -> None:
     """Every entry of the right type, and the epochs consistent with each other and with the settings."""
     for name, kind in STATE_TYPES.items():
         value = state.get(name)
