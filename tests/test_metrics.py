@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.evaluation.metrics import evaluate_probabilities, with_count_intervals
+from core.evaluation.metrics import evaluate_probabilities
+from core.evaluation.shares import with_count_intervals
 from core.store.reports import ClassMetrics, OperatingPoint, Report
 from core.tasks import find_normal_index
 from core.limits import THRESHOLD_MARGIN

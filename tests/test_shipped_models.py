@@ -11,7 +11,7 @@ import pytest
 
 from conftest import environment
 from core.evaluation.folder import evaluate_folder
-from core.evaluation.metrics import with_count_intervals
+from core.evaluation.shares import with_count_intervals
 from core.store import manifest
 from core.store.checkpoints import load_checkpoint
 from core.store.registry import SHIPPED as SHIPPED_TIER

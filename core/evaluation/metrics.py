@@ -9,7 +9,7 @@ the normal class alone (``against_normal``, how a two-class seed of that pair is
 sources or more get figures per source. Films of a subset of the model's classes are measured over the classes present.
 
 Intervals of proportions of films (accuracy, sensitivity, specificity, precision, each class's recall and flag
-recall) are Wilson score intervals of their counts (:func:`count_intervals`, from the confusion matrix alone):
+recall) are Wilson score intervals of their counts (core.evaluation.shares, from the confusion matrix alone):
 a percentile bootstrap cannot reach past what it resamples, so 37 of 37 films read right gave "100 % (100-100)".
 AUCs and F1 come from resamples (``N_BOOTSTRAP`` draws of films with replacement, made once per report and kept as
 how often each film was drawn), each figure computed for all resamples at once. Films are resampled one by one,
@@ -22,7 +22,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 
-from core.evaluation.reported import wilson_interval
+from core.evaluation.shares import count_intervals, wilson_of
 from core.store.reports import (ClassMetrics, DecisionMetrics, OperatingPoint, PairFigures, Report, Roc,
                                 SourceFigures)
 
@@ -82,7 +82,7 @@ def _against_normal(y_true: np.ndarray, probabilities: np.ndarray, classes: list
         both = bool(positive.any() and (~positive).any())
         figures[classes[k]] = PairFigures(
             n=int(mine.sum()), class_counts={classes[k]: int(positive.sum()), classes[normal]: int((~positive).sum())},
-            accuracy=float(right.mean()), accuracy_ci=_wilson(int(right.sum()), int(mine.sum())),
+            accuracy=float(right.mean()), accuracy_ci=wilson_of(int(right.sum()), int(mine.sum())),
             auc=float(roc_auc_score(positive, score)) if both else None,
             auc_ci=_percentile_interval(_weighted_auc(positive, score, drawn)) if both else None,
         )
@@ -168,32 +168,6 @@ def _bootstrap_weights(n: int, seed: int) -> np.ndarray:
     return drawn.reshape(N_BOOTSTRAP, n).astype(np.float64)
 
 
-def count_intervals(confusion: np.ndarray | list, normal_index: int | None) -> tuple[dict, dict, dict]:
-    """Wilson 95 % intervals of the proportions a confusion matrix (rows: true class, columns: called) holds:
-    accuracy and, with a normal class, sensitivity, specificity and precision (abnormal against normal); each
-    class's recall and each abnormal class's flag recall (share called any abnormal class), keyed by class index,
-    for the classes with films. None where a proportion has no films to be a share of. Also what re-reads the
-    intervals of a stored report from its own confusion matrix."""
-    confusion = np.asarray(confusion, dtype=np.int64)
-    films = confusion.sum(axis=1)
-    intervals = {"accuracy": _wilson(int(np.trace(confusion)), int(films.sum()))}
-    recall_ci = {k: _wilson(int(confusion[k, k]), int(films[k])) for k in range(len(films)) if films[k]}
-    flag_ci = {}
-    if normal_index is not None:
-        abnormal = np.arange(len(films)) != normal_index
-        tp, fn = confusion[abnormal][:, abnormal].sum(), confusion[abnormal, normal_index].sum()
-        tn, fp = confusion[normal_index, normal_index], confusion[normal_index, abnormal].sum()
-        intervals.update(sensitivity=_wilson(int(tp), int(tp + fn)), specificity=_wilson(int(tn), int(tn + fp)),
-                         precision=_wilson(int(tp), int(tp + fp)))
-        flag_ci = {k: _wilson(int(confusion[k, abnormal].sum()), int(films[k]))
-                   for k in range(len(films)) if abnormal[k] and films[k]}
-    return intervals, recall_ci, flag_ci
-
-
-def _wilson(hits: int, films: int) -> tuple[float, float] | None:
-    return wilson_interval(hits / films, films) if films else None
-
-
 def _f1_interval(truth: np.ndarray, called: np.ndarray, weights: np.ndarray) -> list[float] | None:
     """The abnormal-vs-normal F1's interval from the report's resamples (F1 is not a share of films)."""
     columns = np.stack([truth & called, truth != called], axis=1).astype(np.float64)
@@ -277,29 +251,3 @@ def _ratio(numerator, denominator) -> float | None:
 
 def _round(values: np.ndarray) -> list[float]:
     return [round(float(v), 6) for v in values]
-
-
-def with_count_intervals(report: Report) -> Report:
-    """``report`` with every interval of a share of films re-read from its own counts (:func:`count_intervals`;
-    a pair's accuracy from its films and accuracy): what :func:`evaluate_probabilities` gives those films now.
-    AUC and F1 intervals, which need the films' scores, are kept."""
-    normal = report.operating_point.normal_index
-    classes = report.operating_point.classes
-
-    def decisions(metrics: DecisionMetrics | None) -> DecisionMetrics | None:
-        if metrics is None:
-            return None
-        intervals, recall_ci, flag_ci = count_intervals(metrics.confusion_matrix, normal)
-        per_class = {name: row.model_copy(update={"recall_ci": recall_ci.get(classes.index(name))})
-                     for name, row in metrics.per_class.items()}
-        update = {f"{key}_ci": value for key, value in intervals.items()}
-        if normal is not None:
-            update["flag_recall_ci"] = {classes[k]: v for k, v in flag_ci.items()}
-        return metrics.model_copy(update={**update, "per_class": per_class})
-
-    pairs = None if report.against_normal is None else {
-        name: pair.model_copy(update={"accuracy_ci": _wilson(round(pair.accuracy * pair.n), pair.n)})
-        for name, pair in report.against_normal.items()}
-    return report.model_copy(update={"at_operating_point": decisions(report.at_operating_point),
-                                     "at_half": decisions(report.at_half),
-                                     "at_argmax": decisions(report.at_argmax), "against_normal": pairs})
