@@ -25,11 +25,12 @@ from core import config, limits
 from core.errors import CheckpointError, FolderNotAllowed, TriageError
 from core.films.film import Film
 from core.films.read import read_film
-from core.films.roots import data_roots, folder_label
+from core.films.roots import folder_label
 from core.serving.explain import load_cam_library
 from core.serving.film_cache import BoundedCache, FilmCache
 from core.store.registry import ModelEntry, list_models
 from core.store.reports import Report
+from dashboard.labels import MANIFEST_SUFFIX
 from dashboard.model_loads import model_key
 
 if TYPE_CHECKING:
@@ -46,47 +47,6 @@ def default_data_dir() -> Path:
 def default_evaluation_dir() -> str:
     """A folder the Compare page suggests (``CXR_EVAL_DIR``, see core.config), or ""."""
     return config.settings().evaluation_folder
-
-
-MANIFEST_SUFFIX = ".toml"  # a training source that is a manifest (core.films.manifest), not a class folder
-
-
-def source_label(source: str | Path) -> str:
-    """A training source as people see it: a shipped manifest by name, a folder by its data-root label; never
-    a server path."""
-    path = Path(source)
-    if path.suffix == MANIFEST_SUFFIX:
-        return f"{path.stem} (manifest)"
-    try:
-        return folder_label(path)
-    except FolderNotAllowed:
-        return _missing_inside_a_root(path) or "a folder outside the data roots"
-
-
-def _missing_inside_a_root(path: Path) -> str | None:
-    """The label a folder had inside a data root when it is gone (moved, deleted): read from its path alone."""
-    try:
-        roots = sorted(data_roots(), key=lambda root: len(root.path.parts), reverse=True)
-    except TriageError:
-        return None
-    for root in roots:
-        if path.is_absolute() and ".." not in path.parts and path.is_relative_to(root.path) and not path.exists():
-            relative = path.relative_to(root.path).as_posix()
-            return root.name if relative == "." else f"{root.name}/{relative}"
-    return None
-
-
-def without_server_paths(text: str, source: str | Path | None = None) -> str:
-    """``text`` (a core error's message) with ``source`` and every data root's server path put in words."""
-    if source is not None:
-        text = text.replace(str(source), source_label(source))
-    try:
-        roots = sorted(data_roots(), key=lambda root: len(str(root.path)), reverse=True)
-    except TriageError:
-        roots = []
-    for root in roots:
-        text = text.replace(str(root.path), root.name)
-    return text
 
 
 @dataclass(frozen=True)

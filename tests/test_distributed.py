@@ -2,7 +2,8 @@
 
 Checked for real on CPU with gloo: two processes on localhost train one epoch on a small real subset and
 only rank 0 writes (one model, one registry promotion, one JSON line); rank 0's early-stopping decision
-reaches the other rank, so neither waits for ever; the shards split the training films without overlap.
+reaches the other rank, so neither waits for ever; the shards split the training films without overlap; a
+resumed run gives each rank back its own random state.
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ import torch.distributed as dist
 from e2e_support import run_ranks
 
 from core.config import DistributedEnvironment, distributed_environment
-from core.errors import SettingOutOfRange
+from core.errors import SettingOutOfRange, TrainingCancelled
 from core.films.folders import FilmSet
 from core.models.build import build_model
 from core.models.device import FP32
-from core.store.records import EpochRecord, TrainConfig, read_model_record
+from core.store.records import EpochRecord, Fingerprint, TrainConfig, read_model_record
 from core.training import loop
 from core.training.distributed import Hardware, prepare_hardware
+from core.training.resume import RunIdentity, open_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -141,3 +143,58 @@ def test_torchrun_trains_on_two_gloo_processes_and_only_rank_0_writes(kermany_tr
     assert training.precision in ("bf16", "fp32") and [h.epoch for h in training.history] == [1]
     assert record.data.train.n + record.data.validation.n == 200  # every training film trained, on some rank
     assert record.report.auc == pytest.approx(training.history[0].val_auc, abs=0.01)
+
+
+# --- a resumed run under torchrun ----------------------------------------------------------------------------------------
+
+
+def _rising_auc(model, x_val, val_set, weight, epoch, train_loss, started, precision, steps_seconds) -> EpochRecord:
+    """Validation without films: every epoch is the best so far, so no run stops early."""
+    return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=epoch / 10, seconds=0.0)
+
+
+def _resume_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
+    torch.set_num_threads(1)  # two processes share the CPU cores
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        hardware = Hardware(torch.device("cpu"), FP32, DistributedEnvironment(rank, world, rank, world))
+        loop._validate = _rising_auc
+        config = TrainConfig(arch="mlp", epochs=2, image_size=32, batch_size=8).resolved()  # dropout, augmentation
+        shard = torch.Generator().manual_seed(rank)
+        films = loop.TrainingFilms(films=torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8, generator=shard),
+                                   labels=torch.arange(40) % 2, class_weight=torch.ones(2), total=80)
+        fingerprint = Fingerprint(n=80, class_counts={"C0": 40, "C1": 40}, sha256="0" * 64)
+        identity = RunIdentity(config, "synthetic", fingerprint, fingerprint, world)
+        val_set = FilmSet(tuple(Path(f"{i}.png") for i in range(8)), np.arange(8) % 2, ("C0", "C1"))
+
+        def run(folder: str, resume: bool, stop_after_steps: int | None = None) -> dict | None:
+            torch.manual_seed(0)
+            model = build_model("mlp", 2, 32)[0]
+            checkpoint = open_run(identity, hardware, resume, folder=Path(results, folder))
+            steps = iter(range(10**6))
+            stop = (lambda: next(steps) >= stop_after_steps) if stop_after_steps else None
+            try:
+                loop.fit(model, films, None, val_set, config, hardware, lambda event: None, stop, checkpoint)
+            except TrainingCancelled:
+                return None
+            return model.state_dict()
+
+        whole = run("whole", False)
+        assert run("cut", False, stop_after_steps=10) is None  # 10 steps an epoch: cancelled at epoch 2's first
+        resumed = run("cut", True)
+        saved = torch.load(next(Path(results, "whole").glob("*.pt")), weights_only=True)
+        Path(results, f"{rank}.json").write_text(json.dumps({
+            "equal": all(torch.equal(whole[k], resumed[k]) for k in whole),
+            "generators_differ": not torch.equal(saved["generators"][0], saved["generators"][1]),
+            "rows": [len(saved["generators"]), len(saved["rng"])]}))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_resume_each_from_its_own_random_state(tmp_path):
+    run_ranks(_resume_rank, 2, tmp_path)
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert result == {"equal": True, "generators_differ": True, "rows": [2, 2]}, rank

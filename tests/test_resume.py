@@ -18,24 +18,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-from e2e_support import retrain_page, run_ranks, wait_for
+from e2e_support import retrain_page, wait_for
 
 from core.admin.audit import read_actions
-from core.config import DistributedEnvironment
 from core.errors import JobError, TrainingCancelled
-from core.films.folders import FilmSet
 from core.jobs.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, list_jobs, read_job
 from core.jobs.records import JobSettings, write_settings, write_status
 from core.jobs.resume import resumable_run, resume_job
-from core.models.build import build_model
 from core.models.device import FP32
-from core.store.records import EpochRecord, Fingerprint, TrainConfig, read_model_record
-from core.training import loop
+from core.store.records import EpochRecord, TrainConfig, read_model_record
 from core.training.distributed import Hardware
 from core.training.events import EpochEvent, NoteEvent
 from core.errors import ResumeRefused
-from core.training.resume import RunIdentity, open_run, run_identity
+from core.training.resume import open_run, run_identity
 from core.training.saved_runs import kept_note, prune_saved_runs, runs_dir, saved_runs
 from core.training.train import split_films, train
 
@@ -351,57 +346,3 @@ def test_an_interrupted_run_keeps_its_resume_after_a_later_job_has_ended(kermany
     (line,) = [m.value for m in at.markdown if m.value.startswith("**Interrupted run**")]
     assert f"job {FAR_JOB}: logistic, 2 epoch(s), 32 px, on `shared-data/kermany-224/train`; stopped after epoch 1 " \
            "of 2." in line
-
-# --- several processes ----------------------------------------------------------------------------------------
-
-
-def _rising_auc(model, x_val, val_set, weight, epoch, train_loss, started, precision, steps_seconds) -> EpochRecord:
-    """Validation without films: every epoch is the best so far, so no run stops early."""
-    return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=epoch / 10, seconds=0.0)
-
-
-def _resume_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
-    torch.set_num_threads(1)  # two processes share the CPU cores
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        hardware = Hardware(torch.device("cpu"), FP32, DistributedEnvironment(rank, world, rank, world))
-        loop._validate = _rising_auc
-        config = TrainConfig(arch="mlp", epochs=2, image_size=32, batch_size=8).resolved()  # dropout, augmentation
-        shard = torch.Generator().manual_seed(rank)
-        films = loop.TrainingFilms(films=torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8, generator=shard),
-                                   labels=torch.arange(40) % 2, class_weight=torch.ones(2), total=80)
-        fingerprint = Fingerprint(n=80, class_counts={"C0": 40, "C1": 40}, sha256="0" * 64)
-        identity = RunIdentity(config, "synthetic", fingerprint, fingerprint, world)
-        val_set = FilmSet(tuple(Path(f"{i}.png") for i in range(8)), np.arange(8) % 2, ("C0", "C1"))
-
-        def run(folder: str, resume: bool, stop_after_steps: int | None = None) -> dict | None:
-            torch.manual_seed(0)
-            model = build_model("mlp", 2, 32)[0]
-            checkpoint = open_run(identity, hardware, resume, folder=Path(results, folder))
-            steps = iter(range(10**6))
-            stop = (lambda: next(steps) >= stop_after_steps) if stop_after_steps else None
-            try:
-                loop.fit(model, films, None, val_set, config, hardware, lambda event: None, stop, checkpoint)
-            except TrainingCancelled:
-                return None
-            return model.state_dict()
-
-        whole = run("whole", False)
-        assert run("cut", False, stop_after_steps=10) is None  # 10 steps an epoch: cancelled at epoch 2's first
-        resumed = run("cut", True)
-        saved = torch.load(next(Path(results, "whole").glob("*.pt")), weights_only=True)
-        Path(results, f"{rank}.json").write_text(json.dumps({
-            "equal": all(torch.equal(whole[k], resumed[k]) for k in whole),
-            "generators_differ": not torch.equal(saved["generators"][0], saved["generators"][1]),
-            "rows": [len(saved["generators"]), len(saved["rng"])]}))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_two_processes_resume_each_from_its_own_random_state(tmp_path):
-    run_ranks(_resume_rank, 2, tmp_path)
-    for rank in (0, 1):
-        result = json.loads((tmp_path / f"{rank}.json").read_text())
-        assert result == {"equal": True, "generators_differ": True, "rows": [2, 2]}, rank

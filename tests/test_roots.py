@@ -136,7 +136,7 @@ def test_films_linked_from_a_root_to_elsewhere_are_not_read(site, films_dir, tmp
 def test_a_folder_gone_from_a_root_is_still_named_by_its_label(site, tmp_path):
     """A job's dataset folder moved away since: its failure names where it was (root/relative), never the
     server path, and a folder outside every root stays unnamed."""
-    from dashboard.state import source_label, without_server_paths
+    from dashboard.labels import source_label, without_server_paths
 
     gone = site.resolve() / "batch-2" / "NORMAL"
     assert source_label(gone) == "site/batch-2/NORMAL"

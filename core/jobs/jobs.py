@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from core import clock
@@ -42,12 +41,11 @@ from core.films.manifest import find_manifest, training_films
 from core.jobs import lock
 from core.jobs.lock import LOCK_FILE
 from core.jobs.prune import JOB_FOLDER, prune_old_jobs
-from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobSettings, JobStatus,
-                               JobSummary, read_settings, read_status, write_settings, write_status)
+from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobSettings,
+                               JobStatus, JobSummary, read_settings, read_status, write_settings, write_status)
 from core.store.names import check_model_name
 from core.store.registry import checkpoint_dir, list_models
 from core.store.records import ModelRecord, TrainConfig
-from core.training.events import ProgressEvent, parse_event
 from core.training.saved_runs import kept_note
 
 __all__ = ["ACTIVE_STATES", "CANCELLED", "FAILED", "LOCK_FILE", "QUEUED", "RUNNING", "RUNNER_MODULE",
@@ -65,46 +63,6 @@ class JobAlreadyRunning(JobError):
 def jobs_dir() -> Path:
     """The jobs folder: ``CXR_JOBS``, or ``jobs/`` beside the checkpoints folder (core.config)."""
     return settings().jobs
-
-
-@dataclass(frozen=True)
-class Job:
-    job_id: str
-    folder: Path
-    settings: JobSettings
-    status: JobStatus
-
-    @property
-    def state(self) -> str:
-        return self.status.state
-
-    @property
-    def config(self) -> TrainConfig:
-        return self.settings.config
-
-    @property
-    def is_active(self) -> bool:
-        return self.status.is_active
-
-    @property
-    def model(self) -> str | None:
-        return self.status.model
-
-    @property
-    def message(self) -> str:
-        return self.status.message
-
-    def events(self) -> list[ProgressEvent]:
-        """Progress events so far; a half-written last line (the runner is mid-write) is skipped."""
-        path = self.folder / "events.jsonl"
-        if not path.exists():
-            return []
-        lines = path.read_text(errors="replace").splitlines()
-        return [event for event in map(parse_event, lines) if event is not None]
-
-    def log_tail(self, lines: int = 200) -> list[str]:
-        path = self.folder / "log.txt"
-        return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
 
 
 def check_request(data_dir: str | Path, config: TrainConfig) -> TrainConfig:

@@ -6,6 +6,7 @@ Older folders keep loading: a status with local times and ``running_at`` reads a
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,7 @@ from core.store.atomic import atomic_write_json
 from core.store.base import Record, read_record
 from core.store.records import ModelRecord, TrainConfig
 from core.store.reports import HeadlineFigures
+from core.training.events import ProgressEvent, parse_event
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING)
@@ -112,3 +114,45 @@ def write_status(folder: Path, state: str, **fields) -> JobStatus:
         raise JobError(f"Job status for {folder.name} is not valid ({exc}).") from exc
     atomic_write_json(folder / STATUS_FILE, status.to_json())
     return status
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as read from its folder: its settings and status, its progress events and log."""
+
+    job_id: str
+    folder: Path
+    settings: JobSettings
+    status: JobStatus
+
+    @property
+    def state(self) -> str:
+        return self.status.state
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.settings.config
+
+    @property
+    def is_active(self) -> bool:
+        return self.status.is_active
+
+    @property
+    def model(self) -> str | None:
+        return self.status.model
+
+    @property
+    def message(self) -> str:
+        return self.status.message
+
+    def events(self) -> list[ProgressEvent]:
+        """Progress events so far; a half-written last line (the runner is mid-write) is skipped."""
+        path = self.folder / "events.jsonl"
+        if not path.exists():
+            return []
+        lines = path.read_text(errors="replace").splitlines()
+        return [event for event in map(parse_event, lines) if event is not None]
+
+    def log_tail(self, lines: int = 200) -> list[str]:
+        path = self.folder / "log.txt"
+        return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []

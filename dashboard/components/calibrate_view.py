@@ -16,7 +16,8 @@ from core.films.manifest import recorded_source
 from core.store.registry import ModelEntry
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.reports import chosen_on, percent
-from dashboard.state import registered_models, without_server_paths
+from dashboard.labels import without_server_paths
+from dashboard.state import registered_models
 
 VALIDATION, SITE_FOLDER = "validation", "site folder"  # core.training.calibrate's sources
 SOURCES = {VALIDATION: "Its own validation films", SITE_FOLDER: "A labelled folder of this site"}

@@ -18,7 +18,7 @@ from dashboard.components.reports import (data_label, escape_markdown, films_in_
 from dashboard.components.travel import (ONE_BATCH, VALIDATION, elsewhere_films, elsewhere_thresholds,
                                          metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
                                          travel_points, travel_reports)
-from dashboard.state import without_server_paths
+from dashboard.labels import without_server_paths
 
 PER_ROW = 3
 POLICY_FILMS = f"{SHARED_ROOT}/films"  # 16 full-resolution films that helped choose the default's policy

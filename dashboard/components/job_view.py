@@ -23,7 +23,8 @@ from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
 from dashboard.components.reports import duration, interval_text, with_interval
 from dashboard.components.task_choice import title_of
-from dashboard.state import registered_models, source_label, without_server_paths
+from dashboard.labels import source_label, without_server_paths
+from dashboard.state import registered_models
 
 POLL_SECONDS = 2
 LOG_LINES = 14

@@ -12,8 +12,8 @@ from dashboard.components.compare_view import (comparison, details, policy_films
                                                training_films_caveat)
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.task_choice import models_of, pick_task, title_of
-from dashboard.state import (default_evaluation_dir, folder_report, folder_stamp, registered_models,
-                             without_server_paths)
+from dashboard.labels import without_server_paths
+from dashboard.state import default_evaluation_dir, folder_report, folder_stamp, registered_models
 
 STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
 EVALUATED_FOLDER = "evaluated_folder"

@@ -21,7 +21,8 @@ from dashboard.components.calibrate_view import calibrate_section
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.job_view import audit_table, interrupted_runs, job_history, job_panel
 from dashboard.components.task_choice import FIRST_TASK, title_of
-from dashboard.state import default_data_dir, source_stamp, training_preview, without_server_paths
+from dashboard.labels import without_server_paths
+from dashboard.state import default_data_dir, source_stamp, training_preview
 
 IMAGE_SIZES = (None, *(s for s in (64, 96, 128, 160, 192, 224, 256, 320)
                        if limits.IMAGE_SIZE.low <= s <= limits.IMAGE_SIZE.high))

@@ -1,0 +1,50 @@
+"""Server paths put in words for the pages: a training source by its data-root label or manifest name, and a
+core error's message with every data root's path replaced by the root's name. Nothing on a page names a
+server folder (core.films.roots); these are the helpers that keep it so where a message comes from core.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import FolderNotAllowed, TriageError
+from core.films.roots import data_roots, folder_label
+
+MANIFEST_SUFFIX = ".toml"  # a training source that is a manifest (core.films.manifest), not a class folder
+
+
+def source_label(source: str | Path) -> str:
+    """A training source as people see it: a shipped manifest by name, a folder by its data-root label; never
+    a server path."""
+    path = Path(source)
+    if path.suffix == MANIFEST_SUFFIX:
+        return f"{path.stem} (manifest)"
+    try:
+        return folder_label(path)
+    except FolderNotAllowed:
+        return _missing_inside_a_root(path) or "a folder outside the data roots"
+
+
+def _missing_inside_a_root(path: Path) -> str | None:
+    """The label a folder had inside a data root when it is gone (moved, deleted): read from its path alone."""
+    try:
+        roots = sorted(data_roots(), key=lambda root: len(root.path.parts), reverse=True)
+    except TriageError:
+        return None
+    for root in roots:
+        if path.is_absolute() and ".." not in path.parts and path.is_relative_to(root.path) and not path.exists():
+            relative = path.relative_to(root.path).as_posix()
+            return root.name if relative == "." else f"{root.name}/{relative}"
+    return None
+
+
+def without_server_paths(text: str, source: str | Path | None = None) -> str:
+    """``text`` (a core error's message) with ``source`` and every data root's server path put in words."""
+    if source is not None:
+        text = text.replace(str(source), source_label(source))
+    try:
+        roots = sorted(data_roots(), key=lambda root: len(str(root.path)), reverse=True)
+    except TriageError:
+        roots = []
+    for root in roots:
+        text = text.replace(str(root.path), root.name)
+    return text
