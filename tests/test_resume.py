@@ -23,7 +23,7 @@ from e2e_support import retrain_page, wait_for
 from core.admin.audit import read_actions
 from core.errors import JobError, TrainingCancelled
 from core.jobs.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, list_jobs, read_job
-from core.jobs.records import JobSettings, write_settings, write_status
+from core.jobs.records import JobSettings, run_left_by, write_settings, write_status
 from core.jobs.resume import resumable_run, resume_job
 from core.models.device import FP32
 from core.store.records import EpochRecord, TrainConfig, read_model_record
@@ -31,7 +31,7 @@ from core.training.distributed import Hardware
 from core.training.events import EpochEvent, NoteEvent
 from core.errors import ResumeRefused
 from core.training.resume import open_run, run_identity
-from core.training.saved_runs import kept_note, prune_saved_runs, runs_dir, saved_runs
+from core.training.saved_runs import kept_note, prune_saved_runs, runs_dir, saved_run_of_job, saved_runs
 from core.training.train import split_films, train
 
 if TYPE_CHECKING:
@@ -272,9 +272,9 @@ def test_a_job_that_died_says_its_run_is_kept_and_only_an_unfinished_one_can_res
     write_settings(early, died.settings.model_copy(update={"job_id": early.name, "resume_of": FAR_JOB}))
     write_status(early, CANCELLED, message="Training was cancelled before it started; nothing was saved.")
     assert resumable_run(read_job(early)).epoch == 1
-    assert kept_note(early.name, FAR_JOB).endswith("Its state after epoch 1 of 2 is kept: an administrator can "
-                                                     "resume it (Resume).")
-    assert kept_note(early.name) == ""  # without following the resume, nothing of its own
+    assert kept_note(run_left_by(early)).endswith("Its state after epoch 1 of 2 is kept: an administrator can "
+                                                    "resume it (Resume).")
+    assert saved_run_of_job(early.name) is None  # without following the resume, nothing of its own
     write_status(folder, SUCCEEDED, message="Registered.")  # a finished job has nothing to resume
     with pytest.raises(JobError, match=f"Job {FAR_JOB} has nothing to resume \\(succeeded\\)"):
         resume_job(FAR_JOB, jobs)

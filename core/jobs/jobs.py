@@ -40,9 +40,10 @@ from core.errors import AuditLogUnavailable, JobError, TriageError
 from core.films.manifest import find_manifest, training_films
 from core.jobs import lock
 from core.jobs.lock import LOCK_FILE
-from core.jobs.prune import JOB_FOLDER, prune_old_jobs
-from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobSettings,
-                               JobStatus, JobSummary, read_settings, read_status, write_settings, write_status)
+from core.jobs.prune import prune_old_jobs
+from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, JOB_FOLDER, QUEUED, RUNNING, SUCCEEDED, Job,
+                               JobSettings, JobStatus, JobSummary, read_settings, read_status, run_left_by,
+                               write_settings, write_status)
 from core.store.names import check_model_name
 from core.store.registry import checkpoint_dir, list_models
 from core.store.records import ModelRecord, TrainConfig
@@ -255,7 +256,7 @@ def _settle_if_dead(folder: Path) -> Job:
     else:
         write_status(folder, FAILED, message=(
             "The training process stopped unexpectedly (it was killed or the server restarted). "
-            "Nothing was registered; the existing models and the default are unchanged." + kept_note(job.job_id)))
+            "Nothing was registered; the existing models and the default are unchanged." + kept_note(run_left_by(folder))))
     return _read(folder)
 
 

@@ -10,7 +10,6 @@ modification time.
 """
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -18,9 +17,8 @@ from core import clock
 from core.config import settings
 from core.errors import JobError
 from core.jobs import lock
-from core.jobs.records import CONFIG_FILE, STATUS_FILE, read_status
+from core.jobs.records import CONFIG_FILE, JOB_FOLDER, STATUS_FILE, read_status
 
-JOB_FOLDER = re.compile(r"^\d{8}-\d{6}-[A-Za-z0-9]+$")
 DAY = 24 * 60 * 60.0
 
 

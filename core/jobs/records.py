@@ -6,6 +6,7 @@ Older folders keep loading: a status with local times and ``running_at`` reads a
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,7 +20,9 @@ from core.store.base import Record, read_record
 from core.store.records import ModelRecord, TrainConfig
 from core.store.reports import HeadlineFigures
 from core.training.events import ProgressEvent, parse_event
+from core.training.saved_runs import SavedRun, saved_run_of_job
 
+JOB_FOLDER = re.compile(r"^\d{8}-\d{6}-[A-Za-z0-9]+$")  # a job's id, and its folder's name
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 ACTIVE_STATES = (QUEUED, RUNNING)
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -156,3 +159,23 @@ class Job:
     def log_tail(self, lines: int = 200) -> list[str]:
         path = self.folder / "log.txt"
         return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+
+
+def run_left_by(folder: Path) -> SavedRun | None:
+    """The saved run the job in ``folder`` left behind, or None. A resume that ended before it took its run over
+    (cancelled or killed while decoding) leaves the run with the job it resumed: followed back through such
+    resumes, so the newest job still offers it and says it is kept."""
+    seen: set[str] = set()
+    while folder.name not in seen:
+        seen.add(folder.name)
+        run = saved_run_of_job(folder.name)
+        if run is not None:
+            return run
+        try:
+            resume_of = read_settings(folder).resume_of
+        except (JobError, OSError, ValueError):  # pruned or damaged: nothing to follow
+            return None
+        if not resume_of or not JOB_FOLDER.match(resume_of):
+            return None
+        folder = folder.parent / resume_of
+    return None

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from core.errors import JobError
 from core.jobs.jobs import SUCCEEDED, Job, jobs_dir, read_job, start_job
-from core.jobs.prune import JOB_FOLDER
-from core.training.saved_runs import SavedRun, saved_run_of_job
+from core.jobs.records import JOB_FOLDER, run_left_by
+from core.training.saved_runs import SavedRun
 
 
 def resumable_run(job: Job) -> SavedRun | None:
@@ -21,17 +21,7 @@ def resumable_run(job: Job) -> SavedRun | None:
     resumed: followed back through such resumes, so the newest job still offers it."""
     if job.is_active or job.state == SUCCEEDED:
         return None
-    seen = {job.job_id}
-    run = saved_run_of_job(job.job_id)
-    while run is None and job.settings.resume_of and job.settings.resume_of not in seen \
-            and JOB_FOLDER.match(job.settings.resume_of):
-        seen.add(job.settings.resume_of)
-        try:
-            job = read_job(job.folder.parent / job.settings.resume_of)
-        except (JobError, OSError, ValueError):  # pruned or damaged: nothing to follow
-            return None
-        run = saved_run_of_job(job.job_id)
-    return run
+    return run_left_by(job.folder)
 
 
 def resume_job(job_id: str, root: Path | None = None, *, who: str = "cli") -> Job:

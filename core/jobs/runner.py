@@ -24,7 +24,8 @@ from core import clock
 from core.config import settings as current_settings
 from core.errors import TriageError
 from core.jobs import lock
-from core.jobs.records import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobSummary, read_settings, write_status
+from core.jobs.records import (CANCELLED, FAILED, RUNNING, SUCCEEDED, JobSummary, read_settings, run_left_by,
+                               write_status)
 from core.jobs.time_limit import TimeLimit, describe, stop_process_group
 from core.training.events import DoneEvent, EpochEvent, LoadingEvent, NoteEvent, ProgressEvent, StepEvent
 from core.training.saved_runs import kept_note
@@ -48,7 +49,7 @@ class JobRunner:
 
     def _kept(self) -> str:
         """That the run's state is kept for Resume ("" when none), a resumed run's too before it is taken over."""
-        return kept_note(self.settings.job_id, self.settings.resume_of)
+        return kept_note(run_left_by(self.folder))
 
     def should_stop(self) -> bool:
         return self.cancel_requested or self.out_of_time or (self.folder / "cancel").exists()

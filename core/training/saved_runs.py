@@ -65,10 +65,9 @@ def saved_run_of_job(job_id: str, folder: Path | None = None) -> SavedRun | None
     return next((run for run in saved_runs(folder) if run.job_id == job_id), None)
 
 
-def kept_note(job_id: str, resume_of: str | None = None) -> str:
-    """A sentence for a job that stopped unfinished: that its run can be resumed, and from where ("" when
-    it left no state). ``resume_of``: the job a resume continued, whose run it may have ended before taking over."""
-    run = saved_run_of_job(job_id) or (saved_run_of_job(resume_of) if resume_of else None)
+def kept_note(run: SavedRun | None) -> str:
+    """A sentence for a job that stopped unfinished with ``run`` left behind (core.jobs.records.run_left_by):
+    that it can be resumed, and from where ("" when it left no state)."""
     return f" Its state {run.where} is kept: an administrator can resume it (Resume)." if run else ""
 
 
