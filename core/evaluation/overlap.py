@@ -12,7 +12,7 @@ from pathlib import Path
 from core.errors import TriageError
 from core.films.folders import evaluation_split, split_folders
 from core.films.manifest import find_manifest, load_manifest, recorded_source
-from core.films.roots import resolve_label
+from core.films.roots import real_path, resolve_label
 from core.store.records import ModelRecord
 
 
@@ -31,7 +31,7 @@ def training_folders(record: ModelRecord) -> list[Path]:
         folders = [root / name for name in ("train", "val") if name in splits] if splits else [root]
     except (TriageError, OSError):  # a manifest or folder that is gone or changed: nothing to compare
         return []
-    return [folder for folder in map(_resolved, folders) if folder is not None]
+    return [folder for folder in map(real_path, folders) if folder is not None]
 
 
 def evaluated_folder(folder: str | Path, split: str | None = None) -> Path | None:
@@ -40,7 +40,7 @@ def evaluated_folder(folder: str | Path, split: str | None = None) -> Path | Non
         chosen = evaluation_split(folder, split)
     except TriageError:
         return None
-    return _resolved(Path(folder) / chosen if chosen else Path(folder))
+    return real_path(Path(folder).expanduser() / chosen if chosen else Path(folder).expanduser())
 
 
 def trained_on(record: ModelRecord, folder: str | Path, split: str | None = None) -> bool:
@@ -56,13 +56,4 @@ def _label_folder(entry) -> Path | None:
     try:
         return resolve_label(entry.label)  # resolved already
     except TriageError:  # FolderNotAllowed: a folder gone since, or a root no longer configured
-        return None
-
-
-def _resolved(path: Path | None) -> Path | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).expanduser().resolve(strict=True)
-    except (OSError, RuntimeError):
         return None

@@ -169,8 +169,8 @@ def inside_roots(folder: Path, films: list[Path]) -> list[Path]:
     try:
         roots = [r.path for r in data_roots()]
     except DataRootsUnreadable:  # the app offers no folder then; a run still keeps to the shared films
-        roots = [p for p in [_resolved(settings().data)] if p is not None]
-    start = _resolved(folder)
+        roots = [p for p in [real_path(settings().data)] if p is not None]
+    start = real_path(folder)
     if start is None or not any(start.is_relative_to(r) for r in roots):
         return films
     inside: dict[Path, bool] = {}
@@ -182,15 +182,16 @@ def inside_roots(folder: Path, films: list[Path]) -> list[Path]:
     for film in films:
         parent = film.parent
         if parent not in inside:
-            inside[parent] = within(_resolved(parent))
-        if inside[parent] and (not film.is_symlink() or within(_resolved(film))):
+            inside[parent] = within(real_path(parent))
+        if inside[parent] and (not film.is_symlink() or within(real_path(film))):
             kept.append(film)
     if len(kept) < len(films):
         log.warning("%d file(s) under %s lead outside the data roots; left out", len(films) - len(kept), folder)
     return kept
 
 
-def _resolved(path: Path) -> Path | None:
+def real_path(path: str | Path) -> Path | None:
+    """Where ``path`` really is (links followed), or None when it does not exist."""
     try:
         return Path(path).resolve(strict=True)
     except (OSError, RuntimeError):
