@@ -1,0 +1,59 @@
+"""bench/training.py's GPU target run: the default's recipe as the Makefile ships it, and how its times are summed."""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import training  # noqa: E402
+
+
+def _makefile_variable(name: str) -> list[str]:
+    """The words of ``name := ...`` after ``core train $(DATA)``, continuation lines joined, comment dropped."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    line = re.search(rf"^{name} := (.*)$", text, re.MULTILINE).group(1).split("#")[0]
+    words = shlex.split(line)
+    return words[words.index("$(DATA)") + 1:]
+
+
+def _options(words) -> dict[str, str | None]:
+    """``--flag value`` pairs and bare ``--flag``s, without the epoch counts the target run sets itself."""
+    options, words = {}, list(words)
+    for i, word in enumerate(words):
+        if word.startswith("--"):
+            following = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else None
+            options[word] = following
+    return {k: v for k, v in options.items() if k not in ("--epochs", "--patience")}
+
+
+def test_the_gpu_target_run_trains_the_default_recipe_the_makefile_ships():
+    assert _options(training.WIDE_RECIPE) == _options(_makefile_variable("WIDE"))
+    assert _options(training.LITE1_RECIPE) | {"--seed": "3"} == _options(_makefile_variable("LITE1"))
+    shipped = (ROOT / "Makefile").read_text()
+    for _, flags in training.DEFAULT_MEMBERS:
+        options = _options(flags)
+        if options["--arch"] == "resnet18":  # the two ResNet-18s shipped in the default, by seed
+            assert f"$(WIDE) --seed {options['--seed']} $(TRIAL) --name pneumonia-resnet18-224-wide-all" in shipped
+    assert [_options(flags)["--arch"] for _, flags in training.DEFAULT_MEMBERS] == [
+        "resnet18", "resnet18", "efficientnet_lite1"]
+    assert re.search(rf"ENSEMBLE_TARGET \?= {re.escape(training.ENSEMBLE_TARGET)}\b", shipped)
+
+
+def test_the_target_run_sums_every_step_and_says_whether_it_met_the_target():
+    runs = [training.Run("member", wall=100.0), training.Run("ensemble", wall=79.0)]
+    lines = training.default_recipe_lines(runs, "a GPU")
+    assert lines[-1] == "- in all 179.0 s (target < 180 s: met)"
+    runs[1].wall = 81.0
+    assert training.default_recipe_lines(runs, "a GPU")[-1] == "- in all 181.0 s (target < 180 s: not met)"
+
+
+def test_a_failed_step_is_shown_with_its_reason_and_no_total():
+    runs = [training.Run("member", wall=40.0),
+            training.Run("lite1", wall=2.0, problem="efficientnet_lite1 needs its ImageNet weights")]
+    lines = training.default_recipe_lines(runs, "a GPU")
+    assert lines[-1] == "- lite1: failed: efficientnet_lite1 needs its ImageNet weights"
+    assert not any("in all" in line for line in lines)
