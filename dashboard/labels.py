@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import FolderNotAllowed, TriageError
+from core.errors import DataRootsUnreadable, FolderNotAllowed, TriageError
 from core.films.roots import data_roots, folder_label
 
 MANIFEST_SUFFIX = ".toml"  # a training source that is a manifest (core.films.manifest), not a class folder
+UNPLACED = "a folder (the list of data roots cannot be read)"  # a label while the roots file is broken
 
 
 def source_label(source: str | Path) -> str:
@@ -22,6 +23,8 @@ def source_label(source: str | Path) -> str:
         return folder_label(path)
     except FolderNotAllowed:
         return _missing_inside_a_root(path) or "a folder outside the data roots"
+    except DataRootsUnreadable:  # the folder picker says so and what to do; a label must not stop the page
+        return UNPLACED
 
 
 def _missing_inside_a_root(path: Path) -> str | None:

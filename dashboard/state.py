@@ -22,7 +22,7 @@ import streamlit as st
 from PIL import Image
 
 from core import config, limits
-from core.errors import CheckpointError, FolderNotAllowed, TriageError
+from core.errors import CheckpointError, TriageError
 from core.films.film import Film
 from core.films.read import read_film
 from core.films.roots import folder_label
@@ -265,7 +265,7 @@ def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, s
     """
     try:
         shown = folder_label(folder)  # people see a data root's label, never the server path
-    except FolderNotAllowed:
+    except TriageError:  # outside the roots, or their list unreadable: evaluate_folder says which
         shown = "the chosen folder"
     bar = st.progress(0.0, text=f"Evaluating {name} on {shown}…")
 

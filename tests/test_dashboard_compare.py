@@ -180,3 +180,16 @@ def _select(at: AppTest, label: str):
 def _evaluate(at: AppTest) -> None:
     next(b for b in at.button if b.label == "Evaluate").click()
     at.run()
+
+
+def test_a_broken_list_of_data_roots_leaves_the_stored_reports_drawn(at, settings_env, tmp_path):
+    roots = tmp_path / "roots.toml"
+    roots.write_text("[roots\nthis is = not toml")
+    settings_env(CXR_DATA_ROOTS=str(roots))
+    at.run()
+    assert not at.exception
+    assert list(at.dataframe[0].value.columns) == MODELS  # the comparison is still there
+    at.segmented_control[0].set_value("Evaluate on a folder").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["The configured list of data roots cannot be read; ask an administrator "
+                                           "to correct it (the server log says where)."]

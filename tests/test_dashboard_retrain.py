@@ -204,3 +204,22 @@ def test_a_failed_job_names_no_server_folder_even_to_an_administrator(places):
     history = next(d.value for d in at.dataframe if "Message" in d.value.columns)
     shown = [e.value for e in at.error] + list(history["Message"])
     assert shown == ["Training failed: no films in shared-data/kermany-224/train/NORMAL."] * 2
+
+
+def test_a_broken_list_of_data_roots_leaves_the_jobs_listed(places, settings_env, tmp_path):
+    from core.jobs.jobs import SUCCEEDED
+    from core.jobs.records import JobSettings, write_settings
+
+    checkpoints, jobs = places
+    folder = jobs / "20260101-000000-aaaa"
+    folder.mkdir(parents=True)
+    write_settings(folder, JobSettings(job_id=folder.name, data_dir=TRAIN_DIR, checkpoints=checkpoints,
+                                       config=TrainConfig(arch="mlp", epochs=1, image_size=64)))
+    write_status(folder, SUCCEEDED, message="Registered pneumonia-mlp-v2 as a new version.", model="pneumonia-mlp-v2")
+    (tmp_path / "roots.toml").write_text("[roots]\n'../x' = 3\n")
+    settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
+    at = retrain_page()
+    assert not at.exception
+    assert "a folder (the list of data roots cannot be read)" in _markdown(at) + "\n".join(c.value for c in at.caption)
+    assert str(TRAIN_DIR) not in _markdown(at)
+    assert any("list of data roots is not a table" in e.value for e in at.error)

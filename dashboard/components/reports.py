@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from core.errors import FolderNotAllowed, TriageError
+from core.errors import DataRootsUnreadable, FolderNotAllowed, TriageError
 from core.films.manifest import recorded_source
 from core.films.roots import data_roots, folder_label
 from core.store.registry import ModelEntry
 from core.store.reports import Report
+from dashboard.labels import UNPLACED
 
 
 _MARKDOWN = re.compile(r"[\\`*_\[\]<>|~$&]|:(?=\S)")  # a colon starts a directive only when text follows
@@ -75,6 +76,8 @@ def data_label(folder: str) -> str:
         return folder_label(folder)
     except FolderNotAllowed:
         return "a folder outside the data roots"
+    except DataRootsUnreadable:  # the picker says so and what to do; a label must not stop the page
+        return UNPLACED
 
 
 def films_in_words(report: Report) -> str:
