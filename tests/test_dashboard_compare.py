@@ -193,3 +193,41 @@ def test_a_broken_list_of_data_roots_leaves_the_stored_reports_drawn(at, setting
     assert not at.exception
     assert [e.value for e in at.error] == ["The configured list of data roots cannot be read; ask an administrator "
                                            "to correct it (the server log says where)."]
+
+
+def test_a_compared_model_removed_meanwhile_is_left_out_and_nothing_else_is_added(at, tmp_path):
+    at.multiselect[0].set_value(["pneumonia-mlp-v1"]).run()
+    for path in (tmp_path / "checkpoints").glob("pneumonia-mlp-v1.*"):
+        path.unlink()
+    at.run()
+    assert not at.exception
+    assert at.multiselect[0].value == []  # not the first four models: nobody chose them
+    assert [w.value for w in at.warning if "left out" in w.value] == [
+        "No longer registered, so left out: pneumonia-mlp-v1."]
+    assert "Choose at least one model." in [i.value for i in at.info]
+
+
+def test_an_evaluated_folder_removed_meanwhile_is_said_once_and_not_read_again(at, settings_env, tmp_path):
+    films = sorted(p for p in require(FILMS_DIR, "films").rglob("*") if p.is_file())
+    ward = tmp_path / "site" / "ward-films"
+    for film in films:
+        (ward / film.parent.name).mkdir(parents=True, exist_ok=True)
+        (ward / film.parent.name / film.name).symlink_to(film)
+    (tmp_path / "roots.toml").write_text(f'[roots]\nsite = "{tmp_path / "site"}"\n')
+    settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
+    at.multiselect[0].set_value(["pneumonia-mlp-v1"])
+    at.segmented_control[0].set_value("Evaluate on a folder").run()
+    _select(at, "Data root").set_value("site").run()
+    _select(at, FOLDER_BOX).set_value("ward-films").run()
+    _evaluate(at)
+    assert not at.exception and not at.error and (at.dataframe[0].value.loc["Films evaluated"] == "16").all()
+    # What the session holds once the evaluated folder is moved away: its old place, now empty. (AppTest cannot
+    # rerun a picker that still shows a folder gone from its list, as a browser does, so the picker keeps its own.)
+    at.session_state["evaluated_folder"] = str(tmp_path / "site" / "moved-away")
+    at.run()
+    assert not at.exception and not at.error
+    assert [w.value for w in at.warning] == ["The folder evaluated before can no longer be read (moved, renamed or "
+                                             "deleted)."]
+    assert "Choose a folder and press Evaluate." in [i.value for i in at.info]
+    at.run()  # said once: the folder is forgotten, not looked for at every rerun
+    assert not at.warning and not at.exception

@@ -223,3 +223,18 @@ def test_a_broken_list_of_data_roots_leaves_the_jobs_listed(places, settings_env
     assert "a folder (the list of data roots cannot be read)" in _markdown(at) + "\n".join(c.value for c in at.caption)
     assert str(TRAIN_DIR) not in _markdown(at)
     assert any("list of data roots is not a table" in e.value for e in at.error)
+
+
+def test_calibrate_pressed_after_the_chosen_model_was_removed_changes_nothing(places):
+    checkpoints, _ = places
+    at = retrain_page()
+    _select(at, "Model").set_value("pneumonia-mlp-v1").run()
+    before = sorted(p.name for p in checkpoints.iterdir())
+    for path in checkpoints.glob("pneumonia-mlp-v1.*"):
+        path.unlink()
+    next(b for b in at.button if b.label == "Calibrate").click().run()
+    assert not at.exception and not at.success
+    assert [e.value for e in at.error] == ["The model was not recalibrated: pneumonia-mlp-v1 is no longer registered. "
+                                           "Check the model above and press Calibrate again."]
+    assert sorted(p.name for p in checkpoints.iterdir()) == [n for n in before if not n.startswith("pneumonia-mlp-v1.")]
+    assert _select(at, "Model").value == "pneumonia-cnn5-v1"

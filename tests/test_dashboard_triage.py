@@ -324,3 +324,23 @@ def test_a_batch_past_the_limits_is_refused_whole_and_a_smaller_one_runs(checkpo
     small = real_films()[:2]
     _upload(at, [(p.name, p.read_bytes()) for p in small])
     assert not at.error and len(at.dataframe[0].value) == 2
+
+
+def _remove(folder, name: str) -> None:
+    """A version's files gone from the models folder, as another administrator's tab or a shell would leave it."""
+    for path in folder.glob(f"{name}.*"):
+        path.unlink()
+
+
+def test_a_chosen_model_removed_meanwhile_is_named_with_the_model_now_in_use(checkpoints):
+    at = _app()
+    at.sidebar.selectbox[0].set_value("pneumonia-mlp-v1").run()
+    _remove(checkpoints, "pneumonia-mlp-v1")
+    at.run()
+    assert not at.exception
+    assert at.sidebar.selectbox[0].value == "pneumonia-cnn5-v1"
+    assert [w.value for w in at.sidebar.warning] == [
+        "pneumonia-mlp-v1, the model chosen before, is no longer available (removed, or it cannot be read), so films "
+        "are triaged with pneumonia-cnn5-v1. Choose another model above if you prefer."]
+    at.run()  # said until someone chooses again, not for one run only
+    assert len(at.sidebar.warning) == 1

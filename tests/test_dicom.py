@@ -11,7 +11,8 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
 
 from core.errors import UnreadableImage
 from core.films.dicom_values import transfer_syntax_name
@@ -178,15 +179,6 @@ def test_dicom_without_pixel_data_is_unreadable(file_format):
         read_film(make_dicom(pixels=False, file_format=file_format), name="report.dcm")
 
 
-def test_dicom_with_short_pixel_data_is_unreadable():
-    ds = pydicom.dcmread(io.BytesIO(make_dicom()))
-    ds.PixelData = STORED.tobytes()[:6]
-    buffer = io.BytesIO()
-    ds.save_as(buffer)
-    with pytest.raises(UnreadableImage, match="cannot be decoded"):
-        read_film(buffer.getvalue(), name="short.dcm")
-
-
 def test_truncated_real_dicom_is_unreadable(dicom_dir):
     data = (dicom_dir / "RG1_UNCI.dcm").read_bytes()
     with pytest.raises(UnreadableImage, match="cut.dcm"):
@@ -259,13 +251,30 @@ def test_a_transfer_syntax_is_shown_by_its_standard_name(syntax, name):
 
 def test_a_decoder_failure_is_named_in_our_words_not_the_decoders():
     ds = pydicom.dcmread(io.BytesIO(make_dicom()))
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(40)])  # a codestream's marker, then nothing usable
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(UnreadableImage) as refused:
+        read_film(buffer.getvalue(), name="bad.dcm")
+    assert str(refused.value) == ("bad.dcm: the DICOM pixel data (transfer syntax 'JPEG 2000 Image Compression "
+                                  "(Lossless Only)') cannot be decoded here. Export the film uncompressed or as "
+                                  "JPEG/JPEG 2000.")
+
+
+def test_uncompressed_pixel_data_cut_short_is_said_to_be_incomplete(dicom_dir):
+    ds = pydicom.dcmread(io.BytesIO(make_dicom()))
     ds.PixelData = STORED.tobytes()[:6]
     buffer = io.BytesIO()
     ds.save_as(buffer)
     with pytest.raises(UnreadableImage) as refused:
         read_film(buffer.getvalue(), name="short.dcm")
-    assert str(refused.value) == ("short.dcm: the DICOM pixel data (transfer syntax 'Explicit VR Little Endian') "
-                                  "cannot be decoded here. Export the film uncompressed or as JPEG/JPEG 2000.")
+    assert str(refused.value) == ("short.dcm is incomplete: its pixel data holds 6 of the 16 bytes its 4x2 image "
+                                  "needs (the file was cut short). Upload or export the whole file again.")
+    whole = (dicom_dir / "RG1_UNCI.dcm").read_bytes()  # a real film's upload interrupted half-way
+    with pytest.raises(UnreadableImage, match=r"^half\.dcm is incomplete: its pixel data holds 3,598,132 of the "
+                                              r"7,198,310 bytes its 1841x1955 image needs"):
+        read_film(whole[: len(whole) // 2], name="half.dcm")
 
 
 # --- a decoding worker started ahead of the first DICOM (the server's preload, predict given a DICOM) -------

@@ -120,16 +120,41 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
 
 
 def _decode_pixels(ds: pydicom.Dataset, label: str, syntax_name: str) -> np.ndarray:
-    cannot = (f"{label}: the DICOM pixel data (transfer syntax '{syntax_name}') cannot be decoded here. "
-              "Export the film uncompressed or as JPEG/JPEG 2000.")
+    native = _is_native(ds)
+    cannot = (f"{label}: the DICOM pixel data cannot be read: the file is damaged. Export the film again."
+              if native else f"{label}: the DICOM pixel data (transfer syntax '{syntax_name}') cannot be decoded "
+              "here. Export the film uncompressed or as JPEG/JPEG 2000.")
     with _refusing(cannot):
         syntax = ds.file_meta.TransferSyntaxUID
         if syntax.is_encapsulated and "PixelData" in ds:
             _check_fragments(ds.PixelData, label)
             if syntax == RLELossless:
                 _check_rle(ds.PixelData, label, _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0))
+        elif "PixelData" in ds:
+            _check_complete(ds, label)
         # Only the first frame is decoded: a multi-frame upload must not cost memory for every frame.
         return pixel_array(ds, index=0)
+
+
+def _is_native(ds: pydicom.Dataset) -> bool:
+    """Uncompressed pixel data (a failure to read it is damage, not a codec this build lacks)."""
+    try:
+        return not ds.file_meta.TransferSyntaxUID.is_encapsulated
+    except Exception:  # noqa: BLE001 - no or a malformed syntax: the codec message stays
+        return False
+
+
+def _check_complete(ds: pydicom.Dataset, label: str) -> None:
+    """Uncompressed pixel data shorter than its own image: a file cut short (an interrupted copy or upload)."""
+    rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
+    samples, bits = _int_tag(ds, "SamplesPerPixel", 1), _int_tag(ds, "BitsAllocated", 0)
+    needed = (rows * cols * samples * bits + 7) // 8
+    have = len(ds.PixelData)
+    if 0 < have < needed:
+        raise UnreadableImage(
+            f"{label} is incomplete: its pixel data holds {have:,} of the {needed:,} bytes its {cols}x{rows} image "
+            "needs (the file was cut short). Upload or export the whole file again."
+        )
 
 
 def _check_fragments(pixel_data: bytes, label: str) -> None:

@@ -104,18 +104,21 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
                            "choose a split it has.")
     folders = _class_folders(base)
     classes = tuple(sorted(folders))
-    paths, labels = [], []
+    paths, labels, left_out = [], [], 0
     for label, name in enumerate(classes):
-        films = inside_roots(root, sorted(p for p in folders[name].rglob("*")
-                                          if p.is_file() and p.suffix.lower() in FILM_SUFFIXES))
+        found = sorted(p for p in folders[name].rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES)
+        films = inside_roots(root, found)
+        left_out += len(found) - len(films)
         paths += films
         labels += [label] * len(films)
+    why = (f" {left_out} film file(s) there are links leading outside the data roots, which are never read."
+           if left_out else "")
     if len(classes) < min_classes or not paths:
         needs = "at least two sub-folders (one per class)" if min_classes > 1 else "one sub-folder per class"
-        raise DatasetError(f"{base} is not a class-folder tree: it needs {needs} holding films.")
+        raise DatasetError(f"{base} is not a class-folder tree: it needs {needs} holding films.{why}")
     empty = [folders[c].name for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if n == 0]
     if empty:
-        raise DatasetError(f"Class folder(s) {', '.join(empty)} in {base} hold no films.")
+        raise DatasetError(f"Class folder(s) {', '.join(empty)} in {base} hold no films.{why}")
     source = root.name if root.name not in SPLITS else root.parent.name  # ROOT/train given: the dataset's name
     return FilmSet(tuple(paths), np.asarray(labels, dtype=np.int64), classes, (source,) * len(paths))
 

@@ -45,7 +45,7 @@ def read_film(source: str | Path | bytes, name: str | None = None) -> Film:
 
 def _read_bytes(data: bytes, label: str) -> Film:
     if len(data) == 0:
-        raise UnreadableImage(f"{label} is empty (0 bytes). Upload the film again.")
+        raise UnreadableImage(f"{label} is empty (0 bytes): nothing of the film arrived. Upload or copy it again.")
     if len(data) > MAX_FILE_BYTES:
         raise UnreadableImage(
             f"{label} is {len(data) / 2**20:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit for one film."

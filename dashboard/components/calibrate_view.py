@@ -21,6 +21,7 @@ from dashboard.state import registered_models
 
 VALIDATION, SITE_FOLDER = "validation", "site folder"  # core.training.calibrate's sources
 SOURCES = {VALIDATION: "Its own validation films", SITE_FOLDER: "A labelled folder of this site"}
+MODEL_KEY = "calibrate-model"
 
 
 def calibrate_section(user: User) -> None:
@@ -33,8 +34,15 @@ def calibrate_section(user: User) -> None:
         st.info("No model with a normal class is registered, so none can be recalibrated.", icon=":material/info:")
         return
     by_name = {e.name: e for e in entries}  # names, not entries: the list grows with each new version
+    gone = st.session_state.get(MODEL_KEY)
+    if gone is not None and gone not in by_name:  # removed since it was chosen: the box would fall back to the first
+        del st.session_state[MODEL_KEY]
+        st.warning(f"{gone}, the model chosen before, is no longer registered. Choose the model to recalibrate "
+                   "again.", icon=":material/warning:")
+    else:
+        gone = None
     entry = by_name[st.selectbox("Model", list(by_name), format_func=lambda n: _describe(by_name[n]),
-                                 key="calibrate-model")]
+                                 key=MODEL_KEY)]
     source = st.radio("Choose the threshold on", list(SOURCES), format_func=SOURCES.get, horizontal=True,
                       key="calibrate-source")
     folder = None
@@ -49,6 +57,10 @@ def calibrate_section(user: User) -> None:
                              help="The new threshold is the highest one that still finds this share of the "
                                   "abnormal films it is chosen on.")
     if not st.button("Calibrate", icon=":material/tune:", key="calibrate-start"):
+        return
+    if gone is not None:  # the press was meant for the model that went, not for the one the box shows now
+        st.error(f"The model was not recalibrated: {gone} is no longer registered. Check the model above and "
+                 "press Calibrate again.", icon=":material/error:")
         return
     if source == SITE_FOLDER and folder is None:
         st.error("The model was not recalibrated. Choose a labelled folder inside a data root.",

@@ -34,6 +34,7 @@ _BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Rou
            UNREADABLE: ("Unreadable", "gray", ":material/block:")}
 CHOSEN_MODELS = "chosen_models"  # task -> model name; survives page switches, unlike the widget's own state
 MODEL_WIDGET = "model-choice"
+REPLACED_MODELS = "replaced_models"
 LEADING_ABNORMAL = "Leading abnormal class"
 
 
@@ -47,8 +48,11 @@ def pick_model(entries: list[ModelEntry], problems: list[str], task: str | None 
     names = [e.name for e in entries]
     default = next((e.name for e in entries if e.is_default), names[0])
     chosen = st.session_state.setdefault(CHOSEN_MODELS, {})
+    replaced = st.session_state.setdefault(REPLACED_MODELS, {})  # task -> (the chosen model that went, its stand-in)
     if st.session_state.get(MODEL_WIDGET) not in names:
         remembered = chosen.get(task)
+        if remembered is not None and remembered not in names:  # removed, or unreadable, since it was chosen
+            replaced[task] = (remembered, default)
         st.session_state[MODEL_WIDGET] = remembered if remembered in names else default
     name = st.sidebar.selectbox(
         "Model", names, key=MODEL_WIDGET, format_func=lambda n: f"{n}  (default)" if n == default else n,
@@ -56,6 +60,13 @@ def pick_model(entries: list[ModelEntry], problems: list[str], task: str | None 
              "make another the default on the Retrain page.",
     )
     chosen[task] = name
+    gone, stand_in = replaced.get(task, (None, None))
+    if gone is not None and name == stand_in:  # said until someone picks a model again
+        st.sidebar.warning(f"{gone}, the model chosen before, is no longer available (removed, or it cannot be "
+                           f"read), so films are triaged with {name}. Choose another model above if you prefer.",
+                           icon=":material/warning:")
+    else:
+        replaced.pop(task, None)
     return entries[names.index(name)]
 
 

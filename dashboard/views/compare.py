@@ -36,7 +36,13 @@ if not entries:
 task = pick_task(entries)
 entries = models_of(entries, task)
 names = [e.name for e in entries]
-chosen = st.multiselect("Models", names, default=names[:4], placeholder="Choose models to compare",
+models_key = f"compare-models-{task}"
+gone = [name for name in st.session_state.get(models_key, []) if name not in names]
+if gone:  # removed since chosen: keep the rest of the choice rather than fall back to the first four
+    st.session_state[models_key] = [name for name in st.session_state[models_key] if name in names]
+    st.warning(f"No longer registered, so left out: {', '.join(gone)}.", icon=":material/warning:")
+chosen = st.multiselect("Models", names, default=None if models_key in st.session_state else names[:4],
+                        key=models_key, placeholder="Choose models to compare",
                         help=f"The models of the task chosen in the sidebar ({title_of(task)}); its default is "
                              "listed first.")
 if user.is_admin:
@@ -60,6 +66,12 @@ if source == FOLDER:
         st.session_state[EVALUATED_FOLDER] = str(folder)
         st.session_state[RECORDED] = set()  # each press is recorded; reruns that reuse its results are not
     target = st.session_state.get(EVALUATED_FOLDER)
+    stamp = folder_stamp(target) if target else ""
+    if target and not stamp:  # moved, renamed or deleted since Evaluate: not read again at every rerun
+        del st.session_state[EVALUATED_FOLDER]
+        st.warning("The folder evaluated before can no longer be read (moved, renamed or deleted).",
+                   icon=":material/folder_off:")
+        target = None
     if not target:
         st.info("Choose a folder and press Evaluate.", icon=":material/info:")
         st.stop()
@@ -74,7 +86,7 @@ if source == FOLDER:
     for entry in selected:
         try:
             rows.append((entry, folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path),
-                                              target, folder_stamp(target))))
+                                              target, stamp)))
         except TriageError as exc:
             st.error(f"{entry.name} could not be evaluated on the chosen folder: "
                      f"{without_server_paths(str(exc), target)}", icon=":material/error:")
