@@ -77,8 +77,27 @@ def test_remote_and_unknown_sessions_are_not_local():
     assert not is_local(RequestFacts.of(object(), {"Host": "localhost"}))  # not an address at all
 
 
+@pytest.mark.parametrize("origin, host, local", [
+    (None, "localhost:8501", True),  # not from a page (a script on this machine)
+    ("http://localhost:8501", "localhost:8501", True),  # this app's own page
+    ("http://127.0.0.1:8501", "127.0.0.1:8501", True),
+    ("https://localhost", "localhost", True),
+    ("http://localhost:9999", "localhost:8501", False),  # another service's page on this machine
+    ("http://localhost:9999", "localhost", False),
+    ("http://127.0.0.1:8501", "localhost:8501", False),  # another name is another origin
+    ("null", "localhost:8501", False),  # a sandboxed frame or a file
+    ("http://localhost:notaport", "localhost:8501", False),
+])
+def test_a_page_of_another_service_on_this_machine_is_not_local(origin, host, local):
+    headers = {"Host": host} | ({"Origin": origin} if origin else {})
+    assert is_local(RequestFacts.of("127.0.0.1", headers)) is local
+
+
 def test_the_client_behind_a_proxy_is_the_hop_the_proxy_added():
     assert facts("192.0.2.2").client == "192.0.2.2"
+    # a peer elsewhere that sends proxy headers itself is keyed on its own address, whatever it claims: it must
+    # not become a new client (a fresh sign-in budget) at every attempt
+    assert {facts("192.0.2.2", X_Forwarded_For=f"10.0.0.{n}").client for n in range(5)} == {"192.0.2.2"}
     assert facts("127.0.0.1", X_Forwarded_For="6.6.6.6, 192.0.2.9").client == "127.0.0.1 for 192.0.2.9"
     assert facts("127.0.0.1", X_Real_IP="192.0.2.9").client == "127.0.0.1 for 192.0.2.9"
     # a client may send its own X-Real-IP (a proxy that appends to X-Forwarded-For passes it on unchanged): it

@@ -7,7 +7,9 @@ the page itself asks the browser. A session is *local* only when all of these ho
 - it carries no proxy header (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``, ``Via``, ...): a reverse proxy
   on this host connects from loopback on behalf of someone elsewhere;
 - it was addressed to this machine by a loopback name (``Host: localhost:8501``): a page elsewhere that
-  rebinds its own name to 127.0.0.1 reaches the port from this machine's browser under its own name.
+  rebinds its own name to 127.0.0.1 reaches the port from this machine's browser under its own name;
+- when a page opened it (an ``Origin`` header), that page is this app's own: same host and port as ``Host``.
+  A page of another service on this machine would otherwise act with the local administrator's rights.
 
 Anything unknown (no peer address, no headers) is not local.
 """
@@ -17,6 +19,7 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Mapping
+from urllib.parse import urlsplit
 
 from core import clock
 
@@ -60,12 +63,15 @@ class RequestFacts:
 
     @property
     def client(self) -> str:
-        """Who the request is from, for rate limiting: the peer, and the client a proxy says it speaks for."""
-        for name in _CLIENT_HEADERS:
-            value = self.header(name)
-            if value:
-                hop = value.split(",")[-1].strip()
-                return f"{self.remote_address or 'unknown'} for {hop}"
+        """Who the request is from, for rate limiting: the peer; when the peer is a proxy on this machine
+        (loopback), the client it says it speaks for. A peer elsewhere is keyed on its own address whatever its
+        headers say: they are its own claim, and changing them at every attempt must not make one client many."""
+        if is_loopback(self.remote_address):
+            for name in _CLIENT_HEADERS:
+                value = self.header(name)
+                if value:
+                    hop = value.split(",")[-1].strip()
+                    return f"{self.remote_address} for {hop}"
         return self.remote_address or "unknown"
 
 
@@ -98,10 +104,29 @@ def names_this_machine(host: str) -> bool:
     return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
 
 
+def same_origin(facts: RequestFacts) -> bool:
+    """No ``Origin`` (not sent from a page), or one naming the very host and port the request was addressed to.
+
+    Streamlit accepts connections from a page of any port of this machine; a page of another service here (a
+    notebook, a file server) must not drive this app with the local administrator's rights."""
+    origin = facts.header("origin").strip()
+    if not origin:
+        return True
+    try:
+        page, addressed = urlsplit(origin), urlsplit("//" + facts.header("host").strip())
+        default_port = {"http": 80, "https": 443}.get(page.scheme)  # a Host without a port: the scheme's own
+        page_port, addressed_port = page.port or default_port, addressed.port or default_port
+    except ValueError:  # a port that is not a number
+        return False
+    return (page.scheme in ("http", "https") and bool(page.hostname) and page.hostname == addressed.hostname
+            and page_port == addressed_port)
+
+
 def is_local(facts: RequestFacts) -> bool:
-    """Loopback peer, no proxy header, addressed to a loopback name (see the module's docstring)."""
+    """Loopback peer, no proxy header, addressed to a loopback name, from a page of this app itself when a page
+    sent it (see the module's docstring)."""
     return (is_loopback(facts.remote_address) and not has_proxy_headers(facts)
-            and names_this_machine(facts.header("host")))
+            and names_this_machine(facts.header("host")) and same_origin(facts))
 
 
 @dataclass(frozen=True)

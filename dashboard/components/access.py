@@ -200,10 +200,13 @@ def _hhmm(grant: AdminGrant) -> str:
     return clock.iso(grant.expires_at)[11:16]
 
 
-@st.cache_resource(show_spinner=False)
+# One throttle for every session of this server process, held by this module, not in Streamlit's caches: any
+# browser session may ask Streamlit to clear those (the "clear cache" message), which would forget every attempt.
+_THROTTLE = SignInThrottle()
+
+
 def _throttle() -> SignInThrottle:
-    """One throttle for every session of this server process."""
-    return SignInThrottle()
+    return _THROTTLE
 
 
 def _identity() -> dict:
