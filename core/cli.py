@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
     except Exception as exc:  # noqa: BLE001 - the process edge: a failure nobody foresaw still answers in JSON
-        _fail(f"{args.command} stopped with an unexpected error ({type(exc).__name__}: {exc}). This is a fault in "
+        said = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc  # an OSError's text names paths
+        _fail(f"{args.command} stopped with an unexpected error ({type(exc).__name__}: {said}). This is a fault in "
               "the program, not in what you asked; please report it with the command you ran.")
     return 1
 

@@ -185,6 +185,9 @@ def _models_folder(given: str | None, environ: Mapping[str, str], shipped: Path)
     if folder == shipped or shipped in folder.parents:
         raise SettingOutOfRange(f"{ENVIRONMENT['models']} must name a folder outside the shipped checkpoints "
                                 "folder: site-trained models are kept apart from the shipped ones.")
+    if folder.exists() and not folder.is_dir():  # else runs would be saved beside it, in its parent folder
+        raise SettingOutOfRange(f"{ENVIRONMENT['models']} names a file, not a folder: name the folder that holds "
+                                "(or will hold) this site's models.")
     return folder
 
 

@@ -35,8 +35,9 @@ def _broken_copy(registry: Path, good: str, name: str, how: str) -> None:
     payload["identity"]["name"] = metadata["name"] = name
     if how == "pickled object":
         payload["extra"] = Payload()
-    elif how == "mismatched metadata":
-        metadata["classes"] = list(reversed(metadata["classes"]))
+    elif how == "mismatched metadata":  # consistent in itself (else the description alone is refused), not with
+        metadata["classes"] = list(reversed(metadata["classes"]))  # the weights: found when they are loaded
+        metadata["operating_point"]["classes"] = metadata["classes"]
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()

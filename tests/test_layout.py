@@ -20,7 +20,8 @@ from torch import nn
 from core.evaluation.metrics import evaluate_probabilities
 from core.films.read import read_film
 from core.films.tensor import as_float, film_to_tensor
-from core.store.records import ModelRecord, RegistryFile, read_model_record
+from core.store.records import ModelRecord, read_model_record
+from core.store.registry_file import RegistryFile
 from core.store.reports import OperatingPoint, Report
 from core.films.folders import FilmSet
 from core.films.tensor import load_tensors

@@ -16,6 +16,9 @@ Messages name a manifest by its name and folders by their labels, never by serve
 """
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import tomllib
 import zlib
 from dataclasses import dataclass
@@ -109,16 +112,32 @@ def recorded_source(source: str | Path) -> str:
     return str(from_root)
 
 
+MAX_MANIFEST_BYTES = 2**20  # a manifest lists a few folders: a file this size is not one
+
+
+def _manifest_text(path: Path) -> str:
+    """A manifest's text: a regular file only (a FIFO would wait for ever), no larger than any manifest is."""
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_MANIFEST_BYTES // 2**10} KiB, which no manifest is")
+    return raw.decode("utf-8")
+
+
 def load_manifest(path: str | Path) -> Manifest:
     """The manifest in ``path``, checked: a known task, known classes, every class of the task fed."""
     path = Path(path)
     name = path.stem
     try:
-        parsed = _ManifestFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+        parsed = _ManifestFile.model_validate(tomllib.loads(_manifest_text(path)))
     except OSError as exc:
         raise DatasetError(f"Manifest {name} cannot be read ({exc.strerror or 'unreadable'}).") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"Manifest {name} is not valid TOML ({exc}).") from None
+    except RecursionError:
+        raise DatasetError(f"Manifest {name} is not a manifest: its values are nested too deeply.") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])

@@ -44,7 +44,7 @@ from core.jobs.prune import prune_old_jobs
 from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, JOB_FOLDER, QUEUED, RUNNING, SUCCEEDED, Job,
                                JobSettings, JobStatus, JobSummary, read_settings, read_status, run_left_by,
                                write_settings, write_status)
-from core.store.names import check_model_name
+from core.store.names import check_base_name
 from core.store.registry import checkpoint_dir, list_models
 from core.store.records import ModelRecord, TrainConfig
 from core.training.saved_runs import kept_note
@@ -90,7 +90,7 @@ def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None
     configured time limit (core.jobs.runner)."""
     config = check_request(data_dir, config)
     if name is not None:
-        check_model_name(name)  # a file name, never a path (InvalidModelName), before any process starts
+        check_base_name(name)  # a file name, never a path (InvalidModelName), before any process starts
     root = root or jobs_dir()
     try:
         fd = lock.claim(root)

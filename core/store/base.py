@@ -5,6 +5,8 @@ Older JSON keeps loading: keys a record no longer has are ignored and keys it ga
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,7 +42,10 @@ def read_record(kind: type[R], path: Path, what: str | None = None) -> R:
     over :data:`MAX_RECORD_BYTES`, or nested deeper than the JSON parser recurses, is a ValueError too: a record
     file may come from anyone (a measurements file, a job's folder), so neither exhausts memory nor the stack."""
     what = what or path.name
-    with open(path, "rb") as handle:
+    # Non-blocking open: a FIFO would otherwise wait for a writer for ever; only a regular file is read.
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{what} cannot be read (not a regular file)")
         raw = handle.read(MAX_RECORD_BYTES + 1)
     return record_from_bytes(kind, raw, what)
 

@@ -11,6 +11,7 @@ import re
 from core.errors import InvalidModelName
 
 MAX_LENGTH = 64
+MAX_BASE_LENGTH = MAX_LENGTH - len("-v999")  # a base name leaves room for the version added to it
 _ALLOWED = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_LENGTH}}}")
 
 
@@ -26,3 +27,13 @@ def check_model_name(name: object) -> str:
 def is_model_name(name: object) -> bool:
     # fullmatch, not match with "$": "$" would let a trailing newline through
     return isinstance(name, str) and bool(_ALLOWED.fullmatch(name)) and not name.startswith(".")
+
+
+def check_base_name(name: object) -> str:
+    """``name`` when it can take a version suffix (``name-vN``) and still be a model name: checked before a run
+    whose version is named only when it is saved, minutes later."""
+    check_model_name(name)
+    if len(name) > MAX_BASE_LENGTH:
+        raise InvalidModelName(f"A model name may be at most {MAX_BASE_LENGTH} characters: its version (such as "
+                               "-v12) is added to it. Choose a shorter name.")
+    return name

@@ -16,7 +16,7 @@ from pathlib import Path
 from core.admin.audit import ensure_writable, record_action
 from core.config import settings
 from core.errors import AuditLogUnavailable, PromotionRefused
-from core.store.registry import ModelEntry, ensure_default, find_model, list_models, set_default
+from core.store.registry import ModelEntry, ensure_default, ensure_models_writable, find_model, list_models, set_default
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
                                "Train on more films, or with a higher sensitivity target, and try again.")
     previous = _current_default(entry.task, directory)
     ensure_writable()  # a default changes only where the change can be recorded
+    ensure_models_writable(directory)
     set_default(name, directory)
     record_action("default.change", who, model=name, task=entry.task, previous=previous, override=override,
                   **({"floor_not_met": reasons} if override else {}), **figures(entry))
@@ -85,6 +86,7 @@ def promote_first(name: str, *, who: str, directory: Path | None = None) -> bool
     if check_promotion(entry) or entry.is_default:
         return False
     ensure_writable()
+    ensure_models_writable(directory)
     ensure_default(name, directory)
     if not find_model(name, directory).is_default:
         return False  # the task already had a default

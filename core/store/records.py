@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, computed_field
+from pydantic import Field, model_validator
 
 from core import limits
 from core.errors import CheckpointError
@@ -127,6 +127,15 @@ class ModelArgs(Record):
     num_classes: int
     image_size: int
 
+    @model_validator(mode="after")
+    def _within_limits(self) -> "ModelArgs":
+        """A network is never built at a size training refuses (an edited 1 or 60000 would fail or exhaust memory)."""
+        if not limits.IMAGE_SIZE.low <= self.image_size <= limits.IMAGE_SIZE.high:
+            raise ValueError(f"image_size must be {limits.IMAGE_SIZE.low} to {limits.IMAGE_SIZE.high} pixels")
+        if self.num_classes < 1:
+            raise ValueError("num_classes must be at least 1")
+        return self
+
 
 class InputSpec(Record):
     channels: int = 1
@@ -240,6 +249,18 @@ class ModelRecord(Record):
     weights_sha256: str = ""  # filled in by save_checkpoint; a stored record without it is refused
     weights_bytes: int | None = None
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelRecord":
+        """One set of classes throughout: the network's outputs, the operating point's reading of them, the names
+        shown. An edited description where they disagree would label films with the wrong class."""
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("the classes must each be named once")
+        if tuple(self.operating_point.classes) != tuple(self.classes):
+            raise ValueError("the operating point's classes must be the model's classes, in the same order")
+        if self.model_args.num_classes != len(self.classes):
+            raise ValueError(f"model_args.num_classes must be the {len(self.classes)} classes named")
+        return self
+
     @property
     def image_size(self) -> int:
         return self.model_args.image_size
@@ -248,31 +269,6 @@ class ModelRecord(Record):
         """Fields the weights file repeats: a pair that disagrees on them is refused."""
         return {"name": self.name, "arch": self.arch, "model_args": self.model_args.to_json(),
                 "classes": list(self.classes), "format_version": self.format_version}
-
-
-class Promotion(Record):
-    """One change of a task's default model: who replaced whom, when (UTC)."""
-
-    task: str
-    name: str
-    previous: str | None = None
-    at: str
-
-
-class RegistryFile(Record):
-    """``registry.json``: one default model per task, and the record of every promotion."""
-
-    task_defaults: dict[str, str] = {}
-    promotions: list[Promotion] = []
-    legacy_default: str | None = Field(default=None, alias="default", exclude=True)  # read, never written
-
-    @computed_field
-    @property
-    def default(self) -> str | None:
-        """The most recently promoted model: what `predict` uses when no model or task is named."""
-        if self.promotions:
-            return self.promotions[-1].name
-        return self.legacy_default or next(iter(self.task_defaults.values()), None)
 
 
 def read_model_record(json_path: Path, data: bytes | None = None) -> ModelRecord:

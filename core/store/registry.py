@@ -16,25 +16,27 @@ half-written registry or change a default. Imports no torch: pages list models b
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
 from core import clock
-from core.config import settings
+from core.config import ENVIRONMENT, settings
 from core.errors import CheckpointError, ModelNotFound
 from core.store import manifest
 from core.store.atomic import atomic_write_json
 from core.store.base import read_record
 from core.store.manifest import REGISTRY_FILE, shipped_dir
 from core.store.names import check_model_name, is_model_name
-from core.store.records import ModelRecord, Promotion, RegistryFile, read_model_record
+from core.store.records import ModelRecord, read_model_record
+from core.store.registry_file import Promotion, RegistryFile
 from core.tasks import DEFAULT_TASK, canonical_class, task_title
 
 SHIPPED, SITE = "shipped", "site"
 __all__ = ["REGISTRY_FILE", "SHIPPED", "SITE", "ModelEntry", "Tier", "checkpoint_dir", "ensure_default",
-           "find_default_for_classes", "find_model", "list_models", "next_version_name", "read_registry",
+           "ensure_models_writable", "find_default_for_classes", "find_model", "list_models", "next_version_name", "read_registry",
            "registry_lock", "set_default", "shipped_dir", "site_dir", "tiers"]
 
 
@@ -46,6 +48,20 @@ def site_dir() -> Path:
 def checkpoint_dir() -> Path:
     """Where new versions are written and defaults are changed: the site folder, never the shipped one."""
     return site_dir()
+
+
+def ensure_models_writable(directory: Path | None = None) -> None:
+    """CheckpointError now when ``directory`` (default: the site folder) cannot take a new file: called before
+    minutes of training or scoring whose result would be written there, so they are not spent for nothing."""
+    directory = directory or site_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
+            pass
+    except OSError as exc:
+        raise CheckpointError(f"The models folder cannot be written ({exc.strerror or type(exc).__name__}): ask an "
+                              "administrator to let this server write it, or to name another one "
+                              f"({ENVIRONMENT['models']}). Nothing was changed.") from None
 
 
 def registry_lock(directory: Path | None = None) -> FileLock:
@@ -207,6 +223,11 @@ def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Pa
 
 
 def _pick(entries: list[ModelEntry], problems: list[str], name: str | None, task: str | None) -> ModelEntry:
+    if name is not None and all(entry.name != name for entry in entries):
+        files = re.compile(rf"(^|[\s'\"]){re.escape(name)}\.(json|pt)\b")
+        broken = [problem for problem in problems if files.search(problem)]
+        if broken:  # it is there, but cannot be used: say why rather than that it does not exist
+            raise ModelNotFound(f"Model '{name}' cannot be used: {broken[0]}")
     if not entries:
         detail = f" ({'; '.join(problems)})" if problems else ""
         raise ModelNotFound(f"No usable model in the shipped or site models folders{detail}. Train one first.")

@@ -12,12 +12,16 @@ measured).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
-from pydantic import Field, computed_field
+from pydantic import Field, computed_field, model_validator
 
 from core.store.base import Interval, Record
+
+
+LOWEST_THRESHOLD = -1e-3  # a threshold chosen just under a score of 0 (every film urgent) sits a hair below 0
 
 
 class OperatingPoint(Record):
@@ -32,6 +36,18 @@ class OperatingPoint(Record):
     spare_films: int | None = None  # films each abnormal class had to spare on validation (0: pooled rule)
     validation_class_sensitivity: dict[str, float] | None = None  # abnormal class -> its validation sensitivity
     validation_class_films: dict[str, int] | None = None  # abnormal class -> its validation films
+
+    @model_validator(mode="after")
+    def _sensible(self) -> "OperatingPoint":
+        """A hand-edited or damaged description must not triage silently wrong: a NaN threshold calls every film
+        normal, one past 1 never calls any urgent, a normal index out of range reads the wrong class."""
+        if len(set(self.classes)) != len(self.classes) or not self.classes:
+            raise ValueError("the classes must be named, each once")
+        if self.normal_index is not None and not 0 <= self.normal_index < len(self.classes):
+            raise ValueError(f"normal_index must name one of the {len(self.classes)} classes")
+        if not (math.isfinite(self.threshold) and LOWEST_THRESHOLD <= self.threshold <= 1.0):
+            raise ValueError("the threshold must be a number from 0 to 1")
+        return self
 
     @computed_field
     @property

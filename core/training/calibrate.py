@@ -39,7 +39,7 @@ from core.models.device import model_device, place_model, resolve_device, to_dev
 from core.store.checkpoints import load_checkpoint
 from core.store.promotion import promote
 from core.store.records import Calibration, ModelRecord, TrainConfig
-from core.store.registry import checkpoint_dir, find_model
+from core.store.registry import checkpoint_dir, ensure_models_writable, find_model
 from core.store.reports import OperatingPoint, Report
 from core.training.data import fingerprint
 from core.training.holdout import holdout_rule
@@ -65,6 +65,7 @@ def calibrate(
     new version stays registered, not the default)."""
     directory = directory or checkpoint_dir()
     ensure_writable()  # before minutes of work: a version is registered only where that can be recorded
+    ensure_models_writable(directory)  # and only where it can be written
     where = resolve_device(device)
     loaded = load_checkpoint(find_model(name, directory).json_path)
     record = loaded.record
@@ -152,6 +153,7 @@ def recorded_split(record: ModelRecord,
     training folder by its data-root label and a manifest by its name, never a server path."""
     if record.training is None or record.data is None:
         raise CalibrationError(f"{record.name} has no training record to rebuild its validation split from.")
+    data_dir_given = data_dir is not None
     source = data_dir or recorded_source(record.training.data_dir)
     manifest = find_manifest(source)
     if manifest is not None:
@@ -159,6 +161,9 @@ def recorded_split(record: ModelRecord,
     else:
         data_dir = Path(source)
         shown = _shown(data_dir)
+        if not data_dir.is_dir() and data_dir_given:
+            raise CalibrationError(f"The folder named for {record.name}'s training films ({shown}) is not a folder "
+                                   "on this server; name the folder they moved to (command line: --data).")
         if not data_dir.is_dir():
             raise CalibrationError(f"The training folder of {record.name} ({shown}) is not on this server; its "
                                    "validation films are needed to re-read its report at the new threshold. Name "

@@ -18,7 +18,7 @@ def run_train(args) -> int:
     from tqdm import tqdm
 
     from core.store.records import TrainConfig
-    from core.store.names import check_model_name
+    from core.store.names import check_base_name
     from core.store.registry import checkpoint_dir, shipped_dir
     from core.training.events import EpochEvent, LoadingEvent, NoteEvent, StepEvent
     from core.training.train import train
@@ -34,7 +34,7 @@ def run_train(args) -> int:
     except ValueError as exc:  # the limits of core.config, the same the Retrain page and jobs apply
         raise CommandRefused(str(exc)) from exc
     if args.name is not None:
-        check_model_name(args.name)  # before minutes of training: `--name ../x` must never name a path
+        check_base_name(args.name)  # before minutes of training: `--name ../x` must never name a path
     _check_override(args)  # refused before anything is drawn: no progress bar for a run that never starts
     directory = shipped_dir() if args.shipped else checkpoint_dir()
     main_process = config.distributed_environment().is_main  # under torchrun only rank 0 reports

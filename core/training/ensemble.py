@@ -27,11 +27,11 @@ from core.models.device import place_model, resolve_device, to_device
 from core.models.ensemble import Ensemble, MemberSpec
 from core.models.features import GaussianScore
 from core.store.checkpoints import LoadedModel, load_checkpoint, network_digest
-from core.store.names import check_model_name
+from core.store.names import check_base_name
 from core.store.promotion import promote
 from core.store.records import (DataRecord, InputSpec, Member, ModelArgs, ModelRecord, PopulationCheck, TrainConfig,
                                 TrainingRecord)
-from core.store.registry import checkpoint_dir, find_model, shipped_dir
+from core.store.registry import checkpoint_dir, ensure_models_writable, find_model, shipped_dir
 from core.store.reports import Report
 from core.training.calibrate import recorded_validation_split
 from core.training.data import fingerprint
@@ -101,9 +101,10 @@ def build_ensemble_version(
     ``target_sensitivity`` on their shared validation films (rebuilt from the first member's training record,
     from ``data_dir`` when the folder moved). Written to ``directory`` (default: the site folder) and the audit
     log as done by ``who``; ``make_default`` goes through the promotion floor."""
-    check_model_name(base_name)  # before any work: a name must never name a path
+    check_base_name(base_name)  # before any work: a name must never name a path, and must take its version
     ensure_writable()  # and a version is registered only where that can be recorded
     directory, where = directory or checkpoint_dir(), resolve_device(device)
+    ensure_models_writable(directory)
     loaded = _members(names, directory)
     first = loaded[0].record
     config = _config(first, target_sensitivity)

@@ -24,7 +24,7 @@ from core.models.device import model_device, place_for_training, place_model, to
 from core.models.inference import probabilities_in_batches
 from core.store.checkpoints import round_to_storage
 from core.store.records import DataRecord, InputSpec, ModelArgs, ModelRecord, TrainConfig, TrainingRecord
-from core.store.registry import checkpoint_dir
+from core.store.registry import checkpoint_dir, ensure_models_writable
 from core.store.reports import OperatingPoint, Report
 from core.tasks import task_name
 from core.admin.audit import ensure_writable, record_action
@@ -90,6 +90,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     started = time.monotonic()
     if hardware.is_main:
         ensure_writable()  # the new version is recorded: a log that cannot take it stops the run before it trains
+        ensure_models_writable(directory)  # and written: a folder that cannot take it stops it too
     split_notes: list[str] = []  # near-duplicates grouped, a val/ folder joined
     films, train_set, val_set, held_out = split_films(data_dir, config, split_notes)
     run = open_run(run_identity(config, data_dir, train_set, val_set, hardware.world.world_size), hardware, resume,

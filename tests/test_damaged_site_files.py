@@ -1,0 +1,123 @@
+"""What a hand-edited or damaged site models folder, and odd files named on the command line, get: a refusal in
+words, before any work, never a silently wrong reading or a server path (found by a CLI audit)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.config import reload
+from core.errors import CheckpointError, DatasetError, InvalidModelName, ModelNotFound, SettingOutOfRange
+from core.films.manifest import load_manifest
+from core.store.base import read_record
+from core.store.names import MAX_BASE_LENGTH, check_base_name
+from core.store.records import MeasuredElsewhere, read_model_record
+from core.store.registry import ensure_models_writable, find_model
+
+
+@pytest.fixture
+def site_copy(trained_model, tmp_path, settings_env):
+    """The session's trained model copied into a private site folder: its JSON is ours to edit."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for path in trained_model.directory.glob(f"{trained_model.record.name}.*"):
+        shutil.copy(path, folder / path.name)
+    settings_env(CXR_MODELS=str(folder))
+    return folder / f"{trained_model.record.name}.json"
+
+
+def _edit(json_path: Path, change) -> None:
+    record = json.loads(json_path.read_text())
+    change(record)
+    json_path.write_text(json.dumps(record))  # NaN is written as the bare word NaN, as a hand edit would
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda r: r["operating_point"].update(threshold=math.nan), "the threshold must be a number from 0 to 1"),
+    (lambda r: r["operating_point"].update(threshold=5.0), "the threshold must be a number from 0 to 1"),
+    (lambda r: r["operating_point"].update(normal_index=7), "normal_index must name one of the 2 classes"),
+    (lambda r: r["operating_point"].update(normal_index=-1), "normal_index must name one of the 2 classes"),
+    (lambda r: r["model_args"].update(image_size=1), "image_size must be 32 to 512 pixels"),
+    (lambda r: r["model_args"].update(image_size=60000), "image_size must be 32 to 512 pixels"),
+    (lambda r: r.update(classes=["NORMAL", "NORMAL"]), "the classes must each be named once"),
+    (lambda r: r["operating_point"].update(classes=["PNEUMONIA", "NORMAL"]), "the operating point's classes"),
+])
+def test_an_edited_description_that_would_triage_wrongly_is_refused_by_name(site_copy, change, words):
+    _edit(site_copy, change)
+    with pytest.raises(CheckpointError, match=words):
+        read_model_record(site_copy)
+    with pytest.raises(ModelNotFound) as refused:
+        find_model(site_copy.stem)
+    assert str(refused.value).startswith(f"Model '{site_copy.stem}' cannot be used: Model description "
+                                         f"{site_copy.name} is not a valid ModelRecord")
+
+
+def test_an_untouched_description_still_reads(site_copy):
+    assert find_model(site_copy.stem).name == site_copy.stem
+
+
+def test_a_models_setting_naming_a_file_is_refused(tmp_path, monkeypatch):
+    afile = tmp_path / "film.jpeg"
+    afile.write_bytes(b"not a folder")
+    monkeypatch.setenv("CXR_MODELS", str(afile))
+    try:
+        with pytest.raises(SettingOutOfRange, match="CXR_MODELS names a file, not a folder"):
+            reload()
+    finally:
+        monkeypatch.undo()
+        reload()
+
+
+def test_a_models_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_bytes(b"")
+    with pytest.raises(CheckpointError) as refused:
+        ensure_models_writable(blocked / "models")  # cannot be made: a file is in the way
+    assert str(refused.value).startswith("The models folder cannot be written (Not a directory)")
+    assert str(tmp_path) not in str(refused.value)
+    ensure_models_writable(tmp_path / "fresh")  # a folder that can be made and written
+    assert not any((tmp_path / "fresh").iterdir())  # leaves nothing behind
+
+
+def test_a_base_name_must_leave_room_for_its_version():
+    assert check_base_name("a" * MAX_BASE_LENGTH) == "a" * MAX_BASE_LENGTH
+    with pytest.raises(InvalidModelName, match="its version .* is added to it"):
+        check_base_name("a" * (MAX_BASE_LENGTH + 1))
+    with pytest.raises(InvalidModelName):
+        check_base_name("../x")
+
+
+def test_a_fifo_is_not_waited_on(tmp_path):
+    fifo = tmp_path / "measured.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_record(MeasuredElsewhere, fifo)
+    manifest = tmp_path / "site.toml"
+    os.mkfifo(manifest)
+    with pytest.raises(DatasetError, match="cannot be read [(]not a regular file[)]"):
+        load_manifest(manifest)
+
+
+def test_a_manifest_nested_past_the_parsers_stack_is_refused_in_words(tmp_path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DatasetError, match="^Manifest deep is not a manifest: its values are nested too deeply.$"):
+        load_manifest(deep)
+
+
+def test_an_unforeseen_os_error_reaches_the_cli_without_its_path(monkeypatch, capsys):
+    from core import cli
+
+    def failing(args):
+        raise FileExistsError(17, "File exists", "/srv/hospital/models/secret.json")
+
+    monkeypatch.setattr(cli, "_models", failing)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["models"])
+    assert stopped.value.code == 1
+    said = capsys.readouterr().out
+    assert "/srv/hospital" not in said and "FileExistsError: File exists" in said
