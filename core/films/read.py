@@ -154,13 +154,17 @@ def _to_grey_float(image: Image.Image) -> tuple[np.ndarray, int]:
     if mode == "F":
         return _stretch(np.asarray(image, dtype=np.float64)), 32
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        # Transparent regions are shown on black, as a film viewer would.
+        # Transparent regions are shown on black, as a film viewer would. Each step's input is let go as soon
+        # as it is used: a 50-megapixel RGBA film is 200 MB a copy.
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    if image.mode != "L":
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+        del rgba
+        image = image.convert("L")  # opaque now: the RGB luma PIL's RGB -> L conversion would give
+    elif image.mode != "L":
         image = image.convert("RGB").convert("L")
-    return np.asarray(image, dtype=np.float32) / 255.0, 8
+    grey = np.asarray(image, dtype=np.float32)
+    grey /= 255.0  # in place: no second float copy
+    return grey, 8
 
 
 def _stretch(arr: np.ndarray) -> np.ndarray:
