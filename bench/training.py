@@ -110,8 +110,9 @@ def core_train(folder: Path, setup: Setup, work: Path, label: str, flags: list[s
         run.validation_seconds = sum(h["validation_seconds"] for h in history)
     training = record["training"]
     entries = sum(1 for p in cache.rglob("*") if p.is_file()) if cache.is_dir() else 0
+    checks = "; ".join(f"{step} {seconds:.1f} s" for step, seconds in training.get("checks_seconds", {}).items())
     run.recorded = (f"recorded: {training.get('device', '?')}, {training.get('precision', 'precision not recorded')}"
-                    f"; decode cache now {entries} files")
+                    f"; decode cache now {entries} files" + (f"; after the last epoch: {checks}" if checks else ""))
     return run
 
 

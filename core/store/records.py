@@ -108,6 +108,9 @@ class TrainingRecord(Record):
     device: str = "cpu"  # what training ran on: "cpu" or "cuda"
     precision: str = "fp32"  # of training ("bf16" autocast or "fp32"); validation and the threshold are fp32
     world_size: int = 1  # training processes (torchrun)
+    # Seconds after the last epoch, per step: the shipped weights' validation report, the other-batch and
+    # other-collection checks, the population check (older JSON: none). What a run spends beyond training.
+    checks_seconds: dict[str, float] = {}
 
 
 class Fingerprint(Record):

@@ -110,12 +110,21 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     split = f"validation: {len(val_set)} films, a patient-disjoint {len(val_set) / kept:.0%} of {data_dir}"
     if held_out is not None:
         split += f" after holding out another batch ({config.holdout})"
+    checks, since = {}, time.monotonic()
+
+    def timed(step: str) -> None:
+        nonlocal since
+        checks[step], since = round(time.monotonic() - since, 1), time.monotonic()
+
     point, report = validate_for_shipping(model, x_val, val_set, config, split)
+    timed("validation report")
     emit(LoadingEvent(message="reading the other-batch and outside-population checks"))
     others = other_reports(model, held_out, holdout_rule(config.holdout).description if held_out else "",
                            config.image_size, point, config.seed, validation=val_set, training_folder=films)
+    timed("other-batch and other-collection checks")
     population, population_check = try_fit_population_check(  # is a film like these training films?
         train_set, val_set, data_dir, config.seed, lambda message: emit(LoadingEvent(message=message)))
+    timed("population check")
     record = ModelRecord(
         name="", task=task_name(films.classes), arch=config.arch, classes=films.classes,
         model_args=ModelArgs(num_classes=len(films.classes), image_size=config.image_size),
@@ -124,7 +133,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
                                 best_epoch=int(np.argmax([h.val_auc for h in history])) + 1,
                                 seconds=round(time.monotonic() - started, 1), notes=notes, job_id=job_id,
                                 device=hardware.device.type, precision=hardware.precision,
-                                world_size=hardware.world.world_size),
+                                world_size=hardware.world.world_size, checks_seconds=checks),
         data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
         parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check,
     )
