@@ -325,3 +325,12 @@ def test_train_registers_a_model_and_prints_json(run_cli, tmp_path, kermany_trai
     registry = json.loads((models / "registry.json").read_text())
     assert registry["task_defaults"] == {"pneumonia": "cli-v2"} and registry["default"] == "cli-v2"
     assert [(p["name"], p["previous"]) for p in registry["promotions"]] == [("cli-v1", None), ("cli-v2", "cli-v1")]
+
+
+def test_a_training_folder_refused_at_once_gets_its_error_and_no_progress_bar(run_cli, tmp_path):
+    empty = tmp_path / "no-classes"
+    empty.mkdir()
+    refused = run_cli("train", empty, "--arch", "cnn5", checkpoints=tmp_path / "models")
+    assert refused.returncode == 1 and refused.stderr == ""
+    (line,) = refused.json_lines()
+    assert "is not a class-folder tree" in line["error"]

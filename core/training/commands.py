@@ -38,9 +38,16 @@ def run_train(args) -> int:
     _check_override(args)  # refused before anything is drawn: no progress bar for a run that never starts
     directory = shipped_dir() if args.shipped else checkpoint_dir()
     main_process = config.distributed_environment().is_main  # under torchrun only rank 0 reports
-    bar = tqdm(total=request.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True, disable=not main_process)
+    bars: list[tqdm] = []  # drawn at the run's first news: a folder refused at once gets its error alone
+
+    def the_bar() -> tqdm:
+        if not bars:
+            bars.append(tqdm(total=request.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True,
+                             disable=not main_process))
+        return bars[0]
 
     def on_progress(event) -> None:
+        bar = the_bar()
         if isinstance(event, StepEvent):
             bar.n = round(event.progress * request.epochs, 2)
             bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
@@ -57,7 +64,9 @@ def run_train(args) -> int:
     except KeyboardInterrupt:
         raise CommandRefused("interrupted; if an epoch had finished, the same command with --resume continues after "
                              "the last one") from None
-    bar.close()
+    finally:
+        for bar in bars:
+            bar.close()
     if record is None:  # another rank of a torchrun launch: rank 0 wrote the model and prints it
         return 0
     if args.set_default:  # here, not inside train(): a refusal must not leave torchrun's other ranks waiting
