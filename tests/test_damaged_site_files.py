@@ -79,7 +79,10 @@ def test_a_models_folder_that_cannot_be_written_is_refused_before_any_work(tmp_p
         ensure_models_writable(blocked / "models")  # cannot be made: a file is in the way
     assert str(refused.value).startswith("The models folder cannot be written (Not a directory)")
     assert str(tmp_path) not in str(refused.value)
-    ensure_models_writable(tmp_path / "fresh")  # a folder that can be made and written
+    ensure_models_writable(tmp_path / "fresh" / "models")  # a folder that can be made: not made here
+    assert not (tmp_path / "fresh").exists()
+    (tmp_path / "fresh").mkdir()
+    ensure_models_writable(tmp_path / "fresh")  # one that exists and can be written
     assert not any((tmp_path / "fresh").iterdir())  # leaves nothing behind
 
 

@@ -15,6 +15,8 @@ half-written registry or change a default. Imports no torch: pages list models b
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -55,9 +57,17 @@ def ensure_models_writable(directory: Path | None = None) -> None:
     minutes of training or scoring whose result would be written there, so they are not spent for nothing."""
     directory = directory or site_dir()
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
-            pass
+        if directory.is_dir():
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
+                pass
+            return
+        # Not made yet: nothing is made here (a refused run leaves no folder behind); its nearest existing
+        # folder must let it be made.
+        parent = next(folder for folder in directory.parents if folder.exists())
+        if not parent.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as exc:
         raise CheckpointError(f"The models folder cannot be written ({exc.strerror or type(exc).__name__}): ask an "
                               "administrator to let this server write it, or to name another one "
