@@ -17,8 +17,6 @@ Messages name a manifest by its name and folders by their labels, never by serve
 from __future__ import annotations
 
 import errno
-import os
-import stat
 import tomllib
 import zlib
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from core.config import REPO_ROOT
 from core.errors import DatasetError, FolderNotAllowed
 from core.films.bounds import FILM_SUFFIXES
+from core.store.base import read_regular_file
 from core.films.folders import FilmSet, discover, split_folders
 from core.films.roots import data_roots, inside_roots, resolve_label
 from core.tasks import TASKS, Task, canonical_class
@@ -117,10 +116,7 @@ MAX_MANIFEST_BYTES = 2**20  # a manifest lists a few folders: a file this size i
 
 def _manifest_text(path: Path) -> str:
     """A manifest's text: a regular file only (a FIFO would wait for ever), no larger than any manifest is."""
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    raw = read_regular_file(path, MAX_MANIFEST_BYTES + 1)
     if len(raw) > MAX_MANIFEST_BYTES:
         raise OSError(errno.EFBIG, f"larger than {MAX_MANIFEST_BYTES // 2**10} KiB, which no manifest is")
     return raw.decode("utf-8")

@@ -4,6 +4,7 @@ Older JSON keeps loading: keys a record no longer has are ignored and keys it ga
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -42,12 +43,24 @@ def read_record(kind: type[R], path: Path, what: str | None = None) -> R:
     over :data:`MAX_RECORD_BYTES`, or nested deeper than the JSON parser recurses, is a ValueError too: a record
     file may come from anyone (a measurements file, a job's folder), so neither exhausts memory nor the stack."""
     what = what or path.name
-    # Non-blocking open: a FIFO would otherwise wait for a writer for ever; only a regular file is read.
+    try:
+        raw = read_regular_file(path, MAX_RECORD_BYTES + 1)
+    except NotARegularFile:
+        raise ValueError(f"{what} cannot be read (not a regular file)") from None
+    return record_from_bytes(kind, raw, what)
+
+
+class NotARegularFile(OSError):
+    """A FIFO, a device or a folder where a file was named."""
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``, a regular file; NotARegularFile otherwise. Opened without blocking:
+    a FIFO would otherwise wait for a writer for ever. Any file someone may name (a record, a manifest)."""
     with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ValueError(f"{what} cannot be read (not a regular file)")
-        raw = handle.read(MAX_RECORD_BYTES + 1)
-    return record_from_bytes(kind, raw, what)
+            raise NotARegularFile(errno.EINVAL, "not a regular file")
+        return handle.read(limit)
 
 
 def record_from_bytes(kind: type[R], raw: bytes, what: str) -> R:
