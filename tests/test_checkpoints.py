@@ -356,9 +356,18 @@ def test_promoting_in_a_second_task_keeps_the_first_tasks_default(tmp_path):
 
 
 def test_a_registry_with_only_the_old_global_default_keeps_loading(tmp_path):
+    """A registry from before defaults were kept per task holds one ``default``: it stays its task's default,
+    also after a model of another task is promoted (the file is then rewritten in the per-task form)."""
     model, _ = build_model("logistic", 2, 32)
-    for name in ("old-v1", "old-v2"):
-        save_checkpoint(tmp_path, model, record_for(name, "logistic"))
-    (tmp_path / REGISTRY_FILE).write_text(json.dumps({"default": "old-v2", "task_defaults": {"pneumonia": "old-v2"}}))
+    for name, classes in (("old-v1", CLASSES), ("old-v2", CLASSES), ("tb-v1", ("NORMAL", "TUBERCULOSIS"))):
+        save_checkpoint(tmp_path, model, record_for(name, "logistic", classes=classes))
+    (tmp_path / REGISTRY_FILE).write_text(json.dumps({"default": "old-v2"}))
     assert read_registry(tmp_path).default == "old-v2"
     assert find_model(None, tmp_path).name == "old-v2"
+    entries, _ = list_models(tmp_path)
+    assert {e.name for e in entries if e.is_default} == {"old-v2"}
+
+    set_default("tb-v1", tmp_path)
+    assert read_registry(tmp_path).task_defaults == {"pneumonia": "old-v2", "tuberculosis": "tb-v1"}
+    assert find_model(None, tmp_path, task="pneumonia").name == "old-v2"
+    assert find_model(None, tmp_path).name == "old-v2"  # no task named: still pneumonia's

@@ -179,10 +179,20 @@ def _defaults(tier_list: list[Tier], tasks: dict[str, str]) -> tuple[dict[str, s
     promoted = []
     for tier in tier_list:  # shipped first: the site's pointers, read second, override
         registry = read_registry(tier.folder)
-        defaults.update({task: name for task, name in registry.task_defaults.items() if tasks.get(name) == task})
+        defaults.update({task: name for task, name in _pointers(registry, tasks).items() if tasks.get(name) == task})
         promoted.append(registry.default)
     latest = next((name for name in reversed(promoted) if name in tasks and defaults.get(tasks[name]) == name), None)
     return defaults, latest
+
+
+def _pointers(registry: RegistryFile, tasks: dict[str, str]) -> dict[str, str]:
+    """A registry's default per task; one written before defaults were kept per task holds only ``default``,
+    which counts as the default of its model's task (``tasks``: model name -> task) unless the task has one."""
+    pointers = dict(registry.task_defaults)
+    legacy = registry.legacy_default
+    if legacy in tasks and tasks[legacy] not in pointers:
+        pointers[tasks[legacy]] = legacy
+    return pointers
 
 
 def find_model(name: str | None, directory: Path | None = None, task: str | None = None) -> ModelEntry:
@@ -284,6 +294,7 @@ def _promote(entry: ModelEntry, entries: list[ModelEntry], directory: Path) -> N
     registry = read_registry(directory)
     previous = next((e.name for e in entries if e.is_default and e.task == entry.task), None)
     promotion = Promotion(task=entry.task, name=entry.name, previous=previous, at=clock.iso())
-    updated = registry.model_copy(update={"task_defaults": {**registry.task_defaults, entry.task: entry.name},
+    kept = _pointers(registry, {e.name: e.task for e in entries})  # an old registry's one default is kept, per task
+    updated = registry.model_copy(update={"task_defaults": {**kept, entry.task: entry.name},
                                           "promotions": [*registry.promotions, promotion]})
     atomic_write_json(directory / REGISTRY_FILE, updated.to_json())
