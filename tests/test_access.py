@@ -189,8 +189,20 @@ def test_the_throttle_limits_each_client_and_the_whole_server():
         throttle.attempt("192.0.2.2")
     clock.now = T0 + timedelta(minutes=15)
     throttle.attempt("192.0.2.2")  # the window has passed
+
+
+def test_a_right_passphrase_forgets_that_clients_attempts_and_no_one_elses():
+    throttle = SignInThrottle(per_client=3, overall=30, window=timedelta(minutes=15), now=Clock())
+    for _ in range(3):
+        throttle.attempt("192.0.2.2")
+        throttle.attempt("192.0.2.3")
+    with pytest.raises(SignInRefused, match="from here"):
+        throttle.attempt("192.0.2.2")
     throttle.succeeded("192.0.2.2")
-    throttle.attempt("192.0.2.2")
+    for _ in range(3):
+        throttle.attempt("192.0.2.2")  # its count starts again
+    with pytest.raises(SignInRefused, match="from here"):
+        throttle.attempt("192.0.2.3")  # the other client's does not
 
 
 def settings_with(**values) -> config.Settings:

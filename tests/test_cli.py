@@ -55,7 +55,7 @@ def test_predict_json_is_one_object_per_film(predicted, trained_model):
 
 def test_cli_and_library_agree(predicted, predictor):
     paths, result = predicted
-    for path, line in zip(paths, result.json_lines()):
+    for path, line in zip(paths, result.json_lines(), strict=True):  # one line per film, in order
         library = predictor.predict(read_film(path))
         for name, p in library.probabilities.items():
             assert line["probabilities"][name] == pytest.approx(p, abs=1e-6)

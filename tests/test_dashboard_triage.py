@@ -128,7 +128,15 @@ def test_distinct_names_number_repeats_in_upload_order_and_never_reuse_a_name():
     assert repeated_uploads(named) == [("a.png (4)", "a.png")]
 
 
-def test_explanation_method_opacity_and_class_can_be_changed(checkpoints):
+def test_explanation_method_opacity_and_class_can_be_changed(checkpoints, monkeypatch):
+    opacities = []
+
+    def overlay(pixels, heat, opacity):
+        opacities.append(opacity)
+        return real_overlay(pixels, heat, opacity)
+
+    real_overlay = dashboard.components.triage_view.overlay
+    monkeypatch.setattr(dashboard.components.triage_view, "overlay", overlay)
     film = real_films()[-1]
     at = _app()
     _upload(at, [(film.name, film.read_bytes())])
@@ -143,6 +151,7 @@ def test_explanation_method_opacity_and_class_can_be_changed(checkpoints):
     assert not at.exception
     captions = [c for image in at.get("image") for c in image.captions]
     assert "Grad-CAM++ for NORMAL (red = most evidence)" in captions
+    assert opacities[0] == 0.4 and opacities[-1] == 0.8  # the default, then the slider's
 
 
 def test_a_model_without_convolutions_says_there_is_no_gradcam(checkpoints):

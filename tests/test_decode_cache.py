@@ -314,6 +314,43 @@ def test_concurrent_writers_readers_and_pruners_never_see_a_torn_entry(films, tm
     assert entries(tmp_path / "shared") == [caches[0].path(key, size)]  # no temporary file left behind
 
 
+def test_pruning_under_writers_and_readers_drops_whole_entries_only(films, tmp_path):
+    """A cap of one entry and two films written over and over: the pruners really delete, under the readers'
+    feet. A read may then miss (its caller decodes again) but never returns a torn entry or another film's."""
+    size = 224
+    pixels = _pixels(films, 2, size)
+    caches = [DecodeCache(tmp_path / "shared", HEADER_BYTES + size * size, "test") for _ in range(2)]
+    keys = [caches[0].key(path.read_bytes(), size) for path in films.paths[:2]]
+    reads, freed, stop = [], [], threading.Event()
+
+    def write(cache):
+        while not stop.is_set():
+            for key, film in zip(keys, pixels):
+                cache.put(key, size, film)
+
+    def read(cache):
+        while not stop.is_set():
+            for key, film in zip(keys, pixels):
+                got = cache.get(key, size)
+                reads.append(None if got is None else np.array_equal(got, film))
+
+    def prune(cache):
+        while not stop.is_set():
+            freed.append(cache.prune())
+
+    workers = [threading.Thread(target=job, args=(cache,)) for job in (write, read, prune) for cache in caches]
+    for worker in workers:
+        worker.start()
+    time.sleep(1.5)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    hits = [same for same in reads if same is not None]
+    assert sum(freed) > 0  # entries were deleted while the others ran
+    assert len(hits) > 10 and all(hits)  # what was found was whole, and the right film's
+    assert not [path for path in entries(tmp_path / "shared") if path.name.endswith(".tmp")]  # no temporary file left
+
+
 WORKER = """
 import hashlib, sys
 from core.films.folders import discover

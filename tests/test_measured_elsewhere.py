@@ -83,7 +83,7 @@ def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_her
 def test_figures_that_cannot_describe_the_version_are_refused_and_nothing_is_written(model_here, tmp_path, change,
                                                                                      message):
     before = (tmp_path / f"{model_here.name}.json").read_bytes()
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(CommandRefused, match=message):
         record_measurements(_file(tmp_path, model_here, **change))
     assert (tmp_path / f"{model_here.name}.json").read_bytes() == before
 

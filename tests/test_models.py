@@ -233,7 +233,8 @@ def test_same_padding_is_tensorflows_whether_the_convolution_pads_or_a_copy_does
                                                                                   width):
     """TensorFlow "SAME": output ceil(size / stride), the extra pixel of an odd total at the bottom/right. Where
     the padding is symmetric the convolution pads by itself (no padded copy); the result is the explicit
-    zero-padded convolution's, bit for bit, in both memory layouts."""
+    zero-padded convolution's, bit for bit in the plain layout and to float rounding in channels_last (another
+    kernel sums in another order)."""
     import math
 
     import torch.nn.functional as F
