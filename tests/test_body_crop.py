@@ -83,28 +83,29 @@ def test_the_body_models_read_any_input_size_on_the_same_grid(arch, films):
 
 
 def test_the_shipped_body_models_travel_better_than_the_plain_ones_on_every_shift_check():
-    """Same recipes (64-px grid, 15 epochs, every film, a holdout run for the other batch), the body crop the only
-    change: on the real films of another collection, as collected and framed tighter, and on the validation films
-    framed tighter, each reads higher; on the held-out batch and validation, no worse."""
-    records = {name: read_model_record(REPO / "checkpoints" / f"{name}.json")
-               for name in ("pneumonia-logistic-v1", "pneumonia-logistic_body-v1", "pneumonia-mlp-v1",
-                            "pneumonia-mlp_body-v1")}
-    for plain, body in (("pneumonia-logistic-v1", "pneumonia-logistic_body-v1"),
-                        ("pneumonia-mlp-v1", "pneumonia-mlp_body-v1")):
+    """Same baseline recipe (15 epochs, every film, a holdout run for the other batch); the body models read the
+    film cropped to the body and trained with the wide-framing augmentation: on the real films of another
+    collection, as collected and framed tighter, and on the held-out films framed tighter, each reads higher; on
+    validation higher too, on the held-out batch within 0.01."""
+    pairs = (("pneumonia-logistic-v1", "pneumonia-logistic_body-wide-v1"),
+             ("pneumonia-mlp-v1", "pneumonia-mlp_body-wide-v1"))
+    records = {name: read_model_record(REPO / "checkpoints" / f"{name}.json") for pair in pairs for name in pair}
+    for plain, body in pairs:
         before, after = records[plain], records[body]
         assert (after.arch, after.image_size) == (f"{before.arch}_body", 224)
+        assert after.training.config.augment and after.training.config.wide_framing
         for key in ("other-collection", "other-collection-framed", "tighter-framing"):
             assert after.other_reports[key].auc > before.other_reports[key].auc + 0.01, (body, key)
-        assert after.other_reports["out-of-batch"].auc > before.other_reports["out-of-batch"].auc - 0.005
+        assert after.other_reports["out-of-batch"].auc > before.other_reports["out-of-batch"].auc - 0.01
         assert after.report.auc > before.report.auc
-    # the logistic regression gained most where the framing moves: 0.769 -> 0.864 on the collection framed tighter
+    # the logistic regression gained most where the framing moves: 0.769 -> 0.914 on the collection framed tighter
     gain = {name: records[name].other_reports["other-collection-framed"].auc for name in records}
-    assert gain["pneumonia-logistic_body-v1"] - gain["pneumonia-logistic-v1"] > 0.05
+    assert gain["pneumonia-logistic_body-wide-v1"] - gain["pneumonia-logistic-v1"] > 0.1
 
 
 def test_the_shipped_body_models_stored_collection_reports_are_what_their_weights_give(kermany_train):
     """Recomputed on the real films through the crop in the model's forward: the same, to float rounding."""
-    loaded = load_checkpoint(REPO / "checkpoints" / "pneumonia-logistic_body-v1.json")
+    loaded = load_checkpoint(REPO / "checkpoints" / "pneumonia-logistic_body-wide-v1.json")
     again = collection_reports(loaded.model, discover(kermany_train), loaded.image_size,
                                loaded.record.operating_point, loaded.record.training.config.seed)
     assert set(again) <= set(loaded.record.other_reports)
