@@ -235,6 +235,14 @@ def test_calibrate_pressed_after_the_chosen_model_was_removed_changes_nothing(pl
     next(b for b in at.button if b.label == "Calibrate").click().run()
     assert not at.exception and not at.success
     assert [e.value for e in at.error] == ["The model was not recalibrated: pneumonia-mlp-v1 is no longer registered. "
-                                           "Check the model above and press Calibrate again."]
+                                           "Choose a model above and press Calibrate again."]
     assert sorted(p.name for p in checkpoints.iterdir()) == [n for n in before if not n.startswith("pneumonia-mlp-v1.")]
-    assert _select(at, "Model").value == "pneumonia-cnn5-v1"
+    # A new, empty box (a browser kept showing the removed model in the old one): pressing again still changes
+    # nothing until a model is chosen.
+    assert _select(at, "Model").value is None
+    next(b for b in at.button if b.label == "Calibrate").click().run()
+    assert not at.exception and not at.success and not at.warning
+    assert [e.value for e in at.error] == ["The model was not recalibrated. Choose the model to recalibrate above."]
+    assert sorted(p.name for p in checkpoints.iterdir()) == [n for n in before if not n.startswith("pneumonia-mlp-v1.")]
+    _select(at, "Model").set_value("pneumonia-cnn5-v1").run()
+    assert not at.exception and not at.error and _select(at, "Model").value == "pneumonia-cnn5-v1"

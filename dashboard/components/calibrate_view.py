@@ -22,6 +22,12 @@ from dashboard.state import registered_models
 VALIDATION, SITE_FOLDER = "validation", "site folder"  # core.training.calibrate's sources
 SOURCES = {VALIDATION: "Its own validation films", SITE_FOLDER: "A labelled folder of this site"}
 MODEL_KEY = "calibrate-model"
+_RENEWED = "calibrate-model-renewed"  # times the chosen model was removed meanwhile: each time a new, empty box
+
+
+def _model_key() -> str:
+    renewed = st.session_state.get(_RENEWED, 0)
+    return MODEL_KEY if not renewed else f"{MODEL_KEY}-{renewed}"
 
 
 def calibrate_section(user: User) -> None:
@@ -34,22 +40,28 @@ def calibrate_section(user: User) -> None:
         st.info("No model with a normal class is registered, so none can be recalibrated.", icon=":material/info:")
         return
     by_name = {e.name: e for e in entries}  # names, not entries: the list grows with each new version
-    gone = st.session_state.get(MODEL_KEY)
-    if gone is not None and gone not in by_name:  # removed since it was chosen: the box would fall back to the first
-        del st.session_state[MODEL_KEY]
+    key = _model_key()
+    gone = st.session_state.get(key)
+    if gone is not None and gone not in by_name:  # removed since it was chosen (another tab, the command line)
+        # A box under a new key, with nothing chosen: the old one would keep showing the removed model in the
+        # browser, and a box that fell back to the first model would let the next press recalibrate that one.
+        st.session_state[_RENEWED] = st.session_state.get(_RENEWED, 0) + 1
+        key = _model_key()
         st.warning(f"{gone}, the model chosen before, is no longer registered. Choose the model to recalibrate "
                    "again.", icon=":material/warning:")
     else:
         gone = None
-    entry = by_name[st.selectbox("Model", list(by_name), format_func=lambda n: _describe(by_name[n]),
-                                 key=MODEL_KEY)]
+    chosen = st.selectbox("Model", list(by_name), format_func=lambda n: _describe(by_name[n]), key=key,
+                          index=0 if key == MODEL_KEY else None, placeholder="Choose the model to recalibrate")
+    entry = by_name.get(chosen)
     source = st.radio("Choose the threshold on", list(SOURCES), format_func=SOURCES.get, horizontal=True,
                       key="calibrate-source")
     folder = None
     if source == SITE_FOLDER:
+        classes = ", ".join(entry.classes) if entry else "each class"
         folder = folder_choice("Labelled folder of this site", key="calibrate-site",
-                               help=f"One sub-folder per class of the model ({', '.join(entry.classes)}; "
-                                    "upper or lower case alike), each with at least the promotion floor's films.")
+                               help=f"One sub-folder per class of the model ({classes}; upper or lower case alike), "
+                                    "each with at least the promotion floor's films.")
     target = st.number_input("Sensitivity target (%)", min_value=round(limits.TARGET_SENSITIVITY.low * 100, 1),
                              max_value=round(limits.TARGET_SENSITIVITY.high * 100, 1),
                              value=round(limits.DEFAULT_TARGET_SENSITIVITY * 100, 1), step=0.5, format="%.1f",
@@ -58,9 +70,12 @@ def calibrate_section(user: User) -> None:
                                   "abnormal films it is chosen on.")
     if not st.button("Calibrate", icon=":material/tune:", key="calibrate-start"):
         return
-    if gone is not None:  # the press was meant for the model that went, not for the one the box shows now
-        st.error(f"The model was not recalibrated: {gone} is no longer registered. Check the model above and "
+    if gone is not None:  # the press was meant for the model that went
+        st.error(f"The model was not recalibrated: {gone} is no longer registered. Choose a model above and "
                  "press Calibrate again.", icon=":material/error:")
+        return
+    if entry is None:
+        st.error("The model was not recalibrated. Choose the model to recalibrate above.", icon=":material/error:")
         return
     if source == SITE_FOLDER and folder is None:
         st.error("The model was not recalibrated. Choose a labelled folder inside a data root.",
