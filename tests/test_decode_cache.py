@@ -282,34 +282,36 @@ def test_an_unreadable_film_is_still_named(films, cache_dir):
         load_tensors(films, SIZE)
 
 
+def _repeat_together(jobs, caches, seconds: float = 1.5) -> None:
+    """Each job (one step on a cache) repeated in a thread of its own for each cache, all at once, for ``seconds``."""
+    stop = threading.Event()
+
+    def repeat(job, cache):
+        while not stop.is_set():
+            job(cache)
+
+    workers = [threading.Thread(target=repeat, args=(job, cache)) for job in jobs for cache in caches]
+    for worker in workers:
+        worker.start()
+    time.sleep(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join()
+
+
 def test_concurrent_writers_readers_and_pruners_never_see_a_torn_entry(films, tmp_path):
     size = 224  # 50 KB entries: a write in place would be seen half done
     pixels = _pixels(films, 2, size)
     caches = [DecodeCache(tmp_path / "shared", 2**30, "test") for _ in range(2)]  # two "ranks"
     key = caches[0].key(films.paths[0].read_bytes(), size)
     caches[0].put(key, size, pixels[0])
-    seen, stop = [], threading.Event()
-
-    def write(cache):
-        while not stop.is_set():
-            cache.put(key, size, pixels[0])
+    seen = []
 
     def read(cache):
-        while not stop.is_set():
-            got = cache.get(key, size)
-            seen.append(got is not None and np.array_equal(got, pixels[0]))
+        got = cache.get(key, size)
+        seen.append(got is not None and np.array_equal(got, pixels[0]))
 
-    def prune(cache):
-        while not stop.is_set():
-            cache.prune()
-
-    workers = [threading.Thread(target=job, args=(cache,)) for job in (write, read, prune) for cache in caches]
-    for worker in workers:
-        worker.start()
-    time.sleep(1.5)
-    stop.set()
-    for worker in workers:
-        worker.join()
+    _repeat_together((lambda cache: cache.put(key, size, pixels[0]), read, DecodeCache.prune), caches)
     assert len(seen) > 100 and all(seen)  # every read found the whole entry: never absent, never torn
     assert entries(tmp_path / "shared") == [caches[0].path(key, size)]  # no temporary file left behind
 
@@ -321,30 +323,18 @@ def test_pruning_under_writers_and_readers_drops_whole_entries_only(films, tmp_p
     pixels = _pixels(films, 2, size)
     caches = [DecodeCache(tmp_path / "shared", HEADER_BYTES + size * size, "test") for _ in range(2)]
     keys = [caches[0].key(path.read_bytes(), size) for path in films.paths[:2]]
-    reads, freed, stop = [], [], threading.Event()
+    reads, freed = [], []
 
     def write(cache):
-        while not stop.is_set():
-            for key, film in zip(keys, pixels):
-                cache.put(key, size, film)
+        for key, film in zip(keys, pixels):
+            cache.put(key, size, film)
 
     def read(cache):
-        while not stop.is_set():
-            for key, film in zip(keys, pixels):
-                got = cache.get(key, size)
-                reads.append(None if got is None else np.array_equal(got, film))
+        for key, film in zip(keys, pixels):
+            got = cache.get(key, size)
+            reads.append(None if got is None else np.array_equal(got, film))
 
-    def prune(cache):
-        while not stop.is_set():
-            freed.append(cache.prune())
-
-    workers = [threading.Thread(target=job, args=(cache,)) for job in (write, read, prune) for cache in caches]
-    for worker in workers:
-        worker.start()
-    time.sleep(1.5)
-    stop.set()
-    for worker in workers:
-        worker.join()
+    _repeat_together((write, read, lambda cache: freed.append(cache.prune())), caches)
     hits = [same for same in reads if same is not None]
     assert sum(freed) > 0  # entries were deleted while the others ran
     assert len(hits) > 10 and all(hits)  # what was found was whole, and the right film's

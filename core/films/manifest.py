@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from core.config import REPO_ROOT
 from core.errors import DatasetError, FolderNotAllowed
 from core.films.bounds import FILM_SUFFIXES
-from core.store.base import read_regular_file
 from core.films.folders import FilmSet, discover, split_folders
 from core.films.roots import data_roots, inside_roots, resolve_label
+from core.store.base import read_regular_file
 from core.tasks import TASKS, Task, canonical_class
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
