@@ -16,7 +16,7 @@ from core.limits import (
     ADMIN_SESSION_MINUTES, BATCH_FILMS, BATCH_MEGABYTES, DECODE_CACHE_MAX_BYTES, DECODE_CACHE_OFF,
     DECODE_CACHE_SIZE, DECODE_MEMORY_MB, DECODE_SECONDS, DECODE_SECONDS_PER_MP, DECODE_WORKERS, JOB_MAX_AGE,
     JOB_TIME_LIMIT, Limit, MIN_FILMS_BY_TASK, PROMOTION_MIN_FILMS, PROMOTION_MIN_SENSITIVITY, SWITCH_OFF,
-    SWITCH_ON,
+    SWITCH_ON, UPLOADS_MEGABYTES,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +38,7 @@ class Settings:
     data_roots_file: Path | None = None  # the admin's list of extra data roots (TOML or JSON; core.films.roots)
     batch_max_films: int = 50  # films one upload batch may hold (core.serving.batch_limits)
     batch_max_mb: int = 250  # megabytes one upload batch may hold
+    uploads_max_mb: int = 2048  # megabytes of uploads the server holds for all browser sessions at once
     # Site-trained models and the site's default pointers, outside the code tree (core.store.registry); the
     # shipped models stay in ``checkpoints`` and are only written by ``train --shipped`` (make models).
     models: Path = Path.home() / ".local" / "share" / "cxr-triage" / "models"
@@ -75,6 +76,7 @@ ENVIRONMENT = {
     "data_roots_file": "CXR_DATA_ROOTS",
     "batch_max_films": "CXR_BATCH_MAX_FILMS",
     "batch_max_mb": "CXR_BATCH_MAX_MB",
+    "uploads_max_mb": "CXR_UPLOADS_MAX_MB",
     "models": "CXR_MODELS",
     "local_admin": "CXR_LOCAL_ADMIN",
     "admin_passphrase_hash": "CXR_ADMIN_PASSPHRASE_HASH",
@@ -119,6 +121,7 @@ def _read(environ: Mapping[str, str]) -> Settings:
         data_roots_file=_data_roots_file(given("data_roots_file"), environ),
         batch_max_films=_number("batch_max_films", given("batch_max_films"), BATCH_FILMS, 50, whole=True),
         batch_max_mb=_number("batch_max_mb", given("batch_max_mb"), BATCH_MEGABYTES, 250, whole=True),
+        uploads_max_mb=_number("uploads_max_mb", given("uploads_max_mb"), UPLOADS_MEGABYTES, 2048, whole=True),
         models=models,
         local_admin=_switch("local_admin", given("local_admin"), default=True),
         admin_passphrase_hash=(given("admin_passphrase_hash") or "").strip(),

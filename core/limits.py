@@ -91,6 +91,8 @@ DECODE_CACHE_OFF = ("off", "none", "no", "false", "0")  # CXR_DECODE_CACHE=off: 
 # session cannot hold the shared CPU (and memory) for minutes while others wait.
 BATCH_FILMS = Limit("The number of films in one batch", 1, 10_000)
 BATCH_MEGABYTES = Limit("The size of one batch", 1, 100_000, "MB")
+# Uploads the server holds in memory for all browser sessions together (dashboard.upload_store).
+UPLOADS_MEGABYTES = Limit("The uploads held for all sessions", 1, 1_000_000, "MB")
 
 
 # How long an admin sign-in lasts (core.access), and the words CXR_LOCAL_ADMIN understands.

@@ -5,8 +5,10 @@ torch and loading the default model (about 3 s here) only once somebody was alre
 launcher starts that same warm-up (:func:`dashboard.model_loads.warm_up`, one shared load per process and model
 version) in a background thread at process start, then hands over to ``streamlit run dashboard/app.py`` with
 the arguments it was given. Once the model is up (not alongside it: both want the CPU), it also starts a DICOM
-decoding worker, whose imports the first DICOM upload would otherwise wait for. The page itself is unchanged
-and still warms up on its own when started with plain ``streamlit run``; the server never waits for the warm-up.
+decoding worker, whose imports the first DICOM upload would otherwise wait for. It also bounds the uploads
+the server holds in memory, per browser session and in all (:mod:`dashboard.upload_store`). The page itself is
+unchanged and still warms up on its own when started with plain ``streamlit run`` (whose upload store is
+Streamlit's own, unbounded); the server never waits for the warm-up.
 
     .venv/bin/python -m dashboard.serve --server.port 8501
 """
@@ -49,6 +51,10 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, str(ROOT))
     threading.Thread(target=preload, name="preload", daemon=True).start()
     from streamlit.web import cli
+
+    from dashboard.upload_store import install
+
+    install()  # uploads held in memory are bounded per session and in all
 
     sys.argv = ["streamlit", "run", str(APP), *argv]
     return cli.main()

@@ -103,18 +103,21 @@ def free_port() -> int:
 
 
 class StreamlitServer:
-    """``streamlit run dashboard/app.py`` on a free localhost port, stopped (with its group) on exit."""
+    """``streamlit run dashboard/app.py`` (``serve``: ``python -m dashboard.serve``, as ``make run`` starts it) on
+    a free localhost port, stopped (with its group) on exit."""
 
-    def __init__(self, env: dict, log_path: Path):
+    def __init__(self, env: dict, log_path: Path, serve: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env, self.log_path = env, log_path
+        self.launcher = (["-m", "dashboard.serve"] if serve
+                         else ["-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py")])
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "StreamlitServer":
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+            [sys.executable, *self.launcher,
              "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,

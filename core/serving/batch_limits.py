@@ -27,3 +27,19 @@ def check_batch(sizes: Sequence[int]) -> None:
             f"This batch is too large: {' and '.join(over)}. None of its films was triaged, so that no film is "
             "left off the worklist unnoticed. Remove some films from the upload box, or triage them in smaller "
             "batches one after the other.")
+
+
+def session_upload_limits(max_file_mb: float) -> tuple[int, int]:
+    """Films and bytes the server holds for one browser session before it refuses further uploads, given the
+    largest single upload (Streamlit's ``server.maxUploadSize``, in MB).
+
+    Twice a batch's own limits, plus one largest file: an upload is refused only when the session already
+    holds more than a batch may, so the page then refuses the whole batch and says so (no worklist is drawn
+    with the refused films quietly missing); up to twice a batch, the films it counts are all those sent."""
+    limits = settings()
+    return 2 * limits.batch_max_films, int((2 * limits.batch_max_mb + max_file_mb) * MEGABYTE)
+
+
+def server_upload_limit() -> int:
+    """Bytes of uploads the server holds for all browser sessions together (``CXR_UPLOADS_MAX_MB``)."""
+    return settings().uploads_max_mb * MEGABYTE

@@ -229,6 +229,14 @@ def repeated_warning(repeats: list[tuple[str, str]]) -> str:
             "same film was chosen twice.")
 
 
+def refused_warning(names: list[str]) -> str:
+    """The error above the worklist for films the server did not receive (names made literal)."""
+    shown = ", ".join(escape_markdown(name) for name in names)
+    return (f"Not received, so not on the worklist: {shown}. The server is holding as many uploaded films as it "
+            "may for all its users at once. Remove these from the upload box and upload them again in a few "
+            "minutes.")
+
+
 def probability_lines(probabilities: dict[str, float], label: str) -> list[tuple[float, str]]:
     """One (fraction, Markdown text) per class in the model's order, the model's label in bold."""
     lines = []

@@ -1,0 +1,105 @@
+"""Uploads held in the server's memory, bounded per browser session and for all sessions together.
+
+Streamlit receives every uploaded file into memory and keeps it until its browser session ends, checking only
+each file's size (``server.maxUploadSize``): a client that keeps uploading, or a modified one that never
+removes a file, could fill the server's memory 200 MB at a time, before any page runs. :func:`install`
+(called by ``python -m dashboard.serve``, i.e. ``make run``, before the server starts) replaces Streamlit's
+in-memory store with :class:`BoundedUploads`, which refuses a file
+
+- with HTTP 413 when its session already holds more than a batch may (:func:`core.serving.batch_limits.
+  session_upload_limits`): the page then refuses the whole batch and says so, so nothing goes missing quietly;
+- with HTTP 503 when all sessions together would hold more than ``CXR_UPLOADS_MAX_MB``: that session's page
+  names the films it did not receive (:func:`refused_here`), since its batch may otherwise look complete.
+
+Plain ``streamlit run dashboard/app.py`` keeps Streamlit's unbounded store; the README says so.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from starlette.exceptions import HTTPException
+from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+from core.serving.batch_limits import MEGABYTE, server_upload_limit, session_upload_limits
+
+_log = logging.getLogger(__name__)
+
+SESSION_FULL = ("This upload was refused: this page already holds more films than one batch may. Remove films "
+                "from the upload box, or triage them in smaller batches.")
+SERVER_FULL = ("This upload was refused: the server is holding as many uploaded films as it may for all its "
+               "users at once. Try again in a few minutes.")
+REFUSED_NAMES_KEPT = 100  # per session, until its page has shown them
+
+
+class BoundedUploads(MemoryUploadedFileManager):
+    """Streamlit's in-memory upload store with a cap per browser session and one for the whole server."""
+
+    def __init__(self, upload_endpoint: str, max_file_mb: float | None = None) -> None:
+        super().__init__(upload_endpoint)
+        if max_file_mb is None:
+            from streamlit import config
+
+            max_file_mb = float(config.get_option("server.maxUploadSize"))
+        self.session_films, self.session_bytes = session_upload_limits(max_file_mb)
+        self.server_bytes = server_upload_limit()
+        self._adding = threading.Lock()  # one check-then-add at a time; removals only ever free room
+        self._refused: dict[str, list[str]] = {}
+
+    def add_file(self, session_id: str, file: UploadedFileRec) -> None:
+        with self._adding:
+            films, session_bytes, server_bytes = self._held(session_id, replacing=file.file_id)
+            size = len(file.data)
+            if films + 1 > self.session_films or session_bytes + size > self.session_bytes:
+                _log.warning("an upload was refused: its session holds %d films, %.0f MB (at most %d, %.0f MB)",
+                             films, session_bytes / MEGABYTE, self.session_films, self.session_bytes / MEGABYTE)
+                raise HTTPException(status_code=413, detail=SESSION_FULL)
+            if server_bytes + size > self.server_bytes:
+                _log.warning("an upload was refused: the server holds %.0f MB of uploads (at most %.0f MB)",
+                             server_bytes / MEGABYTE, self.server_bytes / MEGABYTE)
+                with self._lock:
+                    names = self._refused.setdefault(session_id, [])
+                    if len(names) < REFUSED_NAMES_KEPT:
+                        names.append(file.name)
+                raise HTTPException(status_code=503, detail=SERVER_FULL)
+            super().add_file(session_id, file)
+
+    def _held(self, session_id: str, replacing: str) -> tuple[int, int, int]:
+        """Films and bytes the session holds, and bytes all sessions hold, not counting a file it replaces."""
+        with self._lock:  # Streamlit's own lock over its storage
+            session = {key: rec for key, rec in self.file_storage.get(session_id, {}).items() if key != replacing}
+            replaced = self.file_storage.get(session_id, {}).get(replacing)
+            server = sum(len(rec.data) for files in self.file_storage.values() for rec in files.values())
+        return (len(session), sum(len(rec.data) for rec in session.values()),
+                server - (len(replaced.data) if replaced is not None else 0))
+
+    def take_refused(self, session_id: str) -> list[str]:
+        """Names of the films refused for lack of server room since the session last asked (then forgotten)."""
+        with self._lock:
+            return self._refused.pop(session_id, [])
+
+    def remove_session_files(self, session_id: str) -> None:
+        super().remove_session_files(session_id)
+        with self._lock:
+            self._refused.pop(session_id, None)
+
+
+def install() -> None:
+    """Make the Streamlit server about to start in this process keep its uploads in :class:`BoundedUploads`."""
+    from streamlit.web.server import server
+
+    server.MemoryUploadedFileManager = BoundedUploads
+
+
+def refused_here() -> list[str]:
+    """The current page's films the server refused for lack of room since the page last ran (see module doc);
+    empty under plain ``streamlit run`` and in tests without a server."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    if context is None or not Runtime.exists():
+        return []
+    store = Runtime.instance().uploaded_file_mgr
+    return store.take_refused(context.session_id) if isinstance(store, BoundedUploads) else []

@@ -1,0 +1,70 @@
+"""Uploads past the server's limits, in a real browser against ``python -m dashboard.serve`` (what ``make run`` starts).
+
+Streamlit holds uploads in the server's memory before any page runs; the launcher bounds that store
+(dashboard.upload_store). Films refused there must never leave a worklist that looks complete.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from tests.e2e_support import CHROMIUM_ARGS, StreamlitServer, chromium, quick_checkpoints, real_films
+
+WAIT_MS = 90_000
+
+
+def _upload_six_films(server: StreamlitServer, browser_path, worklist: bool) -> "tuple[list[str], str, int]":
+    """Six real ~250 KB films dropped at once -> (the page's error alerts, its text, the films its worklist
+    counts once it is drawn when ``worklist``)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    normals = [film for film in real_films() if film.parent.name == "NORMAL"][:6]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(browser_path), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.set_default_timeout(WAIT_MS)
+        expect.set_options(timeout=WAIT_MS)
+        page.goto(server.url)
+        expect(page.get_by_role("heading", name="Triage")).to_be_visible()
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(film) for film in normals])
+        expect(page.get_by_test_id("stAlertContentError").first).to_be_visible()
+        counted = 0
+        if worklist:
+            expect(page.get_by_test_id("stDataFrame")).to_be_visible()
+            counted = sum(int(page.get_by_test_id("stMetric").filter(has_text=title).get_by_test_id("stMetricValue")
+                              .inner_text()) for title in ("Urgent", "Routine", "Not triaged", "Unreadable"))
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        alerts = page.get_by_test_id("stAlertContentError").all_inner_texts()
+        text = page.inner_text("body")
+        browser.close()
+    return alerts, text, counted
+
+
+@pytest.mark.slow
+def test_a_session_past_twice_a_batch_is_refused_more_uploads_and_its_batch_refused(tmp_path):
+    browser_path = chromium()
+    models = quick_checkpoints(tmp_path / "models")
+    env = {**os.environ, "CXR_MODELS": str(models), "CXR_JOBS": str(tmp_path / "jobs"),
+           "CXR_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "CXR_BATCH_MAX_FILMS": "1"}
+    with StreamlitServer(env, tmp_path / "streamlit.log", serve=True) as server:
+        alerts, text, _ = _upload_six_films(server, browser_path, worklist=False)
+    # The server kept two of the six (twice the batch of one) and refused four; the page refused the batch.
+    assert alerts == [alerts[0]] and "This batch is too large: 2 films (at most 1)." in alerts[0]
+    assert "Worklist" not in text
+    assert (tmp_path / "streamlit.log").read_text().count("an upload was refused: its session holds 2 films") == 4
+
+
+@pytest.mark.slow
+def test_uploads_past_the_servers_room_are_named_above_a_worklist_of_the_others(tmp_path):
+    browser_path = chromium()
+    models = quick_checkpoints(tmp_path / "models")
+    env = {**os.environ, "CXR_MODELS": str(models), "CXR_JOBS": str(tmp_path / "jobs"),
+           "CXR_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "CXR_UPLOADS_MAX_MB": "1"}
+    with StreamlitServer(env, tmp_path / "streamlit.log", serve=True) as server:
+        alerts, _, counted = _upload_six_films(server, browser_path, worklist=True)
+    # Any four of these six films fit in 1 MB and no five do, whatever order they arrive in.
+    refused = re.search(r"Not received, so not on the worklist: (.*)\. The server is holding", alerts[0])
+    assert refused and len(refused.group(1).split(", ")) == 2, alerts
+    assert counted == 4  # the worklist holds the four films received

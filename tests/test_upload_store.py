@@ -1,0 +1,129 @@
+"""The server's upload store (dashboard.upload_store): bounded per browser session and for all sessions together.
+
+A browser drives the same store through a real server in tests/test_e2e_uploads.py.
+"""
+from __future__ import annotations
+
+import pytest
+from starlette.exceptions import HTTPException
+from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+from core.serving.batch_limits import MEGABYTE, server_upload_limit, session_upload_limits
+from dashboard.upload_store import SERVER_FULL, SESSION_FULL, BoundedUploads
+
+
+def _film(file_id: str, size: int, name: str | None = None) -> UploadedFileRec:
+    return UploadedFileRec(file_id=file_id, name=name or f"{file_id}.png", type="image/png", data=b"x" * size)
+
+
+def _store(settings_env, **limits) -> BoundedUploads:
+    settings_env(**limits)
+    return BoundedUploads("/_stcore/upload_file", max_file_mb=1)
+
+
+def _held(store: BoundedUploads, session: str) -> list[str]:
+    return sorted(rec.file_id for rec in store.file_storage.get(session, {}).values())
+
+
+def test_limits_leave_room_above_a_batch_so_a_refusal_always_comes_with_the_batch_refused(settings_env):
+    settings_env(CXR_BATCH_MAX_FILMS="3", CXR_BATCH_MAX_MB="2", CXR_UPLOADS_MAX_MB="7")
+    assert session_upload_limits(max_file_mb=1) == (6, 5 * MEGABYTE)  # twice the batch, plus one largest file
+    assert server_upload_limit() == 7 * MEGABYTE
+
+
+def test_a_session_holding_more_than_a_batch_may_is_refused_more_films(settings_env):
+    store = _store(settings_env, CXR_BATCH_MAX_FILMS="2")
+    for i in range(4):
+        store.add_file("a", _film(f"f{i}", 10))
+    with pytest.raises(HTTPException) as refused:
+        store.add_file("a", _film("f4", 10))
+    assert (refused.value.status_code, refused.value.detail) == (413, SESSION_FULL)
+    assert _held(store, "a") == ["f0", "f1", "f2", "f3"]
+    store.add_file("a", _film("f3", 20))  # the same upload sent again replaces itself: not one more film
+    store.add_file("b", _film("g0", 10))  # another session has its own allowance
+    store.remove_file("a", "f0")
+    store.add_file("a", _film("f4", 10))  # a film taken out of the box makes room
+    assert _held(store, "a") == ["f1", "f2", "f3", "f4"]
+    assert store.take_refused("a") == []  # the page says why itself: it refuses the whole batch
+
+
+def test_a_session_holding_more_megabytes_than_a_batch_may_is_refused(settings_env):
+    store = _store(settings_env, CXR_BATCH_MAX_MB="1")  # at most 2 x 1 + 1 MB held
+    store.add_file("a", _film("big", 2 * MEGABYTE))
+    store.add_file("a", _film("small", MEGABYTE // 2))
+    with pytest.raises(HTTPException) as refused:
+        store.add_file("a", _film("more", MEGABYTE // 2 + 1))
+    assert refused.value.status_code == 413
+    store.add_file("a", _film("big", MEGABYTE))  # replacing a file counts the new size, not both
+    store.add_file("a", _film("more", MEGABYTE // 2 + 1))
+    assert _held(store, "a") == ["big", "more", "small"]
+
+
+def test_past_the_servers_limit_uploads_are_refused_and_named_to_their_own_page_once(settings_env):
+    store = _store(settings_env, CXR_UPLOADS_MAX_MB="1")
+    store.add_file("a", _film("a0", 600_000))
+    store.add_file("b", _film("b0", 400_000))
+    with pytest.raises(HTTPException) as refused:
+        store.add_file("b", _film("b1", 100_000, name="chest 2.png"))
+    assert (refused.value.status_code, refused.value.detail) == (503, SERVER_FULL)
+    with pytest.raises(HTTPException):
+        store.add_file("b", _film("b2", 100_000, name="chest 3.png"))
+    assert store.take_refused("a") == []
+    assert store.take_refused("b") == ["chest 2.png", "chest 3.png"]
+    assert store.take_refused("b") == []  # once
+    store.add_file("b", _film("b1", 40_000))  # what is left of the server's room is still usable
+    store.remove_session_files("a")  # a session that ends frees its room for the others
+    store.add_file("b", _film("b2", 500_000))
+    assert _held(store, "b") == ["b0", "b1", "b2"] and _held(store, "a") == []
+
+
+def test_a_session_that_ends_forgets_its_refusals(settings_env):
+    store = _store(settings_env, CXR_UPLOADS_MAX_MB="1")
+    with pytest.raises(HTTPException):
+        store.add_file("a", _film("a0", MEGABYTE + 1))
+    store.remove_session_files("a")
+    assert store.take_refused("a") == []
+
+
+def test_make_runs_launcher_starts_the_server_with_the_bounded_store(monkeypatch):
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.web import cli
+    from streamlit.web.server import server
+
+    from dashboard import serve
+
+    monkeypatch.setattr(server, "MemoryUploadedFileManager", MemoryUploadedFileManager)
+    monkeypatch.setattr(serve, "preload", lambda: None)  # no model is needed to start this server
+    monkeypatch.setattr(serve.sys, "argv", list(serve.sys.argv))
+    started_with = []
+    monkeypatch.setattr(cli, "main", lambda: started_with.append(server.MemoryUploadedFileManager) or 0)
+    assert serve.main(["--server.port", "0"]) == 0
+    assert started_with == [BoundedUploads]
+
+
+def _page_showing_refusals():
+    import streamlit as st
+
+    from dashboard.state import refused_uploads
+
+    st.write(repr(refused_uploads(st.session_state.get("box", []))))
+
+
+def test_a_page_names_refused_films_until_its_upload_box_changes(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import upload_store
+
+    arriving: list[list[str]] = []
+    monkeypatch.setattr(upload_store, "refused_here", lambda: arriving.pop(0) if arriving else [])
+    page = AppTest.from_function(_page_showing_refusals)
+    shown = []
+    for box, refused in ((["a"], ["b"]), (["a"], []), (["a", "c"], ["d"]), (["a", "c"], ["e"]),
+                         (["a", "b", "c"], []), (["a", "b", "c"], [])):
+        arriving.append(refused)
+        page.session_state["box"] = box
+        page.run()
+        assert not page.exception
+        shown.append(page.markdown[0].value)
+    # Kept while the box is unchanged; a refusal after a change replaces the old ones; re-sent films clear them.
+    assert shown == ["['b']", "['b']", "['d']", "['d', 'e']", "[]", "[]"]
