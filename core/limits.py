@@ -115,6 +115,8 @@ DISPLAY_SIDE = 1024
 # One browser session's triage results (~1 MB each: the display copy) and Grad-CAM heat maps (~0.1 MB each).
 SESSION_RESULT_CACHE_BYTES = 128 * 2**20
 SESSION_HEAT_MAP_CACHE_BYTES = 32 * 2**20
+# All sessions' caches together (416 MB each at most): past this, a session keeps less and computes again.
+ALL_SESSION_CACHES_BYTES = 2 * 2**30
 
 
 # Administration (core.store.promotion, core.admin.audit, core.jobs). The shared COVID set's validation holds

@@ -27,7 +27,7 @@ from core.films.film import Film
 from core.films.read import read_film
 from core.films.roots import folder_label
 from core.serving.explain import load_cam_library
-from core.serving.film_cache import BoundedCache, FilmCache
+from core.serving.film_cache import BoundedCache, FilmCache, SharedBudget
 from core.store.registry import ModelEntry, list_models
 from core.store.reports import Report
 from dashboard.labels import MANIFEST_SUFFIX
@@ -125,10 +125,14 @@ class FilmResult:
     error: str | None = None
 
 
+# What every session's caches hold together, in this server process (modules load once per process).
+SESSION_CACHES = SharedBudget(limits.ALL_SESSION_CACHES_BYTES)
+
+
 def session_films() -> FilmCache:
     """This browser session's decoded films (never shared with another session)."""
     if _SESSION_FILMS not in st.session_state:
-        st.session_state[_SESSION_FILMS] = FilmCache(limits.SESSION_FILM_CACHE_BYTES)
+        st.session_state[_SESSION_FILMS] = FilmCache(limits.SESSION_FILM_CACHE_BYTES, SESSION_CACHES)
     return st.session_state[_SESSION_FILMS]
 
 
@@ -142,7 +146,7 @@ _CAPS = {_SESSION_RESULTS: (limits.SESSION_RESULT_CACHE_BYTES,
 def session_cache(kind: str) -> BoundedCache:
     """This browser session's ``"triage-results"`` or ``"heat-maps"`` (never shared with another session)."""
     if kind not in st.session_state:
-        st.session_state[kind] = BoundedCache(*_CAPS[kind])
+        st.session_state[kind] = BoundedCache(*_CAPS[kind], budget=SESSION_CACHES)
     return st.session_state[kind]
 
 

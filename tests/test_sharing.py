@@ -1,5 +1,5 @@
 """Fair sharing of one server: the model's lock goes round in order of asking, batches have limits, and a
-session's caches stay within their byte caps.
+session's caches stay within their byte caps and all sessions' caches within one budget.
 
 Orders are made deterministic by waiting until a request is queued (``FairLock.waiting``) before the next
 one asks; nothing here asserts a duration. The load benchmark (bench/load.py) measures the timings.
@@ -16,7 +16,7 @@ from core.errors import BatchTooLarge
 from core.films.read import read_film
 from core.serving.batch_limits import MEGABYTE, check_batch
 from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
-from core.serving.film_cache import BoundedCache
+from core.serving.film_cache import BoundedCache, SharedBudget
 
 
 def _queue(lock: FairLock, order: list[str], requests: list[tuple[str, int]]) -> list[threading.Thread]:
@@ -163,3 +163,40 @@ def test_a_session_cache_keeps_within_its_byte_cap_and_forgets_on_request():
     assert ("film", 9) not in cache  # larger than the whole cap: handed back, not kept
     cache.keep_only(lambda key: key[1] % 2 == 0)
     assert cache.keys() == [("film", 4), ("film", 2)] and cache.nbytes == 2000
+
+
+def _kilobyte() -> np.ndarray:
+    return np.zeros(1000, np.uint8)
+
+
+def test_sessions_caches_keep_within_one_budget_each_evicting_only_its_own():
+    import gc
+
+    budget = SharedBudget(max_bytes=3000)
+    first, second = (BoundedCache(max_bytes=2000, size_of=lambda value: value.nbytes, budget=budget)
+                     for _ in range(2))
+    first.put("a", _kilobyte())
+    first.put("b", _kilobyte())
+    second.put("c", _kilobyte())
+    assert budget.held == 3000
+    second.put("d", _kilobyte())  # past the budget: the second session gives up its own oldest, not the first's
+    assert (first.keys(), second.keys(), budget.held) == (["a", "b"], ["d"], 3000)
+    third = BoundedCache(max_bytes=2000, size_of=lambda value: value.nbytes, budget=budget)
+    assert third.get_or_compute("e", _kilobyte).nbytes == 1000 and "e" not in third  # used, not kept: no room
+    first.keep_only(lambda key: key == "a")  # a film leaving one upload box frees room for the others
+    third.put("e", _kilobyte())
+    assert (third.keys(), budget.held) == (["e"], 3000)
+    del second
+    gc.collect()  # a session that ends frees its share
+    third.put("f", _kilobyte())
+    assert (third.keys(), budget.held) == (["e", "f"], 3000)
+
+
+def test_every_session_cache_of_the_app_counts_against_the_servers_one_budget(monkeypatch):
+    from dashboard import state
+
+    session_state: dict = {}
+    monkeypatch.setattr(state.st, "session_state", session_state)
+    caches = [state.session_films(), state.session_cache("triage-results"), state.session_cache("heat-maps")]
+    assert [cache.budget for cache in caches] == [state.SESSION_CACHES] * 3
+    assert state.SESSION_CACHES.max_bytes == 2 * 2**30

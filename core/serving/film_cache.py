@@ -3,10 +3,14 @@ decode prediction made), a session's results and its heat maps.
 
 One cache belongs to one browser session: films, their names and what was computed from them are patient
 data and are never shared between sessions; they go when the session goes (or sooner, by :meth:`keep_only`).
+Only their sizes are shared: every session's caches count against one :class:`SharedBudget`, so the memory
+a server keeps for its sessions is bounded however many sessions there are (a cache over it keeps less, and
+its session computes again what it did not keep).
 """
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Callable, Generic, Hashable, TypeVar
 
@@ -16,15 +20,43 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+class SharedBudget:
+    """Bytes that several caches may hold together. Each cache evicts only its own entries to stay within it
+    (sessions never touch each other's data); a cache that is garbage-collected frees its share."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.lock = threading.Lock()  # taken after a cache's own lock, never before it
+        self._caches: weakref.WeakSet[BoundedCache] = weakref.WeakSet()
+
+    def join(self, cache: "BoundedCache") -> None:
+        with self.lock:
+            self._caches.add(cache)
+
+    def held_by_others(self, cache: "BoundedCache") -> int:
+        """Bytes the other caches hold (call with :attr:`lock` held)."""
+        return sum(other.held for other in list(self._caches) if other is not cache)
+
+    @property
+    def held(self) -> int:
+        with self.lock:
+            return sum(cache.held for cache in list(self._caches))
+
+
 class BoundedCache(Generic[K, V]):
     """A least-recently-used mapping whose values' sizes (``size_of``, in bytes) add up to at most
-    ``max_bytes``. Sizes are measured again on every insertion: a film grows when its reference form is made."""
+    ``max_bytes``, and, with a ``budget``, to at most what the budget's other caches leave. Sizes are measured
+    again on every insertion: a film grows when its reference form is made."""
 
-    def __init__(self, max_bytes: int, size_of: Callable[[V], int]):
+    def __init__(self, max_bytes: int, size_of: Callable[[V], int], budget: SharedBudget | None = None):
         self.max_bytes = max_bytes
         self._size_of = size_of
         self._items: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
+        self.held = 0  # bytes held as of the last change, for the budget (read without this cache's lock)
+        self.budget = budget
+        if budget is not None:
+            budget.join(self)
 
     @property
     def nbytes(self) -> int:
@@ -61,27 +93,39 @@ class BoundedCache(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
-        """Keep ``value`` unless it alone exceeds the cap; evict the least recently used to fit it."""
+        """Keep ``value`` unless it alone exceeds the cap; evict the least recently used to fit it. Past the
+        shared budget, evict more of this cache's own entries, ``value`` last (then it is not kept)."""
         with self._lock:
             self._items.pop(key, None)
-            if self._size_of(value) > self.max_bytes:
-                return
-            self._items[key] = value
-            while self._total() > self.max_bytes:
+            if self._size_of(value) <= self.max_bytes:
+                self._items[key] = value
+            total = self._total()
+            while total > self.max_bytes:
                 self._items.popitem(last=False)
+                total = self._total()
+            if self.budget is None:
+                self.held = total
+                return
+            with self.budget.lock:
+                room = self.budget.max_bytes - self.budget.held_by_others(self)
+                while total > room:
+                    self._items.popitem(last=False)
+                    total = self._total()
+                self.held = total
 
     def keep_only(self, wanted: Callable[[K], bool]) -> None:
         """Drop every entry whose key is not ``wanted`` (e.g. films no longer in the upload box)."""
         with self._lock:
             for key in [k for k in self._items if not wanted(k)]:
                 del self._items[key]
+            self.held = self._total()  # less than before: always within any budget
 
 
 class FilmCache(BoundedCache[str, Film]):
     """Decoded films keyed by their content digest."""
 
-    def __init__(self, max_bytes: int):
-        super().__init__(max_bytes, lambda film: film.nbytes)
+    def __init__(self, max_bytes: int, budget: SharedBudget | None = None):
+        super().__init__(max_bytes, lambda film: film.nbytes, budget)
 
     def get_or_decode(self, key: str, decode: Callable[[], Film]) -> Film:
         """The film stored under ``key``, decoding (and keeping) it on a miss; decode errors propagate."""
