@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from core.serving.predict import Prediction, Predictor
 
 _SESSION_FILMS, _SESSION_RESULTS, _SESSION_HEAT_MAPS = "decoded-films", "triage-results", "heat-maps"
-_SESSION_REFUSED = "refused-uploads"
 
 
 def default_data_dir() -> Path:
@@ -194,23 +193,6 @@ def forget_other_films(uploads: list[Upload]) -> None:
     session_films().keep_only(lambda digest: digest in digests)
     for kind in _CAPS:
         session_cache(kind).keep_only(lambda key: key[0] in digests)
-
-
-def refused_uploads(names_now: list[str]) -> list[str]:
-    """Films the server refused for lack of room (dashboard.upload_store), named until the upload box changes:
-    a refusal that came after the page last ran is shown at its next run, and stays while the box holds what
-    it held then."""
-    from dashboard.upload_store import refused_here
-
-    held = st.session_state.get(_SESSION_REFUSED)  # (the box's names when refused, the refused names)
-    new = refused_here()
-    if new:
-        earlier = held[1] if held and held[0] == tuple(names_now) else []
-        held = (tuple(names_now), list(dict.fromkeys(earlier + new)))
-    elif held and held[0] != tuple(names_now):
-        held = None
-    st.session_state[_SESSION_REFUSED] = held
-    return held[1] if held else []
 
 
 def decoded(upload: Upload, films: FilmCache) -> Film:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 
+import streamlit as st
 from starlette.exceptions import HTTPException
 from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
 from streamlit.runtime.uploaded_file_manager import UploadedFileRec
@@ -31,6 +32,7 @@ SESSION_FULL = ("This upload was refused: this page already holds more films tha
 SERVER_FULL = ("This upload was refused: the server is holding as many uploaded films as it may for all its "
                "users at once. Try again in a few minutes.")
 REFUSED_NAMES_KEPT = 100  # per session, until its page has shown them
+_SESSION_REFUSED = "refused-uploads"  # st.session_state key of what the page shows
 
 
 class BoundedUploads(MemoryUploadedFileManager):
@@ -103,3 +105,18 @@ def refused_here() -> list[str]:
         return []
     store = Runtime.instance().uploaded_file_mgr
     return store.take_refused(context.session_id) if isinstance(store, BoundedUploads) else []
+
+
+def refused_uploads(names_now: list[str]) -> list[str]:
+    """Films the server refused this page for lack of room, to name above the worklist until the upload box changes:
+    a refusal that came after the page last ran is shown at its next run, and stays while the box holds what
+    it held then."""
+    held = st.session_state.get(_SESSION_REFUSED)  # (the box's names when refused, the refused names)
+    new = refused_here()
+    if new:
+        earlier = held[1] if held and held[0] == tuple(names_now) else []
+        held = (tuple(names_now), list(dict.fromkeys(earlier + new)))
+    elif held and held[0] != tuple(names_now):
+        held = None
+    st.session_state[_SESSION_REFUSED] = held
+    return held[1] if held else []

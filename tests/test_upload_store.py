@@ -104,7 +104,7 @@ def test_make_runs_launcher_starts_the_server_with_the_bounded_store(monkeypatch
 def _page_showing_refusals():
     import streamlit as st
 
-    from dashboard.state import refused_uploads
+    from dashboard.upload_store import refused_uploads
 
     st.write(repr(refused_uploads(st.session_state.get("box", []))))
 

@@ -27,11 +27,11 @@ from dashboard.state import (  # noqa: E402
     Upload,
     distinct_names,
     forget_other_films,
-    refused_uploads,
     registered_models,
     repeated_uploads,
     triage_uploads,
 )
+from dashboard.upload_store import refused_uploads  # noqa: E402
 
 models, problems = registered_models()
 if models:
