@@ -7,14 +7,13 @@ films it could not read one per line beside the others (a JSON object each with 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from core import config, limits
 from core.errors import TriageError
 from core.films.folders import SPLITS
-
+from core.wording import json_line
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit 2
@@ -27,7 +26,7 @@ def _fail(message: str) -> None:
         world = config.distributed_environment()
     except TriageError:  # a malformed RANK or WORLD_SIZE: that error is reported by whoever read it first
         world = config.DistributedEnvironment()
-    print(json.dumps({"error": message, **({"rank": world.rank} if world.is_distributed else {})}), flush=True)
+    print(json_line({"error": message, **({"rank": world.rank} if world.is_distributed else {})}), flush=True)
     sys.exit(1)
 
 
@@ -207,7 +206,7 @@ def _fit_population(args) -> int:
     from core.training.fit_population import fit_for_registered
 
     for record in fit_for_registered(args.models, args.data, who=cli_user()):
-        print(json.dumps({"name": record.name, "population_check": record.population_check.to_json()}))
+        print(json_line({"name": record.name, "population_check": record.population_check.to_json()}))
     return 0
 
 
@@ -226,7 +225,7 @@ def _evaluate(args) -> int:
     report = evaluate_folder(loaded, args.dir, split=args.split)
     _audit("evaluate", model=loaded.name, folder=Path(args.dir).name, **report.summary())
     if args.json:
-        print(json.dumps(report.to_json()))
+        print(json_line(report.to_json()))
         return 0
     sens, spec = report.sensitivity, report.specificity
     print(f"{loaded.name} on {report.n} films: accuracy {report.accuracy:.3f}, AUC {report.auc or float('nan'):.3f}"
@@ -272,7 +271,7 @@ def _models(args) -> int:
              "measured_elsewhere": [m.to_json() for m in e.record.measured_elsewhere],
              "parameters": e.record.parameters, "created": e.record.created} for e in entries]
     if args.json:
-        print(json.dumps({"models": rows, "problems": problems}))
+        print(json_line({"models": rows, "problems": problems}))
         return 0
     for entry in entries:
         report = entry.record.report

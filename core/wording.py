@@ -5,3 +5,23 @@ from __future__ import annotations
 def and_list(words: list[str]) -> str:
     """["a"] -> "a"; ["a", "b", "c"] -> "a, b and c"."""
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def json_line(value: object, **dumps_options) -> str:
+    """``value`` as JSON for the command line, every string made valid Unicode first. A file name that is not
+    valid UTF-8 reaches Python with lone surrogates, which ``json.dumps`` would write as ``\\udcff`` escapes
+    that strict JSON parsers refuse; here they are spelled out as the six characters ``\\udcff``, as the
+    command's text output prints them."""
+    import json
+
+    return json.dumps(_valid_unicode(value), **dumps_options)
+
+
+def _valid_unicode(value: object) -> object:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_valid_unicode(key): _valid_unicode(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_valid_unicode(item) for item in value]
+    return value

@@ -298,6 +298,10 @@ def test_a_file_name_that_is_not_utf8_prints_escaped_under_a_strict_terminal(run
     assert result.returncode == 1
     no_traceback(result)
     assert "film\\udcff.png" in result.stdout
+    result = run_cli("predict", odd, "--json", checkpoints=trained_model.directory)
+    assert result.returncode == 1
+    line = result.json_lines()[-1]  # valid Unicode, so any JSON parser reads it: the same escape, as text
+    assert line["file"].encode("utf-8") and line["file"].endswith("film\\udcff.png") and "film" in line["error"]
 
 
 @pytest.mark.slow

@@ -10,13 +10,13 @@ import base64
 import getpass
 import hashlib
 import hmac
-import json
 import secrets
 import sys
 from dataclasses import dataclass, replace
 from typing import Callable
 
 from core.access.errors import SignInUnavailable
+from core.wording import json_line
 
 SCHEME = "scrypt"
 COST, BLOCK_SIZE, PARALLELISM = 2**15, 8, 1  # 32 MiB and about 0.1 s per check
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None, *, ask: Callable[[str], str] = getpass.g
         print(hash_passphrase(first))
     except (ValueError, EOFError, KeyboardInterrupt) as exc:
         message = str(exc) if isinstance(exc, ValueError) else "No passphrase was given; nothing was made."
-        print(json.dumps({"error": message}))
+        print(json_line({"error": message}))
         return 1
     print(f"Set {_SETTING} to the line above (see README: Running on a hospital network).", file=sys.stderr)
     return 0

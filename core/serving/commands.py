@@ -6,10 +6,10 @@ at once.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from core.errors import CommandRefused, TriageError
+from core.wording import json_line
 
 
 def run_predict(args) -> int:
@@ -42,13 +42,13 @@ def run_predict(args) -> int:
             failures += 1
             _film_failed(args, file, exc)
             continue
-        print(json.dumps({"file": file, **prediction.to_dict()}) if args.json else _describe(file, prediction),
+        print(json_line({"file": file, **prediction.to_dict()}) if args.json else _describe(file, prediction),
               flush=True)
     return 1 if failures else 0
 
 
 def _film_failed(args, file: str, exc: TriageError) -> None:
-    print(json.dumps({"file": file, "error": str(exc)}) if args.json else f"{file}: ERROR {exc}", flush=True)
+    print(json_line({"file": file, "error": str(exc)}) if args.json else f"{file}: ERROR {exc}", flush=True)
 
 
 def _describe(file: str, prediction) -> str:

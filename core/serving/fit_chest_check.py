@@ -21,7 +21,6 @@ population checks, core.models.features.cached_features), so a refit on the same
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from core.films.bounds import FILM_SUFFIXES
 from core.models.features import FEATURE_LENGTH, GaussianScore, cached_features
 from core.serving.chest_check import ChestFilmDetector, detector_dir
 from core.training.data import patient_id
-
+from core.wording import json_line
 # (folder inside the data root, source name): every film under it, whatever its class.
 SOURCES = (("kermany-224/train", "kermany-224"), ("covid-3class/train", "covid-3class"), ("films", "films"),
            ("dicom", "dicom"))
@@ -155,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     detector = fit(args.data)
     path = detector.save(args.out or detector_dir())
-    print(json.dumps({"detector": str(path), "threshold": detector.threshold, **detector.calibration}, indent=1))
+    print(json_line({"detector": str(path), "threshold": detector.threshold, **detector.calibration}, indent=1))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@ Heavy imports (torch, the training loop) happen inside each command, so ``python
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from core import config
 from core.errors import CommandRefused, PromotionRefused
-
+from core.wording import json_line
 
 def run_train(args) -> int:
     from tqdm import tqdm
@@ -71,7 +70,7 @@ def run_train(args) -> int:
         return 0
     if args.set_default:  # here, not inside train(): a refusal must not leave torchrun's other ranks waiting
         _make_default(record.name, args.override_floor, directory)
-    print(json.dumps({"name": record.name, "checkpoint": str(directory / f"{record.name}.pt"),
+    print(json_line({"name": record.name, "checkpoint": str(directory / f"{record.name}.pt"),
                       "validation": record.report.summary(), "seconds": record.training.seconds}))
     return 0
 
@@ -86,7 +85,7 @@ def run_calibrate(args) -> int:
         _make_default(record.name, args.override_floor)
     calibration = record.calibration
     site = record.other_reports.get(SITE) if calibration.source == SITE_FOLDER else None
-    print(json.dumps({"name": record.name, "from": calibration.from_model,
+    print(json_line({"name": record.name, "from": calibration.from_model,
                       "previous_threshold": calibration.previous_threshold, "source": calibration.source,
                       "validation": record.report.summary(),
                       **({"site": {"folder": calibration.folder, **site.summary()}} if site else {})}))
@@ -98,7 +97,7 @@ def run_set_default(args) -> int:
 
     _make_default(args.model, args.override_floor)
     entry = find_model(args.model)
-    print(json.dumps({"default": entry.name, "task": entry.task, "override_floor": args.override_floor}))
+    print(json_line({"default": entry.name, "task": entry.task, "override_floor": args.override_floor}))
     return 0
 
 
@@ -134,7 +133,7 @@ def run_ensemble(args) -> int:
     print("\n".join(result.lines()), file=sys.stderr, flush=True)  # for a person; the JSON line is for scripts
     if args.set_default:
         _make_default(result.record.name, args.override_floor, directory)
-    print(json.dumps({**result.to_json(), "checkpoint": str(directory / f"{result.record.name}.pt")}))
+    print(json_line({**result.to_json(), "checkpoint": str(directory / f"{result.record.name}.pt")}))
     return 0
 
 
@@ -143,7 +142,7 @@ def run_other_batch(args) -> int:
     from core.training.holdout_run import adopt_holdout_run
 
     record = adopt_holdout_run(args.model, args.run, who=_who())
-    print(json.dumps({"name": record.name, "holdout_run": record.holdout_run.to_json(),
+    print(json_line({"name": record.name, "holdout_run": record.holdout_run.to_json(),
                       "other_batch": record.other_reports[OUT_OF_BATCH].summary_with_intervals()}))
     return 0
 
@@ -166,7 +165,7 @@ def _late_check(args, add, keys: tuple[str, ...]) -> int:
     """Add a check's reports to each named version; one JSON line per version with the figures stored."""
     for name in args.models:
         record = add(name, args.data, device=args.device, who=_who())
-        print(json.dumps({"name": record.name, **{key: record.other_reports[key].summary_with_intervals()
+        print(json_line({"name": record.name, **{key: record.other_reports[key].summary_with_intervals()
                                                   for key in keys}}), flush=True)
     return 0
 
@@ -176,7 +175,7 @@ def run_measured_elsewhere(args) -> int:
 
     recorded = record_measurements(Path(args.file), who=_who())
     for record in recorded.stored:
-        print(json.dumps({"name": record.name, "measured_elsewhere": [m.to_json() for m in record.measured_elsewhere]}))
+        print(json_line({"name": record.name, "measured_elsewhere": [m.to_json() for m in record.measured_elsewhere]}))
     if recorded.skipped:  # entries for versions this install does not have (or has other weights of)
-        print(json.dumps({"skipped": [{"model": model, "reason": reason} for model, reason in recorded.skipped]}))
+        print(json_line({"skipped": [{"model": model, "reason": reason} for model, reason in recorded.skipped]}))
     return 0
