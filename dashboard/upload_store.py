@@ -8,8 +8,10 @@ in-memory store with :class:`BoundedUploads`, which refuses a file
 
 - with HTTP 413 when its session already holds more than a batch may (:func:`core.serving.batch_limits.
   session_upload_limits`): the page then refuses the whole batch and says so, so nothing goes missing quietly;
-- with HTTP 503 when all sessions together would hold more than ``CXR_UPLOADS_MAX_MB``: that session's page
-  names the films it did not receive (:func:`refused_here`), since its batch may otherwise look complete.
+- with HTTP 503 when all sessions together would hold more than ``CXR_UPLOADS_MAX_MB``: a batch that may
+  otherwise look complete.
+
+Either way the page names the films it did not receive, and why (:func:`refused_uploads`).
 
 Plain ``streamlit run dashboard/app.py`` keeps Streamlit's unbounded store; the README says so.
 """
@@ -32,6 +34,7 @@ SESSION_FULL = ("This upload was refused: this page already holds more films tha
 SERVER_FULL = ("This upload was refused: the server is holding as many uploaded films as it may for all its "
                "users at once. Try again in a few minutes.")
 REFUSED_NAMES_KEPT = 100  # per session, until its page has shown them
+SESSION, SERVER = "session", "server"  # why a film was refused: its session's limit, or the whole server's
 _SESSION_REFUSED = "refused-uploads"  # st.session_state key of what the page shows
 
 
@@ -47,7 +50,7 @@ class BoundedUploads(MemoryUploadedFileManager):
         self.session_films, self.session_bytes = session_upload_limits(max_file_mb)
         self.server_bytes = server_upload_limit()
         self._adding = threading.Lock()  # one check-then-add at a time; removals only ever free room
-        self._refused: dict[str, list[str]] = {}
+        self._refused: dict[str, list[tuple[str, str]]] = {}  # session -> (why, film name), oldest first
 
     def add_file(self, session_id: str, file: UploadedFileRec) -> None:
         with self._adding:
@@ -56,16 +59,20 @@ class BoundedUploads(MemoryUploadedFileManager):
             if films + 1 > self.session_films or session_bytes + size > self.session_bytes:
                 _log.warning("an upload was refused: its session holds %d films, %.0f MB (at most %d, %.0f MB)",
                              films, session_bytes / MEGABYTE, self.session_films, self.session_bytes / MEGABYTE)
+                self._note_refusal(session_id, SESSION, file.name)
                 raise HTTPException(status_code=413, detail=SESSION_FULL)
             if server_bytes + size > self.server_bytes:
                 _log.warning("an upload was refused: the server holds %.0f MB of uploads (at most %.0f MB)",
                              server_bytes / MEGABYTE, self.server_bytes / MEGABYTE)
-                with self._lock:
-                    names = self._refused.setdefault(session_id, [])
-                    if len(names) < REFUSED_NAMES_KEPT:
-                        names.append(file.name)
+                self._note_refusal(session_id, SERVER, file.name)
                 raise HTTPException(status_code=503, detail=SERVER_FULL)
             super().add_file(session_id, file)
+
+    def _note_refusal(self, session_id: str, why: str, name: str) -> None:
+        with self._lock:
+            refused = self._refused.setdefault(session_id, [])
+            if len(refused) < REFUSED_NAMES_KEPT:
+                refused.append((why, name))
 
     def _held(self, session_id: str, replacing: str) -> tuple[int, int, int]:
         """Films and bytes the session holds, and bytes all sessions hold, not counting a file it replaces."""
@@ -76,8 +83,8 @@ class BoundedUploads(MemoryUploadedFileManager):
         return (len(session), sum(len(rec.data) for rec in session.values()),
                 server - (len(replaced.data) if replaced is not None else 0))
 
-    def take_refused(self, session_id: str) -> list[str]:
-        """Names of the films refused for lack of server room since the session last asked (then forgotten)."""
+    def take_refused(self, session_id: str) -> list[tuple[str, str]]:
+        """(why, name) of each film refused since the session last asked (then forgotten), oldest first."""
         with self._lock:
             return self._refused.pop(session_id, [])
 
@@ -94,9 +101,9 @@ def install() -> None:
     server.MemoryUploadedFileManager = BoundedUploads
 
 
-def refused_here() -> list[str]:
-    """The current page's films the server refused for lack of room since the page last ran (see module doc);
-    empty under plain ``streamlit run`` and in tests without a server."""
+def refused_here() -> list[tuple[str, str]]:
+    """(why, name) of the current page's films the server refused since the page last ran; empty under plain
+    ``streamlit run`` and in tests without a server."""
     from streamlit.runtime import Runtime
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
@@ -107,11 +114,11 @@ def refused_here() -> list[str]:
     return store.take_refused(context.session_id) if isinstance(store, BoundedUploads) else []
 
 
-def refused_uploads(names_now: list[str]) -> list[str]:
-    """Films the server refused this page for lack of room, to name above the worklist until the upload box changes:
-    a refusal that came after the page last ran is shown at its next run, and stays while the box holds what
-    it held then."""
-    held = st.session_state.get(_SESSION_REFUSED)  # (the box's names when refused, the refused names)
+def refused_uploads(names_now: list[str]) -> list[tuple[str, str]]:
+    """(why, name) of the films the server refused this page, to name above the worklist until the upload box
+    changes: a refusal that came after the page last ran is shown at its next run, and stays while the box
+    holds what it held then."""
+    held = st.session_state.get(_SESSION_REFUSED)  # (the box's names when refused, the refusals)
     new = refused_here()
     if new:
         earlier = held[1] if held and held[0] == tuple(names_now) else []

@@ -50,8 +50,11 @@ def test_a_session_past_twice_a_batch_is_refused_more_uploads_and_its_batch_refu
            "CXR_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "CXR_BATCH_MAX_FILMS": "1"}
     with StreamlitServer(env, tmp_path / "streamlit.log", serve=True) as server:
         alerts, text, _ = _upload_six_films(server, browser_path, worklist=False)
-    # The server kept two of the six (twice the batch of one) and refused four; the page refused the batch.
-    assert alerts == [alerts[0]] and "This batch is too large: 2 films (at most 1)." in alerts[0]
+    # The server kept two of the six (twice the batch of one) and refused four; the page names them and refuses
+    # the batch.
+    assert len(alerts) == 2 and "This batch is too large: 2 films (at most 1)." in alerts[1]
+    refused = re.search(r"Not received, so not on any worklist: (.*)\. This page already held more films", alerts[0])
+    assert refused and len(refused.group(1).split(", ")) == 4, alerts
     assert "Worklist" not in text
     assert (tmp_path / "streamlit.log").read_text().count("an upload was refused: its session holds 2 films") == 4
 
@@ -65,6 +68,6 @@ def test_uploads_past_the_servers_room_are_named_above_a_worklist_of_the_others(
     with StreamlitServer(env, tmp_path / "streamlit.log", serve=True) as server:
         alerts, _, counted = _upload_six_films(server, browser_path, worklist=True)
     # Any four of these six films fit in 1 MB and no five do, whatever order they arrive in.
-    refused = re.search(r"Not received, so not on the worklist: (.*)\. The server is holding", alerts[0])
+    refused = re.search(r"Not received, so not on any worklist: (.*)\. The server is holding", alerts[0])
     assert refused and len(refused.group(1).split(", ")) == 2, alerts
     assert counted == 4  # the worklist holds the four films received

@@ -44,7 +44,7 @@ def test_a_session_holding_more_than_a_batch_may_is_refused_more_films(settings_
     store.remove_file("a", "f0")
     store.add_file("a", _film("f4", 10))  # a film taken out of the box makes room
     assert _held(store, "a") == ["f1", "f2", "f3", "f4"]
-    assert store.take_refused("a") == []  # the page says why itself: it refuses the whole batch
+    assert store.take_refused("a") == [("session", "f4.png")]  # named on its page, above the batch's refusal
 
 
 def test_a_session_holding_more_megabytes_than_a_batch_may_is_refused(settings_env):
@@ -69,7 +69,7 @@ def test_past_the_servers_limit_uploads_are_refused_and_named_to_their_own_page_
     with pytest.raises(HTTPException):
         store.add_file("b", _film("b2", 100_000, name="chest 3.png"))
     assert store.take_refused("a") == []
-    assert store.take_refused("b") == ["chest 2.png", "chest 3.png"]
+    assert store.take_refused("b") == [("server", "chest 2.png"), ("server", "chest 3.png")]
     assert store.take_refused("b") == []  # once
     store.add_file("b", _film("b1", 40_000))  # what is left of the server's room is still usable
     store.remove_session_files("a")  # a session that ends frees its room for the others
@@ -120,10 +120,21 @@ def test_a_page_names_refused_films_until_its_upload_box_changes(monkeypatch):
     shown = []
     for box, refused in ((["a"], ["b"]), (["a"], []), (["a", "c"], ["d"]), (["a", "c"], ["e"]),
                          (["a", "b", "c"], []), (["a", "b", "c"], [])):
-        arriving.append(refused)
+        arriving.append([("server", name) for name in refused])
         page.session_state["box"] = box
         page.run()
         assert not page.exception
-        shown.append(page.markdown[0].value)
+        shown.append(page.markdown[0].value.replace("('server', ", "(").replace("'", ""))
     # Kept while the box is unchanged; a refusal after a change replaces the old ones; re-sent films clear them.
-    assert shown == ["['b']", "['b']", "['d']", "['d', 'e']", "[]", "[]"]
+    assert shown == ["[(b)]", "[(b)]", "[(d)]", "[(d), (e)]", "[]", "[]"]
+
+
+def test_refused_films_are_named_once_per_reason_as_plain_text():
+    from dashboard.components.reports import escape_markdown
+    from dashboard.components.triage_view import refused_warnings
+
+    messages = refused_warnings([("server", "**chest**.png"), ("session", "c.png"), ("server", "d.png")])
+    assert len(messages) == 2
+    assert messages[0].startswith("Not received, so not on any worklist: c.png. This page already held")
+    assert f"{escape_markdown('**chest**.png')}, d.png. The server is holding" in messages[1]
+    assert "**chest**" not in messages[1] and refused_warnings([]) == []

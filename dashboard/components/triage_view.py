@@ -229,12 +229,21 @@ def repeated_warning(repeats: list[tuple[str, str]]) -> str:
             "same film was chosen twice.")
 
 
-def refused_warning(names: list[str]) -> str:
-    """The error above the worklist for films the server did not receive (names made literal)."""
-    shown = ", ".join(escape_markdown(name) for name in names)
-    return (f"Not received, so not on the worklist: {shown}. The server is holding as many uploaded films as it "
-            "may for all its users at once. Remove these from the upload box and upload them again in a few "
-            "minutes.")
+def refused_warnings(refused: list[tuple[str, str]]) -> list[str]:
+    """One error per reason for films the server did not receive, given as (why, name) with ``why`` "session"
+    or "server" (dashboard.upload_store); names made literal."""
+    reasons = {
+        "session": ("This page already held more films than one batch may, so the server stopped receiving them. "
+                    "Remove films from the upload box and triage them in smaller batches."),
+        "server": ("The server is holding as many uploaded films as it may for all its users at once. Remove these "
+                   "from the upload box and upload them again in a few minutes."),
+    }
+    messages = []
+    for why, reason in reasons.items():
+        names = [escape_markdown(name) for kind, name in refused if kind == why]
+        if names:
+            messages.append(f"Not received, so not on any worklist: {', '.join(names)}. {reason}")
+    return messages
 
 
 def probability_lines(probabilities: dict[str, float], label: str) -> list[tuple[float, str]]:

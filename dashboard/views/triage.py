@@ -44,7 +44,7 @@ from dashboard.components.triage_view import (  # noqa: E402
     await_model,
     film_card,
     pick_model,
-    refused_warning,
+    refused_warnings,
     repeated_warning,
     status_of,
     worklist,
@@ -66,9 +66,8 @@ if entry is None:
 loading = warm_up(entry)  # the chosen model (usually that default, already on its way)
 with st.sidebar.expander("Model card", expanded=True, icon=":material/description:"):
     model_card(entry)
-refused = refused_uploads([upload.name for upload in uploads or []])
-if refused:
-    st.error(refused_warning(refused), icon=":material/cloud_off:")
+for message in refused_warnings(refused_uploads([upload.name for upload in uploads or []])):
+    st.error(message, icon=":material/cloud_off:")
 if not uploads:
     forget_other_films([])  # films taken out of the upload box leave this session's caches too
     st.info("Upload one or more films above. Each gets probabilities, a priority and a Grad-CAM map.",
