@@ -8,8 +8,8 @@ in-memory store with :class:`BoundedUploads`, which refuses a file
 
 - with HTTP 413 when its session already holds more than a batch may (:func:`core.serving.batch_limits.
   session_upload_limits`): the page then refuses the whole batch and says so, so nothing goes missing quietly;
-- with HTTP 503 when all sessions together would hold more than ``CXR_UPLOADS_MAX_MB``: a batch that may
-  otherwise look complete.
+- with HTTP 503 when all sessions together would hold more than ``CXR_UPLOADS_MAX_MB``: the rest of that
+  batch is triaged, and its worklist would look complete if the page did not say what is missing.
 
 Either way the page names the films it did not receive, and why (:func:`refused_uploads`).
 
