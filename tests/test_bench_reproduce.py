@@ -1,0 +1,23 @@
+"""bench/reproduce.py's comparison of shipped and retrained weights (the retraining itself is the benchmark)."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.reproduce import compare  # noqa: E402
+
+
+def test_weights_are_compared_tensor_by_tensor_in_the_shipped_precision():
+    shipped = {"w": torch.tensor([0.5, 0.25], dtype=torch.float16), "n": torch.tensor(3)}
+    assert compare(shipped, {"w": torch.tensor([0.5, 0.25]), "n": torch.tensor(3)}) == ("bit-identical", 0.0)
+    verdict, largest = compare(shipped, {"w": torch.tensor([0.5, 0.375]), "n": torch.tensor(3)})
+    assert verdict == "1 of 2 tensors differ" and largest == 0.125
+    verdict, largest = compare(shipped, {"w": torch.tensor([0.5, 0.25])})
+    assert verdict == "different tensors" and math.isnan(largest)
+    verdict, _ = compare(shipped, {"w": torch.tensor([0.5, 0.25, 0.0]), "n": torch.tensor(3)})
+    assert verdict == "w: shape (2,) vs (3,)"
