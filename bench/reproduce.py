@@ -90,7 +90,7 @@ def weights(record: dict, folder: Path) -> dict[str, torch.Tensor]:
 
 
 def compare(shipped: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> tuple[str, float]:
-    """("identical" / "N of M tensors differ" / what does not match, the largest absolute difference)."""
+    """("bit-identical" / "N of M tensors differ" / what does not match, the largest absolute difference)."""
     if shipped.keys() != new.keys():
         return "different tensors", float("nan")
     differ, largest = 0, 0.0
