@@ -15,13 +15,16 @@ from tests.e2e_support import CHROMIUM_ARGS, StreamlitServer, chromium, quick_ch
 WAIT_MS = 90_000
 
 
-def _upload_six_films(server: StreamlitServer, browser_path, worklist: bool) -> "tuple[list[str], str, int]":
-    """Six real ~250 KB films dropped at once -> (the page's error alerts, its text, the films its worklist
-    counts once it is drawn when ``worklist``)."""
+def _upload_six_films(tmp_path, limits: dict, worklist: bool) -> "tuple[list[str], str, int]":
+    """Six real ~250 KB films dropped at once on a fresh ``make run`` server with these ``CXR_*`` limits -> (the
+    page's error alerts, its text, the films its worklist counts once it is drawn when ``worklist``)."""
     from playwright.sync_api import expect, sync_playwright
 
+    browser_path = chromium()
+    env = {**os.environ, "CXR_MODELS": str(quick_checkpoints(tmp_path / "models")), "CXR_JOBS": str(tmp_path / "jobs"),
+           "CXR_AUDIT_LOG": str(tmp_path / "audit.jsonl"), **limits}
     normals = [film for film in real_films() if film.parent.name == "NORMAL"][:6]
-    with sync_playwright() as playwright:
+    with StreamlitServer(env, tmp_path / "streamlit.log", serve=True) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(browser_path), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(WAIT_MS)
@@ -44,12 +47,7 @@ def _upload_six_films(server: StreamlitServer, browser_path, worklist: bool) -> 
 
 @pytest.mark.slow
 def test_a_session_past_twice_a_batch_is_refused_more_uploads_and_its_batch_refused(tmp_path):
-    browser_path = chromium()
-    models = quick_checkpoints(tmp_path / "models")
-    env = {**os.environ, "CXR_MODELS": str(models), "CXR_JOBS": str(tmp_path / "jobs"),
-           "CXR_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "CXR_BATCH_MAX_FILMS": "1"}
-    with StreamlitServer(env, tmp_path / "streamlit.log", serve=True) as server:
-        alerts, text, _ = _upload_six_films(server, browser_path, worklist=False)
+    alerts, text, _ = _upload_six_films(tmp_path, {"CXR_BATCH_MAX_FILMS": "1"}, worklist=False)
     # The server kept two of the six (twice the batch of one) and refused four; the page names them and refuses
     # the batch.
     assert len(alerts) == 2 and "This batch is too large: 2 films (at most 1)." in alerts[1]
@@ -61,12 +59,7 @@ def test_a_session_past_twice_a_batch_is_refused_more_uploads_and_its_batch_refu
 
 @pytest.mark.slow
 def test_uploads_past_the_servers_room_are_named_above_a_worklist_of_the_others(tmp_path):
-    browser_path = chromium()
-    models = quick_checkpoints(tmp_path / "models")
-    env = {**os.environ, "CXR_MODELS": str(models), "CXR_JOBS": str(tmp_path / "jobs"),
-           "CXR_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "CXR_UPLOADS_MAX_MB": "1"}
-    with StreamlitServer(env, tmp_path / "streamlit.log", serve=True) as server:
-        alerts, _, counted = _upload_six_films(server, browser_path, worklist=True)
+    alerts, _, counted = _upload_six_films(tmp_path, {"CXR_UPLOADS_MAX_MB": "1"}, worklist=True)
     # Any four of these six films fit in 1 MB and no five do, whatever order they arrive in.
     refused = re.search(r"Not received, so not on any worklist: (.*)\. The server is holding", alerts[0])
     assert refused and len(refused.group(1).split(", ")) == 2, alerts
