@@ -29,6 +29,7 @@ bench: setup
 	$(PY) bench/inference.py
 	$(PY) bench/chest_checks.py  # the chest-film check and every shipped model's population check
 	$(PY) bench/models.py
+	$(PY) bench/patient_intervals.py  # intervals resampling films against resampling patients
 	$(PY) bench/reproduce.py  # the quick shipped models retrained from their recorded recipes, weights compared
 	$(PY) bench/training.py
 	$(PY) bench/evaluate.py

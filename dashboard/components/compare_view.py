@@ -83,7 +83,8 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
     st.subheader("Metrics at each model's operating point")
     several = any(several_classes(report) for _, report in rows)
     st.caption("Values with their 95 % intervals (Wilson score intervals for shares of films, resampled films "
-               "for AUC and F1). Sensitivity and specificity are for abnormal "
+               "for AUC and F1; resampling patients instead, a patient's films together, moved the ends of five "
+               "shipped pneumonia models' intervals by under a point). Sensitivity and specificity are for abnormal "
                "(any non-normal class) against normal. Inference time is the median for one film on the CPU "
                "the model was trained on." + (" With more than two classes the AUC is the mean of each class's "
                                               "one-vs-rest AUC, and *most probable class* reads every film by "
