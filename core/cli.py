@@ -216,7 +216,8 @@ def _evaluate(args) -> int:
     from core.evaluation.folder import evaluate_folder
     from core.models.device import place_model, resolve_device
     from core.store.checkpoints import load_checkpoint
-    from core.store.registry import find_default_for_classes, find_model
+    from core.store.class_default import find_default_for_classes
+    from core.store.registry import find_model
 
     device = resolve_device(args.device)
     entry = find_model(args.model) if args.model else find_default_for_classes(folder.classes)

@@ -16,7 +16,8 @@ from core.films.manifest import load_manifest
 from core.store.base import read_record
 from core.store.names import MAX_BASE_LENGTH, check_base_name
 from core.store.records import MeasuredElsewhere, read_model_record
-from core.store.registry import ensure_models_writable, find_model
+from core.store.registry import find_model
+from core.store.writable import ensure_models_writable
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from core import config
-from core.errors import CheckpointError, InvalidModelName, SettingOutOfRange
+from core.errors import CheckpointError, InvalidModelName, ModelNotFound, SettingOutOfRange
 from core.models.build import build_model
 from core.store import manifest
 from core.store.checkpoints import load_checkpoint, save_checkpoint
+from core.store.class_default import find_default_for_classes
 from core.store.names import check_model_name
 from core.store.records import ModelArgs, ModelRecord
 from core.store.registry import (REGISTRY_FILE, SHIPPED, SITE, ensure_default, find_model, list_models,
@@ -191,7 +192,33 @@ def test_a_changed_operating_point_in_a_shipped_description_is_refused(tiers):
     json_path.write_text(json.dumps(description))
     with pytest.raises(CheckpointError, match="checksum manifest"):
         load_checkpoint(json_path)
-    assert find_model(None, task="pneumonia").name != "ship-pneu-v1"
+    with pytest.raises(ModelNotFound, match="The default model of the pneumonia task, ship-pneu-v1, cannot be used"):
+        find_model(None, task="pneumonia")  # refused: not read by the spare version or by another task's model
+
+
+def test_a_damaged_default_is_refused_never_replaced_by_another_model_or_task(tiers):
+    """Found by a CLI audit: with the pneumonia default damaged, predict went on with the COVID model (the one
+    task left with a default) and said nothing; a damaged site default gave the shipped one, another threshold."""
+    shipped, site = tiers
+    with (shipped / "ship-pneu-v1.json").open("a") as description:
+        description.write("x")
+    for task in (None, "pneumonia"):
+        with pytest.raises(ModelNotFound, match="The default model of the pneumonia task, ship-pneu-v1, cannot be "
+                                                "used: .*ship-pneu-v1.json.* Name another model"):
+            find_model(None, task=task)
+    with pytest.raises(ModelNotFound, match="the pneumonia task, ship-pneu-v1, which reads NORMAL, PNEUMONIA"):
+        find_default_for_classes(("NORMAL", "PNEUMONIA"))
+    assert find_model(None, task="tuberculosis").name == "ship-tb-v1"  # other tasks are served as before
+    assert find_model("ship-pneu-v2").name == "ship-pneu-v2"  # and a model named is used
+    assert list_models()[1][-1].startswith("ship-pneu-v1, the default model of the pneumonia task, cannot be used")
+    save(site, "site-pneu-v1")
+    ensure_default("site-pneu-v1")  # a new model does not take the place of a default chosen on purpose
+    assert not (site / REGISTRY_FILE).exists()
+    set_default("site-pneu-v1")  # choosing another one does
+    assert find_model(None).name == "site-pneu-v1" and find_default_for_classes(PNEUMONIA).name == "site-pneu-v1"
+    (site / "site-pneu-v1.json").write_text("{bad")  # the site's own choice damaged: not the shipped one instead
+    with pytest.raises(ModelNotFound, match="The default model of the pneumonia task, site-pneu-v1, cannot be"):
+        find_model(None)
 
 
 def test_a_shipped_description_swapped_just_after_its_check_is_not_what_gets_used(tiers, monkeypatch):
@@ -235,8 +262,9 @@ def test_without_a_sound_manifest_no_shipped_model_loads(tiers, damage):
         (shipped / manifest.MANIFEST_FILE).write_text("not a checksum line\n")
     save(site, "site-pneu-v1")
     entries, problems = list_models()
-    assert [e.name for e in entries] == ["site-pneu-v1"] and len(problems) == 3
-    assert all(manifest.MANIFEST_FILE in p for p in problems)
+    assert [e.name for e in entries] == ["site-pneu-v1"] and len(problems) == 5
+    assert all(manifest.MANIFEST_FILE in p for p in problems[:3])
+    assert all("the default model of the" in p for p in problems[3:])  # both tasks' defaults are unusable
     with pytest.raises(CheckpointError, match=manifest.MANIFEST_FILE):
         load_checkpoint(shipped / "ship-pneu-v1.json")
     assert load_checkpoint(site / "site-pneu-v1.json").name == "site-pneu-v1"

@@ -19,7 +19,8 @@ from core.films.manifest import (MANIFESTS, find_manifest, load_manifest, manife
 from core.models.build import build_model
 from core.store.checkpoints import load_checkpoint, save_checkpoint
 from core.store.records import ModelArgs, ModelRecord, TrainConfig
-from core.store.registry import find_default_for_classes, find_model, set_default
+from core.store.class_default import find_default_for_classes
+from core.store.registry import find_model, set_default
 from core.store.reports import OperatingPoint
 from core.tasks import TASKS, canonical_class, task_name, task_of, task_title
 from core.training.data import film_groups, fingerprint, patient_id, patient_split

@@ -104,7 +104,10 @@ def _existing_entries(directory: Path) -> dict[str, str]:
 def verify(path: Path, data: bytes, directory: Path | None = None) -> bytes:
     """``data`` (the bytes read from shipped ``path``) when the manifest lists them; else CheckpointError."""
     directory = directory or shipped_dir()
-    expected = read_manifest(directory).get(_key(path, directory))
+    try:
+        expected = read_manifest(directory).get(_key(path, directory))
+    except CheckpointError as exc:  # named, so that what cannot be used says which model it is
+        raise CheckpointError(f"Shipped file {path.name} is refused: {exc}") from exc
     if expected is None:
         raise CheckpointError(f"{path.name} is in the shipped models folder but not in its checksum manifest "
                               f"({MANIFEST_FILE}), so it is refused. Shipped models come only from "

@@ -16,7 +16,8 @@ from pathlib import Path
 from core.admin.audit import ensure_writable, record_action
 from core.config import settings
 from core.errors import AuditLogUnavailable, PromotionRefused
-from core.store.registry import ModelEntry, ensure_default, ensure_models_writable, find_model, list_models, set_default
+from core.store.registry import ModelEntry, ensure_default, find_model, list_models, set_default
+from core.store.writable import ensure_models_writable
 
 
 @dataclass(frozen=True)

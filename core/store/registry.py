@@ -15,17 +15,14 @@ half-written registry or change a default. Imports no torch: pages list models b
 """
 from __future__ import annotations
 
-import errno
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
 from core import clock
-from core.config import ENVIRONMENT, settings
+from core.config import settings
 from core.errors import CheckpointError, ModelNotFound
 from core.store import manifest
 from core.store.atomic import atomic_write_json
@@ -34,11 +31,11 @@ from core.store.manifest import REGISTRY_FILE, shipped_dir
 from core.store.names import check_model_name, is_model_name
 from core.store.records import ModelRecord, read_model_record
 from core.store.registry_file import Promotion, RegistryFile
-from core.tasks import DEFAULT_TASK, canonical_class, task_title
+from core.tasks import DEFAULT_TASK, task_title
 
 SHIPPED, SITE = "shipped", "site"
 __all__ = ["REGISTRY_FILE", "SHIPPED", "SITE", "ModelEntry", "Tier", "checkpoint_dir", "ensure_default",
-           "ensure_models_writable", "find_default_for_classes", "find_model", "list_models", "next_version_name", "read_registry",
+           "broken_defaults", "find_model", "list_models", "next_version_name", "pick", "read_registry",
            "registry_lock", "set_default", "shipped_dir", "site_dir", "tiers"]
 
 
@@ -50,28 +47,6 @@ def site_dir() -> Path:
 def checkpoint_dir() -> Path:
     """Where new versions are written and defaults are changed: the site folder, never the shipped one."""
     return site_dir()
-
-
-def ensure_models_writable(directory: Path | None = None) -> None:
-    """CheckpointError now when ``directory`` (default: the site folder) cannot take a new file: called before
-    minutes of training or scoring whose result would be written there, so they are not spent for nothing."""
-    directory = directory or site_dir()
-    try:
-        if directory.is_dir():
-            with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
-                pass
-            return
-        # Not made yet: nothing is made here (a refused run leaves no folder behind); its nearest existing
-        # folder must let it be made.
-        parent = next(folder for folder in directory.parents if folder.exists())
-        if not parent.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-    except OSError as exc:
-        raise CheckpointError(f"The models folder cannot be written ({exc.strerror or type(exc).__name__}): ask an "
-                              "administrator to let this server write it, or to name another one "
-                              f"({ENVIRONMENT['models']}). Nothing was changed.") from None
 
 
 def registry_lock(directory: Path | None = None) -> FileLock:
@@ -146,7 +121,29 @@ def list_models(directory: Path | None = None) -> tuple[list[ModelEntry], list[s
     entries = [ModelEntry(record, defaults.get(record.task) == record.name, json_path, tier)
                for record, json_path, tier in found]
     entries.sort(key=lambda e: (e.name != latest, not e.is_default, e.name))
+    for task, (name, _) in broken_defaults(entries, problems, directory).items():
+        problems.append(f"{name}, the default model of the {task} task, cannot be used (see above), and no other "
+                        "model stands in for it: name a model, or repair it or make another one the default.")
     return entries, problems
+
+
+def broken_defaults(entries: list[ModelEntry], problems: list[str], directory: Path | None = None
+                    ) -> dict[str, tuple[str, str]]:
+    """task -> (its default model, why it cannot be used) where the task's pointer (the site's, else the
+    shipped one) names a model whose files are there but unusable: its task then has no usable default, and
+    nothing may quietly serve another model, of this task or of another, in its place."""
+    pointers: dict[str, str] = {}
+    for tier in tiers(directory):  # the site's pointers, read second, override
+        pointers.update(read_registry(tier.folder).task_defaults)
+    usable = {entry.name for entry in entries}
+    found = {task: (name, _problem_of(name, problems)) for task, name in pointers.items() if name not in usable}
+    return {task: (name, problem) for task, (name, problem) in found.items() if problem is not None}
+
+
+def _problem_of(name: str, problems: list[str]) -> str | None:
+    """The first problem that names model ``name``'s files."""
+    files = re.compile(rf"(^|[\s'\"]){re.escape(name)}\.(json|pt)\b")
+    return next((problem for problem in problems if files.search(problem)), None)
 
 
 def _read_tier(tier: Tier, problems: list[str]) -> list[tuple[ModelRecord, Path]]:
@@ -202,13 +199,19 @@ def find_model(name: str | None, directory: Path | None = None, task: str | None
     if name is not None:
         check_model_name(name)
     entries, problems = list_models(directory)
+    broken = broken_defaults(entries, problems, directory) if name is None else {}
     if name is None and task is None and entries:
-        task = _default_task(entries)
-    return _pick(entries, problems, name, task)
+        task = _default_task(entries, set(broken))
+    if task in broken:
+        default, problem = broken[task]
+        raise ModelNotFound(f"The default model of the {task} task, {default}, cannot be used: {problem} Name "
+                            "another model, or ask an administrator to repair it or to make another the default.")
+    return pick(entries, problems, name, task)
 
 
-def _default_task(entries: list[ModelEntry]) -> str:
-    with_default = sorted({e.task for e in entries if e.is_default}) or sorted({e.task for e in entries})
+def _default_task(entries: list[ModelEntry], broken: set[str]) -> str:
+    """Pneumonia, or the one task with a default; a task whose default is broken still has one."""
+    with_default = sorted({e.task for e in entries if e.is_default} | broken) or sorted({e.task for e in entries})
     if DEFAULT_TASK in with_default:
         return DEFAULT_TASK
     if len(with_default) == 1:
@@ -218,36 +221,11 @@ def _default_task(entries: list[ModelEntry]) -> str:
                         "the model.")
 
 
-def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Path | None = None) -> ModelEntry:
-    """The default model of the task whose classes cover ``classes`` (a folder's, canonical names), the task
-    with the fewest classes when several do; ModelNotFound naming the candidates when none or several fit."""
-    entries, problems = list_models(directory)
-    wanted = set(classes)
-    covering = [e for e in entries if wanted <= {canonical_class(c) or c for c in e.classes}]
-    defaults = [e for e in covering if e.is_default]
-    shown = ", ".join(sorted(wanted))
-    if defaults:
-        fewest = min(len(e.classes) for e in defaults)
-        best = [e for e in defaults if len(e.classes) == fewest]
-        if len(best) == 1:
-            return best[0]
-        raise ModelNotFound(f"The default models of several tasks read {shown}: "
-                            f"{', '.join(f'{e.name} ({e.task})' for e in best)}; choose one with --model.")
-    if covering:
-        raise ModelNotFound(f"No task's default model reads {shown}; models that do: "
-                            f"{', '.join(e.name for e in covering)}; choose one with --model.")
-    if not entries:
-        return _pick(entries, problems, None, None)  # no usable model at all: says so, and why
-    tasks = sorted({f"{e.task} ({', '.join(e.classes)})" for e in entries})
-    raise ModelNotFound(f"No registered model reads {shown}; the models' tasks are {'; '.join(tasks)}.")
-
-
-def _pick(entries: list[ModelEntry], problems: list[str], name: str | None, task: str | None) -> ModelEntry:
+def pick(entries: list[ModelEntry], problems: list[str], name: str | None, task: str | None) -> ModelEntry:
     if name is not None and all(entry.name != name for entry in entries):
-        files = re.compile(rf"(^|[\s'\"]){re.escape(name)}\.(json|pt)\b")
-        broken = [problem for problem in problems if files.search(problem)]
+        broken = _problem_of(name, problems)
         if broken:  # it is there, but cannot be used: say why rather than that it does not exist
-            raise ModelNotFound(f"Model '{name}' cannot be used: {broken[0]}")
+            raise ModelNotFound(f"Model '{name}' cannot be used: {broken}")
     if not entries:
         detail = f" ({'; '.join(problems)})" if problems else ""
         raise ModelNotFound(f"No usable model in the shipped or site models folders{detail}. Train one first.")
@@ -277,7 +255,7 @@ def set_default(name: str, directory: Path | None = None) -> None:
     name, directory = check_model_name(name), directory or site_dir()
     with registry_lock(directory):
         entries, problems = list_models(directory)
-        _promote(_pick(entries, problems, name, None), entries, directory)
+        _promote(pick(entries, problems, name, None), entries, directory)
 
 
 def ensure_default(name: str, directory: Path | None = None) -> None:
@@ -285,8 +263,9 @@ def ensure_default(name: str, directory: Path | None = None) -> None:
     name, directory = check_model_name(name), directory or site_dir()
     with registry_lock(directory):  # check and write under one lock: two first trainings cannot race
         entries, problems = list_models(directory)
-        entry = _pick(entries, problems, name, None)
-        if not any(e.is_default and e.task == entry.task for e in entries):
+        entry = pick(entries, problems, name, None)
+        if not any(e.is_default and e.task == entry.task for e in entries) and \
+                entry.task not in broken_defaults(entries, problems, directory):
             _promote(entry, entries, directory)
 
 

@@ -39,7 +39,8 @@ from core.models.device import model_device, place_model, resolve_device, to_dev
 from core.store.checkpoints import load_checkpoint
 from core.store.promotion import promote
 from core.store.records import Calibration, ModelRecord, TrainConfig
-from core.store.registry import checkpoint_dir, ensure_models_writable, find_model
+from core.store.registry import checkpoint_dir, find_model
+from core.store.writable import ensure_models_writable
 from core.store.reports import OperatingPoint, Report
 from core.training.data import fingerprint
 from core.training.holdout import holdout_rule

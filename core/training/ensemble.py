@@ -31,7 +31,8 @@ from core.store.names import check_base_name
 from core.store.promotion import promote
 from core.store.records import (DataRecord, InputSpec, Member, ModelArgs, ModelRecord, PopulationCheck, TrainConfig,
                                 TrainingRecord)
-from core.store.registry import checkpoint_dir, ensure_models_writable, find_model, shipped_dir
+from core.store.registry import checkpoint_dir, find_model, shipped_dir
+from core.store.writable import ensure_models_writable
 from core.store.reports import Report
 from core.training.calibrate import recorded_validation_split
 from core.training.data import fingerprint

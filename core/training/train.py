@@ -24,7 +24,8 @@ from core.models.device import model_device, place_for_training, place_model, to
 from core.models.inference import probabilities_in_batches
 from core.store.checkpoints import round_to_storage
 from core.store.records import DataRecord, InputSpec, ModelArgs, ModelRecord, TrainConfig, TrainingRecord
-from core.store.registry import checkpoint_dir, ensure_models_writable
+from core.store.registry import checkpoint_dir
+from core.store.writable import ensure_models_writable
 from core.store.reports import OperatingPoint, Report
 from core.tasks import task_name
 from core.admin.audit import ensure_writable, record_action

@@ -1,0 +1,43 @@
+"""Which model reads a folder when none is named: the default of the task whose classes cover the folder's
+(``evaluate DIR``). Imports no torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import ModelNotFound
+from core.store.registry import ModelEntry, broken_defaults, list_models, pick
+from core.tasks import TASKS, canonical_class
+
+
+def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Path | None = None) -> ModelEntry:
+    """The default model of the task whose classes cover ``classes`` (a folder's, canonical names), the task
+    with the fewest classes when several do; ModelNotFound naming the candidates when none or several fit, and
+    saying why when that task's default cannot be used (no other task's model stands in for it)."""
+    entries, problems = list_models(directory)
+    wanted = set(classes)
+    covering = [e for e in entries if wanted <= {canonical_class(c) or c for c in e.classes}]
+    defaults = [e for e in covering if e.is_default]
+    broken = {task: found for task, found in broken_defaults(entries, problems, directory).items()
+              if task in TASKS and wanted <= set(TASKS[task].classes)}
+    shown = ", ".join(sorted(wanted))
+    sizes = [len(e.classes) for e in defaults] + [len(TASKS[task].classes) for task in broken]
+    if sizes:
+        fewest = min(sizes)
+        unusable = [(task, *found) for task, found in sorted(broken.items()) if len(TASKS[task].classes) == fewest]
+        if unusable:
+            task, name, problem = unusable[0]
+            raise ModelNotFound(f"The default model of the {task} task, {name}, which reads {shown}, cannot be used: "
+                                f"{problem} Choose a model with --model, or ask an administrator to repair it or to "
+                                "make another the default.")
+        best = [e for e in defaults if len(e.classes) == fewest]
+        if len(best) == 1:
+            return best[0]
+        raise ModelNotFound(f"The default models of several tasks read {shown}: "
+                            f"{', '.join(f'{e.name} ({e.task})' for e in best)}; choose one with --model.")
+    if covering:
+        raise ModelNotFound(f"No task's default model reads {shown}; models that do: "
+                            f"{', '.join(e.name for e in covering)}; choose one with --model.")
+    if not entries:
+        return pick(entries, problems, None, None)  # no usable model at all: says so, and why
+    tasks = sorted({f"{e.task} ({', '.join(e.classes)})" for e in entries})
+    raise ModelNotFound(f"No registered model reads {shown}; the models' tasks are {'; '.join(tasks)}.")
