@@ -244,3 +244,31 @@ def test_without_roots_the_picker_says_how_to_add_one(tmp_path, settings_env):
     assert not at.selectbox and "data-roots.toml" in at.warning[0].value
     assert at.session_state["chosen"] is None
     assert os.fspath(tmp_path) not in at.warning[0].value
+
+
+def test_training_names_films_by_their_label_and_refuses_an_oversized_one_before_reading_it(site, films_dir):
+    """Found by a CLI audit: a manifest's films were named by their server paths in training errors, and a 3 GB
+    file was read whole (38 s, 7 GB) before being refused for its size."""
+    from core.films.film import MAX_FILE_BYTES
+    from core.films.tensor import load_tensors
+    from core.store.records import TrainConfig
+    from core.training.train import split_films
+
+    folder = site / "batch-1"  # also the root "relative": the innermost root names it
+    for cls in ("NORMAL", "PNEUMONIA"):
+        for k, film in enumerate(sorted((films_dir / cls).glob("*.jpeg"))):
+            (folder / cls / f"{cls.lower()}-{k}.jpeg").write_bytes(film.read_bytes())
+    huge = folder / "PNEUMONIA" / "huge.png"
+    with huge.open("wb") as sparse:
+        sparse.truncate(MAX_FILE_BYTES + 1)  # no disk used, nothing worth reading
+    config = TrainConfig(arch="logistic", epochs=1, image_size=32)
+    with pytest.raises(DatasetError) as refused:
+        split_films(folder, config)
+    assert str(refused.value) == ("Cannot use relative/PNEUMONIA/huge.png: huge.png is 200 MB, over the 200 MB "
+                                  "limit for one film. Take it out of the folder.")
+    huge.unlink()
+    films = split_films(folder, config)[0]
+    with pytest.raises(DatasetError) as refused:
+        load_tensors(films, 32)  # the fixture's two-byte "film.png" cannot be decoded
+    assert str(refused.value).startswith("Cannot use relative/NORMAL/film.png: ")
+    assert str(site) not in str(refused.value)

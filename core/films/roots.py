@@ -112,6 +112,15 @@ def resolve_label(label: str) -> Path:
     return resolve_folder(name, relative)
 
 
+def film_label(path: str | Path) -> str:
+    """A film as a message may name it: ``root-name/relative/film.png`` inside a data root; outside every root
+    (a path someone typed on the command line) the path as given, which is theirs already."""
+    try:
+        return folder_label(path)
+    except (FolderNotAllowed, DataRootsUnreadable):
+        return str(path)
+
+
 def folder_label(path: str | Path) -> str:
     """``root-name/relative`` for a folder inside a root (the innermost root that holds it), never the
     server path; FolderNotAllowed for a folder outside every root."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from core.errors import DatasetError, TriageError
 from core.films.bounds import RASTER_FORMATS, check_declared_size
 from core.films.film import MAX_PIXELS
 from core.films.folders import FilmSet
-from core.films.read import read_film
+from core.films.read import check_film_path, read_film
 from core.store.records import Fingerprint
 
 # Kermany names carry the patient: personNNN_bacteria_MMM / IM-NNNN-MMMM / NORMAL2-IM-NNNN-MMMM.
@@ -100,6 +101,7 @@ def _grey(path: Path) -> Image.Image | None:
     """The film as 8-bit grey, small: JPEGs decode at a fraction of their size (``draft``); DICOM and
     anything Pillow refuses go through the app's reader; None when nothing can read it (training says so)."""
     try:
+        check_film_path(path)  # over the size limit: never read whole
         data = path.read_bytes()
         check_declared_size(data, path.name, MAX_PIXELS)
         with Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as image:
@@ -227,8 +229,10 @@ def content_digest(*sets: FilmSet) -> str:
     digest = hashlib.sha256()
     for films in sets:
         for path in films.paths:
-            data = Path(path).read_bytes()
-            digest.update(len(data).to_bytes(8, "little") + data)
+            with open(path, "rb") as film:  # in pieces: memory stays bounded whatever the file's size
+                digest.update(os.fstat(film.fileno()).st_size.to_bytes(8, "little"))
+                while piece := film.read(1 << 20):
+                    digest.update(piece)
     return digest.hexdigest()
 
 

@@ -31,7 +31,7 @@ from core.tasks import task_name
 from core.admin.audit import ensure_writable, record_action
 from core.films.folders import FilmSet
 from core.films.manifest import training_films
-from core.films.tensor import load_tensors
+from core.films.tensor import check_film_sizes, load_tensors
 from core.training.data import class_weights, film_groups, fingerprint, patient_split
 from core.training.holdout import holdout_rule, split_holdout
 from core.training.distributed import Hardware, leave, prepare_hardware
@@ -185,6 +185,7 @@ def split_films(data_dir: str | Path, config: TrainConfig,
     split_seed = config.seed if config.split_seed is None else config.split_seed
     films, extra_val = training_films(data_dir)
     films = maybe_subset(films, config, split_seed)
+    check_film_sizes(films if extra_val is None else films.joined(extra_val))
     held_out = None
     if config.holdout:
         kept, held_out = split_holdout(films, config.holdout)
