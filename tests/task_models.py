@@ -78,8 +78,10 @@ def task_site(tmp_path: Path, settings_env) -> Path:
         if path.is_file() and not path.name.startswith(".") and path.name != "registry.json":
             shutil.copy(path, folder)
     settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
-    for task, name in MODEL_OF.items():  # each the first, so the default, of its task
+    from core.store.registry import set_default
+    for task, name in MODEL_OF.items():  # each the default of its task, as its first model would have become
         assert read_model_record(folder / f"{name}.json").task == task
+        set_default(name, folder)
     return folder
 
 

@@ -66,6 +66,23 @@ def test_tasks_without_a_model_are_named_with_how_to_get_one(tmp_path, settings_
     assert "COVID-19 or Four classes (with tuberculosis)" in note and "Retrain page" in note
 
 
+def test_a_task_whose_models_have_no_default_is_not_offered_for_triage_only_compared(site):
+    """Found in a browser audit: a model trained on 40 noise textures (validation AUC 0.06) that the promotion
+    floor refused as a default was still preselected, under a new task, to triage everyone's films."""
+    import json
+    registry = json.loads((site / "registry.json").read_text())
+    del registry["task_defaults"]["covid"]  # the COVID-19 model is there, but never cleared the floor
+    (site / "registry.json").write_text(json.dumps(registry))
+    at = app()
+    assert at.sidebar.radio(key="task-choice").options == ["Pneumonia", "Four classes (with tuberculosis)"]
+    note = next(c.value for c in at.sidebar.caption if "Not offered for triage" in c.value)
+    assert note.startswith("Not offered for triage: COVID-19, whose models include no usable default")
+    assert not any("No model yet" in c.value for c in at.sidebar.caption)
+    at.switch_page("views/compare.py")
+    at.run()
+    assert "COVID-19" in at.sidebar.radio(key="task-choice").options  # Compare still shows its models
+
+
 # --- triage with three and four classes -----------------------------------------------------------------
 
 

@@ -114,6 +114,15 @@ def test_a_site_pointer_to_a_model_that_is_gone_falls_back_to_the_shipped_defaul
     assert [e.name for e in list_models()[0] if e.is_default] == ["ship-pneu-v1", "ship-tb-v1"]
 
 
+def test_a_task_with_models_but_no_default_serves_none_of_them_unasked(tiers):
+    shipped, site = tiers
+    save(site, "site-effusion-v1", ("EFFUSION", "NORMAL"))  # a first model the promotion floor kept out
+    with pytest.raises(ModelNotFound, match=r"The effusion task has no default model: none of its models "
+                                            r"\(site-effusion-v1\) has cleared the promotion floor"):
+        find_model(None, task="effusion")
+    assert find_model("site-effusion-v1").name == "site-effusion-v1"  # named, it is used
+
+
 def test_a_new_version_goes_to_the_site_folder_numbered_past_both_tiers(tiers):
     shipped, site = tiers
     before = snapshot(shipped)

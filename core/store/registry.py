@@ -234,7 +234,12 @@ def pick(entries: list[ModelEntry], problems: list[str], name: str | None, task:
         if not wanted:
             raise ModelNotFound(f"No model for task '{task}'. Tasks with models: "
                                 f"{', '.join(sorted({e.task for e in entries}))}.")
-        return next((e for e in wanted if e.is_default), wanted[0])  # list_models puts the last promoted first
+        default = next((e for e in wanted if e.is_default), None)  # list_models puts the last promoted first
+        if default is None:  # never a model that did not clear the promotion floor, unasked
+            raise ModelNotFound(f"The {task} task has no default model: none of its models "
+                                f"({', '.join(e.name for e in wanted)}) has cleared the promotion floor to become "
+                                "it. Name one to use it anyway (--model), or make one the default (set-default).")
+        return default
     for entry in entries:
         if entry.name == name:
             return entry

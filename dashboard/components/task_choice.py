@@ -28,6 +28,15 @@ def tasks_with_models(entries: list[ModelEntry]) -> list[str]:
     return known + sorted(present - set(known))
 
 
+def with_defaults(entries: list[ModelEntry]) -> tuple[list[ModelEntry], list[str]]:
+    """The models of the tasks that have a usable default (what Triage offers), and the tasks left out: they
+    have models, but none has cleared the promotion floor to become the default (or the default cannot be
+    read), so no film is triaged with them unless someone names one on the command line."""
+    served = {entry.task for entry in entries if entry.is_default}
+    return ([entry for entry in entries if entry.task in served],
+            [task for task in tasks_with_models(entries) if task not in served])
+
+
 def tasks_without_models(entries: list[ModelEntry]) -> list[str]:
     """The known tasks no registered model serves yet."""
     present = {entry.task for entry in entries}
@@ -49,8 +58,14 @@ def models_of(entries: list[ModelEntry], task: str | None) -> list[ModelEntry]:
     return sorted((entry for entry in entries if entry.task == task), key=lambda entry: not entry.is_default)
 
 
-def pick_task(entries: list[ModelEntry]) -> str | None:
-    """Sidebar task choice, remembered for the session; None (and nothing drawn) when no model exists."""
+def pick_task(entries: list[ModelEntry], without_default: list[str] | None = None) -> str | None:
+    """Sidebar task choice, remembered for the session; None (and nothing drawn) when no model exists.
+    ``without_default``: tasks whose models are left out (:func:`with_defaults`), named under the choice."""
+    if without_default:
+        st.sidebar.caption(f"Not offered for triage: {' and '.join(title_of(t) for t in without_default)}, whose "
+                           "models include no usable default (none has cleared the promotion floor, or the default "
+                           "cannot be read). An administrator makes one the default on the Retrain page; Compare "
+                           "shows them.")
     task = remembered_task(entries)
     if task is None:
         return None
@@ -59,7 +74,7 @@ def pick_task(entries: list[ModelEntry]) -> str | None:
                               help="Which question the models answer. Each task has its own models and its "
                                    "own default model.")
     st.session_state[CHOSEN_TASK] = chosen
-    missing = tasks_without_models(entries)
+    missing = [task for task in tasks_without_models(entries) if task not in (without_default or [])]
     if missing:
         st.sidebar.caption(f"No model yet for {' or '.join(title_of(t) for t in missing)}. An administrator "
                            "trains one on the Retrain page (a class folder, or a shipped manifest).")

@@ -21,7 +21,7 @@ uploads = upload_box.file_uploader(
 # on a fresh server. The default model of the session's task starts loading in the background at once.
 from core.errors import BatchTooLarge  # noqa: E402
 from core.serving.batch_limits import check_batch  # noqa: E402
-from dashboard.components.task_choice import models_of, pick_task, remembered_task  # noqa: E402
+from dashboard.components.task_choice import models_of, pick_task, remembered_task, with_defaults  # noqa: E402
 from dashboard.model_loads import foreground, warm_up  # noqa: E402
 from dashboard.state import (  # noqa: E402
     Upload,
@@ -34,6 +34,7 @@ from dashboard.state import (  # noqa: E402
 from dashboard.upload_store import refused_uploads  # noqa: E402
 
 models, problems = registered_models()
+models, without_default = with_defaults(models)  # a task is triaged only with a default that cleared the floor
 if models:
     warm_up(models_of(models, remembered_task(models))[0])  # the session's task's default
 
@@ -55,11 +56,13 @@ from dashboard.components.triage_view import (  # noqa: E402
 
 FILMS_PER_PAGE = 6
 
-task = pick_task(models)
+task = pick_task(models, without_default)
 entry = pick_model(models_of(models, task), problems, task)
 if entry is None:
     upload_box.empty()  # nothing to triage with
-    st.warning("No model is registered yet, so films cannot be triaged. Train one on the Retrain page.",
+    st.warning("No task has a usable default model, so films cannot be triaged (see the sidebar). Train one, or "
+               "make one the default, on the Retrain page." if without_default else
+               "No model is registered yet, so films cannot be triaged. Train one on the Retrain page.",
                icon=":material/warning:")
     st.page_link("views/retrain.py", label="Go to Retrain", icon=":material/model_training:")
     st.stop()
