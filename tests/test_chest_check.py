@@ -241,3 +241,7 @@ def test_the_triage_page_shows_non_chest_uploads_as_not_triaged(cases, trained_m
         assert UNUSABLE[name] in table.loc[name, "Warnings"]
     assert [m.value for m in at.get("metric")][2] == str(len(others))  # the "Not triaged" count
     assert sum(NOT_TRIAGED in w.value for w in at.warning) == len(others)  # one per film card
+    # and no reading or map that looks like one: the model's output only folded away (found in a browser audit)
+    assert sum(e.label == "The model's output, which is not a reading" for e in at.expander) == len(others)
+    assert sum("No explanation map: the image was not triaged" in c.value for c in at.caption) == len(others)
+    assert len([box for box in at.selectbox if box.label == "Explain class"]) <= 1  # the real film's, if any

@@ -50,8 +50,12 @@ def test_worklist_puts_urgent_first_then_routine_then_untriaged_then_unreadable(
     assert table.loc[3, "Top class"] == "NORMAL" and table.loc[3, "Probability"] == pytest.approx(0.90)
     assert "blank" in table.loc[4, "Warnings"] and "not an image" in table.loc[5, "Warnings"]
     assert list(table["Label"][:4]) == ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL"]
-    assert table["Label"][4:].isna().all()  # a film that was not triaged gets no call, only its probabilities
-    assert table.loc[4, "Top class"] in ("NORMAL", "PNEUMONIA")
+    assert table["Label"][4:].isna().all()  # a film that was not triaged gets no call
+    # nor any figure that would read as one (found in a browser audit: "Not triaged | PNEUMONIA | 99.21 %")
+    assert table.loc[4, ["Top class", "Probability", "Abnormal score"]].isna().all()
+    with_classes = worklist(BATCH, ("NORMAL", "PNEUMONIA"))
+    assert with_classes.loc[4, ["p(NORMAL)", "p(PNEUMONIA)"]].isna().all()
+    assert with_classes.loc[0, "p(PNEUMONIA)"] == pytest.approx(0.95)
 
 
 def test_worklist_csv_holds_every_probability_the_model_and_threshold():

@@ -114,19 +114,19 @@ def worklist(results: list[FilmResult], classes: tuple[str, ...] | list[str] | N
     for result in in_worklist_order(results):
         prediction = result.prediction
         row = {"File": result.file, "Priority": _BADGES[status_of(result)][0]}
-        if prediction is None:
+        triaged = prediction is not None and prediction.priority is not None
+        if not triaged:  # unreadable, or not a usable chest film: no call, and no figure that reads as one
             row["Label"] = None
             row.update({LEADING_ABNORMAL: None} if len(abnormal) > 1 else {})
             row.update({"Top class": None, "Probability": None, "Abnormal score": None})
         else:
             top = max(prediction.probabilities, key=prediction.probabilities.get)
-            # No priority (not a usable chest film): no call either, only the raw probabilities.
-            row["Label"] = prediction.label if prediction.priority else None
+            row["Label"] = prediction.label
             if len(abnormal) > 1:
                 row[LEADING_ABNORMAL] = max(abnormal, key=lambda c: prediction.probabilities.get(c, -1.0))
             row.update({"Top class": top, "Probability": prediction.probabilities[top],
                         "Abnormal score": prediction.abnormal_score})
-        row.update({probability_column(c): prediction.probabilities.get(c) if prediction else None
+        row.update({probability_column(c): prediction.probabilities.get(c) if triaged else None
                     for c in classes or ()})
         row["Warnings"] = result.error if prediction is None else "; ".join(
             prediction.warnings + ([prediction.population_warning] if prediction.population_warning else []))
@@ -207,12 +207,21 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
         with film_column:
             st.image(result.display, caption=f"Film, {result.size[0]} × {result.size[1]} px, {result.source_format}",
                      width="stretch")
+        triaged = result.prediction.priority is not None
         with explanation_column:
-            draw_explanation = _explanation(result, upload, predictor, method, opacity, f"{slot}-{result.digest}")
+            draw_explanation = None
+            if triaged:
+                draw_explanation = _explanation(result, upload, predictor, method, opacity, f"{slot}-{result.digest}")
+            else:  # not a usable chest film: a map "for" a class would read as a finding
+                st.caption("No explanation map: the image was not triaged (why is beside it).")
         with reading_column:
-            class_probabilities(result.prediction.probabilities, result.prediction.label)
             for warning in result.prediction.warnings:
                 st.warning(escape_markdown(warning), icon=":material/warning:")
+            if triaged:
+                class_probabilities(result.prediction.probabilities, result.prediction.label)
+            else:  # found in a browser audit: a blank image showed a bold "PNEUMONIA · 99.2 %" above why not
+                with st.expander("The model's output, which is not a reading"):
+                    class_probabilities(result.prediction.probabilities, None)
             if result.prediction.population_warning:  # the priority stands; the reading deserves caution
                 st.warning(escape_markdown(result.prediction.population_warning), icon=":material/groups:")
             with st.expander("Film details"):
@@ -246,8 +255,8 @@ def refused_warnings(refused: list[tuple[str, str]]) -> list[str]:
     return messages
 
 
-def probability_lines(probabilities: dict[str, float], label: str) -> list[tuple[float, str]]:
-    """One (fraction, Markdown text) per class in the model's order, the model's label in bold."""
+def probability_lines(probabilities: dict[str, float], label: str | None) -> list[tuple[float, str]]:
+    """One (fraction, Markdown text) per class in the model's order, the model's label (if any) in bold."""
     lines = []
     for name, p in probabilities.items():
         shown = escape_markdown(name)
@@ -255,7 +264,7 @@ def probability_lines(probabilities: dict[str, float], label: str) -> list[tuple
     return lines
 
 
-def class_probabilities(probabilities: dict[str, float], label: str) -> None:
+def class_probabilities(probabilities: dict[str, float], label: str | None) -> None:
     """The class probabilities as Streamlit's own bars: they draw with the page, with no chart library to load
     in the browser first (a Plotly chart held a cold page's first reading back by about two seconds)."""
     st.markdown("**Class probabilities**")
