@@ -131,10 +131,20 @@ def test_a_page_names_refused_films_until_its_upload_box_changes(monkeypatch):
 
 def test_refused_films_are_named_once_per_reason_as_plain_text():
     from dashboard.components.reports import escape_markdown
-    from dashboard.components.triage_view import refused_warnings
+    from dashboard.components.upload_messages import refused_warnings
 
     messages = refused_warnings([("server", "**chest**.png"), ("session", "c.png"), ("server", "d.png")])
     assert len(messages) == 2
     assert messages[0].startswith("Not received, so not on any worklist: c.png. This page already held")
     assert f"{escape_markdown('**chest**.png')}, d.png. The server is holding" in messages[1]
     assert "**chest**" not in messages[1] and refused_warnings([]) == []
+
+
+def test_copies_of_one_film_are_named_in_one_sentence_and_counted_past_five():
+    """Found in a browser audit: 50 copies of one file gave 49 sentences in one warning."""
+    from dashboard.components.upload_messages import repeated_warning
+
+    copies = [(f"n{k}.png", "n1.png") for k in range(2, 51)] + [("b (2).png", "b.png")]
+    said = repeated_warning(copies)
+    assert said.startswith("n2.png, n3.png, n4.png, n5.png, n6.png and 44 more are the same file as n1.png; "
+                           "b (2).png is the same file as b.png. Each upload")

@@ -30,6 +30,9 @@ CAM_METHODS = {
     "layercam": "LayerCAM",
     "eigencam": "EigenCAM",
 }
+# Methods whose map does not depend on the class asked for: Eigen-CAM draws the first principal component of
+# the layer's activations, the same for every class (pytorch_grad_cam never reads its targets).
+CLASS_FREE_METHODS = frozenset({"eigencam"})
 
 
 # What importing pytorch_grad_cam costs, as separate imports from cheapest to dearest (measured with

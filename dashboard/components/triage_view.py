@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import CheckpointError, TriageError
-from core.serving.explain import CAM_METHODS, overlay
+from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, overlay
 from core.store.registry import ModelEntry
 from core.tasks import find_normal_index
 from dashboard.components.reports import escape_markdown, spreadsheet_safe
@@ -230,31 +230,6 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
     return draw_explanation
 
 
-def repeated_warning(repeats: list[tuple[str, str]]) -> str:
-    """The warning above the worklist for uploads that are copies of an earlier one (names made literal)."""
-    pairs = "; ".join(f"{escape_markdown(copy)} is the same file as {escape_markdown(original)}"
-                      for copy, original in repeats)
-    return (f"{pairs}. Each upload is listed and counted on its own; remove the copies from the upload box if the "
-            "same film was chosen twice.")
-
-
-def refused_warnings(refused: list[tuple[str, str]]) -> list[str]:
-    """One error per reason for films the server did not receive, given as (why, name) with ``why`` "session"
-    or "server" (dashboard.upload_store); names made literal."""
-    reasons = {
-        "session": ("This page already held more films than one batch may, so the server stopped receiving them. "
-                    "Remove films from the upload box and triage them in smaller batches."),
-        "server": ("The server is holding as many uploaded films as it may for all its users at once. Remove these "
-                   "from the upload box and upload them again in a few minutes."),
-    }
-    messages = []
-    for why, reason in reasons.items():
-        names = [escape_markdown(name) for kind, name in refused if kind == why]
-        if names:
-            messages.append(f"Not received, so not on any worklist: {', '.join(names)}. {reason}")
-    return messages
-
-
 def probability_lines(probabilities: dict[str, float], label: str | None) -> list[tuple[float, str]]:
     """One (fraction, Markdown text) per class in the model's order, the model's label (if any) in bold."""
     lines = []
@@ -281,9 +256,14 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
     classes = predictor.loaded.classes
     picture = st.empty()  # the overlay sits level with the film; its class picker goes underneath
     picture.caption(f":material/hourglass_top: Computing the {CAM_TITLES.get(method, method)} map…")
+    class_free = method in CLASS_FREE_METHODS  # found in a browser audit: the picker changed only the caption
     class_name = st.selectbox("Explain class", classes, index=classes.index(result.prediction.label),
-                              key=f"cam-class-{key}-{predictor.name}",
-                              help="Show where the model found evidence for this class.")
+                              key=f"cam-class-{key}-{predictor.name}", disabled=class_free,
+                              help=f"{CAM_TITLES.get(method, method)} draws the main pattern of the network's "
+                                   "activations, the same map for every class." if class_free else
+                                   "Show where the model found evidence for this class.")
+    title = (f"{CAM_TITLES.get(method, method)}, the same for every class" if class_free
+             else f"{CAM_TITLES.get(method, method)} for {class_name}")
 
     def draw() -> None:
         try:
@@ -292,6 +272,6 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
             picture.warning(f"No explanation for this film: {escape_markdown(exc)}", icon=":material/warning:")
             return
         picture.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
-                      caption=f"{CAM_TITLES.get(method, method)} for {class_name} (red = most evidence)")
+                      caption=f"{title} (red = most evidence)")
 
     return draw

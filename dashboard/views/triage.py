@@ -31,6 +31,7 @@ from dashboard.state import (  # noqa: E402
     repeated_uploads,
     triage_uploads,
 )
+from dashboard.components.upload_messages import refused_warnings, repeated_warning  # noqa: E402
 from dashboard.upload_store import refused_uploads  # noqa: E402
 
 models, problems = registered_models()
@@ -45,8 +46,6 @@ from dashboard.components.triage_view import (  # noqa: E402
     await_model,
     film_card,
     pick_model,
-    refused_warnings,
-    repeated_warning,
     status_of,
     worklist,
     worklist_csv,

@@ -1,0 +1,40 @@
+"""What the Triage page says about the uploads themselves, above the worklist: copies of one file, and films the
+server did not receive (dashboard.upload_store). Names are made literal: a file name is never read as Markdown."""
+from __future__ import annotations
+
+from dashboard.components.reports import escape_markdown
+
+SHOWN = 5  # copies of one film named in the warning; the rest are counted
+
+
+def repeated_warning(repeats: list[tuple[str, str]]) -> str:
+    """The warning above the worklist for uploads that are copies of an earlier one, given as (copy, original):
+    one sentence per original, at most ``SHOWN`` copies named in it (names made literal)."""
+    copies: dict[str, list[str]] = {}
+    for copy, original in repeats:
+        copies.setdefault(original, []).append(copy)
+    sentences = []
+    for original, names in copies.items():
+        shown = ", ".join(escape_markdown(name) for name in names[:SHOWN])
+        more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+        verb = "is" if len(names) == 1 else "are"
+        sentences.append(f"{shown}{more} {verb} the same file as {escape_markdown(original)}")
+    return (f"{'; '.join(sentences)}. Each upload is listed and counted on its own; remove the copies from the "
+            "upload box if the same film was chosen twice.")
+
+
+def refused_warnings(refused: list[tuple[str, str]]) -> list[str]:
+    """One error per reason for films the server did not receive, given as (why, name) with ``why`` "session"
+    or "server" (dashboard.upload_store); names made literal."""
+    reasons = {
+        "session": ("This page already held more films than one batch may, so the server stopped receiving them. "
+                    "Remove films from the upload box and triage them in smaller batches."),
+        "server": ("The server is holding as many uploaded films as it may for all its users at once. Remove these "
+                   "from the upload box and upload them again in a few minutes."),
+    }
+    messages = []
+    for why, reason in reasons.items():
+        names = [escape_markdown(name) for kind, name in refused if kind == why]
+        if names:
+            messages.append(f"Not received, so not on any worklist: {', '.join(names)}. {reason}")
+    return messages
