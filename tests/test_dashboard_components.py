@@ -72,6 +72,8 @@ def test_worklist_csv_holds_every_probability_the_model_and_threshold():
     (0.9042, [0.8333, 0.9576], False, "0.904 (0.833–0.958)"),
     (0.5, None, True, "50.0 %"),
     (None, [0.1, 0.2], True, "—"),
+    (1.0, [1.0, 1.0], False, "1.000 (no interval: too few films to bound it)"),  # every resample the same
+    (0.0, [0.0, 0.0], False, "0.000 (no interval: too few films to bound it)"),
 ])
 def test_values_are_shown_with_their_interval(value, interval, as_percent, text):
     assert with_interval(value, interval, as_percent) == text

@@ -63,10 +63,13 @@ def interval_text(interval: list[float] | None, as_percent: bool = True) -> str:
 
 
 def with_interval(value: float | None, interval: list[float] | None, as_percent: bool = True) -> str:
-    """``86.1 % (78.5–93.7)``: the value and its 95 % interval."""
+    """``86.1 % (78.5–93.7)``: the value and its 95 % interval. A resampled interval of no width (every resample
+    of a few perfectly separated films gives AUC 1) bounds nothing, so it is not written as one."""
     if value is None:
         return "—"
     text = f"{value * 100:.1f} %" if as_percent else f"{value:.3f}"
+    if interval and interval[0] == interval[1]:  # found in a browser audit: "AUC 1.000 (1.000–1.000)" on 16 films
+        return f"{text} (no interval: too few films to bound it)"
     return f"{text} ({interval_text(interval, as_percent)})" if interval else text
 
 
