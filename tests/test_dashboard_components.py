@@ -148,6 +148,25 @@ def test_charts_carry_the_numbers_they_are_given():
     live = live_training([StepLoss(epoch=0.5, loss=0.7)], [epoch], 3)
     assert list(live.data[0].x) == [0.5] and list(live.data[0].y) == [0.7]
     assert list(live.data[1].y) == [0.6] and list(live.data[2].y) == [0.8]
+    assert live.data[0].mode == "markers"  # one step: a line would draw nothing
+    assert live.layout.yaxis2.range[0] < 0.4  # the AUC axis starts at 0.4 ...
+    worst = EpochEvent(epoch=1, epochs=3, train_loss=0.65, val_loss=0.6, val_auc=0.0, seconds=2.0)
+    assert live_training([], [worst], 3).layout.yaxis2.range[0] < 0.0  # ... or low enough to show the worst epoch
+
+
+def test_a_model_keeps_its_colour_in_every_chart_also_where_others_have_nothing_to_draw():
+    """Found in a browser audit: with the ensemble first and no training history, every other model's training
+    curve took the colour the ensemble had in the ROC chart."""
+    from core.store.records import EpochRecord
+    from dashboard.components.charts import PALETTE, training_curves
+
+    order = ["ensemble", "cnn5", "logistic"]
+    history = [EpochRecord(epoch=1, train_loss=0.5, val_loss=0.4, val_auc=0.9, seconds=1.0)]
+    curves = training_curves({"cnn5": history, "logistic": history}, order)
+    assert {t.legendgroup: t.line.color for t in curves.data} == {"cnn5": PALETTE[1], "logistic": PALETTE[2]}
+    roc = roc_curves([RocCurve(name="logistic", fpr=[0, 1], tpr=[0, 1], auc=0.5, threshold=0.5, point_fpr=None,
+                               point_tpr=None)], order)
+    assert roc.data[1].line.color == PALETTE[2]
 
 
 def test_folder_stamp_changes_when_films_come_go_or_are_replaced_in_place(tmp_path):

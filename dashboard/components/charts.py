@@ -1,6 +1,8 @@
 """Plotly figures. They only draw numbers that core computed; nothing here decides or measures."""
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -13,6 +15,13 @@ def color(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
+def _colors(names: list[str], order: list[str] | None) -> dict[str, str]:
+    """Each model's colour: its place in ``order`` (every model on the page, so a model keeps its colour in every
+    chart, also where others have nothing to draw), else its place among ``names``."""
+    order = list(order or []) + [name for name in names if name not in (order or [])]
+    return {name: color(order.index(name)) for name in names}
+
+
 def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
     settings = dict(height=height, margin=dict(l=10, r=10, t=36, b=10), plot_bgcolor="white", font=dict(size=13),
                     legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
@@ -22,20 +31,22 @@ def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
     return fig
 
 
-def roc_curves(curves: list) -> go.Figure:
-    """``curves``: :class:`~dashboard.components.reports.RocCurve` (name, fpr, tpr, auc, operating point)."""
+def roc_curves(curves: list, order: list[str] | None = None) -> go.Figure:
+    """``curves``: :class:`~dashboard.components.reports.RocCurve` (name, fpr, tpr, auc, operating point);
+    ``order``: every model on the page, for its colour (:func:`_colors`)."""
+    colors = _colors([curve.name for curve in curves], order)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
                              name="chance", hoverinfo="skip"))
-    for i, curve in enumerate(curves):
+    for curve in curves:
         auc = f"AUC {curve.auc:.3f}" if curve.auc is not None else "AUC n/a"
-        fig.add_trace(go.Scatter(x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=color(i), width=2.5),
+        fig.add_trace(go.Scatter(x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=colors[curve.name], width=2.5),
                                  name=f"{curve.name} ({auc})", legendgroup=curve.name,
                                  hovertemplate="1 − specificity %{x:.3f}<br>sensitivity %{y:.3f}<extra></extra>"))
         if curve.point_fpr is not None and curve.point_tpr is not None:
             fig.add_trace(go.Scatter(
                 x=[curve.point_fpr], y=[curve.point_tpr], mode="markers", legendgroup=curve.name,
-                marker=dict(color=color(i), size=13, symbol="diamond", line=dict(color="white", width=1.5)),
+                marker=dict(color=colors[curve.name], size=13, symbol="diamond", line=dict(color="white", width=1.5)),
                 name=f"{curve.name} operating point", showlegend=False,
                 hovertemplate=(f"{curve.name} operating point<br>threshold {curve.threshold:.3f}"
                                "<br>sensitivity %{y:.3f}<br>specificity %{customdata:.3f}<extra></extra>"),
@@ -47,7 +58,7 @@ def roc_curves(curves: list) -> go.Figure:
                    margin=dict(l=10, r=10, t=10, b=10))
 
 
-def class_roc_curves(curves: dict[str, list]) -> go.Figure:
+def class_roc_curves(curves: dict[str, list], order: list[str] | None = None) -> go.Figure:
     """One-vs-rest ROC per class, one panel per class (``curves``: class -> RocCurve per model), each model in
     its colour in every panel, its AUC for that class on hover."""
     classes = list(curves)
@@ -55,16 +66,15 @@ def class_roc_curves(curves: dict[str, list]) -> go.Figure:
     rows = -(-len(classes) // columns)
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=[f"{c} vs the rest" for c in classes],
                         horizontal_spacing=0.06, vertical_spacing=0.12)
-    models = list(dict.fromkeys(curve.name for panel in curves.values() for curve in panel))
+    colors = _colors(list(dict.fromkeys(curve.name for panel in curves.values() for curve in panel)), order)
     for k, class_name in enumerate(classes):
         row, col = k // columns + 1, k % columns + 1
         fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
                                  showlegend=False, hoverinfo="skip"), row=row, col=col)
         for curve in curves[class_name]:
-            i = models.index(curve.name)
             auc = f"AUC {curve.auc:.3f}" if curve.auc is not None else "AUC n/a"
             fig.add_trace(go.Scatter(
-                x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=color(i), width=2.2), name=curve.name,
+                x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=colors[curve.name], width=2.2), name=curve.name,
                 legendgroup=curve.name, showlegend=k == 0,
                 hovertemplate=(f"{curve.name}, {class_name} ({auc})<br>1 − specificity %{{x:.3f}}"
                                "<br>sensitivity %{y:.3f}<extra></extra>")), row=row, col=col)
@@ -85,12 +95,13 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str) ->
     return _layout(fig, 300 + 50 * max(0, len(classes) - 2), title=dict(text=title, font=dict(size=14)))
 
 
-def training_curves(histories: dict[str, list]) -> go.Figure:
+def training_curves(histories: dict[str, list], order: list[str] | None = None) -> go.Figure:
     """Per model: training loss (solid) and validation loss (dotted) by epoch; validation AUC beside them."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Validation AUC"), horizontal_spacing=0.1)
-    for i, (name, history) in enumerate(histories.items()):
+    colors = _colors(list(histories), order)
+    for name, history in histories.items():
         epochs = [h.epoch for h in history]
-        style = dict(color=color(i), width=2)
+        style = dict(color=colors[name], width=2)
         fig.add_trace(go.Scatter(x=epochs, y=[h.train_loss for h in history], mode="lines+markers", line=style,
                                  name=f"{name} training loss", legendgroup=name), row=1, col=1)
         fig.add_trace(go.Scatter(x=epochs, y=[h.val_loss for h in history], mode="lines+markers",
@@ -108,7 +119,8 @@ def live_training(step_losses: list, epochs: list, total_epochs: int) -> go.Figu
     AUC as each epoch ends (:class:`~core.training.events.EpochEvent`: epoch, val_loss, val_auc)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Scatter(x=[s.epoch for s in step_losses], y=[s.loss for s in step_losses],
-                             mode="lines", line=dict(color=PALETTE[0], width=1.5), name="training loss (per step)"))
+                             mode="lines" if len(step_losses) > 1 else "markers",  # one step: a line draws nothing
+                             line=dict(color=PALETTE[0], width=1.5), name="training loss (per step)"))
     fig.add_trace(go.Scatter(x=[e.epoch for e in epochs], y=[e.val_loss for e in epochs], mode="markers",
                              marker=dict(color=PALETTE[0], symbol="circle-open", size=9), name="validation loss"))
     fig.add_trace(go.Scatter(x=[e.epoch for e in epochs], y=[e.val_auc for e in epochs], mode="lines+markers",
@@ -116,25 +128,29 @@ def live_training(step_losses: list, epochs: list, total_epochs: int) -> go.Figu
                   secondary_y=True)
     fig.update_xaxes(title="epoch", range=[0, max(1, total_epochs) + 0.05])
     fig.update_yaxes(title="loss", rangemode="tozero", secondary_y=False)
-    fig.update_yaxes(title="validation AUC", range=[0.4, 1.01], tickmode="linear", tick0=0.4, dtick=0.1,
+    # from 0.4, or lower to show the worst epoch (found in a browser audit: an AUC of 0.000 was off the chart)
+    floor = min([0.4] + [math.floor(e.val_auc * 10) / 10 for e in epochs
+                         if e.val_auc is not None and math.isfinite(e.val_auc)])
+    fig.update_yaxes(title="validation AUC", range=[floor - 0.01, 1.01], tickmode="linear", tick0=floor, dtick=0.1,
                      secondary_y=True, showgrid=False)
     return _layout(fig, 360)
 
 
-def travel_intervals(points: list) -> go.Figure:
+def travel_intervals(points: list, order: list[str] | None = None) -> go.Figure:
     """``points``: :class:`~dashboard.components.reports.TravelPoint`. Sensitivity and specificity side by side,
     one row per set of films, one colour per model, each value with its 95 % interval as a bar."""
     figures = ("Sensitivity", "Specificity")
     fig = make_subplots(rows=1, cols=2, subplot_titles=figures, shared_yaxes=True, horizontal_spacing=0.04)
     models = list(dict.fromkeys(p.model for p in points))
+    colors = _colors(models, order)
     films = list(dict.fromkeys(p.films for p in points))[::-1]  # plotly draws the first category at the bottom
-    for i, model in enumerate(models):
+    for model in models:
         for col, figure in enumerate(figures, start=1):
             mine = [p for p in points if p.model == model and p.figure == figure]
             fig.add_trace(go.Scatter(
                 x=[p.value for p in mine], y=[p.films for p in mine], mode="markers", orientation="h",
                 name=model, legendgroup=model,
-                showlegend=col == 1, marker=dict(color=color(i), size=11),
+                showlegend=col == 1, marker=dict(color=colors[model], size=11),
                 error_x=dict(type="data", symmetric=False, thickness=2,
                              array=[0 if p.high is None else p.high - p.value for p in mine],
                              arrayminus=[0 if p.low is None else p.value - p.low for p in mine]),

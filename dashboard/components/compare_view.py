@@ -100,7 +100,7 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
     curves = [c for c in (roc_input(entry.name, report) for entry, report in rows) if c]
     if curves:
         chart, points = st.columns(2, gap="large")
-        chart.plotly_chart(roc_curves(curves), key="roc-chart")
+        chart.plotly_chart(roc_curves(curves, [entry.name for entry, _ in rows]), key="roc-chart")
         with points:
             st.markdown("**Operating points** (◆ on the chart)")
             st.dataframe(operating_points(curves), hide_index=True, key="operating-points")
@@ -113,7 +113,7 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
     if by_class:
         st.markdown("**Each class against the rest** (one-vs-rest; AUC per class on hover and in the "
                     "per-class report below)")
-        st.plotly_chart(class_roc_curves(by_class), key="class-roc-chart")
+        st.plotly_chart(class_roc_curves(by_class, [entry.name for entry, _ in rows]), key="class-roc-chart")
 
 
 def details(rows: list[tuple[ModelEntry, Report]]) -> None:
@@ -147,7 +147,11 @@ def details(rows: list[tuple[ModelEntry, Report]]) -> None:
     histories = {entry.name: entry.record.training.history for entry, _ in rows
                  if entry.record.training and entry.record.training.history}
     if histories:
-        st.plotly_chart(training_curves(histories), key="training-curves")
+        st.plotly_chart(training_curves(histories, [entry.name for entry, _ in rows]), key="training-curves")
+        without = [entry.name for entry, _ in rows if entry.name not in histories]
+        if without:  # found in a browser audit: the default ensemble was simply missing from the chart
+            st.caption(f"No training curves for {', '.join(without)}: no history recorded (an ensemble's members "
+                       "each have their own; a model trained before curves were kept has none).")
     else:
         st.info("These models carry no training history.")
 
@@ -190,4 +194,4 @@ def travel_notes(entries: list[ModelEntry]) -> None:
     st.caption("Which films:\n" + "\n".join(lines))
     points = travel_points(entries)
     if any(p.films != VALIDATION for p in points):
-        st.plotly_chart(travel_intervals(points), key="travel-chart")
+        st.plotly_chart(travel_intervals(points, [entry.name for entry in entries]), key="travel-chart")
