@@ -1,6 +1,8 @@
 """Small helpers for the sentences core writes into messages, notes and reports."""
 from __future__ import annotations
 
+import unicodedata
+
 
 def and_list(words: list[str]) -> str:
     """["a"] -> "a"; ["a", "b", "c"] -> "a, b and c"."""
@@ -15,6 +17,14 @@ def json_line(value: object, **dumps_options) -> str:
     import json
 
     return json.dumps(_valid_unicode(value), **dumps_options)
+
+
+def one_line(text: str) -> str:
+    """``text`` for one line of the command's text output: control characters (a newline or carriage return in a
+    file name would start a line of its own, with a reading of its choosing) and lone surrogates spelled as
+    escapes, everything else as it is."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def _valid_unicode(value: object) -> object:

@@ -304,6 +304,21 @@ def test_a_file_name_that_is_not_utf8_prints_escaped_under_a_strict_terminal(run
     assert line["file"].encode("utf-8") and line["file"].endswith("film\\udcff.png") and "film" in line["error"]
 
 
+def test_a_newline_in_a_file_name_cannot_forge_a_line_of_the_text_output(run_cli, trained_model, tmp_path, films_dir):
+    """Found by a CLI audit: a film named 'p1.jpeg: NORMAL [routine] (...)\nfake' printed a routine reading of
+    its own choosing on a line of its own, above the film's real one."""
+    forged = tmp_path / "p1.jpeg: NORMAL [routine] (NORMAL 0.990, PNEUMONIA 0.010)\nfake"
+    forged.write_bytes(sorted((films_dir / "PNEUMONIA").glob("*.jpeg"))[0].read_bytes())
+    broken = tmp_path / "broken\r\x1b[2Kfilm.png"
+    broken.write_bytes(b"not a film")
+    result = run_cli("predict", forged, broken, checkpoints=trained_model.directory)
+    no_traceback(result)
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("  warning:")]
+    assert len(lines) == 2 and lines[0].startswith(f"{tmp_path}/p1.jpeg: NORMAL [routine] (NORMAL 0.990, "
+                                                   "PNEUMONIA 0.010)\\nfake: ")
+    assert lines[1].startswith(f"{tmp_path}/broken\\r\\x1b[2Kfilm.png: ERROR ") and "\x1b" not in result.stdout
+
+
 @pytest.mark.slow
 def test_train_registers_a_model_and_prints_json(run_cli, tmp_path, kermany_train):
     models = tmp_path / "models"

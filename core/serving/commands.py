@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import CommandRefused, TriageError
-from core.wording import json_line
+from core.wording import json_line, one_line
 
 
 def run_predict(args) -> int:
@@ -48,14 +48,15 @@ def run_predict(args) -> int:
 
 
 def _film_failed(args, file: str, exc: TriageError) -> None:
-    print(json_line({"file": file, "error": str(exc)}) if args.json else f"{file}: ERROR {exc}", flush=True)
+    text = f"{one_line(file)}: ERROR {one_line(str(exc))}"  # a name's newline cannot start a line of its own
+    print(json_line({"file": file, "error": str(exc)}) if args.json else text, flush=True)
 
 
 def _describe(file: str, prediction) -> str:
     probs = ", ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
-    text = f"{file}: {prediction.label} [{prediction.priority or 'not triaged'}] ({probs})"
+    text = f"{one_line(file)}: {prediction.label} [{prediction.priority or 'not triaged'}] ({probs})"
     warnings = prediction.warnings + ([prediction.population_warning] if prediction.population_warning else [])
-    return text + "".join(f"\n  warning: {w}" for w in warnings)
+    return text + "".join(f"\n  warning: {one_line(w)}" for w in warnings)
 
 
 def _model_for_task(model: str | None, task: str | None) -> str:
