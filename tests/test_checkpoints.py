@@ -283,8 +283,7 @@ def test_training_twice_adds_versions_and_keeps_the_default(tmp_path, kermany_tr
 
 
 def test_broken_models_are_listed_as_problems_not_fatal(trained_model, tmp_path):
-    for suffix in (".json", ".pt"):
-        source = trained_model.json_path.with_suffix(suffix)
+    for source in trained_model.directory.glob(f"{trained_model.name}.*"):  # weights, description, population
         (tmp_path / source.name).write_bytes(source.read_bytes())
     (tmp_path / "half-v1.json").write_text("{")
     lone = json.loads(trained_model.json_path.read_text())

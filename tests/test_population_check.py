@@ -25,6 +25,7 @@ from core.serving.predict import ROUTINE, URGENT, Predictor
 from core.store import manifest
 from core.store.checkpoints import load_checkpoint, population_file
 from core.store.records import TrainConfig
+from core.store.registry import list_models
 from core.training.train import split_films
 
 PAEDIATRIC = "paediatric chest films, Guangzhou"
@@ -113,10 +114,23 @@ def test_a_changed_population_file_refuses_the_model(copied_with_check):
         load_checkpoint(copied_with_check)
 
 
-def test_a_site_copy_without_its_population_file_is_served_unchecked(copied_with_check):
+def test_a_site_copy_without_its_population_file_is_served_unchecked_and_said_so(copied_with_check):
     population_file(copied_with_check).unlink()
     loaded = load_checkpoint(copied_with_check)
     assert loaded.population is None and ModelPopulation.of(loaded) is None
+    entries, problems = list_models(copied_with_check.parent)  # found by a CLI audit: listed with no word
+    assert [e.name for e in entries if e.name == loaded.name] == [loaded.name]
+    assert f"{loaded.name} triages without its population check ({population_file(copied_with_check).name} is " \
+           "missing)" in "\n".join(problems)
+
+
+def test_an_edited_population_threshold_that_would_warn_on_nothing_refuses_the_model(copied_with_check):
+    """Found by a CLI audit: a NaN threshold (every comparison false) silently stopped every warning."""
+    record = json.loads(copied_with_check.read_text())
+    record["population_check"]["threshold"] = float("nan")
+    copied_with_check.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="the population check's threshold must be a number"):
+        load_checkpoint(copied_with_check)
 
 
 def test_fit_population_of_an_unknown_model_is_a_json_error(run_cli, trained_model):

@@ -9,6 +9,7 @@ population check.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -188,6 +189,13 @@ class PopulationCheck(Record):
     quantile: float  # of the validation films' scores
     validation_films: int
     validation_warn_rate: float  # share of the validation films beyond the threshold (in-population warn rate)
+
+    @model_validator(mode="after")
+    def _usable(self) -> "PopulationCheck":
+        """An edited NaN threshold would warn on no film at all (every comparison with NaN is false)."""
+        if not math.isfinite(self.threshold):
+            raise ValueError("the population check's threshold must be a number")
+        return self
 
 
 class HoldoutRun(Record):

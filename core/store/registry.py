@@ -166,6 +166,11 @@ def _read_tier(tier: Tier, problems: list[str]) -> list[tuple[ModelRecord, Path]
             problems.append(f"{json_path.name} has no weights file beside it.")
         else:
             readable.append((record, json_path))
+            check = record.population_check
+            if check is not None and not (tier.folder / check.file).exists():  # served, but say it is unchecked
+                problems.append(f"{record.name} triages without its population check ({check.file} is missing): "
+                                "no film is flagged as unlike its training films. Copy the file back, or fit the "
+                                f"check again (python -m core fit-population {record.name}).")
     return readable
 
 
