@@ -79,6 +79,8 @@ def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_her
     (dict(threshold=float("nan")), "models.0.threshold: Input should be"),
     (dict(threshold=float("inf")), "models.0.threshold: Input should be"),
     (dict(model="no-such-model"), "no-such-model"),
+    (dict(auc=True), "models.0.auc: Input should be a valid number"),  # found by a CLI audit: stored as 1.0
+    (dict(auc="0.9"), "models.0.auc: Input should be a valid number"),
 ])
 def test_figures_that_cannot_describe_the_version_are_refused_and_nothing_is_written(model_here, tmp_path, change,
                                                                                      message):
@@ -128,6 +130,22 @@ def test_other_class_names_and_an_unreadable_file_are_refused(model_here, tmp_pa
     path.write_text("[" * 100_000 + "]" * 100_000)  # deeper than the JSON parser recurses
     with pytest.raises(CommandRefused, match="nested too deeply"):
         record_measurements(path)
+
+
+def test_a_version_named_twice_or_a_number_of_thousands_of_digits_is_refused_naming_the_file(model_here, tmp_path):
+    """Found by a CLI audit: two entries for one version both printed success and the last won; a 5000-digit
+    number gave Python's advice to raise its digit limit, naming no file."""
+    path = _file(tmp_path, model_here)
+    data = json.loads(path.read_text())
+    data["models"].append({**data["models"][0], "auc": 0.5})
+    path.write_text(json.dumps(data))
+    before = (tmp_path / f"{model_here.name}.json").read_bytes()
+    with pytest.raises(CommandRefused, match=f"gives figures for {model_here.name} more than once"):
+        record_measurements(path)
+    path.write_text(json.dumps(data).replace('"auc": 0.5', '"auc": ' + "9" * 5000))
+    with pytest.raises(CommandRefused, match=r"^Measurements file figures.json cannot be read \(it holds a number"):
+        record_measurements(path)
+    assert (tmp_path / f"{model_here.name}.json").read_bytes() == before
 
 
 def test_film_counts_beyond_any_test_set_are_refused_before_any_arithmetic(model_here, tmp_path):

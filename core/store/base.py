@@ -71,6 +71,8 @@ def record_from_bytes(kind: type[R], raw: bytes, what: str) -> R:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what} cannot be read (not JSON: {exc})") from None
+    except ValueError:  # Python's own guard: an integer of thousands of digits
+        raise ValueError(f"{what} cannot be read (it holds a number too long to be a figure)") from None
     except RecursionError:
         raise ValueError(f"{what} cannot be read (nested too deeply to be a record)") from None
     return parse_record(kind, data, what)

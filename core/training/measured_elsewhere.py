@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from core.admin.audit import ensure_writable, record_action
 from core.errors import CommandRefused, ModelNotFound
@@ -32,6 +32,8 @@ Proportion = Field(default=None, ge=0.0, le=1.0)
 
 
 class ReportedFigures(Record):
+    model_config = ConfigDict(**Record.model_config, strict=True)  # a figure is a number: not true, not "0.9"
+
     model: str
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # the operating point read at, when reported
@@ -42,6 +44,8 @@ class ReportedFigures(Record):
 
 
 class MeasurementsFile(Record):
+    model_config = ConfigDict(**Record.model_config, strict=True)
+
     title: str = Field(min_length=1, max_length=40)
     films: str = Field(min_length=1, max_length=300)
     measured_by: str = Field(min_length=1, max_length=200)
@@ -69,6 +73,11 @@ def record_measurements(path: Path, who: str = "cli") -> Recorded:
         raise CommandRefused(f"Measurements file {Path(path).name} cannot be read ({exc.strerror or exc}).") from None
     except ValueError as exc:
         raise CommandRefused(f"{exc}.") from None
+    named = [(figures.model, figures.weights_sha256) for figures in reported.models]  # one version's weights
+    twice = sorted({name for name, weights in named if named.count((name, weights)) > 1})
+    if twice:  # which figures would stand would depend on their order in the file
+        raise CommandRefused(f"Measurements file {Path(path).name} gives figures for {', '.join(twice)} more than "
+                             "once; keep one entry per version.")
     ensure_writable()
     planned, skipped = [], []
     for figures in reported.models:  # all checked before any is written
