@@ -125,3 +125,25 @@ def test_an_unforeseen_os_error_reaches_the_cli_without_its_path(monkeypatch, ca
     assert stopped.value.code == 1
     said = capsys.readouterr().out
     assert "/srv/hospital" not in said and "FileExistsError: File exists" in said
+
+
+def test_weights_holding_other_objects_are_refused_without_advice_to_run_them(site_copy, capfd):
+    """Found by a CLI audit: the refusal quoted torch's advice to load the file again with weights_only=False,
+    which would run whatever the file holds, and torch printed a warning of its own."""
+    import argparse
+    import hashlib
+    import io
+
+    import torch
+
+    from core.store.checkpoints import load_checkpoint
+
+    buffer = io.BytesIO()
+    torch.save({"model": argparse.Namespace(payload="would run"), "identity": {}}, buffer)
+    site_copy.with_suffix(".pt").write_bytes(buffer.getvalue())
+    _edit(site_copy, lambda r: r.update(weights_sha256=hashlib.sha256(buffer.getvalue()).hexdigest()))
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(site_copy)
+    assert str(refused.value) == (f"Weights file {site_copy.stem}.pt was refused: it is corrupt or holds objects "
+                                  "other than tensors (UnpicklingError). Restore it from where the model came from.")
+    assert "weights_only" not in capfd.readouterr().err

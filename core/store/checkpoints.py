@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,10 +210,12 @@ def load_checkpoint(json_path: Path) -> LoadedModel:
             f"Weights file {weights.name} does not match its description (truncated, replaced or corrupt)."
         )
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        payload = _load_tensors(data)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        # torch's own text would advise loading with weights_only=False, i.e. running the file's code: never
         raise CheckpointError(
-            f"Weights file {weights.name} was refused: it is corrupt or holds objects other than tensors ({exc})."
+            f"Weights file {weights.name} was refused: it is corrupt or holds objects other than tensors "
+            f"({type(exc).__name__}). Restore it from where the model came from."
         ) from exc
     if not isinstance(payload, dict) or set(payload) != {"model", "identity"}:
         raise CheckpointError(f"Weights file {weights.name} is not a checkpoint written by this program.")
@@ -255,9 +258,17 @@ def _load_population(json_path: Path, record: ModelRecord, shipped: bool) -> Gau
                               "corrupt), so the model is refused. Restore it, or fit it again with "
                               "`python -m core fit-population`.")
     try:
-        return GaussianScore.from_tensors(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+        return GaussianScore.from_tensors(_load_tensors(data))
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"Population-check file {path.name} was refused ({exc}).") from exc
+        raise CheckpointError(f"Population-check file {path.name} was refused: it is corrupt or holds objects "
+                              f"other than tensors ({type(exc).__name__}).") from exc
+
+
+def _load_tensors(data: bytes):
+    """``torch.load`` of tensors only (``weights_only``), without the warnings it prints about refused objects."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def _build(record: ModelRecord) -> nn.Module:
