@@ -147,3 +147,18 @@ def test_weights_holding_other_objects_are_refused_without_advice_to_run_them(si
     assert str(refused.value) == (f"Weights file {site_copy.stem}.pt was refused: it is corrupt or holds objects "
                                   "other than tensors (UnpicklingError). Restore it from where the model came from.")
     assert "weights_only" not in capfd.readouterr().err
+
+
+def test_a_class_folder_the_server_may_not_read_is_named_as_such_not_as_empty(tmp_path, monkeypatch):
+    """Found by a CLI audit (as an unprivileged user; the tests may run as root, so the refusal is simulated)."""
+    import core.films.folders as folders
+
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+    (tmp_path / "set" / "NORMAL" / "a.png").write_bytes(b"x")
+    real_access = os.access
+    monkeypatch.setattr(folders.os, "access", lambda path, mode: Path(path).name != "PNEUMONIA" and
+                        real_access(path, mode))
+    with pytest.raises(DatasetError, match=r"Class folder\(s\) PNEUMONIA in .* cannot be read by this server "
+                                           r"\(permission denied\)"):
+        folders.discover(tmp_path / "set")

@@ -7,6 +7,7 @@ always the canonical names, in alphabetical order. A root holding ``train/``, ``
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,9 +117,13 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
     if len(classes) < min_classes or not paths:
         needs = "at least two sub-folders (one per class)" if min_classes > 1 else "one sub-folder per class"
         raise DatasetError(f"{base} is not a class-folder tree: it needs {needs} holding films.{why}")
-    empty = [folders[c].name for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if n == 0]
+    empty = [folders[c] for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if n == 0]
+    locked = [folder.name for folder in empty if not os.access(folder, os.R_OK | os.X_OK)]
+    if locked:  # a folder this server may not list looks empty: say which it is (found by a CLI audit)
+        raise DatasetError(f"Class folder(s) {', '.join(locked)} in {base} cannot be read by this server "
+                           "(permission denied); ask an administrator to let it read them.")
     if empty:
-        raise DatasetError(f"Class folder(s) {', '.join(empty)} in {base} hold no films.{why}")
+        raise DatasetError(f"Class folder(s) {', '.join(f.name for f in empty)} in {base} hold no films.{why}")
     source = root.name if root.name not in SPLITS else root.parent.name  # ROOT/train given: the dataset's name
     return FilmSet(tuple(paths), np.asarray(labels, dtype=np.int64), classes, (source,) * len(paths))
 

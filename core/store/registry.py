@@ -100,10 +100,11 @@ def read_registry(directory: Path) -> RegistryFile:
         return RegistryFile()
     try:
         return read_record(RegistryFile, path)
-    except (OSError, ValueError) as exc:  # an OSError's text would name the server path: only its reason
-        reason = exc.strerror if isinstance(exc, OSError) else exc
-        raise CheckpointError(f"{REGISTRY_FILE} cannot be read ({reason}); restore it or delete it to "
+    except OSError as exc:  # its text would name the server path: only its reason
+        raise CheckpointError(f"{REGISTRY_FILE} cannot be read ({exc.strerror}); restore it or delete it to "
                               "rebuild.") from exc
+    except ValueError as exc:  # already "registry.json cannot be read (why)"
+        raise CheckpointError(f"{exc}; restore it or delete it to rebuild.") from exc
 
 
 def list_models(directory: Path | None = None) -> tuple[list[ModelEntry], list[str]]:

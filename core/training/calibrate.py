@@ -163,8 +163,8 @@ def recorded_split(record: ModelRecord,
         data_dir = Path(source)
         shown = _shown(data_dir)
         if not data_dir.is_dir() and data_dir_given:
-            raise CalibrationError(f"The folder named for {record.name}'s training films ({shown}) is not a folder "
-                                   "on this server; name the folder they moved to (command line: --data).")
+            raise CalibrationError(f"The folder given for {record.name}'s training films ({shown}) is not a folder "
+                                   "on this server; name the folder they are in now (command line: --data).")
         if not data_dir.is_dir():
             raise CalibrationError(f"The training folder of {record.name} ({shown}) is not on this server; its "
                                    "validation films are needed to re-read its report at the new threshold. Name "
