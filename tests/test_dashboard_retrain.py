@@ -68,6 +68,29 @@ def test_the_form_offers_sensible_defaults(places):
     assert "No training job yet" in at.info[0].value
 
 
+def test_a_folder_of_images_that_are_not_chest_films_is_pointed_out_before_training(places):
+    """Found in a browser audit: shared-data/tb/train holds noise textures that Triage leaves untriaged, and the
+    page trained on them without a word. The default folder's real films draw no such warning."""
+    at = retrain_page()
+    assert not [w for w in at.warning if "do not look like usable chest films" in w.value]
+    _select(at, "Dataset folder").set_value("tb/train")
+    at.run()
+    assert not at.exception
+    (said,) = [w.value for w in at.warning if "do not look like usable chest films" in w.value]
+    assert said.startswith("12 of 12 films sampled from this source do not look like usable chest films")
+
+
+def test_the_sample_check_flags_noise_and_passes_real_films_of_every_class():
+    from core.films.folders import discover
+    from core.training.source_check import check_sample
+
+    noise = check_sample(discover(require(TRAIN_DIR.parent.parent / "tb" / "train", "the tb folder")))
+    assert (noise.checked, noise.not_chest, noise.unreadable) == (12, 12, 0)
+    films = discover(TRAIN_DIR)
+    real = check_sample(films)
+    assert (real.checked, real.not_chest, real.unreadable, real.unavailable) == (12, 0, 0, None)
+
+
 @pytest.mark.parametrize("folder, max_films, words", [
     ("dicom", 120, "sub-folder"),
     (None, 5, "number of films must be at least 20"),

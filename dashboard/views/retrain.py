@@ -21,6 +21,7 @@ from dashboard.components.calibrate_view import calibrate_section
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.job_view import audit_table, interrupted_runs, job_history, job_panel
 from dashboard.components.task_choice import FIRST_TASK, title_of
+from dashboard.components.training_sample import sample_check, sample_warning
 from dashboard.labels import without_server_paths
 from dashboard.state import default_data_dir, source_stamp, training_preview
 
@@ -61,6 +62,9 @@ def _what_it_trains(source: Path) -> None:
     st.markdown(f"**Task: {title_of(films.task)}** ({len(films.classes)} classes; films per class: {counts})."
                 + (f" Its val/ folder's {films.validation_only} films join validation." if films.validation_only
                    else ""))
+    warning = sample_warning(sample_check(str(source), source_stamp(source)))
+    if warning:
+        st.warning(warning, icon=":material/image_not_supported:")
     if len(films.by_source) > 1:
         st.caption("Films per class and source. Figures per source are reported after training, so a source "
                    "that stands for a class (a shortcut) shows.")

@@ -1,0 +1,58 @@
+"""Do a training source's films look like chest films? Triage's own checks (image statistics, then the
+chest-film detector, core.serving.chest_check) on a seeded sample of its films, class by class, so that an
+administrator learns before an hour of training that a folder holds something else (found in a browser audit:
+``shared-data/tb/train`` holds noise textures, which Triage leaves untriaged, and the Retrain page trained on them
+without a word). A sample, not a census: it is there to catch a wrong folder, not a stray film."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import CheckpointError, TriageError
+from core.films.folders import FilmSet
+from core.films.quality import usability_problems
+from core.films.read import read_film
+
+SAMPLE = 12  # films checked, spread over the classes; about a second of features on a 2-core CPU
+
+
+@dataclass(frozen=True)
+class SampleCheck:
+    checked: int  # films of the sample that could be read
+    not_chest: int  # of those, how many Triage would leave untriaged
+    unreadable: int  # films of the sample that could not be read at all
+    unavailable: str | None = None  # why the chest-film check could not run (then only image statistics counted)
+
+
+def check_sample(films: FilmSet, n: int = SAMPLE, seed: int = 0) -> SampleCheck:
+    """Triage's film checks on ``n`` films drawn from ``films`` (as evenly over the classes as they allow)."""
+    chosen = _sample(films, n, seed)
+    try:
+        from core.serving.chest_check import ChestFilmCheck
+
+        check, unavailable = ChestFilmCheck.shared(), None
+    except CheckpointError as exc:
+        check, unavailable = None, str(exc)
+    checked = not_chest = unreadable = 0
+    for index in chosen:
+        try:
+            film = read_film(films.paths[index])
+        except TriageError:
+            unreadable += 1
+            continue
+        checked += 1
+        if usability_problems(film) or (check is not None and check.problem(film)):
+            not_chest += 1
+    return SampleCheck(checked, not_chest, unreadable, unavailable)
+
+
+def _sample(films: FilmSet, n: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    by_class = [rng.permutation(np.flatnonzero(films.labels == k)).tolist() for k in range(len(films.classes))]
+    chosen: list[int] = []
+    while len(chosen) < min(n, len(films)):  # one film of each class in turn
+        for members in by_class:
+            if members and len(chosen) < n:
+                chosen.append(members.pop())
+    return sorted(chosen)
