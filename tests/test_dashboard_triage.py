@@ -358,3 +358,30 @@ def test_a_chosen_model_removed_meanwhile_is_named_with_the_model_now_in_use(che
         "are triaged with pneumonia-cnn5-v1. Choose another model above if you prefer."]
     at.run()  # said until someone chooses again, not for one run only
     assert len(at.sidebar.warning) == 1
+
+
+def test_the_batch_comes_back_after_a_visit_to_another_page_until_it_is_replaced_or_cleared(checkpoints):
+    """Found in a browser audit: after a look at Compare, the upload box was empty and the worklist gone."""
+    films = real_films()[:3]
+    at = _app()
+    _upload(at, [(film.name, film.read_bytes()) for film in films])
+    before = at.dataframe[0].value
+    at.file_uploader(key="films").set_value([])  # taken out on the Triage page itself: gone
+    at.run()
+    assert not at.dataframe and any("Upload one or more films" in i.value for i in at.info)
+    _upload(at, [(film.name, film.read_bytes()) for film in films])
+    at.switch_page("views/compare.py")
+    at.run()
+    at.switch_page("views/triage.py")
+    at.run()
+    assert not at.exception and not at.file_uploader(key="films").value  # Streamlit empties the box
+    assert any(i.value.startswith("The 3 film(s) triaged before you left this page are shown again")
+               for i in at.info)
+    again = at.dataframe[0].value
+    assert list(again["File"]) == list(before["File"]) and list(again["Priority"]) == list(before["Priority"])
+    next(s for s in at.selectbox if s.label == "Explanation method").set_value("gradcam++")
+    at.run()  # and on every run of the page while it is shown
+    assert at.dataframe and not at.exception
+    next(b for b in at.button if b.label == "Clear these films").click()
+    at.run()
+    assert not at.dataframe and any("Upload one or more films" in i.value for i in at.info)

@@ -31,6 +31,7 @@ from dashboard.state import (  # noqa: E402
     repeated_uploads,
     triage_uploads,
 )
+from dashboard import kept_batch  # noqa: E402
 from dashboard.components.upload_messages import refused_warnings, repeated_warning  # noqa: E402
 from dashboard.upload_store import refused_uploads  # noqa: E402
 
@@ -70,7 +71,14 @@ with st.sidebar.expander("Model card", expanded=True, icon=":material/descriptio
     model_card(entry)
 for message in refused_warnings(refused_uploads([upload.name for upload in uploads or []])):
     st.error(message, icon=":material/cloud_off:")
-if not uploads:
+kept = None if uploads else kept_batch.kept_on_return()  # the batch shown before a visit to another page
+if kept:
+    st.info(f"The {len(kept)} film(s) triaged before you left this page are shown again; the upload box starts "
+            "empty after a page switch. Upload films to replace them.", icon=":material/history:")
+    if st.button("Clear these films", icon=":material/delete:"):
+        kept_batch.clear()
+        st.rerun()
+elif not uploads:
     forget_other_films([])  # films taken out of the upload box leave this session's caches too
     st.info("Upload one or more films above. Each gets probabilities, a priority and a Grad-CAM map.",
             icon=":material/upload_file:")
@@ -82,12 +90,14 @@ else:
         st.stop()
 # From here until every reading is on screen, a browser is waiting: the Grad-CAM library's background import
 # pauses between its steps meanwhile (dashboard.model_loads.Foreground); the overlays come after it.
-with foreground.working() if uploads else nullcontext():
+with foreground.working() if uploads or kept else nullcontext():
     predictor = await_model(loading)  # a broken model is reported now, not after the first upload
-    if predictor is None or not uploads:
+    if predictor is None or not (uploads or kept):
         st.stop()
 
-    uploads = distinct_names([Upload.of(upload) for upload in uploads])
+    uploads = kept or distinct_names([Upload.of(upload) for upload in uploads])
+    if not kept:
+        kept_batch.keep(uploads)
     forget_other_films(uploads)
     results = triage_uploads(predictor, uploads)
 
