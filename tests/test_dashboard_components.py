@@ -97,6 +97,10 @@ def test_report_tables_and_roc_inputs_come_from_the_stored_reports(tmp_path):
     assert table.loc["AUC", entries[0].name] == with_interval(report.auc, report.auc_ci, as_percent=False)
     assert table.loc["Sensitivity", entries[0].name] == with_interval(report.sensitivity, report.sensitivity_ci)
     assert table.loc["Parameters", entries[0].name] == f"{entries[0].record.parameters:,}"
+    fast = list(rows)
+    fast[0] = (type(entries[0])(entries[0].record.model_copy(update={"inference_ms_per_film": 0.031}),
+                                entries[0].is_default, entries[0].json_path, entries[0].tier), rows[0][1])
+    assert metrics_table(fast).loc["Inference per film", entries[0].name] == "0.031 ms"  # not "0.0 ms"
     curve = roc_input(entries[0].name, report)
     point = report.at_operating_point
     assert (curve.name, curve.auc, curve.threshold) == (entries[0].name, report.auc, report.threshold)

@@ -141,7 +141,8 @@ def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
         column["Threshold (abnormal score)"] = f"{report.threshold:.3f}" if report.operating_point.normal_class else "—"
         column["Parameters"] = "—" if record.parameters is None else f"{record.parameters:,}"
         inference = record.inference_ms_per_film
-        column["Inference per film"] = "—" if inference is None else f"{inference:.1f} ms"
+        column["Inference per film"] = ("—" if inference is None else f"{inference:.1f} ms" if inference >= 1
+                                        else f"{inference:.2g} ms")  # a logistic regression's 0.03, not 0.0
         column["Training time"] = duration(record.training.seconds if record.training else None)
         columns[entry.name] = column
     return pd.DataFrame(columns)

@@ -128,7 +128,7 @@ def worklist(results: list[FilmResult], classes: tuple[str, ...] | list[str] | N
                         "Abnormal score": prediction.abnormal_score})
         row.update({probability_column(c): prediction.probabilities.get(c) if triaged else None
                     for c in classes or ()})
-        row["Warnings"] = result.error if prediction is None else "; ".join(
+        row["Warnings"] = result.error if prediction is None else " ".join(  # sentences, each with its full stop
             prediction.warnings + ([prediction.population_warning] if prediction.population_warning else []))
         rows.append(row)
     return pd.DataFrame.from_records(rows)
