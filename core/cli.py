@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    if isinstance(getattr(args, "models", None), list):  # a version named twice is checked once, not twice
+        args.models = list(dict.fromkeys(args.models))
     from core.serving.commands import run_predict
     from core.training import commands  # the commands that change models
 

@@ -91,7 +91,8 @@ def test_a_check_command_adds_the_report_training_computes_and_re_signs_the_mani
     json_path.write_text(json.dumps(description))
     manifest.write_manifest(shipped)
     settings_env(CXR_CHECKPOINTS=str(shipped))
-    result = run_cli(command, trained_model.name, checkpoints=tmp_path / "site")
+    # named twice (found by a CLI audit: checked, written and audited twice): once
+    result = run_cli(command, trained_model.name, trained_model.name, checkpoints=tmp_path / "site")
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     (line,) = result.json_lines()
     assert line["name"] == trained_model.name
