@@ -202,9 +202,9 @@ def predictor(trained_model):
 
 @pytest.fixture
 def copied_model(trained_model, tmp_path) -> Path:
-    """A private copy of the session model's JSON + weights (tests that corrupt files use this); the JSON path."""
-    for suffix in (".json", ".pt"):
-        source = trained_model.json_path.with_suffix(suffix)
+    """A private copy of the session model's files (JSON, weights, population check; tests that corrupt files
+    use this); the JSON path."""
+    for source in trained_model.directory.glob(f"{trained_model.json_path.stem}.*"):
         (tmp_path / source.name).write_bytes(source.read_bytes())
     return tmp_path / trained_model.json_path.name
 

@@ -62,8 +62,8 @@ def held_out_folder(tmp_path) -> Path:
 def mixed_folder(tmp_path) -> Path:
     """The quick models (no other reports; cnn5 the default) beside the model trained with a holdout."""
     folder = quick_checkpoints(tmp_path / "mixed")
-    for suffix in (".json", ".pt"):
-        shutil.copy(_held_out_template() / f"{HELD_OUT_MODEL}{suffix}", folder)
+    for path in _held_out_template().glob(f"{HELD_OUT_MODEL}.*"):  # weights, description, population check
+        shutil.copy(path, folder)
     return folder
 
 

@@ -161,8 +161,8 @@ def test_each_member_is_stored_in_float16_and_traceable_to_its_model(members, bu
 
 
 def _copy(folder, name, destination):
-    for suffix in (".json", ".pt"):
-        shutil.copy(folder / f"{name}{suffix}", destination / f"{name}{suffix}")
+    for path in folder.glob(f"{name}.*"):  # weights, description, population check
+        shutil.copy(path, destination / path.name)
     return destination / f"{name}.json"
 
 
