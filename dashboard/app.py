@@ -25,5 +25,7 @@ pages = st.navigation([
 # Who may administer is decided on every run, per request (core.access); pages ask current_user().
 access_sidebar()
 # Which page ran before this one: Triage shows its last batch again after a visit elsewhere (dashboard.kept_batch).
-st.session_state["previous-page"], st.session_state["page"] = st.session_state.get("page"), pages.title
+# (getattr: a page run outside `streamlit run`, as a spawned process's main module, has no title)
+st.session_state["previous-page"] = st.session_state.get("page")
+st.session_state["page"] = getattr(pages, "title", None)
 pages.run()

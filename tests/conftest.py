@@ -243,3 +243,15 @@ def local_browser_session(monkeypatch):
         from dashboard.components import access
 
         monkeypatch.setattr(access, "request_facts", lambda: RequestFacts.of("127.0.0.1", {"Host": "localhost"}))
+
+
+_MAIN = sys.modules["__main__"]
+
+
+@pytest.fixture(autouse=True)
+def main_module_restored():
+    """AppTest leaves ``sys.modules["__main__"]`` as the last page script it ran; a process started later with
+    the spawn method (torch.multiprocessing, as tests/test_distributed.py starts its ranks) would run that page
+    again as its own main module. Each test ends with pytest's own main module back."""
+    yield
+    sys.modules["__main__"] = _MAIN
