@@ -30,8 +30,7 @@ def _store() -> BoundedCache:
 def keep(uploads: list[Upload]) -> None:
     """The batch now on the page: shown again if its user leaves the page and comes back."""
     st.session_state.pop(_SHOWING, None)
-    _store().keep_only(lambda key: False)
-    _store().put("batch", list(uploads))
+    _store().put("batch", list(uploads))  # in place of the batch kept before
 
 
 def kept_on_return() -> list[Upload] | None:

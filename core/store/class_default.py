@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import ModelNotFound
-from core.store.registry import ModelEntry, broken_defaults, list_models, pick
+from core.store.registry import ModelEntry, listing, pick
 from core.tasks import TASKS, canonical_class
 
 
@@ -13,12 +13,11 @@ def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Pa
     """The default model of the task whose classes cover ``classes`` (a folder's, canonical names), the task
     with the fewest classes when several do; ModelNotFound naming the candidates when none or several fit, and
     saying why when that task's default cannot be used (no other task's model stands in for it)."""
-    entries, problems = list_models(directory)
+    entries, problems, broken = listing(directory)
     wanted = set(classes)
     covering = [e for e in entries if wanted <= {canonical_class(c) or c for c in e.classes}]
     defaults = [e for e in covering if e.is_default]
-    broken = {task: found for task, found in broken_defaults(entries, problems, directory).items()
-              if task in TASKS and wanted <= set(TASKS[task].classes)}
+    broken = {task: found for task, found in broken.items() if task in TASKS and wanted <= set(TASKS[task].classes)}
     shown = ", ".join(sorted(wanted))
     sizes = [len(e.classes) for e in defaults] + [len(TASKS[task].classes) for task in broken]
     if sizes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from filelock import FileLock
 
@@ -35,7 +36,7 @@ from core.tasks import DEFAULT_TASK, task_title
 
 SHIPPED, SITE = "shipped", "site"
 __all__ = ["REGISTRY_FILE", "SHIPPED", "SITE", "ModelEntry", "Tier", "checkpoint_dir", "ensure_default",
-           "broken_defaults", "find_model", "list_models", "next_version_name", "pick", "read_registry",
+           "Listing", "find_model", "list_models", "listing", "next_version_name", "pick", "read_registry",
            "registry_lock", "set_default", "shipped_dir", "site_dir", "tiers"]
 
 
@@ -107,9 +108,22 @@ def read_registry(directory: Path) -> RegistryFile:
         raise CheckpointError(f"{exc}; restore it or delete it to rebuild.") from exc
 
 
+class Listing(NamedTuple):
+    entries: list[ModelEntry]  # the readable models (the last promoted default first, then by name)
+    problems: list[str]  # a message per broken one
+    # task -> (its default, why it cannot be used) where the task's pointer (the site's, else the shipped one)
+    # names a model whose files are there but unusable: nothing may quietly serve another model in its place
+    broken_defaults: dict[str, tuple[str, str]]
+
+
 def list_models(directory: Path | None = None) -> tuple[list[ModelEntry], list[str]]:
-    """All readable models of both tiers (the last promoted default first, then by name) and a message per
-    broken one. A shipped description that fails the checksum manifest is a problem, not a model."""
+    """All readable models of both tiers and a message per broken one (:func:`listing`)."""
+    return listing(directory)[:2]
+
+
+def listing(directory: Path | None = None) -> Listing:
+    """Both tiers read once: the models, the problems, and the defaults that cannot be used. A shipped
+    description that fails the checksum manifest is a problem, not a model."""
     found: list[tuple[ModelRecord, Path, str]] = []
     problems: list[str] = []
     for tier in tiers(directory):
@@ -118,27 +132,17 @@ def list_models(directory: Path | None = None) -> tuple[list[ModelEntry], list[s
                 problems.append(f"{json_path.name} in the site folder has the name of a shipped model; ignored.")
                 continue
             found.append((record, json_path, tier.name))
-    defaults, latest = _defaults(tiers(directory), {record.name: record.task for record, _, _ in found})
+    defaults, latest, pointers = _defaults(tiers(directory), {record.name: record.task for record, _, _ in found})
     entries = [ModelEntry(record, defaults.get(record.task) == record.name, json_path, tier)
                for record, json_path, tier in found]
     entries.sort(key=lambda e: (e.name != latest, not e.is_default, e.name))
-    for task, (name, _) in broken_defaults(entries, problems, directory).items():
+    usable = {entry.name for entry in entries}
+    broken = {task: (name, problem) for task, name in pointers.items()
+              if name not in usable and (problem := _problem_of(name, problems)) is not None}
+    for task, (name, _) in broken.items():
         problems.append(f"{name}, the default model of the {task} task, cannot be used (see above), and no other "
                         "model stands in for it: name a model, or repair it or make another one the default.")
-    return entries, problems
-
-
-def broken_defaults(entries: list[ModelEntry], problems: list[str], directory: Path | None = None
-                    ) -> dict[str, tuple[str, str]]:
-    """task -> (its default model, why it cannot be used) where the task's pointer (the site's, else the
-    shipped one) names a model whose files are there but unusable: its task then has no usable default, and
-    nothing may quietly serve another model, of this task or of another, in its place."""
-    pointers: dict[str, str] = {}
-    for tier in tiers(directory):  # the site's pointers, read second, override
-        pointers.update(read_registry(tier.folder).task_defaults)
-    usable = {entry.name for entry in entries}
-    found = {task: (name, _problem_of(name, problems)) for task, name in pointers.items() if name not in usable}
-    return {task: (name, problem) for task, (name, problem) in found.items() if problem is not None}
+    return Listing(entries, problems, broken)
 
 
 def _problem_of(name: str, problems: list[str]) -> str | None:
@@ -175,17 +179,21 @@ def _read_tier(tier: Tier, problems: list[str]) -> list[tuple[ModelRecord, Path]
     return readable
 
 
-def _defaults(tier_list: list[Tier], tasks: dict[str, str]) -> tuple[dict[str, str], str | None]:
+def _defaults(tier_list: list[Tier], tasks: dict[str, str]) -> tuple[dict[str, str], str | None, dict[str, str]]:
     """Each task's default (a site pointer overrides the shipped one; a pointer to a model that is not
-    there counts as none) and the most recently promoted default (the site's, else the shipped one)."""
+    there counts as none), the most recently promoted default (the site's, else the shipped one), and every
+    task's pointer as written, whether its model is there or not."""
     defaults: dict[str, str] = {}
+    pointers: dict[str, str] = {}
     promoted = []
     for tier in tier_list:  # shipped first: the site's pointers, read second, override
         registry = read_registry(tier.folder)
-        defaults.update({task: name for task, name in _pointers(registry, tasks).items() if tasks.get(name) == task})
+        written = _pointers(registry, tasks)
+        pointers.update(written)
+        defaults.update({task: name for task, name in written.items() if tasks.get(name) == task})
         promoted.append(registry.default)
     latest = next((name for name in reversed(promoted) if name in tasks and defaults.get(tasks[name]) == name), None)
-    return defaults, latest
+    return defaults, latest, pointers
 
 
 def _pointers(registry: RegistryFile, tasks: dict[str, str]) -> dict[str, str]:
@@ -204,8 +212,8 @@ def find_model(name: str | None, directory: Path | None = None, task: str | None
     another task's model a default never changes what is served when no task is named."""
     if name is not None:
         check_model_name(name)
-    entries, problems = list_models(directory)
-    broken = broken_defaults(entries, problems, directory) if name is None else {}
+    entries, problems, broken = listing(directory)
+    broken = broken if name is None else {}
     if name is None and task is None and entries:
         task = _default_task(entries, set(broken))
     if task in broken:
@@ -273,10 +281,9 @@ def ensure_default(name: str, directory: Path | None = None) -> None:
     """Make ``name`` its task's default only when the task has none yet in either tier (its first model)."""
     name, directory = check_model_name(name), directory or site_dir()
     with registry_lock(directory):  # check and write under one lock: two first trainings cannot race
-        entries, problems = list_models(directory)
+        entries, problems, broken = listing(directory)
         entry = pick(entries, problems, name, None)
-        if not any(e.is_default and e.task == entry.task for e in entries) and \
-                entry.task not in broken_defaults(entries, problems, directory):
+        if not any(e.is_default and e.task == entry.task for e in entries) and entry.task not in broken:
             _promote(entry, entries, directory)
 
 
