@@ -83,6 +83,10 @@ def test_a_batch_of_real_films_gets_a_worklist_and_a_card_each(checkpoints):
     assert readable["Probability"].between(0.5, 1.0).all()
     assert "not an image we can read" in table["Warnings"].iloc[-1]
     assert any("notes.png is not an image we can read" in e.value for e in at.error)
+    # on screen, the warnings come before the figures behind the call, so a laptop-wide page shows them (at
+    # 1400 px the shipped default's warning on the two adult DICOMs sat past the probability bars, out of view)
+    assert list(at.dataframe[0].proto.column_order)[:5] == ["File", "Priority", "Label", "Abnormal score", "Warnings"]
+    assert set(at.dataframe[0].proto.column_order) == set(table.columns)
 
     # film + Grad-CAM overlay for each of the five readable films, and one probability chart each
     captions = [c for image in at.get("image") for c in image.captions]

@@ -167,8 +167,19 @@ WORKLIST_COLUMNS = {
                                                    help="Probability of the top class."),
     "Abnormal score": st.column_config.NumberColumn("Abnormal score", format="%.3f",
                                                     help="1 − p(normal); urgent at or above the threshold."),
-    "Warnings": st.column_config.TextColumn("Warnings", width="large"),
+    "Warnings": st.column_config.TextColumn("Warnings", width="medium",
+                                            help="Why a film was not triaged, or what to check before trusting it."),
 }
+
+
+def worklist_screen_order(classes: tuple[str, ...] | list[str]) -> list[str]:
+    """The worklist's columns on screen: what a reader acts on (priority, call, score, warnings) before the
+    figures behind them, so a laptop-wide page shows it without scrolling sideways; the CSV keeps
+    :func:`worklist`'s order."""
+    abnormal = _abnormal_classes(classes)
+    return ["File", "Priority", "Label", "Abnormal score", "Warnings",
+            *([LEADING_ABNORMAL] if len(abnormal) > 1 else []), "Top class", "Probability",
+            *(probability_column(c) for c in classes)]
 
 
 def worklist_columns(classes: tuple[str, ...] | list[str]) -> dict:

@@ -51,6 +51,7 @@ from dashboard.components.triage_view import (  # noqa: E402
     worklist,
     worklist_csv,
     worklist_columns,
+    worklist_screen_order,
     worklist_key,
 )
 
@@ -112,7 +113,7 @@ with foreground.working() if uploads or kept else nullcontext():
         st.warning(repeated_warning(repeats), icon=":material/content_copy:")
     classes = predictor.loaded.classes
     st.dataframe(worklist(results, classes), hide_index=True, column_config=worklist_columns(classes),
-                 key="worklist", placeholder="—")
+                 column_order=worklist_screen_order(classes), key="worklist", placeholder="—")
     st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name, classes),
                        file_name="worklist.csv", mime="text/csv", icon=":material/download:", on_click="ignore")
 
