@@ -20,7 +20,7 @@ import dashboard.model_loads
 import dashboard.state
 from core.errors import CheckpointError
 from core.films.read import read_film
-from dashboard.components import triage_view
+from dashboard.components import worklist
 from dashboard.model_loads import predictor_for, warm_up
 from dashboard.state import registered_models
 
@@ -60,7 +60,8 @@ PROBE = "print('loaded:' + ','.join(h for h in {heavy} if any(m == h or m.starts
 
 def test_the_page_imports_nothing_heavy(tmp_path):
     imports = _page_imports()
-    assert {"dashboard.state", "dashboard.components.triage_view", "dashboard.components.model_card"} <= set(imports)
+    assert {"dashboard.state", "dashboard.components.triage_view", "dashboard.components.worklist",
+            "dashboard.components.model_card"} <= set(imports)
     code = f"import sys, threading\nimport {', '.join(imports)}\n{PROBE.format(heavy=HEAVY)}\n" \
            "print(threading.active_count())"
     assert _run(code, tmp_path) == ["loaded:", "1"]  # and no thread started on import
@@ -182,7 +183,7 @@ def test_a_broken_model_fails_its_load_in_words_and_is_retried(checkpoints):
 def test_the_page_knows_the_priorities_predict_gives():
     from core.serving.predict import ROUTINE, URGENT
 
-    assert (triage_view.URGENT, triage_view.ROUTINE) == (URGENT, ROUTINE)
+    assert (worklist.URGENT, worklist.ROUTINE) == (URGENT, ROUTINE)
 
 
 def test_at_most_a_few_model_versions_stay_loaded(checkpoints, monkeypatch):

@@ -17,7 +17,8 @@ from core.training.events import EpochEvent
 from dashboard.components.charts import confusion_matrix, live_training, roc_curves
 from dashboard.components.reports import (RocCurve, duration, escape_markdown, metrics_table, per_class_table,
                                           roc_input, spreadsheet_safe, with_interval)
-from dashboard.components.triage_view import in_worklist_order, probability_lines, worklist, worklist_csv
+from dashboard.components.triage_view import detail_lines, probability_lines
+from dashboard.components.worklist import in_worklist_order, worklist, worklist_csv
 from dashboard.state import FilmResult, folder_stamp
 
 
@@ -139,6 +140,13 @@ def test_probability_lines_keep_the_model_order_and_bold_its_label():
     three = probability_lines({"COVID-19": 0.5004, "NORMAL": 0.4996, "VIRAL_PNEUMONIA*": 0.0}, "COVID-19")
     assert [t for _, t in three] == ["**COVID-19** · 50.0%", "NORMAL · 50.0%", r"VIRAL\_PNEUMONIA\* · 0.0%"]
     assert probability_lines({"NORMAL": 1.0000001}, "NORMAL")[0][0] == 1.0  # a bar never runs past its end
+
+
+def test_film_details_read_as_words_one_line_each():
+    text = detail_lines({"format": "DICOM", "bit depth": 15, "PhotometricInterpretation": "MONOCHROME1",
+                         "TransferSyntax": "JPEG 2000 Image Compression", "Odd*Key": "<b>_x_</b>"})
+    assert text.splitlines() == ["- Format: DICOM", "- Bit depth: 15", "- Photometric interpretation: MONOCHROME1",
+                                 "- Transfer syntax: JPEG 2000 Image Compression", r"- Odd\*key: \<b\>\_x\_\</b\>"]
 
 
 def test_charts_carry_the_numbers_they_are_given():

@@ -14,7 +14,7 @@ from task_models import (CLASSES, COVID, FILMS, FOUR, TITLES, choose_task, sideb
 
 from core.serving.predict import Prediction
 from dashboard.components.reports import with_interval
-from dashboard.components.triage_view import LEADING_ABNORMAL, worklist, worklist_csv
+from dashboard.components.worklist import LEADING_ABNORMAL, worklist, worklist_csv
 from dashboard.state import FilmResult, Upload, distinct_names
 
 

@@ -29,7 +29,7 @@ from streamlit.testing.v1 import AppTest
 from core.jobs.jobs import SUCCEEDED, read_job, start_job
 from core.store.records import TrainConfig
 from dashboard.components.reports import escape_markdown
-from dashboard.components.triage_view import worklist_csv
+from dashboard.components.worklist import worklist_csv
 from dashboard.state import Upload, triage_uploads
 
 REPO = Path(__file__).resolve().parent.parent
@@ -235,7 +235,8 @@ def test_the_page_shows_the_film_but_no_identity(page):
     at, _, _, _ = page
     table = at.dataframe[0].value.set_index("File")
     assert table.loc["study.dcm", "Priority"] in ("Urgent", "Routine", "Not triaged")  # read and predicted
-    assert any("CR" in t.value.to_string() for t in at.table)  # the film details (whitelisted tags) are drawn
+    # the film details (whitelisted tags) are drawn, one line each, names in words
+    assert any("- Modality: CR" in m.value for m in at.markdown)
     shown = [node for node in _elements(at._tree) if getattr(node, "proto", None) is not None]
     # the walk sees what the page shows, tables included: the upload's name is in there
     assert any(b"study.dcm" in node.proto.SerializeToString() for node in shown)

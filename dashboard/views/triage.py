@@ -41,18 +41,14 @@ if models:
     warm_up(models_of(models, remembered_task(models))[0])  # the session's task's default
 
 from dashboard.components.model_card import model_card  # noqa: E402
-from dashboard.components.triage_view import (  # noqa: E402
-    CAM_TITLES,
-    METHODS,
-    await_model,
-    film_card,
-    pick_model,
+from dashboard.components.triage_view import CAM_TITLES, METHODS, await_model, film_card, pick_model  # noqa: E402
+from dashboard.components.worklist import (  # noqa: E402
     status_of,
     worklist,
-    worklist_csv,
     worklist_columns,
-    worklist_screen_order,
+    worklist_csv,
     worklist_key,
+    worklist_screen_order,
 )
 
 FILMS_PER_PAGE = 6

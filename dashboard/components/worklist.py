@@ -1,0 +1,125 @@
+"""The worklist: films in reading order (urgent first, most abnormal first within a priority), as the page's
+table and as a CSV for the record.
+
+Imports nothing that loads torch (the page draws before the model is up). File names may be hostile: the table
+draws them as plain text, and the CSV neutralises cells a spreadsheet would run.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.tasks import find_normal_index
+from dashboard.components.reports import spreadsheet_safe
+from dashboard.state import FilmResult
+
+URGENT, ROUTINE = "urgent", "routine"  # Prediction.priority's values (core.serving.predict, which loads torch)
+NOT_TRIAGED, UNREADABLE = "not triaged", "unreadable"
+_RANK = {URGENT: 0, ROUTINE: 1, NOT_TRIAGED: 2, UNREADABLE: 3}
+LEADING_ABNORMAL = "Leading abnormal class"
+BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
+          NOT_TRIAGED: ("Not triaged", "gray", ":material/help:"),
+          UNREADABLE: ("Unreadable", "gray", ":material/block:")}  # label, colour, icon
+
+
+def status_of(result: FilmResult) -> str:
+    if result.error:
+        return UNREADABLE
+    return result.prediction.priority or NOT_TRIAGED
+
+
+def worklist_key(result: FilmResult) -> tuple[int, float]:
+    """Urgent first, then routine, then films without a priority; most abnormal first within each."""
+    score = result.prediction.abnormal_score if result.prediction else None
+    return _RANK[status_of(result)], -(score if score is not None else -1.0)
+
+
+def in_worklist_order(results: list[FilmResult]) -> list[FilmResult]:
+    return sorted(results, key=worklist_key)
+
+
+def worklist(results: list[FilmResult], classes: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+    """One row per film in worklist order. With the model's ``classes``: every class's probability as well,
+    and, for a model with more than one abnormal class, the most probable abnormal class (the one an urgent
+    film is labelled with; for a routine film, the abnormality it comes nearest to)."""
+    abnormal = _abnormal_classes(classes) if classes else []
+    rows = []
+    for result in in_worklist_order(results):
+        prediction = result.prediction
+        row = {"File": result.file, "Priority": BADGES[status_of(result)][0]}
+        triaged = prediction is not None and prediction.priority is not None
+        if not triaged:  # unreadable, or not a usable chest film: no call, and no figure that reads as one
+            row["Label"] = None
+            row.update({LEADING_ABNORMAL: None} if len(abnormal) > 1 else {})
+            row.update({"Top class": None, "Probability": None, "Abnormal score": None})
+        else:
+            top = max(prediction.probabilities, key=prediction.probabilities.get)
+            row["Label"] = prediction.label
+            if len(abnormal) > 1:
+                row[LEADING_ABNORMAL] = max(abnormal, key=lambda c: prediction.probabilities.get(c, -1.0))
+            row.update({"Top class": top, "Probability": prediction.probabilities[top],
+                        "Abnormal score": prediction.abnormal_score})
+        row.update({probability_column(c): prediction.probabilities.get(c) if triaged else None
+                    for c in classes or ()})
+        row["Warnings"] = result.error if prediction is None else " ".join(  # sentences, each with its full stop
+            prediction.warnings + ([prediction.population_warning] if prediction.population_warning else []))
+        rows.append(row)
+    return pd.DataFrame.from_records(rows)
+
+
+def _abnormal_classes(classes: tuple[str, ...] | list[str]) -> list[str]:
+    normal = find_normal_index(classes)
+    return [c for i, c in enumerate(classes) if i != normal] if normal is not None else []
+
+
+def probability_column(class_name: str) -> str:
+    return f"p({class_name})"
+
+
+def worklist_csv(results: list[FilmResult], model: str, classes: tuple[str, ...] | list[str] | None = None) -> bytes:
+    """The worklist with every class probability (``classes``: the model's, else those the films carry),
+    the model and its threshold, for the record; no cell starts with what a spreadsheet would take for a
+    formula (a file named ``=HYPERLINK(...).png``)."""
+    if classes is None:
+        classes = next((list(r.prediction.probabilities) for r in results if r.prediction), [])
+    table = worklist(results, classes)
+    extra = [{"Model": model, "Threshold": r.prediction.threshold if r.prediction else None}
+             for r in in_worklist_order(results)]
+    table = pd.concat([table, pd.DataFrame.from_records(extra)], axis=1)
+    table.columns = [spreadsheet_safe(column) for column in table.columns]  # class names come from a model
+    # RFC 4180 line ends: a carriage return inside a cell is then quoted too, and cannot split a row.
+    return table.map(spreadsheet_safe).to_csv(index=False, lineterminator="\r\n").encode()
+
+
+WORKLIST_COLUMNS = {
+    "File": st.column_config.TextColumn("File", width="medium"),
+    "Priority": st.column_config.TextColumn("Priority", help="From the model's operating point: urgent films first."),
+    "Label": st.column_config.TextColumn("Label", help="The model's call at its operating point."),
+    "Top class": st.column_config.TextColumn("Top class", help="The most probable class."),
+    "Probability": st.column_config.ProgressColumn("Probability", format="percent", min_value=0.0, max_value=1.0,
+                                                   help="Probability of the top class."),
+    "Abnormal score": st.column_config.NumberColumn("Abnormal score", format="%.3f",
+                                                    help="1 − p(normal); urgent at or above the threshold."),
+    "Warnings": st.column_config.TextColumn("Warnings", width="medium",
+                                            help="Why a film was not triaged, or what to check before trusting it."),
+}
+
+
+def worklist_screen_order(classes: tuple[str, ...] | list[str]) -> list[str]:
+    """The worklist's columns on screen: what a reader acts on (priority, call, score, warnings) before the
+    figures behind them, so a laptop-wide page shows it without scrolling sideways; the CSV keeps
+    :func:`worklist`'s order."""
+    abnormal = _abnormal_classes(classes)
+    return ["File", "Priority", "Label", "Abnormal score", "Warnings",
+            *([LEADING_ABNORMAL] if len(abnormal) > 1 else []), "Top class", "Probability",
+            *(probability_column(c) for c in classes)]
+
+
+def worklist_columns(classes: tuple[str, ...] | list[str]) -> dict:
+    """:data:`WORKLIST_COLUMNS` plus the leading abnormal class and one probability bar per class."""
+    columns = {**WORKLIST_COLUMNS, LEADING_ABNORMAL: st.column_config.TextColumn(
+        LEADING_ABNORMAL, help="The most probable abnormal class, whatever the priority.")}
+    columns.update({probability_column(c): st.column_config.ProgressColumn(
+        probability_column(c), format="percent", min_value=0.0, max_value=1.0, help=f"Probability of {c}.")
+        for c in classes})
+    return columns
