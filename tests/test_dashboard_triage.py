@@ -389,3 +389,28 @@ def test_the_batch_comes_back_after_a_visit_to_another_page_until_it_is_replaced
     next(b for b in at.button if b.label == "Clear these films").click()
     at.run()
     assert not at.dataframe and any("Upload one or more films" in i.value for i in at.info)
+
+
+def test_explanation_settings_outlive_a_visit_to_another_page(checkpoints):
+    """Found in a browser audit: back from Compare, the method, the opacity and each film's class were reset."""
+    films = real_films()[:2]
+    at = _app()
+    _upload(at, [(film.name, film.read_bytes()) for film in films])
+    next(s for s in at.selectbox if s.label == "Explanation method").set_value("gradcam++")
+    next(s for s in at.slider if s.label == "Heat map opacity").set_value(0.7)
+    at.run()
+    classes = [s for s in at.selectbox if s.label == "Explain class"]
+    other = next(c for c in classes[0].options if c != classes[0].value)
+    classes[0].set_value(other)
+    at.run()
+    chosen = [s.value for s in at.selectbox if s.label == "Explain class"]
+    at.switch_page("views/compare.py")
+    at.run()
+    at.switch_page("views/triage.py")
+    at.run()
+    assert not at.exception
+    assert next(s for s in at.selectbox if s.label == "Explanation method").value == "gradcam++"
+    assert next(s for s in at.slider if s.label == "Heat map opacity").value == 0.7
+    assert [s.value for s in at.selectbox if s.label == "Explain class"] == chosen and chosen[0] == other
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert any(c.startswith(f"Grad-CAM++ for {other}") for c in captions)

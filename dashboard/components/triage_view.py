@@ -15,6 +15,7 @@ import streamlit as st
 from core.errors import CheckpointError, TriageError
 from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, overlay
 from core.store.registry import ModelEntry
+from dashboard.components.kept_settings import keep, restore
 from dashboard.components.reports import escape_markdown
 from dashboard.components.worklist import BADGES, status_of
 from dashboard.model_loads import ModelLoad
@@ -167,11 +168,11 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
     picture = st.empty()  # the overlay sits level with the film; its class picker goes underneath
     picture.caption(f":material/hourglass_top: Computing the {CAM_TITLES.get(method, method)} map…")
     class_free = method in CLASS_FREE_METHODS  # found in a browser audit: the picker changed only the caption
-    class_name = st.selectbox("Explain class", classes, index=classes.index(result.prediction.label),
-                              key=f"cam-class-{key}-{predictor.name}", disabled=class_free,
-                              help=f"{CAM_TITLES.get(method, method)} draws the main pattern of the network's "
-                                   "activations, the same map for every class." if class_free else
-                                   "Show where the model found evidence for this class.")
+    widget = restore(f"cam-class-{key}-{predictor.name}", result.prediction.label, classes)
+    class_name = keep(widget, st.selectbox(
+        "Explain class", classes, key=widget, disabled=class_free,
+        help=f"{CAM_TITLES.get(method, method)} draws the main pattern of the network's activations, the same map "
+             "for every class." if class_free else "Show where the model found evidence for this class."))
     title = (f"{CAM_TITLES.get(method, method)}, the same for every class" if class_free
              else f"{CAM_TITLES.get(method, method)} for {class_name}")
 

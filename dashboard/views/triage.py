@@ -41,6 +41,7 @@ if models:
     warm_up(models_of(models, remembered_task(models))[0])  # the session's task's default
 
 from dashboard.components.model_card import model_card  # noqa: E402
+from dashboard.components.kept_settings import keep, restore  # noqa: E402
 from dashboard.components.triage_view import CAM_TITLES, METHODS, await_model, film_card, pick_model  # noqa: E402
 from dashboard.components.worklist import (  # noqa: E402
     status_of,
@@ -52,6 +53,7 @@ from dashboard.components.worklist import (  # noqa: E402
 )
 
 FILMS_PER_PAGE = 6
+METHOD_KEY, OPACITY_KEY, PAGE_KEY = "explanation-method", "heat-map-opacity", "film-page"  # kept_settings
 
 task = pick_task(models, without_default)
 entry = pick_model(models_of(models, task), problems, task)
@@ -115,13 +117,15 @@ with foreground.working() if uploads or kept else nullcontext():
 
     st.subheader("Films")
     settings = st.columns([1, 1, 2])
-    method = settings[0].selectbox("Explanation method", METHODS, format_func=CAM_TITLES.get,
-                                   help="How the heat map is computed; Grad-CAM is the usual choice.")
-    opacity = settings[1].slider("Heat map opacity", 0.0, 1.0, 0.4, 0.05,
-                                 help="0 shows the film alone, 1 the heat map alone.")
+    method = keep(METHOD_KEY, settings[0].selectbox(
+        "Explanation method", METHODS, format_func=CAM_TITLES.get, key=restore(METHOD_KEY, METHODS[0], METHODS),
+        help="How the heat map is computed; Grad-CAM is the usual choice."))
+    opacity = keep(OPACITY_KEY, settings[1].slider(
+        "Heat map opacity", 0.0, 1.0, step=0.05, key=restore(OPACITY_KEY, 0.4),
+        help="0 shows the film alone, 1 the heat map alone."))
     films = sorted(zip(results, uploads), key=lambda pair: worklist_key(pair[0]))
     pages = -(-len(films) // FILMS_PER_PAGE)
-    page = st.pagination(pages, key="film-page") if pages > 1 else 1
+    page = keep(PAGE_KEY, st.pagination(pages, key=restore(PAGE_KEY, 1, range(1, pages + 1)))) if pages > 1 else 1
     first = (page - 1) * FILMS_PER_PAGE
     explanations = [film_card(result, upload, predictor, method, opacity, slot)
                     for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first)]
