@@ -14,6 +14,7 @@ from core.jobs.progress import StepLoss
 from core.serving.predict import Prediction
 from core.store.registry import list_models
 from core.training.events import EpochEvent
+from dashboard.components import kept_settings
 from dashboard.components.charts import confusion_matrix, live_training, roc_curves
 from dashboard.components.reports import (RocCurve, duration, escape_markdown, metrics_table, per_class_table,
                                           roc_input, spreadsheet_safe, with_interval)
@@ -147,6 +148,27 @@ def test_film_details_read_as_words_one_line_each():
                          "TransferSyntax": "JPEG 2000 Image Compression", "Odd*Key": "<b>_x_</b>"})
     assert text.splitlines() == ["- Format: DICOM", "- Bit depth: 15", "- Photometric interpretation: MONOCHROME1",
                                  "- Transfer syntax: JPEG 2000 Image Compression", r"- Odd\*key: \<b\>\_x\_\</b\>"]
+
+
+def test_kept_settings_come_back_within_their_choices_and_stay_bounded(monkeypatch):
+    session: dict = {}
+    monkeypatch.setattr(kept_settings, "st", type("St", (), {"session_state": session}))
+    assert kept_settings.restore("method", "gradcam", ["gradcam", "eigencam"]) == "method"
+    assert session["method"] == "gradcam"  # the first time: the default
+    kept_settings.keep("method", "eigencam")
+    del session["method"]  # Streamlit dropped the widget's value: another page was shown
+    kept_settings.restore("method", "gradcam", ["gradcam", "eigencam"])
+    assert session["method"] == "eigencam"
+    del session["method"]
+    kept_settings.restore("method", "gradcam", ["gradcam"])  # no longer offered: the default
+    assert session["method"] == "gradcam"
+    for i in range(kept_settings.KEEP_AT_MOST):
+        kept_settings.keep(f"class-{i}", "NORMAL")
+    kept = session[kept_settings.KEPT]
+    assert len(kept) == kept_settings.KEEP_AT_MOST and "method" not in kept  # the least recently drawn went
+    kept_settings.keep("class-0", "PNEUMONIA")  # drawn again: now the most recent
+    kept_settings.keep("class-new", "NORMAL")
+    assert len(kept) == kept_settings.KEEP_AT_MOST and kept["class-0"] == "PNEUMONIA" and "class-1" not in kept
 
 
 def test_charts_carry_the_numbers_they_are_given():

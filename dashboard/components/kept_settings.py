@@ -12,6 +12,7 @@ from typing import Any, Collection
 import streamlit as st
 
 KEPT = "kept_settings"  # widget key -> its last value, for this browser session
+KEEP_AT_MOST = 256  # settings per session (each film's class is one): the least recently drawn go first
 
 
 def restore(key: str, default: Any, allowed: Collection | None = None) -> str:
@@ -25,5 +26,9 @@ def restore(key: str, default: Any, allowed: Collection | None = None) -> str:
 
 def keep(key: str, value: Any) -> Any:
     """Record ``value`` as the widget's last one; returns it."""
-    st.session_state.setdefault(KEPT, {})[key] = value
+    kept = st.session_state.setdefault(KEPT, {})
+    kept.pop(key, None)  # to the end: the most recently drawn
+    kept[key] = value
+    while len(kept) > KEEP_AT_MOST:
+        del kept[next(iter(kept))]
     return value
