@@ -1,0 +1,70 @@
+"""The Triage page across visits to another page: the batch and the explanation settings come back."""
+from __future__ import annotations
+
+import pytest
+from e2e_support import app_page, quick_checkpoints, real_films
+
+
+@pytest.fixture
+def checkpoints(tmp_path, settings_env):
+    folder = quick_checkpoints(tmp_path / "checkpoints")
+    settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
+    return folder
+
+
+def _upload(at, files: list[tuple[str, bytes]]) -> None:
+    at.file_uploader(key="films").set_value([(name, data, "application/octet-stream") for name, data in files])
+    at.run()
+    assert not at.exception
+
+
+def test_the_batch_comes_back_after_a_visit_to_another_page_until_it_is_replaced_or_cleared(checkpoints):
+    """Found in a browser audit: after a look at Compare, the upload box was empty and the worklist gone."""
+    films = real_films()[:3]
+    at = app_page()
+    _upload(at, [(film.name, film.read_bytes()) for film in films])
+    before = at.dataframe[0].value
+    at.file_uploader(key="films").set_value([])  # taken out on the Triage page itself: gone
+    at.run()
+    assert not at.dataframe and any("Upload one or more films" in i.value for i in at.info)
+    _upload(at, [(film.name, film.read_bytes()) for film in films])
+    at.switch_page("views/compare.py")
+    at.run()
+    at.switch_page("views/triage.py")
+    at.run()
+    assert not at.exception and not at.file_uploader(key="films").value  # Streamlit empties the box
+    assert any(i.value.startswith("The 3 film(s) triaged before you left this page are shown again")
+               for i in at.info)
+    again = at.dataframe[0].value
+    assert list(again["File"]) == list(before["File"]) and list(again["Priority"]) == list(before["Priority"])
+    next(s for s in at.selectbox if s.label == "Explanation method").set_value("gradcam++")
+    at.run()  # and on every run of the page while it is shown
+    assert at.dataframe and not at.exception
+    next(b for b in at.button if b.label == "Clear these films").click()
+    at.run()
+    assert not at.dataframe and any("Upload one or more films" in i.value for i in at.info)
+
+
+def test_explanation_settings_outlive_a_visit_to_another_page(checkpoints):
+    """Found in a browser audit: back from Compare, the method, the opacity and each film's class were reset."""
+    films = real_films()[:2]
+    at = app_page()
+    _upload(at, [(film.name, film.read_bytes()) for film in films])
+    next(s for s in at.selectbox if s.label == "Explanation method").set_value("gradcam++")
+    next(s for s in at.slider if s.label == "Heat map opacity").set_value(0.7)
+    at.run()
+    classes = [s for s in at.selectbox if s.label == "Explain class"]
+    other = next(c for c in classes[0].options if c != classes[0].value)
+    classes[0].set_value(other)
+    at.run()
+    chosen = [s.value for s in at.selectbox if s.label == "Explain class"]
+    at.switch_page("views/compare.py")
+    at.run()
+    at.switch_page("views/triage.py")
+    at.run()
+    assert not at.exception
+    assert next(s for s in at.selectbox if s.label == "Explanation method").value == "gradcam++"
+    assert next(s for s in at.slider if s.label == "Heat map opacity").value == 0.7
+    assert [s.value for s in at.selectbox if s.label == "Explain class"] == chosen and chosen[0] == other
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert any(c.startswith(f"Grad-CAM++ for {other}") for c in captions)
