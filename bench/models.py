@@ -100,8 +100,9 @@ def travel_lines(records) -> list[str]:
             "training; another collection, Kermany-type films of shared-data/covid-3class/train read as NORMAL and "
             "viral PNEUMONIA, copies of training films left out, core/training/other_collection.py; the films "
             "framed 15 % tighter, a synthetic shift, core/evaluation/framing.py: the held-out batch where there is "
-            "one, else the validation films), at each model's stored operating point, 95 % intervals. Figures from "
-            "one batch overstate what a new site will see.",
+            "one, else the validation films), at each model's stored operating point (a version retrained on every "
+            "film: its other batch at the threshold of the run that held it out, as its row says), 95 % intervals. "
+            "Figures from one batch overstate what a new site will see.",
             "", *rows, "", *range_lines(records), *elsewhere_lines(records), POLICY_FILMS_NOTE, "", WITHDRAWN_NOTE]
 
 

@@ -197,8 +197,12 @@ def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
     assert (table.loc["Another batch: specificity", QUICK_MODELS] == NOT_MEASURED).all()
     rows = ("Another batch", "Another collection (viral pneumonias)", "Another collection, framed 15 % tighter",
             "Framed 15 % tighter (synthetic)", "Range at a new site")
-    assert list(table.index) == [f"{films}: {label}" for films in rows
-                                 for label in ("films", "AUC", "sensitivity", "specificity")]
+    expected = [f"{films}: {label}" for films in rows for label in ("films", "AUC", "sensitivity", "specificity")]
+    expected.insert(4, "Another batch: read at threshold")  # whose threshold the other batch was read at
+    assert list(table.index) == expected
+    assert table.loc["Another batch: read at threshold", HELD_OUT_MODEL] == \
+        f"{stored['other_reports'][OUT_OF_BATCH]['threshold']:.3f} (this version's)"  # it held the batch out itself
+    assert (table.loc["Another batch: read at threshold", QUICK_MODELS] == NOT_MEASURED).all()
     spans = stored_site_range(_entry(mixed_folder, HELD_OUT_MODEL).record.other_reports)
     assert table.loc["Range at a new site: specificity", HELD_OUT_MODEL] == \
         f"{spans.specificity[0] * 100:.1f}–{spans.specificity[1] * 100:.1f} %"
@@ -311,7 +315,7 @@ def test_compare_of_models_never_measured_on_another_batch_says_so(tmp_path, set
     at = _app(settings_env, quick_checkpoints(tmp_path / "quick"), tmp_path, "views/compare.py")
     table = at.dataframe[0].value
     assert (table.loc[["Another batch: films", "Another batch: AUC", "Another batch: sensitivity",
-                       "Another batch: specificity"]] == NOT_MEASURED).all().all()
+                       "Another batch: specificity", "Another batch: read at threshold"]] == NOT_MEASURED).all().all()
     which = next(c.value for c in at.caption if c.value.startswith("Which films"))
     assert all(f"**{name}**: not measured on another batch" in which for name in QUICK_MODELS)
 
@@ -378,8 +382,8 @@ def test_a_version_storing_the_withdrawn_adults_report_loads_and_nothing_shows_i
     framings = ("Another batch", "Another collection (viral pneumonias)", "Another collection, framed 15 % tighter",
                 "Framed 15 % tighter (synthetic)")
     rows = (*framings, "Range at a new site")
-    assert list(travel_comparison(entries).index) == [f"{films}: {label}" for films in rows
-                                                      for label in ("films", "AUC", "sensitivity", "specificity")]
+    expected = [f"{films}: {label}" for films in rows for label in ("films", "AUC", "sensitivity", "specificity")]
+    assert list(travel_comparison(entries).index) == [*expected[:4], "Another batch: read at threshold", *expected[4:]]
     assert {p.films for p in travel_points(entries)} == {VALIDATION, *framings}
 
     card_page = _app(settings_env, old_version_folder, tmp_path)

@@ -16,7 +16,8 @@ from core.training.ensemble import build_ensemble_version
 from core.training.holdout_run import adopt_holdout_run, recipe_differences
 from core.training.other_reports import OUT_OF_BATCH
 from core.training.train import train
-from dashboard.components.travel import out_of_batch_origin, read_at_another_threshold, travel_table
+from dashboard.components.travel import (other_batch_threshold, out_of_batch_origin, read_at_another_threshold,
+                                         threshold_text, travel_table)
 
 RECIPE = dict(arch="logistic", epochs=2, image_size=64, augment=False, max_films=300)
 
@@ -80,9 +81,19 @@ def test_the_version_gets_the_runs_other_batch_report_and_says_whose_it_is(in_fo
     assert f"own threshold ({run.operating_point.threshold:.3f}" in origin and "not measured on it" in origin
     assert read_at_another_threshold(again) == []
     assert travel_table(again).loc["n", "Other batch"] == str(lent.n)
+    assert other_batch_threshold(again) == (f"{lent.threshold:.3f} (the run that held it out; this version's is "
+                                            f"{again.operating_point.threshold:.3f})")  # Compare's row says whose
     audit = [json.loads(line) for line in isolated_audit_log.read_text().splitlines()]
     assert audit[-1]["action"] == "other-batch" and audit[-1]["model"] == version.name
     assert audit[-1]["details"]["run"] == run.name
+
+
+def test_a_threshold_is_shown_to_as_many_decimals_as_tell_it_from_another(in_folder):
+    _, version, _, _ = in_folder
+    near = version.model_copy(update={"operating_point": version.operating_point.model_copy(
+        update={"threshold": 0.3864})})
+    assert threshold_text(near) == "0.386" and threshold_text(near, 0.3856) == "0.3864"
+    assert threshold_text(near, 0.5) == "0.386" and threshold_text(near, 0.3864) == "0.386"
 
 
 def test_a_run_of_another_recipe_is_refused_with_what_differs(in_folder):

@@ -56,9 +56,10 @@ def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_her
     assert measured.auc_ci == pytest.approx(hanley_mcneil_interval(0.9, 120, 80))
     assert (stored.weights_sha256, stored.operating_point, stored.report) == (
         model_here.weights_sha256, model_here.operating_point, model_here.report)  # nothing else changed
-    assert elsewhere_summaries(stored) == ["**Test site** (200 films, read at threshold 0.500): AUC 0.900 "
-                                           "(0.858–0.942); sensitivity 90.0 % (83.3–94.2); specificity 80.0 % "
-                                           "(70.0–87.3)."]
+    assert elsewhere_summaries(stored) == [
+        f"**Test site** (200 films, read at threshold 0.500; this version's is now "
+        f"{stored.operating_point.threshold:.3f}): AUC 0.900 (0.858–0.942); sensitivity 90.0 % (83.3–94.2); "
+        "specificity 80.0 % (70.0–87.3)."]
     assert list(travel_table(stored).columns) == ["Validation", "Other batch"]  # no third column in the sidebar
     assert elsewhere_films([stored]) == ["Test site: 200 films of a test site; measured by a tester. Its intervals "
                                          "are computed from the reported figures and films per class (Wilson; "

@@ -109,8 +109,11 @@ def _population_check(record: ModelRecord) -> str:
 def _how_the_promise_travels(record: ModelRecord) -> None:
     """Internal validation beside another batch (and a site's own films after recalibration), at the shipped
     operating point, each with its 95 % interval; a check that never ran is shown as not measured."""
+    lent = record.holdout_run is not None and "out-of-batch" in record.other_reports
     st.markdown("**How the promise travels**: films (n), AUC, sensitivity and specificity at the operating "
-                "point below, with 95 % intervals")
+                "point below, with 95 % intervals" + (
+                    f"; the other batch at the threshold of the run that held it out, "
+                    f"{record.other_reports['out-of-batch'].threshold:.3f}" if lent else ""))
     st.table(travel_table(record))
     spans = site_range_line(record)  # first: what a new site may see
     for summary in [*([spans] if spans else []), *line_summaries(record), *elsewhere_summaries(record)]:

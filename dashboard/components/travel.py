@@ -140,7 +140,7 @@ def elsewhere_summaries(record: ModelRecord) -> list[str]:
     lines = []
     for measured in record.measured_elsewhere:
         n, auc, sensitivity, specificity = elsewhere_figures(measured)
-        at = "" if measured.threshold is None else f", read at threshold {measured.threshold:.3f}"
+        at = "" if measured.threshold is None else f", read at threshold {_read_at(record, measured.threshold, '; ', '')}"
         lines.append(f"**{measured.title}** ({n} films{at}): AUC {auc}; sensitivity {sensitivity}; "
                      f"specificity {specificity}.")
     return lines
@@ -159,10 +159,18 @@ def elsewhere_thresholds(record: ModelRecord) -> list[str]:
     for measured in record.measured_elsewhere:
         if measured.threshold is None:
             continue
-        shipped = record.operating_point.threshold
-        now = "" if abs(measured.threshold - shipped) < 5e-4 else f" (this version's is now {shipped:.3f})"
-        notes.append(f"{measured.title}: read at threshold {measured.threshold:.3f}{now}.")
+        notes.append(f"{measured.title}: read at threshold {_read_at(record, measured.threshold)}.")
     return notes
+
+
+def _read_at(record: ModelRecord, threshold: float, between: str = " (", after: str = ")") -> str:
+    """``threshold`` and, where it is not this version's, this version's beside it (``between`` and ``after``
+    around it): to as many decimals as tell the two apart."""
+    shipped = record.operating_point.threshold
+    if abs(threshold - shipped) < 1e-9:
+        return f"{threshold:.3f}"
+    digits = len(threshold_text(record, threshold).split(".")[1])
+    return f"{threshold:.{digits}f}{between}this version's is now {shipped:.{digits}f}{after}"
 
 
 def travel_table(record: ModelRecord) -> pd.DataFrame:
@@ -200,7 +208,31 @@ def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
     index = [f"{title}: {label}" for title in titles for label in labels]
     columns = {name: [figures.get(title, (NOT_MEASURED,) * 4)[i] for title in titles for i in range(4)]
                for name, figures in per_model.items()}
-    return pd.DataFrame(columns, index=index)
+    table = pd.DataFrame(columns, index=index)
+    # the other batch of a version retrained on every film is another run's reading, at that run's threshold
+    row = pd.DataFrame({entry.name: [other_batch_threshold(entry.record)] for entry in entries},
+                       index=[f"{TRAVEL_TITLES['out-of-batch']}: read at threshold"])
+    split = index.index(f"{TRAVEL_TITLES['out-of-batch']}: specificity") + 1
+    return pd.concat([table.iloc[:split], row, table.iloc[split:]])
+
+
+def other_batch_threshold(record: ModelRecord) -> str:
+    """The threshold the other-batch figures were read at, and whose it is: this version's, or that of the run
+    of the same recipe that held the batch out (``record.holdout_run``); ``not measured`` without them."""
+    report = record.other_reports.get("out-of-batch")
+    if report is None:
+        return NOT_MEASURED
+    if record.holdout_run is not None:
+        return f"{report.threshold:.3f} (the run that held it out; this version's is {threshold_text(record)})"
+    return f"{report.threshold:.3f} (this version's)"
+
+
+def threshold_text(record: ModelRecord, other: float | None = None) -> str:
+    """This version's threshold to 3 decimals, or to as many as tell it from ``other`` (4 or more)."""
+    shipped, digits = record.operating_point.threshold, 3
+    while other is not None and digits < 6 and f"{shipped:.{digits}f}" == f"{other:.{digits}f}" and shipped != other:
+        digits += 1
+    return f"{shipped:.{digits}f}"
 
 
 def metrics_with_travel(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
