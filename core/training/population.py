@@ -17,6 +17,7 @@ import numpy as np
 
 from core.errors import CheckpointError, DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet
+from core.films.known_sets import KNOWN_POPULATIONS  # the shared sets' populations in words
 from core.films.roots import folder_label
 from core.models.features import FilmFeatures, GaussianScore
 from core.store.records import PopulationCheck
@@ -25,14 +26,6 @@ MAX_FIT_FILMS = 1500  # a sample this size fixes the Gaussian; more only costs m
 MAX_VALIDATION_FILMS = 1000
 COMPONENTS = 64
 QUANTILE = 0.98  # about 2 % of the training population warns: the price of warning on most adult films
-
-# The shared sets' populations in words (a FilmSet's source is its folder's name); a site's own folder is
-# named by its data-root label instead. (shared-data/tb/train is left out: it holds noise textures, not films.)
-KNOWN_POPULATIONS = {
-    "kermany-224": "paediatric chest films, Guangzhou",
-    "films": "paediatric chest films, Guangzhou",
-    "covid-3class": "adult COVID-19 films and paediatric chest films (Kaggle COVID-19 image set)",
-}
 
 
 def fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str | Path, seed: int = 0,

@@ -15,9 +15,10 @@ from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORT
                                                 several_classes, source_table)
 from dashboard.components.reports import (data_label, escape_markdown, films_in_words, metrics_table,
                                           operating_points, per_class_table, roc_input)
-from dashboard.components.travel import (ONE_BATCH, VALIDATION, elsewhere_films, elsewhere_thresholds,
+from dashboard.components.travel import (VALIDATION, elsewhere_films, elsewhere_thresholds,
                                          metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
                                          travel_points, travel_reports)
+from dashboard.components.travel_notes import shortcuts, travel_text
 from dashboard.labels import without_server_paths
 
 PER_ROW = 3
@@ -177,7 +178,7 @@ def _matrices(rows: list[tuple[ModelEntry, Report]]) -> list[tuple[str, str, lis
 def travel_notes(entries: list[ModelEntry]) -> None:
     """Below the metrics table: why internal validation is not enough, which films the other rows are, which
     weights and threshold they describe, and their intervals drawn."""
-    st.markdown("**How the promise travels.** " + ONE_BATCH)
+    st.markdown("**How the promise travels.** " + travel_text([entry.record for entry in entries]))
     lines = []
     for entry in entries:
         lines += [f"- **{entry.name}**: {films_in_words(report)}"
@@ -189,7 +190,7 @@ def travel_notes(entries: list[ModelEntry]) -> None:
         if elsewhere:
             notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at "
                          f"this version's {entry.record.operating_point.threshold:.3f}.")
-        lines += [f"- **{entry.name}**: {note}" for note in notes if note]
+        lines += [f"- **{entry.name}**: {note}" for note in notes + shortcuts(entry.record) if note]
     lines += [f"- {films}" for films in elsewhere_films([entry.record for entry in entries])]
     st.caption("Which films:\n" + "\n".join(lines))
     points = travel_points(entries)

@@ -10,15 +10,17 @@ from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
 from dashboard.components.reports import chosen_on, films_in_words, percent, with_interval
-from dashboard.components.travel import (ONE_BATCH, SHORT_TITLES, elsewhere_films, elsewhere_summaries, line_summaries,
+from dashboard.components.travel import (SHORT_TITLES, elsewhere_films, elsewhere_summaries, line_summaries,
                                          other_reports_in_order, out_of_batch_origin, read_at_another_threshold,
                                          site_range_line, travel_table)
+from dashboard.components.travel_notes import shortcuts, travel_text
 from dashboard.components.task_choice import title_of
 
 INTENDED_USE = (
     "**Intended use.** A research and triage aid: it orders a worklist so that films which look abnormal are "
     "read first. It is **not a diagnosis**; a clinician reads every film. It has only been validated on films "
-    "like its training data; other populations, adult or lateral films, other devices and sites may do worse."
+    "like its training data (its population, above); other populations, lateral films, other devices and sites "
+    "may do worse."
 )
 
 
@@ -64,6 +66,8 @@ def model_card(entry: ModelEntry) -> None:
         _how_the_promise_travels(record)
     st.markdown(operating_point_text(record))
     st.markdown(_population_check(record))
+    for shortcut in shortcuts(record):
+        st.warning(f"**Shortcut.** {shortcut}", icon=":material/warning:")
     st.caption(INTENDED_USE)
 
 
@@ -101,9 +105,9 @@ def _population_check(record: ModelRecord) -> str:
         return ("**Population check.** Not checked: this version has none (trained before the check existed), so "
                 "films unlike its training films get no warning.")
     return (f"**Population check.** It knows {check.population} (fitted on {check.fitted_on} of its training "
-            f"films). A film unlike them keeps its priority and is shown with a warning; "
-            f"{percent(check.validation_warn_rate)} of its {check.validation_films} validation films (the same "
-            "population) were warned.")
+            f"films). A film unlike them keeps its priority and is shown with a warning. Its warning threshold was "
+            f"set on {check.validation_films} of its validation films (the same population) to warn about "
+            f"{percent(1 - check.quantile, 0)} of them: a film of that very population is warned now and then.")
 
 
 def _how_the_promise_travels(record: ModelRecord) -> None:
@@ -118,7 +122,7 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
     spans = site_range_line(record)  # first: what a new site may see
     for summary in [*([spans] if spans else []), *line_summaries(record), *elsewhere_summaries(record)]:
         st.markdown(summary)  # lines, not columns: the sidebar has no room for more
-    notes = [ONE_BATCH]
+    notes = [travel_text([record])]
     if "out-of-batch" not in record.other_reports:
         notes.append("This version was **not measured on another batch** (trained before that check, or without "
                      "a holdout).")

@@ -28,20 +28,6 @@ CARD_LINES = frozenset({"other-collection", "other-collection-framed", "tighter-
 SITE_RANGE = "Range at a new site"  # over the other collection's two readings (core.evaluation.site_range)
 FIGURES = ("n", "AUC", "Sens.", "Spec.")  # rows of the card's table: films, AUC, sensitivity, specificity
 NOT_MEASURED = "not measured"
-ONE_BATCH = ("Internal validation films come from the same collections as the training films (for pneumonia, one "
-             "hospital batch; for COVID-19, the same public set): figures from them overstate what a new site will "
-             "see. Another batch, where measured, shows part of how far the promise travels; a site should still "
-             "check its own films. On the official Kermany test (another batch of the same hospital, measured by "
-             "the project), six earlier pneumonia models kept their sensitivity, but their specificity fell from "
-             "91–100 % on validation to 42–74 %. Another collection: Kermany-type films another dataset gathered "
-             "and re-encoded, copies of training films left out: real films from outside the training folder, but "
-             "few, and its pneumonias are all viral (harder to see than most), so its sensitivity is low for every "
-             "model. Framed 15 % tighter: the same films shown larger, the one synthetic change found to move every "
-             "model that test's way (for the CNNs far less than that test): a floor on the loss, not a forecast. "
-             "Range at a new site: from the lower 95 % bound to the upper one over the other collection as collected "
-             "and framed 15 % tighter; the official test's AUC, sensitivity and specificity fell inside it for all "
-             "five models the project measured there. It is wide because another site's films can differ that "
-             "much: recalibrate on a site's own labelled films before relying on its threshold.")
 
 
 def travel_title(key: str) -> str:

@@ -1,0 +1,43 @@
+"""The words around the figures of how a model's promise travels, on the shipped models' own records: each
+card and Compare say what applies to the versions shown, and a training set's known shortcut."""
+from __future__ import annotations
+
+from e2e_support import ROOT
+
+from core.store.records import read_model_record
+from dashboard.components.travel_notes import KERMANY_TEST, ONE_BATCH, RANGE_NOTE, shortcuts, travel_text
+
+SHIPPED = ROOT / "checkpoints"
+
+
+def _record(name: str):
+    return read_model_record(SHIPPED / f"{name}.json")
+
+
+def test_a_covid_model_is_told_of_its_shortcut_and_nothing_of_the_kermany_test():
+    record = _record("covid-cnn5-v1")
+    text = travel_text([record])
+    assert text.startswith(ONE_BATCH) and KERMANY_TEST not in text and "Another collection" not in text
+    assert "Framed 15 % tighter" in text  # it carries that report, on its validation films
+    (shortcut,) = shortcuts(record)
+    assert "Every COVID-19 film of its training set is an adult's" in shortcut
+    assert "may well be called COVID-19" in shortcut
+
+
+def test_a_pneumonia_model_gets_every_part_that_applies_and_no_shortcut():
+    record = _record("pneumonia-resnet18-lite1-224-wide-all-ensemble-v1")
+    text = travel_text([record])
+    assert KERMANY_TEST in text and RANGE_NOTE in text and "41.5–73.5 %" in text
+    assert "every shipped model's sensitivity there is below its validation figure" in text
+    assert shortcuts(record) == []
+    # Compare with both tasks side by side says each part once
+    both = travel_text([record, _record("covid-efficientnet_lite0-v1")])
+    assert both.count(ONE_BATCH) == 1 and both.count(KERMANY_TEST) == 1
+
+
+def test_the_collection_note_holds_for_every_shipped_pneumonia_model():
+    for path in sorted(SHIPPED.glob("pneumonia-*.json")):
+        record = read_model_record(path)
+        collection = record.other_reports.get("other-collection")
+        if collection is not None:
+            assert collection.sensitivity < record.report.sensitivity, record.name
