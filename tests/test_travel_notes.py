@@ -5,6 +5,9 @@ from __future__ import annotations
 from e2e_support import ROOT
 
 from core.store.records import read_model_record
+from core.store.reports import WITHDRAWN
+from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
+from dashboard.components.travel import TRAVEL_TITLES
 from dashboard.components.travel_notes import KERMANY_TEST, ONE_BATCH, RANGE_NOTE, shortcuts, travel_text
 
 SHIPPED = ROOT / "checkpoints"
@@ -41,3 +44,9 @@ def test_the_collection_note_holds_for_every_shipped_pneumonia_model():
         collection = record.other_reports.get("other-collection")
         if collection is not None:
             assert collection.sensitivity < record.report.sensitivity, record.name
+
+
+def test_known_keys_are_the_ones_training_writes():
+    assert TIGHTER_FRAMING in TRAVEL_TITLES and OTHER_COLLECTION in TRAVEL_TITLES
+    assert OTHER_COLLECTION_FRAMED in TRAVEL_TITLES
+    assert OUT_OF_BATCH in TRAVEL_TITLES and not WITHDRAWN & set(TRAVEL_TITLES)

@@ -126,7 +126,8 @@ def elsewhere_summaries(record: ModelRecord) -> list[str]:
     lines = []
     for measured in record.measured_elsewhere:
         n, auc, sensitivity, specificity = elsewhere_figures(measured)
-        at = "" if measured.threshold is None else f", read at threshold {_read_at(record, measured.threshold, '; ', '')}"
+        at = "" if measured.threshold is None else \
+            f", read at threshold {_read_at(record, measured.threshold, '; ', '')}"
         lines.append(f"**{measured.title}** ({n} films{at}): AUC {auc}; sensitivity {sensitivity}; "
                      f"specificity {specificity}.")
     return lines
