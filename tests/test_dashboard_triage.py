@@ -58,7 +58,7 @@ def test_landing_page_preselects_the_default_model_and_shows_its_card(checkpoint
     assert set(model.options) == {"pneumonia-cnn5-v1  (default)", "pneumonia-mlp-v1"}
     card = "\n".join(m.value for m in at.sidebar.markdown) + "\n".join(c.value for c in at.sidebar.caption)
     for words in ("Training data", "Validation", "AUC", "Sensitivity", "Operating point", "Intended use",
-                  "not a diagnosis"):
+                  "not a diagnosis", "abnormal films", "meets it by design"):
         assert words in card
     assert at.file_uploader(key="films").accept_multiple_files
     assert not at.file_uploader(key="films").allowed_type  # any name: DICOM files often have no extension

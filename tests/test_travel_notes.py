@@ -7,6 +7,7 @@ from e2e_support import ROOT
 from core.store.records import read_model_record
 from core.store.reports import WITHDRAWN
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
+from dashboard.components.model_card import ensemble_line, films_behind
 from dashboard.components.travel import TRAVEL_TITLES
 from dashboard.components.travel_notes import KERMANY_TEST, ONE_BATCH, RANGE_NOTE, shortcuts, travel_text
 
@@ -50,3 +51,14 @@ def test_known_keys_are_the_ones_training_writes():
     assert TIGHTER_FRAMING in TRAVEL_TITLES and OTHER_COLLECTION in TRAVEL_TITLES
     assert OTHER_COLLECTION_FRAMED in TRAVEL_TITLES
     assert OUT_OF_BATCH in TRAVEL_TITLES and not WITHDRAWN & set(TRAVEL_TITLES)
+
+
+def test_the_card_names_an_ensembles_networks_and_the_films_behind_each_share():
+    default = _record("pneumonia-resnet18-lite1-224-wide-all-ensemble-v1")
+    assert ensemble_line(default) == (
+        "**Ensemble** of 3 networks (2 × ResNet-18 (torchvision), EfficientNet-Lite1): the mean of their "
+        "probabilities, one operating point; its Grad-CAM map is the mean of the members' maps.")
+    assert ensemble_line(_record("pneumonia-resnet18-aug-v1")) is None
+    assert films_behind(default.report) == ("773 abnormal films", "265 normal films")  # 1038 validation films
+    covid = _record("covid-efficientnet_lite0-v1").report
+    assert films_behind(covid) == ("37 abnormal films", "13 normal films")  # COVID-19 and viral pneumonia together

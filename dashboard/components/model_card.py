@@ -53,15 +53,21 @@ def model_card(entry: ModelEntry) -> None:
         several = several_classes(report)
         lines = [f"- AUC{' (macro, one-vs-rest)' if several else ''} "
                  f"{with_interval(report.auc, report.auc_ci, as_percent=False)}"]
-        for title, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
-                                       ("Specificity", figures.specificity, figures.specificity_ci),
-                                       ("Accuracy", figures.accuracy, figures.accuracy_ci)):
+        abnormal, normal = films_behind(report)
+        for title, value, interval, films in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci, abnormal),
+                                              ("Specificity", figures.specificity, figures.specificity_ci, normal),
+                                              ("Accuracy", figures.accuracy, figures.accuracy_ci, None)):
             if value is not None:
-                lines.append(f"- {title} {with_interval(value, interval)}")
-        st.markdown("**Validation** (95 % intervals):\n" + "\n".join(lines))
+                lines.append(f"- {title} {with_interval(value, interval)}" + (f", of {films}" if films else ""))
+        by_design = ("" if _chosen_where(record) != "validation" or report.operating_point.target_sensitivity is None
+                     else " The threshold was chosen on these films to reach the sensitivity target, so their "
+                          "sensitivity meets it by design: it is not a check.")
+        st.markdown(f"**Validation** ({report.n} films, 95 % intervals):{by_design}\n" + "\n".join(lines))
         if several:
             st.markdown("**Per class on validation**, at the threshold (95 % intervals):\n"
                         + "\n".join(class_recall_lines(report)))
+    if (ensemble := ensemble_line(record)) is not None:
+        st.markdown(ensemble)
     if report is not None:
         _how_the_promise_travels(record)
     st.markdown(operating_point_text(record))
@@ -69,6 +75,26 @@ def model_card(entry: ModelEntry) -> None:
     for shortcut in shortcuts(record):
         st.warning(f"**Shortcut.** {shortcut}", icon=":material/warning:")
     st.caption(INTENDED_USE)
+
+
+def films_behind(report) -> tuple[str | None, str | None]:
+    """The films behind sensitivity and specificity, in words (None without a normal class)."""
+    normal = report.operating_point.normal_index
+    if normal is None:
+        return None, None
+    counts = report.class_counts
+    return (f"{sum(counts) - counts[normal]} abnormal films",
+            f"{counts[normal]} {report.classes[normal].lower()} films")
+
+
+def ensemble_line(record: ModelRecord) -> str | None:
+    """An ensemble's networks and how they are combined, in words; None for a single network."""
+    if not record.members:
+        return None
+    titles = [CATALOG[m.arch].title if m.arch in CATALOG else m.arch for m in record.members]
+    counted = ", ".join(f"{titles.count(t)} × {t}" if titles.count(t) > 1 else t for t in dict.fromkeys(titles))
+    return (f"**Ensemble** of {len(record.members)} networks ({counted}): the mean of their probabilities, one "
+            "operating point; its Grad-CAM map is the mean of the members' maps.")
 
 
 def operating_point_text(record: ModelRecord) -> str:
