@@ -153,6 +153,16 @@ def test_evaluate_json_on_the_real_films(run_cli, trained_model, films_dir):
     assert report["skipped"] == []
 
 
+def test_evaluate_text_on_one_class_says_why_there_is_no_auc(run_cli, trained_model, films_dir, tmp_path):
+    (tmp_path / "NORMAL").mkdir()
+    for film in sorted((films_dir / "NORMAL").iterdir()):
+        (tmp_path / "NORMAL" / film.name).symlink_to(film)
+    result = run_cli("evaluate", tmp_path, checkpoints=trained_model.directory)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "on 8 films: accuracy" in result.stdout and "AUC — (needs films of two classes)" in result.stdout
+    assert "nan" not in result.stdout
+
+
 def test_models_json_lists_the_registry(run_cli, trained_model):
     result = run_cli("models", "--json", checkpoints=trained_model.directory)
     assert result.returncode == 0

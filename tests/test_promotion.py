@@ -114,6 +114,7 @@ def test_a_refused_promotion_changes_nothing_and_is_recorded(trained_model, regi
     message = str(refused.value)
     assert message.startswith(f"{calibrated.name} cannot become the default model for pneumonia: its validation "
                               "holds only ") and "a default needs at least 1000 of each class" in message
+    assert message.endswith("Train on more films, and try again.")  # not 'a higher sensitivity target': it has one
     assert (registry / REGISTRY_FILE).read_bytes() == before and _default(registry) == trained_model.name
     refusal, calibration = read_actions()
     assert (refusal.action, refusal.who, refusal.model) == ("default.refused", "admin:carol", calibrated.name)
@@ -163,7 +164,8 @@ def test_an_override_promotes_and_the_log_says_so_with_who_and_figures(trained_m
 
 def test_making_a_default_while_calibrating_goes_through_the_floor(trained_model, registry, settings_env, audit):
     settings_env(CXR_PROMOTION_MIN_SENSITIVITY="0.99")
-    with pytest.raises(PromotionRefused, match="chosen for 98 % sensitivity; a default must promise at least 99 %"):
+    with pytest.raises(PromotionRefused, match="chosen for 98 % sensitivity; a default must promise at least 99 %"
+                                               ".*Train with a higher sensitivity target, and try again"):
         calibrate(trained_model.name, 0.98, directory=registry, make_default=True)
     assert _default(registry) == trained_model.name  # the new version is registered, not the default
     assert find_model(f"{trained_model.name.rsplit('-v', 1)[0]}-v2", registry).is_default is False

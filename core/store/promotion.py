@@ -59,6 +59,15 @@ def check_promotion(entry: ModelEntry) -> list[str]:
     return reasons
 
 
+def _what_to_do(reasons: list[str]) -> str:
+    """The advice that fits the reasons: more films for too few, a higher target for a low sensitivity, a normal
+    class for a model without one."""
+    advice = (["on more films"] if any("of each class" in r for r in reasons) else []) + \
+        (["with a higher sensitivity target"] if any("sensitivity" in r and "normal class" not in r for r in reasons)
+         else []) + (["on a folder with a normal class"] if any("no normal class" in r for r in reasons) else [])
+    return f"Train {' and '.join(advice)}, and try again." if advice else "Train another version and try again."
+
+
 def promote(name: str, *, who: str, override: bool = False, directory: Path | None = None) -> None:
     """Make ``name`` its task's default if it clears the floor (or ``override``, recorded as such);
     PromotionRefused says why not. The change is written to the audit log."""
@@ -70,7 +79,7 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
         except AuditLogUnavailable:
             pass  # nothing changed: the refusal itself is what the person must see
         raise PromotionRefused(f"{name} cannot become the default model for {entry.task}: {'; '.join(reasons)}. "
-                               "Train on more films, or with a higher sensitivity target, and try again.")
+                               f"{_what_to_do(reasons)}")
     previous = _current_default(entry.task, directory)
     ensure_writable()  # a default changes only where the change can be recorded
     ensure_models_writable(directory)

@@ -151,8 +151,9 @@ def details(rows: list[tuple[ModelEntry, Report]]) -> None:
         st.plotly_chart(training_curves(histories, [entry.name for entry, _ in rows]), key="training-curves")
         without = [entry.name for entry, _ in rows if entry.name not in histories]
         if without:  # found in a browser audit: the default ensemble was simply missing from the chart
-            st.caption(f"No training curves for {', '.join(without)}: no history recorded (an ensemble's members "
-                       "each have their own; a model trained before curves were kept has none).")
+            st.caption(f"No training curves for {', '.join(without)}: no history recorded (an ensemble is made of "
+                       "networks trained before it and keeps no curve of its own; a model trained before curves were "
+                       "kept has none).")
     else:
         st.info("These models carry no training history.")
 

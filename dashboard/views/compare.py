@@ -24,7 +24,8 @@ user = current_user()
 st.title("Compare models")
 st.caption("Pick registered models and compare them on the same footing. By default the figures are the "
            "reports stored with each model, computed on its own validation films and, where measured, on another "
-           "batch and on films from outside its training population.")
+           "batch of the same hospital, on Kermany-type films another collection gathered, and on films the "
+           "project measured it on elsewhere.")
 
 entries, problems = registered_models()
 for problem in problems:
