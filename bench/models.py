@@ -26,6 +26,11 @@ from core.store.reports import shown_reports  # noqa: E402
 from core.films.tensor import load_tensors  # noqa: E402
 
 
+def _size(size: int) -> str:
+    """Bytes in MiB, or KiB below one MiB (a logistic regression's weights are a few KiB, not "0.0 MB")."""
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
+
+
 def _ci(value, interval) -> str:
     return "—" if value is None else (f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})" if interval else f"{value:.3f}")
 
@@ -190,7 +195,7 @@ def main() -> None:
             f"| {_pct(now.accuracy)} · {_pct(now.sensitivity)} / {_pct(now.specificity)} "
             f"| {point.threshold:.3f} ({_pct(point.target_sensitivity)}) "
             f"| {_training(record)} "
-            f"| {record.weights_bytes / 2**20:.1f} MB | {record.inference_ms_per_film} ms |")
+            f"| {_size(record.weights_bytes)} | {record.inference_ms_per_film} ms |")
     split = "; ".join(dict.fromkeys(e.record.report.split for e in entries if e.record.report)) or "none"
     lines = [f"Films: {split}. Stored = the model's JSON; re-measured = this commit's preprocessing and "
              "inference on the same films, read at the stored threshold.", "", *rows]

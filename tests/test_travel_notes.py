@@ -5,9 +5,11 @@ from __future__ import annotations
 from e2e_support import ROOT
 
 from core.store.records import read_model_record
+from core.store.registry import list_models
 from core.store.reports import WITHDRAWN
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
 from dashboard.components.model_card import ensemble_line, films_behind
+from dashboard.components.reports import architecture_title
 from dashboard.components.travel import TRAVEL_TITLES
 from dashboard.components.travel_notes import KERMANY_TEST, ONE_BATCH, RANGE_NOTE, shortcuts, travel_text
 
@@ -62,3 +64,9 @@ def test_the_card_names_an_ensembles_networks_and_the_films_behind_each_share():
     assert films_behind(default.report) == ("773 abnormal films", "265 normal films")  # 1038 validation films
     covid = _record("covid-efficientnet_lite0-v1").report
     assert films_behind(covid) == ("37 abnormal films", "13 normal films")  # COVID-19 and viral pneumonia together
+
+
+def test_compare_and_the_card_name_an_architecture_alike():
+    entries = {e.name: e for e in list_models(SHIPPED)[0]}
+    assert architecture_title(entries["pneumonia-efficientnet_lite0-v2"]) == "EfficientNet-Lite0"
+    assert architecture_title(entries["pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"]) == "ensemble of 3 networks"

@@ -9,7 +9,7 @@ from core.models.catalog import CATALOG
 from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
-from dashboard.components.reports import chosen_on, films_in_words, percent, with_interval
+from dashboard.components.reports import architecture_title, chosen_on, films_in_words, percent, with_interval
 from dashboard.components.travel import (SHORT_TITLES, elsewhere_films, elsewhere_summaries, line_summaries,
                                          other_reports_in_order, out_of_batch_origin, read_at_another_threshold,
                                          site_range_line, travel_table)
@@ -39,9 +39,8 @@ def _training_source(data_dir: str | Path) -> str:
 def model_card(entry: ModelEntry) -> None:
     record = entry.record
     report, training, data = record.report, record.training, record.data
-    arch = CATALOG.get(entry.arch)
     st.markdown(f"**{entry.name}**" + ("  \n:primary-badge[default model]" if entry.is_default else ""))
-    st.caption(f"Task {title_of(entry.task)} · {arch.title if arch else entry.arch} · input {record.image_size} "
+    st.caption(f"Task {title_of(entry.task)} · {architecture_title(entry)} · input {record.image_size} "
                f"px · classes {', '.join(entry.classes)} · created {(record.created or 'unknown')[:10]}")
     if data is not None:
         folder = _training_source(training.data_dir if training else "")

@@ -12,6 +12,7 @@ import pandas as pd
 from core.errors import DataRootsUnreadable, FolderNotAllowed, TriageError
 from core.films.manifest import recorded_source
 from core.films.roots import data_roots, folder_label
+from core.models.catalog import CATALOG
 from core.store.registry import ModelEntry
 from core.store.reports import Report
 from dashboard.labels import UNPLACED
@@ -118,6 +119,14 @@ ARGMAX_ACCURACY = "Accuracy, most probable class"
 MACRO_AUC = "AUC (macro, one-vs-rest)"
 
 
+def architecture_title(entry: ModelEntry) -> str:
+    """The architecture as the card names it (core.models.catalog); an ensemble by its number of networks."""
+    if entry.record.members:
+        return f"ensemble of {len(entry.record.members)} networks"
+    known = CATALOG.get(entry.arch)
+    return known.title if known else entry.arch
+
+
 def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
     """One column per model, one row per figure: decision metrics at the operating point with their
     95 % intervals, then size and speed. Models side by side stay readable with long interval strings."""
@@ -125,7 +134,7 @@ def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
     several = any(len(report.classes) > 2 for _, report in rows)  # one task per comparison: all or none
     for entry, report in rows:
         figures, record = report.at_operating_point, entry.record
-        column = {"Architecture": entry.arch, "Films evaluated": str(report.n)}
+        column = {"Architecture": architecture_title(entry), "Films evaluated": str(report.n)}
         column["Accuracy"] = with_interval(figures.accuracy, figures.accuracy_ci)
         if several:  # beside the operating point: the reading published multi-class accuracy uses
             argmax = report.at_argmax
