@@ -57,19 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="a class-folder tree (DIR/CLASS/*, or DIR/train/CLASS/* whose val/ "
                    "joins validation), a manifest file (.toml) or a shipped manifest's name (four-class)")
     p.add_argument("--arch", required=True)
-    p.add_argument("--epochs", type=int, default=limits.DEFAULT_EPOCHS)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--epochs", type=int, default=limits.DEFAULT_EPOCHS, help="at most this many (default %(default)s; "
+                   "early stopping may end sooner)")
+    p.add_argument("--image-size", type=int, help="input size in pixels (default: the architecture's own)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="training-only augmentation: small rotations, shifts, scale, brightness and contrast (on by "
+                        "default)")
     p.add_argument("--hflip", action="store_true", help="also flip horizontally (moves the heart; off by default)")
     p.add_argument("--wide-framing", action="store_true", help="augmentation also varies the framing widely: scale "
                    "0.8-1.25, width against height up to 15 %%, shifts up to 8 %% (off by default)")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="ignore local ImageNet weights")
-    p.add_argument("--batch-size", type=int, default=limits.DEFAULT_BATCH_SIZE)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--max-films", type=int, help="train on a random class-balanced subset (quick runs)")
+    p.add_argument("--batch-size", type=int, default=limits.DEFAULT_BATCH_SIZE, help="films per step, over all "
+                   "processes (default %(default)s)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 from scratch, 3e-4 from ImageNet "
+                   "weights)")
+    p.add_argument("--max-films", type=int, help="train on a random class-balanced subset of at least 20 films "
+                   "(quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=limits.DEFAULT_PATIENCE,
-                   help="stop after this many epochs without a validation AUC gain")
+                   help="stop after this many epochs without a validation AUC gain (default %(default)s)")
     p.add_argument("--split-seed", type=int, help="seed of the validation split (default: --seed); ensemble members "
                    "share one")
     p.add_argument("--holdout", choices=limits.HOLDOUTS, help="keep another batch out of training and report "
