@@ -98,7 +98,7 @@ def test_predict_refuses_paths_it_cannot_open_before_loading_a_model(tmp_path):
     assert code == 1 and not torch_imported
     assert lines == [
         {"file": str(missing), "error": "nope.jpeg does not exist or is not a file. Check the path."},
-        {"file": str(tmp_path / "folder.png"), "error": "folder.png does not exist or is not a file. Check the path."},
+        {"file": str(tmp_path / "folder.png"), "error": "folder.png is a folder, not a film: name the films in it."},
     ]
 
 

@@ -71,6 +71,8 @@ def check_film_path(path: str | Path, name: str | None = None) -> None:
     path = Path(path)
     label = name or path.name or "the file"
     try:
+        if path.is_dir():
+            raise UnreadableImage(f"{label} is a folder, not a film: name the films in it.")
         if not path.is_file():
             raise UnreadableImage(f"{label} does not exist or is not a file. Check the path.")
         if path.stat().st_size > MAX_FILE_BYTES:
