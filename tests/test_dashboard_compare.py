@@ -41,6 +41,8 @@ def test_stored_reports_side_by_side(at):
     for metric in ("Accuracy", "Sensitivity", "Specificity", "Precision", "F1", "AUC"):
         assert all("(" in table.loc[metric, name] and "–" in table.loc[metric, name] for name in MODELS)
     assert {"Parameters", "Inference per film", "Training time"} <= set(table.index)
+    computed_on = next(c.value for c in at.caption if c.value.startswith("Figures computed on"))
+    assert all(line.count(" films") == 1 for line in computed_on.splitlines()[1:])  # the count said once
 
     roc = next(c for c in _charts(at) if c["data"][0].get("name") == "chance")
     names = [trace["name"] for trace in roc["data"]]

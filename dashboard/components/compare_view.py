@@ -64,9 +64,14 @@ def training_films_caveat(rows: list[tuple[ModelEntry, Report]], folder: str) ->
                    icon=":material/warning:")
 
 
+def _with_count(words: str, n: int) -> str:
+    """``words`` with the number of films, unless they already say it."""
+    return words if f"{n} films" in words else f"{words} ({n} films)"
+
+
 def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     """Say which films every figure comes from."""
-    lines = [f"- **{entry.name}**: {films_in_words(report)} ({report.n} films)" for entry, report in rows]
+    lines = [f"- **{entry.name}**: {_with_count(films_in_words(report), report.n)}" for entry, report in rows]
     st.caption("Figures computed on:\n" + "\n".join(lines))
     if len({entry.classes for entry, _ in rows}) > 1:
         st.warning("These models were trained on different classes; the ROC curves compare abnormal against "
