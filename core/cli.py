@@ -269,7 +269,7 @@ def _models(args) -> int:
     rows = [{"name": e.name, "tier": e.tier, "task": e.task, "task_title": task_title(e.task), "arch": e.arch,
              "classes": list(e.classes), "default": e.is_default, "is_default": e.is_default,  # of its task
              "image_size": e.record.image_size,
-             "metrics": e.record.report.summary() if e.record.report else _NO_METRICS,
+             "metrics": e.record.report.summary_with_intervals() if e.record.report else _NO_METRICS,
              # beside internal validation: another batch, a site's films (withdrawn reports left out)
              "other_metrics": {key: r.summary_with_intervals()
                                for key, r in shown_reports(e.record.other_reports).items()},
@@ -292,4 +292,5 @@ def _models(args) -> int:
     return 0
 
 
-_NO_METRICS = dict.fromkeys(("n", "auc", "accuracy", "sensitivity", "specificity", "threshold"))
+_NO_METRICS = dict.fromkeys(("n", "auc", "accuracy", "sensitivity", "specificity", "threshold", "auc_ci",
+                              "sensitivity_ci", "specificity_ci", "class_counts", "split"))

@@ -188,7 +188,9 @@ def test_models_json_lists_the_registry(run_cli, trained_model):
         intervals = [getattr(report, f"{name}_ci") for report in readings]
         assert row["site_range"][name] == pytest.approx([min(i[0] for i in intervals), max(i[1] for i in intervals)])
     assert row["tier"] == "site"  # the session's shipped folder is empty
-    assert set(row["metrics"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
+    assert set(row["metrics"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold", "auc_ci",
+                                   "sensitivity_ci", "specificity_ci", "class_counts", "split"}  # as other_metrics
+    assert row["metrics"]["specificity_ci"] == pytest.approx(list(trained_model.record.report.specificity_ci))
     assert row["task"] == "pneumonia" and row["created"] == trained_model.record.created
 
 
