@@ -70,3 +70,15 @@ def test_compare_and_the_card_name_an_architecture_alike():
     entries = {e.name: e for e in list_models(SHIPPED)[0]}
     assert architecture_title(entries["pneumonia-efficientnet_lite0-v2"]) == "EfficientNet-Lite0"
     assert architecture_title(entries["pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"]) == "ensemble of 3 networks"
+
+
+def test_compare_says_why_an_ensemble_has_no_training_time():
+    from dashboard.components.reports import metrics_table
+
+    entries = {e.name: e for e in list_models(SHIPPED)[0]}
+    rows = [(entries[name], entries[name].record.report)
+            for name in ("pneumonia-resnet18-lite1-224-wide-all-ensemble-v1", "pneumonia-cnn5-v1")]
+    times = metrics_table(rows).loc["Training time"]
+    ensemble = times["pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"]
+    assert ensemble == "— (its networks trained first, each on its own)"
+    assert times["pneumonia-cnn5-v1"] == "25 min 33 s"  # a single network: its own

@@ -152,7 +152,9 @@ def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
         inference = record.inference_ms_per_film
         column["Inference per film"] = ("—" if inference is None else f"{inference:.1f} ms" if inference >= 1
                                         else f"{inference:.2g} ms")  # a logistic regression's 0.03, not 0.0
-        column["Training time"] = duration(record.training.seconds if record.training else None)
+        seconds = record.training.seconds if record.training else None
+        column["Training time"] = ("— (its networks trained first, each on its own)"
+                                   if seconds is None and record.members else duration(seconds))
         columns[entry.name] = column
     return pd.DataFrame(columns)
 
