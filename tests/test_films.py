@@ -192,7 +192,7 @@ def test_unreadable_files_are_refused_with_a_reason(name, tmp_path, plain_film):
 def test_missing_path_and_folder_are_refused(tmp_path):
     with pytest.raises(UnreadableImage, match="does not exist"):
         read_film(tmp_path / "nowhere.png")
-    with pytest.raises(UnreadableImage, match="not a file"):
+    with pytest.raises(UnreadableImage, match="is a folder, not a film"):
         read_film(tmp_path)
 
 

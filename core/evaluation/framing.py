@@ -49,5 +49,4 @@ def _zoom(films_uint8: torch.Tensor, across: float, down: float) -> torch.Tensor
 
 def framing_description(zoom: float = FRAMING_ZOOM) -> str:
     return (f"each shown {(zoom - 1) * 100:.0f} % larger about its centre, as if the chest were framed tighter "
-            "(synthetic: the shift that moved every pneumonia model the project measured on the official Kermany "
-            "test the way that test did)")
+            "(synthetic: the shift that moved every shipped model the way the official Kermany test did)")
