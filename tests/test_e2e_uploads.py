@@ -15,7 +15,7 @@ from tests.e2e_support import CHROMIUM_ARGS, StreamlitServer, chromium, quick_ch
 WAIT_MS = 90_000
 
 
-def _upload_six_films(tmp_path, limits: dict, worklist: bool) -> "tuple[list[str], str, int]":
+def _upload_six_films(tmp_path, limits: dict, worklist: bool, alerts: int = 1) -> "tuple[list[str], str, int]":
     """Six real ~250 KB films dropped at once on a fresh ``make run`` server with these ``CXR_*`` limits -> (the
     page's error alerts, its text, the films its worklist counts once it is drawn when ``worklist``)."""
     from playwright.sync_api import expect, sync_playwright
@@ -33,6 +33,8 @@ def _upload_six_films(tmp_path, limits: dict, worklist: bool) -> "tuple[list[str
         expect(page.get_by_role("heading", name="Triage")).to_be_visible()
         page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(film) for film in normals])
         expect(page.get_by_test_id("stAlertContentError").first).to_be_visible()
+        if alerts > 1:  # drawn one after the other: read them once all are there
+            expect(page.get_by_test_id("stAlertContentError")).to_have_count(alerts)
         counted = 0
         if worklist:
             expect(page.get_by_test_id("stDataFrame")).to_be_visible()
@@ -47,7 +49,7 @@ def _upload_six_films(tmp_path, limits: dict, worklist: bool) -> "tuple[list[str
 
 @pytest.mark.slow
 def test_a_session_past_twice_a_batch_is_refused_more_uploads_and_its_batch_refused(tmp_path):
-    alerts, text, _ = _upload_six_films(tmp_path, {"CXR_BATCH_MAX_FILMS": "1"}, worklist=False)
+    alerts, text, _ = _upload_six_films(tmp_path, {"CXR_BATCH_MAX_FILMS": "1"}, worklist=False, alerts=2)
     # The server kept two of the six (twice the batch of one) and refused four; the page names them and refuses
     # the batch.
     assert len(alerts) == 2 and "This batch is too large: 2 films (at most 1)." in alerts[1]

@@ -108,7 +108,9 @@ def test_a_cancelled_run_resumes_from_its_last_epoch_to_the_same_weights(kermany
     assert resumed.training.history[0].seconds == epoch_1.seconds  # the interrupted run's clock, carried on
     ends = [h.seconds for h in resumed.training.history]
     for h, took in zip(resumed.training.history, np.diff([0.0, *ends])):  # where each epoch's time went, kept too
-        assert 0 < h.steps_seconds and 0 < h.validation_seconds and h.steps_seconds + h.validation_seconds <= took + 0.1
+        # recorded to 0.01 s: a tiny run's validation can round to 0.0
+        assert 0 < h.steps_seconds and 0 <= h.validation_seconds
+        assert h.steps_seconds + h.validation_seconds <= took + 0.1
     assert "resumed after epoch 1 of 3 from its saved state" in resumed.training.notes
     assert resumed.report.auc == whole.report.auc and resumed.operating_point == whole.operating_point
     mine, theirs = _weights(tmp_path / "cut", resumed.name), _weights(tmp_path / "whole", whole.name)
