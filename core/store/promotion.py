@@ -59,12 +59,19 @@ def check_promotion(entry: ModelEntry) -> list[str]:
     return reasons
 
 
-def _what_to_do(reasons: list[str]) -> str:
-    """The advice that fits the reasons: more films for too few, a higher target for a low sensitivity, a normal
-    class for a model without one."""
-    advice = (["on more films"] if any("of each class" in r for r in reasons) else []) + \
-        (["with a higher sensitivity target"] if any("sensitivity" in r and "normal class" not in r for r in reasons)
-         else []) + (["on a folder with a normal class"] if any("no normal class" in r for r in reasons) else [])
+def _what_to_do(entry: ModelEntry) -> str:
+    """The advice that fits why ``entry`` was refused (as :func:`check_promotion` finds it): more films for too
+    few, a normal class for a model without one, a higher target for a low sensitivity."""
+    record, floor = entry.record, floor_for(entry.task)
+    report, point = record.report, record.operating_point
+    if report is None:
+        return "Train another version and try again."
+    advice = ["on more films"] if any(n < floor.min_films for n in report.class_counts) else []
+    if point.normal_index is None:
+        advice.append("on a folder with a normal class")
+    elif not all(v is not None and math.isfinite(v) and v >= floor.min_sensitivity
+                 for v in (point.target_sensitivity, report.sensitivity)):
+        advice.append("with a higher sensitivity target")
     return f"Train {' and '.join(advice)}, and try again." if advice else "Train another version and try again."
 
 
@@ -79,7 +86,7 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
         except AuditLogUnavailable:
             pass  # nothing changed: the refusal itself is what the person must see
         raise PromotionRefused(f"{name} cannot become the default model for {entry.task}: {'; '.join(reasons)}. "
-                               f"{_what_to_do(reasons)}")
+                               f"{_what_to_do(entry)}")
     previous = _current_default(entry.task, directory)
     ensure_writable()  # a default changes only where the change can be recorded
     ensure_models_writable(directory)

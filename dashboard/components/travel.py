@@ -156,7 +156,7 @@ def _read_at(record: ModelRecord, threshold: float, between: str = " (", after: 
     shipped = record.operating_point.threshold
     if abs(threshold - shipped) < 1e-9:
         return f"{threshold:.3f}"
-    digits = len(threshold_text(record, threshold).split(".")[1])
+    digits = _digits(shipped, threshold)
     return f"{threshold:.{digits}f}{between}this version's is now {shipped:.{digits}f}{after}"
 
 
@@ -216,10 +216,16 @@ def other_batch_threshold(record: ModelRecord) -> str:
 
 def threshold_text(record: ModelRecord, other: float | None = None) -> str:
     """This version's threshold to 3 decimals, or to as many as tell it from ``other`` (4 or more)."""
-    shipped, digits = record.operating_point.threshold, 3
-    while other is not None and digits < 6 and f"{shipped:.{digits}f}" == f"{other:.{digits}f}" and shipped != other:
+    shipped = record.operating_point.threshold
+    return f"{shipped:.{_digits(shipped, other)}f}"
+
+
+def _digits(value: float, other: float | None) -> int:
+    """3, or the fewest decimals (at most 6) at which ``value`` and ``other`` read differently."""
+    digits = 3
+    while other is not None and digits < 6 and value != other and f"{value:.{digits}f}" == f"{other:.{digits}f}":
         digits += 1
-    return f"{shipped:.{digits}f}"
+    return digits
 
 
 def metrics_with_travel(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
