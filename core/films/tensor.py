@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +92,12 @@ def cache_namespace() -> str:
 @cache
 def _installed(package: str) -> str:
     """An installed package's version, read from its metadata: importing pydicom for it would cost every process
-    that reads films a third of a second, and DICOM pixels are decoded in worker processes anyway."""
-    return version(package)
+    that reads films a third of a second, and DICOM pixels are decoded in worker processes anyway. A package
+    that is not installed keys its own namespace (its films could not be decoded here anyway)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def _decoded(path: Path, image_size: int, cache: DecodeCache | None) -> torch.Tensor:
