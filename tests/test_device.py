@@ -108,6 +108,21 @@ def test_training_on_a_gpu_selects_it_and_trains_in_bf16(one_gpu):
     assert fp32.precision == FP32 and not isinstance(training_autocast(fp32.device, FP32), torch.autocast)
 
 
+
+@pytest.mark.parametrize("precision, tf32_inside, autocast_inside", [(FP32, False, False), (BF16, True, True)])
+def test_inference_on_a_gpu_leaves_benchmark_mode_to_training(one_gpu, precision, tf32_inside, autocast_inside):
+    """Training turns cuDNN's benchmark mode on; inference inside the same process (per-epoch validation,
+    the shipping report) runs on cuDNN's own choice, exact fp32 when fp32, and the flags come back after."""
+    prepare_hardware(TrainConfig(arch="cnn5").resolved())
+    cudnn = torch.backends.cudnn
+    assert cudnn.benchmark and cudnn.allow_tf32
+    with device_policy.inference_kernels(torch.device("cuda", 0), precision):
+        assert not cudnn.benchmark and cudnn.allow_tf32 == tf32_inside
+        assert torch.is_autocast_enabled("cuda") == autocast_inside
+    assert cudnn.benchmark and cudnn.allow_tf32
+    with device_policy.inference_kernels(torch.device("cpu"), FP32):  # the CPU: nothing to change
+        assert cudnn.benchmark
+
 def test_films_go_to_a_gpu_through_pinned_memory_without_blocking(monkeypatch):
     copies = []
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from core.errors import DeviceOutOfMemory
 from core.films.tensor import as_float, check_pixel_contract
-from core.models.device import FP32, exact_fp32, inference_batch_size, model_device, to_device, training_autocast
+from core.models.device import FP32, inference_batch_size, inference_kernels, model_device, to_device
 
 
 def probabilities(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
@@ -26,7 +26,7 @@ def probabilities(model: nn.Module, batch: torch.Tensor) -> np.ndarray:
 def _softmax(model: nn.Module, batch: torch.Tensor, precision: str = FP32) -> np.ndarray:
     device = model_device(model)
     try:
-        with exact_fp32(device) if precision == FP32 else training_autocast(device, precision):
+        with inference_kernels(device, precision):
             logits = model(to_device(batch, device).float())
     except torch.OutOfMemoryError as exc:
         raise out_of_memory("reading films", len(batch), device) from exc
