@@ -54,3 +54,36 @@ def _s(value: float | None) -> str:
 
 def _rate(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
+
+
+def drift(before: float, after: float) -> str:
+    """The machine's own speed between two measurements of the same bare step: what a ratio across them is worth."""
+    moved = after / before - 1
+    return (f"the same bare bf16 step ran {abs(moved):.0%} {'faster' if moved > 0 else 'slower'} after the runs "
+            f"than before them ({after:.1f} against {before:.1f} films/s)"
+            + ("; with the machine's speed moving that much, ratios across the two are not a measurement of the code"
+               if abs(moved) > 0.10 else ""))
+
+
+def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str,
+            bare_after: float | None = None) -> list[str]:
+    lines = [title]
+    if seed.phase_rate() and not seed.problem:
+        lines.append(f"- the seed loop's training phase runs at {seed.phase_rate() / bare_fp32:.0%} of the bare "
+                     "fp32 step")
+    if best.problem or seed.problem:
+        return lines + ["- core train bf16 vs the seed loop: not measured (see the failed run above)"]
+    lines.append(f"- `{best.label}` end to end: {seed.wall / best.wall:.2f}x the seed-style loop (target >= 2.5x)")
+    lines.append(f"- its training phase: {best.phase_rate():.1f} films/s = {best.phase_rate() / bare_bf16:.0%} of the "
+                 f"bare bf16 + channels_last step, {bare_bf16:.1f} films/s (target >= 90 %)"
+                 + (f"; {best.phase_rate() / bare_after:.0%} of it measured again after the runs" if bare_after else ""))
+    if bare_after:
+        lines.append(f"- {drift(bare_bf16, bare_after)}")
+    if best.steps_seconds:
+        rest = max(0.0, best.phase_seconds - best.steps_seconds - best.validation_seconds)
+        steps_rate = best.phase_films / best.steps_seconds
+        lines.append(f"- where that phase went: optimiser steps {_s(best.steps_seconds)} ({steps_rate:.1f} films/s = "
+                     f"{steps_rate / bare_bf16:.0%} of the bare step; they also turn uint8 films into floats and "
+                     f"augment them), per-epoch validation {_s(best.validation_seconds)}, saving the run's state and "
+                     f"the rest {_s(rest)}")
+    return lines

@@ -38,7 +38,7 @@ def test_a_section_is_replaced_and_the_text_around_it_kept(tmp_path, capsys):
 
 
 def test_the_training_bench_says_when_the_machines_own_speed_moved_under_it():
-    from bench.training import drift
+    from bench.training_runs import drift
     moved = drift(22.9, 64.8)
     assert moved.startswith("the same bare bf16 step ran 183% faster after the runs") and "not a measurement" in moved
     assert drift(30.0, 28.5) == ("the same bare bf16 step ran 5% slower after the runs than before them "
