@@ -76,7 +76,8 @@ def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str
     lines.append(f"- `{best.label}` end to end: {seed.wall / best.wall:.2f}x the seed-style loop (target >= 2.5x)")
     lines.append(f"- its training phase: {best.phase_rate():.1f} films/s = {best.phase_rate() / bare_bf16:.0%} of the "
                  f"bare bf16 + channels_last step, {bare_bf16:.1f} films/s (target >= 90 %)"
-                 + (f"; {best.phase_rate() / bare_after:.0%} of it measured again after the runs" if bare_after else ""))
+                 + (f"; {best.phase_rate() / bare_after:.0%} of it measured again after the runs"
+                    if bare_after else ""))
     if bare_after:
         lines.append(f"- {drift(bare_bf16, bare_after)}")
     if best.steps_seconds:

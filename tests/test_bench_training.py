@@ -1,4 +1,4 @@
-"""bench/default_recipe.py, the GPU target run: the default's recipe as the Makefile ships it, and how its times are summed."""
+"""The GPU session's benches: the default's recipe as the Makefile ships it, its sum, the cuDNN experiment."""
 from __future__ import annotations
 
 import re
@@ -57,3 +57,30 @@ def test_a_failed_step_is_shown_with_its_reason_and_no_total():
     lines = training.default_recipe_lines(runs, "a GPU")
     assert lines[-1] == "- lite1: failed: efficientnet_lite1 needs its ImageNet weights"
     assert not any("in all" in line for line in lines)
+
+
+def test_the_cudnn_experiment_changes_only_benchmark_mode_and_prints_each_epoch(monkeypatch):
+    """bench/cudnn_choice.py: `core train` as the product runs it, but with benchmark mode as asked after
+    prepare_hardware set it (here a CPU run, where the product leaves the flag alone)."""
+    import torch
+
+    from bench import cudnn_choice
+    from core import cli
+    from core.store.records import TrainConfig
+    from core.training import train
+
+    seen = []
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
+    monkeypatch.setattr(train, "prepare_hardware", train.prepare_hardware)  # the experiment replaces it
+    monkeypatch.setattr(cli, "main", lambda argv: seen.append(
+        (argv, train.prepare_hardware(TrainConfig(arch="cnn5", device="cpu").resolved()).device.type,
+         torch.backends.cudnn.benchmark)) or 0)
+    for mode in cudnn_choice.MODES:
+        assert cudnn_choice.train_with_benchmark(mode, ["DIR", "--epochs", "3"]) == 0
+    assert seen == [(["train", "DIR", "--epochs", "3"], "cpu", True), (["train", "DIR", "--epochs", "3"], "cpu", False)]
+    record = {"training": {"seconds": 9.0, "checks_seconds": {"validation report": 1.0}, "history": [
+        {"epoch": 1, "seconds": 5.0, "steps_seconds": 4.0, "validation_seconds": 0.5},
+        {"epoch": 2, "seconds": 6.5, "steps_seconds": 1.2, "validation_seconds": 0.1}]}}
+    lines = cudnn_choice.history_lines("off", training.Run("x", wall=12.0), record)
+    assert lines[0].startswith("benchmark mode off: 12.0 s process wall, core train's own 9.0 s")
+    assert lines[-2:] == ["| 1 | 4.0 | 0.5 | 5.0 |", "| 2 | 1.2 | 0.1 | 1.5 |"]
