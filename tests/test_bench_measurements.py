@@ -43,3 +43,27 @@ def test_the_training_bench_says_when_the_machines_own_speed_moved_under_it():
     assert moved.startswith("the same bare bf16 step ran 183% faster after the runs") and "not a measurement" in moved
     assert drift(30.0, 28.5) == ("the same bare bf16 step ran 5% slower after the runs than before them "
                                  "(28.5 against 30.0 films/s)")
+
+
+@pytest.mark.parametrize("shipped", [True, False])
+def test_the_evaluate_bench_times_the_cli_on_the_shipped_models_or_on_a_registry_it_is_given(tmp_path, monkeypatch,
+                                                                                             shipped):
+    """`make bench` stopped at bench/evaluate.py for a day (run_process had gained an argument its caller did not
+    pass), and the GPU session gives it a registry of models it trained, which is not a signed shipped folder."""
+    import subprocess
+
+    from bench import evaluate
+    from bench.training_runs import Run
+
+    calls = []
+
+    def run_process(command, env, run):
+        calls.append((command, env, run))
+        return 2.5, subprocess.CompletedProcess(command, 0, stdout='{"n": 3}\n', stderr="")
+    monkeypatch.setattr(evaluate, "run_process", run_process)
+    models = evaluate.SHIPPED if shipped else tmp_path / "trained"
+    wall, report, problem = evaluate.evaluate_cli(tmp_path / "films", "m-v1", tmp_path, models)
+    assert (wall, report, problem) == (2.5, {"n": 3}, "")
+    command, env, run = calls[0]
+    assert command[-5:] == ["evaluate", str(tmp_path / "films"), "--model", "m-v1", "--json"] and isinstance(run, Run)
+    assert (env["CXR_CHECKPOINTS"] == str(models)) == shipped and (env["CXR_MODELS"] == str(models)) != shipped
