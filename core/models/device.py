@@ -118,8 +118,9 @@ def inference_kernels(device: torch.device, precision: str = FP32):
 
     Benchmark mode, on while training (one input shape, thousands of steps), times every candidate kernel for
     each new input shape; inference sees a few batches of each (the last one shorter), so it pays that search
-    and barely uses the result. On an H200 (2026-12-04) the first validation of an EfficientNet-Lite1 took
-    13.8 s and the next eleven 0.07 s each; the fp32 validation report after training 6.5-11.9 s a network."""
+    and barely uses the result. On an H200 (2026-12-04), with it on, the first validation of an EfficientNet-Lite1
+    took 13.8 s and the next eleven 0.07 s each, and the fp32 validation report after training 6.5-11.9 s a
+    network: most likely that search (bench/gpu_session.sh re-measures it on the next GPU)."""
     with contextlib.ExitStack() as stack:
         if device.type == "cuda":
             cudnn = torch.backends.cudnn
