@@ -35,43 +35,45 @@ def floor_for(task: str) -> Floor:
 
 def check_promotion(entry: ModelEntry) -> list[str]:
     """Why ``entry`` may not become its task's default, in words; an empty list when it may."""
+    return [words for _, words in _refusals(entry)]
+
+
+# What to train instead, by the kind of refusal (in this order when several apply).
+ADVICE = {"films": "on more films", "normal": "on a folder with a normal class",
+          "sensitivity": "with a higher sensitivity target"}
+
+
+def _refusals(entry: ModelEntry) -> list[tuple[str, str]]:
+    """(kind, words) for each reason ``entry`` falls below its task's floor; kinds are ADVICE's keys or "report"."""
     record, floor = entry.record, floor_for(entry.task)
     report, point = record.report, record.operating_point
     if report is None:
-        return ["it has no validation report, so nothing shows how it performs"]
-    reasons = [f"its validation holds only {count} {name} film{'s' * (count != 1)}; a default needs at least "
-               f"{floor.min_films} of each class" for name, count in zip(report.classes, report.class_counts)
-               if count < floor.min_films]
+        return [("report", "it has no validation report, so nothing shows how it performs")]
+    reasons = [("films", f"its validation holds only {count} {name} film{'s' * (count != 1)}; a default needs at "
+                f"least {floor.min_films} of each class")
+               for name, count in zip(report.classes, report.class_counts) if count < floor.min_films]
     wanted = _percent(floor.min_sensitivity)
     if point.normal_index is None:
-        reasons.append(f"it has no normal class, so its operating point promises no sensitivity "
-                       f"(a default must promise at least {wanted})")
+        reasons.append(("normal", f"it has no normal class, so its operating point promises no sensitivity "
+                                  f"(a default must promise at least {wanted})"))
         return reasons
     target = point.target_sensitivity
     if target is None or not math.isfinite(target) or target < floor.min_sensitivity:  # NaN passes any "<"
         promised = (f"{_percent(target)} sensitivity" if target is not None and math.isfinite(target)
                     else "no stated sensitivity")
-        reasons.append(f"its operating point was chosen for {promised}; a default must promise at least {wanted}")
+        reasons.append(("sensitivity", f"its operating point was chosen for {promised}; a default must promise at "
+                                       f"least {wanted}"))
     reached = report.sensitivity
     if reached is None or not math.isfinite(reached) or reached < floor.min_sensitivity:
         reached = _percent(reached) if reached is not None and math.isfinite(reached) else "an unknown"
-        reasons.append(f"it reached {reached} sensitivity on its validation films; a default needs at least {wanted}")
+        reasons.append(("sensitivity", f"it reached {reached} sensitivity on its validation films; a default needs "
+                                       f"at least {wanted}"))
     return reasons
 
 
-def _what_to_do(entry: ModelEntry) -> str:
-    """The advice that fits why ``entry`` was refused (as :func:`check_promotion` finds it): more films for too
-    few, a normal class for a model without one, a higher target for a low sensitivity."""
-    record, floor = entry.record, floor_for(entry.task)
-    report, point = record.report, record.operating_point
-    if report is None:
-        return "Train another version and try again."
-    advice = ["on more films"] if any(n < floor.min_films for n in report.class_counts) else []
-    if point.normal_index is None:
-        advice.append("on a folder with a normal class")
-    elif not all(v is not None and math.isfinite(v) and v >= floor.min_sensitivity
-                 for v in (point.target_sensitivity, report.sensitivity)):
-        advice.append("with a higher sensitivity target")
+def _what_to_do(kinds: set[str]) -> str:
+    """The advice that fits the kinds of refusal: more films, a normal class, a higher sensitivity target."""
+    advice = [words for kind, words in ADVICE.items() if kind in kinds]
     return f"Train {' and '.join(advice)}, and try again." if advice else "Train another version and try again."
 
 
@@ -79,14 +81,15 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
     """Make ``name`` its task's default if it clears the floor (or ``override``, recorded as such);
     PromotionRefused says why not. The change is written to the audit log."""
     entry = find_model(name, directory)
-    reasons = check_promotion(entry)
+    refusals = _refusals(entry)
+    reasons = [words for _, words in refusals]
     if reasons and not override:
         try:
             record_action("default.refused", who, model=name, task=entry.task, reasons=reasons, **figures(entry))
         except AuditLogUnavailable:
             pass  # nothing changed: the refusal itself is what the person must see
         raise PromotionRefused(f"{name} cannot become the default model for {entry.task}: {'; '.join(reasons)}. "
-                               f"{_what_to_do(entry)}")
+                               f"{_what_to_do({kind for kind, _ in refusals})}")
     previous = _current_default(entry.task, directory)
     ensure_writable()  # a default changes only where the change can be recorded
     ensure_models_writable(directory)
