@@ -1,16 +1,16 @@
-"""What one GPU can show of issue 11's NCCL path: a process group on NCCL, core's ResNet-18 inside
-DistributedDataParallel on that GPU, a few bf16 training steps, and the collectives core's training uses
-(broadcast of rank 0's early-stopping decision, all-reduce of the loss and of a cancel flag).
+"""What one GPU can show of issue 11's NCCL path: core's own training collectives (core.training.distributed
+``Hardware``: DDP around the model, rank 0's early-stopping decision broadcast, a cancel flag and the loss
+all-reduced) over a NCCL process group, with core's ResNet-18 and a few bf16 steps.
 
 ``torchrun --nproc-per-node 1`` makes a world of one process, which `core train` rightly runs without DDP; NCCL
-refuses two ranks on one GPU; so this check joins NCCL itself, in a world of one, with core's own model. Several
-GPUs or machines are needed to see gradients averaged across ranks. Prints one line; not a pass/fail test.
+refuses two ranks on one GPU; so this check joins NCCL itself and hands core's ``Hardware`` a world of one that
+counts as distributed. Several GPUs or machines are needed to see gradients averaged across ranks. Prints one
+line; not a pass/fail test.
 
     torchrun --standalone --nproc-per-node 1 bench/nccl_check.py
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,43 +20,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
+from core.config import DistributedEnvironment, distributed_environment  # noqa: E402
 from core.models.build import build_model  # noqa: E402
+from core.models.device import BF16, place_for_training, training_autocast  # noqa: E402
+from core.training.distributed import Hardware, leave  # noqa: E402
+
+
+class WorldOfOne(DistributedEnvironment):
+    """torchrun's one process, taken through the collectives a world of several would use."""
+
+    @property
+    def is_distributed(self) -> bool:
+        return True
 
 
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench/nccl_check.py: NCCL needs a CUDA GPU, and torch sees none here")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank)
-    torch.cuda.set_device(device)
-    dist.init_process_group("nccl")
-    model = build_model("resnet18", 2, 224, False)[0].to(device, memory_format=torch.channels_last)
-    ddp = DistributedDataParallel(model, device_ids=[local_rank], output_device=local_rank)
-    optimiser, loss_fn = torch.optim.AdamW(ddp.parameters(), lr=3e-4), nn.CrossEntropyLoss()
-    images = torch.rand(32, 1, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, 2, (32,), device=device)
+    launched = distributed_environment()
+    world = WorldOfOne(launched.rank, launched.world_size, launched.local_rank, launched.local_world_size)
+    hardware = Hardware(torch.device("cuda", world.local_rank), BF16, world)
+    torch.cuda.set_device(hardware.device)
+    dist.init_process_group("nccl", rank=world.rank, world_size=world.world_size)
+    model = hardware.wrap(place_for_training(build_model("resnet18", 2, 224, False)[0], hardware.device))
+    optimiser, loss_fn = torch.optim.AdamW(model.parameters(), lr=3e-4), nn.CrossEntropyLoss()
+    images = torch.rand(32, 1, 224, 224, device=hardware.device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 2, (32,), device=hardware.device)
     started = time.perf_counter()
     for _ in range(5):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = loss_fn(ddp(images), labels)
+        with training_autocast(hardware.device, hardware.precision):
+            loss = loss_fn(model(images), labels)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-    stop = torch.tensor([1], device=device)
-    dist.broadcast(stop, src=0)
-    total = torch.tensor([loss.item()], device=device)
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    cancel = torch.tensor([0], device=device)
-    dist.all_reduce(cancel, op=dist.ReduceOp.MAX)
+    stop, cancel, mean = hardware.from_main(True), hardware.on_any(False), hardware.mean(loss.item())
     torch.cuda.synchronize()
-    print(f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))} on {torch.cuda.get_device_name(device)}: world of "
-          f"{dist.get_world_size()}, backend {dist.get_backend()}; DDP(resnet18) 5 bf16 steps in "
-          f"{time.perf_counter() - started:.2f} s (first-call set-up included), loss {loss.item():.3f}; broadcast "
-          f"{stop.item()}, all-reduced loss {total.item():.3f}, cancel flag {cancel.item()}")
-    dist.barrier()
-    dist.destroy_process_group()
+    print(f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))} on {torch.cuda.get_device_name(hardware.device)}: "
+          f"world of {dist.get_world_size()}, backend {dist.get_backend()}; {type(model).__name__}(resnet18) 5 bf16 "
+          f"steps in {time.perf_counter() - started:.2f} s (first-call set-up included); Hardware.from_main(True) "
+          f"{stop}, on_any(False) {cancel}, mean(loss {loss.item():.3f}) {mean:.3f}")
+    leave(hardware, completed=True)
 
 
 if __name__ == "__main__":
