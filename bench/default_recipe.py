@@ -101,14 +101,19 @@ def _figures(summary: dict | None) -> str:
 
 def default_recipe_lines(runs: list[Run], device: str) -> list[str]:
     """One line per run and their sum against the target (a failed run says why and stops the sum)."""
-    lines = [f"The default's recipe retrained on {device} (issue 11's GPU target: under {TARGET_SECONDS:.0f} s "
-             "for all of it, decoding and reports included):"]
-    lines += [run_line(run) for run in runs]
-    if runs and not any(run.problem for run in runs):
-        total = sum(run.wall for run in runs)
-        lines.append(f"- in all {_s(total)} (target < {TARGET_SECONDS:.0f} s: "
-                     f"{'met' if total < TARGET_SECONDS else 'not met'})")
-    return lines
+    return [heading(device), *map(run_line, runs), *total_lines(runs)]
+
+
+def heading(device: str) -> str:
+    return (f"The default's recipe retrained on {device} (issue 11's GPU target: under {TARGET_SECONDS:.0f} s "
+            "for all of it, decoding and reports included):")
+
+
+def total_lines(runs: list[Run]) -> list[str]:
+    if not runs or any(run.problem for run in runs):
+        return []
+    total = sum(run.wall for run in runs)
+    return [f"- in all {_s(total)} (target < {TARGET_SECONDS:.0f} s: {'met' if total < TARGET_SECONDS else 'not met'})"]
 
 
 def run_line(run: Run) -> str:
@@ -127,7 +132,7 @@ def main() -> None:
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench/default_recipe.py: cuda needs a CUDA GPU, and torch sees none here")
     name = torch.cuda.get_device_name() if device == "cuda" else f"the CPU ({torch.get_num_threads()} threads)"
-    print(default_recipe_lines([], name)[0], flush=True)  # then each run's line as it ends, then the sum
+    print(heading(name), flush=True)  # then each run's line as it ends, then the sum
 
     def show(run: Run) -> None:
         print(run_line(run), flush=True)
@@ -137,7 +142,7 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory(prefix="cxr-bench-default-") as tmp:
             runs = default_recipe(Path(tmp), device, quick, show)
-    print("\n".join(default_recipe_lines(runs, name)[1 + len(runs):]))
+    print("\n".join(total_lines(runs)))
     if quick:
         print("(--quick: 64 films and 1 epoch a member, a check of the sequence; the target is not measured)")
 
