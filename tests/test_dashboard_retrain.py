@@ -149,6 +149,20 @@ def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_d
     assert parse(last.at) is not None
 
 
+
+def test_a_finished_job_below_the_floor_says_why_and_what_to_train_instead(places, settings_env):
+    """The same words as the CLI's refusal: the reasons, then the advice (here: more films)."""
+    checkpoints, jobs = places
+    settings_env(CXR_PROMOTION_MIN_FILMS="1000")
+    job = start_job(TRAIN_DIR, TrainConfig(arch="mlp", epochs=1, image_size=64, max_films=40), directory=checkpoints,
+                    root=jobs)
+    wait_for(lambda: not read_job(job.folder).is_active, timeout=180, what="the job to finish")
+    at = retrain_page()
+    (warning,) = [w.value for w in at.warning if "cannot become the default" in w.value]
+    assert "a default needs at least 1000 of each class" in warning
+    assert warning.endswith(". Train on more films, and try again.")
+    assert not any(b.label.startswith("Make ") for b in at.button)
+
 def test_the_cancel_button_stops_a_running_job_and_saves_nothing(places):
     checkpoints, jobs = places
     before = sorted(p.name for p in checkpoints.iterdir())

@@ -35,7 +35,14 @@ def floor_for(task: str) -> Floor:
 
 def check_promotion(entry: ModelEntry) -> list[str]:
     """Why ``entry`` may not become its task's default, in words; an empty list when it may."""
-    return [words for _, words in _refusals(entry)]
+    return refusal(entry)[0]
+
+
+def refusal(entry: ModelEntry) -> tuple[list[str], str]:
+    """:func:`check_promotion`'s reasons and what to train instead ("" when ``entry`` may become the default):
+    the words the CLI's refusal and the Retrain page both show."""
+    refusals = _refusals(entry)
+    return [words for _, words in refusals], _what_to_do({kind for kind, _ in refusals}) if refusals else ""
 
 
 # What to train instead, by the kind of refusal (in this order when several apply).
@@ -81,15 +88,14 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
     """Make ``name`` its task's default if it clears the floor (or ``override``, recorded as such);
     PromotionRefused says why not. The change is written to the audit log."""
     entry = find_model(name, directory)
-    refusals = _refusals(entry)
-    reasons = [words for _, words in refusals]
+    reasons, advice = refusal(entry)
     if reasons and not override:
         try:
             record_action("default.refused", who, model=name, task=entry.task, reasons=reasons, **figures(entry))
         except AuditLogUnavailable:
             pass  # nothing changed: the refusal itself is what the person must see
         raise PromotionRefused(f"{name} cannot become the default model for {entry.task}: {'; '.join(reasons)}. "
-                               f"{_what_to_do({kind for kind, _ in refusals})}")
+                               f"{advice}")
     previous = _current_default(entry.task, directory)
     ensure_writable()  # a default changes only where the change can be recorded
     ensure_models_writable(directory)

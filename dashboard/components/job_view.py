@@ -18,7 +18,7 @@ from core.jobs.jobs import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, 
                             cancel_job, read_job)
 from core.jobs.progress import JobProgress, job_progress
 from core.jobs.resume import resumable_run, resume_job
-from core.store.promotion import check_promotion, promote
+from core.store.promotion import promote, refusal
 from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
 from dashboard.components.reports import duration, interval_text, with_interval
@@ -189,7 +189,7 @@ def _new_model(job: Job, user: User) -> None:
     if entry is None:
         st.warning(f"{job.model} is no longer in the registry.", icon=":material/warning:")
         return
-    reasons = [] if entry.is_default or not user.is_admin else check_promotion(entry)
+    reasons, advice = ([], "") if entry.is_default or not user.is_admin else refusal(entry)
     with st.container(horizontal=True, vertical_alignment="center"):
         if entry.is_default:
             st.badge(f"{entry.name} is the default model", color="green", icon=":material/star:")
@@ -200,7 +200,7 @@ def _new_model(job: Job, user: User) -> None:
             _promote(entry.name, user)
         st.page_link("views/compare.py", label="Compare it with the other models", icon=":material/compare_arrows:")
     if reasons:
-        st.warning(f"{entry.name} cannot become the default: " + "; ".join(reasons) + ".",
+        st.warning(f"{entry.name} cannot become the default: " + "; ".join(reasons) + f". {advice}",
                    icon=":material/block:")
 
 
