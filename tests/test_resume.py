@@ -197,6 +197,20 @@ def test_old_states_and_a_killed_writer_s_leftovers_are_pruned(tmp_path):
     assert prune_saved_runs(tmp_path, max_age_days=0, now=now + 365 * 86400) == [".new.pt.1.tmp"]  # 0 keeps
 
 
+
+def test_a_link_in_the_runs_folder_is_pruned_by_its_own_age_never_its_target_s(tmp_path):
+    now = time.time()
+    target = tmp_path / "elsewhere.txt"
+    target.write_bytes(b"not ours")
+    os.utime(target, (now - 400 * 86400, now - 400 * 86400))  # an old file (e.g. /etc/passwd)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "fresh.pt").symlink_to(target)  # placed just now: resuming it refuses it as a link
+    (runs / "stale.pt").symlink_to(target)
+    os.utime(runs / "stale.pt", (now - 31 * 86400, now - 31 * 86400), follow_symlinks=False)
+    assert prune_saved_runs(runs, max_age_days=30, now=now) == ["stale.pt"]
+    assert [p.name for p in runs.iterdir()] == ["fresh.pt"] and target.read_bytes() == b"not ours"
+
 # --- the command line -------------------------------------------------------------------------------------
 
 

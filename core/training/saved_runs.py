@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 from typing import Any, BinaryIO, Callable
 
 from core import clock
@@ -84,8 +85,10 @@ def prune_saved_runs(folder: Path | None = None, max_age_days: float | None = No
     for path in sorted(folder.iterdir()):
         temporary = path.name.startswith(".") and path.name.endswith(".tmp")
         limit = DAY if temporary else (days * DAY if days and path.suffix in (".pt", ".json") else None)
-        try:
-            old = limit is not None and path.is_file() and path.stat().st_mtime < now - limit
+        try:  # a link is judged by its own age, never its target's (unlinking it leaves the target alone)
+            found = path.lstat()
+            old = (limit is not None and (S_ISREG(found.st_mode) or S_ISLNK(found.st_mode))
+                   and found.st_mtime < now - limit)
         except OSError:
             continue
         if old:
