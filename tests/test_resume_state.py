@@ -28,7 +28,7 @@ from core.models.device import FP32
 from core.store.records import TrainConfig
 from core.training.distributed import Hardware
 from core.training.events import EpochEvent
-from core.training.resume import RunIdentity, open_run, run_identity
+from core.training.resume import RunIdentity, RunProgress, open_run, run_identity
 from core.training.saved_state import DIGESTS
 from core.training.saved_runs import runs_dir, saved_runs
 from core.training.train import split_films, train
@@ -181,6 +181,23 @@ def test_a_writer_killed_between_description_and_state_leaves_a_run_that_resumes
     _state(saved).write_bytes(saved.state)  # the description of epoch 2 was written, the state not yet
     run = open_run(saved.identity, CPU, resume=True)
     assert run.resumed_after == 1
+    run.forget()
+
+
+def test_the_best_weights_are_written_once_when_the_epoch_saved_is_the_best(saved, site):
+    payload = torch.load(io.BytesIO(saved.state), weights_only=True)
+    assert payload["stale"] == 0 and payload["best_state"] is payload["model"]  # epoch 1, the best so far: once
+    run = open_run(saved.identity, CPU, resume=False)
+    model = torch.nn.Linear(4, 2)
+    optimiser = torch.optim.AdamW(model.parameters())
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 1e-3, total_steps=3)
+    older = {name: torch.zeros_like(value) for name, value in model.state_dict().items()}
+    run.save(RunProgress(epoch=2, best_auc=0.9, best_state=older, stale=1), model, optimiser, schedule,
+             torch.Generator())  # no gain this epoch: the best weights are an earlier epoch's, written apart
+    payload = torch.load(_state(saved), weights_only=True)
+    assert payload["best_state"] is not payload["model"]
+    assert all(torch.equal(payload["best_state"][k], older[k]) for k in older)
+    assert all(torch.equal(payload["model"][k], v) for k, v in model.state_dict().items())
     run.forget()
 
 

@@ -10,7 +10,8 @@ and what a run is, readable without torch).
 - **Saved** after every epoch's validation, atomically (a temporary, then ``os.replace``), by rank 0; under
   torchrun the other ranks hand it their random-number states. The state: model, optimiser, LR schedule,
   every rank's batch-order/augmentation generator and torch's global RNG (dropout), the history, the best
-  weights and AUC, the epochs without a gain, whether training is over. Its SHA-256 goes into the ``.json``
+  weights (stored once when the epoch just saved is the best) and AUC, the epochs without a gain, whether
+  training is over. Its SHA-256 goes into the ``.json``
   (written first, listing the previous state's digest too, so a writer killed between the two files leaves
   a state that still matches).
 - **Checked** before anything of it is used: never through a symbolic link, its digest against the ``.json``
@@ -178,10 +179,14 @@ class RunCheckpoint:
                 if hardware.device.type == "cuda" else None}
         if not hardware.is_main:
             return
+        weights = model.state_dict()
+        # The epoch just judged the best (no epoch since without a gain) left the best weights equal to these:
+        # the same dict twice is pickled once and loads as one, a quarter of the bytes less to write each time.
+        best = weights if progress.stale == 0 else progress.best_state
         payload = {"format": FORMAT, "key": self.identity.key, "epoch": progress.epoch,
                    "finished": progress.finished, "seconds": progress.seconds, "best_auc": progress.best_auc,
                    "stale": progress.stale, "history": [h.model_dump() for h in progress.history],
-                   "model": model.state_dict(), "best_state": progress.best_state,
+                   "model": weights, "best_state": best,
                    "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(), **rngs}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
