@@ -66,7 +66,7 @@ def drift(before: float, after: float) -> str:
 
 
 def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str,
-            bare_after: float | None = None) -> list[str]:
+            bare_after: float | None = None, bare_label: str = "bare bf16 + channels_last step") -> list[str]:
     lines = [title]
     if seed.phase_rate() and not seed.problem:
         lines.append(f"- the seed loop's training phase runs at {seed.phase_rate() / bare_fp32:.0%} of the bare "
@@ -75,7 +75,7 @@ def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str
         return lines + ["- core train bf16 vs the seed loop: not measured (see the failed run above)"]
     lines.append(f"- `{best.label}` end to end: {seed.wall / best.wall:.2f}x the seed-style loop (target >= 2.5x)")
     lines.append(f"- its training phase: {best.phase_rate():.1f} films/s = {best.phase_rate() / bare_bf16:.0%} of the "
-                 f"bare bf16 + channels_last step, {bare_bf16:.1f} films/s (target >= 90 %)"
+                 f"{bare_label}, {bare_bf16:.1f} films/s (target >= 90 %)"
                  + (f"; {best.phase_rate() / bare_after:.0%} of it measured again after the runs"
                     if bare_after else ""))
     if bare_after:

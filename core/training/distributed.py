@@ -21,6 +21,7 @@ from core.config import DistributedEnvironment, distributed_environment
 from core.errors import SettingOutOfRange
 from core.films.folders import FilmSet
 from core.models.device import resolve_device, resolve_precision, set_cpu_threads
+from core.models.host_memory import keep_freed_memory
 from core.store.records import TrainConfig
 
 
@@ -106,6 +107,7 @@ def prepare_hardware(config: TrainConfig, world: DistributedEnvironment | None =
         torch.backends.cudnn.benchmark = True  # one input size for the whole run: pick the fastest kernels
     else:
         set_cpu_threads(world.local_world_size)
+        keep_freed_memory()  # every step frees and re-allocates the same large buffers (core.models.host_memory)
     if world.is_distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank,
                                 world_size=world.world_size)

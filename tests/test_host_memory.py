@@ -1,0 +1,65 @@
+"""Training on the CPU keeps freed memory for reuse (core/models/host_memory.py): a block freed and allocated
+again comes back without the kernel mapping fresh pages, which every training step did for its activations."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from core.store.records import TrainConfig
+from core.training import distributed
+
+# In a fresh process (the setting is the process's, and the test process may have asked already): the page faults
+# of a training step's pattern in small, large blocks made, used and freed again and again, with glibc's defaults
+# and then after asking.
+FAULTS = """
+import json, resource, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from core.models.host_memory import keep_freed_memory
+
+def faults_per_step():
+    counts = []
+    for _ in range(5):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        x = torch.ones(16 * 2**20)  # 64 MB: over the largest block glibc ever serves from its heap by default
+        y = x * 2
+        del x, y
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return min(counts[2:])  # once the first steps have shaped the heap
+
+default = faults_per_step()
+kept = keep_freed_memory()
+print(json.dumps({"default": default, "kept": kept, "after": faults_per_step()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_freed_block_comes_back_without_page_faults_once_asked():
+    done = subprocess.run([sys.executable, "-c", FAULTS, str(REPO)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    faults = json.loads(done.stdout)
+    if not faults["kept"]:
+        pytest.skip("the C library here is not glibc: nothing to keep")
+    pages = 2 * 64 * 2**20 // 4096  # two blocks a step
+    assert faults["default"] > pages // 2  # glibc's default: fresh mappings, faulted in page by page every step
+    assert faults["after"] < pages // 20  # kept: the freed blocks are reused as they are
+
+
+def test_training_on_the_cpu_asks_for_it_and_on_a_gpu_does_not(monkeypatch):
+    asked = []
+    monkeypatch.setattr(distributed, "keep_freed_memory", lambda: asked.append(True) or True)
+    distributed.prepare_hardware(TrainConfig(arch="cnn5", device="cpu").resolved())
+    assert asked == [True]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
+    distributed.prepare_hardware(TrainConfig(arch="cnn5", device="cuda").resolved())
+    assert asked == [True]  # a GPU's activations live on the GPU
+
