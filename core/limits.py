@@ -74,10 +74,15 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 HOLDOUTS = ("kermany-batch",)  # named rules of core.training.holdout (another batch kept out of training)
 # Inference batches (validation, evaluate, film features; core.models.device.inference_batch_size). A GPU
-# wants large batches. A CPU wants a convolution's activations to stay in its caches: a film ran 1.2-1.3x
-# faster through ResNet-18 (fp32 and bf16), 1.8x through the 5-layer CNN and 2.6-3.8x through EfficientNet-
-# Lite0 (classifier and film features) in batches of 6 than of 128 (bench/inference_batch.py, measurements);
-# the MLP and logistic regression take a tenth of a millisecond either way. A lone film takes other kernels.
+# wants large batches. On a CPU with glibc's allocator as it comes, a film ran 1.2-1.3x faster through
+# ResNet-18 (fp32 and bf16), 1.8x through the 5-layer CNN and 2.6-3.8x through EfficientNet-Lite0
+# (classifier and film features) in batches of 6 than of 128 (bench/inference_batch.py, measurements): mostly
+# page faults, not the caches as first thought (glibc hands every freed block over 32 MB back to the kernel).
+# A training process keeps freed memory (core.models.host_memory); there 8-64 films a batch run alike or
+# faster (ResNet-18 in bf16 9.1 ms a film at 32 against 10.0 at 6; only EfficientNet-Lite0 at 128 still slows),
+# so it validates every epoch at its training batch (core.training.loop); the dashboard and `evaluate` keep
+# their memory bounded and run 6. The MLP and logistic regression take a tenth of a
+# millisecond either way. A lone film takes other kernels.
 INFERENCE_BATCH_SIZE = {"cpu": 6, "cuda": 512}
 
 # Decoded training films shared across runs (core/films/decode_cache.py): patient images, kept outside the

@@ -25,7 +25,7 @@ from core.models.inference import probabilities_in_batches
 from core.serving import predict as predict_module
 from core.store.checkpoints import LoadedModel
 from core.store.records import TrainConfig
-from core.training import distributed
+from core.training import distributed, loop
 from core.training import train as train_module
 from core.training.distributed import Hardware, prepare_hardware
 
@@ -208,6 +208,26 @@ def test_training_puts_model_films_and_batches_on_the_resolved_device(on_meta, m
     assert films.films.device == films.labels.device == x_val.device == META
     assert seen["record"] == {"weights": META, "batch": META, "output": META, "dtype": torch.float32}
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_per_epoch_validation_runs_at_the_training_batch_on_the_cpu(monkeypatch):
+    """Its freed activations are kept for reuse (core.models.host_memory), so the CPU's small inference batch
+    would only be slower; at the training precision, as monitoring."""
+    seen = []
+
+    def recording(model, films, batch_size=None, precision=FP32):
+        seen.append((len(films), batch_size, precision))
+        return np.tile([0.4, 0.6], (len(films), 1))
+
+    monkeypatch.setattr(loop, "probabilities_in_batches", recording)
+    labels = np.arange(10) % 2
+    val_set = FilmSet(tuple(Path(f"{c}/{i}.png") for i, c in enumerate(labels)), labels, ("C0", "C1"))
+    films = loop.TrainingFilms(films=torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8),
+                               labels=torch.arange(40) % 2, class_weight=torch.ones(2), total=40)
+    config = TrainConfig(arch="logistic", epochs=2, image_size=32, batch_size=16, augment=False).resolved()
+    loop.fit(build_model("logistic", 2, 32)[0], films, torch.zeros(10, 1, 32, 32, dtype=torch.uint8), val_set,
+             config, Hardware(torch.device("cpu"), BF16), lambda event: None, None)
+    assert seen == [(10, 16, BF16)] * 2
 
 
 def test_inference_moves_each_batch_to_the_model(on_meta):

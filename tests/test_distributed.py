@@ -84,7 +84,8 @@ def test_a_global_batch_smaller_than_the_processes_is_refused():
 # --- two real gloo processes ----------------------------------------------------------------------------
 
 
-def _falling_auc(model, x_val, val_set, weight, epoch, train_loss, started, precision, steps_seconds) -> EpochRecord:
+def _falling_auc(model, x_val, val_set, weight, epoch, train_loss, started, hardware, steps_seconds,
+                 training_batch) -> EpochRecord:
     """Validation that only gets worse after epoch 1: early stopping must end the run after epoch 2."""
     return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=1.0 / epoch, seconds=0.0)
 
@@ -148,7 +149,8 @@ def test_torchrun_trains_on_two_gloo_processes_and_only_rank_0_writes(kermany_tr
 # --- a resumed run under torchrun ----------------------------------------------------------------------------------------
 
 
-def _rising_auc(model, x_val, val_set, weight, epoch, train_loss, started, precision, steps_seconds) -> EpochRecord:
+def _rising_auc(model, x_val, val_set, weight, epoch, train_loss, started, hardware, steps_seconds,
+                training_batch) -> EpochRecord:
     """Validation without films: every epoch is the best so far, so no run stops early."""
     return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=epoch / 10, seconds=0.0)
 
