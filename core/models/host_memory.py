@@ -7,10 +7,11 @@ Measured on the 2-core EPYC (2026-12-04; ResNet-18, 224 px, batch 32, bf16 + cha
 faults and 0.15-0.27 s of kernel time a step with glibc's defaults. Keeping freed memory cut the page faults
 fivefold and, for `core train` on 600 films for 2 epochs (two runs each way, alternated), the training phase from
 36.5-37.1 s to 33.5-33.6 s (the first epoch's steps 16.8-17.0 -> 14.6-14.7 s: most of the first steps' warm-up
-was page faults) at a peak resident size of 2.06 GB instead of 1.81-1.84. Inference allocates far less and
-gained nothing (19.8 ms a film either way), so only training processes ask for it
-(core.training.distributed.prepare_hardware, on the CPU); the dashboard's own process never does (training
-jobs run in processes of their own).
+was page faults) at a peak resident size of 2.06 GB instead of 1.81-1.84. Inference at the CPU's batch of 6
+films allocates far less and gained nothing (19.8 ms a film either way); larger batches gain (core.limits
+INFERENCE_BATCH_SIZE), which a training process uses for its per-epoch validation. Only training processes ask
+(core.training.distributed.prepare_hardware, on the CPU); the dashboard's own process, which keeps its memory
+bounded, never does (training jobs run in processes of their own).
 
 The same settings as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` in the environment (jemalloc or tcmalloc
 preloaded do it their own way), applied with ``mallopt`` from inside the process so every way of starting a run
