@@ -117,9 +117,16 @@ def refused_here() -> list[tuple[str, str]]:
 def refused_uploads(names_now: list[str]) -> list[tuple[str, str]]:
     """(why, name) of the films the server refused this page, to name above the worklist until the upload box
     changes: a refusal that came after the page last ran is shown at its next run, and stays while the box
-    holds what it held then."""
+    holds what it held then.
+
+    Refusals taken while the box was still empty belong to the drop whose accepted films have not reached the
+    page yet: a run that started before the drop (e.g. waiting for the model) can take them before the box's new
+    value arrives. They stay when those films arrive, and go at the box's next change after that (seen in CI: the
+    refused films' names were gone by the run that showed the batch)."""
     held = st.session_state.get(_SESSION_REFUSED)  # (the box's names when refused, the refusals)
     new = refused_here()
+    if held and not held[0] and names_now:  # the films of the drop those refusals came from have arrived
+        held = (tuple(names_now), held[1])
     if new:
         earlier = held[1] if held and held[0] == tuple(names_now) else []
         held = (tuple(names_now), list(dict.fromkeys(earlier + new)))

@@ -129,6 +129,28 @@ def test_a_page_names_refused_films_until_its_upload_box_changes(monkeypatch):
     assert shown == ["[(b)]", "[(b)]", "[(d)]", "[(d), (e)]", "[]", "[]"]
 
 
+def test_films_refused_before_the_box_s_new_value_arrives_are_named_with_it(monkeypatch):
+    """Seen in CI: a run that started before a drop took its refusals while the box was still empty, and the run
+    that received the drop's accepted films dropped them as belonging to another box."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import upload_store
+
+    arriving: list[list[str]] = []
+    monkeypatch.setattr(upload_store, "refused_here", lambda: arriving.pop(0) if arriving else [])
+    page = AppTest.from_function(_page_showing_refusals)
+    shown = []
+    for box, refused in (([], ["c", "d"]), (["a", "b"], []), (["a", "b"], []), (["a"], []), ([], ["e"]), ([], [])):
+        arriving.append([("session", name) for name in refused])
+        page.session_state["box"] = box
+        page.run()
+        assert not page.exception
+        shown.append(page.markdown[0].value.replace("('session', ", "(").replace("'", ""))
+    # Kept when the drop's films arrive, and while the box holds them; gone at its next change. With nothing
+    # received at all (every film of a drop refused), the refusals stay on the empty box.
+    assert shown == ["[(c), (d)]", "[(c), (d)]", "[(c), (d)]", "[]", "[(e)]", "[(e)]"]
+
+
 def test_refused_films_are_named_once_per_reason_as_plain_text():
     from dashboard.components.reports import escape_markdown
     from dashboard.components.upload_messages import refused_warnings
