@@ -109,22 +109,30 @@ def _page_showing_refusals():
     st.write(repr(refused_uploads(st.session_state.get("box", []))))
 
 
-def test_a_page_names_refused_films_until_its_upload_box_changes(monkeypatch):
+def _shown_at_each_run(monkeypatch, why: str, runs) -> list[str]:
+    """Run the page once per (box, films refused since the last run) with those refusals arriving from the
+    store; what it named each time, as "[(name), ...]"."""
     from streamlit.testing.v1 import AppTest
 
     from dashboard import upload_store
 
-    arriving: list[list[str]] = []
+    arriving: list[list[tuple[str, str]]] = []
     monkeypatch.setattr(upload_store, "refused_here", lambda: arriving.pop(0) if arriving else [])
     page = AppTest.from_function(_page_showing_refusals)
     shown = []
-    for box, refused in ((["a"], ["b"]), (["a"], []), (["a", "c"], ["d"]), (["a", "c"], ["e"]),
-                         (["a", "b", "c"], []), (["a", "b", "c"], [])):
-        arriving.append([("server", name) for name in refused])
+    for box, refused in runs:
+        arriving.append([(why, name) for name in refused])
         page.session_state["box"] = box
         page.run()
         assert not page.exception
-        shown.append(page.markdown[0].value.replace("('server', ", "(").replace("'", ""))
+        shown.append(page.markdown[0].value.replace(f"('{why}', ", "(").replace("'", ""))
+    return shown
+
+
+def test_a_page_names_refused_films_until_its_upload_box_changes(monkeypatch):
+    shown = _shown_at_each_run(monkeypatch, "server", ((["a"], ["b"]), (["a"], []), (["a", "c"], ["d"]),
+                                                        (["a", "c"], ["e"]), (["a", "b", "c"], []),
+                                                        (["a", "b", "c"], [])))
     # Kept while the box is unchanged; a refusal after a change replaces the old ones; re-sent films clear them.
     assert shown == ["[(b)]", "[(b)]", "[(d)]", "[(d), (e)]", "[]", "[]"]
 
@@ -132,20 +140,8 @@ def test_a_page_names_refused_films_until_its_upload_box_changes(monkeypatch):
 def test_films_refused_before_the_box_s_new_value_arrives_are_named_with_it(monkeypatch):
     """Seen in CI: a run that started before a drop took its refusals while the box was still empty, and the run
     that received the drop's accepted films dropped them as belonging to another box."""
-    from streamlit.testing.v1 import AppTest
-
-    from dashboard import upload_store
-
-    arriving: list[list[str]] = []
-    monkeypatch.setattr(upload_store, "refused_here", lambda: arriving.pop(0) if arriving else [])
-    page = AppTest.from_function(_page_showing_refusals)
-    shown = []
-    for box, refused in (([], ["c", "d"]), (["a", "b"], []), (["a", "b"], []), (["a"], []), ([], ["e"]), ([], [])):
-        arriving.append([("session", name) for name in refused])
-        page.session_state["box"] = box
-        page.run()
-        assert not page.exception
-        shown.append(page.markdown[0].value.replace("('session', ", "(").replace("'", ""))
+    shown = _shown_at_each_run(monkeypatch, "session", (([], ["c", "d"]), (["a", "b"], []), (["a", "b"], []),
+                                                         (["a"], []), ([], ["e"]), ([], [])))
     # Kept when the drop's films arrive, and while the box holds them; gone at its next change. With nothing
     # received at all (every film of a drop refused), the refusals stay on the empty box.
     assert shown == ["[(c), (d)]", "[(c), (d)]", "[(c), (d)]", "[]", "[(e)]", "[(e)]"]
