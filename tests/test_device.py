@@ -96,6 +96,15 @@ def test_auto_and_cuda_pick_the_gpu_when_present(one_gpu):
         resolve_device("cuda", local_rank=1)  # two processes per node on a one-GPU machine
 
 
+def test_training_keeps_freed_memory_on_the_cpu_and_not_on_a_gpu(monkeypatch, one_gpu):
+    asked = []
+    monkeypatch.setattr(distributed, "keep_freed_memory", lambda: asked.append(True) or True)
+    prepare_hardware(TrainConfig(arch="cnn5", device="cpu").resolved())
+    assert asked == [True]  # core.models.host_memory (tests/test_host_memory.py)
+    prepare_hardware(TrainConfig(arch="cnn5", device="cuda").resolved())
+    assert asked == [True]  # a GPU's activations live on the GPU
+
+
 def test_training_on_a_gpu_selects_it_and_trains_in_bf16(one_gpu):
     hardware = prepare_hardware(TrainConfig(arch="cnn5").resolved())
     assert hardware.device == torch.device("cuda", 0) and one_gpu == [torch.device("cuda", 0)]

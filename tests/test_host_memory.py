@@ -7,11 +7,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from conftest import REPO
 
-from core.store.records import TrainConfig
-from core.training import distributed
 
 # In a fresh process (the setting is the process's, and the test process may have asked already): the page faults
 # of a training step's pattern in small, large blocks made, used and freed again and again, with glibc's defaults
@@ -48,18 +45,4 @@ def test_a_freed_block_comes_back_without_page_faults_once_asked():
     pages = 2 * 64 * 2**20 // 4096  # two blocks a step
     assert faults["default"] > pages // 2  # glibc's default: fresh mappings, faulted in page by page every step
     assert faults["after"] < pages // 20  # kept: the freed blocks are reused as they are
-
-
-def test_training_on_the_cpu_asks_for_it_and_on_a_gpu_does_not(monkeypatch):
-    asked = []
-    monkeypatch.setattr(distributed, "keep_freed_memory", lambda: asked.append(True) or True)
-    distributed.prepare_hardware(TrainConfig(arch="cnn5", device="cpu").resolved())
-    assert asked == [True]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
-    distributed.prepare_hardware(TrainConfig(arch="cnn5", device="cuda").resolved())
-    assert asked == [True]  # a GPU's activations live on the GPU
 
