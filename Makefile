@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= ../shared/data/kermany-224/train
 PORT ?= 8501
 
-.PHONY: setup run test bench models models-trial clean-venv
+.PHONY: setup run test bench models models-restart models-trial clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,8 +45,14 @@ bench: setup
 # $(STAGE); it replaces $(SHIP_TO) (checkpoints/) only once every line has run, so an interrupted run leaves the
 # shipped models as they were and a finished one leaves none of the old set beside the new (whose version
 # numbers start again at v1).
+# The run takes longer than a working session: `make models` again continues an interrupted run. Every line that
+# finished left a file in $(STEPS) (the version it registered) and is not run again; the training line cut short
+# continues from its last finished epoch (--resume-if-saved: core/training/resume.py). `make models-restart`
+# throws the unfinished run away and starts over.
 SHIP_TO ?= checkpoints
 STAGE ?= build/checkpoints-next
+STEPS ?= $(STAGE).steps
+RESUMABLE := --resume-if-saved
 TRAIN := $(PY) -m core train $(DATA) --precision fp32 --shipped  # the older shipped models were trained in fp32
 MEMBERS := build/members
 MEMBER := $(PY) -m core train $(DATA) --arch resnet18 --image-size 224 --augment \
@@ -60,19 +66,35 @@ HOLDOUT_RUNS := build/holdout-runs
 NAME_OF := tee -a /dev/stderr | $(PY) -c 'import json, sys; last = (sys.stdin.read().splitlines() or [""])[-1]; \
     name = json.loads(last).get("name") if last.startswith("{") else None; \
     print(name) if name else sys.exit("make models: the command above failed, so the run stops here")'
-baseline = version=$$($(TRAIN) $(2) $(TRIAL) --name $(1) | $(NAME_OF)) && \
-    run=$$(CXR_MODELS=$(HOLDOUT_RUNS) $(PY) -m core train $(DATA) --precision fp32 --holdout kermany-batch $(2) \
-        $(TRIAL) --name $(1)-holdout | $(NAME_OF)) && \
-    CXR_MODELS=$(HOLDOUT_RUNS) $(PY) -m core other-batch $$version --from $$run
+# $(call step,ID,COMMAND): COMMAND once per run of make models. The version it registered goes to $(STEPS)/ID,
+# which later lines read ($(call version,ID)); when that file is there, a run continued later skips the line.
+# (Killed between the registration and that file, a line would register a second version: a window of a second.)
+step = if [ -s $(STEPS)/$(1) ]; then echo "make models: $(1) ran before: $$(cat $(STEPS)/$(1))" >&2; else \
+    out=$$($(2) | $(NAME_OF)) && echo "$$out" > $(STEPS)/$(1).part && \
+    mv $(STEPS)/$(1).part $(STEPS)/$(1); fi
+version = $$(cat $(STEPS)/$(1))
+# $(call once,ID,COMMAND): the same for a command that registers nothing.
+once = if [ -s $(STEPS)/$(1) ]; then echo "make models: $(1) ran before" >&2; else \
+    ( $(2) ) && echo done > $(STEPS)/$(1); fi
+baseline = $(call step,$(1),$(TRAIN) $(2) $(TRIAL) --name $(1) $(RESUMABLE)) && \
+    $(call step,$(1)-holdout,CXR_MODELS=$(HOLDOUT_RUNS) $(PY) -m core train $(DATA) --precision fp32 \
+        --holdout kermany-batch $(2) $(TRIAL) --name $(1)-holdout $(RESUMABLE)) && \
+    $(call step,$(1)-other-batch,CXR_MODELS=$(HOLDOUT_RUNS) $(PY) -m core other-batch $(call version,$(1)) \
+        --from $(call version,$(1)-holdout))
 # A seed-lineup model over the size budget (issue 13) is trained the same way into the site folder instead,
 # its held-out run beside it, and Compare shows both when present.
-site_baseline = version=$$($(PY) -m core train $(DATA) --precision fp32 $(2) $(TRIAL) --name $(1) | $(NAME_OF)) && \
-    run=$$($(PY) -m core train $(DATA) --precision fp32 --holdout kermany-batch $(2) $(TRIAL) --name $(1)-holdout \
-        | $(NAME_OF)) && \
-    $(PY) -m core other-batch $$version --from $$run
-previous_default = s0=$$($(MEMBER) --seed 0 --epochs 14 --patience 14 $(TRIAL) --name pneumonia-resnet18-224-s0 | $(NAME_OF)) \
-    && s1=$$($(MEMBER) --seed 1 --epochs 8 --patience 8 $(TRIAL) --name pneumonia-resnet18-224-s1 | $(NAME_OF)) && \
-    $(PY) -m core ensemble $$s0 $$s1 --name pneumonia-resnet18-224-ensemble --target-sensitivity $(ENSEMBLE_TARGET)
+site_baseline = \
+    $(call step,$(1),$(PY) -m core train $(DATA) --precision fp32 $(2) $(TRIAL) --name $(1) $(RESUMABLE)) && \
+    $(call step,$(1)-holdout,$(PY) -m core train $(DATA) --precision fp32 --holdout kermany-batch $(2) $(TRIAL) \
+        --name $(1)-holdout $(RESUMABLE)) && \
+    $(call step,$(1)-other-batch,$(PY) -m core other-batch $(call version,$(1)) --from $(call version,$(1)-holdout))
+previous_default = \
+    $(call step,s0,$(MEMBER) --seed 0 --epochs 14 --patience 14 $(TRIAL) --name pneumonia-resnet18-224-s0 \
+        $(RESUMABLE)) && \
+    $(call step,s1,$(MEMBER) --seed 1 --epochs 8 --patience 8 $(TRIAL) --name pneumonia-resnet18-224-s1 \
+        $(RESUMABLE)) && \
+    $(call step,previous-default,$(PY) -m core ensemble $(call version,s0) $(call version,s1) \
+        --name pneumonia-resnet18-224-ensemble --target-sensitivity $(ENSEMBLE_TARGET))
 WIDE := CXR_MODELS=$(MEMBERS) $(PY) -m core train $(DATA) --arch resnet18 --image-size 224 --augment --wide-framing \
     --no-pretrained --lr 3e-4 --split-seed 0 --epochs 10 --patience 10
 LITE1 := CXR_MODELS=$(MEMBERS) $(PY) -m core train $(DATA) --arch efficientnet_lite1 --image-size 224 --augment \
@@ -85,7 +107,9 @@ MODELS_BENCH ?=  # bench/models.py's arguments (the trial writes its table outsi
 models: export CXR_CHECKPOINTS = $(abspath $(STAGE))
 models: export CXR_DETECTOR_DIR = $(abspath $(STAGE))/detector
 models: setup
-	rm -rf $(HOLDOUT_RUNS) $(STAGE)
+	@if [ -d $(STEPS) ]; then echo "make models: continuing the run interrupted before (lines done:" \
+	    "$$(ls $(STEPS) | grep -cv '\.part$$')); make models-restart starts over" >&2; \
+	else rm -rf $(HOLDOUT_RUNS) $(STAGE) $(MEMBERS) && mkdir -p $(STEPS); fi
 	$(call baseline,pneumonia-efficientnet_lite0,--arch efficientnet_lite0 --epochs 5 --image-size 160 --augment --target-sensitivity 0.98)
 	$(call baseline,pneumonia-logistic,--arch logistic --epochs 15 --image-size 64 --no-augment)
 	$(call baseline,pneumonia-mlp,--arch mlp --epochs 15 --image-size 64 --no-augment)
@@ -98,10 +122,10 @@ models: setup
 	# The COVID-19 task (issue 14): an ImageNet EfficientNet-Lite0 fine-tune at 224 px (bf16 where the CPU has
 	# it; 38 minutes as recorded here) as its default, and the seed's small CNN beside it (8 minutes).
 	# Before the pneumonia default, so that it is the last default promoted (listed first, as shipped).
-	$(PY) -m core train $(COVID_DATA) --shipped --arch efficientnet_lite0 --image-size 224 --epochs 12 --patience 6 \
-	    $(TRIAL) --name covid-efficientnet_lite0 --set-default
-	$(PY) -m core train $(COVID_DATA) --shipped --arch cnn5 --image-size 128 --epochs 20 --patience 20 --augment \
-	    $(TRIAL) --name covid-cnn5
+	$(call step,covid-efficientnet_lite0,$(PY) -m core train $(COVID_DATA) --shipped --arch efficientnet_lite0 \
+	    --image-size 224 --epochs 12 --patience 6 $(TRIAL) --name covid-efficientnet_lite0 --set-default $(RESUMABLE))
+	$(call step,covid-cnn5,$(PY) -m core train $(COVID_DATA) --shipped --arch cnn5 --image-size 128 --epochs 20 \
+	    --patience 20 --augment $(TRIAL) --name covid-cnn5 $(RESUMABLE))
 	# The default (issue 13): two ResNet-18s from scratch at 224 px with the wide-framing augmentation and an ImageNet
 	# EfficientNet-Lite1 fine-tune with the same augmentation (bf16 where the CPU has it), one validation split,
 	# trained into $(MEMBERS) (22 MB and 8.5 MB) and shipped as one ensemble; about 25-70 minutes each on 2 CPU
@@ -109,33 +133,41 @@ models: setup
 	# whose card borrows the held-out ensemble's figures on that batch (other-batch, member by member). The held-out
 	# three-network ensemble stays in $(MEMBERS) (the size budget); the held-out ResNet pair is shipped, measured
 	# beside the default on hidden films.
-	rm -rf $(MEMBERS)
-	$(WIDE) --holdout kermany-batch --seed 3 $(TRIAL) --name pneumonia-resnet18-224-wide
-	$(WIDE) --holdout kermany-batch --seed 4 $(TRIAL) --name pneumonia-resnet18-224-wide-s4
-	$(LITE1) --holdout kermany-batch $(TRIAL) --name pneumonia-efficientnet_lite1-224-wide
-	$(WIDE) --seed 3 $(TRIAL) --name pneumonia-resnet18-224-wide-all
-	$(WIDE) --seed 4 $(TRIAL) --name pneumonia-resnet18-224-wide-all-s4
-	$(LITE1) $(TRIAL) --name pneumonia-efficientnet_lite1-224-wide-all
-	CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble pneumonia-resnet18-224-wide-v1 pneumonia-resnet18-224-wide-s4-v1 \
-	    --name pneumonia-resnet18-224-wide-ensemble --target-sensitivity $(ENSEMBLE_TARGET) --shipped
-	held=$$(CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble pneumonia-resnet18-224-wide-v1 \
-	        pneumonia-resnet18-224-wide-s4-v1 pneumonia-efficientnet_lite1-224-wide-v1 \
-	        --name pneumonia-resnet18-lite1-224-wide-ensemble --target-sensitivity $(ENSEMBLE_TARGET) | $(NAME_OF)) && \
-	    all=$$(CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble pneumonia-resnet18-224-wide-all-v1 \
-	        pneumonia-resnet18-224-wide-all-s4-v1 pneumonia-efficientnet_lite1-224-wide-all-v1 \
-	        --name pneumonia-resnet18-lite1-224-wide-all-ensemble --target-sensitivity $(ENSEMBLE_TARGET) --shipped \
-	        --set-default | $(NAME_OF)) && \
-	    CXR_MODELS=$(MEMBERS) $(PY) -m core other-batch $$all --from $$held
+	$(call step,wide,$(WIDE) --holdout kermany-batch --seed 3 $(TRIAL) --name pneumonia-resnet18-224-wide $(RESUMABLE))
+	$(call step,wide-s4,$(WIDE) --holdout kermany-batch --seed 4 $(TRIAL) --name pneumonia-resnet18-224-wide-s4 \
+	    $(RESUMABLE))
+	$(call step,lite1,$(LITE1) --holdout kermany-batch $(TRIAL) --name pneumonia-efficientnet_lite1-224-wide \
+	    $(RESUMABLE))
+	$(call step,wide-all,$(WIDE) --seed 3 $(TRIAL) --name pneumonia-resnet18-224-wide-all $(RESUMABLE))
+	$(call step,wide-all-s4,$(WIDE) --seed 4 $(TRIAL) --name pneumonia-resnet18-224-wide-all-s4 $(RESUMABLE))
+	$(call step,lite1-all,$(LITE1) $(TRIAL) --name pneumonia-efficientnet_lite1-224-wide-all $(RESUMABLE))
+	$(call step,wide-ensemble,CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble $(call version,wide) \
+	    $(call version,wide-s4) --name pneumonia-resnet18-224-wide-ensemble --target-sensitivity $(ENSEMBLE_TARGET) \
+	    --shipped)
+	$(call step,held-out-three,CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble $(call version,wide) \
+	    $(call version,wide-s4) $(call version,lite1) --name pneumonia-resnet18-lite1-224-wide-ensemble \
+	    --target-sensitivity $(ENSEMBLE_TARGET))
+	$(call step,default,CXR_MODELS=$(MEMBERS) $(PY) -m core ensemble $(call version,wide-all) \
+	    $(call version,wide-all-s4) $(call version,lite1-all) --name pneumonia-resnet18-lite1-224-wide-all-ensemble \
+	    --target-sensitivity $(ENSEMBLE_TARGET) --shipped --set-default)
+	$(call step,default-other-batch,CXR_MODELS=$(MEMBERS) $(PY) -m core other-batch $(call version,default) \
+	    --from $(call version,held-out-three))
 	# The seed lineup's ResNet-18 without augmentation (report 1) is over the size budget: into the site folder.
 	$(call site_baseline,pneumonia-resnet18-noaug,--arch resnet18 --epochs 6 --image-size 160 --no-augment --no-pretrained --lr 3e-4)
 	# So is the default before the wide-framing one (issue 13): two ResNet-18s of the standard augmentation, another
 	# batch held out, one ensemble (about 25 + 15 minutes), all three in the site folder, where Compare shows them.
 	$(call previous_default)
-	$(PY) -m core.serving.fit_chest_check
-	$(PY) -m core.store.manifest  # the detector's files changed too: re-sign every shipped file
-	rm -rf $(SHIP_TO) && mv $(STAGE) $(SHIP_TO)
+	$(call once,chest-check,$(PY) -m core.serving.fit_chest_check)
+	$(call once,manifest,$(PY) -m core.store.manifest)  # the detector's files changed too: re-sign every shipped file
+	$(call once,ship,rm -rf $(SHIP_TO) && mv $(STAGE) $(SHIP_TO))
 	CXR_CHECKPOINTS=$(abspath $(SHIP_TO)) CXR_DETECTOR_DIR=$(abspath $(SHIP_TO))/detector \
 	    $(PY) bench/models.py $(MODELS_BENCH)
+	rm -rf $(STEPS)
+
+# Throw away an interrupted `make models` (its staged models, the record of the lines it finished) and start over.
+models-restart:
+	rm -rf $(STEPS)
+	$(MAKE) models
 
 # `make models-trial`: every line of `make models`, each training on 300 films for one epoch, into TRIAL_DIR
 # instead of checkpoints/, the site folder, the audit log and docs/ (the decode cache is shared, so the

@@ -93,11 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=limits.PRECISIONS, default="auto",
                    help="training precision: auto (bf16 autocast where the hardware has it), bf16 or fp32; "
                         "validation and the threshold are always fp32")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run of the same DIR and training settings from its last finished "
-                        "epoch (each epoch's state is kept in runs/ beside the site models until the run ships); "
-                        "when there is none, a JSON error and nothing is trained. Without --resume a run starts "
-                        "afresh and replaces the saved state of the same settings at its first epoch")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run of the same DIR and training settings from its last "
+                             "finished epoch (each epoch's state is kept in runs/ beside the site models until the "
+                             "run ships); when there is none, a JSON error and nothing is trained. Without --resume "
+                             "a run starts afresh and replaces the saved state of the same settings at its first "
+                             "epoch")
+    resume.add_argument("--resume-if-saved", action="store_true",
+                        help="as --resume when the run has a saved state, else start afresh (for scripts that "
+                             "are run again after an interruption, such as make models)")
     p = sub.add_parser("calibrate", help="new version of a model with a threshold for another sensitivity target")
     p.add_argument("model", metavar="NAME")
     p.add_argument("--target-sensitivity", type=float, required=True, help="e.g. 0.98 (on validation or site films)")

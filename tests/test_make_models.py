@@ -1,13 +1,16 @@
 """`make models` and its trial. Read through `make -n` (nothing runs): every training line takes the trial's flags
-after its own, and the new set replaces checkpoints/ only at the end. Run: `make models-trial` trains every line
-for real on 300 films for one epoch (13 minutes here), under CI only; see docs/measurements.md; and the logistic
-line at full size reproduces its shipped model."""
+after its own, and the new set replaces checkpoints/ only at the end. Run with every command replaced by a
+stand-in (minutes of training each otherwise): a second `make models` continues an interrupted one, its finished
+lines not run again, the training line cut short resumed (``core train --resume-if-saved``, tried on real films).
+Run for real: `make models-trial` trains every line on 300 films for one epoch (13 minutes here), under CI only;
+see docs/measurements.md; and the logistic line at full size reproduces its shipped model."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,11 @@ from pathlib import Path
 import pytest
 
 from e2e_support import IN_CI, ROOT
+from test_resume import TINY, _interrupt
+
+from core.training.resume import IF_SAVED
+from core.training.saved_runs import runs_dir
+from core.training.train import train
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
@@ -38,10 +46,8 @@ def test_every_training_line_takes_the_trials_flags_last():
 
 def test_the_new_set_replaces_checkpoints_only_at_the_end():
     lines = _dry_run("models", "SHIP_TO=/tmp/shipped", "STAGE=/tmp/staged").splitlines()
-    first = next(line for line in lines if line.startswith("rm -rf"))
-    assert "/tmp/staged" in first.split()  # a run starts from an empty stage
-    swap = next(i for i, line in enumerate(lines) if line.startswith("rm -rf /tmp/shipped"))
-    assert lines[swap] == "rm -rf /tmp/shipped && mv /tmp/staged /tmp/shipped"
+    assert "else rm -rf build/holdout-runs /tmp/staged build/members &&" in lines[0]  # a new run: an empty stage
+    swap = next(i for i, line in enumerate(lines) if "( rm -rf /tmp/shipped && mv /tmp/staged /tmp/shipped )" in line)
     assert not any("core train" in line or "core ensemble" in line for line in lines[swap:])
     assert any("core.store.manifest" in line for line in lines[:swap])  # signed before it is moved
 
@@ -124,3 +130,122 @@ def test_the_logistic_line_reproduces_the_shipped_model(tmp_path, data_dir):
     assert weights[0].keys() == weights[1].keys() == {"net.2.weight", "net.2.bias"}
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-2, atol=1e-4)
+
+
+# --- make models continues an interrupted run ------------------------------------------------------------
+
+# Stands in for .venv/bin/python: writes its arguments down, answers as each command does on stdout (the JSON
+# line naming the version), registers a shipped version as a file, and stops at $FAIL_AT's --name as an
+# interrupted or failed command does. The Makefile's own `python -c` (reading the answer) runs for real.
+STAND_IN = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+if args[:1] == ["-c"]:
+    os.execv({python!r}, [{python!r}, *args])
+with open(os.environ["STAND_IN_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[:2] == ["-m", "core"]:
+    name = args[args.index("--name") + 1] if "--name" in args else args[3]
+    if name == os.environ.get("FAIL_AT"):
+        print(json.dumps({{"error": "interrupted"}}))
+        sys.exit(1)
+    version = name if args[2] == "other-batch" else name + "-v1"
+    if "--shipped" in args:
+        os.makedirs(os.environ["CXR_CHECKPOINTS"], exist_ok=True)
+        open(os.path.join(os.environ["CXR_CHECKPOINTS"], version + ".json"), "w").close()
+    print(json.dumps({{"name": version}}))
+"""
+
+
+def _make_models(tmp_path: Path, fail_at: str = "") -> subprocess.CompletedProcess:
+    python = tmp_path / "python"
+    python.write_text(STAND_IN.format(python=sys.executable))
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
+    paths = {name: tmp_path / name.lower() for name in ("SHIP_TO", "STAGE", "MEMBERS", "HOLDOUT_RUNS")}
+    env = {**os.environ, "STAND_IN_LOG": str(tmp_path / "log.jsonl"), "FAIL_AT": fail_at,
+           "CXR_MODELS": str(tmp_path / "site")}
+    return subprocess.run(["make", "-C", str(ROOT), "--no-print-directory", "-o", "setup", "models",
+                           f"PY={python}", *(f"{k}={v}" for k, v in paths.items())],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def _commands(tmp_path: Path) -> list[list[str]]:
+    log = tmp_path / "log.jsonl"
+    commands = [json.loads(line) for line in log.read_text().splitlines()]
+    log.unlink()
+    return commands
+
+
+def _named(commands: list[list[str]]) -> list[str]:
+    """What each `python -m core` command trained (its --name), else the command up to its options."""
+    return [c[c.index("--name") + 1] if c[2] == "train" else " ".join(c[2:c.index("--name") if "--name" in c else None])
+            for c in commands if c[:2] == ["-m", "core"]]
+
+
+def test_a_second_make_models_continues_where_the_first_stopped(tmp_path):
+    first = _make_models(tmp_path, fail_at="pneumonia-mlp-holdout")
+    assert first.returncode != 0 and "the command above failed, so the run stops here" in first.stderr
+    assert _named(_commands(tmp_path)) == [
+        "pneumonia-efficientnet_lite0", "pneumonia-efficientnet_lite0-holdout",
+        "other-batch pneumonia-efficientnet_lite0-v1 --from pneumonia-efficientnet_lite0-holdout-v1",
+        "pneumonia-logistic", "pneumonia-logistic-holdout",
+        "other-batch pneumonia-logistic-v1 --from pneumonia-logistic-holdout-v1",
+        "pneumonia-mlp", "pneumonia-mlp-holdout"]
+    assert not (tmp_path / "ship_to").exists()  # the shipped models stay as they were
+
+    second = _make_models(tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "make models: continuing the run interrupted before (lines done: 7)" in second.stderr
+    commands = _commands(tmp_path)
+    named = _named(commands)
+    assert named[:3] == ["pneumonia-mlp-holdout", "other-batch pneumonia-mlp-v1 --from pneumonia-mlp-holdout-v1",
+                         "pneumonia-logistic_body-wide"]  # nothing that finished is run again
+    assert "pneumonia-logistic" not in named and "pneumonia-mlp" not in named
+    trains = [c for c in commands if c[:3] == ["-m", "core", "train"]]
+    assert len(trains) == 21 and all("--resume-if-saved" in c for c in trains)
+    assert named[-3:] == ["pneumonia-resnet18-224-s0", "pneumonia-resnet18-224-s1",
+                          "ensemble pneumonia-resnet18-224-s0-v1 pneumonia-resnet18-224-s1-v1"]
+    assert "other-batch pneumonia-resnet18-lite1-224-wide-all-ensemble-v1 --from " \
+           "pneumonia-resnet18-lite1-224-wide-ensemble-v1" in named
+    assert [c[1] for c in commands if c[:1] == ["-m"] and c[1] != "core"] == [
+        "core.serving.fit_chest_check", "core.store.manifest"]
+    assert commands[-1] == ["bench/models.py"]
+    shipped = sorted(p.name for p in (tmp_path / "ship_to").iterdir())
+    assert "pneumonia-mlp-v1.json" in shipped and "pneumonia-resnet18-lite1-224-wide-all-ensemble-v1.json" in shipped
+    assert not (tmp_path / "stage").exists() and not (tmp_path / "stage.steps").exists()
+
+    third = _make_models(tmp_path, fail_at="pneumonia-efficientnet_lite0")  # finished: the next run starts over
+    assert third.returncode != 0 and "continuing" not in third.stderr
+    assert _named(_commands(tmp_path)) == ["pneumonia-efficientnet_lite0"]
+    assert (tmp_path / "ship_to" / "pneumonia-mlp-v1.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_if_saved_starts_afresh_or_continues_and_sets_a_damaged_state_aside(kermany_train, tmp_path,
+                                                                                   settings_env):
+    site = tmp_path / "models"
+    settings_env(CXR_MODELS=str(site), CXR_JOBS=str(tmp_path / "jobs"))
+    fresh = train(kermany_train, TINY, directory=site, resume=IF_SAVED)  # nothing saved: a run from the start
+    assert [h.epoch for h in fresh.training.history] == [1, 2]
+    assert not any("resumed" in note or "afresh" in note for note in fresh.training.notes)
+
+    _interrupt(kermany_train, TINY, site)
+    resumed = train(kermany_train, TINY, directory=site, resume=IF_SAVED)
+    assert "resumed after epoch 1 of 2 from its saved state" in resumed.training.notes
+    assert [h.epoch for h in resumed.training.history] == [1, 2]
+
+    _interrupt(kermany_train, TINY, site)
+    (state,) = runs_dir().glob("*.pt")
+    state.write_bytes(b"not a state")
+    afresh = train(kermany_train, TINY, directory=site, resume=IF_SAVED)
+    (note,) = [note for note in afresh.training.notes if "afresh" in note]
+    assert note.startswith("started afresh, the saved state of these settings set aside (cannot be read: ")
+    assert str(tmp_path) not in note and [h.epoch for h in afresh.training.history] == [1, 2]
+    assert not list(runs_dir().glob("*.pt"))  # shipped: the run's state is gone
+
+
+def test_resume_and_resume_if_saved_are_one_or_the_other(run_cli, kermany_train, tmp_path):
+    both = run_cli("train", kermany_train, "--resume", "--resume-if-saved", checkpoints=tmp_path / "models")
+    assert both.returncode == 1 and "Traceback" not in both.stderr
+    (error,) = both.json_lines()
+    assert "not allowed with argument" in error["error"]

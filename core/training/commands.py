@@ -20,6 +20,7 @@ def run_train(args) -> int:
     from core.store.names import check_base_name
     from core.store.registry import checkpoint_dir, shipped_dir
     from core.training.events import EpochEvent, LoadingEvent, NoteEvent, StepEvent
+    from core.training.resume import IF_SAVED
     from core.training.train import train
 
     try:
@@ -59,7 +60,7 @@ def run_train(args) -> int:
 
     try:
         record = train(args.dir, request, name=args.name, directory=directory, on_progress=on_progress, who=_who(),
-                       resume=args.resume)
+                       resume=IF_SAVED if args.resume_if_saved else args.resume)
     except KeyboardInterrupt:
         raise CommandRefused("interrupted; if an epoch had finished, the same command with --resume continues after "
                              "the last one") from None

@@ -54,6 +54,7 @@ from core.training.saved_state import (DIGESTS, FORMAT, check_optimiser, check_s
                                        misfit)
 from core.training.saved_runs import RESUME_HOW, SavedRun, prune_saved_runs, runs_dir, saved_runs, write_private
 
+IF_SAVED = "if-saved"  # open_run's resume: continue the saved state if there is one, else start afresh
 SPLIT_SETTINGS = ("seed", "split_seed", "val_fraction", "max_films", "holdout")  # another split: other fingerprints
 BUSY = ("This run is being trained by another process (a training job, or a train command with these settings "
         "on these films); wait for it to end, or cancel it, then resume it.")
@@ -118,8 +119,9 @@ class RunCheckpoint:
     """One run's saved state: restored by :meth:`restore`, written by :meth:`save`, removed by :meth:`forget`."""
 
     def __init__(self, identity: RunIdentity, hardware: Hardware, folder: Path, job_id: str | None = None,
-                 payload: dict | None = None, digests: tuple[str, ...] = ()):
+                 payload: dict | None = None, digests: tuple[str, ...] = (), set_aside: str = ""):
         self.identity, self.hardware, self.folder, self.job_id = identity, hardware, folder, job_id
+        self.set_aside = set_aside  # why a saved state was not resumed (open_run with IF_SAVED)
         self.payload = payload  # the state to resume from (None: a fresh run)
         self.digests = digests  # of the state file now on disk, as the .json lists them
         self.path, self.lock = folder / f"{identity.key}.pt", folder / f"{identity.key}.lock"
@@ -130,6 +132,8 @@ class RunCheckpoint:
 
     @property
     def notes(self) -> list[str]:
+        if self.set_aside:
+            return [f"started afresh, the saved state of these settings set aside ({self.set_aside})"]
         return [f"resumed after epoch {self.resumed_after} of {self.identity.config.epochs} from its saved "
                 "state"] if self.payload else []
 
@@ -226,11 +230,12 @@ def run_identity(config: TrainConfig, data_dir: str | Path, train_set: Any, val_
                        content=content_digest(train_set, val_set))
 
 
-def open_run(identity: RunIdentity, hardware: Hardware, resume: bool, job_id: str | None = None,
+def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_id: str | None = None,
              folder: Path | None = None) -> RunCheckpoint:
     """The run's checkpoint, its lock taken (rank 0); with ``resume`` its saved state loaded and checked (on
-    every rank, from the same file), else a fresh one. ResumeRefused, on every rank alike, when another
-    process trains this run or there is nothing usable to resume."""
+    every rank, from the same file), else a fresh one; ``resume=IF_SAVED`` starts afresh when no rank finds a
+    saved state, or when the state cannot be read (saying why in the run's notes). ResumeRefused, on every rank
+    alike, when another process trains this run or there is nothing usable to resume."""
     folder = folder or runs_dir()
     lock = folder / f"{identity.key}.lock"
     if hardware.is_main:
@@ -242,6 +247,8 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool, job_id: st
         return RunCheckpoint(identity, hardware, folder, job_id)
     path = folder / f"{identity.key}.pt"
     missing = not (path.is_file() or path.is_symlink())  # a link is refused below, not taken for nothing
+    if resume == IF_SAVED and not hardware.on_any(not missing):
+        return RunCheckpoint(identity, hardware, folder, job_id)
     if hardware.on_any(missing):  # every rank refuses together: none waits for the others in a collective
         run_lock.release(lock)
         if missing and hardware.is_main:
@@ -253,8 +260,12 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool, job_id: st
     except ResumeRefused as exc:
         payload, digest, refusal = None, "", exc
     if hardware.on_any(refusal is not None):
+        refusal = refusal or damaged("another training process could not read it")
+        if resume == IF_SAVED:  # a script run again (make models) goes on; the fresh run replaces the state
+            why = str(refusal).split(". ", 1)[0].removeprefix("The saved state of this run ")  # its first sentence
+            return RunCheckpoint(identity, hardware, folder, job_id, set_aside=why)
         run_lock.release(lock)
-        raise refusal or damaged("another training process could not read it")
+        raise refusal
     checkpoint = RunCheckpoint(identity, hardware, folder, job_id, payload, (digest,))
     if hardware.is_main:  # from now on the resuming job owns the run (its Resume button, its messages)
         checkpoint.describe(checkpoint.resumed_after, bool(payload["finished"]))

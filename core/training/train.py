@@ -50,7 +50,7 @@ __all__ = ["TrainingCancelled", "train", "split_films", "validate_for_shipping"]
 def train(
     data_dir: str | Path, config: TrainConfig, name: str | None = None, directory: Path | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
-    job_id: str | None = None, make_default: bool = False, who: str = "cli", resume: bool = False,
+    job_id: str | None = None, make_default: bool = False, who: str = "cli", resume: bool | str = False,
 ) -> ModelRecord | None:
     """Train, evaluate on validation, ship a new version; returns its record (``directory/NAME.json``).
 
@@ -58,7 +58,8 @@ def train(
     progress, validates and ships, and the other ranks return None. The new version becomes its task's
     default only through the promotion floor (core.store.promotion), in the audit log as done by ``who``.
     The run's state is saved every epoch until it ships (core.training.resume); ``resume`` continues the
-    interrupted run of these settings and films from it (ResumeRefused when there is none).
+    interrupted run of these settings and films from it (ResumeRefused when there is none; with
+    ``resume=IF_SAVED`` a fresh run instead).
     """
     config, directory = config.resolved(), directory or checkpoint_dir()
     hardware = prepare_hardware(config)
@@ -86,7 +87,7 @@ def _ignore(event: ProgressEvent) -> None:
 
 def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: str | None, directory: Path,
            emit: Callable[[ProgressEvent], None], should_stop: Callable[[], bool] | None, job_id: str | None,
-           make_default: bool, who: str, resume: bool = False) -> ModelRecord | None:
+           make_default: bool, who: str, resume: bool | str = False) -> ModelRecord | None:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     started = time.monotonic()
     if hardware.is_main:
@@ -138,8 +139,8 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
         data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
         parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check,
     )
-    details = {"job": job_id, "resumed": resume, "dataset": "/".join(Path(data_dir).parts[-2:]), "arch": config.arch,
-               "image_size": config.image_size, "epochs": len(history), "auc": report.auc,
+    details = {"job": job_id, "resumed": run.payload is not None, "dataset": "/".join(Path(data_dir).parts[-2:]),
+               "arch": config.arch, "image_size": config.image_size, "epochs": len(history), "auc": report.auc,
                "sensitivity": report.sensitivity, "specificity": report.specificity, "n": report.n}
 
     def saved(stored: ModelRecord) -> None:
