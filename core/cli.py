@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=limits.PRECISIONS, default="auto",
                    help="training precision: auto (bf16 autocast where the hardware has it), bf16 or fp32; "
                         "validation and the threshold are always fp32")
+    p.add_argument("--layout", choices=("auto", "contiguous"), default="auto",
+                   help="the weights' memory layout while training: auto (channels_last for convolutional "
+                        "networks, as they run) or contiguous (as every network trained before 2026-11-30: "
+                        "make models uses it to reproduce the models shipped then bit for bit)")
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true",
                         help="continue the interrupted run of the same DIR and training settings from its last "

@@ -193,8 +193,9 @@ def test_a_second_make_models_continues_where_the_first_stopped(tmp_path):
         "pneumonia-mlp", "pneumonia-mlp-holdout"]
     assert not (tmp_path / "ship_to").exists()  # the shipped models stay as they were
 
-    second = _make_models(tmp_path)
-    assert second.returncode == 0, second.stderr
+    second = _make_models(tmp_path, fail_at="docs/project-measurements/kermany-official-test.json")
+    assert second.returncode == 0, second.stderr  # no measured weights came out again: the run goes on
+    assert "make models: no version came out with the weights the project measured" in second.stderr
     assert "make models: continuing the run interrupted before (lines done: 7)" in second.stderr
     commands = _commands(tmp_path)
     named = _named(commands)
@@ -203,8 +204,9 @@ def test_a_second_make_models_continues_where_the_first_stopped(tmp_path):
     assert "pneumonia-logistic" not in named and "pneumonia-mlp" not in named
     trains = [c for c in commands if c[:3] == ["-m", "core", "train"]]
     assert len(trains) == 21 and all("--resume-if-saved" in c for c in trains)
-    assert named[-3:] == ["pneumonia-resnet18-224-s0", "pneumonia-resnet18-224-s1",
-                          "ensemble pneumonia-resnet18-224-s0-v1 pneumonia-resnet18-224-s1-v1"]
+    assert named[-4:] == ["pneumonia-resnet18-224-s0", "pneumonia-resnet18-224-s1",
+                          "ensemble pneumonia-resnet18-224-s0-v1 pneumonia-resnet18-224-s1-v1",
+                          "measured-elsewhere docs/project-measurements/kermany-official-test.json"]
     assert "other-batch pneumonia-resnet18-lite1-224-wide-all-ensemble-v1 --from " \
            "pneumonia-resnet18-lite1-224-wide-ensemble-v1" in named
     assert [c[1] for c in commands if c[:1] == ["-m"] and c[1] != "core"] == [

@@ -96,8 +96,11 @@ def place_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device).to(memory_format=run_layout(model))
 
 
-def place_for_training(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move ``model`` to ``device`` to train it, in the same layout it runs in."""
+def place_for_training(model: nn.Module, device: torch.device, layout: str = "auto") -> nn.Module:
+    """Move ``model`` to ``device`` to train it, in the layout it runs in (``layout`` "auto", see
+    TrainConfig.layout) or the plain one ("contiguous")."""
+    if layout == "contiguous":
+        return model.to(device).to(memory_format=torch.contiguous_format)
     return place_model(model, device)
 
 

@@ -30,7 +30,7 @@ def run_train(args) -> int:
                               batch_size=args.batch_size, lr=args.lr, max_films=args.max_films, seed=args.seed,
                               split_seed=args.split_seed, holdout=args.holdout, patience=args.patience,
                               target_sensitivity=args.target_sensitivity, device=args.device,
-                              precision=args.precision).resolved()
+                              precision=args.precision, layout=args.layout).resolved()
     except ValueError as exc:  # the limits of core.config, the same the Retrain page and jobs apply
         raise CommandRefused(str(exc)) from exc
     if args.name is not None:

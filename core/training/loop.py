@@ -114,9 +114,8 @@ class _Trainer:
                    loss_fn=nn.CrossEntropyLoss(weight=train.class_weight.to(hardware.device)),
                    augment=_augmentation(config),
                    generator=torch.Generator().manual_seed(config.seed + 7919 * hardware.world.rank),
-                   channels_last=has_convolutions(model), batch_size=hardware.rank_batch_size(config.batch_size,
-                                                                                              train.total),
-                   steps=steps, hardware=hardware)
+                   channels_last=has_convolutions(model) and config.layout != "contiguous",
+                   batch_size=hardware.rank_batch_size(config.batch_size, train.total), steps=steps, hardware=hardware)
 
     def step(self, films: torch.Tensor, labels: torch.Tensor) -> float:
         """One optimiser step on a batch of uint8 films; its loss."""

@@ -103,7 +103,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     for note in notes:
         emit(NoteEvent(message=note))
     emit(NoteEvent(message=hardware.describe()))
-    model = place_for_training(model, hardware.device)
+    model = place_for_training(model, hardware.device, config.layout)
     best_state, history = fit(model, train_films, x_val, val_set, config, hardware, emit, should_stop, run)
     if not hardware.is_main:
         return None
