@@ -46,7 +46,9 @@ def test_every_training_line_takes_the_trials_flags_last():
 
 def test_the_new_set_replaces_checkpoints_only_at_the_end():
     lines = _dry_run("models", "SHIP_TO=/tmp/shipped", "STAGE=/tmp/staged").splitlines()
-    assert "else rm -rf build/holdout-runs /tmp/staged build/members &&" in lines[0]  # a new run: an empty stage
+    start = next(i for i, line in enumerate(lines) if "core train" in line)
+    assert any("else rm -rf build/holdout-runs /tmp/staged build/members &&" in line  # a new run: an empty stage
+               for line in lines[:start])
     swap = next(i for i, line in enumerate(lines) if "( rm -rf /tmp/shipped && mv /tmp/staged /tmp/shipped )" in line)
     assert not any("core train" in line or "core ensemble" in line for line in lines[swap:])
     assert any("core.store.manifest" in line for line in lines[:swap])  # signed before it is moved
