@@ -93,20 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=limits.PRECISIONS, default="auto",
                    help="training precision: auto (bf16 autocast where the hardware has it), bf16 or fp32; "
                         "validation and the threshold are always fp32")
-    p.add_argument("--layout", choices=("auto", "contiguous"), default="auto",
-                   help="the weights' memory layout while training: auto (channels_last for convolutional "
-                        "networks, as they run) or contiguous (as every network trained before 2026-11-30: "
-                        "make models uses it to reproduce the models shipped then bit for bit)")
+    p.add_argument("--layout", choices=("auto", "contiguous"), default="auto", help="training's memory layout: auto "
+                   "(channels_last for convolutional networks) or contiguous (as before 2026-11-30; make models)")
     resume = p.add_mutually_exclusive_group()
-    resume.add_argument("--resume", action="store_true",
-                        help="continue the interrupted run of the same DIR and training settings from its last "
-                             "finished epoch (each epoch's state is kept in runs/ beside the site models until the "
-                             "run ships); when there is none, a JSON error and nothing is trained. Without --resume "
-                             "a run starts afresh and replaces the saved state of the same settings at its first "
-                             "epoch")
-    resume.add_argument("--resume-if-saved", action="store_true",
-                        help="as --resume when the run has a saved state, else start afresh (for scripts that "
-                             "are run again after an interruption, such as make models)")
+    resume.add_argument("--resume", action="store_true", help="continue the interrupted run of the same DIR and "
+                        "settings from its last finished epoch (states are kept in runs/ beside the site models until "
+                        "the run ships); when there is none, a JSON error and nothing is trained. Without it a run "
+                        "starts afresh and replaces the saved state of the same settings at its first epoch")
+    resume.add_argument("--resume-if-saved", action="store_true", help="as --resume when the run has a saved "
+                        "state, else start afresh (scripts run again after an interruption: make models)")
     p = sub.add_parser("calibrate", help="new version of a model with a threshold for another sensitivity target")
     p.add_argument("model", metavar="NAME")
     p.add_argument("--target-sensitivity", type=float, required=True, help="e.g. 0.98 (on validation or site films)")

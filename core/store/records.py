@@ -46,9 +46,7 @@ class TrainConfig(Record):
     max_films: int | None = None  # a random class-balanced subset, for quick runs and tests
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (core/models/device.py)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the hardware has it
-    # Training's memory layout: auto = the one inference runs in (core.models.device.run_layout); contiguous =
-    # as every network before 2026-11-30, so make models reproduces those shipped then bit for bit.
-    layout: Literal["auto", "contiguous"] = "auto"
+    layout: Literal["auto", "contiguous"] = "auto"  # training's; contiguous: as before 2026-11-30 (README)
 
     def resolved(self) -> "TrainConfig":
         """Defaults filled in from the architecture, every number checked against its limit in core.config
