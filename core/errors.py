@@ -88,7 +88,12 @@ class EnsembleRefused(TriageError):
 
 
 class ResumeRefused(TriageError):
-    """There is no saved state to resume for these settings and films, or it cannot be used."""
+    """There is no saved state to resume for these settings and films, or it cannot be used. ``reason``: why, in a
+    few words a run's notes can carry ("cannot be read: ..."); the message when none is given."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class CommandRefused(TriageError):

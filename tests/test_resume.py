@@ -30,7 +30,7 @@ from core.store.records import EpochRecord, TrainConfig, read_model_record
 from core.training.distributed import Hardware
 from core.training.events import EpochEvent, NoteEvent
 from core.errors import ResumeRefused
-from core.training.resume import open_run, run_identity
+from core.training.resume import IF_SAVED, open_run, run_identity
 from core.training.saved_runs import kept_note, prune_saved_runs, runs_dir, saved_run_of_job, saved_runs
 from core.training.train import split_films, train
 
@@ -162,12 +162,12 @@ def test_resuming_with_no_saved_run_is_refused(kermany_train, site):
     assert not site.exists()
 
 
-@pytest.mark.parametrize("damage, words", [
-    ("truncated", "cannot be read"),
-    ("not a state", "cannot be read"),  # anything but tensors and plain data: weights_only refuses it
-    ("another run", "written for another run"),
+@pytest.mark.parametrize("damage, words, set_aside", [
+    ("truncated", "cannot be read", "cannot be read: "),
+    ("not a state", "cannot be read", "cannot be read: "),  # anything but tensors and plain data: weights_only
+    ("another run", "written for another run", "written for another run or by another version"),
 ])
-def test_a_damaged_or_foreign_state_is_refused(kermany_train, site, damage, words):
+def test_a_damaged_or_foreign_state_is_refused(kermany_train, site, damage, words, set_aside):
     _, train_set, val_set, _ = split_films(kermany_train, TINY.resolved())
     identity = run_identity(TINY.resolved(), kermany_train, train_set, val_set)
     path = runs_dir() / f"{identity.key}.pt"
@@ -181,6 +181,10 @@ def test_a_damaged_or_foreign_state_is_refused(kermany_train, site, damage, word
         torch.save({"format": 1, "key": "0" * 32, "epoch": 1}, path)
     with pytest.raises(ResumeRefused, match=words):
         open_run(identity, Hardware(torch.device("cpu"), FP32), resume=True)
+    # Run again by a script (--resume-if-saved): a fresh run, its notes saying why in a few words, not the advice.
+    (note,) = open_run(identity, Hardware(torch.device("cpu"), FP32), resume=IF_SAVED).notes
+    assert note.startswith(f"started afresh, the saved state of these settings set aside ({set_aside}")
+    assert note.endswith(")") and "--resume" not in note and "start a new run" not in note
 
 
 def test_old_states_and_a_killed_writer_s_leftovers_are_pruned(tmp_path):

@@ -262,8 +262,7 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_
     if hardware.on_any(refusal is not None):
         refusal = refusal or damaged("another training process could not read it")
         if resume == IF_SAVED:  # a script run again (make models) goes on; the fresh run replaces the state
-            why = str(refusal).split(". ", 1)[0].removeprefix("The saved state of this run ")  # its first sentence
-            return RunCheckpoint(identity, hardware, folder, job_id, set_aside=why)
+            return RunCheckpoint(identity, hardware, folder, job_id, set_aside=refusal.reason)
         run_lock.release(lock)
         raise refusal
     checkpoint = RunCheckpoint(identity, hardware, folder, job_id, payload, (digest,))

@@ -39,12 +39,14 @@ STATE_TYPES = {"epoch": int, "finished": bool, "seconds": (int, float), "best_au
 
 def damaged(reason: str) -> ResumeRefused:
     return ResumeRefused(f"The saved state of this run cannot be read: {reason}. It cannot be resumed; start a new "
-                         "run with the same settings instead (without --resume), which replaces it.")
+                         "run with the same settings instead (without --resume), which replaces it.",
+                         reason=f"cannot be read: {reason}")
 
 
 def _another_run() -> ResumeRefused:
     return ResumeRefused("The saved state of this run was written for another run or by another version; "
-                         "start a new run instead (without --resume).")
+                         "start a new run instead (without --resume).",
+                         reason="written for another run or by another version")
 
 
 def _read_regular(path: Path) -> bytes:
