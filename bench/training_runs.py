@@ -74,6 +74,13 @@ def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str
     if best.problem or seed.problem:
         return lines + ["- core train bf16 vs the seed loop: not measured (see the failed run above)"]
     lines.append(f"- `{best.label}` end to end: {seed.wall / best.wall:.2f}x the seed-style loop (target >= 2.5x)")
+    if best.phase_seconds:
+        lines.append(f"- what 2.5x leaves: {_s(seed.wall / 2.5)} for the whole process, so with its training phase as "
+                     f"measured ({_s(best.phase_seconds)}) {_s(seed.wall / 2.5 - best.phase_seconds)} for everything "
+                     f"else (start-up, decoding, the checks after the last epoch), which took "
+                     f"{_s(best.wall - best.phase_seconds)}; with nothing but the training phase the run would be "
+                     f"{seed.wall / best.phase_seconds:.2f}x, and with nothing but bare steps "
+                     f"{seed.wall * bare_bf16 / best.phase_films:.2f}x")
     lines.append(f"- its training phase: {best.phase_rate():.1f} films/s = {best.phase_rate() / bare_bf16:.0%} of the "
                  f"{bare_label}, {bare_bf16:.1f} films/s (target >= 90 %)"
                  + (f"; {best.phase_rate() / bare_after:.0%} of it measured again after the runs"

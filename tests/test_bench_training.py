@@ -84,3 +84,16 @@ def test_the_cudnn_experiment_changes_only_benchmark_mode_and_prints_each_epoch(
     lines = cudnn_choice.history_lines("off", training.Run("x", wall=12.0), record)
     assert lines[0].startswith("benchmark mode off: 12.0 s process wall, core train's own 9.0 s")
     assert lines[-2:] == ["| 1 | 4.0 | 0.5 | 5.0 |", "| 2 | 1.2 | 0.1 | 1.5 |"]
+
+
+def test_the_cpu_targets_say_what_2_5x_leaves_for_everything_but_the_training_phase():
+    from bench.training_runs import Run, targets
+    seed = Run("seed", wall=81.5, phase_seconds=78.3, phase_films=1200)
+    best = Run("core train --precision bf16", wall=44.9, phase_seconds=28.6, phase_films=896)
+    lines = targets(seed, best, bare_bf16=35.9, bare_fp32=18.0, title="Targets")
+    assert "- `core train --precision bf16` end to end: 1.82x the seed-style loop (target >= 2.5x)" in lines
+    (leaves,) = [line for line in lines if line.startswith("- what 2.5x leaves")]
+    assert leaves == ("- what 2.5x leaves: 32.6 s for the whole process, so with its training phase as measured "
+                      "(28.6 s) 4.0 s for everything else (start-up, decoding, the checks after the last epoch), "
+                      "which took 16.3 s; with nothing but the training phase the run would be 2.85x, and with "
+                      "nothing but bare steps 3.27x")
