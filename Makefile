@@ -48,7 +48,8 @@ bench: setup
 # The run takes longer than a working session: `make models` again continues an interrupted run. Every line that
 # finished left a file in $(STEPS) (the version it registered) and is not run again; the training line cut short
 # continues from its last finished epoch (--resume-if-saved: core/training/resume.py). `make models-restart`
-# throws the unfinished run away and starts over.
+# forgets the lines that finished and builds the whole set again (a training line whose per-epoch state is still in
+# runs/ beside its models folder resumes from it, to the same weights; delete that state to train from epoch 1).
 SHIP_TO ?= checkpoints
 STAGE ?= build/checkpoints-next
 STEPS ?= $(STAGE).steps
@@ -176,7 +177,8 @@ models: setup
 	    $(PY) bench/models.py $(MODELS_BENCH)
 	rm -rf $(STEPS)
 
-# Throw away an interrupted `make models` (its staged models, the record of the lines it finished) and start over.
+# Throw away an interrupted `make models` (its staged models, the record of the lines it finished) and start over;
+# saved per-epoch states are kept (see above).
 models-restart:
 	rm -rf $(STEPS)
 	$(MAKE) models
