@@ -21,7 +21,7 @@ from core.errors import JobError
 from core.jobs import lock
 from core.jobs.jobs import CANCELLED, FAILED, RUNNING, cancel_job, list_jobs, read_job, start_job
 from core.jobs.prune import prune_old_jobs
-from core.jobs.records import JobSettings, write_settings, write_status
+from core.jobs.records import JobSettings, read_status, write_settings, write_status
 from core.jobs.time_limit import describe
 from core.store.records import TrainConfig
 from core.training.events import EpochEvent
@@ -203,3 +203,51 @@ def test_limits_are_read_from_the_environment_and_described_in_words(settings_en
         with pytest.raises(SettingOutOfRange, match=words):
             config.reload(bad)
     config.reload()
+
+
+def test_an_early_stopped_run_is_past_its_training_so_the_time_limit_never_ends_it_mid_registration(
+        tmp_path, settings_env, monkeypatch):
+    """Early stopping ends a run before its last epoch, with its step progress short of 1. Its last epoch must
+    still tell the runner that only shipping is left: the second timer may not end the process (and write
+    FAILED, "no model was registered") while it validates and registers the new version."""
+    import numpy as np
+    import torch
+
+    from core.films.folders import FilmSet
+    from core.jobs import runner
+    from core.models.build import build_model
+    from core.models.device import FP32
+    from core.store.records import EpochRecord
+    from core.training import loop
+    from core.training.distributed import Hardware
+
+    def falling_auc(model, x_val, val_set, weight, epoch, train_loss, started, *rest) -> EpochRecord:
+        return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=1.0 / epoch, seconds=0.0)
+
+    monkeypatch.setattr(loop, "_validate", falling_auc)
+    torch.manual_seed(0)
+    films = loop.TrainingFilms(films=torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8),
+                               labels=torch.arange(16) % 2, class_weight=torch.ones(2), total=16)
+    labels = np.arange(8) % 2
+    val_set = FilmSet(tuple(Path(f"{c}/{i}.png") for i, c in enumerate(labels)), labels, ("C0", "C1"))
+    config = TrainConfig(arch="logistic", epochs=6, image_size=32, batch_size=8, patience=1, augment=False)
+    events = []
+    loop.fit(build_model("logistic", 2, 32)[0], films, None, val_set, config.resolved(),
+             Hardware(torch.device("cpu"), FP32), events.append, None)
+    epochs = [e for e in events if isinstance(e, EpochEvent)]
+    assert [(e.epoch, e.last) for e in epochs] == [(1, False), (2, True)]  # stopped early, 4 epochs short
+
+    settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    folder = tmp_path / "jobs" / "20261204-000000-erly"
+    folder.mkdir(parents=True)
+    write_settings(folder, JobSettings(job_id=folder.name, data_dir=tmp_path, config=config))
+    write_status(folder, RUNNING, message="Training.")
+    ended = []
+    monkeypatch.setattr(runner, "stop_process_group", lambda: ended.append(True))
+    job = runner.JobRunner(folder)
+    for event in events:
+        job.emit(event)
+    assert job.training_started and job.training_done
+    job.on_time_limit()
+    job.on_overrun()  # the second timer, while the run validates and registers
+    assert not ended and read_status(folder).state == RUNNING  # nothing final written: the run writes it

@@ -93,7 +93,8 @@ class JobRunner:
             self.training_done = event.progress >= 1.0
         elif isinstance(event, EpochEvent):  # a resumed run replays its saved epochs before (or instead of) a step
             self.training_started = True
-            self.training_done = self.training_done or event.epoch >= event.epochs
+            # after its last epoch (early stopping's too) only shipping is left: no timer may end it midway
+            self.training_done = self.training_done or event.epoch >= event.epochs or event.last
         line = event.model_copy(update={"time": clock.seconds()}).model_dump_json()
         with open(self.folder / "events.jsonl", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")

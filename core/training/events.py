@@ -46,6 +46,7 @@ class EpochEvent(_Event):
     val_loss: float
     val_auc: float
     seconds: float
+    last: bool = False  # no epoch follows: the last one, or early stopping ended the run here (only shipping is left)
 
 
 class DoneEvent(_Event):

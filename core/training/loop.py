@@ -82,7 +82,7 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
         if run:
             run.save(progress, model, trainer.optimiser, trainer.schedule, trainer.generator)
         if hardware.is_main:  # after the save: whoever sees the epoch finished can resume from it
-            emit(EpochEvent(epochs=config.epochs, **progress.history[-1].model_dump()))
+            emit(EpochEvent(epochs=config.epochs, last=progress.finished, **progress.history[-1].model_dump()))
         if hardware.from_main(progress.stale >= config.patience):
             emit(NoteEvent(message=f"early stop: no validation AUC gain for {progress.stale} epochs"))
             break
@@ -148,7 +148,8 @@ def _replay(progress: RunProgress, config: TrainConfig, emit: Callable[[Progress
         return
     emit(NoteEvent(message=f"resuming after epoch {progress.epoch} of {config.epochs} from the run's saved state"))
     for record in progress.history:
-        emit(EpochEvent(epochs=config.epochs, **record.model_dump()))
+        emit(EpochEvent(epochs=config.epochs, last=progress.finished and record is progress.history[-1],
+                        **record.model_dump()))
 
 
 def _validate(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, weight: torch.Tensor, epoch: int,
