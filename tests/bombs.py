@@ -177,6 +177,15 @@ def _j2k_in_dicom(dicom_dir: Path, boxed: bool = False) -> bytes:
     return encapsulated(dicom_dir, stream, JPEG2000, size=(1955, 1841), bits=15)
 
 
+def many_scans(dicom_dir: Path, copies: int = 300) -> bytes:
+    """The real film as a progressive JPEG whose last scan is repeated ``copies`` times: every scan costs a
+    decoder a pass over the whole image, so repeated tiny scans buy minutes of CPU for a few bytes each."""
+    stream = jpeg(dicom_dir, progressive=True)
+    assert stream.endswith(b"\xff\xd9")
+    last = stream.rfind(b"\xff\xda")
+    return stream[:-2] + stream[last:-2] * copies + b"\xff\xd9"
+
+
 def _plain_jpeg(dicom_dir: Path) -> bytes:
     return patch_jpeg_frame(jpeg(dicom_dir), HUGE, HUGE)
 
@@ -192,6 +201,9 @@ BOMBS = {
     "deflated.dcm": (deflated_dicom, SIZE_WORDS),
     "rle.dcm": (rle_segment_bomb, f"{SIZE_WORDS}|time limit"),
     "plain.jpeg": (_plain_jpeg, SIZE_WORDS),
+    "many-scans.jpeg": (many_scans, "too costly to decode safely: its JPEG data holds more than 256 scans"),
+    "many-scans-jpeg-in-dicom.dcm": (lambda d: encapsulated(d, many_scans(d), JPEGBaseline8Bit),
+                                     "too costly to decode safely"),
     "plain.png": (lambda d: png_with_size(d, HUGE, HUGE), SIZE_WORDS),
     "text-chunk.png": (png_text_bomb, "compressed text chunk too large to read safely"),  # Pillow caps them
     "plain.j2k": (lambda d: patch_j2k_siz(real_j2k(d), HUGE, HUGE), SIZE_WORDS),

@@ -26,7 +26,7 @@ from pydicom.uid import JPEG2000, DeflatedExplicitVRLittleEndian, JPEGBaseline8B
 
 from core.errors import UnreadableImage
 from core.films import folders
-from core.films.bounds import FILM_SUFFIXES, RASTER_FORMATS, declared_size
+from core.films.bounds import FILM_SUFFIXES, MAX_JPEG_SCANS, RASTER_FORMATS, declared_size, jpeg_scans
 from core.films.read import read_film
 
 GB = 2**30
@@ -67,6 +67,65 @@ def test_the_patched_streams_decode_when_honest(dicom_dir):
         film = read_film(bombs.encapsulated(dicom_dir, codestream, JPEG2000, size=(1955, 1841), bits=15),
                          name="honest-j2k.dcm")
         assert film.pixels.shape == (1955, 1841)
+
+
+def test_a_progressive_jpeg_decodes_and_only_one_of_too_many_scans_is_refused(dicom_dir):
+    """Real encoders write 1 scan (baseline) or 6 (progressive grey); the many-scans bomb is the same film with
+    its last scan repeated, refused from 257 scans on, before any decoder runs; 256 still decode."""
+    baseline, progressive = bombs.jpeg(dicom_dir), bombs.jpeg(dicom_dir, progressive=True)
+    assert (jpeg_scans(baseline), jpeg_scans(progressive)) == (1, 6)
+    assert jpeg_scans(bombs.many_scans(dicom_dir, 250)) == MAX_JPEG_SCANS == 256
+    assert jpeg_scans(bombs.many_scans(dicom_dir, 2000)) == MAX_JPEG_SCANS + 1  # counted no further
+    garbage = progressive[:-2] + b"\x00\x17garbage" + progressive[progressive.rfind(b"\xff\xda"):]
+    assert jpeg_scans(garbage) == 7  # bytes a decoder skips (with a warning) do not hide the scans after them
+    reference = read_film(progressive, name="progressive.jpeg").pixels
+    most = read_film(bombs.many_scans(dicom_dir, 250), name="most.jpeg").pixels
+    assert most.shape == reference.shape == (512, 512)
+    assert np.corrcoef(most.ravel(), reference.ravel())[0, 1] > 0.9  # the repeated refinement only adds noise
+    with pytest.raises(UnreadableImage, match="more than 256 scans"):
+        read_film(bombs.many_scans(dicom_dir, 251), name="one-too-many.jpeg")
+
+
+def test_large_decodes_wait_for_one_of_the_decode_places_small_ones_never_wait(dicom_dir, settings_env,
+                                                                               monkeypatch):
+    """Sessions decoding at once may not each hold what a large decode takes: with one place, two films over
+    LARGE_DECODE samples decode one after the other; two small ones still decode together."""
+    import threading
+
+    from core.films import read
+
+    settings_env(CXR_DECODE_WORKERS="1")
+    monkeypatch.setattr(read, "_large_places", None)
+    running, overlapped, original = [], [], read._decode_raster
+
+    def decode(data, label):
+        running.append(label)
+        overlapped.append(len(running) > 1)
+        time.sleep(0.3)
+        running.remove(label)
+        return original(data, label)
+
+    monkeypatch.setattr(read, "_decode_raster", decode)
+    small = bombs.jpeg(dicom_dir)  # 512 x 512 grey: 0.26 M samples
+    large = bombs.patch_jpeg_frame(small, 4096, 4096)  # 16.8 M samples declared (decoding then fails: no matter)
+
+    def both(data: bytes) -> bool:
+        overlapped.clear()
+        threads = [threading.Thread(target=lambda: _quietly(read_film, data, "f.jpeg")) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return any(overlapped)
+
+    assert both(small) and not both(large)
+
+
+def _quietly(function, *args) -> None:
+    try:
+        function(*args)
+    except UnreadableImage:
+        pass
 
 
 def _recompressed(dicom_dir, syntax) -> tuple[np.ndarray, bytes]:

@@ -3,10 +3,14 @@
 A decoder allocates what the codestream declares, not what the file's size or a DICOM's Rows and Columns
 suggest: 35 kB of JPEG can declare 30,000 x 30,000 pixels. ``declared_size`` reads the frame header of a
 JPEG (every SOFn, hierarchical DHP and JPEG-LS SOF55), a JPEG 2000 codestream (SIZ, bare or inside a JP2
-box file) or a PNG (IHDR); ``check_declared_size`` refuses, naming the file, anything over the pixel limit.
+box file) or a PNG (IHDR); ``check_declared_size`` refuses, naming the file, anything over the pixel limit,
+and a JPEG of more scans than :data:`MAX_JPEG_SCANS`: each scan of a progressive JPEG costs the decoder a
+pass over the whole image, so 0.5 MB of repeated 75-byte scans kept a 49-megapixel decode busy for 11 s, and
+50 MB would keep a core for most of an hour, with nothing able to interrupt it.
 """
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -29,6 +33,13 @@ _JPEG_SOI = b"\xff\xd8"
 _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xDE, 0xF7}
 _JPEG_NO_LENGTH = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM
 _JPEG_SOS = 0xDA
+_JPEG_EOI = 0xD9
+# Where entropy-coded data (or garbage a decoder skips) ends: 0xFF then neither a stuffed 0x00, a restart
+# marker nor a fill byte.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Real encoders write 1-3 scans (baseline) or about 6-12 (progressive); nvImageCodec refuses more than 256
+# by default against the same denial of service (cure53's libjpeg-turbo report).
+MAX_JPEG_SCANS = 256
 _J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -76,6 +87,47 @@ def check_declared_size(data: bytes, label: str, max_pixels: int) -> None:
             f"{label} cannot be decoded: its {size.codec} data declares {size.components} colour components, "
             f"and a film has at most {MAX_COMPONENTS}. Export the film again as PNG, JPEG or DICOM."
         )
+    if data.startswith(_JPEG_SOI) and jpeg_scans(data) > MAX_JPEG_SCANS:
+        raise UnreadableImage(
+            f"{label} is too costly to decode safely: its JPEG data holds more than {MAX_JPEG_SCANS} scans (a "
+            "progressive JPEG has about ten). Export the film again as PNG, or as a baseline JPEG."
+        )
+
+
+def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS) -> int:
+    """How many scans (SOS segments) the JPEG in ``data`` holds up to its end (EOI), counting no further than
+    ``stop_after`` + 1. Markers are walked as a decoder walks them: segments skipped by their length, entropy-
+    coded data, and any garbage a decoder would pass over with a warning, skipped to the next marker."""
+    scans, at, end = 0, 2, len(data)
+    while at + 2 <= end and scans <= stop_after:
+        if data[at] != 0xFF or data[at + 1] == 0x00:  # not at a marker: on to the next one, as libjpeg resyncs
+            found = _JPEG_NEXT_MARKER.search(data, at)
+            if found is None:
+                break
+            at = found.start()
+            continue
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker == _JPEG_EOI:
+            break
+        if marker in _JPEG_NO_LENGTH:
+            at += 2
+            continue
+        if at + 4 > end:
+            break
+        (length,) = struct.unpack_from(">H", data, at + 2)
+        if length < 2:
+            break
+        at += 2 + length
+        if marker == _JPEG_SOS:  # its entropy-coded data runs to the next marker
+            scans += 1
+            found = _JPEG_NEXT_MARKER.search(data, at)
+            if found is None:
+                break
+            at = found.start()
+    return scans
 
 
 def _jpeg(data: bytes) -> DeclaredSize | None:

@@ -3,24 +3,32 @@
 Anything we cannot decode raises :class:`UnreadableImage` naming the file, with a message a person can act
 on and never a decoder's own text. Bounds come first: the file size, then the size the codestream declares
 (:mod:`core.films.bounds`), before any decoder runs. PNG and JPEG are decoded here by Pillow, which may open
-those two formats and nothing else; DICOM files are parsed and decoded in a worker process with memory and
-time limits (:mod:`core.films.decode_pool`).
+those two formats and nothing else; a large one (over :data:`LARGE_DECODE` samples declared) waits for one of
+``decode_workers`` places, so that sessions uploading at once cannot each hold the most a decode takes (641 MB
+for a 49-megapixel progressive CMYK JPEG) together. DICOM files are parsed and decoded in a worker process with
+memory and time limits (:mod:`core.films.decode_pool`).
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.config import settings
 from core.errors import TriageError, UnreadableImage
 from core.films.bounds import RASTER_FORMATS, check_declared_size, declared_size
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 
 _DICOM_MAGIC_OFFSET = 128
+LARGE_DECODE = 16_000_000  # declared pixels x components: a 4000 x 4000 grey film decodes without waiting
+_large_places: threading.BoundedSemaphore | None = None
+_places_lock = threading.Lock()
 
 
 def read_film(source: str | Path | bytes, name: str | None = None) -> Film:
@@ -104,6 +112,23 @@ def _looks_like_dicom(data: bytes) -> bool:
 
 def _read_raster(data: bytes, label: str) -> Film:
     check_declared_size(data, label, MAX_PIXELS)
+    size = declared_size(data)
+    with _place_for(size.pixels * size.components if size else 0):
+        return _decode_raster(data, label)
+
+
+def _place_for(samples: int) -> contextlib.AbstractContextManager:
+    """For a decode of ``samples`` declared: nothing to wait for, or one of ``decode_workers`` places."""
+    global _large_places
+    if samples <= LARGE_DECODE:
+        return contextlib.nullcontext()
+    with _places_lock:
+        if _large_places is None:
+            _large_places = threading.BoundedSemaphore(settings().decode_workers)
+        return _large_places
+
+
+def _decode_raster(data: bytes, label: str) -> Film:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
