@@ -293,7 +293,10 @@ def test_named_providers_each_offered_and_an_incomplete_one_explained():
 @pytest.mark.parametrize("identity, account, admin", [
     ({}, None, False),
     ({"is_logged_in": False, "email": "ana@hospital.example"}, None, False),
-    ({"is_logged_in": True, "email": "Ana@Hospital.example"}, "ana@hospital.example", True),
+    ({"is_logged_in": True, "email": "Ana@Hospital.example", "email_verified": True}, "ana@hospital.example", True),
+    # A provider that does not vouch for the address grants nothing: a tenant's owner may set any address.
+    ({"is_logged_in": True, "email": "ana@hospital.example"}, "ana@hospital.example", False),
+    ({"is_logged_in": True, "email": "ana@hospital.example", "email_verified": "true"}, "ana@hospital.example", False),
     ({"is_logged_in": True, "email": "ana@hospital.example", "email_verified": False}, "ana@hospital.example", False),
     ({"is_logged_in": True, "email": "bob@hospital.example", "email_verified": True}, "bob@hospital.example", False),
     ({"is_logged_in": True, "name": "No Email"}, None, False),

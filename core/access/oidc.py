@@ -94,9 +94,12 @@ def signed_in_account(identity: Mapping[str, Any]) -> str | None:
 
 
 def is_admin_account(identity: Mapping[str, Any], admin_accounts: Sequence[str]) -> bool:
-    """Signed in, with a listed address the provider has not marked unverified."""
+    """Signed in, with a listed address the provider says it has verified (``email_verified`` true). A token
+    without the claim grants nothing: a provider that lets a tenant's owner set any address and does not
+    vouch for it (Microsoft Entra ID sends no ``email_verified``) would otherwise make whoever claims a listed
+    address an administrator."""
     account = signed_in_account(identity)
-    return account is not None and identity.get(_VERIFIED) is not False and account in admin_accounts
+    return account is not None and identity.get(_VERIFIED) is True and account in admin_accounts
 
 
 def issued_at(identity: Mapping[str, Any]) -> datetime | None:
