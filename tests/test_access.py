@@ -1,6 +1,8 @@
 """core.access: who is local, the admin passphrase (hash, verify, rate limit, expiry) and the OIDC set-up."""
 from __future__ import annotations
 
+import contextlib
+
 import json
 import subprocess
 import sys
@@ -105,6 +107,11 @@ def test_the_client_behind_a_proxy_is_the_hop_the_proxy_added():
     for claimed in ("10.0.0.1", "10.0.0.2"):
         spoofed = facts("127.0.0.1", X_Real_IP=claimed, X_Forwarded_For="192.0.2.9")
         assert spoofed.client == "127.0.0.1 for 192.0.2.9"
+    # one IPv6 host may use any address of its /64: every one of them is the same client, direct or proxied
+    assert {facts(f"2001:db8:1:2::{n:x}").client for n in range(1, 300, 37)} == {"2001:db8:1:2::/64"}
+    assert facts("2001:db8:1:3::1").client == "2001:db8:1:3::/64"
+    assert facts("::1", X_Forwarded_For="2001:db8:1:2:aaaa::7").client == "::1 for 2001:db8:1:2::/64"
+    assert facts("::ffff:192.0.2.2").client == "::ffff:192.0.2.2"  # IPv4, written as IPv6
 
 
 def test_roles_follow_reach_sign_in_and_the_local_switch():
@@ -189,6 +196,33 @@ def test_the_throttle_limits_each_client_and_the_whole_server():
         throttle.attempt("192.0.2.2")
     clock.now = T0 + timedelta(minutes=15)
     throttle.attempt("192.0.2.2")  # the window has passed
+
+
+def test_a_flood_of_attempts_cannot_lock_out_a_client_that_signed_in_here_before():
+    """Anyone may spend the server-wide budget; a client that signed in with the right passphrase within 30
+    days keeps its own five attempts all the same. A client new to the server waits, as before."""
+    clock = Clock()
+    throttle = SignInThrottle(per_client=3, overall=5, window=timedelta(minutes=15), now=clock)
+    throttle.attempt("192.0.2.7")
+    throttle.succeeded("192.0.2.7")  # an administrator's earlier sign-in
+    clock.now = T0 + timedelta(days=2)
+    for client in ("198.51.100.1", "198.51.100.2"):  # the flood, from several addresses
+        for _ in range(3):
+            with contextlib.suppress(SignInRefused):
+                throttle.attempt(client)
+    with pytest.raises(SignInRefused, match="on this server"):
+        throttle.attempt("192.0.2.8")
+    for _ in range(3):
+        throttle.attempt("192.0.2.7")  # held to its own limit only
+    with pytest.raises(SignInRefused, match="from here"):
+        throttle.attempt("192.0.2.7")
+    clock.now = T0 + timedelta(days=31, minutes=20)  # a month on, it is a client like any other
+    for client in ("198.51.100.3", "198.51.100.4"):
+        for _ in range(3):
+            with contextlib.suppress(SignInRefused):
+                throttle.attempt(client)
+    with pytest.raises(SignInRefused, match="on this server"):
+        throttle.attempt("192.0.2.7")
 
 
 def test_a_right_passphrase_forgets_that_clients_attempts_and_no_one_elses():

@@ -71,8 +71,20 @@ class RequestFacts:
                 value = self.header(name)
                 if value:
                     hop = value.split(",")[-1].strip()
-                    return f"{self.remote_address} for {hop}"
-        return self.remote_address or "unknown"
+                    return f"{self.remote_address} for {_one_host(hop)}"
+        return _one_host(self.remote_address) if self.remote_address else "unknown"
+
+
+def _one_host(address: str) -> str:
+    """An IPv6 address as its /64 network: one host is usually given a whole /64 and may use any address in
+    it, so counting addresses would make one client many. Anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address.strip().removeprefix("[").removesuffix("]").split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 def is_loopback(address: str | None) -> bool:
