@@ -248,6 +248,50 @@ def test_resume_if_saved_starts_afresh_or_continues_and_sets_a_damaged_state_asi
     assert not list(runs_dir().glob("*.pt"))  # shipped: the run's state is gone
 
 
+@pytest.mark.slow
+def test_resume_if_saved_sets_aside_a_state_that_reads_but_no_longer_fits_the_model(kermany_train, tmp_path,
+                                                                                    settings_env, monkeypatch):
+    """A state that reads but does not fit the model built today (the code or torch changed between two runs of
+    make models) is set aside before any of it is loaded: the run is a fresh one, weight for weight, where
+    --resume refuses it. A state that fits says where its epochs ran."""
+    import torch
+
+    from core.errors import ResumeRefused
+    from core.training import resume
+    from core.training.resume import RunCheckpoint
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"), CXR_JOBS=str(tmp_path / "jobs"))
+    fresh = train(kermany_train, TINY, directory=tmp_path / "fresh", resume=IF_SAVED)
+    _interrupt(kermany_train, TINY, tmp_path / "models")
+    (state,) = runs_dir().glob("*.pt")
+    assert torch.load(state, weights_only=True)["hardware"] == ["the CPU in fp32"]
+    monkeypatch.setattr(resume, "misfit", lambda weights, fresh: "a layer of another shape")
+    with pytest.raises(ResumeRefused, match="its weights do not fit this model"):
+        train(kermany_train, TINY, directory=tmp_path / "models", resume=True)
+    afresh = train(kermany_train, TINY, directory=tmp_path / "models", resume=IF_SAVED)
+    assert [note for note in afresh.training.notes if "afresh" in note or "resumed" in note] == [
+        "started afresh, the saved state of these settings set aside (cannot be read: its weights do not fit this "
+        "model (a layer of another shape))"]
+    assert [h.epoch for h in afresh.training.history] == [1, 2]
+    assert afresh.weights_sha256 == fresh.weights_sha256  # nothing of the state reached the model
+
+    moved = RunCheckpoint(resume.RunIdentity(TINY, "films", *[fresh.data.train] * 2), _cpu(),
+                          tmp_path, payload={"epoch": 1, "hardware": ["the GPU in bf16"]})
+    assert moved.notes == ["resumed after epoch 1 of 2 from its saved state, whose epochs so far ran on the GPU in "
+                           "bf16 (from here on the CPU in fp32)"]
+    moved.payload["hardware"] = ["the CPU in fp32"]
+    assert moved.notes == ["resumed after epoch 1 of 2 from its saved state"]
+
+
+def _cpu():
+    import torch
+
+    from core.models.device import FP32
+    from core.training.distributed import Hardware
+
+    return Hardware(torch.device("cpu"), FP32)
+
+
 def test_resume_and_resume_if_saved_are_one_or_the_other(run_cli, kermany_train, tmp_path):
     both = run_cli("train", kermany_train, "--resume", "--resume-if-saved", checkpoints=tmp_path / "models")
     assert both.returncode == 1 and "Traceback" not in both.stderr

@@ -84,6 +84,16 @@ class Hardware:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def gathered(self, state: torch.Tensor) -> torch.Tensor:
+        """One tensor per rank, stacked (world x ...), on the CPU: a collective under torchrun (the random-number
+        states a saved run keeps for every rank)."""
+        if not self.world.is_distributed:
+            return state.unsqueeze(0).clone()
+        local = state.to(self.device)  # NCCL gathers GPU tensors only
+        parts = [torch.empty_like(local) for _ in range(self.world.world_size)]
+        dist.all_gather(parts, local)
+        return torch.stack(parts).cpu()
+
     def mean(self, value: float) -> float:
         """The mean of ``value`` over the ranks (the training loss of an epoch)."""
         if not self.world.is_distributed:

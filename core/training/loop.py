@@ -52,7 +52,10 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
     resumes, restored first: training goes on from the epoch after the saved one as if it had never stopped.
     """
     trainer = _Trainer.build(model, train, config, hardware)
+    aside = run.set_aside if run else ""
     progress = run.restore(model, trainer.optimiser, trainer.schedule, trainer.generator) if run else RunProgress()
+    if run and run.set_aside != aside:  # resuming if saved, the state did not fit the fresh model: a fresh run
+        emit(NoteEvent(message=run.notes[0]))
     if progress.epoch == 0 and hardware.is_main:
         progress.best_state = copy.deepcopy(model.state_dict())
     _replay(progress, config, emit)

@@ -11,13 +11,13 @@ and what a run is, readable without torch).
   torchrun the other ranks hand it their random-number states. The state: model, optimiser, LR schedule,
   every rank's batch-order/augmentation generator and torch's global RNG (dropout), the history, the best
   weights (stored once when the epoch just saved is the best) and AUC, the epochs without a gain, whether
-  training is over. Its SHA-256 goes into the ``.json``
-  (written first, listing the previous state's digest too, so a writer killed between the two files leaves
-  a state that still matches).
+  training is over, where its epochs ran. Its SHA-256 goes into the ``.json`` (written first, listing the
+  previous state's digest too, so a writer killed between the two files leaves a state that still matches).
 - **Checked** before anything of it is used: never through a symbolic link, its digest against the ``.json``
   (a state saved before digests were recorded has none to check), loaded with ``weights_only=True``, then
   every entry's type, the epoch against the history, and the weights, optimiser and schedule against the
-  fresh model's. Any fault is :class:`ResumeRefused`, naming no file: start a new run, which replaces it.
+  fresh model's. Any fault is :class:`ResumeRefused`, naming no file: start a new run, which replaces it
+  (``IF_SAVED`` does so by itself, saying why in the run's notes).
 - **Restored** before the first epoch to run: the next epoch runs as it would have without the interruption
   (on the CPU in fp32 the resumed weights equal an uninterrupted run's bit for bit, tests/test_resume.py).
 - **Locked**: the process that opens a run (rank 0) holds an exclusive ``flock`` on ``RUNS/<key>.lock``
@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from core import clock
@@ -52,13 +51,13 @@ from core.training.distributed import Hardware
 from core.training import run_lock
 from core.training.saved_state import (DIGESTS, FORMAT, check_optimiser, check_schedule, damaged, load_state,
                                        misfit)
-from core.training.saved_runs import RESUME_HOW, SavedRun, prune_saved_runs, runs_dir, saved_runs, write_private
+from core.training.saved_runs import (RESUME_HOW, SavedRun, nothing_to_resume, prune_saved_runs, runs_dir,
+                                      write_private)
 
 IF_SAVED = "if-saved"  # open_run's resume: continue the saved state if there is one, else start afresh
 SPLIT_SETTINGS = ("seed", "split_seed", "val_fraction", "max_films", "holdout")  # another split: other fingerprints
 BUSY = ("This run is being trained by another process (a training job, or a train command with these settings "
         "on these films); wait for it to end, or cancel it, then resume it.")
-
 
 
 @dataclass
@@ -119,9 +118,11 @@ class RunCheckpoint:
     """One run's saved state: restored by :meth:`restore`, written by :meth:`save`, removed by :meth:`forget`."""
 
     def __init__(self, identity: RunIdentity, hardware: Hardware, folder: Path, job_id: str | None = None,
-                 payload: dict | None = None, digests: tuple[str, ...] = (), set_aside: str = ""):
+                 payload: dict | None = None, digests: tuple[str, ...] = (), set_aside: str = "",
+                 if_saved: bool = False):
         self.identity, self.hardware, self.folder, self.job_id = identity, hardware, folder, job_id
         self.set_aside = set_aside  # why a saved state was not resumed (open_run with IF_SAVED)
+        self.if_saved = if_saved  # IF_SAVED: a state that does not fit the fresh model is set aside, not refused
         self.payload = payload  # the state to resume from (None: a fresh run)
         self.digests = digests  # of the state file now on disk, as the .json lists them
         self.path, self.lock = folder / f"{identity.key}.pt", folder / f"{identity.key}.lock"
@@ -131,39 +132,64 @@ class RunCheckpoint:
         return int(self.payload["epoch"]) if self.payload else 0
 
     @property
+    def here(self) -> str:
+        return f"the {'GPU' if self.hardware.device.type == 'cuda' else 'CPU'} in {self.hardware.precision}"
+
+    @property
+    def trained_on(self) -> list[str]:
+        """Where the saved epochs ran (older states do not say: [])."""
+        earlier = (self.payload or {}).get("hardware")
+        return sorted({h for h in earlier if isinstance(h, str)}) if isinstance(earlier, list) else []
+
+    @property
     def notes(self) -> list[str]:
         if self.set_aside:
             return [f"started afresh, the saved state of these settings set aside ({self.set_aside})"]
-        return [f"resumed after epoch {self.resumed_after} of {self.identity.config.epochs} from its saved "
-                "state"] if self.payload else []
+        if not self.payload:
+            return []
+        moved = (f", whose epochs so far ran on {' and '.join(self.trained_on)} (from here on {self.here})"
+                 if self.trained_on and self.trained_on != [self.here] else "")
+        return [f"resumed after epoch {self.resumed_after} of {self.identity.config.epochs} from its saved state"
+                + moved]
 
     def restore(self, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any,
                 generator: torch.Generator) -> RunProgress:
         """Put the saved state into the fresh model, optimiser, schedule and generator; a fresh progress when
         there is nothing to resume. ResumeRefused when it does not fit them."""
-        state = self.payload
+        state, refusal = self.payload, None
         if state is None:
             return RunProgress()
         try:
-            self._restore(state, model, optimiser, schedule, generator)
+            self._check(state, model, optimiser, schedule)
         except (ResumeRefused, RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            refusal = exc if isinstance(exc, ResumeRefused) else damaged(f"it does not fit ({type(exc).__name__})")
+        if self.hardware.on_any(refusal is not None):  # nothing loaded yet: every rank goes on, or none
+            refusal = refusal or damaged("it does not fit another training process's model")
+            if self.if_saved:  # a fresh model, optimiser and schedule: as if there had been no state
+                self.payload, self.set_aside = None, refusal.reason
+                return RunProgress()
             run_lock.release(self.lock)  # nothing of this run will be written: another process may start it over
-            if isinstance(exc, ResumeRefused):
-                raise
+            raise refusal
+        try:
+            self._load(state, model, optimiser, schedule, generator)
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            run_lock.release(self.lock)
             raise damaged(f"it does not fit this run ({type(exc).__name__})") from exc  # a fault the checks missed
         main = self.hardware.is_main  # only rank 0 validates: the others carry no history and no best weights
         return RunProgress(epoch=int(state["epoch"]), history=[EpochRecord(**h) for h in state["history"]] if main
                            else [], best_auc=float(state["best_auc"]), best_state=state["best_state"] if main else None,
                            stale=int(state["stale"]), seconds=float(state["seconds"]), finished=bool(state["finished"]))
 
-    def _restore(self, state: dict, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any,
-                 generator: torch.Generator) -> None:
+    def _check(self, state: dict, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any) -> None:
         fresh = model.state_dict()
         for what, weights in (("weights", state["model"]), ("best weights", state["best_state"])):
             if (problem := misfit(weights, fresh)) is not None:
                 raise damaged(f"its {what} do not fit this model ({problem})")
         check_optimiser(state["optimiser"], optimiser)
         check_schedule(state["schedule"], schedule.state_dict(), int(state["epoch"]), self.identity.config.epochs)
+
+    def _load(self, state: dict, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any,
+              generator: torch.Generator) -> None:
         rank = self.hardware.world.rank
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
@@ -177,9 +203,9 @@ class RunCheckpoint:
              generator: torch.Generator) -> None:
         """Call on every rank at the end of an epoch (the random-number states are gathered); rank 0 writes."""
         hardware = self.hardware
-        rngs = {"generators": _gathered(hardware, generator.get_state()),
-                "rng": _gathered(hardware, torch.get_rng_state()),
-                "device_rng": _gathered(hardware, torch.cuda.get_rng_state(hardware.device))
+        rngs = {"generators": hardware.gathered(generator.get_state()),
+                "rng": hardware.gathered(torch.get_rng_state()),
+                "device_rng": hardware.gathered(torch.cuda.get_rng_state(hardware.device))
                 if hardware.device.type == "cuda" else None}
         if not hardware.is_main:
             return
@@ -191,7 +217,8 @@ class RunCheckpoint:
                    "finished": progress.finished, "seconds": progress.seconds, "best_auc": progress.best_auc,
                    "stale": progress.stale, "history": [h.model_dump() for h in progress.history],
                    "model": weights, "best_state": best,
-                   "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(), **rngs}
+                   "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
+                   "hardware": sorted({*self.trained_on, self.here}), **rngs}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         state = buffer.getbuffer()
@@ -252,7 +279,7 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_
     if hardware.on_any(missing):  # every rank refuses together: none waits for the others in a collective
         run_lock.release(lock)
         if missing and hardware.is_main:
-            raise _nothing_to_resume(identity, folder)
+            raise nothing_to_resume(identity, folder)
         raise ResumeRefused("Not every training process finds this run's saved state: all of them read it from "
                             "the runs folder beside CXR_MODELS, which must be the same (shared) folder.")
     try:
@@ -262,32 +289,12 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_
     if hardware.on_any(refusal is not None):
         refusal = refusal or damaged("another training process could not read it")
         if resume == IF_SAVED:  # a script run again (make models) goes on; the fresh run replaces the state
-            return RunCheckpoint(identity, hardware, folder, job_id, set_aside=refusal.reason)
+            return RunCheckpoint(identity, hardware, folder, job_id, set_aside=refusal.reason, if_saved=True)
         run_lock.release(lock)
         raise refusal
-    checkpoint = RunCheckpoint(identity, hardware, folder, job_id, payload, (digest,))
+    checkpoint = RunCheckpoint(identity, hardware, folder, job_id, payload, (digest,), if_saved=resume == IF_SAVED)
     if hardware.is_main:  # from now on the resuming job owns the run (its Resume button, its messages)
         checkpoint.describe(checkpoint.resumed_after, bool(payload["finished"]))
     return checkpoint
 
 
-def _nothing_to_resume(identity: RunIdentity, folder: Path) -> ResumeRefused:
-    same_folder = [run for run in saved_runs(folder) if run.data_dir == identity.data_dir]
-    if not same_folder or not identity.differences(same_folder[0]):
-        return ResumeRefused("There is no interrupted run of these settings on these films to resume; "
-                             "start a new run instead (without --resume).")
-    other = same_folder[0]
-    return ResumeRefused(
-        f"There is no interrupted run of these settings on these films to resume. The interrupted run of this "
-        f"folder ({other.where}) had {'; '.join(identity.differences(other))}: resume it with the same settings, "
-        "or start a new run (without --resume).")
-
-
-def _gathered(hardware: Hardware, state: torch.Tensor) -> torch.Tensor:
-    """One random-number state per rank, stacked (world x bytes), on the CPU; a collective under torchrun."""
-    if not hardware.world.is_distributed:
-        return state.unsqueeze(0).clone()
-    local = state.to(hardware.device)  # NCCL gathers GPU tensors only
-    parts = [torch.empty_like(local) for _ in range(hardware.world.world_size)]
-    dist.all_gather(parts, local)
-    return torch.stack(parts).cpu()

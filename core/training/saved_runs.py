@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, Callable
 
 from core import clock
 from core.config import settings
+from core.errors import ResumeRefused
 from core.store.base import Record, read_record
 from core.store.records import Fingerprint, TrainConfig
 
@@ -111,3 +112,17 @@ def write_private(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def nothing_to_resume(identity, folder: Path) -> ResumeRefused:
+    """Resuming ``identity`` (a core.training.resume.RunIdentity) found no state: say so, and what differs from
+    the interrupted run of the same folder when there is one."""
+    same_folder = [run for run in saved_runs(folder) if run.data_dir == identity.data_dir]
+    if not same_folder or not identity.differences(same_folder[0]):
+        return ResumeRefused("There is no interrupted run of these settings on these films to resume; "
+                             "start a new run instead (without --resume).")
+    other = same_folder[0]
+    return ResumeRefused(
+        f"There is no interrupted run of these settings on these films to resume. The interrupted run of this "
+        f"folder ({other.where}) had {'; '.join(identity.differences(other))}: resume it with the same settings, "
+        "or start a new run (without --resume).")

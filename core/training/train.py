@@ -99,12 +99,15 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
                    job_id)  # before decoding: a refused resume says so at once
     train_films, x_val = _decode(train_set, val_set, config, hardware, emit, should_stop)
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
-    notes += split_notes + list(hardware.notes) + run.notes
+    run_notes = run.notes
+    notes += split_notes + list(hardware.notes) + run_notes
     for note in notes:
         emit(NoteEvent(message=note))
     emit(NoteEvent(message=hardware.describe()))
     model = place_for_training(model, hardware.device, config.layout)
     best_state, history = fit(model, train_films, x_val, val_set, config, hardware, emit, should_stop, run)
+    if run.notes != run_notes:  # resuming if saved, the state was set aside as it was restored
+        notes = [note for note in notes if note not in run_notes] + run.notes
     if not hardware.is_main:
         return None
     model.load_state_dict(best_state)
