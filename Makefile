@@ -172,7 +172,10 @@ models: setup
 	    echo "make models: no version came out with the weights the project measured" >&2)
 	$(call once,chest-check,$(PY) -m core.serving.fit_chest_check)
 	$(call once,manifest,$(PY) -m core.store.manifest)  # the detector's files changed too: re-sign every shipped file
-	$(call once,ship,rm -rf $(SHIP_TO) && mv $(STAGE) $(SHIP_TO))
+	# Swapped only while the stage exists: killed between the mv and its step file, a run continued later must
+	# not remove the set it has just shipped.
+	$(call once,ship,if [ -d $(STAGE) ]; then rm -rf $(SHIP_TO) && mv $(STAGE) $(SHIP_TO); \
+	    else echo "make models: $(STAGE) is gone: it shipped before this run went on" >&2; fi)
 	CXR_CHECKPOINTS=$(abspath $(SHIP_TO)) CXR_DETECTOR_DIR=$(abspath $(SHIP_TO))/detector \
 	    $(PY) bench/models.py $(MODELS_BENCH)
 	rm -rf $(STEPS)

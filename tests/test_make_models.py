@@ -49,7 +49,10 @@ def test_the_new_set_replaces_checkpoints_only_at_the_end():
     start = next(i for i, line in enumerate(lines) if "core train" in line)
     assert any("else rm -rf build/holdout-runs /tmp/staged build/members &&" in line  # a new run: an empty stage
                for line in lines[:start])
-    swap = next(i for i, line in enumerate(lines) if "( rm -rf /tmp/shipped && mv /tmp/staged /tmp/shipped )" in line)
+    # the swap, only while the stage is there: continued after a kill between the mv and its step file, the run
+    # must not remove the set it has just shipped
+    swap = next(i for i, line in enumerate(lines)
+                if "( if [ -d /tmp/staged ]; then rm -rf /tmp/shipped && mv /tmp/staged /tmp/shipped; else" in line)
     assert not any("core train" in line or "core ensemble" in line for line in lines[swap:])
     assert any("core.store.manifest" in line for line in lines[:swap])  # signed before it is moved
 
@@ -146,6 +149,8 @@ if args[:1] == ["-c"]:
     os.execv({python!r}, [{python!r}, *args])
 with open(os.environ["STAND_IN_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
+if args[:1] == [os.environ.get("FAIL_AT")]:  # a script (bench/models.py) that fails
+    sys.exit(1)
 if args[:2] == ["-m", "core"]:
     name = args[args.index("--name") + 1] if "--name" in args else args[3]
     if name == os.environ.get("FAIL_AT"):
@@ -297,3 +302,17 @@ def test_resume_and_resume_if_saved_are_one_or_the_other(run_cli, kermany_train,
     assert both.returncode == 1 and "Traceback" not in both.stderr
     (error,) = both.json_lines()
     assert "not allowed with argument" in error["error"]
+
+
+def test_a_run_killed_after_its_swap_keeps_the_set_it_shipped(tmp_path):
+    """Killed between moving the stage into place and writing the step that says so, a run continued later
+    finds its stage gone: it must leave the shipped set where it is, not remove it and fail on the move."""
+    first = _make_models(tmp_path, fail_at="bench/models.py")  # every line ran and shipped, then a failure
+    assert first.returncode != 0 and (tmp_path / "ship_to" / "pneumonia-mlp-v1.json").exists()
+    (tmp_path / "stage.steps" / "ship").unlink()  # as if killed before the step file was written
+    _commands(tmp_path)
+    second = _make_models(tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "stage is gone: it shipped before this run went on" in second.stderr
+    assert (tmp_path / "ship_to" / "pneumonia-mlp-v1.json").exists()
+    assert _commands(tmp_path)[-1] == ["bench/models.py"] and not (tmp_path / "stage.steps").exists()
