@@ -259,3 +259,20 @@ def test_spreadsheet_safe_only_touches_text_that_starts_a_formula(value, safe):
 ])
 def test_escape_markdown_makes_names_literal(text, escaped):
     assert escape_markdown(text) == escaped
+
+
+def test_a_recorded_folder_with_spaces_in_its_name_shows_none_of_its_words(tmp_path):
+    """A split names its folder by server path; Compare and the card label it. Split at spaces, a folder
+    "My Ward Films" once showed "Ward" on its own between two labels: the whole path is taken while it exists."""
+    from types import SimpleNamespace
+
+    from dashboard.components.reports import films_in_words
+
+    folder = tmp_path / "My Ward Films" / "train"
+    folder.mkdir(parents=True)
+    split = (f"validation: 50 films, a patient-disjoint 20% of {folder} after holding out another batch "
+             f"(kermany-batch); out-of-batch ({folder}).")
+    shown = films_in_words(SimpleNamespace(split=split))
+    assert shown == ("validation: 50 films, a patient-disjoint 20% of a folder outside the data roots after holding "
+                     "out another batch (kermany-batch); out-of-batch (a folder outside the data roots).")
+    assert not any(word in shown for word in ("Ward", "Films", str(tmp_path)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -86,9 +87,24 @@ def data_label(folder: str) -> str:
 
 def films_in_words(report: Report) -> str:
     """Which films a report is on (its ``split``), with any folder named by its data-root label, never by its
-    server path; a folder the split already names by its label (``shared-data/tb/train/Normal``) stays."""
-    words = (report.split or "unknown split").split(" ")
-    return " ".join(_folder_in_words(word) if "/" in word else word for word in words)
+    server path; a folder the split already names by its label (``shared-data/tb/train/Normal``) stays. A folder
+    whose name holds spaces is taken whole while it exists (none of its words may show on their own)."""
+    words, shown, at = (report.split or "unknown split").split(" "), [], 0
+    while at < len(words):
+        if "/" not in words[at]:
+            shown.append(words[at])
+            at += 1
+            continue
+        end = next((end for end in range(len(words), at + 1, -1) if _names_a_path(" ".join(words[at:end]))),
+                   at + 1)
+        shown.append(_folder_in_words(" ".join(words[at:end])))
+        at = end
+    return " ".join(shown)
+
+
+def _names_a_path(text: str) -> bool:
+    folder = text.lstrip("([").rstrip(")],;:.")
+    return " " in folder and Path(recorded_source(folder)).exists()
 
 
 def _folder_in_words(word: str) -> str:
