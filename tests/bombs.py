@@ -186,6 +186,29 @@ def many_scans(dicom_dir: Path, copies: int = 300) -> bytes:
     return stream[:-2] + stream[last:-2] * copies + b"\xff\xd9"
 
 
+def comments(dicom_dir: Path, count: int = 20_000) -> bytes:
+    """The real film as a JPEG with ``count`` empty comment segments before its frame: Pillow reads each one in
+    Python (7.6 MB of them took it 1.3 s)."""
+    stream = jpeg(dicom_dir)
+    return stream[:2] + b"\xff\xfe\x00\x02" * count + stream[2:]
+
+
+def fill_bytes(dicom_dir: Path, count: int = 100_000) -> bytes:
+    """The real film as a JPEG with ``count`` fill bytes (0xFF) before its first marker: legal, and read by
+    Pillow one by one."""
+    stream = jpeg(dicom_dir)
+    return stream[:2] + b"\xff" * count + stream[2:]
+
+
+def png_chunks(dicom_dir: Path, count: int = 150_000) -> bytes:
+    """The real film as a PNG with ``count`` empty IDAT chunks before its own: each costs Pillow a Python read."""
+    buffer = io.BytesIO()
+    Image.fromarray(real_film(dicom_dir)).save(buffer, format="PNG")
+    stream = buffer.getvalue()
+    empty = struct.pack(">I", 0) + b"IDAT" + struct.pack(">I", zlib.crc32(b"IDAT"))
+    return stream[:33] + empty * count + stream[33:]  # after the signature and IHDR
+
+
 def _plain_jpeg(dicom_dir: Path) -> bytes:
     return patch_jpeg_frame(jpeg(dicom_dir), HUGE, HUGE)
 
@@ -204,6 +227,9 @@ BOMBS = {
     "many-scans.jpeg": (many_scans, "too costly to decode safely: its JPEG data holds more than 256 scans"),
     "many-scans-jpeg-in-dicom.dcm": (lambda d: encapsulated(d, many_scans(d), JPEGBaseline8Bit),
                                      "too costly to decode safely"),
+    "comments.jpeg": (comments, "more than 10,000 marker segments or 65,536 fill bytes"),
+    "fill-bytes.jpeg": (fill_bytes, "more than 10,000 marker segments or 65,536 fill bytes"),
+    "chunks.png": (png_chunks, "cut into more than 100,000 chunks"),
     "plain.png": (lambda d: png_with_size(d, HUGE, HUGE), SIZE_WORDS),
     "text-chunk.png": (png_text_bomb, "compressed text chunk too large to read safely"),  # Pillow caps them
     "plain.j2k": (lambda d: patch_j2k_siz(real_j2k(d), HUGE, HUGE), SIZE_WORDS),

@@ -26,7 +26,8 @@ from pydicom.uid import JPEG2000, DeflatedExplicitVRLittleEndian, JPEGBaseline8B
 
 from core.errors import UnreadableImage
 from core.films import folders
-from core.films.bounds import FILM_SUFFIXES, MAX_JPEG_SCANS, RASTER_FORMATS, declared_size, jpeg_scans
+from core.films.bounds import FILM_SUFFIXES, RASTER_FORMATS, declared_size
+from core.films.decoding_cost import MAX_JPEG_SCANS, jpeg_counts
 from core.films.read import read_film
 
 GB = 2**30
@@ -74,6 +75,7 @@ def test_a_progressive_jpeg_decodes_and_only_one_of_too_many_scans_is_refused(di
     its last scan repeated, refused from 257 scans on, before any decoder runs; 256 still decode."""
     baseline, progressive = bombs.jpeg(dicom_dir), bombs.jpeg(dicom_dir, progressive=True)
     assert (jpeg_scans(baseline), jpeg_scans(progressive)) == (1, 6)
+    assert jpeg_counts(baseline).fill == 0 and jpeg_counts(baseline).segments < 12
     assert jpeg_scans(bombs.many_scans(dicom_dir, 250)) == MAX_JPEG_SCANS == 256
     assert jpeg_scans(bombs.many_scans(dicom_dir, 2000)) == MAX_JPEG_SCANS + 1  # counted no further
     garbage = progressive[:-2] + b"\x00\x17garbage" + progressive[progressive.rfind(b"\xff\xda"):]
@@ -84,6 +86,15 @@ def test_a_progressive_jpeg_decodes_and_only_one_of_too_many_scans_is_refused(di
     assert np.corrcoef(most.ravel(), reference.ravel())[0, 1] > 0.9  # the repeated refinement only adds noise
     with pytest.raises(UnreadableImage, match="more than 256 scans"):
         read_film(bombs.many_scans(dicom_dir, 251), name="one-too-many.jpeg")
+
+
+def test_the_structure_bombs_decode_when_a_little_under_their_limits(dicom_dir):
+    """Comments, fill bytes and chunks are legal: just under the limits the same films decode (the refusals in
+    the bomb table above can fail), and counting them stops at the limit, whatever the file holds."""
+    for stream in (bombs.comments(dicom_dir, 9_000), bombs.fill_bytes(dicom_dir, 60_000),
+                   bombs.png_chunks(dicom_dir, 90_000)):
+        assert read_film(stream, name="legal").pixels.shape == (512, 512)
+    assert jpeg_counts(bombs.comments(dicom_dir, 50_000)).segments == 10_001
 
 
 def test_large_decodes_wait_for_one_of_the_decode_places_small_ones_never_wait(dicom_dir, settings_env,
@@ -119,6 +130,10 @@ def test_large_decodes_wait_for_one_of_the_decode_places_small_ones_never_wait(d
         return any(overlapped)
 
     assert both(small) and not both(large)
+
+
+def jpeg_scans(data: bytes) -> int:
+    return jpeg_counts(data).scans
 
 
 def _quietly(function, *args) -> None:

@@ -4,18 +4,17 @@ A decoder allocates what the codestream declares, not what the file's size or a 
 suggest: 35 kB of JPEG can declare 30,000 x 30,000 pixels. ``declared_size`` reads the frame header of a
 JPEG (every SOFn, hierarchical DHP and JPEG-LS SOF55), a JPEG 2000 codestream (SIZ, bare or inside a JP2
 box file) or a PNG (IHDR); ``check_declared_size`` refuses, naming the file, anything over the pixel limit,
-and a JPEG of more scans than :data:`MAX_JPEG_SCANS`: each scan of a progressive JPEG costs the decoder a
-pass over the whole image, so 0.5 MB of repeated 75-byte scans kept a 49-megapixel decode busy for 11 s, and
-50 MB would keep a core for most of an hour, with nothing able to interrupt it.
+and (core.films.decoding_cost) a PNG or JPEG that would cost a decoder far more than its pixels.
 """
 from __future__ import annotations
 
-import re
 import struct
 import zlib
 from dataclasses import dataclass
 
 from core.errors import UnreadableImage
+from core.films.decoding_cost import (JPEG_SOI, JPEG_SOS, MAX_JPEG_SEGMENTS, PNG_SIGNATURE, check_decoding_cost,
+                                      jpeg_markers)
 
 # Raster formats Pillow may open, for uploads and training folders alike (core/films/read.py): nothing else,
 # so a file cannot reach a decoder we did not choose (EPS would reach Ghostscript).
@@ -27,22 +26,11 @@ FILM_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
 # A film is grey or colour (with alpha at most); more components only multiply what a decoder allocates.
 MAX_COMPONENTS = 4
 
-_JPEG_SOI = b"\xff\xd8"
 # Frame headers: SOF0-3, 5-7, 9-11, 13-15 (baseline, extended, progressive, lossless, hierarchical,
 # arithmetic), DHP (hierarchical), SOF55 (JPEG-LS). C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
 _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xDE, 0xF7}
-_JPEG_NO_LENGTH = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM
-_JPEG_SOS = 0xDA
-_JPEG_EOI = 0xD9
-# Where entropy-coded data (or garbage a decoder skips) ends: 0xFF then neither a stuffed 0x00, a restart
-# marker nor a fill byte.
-_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-# Real encoders write 1-3 scans (baseline) or about 6-12 (progressive); nvImageCodec refuses more than 256
-# by default against the same denial of service (cure53's libjpeg-turbo report).
-MAX_JPEG_SCANS = 256
 _J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -59,21 +47,27 @@ class DeclaredSize:
         return self.width * self.height
 
 
+def is_codestream(data: bytes) -> bool:
+    """``data`` starts as a JPEG, JPEG 2000 (bare or JP2) or PNG codestream does, whatever follows."""
+    return data.startswith((JPEG_SOI, _J2K_SOC_SIZ, _JP2_SIGNATURE, PNG_SIGNATURE))
+
+
 def declared_size(data: bytes) -> DeclaredSize | None:
     """The largest frame a codestream declares, or None when ``data`` starts with no codestream we know."""
-    if data.startswith(_JPEG_SOI):
+    if data.startswith(JPEG_SOI):
         return _jpeg(data)
     if data.startswith(_J2K_SOC_SIZ):
         return _j2k_siz(data, 2)
     if data.startswith(_JP2_SIGNATURE):
         return _jp2(data)
-    if data.startswith(_PNG_SIGNATURE):
+    if data.startswith(PNG_SIGNATURE):
         return _png(data)
     return None
 
 
 def check_declared_size(data: bytes, label: str, max_pixels: int) -> None:
     """Raise UnreadableImage when the codestream in ``data`` declares more than ``max_pixels`` or odd components."""
+    check_decoding_cost(data, label)  # first: a JPEG of too many segments declares nothing within the walk's limit
     size = declared_size(data)
     if size is None:
         return
@@ -87,71 +81,18 @@ def check_declared_size(data: bytes, label: str, max_pixels: int) -> None:
             f"{label} cannot be decoded: its {size.codec} data declares {size.components} colour components, "
             f"and a film has at most {MAX_COMPONENTS}. Export the film again as PNG, JPEG or DICOM."
         )
-    if data.startswith(_JPEG_SOI) and jpeg_scans(data) > MAX_JPEG_SCANS:
-        raise UnreadableImage(
-            f"{label} is too costly to decode safely: its JPEG data holds more than {MAX_JPEG_SCANS} scans (a "
-            "progressive JPEG has about ten). Export the film again as PNG, or as a baseline JPEG."
-        )
-
-
-def jpeg_scans(data: bytes, stop_after: int = MAX_JPEG_SCANS) -> int:
-    """How many scans (SOS segments) the JPEG in ``data`` holds up to its end (EOI), counting no further than
-    ``stop_after`` + 1. Markers are walked as a decoder walks them: segments skipped by their length, entropy-
-    coded data, and any garbage a decoder would pass over with a warning, skipped to the next marker."""
-    scans, at, end = 0, 2, len(data)
-    while at + 2 <= end and scans <= stop_after:
-        if data[at] != 0xFF or data[at + 1] == 0x00:  # not at a marker: on to the next one, as libjpeg resyncs
-            found = _JPEG_NEXT_MARKER.search(data, at)
-            if found is None:
-                break
-            at = found.start()
-            continue
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            at += 1
-            continue
-        if marker == _JPEG_EOI:
-            break
-        if marker in _JPEG_NO_LENGTH:
-            at += 2
-            continue
-        if at + 4 > end:
-            break
-        (length,) = struct.unpack_from(">H", data, at + 2)
-        if length < 2:
-            break
-        at += 2 + length
-        if marker == _JPEG_SOS:  # its entropy-coded data runs to the next marker
-            scans += 1
-            found = _JPEG_NEXT_MARKER.search(data, at)
-            if found is None:
-                break
-            at = found.start()
-    return scans
 
 
 def _jpeg(data: bytes) -> DeclaredSize | None:
-    """Walk the marker segments up to the first scan; every frame header on the way counts."""
+    """Walk the markers up to the first scan (at most MAX_JPEG_SEGMENTS); every frame header on the way counts."""
     found: list[DeclaredSize] = []
-    at, end = 2, len(data)
-    while at + 4 <= end:
-        if data[at] != 0xFF:
-            break  # not a marker where one must be: the decoder will refuse the stream
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            at += 1
-            continue
-        if marker in _JPEG_NO_LENGTH:
-            at += 2
-            continue
-        (length,) = struct.unpack_from(">H", data, at + 2)
-        if marker in _JPEG_FRAMES and at + 10 <= end:
+    for count, (marker, at, _) in enumerate(jpeg_markers(data)):
+        if marker == JPEG_SOS or count > MAX_JPEG_SEGMENTS:
+            break
+        if marker in _JPEG_FRAMES and at + 10 <= len(data):
             height, width = struct.unpack_from(">HH", data, at + 5)
             codec = "JPEG-LS" if marker == 0xF7 else "JPEG"
             found.append(DeclaredSize(width, height, data[at + 9], codec))
-        if marker == _JPEG_SOS or length < 2:
-            break
-        at += 2 + length
     return max(found, key=lambda s: (s.pixels, s.components)) if found else None
 
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.config import settings
 from core.errors import TriageError, UnreadableImage
-from core.films.bounds import RASTER_FORMATS, check_declared_size, declared_size
+from core.films.bounds import RASTER_FORMATS, check_declared_size, declared_size, is_codestream
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 
@@ -63,7 +63,7 @@ def _read_bytes(data: bytes, label: str) -> Film:
     try:
         return _read_raster(data, label)
     except UnreadableImage:
-        if declared_size(data) is not None:  # a PNG, JPEG or JPEG 2000 codestream: no DICOM data set
+        if is_codestream(data):  # a PNG, JPEG or JPEG 2000 codestream: no DICOM data set
             raise
         # DICOM files without the 128-byte preamble carry no magic; give pydicom a chance, in the worker.
         film = decode_pool().decode(data, label, headerless=True)
