@@ -24,6 +24,11 @@ def test_wilson_and_hanley_mcneil_give_the_textbook_intervals():
     assert wilson_interval(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     low, high = hanley_mcneil_interval(0.9, 50, 50)  # Hanley & McNeil 1982: SE 0.032 for A 0.9, 50 + 50
     assert (high - low) / 2 / 1.96 == pytest.approx(0.0321, abs=2e-4) and (low + high) / 2 == pytest.approx(0.9)
+    # a perfect AUC on a handful of films is not certain: the error is taken half a discordant pair below 1
+    low, high = hanley_mcneil_interval(1.0, 10, 10)
+    assert high == 1.0 and low == pytest.approx(0.968, abs=2e-3)
+    assert hanley_mcneil_interval(1.0, 400, 400)[0] > 0.999  # and shrinks as the films grow
+    assert hanley_mcneil_interval(0.0, 10, 10)[1] == pytest.approx(0.032, abs=2e-3)
     with pytest.raises(ValueError):
         wilson_interval(0.5, 0)
 

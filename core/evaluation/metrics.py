@@ -80,7 +80,8 @@ def _against_normal(y_true: np.ndarray, probabilities: np.ndarray, classes: list
         pair = probabilities[mine][:, [normal, k]]
         with np.errstate(invalid="ignore", divide="ignore"):  # both probabilities 0: a tie, scored 0.5
             score = np.nan_to_num(pair[:, 1] / pair.sum(axis=1), nan=0.5)
-        right = (pair[:, 1] > pair[:, 0]) == positive  # a tie is called normal, as the operating point does
+        # a tie is called normal here (an operating point, read with >=, calls a film at its threshold abnormal)
+        right = (pair[:, 1] > pair[:, 0]) == positive
         drawn = weights[:, mine]
         both = bool(positive.any() and (~positive).any())
         figures[classes[k]] = PairFigures(

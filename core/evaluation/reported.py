@@ -25,11 +25,14 @@ def wilson_interval(proportion: float, n: int) -> tuple[float, float]:
 
 
 def hanley_mcneil_interval(auc: float, n_abnormal: int, n_normal: int) -> tuple[float, float]:
-    """A 95 % interval of ``auc`` measured on ``n_abnormal`` abnormal and ``n_normal`` normal films."""
+    """A 95 % interval of ``auc`` measured on ``n_abnormal`` abnormal and ``n_normal`` normal films. At an AUC
+    of 0 or 1 the formula's error is 0, which would claim "1.000 (1.000-1.000)" of a handful of films: there it
+    is taken at half a discordant pair from the end, what a rounded report of 1 cannot rule out."""
     if n_abnormal <= 0 or n_normal <= 0 or not 0.0 <= auc <= 1.0:
         raise ValueError(f"an AUC in [0, 1] on films of both kinds, not {auc} on {n_abnormal} + {n_normal}")
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (auc * (1 - auc) + (n_abnormal - 1) * (q1 - auc * auc) + (n_normal - 1) * (q2 - auc * auc)) / (
-        n_abnormal * n_normal)
+    pairs = n_abnormal * n_normal
+    a = min(max(auc, 1 / (2 * pairs)), 1 - 1 / (2 * pairs))
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    variance = (a * (1 - a) + (n_abnormal - 1) * (q1 - a * a) + (n_normal - 1) * (q2 - a * a)) / pairs
     half = Z * math.sqrt(max(variance, 0.0))
     return max(0.0, auc - half), min(1.0, auc + half)
