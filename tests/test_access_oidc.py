@@ -9,7 +9,8 @@ from streamlit.testing.v1 import AppTest
 from test_access import REPO, T0, Clock
 
 from core import clock as product_clock
-from core.access.oidc import is_admin_account, issued_at, provider_grant, provider_setup, signed_in_account
+from core.access.oidc import (is_admin_account, issued_at, provider_grant, provider_setup, signed_in_account,
+                              why_not_admin)
 from core.access.policy import RequestFacts
 from dashboard.components import access
 
@@ -51,15 +52,20 @@ def test_named_providers_each_offered_and_an_incomplete_one_explained():
     assert "[auth.bad_name] may not contain an underscore" in setup.explanation
 
 
+SIGNED = {"is_logged_in": True, "iat": int(T0.timestamp())}
+
+
 @pytest.mark.parametrize("identity, account, admin", [
     ({}, None, False),
     ({"is_logged_in": False, "email": "ana@hospital.example"}, None, False),
-    ({"is_logged_in": True, "email": "Ana@Hospital.example", "email_verified": True}, "ana@hospital.example", True),
+    ({**SIGNED, "email": "Ana@Hospital.example", "email_verified": True}, "ana@hospital.example", True),
     # A provider that does not vouch for the address grants nothing: a tenant's owner may set any address.
-    ({"is_logged_in": True, "email": "ana@hospital.example"}, "ana@hospital.example", False),
-    ({"is_logged_in": True, "email": "ana@hospital.example", "email_verified": "true"}, "ana@hospital.example", False),
-    ({"is_logged_in": True, "email": "ana@hospital.example", "email_verified": False}, "ana@hospital.example", False),
-    ({"is_logged_in": True, "email": "bob@hospital.example", "email_verified": True}, "bob@hospital.example", False),
+    ({**SIGNED, "email": "ana@hospital.example"}, "ana@hospital.example", False),
+    ({**SIGNED, "email": "ana@hospital.example", "email_verified": "true"}, "ana@hospital.example", False),
+    ({**SIGNED, "email": "ana@hospital.example", "email_verified": False}, "ana@hospital.example", False),
+    # Nor does a sign-in without its issue time: every reload would start its clock again.
+    ({"is_logged_in": True, "email": "ana@hospital.example", "email_verified": True}, "ana@hospital.example", False),
+    ({**SIGNED, "email": "bob@hospital.example", "email_verified": True}, "bob@hospital.example", False),
     ({"is_logged_in": True, "name": "No Email"}, None, False),
 ])
 def test_admin_accounts_come_from_the_configured_list(identity, account, admin):
@@ -72,20 +78,35 @@ ANA = {"is_logged_in": True, "email": "ana@hospital.example", "email_verified": 
 
 def test_provider_admin_rights_last_the_configured_minutes_from_the_earlier_start():
     seen = T0 + timedelta(minutes=5)
-    grant = provider_grant(ANA, ADMINS, minutes=30, first_seen=seen)  # no issue time: from when first seen
+    issued = {**ANA, "iat": int((T0 + timedelta(minutes=10)).timestamp())}  # a token dated after we saw it
+    grant = provider_grant(issued, ADMINS, minutes=30, first_seen=seen)  # from when first seen
     assert (grant.who, grant.expires_at) == ("ana@hospital.example", seen + timedelta(minutes=30))
     assert grant.active(seen + timedelta(minutes=29, seconds=59)) and not grant.active(seen + timedelta(minutes=30))
     issued = {**ANA, "iat": int(T0.timestamp())}  # a reload: a new session, the same token
     assert issued_at(issued) == T0
     assert provider_grant(issued, ADMINS, minutes=30, first_seen=seen).expires_at == T0 + timedelta(minutes=30)
+    assert provider_grant(ANA, ADMINS, minutes=30, first_seen=seen) is None  # no issue time: never timed
     ahead = {**ANA, "iat": int((seen + timedelta(hours=1)).timestamp())}  # the provider's clock runs ahead
     assert provider_grant(ahead, ADMINS, minutes=30, first_seen=seen).expires_at == seen + timedelta(minutes=30)
-    for junk in ("1764489600", None, True, float("nan"), 10**20):
+    for junk in ("1764489600", None, True, float("nan"), 10**20):  # no usable issue time: no rights
         assert issued_at({**ANA, "iat": junk}) is None
-        assert provider_grant({**ANA, "iat": junk}, ADMINS, minutes=30, first_seen=seen).expires_at == \
-            seen + timedelta(minutes=30)
-    assert provider_grant({**ANA, "email": "bob@hospital.example"}, ADMINS, minutes=30, first_seen=seen) is None
-    assert provider_grant({**ANA, "email_verified": False}, ADMINS, minutes=30, first_seen=seen) is None
+        assert provider_grant({**ANA, "iat": junk}, ADMINS, minutes=30, first_seen=seen) is None
+    assert provider_grant({**issued, "email": "bob@hospital.example"}, ADMINS, minutes=30, first_seen=seen) is None
+    assert provider_grant({**issued, "email_verified": False}, ADMINS, minutes=30, first_seen=seen) is None
+
+
+@pytest.mark.parametrize("identity, why", [
+    ({**ANA, "iat": 1}, ""),
+    ({**ANA, "email": "bob@hospital.example", "iat": 1}, "which is not an admin account here."),
+    ({**ANA, "email_verified": None, "iat": 1}, "does not say it has verified this address"),
+    (ANA, "carries no issue time (iat)"),
+])
+def test_a_listed_account_that_cannot_administer_is_told_why(identity, why):
+    said = why_not_admin(identity, ADMINS)
+    if not why or why.startswith("which"):
+        assert said == why
+    else:  # listed, yet not an administrator here: say why, and what works instead
+        assert why in said and said.endswith("sign in with the admin passphrase instead.")
 
 
 @pytest.fixture
@@ -120,7 +141,7 @@ def sidebar_text(at: AppTest) -> str:
 
 def test_identity_provider_admin_rights_end_after_the_configured_minutes(provider_session):
     started = provider_session.now
-    at = retrain_page(ANA)
+    at = retrain_page({**ANA, "iat": int(started.timestamp())})
     assert "Start training" in {b.label for b in at.button}
     until = product_clock.iso(started + timedelta(minutes=20))[11:16]
     assert f"Admin rights until {until} UTC; then sign in again." in sidebar_text(at)

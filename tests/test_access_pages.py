@@ -6,6 +6,7 @@ AppTest has no browser connection, so the request facts come from the one inject
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -159,7 +160,8 @@ def test_no_admin_rights_begin_where_the_sign_in_cannot_be_recorded(places, monk
     sign_in(at, PASSPHRASE)
     assert at.sidebar.error[0].value.startswith("Not signed in. The audit log cannot be written")
     assert not offered(at) & set(ADMIN_LABELS) and "admin-grant" not in at.session_state
-    at = page("retrain", user={"is_logged_in": True, "email": "ana@hospital.example", "email_verified": True})
+    at = page("retrain", user={"is_logged_in": True, "email": "ana@hospital.example", "email_verified": True,
+                                          "iat": int(time.time())})
     assert any(e.value.startswith("Admin rights not granted. The audit log cannot be written")
                for e in at.sidebar.error)
     assert not offered(at) & set(ADMIN_LABELS)
@@ -202,7 +204,7 @@ def test_sign_in_is_rate_limited_per_client(places, monkeypatch, settings_env):
 def test_an_identity_provider_account_administers_only_when_listed(places, monkeypatch, settings_env, email, admin):
     settings_env(CXR_ADMIN_ACCOUNTS="ana@hospital.example")
     from_elsewhere(monkeypatch, "192.0.2.24")
-    at = page("retrain", user={"is_logged_in": True, "email": email, "email_verified": True})
+    at = page("retrain", user={"is_logged_in": True, "email": email, "email_verified": True, "iat": int(time.time())})
     assert ("Start training" in offered(at)) is admin
     if admin:
         assert at.sidebar.caption[0].value == "Administrator: ana@hospital.example (identity provider)."

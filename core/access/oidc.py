@@ -98,8 +98,22 @@ def is_admin_account(identity: Mapping[str, Any], admin_accounts: Sequence[str])
     without the claim grants nothing: a provider that lets a tenant's owner set any address and does not
     vouch for it (Microsoft Entra ID sends no ``email_verified``) would otherwise make whoever claims a listed
     address an administrator."""
+    return not why_not_admin(identity, admin_accounts)
+
+
+def why_not_admin(identity: Mapping[str, Any], admin_accounts: Sequence[str]) -> str:
+    """Why a signed-in account does not administer here, in words after "Signed in as ADDRESS, "; "" when it
+    does (a listed, verified address of a sign-in whose issue time is known, so that its rights can be timed)."""
     account = signed_in_account(identity)
-    return account is not None and identity.get(_VERIFIED) is True and account in admin_accounts
+    if account is None or account not in admin_accounts:
+        return "which is not an admin account here."
+    if identity.get(_VERIFIED) is not True:
+        return ("but the identity provider does not say it has verified this address, so it does not administer "
+                "here; sign in with the admin passphrase instead.")
+    if issued_at(identity) is None:
+        return ("but the identity provider's sign-in carries no issue time (iat), so admin rights could not be "
+                "limited in time; sign in with the admin passphrase instead.")
+    return ""
 
 
 def issued_at(identity: Mapping[str, Any]) -> datetime | None:
@@ -119,9 +133,10 @@ def provider_grant(identity: Mapping[str, Any], admin_accounts: Sequence[str], *
 
     It began when the provider issued it or when this session first saw it, whichever is earlier: a reload
     starts a new session with the same 30-day identity cookie, and must not start the clock again (a token's
-    ``iat`` ahead of ours, a skewed clock, cannot lengthen it either). Past the limit the person signs out and
-    in again, which brings a new token."""
+    ``iat`` ahead of ours, a skewed clock, cannot lengthen it either). A sign-in without ``iat`` (OpenID
+    Connect requires it) grants nothing: every reload would start its clock again. Past the limit the person
+    signs out and in again, which brings a new token."""
     if not is_admin_account(identity, admin_accounts):
         return None
-    began = min(moment for moment in (issued_at(identity), first_seen) if moment is not None)
+    began = min(issued_at(identity), first_seen)
     return AdminGrant(who=signed_in_account(identity) or "", expires_at=began + timedelta(minutes=minutes))

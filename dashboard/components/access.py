@@ -11,7 +11,8 @@ import streamlit as st
 
 from core import clock, config
 from core.access.errors import SignInRefused, SignInUnavailable
-from core.access.oidc import AUTHLIB, ProviderSetup, provider_grant, provider_setup, signed_in_account
+from core.access.oidc import (AUTHLIB, ProviderSetup, provider_grant, provider_setup, signed_in_account,
+                              why_not_admin)
 from core.access.policy import AdminGrant, RequestFacts, User, is_local, session_user
 from core.access.signin import passphrase_configured, sign_in
 from core.access.throttle import SignInThrottle
@@ -119,7 +120,8 @@ def _sign_in_offers() -> None:
     with st.expander("Administrator sign-in", icon=":material/admin_panel_settings:"):
         if account:
             st.caption(f"Signed in as {account}; the admin rights of this sign-in have ended." if
-                       _provider_grant(_identity()) else f"Signed in as {account}, which is not an admin account here.")
+                       _provider_grant(_identity()) else
+                       f"Signed in as {account}, {why_not_admin(_identity(), settings.admin_accounts)}")
             if st.button("Sign out", icon=":material/logout:", key="provider-sign-out"):
                 st.logout()
         if passphrase_configured(settings):
