@@ -20,7 +20,8 @@ from core.store.class_default import find_default_for_classes
 from core.store.names import check_model_name
 from core.store.records import ModelArgs, ModelRecord
 from core.store.registry import (REGISTRY_FILE, SHIPPED, SITE, ensure_default, find_model, list_models,
-                                 next_version_name, read_registry, set_default)
+                                 read_registry, set_default)
+from core.store.versions import next_version_name
 from core.store.reports import OperatingPoint
 from core.tasks import task_name
 from core.training.shipping import ship_version

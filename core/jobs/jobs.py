@@ -222,7 +222,11 @@ def cancel_job(job_id: str, root: Path | None = None, *, who: str = "cli") -> No
     if not job.is_active:
         raise JobError(f"Job {job_id} is not running ({job.state}); there is nothing to cancel.")
     record_action("job.cancel", who, job=job_id, state=job.state, started_by=job.settings.started_by)
-    (folder / CANCEL_MARKER).write_text(clock.iso())
+    try:
+        (folder / CANCEL_MARKER).write_text(clock.iso())
+    except OSError as exc:  # a full disk, a folder removed by hand: its text would name the server path
+        raise JobError(f"Job {job_id} could not be asked to stop ({exc.strerror or type(exc).__name__}); "
+                       "it goes on. Try again, or stop the server's training process.") from exc
     pid = read_status(folder).pid  # read after the marker: a runner that has not written its pid sees the marker
     if pid and lock.held_by(root) == job_id:  # only a live runner holds the lock: never signal a reused pid
         try:

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from filelock import FileLock
-
 from core import clock
 from core.config import settings
 from core.errors import CheckpointError, ModelNotFound
 from core.store import manifest
 from core.store.atomic import atomic_write_json
 from core.store.base import read_record
+from core.store.lock import registry_lock
 from core.store.manifest import REGISTRY_FILE, shipped_dir
 from core.store.names import check_model_name, is_model_name
 from core.store.records import ModelRecord, read_model_record
@@ -36,7 +35,7 @@ from core.tasks import DEFAULT_TASK, task_title
 
 SHIPPED, SITE = "shipped", "site"
 __all__ = ["REGISTRY_FILE", "SHIPPED", "SITE", "ModelEntry", "Tier", "checkpoint_dir", "ensure_default",
-           "Listing", "find_model", "list_models", "listing", "next_version_name", "pick", "read_registry",
+           "Listing", "find_model", "list_models", "listing", "pick", "read_registry",
            "registry_lock", "set_default", "shipped_dir", "site_dir", "tiers"]
 
 
@@ -48,12 +47,6 @@ def site_dir() -> Path:
 def checkpoint_dir() -> Path:
     """Where new versions are written and defaults are changed: the site folder, never the shipped one."""
     return site_dir()
-
-
-def registry_lock(directory: Path | None = None) -> FileLock:
-    directory = directory or site_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(directory / ".registry.lock"), timeout=30)
 
 
 @dataclass(frozen=True)
@@ -260,15 +253,6 @@ def pick(entries: list[ModelEntry], problems: list[str], name: str | None, task:
     raise ModelNotFound(f"No model named '{name}'. Available: {', '.join(e.name for e in entries)}.")
 
 
-def next_version_name(base: str, directory: Path | None = None) -> str:
-    """``base-vN`` with N one past the highest version in either tier; call under ``registry_lock``."""
-    check_model_name(base)
-    pattern = re.compile(rf"^{re.escape(base)}-v(\d+)\.json$")
-    versions = [int(m.group(1)) for tier in tiers(directory) if tier.folder.exists()
-                for p in tier.folder.glob(f"{base}-v*.json") if (m := pattern.match(p.name))]
-    return check_model_name(f"{base}-v{max(versions, default=0) + 1}")
-
-
 def set_default(name: str, directory: Path | None = None) -> None:
     """Make ``name`` (of either tier) the default of its task in the site folder, and record the promotion."""
     name, directory = check_model_name(name), directory or site_dir()
@@ -294,4 +278,8 @@ def _promote(entry: ModelEntry, entries: list[ModelEntry], directory: Path) -> N
     kept = _pointers(registry, {e.name: e.task for e in entries})  # an old registry's one default is kept, per task
     updated = registry.model_copy(update={"task_defaults": {**kept, entry.task: entry.name},
                                           "promotions": [*registry.promotions, promotion]})
-    atomic_write_json(directory / REGISTRY_FILE, updated.to_json())
+    try:
+        atomic_write_json(directory / REGISTRY_FILE, updated.to_json())
+    except OSError as exc:  # a full disk, a read-only folder: the default stays as it was
+        raise CheckpointError(f"{REGISTRY_FILE} could not be written ({exc.strerror or type(exc).__name__}); "
+                              f"the default is unchanged.") from exc

@@ -7,6 +7,7 @@ New versions go to the site folder. Only an explicit ``directory`` equal to the 
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from core import clock
+from core.errors import CheckpointError, TriageError
 from core.models.features import GaussianScore
 from core.models.inference import inference_ms_per_film
 from core.store import manifest
@@ -22,7 +24,10 @@ from core.store.checkpoints import save_checkpoint
 from core.store.names import check_model_name
 from core.store.records import ModelRecord
 from core.store.promotion import promote, promote_first
-from core.store.registry import checkpoint_dir, next_version_name, registry_lock
+from core.store.registry import checkpoint_dir, registry_lock
+from core.store.versions import next_version_name
+
+log = logging.getLogger(__name__)
 
 
 def ship_version(model: nn.Module, record: ModelRecord, base_name: str, directory: Path | None = None,
@@ -43,7 +48,11 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
     with registry_lock(directory):
         remove_stale_temporaries(directory)
         named = record.model_copy(update={"name": next_version_name(base_name, directory)})
-        stored = save_checkpoint(directory, model, named, population)
+        try:
+            stored = save_checkpoint(directory, model, named, population)
+        except OSError as exc:  # a full disk, a read-only folder: its text would name the server path
+            raise CheckpointError(f"The new version could not be written ({exc.strerror or type(exc).__name__}); "
+                                  "nothing was registered.") from exc
         if directory.resolve() == manifest.shipped_dir().resolve():  # the shipping path (make models)
             written = [directory / f"{stored.name}{suffix}" for suffix in (".pt", ".json")]
             if stored.population_check is not None:
@@ -55,5 +64,8 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
     if make_default:
         promote(stored.name, who=who, directory=directory)  # PromotionRefused: the version stays, not default
     else:
-        promote_first(stored.name, who=who, directory=directory)
+        try:
+            promote_first(stored.name, who=who, directory=directory)
+        except TriageError as exc:  # the version is registered: a run must not read as failed for a convenience
+            log.warning("%s is registered but was not made its task's first default: %s", stored.name, exc)
     return stored
