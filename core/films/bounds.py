@@ -65,12 +65,13 @@ def declared_size(data: bytes) -> DeclaredSize | None:
     return None
 
 
-def check_declared_size(data: bytes, label: str, max_pixels: int) -> None:
-    """Raise UnreadableImage when the codestream in ``data`` declares more than ``max_pixels`` or odd components."""
+def check_declared_size(data: bytes, label: str, max_pixels: int) -> DeclaredSize | None:
+    """Raise UnreadableImage when the codestream in ``data`` declares more than ``max_pixels`` or odd components;
+    else the size it declares (None for no codestream we know), for the caller to use without a second walk."""
     check_decoding_cost(data, label)  # first: a JPEG of too many segments declares nothing within the walk's limit
     size = declared_size(data)
     if size is None:
-        return
+        return None
     if size.pixels > max_pixels:
         raise UnreadableImage(
             f"{label} is too large to decode safely: its {size.codec} data declares {size.width}x{size.height} "
@@ -81,6 +82,7 @@ def check_declared_size(data: bytes, label: str, max_pixels: int) -> None:
             f"{label} cannot be decoded: its {size.codec} data declares {size.components} colour components, "
             f"and a film has at most {MAX_COMPONENTS}. Export the film again as PNG, JPEG or DICOM."
         )
+    return size
 
 
 def _jpeg(data: bytes) -> DeclaredSize | None:

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.config import settings
 from core.errors import TriageError, UnreadableImage
-from core.films.bounds import RASTER_FORMATS, check_declared_size, declared_size, is_codestream
+from core.films.bounds import RASTER_FORMATS, check_declared_size, is_codestream
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 
@@ -111,8 +111,7 @@ def _looks_like_dicom(data: bytes) -> bool:
 
 
 def _read_raster(data: bytes, label: str) -> Film:
-    check_declared_size(data, label, MAX_PIXELS)
-    size = declared_size(data)
+    size = check_declared_size(data, label, MAX_PIXELS)
     with _place_for(size.pixels * size.components if size else 0):
         return _decode_raster(data, label)
 
