@@ -84,8 +84,16 @@ class JobRunner:
             os._exit(0)
 
     def log(self, message: str) -> None:
-        with open(self.folder / "log.txt", "a", encoding="utf-8") as handle:
-            handle.write(f"{clock.time_of_day()}  {message}\n")
+        self._append("log.txt", f"{clock.time_of_day()}  {message}\n")
+
+    def _append(self, name: str, text: str) -> None:
+        """Progress is best-effort: a job folder removed by hand or a full disk loses the page's view of the run,
+        never the run (its model is registered in the models folder, not here)."""
+        try:
+            with open(self.folder / name, "a", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError:  # nowhere to say so: runner.stderr is in the same folder, on the same disk
+            pass
 
     def emit(self, event: ProgressEvent) -> None:
         if isinstance(event, StepEvent):
@@ -95,10 +103,7 @@ class JobRunner:
             self.training_started = True
             # after its last epoch (early stopping's too) only shipping is left: no timer may end it midway
             self.training_done = self.training_done or event.epoch >= event.epochs or event.last
-        line = event.model_copy(update={"time": clock.seconds()}).model_dump_json()
-        with open(self.folder / "events.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
+        self._append("events.jsonl", event.model_copy(update={"time": clock.seconds()}).model_dump_json() + "\n")
         self._log_event(event)
 
     def _log_event(self, event: ProgressEvent) -> None:

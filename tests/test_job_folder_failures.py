@@ -1,0 +1,55 @@
+"""A job's folder that fails under it: removed by hand or on a full disk while the job runs. The training goes
+on (its model is registered in the models folder), and a Cancel that cannot be recorded says so in words."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from test_job_crashes import HOLDER, QUICK, _queued_job
+
+from core.errors import JobError
+from core.jobs.jobs import LOCK_FILE, QUEUED, cancel_job, read_job, write_status
+from core.training.events import EpochEvent, NoteEvent, StepEvent
+
+
+def test_a_job_folder_removed_mid_run_loses_the_progress_not_the_training(tmp_path):
+    from core.jobs.records import JobSettings, write_settings
+    from core.jobs.runner import JobRunner
+
+    folder = tmp_path / "jobs" / "20261130-000000-gone"
+    folder.mkdir(parents=True)
+    write_settings(folder, JobSettings(job_id=folder.name, data_dir=tmp_path, config=QUICK))
+    runner = JobRunner(folder)
+    runner.emit(StepEvent(epoch=1, epochs=2, step=1, steps=4, loss=0.7, progress=0.125, eta_seconds=9.0))
+    assert len((folder / "events.jsonl").read_text().splitlines()) == 1
+    shutil.rmtree(folder)  # by hand, while the runner trains
+    runner.emit(StepEvent(epoch=1, epochs=2, step=2, steps=4, loss=0.6, progress=0.25, eta_seconds=8.0))
+    runner.emit(EpochEvent(epoch=2, epochs=2, train_loss=0.5, val_loss=0.5, val_auc=0.9, seconds=1.0))
+    runner.emit(NoteEvent(message="a note"))
+    runner.log("still training")
+    assert runner.training_started and runner.training_done  # its state follows the run as before
+    assert not folder.exists()  # nothing was recreated in place of what the administrator removed
+
+
+def test_a_cancel_that_cannot_be_recorded_says_so_and_signals_nothing(tmp_path):
+    """The cancel marker cannot be written (here a folder stands where it goes): a JobError in words, without
+    the server path; the job goes on, and its runner (a stand-in holding the job lock) gets no signal."""
+    jobs = tmp_path / "jobs"
+    folder = _queued_job(jobs)
+    (folder / "cancel").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(jobs / LOCK_FILE), folder.name],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        write_status(folder, QUEUED, pid=holder.pid)  # were it signalled, SIGTERM would end the stand-in
+        with pytest.raises(JobError, match="could not be asked to stop [(]Is a directory[)]; it goes on") as refused:
+            cancel_job(folder.name, jobs)
+        assert str(tmp_path) not in str(refused.value)
+        assert holder.poll() is None and read_job(folder).state == QUEUED
+    finally:
+        holder.kill()
+        holder.wait()
+    assert os.path.isdir(folder / "cancel")
