@@ -283,3 +283,29 @@ def test_calibrate_pressed_after_the_chosen_model_was_removed_changes_nothing(pl
     assert sorted(p.name for p in checkpoints.iterdir()) == [n for n in before if not n.startswith("pneumonia-mlp-v1.")]
     _select(at, "Model").set_value("pneumonia-cnn5-v1").run()
     assert not at.exception and not at.error and _select(at, "Model").value == "pneumonia-cnn5-v1"
+
+
+@pytest.mark.parametrize("damage", ["registry", "removed"])
+def test_a_finished_job_s_model_that_cannot_be_read_is_told_apart_from_one_removed(places, damage):
+    """The last job's panel finds its new version in the registry. A damaged registry.json is said as such
+    (what to do with it), not as the version having been removed; a version really removed is said so."""
+    from core.jobs.jobs import SUCCEEDED, JobSummary
+
+    checkpoints, jobs = places
+    folder = jobs / "20260106-000000-d00d"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"job_id": folder.name, "data_dir": "/data",
+                                                    "config": {"arch": "mlp", "epochs": 1}}))
+    name = "pneumonia-mlp-v1" if damage == "registry" else "pneumonia-mlp-v9"
+    write_status(folder, SUCCEEDED, message=f"Registered {name} as a new version.", model=name,
+                 summary=JobSummary(auc=0.9, n=40, seconds=12.0))
+    if damage == "registry":
+        (checkpoints / "registry.json").write_text("{damaged")
+    at = retrain_page()
+    assert not at.exception
+    (said,) = [w.value for w in at.warning if w.value.startswith(name)]
+    if damage == "registry":
+        assert said.startswith(f"{name} cannot be shown: registry.json cannot be read") and "restore it" in said
+        assert str(checkpoints) not in said
+    else:
+        assert said == f"{name} is no longer in the registry."

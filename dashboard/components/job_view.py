@@ -18,6 +18,7 @@ from core.jobs.jobs import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, 
                             cancel_job, read_job)
 from core.jobs.progress import JobProgress, job_progress
 from core.jobs.resume import resumable_run, resume_job
+from core.store.manifest import REGISTRY_FILE
 from core.store.promotion import promote, refusal
 from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
@@ -184,10 +185,12 @@ def _new_model(job: Job, user: User) -> None:
         column.metric(title, with_interval(value, None, as_percent), border=True,
                       help=f"95 % interval {interval_text(interval, as_percent)}")
     columns[3].metric("Training time", duration(summary.seconds), border=True)
-    entries, _ = registered_models()
+    entries, problems = registered_models()
     entry = next((e for e in entries if e.name == job.model), None)
-    if entry is None:
-        st.warning(f"{job.model} is no longer in the registry.", icon=":material/warning:")
+    if entry is None:  # removed, or unreadable (its files, or the registry itself): say which
+        why = next((p for p in problems if job.model in p or REGISTRY_FILE in p), None)
+        st.warning(f"{job.model} cannot be shown: {why}" if why else f"{job.model} is no longer in the registry.",
+                   icon=":material/warning:")
         return
     reasons, advice = ([], "") if entry.is_default or not user.is_admin else refusal(entry)
     with st.container(horizontal=True, vertical_alignment="center"):
