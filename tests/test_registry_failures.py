@@ -59,3 +59,52 @@ def test_registry_failures_are_messages_without_paths(tmp_path, monkeypatch):
                                               "unchanged") as refused:
         registry._promote(entry, [entry], tmp_path)
     assert str(tmp_path) not in str(refused.value) and not (tmp_path / REGISTRY_FILE).exists()
+
+
+def test_description_changes_wait_for_the_registry_lock(copied_model):
+    """Figures attached to a version (other reports, measured elsewhere, a population check) read and rewrite
+    its JSON under the registry lock: a change made meanwhile by another writer (here, by hand, under the lock)
+    is kept, not overwritten by a copy read before it."""
+    import threading
+
+    from core.store.atomic import atomic_write_json
+    from core.store.descriptions import attach_other_reports
+    from core.store.lock import registry_lock
+    from core.store.records import read_model_record
+
+    before = read_model_record(copied_model)
+    report = before.report.model_copy(update={"split": "a site's films"})
+    with registry_lock(copied_model.parent):
+        attaching = threading.Thread(target=attach_other_reports, args=(copied_model, {"site": report}))
+        attaching.start()
+        attaching.join(timeout=1.0)
+        assert attaching.is_alive()  # it waits for the lock ...
+        other = before.model_copy(update={"other_reports": {**before.other_reports, "other": report}})
+        atomic_write_json(copied_model, other.to_json())  # ... while another writer changes the description
+    attaching.join(timeout=30)
+    stored = read_model_record(copied_model)
+    assert {"site", "other"} <= set(stored.other_reports)  # both changes kept
+    assert stored.weights_sha256 == before.weights_sha256 and stored.operating_point == before.operating_point
+
+
+def test_a_version_whose_description_cannot_be_written_leaves_no_files(trained_model, tmp_path, monkeypatch):
+    """A full disk while the JSON is written: the version's weights and population check are removed again
+    (no description, no model), and the message names no server path."""
+    import errno
+
+    from core.store import checkpoints
+    from core.store.checkpoints import load_checkpoint
+    from core.training.shipping import ship_version
+
+    loaded = load_checkpoint(trained_model.json_path)
+    assert loaded.population is not None  # the session model carries a population check, so its file is tested
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoints, "atomic_write_json", full)
+    with pytest.raises(CheckpointError, match="could not be written [(]No space left on device[)]; nothing was "
+                                              "registered") as refused:
+        ship_version(loaded.model, loaded.record, "base", directory=tmp_path, population=loaded.population)
+    assert str(tmp_path) not in str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == []

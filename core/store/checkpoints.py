@@ -35,9 +35,8 @@ from core.models.ensemble import ENSEMBLE, MemberSpec, build_ensemble, ensemble_
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
 from core.models.features import GaussianScore
-from core.store.records import (HoldoutRun, MeasuredElsewhere, Member, ModelRecord, PopulationCheck,
-                                read_model_record)
-from core.store.reports import OUT_OF_BATCH, OperatingPoint, Report
+from core.store.records import Member, ModelRecord, PopulationCheck, read_model_record
+from core.store.reports import OperatingPoint
 
 
 @dataclass
@@ -73,13 +72,19 @@ def save_checkpoint(directory: Path, model: nn.Module, record: ModelRecord,
     state = {k: _storage(v) for k, v in model.state_dict().items()}
     members = _stored_members(record, state)
     buffer = _to_bytes({"model": state, "identity": record.identity()})
-    atomic_write_bytes(directory / f"{record.name}.pt", buffer)
-    check = None if population is None else _save_population(directory, record.name, population,
-                                                              record.population_check)
-    record = record.model_copy(update={"weights_sha256": hashlib.sha256(buffer).hexdigest(),
-                                       "weights_bytes": len(buffer), "members": members,
-                                       "population_check": check})
-    atomic_write_json(directory / f"{record.name}.json", record.to_json())
+    weights, json_path = directory / f"{record.name}.pt", directory / f"{record.name}.json"
+    atomic_write_bytes(weights, buffer)
+    try:
+        check = None if population is None else save_population(directory, record.name, population,
+                                                                  record.population_check)
+        record = record.model_copy(update={"weights_sha256": hashlib.sha256(buffer).hexdigest(),
+                                           "weights_bytes": len(buffer), "members": members,
+                                           "population_check": check})
+        atomic_write_json(json_path, record.to_json())
+    except OSError:  # no description, no model (a new name, always): its other files would only fill the disk
+        for written in (weights, population_file(json_path)):
+            written.unlink(missing_ok=True)
+        raise
     return record
 
 
@@ -88,51 +93,11 @@ def population_file(json_path: Path) -> Path:
     return json_path.with_name(f"{json_path.stem}.population.pt")
 
 
-def _save_population(directory: Path, name: str, score: GaussianScore, check: PopulationCheck) -> PopulationCheck:
+def save_population(directory: Path, name: str, score: GaussianScore, check: PopulationCheck) -> PopulationCheck:
     buffer = _to_bytes(score.tensors())
     path = population_file(directory / f"{name}.json")
     atomic_write_bytes(path, buffer)
     return check.model_copy(update={"file": path.name, "sha256": hashlib.sha256(buffer).hexdigest()})
-
-
-def update_record(json_path: Path, update: dict, also_signed: tuple[Path, ...] = ()) -> ModelRecord:
-    """Change fields of an existing version's description (never its weights, which the record's identity and
-    digest still describe) and write it atomically; a shipped version's checksum manifest is re-signed for it
-    and for ``also_signed`` (files written beside it). Returns the record as stored."""
-    record = read_model_record(json_path).model_copy(update=update)
-    atomic_write_json(json_path, record.to_json())
-    if manifest.is_shipped(json_path):
-        manifest.write_manifest(manifest.shipped_dir(), [json_path, *also_signed])
-    return record
-
-
-def attach_population_check(json_path: Path, score: GaussianScore, check: PopulationCheck) -> ModelRecord:
-    """Add (or replace) the population check of an existing version: its file, then its description in the
-    JSON; the weights and every other field are unchanged."""
-    stored = _save_population(json_path.parent, read_model_record(json_path).name, score, check)
-    return update_record(json_path, {"population_check": stored}, also_signed=(json_path.parent / stored.file,))
-
-
-def attach_holdout_run(json_path: Path, out_of_batch: Report, run: HoldoutRun) -> ModelRecord:
-    """Set the other-batch figures of an existing version from another run of its recipe (``run``, whose
-    ``out_of_batch`` report they are); the weights, the operating point and every other field are unchanged."""
-    others = read_model_record(json_path).other_reports
-    return update_record(json_path, {"other_reports": {**others, OUT_OF_BATCH: out_of_batch}, "holdout_run": run})
-
-
-def attach_other_reports(json_path: Path, reports: dict[str, Report]) -> ModelRecord:
-    """Add (or replace) entries of an existing version's ``other_reports``; the weights, the operating point and
-    every other field are unchanged."""
-    others = read_model_record(json_path).other_reports
-    return update_record(json_path, {"other_reports": {**others, **reports}})
-
-
-def attach_measured_elsewhere(json_path: Path, measured: MeasuredElsewhere) -> ModelRecord:
-    """Add figures measured elsewhere to an existing version, replacing its earlier ones from the same films and
-    measurer; the weights and every other field are unchanged."""
-    kept = tuple(m for m in read_model_record(json_path).measured_elsewhere
-                 if (m.films, m.measured_by) != (measured.films, measured.measured_by))
-    return update_record(json_path, {"measured_elsewhere": (*kept, measured)})
 
 
 def _stored_members(record: ModelRecord, state: dict[str, torch.Tensor]) -> tuple[Member, ...]:

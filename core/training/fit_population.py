@@ -17,7 +17,7 @@ from core.errors import DatasetError
 from core.films.folders import FilmSet
 from core.films.manifest import recorded_source
 from core.models.features import FilmFeatures
-from core.store.checkpoints import attach_population_check
+from core.store.descriptions import attach_population_check
 from core.store.records import ModelRecord, read_model_record
 from core.store.registry import find_model
 from core.training.data import fingerprint

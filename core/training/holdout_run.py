@@ -24,7 +24,7 @@ from pathlib import Path
 
 from core.admin.audit import ensure_writable, record_action
 from core.errors import CommandRefused
-from core.store.checkpoints import attach_holdout_run
+from core.store.descriptions import attach_holdout_run
 from core.store.records import HoldoutRun, ModelRecord, TrainConfig, read_model_record
 from core.store.registry import find_model
 from core.store.reports import OUT_OF_BATCH

@@ -19,7 +19,8 @@ from torch import nn
 from core.admin.audit import ensure_writable, record_action
 from core.errors import CommandRefused
 from core.models.device import place_model, resolve_device
-from core.store.checkpoints import LoadedModel, attach_other_reports, load_checkpoint
+from core.store.checkpoints import LoadedModel, load_checkpoint
+from core.store.descriptions import attach_other_reports
 from core.store.records import ModelRecord
 from core.store.registry import find_model
 from core.store.reports import Report

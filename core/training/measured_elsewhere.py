@@ -87,7 +87,7 @@ def record_measurements(path: Path, who: str = "cli") -> Recorded:
             skipped.append((figures.model, str(exc)))
     if not planned:
         raise CommandRefused(" ".join(reason for _, reason in skipped))
-    from core.store.checkpoints import attach_measured_elsewhere  # torch: only once the whole file checked out
+    from core.store.descriptions import attach_measured_elsewhere  # torch: only once the whole file checked out
 
     stored = []
     for entry, measured in planned:
