@@ -214,3 +214,33 @@ def test_compare_shows_the_figures_as_rows_and_points_beside_the_other_sets():
     points = [p for p in travel_points(entries) if p.films == "Kermany test (project)"]
     assert [(p.model, p.figure, p.value) for p in points] == [("pneumonia-logistic-v1", "Sensitivity", 0.974),
                                                              ("pneumonia-logistic-v1", "Specificity", 0.415)]
+
+
+def test_a_model_of_three_classes_gets_its_class_level_accuracy_and_no_auc_interval(tmp_path, settings_env):
+    """With more than two classes, accuracy counts an abnormal film right only in its own class, so it is at most
+    what sensitivity and specificity imply (refused above it); the macro one-vs-rest AUC has no interval from
+    counts alone, and the card's note says so."""
+    from task_models import COVID, task_site
+
+    site = task_site(tmp_path, settings_env)
+    record = read_model_record(site / f"{COVID}.json")
+    counts = {"COVID-19": 100, "NORMAL": 100, "VIRAL PNEUMONIA": 100}  # implied: (0.95 * 200 + 0.9 * 100) / 300
+    path = tmp_path / "figures.json"
+
+    def write(accuracy: float) -> Path:
+        path.write_text(json.dumps({"title": "Test site", "films": "300 films", "measured_by": "a tester",
+                                    "class_counts": counts,
+                                    "models": [{"model": COVID, "weights_sha256": record.weights_sha256,
+                                                "auc": 0.97, "accuracy": accuracy, "sensitivity": 0.95,
+                                                "specificity": 0.9}]}))
+        return path
+
+    with pytest.raises(CommandRefused, match=r"\(0.950\) is more than the normal-or-abnormal accuracy .* \(0.933\)"):
+        record_measurements(write(0.95))
+    (stored,) = record_measurements(write(0.85)).stored
+    (measured,) = stored.measured_elsewhere
+    assert measured.accuracy_ci == pytest.approx(wilson_interval(0.85, 300))
+    assert measured.sensitivity_ci == pytest.approx(wilson_interval(0.95, 200))  # COVID-19 and viral pneumonia
+    assert measured.auc == 0.97 and measured.auc_ci is None
+    assert elsewhere_films([stored])[0].endswith("(Wilson; Hanley–McNeil for the AUC of two classes, none for a "
+                                                 "macro AUC of more).")

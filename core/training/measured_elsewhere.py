@@ -7,7 +7,8 @@ figures measured here, so FILE (JSON, :class:`MeasurementsFile`) names the films
 class and, for each version, its weights digest and the figures. Every entry is checked before any is written:
 the version must exist, its weights must be the ones measured (the digest; retrained weights were never
 measured there), the classes must be the version's, and a reported accuracy must follow from the sensitivity,
-specificity and films per class. The 95 % intervals come from the figures and counts (core.evaluation.reported).
+specificity and films per class (with more than two classes, must not exceed what they imply). The 95 % intervals
+come from the figures and counts (core.evaluation.reported); a macro AUC of more than two classes gets none.
 A version's earlier figures from the same films and measurer are replaced; a shipped version's manifest is
 re-signed. Weights, thresholds and the reports measured here are unchanged.
 """
@@ -117,17 +118,24 @@ def _planned(reported: MeasurementsFile, figures: ReportedFigures) -> tuple[Mode
     n_normal = reported.class_counts[normal_class]
     n_abnormal = sum(reported.class_counts.values()) - n_normal
     n = n_normal + n_abnormal
+    two_classes = len(record.classes) == 2
     if None not in (figures.accuracy, figures.sensitivity, figures.specificity):
+        # films right as normal or abnormal; with more classes an abnormal film must also get its own class, so
+        # the accuracy can only be lower
         implied = (figures.sensitivity * n_abnormal + figures.specificity * n_normal) / n
-        if abs(implied - figures.accuracy) > ACCURACY_TOLERANCE:
-            raise CommandRefused(f"The accuracy reported for {record.name} ({figures.accuracy:.3f}) does not follow "
-                                 f"from its sensitivity, specificity and films per class ({implied:.3f}); check "
-                                 "the figures.")
+        if abs(implied - figures.accuracy) > ACCURACY_TOLERANCE if two_classes else \
+                figures.accuracy > implied + ACCURACY_TOLERANCE:
+            follows = "does not follow from" if two_classes else "is more than the normal-or-abnormal accuracy of"
+            raise CommandRefused(f"The accuracy reported for {record.name} ({figures.accuracy:.3f}) {follows} its "
+                                 f"sensitivity, specificity and films per class ({implied:.3f}); check the figures.")
     return entry, MeasuredElsewhere(
         title=reported.title, films=reported.films, measured_by=reported.measured_by,
         class_counts=reported.class_counts,
         threshold=figures.threshold,
-        auc=figures.auc, auc_ci=_or_none(figures.auc, lambda v: hanley_mcneil_interval(v, n_abnormal, n_normal)),
+        # Hanley-McNeil bounds a two-class AUC; a macro one-vs-rest AUC of more classes gets no interval from
+        # the counts alone (it would need each class's AUC)
+        auc=figures.auc, auc_ci=_or_none(figures.auc if two_classes else None,
+                                         lambda v: hanley_mcneil_interval(v, n_abnormal, n_normal)),
         accuracy=figures.accuracy, accuracy_ci=_or_none(figures.accuracy, lambda v: wilson_interval(v, n)),
         sensitivity=figures.sensitivity,
         sensitivity_ci=_or_none(figures.sensitivity, lambda v: wilson_interval(v, n_abnormal)),

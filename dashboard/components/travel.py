@@ -135,9 +135,15 @@ def elsewhere_summaries(record: ModelRecord) -> list[str]:
 
 def elsewhere_films(records: list[ModelRecord]) -> list[str]:
     """Each set of films others measured these versions on, and who did, in words (once per set)."""
-    described = {(m.title, m.films, m.measured_by) for record in records for m in record.measured_elsewhere}
+    described: dict[tuple[str, str, str], bool] = {}  # each set: whether it measured a model of over two classes
+    for record in records:
+        for m in record.measured_elsewhere:
+            key = (m.title, m.films, m.measured_by)
+            described[key] = described.get(key, False) or len(record.classes) > 2
+    more_classes = " of two classes, none for a macro AUC of more"
     return [f"{title}: {films}; measured by {who}. Its intervals are computed from the reported figures and films "
-            "per class (Wilson; Hanley–McNeil for the AUC)." for title, films, who in sorted(described)]
+            f"per class (Wilson; Hanley–McNeil for the AUC{more_classes if more else ''})."
+            for (title, films, who), more in sorted(described.items())]
 
 
 def elsewhere_thresholds(record: ModelRecord) -> list[str]:
