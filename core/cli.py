@@ -225,18 +225,20 @@ def _fit_population(args) -> int:
 def _evaluate(args) -> int:
     folder = _evaluation_folder(args.dir, args.split)  # a mistyped folder is refused before torch is imported
 
+    from core.admin.audit import cli_user, ensure_writable, record_action
     from core.evaluation.folder import evaluate_folder
     from core.models.device import place_model, resolve_device
     from core.store.checkpoints import load_checkpoint
     from core.store.class_default import find_default_for_classes
     from core.store.registry import find_model
 
+    ensure_writable()  # an evaluation is recorded: refused before minutes of work, not after them
     device = resolve_device(args.device)
     entry = find_model(args.model) if args.model else find_default_for_classes(folder.classes)
     loaded = load_checkpoint(entry.json_path)
     loaded.model = place_model(loaded.model, device)
     report = evaluate_folder(loaded, args.dir, split=args.split)
-    _audit("evaluate", model=loaded.name, folder=Path(args.dir).name, **report.summary())
+    record_action("evaluate", cli_user(), model=loaded.name, folder=Path(args.dir).name, **report.summary())
     if args.json:
         print(json_line(report.to_json()))
         return 0
@@ -255,12 +257,6 @@ def _evaluation_folder(folder: str, split: str | None):
     from core.films.folders import discover, evaluation_split
 
     return discover(folder, evaluation_split(folder, split), min_classes=1)
-
-
-def _audit(action: str, **details) -> None:
-    from core.admin.audit import cli_user, record_action
-
-    record_action(action, cli_user(), **details)
 
 
 def _models(args) -> int:

@@ -86,6 +86,9 @@ def discover(root: str | Path, split: str | None = None, min_classes: int = 2) -
         return _discover(root, split, min_classes)
     except OSError as exc:
         raise _unreadable(root, exc) from None
+    except RecursionError:  # Path.rglob recurses (Python 3.11): a hostile tree of 1000 nested folders
+        raise DatasetError(f"{root.name}: its folders are nested too deeply to be read (1000 levels or more); a "
+                           "dataset holds one sub-folder per class, with films in it or a few levels below.") from None
 
 
 def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:

@@ -139,6 +139,8 @@ def load_manifest(path: str | Path) -> Manifest:
         where = ".".join(str(part) for part in first["loc"])
         raise DatasetError(f"Manifest {name}: {where}: {first['msg']}. A manifest has task, description and "
                            "[[folder]] tables of root, class, source and optionally max_films.") from None
+    except ValueError:  # Python's own limit on digits in an integer (4300), which tomllib does not convert
+        raise DatasetError(f"Manifest {name} holds a number too long to be any setting.") from None
     task = TASKS.get(parsed.task)
     if task is None:
         raise DatasetError(f"Manifest {name} names task '{parsed.task}'; the tasks are {', '.join(TASKS)}.")
@@ -195,8 +197,12 @@ def _folder_films(manifest: Manifest, entry: ManifestFolder) -> list[Path]:
     except FolderNotAllowed:
         raise DatasetError(f"Manifest {manifest.name}: {entry.label} is not a folder inside a configured data "
                            f"root: {_why_not(entry.label)}") from None
-    films = inside_roots(folder, sorted(p for p in folder.rglob("*")
-                                        if p.is_file() and p.suffix.lower() in FILM_SUFFIXES))
+    try:
+        films = inside_roots(folder, sorted(p for p in folder.rglob("*")
+                                            if p.is_file() and p.suffix.lower() in FILM_SUFFIXES))
+    except RecursionError:  # Path.rglob recurses (Python 3.11)
+        raise DatasetError(f"Manifest {manifest.name}: {entry.label} is nested too deeply to be read (1000 levels "
+                           "or more).") from None
     if not films:
         raise DatasetError(f"Manifest {manifest.name}: {entry.label} holds no films (PNG, JPEG or DICOM).")
     if entry.max_films and len(films) > entry.max_films:

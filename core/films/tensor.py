@@ -135,9 +135,9 @@ def film_bytes(path: Path) -> bytes:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise UnreadableImage(f"{path.name} is over the {MAX_FILE_BYTES // 2**20} MB limit for one film.")
         return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise UnreadableImage(f"{path} does not exist. Check the path.") from exc
+    except FileNotFoundError as exc:  # by name: callers add the film's label, never its server path
+        raise UnreadableImage(f"{path.name} does not exist (removed after its folder was read?).") from exc
     except IsADirectoryError as exc:
-        raise UnreadableImage(f"{path} is not a file.") from exc
+        raise UnreadableImage(f"{path.name} is not a file.") from exc
     except OSError as exc:
-        raise UnreadableImage(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+        raise UnreadableImage(f"Cannot read {path.name} ({exc.strerror or type(exc).__name__}).") from exc

@@ -161,7 +161,7 @@ def recorded_split(record: ModelRecord,
         data_dir, shown = manifest, f"the {manifest.stem} manifest"
     else:
         data_dir = Path(source)
-        shown = _shown(data_dir)
+        shown = folder_shown(data_dir)
         if not data_dir.is_dir() and data_dir_given:
             raise CalibrationError(f"The folder given for {record.name}'s training films ({shown}) is not a folder "
                                    "on this server; name the folder they are in now (command line: --data).")
@@ -184,7 +184,7 @@ def recorded_validation_split(record: ModelRecord, data_dir: str | Path | None =
     return recorded_split(record, data_dir)[0]
 
 
-def _shown(folder: Path) -> str:
+def folder_shown(folder: Path) -> str:
     """A folder as people may see it: its data-root label, or words when it lies outside every root."""
     try:
         return folder_label(folder)

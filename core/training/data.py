@@ -22,6 +22,7 @@ from core.films.bounds import RASTER_FORMATS, check_declared_size
 from core.films.film import MAX_PIXELS
 from core.films.folders import FilmSet
 from core.films.read import check_film_path, read_film
+from core.films.roots import film_label
 from core.store.records import Fingerprint
 
 # Kermany names carry the patient: personNNN_bacteria_MMM / IM-NNNN-MMMM / NORMAL2-IM-NNNN-MMMM.
@@ -229,10 +230,15 @@ def content_digest(*sets: FilmSet) -> str:
     digest = hashlib.sha256()
     for films in sets:
         for path in films.paths:
-            with open(path, "rb") as film:  # in pieces: memory stays bounded whatever the file's size
-                digest.update(os.fstat(film.fileno()).st_size.to_bytes(8, "little"))
-                while piece := film.read(1 << 20):
-                    digest.update(piece)
+            try:
+                with open(path, "rb") as film:  # in pieces: memory stays bounded whatever the file's size
+                    digest.update(os.fstat(film.fileno()).st_size.to_bytes(8, "little"))
+                    while piece := film.read(1 << 20):
+                        digest.update(piece)
+            except OSError as exc:  # unreadable to the server's account, or removed since its folder was read
+                raise DatasetError(f"Cannot use {film_label(path)}: {path.name} cannot be read "
+                                   f"({exc.strerror or type(exc).__name__}). Take it out of the folder or make it "
+                                   "readable.") from None
     return digest.hexdigest()
 
 

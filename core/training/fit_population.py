@@ -15,13 +15,15 @@ from pathlib import Path
 from core.admin.audit import ensure_writable, record_action
 from core.errors import DatasetError
 from core.films.folders import FilmSet
-from core.films.manifest import recorded_source
+from core.films.manifest import find_manifest, recorded_source
 from core.models.features import FilmFeatures
 from core.store.descriptions import attach_population_check
 from core.store.records import ModelRecord, read_model_record
 from core.store.registry import find_model
 from core.training.data import fingerprint
+from core.training.calibrate import folder_shown
 from core.training.population import fit_population_check
+from core.training.site_folder import hide_path
 from core.training.train import split_films
 
 
@@ -50,11 +52,14 @@ def recorded_training_split(record: ModelRecord, data_dir: str | Path | None = N
     a folder or manifest, when its training data moved)."""
     if record.training is None or record.data is None:
         raise DatasetError(f"{record.name} has no training record, so its training films are unknown.")
+    source = data_dir or recorded_source(record.training.data_dir)
     try:
-        _, train_set, val_set, _ = split_films(data_dir or recorded_source(record.training.data_dir),
-                                               record.training.config.resolved())
-    except DatasetError as exc:
-        raise DatasetError(f"The training data of {record.name} cannot be read ({exc}); if it moved, name it "
+        _, train_set, val_set, _ = split_films(source, record.training.config.resolved())
+    except DatasetError as exc:  # its folder by data-root label, never by server path
+        manifest = find_manifest(source)
+        shown = (hide_path(exc, manifest, f"the {manifest.stem} manifest") if manifest is not None
+                 else hide_path(exc, Path(source), folder_shown(Path(source))))
+        raise DatasetError(f"The training data of {record.name} cannot be read ({shown}); if it moved, name it "
                            "(command line: --data).") from None
     if (fingerprint(train_set).sha256, fingerprint(val_set).sha256) != (record.data.train.sha256,
                                                                           record.data.validation.sha256):

@@ -26,6 +26,7 @@ from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
 from core.store.base import Record, read_record
 from core.store.records import MeasuredElsewhere, ModelRecord, read_model_record
 from core.store.registry import ModelEntry, find_model
+from core.store.writable import ensure_models_writable
 
 ACCURACY_TOLERANCE = 0.002  # figures reported to a tenth of a percent: their accuracy agrees within this
 
@@ -88,6 +89,8 @@ def record_measurements(path: Path, who: str = "cli") -> Recorded:
             skipped.append((figures.model, str(exc)))
     if not planned:
         raise CommandRefused(" ".join(reason for _, reason in skipped))
+    for folder in {entry.json_path.parent for entry, _ in planned}:  # a shipped and a site version: both folders
+        ensure_models_writable(folder)
     from core.store.descriptions import attach_measured_elsewhere  # torch: only once the whole file checked out
 
     stored = []

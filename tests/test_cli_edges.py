@@ -1,0 +1,125 @@
+"""Inputs at the command line's edges, found by a CLI review: each a JSON error or a message in words, never a
+traceback, a server path or Python's own text, and never work thrown away or half written."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from core.errors import CheckpointError, DatasetError, UnreadableImage
+
+
+def test_output_that_cannot_be_written_ends_with_code_1_and_a_line_on_stderr_not_two_tracebacks(tmp_path):
+    """stdout full (/dev/full) or a pipe whose reader is gone: the JSON error cannot be written either."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "core", "models", "--json"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "python -m core: its output could not be written (No space left on device)." in done.stderr
+
+
+def test_a_manifest_number_past_python_s_digit_limit_is_a_dataset_error(tmp_path):
+    from core.films.manifest import load_manifest
+
+    path = tmp_path / "big.toml"
+    path.write_text(f'task = "pneumonia"\nseed = {"1" * 5000}\n')
+    with pytest.raises(DatasetError, match="^Manifest big holds a number too long to be any setting.$"):
+        load_manifest(path)
+
+
+def test_class_folders_nested_past_the_recursion_limit_are_refused_in_words(tmp_path):
+    from core.films.folders import discover
+
+    (tmp_path / "set" / "PNEUMONIA").mkdir(parents=True)
+    here = os.getcwd()
+    os.makedirs(tmp_path / "set" / "NORMAL")
+    try:
+        os.chdir(tmp_path / "set" / "NORMAL")
+        for _ in range(1100):  # one level at a time: os.makedirs itself recurses
+            os.mkdir("a")
+            os.chdir("a")
+    finally:
+        os.chdir(here)
+    with pytest.raises(DatasetError, match="^set: its folders are nested too deeply to be read") as refused:
+        discover(tmp_path / "set")
+    assert str(tmp_path) not in str(refused.value)
+
+
+def test_a_film_gone_or_unreadable_is_named_by_its_name_not_its_server_path(tmp_path):
+    """film_bytes feeds calibrate, ensemble and the framing and collection checks, whose callers add the film's
+    data-root label; the whole server path was in the message twice."""
+    import numpy as np
+
+    from core.films.folders import FilmSet
+    from core.films.tensor import film_bytes
+    from core.training.data import content_digest
+
+    gone = tmp_path / "NORMAL" / "vanished.jpeg"
+    with pytest.raises(UnreadableImage, match=r"^vanished.jpeg does not exist \(removed after") as missing:
+        film_bytes(gone)
+    (tmp_path / "NORMAL").mkdir()
+    (tmp_path / "NORMAL" / "folder.png").mkdir()
+    with pytest.raises(UnreadableImage, match="^folder.png is not a file.$"):
+        film_bytes(tmp_path / "NORMAL" / "folder.png")
+    # training reads every film's bytes for its run identity: a film removed since the folder was listed
+    with pytest.raises(DatasetError, match=r"vanished.jpeg cannot be read \(No such file or directory\)") as digest:
+        content_digest(FilmSet((gone,), np.array([0]), ("NORMAL",)))
+    assert str(tmp_path) not in str(missing.value)
+    assert "Cannot use " in str(digest.value)  # by the film's label (the path as given, outside every data root)
+
+
+def test_fit_population_names_a_moved_training_folder_without_its_server_path(copied_model, tmp_path):
+    from core.store.records import read_model_record
+    from core.training.fit_population import recorded_training_split
+
+    record = read_model_record(copied_model)
+    moved = record.model_copy(update={"training": record.training.model_copy(
+        update={"data_dir": str(tmp_path / "moved-away" / "train")})})
+    with pytest.raises(DatasetError, match="cannot be read .*; if it moved, name it") as refused:
+        recorded_training_split(moved)
+    assert str(tmp_path) not in str(refused.value) and "a folder outside the data roots" in str(refused.value)
+
+
+def test_evaluate_is_refused_before_its_work_when_its_audit_entry_cannot_be_written(tmp_path, settings_env,
+                                                                                    kermany_train, monkeypatch,
+                                                                                    capsys):
+    import core.evaluation.folder as folder
+
+    (tmp_path / "a-file").write_text("not a folder")
+    settings_env(CXR_AUDIT_LOG=str(tmp_path / "a-file" / "audit.jsonl"))
+    monkeypatch.setattr(folder, "evaluate_folder", lambda *a, **k: pytest.fail("evaluated before the check"))
+    from core import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["evaluate", str(kermany_train)])
+    assert stopped.value.code == 1
+    error = json.loads(capsys.readouterr().out.splitlines()[-1])["error"]
+    assert "audit log" in error and str(tmp_path) not in error
+
+
+def test_measured_elsewhere_checks_every_folder_it_writes_before_writing_any(copied_model, tmp_path, settings_env,
+                                                                            monkeypatch):
+    from core.store.records import read_model_record
+    from core.training import measured_elsewhere
+
+    settings_env(CXR_MODELS=str(copied_model.parent))
+    record = read_model_record(copied_model)
+    path = tmp_path / "figures.json"
+    path.write_text(json.dumps({"title": "Test site", "films": "200 films", "measured_by": "a tester",
+                                "class_counts": {"NORMAL": 80, "PNEUMONIA": 120},
+                                "models": [{"model": record.name, "weights_sha256": record.weights_sha256,
+                                            "auc": 0.9}]}))
+    before = copied_model.read_bytes()
+
+    def unwritable(folder):
+        raise CheckpointError("The models folder cannot be written (Read-only file system). Nothing was changed.")
+
+    monkeypatch.setattr(measured_elsewhere, "ensure_models_writable", unwritable)
+    with pytest.raises(CheckpointError, match="Read-only file system"):
+        measured_elsewhere.record_measurements(path)
+    assert copied_model.read_bytes() == before
