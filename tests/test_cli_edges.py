@@ -45,9 +45,26 @@ def test_class_folders_nested_past_the_recursion_limit_are_refused_in_words(tmp_
             os.chdir("a")
     finally:
         os.chdir(here)
-    with pytest.raises(DatasetError, match="^set: its folders are nested too deeply to be read") as refused:
-        discover(tmp_path / "set")
-    assert str(tmp_path) not in str(refused.value)
+    try:
+        with pytest.raises(DatasetError, match="^set: its folders are nested too deeply to be read") as refused:
+            discover(tmp_path / "set")
+        assert str(tmp_path) not in str(refused.value)
+    finally:  # shutil.rmtree recurses too: pytest could not remove this tree later
+        _remove_chain(tmp_path / "set" / "NORMAL", 1100)
+
+
+def _remove_chain(top, levels: int) -> None:
+    """Remove ``levels`` nested folders ``a/a/...`` under ``top``, deepest first, one level at a time."""
+    here = os.getcwd()
+    try:
+        os.chdir(top)
+        for _ in range(levels):
+            os.chdir("a")
+        for _ in range(levels):
+            os.chdir("..")
+            os.rmdir("a")
+    finally:
+        os.chdir(here)
 
 
 def test_a_film_gone_or_unreadable_is_named_by_its_name_not_its_server_path(tmp_path):

@@ -285,10 +285,11 @@ def test_calibrate_pressed_after_the_chosen_model_was_removed_changes_nothing(pl
     assert not at.exception and not at.error and _select(at, "Model").value == "pneumonia-cnn5-v1"
 
 
-@pytest.mark.parametrize("damage", ["registry", "removed"])
+@pytest.mark.parametrize("damage", ["registry", "removed", "no model named"])
 def test_a_finished_job_s_model_that_cannot_be_read_is_told_apart_from_one_removed(places, damage):
     """The last job's panel finds its new version in the registry. A damaged registry.json is said as such
-    (what to do with it), not as the version having been removed; a version really removed is said so."""
+    (what to do with it), not as the version having been removed; a version really removed is said so; a job
+    record that names no model (edited by hand) is said so too, not drawn as an exception."""
     from core.jobs.jobs import SUCCEEDED, JobSummary
 
     checkpoints, jobs = places
@@ -296,16 +297,18 @@ def test_a_finished_job_s_model_that_cannot_be_read_is_told_apart_from_one_remov
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"job_id": folder.name, "data_dir": "/data",
                                                     "config": {"arch": "mlp", "epochs": 1}}))
-    name = "pneumonia-mlp-v1" if damage == "registry" else "pneumonia-mlp-v9"
-    write_status(folder, SUCCEEDED, message=f"Registered {name} as a new version.", model=name,
+    name = {"registry": "pneumonia-mlp-v1", "removed": "pneumonia-mlp-v9", "no model named": None}[damage]
+    write_status(folder, SUCCEEDED, message="Registered a new version.", model=name,
                  summary=JobSummary(auc=0.9, n=40, seconds=12.0))
-    if damage == "registry":
+    if damage != "removed":
         (checkpoints / "registry.json").write_text("{damaged")
     at = retrain_page()
     assert not at.exception
-    (said,) = [w.value for w in at.warning if w.value.startswith(name)]
+    said = [w.value for w in at.warning if w.value.startswith((name or "This job", ))]
     if damage == "registry":
-        assert said.startswith(f"{name} cannot be shown: registry.json cannot be read") and "restore it" in said
-        assert str(checkpoints) not in said
+        assert said[0].startswith(f"{name} cannot be shown: registry.json cannot be read") and "restore it" in said[0]
+        assert str(checkpoints) not in said[0]
+    elif damage == "removed":
+        assert said == [f"{name} is no longer in the registry."]
     else:
-        assert said == f"{name} is no longer in the registry."
+        assert said == ["This job's record names no model; the models it may have registered are listed on Compare."]

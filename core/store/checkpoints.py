@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import pickle
 import warnings
 import zipfile
@@ -193,8 +194,11 @@ def load_checkpoint(json_path: Path) -> LoadedModel:
     _verify_members(record, payload["model"], weights.name)
     try:
         model.load_state_dict(payload["model"], strict=True)
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"Weights in {weights.name} do not fit architecture {record.arch}: {exc}") from exc
+    except (RuntimeError, KeyError, TypeError) as exc:  # torch's text: many lines of tensor names, for the log
+        logging.getLogger(__name__).warning("weights %s do not fit %s: %s", weights.name, record.arch, exc)
+        raise CheckpointError(f"Weights in {weights.name} do not fit architecture {record.arch} as this program "
+                              "builds it (written by another version of it?); restore them from where the model "
+                              "came from, or train it again.") from None
     model.eval()
     return LoadedModel(record, model, _load_population(json_path, record, shipped))
 

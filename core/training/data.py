@@ -249,6 +249,11 @@ def fingerprint(films: FilmSet) -> Fingerprint:
     digest = hashlib.sha256()
     for i, (path, label) in enumerate(zip(films.paths, films.labels)):
         source = f"{films.sources[i]}:" if several else ""
-        digest.update(f"{source}{films.classes[label]}/{path.name}:{path.stat().st_size}\n".encode())
+        try:
+            size = path.stat().st_size
+        except OSError as exc:  # removed or renamed since its folder was read (a site folder, mid-calibration)
+            raise DatasetError(f"Cannot use {film_label(path)}: {path.name} cannot be read "
+                               f"({exc.strerror or type(exc).__name__}). Put it back, or run again.") from None
+        digest.update(f"{source}{films.classes[label]}/{path.name}:{size}\n".encode())
     return Fingerprint(n=len(films), class_counts=dict(zip(films.classes, films.class_counts())),
                        sha256=digest.hexdigest())

@@ -185,6 +185,10 @@ def _new_model(job: Job, user: User) -> None:
         column.metric(title, with_interval(value, None, as_percent), border=True,
                       help=f"95 % interval {interval_text(interval, as_percent)}")
     columns[3].metric("Training time", duration(summary.seconds), border=True)
+    if not job.model:  # a status edited or damaged by hand: nothing to look up
+        st.warning("This job's record names no model; the models it may have registered are listed on Compare.",
+                   icon=":material/warning:")
+        return
     entries, problems = registered_models()
     entry = next((e for e in entries if e.name == job.model), None)
     if entry is None:  # removed, or unreadable (its files, or the registry itself): say which

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.films.manifest import recorded_source
 from core.models.catalog import CATALOG
 from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
@@ -15,6 +16,7 @@ from dashboard.components.travel import (SHORT_TITLES, elsewhere_films, elsewher
                                          site_range_line, travel_table)
 from dashboard.components.travel_notes import shortcuts, travel_text
 from dashboard.components.task_choice import title_of
+from dashboard.labels import source_label
 
 INTENDED_USE = (
     "**Intended use.** A research and triage aid: it orders a worklist so that films which look abnormal are "
@@ -29,11 +31,14 @@ def _class_counts(counts: dict) -> str:
 
 
 def _training_source(data_dir: str | Path) -> str:
-    """The training folder's last two parts (never the whole server path), or a shipped manifest by name."""
-    path = Path(data_dir)
-    if path.suffix == ".toml":
-        return f"{path.stem} manifest"
-    return "/".join(path.parts[-2:]) or "unknown folder"
+    """The training folder by its data-root label (never a server path nor any of its folders' names: a folder
+    outside the roots may be named after a patient), or a manifest by name."""
+    source = recorded_source(data_dir)
+    if not source:
+        return "unknown folder"
+    if Path(source).suffix == ".toml" or not Path(source).is_absolute():  # a file, or a shipped manifest's name
+        return f"{Path(source).stem} manifest"
+    return source_label(source)
 
 
 def model_card(entry: ModelEntry) -> None:
