@@ -101,3 +101,25 @@ def test_the_card_names_a_training_folder_by_its_data_root_label_never_by_its_ow
     assert _training_source("/home/x/exports/Jane Doe/films") == "a folder outside the data roots"
     assert _training_source("four-class") == "four-class manifest"
     assert _training_source("/srv/site/manifests/tb-mix.toml") == "tb-mix manifest"
+
+
+def _model_load_page() -> None:
+    from core.errors import DeviceOutOfMemory
+    from dashboard.components.triage_view import await_model
+
+    class NoRoom:  # a ModelLoad whose model did not fit on the GPU
+        name, ready = "pneumonia-x-v1", True
+
+        def result(self):
+            raise DeviceOutOfMemory("The GPU has no room for the model now; another job may be using it.")
+
+    await_model(NoRoom())
+
+
+def test_the_triage_page_says_why_a_model_that_did_not_fit_on_the_gpu_cannot_be_used():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_model_load_page, default_timeout=60).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Model pneumonia-x-v1 cannot be used: The GPU has no room for the model "
+                                           "now; another job may be using it. Choose another model in the sidebar."]

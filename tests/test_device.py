@@ -324,6 +324,20 @@ def test_running_out_of_memory_while_reading_or_explaining_films_is_a_clear_mess
     with pytest.raises(DeviceOutOfMemory, match=r"ran out of memory drawing the Grad-CAM map \(1 film"):
         heat_map(model, model.conv, batch[:1], 0)
 
+
+def test_a_gpu_without_room_for_the_model_is_a_clear_message():
+    """Placing a model on a GPU that another job fills (the app's model load, predict, evaluate): a TriageError the
+    Triage page shows in words, and the next load tries again; never torch's error."""
+    from core.models.device import place_model
+
+    class NoRoom(torch.nn.Linear):
+        def to(self, *args, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    with pytest.raises(DeviceOutOfMemory, match=r"^The GPU has no room for the model now; another job") as said:
+        place_model(NoRoom(2, 2), torch.device("cuda"))
+    assert "Tried to allocate" not in str(said.value)
+
 # --- the CLI ---------------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from core import limits
-from core.errors import DeviceUnavailable
+from core.errors import DeviceOutOfMemory, DeviceUnavailable
 
 BF16, FP32 = "bf16", "fp32"
 
@@ -93,7 +93,12 @@ def place_model(model: nn.Module, device: torch.device) -> nn.Module:
     sits exactly on a validation film's score, and another layout's different rounding could move that film
     across it.
     """
-    return model.to(device).to(memory_format=run_layout(model))
+    try:
+        return model.to(device).to(memory_format=run_layout(model))
+    except torch.OutOfMemoryError:  # a GPU another job fills: in words, and a later load tries again
+        where = "The GPU" if device.type == "cuda" else "This computer"
+        raise DeviceOutOfMemory(f"{where} has no room for the model now; another job may be using it (nvidia-smi "
+                                "shows which). Try again once it is free, or run on the CPU (--device cpu).") from None
 
 
 def place_for_training(model: nn.Module, device: torch.device, layout: str = "auto") -> nn.Module:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 import streamlit as st
 
-from core.errors import CheckpointError, TriageError
+from core.errors import TriageError
 from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, overlay
 from core.store.registry import ModelEntry
 from dashboard.components.kept_settings import keep, restore
@@ -78,7 +78,7 @@ def await_model(load: ModelLoad) -> Predictor | None:
         note.empty()
     try:
         return load.result()
-    except CheckpointError as exc:
+    except TriageError as exc:  # a broken model (CheckpointError), a GPU without room for it (DeviceOutOfMemory)
         st.error(f"Model {load.name} cannot be used: {exc} Choose another model in the sidebar.",
                  icon=":material/error:")
         return None
