@@ -233,3 +233,19 @@ def test_an_evaluated_folder_removed_meanwhile_is_said_once_and_not_read_again(a
     assert "Choose a folder and press Evaluate." in [i.value for i in at.info]
     at.run()  # said once: the folder is forgotten, not looked for at every rerun
     assert not at.warning and not at.exception
+
+
+def test_the_captions_say_what_the_inference_time_is_and_where_a_threshold_was_chosen(at, tmp_path):
+    """Found by a review of the figures shown: the time is the fastest of 10 passes (not a median), and a version
+    recalibrated on a site folder did not have its threshold chosen on its validation films."""
+    path = tmp_path / "checkpoints" / f"{MODELS[1]}.json"
+    record = json.loads(path.read_text())
+    record["calibration"] = {"from": "pneumonia-mlp-v0", "target_sensitivity": 0.95, "source": "site folder",
+                             "folder": "shared-data/films"}
+    path.write_text(json.dumps(record))
+    at.run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert any("Inference time is the fastest of 10 one-film passes" in c for c in captions)
+    (roc,) = [c for c in captions if c.startswith("Each model calls a film abnormal")]
+    assert f"chosen on its validation films ({MODELS[1]}: on a site folder's films, see its card)." in roc

@@ -88,8 +88,8 @@ def recipe_differences(record: ModelRecord, run: ModelRecord, held_out_counts) -
     from being a run of ``record``'s recipe, in words; empty when it is one."""
     differences = _network_differences(record, run)
     if run.operating_point.target_sensitivity != record.operating_point.target_sensitivity:
-        differences.append(f"sensitivity target {run.operating_point.target_sensitivity:.0%} "
-                           f"(not {record.operating_point.target_sensitivity:.0%})")
+        differences.append(f"sensitivity target {run.operating_point.target_sensitivity * 100:g}% "
+                           f"(not {record.operating_point.target_sensitivity * 100:g}%)")
     if _folder(run.training.data_dir) != _folder(record.training.data_dir):
         differences.append("another training folder")
     if run.classes != record.classes:

@@ -52,10 +52,10 @@ def choose_operating_point(
     called = scores >= threshold
     if len(abnormal) > 1:
         policy = (f"highest threshold at which each abnormal class ({', '.join(classes[k] for k in abnormal)}) "
-                  f"reaches validation sensitivity >= {target_sensitivity:.0%}"
+                  f"reaches validation sensitivity >= {target_sensitivity * 100:g}%"
                   + (f" with {spare} of its films to spare" if spare else ""))
     else:
-        policy = f"highest threshold with validation sensitivity >= {target_sensitivity:.0%}"
+        policy = f"highest threshold with validation sensitivity >= {target_sensitivity * 100:g}%"
     return OperatingPoint(
         classes=classes, normal_index=normal, threshold=threshold, policy=policy,
         target_sensitivity=target_sensitivity,

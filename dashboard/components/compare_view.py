@@ -91,8 +91,8 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
     st.caption("Values with their 95 % intervals (Wilson score intervals for shares of films, resampled films "
                "for AUC and F1; resampling patients instead, a patient's films together, moved the ends of five "
                "shipped pneumonia models' intervals by under a point). Sensitivity and specificity are for abnormal "
-               "(any non-normal class) against normal. Inference time is the median for one film on the CPU "
-               "the model was trained on." + (" With more than two classes the AUC is the mean of each class's "
+               "(any non-normal class) against normal. Inference time is the fastest of 10 one-film passes on "
+               "the CPU of the machine that registered the version (a best case; machines differ)." + (" With more than two classes the AUC is the mean of each class's "
                                               "one-vs-rest AUC, and *most probable class* reads every film by "
                                               "its most probable class, as published multi-class accuracy is "
                                               "measured." if several else ""))
@@ -110,8 +110,12 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
         with points:
             st.markdown("**Operating points** (◆ on the chart)")
             st.dataframe(operating_points(curves), hide_index=True, key="operating-points")
+            recalibrated = [entry.name for entry, _ in rows if entry.record.calibration is not None
+                            and entry.record.calibration.folder]
             st.caption("Each model calls a film abnormal, and triages it urgent, when its abnormal score "
-                       "1 − p(normal) reaches the threshold chosen on its validation films."
+                       "1 − p(normal) reaches its threshold, chosen on its validation films"
+                       + (f" ({', '.join(recalibrated)}: on a site folder's films, see its card)." if recalibrated
+                          else ".")
                        + (" The curve is that score's: any abnormal class against normal." if several else ""))
     else:
         st.info("None of these models has a normal class, so there is no abnormal-vs-normal ROC curve.")

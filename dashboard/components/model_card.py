@@ -10,7 +10,8 @@ from core.models.catalog import CATALOG
 from core.store.records import ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
-from dashboard.components.reports import architecture_title, chosen_on, films_in_words, percent, with_interval
+from dashboard.components.reports import (architecture_title, chosen_on, films_in_words, percent, target_percent,
+                                          with_interval)
 from dashboard.components.travel import (SHORT_TITLES, elsewhere_films, elsewhere_summaries, line_summaries,
                                          other_reports_in_order, out_of_batch_origin, read_at_another_threshold,
                                          site_range_line, travel_table)
@@ -107,7 +108,7 @@ def operating_point_text(record: ModelRecord) -> str:
     if point.normal_class is None:
         return "**Operating point.** None: this model has no normal class, so it cannot set priorities."
     return (f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {point.threshold:.3f}, "
-            f"chosen for ≥ {percent(point.target_sensitivity, 0)} sensitivity on {_chosen_where(record)}"
+            f"chosen for ≥ {target_percent(point.target_sensitivity)} sensitivity on {_chosen_where(record)}"
             + (f", for each abnormal class on its own with {point.spare_films} film(s) to spare."
                if point.spare_films else ".") + recalibration_origin(record))
 

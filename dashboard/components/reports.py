@@ -50,6 +50,12 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value * 100:.{digits}f} %"
 
 
+def target_percent(target: float | None) -> str:
+    """A sensitivity target as set (95 %, 99.5 %): forms take half points, so rounding to whole ones would
+    promise more than was asked (99.5 % shown as 100 %)."""
+    return "—" if target is None else f"{target * 100:.2f}".rstrip("0").rstrip(".") + " %"
+
+
 def chosen_on(calibration) -> str:
     """The films a recalibrated version's threshold was chosen on (core.store.records.Calibration), in words; a
     site folder by its data-root label, set as code so a label's underscores stay underscores."""

@@ -11,7 +11,7 @@ from core.evaluation.site_range import READINGS, stored_site_range
 from core.store.records import MeasuredElsewhere, ModelRecord
 from core.store.registry import ModelEntry
 from core.store.reports import HeadlineFigures, Report, shown_reports
-from dashboard.components.reports import interval_text, metrics_table, percent, with_interval
+from dashboard.components.reports import interval_text, metrics_table, target_percent, with_interval
 
 # Internal validation beside ModelRecord.other_reports, whose keys
 # come from core.training.other_reports ("out-of-batch", "tighter-framing", "other-collection",
@@ -20,7 +20,11 @@ from dashboard.components.reports import interval_text, metrics_table, percent, 
 VALIDATION = "Internal validation"
 TRAVEL_TITLES = {"out-of-batch": "Another batch", "other-collection": "Another collection (viral pneumonias)",
                  "other-collection-framed": "Another collection, framed 15 % tighter",
-                 "tighter-framing": "Framed 15 % tighter (synthetic)", "site": "Site films (used to recalibrate)"}
+                 "tighter-framing": "Another batch, framed 15 % tighter (synthetic)",
+                 "site": "Site films (used to recalibrate)"}
+# the tighter framing is of the held-out batch where the run held one out, else of the validation films: two
+# sets of films, never one row (a version retrained on every film frames its validation films)
+FRAMED_VALIDATION = "Validation films, framed 15 % tighter (synthetic)"
 SHORT_TITLES = {VALIDATION: "Validation", TRAVEL_TITLES["out-of-batch"]: "Other batch",
                 TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
 # the checks shown as lines under the card's table (no room for more columns)
@@ -30,7 +34,10 @@ FIGURES = ("n", "AUC", "Sens.", "Spec.")  # rows of the card's table: films, AUC
 NOT_MEASURED = "not measured"
 
 
-def travel_title(key: str) -> str:
+def travel_title(key: str, report: Report | None = None) -> str:
+    """The title of ``other_reports[key]``; the tighter framing's says which films it framed (``report``)."""
+    if key == "tighter-framing" and report is not None and "validation films" in (report.split or ""):
+        return FRAMED_VALIDATION
     return TRAVEL_TITLES.get(key, f"Other: {key}")
 
 
@@ -39,7 +46,7 @@ def other_reports_in_order(record: ModelRecord) -> list[tuple[str, str, Report]]
     the rest by key."""
     known, shown = list(TRAVEL_TITLES), shown_reports(record.other_reports)
     keys = sorted(shown, key=lambda k: (known.index(k) if k in known else len(known), k))
-    return [(key, travel_title(key), shown[key]) for key in keys]
+    return [(key, travel_title(key, shown[key]), shown[key]) for key in keys]
 
 
 def travel_reports(record: ModelRecord) -> dict[str, Report]:
@@ -68,6 +75,7 @@ def travel_figures(report: Report) -> tuple[str, str, str, str]:
     of one class, such as normal films only, has no AUC and no sensitivity)."""
     reason = _missing("one class only" if sum(1 for n in report.class_counts if n) < 2 else "not computed")
     auc, sensitivity, specificity = _auc_sensitivity_specificity(report, reason)
+    auc = _macro(auc, report.auc, len(report.classes))
     if report.operating_point.normal_index is None:
         return str(report.n), auc, _missing("no normal class"), _missing("no normal class")
     return str(report.n), auc, sensitivity, specificity
@@ -76,7 +84,14 @@ def travel_figures(report: Report) -> tuple[str, str, str, str]:
 def elsewhere_figures(measured: MeasuredElsewhere) -> tuple[str, str, str, str]:
     """Films, AUC, sensitivity and specificity others measured (:class:`MeasuredElsewhere`), with the intervals
     computed from their figures and films per class."""
-    return (str(measured.n), *_auc_sensitivity_specificity(measured, _missing("not reported")))
+    auc, sensitivity, specificity = _auc_sensitivity_specificity(measured, _missing("not reported"))
+    return str(measured.n), _macro(auc, measured.auc, len(measured.class_counts)), sensitivity, specificity
+
+
+def _macro(shown: str, auc: float | None, classes: int) -> str:
+    """With more than two classes the AUC is the macro one-vs-rest one (not the ROC chart's abnormal-vs-normal
+    AUC): its rows are labelled plain "AUC", so the value says it."""
+    return f"{shown}, macro" if auc is not None and classes > 2 else shown
 
 
 def elsewhere_columns(record: ModelRecord) -> dict[str, tuple[str, str, str, str]]:
@@ -116,7 +131,8 @@ def line_summaries(record: ModelRecord) -> list[str]:
     lines = []
     for key in sorted(CARD_LINES & set(shown_reports(record.other_reports))):
         n, auc, sensitivity, specificity = travel_figures(record.other_reports[key])
-        lines.append(f"**{travel_title(key)}** ({n} films): AUC {auc}; sensitivity {sensitivity}; "
+        title = travel_title(key, record.other_reports[key])
+        lines.append(f"**{title}** ({n} films): AUC {auc}; sensitivity {sensitivity}; "
                      f"specificity {specificity}.")
     return lines
 
@@ -171,7 +187,7 @@ def travel_table(record: ModelRecord) -> pd.DataFrame:
     (short titles: :data:`SHORT_TITLES`), ``not measured`` where a check never ran. The checks shown as lines
     (:data:`CARD_LINES`) and figures measured elsewhere follow it as lines (:func:`line_summaries`,
     :func:`elsewhere_summaries`): a third column would not fit."""
-    lines = {travel_title(key) for key in CARD_LINES}
+    lines = {travel_title(key, record.other_reports.get(key)) for key in CARD_LINES}
     columns = {title: travel_figures(report) for title, report in travel_reports(record).items()
                if title not in lines}
     # another batch always follows internal validation, as not measured where the check never ran
@@ -194,7 +210,7 @@ def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
         if spans is not None:
             per_model[entry.name][SITE_RANGE] = spans
     titles = [TRAVEL_TITLES["out-of-batch"]]
-    titles += [t for t in (*TRAVEL_TITLES.values(), SITE_RANGE)
+    titles += [t for t in (*TRAVEL_TITLES.values(), FRAMED_VALIDATION, SITE_RANGE)
                if t not in titles and any(t in f for f in per_model.values())]
     titles += sorted({t for figures in per_model.values() for t in figures} - set(titles))
     labels = ("films", "AUC", "sensitivity", "specificity")
@@ -254,7 +270,7 @@ def out_of_batch_origin(record: ModelRecord) -> str | None:
         size = f"an ensemble of {run.members} networks" if run.members else f"{run.epochs} epochs"
         return (f"The other-batch figures come from another run of the same recipe that held that batch out "
                 f"({run.name}: {size}{auc}), read at that run's own threshold ({run.threshold:.3f}, "
-                f"chosen by the same rule for ≥ {percent(run.target_sensitivity, 0)} sensitivity on its own "
+                f"chosen by the same rule for ≥ {target_percent(run.target_sensitivity)} sensitivity on its own "
                 "validation films). These weights were trained with that batch included, so they were not measured "
                 "on it themselves.")
     holdout = record.training.config.holdout if record.training else None

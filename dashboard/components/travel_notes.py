@@ -23,7 +23,8 @@ COLLECTION_NOTE = ("Another collection: Kermany-type films another dataset gathe
                    "training films left out: real films from outside the training folder, but few (about 135), and "
                    "its pneumonias are all viral (harder to see than most): every shipped model's sensitivity there "
                    "is below its validation figure.")
-FRAMED_NOTE = ("Framed 15 % tighter: the films of another batch (without one, the validation films) shown larger, "
+FRAMED_NOTE = ("Framed 15 % tighter: the films of the batch a run held out (a run that held none out: its validation "
+               "films, so titled) shown larger, "
                "the one synthetic change found to move every pneumonia model the project measured the official "
                "test's way (for the CNNs far less than that test): a floor on the loss, not a forecast.")
 RANGE_NOTE = ("Range at a new site: from the lower 95 % bound to the upper one over the other collection as "

@@ -1,0 +1,63 @@
+"""Every figure says what it is, found by a review of the figures shown against the stored ones: which films a
+framing check framed, a target as it was set, a macro AUC as macro (Compare's captions: test_dashboard_compare)."""
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import REPO
+from core.store.records import read_model_record
+from core.store.registry import SHIPPED, ModelEntry
+
+SHIPPED_DIR = REPO / "checkpoints"
+DEFAULT = "pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"  # retrained on every film: framed its validation
+HELD_OUT_PAIR = "pneumonia-resnet18-224-wide-ensemble-v1"  # held a batch out: framed that batch
+
+
+def _entry(name: str) -> ModelEntry:
+    path = SHIPPED_DIR / f"{name}.json"
+    return ModelEntry(read_model_record(path), False, path, SHIPPED)
+
+
+def test_the_framing_check_says_which_films_it_framed_and_compare_never_mixes_them():
+    from dashboard.components.travel import line_summaries, travel_comparison
+
+    default, pair = _entry(DEFAULT), _entry(HELD_OUT_PAIR)
+    assert "validation films" in default.record.other_reports["tighter-framing"].split
+    assert "another batch" in pair.record.other_reports["tighter-framing"].split
+    assert any(line.startswith("**Validation films, framed 15 % tighter (synthetic)** (1038 films)")
+               for line in line_summaries(default.record))
+    assert any(line.startswith("**Another batch, framed 15 % tighter (synthetic)** (1154 films)")
+               for line in line_summaries(pair.record))
+    table = travel_comparison([default, pair])
+    films = table.loc["Validation films, framed 15 % tighter (synthetic): films"]
+    assert (films[DEFAULT], films[HELD_OUT_PAIR]) == ("1038", "not measured")
+    films = table.loc["Another batch, framed 15 % tighter (synthetic): films"]
+    assert (films[DEFAULT], films[HELD_OUT_PAIR]) == ("not measured", "1154")
+
+
+def test_a_sensitivity_target_of_half_a_point_is_shown_and_stored_as_set():
+    from core.training.operating_point import choose_operating_point
+    from dashboard.components.model_card import operating_point_text
+    from dashboard.components.reports import target_percent
+
+    assert [target_percent(t) for t in (0.95, 0.96, 0.995, 0.975, 1.0)] == ["95 %", "96 %", "99.5 %", "97.5 %",
+                                                                            "100 %"]
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(200, int), np.ones(200, int)]
+    p_abnormal = np.clip(np.r_[rng.normal(0.3, 0.15, 200), rng.normal(0.7, 0.15, 200)], 0, 1)
+    point = choose_operating_point(y, np.c_[1 - p_abnormal, p_abnormal], ["NORMAL", "PNEUMONIA"], 0.995)
+    assert point.policy == "highest threshold with validation sensitivity >= 99.5%"  # was ">= 100%"
+    record = read_model_record(SHIPPED_DIR / f"{DEFAULT}.json")
+    card = operating_point_text(record.model_copy(update={"operating_point": point}))
+    assert "chosen for ≥ 99.5 % sensitivity" in card
+
+
+def test_a_macro_auc_says_so_where_its_row_says_only_auc():
+    from dashboard.components.travel import line_summaries, travel_table
+
+    covid = read_model_record(SHIPPED_DIR / "covid-efficientnet_lite0-v1.json")
+    assert len(covid.classes) == 3
+    assert travel_table(covid).loc["AUC", "Validation"].endswith(", macro")
+    assert all(", macro;" in line for line in line_summaries(covid))
+    binary = read_model_record(SHIPPED_DIR / "pneumonia-cnn5-v1.json")
+    assert "macro" not in travel_table(binary).loc["AUC", "Validation"]
