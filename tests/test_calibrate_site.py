@@ -222,3 +222,31 @@ def test_the_page_refuses_a_mismatched_folder_in_words(trained_model, registry, 
     assert not at.exception
     assert at.error[0].value.startswith("The model was not recalibrated. The class folders of shared-data/tb/train")
     assert [e.name for e in list_models(registry)[0]] == [trained_model.name]
+
+
+def test_a_site_folder_holding_the_models_own_films_is_refused_before_any_work(trained_model, registry, tmp_path,
+                                                                              settings_env):
+    """A threshold chosen on films the model trained or was validated on would be read again on them as if they
+    were unseen (its validation and other-batch reports): copies of its own validation films, or the training
+    tree itself, are refused, and nothing is registered."""
+    from core.errors import CalibrationError
+    from core.store.records import read_model_record
+    from core.training.calibrate import recorded_split
+
+    val_set = recorded_split(read_model_record(trained_model.json_path))[0]
+    site = tmp_path / "site-root" / "ward"
+    for label, name in enumerate(val_set.classes):
+        (site / name).mkdir(parents=True)
+        for film in [p for p, y in zip(val_set.paths, val_set.labels) if y == label][:3]:
+            shutil.copy(film, site / name / f"renamed-{film.name}")  # another name, the same film
+    roots = tmp_path / "roots.json"
+    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root"),
+                                           "shared-data": str(ROOT.parent / "shared" / "data")}}))
+    settings_env(CXR_DATA_ROOTS=str(roots))
+    before = sorted(p.name for p in registry.iterdir())
+    with pytest.raises(CalibrationError, match=r"^6 of the 6 films in ward-7/ward are .*'s own training, "
+                                               "validation or held-out films"):
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
+    with pytest.raises(CalibrationError, match="films in shared-data/kermany-224 are"):
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder="shared-data/kermany-224")
+    assert sorted(p.name for p in registry.iterdir()) == before

@@ -156,3 +156,19 @@ def test_an_ensemble_borrows_from_an_ensemble_of_runs_of_its_members_recipes(in_
                                                          for m in held_out.members)})
     assert recipe_differences(every_film, older, held_out.other_reports[OUT_OF_BATCH].class_counts) == [
         f"{held_out.name} does not record each member's recipe (registered before ensembles stored them)"]
+
+
+def test_a_run_recalibrated_on_a_site_folder_lends_no_other_batch_figures():
+    """Its other-batch report was read at a threshold chosen on a site's films, not by the recipe's rule on its own
+    validation films, which is what a lent figure promises."""
+    from conftest import REPO
+    from core.errors import CommandRefused
+    from core.store.records import Calibration, read_model_record
+    from core.training.holdout_run import _check_run
+
+    run = read_model_record(REPO / "checkpoints" / "pneumonia-resnet18-224-wide-ensemble-v1.json")
+    assert _check_run(run) is run.other_reports["out-of-batch"]  # as shipped: it may lend its figures
+    on_site = run.model_copy(update={"calibration": Calibration.model_validate({
+        "from": run.name, "target_sensitivity": 0.95, "source": "site folder", "folder": "ward-7/ward"})})
+    with pytest.raises(CommandRefused, match="threshold was chosen on a site's films.*calibrated from"):
+        _check_run(on_site)

@@ -26,6 +26,7 @@ validation.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def calibrate(
     record = loaded.record
     site = read_site_folder(site_folder, record.classes, record.task) if site_folder is not None else None
     val_set, held_out, training_folder = recorded_split(record, data_dir)
+    if site is not None:
+        _refuse_own_films(site, record.name, training_folder, val_set, held_out)
     config = _config(record, target_sensitivity)
     model = place_model(loaded.model, where)  # older checkpoints were float32; the new version is float16
     split = record.report.split if record.report else f"validation: {len(val_set)} films"
@@ -111,6 +114,29 @@ def _config(record: ModelRecord, target_sensitivity: float) -> TrainConfig:
             update={"pretrained": stored.pretrained})
     except ValueError as exc:
         raise CalibrationError(str(exc)) from exc
+
+
+def _refuse_own_films(site: SiteFolder, name: str, *own: FilmSet | None) -> None:
+    """A threshold chosen on films the model trained, was validated or was measured on would be read again, on
+    them, as if they were unseen (its validation and other-batch reports): refuse a site folder holding any of
+    them, by place or by content (a copied film). Near-duplicates (another contrast or size) are not looked for."""
+    known = [films for films in own if films is not None]
+    places = {path.resolve() for films in known for path in films.paths}
+    shared = sum(path.resolve() in places for path in site.films.paths)
+    if not shared:
+        digests = {_digest(path) for films in known for path in films.paths}
+        shared = sum(_digest(path) in digests for path in site.films.paths)
+    if shared:
+        raise CalibrationError(f"{shared} of the {len(site.films)} films in {site.label} are {name}'s own training, "
+                               "validation or held-out films (or copies of them): a threshold chosen on them would "
+                               "be reported again as if on unseen films. Calibrate on films this model never saw.")
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # unreadable here: loading the site films says so, by name
+        return ""
 
 
 def _choose_on_site(model, site: SiteFolder, image_size: int, config: TrainConfig) -> tuple[OperatingPoint, Report]:

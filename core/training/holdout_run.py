@@ -80,6 +80,10 @@ def _check_run(run: ModelRecord):
     if run.holdout_run is not None:
         raise CommandRefused(f"{run.name}'s own other-batch figures were lent by {run.holdout_run.name}; "
                              f"name that run instead.")
+    if run.calibration is not None and run.calibration.source != "validation":  # its batch read at a site's threshold
+        raise CommandRefused(f"{run.name}'s threshold was chosen on a site's films, not by the recipe's rule on its "
+                             f"own validation films; name the run it was calibrated from "
+                             f"({run.calibration.from_model}).")
     return report
 
 
