@@ -12,7 +12,8 @@ from core.errors import CommandRefused
 from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
 from core.store.records import read_model_record
 from core.training.measured_elsewhere import record_measurements
-from dashboard.components.travel import (elsewhere_films, elsewhere_summaries, elsewhere_thresholds, travel_comparison,
+from dashboard.components.travel_notes import elsewhere_films
+from dashboard.components.travel import (elsewhere_summaries, elsewhere_thresholds, travel_comparison,
                                          travel_points, travel_table)
 
 PROJECT_FILE = REPO / "docs" / "project-measurements" / "kermany-official-test.json"

@@ -15,7 +15,8 @@ from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORT
                                                 several_classes, source_table)
 from dashboard.components.reports import (data_label, escape_markdown, films_in_words, metrics_table,
                                           operating_points, per_class_table, roc_input)
-from dashboard.components.travel import (VALIDATION, elsewhere_films, elsewhere_thresholds,
+from dashboard.components.travel_notes import elsewhere_films
+from dashboard.components.travel import (VALIDATION, elsewhere_thresholds,
                                          metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
                                          travel_points, travel_reports)
 from dashboard.components.travel_notes import shortcuts, travel_text

@@ -12,7 +12,8 @@ from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
 from dashboard.components.reports import (architecture_title, chosen_on, films_in_words, percent, target_percent,
                                           with_interval)
-from dashboard.components.travel import (SHORT_TITLES, elsewhere_films, elsewhere_summaries, line_summaries,
+from dashboard.components.travel_notes import elsewhere_films
+from dashboard.components.travel import (SHORT_TITLES, elsewhere_summaries, line_summaries,
                                          other_reports_in_order, out_of_batch_origin, read_at_another_threshold,
                                          site_range_line, travel_table)
 from dashboard.components.travel_notes import shortcuts, travel_text

@@ -22,8 +22,7 @@ TRAVEL_TITLES = {"out-of-batch": "Another batch", "other-collection": "Another c
                  "other-collection-framed": "Another collection, framed 15 % tighter",
                  "tighter-framing": "Another batch, framed 15 % tighter (synthetic)",
                  "site": "Site films (used to recalibrate)"}
-# the tighter framing is of the held-out batch where the run held one out, else of the validation films: two
-# sets of films, never one row (a version retrained on every film frames its validation films)
+# the tighter framing of a run that held no batch out: its validation films (never one row with the batch's)
 FRAMED_VALIDATION = "Validation films, framed 15 % tighter (synthetic)"
 SHORT_TITLES = {VALIDATION: "Validation", TRAVEL_TITLES["out-of-batch"]: "Other batch",
                 TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
@@ -89,8 +88,7 @@ def elsewhere_figures(measured: MeasuredElsewhere) -> tuple[str, str, str, str]:
 
 
 def _macro(shown: str, auc: float | None, classes: int) -> str:
-    """With more than two classes the AUC is the macro one-vs-rest one (not the ROC chart's abnormal-vs-normal
-    AUC): its rows are labelled plain "AUC", so the value says it."""
+    """A macro one-vs-rest AUC (more than two classes) says so: its rows are labelled plain "AUC"."""
     return f"{shown}, macro" if auc is not None and classes > 2 else shown
 
 
@@ -147,19 +145,6 @@ def elsewhere_summaries(record: ModelRecord) -> list[str]:
         lines.append(f"**{measured.title}** ({n} films{at}): AUC {auc}; sensitivity {sensitivity}; "
                      f"specificity {specificity}.")
     return lines
-
-
-def elsewhere_films(records: list[ModelRecord]) -> list[str]:
-    """Each set of films others measured these versions on, and who did, in words (once per set)."""
-    described: dict[tuple[str, str, str], bool] = {}  # each set: whether it measured a model of over two classes
-    for record in records:
-        for m in record.measured_elsewhere:
-            key = (m.title, m.films, m.measured_by)
-            described[key] = described.get(key, False) or len(record.classes) > 2
-    more_classes = " of two classes, none for a macro AUC of more"
-    return [f"{title}: {films}; measured by {who}. Its intervals are computed from the reported figures and films "
-            f"per class (Wilson; Hanley–McNeil for the AUC{more_classes if more else ''})."
-            for (title, films, who), more in sorted(described.items())]
 
 
 def elsewhere_thresholds(record: ModelRecord) -> list[str]:

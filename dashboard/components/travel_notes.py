@@ -58,3 +58,13 @@ def shortcuts(record: ModelRecord) -> list[str]:
     else:
         sources = []
     return known_shortcuts(sources)
+
+
+def elsewhere_films(records: list[ModelRecord]) -> list[str]:
+    """Each set of films others measured these versions on, and who did, in words (once per set)."""
+    sets = sorted({(m.title, m.films, m.measured_by) for r in records for m in r.measured_elsewhere})
+    macro = {(m.title, m.films, m.measured_by) for r in records if len(r.classes) > 2 for m in r.measured_elsewhere}
+    return [f"{title}: {films}; measured by {who}. Its intervals are computed from the reported figures and films "
+            f"per class (Wilson; Hanley–McNeil for the AUC"
+            f"{' of two classes, none for a macro AUC of more' if (title, films, who) in macro else ''})."
+            for title, films, who in sets]
