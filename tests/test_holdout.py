@@ -54,6 +54,29 @@ def test_unknown_rule_is_a_clear_error(kermany_films):
         split_holdout(kermany_films, "x")
 
 
+def test_another_collections_copy_of_a_held_out_film_is_kept_out_of_training(kermany_train, data_dir, tmp_path):
+    # covid-3class's Normal/010.jpeg is IM-0466-0001 at another contrast and crop; IM-0466 is held out
+    normal, pneumonia = kermany_train / "NORMAL", kermany_train / "PNEUMONIA"
+    copy, other = data_dir / "covid-3class/train/Normal/010.jpeg", data_dir / "covid-3class/train/Normal/01.jpeg"
+    spec = {"NORMAL": sorted(normal.glob("NORMAL2-IM-*"))[:10] + [normal / "IM-0466-0001.jpeg", copy, other]
+            + sorted(normal.glob("IM-047*"))[:3],
+            "PNEUMONIA": sorted(pneumonia.glob("person1_*"))[:2] + sorted(pneumonia.glob("person2*"))[:9]
+            + sorted(pneumonia.glob("person15*"))[:4]}
+    for folder, films in spec.items():
+        (tmp_path / folder).mkdir()
+        for film in films:
+            (tmp_path / folder / film.name).symlink_to(film)
+    notes: list[str] = []
+    films, train_set, val_set, held = split_films(tmp_path, TrainConfig(arch="logistic", holdout="kermany-batch"),
+                                                  notes)
+    names = {p.name for p in train_set.paths + val_set.paths}
+    assert "IM-0466-0001.jpeg" in {p.name for p in held.paths} and held.class_counts() == [4, 4]
+    assert "010.jpeg" not in names and "01.jpeg" in names  # the copy left out; another collection's film kept
+    assert len(train_set) + len(val_set) == len(films) - len(held) - 1
+    assert "another batch: 1 film of the folder left out of training and validation as copies of held-out " \
+           "films" in notes
+
+
 def test_split_seed_fixes_validation_whatever_the_training_seed(kermany_train):
     config = TrainConfig(arch="logistic", max_films=400, holdout="kermany-batch", split_seed=3)
     _, _, val_a, held_a = split_films(kermany_train, config.model_copy(update={"seed": 0}))

@@ -149,6 +149,19 @@ def copies_of(films: FilmSet, originals: FilmSet) -> np.ndarray:
     return found
 
 
+def without_copies_of(kept: FilmSet, held_out: FilmSet) -> tuple[FilmSet, int]:
+    """``kept`` less its films that copy a held-out film (another collection's copy of a held-out Kermany film
+    would put that batch in training), and how many went. Only films whose names carry no Kermany patient are
+    looked at: a named film is held out, or kept, with its patient (a Kermany-named folder is not hashed)."""
+    unnamed = np.flatnonzero([_kermany_patient(p.name) is None for p in kept.paths])
+    if not len(unnamed) or not len(held_out):
+        return kept, 0
+    copies = unnamed[copies_of(kept.subset(unnamed), held_out)]
+    if not len(copies):
+        return kept, 0
+    return kept.subset(np.setdiff1d(np.arange(len(kept)), copies)), len(copies)
+
+
 def _same_films(hashes: np.ndarray, thumbs: np.ndarray, known_hashes: np.ndarray, known_thumbs: np.ndarray,
                 known_readable: np.ndarray) -> np.ndarray:
     """films x known films: whether each pair is one film by the rule above (the hash proposes, the thumbnail

@@ -32,7 +32,7 @@ from core.admin.audit import ensure_writable, record_action
 from core.films.folders import FilmSet
 from core.films.manifest import training_films
 from core.films.tensor import check_film_sizes, load_tensors
-from core.training.data import class_weights, film_groups, fingerprint, patient_split
+from core.training.data import class_weights, film_groups, fingerprint, patient_split, without_copies_of
 from core.training.holdout import holdout_rule, split_holdout
 from core.training.distributed import Hardware, leave, prepare_hardware
 from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
@@ -190,9 +190,10 @@ def split_films(data_dir: str | Path, config: TrainConfig,
     films, extra_val = training_films(data_dir)
     films = maybe_subset(films, config, split_seed)
     check_film_sizes(films if extra_val is None else films.joined(extra_val))
-    held_out = None
+    held_out, copies = None, 0
     if config.holdout:
         kept, held_out = split_holdout(films, config.holdout)
+        kept, copies = without_copies_of(kept, held_out)
     else:
         kept = films
     groups, duplicates = film_groups(kept)
@@ -201,7 +202,9 @@ def split_films(data_dir: str | Path, config: TrainConfig,
         val_set = val_set.joined(extra_val)
     if notes is not None:
         notes += [note for note in (duplicates.note(), extra_val and f"validation: the {len(extra_val)} films of "
-                                    "val/ joined the patient-disjoint validation split") if note]
+                                    "val/ joined the patient-disjoint validation split",
+                                    copies and f"another batch: {copies} film{'s' * (copies != 1)} of the folder "
+                                    "left out of training and validation as copies of held-out films") if note]
     return films, train_set, val_set, held_out
 
 
