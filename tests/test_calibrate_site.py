@@ -250,3 +250,31 @@ def test_a_site_folder_holding_the_models_own_films_is_refused_before_any_work(t
     with pytest.raises(CalibrationError, match="films in shared-data/kermany-224 are"):
         calibrate(trained_model.name, TARGET, directory=registry, site_folder="shared-data/kermany-224")
     assert sorted(p.name for p in registry.iterdir()) == before
+
+
+def test_a_site_folder_of_the_models_films_at_another_contrast_and_size_is_refused(trained_model, registry,
+                                                                                  tmp_path, settings_env):
+    """Near-duplicates, not byte copies: the model's validation films re-saved brighter, smaller and at another
+    JPEG quality (as another archive would export them) are still its own films."""
+    from PIL import Image, ImageEnhance
+
+    from core.errors import CalibrationError
+    from core.store.records import read_model_record
+    from core.training.calibrate import recorded_split
+
+    val_set = recorded_split(read_model_record(trained_model.json_path))[0]
+    site = tmp_path / "site-root" / "ward"
+    for label, name in enumerate(val_set.classes):
+        (site / name).mkdir(parents=True)
+        for film in [p for p, y in zip(val_set.paths, val_set.labels) if y == label][:3]:
+            with Image.open(film) as image:
+                other = ImageEnhance.Contrast(image.convert("L")).enhance(1.3).resize((200, 200))
+            other.save(site / name / f"export-{film.stem}.jpg", quality=70)
+    roots = tmp_path / "roots.json"
+    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
+    settings_env(CXR_DATA_ROOTS=str(roots))
+    before = sorted(p.name for p in registry.iterdir())
+    with pytest.raises(CalibrationError, match=r"^6 of the 6 films in ward-7/ward are .*'s own training, "
+                                               r"validation or held-out films \(or copies of them\)"):
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
+    assert sorted(p.name for p in registry.iterdir()) == before

@@ -30,6 +30,8 @@ import hashlib
 import re
 from pathlib import Path
 
+import numpy as np
+
 from core.admin.audit import ensure_writable, record_action
 from core.errors import CalibrationError, DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet
@@ -43,7 +45,7 @@ from core.store.records import Calibration, ModelRecord, TrainConfig
 from core.store.registry import checkpoint_dir, find_model
 from core.store.writable import ensure_models_writable
 from core.store.reports import OperatingPoint, Report
-from core.training.data import fingerprint
+from core.training.data import copies_of, fingerprint
 from core.training.holdout import holdout_rule
 from core.training.other_reports import other_reports, report_on
 from core.training.shipping import ship_version
@@ -119,13 +121,17 @@ def _config(record: ModelRecord, target_sensitivity: float) -> TrainConfig:
 def _refuse_own_films(site: SiteFolder, name: str, *own: FilmSet | None) -> None:
     """A threshold chosen on films the model trained, was validated or was measured on would be read again, on
     them, as if they were unseen (its validation and other-batch reports): refuse a site folder holding any of
-    them, by place or by content (a copied film). Near-duplicates (another contrast or size) are not looked for."""
+    them, by place, by content (a copied film) or as a near-duplicate (the same film at another contrast, crop or
+    size: the split's rule, core.training.data)."""
     known = [films for films in own if films is not None]
     places = {path.resolve() for films in known for path in films.paths}
     shared = sum(path.resolve() in places for path in site.films.paths)
     if not shared:
         digests = {_digest(path) for films in known for path in films.paths}
         shared = sum(_digest(path) in digests for path in site.films.paths)
+    if not shared:
+        originals = tuple(sorted(places))
+        shared = int(copies_of(site.films, FilmSet(originals, np.zeros(len(originals), np.int64), ("film",))).sum())
     if shared:
         raise CalibrationError(f"{shared} of the {len(site.films)} films in {site.label} are {name}'s own training, "
                                "validation or held-out films (or copies of them): a threshold chosen on them would "
