@@ -209,6 +209,40 @@ def png_chunks(dicom_dir: Path, count: int = 150_000) -> bytes:
     return stream[:33] + empty * count + stream[33:]  # after the signature and IHDR
 
 
+def junk(dicom_dir: Path, count: int = 100_000) -> bytes:
+    """The real film as a JPEG with ``count`` zero bytes after its first segment, where a marker should be:
+    libjpeg skips them with a warning, Pillow one by one in Python (30 MB took it 2.2 s)."""
+    stream = jpeg(dicom_dir)
+    first = 4 + struct.unpack_from(">H", stream, 4)[0]  # SOI, then the APP0 segment
+    return stream[:first] + b"\0" * count + stream[first:]
+
+
+def exif_block(entries: int, claim: int, size: int) -> bytes:
+    """A little-endian EXIF (TIFF) block of ``size`` bytes whose first directory holds ``entries`` values of
+    type UNDEFINED, each claiming ``claim`` bytes from offset 8: Pillow copies every one out when it reads it."""
+    ifd = struct.pack("<H", entries) + b"".join(struct.pack("<HHII", 0x9000 + i, 7, claim, 8)
+                                                for i in range(entries)) + b"\0" * 4
+    body = b"II*\0" + struct.pack("<I", 8) + ifd
+    return b"Exif\0\0" + body + b"\0" * max(0, size - len(body))
+
+
+def exif_png(dicom_dir: Path, entries: int = 1000, claim: int = 900_000) -> bytes:
+    """The real film as a PNG with a 1 MB eXIf chunk whose entries claim 900 kB each (900 MB to Pillow when it
+    turns the film upright)."""
+    buffer = io.BytesIO()
+    Image.fromarray(real_film(dicom_dir)).save(buffer, format="PNG")
+    stream, block = buffer.getvalue(), exif_block(entries, claim, 1_000_000)[6:]  # eXIf holds the bare TIFF
+    chunk = struct.pack(">I", len(block)) + b"eXIf" + block + struct.pack(">I", zlib.crc32(b"eXIf" + block))
+    return stream[:33] + chunk + stream[33:]
+
+
+def exif_jpeg(dicom_dir: Path, entries: int = 5000, claim: int = 64_000) -> bytes:
+    """The real film as a JPEG with one 64-kB EXIF segment whose 5,000 entries claim 64 kB each: 320 MB to
+    Pillow as it opens the file (it reads the block for a resolution)."""
+    stream, block = jpeg(dicom_dir), exif_block(entries, claim, 65_000)
+    return stream[:2] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + stream[2:]
+
+
 def _plain_jpeg(dicom_dir: Path) -> bytes:
     return patch_jpeg_frame(jpeg(dicom_dir), HUGE, HUGE)
 
@@ -227,8 +261,11 @@ BOMBS = {
     "many-scans.jpeg": (many_scans, "too costly to decode safely: its JPEG data holds more than 256 scans"),
     "many-scans-jpeg-in-dicom.dcm": (lambda d: encapsulated(d, many_scans(d), JPEGBaseline8Bit),
                                      "too costly to decode safely"),
-    "comments.jpeg": (comments, "more than 10,000 marker segments or 65,536 fill bytes"),
-    "fill-bytes.jpeg": (fill_bytes, "more than 10,000 marker segments or 65,536 fill bytes"),
+    "comments.jpeg": (comments, "more than 10,000 marker segments or 65,536 fill or junk bytes"),
+    "fill-bytes.jpeg": (fill_bytes, "more than 10,000 marker segments or 65,536 fill or junk bytes"),
+    "junk.jpeg": (junk, "more than 10,000 marker segments or 65,536 fill or junk bytes"),
+    "exif.png": (exif_png, "its EXIF metadata is larger than a film's, or asks a reader for more than it holds"),
+    "exif.jpeg": (exif_jpeg, "its EXIF metadata is larger than a film's, or asks a reader for more than it holds"),
     "chunks.png": (png_chunks, "cut into more than 100,000 chunks"),
     "plain.png": (lambda d: png_with_size(d, HUGE, HUGE), SIZE_WORDS),
     "text-chunk.png": (png_text_bomb, "compressed text chunk too large to read safely"),  # Pillow caps them

@@ -7,9 +7,15 @@ PNG and JPEG decode in the server's own process, where nothing can interrupt Pil
   49-megapixel decode busy for 11 s, and 50 MB would keep a core for most of an hour. Real encoders write 1-3
   scans (baseline) or about 6-12 (progressive); nvImageCodec refuses more than 256 by default against the same
   denial of service (cure53's libjpeg-turbo report): :data:`MAX_JPEG_SCANS`.
-- Pillow reads every JPEG **marker segment** before the first scan, every **fill byte** and every PNG **chunk**
-  in Python: 7.6 MB of empty JPEG comments took it 1.3 s and 5 MB of fill bytes 1.3 s, so the 200 MB a film may
-  be would take a minute. A film has a few dozen segments, no fill and, in PNG, chunks of kilobytes.
+- Pillow reads every JPEG **marker segment** before the first scan, every **fill byte**, every byte of **junk**
+  where a marker should be, and every PNG **chunk** in Python: 7.6 MB of empty JPEG comments took it 1.3 s,
+  5 MB of fill bytes 1.3 s and 30 MB of zeros after a segment 2.2 s, so the 200 MB a film may be would take a
+  minute. A film has a few dozen segments, no fill, no junk and, in PNG, chunks of kilobytes.
+- **EXIF**: Pillow reads a JPEG's EXIF block on opening it (for its resolution) and any film's on turning it
+  upright, copying out every value of the block's first directory, each as long as the directory says: 1,000
+  entries that each claim the whole of a 1 MB block cost 1 GB, and 65,535 may be declared. A block past
+  :data:`MAX_EXIF_BYTES`, or whose first directory claims more bytes than the block holds (honest values lie
+  side by side inside it), is refused: :func:`check_exif`.
 
 The walks here stop one past their limits, so they cost milliseconds whatever the file.
 """
@@ -33,7 +39,12 @@ _FILL = re.compile(rb"\xff+")
 
 MAX_JPEG_SCANS = 256
 MAX_JPEG_SEGMENTS = 10_000  # a film has a few dozen (tables, EXIF, an ICC profile cut into 64 kB pieces)
-MAX_JPEG_FILL = 65_536  # fill bytes in all: legal before any marker, written by no encoder
+MAX_JPEG_FILL = 65_536  # fill bytes and junk in all: fill is legal before any marker, written by no encoder
+MAX_EXIF_BYTES = 1 << 20  # one JPEG APP1 segment holds 64 kB: a camera's EXIF, thumbnail included, fits in it
+_EXIF_HEADER = b"Exif\0\0"
+_JPEG_APP1 = 0xE1
+# TIFF field types Pillow reads, and their size in bytes; values of more than 4 bytes lie out of line
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8}
 MAX_PNG_CHUNKS = 100_000  # 200 MB of libpng's 8 kB IDAT chunks is 25,000
 
 
@@ -41,7 +52,8 @@ MAX_PNG_CHUNKS = 100_000  # 200 MB of libpng's 8 kB IDAT chunks is 25,000
 class JpegCounts:
     scans: int  # SOS segments
     segments: int  # markers of every kind, standalone ones included
-    fill: int  # fill bytes (0xFF) before markers
+    fill: int  # fill bytes (0xFF) and junk before markers
+    exif: bytes = b""  # the EXIF block before the first scan as Pillow joins it (no more read once past the limit)
 
 
 def check_decoding_cost(data: bytes, label: str) -> None:
@@ -56,9 +68,10 @@ def check_decoding_cost(data: bytes, label: str) -> None:
         if counts.segments > MAX_JPEG_SEGMENTS or counts.fill > MAX_JPEG_FILL:
             raise UnreadableImage(
                 f"{label} is too costly to decode safely: its JPEG data holds more than {MAX_JPEG_SEGMENTS:,} "
-                f"marker segments or {MAX_JPEG_FILL:,} fill bytes (a film has a few dozen segments and no fill). "
-                "Export the film again as PNG or JPEG."
+                f"marker segments or {MAX_JPEG_FILL:,} fill or junk bytes (a film has a few dozen segments and "
+                "no fill). Export the film again as PNG or JPEG."
             )
+        check_exif(counts.exif, label)
     elif data.startswith(PNG_SIGNATURE) and png_chunks(data) > MAX_PNG_CHUNKS:
         raise UnreadableImage(
             f"{label} is too costly to decode safely: its PNG data is cut into more than {MAX_PNG_CHUNKS:,} "
@@ -70,11 +83,52 @@ def jpeg_counts(data: bytes) -> JpegCounts:
     """The scans, markers and fill bytes of the JPEG in ``data`` up to its end (EOI), counting no further than
     one past a limit."""
     scans = segments = fill = 0
-    for marker, _, before in jpeg_markers(data):
+    exif = b""
+    for marker, at, before in jpeg_markers(data):
+        if marker is None:  # junk to the end of the file
+            fill += before
+            break
         segments, scans, fill = segments + 1, scans + (marker == JPEG_SOS), fill + before
         if scans > MAX_JPEG_SCANS or segments > MAX_JPEG_SEGMENTS or fill > MAX_JPEG_FILL:
             break
-    return JpegCounts(scans, segments, fill)
+        if marker == _JPEG_APP1 and not scans and len(exif) <= MAX_EXIF_BYTES + 6 and at + 4 <= len(data):
+            (length,) = struct.unpack_from(">H", data, at + 2)
+            payload = data[at + 4 : at + 2 + length]
+            if payload.startswith(_EXIF_HEADER):  # Pillow joins a second block's body to the first
+                exif += payload[len(_EXIF_HEADER):] if exif else payload
+    return JpegCounts(scans, segments, fill, exif)
+
+
+def check_exif(exif: bytes, label: str) -> None:
+    """Raise UnreadableImage, naming the file, for an EXIF block (with or without its ``Exif`` header) that
+    Pillow could not read within bounds: past :data:`MAX_EXIF_BYTES`, a BigTIFF block, or a first directory
+    claiming more out-of-line bytes than the block holds. A block that is no TIFF at all Pillow ignores."""
+    body = exif[len(_EXIF_HEADER):] if exif.startswith(_EXIF_HEADER) else exif
+    if len(body) > MAX_EXIF_BYTES or exif_claims(body) > len(body):
+        raise UnreadableImage(
+            f"{label} cannot be read safely: its EXIF metadata is larger than a film's, or asks a reader for more "
+            "than it holds. Export the film again without its metadata."
+        )
+
+
+def exif_claims(body: bytes) -> int:
+    """The bytes the first directory of an EXIF (TIFF) block asks a reader to copy out of line, as Pillow reads
+    it: every entry of a known type whose value is over 4 bytes; a BigTIFF block counts as past any limit."""
+    order = {b"II*\0": "<", b"MM\0*": ">"}.get(body[:4])
+    if order is None:
+        return len(body) + 1 if body[:4] in (b"II+\0", b"MM\0+") else 0
+    if len(body) < 8:
+        return 0
+    (first,) = struct.unpack_from(order + "I", body, 4)
+    if first + 2 > len(body):
+        return 0
+    (entries,) = struct.unpack_from(order + "H", body, first)
+    entries = min(entries, (len(body) - first - 2) // 12)  # Pillow stops where the block ends
+    claims = 0
+    for _, kind, count, _ in struct.iter_unpack(order + "HHII", body[first + 2 : first + 2 + 12 * entries]):
+        size = _TIFF_TYPE_SIZES.get(kind, 0) * count
+        claims += size if size > 4 else 0
+    return claims
 
 
 def png_chunks(data: bytes) -> int:
@@ -90,16 +144,18 @@ def png_chunks(data: bytes) -> int:
 
 
 def jpeg_markers(data: bytes):
-    """(marker, offset, fill bytes before it) of each marker of a JPEG, walked as a decoder walks them: segments
-    skipped by their length, fill bytes and entropy-coded data passed over, and garbage where a marker should be
-    skipped to the next marker (libjpeg resyncs so, with a warning), up to EOI."""
+    """(marker, offset, fill and junk bytes before it) of each marker of a JPEG, walked as a decoder walks them:
+    segments skipped by their length, fill bytes and entropy-coded data passed over, and junk where a marker
+    should be skipped to the next marker (libjpeg resyncs so, with a warning), up to EOI; junk running to the
+    end of the file ends the walk with ``(None, its end, those bytes)``."""
     at, end, fill = 2, len(data), 0
     while at + 2 <= end:
-        if data[at] != 0xFF or data[at + 1] == 0x00:
+        if data[at] != 0xFF or data[at + 1] == 0x00:  # junk: counted with the fill bytes
             found = _NEXT_MARKER.search(data, at)
             if found is None:
+                yield None, end, fill + end - at  # junk to the end: no marker, but its bytes count
                 return
-            at = found.start()
+            at, fill = found.start(), fill + found.start() - at
             continue
         if data[at + 1] == 0xFF:  # fill bytes before a marker, however many: on to the last of them
             last = _FILL.match(data, at).end() - 1

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from core.config import settings
 from core.errors import TriageError, UnreadableImage
 from core.films.bounds import RASTER_FORMATS, check_declared_size, is_codestream
+from core.films.decoding_cost import check_exif
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 
@@ -140,6 +141,7 @@ def _decode_raster(data: bytes, label: str) -> Film:
                 )
             fmt = image.format or "image"
             image.load()
+            check_exif(_exif_block(image), label)  # turning it upright reads the block: within bounds first
             image = ImageOps.exif_transpose(image)
     except UnreadableImage:
         raise
@@ -164,6 +166,15 @@ def _decode_raster(data: bytes, label: str) -> Film:
     pixels, bit_depth = _to_grey_float(image)
     meta = {"format": fmt, "mode": image.mode}
     return Film(pixels, fmt, (width, height), bit_depth, meta)
+
+
+def _exif_block(image: Image.Image) -> bytes:
+    """The EXIF block Pillow would read (its ``getexif``): a JPEG's APP1 or a PNG's eXIf chunk, else a PNG's
+    hex-encoded "Raw profile type exif" text."""
+    exif = image.info.get("exif")
+    if exif is None and "Raw profile type exif" in image.info:
+        exif = bytes.fromhex("".join(image.info["Raw profile type exif"].split("\n")[3:]))
+    return exif if isinstance(exif, bytes) else b""
 
 
 def _to_grey_float(image: Image.Image) -> tuple[np.ndarray, int]:
