@@ -109,6 +109,35 @@ def test_the_client_behind_a_proxy_is_the_hop_the_proxy_added():
     assert facts("::ffff:192.0.2.2").client == "::ffff:192.0.2.2"  # IPv4, written as IPv6
 
 
+def test_the_server_keeps_the_peer_address_a_forwarding_header_names(monkeypatch):
+    """uvicorn (Streamlit's server) replaces a loopback peer with the last hop of X-Forwarded-For unless told to
+    trust nobody: a client behind a proxy that passes that header on would then choose its own sign-in budget."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from dashboard import serve
+
+    def peer_seen() -> tuple[str, int]:
+        seen = {}
+
+        async def app(scope, receive, send):
+            seen["client"] = scope["client"]
+
+        config = uvicorn.Config(app)  # as Streamlit builds it: forwarded_allow_ips from the environment
+        middleware = ProxyHeadersMiddleware(app, trusted_hosts=config.forwarded_allow_ips)
+        scope = {"type": "http", "client": ("127.0.0.1", 50000), "headers": [(b"x-forwarded-for", b"6.6.6.6")]}
+        asyncio.run(middleware(scope, None, None))
+        return seen["client"]
+
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    assert peer_seen()[0] == "6.6.6.6"  # uvicorn's default: the client's own claim
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1")  # restored after the test
+    serve.trust_no_forwarding_headers()
+    assert peer_seen() == ("127.0.0.1", 50000)
+
+
 def test_roles_follow_reach_sign_in_and_the_local_switch():
     local, remote = facts("127.0.0.1"), facts("192.0.2.2")
     assert session_user(local, local_admin=True) == session_user(local, local_admin=True)
