@@ -61,7 +61,8 @@ class ModelLoad:
             from core.serving.predict import Predictor  # torch arrives here, off the page's thread
             from core.store.checkpoints import load_checkpoint
 
-            self._predictor = Predictor(load_checkpoint(Path(self.json_path)))
+            with _loading:  # a model's memory at a time per place, however fast versions are switched
+                self._predictor = Predictor(load_checkpoint(Path(self.json_path)))
         except Exception as exc:  # noqa: BLE001 - handed to the page, which shows or raises it
             self._error = exc
             self._done.set()
@@ -129,8 +130,10 @@ foreground = Foreground()  # one per process, like the models it protects
 
 
 MAX_MODELS = 8  # model versions kept in memory at once, the least recently asked for dropped first
+MAX_LOADING = 2  # model files read at once; more loads wait their turn
 _models: OrderedDict[tuple[str, str], ModelLoad] = OrderedDict()
 _models_lock = threading.Lock()
+_loading = threading.BoundedSemaphore(MAX_LOADING)
 
 
 def warm_up(entry: ModelEntry) -> ModelLoad:
@@ -144,8 +147,11 @@ def warm_up(entry: ModelEntry) -> ModelLoad:
         if load is None or load.failed:
             load = _models[key] = ModelLoad(entry)
         _models.move_to_end(key)
-        while len(_models) > MAX_MODELS:
-            _models.popitem(last=False)
+        while len(_models) > MAX_MODELS:  # only loads that are done: one dropped while loading would be read
+            done = next((k for k, other in _models.items() if other.ready and k != key), None)  # again next switch
+            if done is None:
+                break
+            del _models[done]
         return load
 
 

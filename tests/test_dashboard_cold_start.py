@@ -191,9 +191,10 @@ def test_at_most_a_few_model_versions_stay_loaded(checkpoints, monkeypatch):
     monkeypatch.setattr(dashboard.model_loads, "MAX_MODELS", 1)
     cnn, mlp = sorted(registered_models()[0], key=lambda e: e.name)
     first = warm_up(cnn)
-    warm_up(mlp)
-    assert list(dashboard.model_loads._models.values())[-1] is not first and len(dashboard.model_loads._models) == 1
-    assert first.wait(240)  # a dropped load still finishes for whoever waits on it
+    second = warm_up(mlp)
+    assert list(dashboard.model_loads._models.values()) == [first, second]  # loading: not dropped (see below)
+    assert first.wait(240) and second.wait(240)
+    assert warm_up(mlp) is second and list(dashboard.model_loads._models.values()) == [second]
 
 
 def test_make_runs_launcher_warms_the_default_model_before_any_page_is_viewed(checkpoints, tmp_path):
@@ -244,3 +245,44 @@ def test_background_warm_up_waits_while_a_browser_is_waiting():
         assert steps == [] and waiter.is_alive()
     waiter.join(timeout=5)
     assert steps == ["step"]
+
+
+def test_switching_among_more_versions_than_are_kept_loads_each_once_and_few_at_a_time(monkeypatch):
+    """A clinician switching back and forth among more versions than MAX_MODELS must not start a second load of
+    one still loading (each would hold a model's memory), and model files are read MAX_LOADING at a time."""
+    import threading
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    from core.store import checkpoints as store
+
+    model_loads = dashboard.model_loads
+    release, lock = threading.Event(), threading.Lock()
+    reading, most = [0], [0]
+
+    def slow_load(path):  # each load holds its place until released, then fails (no model is needed here)
+        with lock:
+            reading[0] += 1
+            most[0] = max(most[0], reading[0])
+        release.wait(30)
+        with lock:
+            reading[0] -= 1
+        raise CheckpointError(f"{path.name} is not a model")
+
+    monkeypatch.setattr(store, "load_checkpoint", slow_load)
+    monkeypatch.setattr(model_loads, "_models", OrderedDict())
+    started = []
+    monkeypatch.setattr(model_loads.ModelLoad, "_run", lambda self, run=model_loads.ModelLoad._run: (
+        started.append(self.name), run(self)))
+    entries = [SimpleNamespace(name=f"v{i}", json_path=f"/nowhere/v{i}.json",
+                               record=SimpleNamespace(weights_sha256=f"{i:064x}"))
+               for i in range(model_loads.MAX_MODELS + 3)]
+    for _ in range(3):
+        loads = [warm_up(entry) for entry in entries]
+    time.sleep(0.3)
+    assert sorted(started) == sorted(e.name for e in entries)  # each version once, though the first ones went past
+    assert most[0] == model_loads.MAX_LOADING
+    release.set()
+    for load in loads:
+        load.wait(30)
+    assert most[0] == model_loads.MAX_LOADING
