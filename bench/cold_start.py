@@ -35,12 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from core.config import settings  # noqa: E402
 from bench.measurements import write_section  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-FILM = ROOT.parent / "shared" / "data" / "films" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
+FILM = settings().data / "films" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
 TARGETS = {"upload box": 5.0, "probabilities": 3.0, "overlay": 3.0}
 WAIT_MS = 180_000
 

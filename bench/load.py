@@ -39,9 +39,10 @@ if str(ROOT) not in sys.path:
 
 from bench.cold_start import CHROMIUM, CHROMIUM_ARGS, _free_port, _listening, _start_server, _stop  # noqa: E402
 from bench.measurements import write_section  # noqa: E402
+from core.config import settings  # noqa: E402
 
-FILMS = ROOT.parent / "shared" / "data" / "kermany-224" / "train"
-WARM_UP_FILM = ROOT.parent / "shared" / "data" / "films" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
+FILMS = settings().data / "kermany-224" / "train"
+WARM_UP_FILM = settings().data / "films" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
 TARGETS = {"share of films/s": 0.80, "max / median": 1.5}
 WAIT_MS = 600_000
 FILMS_PER_PAGE = 6  # film cards per page of the triage page (dashboard/views/triage.py)
