@@ -193,3 +193,27 @@ def test_the_layout_setting_decides_the_memory_layout_a_network_trains_in(tmp_pa
     record = train(kermany_train, config, directory=tmp_path)
     assert seen and all(weights and batch for weights, batch in seen)  # every training step, in that layout
     assert record.training.config.layout == layout
+
+
+def test_a_version_is_timed_in_the_layout_the_app_serves_it_in(tmp_path, kermany_train, monkeypatch):
+    """The recorded ms a film is measured on the CPU in the layout load_checkpoint and the app give a network
+    (channels_last for convolutional ones), not the plain one it no longer runs in."""
+    from core.store.checkpoints import load_checkpoint
+    from core.training import shipping
+
+    timed = []
+    measure = shipping.inference_ms_per_film
+
+    def watched(model, image_size):
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        timed.append((next(model.parameters()).device.type, all(
+            c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)))
+        return measure(model, image_size)
+
+    monkeypatch.setattr(shipping, "inference_ms_per_film", watched)
+    config = TrainConfig(arch="cnn5", epochs=1, image_size=32, max_films=60, device="cpu", precision="fp32")
+    record = train(kermany_train, config, directory=tmp_path)
+    served = load_checkpoint(tmp_path / f"{record.name}.json").model
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last)
+               for c in served.modules() if isinstance(c, nn.Conv2d))
+    assert timed == [("cpu", True)]

@@ -16,6 +16,7 @@ from torch import nn
 
 from core import clock
 from core.errors import CheckpointError, TriageError
+from core.models.device import place_model
 from core.models.features import GaussianScore
 from core.models.inference import inference_ms_per_film
 from core.store import manifest
@@ -37,12 +38,13 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
     returns the record as stored. ``population``: the score of ``record.population_check``, stored beside it.
     ``after_save``: called with the stored record before any promotion (e.g. to write the audit entry).
 
-    The model is moved to the CPU in the memory layout :func:`load_checkpoint` gives, so its recorded speed
-    compares with every other version's, whatever device it was trained on.
+    The model is moved to the CPU in the memory layout it is served in (:func:`place_model`, what
+    :func:`load_checkpoint` and the app give), so its recorded speed is the one the app sees and compares with
+    every other version's, whatever device it was trained on.
     """
     check_model_name(base_name)
     directory = directory or checkpoint_dir()
-    model.to("cpu").to(memory_format=torch.contiguous_format)
+    place_model(model, torch.device("cpu"))
     record = record.model_copy(update={"inference_ms_per_film": inference_ms_per_film(model, record.image_size),
                                        "created": clock.iso()})
     with registry_lock(directory):
