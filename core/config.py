@@ -207,6 +207,15 @@ def _switch(field: str, given: str | None, default: bool) -> bool:
     raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be on or off; {given!r} was given.")
 
 
+def trust_no_forwarding_headers() -> None:
+    """Keep each connection's own peer address in the requests the app sees. Streamlit serves through uvicorn,
+    which by default replaces a loopback peer's address with the last hop of its ``X-Forwarded-For``: behind a
+    proxy on this machine that does not rewrite that header (one that sets only ``X-Real-IP``), a client would
+    choose the address its sign-in attempts are counted under. core.access.policy reads the headers itself.
+    Call before the server starts (dashboard/serve.py): uvicorn.Config reads it as Streamlit builds the server."""
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
+
+
 def decode_worker_environment() -> dict[str, str]:
     """The environment a decoding worker starts with: ours, one thread per numeric library (a worker decodes
     one film; idle threads and per-thread malloc arenas would only eat into its memory limit), and this

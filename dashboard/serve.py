@@ -15,7 +15,6 @@ Streamlit's own, unbounded); the server never waits for the warm-up.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from pathlib import Path
@@ -47,18 +46,12 @@ def preload() -> None:
         logging.getLogger(__name__).warning("starting a DICOM decoding worker early failed", exc_info=True)
 
 
-def trust_no_forwarding_headers() -> None:
-    """Keep the connection's own peer address in the request. Streamlit serves through uvicorn, which by default
-    replaces a loopback peer's address with the last hop of its ``X-Forwarded-For``: behind a proxy on this
-    machine that does not rewrite that header (one that sets only ``X-Real-IP``), a client would choose the
-    address its sign-in attempts are counted under. core.access.policy reads the headers itself."""
-    os.environ["FORWARDED_ALLOW_IPS"] = ""  # uvicorn.Config reads it when Streamlit builds the server
-
-
 def main(argv: list[str]) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    trust_no_forwarding_headers()
+    from core.config import trust_no_forwarding_headers
+
+    trust_no_forwarding_headers()  # the sign-in throttle keys on the peer uvicorn would otherwise replace
     threading.Thread(target=preload, name="preload", daemon=True).start()
     from streamlit.web import cli
 

@@ -117,7 +117,6 @@ def test_the_server_keeps_the_peer_address_a_forwarding_header_names(monkeypatch
     import uvicorn
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-    from dashboard import serve
 
     def peer_seen() -> tuple[str, int]:
         seen = {}
@@ -134,7 +133,7 @@ def test_the_server_keeps_the_peer_address_a_forwarding_header_names(monkeypatch
     monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
     assert peer_seen()[0] == "6.6.6.6"  # uvicorn's default: the client's own claim
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1")  # restored after the test
-    serve.trust_no_forwarding_headers()
+    config.trust_no_forwarding_headers()  # as dashboard/serve.py (make run) calls it
     assert peer_seen() == ("127.0.0.1", 50000)
 
 
