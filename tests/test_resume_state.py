@@ -153,6 +153,21 @@ def test_a_damaged_or_hostile_state_is_refused_naming_no_file(saved, site, damag
     assert _state(saved).is_file()  # kept: a new run replaces it
 
 
+def test_a_state_whose_films_were_decoded_by_other_code_is_refused_or_set_aside(saved, site, monkeypatch):
+    """After an upgrade of Pillow or pydicom, or of the preprocessing, the next epochs would learn from films
+    decoded otherwise than the first ones: the run is refused (IF_SAVED, as make models runs: started afresh)."""
+    from core.training import saved_state
+    from core.training.resume import IF_SAVED
+
+    assert torch.load(io.BytesIO(saved.state), weights_only=True)["decoding"] == saved_state.cache_namespace()
+    monkeypatch.setattr(saved_state, "cache_namespace", lambda: "preprocessing=2;pillow=99.0;pydicom=9")
+    _refused(saved, site, "trained on films decoded by other code")
+    run = open_run(saved.identity, CPU, resume=IF_SAVED)
+    assert run.payload is None and run.notes == [
+        "started afresh, the saved state of these settings set aside (its films were decoded by other code since)"]
+    run.forget()
+
+
 def test_a_state_that_changed_since_it_was_saved_is_caught_by_its_digest(saved, site):
     assert _description(saved)[DIGESTS] == [hashlib.sha256(saved.state).hexdigest()]
     flipped = bytearray(saved.state)

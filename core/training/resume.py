@@ -7,12 +7,12 @@ training and validation films and the number of training processes. Its state is
 ``RUNS/<key>.json`` beside it (core.training.saved_runs: the runs folder beside the site models, 0700/0600,
 and what a run is, readable without torch).
 
-- **Saved** after every epoch's validation, atomically (a temporary, then ``os.replace``), by rank 0; under
-  torchrun the other ranks hand it their random-number states. The state: model, optimiser, LR schedule,
-  every rank's batch-order/augmentation generator and torch's global RNG (dropout), the history, the best
-  weights (stored once when the epoch just saved is the best) and AUC, the epochs without a gain, whether
-  training is over, where its epochs ran. Its SHA-256 goes into the ``.json`` (written first, listing the
-  previous state's digest too, so a writer killed between the two files leaves a state that still matches).
+- **Saved** after every epoch's validation, atomically (a temporary, then ``os.replace``), by rank 0; under torchrun
+  the other ranks hand it their random-number states. The state: model, optimiser, LR schedule, every rank's
+  batch-order/augmentation generator and torch's global RNG (dropout), the history, the best weights (stored once
+  when the epoch just saved is the best) and AUC, the epochs without a gain, whether training is over, where its
+  epochs ran, what decoded its films (refused once that changed). Its SHA-256 goes into the ``.json`` (written first,
+  listing the previous state's digest too, so a writer killed between the two leaves a state that matches).
 - **Checked** before anything of it is used: never through a symbolic link, its digest against the ``.json``
   (a state saved before digests were recorded has none to check), loaded with ``weights_only=True``, then
   every entry's type, the epoch against the history, and the weights, optimiser and schedule against the
@@ -45,6 +45,7 @@ from torch import nn
 from core import clock
 from core.errors import ResumeRefused
 from core.films.manifest import find_manifest
+from core.films.tensor import cache_namespace
 from core.store.records import EpochRecord, Fingerprint, TrainConfig
 from core.training.data import content_digest, fingerprint
 from core.training.distributed import Hardware
@@ -218,7 +219,7 @@ class RunCheckpoint:
                    "stale": progress.stale, "history": [h.model_dump() for h in progress.history],
                    "model": weights, "best_state": best,
                    "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
-                   "hardware": sorted({*self.trained_on, self.here}), **rngs}
+                   "hardware": sorted({*self.trained_on, self.here}), "decoding": cache_namespace(), **rngs}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         state = buffer.getbuffer()
@@ -234,8 +235,7 @@ class RunCheckpoint:
         run = SavedRun(key=self.identity.key, data_dir=self.identity.data_dir, config=self.identity.config,
                        world_size=self.identity.world_size, train=self.identity.train,
                        validation=self.identity.validation, content=self.identity.content, epoch=epoch,
-                       finished=finished, job_id=self.job_id,
-                       saved=clock.iso())
+                       finished=finished, job_id=self.job_id, saved=clock.iso())
         text = (json.dumps({**run.to_json(), DIGESTS: list(self.digests)}, indent=1, sort_keys=True) + "\n").encode()
         write_private(self.folder / f"{self.identity.key}.json", lambda handle: handle.write(text))
 

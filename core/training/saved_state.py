@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from core.errors import ResumeRefused
+from core.films.tensor import cache_namespace
 from core.store.records import EpochRecord, TrainConfig
 
 
@@ -116,6 +117,13 @@ def _check_state(state: dict, identity: Identity) -> None:
         if value is not None and not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8
                                       and value.dim() == 2 and len(value) == identity.world_size):
             raise damaged(f"its random-number states ({name}) do not fit {identity.world_size} process(es)")
+    decoding = state.get("decoding")  # states saved before it was recorded carry none
+    if decoding is not None and decoding != cache_namespace():
+        raise ResumeRefused("The saved state of this run was trained on films decoded by other code (another version "
+                            "of this program's preprocessing, of Pillow or of pydicom): its next epochs would learn "
+                            "from differently decoded films. It cannot be resumed; start a new run with the same "
+                            "settings instead (without --resume), which replaces it.",
+                            reason="its films were decoded by other code since")
     try:
         history = [EpochRecord.model_validate(h) for h in state["history"]]
     except ValueError as exc:
