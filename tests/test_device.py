@@ -113,8 +113,12 @@ def test_training_on_a_gpu_selects_it_and_trains_in_bf16(one_gpu):
     autocast = training_autocast(hardware.device, hardware.precision)
     assert isinstance(autocast, torch.autocast)
     assert (autocast.device, autocast.fast_dtype) == ("cuda", torch.bfloat16)
+    assert torch.backends.cudnn.allow_tf32  # bf16 autocast: what stays in fp32 may use TF32
     fp32 = prepare_hardware(TrainConfig(arch="cnn5", precision="fp32").resolved())
     assert fp32.precision == FP32 and not isinstance(training_autocast(fp32.device, FP32), torch.autocast)
+    assert not torch.backends.cudnn.allow_tf32  # --precision fp32 trains its convolutions in fp32, as recorded
+    prepare_hardware(TrainConfig(arch="cnn5").resolved())
+    assert torch.backends.cudnn.allow_tf32
 
 
 

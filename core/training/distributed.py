@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from core.config import DistributedEnvironment, distributed_environment
 from core.errors import SettingOutOfRange
 from core.films.folders import FilmSet
-from core.models.device import resolve_device, resolve_precision, set_cpu_threads
+from core.models.device import FP32, resolve_device, resolve_precision, set_cpu_threads
 from core.models.host_memory import keep_freed_memory
 from core.store.records import TrainConfig
 
@@ -115,6 +115,7 @@ def prepare_hardware(config: TrainConfig, world: DistributedEnvironment | None =
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # one input size for the whole run: pick the fastest kernels
+        torch.backends.cudnn.allow_tf32 = precision != FP32  # fp32 means fp32, not TF32's 10-bit mantissa
     else:
         set_cpu_threads(world.local_world_size)
         keep_freed_memory()  # every step frees and re-allocates the same large buffers (core.models.host_memory)
