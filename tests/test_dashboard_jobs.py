@@ -36,7 +36,7 @@ from core.jobs.records import JobStatus, read_status
 from core.store.records import TrainConfig
 from core.store.registry import list_models
 from core.training.events import DoneEvent, EpochEvent, LoadingEvent, StepEvent
-from core.training.resume import cancelled_message
+from core.training.saved_runs import cancelled_message
 
 QUICK = TrainConfig(arch="mlp", epochs=1, image_size=32, max_films=120)
 # Long enough to be caught mid-training: many epochs, early stopping as late as the limits allow.

@@ -186,17 +186,41 @@ def test_a_link_in_place_of_the_state_is_never_followed(saved, site):
     assert "passwd" not in message
 
 
-def test_a_writer_killed_between_description_and_state_leaves_a_run_that_resumes(saved, site):
+class Killed(BaseException):
+    """The process dies here (nothing in the program catches it)."""
+
+
+def test_a_writer_killed_between_description_and_state_leaves_a_run_that_resumes(saved, site, monkeypatch):
+    """Epoch 2's description is written first, naming both states but still the epoch on disk; the process dies
+    before its state is: the run resumes after epoch 1, and its description says so."""
+    from core.training import resume
+
+    write = resume.write_private
+
+    def dies_writing_the_state(path, writer):
+        if path.suffix == ".pt":
+            raise Killed
+        write(path, writer)
+
+    monkeypatch.setattr(resume, "write_private", dies_writing_the_state)
+    with pytest.raises(Killed):
+        train(saved.films, CONFIG, directory=site, resume=True)
+    monkeypatch.undo()
+    described = _description(saved)
+    assert described["epoch"] == 1 and not described["finished"] and _state(saved).read_bytes() == saved.state
+    assert len(described[DIGESTS]) == 2 and described[DIGESTS][1] == hashlib.sha256(saved.state).hexdigest()
+    run = open_run(saved.identity, CPU, resume=True)
+    assert run.resumed_after == 1
+    run.forget()
+
+
+def test_a_saved_epoch_is_described_once_its_state_is_written(saved, site):
     events: list = []
     with pytest.raises(TrainingCancelled):
         train(saved.films, CONFIG, directory=site, resume=True, on_progress=events.append,
               should_stop=_stop_after(2, events))
-    digests = _description(saved)[DIGESTS]
-    assert digests == [hashlib.sha256(_state(saved).read_bytes()).hexdigest(), hashlib.sha256(saved.state).hexdigest()]
-    _state(saved).write_bytes(saved.state)  # the description of epoch 2 was written, the state not yet
-    run = open_run(saved.identity, CPU, resume=True)
-    assert run.resumed_after == 1
-    run.forget()
+    described = _description(saved)
+    assert described["epoch"] == 2 and described[DIGESTS] == [hashlib.sha256(_state(saved).read_bytes()).hexdigest()]
 
 
 def test_the_best_weights_are_written_once_when_the_epoch_saved_is_the_best(saved, site):

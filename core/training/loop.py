@@ -29,7 +29,8 @@ from core.store.records import EpochRecord, TrainConfig
 from core.training.augment import TrainingAugmentation
 from core.training.distributed import Hardware
 from core.training.events import EpochEvent, NoteEvent, ProgressEvent, StepEvent
-from core.training.resume import RunCheckpoint, RunProgress, cancelled_message
+from core.training.resume import RunCheckpoint, RunProgress
+from core.training.saved_runs import cancelled_message
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,7 @@ from core.training.distributed import Hardware
 from core.training import run_lock
 from core.training.saved_state import (DIGESTS, FORMAT, check_optimiser, check_schedule, damaged, load_state,
                                        misfit)
-from core.training.saved_runs import (RESUME_HOW, SavedRun, nothing_to_resume, prune_saved_runs, runs_dir,
-                                      write_private)
+from core.training.saved_runs import SavedRun, nothing_to_resume, prune_saved_runs, runs_dir, write_private
 
 IF_SAVED = "if-saved"  # open_run's resume: continue the saved state if there is one, else start afresh
 SPLIT_SETTINGS = ("seed", "split_seed", "val_fraction", "max_films", "holdout")  # another split: other fingerprints
@@ -72,14 +71,6 @@ class RunProgress:
     stale: int = 0  # epochs since the last validation AUC gain
     seconds: float = 0.0  # training time so far, over every process that trained this run
     finished: bool = False
-
-
-def cancelled_message(saved_epoch: int, epochs: int) -> str:
-    """What TrainingCancelled says: whether the run can be resumed, and from where."""
-    if not saved_epoch:
-        return "Training was cancelled; nothing was saved."
-    return (f"Training was cancelled; no model was registered. Its state after epoch {saved_epoch} of {epochs} "
-            f"is kept, so it can be resumed ({RESUME_HOW}).")
 
 
 @dataclass(frozen=True)
@@ -126,6 +117,7 @@ class RunCheckpoint:
         self.if_saved = if_saved  # IF_SAVED: a state that does not fit the fresh model is set aside, not refused
         self.payload = payload  # the state to resume from (None: a fresh run)
         self.digests = digests  # of the state file now on disk, as the .json lists them
+        self.on_disk = (self.resumed_after, bool(payload["finished"]) if payload else False)  # its epoch, finished
         self.path, self.lock = folder / f"{identity.key}.pt", folder / f"{identity.key}.lock"
 
     @property
@@ -223,12 +215,13 @@ class RunCheckpoint:
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         state = buffer.getbuffer()
-        # The description first, naming this state and the one still on disk: killed between the two writes,
-        # the run resumes from the previous epoch instead of being refused.
+        # The description first, naming this state and the one still on disk (whose epoch it keeps saying): killed
+        # between the writes, the run resumes from the previous epoch instead of being refused; then the new one.
         self.digests = (hashlib.sha256(state).hexdigest(), *self.digests[:1])
-        self.describe(progress.epoch, progress.finished)
+        self.describe(*self.on_disk)
         write_private(self.path, lambda handle: handle.write(state))
-        self.digests = self.digests[:1]
+        self.digests, self.on_disk = self.digests[:1], (progress.epoch, progress.finished)
+        self.describe(*self.on_disk)
 
     def describe(self, epoch: int, finished: bool) -> None:
         """Write (rank 0) the run's description beside its state."""
@@ -294,7 +287,7 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_
         raise refusal
     checkpoint = RunCheckpoint(identity, hardware, folder, job_id, payload, (digest,), if_saved=resume == IF_SAVED)
     if hardware.is_main:  # from now on the resuming job owns the run (its Resume button, its messages)
-        checkpoint.describe(checkpoint.resumed_after, bool(payload["finished"]))
+        checkpoint.describe(*checkpoint.on_disk)
     return checkpoint
 
 

@@ -43,6 +43,14 @@ class SavedRun(Record):
         return f"after epoch {self.epoch} of {self.config.epochs}"
 
 
+def cancelled_message(saved_epoch: int, epochs: int) -> str:
+    """What TrainingCancelled says: whether the run can be resumed, and from where."""
+    if not saved_epoch:
+        return "Training was cancelled; nothing was saved."
+    return (f"Training was cancelled; no model was registered. Its state after epoch {saved_epoch} of {epochs} "
+            f"is kept, so it can be resumed ({RESUME_HOW}).")
+
+
 def runs_dir() -> Path:
     """``runs/`` beside the site models folder (``CXR_MODELS``): outside the code tree."""
     return settings().models.parent / "runs"
