@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import pydicom
 from pydicom.encaps import generate_fragments
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from core.errors import UnreadableImage
@@ -102,7 +102,10 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
             if tag in ds:
                 del ds[tag]
         if arr.ndim == 3:  # colour (RGB after pydicom's YBR conversion)
-            pixels = _normalise(arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+            pixels = _luma(arr, bit_depth)
+        elif str(getattr(ds, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR":  # colour table indices
+            rgb = apply_color_lut(arr, ds)
+            pixels = _luma(rgb, 8 if rgb.dtype == np.uint8 else 16)
         else:
             pixels = _greyscale_pipeline(arr, ds)
         if pixels.ndim != 2 or pixels.size == 0:
@@ -205,18 +208,51 @@ def _fill_missing_transfer_syntax(ds: pydicom.Dataset) -> None:
 def _greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     """Stored values -> float32 display values in [0, 1], in place wherever it can be (a 50-megapixel film
     is 200 MB per float32 copy)."""
+    padding = _padding(arr, ds)
     values = _modality_values(arr, ds)
-    if "VOILUTSequence" in ds:
+    center, width = _first(getattr(ds, "WindowCenter", None)), _first(getattr(ds, "WindowWidth", None))
+    if getattr(ds, "VOILUTSequence", None):  # an empty one, or an empty window, does not apply
         lut = ds.VOILUTSequence[0]
         values = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float32, copy=False)
         values /= float(2 ** int(lut.LUTDescriptor[2]) - 1)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), ds.get("VOILUTFunction"))
+    elif center is not None and width is not None:
+        _window(values, center, width, ds.get("VOILUTFunction"))
     else:
-        _normalise(values)
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        _stretch(values, _int_tag(ds, "BitsStored", 16), padding)
+    # MONOCHROME1 shows its lowest value white; INVERSE asks the same of MONOCHROME2 (PS3.3 C.11.6)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1" or \
+            str(getattr(ds, "PresentationLUTShape", "")).upper() == "INVERSE":
         np.subtract(1.0, values, out=values)
+    if padding is not None:  # outside the image: black, as viewers show it
+        values[padding] = 0.0
     return values
+
+
+def _padding(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
+    """Where the stored values are padding (PixelPaddingValue, up to PixelPaddingRangeLimit): None when none are."""
+    value, limit = _first(getattr(ds, "PixelPaddingValue", None)), _first(getattr(ds, "PixelPaddingRangeLimit", None))
+    if value is None:
+        return None
+    low, high = sorted((value, value if limit is None else limit))
+    padding = (arr >= low) & (arr <= high)
+    return padding if padding.any() and not padding.all() else None
+
+
+def _stretch(values: np.ndarray, bits: int, padding: np.ndarray | None) -> None:
+    """No window, in place: 8-bit data over its nominal range, as PNG and JPEG films are read; deeper data from
+    its lowest to its highest value, padding left out of both."""
+    content = True if padding is None else ~padding
+    lo, hi = float(np.min(values, where=content, initial=np.inf)), float(np.max(values, where=content, initial=-np.inf))
+    if bits <= 8 and lo >= 0 and hi <= 2 ** bits - 1:
+        lo, hi = 0.0, float(2 ** bits - 1)
+    _normalise(values, lo, hi)
+
+
+def _luma(rgb: np.ndarray, bits: int) -> np.ndarray:
+    """Colour to grey (ITU-R BT.601 luma), stretched as grey values are."""
+    grey = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    _stretch(grey, bits, None)
+    return grey
 
 
 def _modality_values(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
@@ -247,9 +283,8 @@ def _window(values: np.ndarray, center: float, width: float, function: str | Non
     np.clip(values, 0.0, 1.0, out=values)
 
 
-def _normalise(values: np.ndarray) -> np.ndarray:
-    """Stretch to [0, 1] in place (all zeros when flat)."""
-    lo, hi = float(np.min(values)), float(np.max(values))
+def _normalise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``lo``..``hi`` stretched to [0, 1] in place (all zeros when flat)."""
     if hi <= lo:
         values[...] = 0.0
     else:
@@ -258,7 +293,8 @@ def _normalise(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _first(value) -> float:
+def _first(value) -> float | None:
+    """A number, or the first of several; None for an element absent or empty (then it does not apply)."""
     if isinstance(value, pydicom.multival.MultiValue):
-        value = value[0]
-    return float(value)
+        value = value[0] if len(value) else None
+    return None if value is None or value == "" else float(value)
