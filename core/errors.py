@@ -44,8 +44,17 @@ class DeviceUnavailable(TriageError):
     """The compute device asked for (e.g. ``--device cuda``) is not present on this machine."""
 
 
-class DeviceOutOfMemory(TriageError):
+class TryAgainLater(TriageError):
+    """A refusal that says nothing about the film or the request: the same may succeed in a moment (a GPU another
+    job fills, a decoding process that did not start). The app keeps no result that carries one."""
+
+
+class DeviceOutOfMemory(TryAgainLater):
     """The GPU ran out of memory (batch too large, or another job holds the card)."""
+
+
+class DecodingUnavailable(UnreadableImage, TryAgainLater):
+    """DICOM films cannot be decoded right now (the decoding process did not start)."""
 
 
 class FolderNotAllowed(TriageError):

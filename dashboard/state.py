@@ -22,7 +22,7 @@ import streamlit as st
 from PIL import Image
 
 from core import config, limits
-from core.errors import CheckpointError, TriageError
+from core.errors import CheckpointError, TriageError, TryAgainLater
 from core.films.film import Film
 from core.films.read import read_film
 from core.films.roots import folder_label
@@ -204,14 +204,24 @@ def triage_uploads(predictor: Predictor, uploads: list[Upload]) -> list[FilmResu
     """Every upload read in memory and triaged, once per session and model version; a film that fails
     carries its message instead."""
     films, results, model = session_films(), session_cache(_SESSION_RESULTS), model_key(predictor)
-    return [results.get_or_compute((u.digest, name_key(u.name), model), partial(_triage_film, u, films, predictor))
-            for u in uploads]
+    return [_triage_kept(results, (u.digest, name_key(u.name), model), u, films, predictor) for u in uploads]
+
+
+def _triage_kept(results: BoundedCache, key: tuple, upload: Upload, films: FilmCache,
+                 predictor: Predictor) -> FilmResult:
+    """The film's result, kept for the session; one that says to try again is not kept: the next run tries."""
+    try:
+        return results.get_or_compute(key, partial(_triage_film, upload, films, predictor))
+    except TryAgainLater as exc:
+        return FilmResult(upload.name, upload.digest, error=str(exc))
 
 
 def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor) -> FilmResult:
     try:
         film = decoded(upload, films)
         prediction = predictor.predict(film)
+    except TryAgainLater:
+        raise
     except TriageError as exc:
         return FilmResult(upload.name, upload.digest, error=str(exc))
     details = {"format": film.source_format, "size": f"{film.size[0]} × {film.size[1]} px",

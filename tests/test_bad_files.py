@@ -260,6 +260,35 @@ def test_text_named_dcm_is_not_called_a_dicom_file(predictor):
     assert result.error and "without pixel data" not in result.error
 
 
+def test_a_film_refused_for_a_passing_reason_is_tried_again_on_the_next_run(predictor, films_dir, monkeypatch):
+    """A GPU another job fills, or a decoding process that did not start, says "try again": the session must not
+    keep that answer as the film's, or every later click would show it Unreadable. A real refusal is kept."""
+    from core.errors import DeviceOutOfMemory
+    from dashboard import state
+
+    film = next((films_dir / "PNEUMONIA").iterdir())
+    uploads = [Upload.of(corpus.Upload("busy.jpeg", film.read_bytes())),
+               Upload.of(corpus.Upload("letter.jpeg", b"Dear colleague,\n" * 50))]
+    predict, calls = predictor.predict, []
+
+    def busy_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise DeviceOutOfMemory("The GPU has no room for the model now; try again once it is free.")
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict", busy_once)
+    monkeypatch.setattr(state, "session_cache", lambda kind, kept={}: kept.setdefault(kind, state.BoundedCache(
+        *state._CAPS[kind])))  # one session's cache, fresh for this test
+    first = triage_uploads(predictor, uploads)
+    assert "try again" in first[0].error and first[1].error
+    second = triage_uploads(predictor, uploads)
+    assert second[0].error is None and second[0].prediction is not None and len(calls) == 2
+    assert second[1].error == first[1].error
+    triage_uploads(predictor, uploads)
+    assert len(calls) == 2  # the good result is kept as before
+
+
 # --- the triage page itself ----------------------------------------------------------------------------
 
 

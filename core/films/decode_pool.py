@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from core.config import REPO_ROOT, decode_worker_environment, settings
-from core.errors import UnreadableImage
+from core.errors import DecodingUnavailable, UnreadableImage
 from core.films.film import Film
 
 STARTUP_SECONDS = 120.0  # importing numpy and pydicom on a machine busy training
@@ -194,7 +194,7 @@ class DecodePool:
         try:
             return _Worker(self.memory_mb * 2**20)
         except (_Lost, OSError) as exc:
-            raise UnreadableImage("DICOM films cannot be decoded right now: the decoding process did not start. "
+            raise DecodingUnavailable("DICOM films cannot be decoded right now: the decoding process did not start. "
                                   "Try again; if it persists, the server needs attention.") from exc
 
     def _give_back(self, worker: _Worker) -> None:
