@@ -249,3 +249,33 @@ def test_the_captions_say_what_the_inference_time_is_and_where_a_threshold_was_c
     assert any("Inference time is the fastest of 10 one-film passes" in c for c in captions)
     (roc,) = [c for c in captions if c.startswith("Each model calls a film abnormal")]
     assert f"chosen on its validation films ({MODELS[1]}: on a site folder's films, see its card)." in roc
+
+
+def _one_kind_page():
+    """Compare's figures for a folder of pneumonia films only, from a shipped model's scores."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from core.evaluation.metrics import evaluate_probabilities
+    from core.store.registry import list_models
+    from dashboard.components.compare_view import comparison
+
+    shipped = Path.cwd() / "checkpoints" if (Path.cwd() / "checkpoints").is_dir() else None
+    entry = next(e for e in list_models(shipped)[0] if e.name == "pneumonia-logistic-v1")
+    probabilities = np.array([[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]])
+    report = evaluate_probabilities(np.array([1, 1, 1]), probabilities, entry.record.classes,
+                                    entry.record.operating_point)
+    comparison([(entry, report)])
+
+
+def test_a_folder_of_one_kind_of_film_is_said_to_be_why_there_is_no_roc_curve(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.config import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT)
+    at = AppTest.from_function(_one_kind_page, default_timeout=60).run()
+    assert not at.exception
+    shown = [i.value for i in at.info]
+    assert any("all of one kind" in s for s in shown) and not any("has a normal class" in s for s in shown)
