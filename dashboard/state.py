@@ -252,9 +252,13 @@ def folder_stamp(folder: str | Path) -> str:
     root = Path(folder).expanduser()
     if not root.is_dir():
         return ""  # missing or unreadable: evaluate_folder says so in words
-    lines = []
-    try:
-        for here, _, files in os.walk(root, onerror=_raise):
+    lines, visited = [], set()
+    try:  # linked folders followed, as discover reads them; each real folder once (a link may loop back)
+        for here, folders, files in os.walk(root, onerror=_raise, followlinks=True):
+            facts = os.stat(here)
+            if (facts.st_dev, facts.st_ino) in visited or visited.add((facts.st_dev, facts.st_ino)):
+                folders[:] = []
+                continue
             for name in files:
                 try:
                     facts = os.stat(os.path.join(here, name))
@@ -262,7 +266,7 @@ def folder_stamp(folder: str | Path) -> str:
                 except OSError:  # a dangling link, a film gone meanwhile: named, and the rest still counts
                     seen = "unreadable"
                 lines.append(f"{os.path.relpath(here, root)}/{name}\0{seen}")
-    except OSError:
+    except (OSError, RecursionError):  # RecursionError: folders nested past Python's limit
         return ""
     return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()
 

@@ -221,6 +221,20 @@ def test_folder_stamp_changes_when_films_come_go_or_are_replaced_in_place(tmp_pa
     assert folder_stamp(tmp_path / "missing") == ""
 
 
+def test_folder_stamp_follows_linked_class_folders_as_the_evaluation_reads_them(tmp_path):
+    """An evaluation folder built of links to class folders elsewhere: a film added there is seen (else Compare
+    would show the last evaluation's figures again), and a link back up the tree does not loop."""
+    (tmp_path / "films" / "NORMAL").mkdir(parents=True)
+    (tmp_path / "films" / "NORMAL" / "a.png").write_bytes(b"x")
+    site = tmp_path / "site-eval"
+    site.mkdir()
+    (site / "NORMAL").symlink_to(tmp_path / "films" / "NORMAL", target_is_directory=True)
+    (site / "NORMAL" / "loop").symlink_to(site, target_is_directory=True)
+    before = folder_stamp(site)
+    (tmp_path / "films" / "NORMAL" / "b.png").write_bytes(b"y")
+    assert folder_stamp(site) not in ("", before)
+
+
 FORMULAS = ['=HYPERLINK("http://evil.invalid","click").png', "+cmd.png", "-2+3.png", "@SUM(A1).png",
             "\tfilm.png", "\rfilm.png"]
 
