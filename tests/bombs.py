@@ -217,29 +217,34 @@ def junk(dicom_dir: Path, count: int = 100_000) -> bytes:
     return stream[:first] + b"\0" * count + stream[first:]
 
 
-def exif_block(entries: int, claim: int, size: int) -> bytes:
-    """A little-endian EXIF (TIFF) block of ``size`` bytes whose first directory holds ``entries`` values of
-    type UNDEFINED, each claiming ``claim`` bytes from offset 8: Pillow copies every one out when it reads it."""
-    ifd = struct.pack("<H", entries) + b"".join(struct.pack("<HHII", 0x9000 + i, 7, claim, 8)
-                                                for i in range(entries)) + b"\0" * 4
-    body = b"II*\0" + struct.pack("<I", 8) + ifd
-    return b"Exif\0\0" + body + b"\0" * max(0, size - len(body))
+def exif_block(entries: int, claim: int, size: int, header: bytes = b"Exif\0\0", tiff: bytes = b"II*\0") -> bytes:
+    """An EXIF (TIFF) block of ``size`` bytes whose first directory holds ``entries`` values of
+    type UNDEFINED, each claiming ``claim`` bytes from offset 8: Pillow copies every one out when it reads it.
+    ``header``: what comes before the TIFF (Pillow strips any number of ``Exif\\0\\0``); ``tiff``: its
+    first four bytes (Pillow also reads ``II\\0*``, an invalid header, as little-endian TIFF)."""
+    order = "<" if tiff.startswith(b"II") else ">"
+    ifd = struct.pack(order + "H", entries) + b"".join(struct.pack(order + "HHII", 0x9000 + i, 7, claim, 8)
+                                                       for i in range(entries)) + b"\0" * 4
+    body = tiff + struct.pack(order + "I", 8) + ifd
+    return header + body + b"\0" * max(0, size - len(body))
 
 
-def exif_png(dicom_dir: Path, entries: int = 1000, claim: int = 900_000) -> bytes:
+def exif_png(dicom_dir: Path, entries: int = 1000, claim: int = 900_000, header: bytes = b"",
+             tiff: bytes = b"II*\0") -> bytes:
     """The real film as a PNG with a 1 MB eXIf chunk whose entries claim 900 kB each (900 MB to Pillow when it
-    turns the film upright)."""
+    turns the film upright). The chunk holds the bare TIFF unless ``header`` says otherwise."""
     buffer = io.BytesIO()
     Image.fromarray(real_film(dicom_dir)).save(buffer, format="PNG")
-    stream, block = buffer.getvalue(), exif_block(entries, claim, 1_000_000)[6:]  # eXIf holds the bare TIFF
+    stream, block = buffer.getvalue(), exif_block(entries, claim, 1_000_000, header, tiff)
     chunk = struct.pack(">I", len(block)) + b"eXIf" + block + struct.pack(">I", zlib.crc32(b"eXIf" + block))
     return stream[:33] + chunk + stream[33:]
 
 
-def exif_jpeg(dicom_dir: Path, entries: int = 5000, claim: int = 64_000) -> bytes:
+def exif_jpeg(dicom_dir: Path, entries: int = 5000, claim: int = 64_000, header: bytes = b"Exif\0\0",
+              tiff: bytes = b"II*\0") -> bytes:
     """The real film as a JPEG with one 64-kB EXIF segment whose 5,000 entries claim 64 kB each: 320 MB to
     Pillow as it opens the file (it reads the block for a resolution)."""
-    stream, block = jpeg(dicom_dir), exif_block(entries, claim, 65_000)
+    stream, block = jpeg(dicom_dir), exif_block(entries, claim, 65_000 - len(header) + 6, header, tiff)
     return stream[:2] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + stream[2:]
 
 
@@ -266,6 +271,10 @@ BOMBS = {
     "junk.jpeg": (junk, "more than 10,000 marker segments or 65,536 fill or junk bytes"),
     "exif.png": (exif_png, "its EXIF metadata is larger than a film's, or asks a reader for more than it holds"),
     "exif.jpeg": (exif_jpeg, "its EXIF metadata is larger than a film's, or asks a reader for more than it holds"),
+    "exif-header-twice.jpeg": (lambda d: exif_jpeg(d, 4000, 48_000, header=b"Exif\0\0" * 2), "its EXIF metadata"),
+    "exif-odd-header.jpeg": (lambda d: exif_jpeg(d, tiff=b"II\0*"), "its EXIF metadata"),
+    "exif-header.png": (lambda d: exif_png(d, header=b"Exif\0\0"), "its EXIF metadata"),
+    "exif-odd-header.png": (lambda d: exif_png(d, tiff=b"MM*\0"), "its EXIF metadata"),
     "chunks.png": (png_chunks, "cut into more than 100,000 chunks"),
     "plain.png": (lambda d: png_with_size(d, HUGE, HUGE), SIZE_WORDS),
     "text-chunk.png": (png_text_bomb, "compressed text chunk too large to read safely"),  # Pillow caps them

@@ -44,6 +44,8 @@ MAX_EXIF_BYTES = 1 << 20  # one JPEG APP1 segment holds 64 kB: a camera's EXIF, 
 _EXIF_HEADER = b"Exif\0\0"
 _JPEG_APP1 = 0xE1
 # TIFF field types Pillow reads, and their size in bytes; values of more than 4 bytes lie out of line
+# Every TIFF header Pillow reads as one (TiffImagePlugin.PREFIXES), valid or not, and its byte order
+_TIFF_HEADERS = {b"II*\0": "<", b"MM\0*": ">", b"II\0*": "<", b"MM*\0": ">"}
 _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8}
 MAX_PNG_CHUNKS = 100_000  # 200 MB of libpng's 8 kB IDAT chunks is 25,000
 
@@ -103,7 +105,9 @@ def check_exif(exif: bytes, label: str) -> None:
     """Raise UnreadableImage, naming the file, for an EXIF block (with or without its ``Exif`` header) that
     Pillow could not read within bounds: past :data:`MAX_EXIF_BYTES`, a BigTIFF block, or a first directory
     claiming more out-of-line bytes than the block holds. A block that is no TIFF at all Pillow ignores."""
-    body = exif[len(_EXIF_HEADER):] if exif.startswith(_EXIF_HEADER) else exif
+    body = exif
+    while body.startswith(_EXIF_HEADER):  # Pillow strips every one (Image.Exif.load)
+        body = body[len(_EXIF_HEADER):]
     if len(body) > MAX_EXIF_BYTES or exif_claims(body) > len(body):
         raise UnreadableImage(
             f"{label} cannot be read safely: its EXIF metadata is larger than a film's, or asks a reader for more "
@@ -114,9 +118,9 @@ def check_exif(exif: bytes, label: str) -> None:
 def exif_claims(body: bytes) -> int:
     """The bytes the first directory of an EXIF (TIFF) block asks a reader to copy out of line, as Pillow reads
     it: every entry of a known type whose value is over 4 bytes; a BigTIFF block counts as past any limit."""
-    order = {b"II*\0": "<", b"MM\0*": ">"}.get(body[:4])
+    order = _TIFF_HEADERS.get(body[:4])
     if order is None:
-        return len(body) + 1 if body[:4] in (b"II+\0", b"MM\0+") else 0
+        return len(body) + 1 if body[:4] in (b"II+\0", b"MM\0+") else 0  # BigTIFF; else Pillow reads nothing
     if len(body) < 8:
         return 0
     (first,) = struct.unpack_from(order + "I", body, 4)
