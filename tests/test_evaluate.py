@@ -69,3 +69,24 @@ def test_folder_of_unreadable_films_is_refused(loaded, tmp_path):
         (tmp_path / name / "x.png").write_bytes(b"")
     with pytest.raises(DatasetError, match="No readable film"):
         evaluate_folder(loaded, tmp_path)
+
+
+def test_a_film_refused_for_a_passing_reason_stops_the_evaluation_not_listed_as_unreadable(loaded, films_dir,
+                                                                                           tmp_path, monkeypatch):
+    """A decoding process that did not start says nothing about the film: listing it as unreadable would put it
+    in a report that Compare keeps for hours; the evaluation says to try again instead."""
+    from core.errors import DecodingUnavailable
+    from core.evaluation import folder
+
+    root = _copy(films_dir, tmp_path / "data", SAME)
+    read = folder.read_film
+
+    def busy(path, *args, **kwargs):
+        if path.name == sorted((root / "PNEUMONIA").iterdir())[0].name:
+            raise DecodingUnavailable("Films cannot be decoded right now: the decoding process did not start. "
+                                      "Try again.")
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(folder, "read_film", busy)
+    with pytest.raises(DecodingUnavailable, match="Try again"):
+        evaluate_folder(loaded, root)

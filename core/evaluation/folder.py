@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.errors import DatasetError, TriageError
+from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.films.read import read_film
 from core.films.tensor import as_float, film_to_tensor
@@ -54,6 +54,8 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | N
     def decode(path: Path) -> torch.Tensor | SkippedFilm:
         try:
             return film_to_tensor(read_film(path), loaded.image_size)
+        except TryAgainLater:  # says nothing about the film: the whole evaluation is to be tried again
+            raise
         except TriageError as exc:
             return SkippedFilm(file=str(path), error=str(exc))
 
