@@ -10,7 +10,6 @@ goes with the session or when the film leaves the upload box. Uploads stay in me
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
@@ -30,6 +29,7 @@ from core.serving.explain import load_cam_library
 from core.serving.film_cache import BoundedCache, FilmCache, SharedBudget
 from core.store.registry import ModelEntry, list_models
 from core.store.reports import Report
+from dashboard.folder_stamp import folder_stamp
 from dashboard.labels import MANIFEST_SUFFIX
 from dashboard.model_loads import model_key
 
@@ -244,35 +244,6 @@ def _display_copy(film: Film) -> np.ndarray:
     image = Image.fromarray((film.pixels * 255.0).round().astype(np.uint8))
     image.thumbnail((limits.DISPLAY_SIDE, limits.DISPLAY_SIDE), Image.Resampling.LANCZOS)
     return np.asarray(image)
-
-
-def folder_stamp(folder: str | Path) -> str:
-    """A digest of every file under a dataset folder (its place, size and modification time): changes when films
-    come, go, or are replaced in place (which leaves the folders' own times alone). "" when it cannot be read."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        return ""  # missing or unreadable: evaluate_folder says so in words
-    lines, visited = [], set()
-    try:  # linked folders followed, as discover reads them; each real folder once (a link may loop back)
-        for here, folders, files in os.walk(root, onerror=_raise, followlinks=True):
-            facts = os.stat(here)
-            if (facts.st_dev, facts.st_ino) in visited or visited.add((facts.st_dev, facts.st_ino)):
-                folders[:] = []
-                continue
-            for name in files:
-                try:
-                    facts = os.stat(os.path.join(here, name))
-                    seen = f"{facts.st_size}\0{facts.st_mtime_ns}"
-                except OSError:  # a dangling link, a film gone meanwhile: named, and the rest still counts
-                    seen = "unreadable"
-                lines.append(f"{os.path.relpath(here, root)}/{name}\0{seen}")
-    except (OSError, RecursionError):  # RecursionError: folders nested past Python's limit
-        return ""
-    return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def _raise(exc: OSError) -> None:
-    raise exc
 
 
 @st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False)

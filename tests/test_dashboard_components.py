@@ -233,6 +233,19 @@ def test_folder_stamp_follows_linked_class_folders_as_the_evaluation_reads_them(
     before = folder_stamp(site)
     (tmp_path / "films" / "NORMAL" / "b.png").write_bytes(b"y")
     assert folder_stamp(site) not in ("", before)
+    # a link deeper than a class folder is not read by the evaluation: its tree is not walked either
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "films" / "NORMAL" / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    settled = folder_stamp(site)
+    (tmp_path / "elsewhere" / "c.png").write_bytes(b"z")
+    assert folder_stamp(site) == settled
+    # with split folders, the class folders under a (linked) split are followed too
+    split = tmp_path / "split-eval"
+    split.mkdir()
+    (split / "test").symlink_to(site, target_is_directory=True)
+    before = folder_stamp(split)
+    (tmp_path / "films" / "NORMAL" / "d.png").write_bytes(b"w")
+    assert folder_stamp(split) not in ("", before)
 
 
 FORMULAS = ['=HYPERLINK("http://evil.invalid","click").png', "+cmd.png", "-2+3.png", "@SUM(A1).png",

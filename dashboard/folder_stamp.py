@@ -1,0 +1,40 @@
+"""A folder's stamp: what changes when the films a folder holds change, for caches keyed on a folder's state
+(Compare's evaluation on a folder, the Retrain form's preview)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from core.films.folders import SPLITS
+
+
+def folder_stamp(folder: str | Path) -> str:
+    """A digest of every file under a dataset folder (its place, size and modification time): changes when films
+    come, go, or are replaced in place (which leaves the folders' own times alone). "" when it cannot be read."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        return ""  # missing or unreadable: evaluate_folder says so in words
+    lines, visited = [], set()
+    try:  # linked class (and split) folders followed, as discover reads them, each real folder once
+        for here, folders, files in os.walk(root, onerror=_raise, followlinks=True):
+            facts, inside = os.stat(here), Path(here).relative_to(root).parts
+            if (facts.st_dev, facts.st_ino) in visited or visited.add((facts.st_dev, facts.st_ino)):
+                folders[:] = []
+                continue
+            if inside and not (len(inside) == 1 and inside[0] in SPLITS):  # deeper links: discover stays out
+                folders[:] = [f for f in folders if not os.path.islink(os.path.join(here, f))]
+            for name in files:
+                try:
+                    facts = os.stat(os.path.join(here, name))
+                    seen = f"{facts.st_size}\0{facts.st_mtime_ns}"
+                except OSError:  # a dangling link, a film gone meanwhile: named, and the rest still counts
+                    seen = "unreadable"
+                lines.append(f"{os.path.relpath(here, root)}/{name}\0{seen}")
+    except (OSError, RecursionError):  # RecursionError: folders nested past Python's limit
+        return ""
+    return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
