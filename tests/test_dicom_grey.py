@@ -92,3 +92,19 @@ def test_window_elements_present_but_empty_fall_back_instead_of_refusing_the_fil
     windowed = read_film(dicom(CONTENT, WindowCenter=1500, WindowWidth=1001), name="w.dcm").pixels
     np.testing.assert_allclose(read_film(buffer.getvalue(), name="empty-lut.dcm").pixels, windowed, atol=1e-6)
     assert not np.allclose(windowed, stretched)
+
+
+def test_a_window_is_read_only_when_no_voi_lut_applies():
+    """A VOI LUT wins over the window: a malformed window beside it must not refuse the film."""
+    ds = pydicom.dcmread(io.BytesIO(dicom(CONTENT)))
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 12])  # LUT Descriptor: 4096 entries from 0, 12-bit output
+    item.add_new(0x00283006, "US", list(range(4096)))  # the identity
+    ds.VOILUTSequence = Sequence([item])
+    ds.add_new(0x00281050, "DS", None)  # WindowCenter present but empty ...
+    ds[0x00281050]._value = "abc"  # ... then written as something no number can be read from
+    ds.WindowWidth = 1000
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    film = read_film(buffer.getvalue(), name="lut-and-bad-window.dcm")
+    np.testing.assert_allclose(film.pixels, CONTENT / 4095.0, atol=1e-6)

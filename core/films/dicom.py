@@ -210,12 +210,12 @@ def _greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     is 200 MB per float32 copy)."""
     padding = _padding(arr, ds)
     values = _modality_values(arr, ds)
-    center, width = _first(getattr(ds, "WindowCenter", None)), _first(getattr(ds, "WindowWidth", None))
     if getattr(ds, "VOILUTSequence", None):  # an empty one, or an empty window, does not apply
         lut = ds.VOILUTSequence[0]
         values = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float32, copy=False)
         values /= float(2 ** int(lut.LUTDescriptor[2]) - 1)
-    elif center is not None and width is not None:
+    elif (center := _first(getattr(ds, "WindowCenter", None))) is not None and \
+            (width := _first(getattr(ds, "WindowWidth", None))) is not None:  # read only when they apply
         _window(values, center, width, ds.get("VOILUTFunction"))
     else:
         _stretch(values, _int_tag(ds, "BitsStored", 16), padding)
