@@ -117,7 +117,7 @@ class RunCheckpoint:
         self.if_saved = if_saved  # IF_SAVED: a state that does not fit the fresh model is set aside, not refused
         self.payload = payload  # the state to resume from (None: a fresh run)
         self.digests = digests  # of the state file now on disk, as the .json lists them
-        self.on_disk = (self.resumed_after, bool(payload["finished"]) if payload else False)  # its epoch, finished
+        self.on_disk = (self.resumed_after, bool(payload and payload.get("finished")))  # its epoch, and finished
         self.path, self.lock = folder / f"{identity.key}.pt", folder / f"{identity.key}.lock"
 
     @property
