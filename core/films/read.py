@@ -141,7 +141,8 @@ def _decode_raster(data: bytes, label: str) -> Film:
                 )
             fmt = image.format or "image"
             image.load()
-            check_exif(_exif_block(image), label)  # turning it upright reads the block: within bounds first
+            if fmt != "JPEG":  # a JPEG's block was checked in its marker walk, before Pillow opened it
+                check_exif(_exif_block(image), label)  # turning it upright reads the block: within bounds first
             image = ImageOps.exif_transpose(image)
     except UnreadableImage:
         raise

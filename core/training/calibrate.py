@@ -26,7 +26,6 @@ validation.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -123,26 +122,15 @@ def _refuse_own_films(site: SiteFolder, name: str, *own: FilmSet | None) -> None
     them, as if they were unseen (its validation and other-batch reports): refuse a site folder holding any of
     them, by place, by content (a copied film) or as a near-duplicate (the same film at another contrast, crop or
     size: the split's rule, core.training.data)."""
-    known = [films for films in own if films is not None]
-    places = {path.resolve() for films in known for path in films.paths}
+    places = {path.resolve() for films in own if films is not None for path in films.paths}
     shared = sum(path.resolve() in places for path in site.films.paths)
-    if not shared:
-        digests = {_digest(path) for films in known for path in films.paths}
-        shared = sum(_digest(path) in digests for path in site.films.paths)
-    if not shared:
+    if not shared:  # a byte-for-byte copy is a near-duplicate too (hash distance 0, correlation 1)
         originals = tuple(sorted(places))
         shared = int(copies_of(site.films, FilmSet(originals, np.zeros(len(originals), np.int64), ("film",))).sum())
     if shared:
         raise CalibrationError(f"{shared} of the {len(site.films)} films in {site.label} are {name}'s own training, "
                                "validation or held-out films (or copies of them): a threshold chosen on them would "
                                "be reported again as if on unseen films. Calibrate on films this model never saw.")
-
-
-def _digest(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:  # unreadable here: loading the site films says so, by name
-        return ""
 
 
 def _choose_on_site(model, site: SiteFolder, image_size: int, config: TrainConfig) -> tuple[OperatingPoint, Report]:
