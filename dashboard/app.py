@@ -28,4 +28,8 @@ access_sidebar()
 # (getattr: a page run outside `streamlit run`, as a spawned process's main module, has no title)
 st.session_state["previous-page"] = st.session_state.get("page")
 st.session_state["page"] = getattr(pages, "title", None)
+if st.session_state["previous-page"] not in (None, st.session_state["page"]):
+    from dashboard.upload_store import release_left_uploads  # not before the first page draws: see views/triage.py
+
+    release_left_uploads()  # the left page's upload box is gone, but Streamlit still held its films
 pages.run()

@@ -114,6 +114,23 @@ def refused_here() -> list[tuple[str, str]]:
     return store.take_refused(context.session_id) if isinstance(store, BoundedUploads) else []
 
 
+def release_left_uploads() -> None:
+    """Free the server memory of the films this browser session uploaded, on a change of page.
+
+    Streamlit frees a stored upload only when its user takes it out of the box, or when the session ends: the box
+    of a page that is left empties, but its films stayed in the store and counted against the session's cap
+    (twice a batch) and the server's, so a clinician who went to another page and came back twice was refused every
+    upload, with nothing in the box to remove (found in review). Triage's upload box is the only one, and on a page
+    change it is either gone or not drawn yet (this runs before the page), so nothing it shows is freed: the batch
+    shown again after a visit is a copy (dashboard.kept_batch)."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    context = get_script_run_ctx()
+    if context is not None and Runtime.exists():
+        Runtime.instance().uploaded_file_mgr.remove_session_files(context.session_id)
+
+
 def refused_uploads(names_now: list[str]) -> list[tuple[str, str]]:
     """(why, name) of the films the server refused this page, to name above the worklist until the upload box
     changes: a refusal that came after the page last ran is shown at its next run, and stays while the box

@@ -66,3 +66,32 @@ def test_uploads_past_the_servers_room_are_named_above_a_worklist_of_the_others(
     refused = re.search(r"Not received, so not on any worklist: (.*)\. The server is holding", alerts[0])
     assert refused and len(refused.group(1).split(", ")) == 2, alerts
     assert counted == 4  # the worklist holds the four films received
+
+
+@pytest.mark.slow
+def test_films_of_a_page_left_no_longer_count_against_the_sessions_uploads(tmp_path):
+    # A session holds at most twice a batch (two films here). Streamlit kept a left page's uploads until the
+    # session ended, so the third of three visits that each triaged one film was refused, with an empty box.
+    from playwright.sync_api import expect, sync_playwright
+
+    env = {**os.environ, "CXR_MODELS": str(quick_checkpoints(tmp_path / "models")), "CXR_JOBS": str(tmp_path / "jobs"),
+           "CXR_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "CXR_BATCH_MAX_FILMS": "1"}
+    films = [film for film in real_films() if film.parent.name == "NORMAL"][:3]
+    with StreamlitServer(env, tmp_path / "streamlit.log", serve=True) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium()), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.set_default_timeout(WAIT_MS)
+        expect.set_options(timeout=WAIT_MS)
+        page.goto(server.url)
+        for visit, film in enumerate(films):
+            if visit:  # to another page and back
+                page.get_by_test_id("stSidebarNav").get_by_text("Compare models").click()
+                expect(page.get_by_role("heading", name="Compare models")).to_be_visible()
+                page.get_by_test_id("stSidebarNav").get_by_text("Triage").click()
+            expect(page.get_by_role("heading", name="Triage")).to_be_visible()
+            page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files([str(film)])
+            expect(page.get_by_test_id("stDataFrame").filter(has_text=film.stem)).to_be_visible()
+            expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        browser.close()
+    assert "an upload was refused" not in (tmp_path / "streamlit.log").read_text()
