@@ -131,7 +131,7 @@ foreground = Foreground()  # one per process, like the models it protects
 
 MAX_MODELS = 8  # model versions kept in memory at once, the least recently asked for dropped first
 MAX_LOADING = 2  # model files read at once; more loads wait their turn
-_models: OrderedDict[tuple[str, str], ModelLoad] = OrderedDict()
+_models: OrderedDict[tuple[str, str, str], ModelLoad] = OrderedDict()
 _models_lock = threading.Lock()
 _loading = threading.BoundedSemaphore(MAX_LOADING)
 
@@ -139,9 +139,9 @@ _loading = threading.BoundedSemaphore(MAX_LOADING)
 def warm_up(entry: ModelEntry) -> ModelLoad:
     """Start loading ``entry`` in the background, once per process and model version (a failed load is retried).
 
-    The weights' hash in the key reloads a replaced model. Returns at once.
+    The hashes in the key reload a replaced model, or one whose population check was fitted again. Returns at once.
     """
-    key = (str(entry.json_path), entry.record.weights_sha256)
+    key = (str(entry.json_path), *_serving_hashes(entry.record))
     with _models_lock:
         load = _models.get(key)
         if load is None or load.failed:
@@ -160,5 +160,13 @@ def predictor_for(entry: ModelEntry) -> Predictor:
     return warm_up(entry).result()
 
 
-def model_key(predictor: Predictor) -> tuple[str, str]:
-    return predictor.name, predictor.loaded.record.weights_sha256
+def model_key(predictor: Predictor) -> tuple[str, str, str]:
+    return predictor.name, *_serving_hashes(predictor.loaded.record)
+
+
+def _serving_hashes(record) -> tuple[str, str]:
+    """What a served version reads from its files besides its name: its weights and its population check, which
+    ``fit-population`` replaces in place (a predictor loaded before would go on without it, or with the old one,
+    while the card, read afresh, promised it)."""
+    check = getattr(record, "population_check", None)
+    return record.weights_sha256, check.sha256 if check is not None else ""

@@ -286,3 +286,25 @@ def test_switching_among_more_versions_than_are_kept_loads_each_once_and_few_at_
     for load in loads:
         load.wait(30)
     assert most[0] == model_loads.MAX_LOADING
+
+
+def test_a_population_check_fitted_again_on_a_running_server_is_used_from_the_next_run(checkpoints):
+    """`fit-population` rewrites a version's JSON and population file, not its weights: the loaded predictor, and
+    the results it gave, were kept by the weights' hash alone, so films went on unchecked while the card, read
+    afresh, promised the check."""
+    import shutil
+
+    from core.store.descriptions import update_record
+    from core.store.records import read_model_record
+
+    (entry,) = [e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1"]
+    before = predictor_for(entry)
+    shipped = ROOT / "checkpoints" / "pneumonia-cnn5-v1"  # the shipped cnn5's check: fitted on other films
+    shutil.copy(shipped.with_suffix(".population.pt"), checkpoints / "pneumonia-cnn5-v1.population.pt")
+    update_record(entry.json_path, lambda record: {
+        "population_check": read_model_record(shipped.with_suffix(".json")).population_check})
+    (entry,) = [e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1"]
+    after = predictor_for(entry)
+    refitted = read_model_record(shipped.with_suffix(".json")).population_check.sha256
+    assert before.population.check.sha256 != refitted and after.population.check.sha256 == refitted
+    assert dashboard.model_loads.model_key(after) != dashboard.model_loads.model_key(before)
