@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,9 +130,14 @@ class Foreground:
 foreground = Foreground()  # one per process, like the models it protects
 
 
-MAX_MODELS = 8  # model versions kept in memory at once, the least recently asked for dropped first
+# Model versions kept in memory (about 90 MB each here): past MAX_MODELS the least recently asked for is dropped,
+# but not one asked for in the last KEPT_WHILE_USED_S unless MAX_MODELS_IN_USE are loaded. The shipped registry
+# alone offers more than 8 versions: a clinician going through them made every session reload each in turn
+# (seconds of both cores, every other user waiting at "Loading the model").
+MAX_MODELS, MAX_MODELS_IN_USE, KEPT_WHILE_USED_S = 8, 16, 300.0
 MAX_LOADING = 2  # model files read at once; more loads wait their turn
 _models: OrderedDict[tuple[str, str, str], ModelLoad] = OrderedDict()
+_asked: dict[tuple[str, str, str], float] = {}  # when each loaded version was last asked for (time.monotonic)
 _models_lock = threading.Lock()
 _loading = threading.BoundedSemaphore(MAX_LOADING)
 
@@ -147,11 +153,14 @@ def warm_up(entry: ModelEntry) -> ModelLoad:
         if load is None or load.failed:
             load = _models[key] = ModelLoad(entry)
         _models.move_to_end(key)
+        now = _asked[key] = time.monotonic()
         while len(_models) > MAX_MODELS:  # only loads that are done: one dropped while loading would be read
-            done = next((k for k, other in _models.items() if other.ready and k != key), None)  # again next switch
+            done = next((k for k, other in _models.items() if other.ready and k != key and (  # again next switch
+                len(_models) > MAX_MODELS_IN_USE or now - _asked.get(k, 0.0) > KEPT_WHILE_USED_S)), None)
             if done is None:
                 break
             del _models[done]
+            _asked.pop(done, None)
         return load
 
 

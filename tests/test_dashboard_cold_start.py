@@ -188,13 +188,42 @@ def test_the_page_knows_the_priorities_predict_gives():
 
 def test_at_most_a_few_model_versions_stay_loaded(checkpoints, monkeypatch):
     monkeypatch.setattr(dashboard.model_loads, "_models", type(dashboard.model_loads._models)())
+    monkeypatch.setattr(dashboard.model_loads, "_asked", {})
     monkeypatch.setattr(dashboard.model_loads, "MAX_MODELS", 1)
+    monkeypatch.setattr(dashboard.model_loads, "KEPT_WHILE_USED_S", 0.0)  # none counts as in use
     cnn, mlp = sorted(registered_models()[0], key=lambda e: e.name)
     first = warm_up(cnn)
     second = warm_up(mlp)
     assert list(dashboard.model_loads._models.values()) == [first, second]  # loading: not dropped (see below)
     assert first.wait(240) and second.wait(240)
     assert warm_up(mlp) is second and list(dashboard.model_loads._models.values()) == [second]
+
+
+def test_versions_asked_for_lately_stay_loaded_past_the_usual_number_up_to_a_cap(monkeypatch):
+    """Going back and forth among more versions than MAX_MODELS reloaded each of them every time (the shipped
+    registry alone has more): versions asked for in the last minutes stay, up to MAX_MODELS_IN_USE."""
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    model_loads = dashboard.model_loads
+    monkeypatch.setattr(model_loads, "_models", OrderedDict())
+    monkeypatch.setattr(model_loads, "_asked", {}, raising=False)
+    monkeypatch.setattr(model_loads, "MAX_MODELS", 1)
+    monkeypatch.setattr(model_loads, "MAX_MODELS_IN_USE", 2, raising=False)
+    started = []
+
+    def instant(self):  # a load that is done at once (no model is needed here)
+        started.append(self.name)
+        self._done.set()
+
+    monkeypatch.setattr(model_loads.ModelLoad, "_run", instant)
+    a, b, c = (SimpleNamespace(name=n, json_path=f"/nowhere/{n}.json", record=SimpleNamespace(weights_sha256=n * 64))
+               for n in "abc")
+    for entry in (a, b, a, b):
+        warm_up(entry).wait(5)
+    assert started == ["a", "b"]  # both asked for just now: both kept, though MAX_MODELS is 1
+    warm_up(c).wait(5)
+    assert started == ["a", "b", "c"] and [load.name for load in model_loads._models.values()] == ["b", "c"]
 
 
 def test_make_runs_launcher_warms_the_default_model_before_any_page_is_viewed(checkpoints, tmp_path):
