@@ -1,0 +1,52 @@
+"""The Triage page's model box follows the task's default until its user chooses a model.
+
+A session opened before another version was made the default went on triaging with the old one, which the box no
+longer labelled as the default (found by a review)."""
+from __future__ import annotations
+
+import pytest
+from e2e_support import ROOT, quick_checkpoints
+from streamlit.testing.v1 import AppTest
+
+from core.store.registry import set_default
+
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+@pytest.fixture
+def checkpoints(tmp_path, settings_env):
+    folder = quick_checkpoints(tmp_path / "checkpoints")
+    settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    return folder
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception and at.sidebar.selectbox[0].value == "pneumonia-cnn5-v1"  # the template's default
+    return at
+
+
+def test_a_session_that_never_chose_follows_a_new_default_and_is_told(checkpoints):
+    at = _app()
+    set_default("pneumonia-mlp-v1", checkpoints)  # another administrator, meanwhile
+    at.run()
+    assert not at.exception and at.sidebar.selectbox[0].value == "pneumonia-mlp-v1"
+    assert [i.value for i in at.sidebar.info if "default" in i.value] == [
+        "pneumonia-mlp-v1 has been made this task's default since this page was opened (before: pneumonia-cnn5-v1), "
+        "so films are now triaged with it. Choose another model above if you prefer."]
+    at.sidebar.selectbox[0].set_value("pneumonia-cnn5-v1").run()  # a choice of its user's: kept, and no more notice
+    set_default("pneumonia-cnn5-v1", checkpoints)
+    set_default("pneumonia-mlp-v1", checkpoints)
+    at.run()
+    assert at.sidebar.selectbox[0].value == "pneumonia-cnn5-v1"
+    assert not [i.value for i in at.sidebar.info if "default" in i.value]
+
+
+def test_a_model_its_user_chose_stays_when_the_default_changes(checkpoints):
+    at = _app()
+    at.sidebar.selectbox[0].set_value("pneumonia-mlp-v1").run()
+    set_default("pneumonia-mlp-v1", checkpoints)
+    set_default("pneumonia-cnn5-v1", checkpoints)
+    at.run()
+    assert not at.exception and at.sidebar.selectbox[0].value == "pneumonia-mlp-v1"
