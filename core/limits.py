@@ -120,7 +120,8 @@ DISPLAY_SIDE = 1024
 # One browser session's triage results (~1 MB each: the display copy) and Grad-CAM heat maps (~0.1 MB each).
 SESSION_RESULT_CACHE_BYTES = 128 * 2**20
 SESSION_HEAT_MAP_CACHE_BYTES = 32 * 2**20
-# All sessions' caches together (416 MB each at most): past this, a session keeps less and computes again.
+# All sessions' caches together (each session's three above, 416 MB, and its kept batch, dashboard.kept_batch, up
+# to a batch's megabytes): past this, a session keeps less and computes again.
 ALL_SESSION_CACHES_BYTES = 2 * 2**30
 
 

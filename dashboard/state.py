@@ -27,6 +27,7 @@ from core.films.read import read_film
 from core.films.roots import folder_label
 from core.serving.explain import load_cam_library
 from core.serving.film_cache import BoundedCache, FilmCache, SharedBudget
+from core.serving.in_flight import film_in_flight
 from core.store.registry import ModelEntry, list_models
 from core.store.reports import Report
 from dashboard.folder_stamp import folder_stamp
@@ -218,8 +219,9 @@ def _triage_kept(results: BoundedCache, key: tuple, upload: Upload, films: FilmC
 
 def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor) -> FilmResult:
     try:
-        film = decoded(upload, films)
-        prediction = predictor.predict(film)
+        with film_in_flight():
+            film = decoded(upload, films)
+            prediction = predictor.predict(film)
     except TryAgainLater:
         raise
     except TriageError as exc:
@@ -234,7 +236,8 @@ def heat_map(class_name: str, method: str, upload: Upload, predictor: Predictor)
     """Where the model looked for ``class_name``, kept for this session; TriageError / ValueError for the page."""
     def compute() -> np.ndarray:
         load_cam_library()  # outside the model's lock: other sessions keep predicting while it imports
-        return predictor.explain(decoded(upload, session_films()), class_name, method).heat_map
+        with film_in_flight():
+            return predictor.explain(decoded(upload, session_films()), class_name, method).heat_map
 
     key = (upload.digest, model_key(predictor), class_name, method)
     return session_cache(_SESSION_HEAT_MAPS).get_or_compute(key, compute)

@@ -289,6 +289,31 @@ def test_a_film_refused_for_a_passing_reason_is_tried_again_on_the_next_run(pred
     assert len(calls) == 2  # the good result is kept as before
 
 
+
+def test_films_in_flight_are_bounded_for_all_sessions_and_one_past_them_is_read_at_the_next_run(
+        predictor, films_dir, monkeypatch):
+    """A film being decoded and waiting for the model was counted by no cache: a hundred sessions each holding a
+    61 MB film (from a 21 kB PNG) held 6 GB. Past MAX_FILMS_IN_FLIGHT a film waits, then says to try again."""
+    from core.serving import in_flight
+    from dashboard import state
+
+    film = next((films_dir / "NORMAL").iterdir())
+    uploads = [Upload.of(corpus.Upload("waiting.jpeg", film.read_bytes()))]
+    monkeypatch.setattr(state, "session_cache", lambda kind, kept={}: kept.setdefault(kind, state.BoundedCache(
+        *state._CAPS[kind])))  # one session's cache, fresh for this test
+    monkeypatch.setattr(in_flight, "WAIT_S", 0.2)
+    slots = [in_flight.film_in_flight() for _ in range(in_flight.MAX_FILMS_IN_FLIGHT)]
+    for slot in slots:  # other sessions' films, all in flight
+        slot.__enter__()
+    try:
+        (busy,) = triage_uploads(predictor, uploads)
+    finally:
+        for slot in slots:
+            slot.__exit__(None, None, None)
+    assert busy.error == in_flight.BUSY and busy.prediction is None
+    (read,) = triage_uploads(predictor, uploads)  # not kept: read now that a slot is free
+    assert read.error is None and read.prediction is not None
+
 # --- the triage page itself ----------------------------------------------------------------------------
 
 
