@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -40,9 +41,9 @@ def shipped_dir() -> Path:
 
 
 def is_shipped(path: Path, directory: Path | None = None) -> bool:
-    """Whether ``path`` lies in the shipped folder (the detector's sub-folder included)."""
-    folder = (directory or shipped_dir()).resolve()
-    return folder in path.resolve().parents
+    """Whether ``path`` lies in the shipped folder (the detector's sub-folder included), as written: a linked
+    file there is shipped wherever its link points (and refused when read, :func:`read_verified`)."""
+    return _relative(path, directory or shipped_dir()) is not None
 
 
 def shipped_files(directory: Path) -> list[Path]:
@@ -56,8 +57,30 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _relative(path: Path, directory: Path) -> str | None:
+    """``path`` relative to ``directory``, compared as written, or else with the links of the folders above
+    the file resolved (the folder reached by another spelling); never through a link that is the file itself,
+    which would name its target's path instead (a ValueError naming server paths, or a shipped link missed)."""
+    written, folder = Path(os.path.abspath(path)), Path(os.path.abspath(directory))
+    for inside, root in ((written, folder), (written.parent.resolve() / written.name, folder.resolve())):
+        if root in inside.parents:
+            return inside.relative_to(root).as_posix()
+    return None
+
+
 def _key(path: Path, directory: Path) -> str:
-    return path.resolve().relative_to(directory.resolve()).as_posix()
+    key = _relative(path, directory)
+    if key is None:
+        raise CheckpointError(f"{path.name} is not in the shipped models folder, so the checksum manifest cannot "
+                              "vouch for it.")
+    return key
+
+
+def _refuse_link(path: Path) -> None:
+    """Shipped files are the bytes in the folder: a link's target is not covered by review of the checkout."""
+    if path.is_symlink():
+        raise CheckpointError(f"Shipped file {path.name} is refused: shipped files must be regular files, not "
+                              "links. Restore the checkpoints folder from the repository.")
 
 
 def read_manifest(directory: Path | None = None) -> dict[str, str]:
@@ -104,6 +127,7 @@ def _existing_entries(directory: Path) -> dict[str, str]:
 def verify(path: Path, data: bytes, directory: Path | None = None) -> bytes:
     """``data`` (the bytes read from shipped ``path``) when the manifest lists them; else CheckpointError."""
     directory = directory or shipped_dir()
+    _refuse_link(path)
     try:
         expected = read_manifest(directory).get(_key(path, directory))
     except CheckpointError as exc:  # named, so that what cannot be used says which model it is
@@ -121,6 +145,7 @@ def verify(path: Path, data: bytes, directory: Path | None = None) -> bytes:
 
 def read_verified(path: Path, directory: Path | None = None) -> bytes:
     """The bytes of shipped ``path``, checked against the manifest (CheckpointError when unreadable or wrong)."""
+    _refuse_link(path)  # before reading: a link whose target is gone is refused as a link, not as unreadable
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -1,0 +1,66 @@
+"""Edges of the two-tier model store found by a review: a linked file in the shipped folder, a shipped version
+name the site folder already held, a shipped version without its population file, and a population check whose
+description could not be written."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.errors import CheckpointError
+from core.store import manifest
+from core.store.checkpoints import load_checkpoint
+from core.store.registry import REGISTRY_FILE, list_models
+from test_model_tiers import PNEUMONIA, TUBERCULOSIS, save
+
+
+@pytest.fixture
+def folders(tmp_path, settings_env) -> tuple[Path, Path]:
+    """A shipped folder (pneumonia default ship-pneu-v1, a spare v2, tuberculosis default ship-tb-v1, the
+    manifest) and an empty site folder, both configured."""
+    shipped, site = tmp_path / "shipped", tmp_path / "site"
+    for name, classes in (("ship-pneu-v1", PNEUMONIA), ("ship-pneu-v2", PNEUMONIA), ("ship-tb-v1", TUBERCULOSIS)):
+        save(shipped, name, classes)
+    (shipped / REGISTRY_FILE).write_text(json.dumps({"task_defaults": {"pneumonia": "ship-pneu-v1",
+                                                                       "tuberculosis": "ship-tb-v1"}}))
+    manifest.write_manifest(shipped)
+    settings_env(CXR_CHECKPOINTS=str(shipped), CXR_MODELS=str(site))
+    return shipped, site
+
+
+# --- a linked file in the shipped folder --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["outside", "inside"])
+def test_a_linked_shipped_file_is_a_problem_named_without_paths_not_a_crash(folders, tmp_path, target):
+    """``_key`` resolved the link and then failed (ValueError) for every listing, page and command, naming the
+    server paths; a link to a description outside the folder was not even seen as shipped when loaded."""
+    shipped, _ = folders
+    if target == "outside":
+        source = save(tmp_path / "elsewhere", "linked-v1")
+        (shipped / "linked-v1.pt").symlink_to(source.with_suffix(".pt"))
+    else:  # a second name for a listed description: its bytes match the manifest, the name does not
+        source = shipped / "ship-pneu-v2.json"
+    (shipped / "linked-v1.json").symlink_to(source)
+    refused = "Shipped file linked-v1.json is refused: shipped files must be regular files"
+    entries, problems = list_models()
+    assert sorted(e.name for e in entries) == ["ship-pneu-v1", "ship-pneu-v2", "ship-tb-v1"]
+    assert [p for p in problems if p.startswith(refused)] == problems[:1] and len(problems) == 1
+    assert str(tmp_path) not in problems[0]
+    with pytest.raises(CheckpointError, match=refused):
+        load_checkpoint(shipped / "linked-v1.json")
+    checked = manifest.check(shipped)
+    assert any(p.startswith(refused) for p in checked) and not any(str(tmp_path) in p for p in checked)
+    assert manifest.is_shipped(shipped / "linked-v1.json")
+
+
+def test_the_models_command_lists_a_linked_shipped_file_as_a_problem(folders, tmp_path, run_cli):
+    shipped, site = folders
+    (shipped / "linked-v1.json").symlink_to(save(tmp_path / "elsewhere", "linked-v1"))
+    result = run_cli("models", "--json", checkpoints=site)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    (line,) = result.json_lines()
+    assert sorted(m["name"] for m in line["models"]) == ["ship-pneu-v1", "ship-pneu-v2", "ship-tb-v1"]
+    assert len(line["problems"]) == 1 and "linked-v1.json is refused" in line["problems"][0]
+    assert str(tmp_path) not in result.stdout + result.stderr
