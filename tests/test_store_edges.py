@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from core.errors import CheckpointError
+from core.errors import CheckpointError, ModelNotFound
 from core.models.build import build_model
+from core.models.features import GaussianScore
 from core.store import manifest
-from core.store.checkpoints import load_checkpoint
-from core.store.registry import REGISTRY_FILE, SITE, find_model, list_models, set_default
+from core.store.checkpoints import load_checkpoint, population_file, save_checkpoint
+from core.store.records import PopulationCheck
+from core.store.registry import REGISTRY_FILE, SITE, find_model, list_models, listing, set_default
 from core.store.versions import next_version_name
 from core.training.shipping import ship_version
 from test_model_tiers import PNEUMONIA, TUBERCULOSIS, record_for, save
@@ -30,6 +33,23 @@ def folders(tmp_path, settings_env) -> tuple[Path, Path]:
     manifest.write_manifest(shipped)
     settings_env(CXR_CHECKPOINTS=str(shipped), CXR_MODELS=str(site))
     return shipped, site
+
+
+def _score(seed: int) -> GaussianScore:
+    features = np.random.default_rng(seed).normal(size=(24, 8))
+    return GaussianScore.fit(features, components=3)
+
+
+def _check() -> PopulationCheck:
+    return PopulationCheck(population="test films", fitted_on=24, components=3, threshold=5.0, quantile=0.98,
+                           validation_films=8, validation_warn_rate=0.0)
+
+
+def _save_with_check(folder: Path, name: str) -> Path:
+    model, _ = build_model("logistic", 2, 32)
+    record = record_for(name).model_copy(update={"population_check": _check()})
+    save_checkpoint(folder, model, record, _score(0))
+    return folder / f"{name}.json"
 
 
 # --- a linked file in the shipped folder --------------------------------------------------------------------
@@ -83,3 +103,27 @@ def test_a_shipped_version_never_takes_a_name_the_site_folder_holds(folders):
     assert ship_version(model, record_for(""), "ship-pneu", directory=shipped).name == "ship-pneu-v4"
     default = find_model(None, task="pneumonia")
     assert (default.name, default.tier, default.json_path) == ("ship-pneu-v3", SITE, site / "ship-pneu-v3.json")
+
+
+# --- a shipped version without its population file ----------------------------------------------------------
+
+
+def test_a_shipped_default_without_its_population_file_is_a_broken_default(folders):
+    """The listing served it (\"triages without its population check\") while loading refused it: a shipped
+    version must have every file its manifest lists."""
+    shipped, _ = folders
+    json_path = _save_with_check(shipped, "ship-pneu-v3")
+    manifest.write_manifest(shipped)
+    set_default("ship-pneu-v3")
+    assert find_model(None, task="pneumonia").name == "ship-pneu-v3"
+    population_file(json_path).unlink()
+    with pytest.raises(CheckpointError, match="ship-pneu-v3.population.pt cannot be read"):
+        load_checkpoint(json_path)
+    entries, problems, broken = listing()
+    assert "ship-pneu-v3" not in {e.name for e in entries}
+    assert broken["pneumonia"][0] == "ship-pneu-v3"
+    assert problems[0] == ("ship-pneu-v3.json names population-check file ship-pneu-v3.population.pt, which is "
+                           "missing, so the model cannot be used: a shipped version must have every file its "
+                           "checksum manifest lists. Restore the checkpoints folder from the repository.")
+    with pytest.raises(ModelNotFound, match="The default model of the pneumonia task, ship-pneu-v3, cannot be used"):
+        find_model(None, task="pneumonia")

@@ -162,14 +162,22 @@ def _read_tier(tier: Tier, problems: list[str]) -> list[tuple[ModelRecord, Path]
             problems.append(f"{json_path.name} gives its model a name that is not allowed; it is ignored.")
         elif not json_path.with_suffix(".pt").exists():
             problems.append(f"{json_path.name} has no weights file beside it.")
+        elif tier.name == SHIPPED and _population_missing(record, tier.folder):  # loading refuses it: not listed
+            problems.append(f"{json_path.name} names population-check file {record.population_check.file}, which "
+                            "is missing, so the model cannot be used: a shipped version must have every file its "
+                            "checksum manifest lists. Restore the checkpoints folder from the repository.")
         else:
             readable.append((record, json_path))
             check = record.population_check
-            if check is not None and not (tier.folder / check.file).exists():  # served, but say it is unchecked
+            if _population_missing(record, tier.folder):  # a site copy: served, but say it is unchecked
                 problems.append(f"{record.name} triages without its population check ({check.file} is missing): "
                                 "no film is flagged as unlike its training films. Copy the file back, or fit the "
                                 f"check again (python -m core fit-population {record.name}).")
     return readable
+
+
+def _population_missing(record: ModelRecord, folder: Path) -> bool:
+    return record.population_check is not None and not (folder / record.population_check.file).exists()
 
 
 def _defaults(tier_list: list[Tier], tasks: dict[str, str]) -> tuple[dict[str, str], str | None, dict[str, str]]:
