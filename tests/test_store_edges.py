@@ -3,6 +3,7 @@ name the site folder already held, a shipped version without its population file
 description could not be written."""
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -50,6 +51,11 @@ def _save_with_check(folder: Path, name: str) -> Path:
     record = record_for(name).model_copy(update={"population_check": _check()})
     save_checkpoint(folder, model, record, _score(0))
     return folder / f"{name}.json"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """The folder's files and their bytes, without its lock file."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".registry.lock"}
 
 
 # --- a linked file in the shipped folder --------------------------------------------------------------------
@@ -127,3 +133,38 @@ def test_a_shipped_default_without_its_population_file_is_a_broken_default(folde
                            "checksum manifest lists. Restore the checkpoints folder from the repository.")
     with pytest.raises(ModelNotFound, match="The default model of the pneumonia task, ship-pneu-v3, cannot be used"):
         find_model(None, task="pneumonia")
+
+
+# --- a population check whose description could not be written --------------------------------------------------
+
+
+@pytest.mark.parametrize("before", ["a check", "none"])
+def test_a_population_check_whose_description_cannot_be_written_leaves_the_version_as_it_was(tmp_path, monkeypatch,
+                                                                                           before):
+    """The population file was replaced first: a full disk when the JSON followed left a version refused for a
+    population file that no longer matched its description."""
+    from core.store import descriptions
+
+    if before == "a check":
+        json_path = _save_with_check(tmp_path, "site-pneu-v1")
+    else:
+        json_path = save(tmp_path, "site-pneu-v1")
+    files = _files(tmp_path)
+    expected = load_checkpoint(json_path).population
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(descriptions, "atomic_write_json", full)
+    with pytest.raises(OSError):
+        descriptions.attach_population_check(json_path, _score(1), _check())
+    assert _files(tmp_path) == files
+    loaded = load_checkpoint(json_path).population
+    if expected is None:
+        assert loaded is None
+    else:
+        assert np.array_equal(loaded.mean, expected.mean) and np.array_equal(loaded.precision, expected.precision)
+    monkeypatch.undo()
+    stored = descriptions.attach_population_check(json_path, _score(1), _check())  # and it still works afterwards
+    assert load_checkpoint(json_path).record.population_check == stored.population_check
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.suffix == ".tmp") == []

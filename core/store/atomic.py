@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -30,3 +33,28 @@ def remove_stale_temporaries(directory: Path) -> None:
     """Delete temporaries a killed writer left behind. Call only under the registry lock (no live writer)."""
     for leftover in directory.glob(".*.tmp"):
         leftover.unlink(missing_ok=True)
+
+
+@contextmanager
+def restored_on_failure(path: Path) -> Iterator[None]:
+    """``path`` as it was (or absent, as it was) when the block fails: a file replaced before the description
+    that names its hash, which then could not be written (a full disk), would leave a model refused for a file
+    its description no longer matches. Call under the registry lock (the kept copy is a temporary)."""
+    kept = path.with_name(f".{path.name}.kept.tmp")  # a killed writer's goes with the other temporaries
+    kept.unlink(missing_ok=True)
+    existed = path.exists()
+    if existed:
+        try:
+            os.link(path, kept)  # the old bytes, kept without writing them again: a full disk cannot refuse it
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(path, kept)
+    try:
+        yield
+    except BaseException:
+        if existed:
+            os.replace(kept, path)
+        else:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        kept.unlink(missing_ok=True)

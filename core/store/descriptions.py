@@ -6,11 +6,12 @@ A shipped version's checksum manifest is re-signed under the same lock.
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 from core.models.features import GaussianScore
 from core.store import manifest
-from core.store.atomic import atomic_write_json
+from core.store.atomic import atomic_write_json, restored_on_failure
 from core.store.checkpoints import population_file, save_population
 from core.store.lock import registry_lock
 from core.store.records import HoldoutRun, MeasuredElsewhere, ModelRecord, PopulationCheck, read_model_record
@@ -20,11 +21,15 @@ from core.store.reports import OUT_OF_BATCH, Report
 def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = ()) -> ModelRecord:
     """Read the description at ``json_path``, apply ``change`` (the record as read -> the fields to replace) and
     write it atomically, all under the registry lock; a shipped version's manifest is re-signed for it and for
-    ``also_signed`` (files written beside it). Returns the record as stored."""
+    ``also_signed`` (files ``change`` writes beside it, put back as they were when the description cannot be
+    written). Returns the record as stored."""
     with registry_lock(json_path.parent):
         current = read_model_record(json_path)
-        record = current.model_copy(update=change(current))
-        atomic_write_json(json_path, record.to_json())
+        with ExitStack() as beside:
+            for path in also_signed:
+                beside.enter_context(restored_on_failure(path))
+            record = current.model_copy(update=change(current))
+            atomic_write_json(json_path, record.to_json())
         if manifest.is_shipped(json_path):
             manifest.write_manifest(manifest.shipped_dir(), [json_path, *also_signed])
     return record
@@ -32,7 +37,8 @@ def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = ()) -
 
 def attach_population_check(json_path: Path, score: GaussianScore, check: PopulationCheck) -> ModelRecord:
     """Add (or replace) the population check of an existing version: its file, then its description in the
-    JSON, under one lock; the weights and every other field are unchanged."""
+    JSON, under one lock (the file as it was when the JSON cannot be written); the weights and every other field
+    are unchanged."""
     return update_record(json_path, lambda record: {
         "population_check": save_population(json_path.parent, json_path.stem, score, check)},
         also_signed=(population_file(json_path),))
