@@ -1,6 +1,7 @@
 """Recalibrating a model: a new version, same weights, a threshold for another sensitivity target."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -12,13 +13,15 @@ import corpus
 from core.errors import CalibrationError, DatasetError
 from core.models.inference import probabilities_in_batches
 from core.store.checkpoints import load_checkpoint
-from core.store.records import ModelRecord, read_model_record
+from core.store.descriptions import attach_measured_elsewhere
+from core.store.records import MeasuredElsewhere, ModelRecord, read_model_record
 from core.store.registry import list_models, read_registry
 from core.training.calibrate import calibrate
 from core.films.folders import discover
 from core.films.tensor import load_tensors
 from core.training.data import patient_split
 from core.training.train import maybe_subset
+from dashboard.components.travel import elsewhere_summaries
 
 
 @pytest.fixture
@@ -91,3 +94,33 @@ def test_cli_reports_the_new_version_and_fails_as_json(trained_model, registry, 
     assert (stored["promotions"][-1]["name"], stored["promotions"][-1]["previous"]) == (out["name"], name)
     bad = run_cli("calibrate", "no-such-model", "--target-sensitivity", "0.99", checkpoints=registry)
     assert bad.returncode == 1 and "No model named 'no-such-model'" in bad.json_lines()[0]["error"]
+
+
+def _measured(title: str, threshold: float | None) -> MeasuredElsewhere:
+    return MeasuredElsewhere(title=title, films=f"{title}'s films", measured_by="a tester",
+                             class_counts={"NORMAL": 80, "PNEUMONIA": 120}, threshold=threshold, auc=0.9,
+                             sensitivity=0.9, specificity=0.8)
+
+
+def test_figures_measured_elsewhere_stay_at_the_threshold_they_were_read_at(trained_model, registry):
+    """The same weights keep others' figures, each at the threshold it was read at (the previous one where none
+    was reported), so the card says they are not at the new threshold; rounded weights drop them."""
+    old = trained_model.record
+    attach_measured_elsewhere(registry / f"{old.name}.json", _measured("Site A", 0.5))
+    attach_measured_elsewhere(registry / f"{old.name}.json", _measured("Site B", None))
+    new = calibrate(old.name, 0.995, directory=registry)
+    was, now = old.operating_point.threshold, new.operating_point.threshold
+    assert [(m.title, m.threshold, m.sensitivity) for m in new.measured_elsewhere] == [
+        ("Site A", 0.5, 0.9), ("Site B", was, 0.9)]
+    assert elsewhere_summaries(new)[1].startswith(f"**Site B** (200 films, read at threshold {was:.3f}; this "
+                                                  f"version's is now {now:.3f}): AUC 0.900")
+    # weights stored before float16 storage (float32, not representable in float16) are rounded when stored again:
+    # other weights than the ones measured
+    weights = registry / f"{old.name}.pt"
+    payload = torch.load(weights, weights_only=True)
+    payload["model"] = {k: v.float() * (1 + 1e-5) if v.is_floating_point() else v for k, v in payload["model"].items()}
+    torch.save(payload, weights)
+    stored = json.loads((registry / f"{old.name}.json").read_text())
+    stored["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (registry / f"{old.name}.json").write_text(json.dumps(stored))
+    assert calibrate(old.name, 0.99, directory=registry).measured_elsewhere == ()

@@ -153,6 +153,11 @@ def round_to_storage(model: nn.Module) -> None:
             tensor.copy_(tensor.half().float())
 
 
+def kept_when_stored(model: nn.Module) -> bool:
+    """Whether storing ``model`` keeps its weights exactly (false for an older float32 checkpoint: rounded)."""
+    return all(_storage(t).to(t.dtype).equal(t.detach().cpu()) for t in model.state_dict().values())
+
+
 def _to_bytes(obj) -> bytes:
     handle = io.BytesIO()
     torch.save(obj, handle)

@@ -22,7 +22,9 @@ entry of ``other_reports`` (the out-of-batch holdout, the tighter-framing check)
 threshold, and entries that cannot be recomputed (a previous calibration's site films, another run's
 other-batch figures lent by ``other-batch --from``, a withdrawn report such as ``adults``) are dropped rather
 than kept at a threshold the version no longer uses. Either mode therefore needs the training folder to re-read
-validation.
+validation. Figures others measured (``measured_elsewhere``) cannot be re-read: they stay, at the threshold they
+were read at (the previous version's where none was reported), while the weights are stored unchanged, and go
+when storing rounds them.
 """
 from __future__ import annotations
 
@@ -38,9 +40,9 @@ from core.films.manifest import find_manifest, recorded_source
 from core.films.roots import folder_label
 from core.films.tensor import load_tensors
 from core.models.device import model_device, place_model, resolve_device, to_device
-from core.store.checkpoints import load_checkpoint
+from core.store.checkpoints import kept_when_stored, load_checkpoint
 from core.store.promotion import promote
-from core.store.records import Calibration, ModelRecord, TrainConfig
+from core.store.records import Calibration, MeasuredElsewhere, ModelRecord, TrainConfig
 from core.store.registry import checkpoint_dir, find_model
 from core.store.writable import ensure_models_writable
 from core.store.reports import OperatingPoint, Report
@@ -77,6 +79,7 @@ def calibrate(
     if site is not None:
         _refuse_own_films(site, record.name, training_folder, val_set, held_out)
     config = _config(record, target_sensitivity)
+    elsewhere = _measured_elsewhere(record, loaded.model)  # before the model runs: its tensors as loaded
     model = place_model(loaded.model, where)  # older checkpoints were float32; the new version is float16
     split = record.report.split if record.report else f"validation: {len(val_set)} films"
     if site is None:
@@ -96,6 +99,7 @@ def calibrate(
         "operating_point": point, "report": report, "other_reports": others,
         "calibration": _calibration(loaded.name, previous, target_sensitivity, site),
         "holdout_run": None,  # another run's other-batch figures were read at that run's threshold, not this one's
+        "measured_elsewhere": elsewhere,
     })
     stored = ship_version(model, calibrated, _VERSION.sub("", loaded.name), directory, who=who,
                           population=loaded.population)  # same weights, same training films: same population
@@ -115,6 +119,17 @@ def _config(record: ModelRecord, target_sensitivity: float) -> TrainConfig:
             update={"pretrained": stored.pretrained})
     except ValueError as exc:
         raise CalibrationError(str(exc)) from exc
+
+
+def _measured_elsewhere(record: ModelRecord, model) -> tuple[MeasuredElsewhere, ...]:
+    """Others' figures that still describe the new version, each with the threshold it was read at: none when
+    storing the weights again rounds them (an older float32 checkpoint: other weights than the ones measured);
+    an entry that reported no threshold was read at the previous version's, so the card and Compare say so."""
+    if not kept_when_stored(model):
+        return ()
+    previous = record.operating_point.threshold
+    return tuple(m if m.threshold is not None else m.model_copy(update={"threshold": previous})
+                 for m in record.measured_elsewhere)
 
 
 def _refuse_own_films(site: SiteFolder, name: str, *own: FilmSet | None) -> None:
