@@ -175,6 +175,10 @@ class Member(Record):
     precision: str | None = None
 
 
+POPULATION_CHECK_SINCE = "2026-11-30"  # versions created before this day were trained before the check existed
+NO_POPULATION_CHECK = "No population check"  # starts the training note that says why a version has none
+
+
 class PopulationCheck(Record):
     """Is a film from the population this model was trained on? A Gaussian score on the films' ImageNet
     features (core.models.features) fitted on the model's own training films, with a threshold at a high

@@ -119,9 +119,10 @@ def build_ensemble_version(
     films, train_set, _, held_out = split_films(data_dir, config)
     others = other_reports(ensemble, held_out, holdout_rule(config.holdout).description if held_out else "",
                            ensemble.image_size, point, config.seed, validation=val_set, training_folder=films)
-    population, check = _population(loaded, train_set, val_set, data_dir, config.seed)
+    notes: list[str] = []  # why it has no population check, when it has none
+    population, check = _population(loaded, train_set, val_set, data_dir, config.seed, notes)
     members = tuple(member for _, _, member in networks)
-    record = _record(loaded, members, config, data_dir, point, report, others, ensemble, where.type)
+    record = _record(loaded, members, config, data_dir, point, report, others, ensemble, where.type, notes)
     stored = ship_version(ensemble, record.model_copy(update={"population_check": check}), base_name, directory,
                           who=who, population=population)
     result = EnsembleResult(stored, tuple(_member_standing(m, held_out, others, config.seed) for m in loaded))
@@ -183,15 +184,18 @@ def _networks(loaded: list[LoadedModel]) -> list[tuple[nn.Module, MemberSpec, Me
     return networks
 
 
-def _population(loaded: list[LoadedModel], train_set: FilmSet, val_set: FilmSet, data_dir: Path,
-                seed: int) -> tuple[GaussianScore | None, PopulationCheck | None]:
+def _population(loaded: list[LoadedModel], train_set: FilmSet, val_set: FilmSet, data_dir: Path, seed: int,
+                notes: list[str]) -> tuple[GaussianScore | None, PopulationCheck | None]:
     """The population check, fitted on the ensemble's training films (its first member's: the members share their
-    folder and validation split) when they are the films that member recorded; else a member's own check."""
+    folder and validation split) when they are the films that member recorded; else a member's own check. Why
+    fitting failed goes to ``notes`` when no member's check stands in."""
+    failed: list[str] = []
     if fingerprint(train_set).sha256 == loaded[0].record.data.train.sha256:
-        score, check = try_fit_population_check(train_set, val_set, data_dir, seed, lambda message: None)
+        score, check = try_fit_population_check(train_set, val_set, data_dir, seed, lambda message: None, failed)
         if score is not None:
             return score, check
     member = next((m for m in loaded if m.population is not None), None)
+    notes += [] if member else failed
     return (member.population, member.record.population_check) if member else (None, None)
 
 
@@ -216,14 +220,15 @@ def _spec(record: ModelRecord) -> MemberSpec:
 
 
 def _record(loaded: list[LoadedModel], members: tuple[Member, ...], config: TrainConfig, data_dir: Path, point,
-            report: Report, others: dict[str, Report], ensemble: Ensemble, device: str) -> ModelRecord:
+            report: Report, others: dict[str, Report], ensemble: Ensemble, device: str,
+            population_notes: list[str]) -> ModelRecord:
     first = loaded[0].record
     parts = [f"the {len(m.record.members)} members of {m.name}" if m.record.members else m.name for m in loaded]
     networks = sum(len(m.record.members) or 1 for m in loaded)
     recipe = f"{first.name}'s first member's" if first.members else f"{first.name}'s"
     notes = [f"Ensemble of {networks} networks ({and_list(parts)}): the mean of their probabilities, one operating "
              f"point chosen on their shared validation films. The recipe above is {recipe}; each member's is below."]
-    notes += [note for m in loaded for note in _member_notes(m.record)]
+    notes += [note for m in loaded for note in _member_notes(m.record)] + population_notes
     return ModelRecord(
         name="", task=first.task, arch=ENSEMBLE, classes=first.classes,
         model_args=ModelArgs(num_classes=len(first.classes), image_size=ensemble.image_size),

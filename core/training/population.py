@@ -20,7 +20,7 @@ from core.films.folders import FilmSet
 from core.films.known_sets import KNOWN_POPULATIONS  # the shared sets' populations in words
 from core.films.roots import folder_label
 from core.models.features import FilmFeatures, GaussianScore
-from core.store.records import PopulationCheck
+from core.store.records import NO_POPULATION_CHECK, PopulationCheck
 
 MAX_FIT_FILMS = 1500  # a sample this size fixes the Gaussian; more only costs minutes of features
 MAX_VALIDATION_FILMS = 1000
@@ -49,12 +49,17 @@ def fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str | P
 
 
 def try_fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str | Path, seed: int,
-                             on_progress: Callable[[str], None]) -> tuple[GaussianScore | None, PopulationCheck | None]:
-    """Training's call: a version without the check (and a note saying why) rather than no version."""
+                             on_progress: Callable[[str], None], notes: list[str] | None = None,
+                             ) -> tuple[GaussianScore | None, PopulationCheck | None]:
+    """Training's call: a version without the check rather than no version, and a note saying why (appended to
+    ``notes``, the version's training notes: the card quotes it)."""
     try:
         return fit_population_check(train_set, val_set, data_dir, seed, on_progress)
     except (CheckpointError, DatasetError) as exc:
-        on_progress(f"no population check for this version ({exc}); its films will not be checked against it")
+        note = f"{NO_POPULATION_CHECK}: it could not be fitted when this version was made ({str(exc).rstrip('.')})"
+        on_progress(f"{note}; its films will not be checked against it")
+        if notes is not None:
+            notes.append(note)
         return None, None
 
 

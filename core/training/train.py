@@ -128,7 +128,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
                            config.image_size, point, config.seed, validation=val_set, training_folder=films)
     timed("other-batch and other-collection checks")
     population, population_check = try_fit_population_check(  # is a film like these training films?
-        train_set, val_set, data_dir, config.seed, lambda message: emit(LoadingEvent(message=message)))
+        train_set, val_set, data_dir, config.seed, lambda message: emit(LoadingEvent(message=message)), notes)
     timed("population check")
     record = ModelRecord(
         name="", task=task_name(films.classes), arch=config.arch, classes=films.classes,

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.films.manifest import recorded_source
 from core.models.catalog import CATALOG
-from core.store.records import ModelRecord
+from core.store.records import NO_POPULATION_CHECK, POPULATION_CHECK_SINCE, ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
 from dashboard.components.reports import (architecture_title, chosen_on, films_in_words, percent, target_percent,
@@ -134,12 +134,24 @@ def _population_check(record: ModelRecord) -> str:
     """What population the model knows, and how often films from it are warned anyway (core.serving.population)."""
     check = record.population_check
     if check is None:
-        return ("**Population check.** Not checked: this version has none (trained before the check existed), so "
-                "films unlike its training films get no warning.")
+        return f"**Population check.** Not checked: {_why_no_population_check(record)}."
     return (f"**Population check.** It knows {check.population} (fitted on {check.fitted_on} of its training "
             f"films). A film unlike them keeps its priority and is shown with a warning. Its warning threshold was "
             f"set on {check.validation_films} of its validation films (the same population) to warn about "
             f"{percent(1 - check.quantile, 0)} of them: a film of that very population is warned now and then.")
+
+
+def _why_no_population_check(record: ModelRecord) -> str:
+    """Why a version has no population check, as its record says: the note training left when fitting failed,
+    or its age; else no reason (one is only given where the record holds it)."""
+    unwarned = "films unlike its training films get no warning"
+    note = next((n for n in (record.training.notes if record.training else ()) if n.startswith(NO_POPULATION_CHECK)),
+                None)
+    if note is not None:
+        return f"{unwarned}. {note}"
+    if (record.created or "") < POPULATION_CHECK_SINCE:  # no date: older still
+        return f"this version has none (trained before the check existed), so {unwarned}"
+    return f"this version has none, so {unwarned}"
 
 
 def _how_the_promise_travels(record: ModelRecord) -> None:

