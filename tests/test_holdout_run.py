@@ -4,6 +4,7 @@ of versions borrows from an ensemble of such runs, member by member."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,22 @@ def test_a_run_recalibrated_on_a_site_folder_lends_no_other_batch_figures():
         "from": run.name, "target_sensitivity": 0.95, "source": "site folder", "folder": "ward-7/ward"})})
     with pytest.raises(CommandRefused, match="threshold was chosen on a site's films.*calibrated from"):
         _check_run(on_site)
+
+
+def test_the_training_folder_is_compared_as_recorded_wherever_the_command_runs(tmp_path, monkeypatch):
+    """A record's relative folder is the project root's (recorded_source): a run that stored the same folder as an
+    absolute path is of the same folder from any working directory, and another folder is still another."""
+    from conftest import REPO
+    from core.films.manifest import recorded_source
+
+    version = read_model_record(REPO / "checkpoints" / "pneumonia-cnn5-v1.json")
+    assert not version.training.data_dir.startswith("/")  # stored relative, as every shipped version is
+
+    def run_in(folder: str):
+        return version.model_copy(update={"training": version.training.model_copy(update={"data_dir": folder})})
+
+    same = run_in(str(Path(recorded_source(version.training.data_dir)).resolve()))
+    monkeypatch.chdir(tmp_path)
+    counts = [0] * len(version.classes)  # no held-out films: only the folder is asserted on
+    assert "another training folder" not in recipe_differences(version, same, counts)
+    assert "another training folder" in recipe_differences(version, run_in(str(tmp_path)), counts)

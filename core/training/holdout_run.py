@@ -24,6 +24,7 @@ from pathlib import Path
 
 from core.admin.audit import ensure_writable, record_action
 from core.errors import CommandRefused
+from core.films.manifest import recorded_source
 from core.store.descriptions import attach_holdout_run
 from core.store.records import HoldoutRun, ModelRecord, TrainConfig, read_model_record
 from core.store.registry import find_model
@@ -145,7 +146,9 @@ def _as_run_here(config: TrainConfig) -> TrainConfig:
 
 
 def _folder(data_dir: str) -> Path:
-    return Path(data_dir).expanduser().resolve()
+    """The training folder a record names, as every reader takes it (a relative one from the project root), so the
+    comparison does not depend on the directory the command runs in."""
+    return Path(recorded_source(data_dir)).expanduser().resolve()
 
 
 def _counts(record: ModelRecord, part: str) -> list[int]:
