@@ -13,7 +13,7 @@ from pathlib import Path
 from core import config, limits
 from core.errors import TriageError
 from core.films.folders import SPLITS
-from core.wording import json_line
+from core.wording import json_line, one_line
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit 2
@@ -248,7 +248,7 @@ def _evaluate(args) -> int:
           + (f", sensitivity {sens:.3f}, specificity {spec:.3f} at threshold {report.threshold:.3f}"
              if sens is not None and spec is not None else ""))
     for film in report.skipped:
-        print(f"  skipped {film.file}: {film.error}")
+        print(f"  skipped {one_line(film.file)}: {one_line(film.error)}")  # a name cannot start a line
     return 0
 
 

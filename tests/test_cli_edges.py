@@ -140,3 +140,21 @@ def test_measured_elsewhere_checks_every_folder_it_writes_before_writing_any(cop
     with pytest.raises(CheckpointError, match="Read-only file system"):
         measured_elsewhere.record_measurements(path)
     assert copied_model.read_bytes() == before
+
+
+def test_a_skipped_film_s_name_cannot_forge_a_line_of_evaluate_s_text_output(run_cli, trained_model, films_dir,
+                                                                            tmp_path):
+    """A garbage file named '...\\nrv-test-v1 on 999 films: accuracy 1.000, AUC 1.000.png' printed a summary of its
+    own choosing on a line of its own under the real one."""
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / label).mkdir()
+        for film in sorted((films_dir / label).iterdir())[:2]:
+            (tmp_path / label / film.name).symlink_to(film)
+    (tmp_path / "NORMAL" / "x\nforged-v1 on 999 films: accuracy 1.000, AUC 1.000\r.png").write_bytes(b"garbage")
+    result = run_cli("evaluate", tmp_path, checkpoints=trained_model.directory)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{trained_model.name} on 4 films: accuracy ")
+    assert lines[1].startswith(f"  skipped {tmp_path}/NORMAL/x\\nforged-v1 on 999 films: accuracy 1.000, AUC "
+                               "1.000\\r.png: ")
+    assert "\r" not in result.stdout
