@@ -13,6 +13,7 @@ from pathlib import Path
 from core import config, limits
 from core.errors import TriageError
 from core.films.folders import SPLITS
+from core.stop_signals import interrupt_on_stop_signals
 from core.wording import json_line, one_line
 
 class _Parser(argparse.ArgumentParser):
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.serving.commands import run_predict
     from core.training import commands  # the commands that change models
 
+    restore_signals = interrupt_on_stop_signals()  # SIGTERM and SIGHUP answer as Ctrl+C does
     try:
         _refuse_early(args)
         run = {"predict": run_predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         said = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc  # an OSError's text names paths
         _fail(f"{args.command} stopped with an unexpected error ({type(exc).__name__}: {said}). This is a fault in "
               "the program, not in what you asked; please report it with the command you ran.")
+    finally:
+        restore_signals()
     return 1
 
 

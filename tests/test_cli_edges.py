@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -158,3 +159,43 @@ def test_a_skipped_film_s_name_cannot_forge_a_line_of_evaluate_s_text_output(run
     assert lines[1].startswith(f"  skipped {tmp_path}/NORMAL/x\\nforged-v1 on 999 films: accuracy 1.000, AUC "
                                "1.000\\r.png: ")
     assert "\r" not in result.stdout
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_training_stopped_by_sigterm_or_sighup_answers_as_ctrl_c_does(tmp_path, kermany_train, signum):
+    """timeout, systemd or a closed terminal ended a training silently with code 143: no JSON, no word of --resume."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CXR_MODELS": str(tmp_path / "models")}
+    process = subprocess.Popen([sys.executable, "-m", "core", "train", str(kermany_train), "--arch", "logistic",
+                                "--image-size", "32", "--epochs", "200", "--patience", "100"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # not as nohup
+    try:
+        assert process.stderr.readline().endswith(b"\n")  # the run's first note, below its progress bar
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 1, (out, err)
+    assert b"Traceback" not in err
+    assert json.loads(out.decode().splitlines()[-1]) == {"error": "interrupted; if an epoch had finished, the same "
+                                                         "command with --resume continues after the last one"}
+
+
+def test_a_stop_signal_someone_ignores_stays_ignored_and_the_handlers_are_put_back():
+    """nohup ignores SIGHUP: a command started under it must not die when its terminal closes."""
+    from core.stop_signals import interrupt_on_stop_signals
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        restore = interrupt_on_stop_signals()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait((), 0)  # gives the handler its turn
+        restore()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGHUP, before[1])

@@ -1,0 +1,38 @@
+"""SIGTERM and SIGHUP stop a command as Ctrl+C does.
+
+``timeout``, systemd and ``kill`` send SIGTERM, a closed terminal SIGHUP; by default either ended the process
+at once with code 143 or 129 and no word. Raised as KeyboardInterrupt in the main thread, they take the path
+Ctrl+C takes: ``finally`` blocks run (run locks released, torchrun's process group left), the command prints
+its JSON error (a training's says how ``--resume`` continues) and exits 1. Decoding workers are programs of
+their own (exec resets handlers), so they end as before: with their parent's pipe, or by the signal itself.
+Under torchrun the agent forwards SIGTERM to every rank, and each answers the same way.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Callable
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupt_on_stop_signals() -> Callable[[], None]:
+    """Make the stop signals raise KeyboardInterrupt; returns what puts the previous handlers back. Only from the
+    main thread (Python runs handlers there alone), and only over the default action: a signal someone chose to
+    ignore stays ignored (``nohup`` ignores SIGHUP), one with a handler of its own keeps it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    replaced = [signum for signum, handler in previous.items() if handler is signal.SIG_DFL]
+    for signum in replaced:
+        signal.signal(signum, _interrupt)
+
+    def restore() -> None:
+        for signum in replaced:
+            signal.signal(signum, previous[signum])
+
+    return restore
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
