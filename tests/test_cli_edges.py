@@ -199,3 +199,47 @@ def test_a_stop_signal_someone_ignores_stays_ignored_and_the_handlers_are_put_ba
     finally:
         signal.signal(signal.SIGTERM, before[0])
         signal.signal(signal.SIGHUP, before[1])
+
+
+SHIPPED_MODEL = REPO / "checkpoints" / "pneumonia-cnn5-v1.json"
+
+
+def test_a_training_folder_whose_name_cannot_be_looked_up_is_a_calibration_error(tmp_path):
+    """Python 3.11's Path.is_dir() raises for a name too long (or a folder above it that cannot be searched):
+    calibrate, framing-check and collection-check --data said 'unexpected error ... a fault in the program'."""
+    from core.errors import CalibrationError
+    from core.store.records import read_model_record
+    from core.training.calibrate import recorded_split
+
+    record = read_model_record(SHIPPED_MODEL)
+    too_long = tmp_path / ("a" * 300)
+    with pytest.raises(CalibrationError, match=r"^The folder given for pneumonia-cnn5-v1's training films \(a folder "
+                       r"outside the data roots\) cannot be read \(File name too long\); name the folder they are in "
+                       r"now \(command line: --data\).$"):
+        recorded_split(record, too_long)
+    moved = record.model_copy(update={"training": record.training.model_copy(update={"data_dir": str(too_long)})})
+    with pytest.raises(CalibrationError, match=r"^The training folder of pneumonia-cnn5-v1 \(a folder outside the "
+                       r"data roots\) cannot be read \(File name too long\); .* \(command line: --data\).$"):
+        recorded_split(moved)
+
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".toml", "a" * 300 + "/m.toml"], ids=["manifest", "its-folder"])
+def test_a_manifest_whose_name_cannot_be_looked_up_is_a_dataset_error(tmp_path, name):
+    from core.films.manifest import find_manifest
+
+    with pytest.raises(DatasetError, match=r"^Manifest .*\.toml cannot be read \(File name too long\).$") as refused:
+        find_manifest(tmp_path / name)
+    assert str(tmp_path) not in str(refused.value)
+
+
+def test_calibrate_and_train_say_so_in_json_for_a_name_too_long(tmp_path):
+    too_long = tmp_path / ("a" * 300)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CXR_CHECKPOINTS": str(SHIPPED_MODEL.parent),
+           "CXR_MODELS": str(tmp_path / "models")}
+    for command in (["calibrate", "pneumonia-cnn5-v1", "--target-sensitivity", "0.98", "--data", too_long],
+                    ["train", too_long / "m.toml", "--arch", "mlp"]):
+        done = subprocess.run([sys.executable, "-m", "core", *map(str, command)], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=300)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, command
+        error = json.loads(done.stdout.splitlines()[-1])["error"]
+        assert "cannot be read (File name too long)" in error and str(tmp_path) not in error, command

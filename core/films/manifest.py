@@ -90,7 +90,11 @@ def find_manifest(source: str | Path) -> Path | None:
     if text in shipped:
         return shipped[text]
     if path.suffix.lower() == ".toml":
-        if not path.is_file():
+        try:  # Python 3.11 raises for a name too long, or a folder above it that cannot be searched
+            is_file = path.is_file()
+        except OSError as exc:
+            raise DatasetError(f"Manifest {path.name} cannot be read ({exc.strerror or type(exc).__name__}).") from None
+        if not is_file:
             raise DatasetError(f"Manifest {path.name} does not exist; the shipped manifests are "
                                f"{', '.join(shipped) or 'none'}.")
         return path

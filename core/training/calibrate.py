@@ -197,12 +197,17 @@ def recorded_split(record: ModelRecord,
     else:
         data_dir = Path(source)
         shown = folder_shown(data_dir)
-        if not data_dir.is_dir() and data_dir_given:
-            raise CalibrationError(f"The folder given for {record.name}'s training films ({shown}) is not a folder "
-                                   "on this server; name the folder they are in now (command line: --data).")
-        if not data_dir.is_dir():
-            raise CalibrationError(f"The training folder of {record.name} ({shown}) is not on this server; its "
-                                   "validation films are needed to re-read its report at the new threshold. Name "
+        try:  # Python 3.11 raises for a name too long, or a folder above it that cannot be searched
+            is_folder, why = data_dir.is_dir(), ""
+        except OSError as exc:
+            is_folder, why = False, f"cannot be read ({exc.strerror or type(exc).__name__})"
+        if not is_folder and data_dir_given:
+            raise CalibrationError(f"The folder given for {record.name}'s training films ({shown}) "
+                                   f"{why or 'is not a folder on this server'}; name the folder they are in now "
+                                   "(command line: --data).")
+        if not is_folder:
+            raise CalibrationError(f"The training folder of {record.name} ({shown}) {why or 'is not on this server'}; "
+                                   "its validation films are needed to re-read its report at the new threshold. Name "
                                    "the folder it moved to (command line: --data).")
     try:
         films, _, val_set, held_out = split_films(data_dir, record.training.config.resolved())
