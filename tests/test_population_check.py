@@ -167,3 +167,28 @@ def test_fit_population_refits_a_shipped_model_and_re_signs_the_manifest(run_cli
     population_file(json_path).write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum manifest"):
         load_checkpoint(json_path)
+
+
+@pytest.mark.parametrize("name", ["films", "covid-3class"])
+def test_a_site_folder_named_like_a_shared_set_is_not_described_as_one(name, films_dir, kermany_train, tmp_path,
+                                                                       settings_env):
+    """Known descriptions and shortcuts went by the folder's name: a site's own films/train was "paediatric chest
+    films, Guangzhou", a site's covid-3class got that set's adult/child shortcut warning."""
+    from core.films.known_sets import known_shortcuts
+    from core.training.population import _source_counts, describe_population
+
+    site = tmp_path / "site-root" / name / "train"
+    for label in ("NORMAL", "PNEUMONIA"):
+        (site / label).mkdir(parents=True)
+        for film in sorted((films_dir / label).iterdir())[:2]:
+            shutil.copy(film, site / label)
+    roots = tmp_path / "roots.json"
+    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
+    settings_env(CXR_DATA_ROOTS=str(roots))
+    films = discover(site)
+    assert films.sources == (name,) * 4  # the folder's name, as before
+    assert _source_counts(films) == {f"{name} (site)": 4} and known_shortcuts(_source_counts(films)) == []
+    assert describe_population(films, site) == f"the films of ward-7/{name}/train"
+    shared = discover(kermany_train)
+    assert _source_counts(shared) == {"kermany-224": len(shared)}
+    assert describe_population(shared, kermany_train) == "paediatric chest films, Guangzhou"

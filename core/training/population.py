@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from core.config import settings
 from core.errors import CheckpointError, DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet
 from core.films.known_sets import KNOWN_POPULATIONS  # the shared sets' populations in words
@@ -85,6 +86,13 @@ def _sample(films: FilmSet, limit: int, seed: int) -> FilmSet:
 
 
 def _source_counts(films: FilmSet) -> dict[str, int]:
+    """Training films per source. A source is its folder's name, and only the shared data root's folders are the
+    sets core.films.known_sets describes: a source with films elsewhere (a site's own ``films/train``, whatever
+    its name) is counted as ``NAME (site)``, so neither the population nor the shortcut of a shared set is read
+    into it (a site's ``films`` was described as "paediatric chest films, Guangzhou"; found by a review)."""
+    shared = settings().data.resolve()
     sources = films.sources or ("unknown",) * len(films)
+    elsewhere = {source for source, path in zip(sources, films.paths)
+                 if not Path(path).resolve().is_relative_to(shared)}
     names, counts = np.unique(np.asarray(sources), return_counts=True)
-    return {str(n): int(c) for n, c in zip(names, counts)}
+    return {f"{n} (site)" if n in elsewhere else str(n): int(c) for n, c in zip(names, counts)}
