@@ -261,6 +261,28 @@ def test_a_version_once_saved_is_never_registered_again_by_a_resume(kermany_trai
         train(kermany_train, TINY, directory=site, resume=True)
     assert len(list(site.glob("pneumonia-logistic-v*.json"))) == 1
 
+def test_a_version_whose_audit_entry_cannot_be_written_is_not_kept_and_its_run_resumes(kermany_train, site,
+                                                                                        monkeypatch):
+    """The audit entry came after the run's state was forgotten: a log that failed then (a full disk) left a
+    version registered with no entry, a run reported as failed, and nothing to resume (found by a review)."""
+    import core.training.train as training
+    from core.admin import audit
+    from core.errors import AuditLogUnavailable
+
+    def full(*args, **kwargs):
+        raise AuditLogUnavailable("The audit log cannot be written (No space left on device); ask an administrator "
+                                  "to check the audit log setting (CXR_AUDIT_LOG).")
+
+    monkeypatch.setattr(training, "record_action", full)
+    with pytest.raises(AuditLogUnavailable) as refused:
+        train(kermany_train, TINY, directory=site)
+    assert "nothing was registered" in str(refused.value) and "resuming the run registers it" in str(refused.value)
+    assert list(site.glob("pneumonia-logistic-v*")) == [] and len(saved_runs()) == 1
+    monkeypatch.setattr(training, "record_action", audit.record_action)
+    stored = train(kermany_train, TINY, directory=site, resume=True)
+    assert stored.name == "pneumonia-logistic-v1" and saved_runs() == []
+    assert ("train", "pneumonia-logistic-v1") in [(a.action, a.model) for a in read_actions()]
+
 # --- jobs and the Retrain page ------------------------------------------------------------------------------
 
 

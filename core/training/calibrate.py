@@ -101,12 +101,13 @@ def calibrate(
         "holdout_run": None,  # another run's other-batch figures were read at that run's threshold, not this one's
         "measured_elsewhere": elsewhere,
     })
-    stored = ship_version(model, calibrated, _VERSION.sub("", loaded.name), directory, who=who,
-                          population=loaded.population)  # same weights, same training films: same population
-    record_action("calibrate", who, model=stored.name, from_model=loaded.name, task=stored.task,
-                  target_sensitivity=target_sensitivity, previous_threshold=previous.threshold,
-                  threshold=point.threshold, sensitivity=report.sensitivity, specificity=report.specificity,
-                  n=report.n, **_source_details(site, others.get(SITE)))
+    stored = ship_version(  # same weights, same training films: same population; no audit entry, no version
+        model, calibrated, _VERSION.sub("", loaded.name), directory, who=who, population=loaded.population,
+        after_save=lambda stored: record_action(
+            "calibrate", who, model=stored.name, from_model=loaded.name, task=stored.task,
+            target_sensitivity=target_sensitivity, previous_threshold=previous.threshold, threshold=point.threshold,
+            sensitivity=report.sensitivity, specificity=report.specificity, n=report.n,
+            **_source_details(site, others.get(SITE))))
     if make_default:
         promote(stored.name, who=who, directory=directory)
     return stored

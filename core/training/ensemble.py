@@ -123,12 +123,14 @@ def build_ensemble_version(
     population, check = _population(loaded, train_set, val_set, data_dir, config.seed, notes)
     members = tuple(member for _, _, member in networks)
     record = _record(loaded, members, config, data_dir, point, report, others, ensemble, where.type, notes)
-    stored = ship_version(ensemble, record.model_copy(update={"population_check": check}), base_name, directory,
-                          who=who, population=population)
-    result = EnsembleResult(stored, tuple(_member_standing(m, held_out, others, config.seed) for m in loaded))
-    record_action("ensemble", who, model=stored.name, members=[m.name for m in loaded], task=stored.task,
-                  threshold=point.threshold, sensitivity=report.sensitivity, specificity=report.specificity,
-                  n=report.n, beats_best_member=result.beats_best_member)
+    standing = tuple(_member_standing(m, held_out, others, config.seed) for m in loaded)
+    stored = ship_version(  # no audit entry, no version
+        ensemble, record.model_copy(update={"population_check": check}), base_name, directory, who=who,
+        population=population, after_save=lambda stored: record_action(
+            "ensemble", who, model=stored.name, members=[m.name for m in loaded], task=stored.task,
+            threshold=point.threshold, sensitivity=report.sensitivity, specificity=report.specificity, n=report.n,
+            beats_best_member=EnsembleResult(stored, standing).beats_best_member))
+    result = EnsembleResult(stored, standing)
     if make_default:  # PromotionRefused: the ensemble stays registered, not the default
         promote(stored.name, who=who, directory=directory)
     return result

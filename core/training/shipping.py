@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from core import clock
-from core.errors import CheckpointError, TriageError
+from core.errors import AuditLogUnavailable, CheckpointError, TriageError
 from core.models.device import place_model
 from core.models.features import GaussianScore
 from core.models.inference import inference_ms_per_film
@@ -36,7 +36,8 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
                  after_save: Callable[[ModelRecord], object] | None = None) -> ModelRecord:
     """Write ``model`` with ``record`` as ``base_name-vN`` into ``directory`` (default: the site folder);
     returns the record as stored. ``population``: the score of ``record.population_check``, stored beside it.
-    ``after_save``: called with the stored record before any promotion (e.g. to write the audit entry).
+    ``after_save``: called with the stored record before any promotion, to write the audit entry: when the log
+    cannot be written (AuditLogUnavailable, e.g. a full disk), the version is removed again and the error raised.
 
     The model is moved to the CPU in the memory layout it is served in (:func:`place_model`, what
     :func:`load_checkpoint` and the app give), so its recorded speed is the one the app sees and compares with
@@ -61,7 +62,11 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
                 written.append(directory / stored.population_check.file)
             manifest.write_manifest(directory, written)
     if after_save is not None:
-        after_save(stored)
+        try:
+            after_save(stored)
+        except AuditLogUnavailable as exc:  # a version no one can trace is not kept (found by a review)
+            _withdraw(stored, directory)
+            raise AuditLogUnavailable(f"{exc} So the new version was not kept: nothing was registered.") from exc
     # Through the promotion floor (core.store.promotion), recorded in the audit log as done by ``who``.
     if make_default:
         promote(stored.name, who=who, directory=directory)  # PromotionRefused: the version stays, not default
@@ -71,3 +76,15 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
         except TriageError as exc:  # the version is registered: a run must not read as failed for a convenience
             log.warning("%s is registered but was not made its task's first default: %s", stored.name, exc)
     return stored
+
+
+def _withdraw(stored: ModelRecord, directory: Path) -> None:
+    """Remove a version just written (its description first, so no listing sees it half gone)."""
+    files = [directory / f"{stored.name}{suffix}" for suffix in (".json", ".pt")]
+    if stored.population_check is not None:
+        files.append(directory / stored.population_check.file)
+    with registry_lock(directory):
+        for path in files:
+            path.unlink(missing_ok=True)
+        if directory.resolve() == manifest.shipped_dir().resolve():
+            manifest.write_manifest(directory, [])  # its entries go with its files

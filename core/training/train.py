@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import DeviceOutOfMemory, TrainingCancelled
+from core.errors import AuditLogUnavailable, DeviceOutOfMemory, TrainingCancelled
 from core.evaluation.metrics import evaluate_probabilities
 from core.models.build import build_model
 from core.models.device import model_device, place_for_training, place_model, to_device
@@ -147,11 +147,15 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
                "sensitivity": report.sensitivity, "specificity": report.specificity, "n": report.n}
 
     def saved(stored: ModelRecord) -> None:
+        record_action("train", who, model=stored.name, task=stored.task, **details)  # first: see below
         run.forget()  # the version is on disk: from now on a resume must not register it a second time
-        record_action("train", who, model=stored.name, task=stored.task, **details)
 
-    record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,
-                          population, after_save=saved)  # PromotionRefused: stored and recorded, not default
+    try:
+        record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,
+                              population, after_save=saved)  # PromotionRefused: stored and recorded, not default
+    except AuditLogUnavailable as exc:  # the version was withdrawn; the run's state was not forgotten
+        raise AuditLogUnavailable(f"{exc} The run's saved state is kept: once the log can be written, resuming the "
+                                  "run registers it.") from exc
     emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
     return record
 
