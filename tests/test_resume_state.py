@@ -8,6 +8,7 @@ module; each test damages its own copy of that state.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -326,3 +327,60 @@ def test_a_refused_resume_lets_go_of_the_run(saved, site):
     other, answer = _other_process(saved, resume=False)  # a new run may start at once and replace it
     assert answer == {"holds": 0}
     other.communicate("\n", timeout=60)
+
+
+# --- a runs folder that cannot be written ----------------------------------------------------------------------
+
+
+def _disk_full_writing_states(monkeypatch) -> None:
+    from core.training import resume
+
+    write = resume.write_private
+
+    def full(path, writer):
+        if path.suffix == ".pt":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write(path, writer)
+
+    monkeypatch.setattr(resume, "write_private", full)
+
+
+def test_a_full_disk_saving_an_epoch_keeps_the_last_state_and_says_how_to_go_on(saved, site, monkeypatch, capsys):
+    """It said 'unexpected error (OSError: No space left on device). This is a fault in the program'."""
+    from core import cli
+
+    _disk_full_writing_states(monkeypatch)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["train", str(saved.films), *CLI_ARGS])
+    assert stopped.value.code == 1
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"error": (
+        "The runs folder beside the models folder cannot be written (No space left on device); this run's state "
+        "after epoch 1 of 3 is kept: once the folder can be written, continue from there (Resume on the Retrain "
+        "page, or the same train command with --resume).")}
+    monkeypatch.undo()
+    assert _state(saved).read_bytes() == saved.state and not site.exists()
+    run = open_run(saved.identity, CPU, resume=True)  # as the message says
+    assert run.resumed_after == 1
+    run.forget()
+
+
+def test_a_full_disk_saving_a_fresh_run_s_first_epoch_says_nothing_is_saved(saved, site, monkeypatch):
+    _disk_full_writing_states(monkeypatch)
+    with pytest.raises(ResumeRefused, match=r"^The runs folder beside the models folder cannot be written \(No space "
+                       r"left on device\); no epoch of this run is saved: once the folder can be written, start the "
+                       r"training again.$"):
+        train(saved.films, CONFIG, directory=site)
+    monkeypatch.undo()
+    with pytest.raises(ResumeRefused, match="cannot be read"):  # the older state was being replaced: not resumed
+        open_run(saved.identity, CPU, resume=True)
+
+
+def test_a_runs_folder_that_cannot_be_made_refuses_the_run_before_it_trains(saved, tmp_path, settings_env):
+    settings_env(CXR_MODELS=str(tmp_path / "models"))
+    runs_dir().write_text("a file where the runs folder goes")
+    events: list = []
+    with pytest.raises(ResumeRefused, match=r"^The runs folder beside the models folder cannot be written \(File "
+                       r"exists\): a run's state is saved there after every epoch, so nothing was trained. Make room "
+                       r"or make it writable, then start the training again.$"):
+        train(saved.films, CONFIG, directory=tmp_path / "models", on_progress=events.append)
+    assert not any(isinstance(e, EpochEvent) for e in events)

@@ -52,7 +52,8 @@ from core.training.distributed import Hardware
 from core.training import run_lock
 from core.training.saved_state import (DIGESTS, FORMAT, check_optimiser, check_schedule, damaged, load_state,
                                        misfit)
-from core.training.saved_runs import SavedRun, nothing_to_resume, prune_saved_runs, runs_dir, write_private
+from core.training.saved_runs import (SavedRun, nothing_to_resume, open_runs_folder, runs_dir, runs_written,
+                                      write_private)
 
 IF_SAVED = "if-saved"  # open_run's resume: continue the saved state if there is one, else start afresh
 SPLIT_SETTINGS = ("seed", "split_seed", "val_fraction", "max_films", "holdout")  # another split: other fingerprints
@@ -218,10 +219,11 @@ class RunCheckpoint:
         # The description first, naming this state and the one still on disk (whose epoch it keeps saying): killed
         # between the writes, the run resumes from the previous epoch instead of being refused; then the new one.
         self.digests = (hashlib.sha256(state).hexdigest(), *self.digests[:1])
-        self.describe(*self.on_disk)
-        write_private(self.path, lambda handle: handle.write(state))
-        self.digests, self.on_disk = self.digests[:1], (progress.epoch, progress.finished)
-        self.describe(*self.on_disk)
+        with runs_written(self.on_disk[0], self.identity.config.epochs):  # a full disk: the state on disk stays
+            self.describe(*self.on_disk)
+            write_private(self.path, lambda handle: handle.write(state))
+            self.digests, self.on_disk = self.digests[:1], (progress.epoch, progress.finished)
+            self.describe(*self.on_disk)
 
     def describe(self, epoch: int, finished: bool) -> None:
         """Write (rank 0) the run's description beside its state."""
@@ -258,10 +260,7 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_
     alike, when another process trains this run or there is nothing usable to resume."""
     folder = folder or runs_dir()
     lock = folder / f"{identity.key}.lock"
-    if hardware.is_main:
-        prune_saved_runs(folder)
-        run_lock.prune_locks(folder)
-    if hardware.on_any(hardware.is_main and not run_lock.take(lock)):
+    if hardware.on_any(hardware.is_main and not open_runs_folder(folder, lock)):
         raise ResumeRefused(BUSY)
     if not resume:
         return RunCheckpoint(identity, hardware, folder, job_id)
@@ -287,7 +286,8 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_
         raise refusal
     checkpoint = RunCheckpoint(identity, hardware, folder, job_id, payload, (digest,), if_saved=resume == IF_SAVED)
     if hardware.is_main:  # from now on the resuming job owns the run (its Resume button, its messages)
-        checkpoint.describe(*checkpoint.on_disk)
+        with runs_written(checkpoint.resumed_after, identity.config.epochs):
+            checkpoint.describe(*checkpoint.on_disk)
     return checkpoint
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 from core import clock
 from core.config import settings
 from core.errors import ResumeRefused
 from core.store.base import Record, read_record
 from core.store.records import Fingerprint, TrainConfig
+from core.training import run_lock
 
 DAY = 24 * 60 * 60.0
 RESUME_HOW = "Resume on the Retrain page, or the same train command with --resume"
@@ -104,6 +106,34 @@ def prune_saved_runs(folder: Path | None = None, max_age_days: float | None = No
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
+
+
+def open_runs_folder(folder: Path, lock: Path) -> bool:
+    """Rank 0 opening a run: states and locks left behind pruned, then the run's lock taken (False: another process
+    holds it). ResumeRefused before anything trains when the folder cannot be written."""
+    with runs_written():
+        prune_saved_runs(folder)
+        run_lock.prune_locks(folder)
+        return run_lock.take(lock)
+
+
+@contextmanager
+def runs_written(saved_epoch: int | None = None, epochs: int = 0) -> Iterator[None]:
+    """An OSError writing the runs folder (not writable, the disk full) as ResumeRefused saying what is kept and
+    what to do. ``saved_epoch``: the epoch of the run's state on disk as it was being saved (0: none); None while
+    the run is being opened."""
+    try:
+        yield
+    except OSError as exc:
+        why = f"The runs folder beside the models folder cannot be written ({exc.strerror or type(exc).__name__})"
+        if saved_epoch is None:
+            raise ResumeRefused(f"{why}: a run's state is saved there after every epoch, so nothing was trained. Make "
+                                "room or make it writable, then start the training again.") from None
+        if not saved_epoch:
+            raise ResumeRefused(f"{why}; no epoch of this run is saved: once the folder can be written, start the "
+                                "training again.") from None
+        raise ResumeRefused(f"{why}; this run's state after epoch {saved_epoch} of {epochs} is kept: once the folder "
+                            f"can be written, continue from there ({RESUME_HOW}).") from None
 
 
 def write_private(path: Path, write: Callable[[BinaryIO], Any]) -> None:
