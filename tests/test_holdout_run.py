@@ -192,3 +192,16 @@ def test_the_training_folder_is_compared_as_recorded_wherever_the_command_runs(t
     counts = [0] * len(version.classes)  # no held-out films: only the folder is asserted on
     assert "another training folder" not in recipe_differences(version, same, counts)
     assert "another training folder" in recipe_differences(version, run_in(str(tmp_path)), counts)
+
+
+def test_an_ensemble_does_not_show_a_members_lent_figures_as_its_own(in_folder, ensembles):
+    """A member trained on every film was never measured on the other batch: the figures another run lent it are
+    that run's, so the comparison leaves its out-of-batch figures out instead of setting them beside the ensemble's."""
+    folder, version, run, _ = in_folder
+    lent = adopt_holdout_run(version.name, run.name)
+    assert lent.other_reports[OUT_OF_BATCH] == run.other_reports[OUT_OF_BATCH]
+    result = build_ensemble_version([version.name, "all-films-s1-v1"], "mixed", 0.95, directory=folder)
+    assert [m.name for m in result.members] == [version.name, "all-films-s1-v1"]
+    assert [m.out_of_batch for m in result.members] == [None, None]
+    assert result.to_json()["members"][0]["out_of_batch"] is None and result.beats_best_member is None
+    assert result.lines()[1].split()[-3:] == ["-", "-", "-"]  # no out-of-batch AUC, sensitivity, specificity

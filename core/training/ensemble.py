@@ -246,11 +246,13 @@ def _record(loaded: list[LoadedModel], members: tuple[Member, ...], config: Trai
 
 def _member_standing(member: LoadedModel, held_out: FilmSet | None, ensemble_reports: dict[str, Report],
                      seed: int) -> Standing:
-    """A member's figures as its record holds them (at its own operating point); its out-of-batch report is
-    computed here only when the record lacks one the ensemble has."""
+    """A member's figures as its record holds them (at its own operating point), less other-batch figures another
+    run lent it (these weights trained on that batch); its out-of-batch report is computed here only when the
+    record lacks one the ensemble has."""
     record = member.record
-    out_of_batch = record.other_reports.get(OUT_OF_BATCH)
-    if out_of_batch is None and held_out is not None and OUT_OF_BATCH in ensemble_reports:
+    lent = record.holdout_run is not None
+    out_of_batch = None if lent else record.other_reports.get(OUT_OF_BATCH)
+    if out_of_batch is None and not lent and held_out is not None and OUT_OF_BATCH in ensemble_reports:
         out_of_batch = report_on(member.model, held_out, record.image_size, record.operating_point,
                                  ensemble_reports[OUT_OF_BATCH].split, seed)
     return Standing(record.name, record.operating_point.target_sensitivity, record.report, out_of_batch)
