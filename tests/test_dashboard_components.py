@@ -19,7 +19,7 @@ from dashboard.components.charts import confusion_matrix, live_training, roc_cur
 from dashboard.components.reports import (RocCurve, duration, escape_markdown, metrics_table, per_class_table,
                                           roc_input, spreadsheet_safe, with_interval)
 from dashboard.components.triage_view import detail_lines, probability_lines
-from dashboard.components.worklist import in_worklist_order, worklist, worklist_csv
+from dashboard.components.worklist import in_worklist_order, worklist, worklist_columns, worklist_csv
 from dashboard.state import FilmResult, folder_stamp
 
 
@@ -303,3 +303,19 @@ def test_a_recorded_folder_with_spaces_in_its_name_shows_none_of_its_words(tmp_p
     assert shown == ("validation: 50 films, a patient-disjoint 20% of a folder outside the data roots after holding "
                      "out another batch (kermany-batch); out-of-batch (a folder outside the data roots).")
     assert not any(word in shown for word in ("Ward", "Films", str(tmp_path)))
+
+
+def test_the_abnormal_score_shows_as_many_decimals_as_tell_it_from_the_threshold():
+    """A routine film scoring 0.7306 against a threshold of 0.73135 read "0.731", the threshold to 3 decimals: the
+    column now shows 4 decimals, and its help the threshold at the same."""
+    def scored(score: float, priority: str) -> FilmResult:
+        prediction = Prediction("m", {"NORMAL": 1 - score, "PNEUMONIA": score}, "NORMAL", priority, score, 0.73135, [])
+        return FilmResult(f"{score}.png", "x", np.zeros((4, 4), np.uint8), (4, 4), "PNG", {}, prediction)
+
+    column = worklist_columns(("NORMAL", "PNEUMONIA"), [scored(0.7306, "routine"), scored(0.95, "urgent")])
+    score = column["Abnormal score"]
+    assert score["type_config"]["format"] == "%.4f" and f"{0.7306:.4f}" != f"{0.73135:.4f}"
+    assert score["help"] == "1 − p(normal); urgent at or above the threshold, 0.7313."
+    nearer = worklist_columns(("NORMAL", "PNEUMONIA"), [scored(0.7313, "routine")])["Abnormal score"]
+    assert nearer["type_config"]["format"] == "%.5f"
+    assert worklist_columns(("NORMAL", "PNEUMONIA"), BATCH)["Abnormal score"]["type_config"]["format"] == "%.3f"

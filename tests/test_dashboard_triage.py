@@ -87,6 +87,12 @@ def test_a_batch_of_real_films_gets_a_worklist_and_a_card_each(checkpoints):
     # 1400 px the shipped default's warning on the two adult DICOMs sat past the probability bars, out of view)
     assert list(at.dataframe[0].proto.column_order)[:5] == ["File", "Priority", "Label", "Abnormal score", "Warnings"]
     assert set(at.dataframe[0].proto.column_order) == set(table.columns)
+    # the score to as many decimals as tell each film's from the threshold, which the column's help gives at the same
+    score = json.loads(at.dataframe[0].proto.columns)["Abnormal score"]
+    digits = int(score["type_config"]["format"][2:-1])
+    threshold = float(score["help"].rsplit(", ", 1)[1].rstrip("."))
+    assert digits >= 3 and all(f"{s:.{digits}f}" != f"{threshold:.{digits}f}" or s >= threshold
+                               for s in readable["Abnormal score"].dropna())
 
     # film + Grad-CAM overlay for each of the five readable films, and one probability chart each
     captions = [c for image in at.get("image") for c in image.captions]

@@ -219,3 +219,11 @@ def operating_points(curves: list[RocCurve]) -> pd.DataFrame:
          "Specificity": percent(None if c.point_fpr is None else 1 - c.point_fpr)}
         for c in curves
     ])
+
+
+def digits_apart(value: float, other: float | None) -> int:
+    """3, or the fewest decimals (at most 6) at which ``value`` and ``other`` read differently."""
+    digits = 3
+    while other is not None and digits < 6 and value != other and f"{value:.{digits}f}" == f"{other:.{digits}f}":
+        digits += 1
+    return digits

@@ -11,7 +11,7 @@ from core.evaluation.site_range import READINGS, stored_site_range
 from core.store.records import MeasuredElsewhere, ModelRecord
 from core.store.registry import ModelEntry
 from core.store.reports import HeadlineFigures, Report, shown_reports
-from dashboard.components.reports import interval_text, metrics_table, target_percent, with_interval
+from dashboard.components.reports import digits_apart, interval_text, metrics_table, target_percent, with_interval
 
 # Internal validation beside ModelRecord.other_reports, whose keys
 # come from core.training.other_reports ("out-of-batch", "tighter-framing", "other-collection",
@@ -163,7 +163,7 @@ def _read_at(record: ModelRecord, threshold: float, between: str = " (", after: 
     shipped = record.operating_point.threshold
     if abs(threshold - shipped) < 1e-9:
         return f"{threshold:.3f}"
-    digits = _digits(shipped, threshold)
+    digits = digits_apart(shipped, threshold)
     return f"{threshold:.{digits}f}{between}this version's is now {shipped:.{digits}f}{after}"
 
 
@@ -224,15 +224,7 @@ def other_batch_threshold(record: ModelRecord) -> str:
 def threshold_text(record: ModelRecord, other: float | None = None) -> str:
     """This version's threshold to 3 decimals, or to as many as tell it from ``other`` (4 or more)."""
     shipped = record.operating_point.threshold
-    return f"{shipped:.{_digits(shipped, other)}f}"
-
-
-def _digits(value: float, other: float | None) -> int:
-    """3, or the fewest decimals (at most 6) at which ``value`` and ``other`` read differently."""
-    digits = 3
-    while other is not None and digits < 6 and value != other and f"{value:.{digits}f}" == f"{other:.{digits}f}":
-        digits += 1
-    return digits
+    return f"{shipped:.{digits_apart(shipped, other)}f}"
 
 
 def metrics_with_travel(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:

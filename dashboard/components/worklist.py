@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core.tasks import find_normal_index
-from dashboard.components.reports import spreadsheet_safe
+from dashboard.components.reports import digits_apart, spreadsheet_safe
 from dashboard.state import FilmResult
 
 URGENT, ROUTINE = "urgent", "routine"  # Prediction.priority's values (core.serving.predict, which loads torch)
@@ -98,8 +98,6 @@ WORKLIST_COLUMNS = {
     "Top class": st.column_config.TextColumn("Top class", help="The most probable class."),
     "Probability": st.column_config.ProgressColumn("Probability", format="percent", min_value=0.0, max_value=1.0,
                                                    help="Probability of the top class."),
-    "Abnormal score": st.column_config.NumberColumn("Abnormal score", format="%.3f",
-                                                    help="1 − p(normal); urgent at or above the threshold."),
     "Warnings": st.column_config.TextColumn("Warnings", width="medium",
                                             help="Why a film was not triaged, or what to check before trusting it."),
 }
@@ -115,10 +113,19 @@ def worklist_screen_order(classes: tuple[str, ...] | list[str]) -> list[str]:
             *(probability_column(c) for c in classes)]
 
 
-def worklist_columns(classes: tuple[str, ...] | list[str]) -> dict:
-    """:data:`WORKLIST_COLUMNS` plus the leading abnormal class and one probability bar per class."""
+def worklist_columns(classes: tuple[str, ...] | list[str], results: list[FilmResult] = ()) -> dict:
+    """:data:`WORKLIST_COLUMNS` plus the leading abnormal class and one probability bar per class; the abnormal
+    score to as many decimals as tell each film's from its threshold, shown in its help at the same (at 3, a
+    routine film at 0.7306 read "0.731", as a threshold of 0.73135 does)."""
+    scored = [(r.prediction.abnormal_score, r.prediction.threshold) for r in results
+              if r.prediction is not None and r.prediction.priority is not None and r.prediction.threshold is not None]
+    digits = max((digits_apart(score, threshold) for score, threshold in scored), default=3)
+    thresholds = {threshold for _, threshold in scored}  # one model's: one threshold
+    at = f", {next(iter(thresholds)):.{digits}f}" if len(thresholds) == 1 else ""
     columns = {**WORKLIST_COLUMNS, LEADING_ABNORMAL: st.column_config.TextColumn(
-        LEADING_ABNORMAL, help="The most probable abnormal class, whatever the priority.")}
+        LEADING_ABNORMAL, help="The most probable abnormal class, whatever the priority."),
+        "Abnormal score": st.column_config.NumberColumn("Abnormal score", format=f"%.{digits}f",
+                                                        help=f"1 − p(normal); urgent at or above the threshold{at}.")}
     columns.update({probability_column(c): st.column_config.ProgressColumn(
         probability_column(c), format="percent", min_value=0.0, max_value=1.0, help=f"Probability of {c}.")
         for c in classes})

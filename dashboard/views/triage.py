@@ -110,7 +110,7 @@ with foreground.working() if uploads or kept else nullcontext():
     if repeats:
         st.warning(repeated_warning(repeats), icon=":material/content_copy:")
     classes = predictor.loaded.classes
-    st.dataframe(worklist(results, classes), hide_index=True, column_config=worklist_columns(classes),
+    st.dataframe(worklist(results, classes), hide_index=True, column_config=worklist_columns(classes, results),
                  column_order=worklist_screen_order(classes), key="worklist", placeholder="—")
     st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name, classes),
                        file_name="worklist.csv", mime="text/csv", icon=":material/download:", on_click="ignore")
