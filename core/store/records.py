@@ -1,11 +1,10 @@
 """A model's description, typed: what ``NAME.json`` holds beside the weights in ``NAME.pt``.
 
 Parsed and validated once, where the JSON is read (:func:`core.store.checkpoints.read_model_record`), and
-written by one function (:func:`core.store.checkpoints.save_checkpoint`); everything else uses attributes.
-Room for what comes next: the device, precision and number of processes a model was trained with; several
-reports (internal validation, out-of-batch, per source) and, for out-of-batch figures measured on another run of
-the same recipe, that run; figures others measured on films not held here; ensemble members; a per-model
-population check.
+written by one function (:func:`core.store.checkpoints.save_checkpoint`); everything else uses attributes. It
+holds the device, precision and processes a model was trained with; several reports (internal validation,
+out-of-batch, per source) and the run that measured lent out-of-batch figures; figures others measured on
+films not held here; ensemble members; a per-model population check.
 """
 from __future__ import annotations
 
@@ -22,6 +21,8 @@ from core.store.base import Record, read_record, record_from_bytes
 from core.store.reports import HeadlineFigures, OperatingPoint, Report
 
 FORMAT_VERSION = 1
+POPULATION_CHECK_SINCE = "2026-11-30"  # versions created before this day were trained before the check existed
+NO_POPULATION_CHECK = "No population check"  # starts the training note that says why a version has none
 
 
 class TrainConfig(Record):
@@ -175,10 +176,6 @@ class Member(Record):
     precision: str | None = None
 
 
-POPULATION_CHECK_SINCE = "2026-11-30"  # versions created before this day were trained before the check existed
-NO_POPULATION_CHECK = "No population check"  # starts the training note that says why a version has none
-
-
 class PopulationCheck(Record):
     """Is a film from the population this model was trained on? A Gaussian score on the films' ImageNet
     features (core.models.features) fitted on the model's own training films, with a threshold at a high
@@ -289,8 +286,7 @@ class ModelRecord(Record):
 
 def read_model_record(json_path: Path, data: bytes | None = None) -> ModelRecord:
     """The one place a model's JSON is read: CheckpointError naming the file when it is unreadable or invalid.
-    ``data``: the file's bytes, already read (a shipped description is parsed from the bytes its checksum was
-    verified on, never read a second time)."""
+    ``data``: the file's bytes already read (a shipped description's, parsed from the bytes its checksum matched)."""
     what = f"Model description {json_path.name}"
     try:
         record = (read_record(ModelRecord, json_path, what) if data is None
