@@ -1,6 +1,5 @@
 """Edges of the two-tier model store found by a review: a linked file in the shipped folder, a shipped version
-name the site folder already held, a shipped version without its population file, and a population check whose
-description could not be written."""
+without its population file, and a population check whose description could not be written."""
 from __future__ import annotations
 
 import errno
@@ -16,9 +15,7 @@ from core.models.features import GaussianScore
 from core.store import manifest
 from core.store.checkpoints import load_checkpoint, population_file, save_checkpoint
 from core.store.records import PopulationCheck
-from core.store.registry import REGISTRY_FILE, SITE, find_model, list_models, listing, set_default
-from core.store.versions import next_version_name
-from core.training.shipping import ship_version
+from core.store.registry import REGISTRY_FILE, find_model, list_models, listing, set_default
 from test_model_tiers import PNEUMONIA, TUBERCULOSIS, record_for, save
 
 
@@ -93,22 +90,6 @@ def test_the_models_command_lists_a_linked_shipped_file_as_a_problem(folders, tm
     assert sorted(m["name"] for m in line["models"]) == ["ship-pneu-v1", "ship-pneu-v2", "ship-tb-v1"]
     assert len(line["problems"]) == 1 and "linked-v1.json is refused" in line["problems"][0]
     assert str(tmp_path) not in result.stdout + result.stderr
-
-
-# --- version names across tiers ------------------------------------------------------------------------------
-
-
-def test_a_shipped_version_never_takes_a_name_the_site_folder_holds(folders):
-    """``train --shipped`` counted the shipped folder alone: it wrote ship-pneu-v3 while the site's default was
-    its own ship-pneu-v3, and the listing then bound the site's default to the shipped model."""
-    shipped, site = folders
-    save(site, "ship-pneu-v3")
-    set_default("ship-pneu-v3")
-    assert next_version_name("ship-pneu", shipped) == "ship-pneu-v4"
-    model, _ = build_model("logistic", 2, 32)
-    assert ship_version(model, record_for(""), "ship-pneu", directory=shipped).name == "ship-pneu-v4"
-    default = find_model(None, task="pneumonia")
-    assert (default.name, default.tier, default.json_path) == ("ship-pneu-v3", SITE, site / "ship-pneu-v3.json")
 
 
 # --- a shipped version without its population file ----------------------------------------------------------

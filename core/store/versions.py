@@ -6,20 +6,16 @@ from pathlib import Path
 
 from core.errors import CheckpointError
 from core.store.names import check_model_name
-from core.store.registry import read_registry, site_dir, tiers
+from core.store.registry import read_registry, tiers
 
 
 def next_version_name(base: str, directory: Path | None = None) -> str:
-    """``base-vN`` with N one past the highest version either tier has held (the configured site folder's too
-    when ``directory`` is the shipped one); call under ``registry_lock``.
+    """``base-vN`` with N one past the highest version either tier has held; call under ``registry_lock``.
     Deleted versions count too (a stray weights file, a default pointer, a promotion): a name is never given
     to a second model, which would inherit the first one's default and its history in the audit log."""
     check_model_name(base)
     pattern = re.compile(rf"^{re.escape(base)}-v(\d+)$")
-    folders = [tier.folder for tier in tiers(directory)]
-    if len(folders) == 1:  # the shipping path: listings pair the shipped folder with the site's, whose names count
-        folders.append(site_dir())  # (a shipped x-v2 beside the site's x-v2 would take its default, unsaid)
-    names = [n for folder in folders if folder.exists() for n in _names_held(folder, base)]
+    names = [n for tier in tiers(directory) if tier.folder.exists() for n in _names_held(tier.folder, base)]
     versions = [int(m.group(1)) for name in names if (m := pattern.match(name))]
     return check_model_name(f"{base}-v{max(versions, default=0) + 1}")
 
