@@ -53,3 +53,19 @@ def test_only_a_version_older_than_the_check_is_said_to_predate_it(unchecked):
     old = quiet.model_copy(update={"created": "2026-11-21T13:12:44Z"})
     assert _population_check(old) == ("**Population check.** Not checked: this version has none (trained before "
                                       "the check existed), so films unlike its training films get no warning.")
+
+
+def test_a_film_s_error_is_not_written_into_the_note_every_user_reads(kermany_train):
+    """The note is quoted on the card: a film's error names the film (outside the data roots, its server path)."""
+    from core.errors import DatasetError
+    from core.films.folders import discover
+    from core.training.population import try_fit_population_check
+
+    films = discover(kermany_train)
+    said, notes = [], []
+    error = DatasetError("Cannot use /srv/ward-7/Jane Doe 1961-02-03.png: it is not a film")
+    with mock.patch("core.training.population.fit_population_check", side_effect=error):
+        assert try_fit_population_check(films, films, kermany_train, 0, said.append, notes) == (None, None)
+    assert notes == ["No population check: it could not be fitted when this version was made (a training film "
+                     "could not be read again: changed or removed during the run)"]
+    assert "Jane Doe" in said[0]  # the run's own progress, to whoever runs it, says which film

@@ -57,8 +57,13 @@ def try_fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str
     try:
         return fit_population_check(train_set, val_set, data_dir, seed, on_progress)
     except (CheckpointError, DatasetError) as exc:
-        note = f"{NO_POPULATION_CHECK}: it could not be fitted when this version was made ({str(exc).rstrip('.')})"
-        on_progress(f"{note}; its films will not be checked against it")
+        # The card shows the note to every user: a film's error names the film (outside the data roots, its
+        # server path; at a site, perhaps a patient's name): only the run's own progress says which.
+        why = str(exc).rstrip(".") if isinstance(exc, CheckpointError) else \
+            "a training film could not be read again: changed or removed during the run"
+        note = f"{NO_POPULATION_CHECK}: it could not be fitted when this version was made ({why})"
+        on_progress(f"{NO_POPULATION_CHECK}: it could not be fitted ({str(exc).rstrip('.')}); its films will not be "
+                    "checked against it")
         if notes is not None:
             notes.append(note)
         return None, None
