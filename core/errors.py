@@ -49,6 +49,10 @@ class TryAgainLater(TriageError):
     job fills, a decoding process that did not start). The app keeps no result that carries one."""
 
 
+class ServerBusy(TryAgainLater):
+    """Other sessions' films fill every slot for reading a film now (core.serving.in_flight)."""
+
+
 class DeviceOutOfMemory(TryAgainLater):
     """The GPU ran out of memory (batch too large, or another job holds the card)."""
 

@@ -195,6 +195,23 @@ def test_a_failed_explanation_leaves_the_reading_in_place(checkpoints, monkeypat
     assert not any("Computing the" in c.value for c in at.caption)  # no placeholder left behind
 
 
+
+def test_an_explanation_put_off_for_a_busy_server_says_so_not_that_the_film_was_unread(checkpoints, monkeypatch):
+    from core.errors import ServerBusy
+    from core.serving.in_flight import BUSY
+
+    def busy(*args, **kwargs):
+        raise ServerBusy(BUSY)
+
+    monkeypatch.setattr(dashboard.components.triage_view, "heat_map", busy)
+    film = real_films()[0]
+    at = _app()
+    _upload(at, [(film.name, film.read_bytes())])
+    assert len(probability_bars(at)) == 2 and not at.warning  # the reading stands
+    assert [i.value for i in at.info if "not drawn yet" in i.value] == [
+        "The explanation is not drawn yet: the server is busy with other users' films. It will be drawn at the "
+        "page's next run (press R, or change anything on the page)."]
+
 def test_broken_models_are_reported_and_the_others_still_work(checkpoints):
     (checkpoints / "half-written.json").write_text("{ not json")
     meta = json.loads((checkpoints / "pneumonia-mlp-v1.json").read_text())

@@ -4,8 +4,8 @@ The caches (core.serving.film_cache) count what sessions keep; a film being deco
 it waits for the model's turn, was counted nowhere: a 21 kB flat 4000 x 4000 PNG is a 61 MB float32 film, and a
 client that opened a hundred sessions, each uploading it, held about 6 GB (found by a review). At most
 :data:`MAX_FILMS_IN_FLIGHT` films are in flight at once (the model takes one at a time anyway); a film that
-waits longer than :data:`WAIT_S` for its turn is refused with :class:`~core.errors.TryAgainLater`, which the app
-keeps no result of, so its next run tries again.
+waits longer than :data:`WAIT_S` for its turn is refused with :class:`~core.errors.ServerBusy`, a TryAgainLater:
+the app keeps no result of it, so its next run tries again.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from core.errors import TryAgainLater
+from core.errors import ServerBusy
 
 MAX_FILMS_IN_FLIGHT = 4
 WAIT_S = 120.0
@@ -27,7 +27,7 @@ _slots = threading.BoundedSemaphore(MAX_FILMS_IN_FLIGHT)
 def film_in_flight(wait_s: float | None = None) -> Iterator[None]:
     """``with film_in_flight(): decode, predict``: one of the process's slots, held for the block."""
     if not _slots.acquire(timeout=WAIT_S if wait_s is None else wait_s):
-        raise TryAgainLater(BUSY)
+        raise ServerBusy(BUSY)
     try:
         yield
     finally:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 import streamlit as st
 
-from core.errors import TriageError
+from core.errors import ServerBusy, TriageError
 from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, overlay
 from core.store.registry import ModelEntry
 from dashboard.components.kept_settings import keep, restore
@@ -199,6 +199,11 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
     def draw() -> None:
         try:
             heat = heat_map(class_name, method, upload, predictor)
+        except ServerBusy:  # the film was read: its reading stands beside this
+            picture.info("The explanation is not drawn yet: the server is busy with other users' films. It will be "
+                         "drawn at the page's next run (press R, or change anything on the page).",
+                         icon=":material/hourglass_empty:")
+            return
         except (TriageError, ValueError) as exc:
             picture.warning(f"No explanation for this film: {escape_markdown(exc)}", icon=":material/warning:")
             return
