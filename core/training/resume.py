@@ -222,7 +222,8 @@ class RunCheckpoint:
         with runs_written(self.on_disk[0], self.identity.config.epochs):  # a full disk: the state on disk stays
             self.describe(*self.on_disk)
             write_private(self.path, lambda handle: handle.write(state))
-            self.digests, self.on_disk = self.digests[:1], (progress.epoch, progress.finished)
+        self.digests, self.on_disk = self.digests[:1], (progress.epoch, progress.finished)
+        with runs_written(progress.epoch, self.identity.config.epochs):  # the new state is on disk, and named
             self.describe(*self.on_disk)
 
     def describe(self, epoch: int, finished: bool) -> None:
