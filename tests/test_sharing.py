@@ -192,6 +192,29 @@ def test_sessions_caches_keep_within_one_budget_each_evicting_only_its_own():
     assert (third.keys(), budget.held) == (["e", "f"], 3000)
 
 
+
+def test_a_session_gone_quiet_gives_its_room_up_to_one_that_needs_it(monkeypatch):
+    """First come kept the budget for ever: tabs left open made every other session compute its batch again on
+    each click. A cache unused for IDLE_S is emptied, longest unused first, and only as far as needed."""
+    from core.serving import film_cache
+
+    clock = [1000.0]
+    monkeypatch.setattr(film_cache.time, "monotonic", lambda: clock[0])
+    budget = SharedBudget(max_bytes=3000)
+    idle, older, busy, newcomer = (BoundedCache(max_bytes=2000, size_of=lambda value: value.nbytes, budget=budget)
+                                   for _ in range(4))
+    older.put("o", _kilobyte())
+    clock[0] += 10
+    idle.put("i", _kilobyte())
+    busy.put("b", _kilobyte())
+    clock[0] += film_cache.IDLE_S - 15  # none idle long enough yet: no room
+    assert newcomer.get_or_compute("n", _kilobyte).nbytes == 1000 and "n" not in newcomer
+    clock[0] += 25  # older and idle are now idle; busy too, but it is used
+    busy.get("b")
+    newcomer.put("n", _kilobyte())
+    assert (older.keys(), idle.keys(), busy.keys(), newcomer.keys()) == ([], ["i"], ["b"], ["n"])
+    assert budget.held == 3000
+
 def test_every_session_cache_of_the_app_counts_against_the_servers_one_budget(monkeypatch):
     from dashboard import state
 

@@ -5,11 +5,14 @@ One cache belongs to one browser session: films, their names and what was comput
 data and are never shared between sessions; they go when the session goes (or sooner, by :meth:`keep_only`).
 Only their sizes are shared: every session's caches count against one :class:`SharedBudget`, so the memory
 a server keeps for its sessions is bounded however many sessions there are (a cache over it keeps less, and
-its session computes again what it did not keep).
+its session computes again what it did not keep). A cache unused for :data:`IDLE_S` gives its room up to a
+session that needs it: first come kept the budget for ever, so four tabs left open made every other session
+decode, predict and draw its whole batch again on each click (found by a review).
 """
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from typing import Callable, Generic, Hashable, TypeVar
@@ -18,6 +21,7 @@ from core.films.film import Film
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+IDLE_S = 300.0  # a cache unused this long (its session gone quiet) is emptied for a session short of room
 
 
 class SharedBudget:
@@ -37,6 +41,22 @@ class SharedBudget:
         """Bytes the other caches hold (call with :attr:`lock` held)."""
         return sum(other.held for other in list(self._caches) if other is not cache)
 
+    def reclaim_idle(self, cache: "BoundedCache", needed: int) -> None:
+        """Empty other caches unused for IDLE_S, longest unused first, until ``needed`` bytes are free (call with
+        :attr:`lock` held). A cache whose lock is taken is in use: skipped, never waited for (its owner may be
+        waiting for this budget's lock)."""
+        now = time.monotonic()
+        for other in sorted((c for c in list(self._caches) if c is not cache), key=lambda c: c.used):
+            if needed <= 0 or now - other.used < IDLE_S:
+                return
+            if other.held and other._lock.acquire(blocking=False):
+                try:
+                    needed -= other.held
+                    other._items.clear()
+                    other.held = 0
+                finally:
+                    other._lock.release()
+
     @property
     def held(self) -> int:
         with self.lock:
@@ -54,6 +74,7 @@ class BoundedCache(Generic[K, V]):
         self._items: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
         self.held = 0  # bytes held as of the last change, for the budget (read without this cache's lock)
+        self.used = time.monotonic()  # last read or written (SharedBudget.reclaim_idle)
         self.budget = budget
         if budget is not None:
             budget.join(self)
@@ -79,6 +100,7 @@ class BoundedCache(Generic[K, V]):
 
     def get(self, key: K) -> V | None:
         with self._lock:
+            self.used = time.monotonic()
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
@@ -96,6 +118,7 @@ class BoundedCache(Generic[K, V]):
         """Keep ``value`` unless it alone exceeds the cap; evict the least recently used to fit it. Past the
         shared budget, evict more of this cache's own entries, ``value`` last (then it is not kept)."""
         with self._lock:
+            self.used = time.monotonic()
             self._items.pop(key, None)
             if self._size_of(value) <= self.max_bytes:
                 self._items[key] = value
@@ -108,6 +131,9 @@ class BoundedCache(Generic[K, V]):
                 return
             with self.budget.lock:
                 room = self.budget.max_bytes - self.budget.held_by_others(self)
+                if total > room:
+                    self.budget.reclaim_idle(self, total - room)
+                    room = self.budget.max_bytes - self.budget.held_by_others(self)
                 while total > room:
                     self._items.popitem(last=False)
                     total = self._total()
