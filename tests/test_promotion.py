@@ -185,7 +185,7 @@ def test_a_tasks_first_version_becomes_its_default_only_if_it_clears_the_floor(t
     assert _default(models) is None and read_actions() == []
     calibrated = calibrate(trained_model.name, 0.98, directory=models, who="admin:erin")  # ships: first to clear
     assert _default(models) == calibrated.name
-    calibration, first = read_actions()[:2]  # it became the default as it shipped, before the calibration's line
+    first, calibration = read_actions()[:2]  # newest first: recorded as it shipped, then made the first default
     assert (first.action, first.who, first.details["first_of_its_task"]) == ("default.change", "admin:erin", True)
     assert calibration.action == "calibrate"
     assert promote_first(trained_model.name, who="job", directory=models) is False  # the task has one now
