@@ -232,3 +232,20 @@ def test_the_sidebar_explains_an_incomplete_identity_provider(places, monkeypatc
     monkeypatch.setattr(access, "_authlib_installed", lambda: True)
     at = page("triage")
     assert "Sign in with the identity provider" in offered(at)
+
+
+def test_the_identity_provider_sign_in_has_what_st_login_imports(monkeypatch):
+    """requirements.txt pinned Authlib alone: its Starlette client imports httpx, so the sidebar offered the
+    provider's sign-in and /auth/login answered 500 on a fresh install."""
+    import importlib
+
+    from dashboard.components import access
+
+    importlib.import_module("authlib.integrations.starlette_client")  # what Streamlit's /auth/login imports
+    assert access._authlib_installed()
+
+    def without_httpx(name):
+        raise ModuleNotFoundError("No module named 'httpx'")
+
+    monkeypatch.setattr(access, "import_module", without_httpx)
+    assert not access._authlib_installed()  # then the sidebar says what is missing instead of offering it

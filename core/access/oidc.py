@@ -54,8 +54,8 @@ def provider_setup(auth: Mapping[str, Any] | None, admin_accounts: Sequence[str]
         return ProviderSetup(False, explanation=" ".join(problems) or
                              f"The [auth] section in {_SECRETS} names no provider ({and_list(list(PROVIDER_KEYS))}).")
     if not authlib_installed:
-        return ProviderSetup(False, explanation=f"Signing in with the identity provider needs the {AUTHLIB} "
-                                                "package on the server (pip install).")
+        return ProviderSetup(False, explanation=f"Signing in with the identity provider needs the {AUTHLIB} and "
+                                                "httpx packages on the server (both in requirements.txt).")
     if not admin_accounts:
         return ProviderSetup(False, explanation="No admin account is listed: an administrator sets "
                                                 "CXR_ADMIN_ACCOUNTS (e-mail addresses, comma-separated).")

@@ -5,7 +5,7 @@ otherwise :func:`admin_only` says who may do it and how administration is enable
 """
 from __future__ import annotations
 
-from importlib import metadata
+from importlib import import_module, metadata
 
 import streamlit as st
 
@@ -226,9 +226,12 @@ def _auth_section() -> dict | None:
 
 
 def _authlib_installed() -> bool:
+    """Whether st.login can run: Authlib recent enough, and its Starlette client importable (it needs httpx:
+    without it the sidebar offered the button and the server answered 500 at /auth/login; found by a review)."""
     try:
         version = metadata.version("Authlib")
-    except metadata.PackageNotFoundError:
+        import_module("authlib.integrations.starlette_client")
+    except (metadata.PackageNotFoundError, ImportError):
         return False
     wanted = tuple(int(p) for p in AUTHLIB.split(">=")[1].split("."))
     return tuple(int(p) for p in version.split(".")[:3] if p.isdigit()) >= wanted
