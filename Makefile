@@ -11,8 +11,13 @@ PORT ?= 8501
 
 .PHONY: setup run test bench models models-restart models-trial clean-venv
 
+# A .venv whose Python is missing, older than 3.11 or without pip (python3-venv was missing when it was made) is made
+# again: `test -x` alone kept a broken one for good.
 $(STAMP): requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	    echo "make: $(PYTHON) is not Python 3.11 or newer; run make again with PYTHON=python3.11 (or newer)" >&2; exit 1; }; \
+	  echo "make: creating $(VENV) with $(PYTHON)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
@@ -178,7 +183,7 @@ models: setup
 	# not remove the set it has just shipped.
 	$(call once,ship,if [ -d $(STAGE) ]; then rm -rf $(SHIP_TO) && mv $(STAGE) $(SHIP_TO); \
 	    else echo "make models: $(STAGE) is gone: it shipped before this run went on" >&2; fi)
-	CXR_CHECKPOINTS=$(abspath $(SHIP_TO)) CXR_DETECTOR_DIR=$(abspath $(SHIP_TO))/detector \
+	CXR_CHECKPOINTS="$(abspath $(SHIP_TO))" CXR_DETECTOR_DIR="$(abspath $(SHIP_TO))/detector" \
 	    $(PY) bench/models.py $(MODELS_BENCH)
 	rm -rf $(STEPS)
 
