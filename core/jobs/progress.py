@@ -37,13 +37,16 @@ def job_progress(events: list[ProgressEvent], now: float | None = None) -> JobPr
     last_loading = next((e for e in reversed(events) if isinstance(e, LoadingEvent) and e.total is not None), None)
     if any(isinstance(e, DoneEvent) for e in events):
         return JobProgress("done", 1.0, "Finished.", 0.0, step_losses, epochs)
+    if (last_train is not None and last_train.progress >= 1.0) or any(e.last for e in epochs):
+        # the last epoch is done, or early stopping ended the run (its steps stop short of its epochs; found by a
+        # review: the page showed "epoch 3 of 10" and an hour's countdown while the version was being registered)
+        fraction = LOADING_SHARE + (1 - LOADING_SHARE) * (last_train.progress if last_train else 1.0)
+        return JobProgress("finishing", fraction, "Choosing the operating point, evaluating on validation "
+                           "and registering the new version.", None, step_losses, epochs)
     if last_train is not None:
         since = now - last_train.time if last_train.time is not None else 0.0
         eta = max(0.0, last_train.eta_seconds - since)
         fraction = LOADING_SHARE + (1 - LOADING_SHARE) * last_train.progress
-        if last_train.progress >= 1.0:
-            return JobProgress("finishing", fraction, "Choosing the operating point, evaluating on validation "
-                               "and registering the new version.", None, step_losses, epochs)
         text = (f"Training: epoch {last_train.epoch} of {last_train.epochs}, "
                 f"step {last_train.step} of {last_train.steps}")
         return JobProgress("training", fraction, text, eta, step_losses, epochs)

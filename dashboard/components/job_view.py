@@ -100,7 +100,7 @@ def _progress(job: Job, progress: JobProgress, user: User) -> None:
         st.metric("Elapsed", duration(elapsed), border=True)
         st.metric("Epochs done", f"{len(progress.epochs)} of {job.config.epochs}", border=True)
         st.metric("Validation AUC", f"{last.val_auc:.3f}" if last else "—", border=True)
-    if not user.is_admin:
+    if not user.is_admin or progress.phase == "finishing":  # training is over: a cancel would not be heard
         return
     if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
                  help="Stops between training steps; nothing is registered. The epochs already finished are "
