@@ -285,6 +285,22 @@ def test_calibrate_pressed_after_the_chosen_model_was_removed_changes_nothing(pl
     assert not at.exception and not at.error and _select(at, "Model").value == "pneumonia-cnn5-v1"
 
 
+def test_calibrate_pressed_again_for_the_same_model_and_target_registers_one_version(places):
+    """A second press while a calibration ran reran the page with the button pressed: two versions, two audit
+    lines, and the first one's confirmation lost."""
+    checkpoints, _ = places
+    at = retrain_page()
+    _select(at, "Model").set_value("pneumonia-mlp-v1").run()
+    for _ in range(2):
+        next(b for b in at.button if b.label == "Calibrate").click().run()
+        assert not at.exception and not at.error
+        assert at.success and at.success[0].value.startswith("pneumonia-mlp-v2 is registered")
+    assert sorted(p.name for p in checkpoints.glob("pneumonia-mlp-v*.json")) == ["pneumonia-mlp-v1.json",
+                                                                                 "pneumonia-mlp-v2.json"]
+    assert [i.value for i in at.info if "already recalibrated" in i.value] == [
+        "pneumonia-mlp-v1 was already recalibrated for this target and these films in this session: "
+        "pneumonia-mlp-v2, below."]
+
 @pytest.mark.parametrize("damage", ["registry", "removed", "no model named"])
 def test_a_finished_job_s_model_that_cannot_be_read_is_told_apart_from_one_removed(places, damage):
     """The last job's panel finds its new version in the registry. A damaged registry.json is said as such

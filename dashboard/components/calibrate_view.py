@@ -22,6 +22,7 @@ from dashboard.state import registered_models
 VALIDATION, SITE_FOLDER = "validation", "site folder"  # core.training.calibrate's sources
 SOURCES = {VALIDATION: "Its own validation films", SITE_FOLDER: "A labelled folder of this site"}
 MODEL_KEY = "calibrate-model"
+_DONE = "calibrate-done"  # ((model, target, folder) asked, the version it registered): the session's last
 _RENEWED = "calibrate-model-renewed"  # times the chosen model was removed meanwhile: each time a new, empty box
 
 
@@ -81,21 +82,37 @@ def calibrate_section(user: User) -> None:
         st.error("The model was not recalibrated. Choose a labelled folder inside a data root.",
                  icon=":material/error:")
         return
-    _run(entry, round(float(target) / 100, 4), folder, user)
+    asked = (entry.name, round(float(target) / 100, 4), str(folder) if folder is not None else None)
+    done = st.session_state.get(_DONE)
+    if done is not None and done[0] == asked and done[1] in by_name:  # pressed again while it ran, or after
+        st.info(f"{entry.name} was already recalibrated for this target and these films in this session: "
+                f"{done[1]}, below.", icon=":material/info:")
+        _report(by_name[done[1]].record)
+        return
+    _run(entry, asked, folder, user)
 
 
-def _run(entry: ModelEntry, target: float, folder, user: User) -> None:
-    from core.training.calibrate import SITE, calibrate  # torch loads only when someone recalibrates
+def _run(entry: ModelEntry, asked: tuple, folder, user: User) -> None:
+    from core.training.calibrate import calibrate  # torch loads only when someone recalibrates
 
     try:
         with st.spinner(f"Recalibrating {entry.name}…"):
-            record = calibrate(entry.name, target, who=user.who, site_folder=folder)
+            record = calibrate(entry.name, asked[1], who=user.who, site_folder=folder)
+            # Kept before anything is drawn: a second press while this ran reruns the page as soon as this run
+            # draws, with the button pressed: it would register a second version (found by a review).
+            st.session_state[_DONE] = (asked, record.name)
     except TriageError as exc:  # a film that fails to decode is named by its path: put data roots in words
         training = entry.record.training
         folder_trained_on = recorded_source(training.data_dir) if training is not None else None
         st.error(f"The model was not recalibrated. {without_server_paths(str(exc), folder_trained_on)}",
                  icon=":material/error:")
         return
+    _report(record)
+
+
+def _report(record) -> None:
+    from core.training.calibrate import SITE
+
     report, calibration = record.report, record.calibration
     lines = [f"{record.name} is registered: urgent when 1 − p({record.operating_point.normal_class}) ≥ "
              f"{record.operating_point.threshold:.3f} (was {calibration.previous_threshold:.3f}), chosen on "
