@@ -16,8 +16,17 @@ def folder_stamp(folder: str | Path) -> str:
     if not root.is_dir():
         return ""  # missing or unreadable: evaluate_folder says so in words
     lines, visited = [], set()
+
+    def unreadable(exc: OSError) -> None:
+        """The root's own listing failing ends the stamp; a sub-folder's is a line, like an unreadable file's: one
+        unreadable folder anywhere (lost+found, a private .folder) made the whole folder read as gone (found by a
+        review; discover names one it needs)."""
+        if exc.filename is None or Path(exc.filename) == root:
+            raise exc
+        lines.append(f"{os.path.relpath(exc.filename, root)}\0unreadable folder")
+
     try:  # linked class (and split) folders followed, as discover reads them, each real folder once
-        for here, folders, files in os.walk(root, onerror=_raise, followlinks=True):
+        for here, folders, files in os.walk(root, onerror=unreadable, followlinks=True):
             facts, inside = os.stat(here), Path(here).relative_to(root).parts
             if (facts.st_dev, facts.st_ino) in visited or visited.add((facts.st_dev, facts.st_ino)):
                 folders[:] = []
@@ -34,7 +43,3 @@ def folder_stamp(folder: str | Path) -> str:
     except (OSError, RecursionError):  # RecursionError: folders nested past Python's limit
         return ""
     return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def _raise(exc: OSError) -> None:
-    raise exc

@@ -221,6 +221,28 @@ def test_folder_stamp_changes_when_films_come_go_or_are_replaced_in_place(tmp_pa
     assert folder_stamp(tmp_path / "missing") == ""
 
 
+def test_an_unreadable_sub_folder_is_a_line_of_the_stamp_not_the_whole_folder_gone(tmp_path, monkeypatch):
+    """One sub-folder this server may not list (lost+found at a mount point, a private .folder) made the stamp
+    "", which Compare reads as the folder moved or deleted: nothing could be evaluated there."""
+    (tmp_path / "NORMAL").mkdir()
+    (tmp_path / "NORMAL" / "a.png").write_bytes(b"x")
+    (tmp_path / ".private").mkdir()
+    listing = os.scandir
+
+    def locked(path):  # what a 0700 folder of another owner answers (tests run as root, which may list it)
+        if os.fspath(path).endswith(".private"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", locked)
+    stamp = folder_stamp(tmp_path)
+    assert stamp not in ("",) and folder_stamp(tmp_path) == stamp
+    (tmp_path / "NORMAL" / "b.png").write_bytes(b"y")
+    assert folder_stamp(tmp_path) not in ("", stamp)
+    monkeypatch.setattr(os, "scandir", lambda path: locked(path) if os.fspath(path) != os.fspath(tmp_path) else
+                        (_ for _ in ()).throw(PermissionError(13, "Permission denied", os.fspath(path))))
+    assert folder_stamp(tmp_path) == ""  # the folder itself unreadable: gone, as before
+
 def test_folder_stamp_follows_linked_class_folders_as_the_evaluation_reads_them(tmp_path):
     """An evaluation folder built of links to class folders elsewhere: a film added there is seen (else Compare
     would show the last evaluation's figures again), and a link back up the tree does not loop."""
