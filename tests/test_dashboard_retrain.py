@@ -328,3 +328,18 @@ def test_a_finished_job_s_model_that_cannot_be_read_is_told_apart_from_one_remov
         assert said == [f"{name} is no longer in the registry."]
     else:
         assert said == ["This job's record names no model; the models it may have registered are listed on Compare."]
+
+
+def test_any_registered_version_can_be_made_the_default_from_the_retrain_page(places):
+    """Only the newest job's version had a button: a recalibrated one could not be promoted in the app."""
+    from core.store.registry import find_model
+
+    at = retrain_page()
+    _select(at, "Model").set_value("pneumonia-mlp-v1").run()
+    next(b for b in at.button if b.label == "Calibrate").click().run()  # a version no job made
+    assert at.success and find_model(None, task="pneumonia").name == "pneumonia-cnn5-v1"
+    at.run()  # the box above the calibration lists it from the next run
+    _select(at, "Model to make the default").set_value("pneumonia-mlp-v2").run()
+    next(b for b in at.button if b.label == "Make pneumonia-mlp-v2 the default").click().run()
+    assert not at.exception and not at.error
+    assert find_model(None, task="pneumonia").name == "pneumonia-mlp-v2"

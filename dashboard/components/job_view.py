@@ -204,14 +204,15 @@ def _new_model(job: Job, user: User) -> None:
                                                          icon=":material/star:", key=f"default-{job.job_id}",
                                                          help=f"The default of the {title_of(entry.task)} task; "
                                                               "the other tasks keep theirs."):
-            _promote(entry.name, user)
+            promote_from_page(entry.name, user)
         st.page_link("views/compare.py", label="Compare it with the other models", icon=":material/compare_arrows:")
     if reasons:
         st.warning(f"{entry.name} cannot become the default: " + "; ".join(reasons) + f". {advice}",
                    icon=":material/block:")
 
 
-def _promote(name: str, user: User) -> None:
+def promote_from_page(name: str, user: User) -> None:
+    """Make ``name`` its task's default, as ``user``; refusals said on the page, success in a toast."""
     try:
         promote(name, who=user.who)
     except PromotionRefused as exc:

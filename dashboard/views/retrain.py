@@ -18,6 +18,7 @@ from core.models.device import found_devices
 from core.store.records import TrainConfig
 from dashboard.components.access import admin_only, current_user
 from dashboard.components.calibrate_view import calibrate_section
+from dashboard.components.default_choice import default_section
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.job_view import audit_table, interrupted_runs, job_history, job_panel
 from dashboard.components.task_choice import FIRST_TASK, title_of
@@ -161,6 +162,8 @@ if len(jobs) > 1:
         st.dataframe(job_history(jobs[1:], user), hide_index=True, key="job-history")
 
 if user.is_admin:
+    with st.container(border=True):
+        default_section(user)
     with st.container(border=True):
         calibrate_section(user)
     with st.expander("Audit log: administrative actions", icon=":material/policy:"):
