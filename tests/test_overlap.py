@@ -47,3 +47,25 @@ def test_a_tree_with_splits_is_read_at_its_test_split_and_a_manifest_by_its_fold
     gone = pneumonia.model_copy(update={"training": pneumonia.training.model_copy(
         update={"data_dir": str(tmp_path / "moved-away")})})
     assert training_folders(gone) == [] and not trained_on(gone, data_dir / "films")
+
+
+def test_a_site_calibrated_version_evaluated_on_its_calibration_folder_is_said_so(pneumonia, data_dir, tmp_path,
+                                                                                  settings_env):
+    """Compare showed a site-calibrated version's figures on the very films its threshold was chosen on."""
+    import json
+
+    from core.evaluation.overlap import calibrated_on
+    from core.store.records import Calibration
+
+    site = tmp_path / "site-root" / "ward"
+    for label in ("NORMAL", "PNEUMONIA"):
+        (site / label).mkdir(parents=True)
+    (tmp_path / "roots.json").write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
+    settings_env(CXR_DATA=str(data_dir), CXR_DATA_ROOTS=str(tmp_path / "roots.json"))
+    calibration = {"from": "pneumonia-mlp-v1", "target_sensitivity": 0.95, "source": "site folder",
+                   "folder": "ward-7/ward"}
+    calibrated = pneumonia.model_copy(update={"calibration": Calibration(**calibration)})
+    assert calibrated_on(calibrated, site) and calibrated_on(calibrated, site / "NORMAL")
+    assert not calibrated_on(calibrated, data_dir / "films") and not calibrated_on(pneumonia, site)
+    on_validation = Calibration(**{**calibration, "source": "validation", "folder": None})
+    assert not calibrated_on(pneumonia.model_copy(update={"calibration": on_validation}), site)

@@ -52,6 +52,21 @@ def trained_on(record: ModelRecord, folder: str | Path, split: str | None = None
                for trained in training_folders(record))
 
 
+def calibrated_on(record: ModelRecord, folder: str | Path, split: str | None = None) -> bool:
+    """Whether ``record``'s threshold was chosen on a site folder that evaluating ``folder`` reads (its
+    sensitivity there is met by construction)."""
+    calibration = record.calibration
+    if calibration is None or calibration.source != "site folder" or not calibration.folder:
+        return False
+    evaluated = evaluated_folder(folder, split)
+    try:
+        chosen_on = real_path(resolve_label(calibration.folder))
+    except TriageError:  # a root no longer configured, a folder gone: nothing to compare
+        return False
+    return evaluated is not None and chosen_on is not None and (
+        evaluated.is_relative_to(chosen_on) or chosen_on.is_relative_to(evaluated))
+
+
 def _label_folder(entry) -> Path | None:
     try:
         return resolve_label(entry.label)  # resolved already
