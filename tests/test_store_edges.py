@@ -3,7 +3,6 @@ without its population file, and a population check whose description could not 
 from __future__ import annotations
 
 import errno
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +14,11 @@ from core.models.features import GaussianScore
 from core.store import manifest
 from core.store.checkpoints import load_checkpoint, population_file, save_checkpoint
 from core.store.records import PopulationCheck
-from core.store.registry import REGISTRY_FILE, find_model, list_models, listing, set_default
-from test_model_tiers import PNEUMONIA, TUBERCULOSIS, record_for, save
+from core.store.registry import find_model, list_models, listing, set_default
+import test_model_tiers
+from test_model_tiers import record_for, save
 
-
-@pytest.fixture
-def folders(tmp_path, settings_env) -> tuple[Path, Path]:
-    """A shipped folder (pneumonia default ship-pneu-v1, a spare v2, tuberculosis default ship-tb-v1, the
-    manifest) and an empty site folder, both configured."""
-    shipped, site = tmp_path / "shipped", tmp_path / "site"
-    for name, classes in (("ship-pneu-v1", PNEUMONIA), ("ship-pneu-v2", PNEUMONIA), ("ship-tb-v1", TUBERCULOSIS)):
-        save(shipped, name, classes)
-    (shipped / REGISTRY_FILE).write_text(json.dumps({"task_defaults": {"pneumonia": "ship-pneu-v1",
-                                                                       "tuberculosis": "ship-tb-v1"}}))
-    manifest.write_manifest(shipped)
-    settings_env(CXR_CHECKPOINTS=str(shipped), CXR_MODELS=str(site))
-    return shipped, site
+tiers = test_model_tiers.tiers  # that file's two-tier folders, a fixture
 
 
 def _score(seed: int) -> GaussianScore:
@@ -59,10 +47,10 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("target", ["outside", "inside"])
-def test_a_linked_shipped_file_is_a_problem_named_without_paths_not_a_crash(folders, tmp_path, target):
+def test_a_linked_shipped_file_is_a_problem_named_without_paths_not_a_crash(tiers, tmp_path, target):
     """``_key`` resolved the link and then failed (ValueError) for every listing, page and command, naming the
     server paths; a link to a description outside the folder was not even seen as shipped when loaded."""
-    shipped, _ = folders
+    shipped, _ = tiers
     if target == "outside":
         source = save(tmp_path / "elsewhere", "linked-v1")
         (shipped / "linked-v1.pt").symlink_to(source.with_suffix(".pt"))
@@ -81,8 +69,8 @@ def test_a_linked_shipped_file_is_a_problem_named_without_paths_not_a_crash(fold
     assert manifest.is_shipped(shipped / "linked-v1.json")
 
 
-def test_the_models_command_lists_a_linked_shipped_file_as_a_problem(folders, tmp_path, run_cli):
-    shipped, site = folders
+def test_the_models_command_lists_a_linked_shipped_file_as_a_problem(tiers, tmp_path, run_cli):
+    shipped, site = tiers
     (shipped / "linked-v1.json").symlink_to(save(tmp_path / "elsewhere", "linked-v1"))
     result = run_cli("models", "--json", checkpoints=site)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
@@ -95,10 +83,10 @@ def test_the_models_command_lists_a_linked_shipped_file_as_a_problem(folders, tm
 # --- a shipped version without its population file ----------------------------------------------------------
 
 
-def test_a_shipped_default_without_its_population_file_is_a_broken_default(folders):
+def test_a_shipped_default_without_its_population_file_is_a_broken_default(tiers):
     """The listing served it (\"triages without its population check\") while loading refused it: a shipped
     version must have every file its manifest lists."""
-    shipped, _ = folders
+    shipped, _ = tiers
     json_path = _save_with_check(shipped, "ship-pneu-v3")
     manifest.write_manifest(shipped)
     set_default("ship-pneu-v3")
