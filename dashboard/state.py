@@ -123,6 +123,7 @@ class FilmResult:
     details: dict | None = None
     prediction: Prediction | None = None
     error: str | None = None
+    retry: bool = False  # the error says the film was not read yet (the server busy): the next run reads it
 
 
 # What every session's caches hold together, in this server process (modules load once per process).
@@ -214,7 +215,7 @@ def _triage_kept(results: BoundedCache, key: tuple, upload: Upload, films: FilmC
     try:
         return results.get_or_compute(key, partial(_triage_film, upload, films, predictor))
     except TryAgainLater as exc:
-        return FilmResult(upload.name, upload.digest, error=str(exc))
+        return FilmResult(upload.name, upload.digest, error=str(exc), retry=True)
 
 
 def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor) -> FilmResult:

@@ -310,7 +310,7 @@ def test_films_in_flight_are_bounded_for_all_sessions_and_one_past_them_is_read_
     finally:
         for slot in slots:
             slot.__exit__(None, None, None)
-    assert busy.error == in_flight.BUSY and busy.prediction is None
+    assert busy.error == in_flight.BUSY and busy.prediction is None and busy.retry  # "Not read yet", not unreadable
     (read,) = triage_uploads(predictor, uploads)  # not kept: read now that a slot is free
     assert read.error is None and read.prediction is not None
 

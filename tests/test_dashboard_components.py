@@ -60,6 +60,14 @@ def test_worklist_puts_urgent_first_then_routine_then_untriaged_then_unreadable(
     assert with_classes.loc[0, "p(PNEUMONIA)"] == pytest.approx(0.95)
 
 
+def test_a_film_the_busy_server_has_not_read_yet_is_no_unreadable_file_and_comes_before_the_untriaged():
+    waiting = FilmResult("waiting.png", "w", error="The server is busy reading other users' films.", retry=True)
+    table = worklist([*BATCH, waiting])
+    assert list(table["Priority"]) == ["Urgent", "Urgent", "Routine", "Routine", "Not read yet", "Not triaged",
+                                       "Unreadable"]
+    assert table.loc[4, "File"] == "waiting.png" and "busy" in table.loc[4, "Warnings"]
+
+
 def test_worklist_csv_holds_every_probability_the_model_and_threshold():
     table = pd.read_csv(io.BytesIO(worklist_csv(BATCH, "pneumonia-cnn5-v1")))
     assert len(table) == len(BATCH)

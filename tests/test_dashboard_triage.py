@@ -212,6 +212,18 @@ def test_an_explanation_put_off_for_a_busy_server_says_so_not_that_the_film_was_
         "The explanation is not drawn yet: the server is busy with other users' films. It will be drawn at the "
         "page's next run (press R, or change anything on the page)."]
 
+def test_a_film_the_busy_server_put_off_is_counted_and_shown_as_not_read_yet_not_unreadable(checkpoints, monkeypatch):
+    from core.errors import ServerBusy
+    from core.serving.in_flight import BUSY
+
+    monkeypatch.setattr(dashboard.state, "film_in_flight", lambda: (_ for _ in ()).throw(ServerBusy(BUSY)))
+    film = real_films()[0]
+    at = _app()
+    _upload(at, [(film.name, film.read_bytes())])
+    assert {m.label: m.value for m in at.metric}["Not read yet"] == "1" and not at.error
+    assert [i.value for i in at.info if "busy" in i.value] == [BUSY]
+
+
 def test_broken_models_are_reported_and_the_others_still_work(checkpoints):
     (checkpoints / "half-written.json").write_text("{ not json")
     meta = json.loads((checkpoints / "pneumonia-mlp-v1.json").read_text())

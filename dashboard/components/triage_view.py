@@ -123,6 +123,9 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
             priority_badge(result)
             if result.prediction and result.prediction.priority:
                 st.markdown(f"Label: **{result.prediction.label}**")
+        if result.retry:  # not read yet: the server was busy; the message says when it will be
+            st.info(escape_markdown(result.error), icon=":material/hourglass_empty:")
+            return None
         if result.error:
             st.error(f"{escape_markdown(result.error)} The other films are not affected.", icon=":material/error:")
             return None

@@ -14,17 +14,18 @@ from dashboard.components.reports import digits_apart, spreadsheet_safe
 from dashboard.state import FilmResult
 
 URGENT, ROUTINE = "urgent", "routine"  # Prediction.priority's values (core.serving.predict, which loads torch)
-NOT_TRIAGED, UNREADABLE = "not triaged", "unreadable"
-_RANK = {URGENT: 0, ROUTINE: 1, NOT_TRIAGED: 2, UNREADABLE: 3}
+NOT_READ, NOT_TRIAGED, UNREADABLE = "not read yet", "not triaged", "unreadable"
+_RANK = {URGENT: 0, ROUTINE: 1, NOT_READ: 2, NOT_TRIAGED: 3, UNREADABLE: 4}  # a film not read yet may be urgent
 LEADING_ABNORMAL = "Leading abnormal class"
 BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
+          NOT_READ: ("Not read yet", "orange", ":material/hourglass_empty:"),
           NOT_TRIAGED: ("Not triaged", "gray", ":material/help:"),
           UNREADABLE: ("Unreadable", "gray", ":material/block:")}  # label, colour, icon
 
 
 def status_of(result: FilmResult) -> str:
-    if result.error:
-        return UNREADABLE
+    if result.error:  # a film the busy server has not read yet is no unreadable file
+        return NOT_READ if result.retry else UNREADABLE
     return result.prediction.priority or NOT_TRIAGED
 
 

@@ -103,9 +103,10 @@ with foreground.working() if uploads or kept else nullcontext():
     st.subheader("Worklist")
     statuses = [status_of(r) for r in results]
     with st.container(horizontal=True):
-        for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Not triaged", "not triaged"),
-                              ("Unreadable", "unreadable")):
-            st.metric(title, statuses.count(status), border=True)
+        for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Not read yet", "not read yet"),
+                              ("Not triaged", "not triaged"), ("Unreadable", "unreadable")):
+            if status != "not read yet" or status in statuses:  # only a busy server leaves films unread
+                st.metric(title, statuses.count(status), border=True)
     repeats = repeated_uploads(uploads)
     if repeats:
         st.warning(repeated_warning(repeats), icon=":material/content_copy:")
