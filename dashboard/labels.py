@@ -27,6 +27,16 @@ def source_label(source: str | Path) -> str:
         return UNPLACED
 
 
+def inside_a_root(folder: str | Path) -> bool:
+    """Whether ``folder`` is (still) inside a configured data root: a folder chosen earlier in a session is read
+    again only while it is (found by a review: Compare kept evaluating one whose root an administrator removed)."""
+    try:
+        folder_label(folder)
+    except (FolderNotAllowed, DataRootsUnreadable):
+        return False
+    return True
+
+
 def _missing_inside_a_root(path: Path) -> str | None:
     """The label a folder had inside a data root when it is gone (moved, deleted): read from its path alone."""
     try:

@@ -228,11 +228,22 @@ def test_an_evaluated_folder_removed_meanwhile_is_said_once_and_not_read_again(a
     at.session_state["evaluated_folder"] = str(tmp_path / "site" / "moved-away")
     at.run()
     assert not at.exception and not at.error
-    assert [w.value for w in at.warning] == ["The folder evaluated before can no longer be read (moved, renamed or "
-                                             "deleted)."]
+    assert [w.value for w in at.warning] == [GONE]
     assert "Choose a folder and press Evaluate." in [i.value for i in at.info]
     at.run()  # said once: the folder is forgotten, not looked for at every rerun
     assert not at.warning and not at.exception
+    # Evaluated again, then its data root taken off the list by an administrator: no longer read, nor shown.
+    at.session_state["evaluated_folder"] = str(ward.resolve())
+    at.run()
+    assert not at.warning and (at.dataframe[0].value.loc["Films evaluated"] == "16").all()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "roots.toml").write_text(f'[roots]\nother = "{tmp_path / "elsewhere"}"\n')
+    at.run()
+    assert not at.exception and [w.value for w in at.warning] == [GONE] and not at.dataframe
+
+
+GONE = ("The folder evaluated before can no longer be read (moved, renamed or deleted, or its data root is no longer "
+        "configured).")
 
 
 def test_the_captions_say_what_the_inference_time_is_and_where_a_threshold_was_chosen(at, tmp_path):

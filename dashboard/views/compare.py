@@ -12,7 +12,7 @@ from dashboard.components.compare_view import (comparison, details, policy_films
                                                training_films_caveat)
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.task_choice import models_of, pick_task, title_of
-from dashboard.labels import without_server_paths
+from dashboard.labels import inside_a_root, without_server_paths
 from dashboard.state import default_evaluation_dir, folder_report, folder_stamp, registered_models
 
 STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
@@ -67,11 +67,11 @@ if source == FOLDER:
         st.session_state[EVALUATED_FOLDER] = str(folder)
         st.session_state[RECORDED] = set()  # each press is recorded; reruns that reuse its results are not
     target = st.session_state.get(EVALUATED_FOLDER)
-    stamp = folder_stamp(target) if target else ""
-    if target and not stamp:  # moved, renamed or deleted since Evaluate: not read again at every rerun
+    stamp = folder_stamp(target) if target and inside_a_root(target) else ""
+    if target and not stamp:  # moved, renamed, deleted or its root taken off the list: not read again at every rerun
         del st.session_state[EVALUATED_FOLDER]
-        st.warning("The folder evaluated before can no longer be read (moved, renamed or deleted).",
-                   icon=":material/folder_off:")
+        st.warning("The folder evaluated before can no longer be read (moved, renamed or deleted, or its data root "
+                   "is no longer configured).", icon=":material/folder_off:")
         target = None
     if not target:
         st.info("Choose a folder and press Evaluate.", icon=":material/info:")
