@@ -145,6 +145,22 @@ def test_a_site_model_named_like_a_shipped_one_is_ignored(tiers):
     assert problems == ["ship-pneu-v1.json in the site folder has the name of a shipped model; ignored."]
 
 
+def test_a_site_default_whose_name_a_shipped_model_took_is_broken_not_bound_to_the_shipped_model(tiers):
+    """The site's default ship-pneu-v2 was its own model; a new shipped set brings one of that name. Serving the
+    shipped model as the site's default would silently change what the site triages with (found by a review)."""
+    shipped, site = tiers
+    save(site, "ship-pneu-v2")
+    (site / REGISTRY_FILE).write_text(json.dumps({"task_defaults": {"pneumonia": "ship-pneu-v2"}}))
+    entries, problems = list_models()
+    assert not next(e for e in entries if e.name == "ship-pneu-v2").is_default
+    assert problems[-1].startswith("ship-pneu-v2, the default model of the pneumonia task, cannot be used")
+    with pytest.raises(ModelNotFound, match="name of a shipped model"):
+        find_model(None, task="pneumonia")
+    assert find_model("ship-pneu-v2").tier == SHIPPED  # asked for by name, the shipped one is what that name means
+    (site / "ship-pneu-v2.json").unlink()  # the site's own copy gone: its pointer now means the shipped model
+    assert find_model(None, task="pneumonia").name == "ship-pneu-v2"
+
+
 def test_the_first_site_model_of_a_new_task_becomes_its_default(tiers):
     shipped, site = tiers
     save(site, "site-effusion-v1", ("EFFUSION", "NORMAL"))

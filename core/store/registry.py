@@ -119,19 +119,23 @@ def listing(directory: Path | None = None) -> Listing:
     description that fails the checksum manifest is a problem, not a model."""
     found: list[tuple[ModelRecord, Path, str]] = []
     problems: list[str] = []
+    shadowed: set[str] = set()  # site models named like shipped ones: ignored, and so is a site pointer to one
     for tier in tiers(directory):
         for record, json_path in _read_tier(tier, problems):
             if any(record.name == other.name for other, _, _ in found):
                 problems.append(f"{json_path.name} in the site folder has the name of a shipped model; ignored.")
+                shadowed.add(record.name)
                 continue
             found.append((record, json_path, tier.name))
-    defaults, latest, pointers = _defaults(tiers(directory), {record.name: record.task for record, _, _ in found})
+    defaults, latest, pointers = _defaults(tiers(directory), {record.name: record.task for record, _, _ in found},
+                                           shadowed)
     entries = [ModelEntry(record, defaults.get(record.task) == record.name, json_path, tier)
                for record, json_path, tier in found]
     entries.sort(key=lambda e: (e.name != latest, not e.is_default, e.name))
     usable = {entry.name for entry in entries}
     broken = {task: (name, problem) for task, name in pointers.items()
-              if name not in usable and (problem := _problem_of(name, problems)) is not None}
+              if (name not in usable or name in shadowed and defaults.get(task) != name)
+              and (problem := _problem_of(name, problems)) is not None}
     for task, (name, _) in broken.items():
         problems.append(f"{name}, the default model of the {task} task, cannot be used (see above), and no other "
                         "model stands in for it: name a model, or repair it or make another one the default.")
@@ -180,10 +184,12 @@ def _population_missing(record: ModelRecord, folder: Path) -> bool:
     return record.population_check is not None and not (folder / record.population_check.file).exists()
 
 
-def _defaults(tier_list: list[Tier], tasks: dict[str, str]) -> tuple[dict[str, str], str | None, dict[str, str]]:
+def _defaults(tier_list: list[Tier], tasks: dict[str, str],
+              shadowed: set[str]) -> tuple[dict[str, str], str | None, dict[str, str]]:
     """Each task's default (a site pointer overrides the shipped one; a pointer to a model that is not
-    there counts as none), the most recently promoted default (the site's, else the shipped one), and every
-    task's pointer as written, whether its model is there or not."""
+    there counts as none, and so does a site pointer to a ``shadowed`` name: it meant the site's own model, not
+    the shipped one that took its name), the most recently promoted default (the site's, else the shipped one),
+    and every task's pointer as written, whether its model is there or not."""
     defaults: dict[str, str] = {}
     pointers: dict[str, str] = {}
     promoted = []
@@ -191,7 +197,8 @@ def _defaults(tier_list: list[Tier], tasks: dict[str, str]) -> tuple[dict[str, s
         registry = read_registry(tier.folder)
         written = _pointers(registry, tasks)
         pointers.update(written)
-        defaults.update({task: name for task, name in written.items() if tasks.get(name) == task})
+        defaults.update({task: name for task, name in written.items()
+                         if tasks.get(name) == task and not (tier.name == SITE and name in shadowed)})
         promoted.append(registry.default)
     latest = next((name for name in reversed(promoted) if name in tasks and defaults.get(tasks[name]) == name), None)
     return defaults, latest, pointers
