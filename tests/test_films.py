@@ -29,6 +29,11 @@ VARIANTS = {
     "png-grey": (lambda im, p: im.save(p), ".png", "L", "PNG", 8),
     "jpeg-grey": (lambda im, p: im.save(p, quality=95), ".jpg", "L", "JPEG", 8),
     "png-grey-16bit": (lambda im, p: _grey16(im).save(p), ".png", "I;16", "PNG", 16),
+    # a detector's 12- and 14-bit values in a 16-bit PNG, as pixel_array is often saved: read at the bits held
+    "png-grey-12-of-16bit": (lambda im, p: Image.fromarray(np.asarray(im, np.uint16) * 16).save(p), ".png", "I;16",
+                             "PNG", 12),
+    "png-grey-14-of-16bit": (lambda im, p: Image.fromarray(np.asarray(im, np.uint16) * 64).save(p), ".png", "I;16",
+                             "PNG", 14),
     "png-rgb": (lambda im, p: im.convert("RGB").save(p), ".png", "RGB", "PNG", 8),
     "jpeg-rgb": (lambda im, p: im.convert("RGB").save(p, quality=95), ".jpg", "RGB", "JPEG", 8),
     "png-rgba": (lambda im, p: im.convert("RGBA").save(p), ".png", "RGBA", "PNG", 8),

@@ -178,16 +178,28 @@ def _exif_block(image: Image.Image) -> bytes:
     return exif if isinstance(exif, bytes) else b""
 
 
+def _stored_bits(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """A 16-bit container's film in [0, 1] at the bits it holds: a detector's 10-, 12- or 14-bit values saved as
+    a 16-bit PNG (``pixel_array`` written out as it is) fill only part of 0..65535, and read at 16 bits the film
+    was near black and triaged wrongly with no warning (found by a review: three normal films read urgent). The
+    range is the smallest of 8, 10, 12, 14 and 16 bits that holds the brightest pixel; a film using all 16 bits
+    reads as before. ``arr`` (float32, 0..65535) is scaled in place."""
+    brightest = float(arr.max()) if arr.size else 0.0
+    bits = next(b for b in (8, 10, 12, 14, 16) if brightest <= 2 ** b - 1)
+    arr /= float(2 ** bits - 1)
+    return arr, bits
+
+
 def _to_grey_float(image: Image.Image) -> tuple[np.ndarray, int]:
     """Any PIL mode -> float32 grey in [0, 1] using the mode's nominal range."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(image, dtype=np.float32) / 65535.0, 16
+        return _stored_bits(np.asarray(image, dtype=np.float32))
     if mode == "I":
         # Pillow opens 16-bit PNGs as "I"; values beyond 16 bits have no nominal range, so stretch them.
         arr = np.asarray(image, dtype=np.float64)
         if arr.size and arr.min() >= 0 and arr.max() <= 65535:
-            return (arr / 65535.0).astype(np.float32), 16
+            return _stored_bits(arr.astype(np.float32))
         return _stretch(arr), 32
     if mode == "F":
         return _stretch(np.asarray(image, dtype=np.float64)), 32
