@@ -190,6 +190,29 @@ def test_the_memory_limit_refuses_a_film_that_needs_more(dicom_dir, settings_env
     assert read_film(dicom_dir / "RG1_UNCI.dcm").pixels.shape == (1955, 1841)
 
 
+def test_a_worker_that_retires_near_the_memory_limit_is_not_handed_the_next_film(dicom_dir, settings_env):
+    """A 4000 x 4000 film decodes at 256 MB but brings its worker near the limit, so the worker sends it and
+    exits; the pool kept it as idle, and the next, healthy film was refused as damaged (found by a review)."""
+    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
+    ds.PixelData = np.tile(ds.pixel_array, (3, 3))[:4000, :4000].tobytes()
+    ds.Rows = ds.Columns = 4000
+    large = io.BytesIO()
+    ds.save_as(large)
+    settings_env(CXR_DECODE_MEMORY_MB="256")
+    assert read_film(large.getvalue(), name="large.dcm").pixels.shape == (4000, 4000)
+    assert read_film(dicom_dir / "RG1_UNCI.dcm").pixels.shape == (1955, 1841)
+
+
+def test_an_idle_worker_killed_meanwhile_is_not_handed_the_next_film(dicom_dir):
+    from core.films.decode_pool import decode_pool
+
+    assert read_film(dicom_dir / "RG1_UNCI.dcm").pixels.shape == (1955, 1841)
+    for worker in decode_pool()._idle:  # as the kernel's OOM killer would
+        worker.process.kill()
+        worker.process.wait()
+    assert read_film(dicom_dir / "RG1_UNCI.dcm").pixels.shape == (1955, 1841)
+
+
 def test_the_time_limit_stops_a_film_that_decodes_too_slowly(dicom_dir, settings_env):
     """One literal byte per RLE run: 4096 x 4096 pixels take millions of loop turns. Stopped after 0.5 s."""
     slow = bombs.rle_frame(dicom_dir, 4096, b"\x00\x00")

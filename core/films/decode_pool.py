@@ -143,7 +143,10 @@ class DecodePool:
             if answer.get("memory"):
                 worker.close()
                 raise UnreadableImage(self._message("memory", label))
-            self._give_back(worker)
+            if answer.get("retiring"):  # it came near its memory limit and exits: the next film gets a fresh one
+                worker.close()
+            else:
+                self._give_back(worker)
         if "film" in answer:
             film = answer["film"]
             return Film(answer["pixels"], film["source_format"], tuple(film["original_size"]), film["bit_depth"],
@@ -183,6 +186,7 @@ class DecodePool:
 
     def _take(self) -> _Worker:
         with self._lock:
+            self._drop_exited()
             if self._idle:
                 return self._idle.pop()
             starting = self._starting
@@ -196,6 +200,13 @@ class DecodePool:
         except (_Lost, OSError) as exc:
             raise DecodingUnavailable("DICOM films cannot be decoded right now: the decoding process did not start. "
                                   "Try again; if it persists, the server needs attention.") from exc
+
+    def _drop_exited(self) -> None:
+        """Forget idle workers that are gone (killed meanwhile, e.g. by the kernel's OOM killer): a film sent to
+        one would be refused as damaged. Called with the lock held."""
+        for worker in [w for w in self._idle if w.process.poll() is not None]:
+            self._idle.remove(worker)
+            worker.close()
 
     def _give_back(self, worker: _Worker) -> None:
         with self._lock:

@@ -90,23 +90,25 @@ def _answer(requests: Connection, answers: Connection, high_water: int) -> bool:
     if film is MemoryError or (near_cap and not isinstance(film, Film)):
         answers.send_bytes(b'{"memory": true}')
         return False
+    # "retiring": this worker exits after the answer, so the pool must not hand it another film (found by a
+    # review: the next, healthy film went to the exited worker and was refused as damaged)
     if isinstance(film, UnreadableImage):
-        answers.send_bytes(json.dumps({"error": str(film)}).encode())
+        answers.send_bytes(json.dumps({"error": str(film), "retiring": near_cap}).encode())
     elif film is RuntimeError:
-        answers.send_bytes(b'{"failed": true}')
+        answers.send_bytes(json.dumps({"failed": True, "retiring": near_cap}).encode())
     elif film is None:
-        answers.send_bytes(b'{"not_dicom": true}')
+        answers.send_bytes(json.dumps({"not_dicom": True, "retiring": near_cap}).encode())
     else:
-        _send_film(answers, film)
+        _send_film(answers, film, near_cap)
     return not near_cap
 
 
-def _send_film(answers: Connection, film: Film) -> None:
+def _send_film(answers: Connection, film: Film, retiring: bool) -> None:
     pixels = np.ascontiguousarray(film.pixels, dtype=np.float32)
     answers.send_bytes(json.dumps({"film": {
         "shape": list(pixels.shape), "source_format": film.source_format,
         "original_size": list(film.original_size), "bit_depth": film.bit_depth,
-        "metadata": film.metadata, "warnings": list(film.warnings)}}).encode())
+        "metadata": film.metadata, "warnings": list(film.warnings)}, "retiring": retiring}).encode())
     answers.send_bytes(memoryview(pixels).cast("B"))
 
 
