@@ -77,6 +77,31 @@ def test_another_collections_copy_of_a_held_out_film_is_kept_out_of_training(ker
            "films" in notes
 
 
+def test_a_val_folder_takes_its_patients_along_and_leaves_the_held_out_batch_to_it(kermany_train, tmp_path):
+    """Found by a review: val/ joined validation after the split, unchecked, so a patient with films in both
+    train/ and val/ was trained on and validated on; and a val/ film of the held-out batch validated the run."""
+    normal, pneumonia = kermany_train / "NORMAL", kermany_train / "PNEUMONIA"
+    shared = [sorted(pneumonia.glob(f"person{n}_*")) for n in (1, 12)]  # two films or more each
+    late_pneumonia = sorted(p for p in pneumonia.glob("person1[4-9][0-9][0-9]_*"))[:6]  # the held-out batch
+    spec = {"train/NORMAL": sorted(normal.glob("NORMAL2-IM-*"))[:12] + sorted(normal.glob("IM-047*"))[:4],
+            "train/PNEUMONIA": [f for films in shared for f in films[1:]] + sorted(pneumonia.glob("person2*"))[:12]
+            + late_pneumonia[1:],
+            "val/NORMAL": sorted(normal.glob("NORMAL2-IM-*"))[12:14],
+            "val/PNEUMONIA": [films[0] for films in shared] + late_pneumonia[:1]}
+    for folder, films in spec.items():
+        (tmp_path / folder).mkdir(parents=True)
+        for film in films:
+            (tmp_path / folder / film.name).symlink_to(film)
+    notes: list[str] = []
+    _, train_set, val_set, held = split_films(tmp_path, TrainConfig(arch="logistic", holdout="kermany-batch"), notes)
+    trained, validated = {p.name for p in train_set.paths}, {p.name for p in val_set.paths}
+    theirs = {f.name for films in shared for f in films}
+    assert not theirs & trained and theirs <= validated
+    assert late_pneumonia[0].name in {p.name for p in held.paths} and late_pneumonia[0].name not in validated
+    assert any(note.startswith("validation: the 4 films of val/") and "films of their patients from train/" in note
+               for note in notes), notes  # the held-out one went to its batch
+
+
 def test_split_seed_fixes_validation_whatever_the_training_seed(kermany_train):
     config = TrainConfig(arch="logistic", max_films=400, holdout="kermany-batch", split_seed=3)
     _, _, val_a, held_a = split_films(kermany_train, config.model_copy(update={"seed": 0}))

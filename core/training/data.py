@@ -149,6 +149,14 @@ def copies_of(films: FilmSet, originals: FilmSet) -> np.ndarray:
     return found
 
 
+def with_patients_of(films: FilmSet, others: FilmSet) -> tuple[FilmSet, FilmSet]:
+    """(``films`` less the films of patients who have films in ``others``, those films): a split root's
+    ``val/`` films join validation after the split, and their patients' films in ``train/`` must go with them."""
+    theirs = {patient_id(path) for path in others.paths}
+    moved = np.array([patient_id(path) in theirs for path in films.paths], dtype=bool)
+    return films.subset(np.flatnonzero(~moved)), films.subset(np.flatnonzero(moved))
+
+
 def without_copies_of(kept: FilmSet, held_out: FilmSet) -> tuple[FilmSet, int]:
     """``kept`` less its films that copy a held-out film (another collection's copy of a held-out Kermany film
     would put that batch in training), and how many went. Only films whose names carry no Kermany patient are

@@ -32,7 +32,8 @@ from core.admin.audit import ensure_writable, record_action
 from core.films.folders import FilmSet
 from core.films.manifest import training_films
 from core.films.tensor import check_film_sizes, load_tensors
-from core.training.data import class_weights, film_groups, fingerprint, patient_split, without_copies_of
+from core.training.data import (class_weights, film_groups, fingerprint, patient_split, with_patients_of,
+                                 without_copies_of)
 from core.training.holdout import holdout_rule, split_holdout
 from core.training.distributed import Hardware, leave, prepare_hardware
 from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
@@ -202,11 +203,20 @@ def split_films(data_dir: str | Path, config: TrainConfig,
         kept = films
     groups, duplicates = film_groups(kept)
     train_set, val_set = patient_split(kept, config.val_fraction, split_seed, groups)
-    if extra_val is not None:
-        val_set = val_set.joined(extra_val)
+    theirs = None
+    if extra_val is not None:  # found by a review: val/ joined unchecked, its patients' train/ films trained on
+        if config.holdout:  # val/ films of the held-out batch belong to that batch, not to validation
+            rule = holdout_rule(config.holdout)
+            held = np.array([rule.held_out(path.name) for path in extra_val.paths], dtype=bool)
+            held_out = held_out.joined(extra_val.subset(np.flatnonzero(held)))
+            extra_val = extra_val.subset(np.flatnonzero(~held))
+        train_set, theirs = with_patients_of(train_set, extra_val)
+        val_set = val_set.joined(theirs).joined(extra_val)
     if notes is not None:
         notes += [note for note in (duplicates.note(), extra_val and f"validation: the {len(extra_val)} films of "
-                                    "val/ joined the patient-disjoint validation split",
+                                    "val/ joined the patient-disjoint validation split"
+                                    + (f", with {len(theirs)} film{'s' * (len(theirs) != 1)} of their patients "
+                                       "from train/" if theirs else ""),
                                     copies and f"another batch: {copies} film{'s' * (copies != 1)} of the folder "
                                     "left out of training and validation as copies of held-out films") if note]
     return films, train_set, val_set, held_out
