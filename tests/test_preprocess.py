@@ -17,10 +17,10 @@ from core.films.tensor import as_float, check_pixel_contract, film_to_tensor
 from core.training.augment import TrainingAugmentation
 
 
-def _film(pixels: np.ndarray) -> Film:
-    """Pixels as a decoded film (``film_to_tensor`` takes a Film, not an array)."""
+def _film(pixels: np.ndarray, source_format: str = "JPEG") -> Film:
+    """Pixels as a decoded film (``film_to_tensor`` takes a Film, not an array); a JPEG, as training copies are."""
     width, height = (pixels.shape[1], pixels.shape[0]) if pixels.ndim >= 2 else (0, 0)
-    return Film(pixels, "PNG", (width, height), 8)
+    return Film(pixels, source_format, (width, height), 8)
 
 
 def _model_input(pixels: np.ndarray, size: int) -> torch.Tensor:
@@ -80,6 +80,17 @@ def test_a_film_in_the_training_form_reaches_a_224_px_model_as_its_8_bit_values(
     assert tensor.dtype == torch.uint8
     assert torch.equal(tensor[0], expected)  # only rounded to 8 bits, nothing else
     assert float((as_float(tensor)[0] - torch.from_numpy(pixels)).abs().max()) <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("source_format", ["PNG", "DICOM"])
+def test_a_lossless_film_already_224_px_gets_the_training_copys_jpeg_step(source_format):
+    """Only a 224-px JPEG is in the training form already: a lossless one lacks the copy's block noise and
+    scored 0.01-0.09 lower on every one of 16 real films (found by a review)."""
+    pixels = np.random.default_rng(4).random((224, 224), dtype=np.float32)
+    film = _film(pixels, source_format)
+    assert not np.array_equal(film.model_pixels, pixels)
+    np.testing.assert_array_equal(film.model_pixels, reference_form(pixels, jpeg=False))
+    assert film.nbytes == pixels.nbytes * 2  # its reference form is a second array
 
 
 def test_an_8_bit_training_film_reaches_the_model_exactly():

@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from core.films.reference import REFERENCE_SIZE, reference_form
+from core.films.reference import IN_REFERENCE_FORM, REFERENCE_SIZE, reference_form
 
 # Bounds that keep memory and time in check for a hostile or accidental upload.
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -39,7 +39,7 @@ class Film:
             raise ValueError(f"film pixels must be 2-D grey, got shape {pixels.shape}")
         if pixels.size == 0 or float(pixels.min()) < 0.0 or float(pixels.max()) > 1.0:
             raise ValueError("film pixels must lie in [0, 1]; read films with core.films.read.read_film")
-        return reference_form(pixels)
+        return reference_form(pixels, jpeg=self.source_format in IN_REFERENCE_FORM)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -51,5 +51,6 @@ class Film:
         """Memory the film holds once used: its pixels plus its reference form (the same array when the film
         is already in that form), counted before the form is computed so a cache's total does not grow."""
         shape = (REFERENCE_SIZE, REFERENCE_SIZE)
-        reference = 0 if self.pixels.shape == shape else REFERENCE_SIZE * REFERENCE_SIZE * 4  # float32
+        same = self.pixels.shape == shape and self.source_format in IN_REFERENCE_FORM
+        reference = 0 if same else REFERENCE_SIZE * REFERENCE_SIZE * 4  # float32
         return int(self.pixels.nbytes + reference)

@@ -29,7 +29,7 @@ from core.films.roots import film_label
 
 # Bump when anything between a film's bytes and ``film_to_tensor``'s output changes (decoding, the reference
 # form, the resize, the rounding): decoded films cached by an older path then miss instead of being reused.
-PREPROCESSING_VERSION = 3  # 2: DICOM padding, 8-bit range, palette colour, INVERSE; 3: 16-bit PNG bits held
+PREPROCESSING_VERSION = 3  # 2: DICOM padding, 8-bit range, palette, INVERSE; 3: 16-bit PNG bits, 224-px PNG
 
 
 def film_to_tensor(film: Film, image_size: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from core.films.film import Film
-from core.films.reference import REFERENCE_SIZE
+from core.films.reference import IN_REFERENCE_FORM, REFERENCE_SIZE
 from core.films.tensor import as_float, film_to_tensor
 from core.models.build import build_model, cam_layer
 from core.models.catalog import ENSEMBLE
@@ -74,7 +74,7 @@ class Ensemble(nn.Module):
 def _reference_film(pixels: torch.Tensor) -> Film:
     """A reference-form film holding ``pixels`` (224 x 224, 8-bit values): its model pixels are these."""
     array = np.ascontiguousarray(pixels.numpy(), dtype=np.float32)
-    return Film(pixels=array, source_format="reference form", original_size=(REFERENCE_SIZE, REFERENCE_SIZE),
+    return Film(pixels=array, source_format=IN_REFERENCE_FORM[1], original_size=(REFERENCE_SIZE, REFERENCE_SIZE),
                 bit_depth=8)
 
 
