@@ -175,11 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     restore_signals = interrupt_on_stop_signals()  # SIGTERM and SIGHUP answer as Ctrl+C does
     try:
         _refuse_early(args)
-        run = {"predict": run_predict, "evaluate": _evaluate, "models": _models, "train": commands.run_train,
-               "calibrate": commands.run_calibrate, "set-default": commands.run_set_default,
-               "ensemble": commands.run_ensemble, "fit-population": _fit_population,
-               "other-batch": commands.run_other_batch, "framing-check": commands.run_framing_check,
-               "collection-check": commands.run_collection_check,
+        run = {"predict": run_predict, "evaluate": _evaluate, "models": _models, "fit-population": _fit_population,
+               "train": commands.run_train, "calibrate": commands.run_calibrate, "ensemble": commands.run_ensemble,
+               "set-default": commands.run_set_default, "other-batch": commands.run_other_batch,
+               "framing-check": commands.run_framing_check, "collection-check": commands.run_collection_check,
                "measured-elsewhere": commands.run_measured_elsewhere}
         return run[args.command](args)
     except TriageError as exc:
@@ -231,28 +230,29 @@ def _evaluate(args) -> int:
 
     from core.admin.audit import cli_user, ensure_writable, record_action
     from core.evaluation.folder import evaluate_folder
+    from core.evaluation.overlap import overlap_notes
     from core.models.device import place_model, resolve_device
     from core.store.checkpoints import load_checkpoint
     from core.store.class_default import find_default_for_classes
     from core.store.registry import find_model
 
     ensure_writable()  # an evaluation is recorded: refused before minutes of work, not after them
-    device = resolve_device(args.device)
     entry = find_model(args.model) if args.model else find_default_for_classes(folder.classes)
     loaded = load_checkpoint(entry.json_path)
-    loaded.model = place_model(loaded.model, device)
+    loaded.model = place_model(loaded.model, resolve_device(args.device))
     report = evaluate_folder(loaded, args.dir, split=args.split)
     record_action("evaluate", cli_user(), model=loaded.name, folder=Path(args.dir).name, **report.summary())
+    cautions = overlap_notes(loaded.record, args.dir, args.split)  # found by a review: Compare said so, not the CLI
     if args.json:
-        print(json_line(report.to_json()))
+        print(json_line({**report.to_json(), "cautions": cautions}))
         return 0
     sens, spec = report.sensitivity, report.specificity
     auc = "— (needs films of two classes)" if report.auc is None or report.auc != report.auc else f"{report.auc:.3f}"
     print(f"{loaded.name} on {report.n} films: accuracy {report.accuracy:.3f}, AUC {auc}"
           + (f", sensitivity {sens:.3f}, specificity {spec:.3f} at threshold {report.threshold:.3f}"
              if sens is not None and spec is not None else ""))
-    for film in report.skipped:
-        print(f"  skipped {one_line(film.file)}: {one_line(film.error)}")  # a name cannot start a line
+    lines = [f"skipped {one_line(f.file)}: {one_line(f.error)}" for f in report.skipped]  # a name starts no line
+    print("".join(f"  {line}\n" for line in lines + [f"caution: {caution}" for caution in cautions]), end="")
     return 0
 
 

@@ -149,8 +149,21 @@ def test_evaluate_json_on_the_real_films(run_cli, trained_model, films_dir):
     assert set(report["at_0.5"]) >= {"accuracy", "confusion_matrix", "per_class"}  # the schema's 0.5 reading
     library = evaluate_folder(load_checkpoint(trained_model.json_path), films_dir)
     assert (report["accuracy"], report["auc"]) == pytest.approx((library.accuracy, library.auc))
-    assert set(report) == set(library.to_json())  # the CLI prints the report's own JSON layout
-    assert report["skipped"] == []
+    assert set(report) == set(library.to_json()) | {"cautions"}  # the report's own JSON layout, and what to heed
+    assert report["skipped"] == [] and report["cautions"] == []  # films the model never learned from
+
+
+def test_evaluate_on_the_films_a_model_learned_from_says_its_figures_overstate(run_cli, copied_model, films_dir):
+    """Found by a review: Compare warned, the CLI printed near-perfect training-set figures without a word."""
+    record = json.loads(copied_model.read_text())
+    record["training"]["data_dir"] = str(films_dir)  # as if trained on these very films
+    copied_model.write_text(json.dumps(record))
+    result = run_cli("evaluate", films_dir, "--json", "--model", record["name"], checkpoints=copied_model.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (caution,) = result.json_lines()[0]["cautions"]
+    assert caution.startswith(f"{record['name']} learned from films in this folder") and "overstate" in caution
+    text = run_cli("evaluate", films_dir, "--model", record["name"], checkpoints=copied_model.parent).stdout.splitlines()
+    assert text[-1] == f"  caution: {caution}"
 
 
 def test_evaluate_text_on_one_class_says_why_there_is_no_auc(run_cli, trained_model, films_dir, tmp_path):

@@ -67,6 +67,20 @@ def calibrated_on(record: ModelRecord, folder: str | Path, split: str | None = N
         evaluated.is_relative_to(chosen_on) or chosen_on.is_relative_to(evaluated))
 
 
+def overlap_notes(record: ModelRecord, folder: str | Path, split: str | None = None) -> list[str]:
+    """What an evaluation of ``folder`` with ``record``'s model must say beside its figures (the CLI's words;
+    Compare says the same per page): films it learned from, or the site films its threshold was chosen on."""
+    notes = []
+    if trained_on(record, folder, split):
+        notes.append(f"{record.name} learned from films in this folder (it holds the films it was trained or "
+                     "validated on), so its figures here overstate what it does on new films. Evaluate on films "
+                     "kept out of training, such as another batch or a site's own films.")
+    if calibrated_on(record, folder, split):
+        notes.append(f"{record.name} had its threshold chosen on films in this folder (its site calibration), so "
+                     "its sensitivity here is met by construction and its specificity is not a fresh measurement.")
+    return notes
+
+
 def _label_folder(entry) -> Path | None:
     try:
         return resolve_label(entry.label)  # resolved already
