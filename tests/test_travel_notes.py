@@ -8,7 +8,7 @@ from core.store.records import read_model_record
 from core.store.registry import list_models
 from core.store.reports import WITHDRAWN
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
-from dashboard.components.model_card import ensemble_line, films_behind
+from dashboard.components.model_card import ENSEMBLE_CHOSEN, ensemble_line, films_behind, validation_caveat
 from dashboard.components.reports import architecture_title
 from dashboard.components.travel import TRAVEL_TITLES
 from dashboard.components.travel_notes import KERMANY_TEST, ONE_BATCH, RANGE_NOTE, shortcuts, travel_text
@@ -82,3 +82,13 @@ def test_compare_says_why_an_ensemble_has_no_training_time():
     ensemble = times["pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"]
     assert ensemble == "— (its networks trained first, each on its own)"
     assert times["pneumonia-cnn5-v1"] == "25 min 33 s"  # a single network: its own
+
+
+def test_the_card_says_what_else_the_films_that_measure_a_model_chose():
+    """Found by a review: validation films also chose the epoch kept, and the other batch chose the ensemble."""
+    default, logistic = _record("pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"), _record("pneumonia-logistic-v1")
+    for record in (default, logistic):
+        assert "meets it by design" in validation_caveat(record) and "chose which epoch" in validation_caveat(record)
+    assert "chose which epoch" not in validation_caveat(logistic.model_copy(update={
+        "training": logistic.training.model_copy(update={"history": logistic.training.history[:1]})}))
+    assert default.members and "out-of-batch" in default.other_reports and "beats its best member" in ENSEMBLE_CHOSEN

@@ -65,10 +65,8 @@ def model_card(entry: ModelEntry) -> None:
                                               ("Accuracy", figures.accuracy, figures.accuracy_ci, None)):
             if value is not None:
                 lines.append(f"- {title} {with_interval(value, interval)}" + (f", of {films}" if films else ""))
-        by_design = ("" if _chosen_where(record) != "validation" or report.operating_point.target_sensitivity is None
-                     else " The threshold was chosen on these films to reach the sensitivity target, so their "
-                          "sensitivity meets it by design: it is not a check.")
-        st.markdown(f"**Validation** ({report.n} films, 95 % intervals):{by_design}\n" + "\n".join(lines))
+        st.markdown(f"**Validation** ({report.n} films, 95 % intervals):{validation_caveat(record)}\n"
+                    + "\n".join(lines))
         if several:
             st.markdown("**Per class on validation**, at the threshold (95 % intervals):\n"
                         + "\n".join(class_recall_lines(report)))
@@ -81,6 +79,25 @@ def model_card(entry: ModelEntry) -> None:
     for shortcut in shortcuts(record):
         st.warning(f"**Shortcut.** {shortcut}", icon=":material/warning:")
     st.caption(INTENDED_USE)
+
+
+# Found by a review: the same films that measure a model also chose it, and the card said so only in part.
+ENSEMBLE_CHOSEN = ("An ensemble is shipped only if it beats its best member on the other batch, so that check took "
+                   "part in choosing it: read its figures there as a little high.")
+
+
+def validation_caveat(record: ModelRecord) -> str:
+    """What the validation films did besides measuring: chose the threshold (sensitivity met by design) and
+    the epoch whose weights were kept (every figure a little high); "" when neither."""
+    report, words = record.report, ""
+    if _chosen_where(record) == "validation" and report is not None \
+            and report.operating_point.target_sensitivity is not None:
+        words += (" The threshold was chosen on these films to reach the sensitivity target, so their sensitivity "
+                  "meets it by design: it is not a check.")
+    if record.training is not None and (len(record.training.history) > 1 or record.members):
+        words += (" They also chose which epoch's weights were kept (the best validation AUC), so every figure here "
+                  "reads a little high.")
+    return words
 
 
 def films_behind(report) -> tuple[str | None, str | None]:
@@ -173,6 +190,8 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
     origin = out_of_batch_origin(record)
     if origin:
         notes.append(origin)
+    if record.members and "out-of-batch" in record.other_reports:
+        notes.append(ENSEMBLE_CHOSEN)
     notes += elsewhere_films([record])
     elsewhere = read_at_another_threshold(record)
     if elsewhere:
