@@ -24,7 +24,8 @@ from core import config, limits
 from core.errors import CheckpointError, TriageError, TryAgainLater
 from core.films.film import Film
 from core.films.read import read_film
-from core.films.roots import folder_label
+from core.films.manifest import load_manifest
+from core.films.roots import folder_label, resolve_label
 from core.serving.explain import load_cam_library
 from core.serving.film_cache import BoundedCache, FilmCache, SharedBudget
 from core.serving.in_flight import film_in_flight
@@ -79,14 +80,20 @@ def training_preview(source: str, stamp: str) -> TrainingPreview:
 
 
 def source_stamp(source: str | Path) -> str:
-    """Changes when a training source changes: a manifest file's time, a folder's :func:`folder_stamp`."""
+    """Changes when a training source changes: a folder's :func:`folder_stamp`; a manifest file's time and the
+    stamps of the folders it reads (found by a review: films added to them left the preview's counts as
+    they were for as long as it stayed cached)."""
     path = Path(source)
     if path.suffix != MANIFEST_SUFFIX:
         return folder_stamp(path)
     try:
-        return str(path.stat().st_mtime_ns)
+        stamp = str(path.stat().st_mtime_ns)
+        folders = [resolve_label(entry.label) for entry in load_manifest(path).folders]
     except OSError:
         return ""
+    except TriageError:  # a manifest or folder that cannot be read: the preview says what is wrong
+        return stamp
+    return hashlib.sha256("\0".join([stamp, *map(folder_stamp, folders)]).encode()).hexdigest()
 
 
 def registered_models() -> tuple[list[ModelEntry], list[str]]:

@@ -150,3 +150,18 @@ def test_a_multi_class_point_chosen_on_site_films_keeps_its_per_class_rule(data_
     assert point.validation_class_sensitivity == {name: 1.0 for name in COVID_ABNORMAL}
     assert new.other_reports[SITE].n == 12 and new.other_reports[SITE].operating_point.policy == point.policy
     assert find_model(new.name, directory).record.operating_point.policy == point.policy  # as stored
+
+
+def test_a_manifests_stamp_changes_when_films_come_to_the_folders_it_reads(configured, kermany_train):
+    """Found by a review: the Retrain preview of a manifest was keyed on the manifest file's time alone."""
+    from dashboard.state import source_stamp
+
+    manifest = configured / "manifests" / f"{MANIFEST}.toml"
+    before = source_stamp(manifest)
+    extra = configured / "root" / "normals" / "extra.jpeg"
+    extra.symlink_to(sorted((kermany_train / "NORMAL").iterdir())[40])
+    try:
+        assert source_stamp(manifest) not in (before, "")
+    finally:
+        extra.unlink()  # the ward is shared by this module's tests
+    assert source_stamp(manifest) == before
