@@ -157,7 +157,16 @@ def test_a_site_default_whose_name_a_shipped_model_took_is_broken_not_bound_to_t
     with pytest.raises(ModelNotFound, match="name of a shipped model"):
         find_model(None, task="pneumonia")
     assert find_model("ship-pneu-v2").tier == SHIPPED  # asked for by name, the shipped one is what that name means
-    (site / "ship-pneu-v2.json").unlink()  # the site's own copy gone: its pointer now means the shipped model
+    with pytest.raises(CheckpointError, match="holds a model of its own named ship-pneu-v2"):
+        set_default("ship-pneu-v2")  # would change nothing while the site's own copy is there
+    save(site, "ship-pneu-v1")  # also when the shipped default itself has the site default's name (a review)
+    (site / REGISTRY_FILE).write_text(json.dumps({"task_defaults": {"pneumonia": "ship-pneu-v1"}}))
+    with pytest.raises(ModelNotFound, match="name of a shipped model"):
+        find_model(None, task="pneumonia")
+    for name in ("ship-pneu-v1", "ship-pneu-v2"):
+        (site / f"{name}.json").unlink()  # the site's own copy gone: its pointer means the shipped model
+    assert find_model(None, task="pneumonia").name == "ship-pneu-v1"
+    set_default("ship-pneu-v2")
     assert find_model(None, task="pneumonia").name == "ship-pneu-v2"
 
 

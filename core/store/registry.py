@@ -25,12 +25,11 @@ from core.config import settings
 from core.errors import CheckpointError, ModelNotFound
 from core.store import manifest
 from core.store.atomic import atomic_write_json
-from core.store.base import read_record
 from core.store.lock import registry_lock
 from core.store.manifest import REGISTRY_FILE, shipped_dir
 from core.store.names import check_model_name, is_model_name
 from core.store.records import ModelRecord, read_model_record
-from core.store.registry_file import Promotion, RegistryFile
+from core.store.registry_file import Promotion, RegistryFile, read_registry
 from core.tasks import DEFAULT_TASK, task_title
 
 SHIPPED, SITE = "shipped", "site"
@@ -88,19 +87,6 @@ class ModelEntry:
         return self.record.classes
 
 
-def read_registry(directory: Path) -> RegistryFile:
-    path = directory / REGISTRY_FILE
-    if not path.exists():
-        return RegistryFile()
-    try:
-        return read_record(RegistryFile, path)
-    except OSError as exc:  # its text would name the server path: only its reason
-        raise CheckpointError(f"{REGISTRY_FILE} cannot be read ({exc.strerror}); restore it or delete it to "
-                              "rebuild.") from exc
-    except ValueError as exc:  # already "registry.json cannot be read (why)"
-        raise CheckpointError(f"{exc}; restore it or delete it to rebuild.") from exc
-
-
 class Listing(NamedTuple):
     entries: list[ModelEntry]  # the readable models (the last promoted default first, then by name)
     problems: list[str]  # a message per broken one
@@ -127,14 +113,13 @@ def listing(directory: Path | None = None) -> Listing:
                 shadowed.add(record.name)
                 continue
             found.append((record, json_path, tier.name))
-    defaults, latest, pointers = _defaults(tiers(directory), {record.name: record.task for record, _, _ in found},
-                                           shadowed)
+    defaults, latest, pointers, blocked = _defaults(tiers(directory), {r.name: r.task for r, _, _ in found}, shadowed)
     entries = [ModelEntry(record, defaults.get(record.task) == record.name, json_path, tier)
                for record, json_path, tier in found]
     entries.sort(key=lambda e: (e.name != latest, not e.is_default, e.name))
     usable = {entry.name for entry in entries}
     broken = {task: (name, problem) for task, name in pointers.items()
-              if (name not in usable or name in shadowed and defaults.get(task) != name)
+              if (name not in usable or task in blocked)
               and (problem := _problem_of(name, problems)) is not None}
     for task, (name, _) in broken.items():
         problems.append(f"{name}, the default model of the {task} task, cannot be used (see above), and no other "
@@ -185,23 +170,27 @@ def _population_missing(record: ModelRecord, folder: Path) -> bool:
 
 
 def _defaults(tier_list: list[Tier], tasks: dict[str, str],
-              shadowed: set[str]) -> tuple[dict[str, str], str | None, dict[str, str]]:
+              shadowed: set[str]) -> tuple[dict[str, str], str | None, dict[str, str], set[str]]:
     """Each task's default (a site pointer overrides the shipped one; a pointer to a model that is not
     there counts as none, and so does a site pointer to a ``shadowed`` name: it meant the site's own model, not
     the shipped one that took its name), the most recently promoted default (the site's, else the shipped one),
-    and every task's pointer as written, whether its model is there or not."""
+    every task's pointer as written, whether its model is there or not, and the tasks whose site pointer names
+    a shadowed model."""
     defaults: dict[str, str] = {}
     pointers: dict[str, str] = {}
-    promoted = []
+    promoted, blocked = [], set()
     for tier in tier_list:  # shipped first: the site's pointers, read second, override
         registry = read_registry(tier.folder)
         written = _pointers(registry, tasks)
         pointers.update(written)
-        defaults.update({task: name for task, name in written.items()
-                         if tasks.get(name) == task and not (tier.name == SITE and name in shadowed)})
+        for task, name in written.items():
+            if tier.name == SITE and name in shadowed:  # even when the shipped default has that name too
+                blocked.add(task)
+            elif tasks.get(name) == task:
+                defaults[task] = name
         promoted.append(registry.default)
     latest = next((name for name in reversed(promoted) if name in tasks and defaults.get(tasks[name]) == name), None)
-    return defaults, latest, pointers
+    return defaults, latest, pointers, blocked
 
 
 def _pointers(registry: RegistryFile, tasks: dict[str, str]) -> dict[str, str]:
@@ -273,7 +262,11 @@ def set_default(name: str, directory: Path | None = None) -> None:
     name, directory = check_model_name(name), directory or site_dir()
     with registry_lock(directory):
         entries, problems = list_models(directory)
-        _promote(pick(entries, problems, name, None), entries, directory)
+        entry = pick(entries, problems, name, None)
+        if entry.tier == SHIPPED and len(tiers(directory)) == 2 and (directory / f"{name}.json").exists():
+            raise CheckpointError(f"The site folder holds a model of its own named {name}, hidden by the shipped "
+                                  f"one of that name; move the site's {name}.json and .pt away first.")
+        _promote(entry, entries, directory)
 
 
 def ensure_default(name: str, directory: Path | None = None) -> None:

@@ -1,10 +1,14 @@
 """``registry.json``'s record: one default model per task, and every promotion that made one (core.store.registry
-reads and writes it)."""
+writes it)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import Field, computed_field
 
-from core.store.base import Record
+from core.errors import CheckpointError
+from core.store.base import Record, read_record
+from core.store.manifest import REGISTRY_FILE
 
 
 class Promotion(Record):
@@ -30,3 +34,16 @@ class RegistryFile(Record):
         if self.promotions:
             return self.promotions[-1].name
         return self.legacy_default or next(iter(self.task_defaults.values()), None)
+
+
+def read_registry(directory: Path) -> RegistryFile:
+    path = directory / REGISTRY_FILE
+    if not path.exists():
+        return RegistryFile()
+    try:
+        return read_record(RegistryFile, path)
+    except OSError as exc:  # its text would name the server path: only its reason
+        raise CheckpointError(f"{REGISTRY_FILE} cannot be read ({exc.strerror}); restore it or delete it to "
+                              "rebuild.") from exc
+    except ValueError as exc:  # already "registry.json cannot be read (why)"
+        raise CheckpointError(f"{exc}; restore it or delete it to rebuild.") from exc
