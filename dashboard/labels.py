@@ -32,8 +32,10 @@ def inside_a_root(folder: str | Path) -> bool:
     again only while it is (found by a review: Compare kept evaluating one whose root an administrator removed)."""
     try:
         folder_label(folder)
-    except (FolderNotAllowed, DataRootsUnreadable):
+    except FolderNotAllowed:
         return False
+    except DataRootsUnreadable:  # perhaps only for a moment: the evaluation says so in words, and nothing is lost
+        return True
     return True
 
 
