@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,13 +12,13 @@ from core import limits
 from core.errors import DatasetError
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.framing import framed_tighter
-from core.films.folders import discover
+from core.films.folders import FilmSet, discover
 from core.films.tensor import load_tensors
 from core.models.efficientnet_lite import efficientnet_lite0
 from core.models.inference import probabilities_in_batches
 from core.store.checkpoints import load_checkpoint
-from core.store.records import TrainConfig
-from core.training.data import patient_id
+from core.store.records import DataRecord, TrainConfig
+from core.training.data import fingerprint, patient_id, with_patients_of
 from core.training.holdout import RULES, split_holdout
 from core.store.reports import WITHDRAWN
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
@@ -77,9 +78,12 @@ def test_another_collections_copy_of_a_held_out_film_is_kept_out_of_training(ker
            "films" in notes
 
 
-def test_a_val_folder_takes_its_patients_along_and_leaves_the_held_out_batch_to_it(kermany_train, tmp_path):
-    """Found by a review: val/ joined validation after the split, unchecked, so a patient with films in both
-    train/ and val/ was trained on and validated on; and a val/ film of the held-out batch validated the run."""
+HOLDOUT = TrainConfig(arch="logistic", holdout="kermany-batch")
+
+
+def _split_tree_with_val(kermany_train, tmp_path):
+    """train/ and val/ of Kermany films: two pneumonia patients with films on both sides, and a val/ pneumonia
+    of the batch the kermany-batch rule holds out; (those patients' films, that batch's films)."""
     normal, pneumonia = kermany_train / "NORMAL", kermany_train / "PNEUMONIA"
     shared = [sorted(pneumonia.glob(f"person{n}_*")) for n in (1, 12)]  # two films or more each
     late_pneumonia = sorted(p for p in pneumonia.glob("person1[4-9][0-9][0-9]_*"))[:6]  # the held-out batch
@@ -92,14 +96,47 @@ def test_a_val_folder_takes_its_patients_along_and_leaves_the_held_out_batch_to_
         (tmp_path / folder).mkdir(parents=True)
         for film in films:
             (tmp_path / folder / film.name).symlink_to(film)
+    return shared, late_pneumonia
+
+
+def test_a_val_folder_takes_its_patients_along_and_leaves_the_held_out_batch_to_it(kermany_train, tmp_path):
+    """Found by a review: val/ joined validation after the split, unchecked, so a patient with films in both
+    train/ and val/ was trained on and validated on; and a val/ film of the held-out batch validated the run."""
+    shared, late_pneumonia = _split_tree_with_val(kermany_train, tmp_path)
     notes: list[str] = []
-    _, train_set, val_set, held = split_films(tmp_path, TrainConfig(arch="logistic", holdout="kermany-batch"), notes)
+    _, train_set, val_set, held = split_films(tmp_path, HOLDOUT, notes)
     trained, validated = {p.name for p in train_set.paths}, {p.name for p in val_set.paths}
     theirs = {f.name for films in shared for f in films}
     assert not theirs & trained and theirs <= validated
     assert late_pneumonia[0].name in {p.name for p in held.paths} and late_pneumonia[0].name not in validated
     assert any(note.startswith("validation: the 4 films of val/") and "films of their patients from train/" in note
                for note in notes), notes  # the held-out one went to its batch
+
+
+def test_a_version_trained_by_the_earlier_val_rule_is_rebuilt_as_it_ran(kermany_train, tmp_path, monkeypatch):
+    """Its recorded split still rebuilds (calibrate, fit-population and ensemble check the fingerprint), and a
+    new run, with no record to follow, uses the patient rule."""
+    import core.training.train as train_module
+
+    _split_tree_with_val(kermany_train, tmp_path)
+    with monkeypatch.context() as patched:  # the rule before 2026-12-05: val/ joined as it was
+        patched.setattr(train_module, "with_patients_of", lambda films, _: (films, films.subset(np.arange(0))))
+        _, old_train, old_val, _ = split_films(tmp_path, TrainConfig(arch="logistic"))
+    recorded = DataRecord(train=fingerprint(old_train), validation=fingerprint(old_val))
+    _, new_train, new_val, _ = split_films(tmp_path, TrainConfig(arch="logistic"))
+    assert new_val.paths != old_val.paths
+    _, rebuilt_train, rebuilt_val, _ = split_films(tmp_path, TrainConfig(arch="logistic"), recorded=recorded)
+    assert (rebuilt_train.paths, rebuilt_val.paths) == (old_train.paths, old_val.paths)
+
+
+def test_only_names_that_carry_a_patient_take_train_films_along():
+    """Per-split numbering (train/Normal/01.jpeg, val/Normal/01.png) names two films, not one patient."""
+    train_films = FilmSet((Path("train/Normal/01.jpeg"), Path("train/PNEUMONIA/person3_virus_1.jpeg")),
+                          np.array([0, 1]), ("NORMAL", "PNEUMONIA"))
+    val_films = FilmSet((Path("val/Normal/01.png"), Path("val/PNEUMONIA/person3_virus_2.jpeg")), np.array([0, 1]),
+                        ("NORMAL", "PNEUMONIA"))
+    kept, moved = with_patients_of(train_films, val_films)
+    assert [p.name for p in kept.paths] == ["01.jpeg"] and [p.name for p in moved.paths] == ["person3_virus_1.jpeg"]
 
 
 def test_split_seed_fixes_validation_whatever_the_training_seed(kermany_train):

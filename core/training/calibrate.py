@@ -211,7 +211,7 @@ def recorded_split(record: ModelRecord,
                                    "its validation films are needed to re-read its report at the new threshold. Name "
                                    "the folder it moved to (command line: --data).")
     try:
-        films, _, val_set, held_out = split_films(data_dir, record.training.config.resolved())
+        films, _, val_set, held_out = split_films(data_dir, record.training.config.resolved(), recorded=record.data)
     except DatasetError as exc:
         raise hide_path(exc, data_dir, shown) from None
     if fingerprint(val_set).sha256 != record.data.validation.sha256:

@@ -151,9 +151,10 @@ def copies_of(films: FilmSet, originals: FilmSet) -> np.ndarray:
 
 def with_patients_of(films: FilmSet, others: FilmSet) -> tuple[FilmSet, FilmSet]:
     """(``films`` less the films of patients who have films in ``others``, those films): a split root's
-    ``val/`` films join validation after the split, and their patients' films in ``train/`` must go with them."""
-    theirs = {patient_id(path) for path in others.paths}
-    moved = np.array([patient_id(path) in theirs for path in films.paths], dtype=bool)
+    ``val/`` films join validation after the split, and their patients' films in ``train/`` must go with them.
+    Only names that carry a patient count: ``train/Normal/01.jpeg`` and ``val/Normal/01.png`` are two films."""
+    theirs = {_kermany_patient(path.name) for path in others.paths} - {None}
+    moved = np.array([_kermany_patient(path.name) in theirs for path in films.paths], dtype=bool)
     return films.subset(np.flatnonzero(~moved)), films.subset(np.flatnonzero(moved))
 
 

@@ -116,7 +116,7 @@ def build_ensemble_version(
     split = first.report.split if first.report else f"validation: {len(val_set)} films"
     point, report = validate_for_shipping(ensemble, x_val, val_set, config, split)
     data_dir = Path(data_dir or recorded_source(first.training.data_dir))
-    films, train_set, _, held_out = split_films(data_dir, config)
+    films, train_set, _, held_out = split_films(data_dir, config, recorded=first.data)
     others = other_reports(ensemble, held_out, holdout_rule(config.holdout).description if held_out else "",
                            ensemble.image_size, point, config.seed, validation=val_set, training_folder=films)
     notes: list[str] = []  # why it has no population check, when it has none

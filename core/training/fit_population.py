@@ -54,7 +54,7 @@ def recorded_training_split(record: ModelRecord, data_dir: str | Path | None = N
         raise DatasetError(f"{record.name} has no training record, so its training films are unknown.")
     source = data_dir or recorded_source(record.training.data_dir)
     try:
-        _, train_set, val_set, _ = split_films(source, record.training.config.resolved())
+        _, train_set, val_set, _ = split_films(source, record.training.config.resolved(), recorded=record.data)
     except DatasetError as exc:  # its folder by data-root label, never by server path
         manifest = find_manifest(source)
         shown = (hide_path(exc, manifest, f"the {manifest.stem} manifest") if manifest is not None

@@ -185,12 +185,14 @@ def _decode(train_set: FilmSet, val_set: FilmSet, config: TrainConfig, hardware:
     return films_here, x_val
 
 
-def split_films(data_dir: str | Path, config: TrainConfig,
-                notes: list[str] | None = None) -> tuple[FilmSet, FilmSet, FilmSet, FilmSet | None]:
+def split_films(data_dir: str | Path, config: TrainConfig, notes: list[str] | None = None,
+                recorded: DataRecord | None = None) -> tuple[FilmSet, FilmSet, FilmSet, FilmSet | None]:
     """All films of ``data_dir`` (a class-folder tree, a manifest file or a shipped manifest's name; or the
     configured subset); its patient-disjoint training and validation parts (near-duplicates kept on one side;
     a split root's ``val/`` films added to validation, never to training); and the batch a holdout rule keeps
-    out of both (None without ``config.holdout``). ``notes``, when given, receives what to say about the split."""
+    out of both (None without ``config.holdout``). ``notes``, when given, receives what to say about the split.
+    ``recorded``: a trained version's data record, whose split is rebuilt as it ran (val/ by the rule before
+    2026-12-05, when its fingerprint says so)."""
     split_seed = config.seed if config.split_seed is None else config.split_seed
     films, extra_val = training_films(data_dir)
     films = maybe_subset(films, config, split_seed)
@@ -203,7 +205,7 @@ def split_films(data_dir: str | Path, config: TrainConfig,
         kept = films
     groups, duplicates = film_groups(kept)
     train_set, val_set = patient_split(kept, config.val_fraction, split_seed, groups)
-    theirs = None
+    theirs, before = None, (train_set, val_set.joined(extra_val) if extra_val is not None else val_set, held_out)
     if extra_val is not None:  # found by a review: val/ joined unchecked, its patients' train/ films trained on
         if config.holdout:  # val/ films of the held-out batch belong to that batch, not to validation
             rule = holdout_rule(config.holdout)
@@ -212,6 +214,9 @@ def split_films(data_dir: str | Path, config: TrainConfig,
             extra_val = extra_val.subset(np.flatnonzero(~held))
         train_set, theirs = with_patients_of(train_set, extra_val)
         val_set = val_set.joined(theirs).joined(extra_val)
+        if recorded is not None and fingerprint(val_set).sha256 != recorded.validation.sha256 \
+                and fingerprint(before[1]).sha256 == recorded.validation.sha256:  # trained by the earlier rule
+            (train_set, val_set, held_out), theirs = before, None
     if notes is not None:
         notes += [note for note in (duplicates.note(), extra_val and f"validation: the {len(extra_val)} films of "
                                     "val/ joined the patient-disjoint validation split"
