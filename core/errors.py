@@ -61,6 +61,11 @@ class DecodingUnavailable(UnreadableImage, TryAgainLater):
     """DICOM films cannot be decoded right now (the decoding process did not start)."""
 
 
+class DecodingTimedOut(UnreadableImage):
+    """A DICOM film was stopped at its decoding time limit: damaged, hostile, or a healthy large film on a busy
+    server. Refused like any unreadable film; the app keeps no result of it, so its next run tries again."""
+
+
 class FolderNotAllowed(TriageError):
     """A folder was asked for outside the configured data roots (or is not a folder inside one).
 

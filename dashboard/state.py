@@ -21,7 +21,7 @@ import streamlit as st
 from PIL import Image
 
 from core import config, limits
-from core.errors import CheckpointError, TriageError, TryAgainLater
+from core.errors import CheckpointError, DecodingTimedOut, TriageError, TryAgainLater
 from core.films.film import Film
 from core.films.read import read_film
 from core.films.manifest import load_manifest
@@ -221,7 +221,7 @@ def _triage_kept(results: BoundedCache, key: tuple, upload: Upload, films: FilmC
     """The film's result, kept for the session; one that says to try again is not kept: the next run tries."""
     try:
         return results.get_or_compute(key, partial(_triage_film, upload, films, predictor))
-    except TryAgainLater as exc:
+    except (TryAgainLater, DecodingTimedOut) as exc:  # a time limit may be a busy server's: not kept either
         return FilmResult(upload.name, upload.digest, error=str(exc), retry=True)
 
 
@@ -230,7 +230,7 @@ def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor) -> Film
         with film_in_flight():
             film = decoded(upload, films)
             prediction = predictor.predict(film)
-    except TryAgainLater:
+    except (TryAgainLater, DecodingTimedOut):
         raise
     except TriageError as exc:
         return FilmResult(upload.name, upload.digest, error=str(exc))

@@ -339,3 +339,29 @@ def test_the_triage_page_lists_broken_uploads_as_unreadable_and_triages_the_rest
     assert sum(c.startswith("Film,") for image in at.get("image") for c in image.captions) == len(readable)
 
 
+
+
+def test_a_dicom_stopped_at_its_time_limit_is_not_kept_and_is_read_once_the_server_keeps_up(
+        predictor, dicom_dir, monkeypatch):
+    """A healthy large film on a busy server can run past its decoding time limit; it was kept as "damaged"
+    for the session (found by a review). It shows as not read yet, and the next run decodes it."""
+    from dashboard import state
+
+    monkeypatch.setattr(state, "session_cache", lambda kind, kept={}: kept.setdefault(kind, state.BoundedCache(
+        *state._CAPS[kind])))  # one session's cache, fresh for this test
+    from core.films import decode_pool
+
+    decode, calls = decode_pool._Worker.decode, []
+
+    def slow_once(worker, *args):  # the first decoding runs past its limit, as under a training job's load
+        calls.append(1)
+        if len(calls) == 1:
+            raise decode_pool._Lost("time")
+        return decode(worker, *args)
+
+    monkeypatch.setattr(decode_pool._Worker, "decode", slow_once)
+    uploads = [Upload.of(corpus.Upload("large.dcm", (dicom_dir / "RG1_UNCI.dcm").read_bytes()))]
+    (stopped,) = triage_uploads(predictor, uploads)
+    assert stopped.retry and "longer than the time limit" in stopped.error and "server may be busy" in stopped.error
+    (read,) = triage_uploads(predictor, uploads)
+    assert read.error is None and read.prediction is not None

@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from core.config import REPO_ROOT, decode_worker_environment, settings
-from core.errors import DecodingUnavailable, UnreadableImage
+from core.errors import DecodingTimedOut, DecodingUnavailable, UnreadableImage
 from core.films.film import Film
 
 STARTUP_SECONDS = 120.0  # importing numpy and pydicom on a machine busy training
@@ -139,7 +139,8 @@ class DecodePool:
                 answer = worker.decode(data, label, headerless, self)
             except _Lost as lost:
                 worker.close()
-                raise UnreadableImage(self._message(lost.reason, label)) from None
+                refused = DecodingTimedOut if lost.reason == "time" else UnreadableImage
+                raise refused(self._message(lost.reason, label)) from None
             if answer.get("memory"):
                 worker.close()
                 raise UnreadableImage(self._message("memory", label))
@@ -218,8 +219,9 @@ class DecodePool:
     def _message(self, reason: str, label: str) -> str:
         if reason == "time":
             return (f"{label} took longer than the time limit for its size to decode ({self.seconds:g} s, plus "
-                    f"{self.seconds_per_megapixel:g} s per megapixel) and was stopped: the file is damaged or "
-                    "built to exhaust the server. Export the film again.")
+                    f"{self.seconds_per_megapixel:g} s per megapixel) and was stopped: the server may be busy, or "
+                    "the file damaged or built to exhaust it. Try again in a moment; if it is stopped again, export "
+                    "the film again.")
         if reason == "memory":
             return (f"{label} is too large to decode safely: decoding it needs more than the {self.memory_mb} MB "
                     "memory limit for one film. Export the film at a lower resolution.")
