@@ -349,6 +349,8 @@ def test_a_dicom_stopped_at_its_time_limit_is_not_kept_and_is_read_once_the_serv
 
     monkeypatch.setattr(state, "session_cache", lambda kind, kept={}: kept.setdefault(kind, state.BoundedCache(
         *state._CAPS[kind])))  # one session's cache, fresh for this test
+    films = state.FilmCache(state.limits.SESSION_FILM_CACHE_BYTES)  # and its decoded films: none decoded yet
+    monkeypatch.setattr(state, "session_films", lambda: films)
     from core.films import decode_pool
 
     decode, calls = decode_pool._Worker.decode, []
