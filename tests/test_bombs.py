@@ -176,14 +176,21 @@ def test_rle_runs_past_the_frame_are_not_decoded(dicom_dir):
     assert float(film.pixels.max()) == float(film.pixels.min()) == pytest.approx(7 / 255)
 
 
+def _tiled(dicom_dir, side: int) -> io.BytesIO:
+    """The real CR film tiled to an honest side x side 16-bit DICOM."""
+    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
+    reps = -(-side // min(ds.Rows, ds.Columns))
+    ds.PixelData = np.tile(ds.pixel_array, (reps, reps))[:side, :side].tobytes()
+    ds.Rows = ds.Columns = side
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out
+
+
 def test_the_memory_limit_refuses_a_film_that_needs_more(dicom_dir, settings_env):
     """An honest 7000 x 7000 16-bit film (under the pixel limit) needs ~500 MB to decode: refused at 256 MB,
     and the next film still decodes (a fresh worker)."""
-    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
-    ds.PixelData = np.tile(ds.pixel_array, (4, 4))[:7000, :7000].tobytes()
-    ds.Rows = ds.Columns = 7000
-    big = io.BytesIO()
-    ds.save_as(big)
+    big = _tiled(dicom_dir, 7000)
     settings_env(CXR_DECODE_MEMORY_MB="256")
     with pytest.raises(UnreadableImage, match="big.dcm is too large to decode safely.*256 MB memory limit"):
         read_film(big.getvalue(), name="big.dcm")
@@ -193,11 +200,7 @@ def test_the_memory_limit_refuses_a_film_that_needs_more(dicom_dir, settings_env
 def test_a_worker_that_retires_near_the_memory_limit_is_not_handed_the_next_film(dicom_dir, settings_env):
     """A 4000 x 4000 film decodes at 256 MB but brings its worker near the limit, so the worker sends it and
     exits; the pool kept it as idle, and the next, healthy film was refused as damaged (found by a review)."""
-    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
-    ds.PixelData = np.tile(ds.pixel_array, (3, 3))[:4000, :4000].tobytes()
-    ds.Rows = ds.Columns = 4000
-    large = io.BytesIO()
-    ds.save_as(large)
+    large = _tiled(dicom_dir, 4000)
     settings_env(CXR_DECODE_MEMORY_MB="256")
     assert read_film(large.getvalue(), name="large.dcm").pixels.shape == (4000, 4000)
     assert read_film(dicom_dir / "RG1_UNCI.dcm").pixels.shape == (1955, 1841)
