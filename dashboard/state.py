@@ -218,11 +218,22 @@ def triage_uploads(predictor: Predictor, uploads: list[Upload]) -> list[FilmResu
 
 def _triage_kept(results: BoundedCache, key: tuple, upload: Upload, films: FilmCache,
                  predictor: Predictor) -> FilmResult:
-    """The film's result, kept for the session; one that says to try again is not kept: the next run tries."""
+    """The film's result, kept for the session. A busy server's refusal (it cost nothing) is not kept: the next
+    run tries again. A film stopped at its decoding time limit (a busy server's, or a file built to stall the
+    decoder) is kept as not read yet, so that no later click spends that limit again; ``read_again`` retries it."""
     try:
         return results.get_or_compute(key, partial(_triage_film, upload, films, predictor))
-    except (TryAgainLater, DecodingTimedOut) as exc:  # a time limit may be a busy server's: not kept either
+    except TryAgainLater as exc:
         return FilmResult(upload.name, upload.digest, error=str(exc), retry=True)
+    except DecodingTimedOut as exc:
+        stopped = FilmResult(upload.name, upload.digest, error=str(exc), retry=True)
+        results.put(key, stopped)
+        return stopped
+
+
+def read_again(digest: str) -> None:
+    """Forget this session's results for one film (a film not read yet): the next run reads it again."""
+    session_cache(_SESSION_RESULTS).keep_only(lambda key: key[0] != digest)
 
 
 def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor) -> FilmResult:

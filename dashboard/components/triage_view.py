@@ -19,7 +19,7 @@ from dashboard.components.kept_settings import keep, restore
 from dashboard.components.reports import escape_markdown
 from dashboard.components.worklist import BADGES, status_of
 from dashboard.model_loads import ModelLoad
-from dashboard.state import FilmResult, Upload, heat_map
+from dashboard.state import FilmResult, Upload, heat_map, read_again
 
 if TYPE_CHECKING:
     from core.serving.predict import Predictor
@@ -123,8 +123,10 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
             priority_badge(result)
             if result.prediction and result.prediction.priority:
                 st.markdown(f"Label: **{result.prediction.label}**")
-        if result.retry:  # not read yet: the server was busy; the message says when it will be
-            st.info(escape_markdown(result.error), icon=":material/hourglass_empty:")
+        if result.retry:  # not read yet: the server was busy or the film ran past its time limit; the message says
+            st.info(escape_markdown(result.error), icon=":material/hourglass_empty:")  # what to do, and this does it
+            st.button("Read it again", key=f"read-again-{slot}-{result.digest}", icon=":material/refresh:",
+                      on_click=read_again, args=(result.digest,))
             return None
         if result.error:
             st.error(f"{escape_markdown(result.error)} The other films are not affected.", icon=":material/error:")
