@@ -2,8 +2,9 @@
 
 Streamlit empties an upload box whose page is left, so a clinician who checked a model on Compare came back to
 no films and no worklist (found in a browser audit). The uploads' bytes are kept here, at most one batch, under
-the budget every session's caches share (dashboard.state.SESSION_CACHES; past it they are simply not kept),
-and shown again on return until new films are uploaded or the batch is cleared. Films taken out of the upload
+the budget every session's caches share (dashboard.state.SESSION_CACHES; past it, or taken back for another
+session while this one was away, they are not kept, and the page says so on return), and shown again on return
+until new films are uploaded or the batch is cleared. Films taken out of the upload
 box on the Triage page itself are gone, as before.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from core.serving.film_cache import BoundedCache
 from dashboard.state import SESSION_CACHES, Upload
 
 _KEPT, _SHOWING = "kept-batch", "showing-kept-batch"
+_HELD, _LOST = "kept-batch-films", "kept-batch-lost"  # films in the batch last kept; films found gone on return
 PAGE, PREVIOUS_PAGE = "page", "previous-page"  # set by dashboard/app.py on every run
 TRIAGE = "Triage"
 
@@ -30,21 +32,31 @@ def _store() -> BoundedCache:
 def keep(uploads: list[Upload]) -> None:
     """The batch now on the page: shown again if its user leaves the page and comes back."""
     st.session_state.pop(_SHOWING, None)
+    st.session_state[_HELD] = len(uploads)
     _store().put("batch", list(uploads))  # in place of the batch kept before
 
 
 def kept_on_return() -> list[Upload] | None:
     """With an empty upload box: the batch kept from before the user left the page (and, once shown, on every
     run of the page until it is replaced or cleared); None, and the kept batch dropped, otherwise."""
-    came_back = st.session_state.get(PREVIOUS_PAGE) not in (None, TRIAGE)
-    kept = _store().get("batch") if came_back or st.session_state.get(_SHOWING) else None
+    wanted = st.session_state.get(PREVIOUS_PAGE) not in (None, TRIAGE) or st.session_state.get(_SHOWING)
+    kept = _store().get("batch") if wanted else None
     if not kept:
+        lost = st.session_state.get(_HELD, 0) if wanted else 0
         clear()
+        st.session_state[_LOST] = lost
         return None
     st.session_state[_SHOWING] = True
     return kept
 
 
+def lost_on_return() -> int:
+    """How many films the batch held when ``kept_on_return`` wanted it back and found it gone (its room taken back
+    for other sessions, or never found: the budget was full), once; 0 otherwise. Its user must be told."""
+    return st.session_state.pop(_LOST, 0)
+
+
 def clear() -> None:
     st.session_state.pop(_SHOWING, None)
+    st.session_state.pop(_HELD, None)
     _store().keep_only(lambda key: False)

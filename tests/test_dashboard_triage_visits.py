@@ -68,3 +68,26 @@ def test_explanation_settings_outlive_a_visit_to_another_page(checkpoints):
     assert [s.value for s in at.selectbox if s.label == "Explain class"] == chosen and chosen[0] == other
     captions = [c for image in at.get("image") for c in image.captions]
     assert any(c.startswith(f"Grad-CAM++ for {other}") for c in captions)
+
+
+def test_a_batch_the_server_took_back_while_its_user_was_away_is_said_to_be_gone(checkpoints, monkeypatch):
+    """Found by a review: another session short of memory empties caches idle for 5 minutes, the kept batch's
+    too; back from Compare, the page said only "Upload one or more films", as if there had been none."""
+    from core.serving import film_cache
+    from dashboard.state import SESSION_CACHES
+
+    films = real_films()[:2]
+    at = app_page()
+    _upload(at, [(film.name, film.read_bytes()) for film in films])
+    at.switch_page("views/compare.py")
+    at.run()
+    monkeypatch.setattr(film_cache, "IDLE_S", 0.0)  # five minutes on Compare, and another session needs the room
+    SESSION_CACHES.reclaim_idle(film_cache.BoundedCache(1, len), SESSION_CACHES.max_bytes)
+    at.switch_page("views/triage.py")
+    at.run()
+    assert not at.exception and not at.dataframe
+    assert [w.value for w in at.warning if "not kept" in w.value] == [
+        "The 2 film(s) triaged before you left this page were not kept while you were away: the server needed the "
+        "memory for other users' films. Upload them again to see their readings."]
+    at.run()  # said once: the page then waits for films as usual
+    assert not [w for w in at.warning if "not kept" in w.value]

@@ -79,6 +79,10 @@ if kept:
         st.rerun()
 elif not uploads:
     forget_other_films([])  # films taken out of the upload box leave this session's caches too
+    if lost := kept_batch.lost_on_return():
+        st.warning(f"The {lost} film(s) triaged before you left this page were not kept while you were away: the "
+                   "server needed the memory for other users' films. Upload them again to see their readings.",
+                   icon=":material/history_toggle_off:")
     st.info("Upload one or more films above. Each gets probabilities, a priority and a Grad-CAM map.",
             icon=":material/upload_file:")
 else:
