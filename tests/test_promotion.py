@@ -223,3 +223,37 @@ def test_the_cli_sets_a_default_through_the_floor_and_records_who(trained_model,
     alone = run_cli("calibrate", trained_model.name, "--target-sensitivity", "0.97", "--override-floor",
                     checkpoints=registry)
     assert alone.returncode == 1 and "only applies together with --set-default" in alone.json_lines()[0]["error"]
+
+
+def test_a_default_whose_change_cannot_be_recorded_is_put_back(trained_model, registry, settings_env, audit,
+                                                               monkeypatch):
+    """Found by a review: the log was writable when checked, then its disk filled; the default had changed, no line
+    said so, and the person was told it could not be changed."""
+    import core.store.promotion
+
+    calibrated = calibrate(trained_model.name, 0.96, directory=registry, who="admin:carol")
+    before = (registry / REGISTRY_FILE).read_bytes()
+
+    def full(*args, **kwargs):
+        raise AuditLogUnavailable("The audit log cannot be written (No space left on device).")
+
+    monkeypatch.setattr(core.store.promotion, "record_action", full)
+    settings_env(CXR_PROMOTION_MIN_FILMS="1")
+    with pytest.raises(AuditLogUnavailable, match="the default is unchanged"):
+        promote(calibrated.name, who="admin:carol", directory=registry)
+    assert (registry / REGISTRY_FILE).read_bytes() == before and _default(registry) == trained_model.name
+
+
+def test_a_version_whose_weights_cannot_be_loaded_never_becomes_the_default(trained_model, registry, settings_env,
+                                                                            audit):
+    """Found by a review: set-default took a version whose weights file was damaged (only its description was
+    read); every film of the task was then refused until an administrator noticed."""
+    from core.errors import CheckpointError
+
+    calibrated = calibrate(trained_model.name, 0.96, directory=registry, who="admin:carol")
+    (registry / f"{calibrated.name}.pt").write_bytes(b"not the weights")
+    settings_env(CXR_PROMOTION_MIN_FILMS="1")
+    with pytest.raises(CheckpointError, match="does not match its description"):
+        promote(calibrated.name, who="admin:carol", directory=registry)
+    assert _default(registry) == trained_model.name
+    assert [a.action for a in read_actions()] == ["calibrate"]

@@ -16,7 +16,10 @@ from pathlib import Path
 from core.admin.audit import ensure_writable, record_action
 from core.config import settings
 from core.errors import AuditLogUnavailable, PromotionRefused
-from core.store.registry import ModelEntry, ensure_default, find_model, list_models, set_default
+from core.store.atomic import atomic_write_bytes
+from core.store.base import MAX_RECORD_BYTES, read_regular_file
+from core.store.manifest import REGISTRY_FILE
+from core.store.registry import ModelEntry, ensure_default, find_model, list_models, set_default, site_dir
 from core.store.writable import ensure_models_writable
 
 
@@ -97,11 +100,27 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
         raise PromotionRefused(f"{name} cannot become the default model for {entry.task}: {'; '.join(reasons)}. "
                                f"{advice}")
     previous = _current_default(entry.task, directory)
+    from core.store.checkpoints import load_checkpoint  # torch: only where a default changes
+
+    load_checkpoint(entry.json_path)  # CheckpointError: a default that cannot be loaded stops its task's triage
     ensure_writable()  # a default changes only where the change can be recorded
     ensure_models_writable(directory)
+    registry_file = (directory or site_dir()) / REGISTRY_FILE
+    before = read_regular_file(registry_file, MAX_RECORD_BYTES) if registry_file.exists() else None
     set_default(name, directory)
-    record_action("default.change", who, model=name, task=entry.task, previous=previous, override=override,
-                  **({"floor_not_met": reasons} if override else {}), **figures(entry))
+    try:
+        record_action("default.change", who, model=name, task=entry.task, previous=previous, override=override,
+                      **({"floor_not_met": reasons} if override else {}), **figures(entry))
+    except AuditLogUnavailable as exc:  # writable when checked, then not (its disk filled): no change unrecorded
+        try:
+            if before is None:
+                registry_file.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(registry_file, before)
+        except OSError:
+            raise AuditLogUnavailable(f"{exc} {name} became the default of {entry.task} without a record, and could "
+                                      "not be put back: ask an administrator to check the site folder.") from exc
+        raise AuditLogUnavailable(f"{exc} The change could not be recorded, so the default is unchanged.") from exc
 
 
 def promote_first(name: str, *, who: str, directory: Path | None = None) -> bool:
