@@ -106,6 +106,44 @@ def test_a_fifo_is_not_waited_on(tmp_path):
         load_manifest(manifest)
 
 
+def test_a_fifo_in_place_of_weights_a_shipped_file_or_the_audit_log_is_refused_not_waited_on(
+        site_copy, tmp_path, settings_env):
+    """Found by a CLI review: predict, models, set-default and evaluate waited for ever on a FIFO where the weights,
+    a shipped model's description or the audit log belong (each opened for a plain read or write)."""
+    import signal
+
+    from core.admin.audit import ensure_writable, read_actions
+    from core.errors import AuditLogUnavailable
+    from core.store import manifest
+    from core.store.checkpoints import load_checkpoint
+
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("waited on a FIFO"))
+    signal.alarm(60)
+    try:
+        weights = site_copy.with_suffix(".pt")
+        weights.unlink()
+        os.mkfifo(weights)
+        with pytest.raises(CheckpointError, match=f"^Weights file {weights.name} cannot be read [(]not a regular"):
+            load_checkpoint(site_copy)
+        shipped = tmp_path / "shipped"
+        shipped.mkdir()
+        os.mkfifo(shipped / "a-v1.json")
+        with pytest.raises(CheckpointError, match="^Shipped file a-v1.json cannot be read [(]not a regular file"):
+            manifest.read_verified(shipped / "a-v1.json", shipped)
+        os.mkfifo(shipped / manifest.MANIFEST_FILE)
+        with pytest.raises(CheckpointError, match="checksum manifest .* cannot be read"):
+            manifest.read_manifest(shipped)
+        log = tmp_path / "audit.jsonl"
+        os.mkfifo(log)
+        settings_env(CXR_AUDIT_LOG=str(log))
+        with pytest.raises(AuditLogUnavailable, match="^The audit log cannot be written [(]No such device"):
+            ensure_writable()  # no reader at the other end: refused by the kernel at once
+        with pytest.raises(AuditLogUnavailable, match="^The audit log cannot be read [(]not a regular file[)]"):
+            read_actions()
+    finally:
+        signal.alarm(0)
+
+
 def test_a_manifest_nested_past_the_parsers_stack_is_refused_in_words(tmp_path):
     deep = tmp_path / "deep.toml"
     deep.write_text("a = " + "[" * 100_000 + "]" * 100_000)

@@ -23,6 +23,7 @@ from core.films.film import Film
 from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore, OnePerProcess
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
+from core.store.base import MAX_WEIGHTS_BYTES, read_regular_file
 
 __all__ = ["FEATURE_SIZE", "DETECTOR_NAME", "FeatureExtractor", "ChestFilmDetector", "ChestFilmCheck",
            "detector_dir"]
@@ -62,13 +63,15 @@ class ChestFilmDetector:
             arrays = torch.load(io.BytesIO(_read_detector_file(directory / f"{DETECTOR_NAME}.pt")),
                                 map_location="cpu", weights_only=True)
             return cls(GaussianScore.from_tensors(arrays), float(meta["threshold"]), meta.get("calibration", {}))
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"The chest-film detector in {directory} cannot be loaded ({exc}).") from exc
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # its words, never its server path
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise CheckpointError(f"The chest-film detector ({DETECTOR_NAME}) cannot be loaded ({reason}); restore "
+                                  "the checkpoints folder from the repository.") from exc
 
 
 def _read_detector_file(path: Path) -> bytes:
     """The shipped detector is checked against the checksum manifest (CheckpointError when it differs)."""
-    return manifest.read_verified(path) if manifest.is_shipped(path) else path.read_bytes()
+    return manifest.read_verified(path) if manifest.is_shipped(path) else read_regular_file(path, MAX_WEIGHTS_BYTES)
 
 
 class ChestFilmCheck:

@@ -35,6 +35,7 @@ def parse_record(kind: type[R], data: object, what: str) -> R:
         raise ValueError(f"{what} is not a valid {kind.__name__}: {where}: {first['msg']}") from None
 
 
+MAX_WEIGHTS_BYTES = 2**30  # far over any model here (the largest is ~25 MB); read whole, then hashed
 MAX_RECORD_BYTES = 64 * 2**20  # the largest description is a few hundred KB; anything this size is not one
 
 

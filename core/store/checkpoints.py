@@ -35,6 +35,7 @@ from core.models.build import build_model
 from core.models.ensemble import ENSEMBLE, MemberSpec, build_ensemble, ensemble_input_size
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
+from core.store.base import MAX_WEIGHTS_BYTES, read_regular_file
 from core.models.features import GaussianScore
 from core.store.records import Member, ModelRecord, PopulationCheck, read_model_record
 from core.store.reports import OperatingPoint
@@ -171,7 +172,7 @@ def load_checkpoint(json_path: Path) -> LoadedModel:
     record = read_model_record(json_path, manifest.read_verified(json_path) if shipped else None)
     weights = json_path.with_suffix(".pt")
     try:
-        data = weights.read_bytes()
+        data = read_regular_file(weights, MAX_WEIGHTS_BYTES)  # a FIFO: refused, not waited on
     except OSError as exc:
         raise CheckpointError(f"Weights file {weights.name} cannot be read ({exc.strerror or exc}).") from exc
     if shipped:
@@ -224,7 +225,7 @@ def _load_population(json_path: Path, record: ModelRecord, shipped: bool) -> Gau
     if not shipped and not path.exists():
         return None
     try:
-        data = manifest.read_verified(path) if shipped else path.read_bytes()
+        data = manifest.read_verified(path) if shipped else read_regular_file(path, MAX_WEIGHTS_BYTES)
     except OSError as exc:
         raise CheckpointError(f"Population-check file {path.name} cannot be read ({exc.strerror or exc}).") from exc
     if hashlib.sha256(data).hexdigest() != check.sha256:

@@ -28,6 +28,7 @@ from pathlib import Path
 from core.config import settings
 from core.errors import CheckpointError, TriageError
 from core.store.atomic import atomic_write_bytes
+from core.store.base import MAX_RECORD_BYTES, MAX_WEIGHTS_BYTES, read_regular_file
 
 MANIFEST_FILE = "MANIFEST.sha256"
 REGISTRY_FILE = "registry.json"  # the shipped default pointer: not a model, never loaded as one
@@ -87,7 +88,7 @@ def read_manifest(directory: Path | None = None) -> dict[str, str]:
     """``relative path -> SHA-256`` of the shipped folder; CheckpointError when missing or malformed."""
     directory = directory or shipped_dir()
     try:
-        text = (directory / MANIFEST_FILE).read_text()
+        text = read_regular_file(directory / MANIFEST_FILE, MAX_RECORD_BYTES).decode()
     except FileNotFoundError:
         raise CheckpointError(f"The shipped models have no checksum manifest ({MANIFEST_FILE}), so none of them "
                               "can be trusted; restore the checkpoints folder from the repository.") from None
@@ -147,7 +148,7 @@ def read_verified(path: Path, directory: Path | None = None) -> bytes:
     """The bytes of shipped ``path``, checked against the manifest (CheckpointError when unreadable or wrong)."""
     _refuse_link(path)  # before reading: a link whose target is gone is refused as a link, not as unreadable
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_WEIGHTS_BYTES)  # a FIFO: refused, not waited on
     except OSError as exc:
         raise CheckpointError(f"Shipped file {path.name} cannot be read ({exc.strerror or 'read error'}).") from exc
     return verify(path, data, directory)
