@@ -298,7 +298,8 @@ def _interrupted_job(jobs: Path, data_dir: Path, config: TrainConfig, models: Pa
 
 
 @pytest.mark.slow
-def test_a_job_that_died_says_its_run_is_kept_and_only_an_unfinished_one_can_resume(kermany_train, site, tmp_path):
+def test_a_job_that_died_says_its_run_is_kept_and_only_an_unfinished_one_can_resume(kermany_train, site, tmp_path,
+                                                                                     settings_env):
     jobs = tmp_path / "jobs"
     with pytest.raises(JobError, match="There is no job"):
         resume_job("../elsewhere", jobs)
@@ -317,11 +318,14 @@ def test_a_job_that_died_says_its_run_is_kept_and_only_an_unfinished_one_can_res
     assert kept_note(run_left_by(early)).endswith("Its state after epoch 1 of 2 is kept: an administrator can "
                                                     "resume it (Resume).")
     assert saved_run_of_job(early.name) is None  # without following the resume, nothing of its own
+    (tmp_path / "other-root").mkdir()  # found by a review: resumed on a folder whose data root was removed
+    settings_env(CXR_DATA=str(tmp_path / "other-root"))
+    with pytest.raises(JobError, match=f"^Job {FAR_JOB} trained on a folder that is gone or no longer inside a data root"):
+        resume_job(FAR_JOB, jobs)
+    assert [job.job_id for job in list_jobs(jobs)] == [early.name, FAR_JOB]  # nothing started
     write_status(folder, SUCCEEDED, message="Registered.")  # a finished job has nothing to resume
     with pytest.raises(JobError, match=f"Job {FAR_JOB} has nothing to resume \\(succeeded\\)"):
         resume_job(FAR_JOB, jobs)
-
-
 
 
 def _resume_buttons(at: AppTest) -> list:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import JobError
+from core.errors import FolderNotAllowed, JobError
+from core.films.manifest import find_manifest, shipped_manifests
+from core.films.roots import folder_label
 from core.jobs.jobs import SUCCEEDED, Job, jobs_dir, read_job, start_job
 from core.jobs.records import JOB_FOLDER, run_left_by
 from core.training.saved_runs import SavedRun
@@ -35,5 +37,20 @@ def resume_job(job_id: str, root: Path | None = None, *, who: str = "cli") -> Jo
     if run is None:
         raise JobError(f"Job {job_id} has nothing to resume ({job.state}): "
                        + ("it is still running." if job.is_active else "no finished epoch of it is saved."))
+    _check_source(job)
     return start_job(job.settings.data_dir, job.config, job.settings.name, job.settings.checkpoints, root, who=who,
                      resume_of=job_id)
+
+
+def _check_source(job: Job) -> None:
+    """A job trains only a shipped manifest or a folder inside a data root (the Retrain page's choices): one whose
+    root an administrator has removed since is not trained again (JobError; DataRootsUnreadable as it is)."""
+    source = job.settings.data_dir
+    if find_manifest(source) in shipped_manifests().values():
+        return
+    try:
+        folder_label(source)
+    except FolderNotAllowed:
+        raise JobError(f"Job {job.job_id} trained on a folder that is gone or no longer inside a data root (an "
+                       "administrator may have changed the data roots), so it cannot resume. Ask an administrator to "
+                       "restore the folder or its root, or start a new job on a folder inside a data root.") from None
