@@ -96,6 +96,29 @@ def test_evaluating_on_a_folder_shows_its_figures_and_is_cached(at, monkeypatch)
     assert len(read_actions(limit=10)) == 2  # and records nothing more
 
 
+def test_an_evaluation_the_audit_log_could_not_record_is_recorded_on_a_later_run(at, monkeypatch):
+    """Found by a review: the figures were marked recorded even when the audit line failed, so no later run
+    tried again and the reading of a server folder stayed out of the log."""
+    require(FILMS_DIR, "films")
+    import dashboard.components.compare_view as compare_view
+    from core.errors import AuditLogUnavailable
+
+    record = compare_view.record_action
+    monkeypatch.setattr(compare_view, "record_action", lambda *a, **k: (_ for _ in ()).throw(
+        AuditLogUnavailable("The audit log could not be written in full (is its disk full?).")))
+    at.multiselect[0].set_value(["pneumonia-mlp-v1"])
+    at.segmented_control[0].set_value("Evaluate on a folder")
+    at.run()
+    _evaluate(at)
+    assert [w.value for w in at.warning if "audit log" in w.value] and read_actions(limit=10) == []
+    monkeypatch.setattr(compare_view, "record_action", record)  # the disk has room again
+    at.run()
+    assert not at.exception and [(a.action, a.model) for a in read_actions(limit=10)] == [
+        ("evaluate-folder", "pneumonia-mlp-v1")]
+    at.run()
+    assert len(read_actions(limit=10)) == 1  # once recorded, not again
+
+
 def test_a_model_added_after_evaluate_is_evaluated_and_recorded_too(at):
     """The folder stays chosen after Evaluate: a model picked afterwards is evaluated on it on the next rerun,
     and that reading is in the audit log like the others; reruns that reuse results add nothing."""

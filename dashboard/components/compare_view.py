@@ -36,16 +36,19 @@ def _in_rows(items: list):
         yield zip(st.columns(PER_ROW, gap="medium"), chunk)
 
 
-def record_evaluations(rows: list[tuple[ModelEntry, Report]], folder: str, *, who: str) -> None:
-    """One audit line per model evaluated on a server folder, with its figures (the folder by its label)."""
-    label = data_label(folder)
+def record_evaluations(rows: list[tuple[ModelEntry, Report]], folder: str, *, who: str) -> list[ModelEntry]:
+    """One audit line per model evaluated on a server folder, with its figures (the folder by its label); the
+    models recorded. Those after a line that could not be written are not: a later run records them."""
+    label, recorded = data_label(folder), []
     for entry, report in rows:
         try:
             record_action("evaluate-folder", who, model=entry.name, folder=label, n=report.n, auc=report.auc,
                           sensitivity=report.sensitivity, specificity=report.specificity)
         except TriageError as exc:
-            st.warning(str(exc), icon=":material/warning:")
-            return
+            st.warning(f"{exc} The page records it at its next run.", icon=":material/warning:")
+            break
+        recorded.append(entry)
+    return recorded
 
 
 def policy_films_caveat(folder: str) -> None:

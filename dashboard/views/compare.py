@@ -92,8 +92,7 @@ if source == FOLDER:
             st.error(f"{entry.name} could not be evaluated on the chosen folder: "
                      f"{without_server_paths(str(exc), target)}", icon=":material/error:")
     unrecorded = [(entry, report) for entry, report in rows if (entry.name, target) not in recorded]
-    record_evaluations(unrecorded, target, who=user.who)
-    recorded.update((entry.name, target) for entry, _ in unrecorded)
+    recorded.update((entry.name, target) for entry in record_evaluations(unrecorded, target, who=user.who))
 else:
     rows = [(e, e.record.report) for e in selected if e.record.report is not None]
     for entry in selected:
