@@ -243,3 +243,28 @@ def test_calibrate_and_train_say_so_in_json_for_a_name_too_long(tmp_path):
         assert done.returncode == 1 and "Traceback" not in done.stderr, command
         error = json.loads(done.stdout.splitlines()[-1])["error"]
         assert "cannot be read (File name too long)" in error and str(tmp_path) not in error, command
+
+
+def test_an_empty_folder_name_is_refused_and_warnings_reach_stderr_as_json_lines(tmp_path):
+    """Found by a CLI review: `evaluate ""` read the working directory (and listed its sub-folders in the error),
+    and warnings (a data root that does not exist) reached stderr as Python's bare log text, not JSON."""
+    from e2e_support import real_films
+
+    (tmp_path / "set" / "NORMAL").mkdir(parents=True)
+    film = next(f for f in real_films() if f.parent.name == "NORMAL")
+    (tmp_path / "set" / "NORMAL" / film.name).write_bytes(film.read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CXR_DATA": str(tmp_path / "no-such-root"),
+           "CXR_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "CXR_MODELS": str(tmp_path / "site"),
+           "CXR_CHECKPOINTS": str(REPO / "checkpoints")}
+
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=tmp_path,
+                              env=env, timeout=300)
+        return done.returncode, json.loads(done.stdout.splitlines()[-1]), done.stderr.splitlines()
+
+    for command in (["evaluate", ""], ["train", " ", "--arch", "logistic"]):
+        code, said, _ = run(*command)
+        assert code == 1 and said == {"error": "Name the dataset folder: one sub-folder of films per class."}, command
+    code, said, warnings = run("evaluate", "set", "--model", "pneumonia-logistic-v1", "--json")
+    assert code == 0 and said["n"] == 1, said
+    assert warnings and all(json.loads(line)["warning"].startswith("data root shared-data") for line in warnings)

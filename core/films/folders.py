@@ -57,6 +57,12 @@ class FilmSet:
         return FilmSet(self.paths + other.paths, np.concatenate([self.labels, other.labels]), self.classes, sources)
 
 
+def refuse_unnamed(source: str | Path) -> None:
+    """DatasetError for an empty name: ``Path("")`` is the working directory, whose folders nobody meant."""
+    if isinstance(source, str) and not source.strip():
+        raise DatasetError("Name the dataset folder: one sub-folder of films per class.")
+
+
 def split_folders(root: str | Path) -> tuple[str, ...]:
     """The split folders (``train``, ``val``, ``test``) that ``root`` holds, in that order."""
     root = Path(root)
@@ -81,6 +87,7 @@ def discover(root: str | Path, split: str | None = None, min_classes: int = 2) -
     """Read ``ROOT/CLASS/*`` or, when ``split`` is given or ROOT holds split folders, ``ROOT/split/CLASS/*``
     (``train`` by default). Training needs two classes at least; an evaluation folder may hold fewer
     (``min_classes=1``). Every film's source is the folder's name (the dataset's, above its split folder)."""
+    refuse_unnamed(root)
     root = Path(root)
     try:
         return _discover(root, split, min_classes)

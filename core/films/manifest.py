@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from core.config import REPO_ROOT
 from core.errors import DatasetError, FolderNotAllowed
 from core.films.bounds import FILM_SUFFIXES
-from core.films.folders import FilmSet, discover, split_folders
+from core.films.folders import FilmSet, discover, refuse_unnamed, split_folders
 from core.films.roots import data_roots, inside_roots, resolve_label
 from core.store.base import read_regular_file
 from core.tasks import TASKS, Task, canonical_class
@@ -222,6 +222,7 @@ def training_films(source: str | Path) -> tuple[FilmSet, FilmSet | None]:
     validation only or None). A source is a shipped manifest's name, a manifest file, or a class-folder tree;
     a tree with split folders trains on ``train/``, and its ``val/`` (Kaggle's, too small alone) joins the
     validation side, never training. ``test/`` is never read here."""
+    refuse_unnamed(source)
     manifest = find_manifest(source)
     if manifest is not None:
         return manifest_films(load_manifest(manifest)), None
