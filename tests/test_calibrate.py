@@ -124,3 +124,22 @@ def test_figures_measured_elsewhere_stay_at_the_threshold_they_were_read_at(trai
     stored["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     (registry / f"{old.name}.json").write_text(json.dumps(stored))
     assert calibrate(old.name, 0.99, directory=registry).measured_elsewhere == ()
+
+
+def test_a_device_out_of_memory_is_a_message_and_registers_nothing(trained_model, registry, monkeypatch):
+    """Found by a review: a GPU filled by a training job raised torch's OutOfMemoryError through the Retrain page's
+    calibration, which catches only the program's own errors: a traceback."""
+    import torch
+
+    import core.training.calibrate as calibration
+    from core.errors import DeviceOutOfMemory
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(calibration, "validate_for_shipping", full)
+    before = sorted(p.name for p in registry.iterdir())
+    with pytest.raises(DeviceOutOfMemory, match="^This computer ran out of memory while calibrating; .* Nothing was "
+                                                "registered"):
+        calibration.calibrate(trained_model.name, 0.97, directory=registry)
+    assert sorted(p.name for p in registry.iterdir()) == before

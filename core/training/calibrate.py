@@ -32,9 +32,10 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from core.admin.audit import ensure_writable, record_action
-from core.errors import CalibrationError, DatasetError, FolderNotAllowed
+from core.errors import CalibrationError, DatasetError, DeviceOutOfMemory, FolderNotAllowed
 from core.films.folders import FilmSet
 from core.films.manifest import find_manifest, recorded_source
 from core.films.roots import folder_label
@@ -72,6 +73,17 @@ def calibrate(
     ensure_writable()  # before minutes of work: a version is registered only where that can be recorded
     ensure_models_writable(directory)  # and only where it can be written
     where = resolve_device(device)
+    try:
+        return _calibrate(name, target_sensitivity, data_dir, directory, make_default, where, who, site_folder)
+    except torch.OutOfMemoryError as exc:  # a GPU a training job fills: in words, never a traceback on the page
+        gpu = "The GPU" if where.type == "cuda" else "This computer"
+        raise DeviceOutOfMemory(f"{gpu} ran out of memory while calibrating; another job may be using it (nvidia-smi "
+                                "shows which). Nothing was registered: try again once it is free, or calibrate on "
+                                "the CPU (--device cpu).") from exc
+
+
+def _calibrate(name: str | None, target_sensitivity: float, data_dir: str | Path | None, directory: Path,
+               make_default: bool, where: torch.device, who: str, site_folder: str | Path | None) -> ModelRecord:
     loaded = load_checkpoint(find_model(name, directory).json_path)
     record = loaded.record
     site = read_site_folder(site_folder, record.classes, record.task) if site_folder is not None else None
