@@ -370,7 +370,7 @@ def test_the_retrain_page_resumes_an_interrupted_job_for_an_admin_only(kermany_t
 def test_an_interrupted_run_keeps_its_resume_after_a_later_job_has_ended(kermany_train, site, tmp_path, settings_env,
                                                                          monkeypatch):
     """The panel shows the newest job; an earlier job's unfinished run is listed below it with its own Resume
-    (once per run), so starting another job does not strand it."""
+    (once per run), so starting other jobs does not strand it: not ten of them either (the panel read ten jobs)."""
     from core.access.policy import RequestFacts
     from dashboard.components import access
 
@@ -379,12 +379,13 @@ def test_an_interrupted_run_keeps_its_resume_after_a_later_job_has_ended(kermany
     settings_env(CXR_DATA_DIR=str(kermany_train))
     folder = _interrupted_job(jobs, kermany_train, TINY, site)
     read_job(folder)  # settled: failed, its run kept
-    later = jobs / "20260102-000000-cafe"
-    later.mkdir()
-    write_settings(later, JobSettings(job_id=later.name, data_dir=kermany_train.resolve(),
-                                      config=TINY.model_copy(update={"epochs": 1}).resolved(),
-                                      checkpoints=site.resolve(), started_by="admin:alice"))
-    write_status(later, SUCCEEDED, message="Registered pneumonia-logistic-v1 as a new version.")
+    for day in range(2, 13):
+        later = jobs / f"202601{day:02d}-000000-cafe"
+        later.mkdir()
+        write_settings(later, JobSettings(job_id=later.name, data_dir=kermany_train.resolve(),
+                                          config=TINY.model_copy(update={"epochs": 1}).resolved(),
+                                          checkpoints=site.resolve(), started_by="admin:alice"))
+        write_status(later, SUCCEEDED, message="Registered pneumonia-logistic-v1 as a new version.")
     at = retrain_page()
     assert not at.exception and not at.error
     (button,) = _resume_buttons(at)

@@ -29,6 +29,7 @@ from dashboard.state import default_data_dir, source_stamp, training_preview
 IMAGE_SIZES = (None, *(s for s in (64, 96, 128, 160, 192, 224, 256, 320)
                        if limits.IMAGE_SIZE.low <= s <= limits.IMAGE_SIZE.high))
 AUDIT_ROWS = 50
+JOBS_READ, HISTORY_ROWS = 200, 10  # jobs read (finished ones are pruned after 30 days), jobs listed
 FOLDER = "folder"
 
 
@@ -145,7 +146,7 @@ with job_column:
         except TriageError as exc:
             st.error(f"Training was not started. {without_server_paths(str(exc), data_dir)}", icon=":material/error:")
     try:
-        jobs = list_jobs(limit=10)
+        jobs = list_jobs(limit=JOBS_READ)  # more than the history shows: an older interrupted run keeps its Resume
     except (TriageError, OSError):
         st.error("The job folder cannot be read; ask an administrator to check the jobs setting (CXR_JOBS).",
                  icon=":material/error:")
@@ -159,7 +160,7 @@ with job_column:
 
 if len(jobs) > 1:
     with st.expander("Earlier jobs", icon=":material/history:"):
-        st.dataframe(job_history(jobs[1:], user), hide_index=True, key="job-history")
+        st.dataframe(job_history(jobs[1:HISTORY_ROWS], user), hide_index=True, key="job-history")
 
 if user.is_admin:
     with st.container(border=True):
