@@ -84,6 +84,10 @@ def test_worklist_csv_holds_every_probability_the_model_and_threshold():
     (None, [0.1, 0.2], True, "—"),
     (1.0, [1.0, 1.0], False, "1.000 (no interval: too few films to bound it)"),  # every resample the same
     (0.0, [0.0, 0.0], False, "0.000 (no interval: too few films to bound it)"),
+    # found by a review: short of 1 is never shown as 1 (the default's other-batch AUC read "1.000"), above 0 never 0
+    (0.9996693828479829, [0.99897, 1.0], False, "0.9997 (0.999–1.000)"),
+    (0.9996, [0.9977, 0.9999], True, "99.96 % (99.8–99.99)"),
+    (0.0004, [0.00001, 0.0022], True, "0.04 % (0.001–0.2)"),
 ])
 def test_values_are_shown_with_their_interval(value, interval, as_percent, text):
     assert with_interval(value, interval, as_percent) == text
@@ -125,6 +129,13 @@ def test_report_tables_and_roc_inputs_come_from_the_stored_reports(tmp_path):
     assert list(per_class["Class"]) == ["NORMAL", "PNEUMONIA"]
     assert per_class["Films"].sum() == report.n
     assert list(per_class["Recall"]) == [point.per_class[c].recall for c in ("NORMAL", "PNEUMONIA")]
+    # nothing called PNEUMONIA: its precision is undefined, not 0 ("every call wrong"; found by a review)
+    from dashboard.components.class_figures import class_table
+
+    never = report.model_copy(update={"at_operating_point": point.model_copy(update={
+        "confusion_matrix": [[sum(row), 0] for row in point.confusion_matrix]})})
+    assert per_class_table(never)["Precision"].isna().tolist() == [False, True]
+    assert list(class_table(never)["Precision"]) == [f"{point.per_class['NORMAL'].precision:.3f}", "— (never called)"]
 
 
 def test_a_three_class_curve_carries_its_own_area_not_the_macro_auc():

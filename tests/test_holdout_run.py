@@ -17,6 +17,7 @@ from core.training.ensemble import build_ensemble_version
 from core.training.holdout_run import adopt_holdout_run, recipe_differences
 from core.training.other_reports import OUT_OF_BATCH
 from core.training.train import train
+from dashboard.components.reports import threshold_value
 from dashboard.components.travel import (other_batch_threshold, out_of_batch_origin, read_at_another_threshold,
                                          threshold_text, travel_table)
 
@@ -83,7 +84,7 @@ def test_the_version_gets_the_runs_other_batch_report_and_says_whose_it_is(in_fo
     assert read_at_another_threshold(again) == []
     assert travel_table(again).loc["n", "Other batch"] == str(lent.n)
     assert other_batch_threshold(again) == (f"{lent.threshold:.3f} (the run that held it out; this version's is "
-                                            f"{again.operating_point.threshold:.3f})")  # Compare's row says whose
+                                            f"{threshold_value(again.operating_point.threshold)})")  # says whose
     audit = [json.loads(line) for line in isolated_audit_log.read_text().splitlines()]
     assert audit[-1]["action"] == "other-batch" and audit[-1]["model"] == version.name
     assert audit[-1]["details"]["run"] == run.name
@@ -92,9 +93,9 @@ def test_the_version_gets_the_runs_other_batch_report_and_says_whose_it_is(in_fo
 def test_a_threshold_is_shown_to_as_many_decimals_as_tell_it_from_another(in_folder):
     _, version, _, _ = in_folder
     near = version.model_copy(update={"operating_point": version.operating_point.model_copy(
-        update={"threshold": 0.3864})})
-    assert threshold_text(near) == "0.386" and threshold_text(near, 0.3856) == "0.3864"
-    assert threshold_text(near, 0.5) == "0.386" and threshold_text(near, 0.3864) == "0.386"
+        update={"threshold": 0.386412})})  # to 5 decimals, as the card gives it (at 3 it contradicted serving)
+    assert threshold_text(near) == "0.38641" and threshold_text(near, 0.386414) == "0.386412"
+    assert threshold_text(near, 0.5) == "0.38641" and threshold_text(near, 0.386412) == "0.38641"
 
 
 def test_a_run_of_another_recipe_is_refused_with_what_differs(in_folder):

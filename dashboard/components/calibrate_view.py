@@ -15,7 +15,7 @@ from core.errors import TriageError
 from core.films.manifest import recorded_source
 from core.store.registry import ModelEntry
 from dashboard.components.folder_picker import folder_choice
-from dashboard.components.reports import chosen_on, percent
+from dashboard.components.reports import chosen_on, percent, threshold_value
 from dashboard.labels import without_server_paths
 from dashboard.state import registered_models
 
@@ -115,7 +115,7 @@ def _report(record) -> None:
 
     report, calibration = record.report, record.calibration
     lines = [f"{record.name} is registered: urgent when 1 − p({record.operating_point.normal_class}) ≥ "
-             f"{record.operating_point.threshold:.3f} (was {calibration.previous_threshold:.3f}), chosen on "
+             f"{threshold_value(record.operating_point.threshold)} (was {calibration.previous_threshold:.3f}), chosen on "
              f"{chosen_on(calibration)}.",
              f"Internal validation at this threshold: sensitivity {percent(report.sensitivity)}, specificity "
              f"{percent(report.specificity)} ({report.n} films)."]
@@ -129,4 +129,4 @@ def _report(record) -> None:
 
 def _describe(entry: ModelEntry) -> str:
     point = entry.record.operating_point
-    return f"{entry.name} (threshold {point.threshold:.3f}" + (", default)" if entry.is_default else ")")
+    return f"{entry.name} (threshold {threshold_value(point.threshold)}" + (", default)" if entry.is_default else ")")

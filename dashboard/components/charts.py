@@ -6,6 +6,8 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from dashboard.components.reports import threshold_value
+
 PALETTE = ("#1f6f8b", "#c0703c", "#4f8a5b", "#7a5c99", "#a8862d", "#4a6fa5", "#9b4f5f", "#5f7a80")
 MUTED = "#9aa9b2"
 GRID = "#dde5ea"
@@ -48,7 +50,7 @@ def roc_curves(curves: list, order: list[str] | None = None) -> go.Figure:
                 x=[curve.point_fpr], y=[curve.point_tpr], mode="markers", legendgroup=curve.name,
                 marker=dict(color=colors[curve.name], size=13, symbol="diamond", line=dict(color="white", width=1.5)),
                 name=f"{curve.name} operating point", showlegend=False,
-                hovertemplate=(f"{curve.name} operating point<br>threshold {curve.threshold:.3f}"
+                hovertemplate=(f"{curve.name} operating point<br>threshold {threshold_value(curve.threshold)}"
                                "<br>sensitivity %{y:.3f}<br>specificity %{customdata:.3f}<extra></extra>"),
                 customdata=[1 - curve.point_fpr],
             ))

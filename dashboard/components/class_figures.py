@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from core.store.reports import Report
-from dashboard.components.reports import RocCurve, percent, with_interval
+from dashboard.components.reports import RocCurve, calls_per_class, percent, with_interval
 
 NO_FILMS = "— (no films)"
 CLASS_COLUMNS = ("Films", "Flagged urgent", "Recall (operating point)", "Recall (most probable class)",
@@ -40,7 +40,7 @@ def class_table(report: Report) -> pd.DataFrame:
     point, argmax = report.at_operating_point, report.at_argmax
     flagged, flagged_ci = point.flag_recall or {}, point.flag_recall_ci or {}
     auc, auc_ci = report.class_auc or {}, report.class_auc_ci or {}
-    normal = report.operating_point.normal_class
+    normal, called = report.operating_point.normal_class, calls_per_class(report)
     rows = {}
     for name, figures in point.per_class.items():
         if not figures.support:
@@ -53,7 +53,7 @@ def class_table(report: Report) -> pd.DataFrame:
             with_interval(figures.recall, figures.recall_ci),
             "—" if by_argmax is None else with_interval(by_argmax.recall, by_argmax.recall_ci),
             with_interval(auc.get(name), auc_ci.get(name), as_percent=False),
-            f"{figures.precision:.3f}", f"{figures.f1:.3f}",
+            f"{figures.precision:.3f}" if called.get(name, 1) else "— (never called)", f"{figures.f1:.3f}",
             *_pair_cells(report, name),
         )
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(CLASS_COLUMNS)).rename_axis("Class")

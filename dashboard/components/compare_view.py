@@ -14,7 +14,7 @@ from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc
 from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
                                                 several_classes, source_table)
 from dashboard.components.reports import (data_label, escape_markdown, films_in_words, metrics_table,
-                                          operating_points, per_class_table, roc_input)
+                                          operating_points, per_class_table, roc_input, threshold_value)
 from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (VALIDATION, elsewhere_thresholds,
                                          metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
@@ -211,7 +211,7 @@ def travel_notes(entries: list[ModelEntry]) -> None:
         elsewhere = read_at_another_threshold(entry.record)
         if elsewhere:
             notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at "
-                         f"this version's {entry.record.operating_point.threshold:.3f}.")
+                         f"this version's {threshold_value(entry.record.operating_point.threshold)}.")
         lines += [f"- **{entry.name}**: {note}" for note in notes + shortcuts(entry.record) if note]
     lines += [f"- {films}" for films in elsewhere_films([entry.record for entry in entries])]
     st.caption("Which films:\n" + "\n".join(lines))

@@ -11,7 +11,7 @@ from core.store.records import NO_POPULATION_CHECK, POPULATION_CHECK_SINCE, Mode
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
 from dashboard.components.reports import (architecture_title, chosen_on, films_in_words, percent, target_percent,
-                                          with_interval)
+                                          threshold_value, with_interval)
 from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (SHORT_TITLES, elsewhere_summaries, line_summaries,
                                          other_reports_in_order, out_of_batch_origin, read_at_another_threshold,
@@ -125,7 +125,7 @@ def operating_point_text(record: ModelRecord) -> str:
     point = record.operating_point
     if point.normal_class is None:
         return "**Operating point.** None: this model has no normal class, so it cannot set priorities."
-    return (f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {point.threshold:.3f}, "
+    return (f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {threshold_value(point.threshold)}, "
             f"chosen for ≥ {target_percent(point.target_sensitivity)} sensitivity on {_chosen_where(record)}"
             + (f", for each abnormal class on its own with {point.spare_films} film(s) to spare."
                if point.spare_films else ".") + recalibration_origin(record))
@@ -196,7 +196,7 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
     elsewhere = read_at_another_threshold(record)
     if elsewhere:
         notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at this "
-                     f"version's {record.operating_point.threshold:.3f}.")
+                     f"version's {threshold_value(record.operating_point.threshold)}.")
     st.markdown("  \n".join(notes))
     which = [f"{SHORT_TITLES.get(title, title)}: {films_in_words(report).removeprefix(f'{key}: ')}."
              for key, title, report in other_reports_in_order(record)]

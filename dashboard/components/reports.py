@@ -4,6 +4,7 @@ How a model's promise travels beyond its validation films (the card's table, Com
 dashboard.components.travel."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,19 @@ def spreadsheet_safe(value):
     return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
+def fixed(value: float, digits: int, whole: float = 1.0) -> str:
+    """``value`` to ``digits`` decimals, or to as many as three more where rounding would show a figure short of
+    ``whole`` (1; 100 for a percentage) as whole, or one above 0 as 0 (found by a review: the default's other-batch
+    AUC, 0.99967, read as a perfect "1.000"); past those, cut short rather than rounded up."""
+    for shown in range(digits, digits + 4):
+        text = f"{value:.{shown}f}"
+        if not (value < whole <= float(text) or float(text) <= 0 < value):
+            return text
+    return f"{math.floor(value * 10 ** shown) / 10 ** shown:.{shown}f}" if value < whole else text
+
+
 def percent(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value * 100:.{digits}f} %"
+    return "—" if value is None else f"{fixed(value * 100, digits, 100.0)} %"
 
 
 def target_percent(target: float | None) -> str:
@@ -66,8 +78,8 @@ def interval_text(interval: list[float] | None, as_percent: bool = True) -> str:
     if not interval:
         return "—"
     if as_percent:
-        return f"{interval[0] * 100:.1f}–{interval[1] * 100:.1f}"
-    return f"{interval[0]:.3f}–{interval[1]:.3f}"
+        return f"{fixed(interval[0] * 100, 1, 100.0)}–{fixed(interval[1] * 100, 1, 100.0)}"
+    return f"{fixed(interval[0], 3)}–{fixed(interval[1], 3)}"
 
 
 def with_interval(value: float | None, interval: list[float] | None, as_percent: bool = True) -> str:
@@ -75,7 +87,7 @@ def with_interval(value: float | None, interval: list[float] | None, as_percent:
     of a few perfectly separated films gives AUC 1) bounds nothing, so it is not written as one."""
     if value is None:
         return "—"
-    text = f"{value * 100:.1f} %" if as_percent else f"{value:.3f}"
+    text = percent(value) if as_percent else fixed(value, 3)
     if interval and interval[0] == interval[1]:  # found in a browser audit: "AUC 1.000 (1.000–1.000)" on 16 films
         return f"{text} (no interval: too few films to bound it)"
     return f"{text} ({interval_text(interval, as_percent)})" if interval else text
@@ -169,7 +181,7 @@ def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
         f1 = figures.f1 if report.operating_point.normal_class is not None else figures.macro_f1
         column["F1"] = with_interval(f1, figures.f1_ci, as_percent=False)
         column[MACRO_AUC if several else "AUC"] = with_interval(report.auc, report.auc_ci, as_percent=False)
-        column["Threshold (abnormal score)"] = f"{report.threshold:.3f}" if report.operating_point.normal_class else "—"
+        column["Threshold (abnormal score)"] = threshold_value(report.threshold) if report.operating_point.normal_class else "—"
         column["Parameters"] = "—" if record.parameters is None else f"{record.parameters:,}"
         inference = record.inference_ms_per_film
         column["Inference per film"] = ("—" if inference is None else f"{inference:.1f} ms" if inference >= 1
@@ -182,10 +194,20 @@ def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
 
 
 def per_class_table(report: Report) -> pd.DataFrame:
+    """Precision is empty for a class nothing was called (stored as 0 by scikit-learn's rule, which reads as
+    "every call wrong" where no call was made; found by a review)."""
+    called = calls_per_class(report)
     return pd.DataFrame.from_records([
-        {"Class": name, "Precision": row.precision, "Recall": row.recall, "F1": row.f1, "Films": row.support}
+        {"Class": name, "Precision": row.precision if called.get(name, 1) else None, "Recall": row.recall,
+         "F1": row.f1, "Films": row.support}
         for name, row in report.at_operating_point.per_class.items()
     ])
+
+
+def calls_per_class(report: Report) -> dict[str, int]:
+    """How many films were called each class at the operating point (the confusion matrix's columns)."""
+    matrix = report.at_operating_point.confusion_matrix
+    return {name: int(sum(row[k] for row in matrix)) for k, name in enumerate(report.classes)} if matrix else {}
 
 
 @dataclass(frozen=True)
@@ -215,10 +237,18 @@ def roc_input(name: str, report: Report) -> RocCurve | None:
 
 def operating_points(curves: list[RocCurve]) -> pd.DataFrame:
     return pd.DataFrame.from_records([
-        {"Model": c.name, "Threshold": f"{c.threshold:.3f}", "Sensitivity": percent(c.point_tpr),
+        {"Model": c.name, "Threshold": threshold_value(c.threshold), "Sensitivity": percent(c.point_tpr),
          "Specificity": percent(None if c.point_fpr is None else 1 - c.point_fpr)}
         for c in curves
     ])
+
+
+def threshold_value(threshold: float, other: float | None = None) -> str:
+    """A threshold as serving compares scores with it: to 5 decimals (trailing zeros dropped, never under 3), or
+    to as many as tell it from ``other``. At 3, the default's 0.47098 read "0.471" on its card while the worklist
+    showed a film at 0.47099 urgent, seemingly below it (found by a review)."""
+    text = f"{threshold:.{max(5, digits_apart(threshold, other))}f}".rstrip("0")
+    return text if len(text.partition(".")[2]) >= 3 else f"{threshold:.3f}"
 
 
 def digits_apart(value: float, other: float | None) -> int:

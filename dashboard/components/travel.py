@@ -11,7 +11,8 @@ from core.evaluation.site_range import READINGS, stored_site_range
 from core.store.records import MeasuredElsewhere, ModelRecord
 from core.store.registry import ModelEntry
 from core.store.reports import HeadlineFigures, Report, shown_reports
-from dashboard.components.reports import digits_apart, interval_text, metrics_table, target_percent, with_interval
+from dashboard.components.reports import (digits_apart, interval_text, metrics_table, target_percent, threshold_value,
+                                          with_interval)
 
 # Internal validation beside ModelRecord.other_reports, whose keys
 # come from core.training.other_reports ("out-of-batch", "tighter-framing", "other-collection",
@@ -222,9 +223,9 @@ def other_batch_threshold(record: ModelRecord) -> str:
 
 
 def threshold_text(record: ModelRecord, other: float | None = None) -> str:
-    """This version's threshold to 3 decimals, or to as many as tell it from ``other`` (4 or more)."""
-    shipped = record.operating_point.threshold
-    return f"{shipped:.{digits_apart(shipped, other)}f}"
+    """This version's threshold as the card gives it (reports.threshold_value), or to as many decimals as tell it
+    from ``other``."""
+    return threshold_value(record.operating_point.threshold, other)
 
 
 def metrics_with_travel(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
