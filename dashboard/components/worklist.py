@@ -15,7 +15,7 @@ from dashboard.state import FilmResult
 
 URGENT, ROUTINE = "urgent", "routine"  # Prediction.priority's values (core.serving.predict, which loads torch)
 NOT_READ, NOT_TRIAGED, UNREADABLE = "not read yet", "not triaged", "unreadable"
-_RANK = {URGENT: 0, ROUTINE: 1, NOT_READ: 2, NOT_TRIAGED: 3, UNREADABLE: 4}  # a film not read yet may be urgent
+_RANK = {URGENT: 0, NOT_READ: 1, ROUTINE: 2, NOT_TRIAGED: 3, UNREADABLE: 4}  # a film not read yet may be urgent
 LEADING_ABNORMAL = "Leading abnormal class"
 BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
           NOT_READ: ("Not read yet", "orange", ":material/hourglass_empty:"),
@@ -30,7 +30,8 @@ def status_of(result: FilmResult) -> str:
 
 
 def worklist_key(result: FilmResult) -> tuple[int, float]:
-    """Urgent first, then routine, then films without a priority; most abnormal first within each."""
+    """Urgent first, then films not read yet (each may be urgent), then routine, then films without a priority;
+    most abnormal first within each."""
     score = result.prediction.abnormal_score if result.prediction else None
     return _RANK[status_of(result)], -(score if score is not None else -1.0)
 
