@@ -268,3 +268,19 @@ def test_an_empty_folder_name_is_refused_and_warnings_reach_stderr_as_json_lines
     code, said, warnings = run("evaluate", "set", "--model", "pneumonia-logistic-v1", "--json")
     assert code == 0 and said["n"] == 1, said
     assert warnings and all(json.loads(line)["warning"].startswith("data root shared-data") for line in warnings)
+
+
+def test_a_film_that_was_not_triaged_is_printed_without_a_label():
+    """Found by a review: 'Tuberculosis-1.png: NORMAL [not triaged]' gave a reading the app deliberately hides (its
+    chest-film check refused the image, so the model's output is no call)."""
+    from types import SimpleNamespace
+
+    from core.serving.commands import _describe
+
+    refused = SimpleNamespace(label="NORMAL", priority=None, probabilities={"NORMAL": 0.61, "PNEUMONIA": 0.39},
+                              warnings=["This image does not look like a chest film."], population_warning=None)
+    assert _describe("Tuberculosis-1.png", refused) == (
+        "Tuberculosis-1.png: not triaged (the model's output, not a reading: NORMAL 0.610, PNEUMONIA 0.390)\n"
+        "  warning: This image does not look like a chest film.")
+    read = SimpleNamespace(**{**vars(refused), "priority": "routine", "warnings": []})
+    assert _describe("a.png", read) == "a.png: NORMAL [routine] (NORMAL 0.610, PNEUMONIA 0.390)"
