@@ -338,3 +338,27 @@ def test_the_servers_preload_starts_a_decoding_worker(fresh_pool):
     preload()  # the session's registry is empty: the page's imports, then the worker
     [pid] = _started(fresh_pool)
     assert _address_space_cap(pid) != "unlimited"
+
+
+@pytest.mark.parametrize("header, words", [
+    ({}, []),
+    ({"ViewPosition": "LL"}, ["The DICOM header gives the view as LL, not frontal (PA or AP)"]),
+    ({"BodyPartExamined": "ABDOMEN"}, ["The DICOM header gives the body part as ABDOMEN, not the chest"]),
+    ({"Modality": "MG", "BodyPartExamined": "BREAST"}, ["The DICOM header gives the modality as MG, not a radiograph",
+                                                        "The DICOM header gives the body part as BREAST, not the chest"]),
+    ({"BodyPartExamined": "MRN 0042", "ViewPosition": None}, []),  # unknown or absent: the header says nothing
+])
+def test_a_header_that_says_the_film_is_no_frontal_chest_radiograph_is_a_warning(dicom_dir, header, words):
+    """Found by a review: the real CR chest film with its header edited to say lateral, abdomen or mammography got
+    its confident urgent reading and no word of it; the header's own values (shown under Film details) now warn."""
+    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
+    for keyword, value in header.items():
+        if value is None:
+            del ds[keyword]
+        else:
+            setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    film = read_film(buffer.getvalue(), name="edited.dcm")
+    said = [w for w in film.warnings if w.startswith("The DICOM header")]
+    assert [w[:len(start)] for w, start in zip(said, words)] == words and len(said) == len(words)

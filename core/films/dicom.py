@@ -24,7 +24,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from core.errors import UnreadableImage
 from core.films.bounds import check_declared_size, check_deflated_dicom
-from core.films.dicom_values import shown_values
+from core.films.dicom_values import header_warnings, shown_values
 from core.films.film import MAX_PIXELS, Film
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -92,7 +92,7 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
         _fill_missing_transfer_syntax(ds)
         metadata = {"format": "DICOM", **shown_values(ds)}
         frames, bit_depth = _int_tag(ds, "NumberOfFrames", 1), _int_tag(ds, "BitsStored", 8)
-    warnings = [f"Multi-frame DICOM ({frames} frames): only the first frame is read."] if frames > 1 else []
+    warnings = header_warnings(metadata, frames)
     if on_decoding is not None:
         on_decoding(rows * cols * samples)
     arr = _decode_pixels(ds, label, metadata.get("TransferSyntax", "unknown"))

@@ -47,6 +47,15 @@ PHOTOMETRIC = frozenset({
     "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB", "HSV", "ARGB", "CMYK",
 })
 
+# What a frontal chest radiograph's header may say: projection radiography (or OT, a secondary capture), a body
+# part that holds the chest, a frontal view.
+RADIOGRAPHY = frozenset({"CR", "DX", "RG", "OT"})
+CHEST_PARTS = frozenset("""
+BODY CHEST CHESTABDOMEN CHESTABDPELVIS HEART LUNG MEDIASTINUM NECKCHEST NECKCHESTABDOMEN NECKCHESTABDPELV RIB
+STERNUM THORAX WHOLEBODY
+""".split())
+FRONTAL_VIEWS = frozenset({"AP", "PA"})
+
 _CODES = {"Modality": MODALITIES, "BodyPartExamined": BODY_PARTS, "ViewPosition": VIEW_POSITIONS,
           "PhotometricInterpretation": PHOTOMETRIC}
 _COUNTS = {"Rows": 0xFFFF, "Columns": 0xFFFF, "BitsStored": 64, "NumberOfFrames": 2**31 - 1}
@@ -113,3 +122,21 @@ def shown_values(ds: pydicom.Dataset) -> dict[str, str]:
     if syntax is not None:
         shown["TransferSyntax"] = transfer_syntax_name(syntax)
     return shown
+
+
+def header_warnings(shown: dict[str, str], frames: int = 1) -> list[str]:
+    """What a film's own header says against reading it as one frontal chest radiograph, from :func:`shown_values`
+    (an unknown or absent value says nothing). Found by a review: a film whose header said lateral, abdomen or
+    mammography got a confident priority and no word of it; the pixels' chest-film check decides triage, these warn."""
+    modality, part, view = (shown.get(k, UNKNOWN) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
+    notes = [f"Multi-frame DICOM ({frames} frames): only the first frame is read."] if frames > 1 else []
+    if modality != UNKNOWN and modality not in RADIOGRAPHY:
+        notes.append(f"The DICOM header gives the modality as {modality}, not a radiograph (CR or DX): the model "
+                     "reads chest radiographs only, so this reading may mean nothing.")
+    if part != UNKNOWN and part not in CHEST_PARTS:
+        notes.append(f"The DICOM header gives the body part as {part}, not the chest: the model reads chest films "
+                     "only, so this reading may mean nothing.")
+    if view != UNKNOWN and view not in FRONTAL_VIEWS:
+        notes.append(f"The DICOM header gives the view as {view}, not frontal (PA or AP): the model was trained on "
+                     "frontal chest films, so this reading may be wrong.")
+    return notes
