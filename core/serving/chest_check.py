@@ -63,10 +63,8 @@ class ChestFilmDetector:
             arrays = torch.load(io.BytesIO(_read_detector_file(directory / f"{DETECTOR_NAME}.pt")),
                                 map_location="cpu", weights_only=True)
             return cls(GaussianScore.from_tensors(arrays), float(meta["threshold"]), meta.get("calibration", {}))
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # its words, never its server path
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            raise CheckpointError(f"The chest-film detector ({DETECTOR_NAME}) cannot be loaded ({reason}); restore "
-                                  "the checkpoints folder from the repository.") from exc
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # for the server log: pages show their own words
+            raise CheckpointError(f"The chest-film detector in {directory} cannot be loaded ({exc}).") from exc
 
 
 def _read_detector_file(path: Path) -> bytes:
