@@ -187,3 +187,19 @@ def test_the_exported_score_is_the_number_the_threshold_was_compared_with(predic
             prediction = Predictor(moved, chest_check=predictor.chest_check).predict(film)
             assert prediction.priority == priority, path.name
             assert (prediction.abnormal_score >= prediction.threshold) == (priority == URGENT), path.name
+
+
+def test_a_film_whose_grey_levels_look_reversed_is_read_with_a_warning(predictor, films_dir):
+    """Found by a review: bone dark (a MONOCHROME1 detector's values saved as a PNG, say) passed every check, and
+    5 of the 8 pneumonia films here read routine with no word. Its middle (spine, mediastinum) is then darker than
+    its lung fields: a warning, and the priority stands (the films it wrongly names are real ones)."""
+    from core.films.quality import reversed_grey_levels
+
+    for path in sorted(films_dir.glob("*/*.jpeg")):
+        film = read_film(path)
+        assert reversed_grey_levels(film) is None, path.name
+        reversed_film = Film(1.0 - film.pixels, film.source_format, film.original_size, 8)
+        assert reversed_grey_levels(reversed_film).startswith("The grey levels look reversed"), path.name
+    prediction = predictor.predict(reversed_film)
+    assert prediction.priority in ("urgent", "routine")
+    assert [w for w in prediction.warnings if w.startswith("The grey levels look reversed (bone dark, lungs bright)")]

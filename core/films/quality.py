@@ -28,3 +28,26 @@ def usability_problems(film: Film) -> list[str]:
     elif float(np.mean((pixels < 0.02) | (pixels > 0.98))) > SATURATED_SHARE:
         problems.append("Almost every pixel is pure black or white (saturated); the exposure cannot be read.")
     return problems
+
+
+REVERSED_MARGIN = -0.02  # middle minus lung fields, on the 0-1 grey scale; below it, the film reads as reversed
+
+
+def reversed_grey_levels(film: Film) -> str | None:
+    """A warning when the film's middle (spine and mediastinum, bright on a chest film) is darker than its lung
+    fields, as on a film whose grey levels are reversed (bone dark: a MONOCHROME1 detector's values saved as a PNG).
+    Measured 2026-12-05 on every real film here: 1 of the 5,216 Kermany training films and 1 of the 251 COVID-set
+    films cross the margin (a white-out lung, a film shifted sideways); of the same films reversed, 99.85 % and
+    98.8 % do. A warning, never a withheld priority: the films it names wrongly are real ones, one a severe
+    pneumonia."""
+    width, height = film.size
+    pixels = film.pixels[:: max(1, height // 256), :: max(1, width // 256)]
+    rows, cols = pixels.shape
+    middle = pixels[rows // 4: 3 * rows // 4, int(0.42 * cols): int(0.58 * cols)]
+    band = pixels[rows // 4: int(0.65 * rows)]
+    lungs = np.concatenate([band[:, int(0.15 * cols): int(0.35 * cols)].ravel(),
+                            band[:, int(0.65 * cols): int(0.85 * cols)].ravel()])
+    if middle.size == 0 or lungs.size == 0 or float(middle.mean() - lungs.mean()) >= REVERSED_MARGIN:
+        return None
+    return ("The grey levels look reversed (bone dark, lungs bright): if the film shows so, it was exported with "
+            "its grey scale inverted and this reading may be wrong; export it again as it is viewed, or as DICOM.")
