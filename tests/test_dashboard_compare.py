@@ -111,6 +111,14 @@ def test_an_evaluation_the_audit_log_could_not_record_is_recorded_on_a_later_run
     at.run()
     _evaluate(at)
     assert [w.value for w in at.warning if "audit log" in w.value] and read_actions(limit=10) == []
+    import core.admin.audit
+
+    writable = core.admin.audit.ensure_writable
+    monkeypatch.setattr(core.admin.audit, "ensure_writable", lambda: (_ for _ in ()).throw(
+        AuditLogUnavailable("The audit log cannot be written (No space left on device).")))
+    at.run()  # the log still full: the figures stay, as evaluated (not "not evaluated"), and it is tried again
+    assert not at.error and at.dataframe and [w.value for w in at.warning if "audit log" in w.value]
+    monkeypatch.setattr(core.admin.audit, "ensure_writable", writable)
     monkeypatch.setattr(compare_view, "record_action", record)  # the disk has room again
     at.run()
     assert not at.exception and [(a.action, a.model) for a in read_actions(limit=10)] == [

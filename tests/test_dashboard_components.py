@@ -136,6 +136,9 @@ def test_report_tables_and_roc_inputs_come_from_the_stored_reports(tmp_path):
     never = report.model_copy(update={"at_operating_point": point.model_copy(update={
         "confusion_matrix": [[sum(row), 0] for row in point.confusion_matrix]})})
     assert per_class_table(never)["Precision"].isna().tolist() == [False, True]
+    from dashboard.components.compare_view import per_class_view
+
+    assert "— (never called)" in per_class_view(never).to_string() and "nan" not in per_class_view(never).to_string()
     assert list(class_table(never)["Precision"]) == [f"{point.per_class['NORMAL'].precision:.3f}", "— (never called)"]
 
 

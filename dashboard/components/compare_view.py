@@ -1,6 +1,8 @@
 """Drawing the comparison page: metrics table, ROC curves, confusion matrices, per-class reports, curves."""
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from core.admin.audit import record_action
@@ -13,7 +15,7 @@ from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc
                                          travel_intervals)
 from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
                                                 several_classes, source_table)
-from dashboard.components.reports import (data_label, escape_markdown, films_in_words, metrics_table,
+from dashboard.components.reports import (data_label, escape_markdown, films_in_words, fixed, metrics_table,
                                           operating_points, per_class_table, roc_input, threshold_value)
 from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (VALIDATION, elsewhere_thresholds,
@@ -138,6 +140,13 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
         st.plotly_chart(class_roc_curves(by_class, [entry.name for entry, _ in rows]), key="class-roc-chart")
 
 
+def per_class_view(report: Report):
+    """:func:`per_class_table` as drawn: figures to 3 decimals (more where short of 1), a class never called
+    without a precision (found by a review: "nan")."""
+    return per_class_table(report).set_index("Class").style.format(
+        {name: partial(fixed, digits=3) for name in ("Precision", "Recall", "F1")}, na_rep="— (never called)")
+
+
 def details(rows: list[tuple[ModelEntry, Report]]) -> None:
     st.subheader("Confusion matrices")
     for group in _in_rows(_matrices(rows)):
@@ -149,8 +158,7 @@ def details(rows: list[tuple[ModelEntry, Report]]) -> None:
     for group in _in_rows(two):
         for column, (entry, report) in group:
             column.markdown(f"**{entry.name}**")
-            column.table(per_class_table(report).set_index("Class").style.format(
-                {"Precision": "{:.3f}", "Recall": "{:.3f}", "F1": "{:.3f}"}))
+            column.table(per_class_view(report))
     several = [(entry, report) for entry, report in rows if several_classes(report)]
     if several:
         st.caption(CLASS_FIGURES_NOTE)

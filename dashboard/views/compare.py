@@ -18,6 +18,7 @@ from dashboard.state import default_evaluation_dir, folder_report, folder_stamp,
 STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
 EVALUATED_FOLDER = "evaluated_folder"
 RECORDED = "evaluations-recorded"  # (model, folder) pairs in the audit log since the last press of Evaluate
+EVALUATED = "evaluations-shown"  # (model, folder) pairs evaluated since then, recorded or not (yet)
 
 user = current_user()
 
@@ -66,6 +67,7 @@ if source == FOLDER:
     if st.button("Evaluate", icon=":material/play_arrow:", type="primary", disabled=folder is None):
         st.session_state[EVALUATED_FOLDER] = str(folder)
         st.session_state[RECORDED] = set()  # each press is recorded; reruns that reuse its results are not
+        st.session_state[EVALUATED] = set()
     target = st.session_state.get(EVALUATED_FOLDER)
     stamp = folder_stamp(target) if target and inside_a_root(target) else ""
     if target and not stamp:  # moved, renamed, deleted or its root taken off the list: not read again at every rerun
@@ -76,8 +78,8 @@ if source == FOLDER:
     if not target:
         st.info("Choose a folder and press Evaluate.", icon=":material/info:")
         st.stop()
-    recorded = st.session_state.setdefault(RECORDED, set())
-    if any((entry.name, target) not in recorded for entry in selected):  # a model added later is evaluated too
+    recorded, evaluated = st.session_state.setdefault(RECORDED, set()), st.session_state.setdefault(EVALUATED, set())
+    if any((entry.name, target) not in evaluated for entry in selected):  # a model added later is evaluated too
         try:
             ensure_writable()  # a server folder is read only where the reading can be recorded
         except TriageError as exc:
@@ -91,6 +93,7 @@ if source == FOLDER:
         except TriageError as exc:
             st.error(f"{entry.name} could not be evaluated on the chosen folder: "
                      f"{without_server_paths(str(exc), target)}", icon=":material/error:")
+    evaluated.update((entry.name, target) for entry, _ in rows)  # shown: an audit line still owed is tried again
     unrecorded = [(entry, report) for entry, report in rows if (entry.name, target) not in recorded]
     recorded.update((entry.name, target) for entry in record_evaluations(unrecorded, target, who=user.who))
 else:
