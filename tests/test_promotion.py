@@ -257,3 +257,31 @@ def test_a_version_whose_weights_cannot_be_loaded_never_becomes_the_default(trai
         promote(calibrated.name, who="admin:carol", directory=registry)
     assert _default(registry) == trained_model.name
     assert [a.action for a in read_actions()] == ["calibrate"]
+
+
+def test_a_registry_changed_meanwhile_is_not_put_back_and_a_first_default_is_put_back_too(
+        trained_model, registry, settings_env, audit, monkeypatch):
+    """From a review of the put-back: another promotion between this one's change and its failed audit line must
+    not be undone by it (the person is told what happened instead); and a task's first default, set without any
+    promotion, is put back like the others."""
+    import core.store.promotion
+
+    calibrated = calibrate(trained_model.name, 0.96, directory=registry, who="admin:carol")
+    settings_env(CXR_PROMOTION_MIN_FILMS="1")
+    other = b'{"note": "another promotion, meanwhile"}'
+
+    def full_after_another(*args, **kwargs):
+        (registry / REGISTRY_FILE).write_bytes(other)
+        raise AuditLogUnavailable("The audit log cannot be written (No space left on device).")
+
+    monkeypatch.setattr(core.store.promotion, "record_action", full_after_another)
+    with pytest.raises(AuditLogUnavailable, match=f"{calibrated.name} became the default of pneumonia without a "
+                                                  "record, and could not be put back"):
+        promote(calibrated.name, who="admin:carol", directory=registry)
+    assert (registry / REGISTRY_FILE).read_bytes() == other
+    (registry / REGISTRY_FILE).unlink()  # no default at all: the next version would be its task's first
+    monkeypatch.setattr(core.store.promotion, "record_action", lambda *a, **k: (_ for _ in ()).throw(
+        AuditLogUnavailable("The audit log cannot be written (No space left on device).")))
+    with pytest.raises(AuditLogUnavailable, match="the default is unchanged"):
+        promote_first(calibrated.name, who="admin:carol", directory=registry)
+    assert not (registry / REGISTRY_FILE).exists()

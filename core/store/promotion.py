@@ -15,11 +15,12 @@ from pathlib import Path
 
 from core.admin.audit import ensure_writable, record_action
 from core.config import settings
-from core.errors import AuditLogUnavailable, PromotionRefused
+from core.errors import AuditLogUnavailable, CheckpointError, PromotionRefused
 from core.store.atomic import atomic_write_bytes
 from core.store.base import MAX_RECORD_BYTES, read_regular_file
 from core.store.manifest import REGISTRY_FILE
-from core.store.registry import ModelEntry, ensure_default, find_model, list_models, set_default, site_dir
+from core.store.registry import (ModelEntry, ensure_default, find_model, list_models, registry_lock, set_default,
+                                 site_dir)
 from core.store.writable import ensure_models_writable
 
 
@@ -105,21 +106,38 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
     load_checkpoint(entry.json_path)  # CheckpointError: a default that cannot be loaded stops its task's triage
     ensure_writable()  # a default changes only where the change can be recorded
     ensure_models_writable(directory)
-    registry_file = (directory or site_dir()) / REGISTRY_FILE
-    before = read_regular_file(registry_file, MAX_RECORD_BYTES) if registry_file.exists() else None
+    before = _registry_bytes(directory)
     set_default(name, directory)
+    _recorded_or_put_back(entry, directory, before, lambda: record_action(
+        "default.change", who, model=name, task=entry.task, previous=previous, override=override,
+        **({"floor_not_met": reasons} if override else {}), **figures(entry)))
+
+
+def _registry_bytes(directory: Path | None) -> bytes | None:
+    registry_file = (directory or site_dir()) / REGISTRY_FILE
+    return read_regular_file(registry_file, MAX_RECORD_BYTES) if registry_file.exists() else None
+
+
+def _recorded_or_put_back(entry: ModelEntry, directory: Path | None, before: bytes | None, record) -> None:
+    """Write the audit line of a change of default just made; when it cannot be written (the log writable when
+    checked, then its disk full), put the registry back as it was, under its lock and only if no one has changed
+    it since: a default never changes unrecorded while the person is told it did not change."""
+    after = _registry_bytes(directory)
     try:
-        record_action("default.change", who, model=name, task=entry.task, previous=previous, override=override,
-                      **({"floor_not_met": reasons} if override else {}), **figures(entry))
-    except AuditLogUnavailable as exc:  # writable when checked, then not (its disk filled): no change unrecorded
+        record()
+    except AuditLogUnavailable as exc:
+        registry_file = (directory or site_dir()) / REGISTRY_FILE
         try:
-            if before is None:
-                registry_file.unlink(missing_ok=True)
-            else:
-                atomic_write_bytes(registry_file, before)
-        except OSError:
-            raise AuditLogUnavailable(f"{exc} {name} became the default of {entry.task} without a record, and could "
-                                      "not be put back: ask an administrator to check the site folder.") from exc
+            with registry_lock(directory or site_dir()):
+                if _registry_bytes(directory) != after:
+                    raise OSError("changed since")
+                if before is None:
+                    registry_file.unlink(missing_ok=True)
+                else:
+                    atomic_write_bytes(registry_file, before)
+        except (OSError, CheckpointError):
+            raise AuditLogUnavailable(f"{exc} {entry.name} became the default of {entry.task} without a record, and "
+                                      "could not be put back: ask an administrator to check the default.") from exc
         raise AuditLogUnavailable(f"{exc} The change could not be recorded, so the default is unchanged.") from exc
 
 
@@ -132,11 +150,13 @@ def promote_first(name: str, *, who: str, directory: Path | None = None) -> bool
         return False
     ensure_writable()
     ensure_models_writable(directory)
+    before = _registry_bytes(directory)
     ensure_default(name, directory)
     if not find_model(name, directory).is_default:
         return False  # the task already had a default
-    record_action("default.change", who, model=name, task=entry.task, previous=None, override=False,
-                  first_of_its_task=True, **figures(entry))
+    _recorded_or_put_back(entry, directory, before, lambda: record_action(
+        "default.change", who, model=name, task=entry.task, previous=None, override=False, first_of_its_task=True,
+        **figures(entry)))
     return True
 
 

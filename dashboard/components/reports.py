@@ -181,7 +181,8 @@ def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
         f1 = figures.f1 if report.operating_point.normal_class is not None else figures.macro_f1
         column["F1"] = with_interval(f1, figures.f1_ci, as_percent=False)
         column[MACRO_AUC if several else "AUC"] = with_interval(report.auc, report.auc_ci, as_percent=False)
-        column["Threshold (abnormal score)"] = threshold_value(report.threshold) if report.operating_point.normal_class else "—"
+        column["Threshold (abnormal score)"] = (threshold_value(report.threshold)
+                                                if report.operating_point.normal_class else "—")
         column["Parameters"] = "—" if record.parameters is None else f"{record.parameters:,}"
         inference = record.inference_ms_per_film
         column["Inference per film"] = ("—" if inference is None else f"{inference:.1f} ms" if inference >= 1
