@@ -63,7 +63,8 @@ class DecodingUnavailable(UnreadableImage, TryAgainLater):
 
 class DecodingTimedOut(UnreadableImage):
     """A DICOM film was stopped at its decoding time limit: damaged, hostile, or a healthy large film on a busy
-    server. Refused like any unreadable film; the app keeps no result of it, so its next run tries again."""
+    server. Refused like any unreadable film by the CLI and folder evaluations; the app keeps it as not read yet
+    (no later click spends the limit again) until its reader asks for it to be read again."""
 
 
 class FolderNotAllowed(TriageError):

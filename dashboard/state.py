@@ -130,7 +130,7 @@ class FilmResult:
     details: dict | None = None
     prediction: Prediction | None = None
     error: str | None = None
-    retry: bool = False  # the error says the film was not read yet (the server busy): the next run reads it
+    retry: bool = False  # not read yet (the server busy, or its decoding time limit reached): it may be read again
 
 
 # What every session's caches hold together, in this server process (modules load once per process).

@@ -89,9 +89,17 @@ def test_worklist_csv_holds_every_probability_the_model_and_threshold():
     (0.9996693828479829, [0.99897, 1.0], False, "0.9997 (0.999–1.000)"),
     (0.9996, [0.9977, 0.9999], True, "99.96 % (99.8–99.99)"),
     (0.0004, [0.00001, 0.0022], True, "0.04 % (0.001–0.2)"),
+    (1e-9, [0.0, 0.9999999999], True, "<0.0001 % (0.0–99.9999)"),
 ])
 def test_values_are_shown_with_their_interval(value, interval, as_percent, text):
     assert with_interval(value, interval, as_percent) == text
+
+
+def test_a_threshold_near_1_or_0_is_not_shown_as_1_or_0():
+    from dashboard.components.reports import threshold_value
+
+    assert [threshold_value(t) for t in (0.999996, 0.000004, 0.47098292, 0.5)] == [
+        "0.999996", "0.000004", "0.47098", "0.500"]
 
 
 @pytest.mark.parametrize("seconds, text", [(None, "—"), (7.4, "7 s"), (326.3, "5 min 26 s"), (7260, "2 h 01 min")])

@@ -91,3 +91,23 @@ def test_a_batch_the_server_took_back_while_its_user_was_away_is_said_to_be_gone
         "memory for other users' films. Upload them again to see their readings."]
     at.run()  # said once: the page then waits for films as usual
     assert not [w for w in at.warning if "not kept" in w.value]
+
+
+def test_a_film_stopped_at_its_time_limit_waits_until_read_it_again_is_pressed(checkpoints, monkeypatch):
+    """The app keeps such a film as not read yet (no later click spends the limit again); its card's button is what
+    reads it again (from a review: only the busy server's case, never kept, had been tried through the page)."""
+    import dashboard.state
+    from core.errors import DecodingTimedOut
+
+    in_flight = dashboard.state.film_in_flight
+    monkeypatch.setattr(dashboard.state, "film_in_flight", lambda: (_ for _ in ()).throw(
+        DecodingTimedOut("film.jpeg took longer than the time limit for its size to decode.")))
+    film = real_films()[0]
+    at = app_page()
+    _upload(at, [(film.name, film.read_bytes())])
+    assert {m.label: m.value for m in at.metric}["Not read yet"] == "1"
+    monkeypatch.setattr(dashboard.state, "film_in_flight", in_flight)  # the server keeps up again
+    at.run()
+    assert {m.label: m.value for m in at.metric}["Not read yet"] == "1"  # kept: not decoded at every click
+    next(b for b in at.button if b.label == "Read it again").click().run()
+    assert "Not read yet" not in {m.label for m in at.metric} and not at.exception

@@ -344,8 +344,9 @@ def test_the_servers_preload_starts_a_decoding_worker(fresh_pool):
     ({}, []),
     ({"ViewPosition": "LL"}, ["The DICOM header gives the view as LL, not frontal (PA or AP)"]),
     ({"BodyPartExamined": "ABDOMEN"}, ["The DICOM header gives the body part as ABDOMEN, not the chest"]),
-    ({"Modality": "MG", "BodyPartExamined": "BREAST"}, ["The DICOM header gives the modality as MG, not a radiograph",
-                                                        "The DICOM header gives the body part as BREAST, not the chest"]),
+    ({"Modality": "MG", "BodyPartExamined": "BREAST"},
+     ["The DICOM header gives the modality as MG, not projection radiography",
+      "The DICOM header gives the body part as BREAST, not the chest"]),
     ({"BodyPartExamined": "MRN 0042", "ViewPosition": None}, []),  # unknown or absent: the header says nothing
 ])
 def test_a_header_that_says_the_film_is_no_frontal_chest_radiograph_is_a_warning(dicom_dir, header, words):

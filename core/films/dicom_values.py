@@ -131,7 +131,7 @@ def header_warnings(shown: dict[str, str], frames: int = 1) -> list[str]:
     modality, part, view = (shown.get(k, UNKNOWN) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
     notes = [f"Multi-frame DICOM ({frames} frames): only the first frame is read."] if frames > 1 else []
     if modality != UNKNOWN and modality not in RADIOGRAPHY:
-        notes.append(f"The DICOM header gives the modality as {modality}, not a radiograph (CR or DX): the model "
+        notes.append(f"The DICOM header gives the modality as {modality}, not projection radiography: the model "
                      "reads chest radiographs only, so this reading may mean nothing.")
     if part != UNKNOWN and part not in CHEST_PARTS:
         notes.append(f"The DICOM header gives the body part as {part}, not the chest: the model reads chest films "

@@ -115,7 +115,7 @@ def _report(record) -> None:
 
     report, calibration = record.report, record.calibration
     lines = [f"{record.name} is registered: urgent when 1 − p({record.operating_point.normal_class}) ≥ "
-             f"{threshold_value(record.operating_point.threshold)} (was {calibration.previous_threshold:.3f}), chosen on "
+             f"{threshold_value(record.operating_point.threshold)} (was {threshold_value(calibration.previous_threshold)}), chosen on "
              f"{chosen_on(calibration)}.",
              f"Internal validation at this threshold: sensitivity {percent(report.sensitivity)}, specificity "
              f"{percent(report.specificity)} ({report.n} films)."]

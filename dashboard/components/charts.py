@@ -6,7 +6,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.components.reports import threshold_value
+from dashboard.components.reports import fixed, threshold_value
 
 PALETTE = ("#1f6f8b", "#c0703c", "#4f8a5b", "#7a5c99", "#a8862d", "#4a6fa5", "#9b4f5f", "#5f7a80")
 MUTED = "#9aa9b2"
@@ -41,7 +41,7 @@ def roc_curves(curves: list, order: list[str] | None = None) -> go.Figure:
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
                              name="chance", hoverinfo="skip"))
     for curve in curves:
-        auc = f"AUC {curve.auc:.3f}" if curve.auc is not None else "AUC n/a"
+        auc = f"AUC {fixed(curve.auc, 3)}" if curve.auc is not None else "AUC n/a"
         fig.add_trace(go.Scatter(x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=colors[curve.name], width=2.5),
                                  name=f"{curve.name} ({auc})", legendgroup=curve.name,
                                  hovertemplate="1 − specificity %{x:.3f}<br>sensitivity %{y:.3f}<extra></extra>"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from core.store.reports import Report
-from dashboard.components.reports import RocCurve, calls_per_class, percent, with_interval
+from dashboard.components.reports import RocCurve, calls_per_class, fixed, percent, with_interval
 
 NO_FILMS = "— (no films)"
 CLASS_COLUMNS = ("Films", "Flagged urgent", "Recall (operating point)", "Recall (most probable class)",
@@ -53,7 +53,7 @@ def class_table(report: Report) -> pd.DataFrame:
             with_interval(figures.recall, figures.recall_ci),
             "—" if by_argmax is None else with_interval(by_argmax.recall, by_argmax.recall_ci),
             with_interval(auc.get(name), auc_ci.get(name), as_percent=False),
-            f"{figures.precision:.3f}" if called.get(name, 1) else "— (never called)", f"{figures.f1:.3f}",
+            fixed(figures.precision, 3) if called.get(name, 1) else "— (never called)", fixed(figures.f1, 3),
             *_pair_cells(report, name),
         )
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(CLASS_COLUMNS)).rename_axis("Class")

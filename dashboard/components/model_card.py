@@ -143,7 +143,7 @@ def recalibration_origin(record: ModelRecord) -> str:
     if calibration is None:
         return ""
     previous = calibration.previous_threshold
-    before = f" (threshold {previous:.3f})" if previous is not None else ""
+    before = f" (threshold {threshold_value(previous)})" if previous is not None else ""
     return f" Re-chosen from {calibration.from_model}{before} with the same weights, on {chosen_on(calibration)}."
 
 

@@ -50,12 +50,14 @@ def spreadsheet_safe(value):
 def fixed(value: float, digits: int, whole: float = 1.0) -> str:
     """``value`` to ``digits`` decimals, or to as many as three more where rounding would show a figure short of
     ``whole`` (1; 100 for a percentage) as whole, or one above 0 as 0 (found by a review: the default's other-batch
-    AUC, 0.99967, read as a perfect "1.000"); past those, cut short rather than rounded up."""
+    AUC, 0.99967, read as a perfect "1.000"); past those, cut short rather than rounded up, or "<0.0001"."""
     for shown in range(digits, digits + 4):
         text = f"{value:.{shown}f}"
         if not (value < whole <= float(text) or float(text) <= 0 < value):
             return text
-    return f"{math.floor(value * 10 ** shown) / 10 ** shown:.{shown}f}" if value < whole else text
+    if float(text) <= 0 < value:
+        return f"<{10 ** -shown:.{shown}f}"  # above 0, under the last decimal shown
+    return f"{math.floor(value * 10 ** shown) / 10 ** shown:.{shown}f}"  # short of whole: cut, not rounded up
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -248,7 +250,7 @@ def threshold_value(threshold: float, other: float | None = None) -> str:
     """A threshold as serving compares scores with it: to 5 decimals (trailing zeros dropped, never under 3), or
     to as many as tell it from ``other``. At 3, the default's 0.47098 read "0.471" on its card while the worklist
     showed a film at 0.47099 urgent, seemingly below it (found by a review)."""
-    text = f"{threshold:.{max(5, digits_apart(threshold, other))}f}".rstrip("0")
+    text = fixed(threshold, max(5, digits_apart(threshold, other))).rstrip("0")
     return text if len(text.partition(".")[2]) >= 3 else f"{threshold:.3f}"
 
 

@@ -109,7 +109,7 @@ with foreground.working() if uploads or kept else nullcontext():
     with st.container(horizontal=True):
         for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Not read yet", "not read yet"),
                               ("Not triaged", "not triaged"), ("Unreadable", "unreadable")):
-            if status != "not read yet" or status in statuses:  # only a busy server leaves films unread
+            if status != "not read yet" or status in statuses:  # only a busy server (or time limit) leaves films unread
                 st.metric(title, statuses.count(status), border=True)
     repeats = repeated_uploads(uploads)
     if repeats:
