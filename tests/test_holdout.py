@@ -185,3 +185,26 @@ def test_efficientnet_head_starts_small_not_saturated():
     assert float(net.fc.bias.detach().abs().max()) == 0.0
     gaps = net.eval()(torch.rand(4, 3, 96, 96)).detach().numpy()
     assert np.all(np.abs(gaps[:, 0] - gaps[:, 1]) < 1.0)
+
+
+def test_copies_of_val_films_neither_train_nor_stay_beside_the_held_out_batch(kermany_train, data_dir, tmp_path):
+    """Found by a review: near-duplicates were grouped within train/ only, so a val/ film whose twin sat in train/
+    under a name carrying no patient validated a film the run trained on; and a copy of a held-out val/ film
+    stayed in training (its copies were looked for before val/'s held-out films joined their batch)."""
+    covid = data_dir / "covid-3class/train"
+    plain = tmp_path / "plain"
+    for cls in ("Normal", "Covid"):
+        (plain / "train" / cls).mkdir(parents=True)
+        (plain / "val" / cls).mkdir(parents=True)
+        for film in sorted((covid / cls).glob("*"))[:25]:
+            (plain / "train" / cls / film.name).symlink_to(film)
+        (plain / "val" / cls / "copy_of_first.jpeg").symlink_to(sorted((covid / cls).glob("*"))[0])
+    _, train_set, val_set, _ = split_films(plain, TrainConfig(arch="logistic"))
+    twins = {sorted((covid / cls).glob("*"))[0] for cls in ("Normal", "Covid")}  # each in train/ and, copied, val/
+    assert not {p.resolve() for p in train_set.paths} & twins
+    shared, late_pneumonia = _split_tree_with_val(kermany_train, tmp_path / "kermany")
+    (tmp_path / "kermany/train/PNEUMONIA/scan_0001.jpeg").symlink_to(late_pneumonia[0])  # a copy of a val/ film
+    notes: list[str] = []
+    _, train_set, val_set, held = split_films(tmp_path / "kermany", HOLDOUT, notes)
+    assert "scan_0001.jpeg" not in {p.name for p in train_set.paths + val_set.paths}
+    assert any(note.startswith("another batch: 1 film of the folder left out") for note in notes), notes

@@ -205,23 +205,30 @@ def split_films(data_dir: str | Path, config: TrainConfig, notes: list[str] | No
         kept = films
     groups, duplicates = film_groups(kept)
     train_set, val_set = patient_split(kept, config.val_fraction, split_seed, groups)
-    theirs, before = None, (train_set, val_set.joined(extra_val) if extra_val is not None else val_set, held_out)
+    theirs, twins = None, 0
+    before = (train_set, val_set.joined(extra_val) if extra_val is not None else val_set, held_out)
     if extra_val is not None:  # found by a review: val/ joined unchecked, its patients' train/ films trained on
         if config.holdout:  # val/ films of the held-out batch belong to that batch, not to validation
             rule = holdout_rule(config.holdout)
             held = np.array([rule.held_out(path.name) for path in extra_val.paths], dtype=bool)
-            held_out = held_out.joined(extra_val.subset(np.flatnonzero(held)))
-            extra_val = extra_val.subset(np.flatnonzero(~held))
+            held_val = extra_val.subset(np.flatnonzero(held))
+            held_out, extra_val = held_out.joined(held_val), extra_val.subset(np.flatnonzero(~held))
+            (train_set, more), (val_set, most) = (without_copies_of(part, held_val) for part in (train_set, val_set))
+            copies += more + most  # found by a review: its copies were looked for before val/'s films joined it
         train_set, theirs = with_patients_of(train_set, extra_val)
+        train_set, twins = without_copies_of(train_set, extra_val)  # grouping saw train/ alone: a copy of a val/
+        # film under another name trained while it validated (found by a review)
         val_set = val_set.joined(theirs).joined(extra_val)
         if recorded is not None and fingerprint(val_set).sha256 != recorded.validation.sha256 \
                 and fingerprint(before[1]).sha256 == recorded.validation.sha256:  # trained by the earlier rule
-            (train_set, val_set, held_out), theirs = before, None
+            (train_set, val_set, held_out), theirs, twins = before, None, 0
     if notes is not None:
         notes += [note for note in (duplicates.note(), extra_val and f"validation: the {len(extra_val)} films of "
                                     "val/ joined the patient-disjoint validation split"
                                     + (f", with {len(theirs)} film{'s' * (len(theirs) != 1)} of their patients "
                                        "from train/" if theirs else ""),
+                                    twins and f"validation: {twins} film{'s' * (twins != 1)} of train/ left out of "
+                                    "training as copies of val/ films",
                                     copies and f"another batch: {copies} film{'s' * (copies != 1)} of the folder "
                                     "left out of training and validation as copies of held-out films") if note]
     return films, train_set, val_set, held_out
