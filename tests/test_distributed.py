@@ -75,6 +75,20 @@ def test_the_batch_is_global_and_every_rank_takes_the_same_number_of_steps():
     assert _hardware(0, 2).steps_per_epoch(32, 321) == two.steps_per_epoch(32, 321)
 
 
+@pytest.mark.parametrize("films, classes, world, batch", [(102, 2, 2, 2), (103, 4, 4, 4), (1606, 2, 4, 44)])
+def test_no_rank_runs_past_its_own_shard(films, classes, world, batch):
+    """Found by a review: steps came from the films / processes, but dealing each class out in turn leaves some
+    shards smaller, so their last batch came up short (harmless), or empty (a loss of nothing, NaN) when each rank's
+    batch is a film or two."""
+    films = _films(films, classes)
+    shards = [_hardware(rank, world).shard(films, seed=0) for rank in range(world)]
+    for rank in range(world):
+        hardware = _hardware(rank, world)
+        steps = hardware.steps_per_epoch(batch, len(films), hardware.smallest_shard(films))
+        assert (steps - 1) * hardware.rank_batch_size(batch, len(films)) < min(map(len, shards))  # none empty
+        assert steps == hardware.steps_per_epoch(batch, len(films)) or batch == world  # else: as before
+
+
 def test_a_global_batch_smaller_than_the_processes_is_refused():
     config = TrainConfig(arch="cnn5", batch_size=2, device="cpu").resolved()
     with pytest.raises(SettingOutOfRange, match="global batch; with 4 processes"):

@@ -47,9 +47,18 @@ class Hardware:
         """This rank's share of the global batch (never more films than one rank's shard holds)."""
         return max(1, min(global_batch, films) // self.world.world_size)
 
-    def steps_per_epoch(self, global_batch: int, films: int) -> int:
-        """The same on every rank: the smallest shard decides, so no rank waits for another's last step."""
-        return max(1, (films // self.world.world_size) // self.rank_batch_size(global_batch, films))
+    def steps_per_epoch(self, global_batch: int, films: int, smallest_shard: int | None = None) -> int:
+        """The same on every rank, so no rank waits for another's last step: films / processes in whole batches,
+        but never a step in which the smallest shard (:meth:`smallest_shard`) has no film left (found by a review:
+        with a film or two a rank, a rank's last batch could be empty, its loss NaN); a short last batch is fine."""
+        batch = self.rank_batch_size(global_batch, films)
+        steps = max(1, (films // self.world.world_size) // batch)
+        return steps if smallest_shard is None else max(1, min(steps, -(-smallest_shard // batch)))
+
+    def smallest_shard(self, films: FilmSet) -> int:
+        """The films of the smallest shard :meth:`shard` deals ``films`` into (each class dealt out in turn)."""
+        counts = np.bincount(films.labels, minlength=len(films.classes))
+        return int(np.sum(counts // self.world.world_size)) if self.world.is_distributed else len(films)
 
     def shard(self, films: FilmSet, seed: int) -> FilmSet:
         """This rank's films: each class dealt out in turn from a seeded shuffle, so shards keep the balance."""

@@ -41,6 +41,7 @@ class TrainingFilms:
     labels: torch.Tensor  # N class indices
     class_weight: torch.Tensor  # from the whole training part, so every rank weighs the classes alike
     total: int  # films in the whole training part (all ranks together)
+    smallest_shard: int | None = None  # films of the smallest rank's shard (Hardware.smallest_shard)
 
 
 def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_set: FilmSet, config: TrainConfig,
@@ -111,7 +112,7 @@ class _Trainer:
     @classmethod
     def build(cls, model: nn.Module, train: TrainingFilms, config: TrainConfig, hardware: Hardware) -> "_Trainer":
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        steps = hardware.steps_per_epoch(config.batch_size, train.total)
+        steps = hardware.steps_per_epoch(config.batch_size, train.total, train.smallest_shard)
         return cls(network=hardware.wrap(model), optimiser=optimiser,
                    schedule=torch.optim.lr_scheduler.OneCycleLR(optimiser, config.lr,
                                                                 total_steps=config.epochs * steps, pct_start=0.15),

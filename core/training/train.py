@@ -181,7 +181,8 @@ def _decode(train_set: FilmSet, val_set: FilmSet, config: TrainConfig, hardware:
                                        on_progress=lambda d, n: loading(d, n, len(mine))), hardware.device)
     films_here = TrainingFilms(films=to_device(x_train, hardware.device),
                                labels=to_device(torch.as_tensor(mine.labels, dtype=torch.long), hardware.device),
-                               class_weight=class_weights(train_set), total=len(train_set))
+                               class_weight=class_weights(train_set), total=len(train_set),
+                               smallest_shard=hardware.smallest_shard(train_set))
     return films_here, x_val
 
 
