@@ -231,7 +231,7 @@ def test_the_card_says_where_a_recalibrated_threshold_came_from():
         "previous_policy": "highest threshold with validation sensitivity >= 98%", "target_sensitivity": 0.96})
     default = read_model_record(ROOT / "checkpoints" / "pneumonia-resnet18-224-wide-ensemble-v1.json").model_copy(
         update={"calibration": calibration})
-    assert recalibration_origin(default) == (" Re-chosen from pneumonia-resnet18-224-ensemble-v1 (threshold 0.173) "
+    assert recalibration_origin(default) == (" Re-chosen from pneumonia-resnet18-224-ensemble-v1 (threshold 0.17295) "
                                              "with the same weights, on the same validation films.")
     assert recalibration_origin(read_model_record(ROOT / "checkpoints" / "pneumonia-logistic-v1.json")) == ""
     on_site = default.model_copy(update={"calibration": default.calibration.model_copy(
