@@ -8,19 +8,17 @@ damaged line rather than fail: a torn or hand-edited line must not hide the rest
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
 import pwd
-import stat
 from pathlib import Path
 from typing import Any
 
 from core import clock
 from core.config import settings
 from core.errors import AuditLogUnavailable
-from core.store.base import NotARegularFile, Record, parse_record
+from core.store.base import Record, open_regular, parse_record
 
 READ_CHUNK = 64 * 1024
 
@@ -69,18 +67,9 @@ def _open_for_appending(then: str = "") -> int:
     path = audit_log_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return _regular(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600))
+        return open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # a FIFO or device: refused
     except OSError as exc:
         raise _unavailable(exc, then) from exc
-
-
-def _regular(fd: int) -> int:
-    """``fd`` when it is a regular file's, else closed and NotARegularFile: opened without blocking, a FIFO or a
-    device named as the log (a hand-edited setting) is refused, not waited on for ever or written to."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise NotARegularFile(errno.EINVAL, "not a regular file")
-    return fd
 
 
 def _unavailable(exc: OSError, then: str = "") -> AuditLogUnavailable:
@@ -112,7 +101,7 @@ def _parse(line: bytes) -> AuditEntry | None:
 def _lines_from_the_end(path: Path):
     """The file's non-empty lines, last first, read backwards a chunk at a time (the log only grows)."""
     try:
-        handle = os.fdopen(_regular(os.open(path, os.O_RDONLY | os.O_NONBLOCK)), "rb")
+        handle = os.fdopen(open_regular(path), "rb")
     except FileNotFoundError:
         return
     except OSError as exc:

@@ -55,12 +55,20 @@ class NotARegularFile(OSError):
     """A FIFO, a device or a folder where a file was named."""
 
 
+def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """A descriptor of ``path`` opened with ``flags``, without blocking (a FIFO would otherwise wait for its other
+    end for ever), when it is a regular file; closed and NotARegularFile otherwise (a FIFO, a device, a folder)."""
+    fd = os.open(path, flags | os.O_NONBLOCK, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(errno.EINVAL, "not a regular file")
+    return fd
+
+
 def read_regular_file(path: Path, limit: int) -> bytes:
-    """At most ``limit`` bytes of ``path``, a regular file; NotARegularFile otherwise. Opened without blocking:
-    a FIFO would otherwise wait for a writer for ever. Any file someone may name (a record, a manifest)."""
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise NotARegularFile(errno.EINVAL, "not a regular file")
+    """At most ``limit`` bytes of ``path``, a regular file (:func:`open_regular`). Any file someone may name (a
+    record, a manifest, weights)."""
+    with os.fdopen(open_regular(path), "rb") as handle:
         return handle.read(limit)
 
 
