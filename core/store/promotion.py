@@ -101,11 +101,11 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
         raise PromotionRefused(f"{name} cannot become the default model for {entry.task}: {'; '.join(reasons)}. "
                                f"{advice}")
     previous = _current_default(entry.task, directory)
+    ensure_writable()  # a default changes only where the change can be recorded: checked first, it costs nothing
+    ensure_models_writable(directory)
     from core.store.checkpoints import load_checkpoint  # torch: only where a default changes
 
     load_checkpoint(entry.json_path)  # CheckpointError: a default that cannot be loaded stops its task's triage
-    ensure_writable()  # a default changes only where the change can be recorded
-    ensure_models_writable(directory)
     before = _registry_bytes(directory)
     set_default(name, directory)
     _recorded_or_put_back(entry, directory, before, lambda: record_action(
