@@ -49,8 +49,14 @@ def preload() -> None:
 def main(argv: list[str]) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from core.config import trust_no_forwarding_headers
+    from core.config import settings, trust_no_forwarding_headers
+    from core.errors import SettingOutOfRange
 
+    try:
+        settings()  # a setting out of its range stops the start here, in words, not as a traceback further on
+    except SettingOutOfRange as error:
+        print(f"The dashboard was not started: {error} Change or unset it and start again.", file=sys.stderr)
+        return 1
     trust_no_forwarding_headers()  # the sign-in throttle keys on the peer uvicorn would otherwise replace
     threading.Thread(target=preload, name="preload", daemon=True).start()
     from streamlit.web import cli

@@ -205,6 +205,17 @@ def test_limits_are_read_from_the_environment_and_described_in_words(settings_en
     config.reload()
 
 
+def test_a_dashboard_started_with_a_setting_out_of_range_says_which_and_stops_without_a_traceback():
+    """`make run` with, say, CXR_UPLOADS_MAX_MB=-5 printed a 20-line traceback naming no variable."""
+    for variable, value, words in [("CXR_UPLOADS_MAX_MB", "-5", "CXR_UPLOADS_MAX_MB: The uploads held for all "
+                                    "sessions must be between 1 and 1000000 MB; -5 was asked for."),
+                                   ("CXR_DECODE_SECONDS", "abc", "CXR_DECODE_SECONDS must be a number of seconds")]:
+        started = subprocess.run([sys.executable, "-m", "dashboard.serve", "--server.port", "1"], cwd=REPO,
+                                 env={**os.environ, variable: value}, capture_output=True, text=True, timeout=60)
+        assert started.returncode == 1 and "Traceback" not in started.stderr, started.stderr
+        assert started.stderr.startswith("The dashboard was not started: ") and words in started.stderr
+
+
 def test_an_early_stopped_run_is_past_its_training_so_the_time_limit_never_ends_it_mid_registration(
         tmp_path, settings_env, monkeypatch):
     """Early stopping ends a run before its last epoch, with its step progress short of 1. Its last epoch must
