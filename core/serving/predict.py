@@ -50,7 +50,9 @@ class Prediction:
     population_checked: bool = False  # whether the model has a population check (older versions do not)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "probabilities": self.probabilities, "label": self.label,
+        """As `predict --json` prints it: a film not triaged has no label (its top class is no reading)."""
+        return {"model": self.model, "probabilities": self.probabilities,
+                "label": self.label if self.priority else None,
                 "priority": self.priority, "abnormal_score": self.abnormal_score,
                 "threshold": self.threshold, "warnings": self.warnings,
                 "population_warning": self.population_warning, "population_checked": self.population_checked}
