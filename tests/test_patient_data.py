@@ -60,17 +60,25 @@ class DiskWatch:
         self.before = self._scan()
 
     def _scan(self) -> dict[str, tuple[int, int]]:
+        """Every file's (mtime, size), walked with a stack: Python 3.11's os.walk recurses, and a folder 1,000
+        levels deep anywhere under /tmp (another program's, or a test's left behind) ended it in RecursionError."""
         seen = {}
-        for root in self.roots:
-            for folder, dirs, files in os.walk(root):
-                dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
-                for name in files:
-                    path = os.path.join(folder, name)
-                    try:
-                        stat = os.stat(path, follow_symlinks=False)
-                    except OSError:
+        stack = [str(root) for root in self.roots]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name not in SKIP_DIRS:
+                            stack.append(entry.path)
                         continue
-                    seen[path] = (stat.st_mtime_ns, stat.st_size)
+                    stat = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                seen[entry.path] = (stat.st_mtime_ns, stat.st_size)
         return seen
 
     def changed(self) -> list[Path]:
