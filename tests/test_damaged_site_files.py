@@ -46,6 +46,8 @@ def _edit(json_path: Path, change) -> None:
     (lambda r: r["model_args"].update(image_size=60000), "image_size must be 32 to 512 pixels"),
     (lambda r: r.update(classes=["NORMAL", "NORMAL"]), "the classes must each be named once"),
     (lambda r: r["operating_point"].update(classes=["PNEUMONIA", "NORMAL"]), "the operating point's classes"),
+    # a pneumonia model said to be a tuberculosis one could become that task's default and call TB "PNEUMONIA"
+    (lambda r: r.update(task="tuberculosis"), "the task must be 'pneumonia', the one its classes name"),
 ])
 def test_an_edited_description_that_would_triage_wrongly_is_refused_by_name(site_copy, change, words):
     _edit(site_copy, change)

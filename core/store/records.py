@@ -19,6 +19,7 @@ from core.errors import CheckpointError
 from core.models.catalog import architecture_info
 from core.store.base import Record, read_record, record_from_bytes
 from core.store.reports import HeadlineFigures, OperatingPoint, Report
+from core.tasks import task_name
 
 FORMAT_VERSION = 1
 POPULATION_CHECK_SINCE = "2026-11-30"  # versions created before this day were trained before the check existed
@@ -272,6 +273,8 @@ class ModelRecord(Record):
             raise ValueError("the operating point's classes must be the model's classes, in the same order")
         if self.model_args.num_classes != len(self.classes):
             raise ValueError(f"model_args.num_classes must be the {len(self.classes)} classes named")
+        if self.task != task_name(self.classes):  # else it could become the default of a task it cannot read
+            raise ValueError(f"the task must be {task_name(self.classes)!r}, the one its classes name")
         return self
 
     @property
