@@ -185,7 +185,7 @@ def test_json_that_disagrees_with_the_weights_is_refused(copied_model, field, va
     changes = {field: value}
     if field == "classes":  # the operating point reads the same classes, or the description itself is refused
         point = json.loads(copied_model.read_text())["operating_point"]
-        changes["operating_point"] = {**point, "classes": value}
+        changes["operating_point"] = {**point, "classes": value, "normal_index": value.index("NORMAL")}
     _update_json(copied_model, **changes)
     with pytest.raises(CheckpointError, match="disagree"):
         load_checkpoint(copied_model)

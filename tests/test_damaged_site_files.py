@@ -42,10 +42,14 @@ def _edit(json_path: Path, change) -> None:
     (lambda r: r["operating_point"].update(threshold=5.0), "the threshold must be a number from 0 to 1"),
     (lambda r: r["operating_point"].update(normal_index=7), "normal_index must name one of the 2 classes"),
     (lambda r: r["operating_point"].update(normal_index=-1), "normal_index must name one of the 2 classes"),
+    # in range but the wrong class: normal films were read urgent and pneumonia routine (found by a review)
+    (lambda r: r["operating_point"].update(normal_index=1), "normal_index must be 0, the NORMAL class"),
+    (lambda r: r["operating_point"].update(normal_index=None), "normal_index must be 0, the NORMAL class"),
     (lambda r: r["model_args"].update(image_size=1), "image_size must be 32 to 512 pixels"),
     (lambda r: r["model_args"].update(image_size=60000), "image_size must be 32 to 512 pixels"),
     (lambda r: r.update(classes=["NORMAL", "NORMAL"]), "the classes must each be named once"),
-    (lambda r: r["operating_point"].update(classes=["PNEUMONIA", "NORMAL"]), "the operating point's classes"),
+    (lambda r: r["operating_point"].update(classes=["PNEUMONIA", "NORMAL"], normal_index=1),
+     "the operating point's classes"),
     # a pneumonia model said to be a tuberculosis one could become that task's default and call TB "PNEUMONIA"
     (lambda r: r.update(task="tuberculosis"), "the task must be 'pneumonia', the one its classes name"),
 ])

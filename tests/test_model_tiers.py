@@ -23,7 +23,7 @@ from core.store.registry import (REGISTRY_FILE, SHIPPED, SITE, ensure_default, f
                                  read_registry, set_default)
 from core.store.versions import next_version_name
 from core.store.reports import OperatingPoint
-from core.tasks import task_name
+from core.tasks import find_normal_index, task_name
 from core.training.shipping import ship_version
 
 PNEUMONIA = ("NORMAL", "PNEUMONIA")
@@ -33,7 +33,8 @@ TUBERCULOSIS = ("NORMAL", "TUBERCULOSIS")
 def record_for(name: str, classes=PNEUMONIA, threshold: float = 0.4) -> ModelRecord:
     return ModelRecord(name=name, task=task_name(classes), arch="logistic", classes=classes,
                        model_args=ModelArgs(num_classes=len(classes), image_size=32),
-                       operating_point=OperatingPoint(classes=classes, normal_index=0, threshold=threshold))
+                       operating_point=OperatingPoint(classes=classes, normal_index=find_normal_index(classes),
+                                                      threshold=threshold))
 
 
 def save(folder: Path, name: str, classes=PNEUMONIA) -> Path:

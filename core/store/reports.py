@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field, computed_field, model_validator
 
 from core.store.base import Interval, Record
+from core.tasks import find_normal_index
 
 
 LOWEST_THRESHOLD = -1e-3  # a threshold chosen just under a score of 0 (every film urgent) sits a hair below 0
@@ -45,6 +46,10 @@ class OperatingPoint(Record):
             raise ValueError("the classes must be named, each once")
         if self.normal_index is not None and not 0 <= self.normal_index < len(self.classes):
             raise ValueError(f"normal_index must name one of the {len(self.classes)} classes")
+        normal = find_normal_index(self.classes)  # how every operating point is chosen (core.training)
+        if self.normal_index != normal:  # else normal films read urgent and abnormal ones routine, or none triaged
+            raise ValueError("normal_index must be " + (f"{normal}, the {self.classes[normal]} class" if normal is not
+                                                        None else "null: none of the classes is a normal class"))
         if not (math.isfinite(self.threshold) and LOWEST_THRESHOLD <= self.threshold <= 1.0):
             raise ValueError("the threshold must be a number from 0 to 1")
         return self
