@@ -5,7 +5,9 @@
    server folder, even while a job runs and a finished one waits to be promoted.
 2. The same with an admin passphrase hash configured: signing in works end to end (a wrong passphrase is
    refused, the right one administers, sign-out takes it away).
-3. Behind nginx with TLS and the README's own configuration block: no Content-Security-Policy violation while
+3. With Streamlit's agent API switched on, a request to it (which has no peer address of its own) is not local,
+   whatever Host it names.
+4. Behind nginx with TLS and the README's own configuration block: no Content-Security-Policy violation while
    films are uploaded, Grad-CAM and charts drawn, pages changed and an admin signs in; HSTS and
    frame-ancestors are sent; a session through the proxy on this same machine is not local.
 """
@@ -18,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -220,6 +223,23 @@ def nginx_config(tmp_path: Path, https_port: int, upstream: int) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_the_agent_api_is_never_local(site, tmp_path):
+    """Found by a review: Streamlit's agent API (off by default) runs the page for each HTTP request with that
+    request's headers and no peer address; the page read no-address-with-headers as loopback, so anyone who could
+    reach the port and sent `Host: localhost` got Start training. Measured before the fix: it was offered."""
+    env = {**site, "STREAMLIT_SERVER_ENABLE_AGENT_API": "true"}
+    with StreamlitServer(env, tmp_path / "streamlit.log") as server:
+        request = urllib.request.Request(f"{server.url}/_stcore/agent/interact", method="POST",
+                                         data=json.dumps({"page": "retrain"}).encode(),
+                                         headers={"Content-Type": "application/json", "Host": f"localhost:{server.port}"})
+        with urllib.request.urlopen(request, timeout=WAIT_MS / 1000) as response:
+            answer = response.read().decode()
+    assert '"url_path":"retrain"' in answer and "Registered pneumonia-mlp-v1 as a new version." in answer
+    assert "Starting, cancelling and promoting training jobs is for administrators" in answer
+    assert not ADMIN_CONTROL.search(" ".join(re.findall(r'"label":"([^"]*)"', answer)))
+
+
 def test_behind_nginx_with_the_readme_configuration(site, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 

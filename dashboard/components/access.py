@@ -28,16 +28,28 @@ GUIDE = 'See the README, "Running on a hospital network".'
 def request_facts() -> RequestFacts:
     """The one place a request's facts are read: peer address and headers of this session's connection.
 
-    ``st.context.ip_address`` reports a loopback peer as None, as it does a session without a connection;
-    only a real connection has headers, so None with headers is loopback and None without them is unknown.
+    The peer is the connection's own (:func:`peer_address`), not ``st.context.ip_address``, which reports a
+    loopback peer as None, as it does a session with no connection of its own: Streamlit's agent API (off by
+    default; ``server.enableAgentApi``) serves each HTTP request as a session with the request's headers and no
+    peer, so reading None-with-headers as loopback made any caller who could reach the port an administrator.
     Tests replace this function (AppTest sessions have no connection).
     """
     headers = st.context.headers
     pairs = [(name, value) for name in headers for value in headers.get_all(name)]
-    address = st.context.ip_address
-    if address is None and pairs:
-        address = "127.0.0.1"
-    return RequestFacts.of(address, pairs)
+    return RequestFacts.of(peer_address(), pairs)
+
+
+def peer_address() -> str | None:
+    """The address this session's browser connection came from, loopback included; None when it has none."""
+    try:
+        from streamlit import runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        client = runtime.get_instance().get_client(ctx.session_id) if ctx is not None else None
+    except RuntimeError:  # no runtime: no connection
+        return None
+    return getattr(getattr(client, "client_context", None), "remote_ip", None)
 
 
 def current_user() -> User:
