@@ -248,6 +248,38 @@ def exif_jpeg(dicom_dir: Path, entries: int = 5000, claim: int = 64_000, header:
     return stream[:2] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + stream[2:]
 
 
+def mpf_jpeg(dicom_dir: Path, entries: int = 1000, claim: int = 56_000) -> bytes:
+    """The real film as a JPEG with an APP2 multi-picture (MPF) index whose directory's entries claim 56 kB each:
+    Pillow reads that directory as it opens any JPEG (1.35 GB and 16 s before it was checked; found by a review)."""
+    stream, block = jpeg(dicom_dir), exif_block(entries, claim, 60_000, header=b"MPF\0", tiff=b"MM\0*")
+    return stream[:2] + b"\xff\xe2" + struct.pack(">H", len(block) + 2) + block + stream[2:]
+
+
+def reserved_marker(dicom_dir: Path) -> bytes:
+    """The real film as a JPEG with a JPG0 (0xFFF0) segment first: this walk skipped its length, Pillow does not, so
+    an EXIF segment inside one was read by Pillow and never checked (found by a review)."""
+    stream, block = jpeg(dicom_dir), exif_block(300, 900_000, 60_000)
+    app1 = b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block
+    return stream[:2] + b"\xff\xf0" + struct.pack(">H", len(app1) + 2) + app1 + stream[2:]
+
+
+def exif_sub_directory_jpeg(dicom_dir: Path, entries: int = 500, claim: int = 56_000) -> bytes:
+    """The real film stored sideways (EXIF orientation 6) with an Exif sub-directory of ``entries`` values each
+    claiming ``claim`` bytes. Its first directory claims nothing, but ImageOps.exif_transpose wrote the block back
+    out, reading every sub-directory: 809 MB and 26 s for 58 kB (found by a review)."""
+    grey = Image.fromarray(real_film(dicom_dir)).rotate(90, expand=True)
+    buffer = io.BytesIO()
+    grey.save(buffer, format="JPEG", quality=90)
+    stream = buffer.getvalue()
+    sub_at = 8 + 2 + 2 * 12 + 4
+    ifd0 = struct.pack("<H", 2) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<HHII", 0x8769, 4, 1, sub_at)
+    sub = struct.pack("<H", entries) + b"".join(struct.pack("<HHII", 0xA000 + i, 5, claim // 8, 8)  # RATIONALs
+                                                for i in range(entries))
+    block = b"Exif\0\0II*\0" + struct.pack("<I", 8) + ifd0 + b"\0" * 4 + sub + b"\0" * 4
+    block += b"\0" * (60_000 - len(block))  # every value lies inside the block: the claims are real reads
+    return stream[:2] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + stream[2:]
+
+
 def _plain_jpeg(dicom_dir: Path) -> bytes:
     return patch_jpeg_frame(jpeg(dicom_dir), HUGE, HUGE)
 
@@ -275,6 +307,8 @@ BOMBS = {
     "exif-odd-header.jpeg": (lambda d: exif_jpeg(d, tiff=b"II\0*"), "its EXIF metadata"),
     "exif-header.png": (lambda d: exif_png(d, header=b"Exif\0\0"), "its EXIF metadata"),
     "exif-odd-header.png": (lambda d: exif_png(d, tiff=b"MM*\0"), "its EXIF metadata"),
+    "mpf.jpeg": (mpf_jpeg, "its multi-picture \\(MPF\\) metadata is larger than a film's"),
+    "reserved-marker.jpeg": (reserved_marker, "holds a reserved marker \\(0xFFF0\\) that no JPEG decoder reads"),
     "chunks.png": (png_chunks, "cut into more than 100,000 chunks"),
     "plain.png": (lambda d: png_with_size(d, HUGE, HUGE), SIZE_WORDS),
     "text-chunk.png": (png_text_bomb, "compressed text chunk too large to read safely"),  # Pillow caps them

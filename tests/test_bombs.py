@@ -93,10 +93,30 @@ def test_the_structure_bombs_decode_when_a_little_under_their_limits(dicom_dir):
     the bomb table above can fail), and counting them stops at the limit, whatever the file holds."""
     for stream in (bombs.comments(dicom_dir, 9_000), bombs.fill_bytes(dicom_dir, 60_000),
                    bombs.png_chunks(dicom_dir, 90_000), bombs.junk(dicom_dir, 60_000),
-                   bombs.exif_png(dicom_dir, entries=10, claim=90_000), bombs.exif_jpeg(dicom_dir, 100, 600)):
+                   bombs.exif_png(dicom_dir, entries=10, claim=90_000), bombs.exif_jpeg(dicom_dir, 100, 600),
+                   bombs.mpf_jpeg(dicom_dir, 10, 600)):
         assert read_film(stream, name="legal").pixels.shape == (512, 512)
     assert jpeg_counts(bombs.junk(dicom_dir, 60_000)).fill == 60_000
     assert jpeg_counts(bombs.comments(dicom_dir, 50_000)).segments == 10_001
+
+
+def test_a_film_is_turned_upright_without_reading_its_exif_sub_directories(dicom_dir):
+    """Found by a review: ImageOps.exif_transpose wrote the EXIF block back out, reading every sub-directory with
+    no bound (809 MB and 26 s for a 58 kB JPEG). The film is still turned by its orientation, within bounds."""
+    import tracemalloc
+
+    stream = bombs.exif_sub_directory_jpeg(dicom_dir, entries=200)
+    assert len(stream) < 100_000
+    tracemalloc.start()
+    try:
+        film = read_film(stream, name="sideways.jpeg")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50_000_000, peak  # the 512 x 512 film's own copies are a few MB
+    plain = read_film(bombs.jpeg(dicom_dir), name="plain.jpeg")
+    assert film.pixels.shape == plain.pixels.shape == (512, 512)
+    assert np.abs(film.pixels - plain.pixels).mean() < 0.02  # turned back upright (JPEG noise only)
 
 
 def test_large_decodes_wait_for_one_of_the_decode_places_small_ones_never_wait(dicom_dir, settings_env,

@@ -65,10 +65,11 @@ def declared_size(data: bytes) -> DeclaredSize | None:
     return None
 
 
-def check_declared_size(data: bytes, label: str, max_pixels: int) -> DeclaredSize | None:
+def check_declared_size(data: bytes, label: str, max_pixels: int, pillow: bool = True) -> DeclaredSize | None:
     """Raise UnreadableImage when the codestream in ``data`` declares more than ``max_pixels`` or odd components;
-    else the size it declares (None for no codestream we know), for the caller to use without a second walk."""
-    check_decoding_cost(data, label)  # first: a JPEG of too many segments declares nothing within the walk's limit
+    else the size it declares (None for no codestream we know), for the caller to use without a second walk.
+    ``pillow``: for Pillow in this process (core.films.decoding_cost), not a DICOM frame."""
+    check_decoding_cost(data, label, pillow)  # first: a JPEG of too many segments declares nothing within the limit
     size = declared_size(data)
     if size is None:
         return None

@@ -15,7 +15,13 @@ PNG and JPEG decode in the server's own process, where nothing can interrupt Pil
   upright, copying out every value of the block's first directory, each as long as the directory says: 1,000
   entries that each claim the whole of a 1 MB block cost 1 GB, and 65,535 may be declared. A block past
   :data:`MAX_EXIF_BYTES`, or whose first directory claims more bytes than the block holds (honest values lie
-  side by side inside it), is refused: :func:`check_exif`.
+  side by side inside it), is refused: :func:`check_exif`. A JPEG's **MPF** block (APP2, a multi-picture index)
+  is a TIFF directory Pillow reads on opening too: 1,000 entries in 58 kB cost 1.35 GB and 16 s (found by a
+  review); it is held to the same rule. Turning a film upright never writes the EXIF block back out
+  (core.films.read), which would read every sub-directory too.
+- Markers libjpeg refuses anyway (JPG, JPGn: 0xC8, 0xF0-0xFD) Pillow reads as having no length where this walk
+  skips their length, so a segment behind one was hidden from the EXIF check: a JPEG for Pillow holding one is
+  refused. (JPEG-LS, decoded only inside a DICOM, in a worker, uses 0xF7 and 0xF8 with lengths.)
 
 The walks here stop one past their limits, so they cost milliseconds whatever the file.
 """
@@ -31,6 +37,7 @@ JPEG_SOI = b"\xff\xd8"
 JPEG_NO_LENGTH = frozenset(range(0xD0, 0xDA)) | {0x01}  # RSTn, SOI, EOI, TEM
 JPEG_SOS = 0xDA
 JPEG_EOI = 0xD9
+JPEG_REFUSED = frozenset(range(0xF0, 0xFE)) | {0xC8}  # JPG and JPGn: no decoder reads them
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Where entropy-coded data (or garbage a decoder skips) ends: 0xFF then neither a stuffed 0x00, a restart
 # marker nor a fill byte.
@@ -43,6 +50,8 @@ MAX_JPEG_FILL = 65_536  # fill bytes and junk in all: fill is legal before any m
 MAX_EXIF_BYTES = 1 << 20  # one JPEG APP1 segment holds 64 kB: a camera's EXIF, thumbnail included, fits in it
 _EXIF_HEADER = b"Exif\0\0"
 _JPEG_APP1 = 0xE1
+_JPEG_APP2 = 0xE2
+_MPF_HEADER = b"MPF\0"
 # TIFF field types Pillow reads, and their size in bytes; values of more than 4 bytes lie out of line
 # Every TIFF header Pillow reads as one (TiffImagePlugin.PREFIXES), valid or not, and its byte order
 _TIFF_HEADERS = {b"II*\0": "<", b"MM\0*": ">", b"II\0*": "<", b"MM*\0": ">"}
@@ -56,10 +65,13 @@ class JpegCounts:
     segments: int  # markers of every kind, standalone ones included
     fill: int  # fill bytes (0xFF) and junk before markers
     exif: bytes = b""  # the EXIF block before the first scan as Pillow joins it (no more read once past the limit)
+    mpf: bytes = b""  # the last MPF block before the first scan, as Pillow keeps it (its TIFF directory)
+    refused: int | None = None  # the first marker no decoder reads (JPEG_REFUSED), if any
 
 
-def check_decoding_cost(data: bytes, label: str) -> None:
-    """Raise UnreadableImage, naming the file, for a JPEG or PNG past one of the limits above."""
+def check_decoding_cost(data: bytes, label: str, pillow: bool = True) -> None:
+    """Raise UnreadableImage, naming the file, for a JPEG or PNG past one of the limits above. ``pillow``: the
+    data is for Pillow (an upload's PNG or JPEG), not a DICOM frame for a worker's decoder."""
     if data.startswith(JPEG_SOI):
         counts = jpeg_counts(data)
         if counts.scans > MAX_JPEG_SCANS:
@@ -73,7 +85,13 @@ def check_decoding_cost(data: bytes, label: str) -> None:
                 f"marker segments or {MAX_JPEG_FILL:,} fill or junk bytes (a film has a few dozen segments and "
                 "no fill). Export the film again as PNG or JPEG."
             )
+        if counts.refused is not None and pillow:
+            raise UnreadableImage(
+                f"{label} cannot be read safely: its JPEG data holds a reserved marker (0xFF{counts.refused:02X}) "
+                "that no JPEG decoder reads. Export the film again as PNG or JPEG."
+            )
         check_exif(counts.exif, label)
+        check_exif(counts.mpf, label, "multi-picture (MPF)")  # a TIFF directory too, read as Pillow opens the file
     elif data.startswith(PNG_SIGNATURE) and png_chunks(data) > MAX_PNG_CHUNKS:
         raise UnreadableImage(
             f"{label} is too costly to decode safely: its PNG data is cut into more than {MAX_PNG_CHUNKS:,} "
@@ -85,7 +103,8 @@ def jpeg_counts(data: bytes) -> JpegCounts:
     """The scans, markers and fill bytes of the JPEG in ``data`` up to its end (EOI), counting no further than
     one past a limit."""
     scans = segments = fill = 0
-    exif = b""
+    exif = mpf = b""
+    refused = None
     for marker, at, before in jpeg_markers(data):
         if marker is None:  # junk to the end of the file
             fill += before
@@ -93,15 +112,20 @@ def jpeg_counts(data: bytes) -> JpegCounts:
         segments, scans, fill = segments + 1, scans + (marker == JPEG_SOS), fill + before
         if scans > MAX_JPEG_SCANS or segments > MAX_JPEG_SEGMENTS or fill > MAX_JPEG_FILL:
             break
-        if marker == _JPEG_APP1 and not scans and len(exif) <= MAX_EXIF_BYTES + 6 and at + 4 <= len(data):
+        if marker in JPEG_REFUSED and refused is None:
+            refused = marker
+        if marker in (_JPEG_APP1, _JPEG_APP2) and not scans and len(exif) <= MAX_EXIF_BYTES + 6 \
+                and at + 4 <= len(data):
             (length,) = struct.unpack_from(">H", data, at + 2)
             payload = data[at + 4 : at + 2 + length]
-            if payload.startswith(_EXIF_HEADER):  # Pillow joins a second block's body to the first
+            if marker == _JPEG_APP1 and payload.startswith(_EXIF_HEADER):  # Pillow joins a second block's body
                 exif += payload[len(_EXIF_HEADER):] if exif else payload
-    return JpegCounts(scans, segments, fill, exif)
+            elif marker == _JPEG_APP2 and payload.startswith(_MPF_HEADER):  # Pillow keeps the last one
+                mpf = payload[len(_MPF_HEADER):]
+    return JpegCounts(scans, segments, fill, exif, mpf, refused)
 
 
-def check_exif(exif: bytes, label: str) -> None:
+def check_exif(exif: bytes, label: str, what: str = "EXIF") -> None:
     """Raise UnreadableImage, naming the file, for an EXIF block (with or without its ``Exif`` header) that
     Pillow could not read within bounds: past :data:`MAX_EXIF_BYTES`, a BigTIFF block, or a first directory
     claiming more out-of-line bytes than the block holds. A block that is no TIFF at all Pillow ignores."""
@@ -110,7 +134,7 @@ def check_exif(exif: bytes, label: str) -> None:
         body = body[len(_EXIF_HEADER):]
     if len(body) > MAX_EXIF_BYTES or exif_claims(body) > len(body):
         raise UnreadableImage(
-            f"{label} cannot be read safely: its EXIF metadata is larger than a film's, or asks a reader for more "
+            f"{label} cannot be read safely: its {what} metadata is larger than a film's, or asks a reader for more "
             "than it holds. Export the film again without its metadata."
         )
 

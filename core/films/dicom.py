@@ -163,7 +163,7 @@ def _check_complete(ds: pydicom.Dataset, label: str) -> None:
 def _check_fragments(pixel_data: bytes, label: str) -> None:
     """Each encapsulated fragment that starts a codestream declares its size: refuse a bomb before decoding."""
     for fragment in generate_fragments(pixel_data):
-        check_declared_size(bytes(fragment), label, MAX_PIXELS)
+        check_declared_size(bytes(fragment), label, MAX_PIXELS, pillow=False)
 
 
 def _check_rle(pixel_data: bytes, label: str, rows: int, columns: int) -> None:
