@@ -116,6 +116,14 @@ def png_with_size(dicom_dir: Path, width: int, height: int) -> bytes:
     return bytes(patched)
 
 
+def second_header_png(dicom_dir: Path) -> bytes:
+    """The real film as PNG with a second IHDR declaring 7000 x 7000 RGBA after the honest one: the size checks read
+    the first, Pillow keeps the last (found by a review: 747 MB decoded without waiting for a place)."""
+    stream = png_with_size(dicom_dir, 512, 512)
+    body = b"IHDR" + struct.pack(">IIBBBBB", 7000, 7000, 8, 6, 0, 0, 0)
+    return stream[:33] + struct.pack(">I", 13) + body + struct.pack(">I", zlib.crc32(body)) + stream[33:]
+
+
 def png_text_bomb(dicom_dir: Path, inflated_gb: int = 1) -> bytes:
     """The real film as PNG with a zTXt chunk whose text inflates to ``inflated_gb`` GB (repeated flushed runs,
     as in :func:`deflated_dicom`); Pillow reads text chunks while opening the file."""
@@ -310,6 +318,7 @@ BOMBS = {
     "mpf.jpeg": (mpf_jpeg, "its multi-picture \\(MPF\\) metadata is larger than a film's"),
     "reserved-marker.jpeg": (reserved_marker, "holds a reserved marker \\(0xFFF0\\) that no JPEG decoder reads"),
     "chunks.png": (png_chunks, "cut into more than 100,000 chunks"),
+    "second-header.png": (second_header_png, "must have one image header \\(IHDR\\), first"),
     "plain.png": (lambda d: png_with_size(d, HUGE, HUGE), SIZE_WORDS),
     "text-chunk.png": (png_text_bomb, "compressed text chunk too large to read safely"),  # Pillow caps them
     "plain.j2k": (lambda d: patch_j2k_siz(real_j2k(d), HUGE, HUGE), SIZE_WORDS),

@@ -4,6 +4,9 @@ Each variant is written at test time from a real film, so no binary fixture is c
 """
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -34,6 +37,9 @@ VARIANTS = {
                              "PNG", 12),
     "png-grey-14-of-16bit": (lambda im, p: Image.fromarray(np.asarray(im, np.uint16) * 64).save(p), ".png", "I;16",
                              "PNG", 14),
+    # 15 bits, as the shared CR DICOM holds: read at 16 it was half as bright (found by a review)
+    "png-grey-15-of-16bit": (lambda im, p: Image.fromarray(np.asarray(im, np.uint16) * 128).save(p), ".png", "I;16",
+                             "PNG", 15),
     "png-rgb": (lambda im, p: im.convert("RGB").save(p), ".png", "RGB", "PNG", 8),
     "jpeg-rgb": (lambda im, p: im.convert("RGB").save(p, quality=95), ".jpg", "RGB", "JPEG", 8),
     "png-rgba": (lambda im, p: im.convert("RGBA").save(p), ".png", "RGBA", "PNG", 8),
@@ -163,6 +169,27 @@ def _truncated_jpeg(path, plain_film):
     path.write_bytes(data[: len(data) // 2])
 
 
+def _truncated_jpeg_with_end(path, plain_film):
+    """Cut in half, then the end marker written after it, as an interrupted copy repaired by a tool might be:
+    libjpeg fills the missing half with mid-grey and only warns (found by a review: 7 of 8 normal films urgent)."""
+    _truncated_jpeg(path, plain_film)
+    path.write_bytes(path.read_bytes() + b"\xff\xd9")
+
+
+def _rgb16_png(path, plain_film):
+    """The film's values as 14 bits in a 16-bit RGB PNG (written by hand: Pillow writes no 16-bit colour)."""
+    grey = np.asarray(plain_film, dtype=">u2") * 64
+    rows = np.repeat(grey[..., None], 3, axis=2).reshape(grey.shape[0], -1)
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", grey.shape[1], grey.shape[0], 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
 def _truncated_png(path, plain_film):
     plain_film.save(path.with_suffix(".full.png"))
     data = path.with_suffix(".full.png").read_bytes()
@@ -175,6 +202,8 @@ UNREADABLE = {
     "noise.jpg": (lambda p, im: p.write_bytes(np.random.default_rng(0).bytes(4096)), "not an image"),
     "cut.jpg": (_truncated_jpeg, "truncated"),
     "cut.png": (_truncated_png, "truncated"),
+    "cut-with-end.jpg": (_truncated_jpeg_with_end, "truncated"),
+    "film-rgb16.png": (_rgb16_png, "16-bit colour"),
     # Pillow opens PNG and JPEG only (issue 12): other raster formats are refused (tests/test_bombs.py).
     "film.tif": (lambda p, im: _grey16(im).save(p), "not an image"),
     "film.bmp": (lambda p, im: im.save(p), "not an image"),

@@ -92,11 +92,28 @@ def check_decoding_cost(data: bytes, label: str, pillow: bool = True) -> None:
             )
         check_exif(counts.exif, label)
         check_exif(counts.mpf, label, "multi-picture (MPF)")  # a TIFF directory too, read as Pillow opens the file
-    elif data.startswith(PNG_SIGNATURE) and png_chunks(data) > MAX_PNG_CHUNKS:
-        raise UnreadableImage(
-            f"{label} is too costly to decode safely: its PNG data is cut into more than {MAX_PNG_CHUNKS:,} "
-            "chunks. Export the film again as PNG or JPEG."
-        )
+    elif data.startswith(PNG_SIGNATURE):
+        chunks, headers = png_chunks(data)
+        if chunks > MAX_PNG_CHUNKS:
+            raise UnreadableImage(
+                f"{label} is too costly to decode safely: its PNG data is cut into more than {MAX_PNG_CHUNKS:,} "
+                "chunks. Export the film again as PNG or JPEG."
+            )
+        check_png_header(data, headers, label)
+
+
+def check_png_header(data: bytes, headers: int, label: str) -> None:
+    """One IHDR, first, as the PNG standard has it: the size checks read the first and Pillow keeps the last, so a
+    second one declaring 7000 x 7000 decoded without waiting its turn (found by a review: 747 MB). And no 16-bit
+    colour or grey-with-alpha PNG: Pillow reads only its top 8 bits, so a detector's 14-bit values saved so read
+    at a quarter of their brightness and every normal film came out urgent (found by a review)."""
+    if headers != 1 or data[12:16] != b"IHDR" or len(data) < 26:
+        raise UnreadableImage(f"{label} is not a PNG we can read: it must have one image header (IHDR), first. "
+                              "Export the film again as PNG or JPEG.")
+    if data[24] == 16 and data[25] in (2, 4, 6):
+        raise UnreadableImage(f"{label} is a 16-bit colour (or grey with transparency) PNG, which would be read at "
+                              "8 bits and could come out darker than it is. Export it as a greyscale PNG (8 or 16 "
+                              "bits, no transparency), a JPEG or a DICOM.")
 
 
 def jpeg_counts(data: bytes) -> JpegCounts:
@@ -159,16 +176,19 @@ def exif_claims(body: bytes) -> int:
     return claims
 
 
-def png_chunks(data: bytes) -> int:
-    """The chunks of the PNG in ``data`` up to IEND, counting no further than one past :data:`MAX_PNG_CHUNKS`."""
-    at, chunks = len(PNG_SIGNATURE), 0
+def png_chunks(data: bytes) -> tuple[int, int]:
+    """The chunks of the PNG in ``data`` up to IEND, counting no further than one past :data:`MAX_PNG_CHUNKS`, and
+    how many of them are an image header (IHDR)."""
+    at, chunks, headers = len(PNG_SIGNATURE), 0, 0
     while at + 8 <= len(data) and chunks <= MAX_PNG_CHUNKS:
         (length,) = struct.unpack_from(">I", data, at)
         chunks += 1
-        if data[at + 4 : at + 8] == b"IEND":
+        kind = data[at + 4 : at + 8]
+        headers += kind == b"IHDR"
+        if kind == b"IEND":
             break
         at += 12 + length
-    return chunks
+    return chunks, headers
 
 
 def jpeg_markers(data: bytes):

@@ -141,6 +141,9 @@ def _decode_raster(data: bytes, label: str) -> Film:
                 )
             fmt = image.format or "image"
             image.load()
+            if fmt == "JPEG" and _cut_short(image):
+                raise UnreadableImage(f"{label} could not be decoded; the file is probably truncated or corrupt "
+                                      "(its last rows are missing). Export it again.")
             if fmt != "JPEG":  # a JPEG's block was checked in its marker walk, before Pillow opened it
                 check_exif(_exif_block(image), label)  # turning it upright reads the block: within bounds first
             image = _upright(image)
@@ -169,6 +172,16 @@ def _decode_raster(data: bytes, label: str) -> Film:
     return Film(pixels, fmt, (width, height), bit_depth, meta)
 
 
+def _cut_short(image: Image.Image) -> bool:
+    """A JPEG whose data stopped early but ends in an end marker: libjpeg only warns and fills what is missing with
+    flat mid-grey (every coefficient zero), which Pillow decodes without a word (found by a review: halves of
+    normal films read urgent, 7 of 8). The last block row exactly 128 throughout is that fill: no film has it."""
+    if image.mode not in ("L", "RGB") or image.height < 8:
+        return False
+    bottom = np.asarray(image.crop((0, image.height - 8, image.width, image.height)))
+    return bool((bottom == 128).all())
+
+
 # EXIF orientation -> the turn that makes the film upright (as ImageOps.exif_transpose turns it)
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -194,13 +207,14 @@ def _exif_block(image: Image.Image) -> bytes:
 
 
 def _stored_bits(arr: np.ndarray) -> tuple[np.ndarray, int]:
-    """A 16-bit container's film in [0, 1] at the bits it holds: a detector's 10-, 12- or 14-bit values saved as
-    a 16-bit PNG (``pixel_array`` written out as it is) fill only part of 0..65535, and read at 16 bits the film
-    was near black and triaged wrongly with no warning (found by a review: three normal films read urgent). The
-    range is the smallest of 8, 10, 12, 14 and 16 bits that holds the brightest pixel; a film using all 16 bits
-    reads as before. ``arr`` (float32, 0..65535) is scaled in place."""
+    """A 16-bit container's film in [0, 1] at the bits it holds: a detector's 10-, 12-, 14- or 15-bit values saved
+    as a 16-bit PNG (``pixel_array`` written out as it is) fill only part of 0..65535, and read at 16 bits the film
+    was near black and triaged wrongly with no warning (found by a review: three normal films read urgent; a
+    15-bit film, like the shared CR DICOM, read at half brightness and all eight normal films urgent). The range is
+    the smallest of 8 to 16 bits that holds the brightest pixel; a film using all 16 bits reads as before.
+    ``arr`` (float32, 0..65535) is scaled in place."""
     brightest = float(arr.max()) if arr.size else 0.0
-    bits = next(b for b in (8, 10, 12, 14, 16) if brightest <= 2 ** b - 1)
+    bits = next(b for b in range(8, 17) if brightest <= 2 ** b - 1)
     arr /= float(2 ** bits - 1)
     return arr, bits
 
