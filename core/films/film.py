@@ -7,7 +7,6 @@ start from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
@@ -28,12 +27,21 @@ class Film:
     bit_depth: int
     metadata: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # model_pixels, once computed. Not functools.cached_property: on Python 3.11 it holds one lock for the whole
+    # class, so every session's films waited on one film's reference form (50 megapixels: a few hundred ms).
+    _reference: list = field(default_factory=list, init=False, repr=False, compare=False)
 
-    @cached_property
+    @property
     def model_pixels(self) -> np.ndarray:
-        """The film in the training copy's form (:func:`core.films.reference.reference_form`), once per film.
+        """The film in the training copy's form (:func:`core.films.reference.reference_form`), once per film (two
+        threads asking at once may both compute it; they get the same result).
 
         ValueError when the pixels break the contract (2-D grey in [0, 1]): read films with ``read_film``."""
+        if not self._reference:
+            self._reference.append(self._reference_form())
+        return self._reference[0]
+
+    def _reference_form(self) -> np.ndarray:
         pixels = self.pixels
         if pixels.ndim != 2:
             raise ValueError(f"film pixels must be 2-D grey, got shape {pixels.shape}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -119,6 +120,9 @@ def has_convolutions(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+_CUDA_FLAGS = threading.RLock()  # held while cuDNN's process-wide flags are set for one inference
+
+
 @contextlib.contextmanager
 def inference_kernels(device: torch.device, precision: str = FP32):
     """The kernels inference runs on a GPU: cuDNN's own choice rather than benchmark mode, and in fp32 plain
@@ -128,9 +132,15 @@ def inference_kernels(device: torch.device, precision: str = FP32):
     each new input shape; inference sees a few batches of each (the last one shorter), so it pays that search
     and barely uses the result. On an H200 (2026-12-04), with it on, the first validation of an EfficientNet-Lite1
     took 13.8 s and the next eleven 0.07 s each, and the fp32 validation report after training 6.5-11.9 s a
-    network: most likely that search (bench/gpu_session.sh re-measures it on the next GPU)."""
+    network: most likely that search (bench/gpu_session.sh re-measures it on the next GPU).
+
+    cuDNN's flags belong to the process, and ``cudnn.flags`` puts back on leaving what it found on entering: two
+    threads inside at once (two models on a page, or Compare beside Triage) could switch TF32 back on under the
+    other's fp32 inference (found by a review). GPU inference therefore takes :data:`_CUDA_FLAGS` for its
+    duration; a GPU runs one model's batch at a time anyway."""
     with contextlib.ExitStack() as stack:
         if device.type == "cuda":
+            stack.enter_context(_CUDA_FLAGS)
             cudnn = torch.backends.cudnn
             stack.enter_context(cudnn.flags(enabled=cudnn.enabled, benchmark=False, deterministic=cudnn.deterministic,
                                             allow_tf32=cudnn.allow_tf32 and precision != FP32))
