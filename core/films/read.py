@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -130,23 +129,24 @@ def _place_for(samples: int) -> contextlib.AbstractContextManager:
 
 def _decode_raster(data: bytes, label: str) -> Film:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise UnreadableImage(
-                    f"{label} is {width}x{height} pixels, over the {MAX_PIXELS // 1_000_000} megapixel limit "
-                    "we decode safely. Export the film at a lower resolution."
-                )
-            fmt = image.format or "image"
-            image.load()
-            if fmt == "JPEG" and _cut_short(image):
-                raise UnreadableImage(f"{label} could not be decoded; the file is probably truncated or corrupt "
-                                      "(its last rows are missing). Export it again.")
-            if fmt != "JPEG":  # a JPEG's block was checked in its marker walk, before Pillow opened it
-                check_exif(_exif_block(image), label)  # turning it upright reads the block: within bounds first
-            image = _upright(image)
+        # No warnings.catch_warnings here: its filters belong to the process, and uploads decode in several
+        # threads at once (one interleaving left every warning silenced for good). Pillow's decompression-bomb
+        # warning starts at 89 megapixels; check_declared_size refused anything over 50 before this opened.
+        image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise UnreadableImage(
+                f"{label} is {width}x{height} pixels, over the {MAX_PIXELS // 1_000_000} megapixel limit "
+                "we decode safely. Export the film at a lower resolution."
+            )
+        fmt = image.format or "image"
+        image.load()
+        if fmt == "JPEG" and _cut_short(image):
+            raise UnreadableImage(f"{label} could not be decoded; the file is probably truncated or corrupt "
+                                  "(its last rows are missing). Export it again.")
+        if fmt != "JPEG":  # a JPEG's block was checked in its marker walk, before Pillow opened it
+            check_exif(_exif_block(image), label)  # turning it upright reads the block: within bounds first
+        image = _upright(image)
     except UnreadableImage:
         raise
     except UnidentifiedImageError as exc:
