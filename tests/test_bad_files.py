@@ -190,9 +190,9 @@ def test_a_pixel_bomb_is_refused_before_it_is_decoded(batch, name, monkeypatch):
 def test_a_multi_frame_dicom_bomb_is_not_decoded_whole():
     """48 blank JPEG frames of 2048 x 2048 px fit in 2.4 MB; ~4,000 fit under the 200 MB upload limit.
 
-    Only the first frame is used, but today every frame is decoded first (``ds.pixel_array``) and the
-    Rows x Columns check ignores NumberOfFrames: memory grows with the frame count (measured: 88 MB for one
-    frame, 280 MB for 48; a 200 MB file would need ~17 GB). Either refuse by total size or decode one frame.
+    Only the first frame is used, but every frame used to be decoded first (``ds.pixel_array``) while the
+    Rows x Columns check ignored NumberOfFrames: memory grew with the frame count (measured: 88 MB for one
+    frame, 280 MB for 48; a 200 MB file would have needed ~17 GB). Either refuse by total size or decode one.
     """
     one, many = corpus.multiframe_dicom_bomb(frames=1), corpus.multiframe_dicom_bomb(frames=48)
     single = _peak_bytes(lambda: read_film(one, name="one-frame.dcm"))
@@ -241,8 +241,8 @@ def test_monochrome1_and_jpeg2000_copies_of_the_real_cr_agree(answers):
 def test_a_film_exported_as_monochrome1_dicom_reads_back_as_the_film(grey_film, layout):
     """Stored inverted (MONOCHROME1) at 16 bits; with or without preamble and file meta, and no extension.
 
-    The ``bare`` layout (a data set without file meta, as old exports write it) is refused today: pydicom
-    reads it (implicit VR little endian) but cannot decode pixels without a Transfer Syntax UID in file_meta.
+    The ``bare`` layout (a data set without file meta, as old exports write it) was once refused: pydicom reads
+    it (implicit VR little endian) but cannot decode pixels without a Transfer Syntax UID in file_meta.
     """
     film = read_film(corpus.film_as_dicom(grey_film, monochrome1=True, layout=layout), name="export")
     assert film.source_format == "DICOM"

@@ -14,7 +14,7 @@ import textwrap
 import time
 
 import pytest
-from e2e_support import ROOT, quick_checkpoints, real_films
+from e2e_support import ROOT, quick_checkpoints, real_films, wait_for
 
 import dashboard.model_loads
 import dashboard.state
@@ -308,7 +308,8 @@ def test_switching_among_more_versions_than_are_kept_loads_each_once_and_few_at_
                for i in range(model_loads.MAX_MODELS + 3)]
     for _ in range(3):
         loads = [warm_up(entry) for entry in entries]
-    time.sleep(0.3)
+    wait_for(lambda: len(started) >= len(entries) and most[0] == model_loads.MAX_LOADING, timeout=30, interval=0.05,
+             what="every load to start and the most allowed to read at once")  # not a fixed sleep (a review)
     assert sorted(started) == sorted(e.name for e in entries)  # each version once, though the first ones went past
     assert most[0] == model_loads.MAX_LOADING
     release.set()

@@ -188,7 +188,7 @@ def test_truncated_real_dicom_is_unreadable(dicom_dir):
 def test_unsupported_voi_lut_is_unreadable_not_a_crash():
     """A VOI LUT whose descriptor pydicom cannot apply (9 bits per entry) must be a clear UnreadableImage.
 
-    Today pydicom's NotImplementedError escapes read_film, so the CLI prints a traceback instead of JSON.
+    pydicom's NotImplementedError used to escape read_film, so the CLI printed a traceback instead of JSON.
     """
     ds = pydicom.dcmread(io.BytesIO(make_dicom()))
     item = Dataset()

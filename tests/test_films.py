@@ -247,7 +247,7 @@ def test_other_objects_are_a_type_error():
 def test_png_named_dcm_is_read_by_its_content(plain_film, tmp_path):
     """Content, not the file name, decides the format: a PNG that a PACS export named .dcm is still a film.
 
-    Today the .dcm suffix sends it to pydicom, which reports "a DICOM file without pixel data": a wrong
+    The .dcm suffix used to send it to pydicom, which reported "a DICOM file without pixel data": a wrong
     message (it is not a DICOM file at all) and a refused, perfectly readable film.
     """
     path = tmp_path / "export.dcm"
