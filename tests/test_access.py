@@ -107,6 +107,15 @@ def test_the_client_behind_a_proxy_is_the_hop_the_proxy_added():
     assert facts("2001:db8:1:3::1").client == "2001:db8:1:3::/64"
     assert facts("::1", X_Forwarded_For="2001:db8:1:2:aaaa::7").client == "::1 for 2001:db8:1:2::/64"
     assert facts("::ffff:192.0.2.2").client == "::ffff:192.0.2.2"  # IPv4, written as IPv6
+    # a proxy that writes the client's port, or RFC 7239 syntax: the port changes with every connection, and
+    # must not give each a fresh sign-in budget (found by a review)
+    assert {facts("127.0.0.1", X_Forwarded_For=f"203.0.113.5:{port}").client for port in (51234, 51235)} == {
+        "127.0.0.1 for 203.0.113.5"}
+    assert {facts("127.0.0.1", Forwarded=hop).client for hop in (
+        'for="[2001:db8:1:2::1]:443"', "for=[2001:db8:1:2::2]", 'proto=https;For="[2001:db8:1:2::3]"',
+        "for=2001:db8:1:2::4")} == {"127.0.0.1 for 2001:db8:1:2::/64"}
+    proxied = facts("127.0.0.1", Forwarded="for=192.0.2.60;proto=http;by=203.0.113.43")
+    assert proxied.client == "127.0.0.1 for 192.0.2.60"
 
 
 def test_the_server_keeps_the_peer_address_a_forwarding_header_names(monkeypatch):

@@ -70,9 +70,22 @@ class RequestFacts:
             for name in _CLIENT_HEADERS:
                 value = self.header(name)
                 if value:
-                    hop = value.split(",")[-1].strip()
-                    return f"{self.remote_address} for {_one_host(hop)}"
+                    return f"{self.remote_address} for {_one_host(_hop_address(value.split(',')[-1]))}"
         return _one_host(self.remote_address) if self.remote_address else "unknown"
+
+
+def _hop_address(hop: str) -> str:
+    """The address in one proxy hop, without what would make one client many (found by a review): RFC 7239's
+    ``for=`` and quotes, brackets, and a port (``203.0.113.5:51234``, ``[2001:db8::1]:443``), which changes with
+    every connection."""
+    text = hop.strip()
+    pairs = [part.strip() for part in text.split(";")]
+    named = [part[4:] for part in pairs if part[:4].lower() == "for="]
+    text = (named[0] if named else text).strip().strip('"')
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    host, colon, port = text.rpartition(":")
+    return host if colon and host.count(":") == 0 and port.isdigit() else text
 
 
 def _one_host(address: str) -> str:
