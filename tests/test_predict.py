@@ -203,3 +203,25 @@ def test_a_film_whose_grey_levels_look_reversed_is_read_with_a_warning(predictor
     prediction = predictor.predict(reversed_film)
     assert prediction.priority in ("urgent", "routine")
     assert [w for w in prediction.warnings if w.startswith("The grey levels look reversed (bone dark, lungs bright)")]
+
+
+def test_a_model_without_a_normal_class_gives_probabilities_and_no_reading(predictor, normal_film_path):
+    """Found untested by a review: such a model (two abnormal classes, say) cannot triage, whatever it outputs."""
+    from core.models.build import build_model
+    from core.store.checkpoints import LoadedModel
+    from core.store.records import ModelArgs, ModelRecord
+    from core.store.reports import OperatingPoint
+    from core.tasks import task_name
+
+    classes = ("COVID19", "PNEUMONIA")
+    torch.manual_seed(0)
+    model, _ = build_model("logistic", 2, 32)
+    record = ModelRecord(name="no-normal-v1", task=task_name(classes), arch="logistic", classes=classes,
+                         model_args=ModelArgs(num_classes=2, image_size=32), weights_sha256="0" * 64,
+                         operating_point=OperatingPoint(classes=classes, normal_index=None, threshold=0.5))
+    answer = Predictor(LoadedModel(record, model.eval()), chest_check=predictor.chest_check).predict(
+        read_film(normal_film_path))
+    assert (answer.priority, answer.abnormal_score, answer.threshold) == (None, None, None)
+    assert "This model has no normal class, so it cannot triage; read the probabilities only." in answer.warnings
+    assert set(answer.probabilities) == set(classes) and sum(answer.probabilities.values()) == pytest.approx(1, 1e-5)
+    assert answer.to_dict()["label"] is None and answer.to_dict()["priority"] is None
