@@ -173,10 +173,12 @@ def test_cancel_while_decoding_films_stops_at_once(places, kermany_train):
     job = start_job(kermany_train, everything, directory=checkpoints, root=jobs)
     wait_for(lambda: read_job(job.folder).state == RUNNING, timeout=60, what="the runner to start")
     cancel_job(job.job_id, jobs)
-    done = _finished(job.folder, timeout=15)
+    done = _finished(job.folder, timeout=120)  # a hang guard, not a time: "at once" is checked below
     assert done.state == CANCELLED and "before it started" in done.message
     assert _registry_snapshot(checkpoints) == before
     assert not _training(job.folder) and lock.held_by(jobs) is None
+    loading = [e for e in done.events() if isinstance(e, LoadingEvent) and e.total]
+    assert all(e.done < e.total for e in loading)  # stopped while decoding, not after every film was read
 
 
 def _job_folder(jobs: Path, job_id: str, **config) -> Path:
