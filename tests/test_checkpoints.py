@@ -374,3 +374,27 @@ def test_a_registry_with_only_the_old_global_default_keeps_loading(tmp_path):
     assert find_model(None, tmp_path, task="pneumonia").name == "old-v2"
     assert find_model(None, tmp_path).name == "old-v2"  # no task named: still pneumonia's
 
+
+
+def test_a_load_that_spans_a_rewrite_of_the_versions_files_is_tried_again(copied_model, monkeypatch):
+    """Found by a review: a load spanning fit-population's rewrite refused the model as corrupt. A refusal while the
+    files changed is tried again; one while nothing changed is not (a damaged model is refused at once)."""
+    from core.store import checkpoints
+
+    real, calls = checkpoints._load_checkpoint, []
+
+    def rewritten_meanwhile(json_path):
+        calls.append(json_path)
+        if len(calls) == 1:
+            json_path.write_text(json_path.read_text() + "\n")  # the description rewritten during the load
+            raise CheckpointError("Weights file x.pt does not match its description (truncated, replaced or corrupt).")
+        return real(json_path)
+
+    monkeypatch.setattr(checkpoints, "_load_checkpoint", rewritten_meanwhile)
+    assert load_checkpoint(copied_model).name == copied_model.stem and len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(checkpoints, "_load_checkpoint", lambda p: calls.append(p) or real(p))
+    copied_model.with_suffix(".pt").write_bytes(b"damaged")
+    with pytest.raises(CheckpointError, match="does not match its description"):
+        load_checkpoint(copied_model)
+    assert len(calls) == 1

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import pickle
 import warnings
 import zipfile
@@ -34,6 +35,7 @@ from core.errors import CheckpointError
 from core.models.build import build_model
 from core.models.ensemble import ENSEMBLE, MemberSpec, build_ensemble, ensemble_input_size
 from core.store import manifest
+from core.store.manifest import MANIFEST_FILE
 from core.store.atomic import atomic_write_bytes, atomic_write_json
 from core.store.base import MAX_WEIGHTS_BYTES, read_regular_file
 from core.models.features import GaussianScore
@@ -167,7 +169,32 @@ def _to_bytes(obj) -> bytes:
 
 def load_checkpoint(json_path: Path) -> LoadedModel:
     """Load and verify one model; any problem is a CheckpointError naming the file. A shipped model's
-    description and weights must also match the checksum manifest."""
+    description and weights must also match the checksum manifest. A version's files are rewritten one after
+    another (fit-population) and read so too, without a lock: a refusal while any of them changed is tried
+    again, twice at most (found by a review: a load spanning a rewrite refused the model as corrupt)."""
+    for tries in range(1, 4):
+        before = _stamps(json_path)
+        try:
+            return _load_checkpoint(json_path)
+        except CheckpointError:
+            if tries == 3 or _stamps(json_path) == before:
+                raise
+
+
+def _stamps(json_path: Path) -> tuple:
+    """(mtime, size, inode) of a version's files and its folder's manifest, None for one missing."""
+    paths = (json_path, json_path.with_suffix(".pt"), population_file(json_path), json_path.parent / MANIFEST_FILE)
+    return tuple((s.st_mtime_ns, s.st_size, s.st_ino) if (s := _stat(p)) else None for p in paths)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _load_checkpoint(json_path: Path) -> LoadedModel:
     shipped = manifest.is_shipped(json_path)
     record = read_model_record(json_path, manifest.read_verified(json_path) if shipped else None)
     weights = json_path.with_suffix(".pt")
