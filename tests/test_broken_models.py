@@ -38,6 +38,7 @@ def _broken_copy(registry: Path, good: str, name: str, how: str) -> None:
     elif how == "mismatched metadata":  # consistent in itself (else the description alone is refused), not with
         metadata["classes"] = list(reversed(metadata["classes"]))  # the weights: found when they are loaded
         metadata["operating_point"]["classes"] = metadata["classes"]
+        metadata["operating_point"]["normal_index"] = metadata["classes"].index("NORMAL")
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
