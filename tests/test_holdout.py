@@ -208,3 +208,8 @@ def test_copies_of_val_films_neither_train_nor_stay_beside_the_held_out_batch(ke
     _, train_set, val_set, held = split_films(tmp_path / "kermany", HOLDOUT, notes)
     assert "scan_0001.jpeg" not in {p.name for p in train_set.paths + val_set.paths}
     assert any(note.startswith("another batch: 1 film of the folder left out") for note in notes), notes
+    # the other way round: a val/ film with no patient in its name copying a named train/ film (found by a review)
+    named = next((tmp_path / "kermany/train/PNEUMONIA").glob("person2*"))
+    (tmp_path / "kermany/val/PNEUMONIA/01.jpeg").symlink_to(named.resolve())
+    _, train_set, val_set, _ = split_films(tmp_path / "kermany", TrainConfig(arch="logistic"))
+    assert named.name not in {p.name for p in train_set.paths} and "01.jpeg" in {p.name for p in val_set.paths}

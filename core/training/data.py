@@ -160,12 +160,17 @@ def with_patients_of(films: FilmSet, others: FilmSet) -> tuple[FilmSet, FilmSet]
 
 def without_copies_of(kept: FilmSet, held_out: FilmSet) -> tuple[FilmSet, int]:
     """``kept`` less its films that copy a held-out film (another collection's copy of a held-out Kermany film
-    would put that batch in training), and how many went. Only films whose names carry no Kermany patient are
-    looked at: a named film is held out, or kept, with its patient (a Kermany-named folder is not hashed)."""
-    unnamed = np.flatnonzero([_kermany_patient(p.name) is None for p in kept.paths])
-    if not len(unnamed) or not len(held_out):
+    would put that batch in training), and how many went. A named film is held out, or kept, with its patient,
+    so against named held-out films only ``kept``'s films whose names carry no Kermany patient are looked at (a
+    Kermany-named folder is not hashed); a held-out film with no patient in its name is looked for among all of
+    ``kept`` (found by a review: val/PNEUMONIA/01.jpeg copying a named train/ film left that film in training)."""
+    if not len(kept) or not len(held_out):
         return kept, 0
-    copies = unnamed[copies_of(kept.subset(unnamed), held_out)]
+    unnamed_held = any(_kermany_patient(p.name) is None for p in held_out.paths)
+    looked = np.flatnonzero([unnamed_held or _kermany_patient(p.name) is None for p in kept.paths])
+    if not len(looked):
+        return kept, 0
+    copies = looked[copies_of(kept.subset(looked), held_out)]
     if not len(copies):
         return kept, 0
     return kept.subset(np.setdiff1d(np.arange(len(kept)), copies)), len(copies)
