@@ -147,10 +147,7 @@ def _number(field: str, given: str | None, limit: Limit, default: float, whole: 
         kind = "a whole number" if whole else "a number"
         unit = f" of {limit.unit}" if limit.unit else ""
         raise SettingOutOfRange(f"{ENVIRONMENT[field]} must be {kind}{unit}; {given!r} was given.") from None
-    try:
-        return int(limit.check(value)) if whole else float(limit.check(value))
-    except SettingOutOfRange as error:  # say which variable: the limit's label alone does not
-        raise SettingOutOfRange(f"{ENVIRONMENT[field]}: {error}") from None
+    return (int if whole else float)(limit.check(value, ENVIRONMENT[field]))  # named: the label does not say which
 
 
 def _user_folder(environ: Mapping[str, str], variable: str, fallback: str) -> Path:

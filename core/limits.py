@@ -21,12 +21,14 @@ class Limit:
     high: float | None = None
     unit: str = ""
 
-    def check(self, value: float) -> float:
+    def check(self, value: float, variable: str = "") -> float:
+        """``value`` when allowed; else SettingOutOfRange in words, after ``variable`` (its setting's name) if given."""
         if not _within(value, self.low, self.high):
             unit = f" {self.unit}" if self.unit else ""
             allowed = (f"between {_number(self.low)} and {_number(self.high)}{unit}" if self.high is not None
                        else f"at least {_number(self.low)}{unit}")
-            raise SettingOutOfRange(f"{self.label} must be {allowed}; {value} was asked for.")
+            named = f"{variable}: " if variable else ""
+            raise SettingOutOfRange(f"{named}{self.label} must be {allowed}; {value} was asked for.")
         return value
 
 

@@ -232,7 +232,8 @@ def test_the_agent_api_is_never_local(site, tmp_path):
     with StreamlitServer(env, tmp_path / "streamlit.log") as server:
         request = urllib.request.Request(f"{server.url}/_stcore/agent/interact", method="POST",
                                          data=json.dumps({"page": "retrain"}).encode(),
-                                         headers={"Content-Type": "application/json", "Host": f"localhost:{server.port}"})
+                                         headers={"Content-Type": "application/json",
+                                                  "Host": f"localhost:{server.port}"})
         with urllib.request.urlopen(request, timeout=WAIT_MS / 1000) as response:
             answer = response.read().decode()
     assert '"url_path":"retrain"' in answer and "Registered pneumonia-mlp-v1 as a new version." in answer

@@ -1,7 +1,8 @@
 """State shared by the server's threads (found by a review of concurrency).
 
-cuDNN's flags belong to the process: GPU inference in several threads at once must not undo each other's fp32. ``inference_kernels`` entered ``cudnn.flags`` per call, which puts back on leaving what it found
-on entering; the first thread to leave switched TF32 back on while a second was still inside its fp32 inference
+cuDNN's flags belong to the process: GPU inference in several threads at once must not undo each other's fp32.
+``inference_kernels`` entered ``cudnn.flags`` per call, which puts back on leaving what it found on entering;
+the first thread to leave switched TF32 back on while a second was still inside its fp32 inference
 (probabilities shift, and a film near the threshold can change priority). No GPU is needed: the flags are plain
 process state, set and read the same way without one.
 

@@ -1,8 +1,9 @@
 """DICOM films -> :class:`Film`, following the DICOM pixel pipeline.
 
 Stored values -> modality LUT (rescale slope/intercept) -> VOI (window or VOI LUT, when present) ->
-[0, 1] -> MONOCHROME1 inverted so that bone is always bright. Only technical values checked against their
-value representation are kept (:mod:`core.films.dicom_values`): no patient-identifying value leaves here.
+[0, 1] -> MONOCHROME1 inverted so that bone is always bright (:mod:`core.films.grey_levels`). Only technical
+values checked against their value representation are kept (:mod:`core.films.dicom_values`): no
+patient-identifying value leaves here.
 
 This runs inside the decoding process (:mod:`core.films.decode_worker`), under its memory limit: pydicom and
 its decoders see hostile bytes only there. Messages name the step that failed, never an exception's text,
@@ -19,13 +20,14 @@ from typing import Callable
 import numpy as np
 import pydicom
 from pydicom.encaps import generate_fragments
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from core.errors import UnreadableImage
 from core.films.bounds import check_declared_size, check_deflated_dicom
 from core.films.dicom_values import header_warnings, shown_values
 from core.films.film import MAX_PIXELS, Film
+from core.films.grey_levels import greyscale_pipeline, int_tag, luma
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # A deflated data set holds its pixels uncompressed: a 50-megapixel 16-bit film is 100 MB, in 8-bit RGB 150 MB.
@@ -85,13 +87,13 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
                 f"{label} is a DICOM file without pixel data: a report or other non-image object, or a damaged "
                 "file. Export the image series again."
             )
-        rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
-        samples = _int_tag(ds, "SamplesPerPixel", 1)
+        rows, cols = int_tag(ds, "Rows", 0), int_tag(ds, "Columns", 0)
+        samples = int_tag(ds, "SamplesPerPixel", 1)
         if rows * cols * samples > MAX_PIXELS:
             raise UnreadableImage(f"{label} is {cols}x{rows} pixels, over the safe decoding limit.")
         _fill_missing_transfer_syntax(ds)
         metadata = {"format": "DICOM", **shown_values(ds)}
-        frames, bit_depth = _int_tag(ds, "NumberOfFrames", 1), _int_tag(ds, "BitsStored", 8)
+        frames, bit_depth = int_tag(ds, "NumberOfFrames", 1), int_tag(ds, "BitsStored", 8)
     warnings = header_warnings(metadata, frames)
     if on_decoding is not None:
         on_decoding(rows * cols * samples)
@@ -102,12 +104,12 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
             if tag in ds:
                 del ds[tag]
         if arr.ndim == 3:  # colour (RGB after pydicom's YBR conversion)
-            pixels = _luma(arr, bit_depth)
+            pixels = luma(arr, bit_depth)
         elif str(getattr(ds, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR":  # colour table indices
             rgb = apply_color_lut(arr, ds)
-            pixels = _luma(rgb, 8 if rgb.dtype == np.uint8 else 16)
+            pixels = luma(rgb, 8 if rgb.dtype == np.uint8 else 16)
         else:
-            pixels = _greyscale_pipeline(arr, ds)
+            pixels = greyscale_pipeline(arr, ds)
         if pixels.ndim != 2 or pixels.size == 0:
             raise ValueError("not one grey frame")
         np.nan_to_num(pixels, copy=False, nan=0.0)
@@ -132,7 +134,7 @@ def _decode_pixels(ds: pydicom.Dataset, label: str, syntax_name: str) -> np.ndar
         if syntax.is_encapsulated and "PixelData" in ds:
             _check_fragments(ds.PixelData, label)
             if syntax == RLELossless:
-                _check_rle(ds.PixelData, label, _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0))
+                _check_rle(ds.PixelData, label, int_tag(ds, "Rows", 0), int_tag(ds, "Columns", 0))
         elif "PixelData" in ds:
             _check_complete(ds, label)
         # Only the first frame is decoded: a multi-frame upload must not cost memory for every frame.
@@ -149,8 +151,10 @@ def _is_native(ds: pydicom.Dataset) -> bool:
 
 def _check_complete(ds: pydicom.Dataset, label: str) -> None:
     """Uncompressed pixel data shorter than its own image: a file cut short (an interrupted copy or upload)."""
-    rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
-    samples, bits = _int_tag(ds, "SamplesPerPixel", 1), _int_tag(ds, "BitsAllocated", 0)
+    rows, cols = int_tag(ds, "Rows", 0), int_tag(ds, "Columns", 0)
+    samples, bits = int_tag(ds, "SamplesPerPixel", 1), int_tag(ds, "BitsAllocated", 0)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "YBR_FULL_422":
+        samples = 2  # Y Y Cb Cr for each two pixels (found by a review: refused as cut short)
     needed = (rows * cols * samples * bits + 7) // 8
     have = len(ds.PixelData)
     if 0 < have < needed:
@@ -183,14 +187,6 @@ def _check_rle(pixel_data: bytes, label: str, rows: int, columns: int) -> None:
             )
 
 
-def _int_tag(ds: pydicom.Dataset, keyword: str, default: int) -> int:
-    """An integer tag, or ``default`` when it is absent or malformed (test files carry values like '1A')."""
-    try:
-        return int(ds.get(keyword, default) or default)
-    except (ValueError, TypeError):
-        return default
-
-
 def _fill_missing_transfer_syntax(ds: pydicom.Dataset) -> None:
     """Bare datasets (no file meta) are uncompressed; their encoding is known from how they were read."""
     meta = ds.file_meta if hasattr(ds, "file_meta") else None
@@ -203,98 +199,3 @@ def _fill_missing_transfer_syntax(ds: pydicom.Dataset) -> None:
     if meta is None:
         ds.file_meta = pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = syntax
-
-
-def _greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
-    """Stored values -> float32 display values in [0, 1], in place wherever it can be (a 50-megapixel film
-    is 200 MB per float32 copy)."""
-    padding = _padding(arr, ds)
-    values = _modality_values(arr, ds)
-    if getattr(ds, "VOILUTSequence", None):  # an empty one, or an empty window, does not apply
-        lut = ds.VOILUTSequence[0]
-        values = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float32, copy=False)
-        values /= float(2 ** int(lut.LUTDescriptor[2]) - 1)
-    elif (center := _first(getattr(ds, "WindowCenter", None))) is not None and \
-            (width := _first(getattr(ds, "WindowWidth", None))) is not None:  # read only when they apply
-        _window(values, center, width, ds.get("VOILUTFunction"))
-    else:
-        _stretch(values, _int_tag(ds, "BitsStored", 16), padding)
-    # MONOCHROME1 shows its lowest value white; INVERSE asks the same of MONOCHROME2 (PS3.3 C.11.6)
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1" or \
-            str(getattr(ds, "PresentationLUTShape", "")).upper() == "INVERSE":
-        np.subtract(1.0, values, out=values)
-    if padding is not None:  # outside the image: black, as viewers show it
-        values[padding] = 0.0
-    return values
-
-
-def _padding(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
-    """Where the stored values are padding (PixelPaddingValue, up to PixelPaddingRangeLimit): None when none are."""
-    value, limit = _first(getattr(ds, "PixelPaddingValue", None)), _first(getattr(ds, "PixelPaddingRangeLimit", None))
-    if value is None:
-        return None
-    low, high = sorted((value, value if limit is None else limit))
-    padding = (arr >= low) & (arr <= high)
-    return padding if padding.any() and not padding.all() else None
-
-
-def _stretch(values: np.ndarray, bits: int, padding: np.ndarray | None) -> None:
-    """No window, in place: 8-bit data over its nominal range, as PNG and JPEG films are read; deeper data from
-    its lowest to its highest value, padding left out of both."""
-    content = True if padding is None else ~padding
-    lo, hi = float(np.min(values, where=content, initial=np.inf)), float(np.max(values, where=content, initial=-np.inf))
-    if bits <= 8 and lo >= 0 and hi <= 2 ** bits - 1:
-        lo, hi = 0.0, float(2 ** bits - 1)
-    _normalise(values, lo, hi)
-
-
-def _luma(rgb: np.ndarray, bits: int) -> np.ndarray:
-    """Colour to grey (ITU-R BT.601 luma), stretched as grey values are."""
-    grey = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    _stretch(grey, bits, None)
-    return grey
-
-
-def _modality_values(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
-    """The modality LUT (PS3.3 C.11.1): rescale slope and intercept, or a LUT; a new float32 array."""
-    if ds.get("ModalityLUTSequence"):
-        return np.array(apply_modality_lut(arr, ds), dtype=np.float32)
-    values = arr.astype(np.float32)
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")  # pydicom applies both or neither
-    if slope is not None and intercept is not None:
-        values *= float(slope)
-        values += float(intercept)
-    return values
-
-
-def _window(values: np.ndarray, center: float, width: float, function: str | None) -> None:
-    """DICOM PS3.3 C.11.2.1.2 window, mapped to [0, 1], in place."""
-    width = max(width, 1.0)
-    if str(function or "LINEAR").upper() == "SIGMOID":
-        values -= center
-        values *= -4.0 / width
-        np.exp(values, out=values)
-        values += 1.0
-        np.reciprocal(values, out=values)
-        return
-    values -= center - 0.5
-    values /= width - 1.0 if width > 1 else 1.0
-    values += 0.5
-    np.clip(values, 0.0, 1.0, out=values)
-
-
-def _normalise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``lo``..``hi`` stretched to [0, 1] in place (all zeros when flat)."""
-    if hi <= lo:
-        values[...] = 0.0
-    else:
-        values -= lo
-        values /= hi - lo
-    return values
-
-
-def _first(value) -> float | None:
-    """A number, or the first of several; None for an element absent or empty (then it does not apply)."""
-    if isinstance(value, pydicom.multival.MultiValue):
-        value = value[0] if len(value) else None
-    return None if value is None or value == "" else float(value)

@@ -3,9 +3,8 @@
 Parsed and validated once, where the JSON is read (:func:`core.store.checkpoints.read_model_record`), and
 written by one function (:func:`core.store.checkpoints.save_checkpoint`); everything else uses attributes. It
 holds the device, precision and processes a model was trained with; several reports (internal validation,
-out-of-batch, per source) and the run that measured lent out-of-batch figures; figures others measured on
-films not held here; ensemble members; a per-model population check.
-"""
+out-of-batch, per source) and the run that measured lent out-of-batch figures; figures others measured on films
+not held here; ensemble members; a per-model population check."""
 from __future__ import annotations
 
 import math
@@ -52,11 +51,9 @@ class TrainConfig(Record):
 
     def resolved(self) -> "TrainConfig":
         """Defaults filled in from the architecture, every number checked against its limit in core.config
-        (SettingOutOfRange, a ValueError, says which).
-
-        ``pretrained`` becomes whether training really starts from ImageNet weights: asked for, offered by the
-        architecture, and its weights file present here (nothing is downloaded). So the recorded config says
-        what happened, and a network that trains from scratch gets the from-scratch learning rate."""
+        (SettingOutOfRange, a ValueError, says which). ``pretrained`` becomes whether training really starts
+        from ImageNet weights: asked for, offered by the architecture, and its weights file present here (nothing
+        is downloaded): the recorded config says what happened; from scratch gets the from-scratch rate."""
         info = architecture_info(self.arch)
         pretrained = self.pretrained and info.pretrainable and _imagenet_weights_present(info.name)
         resolved = self.model_copy(update={
