@@ -15,6 +15,8 @@ from core.films.folders import discover
 from core.films.tensor import film_to_tensor, load_tensors
 from core.training.data import class_weights, fingerprint, patient_id, patient_split
 
+from conftest import REPO
+
 
 @pytest.mark.parametrize("name, patient", [
     ("person1946_bacteria_4874.jpeg", "PERSON1946"),
@@ -170,3 +172,21 @@ def test_discover_refuses_what_is_not_a_class_tree(tmp_path, spec, message):
 def test_discover_refuses_a_missing_folder(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         discover(tmp_path / "nowhere")
+
+
+def test_a_split_is_called_patient_disjoint_only_as_far_as_names_carry_a_patient(data_dir):
+    """Found by a review: the COVID set's names carry no patient (follow-up films of one patient sat on both sides
+    of its split), yet its validation was called patient-disjoint; the shipped COVID models now say so too."""
+    from core.store.records import read_model_record
+    from core.training.data import split_words
+
+    kermany = [Path("person1_bacteria_1.jpeg"), Path("IM-0001-0001.jpeg"), Path("NORMAL2-IM-0002-0001.jpeg")]
+    covid = sorted((data_dir / "covid-3class/train/Covid").iterdir())[:3]
+    assert split_words(kermany, "20%", "k") == "a patient-disjoint 20% of k"
+    assert split_words(covid, "20%", "c") == ("a 20% of c split film by film (its names carry no patient; copies of "
+                                              "a film together)")
+    assert split_words(kermany + covid, "20%", "both") == (
+        "a 20% of both, patient-disjoint for the 3 of 6 films whose names carry a patient, film by film for the rest")
+    for name in ("covid-cnn5-v1", "covid-efficientnet_lite0-v1"):
+        record = read_model_record(REPO / "checkpoints" / f"{name}.json")
+        assert "split film by film" in record.report.split and "patient-disjoint" not in record.report.split

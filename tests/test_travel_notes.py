@@ -92,3 +92,10 @@ def test_the_card_says_what_else_the_films_that_measure_a_model_chose():
     assert "chose which epoch" not in validation_caveat(logistic.model_copy(update={
         "training": logistic.training.model_copy(update={"history": logistic.training.history[:1]})}))
     assert default.members and "out-of-batch" in default.other_reports and "beats its best member" in ENSEMBLE_CHOSEN
+
+
+def test_the_card_of_a_model_split_film_by_film_says_its_figures_may_read_high():
+    """Found by a review: the COVID set's names carry no patient, so its validation may hold a patient's follow-up
+    films whose twins trained; its card now says so, a Kermany-trained model's does not."""
+    assert "one patient's films" in validation_caveat(_record("covid-cnn5-v1"))
+    assert "one patient's films" not in validation_caveat(_record("pneumonia-logistic-v1"))

@@ -32,8 +32,8 @@ from core.admin.audit import ensure_writable, record_action
 from core.films.folders import FilmSet
 from core.films.manifest import training_films
 from core.films.tensor import check_film_sizes, load_tensors
-from core.training.data import (class_weights, film_groups, fingerprint, patient_split, with_patients_of,
-                                 without_copies_of)
+from core.training.data import (class_weights, film_groups, fingerprint, patient_split, split_words,
+                                 with_patients_of, without_copies_of)
 from core.training.holdout import holdout_rule, split_holdout
 from core.training.distributed import Hardware, leave, prepare_hardware
 from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
@@ -113,7 +113,8 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
         return None
     model.load_state_dict(best_state)
     kept = len(train_set) + len(val_set)
-    split = f"validation: {len(val_set)} films, a patient-disjoint {len(val_set) / kept:.0%} of {data_dir}"
+    share = f"{len(val_set) / kept:.0%}"
+    split = f"validation: {len(val_set)} films, {split_words(train_set.paths + val_set.paths, share, data_dir)}"
     if held_out is not None:
         split += f" after holding out another batch ({config.holdout})"
     checks, since = {}, time.monotonic()

@@ -97,6 +97,9 @@ def validation_caveat(record: ModelRecord) -> str:
     if record.training is not None and (len(record.training.history) > 1 or record.members):
         words += (" They also chose which epoch's weights were kept (the best validation AUC), so every figure here "
                   "reads a little high.")
+    if report is not None and "film by film" in (report.split or ""):  # core.training.data.split_words
+        words += (" The training films' names carry no patient, so one patient's films (a follow-up, a second view) "
+                  "can sit on both sides of the split, and every figure here may read high (found by a review).")
     return words
 
 
