@@ -8,6 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from core.films.read import read_film
@@ -66,3 +67,17 @@ def test_uncompressed_ybr_full_422_is_read_not_called_cut_short(films_dir):
     film = read_film(_dicom(packed, 8, "YBR_FULL_422", samples=3, Columns=grey.shape[1]), name="ybr422.dcm")
     assert film.pixels.shape == grey.shape
     assert np.corrcoef(film.pixels.ravel(), grey.ravel())[0, 1] > 0.99
+
+
+def test_an_8_bit_voi_lut_maps_every_stored_value(films_dir):
+    """A 12-bit film through a linear 8-bit VOI LUT of 4096 entries: pydicom wrapped stored values past 255 round
+    (the film read black and was refused as blank). Entries one to a word (US) or packed two to a word (OW)."""
+    stored = _film(films_dir).astype(np.uint16) * 16
+    table = np.clip((np.arange(4096) - 200) * 255 / 3700, 0, 255).round().astype(np.uint16)
+    expected = table[stored] / 255.0
+    for vr, data in (("US", [int(v) for v in table]), ("OW", table.astype(np.uint8).tobytes())):
+        item = Dataset()
+        item.add_new(0x00283002, "US", [4096, 0, 8])
+        item.add_new(0x00283006, vr, data)
+        film = read_film(_dicom(stored, 16, VOILUTSequence=Sequence([item])), name=f"lut-{vr}.dcm")
+        np.testing.assert_allclose(film.pixels, expected, atol=1e-6)

@@ -24,8 +24,10 @@ def greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     values = _modality_values(arr, ds)
     if getattr(ds, "VOILUTSequence", None):  # an empty one, or an empty window, does not apply
         lut = ds.VOILUTSequence[0]
-        values = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float32, copy=False)
-        values /= float(2 ** int(lut.LUTDescriptor[2]) - 1)
+        bits = int(lut.LUTDescriptor[2])
+        values = (_eight_bit_lut(values, lut, ds.is_little_endian) if bits <= 8 else
+                  apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float32, copy=False))
+        values /= float(2 ** bits - 1)
     elif (center := _first(getattr(ds, "WindowCenter", None))) is not None and \
             (width := _first(getattr(ds, "WindowWidth", None))) is not None:  # read only when they apply
         _window(values, center, width, ds.get("VOILUTFunction"))
@@ -38,6 +40,24 @@ def greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     if padding is not None:  # outside the image: black, as viewers show it
         values[padding] = 0.0
     return values
+
+
+def _eight_bit_lut(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None) -> np.ndarray:
+    """An 8-bit VOI LUT looked up here: pydicom indexes it in the table's own uint8 type, so stored values past 255
+    wrapped round (found by a review: a 12-bit film through a linear 8-bit LUT read black, a legitimate film
+    refused). Its entries one to a 16-bit word, or packed two to a word; values outside the table take its ends."""
+    entries, first = int(lut.LUTDescriptor[0]) or 65536, int(lut.LUTDescriptor[1])
+    data = lut.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        table = np.frombuffer(data, np.uint8 if len(data) <= entries else ("<u2" if little_endian is not False
+                                                                             else ">u2"))
+    else:
+        table = np.atleast_1d(np.asarray(data))
+    table = table[:entries].astype(np.float32)
+    np.rint(values, out=values)
+    values -= first
+    np.clip(values, 0, len(table) - 1, out=values)
+    return table[values.astype(np.int32)]
 
 
 def _padding(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
