@@ -12,7 +12,11 @@ PORT ?= 8501
 .PHONY: setup run test bench models models-restart models-trial clean-venv
 
 # A .venv whose Python is missing, older than 3.11 or without pip (python3-venv was missing when it was made) is made
-# again: `test -x` alone kept a broken one for good.
+# again: `test -x` alone kept a broken one for good. Its stamp goes first when that Python no longer runs (its
+# interpreter removed, say), or the recipe below would never be reached (found by a review).
+ifneq ($(shell $(PY) -c 'import pip' >/dev/null 2>&1 && echo ok),ok)
+$(shell rm -f $(STAMP))
+endif
 $(STAMP): requirements.txt
 	@$(PY) -c 'import sys, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
 	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
