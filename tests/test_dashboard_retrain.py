@@ -68,6 +68,18 @@ def test_the_form_offers_sensible_defaults(places):
     assert "No training job yet" in at.info[0].value
 
 
+def test_without_the_shared_data_folder_the_page_says_what_was_not_found_and_how_to_fix_it(places, settings_env,
+                                                                                             tmp_path):
+    """Found by a review of the fresh-machine path: the page only said no data roots were configured, never that
+    the shared data folder was looked for, nor CXR_DATA; no server path is named."""
+    settings_env(CXR_DATA=str(tmp_path / "no-shared-data"), CXR_DATA_ROOTS=str(tmp_path / "no-roots.toml"))
+    at = retrain_page()
+    assert not at.exception
+    (warning,) = [w.value for w in at.warning if "No data folders" in w.value]
+    assert "shared data folder beside the code was not found" in warning and "CXR_DATA" in warning
+    assert str(tmp_path) not in warning
+
+
 def test_a_folder_of_images_that_are_not_chest_films_is_pointed_out_before_training(places):
     """Found in a browser audit: shared-data/tb/train holds noise textures that Triage leaves untriaged, and the
     page trained on them without a word. The default folder's real films draw no such warning."""

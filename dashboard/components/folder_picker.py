@@ -16,8 +16,10 @@ from core.films.roots import DataRoot, data_roots, folder_label, list_folders, r
 
 LISTED_DEPTH = 2  # e.g. kermany-224/train; deeper folders can be typed
 WHOLE_ROOT = ""
-NO_ROOTS = ("No data folders are set up on this server, so none can be chosen. An administrator adds data "
-            "roots in the server's configuration (data-roots.toml in its cxr-triage configuration folder).")
+NO_ROOTS = ("No data folders are set up on this server, so none can be chosen: the shared data folder beside the "
+            "code was not found, and no other data root is configured. An administrator points CXR_DATA at the "
+            "shared data folder, or adds data roots in the server's configuration (data-roots.toml in its "
+            "cxr-triage configuration folder), then restarts the dashboard.")
 
 
 def folder_choice(label: str, key: str, *, default: str | Path | None = None,
