@@ -120,7 +120,7 @@ def test_the_worklist_names_the_leading_abnormal_class_and_every_probability(sit
     at.run()
     assert not at.exception
     captions = [c for image in at.get("image") for c in image.captions]
-    assert f"Grad-CAM for {abnormal[-1]} (red = most evidence)" in captions
+    assert any(c.startswith(f"Grad-CAM for {abnormal[-1]}, which the model gives ") for c in captions), captions
 
 
 def _prediction(probabilities: dict[str, float], priority: str | None, threshold: float = 0.6) -> Prediction:

@@ -161,13 +161,13 @@ def test_explanation_method_opacity_and_class_can_be_changed(checkpoints, monkey
     at.run()
     assert not at.exception
     captions = [c for image in at.get("image") for c in image.captions]
-    assert "Grad-CAM++ for NORMAL (red = most evidence)" in captions
+    assert any(c.startswith("Grad-CAM++ for NORMAL, which the model gives ") for c in captions), captions
     assert opacities[0] == 0.4 and opacities[-1] == 0.8  # the default, then the slider's
     next(s for s in at.selectbox if s.label == "Explanation method").set_value("eigencam")
     at.run()  # a map that is the same for every class: no class to pick, and the caption says so
     assert next(s for s in at.selectbox if s.label == "Explain class").disabled
     captions = [c for image in at.get("image") for c in image.captions]
-    assert "Eigen-CAM, the same for every class (red = most evidence)" in captions
+    assert "Eigen-CAM, the same for every class (red = the strongest activation in this film)" in captions
 
 
 def test_a_model_without_convolutions_says_there_is_no_gradcam(checkpoints):

@@ -1,0 +1,31 @@
+"""How a Grad-CAM map is shown (found by a review): each map is scaled to its own strongest point, so full red is
+the most evidence in this film however weak; the caption says so with the model's probability for the class, and
+a map with no evidence at all is said to be empty, not drawn as a uniform wash."""
+from __future__ import annotations
+
+import numpy as np
+from bad_input_support import open_page, private_registry, upload
+
+from dashboard.components import triage_view
+from dashboard.components.triage_view import cam_caption
+
+
+def test_the_caption_gives_the_classs_probability_and_what_red_means():
+    assert cam_caption("Grad-CAM for NORMAL", False, 0.006) == (
+        "Grad-CAM for NORMAL, which the model gives 0.6 % (red = the most evidence for it in this film, however weak)")
+    assert cam_caption("Grad-CAM for PNEUMONIA", False, 0.99996).startswith(
+        "Grad-CAM for PNEUMONIA, which the model gives 99.99")  # never a rounded 100.0 %
+    assert cam_caption("Eigen-CAM, the same for every class", True, 0.5) == (
+        "Eigen-CAM, the same for every class (red = the strongest activation in this film)")
+
+
+def test_an_empty_map_is_said_to_be_empty_not_drawn(trained_model, tmp_path, settings_env, normal_film_path,
+                                                     monkeypatch):
+    private_registry(trained_model, tmp_path, settings_env)
+    monkeypatch.setattr(triage_view, "heat_map", lambda *args: np.zeros((64, 64), np.float32))
+    at = open_page()
+    upload(at, [(normal_film_path.name, normal_film_path.read_bytes())])
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert not any(c.startswith("Grad-CAM for") for c in captions) and any(c.startswith("Film,") for c in captions)
+    assert any("no part of this film raised the model's score for" in i.value and "no map to draw" in i.value
+               for i in at.info), [i.value for i in at.info]
