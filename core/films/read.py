@@ -112,11 +112,11 @@ def _looks_like_dicom(data: bytes) -> bool:
 
 def _read_raster(data: bytes, label: str) -> Film:
     size = check_declared_size(data, label, MAX_PIXELS)
-    with _place_for(size.pixels * size.components if size else 0):
+    with decode_place(size.pixels * size.components if size else 0):
         return _decode_raster(data, label)
 
 
-def _place_for(samples: int) -> contextlib.AbstractContextManager:
+def decode_place(samples: int) -> contextlib.AbstractContextManager:
     """For a decode of ``samples`` declared: nothing to wait for, or one of ``decode_workers`` places."""
     global _large_places
     if samples <= LARGE_DECODE:

@@ -26,6 +26,7 @@ from core.films.film import MAX_FILE_BYTES, Film
 from core.films.folders import FilmSet
 from core.films.read import read_film
 from core.films.roots import film_label
+from core.store.base import NotARegularFile, read_regular_file
 
 # Bump when anything between a film's bytes and ``film_to_tensor``'s output changes (decoding, the reference
 # form, the resize, the rounding): decoded films cached by an older path then miss instead of being reused.
@@ -130,11 +131,16 @@ def check_film_sizes(films: FilmSet) -> None:
 
 
 def film_bytes(path: Path) -> bytes:
-    """A film file's bytes, read once: they are hashed for the cache and decoded from memory."""
+    """A film file's bytes, read once: they are hashed for the cache and decoded from memory. A regular file only,
+    read no further than the limit: the folder was listed long before (FIFOs and devices left out then), and a film
+    swapped since for a FIFO hung the run, for a link to /dev/zero filled memory (found by a review)."""
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
+        data = read_regular_file(path, MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
             raise UnreadableImage(f"{path.name} is over the {MAX_FILE_BYTES // 2**20} MB limit for one film.")
-        return path.read_bytes()
+        return data
+    except NotARegularFile as exc:
+        raise UnreadableImage(f"{path.name} is not a regular file (a pipe, a device or a folder).") from exc
     except FileNotFoundError as exc:  # by name: callers add the film's label, never its server path
         raise UnreadableImage(f"{path.name} does not exist (removed after its folder was read?).") from exc
     except IsADirectoryError as exc:

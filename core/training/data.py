@@ -19,10 +19,11 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from core.errors import DatasetError, TriageError
 from core.films.bounds import RASTER_FORMATS, check_declared_size
-from core.films.film import MAX_PIXELS
+from core.films.film import MAX_FILE_BYTES, MAX_PIXELS
 from core.films.folders import FilmSet
-from core.films.read import check_film_path, read_film
+from core.films.read import check_film_path, decode_place, read_film
 from core.films.roots import film_label
+from core.store.base import open_regular, read_regular_file
 from core.store.records import Fingerprint
 
 # Kermany names carry the patient: personNNN_bacteria_MMM / IM-NNNN-MMMM / NORMAL2-IM-NNNN-MMMM.
@@ -54,14 +55,13 @@ def _kermany_patient(name: str) -> str | None:
 
 def split_words(paths, share: str, source: str) -> str:
     """How a validation ``share`` of ``source`` was split, in words, by how many of its films' names carry a
-    patient (found by a review: the COVID set's names carry none, yet its split was called patient-disjoint)."""
+    patient (a review: the COVID set's names carry none, yet its split was called patient-disjoint)."""
     named = sum(_kermany_patient(p.name) is not None for p in paths)
     if named == len(paths):
         return f"a patient-disjoint {share} of {source}"
-    if not named:
-        return f"a {share} of {source} split film by film (its names carry no patient; copies of a film together)"
     return (f"a {share} of {source}, patient-disjoint for the {named} of {len(paths)} films whose names carry a "
-            "patient, film by film for the rest")
+            "patient, film by film for the rest" if named else
+            f"a {share} of {source} split film by film (its names carry no patient; copies of a film together)")
 
 
 def patient_id(path: Path) -> str:
@@ -115,9 +115,11 @@ def _grey(path: Path) -> Image.Image | None:
     anything Pillow refuses go through the app's reader; None when nothing can read it (training says so)."""
     try:
         check_film_path(path)  # over the size limit: never read whole
-        data = path.read_bytes()
-        check_declared_size(data, path.name, MAX_PIXELS)
-        with Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as image:
+        data = read_regular_file(path, MAX_FILE_BYTES + 1)
+        size = check_declared_size(data, path.name, MAX_PIXELS)
+        # a large film waits for a decoding place, as an upload does (a review: four at once took about 1 GB)
+        with decode_place(size.pixels * size.components if size else 0), \
+                Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as image:
             if image.format == "JPEG":
                 image.draft("L", (2 * THUMB_SIZE, 2 * THUMB_SIZE))
             return image.convert("L")
@@ -172,10 +174,9 @@ def with_patients_of(films: FilmSet, others: FilmSet) -> tuple[FilmSet, FilmSet]
 
 def without_copies_of(kept: FilmSet, held_out: FilmSet) -> tuple[FilmSet, int]:
     """``kept`` less its films that copy a held-out film (another collection's copy of a held-out Kermany film
-    would put that batch in training), and how many went. A named film is held out, or kept, with its patient,
-    so against named held-out films only ``kept``'s films whose names carry no Kermany patient are looked at (a
-    Kermany-named folder is not hashed); a held-out film with no patient in its name is looked for among all of
-    ``kept`` (found by a review: val/PNEUMONIA/01.jpeg copying a named train/ film left that film in training)."""
+    would put that batch in training), and how many went. A named film goes with its patient, so only ``kept``'s
+    unnamed films are compared with named held-out ones (a Kermany-named folder is not hashed); an unnamed held-out
+    film is looked for among all of ``kept`` (a review: val/PNEUMONIA/01.jpeg copying a named train/ film)."""
     if not len(kept) or not len(held_out):
         return kept, 0
     unnamed_held = any(_kermany_patient(p.name) is None for p in held_out.paths)
@@ -265,12 +266,13 @@ def class_weights(films: FilmSet) -> torch.Tensor:
 
 def content_digest(*sets: FilmSet) -> str:
     """SHA-256 of the films' bytes, in order: what a fingerprint (names, sizes) misses, a film replaced by another
-    of the same size. Reads every film (about 0.1 s for 5216 small films from the page cache)."""
+    of the same size (about 0.1 s for 5216 small films from the page cache)."""
     digest = hashlib.sha256()
     for films in sets:
         for path in films.paths:
             try:
-                with open(path, "rb") as film:  # in pieces: memory stays bounded whatever the file's size
+                # in pieces, a regular file only (a FIFO swapped in since the listing hung here; found by a review)
+                with os.fdopen(open_regular(path), "rb") as film:
                     digest.update(os.fstat(film.fileno()).st_size.to_bytes(8, "little"))
                     while piece := film.read(1 << 20):
                         digest.update(piece)
