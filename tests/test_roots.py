@@ -133,6 +133,9 @@ def test_films_linked_from_a_root_to_elsewhere_are_not_read(site, films_dir, tmp
     (outside / "PNEUMONIA" / "own.jpeg").write_bytes(pneumonia[1].read_bytes())
     (outside / "NORMAL").symlink_to(elsewhere)
     assert discover(outside).class_counts() == [len(list(elsewhere.iterdir())), 1]
+    # the roots file broken since (found by a review): the root's links out were then read; they stay unread
+    (tmp_path / "config" / "cxr-triage" / "data-roots.toml").write_text("[roots\n")
+    assert [p.name for p in discover(tree).paths] == ["own.jpeg", "shared.jpeg", "own.jpeg"]
 
 def test_a_folder_gone_from_a_root_is_still_named_by_its_label(site, tmp_path):
     """A job's dataset folder moved away since: its failure names where it was (root/relative), never the

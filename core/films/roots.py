@@ -175,11 +175,12 @@ def inside_roots(folder: Path, films: list[Path]) -> list[Path]:
     when ``folder`` itself lies inside one: a link planted in a data root does not lead the app, or a run on that
     root, to files elsewhere on the server. A folder outside every root (named on the command line by whoever
     runs the server) is read as it is. Each folder is resolved once; a film is resolved only if it is a link."""
+    start = real_path(folder)
     try:
         roots = [r.path for r in data_roots()]
-    except DataRootsUnreadable:  # the app offers no folder then; a run still keeps to the shared films
-        roots = [p for p in [real_path(settings().data)] if p is not None]
-    start = real_path(folder)
+    except DataRootsUnreadable:  # the app offers no folder then; a run keeps to its own folder and the shared films
+        # (it read every link, as outside all roots, so a broken roots file let one lead anywhere: a review)
+        roots = [p for p in [real_path(settings().data), start] if p is not None]
     if start is None or not any(start.is_relative_to(r) for r in roots):
         return films
     inside: dict[Path, bool] = {}
