@@ -160,14 +160,13 @@ def _decode_cache_folder(given: str | None, environ: Mapping[str, str]) -> Path 
     """The folder named, None when switched off, else the user's cache folder (XDG), never the code tree."""
     if given and given.strip().lower() in DECODE_CACHE_OFF:
         return None
-    if given:
-        folder = Path(given).expanduser().resolve()
-        if folder == REPO_ROOT or REPO_ROOT in folder.parents:  # decoded films are patient images
-            raise SettingOutOfRange(f"{ENVIRONMENT['decode_cache']} must name a folder outside the code tree "
-                                    "(decoded films are patient images), or 'off'.")
-        return folder
-    base = _user_folder(environ, "XDG_CACHE_HOME", ".cache")
-    return base / "cxr-triage" / "decoded"
+    folder = (Path(given).expanduser() if given else
+              _user_folder(environ, "XDG_CACHE_HOME", ".cache") / "cxr-triage" / "decoded").resolve()
+    if folder == REPO_ROOT or REPO_ROOT in folder.parents:  # decoded films are patient images (XDG's too: a review)
+        raise SettingOutOfRange(f"{ENVIRONMENT['decode_cache'] if given else 'XDG_CACHE_HOME'} must name a folder "
+                                "outside the code tree (decoded films are patient images), or "
+                                f"{ENVIRONMENT['decode_cache']} be 'off'.")
+    return folder
 
 
 def _data_roots_file(given: str | None, environ: Mapping[str, str]) -> Path:

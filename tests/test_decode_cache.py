@@ -269,6 +269,8 @@ def test_the_default_cache_folder_is_the_users_not_the_code_tree(tmp_path):
         for inside in (REPO, REPO / "decoded", REPO / "checkpoints" / ".." / "cache"):  # patient images, never here
             with pytest.raises(SettingOutOfRange, match="CXR_DECODE_CACHE must name a folder outside the code tree"):
                 config.reload({"CXR_DECODE_CACHE": str(inside)})
+        with pytest.raises(SettingOutOfRange, match="XDG_CACHE_HOME must name a folder outside the code tree"):
+            config.reload({"XDG_CACHE_HOME": str(REPO / "checkpoints")})  # the default's base too (a review)
     finally:
         config.reload()
 
