@@ -380,3 +380,21 @@ def test_a_decoder_package_that_is_not_installed_keys_its_own_namespace_rather_t
     finally:
         tensor._installed.cache_clear()
     assert without.endswith(";pydicom=not installed") and without != with_it
+
+
+def test_a_planted_link_or_a_folder_others_may_write_to_is_not_trusted(tmp_path):
+    """Found by a review: a link planted in the cache (to a folder or an entry of someone else's) was served, and a
+    group-writable folder (whose contents anyone in the group may have planted) was accepted."""
+    cache, elsewhere = (DecodeCache(tmp_path / name, 10**9, "ns") for name in ("cache", "elsewhere"))
+    assert cache.prepare() and elsewhere.prepare()
+    key, pixels = cache.key(b"film", 8), np.arange(64, dtype=np.uint8).reshape(8, 8)
+    elsewhere.put(key, 8, pixels)
+    assert np.array_equal(elsewhere.get(key, 8), pixels)
+    (tmp_path / "cache" / "8px").symlink_to(tmp_path / "elsewhere" / "8px")  # a folder linked elsewhere
+    assert cache.get(key, 8) is None
+    (tmp_path / "cache" / "8px").unlink()
+    cache.path(key, 8).parent.mkdir(parents=True)
+    cache.path(key, 8).symlink_to(elsewhere.path(key, 8))  # an entry linked elsewhere
+    assert cache.get(key, 8) is None
+    os.chmod(tmp_path / "cache", 0o770)
+    assert not DecodeCache(tmp_path / "cache", 10**9, "ns").prepare()

@@ -60,11 +60,12 @@ class DecodeCache:
 
     def prepare(self) -> bool:
         """Create the folder (0700 on every level made here) or narrow our own to 0700; False when it is not
-        ours, or anyone may write into it (a shared folder such as /tmp is no place for patient images)."""
+        ours, or others may write into it (a shared folder such as /tmp is no place for patient images)."""
         try:
             if self.root.exists() or self.root.is_symlink():
                 info = self.root.lstat()
-                if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & stat.S_IWOTH:
+                if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or \
+                        info.st_mode & (stat.S_IWOTH | stat.S_IWGRP):  # a group's too: what it holds may be planted
                     return False
             _private_folder(self.root)
         except OSError:
@@ -94,8 +95,13 @@ class DecodeCache:
     def _read(self, path: Path, key: str, magic: bytes, size: int, nbytes: int) -> bytearray | None:
         """The ``nbytes`` payload of the entry at ``path`` if its header (magic, size field, key) and CRC check
         out; None when missing, and a damaged entry is deleted. A hit counts as a use (pruning order)."""
-        try:
-            with open(path, "rb") as entry:
+        try:  # our own folders and file, no link (found by a review: a planted link's entry was served)
+            if not (_own_folder(path.parent) and _own_folder(path.parent.parent)):
+                return None
+            with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as entry:
+                info = os.fstat(entry.fileno())
+                if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                    return None
                 blob = entry.read(_HEADER.size + nbytes + 1)
         except OSError:
             return None
@@ -196,6 +202,12 @@ def _private_folder(folder: Path) -> None:
     leaf = missing[0] if missing else folder
     if stat.S_IMODE(leaf.stat().st_mode) & 0o077:
         os.chmod(leaf, 0o700)
+
+
+def _own_folder(path: Path) -> bool:
+    """A real folder (not a link) of ours."""
+    info = path.lstat()
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
 
 
 def _remove(path: Path) -> None:
