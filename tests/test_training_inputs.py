@@ -38,3 +38,29 @@ def test_near_duplicate_thumbnails_wait_for_a_decoding_place(normal_film_path, m
 
     with Image.open(normal_film_path) as image:
         assert asked == [image.width * image.height * len(image.getbands())]
+
+
+def test_a_film_swapped_for_a_link_out_of_the_data_roots_after_listing_is_not_read(tmp_path, settings_env, data_dir,
+                                                                                   normal_film_path):
+    root, outside = tmp_path / "site-films", tmp_path / "secret"
+    (root / "ds" / "NORMAL").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "x.jpeg").write_bytes(normal_film_path.read_bytes())
+    config = tmp_path / "config" / "cxr-triage"
+    config.mkdir(parents=True)
+    (config / "data-roots.toml").write_text(f'[roots]\nsite = "{root}"\n')
+    settings_env(XDG_CONFIG_HOME=str(tmp_path / "config"), CXR_DATA=str(data_dir))
+    film = root / "ds" / "NORMAL" / "a.jpeg"
+    film.write_bytes(normal_film_path.read_bytes())
+    assert film_bytes(film) == normal_film_path.read_bytes()  # listed and read as a plain file
+    film.unlink()
+    film.symlink_to(normal_film_path)  # into the shared root: read
+    assert film_bytes(film) == normal_film_path.read_bytes()
+    film.unlink()
+    film.symlink_to(outside / "x.jpeg")  # out of every root, swapped in after the listing: refused
+    with pytest.raises(UnreadableImage, match="a.jpeg is a link leading outside the data roots"):
+        film_bytes(film)
+    operator = tmp_path / "operator" / "a.jpeg"  # a folder outside every root (the command line) reads its links
+    operator.parent.mkdir()
+    operator.symlink_to(outside / "x.jpeg")
+    assert film_bytes(operator) == normal_film_path.read_bytes()

@@ -200,6 +200,19 @@ def inside_roots(folder: Path, films: list[Path]) -> list[Path]:
     return kept
 
 
+def leads_out(named: Path, real: Path) -> bool:
+    """Whether a file opened as ``named`` really is (``real``, read from the open descriptor) outside every data root
+    while ``named``'s folder lies inside one: a film swapped for a link out after its folder was listed
+    (:func:`inside_roots` drops such links only at listing; found by a review)."""
+    folder = real_path(named.parent)
+    try:
+        roots = [r.path for r in data_roots()]
+    except DataRootsUnreadable:  # as inside_roots: its own folder and the shared films
+        roots = [p for p in [real_path(settings().data), folder] if p is not None]
+    return folder is not None and any(folder.is_relative_to(r) for r in roots) and \
+        not any(real.is_relative_to(r) for r in roots)
+
+
 def real_path(path: str | Path) -> Path | None:
     """Where ``path`` really is (links followed), or None when it does not exist."""
     try:

@@ -10,6 +10,7 @@ values, so a film reaches the model with identical pixels wherever it comes from
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
@@ -25,8 +26,8 @@ from core.films.decode_cache import DecodeCache
 from core.films.film import MAX_FILE_BYTES, Film
 from core.films.folders import FilmSet
 from core.films.read import read_film
-from core.films.roots import film_label
-from core.store.base import NotARegularFile, read_regular_file
+from core.films.roots import film_label, leads_out
+from core.store.base import NotARegularFile, open_regular
 
 # Bump when anything between a film's bytes and ``film_to_tensor``'s output changes (decoding, the reference
 # form, the resize, the rounding): decoded films cached by an older path then miss instead of being reused.
@@ -133,9 +134,13 @@ def check_film_sizes(films: FilmSet) -> None:
 def film_bytes(path: Path) -> bytes:
     """A film file's bytes, read once: they are hashed for the cache and decoded from memory. A regular file only,
     read no further than the limit: the folder was listed long before (FIFOs and devices left out then), and a film
-    swapped since for a FIFO hung the run, for a link to /dev/zero filled memory (found by a review)."""
+    swapped since for a FIFO hung the run, for a link to /dev/zero filled memory, for a link out of the data roots was
+    read (found by a review)."""
     try:
-        data = read_regular_file(path, MAX_FILE_BYTES + 1)
+        with os.fdopen(open_regular(path), "rb") as handle:
+            if leads_out(path, _opened(handle.fileno(), path)):
+                raise UnreadableImage(f"{path.name} is a link leading outside the data roots, which is never read.")
+            data = handle.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise UnreadableImage(f"{path.name} is over the {MAX_FILE_BYTES // 2**20} MB limit for one film.")
         return data
@@ -147,3 +152,11 @@ def film_bytes(path: Path) -> bytes:
         raise UnreadableImage(f"{path.name} is not a file.") from exc
     except OSError as exc:
         raise UnreadableImage(f"Cannot read {path.name} ({exc.strerror or type(exc).__name__}).") from exc
+
+
+def _opened(fd: int, path: Path) -> Path:
+    """Where the file open as ``fd`` really is: from /proc on Linux, else ``path`` resolved (a moment earlier)."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return path.resolve()
