@@ -223,6 +223,19 @@ def test_unreadable_files_are_refused_with_a_reason(name, tmp_path, plain_film):
         read_film(path.read_bytes(), name=name)
 
 
+def test_a_film_on_a_mid_grey_canvas_is_not_taken_for_a_cut_short_jpeg(plain_film):
+    """The cut-short test (flat mid-grey at the end) refused a real film pasted on a canvas of grey 128 (a review)."""
+    import io
+
+    for size, at in (((plain_film.width + 64, plain_film.height + 64), (32, 32)),  # margins all round
+                     ((plain_film.width, plain_film.height + 40), (0, 0))):  # padding below only
+        canvas = Image.new("L", size, 128)
+        canvas.paste(plain_film.convert("L"), at)
+        buffer = io.BytesIO()
+        canvas.save(buffer, "JPEG", quality=95)
+        assert read_film(buffer.getvalue(), name="canvas.jpg").pixels.shape == (size[1], size[0])
+
+
 def test_missing_path_and_folder_are_refused(tmp_path):
     with pytest.raises(UnreadableImage, match="does not exist"):
         read_film(tmp_path / "nowhere.png")
