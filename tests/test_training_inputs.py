@@ -10,6 +10,7 @@ import pytest
 
 from core.errors import DatasetError, UnreadableImage
 from core.films.folders import FilmSet
+from core.films.read import read_film
 from core.films.tensor import film_bytes
 from core.training import data
 
@@ -60,6 +61,13 @@ def test_a_film_swapped_for_a_link_out_of_the_data_roots_after_listing_is_not_re
     film.symlink_to(outside / "x.jpeg")  # out of every root, swapped in after the listing: refused
     with pytest.raises(UnreadableImage, match="a.jpeg is a link leading outside the data roots"):
         film_bytes(film)
+    with pytest.raises(UnreadableImage, match="a.jpeg is a link leading outside the data roots"):
+        read_film(film)  # the folder evaluation's reader (a review of the day's diff: only film_bytes checked)
+    assert data._grey(film) is None  # the near-duplicate thumbnail
+    with pytest.raises(DatasetError, match="a.jpeg is a link leading outside the data roots"):
+        data.content_digest(FilmSet((film,), [0], ("NORMAL",)))
+    (config / "data-roots.toml").write_text("[roots\n")  # unreadable: the listing decided, by the run's folder
+    assert film_bytes(film) == normal_film_path.read_bytes()
     operator = tmp_path / "operator" / "a.jpeg"  # a folder outside every root (the command line) reads its links
     operator.parent.mkdir()
     operator.symlink_to(outside / "x.jpeg")

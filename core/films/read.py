@@ -24,6 +24,7 @@ from core.films.bounds import RASTER_FORMATS, check_declared_size, is_codestream
 from core.films.decoding_cost import check_exif
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
+from core.films.roots import open_inside_roots
 
 _DICOM_MAGIC_OFFSET = 128
 LARGE_DECODE = 16_000_000  # declared pixels x components: a 4000 x 4000 grey film decodes without waiting
@@ -96,7 +97,8 @@ def _read_path(path: Path, label: str) -> bytes:
     """The file's bytes, after :func:`check_film_path`."""
     check_film_path(path, label)
     try:
-        return path.read_bytes()
+        with open_inside_roots(path, label) as handle:  # a regular file, and no link out swapped in meanwhile
+            return handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise _cannot_read(label, exc) from exc
 

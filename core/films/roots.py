@@ -20,9 +20,11 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from core.config import settings
-from core.errors import DataRootsUnreadable, FolderNotAllowed
+from core.errors import DataRootsUnreadable, FolderNotAllowed, UnreadableImage
+from core.store.base import open_regular
 
 SHARED_ROOT = "shared-data"  # the name of settings().data, the real films beside the checkout
 ROOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -200,17 +202,58 @@ def inside_roots(folder: Path, films: list[Path]) -> list[Path]:
     return kept
 
 
-def leads_out(named: Path, real: Path) -> bool:
-    """Whether a file opened as ``named`` really is (``real``, read from the open descriptor) outside every data root
-    while ``named``'s folder lies inside one: a film swapped for a link out after its folder was listed
-    (:func:`inside_roots` drops such links only at listing; found by a review)."""
-    folder = real_path(named.parent)
+def open_inside_roots(path: Path, label: str | None = None) -> BinaryIO:
+    """``path`` opened for reading: a regular file (NotARegularFile, an OSError, for a FIFO or a device), and not
+    a link leading out of the data roots when its folder lies inside one (UnreadableImage). Films are read long
+    after their folder was listed (:func:`inside_roots` drops links out only then): one swapped since for a link
+    out was read (found by a review). The real place is that of the open descriptor (/proc), not of the name."""
+    handle = os.fdopen(open_regular(path), "rb")
     try:
-        roots = [r.path for r in data_roots()]
-    except DataRootsUnreadable:  # as inside_roots: its own folder and the shared films
-        roots = [p for p in [real_path(settings().data), folder] if p is not None]
-    return folder is not None and any(folder.is_relative_to(r) for r in roots) and \
+        if leads_out(path, _opened(handle.fileno(), path)):
+            raise UnreadableImage(f"{label or path.name} is a link leading outside the data roots, which is never "
+                                  "read.")
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def leads_out(named: Path, real: Path) -> bool:
+    """Whether a file opened as ``named`` really is (``real``) outside every data root while ``named``'s folder
+    lies inside one; never when the roots cannot be read (the listing decided then, by its own folder)."""
+    roots = _current_roots()
+    folder = real_path(named.parent)
+    return roots is not None and folder is not None and any(folder.is_relative_to(r) for r in roots) and \
         not any(real.is_relative_to(r) for r in roots)
+
+
+_recent_roots: tuple[tuple, list[Path] | None] | None = None
+
+
+def _current_roots() -> list[Path] | None:
+    """The data roots' real places, listed again only when the settings or the roots file change (a run reads
+    thousands of films; listing them each time logged a missing root once a film); None when unreadable."""
+    global _recent_roots
+    current = settings()
+    try:
+        stat = current.data_roots_file.stat() if current.data_roots_file is not None else None
+        stamp = (id(current), stat.st_mtime_ns, stat.st_size) if stat else (id(current),)
+    except OSError:
+        stamp = (id(current),)
+    if _recent_roots is None or _recent_roots[0] != stamp:
+        try:
+            _recent_roots = (stamp, [r.path for r in data_roots()])
+        except DataRootsUnreadable:
+            _recent_roots = (stamp, None)
+    return _recent_roots[1]
+
+
+def _opened(fd: int, path: Path) -> Path:
+    """Where the file open as ``fd`` really is: from /proc on Linux, else ``path`` resolved (a moment earlier)."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return path.resolve()
 
 
 def real_path(path: str | Path) -> Path | None:

@@ -10,7 +10,6 @@ values, so a film reaches the model with identical pixels wherever it comes from
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
@@ -26,8 +25,8 @@ from core.films.decode_cache import DecodeCache
 from core.films.film import MAX_FILE_BYTES, Film
 from core.films.folders import FilmSet
 from core.films.read import read_film
-from core.films.roots import film_label, leads_out
-from core.store.base import NotARegularFile, open_regular
+from core.films.roots import film_label, open_inside_roots
+from core.store.base import NotARegularFile
 
 # Bump when anything between a film's bytes and ``film_to_tensor``'s output changes (decoding, the reference
 # form, the resize, the rounding): decoded films cached by an older path then miss instead of being reused.
@@ -137,9 +136,7 @@ def film_bytes(path: Path) -> bytes:
     swapped since for a FIFO hung the run, for a link to /dev/zero filled memory, for a link out of the data roots was
     read (found by a review)."""
     try:
-        with os.fdopen(open_regular(path), "rb") as handle:
-            if leads_out(path, _opened(handle.fileno(), path)):
-                raise UnreadableImage(f"{path.name} is a link leading outside the data roots, which is never read.")
+        with open_inside_roots(path) as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise UnreadableImage(f"{path.name} is over the {MAX_FILE_BYTES // 2**20} MB limit for one film.")
@@ -153,10 +150,3 @@ def film_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise UnreadableImage(f"Cannot read {path.name} ({exc.strerror or type(exc).__name__}).") from exc
 
-
-def _opened(fd: int, path: Path) -> Path:
-    """Where the file open as ``fd`` really is: from /proc on Linux, else ``path`` resolved (a moment earlier)."""
-    try:
-        return Path(os.readlink(f"/proc/self/fd/{fd}"))
-    except OSError:
-        return path.resolve()

@@ -1,5 +1,4 @@
-"""Training data: patient-disjoint stratified split (near-duplicates kept together), class weights, and the
-fingerprint of the films seen."""
+"""Training data: patient-disjoint split (near-duplicates together), class weights, the fingerprint of the films."""
 from __future__ import annotations
 
 import hashlib
@@ -17,13 +16,13 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
-from core.errors import DatasetError, TriageError
+from core.errors import DatasetError, TriageError, UnreadableImage
 from core.films.bounds import RASTER_FORMATS, check_declared_size
-from core.films.film import MAX_FILE_BYTES, MAX_PIXELS
+from core.films.film import MAX_PIXELS
 from core.films.folders import FilmSet
-from core.films.read import check_film_path, decode_place, read_film
-from core.films.roots import film_label
-from core.store.base import open_regular, read_regular_file
+from core.films.read import decode_place, read_film
+from core.films.roots import film_label, open_inside_roots
+from core.films.tensor import film_bytes
 from core.store.records import Fingerprint
 
 # Kermany names carry the patient: personNNN_bacteria_MMM / IM-NNNN-MMMM / NORMAL2-IM-NNNN-MMMM.
@@ -114,8 +113,7 @@ def _grey(path: Path) -> Image.Image | None:
     """The film as 8-bit grey, small: JPEGs decode at a fraction of their size (``draft``); DICOM and
     anything Pillow refuses go through the app's reader; None when nothing can read it (training says so)."""
     try:
-        check_film_path(path)  # over the size limit: never read whole
-        data = read_regular_file(path, MAX_FILE_BYTES + 1)
+        data = film_bytes(path)  # a regular file, no link out, never over the size limit (UnreadableImage)
         size = check_declared_size(data, path.name, MAX_PIXELS)
         # a large film waits for a decoding place, as an upload does (a review: four at once took about 1 GB)
         with decode_place(size.pixels * size.components if size else 0), \
@@ -266,16 +264,18 @@ def class_weights(films: FilmSet) -> torch.Tensor:
 
 def content_digest(*sets: FilmSet) -> str:
     """SHA-256 of the films' bytes, in order: what a fingerprint (names, sizes) misses, a film replaced by another
-    of the same size (about 0.1 s for 5216 small films from the page cache)."""
+    of the same size (about 0.1 s for 5216 small films from the page cache). Read in pieces, each a regular file
+    and no link out of the roots (a FIFO swapped in since the listing hung here: found by a review)."""
     digest = hashlib.sha256()
     for films in sets:
         for path in films.paths:
             try:
-                # in pieces, a regular file only (a FIFO swapped in since the listing hung here; found by a review)
-                with os.fdopen(open_regular(path), "rb") as film:
+                with open_inside_roots(path) as film:
                     digest.update(os.fstat(film.fileno()).st_size.to_bytes(8, "little"))
                     while piece := film.read(1 << 20):
                         digest.update(piece)
+            except UnreadableImage as exc:  # a link out of the roots
+                raise DatasetError(f"Cannot use {film_label(path)}: {exc}") from None
             except OSError as exc:  # unreadable to the server's account, or removed since its folder was read
                 raise DatasetError(f"Cannot use {film_label(path)}: {path.name} cannot be read "
                                    f"({exc.strerror or type(exc).__name__}). Take it out of the folder or make it "
