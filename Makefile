@@ -14,8 +14,10 @@ PORT ?= 8501
 # A .venv whose Python is missing, older than 3.11 or without pip (python3-venv was missing when it was made) is made
 # again: `test -x` alone kept a broken one for good. Its stamp goes first when that Python no longer runs (its
 # interpreter removed, say), or the recipe below would never be reached (found by a review).
+ifeq (,$(findstring n,$(firstword -$(MAKEFLAGS))))  # not in a dry run (make -n), which must change nothing
 ifneq ($(shell $(PY) -c 'import pip' >/dev/null 2>&1 && echo ok),ok)
 $(shell rm -f $(STAMP))
+endif
 endif
 $(STAMP): requirements.txt
 	@$(PY) -c 'import sys, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \

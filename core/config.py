@@ -287,7 +287,7 @@ def _administration(given, environ: Mapping[str, str]) -> dict:
         if not task.strip() or not minimum.strip().isdigit():
             raise SettingOutOfRange(f"{ENVIRONMENT['promotion_min_films_by_task']} must list task=number pairs "
                                     f"separated by commas (e.g. tuberculosis=30); {item!r} was given.")
-        by_task[task.strip()] = int(PROMOTION_MIN_FILMS.check(int(minimum)))
+        by_task[task.strip()] = int(PROMOTION_MIN_FILMS.check(int(minimum), ENVIRONMENT["promotion_min_films_by_task"]))
     base = _user_folder(environ, "XDG_DATA_HOME", ".local/share")
     audit_log = Path(given("audit_log") or base / "cxr-triage" / "audit.jsonl").expanduser().resolve()
     if audit_log.parent == REPO_ROOT or REPO_ROOT in audit_log.parents:

@@ -209,7 +209,9 @@ def test_a_dashboard_started_with_a_setting_out_of_range_says_which_and_stops_wi
     """`make run` with, say, CXR_UPLOADS_MAX_MB=-5 printed a 20-line traceback naming no variable."""
     for variable, value, words in [("CXR_UPLOADS_MAX_MB", "-5", "CXR_UPLOADS_MAX_MB: The uploads held for all "
                                     "sessions must be between 1 and 1000000 MB; -5 was asked for."),
-                                   ("CXR_DECODE_SECONDS", "abc", "CXR_DECODE_SECONDS must be a number of seconds")]:
+                                   ("CXR_DECODE_SECONDS", "abc", "CXR_DECODE_SECONDS must be a number of seconds"),
+                                   ("CXR_PROMOTION_MIN_FILMS_BY_TASK", "covid=0",
+                                    "CXR_PROMOTION_MIN_FILMS_BY_TASK: The promotion floor")]:
         started = subprocess.run([sys.executable, "-m", "dashboard.serve", "--server.port", "1"], cwd=REPO,
                                  env={**os.environ, variable: value}, capture_output=True, text=True, timeout=60)
         assert started.returncode == 1 and "Traceback" not in started.stderr, started.stderr

@@ -49,8 +49,8 @@ def _eight_bit_lut(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool
     entries, first = int(lut.LUTDescriptor[0]) or 65536, int(lut.LUTDescriptor[1])
     data = lut.LUTData
     if isinstance(data, (bytes, bytearray)):
-        table = np.frombuffer(data, np.uint8 if len(data) <= entries else ("<u2" if little_endian is not False
-                                                                             else ">u2"))
+        packed = len(data) < 2 * entries  # two to a word (an odd count padded by a byte), else one to a word
+        table = np.frombuffer(data, np.uint8 if packed else ("<u2" if little_endian is not False else ">u2"))
     else:
         table = np.atleast_1d(np.asarray(data))
     table = table[:entries].astype(np.float32)
