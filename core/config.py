@@ -281,13 +281,13 @@ def _administration(given, environ: Mapping[str, str]) -> dict:
     def number(field: str, limit: Limit, default: float, whole: bool = False) -> float:
         return _number(field, given(field), limit, default, whole)
 
-    by_task = dict(MIN_FILMS_BY_TASK)
+    variable, by_task = ENVIRONMENT['promotion_min_films_by_task'], dict(MIN_FILMS_BY_TASK)
     for item in filter(None, (part.strip() for part in (given("promotion_min_films_by_task") or "").split(","))):
         task, _, minimum = item.rpartition("=")
         if not task.strip() or not minimum.strip().isdigit():
-            raise SettingOutOfRange(f"{ENVIRONMENT['promotion_min_films_by_task']} must list task=number pairs "
-                                    f"separated by commas (e.g. tuberculosis=30); {item!r} was given.")
-        by_task[task.strip()] = int(PROMOTION_MIN_FILMS.check(int(minimum), ENVIRONMENT["promotion_min_films_by_task"]))
+            raise SettingOutOfRange(f"{variable} must list task=number pairs separated by commas (e.g. "
+                                    f"tuberculosis=30); {item!r} was given.")
+        by_task[task.strip()] = int(PROMOTION_MIN_FILMS.check(int(minimum), variable))
     base = _user_folder(environ, "XDG_DATA_HOME", ".local/share")
     audit_log = Path(given("audit_log") or base / "cxr-triage" / "audit.jsonl").expanduser().resolve()
     if audit_log.parent == REPO_ROOT or REPO_ROOT in audit_log.parents:
