@@ -24,6 +24,14 @@ def restore(key: str, default: Any, allowed: Collection | None = None) -> str:
     return key
 
 
+def last_value(key: str, default: Any, allowed: Collection | None = None) -> Any:
+    """The session's last value of ``key`` (``default`` the first time, or when it is no longer ``allowed``), for
+    a widget that takes it as its own default: ``st.pagination`` always has one, and a value also set through the
+    Session State API (:func:`restore`) logged Streamlit's warning with a stack at every return to the page."""
+    value = st.session_state.setdefault(KEPT, {}).get(key, default)
+    return value if allowed is None or value in allowed else default
+
+
 def keep(key: str, value: Any) -> Any:
     """Record ``value`` as the widget's last one; returns it."""
     kept = st.session_state.setdefault(KEPT, {})

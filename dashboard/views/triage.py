@@ -41,7 +41,7 @@ if models:
     warm_up(models_of(models, remembered_task(models))[0])  # the session's task's default
 
 from dashboard.components.model_card import model_card  # noqa: E402
-from dashboard.components.kept_settings import keep, restore  # noqa: E402
+from dashboard.components.kept_settings import keep, last_value, restore  # noqa: E402
 from dashboard.components.triage_view import CAM_TITLES, METHODS, await_model, film_card, pick_model  # noqa: E402
 from dashboard.components.worklist import (  # noqa: E402
     status_of,
@@ -130,7 +130,8 @@ with foreground.working() if uploads or kept else nullcontext():
         help="0 shows the film alone, 1 the heat map alone."))
     films = sorted(zip(results, uploads), key=lambda pair: worklist_key(pair[0]))
     pages = -(-len(films) // FILMS_PER_PAGE)
-    page = keep(PAGE_KEY, st.pagination(pages, key=restore(PAGE_KEY, 1, range(1, pages + 1)))) if pages > 1 else 1
+    page = keep(PAGE_KEY, st.pagination(pages, default=last_value(PAGE_KEY, 1, range(1, pages + 1)),
+                                         key=PAGE_KEY)) if pages > 1 else 1
     first = (page - 1) * FILMS_PER_PAGE
     explanations = [film_card(result, upload, predictor, method, opacity, slot)
                     for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first)]
