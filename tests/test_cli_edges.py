@@ -82,7 +82,7 @@ def test_a_film_gone_or_unreadable_is_named_by_its_name_not_its_server_path(tmp_
         film_bytes(gone)
     (tmp_path / "NORMAL").mkdir()
     (tmp_path / "NORMAL" / "folder.png").mkdir()
-    with pytest.raises(UnreadableImage, match="^folder.png is not a file.$"):
+    with pytest.raises(UnreadableImage, match=r"^folder.png is not a regular file \(a pipe, a device or a folder\).$"):
         film_bytes(tmp_path / "NORMAL" / "folder.png")
     # training reads every film's bytes for its run identity: a film removed since the folder was listed
     with pytest.raises(DatasetError, match=r"vanished.jpeg cannot be read \(No such file or directory\)") as digest:
