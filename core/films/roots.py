@@ -178,7 +178,7 @@ def inside_roots(folder: Path, films: list[Path]) -> list[Path]:
     root, to files elsewhere on the server. A folder outside every root (named on the command line by whoever
     runs the server) is read as it is. Each folder is resolved once; a film is resolved only if it is a link."""
     start = real_path(folder)
-    try:
+    try:  # listed afresh (once a listing): a root made since the last listing counts at once
         roots = [r.path for r in data_roots()]
     except DataRootsUnreadable:  # the app offers no folder then; a run keeps to its own folder and the shared films
         # (it read every link, as outside all roots, so a broken roots file let one lead anywhere: a review)
@@ -231,15 +231,16 @@ _recent_roots: tuple[tuple, list[Path] | None] | None = None
 
 
 def _current_roots() -> list[Path] | None:
-    """The data roots' real places, listed again only when the settings or the roots file change (a run reads
-    thousands of films; listing them each time logged a missing root once a film); None when unreadable."""
+    """The data roots' real places for :func:`leads_out`, listed again only when the settings or the roots file
+    change (a run reads thousands of films; listing them each time logged a missing root once a film); None when
+    unreadable. A root folder made since is not seen until then: leads_out then lets its films' links be."""
     global _recent_roots
     current = settings()
     try:
         stat = current.data_roots_file.stat() if current.data_roots_file is not None else None
-        stamp = (id(current), stat.st_mtime_ns, stat.st_size) if stat else (id(current),)
+        stamp = (current, stat.st_mtime_ns, stat.st_size) if stat else (current,)
     except OSError:
-        stamp = (id(current),)
+        stamp = (current,)
     if _recent_roots is None or _recent_roots[0] != stamp:
         try:
             _recent_roots = (stamp, [r.path for r in data_roots()])
