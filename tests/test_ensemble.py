@@ -131,13 +131,25 @@ def test_grad_cam_is_the_mean_of_the_members_maps(loaded, pneumonia_film_path):
     assert ours.can_explain
     maps = [Predictor(m).explain(film, "PNEUMONIA").heat_map for m in parts]
     assert [m.shape for m in maps] == [(64, 64), (48, 48)]
+    shares = [Predictor(m).predict(film).probabilities["PNEUMONIA"] for m in parts]
     explanation = ours.explain(film, "PNEUMONIA")
     assert explanation.heat_map.shape == (224, 224) and explanation.heat_map.max() > 0.0
-    np.testing.assert_allclose(explanation.heat_map, mean_heat_map(maps, 224), atol=1e-6)
+    # each member's map counts by its share of the ensemble's probability, its own probability for the class
+    np.testing.assert_allclose(explanation.heat_map, mean_heat_map(maps, 224, shares), atol=1e-5)
+    assert shares[0] != shares[1] and not np.allclose(explanation.heat_map, mean_heat_map(maps, 224), atol=1e-4)
     assert not np.allclose(explanation.heat_map, mean_heat_map(maps[:1], 224), atol=1e-3)  # both members count
     assert explanation.overlay.shape == (*film.pixels.shape, 3)
     for member in ours.loaded.model.members:  # every hook released
         assert not any(m._forward_hooks or m._backward_hooks for m in member.modules())
+
+
+def test_a_member_weighs_by_its_probability_and_no_weight_at_all_falls_back_to_equal():
+    left, right = np.zeros((4, 4), np.float32), np.zeros((2, 2), np.float32)
+    left[0, 0], right[:] = 1.0, 0.5
+    mostly_left = mean_heat_map([left, right], 4, [0.99, 0.01])
+    assert mostly_left[0, 0] == pytest.approx(0.99 + 0.005) and mostly_left[3, 3] == pytest.approx(0.005)
+    np.testing.assert_allclose(mean_heat_map([left, right], 4, [0.0, 0.0]), mean_heat_map([left, right], 4))
+    assert mean_heat_map([left, right], 4)[3, 3] == pytest.approx(0.25)
 
 
 def test_the_predictor_serves_an_ensemble_like_any_model(loaded, normal_film_path):

@@ -28,7 +28,7 @@ from core.models.device import place_model, resolve_device
 from core.models.ensemble import explained_layers
 from core.models.inference import probabilities
 from core.serving.chest_check import ChestFilmCheck
-from core.serving.explain import heat_map, mean_heat_map, overlay
+from core.serving.explain import CLASS_FREE_METHODS, class_evidence, mean_heat_map, overlay
 from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
 from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel, load_checkpoint
@@ -173,7 +173,7 @@ class Predictor:
 
     def explain(self, film: Film, class_name: str, method: str = "gradcam", opacity: float = 0.4) -> Explanation:
         """Grad-CAM for ``class_name``; for an ensemble, each member's map (its own layer, at its own input size)
-        resized to the ensemble's input size and averaged."""
+        resized to the ensemble's input size and averaged, weighted by the member's probability for the class."""
         if not self._explained:
             what = "a member of this ensemble" if self.loaded.record.members else self.loaded.record.arch
             raise ValueError(f"{what} has no convolutional layer to explain with Grad-CAM")
@@ -183,6 +183,9 @@ class Predictor:
         self.explanations += 1
         inputs = [self._model_input(film, size) for _, _, size in self._explained]
         with self.lock.turn(EXPLANATION):
-            maps = [heat_map(network, layer, batch, index, method)
-                    for (network, layer, _), batch in zip(self._explained, inputs)]
-        return Explanation(class_name, method, mean_heat_map(maps, self.loaded.image_size), film.pixels, opacity)
+            found = [class_evidence(network, layer, batch, index, method)
+                     for (network, layer, _), batch in zip(self._explained, inputs)]
+        maps, shares = [heat for heat, _ in found], [probability for _, probability in found]
+        weights = None if method in CLASS_FREE_METHODS else shares  # a class-free map is no member's evidence
+        return Explanation(class_name, method, mean_heat_map(maps, self.loaded.image_size, weights), film.pixels,
+                           opacity)
