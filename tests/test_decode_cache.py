@@ -76,8 +76,8 @@ def reference(films, size=SIZE) -> torch.Tensor:
     return torch.stack([film_to_tensor(read_film(path), size) for path in films.paths])
 
 
-def entries(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file())
+def entries(folder: Path) -> list[Path]:  # beside the entries only the note of the cap last pruned to
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "pruned-to")
 
 
 def test_the_second_load_comes_from_the_cache_bit_for_bit(films, cache_dir, decodes):
@@ -193,8 +193,8 @@ def test_the_cap_prunes_least_recently_used_entries_first(films, tmp_path):
         cache.put(key, SIZE, film)
         os.utime(cache.path(key, SIZE), (now - age, now - age))
     assert np.array_equal(cache.get(keys[0], SIZE), pixels[0])  # the oldest entry is used: now the newest
-    cache.put(keys[3], SIZE, pixels[3])
-    assert cache.prune() == entry and cache.size() == 3 * entry
+    cache.put(keys[3], SIZE, pixels[3])  # a writer prunes as it goes
+    assert cache.size() == 3 * entry and cache.prune() == 0
     assert cache.get(keys[1], SIZE) is None  # the least recently used one went
     for kept in (0, 2, 3):
         assert np.array_equal(cache.get(keys[kept], SIZE), pixels[kept])
@@ -206,9 +206,9 @@ def test_load_tensors_keeps_the_cache_within_its_configured_cap(films, tmp_path,
     settings_env(CXR_DECODE_CACHE=str(tmp_path / "capped"), CXR_DECODE_CACHE_MAX_BYTES=str(4 * entry))
     assert torch.equal(load_tensors(films, SIZE), reference(films))
     assert len(entries(tmp_path / "capped")) == 4
-    decodes.clear()
+    decodes.clear()  # six films through four places, pruned as they are written: what this run reads next may go
     assert torch.equal(load_tensors(films, SIZE), reference(films))
-    assert len(decodes) == 2 and len(entries(tmp_path / "capped")) == 4
+    assert 2 <= len(decodes) <= 6 and len(entries(tmp_path / "capped")) == 4
 
 
 def test_the_cache_is_private_and_names_no_film(films, cache_dir):
@@ -221,7 +221,7 @@ def test_the_cache_is_private_and_names_no_film(films, cache_dir):
     folders = [cache_dir, *(p for p in cache_dir.rglob("*") if p.is_dir())]
     assert len(folders) == 1 + 1 + len({p.parent for p in entries(cache_dir)})  # root, 64px, shards
     assert {stat.S_IMODE(p.stat().st_mode) for p in folders} == {0o700}
-    assert {stat.S_IMODE(p.stat().st_mode) for p in entries(cache_dir)} == {0o600}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in cache_dir.rglob("*") if p.is_file()} == {0o600}
     assert all(ENTRY.fullmatch(p.name) for p in entries(cache_dir))
     names = {p.stem for p in films.paths}
     stored = b"".join(p.read_bytes() for p in entries(cache_dir))

@@ -12,8 +12,9 @@ It holds patient images, so it is treated like them: its folder is private to th
 says where, or that it is off). Entries are raw uint8 pixels behind a small header carrying the key, the size
 and a CRC of the pixels, never pickles; anything that does not check out is a miss and is deleted. Writers
 write a private temporary file and ``os.replace`` it into place, so any number of processes can fill the same
-entries and a reader sees a whole entry or none. The cache is capped and pruned least recently used first,
-by modification times it sets itself on every hit (access times are often not kept by the filesystem).
+entries and a reader sees a whole entry or none. The cache is capped and pruned least recently used first (as
+writers fill it, and at once when its cap was lowered), by modification times it sets itself on every hit
+(access times are often not kept by the filesystem).
 Any failure of the cache itself (full disk, unwritable folder, a configured folder that is not ours or that
 anyone may write into) costs only speed: the film is decoded.
 """
@@ -38,6 +39,8 @@ _HEADER = struct.Struct("<8sII32s")  # magic, image size, CRC-32 of the pixels, 
 _SUFFIX = ".u8"
 _TEMP_SUFFIX = ".tmp"
 _STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to a writer that died
+_CAP_FILE = "pruned-to"  # the cap the folder was last pruned to: a lower one set since is pruned to at once
+_PRUNE_EVERY = 10  # a writer prunes each time it has written a tenth of the cap
 
 
 class DecodeCache:
@@ -48,6 +51,8 @@ class DecodeCache:
         self.max_bytes = int(max_bytes)
         self.namespace = namespace.encode()
         self.wrote = False  # set once anything was written: only then is pruning worth a scan
+        self._unpruned = 0  # bytes this object wrote since it last pruned
+        self._pruning = threading.Lock()
 
     @classmethod
     def from_settings(cls, namespace: str) -> "DecodeCache | None":
@@ -56,7 +61,11 @@ class DecodeCache:
         if current.decode_cache is None:
             return None
         cache = cls(current.decode_cache, current.decode_cache_max_bytes, namespace)
-        return cache if cache.prepare() else None
+        if not cache.prepare():
+            return None
+        if cache.max_bytes < cache._last_cap():  # a run whose films are all cached writes nothing and so never
+            cache.prune()  # prunes: a cap lowered since would never be met (a review)
+        return cache
 
     def prepare(self) -> bool:
         """Create the folder (0700 on every level made here) or narrow our own to 0700; False when it is not
@@ -127,6 +136,13 @@ class DecodeCache:
             _remove(temp)
             return
         self.wrote = True
+        with self._pruning:  # pruned as it fills, not only at a run's end: a large run once wrote far past the cap
+            self._unpruned += len(blob)
+            due = self._unpruned * _PRUNE_EVERY >= self.max_bytes
+            if due:
+                self._unpruned = 0
+        if due:
+            self.prune()
 
     def array_path(self, key: str, folder: str) -> Path:
         return self.root / folder / key[:2] / (key + _SUFFIX)
@@ -173,7 +189,25 @@ class DecodeCache:
                 break
             _remove(path)
             freed += nbytes
+        self._record_cap()
         return freed
+
+    def _last_cap(self) -> int:
+        """The cap this folder was last pruned to (larger than any cap when it never was or cannot be read)."""
+        try:
+            with os.fdopen(os.open(self.root / _CAP_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)) as stamp:
+                return int(stamp.read(32))
+        except (OSError, ValueError):
+            return 2**63
+
+    def _record_cap(self) -> None:
+        temp = self.root / f".{_CAP_FILE}.{os.getpid()}.{threading.get_ident()}{_TEMP_SUFFIX}"
+        try:
+            with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                out.write(str(self.max_bytes))
+            os.replace(temp, self.root / _CAP_FILE)
+        except OSError:
+            _remove(temp)  # the next run prunes again: only a scan lost
 
 
 def _payload(blob: bytes, key: str, magic: bytes, size: int, nbytes: int) -> bytearray | None:
