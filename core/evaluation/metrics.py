@@ -41,7 +41,7 @@ def evaluate_probabilities(
     probabilities = np.asarray(probabilities, dtype=np.float64)
     classes = list(classes)
     weights = _bootstrap_weights(len(y_true), seed)
-    aucs = _aucs(y_true, probabilities, weights, classes)
+    aucs = _aucs(y_true, probabilities, weights, classes, point.normal_index)
     roc = None
     is_abnormal = None if point.normal_index is None else (y_true != point.normal_index).astype(int)
     if is_abnormal is not None and 0 < is_abnormal.sum() < len(is_abnormal):  # a curve needs both kinds
@@ -203,9 +203,10 @@ class _Aucs(NamedTuple):
     class_auc_ci: dict[str, list[float] | None]
 
 
-def _aucs(y_true: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, classes: list[str] | None = None
-          ) -> _Aucs:
-    """The headline AUC (binary: of the second class's probability; more classes: scikit-learn's macro
+def _aucs(y_true: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, classes: list[str] | None = None,
+          normal: int | None = None) -> _Aucs:
+    """The headline AUC (binary: of the abnormal score 1 - p(normal), the one the curve and the operating point
+    read, or without a normal class of the second class's probability; more classes: scikit-learn's macro
     one-vs-rest, only when every class has films) and, for more than two classes, one-vs-rest AUC per class
     with films of both kinds; each with its bootstrap interval, all resamples computed at once."""
     n_classes = probabilities.shape[1]
@@ -213,8 +214,12 @@ def _aucs(y_true: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, cl
     if n_classes == 2:
         if len(np.unique(y_true)) < 2:
             return _Aucs(None, None, {}, {})
-        samples = _weighted_auc(y_true == 1, probabilities[:, 1], weights)
-        return _Aucs(float(roc_auc_score(y_true, probabilities[:, 1])), _percentile_interval(samples), {}, {})
+        # not p(abnormal) itself: a float32 softmax rounds it to 1.0 past a logit gap of about 17, where
+        # 1 - p(normal) still orders the films, so the stated AUC differed from the curve's area (a review)
+        positive, score = (y_true == 1, probabilities[:, 1]) if normal is None else \
+            (y_true != normal, 1.0 - probabilities[:, normal])
+        samples = _weighted_auc(positive, score, weights)
+        return _Aucs(float(roc_auc_score(positive, score)), _percentile_interval(samples), {}, {})
     per_class = {k: _weighted_auc(y_true == k, probabilities[:, k], weights) for k in _both_kinds(y_true, n_classes)}
     class_auc = {classes[k]: float(roc_auc_score(y_true == k, probabilities[:, k])) for k in per_class}
     class_ci = {classes[k]: _percentile_interval(v) for k, v in per_class.items()}
