@@ -15,7 +15,7 @@ from core.serving.predict import Prediction
 from core.store.registry import list_models
 from core.training.events import EpochEvent
 from dashboard.components import kept_settings
-from dashboard.components.charts import confusion_matrix, live_training, roc_curves
+from dashboard.components.charts import class_roc_curves, confusion_matrix, live_training, roc_curves
 from dashboard.components.reports import (RocCurve, duration, escape_markdown, metrics_table, per_class_table,
                                           roc_input, spreadsheet_safe, with_interval)
 from dashboard.components.triage_view import detail_lines, probability_lines
@@ -168,9 +168,14 @@ def test_a_three_class_curve_carries_its_own_area_not_the_macro_auc():
 
 def test_probability_lines_keep_the_model_order_and_bold_its_label():
     lines = probability_lines({"NORMAL": 0.2, "PNEUMONIA": 0.8}, "PNEUMONIA")
-    assert lines == [(0.2, "NORMAL · 20.0%"), (0.8, "**PNEUMONIA** · 80.0%")]
+    assert lines == [(0.2, "NORMAL · 20.0 %"), (0.8, "**PNEUMONIA** · 80.0 %")]
     three = probability_lines({"COVID-19": 0.5004, "NORMAL": 0.4996, "VIRAL_PNEUMONIA*": 0.0}, "COVID-19")
-    assert [t for _, t in three] == ["**COVID-19** · 50.0%", "NORMAL · 50.0%", r"VIRAL\_PNEUMONIA\* · 0.0%"]
+    assert [t for _, t in three] == ["**COVID-19** · 50.0 %", "NORMAL · 50.0 %", r"VIRAL\_PNEUMONIA\* · 0.0 %"]
+    # never rounded to certainty: the same figures the Grad-CAM caption gives
+    sure = probability_lines({"NORMAL": 0.999716, "PNEUMONIA": 0.000284}, "NORMAL")
+    assert [t for _, t in sure] == ["**NORMAL** · 99.97 %", "PNEUMONIA · 0.03 %"]
+    hover = class_roc_curves({"COVID-19": [RocCurve("m", [0, 0, 1], [0, 1, 1], 0.99967, 0.5, None, None)]})
+    assert "(AUC 0.9997)" in hover.data[1].hovertemplate
     assert probability_lines({"NORMAL": 1.0000001}, "NORMAL")[0][0] == 1.0  # a bar never runs past its end
 
 

@@ -74,7 +74,7 @@ def class_roc_curves(curves: dict[str, list], order: list[str] | None = None) ->
         fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
                                  showlegend=False, hoverinfo="skip"), row=row, col=col)
         for curve in curves[class_name]:
-            auc = f"AUC {curve.auc:.3f}" if curve.auc is not None else "AUC n/a"
+            auc = f"AUC {fixed(curve.auc, 3)}" if curve.auc is not None else "AUC n/a"  # 0.99967 is not "1.000"
             fig.add_trace(go.Scatter(
                 x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=colors[curve.name], width=2.2), name=curve.name,
                 legendgroup=curve.name, showlegend=k == 0,

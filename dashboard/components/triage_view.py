@@ -171,7 +171,8 @@ def probability_lines(probabilities: dict[str, float], label: str | None) -> lis
     lines = []
     for name, p in probabilities.items():
         shown = escape_markdown(name)
-        lines.append((min(1.0, max(0.0, float(p))), f"{f'**{shown}**' if name == label else shown} · {p:.1%}"))
+        # percent(): 0.99972 read "100.0%" beside a Grad-CAM caption of "99.97 %" for the same film (a review)
+        lines.append((min(1.0, max(0.0, float(p))), f"{f'**{shown}**' if name == label else shown} · {percent(p)}"))
     return lines
 
 
