@@ -111,3 +111,22 @@ def test_a_film_stopped_at_its_time_limit_waits_until_read_it_again_is_pressed(c
     assert {m.label: m.value for m in at.metric}["Not read yet"] == "1"  # kept: not decoded at every click
     next(b for b in at.button if b.label == "Read it again").click().run()
     assert "Not read yet" not in {m.label for m in at.metric} and not at.exception
+
+
+def test_a_batch_replaced_by_one_too_large_does_not_come_back_after_a_visit(checkpoints, settings_env):
+    """Found by a review: the refused batch stopped the page before the batch it replaced was let go, so a visit
+    to Compare brought back films the user had taken out of the box."""
+    settings_env(CXR_BATCH_MAX_FILMS="3")
+    films = real_films()[:5]
+    at = app_page()
+    _upload(at, [(film.name, film.read_bytes()) for film in films[:2]])
+    assert len(at.dataframe[0].value) == 2
+    _upload(at, [(film.name, film.read_bytes()) for film in films[1:5]])
+    assert any("4 films (at most 3)" in e.value for e in at.error) and not at.dataframe
+    at.switch_page("views/compare.py")
+    at.run()
+    at.switch_page("views/triage.py")
+    at.run()
+    assert not at.exception and not at.dataframe
+    assert not any("shown again" in i.value for i in at.info)
+    assert any("Upload one or more films" in i.value for i in at.info)

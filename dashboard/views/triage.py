@@ -89,6 +89,8 @@ else:
     try:
         check_batch([upload.size for upload in uploads])  # before any film is read: a shared server
     except BatchTooLarge as exc:
+        kept_batch.clear()  # the batch it replaced left the box: a visit elsewhere must not bring it back
+        forget_other_films([])
         st.error(str(exc), icon=":material/block:")
         st.stop()
 # From here until every reading is on screen, a browser is waiting: the Grad-CAM library's background import
@@ -96,6 +98,9 @@ else:
 with foreground.working() if uploads or kept else nullcontext():
     predictor = await_model(loading)  # a broken model is reported now, not after the first upload
     if predictor is None or not (uploads or kept):
+        if uploads:  # a new batch the model could not read replaces the one kept before it all the same
+            kept_batch.clear()
+            forget_other_films([])
         st.stop()
 
     uploads = kept or distinct_names([Upload.of(upload) for upload in uploads])
