@@ -136,8 +136,8 @@ foreground = Foreground()  # one per process, like the models it protects
 # (seconds of both cores, every other user waiting at "Loading the model").
 MAX_MODELS, MAX_MODELS_IN_USE, KEPT_WHILE_USED_S = 8, 16, 300.0
 MAX_LOADING = 2  # model files read at once; more loads wait their turn
-_models: OrderedDict[tuple[str, str, str], ModelLoad] = OrderedDict()
-_asked: dict[tuple[str, str, str], float] = {}  # when each loaded version was last asked for (time.monotonic)
+_models: OrderedDict[tuple[str, ...], ModelLoad] = OrderedDict()
+_asked: dict[tuple[str, ...], float] = {}  # when each loaded version was last asked for (time.monotonic)
 _models_lock = threading.Lock()
 _loading = threading.BoundedSemaphore(MAX_LOADING)
 
@@ -145,7 +145,8 @@ _loading = threading.BoundedSemaphore(MAX_LOADING)
 def warm_up(entry: ModelEntry) -> ModelLoad:
     """Start loading ``entry`` in the background, once per process and model version (a failed load is retried).
 
-    The hashes in the key reload a replaced model, or one whose population check was fitted again. Returns at once.
+    The hashes in the key reload a replaced model, one whose population check was fitted again, or one whose
+    stored operating point changed. Returns at once.
     """
     key = (str(entry.json_path), *_serving_hashes(entry.record))
     with _models_lock:
@@ -169,13 +170,14 @@ def predictor_for(entry: ModelEntry) -> Predictor:
     return warm_up(entry).result()
 
 
-def model_key(predictor: Predictor) -> tuple[str, str, str]:
+def model_key(predictor: Predictor) -> tuple[str, ...]:
     return predictor.name, *_serving_hashes(predictor.loaded.record)
 
 
-def _serving_hashes(record) -> tuple[str, str]:
-    """What a served version reads from its files besides its name: its weights and its population check, which
+def _serving_hashes(record) -> tuple[str, str, str]:
+    """What a served version reads from its files besides its name: its weights, its population check, which
     ``fit-population`` replaces in place (a predictor loaded before would go on without it, or with the old one,
-    while the card, read afresh, promised it)."""
+    while the card, read afresh, promised it), and its operating point (a site version's JSON saved again with
+    the same weights and another threshold was triaged at the old one while its card showed the new: a review)."""
     check = getattr(record, "population_check", None)
-    return record.weights_sha256, check.sha256 if check is not None else ""
+    return record.weights_sha256, check.sha256 if check is not None else "", record.operating_point.model_dump_json()

@@ -338,3 +338,19 @@ def test_a_population_check_fitted_again_on_a_running_server_is_used_from_the_ne
     refitted = read_model_record(shipped.with_suffix(".json")).population_check.sha256
     assert before.population.check.sha256 != refitted and after.population.check.sha256 == refitted
     assert dashboard.model_loads.model_key(after) != dashboard.model_loads.model_key(before)
+
+
+def test_an_operating_point_stored_again_with_the_same_weights_is_served_from_the_next_run(checkpoints):
+    """Found by a review: a version's JSON saved again with the same weights and another threshold (a name
+    reused after a delete, or an edit) kept being triaged at the old threshold while its card showed the new."""
+    from core.store.descriptions import update_record
+
+    (entry,) = [e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1"]
+    before = predictor_for(entry)
+    moved = round(before.loaded.operating_point.threshold / 2, 6)
+    update_record(entry.json_path, lambda record: {
+        "operating_point": record.operating_point.model_copy(update={"threshold": moved})})
+    (entry,) = [e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1"]
+    after = predictor_for(entry)
+    assert after.loaded.operating_point.threshold == moved != before.loaded.operating_point.threshold
+    assert dashboard.model_loads.model_key(after) != dashboard.model_loads.model_key(before)
