@@ -36,6 +36,10 @@ class TrainingCancelled(JobError):
     """Raised inside training when the caller asked to stop; nothing is written."""
 
 
+class TrainingDiverged(TriageError):
+    """The training loss became NaN or infinite: nothing is registered."""
+
+
 class CalibrationError(TriageError):
     """A model cannot be calibrated as asked (no training record, bad target, films changed)."""
 

@@ -11,6 +11,7 @@ resumes from its last finished epoch.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -20,7 +21,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from core.errors import TrainingCancelled
+from core.errors import TrainingCancelled, TrainingDiverged
 from core.films.folders import FilmSet
 from core.films.tensor import as_float
 from core.models.device import has_convolutions, training_autocast
@@ -74,12 +75,16 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
                 raise TrainingCancelled(cancelled_message(progress.epoch if run else 0, config.epochs))
             index = order[step * trainer.batch_size : (step + 1) * trainer.batch_size]
             losses.append(trainer.step(train.films[index], train.labels[index]))
+            if not math.isfinite(losses[-1]) and not hardware.world.is_distributed:  # ranks agree once an epoch
+                raise TrainingDiverged(_diverged(epoch, losses[-1], config, hardware))
             done = (epoch - 1) * trainer.steps + step + 1
             rate = (time.monotonic() - resumed) / (done - first)  # seconds per step in this process
             emit(StepEvent(epoch=epoch, epochs=config.epochs, step=step + 1, steps=trainer.steps, loss=losses[-1],
                            progress=done / total, eta_seconds=rate * (total - done)))
         steps_seconds = time.monotonic() - epoch_started
         train_loss = hardware.mean(float(np.mean(losses)))
+        if not math.isfinite(train_loss):  # every rank sees the same mean: they stop together
+            raise TrainingDiverged(_diverged(epoch, train_loss, config, hardware))
         if hardware.is_main:  # the other ranks wait for its decision below
             _judge(progress, _validate(model, x_val, val_set, trainer.loss_fn.weight.cpu(), epoch, train_loss,
                                        started, hardware, steps_seconds, config.batch_size), model, config)
@@ -92,6 +97,15 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
             emit(NoteEvent(message=f"early stop: no validation AUC gain for {progress.stale} epochs"))
             break
     return progress.best_state, progress.history
+
+
+def _diverged(epoch: int, loss: float, config: TrainConfig, hardware: Hardware) -> str:
+    """A NaN loss was once sent on as progress the page could not read, and the run then failed in the
+    validation AUC as an unexpected ValueError (a review)."""
+    fp32 = " or in fp32 precision" if hardware.precision != "fp32" else ""
+    return (f"Training diverged in epoch {epoch} of {config.epochs}: the loss became {loss}, so the weights are no "
+            f"longer numbers and nothing was registered. Train again with a lower learning rate (this run's was "
+            f"{config.lr:g}){fp32}.")
 
 
 @dataclass
