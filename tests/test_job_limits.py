@@ -264,3 +264,25 @@ def test_an_early_stopped_run_is_past_its_training_so_the_time_limit_never_ends_
     job.on_time_limit()
     job.on_overrun()  # the second timer, while the run validates and registers
     assert not ended and read_status(folder).state == RUNNING  # nothing final written: the run writes it
+
+
+def test_a_claimed_slot_never_names_the_job_before_it_while_the_new_one_is_set_up(places, kermany_train,
+                                                                                   monkeypatch):
+    """Found by a review: until the new job's id was written, the lock file named the previous (perhaps dead)
+    job, so a Cancel of that job saw the slot held by it and could signal a process that reused its pid."""
+    import core.jobs.jobs as jobs_module
+
+    checkpoints, jobs = places
+    jobs.mkdir(parents=True)
+    (jobs / lock.LOCK_FILE).write_text("20261129-000000-dead")
+    seen = []
+
+    def setting_up(root):
+        seen.append(lock.held_by(root))
+        raise JobError("stopped here by the test")
+
+    monkeypatch.setattr(jobs_module, "_recover_all", setting_up)
+    with pytest.raises(JobError, match="stopped here"):
+        start_job(kermany_train, TrainConfig(arch="mlp", epochs=1, image_size=64, max_films=200),
+                  directory=checkpoints, root=jobs)
+    assert seen == [""]

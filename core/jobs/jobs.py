@@ -100,6 +100,9 @@ def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None
         raise JobAlreadyRunning(_busy_message(root))
     folder = None
     try:
+        # the file still names the job before this one, perhaps dead with a pid since reused: a Cancel of that
+        # job now would find the slot held "by it" and signal whatever has the pid (a review)
+        lock.name_holder(fd, "")
         _recover_all(root)  # we hold the lock: any job still marked active has lost its process
         prune_old_jobs(root)
         job_id = f"{clock.stamp()}-{secrets.token_hex(2)}"
