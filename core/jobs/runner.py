@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from core.training.events import DoneEvent, EpochEvent, LoadingEvent, NoteEvent,
 from core.training.saved_runs import kept_note
 
 CANCELLED_EARLY = "Training was cancelled before it started; nothing was saved."
+# A second Cancel this long after the first ends a run that did not stop between steps (a step stuck in native
+# code heard nothing until the time limit, 12 hours by default, holding the one job slot: a review).
+FORCE_CANCEL_AFTER_S = 30.0
 
 
 class JobRunner:
@@ -39,6 +43,7 @@ class JobRunner:
         self.lock_fd = lock_fd
         self.settings = read_settings(folder)
         self.cancel_requested = False
+        self.cancel_since: float | None = None  # time.monotonic() of the first Cancel
         self.out_of_time = False
         self.training_started = False
         self.training_done = False  # the last step is taken: validating and registering, which are bounded
@@ -77,11 +82,18 @@ class JobRunner:
         self.cancel_requested = True
         if self.finishing:
             return
-        self.log("Cancel requested.")
+        first, now = self.cancel_since is None, time.monotonic()
+        self.cancel_since = now if first else self.cancel_since
+        self.log("Cancel requested." if first else "Cancel requested again.")
         if not self.training_started:
             # Still starting or decoding films: nothing is written yet, so stopping here is clean.
             self.finish(CANCELLED, CANCELLED_EARLY + self._kept())  # a resumed run's stays
             os._exit(0)
+        if not first and not self.training_done and now - self.cancel_since >= FORCE_CANCEL_AFTER_S:
+            # between steps nothing is half written: a run's state is saved whole (core.training.resume)
+            self.finish(CANCELLED, "Training did not stop between steps, so a second Cancel ended it; nothing was "
+                                   "registered." + self._kept())
+            stop_process_group()
 
     def log(self, message: str) -> None:
         self._append("log.txt", f"{clock.time_of_day()}  {message}\n")

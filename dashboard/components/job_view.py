@@ -104,7 +104,8 @@ def _progress(job: Job, progress: JobProgress, user: User) -> None:
         return
     if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
                  help="Stops between training steps; nothing is registered. The epochs already finished are "
-                      "kept, so the run can be resumed."):
+                      "kept, so the run can be resumed. If it has not stopped 30 s later, a second click ends it "
+                      "at once."):
         try:
             cancel_job(job.job_id, job.folder.parent, who=user.who)
         except TriageError as exc:
