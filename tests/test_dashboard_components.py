@@ -40,23 +40,26 @@ BATCH = [
 ]
 
 
-def test_worklist_puts_urgent_first_then_routine_then_untriaged_then_unreadable():
+def test_worklist_puts_urgent_first_then_untriaged_then_routine_then_unreadable():
+    """A film the model would not triage may be urgent: it once came after every routine film (a review)."""
     order = [r.file for r in in_worklist_order(BATCH)]
-    assert order == ["urgent-high.png", "urgent-mid.png", "routine-high.png", "routine-low.png", "blank.png",
+    assert order == ["urgent-high.png", "urgent-mid.png", "blank.png", "routine-high.png", "routine-low.png",
                      "broken.png"]
     table = worklist(BATCH)
-    assert list(table.columns) == ["File", "Priority", "Label", "Top class", "Probability", "Abnormal score",
-                                   "Warnings"]
-    assert list(table["Priority"]) == ["Urgent", "Urgent", "Routine", "Routine", "Not triaged", "Unreadable"]
+    assert list(table.columns) == ["Reading order", "File", "Priority", "Label", "Top class", "Probability",
+                                   "Abnormal score", "Warnings"]
+    # numbered, so a table sorted by its Priority words (Not triaged < Routine < Unreadable < Urgent) sorts back
+    assert list(table["Reading order"]) == [1, 2, 3, 4, 5, 6]
+    assert list(table["Priority"]) == ["Urgent", "Urgent", "Not triaged", "Routine", "Routine", "Unreadable"]
     assert table.loc[0, "Probability"] == pytest.approx(0.95)
-    assert table.loc[3, "Top class"] == "NORMAL" and table.loc[3, "Probability"] == pytest.approx(0.90)
-    assert "blank" in table.loc[4, "Warnings"] and "not an image" in table.loc[5, "Warnings"]
-    assert list(table["Label"][:4]) == ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL"]
-    assert table["Label"][4:].isna().all()  # a film that was not triaged gets no call
+    assert table.loc[4, "Top class"] == "NORMAL" and table.loc[4, "Probability"] == pytest.approx(0.90)
+    assert "blank" in table.loc[2, "Warnings"] and "not an image" in table.loc[5, "Warnings"]
+    assert list(table["Label"][[0, 1, 3, 4]]) == ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL"]
+    assert table["Label"][[2, 5]].isna().all()  # a film that was not triaged gets no call
     # nor any figure that would read as one (found in a browser audit: "Not triaged | PNEUMONIA | 99.21 %")
-    assert table.loc[4, ["Top class", "Probability", "Abnormal score"]].isna().all()
+    assert table.loc[2, ["Top class", "Probability", "Abnormal score"]].isna().all()
     with_classes = worklist(BATCH, ("NORMAL", "PNEUMONIA"))
-    assert with_classes.loc[4, ["p(NORMAL)", "p(PNEUMONIA)"]].isna().all()
+    assert with_classes.loc[2, ["p(NORMAL)", "p(PNEUMONIA)"]].isna().all()
     assert with_classes.loc[0, "p(PNEUMONIA)"] == pytest.approx(0.95)
 
 
@@ -64,7 +67,7 @@ def test_a_film_the_busy_server_has_not_read_yet_is_no_unreadable_file_and_comes
     """It may be urgent: below the routine films it waited behind the whole list (found by a review)."""
     waiting = FilmResult("waiting.png", "w", error="The server is busy reading other users' films.", retry=True)
     table = worklist([*BATCH, waiting])
-    assert list(table["Priority"]) == ["Urgent", "Urgent", "Not read yet", "Routine", "Routine", "Not triaged",
+    assert list(table["Priority"]) == ["Urgent", "Urgent", "Not read yet", "Not triaged", "Routine", "Routine",
                                        "Unreadable"]
     assert table.loc[2, "File"] == "waiting.png" and "busy" in table.loc[2, "Warnings"]
 

@@ -1,5 +1,6 @@
 """The worklist: films in reading order (urgent first, most abnormal first within a priority), as the page's
-table and as a CSV for the record.
+table and as a CSV for the record; its first column numbers that order, so a table sorted by another column
+(the priority sorts by its words) returns to it in one click.
 
 Imports nothing that loads torch (the page draws before the model is up). File names may be hostile: the table
 draws them as plain text, and the CSV neutralises cells a spreadsheet would run.
@@ -15,7 +16,10 @@ from dashboard.state import FilmResult
 
 URGENT, ROUTINE = "urgent", "routine"  # Prediction.priority's values (core.serving.predict, which loads torch)
 NOT_READ, NOT_TRIAGED, UNREADABLE = "not read yet", "not triaged", "unreadable"
-_RANK = {URGENT: 0, NOT_READ: 1, ROUTINE: 2, NOT_TRIAGED: 3, UNREADABLE: 4}  # a film not read yet may be urgent
+# A film not read yet, or one the model would not triage (not a usable chest film to it), may be urgent: each
+# needs a reader before the films the model called routine (a review: not triaged came after every routine one).
+_RANK = {URGENT: 0, NOT_READ: 1, NOT_TRIAGED: 2, ROUTINE: 3, UNREADABLE: 4}
+READING_ORDER = "Reading order"
 LEADING_ABNORMAL = "Leading abnormal class"
 BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
           NOT_READ: ("Not read yet", "orange", ":material/hourglass_empty:"),
@@ -30,8 +34,8 @@ def status_of(result: FilmResult) -> str:
 
 
 def worklist_key(result: FilmResult) -> tuple[int, float]:
-    """Urgent first, then films not read yet (each may be urgent), then routine, then films without a priority;
-    most abnormal first within each."""
+    """Urgent first, then films not read yet and films not triaged (each may be urgent), then routine, then files
+    that could not be read; most abnormal first within each."""
     score = result.prediction.abnormal_score if result.prediction else None
     return _RANK[status_of(result)], -(score if score is not None else -1.0)
 
@@ -46,9 +50,9 @@ def worklist(results: list[FilmResult], classes: tuple[str, ...] | list[str] | N
     film is labelled with; for a routine film, the abnormality it comes nearest to)."""
     abnormal = _abnormal_classes(classes) if classes else []
     rows = []
-    for result in in_worklist_order(results):
+    for place, result in enumerate(in_worklist_order(results), 1):
         prediction = result.prediction
-        row = {"File": result.file, "Priority": BADGES[status_of(result)][0]}
+        row = {READING_ORDER: place, "File": result.file, "Priority": BADGES[status_of(result)][0]}
         triaged = prediction is not None and prediction.priority is not None
         if not triaged:  # unreadable, or not a usable chest film: no call, and no figure that reads as one
             row["Label"] = None
@@ -94,8 +98,13 @@ def worklist_csv(results: list[FilmResult], model: str, classes: tuple[str, ...]
 
 
 WORKLIST_COLUMNS = {
+    READING_ORDER: st.column_config.NumberColumn(
+        "#", width="small", help="The reading order: urgent first, then films not read yet or not triaged, then "
+                                 "routine, then unreadable files. Sort by this column to return to it."),
     "File": st.column_config.TextColumn("File", width="medium"),
-    "Priority": st.column_config.TextColumn("Priority", help="From the model's operating point: urgent films first."),
+    "Priority": st.column_config.TextColumn(
+        "Priority", help="From the model's operating point. Sorting by this column orders the words, not the "
+                         "urgency: sort by # for the reading order."),
     "Label": st.column_config.TextColumn("Label", help="The model's call at its operating point."),
     "Top class": st.column_config.TextColumn("Top class", help="The most probable class."),
     "Probability": st.column_config.ProgressColumn("Probability", format="percent", min_value=0.0, max_value=1.0,
@@ -110,7 +119,7 @@ def worklist_screen_order(classes: tuple[str, ...] | list[str]) -> list[str]:
     figures behind them, so a laptop-wide page shows it without scrolling sideways; the CSV keeps
     :func:`worklist`'s order."""
     abnormal = _abnormal_classes(classes)
-    return ["File", "Priority", "Label", "Abnormal score", "Warnings",
+    return [READING_ORDER, "File", "Priority", "Label", "Abnormal score", "Warnings",
             *([LEADING_ABNORMAL] if len(abnormal) > 1 else []), "Top class", "Probability",
             *(probability_column(c) for c in classes)]
 
