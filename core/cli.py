@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
     except Exception as exc:  # noqa: BLE001 - the process edge: a failure nobody foresaw still answers in JSON
-        said = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc  # an OSError's text names paths
-        _fail(f"{args.command} stopped with an unexpected error ({type(exc).__name__}: {said}). This is a fault in "
+        said = f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else ""  # other text may name paths
+        _fail(f"{args.command} stopped with an unexpected error ({type(exc).__name__}{said}). This is a fault in "
               "the program, not in what you asked; please report it with the command you ran.")
     finally:
         restore_signals()

@@ -253,13 +253,8 @@ class DistributedEnvironment:
     local_rank: int = 0
     local_world_size: int = 1
 
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    is_distributed = property(lambda self: self.world_size > 1)
+    is_main = property(lambda self: self.rank == 0)
 
 
 def distributed_environment(environ: Mapping[str, str] | None = None) -> DistributedEnvironment:
@@ -272,9 +267,14 @@ def distributed_environment(environ: Mapping[str, str] | None = None) -> Distrib
         except ValueError:
             raise SettingOutOfRange(f"{name} must be a whole number; {environ.get(name)!r} was set.") from None
 
-    world = number("WORLD_SIZE", 1)
-    return DistributedEnvironment(rank=number("RANK", 0), world_size=world, local_rank=number("LOCAL_RANK", 0),
-                                  local_world_size=number("LOCAL_WORLD_SIZE", world))
+    world, rank, local = number("WORLD_SIZE", 1), number("RANK", 0), number("LOCAL_RANK", 0)
+    local_world = number("LOCAL_WORLD_SIZE", world)
+    missing = " and ".join(n for n in ("MASTER_ADDR", "MASTER_PORT") if world > 1 and not environ.get(n))
+    if not (world >= 1 and 0 <= rank < world and 1 <= local_world <= world and 0 <= local < local_world) or missing:
+        raise SettingOutOfRange(  # a process group waited half an hour for a rank that cannot come (a review)
+            f"RANK {rank} of WORLD_SIZE {world} (LOCAL_RANK {local} of LOCAL_WORLD_SIZE {local_world}) is not a place "
+            f"among training processes{' without ' + missing if missing else ''}; let torchrun set these.")
+    return DistributedEnvironment(rank=rank, world_size=world, local_rank=local, local_world_size=local_world)
 
 
 def _administration(given, environ: Mapping[str, str]) -> dict:

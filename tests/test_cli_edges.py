@@ -291,3 +291,19 @@ def test_a_film_that_was_not_triaged_is_printed_without_a_label():
     assert as_json["label"] is None and as_json["probabilities"] == {"NORMAL": 0.61, "PNEUMONIA": 0.39}
     assert Prediction(model="m", abnormal_score=0.39, threshold=0.5, priority="routine", **fields).to_dict()[
         "label"] == "NORMAL"
+
+
+def test_an_unforeseen_failure_is_named_by_its_type_not_its_text(monkeypatch, capsys):
+    """Found by a review: the catch-all echoed the exception's text, and an ImportError's names a server path."""
+    from core import cli
+
+    def broken(args):
+        raise ImportError(f"cannot import name 'X' from 'core.errors' ({REPO}/core/errors.py)")
+
+    monkeypatch.setattr(cli, "_models", broken)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["models"])
+    assert exited.value.code == 1
+    error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert error.startswith("models stopped with an unexpected error (ImportError). This is a fault in")
+    assert str(REPO) not in error and "/" not in error

@@ -48,11 +48,21 @@ def _films(n: int, classes: int = 2) -> FilmSet:
 
 def test_the_environment_says_where_this_process_stands():
     assert distributed_environment({}) == DistributedEnvironment(0, 1, 0, 1)
-    launched = distributed_environment({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    torchrun = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": "29500"}
+    launched = distributed_environment(torchrun)
     assert (launched.rank, launched.world_size, launched.local_rank, launched.local_world_size) == (3, 4, 1, 2)
     assert launched.is_distributed and not launched.is_main
     with pytest.raises(SettingOutOfRange, match="WORLD_SIZE"):
         distributed_environment({"WORLD_SIZE": "two"})
+    # a place no launch can fill, or no address to meet at, is refused at once: init_process_group waited half
+    # an hour for it, deaf to Ctrl-C (a review)
+    for wrong in ({"RANK": "4"}, {"WORLD_SIZE": "-3", "LOCAL_WORLD_SIZE": "1", "RANK": "0"}, {"LOCAL_RANK": "2"},
+                  {"LOCAL_WORLD_SIZE": "5"}, {"MASTER_PORT": ""}):
+        with pytest.raises(SettingOutOfRange, match="let torchrun set these"):
+            distributed_environment({**torchrun, **wrong})
+    with pytest.raises(SettingOutOfRange, match="without MASTER_ADDR and MASTER_PORT"):
+        distributed_environment({"RANK": "1", "WORLD_SIZE": "2"})
 
 
 @pytest.mark.parametrize("world", [2, 3])
