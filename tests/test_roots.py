@@ -46,6 +46,15 @@ def test_the_shared_films_and_the_configured_roots_are_the_roots(site, data_dir)
     assert roots[2].path == (site / "batch-1").resolve()  # relative to the file's own folder
 
 
+def test_a_missing_root_is_said_once_per_process_however_often_the_roots_are_read(site, caplog):
+    """Found by a review: one train command printed the same warning twelve times."""
+    with caplog.at_level("WARNING", logger="core.films.roots"):
+        for _ in range(3):
+            assert [r.name for r in data_roots()] == [SHARED_ROOT, "site", "relative"]
+    assert [r.getMessage() for r in caplog.records].count(f"data root missing ({site.parent / 'gone'}) does not "
+                                                          "exist; left out") == 1
+
+
 def test_a_folder_inside_a_root_resolves(site, data_dir):
     assert resolve_folder(SHARED_ROOT, "kermany-224/train") == (data_dir / "kermany-224" / "train").resolve()
     assert resolve_folder("site", "") == resolve_folder("site", ".") == site.resolve()

@@ -32,6 +32,14 @@ MAX_LISTED = 200  # folders a chooser offers
 MAX_SCANNED = 20_000  # directory entries looked at to find them (a root may hold huge film folders)
 
 log = logging.getLogger(__name__)
+_said: set[str] = set()  # the roots' warnings, said once per process: one train command said one 12 times
+
+
+def _warn_once(message: str, *args) -> None:
+    text = message % args
+    if text not in _said:
+        _said.add(text)
+        log.warning(text)
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ def data_roots() -> list[DataRoot]:
         try:
             resolved = path.resolve(strict=True)
         except (OSError, RuntimeError):
-            log.warning("data root %s (%s) does not exist; left out", name, path)
+            _warn_once("data root %s (%s) does not exist; left out", name, path)
             continue
         if resolved.is_dir() and name not in roots:
             roots[name] = DataRoot(name, resolved)
@@ -63,13 +71,13 @@ def _configured(file: Path | None) -> list[tuple[str, Path]]:
         text = file.read_text(encoding="utf-8")
         table = json.loads(text) if file.suffix.lower() == ".json" else tomllib.loads(text)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # TOML/JSONDecodeError included
-        log.warning("data roots file %s cannot be read: %s", file, exc)
+        _warn_once("data roots file %s cannot be read: %s", file, exc)
         raise DataRootsUnreadable("The configured list of data roots cannot be read; ask an administrator "
                                   "to correct it (the server log says where).") from None
     roots = table.get("roots", {}) if isinstance(table, dict) else None
     if not isinstance(roots, dict) or not all(isinstance(p, str) for p in roots.values()) \
             or not all(ROOT_NAME.fullmatch(str(n)) for n in roots):
-        log.warning("data roots file %s: expected a [roots] table of name = \"path\" (names %s)",
+        _warn_once("data roots file %s: expected a [roots] table of name = \"path\" (names %s)",
                     file, ROOT_NAME.pattern)
         raise DataRootsUnreadable("The configured list of data roots is not a table of names and folders; "
                                   "ask an administrator to correct it (the server log says where).")
