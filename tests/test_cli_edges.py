@@ -101,6 +101,9 @@ def test_fit_population_names_a_moved_training_folder_without_its_server_path(co
     with pytest.raises(DatasetError, match="cannot be read .*; if it moved, name it") as refused:
         recorded_training_split(moved)
     assert str(tmp_path) not in str(refused.value) and "a folder outside the data roots" in str(refused.value)
+    # a folder the user names (--data) is theirs to see: it read "Dataset folder a folder outside the data roots"
+    with pytest.raises(DatasetError, match=r"\(Dataset folder elsewhere/train does not exist\.\)"):
+        recorded_training_split(moved, "elsewhere/train")
 
 
 def test_evaluate_is_refused_before_its_work_when_its_audit_entry_cannot_be_written(tmp_path, settings_env,

@@ -55,9 +55,10 @@ def recorded_training_split(record: ModelRecord, data_dir: str | Path | None = N
     source = data_dir or recorded_source(record.training.data_dir)
     try:
         _, train_set, val_set, _ = split_films(source, record.training.config.resolved(), recorded=record.data)
-    except DatasetError as exc:  # its folder by data-root label, never by server path
+    except DatasetError as exc:  # its folder as typed (--data), or by data-root label, never by a recorded path
         manifest = find_manifest(source)
-        shown = (hide_path(exc, manifest, f"the {manifest.stem} manifest") if manifest is not None
+        shown = (exc if data_dir is not None else  # "Dataset folder a folder outside the data roots" (a review)
+                 hide_path(exc, manifest, f"the {manifest.stem} manifest") if manifest is not None
                  else hide_path(exc, Path(source), folder_shown(Path(source))))
         raise DatasetError(f"The training data of {record.name} cannot be read ({shown}); if it moved, name it "
                            "(command line: --data).") from None
