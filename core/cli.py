@@ -115,8 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p, "run the model on the validation films")
     p = sub.add_parser("set-default", help="make a registered version its task's default (promotion floor applies)")
     p.add_argument("model", metavar="NAME")
-    p.add_argument("--override-floor", action="store_true",
-                   help="promote even below the promotion floor (recorded in the audit log)")
+    p.add_argument("--override-floor", action="store_true", help="promote even below the promotion floor (audit log)")
     p = sub.add_parser("ensemble", help="register several models as one ensemble version (mean probabilities)")
     p.add_argument("members", nargs="+", metavar="NAME", help="registered models sharing one validation split; an "
                    "ensemble among them brings its members")
@@ -124,8 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-sensitivity", type=float, default=limits.DEFAULT_TARGET_SENSITIVITY,
                    help="the operating point reaches this sensitivity on validation (default %(default)s)")
     p.add_argument("--data", metavar="DIR", help="the members' training folder, if it moved since training")
-    p.add_argument("--shipped", action="store_true",
-                   help="write to the shipped checkpoints folder and its checksum manifest (make models only)")
+    p.add_argument("--shipped", action="store_true", help="write to the shipped folder and its manifest (make models)")
     p.add_argument("--set-default", action="store_true", help="make the ensemble the default")
     p.add_argument("--override-floor", action="store_true",
                    help="with --set-default: promote even below the promotion floor (recorded in the audit log)")
@@ -288,9 +286,11 @@ def _models(args) -> int:
         print(json_line({"models": rows, "problems": problems}))
         return 0
     for entry in entries:
-        report = entry.record.report
+        report = entry.record.report  # none, or no AUC: a dash, not a made-up "0.000"
+        auc, accuracy = (f"{v:.3f}" if v is not None else "—" for v in (report and report.auc,
+                                                                        report and report.accuracy))
         print(f"{'*' if entry.is_default else ' '} {entry.name:40s} {entry.tier:8s} {entry.arch:18s} "
-              f"val AUC {(report.auc if report else None) or 0:.3f} acc {(report.accuracy if report else 0):.3f}")
+              f"val AUC {auc} acc {accuracy}")
     for problem in problems:
         print(f"! {problem}")
     return 0

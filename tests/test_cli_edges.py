@@ -2,6 +2,7 @@
 traceback, a server path or Python's own text, and never work thrown away or half written."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -310,3 +311,18 @@ def test_an_unforeseen_failure_is_named_by_its_type_not_its_text(monkeypatch, ca
     error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
     assert error.startswith("models stopped with an unexpected error (ImportError). This is a fault in")
     assert str(REPO) not in error and "/" not in error
+
+
+def test_the_models_table_shows_a_dash_where_a_figure_does_not_exist(monkeypatch, capsys):
+    """Found by a review: a model without a validation AUC read "val AUC 0.000"."""
+    from core import cli
+    from core.store import registry
+
+    entries, _ = registry.list_models(REPO / "checkpoints")
+    entry = next(e for e in entries if e.name == "pneumonia-cnn5-v1")
+    bare = dataclasses.replace(entry, record=entry.record.model_copy(update={
+        "report": entry.record.report.model_copy(update={"auc": None})}))
+    monkeypatch.setattr(registry, "list_models", lambda *a, **k: ([bare], []))
+    assert cli.main(["models"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert f"val AUC — acc {entry.record.report.accuracy:.3f}" in line
