@@ -1,6 +1,10 @@
+import json
 import os
 import sys
 
+if sys.stdout is None:  # started with its output closed (``>&-``): an answer printed nowhere once exited 0
+    print('{"error": "python -m core: its output is closed, so it has nowhere to answer."}', file=sys.stderr)
+    sys.exit(1)
 try:
     import logging
 
@@ -22,6 +26,7 @@ except KeyboardInterrupt:  # Ctrl+C while the program still imports, before main
     code = 1
 except OSError as exc:  # its output cannot be written (stdout full, or a pipe whose reader is gone): nor its error
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing is flushed there again at exit
-    print(f"python -m core: its output could not be written ({exc.strerror or type(exc).__name__}).", file=sys.stderr)
+    reason = exc.strerror or type(exc).__name__  # stderr may still be read: the same JSON as every other error
+    print(json.dumps({"error": f"python -m core: its output could not be written ({reason})."}), file=sys.stderr)
     code = 1
 sys.exit(code)

@@ -22,7 +22,12 @@ def test_output_that_cannot_be_written_ends_with_code_1_and_a_line_on_stderr_not
                               text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert "python -m core: its output could not be written (No space left on device)." in done.stderr
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == {  # JSON, as every other error (a review)
+        "error": "python -m core: its output could not be written (No space left on device)."}
+    # started with its output closed, the answer once went nowhere and the command exited 0 (a review)
+    closed = subprocess.run(f"{sys.executable} -m core models >&-", shell=True, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert closed.returncode == 1 and json.loads(closed.stderr)["error"].endswith("has nowhere to answer.")
 
 
 def test_a_manifest_number_past_python_s_digit_limit_is_a_dataset_error(tmp_path):
