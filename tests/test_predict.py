@@ -225,3 +225,21 @@ def test_a_model_without_a_normal_class_gives_probabilities_and_no_reading(predi
     assert "This model has no normal class, so it cannot triage; read the probabilities only." in answer.warnings
     assert set(answer.probabilities) == set(classes) and sum(answer.probabilities.values()) == pytest.approx(1, 1e-5)
     assert answer.to_dict()["label"] is None and answer.to_dict()["priority"] is None
+
+
+def test_a_model_whose_outputs_are_not_numbers_reads_no_film_rather_than_calling_every_one_routine(
+        trained_model, normal_film_path):
+    """Found by a review: NaN >= threshold is False, so weights gone NaN (a float16 overflow, a damaged file)
+    would have called every film routine; evaluating them stopped on scikit-learn's 'Input contains NaN'."""
+    from core.errors import CheckpointError
+    from core.models.inference import probabilities_in_batches
+    from core.store.checkpoints import load_checkpoint
+
+    loaded = load_checkpoint(trained_model.json_path)  # a copy of its own, not the session's predictor
+    with torch.no_grad():
+        next(p for p in loaded.model.parameters() if p.is_floating_point()).fill_(float("nan"))
+    film = read_film(normal_film_path)
+    with pytest.raises(CheckpointError, match=r"^The model's outputs are not numbers \(NaN or infinite\)"):
+        Predictor(loaded).predict(film)
+    with pytest.raises(CheckpointError, match="nothing was triaged"):
+        probabilities_in_batches(loaded.model, torch.zeros((3, 1, 64, 64), dtype=torch.uint8))

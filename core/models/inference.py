@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import DeviceOutOfMemory
+from core.errors import CheckpointError, DeviceOutOfMemory
 from core.films.tensor import as_float, check_pixel_contract
 from core.models.device import FP32, inference_batch_size, inference_kernels, model_device, to_device
 
@@ -30,6 +30,9 @@ def _softmax(model: nn.Module, batch: torch.Tensor, precision: str = FP32) -> np
             logits = model(to_device(batch, device).float())
     except torch.OutOfMemoryError as exc:
         raise out_of_memory("reading films", len(batch), device) from exc
+    if not bool(torch.isfinite(logits).all()):  # NaN >= threshold is False: every film would have read routine
+        raise CheckpointError("The model's outputs are not numbers (NaN or infinite), so it cannot read films: its "
+                              "weights are damaged or out of range. Choose another model; nothing was triaged with it.")
     return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
 
 
