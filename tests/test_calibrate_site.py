@@ -247,7 +247,11 @@ def test_a_site_folder_holding_the_models_own_films_is_refused_before_any_work(t
     with pytest.raises(CalibrationError, match=r"^6 of the 6 films in ward-7/ward are .*'s own training, "
                                                "validation or held-out films"):
         calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
-    with pytest.raises(CalibrationError, match="films in shared-data/kermany-224 are"):
+    with pytest.raises(CalibrationError, match="films in shared-data/kermany-224/train are"):
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder="shared-data/kermany-224/train")
+    # a folder of split folders was read from train/ alone, the rest left out unsaid (a review): refused in words
+    with pytest.raises(DatasetError, match=r"^shared-data/kermany-224 holds split folders \(train\): .* Name one "
+                                           r"of them \(e.g. shared-data/kermany-224/train\)"):
         calibrate(trained_model.name, TARGET, directory=registry, site_folder="shared-data/kermany-224")
     assert sorted(p.name for p in registry.iterdir()) == before
 
@@ -278,3 +282,36 @@ def test_a_site_folder_of_the_models_films_at_another_contrast_and_size_is_refus
                                                r"validation or held-out films \(or copies of them\)"):
         calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
     assert sorted(p.name for p in registry.iterdir()) == before
+
+
+def test_copies_of_a_film_in_the_site_folder_count_once(trained_model, registry, tmp_path, settings_env, films_dir):
+    """Found by a review: twenty copies of four films met the floor as twenty films and gave a sensitivity
+    interval as if from twenty. Copies (renamed, re-saved brighter and smaller) now count once; a copy filed
+    under two classes is refused, and so is a class that has too few films once its copies go."""
+    from PIL import Image, ImageEnhance
+
+    site = tmp_path / "site-root" / "ward"
+    for name in ("NORMAL", "PNEUMONIA"):
+        (site / name).mkdir(parents=True)
+        for film in sorted((films_dir / name).iterdir())[:3]:
+            shutil.copy(film, site / name)
+    first = sorted((films_dir / "NORMAL").iterdir())[0]
+    shutil.copy(first, site / "NORMAL" / "zz-renamed.jpeg")
+    with Image.open(first) as image:
+        ImageEnhance.Contrast(image.convert("L")).enhance(1.3).resize((300, 300)).save(site / "NORMAL" / "zz-x.jpg")
+    roots = tmp_path / "roots.json"
+    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
+    settings_env(CXR_DATA_ROOTS=str(roots))
+    new = calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
+    assert new.calibration.films.class_counts == {"NORMAL": 3, "PNEUMONIA": 3}
+    site_report = new.other_reports[SITE]
+    assert site_report.n == 6 and "2 copies of other films in it left out" in site_report.split
+    shutil.copy(first, site / "PNEUMONIA" / "misfiled.jpeg")
+    with pytest.raises(DatasetError, match=r"^ward-7/ward holds the same film under two classes"):
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
+    (site / "PNEUMONIA" / "misfiled.jpeg").unlink()
+    for film in sorted((site / "NORMAL").iterdir())[1:3]:
+        film.unlink()  # one NORMAL film and its two copies left
+    with pytest.raises(DatasetError, match=r"^ward-7/ward holds 1 NORMAL, 3 PNEUMONIA films once 2 copies of other "
+                                           r"films in it are left out; .* needs at least 2 of each class"):
+        calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")

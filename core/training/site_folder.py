@@ -4,7 +4,10 @@ The folder is named by its data-root label (``root/relative``, core.films.roots)
 that way, never by its server path. Its class folders must be the model's classes (any spelling of case:
 ``Normal`` is ``NORMAL``), each holding at least the promotion floor's films per class
 (core.store.promotion.floor_for): a threshold chosen on fewer films than a default must be validated on would
-be a promise nobody could check.
+be a promise nobody could check. A folder of split folders (``train/``, ``val/``) is refused: its films are one
+set, and reading ``train/`` alone (as training does) left the rest out unsaid. Copies of a film within the folder
+(the same film under another name, contrast or size: the split's rule, core.training.data) count once: twenty
+copies of four films once met the floor and gave an interval as if from twenty.
 """
 from __future__ import annotations
 
@@ -14,19 +17,27 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DatasetError, FolderNotAllowed
-from core.films.folders import FilmSet, discover
+from core.films.folders import FilmSet, discover, split_folders
 from core.films.roots import folder_label, resolve_label
 from core.store.promotion import floor_for
+from core.training.data import near_duplicates
 
 
 @dataclass(frozen=True)
 class SiteFolder:
     label: str  # root/relative: what records, messages and the audit log show
     path: Path  # the resolved server folder: shown to nobody
-    films: FilmSet  # labelled in the model's classes (its names and order)
+    films: FilmSet  # labelled in the model's classes (its names and order), one of each group of copies
+    copies: int = 0  # films left out as copies of another film in the folder
 
     def counts_text(self) -> str:
-        return ", ".join(f"{n} {c}" for c, n in zip(self.films.classes, self.films.class_counts()))
+        counts = ", ".join(f"{n} {c}" for c, n in zip(self.films.classes, self.films.class_counts()))
+        return counts + (f"; {self.copies} copies of other films in it left out" if self.copies else "")
+
+    def floor_text(self) -> str:
+        counts = ", ".join(f"{n} {c}" for c, n in zip(self.films.classes, self.films.class_counts()))
+        return f"{counts} films" + (f" once {self.copies} copies of other films in it are left out" if self.copies
+                                    else "")
 
 
 def site_label(folder: str | Path) -> str:
@@ -46,6 +57,10 @@ def read_site_folder(folder: str | Path, classes: tuple[str, ...], task: str) ->
     label = site_label(folder)
     path = resolve_label(label)
     try:
+        if splits := split_folders(path):
+            raise DatasetError(f"{label} holds split folders ({', '.join(splits)}): a site's films for calibration "
+                               f"are one folder per class. Name one of them (e.g. {label}/{splits[-1]}), or put the "
+                               "class folders at its top.")
         found = discover(path)
     except DatasetError as exc:
         raise hide_path(exc, path, label) from None
@@ -58,10 +73,28 @@ def read_site_folder(folder: str | Path, classes: tuple[str, ...], task: str) ->
                            f"classes ({', '.join(classes)}); give it one folder per class, named as the model's "
                            "(upper or lower case alike).")
     mapping = np.array([lookup[c.lower()] for c in found.classes], dtype=np.int64)
-    site = SiteFolder(label, path, FilmSet(found.paths, mapping[found.labels], tuple(classes)))
+    return _at_floor(SiteFolder(label, path, FilmSet(found.paths, mapping[found.labels], tuple(classes))), task)
+
+
+def distinct_films(site: SiteFolder, task: str) -> SiteFolder:
+    """``site`` with one film of each group of copies in it (the first listed), held to the floor again; a copy
+    filed under two classes is refused. Call once the folder is known to hold none of the model's own films (a
+    copy of a training film is refused as such, not counted here)."""
+    pairs = near_duplicates(site.films, np.ones(len(site.films), dtype=bool)).pairs
+    if not len(pairs):
+        return site
+    labels = site.films.labels
+    if np.any(labels[pairs[:, 0]] != labels[pairs[:, 1]]):
+        raise DatasetError(f"{site.label} holds the same film under two classes (a copy of a film filed under "
+                           "another class folder); correct the labels and try again.")
+    kept = np.setdiff1d(np.arange(len(site.films)), pairs.max(axis=1))  # each pair's later film goes
+    return _at_floor(SiteFolder(site.label, site.path, site.films.subset(kept), len(site.films) - len(kept)), task)
+
+
+def _at_floor(site: SiteFolder, task: str) -> SiteFolder:
     minimum = floor_for(task).min_films
     if min(site.films.class_counts()) < minimum:
-        raise DatasetError(f"{label} holds {site.counts_text()} films; choosing a threshold on a site's films needs "
+        raise DatasetError(f"{site.label} holds {site.floor_text()}; choosing a threshold on a site's films needs "
                            f"at least {minimum} of each class (the promotion floor). Add labelled films and try "
                            "again.")
     return site
