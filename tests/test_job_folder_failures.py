@@ -53,3 +53,26 @@ def test_a_cancel_that_cannot_be_recorded_says_so_and_signals_nothing(tmp_path):
         holder.kill()
         holder.wait()
     assert os.path.isdir(folder / "cancel")
+
+
+@pytest.mark.parametrize("damage", ["events folder", "log folder", "events fifo", "zero steps"])
+def test_a_damaged_progress_file_shows_nothing_rather_than_taking_the_retrain_page_down(tmp_path, damage):
+    """Found by a review: events.jsonl or log.txt as a folder was a traceback on the Retrain page for everyone,
+    as a FIFO it hung the page, and a line saying steps 0 divided by zero in its progress."""
+    from core.jobs.progress import job_progress
+
+    folder = _queued_job(tmp_path / "jobs")
+    good = StepEvent(epoch=1, epochs=2, step=1, steps=4, loss=0.7, progress=0.125, eta_seconds=9.0)
+    if damage == "events folder":
+        (folder / "events.jsonl").mkdir()
+    elif damage == "log folder":
+        (folder / "log.txt").mkdir()
+    elif damage == "events fifo":
+        os.mkfifo(folder / "events.jsonl")
+    else:
+        (folder / "events.jsonl").write_text(good.model_dump_json() + "\n"
+                                             + good.model_dump_json().replace('"steps":4', '"steps":0') + "\n")
+    job = read_job(folder)
+    events, log = job.events(), job.log_tail()
+    assert events == ([good] if damage == "zero steps" else []) and log == []
+    assert job_progress(events).phase in {"starting", "training"}

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field
 from core import clock
 from core.errors import JobError
 from core.store.atomic import atomic_write_json
-from core.store.base import Record, read_record
+from core.store.base import Record, read_record, read_regular_file
 from core.store.records import ModelRecord, TrainConfig
 from core.store.reports import HeadlineFigures
 from core.training.events import ProgressEvent, parse_event
@@ -150,15 +150,23 @@ class Job:
 
     def events(self) -> list[ProgressEvent]:
         """Progress events so far; a half-written last line (the runner is mid-write) is skipped."""
-        path = self.folder / "events.jsonl"
-        if not path.exists():
-            return []
-        lines = path.read_text(errors="replace").splitlines()
+        lines = _text_of(self.folder / "events.jsonl").splitlines()
         return [event for event in map(parse_event, lines) if event is not None]
 
     def log_tail(self, lines: int = 200) -> list[str]:
-        path = self.folder / "log.txt"
-        return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+        return _text_of(self.folder / "log.txt").splitlines()[-lines:]
+
+
+_MAX_PROGRESS_BYTES = 32 * 2**20  # a run of 200 epochs of 150 steps writes about 6 MB of events
+
+
+def _text_of(path: Path) -> str:
+    """A job file's text, "" when it is missing or not a readable regular file: a folder or a FIFO where the
+    events were took the Retrain page down, or hung it, for everyone (a review)."""
+    try:
+        return read_regular_file(path, _MAX_PROGRESS_BYTES).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def run_left_by(folder: Path) -> SavedRun | None:

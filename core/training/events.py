@@ -29,10 +29,10 @@ class StepEvent(_Event):
     """One optimiser step."""
 
     phase: Literal["train"] = "train"
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
+    epoch: int = Field(ge=1)  # a line with none of these (steps 0) divided by zero on the page (a review)
+    epochs: int = Field(ge=1)
+    step: int = Field(ge=1)
+    steps: int = Field(ge=1)
     loss: float
     progress: float  # 0..1 over all steps of the run
     eta_seconds: float
@@ -40,8 +40,8 @@ class StepEvent(_Event):
 
 class EpochEvent(_Event):
     phase: Literal["epoch"] = "epoch"
-    epoch: int
-    epochs: int
+    epoch: int = Field(ge=1)
+    epochs: int = Field(ge=1)
     train_loss: float
     val_loss: float
     val_auc: float
