@@ -126,6 +126,23 @@ def test_a_model_trained_on_a_manifest_by_name_recalibrates_on_its_validation_fi
     assert again.report.n == record.report.n
 
 
+def _distinct(films: list[Path], count: int) -> list[Path]:
+    """The first ``count`` of ``films`` that are no near-duplicate of one taken before (core.training.data)."""
+    import numpy as np
+
+    from core.films.folders import FilmSet
+    from core.training.data import copies_of
+
+    def one_set(paths):
+        return FilmSet(tuple(paths), np.zeros(len(paths), np.int64), ("film",))
+
+    taken: list[Path] = []
+    for film in films:
+        if len(taken) < count and not (taken and copies_of(one_set([film]), one_set(taken))[0]):
+            taken.append(film)
+    return taken
+
+
 def test_a_multi_class_point_chosen_on_site_films_keeps_its_per_class_rule(data_dir, tmp_path, settings_env):
     """The site films are films the model never drew (calibration refuses its own): a model of part of the set."""
     directory = tmp_path / "models"
@@ -135,8 +152,9 @@ def test_a_multi_class_point_chosen_on_site_films_keeps_its_per_class_rule(data_
     site = tmp_path / "site-root" / "ward"
     for folder in ("Covid", "Normal", "Viral Pneumonia"):  # the set's own spellings, read through the aliases
         films = sorted((data_dir / "covid-3class" / "train" / folder).iterdir())
-        # never drawn, nor a byte-for-byte copy of one drawn (the set holds three such pairs)
-        _link(site / folder, [film for film in films if film.read_bytes() not in drawn][:4])
+        # never drawn, nor a byte-for-byte copy of one drawn (the set holds three such pairs), nor a copy of one
+        # chosen (a copy within the site folder counts once)
+        _link(site / folder, _distinct([film for film in films if film.read_bytes() not in drawn], 4))
     roots = tmp_path / "roots.json"
     roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
     settings_env(CXR_DATA_ROOTS=str(roots), CXR_PROMOTION_MIN_FILMS_BY_TASK="covid=4")
