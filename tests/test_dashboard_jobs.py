@@ -104,6 +104,22 @@ def test_too_few_films_are_refused(kermany_train, tmp_path):
         check_request(tmp_path / "few", QUICK)
 
 
+def test_a_class_too_small_to_validate_is_refused_before_the_job_starts(kermany_train, tmp_path):
+    """Found by a review: 19 NORMAL and 3 PNEUMONIA films passed the form and failed in the started job."""
+    for cls, count in (("NORMAL", 19), ("PNEUMONIA", 3)):
+        (tmp_path / "lopsided" / cls).mkdir(parents=True)
+        for path in sorted((kermany_train / cls).iterdir())[:count]:
+            (tmp_path / "lopsided" / cls / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(JobError, match=r"^Class PNEUMONIA would have only 3 film\(s\); a validation part of 1/5 "
+                                       r"needs at least 5 films of every class\. Add films to that class folder\.$"):
+        check_request(tmp_path / "lopsided", QUICK)
+    # a subset of --max-films keeps each class's share: 20 of 1,341 NORMAL and 3,875 PNEUMONIA keep 5 and 15 films
+    assert check_request(kermany_train, QUICK.model_copy(update={"max_films": 20})).max_films == 20
+    with pytest.raises(JobError, match=r"^Class NORMAL would have only 5 film\(s\) of the 20 films asked for.* or ask "
+                                       r"for more films\.$"):
+        check_request(kermany_train, QUICK.model_copy(update={"max_films": 20, "val_fraction": 1 / 6}))
+
+
 def test_a_job_trains_registers_a_new_version_and_keeps_the_default(places, kermany_train, trained_model,
                                                                     settings_env):
     checkpoints, jobs = places

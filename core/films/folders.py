@@ -41,6 +41,14 @@ class FilmSet:
     def class_counts(self) -> list[int]:
         return np.bincount(self.labels, minlength=len(self.classes)).tolist()
 
+    def subset_counts(self, max_films: int | None) -> list[int]:
+        """Films per class a class-balanced subset of ``max_films`` keeps (core.training.train.maybe_subset): each
+        class its share, at least two, at most what it holds; every film without a maximum below the total."""
+        counts = self.class_counts()
+        if not max_films or max_films >= len(self):
+            return counts
+        return [min(max(2, round(max_films * n / len(self))), n) for n in counts]
+
     def in_classes(self, classes: tuple[str, ...]) -> "FilmSet":
         """The same films labelled in ``classes`` (which must hold every class that has films here)."""
         missing = [c for c, n in zip(self.classes, self.class_counts()) if n and c not in classes]

@@ -78,6 +78,13 @@ def check_request(data_dir: str | Path, config: TrainConfig) -> TrainConfig:
     films = training_films(data_dir)[0]  # a folder or a manifest; DatasetError says what is wrong with it
     if len(films) < MIN_FILMS.low:
         raise JobError(f"{data_dir} holds only {len(films)} films; training needs at least {MIN_FILMS.low:.0f}.")
+    kept, folds = films.subset_counts(config.max_films), round(1 / config.val_fraction)
+    if min(kept) < folds:  # the split refused it only once the job had started (a review)
+        fewest = int(min(range(len(kept)), key=kept.__getitem__))
+        within = f" of the {config.max_films} films asked for" if kept != films.class_counts() else ""
+        raise JobError(f"Class {films.classes[fewest]} would have only {kept[fewest]} film(s){within}; a validation "
+                       f"part of 1/{folds} needs at least {folds} films of every class. Add films to that class "
+                       f"folder{' or ask for more films' if within else ''}.")
     return config
 
 

@@ -256,8 +256,6 @@ def maybe_subset(films: FilmSet, config: TrainConfig, seed: int | None = None) -
         return films
     rng = np.random.default_rng(config.seed if seed is None else seed)
     keep = []
-    for label in range(len(films.classes)):  # keep the class balance of the full set
-        members = np.flatnonzero(films.labels == label)
-        share = max(2, round(config.max_films * len(members) / len(films)))
-        keep += rng.choice(members, size=min(share, len(members)), replace=False).tolist()
+    for label, share in enumerate(films.subset_counts(config.max_films)):  # the class balance of the full set
+        keep += rng.choice(np.flatnonzero(films.labels == label), size=share, replace=False).tolist()
     return films.subset(np.sort(np.asarray(keep)))
