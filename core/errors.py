@@ -114,9 +114,10 @@ class ResumeRefused(TriageError):
     """There is no saved state to resume for these settings and films, or it cannot be used. ``reason``: why, in a
     few words a run's notes can carry ("cannot be read: ..."); the message when none is given."""
 
-    def __init__(self, message: str, reason: str = ""):
+    def __init__(self, message: str, reason: str = "", lasting: bool = False):
         super().__init__(message)
         self.reason = reason or message
+        self.lasting = lasting  # no run of these settings on these films: asking again gives the same answer
 
 
 class CommandRefused(TriageError):

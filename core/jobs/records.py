@@ -70,6 +70,7 @@ class JobStatus(Record):
     model: str | None = None  # the registered version, once there is one
     summary: JobSummary | None = None
     pid: int | None = None  # the runner's process, for Cancel (signalled only while it holds the job lock)
+    resume_refused: bool = False  # a resume that found no run of its settings on its films: Resume would again
     queued_at: str | None = None
     started_at: str | None = Field(default=None, validation_alias=AliasChoices("started_at", "running_at"))
     finished_at: str | None = None

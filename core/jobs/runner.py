@@ -161,7 +161,8 @@ class JobRunner:
         except TrainingCancelled as exc:
             return self._stopped(str(exc))
         except TriageError as exc:  # shown on the Retrain page: its own words for the command line's --resume
-            self.finish(FAILED, "Training failed: " + str(exc).replace("(without --resume)", "(Start training)"))
+            self.finish(FAILED, "Training failed: " + str(exc).replace("(without --resume)", "(Start training)"),
+                        resume_refused=getattr(exc, "lasting", False))  # not offered again (a review)
             return 1
         except Exception as exc:  # the process boundary: any failure must reach the page as a status
             traceback.print_exc(file=sys.stderr)

@@ -158,9 +158,9 @@ def nothing_to_resume(identity, folder: Path) -> ResumeRefused:
     same_folder = [run for run in saved_runs(folder) if run.data_dir == identity.data_dir]
     if not same_folder or not identity.differences(same_folder[0]):
         return ResumeRefused("There is no interrupted run of these settings on these films to resume; "
-                             "start a new run instead (without --resume).")
+                             "start a new run instead (without --resume).", lasting=True)
     other = same_folder[0]
     return ResumeRefused(
         f"There is no interrupted run of these settings on these films to resume. The interrupted run of this "
         f"folder ({other.where}) had {'; '.join(identity.differences(other))}: resume it with the same settings, "
-        "or start a new run (without --resume).")
+        "or start a new run (without --resume).", lasting=True)

@@ -130,7 +130,11 @@ def _outcome(job: Job, user: User) -> None:
 
 
 def _resume(job: Job, user: User) -> None:
-    """Resume for a job that ended unfinished with a saved run: a new job continues from its last epoch."""
+    """Resume for a job that ended unfinished with a saved run: a new job continues from its last epoch. None
+    after a resume refused because the folder's films or the settings differ from the run's: each click started a
+    job refused the same way (a review)."""
+    if job.status.resume_refused:
+        return
     try:
         run = resumable_run(job)
     except TriageError:
@@ -163,6 +167,8 @@ def interrupted_runs(jobs: list[Job], user: User) -> None:
         if run is None or run.key in seen:
             continue
         seen.add(run.key)
+        if job.status.resume_refused:
+            continue
         with st.container(border=True):
             st.markdown(f"**Interrupted run** of job {job.job_id}: {job.config.arch}, {job.config.epochs} epoch(s), "
                         f"{job.config.image_size} px, on `{_dataset(job)}`; stopped {run.where}.")

@@ -1,0 +1,41 @@
+"""A resume refused because the folder's films or the settings no longer match the saved run is not offered
+again: the Retrain page showed the refusal with Resume training right under it, and every click started another
+job refused the same way, each with its job.resume line in the audit log (a review)."""
+from __future__ import annotations
+
+import test_resume
+from e2e_support import retrain_page
+from test_resume import FAR_JOB, TINY, _interrupted_job, _resume_buttons
+
+from core.jobs.jobs import FAILED, read_job
+from core.jobs.records import write_settings, write_status
+from core.training.resume import run_identity
+from core.training.saved_runs import nothing_to_resume, runs_dir
+from core.training.train import split_films
+
+site = test_resume.site  # its fixture: an empty site models folder, the runs folder beside it
+
+
+def test_a_resume_refused_for_other_films_offers_no_resume_again(kermany_train, site, tmp_path, settings_env,
+                                                                    monkeypatch):
+    from core.access.policy import RequestFacts
+    from dashboard.components import access
+
+    monkeypatch.setattr(access, "request_facts", lambda: RequestFacts.of("127.0.0.1", {"Host": "localhost"}))
+    jobs = tmp_path / "jobs"
+    settings_env(CXR_DATA_DIR=str(kermany_train))
+    read_job(_interrupted_job(jobs, kermany_train, TINY, site))  # settled: failed, its run kept
+    (button,) = _resume_buttons(retrain_page())  # offered while the run can go on
+    assert button.key == f"resume-{FAR_JOB}"
+    # the resume job the button starts, refused as the runner words it when the films changed since
+    other = TINY.model_copy(update={"max_films": 80}).resolved()
+    refusal = nothing_to_resume(run_identity(other, kermany_train, *split_films(kermany_train, other)[1:3]), runs_dir())
+    assert refusal.lasting
+    resumed = jobs / "20261201-000000-bead"
+    resumed.mkdir()
+    write_settings(resumed, read_job(jobs / FAR_JOB).settings.model_copy(
+        update={"job_id": resumed.name, "resume_of": FAR_JOB}))
+    write_status(resumed, FAILED, message="Training failed: " + str(refusal), resume_refused=refusal.lasting)
+    at = retrain_page()
+    assert not at.exception and "There is no interrupted run of these settings" in "\n".join(e.value for e in at.error)
+    assert _resume_buttons(at) == []  # neither under the refusal nor as the earlier job's interrupted run
