@@ -170,12 +170,21 @@ def test_a_site_root_in_any_case_is_read_in_the_models_classes(trained_model, re
         calibrate(trained_model.name, TARGET, directory=registry, site_folder=tmp_path)  # outside every root
 
 
-def test_cli_calibrates_on_a_site_folder_and_fails_as_json(trained_model, registry, run_cli):
+def test_cli_calibrates_on_a_site_folder_and_fails_as_json(trained_model, registry, run_cli, settings_env):
     done = run_cli("calibrate", trained_model.name, "--target-sensitivity", TARGET, "--site-folder", SITE_LABEL,
                    checkpoints=registry)
     assert done.returncode == 0, done.stderr
     out = done.json_lines()[0]
-    assert set(out) == {"name", "from", "previous_threshold", "source", "validation", "site"}
+    assert set(out) == {"name", "from", "default", "previous_threshold", "source", "validation", "site"}
+    assert out["default"] is False  # the task has its default
+    # a task without one takes its first version over the floor: said, not silent (a review)
+    registry_file = registry / "registry.json"
+    registry_file.write_text(json.dumps({**json.loads(registry_file.read_text()), "task_defaults": {},
+                                         "default": None}))
+    settings_env(CXR_PROMOTION_MIN_SENSITIVITY="0.5")  # a floor this tiny model's version clears
+    again = run_cli("calibrate", trained_model.name, "--target-sensitivity", TARGET, "--site-folder", SITE_LABEL,
+                    checkpoints=registry)
+    assert again.returncode == 0 and again.json_lines()[0]["default"] is True, again.stderr
     assert out["source"] == "site folder" and out["site"]["folder"] == SITE_LABEL and out["site"]["n"] == 16
     assert out["site"]["sensitivity"] >= TARGET and out["site"]["threshold"] == out["validation"]["threshold"]
     bad = run_cli("calibrate", trained_model.name, "--target-sensitivity", TARGET, "--site-folder", "/etc",
@@ -206,6 +215,7 @@ def test_the_retrain_page_calibrates_on_a_site_folder(trained_model, registry, s
     message = at.success[0].value
     assert f"{new.name} is registered" in message and f"chosen on the site folder `{SITE_LABEL}`" in message
     assert f"Site films: sensitivity {new.other_reports[SITE].sensitivity * 100:.1f} %" in message
+    assert any(c.value.startswith("It is not the default") for c in at.caption)
     shown = "\n".join(str(e.value) for kind in ("markdown", "caption", "success", "info") for e in at.get(kind))
     assert str(films_dir) not in shown
     assert any(a.action == "calibrate" and a.details["source"] == "site folder" and a.who == "local"

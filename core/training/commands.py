@@ -86,7 +86,9 @@ def run_calibrate(args) -> int:
         _make_default(record.name, args.override_floor)
     calibration = record.calibration
     site = record.other_reports.get(SITE) if calibration.source == SITE_FOLDER else None
-    print(json_line({"name": record.name, "from": calibration.from_model,
+    from core.store.registry import find_model  # a task without a default takes its first version over the floor
+
+    print(json_line({"name": record.name, "from": calibration.from_model, "default": find_model(record.name).is_default,
                       "previous_threshold": calibration.previous_threshold, "source": calibration.source,
                       "validation": record.report.summary(),
                       **({"site": {"folder": calibration.folder, **site.summary()}} if site else {})}))

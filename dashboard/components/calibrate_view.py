@@ -124,7 +124,13 @@ def _report(record) -> None:
         lines.append(f"Site films: sensitivity {percent(site.sensitivity)}, specificity {percent(site.specificity)} "
                      f"({site.n} films).")
     st.success("  \n".join(lines), icon=":material/check_circle:")
-    st.caption("It is not the default; compare it with the others before making it one.")
+    # a task without a default takes its first version that clears the floor (core.store.promotion.promote_first):
+    # the caption said "not the default" when it had become it (a review)
+    if any(e.is_default for e in registered_models()[0] if e.name == record.name):
+        st.caption("It is now the default of its task, which had none: it clears the promotion floor. Compare it "
+                   "with the others; another version can be made the default below.")
+    else:
+        st.caption("It is not the default; compare it with the others before making it one.")
 
 
 def _describe(entry: ModelEntry) -> str:
