@@ -12,7 +12,8 @@ from core import limits
 from core.admin.audit import read_actions
 from core.errors import TriageError
 from core.films.manifest import shipped_manifests
-from core.jobs.jobs import JobAlreadyRunning, list_jobs, start_job
+from core.config import settings
+from core.jobs.jobs import JobAlreadyRunning, active_job, list_jobs, start_job
 from core.models.catalog import CATALOG
 from core.models.device import found_devices
 from core.store.records import TrainConfig
@@ -77,9 +78,12 @@ def _what_it_trains(source: Path) -> None:
 
 
 def training_form() -> tuple[bool, object, TrainConfig | None]:
-    """The new-job form: (submitted, the chosen training folder or manifest or None, the training settings)."""
+    """The new-job form: (submitted, the chosen training folder or manifest or None, the training settings).
+    Start is not offered while a job runs (it listed the whole folder only to be told so: a review)."""
     st.subheader("New training job")
     data_dir = training_source()
+    floor = settings().promotion_min_sensitivity
+    busy = active_job() is not None
     with st.form("retrain"):
         arch = st.selectbox("Architecture", list(CATALOG), format_func=lambda a: f"{a}: {CATALOG[a].title}",
                             index=list(CATALOG).index("cnn5"))
@@ -99,7 +103,8 @@ def training_form() -> tuple[bool, object, TrainConfig | None]:
                                  value=round(limits.DEFAULT_TARGET_SENSITIVITY * 100, 1), step=0.5, format="%.1f",
                                  help="The triage threshold is the highest one that still finds this share of the "
                                       "abnormal validation films. Leave a margin above what you need on new films: "
-                                      "the shipped default uses 96 % to promise 95 %.")
+                                      "the shipped default uses 96 % to promise 95 %. Below the promotion floor "
+                                      f"({floor:.1%}) the version cannot become a default.")
         max_films = st.number_input("Use at most this many films (0 = all)", min_value=0, value=0, step=100,
                                     help="A class-balanced random subset, for a quick trial run.")
         found = found_devices()
@@ -107,13 +112,17 @@ def training_form() -> tuple[bool, object, TrainConfig | None]:
                               format_func=lambda d: f"Automatic (here: {found.auto.upper()})" if d == "auto"
                               else {"cpu": "CPU", "cuda": "CUDA GPU"}[d],
                               help="Where the job trains. Automatic uses a CUDA GPU when there is one.")
+        bf16 = ("bf16 (faster where the hardware computes it natively)" if found.cpu_bf16 or found.gpus else
+                "bf16 (emulated on this CPU: probably slower)")  # it said "faster" on every CPU (a review)
         precision = st.selectbox("Training precision", limits.PRECISIONS,
                                  format_func=lambda p: {"auto": "Automatic (bf16 where the hardware has it)",
-                                                        "bf16": "bf16 (faster, same accuracy)", "fp32": "fp32"}[p],
+                                                        "bf16": bf16, "fp32": "fp32"}[p],
                                  help="bf16 speeds up training; the triage threshold and report are always "
                                       "computed in fp32, as the model is served.")
-        st.caption(f"Found: {found.describe()}.")
-        submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+        st.caption(f"Found: {found.describe()}." + (" A training job is running: Start is offered again when it "
+                                                    "ends." if busy else ""))
+        submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
+                                          disabled=busy)
     config = TrainConfig(arch=arch, epochs=int(epochs), image_size=image_size, augment=augment,
                          max_films=int(max_films) or None, target_sensitivity=round(float(target) / 100, 4),
                          device=device, precision=precision)
@@ -123,7 +132,8 @@ def training_form() -> tuple[bool, object, TrainConfig | None]:
 user = current_user()
 st.title("Retrain")
 st.caption("Train a new model version in the background. It keeps running if you reload the page or close "
-           "the tab; existing models and the default stay as they are until you choose otherwise.")
+           "the tab; existing models and defaults stay as they are until you choose otherwise (a task with no "
+           "default yet takes its first version that clears the promotion floor).")
 
 submitted, data_dir, train_config = False, None, None
 if user.is_admin:
@@ -139,6 +149,10 @@ with job_column:
         st.error("Training was not started. Choose a dataset folder inside a data root, or a manifest.",
                  icon=":material/error:")
     elif submitted:
+        if train_config.target_sensitivity < settings().promotion_min_sensitivity:
+            st.warning(f"A sensitivity target of {train_config.target_sensitivity:.1%} is below the promotion floor "
+                       f"({settings().promotion_min_sensitivity:.1%}): the new version cannot become a default.",
+                       icon=":material/warning:")
         try:
             start_job(data_dir, train_config, who=user.who)
         except JobAlreadyRunning as exc:
