@@ -325,3 +325,20 @@ def test_copies_of_a_film_in_the_site_folder_count_once(trained_model, registry,
     with pytest.raises(DatasetError, match=r"^ward-7/ward holds 1 NORMAL, 3 PNEUMONIA films once 2 copies of other "
                                            r"films in it are left out; .* needs at least 2 of each class"):
         calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
+
+
+def test_a_site_folder_drawn_from_the_other_collection_gets_no_other_collection_report(trained_model, registry,
+                                                                                      tmp_path, settings_env,
+                                                                                      data_dir):
+    """Found by a review: a site folder of the other collection's films had its site report and its
+    other-collection report read on the same films, and the card's range at a new site came from them."""
+    site = tmp_path / "site-root" / "ward"
+    for name, folder in (("NORMAL", "Normal"), ("PNEUMONIA", "Viral Pneumonia")):
+        (site / name).mkdir(parents=True)
+        for film in sorted((data_dir / "covid-3class" / "train" / folder).iterdir())[10:13]:
+            shutil.copy(film, site / name / f"ward-{film.name}")
+    roots = tmp_path / "roots.json"
+    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
+    settings_env(CXR_DATA_ROOTS=str(roots))
+    new = calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
+    assert set(new.other_reports) == {SITE, TIGHTER_FRAMING}  # its own validation's framing stays

@@ -49,6 +49,7 @@ from core.store.writable import ensure_models_writable
 from core.store.reports import OperatingPoint, Report
 from core.training.data import copies_of, fingerprint
 from core.training.holdout import holdout_rule
+from core.training.other_collection import collection_films
 from core.training.other_reports import other_reports, report_on
 from core.training.shipping import ship_version
 from core.training.site_folder import SiteFolder, distinct_films, hide_path, read_site_folder
@@ -104,8 +105,11 @@ def _calibrate(name: str | None, target_sensitivity: float, data_dir: str | Path
         report = report_on(model, val_set, loaded.image_size, point, split, config.seed)
         chosen_on = {SITE: site_report}
     holdout = holdout_rule(config.holdout).description if held_out is not None else ""
+    # a site folder drawn from the other collection: its reports (and the range at a new site) would be read on
+    # the very films the threshold was chosen on (a review), so they are left out
+    collection = training_folder if site is None or not _shares_collection(site) else None
     others = {**other_reports(model, held_out, holdout, loaded.image_size, point, config.seed, validation=val_set,
-                              training_folder=training_folder),
+                              training_folder=collection),
               **chosen_on}
     previous = record.operating_point
     calibrated = record.model_copy(update={
@@ -160,6 +164,16 @@ def _refuse_own_films(site: SiteFolder, name: str, *own: FilmSet | None) -> None
         raise CalibrationError(f"{shared} of the {len(site.films)} films in {site.label} are {name}'s own training, "
                                "validation or held-out films (or copies of them): a threshold chosen on them would "
                                "be reported again as if on unseen films. Calibrate on films this model never saw.")
+
+
+def _shares_collection(site: SiteFolder) -> bool:
+    """Whether ``site`` holds films of the other collection (core.training.other_collection), or copies of them."""
+    found = collection_films(FilmSet((), np.zeros(0, np.int64), ("film",)))
+    if found is None:
+        return False
+    films = found[0]
+    places = {path.resolve() for path in films.paths}
+    return any(path.resolve() in places for path in site.films.paths) or bool(copies_of(site.films, films).any())
 
 
 def _choose_on_site(model, site: SiteFolder, image_size: int, config: TrainConfig) -> tuple[OperatingPoint, Report]:
