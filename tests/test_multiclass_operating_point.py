@@ -9,6 +9,7 @@ import pytest
 
 from core.evaluation.metrics import evaluate_probabilities
 from core.limits import THRESHOLD_MARGIN
+from core.store.records import read_model_record
 from core.store.reports import OperatingPoint
 from core.training.operating_point import choose_operating_point
 
@@ -105,6 +106,26 @@ def test_films_a_class_needs_at_95_percent(films, needed):
     point = choose_operating_point(truth, three_class_probs(truth, all_scores), COVID_CLASSES, 0.95)
     assert point.threshold == just_below(scores[needed - 1])
     assert point.validation_class_sensitivity["COVID-19"] == pytest.approx(needed / films)
+
+
+@pytest.mark.parametrize("films, short", [(22, False), (20, False), (18, True), (13, True)])
+def test_a_class_too_small_to_spare_a_film_is_named_and_the_card_says_so(films, short):
+    """Found by a review: 12 or 13 films at 95 % leave no film to spare (all are needed), yet the card promised
+    one; 22 need 21, so one is spared exactly."""
+    from dashboard.components.model_card import operating_point_text
+
+    scores = np.round(1.0 - 0.005 * np.arange(films), 3)
+    truth = np.array([0] * films + [2] * 25 + [1] * 5)  # 25 viral films: enough to spare one at 95 %
+    all_scores = np.concatenate([scores, np.full(25, 1.0), np.full(5, 0.01)])
+    point = choose_operating_point(truth, three_class_probs(truth, all_scores), COVID_CLASSES, 0.95)
+    assert point.too_few_films() == ({"COVID-19": films} if short else {})
+    shipped = read_model_record(REPO / "checkpoints" / "covid-cnn5-v1.json")  # 13 viral films, the same case
+    text = operating_point_text(shipped.model_copy(update={"operating_point": point}))
+    assert (f"On {films} COVID-19 films this target cannot be told from 100 % with a film to spare: every one of "
+            "them is flagged." in text) == short
+    pooled = OperatingPoint(classes=("NORMAL", "PNEUMONIA"), normal_index=0, threshold=0.5, target_sensitivity=0.999,
+                            spare_films=0, validation_class_films={"PNEUMONIA": 20})
+    assert pooled.too_few_films() == {"PNEUMONIA": 20}  # 20 films meet 99.9 % as they meet 96 %
 
 
 def test_a_class_without_validation_films_is_left_out_not_a_crash():

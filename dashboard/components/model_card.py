@@ -128,10 +128,14 @@ def operating_point_text(record: ModelRecord) -> str:
     point = record.operating_point
     if point.normal_class is None:
         return "**Operating point.** None: this model has no normal class, so it cannot set priorities."
+    short = point.too_few_films()
+    too_few = (f" On {', '.join(f'{n} {name}' for name, n in short.items())} films this target cannot be told "
+               f"from 100 %{' with a film to spare' if point.spare_films else ''}: every one of them is flagged."
+               if short else "")
     return (f"**Operating point.** Urgent when 1 − p({point.normal_class}) ≥ {threshold_value(point.threshold)}, "
             f"chosen for ≥ {target_percent(point.target_sensitivity)} sensitivity on {_chosen_where(record)}"
             + (f", for each abnormal class on its own with {point.spare_films} film(s) to spare."
-               if point.spare_films else ".") + recalibration_origin(record))
+               if point.spare_films else ".") + too_few + recalibration_origin(record))
 
 
 def _chosen_where(record: ModelRecord) -> str:
