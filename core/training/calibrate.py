@@ -153,8 +153,9 @@ def _measured_elsewhere(record: ModelRecord, model) -> tuple[MeasuredElsewhere, 
 def _refuse_own_films(site: SiteFolder, name: str, *own: FilmSet | None) -> None:
     """A threshold chosen on films the model trained, was validated or was measured on would be read again, on
     them, as if they were unseen (its validation and other-batch reports): refuse a site folder holding any of
-    them, by place, by content (a copied film) or as a near-duplicate (the same film at another contrast, crop or
-    size: the split's rule, core.training.data)."""
+    them, by place, by content (a copied film) or as a near-duplicate (the same film at another contrast or size,
+    or cropped by a few per cent: the split's rule, core.training.data). A film cropped by 5 % a side, mirrored,
+    rotated or inverted is not recognised (measured by a review): the check cannot promise those."""
     places = {path.resolve() for films in own if films is not None for path in films.paths}
     shared = sum(path.resolve() in places for path in site.films.paths)
     if not shared:  # a byte-for-byte copy is a near-duplicate too (hash distance 0, correlation 1)

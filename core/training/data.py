@@ -149,8 +149,8 @@ def near_duplicates(films: FilmSet, among: np.ndarray) -> NearDuplicates:
 
 
 def copies_of(films: FilmSet, originals: FilmSet) -> np.ndarray:
-    """Which of ``films`` are near-duplicates (the same film at another contrast, crop or size) of one of
-    ``originals``, by the rule above; a film nothing can read is nobody's copy."""
+    """Which of ``films`` are near-duplicates (the same film at another contrast or size, or a light crop) of one
+    of ``originals``, by the rule above; a film nothing can read is nobody's copy."""
     hashes, thumbs, readable = film_signatures(films.paths)
     known_hashes, known_thumbs, known_readable = film_signatures(originals.paths)
     found = np.zeros(len(films), dtype=bool)
