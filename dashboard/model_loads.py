@@ -179,5 +179,6 @@ def _serving_hashes(record) -> tuple[str, str, str]:
     ``fit-population`` replaces in place (a predictor loaded before would go on without it, or with the old one,
     while the card, read afresh, promised it), and its operating point (a site version's JSON saved again with
     the same weights and another threshold was triaged at the old one while its card showed the new: a review)."""
-    check = getattr(record, "population_check", None)
-    return record.weights_sha256, check.sha256 if check is not None else "", record.operating_point.model_dump_json()
+    check, point = getattr(record, "population_check", None), getattr(record, "operating_point", None)
+    return (record.weights_sha256, check.sha256 if check is not None else "",
+            point.model_dump_json() if point is not None else "")
