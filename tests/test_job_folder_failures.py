@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from test_job_crashes import HOLDER, QUICK, _queued_job
+from test_job_crashes import HOLDER, QUICK, _Exited, _queued_job, _runner
 
 from core.errors import JobError
-from core.jobs.jobs import LOCK_FILE, QUEUED, cancel_job, read_job, write_status
+from core.jobs.jobs import LOCK_FILE, QUEUED, RUNNING, cancel_job, read_job, write_status
 from core.training.events import EpochEvent, NoteEvent, StepEvent
 
 
@@ -76,3 +76,41 @@ def test_a_damaged_progress_file_shows_nothing_rather_than_taking_the_retrain_pa
     events, log = job.events(), job.log_tail()
     assert events == ([good] if damage == "zero steps" else []) and log == []
     assert job_progress(events).phase in {"starting", "training"}
+
+
+def test_a_run_that_does_not_stop_after_cancel_is_ended_by_the_watcher(tmp_path, monkeypatch, settings_env):
+    """Found by two reviews: a step stuck in native code never reached the check between steps, and a signal
+    handler only runs once the native call returns, so neither Cancel nor a second one was heard until the time
+    limit (12 h by default) while the run held the one job slot. A thread watches for Cancel instead."""
+    import core.jobs.runner as runner_module
+    from core.jobs.records import read_status
+    from core.training.events import StepEvent
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"))
+    runner, now = _runner(tmp_path, monkeypatch), [1000.0]
+    monkeypatch.setattr(runner_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(runner_module, "stop_process_group", lambda: (_ for _ in ()).throw(_Exited(1)))
+
+    class Ticks:  # each wait of the watcher: ten seconds pass; it stops after ``left`` of them
+        def __init__(self, left):
+            self.left = left
+
+        def wait(self, seconds):
+            now[0] += 10.0
+            self.left -= 1
+            return self.left < 0
+
+    runner.emit(StepEvent(epoch=1, epochs=2, step=1, steps=9, loss=0.7, progress=0.05, eta_seconds=60))
+    runner.watch_cancel(Ticks(5))  # no Cancel asked: nothing happens
+    (runner.folder / "cancel").write_text("now")  # Cancel, as cancel_job asks it; the signal is never handled
+    runner.watch_cancel(Ticks(3))  # seen, then 20 s: the step may be about to end
+    assert runner.cancel_since == 1070.0 and read_status(runner.folder).state == RUNNING
+    with pytest.raises(_Exited):
+        runner.watch_cancel(Ticks(5))
+    status = read_status(runner.folder)
+    assert status.state == "cancelled" and status.message.startswith("Training did not stop between steps within 30 s")
+    done = _runner(tmp_path / "b", monkeypatch)  # only registration left: bounded, never ended midway
+    done.emit(StepEvent(epoch=2, epochs=2, step=9, steps=9, loss=0.5, progress=1.0, eta_seconds=0))
+    (done.folder / "cancel").write_text("now")
+    done.watch_cancel(Ticks(20))
+    assert read_status(done.folder).state == RUNNING

@@ -32,9 +32,11 @@ from core.training.events import DoneEvent, EpochEvent, LoadingEvent, NoteEvent,
 from core.training.saved_runs import kept_note
 
 CANCELLED_EARLY = "Training was cancelled before it started; nothing was saved."
-# A second Cancel this long after the first ends a run that did not stop between steps (a step stuck in native
-# code heard nothing until the time limit, 12 hours by default, holding the one job slot: a review).
+# A run still training this long after Cancel is ended by a watcher thread: a step stuck in native code heard
+# nothing until the time limit, 12 hours by default, holding the one job slot, and the signal handler itself only
+# runs once the native call returns, so it cannot be what ends it (two reviews).
 FORCE_CANCEL_AFTER_S = 30.0
+CANCEL_POLL_S = 1.0
 
 
 class JobRunner:
@@ -43,7 +45,7 @@ class JobRunner:
         self.lock_fd = lock_fd
         self.settings = read_settings(folder)
         self.cancel_requested = False
-        self.cancel_since: float | None = None  # time.monotonic() of the first Cancel
+        self.cancel_since: float | None = None  # time.monotonic() when the watcher first saw Cancel
         self.out_of_time = False
         self.training_started = False
         self.training_done = False  # the last step is taken: validating and registering, which are bounded
@@ -82,18 +84,28 @@ class JobRunner:
         self.cancel_requested = True
         if self.finishing:
             return
-        first, now = self.cancel_since is None, time.monotonic()
-        self.cancel_since = now if first else self.cancel_since
-        self.log("Cancel requested." if first else "Cancel requested again.")
+        self.log("Cancel requested.")
         if not self.training_started:
             # Still starting or decoding films: nothing is written yet, so stopping here is clean.
             self.finish(CANCELLED, CANCELLED_EARLY + self._kept())  # a resumed run's stays
             os._exit(0)
-        if not first and not self.training_done and now - self.cancel_since >= FORCE_CANCEL_AFTER_S:
-            # between steps nothing is half written: a run's state is saved whole (core.training.resume)
-            self.finish(CANCELLED, "Training did not stop between steps, so a second Cancel ended it; nothing was "
-                                   "registered." + self._kept())
-            stop_process_group()
+
+    def watch_cancel(self, stop: threading.Event) -> None:
+        """A thread: once Cancel is asked (the marker, or the signal's flag) and training has not stopped
+        FORCE_CANCEL_AFTER_S later, end the process group. Not once only registration is left (it is bounded),
+        and between steps nothing is half written: a run's state is saved whole (core.training.resume)."""
+        while not stop.wait(CANCEL_POLL_S):
+            if self.cancel_since is None and (self.cancel_requested or (self.folder / "cancel").exists()):
+                self.cancel_since = time.monotonic()
+            if self.cancel_since is not None and self.force_cancel_due(time.monotonic()):
+                self.finish(CANCELLED, "Training did not stop between steps within "
+                            f"{FORCE_CANCEL_AFTER_S:.0f} s of Cancel, so it was ended; nothing was registered."
+                            + self._kept())
+                stop_process_group()
+
+    def force_cancel_due(self, now: float) -> bool:
+        return (self.training_started and not self.training_done and not self.finishing
+                and now - self.cancel_since >= FORCE_CANCEL_AFTER_S)
 
     def log(self, message: str) -> None:
         self._append("log.txt", f"{clock.time_of_day()}  {message}\n")
@@ -140,8 +152,13 @@ class JobRunner:
                 lock.unlock(self.lock_fd)
 
     def run(self) -> int:
-        with TimeLimit(self.time_limit, self.on_time_limit, self.on_overrun):
-            return self._run()
+        stop = threading.Event()
+        threading.Thread(target=self.watch_cancel, args=(stop,), daemon=True, name="cancel-watch").start()
+        try:
+            with TimeLimit(self.time_limit, self.on_time_limit, self.on_overrun):
+                return self._run()
+        finally:
+            stop.set()
 
     def _run(self) -> int:
         settings, config = self.settings, self.settings.config

@@ -104,8 +104,7 @@ def _progress(job: Job, progress: JobProgress, user: User) -> None:
         return
     if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
                  help="Stops between training steps; nothing is registered. The epochs already finished are "
-                      "kept, so the run can be resumed. If it has not stopped 30 s later, a second click ends it "
-                      "at once."):
+                      "kept, so the run can be resumed. A run still training 30 s later is ended at once."):
         try:
             cancel_job(job.job_id, job.folder.parent, who=user.who)
         except TriageError as exc:
