@@ -367,3 +367,12 @@ def test_any_registered_version_can_be_made_the_default_from_the_retrain_page(pl
     next(b for b in at.button if b.label == "Make pneumonia-mlp-v2 the default").click().run()
     assert not at.exception and not at.error
     assert find_model(None, task="pneumonia").name == "pneumonia-mlp-v2"
+
+
+def test_a_jobs_lock_that_cannot_be_opened_is_said_in_words_not_a_traceback(places):
+    """Found by a review of the day's diff: the form's new check for a running job was not guarded."""
+    _, jobs = places
+    (jobs / "active.lock").mkdir(parents=True)
+    at = retrain_page()
+    assert not at.exception
+    assert any("The job folder cannot be read" in e.value for e in at.error)

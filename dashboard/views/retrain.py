@@ -83,7 +83,10 @@ def training_form() -> tuple[bool, object, TrainConfig | None]:
     st.subheader("New training job")
     data_dir = training_source()
     floor = settings().promotion_min_sensitivity
-    busy = active_job() is not None
+    try:
+        busy = active_job() is not None
+    except (TriageError, OSError):  # the jobs folder cannot be read: the job panel says so below
+        busy = False
     with st.form("retrain"):
         arch = st.selectbox("Architecture", list(CATALOG), format_func=lambda a: f"{a}: {CATALOG[a].title}",
                             index=list(CATALOG).index("cnn5"))
@@ -117,8 +120,8 @@ def training_form() -> tuple[bool, object, TrainConfig | None]:
         precision = st.selectbox("Training precision", limits.PRECISIONS,
                                  format_func=lambda p: {"auto": "Automatic (bf16 where the hardware has it)",
                                                         "bf16": bf16, "fp32": "fp32"}[p],
-                                 help="bf16 speeds up training; the triage threshold and report are always "
-                                      "computed in fp32, as the model is served.")
+                                 help="bf16 speeds up training where the hardware computes it natively; the triage "
+                                      "threshold and report are always computed in fp32, as the model is served.")
         st.caption(f"Found: {found.describe()}." + (" A training job is running: Start is offered again when it "
                                                     "ends." if busy else ""))
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
