@@ -269,8 +269,11 @@ def _display_copy(film: Film) -> np.ndarray:
 
 
 @st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False)
-def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: str) -> Report:
+def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: str,
+                  operating_point: str = "") -> Report:
     """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
+    ``operating_point`` (its JSON) only keys the cache: a version saved again with the same weights and another
+    threshold was shown at the old one for twelve hours (a review).
 
     The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.
     """

@@ -321,3 +321,28 @@ def test_a_folder_of_one_kind_of_film_is_said_to_be_why_there_is_no_roc_curve(mo
     assert not at.exception
     shown = [i.value for i in at.info]
     assert any("all of one kind" in s for s in shown) and not any("has a normal class" in s for s in shown)
+
+
+def test_figures_say_which_folder_they_are_for_and_a_changed_folder_is_recorded_again(at, settings_env, tmp_path):
+    """Found by a review: another folder picked without Evaluate left the figures, and models added then, on the
+    folder pressed for, unsaid; films added to that folder were read again without an audit line."""
+    films = sorted(p for p in require(FILMS_DIR, "films").rglob("*.jpeg"))
+    ward = tmp_path / "ward-films"
+    for part, chosen in (("a", films[::2]), ("b", films[1::2])):
+        for film in chosen:
+            (ward / part / film.parent.name).mkdir(parents=True, exist_ok=True)
+            (ward / part / film.parent.name / film.name).symlink_to(film)
+    (tmp_path / "roots.toml").write_text(f'[roots]\nward = "{ward}"\n')
+    settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
+    at.multiselect[0].set_value(["pneumonia-mlp-v1"])
+    at.segmented_control[0].set_value("Evaluate on a folder").run()
+    _select(at, "Data root").set_value("ward").run()
+    _select(at, FOLDER_BOX).set_value("a").run()
+    _evaluate(at)
+    assert len(read_actions(limit=10)) == 1
+    _select(at, FOLDER_BOX).set_value("b").run()
+    assert "The figures below are for `ward/a`; press Evaluate for `ward/b`." in [i.value for i in at.info]
+    extra = films[1]
+    (ward / "a" / extra.parent.name / extra.name).symlink_to(extra)  # a film added to the folder evaluated
+    at.run()
+    assert not at.exception and len(read_actions(limit=10)) == 2  # its new reading is recorded

@@ -12,7 +12,7 @@ from dashboard.components.compare_view import (comparison, details, policy_films
                                                training_films_caveat)
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.task_choice import models_of, pick_task, title_of
-from dashboard.labels import inside_a_root, without_server_paths
+from dashboard.labels import inside_a_root, source_label, without_server_paths
 from dashboard.state import default_evaluation_dir, folder_report, folder_stamp, registered_models
 
 STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
@@ -78,8 +78,13 @@ if source == FOLDER:
     if not target:
         st.info("Choose a folder and press Evaluate.", icon=":material/info:")
         st.stop()
+    if folder is not None and str(folder) != target:  # the figures below stayed on the folder pressed for
+        st.info(f"The figures below are for `{source_label(target)}`; press Evaluate for "
+                f"`{source_label(folder)}`.", icon=":material/info:")
     recorded, evaluated = st.session_state.setdefault(RECORDED, set()), st.session_state.setdefault(EVALUATED, set())
-    if any((entry.name, target) not in evaluated for entry in selected):  # a model added later is evaluated too
+    # keyed by the folder's stamp too: films added since are read again, and that reading is recorded (a review)
+    target_key = (target, stamp)
+    if any((entry.name, target_key) not in evaluated for entry in selected):  # a model added later is evaluated too
         try:
             ensure_writable()  # a server folder is read only where the reading can be recorded
         except TriageError as exc:
@@ -89,13 +94,13 @@ if source == FOLDER:
     for entry in selected:
         try:
             rows.append((entry, folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path),
-                                              target, stamp)))
+                                              target, stamp, entry.record.operating_point.model_dump_json())))
         except TriageError as exc:
             st.error(f"{entry.name} could not be evaluated on the chosen folder: "
                      f"{without_server_paths(str(exc), target)}", icon=":material/error:")
-    evaluated.update((entry.name, target) for entry, _ in rows)  # shown: an audit line still owed is tried again
-    unrecorded = [(entry, report) for entry, report in rows if (entry.name, target) not in recorded]
-    recorded.update((entry.name, target) for entry in record_evaluations(unrecorded, target, who=user.who))
+    evaluated.update((entry.name, target_key) for entry, _ in rows)  # shown: an audit line still owed is tried again
+    unrecorded = [(entry, report) for entry, report in rows if (entry.name, target_key) not in recorded]
+    recorded.update((entry.name, target_key) for entry in record_evaluations(unrecorded, target, who=user.who))
 else:
     rows = [(e, e.record.report) for e in selected if e.record.report is not None]
     for entry in selected:
