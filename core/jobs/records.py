@@ -6,6 +6,7 @@ Older folders keep loading: a status with local times and ``running_at`` reads a
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pydantic import AliasChoices, Field
 from core import clock
 from core.errors import JobError
 from core.store.atomic import atomic_write_json
-from core.store.base import Record, read_record, read_regular_file
+from core.store.base import Record, open_regular, read_record
 from core.store.records import ModelRecord, TrainConfig
 from core.store.reports import HeadlineFigures
 from core.training.events import ProgressEvent, parse_event
@@ -162,12 +163,17 @@ _MAX_PROGRESS_BYTES = 32 * 2**20  # a run of 200 epochs of 150 steps writes abou
 
 
 def _text_of(path: Path) -> str:
-    """A job file's text, "" when it is missing or not a readable regular file: a folder or a FIFO where the
-    events were took the Retrain page down, or hung it, for everyone (a review)."""
+    """A job file's text, its last ``_MAX_PROGRESS_BYTES`` from a whole line (the latest progress matters most);
+    "" when it is missing or not a readable regular file: a folder or a FIFO where the events were took the
+    Retrain page down, or hung it, for everyone (a review)."""
     try:
-        return read_regular_file(path, _MAX_PROGRESS_BYTES).decode(errors="replace")
+        with os.fdopen(open_regular(path), "rb") as handle:
+            start = max(0, os.fstat(handle.fileno()).st_size - _MAX_PROGRESS_BYTES)
+            handle.seek(start)
+            text = handle.read(_MAX_PROGRESS_BYTES).decode(errors="replace")
     except OSError:
         return ""
+    return text.partition("\n")[2] if start else text
 
 
 def run_left_by(folder: Path) -> SavedRun | None:
