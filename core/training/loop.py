@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from core.errors import TrainingCancelled, TrainingDiverged
+from core.errors import CheckpointError, TrainingCancelled, TrainingDiverged
 from core.films.folders import FilmSet
 from core.films.tensor import as_float
 from core.models.device import has_convolutions, training_autocast
@@ -76,7 +76,7 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
             index = order[step * trainer.batch_size : (step + 1) * trainer.batch_size]
             losses.append(trainer.step(train.films[index], train.labels[index]))
             if not math.isfinite(losses[-1]) and not hardware.world.is_distributed:  # ranks agree once an epoch
-                raise TrainingDiverged(_diverged(epoch, losses[-1], config, hardware))
+                raise TrainingDiverged(_diverged(epoch, f"the loss became {losses[-1]}", config, hardware))
             done = (epoch - 1) * trainer.steps + step + 1
             rate = (time.monotonic() - resumed) / (done - first)  # seconds per step in this process
             emit(StepEvent(epoch=epoch, epochs=config.epochs, step=step + 1, steps=trainer.steps, loss=losses[-1],
@@ -84,10 +84,15 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
         steps_seconds = time.monotonic() - epoch_started
         train_loss = hardware.mean(float(np.mean(losses)))
         if not math.isfinite(train_loss):  # every rank sees the same mean: they stop together
-            raise TrainingDiverged(_diverged(epoch, train_loss, config, hardware))
+            raise TrainingDiverged(_diverged(epoch, f"the loss became {train_loss}", config, hardware))
         if hardware.is_main:  # the other ranks wait for its decision below
-            _judge(progress, _validate(model, x_val, val_set, trainer.loss_fn.weight.cpu(), epoch, train_loss,
-                                       started, hardware, steps_seconds, config.batch_size), model, config)
+            try:
+                record = _validate(model, x_val, val_set, trainer.loss_fn.weight.cpu(), epoch, train_loss, started,
+                                   hardware, steps_seconds, config.batch_size)
+            except CheckpointError as exc:  # the epoch's last step left weights whose outputs are not numbers
+                raise TrainingDiverged(_diverged(epoch, "its outputs stopped being numbers", config, hardware)) \
+                    from exc
+            _judge(progress, record, model, config)
         progress.epoch, progress.seconds = epoch, time.monotonic() - started
         if run:
             run.save(progress, model, trainer.optimiser, trainer.schedule, trainer.generator)
@@ -99,13 +104,13 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
     return progress.best_state, progress.history
 
 
-def _diverged(epoch: int, loss: float, config: TrainConfig, hardware: Hardware) -> str:
+def _diverged(epoch: int, what: str, config: TrainConfig, hardware: Hardware) -> str:
     """A NaN loss was once sent on as progress the page could not read, and the run then failed in the
-    validation AUC as an unexpected ValueError (a review)."""
-    fp32 = " or in fp32 precision" if hardware.precision != "fp32" else ""
-    return (f"Training diverged in epoch {epoch} of {config.epochs}: the loss became {loss}, so the weights are no "
-            f"longer numbers and nothing was registered. Train again with a lower learning rate (this run's was "
-            f"{config.lr:g}){fp32}.")
+    validation AUC as an unexpected ValueError (a review). The learning rate is a command-line setting only."""
+    fp32 = ", or in fp32 precision (the Retrain form's Training precision)" if hardware.precision != "fp32" else ""
+    return (f"Training diverged in epoch {epoch} of {config.epochs}: {what}, so the weights are no longer numbers "
+            f"and nothing was registered. Train again with a lower learning rate (this run's was {config.lr:g}; "
+            f"--lr on the command line){fp32}.")
 
 
 @dataclass
