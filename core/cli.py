@@ -286,9 +286,9 @@ def _models(args) -> int:
         print(json_line({"models": rows, "problems": problems}))
         return 0
     for entry in entries:
-        report = entry.record.report  # none, or no AUC: a dash, not a made-up "0.000"
-        auc, accuracy = (f"{v:.3f}" if v is not None else "—" for v in (report and report.auc,
-                                                                        report and report.accuracy))
+        report = entry.record.report  # none, no AUC or NaN: a dash, not "0.000"; 4 decimals: 0.99967 is not 1.000
+        auc, accuracy = (f"{v:.4f}" if v is not None and v == v else "—" for v in (report and report.auc,
+                                                                                   report and report.accuracy))
         print(f"{'*' if entry.is_default else ' '} {entry.name:40s} {entry.tier:8s} {entry.arch:18s} "
               f"val AUC {auc} acc {accuracy}")
     for problem in problems:

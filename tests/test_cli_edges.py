@@ -330,4 +330,4 @@ def test_the_models_table_shows_a_dash_where_a_figure_does_not_exist(monkeypatch
     monkeypatch.setattr(registry, "list_models", lambda *a, **k: ([bare], []))
     assert cli.main(["models"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
-    assert f"val AUC — acc {entry.record.report.accuracy:.3f}" in line
+    assert f"val AUC — acc {entry.record.report.accuracy:.4f}" in line
