@@ -39,3 +39,26 @@ def test_a_resume_refused_for_other_films_offers_no_resume_again(kermany_train, 
     at = retrain_page()
     assert not at.exception and "There is no interrupted run of these settings" in "\n".join(e.value for e in at.error)
     assert _resume_buttons(at) == []  # neither under the refusal nor as the earlier job's interrupted run
+
+
+def test_the_runner_records_a_lasting_refusal_and_only_that(tmp_path, monkeypatch, settings_env):
+    """The status flag the page reads comes from the runner: a refusal asking again cannot change (no run of
+    these settings on these films) sets it; a passing one (the run busy) does not."""
+    import core.training.train as training
+    from core.errors import ResumeRefused
+    from core.jobs.records import read_status
+    from test_job_crashes import _runner
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    for lasting in (True, False):
+        runner = _runner(tmp_path / str(lasting), monkeypatch, resume_of=FAR_JOB)
+
+        def refused(*args, **kwargs):
+            raise ResumeRefused("There is no interrupted run of these settings on these films to resume; start a "
+                                "new run instead (without --resume).", lasting=lasting)
+
+        monkeypatch.setattr(training, "train", refused)
+        assert runner._run() == 1
+        status = read_status(runner.folder)
+        assert status.state == FAILED and status.resume_refused is lasting
+        assert status.message.endswith("start a new run instead (Start training).")
