@@ -151,6 +151,12 @@ def test_report_tables_and_roc_inputs_come_from_the_stored_reports(tmp_path):
 
     assert "— (never called)" in per_class_view(never).to_string() and "nan" not in per_class_view(never).to_string()
     assert list(class_table(never)["Precision"]) == [f"{point.per_class['NORMAL'].precision:.3f}", "— (never called)"]
+    # a folder of pneumonia films only: NORMAL's recall and F1 do not exist, not 0 ("missed every normal film")
+    without = point.per_class["NORMAL"].model_copy(update={"support": 0, "recall": 0.0, "f1": 0.0})
+    only = report.model_copy(update={"at_operating_point": point.model_copy(update={
+        "per_class": {**point.per_class, "NORMAL": without}})})
+    assert per_class_table(only)[["Recall", "F1"]].isna().values.tolist() == [[True, True], [False, False]]
+    assert per_class_view(only).to_string().count("— (no films)") == 2
 
 
 def test_a_three_class_curve_carries_its_own_area_not_the_macro_auc():

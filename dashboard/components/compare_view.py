@@ -1,8 +1,7 @@
 """Drawing the comparison page: metrics table, ROC curves, confusion matrices, per-class reports, curves."""
 from __future__ import annotations
 
-from functools import partial
-
+import pandas as pd
 import streamlit as st
 
 from core.admin.audit import record_action
@@ -142,9 +141,12 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
 
 def per_class_view(report: Report):
     """:func:`per_class_table` as drawn: figures to 3 decimals (more where short of 1), a class never called
-    without a precision (found by a review: "nan")."""
+    without a precision (found by a review: "nan"), a class without films without a recall or F1."""
+    def shown(missing: str):
+        return lambda value: missing if pd.isna(value) else fixed(value, 3)
+
     return per_class_table(report).set_index("Class").style.format(
-        {name: partial(fixed, digits=3) for name in ("Precision", "Recall", "F1")}, na_rep="— (never called)")
+        {"Precision": shown("— (never called)"), "Recall": shown("— (no films)"), "F1": shown("— (no films)")})
 
 
 def details(rows: list[tuple[ModelEntry, Report]]) -> None:

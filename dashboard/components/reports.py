@@ -198,11 +198,12 @@ def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
 
 def per_class_table(report: Report) -> pd.DataFrame:
     """Precision is empty for a class nothing was called (stored as 0 by scikit-learn's rule, which reads as
-    "every call wrong" where no call was made; found by a review)."""
+    "every call wrong" where no call was made; found by a review), and recall and F1 for a class with no films
+    here (0 by the same rule read as "missed every normal film" on a folder of pneumonia films: another review)."""
     called = calls_per_class(report)
     return pd.DataFrame.from_records([
-        {"Class": name, "Precision": row.precision if called.get(name, 1) else None, "Recall": row.recall,
-         "F1": row.f1, "Films": row.support}
+        {"Class": name, "Precision": row.precision if called.get(name, 1) else None,
+         "Recall": row.recall if row.support else None, "F1": row.f1 if row.support else None, "Films": row.support}
         for name, row in report.at_operating_point.per_class.items()
     ])
 
