@@ -69,3 +69,22 @@ def test_a_site_calibrated_version_evaluated_on_its_calibration_folder_is_said_s
     assert not calibrated_on(calibrated, data_dir / "films") and not calibrated_on(pneumonia, site)
     on_validation = Calibration(**{**calibration, "source": "validation", "folder": None})
     assert not calibrated_on(pneumonia.model_copy(update={"calibration": on_validation}), site)
+
+
+def test_a_folder_of_links_to_the_training_films_is_a_folder_the_model_learned_from(pneumonia, data_dir, tmp_path,
+                                                                                     settings_env):
+    """Found by a review: a site folder whose class folders (or films) are links into the training folder read
+    the films the model learned from, with no warning: only the folder's own place was compared."""
+    settings_env(CXR_DATA=str(data_dir))
+    train = data_dir / "kermany-224" / "train"
+    linked_folders, linked_films, real = tmp_path / "ward", tmp_path / "bed", tmp_path / "own"
+    linked_folders.mkdir()
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (linked_folders / cls).symlink_to(train / cls)
+        (linked_films / cls).mkdir(parents=True)
+        (real / cls).mkdir(parents=True)
+        film = sorted((train / cls).iterdir())[0]
+        (linked_films / cls / "a.jpeg").symlink_to(film)
+        (real / cls / "a.jpeg").symlink_to(sorted((data_dir / "films" / cls).iterdir())[0])  # never trained on
+    assert trained_on(pneumonia, linked_folders) and trained_on(pneumonia, linked_films)
+    assert not trained_on(pneumonia, real)

@@ -3,11 +3,16 @@ validation) films overstate what it does on new films, and a folder chooser make
 (``kermany-224/train`` is right there). Read without torch, from the model's record: the folders its training
 source reads (a class-folder tree's ``train/`` and ``val/``, or the tree itself; a manifest's folders) against
 the folder an evaluation reads (``evaluate_folder``: the tree's ``test/`` split when it has split folders).
-Folders overlap when one lies inside the other, links followed.
+Folders overlap when one lies inside the other, links followed; and an evaluated folder whose class folders or
+films are links into a training folder reads the films the model learned from (a review: a site folder of links
+to the training films got no warning). Up to ``LINKS_LOOKED_AT`` of its films are followed.
 """
 from __future__ import annotations
 
+import os
+from itertools import islice
 from pathlib import Path
+from typing import Iterator
 
 from core.errors import TriageError
 from core.films.folders import evaluation_split, split_folders
@@ -43,13 +48,31 @@ def evaluated_folder(folder: str | Path, split: str | None = None) -> Path | Non
     return real_path(Path(folder).expanduser() / chosen if chosen else Path(folder).expanduser())
 
 
+LINKS_LOOKED_AT = 2000
+
+
 def trained_on(record: ModelRecord, folder: str | Path, split: str | None = None) -> bool:
     """Whether evaluating ``record``'s model on ``folder`` reads films it was trained or validated on."""
     evaluated = evaluated_folder(folder, split)
     if evaluated is None:
         return False
-    return any(evaluated.is_relative_to(trained) or trained.is_relative_to(evaluated)
-               for trained in training_folders(record))
+    trained = training_folders(record)
+    if any(evaluated.is_relative_to(place) or place.is_relative_to(evaluated) for place in trained):
+        return True
+    return bool(trained) and any(place.is_relative_to(folder) for place in _linked_places(evaluated)
+                                 for folder in trained)
+
+
+def _linked_places(evaluated: Path) -> Iterator[Path]:
+    """The real places of the class folders and (the first ``LINKS_LOOKED_AT``) films under ``evaluated`` that are
+    links, or lie under a linked folder: where the evaluation really reads."""
+    def walked():
+        for here, folders, files in os.walk(evaluated, followlinks=True):
+            for name in [*folders, *files]:
+                path = Path(here) / name
+                if path.is_symlink() or Path(here) != Path(os.path.realpath(here)):
+                    yield path
+    return (place for place in map(real_path, islice(walked(), LINKS_LOOKED_AT)) if place is not None)
 
 
 def calibrated_on(record: ModelRecord, folder: str | Path, split: str | None = None) -> bool:
