@@ -114,6 +114,11 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
 
     st.subheader("ROC curves")
     curves = [c for c in (roc_input(entry.name, report) for entry, report in rows) if c]
+    # films of both kinds, yet no curve: a report stored before curves were (its reason is not the films)
+    uncurved = [entry.name for entry, report in rows if report.roc is None and _both_kinds(report)]
+    if uncurved:
+        st.caption(f"No ROC curve is stored for {', '.join(uncurved)} (a version from before curves were "
+                   "stored); its operating point is in the table above.")
     if curves:
         chart, points = st.columns(2, gap="large")
         chart.plotly_chart(roc_curves(curves, [entry.name for entry, _ in rows]), key="roc-chart")
@@ -127,6 +132,8 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
                        + (f" ({', '.join(recalibrated)}: on a site folder's films, see its card)." if recalibrated
                           else ".")
                        + (" The curve is that score's: any abnormal class against normal." if several else ""))
+    elif uncurved:
+        pass  # said above
     elif any(report.operating_point.normal_index is not None for _, report in rows):
         st.info("These films are all of one kind (all normal, or all abnormal), so there is no ROC curve: it "
                 "needs both. The table's sensitivity or specificity still applies.")
@@ -137,6 +144,12 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
         st.markdown("**Each class against the rest** (one-vs-rest; AUC per class on hover and in the "
                     "per-class report below)")
         st.plotly_chart(class_roc_curves(by_class, [entry.name for entry, _ in rows]), key="class-roc-chart")
+
+
+def _both_kinds(report: Report) -> bool:
+    """Whether ``report``'s films hold normal and abnormal films both (where a curve exists)."""
+    normal = report.operating_point.normal_index
+    return normal is not None and 0 < report.class_counts[normal] < sum(report.class_counts)
 
 
 def per_class_view(report: Report):
