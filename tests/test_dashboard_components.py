@@ -370,6 +370,9 @@ def test_a_recorded_folder_with_spaces_in_its_name_shows_none_of_its_words(tmp_p
     assert shown == ("validation: 50 films, a patient-disjoint 20% of a folder outside the data roots after holding "
                      "out another batch (kermany-batch); out-of-batch (a folder outside the data roots).")
     assert not any(word in shown for word in ("Ward", "Films", str(tmp_path)))
+    # the same folder deleted since: none of its words either (a review: "Jane Doe 1234" showed "Doe")
+    gone = films_in_words(SimpleNamespace(split="a patient-disjoint fifth of /srv/ward films/Jane Doe 1234/train"))
+    assert gone == "a patient-disjoint fifth of a folder outside the data roots"
 
 
 def test_the_abnormal_score_shows_as_many_decimals_as_tell_it_from_the_threshold():

@@ -116,10 +116,27 @@ def films_in_words(report: Report) -> str:
             at += 1
             continue
         end = next((end for end in range(len(words), at + 1, -1) if _names_a_path(" ".join(words[at:end]))),
-                   at + 1)
+                   _gone_path_end(words, at))
         shown.append(_folder_in_words(" ".join(words[at:end])))
         at = end
     return " ".join(shown)
+
+
+def _gone_path_end(words: list[str], at: int) -> int:
+    """Where a server path starting at ``words[at]`` ends when it cannot be found (a folder gone since): through
+    the last word with a "/" before a separator, so none of its words shows on its own (a review: "Jane Doe 1234"
+    of a deleted "/srv/ward films/Jane Doe 1234/train" showed as "Doe"). A label or a relative word is one word."""
+    if not words[at].lstrip("([").startswith(("/", "~")) or words[at].rstrip(")],;:.") != words[at]:
+        return at + 1
+    end = at + 1
+    for k in range(at + 1, len(words)):
+        if words[k].startswith("(") or not words[k]:
+            break
+        if "/" in words[k]:
+            end = k + 1
+        if words[k][-1] in ",;)":
+            break
+    return end
 
 
 def _names_a_path(text: str) -> bool:
