@@ -84,7 +84,8 @@ def test_cli_reports_the_new_version_and_fails_as_json(trained_model, registry, 
                    "--set-default", checkpoints=registry)
     assert done.returncode == 0, done.stderr
     out = done.json_lines()[0]
-    assert set(out) == {"name", "from", "previous_threshold", "source", "validation"}  # the CLI's schema
+    assert set(out) == {"name", "from", "default", "previous_threshold", "source", "validation"}  # the CLI's schema
+    assert out["default"] is True  # --set-default
     assert out["source"] == "validation"
     assert set(out["validation"]) == {"n", "auc", "accuracy", "sensitivity", "specificity", "threshold"}
     assert out["from"] == name and out["validation"]["sensitivity"] >= 0.99
