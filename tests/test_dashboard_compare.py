@@ -150,9 +150,7 @@ def test_films_left_out_of_a_folder_evaluation_are_named_by_the_data_roots_label
     """A damaged film in the evaluated folder is listed with why it was left out, named inside its data root."""
     films = sorted(p for p in require(FILMS_DIR, "films").rglob("*") if p.is_file())
     ward = tmp_path / "ward-films"
-    for film in films:
-        (ward / film.parent.name).mkdir(parents=True, exist_ok=True)
-        (ward / film.parent.name / film.name).symlink_to(film)
+    _linked(films, ward)
     (ward / "NORMAL" / "broken.png").write_bytes(b"not a film")
     (tmp_path / "roots.toml").write_text(f'[roots]\nward = "{ward}"\n')
     settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
@@ -174,9 +172,7 @@ def test_a_model_evaluated_on_the_films_it_learned_from_is_flagged(at, settings_
     warning naming that model only; a folder it never saw gets none."""
     films = sorted(p for p in require(FILMS_DIR, "films").rglob("*") if p.is_file())
     ward = tmp_path / "ward-films"
-    for film in films:
-        (ward / film.parent.name).mkdir(parents=True, exist_ok=True)
-        (ward / film.parent.name / film.name).symlink_to(film)
+    _linked(films, ward)
     (tmp_path / "roots.toml").write_text(f'[roots]\nward = "{ward}"\n')
     settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
     described = tmp_path / "checkpoints" / "pneumonia-mlp-v1.json"  # a site model: trained on the ward's films
@@ -204,6 +200,13 @@ def test_a_folder_that_is_not_a_dataset_is_explained(at):
     assert not at.exception
     assert len(at.error) == 2 and all("could not be evaluated on the chosen folder" in e.value and "sub-folder" in
                                       e.value for e in at.error)
+
+
+def _linked(films, folder) -> None:
+    """``folder/CLASS/name``: a link to each film, in its class folder (a site's folder of films, made here)."""
+    for film in films:
+        (folder / film.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / film.parent.name / film.name).symlink_to(film)
 
 
 def _select(at: AppTest, label: str):
@@ -243,9 +246,7 @@ def test_a_compared_model_removed_meanwhile_is_left_out_and_nothing_else_is_adde
 def test_an_evaluated_folder_removed_meanwhile_is_said_once_and_not_read_again(at, settings_env, tmp_path):
     films = sorted(p for p in require(FILMS_DIR, "films").rglob("*") if p.is_file())
     ward = tmp_path / "site" / "ward-films"
-    for film in films:
-        (ward / film.parent.name).mkdir(parents=True, exist_ok=True)
-        (ward / film.parent.name / film.name).symlink_to(film)
+    _linked(films, ward)
     (tmp_path / "roots.toml").write_text(f'[roots]\nsite = "{tmp_path / "site"}"\n')
     settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
     at.multiselect[0].set_value(["pneumonia-mlp-v1"])
@@ -328,10 +329,8 @@ def test_figures_say_which_folder_they_are_for_and_a_changed_folder_is_recorded_
     folder pressed for, unsaid; films added to that folder were read again without an audit line."""
     films = sorted(p for p in require(FILMS_DIR, "films").rglob("*.jpeg"))
     ward = tmp_path / "ward-films"
-    for part, chosen in (("a", films[::2]), ("b", films[1::2])):
-        for film in chosen:
-            (ward / part / film.parent.name).mkdir(parents=True, exist_ok=True)
-            (ward / part / film.parent.name / film.name).symlink_to(film)
+    _linked(films[::2], ward / "a")
+    _linked(films[1::2], ward / "b")
     (tmp_path / "roots.toml").write_text(f'[roots]\nward = "{ward}"\n')
     settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
     at.multiselect[0].set_value(["pneumonia-mlp-v1"])
