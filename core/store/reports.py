@@ -25,6 +25,13 @@ from core.tasks import find_normal_index
 LOWEST_THRESHOLD = -1e-3  # a threshold chosen just under a score of 0 (every film urgent) sits a hair below 0
 
 
+def films_needed(n: int, target: float) -> int:
+    """The fewest of ``n`` films whose share m / n reaches ``target`` (all ``n`` for a target above 1): the
+    comparison the operating-point rule makes (core.training.operating_point)."""
+    counts = np.arange(1, n + 1)
+    return int(counts[np.argmax(counts / n >= target)]) if n and target <= 1 else n
+
+
 class OperatingPoint(Record):
     classes: tuple[str, ...]
     normal_index: int | None
@@ -68,7 +75,7 @@ class OperatingPoint(Record):
             return {}
         short = {}
         for name, n in self.validation_class_films.items():
-            needed = next((m for m in range(1, n + 1) if m / n >= target), n)  # the rule's own comparison
+            needed = films_needed(n, target)
             if n and (needed + spare > n if spare else needed == n):
                 short[name] = n
         return short

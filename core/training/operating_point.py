@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from core import limits
-from core.store.reports import OperatingPoint
+from core.store.reports import OperatingPoint, films_needed
 from core.tasks import find_normal_index
 
 
@@ -81,7 +81,4 @@ def _highest_reaching(class_scores: np.ndarray, target: float, spare: int) -> fl
     """The highest threshold that flags enough of one class's films: the smallest count m whose share m / n
     reaches the target (the comparison today's pooled rule made), plus ``spare``, at most all n."""
     ordered = np.sort(class_scores)[::-1]
-    n = len(ordered)
-    counts = np.arange(1, n + 1)
-    needed = int(counts[np.argmax(counts / n >= target)]) if target <= 1 else n
-    return float(ordered[min(needed + spare, n) - 1])
+    return float(ordered[min(films_needed(len(ordered), target) + spare, len(ordered)) - 1])

@@ -30,14 +30,15 @@ class SiteFolder:
     films: FilmSet  # labelled in the model's classes (its names and order), one of each group of copies
     copies: int = 0  # films left out as copies of another film in the folder
 
+    def _counts(self) -> str:
+        return ", ".join(f"{n} {c}" for c, n in zip(self.films.classes, self.films.class_counts()))
+
     def counts_text(self) -> str:
-        counts = ", ".join(f"{n} {c}" for c, n in zip(self.films.classes, self.films.class_counts()))
-        return counts + (f"; {self.copies} copies of other films in it left out" if self.copies else "")
+        return self._counts() + (f"; {self.copies} copies of other films in it left out" if self.copies else "")
 
     def floor_text(self) -> str:
-        counts = ", ".join(f"{n} {c}" for c, n in zip(self.films.classes, self.films.class_counts()))
-        return f"{counts} films" + (f" once {self.copies} copies of other films in it are left out" if self.copies
-                                    else "")
+        return f"{self._counts()} films" + (f" once {self.copies} copies of other films in it are left out"
+                                            if self.copies else "")
 
 
 def site_label(folder: str | Path) -> str:
