@@ -37,7 +37,10 @@ class TrainingCancelled(JobError):
 
 
 class TrainingDiverged(TriageError):
-    """The training loss became NaN or infinite: nothing is registered."""
+    """The training loss became NaN or infinite: nothing is registered. Resuming would replay the same steps from
+    the last saved epoch (same weights, batch order and seed) into the same divergence, so it is not offered."""
+
+    lasting = True
 
 
 class CalibrationError(TriageError):

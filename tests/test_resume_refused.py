@@ -62,3 +62,26 @@ def test_the_runner_records_a_lasting_refusal_and_only_that(tmp_path, monkeypatc
         status = read_status(runner.folder)
         assert status.state == FAILED and status.resume_refused is lasting
         assert status.message.endswith("start a new run instead (Start training).")
+
+
+def test_a_diverged_run_offers_no_resume(tmp_path, monkeypatch, settings_env):
+    """Found by a review: a run stopped for a NaN loss kept its last epoch's state, and Resume replayed the same
+    steps from it (same weights, batch order and seed) into the same divergence; the message asks for a new run
+    at a lower learning rate instead."""
+    import core.training.train as training
+    from core.errors import TrainingDiverged
+    from core.jobs.records import read_status
+    from test_job_crashes import _runner
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    runner = _runner(tmp_path, monkeypatch)
+
+    def diverged(*args, **kwargs):
+        raise TrainingDiverged("Training diverged in epoch 2 of 3: the loss became nan, so the weights are no longer "
+                               "numbers and nothing was registered. Train again with a lower learning rate.")
+
+    monkeypatch.setattr(training, "train", diverged)
+    assert runner._run() == 1
+    status = read_status(runner.folder)
+    assert status.state == FAILED and status.resume_refused
+    assert status.message.startswith("Training failed: Training diverged in epoch 2 of 3")

@@ -71,7 +71,7 @@ class JobStatus(Record):
     model: str | None = None  # the registered version, once there is one
     summary: JobSummary | None = None
     pid: int | None = None  # the runner's process, for Cancel (signalled only while it holds the job lock)
-    resume_refused: bool = False  # a resume that found no run of its settings on its films: Resume would again
+    resume_refused: bool = False  # no run to resume, or one that diverged: Resume would fail the same way again
     queued_at: str | None = None
     started_at: str | None = Field(default=None, validation_alias=AliasChoices("started_at", "running_at"))
     finished_at: str | None = None
