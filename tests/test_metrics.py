@@ -94,6 +94,11 @@ def test_the_auc_stated_is_the_area_under_the_curve_drawn_even_where_softmax_sat
     area = float(np.trapezoid(report.roc.tpr, report.roc.fpr))
     assert report.auc == pytest.approx(area, abs=1e-5) and report.auc > 0.95
     assert report.auc_ci[0] <= report.auc <= report.auc_ci[1]
+    # and early stopping picks its epoch on that same AUC (the training loop still read p(abnormal): a review)
+    from core.films.folders import FilmSet
+    from core.training.loop import _auc
+
+    assert _auc(FilmSet((), truth, tuple(classes)), probs) == pytest.approx(report.auc, abs=1e-12)
 
 
 def test_top_level_figures_are_at_the_operating_point():

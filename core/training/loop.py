@@ -27,6 +27,7 @@ from core.films.tensor import as_float
 from core.models.device import has_convolutions, training_autocast
 from core.models.inference import probabilities_in_batches
 from core.store.records import EpochRecord, TrainConfig
+from core.tasks import find_normal_index
 from core.training.augment import TrainingAugmentation
 from core.training.distributed import Hardware
 from core.training.events import EpochEvent, NoteEvent, ProgressEvent, StepEvent
@@ -187,7 +188,7 @@ def _validate(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, weight: t
     validating = time.monotonic()
     batch = training_batch if hardware.device.type == "cpu" else None
     val_probs = probabilities_in_batches(model, x_val, batch_size=batch, precision=hardware.precision)
-    return EpochRecord(epoch=epoch, train_loss=train_loss, val_auc=_auc(val_set.labels, val_probs),
+    return EpochRecord(epoch=epoch, train_loss=train_loss, val_auc=_auc(val_set, val_probs),
                        val_loss=_weighted_nll(val_probs, val_set.labels, weight),
                        seconds=round(time.monotonic() - started, 1), steps_seconds=round(steps_seconds, 2),
                        validation_seconds=round(time.monotonic() - validating, 2))
@@ -199,9 +200,14 @@ def _weighted_nll(probs: np.ndarray, labels: np.ndarray, weight: torch.Tensor) -
     return float(nn.functional.nll_loss(log_probs, torch.as_tensor(labels), weight=weight))
 
 
-def _auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+def _auc(val_set: FilmSet, probs: np.ndarray) -> float:
+    """The AUC early stopping and the curves read, scored as the stored report scores it (core.evaluation.metrics):
+    binary on 1 - p(normal), whose float32 softmax still orders films that p(abnormal) rounds to 1.0."""
+    y_true, normal, probs = val_set.labels, find_normal_index(val_set.classes), np.asarray(probs, dtype=np.float64)
     if probs.shape[1] == 2:
-        return float(roc_auc_score(y_true, probs[:, 1]))
+        if normal is None:
+            return float(roc_auc_score(y_true, probs[:, 1]))
+        return float(roc_auc_score(y_true != normal, 1.0 - probs[:, normal]))
     return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro"))
 
 
