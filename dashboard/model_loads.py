@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from PIL import Image
 
+from core.errors import CheckpointError
 from core.films.film import Film
 from core.films.read import read_film
 from core.serving.explain import load_cam_library
@@ -74,7 +75,10 @@ class ModelLoad:
         # explanation after, so a film uploaded meanwhile gets its probabilities first.
         predictor = self._predictor
         try:
-            _rehearse(self.name, lambda: predictor.predict(_rehearsal_film()))
+            _rehearse(self.name, lambda: predictor.predict(_rehearsal_film()), fatal=CheckpointError)
+        except CheckpointError as exc:  # outputs that are not numbers: every film's card once read "unreadable"
+            self._predictor, self._error = None, exc  # as if the films were at fault (a review)
+            return
         finally:
             self._done.set()
         _rehearse(self.name, lambda: load_cam_library(between_steps=foreground.wait_until_idle))
@@ -84,9 +88,12 @@ class ModelLoad:
                 _rehearse(self.name, lambda: predictor.explain(_rehearsal_film(), predictor.loaded.classes[0]))
 
 
-def _rehearse(name: str, step: Callable[[], object]) -> None:
+def _rehearse(name: str, step: Callable[[], object], fatal: type[Exception] | tuple = ()) -> None:
+    """A warm-up step, whose failure is logged; ``fatal`` ones are raised (the model's fault, not a film's)."""
     try:
         step()
+    except fatal:
+        raise
     except Exception:  # noqa: BLE001 - only a head start: a real film reports its own problem at the edge
         logging.getLogger(__name__).warning("warming up %s failed", name, exc_info=True)
 

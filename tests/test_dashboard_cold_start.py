@@ -180,6 +180,29 @@ def test_a_broken_model_fails_its_load_in_words_and_is_retried(checkpoints):
     assert warm_up(entry) is not load  # a failed load is not kept: the next page run tries again
 
 
+def test_a_model_whose_outputs_are_not_numbers_fails_its_load_rather_than_every_film(checkpoints, monkeypatch):
+    """Found by a review: weights that read every film as NaN loaded fine, and each film's card then said
+    "unreadable", as if the films were at fault; the page now says the model cannot be used."""
+    import torch
+
+    import core.store.checkpoints
+
+    real = core.store.checkpoints.load_checkpoint
+
+    def damaged(path):
+        loaded = real(path)
+        with torch.no_grad():
+            next(p for p in loaded.model.parameters() if p.is_floating_point()).fill_(float("nan"))
+        return loaded
+
+    monkeypatch.setattr(core.store.checkpoints, "load_checkpoint", damaged)
+    entry = next(e for e in registered_models()[0] if e.name == "pneumonia-mlp-v1")
+    load = dashboard.model_loads.ModelLoad(entry)  # its own load, not the shared cache's
+    assert load.wait(240) and load.failed
+    with pytest.raises(CheckpointError, match=r"^The model's outputs are not numbers"):
+        load.result()
+
+
 def test_the_page_knows_the_priorities_predict_gives():
     from core.serving.predict import ROUTINE, URGENT
 
