@@ -41,6 +41,26 @@ def test_identity_provider_configuration_is_offered_or_explained(auth, admins, a
     assert setup.providers == (("default",) if offered else ())
 
 
+def test_the_example_secrets_file_filled_in_as_its_comments_ask_is_offered_only_with_a_cookie_secret_of_ones_own():
+    """Found by a review: the example's cookie_secret placeholder was 42 characters, so a copy with only the
+    provider's values filled in was offered, and Streamlit signed its sign-in cookies with a secret anyone could
+    read here: a forged cookie naming a listed admin was an administrator."""
+    import tomllib
+
+    from e2e_support import ROOT
+
+    auth = tomllib.loads((ROOT / ".streamlit" / "secrets.toml.example").read_text())["auth"]
+    filled = {**auth, "client_id": "id", "client_secret": "secret"}
+    setup = provider_setup(filled, ADMINS, authlib_installed=True)
+    assert not setup.offered and "cookie_secret" in setup.explanation
+    assert provider_setup({**filled, "cookie_secret": "k" * 48}, ADMINS, authlib_installed=True).offered
+    earlier = {**filled, "cookie_secret": "replace-with-at-least-32-random-characters"}  # copies already made
+    assert not provider_setup(earlier, ADMINS, authlib_installed=True).offered
+    assert not provider_setup({**earlier, "cookie_secret": "k" * 48, "client_secret": "replace-with-the-client-"
+                                                                                     "secret"},
+                              ADMINS, authlib_installed=True).offered
+
+
 def test_named_providers_each_offered_and_an_incomplete_one_explained():
     auth = {"redirect_uri": COMPLETE["redirect_uri"], "cookie_secret": COMPLETE["cookie_secret"],
             "microsoft": {k: COMPLETE[k] for k in ("client_id", "client_secret", "server_metadata_url")},

@@ -22,6 +22,7 @@ PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
 MIN_COOKIE_SECRET = 32
 CALLBACK = "/oauth2callback"
 _SECRETS = "`.streamlit/secrets.toml`"
+_EXAMPLE = "replace-with"  # the placeholders of an earlier secrets.toml.example: not values
 _LOGGED_IN, _EMAIL, _VERIFIED = "is_logged_in", "email", "email_verified"
 _ISSUED_AT = "iat"  # an ID token claim (OIDC Core 2): when the provider issued it, in seconds since the epoch
 
@@ -46,9 +47,10 @@ def provider_setup(auth: Mapping[str, Any] | None, admin_accounts: Sequence[str]
         return ProviderSetup(False, explanation=f"The [auth] section in {_SECRETS} lacks {and_list(missing)}.")
     if not _text(auth, "redirect_uri").rstrip("/").endswith(CALLBACK):
         return ProviderSetup(False, explanation=f"[auth] redirect_uri in {_SECRETS} must end with {CALLBACK}.")
-    if len(_text(auth, "cookie_secret")) < MIN_COOKIE_SECRET:
+    if len(_text(auth, "cookie_secret")) < MIN_COOKIE_SECRET or _text(auth, "cookie_secret").startswith(_EXAMPLE):
+        # an earlier example's placeholder was 42 characters: a copy signed cookies anyone could forge (a review)
         return ProviderSetup(False, explanation=f"[auth] cookie_secret in {_SECRETS} must be at least "
-                                                f"{MIN_COOKIE_SECRET} random characters.")
+                                                f"{MIN_COOKIE_SECRET} random characters of your own.")
     providers, problems = _providers(auth)
     if not providers:
         return ProviderSetup(False, explanation=" ".join(problems) or
@@ -69,7 +71,7 @@ def _providers(auth: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         sections = {"default": auth, **sections}
     complete, problems = [], []
     for name, section in sections.items():
-        lacking = [key for key in PROVIDER_KEYS if not _text(section, key)]
+        lacking = [key for key in PROVIDER_KEYS if not _text(section, key) or _text(section, key).startswith(_EXAMPLE)]
         if "_" in name:
             problems.append(f"The provider name [auth.{name}] may not contain an underscore.")
         elif lacking:
