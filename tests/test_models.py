@@ -121,6 +121,9 @@ def test_grad_cam_releases_its_hooks_every_time():
         again = heat_map(model, layer, film, 1)
     np.testing.assert_allclose(again, first, atol=1e-6)
     assert not layer._forward_hooks and not layer._backward_hooks
+    # nor gradients: the library back-propagates into the shared served model, whose .grad then held a second
+    # copy of every weight for as long as it stayed loaded (found by a review)
+    assert all(p.grad is None for p in model.parameters()) and model.training is False
 
 
 def test_unknown_cam_method_is_a_value_error():

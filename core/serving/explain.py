@@ -74,14 +74,17 @@ def class_evidence(model: nn.Module, layer: nn.Module, batch: torch.Tensor, clas
 
     import torch
 
+    from core.models.device import FP32, inference_kernels
     from core.models.inference import out_of_memory
 
-    try:
-        with cam_class(model=model, target_layers=[layer]) as cam:
+    try:  # fp32 kernels as prediction's (TF32 convolutions on a GPU otherwise): the probability weighs ensembles
+        with inference_kernels(batch.device, FP32), cam_class(model=model, target_layers=[layer]) as cam:
             maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])
             probability = float(torch.softmax(cam.outputs.detach().float(), dim=1)[0, class_index])
     except torch.OutOfMemoryError as exc:
         raise out_of_memory("drawing the Grad-CAM map", len(batch), batch.device) from exc
+    finally:  # the library back-propagates into the shared model: its .grad was a second copy of every weight
+        model.zero_grad(set_to_none=True)
     heat = np.nan_to_num(np.asarray(maps[0], dtype=np.float32))
     return np.clip(heat, 0.0, 1.0), probability
 
