@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from PIL import Image
 
-from core.errors import CheckpointError
+from core.errors import CheckpointError, TryAgainLater
 from core.films.film import Film
 from core.films.read import read_film
 from core.serving.explain import load_cam_library
@@ -36,6 +36,7 @@ class ModelLoad:
         self._done = threading.Event()
         self._predictor: Predictor | None = None
         self._error: Exception | None = None
+        self._failed_at = 0.0
         self.thread = threading.Thread(target=self._run, name=f"load {entry.name}", daemon=True)  # all its steps
         self.thread.start()
 
@@ -47,6 +48,13 @@ class ModelLoad:
     @property
     def failed(self) -> bool:
         return self._done.is_set() and self._error is not None
+
+    def worth_retrying(self) -> bool:
+        """Failed, and either for a passing reason (the server busy) or RETRY_FAILED_AFTER_S ago: a broken default
+        was loaded again on every page run of every session, each time reading and hashing its weights and
+        taking a loading slot from good models (a review)."""
+        return self.failed and (isinstance(self._error, TryAgainLater)
+                                or time.monotonic() - self._failed_at >= RETRY_FAILED_AFTER_S)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
@@ -66,8 +74,7 @@ class ModelLoad:
             with _loading:  # a model's memory at a time per place, however fast versions are switched
                 self._predictor = Predictor(load_checkpoint(Path(self.json_path)))
         except Exception as exc:  # noqa: BLE001 - handed to the page, which shows or raises it
-            self._error = exc
-            self._done.set()
+            self._fail(exc)
             return
         # Rehearse on a made-up film (nobody's data): the first forward and backward passes of a fresh
         # process cost several times a later one (kernels chosen, memory laid out), and the Grad-CAM library
@@ -77,7 +84,8 @@ class ModelLoad:
         try:
             _rehearse(self.name, lambda: predictor.predict(_rehearsal_film()), fatal=CheckpointError)
         except CheckpointError as exc:  # outputs that are not numbers: every film's card once read "unreadable"
-            self._predictor, self._error = None, exc  # as if the films were at fault (a review)
+            self._predictor = None  # as if the films were at fault (a review)
+            self._fail(exc)
             return
         finally:
             self._done.set()
@@ -86,6 +94,11 @@ class ModelLoad:
             foreground.wait_until_idle()
             if not predictor.explanations:  # else a real film came first: rehearsing now only slows its overlay
                 _rehearse(self.name, lambda: predictor.explain(_rehearsal_film(), predictor.loaded.classes[0]))
+
+
+    def _fail(self, exc: Exception) -> None:
+        self._error, self._failed_at = exc, time.monotonic()
+        self._done.set()
 
 
 def _rehearse(name: str, step: Callable[[], object], fatal: type[Exception] | tuple = ()) -> None:
@@ -143,6 +156,7 @@ foreground = Foreground()  # one per process, like the models it protects
 # (seconds of both cores, every other user waiting at "Loading the model").
 MAX_MODELS, MAX_MODELS_IN_USE, KEPT_WHILE_USED_S = 8, 16, 300.0
 MAX_LOADING = 2  # model files read at once; more loads wait their turn
+RETRY_FAILED_AFTER_S = 30.0  # a version that failed to load shows its failure this long before it is read again
 _models: OrderedDict[tuple[str, ...], ModelLoad] = OrderedDict()
 _asked: dict[tuple[str, ...], float] = {}  # when each loaded version was last asked for (time.monotonic)
 _models_lock = threading.Lock()
@@ -150,7 +164,8 @@ _loading = threading.BoundedSemaphore(MAX_LOADING)
 
 
 def warm_up(entry: ModelEntry) -> ModelLoad:
-    """Start loading ``entry`` in the background, once per process and model version (a failed load is retried).
+    """Start loading ``entry`` in the background, once per process and model version (a failed load is retried
+    after RETRY_FAILED_AFTER_S, or at once when the server was only busy).
 
     The hashes in the key reload a replaced model, one whose population check was fitted again, or one whose
     stored operating point changed. Returns at once.
@@ -158,7 +173,7 @@ def warm_up(entry: ModelEntry) -> ModelLoad:
     key = (str(entry.json_path), *_serving_hashes(entry.record))
     with _models_lock:
         load = _models.get(key)
-        if load is None or load.failed:
+        if load is None or load.worth_retrying():
             load = _models[key] = ModelLoad(entry)
         _models.move_to_end(key)
         now = _asked[key] = time.monotonic()
