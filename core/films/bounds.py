@@ -25,6 +25,9 @@ FILM_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
 
 # A film is grey or colour (with alpha at most); more components only multiply what a decoder allocates.
 MAX_COMPONENTS = 4
+# A detector's longest side is about 4,300 px. Within the pixel limit a 1 x 50,000,000 strip (a 97 kB PNG) made
+# the resize to the model's input allocate its length times 224 floats: 45 GB (found by a review).
+MAX_SIDE = 20_000
 
 # Frame headers: SOF0-3, 5-7, 9-11, 13-15 (baseline, extended, progressive, lossless, hierarchical,
 # arithmetic), DHP (hierarchical), SOF55 (JPEG-LS). C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
@@ -73,10 +76,10 @@ def check_declared_size(data: bytes, label: str, max_pixels: int, pillow: bool =
     size = declared_size(data)
     if size is None:
         return None
-    if size.pixels > max_pixels:
+    if over := over_limit(size.width, size.height, max_pixels):
         raise UnreadableImage(
             f"{label} is too large to decode safely: its {size.codec} data declares {size.width}x{size.height} "
-            f"pixels, over the {max_pixels // 1_000_000} megapixel limit. Export the film at a lower resolution."
+            f"pixels, {over}. Export the film at a lower resolution."
         )
     if size.components > MAX_COMPONENTS:
         raise UnreadableImage(
@@ -84,6 +87,15 @@ def check_declared_size(data: bytes, label: str, max_pixels: int, pillow: bool =
             f"and a film has at most {MAX_COMPONENTS}. Export the film again as PNG, JPEG or DICOM."
         )
     return size
+
+
+def over_limit(width: int, height: int, max_pixels: int) -> str | None:
+    """Which limit a film of ``width`` x ``height`` passes, in words ("over the 50 megapixel limit"), or None."""
+    if width * height > max_pixels:
+        return f"over the {max_pixels // 1_000_000} megapixel limit"
+    if max(width, height) > MAX_SIDE:
+        return f"a side over the {MAX_SIDE:,}-pixel limit"
+    return None
 
 
 def _jpeg(data: bytes) -> DeclaredSize | None:

@@ -24,7 +24,7 @@ from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from core.errors import UnreadableImage
-from core.films.bounds import check_declared_size, check_deflated_dicom
+from core.films.bounds import check_declared_size, check_deflated_dicom, over_limit
 from core.films.dicom_values import header_warnings, shown_values
 from core.films.film import MAX_PIXELS, Film
 from core.films.grey_levels import greyscale_pipeline, int_tag, luma
@@ -89,7 +89,7 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
             )
         rows, cols = int_tag(ds, "Rows", 0), int_tag(ds, "Columns", 0)
         samples = int_tag(ds, "SamplesPerPixel", 1)
-        if rows * cols * samples > MAX_PIXELS:
+        if rows * cols * samples > MAX_PIXELS or over_limit(cols, rows, MAX_PIXELS):
             raise UnreadableImage(f"{label} is {cols}x{rows} pixels, over the safe decoding limit.")
         _fill_missing_transfer_syntax(ds)
         metadata = {"format": "DICOM", **shown_values(ds)}

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.config import settings
 from core.errors import TriageError, UnreadableImage
-from core.films.bounds import RASTER_FORMATS, check_declared_size, is_codestream
+from core.films.bounds import RASTER_FORMATS, check_declared_size, is_codestream, over_limit
 from core.films.decoding_cost import check_exif
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
@@ -136,11 +136,9 @@ def _decode_raster(data: bytes, label: str) -> Film:
         # warning starts at 89 megapixels; check_declared_size refused anything over 50 before this opened.
         image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
         width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise UnreadableImage(
-                f"{label} is {width}x{height} pixels, over the {MAX_PIXELS // 1_000_000} megapixel limit "
-                "we decode safely. Export the film at a lower resolution."
-            )
+        if over := over_limit(width, height, MAX_PIXELS):
+            raise UnreadableImage(f"{label} is {width}x{height} pixels, {over} we decode safely. Export the film "
+                                  "at a lower resolution.")
         fmt = image.format or "image"
         image.load()
         if fmt == "JPEG" and _cut_short(image):
