@@ -176,6 +176,15 @@ def _truncated_jpeg_with_end(path, plain_film):
     path.write_bytes(path.read_bytes() + b"\xff\xd9")
 
 
+def _truncated_mpo_with_end(path, plain_film):
+    """The same cut in a JPEG whose multi-picture index lists two images: Pillow opens it as "MPO", and the
+    truncation check read only "JPEG" (a review)."""
+    plain_film.save(path.with_suffix(".full.jpg"), format="MPO", save_all=True, append_images=[plain_film],
+                    quality=95)
+    data = path.with_suffix(".full.jpg").read_bytes()
+    path.write_bytes(data[: len(data) // 4] + b"\xff\xd9")  # the first image's scan cut in half
+
+
 def _rgb16_png(path, plain_film):
     """The film's values as 14 bits in a 16-bit RGB PNG (written by hand: Pillow writes no 16-bit colour)."""
     grey = np.asarray(plain_film, dtype=">u2") * 64
@@ -203,6 +212,7 @@ UNREADABLE = {
     "cut.jpg": (_truncated_jpeg, "truncated"),
     "cut.png": (_truncated_png, "truncated"),
     "cut-with-end.jpg": (_truncated_jpeg_with_end, "truncated"),
+    "cut-with-end-mpo.jpg": (_truncated_mpo_with_end, "truncated"),
     "film-rgb16.png": (_rgb16_png, "16-bit colour"),
     # Pillow opens PNG and JPEG only (issue 12): other raster formats are refused (tests/test_bombs.py).
     "film.tif": (lambda p, im: _grey16(im).save(p), "not an image"),

@@ -139,7 +139,9 @@ def _decode_raster(data: bytes, label: str) -> Film:
         if over := over_limit(width, height, MAX_PIXELS):
             raise UnreadableImage(f"{label} is {width}x{height} pixels, {over} we decode safely. Export the film "
                                   "at a lower resolution.")
-        fmt = image.format or "image"
+        # a JPEG whose multi-picture (MPF) index lists several images opens as "MPO": still a JPEG, checked as one
+        # (it skipped the truncation check and was recompressed at 224 px, found by a review)
+        fmt = "JPEG" if image.format == "MPO" else image.format or "image"
         image.load()
         if fmt == "JPEG" and _cut_short(image):
             raise UnreadableImage(f"{label} could not be decoded; the file is probably truncated or corrupt "
