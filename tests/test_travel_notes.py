@@ -91,7 +91,9 @@ def test_the_card_says_what_else_the_films_that_measure_a_model_chose():
         assert "meets it by design" in validation_caveat(record) and "chose which epoch" in validation_caveat(record)
     assert "chose which epoch" not in validation_caveat(logistic.model_copy(update={
         "training": logistic.training.model_copy(update={"history": logistic.training.history[:1]})}))
-    assert default.members and "out-of-batch" in default.other_reports and "beats its best member" in ENSEMBLE_CHOSEN
+    # not "only if it beats its best member on the other batch": the shipped one did not there (0.9992 against
+    # 0.9993, docs/measurements.md) and was chosen on the other collection (a review)
+    assert default.members and "out-of-batch" in default.other_reports and "shift checks" in ENSEMBLE_CHOSEN
 
 
 def test_the_card_of_a_model_split_film_by_film_says_its_figures_may_read_high():

@@ -82,8 +82,9 @@ def model_card(entry: ModelEntry) -> None:
 
 
 # Found by a review: the same films that measure a model also chose it, and the card said so only in part.
-ENSEMBLE_CHOSEN = ("An ensemble is made a shipped default only if it beats its best member on the other batch; where "
-                   "that check chose it, read its figures there as a little high.")
+ENSEMBLE_CHOSEN = ("An ensemble is chosen over its members and other candidates on the shift checks (other batch, "
+                   "other collection, tighter framing), the same films that measure it there: read its figures on "
+                   "them as a little high.")
 
 
 def validation_caveat(record: ModelRecord) -> str:
