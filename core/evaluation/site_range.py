@@ -2,8 +2,9 @@
 
 The other collection (core.training.other_collection: Kermany-type films another dataset gathered, copies of
 the training folder's films left out) is read twice by training: as collected, and framed 15 % tighter
-(core.evaluation.framing), the one shift found to move every model the way the official Kermany test did. For
-each figure the range runs from the lower 95 % bound of the lower reading to the upper bound of the higher one.
+(core.evaluation.framing), the one shift found to move every pneumonia model measured on the official Kermany
+test the way it did. For each figure the range runs from the lower 95 % bound of the lower reading to the upper
+bound of the higher one.
 
 Why a range and not one interval: no single check's interval contained the project's official-test figures.
 The collection as collected overstates specificity (its normals were easier) and understates sensitivity (its

@@ -3,7 +3,7 @@
 - ``out-of-batch``: the films a holdout rule (core.training.holdout) kept out of training and validation.
 - ``tighter-framing``: the same films (the validation films when no batch was held out) magnified 15 % about
   their centre, as a tighter framing of the chest would show them (core.evaluation.framing): synthetic, and the
-  one shift found here that moves every model the way the official Kermany test did.
+  one shift found here that moves every pneumonia model measured on the official Kermany test the way it did.
 - ``other-collection``: Kermany-type films another dataset collected and re-encoded, minus copies of the training
   folder's films (core.training.other_collection), for every model that reads NORMAL and PNEUMONIA: real films
   from outside the training folder.
