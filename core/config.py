@@ -123,7 +123,8 @@ def _read(environ: Mapping[str, str]) -> Settings:
         batch_max_mb=_number("batch_max_mb", given("batch_max_mb"), BATCH_MEGABYTES, 250, whole=True),
         uploads_max_mb=_number("uploads_max_mb", given("uploads_max_mb"), UPLOADS_MEGABYTES, 2048, whole=True),
         models=models,
-        local_admin=_switch("local_admin", given("local_admin"), default=True),
+        local_admin=_switch("local_admin", given("local_admin"),  # off once a sign-in is configured: a review
+                            default=not (given("admin_passphrase_hash") or given("admin_accounts"))),
         admin_passphrase_hash=(given("admin_passphrase_hash") or "").strip(),
         admin_accounts=_accounts(given("admin_accounts")),
         admin_session_minutes=_number("admin_session_minutes", given("admin_session_minutes"), ADMIN_SESSION_MINUTES,

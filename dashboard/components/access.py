@@ -71,8 +71,8 @@ def how_to_administer() -> str:
     settings = config.settings()
     local = is_local(request_facts())
     if passphrase_configured(settings) or identity_provider().offered:
-        start = ("Local administration is switched off on this server (CXR_LOCAL_ADMIN=off). "
-                 if local and not settings.local_admin else "")
+        start = ("Local administration is off on this server (CXR_LOCAL_ADMIN: off unless set on, once a sign-in is "
+                 "configured). " if local and not settings.local_admin else "")
         return f"{start}An administrator signs in from the sidebar."
     enable = ("an administrator sets CXR_ADMIN_PASSPHRASE_HASH (made with `python -m core.access.passphrase`), "
               "or an identity provider in .streamlit/secrets.toml together with CXR_ADMIN_ACCOUNTS. " + GUIDE)
