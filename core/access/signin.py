@@ -1,6 +1,7 @@
 """Signing in with the admin passphrase: throttled, checked against the configured hash, time-limited."""
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime, timedelta
 
@@ -12,6 +13,7 @@ from core.access.throttle import SignInThrottle
 
 # One scrypt check at a time: each takes ~32 MiB, and a burst of attempts must not take the memory.
 _checking = threading.Lock()
+_log = logging.getLogger(__name__)
 
 
 def passphrase_configured(settings: config.Settings | None = None) -> bool:
@@ -28,10 +30,15 @@ def sign_in(passphrase: str, client: str, throttle: SignInThrottle, *, settings:
     stored = parse_hash(settings.admin_passphrase_hash)
     if not passphrase:
         raise SignInRefused("Enter the admin passphrase.")
-    throttle.attempt(client)
+    try:
+        throttle.attempt(client)
+    except SignInRefused:
+        _log.warning("admin sign-in refused: too many attempts (client %s)", client)
+        raise
     with _checking:
         right = verify_passphrase(passphrase, stored)
-    if not right:
+    if not right:  # in the server log, so guessing shows (a review); never the passphrase
+        _log.warning("admin sign-in refused: wrong passphrase (client %s)", client)
         raise SignInRefused("That passphrase is not right. Attempts are limited; ask your administrator if "
                             "you do not have it.")
     throttle.succeeded(client)
