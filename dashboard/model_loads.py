@@ -33,6 +33,7 @@ class ModelLoad:
 
     def __init__(self, entry: ModelEntry):
         self.name, self.json_path = entry.name, entry.json_path
+        self._listed = _serving_hashes(entry.record)  # what the page's listing read, and the cache key holds
         self._done = threading.Event()
         self._predictor: Predictor | None = None
         self._error: Exception | None = None
@@ -73,7 +74,14 @@ class ModelLoad:
 
             with _loading:  # a model's memory at a time per place, however fast versions are switched
                 self._predictor = Predictor(load_checkpoint(Path(self.json_path)))
+            if _serving_hashes(self._predictor.loaded.record) != self._listed:
+                # saved again between the listing and the load: kept under the listing's key, it would triage at
+                # the threshold stored now while the card showed the listed one (a review); a passing refusal,
+                # so the next page run reads the version as it is then
+                raise TryAgainLater(f"Model {self.name} was saved again while it loaded; it loads again on the "
+                                    "page's next run.")
         except Exception as exc:  # noqa: BLE001 - handed to the page, which shows or raises it
+            self._predictor = None
             self._fail(exc)
             return
         # Rehearse on a made-up film (nobody's data): the first forward and backward passes of a fresh

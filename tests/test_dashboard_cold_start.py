@@ -32,7 +32,11 @@ HEAVY = ("torch", "torchvision", "pytorch_grad_cam", "sklearn")
 def checkpoints(tmp_path, settings_env):
     folder = quick_checkpoints(tmp_path / "checkpoints")
     settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
-    return folder
+    yield folder
+    # each load's thread goes on rehearsing after its test: one still inside torch as the interpreter exits
+    # aborts the process ("terminate called without an active exception", exit code 134)
+    for load in list(dashboard.model_loads._models.values()):
+        load.thread.join(120)
 
 
 def _page_imports() -> list[str]:
@@ -381,3 +385,23 @@ def test_an_operating_point_stored_again_with_the_same_weights_is_served_from_th
     after = predictor_for(entry)
     assert after.loaded.operating_point.threshold == moved != before.loaded.operating_point.threshold
     assert dashboard.model_loads.model_key(after) != dashboard.model_loads.model_key(before)
+
+
+def test_a_version_saved_again_between_the_listing_and_its_load_is_not_kept_under_the_listing_s_key(checkpoints):
+    """Found by a review: the cache key comes from the page's listing, the load reads the files afresh; a version
+    saved again in between was kept under the listed threshold's key while it triaged at the stored one, and
+    after a roll-back sessions showing the listed threshold were served the other."""
+    from core.errors import TryAgainLater
+    from core.store.descriptions import update_record
+
+    (listed,) = [e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1"]
+    moved = round(listed.record.operating_point.threshold / 2, 6)
+    update_record(listed.json_path, lambda record: {
+        "operating_point": record.operating_point.model_copy(update={"threshold": moved})})
+    load = warm_up(listed)  # the listing read before the save
+    assert load.wait(240) and load.failed
+    with pytest.raises(TryAgainLater, match="saved again while it loaded"):
+        load.result()
+    assert warm_up(listed) is not load  # a passing refusal: the next run reads it again
+    (now,) = [e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1"]
+    assert predictor_for(now).loaded.operating_point.threshold == moved
