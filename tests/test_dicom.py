@@ -186,13 +186,14 @@ def test_truncated_real_dicom_is_unreadable(dicom_dir):
 
 
 def test_unsupported_voi_lut_is_unreadable_not_a_crash():
-    """A VOI LUT whose descriptor pydicom cannot apply (9 bits per entry) must be a clear UnreadableImage.
+    """A VOI LUT whose descriptor no reader applies (17 bits per entry; the standard allows 8 to 16) must be a
+    clear UnreadableImage.
 
     pydicom's NotImplementedError used to escape read_film, so the CLI printed a traceback instead of JSON.
     """
     ds = pydicom.dcmread(io.BytesIO(make_dicom()))
     item = Dataset()
-    item.add_new(0x00283002, "US", [1024, 0, 9])
+    item.add_new(0x00283002, "US", [1024, 0, 17])
     item.add_new(0x00283006, "US", list(range(1024)))
     ds.VOILUTSequence = Sequence([item])
     buffer = io.BytesIO()

@@ -164,3 +164,30 @@ def test_an_8_bit_voi_lut_maps_every_stored_value(films_dir):
     item.add_new(0x00283006, "OW", odd.astype(np.uint8).tobytes() + b"\0")
     film = read_film(dicom(stored, 16, VOILUTSequence=Sequence([item])), name="lut-odd.dcm")
     np.testing.assert_allclose(film.pixels, odd[np.minimum(stored, 4094)] / 255.0, atol=1e-6)
+
+
+def test_a_16_bit_voi_lut_maps_values_past_65535_to_its_last_entry():
+    """Found by a review: pydicom indexes a 16-bit LUT in uint16, so values an intercept carried past 65,535 wrapped
+    round (the right edge of this film read 0.2 instead of 1.0)."""
+    stored = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    table = np.linspace(0, 65535, 4096).round().astype(np.uint16)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 16])
+    item.add_new(0x00283006, "OW", table.tobytes())
+    film = read_film(dicom(stored, 16, VOILUTSequence=Sequence([item]), RescaleIntercept="1000",
+                           RescaleSlope="1"), name="lut-16.dcm")
+    expected = table[np.clip(stored.astype(np.int64) + 1000, 0, 4095)] / 65535.0
+    np.testing.assert_allclose(film.pixels, expected, atol=1e-6)
+    assert film.pixels[-1, -1] == 1.0
+
+
+def test_signed_8_bit_data_reads_over_its_signed_range():
+    """Found by a review: signed 8-bit values were read over 0..255, so 0..127 came out dark (0-0.49) instead of
+    0.5-1.0, and a film with one negative value was stretched instead: its brightness hung on its content."""
+    stored = np.array([[0, 32, 64], [96, 127, 10]], dtype=np.int8)
+    film = read_film(dicom(stored, 8, PixelRepresentation=1), name="signed.dcm")
+    np.testing.assert_allclose(film.pixels, (stored.astype(np.float64) + 128) / 255.0, atol=1e-6)
+    negative = stored.copy()
+    negative[0, 0] = -128
+    film = read_film(dicom(negative, 8, PixelRepresentation=1), name="signed-negative.dcm")
+    np.testing.assert_allclose(film.pixels, (negative.astype(np.float64) + 128) / 255.0, atol=1e-6)

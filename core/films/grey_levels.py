@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pydicom
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut
 
 
 def int_tag(ds: pydicom.Dataset, keyword: str, default: int) -> int:
@@ -25,14 +25,17 @@ def greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     if getattr(ds, "VOILUTSequence", None):  # an empty one, or an empty window, does not apply
         lut = ds.VOILUTSequence[0]
         bits = int(lut.LUTDescriptor[2])
-        values = (_eight_bit_lut(values, lut, ds.is_little_endian) if bits <= 8 else
-                  apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float32, copy=False))
+        if not 8 <= bits <= 16:  # PS3.3 C.11.2.1.2: 8 to 16 bits an entry; read_film words the refusal
+            raise NotImplementedError(f"a VOI LUT of {bits} bits per entry")
+        values = _lookup(values, lut, ds.is_little_endian)
         values /= float(2 ** bits - 1)
+        np.clip(values, 0.0, 1.0, out=values)  # entries past the bits they declare
     elif (center := _first(getattr(ds, "WindowCenter", None))) is not None and \
             (width := _first(getattr(ds, "WindowWidth", None))) is not None:  # read only when they apply
         _window(values, center, width, ds.get("VOILUTFunction"))
     else:
-        _stretch(values, int_tag(ds, "BitsStored", 16), padding, _rescale(ds))
+        signed = int_tag(ds, "PixelRepresentation", 0) == 1
+        _stretch(values, int_tag(ds, "BitsStored", 16), padding, _rescale(ds), signed)
     # MONOCHROME1 shows its lowest value white; INVERSE asks the same of MONOCHROME2 (PS3.3 C.11.6)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1" or \
             str(getattr(ds, "PresentationLUTShape", "")).upper() == "INVERSE":
@@ -42,10 +45,11 @@ def greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     return values
 
 
-def _eight_bit_lut(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None) -> np.ndarray:
-    """An 8-bit VOI LUT looked up here: pydicom indexes it in the table's own uint8 type, so stored values past 255
-    wrapped round (found by a review: a 12-bit film through a linear 8-bit LUT read black, a legitimate film
-    refused). Its entries one to a 16-bit word, or packed two to a word; values outside the table take its ends."""
+def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None) -> np.ndarray:
+    """A VOI LUT looked up here, whatever its depth: pydicom indexes it in the table's own type, so values past it
+    wrapped round (found by reviews: a 12-bit film through a linear 8-bit LUT read black; 16-bit values past 65,535
+    after an intercept read 0.2 instead of 1.0). Its entries one to a 16-bit word, or 8-bit ones packed two to a
+    word; values outside the table take its ends."""
     entries, first = int(lut.LUTDescriptor[0]) or 65536, int(lut.LUTDescriptor[1])
     data = lut.LUTData
     if isinstance(data, (bytes, bytearray)):
@@ -71,14 +75,15 @@ def _padding(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
 
 
 def _stretch(values: np.ndarray, bits: int, padding: np.ndarray | None,
-             rescale: tuple[float, float] = (1.0, 0.0)) -> None:
+             rescale: tuple[float, float] = (1.0, 0.0), signed: bool = False) -> None:
     """No window, in place: 8-bit data over its nominal range (through its rescale), as PNG and JPEG films are read;
     deeper data from its lowest to its highest value, padding left out of both. (The nominal range was once taken
     before the rescale: slope 0.5 read a normal film at half brightness, urgent; found by a review.)"""
     content = True if padding is None else ~padding
     lo, hi = float(np.min(values, where=content, initial=np.inf)), float(np.max(values, where=content, initial=-np.inf))
     slope, intercept = rescale
-    low, high = sorted((intercept, slope * (2 ** bits - 1) + intercept))
+    first = -(2 ** (bits - 1)) if signed else 0  # signed 8-bit data runs -128..127 (it read as 0..255: a review)
+    low, high = sorted((slope * first + intercept, slope * (first + 2 ** bits - 1) + intercept))
     if bits <= 8 and slope and lo >= low and hi <= high:
         lo, hi = low, high
     _normalise(values, lo, hi)

@@ -30,7 +30,12 @@ from core.store.base import NotARegularFile
 
 # Bump when anything between a film's bytes and ``film_to_tensor``'s output changes (decoding, the reference
 # form, the resize, the rounding): decoded films cached by an older path then miss instead of being reused.
-PREPROCESSING_VERSION = 3  # 2: DICOM padding, 8-bit range, palette, INVERSE; 3: 16-bit PNG bits, 224-px PNG
+PREPROCESSING_VERSION = 4  # 2: DICOM padding, 8-bit range, palette, INVERSE; 3: 16-bit PNG bits, 224-px PNG;
+# 4: deep VOI LUTs looked up without wrapping, signed 8-bit DICOM's range, multi-picture JPEGs read as JPEG
+
+
+# compressed DICOM is decoded by these (an upgrade could change what the app reads from a cached film: a review)
+DECODERS = ("pydicom", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg")
 
 
 def film_to_tensor(film: Film, image_size: int) -> torch.Tensor:
@@ -87,7 +92,8 @@ def load_tensors(films: FilmSet, image_size: int, workers: int = 2, on_progress=
 
 def cache_namespace() -> str:
     """What the decode cache's keys name besides each film's content and size: this path and its decoders."""
-    return f"preprocessing={PREPROCESSING_VERSION};pillow={PIL.__version__};pydicom={_installed('pydicom')}"
+    decoders = ";".join(f"{name}={_installed(name)}" for name in DECODERS)
+    return f"preprocessing={PREPROCESSING_VERSION};pillow={PIL.__version__};{decoders}"
 
 
 @cache
