@@ -12,7 +12,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MPEG2MPML, SecondaryCaptureImageStorage, generate_uid
 
 from core.errors import UnreadableImage
 from core.films.dicom_values import transfer_syntax_name
@@ -258,9 +258,18 @@ def test_a_decoder_failure_is_named_in_our_words_not_the_decoders():
     ds.save_as(buffer)
     with pytest.raises(UnreadableImage) as refused:
         read_film(buffer.getvalue(), name="bad.dcm")
+    # a JPEG 2000 decoder is installed (it was told to export itself as JPEG 2000: a review)
     assert str(refused.value) == ("bad.dcm: the DICOM pixel data (transfer syntax 'JPEG 2000 Image Compression "
-                                  "(Lossless Only)') cannot be decoded here. Export the film uncompressed or as "
-                                  "JPEG/JPEG 2000.")
+                                  "(Lossless Only)') could not be decoded: the file is damaged, or uses a variant of "
+                                  "that syntax this server's decoder does not read. Export the film again, "
+                                  "uncompressed.")
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML  # no decoder here reads it: the codec is what is missing
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(UnreadableImage) as refused:
+        read_film(buffer.getvalue(), name="video.dcm")
+    assert str(refused.value) == ("video.dcm: the DICOM pixel data (transfer syntax 'MPEG2 Main Profile / Main "
+                                  "Level') cannot be decoded here. Export the film uncompressed or as JPEG/JPEG 2000.")
 
 
 def test_uncompressed_pixel_data_cut_short_is_said_to_be_incomplete(dicom_dir):

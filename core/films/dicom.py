@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pydicom
 from pydicom.encaps import generate_fragments
-from pydicom.pixels import apply_color_lut, pixel_array
+from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from core.errors import UnreadableImage
@@ -125,10 +125,15 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
 
 
 def _decode_pixels(ds: pydicom.Dataset, label: str, syntax_name: str) -> np.ndarray:
-    native = _is_native(ds)
+    # a damaged RLE or JPEG film was told to export itself as JPEG, the very format it was in (a review): with a
+    # decoder installed, the file is damaged or a variant of its syntax the decoder lacks (12-bit JPEG, say)
     cannot = (f"{label}: the DICOM pixel data cannot be read: the file is damaged. Export the film again."
-              if native else f"{label}: the DICOM pixel data (transfer syntax '{syntax_name}') cannot be decoded "
-              "here. Export the film uncompressed or as JPEG/JPEG 2000.")
+              if _is_native(ds) else
+              f"{label}: the DICOM pixel data (transfer syntax '{syntax_name}') could not be decoded: the file is "
+              "damaged, or uses a variant of that syntax this server's decoder does not read. Export the film "
+              "again, uncompressed." if _decoder_installed(ds) else
+              f"{label}: the DICOM pixel data (transfer syntax '{syntax_name}') cannot be decoded here. Export the "
+              "film uncompressed or as JPEG/JPEG 2000.")
     with _refusing(cannot):
         syntax = ds.file_meta.TransferSyntaxUID
         if syntax.is_encapsulated and "PixelData" in ds:
@@ -139,6 +144,14 @@ def _decode_pixels(ds: pydicom.Dataset, label: str, syntax_name: str) -> np.ndar
             _check_complete(ds, label)
         # Only the first frame is decoded: a multi-frame upload must not cost memory for every frame.
         return pixel_array(ds, index=0)
+
+
+def _decoder_installed(ds: pydicom.Dataset) -> bool:
+    """A decoder for the film's compressed transfer syntax is installed here."""
+    try:
+        return bool(get_decoder(ds.file_meta.TransferSyntaxUID).is_available)
+    except Exception:  # noqa: BLE001 - no or a malformed syntax, or none pydicom knows: the codec message stays
+        return False
 
 
 def _is_native(ds: pydicom.Dataset) -> bool:
