@@ -137,3 +137,15 @@ def test_a_population_check_whose_description_cannot_be_written_leaves_the_versi
     stored = descriptions.attach_population_check(json_path, _score(1), _check())  # and it still works afterwards
     assert load_checkpoint(json_path).record.population_check == stored.population_check
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.suffix == ".tmp") == []
+
+
+def test_a_shipped_folder_that_does_not_exist_is_named_not_silently_empty(tmp_path, settings_env):
+    """Found by a review: a mistyped CXR_CHECKPOINTS offered no shipped model and said nothing; the Triage page
+    said no model was registered yet. A site folder that does not exist yet is normal (its first version makes it)."""
+    settings_env(CXR_CHECKPOINTS=str(tmp_path / "mistyped"), CXR_MODELS=str(tmp_path / "site-not-made-yet"))
+    entries, problems = list_models()
+    assert entries == [] and problems == [
+        "The shipped models folder (CXR_CHECKPOINTS) does not exist, so no shipped model is offered: unset "
+        "CXR_CHECKPOINTS, or set it to a checkpoints folder of this repository."]
+    (tmp_path / "mistyped").mkdir()
+    assert list_models() == ([], [])
