@@ -149,3 +149,18 @@ def test_a_shipped_folder_that_does_not_exist_is_named_not_silently_empty(tmp_pa
         "CXR_CHECKPOINTS, or set it to a checkpoints folder of this repository."]
     (tmp_path / "mistyped").mkdir()
     assert list_models() == ([], [])
+
+
+def test_a_version_shipped_is_never_named_like_a_site_version(tmp_path, settings_env):
+    """Found by a review: naming into the shipped folder counted that folder alone, so a shipped version could take
+    a site version's name; the site's copy was then ignored as named like a shipped one, and with it the site's
+    default for its task."""
+    from core.store.versions import next_version_name
+
+    shipped, site = tmp_path / "shipped", tmp_path / "site"
+    shipped.mkdir(), site.mkdir()
+    settings_env(CXR_CHECKPOINTS=str(shipped), CXR_MODELS=str(site))
+    (site / "pneumonia-cnn5-v1.json").write_text("{}")
+    (site / "pneumonia-cnn5-v2.pt").write_bytes(b"")
+    assert next_version_name("pneumonia-cnn5", shipped) == "pneumonia-cnn5-v3"
+    assert next_version_name("pneumonia-cnn5") == "pneumonia-cnn5-v3"  # as the site's own naming already did

@@ -10,12 +10,16 @@ from core.store.registry import read_registry, tiers
 
 
 def next_version_name(base: str, directory: Path | None = None) -> str:
-    """``base-vN`` with N one past the highest version either tier has held; call under ``registry_lock``.
+    """``base-vN`` with N one past the highest version either tier (those of ``directory`` and the configured
+    ones) has held; call under ``registry_lock``.
     Deleted versions count too (a stray weights file, a default pointer, a promotion): a name is never given
     to a second model, which would inherit the first one's default and its history in the audit log."""
     check_model_name(base)
     pattern = re.compile(rf"^{re.escape(base)}-v(\d+)$")
-    names = [n for tier in tiers(directory) if tier.folder.exists() for n in _names_held(tier.folder, base)]
+    # the configured tiers too: naming into the shipped folder saw that folder alone, so a shipped version could take
+    # a site version's name, which then hid the site's (and its task's default: found by a review)
+    folders = {tier.folder.resolve() for tier in [*tiers(directory), *tiers()]}
+    names = [n for folder in sorted(folders) if folder.exists() for n in _names_held(folder, base)]
     versions = [int(m.group(1)) for name in names if (m := pattern.match(name))]
     return check_model_name(f"{base}-v{max(versions, default=0) + 1}")
 
