@@ -57,7 +57,7 @@ bench: setup
 # --shipped writes into the shipped folder instead of the site's model folder. During the run that folder is
 # $(STAGE); it replaces $(SHIP_TO) (checkpoints/) only once every line has run, so an interrupted run leaves the
 # shipped models as they were and a finished one leaves none of the old set beside the new (whose version
-# numbers start again at v1).
+# numbers start again at v1, past any version of the same name in the site folder: two models never share a name).
 # The run takes longer than a working session: `make models` again continues an interrupted run. Every line that
 # finished left a file in $(STEPS) (the version it registered) and is not run again; the training line cut short
 # continues from its last finished epoch (--resume-if-saved: core/training/resume.py). `make models-restart`
