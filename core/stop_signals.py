@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 from typing import Callable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -36,3 +37,27 @@ def interrupt_on_stop_signals() -> Callable[[], None]:
 
 def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
+
+
+@contextmanager
+def stops_deferred():
+    """Ctrl+C and the stop signals wait until the block ends, then stop the command as before: for a few steps that
+    must happen together (a version's files, its audit line, forgetting its run). Killed between them, a version
+    stayed registered with no audit line, and the resume the message suggested registered it a second time (a
+    review). Only signals that would raise KeyboardInterrupt are deferred; outside the main thread, nothing is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, *STOP_SIGNALS)}
+    deferred = [signum for signum, handler in previous.items()
+                if handler is _interrupt or handler is signal.default_int_handler]
+    for signum in deferred:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for signum in deferred:
+            signal.signal(signum, previous[signum])
+    if caught:
+        raise KeyboardInterrupt

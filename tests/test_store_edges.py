@@ -164,3 +164,27 @@ def test_a_version_shipped_is_never_named_like_a_site_version(tmp_path, settings
     (site / "pneumonia-cnn5-v2.pt").write_bytes(b"")
     assert next_version_name("pneumonia-cnn5", shipped) == "pneumonia-cnn5-v3"
     assert next_version_name("pneumonia-cnn5") == "pneumonia-cnn5-v3"  # as the site's own naming already did
+
+
+def test_a_stop_between_a_version_s_files_and_its_audit_line_waits_for_both(tiers):
+    """Found by a review: Ctrl+C (or SIGTERM, which the CLI makes one) after the files were written and before
+    the audit line left a version no one could trace, and the resume the message suggested registered it again.
+    The stop now waits for the audit line and the run's forgetting, then stops the command as before."""
+    import os
+    import signal
+
+    from core.training.shipping import ship_version
+
+    shipped, site = tiers
+    done = []
+
+    def audit_then_forget(stored):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C, arriving as the audit line is being written
+        signal.sigtimedwait((), 0)  # gives a handler its turn
+        done.append(stored.name)
+
+    model, _ = build_model("logistic", 2, 32)
+    with pytest.raises(KeyboardInterrupt):
+        ship_version(model, test_model_tiers.record_for(""), "ship-pneu", after_save=audit_then_forget)
+    assert done == ["ship-pneu-v3"] and (site / "ship-pneu-v3.json").is_file()  # all of it, then the stop
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers put back

@@ -27,6 +27,7 @@ from core.store.records import ModelRecord
 from core.store.promotion import promote, promote_first
 from core.store.registry import checkpoint_dir, registry_lock
 from core.store.versions import next_version_name
+from core.stop_signals import stops_deferred
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,28 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
     place_model(model, torch.device("cpu"))
     record = record.model_copy(update={"inference_ms_per_film": inference_ms_per_film(model, record.image_size),
                                        "created": clock.iso()})
+    with stops_deferred():  # files, manifest, audit line and the run forgotten: all or, withdrawn, none
+        stored = _stored(model, record, base_name, directory, population)
+        if after_save is not None:
+            try:
+                after_save(stored)
+            except AuditLogUnavailable as exc:  # a version no one can trace is not kept (found by a review)
+                _withdraw(stored, directory)
+                raise AuditLogUnavailable(f"{exc} So the new version was not kept: nothing was registered.") from exc
+    # Through the promotion floor (core.store.promotion), recorded in the audit log as done by ``who``.
+    if make_default:
+        promote(stored.name, who=who, directory=directory)  # PromotionRefused: the version stays, not default
+    else:
+        try:
+            promote_first(stored.name, who=who, directory=directory)
+        except TriageError as exc:  # the version is registered: a run must not read as failed for a convenience
+            log.warning("%s is registered but was not made its task's first default: %s", stored.name, exc)
+    return stored
+
+
+def _stored(model: nn.Module, record: ModelRecord, base_name: str, directory: Path,
+            population: GaussianScore | None) -> ModelRecord:
+    """The version written under its next free name (and, in the shipped folder, signed in the manifest)."""
     with registry_lock(directory):
         remove_stale_temporaries(directory)
         named = record.model_copy(update={"name": next_version_name(base_name, directory)})
@@ -61,20 +84,6 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
             if stored.population_check is not None:
                 written.append(directory / stored.population_check.file)
             manifest.write_manifest(directory, written)
-    if after_save is not None:
-        try:
-            after_save(stored)
-        except AuditLogUnavailable as exc:  # a version no one can trace is not kept (found by a review)
-            _withdraw(stored, directory)
-            raise AuditLogUnavailable(f"{exc} So the new version was not kept: nothing was registered.") from exc
-    # Through the promotion floor (core.store.promotion), recorded in the audit log as done by ``who``.
-    if make_default:
-        promote(stored.name, who=who, directory=directory)  # PromotionRefused: the version stays, not default
-    else:
-        try:
-            promote_first(stored.name, who=who, directory=directory)
-        except TriageError as exc:  # the version is registered: a run must not read as failed for a convenience
-            log.warning("%s is registered but was not made its task's first default: %s", stored.name, exc)
     return stored
 
 
