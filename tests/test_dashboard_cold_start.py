@@ -92,7 +92,7 @@ def test_predicting_leaves_pydicom_to_the_decoding_workers(tmp_path):
         namespace = cache_namespace()
         print('pydicom' in sys.modules)
         import pydicom
-        print(namespace.endswith(';pydicom=' + pydicom.__version__))
+        print(';pydicom=' + pydicom.__version__ + ';' in namespace)
     """
     assert _run(code, tmp_path) == ["False", "True"]
 
@@ -186,29 +186,6 @@ def test_a_broken_model_fails_its_load_in_words_and_is_retried_a_while_later(che
     assert warm_up(entry) is load  # the next page runs show the same failure
     monkeypatch.setattr(dashboard.model_loads, "RETRY_FAILED_AFTER_S", 0.0)
     assert warm_up(entry) is not load  # and later it is read again (the file may have been put right)
-
-
-def test_a_model_whose_outputs_are_not_numbers_fails_its_load_rather_than_every_film(checkpoints, monkeypatch):
-    """Found by a review: weights that read every film as NaN loaded fine, and each film's card then said
-    "unreadable", as if the films were at fault; the page now says the model cannot be used."""
-    import torch
-
-    import core.store.checkpoints
-
-    real = core.store.checkpoints.load_checkpoint
-
-    def damaged(path):
-        loaded = real(path)
-        with torch.no_grad():
-            next(p for p in loaded.model.parameters() if p.is_floating_point()).fill_(float("nan"))
-        return loaded
-
-    monkeypatch.setattr(core.store.checkpoints, "load_checkpoint", damaged)
-    entry = next(e for e in registered_models()[0] if e.name == "pneumonia-mlp-v1")
-    load = dashboard.model_loads.ModelLoad(entry)  # its own load, not the shared cache's
-    assert load.wait(240) and load.failed
-    with pytest.raises(CheckpointError, match=r"^The model's outputs are not numbers"):
-        load.result()
 
 
 def test_the_page_knows_the_priorities_predict_gives():
@@ -385,23 +362,3 @@ def test_an_operating_point_stored_again_with_the_same_weights_is_served_from_th
     after = predictor_for(entry)
     assert after.loaded.operating_point.threshold == moved != before.loaded.operating_point.threshold
     assert dashboard.model_loads.model_key(after) != dashboard.model_loads.model_key(before)
-
-
-def test_a_version_saved_again_between_the_listing_and_its_load_is_not_kept_under_the_listing_s_key(checkpoints):
-    """Found by a review: the cache key comes from the page's listing, the load reads the files afresh; a version
-    saved again in between was kept under the listed threshold's key while it triaged at the stored one, and
-    after a roll-back sessions showing the listed threshold were served the other."""
-    from core.errors import TryAgainLater
-    from core.store.descriptions import update_record
-
-    (listed,) = [e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1"]
-    moved = round(listed.record.operating_point.threshold / 2, 6)
-    update_record(listed.json_path, lambda record: {
-        "operating_point": record.operating_point.model_copy(update={"threshold": moved})})
-    load = warm_up(listed)  # the listing read before the save
-    assert load.wait(240) and load.failed
-    with pytest.raises(TryAgainLater, match="saved again while it loaded"):
-        load.result()
-    assert warm_up(listed) is not load  # a passing refusal: the next run reads it again
-    (now,) = [e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1"]
-    assert predictor_for(now).loaded.operating_point.threshold == moved
