@@ -13,9 +13,9 @@ PORT ?= 8501
 
 # A .venv whose Python is missing, older than 3.11 or without pip (python3-venv was missing when it was made) is made
 # again: `test -x` alone kept a broken one for good. Its stamp goes first when that Python no longer runs (its
-# interpreter removed, say), or the recipe below would never be reached (found by a review).
+# interpreter removed, say), is too old or lacks pip, or the recipe below would never be reached (found by reviews).
 ifeq (,$(findstring n,$(firstword -$(MAKEFLAGS))))  # not in a dry run (make -n), which must change nothing
-ifneq ($(shell $(PY) -c 'import pip' >/dev/null 2>&1 && echo ok),ok)
+ifneq ($(shell $(PY) -c 'import sys, pip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo ok),ok)
 $(shell rm -f $(STAMP))
 endif
 endif
