@@ -45,7 +45,7 @@ def default_recipe(work: Path, device: str, quick: bool, on_run=None) -> list[Ru
     on_run = on_run or (lambda run: None)
     epochs = "1" if quick else str(TARGET_EPOCHS)
     env = {**os.environ, "CXR_MODELS": str(work / "default-recipe"), "CXR_JOBS": str(work / "jobs"),
-           "CXR_DECODE_CACHE": str(work / f"cache-{device}-default")}
+           "CXR_DECODE_CACHE": str(work / f"cache-{device}-default"), "CXR_AUDIT_LOG": str(work / "audit.jsonl")}
     runs, names = [], []
     for index, (label, flags) in enumerate(DEFAULT_MEMBERS):
         run = Run(f"{label}: {'64 films of' if quick else 'the whole'} {SOURCE.parent.name}/{SOURCE.name}, "

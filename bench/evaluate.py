@@ -52,7 +52,8 @@ def evaluate_cli(folder: Path, name: str, work: Path, models: Path = SHIPPED) ->
     """Wall time and report of `python -m core evaluate` in its own process (empty decode cache, if any)."""
     shipped = models.resolve() == SHIPPED.resolve()  # any other folder is a registry of trained models
     env = {**os.environ, "CXR_CHECKPOINTS": str(models if shipped else work / "no-shipped-models"),
-           "CXR_MODELS": str(work / "no-models" if shipped else models), "CXR_DECODE_CACHE": str(work / "cache")}
+           "CXR_MODELS": str(work / "no-models" if shipped else models), "CXR_DECODE_CACHE": str(work / "cache"),
+           "CXR_AUDIT_LOG": str(work / "audit.jsonl")}  # a bench's evaluations are not the site's
     wall, done = run_process([sys.executable, "-m", "core", "evaluate", str(folder), "--model", name, "--json"], env,
                              Run("core evaluate"))
     report = last_json(done.stdout)

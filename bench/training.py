@@ -95,7 +95,7 @@ def core_train(folder: Path, setup: Setup, work: Path, label: str, flags: list[s
     run = Run(f"core train {' '.join(flags)}".strip() + label)
     checkpoints = work / f"checkpoints-{len(list(work.glob('checkpoints-*')))}"
     env = {**os.environ, "CXR_MODELS": str(checkpoints), "CXR_JOBS": str(work / "jobs"),
-           "CXR_DECODE_CACHE": str(cache)}
+           "CXR_DECODE_CACHE": str(cache), "CXR_AUDIT_LOG": str(work / "audit.jsonl")}  # not the site's log
     command = [sys.executable, "-m", "core", "train", str(folder), "--arch", arch, "--epochs",
                str(setup.epochs), "--image-size", str(setup.image_size), "--batch-size", str(setup.batch_size),
                *(["--no-pretrained"] if arch == "resnet18" else []), *flags]
