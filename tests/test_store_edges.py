@@ -188,3 +188,16 @@ def test_a_stop_between_a_version_s_files_and_its_audit_line_waits_for_both(tier
         ship_version(model, test_model_tiers.record_for(""), "ship-pneu", after_save=audit_then_forget)
     assert done == ["ship-pneu-v3"] and (site / "ship-pneu-v3.json").is_file()  # all of it, then the stop
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers put back
+
+
+def test_signing_a_shipped_folder_that_does_not_exist_is_refused_not_made(tmp_path, settings_env, capsys):
+    """Found by a review: `python -m core.store.manifest` with a mistyped CXR_CHECKPOINTS made the folder, signed
+    it empty and exited 0."""
+    import json
+
+    settings_env(CXR_CHECKPOINTS=str(tmp_path / "mistyped"))
+    for argv in ([], ["--check"]):
+        assert manifest.main(argv) == 1
+        assert json.loads(capsys.readouterr().out) == {"error": "The shipped models folder (CXR_CHECKPOINTS) does "
+                                                                "not exist: nothing to sign or check."}
+    assert not (tmp_path / "mistyped").exists()

@@ -177,14 +177,22 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Rewrite (or --check) the shipped models' checksum manifest.")
     parser.add_argument("--check", action="store_true", help="verify instead of writing")
     args = parser.parse_args(argv)
+    if not shipped_dir().is_dir():  # a mistyped CXR_CHECKPOINTS was made, signed empty, and reported done (a review)
+        print(json.dumps({"error": "The shipped models folder (CXR_CHECKPOINTS) does not exist: nothing to sign or "
+                                   "check."}))
+        return 1
     try:
         if args.check:
             problems = check()
             print(json.dumps({"manifest": MANIFEST_FILE, "problems": problems}))
             return 1 if problems else 0
         entries = write_manifest()
-    except (TriageError, OSError) as exc:
+    except TriageError as exc:
         print(json.dumps({"error": f"The checksum manifest could not be written: {exc}"}))
+        return 1
+    except OSError as exc:  # its text names the server path: the reason alone
+        print(json.dumps({"error": "The checksum manifest could not be written "
+                                   f"({exc.strerror or type(exc).__name__})."}))
         return 1
     print(json.dumps({"manifest": MANIFEST_FILE, "files": sorted(entries)}))
     return 0
