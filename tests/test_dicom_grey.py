@@ -191,3 +191,19 @@ def test_signed_8_bit_data_reads_over_its_signed_range():
     negative[0, 0] = -128
     film = read_film(dicom(negative, 8, PixelRepresentation=1), name="signed-negative.dcm")
     np.testing.assert_allclose(film.pixels, (negative.astype(np.float64) + 128) / 255.0, atol=1e-6)
+
+
+def test_a_modality_lut_of_12_bits_an_entry_is_looked_up_as_one_of_16():
+    """Older files store modality LUT entries of 12 bits (in 16-bit words): pydicom refused them, so the film was
+    unreadable; looked up here they read as the same table of 16 bits does."""
+    stored = np.linspace(0, 4095, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    films = []
+    for bits in (12, 16):
+        table = np.linspace(0, 2 ** bits - 1, 4096).round().astype(np.uint16)
+        item = Dataset()
+        item.add_new(0x00283002, "US", [4096, 0, bits])
+        item.add_new(0x00283006, "OW", table.tobytes())
+        item.ModalityLUTType = "US"
+        films.append(read_film(dicom(stored, 12, ModalityLUTSequence=Sequence([item])), name=f"lut{bits}.dcm"))
+    np.testing.assert_allclose(films[0].pixels, films[1].pixels, atol=1e-3)
+    np.testing.assert_allclose(films[1].pixels, stored / 4095.0, atol=1e-3)  # a linear table: the film itself

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pydicom
-from pydicom.pixels import apply_modality_lut
 
 
 def int_tag(ds: pydicom.Dataset, keyword: str, default: int) -> int:
@@ -98,9 +97,12 @@ def luma(rgb: np.ndarray, bits: int) -> np.ndarray:
 
 def _modality_values(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     """The modality LUT (PS3.3 C.11.1): rescale slope and intercept, or a LUT; a new float32 array."""
-    if ds.get("ModalityLUTSequence"):
-        return np.array(apply_modality_lut(arr, ds), dtype=np.float32)
     values = arr.astype(np.float32)
+    if ds.get("ModalityLUTSequence"):  # looked up here: pydicom refused entries of 12 bits, which older files use
+        lut = ds.ModalityLUTSequence[0]
+        if not 8 <= int(lut.LUTDescriptor[2]) <= 16:
+            raise NotImplementedError(f"a modality LUT of {int(lut.LUTDescriptor[2])} bits per entry")
+        return _lookup(values, lut, ds.is_little_endian)
     slope, intercept = _rescale(ds)
     if (slope, intercept) != (1.0, 0.0):
         values *= slope

@@ -31,7 +31,8 @@ from core.store.base import NotARegularFile
 # Bump when anything between a film's bytes and ``film_to_tensor``'s output changes (decoding, the reference
 # form, the resize, the rounding): decoded films cached by an older path then miss instead of being reused.
 PREPROCESSING_VERSION = 4  # 2: DICOM padding, 8-bit range, palette, INVERSE; 3: 16-bit PNG bits, 224-px PNG;
-# 4: deep VOI LUTs looked up without wrapping, signed 8-bit DICOM's range, multi-picture JPEGs read as JPEG
+# 4: VOI LUTs of any depth looked up without wrapping, 12-bit modality LUTs, signed 8-bit DICOM's range,
+# multi-picture JPEGs read as JPEG
 
 
 # compressed DICOM is decoded by these (an upgrade could change what the app reads from a cached film: a review)
