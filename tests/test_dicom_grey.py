@@ -207,3 +207,20 @@ def test_a_modality_lut_of_12_bits_an_entry_is_looked_up_as_one_of_16():
         films.append(read_film(dicom(stored, 12, ModalityLUTSequence=Sequence([item])), name=f"lut{bits}.dcm"))
     np.testing.assert_allclose(films[0].pixels, films[1].pixels, atol=1e-3)
     np.testing.assert_allclose(films[1].pixels, stored / 4095.0, atol=1e-3)  # a linear table: the film itself
+
+
+def test_a_16_bit_lut_short_of_its_entries_is_refused_not_read_as_packed_bytes():
+    """Found by a review of the day's change: a 16-bit table two bytes short was taken for 8-bit entries packed two
+    to a word and read near black; pydicom had refused it."""
+    import pytest
+
+    from core.errors import UnreadableImage
+
+    stored = np.linspace(0, 4095, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    table = np.linspace(0, 65535, 4096).round().astype(np.uint16)
+    for sequence in ("VOILUTSequence", "ModalityLUTSequence"):
+        item = Dataset()
+        item.add_new(0x00283002, "US", [4096, 0, 16])
+        item.add_new(0x00283006, "OW", table.tobytes()[:-2])
+        with pytest.raises(UnreadableImage, match="grey-level transforms"):
+            read_film(dicom(stored, 12, **{sequence: Sequence([item])}), name="short-lut.dcm")

@@ -49,13 +49,17 @@ def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None
     wrapped round (found by reviews: a 12-bit film through a linear 8-bit LUT read black; 16-bit values past 65,535
     after an intercept read 0.2 instead of 1.0). Its entries one to a 16-bit word, or 8-bit ones packed two to a
     word; values outside the table take its ends."""
-    entries, first = int(lut.LUTDescriptor[0]) or 65536, int(lut.LUTDescriptor[1])
+    entries, first, bits = int(lut.LUTDescriptor[0]) or 65536, int(lut.LUTDescriptor[1]), int(lut.LUTDescriptor[2])
     data = lut.LUTData
     if isinstance(data, (bytes, bytearray)):
-        packed = len(data) < 2 * entries  # two to a word (an odd count padded by a byte), else one to a word
+        # 8-bit entries may be packed two to a word (an odd count padded by a byte); deeper ones never are, so a
+        # deeper table short of its entries is damaged, not packed (it read near black: a review)
+        packed = bits == 8 and len(data) < 2 * entries
         table = np.frombuffer(data, np.uint8 if packed else ("<u2" if little_endian is not False else ">u2"))
     else:
         table = np.atleast_1d(np.asarray(data))
+    if len(table) < entries:
+        raise ValueError(f"a LUT of {len(table)} of its {entries} entries")
     table = table[:entries].astype(np.float32)
     np.rint(values, out=values)
     values -= first
