@@ -40,24 +40,24 @@ def _interrupt(signum: int, frame) -> None:
 
 
 @contextmanager
-def stops_deferred():
-    """Ctrl+C and the stop signals wait until the block ends, then stop the command as before: for a few steps that
-    must happen together (a version's files, its audit line, forgetting its run). Killed between them, a version
-    stayed registered with no audit line, and the resume the message suggested registered it a second time (a
-    review). Only signals that would raise KeyboardInterrupt are deferred; outside the main thread, nothing is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def stops_held():
+    """Ctrl+C and the stop signals are held while the block runs: for steps that must all happen (a version's
+    files, its audit line, forgetting its run, its promotion). Interrupted between them, a version stayed
+    registered with no audit line, or without the default asked for, and the resume the message suggested
+    registered it a second time (reviews). Yields the list of signals held; the block is not stopped, and what
+    follows it decides (a registration finished is reported, not undone). Only signals that would raise
+    KeyboardInterrupt are held; outside the main thread, nothing is."""
     caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, *STOP_SIGNALS)}
-    deferred = [signum for signum, handler in previous.items()
-                if handler is _interrupt or handler is signal.default_int_handler]
-    for signum in deferred:
+    held = [signum for signum, handler in previous.items()
+            if handler is _interrupt or handler is signal.default_int_handler]
+    for signum in held:
         signal.signal(signum, lambda signum, frame: caught.append(signum))
     try:
-        yield
+        yield caught
     finally:
-        for signum in deferred:
+        for signum in held:
             signal.signal(signum, previous[signum])
-    if caught:
-        raise KeyboardInterrupt

@@ -166,17 +166,19 @@ def test_a_version_shipped_is_never_named_like_a_site_version(tmp_path, settings
     assert next_version_name("pneumonia-cnn5") == "pneumonia-cnn5-v3"  # as the site's own naming already did
 
 
-def test_a_stop_between_a_version_s_files_and_its_audit_line_waits_for_both(tiers):
-    """Found by a review: Ctrl+C (or SIGTERM, which the CLI makes one) after the files were written and before
-    the audit line left a version no one could trace, and the resume the message suggested registered it again.
-    The stop now waits for the audit line and the run's forgetting, then stops the command as before."""
+def test_a_stop_during_a_version_s_registration_is_held_until_it_is_whole(tiers, caplog, monkeypatch):
+    """Found by reviews: Ctrl+C (or SIGTERM, which the CLI makes one) after the files were written and before the
+    audit line left a version no one could trace, and the resume the message suggested registered it again;
+    stopping right after the audit line skipped the promotion asked for. The stop is held until all of it is done,
+    and the command reports the version it registered."""
     import os
     import signal
 
-    from core.training.shipping import ship_version
+    from core.training import shipping
 
     shipped, site = tiers
-    done = []
+    done, promoted = [], []
+    monkeypatch.setattr(shipping, "promote", lambda name, **kwargs: promoted.append(name))  # the floor aside
 
     def audit_then_forget(stored):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C, arriving as the audit line is being written
@@ -184,9 +186,11 @@ def test_a_stop_between_a_version_s_files_and_its_audit_line_waits_for_both(tier
         done.append(stored.name)
 
     model, _ = build_model("logistic", 2, 32)
-    with pytest.raises(KeyboardInterrupt):
-        ship_version(model, test_model_tiers.record_for(""), "ship-pneu", after_save=audit_then_forget)
-    assert done == ["ship-pneu-v3"] and (site / "ship-pneu-v3.json").is_file()  # all of it, then the stop
+    stored = shipping.ship_version(model, test_model_tiers.record_for(""), "ship-pneu", make_default=True,
+                                   after_save=audit_then_forget)
+    assert done == promoted == [stored.name] == ["ship-pneu-v3"]  # audited, then promoted as asked
+    assert (site / "ship-pneu-v3.json").is_file()
+    assert "a stop was asked for while ship-pneu-v3 was being registered; it is registered" in caplog.text
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers put back
 
 

@@ -27,7 +27,7 @@ from core.store.records import ModelRecord
 from core.store.promotion import promote, promote_first
 from core.store.registry import checkpoint_dir, registry_lock
 from core.store.versions import next_version_name
-from core.stop_signals import stops_deferred
+from core.stop_signals import stops_held
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
     place_model(model, torch.device("cpu"))
     record = record.model_copy(update={"inference_ms_per_film": inference_ms_per_film(model, record.image_size),
                                        "created": clock.iso()})
-    with stops_deferred():  # files, manifest, audit line and the run forgotten: all or, withdrawn, none
+    with stops_held() as stops:  # files, manifest, audit line, the run forgotten and the promotion: all of them
         stored = _stored(model, record, base_name, directory, population)
         if after_save is not None:
             try:
@@ -57,7 +57,14 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
             except AuditLogUnavailable as exc:  # a version no one can trace is not kept (found by a review)
                 _withdraw(stored, directory)
                 raise AuditLogUnavailable(f"{exc} So the new version was not kept: nothing was registered.") from exc
-    # Through the promotion floor (core.store.promotion), recorded in the audit log as done by ``who``.
+        _promoted(stored, make_default, who, directory)
+    if stops:  # too late to stop: the version is registered whole and the command reports it
+        log.warning("a stop was asked for while %s was being registered; it is registered", stored.name)
+    return stored
+
+
+def _promoted(stored: ModelRecord, make_default: bool, who: str, directory: Path) -> None:
+    """Through the promotion floor (core.store.promotion), recorded in the audit log as done by ``who``."""
     if make_default:
         promote(stored.name, who=who, directory=directory)  # PromotionRefused: the version stays, not default
     else:
@@ -65,7 +72,6 @@ def ship_version(model: nn.Module, record: ModelRecord, base_name: str, director
             promote_first(stored.name, who=who, directory=directory)
         except TriageError as exc:  # the version is registered: a run must not read as failed for a convenience
             log.warning("%s is registered but was not made its task's first default: %s", stored.name, exc)
-    return stored
 
 
 def _stored(model: nn.Module, record: ModelRecord, base_name: str, directory: Path,
