@@ -52,7 +52,7 @@ class Settings:
     job_max_age_days: float = 30.0  # finished job folders older than this are pruned; 0 keeps them
     # Who administers (core.access): local sessions unless switched off; others sign in with the passphrase
     # whose scrypt hash is set here, or as a listed account through the identity provider.
-    local_admin: bool = True
+    local_admin: bool | None = None  # None: on until a sign-in works (dashboard.components.access decides)
     admin_passphrase_hash: str = ""
     admin_accounts: tuple[str, ...] = ()  # e-mail addresses, lower case
     admin_session_minutes: int = 30  # an admin sign-in lasts this long
@@ -123,8 +123,7 @@ def _read(environ: Mapping[str, str]) -> Settings:
         batch_max_mb=_number("batch_max_mb", given("batch_max_mb"), BATCH_MEGABYTES, 250, whole=True),
         uploads_max_mb=_number("uploads_max_mb", given("uploads_max_mb"), UPLOADS_MEGABYTES, 2048, whole=True),
         models=models,
-        local_admin=_switch("local_admin", given("local_admin"),  # off once a sign-in is configured: a review
-                            default=not (given("admin_passphrase_hash") or given("admin_accounts"))),
+        local_admin=_switch("local_admin", given("local_admin"), default=None),
         admin_passphrase_hash=(given("admin_passphrase_hash") or "").strip(),
         admin_accounts=_accounts(given("admin_accounts")),
         admin_session_minutes=_number("admin_session_minutes", given("admin_session_minutes"), ADMIN_SESSION_MINUTES,
@@ -199,7 +198,7 @@ def _accounts(given: str | None) -> tuple[str, ...]:
     return tuple(sorted({account.lower() for account in (given or "").replace(",", " ").split()}))
 
 
-def _switch(field: str, given: str | None, default: bool) -> bool:
+def _switch(field: str, given: str | None, default: bool | None) -> bool | None:
     if given is None:
         return default
     if given.strip().lower() in SWITCH_ON + SWITCH_OFF:

@@ -57,7 +57,7 @@ def current_user() -> User:
     settings = config.settings()
     identity = _identity()
     provider = _provider_grant(identity)
-    return session_user(request_facts(), local_admin=settings.local_admin, grant=_live_grant(),
+    return session_user(request_facts(), local_admin=local_administration(settings), grant=_live_grant(),
                         account=signed_in_account(identity),
                         admin_account=provider is not None and provider.active())
 
@@ -67,16 +67,27 @@ def admin_only(what: str) -> None:
     st.info(f"{what} is for administrators. {how_to_administer()}", icon=":material/lock:")
 
 
+def local_administration(settings: config.Settings) -> bool:
+    """Whether sessions on this machine administer: CXR_LOCAL_ADMIN when set, else only until an admin sign-in
+    works here. A server with a sign-in is served to others, and behind a forwarder that adds no proxy header a
+    remote script's Host and Origin passed for a local browser's (a review)."""
+    if settings.local_admin is not None:
+        return settings.local_admin
+    return not (passphrase_configured(settings) or identity_provider().offered)
+
+
 def how_to_administer() -> str:
     settings = config.settings()
     local = is_local(request_facts())
     if passphrase_configured(settings) or identity_provider().offered:
-        start = ("Local administration is off on this server (CXR_LOCAL_ADMIN: off unless set on, once a sign-in is "
-                 "configured). " if local and not settings.local_admin else "")
+        why = "CXR_LOCAL_ADMIN=off" if settings.local_admin is False else \
+            "while an admin sign-in works here; CXR_LOCAL_ADMIN=on brings it back"
+        start = (f"Local administration is off on this server ({why}). "
+                 if local and not local_administration(settings) else "")
         return f"{start}An administrator signs in from the sidebar."
     enable = ("an administrator sets CXR_ADMIN_PASSPHRASE_HASH (made with `python -m core.access.passphrase`), "
               "or an identity provider in .streamlit/secrets.toml together with CXR_ADMIN_ACCOUNTS. " + GUIDE)
-    if local and not settings.local_admin:
+    if local and not local_administration(settings):
         return ("Local administration is switched off on this server (CXR_LOCAL_ADMIN=off) and no admin sign-in is "
                 f"configured, so nobody can administer. To enable it, {enable}")
     return ("No admin sign-in is configured on this server, so administration is offered only in a browser on "
