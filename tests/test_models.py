@@ -281,3 +281,22 @@ def test_folding_batch_norms_keeps_the_function_and_refuses_a_network_in_trainin
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert before.abs().max() > 0.1  # a real signal, not zeros
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+def test_grad_cam_runs_on_prediction_s_fp32_kernels_of_the_model_s_device(monkeypatch):
+    """The batch arrives on the CPU and the library moves it to the model: the kernels were chosen for the batch's
+    device, so on a GPU Grad-CAM ran in TF32 while prediction ran fp32 (a review of the day's change)."""
+    import contextlib
+
+    import torch
+
+    from core.models import device
+
+    model, _ = build_model("cnn5", 2, 32)
+    model.eval()
+    chosen = []
+    monkeypatch.setattr(device, "model_device", lambda network: torch.device("cuda", 0))  # as if on a GPU
+    monkeypatch.setattr(device, "inference_kernels",
+                        lambda where, precision: chosen.append((where.type, precision)) or contextlib.nullcontext())
+    heat_map(model, cam_layer("cnn5", model), _films(32, 1), 1)
+    assert chosen == [("cuda", "fp32")]

@@ -74,11 +74,13 @@ def class_evidence(model: nn.Module, layer: nn.Module, batch: torch.Tensor, clas
 
     import torch
 
-    from core.models.device import FP32, inference_kernels
+    from core.models.device import FP32, inference_kernels, model_device
     from core.models.inference import out_of_memory
 
-    try:  # fp32 kernels as prediction's (TF32 convolutions on a GPU otherwise): the probability weighs ensembles
-        with inference_kernels(batch.device, FP32), cam_class(model=model, target_layers=[layer]) as cam:
+    # fp32 kernels as prediction's (TF32 convolutions on a GPU otherwise): the probability weighs ensembles. On the
+    # model's device: the batch arrives on the CPU and the library moves it (a review of the day's change)
+    try:
+        with inference_kernels(model_device(model), FP32), cam_class(model=model, target_layers=[layer]) as cam:
             maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])
             probability = float(torch.softmax(cam.outputs.detach().float(), dim=1)[0, class_index])
     except torch.OutOfMemoryError as exc:
