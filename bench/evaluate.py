@@ -51,6 +51,7 @@ SHIPPED = ROOT / "checkpoints"
 def evaluate_cli(folder: Path, name: str, work: Path, models: Path = SHIPPED) -> tuple[float, dict, str]:
     """Wall time and report of `python -m core evaluate` in its own process (empty decode cache, if any)."""
     shipped = models.resolve() == SHIPPED.resolve()  # any other folder is a registry of trained models
+    (work / "no-shipped-models").mkdir(exist_ok=True)  # a shipped folder that does not exist is a listed problem
     env = {**os.environ, "CXR_CHECKPOINTS": str(models if shipped else work / "no-shipped-models"),
            "CXR_MODELS": str(work / "no-models" if shipped else models), "CXR_DECODE_CACHE": str(work / "cache"),
            "CXR_AUDIT_LOG": str(work / "audit.jsonl")}  # a bench's evaluations are not the site's

@@ -170,8 +170,9 @@ def run_table(runs: list[Run], seed: Run, setup: Setup) -> list[str]:
             continue
         compared = seed.wall and not seed.problem
         speed_up = f"{seed.wall / run.wall:.2f}x" if compared else "—"
-        # the ratio is end to end; `core train` trains on four fifths of the films (the fifth left is its
-        # validation), so per film trained its speed-up is smaller (a review): both are shown
+        # the ratio is end to end; `core train` trains on fewer films than the folder holds (its
+        # patient-disjoint validation fifth and a last partial batch left out), so per film trained its speed-up
+        # is smaller (a review): both are shown
         per_film = f"{(run.phase_films / run.wall) / (seed.phase_films / seed.wall):.2f}x" \
             if compared and run.phase_films and seed.phase_films else "—"
         rows.append(f"| {run.label} | {_s(run.wall)} | {_s(run.phase_seconds)} ({run.phase_films} films) "

@@ -36,6 +36,9 @@ SHIPPED_SUFFIXES = (".pt", ".json")
 _LINE = re.compile(r"([0-9a-f]{64}) [ *](\S.*)")
 
 
+SHIPPED_FOLDER_MISSING = "The shipped models folder (CXR_CHECKPOINTS) does not exist"  # a mistyped setting
+
+
 def shipped_dir() -> Path:
     """The shipped models' folder (``CXR_CHECKPOINTS``, see core.config): the repository's ``checkpoints``."""
     return settings().checkpoints
@@ -178,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="verify instead of writing")
     args = parser.parse_args(argv)
     if not shipped_dir().is_dir():  # a mistyped CXR_CHECKPOINTS was made, signed empty, and reported done (a review)
-        print(json.dumps({"error": "The shipped models folder (CXR_CHECKPOINTS) does not exist: nothing to sign or "
-                                   "check."}))
+        print(json.dumps({"error": f"{SHIPPED_FOLDER_MISSING}: nothing to sign or check."}))
         return 1
     try:
         if args.check:

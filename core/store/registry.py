@@ -136,8 +136,8 @@ def _problem_of(name: str, problems: list[str]) -> str | None:
 def _read_tier(tier: Tier, problems: list[str]) -> list[tuple[ModelRecord, Path]]:
     if not tier.folder.exists():  # a site folder is made by its first version; a shipped one always exists
         if tier.name == SHIPPED:  # CXR_CHECKPOINTS mistyped: no shipped model was offered, and nothing said why
-            problems.append("The shipped models folder (CXR_CHECKPOINTS) does not exist, so no shipped model is "
-                            "offered: unset CXR_CHECKPOINTS, or set it to a checkpoints folder of this repository.")
+            problems.append(f"{manifest.SHIPPED_FOLDER_MISSING}, so no shipped model is offered: unset "
+                            "CXR_CHECKPOINTS, or set it to a checkpoints folder of this repository.")
         return []
     readable = []
     for json_path in sorted(tier.folder.glob("*.json")):

@@ -11,7 +11,8 @@ from core.store.registry import read_registry, tiers
 
 def next_version_name(base: str, directory: Path | None = None) -> str:
     """``base-vN`` with N one past the highest version either tier (those of ``directory`` and the configured
-    ones) has held; call under ``registry_lock``.
+    ones) has held; call under ``registry_lock`` of ``directory`` (the other tier's folder is read without its
+    lock: a site job and a ``--shipped`` run naming one base at the same moment could still meet).
     Deleted versions count too (a stray weights file, a default pointer, a promotion): a name is never given
     to a second model, which would inherit the first one's default and its history in the audit log."""
     check_model_name(base)
