@@ -95,6 +95,19 @@ def test_film_warnings_are_passed_on(predictor, normal_film_path):
     assert prediction.priority in ("urgent", "routine")
 
 
+def test_a_band_cut_across_a_chest_film_keeps_its_priority_with_a_warning(predictor, normal_film_path):
+    """Found by a review: a band of a real film (2.4 : 1) was triaged with no word, since every check reads the
+    film squeezed to a square; the widest real film here is 1.73 : 1."""
+    film = read_film(normal_film_path)
+    assert not any("cut to part of the chest" in w for w in predictor.predict(film).warnings)
+    rows, cols = film.pixels.shape
+    band = film.pixels[rows // 3: rows // 3 + int(cols / 2.4)]
+    prediction = predictor.predict(Film(np.ascontiguousarray(band), "PNG", (band.shape[1], band.shape[0]), 8))
+    assert prediction.priority in ("urgent", "routine")  # a warning, not a refusal
+    assert f"The film is {band.shape[1]}x{band.shape[0]} pixels, wider than a chest film usually is: it may be cut " \
+           "to part of the chest; read this result against the film itself." in prediction.warnings
+
+
 def test_a_chest_film_check_that_cannot_load_warns_on_every_film_without_the_servers_folder(
         trained_model, normal_film_path, tmp_path, monkeypatch, caplog):
     """The warning goes on every film card and CSV line a clinician sees: it says what is missing and what to do;

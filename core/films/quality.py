@@ -11,6 +11,9 @@ from core.films.film import Film
 
 MIN_SIDE = 128
 MAX_ASPECT = 2.5
+# Beyond it a warning: the widest real film here is 1.73 : 1, and a band cut across a chest (2.4 : 1) was triaged
+# with no word (a review). The chest-film check cannot see proportions: it reads every film squeezed to a square.
+WARN_ASPECT = 2.0
 MIN_CONTRAST = 0.03
 SATURATED_SHARE = 0.95
 
@@ -51,3 +54,12 @@ def reversed_grey_levels(film: Film) -> str | None:
         return None
     return ("The grey levels look reversed (bone dark, lungs bright): if the film shows so, it was exported with "
             "its grey scale inverted and this reading may be wrong; export it again as it is viewed, or as DICOM.")
+
+
+def shape_warning(film: Film) -> str | None:
+    """A warning for a film far from a chest film's proportions (yet not strip-shaped enough to refuse)."""
+    width, height = film.size
+    if not WARN_ASPECT < max(width, height) / max(1, min(width, height)) <= MAX_ASPECT:
+        return None
+    return (f"The film is {width}x{height} pixels, {'wider' if width > height else 'taller'} than a chest film "
+            "usually is: it may be cut to part of the chest; read this result against the film itself.")

@@ -22,7 +22,7 @@ import numpy as np
 from core.errors import CheckpointError
 from core.models.features import FeatureExtractor
 from core.films.film import Film
-from core.films.quality import reversed_grey_levels, usability_problems
+from core.films.quality import reversed_grey_levels, shape_warning, usability_problems
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import place_model, resolve_device
 from core.models.ensemble import explained_layers
@@ -155,6 +155,8 @@ class Predictor:
         warnings += problems
         if not problems and (reversed_note := reversed_grey_levels(film)):
             warnings.append(reversed_note)
+        if not problems and (shape := shape_warning(film)):
+            warnings.append(shape)
         if self.chest_check_problem:
             warnings.append(self.chest_check_problem)
         score = None
