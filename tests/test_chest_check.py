@@ -245,3 +245,36 @@ def test_the_triage_page_shows_non_chest_uploads_as_not_triaged(cases, trained_m
     assert sum(e.label == "The model's output, which is not a reading" for e in at.expander) == len(others)
     assert sum("No explanation map: the image was not triaged" in c.value for c in at.caption) == len(others)
     assert len([box for box in at.selectbox if box.label == "Explain class"]) <= 1  # the real film's, if any
+
+
+@pytest.mark.parametrize("damage", ["threshold NaN", "threshold inf", "threshold null", "a JSON list",
+                                    "weights not a torch file", "NaN in the score"])
+def test_a_damaged_detector_is_refused_as_unavailable_never_passing_every_film(tmp_path, damage):
+    """Found by a review: a detector outside the checksum manifest (CXR_DETECTOR_DIR) with a threshold of NaN or
+    infinity, or NaN in its score, passed every film; a null threshold, a JSON list or weights that are not a
+    torch file stopped the model being served at all. Each is now the check's 'unavailable' refusal."""
+    import shutil
+
+    import torch
+
+    from core.errors import CheckpointError
+
+    copy = tmp_path / "detector"
+    shutil.copytree(REPO / "checkpoints" / "detector", copy)
+    meta = json.loads((copy / "chest-film-detector.json").read_text())
+    if damage.startswith("threshold"):
+        value = {"threshold NaN": "NaN", "threshold inf": "Infinity", "threshold null": "null"}[damage]
+        (copy / "chest-film-detector.json").write_text(json.dumps(meta).replace(
+            json.dumps(meta["threshold"]), value, 1))
+    elif damage == "a JSON list":
+        (copy / "chest-film-detector.json").write_text("[1, 2]")
+    elif damage == "weights not a torch file":
+        (copy / "chest-film-detector.pt").write_bytes(b"\x80\x04not a pickle")
+    else:
+        tensors = torch.load(copy / "chest-film-detector.pt", weights_only=True)
+        first = next(iter(tensors))
+        tensors[first] = torch.full_like(tensors[first], float("nan"))
+        torch.save(tensors, copy / "chest-film-detector.pt")
+    with pytest.raises(CheckpointError, match="^The chest-film detector in .* cannot be loaded"):
+        ChestFilmDetector.load(copy)
+    assert ChestFilmDetector.load(REPO / "checkpoints" / "detector").threshold > 0  # the shipped one loads

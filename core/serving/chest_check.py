@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import math
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore, 
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
 from core.store.base import MAX_WEIGHTS_BYTES, read_regular_file
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FEATURE_SIZE", "DETECTOR_NAME", "FeatureExtractor", "ChestFilmDetector", "ChestFilmCheck",
            "detector_dir"]
@@ -62,8 +67,15 @@ class ChestFilmDetector:
             meta = json.loads(_read_detector_file(directory / f"{DETECTOR_NAME}.json"))
             arrays = torch.load(io.BytesIO(_read_detector_file(directory / f"{DETECTOR_NAME}.pt")),
                                 map_location="cpu", weights_only=True)
-            return cls(GaussianScore.from_tensors(arrays), float(meta["threshold"]), meta.get("calibration", {}))
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # for the server log: pages show their own words
+            detector = cls(GaussianScore.from_tensors(arrays), float(meta["threshold"]), meta.get("calibration", {}))
+            # a threshold that is not a finite number, or scores that are not, passed every film (a review)
+            if not (math.isfinite(detector.threshold) and detector.threshold > 0
+                    and all(bool(torch.isfinite(t).all()) for t in arrays.values())):
+                raise ValueError("its threshold or its score's tensors are not finite numbers")
+            return detector
+        # for the server log: pages show their own words. Any malformed content (a null threshold, a JSON list, a
+        # file that is not a torch file) is this refusal, never an error that stops the model being served
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
             raise CheckpointError(f"The chest-film detector in {directory} cannot be loaded ({exc}).") from exc
 
 
@@ -94,7 +106,8 @@ class ChestFilmCheck:
 
     def problem_of(self, features: np.ndarray) -> str | None:
         score = float(self.detector.scores(features)[0])
-        if score > self.detector.threshold:
-            return (f"This image does not look like a chest film (out-of-distribution score {score:.1f} > "
-                    f"{self.detector.threshold:.1f}).")
+        if not score <= self.detector.threshold:  # a score that is not a number is no chest film either
+            log.info("chest-film check: score %.1f over the threshold %.1f", score, self.detector.threshold)
+            return ("This image does not look like a chest film: it is unlike every chest film the check was built "
+                    "on.")
         return None
