@@ -206,3 +206,17 @@ def test_an_ensemble_does_not_show_a_members_lent_figures_as_its_own(in_folder, 
     assert [m.out_of_batch for m in result.members] == [None, None]
     assert result.to_json()["members"][0]["out_of_batch"] is None and result.beats_best_member is None
     assert result.lines()[1].split()[-3:] == ["-", "-", "-"]  # no out-of-batch AUC, sensitivity, specificity
+
+
+def test_a_from_scratch_run_is_not_a_fine_tune_s_recipe_where_the_weights_are_missing(monkeypatch):
+    """Found by a review: both recipes were resolved on the machine running the command, which turns an ImageNet
+    start off where its weights file is missing, so a from-scratch run lent its figures to a fine-tune there."""
+    from core.store import records
+    from core.store.records import TrainConfig
+    from core.training.holdout_run import _recipe_differences
+
+    monkeypatch.setattr(records, "_imagenet_weights_present", lambda name: False)  # as on a machine without them
+    fine_tune = TrainConfig(arch="resnet18", lr=3e-4, image_size=224, pretrained=True)
+    from_scratch = fine_tune.model_copy(update={"pretrained": False, "holdout": "kermany-batch"})
+    assert _recipe_differences(fine_tune, "bf16", from_scratch, "bf16") == ["pretrained False (not True)"]
+    assert _recipe_differences(fine_tune, "bf16", fine_tune, "bf16") == []

@@ -137,10 +137,13 @@ def _recipe_differences(mine: TrainConfig, my_precision: str, theirs: TrainConfi
 
 
 def _as_run_here(config: TrainConfig) -> TrainConfig:
-    """The recipe as it runs on this machine (an older record may say "ImageNet start" for a network whose weights
-    were absent, as they are here, so it trained from scratch); as stored when it no longer resolves."""
+    """The recipe with its defaults filled in as they resolve here; as stored when it no longer resolves. Its
+    ImageNet start as stored: records say what happened when they trained, while resolving here turned it off
+    wherever the weights file is missing, so on such a machine a from-scratch run passed for a fine-tune's recipe
+    and lent it its figures (a review). An older record that claims an ImageNet start it did not have is refused,
+    the safe way round."""
     try:
-        return config.resolved()
+        return config.resolved().model_copy(update={"pretrained": config.pretrained})
     except ValueError:
         return config
 
