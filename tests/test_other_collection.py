@@ -165,3 +165,24 @@ def test_reports_agree_to_float_rounding_and_not_beyond():
     assert differences({**stored, "roc": {"thresholds": [0.788382, 0.5]}}, stored) == [".roc.thresholds: 2 items != 1"]
     assert differences({**stored, "at_argmax": 0.0}, stored) == [".at_argmax: 0.0 != None"]
     assert differences({**stored, "split": "framed"}, stored) == [".split: 'framed' != 'other-collection'"]
+
+
+def test_collection_check_refuses_a_version_calibrated_on_a_site_s_films(tmp_path, settings_env):
+    """Found by a review: calibrate leaves the other-collection reports out when the site folder holds that
+    collection's films (they would be read on the films the threshold was chosen on); collection-check brought
+    them back, with the range at a new site built on them."""
+    from core.errors import CommandRefused
+    from core.store.descriptions import update_record
+    from core.store.records import Calibration
+    from core.training.late_checks import add_collection_report
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for suffix in (".json", ".pt", ".population.pt"):  # the suite's shipped folder is empty: a site version here
+        shutil.copy(REPO / "checkpoints" / f"pneumonia-logistic-v1{suffix}", site)
+    settings_env(CXR_MODELS=str(site), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    update_record(site / "pneumonia-logistic-v1.json", lambda record: {"calibration": Calibration.model_validate(
+        {"from": "pneumonia-logistic-v0", "target_sensitivity": 0.95, "source": "site folder", "folder": "films"})})
+    with pytest.raises(CommandRefused, match=r"^pneumonia-logistic-v1's threshold was chosen on a site's films.*"
+                                             r"calibrated from \(pneumonia-logistic-v0\)\.$"):
+        add_collection_report("pneumonia-logistic-v1")

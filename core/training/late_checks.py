@@ -24,7 +24,7 @@ from core.store.descriptions import attach_other_reports
 from core.store.records import ModelRecord
 from core.store.registry import find_model
 from core.store.reports import Report
-from core.training.calibrate import recorded_split
+from core.training.calibrate import SITE_FOLDER, recorded_split
 from core.training.holdout import holdout_rule
 from core.training.other_collection import CLASSES, FOLDER
 from core.training.other_reports import TIGHTER_FRAMING, collection_reports, framing_report
@@ -53,6 +53,13 @@ def add_collection_report(name: str, data_dir: str | Path | None = None, device:
         if not set(CLASSES) <= set(record.classes):
             raise CommandRefused(f"{record.name} does not read {' and '.join(CLASSES)}, so the other collection's "
                                  "films cannot be read as its classes.")
+        if record.calibration is not None and record.calibration.source == SITE_FOLDER:
+            # calibrate left these reports out when the site folder held the collection's films (they would be
+            # read on the films the threshold was chosen on); this command brought them back (a review)
+            raise CommandRefused(f"{record.name}'s threshold was chosen on a site's films, which may be the other "
+                                 "collection's: its other-collection figures are the ones calibration stored. Read "
+                                 "the collection with the version it was calibrated from "
+                                 f"({record.calibration.from_model}).")
         _, _, training_folder = recorded_split(record, data_dir)
         reports = collection_reports(model, training_folder, loaded.image_size, record.operating_point,
                                      record.training.config.seed)
