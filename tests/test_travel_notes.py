@@ -59,8 +59,14 @@ def test_the_card_names_an_ensembles_networks_and_the_films_behind_each_share():
     default = _record("pneumonia-resnet18-lite1-224-wide-all-ensemble-v1")
     assert ensemble_line(default) == (
         "**Ensemble** of 3 networks (2 × ResNet-18 (torchvision), EfficientNet-Lite1): the mean of their "
-        "probabilities, one operating point; its Grad-CAM map is the mean of the members' maps.")
+        "probabilities, one operating point; its Grad-CAM map is the members' maps, each weighted by its "
+        "probability for the class.")
     assert ensemble_line(_record("pneumonia-resnet18-aug-v1")) is None
+    # a pixel model among its members: no map at all (core.models.ensemble.explained_layers), and the card says so
+    pixels = default.model_copy(update={"members": [default.members[0].model_copy(update={"arch": "logistic"}),
+                                                    *default.members[1:]]})
+    assert ensemble_line(pixels).endswith("; no Grad-CAM map: a member has no convolutional layer, and a map of "
+                                          "the others would not show where the ensemble looked.")
     assert films_behind(default.report) == ("773 abnormal films", "265 normal films")  # 1038 validation films
     covid = _record("covid-efficientnet_lite0-v1").report
     assert films_behind(covid) == ("37 abnormal films", "13 normal films")  # COVID-19 and viral pneumonia together

@@ -120,8 +120,13 @@ def ensemble_line(record: ModelRecord) -> str | None:
         return None
     titles = [CATALOG[m.arch].title if m.arch in CATALOG else m.arch for m in record.members]
     counted = ", ".join(f"{titles.count(t)} × {t}" if titles.count(t) > 1 else t for t in dict.fromkeys(titles))
+    explained = all(CATALOG[m.arch].explainable if m.arch in CATALOG else False for m in record.members)
+    # as core.serving.predict draws it (it once said "the mean of the members' maps": a review)
+    cam = ("its Grad-CAM map is the members' maps, each weighted by its probability for the class" if explained else
+           "no Grad-CAM map: a member has no convolutional layer, and a map of the others would not show where the "
+           "ensemble looked")
     return (f"**Ensemble** of {len(record.members)} networks ({counted}): the mean of their probabilities, one "
-            "operating point; its Grad-CAM map is the mean of the members' maps.")
+            f"operating point; {cam}.")
 
 
 def operating_point_text(record: ModelRecord) -> str:
