@@ -134,6 +134,8 @@ def test_admin_accounts_without_a_working_identity_provider_leave_local_administ
     beside an incomplete secrets file (or a passphrase of blanks) left nobody able to administer."""
     settings_env(CXR_ADMIN_ACCOUNTS="ana@hospital.example", CXR_ADMIN_PASSPHRASE_HASH="  ")
     assert {"Start training", "Make pneumonia-mlp-v1 the default"} <= offered(page("retrain"))
+    settings_env(CXR_ADMIN_PASSPHRASE_HASH="my-secret-passphrase")  # the passphrase pasted in place of its hash
+    assert {"Start training", "Make pneumonia-mlp-v1 the default"} <= offered(page("retrain"))
 
 
 def test_local_administration_beside_a_sign_in_when_switched_on(places, settings_env):

@@ -248,7 +248,7 @@ def test_the_triage_page_shows_non_chest_uploads_as_not_triaged(cases, trained_m
 
 
 @pytest.mark.parametrize("damage", ["threshold NaN", "threshold inf", "threshold null", "a JSON list",
-                                    "weights not a torch file", "NaN in the score"])
+                                    "weights not a torch file", "weights empty", "NaN in the score"])
 def test_a_damaged_detector_is_refused_as_unavailable_never_passing_every_film(tmp_path, damage):
     """Found by a review: a detector outside the checksum manifest (CXR_DETECTOR_DIR) with a threshold of NaN or
     infinity, or NaN in its score, passed every film; a null threshold, a JSON list or weights that are not a
@@ -270,6 +270,8 @@ def test_a_damaged_detector_is_refused_as_unavailable_never_passing_every_film(t
         (copy / "chest-film-detector.json").write_text("[1, 2]")
     elif damage == "weights not a torch file":
         (copy / "chest-film-detector.pt").write_bytes(b"\x80\x04not a pickle")
+    elif damage == "weights empty":  # torch.load's EOFError (a review of the day's change)
+        (copy / "chest-film-detector.pt").write_bytes(b"")
     else:
         tensors = torch.load(copy / "chest-film-detector.pt", weights_only=True)
         first = next(iter(tensors))

@@ -60,7 +60,7 @@ def test_the_card_names_an_ensembles_networks_and_the_films_behind_each_share():
     assert ensemble_line(default) == (
         "**Ensemble** of 3 networks (2 × ResNet-18 (torchvision), EfficientNet-Lite1): the mean of their "
         "probabilities, one operating point; its Grad-CAM map is the members' maps, each weighted by its "
-        "probability for the class.")
+        "probability for the class (EigenCAM's, which explains no class, equally).")
     assert ensemble_line(_record("pneumonia-resnet18-aug-v1")) is None
     # a pixel model among its members: no map at all (core.models.ensemble.explained_layers), and the card says so
     pixels = default.model_copy(update={"members": [default.members[0].model_copy(update={"arch": "logistic"}),

@@ -20,6 +20,18 @@ def passphrase_configured(settings: config.Settings | None = None) -> bool:
     return bool((settings or config.settings()).admin_passphrase_hash)
 
 
+def passphrase_usable(settings: config.Settings | None = None) -> bool:
+    """A passphrase is configured and its hash reads as one (a passphrase pasted in its place does not)."""
+    settings = settings or config.settings()
+    if not passphrase_configured(settings):
+        return False
+    try:
+        parse_hash(settings.admin_passphrase_hash)
+    except SignInUnavailable:
+        return False
+    return True
+
+
 def sign_in(passphrase: str, client: str, throttle: SignInThrottle, *, settings: config.Settings | None = None,
             now: datetime | None = None) -> AdminGrant:
     """An admin grant lasting ``CXR_ADMIN_SESSION_MINUTES``, or SignInRefused / SignInUnavailable saying why."""

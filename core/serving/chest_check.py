@@ -75,7 +75,8 @@ class ChestFilmDetector:
             return detector
         # for the server log: pages show their own words. Any malformed content (a null threshold, a JSON list, a
         # file that is not a torch file) is this refusal, never an error that stops the model being served
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, RuntimeError, TypeError, AttributeError,
+                pickle.UnpicklingError) as exc:
             raise CheckpointError(f"The chest-film detector in {directory} cannot be loaded ({exc}).") from exc
 
 
@@ -107,7 +108,7 @@ class ChestFilmCheck:
     def problem_of(self, features: np.ndarray) -> str | None:
         score = float(self.detector.scores(features)[0])
         if not score <= self.detector.threshold:  # a score that is not a number is no chest film either
-            log.info("chest-film check: score %.1f over the threshold %.1f", score, self.detector.threshold)
+            log.warning("chest-film check: score %.1f over the threshold %.1f", score, self.detector.threshold)
             return ("This image does not look like a chest film: it is unlike every chest film the check was built "
                     "on.")
         return None

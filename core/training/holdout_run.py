@@ -140,8 +140,9 @@ def _as_run_here(config: TrainConfig) -> TrainConfig:
     """The recipe with its defaults filled in as they resolve here; as stored when it no longer resolves. Its
     ImageNet start as stored: records say what happened when they trained, while resolving here turned it off
     wherever the weights file is missing, so on such a machine a from-scratch run passed for a fine-tune's recipe
-    and lent it its figures (a review). An older record that claims an ImageNet start it did not have is refused,
-    the safe way round."""
+    and lent it its figures (a review). Not yet caught: a record from before configs were stored resolved that
+    claims an ImageNet start it did not have (pneumonia-resnet18-aug-v1's notes say it trained from scratch)
+    compares as a fine-tune's recipe."""
     try:
         return config.resolved().model_copy(update={"pretrained": config.pretrained})
     except ValueError:

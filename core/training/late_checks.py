@@ -57,7 +57,8 @@ def add_collection_report(name: str, data_dir: str | Path | None = None, device:
             # calibrate left these reports out when the site folder held the collection's films (they would be
             # read on the films the threshold was chosen on); this command brought them back (a review)
             raise CommandRefused(f"{record.name}'s threshold was chosen on a site's films, which may be the other "
-                                 "collection's: its other-collection figures are the ones calibration stored. Read "
+                                 "collection's: the other-collection figures it carries are the ones calibration "
+                                 "stored, if any. Read "
                                  "the collection with the version it was calibrated from "
                                  f"({record.calibration.from_model}).")
         _, _, training_folder = recorded_split(record, data_dir)

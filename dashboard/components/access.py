@@ -14,7 +14,7 @@ from core.access.errors import SignInRefused, SignInUnavailable
 from core.access.oidc import (AUTHLIB, ProviderSetup, provider_grant, provider_setup, signed_in_account,
                               why_not_admin)
 from core.access.policy import AdminGrant, RequestFacts, User, is_local, session_user
-from core.access.signin import passphrase_configured, sign_in
+from core.access.signin import passphrase_configured, passphrase_usable, sign_in
 from core.access.throttle import SignInThrottle
 from core.admin.audit import record_action
 from core.errors import TriageError
@@ -73,7 +73,7 @@ def local_administration(settings: config.Settings) -> bool:
     remote script's Host and Origin passed for a local browser's (a review)."""
     if settings.local_admin is not None:
         return settings.local_admin
-    return not (passphrase_configured(settings) or identity_provider().offered)
+    return not (passphrase_usable(settings) or identity_provider().offered)
 
 
 def how_to_administer() -> str:

@@ -122,7 +122,8 @@ def ensemble_line(record: ModelRecord) -> str | None:
     counted = ", ".join(f"{titles.count(t)} × {t}" if titles.count(t) > 1 else t for t in dict.fromkeys(titles))
     explained = all(CATALOG[m.arch].explainable if m.arch in CATALOG else False for m in record.members)
     # as core.serving.predict draws it (it once said "the mean of the members' maps": a review)
-    cam = ("its Grad-CAM map is the members' maps, each weighted by its probability for the class" if explained else
+    cam = ("its Grad-CAM map is the members' maps, each weighted by its probability for the class (EigenCAM's, "
+           "which explains no class, equally)" if explained else
            "no Grad-CAM map: a member has no convolutional layer, and a map of the others would not show where the "
            "ensemble looked")
     return (f"**Ensemble** of {len(record.members)} networks ({counted}): the mean of their probabilities, one "
