@@ -144,9 +144,7 @@ def test_voi_lut_sequence_is_applied():
     item.add_new(0x00283002, "US", [1024, 0, 12])  # LUT Descriptor: 1024 entries from 0, 12-bit output
     item.add_new(0x00283006, "US", [min(4095, 8 * i) for i in range(1024)])  # LUT Data
     ds.VOILUTSequence = Sequence([item])
-    buffer = io.BytesIO()
-    ds.save_as(buffer)
-    film = read_film(buffer.getvalue(), name="lut.dcm")
+    film = read_film(_saved(ds), name="lut.dcm")
     expected = np.minimum(4095, 8 * np.minimum(STORED, 1023)) / 4095.0
     np.testing.assert_allclose(film.pixels, expected, atol=1e-6)
 
@@ -196,13 +194,25 @@ def test_unsupported_voi_lut_is_unreadable_not_a_crash():
     item.add_new(0x00283002, "US", [1024, 0, 17])
     item.add_new(0x00283006, "US", list(range(1024)))
     ds.VOILUTSequence = Sequence([item])
-    buffer = io.BytesIO()
-    ds.save_as(buffer)
     with pytest.raises(UnreadableImage):
-        read_film(buffer.getvalue(), name="odd-lut.dcm")
+        read_film(_saved(ds), name="odd-lut.dcm")
 
 
 # --- values shown to people: checked against their value representation first (issue 12) ----------------
+
+
+def _saved(ds: pydicom.Dataset) -> bytes:
+    """The dataset as a DICOM file's bytes, as an upload brings them."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def _refusal(data: bytes, name: str) -> str:
+    """What read_film says when it refuses ``data`` (it must refuse it)."""
+    with pytest.raises(UnreadableImage) as refused:
+        read_film(data, name=name)
+    return str(refused.value)
 
 
 def _with_values(file_meta: dict | None = None, **values) -> bytes:
@@ -214,9 +224,7 @@ def _with_values(file_meta: dict | None = None, **values) -> bytes:
             setattr(ds, keyword, value)
         for keyword, value in (file_meta or {}).items():
             setattr(ds.file_meta, keyword, value)
-        buffer = io.BytesIO()
-        ds.save_as(buffer)
-    return buffer.getvalue()
+    return _saved(ds)
 
 
 @pytest.mark.parametrize("keyword, value, shown", [
@@ -254,32 +262,20 @@ def test_a_decoder_failure_is_named_in_our_words_not_the_decoders():
     ds = pydicom.dcmread(io.BytesIO(make_dicom()))
     ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(40)])  # a codestream's marker, then nothing usable
-    buffer = io.BytesIO()
-    ds.save_as(buffer)
-    with pytest.raises(UnreadableImage) as refused:
-        read_film(buffer.getvalue(), name="bad.dcm")
     # a JPEG 2000 decoder is installed (it was told to export itself as JPEG 2000: a review)
-    assert str(refused.value) == ("bad.dcm: the DICOM pixel data (transfer syntax 'JPEG 2000 Image Compression "
+    assert _refusal(_saved(ds), "bad.dcm") == ("bad.dcm: the DICOM pixel data (transfer syntax 'JPEG 2000 Image Compression "
                                   "(Lossless Only)') could not be decoded: the file is damaged, or uses a variant of "
                                   "that syntax this server's decoder does not read. Export the film again, "
                                   "uncompressed.")
     ds.file_meta.TransferSyntaxUID = MPEG2MPML  # no decoder here reads it: the codec is what is missing
-    buffer = io.BytesIO()
-    ds.save_as(buffer)
-    with pytest.raises(UnreadableImage) as refused:
-        read_film(buffer.getvalue(), name="video.dcm")
-    assert str(refused.value) == ("video.dcm: the DICOM pixel data (transfer syntax 'MPEG2 Main Profile / Main "
+    assert _refusal(_saved(ds), "video.dcm") == ("video.dcm: the DICOM pixel data (transfer syntax 'MPEG2 Main Profile / Main "
                                   "Level') cannot be decoded here. Export the film uncompressed or as JPEG/JPEG 2000.")
 
 
 def test_uncompressed_pixel_data_cut_short_is_said_to_be_incomplete(dicom_dir):
     ds = pydicom.dcmread(io.BytesIO(make_dicom()))
     ds.PixelData = STORED.tobytes()[:6]
-    buffer = io.BytesIO()
-    ds.save_as(buffer)
-    with pytest.raises(UnreadableImage) as refused:
-        read_film(buffer.getvalue(), name="short.dcm")
-    assert str(refused.value) == ("short.dcm is incomplete: its pixel data holds 6 of the 16 bytes its 4x2 image "
+    assert _refusal(_saved(ds), "short.dcm") == ("short.dcm is incomplete: its pixel data holds 6 of the 16 bytes its 4x2 image "
                                   "needs (the file was cut short). Upload or export the whole file again.")
     whole = (dicom_dir / "RG1_UNCI.dcm").read_bytes()  # a real film's upload interrupted half-way
     with pytest.raises(UnreadableImage, match=r"^half\.dcm is incomplete: its pixel data holds 3,598,132 of the "
@@ -368,8 +364,6 @@ def test_a_header_that_says_the_film_is_no_frontal_chest_radiograph_is_a_warning
             del ds[keyword]
         else:
             setattr(ds, keyword, value)
-    buffer = io.BytesIO()
-    ds.save_as(buffer)
-    film = read_film(buffer.getvalue(), name="edited.dcm")
+    film = read_film(_saved(ds), name="edited.dcm")
     said = [w for w in film.warnings if w.startswith("The DICOM header")]
     assert [w[:len(start)] for w, start in zip(said, words)] == words and len(said) == len(words)
