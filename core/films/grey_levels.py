@@ -24,8 +24,6 @@ def greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     if getattr(ds, "VOILUTSequence", None):  # an empty one, or an empty window, does not apply
         lut = ds.VOILUTSequence[0]
         bits = int(lut.LUTDescriptor[2])
-        if not 8 <= bits <= 16:  # PS3.3 C.11.2.1.2: 8 to 16 bits an entry; read_film words the refusal
-            raise NotImplementedError(f"a VOI LUT of {bits} bits per entry")
         values = _lookup(values, lut, ds.is_little_endian)
         values /= float(2 ** bits - 1)
         np.clip(values, 0.0, 1.0, out=values)  # entries past the bits they declare
@@ -50,6 +48,8 @@ def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None
     after an intercept read 0.2 instead of 1.0). Its entries one to a 16-bit word, or 8-bit ones packed two to a
     word; values outside the table take its ends."""
     entries, first, bits = int(lut.LUTDescriptor[0]) or 65536, int(lut.LUTDescriptor[1]), int(lut.LUTDescriptor[2])
+    if not 8 <= bits <= 16:  # PS3.3 C.11.1.1.1, C.11.2.1.2: 8 to 16 bits an entry; read_film words the refusal
+        raise NotImplementedError(f"a LUT of {bits} bits per entry")
     data = lut.LUTData
     if isinstance(data, (bytes, bytearray)):
         # 8-bit entries may be packed two to a word (an odd count padded by a byte); deeper ones never are, so a
@@ -104,8 +104,6 @@ def _modality_values(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     values = arr.astype(np.float32)
     if ds.get("ModalityLUTSequence"):  # looked up here: pydicom refused entries of 12 bits, which older files use
         lut = ds.ModalityLUTSequence[0]
-        if not 8 <= int(lut.LUTDescriptor[2]) <= 16:
-            raise NotImplementedError(f"a modality LUT of {int(lut.LUTDescriptor[2])} bits per entry")
         return _lookup(values, lut, ds.is_little_endian)
     slope, intercept = _rescale(ds)
     if (slope, intercept) != (1.0, 0.0):
