@@ -148,14 +148,24 @@ def test_resnet18_weights_in_the_torch_cache_make_it_pretrained(empty_torch_cach
     assert (config.image_size, config.pretrained, config.lr) == (224, True, 3e-4)
 
 
-@pytest.mark.parametrize("name", ["pneumonia-resnet18-aug-v1", "pneumonia-efficientnet_lite0-v2"])
-def test_stored_models_keep_the_config_they_recorded(empty_torch_cache, name):
+@pytest.mark.parametrize("name, pretrained", [("pneumonia-resnet18-aug-v1", False),
+                                              ("pneumonia-efficientnet_lite0-v2", True)])
+def test_stored_models_keep_the_config_they_recorded(empty_torch_cache, name, pretrained):
     from core.config import REPO_ROOT
 
     path = REPO_ROOT / "checkpoints" / f"{name}.json"
     config = read_model_record(path).training.config
     stored = json.loads(path.read_text())["training"]["config"]
-    assert (config.pretrained, config.lr) == (stored["pretrained"], stored["lr"]) == (True, 3e-4)  # not re-resolved
+    assert (config.pretrained, config.lr) == (stored["pretrained"], stored["lr"]) == (pretrained, 3e-4)  # as stored
+
+
+def test_no_shipped_model_claims_an_imagenet_start_its_training_notes_deny():
+    from core.config import REPO_ROOT
+
+    for path in sorted((REPO_ROOT / "checkpoints").glob("*-v*.json")):
+        training = read_model_record(path).training
+        if training is not None and any("trains from scratch" in note for note in training.notes):
+            assert not training.config.pretrained, path.name
 
 
 @pytest.mark.parametrize("change, message", [

@@ -140,9 +140,8 @@ def _as_run_here(config: TrainConfig) -> TrainConfig:
     """The recipe with its defaults filled in as they resolve here; as stored when it no longer resolves. Its
     ImageNet start as stored: records say what happened when they trained, while resolving here turned it off
     wherever the weights file is missing, so on such a machine a from-scratch run passed for a fine-tune's recipe
-    and lent it its figures (a review). Not yet caught: a record from before configs were stored resolved that
-    claims an ImageNet start it did not have (pneumonia-resnet18-aug-v1's notes say it trained from scratch)
-    compares as a fine-tune's recipe."""
+    and lent it its figures (a review). The one shipped record that stored its config as asked rather than as
+    resolved (pneumonia-resnet18-aug-v1) was corrected on 2026-12-06."""
     try:
         return config.resolved().model_copy(update={"pretrained": config.pretrained})
     except ValueError:
