@@ -21,13 +21,14 @@ class _Parser(argparse.ArgumentParser):
         _fail(f"{self.prog}: {message}")
 
 
-def _fail(message: str) -> None:
-    """Print the error as JSON and exit 1; under torchrun the line names the process that failed."""
+def _fail(message: str, **details) -> None:
+    """Print the error (and ``details``) as JSON and exit 1; under torchrun the line names the failing process."""
     try:
         world = config.distributed_environment()
     except TriageError:  # a malformed RANK or WORLD_SIZE: that error is reported by whoever read it first
         world = config.DistributedEnvironment()
-    print(json_line({"error": message, **({"rank": world.rank} if world.is_distributed else {})}), flush=True)
+    rank = {"rank": world.rank} if world.is_distributed else {}
+    print(json_line({"error": message, **details, **rank}), flush=True)
     sys.exit(1)
 
 
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                "measured-elsewhere": commands.run_measured_elsewhere}
         return run[args.command](args)
     except TriageError as exc:
-        _fail(str(exc))
+        _fail(str(exc), **exc.details)
     except KeyboardInterrupt:
         _fail("interrupted")
     except Exception as exc:  # noqa: BLE001 - the process edge: a failure nobody foresaw still answers in JSON
@@ -272,9 +273,8 @@ def _models(args) -> int:
              "classes": list(e.classes), "default": e.is_default, "is_default": e.is_default,  # of its task
              "image_size": e.record.image_size,
              "metrics": e.record.report.summary_with_intervals() if e.record.report else _NO_METRICS,
-             # beside internal validation: another batch, a site's films (withdrawn reports left out)
-             "other_metrics": {key: r.summary_with_intervals()
-                               for key, r in shown_reports(e.record.other_reports).items()},
+             "other_metrics": {key: r.summary_with_intervals()  # beside validation: another batch, a site's films
+                               for key, r in shown_reports(e.record.other_reports).items()},  # withdrawn left out
              # low and high of AUC, sensitivity and specificity over the other collection's two readings
              "site_range": site_range_json(e.record.other_reports),
              # set when the other-batch figures are another run's of the same recipe (python -m core other-batch)

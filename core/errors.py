@@ -5,7 +5,13 @@ Pages catch these at the edge and show ``st.error``; the CLI turns them into JSO
 
 
 class TriageError(Exception):
-    """Base class: anything core refuses with a message meant for a person."""
+    """Base class: anything core refuses with a message meant for a person. ``details``: fields a script needs
+    beside the words (the CLI prints them in its JSON error, e.g. the ``name`` of a version registered before
+    its promotion was refused)."""
+
+    def __init__(self, *args, **details):
+        super().__init__(*args)
+        self.details = details
 
 
 class UnreadableImage(TriageError):

@@ -371,6 +371,18 @@ def test_train_registers_a_model_and_prints_json(run_cli, tmp_path, kermany_trai
     assert [(p["name"], p["previous"]) for p in registry["promotions"]] == [("cli-v1", None), ("cli-v2", "cli-v1")]
 
 
+@pytest.mark.slow
+def test_a_refused_promotion_names_the_version_it_registered(run_cli, tmp_path, kermany_train, monkeypatch):
+    monkeypatch.setenv("CXR_PROMOTION_MIN_FILMS", "500")  # 100 films leave 10 of each class for validation
+    models = tmp_path / "models"
+    refused = run_cli("train", kermany_train, "--arch", "logistic", "--epochs", "1", "--image-size", "32",
+                      "--max-films", "100", "--no-augment", "--name", "cli", "--set-default", checkpoints=models)
+    assert refused.returncode == 1
+    (line,) = refused.json_lines()
+    assert line["name"] == "cli-v1" and "cli-v1 stays registered; the default is unchanged." in line["error"]
+    assert (models / "cli-v1.pt").is_file()  # a script can promote it later, by the name the error gives
+
+
 def test_a_training_folder_refused_at_once_gets_its_error_and_no_progress_bar(run_cli, tmp_path):
     empty = tmp_path / "no-classes"
     empty.mkdir()

@@ -122,7 +122,7 @@ def _make_default(name: str, override: bool, directory: Path | None = None) -> N
     try:
         promote(name, who=_who(), override=override, directory=directory)
     except PromotionRefused as exc:
-        raise PromotionRefused(f"{exc} {name} stays registered; the default is unchanged.") from None
+        raise PromotionRefused(f"{exc} {name} stays registered; the default is unchanged.", name=name) from None
 
 
 def run_ensemble(args) -> int:
