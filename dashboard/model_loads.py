@@ -33,6 +33,7 @@ class ModelLoad:
 
     def __init__(self, entry: ModelEntry):
         self.name, self.json_path = entry.name, entry.json_path
+        self.weight_bytes = 4 * (getattr(entry.record, "parameters", None) or 0)  # float32 in memory, members and all
         self._listed = _serving_hashes(entry.record)  # what the page's listing read, and the cache key holds
         self._done = threading.Event()
         self._predictor: Predictor | None = None
@@ -158,11 +159,14 @@ class Foreground:
 foreground = Foreground()  # one per process, like the models it protects
 
 
-# Model versions kept in memory (about 90 MB each here): past MAX_MODELS the least recently asked for is dropped,
-# but not one asked for in the last KEPT_WHILE_USED_S unless MAX_MODELS_IN_USE are loaded. The shipped registry
-# alone offers more than 8 versions: a clinician going through them made every session reload each in turn
-# (seconds of both cores, every other user waiting at "Loading the model").
+# Model versions kept in memory (about 90 MB each here): past MAX_MODELS, or MAX_MODEL_BYTES of weights, the least
+# recently asked for is dropped, but not one asked for in the last KEPT_WHILE_USED_S unless MAX_MODELS_IN_USE or
+# MAX_BYTES_IN_USE are loaded. The shipped registry alone offers more than 8 versions (290 MB of weights in all): a
+# clinician going through them made every session reload each in turn (seconds of both cores, every other user
+# waiting at "Loading the model"). Bytes as well as versions: an ensemble weighs its members (a review: 16 site
+# ensembles of 10 ResNet-18s would have held 7 GB).
 MAX_MODELS, MAX_MODELS_IN_USE, KEPT_WHILE_USED_S = 8, 16, 300.0
+MAX_MODEL_BYTES, MAX_BYTES_IN_USE = 1 << 30, 2 << 30
 MAX_LOADING = 2  # model files read at once; more loads wait their turn
 RETRY_FAILED_AFTER_S = 30.0  # a version that failed to load shows its failure this long before it is read again
 _models: OrderedDict[tuple[str, ...], ModelLoad] = OrderedDict()
@@ -185,14 +189,19 @@ def warm_up(entry: ModelEntry) -> ModelLoad:
             load = _models[key] = ModelLoad(entry)
         _models.move_to_end(key)
         now = _asked[key] = time.monotonic()
-        while len(_models) > MAX_MODELS:  # only loads that are done: one dropped while loading would be read
-            done = next((k for k, other in _models.items() if other.ready and k != key and (  # again next switch
-                len(_models) > MAX_MODELS_IN_USE or now - _asked.get(k, 0.0) > KEPT_WHILE_USED_S)), None)
+        while _over(MAX_MODELS, MAX_MODEL_BYTES):  # only loads that are done: one dropped while still loading
+            done = next((k for k, other in _models.items() if other.ready and k != key and (  # is read twice
+                _over(MAX_MODELS_IN_USE, MAX_BYTES_IN_USE) or now - _asked.get(k, 0.0) > KEPT_WHILE_USED_S)), None)
             if done is None:
                 break
             del _models[done]
             _asked.pop(done, None)
         return load
+
+
+def _over(versions: int, weight_bytes: int) -> bool:
+    """More versions are kept than ``versions``, or more bytes of weights than ``weight_bytes``."""
+    return len(_models) > versions or sum(load.weight_bytes for load in _models.values()) > weight_bytes
 
 
 def predictor_for(entry: ModelEntry) -> Predictor:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -34,9 +35,11 @@ def checkpoints(tmp_path, settings_env):
     settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
     yield folder
     # each load's thread goes on rehearsing after its test: one still inside torch as the interpreter exits
-    # aborts the process ("terminate called without an active exception", exit code 134)
-    for load in list(dashboard.model_loads._models.values()):
-        load.thread.join(120)
+    # aborts the process ("terminate called without an active exception", exit code 134); loads the cache has
+    # dropped too (ModelLoad names its thread)
+    for thread in threading.enumerate():
+        if thread.name.startswith("load "):
+            thread.join(120)
 
 
 def _page_imports() -> list[str]:
@@ -232,6 +235,31 @@ def test_versions_asked_for_lately_stay_loaded_past_the_usual_number_up_to_a_cap
     assert started == ["a", "b"]  # both asked for just now: both kept, though MAX_MODELS is 1
     warm_up(c).wait(5)
     assert started == ["a", "b", "c"] and [load.name for load in model_loads._models.values()] == ["b", "c"]
+
+
+def test_the_versions_kept_are_counted_in_bytes_of_weights_too(monkeypatch):
+    """An ensemble weighs its members: by count alone, 16 site ensembles of 10 ResNet-18s stayed (7 GB)."""
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    model_loads = dashboard.model_loads
+    monkeypatch.setattr(model_loads, "_models", OrderedDict())
+    monkeypatch.setattr(model_loads, "_asked", {})
+    monkeypatch.setattr(model_loads, "MAX_MODEL_BYTES", 1000)
+    monkeypatch.setattr(model_loads, "MAX_BYTES_IN_USE", 2000)
+    monkeypatch.setattr(model_loads.ModelLoad, "_run", lambda self: self._done.set())
+    small, big, bigger = (SimpleNamespace(name=n, json_path=f"/nowhere/{n}.json", record=SimpleNamespace(
+        weights_sha256=n * 64, parameters=parameters)) for n, parameters in (("small", 100), ("big", 150),
+                                                                            ("bigger", 300)))
+    kept = lambda: [load.name for load in model_loads._models.values()]  # noqa: E731
+    for entry in (small, big):
+        warm_up(entry).wait(5)
+    assert kept() == ["small", "big"]  # 1,000 bytes of float32 weights: within the budget
+    warm_up(bigger).wait(5)
+    assert kept() == ["big", "bigger"]  # 2,200: over the cap even for versions in use, so the oldest is dropped
+    monkeypatch.setattr(model_loads, "KEPT_WHILE_USED_S", 0.0)  # with none in use, down to the budget (or the
+    warm_up(bigger).wait(5)  # one asked for)
+    assert kept() == ["bigger"]
 
 
 def test_make_runs_launcher_warms_the_default_model_before_any_page_is_viewed(checkpoints, tmp_path):
