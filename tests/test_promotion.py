@@ -244,6 +244,29 @@ def test_a_default_whose_change_cannot_be_recorded_is_put_back(trained_model, re
     assert (registry / REGISTRY_FILE).read_bytes() == before and _default(registry) == trained_model.name
 
 
+def test_ctrl_c_between_the_change_and_its_audit_line_waits_for_both(trained_model, registry, settings_env, audit,
+                                                                    monkeypatch):
+    """`train --set-default` promotes after its registration's hold (a review): a Ctrl+C right after the registry
+    changed left the default changed with no audit line."""
+    import os
+    import signal
+
+    import core.store.promotion
+
+    calibrated = calibrate(trained_model.name, 0.96, directory=registry, who="cli:shipper")
+    changed = core.store.promotion.set_default
+
+    def then_stopped(*args, **kwargs):
+        changed(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Python raises KeyboardInterrupt at the next bytecode, unless held
+
+    monkeypatch.setattr(core.store.promotion, "set_default", then_stopped)
+    settings_env(CXR_PROMOTION_MIN_FILMS="1")
+    promote(calibrated.name, who="cli:shipper", directory=registry)
+    assert _default(registry) == calibrated.name
+    assert (read_actions()[0].action, read_actions()[0].model) == ("default.change", calibrated.name)
+
+
 def test_a_version_whose_weights_cannot_be_loaded_never_becomes_the_default(trained_model, registry, settings_env,
                                                                             audit):
     """Found by a review: set-default took a version whose weights file was damaged (only its description was

@@ -22,6 +22,7 @@ from core.store.manifest import REGISTRY_FILE
 from core.store.registry import (ModelEntry, ensure_default, find_model, list_models, registry_lock, set_default,
                                  site_dir)
 from core.store.writable import ensure_models_writable
+from core.stop_signals import stops_held
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,12 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
     from core.store.checkpoints import load_checkpoint  # torch: only where a default changes
 
     load_checkpoint(entry.json_path)  # CheckpointError: a default that cannot be loaded stops its task's triage
-    before = _registry_bytes(directory)
-    set_default(name, directory)
-    _recorded_or_put_back(entry, directory, before, lambda: record_action(
-        "default.change", who, model=name, task=entry.task, previous=previous, override=override,
-        **({"floor_not_met": reasons} if override else {}), **figures(entry)))
+    with stops_held():  # the change and its audit line, both: `train --set-default` promotes after its own hold
+        before = _registry_bytes(directory)
+        set_default(name, directory)
+        _recorded_or_put_back(entry, directory, before, lambda: record_action(
+            "default.change", who, model=name, task=entry.task, previous=previous, override=override,
+            **({"floor_not_met": reasons} if override else {}), **figures(entry)))
 
 
 def _registry_bytes(directory: Path | None) -> bytes | None:
@@ -150,13 +152,14 @@ def promote_first(name: str, *, who: str, directory: Path | None = None) -> bool
         return False
     ensure_writable()
     ensure_models_writable(directory)
-    before = _registry_bytes(directory)
-    ensure_default(name, directory)
-    if not find_model(name, directory).is_default:
-        return False  # the task already had a default
-    _recorded_or_put_back(entry, directory, before, lambda: record_action(
-        "default.change", who, model=name, task=entry.task, previous=None, override=False, first_of_its_task=True,
-        **figures(entry)))
+    with stops_held():
+        before = _registry_bytes(directory)
+        ensure_default(name, directory)
+        if not find_model(name, directory).is_default:
+            return False  # the task already had a default
+        _recorded_or_put_back(entry, directory, before, lambda: record_action(
+            "default.change", who, model=name, task=entry.task, previous=None, override=False,
+            first_of_its_task=True, **figures(entry)))
     return True
 
 
