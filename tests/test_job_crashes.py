@@ -332,6 +332,32 @@ def test_an_unexpected_training_error_is_named_by_its_type_not_its_server_paths(
     assert str(tmp_path) not in status.message and "runner.stderr" in status.message
 
 
+def test_a_job_that_ran_out_of_memory_says_its_saved_epochs_are_kept(tmp_path, monkeypatch, settings_env):
+    """Its message said "Nothing was saved" while the page offered Resume from the state of its last epoch."""
+    import core.training.train as training
+    from core.errors import DeviceOutOfMemory
+    from core.store.records import Fingerprint
+    from core.training.saved_runs import SavedRun, runs_dir
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    runner = _runner(tmp_path, monkeypatch)
+    films = Fingerprint(n=80, class_counts={"NORMAL": 40, "PNEUMONIA": 40}, sha256="0" * 64)
+    runs_dir().mkdir(parents=True)
+    (runs_dir() / "05e3.json").write_text(SavedRun(key="05e3", data_dir=str(tmp_path), config=QUICK.model_copy(
+        update={"epochs": 3}), train=films, validation=films, epoch=2, job_id=runner.folder.name).model_dump_json())
+    (runs_dir() / "05e3.pt").write_bytes(b"state")
+
+    def out_of_memory(*args, **kwargs):
+        raise DeviceOutOfMemory("The GPU ran out of memory training mlp at 64 px with batch size 32; try a smaller "
+                                "--batch-size or image size. No model was registered.")
+
+    monkeypatch.setattr(training, "train", out_of_memory)
+    assert runner._run() == 1
+    status = read_job(runner.folder).status
+    assert status.state == FAILED and status.message.endswith(
+        "No model was registered. Its state after epoch 2 of 3 is kept: an administrator can resume it (Resume).")
+
+
 @pytest.mark.parametrize("where", ["jobs folder under a file", "disk full"])
 def test_a_jobs_folder_that_cannot_be_written_is_refused_in_words_and_leaves_no_half_made_job(
         job_places, kermany_train, tmp_path, monkeypatch, where):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from core import clock
 from core.config import settings as current_settings
-from core.errors import TriageError
+from core.errors import DeviceOutOfMemory, TriageError
 from core.jobs import lock
 from core.jobs.records import (CANCELLED, FAILED, RUNNING, SUCCEEDED, JobSummary, read_settings, run_left_by,
                                write_status)
@@ -178,8 +178,9 @@ class JobRunner:
         except TrainingCancelled as exc:
             return self._stopped(str(exc))
         except TriageError as exc:  # shown on the Retrain page: its own words for the command line's --resume
-            self.finish(FAILED, "Training failed: " + str(exc).replace("(without --resume)", "(Start training)"),
-                        resume_refused=getattr(exc, "lasting", False))  # not offered again (a review)
+            kept = self._kept() if isinstance(exc, DeviceOutOfMemory) else ""  # its saved epochs, as on Cancel
+            self.finish(FAILED, "Training failed: " + str(exc).replace("(without --resume)", "(Start training)")
+                        + kept, resume_refused=getattr(exc, "lasting", False))  # not offered again (a review)
             return 1
         except Exception as exc:  # the process boundary: any failure must reach the page as a status
             traceback.print_exc(file=sys.stderr)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from core import config
-from core.errors import CommandRefused, PromotionRefused
+from core.errors import CommandRefused, DeviceOutOfMemory, PromotionRefused
 from core.wording import json_line
 
 def run_train(args) -> int:
@@ -64,6 +64,10 @@ def run_train(args) -> int:
     except KeyboardInterrupt:
         raise CommandRefused("interrupted; if an epoch had finished, the same command with --resume continues after "
                              "the last one") from None
+    except DeviceOutOfMemory as exc:  # its epochs saved so far are kept, as after Ctrl+C (a review)
+        raise DeviceOutOfMemory(f"{exc} If an epoch had finished, the same command with --resume continues after "
+                                "the last one once the memory is free (another --batch-size starts a new "
+                                "run).") from None
     finally:
         for bar in bars:
             bar.close()

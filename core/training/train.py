@@ -76,7 +76,7 @@ def train(
         raise DeviceOutOfMemory(
             f"{where} ran out of memory training {config.arch} at {config.image_size} px with batch size "
             f"{config.batch_size}; try a smaller --batch-size or image size, or check that no other job is using "
-            f"the GPU (nvidia-smi). Nothing was saved.") from exc
+            f"the GPU (nvidia-smi). No model was registered.") from exc  # finished epochs stay saved (callers say)
     finally:
         run_lock.release_all()  # however it ended: a job or command may take the run up (e.g. resume it) at once
         leave(hardware, completed)
