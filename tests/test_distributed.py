@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +170,44 @@ def test_torchrun_trains_on_two_gloo_processes_and_only_rank_0_writes(kermany_tr
     assert training.precision in ("bf16", "fp32") and [h.epoch for h in training.history] == [1]
     assert record.data.train.n + record.data.validation.n == 200  # every training film trained, on some rank
     assert record.report.auc == pytest.approx(training.history[0].val_auc, abs=0.01)
+
+
+def _agreeing_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
+    from core.errors import DatasetError, TriageError
+    from core.training.train import _same_run_on_every_rank
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        films = Fingerprint(n=80, class_counts={"C0": 40, "C1": 40}, sha256="0" * 64)
+        base = RunIdentity(config=TrainConfig(arch="cnn5").resolved(), data_dir="/films", train=films,
+                           validation=films)
+        mine = {"same": (base, None), "settings": (replace(base, config=base.config.model_copy(
+                    update={"lr": 3e-4 if rank else 1e-3})), None),
+                "films": (replace(base, content=str(rank)), None),
+                "one refuses": (None, DatasetError("No films in DIR.")) if rank else (base, None)}
+        answers = {}
+        for case, (identity, refusal) in mine.items():
+            try:
+                _same_run_on_every_rank(identity, _hardware(rank, world), refusal)
+                answers[case] = "trains"
+            except TriageError as exc:
+                answers[case] = str(exc)
+        Path(results, f"{rank}.json").write_text(json.dumps(answers))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_processes_that_differ_in_settings_films_or_a_refusal_all_refuse_together(tmp_path):
+    """Found by a review: nothing compared the ranks, so an ImageNet weights file on one machine gave it another
+    learning rate (averaged in silently), and a refusal on one rank left the others waiting in a collective."""
+    run_ranks(_agreeing_rank, 2, tmp_path, timeout=120)
+    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    assert main["same"] == other["same"] == "trains"
+    assert main["settings"] == other["settings"] and "resolved different settings" in main["settings"]
+    assert main["films"] == other["films"] and "found different films" in main["films"]
+    assert other["one refuses"] == "No films in DIR." and "Another training process" in main["one refuses"]
 
 
 # --- a resumed run under torchrun ----------------------------------------------------------------------------------------

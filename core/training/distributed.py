@@ -103,6 +103,14 @@ class Hardware:
         dist.all_gather(parts, local)
         return torch.stack(parts).cpu()
 
+    def differing(self, digests: dict[str, bytes]) -> list[str]:
+        """The names of ``digests`` (16 bytes each) not the same on every rank (a collective under torchrun)."""
+        if not self.world.is_distributed:
+            return []
+        names = list(digests)
+        rows = self.gathered(torch.tensor([list(digests[name]) for name in names], dtype=torch.uint8))
+        return [name for i, name in enumerate(names) if not bool((rows[:, i] == rows[0, i]).all())]
+
     def mean(self, value: float) -> float:
         """The mean of ``value`` over the ranks (the training loss of an epoch)."""
         if not self.world.is_distributed:

@@ -9,6 +9,8 @@ they describe the model that ships. Under torchrun each process trains its shard
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import AuditLogUnavailable, DeviceOutOfMemory, TrainingCancelled
+from core.errors import AuditLogUnavailable, CommandRefused, DeviceOutOfMemory, TrainingCancelled, TriageError
 from core.evaluation.metrics import evaluate_probabilities
 from core.models.build import build_model
 from core.models.device import model_device, place_for_training, place_model, to_device
@@ -40,7 +42,7 @@ from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEve
 from core.training.loop import TrainingFilms, fit
 from core.training.operating_point import choose_operating_point
 from core.training import run_lock
-from core.training.resume import open_run, run_identity
+from core.training.resume import RunIdentity, open_run, run_identity
 from core.training.other_reports import other_reports
 from core.training.population import try_fit_population_check
 from core.training.shipping import ship_version
@@ -86,18 +88,46 @@ def _ignore(event: ProgressEvent) -> None:
     pass
 
 
+def _same_run_on_every_rank(identity: RunIdentity | None, hardware: Hardware, refusal: TriageError | None) -> None:
+    """Under torchrun every process trains the same run, or all refuse together, none left waiting in a collective
+    (a review): a refusal on one rank (rank 0's audit log or models folder, a folder missing on one machine), the
+    settings as they resolved on each machine (ImageNet weights present on one only gave it another start and
+    learning rate, which DDP averaged in silently), the same films (another copy of DIR: other step counts, a
+    hang). One process alone raises its refusal, as before."""
+    if hardware.on_any(refusal is not None):
+        raise refusal or CommandRefused("Another training process could not start this run; its message says why.")
+    settings = json.dumps(identity.config.to_json(), sort_keys=True)
+    films = json.dumps([identity.data_dir, identity.train.to_json(), identity.validation.to_json(), identity.content])
+    differing = hardware.differing({"settings": _digest(settings), "films": _digest(films)})
+    if "settings" in differing:
+        raise CommandRefused("The training processes resolved different settings: an ImageNet weights file present "
+                             "on some machines only changes the start and learning rate there. Give every machine "
+                             "the same weights files, or pass --no-pretrained and --lr.")
+    if differing:
+        raise CommandRefused("The training processes found different films: every machine needs the same films "
+                             "in DIR, at the same path.")
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()[:16]
+
+
 def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: str | None, directory: Path,
            emit: Callable[[ProgressEvent], None], should_stop: Callable[[], bool] | None, job_id: str | None,
            make_default: bool, who: str, resume: bool | str = False) -> ModelRecord | None:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     started = time.monotonic()
-    if hardware.is_main:
-        ensure_writable()  # the new version is recorded: a log that cannot take it stops the run before it trains
-        ensure_models_writable(directory)  # and written: a folder that cannot take it stops it too
     split_notes: list[str] = []  # near-duplicates grouped, a val/ folder joined
-    films, train_set, val_set, held_out = split_films(data_dir, config, split_notes)
-    run = open_run(run_identity(config, data_dir, train_set, val_set, hardware.world.world_size), hardware, resume,
-                   job_id)  # before decoding: a refused resume says so at once
+    try:
+        if hardware.is_main:
+            ensure_writable()  # the new version is recorded: a log that cannot take it stops the run before it trains
+            ensure_models_writable(directory)  # and written: a folder that cannot take it stops it too
+        films, train_set, val_set, held_out = split_films(data_dir, config, split_notes)
+        identity, refusal = run_identity(config, data_dir, train_set, val_set, hardware.world.world_size), None
+    except TriageError as exc:
+        identity, refusal = None, exc
+    _same_run_on_every_rank(identity, hardware, refusal)
+    run = open_run(identity, hardware, resume, job_id)  # before decoding: a refused resume says so at once
     train_films, x_val = _decode(train_set, val_set, config, hardware, emit, should_stop)
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
     run_notes = run.notes
