@@ -28,7 +28,7 @@ from core.jobs.resume import resumable_run, resume_job
 from core.models.device import FP32
 from core.store.records import EpochRecord, TrainConfig, read_model_record
 from core.training.distributed import Hardware
-from core.training.events import EpochEvent, NoteEvent
+from core.training.events import EpochEvent, NoteEvent, StepEvent
 from core.errors import ResumeRefused
 from core.training.resume import IF_SAVED, open_run, run_identity
 from core.training.saved_runs import kept_note, prune_saved_runs, runs_dir, saved_run_of_job, saved_runs
@@ -243,6 +243,14 @@ def test_the_cli_resumes_an_interrupted_run_and_says_when_there_is_nothing_to_re
     assert (trained.model, trained.details["resumed"], trained.details["epochs"]) == (line["name"], True, 2)
     assert trained.details["dataset"] == "kermany-224/train" and str(kermany_train) not in json.dumps(trained.details)
 
+
+
+def test_a_resumed_run_records_the_training_time_of_every_process_that_trained_it(kermany_train, site):
+    """It recorded its own process's time alone, less than its own last epoch's time since the run started."""
+    _interrupt(kermany_train, TINY, site, watch=lambda event: time.sleep(4) if isinstance(event, StepEvent) else None)
+    record = train(kermany_train, TINY, directory=site, resume=True)
+    assert record.training.history[0].seconds >= 4
+    assert record.training.seconds >= record.training.history[-1].seconds
 
 
 def test_a_version_once_saved_is_never_registered_again_by_a_resume(kermany_train, site, monkeypatch):

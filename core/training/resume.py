@@ -119,6 +119,7 @@ class RunCheckpoint:
         self.payload = payload  # the state to resume from (None: a fresh run)
         self.digests = digests  # of the state file now on disk, as the .json lists them
         self.on_disk = (self.resumed_after, bool(payload and payload.get("finished")))  # its epoch, and finished
+        self.earlier_seconds = 0.0  # restored: the training time of the processes before this one
         self.path, self.lock = folder / f"{identity.key}.pt", folder / f"{identity.key}.lock"
 
     @property
@@ -170,9 +171,12 @@ class RunCheckpoint:
             run_lock.release(self.lock)
             raise damaged(f"it does not fit this run ({type(exc).__name__})") from exc  # a fault the checks missed
         main = self.hardware.is_main  # only rank 0 validates: the others carry no history and no best weights
-        return RunProgress(epoch=int(state["epoch"]), history=[EpochRecord(**h) for h in state["history"]] if main
-                           else [], best_auc=float(state["best_auc"]), best_state=state["best_state"] if main else None,
-                           stale=int(state["stale"]), seconds=float(state["seconds"]), finished=bool(state["finished"]))
+        progress = RunProgress(epoch=int(state["epoch"]), history=[EpochRecord(**h) for h in state["history"]] if main
+                               else [], best_auc=float(state["best_auc"]),
+                               best_state=state["best_state"] if main else None, stale=int(state["stale"]),
+                               seconds=float(state["seconds"]), finished=bool(state["finished"]))
+        self.earlier_seconds = progress.seconds
+        return progress
 
     def _check(self, state: dict, model: nn.Module, optimiser: torch.optim.Optimizer, schedule: Any) -> None:
         fresh = model.state_dict()

@@ -168,7 +168,8 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
         input=InputSpec(image_size=config.image_size), operating_point=point, report=report, other_reports=others,
         training=TrainingRecord(config=config, data_dir=str(data_dir), history=history,
                                 best_epoch=int(np.argmax([h.val_auc for h in history])) + 1,
-                                seconds=round(time.monotonic() - started, 1), notes=notes, job_id=job_id,
+                                seconds=round(time.monotonic() - started + run.earlier_seconds, 1),  # all segments
+                                notes=notes, job_id=job_id,
                                 device=hardware.device.type, precision=hardware.precision,
                                 world_size=hardware.world.world_size, checks_seconds=checks),
         data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
