@@ -273,7 +273,12 @@ def test_resume_if_saved_sets_aside_a_state_that_reads_but_no_longer_fits_the_mo
     monkeypatch.setattr(resume, "misfit", lambda weights, fresh: "a layer of another shape")
     with pytest.raises(ResumeRefused, match="its weights do not fit this model"):
         train(kermany_train, TINY, directory=tmp_path / "models", resume=True)
+    described, describe = [], RunCheckpoint.describe  # (epoch, states named) of each description written
+    monkeypatch.setattr(RunCheckpoint, "describe", lambda run, epoch, finished: (
+        described.append((epoch, len(run.digests))), describe(run, epoch, finished)))
     afresh = train(kermany_train, TINY, directory=tmp_path / "models", resume=IF_SAVED)
+    assert described[:2] == [(1, 1), (0, 1)]  # as opened; then the fresh run's first save no longer names the state
+    # set aside as the one kept (a review: a disk full then advised resuming from it)
     assert [note for note in afresh.training.notes if "afresh" in note or "resumed" in note] == [
         "started afresh, the saved state of these settings set aside (cannot be read: its weights do not fit this "
         "model (a layer of another shape))"]

@@ -162,6 +162,7 @@ class RunCheckpoint:
             refusal = refusal or damaged("it does not fit another training process's model")
             if self.if_saved:  # a fresh model, optimiser and schedule: as if there had been no state
                 self.payload, self.set_aside = None, refusal.reason
+                self.on_disk, self.digests = (0, False), ()  # never named as the state kept (a review)
                 return RunProgress()
             run_lock.release(self.lock)  # nothing of this run will be written: another process may start it over
             raise refusal
