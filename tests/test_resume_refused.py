@@ -85,3 +85,25 @@ def test_a_diverged_run_offers_no_resume(tmp_path, monkeypatch, settings_env):
     status = read_status(runner.folder)
     assert status.state == FAILED and status.resume_refused
     assert status.message.startswith("Training failed: Training diverged in epoch 2 of 3")
+
+
+def test_a_saved_state_that_cannot_be_used_is_a_lasting_refusal(kermany_train, site, monkeypatch):
+    """Found by a review: a damaged state, or one whose films were decoded by other code, was refused as if asking
+    again could help, so the page offered Resume under every refusal, each click another job refused the same way."""
+    import pytest
+
+    from core.errors import ResumeRefused
+    from core.training import saved_state
+    from core.training.train import train
+    from test_resume import _interrupt
+
+    _interrupt(kermany_train, TINY, site)
+    monkeypatch.setattr(saved_state, "cache_namespace", lambda: "decoded by another version")
+    with pytest.raises(ResumeRefused, match="decoded by other code") as other_code:
+        train(kermany_train, TINY, directory=site, resume=True)
+    monkeypatch.undo()
+    (state,) = runs_dir().glob("*.pt")
+    state.write_bytes(state.read_bytes()[:-10])
+    with pytest.raises(ResumeRefused, match="has changed since") as changed:
+        train(kermany_train, TINY, directory=site, resume=True)
+    assert other_code.value.lasting and changed.value.lasting

@@ -159,7 +159,7 @@ class RunCheckpoint:
         except (ResumeRefused, RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
             refusal = exc if isinstance(exc, ResumeRefused) else damaged(f"it does not fit ({type(exc).__name__})")
         if self.hardware.on_any(refusal is not None):  # nothing loaded yet: every rank goes on, or none
-            refusal = refusal or damaged("it does not fit another training process's model")
+            refusal = refusal or damaged("it does not fit another training process's model", lasting=False)
             if self.if_saved:  # a fresh model, optimiser and schedule: as if there had been no state
                 self.payload, self.set_aside = None, refusal.reason
                 self.on_disk, self.digests = (0, False), ()  # never named as the state kept (a review)
@@ -285,7 +285,7 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_
     except ResumeRefused as exc:
         payload, digest, refusal = None, "", exc
     if hardware.on_any(refusal is not None):
-        refusal = refusal or damaged("another training process could not read it")
+        refusal = refusal or damaged("another training process could not read it", lasting=False)
         if resume == IF_SAVED:  # a script run again (make models) goes on; the fresh run replaces the state
             return RunCheckpoint(identity, hardware, folder, job_id, set_aside=refusal.reason, if_saved=True)
         run_lock.release(lock)

@@ -38,16 +38,18 @@ STATE_TYPES = {"epoch": int, "finished": bool, "seconds": (int, float), "best_au
                "generators": torch.Tensor, "rng": torch.Tensor}
 
 
-def damaged(reason: str) -> ResumeRefused:
+def damaged(reason: str, lasting: bool = True) -> ResumeRefused:
+    """Lasting unless said otherwise: asking again reads the same bytes, so the page offers no Resume again (every
+    click started another job refused the same way: a review)."""
     return ResumeRefused(f"The saved state of this run cannot be read: {reason}. It cannot be resumed; start a new "
                          "run with the same settings instead (without --resume), which replaces it.",
-                         reason=f"cannot be read: {reason}")
+                         reason=f"cannot be read: {reason}", lasting=lasting)
 
 
 def _another_run() -> ResumeRefused:
     return ResumeRefused("The saved state of this run was written for another run or by another version; "
                          "start a new run instead (without --resume).",
-                         reason="written for another run or by another version")
+                         reason="written for another run or by another version", lasting=True)
 
 
 def _read_regular(path: Path) -> bytes:
@@ -89,7 +91,7 @@ def load_state(path: Path, identity: Identity) -> tuple[dict, str]:
     try:
         data = _read_regular(path)
     except OSError as exc:
-        raise damaged(f"the file cannot be opened ({type(exc).__name__})") from exc
+        raise damaged(f"the file cannot be opened ({type(exc).__name__})", lasting=False) from exc  # permissions
     digest = hashlib.sha256(data).hexdigest()
     if expected is not None and digest not in expected:
         raise damaged("its checksum differs from the one recorded when it was saved, so it has changed since")
@@ -123,7 +125,7 @@ def _check_state(state: dict, identity: Identity) -> None:
                             "of this program's preprocessing, of Pillow or of pydicom): its next epochs would learn "
                             "from differently decoded films. It cannot be resumed; start a new run with the same "
                             "settings instead (without --resume), which replaces it.",
-                            reason="its films were decoded by other code since")
+                            reason="its films were decoded by other code since", lasting=True)
     try:
         history = [EpochRecord.model_validate(h) for h in state["history"]]
     except ValueError as exc:
