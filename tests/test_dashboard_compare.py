@@ -127,6 +127,26 @@ def test_an_evaluation_the_audit_log_could_not_record_is_recorded_on_a_later_run
     assert len(read_actions(limit=10)) == 1  # once recorded, not again
 
 
+def test_a_version_saved_again_with_another_threshold_is_read_again_and_recorded_again(at, tmp_path):
+    """Its new reading had a cache key of its own, but the session's record of what was evaluated and audited did
+    not: the server folder was read again with no audit line for the figures now shown (a review)."""
+    require(FILMS_DIR, "films")
+    from core.store.descriptions import update_record
+
+    at.multiselect[0].set_value(["pneumonia-mlp-v1"])
+    at.segmented_control[0].set_value("Evaluate on a folder")
+    at.run()
+    _evaluate(at)
+    (first,) = read_actions(limit=10)
+    update_record(tmp_path / "checkpoints" / "pneumonia-mlp-v1.json", lambda record: {
+        "operating_point": record.operating_point.model_copy(update={"threshold": 0.5})})
+    at.run()
+    assert not at.exception
+    again, _ = read_actions(limit=10)
+    assert (again.action, again.model, again.details["threshold"]) == ("evaluate-folder", "pneumonia-mlp-v1", 0.5)
+    assert first.details["threshold"] != 0.5
+
+
 def test_a_model_added_after_evaluate_is_evaluated_and_recorded_too(at):
     """The folder stays chosen after Evaluate: a model picked afterwards is evaluated on it on the next rerun,
     and that reading is in the audit log like the others; reruns that reuse results add nothing."""

@@ -44,7 +44,7 @@ def record_evaluations(rows: list[tuple[ModelEntry, Report]], folder: str, *, wh
     for entry, report in rows:
         try:
             record_action("evaluate-folder", who, model=entry.name, folder=label, n=report.n, auc=report.auc,
-                          sensitivity=report.sensitivity, specificity=report.specificity)
+                          sensitivity=report.sensitivity, specificity=report.specificity, threshold=report.threshold)
         except TriageError as exc:
             st.warning(f"{exc} The page records it at its next run.", icon=":material/warning:")
             break

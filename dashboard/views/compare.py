@@ -82,9 +82,12 @@ if source == FOLDER:
         st.info(f"The figures below are for `{source_label(target)}`; press Evaluate for "
                 f"`{source_label(folder)}`.", icon=":material/info:")
     recorded, evaluated = st.session_state.setdefault(RECORDED, set()), st.session_state.setdefault(EVALUATED, set())
-    # keyed by the folder's stamp too: films added since are read again, and that reading is recorded (a review)
+    # keyed by the folder's stamp too: films added since are read again, and that reading is recorded (a review);
+    # by what a version reads with (weights, operating point): one saved again is read, and recorded, again
     target_key = (target, stamp)
-    if any((entry.name, target_key) not in evaluated for entry in selected):  # a model added later is evaluated too
+    readings = {entry.name: (entry.name, entry.record.weights_sha256, entry.record.operating_point.model_dump_json(),
+                             target_key) for entry in selected}
+    if any(readings[entry.name] not in evaluated for entry in selected):  # a model added later is evaluated too
         try:
             ensure_writable()  # a server folder is read only where the reading can be recorded
         except TriageError as exc:
@@ -98,9 +101,9 @@ if source == FOLDER:
         except TriageError as exc:
             st.error(f"{entry.name} could not be evaluated on the chosen folder: "
                      f"{without_server_paths(str(exc), target)}", icon=":material/error:")
-    evaluated.update((entry.name, target_key) for entry, _ in rows)  # shown: an audit line still owed is tried again
-    unrecorded = [(entry, report) for entry, report in rows if (entry.name, target_key) not in recorded]
-    recorded.update((entry.name, target_key) for entry in record_evaluations(unrecorded, target, who=user.who))
+    evaluated.update(readings[entry.name] for entry, _ in rows)  # shown: an audit line still owed is tried again
+    unrecorded = [(entry, report) for entry, report in rows if readings[entry.name] not in recorded]
+    recorded.update(readings[entry.name] for entry in record_evaluations(unrecorded, target, who=user.who))
 else:
     rows = [(e, e.record.report) for e in selected if e.record.report is not None]
     for entry in selected:
