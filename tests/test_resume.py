@@ -201,7 +201,6 @@ def test_old_states_and_a_killed_writer_s_leftovers_are_pruned(tmp_path):
     assert prune_saved_runs(tmp_path, max_age_days=0, now=now + 365 * 86400) == [".new.pt.1.tmp"]  # 0 keeps
 
 
-
 def test_a_link_in_the_runs_folder_is_pruned_by_its_own_age_never_its_target_s(tmp_path):
     now = time.time()
     target = tmp_path / "elsewhere.txt"
@@ -244,13 +243,11 @@ def test_the_cli_resumes_an_interrupted_run_and_says_when_there_is_nothing_to_re
     assert trained.details["dataset"] == "kermany-224/train" and str(kermany_train) not in json.dumps(trained.details)
 
 
-
 def test_a_resumed_run_records_the_training_time_of_every_process_that_trained_it(kermany_train, site):
     """It recorded its own process's time alone, less than its own last epoch's time since the run started."""
     _interrupt(kermany_train, TINY, site, watch=lambda event: time.sleep(4) if isinstance(event, StepEvent) else None)
     record = train(kermany_train, TINY, directory=site, resume=True)
-    assert record.training.history[0].seconds >= 4
-    assert record.training.seconds >= record.training.history[-1].seconds
+    assert record.training.history[0].seconds >= 4 and record.training.seconds >= record.training.history[-1].seconds
 
 
 def test_a_version_once_saved_is_never_registered_again_by_a_resume(kermany_train, site, monkeypatch):
