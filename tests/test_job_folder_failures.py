@@ -116,6 +116,44 @@ def test_a_run_that_does_not_stop_after_cancel_is_ended_by_the_watcher(tmp_path,
     assert read_status(done.folder).state == RUNNING
 
 
+def test_the_watcher_ends_a_run_stuck_before_its_first_step_and_lets_an_epoch_end_be_saved(tmp_path, monkeypatch,
+                                                                                           settings_env):
+    """Found by a review: the watcher waited for a first step, so a first step stuck in native code held the job
+    slot until the time limit; and it ended an epoch's validation and state save 30 s after Cancel, losing the
+    epoch about to be kept."""
+    import core.jobs.runner as runner_module
+    from core.jobs.records import read_status
+    from core.training.events import EpochEvent, StepEvent
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"))
+    now = [1000.0]
+    monkeypatch.setattr(runner_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(runner_module, "stop_process_group", lambda: (_ for _ in ()).throw(_Exited(1)))
+
+    def seconds_after_cancel(runner, seconds: float) -> bool:
+        """Cancel seen now; ``seconds`` later, whether the watcher ends the run."""
+        runner.cancel_since = now[0]
+        return runner.force_cancel_due(now[0] + seconds)
+
+    starting = _runner(tmp_path / "a", monkeypatch)
+    assert not seconds_after_cancel(starting, 20) and seconds_after_cancel(starting, 31)
+    (starting.folder / "cancel").write_text("now")
+
+    class Passing:  # each wait of the watcher: 31 s pass, and it goes on
+        def wait(self, seconds):
+            now[0] += 31.0
+            return False
+
+    with pytest.raises(_Exited):
+        starting.watch_cancel(Passing())
+    assert read_status(starting.folder).message.startswith("Training was cancelled before it started")
+    validating = _runner(tmp_path / "b", monkeypatch)
+    validating.emit(StepEvent(epoch=1, epochs=3, step=9, steps=9, loss=0.7, progress=1 / 3, eta_seconds=60))
+    assert not seconds_after_cancel(validating, 120) and seconds_after_cancel(validating, 301)
+    validating.emit(EpochEvent(epoch=1, epochs=3, train_loss=0.7, val_loss=0.6, val_auc=0.9, seconds=60.0))
+    assert seconds_after_cancel(validating, 31)  # saved: back to the usual wait
+
+
 def test_a_long_run_s_progress_is_read_from_its_latest_events(tmp_path, monkeypatch):
     """Found by a review of the day's diff: past the read cap the page read the first events only, so a long
     run's progress froze; it reads the latest ones, from a whole line."""

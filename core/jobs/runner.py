@@ -36,6 +36,7 @@ CANCELLED_EARLY = "Training was cancelled before it started; nothing was saved."
 # nothing until the time limit, 12 hours by default, holding the one job slot, and the signal handler itself only
 # runs once the native call returns, so it cannot be what ends it (two reviews).
 FORCE_CANCEL_AFTER_S = 30.0
+EPOCH_END_GRACE_S = 300.0  # after an epoch's last step: its validation and saved state, whose loss Cancel would cost
 CANCEL_POLL_S = 1.0
 
 
@@ -48,6 +49,7 @@ class JobRunner:
         self.cancel_since: float | None = None  # time.monotonic() when the watcher first saw Cancel
         self.out_of_time = False
         self.training_started = False
+        self.epoch_ending = False  # an epoch's last step is taken, its EpochEvent not yet: validating, saving
         self.training_done = False  # the last step is taken: validating and registering, which are bounded
         self.finishing = False
         self._final = threading.Lock()  # the time-limit thread and the main thread never both finish
@@ -98,14 +100,18 @@ class JobRunner:
             if self.cancel_since is None and (self.cancel_requested or (self.folder / "cancel").exists()):
                 self.cancel_since = time.monotonic()
             if self.cancel_since is not None and self.force_cancel_due(time.monotonic()):
-                self.finish(CANCELLED, "Training did not stop between steps within "
-                            f"{FORCE_CANCEL_AFTER_S:.0f} s of Cancel, so it was ended; nothing was registered."
-                            + self._kept())
+                self.finish(CANCELLED, (f"Training did not stop between steps within {FORCE_CANCEL_AFTER_S:.0f} s of "
+                                        "Cancel, so it was ended; nothing was registered." if self.training_started
+                                        else CANCELLED_EARLY) + self._kept())
                 stop_process_group()
 
     def force_cancel_due(self, now: float) -> bool:
-        return (self.training_started and not self.training_done and not self.finishing
-                and now - self.cancel_since >= FORCE_CANCEL_AFTER_S)
+        """Before the first step too: a first step stuck in native code never let the signal handler run, and the
+        watcher waited for it, holding the one job slot until the time limit (a review). An epoch's validation and
+        state save get longer: ended midway, the epoch about to be kept is lost."""
+        waited = now - self.cancel_since
+        return not (self.training_done or self.finishing) and waited >= (
+            EPOCH_END_GRACE_S if self.epoch_ending else FORCE_CANCEL_AFTER_S)
 
     def log(self, message: str) -> None:
         self._append("log.txt", f"{clock.time_of_day()}  {message}\n")
@@ -123,8 +129,9 @@ class JobRunner:
         if isinstance(event, StepEvent):
             self.training_started = True
             self.training_done = event.progress >= 1.0
+            self.epoch_ending = event.step >= event.steps
         elif isinstance(event, EpochEvent):  # a resumed run replays its saved epochs before (or instead of) a step
-            self.training_started = True
+            self.training_started, self.epoch_ending = True, False
             # after its last epoch (early stopping's too) only shipping is left: no timer may end it midway
             self.training_done = self.training_done or event.epoch >= event.epochs or event.last
         self._append("events.jsonl", event.model_copy(update={"time": clock.seconds()}).model_dump_json() + "\n")
