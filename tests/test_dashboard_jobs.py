@@ -229,6 +229,23 @@ def test_a_status_written_before_the_clock_was_utc_still_reads(tmp_path):
     assert [j.job_id for j in list_jobs(tmp_path / "jobs")] == ["20250101-120000-old"]
 
 
+def test_the_running_job_comes_first_even_behind_one_named_in_local_time(tmp_path):
+    """Job names were local time before the clock was UTC: at UTC+1 an old job named 10:30 sorted above one started
+    at 09:45 UTC, and the page's panel showed the old one while the running job had no progress and no Cancel."""
+    from core.jobs import lock
+
+    old = _job_folder(tmp_path / "jobs", "20261206-103000-old", arch="cnn5", epochs=3)
+    write_status(old, SUCCEEDED, message="Registered.")
+    running = _job_folder(tmp_path / "jobs", "20261206-094500-new", arch="cnn5", epochs=3)
+    write_status(running, "running", message="Training.")
+    held = lock.claim(tmp_path / "jobs")  # as its runner holds it
+    try:
+        lock.name_holder(held, running.name)
+        assert [j.job_id for j in list_jobs(tmp_path / "jobs")] == ["20261206-094500-new", "20261206-103000-old"]
+    finally:
+        lock.unlock(held)
+
+
 def test_progress_from_events():
     now = 1000.0
     assert job_progress([], now).phase == "starting"

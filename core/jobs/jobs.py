@@ -196,7 +196,9 @@ def read_job(folder: Path) -> Job:
 
 
 def list_jobs(root: Path | None = None, limit: int | None = None) -> list[Job]:
-    """Jobs, newest first; unreadable folders are left out, and finished ones past the age limit pruned."""
+    """Jobs, newest first, a running one before all (names were local time before the clock was UTC: an older
+    job's could sort above the running one's, which the page then hid, a review); unreadable folders are left
+    out, and finished ones past the age limit pruned."""
     root = root or jobs_dir()
     prune_old_jobs(root)
     folders = sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.exists() else []
@@ -206,7 +208,7 @@ def list_jobs(root: Path | None = None, limit: int | None = None) -> list[Job]:
             jobs.append(read_job(folder))
         except JobError:
             continue
-    return jobs
+    return sorted(jobs, key=lambda job: not job.status.is_active)  # stable: newest first otherwise
 
 
 def active_job(root: Path | None = None) -> Job | None:
