@@ -88,3 +88,16 @@ def test_a_folder_of_links_to_the_training_films_is_a_folder_the_model_learned_f
         (real / cls / "a.jpeg").symlink_to(sorted((data_dir / "films" / cls).iterdir())[0])  # never trained on
     assert trained_on(pneumonia, linked_folders) and trained_on(pneumonia, linked_films)
     assert not trained_on(pneumonia, real)
+
+
+def test_the_shared_films_moved_by_cxr_data_are_still_the_ones_the_shipped_models_learned_from(pneumonia, data_dir,
+                                                                                                tmp_path, settings_env):
+    """The records say ../shared/data/...; with the films copied elsewhere and CXR_DATA pointing there, the copy of
+    the training folder read as one the models never saw (a review: near-perfect figures, no word)."""
+    moved = tmp_path / "srv-cxr"
+    (moved / "kermany-224" / "train" / "NORMAL").mkdir(parents=True)
+    source = next((data_dir / "kermany-224" / "train" / "NORMAL").iterdir())
+    (moved / "kermany-224" / "train" / "NORMAL" / source.name).write_bytes(source.read_bytes())  # a copy, not a link
+    settings_env(CXR_DATA=str(moved))
+    assert training_folders(pneumonia) == [(moved / "kermany-224" / "train").resolve()]
+    assert trained_on(pneumonia, moved / "kermany-224" / "train")

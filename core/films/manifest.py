@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from core.config import REPO_ROOT
+from core.config import REPO_ROOT, settings
 from core.errors import DatasetError, FolderNotAllowed
 from core.films.bounds import FILM_SUFFIXES
 from core.films.folders import FilmSet, discover, refuse_unnamed, split_folders
@@ -101,14 +101,20 @@ def find_manifest(source: str | Path) -> Path | None:
     return None
 
 
+SHARED_DATA = ("..", "shared", "data")  # the shared films, as the shipped records name them from the project root
+
+
 def recorded_source(source: str | Path) -> str:
     """A training source as a model's record stores it (``training.data_dir``, a report's split), made
     independent of the directory a program was started in: a relative folder or manifest file is read from the
-    project root, where the shipped models were trained (``../shared/data/...``); a shipped manifest's name and
+    project root, where the shipped models were trained (``../shared/data/...``: the shared films, read where
+    ``CXR_DATA`` puts them now, or a copy elsewhere passed for films they never saw); a shipped manifest's name and
     an absolute path stay as they are."""
     text = str(source).strip()
     if not text or Path(text).expanduser().is_absolute():
         return text
+    if Path(text).parts[:3] == SHARED_DATA:
+        return str(settings().data.joinpath(*Path(text).parts[3:]))
     from_root = REPO_ROOT / text
     if not from_root.is_dir() and text in shipped_manifests():
         return text
