@@ -79,6 +79,24 @@ def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_her
     assert [m.specificity for m in again.measured_elsewhere] == [0.7]
 
 
+def test_figures_titled_as_the_products_own_rows_stand_apart_and_one_title_is_kept_once(model_here, tmp_path,
+                                                                                         isolated_audit_log):
+    """Found by a review: titled "Another batch", they replaced the product's own other-batch row on Compare; kept
+    twice under one title (the films' words edited), they showed as one row with two points."""
+    from core.store.registry import ModelEntry
+
+    path = _file(tmp_path, model_here)
+    for films in ("624 films of the official test", "the official Kermany test, 624 films"):
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "title": "Another batch", "films": films}))
+        (stored,) = record_measurements(path).stored
+    assert [m.films for m in stored.measured_elsewhere] == ["the official Kermany test, 624 films"]
+    table = travel_comparison([ModelEntry(stored, False, tmp_path / f"{stored.name}.json", "site")])
+    assert table.loc["Another batch: films", stored.name] == "not measured"  # the product's own row, as it was
+    assert table.loc["Another batch, measured elsewhere: films", stored.name] == "200"
+    assert elsewhere_summaries(stored)[0].startswith("**Another batch, measured elsewhere** (200 films")
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(weights_sha256="0" * 64), "measured on other weights"),
     (dict(accuracy=0.95), r"accuracy reported for .* \(0.950\) does not follow .* \(0.860\)"),

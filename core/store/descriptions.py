@@ -59,9 +59,10 @@ def attach_other_reports(json_path: Path, reports: dict[str, Report]) -> ModelRe
 
 def attach_measured_elsewhere(json_path: Path, measured: MeasuredElsewhere) -> ModelRecord:
     """Add figures measured elsewhere to an existing version, replacing its earlier ones from the same films and
-    measurer; the weights and every other field are unchanged."""
+    measurer, or under the same title (two kept under one title showed as one row on Compare, with two points:
+    a review); the weights and every other field are unchanged."""
     def change(record: ModelRecord) -> dict:
-        kept = tuple(m for m in record.measured_elsewhere
-                     if (m.films, m.measured_by) != (measured.films, measured.measured_by))
+        kept = tuple(m for m in record.measured_elsewhere if m.title != measured.title
+                     and (m.films, m.measured_by) != (measured.films, measured.measured_by))
         return {"measured_elsewhere": (*kept, measured)}
     return update_record(json_path, change)

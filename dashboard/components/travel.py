@@ -93,9 +93,16 @@ def _macro(shown: str, auc: float | None, classes: int) -> str:
     return f"{shown}, macro" if auc is not None and classes > 2 else shown
 
 
+def elsewhere_title(measured: MeasuredElsewhere) -> str:
+    """Its title, said to be measured elsewhere where it is one of this product's own (one titled "Another batch"
+    replaced the product's other-batch row on Compare, under the product's own threshold row: a review)."""
+    ours = {VALIDATION, FRAMED_VALIDATION, SITE_RANGE, *TRAVEL_TITLES.values()}
+    return f"{measured.title}, measured elsewhere" if measured.title in ours else measured.title
+
+
 def elsewhere_columns(record: ModelRecord) -> dict[str, tuple[str, str, str, str]]:
     """Title -> figures of each set of films others measured this version on."""
-    return {measured.title: elsewhere_figures(measured) for measured in record.measured_elsewhere}
+    return {elsewhere_title(measured): elsewhere_figures(measured) for measured in record.measured_elsewhere}
 
 
 def site_range_figures(record: ModelRecord) -> tuple[str, str, str, str] | None:
@@ -143,7 +150,7 @@ def elsewhere_summaries(record: ModelRecord) -> list[str]:
         n, auc, sensitivity, specificity = elsewhere_figures(measured)
         at = "" if measured.threshold is None else \
             f", read at threshold {_read_at(record, measured.threshold, '; ', '')}"
-        lines.append(f"**{measured.title}** ({n} films{at}): AUC {auc}; sensitivity {sensitivity}; "
+        lines.append(f"**{elsewhere_title(measured)}** ({n} films{at}): AUC {auc}; sensitivity {sensitivity}; "
                      f"specificity {specificity}.")
     return lines
 
@@ -154,7 +161,7 @@ def elsewhere_thresholds(record: ModelRecord) -> list[str]:
     for measured in record.measured_elsewhere:
         if measured.threshold is None:
             continue
-        notes.append(f"{measured.title}: read at threshold {_read_at(record, measured.threshold)}.")
+        notes.append(f"{elsewhere_title(measured)}: read at threshold {_read_at(record, measured.threshold)}.")
     return notes
 
 
@@ -283,7 +290,7 @@ class TravelPoint:
 def travel_points(entries: list[ModelEntry]) -> list[TravelPoint]:
     points = []
     for entry in entries:
-        sets = [*travel_reports(entry.record).items(), *((m.title, m) for m in entry.record.measured_elsewhere)]
+        sets = [*travel_reports(entry.record).items(), *((elsewhere_title(m), m) for m in entry.record.measured_elsewhere)]
         for title, figures in sets:
             for figure, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
                                             ("Specificity", figures.specificity, figures.specificity_ci)):

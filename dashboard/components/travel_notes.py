@@ -9,6 +9,7 @@ from core.evaluation.site_range import stored_site_range
 from core.films.known_sets import known_shortcuts
 from core.store.records import ModelRecord
 from core.store.reports import shown_reports
+from dashboard.components.travel import elsewhere_title
 
 ONE_BATCH = ("Internal validation films come from the same collections as the training films (for pneumonia, one "
              "hospital batch; for COVID-19, the same public set): figures from them overstate what a new site will "
@@ -62,8 +63,9 @@ def shortcuts(record: ModelRecord) -> list[str]:
 
 def elsewhere_films(records: list[ModelRecord]) -> list[str]:
     """Each set of films others measured these versions on, and who did, in words (once per set)."""
-    sets = sorted({(m.title, m.films, m.measured_by) for r in records for m in r.measured_elsewhere})
-    macro = {(m.title, m.films, m.measured_by) for r in records if len(r.classes) > 2 for m in r.measured_elsewhere}
+    sets = sorted({(elsewhere_title(m), m.films, m.measured_by) for r in records for m in r.measured_elsewhere})
+    macro = {(elsewhere_title(m), m.films, m.measured_by) for r in records if len(r.classes) > 2
+             for m in r.measured_elsewhere}
     return [f"{title}: {films}; measured by {who}. Its intervals are computed from the reported figures and films "
             f"per class (Wilson; Hanley–McNeil for the AUC"
             f"{' of two classes, none for a macro AUC of more' if (title, films, who) in macro else ''})."
