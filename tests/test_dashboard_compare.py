@@ -41,6 +41,8 @@ def test_stored_reports_side_by_side(at):
     for metric in ("Accuracy", "Sensitivity", "Specificity", "Precision", "F1", "AUC"):
         assert all("(" in table.loc[metric, name] and "–" in table.loc[metric, name] for name in MODELS)
     assert {"Parameters", "Inference per film", "Training time"} <= set(table.index)
+    which = next(c.value for c in at.caption if c.value.startswith("Which films"))  # the card's caveats too
+    assert all(f"**{name}**, internal validation: The threshold was chosen on these films" in which for name in MODELS)
     computed_on = next(c.value for c in at.caption if c.value.startswith("Figures computed on"))
     assert all(line.count(" films") == 1 for line in computed_on.splitlines()[1:])  # the count said once
 

@@ -16,6 +16,7 @@ from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORT
                                                 several_classes, source_table)
 from dashboard.components.reports import (data_label, escape_markdown, films_in_words, fixed, metrics_table,
                                           operating_points, per_class_table, roc_input, threshold_value)
+from dashboard.components.model_card import ENSEMBLE_CHOSEN, validation_caveat
 from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (VALIDATION, elsewhere_thresholds,
                                          metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
@@ -236,6 +237,10 @@ def travel_notes(entries: list[ModelEntry]) -> None:
             notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at "
                          f"this version's {threshold_value(entry.record.operating_point.threshold)}.")
         lines += [f"- **{entry.name}**: {note}" for note in notes + shortcuts(entry.record) if note]
+        caveat = validation_caveat(entry.record).strip()  # the card's words for the same figures (a review)
+        lines += [f"- **{entry.name}**, internal validation: {caveat}"] if caveat else []
+        if entry.record.members and "out-of-batch" in entry.record.other_reports:
+            lines.append(f"- **{entry.name}**: {ENSEMBLE_CHOSEN}")
     lines += [f"- {films}" for films in elsewhere_films([entry.record for entry in entries])]
     st.caption("Which films:\n" + "\n".join(lines))
     points = travel_points(entries)
