@@ -72,6 +72,18 @@ def saved_runs(folder: Path | None = None) -> list[SavedRun]:
     return sorted(runs, key=lambda run: run.saved or "", reverse=True)
 
 
+def saved_run_like(data_dir: str | Path, config: TrainConfig, folder: Path | None = None) -> SavedRun | None:
+    """The interrupted run a new one of ``config`` on ``data_dir`` by one process would replace after its first
+    epoch (same resolved settings, same folder), or None. The films are not listed: if they changed since, the new
+    run is another one and replaces nothing (so callers say "would", not "will")."""
+    from core.films.manifest import find_manifest
+
+    source = str((find_manifest(data_dir) or Path(data_dir).expanduser()).resolve())
+    resolved = config.resolved()
+    return next((run for run in saved_runs(folder)
+                 if run.data_dir == source and run.config == resolved and run.world_size == 1), None)
+
+
 def saved_run_of_job(job_id: str, folder: Path | None = None) -> SavedRun | None:
     """The saved state a job's run left behind (the job that last trained it), or None."""
     return next((run for run in saved_runs(folder) if run.job_id == job_id), None)

@@ -17,6 +17,7 @@ from core.jobs.jobs import JobAlreadyRunning, active_job, list_jobs, start_job
 from core.models.catalog import CATALOG
 from core.models.device import found_devices
 from core.store.records import TrainConfig
+from core.training.saved_runs import saved_run_like
 from dashboard.components.access import admin_only, current_user
 from dashboard.components.calibrate_view import calibrate_section
 from dashboard.components.default_choice import default_section
@@ -32,6 +33,7 @@ IMAGE_SIZES = (None, *(s for s in (64, 96, 128, 160, 192, 224, 256, 320)
 AUDIT_ROWS = 50
 JOBS_READ, HISTORY_ROWS = 200, 10  # jobs read (finished ones are pruned after 30 days), jobs listed
 FOLDER = "folder"
+REPLACING = "retrain-replacing"  # (folder, settings, how far) of a start that would replace a kept run
 
 
 def training_source() -> Path | None:
@@ -132,6 +134,40 @@ def training_form() -> tuple[bool, object, TrainConfig | None]:
     return submitted, data_dir, config
 
 
+def start(data_dir: Path, config: TrainConfig, user) -> None:
+    try:
+        start_job(data_dir, config, who=user.who)
+    except JobAlreadyRunning as exc:
+        st.warning(str(exc), icon=":material/hourglass_top:")
+    except TriageError as exc:
+        st.error(f"Training was not started. {without_server_paths(str(exc), data_dir)}", icon=":material/error:")
+
+
+def start_unless_it_replaces(data_dir: Path, config: TrainConfig, user) -> None:
+    """Start, unless an interrupted run of the same settings on the same folder is kept: a new run replaces it after
+    its first epoch, so its Resume went with no word (a review). Then the page asks first."""
+    st.session_state.pop(REPLACING, None)  # a question asked for an earlier press is not this one's
+    try:
+        kept = saved_run_like(data_dir, config)
+    except (TriageError, ValueError, OSError):  # start_job says what is wrong with the request, in its words
+        kept = None
+    if kept is None:
+        start(data_dir, config, user)
+        return
+    st.session_state[REPLACING] = (data_dir, config, kept.where)
+    start_anyway(user)
+
+
+def start_anyway(user) -> None:
+    data_dir, config, where = st.session_state[REPLACING]
+    st.warning(f"An interrupted run of these settings on this folder is kept ({where}). A new run starts again "
+               "from the first epoch and replaces it once that epoch ends: resume it under the job panel instead, or "
+               "start anyway.", icon=":material/warning:")
+    if st.button("Start anyway, replacing it", key="start-anyway", icon=":material/restart_alt:"):
+        del st.session_state[REPLACING]
+        start(data_dir, config, user)
+
+
 user = current_user()
 st.title("Retrain")
 st.caption("Train a new model version in the background. It keeps running if you reload the page or close "
@@ -156,12 +192,9 @@ with job_column:
             st.warning(f"A sensitivity target of {train_config.target_sensitivity:.1%} is below the promotion floor "
                        f"({settings().promotion_min_sensitivity:.1%}): the new version cannot become a default.",
                        icon=":material/warning:")
-        try:
-            start_job(data_dir, train_config, who=user.who)
-        except JobAlreadyRunning as exc:
-            st.warning(str(exc), icon=":material/hourglass_top:")
-        except TriageError as exc:
-            st.error(f"Training was not started. {without_server_paths(str(exc), data_dir)}", icon=":material/error:")
+        start_unless_it_replaces(data_dir, train_config, user)
+    elif user.is_admin and st.session_state.get(REPLACING):
+        start_anyway(user)
     try:
         jobs = list_jobs(limit=JOBS_READ)  # more than the history shows: an older interrupted run keeps its Resume
     except (TriageError, OSError):
