@@ -246,6 +246,29 @@ def test_the_running_job_comes_first_even_behind_one_named_in_local_time(tmp_pat
         lock.unlock(held)
 
 
+def _draw_job(folder: str) -> None:
+    from pathlib import Path
+
+    from core.jobs.jobs import _read
+    from dashboard.components.job_view import _draw
+
+    _draw(_read(Path(folder)))  # as read while its runner holds the lock (not settled)
+
+
+def test_epochs_done_is_the_last_epoch_s_number_when_early_epochs_fell_out_of_the_events_read(tmp_path):
+    """Found by a review: past the read cap, "Epochs done" counted the epochs still in the window and stalled."""
+    from streamlit.testing.v1 import AppTest
+
+    folder = _job_folder(tmp_path / "jobs", "20261206-094500-long", arch="mlp", epochs=10)
+    write_status(folder, RUNNING, message="Training.")  # epochs 1-6 beyond the read cap
+    seventh = EpochEvent(epoch=7, epochs=10, train_loss=0.2, val_loss=0.3, val_auc=0.97, seconds=700.0, time=1.0)
+    step = StepEvent(epoch=8, epochs=10, step=3, steps=9, loss=0.2, progress=0.73, eta_seconds=300.0, time=2.0)
+    (folder / "events.jsonl").write_text(seventh.model_dump_json() + "\n" + step.model_dump_json() + "\n")
+    at = AppTest.from_function(_draw_job, kwargs={"folder": str(folder)}, default_timeout=60).run()
+    assert not at.exception
+    assert next(m for m in at.metric if m.label == "Epochs done").value == "7 of 10"
+
+
 def test_progress_from_events():
     now = 1000.0
     assert job_progress([], now).phase == "starting"

@@ -98,7 +98,8 @@ def _progress(job: Job, progress: JobProgress, user: User) -> None:
     with st.container(horizontal=True):
         last = progress.epochs[-1] if progress.epochs else None
         st.metric("Elapsed", duration(elapsed), border=True)
-        st.metric("Epochs done", f"{len(progress.epochs)} of {job.config.epochs}", border=True)
+        # the last epoch's number, not a count: a long run's early epochs fall out of the events read (a review)
+        st.metric("Epochs done", f"{last.epoch if last else 0} of {job.config.epochs}", border=True)
         st.metric("Validation AUC", f"{last.val_auc:.3f}" if last else "—", border=True)
     if not user.is_admin or progress.phase == "finishing":  # training is over: a cancel would not be heard
         return
