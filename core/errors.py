@@ -49,6 +49,10 @@ class TrainingDiverged(TriageError):
     lasting = True
 
 
+class TrainingStopped(TriageError):
+    """Another process of a torchrun launch failed (its own message says why): this one stops with it."""
+
+
 class CalibrationError(TriageError):
     """A model cannot be calibrated as asked (no training record, bad target, films changed)."""
 

@@ -137,6 +137,42 @@ def _rank(rank: int, world: int, rendezvous: str, results: str) -> None:
         dist.destroy_process_group()
 
 
+def _failing_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
+    from core.errors import CheckpointError, TriageError
+
+    def outputs_not_numbers(*args, **kwargs):
+        raise CheckpointError("its outputs are not numbers")
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        loop._validate = outputs_not_numbers  # rank 0 alone validates: the failure is its own
+        torch.manual_seed(0)
+        films = loop.TrainingFilms(films=torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8),
+                                   labels=torch.arange(40) % 2, class_weight=torch.ones(2), total=80)
+        config = TrainConfig(arch="logistic", epochs=3, image_size=32, batch_size=8, augment=False).resolved()
+        try:
+            loop.fit(build_model("logistic", 2, 32)[0], films, None, _films(8), config, _hardware(rank, world),
+                     lambda event: None, None)
+            answer = "trained"
+        except TriageError as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        Path(results, f"{rank}.json").write_text(json.dumps(answer))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_failure_of_rank_0_alone_stops_every_rank_in_words(tmp_path):
+    """Found by a review: rank 0 validating into NaN outputs raised there alone, and rank 1 waited in the next
+    collective until torchrun tore it down ("unexpected error")."""
+    run_ranks(_failing_rank, 2, tmp_path, timeout=120)
+    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    assert main.startswith("TrainingDiverged: Training diverged in epoch 1 of 3: its outputs stopped being numbers")
+    assert other == ("TrainingStopped: Training stopped: the main training process (rank 0) failed; its message "
+                     "says why.")
+
+
 @pytest.mark.slow
 def test_rank_0_decides_early_stopping_for_every_rank(tmp_path):
     run_ranks(_rank, 2, tmp_path)

@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from core.errors import CheckpointError, TrainingCancelled, TrainingDiverged
+from core.errors import CheckpointError, TrainingCancelled, TrainingDiverged, TrainingStopped, TriageError
 from core.films.folders import FilmSet
 from core.films.tensor import as_float
 from core.models.device import has_convolutions, training_autocast
@@ -86,23 +86,38 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
         train_loss = hardware.mean(float(np.mean(losses)))
         if not math.isfinite(train_loss):  # every rank sees the same mean: they stop together
             raise TrainingDiverged(_diverged(epoch, f"the loss became {train_loss}", config, hardware))
+        failure = None  # rank 0's alone (validating, writing the state): raised on every rank together
         if hardware.is_main:  # the other ranks wait for its decision below
             try:
                 record = _validate(model, x_val, val_set, trainer.loss_fn.weight.cpu(), epoch, train_loss, started,
                                    hardware, steps_seconds, config.batch_size)
-            except CheckpointError as exc:  # the epoch's last step left weights whose outputs are not numbers
-                raise TrainingDiverged(_diverged(epoch, "its outputs stopped being numbers", config, hardware)) \
-                    from exc
-            _judge(progress, record, model, config)
+                _judge(progress, record, model, config)
+            except CheckpointError:  # the epoch's last step left weights whose outputs are not numbers
+                failure = TrainingDiverged(_diverged(epoch, "its outputs stopped being numbers", config, hardware))
+            except (TriageError, torch.OutOfMemoryError) as exc:
+                failure = exc
+        _raise_everywhere(failure, hardware)
         progress.epoch, progress.seconds = epoch, time.monotonic() - started
         if run:
-            run.save(progress, model, trainer.optimiser, trainer.schedule, trainer.generator)
+            try:
+                run.save(progress, model, trainer.optimiser, trainer.schedule, trainer.generator)
+            except TriageError as exc:  # a full disk: only rank 0 writes, after the states are gathered
+                failure = exc
+            _raise_everywhere(failure, hardware)
         if hardware.is_main:  # after the save: whoever sees the epoch finished can resume from it
             emit(EpochEvent(epochs=config.epochs, last=progress.finished, **progress.history[-1].model_dump()))
         if hardware.from_main(progress.stale >= config.patience):
             emit(NoteEvent(message=f"early stop: no validation AUC gain for {progress.stale} epochs"))
             break
     return progress.best_state, progress.history
+
+
+def _raise_everywhere(failure: BaseException | None, hardware: Hardware) -> None:
+    """``failure`` (one rank's) raised on every rank: the others were left waiting in the next collective until
+    torchrun tore them down, and said only that an unexpected error had stopped them (a review)."""
+    if hardware.on_any(failure is not None):
+        raise failure or TrainingStopped("Training stopped: the main training process (rank 0) failed; its message "
+                                         "says why.")
 
 
 def _diverged(epoch: int, what: str, config: TrainConfig, hardware: Hardware) -> str:
