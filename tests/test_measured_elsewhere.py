@@ -95,6 +95,11 @@ def test_figures_titled_as_the_products_own_rows_stand_apart_and_one_title_is_ke
     assert table.loc["Another batch: films", stored.name] == "not measured"  # the product's own row, as it was
     assert table.loc["Another batch, measured elsewhere: films", stored.name] == "200"
     assert elsewhere_summaries(stored)[0].startswith("**Another batch, measured elsewhere** (200 films")
+    data = json.loads(path.read_text())  # the same title from someone else: refused, the first measurer's kept
+    path.write_text(json.dumps({**data, "measured_by": "another site"}))
+    with pytest.raises(CommandRefused, match="already carries figures titled 'Another batch' that someone else"):
+        record_measurements(path)
+    assert read_model_record(tmp_path / f"{stored.name}.json").measured_elsewhere == stored.measured_elsewhere
 
 
 @pytest.mark.parametrize("change, message", [

@@ -59,10 +59,11 @@ def attach_other_reports(json_path: Path, reports: dict[str, Report]) -> ModelRe
 
 def attach_measured_elsewhere(json_path: Path, measured: MeasuredElsewhere) -> ModelRecord:
     """Add figures measured elsewhere to an existing version, replacing its earlier ones from the same films and
-    measurer, or under the same title (two kept under one title showed as one row on Compare, with two points:
-    a review); the weights and every other field are unchanged."""
+    measurer, or the same measurer's under the same title (two kept under one title showed as one row on Compare,
+    with two points: a review; another measurer's under the title is refused before this, by
+    core.training.measured_elsewhere); the weights and every other field are unchanged."""
     def change(record: ModelRecord) -> dict:
-        kept = tuple(m for m in record.measured_elsewhere if m.title != measured.title
-                     and (m.films, m.measured_by) != (measured.films, measured.measured_by))
+        kept = tuple(m for m in record.measured_elsewhere if m.measured_by != measured.measured_by
+                     or (m.title != measured.title and m.films != measured.films))
         return {"measured_elsewhere": (*kept, measured)}
     return update_record(json_path, change)

@@ -89,6 +89,11 @@ def record_measurements(path: Path, who: str = "cli") -> Recorded:
             skipped.append((figures.model, str(exc)))
     if not planned:
         raise CommandRefused(" ".join(reason for _, reason in skipped))
+    clashes = sorted({entry.name for entry, measured in planned for earlier in entry.record.measured_elsewhere
+                      if earlier.title == measured.title and earlier.measured_by != measured.measured_by})
+    if clashes:  # one title, two measurers: replacing would lose the other's figures, keeping both would merge them
+        raise CommandRefused(f"{', '.join(clashes)} already carries figures titled {reported.title!r} that someone "
+                             "else measured; give these figures another title (both are then kept).")
     for folder in {entry.json_path.parent for entry, _ in planned}:  # a shipped and a site version: both folders
         ensure_models_writable(folder)
     from core.store.descriptions import attach_measured_elsewhere  # torch: only once the whole file checked out
