@@ -168,32 +168,6 @@ def test_a_job_started_from_the_form_runs_in_the_background_and_can_become_the_d
     assert parse(last.at) is not None
 
 
-def test_a_start_that_would_replace_an_interrupted_run_of_the_same_settings_asks_first(places, monkeypatch):
-    """Found by a review: a new run of the same settings on the same folder replaces the kept run after its first
-    epoch, and the page started it with no word while it offered to resume that run."""
-    import core.jobs.jobs
-    from core.store.records import Fingerprint
-    from core.training.saved_runs import SavedRun, runs_dir
-
-    started = []
-    monkeypatch.setattr(core.jobs.jobs, "start_job", lambda data_dir, config, **kw: started.append(config))
-    config = TrainConfig(arch="mlp", epochs=2, image_size=64, max_films=120).resolved()  # as the form fills it
-    films = Fingerprint(n=96, class_counts={"NORMAL": 48, "PNEUMONIA": 48}, sha256="0" * 64)
-    runs_dir().mkdir(parents=True)
-    (runs_dir() / "0a1b.json").write_text(SavedRun(key="0a1b", data_dir=str(TRAIN_DIR.resolve()), config=config,
-                                                   train=films, validation=films, epoch=1).model_dump_json())
-    (runs_dir() / "0a1b.pt").write_bytes(b"state")
-    at = retrain_page()
-    _fill(at, epochs=2)
-    assert started == [] and any("An interrupted run of these settings on this folder is kept (after epoch 1 of "
-                                 "2)" in w.value for w in at.warning)
-    next(b for b in at.button if b.label == "Start anyway, replacing it").click()
-    at.run()
-    assert not at.exception and [c.resolved() for c in started] == [config]
-    _fill(at, epochs=1)  # other settings: nothing to replace, started at once
-    assert len(started) == 2 and not any("interrupted run" in w.value for w in at.warning)
-
-
 def test_a_finished_job_below_the_floor_says_why_and_what_to_train_instead(places, settings_env):
     """The same words as the CLI's refusal: the reasons, then the advice (here: more films)."""
     checkpoints, jobs = places

@@ -33,7 +33,7 @@ IMAGE_SIZES = (None, *(s for s in (64, 96, 128, 160, 192, 224, 256, 320)
 AUDIT_ROWS = 50
 JOBS_READ, HISTORY_ROWS = 200, 10  # jobs read (finished ones are pruned after 30 days), jobs listed
 FOLDER = "folder"
-REPLACING = "retrain-replacing"  # (folder, settings, how far) of a start that would replace a kept run
+REPLACING = "retrain-replacing"  # (folder, settings) of a start that would replace a kept run: asked first
 
 
 def training_source() -> Path | None:
@@ -143,26 +143,37 @@ def start(data_dir: Path, config: TrainConfig, user) -> None:
         st.error(f"Training was not started. {without_server_paths(str(exc), data_dir)}", icon=":material/error:")
 
 
+def kept_run(data_dir: Path, config: TrainConfig):
+    """The interrupted run a start of ``config`` would replace after its first epoch, while no job runs (a running
+    job of the same settings is not an interrupted one; Start says a job runs), else None."""
+    try:
+        return None if active_job() is not None else saved_run_like(data_dir, config)
+    except (TriageError, ValueError, OSError):  # start_job says what is wrong with the request, in its words
+        return None
+
+
 def start_unless_it_replaces(data_dir: Path, config: TrainConfig, user) -> None:
     """Start, unless an interrupted run of the same settings on the same folder is kept: a new run replaces it after
     its first epoch, so its Resume went with no word (a review). Then the page asks first."""
     st.session_state.pop(REPLACING, None)  # a question asked for an earlier press is not this one's
-    try:
-        kept = saved_run_like(data_dir, config)
-    except (TriageError, ValueError, OSError):  # start_job says what is wrong with the request, in its words
-        kept = None
-    if kept is None:
+    if kept_run(data_dir, config) is None:
         start(data_dir, config, user)
         return
-    st.session_state[REPLACING] = (data_dir, config, kept.where)
+    st.session_state[REPLACING] = (data_dir, config)
     start_anyway(user)
 
 
 def start_anyway(user) -> None:
-    data_dir, config, where = st.session_state[REPLACING]
-    st.warning(f"An interrupted run of these settings on this folder is kept ({where}). A new run starts again "
-               "from the first epoch and replaces it once that epoch ends: resume it under the job panel instead, or "
-               "start anyway.", icon=":material/warning:")
+    """The question, for as long as it holds: once the run is resumed, shipped or pruned, or a job runs, it goes
+    (it stayed, offering to replace a run no longer there: a review of the day's diff)."""
+    data_dir, config = st.session_state[REPLACING]
+    kept = kept_run(data_dir, config)
+    if kept is None:
+        del st.session_state[REPLACING]
+        return
+    st.warning(f"An interrupted run of these settings on this folder is kept ({kept.where}). A new run starts "
+               "again from the first epoch and replaces it once that epoch ends; where its job offers Resume, "
+               "resuming continues it instead.", icon=":material/warning:")
     if st.button("Start anyway, replacing it", key="start-anyway", icon=":material/restart_alt:"):
         del st.session_state[REPLACING]
         start(data_dir, config, user)
