@@ -139,19 +139,28 @@ def test_the_watcher_ends_a_run_stuck_before_its_first_step_and_lets_an_epoch_en
     assert not seconds_after_cancel(starting, 20) and seconds_after_cancel(starting, 31)
     (starting.folder / "cancel").write_text("now")
 
-    class Passing:  # each wait of the watcher: 31 s pass, and it goes on
+    class Passing:  # each wait of the watcher: ``step`` seconds pass, and it goes on
+        def __init__(self, step: float):
+            self.step = step
+
         def wait(self, seconds):
-            now[0] += 31.0
+            now[0] += self.step
             return False
 
     with pytest.raises(_Exited):
-        starting.watch_cancel(Passing())
+        starting.watch_cancel(Passing(31.0))
     assert read_status(starting.folder).message.startswith("Training was cancelled before it started")
     validating = _runner(tmp_path / "b", monkeypatch)
     validating.emit(StepEvent(epoch=1, epochs=3, step=9, steps=9, loss=0.7, progress=1 / 3, eta_seconds=60))
     assert not seconds_after_cancel(validating, 120) and seconds_after_cancel(validating, 301)
     validating.emit(EpochEvent(epoch=1, epochs=3, train_loss=0.7, val_loss=0.6, val_auc=0.9, seconds=60.0))
     assert seconds_after_cancel(validating, 31)  # saved: back to the usual wait
+    stuck = _runner(tmp_path / "c", monkeypatch)  # ended after the longer wait: its message says which
+    stuck.emit(StepEvent(epoch=1, epochs=3, step=9, steps=9, loss=0.7, progress=1 / 3, eta_seconds=60))
+    stuck.cancel_since = now[0]
+    with pytest.raises(_Exited):
+        stuck.watch_cancel(Passing(301.0))
+    assert read_status(stuck.folder).message.startswith("Training did not stop between steps within 300 s")
 
 
 def test_a_long_run_s_progress_is_read_from_its_latest_events(tmp_path, monkeypatch):

@@ -100,8 +100,9 @@ class JobRunner:
             if self.cancel_since is None and (self.cancel_requested or (self.folder / "cancel").exists()):
                 self.cancel_since = time.monotonic()
             if self.cancel_since is not None and self.force_cancel_due(time.monotonic()):
-                self.finish(CANCELLED, (f"Training did not stop between steps within {FORCE_CANCEL_AFTER_S:.0f} s of "
-                                        "Cancel, so it was ended; nothing was registered." if self.training_started
+                waited = EPOCH_END_GRACE_S if self.epoch_ending else FORCE_CANCEL_AFTER_S
+                self.finish(CANCELLED, (f"Training did not stop between steps within {waited:.0f} s of Cancel, so "
+                                        "it was ended; nothing was registered." if self.training_started
                                         else CANCELLED_EARLY) + self._kept())
                 stop_process_group()
 

@@ -105,7 +105,8 @@ def _progress(job: Job, progress: JobProgress, user: User) -> None:
         return
     if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
                  help="Stops between training steps; nothing is registered. The epochs already finished are "
-                      "kept, so the run can be resumed. A run still training 30 s later is ended at once."):
+                      "kept, so the run can be resumed. A run that has not stopped 30 s later is ended (5 minutes "
+                      "while an epoch's validation and saved state are written)."):
         try:
             cancel_job(job.job_id, job.folder.parent, who=user.who)
         except TriageError as exc:
