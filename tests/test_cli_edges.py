@@ -331,3 +331,20 @@ def test_the_models_table_shows_a_dash_where_a_figure_does_not_exist(monkeypatch
     assert cli.main(["models"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert f"val AUC — acc {entry.record.report.accuracy:.4f}" in line
+
+
+def test_a_promotion_that_fails_after_registration_names_the_version_whatever_the_failure(monkeypatch):
+    """Found by a review of the day's diff: only a refusal by the floor gave the registered version's name; an audit
+    log that filled meanwhile gave neither the name nor that the version stays."""
+    import core.store.promotion
+    from core.errors import AuditLogUnavailable
+    from core.training.commands import _make_default
+
+    def full(*args, **kwargs):
+        raise AuditLogUnavailable("The change could not be recorded, so the default is unchanged.")
+
+    monkeypatch.setattr(core.store.promotion, "promote", full)
+    with pytest.raises(AuditLogUnavailable) as failed:
+        _make_default("pneumonia-cnn5-v9", override=False)
+    assert str(failed.value).endswith("so the default is unchanged. pneumonia-cnn5-v9 stays registered.")
+    assert failed.value.details == {"name": "pneumonia-cnn5-v9"}

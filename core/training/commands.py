@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from core import config
-from core.errors import CommandRefused, DeviceOutOfMemory, PromotionRefused
+from core.errors import CommandRefused, DeviceOutOfMemory, PromotionRefused, TriageError
 from core.wording import json_line
 
 def run_train(args) -> int:
@@ -120,13 +120,16 @@ def _check_override(args) -> None:
 
 
 def _make_default(name: str, override: bool, directory: Path | None = None) -> None:
-    """Through the promotion floor; a refused new version stays registered, and the error says so."""
+    """Through the promotion floor; a new version whose promotion fails (refused, the audit log full, ...) stays
+    registered, and the error says so and gives its ``name``."""
     from core.store.promotion import promote
 
     try:
         promote(name, who=_who(), override=override, directory=directory)
-    except PromotionRefused as exc:
-        raise PromotionRefused(f"{exc} {name} stays registered; the default is unchanged.", name=name) from None
+    except TriageError as exc:
+        unchanged = "; the default is unchanged" if isinstance(exc, PromotionRefused) else ""
+        exc.args, exc.details = (f"{exc} {name} stays registered{unchanged}.",), {**exc.details, "name": name}
+        raise
 
 
 def run_ensemble(args) -> int:
