@@ -21,6 +21,7 @@ try:
     _handler.setFormatter(_JsonLines())
     logging.getLogger().addHandler(_handler)
     code = main()
+    sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe is then the error below (exit 120 before)
 except KeyboardInterrupt:  # Ctrl+C while the program still imports, before main() answers for itself
     print('{"error": "interrupted"}', flush=True)
     code = 1
