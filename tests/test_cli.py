@@ -100,6 +100,8 @@ def test_predict_refuses_paths_it_cannot_open_before_loading_a_model(tmp_path):
         {"file": str(missing), "error": "nope.jpeg does not exist or is not a file. Check the path."},
         {"file": str(tmp_path / "folder.png"), "error": "folder.png is a folder, not a film: name the films in it."},
     ]
+    code, lines, torch_imported = _in_process(tmp_path, "predict", missing, missing, "--json")  # named twice
+    assert code == 1 and not torch_imported and [line["file"] for line in lines] == [str(missing)]
 
 
 def test_evaluate_refuses_a_missing_folder_before_loading_a_model(tmp_path):

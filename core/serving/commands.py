@@ -21,7 +21,7 @@ def run_predict(args) -> int:
             check_film_path(file)
         except TriageError as exc:
             unopenable[file] = exc
-    if len(unopenable) == len(args.files):  # nothing to triage: say so now, not after seconds of model loading
+    if all(file in unopenable for file in args.files):  # nothing to triage: said now, not after seconds of loading
         for file, exc in unopenable.items():
             _film_failed(args, file, exc)
         return 1
