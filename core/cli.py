@@ -246,7 +246,7 @@ def _evaluate(args) -> int:
         print(json_line({**report.to_json(), "cautions": cautions}))
         return 0
     sens, spec = report.sensitivity, report.specificity
-    auc = "— (needs films of two classes)" if report.auc is None or report.auc != report.auc else f"{report.auc:.3f}"
+    auc = "— (needs films of every class)" if report.auc is None or report.auc != report.auc else f"{report.auc:.3f}"
     print(f"{loaded.name} on {report.n} films: accuracy {report.accuracy:.3f}, AUC {auc}"
           + (f", sensitivity {sens:.3f}, specificity {spec:.3f} at threshold {report.threshold:.3f}"
              if sens is not None and spec is not None else ""))

@@ -65,8 +65,9 @@ def add_collection_report(name: str, data_dir: str | Path | None = None, device:
         reports = collection_reports(model, training_folder, loaded.image_size, record.operating_point,
                                      record.training.config.seed)
         if not reports:
-            raise CommandRefused(f"The other collection ({FOLDER.as_posix()} in the shared data folder) is not on "
-                                 "this server.")
+            raise CommandRefused(f"The other collection ({FOLDER.as_posix()} in the shared data folder) gave no "
+                                 "figures: it is not on this server, holds only copies of the training films, or one "
+                                 "of its films cannot be read (a warning above says which).")
         return reports
 
     return _add(name, "collection-check", measure, device, who)
