@@ -108,3 +108,27 @@ def test_a_version_whose_description_cannot_be_written_leaves_no_files(trained_m
         ship_version(loaded.model, loaded.record, "base", directory=tmp_path, population=loaded.population)
     assert str(tmp_path) not in str(refused.value)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == []
+
+
+def test_a_shipped_description_whose_manifest_cannot_be_signed_is_put_back(copied_model, settings_env, monkeypatch):
+    """Found by a CLI review: the JSON was rewritten first and the manifest re-signed after, outside the restore; a
+    full disk (or a stop signal) between them left a shipped version its manifest refuses (a default: its task
+    with it)."""
+    import errno
+
+    from core.store import manifest
+    from core.store.descriptions import attach_other_reports
+    from core.store.records import read_model_record
+
+    settings_env(CXR_CHECKPOINTS=str(copied_model.parent))
+    manifest.write_manifest(copied_model.parent)
+    before = copied_model.read_bytes()
+    report = read_model_record(copied_model).report.model_copy(update={"split": "a site's films"})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(manifest, "write_manifest", full)
+    with pytest.raises(OSError):
+        attach_other_reports(copied_model, {"site": report})
+    assert copied_model.read_bytes() == before and manifest.check(copied_model.parent) == []

@@ -16,6 +16,7 @@ from core.store.checkpoints import population_file, save_population
 from core.store.lock import registry_lock
 from core.store.records import HoldoutRun, MeasuredElsewhere, ModelRecord, PopulationCheck, read_model_record
 from core.store.reports import OUT_OF_BATCH, Report
+from core.stop_signals import stops_held
 
 
 def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = ()) -> ModelRecord:
@@ -23,15 +24,15 @@ def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = ()) -
     write it atomically, all under the registry lock; a shipped version's manifest is re-signed for it and for
     ``also_signed`` (files ``change`` writes beside it, put back as they were when the description cannot be
     written). Returns the record as stored."""
-    with registry_lock(json_path.parent):
+    with registry_lock(json_path.parent), stops_held():  # Ctrl+C or SIGTERM waits for the manifest too
         current = read_model_record(json_path)
-        with ExitStack() as beside:
-            for path in also_signed:
-                beside.enter_context(restored_on_failure(path))
+        with ExitStack() as beside:  # the description too: a manifest that cannot be signed leaves all as it was
+            for path in (json_path, *also_signed):  # (a shipped version no longer matching it is refused, the
+                beside.enter_context(restored_on_failure(path))  # default's task with it: a CLI review)
             record = current.model_copy(update=change(current))
             atomic_write_json(json_path, record.to_json())
-        if manifest.is_shipped(json_path):
-            manifest.write_manifest(manifest.shipped_dir(), [json_path, *also_signed])
+            if manifest.is_shipped(json_path):
+                manifest.write_manifest(manifest.shipped_dir(), [json_path, *also_signed])
     return record
 
 
