@@ -380,3 +380,17 @@ def test_evaluate_picks_the_smallest_task_that_covers_the_folder(three_tasks, ka
         find_default_for_classes(("NORMAL",))
     code, lines = _cli(capsys, "evaluate", films_dir / "NORMAL", "--json")
     assert code == 1 and "not a class-folder tree" in lines[0]["error"]  # a class folder itself is no tree
+
+
+def test_evaluate_never_reads_a_folder_with_a_larger_task_s_default_when_the_smallest_has_none(tmp_path,
+                                                                                                settings_env):
+    """Found by a CLI review: a pneumonia task whose versions had not cleared the floor (so no default) had its
+    folder quietly read by the four-class default, while predict refuses such a task."""
+    site = tmp_path / "site"
+    _register(site, "pneu-v1", ("NORMAL", "PNEUMONIA"), default=False)
+    _register(site, "four-v1", FOUR)
+    settings_env(CXR_MODELS=str(site))
+    with pytest.raises(ModelNotFound, match=r"^The pneumonia task, whose models read NORMAL, PNEUMONIA, has no "
+                                            r"default model .*: pneu-v1\. Choose one with --model"):
+        find_default_for_classes(("NORMAL", "PNEUMONIA"))
+    assert find_default_for_classes(("TUBERCULOSIS",)).name == "four-v1"  # only the four-class task reads it

@@ -19,7 +19,9 @@ def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Pa
     defaults = [e for e in covering if e.is_default]
     broken = {task: found for task, found in broken.items() if task in TASKS and wanted <= set(TASKS[task].classes)}
     shown = ", ".join(sorted(wanted))
-    sizes = [len(e.classes) for e in defaults] + [len(TASKS[task].classes) for task in broken]
+    # the smallest task with any version that reads them, default or not: a larger task's default never stands
+    # in for one whose versions have not cleared the floor (a CLI review), as predict refuses such a task
+    sizes = [len(e.classes) for e in covering] + [len(TASKS[task].classes) for task in broken]
     if sizes:
         fewest = min(sizes)
         unusable = [(task, *found) for task, found in sorted(broken.items()) if len(TASKS[task].classes) == fewest]
@@ -31,11 +33,14 @@ def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Pa
         best = [e for e in defaults if len(e.classes) == fewest]
         if len(best) == 1:
             return best[0]
-        raise ModelNotFound(f"The default models of several tasks read {shown}: "
-                            f"{', '.join(f'{e.name} ({e.task})' for e in best)}; choose one with --model.")
-    if covering:
-        raise ModelNotFound(f"No task's default model reads {shown}; models that do: "
-                            f"{', '.join(e.name for e in covering)}; choose one with --model.")
+        if best:
+            raise ModelNotFound(f"The default models of several tasks read {shown}: "
+                                f"{', '.join(f'{e.name} ({e.task})' for e in best)}; choose one with --model.")
+        smallest = [e for e in covering if len(e.classes) == fewest]
+        raise ModelNotFound(f"The {' and '.join(sorted({e.task for e in smallest}))} task, whose models read "
+                            f"{', '.join(sorted({c for e in smallest for c in e.classes}))}, has no default model "
+                            f"(none of its versions has cleared the promotion floor); its models: "
+                            f"{', '.join(e.name for e in smallest)}. Choose one with --model.")
     if not entries:
         return pick(entries, problems, None, None)  # no usable model at all: says so, and why
     tasks = sorted({f"{e.task} ({', '.join(e.classes)})" for e in entries})
