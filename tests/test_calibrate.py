@@ -144,3 +144,26 @@ def test_a_device_out_of_memory_is_a_message_and_registers_nothing(trained_model
                                                 "registered"):
         calibration.calibrate(trained_model.name, 0.97, directory=registry)
     assert sorted(p.name for p in registry.iterdir()) == before
+
+
+def test_a_copy_without_its_population_file_calibrates_and_one_without_a_normal_class_is_refused(trained_model,
+                                                                                                  registry):
+    """Found by a review: a version copied without NAME.population.pt loads without its check, and calibrating it
+    then failed after all the work (a ValueError, a traceback on the page); the CLI registered a copy of a model
+    with no normal class, whose reading no threshold changes, with an audit line for a target nothing met."""
+    from core.models.build import build_model
+    from core.store.checkpoints import save_checkpoint
+    from core.store.records import ModelArgs
+    from core.store.reports import OperatingPoint
+
+    (registry / f"{trained_model.name}.population.pt").unlink()
+    stored = calibrate(trained_model.name, 0.97, directory=registry)
+    assert stored.population_check is None and stored.operating_point.target_sensitivity == 0.97
+    classes = ("COVID-19", "TUBERCULOSIS")  # no normal class: every film read by its most probable class
+    save_checkpoint(registry, build_model("logistic", 2, 32)[0], ModelRecord(
+        name="abnormal-v1", task="covid-19-tuberculosis", arch="logistic", classes=classes, model_args=ModelArgs(
+            num_classes=2, image_size=32), operating_point=OperatingPoint(classes=classes, normal_index=None, threshold=0.5)))
+    before = sorted(p.name for p in registry.iterdir())
+    with pytest.raises(CalibrationError, match="^abnormal-v1 has no normal class, so it has no threshold"):
+        calibrate("abnormal-v1", 0.98, directory=registry)
+    assert sorted(p.name for p in registry.iterdir()) == before

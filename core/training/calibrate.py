@@ -87,6 +87,10 @@ def _calibrate(name: str | None, target_sensitivity: float, data_dir: str | Path
                make_default: bool, where: torch.device, who: str, site_folder: str | Path | None) -> ModelRecord:
     loaded = load_checkpoint(find_model(name, directory).json_path)
     record = loaded.record
+    if record.operating_point.normal_class is None:  # the page offers none such; the CLI registered a copy of the
+        # same reading, with an audit line for a target nothing met (a review)
+        raise CalibrationError(f"{record.name} has no normal class, so it has no threshold to choose: it reads "
+                               "every film by its most probable class. Nothing was registered.")
     site = read_site_folder(site_folder, record.classes, record.task) if site_folder is not None else None
     val_set, held_out, training_folder = recorded_split(record, data_dir)
     if site is not None:
@@ -117,6 +121,9 @@ def _calibrate(name: str | None, target_sensitivity: float, data_dir: str | Path
         "calibration": _calibration(loaded.name, previous, target_sensitivity, site),
         "holdout_run": None,  # another run's other-batch figures were read at that run's threshold, not this one's
         "measured_elsewhere": elsewhere,
+        # a version copied without its check's file is loaded without it (core.store.checkpoints): so is this one,
+        # not a record naming a check it cannot save (a ValueError after minutes of work: a review)
+        "population_check": record.population_check if loaded.population is not None else None,
     })
     stored = ship_version(  # same weights, same training films: same population; no audit entry, no version
         model, calibrated, _VERSION.sub("", loaded.name), directory, who=who, population=loaded.population,
