@@ -342,3 +342,29 @@ def test_a_site_folder_drawn_from_the_other_collection_gets_no_other_collection_
     settings_env(CXR_DATA_ROOTS=str(roots))
     new = calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
     assert set(new.other_reports) == {SITE, TIGHTER_FRAMING}  # its own validation's framing stays
+
+
+def test_calibrate_pressed_again_after_the_site_folder_changed_calibrates_again(trained_model, registry, tmp_path,
+                                                                                settings_env, films_dir):
+    """Found by a review: the page's guard against a double press knew the folder by name only, so pressing again
+    after relabelling films (moved between class folders) showed the version chosen on the wrong labels."""
+    site = tmp_path / "site-root" / "ward"
+    for name in ("NORMAL", "PNEUMONIA"):
+        (site / name).mkdir(parents=True)
+        for film in sorted((films_dir / name).iterdir())[:4]:
+            shutil.copy(film, site / name)
+    roots = tmp_path / "roots.json"
+    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
+    settings_env(CXR_MODELS=str(registry), CXR_JOBS=str(tmp_path / "jobs"), CXR_DATA_ROOTS=str(roots))
+    at = _retrain_page()
+    at.radio(key="calibrate-source").set_value("site folder").run()
+    at.selectbox(key="calibrate-site-root").set_value("ward-7").run()
+    at.selectbox(key="calibrate-site-folder-ward-7").set_value("ward").run()
+    for _ in range(2):  # pressed twice: one version
+        next(b for b in at.button if b.label == "Calibrate").click().run()
+    assert not at.exception and len(list_models(registry)[0]) == 2
+    moved = sorted((site / "NORMAL").iterdir())[0]
+    moved.rename(site / "PNEUMONIA" / moved.name)  # relabelled
+    next(b for b in at.button if b.label == "Calibrate").click().run()
+    assert not at.exception and len(list_models(registry)[0]) == 3
+    assert not [i.value for i in at.info if "already recalibrated" in i.value]

@@ -16,6 +16,7 @@ from core.films.manifest import recorded_source
 from core.store.registry import ModelEntry
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.reports import chosen_on, percent, threshold_value
+from dashboard.folder_stamp import folder_stamp
 from dashboard.labels import without_server_paths
 from dashboard.state import registered_models
 
@@ -82,7 +83,10 @@ def calibrate_section(user: User) -> None:
         st.error("The model was not recalibrated. Choose a labelled folder inside a data root.",
                  icon=":material/error:")
         return
-    asked = (entry.name, round(float(target) / 100, 4), str(folder) if folder is not None else None)
+    # the site folder by its contents too: pressed again after films were relabelled (moved between class folders),
+    # added or removed, it calibrates again instead of showing the version chosen before (a review)
+    asked = (entry.name, round(float(target) / 100, 4), str(folder) if folder is not None else None,
+             folder_stamp(folder) if folder is not None else "")
     done = st.session_state.get(_DONE)
     if done is not None and done[0] == asked and done[1] in by_name:  # pressed again while it ran, or after
         st.info(f"{entry.name} was already recalibrated for this target and these films in this session: "
