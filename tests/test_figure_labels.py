@@ -61,3 +61,25 @@ def test_a_macro_auc_says_so_where_its_row_says_only_auc():
     assert all(", macro;" in line for line in line_summaries(covid))
     binary = read_model_record(SHIPPED_DIR / "pneumonia-cnn5-v1.json")
     assert "macro" not in travel_table(binary).loc["AUC", "Validation"]
+
+
+def test_two_versions_calibrated_on_two_sites_films_never_share_a_row_or_a_chart_series():
+    """Found by a review: every site report had one title, so Compare showed one "Site films" row with two sites'
+    figures side by side, as if read on the same films."""
+    from core.store.records import Calibration
+    from dashboard.components.travel import TRAVEL_TITLES, travel_comparison, travel_points
+
+    entries = []
+    for ward in ("ward-a", "ward-b"):
+        record = _entry("pneumonia-logistic-v1").record
+        calibration = Calibration.model_validate({"from": "pneumonia-logistic-v0", "target_sensitivity": 0.95,
+                                                  "source": "site folder", "folder": f"site/{ward}"})
+        record = record.model_copy(update={"name": f"logistic-{ward}", "calibration": calibration,
+                                           "other_reports": {**record.other_reports, "site": record.report}})
+        entries.append(ModelEntry(record, False, SHIPPED_DIR / f"{record.name}.json", SHIPPED))
+    table = travel_comparison(entries)
+    site = TRAVEL_TITLES["site"]
+    assert table.loc[f"{site}: site/ward-a: films", "logistic-ward-b"] == "not measured"
+    assert table.loc[f"{site}: site/ward-b: films", "logistic-ward-a"] == "not measured"
+    assert {p.films for p in travel_points(entries) if p.films.startswith(site)} == {f"{site}: site/ward-a",
+                                                                                     f"{site}: site/ward-b"}

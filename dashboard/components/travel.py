@@ -49,10 +49,13 @@ def other_reports_in_order(record: ModelRecord) -> list[tuple[str, str, Report]]
     return [(key, travel_title(key, shown[key]), shown[key]) for key in keys]
 
 
-def travel_reports(record: ModelRecord) -> dict[str, Report]:
-    """Title -> report: internal validation first, then the other reports (:func:`other_reports_in_order`)."""
+def travel_reports(record: ModelRecord, sites_apart: bool = False) -> dict[str, Report]:
+    """Title -> report: internal validation first, then the other reports (:func:`other_reports_in_order`);
+    ``sites_apart`` (Compare): a site's films titled by their folder, so two sites' never share a row (a review)."""
+    site = record.calibration.folder if sites_apart and record.calibration is not None else None
     reports = {VALIDATION: record.report} if record.report is not None else {}
-    reports.update({title: report for _, title, report in other_reports_in_order(record)})
+    reports.update({f"{title}: {site}" if key == "site" and site else title: report
+                    for key, title, report in other_reports_in_order(record)})
     return reports
 
 
@@ -113,9 +116,8 @@ def site_range_figures(record: ModelRecord) -> tuple[str, str, str, str] | None:
         return None
 
     def text(span, as_percent: bool = True) -> str:
-        if span is None:
-            return _missing("not computed")
-        return interval_text(span, as_percent) + (" %" if as_percent else "")
+        unit = " %" if as_percent else ""
+        return _missing("not computed") if span is None else interval_text(span, as_percent) + unit
 
     films = record.other_reports[READINGS[0]].n
     return (f"{films} × 2 readings", text(spans.auc, as_percent=False), text(spans.sensitivity),
@@ -157,12 +159,8 @@ def elsewhere_summaries(record: ModelRecord) -> list[str]:
 
 def elsewhere_thresholds(record: ModelRecord) -> list[str]:
     """The threshold each set of figures measured elsewhere was read at, where it was reported."""
-    notes = []
-    for measured in record.measured_elsewhere:
-        if measured.threshold is None:
-            continue
-        notes.append(f"{elsewhere_title(measured)}: read at threshold {_read_at(record, measured.threshold)}.")
-    return notes
+    return [f"{elsewhere_title(measured)}: read at threshold {_read_at(record, measured.threshold)}."
+            for measured in record.measured_elsewhere if measured.threshold is not None]
 
 
 def _read_at(record: ModelRecord, threshold: float, between: str = " (", after: str = ")") -> str:
@@ -196,8 +194,9 @@ def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
     """Compare's rows beside internal validation: one column per model, one row per set of films and figure
     (another batch always, site and other sets when a model has them), ``not measured`` where a
     model lacks that set."""
-    per_model = {entry.name: {**{title: travel_figures(report) for title, report in travel_reports(entry.record).items()
-                                 if title != VALIDATION}, **elsewhere_columns(entry.record)} for entry in entries}
+    per_model = {entry.name: {**{title: travel_figures(report) for title, report in travel_reports(
+        entry.record, sites_apart=True).items() if title != VALIDATION}, **elsewhere_columns(entry.record)}
+        for entry in entries}
     for entry in entries:
         spans = site_range_figures(entry.record)
         if spans is not None:
@@ -290,7 +289,8 @@ class TravelPoint:
 def travel_points(entries: list[ModelEntry]) -> list[TravelPoint]:
     points = []
     for entry in entries:
-        sets = [*travel_reports(entry.record).items(), *((elsewhere_title(m), m) for m in entry.record.measured_elsewhere)]
+        sets = [*travel_reports(entry.record, sites_apart=True).items(),
+                *((elsewhere_title(m), m) for m in entry.record.measured_elsewhere)]
         for title, figures in sets:
             for figure, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
                                             ("Specificity", figures.specificity, figures.specificity_ci)):
