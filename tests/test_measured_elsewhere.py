@@ -268,3 +268,32 @@ def test_a_model_of_three_classes_gets_its_class_level_accuracy_and_no_auc_inter
     assert measured.auc == 0.97 and measured.auc_ci is None
     assert elsewhere_films([stored])[0].endswith("(Wilson; Hanley–McNeil for the AUC of two classes, none for a "
                                                  "macro AUC of more).")
+
+
+def test_each_version_is_reported_as_it_is_stored_so_a_later_failure_leaves_no_change_unsaid(model_here, tmp_path,
+                                                                                             monkeypatch):
+    """Found by a CLI review: the versions stored were printed only after the last, so a failure on the second
+    answered with its error alone while the first already carried the figures."""
+    import core.store.descriptions as descriptions
+    from core.errors import CheckpointError
+
+    second = model_here.model_copy(update={"name": "pneumonia-second-v1"})
+    (tmp_path / "pneumonia-second-v1.json").write_text(json.dumps(second.to_json()))
+    (tmp_path / "pneumonia-second-v1.pt").write_bytes((tmp_path / f"{model_here.name}.pt").read_bytes())
+    path = _file(tmp_path, model_here)
+    data = json.loads(path.read_text())
+    data["models"].append({**data["models"][0], "model": "pneumonia-second-v1"})
+    path.write_text(json.dumps(data))
+    attach, calls = descriptions.attach_measured_elsewhere, []
+
+    def busy_second_time(json_path, measured):
+        calls.append(json_path.stem)
+        if len(calls) == 2:
+            raise CheckpointError("The model registry is busy; try again in a moment.")
+        return attach(json_path, measured)
+
+    monkeypatch.setattr(descriptions, "attach_measured_elsewhere", busy_second_time)
+    heard = []
+    with pytest.raises(CheckpointError):
+        record_measurements(path, on_stored=lambda record: heard.append(record.name))
+    assert heard == calls[:1] and len(calls) == 2

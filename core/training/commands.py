@@ -183,9 +183,11 @@ def _late_check(args, add, keys: tuple[str, ...]) -> int:
 def run_measured_elsewhere(args) -> int:
     from core.training.measured_elsewhere import record_measurements
 
-    recorded = record_measurements(Path(args.file), who=_who())
-    for record in recorded.stored:
-        print(json_line({"name": record.name, "measured_elsewhere": [m.to_json() for m in record.measured_elsewhere]}))
+    def stored(record) -> None:  # as each is stored: a later failure's error follows the versions already changed
+        print(json_line({"name": record.name, "measured_elsewhere": [m.to_json() for m in record.measured_elsewhere]}),
+              flush=True)
+
+    recorded = record_measurements(Path(args.file), who=_who(), on_stored=stored)
     if recorded.skipped:  # entries for versions this install does not have (or has other weights of)
         print(json_line({"skipped": [{"model": model, "reason": reason} for model, reason in recorded.skipped]}))
     return 0

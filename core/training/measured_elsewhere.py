@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 from pydantic import ConfigDict, Field
 
@@ -65,10 +65,12 @@ class Recorded:
     skipped: list[tuple[str, str]]  # (model named in the file, why its entry describes nothing here)
 
 
-def record_measurements(path: Path, who: str = "cli") -> Recorded:
+def record_measurements(path: Path, who: str = "cli",
+                        on_stored: Callable[[ModelRecord], None] | None = None) -> Recorded:
     """Record every entry of the measurements file at ``path`` on its version, skipping the entries of versions
-    not here (absent, or other weights). CommandRefused (nothing written) when the file or any entry is wrong,
-    or when no entry describes a version here."""
+    not here (absent, or other weights); ``on_stored`` hears of each version once it is stored (a later one that
+    fails leaves the earlier stored: the CLI reported only the error, a review). CommandRefused (nothing written)
+    when the file or any entry is wrong, or when no entry describes a version here."""
     try:
         reported = read_record(MeasurementsFile, Path(path), f"Measurements file {Path(path).name}")
     except OSError as exc:
@@ -105,6 +107,8 @@ def record_measurements(path: Path, who: str = "cli") -> Recorded:
                       measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
                       sensitivity=measured.sensitivity, specificity=measured.specificity)
         stored.append(record)
+        if on_stored is not None:
+            on_stored(record)
     return Recorded(stored, skipped)
 
 
