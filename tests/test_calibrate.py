@@ -160,9 +160,10 @@ def test_a_copy_without_its_population_file_calibrates_and_one_without_a_normal_
     stored = calibrate(trained_model.name, 0.97, directory=registry)
     assert stored.population_check is None and stored.operating_point.target_sensitivity == 0.97
     classes = ("COVID-19", "TUBERCULOSIS")  # no normal class: every film read by its most probable class
+    point = OperatingPoint(classes=classes, normal_index=None, threshold=0.5)
     save_checkpoint(registry, build_model("logistic", 2, 32)[0], ModelRecord(
-        name="abnormal-v1", task="covid-19-tuberculosis", arch="logistic", classes=classes, model_args=ModelArgs(
-            num_classes=2, image_size=32), operating_point=OperatingPoint(classes=classes, normal_index=None, threshold=0.5)))
+        name="abnormal-v1", task="covid-19-tuberculosis", arch="logistic", classes=classes,
+        model_args=ModelArgs(num_classes=2, image_size=32), operating_point=point))
     before = sorted(p.name for p in registry.iterdir())
     with pytest.raises(CalibrationError, match="^abnormal-v1 has no normal class, so it has no threshold"):
         calibrate("abnormal-v1", 0.98, directory=registry)
