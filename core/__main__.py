@@ -5,6 +5,17 @@ import sys
 if sys.stdout is None:  # started with its output closed (``>&-``): an answer printed nowhere once exited 0
     print('{"error": "python -m core: its output is closed, so it has nowhere to answer."}', file=sys.stderr)
     sys.exit(1)
+
+
+def _unwritable(exc: OSError) -> int:
+    """Its output cannot be written: said on stderr, in the JSON of every other error (stderr may still be read),
+    and stdout pointed at nothing, so nothing is flushed there again at exit (Python's own text, exit 120)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    reason = exc.strerror or type(exc).__name__
+    print(json.dumps({"error": f"python -m core: its output could not be written ({reason})."}), file=sys.stderr)
+    return 1
+
+
 try:
     import logging
 
@@ -20,14 +31,16 @@ try:
     _handler = logging.StreamHandler()  # stderr; warnings and above, Python's default level
     _handler.setFormatter(_JsonLines())
     logging.getLogger().addHandler(_handler)
-    code = main()
-    sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe is then the error below (exit 120 before)
+    code = main()  # flushed below, not at exit: a full disk or closed pipe is its JSON error, not exit 120
+except SystemExit as done:  # --help and argparse's own exits: their text flushed here too, as an answer is
+    code = done.code
 except KeyboardInterrupt:  # Ctrl+C while the program still imports, before main() answers for itself
-    print('{"error": "interrupted"}', flush=True)
+    print('{"error": "interrupted"}')
     code = 1
 except OSError as exc:  # its output cannot be written (stdout full, or a pipe whose reader is gone): nor its error
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing is flushed there again at exit
-    reason = exc.strerror or type(exc).__name__  # stderr may still be read: the same JSON as every other error
-    print(json.dumps({"error": f"python -m core: its output could not be written ({reason})."}), file=sys.stderr)
-    code = 1
+    code = _unwritable(exc)
+try:
+    sys.stdout.flush()
+except OSError as exc:
+    code = _unwritable(exc)
 sys.exit(code)
