@@ -297,3 +297,12 @@ def test_each_version_is_reported_as_it_is_stored_so_a_later_failure_leaves_no_c
     with pytest.raises(CheckpointError):
         record_measurements(path, on_stored=lambda record: heard.append(record.name))
     assert heard == calls[:1] and len(calls) == 2
+    import core.training.measured_elsewhere as measuring
+    from core.errors import AuditLogUnavailable
+
+    monkeypatch.setattr(descriptions, "attach_measured_elsewhere", attach)
+    monkeypatch.setattr(measuring, "record_action", lambda *a, **k: (_ for _ in ()).throw(AuditLogUnavailable("full")))
+    heard.clear()
+    with pytest.raises(AuditLogUnavailable):  # the figures stored, their audit line not: still reported as stored
+        record_measurements(path, on_stored=lambda record: heard.append(record.name))
+    assert heard == [model_here.name]

@@ -132,3 +132,21 @@ def test_a_shipped_description_whose_manifest_cannot_be_signed_is_put_back(copie
     with pytest.raises(OSError):
         attach_other_reports(copied_model, {"site": report})
     assert copied_model.read_bytes() == before and manifest.check(copied_model.parent) == []
+
+
+def test_a_stop_during_a_description_change_lands_once_the_change_is_whole(copied_model):
+    """Found by a review of the day's diff: the hold swallowed Ctrl+C or SIGTERM, and a fit-population over several
+    versions went on for minutes and exited 0."""
+    import os
+    import signal
+
+    from core.store.descriptions import update_record
+    from core.store.records import read_model_record
+
+    def change(record):
+        os.kill(os.getpid(), signal.SIGINT)  # held: the JSON is written first
+        return {"report": record.report.model_copy(update={"split": "changed"})}
+
+    with pytest.raises(KeyboardInterrupt):
+        update_record(copied_model, change)
+    assert read_model_record(copied_model).report.split == "changed"

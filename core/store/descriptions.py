@@ -24,7 +24,7 @@ def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = ()) -
     write it atomically, all under the registry lock; a shipped version's manifest is re-signed for it and for
     ``also_signed`` (files ``change`` writes beside it, put back as they were when the description cannot be
     written). Returns the record as stored."""
-    with registry_lock(json_path.parent), stops_held():  # Ctrl+C or SIGTERM waits for the manifest too
+    with registry_lock(json_path.parent), stops_held() as stops:  # Ctrl+C or SIGTERM waits for the manifest too
         current = read_model_record(json_path)
         with ExitStack() as beside:  # the description too: a manifest that cannot be signed leaves all as it was
             for path in (json_path, *also_signed):  # (a shipped version no longer matching it is refused, the
@@ -33,6 +33,8 @@ def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = ()) -
             atomic_write_json(json_path, record.to_json())
             if manifest.is_shipped(json_path):
                 manifest.write_manifest(manifest.shipped_dir(), [json_path, *also_signed])
+    if stops:  # delivered once the change is whole: the command stops here, not minutes later (a review)
+        raise KeyboardInterrupt
     return record
 
 

@@ -103,12 +103,12 @@ def record_measurements(path: Path, who: str = "cli",
     stored = []
     for entry, measured in planned:
         record = attach_measured_elsewhere(entry.json_path, measured)  # re-signs a shipped version
+        if on_stored is not None:  # before its audit line, which can fail with the figures already stored
+            on_stored(record)
         record_action("measured-elsewhere", who, model=record.name, task=record.task, films=measured.films,
                       measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
                       sensitivity=measured.sensitivity, specificity=measured.specificity)
         stored.append(record)
-        if on_stored is not None:
-            on_stored(record)
     return Recorded(stored, skipped)
 
 
