@@ -70,16 +70,19 @@ def test_two_versions_calibrated_on_two_sites_films_never_share_a_row_or_a_chart
     from dashboard.components.travel import TRAVEL_TITLES, travel_comparison, travel_points
 
     entries = []
-    for ward in ("ward-a", "ward-b"):
+    for ward, digest in (("ward-a", "a" * 64), ("ward-b", "b" * 64), ("ward-b", "c" * 64)):  # b relabelled: c
         record = _entry("pneumonia-logistic-v1").record
+        films = {"n": 8, "class_counts": {"NORMAL": 4, "PNEUMONIA": 4}, "sha256": digest}
         calibration = Calibration.model_validate({"from": "pneumonia-logistic-v0", "target_sensitivity": 0.95,
-                                                  "source": "site folder", "folder": f"site/{ward}"})
-        record = record.model_copy(update={"name": f"logistic-{ward}", "calibration": calibration,
+                                                  "source": "site folder", "folder": f"site/{ward}", "films": films})
+        record = record.model_copy(update={"name": f"logistic-{digest[0]}", "calibration": calibration,
                                            "other_reports": {**record.other_reports, "site": record.report}})
         entries.append(ModelEntry(record, False, SHIPPED_DIR / f"{record.name}.json", SHIPPED))
     table = travel_comparison(entries)
     site = TRAVEL_TITLES["site"]
-    assert table.loc[f"{site}: site/ward-a: films", "logistic-ward-b"] == "not measured"
-    assert table.loc[f"{site}: site/ward-b: films", "logistic-ward-a"] == "not measured"
-    assert {p.films for p in travel_points(entries) if p.films.startswith(site)} == {f"{site}: site/ward-a",
-                                                                                     f"{site}: site/ward-b"}
+    rows = [f"{site}: site/ward-a (aaaaaaaa)", f"{site}: site/ward-b (bbbbbbbb)", f"{site}: site/ward-b (cccccccc)"]
+    for row, model in zip(rows, ("logistic-a", "logistic-b", "logistic-c")):
+        assert [table.loc[f"{row}: films", name] == "not measured" for name in ("logistic-a", "logistic-b",
+                                                                                "logistic-c")].count(False) == 1
+        assert table.loc[f"{row}: films", model] != "not measured"
+    assert {p.films for p in travel_points(entries) if p.films.startswith(site)} == set(rows)

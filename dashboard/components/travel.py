@@ -13,6 +13,7 @@ from core.store.registry import ModelEntry
 from core.store.reports import HeadlineFigures, Report, shown_reports
 from dashboard.components.reports import (digits_apart, interval_text, metrics_table, target_percent, threshold_value,
                                           with_interval)
+from dashboard.components.site_films import site_films_title
 
 # Internal validation beside ModelRecord.other_reports, whose keys
 # come from core.training.other_reports ("out-of-batch", "tighter-framing", "other-collection",
@@ -51,10 +52,9 @@ def other_reports_in_order(record: ModelRecord) -> list[tuple[str, str, Report]]
 
 def travel_reports(record: ModelRecord, sites_apart: bool = False) -> dict[str, Report]:
     """Title -> report: internal validation first, then the other reports (:func:`other_reports_in_order`);
-    ``sites_apart`` (Compare): a site's films titled by their folder, so two sites' never share a row (a review)."""
-    site = record.calibration.folder if sites_apart and record.calibration is not None else None
+    ``sites_apart`` (Compare): a site's films titled by their folder and films (:func:`site_films_title`)."""
     reports = {VALIDATION: record.report} if record.report is not None else {}
-    reports.update({f"{title}: {site}" if key == "site" and site else title: report
+    reports.update({site_films_title(record, title) if key == "site" and sites_apart else title: report
                     for key, title, report in other_reports_in_order(record)})
     return reports
 
