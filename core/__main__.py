@@ -7,12 +7,11 @@ if sys.stdout is None:  # started with its output closed (``>&-``): an answer pr
     sys.exit(1)
 
 
-def _unwritable(exc: OSError) -> int:
+def _unwritable(why: str) -> int:
     """Its output cannot be written: said on stderr, in the JSON of every other error (stderr may still be read),
     and stdout pointed at nothing, so nothing is flushed there again at exit (Python's own text, exit 120)."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    reason = exc.strerror or type(exc).__name__
-    print(json.dumps({"error": f"python -m core: its output could not be written ({reason})."}), file=sys.stderr)
+    print(json.dumps({"error": f"python -m core: {why}."}), file=sys.stderr)
     return 1
 
 
@@ -38,9 +37,11 @@ except KeyboardInterrupt:  # Ctrl+C while the program still imports, before main
     print('{"error": "interrupted"}')
     code = 1
 except OSError as exc:  # its output cannot be written (stdout full, or a pipe whose reader is gone): nor its error
-    code = _unwritable(exc)
+    code = _unwritable(f"its output could not be written ({exc.strerror or type(exc).__name__})")
 try:
     sys.stdout.flush()
 except OSError as exc:
-    code = _unwritable(exc)
+    code = _unwritable(f"its output could not be written ({exc.strerror or type(exc).__name__})")
+except KeyboardInterrupt:  # Ctrl+C while a slow reader (less) kept the answer waiting: main's handler is gone
+    code = _unwritable("interrupted while its output was being written")
 sys.exit(code)

@@ -61,3 +61,12 @@ def stops_held():
     finally:
         for signum in held:
             signal.signal(signum, previous[signum])
+
+
+class StoppedAfter(KeyboardInterrupt):
+    """A stop held while a change was made whole (its file, its audit line), delivered once it was: ``done`` is what
+    was changed, so the command can report it before it says it was interrupted."""
+
+    def __init__(self, done: object = None):
+        super().__init__()
+        self.done = done

@@ -134,19 +134,44 @@ def test_a_shipped_description_whose_manifest_cannot_be_signed_is_put_back(copie
     assert copied_model.read_bytes() == before and manifest.check(copied_model.parent) == []
 
 
-def test_a_stop_during_a_description_change_lands_once_the_change_is_whole(copied_model):
-    """Found by a review of the day's diff: the hold swallowed Ctrl+C or SIGTERM, and a fit-population over several
-    versions went on for minutes and exited 0."""
+def test_a_stop_during_a_late_check_lands_after_its_figures_and_audit_line_and_the_cli_reports_them(
+        copied_model, settings_env, tmp_path, monkeypatch, capsys):
+    """Found by reviews of the day's diff: a stop during the change was first swallowed (fit-population over
+    several versions went on and exited 0), then raised before the audit line and the version's output line, so the
+    answer was "interrupted" alone with the change stored and unaudited."""
     import os
     import signal
+    from types import SimpleNamespace
 
-    from core.store.descriptions import update_record
+    import core.training.late_checks as late_checks
+    from core.admin.audit import read_actions
+    from core.stop_signals import StoppedAfter
     from core.store.records import read_model_record
+    from core.training.commands import _late_check
 
-    def change(record):
-        os.kill(os.getpid(), signal.SIGINT)  # held: the JSON is written first
-        return {"report": record.report.model_copy(update={"split": "changed"})}
+    settings_env(CXR_MODELS=str(copied_model.parent), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    attach = late_checks.attach_other_reports
 
-    with pytest.raises(KeyboardInterrupt):
-        update_record(copied_model, change)
-    assert read_model_record(copied_model).report.split == "changed"
+    def then_stopped(json_path, reports):
+        stored = attach(json_path, reports)
+        os.kill(os.getpid(), signal.SIGINT)  # held: the audit line is still to come
+        return stored
+
+    monkeypatch.setattr(late_checks, "attach_other_reports", then_stopped)
+    monkeypatch.setattr(late_checks, "load_checkpoint", lambda path: SimpleNamespace(model=None))
+    monkeypatch.setattr(late_checks, "place_model", lambda model, device: model)
+    report = read_model_record(copied_model).report.model_copy(update={"split": "framed"})
+    with pytest.raises(StoppedAfter) as stopped:
+        late_checks._add(copied_model.stem, "framing-check", lambda model, loaded: {"tighter-framing": report},
+                         "cpu", "cli:test")
+    assert stopped.value.done.other_reports["tighter-framing"].split == "framed"
+    assert [(a.action, a.model) for a in read_actions(limit=5)] == [("framing-check", copied_model.stem)]
+
+    def add(name, data, device, who):
+        raise StoppedAfter(stopped.value.done)
+
+    with pytest.raises(KeyboardInterrupt):  # the CLI: the version's line first, then the stop
+        _late_check(SimpleNamespace(models=[copied_model.stem, "never-reached"], data=None, device="cpu"), add,
+                    ("tighter-framing",))
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["name"] == copied_model.stem

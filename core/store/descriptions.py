@@ -6,6 +6,7 @@ A shipped version's checksum manifest is re-signed under the same lock.
 """
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from core.store.records import HoldoutRun, MeasuredElsewhere, ModelRecord, Popul
 from core.store.reports import OUT_OF_BATCH, Report
 from core.stop_signals import stops_held
 
+log = logging.getLogger(__name__)
+
 
 def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = ()) -> ModelRecord:
     """Read the description at ``json_path``, apply ``change`` (the record as read -> the fields to replace) and
@@ -25,6 +28,7 @@ def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = ()) -
     ``also_signed`` (files ``change`` writes beside it, put back as they were when the description cannot be
     written). Returns the record as stored."""
     with registry_lock(json_path.parent), stops_held() as stops:  # Ctrl+C or SIGTERM waits for the manifest too
+        # (callers hold it across their audit line too, and deliver it after: core.stop_signals.StoppedAfter)
         current = read_model_record(json_path)
         with ExitStack() as beside:  # the description too: a manifest that cannot be signed leaves all as it was
             for path in (json_path, *also_signed):  # (a shipped version no longer matching it is refused, the
@@ -33,8 +37,8 @@ def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = ()) -
             atomic_write_json(json_path, record.to_json())
             if manifest.is_shipped(json_path):
                 manifest.write_manifest(manifest.shipped_dir(), [json_path, *also_signed])
-    if stops:  # delivered once the change is whole: the command stops here, not minutes later (a review)
-        raise KeyboardInterrupt
+    if stops:  # no caller holding it: the change is whole, and said to be
+        log.warning("a stop was asked for while %s was being changed; the change is stored", json_path.stem)
     return record
 
 

@@ -27,6 +27,7 @@ from core.store.base import Record, read_record
 from core.store.records import MeasuredElsewhere, ModelRecord, read_model_record
 from core.store.registry import ModelEntry, find_model
 from core.store.writable import ensure_models_writable
+from core.stop_signals import stops_held
 
 ACCURACY_TOLERANCE = 0.002  # figures reported to a tenth of a percent: their accuracy agrees within this
 
@@ -102,13 +103,18 @@ def record_measurements(path: Path, who: str = "cli",
 
     stored = []
     for entry, measured in planned:
-        record = attach_measured_elsewhere(entry.json_path, measured)  # re-signs a shipped version
-        if on_stored is not None:  # before its audit line, which can fail with the figures already stored
-            on_stored(record)
-        record_action("measured-elsewhere", who, model=record.name, task=record.task, films=measured.films,
-                      measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
-                      sensitivity=measured.sensitivity, specificity=measured.specificity)
+        with stops_held() as stops:  # the figures, their report and their audit line, all; a stop lands after
+            record = attach_measured_elsewhere(entry.json_path, measured)  # re-signs a shipped version
+            try:  # reported first (the audit line can fail with the figures stored), audited whatever the report
+                if on_stored is not None:
+                    on_stored(record)
+            finally:
+                record_action("measured-elsewhere", who, model=record.name, task=record.task, films=measured.films,
+                              measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
+                              sensitivity=measured.sensitivity, specificity=measured.specificity)
         stored.append(record)
+        if stops:
+            raise KeyboardInterrupt
     return Recorded(stored, skipped)
 
 
