@@ -39,7 +39,10 @@ except KeyboardInterrupt:  # Ctrl+C while the program still imports, before main
 except OSError as exc:  # its output cannot be written (stdout full, or a pipe whose reader is gone): nor its error
     code = _unwritable(f"its output could not be written ({exc.strerror or type(exc).__name__})")
 try:
-    sys.stdout.flush()
+    from core.stop_signals import interrupt_on_stop_signals
+
+    interrupt_on_stop_signals()  # main put SIGTERM and SIGHUP back: a kill while a slow reader holds the answer
+    sys.stdout.flush()  # answers as Ctrl+C does below, not with exit 143 and no word (a review)
 except OSError as exc:
     code = _unwritable(f"its output could not be written ({exc.strerror or type(exc).__name__})")
 except KeyboardInterrupt:  # Ctrl+C while a slow reader (less) kept the answer waiting: main's handler is gone

@@ -286,11 +286,11 @@ def test_each_version_is_reported_as_it_is_stored_so_a_later_failure_leaves_no_c
     path.write_text(json.dumps(data))
     attach, calls = descriptions.attach_measured_elsewhere, []
 
-    def busy_second_time(json_path, measured):
+    def busy_second_time(json_path, measured, then):
         calls.append(json_path.stem)
         if len(calls) == 2:
             raise CheckpointError("The model registry is busy; try again in a moment.")
-        return attach(json_path, measured)
+        return attach(json_path, measured, then=then)
 
     monkeypatch.setattr(descriptions, "attach_measured_elsewhere", busy_second_time)
     heard = []
@@ -303,6 +303,29 @@ def test_each_version_is_reported_as_it_is_stored_so_a_later_failure_leaves_no_c
     monkeypatch.setattr(descriptions, "attach_measured_elsewhere", attach)
     monkeypatch.setattr(measuring, "record_action", lambda *a, **k: (_ for _ in ()).throw(AuditLogUnavailable("full")))
     heard.clear()
-    with pytest.raises(AuditLogUnavailable):  # the figures stored, their audit line not: still reported as stored
-        record_measurements(path, on_stored=lambda record: heard.append(record.name))
+    with pytest.raises(AuditLogUnavailable, match=f"full {model_here.name} carries the figures without an audit"):
+        record_measurements(path, on_stored=lambda record: heard.append(record.name))  # stored, said so
+
+
+def test_a_stop_while_figures_are_stored_lands_after_their_audit_line_and_their_report(model_here, tmp_path,
+                                                                                       isolated_audit_log, monkeypatch):
+    """Found by reviews of the day's diff: a held stop was swallowed, then raised before the audit line and the
+    version's report, so the answer was "interrupted" alone with the figures stored."""
+    import os
+    import signal
+
+    import core.store.descriptions as descriptions
+
+    attach, heard = descriptions.attach_measured_elsewhere, []
+
+    def stopped_inside(json_path, measured, then):
+        def stop_then_audit(record):
+            os.kill(os.getpid(), signal.SIGINT)  # held until the audit line is written
+            then(record)
+        return attach(json_path, measured, then=stop_then_audit)
+
+    monkeypatch.setattr(descriptions, "attach_measured_elsewhere", stopped_inside)
+    with pytest.raises(KeyboardInterrupt):
+        record_measurements(_file(tmp_path, model_here), on_stored=lambda record: heard.append(record.name))
     assert heard == [model_here.name]
+    assert json.loads(isolated_audit_log.read_text().splitlines()[-1])["action"] == "measured-elsewhere"

@@ -152,10 +152,11 @@ def test_a_stop_during_a_late_check_lands_after_its_figures_and_audit_line_and_t
     settings_env(CXR_MODELS=str(copied_model.parent), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
     attach = late_checks.attach_other_reports
 
-    def then_stopped(json_path, reports):
-        stored = attach(json_path, reports)
-        os.kill(os.getpid(), signal.SIGINT)  # held: the audit line is still to come
-        return stored
+    def then_stopped(json_path, reports, then):
+        def stopped_then_audited(stored):
+            os.kill(os.getpid(), signal.SIGINT)  # held: the audit line is still to come
+            then(stored)
+        return attach(json_path, reports, then=stopped_then_audited)
 
     monkeypatch.setattr(late_checks, "attach_other_reports", then_stopped)
     monkeypatch.setattr(late_checks, "load_checkpoint", lambda path: SimpleNamespace(model=None))
@@ -175,3 +176,30 @@ def test_a_stop_during_a_late_check_lands_after_its_figures_and_audit_line_and_t
                     ("tighter-framing",))
     (line,) = capsys.readouterr().out.splitlines()
     assert json.loads(line)["name"] == copied_model.stem
+
+
+def test_fit_population_reports_a_version_before_a_stop_held_while_it_was_stored(copied_model, settings_env,
+                                                                                   tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import core.training.fit_population as fitting
+    from core.admin.audit import read_actions
+    from core.store.descriptions import update_record
+
+    settings_env(CXR_MODELS=str(copied_model.parent), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    check = type("Check", (), {"fitted_on": "films", "threshold": 1.0, "validation_warn_rate": 0.0})()
+    monkeypatch.setattr(fitting, "FilmFeatures", lambda: None)
+    monkeypatch.setattr(fitting, "recorded_training_split", lambda record, data_dir: (None, None))
+    monkeypatch.setattr(fitting, "fit_population_check", lambda *a, **k: (None, check))
+
+    def attach(json_path, score, check, then):  # the description as it is, the stop held inside
+        return update_record(json_path, lambda record: {}, then=lambda stored: (
+            os.kill(os.getpid(), signal.SIGINT), then(stored)))
+
+    monkeypatch.setattr(fitting, "attach_population_check", attach)
+    versions = fitting.fit_for_registered([copied_model.stem])
+    assert next(versions).name == copied_model.stem  # reported first (the CLI prints it) ...
+    assert [a.action for a in read_actions(limit=5)] == ["fit-population"]  # ... audited ...
+    with pytest.raises(KeyboardInterrupt):  # ... and then stopped
+        next(versions)

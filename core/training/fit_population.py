@@ -20,7 +20,7 @@ from core.models.features import FilmFeatures
 from core.store.descriptions import attach_population_check
 from core.store.records import ModelRecord, read_model_record
 from core.store.registry import find_model
-from core.stop_signals import stops_held
+from core.stop_signals import StoppedAfter
 from core.training.data import fingerprint
 from core.training.calibrate import folder_shown
 from core.training.population import fit_population_check
@@ -42,12 +42,16 @@ def fit_for_registered(names: list[str], data_dir: str | Path | None = None, see
         train_set, val_set = recorded_training_split(record, data_dir)
         score, check = fit_population_check(train_set, val_set, data_dir or recorded_source(record.training.data_dir),
                                             seed, features=features)
-        with stops_held() as stops:  # the check and its audit line, both; a stop lands after the version is reported
-            stored = attach_population_check(entry.json_path, score, check)  # re-signs a shipped version
-            record_action("fit-population", who, model=record.name, task=record.task, fitted_on=check.fitted_on,
+        def audit(stored: ModelRecord) -> None:
+            record_action("fit-population", who, model=stored.name, task=stored.task, fitted_on=check.fitted_on,
                           threshold=check.threshold, validation_warn_rate=check.validation_warn_rate)
+
+        try:  # the check and its audit line, both; a stop that came meanwhile lands once the version is reported
+            stored, stopped = attach_population_check(entry.json_path, score, check, then=audit), False
+        except StoppedAfter as stop:
+            stored, stopped = stop.done, True
         yield stored
-        if stops:
+        if stopped:
             raise KeyboardInterrupt
 
 

@@ -29,7 +29,6 @@ from core.store.descriptions import attach_holdout_run
 from core.store.records import HoldoutRun, ModelRecord, TrainConfig, read_model_record
 from core.store.registry import find_model
 from core.store.reports import OUT_OF_BATCH
-from core.stop_signals import StoppedAfter, stops_held
 
 # TrainConfig fields that make a recipe (holdout, device, precision as asked and the sensitivity target are
 # compared otherwise or not at all: the device changes no figure beyond float noise)
@@ -55,14 +54,12 @@ def adopt_holdout_run(name: str, run_name: str, who: str = "cli") -> ModelRecord
         validation_auc=run.report.auc if run.report else None, validation_films=run.report.n if run.report else 0,
         epochs=len(training.history), best_epoch=training.best_epoch, seconds=training.seconds,
         device=training.device, precision=training.precision, created=run.created, members=len(run.members))
-    with stops_held() as stops:  # the figures and their audit line, both
-        stored = attach_holdout_run(entry.json_path, out_of_batch, lent)  # re-signs a shipped version
+    def audit(stored: ModelRecord) -> None:  # with the figures, a stop held between (StoppedAfter after both)
         record_action("other-batch", who, model=stored.name, task=stored.task, run=run.name, rule=lent.rule,
                       threshold=lent.threshold, auc=out_of_batch.auc, sensitivity=out_of_batch.sensitivity,
                       specificity=out_of_batch.specificity, n=out_of_batch.n)
-    if stops:
-        raise StoppedAfter(stored)
-    return stored
+
+    return attach_holdout_run(entry.json_path, out_of_batch, lent, then=audit)  # re-signs a shipped version
 
 
 def _check_version(record: ModelRecord) -> None:

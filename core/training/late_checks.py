@@ -24,7 +24,6 @@ from core.store.descriptions import attach_other_reports
 from core.store.records import ModelRecord
 from core.store.registry import find_model
 from core.store.reports import Report
-from core.stop_signals import StoppedAfter, stops_held
 from core.training.calibrate import SITE_FOLDER, recorded_split
 from core.training.holdout import holdout_rule
 from core.training.other_collection import CLASSES, FOLDER
@@ -80,11 +79,9 @@ def _add(name: str, action: str, measure: Callable[[nn.Module, LoadedModel], dic
     ensure_writable()
     loaded = load_checkpoint(entry.json_path)
     reports = measure(place_model(loaded.model, resolve_device(device)), loaded)
-    with stops_held() as stops:  # the reports and their audit lines, all
-        stored = attach_other_reports(entry.json_path, reports)
+    def audit(stored: ModelRecord) -> None:  # with the reports, a stop held between (StoppedAfter after both)
         for key, report in reports.items():
             record_action(action, who, model=stored.name, task=stored.task, report=key, threshold=report.threshold,
                           auc=report.auc, sensitivity=report.sensitivity, specificity=report.specificity, n=report.n)
-    if stops:
-        raise StoppedAfter(stored)
-    return stored
+
+    return attach_other_reports(entry.json_path, reports, then=audit)

@@ -21,13 +21,13 @@ from typing import Annotated, Callable
 from pydantic import ConfigDict, Field
 
 from core.admin.audit import ensure_writable, record_action
-from core.errors import CommandRefused, ModelNotFound
+from core.errors import AuditLogUnavailable, CommandRefused, ModelNotFound
 from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
 from core.store.base import Record, read_record
 from core.store.records import MeasuredElsewhere, ModelRecord, read_model_record
 from core.store.registry import ModelEntry, find_model
 from core.store.writable import ensure_models_writable
-from core.stop_signals import stops_held
+from core.stop_signals import StoppedAfter
 
 ACCURACY_TOLERANCE = 0.002  # figures reported to a tenth of a percent: their accuracy agrees within this
 
@@ -103,17 +103,21 @@ def record_measurements(path: Path, who: str = "cli",
 
     stored = []
     for entry, measured in planned:
-        with stops_held() as stops:  # the figures, their report and their audit line, all; a stop lands after
-            record = attach_measured_elsewhere(entry.json_path, measured)  # re-signs a shipped version
-            try:  # reported first (the audit line can fail with the figures stored), audited whatever the report
-                if on_stored is not None:
-                    on_stored(record)
-            finally:
-                record_action("measured-elsewhere", who, model=record.name, task=record.task, films=measured.films,
-                              measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
-                              sensitivity=measured.sensitivity, specificity=measured.specificity)
+        def audit(record: ModelRecord) -> None:
+            record_action("measured-elsewhere", who, model=record.name, task=record.task, films=measured.films,
+                          measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
+                          sensitivity=measured.sensitivity, specificity=measured.specificity)
+
+        try:  # the figures and their audit line, both; a stop that came meanwhile lands once they are reported
+            record, stopped = attach_measured_elsewhere(entry.json_path, measured, then=audit), False
+        except StoppedAfter as stop:
+            record, stopped = stop.done, True
+        except AuditLogUnavailable as exc:  # the figures are stored: said, as the versions before them were
+            raise AuditLogUnavailable(f"{exc} {entry.name} carries the figures without an audit line.") from exc
         stored.append(record)
-        if stops:
+        if on_stored is not None:
+            on_stored(record)
+        if stopped:
             raise KeyboardInterrupt
     return Recorded(stored, skipped)
 
