@@ -38,13 +38,15 @@ except KeyboardInterrupt:  # Ctrl+C while the program still imports, before main
     code = 1
 except OSError as exc:  # its output cannot be written (stdout full, or a pipe whose reader is gone): nor its error
     code = _unwritable(f"its output could not be written ({exc.strerror or type(exc).__name__})")
-try:
-    from core.stop_signals import interrupt_on_stop_signals
+from core.stop_signals import interrupt_on_stop_signals  # noqa: E402 - loaded by core.cli already
 
-    interrupt_on_stop_signals()  # main put SIGTERM and SIGHUP back: a kill while a slow reader holds the answer
-    sys.stdout.flush()  # answers as Ctrl+C does below, not with exit 143 and no word (a review)
+restore = interrupt_on_stop_signals()  # main put SIGTERM and SIGHUP back: a kill while a slow reader holds the
+try:  # answer answers as Ctrl+C does, not with exit 143 and no word (a review)
+    sys.stdout.flush()
 except OSError as exc:
+    restore()  # a second stop while the error is said ends the process as before, not in a traceback
     code = _unwritable(f"its output could not be written ({exc.strerror or type(exc).__name__})")
 except KeyboardInterrupt:  # Ctrl+C while a slow reader (less) kept the answer waiting: main's handler is gone
+    restore()
     code = _unwritable("interrupted while its output was being written")
 sys.exit(code)

@@ -303,7 +303,7 @@ def test_each_version_is_reported_as_it_is_stored_so_a_later_failure_leaves_no_c
     monkeypatch.setattr(descriptions, "attach_measured_elsewhere", attach)
     monkeypatch.setattr(measuring, "record_action", lambda *a, **k: (_ for _ in ()).throw(AuditLogUnavailable("full")))
     heard.clear()
-    with pytest.raises(AuditLogUnavailable, match=f"full {model_here.name} carries the figures without an audit"):
+    with pytest.raises(AuditLogUnavailable, match=f"full {model_here.name} was changed without its audit line"):
         record_measurements(path, on_stored=lambda record: heard.append(record.name))  # stored, said so
 
 

@@ -203,3 +203,44 @@ def test_fit_population_reports_a_version_before_a_stop_held_while_it_was_stored
     assert [a.action for a in read_actions(limit=5)] == ["fit-population"]  # ... audited ...
     with pytest.raises(KeyboardInterrupt):  # ... and then stopped
         next(versions)
+
+
+def test_a_stop_while_waiting_for_the_registry_lock_stops_at_once_with_nothing_changed(copied_model, settings_env,
+                                                                                      tmp_path):
+    """Found by a review: the hold began before the lock was taken, so Ctrl+C while another process held the registry
+    was ignored for up to 30 s, and then the change was made anyway."""
+    import os
+    import signal
+    import threading
+
+    from filelock import FileLock
+
+    from types import SimpleNamespace
+
+    import core.training.late_checks as late_checks
+    from core.stop_signals import StoppedAfter
+    from core.store.records import read_model_record
+
+    settings_env(CXR_MODELS=str(copied_model.parent), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    report = read_model_record(copied_model).report.model_copy(update={"split": "framed"})
+    before = copied_model.read_bytes()
+    held, done = threading.Event(), threading.Event()
+
+    def another_writer():  # another holder of the folder's registry lock, for longer than the stop takes
+        with FileLock(str(copied_model.parent / ".registry.lock")):
+            held.set()
+            done.wait(20)
+
+    threading.Thread(target=another_writer, daemon=True).start()
+    assert held.wait(10)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt) as stopped:
+            patch.setattr(late_checks, "load_checkpoint", lambda path: SimpleNamespace(model=None))
+            patch.setattr(late_checks, "place_model", lambda model, device: model)
+            late_checks._add(copied_model.stem, "framing-check", lambda model, loaded: {"tighter-framing": report},
+                             "cpu", "cli:test")
+    finally:
+        done.set()
+    assert not isinstance(stopped.value, StoppedAfter) and copied_model.read_bytes() == before
+    assert not (tmp_path / "audit.jsonl").exists() or "framing-check" not in (tmp_path / "audit.jsonl").read_text()

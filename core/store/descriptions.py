@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
+from core.errors import AuditLogUnavailable
 from core.models.features import GaussianScore
 from core.store import manifest
 from core.store.atomic import atomic_write_json, restored_on_failure
@@ -41,8 +42,11 @@ def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = (),
             atomic_write_json(json_path, record.to_json())
             if manifest.is_shipped(json_path):
                 manifest.write_manifest(manifest.shipped_dir(), [json_path, *also_signed])
-        if then is not None:
-            then(record)
+        try:
+            if then is not None:
+                then(record)
+        except AuditLogUnavailable as exc:  # the change is whole, and said to be (its version named)
+            raise AuditLogUnavailable(f"{exc} {record.name} was changed without its audit line.") from exc
     if stops:
         raise StoppedAfter(record)
     return record

@@ -21,7 +21,7 @@ from typing import Annotated, Callable
 from pydantic import ConfigDict, Field
 
 from core.admin.audit import ensure_writable, record_action
-from core.errors import AuditLogUnavailable, CommandRefused, ModelNotFound
+from core.errors import CommandRefused, ModelNotFound
 from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
 from core.store.base import Record, read_record
 from core.store.records import MeasuredElsewhere, ModelRecord, read_model_record
@@ -69,8 +69,9 @@ class Recorded:
 def record_measurements(path: Path, who: str = "cli",
                         on_stored: Callable[[ModelRecord], None] | None = None) -> Recorded:
     """Record every entry of the measurements file at ``path`` on its version, skipping the entries of versions
-    not here (absent, or other weights); ``on_stored`` hears of each version once it is stored (a later one that
-    fails leaves the earlier stored: the CLI reported only the error, a review). CommandRefused (nothing written)
+    not here (absent, or other weights); ``on_stored`` hears of each version once it is stored and audited (a later
+    one that fails leaves the earlier stored: the CLI reported only the error, a review; one whose audit line fails
+    is named in the error). CommandRefused (nothing written)
     when the file or any entry is wrong, or when no entry describes a version here."""
     try:
         reported = read_record(MeasurementsFile, Path(path), f"Measurements file {Path(path).name}")
@@ -112,8 +113,6 @@ def record_measurements(path: Path, who: str = "cli",
             record, stopped = attach_measured_elsewhere(entry.json_path, measured, then=audit), False
         except StoppedAfter as stop:
             record, stopped = stop.done, True
-        except AuditLogUnavailable as exc:  # the figures are stored: said, as the versions before them were
-            raise AuditLogUnavailable(f"{exc} {entry.name} carries the figures without an audit line.") from exc
         stored.append(record)
         if on_stored is not None:
             on_stored(record)
