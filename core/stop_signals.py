@@ -12,7 +12,9 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Callable
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -70,3 +72,12 @@ class StoppedAfter(KeyboardInterrupt):
     def __init__(self, done: object = None):
         super().__init__()
         self.done = done
+
+
+def held_through(change: Callable[[], T]) -> tuple[T, bool]:
+    """What ``change`` returned, and whether a stop was held while it was made whole (StoppedAfter, carrying it):
+    the caller reports the change, then stops (raises KeyboardInterrupt)."""
+    try:
+        return change(), False
+    except StoppedAfter as stop:
+        return stop.done, True

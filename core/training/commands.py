@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
 from core import config
 from core.errors import CommandRefused, DeviceOutOfMemory, PromotionRefused, TriageError
-from core.stop_signals import StoppedAfter
+from core.stop_signals import held_through
 from core.wording import json_line
-
-if TYPE_CHECKING:
-    from core.store.records import ModelRecord
 
 def run_train(args) -> int:
     from tqdm import tqdm
@@ -156,21 +152,12 @@ def run_other_batch(args) -> int:
     from core.store.reports import OUT_OF_BATCH
     from core.training.holdout_run import adopt_holdout_run
 
-    record, stopped = _stored(lambda: adopt_holdout_run(args.model, args.run, who=_who()))
+    record, stopped = held_through(lambda: adopt_holdout_run(args.model, args.run, who=_who()))
     print(json_line({"name": record.name, "holdout_run": record.holdout_run.to_json(),
                       "other_batch": record.other_reports[OUT_OF_BATCH].summary_with_intervals()}), flush=True)
     if stopped:
         raise KeyboardInterrupt
     return 0
-
-
-def _stored(change: Callable[[], ModelRecord]) -> tuple[ModelRecord, bool]:
-    """What ``change`` stored, and whether a stop came while it was made whole: reported, then delivered (it once
-    answered "interrupted" alone, the change stored and audited: a review)."""
-    try:
-        return change(), False
-    except StoppedAfter as stop:
-        return stop.done, True
 
 
 def run_framing_check(args) -> int:
@@ -190,7 +177,7 @@ def run_collection_check(args) -> int:
 def _late_check(args, add, keys: tuple[str, ...]) -> int:
     """Add a check's reports to each named version; one JSON line per version with the figures stored."""
     for name in args.models:
-        record, stopped = _stored(lambda: add(name, args.data, device=args.device, who=_who()))
+        record, stopped = held_through(lambda: add(name, args.data, device=args.device, who=_who()))
         print(json_line({"name": record.name, **{key: record.other_reports[key].summary_with_intervals()
                                                   for key in keys}}), flush=True)
         if stopped:

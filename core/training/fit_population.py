@@ -20,7 +20,7 @@ from core.models.features import FilmFeatures
 from core.store.descriptions import attach_population_check
 from core.store.records import ModelRecord, read_model_record
 from core.store.registry import find_model
-from core.stop_signals import StoppedAfter
+from core.stop_signals import held_through
 from core.training.data import fingerprint
 from core.training.calibrate import folder_shown
 from core.training.population import fit_population_check
@@ -46,10 +46,8 @@ def fit_for_registered(names: list[str], data_dir: str | Path | None = None, see
             record_action("fit-population", who, model=stored.name, task=stored.task, fitted_on=check.fitted_on,
                           threshold=check.threshold, validation_warn_rate=check.validation_warn_rate)
 
-        try:  # the check and its audit line, both; a stop that came meanwhile lands once the version is reported
-            stored, stopped = attach_population_check(entry.json_path, score, check, then=audit), False
-        except StoppedAfter as stop:
-            stored, stopped = stop.done, True
+        # the check and its audit line, both; a stop that came meanwhile lands once the version is reported
+        stored, stopped = held_through(lambda: attach_population_check(entry.json_path, score, check, then=audit))
         yield stored
         if stopped:
             raise KeyboardInterrupt

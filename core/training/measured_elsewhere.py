@@ -27,7 +27,7 @@ from core.store.base import Record, read_record
 from core.store.records import MeasuredElsewhere, ModelRecord, read_model_record
 from core.store.registry import ModelEntry, find_model
 from core.store.writable import ensure_models_writable
-from core.stop_signals import StoppedAfter
+from core.stop_signals import held_through
 
 ACCURACY_TOLERANCE = 0.002  # figures reported to a tenth of a percent: their accuracy agrees within this
 
@@ -109,10 +109,8 @@ def record_measurements(path: Path, who: str = "cli",
                           measured_by=measured.measured_by, n=measured.n, auc=measured.auc,
                           sensitivity=measured.sensitivity, specificity=measured.specificity)
 
-        try:  # the figures and their audit line, both; a stop that came meanwhile lands once they are reported
-            record, stopped = attach_measured_elsewhere(entry.json_path, measured, then=audit), False
-        except StoppedAfter as stop:
-            record, stopped = stop.done, True
+        # the figures and their audit line, both; a stop that came meanwhile lands once they are reported
+        record, stopped = held_through(lambda: attach_measured_elsewhere(entry.json_path, measured, then=audit))
         stored.append(record)
         if on_stored is not None:
             on_stored(record)
