@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,6 +193,19 @@ def test_cli_calibrates_on_a_site_folder_and_fails_as_json(trained_model, regist
     assert bad.returncode == 1 and bad.json_lines() == [{"error": FolderNotAllowed.MESSAGE}]
 
 
+def _ward(tmp_path: Path, films_dir: Path, per_class: int) -> tuple[Path, Path]:
+    """A site folder ``ward-7/ward`` of the first ``per_class`` real films of each class (copies), and the data-roots
+    file that names its root: (the folder, the roots file)."""
+    site = tmp_path / "site-root" / "ward"
+    for name in ("NORMAL", "PNEUMONIA"):
+        (site / name).mkdir(parents=True)
+        for film in sorted((films_dir / name).iterdir())[:per_class]:
+            shutil.copy(film, site / name)
+    roots = tmp_path / "roots.json"
+    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
+    return site, roots
+
+
 def _retrain_page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=180)
     at.switch_page("views/retrain.py")
@@ -300,17 +314,11 @@ def test_copies_of_a_film_in_the_site_folder_count_once(trained_model, registry,
     under two classes is refused, and so is a class that has too few films once its copies go."""
     from PIL import Image, ImageEnhance
 
-    site = tmp_path / "site-root" / "ward"
-    for name in ("NORMAL", "PNEUMONIA"):
-        (site / name).mkdir(parents=True)
-        for film in sorted((films_dir / name).iterdir())[:3]:
-            shutil.copy(film, site / name)
+    site, roots = _ward(tmp_path, films_dir, 3)
     first = sorted((films_dir / "NORMAL").iterdir())[0]
     shutil.copy(first, site / "NORMAL" / "zz-renamed.jpeg")
     with Image.open(first) as image:
         ImageEnhance.Contrast(image.convert("L")).enhance(1.3).resize((300, 300)).save(site / "NORMAL" / "zz-x.jpg")
-    roots = tmp_path / "roots.json"
-    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
     settings_env(CXR_DATA_ROOTS=str(roots))
     new = calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
     assert new.calibration.films.class_counts == {"NORMAL": 3, "PNEUMONIA": 3}
@@ -348,13 +356,7 @@ def test_calibrate_pressed_again_after_the_site_folder_changed_calibrates_again(
                                                                                 settings_env, films_dir):
     """Found by a review: the page's guard against a double press knew the folder by name only, so pressing again
     after relabelling films (moved between class folders) showed the version chosen on the wrong labels."""
-    site = tmp_path / "site-root" / "ward"
-    for name in ("NORMAL", "PNEUMONIA"):
-        (site / name).mkdir(parents=True)
-        for film in sorted((films_dir / name).iterdir())[:4]:
-            shutil.copy(film, site / name)
-    roots = tmp_path / "roots.json"
-    roots.write_text(json.dumps({"roots": {"ward-7": str(tmp_path / "site-root")}}))
+    site, roots = _ward(tmp_path, films_dir, 4)
     settings_env(CXR_MODELS=str(registry), CXR_JOBS=str(tmp_path / "jobs"), CXR_DATA_ROOTS=str(roots))
     at = _retrain_page()
     at.radio(key="calibrate-source").set_value("site folder").run()
