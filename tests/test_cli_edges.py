@@ -353,3 +353,34 @@ def test_a_promotion_that_fails_after_registration_names_the_version_whatever_th
         _make_default("pneumonia-cnn5-v9", override=False)
     assert str(failed.value).endswith("so the default is unchanged. pneumonia-cnn5-v9 stays registered.")
     assert failed.value.details == {"name": "pneumonia-cnn5-v9"}
+
+
+@pytest.mark.parametrize("check", ["framing-check", "collection-check", "fit-population"])
+def test_late_checks_refuse_an_unwritable_models_folder_before_their_work(check, copied_model, settings_env,
+                                                                          monkeypatch):
+    """Minutes of scoring or features were spent, then the models folder refused the result (a review)."""
+    from core.store.records import read_model_record
+    from core.training import fit_population, late_checks
+
+    settings_env(CXR_MODELS=str(copied_model.parent))
+    folders = []
+
+    def unwritable(folder):
+        folders.append(folder)
+        raise CheckpointError("The models folder cannot be written (Read-only file system). Nothing was changed.")
+
+    def work(*args, **kwargs):
+        raise AssertionError("the work started before the models folder was checked")
+
+    for module in (late_checks, fit_population):
+        monkeypatch.setattr(module, "ensure_models_writable", unwritable, raising=False)
+    monkeypatch.setattr(late_checks, "load_checkpoint", work)
+    monkeypatch.setattr(fit_population, "FilmFeatures", work)
+    name = read_model_record(copied_model).name
+    before = copied_model.read_bytes()
+    with pytest.raises(CheckpointError, match="Read-only file system"):
+        if check == "fit-population":
+            next(fit_population.fit_for_registered([name]))
+        else:
+            (late_checks.add_framing_report if check == "framing-check" else late_checks.add_collection_report)(name)
+    assert folders == [copied_model.parent] and copied_model.read_bytes() == before

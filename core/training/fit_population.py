@@ -20,6 +20,7 @@ from core.models.features import FilmFeatures
 from core.store.descriptions import attach_population_check
 from core.store.records import ModelRecord, read_model_record
 from core.store.registry import find_model
+from core.store.writable import ensure_models_writable
 from core.stop_signals import held_through
 from core.training.data import fingerprint
 from core.training.calibrate import folder_shown
@@ -36,6 +37,8 @@ def fit_for_registered(names: list[str], data_dir: str | Path | None = None, see
     trained on the same films share their features (computed once). Yields each version as stored."""
     entries = [find_model(name) for name in names]  # every name known before minutes of features
     ensure_writable()
+    for folder in dict.fromkeys(entry.json_path.parent for entry in entries):  # a shipped and a site version: both
+        ensure_models_writable(folder)
     features = FilmFeatures()
     for entry in entries:
         record = read_model_record(entry.json_path)

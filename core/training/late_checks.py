@@ -23,6 +23,7 @@ from core.store.checkpoints import LoadedModel, load_checkpoint
 from core.store.descriptions import attach_other_reports
 from core.store.records import ModelRecord
 from core.store.registry import find_model
+from core.store.writable import ensure_models_writable
 from core.store.reports import Report
 from core.training.calibrate import SITE_FOLDER, recorded_split
 from core.training.holdout import holdout_rule
@@ -77,6 +78,7 @@ def _add(name: str, action: str, measure: Callable[[nn.Module, LoadedModel], dic
          who: str) -> ModelRecord:
     entry = find_model(name)
     ensure_writable()
+    ensure_models_writable(entry.json_path.parent)  # before minutes of scoring whose result is written there
     loaded = load_checkpoint(entry.json_path)
     reports = measure(place_model(loaded.model, resolve_device(device)), loaded)
     def audit(stored: ModelRecord) -> None:  # with the reports, a stop held between (StoppedAfter after both)
