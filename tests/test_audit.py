@@ -105,6 +105,27 @@ def test_an_unwritable_log_is_refused_with_a_message_and_no_path(tmp_path, setti
     assert str(tmp_path) not in str(caught.value)
 
 
+def test_a_log_held_by_a_stuck_writer_is_refused_in_words_not_waited_on_forever(log, monkeypatch):
+    """record_action runs inside the registry lock with Ctrl+C held: a wait without end could not be stopped."""
+    import fcntl
+
+    from core.admin import audit
+
+    record_action("job.start", "local")
+    monkeypatch.setattr(audit, "LOCK_WAIT_S", 0.3)
+    stuck = os.open(log, os.O_WRONLY | os.O_APPEND)  # another open file: its lock conflicts, as another process's
+    fcntl.flock(stuck, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(AuditLogUnavailable, match=r"^The audit log is busy: another process has held it for "
+                                                      r"0\.3 s") as caught:
+            record_action("job.cancel", "local")
+    finally:
+        os.close(stuck)
+    assert str(log.parent) not in str(caught.value)
+    record_action("job.cancel", "local")  # free again: written
+    assert [entry.action for entry in read_actions()] == ["job.cancel", "job.start"]
+
+
 def test_the_default_place_is_the_users_data_folder_never_the_code_tree(tmp_path):
     try:
         assert config.reload({}).audit_log == Path.home() / ".local" / "share" / "cxr-triage" / "audit.jsonl"

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import pwd
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from core.errors import AuditLogUnavailable
 from core.store.base import Record, open_regular, parse_record
 
 READ_CHUNK = 64 * 1024
+LOCK_WAIT_S = 10.0  # a writer holds the lock for one write: longer means a stuck process, refused in words
 
 
 class AuditEntry(Record):
@@ -44,7 +46,7 @@ def record_action(action: str, who: str, *, model: str | None = None, **details)
     line = (json.dumps(entry.to_json(), ensure_ascii=True) + "\n").encode()
     fd = _open_for_appending()
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, even where O_APPEND alone is not atomic
+        _lock(fd)  # one writer at a time, even where O_APPEND alone is not atomic
         written = os.write(fd, line)
     except OSError as exc:
         raise _unavailable(exc) from exc
@@ -54,6 +56,22 @@ def record_action(action: str, who: str, *, model: str | None = None, **details)
         raise AuditLogUnavailable("The audit log could not be written in full (is its disk full?); "
                                   "ask an administrator to check it.")
     return entry
+
+
+def _lock(fd: int) -> None:
+    """The log's lock, waited on for LOCK_WAIT_S at most: callers write inside the registry lock with Ctrl+C
+    held (core.stop_signals), where a wait without end could not be stopped."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+    raise AuditLogUnavailable(f"The audit log is busy: another process has held it for {LOCK_WAIT_S:g} s (a stuck "
+                              "process); try again, or ask an administrator to check it.")
 
 
 def ensure_writable() -> None:
