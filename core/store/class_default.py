@@ -6,7 +6,7 @@ from pathlib import Path
 
 from core.errors import ModelNotFound
 from core.store.registry import ModelEntry, listing, pick
-from core.tasks import TASKS, canonical_class
+from core.tasks import TASKS, canonical_class, task_name
 
 
 def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Path | None = None) -> ModelEntry:
@@ -17,14 +17,15 @@ def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Pa
     wanted = set(classes)
     covering = [e for e in entries if wanted <= {canonical_class(c) or c for c in e.classes}]
     defaults = [e for e in covering if e.is_default]
-    broken = {task: found for task, found in broken.items() if task in TASKS and wanted <= set(TASKS[task].classes)}
+    broken_classes = {task: _classes_of(task, entries, wanted) for task in broken}
+    broken = {task: found for task, found in broken.items() if wanted <= broken_classes[task]}
     shown = ", ".join(sorted(wanted))
     # the smallest task with any version that reads them, default or not: a larger task's default never stands
     # in for one whose versions have not cleared the floor (a CLI review), as predict refuses such a task
-    sizes = [len(e.classes) for e in covering] + [len(TASKS[task].classes) for task in broken]
+    sizes = [len(e.classes) for e in covering] + [len(broken_classes[task]) for task in broken]
     if sizes:
         fewest = min(sizes)
-        unusable = [(task, *found) for task, found in sorted(broken.items()) if len(TASKS[task].classes) == fewest]
+        unusable = [(task, *found) for task, found in sorted(broken.items()) if len(broken_classes[task]) == fewest]
         if unusable:
             task, name, problem = unusable[0]
             raise ModelNotFound(f"The default model of the {task} task, {name}, which reads {shown}, cannot be used: "
@@ -45,3 +46,14 @@ def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Pa
         return pick(entries, problems, None, None)  # no usable model at all: says so, and why
     tasks = sorted({f"{e.task} ({', '.join(e.classes)})" for e in entries})
     raise ModelNotFound(f"No registered model reads {shown}; the models' tasks are {'; '.join(tasks)}.")
+
+
+def _classes_of(task: str, entries: list[ModelEntry], wanted: set[str]) -> set[str]:
+    """The classes of a task whose default cannot be read: a named task's, else those of a readable version of
+    it, else the folder's when they make that task's name (a site's own task, its only version damaged)."""
+    if task in TASKS:
+        return set(TASKS[task].classes)
+    readable = next((e for e in entries if e.task == task), None)
+    if readable is not None:
+        return {canonical_class(c) or c for c in readable.classes}
+    return wanted if task_name(sorted(wanted)) == task else set()
