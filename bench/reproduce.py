@@ -30,8 +30,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.measurements import write_section  # noqa: E402
 from core.config import settings  # noqa: E402
+from core.films.manifest import recorded_source  # noqa: E402
 
-# Run in a fresh interpreter: the recipe as recorded, the training folder as recorded (relative to the repository).
+# Run in a fresh interpreter: the recipe as recorded, the training folder as recorded (training_folder).
 TRAIN = """
 import json, sys
 from pathlib import Path
@@ -66,6 +67,12 @@ def recipe(record: dict) -> dict:
             "precision": record["training"].get("precision") or record["training"]["config"]["precision"]}
 
 
+def training_folder(record: dict) -> str:
+    """The recorded training folder, read where it is now: ``../shared/data/...`` where CXR_DATA puts the shared
+    films, another relative folder from the repository root."""
+    return recorded_source(record["training"]["data_dir"])
+
+
 def retrain(record: dict, work: Path) -> tuple[dict, float]:
     """The reproduced model's JSON and the seconds its process took."""
     base = record["name"].rsplit("-v", 1)[0]
@@ -75,7 +82,7 @@ def retrain(record: dict, work: Path) -> tuple[dict, float]:
            "CXR_JOBS": str(work / "jobs"), "CXR_AUDIT_LOG": str(work / "audit.jsonl")}
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", TRAIN, json.dumps(recipe(record)),
-                           record["training"]["data_dir"], base, str(folder)],
+                           training_folder(record), base, str(folder)],
                           cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True)
     seconds = time.monotonic() - started
     if done.returncode:
