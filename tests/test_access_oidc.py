@@ -136,6 +136,8 @@ def provider_session(tmp_path, settings_env, monkeypatch) -> Clock:
                  CXR_ADMIN_ACCOUNTS="ana@hospital.example", CXR_ADMIN_SESSION_MINUTES="20")
     facts = RequestFacts.of("192.0.2.30", {"Host": "triage.hospital.example"})
     monkeypatch.setattr(access, "request_facts", lambda: facts)
+    monkeypatch.setattr(access, "_auth_section", lambda: COMPLETE)  # offered: st.user counts only then
+    monkeypatch.setattr(access, "_authlib_installed", lambda: True)
     fake = Clock()
     fake.now = product_clock.now()
     monkeypatch.setattr(product_clock, "now", fake)

@@ -51,6 +51,16 @@ def from_elsewhere(monkeypatch, address: str = "192.0.2.2", **headers: str) -> N
     monkeypatch.setattr(access, "request_facts", lambda: facts)
 
 
+COMPLETE_AUTH = {"redirect_uri": "https://t.example/oauth2callback", "cookie_secret": "c" * 40, "client_id": "i",
+                 "client_secret": "s", "server_metadata_url": "https://idp.example/.well-known/openid-configuration"}
+
+
+def with_provider(monkeypatch, auth: dict | None = COMPLETE_AUTH) -> None:
+    """A [auth] section in secrets.toml (AppTest has none), with what st.login needs installed."""
+    monkeypatch.setattr(access, "_auth_section", lambda: auth)
+    monkeypatch.setattr(access, "_authlib_installed", lambda: True)
+
+
 def page(name: str, user: dict | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     if user is not None:
@@ -175,6 +185,7 @@ def test_no_admin_rights_begin_where_the_sign_in_cannot_be_recorded(places, monk
     settings_env(CXR_ADMIN_PASSPHRASE_HASH=HASH, CXR_ADMIN_ACCOUNTS="ana@hospital.example",
                  CXR_AUDIT_LOG=str(blocker / "audit.jsonl"))
     from_elsewhere(monkeypatch, "192.0.2.25")
+    with_provider(monkeypatch)
     at = page("retrain")
     sign_in(at, PASSPHRASE)
     assert at.sidebar.error[0].value.startswith("Not signed in. The audit log cannot be written")
@@ -223,6 +234,7 @@ def test_sign_in_is_rate_limited_per_client(places, monkeypatch, settings_env):
 def test_an_identity_provider_account_administers_only_when_listed(places, monkeypatch, settings_env, email, admin):
     settings_env(CXR_ADMIN_ACCOUNTS="ana@hospital.example")
     from_elsewhere(monkeypatch, "192.0.2.24")
+    with_provider(monkeypatch)
     at = page("retrain", user={"is_logged_in": True, "email": email, "email_verified": True, "iat": int(time.time())})
     assert ("Start training" in offered(at)) is admin
     if admin:
@@ -238,6 +250,21 @@ def test_an_identity_provider_account_administers_only_when_listed(places, monke
         assert read_actions(limit=5) == []
 
 
+@pytest.mark.parametrize("auth", [None, {**COMPLETE_AUTH, "cookie_secret": ""}, {**COMPLETE_AUTH, "cookie_secret": "k"},
+                                  {**COMPLETE_AUTH, "cookie_secret": "replace-with-at-least-32-random-characters"}])
+def test_a_sign_in_cookie_counts_only_where_the_identity_provider_is_offered(places, monkeypatch, settings_env, auth):
+    """Found by a review: Streamlit checks its identity cookie with whatever [auth] cookie_secret says, empty,
+    short or an old example's placeholder included, so anyone could sign a cookie naming a listed admin; the
+    pages trusted st.user although the sidebar said the provider was not offered."""
+    settings_env(CXR_ADMIN_ACCOUNTS="ana@hospital.example")
+    from_elsewhere(monkeypatch, "192.0.2.26")
+    with_provider(monkeypatch, auth)
+    at = page("retrain", user={"is_logged_in": True, "email": "ana@hospital.example", "email_verified": True,
+                                "iat": int(time.time())})
+    assert not offered(at) & set(ADMIN_LABELS) and "Sign out" not in offered(at)
+    assert "ana@hospital.example" not in text(at) and read_actions(limit=5) == []
+
+
 def test_the_sidebar_explains_an_incomplete_identity_provider(places, monkeypatch, settings_env):
     settings_env(CXR_ADMIN_ACCOUNTS="ana@hospital.example")
     from_elsewhere(monkeypatch)
@@ -245,10 +272,7 @@ def test_the_sidebar_explains_an_incomplete_identity_provider(places, monkeypatc
     at = page("triage")
     assert any("[auth] section in `.streamlit/secrets.toml` lacks cookie_secret" in c.value
                for c in at.sidebar.caption)
-    complete = {"redirect_uri": "https://t.example/oauth2callback", "cookie_secret": "c" * 40, "client_id": "i",
-                "client_secret": "s", "server_metadata_url": "https://idp.example/.well-known/openid-configuration"}
-    monkeypatch.setattr(access, "_auth_section", lambda: complete)
-    monkeypatch.setattr(access, "_authlib_installed", lambda: True)
+    with_provider(monkeypatch)
     at = page("triage")
     assert "Sign in with the identity provider" in offered(at)
 

@@ -235,8 +235,11 @@ def _throttle() -> SignInThrottle:
 
 
 def _identity() -> dict:
-    """What the identity provider said about this session (``st.user``): empty without one."""
-    return dict(st.user.to_dict())
+    """What the identity provider said about this session (``st.user``): empty without one, and empty wherever
+    the provider is not offered. Streamlit checks its identity cookie with whatever [auth] cookie_secret holds,
+    empty, short or an old example's placeholder included, so there a cookie anyone can sign would name any
+    account (found by a review)."""
+    return dict(st.user.to_dict()) if identity_provider().offered else {}
 
 
 def _auth_section() -> dict | None:
