@@ -161,6 +161,20 @@ def test_roles_follow_reach_sign_in_and_the_local_switch():
     assert session_user(remote, local_admin=False, account="c@x.org").role == CLINICIAN
 
 
+def test_a_passphrase_sign_in_administers_only_for_the_client_that_signed_in():
+    """Found by a review: a grant was bound to the Streamlit session alone, whose id travels in every upload URL
+    (proxy logs keep them) and lets another connection take the session over."""
+    grant = AdminGrant("admin (passphrase) from 192.0.2.2", expires_at=T0 + timedelta(minutes=30), client="192.0.2.2")
+    during = T0 + timedelta(minutes=1)
+    assert session_user(facts("192.0.2.2"), local_admin=False, grant=grant, now=during).is_admin
+    assert not session_user(facts("192.0.2.3"), local_admin=False, grant=grant, now=during).is_admin
+    proxied = AdminGrant("a", expires_at=T0 + timedelta(minutes=30), client="127.0.0.1 for 192.0.2.2")
+    assert session_user(facts("127.0.0.1", X_Forwarded_For="192.0.2.2"), local_admin=False, grant=proxied,
+                        now=during).is_admin
+    assert not session_user(facts("127.0.0.1", X_Forwarded_For="192.0.2.7"), local_admin=False, grant=proxied,
+                            now=during).is_admin
+
+
 def test_a_hash_verifies_its_passphrase_only():
     assert HASH.startswith("scrypt:32768:8:1:") and "$" not in HASH and PASSPHRASE not in HASH
     assert verify_passphrase(PASSPHRASE, HASH)

@@ -166,6 +166,10 @@ def test_passphrase_sign_in_administers_until_sign_out(places, monkeypatch, sett
     assert at.sidebar.caption[0].value.startswith(f"Administrator: {who}, until ")
     grant = at.session_state["admin-grant"]
     assert timedelta(minutes=19) < grant.expires_at - clock.now() <= timedelta(minutes=20)
+    from_elsewhere(monkeypatch, "192.0.2.99")  # the same session taken over from another machine: no admin
+    assert not offered(at.run()) & set(ADMIN_LABELS)
+    from_elsewhere(monkeypatch, "192.0.2.20")
+    at.run()
     next(b for b in at.button if b.label == "Make pneumonia-mlp-v1 the default").click()
     at.run()
     assert not at.exception

@@ -172,6 +172,7 @@ class AdminGrant:
 
     who: str
     expires_at: datetime
+    client: str | None = None  # a passphrase sign-in's RequestFacts.client: it administers for that client alone
 
     def active(self, now: datetime | None = None) -> bool:
         return (now or clock.now()) < self.expires_at
@@ -181,7 +182,9 @@ def session_user(facts: RequestFacts, *, local_admin: bool, grant: AdminGrant | 
                  account: str | None = None, admin_account: bool = False,
                  now: datetime | None = None) -> User:
     """The role of this request: a live sign-in, an admin account, a local session (when allowed), else clinician."""
-    if grant is not None and grant.active(now):
+    # a grant is the session's, and a session's id travels in its upload URLs (kept in proxy logs) and lets
+    # another connection take it over: it administers for the client that signed in alone (a review)
+    if grant is not None and grant.active(now) and grant.client in (None, facts.client):
         return User(ADMIN, grant.who)
     if account and admin_account:
         return User(ADMIN, account)

@@ -54,5 +54,5 @@ def sign_in(passphrase: str, client: str, throttle: SignInThrottle, *, settings:
         raise SignInRefused("That passphrase is not right. Attempts are limited; ask your administrator if "
                             "you do not have it.")
     throttle.succeeded(client)
-    return AdminGrant(who=f"admin (passphrase) from {client}",
+    return AdminGrant(who=f"admin (passphrase) from {client}", client=client,
                       expires_at=(now or clock.now()) + timedelta(minutes=settings.admin_session_minutes))
