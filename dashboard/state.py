@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import streamlit as st
@@ -209,11 +209,19 @@ def decoded(upload: Upload, films: FilmCache) -> Film:
     return films.get_or_decode(upload.digest, lambda: read_film(upload.data, name=upload.name))
 
 
-def triage_uploads(predictor: Predictor, uploads: list[Upload]) -> list[FilmResult]:
+def triage_uploads(predictor: Predictor, uploads: list[Upload],
+                   on_film: Callable[[int, int], None] | None = None) -> list[FilmResult]:
     """Every upload read in memory and triaged, once per session and model version; a film that fails
-    carries its message instead."""
+    carries its message instead. ``on_film(done, total)`` before each film: the page draws its progress there,
+    which is also where Streamlit stops a run that a click has superseded (it stops a run at an element only)."""
     films, results, model = session_films(), session_cache(_SESSION_RESULTS), model_key(predictor)
-    return [_triage_kept(results, (u.digest, name_key(u.name), model), u, films, predictor) for u in uploads]
+    triaged = []
+    for done, upload in enumerate(uploads):
+        if on_film is not None:
+            on_film(done, len(uploads))
+        triaged.append(_triage_kept(results, (upload.digest, name_key(upload.name), model), upload, films,
+                                    predictor))
+    return triaged
 
 
 def _triage_kept(results: BoundedCache, key: tuple, upload: Upload, films: FilmCache,
@@ -238,17 +246,17 @@ def read_again(digest: str) -> None:
 
 def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor) -> FilmResult:
     try:
-        with film_in_flight():
+        with film_in_flight():  # the display copy too: the full-size film is held until it is made (a review)
             film = decoded(upload, films)
             prediction = predictor.predict(film)
+            display = _display_copy(film)
     except (TryAgainLater, DecodingTimedOut):
         raise
     except TriageError as exc:
         return FilmResult(upload.name, upload.digest, error=str(exc))
     details = {"format": film.source_format, "size": f"{film.size[0]} × {film.size[1]} px",
                "bit depth": film.bit_depth, **film.metadata}  # Film.metadata is core's non-identifying whitelist
-    return FilmResult(upload.name, upload.digest, _display_copy(film), film.size, film.source_format, details,
-                      prediction)
+    return FilmResult(upload.name, upload.digest, display, film.size, film.source_format, details, prediction)
 
 
 def heat_map(class_name: str, method: str, upload: Upload, predictor: Predictor) -> np.ndarray:

@@ -290,6 +290,32 @@ def test_a_film_refused_for_a_passing_reason_is_tried_again_on_the_next_run(pred
     assert len(calls) == 2  # the good result is kept as before
 
 
+def test_a_batch_gives_the_page_a_stopping_point_before_each_film(predictor, films_dir, monkeypatch):
+    """Streamlit stops a superseded run at its next element only, and the loop over films had none: every click
+    during a batch left the old run reading the rest (with the old model) beside the new one (a review)."""
+    from core.serving import in_flight
+    from dashboard import state
+
+    films = sorted((films_dir / "PNEUMONIA").iterdir())[:3]
+    uploads = [Upload.of(corpus.Upload(f"film-{n}.jpeg", path.read_bytes())) for n, path in enumerate(films)]
+    predict, calls, shown = predictor.predict, [], []
+    monkeypatch.setattr(predictor, "predict", lambda *a, **k: calls.append(1) or predict(*a, **k))
+    monkeypatch.setattr(state, "session_cache", lambda kind, kept={}: kept.setdefault(kind, state.BoundedCache(
+        *state._CAPS[kind])))
+
+    def progress(done: int, total: int) -> None:
+        shown.append((done, total))
+        if done == 1:
+            raise InterruptedError("a newer run")  # as Streamlit's StopException at an element
+
+    display_copy, free_slots = state._display_copy, []  # and the full-size film is held in its slot to the end
+    monkeypatch.setattr(state, "_display_copy", lambda film: free_slots.append(in_flight._slots._value)
+                        or display_copy(film))
+    with pytest.raises(InterruptedError):
+        triage_uploads(predictor, uploads, on_film=progress)
+    assert shown == [(0, 3), (1, 3)] and len(calls) == 1
+    assert free_slots == [in_flight.MAX_FILMS_IN_FLIGHT - 1]
+
 
 def test_films_in_flight_are_bounded_for_all_sessions_and_one_past_them_is_read_at_the_next_run(
         predictor, films_dir, monkeypatch):
@@ -338,7 +364,6 @@ def test_the_triage_page_lists_broken_uploads_as_unreadable_and_triages_the_rest
     assert table.loc["mono1.dcm", "Probability"] == pytest.approx(table.loc["plain.png", "Probability"], abs=TOLERANCE)
     assert [m.value for m in at.get("metric")][3] == str(len(broken))  # the "Unreadable" count
     assert sum(c.startswith("Film,") for image in at.get("image") for c in image.captions) == len(readable)
-
 
 
 

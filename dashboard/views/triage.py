@@ -107,7 +107,10 @@ with foreground.working() if uploads or kept else nullcontext():
     if not kept:
         kept_batch.keep(uploads)
     forget_other_films(uploads)
-    results = triage_uploads(predictor, uploads)
+    reading = st.empty()
+    results = triage_uploads(predictor, uploads, on_film=lambda done, total: reading.caption(
+        f"Reading film {done + 1} of {total}…") if total > 1 else None)
+    reading.empty()
 
     st.subheader("Worklist")
     statuses = [status_of(r) for r in results]
