@@ -288,6 +288,33 @@ def exif_sub_directory_jpeg(dicom_dir: Path, entries: int = 500, claim: int = 56
     return stream[:2] + b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block + stream[2:]
 
 
+def early_end_jpeg(dicom_dir: Path) -> bytes:
+    """The MPF bomb behind an end-of-image marker right after SOI: the walk stopped at that EOI and saw nothing
+    else, Pillow reads on past it (480 MB for 400 entries; found by a review)."""
+    stream = mpf_jpeg(dicom_dir, 400, 56_000)
+    return stream[:2] + b"\xff\xd9" + stream[2:]
+
+
+def icc_png(dicom_dir: Path, count: int = 200) -> bytes:
+    """The real film as a PNG with ``count`` iCCP chunks of 1 kB that each inflate to almost 1 MB: Pillow
+    inflates every one, counting none against its text budget (15,000 took 34 s; found by a review)."""
+    buffer = io.BytesIO()
+    Image.fromarray(real_film(dicom_dir)).save(buffer, format="PNG")
+    body = b"icc\0\0" + zlib.compress(bytes(1_000_000), 9)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
+    stream = buffer.getvalue()
+    return stream[:33] + chunk * count + stream[33:]
+
+
+def photoshop_jpeg(dicom_dir: Path, segments: int = 20) -> bytes:
+    """The real film as a JPEG with ``segments`` 64-kB Photoshop (APP13) segments of empty 8BIM resources, which
+    Pillow walks one by one in Python as it opens the file (20 MB took 0.9 s; found by a review)."""
+    payload = b"Photoshop 3.0\0" + b"8BIM\x04\x04\0\0\0\0\0\0" * 5_400
+    segment = b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+    stream = jpeg(dicom_dir)
+    return stream[:2] + segment * segments + stream[2:]
+
+
 def _plain_jpeg(dicom_dir: Path) -> bytes:
     return patch_jpeg_frame(jpeg(dicom_dir), HUGE, HUGE)
 
@@ -317,7 +344,10 @@ BOMBS = {
     "exif-odd-header.png": (lambda d: exif_png(d, tiff=b"MM*\0"), "its EXIF metadata"),
     "mpf.jpeg": (mpf_jpeg, "its multi-picture \\(MPF\\) metadata is larger than a film's"),
     "reserved-marker.jpeg": (reserved_marker, "holds a reserved marker \\(0xFFF0\\) that no JPEG decoder reads"),
+    "early-end.jpeg": (early_end_jpeg, "ends \\(EOI\\) before its image data"),
+    "photoshop.jpeg": (photoshop_jpeg, "its Photoshop \\(APP13\\) metadata is larger than a film's"),
     "chunks.png": (png_chunks, "cut into more than 100,000 chunks"),
+    "icc-profiles.png": (icc_png, "holds more than one colour profile \\(iCCP\\)"),
     "second-header.png": (second_header_png, "must have one image header \\(IHDR\\), first"),
     "plain.png": (lambda d: png_with_size(d, HUGE, HUGE), SIZE_WORDS),
     # within the pixel limit, but the resize to the model's input would allocate 224 x 40,000,000 floats (a review)

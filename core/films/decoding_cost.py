@@ -19,6 +19,12 @@ PNG and JPEG decode in the server's own process, where nothing can interrupt Pil
   is a TIFF directory Pillow reads on opening too: 1,000 entries in 58 kB cost 1.35 GB and 16 s (found by a
   review); it is held to the same rule. Turning a film upright never writes the EXIF block back out
   (core.films.read), which would read every sub-directory too.
+- An **end of image** (EOI) before the first scan ends this walk, but Pillow reads on past it: every check above
+  was blind to what followed (an MPF block behind one cost 480 MB; found by a review), so a JPEG whose image ends
+  before its image data is refused. **Photoshop** (APP13) blocks Pillow walks resource by resource in Python
+  (20 MB took 0.9 s): held to :data:`MAX_EXIF_BYTES` in all. A PNG's **colour profile** (iCCP) Pillow inflates
+  to about 1 MB, counted against no budget: 15,000 of them took 34 s, so more than one, which the PNG standard
+  allows, is refused.
 - Markers libjpeg refuses anyway (JPG, JPGn: 0xC8, 0xF0-0xFD) Pillow reads as having no length where this walk
   skips their length, so a segment behind one was hidden from the EXIF check: a JPEG for Pillow holding one is
   refused. (JPEG-LS, decoded only inside a DICOM, in a worker, uses 0xF7 and 0xF8 with lengths.)
@@ -51,6 +57,7 @@ MAX_EXIF_BYTES = 1 << 20  # one JPEG APP1 segment holds 64 kB: a camera's EXIF, 
 _EXIF_HEADER = b"Exif\0\0"
 _JPEG_APP1 = 0xE1
 _JPEG_APP2 = 0xE2
+_JPEG_APP13 = 0xED
 _MPF_HEADER = b"MPF\0"
 # TIFF field types Pillow reads, and their size in bytes; values of more than 4 bytes lie out of line
 # Every TIFF header Pillow reads as one (TiffImagePlugin.PREFIXES), valid or not, and its byte order
@@ -67,6 +74,8 @@ class JpegCounts:
     exif: bytes = b""  # the EXIF block before the first scan as Pillow joins it (no more read once past the limit)
     mpf: bytes = b""  # the last MPF block before the first scan, as Pillow keeps it (its TIFF directory)
     refused: int | None = None  # the first marker no decoder reads (JPEG_REFUSED), if any
+    early_end: bool = False  # an EOI before any scan: Pillow reads on past it
+    photoshop: int = 0  # bytes of Photoshop (APP13) segments before the first scan
 
 
 def check_decoding_cost(data: bytes, label: str, pillow: bool = True) -> None:
@@ -90,16 +99,25 @@ def check_decoding_cost(data: bytes, label: str, pillow: bool = True) -> None:
                 f"{label} cannot be read safely: its JPEG data holds a reserved marker (0xFF{counts.refused:02X}) "
                 "that no JPEG decoder reads. Export the film again as PNG or JPEG."
             )
+        if counts.early_end:
+            raise UnreadableImage(f"{label} is not a JPEG we can read: it ends (EOI) before its image data. Export "
+                                  "the film again as PNG or JPEG.")
+        if counts.photoshop > MAX_EXIF_BYTES:
+            raise UnreadableImage(f"{label} cannot be read safely: its Photoshop (APP13) metadata is larger than a "
+                                  "film's. Export the film again without its metadata.")
         check_exif(counts.exif, label)
         check_exif(counts.mpf, label, "multi-picture (MPF)")  # a TIFF directory too, read as Pillow opens the file
     elif data.startswith(PNG_SIGNATURE):
-        chunks, headers = png_chunks(data)
+        chunks, headers, profiles = png_chunks(data)
         if chunks > MAX_PNG_CHUNKS:
             raise UnreadableImage(
                 f"{label} is too costly to decode safely: its PNG data is cut into more than {MAX_PNG_CHUNKS:,} "
                 "chunks. Export the film again as PNG or JPEG."
             )
         check_png_header(data, headers, label)
+        if profiles > 1:
+            raise UnreadableImage(f"{label} cannot be read safely: it holds more than one colour profile (iCCP), "
+                                  "which no film has. Export the film again as PNG or JPEG.")
 
 
 def check_png_header(data: bytes, headers: int, label: str) -> None:
@@ -121,11 +139,14 @@ def jpeg_counts(data: bytes) -> JpegCounts:
     one past a limit."""
     scans = segments = fill = 0
     exif = mpf = b""
-    refused = None
+    refused, early_end, photoshop = None, False, 0
     for marker, at, before in jpeg_markers(data):
         if marker is None:  # junk to the end of the file
             fill += before
             break
+        early_end = early_end or (marker == JPEG_EOI and not scans)
+        if marker == _JPEG_APP13 and not scans and at + 4 <= len(data):
+            photoshop += struct.unpack_from(">H", data, at + 2)[0]
         segments, scans, fill = segments + 1, scans + (marker == JPEG_SOS), fill + before
         if scans > MAX_JPEG_SCANS or segments > MAX_JPEG_SEGMENTS or fill > MAX_JPEG_FILL:
             break
@@ -139,7 +160,7 @@ def jpeg_counts(data: bytes) -> JpegCounts:
                 exif += payload[len(_EXIF_HEADER):] if exif else payload
             elif marker == _JPEG_APP2 and payload.startswith(_MPF_HEADER):  # Pillow keeps the last one
                 mpf = payload[len(_MPF_HEADER):]
-    return JpegCounts(scans, segments, fill, exif, mpf, refused)
+    return JpegCounts(scans, segments, fill, exif, mpf, refused, early_end, photoshop)
 
 
 def check_exif(exif: bytes, label: str, what: str = "EXIF") -> None:
@@ -176,19 +197,20 @@ def exif_claims(body: bytes) -> int:
     return claims
 
 
-def png_chunks(data: bytes) -> tuple[int, int]:
+def png_chunks(data: bytes) -> tuple[int, int, int]:
     """The chunks of the PNG in ``data`` up to IEND, counting no further than one past :data:`MAX_PNG_CHUNKS`, and
-    how many of them are an image header (IHDR)."""
-    at, chunks, headers = len(PNG_SIGNATURE), 0, 0
+    how many of them are an image header (IHDR) and a colour profile (iCCP)."""
+    at, chunks, headers, profiles = len(PNG_SIGNATURE), 0, 0, 0
     while at + 8 <= len(data) and chunks <= MAX_PNG_CHUNKS:
         (length,) = struct.unpack_from(">I", data, at)
         chunks += 1
         kind = data[at + 4 : at + 8]
         headers += kind == b"IHDR"
+        profiles += kind == b"iCCP"
         if kind == b"IEND":
             break
         at += 12 + length
-    return chunks, headers
+    return chunks, headers, profiles
 
 
 def jpeg_markers(data: bytes):
