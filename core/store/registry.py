@@ -86,6 +86,10 @@ class ModelEntry:
     def classes(self) -> tuple[str, ...]:
         return self.record.classes
 
+    @property
+    def population_missing(self) -> bool:  # a population check named whose file is not beside it: served unchecked
+        return _population_missing(self.record, self.json_path.parent)
+
 
 class Listing(NamedTuple):
     entries: list[ModelEntry]  # the readable models (the last promoted default first, then by name)

@@ -75,7 +75,7 @@ def model_card(entry: ModelEntry) -> None:
     if report is not None:
         _how_the_promise_travels(record)
     st.markdown(operating_point_text(record))
-    st.markdown(_population_check(record))
+    st.markdown(population_check_text(entry))
     for shortcut in shortcuts(record):
         st.warning(f"**Shortcut.** {shortcut}", icon=":material/warning:")
     st.caption(INTENDED_USE)
@@ -161,11 +161,16 @@ def recalibration_origin(record: ModelRecord) -> str:
     return f" Re-chosen from {calibration.from_model}{before} with the same weights, on {chosen_on(calibration)}."
 
 
-def _population_check(record: ModelRecord) -> str:
+def population_check_text(entry: ModelEntry) -> str:
     """What population the model knows, and how often films from it are warned anyway (core.serving.population)."""
+    record = entry.record
     check = record.population_check
     if check is None:
         return f"**Population check.** Not checked: {_why_no_population_check(record)}."
+    if entry.population_missing:  # a site copy of the usual pair: served without it (core.store.checkpoints)
+        return (f"**Population check.** Not checked: its file ({check.file}) is missing from the models folder, so "
+                "films unlike its training films get no warning. Copy the file back, or fit the check again "
+                f"(`python -m core fit-population {record.name}`).")
     return (f"**Population check.** It knows {check.population} (fitted on {check.fitted_on} of its training "
             f"films). A film unlike them keeps its priority and is shown with a warning. Its warning threshold was "
             f"set on {check.validation_films} of its validation films (the same population) to warn about "
