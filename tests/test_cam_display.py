@@ -4,7 +4,12 @@ a map with no evidence at all is said to be empty, not drawn as a uniform wash."
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import test_device
+import torch
 from bad_input_support import open_page, private_registry, upload
+
+from core.errors import DeviceOutOfMemory
 
 from dashboard.components import triage_view
 from dashboard.components.triage_view import cam_caption
@@ -29,3 +34,17 @@ def test_an_empty_map_is_said_to_be_empty_not_drawn(trained_model, tmp_path, set
     assert not any(c.startswith("Grad-CAM for") for c in captions) and any(c.startswith("Film,") for c in captions)
     assert any("no part of this film raised the model's score for" in i.value and "no map to draw" in i.value
                for i in at.info), [i.value for i in at.info]
+
+
+def test_grad_cam_out_of_memory_names_the_model_s_device_not_the_batch_s(monkeypatch):
+    """The batch arrives on the CPU whatever the model's device: a GPU's exhaustion read "This computer" (a review)."""
+    from contextlib import nullcontext
+
+    from core.models import device
+    from core.serving.explain import heat_map
+
+    monkeypatch.setattr(device, "model_device", lambda model: torch.device("cuda"))
+    monkeypatch.setattr(device, "inference_kernels", lambda *args: nullcontext())
+    model = test_device._Exhausted().eval()
+    with pytest.raises(DeviceOutOfMemory, match=r"^The GPU ran out of memory drawing the Grad-CAM map"):
+        heat_map(model, model.conv, torch.rand(1, 1, 32, 32), 0)

@@ -84,7 +84,7 @@ def class_evidence(model: nn.Module, layer: nn.Module, batch: torch.Tensor, clas
             maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])
             probability = float(torch.softmax(cam.outputs.detach().float(), dim=1)[0, class_index])
     except torch.OutOfMemoryError as exc:
-        raise out_of_memory("drawing the Grad-CAM map", len(batch), batch.device) from exc
+        raise out_of_memory("drawing the Grad-CAM map", len(batch), model_device(model)) from exc  # not the batch's
     finally:  # the library back-propagates into the shared model: its .grad was a second copy of every weight
         model.zero_grad(set_to_none=True)
     heat = np.nan_to_num(np.asarray(maps[0], dtype=np.float32))
