@@ -130,6 +130,8 @@ def test_sessions_triaging_at_once_take_turns_film_by_film():
     ({"CXR_BATCH_MAX_FILMS": "3"}, [1000] * 4, "4 films (at most 3)"),
     ({"CXR_BATCH_MAX_MB": "2"}, [MEGABYTE] * 3, "3 MB (at most 2 MB)"),
     ({"CXR_BATCH_MAX_FILMS": "1", "CXR_BATCH_MAX_MB": "1"}, [MEGABYTE] * 2, "2 films (at most 1) and 2 MB"),
+    ({"CXR_BATCH_MAX_MB": "250"}, [250 * MEGABYTE, MEGABYTE // 2], "250.5 MB (at most 250 MB)"),  # never 250 of 250
+    ({"CXR_BATCH_MAX_MB": "250"}, [250 * MEGABYTE, 1], "250.1 MB (at most 250 MB)"),  # rounded up
 ])
 def test_a_batch_past_a_limit_is_refused_in_words(settings_env, limits, sizes, words):
     settings_env(**limits)
