@@ -69,8 +69,9 @@ class RequestFacts:
         if is_loopback(self.remote_address):
             for name in _CLIENT_HEADERS:
                 value = self.header(name)
-                if value:
-                    return f"{self.remote_address} for {_one_host(_hop_address(value.split(',')[-1]))}"
+                if value:  # an address, or one key for any other text (never the text: it reaches the audit log)
+                    hop = _one_host(_hop_address(value.split(',')[-1]))
+                    return f"{self.remote_address} for {hop if _is_address(hop) else 'an unnamed client'}"
         return _one_host(self.remote_address) if self.remote_address else "unknown"
 
 
@@ -86,6 +87,15 @@ def _hop_address(hop: str) -> str:
         return text[1:].partition("]")[0]
     host, colon, port = text.rpartition(":")
     return host if colon and host.count(":") == 0 and port.isdigit() else text
+
+
+def _is_address(text: str) -> bool:
+    """An IP address or an IPv6 /64 network (:func:`_one_host`'s two answers for an address)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _one_host(address: str) -> str:
