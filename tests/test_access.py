@@ -314,6 +314,22 @@ def test_sign_in_grants_admin_for_the_configured_minutes_and_is_rate_limited(cap
     assert "wrong passphrase" not in caplog.text.replace("refused: wrong passphrase", "")
 
 
+def test_a_wrong_passphrase_is_in_the_audit_log_and_a_throttled_attempt_is_not(tmp_path, settings_env):
+    """Refused sign-ins reached the server log only (a review). Each checked attempt is one line (the throttle
+    bounds them: 5 per client, 30 in all per 15 minutes); refusals by the throttle itself, unbounded, are not."""
+    from core.admin.audit import read_actions
+
+    settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    settings = settings_with(admin_passphrase_hash=HASH)
+    throttle = SignInThrottle(per_client=2, overall=10, now=Clock())
+    for _ in range(4):
+        with pytest.raises(SignInRefused):
+            sign_in("a wrong passphrase", "192.0.2.9", throttle, settings=settings)
+    assert [(a.action, a.who, a.details) for a in read_actions()] == [
+        ("sign-in.refused", "client 192.0.2.9", {"reason": "wrong passphrase"})] * 2
+    assert "a wrong passphrase" not in (tmp_path / "audit.jsonl").read_text()
+
+
 def test_sign_in_without_a_configured_hash_names_the_setting():
     with pytest.raises(SignInUnavailable, match="CXR_ADMIN_PASSPHRASE_HASH"):
         sign_in(PASSPHRASE, "192.0.2.2", SignInThrottle(), settings=settings_with(admin_passphrase_hash=""))
