@@ -1,11 +1,11 @@
 """What the pages share: settings, the model list, models loaded in the background, cached per-film results.
 
 Nothing here imports torch when the module loads, so a page draws (its upload box first) in a second or two.
-Models come up in a background thread, one :class:`~core.serving.predict.Predictor` per model version,
-shared by every session in the process (it holds the lock Grad-CAM needs): see dashboard.model_loads
-(:func:`warm_up`, :func:`predictor_for`). Only models are shared: what is made from an upload (decoded film, result, heat maps) stays in
-byte-capped caches in the session's ``st.session_state`` (not ``st.cache_data``, which sessions share), and
-goes with the session or when the film leaves the upload box. Uploads stay in memory.
+Models come up in a background thread, one :class:`~core.serving.predict.Predictor` per model version, shared by
+every session in the process (it holds the lock Grad-CAM needs): see dashboard.model_loads. Only models are
+shared: what is made from an upload (decoded film, result, heat maps) stays in byte-capped caches in the session's
+``st.session_state`` (not ``st.cache_data``, which sessions share), and goes with the session or when the film
+leaves the upload box. Uploads stay in memory.
 """
 from __future__ import annotations
 
@@ -41,13 +41,11 @@ if TYPE_CHECKING:
 _SESSION_FILMS, _SESSION_RESULTS, _SESSION_HEAT_MAPS = "decoded-films", "triage-results", "heat-maps"
 
 
-def default_data_dir() -> Path:
-    """Training data the Retrain form suggests (``CXR_DATA_DIR``, see core.config)."""
+def default_data_dir() -> Path:  # training data the Retrain form suggests (CXR_DATA_DIR, see core.config)
     return config.settings().training_data
 
 
-def default_evaluation_dir() -> str:
-    """A folder the Compare page suggests (``CXR_EVAL_DIR``, see core.config), or ""."""
+def default_evaluation_dir() -> str:  # a folder the Compare page suggests (CXR_EVAL_DIR), or ""
     return config.settings().evaluation_folder
 
 
@@ -210,17 +208,15 @@ def decoded(upload: Upload, films: FilmCache) -> Film:
 
 
 def triage_uploads(predictor: Predictor, uploads: list[Upload],
-                   on_film: Callable[[int, int], None] | None = None) -> list[FilmResult]:
-    """Every upload read in memory and triaged, once per session and model version; a film that fails
-    carries its message instead. ``on_film(done, total)`` before each film: the page draws its progress there,
-    which is also where Streamlit stops a run that a click has superseded (it stops a run at an element only)."""
+                   on_film: Callable[[int, int], None] = lambda done, total: None) -> list[FilmResult]:
+    """Every upload read in memory and triaged, once per session and model version; a film that fails carries
+    its message instead. ``on_film(done, total)`` before each film: the page's progress, where Streamlit stops a
+    run that a click has superseded (it stops a run only at an element)."""
     films, results, model = session_films(), session_cache(_SESSION_RESULTS), model_key(predictor)
     triaged = []
     for done, upload in enumerate(uploads):
-        if on_film is not None:
-            on_film(done, len(uploads))
-        triaged.append(_triage_kept(results, (upload.digest, name_key(upload.name), model), upload, films,
-                                    predictor))
+        on_film(done, len(uploads))
+        triaged.append(_triage_kept(results, (upload.digest, name_key(upload.name), model), upload, films, predictor))
     return triaged
 
 
