@@ -152,7 +152,7 @@ _CAPS = {_SESSION_RESULTS: (limits.SESSION_RESULT_CACHE_BYTES,
 def session_cache(kind: str) -> BoundedCache:
     """This browser session's ``"triage-results"`` or ``"heat-maps"`` (never shared with another session)."""
     if kind not in st.session_state:
-        st.session_state[kind] = BoundedCache(*_CAPS[kind], budget=SESSION_CACHES)
+        st.session_state[kind] = BoundedCache(*_CAPS[kind], budget=SESSION_CACHES, takes_room_from=(session_films(),))
     return st.session_state[kind]
 
 

@@ -181,8 +181,8 @@ def test_sessions_caches_keep_within_one_budget_each_evicting_only_its_own():
     first.put("b", _kilobyte())
     second.put("c", _kilobyte())
     assert budget.held == 3000
-    second.put("d", _kilobyte())  # past the budget: the second session gives up its own oldest, not the first's
-    assert (first.keys(), second.keys(), budget.held) == (["a", "b"], ["d"], 3000)
+    second.put("d", _kilobyte())  # past the budget: the second session keeps what it has, never the first's room
+    assert (first.keys(), second.keys(), budget.held) == (["a", "b"], ["c"], 3000)
     third = BoundedCache(max_bytes=2000, size_of=lambda value: value.nbytes, budget=budget)
     assert third.get_or_compute("e", _kilobyte).nbytes == 1000 and "e" not in third  # used, not kept: no room
     first.keep_only(lambda key: key == "a")  # a film leaving one upload box frees room for the others
@@ -217,6 +217,26 @@ def test_a_session_gone_quiet_gives_its_room_up_to_one_that_needs_it(monkeypatch
     assert (older.keys(), idle.keys(), busy.keys(), newcomer.keys()) == ([], ["i"], ["b"], ["n"])
     assert budget.held == 3000
 
+def test_a_batch_past_the_budget_keeps_its_first_results_and_gives_up_its_decoded_films_first():
+    """Found by a review: with the budget full, a session whose results fitted 38 of its 50 films evicted the
+    oldest for each new one, so every run (each click) read all 50 films again; and its decoded films, only needed
+    for Grad-CAM, kept room its results (a decode and a prediction each) could have had."""
+    budget = SharedBudget(max_bytes=40_000)
+    other = BoundedCache(max_bytes=100_000, size_of=lambda value: value.nbytes, budget=budget)
+    other.put("elsewhere", np.zeros(20_000, np.uint8))  # another session's, active
+    films = BoundedCache(max_bytes=100_000, size_of=lambda value: value.nbytes, budget=budget)
+    results = BoundedCache(max_bytes=100_000, size_of=lambda value: value.nbytes, budget=budget,
+                           takes_room_from=(films,))
+    films.put("decoded", np.zeros(5_000, np.uint8))
+    computed = []
+    for run in range(2):
+        for n in range(25):
+            results.get_or_compute(n, lambda n=n: computed.append(n) or _kilobyte())
+    assert computed == list(range(25)) + list(range(20, 25))  # the second run reads only the 5 that did not fit
+    assert results.keys() == list(range(20)) and films.keys() == [] and other.keys() == ["elsewhere"]
+    assert budget.held == budget.max_bytes
+
+
 def test_every_session_cache_of_the_app_counts_against_the_servers_one_budget(monkeypatch):
     from dashboard import state
 
@@ -224,4 +244,5 @@ def test_every_session_cache_of_the_app_counts_against_the_servers_one_budget(mo
     monkeypatch.setattr(state.st, "session_state", session_state)
     caches = [state.session_films(), state.session_cache("triage-results"), state.session_cache("heat-maps")]
     assert [cache.budget for cache in caches] == [state.SESSION_CACHES] * 3
+    assert [cache.takes_room_from for cache in caches] == [(), (caches[0],), (caches[0],)]  # decoded films go first
     assert state.SESSION_CACHES.max_bytes == 2 * 2**30

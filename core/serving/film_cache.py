@@ -7,7 +7,10 @@ Only their sizes are shared: every session's caches count against one :class:`Sh
 a server keeps for its sessions is bounded however many sessions there are (a cache over it keeps less, and
 its session computes again what it did not keep). A cache unused for :data:`IDLE_S` gives its room up to a
 session that needs it: first come kept the budget for ever, so four tabs left open made every other session
-decode, predict and draw its whole batch again on each click (found by a review).
+decode, predict and draw its whole batch again on each click (found by a review). Short of room in the budget, a
+cache first empties the caches it ``takes_room_from`` (a session's decoded films, only needed for Grad-CAM, for
+its results), then keeps what it holds rather than the newcomer: evicting the oldest for each new entry made a
+batch a little larger than the room read all its films again on every run (found by a review).
 """
 from __future__ import annotations
 
@@ -68,8 +71,10 @@ class BoundedCache(Generic[K, V]):
     ``max_bytes``, and, with a ``budget``, to at most what the budget's other caches leave. Sizes are measured
     again on every insertion: a film grows when its reference form is made."""
 
-    def __init__(self, max_bytes: int, size_of: Callable[[V], int], budget: SharedBudget | None = None):
+    def __init__(self, max_bytes: int, size_of: Callable[[V], int], budget: SharedBudget | None = None,
+                 takes_room_from: tuple["BoundedCache", ...] = ()):
         self.max_bytes = max_bytes
+        self.takes_room_from = takes_room_from  # the same session's caches, emptied first when the budget is short
         self._size_of = size_of
         self._items: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
@@ -116,7 +121,8 @@ class BoundedCache(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         """Keep ``value`` unless it alone exceeds the cap; evict the least recently used to fit it. Past the
-        shared budget, evict more of this cache's own entries, ``value`` last (then it is not kept)."""
+        shared budget: idle caches' room, then the room of the caches this one takes room from, then ``value`` is
+        not kept (then, only if still over, older entries go)."""
         with self._lock:
             self.used = time.monotonic()
             self._items.pop(key, None)
@@ -133,11 +139,28 @@ class BoundedCache(Generic[K, V]):
                 room = self.budget.max_bytes - self.budget.held_by_others(self)
                 if total > room:
                     self.budget.reclaim_idle(self, total - room)
+                    for other in self.takes_room_from:
+                        other.give_up(total - (self.budget.max_bytes - self.budget.held_by_others(self)))
                     room = self.budget.max_bytes - self.budget.held_by_others(self)
+                if total > room and key in self._items:
+                    del self._items[key]
+                    total = self._total()
                 while total > room:
                     self._items.popitem(last=False)
                     total = self._total()
                 self.held = total
+
+    def give_up(self, needed: int) -> None:
+        """Evict the least recently used until ``needed`` bytes are freed or none is left (call with the budget's
+        lock held: by a cache of the same session). Skipped, never waited for, while another thread holds it."""
+        if needed <= 0 or not self._lock.acquire(blocking=False):
+            return
+        try:
+            while needed > 0 and self._items:
+                needed -= self._size_of(self._items.popitem(last=False)[1])
+            self.held = self._total()
+        finally:
+            self._lock.release()
 
     def keep_only(self, wanted: Callable[[K], bool]) -> None:
         """Drop every entry whose key is not ``wanted`` (e.g. films no longer in the upload box)."""
