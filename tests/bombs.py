@@ -295,6 +295,13 @@ def early_end_jpeg(dicom_dir: Path) -> bytes:
     return stream[:2] + b"\xff\xd9" + stream[2:]
 
 
+def zero_length_jpeg(dicom_dir: Path) -> bytes:
+    """The MPF bomb behind an APP0 segment of length 0 right after SOI: the walk stopped there, Pillow reads the
+    length as -2 and carries on (found by a review of the EOI fix)."""
+    stream = mpf_jpeg(dicom_dir, 400, 56_000)
+    return stream[:2] + b"\xff\xe0\x00\x00" + stream[2:]
+
+
 def icc_png(dicom_dir: Path, count: int = 200) -> bytes:
     """The real film as a PNG with ``count`` iCCP chunks of 1 kB that each inflate to almost 1 MB: Pillow
     inflates every one, counting none against its text budget (15,000 took 34 s; found by a review)."""
@@ -344,7 +351,8 @@ BOMBS = {
     "exif-odd-header.png": (lambda d: exif_png(d, tiff=b"MM*\0"), "its EXIF metadata"),
     "mpf.jpeg": (mpf_jpeg, "its multi-picture \\(MPF\\) metadata is larger than a film's"),
     "reserved-marker.jpeg": (reserved_marker, "holds a reserved marker \\(0xFFF0\\) that no JPEG decoder reads"),
-    "early-end.jpeg": (early_end_jpeg, "ends \\(EOI\\) before its image data"),
+    "early-end.jpeg": (early_end_jpeg, "its structure ends before its image data"),
+    "zero-length-segment.jpeg": (zero_length_jpeg, "its structure ends before its image data"),
     "photoshop.jpeg": (photoshop_jpeg, "its Photoshop \\(APP13\\) metadata is larger than a film's"),
     "chunks.png": (png_chunks, "cut into more than 100,000 chunks"),
     "icc-profiles.png": (icc_png, "holds more than one colour profile \\(iCCP\\)"),

@@ -94,7 +94,8 @@ def test_the_structure_bombs_decode_when_a_little_under_their_limits(dicom_dir):
     for stream in (bombs.comments(dicom_dir, 9_000), bombs.fill_bytes(dicom_dir, 60_000),
                    bombs.png_chunks(dicom_dir, 90_000), bombs.junk(dicom_dir, 60_000),
                    bombs.exif_png(dicom_dir, entries=10, claim=90_000), bombs.exif_jpeg(dicom_dir, 100, 600),
-                   bombs.mpf_jpeg(dicom_dir, 10, 600), bombs.icc_png(dicom_dir, 1), bombs.photoshop_jpeg(dicom_dir, 15)):
+                   bombs.mpf_jpeg(dicom_dir, 10, 600), bombs.icc_png(dicom_dir, 1),
+                   bombs.photoshop_jpeg(dicom_dir, 15)):
         assert read_film(stream, name="legal").pixels.shape == (512, 512)
     assert jpeg_counts(bombs.junk(dicom_dir, 60_000)).fill == 60_000
     assert jpeg_counts(bombs.comments(dicom_dir, 50_000)).segments == 10_001

@@ -19,12 +19,12 @@ PNG and JPEG decode in the server's own process, where nothing can interrupt Pil
   is a TIFF directory Pillow reads on opening too: 1,000 entries in 58 kB cost 1.35 GB and 16 s (found by a
   review); it is held to the same rule. Turning a film upright never writes the EXIF block back out
   (core.films.read), which would read every sub-directory too.
-- An **end of image** (EOI) before the first scan ends this walk, but Pillow reads on past it: every check above
-  was blind to what followed (an MPF block behind one cost 480 MB; found by a review), so a JPEG whose image ends
-  before its image data is refused. **Photoshop** (APP13) blocks Pillow walks resource by resource in Python
-  (20 MB took 0.9 s): held to :data:`MAX_EXIF_BYTES` in all. A PNG's **colour profile** (iCCP) Pillow inflates
-  to about 1 MB, counted against no budget: 15,000 of them took 34 s, so more than one, which the PNG standard
-  allows, is refused.
+- A walk that ends before the **first scan** (an end of image, EOI, or a segment of length 0 or 1 right after
+  SOI) left every check above blind to what followed, and Pillow reads on past both (an MPF block behind one
+  cost 480 MB; found by reviews): a JPEG for Pillow whose structure ends before its first scan is refused.
+  **Photoshop** (APP13) blocks Pillow walks resource by resource in Python (20 MB took 0.9 s): held to
+  :data:`MAX_EXIF_BYTES` in all. A PNG's **colour profile** (iCCP) Pillow inflates to about 1 MB, counted
+  against no budget: 15,000 of them took 34 s, so more than one, which the PNG standard forbids, is refused.
 - Markers libjpeg refuses anyway (JPG, JPGn: 0xC8, 0xF0-0xFD) Pillow reads as having no length where this walk
   skips their length, so a segment behind one was hidden from the EXIF check: a JPEG for Pillow holding one is
   refused. (JPEG-LS, decoded only inside a DICOM, in a worker, uses 0xF7 and 0xF8 with lengths.)
@@ -74,7 +74,6 @@ class JpegCounts:
     exif: bytes = b""  # the EXIF block before the first scan as Pillow joins it (no more read once past the limit)
     mpf: bytes = b""  # the last MPF block before the first scan, as Pillow keeps it (its TIFF directory)
     refused: int | None = None  # the first marker no decoder reads (JPEG_REFUSED), if any
-    early_end: bool = False  # an EOI before any scan: Pillow reads on past it
     photoshop: int = 0  # bytes of Photoshop (APP13) segments before the first scan
 
 
@@ -99,9 +98,9 @@ def check_decoding_cost(data: bytes, label: str, pillow: bool = True) -> None:
                 f"{label} cannot be read safely: its JPEG data holds a reserved marker (0xFF{counts.refused:02X}) "
                 "that no JPEG decoder reads. Export the film again as PNG or JPEG."
             )
-        if counts.early_end:
-            raise UnreadableImage(f"{label} is not a JPEG we can read: it ends (EOI) before its image data. Export "
-                                  "the film again as PNG or JPEG.")
+        if not counts.scans and pillow:  # what Pillow read past the walk's end no check above saw (reviews)
+            raise UnreadableImage(f"{label} is not a JPEG we can read: its structure ends before its image data. "
+                                  "Export the film again as PNG or JPEG.")
         if counts.photoshop > MAX_EXIF_BYTES:
             raise UnreadableImage(f"{label} cannot be read safely: its Photoshop (APP13) metadata is larger than a "
                                   "film's. Export the film again without its metadata.")
@@ -139,12 +138,11 @@ def jpeg_counts(data: bytes) -> JpegCounts:
     one past a limit."""
     scans = segments = fill = 0
     exif = mpf = b""
-    refused, early_end, photoshop = None, False, 0
+    refused, photoshop = None, 0
     for marker, at, before in jpeg_markers(data):
         if marker is None:  # junk to the end of the file
             fill += before
             break
-        early_end = early_end or (marker == JPEG_EOI and not scans)
         if marker == _JPEG_APP13 and not scans and at + 4 <= len(data):
             photoshop += struct.unpack_from(">H", data, at + 2)[0]
         segments, scans, fill = segments + 1, scans + (marker == JPEG_SOS), fill + before
@@ -160,7 +158,7 @@ def jpeg_counts(data: bytes) -> JpegCounts:
                 exif += payload[len(_EXIF_HEADER):] if exif else payload
             elif marker == _JPEG_APP2 and payload.startswith(_MPF_HEADER):  # Pillow keeps the last one
                 mpf = payload[len(_MPF_HEADER):]
-    return JpegCounts(scans, segments, fill, exif, mpf, refused, early_end, photoshop)
+    return JpegCounts(scans, segments, fill, exif, mpf, refused, photoshop)
 
 
 def check_exif(exif: bytes, label: str, what: str = "EXIF") -> None:
