@@ -25,12 +25,11 @@ from core.errors import CheckpointError, DecodingTimedOut, TriageError, TryAgain
 from core.films.film import Film
 from core.films.read import read_film
 from core.films.manifest import load_manifest
-from core.films.roots import folder_label, resolve_label
+from core.films.roots import resolve_label
 from core.serving.explain import load_cam_library
 from core.serving.film_cache import BoundedCache, FilmCache, SharedBudget
 from core.serving.in_flight import film_in_flight
 from core.store.registry import ModelEntry, list_models
-from core.store.reports import Report
 from dashboard.folder_stamp import folder_stamp
 from dashboard.labels import MANIFEST_SUFFIX
 from dashboard.model_loads import model_key
@@ -270,31 +269,3 @@ def _display_copy(film: Film) -> np.ndarray:
     image = Image.fromarray((film.pixels * 255.0).round().astype(np.uint8))
     image.thumbnail((limits.DISPLAY_SIDE, limits.DISPLAY_SIDE), Image.Resampling.LANCZOS)
     return np.asarray(image)
-
-
-@st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False)
-def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: str,
-                  operating_point: str = "") -> Report:
-    """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
-    ``operating_point`` (its JSON) only keys the cache: a version saved again with the same weights and another
-    threshold was shown at the old one for twelve hours (a review).
-
-    The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.
-    """
-    try:
-        shown = folder_label(folder)  # people see a data root's label, never the server path
-    except TriageError:  # outside the roots, or their list unreadable: evaluate_folder says which
-        shown = "the chosen folder"
-    bar = st.progress(0.0, text=f"Evaluating {name} on {shown}…")
-
-    def on_progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 50) == 0:  # ~50 updates, however large the folder
-            bar.progress(done / total, text=f"Evaluating {name}: {done} of {total} films")
-
-    from core.evaluation.folder import evaluate_folder  # torch: only when a folder is evaluated
-    from core.store.checkpoints import load_checkpoint
-
-    try:
-        return evaluate_folder(load_checkpoint(Path(json_path)), folder, on_progress=on_progress)
-    finally:
-        bar.empty()

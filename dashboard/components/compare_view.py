@@ -1,5 +1,9 @@
-"""Drawing the comparison page: metrics table, ROC curves, confusion matrices, per-class reports, curves."""
+"""Drawing the comparison page: metrics table, ROC curves, confusion matrices, per-class reports, curves, and a
+model's reading of a folder (:func:`folder_report`)."""
 from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -7,7 +11,7 @@ import streamlit as st
 from core.admin.audit import record_action
 from core.errors import TriageError
 from core.evaluation.overlap import calibrated_on, trained_on
-from core.films.roots import SHARED_ROOT
+from core.films.roots import SHARED_ROOT, folder_label
 from core.store.registry import ModelEntry
 from core.store.reports import Report
 from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc_curves, training_curves,
@@ -246,3 +250,31 @@ def travel_notes(entries: list[ModelEntry]) -> None:
     points = travel_points(entries)
     if any(p.films != VALIDATION for p in points):
         st.plotly_chart(travel_intervals(points, [entry.name for entry in entries]), key="travel-chart")
+
+
+@st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False)
+def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: str,
+                  operating_point: str = "") -> Report:
+    """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
+    ``operating_point`` (its JSON) only keys the cache: a version saved again with the same weights and another
+    threshold was shown at the old one for twelve hours (a review).
+
+    The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.
+    """
+    try:
+        shown = folder_label(folder)  # people see a data root's label, never the server path
+    except TriageError:  # outside the roots, or their list unreadable: evaluate_folder says which
+        shown = "the chosen folder"
+    bar = st.progress(0.0, text=f"Evaluating {name} on {shown}…")
+
+    def on_progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 50) == 0:  # ~50 updates, however large the folder
+            bar.progress(done / total, text=f"Evaluating {name}: {done} of {total} films")
+
+    from core.evaluation.folder import evaluate_folder  # torch: only when a folder is evaluated
+    from core.store.checkpoints import load_checkpoint
+
+    try:
+        return evaluate_folder(load_checkpoint(Path(json_path)), folder, on_progress=on_progress)
+    finally:
+        bar.empty()

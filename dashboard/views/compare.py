@@ -8,12 +8,12 @@ import streamlit as st
 from core.admin.audit import ensure_writable
 from core.errors import TriageError
 from dashboard.components.access import current_user, how_to_administer
-from dashboard.components.compare_view import (comparison, details, policy_films_caveat, record_evaluations, sources,
-                                               training_films_caveat)
+from dashboard.components.compare_view import (comparison, details, folder_report, policy_films_caveat,
+                                               record_evaluations, sources, training_films_caveat)
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.task_choice import models_of, pick_task, title_of
 from dashboard.labels import inside_a_root, source_label, without_server_paths
-from dashboard.state import default_evaluation_dir, folder_report, folder_stamp, registered_models
+from dashboard.state import default_evaluation_dir, folder_stamp, registered_models
 
 STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
 EVALUATED_FOLDER = "evaluated_folder"
