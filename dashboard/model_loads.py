@@ -209,8 +209,10 @@ def predictor_for(entry: ModelEntry) -> Predictor:
     return warm_up(entry).result()
 
 
-def model_key(predictor: Predictor) -> tuple[str, ...]:
-    return predictor.name, *_serving_hashes(predictor.loaded.record)
+def model_key(predictor: Predictor) -> tuple:
+    """What a result is kept under besides its film: the version as served, its population check loaded or not
+    (results read without it carry no warning: a review)."""
+    return predictor.name, *_serving_hashes(predictor.loaded.record), predictor.loaded.population is None
 
 
 def _serving_hashes(record) -> tuple[str, str, str]:

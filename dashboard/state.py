@@ -212,25 +212,27 @@ def triage_uploads(predictor: Predictor, uploads: list[Upload],
     its message instead. ``on_film(done, total)`` before each film: the page's progress, where Streamlit stops a
     run that a click has superseded (it stops a run only at an element)."""
     films, results, model = session_films(), session_cache(_SESSION_RESULTS), model_key(predictor)
+    keys = [(upload.digest, name_key(upload.name), model) for upload in uploads]
+    wanted = set(keys).__contains__  # short of room, this run's results are kept before any other (a review)
     triaged = []
-    for done, upload in enumerate(uploads):
+    for done, (upload, key) in enumerate(zip(uploads, keys)):
         on_film(done, len(uploads))
-        triaged.append(_triage_kept(results, (upload.digest, name_key(upload.name), model), upload, films, predictor))
+        triaged.append(_triage_kept(results, key, upload, films, predictor, wanted))
     return triaged
 
 
-def _triage_kept(results: BoundedCache, key: tuple, upload: Upload, films: FilmCache,
-                 predictor: Predictor) -> FilmResult:
+def _triage_kept(results: BoundedCache, key: tuple, upload: Upload, films: FilmCache, predictor: Predictor,
+                 wanted: Callable[[tuple], bool]) -> FilmResult:
     """The film's result, kept for the session. A busy server's refusal (it cost nothing) is not kept: the next
     run tries again. A film stopped at its decoding time limit (a busy server's, or a file built to stall the
     decoder) is kept as not read yet, so that no later click spends that limit again; ``read_again`` retries it."""
     try:
-        return results.get_or_compute(key, partial(_triage_film, upload, films, predictor))
+        return results.get_or_compute(key, partial(_triage_film, upload, films, predictor), wanted)
     except TryAgainLater as exc:
         return FilmResult(upload.name, upload.digest, error=str(exc), retry=True)
     except DecodingTimedOut as exc:
         stopped = FilmResult(upload.name, upload.digest, error=str(exc), retry=True)
-        results.put(key, stopped)
+        results.put(key, stopped, wanted)
         return stopped
 
 

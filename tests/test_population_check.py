@@ -129,10 +129,21 @@ def test_a_site_copy_without_its_population_file_is_served_unchecked_and_said_so
     assert entry.population_missing and population_check_text(entry).startswith(
         f"**Population check.** Not checked: its file ({population_file(copied_with_check).name}) is missing")
     unchecked = warm_up(entry)
+    assert unchecked.result().loaded.population is None  # served unchecked
     shutil.copy(population_file(trained_model.json_path), population_file(copied_with_check))  # copied back
     entry = next(e for e in list_models(copied_with_check.parent)[0] if e.name == loaded.name)
-    assert not entry.population_missing and warm_up(entry) is not unchecked  # loaded again, with its check
+    checked = warm_up(entry)
+    assert not entry.population_missing and checked is not unchecked  # loaded again, with its check
+    assert checked.result().loaded.population is not None
     assert population_check_text(entry).startswith("**Population check.** It knows ")
+    from types import SimpleNamespace
+
+    from dashboard.model_loads import model_key  # results read unchecked are not taken for the checked model's
+
+    def served(loaded_now):
+        return SimpleNamespace(name=loaded_now.name, loaded=loaded_now)
+
+    assert model_key(served(loaded)) != model_key(served(load_checkpoint(copied_with_check)))
 
 
 def test_an_edited_population_threshold_that_would_warn_on_nothing_refuses_the_model(copied_with_check):

@@ -181,8 +181,8 @@ def test_sessions_caches_keep_within_one_budget_each_evicting_only_its_own():
     first.put("b", _kilobyte())
     second.put("c", _kilobyte())
     assert budget.held == 3000
-    second.put("d", _kilobyte())  # past the budget: the second session keeps what it has, never the first's room
-    assert (first.keys(), second.keys(), budget.held) == (["a", "b"], ["c"], 3000)
+    second.put("d", _kilobyte())  # past the budget: the second session gives up its own oldest, not the first's
+    assert (first.keys(), second.keys(), budget.held) == (["a", "b"], ["d"], 3000)
     third = BoundedCache(max_bytes=2000, size_of=lambda value: value.nbytes, budget=budget)
     assert third.get_or_compute("e", _kilobyte).nbytes == 1000 and "e" not in third  # used, not kept: no room
     first.keep_only(lambda key: key == "a")  # a film leaving one upload box frees room for the others
@@ -229,12 +229,14 @@ def test_a_batch_past_the_budget_keeps_its_first_results_and_gives_up_its_decode
                            takes_room_from=(films,))
     films.put("decoded", np.zeros(5_000, np.uint8))
     computed = []
-    for run in range(2):
+    for model in ("a", "a", "b"):  # two runs of the page with one model, then one after a switch to another
         for n in range(25):
-            results.get_or_compute(n, lambda n=n: computed.append(n) or _kilobyte())
-    assert computed == list(range(25)) + list(range(20, 25))  # the second run reads only the 5 that did not fit
-    assert results.keys() == list(range(20)) and films.keys() == [] and other.keys() == ["elsewhere"]
-    assert budget.held == budget.max_bytes
+            results.get_or_compute((model, n), lambda n=n: computed.append((model, n)) or _kilobyte(),
+                                   wanted=lambda key: key[0] == model)
+    assert computed[25:30] == [("a", n) for n in range(20, 25)]  # the second run read only the 5 that did not fit
+    assert computed[30:] == [("b", n) for n in range(25)]
+    assert results.keys() == [("b", n) for n in range(20)]  # the other model's results made room for this one's
+    assert films.keys() == [] and other.keys() == ["elsewhere"] and budget.held == budget.max_bytes
 
 
 def test_every_session_cache_of_the_app_counts_against_the_servers_one_budget(monkeypatch):

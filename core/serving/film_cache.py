@@ -9,8 +9,9 @@ its session computes again what it did not keep). A cache unused for :data:`IDLE
 session that needs it: first come kept the budget for ever, so four tabs left open made every other session
 decode, predict and draw its whole batch again on each click (found by a review). Short of room in the budget, a
 cache first empties the caches it ``takes_room_from`` (a session's decoded films, only needed for Grad-CAM, for
-its results), then keeps what it holds rather than the newcomer: evicting the oldest for each new entry made a
-batch a little larger than the room read all its films again on every run (found by a review).
+its results); a page that says which entries its run needs (``wanted``) then loses the others first, and the
+newcomer rather than one of them: evicting the oldest for each new entry made a batch a little larger than the
+room read all its films again on every run (found by a review).
 """
 from __future__ import annotations
 
@@ -111,18 +112,19 @@ class BoundedCache(Generic[K, V]):
                 self._items.move_to_end(key)
             return value
 
-    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
+    def get_or_compute(self, key: K, compute: Callable[[], V], wanted: Callable[[K], bool] | None = None) -> V:
         """The value stored under ``key``, computing (and keeping) it on a miss; errors propagate."""
         value = self.get(key)
         if value is None:
             value = compute()
-            self.put(key, value)
+            self.put(key, value, wanted)
         return value
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, wanted: Callable[[K], bool] | None = None) -> None:
         """Keep ``value`` unless it alone exceeds the cap; evict the least recently used to fit it. Past the
-        shared budget: idle caches' room, then the room of the caches this one takes room from, then ``value`` is
-        not kept (then, only if still over, older entries go)."""
+        shared budget: idle caches' room, then the room of the caches this one takes room from; then, given
+        ``wanted`` (the keys this run of the page needs), the entries it does not need and ``value`` itself before
+        any it needs; else the least recently used, ``value`` last (then it is not kept)."""
         with self._lock:
             self.used = time.monotonic()
             self._items.pop(key, None)
@@ -142,9 +144,12 @@ class BoundedCache(Generic[K, V]):
                     for other in self.takes_room_from:
                         other.give_up(total - (self.budget.max_bytes - self.budget.held_by_others(self)))
                     room = self.budget.max_bytes - self.budget.held_by_others(self)
-                if total > room and key in self._items:
-                    del self._items[key]
-                    total = self._total()
+                if total > room and wanted is not None:
+                    for old in [k for k in self._items if k != key and not wanted(k)] + [key]:
+                        if total <= room:
+                            break
+                        self._items.pop(old, None)
+                        total = self._total()
                 while total > room:
                     self._items.popitem(last=False)
                     total = self._total()
