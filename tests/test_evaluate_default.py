@@ -26,3 +26,15 @@ def test_a_site_task_s_damaged_default_is_named_not_replaced_by_the_four_class_d
                                             r"NORMAL, TUBERCULOSIS, cannot be used: "):
         find_default_for_classes(TB)
     assert find_default_for_classes(("COVID-19",)).name == "four-v1"  # only the four-class task reads it
+
+
+def test_a_folder_with_part_of_a_site_task_s_classes_names_its_damaged_default(tmp_path, settings_env):
+    """A review of the fix above: the classes were recovered only when the folder's spelt the task's name, so a
+    folder of NORMAL and TUBERCULOSIS films went to the four-class default past a damaged three-class site task."""
+    site = tmp_path / "site"
+    _register(site, "four-v1", FOUR)
+    _register(site, "ntp-v1", ("NORMAL", "PNEUMONIA", "TUBERCULOSIS")).write_text("{damaged")
+    settings_env(CXR_MODELS=str(site))
+    with pytest.raises(ModelNotFound, match=r"^The default model of the normal-pneumonia-tuberculosis task, ntp-v1, "
+                                            r"which reads NORMAL, TUBERCULOSIS, cannot be used: "):
+        find_default_for_classes(TB)

@@ -2,6 +2,7 @@
 (``evaluate DIR``). Imports no torch."""
 from __future__ import annotations
 
+from itertools import combinations
 from pathlib import Path
 
 from core.errors import ModelNotFound
@@ -50,10 +51,15 @@ def find_default_for_classes(classes: tuple[str, ...] | list[str], directory: Pa
 
 def _classes_of(task: str, entries: list[ModelEntry], wanted: set[str]) -> set[str]:
     """The classes of a task whose default cannot be read: a named task's, else those of a readable version of
-    it, else the folder's when they make that task's name (a site's own task, its only version damaged)."""
+    it, else the set of known classes whose name it is (a site's own task, its only version damaged; a folder may
+    hold some of them only: a review)."""
     if task in TASKS:
         return set(TASKS[task].classes)
     readable = next((e for e in entries if e.task == task), None)
     if readable is not None:
         return {canonical_class(c) or c for c in readable.classes}
-    return wanted if task_name(sorted(wanted)) == task else set()
+    known = sorted(c for c in wanted | {c for named in TASKS.values() for c in named.classes}
+                   | {canonical_class(c) or c for e in entries for c in e.classes}
+                   if c.lower().replace(" ", "-") in task or c == "NORMAL")  # a name is made of its classes'
+    return next((set(combo) for size in range(2, len(known) + 1) for combo in combinations(known, size)
+                 if task_name(combo) == task), set())
