@@ -168,6 +168,7 @@ def test_passphrase_sign_in_administers_until_sign_out(places, monkeypatch, sett
     assert timedelta(minutes=19) < grant.expires_at - clock.now() <= timedelta(minutes=20)
     from_elsewhere(monkeypatch, "192.0.2.99")  # the same session taken over from another machine: no admin
     assert not offered(at.run()) & set(ADMIN_LABELS)
+    assert "Your admin sign-in was made from another network address" in at.sidebar.info[0].value
     from_elsewhere(monkeypatch, "192.0.2.20")
     at.run()
     next(b for b in at.button if b.label == "Make pneumonia-mlp-v1 the default").click()

@@ -100,6 +100,10 @@ def access_sidebar() -> None:
     with st.sidebar:
         if st.session_state.pop(_EXPIRED, False):
             st.info("Your admin sign-in expired; sign in again to administer.", icon=":material/timer_off:")
+        grant = _live_grant()
+        if grant is not None and not user.is_admin:  # bound to the client that signed in (core.access.policy)
+            st.info("Your admin sign-in was made from another network address (a new network, or another "
+                    "machine); sign in again here to administer.", icon=":material/lan:")
         provider = _provider_grant(_identity())
         if provider is not None and not provider.active() and not user.is_admin:
             st.info(f"Your admin rights through the identity provider ended at {_hhmm(provider)} UTC "
