@@ -162,6 +162,8 @@ def test_passphrase_sign_in_administers_until_sign_out(places, monkeypatch, sett
     assert "That passphrase is not right" in at.sidebar.error[0].value and not offered(at) & set(ADMIN_LABELS)
     sign_in(at, PASSPHRASE)
     assert {"Start training", "Make pneumonia-mlp-v1 the default", "Sign out"} <= offered(at)
+    logs = [list(d.value["Action"]) for d in at.dataframe if "Action" in d.value.columns]  # refused sign-ins apart
+    assert logs == [["sign-in"], ["sign-in.refused"]], logs  # from the changes (a review)
     who = "admin (passphrase) from 192.0.2.20"
     assert at.sidebar.caption[0].value.startswith(f"Administrator: {who}, until ")
     grant = at.session_state["admin-grant"]

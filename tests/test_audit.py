@@ -105,6 +105,22 @@ def test_an_unwritable_log_is_refused_with_a_message_and_no_path(tmp_path, setti
     assert str(tmp_path) not in str(caught.value)
 
 
+def test_refused_sign_ins_are_read_apart_so_a_guessing_spree_cannot_hide_the_changes(log):
+    """30 checked guesses per 15 minutes reach the log: the viewer's last 50 lines held nothing else after 25
+    minutes of guessing (a review). Actions read apart, each list newest first, the scan bounded."""
+    from core.admin.audit import REFUSED_SIGN_IN
+
+    record_action("default.change", "local", model="m-v1")
+    for n in range(60):
+        record_action(REFUSED_SIGN_IN, f"client 192.0.2.{n}", reason="wrong passphrase")
+    changes = read_actions(limit=5, refused_sign_ins=False)
+    assert [(e.action, e.model) for e in changes] == [("default.change", "m-v1")]
+    refused = read_actions(limit=3, refused_sign_ins=True)
+    assert [e.who for e in refused] == ["client 192.0.2.59", "client 192.0.2.58", "client 192.0.2.57"]
+    assert len(read_actions(limit=100)) == 61  # unfiltered, as before
+    assert read_actions(limit=5, refused_sign_ins=False, within=60) == []  # no further than 60 lines back
+
+
 def test_a_log_held_by_a_stuck_writer_is_refused_in_words_not_waited_on_forever(log, monkeypatch):
     """record_action runs inside the registry lock with Ctrl+C held: a wait without end could not be stopped."""
     import fcntl

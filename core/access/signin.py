@@ -10,7 +10,7 @@ from core.access.errors import SignInRefused, SignInUnavailable
 from core.access.passphrase import parse_hash, verify_passphrase
 from core.access.policy import AdminGrant
 from core.access.throttle import SignInThrottle
-from core.admin.audit import record_action
+from core.admin.audit import REFUSED_SIGN_IN, record_action
 from core.errors import AuditLogUnavailable
 
 # One scrypt check at a time: each takes ~32 MiB, and a burst of attempts must not take the memory.
@@ -54,7 +54,7 @@ def sign_in(passphrase: str, client: str, throttle: SignInThrottle, *, settings:
     if not right:  # in the server log and the audit log, so guessing shows (reviews); never the passphrase
         _log.warning("admin sign-in refused: wrong passphrase (client %s)", client)
         try:  # a line per checked attempt, which the throttle bounds (its own refusals, unbounded, are not)
-            record_action("sign-in.refused", f"client {client}", reason="wrong passphrase")
+            record_action(REFUSED_SIGN_IN, f"client {client}", reason="wrong passphrase")
         except AuditLogUnavailable:
             _log.warning("the refused admin sign-in could not be written to the audit log")
         raise SignInRefused("That passphrase is not right. Attempts are limited; ask your administrator if "

@@ -22,6 +22,7 @@ from core.errors import AuditLogUnavailable
 from core.store.base import Record, open_regular, parse_record
 
 READ_CHUNK = 64 * 1024
+REFUSED_SIGN_IN = "sign-in.refused"  # a wrong admin passphrase (core.access.signin)
 LOCK_WAIT_S = 10.0  # a writer holds the lock for one write: longer means a stuck process, refused in words
 
 
@@ -95,14 +96,18 @@ def _unavailable(exc: OSError, then: str = "") -> AuditLogUnavailable:
                                f"administrator to check the audit log setting (CXR_AUDIT_LOG).{then}")
 
 
-def read_actions(limit: int = 100) -> list[AuditEntry]:
-    """The last ``limit`` actions, newest first; damaged lines are skipped. No log yet: an empty list."""
+def read_actions(limit: int = 100, refused_sign_ins: bool | None = None, within: int = 20_000) -> list[AuditEntry]:
+    """The last ``limit`` actions, newest first; damaged lines are skipped. No log yet: an empty list.
+    ``refused_sign_ins``: only those (True) or all but those (False), from the last ``within`` lines: a guessing
+    spree (30 checked attempts per 15 minutes) must not push every change out of a viewer's last lines."""
     if limit <= 0:
         return []
     entries = []
-    for line in _lines_from_the_end(audit_log_path()):
+    for seen, line in enumerate(_lines_from_the_end(audit_log_path())):
+        if refused_sign_ins is not None and seen >= within:
+            break
         entry = _parse(line)
-        if entry is not None:
+        if entry is not None and (refused_sign_ins is None or (entry.action == REFUSED_SIGN_IN) == refused_sign_ins):
             entries.append(entry)
             if len(entries) >= limit:
                 break

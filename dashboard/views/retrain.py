@@ -230,6 +230,11 @@ if user.is_admin:
         calibrate_section(user)
     with st.expander("Audit log: administrative actions", icon=":material/policy:"):
         try:
-            st.dataframe(audit_table(read_actions(limit=AUDIT_ROWS)), hide_index=True, key="audit-log")
+            st.dataframe(audit_table(read_actions(AUDIT_ROWS, refused_sign_ins=False)), hide_index=True,
+                         key="audit-log")
+            refused = read_actions(AUDIT_ROWS, refused_sign_ins=True)  # apart: guessing must not hide the changes
+            if refused:
+                st.caption(f"Refused admin sign-ins (a wrong passphrase), the last {len(refused)}:")
+                st.dataframe(audit_table(refused), hide_index=True, key="audit-log-refused")
         except TriageError as exc:
             st.error(str(exc), icon=":material/error:")
