@@ -1,12 +1,19 @@
 """Small helpers for the sentences core writes into messages, notes and reports."""
 from __future__ import annotations
 
+import math
 import unicodedata
 
 
 def and_list(words: list[str]) -> str:
     """["a"] -> "a"; ["a", "b", "c"] -> "a, b and c"."""
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def megabytes_over(size_mb: float, limit_mb: float) -> str:
+    """A size past ``limit_mb``, never written as the limit itself ("250 MB (at most 250 MB)"): whole megabytes,
+    else tenths rounded up."""
+    return f"{size_mb:,.0f}" if round(size_mb) > limit_mb else f"{math.ceil(size_mb * 10) / 10:,.1f}"
 
 
 def json_line(value: object, **dumps_options) -> str:

@@ -276,7 +276,7 @@ def test_training_names_films_by_their_label_and_refuses_an_oversized_one_before
     config = TrainConfig(arch="logistic", epochs=1, image_size=32)
     with pytest.raises(DatasetError) as refused:
         split_films(folder, config)
-    assert str(refused.value) == ("Cannot use relative/PNEUMONIA/huge.png: huge.png is 200 MB, over the 200 MB "
+    assert str(refused.value) == ("Cannot use relative/PNEUMONIA/huge.png: huge.png is 200.1 MB, over the 200 MB "
                                   "limit for one film. Take it out of the folder.")
     huge.unlink()
     films = split_films(folder, config)[0]

@@ -25,6 +25,7 @@ from core.films.decoding_cost import check_exif
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 from core.films.roots import open_inside_roots
+from core.wording import megabytes_over
 
 _DICOM_MAGIC_OFFSET = 128
 LARGE_DECODE = 16_000_000  # declared pixels x components: a 4000 x 4000 grey film decodes without waiting
@@ -57,7 +58,8 @@ def _read_bytes(data: bytes, label: str) -> Film:
         raise UnreadableImage(f"{label} is empty (0 bytes): nothing of the film arrived. Upload or copy it again.")
     if len(data) > MAX_FILE_BYTES:
         raise UnreadableImage(
-            f"{label} is {len(data) / 2**20:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit for one film."
+            f"{label} is {megabytes_over(len(data) / 2**20, MAX_FILE_BYTES // 2**20)} MB, over the "
+            f"{MAX_FILE_BYTES // 2**20} MB limit for one film."
         )
     if _looks_like_dicom(data):
         return decode_pool().decode(data, label)
@@ -86,7 +88,7 @@ def check_film_path(path: str | Path, name: str | None = None) -> None:
             raise UnreadableImage(f"{label} does not exist or is not a file. Check the path.")
         if path.stat().st_size > MAX_FILE_BYTES:
             raise UnreadableImage(
-                f"{label} is {path.stat().st_size / 2**20:.0f} MB, over the "
+                f"{label} is {megabytes_over(path.stat().st_size / 2**20, MAX_FILE_BYTES // 2**20)} MB, over the "
                 f"{MAX_FILE_BYTES // 2**20} MB limit for one film."
             )
     except OSError as exc:

@@ -26,6 +26,7 @@ from core.films.film import MAX_FILE_BYTES, Film
 from core.films.folders import FilmSet
 from core.films.read import read_film
 from core.films.roots import film_label, open_inside_roots
+from core.wording import megabytes_over
 from core.store.base import NotARegularFile
 
 # Bump when anything between a film's bytes and ``film_to_tensor``'s output changes (decoding, the reference
@@ -133,7 +134,8 @@ def check_film_sizes(films: FilmSet) -> None:
         except OSError:
             continue  # decoding says what is wrong with it, by name
         if size > MAX_FILE_BYTES:
-            raise DatasetError(f"Cannot use {film_label(path)}: {path.name} is {size / 2**20:.0f} MB, over the "
+            raise DatasetError(f"Cannot use {film_label(path)}: {path.name} is "
+                               f"{megabytes_over(size / 2**20, MAX_FILE_BYTES // 2**20)} MB, over the "
                                f"{MAX_FILE_BYTES // 2**20} MB limit for one film. Take it out of the folder.")
 
 

@@ -5,11 +5,11 @@ films out could be read as complete. The message says what the batch holds, what
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 from core.config import settings
 from core.errors import BatchTooLarge
+from core.wording import megabytes_over
 
 MEGABYTE = 2**20  # as Streamlit's server.maxUploadSize counts
 
@@ -22,18 +22,12 @@ def check_batch(sizes: Sequence[int]) -> None:
     if films > limits.batch_max_films:
         over.append(f"{films} films (at most {limits.batch_max_films})")
     if megabytes > limits.batch_max_mb:
-        over.append(f"{_over_limit(megabytes, limits.batch_max_mb)} MB (at most {limits.batch_max_mb:,} MB)")
+        over.append(f"{megabytes_over(megabytes, limits.batch_max_mb)} MB (at most {limits.batch_max_mb:,} MB)")
     if over:
         raise BatchTooLarge(
             f"This batch is too large: {' and '.join(over)}. None of its films was triaged, so that no film is "
             "left off the worklist unnoticed. Remove some films from the upload box, or triage them in smaller "
             "batches one after the other.")
-
-
-def _over_limit(megabytes: float, limit: int) -> str:
-    """A size past ``limit``, never written as the limit itself: whole megabytes, else tenths rounded up."""
-    whole = f"{megabytes:,.0f}"
-    return whole if round(megabytes) > limit else f"{math.ceil(megabytes * 10) / 10:,.1f}"
 
 
 def session_upload_limits(max_file_mb: float) -> tuple[int, int]:
