@@ -79,13 +79,16 @@ def test_a_models_setting_naming_a_file_is_refused(tmp_path, monkeypatch):
         reload()
 
 
-def test_a_models_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+def test_a_models_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, settings_env):
     blocked = tmp_path / "a-file"
     blocked.write_bytes(b"")
     with pytest.raises(CheckpointError) as refused:
         ensure_models_writable(blocked / "models")  # cannot be made: a file is in the way
     assert str(refused.value).startswith("The models folder cannot be written (Not a directory)")
-    assert str(tmp_path) not in str(refused.value)
+    assert str(tmp_path) not in str(refused.value) and "(CXR_MODELS)" in str(refused.value)
+    settings_env(CXR_CHECKPOINTS=str(blocked / "shipped"))  # the shipped folder: its own setting is named
+    with pytest.raises(CheckpointError, match=r"\(CXR_CHECKPOINTS\)"):
+        ensure_models_writable(blocked / "shipped")
     ensure_models_writable(tmp_path / "fresh" / "models")  # a folder that can be made: not made here
     assert not (tmp_path / "fresh").exists()
     (tmp_path / "fresh").mkdir()

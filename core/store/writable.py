@@ -15,6 +15,7 @@ def ensure_models_writable(directory: Path | None = None) -> None:
     """CheckpointError now when ``directory`` (default: the site folder) cannot take a new file: called before
     minutes of training or scoring whose result would be written there, so they are not spent for nothing."""
     directory = directory or settings().models
+    setting = ENVIRONMENT["checkpoints" if directory.resolve() == settings().checkpoints.resolve() else "models"]
     try:
         if directory.is_dir():
             with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
@@ -30,4 +31,4 @@ def ensure_models_writable(directory: Path | None = None) -> None:
     except OSError as exc:
         raise CheckpointError(f"The models folder cannot be written ({exc.strerror or type(exc).__name__}): ask an "
                               "administrator to let this server write it, or to name another one "
-                              f"({ENVIRONMENT['models']}). Nothing was changed.") from None
+                              f"({setting}). Nothing was changed.") from None
