@@ -72,7 +72,7 @@ def _lock(fd: int) -> None:
                 break
             time.sleep(0.02)
     raise AuditLogUnavailable(f"The audit log is busy: another process has held it for {LOCK_WAIT_S:g} s (a stuck "
-                              "process); try again, or ask an administrator to check it.")
+                              "process); ask an administrator to check it.")
 
 
 def ensure_writable() -> None:
