@@ -119,7 +119,8 @@ def test_the_client_behind_a_proxy_is_the_hop_the_proxy_added():
     # a hop that is no address (behind a forwarder that leaves the client's own header as sent): one key for all
     # such text, never written as it came into the audit log's "who" (found by a review)
     assert {facts("127.0.0.1", X_Forwarded_For=hop).client for hop in (
-        "127.0.0.1 for dr.smith@hospital.example (radiology)", "unknown", "for=_hidden", "x" * 500)} == {
+        "127.0.0.1 for dr.smith@hospital.example (radiology)", "unknown", "for=_hidden", "x" * 500, "0.0.0.0/0",
+        "1.2.3.4/255.0.0.0", "2001:db8::/32")} == {
         "127.0.0.1 for an unnamed client"}
 
 

@@ -90,12 +90,17 @@ def _hop_address(hop: str) -> str:
 
 
 def _is_address(text: str) -> bool:
-    """An IP address or an IPv6 /64 network (:func:`_one_host`'s two answers for an address)."""
+    """An IP address or an IPv6 /64 network (:func:`_one_host`'s two answers for an address), nothing else."""
     try:
-        ipaddress.ip_network(text, strict=False)
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(text)
     except ValueError:
         return False
-    return True
+    return network.version == 6 and network.prefixlen == 64
 
 
 def _one_host(address: str) -> str:
