@@ -325,3 +325,25 @@ def test_intervals_re_read_from_a_reports_counts_are_the_ones_it_has(classes):
     stale = report.model_copy(update={"at_operating_point": report.at_operating_point.model_copy(
         update={"specificity_ci": [1.0, 1.0], "accuracy_ci": [0.5, 0.5]})})
     assert with_count_intervals(stale).to_json() == report.to_json()
+
+
+def test_a_perfect_auc_gets_the_interval_its_films_allow_not_none():
+    """Every resample of perfectly separated films gives AUC 1, so the percentile interval was (1, 1) and the card
+    read "no interval: too few films", whatever the films (the shipped COVID-19 card, 24 + 13 films: a review).
+    Such an interval is replaced by Hanley-McNeil's from the films per class, stored reports included."""
+    from conftest import REPO
+    from core.evaluation.reported import hanley_mcneil_interval
+    from core.store.records import read_model_record
+
+    report = read_model_record(REPO / "checkpoints" / "covid-cnn5-v1.json").report
+    counts = dict(zip(report.classes, report.class_counts))
+    n = sum(counts.values())
+    covid = hanley_mcneil_interval(1.0, counts["COVID-19"], n - counts["COVID-19"])
+    assert report.class_auc_ci["COVID-19"] == pytest.approx(covid) and covid[0] < 0.999
+    pair = report.against_normal["COVID-19"]
+    assert pair.auc_ci == pytest.approx(hanley_mcneil_interval(1.0, *pair.class_counts.values()))
+    lows = [hanley_mcneil_interval(1.0, k, n - k)[0] for k in counts.values()]  # macro: the classes' mean
+    assert report.auc == 1.0 and report.auc_ci == pytest.approx((sum(lows) / len(lows), 1.0))
+    y = np.array([0] * 12 + [1] * 12)  # and two classes, computed afresh: 12 + 12 films
+    fresh = evaluate_probabilities(y, np.stack([0.95 - y * 0.9, y * 0.9 + 0.05], axis=1), CLASSES, point_at(0.5))
+    assert fresh.auc == 1.0 and fresh.auc_ci == pytest.approx(hanley_mcneil_interval(1.0, 12, 12))

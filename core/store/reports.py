@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 from pydantic import Field, computed_field, model_validator
 
+from core.evaluation.reported import bound_pair, bound_report
 from core.store.base import Interval, Record
 from core.tasks import find_normal_index
 
@@ -167,6 +168,8 @@ class PairFigures(Record):
     auc: float | None = None  # None unless both classes have films
     auc_ci: Interval | None = None
 
+    _bounded = model_validator(mode="after")(bound_pair)  # an AUC interval of no width: Hanley-McNeil's
+
 
 class Report(Record):
     """Metrics of one model on one set of films. ``split`` says in words which films they were."""
@@ -194,6 +197,7 @@ class Report(Record):
     # More than two classes with a normal class: each abnormal class with films here against the normal class
     # alone (PairFigures). None for two classes and in older JSON.
     against_normal: dict[str, PairFigures] | None = None
+    _bounded = model_validator(mode="after")(bound_report)  # an AUC interval of no width: Hanley-McNeil's
 
     # The CLI's JSON has always carried the operating point's figures at the top level as well.
     @computed_field
