@@ -221,6 +221,10 @@ def test_charts_carry_the_numbers_they_are_given():
                                point_fpr=0.5, point_tpr=0.9)])
     assert [t.name for t in roc.data] == ["chance", "a (AUC 0.800)", "a operating point"]
     assert list(roc.data[2].x) == [0.5] and list(roc.data[2].y) == [0.9]
+    near = roc_curves([RocCurve(name="b", fpr=[0, 0.00004, 1], tpr=[0, 0.99996, 1], auc=0.99, threshold=0.3,
+                                point_fpr=0.00004, point_tpr=0.99996)])  # hovers never round to certainty
+    assert list(near.data[1].customdata[1]) == ["0.00004", "0.99996"]  # a curve's point (a review)
+    assert list(near.data[2].customdata[0]) == ["0.99996", "0.99996"]  # the operating point's
     matrix = confusion_matrix([[3, 1], [0, 4]], ["NORMAL", "PNEUMONIA"], "a")
     assert [list(r) for r in matrix.data[0].z] == [[3, 1], [0, 4]]
     epoch = EpochEvent(epoch=1, epochs=3, train_loss=0.65, val_loss=0.6, val_auc=0.8, seconds=2.0)

@@ -29,6 +29,7 @@ from core.store.registry import list_models
 from core.store.reports import WITHDRAWN
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
 from dashboard.components.charts import travel_intervals
+from dashboard.components.reports import percent
 from core.evaluation.site_range import stored_site_range
 from dashboard.components.travel import (FIGURES, NOT_MEASURED, VALIDATION, line_summaries,
                                          metrics_with_travel, other_reports_in_order, out_of_batch_origin,
@@ -209,6 +210,7 @@ def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
     (trace,) = [t for t in chart.data if t.name == HELD_OUT_MODEL and t.xaxis == "x2"]  # the specificity panel
     row = list(trace.y).index("Another batch")
     assert trace.x[row] == pytest.approx(batch["specificity"])
+    assert trace.customdata[row] == percent(batch["specificity"])  # the hover as the tables write it
     assert trace.error_x.arrayminus[row] == pytest.approx(batch["specificity"] - batch["specificity_ci"][0])
     assert trace.error_x.array[row] == pytest.approx(batch["specificity_ci"][1] - batch["specificity"])
 

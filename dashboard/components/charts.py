@@ -6,7 +6,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.components.reports import fixed, threshold_value
+from dashboard.components.reports import fixed, percent, threshold_value
 
 PALETTE = ("#1f6f8b", "#c0703c", "#4f8a5b", "#7a5c99", "#a8862d", "#4a6fa5", "#9b4f5f", "#5f7a80")
 MUTED = "#9aa9b2"
@@ -42,17 +42,20 @@ def roc_curves(curves: list, order: list[str] | None = None) -> go.Figure:
                              name="chance", hoverinfo="skip"))
     for curve in curves:
         auc = f"AUC {fixed(curve.auc, 3)}" if curve.auc is not None else "AUC n/a"
+        # hovers written here, as the tables write them: plotly's own %{y:.3f} showed 0.99996 as 1.000 (a review)
         fig.add_trace(go.Scatter(x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=colors[curve.name], width=2.5),
                                  name=f"{curve.name} ({auc})", legendgroup=curve.name,
-                                 hovertemplate="1 − specificity %{x:.3f}<br>sensitivity %{y:.3f}<extra></extra>"))
+                                 customdata=[[fixed(x, 3), fixed(y, 3)] for x, y in zip(curve.fpr, curve.tpr)],
+                                 hovertemplate="1 − specificity %{customdata[0]}<br>sensitivity %{customdata[1]}"
+                                               "<extra></extra>"))
         if curve.point_fpr is not None and curve.point_tpr is not None:
             fig.add_trace(go.Scatter(
                 x=[curve.point_fpr], y=[curve.point_tpr], mode="markers", legendgroup=curve.name,
                 marker=dict(color=colors[curve.name], size=13, symbol="diamond", line=dict(color="white", width=1.5)),
                 name=f"{curve.name} operating point", showlegend=False,
                 hovertemplate=(f"{curve.name} operating point<br>threshold {threshold_value(curve.threshold)}"
-                               "<br>sensitivity %{y:.3f}<br>specificity %{customdata:.3f}<extra></extra>"),
-                customdata=[1 - curve.point_fpr],
+                               "<br>sensitivity %{customdata[0]}<br>specificity %{customdata[1]}<extra></extra>"),
+                customdata=[[fixed(curve.point_tpr, 3), fixed(1 - curve.point_fpr, 3)]],
             ))
     fig.update_xaxes(range=[0, 1], title="1 − specificity (false-positive rate)", constrain="domain")
     fig.update_yaxes(range=[0, 1.02], title="sensitivity (true-positive rate)", scaleanchor="x", scaleratio=1)
@@ -156,7 +159,8 @@ def travel_intervals(points: list, order: list[str] | None = None) -> go.Figure:
                 error_x=dict(type="data", symmetric=False, thickness=2,
                              array=[0 if p.high is None else p.high - p.value for p in mine],
                              arrayminus=[0 if p.low is None else p.value - p.low for p in mine]),
-                hovertemplate=f"{model}<br>%{{y}}: {figure.lower()} %{{x:.1%}}<extra></extra>",
+                customdata=[percent(p.value) for p in mine],  # never 0.9996 as 100.0 % (a review)
+                hovertemplate=f"{model}<br>%{{y}}: {figure.lower()} %{{customdata}}<extra></extra>",
             ), row=1, col=col)
     fig.update_xaxes(range=[0, 1.02], tickformat=".0%")
     fig.update_yaxes(categoryorder="array", categoryarray=films)
