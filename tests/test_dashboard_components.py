@@ -101,8 +101,8 @@ def test_values_are_shown_with_their_interval(value, interval, as_percent, text)
 def test_a_threshold_near_1_or_0_is_not_shown_as_1_or_0():
     from dashboard.components.reports import threshold_value
 
-    assert [threshold_value(t) for t in (0.999996, 0.000004, 0.47098292, 0.5)] == [
-        "0.999996", "0.000004", "0.47098", "0.500"]
+    assert [threshold_value(t) for t in (0.999996, 0.000004, 0.47098292, 0.5, -1e-6)] == [
+        "0.999996", "0.000004", "0.47098", "0.500", "0 (every film urgent)"]  # never "-0.000" (a review)
 
 
 @pytest.mark.parametrize("seconds, text", [(None, "—"), (7.4, "7 s"), (326.3, "5 min 26 s"), (7260, "2 h 01 min")])

@@ -29,7 +29,7 @@ from core.store.registry import list_models
 from core.store.reports import WITHDRAWN
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
 from dashboard.components.charts import travel_intervals
-from dashboard.components.reports import percent
+from dashboard.components.reports import percent, threshold_value
 from core.evaluation.site_range import stored_site_range
 from dashboard.components.travel import (FIGURES, NOT_MEASURED, VALIDATION, line_summaries,
                                          metrics_with_travel, other_reports_in_order, out_of_batch_origin,
@@ -196,7 +196,8 @@ def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
     expected = [f"{films}: {label}" for films in rows for label in ("films", "AUC", "sensitivity", "specificity")]
     assert list(table.index) == [*expected[:4], "Another batch: read at threshold", *expected[4:]]
     read_at = table.loc["Another batch: read at threshold"]  # it held the batch out itself: its own threshold
-    assert read_at[HELD_OUT_MODEL] == f"{stored['other_reports'][OUT_OF_BATCH]['threshold']:.3f} (this version's)"
+    assert read_at[HELD_OUT_MODEL] == f"{threshold_value(stored['other_reports'][OUT_OF_BATCH]['threshold'])} (this " \
+                                      "version's)"
     assert (read_at[QUICK_MODELS] == NOT_MEASURED).all()
     spans = stored_site_range(_entry(mixed_folder, HELD_OUT_MODEL).record.other_reports)
     assert table.loc["Range at a new site: specificity", HELD_OUT_MODEL] == \

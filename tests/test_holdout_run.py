@@ -83,7 +83,8 @@ def test_the_version_gets_the_runs_other_batch_report_and_says_whose_it_is(in_fo
     assert f"own threshold ({run.operating_point.threshold:.3f}" in origin and "not measured on it" in origin
     assert read_at_another_threshold(again) == []
     assert travel_table(again).loc["n", "Other batch"] == str(lent.n)
-    assert other_batch_threshold(again) == (f"{lent.threshold:.3f} (the run that held it out; this version's is "
+    assert other_batch_threshold(again) == (f"{threshold_value(lent.threshold)} (the run that held it out; this "
+                                            "version's is "
                                             f"{threshold_value(again.operating_point.threshold)})")  # says whose
     audit = [json.loads(line) for line in isolated_audit_log.read_text().splitlines()]
     assert audit[-1]["action"] == "other-batch" and audit[-1]["model"] == version.name

@@ -12,6 +12,7 @@ from core.errors import CommandRefused
 from core.evaluation.reported import hanley_mcneil_interval, wilson_interval
 from core.store.records import read_model_record
 from core.training.measured_elsewhere import record_measurements
+from dashboard.components.reports import threshold_value
 from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (elsewhere_summaries, elsewhere_thresholds, travel_comparison,
                                          travel_points, travel_table)
@@ -64,14 +65,14 @@ def test_the_figures_are_recorded_with_intervals_and_shown_on_the_card(model_her
         model_here.weights_sha256, model_here.operating_point, model_here.report)  # nothing else changed
     assert elsewhere_summaries(stored) == [
         f"**Test site** (200 films, read at threshold 0.500; this version's is now "
-        f"{stored.operating_point.threshold:.3f}): AUC 0.900 (0.858–0.942); sensitivity 90.0 % (83.3–94.2); "
+        f"{threshold_value(stored.operating_point.threshold)}): AUC 0.900 (0.858–0.942); sensitivity 90.0 % (83.3–94.2); "
         "specificity 80.0 % (70.0–87.3)."]
     assert list(travel_table(stored).columns) == ["Validation", "Other batch"]  # no third column in the sidebar
     assert elsewhere_films([stored]) == ["Test site: 200 films of a test site; measured by a tester. Its intervals "
                                          "are computed from the reported figures and films per class (Wilson; "
                                          "Hanley–McNeil for the AUC)."]
     assert elsewhere_thresholds(stored) == [f"Test site: read at threshold 0.500 (this version's is now "
-                                            f"{stored.operating_point.threshold:.3f})."]
+                                            f"{threshold_value(stored.operating_point.threshold)})."]
     audit = json.loads(isolated_audit_log.read_text().splitlines()[-1])
     assert (audit["action"], audit["model"], audit["details"]["n"]) == ("measured-elsewhere", stored.name, 200)
     # recording the same films again replaces the figures instead of adding a second column

@@ -197,7 +197,7 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
     st.markdown("**How the promise travels**: films (n), AUC, sensitivity and specificity at the operating "
                 "point below, with 95 % intervals" + (
                     f"; the other batch at the threshold of the run that held it out, "
-                    f"{record.other_reports['out-of-batch'].threshold:.3f}" if lent else ""))
+                    f"{threshold_value(record.other_reports['out-of-batch'].threshold)}" if lent else ""))
     st.table(travel_table(record))
     spans = site_range_line(record)  # first: what a new site may see
     for summary in [*([spans] if spans else []), *line_summaries(record), *elsewhere_summaries(record)]:

@@ -267,7 +267,10 @@ def operating_points(curves: list[RocCurve]) -> pd.DataFrame:
 def threshold_value(threshold: float, other: float | None = None) -> str:
     """A threshold as serving compares scores with it: to 5 decimals (trailing zeros dropped, never under 3), or
     to as many as tell it from ``other``. At 3, the default's 0.47098 read "0.471" on its card while the worklist
-    showed a film at 0.47099 urgent, seemingly below it (found by a review)."""
+    showed a film at 0.47099 urgent, seemingly below it (found by a review). One at or under 0 (chosen a hair
+    below a score of 0, so that every film is flagged) says so, never "-0.000" (a review)."""
+    if threshold <= 0:
+        return "0 (every film urgent)"
     text = fixed(threshold, max(5, digits_apart(threshold, other))).rstrip("0")
     return text if len(text.partition(".")[2]) >= 3 else f"{threshold:.3f}"
 

@@ -170,7 +170,7 @@ def _read_at(record: ModelRecord, threshold: float, between: str = " (", after: 
     if abs(threshold - shipped) < 1e-9:
         return f"{threshold:.3f}"
     digits = digits_apart(shipped, threshold)
-    return f"{threshold:.{digits}f}{between}this version's is now {shipped:.{digits}f}{after}"
+    return f"{threshold:.{digits}f}{between}this version's is now {threshold_value(shipped, threshold)}{after}"
 
 
 def travel_table(record: ModelRecord) -> pd.DataFrame:
@@ -224,8 +224,9 @@ def other_batch_threshold(record: ModelRecord) -> str:
     if report is None:
         return NOT_MEASURED
     if record.holdout_run is not None:
-        return f"{report.threshold:.3f} (the run that held it out; this version's is {threshold_text(record)})"
-    return f"{report.threshold:.3f} (this version's)"
+        return f"{threshold_value(report.threshold)} (the run that held it out; this version's is " \
+               f"{threshold_text(record)})"
+    return f"{threshold_value(report.threshold)} (this version's)"
 
 
 def threshold_text(record: ModelRecord, other: float | None = None) -> str:
