@@ -168,7 +168,7 @@ def _read_at(record: ModelRecord, threshold: float, between: str = " (", after: 
     around it): to as many decimals as tell the two apart."""
     shipped = record.operating_point.threshold
     if abs(threshold - shipped) < 1e-9:
-        return f"{threshold:.3f}"
+        return threshold_value(threshold)
     digits = digits_apart(shipped, threshold)
     return f"{threshold:.{digits}f}{between}this version's is now {threshold_value(shipped, threshold)}{after}"
 
@@ -254,7 +254,7 @@ def out_of_batch_origin(record: ModelRecord) -> str | None:
         auc = f", validation AUC {run.validation_auc:.3f}" if run.validation_auc is not None else ""
         size = f"an ensemble of {run.members} networks" if run.members else f"{run.epochs} epochs"
         return (f"The other-batch figures come from another run of the same recipe that held that batch out "
-                f"({run.name}: {size}{auc}), read at that run's own threshold ({run.threshold:.3f}, "
+                f"({run.name}: {size}{auc}), read at that run's own threshold ({threshold_value(run.threshold)}, "
                 f"chosen by the same rule for ≥ {target_percent(run.target_sensitivity)} sensitivity on its own "
                 "validation films). These weights were trained with that batch included, so they were not measured "
                 "on it themselves.")
