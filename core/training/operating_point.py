@@ -44,6 +44,8 @@ def choose_operating_point(
     truth = y_true != normal
     if truth.sum() == 0 or (~truth).sum() == 0:
         raise ValueError("choosing an operating point needs both normal and abnormal validation films")
+    if not np.isfinite(scores).all():  # a NaN sorts first and is never flagged: the target silently missed
+        raise ValueError("choosing an operating point needs a finite probability for every validation film")
     abnormal = [k for k in range(len(classes)) if k != normal]
     spare = spare_films if len(abnormal) > 1 else 0
     films = {classes[k]: int(np.sum(y_true == k)) for k in abnormal}
