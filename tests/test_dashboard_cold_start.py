@@ -228,8 +228,8 @@ def test_versions_asked_for_lately_stay_loaded_past_the_usual_number_up_to_a_cap
         self._done.set()
 
     monkeypatch.setattr(model_loads.ModelLoad, "_run", instant)
-    a, b, c = (SimpleNamespace(name=n, json_path=f"/nowhere/{n}.json", record=SimpleNamespace(weights_sha256=n * 64))
-               for n in "abc")
+    a, b, c = (SimpleNamespace(name=n, json_path=f"/nowhere/{n}.json", record=SimpleNamespace(weights_sha256=n * 64),
+                               population_missing=False) for n in "abc")
     for entry in (a, b, a, b):
         warm_up(entry).wait(5)
     assert started == ["a", "b"]  # both asked for just now: both kept, though MAX_MODELS is 1
@@ -249,8 +249,8 @@ def test_the_versions_kept_are_counted_in_bytes_of_weights_too(monkeypatch):
     monkeypatch.setattr(model_loads, "MAX_BYTES_IN_USE", 2000)
     monkeypatch.setattr(model_loads.ModelLoad, "_run", lambda self: self._done.set())
     small, big, bigger = (SimpleNamespace(name=n, json_path=f"/nowhere/{n}.json", record=SimpleNamespace(
-        weights_sha256=n * 64, parameters=parameters)) for n, parameters in (("small", 100), ("big", 150),
-                                                                            ("bigger", 300)))
+        weights_sha256=n * 64, parameters=parameters), population_missing=False)
+        for n, parameters in (("small", 100), ("big", 150), ("bigger", 300)))
     kept = lambda: [load.name for load in model_loads._models.values()]  # noqa: E731
     for entry in (small, big):
         warm_up(entry).wait(5)
@@ -340,7 +340,7 @@ def test_switching_among_more_versions_than_are_kept_loads_each_once_and_few_at_
     monkeypatch.setattr(model_loads.ModelLoad, "_run", lambda self, run=model_loads.ModelLoad._run: (
         started.append(self.name), run(self)))
     entries = [SimpleNamespace(name=f"v{i}", json_path=f"/nowhere/v{i}.json",
-                               record=SimpleNamespace(weights_sha256=f"{i:064x}"))
+                               record=SimpleNamespace(weights_sha256=f"{i:064x}"), population_missing=False)
                for i in range(model_loads.MAX_MODELS + 3)]
     for _ in range(3):
         loads = [warm_up(entry) for entry in entries]

@@ -194,7 +194,8 @@ def test_served_beyond_loopback_an_admin_signs_in_with_the_passphrase(site, tmp_
         browser.close()
     audit = [json.loads(line) for line in Path(env["CXR_AUDIT_LOG"]).read_text().splitlines()]
     who = f"admin (passphrase) from {address}"
-    assert [(a["action"], a["who"]) for a in audit] == [("sign-in", who), ("default.change", who), ("sign-out", who)]
+    assert [(a["action"], a["who"]) for a in audit] == [("sign-in.refused", f"client {address}"), ("sign-in", who),
+                                                        ("default.change", who), ("sign-out", who)]
 
 
 def nginx_config(tmp_path: Path, https_port: int, upstream: int) -> Path:
