@@ -223,10 +223,9 @@ def other_batch_threshold(record: ModelRecord) -> str:
     report = record.other_reports.get("out-of-batch")
     if report is None:
         return NOT_MEASURED
-    if record.holdout_run is not None:
-        return f"{threshold_value(report.threshold)} (the run that held it out; this version's is " \
-               f"{threshold_text(record)})"
-    return f"{threshold_value(report.threshold)} (this version's)"
+    whose = f"the run that held it out; this version's is {threshold_text(record)}" if record.holdout_run else \
+        "this version's"
+    return f"{threshold_value(report.threshold)} ({whose})"
 
 
 def threshold_text(record: ModelRecord, other: float | None = None) -> str:
