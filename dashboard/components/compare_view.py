@@ -104,7 +104,8 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
     st.subheader("Metrics at each model's operating point")
     several = any(several_classes(report) for _, report in rows)
     st.caption("Values with their 95 % intervals (Wilson score intervals for shares of films, resampled films "
-               "for AUC and F1, Hanley–McNeil's for an AUC every resample gives alike; resampling patients instead, a patient's films together, moved the ends of five "
+               "for AUC and F1, Hanley–McNeil's for an AUC every resample gives alike; resampling patients "
+               "instead, a patient's films together, moved the ends of five "
                "shipped pneumonia models' intervals by under a point). Sensitivity and specificity are for abnormal "
                "(any non-normal class) against normal. Inference time is the fastest of 10 one-film passes on "
                "the CPU of the machine that registered the version (a best case; machines differ)." + (" With more than two classes the AUC is the mean of each class's "
