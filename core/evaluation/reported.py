@@ -5,7 +5,7 @@ interval of core.evaluation.metrics does.
 - sensitivity, specificity, accuracy: the Wilson score interval of a proportion of ``n`` films;
 - AUC: Hanley and McNeil's (Radiology 1982) standard error under the usual exponential approximation.
 
-The AUC interval here also stands in for a resampled one of no width (:func:`bounded_aucs`): every resample of
+The AUC interval here also stands in for a resampled one of no width (:func:`bound_report`): every resample of
 perfectly separated films gives AUC 1, so its percentile interval (1, 1) bounded nothing, and cards read "no
 interval" of 24 + 13 films as of 500 + 500 (found by a review).
 """
