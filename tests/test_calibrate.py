@@ -21,6 +21,7 @@ from core.films.folders import discover
 from core.films.tensor import load_tensors
 from core.training.data import patient_split
 from core.training.train import maybe_subset
+from dashboard.components.reports import threshold_value
 from dashboard.components.travel import elsewhere_summaries
 
 
@@ -114,7 +115,7 @@ def test_figures_measured_elsewhere_stay_at_the_threshold_they_were_read_at(trai
     assert [(m.title, m.threshold, m.sensitivity) for m in new.measured_elsewhere] == [
         ("Site A", 0.5, 0.9), ("Site B", was, 0.9)]
     assert elsewhere_summaries(new)[1].startswith(f"**Site B** (200 films, read at threshold {was:.3f}; this "
-                                                  f"version's is now {now:.3f}): AUC 0.900")
+                                                  f"version's is now {threshold_value(now, was)}): AUC 0.900")
     # weights stored before float16 storage (float32, not representable in float16) are rounded when stored again:
     # other weights than the ones measured
     weights = registry / f"{old.name}.pt"
