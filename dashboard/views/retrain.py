@@ -232,7 +232,9 @@ if user.is_admin:
         try:
             st.dataframe(audit_table(read_actions(AUDIT_ROWS, refused_sign_ins=False)), hide_index=True,
                          key="audit-log")
-            refused = read_actions(AUDIT_ROWS, refused_sign_ins=True)  # apart: guessing must not hide the changes
+            # apart, so guessing cannot hide the changes; the recent ones only: on every run, a log of few refusals
+            # was otherwise read 20,000 lines back for them
+            refused = read_actions(AUDIT_ROWS, refused_sign_ins=True, within=1_000)
             if refused:
                 st.caption(f"Refused admin sign-ins (a wrong passphrase), the last {len(refused)}:")
                 st.dataframe(audit_table(refused), hide_index=True, key="audit-log-refused")
