@@ -212,7 +212,7 @@ def test_the_default_is_the_held_out_pairs_recipe_on_every_film_with_a_lite1_and
     mine, theirs = default.other_reports, held_out.other_reports
     assert mine["out-of-batch"].n == theirs["out-of-batch"].n  # the same batch, read by the held-out run of all three
     assert mine["out-of-batch"].auc >= theirs["out-of-batch"].auc
-    assert mine["other-collection"].n == theirs["other-collection"].n == 135
+    assert mine["other-collection"].n == theirs["other-collection"].n == 132  # 135 less the 3 films it holds twice
     assert mine["other-collection"].auc > theirs["other-collection"].auc + 0.01
     assert mine["other-collection-framed"].auc > theirs["other-collection-framed"].auc + 0.01
     assert mine["other-collection"].sensitivity > theirs["other-collection"].sensitivity + 0.1

@@ -86,12 +86,12 @@ def collection_reports(model: nn.Module, training_folder: FilmSet, image_size: i
     found = collection_films(training_folder)
     if found is None:
         return {}
-    films, copies = found
+    films, copies, repeats = found
     if not len(films):
         return {}
-    described = {OTHER_COLLECTION: collection_description(films, copies),
-                 OTHER_COLLECTION_FRAMED: (f"{collection_description(films, copies, OTHER_COLLECTION_FRAMED)}, "
-                                           f"{framing_description()}")}
+    described = {OTHER_COLLECTION: collection_description(films, copies, repeats),
+                 OTHER_COLLECTION_FRAMED: (f"{collection_description(films, copies, repeats, OTHER_COLLECTION_FRAMED)}"
+                                           f", {framing_description()}")}
     films = films.in_classes(point.classes)
     try:
         x = _tensors(model, films, image_size)
