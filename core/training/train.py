@@ -221,11 +221,11 @@ def _decode(train_set: FilmSet, val_set: FilmSet, config: TrainConfig, hardware:
 def split_films(data_dir: str | Path, config: TrainConfig, notes: list[str] | None = None,
                 recorded: DataRecord | None = None) -> tuple[FilmSet, FilmSet, FilmSet, FilmSet | None]:
     """All films of ``data_dir`` (a class-folder tree, a manifest file or a shipped manifest's name; or the
-    configured subset); its patient-disjoint training and validation parts (near-duplicates kept on one side;
-    a split root's ``val/`` films added to validation, never to training); and the batch a holdout rule keeps
-    out of both (None without ``config.holdout``). ``notes``, when given, receives what to say about the split.
-    ``recorded``: a trained version's data record, whose split is rebuilt as it ran (val/ by the rule before
-    2026-12-05, when its fingerprint says so)."""
+    configured subset; a split root's ``val/`` included); its patient-disjoint training and validation parts
+    (near-duplicates kept on one side; a split root's ``val/`` films added to validation, never to training); and
+    the batch a holdout rule keeps out of both (None without ``config.holdout``). ``notes``, when given, receives
+    what to say about the split. ``recorded``: a trained version's data record, whose split is rebuilt as it ran
+    (val/ by the rule before 2026-12-05, when its fingerprint says so)."""
     split_seed = config.seed if config.split_seed is None else config.split_seed
     films, extra_val = training_films(data_dir)
     films = maybe_subset(films, config, split_seed)
@@ -264,7 +264,9 @@ def split_films(data_dir: str | Path, config: TrainConfig, notes: list[str] | No
                                     "training as copies of val/ films",
                                     copies and f"another batch: {copies} film{'s' * (copies != 1)} of the folder "
                                     "left out of training and validation as copies of held-out films") if note]
-    return films, train_set, val_set, held_out
+    # every film the run drew from, val/ included: the other-collection check leaves out copies of these (a review:
+    # a collection's copy of a val/ film counted as a film no run had seen)
+    return (films if extra_val is None else films.joined(extra_val)), train_set, val_set, held_out
 
 
 def validate_for_shipping(model: nn.Module, x_val: torch.Tensor, val_set: FilmSet, config: TrainConfig,
