@@ -86,8 +86,8 @@ def test_worklist_csv_holds_every_probability_the_model_and_threshold():
     (0.9042, [0.8333, 0.9576], False, "0.904 (0.833–0.958)"),
     (0.5, None, True, "50.0 %"),
     (None, [0.1, 0.2], True, "—"),
-    (1.0, [1.0, 1.0], False, "1.000 (no interval: too few films to bound it)"),  # every resample the same
-    (0.0, [0.0, 0.0], False, "0.000 (no interval: too few films to bound it)"),
+    (1.0, [1.0, 1.0], False, "1.000 (no interval: every resample of these films gives the same value)"),  # every resample the same
+    (0.0, [0.0, 0.0], False, "0.000 (no interval: every resample of these films gives the same value)"),
     # found by a review: short of 1 is never shown as 1 (the default's other-batch AUC read "1.000"), above 0 never 0
     (0.9996693828479829, [0.99897, 1.0], False, "0.9997 (0.999–1.000)"),
     (0.9996, [0.9977, 0.9999], True, "99.96 % (99.8–99.99)"),

@@ -78,7 +78,7 @@ def _percent(value: float, interval: list[float]) -> str:
 
 def _auc(value: float, interval: list[float]) -> str:
     if interval[0] == interval[1]:  # a few perfectly separated films: every resample the same
-        return f"{value:.3f} (no interval: too few films to bound it)"
+        return f"{value:.3f} (no interval: every resample of these films gives the same value)"
     return f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})"
 
 

@@ -7,7 +7,8 @@ interval of core.evaluation.metrics does.
 
 The AUC interval here also stands in for a resampled one of no width (:func:`bound_report`): every resample of
 perfectly separated films gives AUC 1, so its percentile interval (1, 1) bounded nothing, and cards read "no
-interval" of 24 + 13 films as of 500 + 500 (found by a review).
+interval" of 24 + 13 films as of 500 + 500 (found by a review); so does the Wilson interval for an F1 of no width
+(:func:`bound_decision`).
 """
 from __future__ import annotations
 
@@ -65,6 +66,23 @@ def bound_report(report):
         lows = [hanley_mcneil_interval(report.auc, k, n - k)[0] for k in report.class_counts]
         object.__setattr__(report, "auc_ci", (sum(lows) / len(lows), 1.0))
     return report
+
+
+def bound_decision(figures):
+    """DecisionMetrics' own after-validator: an abnormal-vs-normal F1 interval of no width (every resample of
+    films read without a mistake gives F1 1; a review found "no interval: too few films" beside accuracy's
+    92.9-100 % on the same 50 films) replaced by the Wilson interval of F1 read as a share: F1 = TP / (TP +
+    (FP + FN) / 2), counts from its confusion matrix."""
+    normal = find_normal_index(list(figures.per_class))
+    if not _no_width(figures.f1_ci) or figures.f1 is None or normal is None:
+        return figures
+    matrix = figures.confusion_matrix
+    others = [k for k in range(len(matrix)) if k != normal]
+    tp = sum(matrix[i][j] for i in others for j in others)
+    wrong = sum(matrix[i][normal] + matrix[normal][i] for i in others)
+    if tp + wrong / 2 > 0:
+        object.__setattr__(figures, "f1_ci", wilson_interval(figures.f1, tp + wrong / 2))
+    return figures
 
 
 def bound_pair(pair):

@@ -18,10 +18,9 @@ from collections.abc import Mapping
 import numpy as np
 from pydantic import Field, computed_field, model_validator
 
-from core.evaluation.reported import bound_pair, bound_report
+from core.evaluation.reported import bound_decision, bound_pair, bound_report
 from core.store.base import Interval, Record
 from core.tasks import find_normal_index
-
 
 LOWEST_THRESHOLD = -1e-3  # a threshold chosen just under a score of 0 (every film urgent) sits a hair below 0
 
@@ -131,6 +130,8 @@ class DecisionMetrics(Record):
     # sensitivity for that class. None for a model without a normal class.
     flag_recall: dict[str, float] | None = None
     flag_recall_ci: dict[str, Interval] | None = None
+
+    _bounded = model_validator(mode="after")(bound_decision)  # an F1 interval of no width: Wilson's
 
 
 class Roc(Record):

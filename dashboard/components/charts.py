@@ -41,7 +41,7 @@ def roc_curves(curves: list, order: list[str] | None = None) -> go.Figure:
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
                              name="chance", hoverinfo="skip"))
     for curve in curves:
-        auc = f"AUC {fixed(curve.auc, 3)}" if curve.auc is not None else "AUC n/a"
+        auc = f"{curve.auc_label} {fixed(curve.auc, 3)}" if curve.auc is not None else f"{curve.auc_label} n/a"
         # hovers written here, as the tables write them: plotly's own %{y:.3f} showed 0.99996 as 1.000 (a review)
         fig.add_trace(go.Scatter(x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=colors[curve.name], width=2.5),
                                  name=f"{curve.name} ({auc})", legendgroup=curve.name,
@@ -81,8 +81,9 @@ def class_roc_curves(curves: dict[str, list], order: list[str] | None = None) ->
             fig.add_trace(go.Scatter(
                 x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=colors[curve.name], width=2.2), name=curve.name,
                 legendgroup=curve.name, showlegend=k == 0,
-                hovertemplate=(f"{curve.name}, {class_name} ({auc})<br>1 − specificity %{{x:.3f}}"
-                               "<br>sensitivity %{y:.3f}<extra></extra>")), row=row, col=col)
+                customdata=[[fixed(x, 3), fixed(y, 3)] for x, y in zip(curve.fpr, curve.tpr)],  # not %{y:.3f}: 1.000
+                hovertemplate=(f"{curve.name}, {class_name} ({auc})<br>1 − specificity %{{customdata[0]}}"
+                               "<br>sensitivity %{customdata[1]}<extra></extra>")), row=row, col=col)
     fig.update_xaxes(range=[0, 1], title="1 − specificity", constrain="domain")
     fig.update_yaxes(range=[0, 1.02], title="sensitivity")
     return _layout(fig, 80 + 330 * rows, legend=dict(orientation="h", yanchor="top", y=-0.08, x=0),

@@ -18,6 +18,7 @@ from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc
                                          travel_intervals)
 from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
                                                 several_classes, source_table)
+from dashboard.components.same_films import films_apart
 from dashboard.components.reports import (data_label, escape_markdown, films_in_words, fixed, metrics_table,
                                           operating_points, per_class_table, roc_input, threshold_value)
 from dashboard.components.model_card import ENSEMBLE_CHOSEN, validation_caveat
@@ -85,9 +86,12 @@ def _with_count(words: str, n: int) -> str:
 
 
 def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
-    """Say which films every figure comes from."""
+    """Say which films every figure comes from, and warn when they are not the same films for every model."""
     lines = [f"- **{entry.name}**: {_with_count(films_in_words(report), report.n)}" for entry, report in rows]
     st.caption("Figures computed on:\n" + "\n".join(lines))
+    apart = films_apart(rows)
+    if apart:
+        st.warning(apart, icon=":material/warning:")
     if len({entry.classes for entry, _ in rows}) > 1:
         st.warning("These models were trained on different classes; the ROC curves compare abnormal against "
                    "normal only.", icon=":material/warning:")
@@ -104,14 +108,15 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
     st.subheader("Metrics at each model's operating point")
     several = any(several_classes(report) for _, report in rows)
     st.caption("Values with their 95 % intervals (Wilson score intervals for shares of films, resampled films "
-               "for AUC and F1, Hanley–McNeil's for an AUC every resample gives alike; resampling patients "
-               "instead, a patient's films together, moved the ends of five "
-               "shipped pneumonia models' intervals by under a point). Sensitivity and specificity are for abnormal "
-               "(any non-normal class) against normal. Inference time is the fastest of 10 one-film passes on "
-               "the CPU of the machine that registered the version (a best case; machines differ)." + (" With more than two classes the AUC is the mean of each class's "
-                                              "one-vs-rest AUC, and *most probable class* reads every film by "
-                                              "its most probable class, as published multi-class accuracy is "
-                                              "measured." if several else ""))
+               "for AUC and F1; where every resample gives the same value, Hanley–McNeil's for an AUC (with more "
+               "than two classes, the mean of the classes' lower bounds, up to 1) and Wilson's for an F1, read as "
+               "a share; resampling patients instead, a patient's films together, moved the ends of five shipped "
+               "pneumonia models' intervals by under a point). Sensitivity and specificity are for abnormal (any "
+               "non-normal class) against normal. Inference time is the fastest of 10 one-film passes on the CPU of "
+               "the machine that registered the version (a best case; machines differ)."
+               + (" With more than two classes the AUC is the mean of each class's one-vs-rest AUC, and *most "
+                  "probable class* reads every film by its most probable class, as published multi-class accuracy "
+                  "is measured." if several else ""))
     table = metrics_with_travel(rows) if stored else metrics_table(rows)
     st.dataframe(table, key="metrics-table", height=38 + 35 * len(table),  # the other sets' titles are long
                  column_config={"_index": st.column_config.TextColumn("", width="large" if stored else "medium")})

@@ -91,7 +91,7 @@ def with_interval(value: float | None, interval: list[float] | None, as_percent:
         return "—"
     text = percent(value) if as_percent else fixed(value, 3)
     if interval and interval[0] == interval[1]:  # found in a browser audit: "AUC 1.000 (1.000–1.000)" on 16 films
-        return f"{text} (no interval: too few films to bound it)"
+        return f"{text} (no interval: every resample of these films gives the same value)"
     return f"{text} ({interval_text(interval, as_percent)})" if interval else text
 
 
@@ -242,6 +242,7 @@ class RocCurve:
     threshold: float
     point_fpr: float | None
     point_tpr: float | None
+    auc_label: str = "AUC"  # with more than two classes the curve's area is not the table's (macro) AUC
 
 
 def roc_input(name: str, report: Report) -> RocCurve | None:
@@ -253,7 +254,8 @@ def roc_input(name: str, report: Report) -> RocCurve | None:
     normal = report.operating_point.normal_class
     auc = report.auc if len(report.classes) <= 2 else (report.class_auc or {}).get(normal)
     return RocCurve(name, report.roc.fpr, report.roc.tpr, auc, report.threshold,
-                    None if figures.specificity is None else 1 - figures.specificity, figures.sensitivity)
+                    None if figures.specificity is None else 1 - figures.specificity, figures.sensitivity,
+                    "AUC" if len(report.classes) <= 2 else "AUC abnormal vs normal")
 
 
 def operating_points(curves: list[RocCurve]) -> pd.DataFrame:

@@ -23,7 +23,7 @@ EVALUATED = "evaluations-shown"  # (model, folder) pairs evaluated since then, r
 user = current_user()
 
 st.title("Compare models")
-st.caption("Pick registered models and compare them on the same footing. By default the figures are the "
+st.caption("Pick registered models and compare them side by side. By default the figures are the "
            "reports stored with each model, computed on its own validation films and, where measured, on another "
            "batch of the same hospital, on Kermany-type films another collection gathered, and on films the "
            "project measured it on elsewhere.")

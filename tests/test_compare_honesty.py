@@ -1,0 +1,73 @@
+"""What the Compare page says about its own figures (a review of it, 2026-12-06): models read on different films are
+flagged, a perfect F1 gets the interval its films allow, a multi-class ROC legend says its AUC is abnormal against
+normal (not the table's macro AUC), and the per-class curves' hovers never round up to certainty."""
+from __future__ import annotations
+
+from core.store.registry import list_models
+from core.store.reports import DecisionMetrics
+from dashboard.components.charts import class_roc_curves, roc_curves
+from dashboard.components.reports import RocCurve, fixed, metrics_table, roc_input, with_interval
+from dashboard.components.same_films import films_apart
+
+from conftest import REPO
+
+HELD_OUT = "pneumonia-resnet18-224-wide-ensemble-v1"  # validated with another batch held out: 850 films
+
+
+def _shipped() -> dict:
+    entries, problems = list_models(REPO / "checkpoints")
+    assert not problems
+    return {entry.name: entry for entry in entries}
+
+
+def test_models_validated_on_other_films_are_said_to_be_read_apart():
+    shipped = _shipped()
+    same = [(shipped[name], shipped[name].record.report) for name in ("pneumonia-cnn5-v1", "pneumonia-mlp-v1")]
+    assert films_apart(same) is None  # both validated on the same 1,038 films (one fingerprint)
+    apart = same + [(shipped[HELD_OUT], shipped[HELD_OUT].record.report)]
+    words = films_apart(apart)
+    assert words.startswith("These models were not read on the same films (pneumonia-cnn5-v1, pneumonia-mlp-v1: "
+                            f"1,038 films; {HELD_OUT}: 850 films)")
+    assert "Evaluate on a folder" in words
+    # read on one folder: the same films, whatever each model's own validation was
+    folder = [(entry, report.model_copy(update={"split": "folder shared-data/films", "n": 16, "class_counts": [8, 8]}))
+              for entry, report in apart]
+    assert films_apart(folder) is None
+    skipped = folder[:2] + [(folder[2][0], folder[2][1].model_copy(update={"n": folder[2][1].n - 1}))]
+    assert "Evaluate on a folder" not in films_apart(skipped)  # figures from a folder: no advice to use one
+
+
+def test_a_perfect_f1_gets_the_interval_its_films_allow_not_too_few_films():
+    """covid-cnn5-v1 reads its 50 validation films without a mistake: every resample gives F1 1, and the page said
+    "no interval: too few films" beside accuracy's 92.9-100 % on the same films."""
+    entry = _shipped()["covid-cnn5-v1"]
+    figures = entry.record.report.at_operating_point
+    assert figures.f1 == 1.0 and figures.f1_ci == figures.sensitivity_ci  # 37 abnormal films, no mistake: Wilson
+    assert 0.90 < figures.f1_ci[0] < 0.91 and figures.f1_ci[1] == 1.0
+    table = metrics_table([(entry, entry.record.report)])
+    assert "no interval" not in " ".join(table[entry.name].astype(str))
+    made = DecisionMetrics(accuracy=1.0, confusion_matrix=[[5, 0], [0, 20]], per_class={
+        name: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": k} for name, k in (("NORMAL", 5),
+                                                                                        ("PNEUMONIA", 20))},
+                           macro_f1=1.0, f1=1.0, f1_ci=(1.0, 1.0))
+    assert made.f1_ci[0] < 0.9 and made.f1_ci[1] == 1.0  # 20 abnormal films
+    assert with_interval(1.0, [1.0, 1.0], as_percent=False) == (
+        "1.000 (no interval: every resample of these films gives the same value)")  # never "too few films"
+
+
+def test_a_multi_class_roc_legend_says_its_auc_is_abnormal_against_normal():
+    shipped = _shipped()
+    covid, pneumonia = (shipped[name].record.report for name in ("covid-efficientnet_lite0-v1", "pneumonia-cnn5-v1"))
+    several, two = roc_input("covid", covid), roc_input("pneumonia", pneumonia)
+    assert several.auc == covid.class_auc["NORMAL"] != covid.auc  # the curve's area is not the table's macro AUC
+    names = [trace.name for trace in roc_curves([several, two]).data]
+    assert f"covid (AUC abnormal vs normal {fixed(several.auc, 3)})" in names
+    assert f"pneumonia (AUC {fixed(two.auc, 3)})" in names
+
+
+def test_the_per_class_curves_hover_their_points_without_rounding_up():
+    figure = class_roc_curves({"COVID-19": [RocCurve("m", [0, 0.00004, 1], [0, 0.99996, 1], 0.99, 0.5, None,
+                                                      None)]})
+    curve = figure.data[1]
+    assert list(curve.customdata[1]) == ["0.00004", "0.99996"]
+    assert "%{customdata[1]}" in curve.hovertemplate and "%{y:.3f}" not in curve.hovertemplate
