@@ -198,6 +198,8 @@ def test_training_on_a_marked_film_writes_no_identity(run_cli, registry, inputs,
     assert done.state == SUCCEEDED, done.message
     assert {p.name for p in registry.glob("*.json")} >= {"marked-v1.json", f"{done.model}.json"}
     assert (job.folder / "events.jsonl").stat().st_size > 0 and (job.folder / "log.txt").stat().st_size > 0
+    # its log and status name films, its settings the server's data folder: its owner's alone (a review)
+    assert {oct(p.stat().st_mode & 0o777) for p in (jobs, job.folder)} == {"0o700"}
     assert _everything_under(registry, jobs) == []
     assert watch.files_containing(leaks) == []
 

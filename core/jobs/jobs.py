@@ -115,7 +115,7 @@ def start_job(data_dir: str | Path, config: TrainConfig, name: str | None = None
         job_id = f"{clock.stamp()}-{secrets.token_hex(2)}"
         lock.name_holder(fd, job_id)
         folder = root / job_id
-        folder.mkdir()
+        folder.mkdir(mode=0o700)  # inside a 0700 jobs folder (core.jobs.lock.claim): its owner's alone
         write_settings(folder, JobSettings(
             job_id=job_id, data_dir=(find_manifest(data_dir) or Path(data_dir).expanduser()).resolve(), name=name,
             config=config, checkpoints=(directory or checkpoint_dir()).resolve(), created=clock.iso(), started_by=who,

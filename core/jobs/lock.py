@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,8 +41,13 @@ def _try(fd: int, kind: int) -> bool:
 
 
 def claim(root: Path, wait: float = CLAIM_WAIT) -> int | None:
-    """An open descriptor holding the exclusive lock, or None when a job holds the slot."""
-    root.mkdir(parents=True, exist_ok=True)
+    """An open descriptor holding the exclusive lock, or None when a job holds the slot. The jobs folder is its
+    owner's alone (0700, narrowed if wider): job logs and statuses name films, and a site's file names can carry a
+    patient's name; its settings hold the server's data folder and who started the job (a review)."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    found = root.stat()
+    if found.st_uid == os.getuid() and stat.S_IMODE(found.st_mode) & 0o077:  # another owner's is theirs to set
+        os.chmod(root, 0o700)
     fd = _open(root)
     deadline = time.monotonic() + wait
     while not _try(fd, fcntl.LOCK_EX):
