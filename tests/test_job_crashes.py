@@ -24,6 +24,7 @@ from e2e_support import wait_for
 
 from core.errors import JobError
 from core.jobs import lock
+from core.jobs.records import read_status
 from core.jobs.jobs import (
     FAILED,
     LOCK_FILE,
@@ -300,6 +301,7 @@ def test_a_cancel_after_a_resumed_run_s_last_epoch_lets_it_ship_instead_of_endin
     settings_env(CXR_MODELS=str(tmp_path / "models"))
     decoding = _runner(tmp_path / "a", monkeypatch)
     decoding.emit(LoadingEvent(message="decoding 120 films once"))
+    (decoding.folder / "cancel").touch()  # as Cancel does before it signals (core.jobs.jobs.cancel_job)
     with pytest.raises(_Exited):
         decoding.on_signal(signal.SIGTERM, None)
     assert read_job(decoding.folder).status.message.startswith("Training was cancelled before it started")
@@ -309,8 +311,6 @@ def test_a_cancel_after_a_resumed_run_s_last_epoch_lets_it_ship_instead_of_endin
         resumed.emit(EpochEvent(epoch=epoch, epochs=2, train_loss=0.5, val_loss=0.5, val_auc=0.9, seconds=1.0))
     assert resumed.training_started and resumed.training_done
     resumed.on_signal(signal.SIGTERM, None)  # returns: the run ships, its status says the cancel came late
-    from core.jobs.records import read_status
-
     assert resumed.cancel_requested and read_status(resumed.folder).state == RUNNING  # nothing final written
 
 

@@ -32,6 +32,10 @@ from core.training.events import DoneEvent, EpochEvent, LoadingEvent, NoteEvent,
 from core.training.saved_runs import kept_note
 
 CANCELLED_EARLY = "Training was cancelled before it started; nothing was saved."
+CANCELLED_BEFORE_RESUMING = "Training was cancelled before it continued the interrupted run."
+# A stop signal with no Cancel behind it (the app's service stopped, the machine shutting down): the job did not end
+# because anyone cancelled it, so it is not shown as Cancelled and no one is sought in the audit log (a review).
+BY_THE_SYSTEM = "was stopped by the system (a stop signal, not Cancel)"
 # A run still training this long after Cancel is ended by a watcher thread: a step stuck in native code heard
 # nothing until the time limit, 12 hours by default, holding the one job slot, and the signal handler itself only
 # runs once the native call returns, so it cannot be what ends it (two reviews).
@@ -46,6 +50,7 @@ class JobRunner:
         self.lock_fd = lock_fd
         self.settings = read_settings(folder)
         self.cancel_requested = False
+        self.stopped_by_system = False  # a stop signal that no Cancel asked for
         self.cancel_since: float | None = None  # time.monotonic() when the watcher first saw Cancel
         self.out_of_time = False
         self.training_started = False
@@ -84,13 +89,27 @@ class JobRunner:
 
     def on_signal(self, signum: int, frame) -> None:
         self.cancel_requested = True
+        if not (self.folder / "cancel").exists():  # Cancel writes its marker before it signals (core.jobs.jobs)
+            self.stopped_by_system = True
         if self.finishing:
             return
-        self.log("Cancel requested.")
+        self.log(f"Stopped by the system ({signal.Signals(signum).name}), not by Cancel." if self.stopped_by_system
+                 else "Cancel requested.")
         if not self.training_started:
             # Still starting or decoding films: nothing is written yet, so stopping here is clean.
-            self.finish(CANCELLED, CANCELLED_EARLY + self._kept())  # a resumed run's stays
+            self.finish(*self._as_stopped(self._early()))  # a resumed run's state stays
             os._exit(0)
+
+    def _early(self) -> str:
+        """Cancelled before training began, with what is kept: a resumed run's saved state stays for Resume."""
+        return (CANCELLED_BEFORE_RESUMING if self.settings.resume_of else CANCELLED_EARLY) + self._kept()
+
+    def _as_stopped(self, message: str) -> tuple[str, str]:
+        """(state, message) of a run that stopped before its end: Cancelled, or Failed in the system's words when a
+        stop signal came without Cancel (Resume is offered for either when a state is kept)."""
+        if self.stopped_by_system:
+            return FAILED, message.replace("was cancelled", BY_THE_SYSTEM, 1)
+        return CANCELLED, message
 
     def watch_cancel(self, stop: threading.Event) -> None:
         """A thread: once Cancel is asked (the marker, or the signal's flag) and training has not stopped
@@ -101,9 +120,10 @@ class JobRunner:
                 self.cancel_since = time.monotonic()
             if self.cancel_since is not None and self.force_cancel_due(time.monotonic()):
                 waited = EPOCH_END_GRACE_S if self.epoch_ending else FORCE_CANCEL_AFTER_S
-                self.finish(CANCELLED, (f"Training did not stop between steps within {waited:.0f} s of Cancel, so "
-                                        "it was ended; nothing was registered." if self.training_started
-                                        else CANCELLED_EARLY) + self._kept())
+                self.finish(*self._as_stopped(
+                    f"Training did not stop between steps within {waited:.0f} s of "
+                    f"{'the stop signal' if self.stopped_by_system else 'Cancel'}, so it was ended; nothing was "
+                    f"registered.{self._kept()}" if self.training_started else self._early()))
                 stop_process_group()
 
     def force_cancel_due(self, now: float) -> bool:
@@ -176,7 +196,7 @@ class JobRunner:
         if settings.resume_of:
             self.log(f"Resuming the interrupted run of job {settings.resume_of}.")
         if self.should_stop():
-            return self._stopped(CANCELLED_EARLY)
+            return self._stopped(self._early())
         from core.training.train import TrainingCancelled, train  # torch loads after the status is written
 
         try:
@@ -209,7 +229,7 @@ class JobRunner:
             self.finish(FAILED, self.time_limit_message())
             return 1
         kept = "" if "is kept" in cancelled else self._kept()  # cancelled before training
-        self.finish(CANCELLED, cancelled + kept)
+        self.finish(*self._as_stopped(cancelled + kept))
         return 0
 
 

@@ -1,0 +1,59 @@
+"""How a background job that stops before its end is shown (a review, 2026-12-06): a stop signal nobody's Cancel
+asked for (the app's service stopped, the machine shutting down) is not a Cancel, and a resumed job cancelled before
+it continued does not say "nothing was saved" beside "its state is kept"."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+from test_job_crashes import _Exited, _runner
+
+from core.jobs.jobs import CANCELLED, FAILED, read_job
+from core.jobs.records import read_status
+from core.training.saved_runs import cancelled_message
+
+
+def _log(runner) -> str:
+    return (runner.folder / "log.txt").read_text()
+
+
+def test_a_stop_signal_without_cancel_is_said_to_come_from_the_system_not_from_cancel(tmp_path, monkeypatch,
+                                                                                      settings_env):
+    settings_env(CXR_MODELS=str(tmp_path / "models"))
+    decoding = _runner(tmp_path / "a", monkeypatch)
+    with pytest.raises(_Exited):
+        decoding.on_signal(signal.SIGTERM, None)  # no cancel marker: nobody pressed Cancel
+    status = read_status(decoding.folder)
+    assert status.state == FAILED  # not "Cancelled": the audit log holds no job.cancel to find
+    assert status.message == ("Training was stopped by the system (a stop signal, not Cancel) before it started; "
+                              "nothing was saved.")
+    assert "Stopped by the system (SIGTERM), not by Cancel." in _log(decoding) and "Cancel requested" not in _log(
+        decoding)
+
+    training = _runner(tmp_path / "b", monkeypatch)
+    training.training_started = True
+    training.on_signal(signal.SIGTERM, None)  # returns: the loop stops between steps, its state after epoch 2 kept
+    assert training.should_stop()
+    assert training._stopped(cancelled_message(2, 5)) == 0
+    status = read_status(training.folder)
+    assert status.state == FAILED and status.message.startswith(
+        "Training was stopped by the system (a stop signal, not Cancel); no model was registered. Its state after "
+        "epoch 2 of 5 is kept")
+
+
+def test_cancel_is_still_a_cancel_and_a_resume_cancelled_early_does_not_contradict_itself(tmp_path, monkeypatch,
+                                                                                           settings_env):
+    settings_env(CXR_MODELS=str(tmp_path / "models"))
+    cancelled = _runner(tmp_path / "a", monkeypatch)
+    (cancelled.folder / "cancel").touch()  # as Cancel does before it signals
+    with pytest.raises(_Exited):
+        cancelled.on_signal(signal.SIGTERM, None)
+    assert read_status(cancelled.folder).state == CANCELLED and "Cancel requested." in _log(cancelled)
+
+    resumed = _runner(tmp_path / "b", monkeypatch, resume_of="20261129-000000-prev")
+    (resumed.folder / "cancel").touch()
+    with pytest.raises(_Exited):
+        resumed.on_signal(signal.SIGTERM, None)  # while it decodes films, before it took the saved run over
+    message = read_job(resumed.folder).status.message
+    assert message.startswith("Training was cancelled before it continued the interrupted run.")
+    assert "nothing was saved" not in message
