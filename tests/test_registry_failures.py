@@ -244,3 +244,25 @@ def test_a_stop_while_waiting_for_the_registry_lock_stops_at_once_with_nothing_c
         done.set()
     assert not isinstance(stopped.value, StoppedAfter) and copied_model.read_bytes() == before
     assert not (tmp_path / "audit.jsonl").exists() or "framing-check" not in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_an_unreadable_registry_file_says_whose_it_is_and_never_to_delete_it(copied_model, tmp_path, settings_env):
+    """A review: "restore it or delete it to rebuild" named neither folder, and deleting the site's registry drops
+    its default models and promotions, rebuilding nothing; deleting the shipped one leaves no shipped default."""
+    from core.store.registry import list_models
+
+    (copied_model.parent / REGISTRY_FILE).write_text("{oops")
+    with pytest.raises(CheckpointError, match="registry.json") as refused:
+        list_models(copied_model.parent)
+    said = str(refused.value)  # once, not "registry.json cannot be read (registry.json cannot be read (...))"
+    assert said.count("cannot be read") == 1 and said.startswith("This models folder's registry.json cannot be read")
+    assert "Restore it from a backup" in said and "delete it to rebuild" not in said
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / REGISTRY_FILE).write_text("[]")
+    settings_env(CXR_CHECKPOINTS=str(shipped))
+    with pytest.raises(CheckpointError) as refused:
+        list_models(shipped)
+    said = str(refused.value)
+    assert said.startswith("The shipped models' registry.json is not a valid")
+    assert "git checkout -- checkpoints/registry.json" in said and str(tmp_path) not in said

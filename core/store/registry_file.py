@@ -8,7 +8,7 @@ from pydantic import Field, computed_field
 
 from core.errors import CheckpointError
 from core.store.base import Record, read_record
-from core.store.manifest import REGISTRY_FILE
+from core.store.manifest import REGISTRY_FILE, is_shipped
 
 
 class Promotion(Record):
@@ -43,7 +43,16 @@ def read_registry(directory: Path) -> RegistryFile:
     try:
         return read_record(RegistryFile, path)
     except OSError as exc:  # its text would name the server path: only its reason
-        raise CheckpointError(f"{REGISTRY_FILE} cannot be read ({exc.strerror}); restore it or delete it to "
-                              "rebuild.") from exc
+        raise CheckpointError(_unreadable(directory, f"{REGISTRY_FILE} cannot be read ({exc.strerror})")) from exc
     except ValueError as exc:  # already "registry.json cannot be read (why)"
-        raise CheckpointError(f"{exc}; restore it or delete it to rebuild.") from exc
+        raise CheckpointError(_unreadable(directory, str(exc))) from exc
+
+
+def _unreadable(directory: Path, why: str) -> str:
+    """What to do about an unreadable registry file, by whose it is. A review: "restore it or delete it to rebuild"
+    named neither folder, and deleting the site's drops its defaults and promotions, rebuilding nothing."""
+    if is_shipped(directory / REGISTRY_FILE):
+        return (f"The shipped models' {why}. Restore it from the repository (git checkout -- "
+                f"checkpoints/{REGISTRY_FILE}): without it no shipped task has a default model.")
+    return (f"This models folder's {why}. Restore it from a backup: it holds the folder's default model of each "
+            "task and every promotion, and deleting it drops them (the shipped defaults apply again).")
