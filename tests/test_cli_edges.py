@@ -384,3 +384,11 @@ def test_late_checks_refuse_an_unwritable_models_folder_before_their_work(check,
         else:
             (late_checks.add_framing_report if check == "framing-check" else late_checks.add_collection_report)(name)
     assert folders == [copied_model.parent] and copied_model.read_bytes() == before
+
+
+def test_augmentation_flags_without_the_augmentation_are_refused_before_training(run_cli, tmp_path):
+    """A review: `--no-augment --hflip` trained without flipping, yet its record said hflip: true."""
+    for flags, named in ((["--hflip"], "--hflip is"), (["--hflip", "--wide-framing"], "--hflip and --wide-framing are")):
+        done = run_cli("train", tmp_path, "--arch", "logistic", "--no-augment", *flags, checkpoints=tmp_path / "site")
+        error = done.json_lines()[-1]["error"]
+        assert done.returncode == 1 and error.startswith(f"{named} part of the augmentation, which --no-augment"), error

@@ -34,6 +34,10 @@ def run_train(args) -> int:
                               precision=args.precision, layout=args.layout).resolved()
     except ValueError as exc:  # the limits of core.config, the same the Retrain page and jobs apply
         raise CommandRefused(str(exc)) from exc
+    asked = [flag for flag, on in (("--hflip", args.hflip), ("--wide-framing", args.wide_framing)) if on]
+    if asked and not args.augment:  # a review: trained without them, yet recorded as if they had been used
+        raise CommandRefused(f"{' and '.join(asked)} {'are' if len(asked) > 1 else 'is'} part of the augmentation, "
+                             "which --no-augment turns off: leave out one or the other.")
     if args.name is not None:
         check_base_name(args.name)  # before minutes of training: `--name ../x` must never name a path
     _check_override(args)  # refused before anything is drawn: no progress bar for a run that never starts
