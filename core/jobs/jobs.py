@@ -47,7 +47,7 @@ from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, JOB_FOLDER, QUE
 from core.store.names import check_base_name
 from core.store.registry import checkpoint_dir, list_models
 from core.store.records import ModelRecord, TrainConfig
-from core.training.saved_runs import kept_note
+from core.training.saved_runs import discard_saved_run, kept_note, saved_run_of_job
 
 __all__ = ["ACTIVE_STATES", "CANCELLED", "FAILED", "LOCK_FILE", "QUEUED", "RUNNING", "RUNNER_MODULE",
            "SUCCEEDED", "Job", "JobAlreadyRunning", "JobSettings", "JobStatus", "JobSummary", "active_job",
@@ -271,6 +271,9 @@ def _settle_if_dead(folder: Path) -> Job:
         return job
     registered = _registered_by(job)
     if registered is not None:
+        left = saved_run_of_job(job.job_id)  # killed between the version's files and forgetting the run
+        if left is not None:
+            discard_saved_run(left)
         write_status(folder, SUCCEEDED, model=registered.name, summary=JobSummary.of(registered), message=(
             f"The training process stopped unexpectedly after registering {registered.name}; "
             "that version is complete."))
