@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p, "run the models on the validation films")
     p = sub.add_parser("fit-population", help="fit a registered model's population check on its recorded "
                        "training films (administrators; versions trained before the check existed)")
-    p.add_argument("models", nargs="+", metavar="NAME", help="registered versions; those trained on the same films "
-                   "share their features")
+    p.add_argument("models", nargs="+", metavar="NAME", help="registered versions (same films: features shared)")
+    p.add_argument("--refit", action="store_true", help="replace the check of a version that has one (its file there)")
     p.add_argument("--data", metavar="DIR", help="the training folder or manifest, if it moved since training")
     p = sub.add_parser("other-batch", help="give a model trained on every film the other-batch figures of a run of "
                        "its recipe that held that batch out (administrators)")
@@ -219,7 +219,7 @@ def _fit_population(args) -> int:
     from core.admin.audit import cli_user
     from core.training.fit_population import fit_for_registered
 
-    for record in fit_for_registered(args.models, args.data, who=cli_user()):
+    for record in fit_for_registered(args.models, args.data, who=cli_user(), refit=args.refit):
         print(json_line({"name": record.name, "population_check": record.population_check.to_json()}))
     return 0
 

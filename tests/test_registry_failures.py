@@ -198,7 +198,7 @@ def test_fit_population_reports_a_version_before_a_stop_held_while_it_was_stored
             os.kill(os.getpid(), signal.SIGINT), then(stored)))
 
     monkeypatch.setattr(fitting, "attach_population_check", attach)
-    versions = fitting.fit_for_registered([copied_model.stem])
+    versions = fitting.fit_for_registered([copied_model.stem], refit=True)
     assert next(versions).name == copied_model.stem  # reported first (the CLI prints it) ...
     assert [a.action for a in read_actions(limit=5)] == ["fit-population"]  # ... audited ...
     with pytest.raises(KeyboardInterrupt):  # ... and then stopped
@@ -266,3 +266,26 @@ def test_an_unreadable_registry_file_says_whose_it_is_and_never_to_delete_it(cop
     said = str(refused.value)
     assert said.startswith("The shipped models' registry.json is not a valid")
     assert "git checkout -- checkpoints/registry.json" in said and str(tmp_path) not in said
+
+
+def test_fit_population_refuses_to_replace_a_check_unless_asked_to(copied_model, settings_env, tmp_path, monkeypatch):
+    """A CLI review: one mistaken call rewrote a shipped version's check, its file and the manifest (and a refit
+    on the same films moved its threshold in the fourth decimal). Refused before minutes of features."""
+    from core.errors import CommandRefused
+    from core.training import fit_population as fitting
+
+    settings_env(CXR_MODELS=str(copied_model.parent), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+
+    class Started(Exception):
+        pass
+
+    def features():
+        raise Started
+
+    monkeypatch.setattr(fitting, "FilmFeatures", features)
+    before = copied_model.read_bytes()
+    with pytest.raises(CommandRefused, match=f"^{copied_model.stem} already has a population check; add --refit"):
+        next(fitting.fit_for_registered([copied_model.stem]))
+    assert copied_model.read_bytes() == before
+    with pytest.raises(Started):  # asked for: it goes on to the work
+        next(fitting.fit_for_registered([copied_model.stem], refit=True))

@@ -258,7 +258,7 @@ def _load_population(json_path: Path, record: ModelRecord, shipped: bool) -> Gau
     if hashlib.sha256(data).hexdigest() != check.sha256:
         raise CheckpointError(f"Population-check file {path.name} does not match its description (replaced or "
                               "corrupt), so the model is refused. Restore it, or fit it again with "
-                              "`python -m core fit-population`.")
+                              "`python -m core fit-population NAME --refit`.")
     try:
         return GaussianScore.from_tensors(_load_tensors(data))
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:

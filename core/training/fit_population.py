@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.admin.audit import ensure_writable, record_action
-from core.errors import DatasetError
+from core.errors import CommandRefused, DatasetError
 from core.films.folders import FilmSet
 from core.films.manifest import find_manifest, recorded_source
 from core.models.features import FilmFeatures
@@ -30,15 +30,20 @@ from core.training.train import split_films
 
 
 def fit_for_registered(names: list[str], data_dir: str | Path | None = None, seed: int = 0,
-                       who: str = "cli") -> Iterator[ModelRecord]:
-    """Fit (or refit) the population check of each registered version in ``names`` on its recorded training
-    films and store it beside its weights; a shipped version's checksum manifest is re-signed. The films are
-    rebuilt from each training record and must hash to its fingerprints (DatasetError otherwise). Versions
-    trained on the same films share their features (computed once). Yields each version as stored."""
+                       who: str = "cli", refit: bool = False) -> Iterator[ModelRecord]:
+    """Fit the population check of each registered version in ``names`` (one with a check and its file there only
+    when ``refit``: CommandRefused otherwise) on its recorded training films and store it beside its weights; a
+    shipped version's checksum manifest is re-signed. The films are rebuilt from each training record and must
+    hash to its fingerprints (DatasetError otherwise). Versions trained on the same films share their features
+    (computed once). Yields each version as stored."""
     entries = [find_model(name) for name in names]  # every name known before minutes of features
     ensure_writable()
     for folder in dict.fromkeys(entry.json_path.parent for entry in entries):  # a shipped and a site version: both
         ensure_models_writable(folder)
+    fitted = [e.name for e in entries if e.record.population_check is not None and not e.population_missing]
+    if fitted and not refit:  # a review: one mistaken call rewrote a shipped version's check and its manifest
+        raise CommandRefused(f"{', '.join(fitted)} already {'has' if len(fitted) == 1 else 'have'} a population "
+                             "check; add --refit to replace it.")
     features = FilmFeatures()
     for entry in entries:
         record = read_model_record(entry.json_path)
