@@ -169,3 +169,21 @@ def test_a_copy_without_its_population_file_calibrates_and_one_without_a_normal_
     with pytest.raises(CalibrationError, match="^abnormal-v1 has no normal class, so it has no threshold"):
         calibrate("abnormal-v1", 0.98, directory=registry)
     assert sorted(p.name for p in registry.iterdir()) == before
+
+
+def test_a_moved_training_folder_is_named_by_its_label_and_the_command_s_own_need(trained_model, tmp_path):
+    """A CLI review: fit-population said "Dataset folder a folder outside the data roots does not exist", and
+    framing-check that the films were needed "to re-read its report at the new threshold" (it sets none)."""
+    from core.training.calibrate import recorded_split
+    from core.training.fit_population import recorded_training_split
+
+    training = trained_model.record.training.model_copy(update={"data_dir": str(tmp_path / "moved" / "ds")})
+    record = trained_model.record.model_copy(update={"training": training})
+    with pytest.raises(DatasetError) as refused:
+        recorded_training_split(record)
+    assert str(refused.value) == (f"The training folder of {record.name} (a folder outside the data roots) is not on "
+                                  "this server; name the folder it moved to (command line: --data).")
+    with pytest.raises(CalibrationError) as refused:
+        recorded_split(record)
+    assert "its films are needed to rebuild its validation split" in str(refused.value)
+    assert "threshold" not in str(refused.value) and str(tmp_path) not in str(refused.value)

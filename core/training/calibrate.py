@@ -243,8 +243,8 @@ def recorded_split(record: ModelRecord,
                                    "(command line: --data).")
         if not is_folder:
             raise CalibrationError(f"The training folder of {record.name} ({shown}) {why or 'is not on this server'}; "
-                                   "its validation films are needed to re-read its report at the new threshold. Name "
-                                   "the folder it moved to (command line: --data).")
+                                   "its films are needed to rebuild its validation split. Name the folder it moved to "
+                                   "(command line: --data).")  # calibrate, framing-check, ...: not only a threshold
     try:
         films, _, val_set, held_out = split_films(data_dir, record.training.config.resolved(), recorded=record.data)
     except DatasetError as exc:

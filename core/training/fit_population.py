@@ -67,6 +67,10 @@ def recorded_training_split(record: ModelRecord, data_dir: str | Path | None = N
     if record.training is None or record.data is None:
         raise DatasetError(f"{record.name} has no training record, so its training films are unknown.")
     source = data_dir or recorded_source(record.training.data_dir)
+    if data_dir is None and find_manifest(source) is None and not Path(source).is_dir():
+        # a review: hide_path made "Dataset folder a folder outside the data roots does not exist" of it
+        raise DatasetError(f"The training folder of {record.name} ({folder_shown(Path(source))}) is not on this "
+                           "server; name the folder it moved to (command line: --data).")
     try:
         _, train_set, val_set, _ = split_films(source, record.training.config.resolved(), recorded=record.data)
     except DatasetError as exc:  # its folder as typed (--data), or by data-root label, never by a recorded path
