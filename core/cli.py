@@ -228,7 +228,7 @@ def _evaluate(args) -> int:
     folder = _evaluation_folder(args.dir, args.split)  # a mistyped folder is refused before torch is imported
 
     from core.admin.audit import cli_user, ensure_writable, record_action
-    from core.evaluation.folder import evaluate_folder
+    from core.evaluation.folder import evaluate_folder, report_line
     from core.evaluation.overlap import overlap_notes
     from core.models.device import place_model, resolve_device
     from core.store.checkpoints import load_checkpoint
@@ -245,11 +245,7 @@ def _evaluate(args) -> int:
     if args.json:
         print(json_line({**report.to_json(), "cautions": cautions}))
         return 0
-    sens, spec = report.sensitivity, report.specificity
-    auc = "— (needs films of every class)" if report.auc is None or report.auc != report.auc else f"{report.auc:.3f}"
-    print(f"{loaded.name} on {report.n} films: accuracy {report.accuracy:.3f}, AUC {auc}"
-          + (f", sensitivity {sens:.3f}, specificity {spec:.3f} at threshold {report.threshold:.3f}"
-             if sens is not None and spec is not None else ""))
+    print(report_line(loaded.name, report))
     lines = [f"skipped {one_line(f.file)}: {one_line(f.error)}" for f in report.skipped]  # a name starts no line
     print("".join(f"  {line}\n" for line in lines + [f"caution: {caution}" for caution in cautions]), end="")
     return 0

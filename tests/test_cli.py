@@ -174,8 +174,9 @@ def test_evaluate_text_on_one_class_says_why_there_is_no_auc(run_cli, trained_mo
         (tmp_path / "NORMAL" / film.name).symlink_to(film)
     result = run_cli("evaluate", tmp_path, checkpoints=trained_model.directory)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "on 8 films: accuracy" in result.stdout and "AUC — (needs films of every class)" in result.stdout
-    assert "nan" not in result.stdout
+    assert "on 8 films (8 NORMAL, 0 PNEUMONIA): accuracy" in result.stdout
+    assert "AUC — (needs films of every class)" in result.stdout and "nan" not in result.stdout
+    assert "sensitivity — (no abnormal films here), specificity " in result.stdout  # said, not dropped (a review)
 
 
 def test_models_json_lists_the_registry(run_cli, trained_model):

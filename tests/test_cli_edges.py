@@ -109,7 +109,7 @@ def test_fit_population_names_a_moved_training_folder_without_its_server_path(co
     record = read_model_record(copied_model)
     moved = record.model_copy(update={"training": record.training.model_copy(
         update={"data_dir": str(tmp_path / "moved-away" / "train")})})
-    with pytest.raises(DatasetError, match="cannot be read .*; if it moved, name it") as refused:
+    with pytest.raises(DatasetError, match=r"is not on this server; name the folder it moved to") as refused:
         recorded_training_split(moved)
     assert str(tmp_path) not in str(refused.value) and "a folder outside the data roots" in str(refused.value)
     # a folder the user names (--data) is theirs to see: it read "Dataset folder a folder outside the data roots"
@@ -169,7 +169,7 @@ def test_a_skipped_film_s_name_cannot_forge_a_line_of_evaluate_s_text_output(run
     result = run_cli("evaluate", tmp_path, checkpoints=trained_model.directory)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 2 and lines[0].startswith(f"{trained_model.name} on 4 films: accuracy ")
+    assert len(lines) == 2 and lines[0].startswith(f"{trained_model.name} on 4 films (2 NORMAL, 2 PNEUMONIA): ")
     assert lines[1].startswith(f"  skipped {tmp_path}/NORMAL/x\\nforged-v1 on 999 films: accuracy 1.000, AUC "
                                "1.000\\r.png: ")
     assert "\r" not in result.stdout
@@ -388,7 +388,8 @@ def test_late_checks_refuse_an_unwritable_models_folder_before_their_work(check,
 
 def test_augmentation_flags_without_the_augmentation_are_refused_before_training(run_cli, tmp_path):
     """A review: `--no-augment --hflip` trained without flipping, yet its record said hflip: true."""
-    for flags, named in ((["--hflip"], "--hflip is"), (["--hflip", "--wide-framing"], "--hflip and --wide-framing are")):
+    both = (["--hflip", "--wide-framing"], "--hflip and --wide-framing are")
+    for flags, named in ((["--hflip"], "--hflip is"), both):
         done = run_cli("train", tmp_path, "--arch", "logistic", "--no-augment", *flags, checkpoints=tmp_path / "site")
         error = done.json_lines()[-1]["error"]
         assert done.returncode == 1 and error.startswith(f"{named} part of the augmentation, which --no-augment"), error

@@ -3,6 +3,10 @@ flagged, a perfect F1 gets the interval its films allow, a multi-class ROC legen
 normal (not the table's macro AUC), and the per-class curves' hovers never round up to certainty."""
 from __future__ import annotations
 
+import numpy as np
+
+from core.evaluation.folder import report_line
+from core.evaluation.metrics import evaluate_probabilities
 from core.store.registry import list_models
 from core.store.reports import DecisionMetrics
 from dashboard.components.charts import class_roc_curves, roc_curves
@@ -71,3 +75,18 @@ def test_the_per_class_curves_hover_their_points_without_rounding_up():
     curve = figure.data[1]
     assert list(curve.customdata[1]) == ["0.00004", "0.99996"]
     assert "%{customdata[1]}" in curve.hovertemplate and "%{y:.3f}" not in curve.hovertemplate
+
+
+def test_evaluate_s_line_names_a_macro_auc_gives_intervals_and_never_rounds_up():
+    shipped = _shipped()
+    covid = shipped["covid-efficientnet_lite0-v1"].record.report
+    line = report_line("covid", covid)
+    assert line.startswith("covid on 50 films (24 COVID-19, 13 NORMAL, 13 VIRAL PNEUMONIA): accuracy ")
+    assert "AUC (macro, one-vs-rest) 0.994 (0.980–1.000)" in line and "at threshold 0.543" in line
+    pneumonia = shipped["pneumonia-cnn5-v1"].record.report.model_copy(update={"auc": 0.99967})
+    assert ", AUC 0.9997 (" in report_line("p", pneumonia)  # not "1.000"
+    point = shipped["pneumonia-cnn5-v1"].record.operating_point
+    sick = evaluate_probabilities(np.ones(6, dtype=np.int64), np.tile([[0.1, 0.9]], (6, 1)), point.classes, point)
+    line = report_line("p", sick)
+    assert "AUC — (needs films of every class)" in line and "sensitivity 1.000 (" in line
+    assert "specificity — (no normal films here) at threshold " in line

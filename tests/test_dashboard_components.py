@@ -86,7 +86,7 @@ def test_worklist_csv_holds_every_probability_the_model_and_threshold():
     (0.9042, [0.8333, 0.9576], False, "0.904 (0.833–0.958)"),
     (0.5, None, True, "50.0 %"),
     (None, [0.1, 0.2], True, "—"),
-    (1.0, [1.0, 1.0], False, "1.000 (no interval: every resample of these films gives the same value)"),  # every resample the same
+    (1.0, [1.0, 1.0], False, "1.000 (no interval: every resample of these films gives the same value)"),
     (0.0, [0.0, 0.0], False, "0.000 (no interval: every resample of these films gives the same value)"),
     # found by a review: short of 1 is never shown as 1 (the default's other-batch AUC read "1.000"), above 0 never 0
     (0.9996693828479829, [0.99897, 1.0], False, "0.9997 (0.999–1.000)"),

@@ -18,6 +18,7 @@ from core.store.checkpoints import LoadedModel
 from core.store.reports import Report, SkippedFilm
 from core.films.folders import discover, evaluation_split
 from core.tasks import canonical_class
+from core.wording import fixed, threshold_value
 
 
 def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None = None,
@@ -78,3 +79,24 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | N
     report = evaluate_probabilities(np.asarray(labels), np.concatenate(probs), loaded.classes,
                                     loaded.operating_point, split=f"folder {Path(folder) / split if split else folder}")
     return report.model_copy(update={"model": loaded.name, "skipped": skipped})
+
+
+def report_line(name: str, report: Report) -> str:
+    """``evaluate``'s one line for a person: each figure that exists, with its 95 % interval, never rounded up to
+    1 or down to 0, and why one is missing (a review: on a folder of one kind every figure after the AUC was
+    dropped without a word, a multi-class AUC was not called macro, and 0.9997 printed as 1.000)."""
+    def figure(label: str, value: float | None, interval, missing: str) -> str:
+        if value is None or value != value:
+            return f"{label} — ({missing})"
+        return f"{label} {fixed(value, 3)}" + (f" ({fixed(interval[0], 3)}–{fixed(interval[1], 3)})" if interval
+                                                else "")
+
+    counts = ", ".join(f"{k} {c}" for c, k in zip(report.classes, report.class_counts))
+    parts = [figure("accuracy", report.accuracy, report.accuracy_ci, ""),
+             figure("AUC (macro, one-vs-rest)" if len(report.classes) > 2 else "AUC", report.auc, report.auc_ci,
+                    "needs films of every class")]
+    if report.operating_point.normal_index is not None:
+        parts += [figure("sensitivity", report.sensitivity, report.sensitivity_ci, "no abnormal films here"),
+                  figure("specificity", report.specificity, report.specificity_ci, "no normal films here")
+                  + f" at threshold {threshold_value(report.threshold)}"]
+    return f"{name} on {report.n} films ({counts}): " + ", ".join(parts)

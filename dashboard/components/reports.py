@@ -4,7 +4,6 @@ How a model's promise travels beyond its validation films (the card's table, Com
 dashboard.components.travel."""
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from core.films.roots import data_roots, folder_label
 from core.models.catalog import CATALOG
 from core.store.registry import ModelEntry
 from core.store.reports import Report
+from core.wording import fixed, threshold_value
 from dashboard.labels import UNPLACED
 
 
@@ -45,19 +45,6 @@ def spreadsheet_safe(value):
     """A CSV cell a spreadsheet will not run: text starting with = + - @, tab or carriage return gets a
     leading single quote (OWASP's advice for CSV injection); other values pass unchanged."""
     return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
-
-
-def fixed(value: float, digits: int, whole: float = 1.0) -> str:
-    """``value`` to ``digits`` decimals, or to as many as three more where rounding would show a figure short of
-    ``whole`` (1; 100 for a percentage) as whole, or one above 0 as 0 (found by a review: the default's other-batch
-    AUC, 0.99967, read as a perfect "1.000"); past those, cut short rather than rounded up, or "<0.0001"."""
-    for shown in range(digits, digits + 4):
-        text = f"{value:.{shown}f}"
-        if not (value < whole <= float(text) or float(text) <= 0 < value):
-            return text
-    if float(text) <= 0 < value:
-        return f"<{10 ** -shown:.{shown}f}"  # above 0, under the last decimal shown
-    return f"{math.floor(value * 10 ** shown) / 10 ** shown:.{shown}f}"  # short of whole: cut, not rounded up
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -264,22 +251,3 @@ def operating_points(curves: list[RocCurve]) -> pd.DataFrame:
          "Specificity": percent(None if c.point_fpr is None else 1 - c.point_fpr)}
         for c in curves
     ])
-
-
-def threshold_value(threshold: float, other: float | None = None) -> str:
-    """A threshold as serving compares scores with it: to 5 decimals (trailing zeros dropped, never under 3), or
-    to as many as tell it from ``other``. At 3, the default's 0.47098 read "0.471" on its card while the worklist
-    showed a film at 0.47099 urgent, seemingly below it (found by a review). One at or under 0 (chosen a hair
-    below a score of 0, so that every film is flagged) says so, never "-0.000" (a review)."""
-    if threshold <= 0:
-        return "0 (every film urgent)"
-    text = fixed(threshold, max(5, digits_apart(threshold, other))).rstrip("0")
-    return text if len(text.partition(".")[2]) >= 3 else f"{threshold:.3f}"
-
-
-def digits_apart(value: float, other: float | None) -> int:
-    """3, or the fewest decimals (at most 6) at which ``value`` and ``other`` read differently."""
-    digits = 3
-    while other is not None and digits < 6 and value != other and f"{value:.{digits}f}" == f"{other:.{digits}f}":
-        digits += 1
-    return digits

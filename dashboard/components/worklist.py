@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from core.tasks import find_normal_index
-from dashboard.components.reports import digits_apart, spreadsheet_safe
+from core.wording import digits_apart
+from dashboard.components.reports import spreadsheet_safe
 from dashboard.state import FilmResult
 
 URGENT, ROUTINE = "urgent", "routine"  # Prediction.priority's values (core.serving.predict, which loads torch)
