@@ -330,3 +330,19 @@ def test_a_stop_while_figures_are_stored_lands_after_their_audit_line_and_their_
         record_measurements(_file(tmp_path, model_here), on_stored=lambda record: heard.append(record.name))
     assert heard == [model_here.name]
     assert json.loads(isolated_audit_log.read_text().splitlines()[-1])["action"] == "measured-elsewhere"
+
+
+def test_a_share_no_count_of_films_gives_and_control_characters_in_the_words_are_refused(model_here, tmp_path):
+    """A CLI review stored a sensitivity of 0.9 for one abnormal film (consistency was checked only when all three
+    figures were given), and an escape sequence and a NUL in the words a card shows."""
+    before = (tmp_path / f"{model_here.name}.json").read_bytes()
+    path = _file(tmp_path, model_here, accuracy=None, specificity=None)
+    data = {**json.loads(path.read_text()), "class_counts": {"NORMAL": 1, "PNEUMONIA": 1}}
+    path.write_text(json.dumps(data))
+    with pytest.raises(CommandRefused, match=r"sensitivity reported for .* \(0.900\) is no share of its 1 film;"):
+        record_measurements(path)
+    for field, text in (("title", "t\u001b[31mred"), ("films", "a\nb\u0000c")):
+        path.write_text(json.dumps({**json.loads(_file(tmp_path, model_here).read_text()), field: text}))
+        with pytest.raises(CommandRefused, match=f"{field}: Value error, must be plain text: no control characters"):
+            record_measurements(path)
+    assert (tmp_path / f"{model_here.name}.json").read_bytes() == before

@@ -14,11 +14,12 @@ re-signed. Weights, thresholds and the reports measured here are unchanged.
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from core.admin.audit import ensure_writable, record_action
 from core.errors import CommandRefused, ModelNotFound
@@ -30,6 +31,7 @@ from core.store.writable import ensure_models_writable
 from core.stop_signals import held_through
 
 ACCURACY_TOLERANCE = 0.002  # figures reported to a tenth of a percent: their accuracy agrees within this
+SHARE_ROUNDING = 0.005  # a share of films reported to two decimals or more lies this near a whole count of them
 
 Proportion = Field(default=None, ge=0.0, le=1.0)
 
@@ -54,6 +56,14 @@ class MeasurementsFile(Record):
     measured_by: str = Field(min_length=1, max_length=200)
     class_counts: dict[str, Annotated[int, Field(le=10_000_000)]] = Field(max_length=16)  # >= 1: checked below
     models: list[ReportedFigures] = Field(min_length=1)
+
+    @field_validator("title", "films", "measured_by")
+    @classmethod
+    def _printable(cls, text: str) -> str:
+        """Words for a card: no control character (a review stored an escape sequence and a NUL in them)."""
+        if any(unicodedata.category(ch) == "Cc" for ch in text):
+            raise ValueError("must be plain text: no control characters (line breaks, tabs, escapes)")
+        return text
 
 
 class NotHere(Exception):
@@ -138,6 +148,11 @@ def _planned(reported: MeasurementsFile, figures: ReportedFigures) -> tuple[Mode
     n_abnormal = sum(reported.class_counts.values()) - n_normal
     n = n_normal + n_abnormal
     two_classes = len(record.classes) == 2
+    for name, value, films in (("accuracy", figures.accuracy, n), ("sensitivity", figures.sensitivity, n_abnormal),
+                               ("specificity", figures.specificity, n_normal)):
+        if value is not None and abs(round(value * films) / films - value) > SHARE_ROUNDING:  # a review: 0.9 of 1
+            raise CommandRefused(f"The {name} reported for {record.name} ({value:.3f}) is no share of its {films} "
+                                 f"film{'s' * (films != 1)}; check the figures and the films per class.")
     if None not in (figures.accuracy, figures.sensitivity, figures.specificity):
         # films right as normal or abnormal; with more classes an abnormal film must also get its own class, so
         # the accuracy can only be lower
