@@ -90,3 +90,18 @@ def test_evaluate_s_line_names_a_macro_auc_gives_intervals_and_never_rounds_up()
     line = report_line("p", sick)
     assert "AUC — (needs films of every class)" in line and "sensitivity 1.000 (" in line
     assert "specificity — (no normal films here) at threshold " in line
+
+
+def test_one_class_spelled_two_ways_is_one_panel_and_no_warning_of_other_classes():
+    """A review: two models of one task whose classes differ only in spelling (older models keep their own) would
+    be told they were trained on different classes, and each spelling got its own per-class panel."""
+    from dashboard.components.class_figures import class_curves
+
+    covid = _shipped()["covid-efficientnet_lite0-v1"].record.report
+    spelled = {"COVID-19": "COVID19", "NORMAL": "Normal", "VIRAL PNEUMONIA": "Viral Pneumonia"}
+    older = covid.model_copy(update={"classes": [spelled[c] for c in covid.classes],
+                                     "class_roc": {spelled[c]: roc for c, roc in covid.class_roc.items()},
+                                     "class_auc": {spelled[c]: auc for c, auc in covid.class_auc.items()}})
+    curves = class_curves([("new", covid), ("old", older)])
+    assert list(curves) == ["COVID-19", "NORMAL", "VIRAL PNEUMONIA"]
+    assert all([c.name for c in panel] == ["new", "old"] and panel[0].auc == panel[1].auc for panel in curves.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.tasks import canonical_class
 from core.store.reports import Report
 from dashboard.components.reports import RocCurve, calls_per_class, fixed, percent, with_interval
 
@@ -88,15 +89,17 @@ def source_table(report: Report) -> pd.DataFrame | None:
 
 def class_curves(rows: list[tuple[str, Report]]) -> dict[str, list[RocCurve]]:
     """Class -> one one-vs-rest ROC curve per model (``rows``: model name, report) that has one for it; classes
-    in the first report's order. Empty when no report has curves per class (two classes, older reports)."""
-    classes = list(dict.fromkeys(c for _, report in rows for c in report.classes))
+    in the first report's order, by their canonical names (an older model's own spelling, ``TURBERCULOSIS``,
+    joins the same panel: a review). Empty when no report has curves per class (two classes, older reports)."""
+    classes = list(dict.fromkeys(canonical_class(c) or c for _, report in rows for c in report.classes))
     curves: dict[str, list[RocCurve]] = {}
     for class_name in classes:
         for name, report in rows:
-            roc = (report.class_roc or {}).get(class_name)
+            own = next((c for c in report.classes if (canonical_class(c) or c) == class_name), None)
+            roc = (report.class_roc or {}).get(own)
             if roc is not None:
                 curves.setdefault(class_name, []).append(RocCurve(
-                    name, roc.fpr, roc.tpr, (report.class_auc or {}).get(class_name), report.threshold, None, None))
+                    name, roc.fpr, roc.tpr, (report.class_auc or {}).get(own), report.threshold, None, None))
     return curves
 
 

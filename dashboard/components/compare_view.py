@@ -14,6 +14,7 @@ from core.evaluation.overlap import calibrated_on, trained_on
 from core.films.roots import SHARED_ROOT, folder_label
 from core.store.registry import ModelEntry
 from core.store.reports import Report
+from core.tasks import canonical_class
 from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc_curves, training_curves,
                                          travel_intervals)
 from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
@@ -92,7 +93,7 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     apart = films_apart(rows)
     if apart:
         st.warning(apart, icon=":material/warning:")
-    if len({entry.classes for entry, _ in rows}) > 1:
+    if len({frozenset(canonical_class(c) or c for c in entry.classes) for entry, _ in rows}) > 1:  # not spellings
         st.warning("These models were trained on different classes; the ROC curves compare abnormal against "
                    "normal only.", icon=":material/warning:")
     for entry, report in rows:
