@@ -105,3 +105,16 @@ def test_one_class_spelled_two_ways_is_one_panel_and_no_warning_of_other_classes
     curves = class_curves([("new", covid), ("old", older)])
     assert list(curves) == ["COVID-19", "NORMAL", "VIRAL PNEUMONIA"]
     assert all([c.name for c in panel] == ["new", "old"] and panel[0].auc == panel[1].auc for panel in curves.values())
+
+
+def test_the_other_batch_threshold_is_called_this_version_s_only_when_it_is():
+    """A review: an older record whose other-batch figures came from another run (no holdout_run named) had that
+    run's threshold labelled "(this version's)"."""
+    from dashboard.components.travel import other_batch_threshold
+
+    record = _shipped()[HELD_OUT].record  # trained with the batch held out: its own figures, its own threshold
+    assert record.holdout_run is None and other_batch_threshold(record).endswith("(this version's)")
+    batch = record.other_reports["out-of-batch"].model_copy(update={"operating_point": record.operating_point.model_copy(
+        update={"threshold": 0.09805})})
+    older = record.model_copy(update={"other_reports": {**record.other_reports, "out-of-batch": batch}})
+    assert other_batch_threshold(older).startswith("0.09805 (another run; this version's is 0.2759")

@@ -15,9 +15,8 @@ from core.wording import digits_apart
 from dashboard.components.reports import interval_text, metrics_table, target_percent, threshold_value, with_interval
 from dashboard.components.site_films import site_films_title
 
-# Internal validation beside ModelRecord.other_reports, whose keys
-# come from core.training.other_reports ("out-of-batch", "tighter-framing", "other-collection",
-# "other-collection-framed") and site recalibration ("site").
+# Internal validation beside ModelRecord.other_reports, whose keys come from core.training.other_reports
+# ("out-of-batch", "tighter-framing", "other-collection", "other-collection-framed") and recalibration ("site").
 # Withdrawn keys that older versions still store (core.store.reports.WITHDRAWN) are never shown.
 VALIDATION = "Internal validation"
 TRAVEL_TITLES = {"out-of-batch": "Another batch", "other-collection": "Another collection (viral pneumonias)",
@@ -218,14 +217,15 @@ def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
 
 
 def other_batch_threshold(record: ModelRecord) -> str:
-    """The threshold the other-batch figures were read at, and whose it is: this version's, or that of the run
-    of the same recipe that held the batch out (``record.holdout_run``); ``not measured`` without them."""
+    """The threshold the other-batch figures were read at and whose: this version's or another run's (its
+    ``holdout_run``, or unnamed in an older record: a review); ``not measured`` without them."""
     report = record.other_reports.get("out-of-batch")
     if report is None:
         return NOT_MEASURED
-    whose = f"the run that held it out; this version's is {threshold_text(record)}" if record.holdout_run else \
-        "this version's"
-    return f"{threshold_value(report.threshold)} ({whose})"
+    if report.threshold == record.operating_point.threshold and not record.holdout_run:
+        return f"{threshold_value(report.threshold)} (this version's)"
+    run = "the run that held it out" if record.holdout_run else "another run"
+    return f"{threshold_value(report.threshold)} ({run}; this version's is {threshold_text(record)})"
 
 
 def threshold_text(record: ModelRecord, other: float | None = None) -> str:
