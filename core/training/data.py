@@ -129,9 +129,9 @@ def _grey(path: Path) -> Image.Image | None:
         return None
 
 
-def near_duplicates(films: FilmSet, among: np.ndarray) -> NearDuplicates:
-    """Copies of the films marked in ``among`` (a mask) anywhere in ``films``."""
-    hashes, thumbs, readable = film_signatures(films.paths)
+def near_duplicates(films: FilmSet, among: np.ndarray, signatures: tuple | None = None) -> NearDuplicates:
+    """Copies of the films marked in ``among`` (a mask) anywhere in ``films`` (their film_signatures, if known)."""
+    hashes, thumbs, readable = signatures or film_signatures(films.paths)
     rows = np.flatnonzero(among & readable)
     found = []
     for start in range(0, len(rows), _BLOCK):
@@ -148,10 +148,10 @@ def near_duplicates(films: FilmSet, among: np.ndarray) -> NearDuplicates:
     return NearDuplicates(pairs, len(members), len(np.unique(component[members])))
 
 
-def copies_of(films: FilmSet, originals: FilmSet) -> np.ndarray:
-    """Which of ``films`` are near-duplicates (the same film at another contrast or size, or a light crop) of one
-    of ``originals``, by the rule above; a film nothing can read is nobody's copy."""
-    hashes, thumbs, readable = film_signatures(films.paths)
+def copies_of(films: FilmSet, originals: FilmSet, signatures: tuple | None = None) -> np.ndarray:
+    """Which of ``films`` (their film_signatures, if known) are near-duplicates (the same film at another contrast
+    or size, or a light crop) of one of ``originals``, by the rule above; a film nothing can read is nobody's copy."""
+    hashes, thumbs, readable = signatures or film_signatures(films.paths)
     known_hashes, known_thumbs, known_readable = film_signatures(originals.paths)
     found = np.zeros(len(films), dtype=bool)
     for start in range(0, len(films), _BLOCK):

@@ -27,7 +27,7 @@ from core.films.roots import SHARED_ROOT
 # The key of its report in ModelRecord.other_reports; core.training.other_reports also reads the films framed 15 %
 # tighter (OTHER_COLLECTION_FRAMED): the two readings bound what a new site may see (core.evaluation.site_range).
 from core.store.reports import OTHER_COLLECTION
-from core.training.data import copies_of, near_duplicates
+from core.training.data import copies_of, film_signatures, near_duplicates
 
 FOLDER = Path("covid-3class") / "train"  # under the shared data folder (settings().data)
 CLASS_FOLDERS = (("NORMAL", "Normal"), ("PNEUMONIA", "Viral Pneumonia"))
@@ -49,18 +49,20 @@ def collection_films(training_folder: FilmSet) -> tuple[FilmSet, int, int] | Non
     if not paths:
         return None
     films = FilmSet(tuple(paths), np.asarray(labels, dtype=np.int64), CLASSES, (FOLDER.parts[0],) * len(paths))
-    copies = copies_of(films, training_folder)
-    films = films.subset(np.flatnonzero(~copies))
-    repeats = _repeats(films)
+    signatures = film_signatures(films.paths)  # read once, for both checks
+    copies = copies_of(films, training_folder, signatures)
+    kept = np.flatnonzero(~copies)
+    films = films.subset(kept)
+    repeats = _repeats(films, tuple(part[kept] for part in signatures))
     return films.subset(np.flatnonzero(~repeats)), int(copies.sum()), int(repeats.sum())
 
 
-def _repeats(films: FilmSet) -> np.ndarray:
+def _repeats(films: FilmSet, signatures: tuple) -> np.ndarray:
     """Which of ``films`` near-duplicate an earlier one (the later of each pair; a film nothing reads is no
     repeat)."""
     repeats = np.zeros(len(films), dtype=bool)
     if len(films):
-        repeats[near_duplicates(films, np.ones(len(films), dtype=bool)).pairs[:, 1]] = True
+        repeats[near_duplicates(films, np.ones(len(films), dtype=bool), signatures).pairs[:, 1]] = True
     return repeats
 
 
