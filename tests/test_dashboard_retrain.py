@@ -342,7 +342,8 @@ def test_a_finished_job_s_model_that_cannot_be_read_is_told_apart_from_one_remov
     assert not at.exception
     said = [w.value for w in at.warning if w.value.startswith((name or "This job", ))]
     if damage == "registry":
-        assert said[0].startswith(f"{name} cannot be shown: registry.json cannot be read") and "restore it" in said[0]
+        assert said[0].startswith(f"{name} cannot be shown: This models folder's registry.json cannot be read")
+        assert "Restore it from a backup" in said[0]
         assert str(checkpoints) not in said[0]
     elif damage == "removed":
         assert said == [f"{name} is no longer in the registry."]
