@@ -57,3 +57,46 @@ def test_cancel_is_still_a_cancel_and_a_resume_cancelled_early_does_not_contradi
     message = read_job(resumed.folder).status.message
     assert message.startswith("Training was cancelled before it continued the interrupted run.")
     assert "nothing was saved" not in message
+
+
+def test_a_stop_signal_after_training_is_not_called_a_cancel_request(tmp_path, monkeypatch, settings_env):
+    """A review of the fix above: a signal after the last step lets the run register, and its status still said
+    "the cancel request came after training had finished"."""
+    import core.training.train as training
+    from core.jobs.jobs import SUCCEEDED
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"))
+    late = _runner(tmp_path / "a", monkeypatch)
+    record = type("Record", (), {"name": "pneumonia-mlp-v2"})()
+
+    def trains(*args, **kwargs):
+        late.training_started = late.training_done = True
+        late.on_signal(signal.SIGTERM, None)  # returns: only registering is left
+        return record
+
+    monkeypatch.setattr(training, "train", trains)
+    monkeypatch.setattr("core.jobs.runner.JobSummary.of", lambda stored: None)
+    assert late._run() == 0
+    status = read_status(late.folder)
+    assert status.state == SUCCEEDED
+    assert status.message == ("Registered pneumonia-mlp-v2 as a new version (a stop signal came after training had "
+                              "finished).")
+
+
+def test_a_jobs_folder_whose_mode_cannot_be_changed_still_takes_jobs(tmp_path, monkeypatch):
+    """A review: on a mount that keeps no modes, chmod fails; the slot must still be claimed (a warning is logged)."""
+    import os
+
+    from core.jobs import lock
+
+    root = tmp_path / "jobs"
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)
+
+    def refuses(path, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(lock.os, "chmod", refuses)
+    fd = lock.claim(root)
+    assert fd is not None
+    os.close(fd)

@@ -341,8 +341,13 @@ def test_a_share_no_count_of_films_gives_and_control_characters_in_the_words_are
     path.write_text(json.dumps(data))
     with pytest.raises(CommandRefused, match=r"sensitivity reported for .* \(0.900\) is no share of its 1 film;"):
         record_measurements(path)
-    for field, text in (("title", "t\u001b[31mred"), ("films", "a\nb\u0000c")):
+    for field, text in (("title", "t\u001b[31mred"), ("films", "a\nb\u0000c"), ("measured_by", "a\u202eb")):
         path.write_text(json.dumps({**json.loads(_file(tmp_path, model_here).read_text()), field: text}))
         with pytest.raises(CommandRefused, match=f"{field}: Value error, must be plain text: no control characters"):
             record_measurements(path)
     assert (tmp_path / f"{model_here.name}.json").read_bytes() == before
+    # a whole percent of a small class is a share of it (37 of 40 is 0.925: 0.93 and 0.92 are honest roundings)
+    path.write_text(json.dumps({**json.loads(_file(tmp_path, model_here, accuracy=None, sensitivity=0.93,
+                                                   specificity=0.63).read_text()),
+                                "class_counts": {"NORMAL": 40, "PNEUMONIA": 40}}))
+    record_measurements(path)

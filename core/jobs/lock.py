@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import stat
 import time
@@ -47,7 +48,10 @@ def claim(root: Path, wait: float = CLAIM_WAIT) -> int | None:
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     found = root.stat()
     if found.st_uid == os.getuid() and stat.S_IMODE(found.st_mode) & 0o077:  # another owner's is theirs to set
-        os.chmod(root, 0o700)
+        try:
+            os.chmod(root, 0o700)
+        except OSError as exc:  # a mount that keeps no modes (vfat, some shares): jobs still run there
+            logging.getLogger(__name__).warning("the jobs folder cannot be made private: %s", exc.strerror)
     fd = _open(root)
     deadline = time.monotonic() + wait
     while not _try(fd, fcntl.LOCK_EX):

@@ -217,7 +217,9 @@ class JobRunner:
                                 f"Nothing was registered. Details for an operator: runner.stderr in the folder of job "
                                 f"{self.settings.job_id}.")
             return 1
-        late = " (the cancel request came after training had finished)" if self.cancel_requested else ""
+        late = "" if not self.cancel_requested else (" (a stop signal came after training had finished)"
+                                                    if self.stopped_by_system else
+                                                    " (the cancel request came after training had finished)")
         self.finish(SUCCEEDED, f"Registered {record.name} as a new version{late}.", model=record.name,
                     summary=JobSummary.of(record))
         return 0

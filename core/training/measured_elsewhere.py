@@ -61,8 +61,9 @@ class MeasurementsFile(Record):
     @classmethod
     def _printable(cls, text: str) -> str:
         """Words for a card: no control character (a review stored an escape sequence and a NUL in them)."""
-        if any(unicodedata.category(ch) == "Cc" for ch in text):
-            raise ValueError("must be plain text: no control characters (line breaks, tabs, escapes)")
+        if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):  # Cf: bidi overrides too
+            raise ValueError("must be plain text: no control characters (line breaks, tabs, escapes, direction "
+                             "marks)")
         return text
 
 
@@ -150,7 +151,7 @@ def _planned(reported: MeasurementsFile, figures: ReportedFigures) -> tuple[Mode
     two_classes = len(record.classes) == 2
     for name, value, films in (("accuracy", figures.accuracy, n), ("sensitivity", figures.sensitivity, n_abnormal),
                                ("specificity", figures.specificity, n_normal)):
-        if value is not None and abs(round(value * films) / films - value) > SHARE_ROUNDING:  # a review: 0.9 of 1
+        if value is not None and abs(round(value * films) - value * films) > SHARE_ROUNDING * films + 1e-9:
             raise CommandRefused(f"The {name} reported for {record.name} ({value:.3f}) is no share of its {films} "
                                  f"film{'s' * (films != 1)}; check the figures and the films per class.")
     if None not in (figures.accuracy, figures.sensitivity, figures.specificity):

@@ -21,7 +21,7 @@ KERMANY_TEST = ("On the official Kermany test (another batch of the same hospita
                 "earlier pneumonia models kept their sensitivity, but their specificity fell from 91–100 % on "
                 "validation to 41.5–73.5 %.")
 COLLECTION_NOTE = ("Another collection: Kermany-type films another dataset gathered and re-encoded, copies of "
-                   "training films left out: real films from outside the training folder, but few (about 135), and "
+                   "training films left out: real films from outside the training folder, but few (about 130), and "
                    "its pneumonias are all viral (harder to see than most): every shipped model's sensitivity there "
                    "is below its validation figure.")
 FRAMED_NOTE = ("Framed 15 % tighter: the films of the batch a run held out (a run that held none out: its validation "
