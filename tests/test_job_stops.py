@@ -100,3 +100,15 @@ def test_a_jobs_folder_whose_mode_cannot_be_changed_still_takes_jobs(tmp_path, m
     fd = lock.claim(root)
     assert fd is not None
     os.close(fd)
+
+
+def test_an_older_install_s_open_jobs_folder_is_narrowed_when_jobs_are_listed(tmp_path):
+    """Narrowed at a job's start only, an upgraded install kept its 0755 folder of job logs until the next job."""
+    import os
+
+    from core.jobs.jobs import list_jobs
+
+    root = tmp_path / "jobs"
+    (root / "20261101-000000-old1").mkdir(parents=True)
+    os.chmod(root, 0o755)
+    assert list_jobs(root) == [] and oct(root.stat().st_mode & 0o777) == "0o700"  # its one folder holds no job

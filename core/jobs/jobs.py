@@ -200,6 +200,8 @@ def list_jobs(root: Path | None = None, limit: int | None = None) -> list[Job]:
     job's could sort above the running one's, which the page then hid, a review); unreadable folders are left
     out, and finished ones past the age limit pruned."""
     root = root or jobs_dir()
+    if root.is_dir():
+        lock.keep_private(root)  # an older install's 0755 folder of job logs, before any new job
     prune_old_jobs(root)
     folders = sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.exists() else []
     jobs = []
