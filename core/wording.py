@@ -58,6 +58,29 @@ def digits_apart(value: float, other: float | None) -> int:
     return digits
 
 
+def percent(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{fixed(value * 100, digits, 100.0)} %"
+
+
+def interval_text(interval: list[float] | None, as_percent: bool = True) -> str:
+    if not interval:
+        return "—"
+    if as_percent:
+        return f"{fixed(interval[0] * 100, 1, 100.0)}–{fixed(interval[1] * 100, 1, 100.0)}"
+    return f"{fixed(interval[0], 3)}–{fixed(interval[1], 3)}"
+
+
+def with_interval(value: float | None, interval: list[float] | None, as_percent: bool = True) -> str:
+    """``86.1 % (78.5–93.7)``: the value and its 95 % interval. A resampled interval of no width (every resample
+    of a few perfectly separated films gives AUC 1) bounds nothing, so it is not written as one."""
+    if value is None:
+        return "—"
+    text = percent(value) if as_percent else fixed(value, 3)
+    if interval and interval[0] == interval[1]:  # found in a browser audit: "AUC 1.000 (1.000–1.000)" on 16 films
+        return f"{text} (no interval: every resample of these films gives the same value)"
+    return f"{text} ({interval_text(interval, as_percent)})" if interval else text
+
+
 def one_line(text: str) -> str:
     """``text`` for one line of the command's text output: control characters (a newline or carriage return in a
     file name would start a line of its own, with a reading of its choosing) and lone surrogates spelled as

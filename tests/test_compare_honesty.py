@@ -10,7 +10,8 @@ from core.evaluation.metrics import evaluate_probabilities
 from core.store.registry import list_models
 from core.store.reports import DecisionMetrics
 from dashboard.components.charts import class_roc_curves, roc_curves
-from dashboard.components.reports import RocCurve, fixed, metrics_table, roc_input, with_interval
+from core.wording import fixed
+from dashboard.components.reports import RocCurve, metrics_table, roc_input, with_interval
 from dashboard.components.same_films import films_apart
 
 from conftest import REPO

@@ -18,7 +18,7 @@ from core.store.checkpoints import LoadedModel
 from core.store.reports import Report, SkippedFilm
 from core.films.folders import discover, evaluation_split
 from core.tasks import canonical_class
-from core.wording import fixed, threshold_value
+from core.wording import threshold_value, with_interval
 
 
 def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None = None,
@@ -86,10 +86,8 @@ def report_line(name: str, report: Report) -> str:
     1 or down to 0, and why one is missing (a review: on a folder of one kind every figure after the AUC was
     dropped without a word, a multi-class AUC was not called macro, and 0.9997 printed as 1.000)."""
     def figure(label: str, value: float | None, interval, missing: str) -> str:
-        if value is None or value != value:
-            return f"{label} — ({missing})"
-        return f"{label} {fixed(value, 3)}" + (f" ({fixed(interval[0], 3)}–{fixed(interval[1], 3)})" if interval
-                                                else "")
+        absent = value is None or value != value
+        return f"{label} " + (f"— ({missing})" if absent else with_interval(value, interval, as_percent=False))
 
     counts = ", ".join(f"{k} {c}" for c, k in zip(report.classes, report.class_counts))
     parts = [figure("accuracy", report.accuracy, report.accuracy_ci, ""),

@@ -6,7 +6,8 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.components.reports import fixed, percent, threshold_value
+from core.wording import fixed
+from dashboard.components.reports import percent, threshold_value
 
 PALETTE = ("#1f6f8b", "#c0703c", "#4f8a5b", "#7a5c99", "#a8862d", "#4a6fa5", "#9b4f5f", "#5f7a80")
 MUTED = "#9aa9b2"

@@ -12,7 +12,8 @@ import pandas as pd
 
 from core.tasks import canonical_class
 from core.store.reports import Report
-from dashboard.components.reports import RocCurve, calls_per_class, fixed, percent, with_interval
+from core.wording import fixed
+from dashboard.components.reports import RocCurve, calls_per_class, percent, with_interval
 
 NO_FILMS = "— (no films)"
 CLASS_COLUMNS = ("Films", "Flagged urgent", "Recall (operating point)", "Recall (most probable class)",

@@ -19,8 +19,9 @@ from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc
                                          travel_intervals)
 from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
                                                 several_classes, source_table)
+from core.wording import fixed
 from dashboard.components.same_films import films_apart
-from dashboard.components.reports import (data_label, escape_markdown, films_in_words, fixed, metrics_table,
+from dashboard.components.reports import (data_label, escape_markdown, films_in_words, metrics_table,
                                           operating_points, per_class_table, roc_input, threshold_value)
 from dashboard.components.model_card import ENSEMBLE_CHOSEN, validation_caveat
 from dashboard.components.travel_notes import elsewhere_films

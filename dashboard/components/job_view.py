@@ -22,7 +22,8 @@ from core.store.manifest import REGISTRY_FILE
 from core.store.promotion import promote, refusal
 from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
-from dashboard.components.reports import duration, interval_text, with_interval
+from core.wording import interval_text
+from dashboard.components.reports import duration, with_interval
 from dashboard.components.task_choice import title_of
 from dashboard.labels import source_label, without_server_paths
 from dashboard.state import registered_models

@@ -16,7 +16,7 @@ from core.films.roots import data_roots, folder_label
 from core.models.catalog import CATALOG
 from core.store.registry import ModelEntry
 from core.store.reports import Report
-from core.wording import fixed, threshold_value
+from core.wording import percent, threshold_value, with_interval
 from dashboard.labels import UNPLACED
 
 
@@ -47,10 +47,6 @@ def spreadsheet_safe(value):
     return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
-def percent(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{fixed(value * 100, digits, 100.0)} %"
-
-
 def target_percent(target: float | None) -> str:
     """A sensitivity target as set (95 %, 99.5 %): forms take half points, so rounding to whole ones would
     promise more than was asked (99.5 % shown as 100 %)."""
@@ -61,25 +57,6 @@ def chosen_on(calibration) -> str:
     """The films a recalibrated version's threshold was chosen on (core.store.records.Calibration), in words; a
     site folder by its data-root label, set as code so a label's underscores stay underscores."""
     return f"the site folder `{calibration.folder}`" if calibration.folder else "the same validation films"
-
-
-def interval_text(interval: list[float] | None, as_percent: bool = True) -> str:
-    if not interval:
-        return "—"
-    if as_percent:
-        return f"{fixed(interval[0] * 100, 1, 100.0)}–{fixed(interval[1] * 100, 1, 100.0)}"
-    return f"{fixed(interval[0], 3)}–{fixed(interval[1], 3)}"
-
-
-def with_interval(value: float | None, interval: list[float] | None, as_percent: bool = True) -> str:
-    """``86.1 % (78.5–93.7)``: the value and its 95 % interval. A resampled interval of no width (every resample
-    of a few perfectly separated films gives AUC 1) bounds nothing, so it is not written as one."""
-    if value is None:
-        return "—"
-    text = percent(value) if as_percent else fixed(value, 3)
-    if interval and interval[0] == interval[1]:  # found in a browser audit: "AUC 1.000 (1.000–1.000)" on 16 films
-        return f"{text} (no interval: every resample of these films gives the same value)"
-    return f"{text} ({interval_text(interval, as_percent)})" if interval else text
 
 
 def data_label(folder: str) -> str:

@@ -11,8 +11,8 @@ from core.evaluation.site_range import READINGS, stored_site_range
 from core.store.records import MeasuredElsewhere, ModelRecord
 from core.store.registry import ModelEntry
 from core.store.reports import HeadlineFigures, Report, shown_reports
-from core.wording import digits_apart
-from dashboard.components.reports import interval_text, metrics_table, target_percent, threshold_value, with_interval
+from core.wording import digits_apart, interval_text
+from dashboard.components.reports import metrics_table, target_percent, threshold_value, with_interval
 from dashboard.components.site_films import site_films_title
 
 # Internal validation beside ModelRecord.other_reports, whose keys come from core.training.other_reports
