@@ -275,7 +275,7 @@ def _settle_if_dead(folder: Path) -> Job:
     if registered is not None:
         left = saved_run_of_job(job.job_id)  # killed between the version's files and forgetting the run
         if left is not None:
-            discard_saved_run(left)
+            discard_saved_run(left.key)
         write_status(folder, SUCCEEDED, model=registered.name, summary=JobSummary.of(registered), message=(
             f"The training process stopped unexpectedly after registering {registered.name}; "
             "that version is complete."))

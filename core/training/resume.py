@@ -52,8 +52,8 @@ from core.training.distributed import Hardware
 from core.training import run_lock
 from core.training.saved_state import (DIGESTS, FORMAT, check_optimiser, check_schedule, damaged, load_state,
                                        misfit)
-from core.training.saved_runs import (SavedRun, nothing_to_resume, open_runs_folder, runs_dir, runs_written,
-                                      write_private)
+from core.training.saved_runs import (SavedRun, discard_saved_run, nothing_to_resume, open_runs_folder, runs_dir,
+                                      runs_written, write_private)
 
 IF_SAVED = "if-saved"  # open_run's resume: continue the saved state if there is one, else start afresh
 SPLIT_SETTINGS = ("seed", "split_seed", "val_fraction", "max_films", "holdout")  # another split: other fingerprints
@@ -243,8 +243,7 @@ class RunCheckpoint:
     def forget(self) -> None:
         """The run has shipped its model: its state goes (rank 0), and with it the run's lock."""
         if self.hardware.is_main:
-            self.path.unlink(missing_ok=True)
-            (self.folder / f"{self.identity.key}.json").unlink(missing_ok=True)
+            discard_saved_run(self.identity.key, self.folder)
             run_lock.release(self.lock)
 
 

@@ -89,12 +89,12 @@ def saved_run_of_job(job_id: str, folder: Path | None = None) -> SavedRun | None
     return next((run for run in saved_runs(folder) if run.job_id == job_id), None)
 
 
-def discard_saved_run(run: SavedRun, folder: Path | None = None) -> None:
-    """Delete ``run``'s state and description: its model is registered (its job was killed after registering it,
-    before it forgot the run), so resuming it would register that model a second time (a review)."""
+def discard_saved_run(key: str, folder: Path | None = None) -> None:
+    """Delete the saved state and description of run ``key``: its model is registered (by the run itself, or by
+    a job killed after registering it, before it forgot the run: resumed, it would register it again)."""
     folder = folder or runs_dir()
-    (folder / f"{run.key}.pt").unlink(missing_ok=True)
-    (folder / f"{run.key}.json").unlink(missing_ok=True)
+    (folder / f"{key}.pt").unlink(missing_ok=True)
+    (folder / f"{key}.json").unlink(missing_ok=True)
 
 
 def kept_note(run: SavedRun | None) -> str:
