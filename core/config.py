@@ -6,6 +6,7 @@ handed on to a child process. Allowed ranges and fixed sizes live in :mod:`core.
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,33 +65,18 @@ class Settings:
 
 
 ENVIRONMENT = {
-    "checkpoints": "CXR_CHECKPOINTS",
-    "detector": "CXR_DETECTOR_DIR",
-    "jobs": "CXR_JOBS",
-    "data": "CXR_DATA",
-    "training_data": "CXR_DATA_DIR",
-    "evaluation_folder": "CXR_EVAL_DIR",
-    "job_omp_wait_policy": "OMP_WAIT_POLICY",
-    "decode_cache": "CXR_DECODE_CACHE",
-    "decode_cache_max_bytes": "CXR_DECODE_CACHE_MAX_BYTES",
-    "data_roots_file": "CXR_DATA_ROOTS",
-    "batch_max_films": "CXR_BATCH_MAX_FILMS",
-    "batch_max_mb": "CXR_BATCH_MAX_MB",
-    "uploads_max_mb": "CXR_UPLOADS_MAX_MB",
-    "models": "CXR_MODELS",
-    "local_admin": "CXR_LOCAL_ADMIN",
-    "admin_passphrase_hash": "CXR_ADMIN_PASSPHRASE_HASH",
-    "admin_accounts": "CXR_ADMIN_ACCOUNTS",
-    "admin_session_minutes": "CXR_ADMIN_SESSION_MINUTES",
-    "audit_log": "CXR_AUDIT_LOG",
+    "checkpoints": "CXR_CHECKPOINTS", "detector": "CXR_DETECTOR_DIR", "jobs": "CXR_JOBS", "data": "CXR_DATA",
+    "training_data": "CXR_DATA_DIR", "evaluation_folder": "CXR_EVAL_DIR", "job_omp_wait_policy": "OMP_WAIT_POLICY",
+    "decode_cache": "CXR_DECODE_CACHE", "decode_cache_max_bytes": "CXR_DECODE_CACHE_MAX_BYTES",
+    "data_roots_file": "CXR_DATA_ROOTS", "batch_max_films": "CXR_BATCH_MAX_FILMS", "batch_max_mb": "CXR_BATCH_MAX_MB",
+    "uploads_max_mb": "CXR_UPLOADS_MAX_MB", "models": "CXR_MODELS", "local_admin": "CXR_LOCAL_ADMIN",
+    "admin_passphrase_hash": "CXR_ADMIN_PASSPHRASE_HASH", "admin_accounts": "CXR_ADMIN_ACCOUNTS",
+    "admin_session_minutes": "CXR_ADMIN_SESSION_MINUTES", "audit_log": "CXR_AUDIT_LOG",
     "promotion_min_films": "CXR_PROMOTION_MIN_FILMS",
     "promotion_min_films_by_task": "CXR_PROMOTION_MIN_FILMS_BY_TASK",
-    "promotion_min_sensitivity": "CXR_PROMOTION_MIN_SENSITIVITY",
-    "job_time_limit_minutes": "CXR_JOB_TIME_LIMIT",
-    "job_max_age_days": "CXR_JOB_MAX_AGE_DAYS",
-    "decode_memory_mb": "CXR_DECODE_MEMORY_MB",
-    "decode_seconds": "CXR_DECODE_SECONDS",
-    "decode_workers": "CXR_DECODE_WORKERS",
+    "promotion_min_sensitivity": "CXR_PROMOTION_MIN_SENSITIVITY", "job_time_limit_minutes": "CXR_JOB_TIME_LIMIT",
+    "job_max_age_days": "CXR_JOB_MAX_AGE_DAYS", "decode_memory_mb": "CXR_DECODE_MEMORY_MB",
+    "decode_seconds": "CXR_DECODE_SECONDS", "decode_workers": "CXR_DECODE_WORKERS",
     "decode_seconds_per_megapixel": "CXR_DECODE_SECONDS_PER_MP",
 }
 
@@ -98,6 +84,18 @@ _current: Settings | None = None
 
 
 def _read(environ: Mapping[str, str]) -> Settings:
+    try:
+        return _read_settings(environ)
+    except (RuntimeError, OSError) as exc:  # Path.resolve: RuntimeError in Python 3.11 and 3.12, ELOOP after
+        if "Symlink loop" not in str(exc) and getattr(exc, "errno", None) != errno.ELOOP:
+            raise
+        raise SettingOutOfRange(  # no path in words: the variables are named instead (a review)
+            "A folder or file set by CXR_CHECKPOINTS, CXR_MODELS, CXR_JOBS, CXR_DECODE_CACHE or CXR_AUDIT_LOG (or its "
+            "default in your home folder) goes round a loop of symbolic links, so it cannot be used. Remove the "
+            "loop, or set the variable to another folder.") from None
+
+
+def _read_settings(environ: Mapping[str, str]) -> Settings:
     def given(field: str) -> str | None:
         return environ.get(ENVIRONMENT[field]) or None
 

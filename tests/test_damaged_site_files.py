@@ -79,6 +79,21 @@ def test_a_models_setting_naming_a_file_is_refused(tmp_path, monkeypatch):
         reload()
 
 
+@pytest.mark.parametrize("variable", ["CXR_MODELS", "CXR_JOBS", "CXR_CHECKPOINTS", "CXR_DECODE_CACHE",
+                                      "CXR_AUDIT_LOG", "XDG_DATA_HOME"])
+def test_a_setting_that_goes_round_a_loop_of_links_is_refused_in_words(tmp_path, variable, run_cli, monkeypatch):
+    (tmp_path / "a").symlink_to(tmp_path / "b")  # a review: "a fault in the program" before
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(SettingOutOfRange, match="loop of symbolic links") as refused:
+        reload({variable: str(tmp_path / "a" / "inside")})
+    assert str(tmp_path) not in str(refused.value)
+    reload()
+    if variable == "CXR_JOBS":  # and the command line says so as a refusal, not as a fault in the program
+        monkeypatch.setenv(variable, str(tmp_path / "a" / "inside"))
+        done = run_cli("models", checkpoints=tmp_path / "site")
+        assert done.returncode == 1 and "loop of symbolic links" in done.stdout and str(tmp_path) not in done.stdout
+
+
 def test_a_models_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, settings_env):
     blocked = tmp_path / "a-file"
     blocked.write_bytes(b"")
