@@ -23,6 +23,7 @@ from core.store.registry import (ModelEntry, ensure_default, find_model, list_mo
                                  site_dir)
 from core.store.writable import ensure_models_writable
 from core.stop_signals import stops_held
+from core.tasks import find_normal_index, task_name
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,7 @@ def _refusals(entry: ModelEntry) -> list[tuple[str, str]]:
     report, point = record.report, record.operating_point
     if report is None:
         return [("report", "it has no validation report, so nothing shows how it performs")]
-    reasons = [("films", f"its validation holds only {count} {name} film{'s' * (count != 1)}; a default needs at "
-                f"least {floor.min_films} of each class")
-               for name, count in zip(report.classes, report.class_counts) if count < floor.min_films]
+    reasons = _too_few(report.classes, report.class_counts, floor, "holds")
     wanted = _percent(floor.min_sensitivity)
     if point.normal_index is None:
         reasons.append(("normal", f"it has no normal class, so its operating point promises no sensitivity "
@@ -81,6 +80,31 @@ def _refusals(entry: ModelEntry) -> list[tuple[str, str]]:
         reasons.append(("sensitivity", f"it reached {reached} sensitivity on its validation films; a default needs "
                                        f"at least {wanted}"))
     return reasons
+
+
+def _too_few(classes, counts, floor: Floor, verb: str) -> list[tuple[str, str]]:
+    return [("films", f"its validation {verb} only {count} {name} film{'s' * (count != 1)}; a default needs at "
+             f"least {floor.min_films} of each class")
+            for name, count in zip(classes, counts) if count < floor.min_films]
+
+
+def check_before_training(classes: tuple[str, ...], validation_counts: list[int], target_sensitivity: float) -> None:
+    """``train --set-default`` refused before it trains where the floor already rules the new version out: too few
+    validation films of a class, no normal class or too low a sensitivity target (a review: the refusal came only
+    after the whole run). PromotionRefused says why; whether it reaches its sensitivity is known only after."""
+    task, floor = task_name(classes), floor_for(task_name(classes))
+    refusals = _too_few(classes, validation_counts, floor, "would hold")
+    if find_normal_index(classes) is None:
+        refusals.append(("normal", "it would have no normal class, so its operating point promises no sensitivity"))
+    elif target_sensitivity < floor.min_sensitivity:
+        wanted = _percent(floor.min_sensitivity)
+        refusals.append(("sensitivity", f"its operating point would be chosen for {_percent(target_sensitivity)} "
+                                        f"sensitivity; a default must promise at least {wanted}"))
+    if refusals:
+        raise PromotionRefused(f"A version trained on these films cannot become the default model for {task}: "
+                               f"{'; '.join(words for _, words in refusals)}. Train "
+                               f"{' and '.join(words for kind, words in ADVICE.items() if kind in dict(refusals))}, or "
+                               "leave out --set-default (or add --override-floor). Nothing was trained.")
 
 
 def _what_to_do(kinds: set[str]) -> str:

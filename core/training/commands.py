@@ -65,7 +65,8 @@ def run_train(args) -> int:
 
     try:
         record = train(args.dir, request, name=args.name, directory=directory, on_progress=on_progress, who=_who(),
-                       resume=IF_SAVED if args.resume_if_saved else args.resume)
+                       resume=IF_SAVED if args.resume_if_saved else args.resume,
+                       floor_first=args.set_default and not args.override_floor)
     except KeyboardInterrupt:
         raise CommandRefused("interrupted; if an epoch had finished, the same command with --resume continues after "
                              "the last one") from None

@@ -25,6 +25,7 @@ from core.models.build import build_model
 from core.models.device import model_device, place_for_training, place_model, to_device
 from core.models.inference import probabilities_in_batches
 from core.store.checkpoints import round_to_storage
+from core.store.promotion import check_before_training
 from core.store.records import DataRecord, InputSpec, ModelArgs, ModelRecord, TrainConfig, TrainingRecord
 from core.store.registry import checkpoint_dir
 from core.store.writable import ensure_models_writable
@@ -54,6 +55,7 @@ def train(
     data_dir: str | Path, config: TrainConfig, name: str | None = None, directory: Path | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
     job_id: str | None = None, make_default: bool = False, who: str = "cli", resume: bool | str = False,
+    floor_first: bool = False,
 ) -> ModelRecord | None:
     """Train, evaluate on validation, ship a new version; returns its record (``directory/NAME.json``).
 
@@ -62,7 +64,8 @@ def train(
     default only through the promotion floor (core.store.promotion), in the audit log as done by ``who``.
     The run's state is saved every epoch until it ships (core.training.resume); ``resume`` continues the
     interrupted run of these settings and films from it (ResumeRefused when there is none; with
-    ``resume=IF_SAVED`` a fresh run instead).
+    ``resume=IF_SAVED`` a fresh run instead). ``floor_first`` (or ``make_default``): refused before training where
+    the promotion floor already rules the new version out as a default (core.store.promotion).
     """
     config, directory = config.resolved(), directory or checkpoint_dir()
     hardware = prepare_hardware(config)
@@ -70,7 +73,7 @@ def train(
     completed = False
     try:
         record = _train(data_dir, config, hardware, name, directory, emit, should_stop, job_id, make_default, who,
-                        resume)
+                        resume, floor_first or make_default)
         completed = True
         return record
     except torch.OutOfMemoryError as exc:
@@ -114,7 +117,7 @@ def _digest(text: str) -> bytes:
 
 def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: str | None, directory: Path,
            emit: Callable[[ProgressEvent], None], should_stop: Callable[[], bool] | None, job_id: str | None,
-           make_default: bool, who: str, resume: bool | str = False) -> ModelRecord | None:
+           make_default: bool, who: str, resume: bool | str = False, floor_first: bool = False) -> ModelRecord | None:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     started = time.monotonic()
     split_notes: list[str] = []  # near-duplicates grouped, a val/ folder joined
@@ -123,6 +126,8 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
             ensure_writable()  # the new version is recorded: a log that cannot take it stops the run before it trains
             ensure_models_writable(directory)  # and written: a folder that cannot take it stops it too
         films, train_set, val_set, held_out = split_films(data_dir, config, split_notes)
+        if floor_first:
+            check_before_training(films.classes, val_set.class_counts(), config.target_sensitivity)
         identity, refusal = run_identity(config, data_dir, train_set, val_set, hardware.world.world_size), None
     except TriageError as exc:
         identity, refusal = None, exc
