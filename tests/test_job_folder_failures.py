@@ -166,12 +166,12 @@ def test_the_watcher_ends_a_run_stuck_before_its_first_step_and_lets_an_epoch_en
 def test_a_long_run_s_progress_is_read_from_its_latest_events(tmp_path, monkeypatch):
     """Found by a review of the day's diff: past the read cap the page read the first events only, so a long
     run's progress froze; it reads the latest ones, from a whole line."""
-    import core.jobs.records as records
+    import core.jobs.event_log as event_log
 
     folder = _queued_job(tmp_path / "jobs")
     lines = [StepEvent(epoch=1, epochs=1, step=k, steps=400, loss=0.5, progress=k / 400, eta_seconds=1.0)
              .model_dump_json() for k in range(1, 401)]
     (folder / "events.jsonl").write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(records, "_MAX_PROGRESS_BYTES", len(lines[0]) * 50 + 7)  # cuts into a line
+    monkeypatch.setattr(event_log, "MAX_PROGRESS_BYTES", len(lines[0]) * 50 + 7)  # cuts into a line
     events = read_job(folder).events()
     assert events[-1].step == 400 and 48 <= len(events) <= 50 and all(e.step > 340 for e in events)

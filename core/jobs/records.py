@@ -20,7 +20,8 @@ from core.store.atomic import atomic_write_json
 from core.store.base import Record, open_regular, read_record
 from core.store.records import ModelRecord, TrainConfig
 from core.store.reports import HeadlineFigures
-from core.training.events import ProgressEvent, parse_event
+from core.jobs.event_log import MAX_PROGRESS_BYTES, read_events
+from core.training.events import ProgressEvent
 from core.training.saved_runs import SavedRun, saved_run_of_job
 
 JOB_FOLDER = re.compile(r"^\d{8}-\d{6}-[A-Za-z0-9]+$")  # a job's id, and its folder's name
@@ -151,26 +152,23 @@ class Job:
         return self.status.message
 
     def events(self) -> list[ProgressEvent]:
-        """Progress events so far; a half-written last line (the runner is mid-write) is skipped."""
-        lines = _text_of(self.folder / "events.jsonl").splitlines()
-        return [event for event in map(parse_event, lines) if event is not None]
+        """Progress events so far, parsed as the file grows; a half-written last line (the runner is mid-write)
+        is skipped (core.jobs.event_log)."""
+        return read_events(self.folder / "events.jsonl")
 
     def log_tail(self, lines: int = 200) -> list[str]:
         return _text_of(self.folder / "log.txt").splitlines()[-lines:]
 
 
-_MAX_PROGRESS_BYTES = 32 * 2**20  # a run of 200 epochs of 150 steps writes about 6 MB of events
-
-
 def _text_of(path: Path) -> str:
-    """A job file's text, its last ``_MAX_PROGRESS_BYTES`` from a whole line (the latest progress matters most);
+    """A job file's text, its last ``MAX_PROGRESS_BYTES`` from a whole line (the latest lines matter most);
     "" when it is missing or not a readable regular file: a folder or a FIFO where the events were took the
     Retrain page down, or hung it, for everyone (a review)."""
     try:
         with os.fdopen(open_regular(path), "rb") as handle:
-            start = max(0, os.fstat(handle.fileno()).st_size - _MAX_PROGRESS_BYTES)
+            start = max(0, os.fstat(handle.fileno()).st_size - MAX_PROGRESS_BYTES)
             handle.seek(start)
-            text = handle.read(_MAX_PROGRESS_BYTES).decode(errors="replace")
+            text = handle.read(MAX_PROGRESS_BYTES).decode(errors="replace")
     except OSError:
         return ""
     return text.partition("\n")[2] if start else text
