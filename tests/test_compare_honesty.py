@@ -3,6 +3,8 @@ flagged, a perfect F1 gets the interval its films allow, a multi-class ROC legen
 normal (not the table's macro AUC), and the per-class curves' hovers never round up to certainty."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from core.evaluation.folder import report_line
@@ -40,6 +42,20 @@ def test_models_validated_on_other_films_are_said_to_be_read_apart():
     assert films_apart(folder) is None
     skipped = folder[:2] + [(folder[2][0], folder[2][1].model_copy(update={"n": folder[2][1].n - 1}))]
     assert "Evaluate on a folder" not in films_apart(skipped)  # figures from a folder: no advice to use one
+
+
+def test_a_copy_of_a_stored_validation_report_is_still_told_apart_by_its_films_fingerprint():
+    """A review: the stored report was recognised by object identity, so a copy of it (a cache, a page's own
+    re-read) fell back to comparing counts, and two validations of equal size on other films read as the same."""
+    shipped = _shipped()
+    cnn5, mlp = shipped["pneumonia-cnn5-v1"], shipped["pneumonia-mlp-v1"]
+    data = mlp.record.data
+    other = data.model_copy(update={"validation": data.validation.model_copy(update={"sha256": "0" * 64})})
+    elsewhere = dataclasses.replace(mlp, record=mlp.record.model_copy(update={"data": other}))
+    rows = [(cnn5, cnn5.record.report.model_copy()), (elsewhere, elsewhere.record.report.model_copy())]
+    assert films_apart(rows).startswith("These models were not read on the same films (pneumonia-cnn5-v1: 1,038 "
+                                        "films; pneumonia-mlp-v1: 1,038 films)")
+    assert films_apart([(cnn5, cnn5.record.report.model_copy()), (mlp, mlp.record.report.model_copy())]) is None
 
 
 def test_a_perfect_f1_gets_the_interval_its_films_allow_not_too_few_films():

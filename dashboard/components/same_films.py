@@ -12,7 +12,7 @@ def films_apart(rows: list[tuple[ModelEntry, Report]]) -> str | None:
     validated on 850 films with another batch held out stood beside eight validated on 1,038, unflagged."""
     def films_of(entry: ModelEntry, report: Report) -> tuple:
         data = entry.record.data
-        if report is entry.record.report and data is not None:
+        if report == entry.record.report and data is not None:  # equal, not the same object: a copy counts
             return ("validation", data.validation.sha256)
         return (report.n, tuple(report.class_counts), report.split)
 
@@ -25,7 +25,7 @@ def films_apart(rows: list[tuple[ModelEntry, Report]]) -> str | None:
     if len(sets) < 2:
         return None
     groups = "; ".join(f"{', '.join(names)}: {counts[key]:,} films" for key, names in sets.items())
-    stored = any(report is entry.record.report for entry, report in rows)
+    stored = any(report == entry.record.report for entry, report in rows)
     return (f"These models were not read on the same films ({groups}): each row and curve is a model on its own "
             "films, not a like-for-like comparison."
             + (" Evaluating them on one folder (Evaluate on a folder, for administrators) reads them on the same "
