@@ -131,7 +131,7 @@ def test_the_other_batch_threshold_is_called_this_version_s_only_when_it_is():
 
     record = _shipped()[HELD_OUT].record  # trained with the batch held out: its own figures, its own threshold
     assert record.holdout_run is None and other_batch_threshold(record).endswith("(this version's)")
-    batch = record.other_reports["out-of-batch"].model_copy(update={"operating_point": record.operating_point.model_copy(
-        update={"threshold": 0.09805})})
+    point = record.operating_point.model_copy(update={"threshold": 0.09805})
+    batch = record.other_reports["out-of-batch"].model_copy(update={"operating_point": point})
     older = record.model_copy(update={"other_reports": {**record.other_reports, "out-of-batch": batch}})
     assert other_batch_threshold(older).startswith("0.09805 (another run; this version's is 0.2759")
