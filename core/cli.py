@@ -20,6 +20,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit 2
         _fail(f"{self.prog}: {message}")
 
+    def print_help(self, file=None):  # argparse drops a write error: unbuffered, --help > /dev/full exited 0
+        (file or sys.stdout).write(self.format_help())
+
 
 def _fail(message: str, **details) -> None:
     """Print the error (and ``details``) as JSON and exit 1; under torchrun the line names the failing process."""
