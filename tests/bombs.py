@@ -322,6 +322,24 @@ def photoshop_jpeg(dicom_dir: Path, segments: int = 20) -> bytes:
     return stream[:2] + segment * segments + stream[2:]
 
 
+def frame_headers(dicom_dir: Path, count: int = 20, components: int = 21_842) -> bytes:
+    """The real film as a JPEG with ``count`` 64-kB frame headers (SOF0) first, each listing ``components``
+    components where it declares one: Pillow keeps an entry per 3 bytes of each (a review: 18.8 MB took 640 MB)."""
+    header = bytes([8]) + struct.pack(">HH", 200, 200) + bytes([1]) + b"\x01\x11\x00" * components
+    segment = b"\xff\xc0" + struct.pack(">H", len(header) + 2) + header
+    stream = jpeg(dicom_dir)
+    return stream[:2] + segment * count + stream[2:]
+
+
+def quantisation_tables(dicom_dir: Path, count: int = 20) -> bytes:
+    """The real film as a JPEG with ``count`` 64-kB segments of 8-bit quantisation tables first: Pillow copies
+    the rest of a segment once per table (a review: 18.8 MB took 0.7 s, a 200 MB film would take about 7 s)."""
+    tables = b"".join(bytes([k % 4]) + bytes(range(1, 65)) for k in range(1008))
+    segment = b"\xff\xdb" + struct.pack(">H", len(tables) + 2) + tables
+    stream = jpeg(dicom_dir)
+    return stream[:2] + segment * count + stream[2:]
+
+
 def _plain_jpeg(dicom_dir: Path) -> bytes:
     return patch_jpeg_frame(jpeg(dicom_dir), HUGE, HUGE)
 
@@ -354,6 +372,10 @@ BOMBS = {
     "early-end.jpeg": (early_end_jpeg, "its structure ends before its image data"),
     "zero-length-segment.jpeg": (zero_length_jpeg, "its structure ends before its image data"),
     "photoshop.jpeg": (photoshop_jpeg, "its Photoshop \\(APP13\\) metadata is larger than a film's"),
+    "frame-headers.jpeg": (frame_headers, "its JPEG frame header or quantisation tables are not a film's"),
+    "one-long-frame-header.jpeg": (lambda d: frame_headers(d, count=1, components=3),
+                                   "its JPEG frame header or quantisation tables are not a film's"),
+    "quantisation-tables.jpeg": (quantisation_tables, "its JPEG frame header or quantisation tables are not a film's"),
     "chunks.png": (png_chunks, "cut into more than 100,000 chunks"),
     "icc-profiles.png": (icc_png, "holds more than one colour profile \\(iCCP\\)"),
     "second-header.png": (second_header_png, "must have one image header \\(IHDR\\), first"),

@@ -25,6 +25,12 @@ PNG and JPEG decode in the server's own process, where nothing can interrupt Pil
   **Photoshop** (APP13) blocks Pillow walks resource by resource in Python (20 MB took 0.9 s): held to
   :data:`MAX_EXIF_BYTES` in all. A PNG's **colour profile** (iCCP) Pillow inflates to about 1 MB, counted
   against no budget: 15,000 of them took 34 s, so more than one, which the PNG standard forbids, is refused.
+- Pillow reads a JPEG's **frame header** (SOFn) and **quantisation tables** (DQT) in Python too: it keeps one
+  entry for every 3 bytes of every frame header, whatever number of components the header declares, and copies
+  the rest of a DQT segment once per table. 18.8 MB of 64-kB frame headers took 640 MB and 1.6 s, so a 200 MB
+  film about 6 GB (found by a review). A film has one frame header, 8 + 3 bytes per component (1 to 4), and 2 to
+  4 tables of 65 or 129 bytes: a JPEG for Pillow with another frame header before its first scan, one of
+  another length, or more than :data:`MAX_JPEG_TABLE_BYTES` of tables there, is refused.
 - Markers libjpeg refuses anyway (JPG, JPGn: 0xC8, 0xF0-0xFD) Pillow reads as having no length where this walk
   skips their length, so a segment behind one was hidden from the EXIF check: a JPEG for Pillow holding one is
   refused. (JPEG-LS, decoded only inside a DICOM, in a worker, uses 0xF7 and 0xF8 with lengths.)
@@ -53,6 +59,9 @@ _FILL = re.compile(rb"\xff+")
 MAX_JPEG_SCANS = 256
 MAX_JPEG_SEGMENTS = 10_000  # a film has a few dozen (tables, EXIF, an ICC profile cut into 64 kB pieces)
 MAX_JPEG_FILL = 65_536  # fill bytes and junk in all: fill is legal before any marker, written by no encoder
+MAX_JPEG_TABLE_BYTES = 4096  # quantisation tables before the first scan: 4 of 16 bits are 516 bytes
+JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOFn: DHT, JPG and DAC share the range
+_JPEG_DQT = 0xDB
 MAX_EXIF_BYTES = 1 << 20  # one JPEG APP1 segment holds 64 kB: a camera's EXIF, thumbnail included, fits in it
 _EXIF_HEADER = b"Exif\0\0"
 _JPEG_APP1 = 0xE1
@@ -75,6 +84,9 @@ class JpegCounts:
     mpf: bytes = b""  # the last MPF block before the first scan, as Pillow keeps it (its TIFF directory)
     refused: int | None = None  # the first marker no decoder reads (JPEG_REFUSED), if any
     photoshop: int = 0  # bytes of Photoshop (APP13) segments before the first scan
+    frames: int = 0  # frame headers (SOFn) before the first scan
+    odd_frame: bool = False  # one of them of another length than its components need, or with none or over 4
+    tables: int = 0  # bytes of quantisation-table (DQT) segments before the first scan
 
 
 def check_decoding_cost(data: bytes, label: str, pillow: bool = True) -> None:
@@ -101,6 +113,10 @@ def check_decoding_cost(data: bytes, label: str, pillow: bool = True) -> None:
         if not counts.scans and pillow:  # what Pillow read past the walk's end no check above saw (reviews)
             raise UnreadableImage(f"{label} is not a JPEG we can read: its structure ends before its image data. "
                                   "Export the film again as PNG or JPEG.")
+        if pillow and (counts.frames > 1 or counts.odd_frame or counts.tables > MAX_JPEG_TABLE_BYTES):
+            raise UnreadableImage(f"{label} cannot be read safely: its JPEG frame header or quantisation tables are "
+                                  "not a film's (one frame header, a few small tables). Export the film again as "
+                                  "PNG or JPEG.")
         if counts.photoshop > MAX_EXIF_BYTES:
             raise UnreadableImage(f"{label} cannot be read safely: its Photoshop (APP13) metadata is larger than a "
                                   "film's. Export the film again without its metadata.")
@@ -138,13 +154,19 @@ def jpeg_counts(data: bytes) -> JpegCounts:
     one past a limit."""
     scans = segments = fill = 0
     exif = mpf = b""
-    refused, photoshop = None, 0
+    refused, photoshop, frames, odd_frame, tables = None, 0, 0, False, 0
     for marker, at, before in jpeg_markers(data):
         if marker is None:  # junk to the end of the file
             fill += before
             break
-        if marker == _JPEG_APP13 and not scans and at + 4 <= len(data):
-            photoshop += struct.unpack_from(">H", data, at + 2)[0]
+        length = struct.unpack_from(">H", data, at + 2)[0] if at + 4 <= len(data) else 0
+        if marker == _JPEG_APP13 and not scans:
+            photoshop += length
+        elif marker in JPEG_FRAMES and not scans:
+            components = data[at + 9] if at + 10 <= len(data) else 0
+            frames, odd_frame = frames + 1, odd_frame or not 1 <= components <= 4 or length != 8 + 3 * components
+        elif marker == _JPEG_DQT and not scans:
+            tables += length
         segments, scans, fill = segments + 1, scans + (marker == JPEG_SOS), fill + before
         if scans > MAX_JPEG_SCANS or segments > MAX_JPEG_SEGMENTS or fill > MAX_JPEG_FILL:
             break
@@ -158,7 +180,7 @@ def jpeg_counts(data: bytes) -> JpegCounts:
                 exif += payload[len(_EXIF_HEADER):] if exif else payload
             elif marker == _JPEG_APP2 and payload.startswith(_MPF_HEADER):  # Pillow keeps the last one
                 mpf = payload[len(_MPF_HEADER):]
-    return JpegCounts(scans, segments, fill, exif, mpf, refused, photoshop)
+    return JpegCounts(scans, segments, fill, exif, mpf, refused, photoshop, frames, odd_frame, tables)
 
 
 def check_exif(exif: bytes, label: str, what: str = "EXIF") -> None:
