@@ -27,6 +27,8 @@ from PIL import Image, ImageFile
 from core.errors import UnreadableImage
 from core.films import dicom
 from core.films.read import read_film
+from core.serving import in_flight
+from dashboard import state
 from dashboard.state import Upload, triage_uploads
 
 CLI_TIMEOUT = 120  # seconds for the whole batch; it takes ~15 s on 2 busy cores
@@ -265,7 +267,6 @@ def test_a_film_refused_for_a_passing_reason_is_tried_again_on_the_next_run(pred
     """A GPU another job fills, or a decoding process that did not start, says "try again": the session must not
     keep that answer as the film's, or every later click would show it Unreadable. A real refusal is kept."""
     from core.errors import DeviceOutOfMemory
-    from dashboard import state
 
     film = next((films_dir / "PNEUMONIA").iterdir())
     uploads = [Upload.of(corpus.Upload("busy.jpeg", film.read_bytes())),
@@ -293,8 +294,6 @@ def test_a_film_refused_for_a_passing_reason_is_tried_again_on_the_next_run(pred
 def test_a_batch_gives_the_page_a_stopping_point_before_each_film(predictor, films_dir, monkeypatch):
     """Streamlit stops a superseded run at its next element only, and the loop over films had none: every click
     during a batch left the old run reading the rest (with the old model) beside the new one (a review)."""
-    from core.serving import in_flight
-    from dashboard import state
 
     films = sorted((films_dir / "PNEUMONIA").iterdir())[:3]
     uploads = [Upload.of(corpus.Upload(f"film-{n}.jpeg", path.read_bytes())) for n, path in enumerate(films)]
@@ -321,25 +320,26 @@ def test_films_in_flight_are_bounded_for_all_sessions_and_one_past_them_is_read_
         predictor, films_dir, monkeypatch):
     """A film being decoded and waiting for the model was counted by no cache: a hundred sessions each holding a
     61 MB film (from a 21 kB PNG) held 6 GB. Past MAX_FILMS_IN_FLIGHT a film waits, then says to try again."""
-    from core.serving import in_flight
-    from dashboard import state
 
-    film = next((films_dir / "NORMAL").iterdir())
-    uploads = [Upload.of(corpus.Upload("waiting.jpeg", film.read_bytes()))]
+    films = sorted((films_dir / "NORMAL").iterdir())[:3]
+    uploads = [Upload.of(corpus.Upload(f"waiting-{n}.jpeg", film.read_bytes())) for n, film in enumerate(films)]
     monkeypatch.setattr(state, "session_cache", lambda kind, kept={}: kept.setdefault(kind, state.BoundedCache(
         *state._CAPS[kind])))  # one session's cache, fresh for this test
     monkeypatch.setattr(in_flight, "WAIT_S", 0.2)
+    waits = []  # a review: each film of a batch waited its own 120 s, so 50 films 100 minutes; now the first alone
+    monkeypatch.setattr(state, "film_in_flight", lambda wait=None: waits.append(wait) or in_flight.film_in_flight(wait))
     slots = [in_flight.film_in_flight() for _ in range(in_flight.MAX_FILMS_IN_FLIGHT)]
     for slot in slots:  # other sessions' films, all in flight
         slot.__enter__()
     try:
-        (busy,) = triage_uploads(predictor, uploads)
+        busy = triage_uploads(predictor, uploads)
     finally:
         for slot in slots:
             slot.__exit__(None, None, None)
-    assert busy.error == in_flight.BUSY and busy.prediction is None and busy.retry  # "Not read yet", not unreadable
-    (read,) = triage_uploads(predictor, uploads)  # not kept: read now that a slot is free
-    assert read.error is None and read.prediction is not None
+    assert waits == [None, 0.0, 0.0] and all(  # the rest of the batch tried once without waiting, each not read yet
+        b.error == in_flight.BUSY and b.prediction is None and b.retry for b in busy)  # not unreadable
+    read = triage_uploads(predictor, uploads)  # not kept: read now that a slot is free
+    assert all(r.error is None and r.prediction is not None for r in read) and waits[3:] == [None] * 3
 
 # --- the triage page itself ----------------------------------------------------------------------------
 
@@ -372,7 +372,6 @@ def test_a_dicom_stopped_at_its_time_limit_waits_as_not_read_until_asked_to_be_r
     """A healthy large film on a busy server can run past its decoding time limit; it was kept as "damaged"
     for the session (found by a review). It shows as not read yet; later page runs (any click) do not spend the
     time limit on it again, a hostile file's as much as a healthy one's, until the reader asks: then it is read."""
-    from dashboard import state
 
     monkeypatch.setattr(state, "session_cache", lambda kind, kept={}: kept.setdefault(kind, state.BoundedCache(
         *state._CAPS[kind])))  # one session's cache, fresh for this test

@@ -214,7 +214,7 @@ def test_an_explanation_put_off_for_a_busy_server_says_so_not_that_the_film_was_
 def test_a_film_the_busy_server_put_off_is_counted_and_shown_as_not_read_yet_not_unreadable(checkpoints, monkeypatch):
 
     in_flight = dashboard.state.film_in_flight
-    monkeypatch.setattr(dashboard.state, "film_in_flight", lambda: (_ for _ in ()).throw(ServerBusy(BUSY)))
+    monkeypatch.setattr(dashboard.state, "film_in_flight", lambda *wait: (_ for _ in ()).throw(ServerBusy(BUSY)))
     film = real_films()[0]
     at = _app()
     _upload(at, [(film.name, film.read_bytes())])

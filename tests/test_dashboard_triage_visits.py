@@ -100,7 +100,7 @@ def test_a_film_stopped_at_its_time_limit_waits_until_read_it_again_is_pressed(c
     from core.errors import DecodingTimedOut
 
     in_flight = dashboard.state.film_in_flight
-    monkeypatch.setattr(dashboard.state, "film_in_flight", lambda: (_ for _ in ()).throw(
+    monkeypatch.setattr(dashboard.state, "film_in_flight", lambda *wait: (_ for _ in ()).throw(
         DecodingTimedOut("film.jpeg took longer than the time limit for its size to decode.")))
     film = real_films()[0]
     at = app_page()
@@ -130,3 +130,21 @@ def test_a_batch_replaced_by_one_too_large_does_not_come_back_after_a_visit(chec
     assert not at.exception and not at.dataframe
     assert not any("shown again" in i.value for i in at.info)
     assert any("Upload one or more films" in i.value for i in at.info)
+
+
+def test_once_the_server_is_found_busy_the_other_overlays_do_not_wait_their_own_turn(checkpoints, monkeypatch):
+    """A review: each overlay of a page of cards waited its own 120 s for a slot; the first waits, the rest try once."""
+    import dashboard.components.triage_view
+    from core.errors import ServerBusy
+    from core.serving.in_flight import BUSY
+
+    waits = []
+
+    def busy(*args):
+        waits.append(args[4] if len(args) > 4 else None)
+        raise ServerBusy(BUSY)
+
+    monkeypatch.setattr(dashboard.components.triage_view, "heat_map", busy)
+    at = app_page()
+    _upload(at, [(film.name, film.read_bytes()) for film in real_films()[:3]])
+    assert waits == [None, 0.0, 0.0] and sum("not drawn yet" in i.value for i in at.info) == 3 and not at.exception

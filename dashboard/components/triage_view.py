@@ -110,7 +110,7 @@ def priority_badge(result: FilmResult) -> None:
 
 
 def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
-              slot: int) -> Callable[[], None] | None:
+              slot: int) -> Callable[[float | None], bool] | None:
     """The film, a place for its explanation, and the model's reading; an unreadable film says why, in place.
 
     Returns what draws the Grad-CAM overlay into its place (None when there is none to draw): the page calls
@@ -198,7 +198,7 @@ def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
 
 
 def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
-                 key: str) -> Callable[[], None] | None:
+                 key: str) -> Callable[[float | None], bool] | None:
     if not predictor.can_explain:
         st.info(f"{predictor.loaded.record.arch} has no convolutional layer, so there is no Grad-CAM map. "
                 "Choose a CNN model in the sidebar to see where a model looked.", icon=":material/info:")
@@ -215,22 +215,24 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
     title = (f"{CAM_TITLES.get(method, method)}, the same for every class" if class_free
              else f"{CAM_TITLES.get(method, method)} for {class_name}")
 
-    def draw() -> None:
+    def draw(wait_s: float | None = None) -> bool:
+        """Draw the map, waiting ``wait_s`` for a slot (None: the server's limit); True when the server was busy."""
         try:
-            heat = heat_map(class_name, method, upload, predictor)
+            heat = heat_map(class_name, method, upload, predictor, wait_s)
         except ServerBusy:  # the film was read: its reading stands beside this
             picture.info("The explanation is not drawn yet: the server is busy with other users' films. It will be "
                          "drawn at the page's next run (press R, or change anything on the page).",
                          icon=":material/hourglass_empty:")
-            return
+            return True
         except (TriageError, ValueError) as exc:
             picture.warning(f"No explanation for this film: {escape_markdown(exc)}", icon=":material/warning:")
-            return
+            return False
         if not class_free and float(heat.max()) <= EMPTY_MAP:  # every network's map zero: nothing to point at
             picture.info(f"{title}: no part of this film raised the model's score for {class_name}, so there is no "
                          "map to draw.", icon=":material/info:")
-            return
+            return False
         picture.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
                       caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)))
+        return False
 
     return draw

@@ -143,5 +143,6 @@ with foreground.working() if uploads or kept else nullcontext():
     first = (page - 1) * FILMS_PER_PAGE
     explanations = [film_card(result, upload, predictor, method, opacity, slot)
                     for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first)]
-for draw_explanation in filter(None, explanations):  # every reading is on screen; now the overlays
-    draw_explanation()
+wait_s = None  # every reading is on screen; now the overlays, and once the server was found busy (a review: each
+for draw_explanation in filter(None, explanations):  # waited its own 120 s) the rest try once without waiting
+    wait_s = 0.0 if draw_explanation(wait_s) else wait_s
