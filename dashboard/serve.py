@@ -61,9 +61,11 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=preload, name="preload", daemon=True).start()
     from streamlit.web import cli
 
+    from dashboard import frame_guard
     from dashboard.upload_store import install
 
     install()  # uploads held in memory are bounded per session and in all
+    frame_guard.install()  # no other site may frame it: a local session administers
 
     sys.argv = ["streamlit", "run", str(APP), *argv]
     return cli.main()

@@ -224,6 +224,16 @@ def nginx_config(tmp_path: Path, https_port: int, upstream: int) -> Path:
 
 
 @pytest.mark.slow
+def test_make_run_s_server_may_not_be_framed_by_another_site(site, tmp_path):
+    """A review: a local session administers, and any website could frame localhost's dashboard under invisible
+    layers and have the operator click Start training in it. Every response of `make run`'s server forbids it."""
+    with StreamlitServer(site, tmp_path / "streamlit.log", serve=True) as server:
+        for path in ("/", "/retrain", "/_stcore/health"):
+            with urllib.request.urlopen(f"{server.url}{path}", timeout=WAIT_MS / 1000) as response:
+                assert response.headers["X-Frame-Options"] == "DENY", path
+                assert response.headers["Content-Security-Policy"] == "frame-ancestors 'none'", path
+
+
 @pytest.mark.slow
 def test_the_agent_api_is_never_local(site, tmp_path):
     """Found by a review: Streamlit's agent API (off by default) runs the page for each HTTP request with that
