@@ -49,12 +49,17 @@ def preload() -> None:
 def main(argv: list[str]) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    from core.access.errors import SignInUnavailable
+    from core.access.passphrase import parse_hash
+    from core.access.signin import passphrase_configured
     from core.config import settings, trust_no_forwarding_headers
     from core.errors import SettingOutOfRange
 
     try:
         settings()  # a setting out of its range stops the start here, in words, not as a traceback further on
-    except SettingOutOfRange as error:
+        if passphrase_configured():  # a hash that does not parse: a sign-in offered that never works, and local
+            parse_hash(settings().admin_passphrase_hash)  # administration left on (a review)
+    except (SettingOutOfRange, SignInUnavailable) as error:
         print(f"The dashboard was not started: {error} Change or unset it and start again.", file=sys.stderr)
         return 1
     trust_no_forwarding_headers()  # the sign-in throttle keys on the peer uvicorn would otherwise replace

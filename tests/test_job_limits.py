@@ -211,11 +211,16 @@ def test_a_dashboard_started_with_a_setting_out_of_range_says_which_and_stops_wi
                                     "sessions must be between 1 and 1000000 MB; -5 was asked for."),
                                    ("CXR_DECODE_SECONDS", "abc", "CXR_DECODE_SECONDS must be a number of seconds"),
                                    ("CXR_PROMOTION_MIN_FILMS_BY_TASK", "covid=0",
-                                    "CXR_PROMOTION_MIN_FILMS_BY_TASK: The promotion floor")]:
+                                    "CXR_PROMOTION_MIN_FILMS_BY_TASK: The promotion floor"),
+                                   # the passphrase pasted in place of its hash: a sign-in offered that can never
+                                   # work, with local administration left on (a review); the value is never quoted
+                                   ("CXR_ADMIN_PASSPHRASE_HASH", "my-secret-passphrase", "CXR_ADMIN_PASSPHRASE_HASH "
+                                    "is not a hash made by `python -m core.access.passphrase`")]:
         started = subprocess.run([sys.executable, "-m", "dashboard.serve", "--server.port", "1"], cwd=REPO,
                                  env={**os.environ, variable: value}, capture_output=True, text=True, timeout=60)
         assert started.returncode == 1 and "Traceback" not in started.stderr, started.stderr
         assert started.stderr.startswith("The dashboard was not started: ") and words in started.stderr
+        assert "my-secret" not in started.stderr
 
 
 def test_an_early_stopped_run_is_past_its_training_so_the_time_limit_never_ends_it_mid_registration(
