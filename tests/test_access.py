@@ -179,6 +179,18 @@ def test_a_passphrase_sign_in_administers_only_for_the_client_that_signed_in():
                         now=during).is_admin
     assert not session_user(facts("127.0.0.1", X_Forwarded_For="192.0.2.7"), local_admin=False, grant=proxied,
                             now=during).is_admin
+    # an IPv6 client's attempts count as its /64's, but its sign-in holds for its own address alone (a review)
+    here, neighbour = facts("2001:db8:10:20::a1"), facts("2001:db8:10:20::77")
+    assert here.client == neighbour.client == "2001:db8:10:20::/64" and here.address == "2001:db8:10:20::a1"
+    assert facts("[2001:DB8:10:20:0::A1]").address == "2001:db8:10:20::a1"
+    ipv6 = sign_in(PASSPHRASE, here.client, SignInThrottle(), settings=config.reload(
+        {"CXR_ADMIN_PASSPHRASE_HASH": HASH}), now=T0, address=here.address)
+    config.reload()
+    assert ipv6.who == "admin (passphrase) from 2001:db8:10:20::a1"
+    assert session_user(here, local_admin=False, grant=ipv6, now=during).is_admin
+    assert not session_user(neighbour, local_admin=False, grant=ipv6, now=during).is_admin
+    proxied_v6 = facts("127.0.0.1", X_Forwarded_For="2001:db8:10:20::a1")
+    assert proxied_v6.address == "127.0.0.1 for 2001:db8:10:20::a1"
 
 
 def test_a_hash_verifies_its_passphrase_only():

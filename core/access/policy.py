@@ -65,14 +65,24 @@ class RequestFacts:
     def client(self) -> str:
         """Who the request is from, for rate limiting: the peer; when the peer is a proxy on this machine
         (loopback), the client it says it speaks for. A peer elsewhere is keyed on its own address whatever its
-        headers say: they are its own claim, and changing them at every attempt must not make one client many."""
+        headers say: they are its own claim, and changing them at every attempt must not make one client many.
+        An IPv6 client counts as its /64 (one host may use any address of it)."""
+        return self._who(_one_host)
+
+    @property
+    def address(self) -> str:
+        """:attr:`client` with an IPv6 client's own address, not its /64: what a sign-in is bound to, so that a
+        neighbour on the same network who learns the session's id gets no rights (a review)."""
+        return self._who(_exact)
+
+    def _who(self, host) -> str:
         if is_loopback(self.remote_address):
             for name in _CLIENT_HEADERS:
                 value = self.header(name)
                 if value:  # an address, or one key for any other text (never the text: it reaches the audit log)
-                    hop = _one_host(_hop_address(value.split(',')[-1]))
+                    hop = host(_hop_address(value.split(',')[-1]))
                     return f"{self.remote_address} for {hop if _is_address(hop) else 'an unnamed client'}"
-        return _one_host(self.remote_address) if self.remote_address else "unknown"
+        return host(self.remote_address) if self.remote_address else "unknown"
 
 
 def _hop_address(hop: str) -> str:
@@ -113,6 +123,15 @@ def _one_host(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return address
+
+
+def _exact(address: str) -> str:
+    """An address in its one written form (``2001:DB8::0:1`` and ``[2001:db8::1]`` are ``2001:db8::1``);
+    anything else as it is."""
+    try:
+        return str(ipaddress.ip_address(address.strip().removeprefix("[").removesuffix("]").split("%", 1)[0]))
+    except ValueError:
+        return address
 
 
 def is_loopback(address: str | None) -> bool:
@@ -187,7 +206,7 @@ class AdminGrant:
 
     who: str
     expires_at: datetime
-    client: str | None = None  # a passphrase sign-in's RequestFacts.client: it administers for that client alone
+    client: str | None = None  # a passphrase sign-in's RequestFacts.address: it administers for that client alone
 
     def active(self, now: datetime | None = None) -> bool:
         return (now or clock.now()) < self.expires_at
@@ -199,7 +218,7 @@ def session_user(facts: RequestFacts, *, local_admin: bool, grant: AdminGrant | 
     """The role of this request: a live sign-in, an admin account, a local session (when allowed), else clinician."""
     # a grant is the session's, and a session's id travels in its upload URLs (kept in proxy logs) and lets
     # another connection take it over: it administers for the client that signed in alone (a review)
-    if grant is not None and grant.active(now) and grant.client in (None, facts.client):
+    if grant is not None and grant.active(now) and grant.client in (None, facts.address):
         return User(ADMIN, grant.who)
     if account and admin_account:
         return User(ADMIN, account)

@@ -35,8 +35,10 @@ def passphrase_usable(settings: config.Settings | None = None) -> bool:
 
 
 def sign_in(passphrase: str, client: str, throttle: SignInThrottle, *, settings: config.Settings | None = None,
-            now: datetime | None = None) -> AdminGrant:
-    """An admin grant lasting ``CXR_ADMIN_SESSION_MINUTES``, or SignInRefused / SignInUnavailable saying why."""
+            now: datetime | None = None, address: str | None = None) -> AdminGrant:
+    """An admin grant lasting ``CXR_ADMIN_SESSION_MINUTES``, or SignInRefused / SignInUnavailable saying why.
+    ``client`` (RequestFacts.client) is what attempts are counted under; the grant holds for ``address``
+    (RequestFacts.address, the client's own address) alone, else for ``client``."""
     settings = settings or config.settings()
     if not settings.admin_passphrase_hash:
         raise SignInUnavailable("No admin passphrase is configured on this server: an administrator sets "
@@ -60,5 +62,6 @@ def sign_in(passphrase: str, client: str, throttle: SignInThrottle, *, settings:
         raise SignInRefused("That passphrase is not right. Attempts are limited; ask your administrator if "
                             "you do not have it.")
     throttle.succeeded(client)
-    return AdminGrant(who=f"admin (passphrase) from {client}", client=client,
+    bound = address or client
+    return AdminGrant(who=f"admin (passphrase) from {bound}", client=bound,
                       expires_at=(now or clock.now()) + timedelta(minutes=settings.admin_session_minutes))

@@ -174,7 +174,7 @@ def _passphrase_form(settings: config.Settings) -> None:
         return
     facts = request_facts()
     try:
-        grant = sign_in(passphrase, facts.client, _throttle(), settings=settings)
+        grant = sign_in(passphrase, facts.client, _throttle(), settings=settings, address=facts.address)
     except (SignInRefused, SignInUnavailable) as exc:
         st.error(str(exc), icon=":material/error:")
         return
