@@ -17,26 +17,33 @@ from dashboard.state import FilmResult
 
 URGENT, ROUTINE = "urgent", "routine"  # Prediction.priority's values (core.serving.predict, which loads torch)
 NOT_READ, NOT_TRIAGED, UNREADABLE = "not read yet", "not triaged", "unreadable"
+ATYPICAL = "routine, atypical"  # called routine, but the population check found it unlike the training films
 # A film not read yet, or one the model would not triage (not a usable chest film to it), may be urgent: each
 # needs a reader before the films the model called routine (a review: not triaged came after every routine one).
-_RANK = {URGENT: 0, NOT_READ: 1, NOT_TRIAGED: 2, ROUTINE: 3, UNREADABLE: 4}
+# So does a routine call on a film unlike the model's training films: its priority is kept (a missed disease is
+# worse than a flagged doubt), but a green "Routine" among the confident ones reassured where the model knows
+# least (a review).
+_RANK = {URGENT: 0, NOT_READ: 1, NOT_TRIAGED: 2, ATYPICAL: 3, ROUTINE: 4, UNREADABLE: 5}
 READING_ORDER = "Reading order"
 LEADING_ABNORMAL = "Leading abnormal class"
 BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
           NOT_READ: ("Not read yet", "orange", ":material/hourglass_empty:"),
           NOT_TRIAGED: ("Not triaged", "gray", ":material/help:"),
+          ATYPICAL: ("Routine, atypical film", "orange", ":material/help:"),
           UNREADABLE: ("Unreadable", "gray", ":material/block:")}  # label, colour, icon
 
 
 def status_of(result: FilmResult) -> str:
     if result.error:  # a film the busy server has not read yet is no unreadable file
         return NOT_READ if result.retry else UNREADABLE
+    if result.prediction.priority == ROUTINE and result.prediction.population_warning:
+        return ATYPICAL
     return result.prediction.priority or NOT_TRIAGED
 
 
 def worklist_key(result: FilmResult) -> tuple[int, float]:
-    """Urgent first, then films not read yet and films not triaged (each may be urgent), then routine, then files
-    that could not be read; most abnormal first within each."""
+    """Urgent first, then films not read yet, films not triaged and routine calls on atypical films (each may be
+    urgent), then routine, then files that could not be read; most abnormal first within each."""
     score = result.prediction.abnormal_score if result.prediction else None
     return _RANK[status_of(result)], -(score if score is not None else -1.0)
 

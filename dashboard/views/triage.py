@@ -44,6 +44,7 @@ from dashboard.components.model_card import model_card  # noqa: E402
 from dashboard.components.kept_settings import keep, last_value, restore  # noqa: E402
 from dashboard.components.triage_view import CAM_TITLES, METHODS, await_model, film_card, pick_model  # noqa: E402
 from dashboard.components.worklist import (  # noqa: E402
+    ATYPICAL,
     status_of,
     worklist,
     worklist_columns,
@@ -115,9 +116,10 @@ with foreground.working() if uploads or kept else nullcontext():
     st.subheader("Worklist")
     statuses = [status_of(r) for r in results]
     with st.container(horizontal=True):
-        for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Not read yet", "not read yet"),
-                              ("Not triaged", "not triaged"), ("Unreadable", "unreadable")):
-            if status != "not read yet" or status in statuses:  # only a busy server (or time limit) leaves films unread
+        for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Routine, atypical", ATYPICAL),
+                              ("Not read yet", "not read yet"), ("Not triaged", "not triaged"),
+                              ("Unreadable", "unreadable")):
+            if status not in ("not read yet", ATYPICAL) or status in statuses:  # only when there are such films
                 st.metric(title, statuses.count(status), border=True)
     repeats = repeated_uploads(uploads)
     if repeats:
