@@ -278,3 +278,20 @@ def test_png_named_dcm_is_read_by_its_content(plain_film, tmp_path):
     film = read_film(path)
     assert film.source_format == "PNG"
     assert np.abs(film.pixels - reference(plain_film)).mean() < 1e-6
+
+
+@pytest.mark.parametrize("bits", [12, 16])
+def test_a_jpeg_of_more_than_8_bits_is_named_as_such_not_told_to_use_jpeg(bits):
+    """A review: a 12-bit JPEG was told "not an image we can read. Use PNG, JPEG or DICOM", though it is a JPEG."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    at = 2
+    while data[at + 1] != 0xC0:  # to the frame header (baseline SOF0), whose first byte is the precision
+        at += 2 + struct.unpack_from(">H", data, at + 2)[0]
+    data[at + 4] = bits
+    with pytest.raises(UnreadableImage, match=f"^deep.jpg is a {bits}-bit JPEG, which cannot be read here. Export it "
+                                              "as an 8-bit JPEG, a PNG or a DICOM.$"):
+        read_film(bytes(data), name="deep.jpg")

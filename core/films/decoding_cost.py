@@ -183,6 +183,16 @@ def jpeg_counts(data: bytes) -> JpegCounts:
     return JpegCounts(scans, segments, fill, exif, mpf, refused, photoshop, frames, odd_frame, tables)
 
 
+def jpeg_precision(data: bytes) -> int | None:
+    """The bits per sample the first frame header (SOFn) of the JPEG in ``data`` declares, or None."""
+    for marker, at, _ in jpeg_markers(data):
+        if marker in JPEG_FRAMES:
+            return data[at + 4] if at + 5 <= len(data) else None
+        if marker is None or marker == JPEG_SOS:
+            return None
+    return None
+
+
 def check_exif(exif: bytes, label: str, what: str = "EXIF") -> None:
     """Raise UnreadableImage, naming the file, for an EXIF block (with or without its ``Exif`` header) that
     Pillow could not read within bounds: past :data:`MAX_EXIF_BYTES`, a BigTIFF block, or a first directory

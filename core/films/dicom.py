@@ -90,7 +90,8 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
         rows, cols = int_tag(ds, "Rows", 0), int_tag(ds, "Columns", 0)
         samples = int_tag(ds, "SamplesPerPixel", 1)
         if rows * cols * samples > MAX_PIXELS or over_limit(cols, rows, MAX_PIXELS):
-            raise UnreadableImage(f"{label} is {cols}x{rows} pixels, over the safe decoding limit.")
+            raise UnreadableImage(f"{label} is {cols}x{rows} pixels, over the safe decoding limit. Export the film "
+                                  "at a lower resolution.")
         _fill_missing_transfer_syntax(ds)
         metadata = {"format": "DICOM", **shown_values(ds)}
         frames, bit_depth = int_tag(ds, "NumberOfFrames", 1), int_tag(ds, "BitsStored", 8)
