@@ -295,3 +295,16 @@ def test_a_jpeg_of_more_than_8_bits_is_named_as_such_not_told_to_use_jpeg(bits):
     with pytest.raises(UnreadableImage, match=f"^deep.jpg is a {bits}-bit JPEG, which cannot be read here. Export it "
                                               "as an 8-bit JPEG, a PNG or a DICOM.$"):
         read_film(bytes(data), name="deep.jpg")
+
+
+def test_bytes_that_cannot_open_a_dicom_data_set_are_not_sent_to_the_dicom_worker(monkeypatch):
+    """A review: 40 MB of zeros went to the DICOM worker as a possible preamble-less DICOM, ran out its time limit
+    and was listed "not read yet: the server may be busy", first in the worklist, with a Read it again button."""
+    from core.films import read
+
+    sent = []
+    monkeypatch.setattr(read, "decode_pool", lambda: sent.append(1))
+    for junk in (bytes(2_000_000), b"%PDF-1.7\n" + bytes(1000), b"\x10\x00\x10\x00PN"):
+        with pytest.raises(UnreadableImage, match="is not an image we can read"):
+            read_film(junk, name="junk.bin")
+    assert sent == []
