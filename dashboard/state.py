@@ -207,10 +207,12 @@ def decoded(upload: Upload, films: FilmCache) -> Film:
 
 
 def triage_uploads(predictor: Predictor, uploads: list[Upload],
-                   on_film: Callable[[int, int], None] = lambda done, total: None) -> list[FilmResult]:
+                   on_film: Callable[[int, int], None] = lambda done, total: None,
+                   on_result: Callable[[list[FilmResult]], None] = lambda so_far: None) -> list[FilmResult]:
     """Every upload read in memory and triaged, once per session and model version; a film that fails carries
     its message instead. ``on_film(done, total)`` before each film: the page's progress, where Streamlit stops a
-    run that a click has superseded (it stops a run only at an element)."""
+    run that a click has superseded (it stops a run only at an element); ``on_result(so_far)`` after each, so
+    the page shows readings as they come rather than after the whole batch (a review)."""
     films, results, model = session_films(), session_cache(_SESSION_RESULTS), model_key(predictor)
     keys = [(upload.digest, name_key(upload.name), model) for upload in uploads]
     wanted = set(keys).__contains__  # short of room, this run's results are kept before any other (a review)
@@ -218,6 +220,7 @@ def triage_uploads(predictor: Predictor, uploads: list[Upload],
     for done, (upload, key) in enumerate(zip(uploads, keys)):
         on_film(done, len(uploads))
         triaged.append(_triage_kept(results, key, upload, films, predictor, wanted, wait_s))
+        on_result(triaged)
         if triaged[-1].error == BUSY:  # once the server was found busy, the rest try once without waiting: a batch
             wait_s = 0.0  # of 50 waited 120 s a film, 100 minutes with nothing shown (a review)
     return triaged

@@ -3,6 +3,7 @@
 Drawn before the model is up: the upload box appears first, the model loads in the background meanwhile
 (dashboard.model_loads.warm_up), probabilities show as soon as they exist and the Grad-CAM overlays last.
 """
+import time
 from contextlib import nullcontext
 
 import streamlit as st
@@ -108,10 +109,20 @@ with foreground.working() if uploads or kept else nullcontext():
     if not kept:
         kept_batch.keep(uploads)
     forget_other_films(uploads)
-    reading = st.empty()
+    reading, so_far, classes, began = st.empty(), st.empty(), predictor.loaded.classes, time.monotonic()
+
+    def read_so_far(results: list) -> None:  # each reading as it comes, in reading order so far (a review: a batch
+        # showed nothing but its progress until its last film); not for a batch read before, which takes no time
+        if len(results) < len(uploads) and time.monotonic() - began > 0.5:
+            so_far.dataframe(worklist(results, classes), hide_index=True, placeholder="—",
+                             column_config=worklist_columns(classes, results),
+                             column_order=worklist_screen_order(classes))
+
     results = triage_uploads(predictor, uploads, on_film=lambda done, total: reading.caption(
-        f"Reading film {done + 1} of {total}…") if total > 1 else None)
+        f"Reading film {done + 1} of {total}… the films read so far are listed below in reading order; the "
+        "worklist and the films' cards follow once all are read.") if total > 1 else None, on_result=read_so_far)
     reading.empty()
+    so_far.empty()
 
     st.subheader("Worklist")
     statuses = [status_of(r) for r in results]
@@ -124,7 +135,6 @@ with foreground.working() if uploads or kept else nullcontext():
     repeats = repeated_uploads(uploads)
     if repeats:
         st.warning(repeated_warning(repeats), icon=":material/content_copy:")
-    classes = predictor.loaded.classes
     st.dataframe(worklist(results, classes), hide_index=True, column_config=worklist_columns(classes, results),
                  column_order=worklist_screen_order(classes), key="worklist", placeholder="—")
     st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name, classes),
