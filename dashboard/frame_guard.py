@@ -10,28 +10,18 @@ only. Installed by dashboard.serve into the Starlette app Streamlit is about to 
 """
 from __future__ import annotations
 
-FRAME_HEADERS = ((b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"))
+from starlette.middleware.base import BaseHTTPMiddleware
+
+FRAME_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
 
 
-class DenyFraming:
-    """ASGI middleware adding :data:`FRAME_HEADERS` to every HTTP response (a header already set is replaced)."""
+class DenyFraming(BaseHTTPMiddleware):
+    """Adds :data:`FRAME_HEADERS` to every HTTP response (a header already set is replaced); websockets pass."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                names = {name for name, _ in FRAME_HEADERS}
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
-                message = {**message, "headers": kept + list(FRAME_HEADERS)}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+    async def dispatch(self, request, call_next):
+        response = await call_next(request)
+        response.headers.update(FRAME_HEADERS)
+        return response
 
 
 def install() -> None:

@@ -141,12 +141,13 @@ def test_a_cancel_is_recorded_with_who_asked_and_a_start_prunes_old_folders(plac
     cancel_job(job.job_id, jobs, who="admin:bob")
     done = wait_for(lambda: _ended(job.folder), timeout=60, what="the job to stop")
     assert done.state == CANCELLED
-    cancel, start = read_actions()
+    cancel, start, pruned = read_actions()  # newest first: the start pruned the old folder, and said so
     assert (cancel.action, cancel.who, cancel.details["job"]) == ("job.cancel", "admin:bob", job.job_id)
     assert cancel.details["started_by"] == "admin:alice" and start.who == "admin:alice"
+    assert (pruned.action, pruned.who, pruned.details["jobs"]) == ("job.prune", "system", [old.name])
     with pytest.raises(JobError, match="There is no job '../jobs'"):
         cancel_job("../jobs", jobs, who="admin:bob")
-    assert len(read_actions()) == 2  # a refused cancel is not an action
+    assert len(read_actions()) == 3  # a refused cancel is not an action
 
 
 HOLDER = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
@@ -178,6 +179,8 @@ def test_only_finished_job_folders_past_the_age_limit_are_pruned(tmp_path, setti
         assert prune_old_jobs(jobs) == [] and all(f.exists() for f in gone)
         settings_env(CXR_JOB_MAX_AGE_DAYS="30")
         assert sorted(prune_old_jobs(jobs)) == sorted(f.name for f in gone)
+        (line,) = [e for e in read_actions() if e.action == "job.prune"]  # the removal leaves a trace (a review)
+        assert line.who == "system" and sorted(line.details["jobs"]) == sorted(f.name for f in gone)
     finally:
         holder.kill()
         holder.wait()

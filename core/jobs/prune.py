@@ -2,6 +2,7 @@
 than ``settings().job_max_age_days`` (0 keeps them). Readers prune as they list jobs, and starters as they
 start one.
 
+Every removal is written to the audit log first (who: ``system``), and nothing is removed where it cannot be.
 Only folders that are plainly ours are touched: named like a job id, holding a ``config.json``, not a
 symbolic link. Never the job that holds the slot, never one whose status still says queued or running (a
 dead one is settled by the next reader first, which counts as a change). A job's age is its status's last
@@ -10,16 +11,19 @@ modification time.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 from core import clock
+from core.admin.audit import record_action
 from core.config import settings
-from core.errors import JobError
+from core.errors import AuditLogUnavailable, JobError
 from core.jobs import lock
 from core.jobs.records import CONFIG_FILE, JOB_FOLDER, STATUS_FILE, read_status
 
 DAY = 24 * 60 * 60.0
+log = logging.getLogger(__name__)
 
 
 def prune_old_jobs(root: Path, max_age_days: float | None = None, now: float | None = None) -> list[str]:
@@ -29,15 +33,18 @@ def prune_old_jobs(root: Path, max_age_days: float | None = None, now: float | N
         return []
     cutoff = (clock.seconds() if now is None else now) - days * DAY
     holder = lock.held_by(root)
-    removed = []
-    for folder in sorted(root.iterdir()):
-        if folder.name == holder or not _is_job_folder(folder):
-            continue
-        changed = _last_change(folder)
-        if changed is not None and changed < cutoff:
-            shutil.rmtree(folder, ignore_errors=True)  # another reader may be pruning the same folder
-            removed.append(folder.name)
-    return removed
+    old = [folder for folder in sorted(root.iterdir()) if folder.name != holder and _is_job_folder(folder)
+           and (changed := _last_change(folder)) is not None and changed < cutoff]
+    if not old:
+        return []
+    try:  # a clinician's page load may prune: the audit log says what went and by which rule (a review)
+        record_action("job.prune", "system", jobs=[folder.name for folder in old], older_than_days=days)
+    except AuditLogUnavailable:
+        log.warning("old job folders were kept: the audit log, which must record their removal, cannot be written")
+        return []
+    for folder in old:
+        shutil.rmtree(folder, ignore_errors=True)  # another reader may be pruning the same folder
+    return [folder.name for folder in old]
 
 
 def _is_job_folder(folder: Path) -> bool:
