@@ -122,6 +122,11 @@ def test_the_client_behind_a_proxy_is_the_hop_the_proxy_added():
         "127.0.0.1 for dr.smith@hospital.example (radiology)", "unknown", "for=_hidden", "x" * 500, "0.0.0.0/0",
         "1.2.3.4/255.0.0.0", "2001:db8::/32")} == {
         "127.0.0.1 for an unnamed client"}
+    # a proxy that names no client at all: its clients are not counted as, nor bound like, the local browser
+    for header in ("Via", "X_Forwarded_Proto", "Cf_Connecting_Ip"):
+        named_nobody = facts("127.0.0.1", **{header: "1.1 proxy"})
+        assert named_nobody.client == named_nobody.address == "127.0.0.1 for an unnamed client" != facts(
+            "127.0.0.1").client
 
 
 def test_the_server_keeps_the_peer_address_a_forwarding_header_names(monkeypatch):

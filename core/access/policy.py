@@ -82,6 +82,8 @@ class RequestFacts:
                 if value:  # an address, or one key for any other text (never the text: it reaches the audit log)
                     hop = host(_hop_address(value.split(',')[-1]))
                     return f"{self.remote_address} for {hop if _is_address(hop) else 'an unnamed client'}"
+            if has_proxy_headers(self):  # a proxy that names nobody (only Via, say): its clients were the local
+                return f"{self.remote_address} for an unnamed client"  # browser's "127.0.0.1" (a review)
         return host(self.remote_address) if self.remote_address else "unknown"
 
 
