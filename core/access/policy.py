@@ -118,10 +118,7 @@ def _is_address(text: str) -> bool:
 def _one_host(address: str) -> str:
     """An IPv6 address as its /64 network: one host is usually given a whole /64 and may use any address in
     it, so counting addresses would make one client many. Anything else as it is."""
-    try:
-        ip = ipaddress.ip_address(address.strip().removeprefix("[").removesuffix("]").split("%", 1)[0])
-    except ValueError:
-        return address
+    ip = _ip(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return address
@@ -130,20 +127,22 @@ def _one_host(address: str) -> str:
 def _exact(address: str) -> str:
     """An address in its one written form (``2001:DB8::0:1`` and ``[2001:db8::1]`` are ``2001:db8::1``);
     anything else as it is."""
+    ip = _ip(address)
+    return address if ip is None else str(ip)
+
+
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address in ``address`` (brackets and an IPv6 zone allowed), or None for a name or garbage."""
     try:
-        return str(ipaddress.ip_address(address.strip().removeprefix("[").removesuffix("]").split("%", 1)[0]))
+        return ipaddress.ip_address(address.strip().removeprefix("[").removesuffix("]").split("%", 1)[0])
     except ValueError:
-        return address
+        return None
 
 
 def is_loopback(address: str | None) -> bool:
     """Loopback IPv4 or IPv6, IPv4-mapped included (``::ffff:127.0.0.1``); names and garbage are not."""
-    if not address:
-        return False
-    text = address.strip().removeprefix("[").removesuffix("]").split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+    ip = _ip(address) if address else None
+    if ip is None:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped

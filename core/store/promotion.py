@@ -92,7 +92,8 @@ def check_before_training(classes: tuple[str, ...], validation_counts: list[int]
     """``train --set-default`` refused before it trains where the floor already rules the new version out: too few
     validation films of a class, no normal class or too low a sensitivity target (a review: the refusal came only
     after the whole run). PromotionRefused says why; whether it reaches its sensitivity is known only after."""
-    task, floor = task_name(classes), floor_for(task_name(classes))
+    task = task_name(classes)
+    floor = floor_for(task)
     refusals = _too_few(classes, validation_counts, floor, "would hold")
     if find_normal_index(classes) is None:
         refusals.append(("normal", "it would have no normal class, so its operating point promises no sensitivity"))
