@@ -28,7 +28,7 @@ from core.films.manifest import load_manifest
 from core.films.roots import resolve_label
 from core.serving.explain import load_cam_library
 from core.serving.film_cache import BoundedCache, FilmCache, SharedBudget
-from core.serving.in_flight import BUSY, film_in_flight
+from core.serving.in_flight import Patience, film_in_flight
 from core.store.registry import ModelEntry, list_models
 from dashboard.folder_stamp import folder_stamp
 from dashboard.labels import MANIFEST_SUFFIX
@@ -216,24 +216,22 @@ def triage_uploads(predictor: Predictor, uploads: list[Upload],
     films, results, model = session_films(), session_cache(_SESSION_RESULTS), model_key(predictor)
     keys = [(upload.digest, name_key(upload.name), model) for upload in uploads]
     wanted = set(keys).__contains__  # short of room, this run's results are kept before any other (a review)
-    triaged, wait_s = [], None
+    triaged, patience = [], Patience()  # once the server is found busy, the rest try once without waiting
     for done, (upload, key) in enumerate(zip(uploads, keys)):
         on_film(done, len(uploads))
-        triaged.append(_triage_kept(results, key, upload, films, predictor, wanted, wait_s))
+        triaged.append(_triage_kept(results, key, upload, films, predictor, wanted, patience))
         on_result(triaged)
-        if triaged[-1].error == BUSY:  # once the server was found busy, the rest try once without waiting: a batch
-            wait_s = 0.0  # of 50 waited 120 s a film, 100 minutes with nothing shown (a review)
     return triaged
 
 
 def _triage_kept(results: BoundedCache, key: tuple, upload: Upload, films: FilmCache, predictor: Predictor,
-                 wanted: Callable[[tuple], bool], wait_s: float | None = None) -> FilmResult:
+                 wanted: Callable[[tuple], bool], patience: Patience | None = None) -> FilmResult:
     """The film's result, kept for the session. A busy server's refusal (it cost nothing) is not kept: the next
     run tries again. A film stopped at its decoding time limit (a busy server's, or a file built to stall the
     decoder) is kept as not read yet, so that no later click spends that limit again; ``read_again`` retries it.
-    ``wait_s``: how long to wait for a slot (core.serving.in_flight; None: its own limit)."""
+    ``patience``: the run's wait for a slot (core.serving.in_flight)."""
     try:
-        return results.get_or_compute(key, partial(_triage_film, upload, films, predictor, wait_s), wanted)
+        return results.get_or_compute(key, partial(_triage_film, upload, films, predictor, patience), wanted)
     except TryAgainLater as exc:
         return FilmResult(upload.name, upload.digest, error=str(exc), retry=True)
     except DecodingTimedOut as exc:
@@ -247,9 +245,10 @@ def read_again(digest: str) -> None:
     session_cache(_SESSION_RESULTS).keep_only(lambda key: key[0] != digest)
 
 
-def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor, wait_s: float | None = None) -> FilmResult:
+def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor,
+                 patience: Patience | None = None) -> FilmResult:
     try:
-        with film_in_flight(wait_s):  # the display copy too: the full-size film is held until it is made (a review)
+        with film_in_flight(patience):  # the display copy too: the full-size film is held until it is made (a review)
             film = decoded(upload, films)
             prediction = predictor.predict(film)
             display = _display_copy(film)
@@ -263,12 +262,12 @@ def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor, wait_s:
 
 
 def heat_map(class_name: str, method: str, upload: Upload, predictor: Predictor,
-             wait_s: float | None = None) -> np.ndarray:
+             patience: Patience | None = None) -> np.ndarray:
     """Where the model looked for ``class_name``, kept for this session; TriageError / ValueError for the page.
-    ``wait_s``: how long to wait for a slot (None: core.serving.in_flight's own limit)."""
+    ``patience``: the page run's wait for a slot (core.serving.in_flight)."""
     def compute() -> np.ndarray:
         load_cam_library()  # outside the model's lock: other sessions keep predicting while it imports
-        with film_in_flight(wait_s):
+        with film_in_flight(patience):
             return predictor.explain(decoded(upload, session_films()), class_name, method).heat_map
 
     key = (upload.digest, model_key(predictor), class_name, method)

@@ -327,7 +327,7 @@ def test_films_in_flight_are_bounded_for_all_sessions_and_one_past_them_is_read_
         *state._CAPS[kind])))  # one session's cache, fresh for this test
     monkeypatch.setattr(in_flight, "WAIT_S", 0.2)
     waits = []  # a review: each film of a batch waited its own 120 s, so 50 films 100 minutes; now the first alone
-    monkeypatch.setattr(state, "film_in_flight", lambda wait=None: waits.append(wait) or in_flight.film_in_flight(wait))
+    monkeypatch.setattr(state, "film_in_flight", lambda run: waits.append(run.wait_s) or in_flight.film_in_flight(run))
     slots = [in_flight.film_in_flight() for _ in range(in_flight.MAX_FILMS_IN_FLIGHT)]
     for slot in slots:  # other sessions' films, all in flight
         slot.__enter__()

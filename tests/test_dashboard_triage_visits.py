@@ -140,8 +140,9 @@ def test_once_the_server_is_found_busy_the_other_overlays_do_not_wait_their_own_
 
     waits = []
 
-    def busy(*args):
-        waits.append(args[4] if len(args) > 4 else None)
+    def busy(class_name, method, upload, predictor, patience):  # a server found busy, as film_in_flight finds it
+        waits.append(patience.wait_s)
+        patience.spent = True
         raise ServerBusy(BUSY)
 
     monkeypatch.setattr(dashboard.components.triage_view, "heat_map", busy)

@@ -14,6 +14,7 @@ import streamlit as st
 
 from core.errors import ServerBusy, TriageError
 from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, overlay
+from core.serving.in_flight import Patience
 from core.store.registry import ModelEntry
 from dashboard.components.kept_settings import keep, restore
 from dashboard.components.reports import escape_markdown, percent
@@ -110,7 +111,7 @@ def priority_badge(result: FilmResult) -> None:
 
 
 def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
-              slot: int) -> Callable[[float | None], bool] | None:
+              slot: int) -> Callable[[Patience], None] | None:
     """The film, a place for its explanation, and the model's reading; an unreadable film says why, in place.
 
     Returns what draws the Grad-CAM overlay into its place (None when there is none to draw): the page calls
@@ -198,7 +199,7 @@ def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
 
 
 def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
-                 key: str) -> Callable[[float | None], bool] | None:
+                 key: str) -> Callable[[Patience], None] | None:
     if not predictor.can_explain:
         st.info(f"{predictor.loaded.record.arch} has no convolutional layer, so there is no Grad-CAM map. "
                 "Choose a CNN model in the sidebar to see where a model looked.", icon=":material/info:")
@@ -215,24 +216,23 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
     title = (f"{CAM_TITLES.get(method, method)}, the same for every class" if class_free
              else f"{CAM_TITLES.get(method, method)} for {class_name}")
 
-    def draw(wait_s: float | None = None) -> bool:
-        """Draw the map, waiting ``wait_s`` for a slot (None: the server's limit); True when the server was busy."""
+    def draw(patience: Patience) -> None:
+        """Draw the map, waiting for a slot as the page run's ``patience`` allows (core.serving.in_flight)."""
         try:
-            heat = heat_map(class_name, method, upload, predictor, wait_s)
+            heat = heat_map(class_name, method, upload, predictor, patience)
         except ServerBusy:  # the film was read: its reading stands beside this
             picture.info("The explanation is not drawn yet: the server is busy with other users' films. It will be "
                          "drawn at the page's next run (press R, or change anything on the page).",
                          icon=":material/hourglass_empty:")
-            return True
+            return
         except (TriageError, ValueError) as exc:
             picture.warning(f"No explanation for this film: {escape_markdown(exc)}", icon=":material/warning:")
-            return False
+            return
         if not class_free and float(heat.max()) <= EMPTY_MAP:  # every network's map zero: nothing to point at
             picture.info(f"{title}: no part of this film raised the model's score for {class_name}, so there is no "
                          "map to draw.", icon=":material/info:")
-            return False
+            return
         picture.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
                       caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)))
-        return False
 
     return draw

@@ -122,6 +122,13 @@ WORKLIST_COLUMNS = {
 }
 
 
+def worklist_table(results: list[FilmResult], classes: tuple[str, ...] | list[str], where=st,
+                   key: str | None = None) -> None:
+    """The worklist as the page draws it, into ``where`` (the page, or a placeholder for the films read so far)."""
+    where.dataframe(worklist(results, classes), hide_index=True, column_config=worklist_columns(classes, results),
+                    column_order=worklist_screen_order(classes), key=key, placeholder="—")
+
+
 def worklist_screen_order(classes: tuple[str, ...] | list[str]) -> list[str]:
     """The worklist's columns on screen: what a reader acts on (priority, call, score, warnings) before the
     figures behind them, so a laptop-wide page shows it without scrolling sideways; the CSV keeps

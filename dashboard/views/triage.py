@@ -22,6 +22,7 @@ uploads = upload_box.file_uploader(
 # on a fresh server. The default model of the session's task starts loading in the background at once.
 from core.errors import BatchTooLarge  # noqa: E402
 from core.serving.batch_limits import check_batch  # noqa: E402
+from core.serving.in_flight import Patience  # noqa: E402
 from dashboard.components.task_choice import models_of, pick_task, remembered_task, with_defaults  # noqa: E402
 from dashboard.model_loads import foreground, warm_up  # noqa: E402
 from dashboard.state import (  # noqa: E402
@@ -47,11 +48,9 @@ from dashboard.components.triage_view import CAM_TITLES, METHODS, await_model, f
 from dashboard.components.worklist import (  # noqa: E402
     ATYPICAL,
     status_of,
-    worklist,
-    worklist_columns,
     worklist_csv,
     worklist_key,
-    worklist_screen_order,
+    worklist_table,
 )
 
 FILMS_PER_PAGE = 6
@@ -114,9 +113,7 @@ with foreground.working() if uploads or kept else nullcontext():
     def read_so_far(results: list) -> None:  # each reading as it comes, in reading order so far (a review: a batch
         # showed nothing but its progress until its last film); not for a batch read before, which takes no time
         if len(results) < len(uploads) and time.monotonic() - began > 0.5:
-            so_far.dataframe(worklist(results, classes), hide_index=True, placeholder="—",
-                             column_config=worklist_columns(classes, results),
-                             column_order=worklist_screen_order(classes))
+            worklist_table(results, classes, so_far)
 
     results = triage_uploads(predictor, uploads, on_film=lambda done, total: reading.caption(
         f"Reading film {done + 1} of {total}… the films read so far are listed below in reading order; the "
@@ -135,8 +132,7 @@ with foreground.working() if uploads or kept else nullcontext():
     repeats = repeated_uploads(uploads)
     if repeats:
         st.warning(repeated_warning(repeats), icon=":material/content_copy:")
-    st.dataframe(worklist(results, classes), hide_index=True, column_config=worklist_columns(classes, results),
-                 column_order=worklist_screen_order(classes), key="worklist", placeholder="—")
+    worklist_table(results, classes, key="worklist")
     st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name, classes),
                        file_name="worklist.csv", mime="text/csv", icon=":material/download:", on_click="ignore")
 
@@ -155,6 +151,6 @@ with foreground.working() if uploads or kept else nullcontext():
     first = (page - 1) * FILMS_PER_PAGE
     explanations = [film_card(result, upload, predictor, method, opacity, slot)
                     for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first)]
-wait_s = None  # every reading is on screen; now the overlays, and once the server was found busy (a review: each
-for draw_explanation in filter(None, explanations):  # waited its own 120 s) the rest try once without waiting
-    wait_s = 0.0 if draw_explanation(wait_s) else wait_s
+patience = Patience()  # every reading is on screen; now the overlays, the rest not waiting once one found it busy
+for draw_explanation in filter(None, explanations):
+    draw_explanation(patience)
