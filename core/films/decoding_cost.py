@@ -172,9 +172,7 @@ def jpeg_counts(data: bytes) -> JpegCounts:
             break
         if marker in JPEG_REFUSED and refused is None:
             refused = marker
-        if marker in (_JPEG_APP1, _JPEG_APP2) and not scans and len(exif) <= MAX_EXIF_BYTES + 6 \
-                and at + 4 <= len(data):
-            (length,) = struct.unpack_from(">H", data, at + 2)
+        if marker in (_JPEG_APP1, _JPEG_APP2) and not scans and len(exif) <= MAX_EXIF_BYTES + 6 and length:
             payload = data[at + 4 : at + 2 + length]
             if marker == _JPEG_APP1 and payload.startswith(_EXIF_HEADER):  # Pillow joins a second block's body
                 exif += payload[len(_EXIF_HEADER):] if exif else payload
