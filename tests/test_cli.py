@@ -20,7 +20,8 @@ from e2e_support import ROOT as REPO
 
 PREDICTION_KEYS = {"file", "model", "probabilities", "label", "priority", "warnings"}
 EXTRA_KEYS = {"abnormal_score", "threshold",  # also emitted today; allowed by the contract
-              "population_warning", "population_checked"}  # the model's population check (issue 14)
+              "population_warning", "population_checked",  # the model's population check (issue 14)
+              "atypical"}  # a routine call on a film unlike what the model reads
 EVALUATE_KEYS = {"n", "accuracy", "auc", "sensitivity", "specificity", "threshold", "per_class", "confusion_matrix"}
 
 

@@ -33,7 +33,7 @@ def test_prediction_on_a_real_film_is_consistent(predictor, films_dir):
 def test_prediction_to_dict_is_the_cli_payload(predictor, normal_film_path):
     data = predictor.predict(read_film(normal_film_path)).to_dict()
     assert set(data) == {"model", "probabilities", "label", "priority", "abnormal_score", "threshold", "warnings",
-                         "population_warning", "population_checked"}
+                         "population_warning", "population_checked", "atypical"}
 
 
 def test_pneumonia_films_score_higher_than_normal_films(predictor, films_dir):

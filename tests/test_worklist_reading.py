@@ -1,11 +1,13 @@
-"""How the worklist reads (two reviews of the Triage page): a routine call on a film the population check finds
-unlike the model's training films keeps its priority but is not shown as a confident green "Routine" among the
-others, and is read before them; a batch's readings reach the page as they come, not only once all are read."""
+"""How the worklist reads (reviews of the Triage page): a routine call on a film unlike what the model reads (the
+population check, or the film's own DICOM header, grey levels or shape) keeps its priority but is not shown as a
+confident green "Routine" among the others, and is read before them; a batch's readings reach the page as they
+come, not only once all are read."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from core.serving.predict import Prediction
+from core.serving.predict import Prediction, Predictor
 from dashboard.components.worklist import BADGES, in_worklist_order, status_of, worklist
 from dashboard.state import FilmResult
 
@@ -29,6 +31,37 @@ def test_a_routine_call_on_an_atypical_film_is_read_before_the_confident_routine
     assert table.loc[2, "Label"] == "NORMAL" and UNLIKE in table.loc[2, "Warnings"]  # the call itself is kept
     assert BADGES[status_of(films[1])][1] == "orange" and BADGES[status_of(films[0])][1] == "green"
     assert status_of(films[2]) == "urgent"  # an urgent call stays urgent, warning or not
+
+
+@pytest.mark.parametrize("header", [{"ViewPosition": "LL"}, {"BodyPartExamined": "ABDOMEN"}, {"Modality": "CT"}])
+def test_a_routine_call_on_a_film_whose_header_says_it_is_no_frontal_chest_film_is_atypical(predictor, films_dir,
+                                                                                             header):
+    """A review: a DICOM whose header said lateral, abdomen or CT was warned about, yet its routine call stood as a
+    confident green "Routine" among the others; the population warning alone made it atypical."""
+    import dataclasses
+    import math
+
+    from core.films.read import read_film
+    from core.serving.commands import _describe
+
+    film = read_film(sorted(films_dir.glob("NORMAL/*.jpeg"))[0])
+    score = predictor.predict(film).abnormal_score
+    point = predictor.loaded.record.operating_point.model_copy(update={"threshold": math.nextafter(score, 2.0)})
+    loaded = dataclasses.replace(predictor.loaded, record=predictor.loaded.record.model_copy(
+        update={"operating_point": point}))
+    routine = Predictor(loaded, chest_check=predictor.chest_check)
+    as_dicom = dataclasses.replace(film, source_format="DICOM", metadata={"format": "DICOM", "Modality": "CR",
+                                                                         "BodyPartExamined": "CHEST", **header})
+    plain, doubted = routine.predict(film), routine.predict(as_dicom)
+    assert plain.priority == doubted.priority == "routine"  # the call is kept
+    assert not plain.atypical and doubted.atypical and doubted.to_dict()["atypical"] is True
+    assert len(doubted.doubts) == 1 and doubted.doubts[0].startswith("The DICOM header gives the ")
+    assert doubted.warnings.count(doubted.doubts[0]) == 1  # said once
+    results = [FilmResult(name, name, np.zeros((4, 4), np.uint8), (4, 4), "PNG", {}, prediction)
+               for name, prediction in (("plain.png", plain), ("lateral.dcm", doubted))]
+    assert [status_of(r) for r in results] == ["routine", "routine, atypical"]
+    assert [r.file for r in in_worklist_order(results)] == ["lateral.dcm", "plain.png"]
+    assert "[routine]" in _describe("plain.png", plain) and "[routine, atypical film]" in _describe("x", doubted)
 
 
 def test_the_page_is_given_each_reading_as_it_comes_not_only_the_whole_batch(predictor, films_dir, monkeypatch):

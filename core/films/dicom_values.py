@@ -7,9 +7,10 @@ where the element holds one; anything else is shown as ``"unknown"``. Nothing el
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import pydicom
-from pydicom.uid import UID
+if TYPE_CHECKING:  # pydicom runs in the decoding workers; the server reads these codes without importing it
+    import pydicom
 
 UNKNOWN = "unknown"
 
@@ -99,6 +100,8 @@ def transfer_syntax_name(syntax) -> str:
     """The standard's name of a transfer syntax, its UID when it is a well-formed private one, else UNKNOWN."""
     if not isinstance(syntax, str) or len(syntax) > 64 or not _UID.fullmatch(syntax.rstrip("\0 ")):
         return UNKNOWN
+    from pydicom.uid import UID
+
     return UID(syntax.rstrip("\0 ")).name
 
 
@@ -128,8 +131,15 @@ def header_warnings(shown: dict[str, str], frames: int = 1) -> list[str]:
     """What a film's own header says against reading it as one frontal chest radiograph, from :func:`shown_values`
     (an unknown or absent value says nothing). Found by a review: a film whose header said lateral, abdomen or
     mammography got a confident priority and no word of it; the pixels' chest-film check decides triage, these warn."""
-    modality, part, view = (shown.get(k, UNKNOWN) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
     notes = [f"Multi-frame DICOM ({frames} frames): only the first frame is read."] if frames > 1 else []
+    return notes + header_doubts(shown)
+
+
+def header_doubts(shown: dict[str, str]) -> list[str]:
+    """The notes of :func:`header_warnings` that doubt the reading itself: the header names another modality, body
+    part or view than a frontal chest radiograph. A routine call on such a film is no confident one (a review)."""
+    modality, part, view = (shown.get(k, UNKNOWN) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
+    notes = []
     if modality != UNKNOWN and modality not in RADIOGRAPHY:
         notes.append(f"The DICOM header gives the modality as {modality}, not projection radiography: the model "
                      "reads chest radiographs only, so this reading may mean nothing.")

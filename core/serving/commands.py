@@ -54,7 +54,9 @@ def _film_failed(args, file: str, exc: TriageError) -> None:
 
 def _describe(file: str, prediction) -> str:
     probs = ", ".join(f"{c} {p:.3f}" for c, p in prediction.probabilities.items())
-    text = (f"{one_line(file)}: {prediction.label} [{prediction.priority}] ({probs})" if prediction.priority else
+    priority = f"{prediction.priority}, atypical film" if prediction.priority == "routine" and prediction.atypical \
+        else prediction.priority  # as the worklist says it: no confident routine call
+    text = (f"{one_line(file)}: {prediction.label} [{priority}] ({probs})" if prediction.priority else
             f"{one_line(file)}: not triaged (the model's output, not a reading: {probs})")  # no label: no call
     warnings = prediction.warnings + ([prediction.population_warning] if prediction.population_warning else [])
     return text + "".join(f"\n  warning: {one_line(w)}" for w in warnings)

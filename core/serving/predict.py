@@ -21,6 +21,7 @@ import numpy as np
 
 from core.errors import CheckpointError
 from core.models.features import FeatureExtractor
+from core.films.dicom_values import header_doubts
 from core.films.film import Film
 from core.films.quality import reversed_grey_levels, shape_warning, usability_problems
 from core.films.tensor import as_float, film_to_tensor
@@ -48,6 +49,15 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     population_warning: str | None = None  # a chest film unlike the model's training films; priority kept
     population_checked: bool = False  # whether the model has a population check (older versions do not)
+    # Warnings (also in ``warnings``) that the film is unlike what the model reads: its DICOM header names no
+    # frontal chest radiograph, its grey levels look reversed, its shape is far from a chest film's
+    doubts: list[str] = field(default_factory=list)
+
+    @property
+    def atypical(self) -> bool:
+        """The film is unlike what the model reads (the population check, or a doubt): a routine call on it is
+        no confident one; its priority is kept all the same (a missed disease is worse than a flagged doubt)."""
+        return bool(self.population_warning or self.doubts)
 
     def to_dict(self) -> dict:
         """As `predict --json` prints it: a film not triaged has no label (its top class is no reading)."""
@@ -55,7 +65,8 @@ class Prediction:
                 "label": self.label if self.priority else None,
                 "priority": self.priority, "abnormal_score": self.abnormal_score,
                 "threshold": self.threshold, "warnings": self.warnings,
-                "population_warning": self.population_warning, "population_checked": self.population_checked}
+                "population_warning": self.population_warning, "population_checked": self.population_checked,
+                "atypical": self.atypical}
 
 
 @dataclass
@@ -155,10 +166,9 @@ class Predictor:
         label = classes[int(point.decide(probs[None])[0])]
         warnings = list(film.warnings)
         warnings += problems
-        if not problems and (reversed_note := reversed_grey_levels(film)):
-            warnings.append(reversed_note)
-        if not problems and (shape := shape_warning(film)):
-            warnings.append(shape)
+        doubts = [] if problems else [note for note in (*_header_doubts(film), reversed_grey_levels(film),
+                                                        shape_warning(film)) if note]
+        warnings += [note for note in doubts if note not in warnings]  # the header's are the film's own already
         if self.chest_check_problem:
             warnings.append(self.chest_check_problem)
         score = None
@@ -173,7 +183,7 @@ class Predictor:
         return Prediction(self.name, {c: round(float(p), 6) for c, p in zip(classes, probs)}, label, priority,
                           score,  # unrounded: the exact number the threshold was compared with
                           None if point.normal_index is None else point.threshold, warnings,
-                          population_warning, self.population is not None)
+                          population_warning, self.population is not None, doubts)
 
     def explain(self, film: Film, class_name: str, method: str = "gradcam", opacity: float = 0.4) -> Explanation:
         """Grad-CAM for ``class_name``; for an ensemble, each member's map (its own layer, at its own input size)
@@ -193,3 +203,8 @@ class Predictor:
         weights = None if method in CLASS_FREE_METHODS else shares  # a class-free map is no member's evidence
         return Explanation(class_name, method, mean_heat_map(maps, self.loaded.image_size, weights), film.pixels,
                            opacity)
+
+
+def _header_doubts(film: Film) -> list[str]:
+    """What a DICOM film's header says against reading it as a frontal chest radiograph (core.films.dicom_values)."""
+    return header_doubts(film.metadata) if film.source_format == "DICOM" else []

@@ -17,7 +17,7 @@ from dashboard.state import FilmResult
 
 URGENT, ROUTINE = "urgent", "routine"  # Prediction.priority's values (core.serving.predict, which loads torch)
 NOT_READ, NOT_TRIAGED, UNREADABLE = "not read yet", "not triaged", "unreadable"
-ATYPICAL = "routine, atypical"  # called routine, but the population check found it unlike the training films
+ATYPICAL = "routine, atypical"  # called routine on a film unlike what the model reads (Prediction.atypical)
 # A film not read yet, or one the model would not triage (not a usable chest film to it), may be urgent: each
 # needs a reader before the films the model called routine (a review: not triaged came after every routine one).
 # So does a routine call on a film unlike the model's training films: its priority is kept (a missed disease is
@@ -36,7 +36,7 @@ BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Rout
 def status_of(result: FilmResult) -> str:
     if result.error:  # a film the busy server has not read yet is no unreadable file
         return NOT_READ if result.retry else UNREADABLE
-    if result.prediction.priority == ROUTINE and result.prediction.population_warning:
+    if result.prediction.priority == ROUTINE and result.prediction.atypical:
         return ATYPICAL
     return result.prediction.priority or NOT_TRIAGED
 
