@@ -104,6 +104,24 @@ def test_a_shipped_default_without_its_population_file_is_a_broken_default(tiers
         find_model(None, task="pneumonia")
 
 
+def test_a_broken_site_default_leaves_its_task_without_a_default_in_the_listing_too(tiers):
+    """A review: find_model refused the site's broken default, yet the listing (what the app offers) marked the
+    shipped default as the task's default, so Triage served it in its place without a word."""
+    from dashboard.components.task_choice import with_defaults
+
+    shipped, site = tiers
+    save(site, "site-pneu-v1")
+    set_default("site-pneu-v1")
+    (site / "site-pneu-v1.json").write_text((site / "site-pneu-v1.json").read_text()[:40])
+    with pytest.raises(ModelNotFound, match="site-pneu-v1, cannot be used"):
+        find_model(None, task="pneumonia")
+    entries, problems, broken = listing()
+    assert broken["pneumonia"][0] == "site-pneu-v1"
+    assert [e.name for e in entries if e.is_default] == ["ship-tb-v1"]
+    served, left_out = with_defaults(entries)
+    assert {e.task for e in served} == {"tuberculosis"} and left_out == ["pneumonia"]
+
+
 # --- a population check whose description could not be written --------------------------------------------------
 
 
