@@ -122,6 +122,21 @@ def test_a_broken_site_default_leaves_its_task_without_a_default_in_the_listing_
     assert {e.task for e in served} == {"tuberculosis"} and left_out == ["pneumonia"]
 
 
+def test_a_shipped_description_edited_on_disk_is_refused_not_re_signed_by_a_change(tiers):
+    """A review: changing a shipped version's description (collection-check, measured-elsewhere, ...) read the
+    JSON without its manifest and signed it again, so a threshold edited on disk became the signed one."""
+    from core.store.descriptions import update_record
+
+    shipped, _ = tiers
+    json_path = shipped / "ship-pneu-v1.json"
+    json_path.write_text(json_path.read_text().replace('"threshold": 0.4', '"threshold": 0.99'))
+    signed = (shipped / manifest.MANIFEST_FILE).read_bytes()
+    with pytest.raises(CheckpointError, match="ship-pneu-v1.json"):
+        update_record(json_path, lambda record: {})
+    assert (shipped / manifest.MANIFEST_FILE).read_bytes() == signed
+    assert any("ship-pneu-v1.json" in problem for problem in manifest.check(shipped))
+
+
 # --- a population check whose description could not be written --------------------------------------------------
 
 

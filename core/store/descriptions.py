@@ -34,7 +34,9 @@ def update_record(json_path: Path, change, also_signed: tuple[Path, ...] = (),
     one raised before the audit line left the change unaudited and unreported). Inside another hold, or off the
     main thread, nothing is held here."""
     with registry_lock(json_path.parent), stops_held() as stops:
-        current = read_model_record(json_path)
+        # a shipped description as its manifest signed it: one edited on disk was re-signed as read (a review)
+        current = read_model_record(json_path, manifest.read_verified(json_path, manifest.shipped_dir())
+                                    if manifest.is_shipped(json_path) else None)
         with ExitStack() as beside:  # the description too: a manifest that cannot be signed leaves all as it was
             for path in (json_path, *also_signed):
                 beside.enter_context(restored_on_failure(path))
