@@ -54,7 +54,7 @@ def test_a_site_calibrated_version_evaluated_on_its_calibration_folder_is_said_s
     """Compare showed a site-calibrated version's figures on the very films its threshold was chosen on."""
     import json
 
-    from core.evaluation.overlap import calibrated_on
+    from core.evaluation.overlap import calibrated_on, overlap_notes
     from core.store.records import Calibration
 
     site = tmp_path / "site-root" / "ward"
@@ -69,6 +69,16 @@ def test_a_site_calibrated_version_evaluated_on_its_calibration_folder_is_said_s
     assert not calibrated_on(calibrated, data_dir / "films") and not calibrated_on(pneumonia, site)
     on_validation = Calibration(**{**calibration, "source": "validation", "folder": None})
     assert not calibrated_on(pneumonia.model_copy(update={"calibration": on_validation}), site)
+    # a folder of links to the site films reads them too (a review: only trained_on followed links)
+    (site / "NORMAL" / "a.png").write_bytes(b"")
+    folders, films = tmp_path / "site-root" / "eval", tmp_path / "site-root" / "bed"
+    folders.mkdir()
+    for label in ("NORMAL", "PNEUMONIA"):
+        (folders / label).symlink_to(site / label)
+        (films / label).mkdir(parents=True)
+    (films / "NORMAL" / "a.png").symlink_to(site / "NORMAL" / "a.png")
+    assert calibrated_on(calibrated, folders) and calibrated_on(calibrated, films)
+    assert any("threshold chosen on films in this folder" in note for note in overlap_notes(calibrated, folders))
 
 
 def test_a_folder_of_links_to_the_training_films_is_a_folder_the_model_learned_from(pneumonia, data_dir, tmp_path,

@@ -86,8 +86,12 @@ def calibrated_on(record: ModelRecord, folder: str | Path, split: str | None = N
         chosen_on = real_path(resolve_label(calibration.folder))
     except TriageError:  # a root no longer configured, a folder gone: nothing to compare
         return False
-    return evaluated is not None and chosen_on is not None and (
-        evaluated.is_relative_to(chosen_on) or chosen_on.is_relative_to(evaluated))
+    if evaluated is None or chosen_on is None:
+        return False
+    if evaluated.is_relative_to(chosen_on) or chosen_on.is_relative_to(evaluated):
+        return True
+    # a folder of links to the site films reads them too (a review: trained_on followed links, this did not)
+    return any(place.is_relative_to(chosen_on) for place in _linked_places(evaluated))
 
 
 def overlap_notes(record: ModelRecord, folder: str | Path, split: str | None = None) -> list[str]:
