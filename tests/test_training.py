@@ -105,6 +105,22 @@ def test_cancelled_training_writes_nothing(tmp_path, kermany_train):
     assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.pt"))
 
 
+@pytest.mark.parametrize("patience", [1, 4])  # an early stop after epoch 2, and the last epoch
+def test_a_cancel_during_the_last_epochs_validation_registers_nothing(tmp_path, kermany_train, settings_env, patience):
+    """A review: the steps' check was the only one, so a Cancel pressed while the last epoch (or one ending in
+    an early stop) validated and saved let the run register its model, and the job said the request came after
+    training had finished."""
+    settings_env(CXR_MODELS=str(tmp_path / "site"))
+    events: list = []
+    config = TrainConfig(arch="logistic", epochs=2 if patience > 1 else 3, image_size=32, max_films=40,
+                         augment=False, patience=patience, lr=1e-6)  # no gain after epoch 1: stops after 2
+    with pytest.raises(TrainingCancelled, match="no model was registered. Its state after epoch 2 of"):
+        train(kermany_train, config, directory=tmp_path, on_progress=events.append, should_stop=lambda: any(
+            isinstance(e, StepEvent) and e.epoch == 2 and e.step == e.steps for e in events))
+    assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.pt"))
+    assert [e.epoch for e in events if isinstance(e, EpochEvent)] == [1]  # epoch 2 is not shown as finished
+
+
 def test_config_resolves_architecture_defaults():
     scratch = TrainConfig(arch="cnn5").resolved()
     assert (scratch.image_size, scratch.pretrained, scratch.lr) == (128, False, 1e-3)

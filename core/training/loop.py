@@ -104,9 +104,14 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
             except TriageError as exc:  # a full disk: only rank 0 writes, after the states are gathered
                 failure = exc
             _raise_everywhere(failure, hardware)
+        stopping = hardware.from_main(progress.stale >= config.patience)
+        if (stopping or epoch == config.epochs) and should_stop and hardware.on_any(should_stop()):
+            # asked during the last epoch's validation or save: the steps' check comes no more, and the run would
+            # have registered its model after Cancel (a review); its state is saved, so Resume can register it
+            raise TrainingCancelled(cancelled_message(progress.epoch if run else 0, config.epochs))
         if hardware.is_main:  # after the save: whoever sees the epoch finished can resume from it
             emit(EpochEvent(epochs=config.epochs, last=progress.finished, **progress.history[-1].model_dump()))
-        if hardware.from_main(progress.stale >= config.patience):
+        if stopping:
             emit(NoteEvent(message=f"early stop: no validation AUC gain for {progress.stale} epochs"))
             break
     return progress.best_state, progress.history
