@@ -112,3 +112,43 @@ def test_an_older_install_s_open_jobs_folder_is_narrowed_when_jobs_are_listed(tm
     (root / "20261101-000000-old1").mkdir(parents=True)
     os.chmod(root, 0o755)
     assert list_jobs(root) == [] and oct(root.stat().st_mode & 0o777) == "0o700"  # its one folder holds no job
+
+
+def test_the_time_limit_lets_an_epochs_validation_and_save_finish_as_cancel_does(tmp_path, monkeypatch, settings_env):
+    """A review: the time limit's second timer ended the process 120 s after the limit even while an epoch was
+    validating and saving its state, whose loss Cancel avoids by waiting EPOCH_END_GRACE_S; the epoch was lost."""
+    from core.jobs import runner as runner_module
+    from core.jobs.jobs import RUNNING
+    from core.jobs.time_limit import GRACE_SECONDS, TimeLimit
+    from core.training.events import StepEvent
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"))
+    monkeypatch.setattr(runner_module, "stop_process_group", lambda: (_ for _ in ()).throw(_Exited(1)))
+    ending = _runner(tmp_path / "a", monkeypatch)
+    ending.emit(StepEvent(epoch=1, epochs=3, step=4, steps=4, loss=0.5, progress=1 / 3, eta_seconds=60.0))
+    ending.on_time_limit()
+    assert ending.should_stop()
+    assert ending.on_overrun() == runner_module.EPOCH_END_GRACE_S - GRACE_SECONDS  # asked again that much later
+    assert read_status(ending.folder).state == RUNNING
+    with pytest.raises(_Exited):
+        ending.on_overrun()  # still not stopped after the whole grace: ended, as Cancel would
+    assert read_status(ending.folder).state == FAILED
+
+    stepping = _runner(tmp_path / "b", monkeypatch)  # mid-epoch: no extra wait
+    stepping.emit(StepEvent(epoch=1, epochs=3, step=2, steps=4, loss=0.5, progress=1 / 6, eta_seconds=60.0))
+    with pytest.raises(_Exited):
+        stepping.on_overrun()
+
+    asked = []
+    with TimeLimit(0.0, lambda: None, lambda: asked.append(len(asked)) or (0.01 if len(asked) < 3 else None),
+                   grace=0.0):
+        _wait_for(lambda: len(asked) == 3)
+    assert asked == [0, 1, 2]
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)

@@ -27,7 +27,7 @@ from core.errors import DeviceOutOfMemory, TriageError
 from core.jobs import lock
 from core.jobs.records import (CANCELLED, FAILED, RUNNING, SUCCEEDED, JobSummary, read_settings, run_left_by,
                                write_status)
-from core.jobs.time_limit import TimeLimit, describe, stop_process_group
+from core.jobs.time_limit import GRACE_SECONDS, TimeLimit, describe, stop_process_group
 from core.training.events import DoneEvent, EpochEvent, LoadingEvent, NoteEvent, ProgressEvent, StepEvent
 from core.training.saved_runs import kept_note
 
@@ -55,6 +55,7 @@ class JobRunner:
         self.out_of_time = False
         self.training_started = False
         self.epoch_ending = False  # an epoch's last step is taken, its EpochEvent not yet: validating, saving
+        self.overrun_extended = False  # the time limit's overrun waited once for an epoch's end
         self.training_done = False  # the last step is taken: validating and registering, which are bounded
         self.finishing = False
         self._final = threading.Lock()  # the time-limit thread and the main thread never both finish
@@ -80,10 +81,15 @@ class JobRunner:
         if not self.finishing:
             self.log(f"The time limit of {describe(self.time_limit)} is reached: stopping.")
 
-    def on_overrun(self) -> None:
-        """The second timer: the training did not stop by itself; end the process group."""
+    def on_overrun(self) -> float | None:
+        """The second timer: the training did not stop by itself; end the process group. An epoch's validation and
+        saved state get Cancel's grace first (the seconds to wait more): ended midway, the epoch about to be kept was
+        lost, sooner than Cancel would have (a review)."""
         if self.finishing or self.training_done:
-            return
+            return None
+        if self.epoch_ending and not self.overrun_extended:
+            self.overrun_extended = True
+            return max(0.0, EPOCH_END_GRACE_S - GRACE_SECONDS)
         self.finish(FAILED, self.time_limit_message())
         stop_process_group()
 

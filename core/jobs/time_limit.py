@@ -18,9 +18,10 @@ GRACE_SECONDS = 120.0  # a slow step on the CPU may take a minute; longer than t
 
 class TimeLimit:
     """``with TimeLimit(minutes, on_reached, on_overrun):`` runs ``on_reached`` at the limit and
-    ``on_overrun`` ``grace`` seconds later (default GRACE_SECONDS), each in a timer thread, unless the block has ended by then."""
+    ``on_overrun`` ``grace`` seconds later (default GRACE_SECONDS), each in a timer thread, unless the block has ended by then.
+    ``on_overrun`` may answer a number of seconds: it is asked again that much later (work that must not be cut)."""
 
-    def __init__(self, minutes: float, on_reached: Callable[[], None], on_overrun: Callable[[], None],
+    def __init__(self, minutes: float, on_reached: Callable[[], None], on_overrun: Callable[[], float | None],
                  grace: float | None = None):
         self.seconds = minutes * 60.0
         self.grace = GRACE_SECONDS if grace is None else grace
@@ -30,8 +31,13 @@ class TimeLimit:
 
     def __enter__(self) -> "TimeLimit":
         self._start(self.seconds, self.on_reached)
-        self._start(self.seconds + self.grace, self.on_overrun)
+        self._start(self.seconds + self.grace, self._overrun)
         return self
+
+    def _overrun(self) -> None:
+        later = self.on_overrun()
+        if later is not None:
+            self._start(later, self._overrun)
 
     def __exit__(self, *exc) -> None:
         for timer in self._timers:
