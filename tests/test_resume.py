@@ -190,14 +190,14 @@ def test_a_damaged_or_foreign_state_is_refused(kermany_train, site, damage, word
 def test_old_states_and_a_killed_writer_s_leftovers_are_pruned(tmp_path):
     now = time.time()
     files = {name: tmp_path / name for name in ("old.pt", "old.json", "new.pt", "new.json", ".new.pt.1.tmp",
-                                                ".old.pt.2.tmp", "notes.txt")}
+                                                ".old.pt.2.tmp", "notes.txt", "taken.pt", "taken.json")}
     for path in files.values():
         path.write_bytes(b"x")
-    for name in ("old.pt", "old.json", ".old.pt.2.tmp", "notes.txt"):
+    for name in ("old.pt", "old.json", ".old.pt.2.tmp", "notes.txt", "taken.pt"):  # taken.json: taken over now
         os.utime(files[name], (now - 31 * 86400, now - 31 * 86400))
     os.utime(files[".new.pt.1.tmp"], (now - 3600, now - 3600))  # a writer may still be at it
     assert prune_saved_runs(tmp_path, max_age_days=30, now=now) == [".old.pt.2.tmp", "old.json", "old.pt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".new.pt.1.tmp", "new.json", "new.pt", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(files) - {"old.pt", "old.json", ".old.pt.2.tmp"})
     assert prune_saved_runs(tmp_path, max_age_days=0, now=now + 365 * 86400) == [".new.pt.1.tmp"]  # 0 keeps
 
 

@@ -112,17 +112,23 @@ def prune_saved_runs(folder: Path | None = None, max_age_days: float | None = No
     if not folder.is_dir():
         return []
     now = clock.seconds() if now is None else now
-    removed = []
+    removed, found = [], {}
     for path in sorted(folder.iterdir()):
-        temporary = path.name.startswith(".") and path.name.endswith(".tmp")
-        limit = DAY if temporary else (days * DAY if days and path.suffix in (".pt", ".json") else None)
         try:  # a link is judged by its own age, never its target's (unlinking it leaves the target alone)
-            found = path.lstat()
-            old = (limit is not None and (S_ISREG(found.st_mode) or S_ISLNK(found.st_mode))
-                   and found.st_mtime < now - limit)
+            found[path] = path.lstat()
         except OSError:
             continue
-        if old:
+    # a run's state and its description go together, by the newer: taking a run over rewrites only the description,
+    # so its state, weeks old, was pruned under the job resuming it (a review)
+    newest: dict[str, float] = {}
+    for path, stat in found.items():
+        if path.suffix in (".pt", ".json"):
+            newest[path.stem] = max(newest.get(path.stem, 0.0), stat.st_mtime)
+    for path, stat in found.items():
+        temporary = path.name.startswith(".") and path.name.endswith(".tmp")
+        limit = DAY if temporary else (days * DAY if days and path.suffix in (".pt", ".json") else None)
+        age = stat.st_mtime if temporary else newest.get(path.stem, stat.st_mtime)
+        if limit is not None and (S_ISREG(stat.st_mode) or S_ISLNK(stat.st_mode)) and age < now - limit:
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
