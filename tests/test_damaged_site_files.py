@@ -224,3 +224,16 @@ def test_a_class_folder_the_server_may_not_read_is_named_as_such_not_as_empty(tm
     with pytest.raises(DatasetError, match=r"Class folder\(s\) PNEUMONIA in .* cannot be read by this server "
                                            r"\(permission denied\)"):
         folders.discover(tmp_path / "set")
+
+
+@pytest.mark.parametrize("size", [-7, 60000])
+def test_an_ensemble_member_at_a_size_training_refuses_is_refused_by_name(tmp_path, size):
+    """A review: a member's input size was not checked, so an edited -7 loaded as ready and failed every film at
+    reading (a plain ValueError), and 60000 would have exhausted memory."""
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "pneumonia-resnet18-224-wide-ensemble-v1.json"
+    copy = tmp_path / shipped.name
+    record = json.loads(shipped.read_text())
+    record["members"][1]["image_size"] = size
+    copy.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="image_size must be 32 to 512 pixels"):
+        read_model_record(copy)
