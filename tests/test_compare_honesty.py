@@ -135,3 +135,20 @@ def test_the_other_batch_threshold_is_called_this_version_s_only_when_it_is():
     batch = record.other_reports["out-of-batch"].model_copy(update={"operating_point": point})
     older = record.model_copy(update={"other_reports": {**record.other_reports, "out-of-batch": batch}})
     assert other_batch_threshold(older).startswith("0.09805 (another run; this version's is 0.2759")
+
+
+def test_with_three_classes_precision_and_f1_say_they_are_abnormal_against_normal_beside_a_macro_f1():
+    """A review: every COVID-19 film read as viral pneumonia showed precision 100 % and F1 1.000, unqualified."""
+    from dashboard.components.reports import F1, MACRO_F1, PRECISION
+
+    covid = _shipped()["covid-efficientnet_lite0-v1"]
+    classes = covid.record.classes  # COVID-19, NORMAL, VIRAL PNEUMONIA
+    labels = np.repeat([0, 1, 2], 10)
+    read_as = {0: [0.05, 0.05, 0.9], 1: [0.05, 0.9, 0.05], 2: [0.05, 0.05, 0.9]}  # COVID-19 read as viral
+    report = evaluate_probabilities(labels, np.array([read_as[k] for k in labels]), classes,
+                                    covid.record.operating_point)
+    table = metrics_table([(covid, report)])
+    assert table.loc[PRECISION, covid.name].startswith("100.0 %") and table.loc[F1, covid.name].startswith("1.000")
+    assert table.loc[MACRO_F1, covid.name] == "0.556" and "Precision" not in table.index and "F1" not in table.index
+    two = _shipped()["pneumonia-mlp-v1"]
+    assert {"Precision", "F1"} <= set(metrics_table([(two, two.record.report)]).index)  # two classes: as before

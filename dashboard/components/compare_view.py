@@ -116,9 +116,11 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
                "pneumonia models' intervals by under a point). Sensitivity and specificity are for abnormal (any "
                "non-normal class) against normal. Inference time is the fastest of 10 one-film passes on the CPU of "
                "the machine that registered the version (a best case; machines differ)."
-               + (" With more than two classes the AUC is the mean of each class's one-vs-rest AUC, and *most "
+               + (" With more than two classes the AUC is the mean of each class's one-vs-rest AUC, *most "
                   "probable class* reads every film by its most probable class, as published multi-class accuracy "
-                  "is measured." if several else ""))
+                  "is measured, and precision and F1 count any abnormal call on any abnormal film as right: one "
+                  "abnormal class read as another shows in the macro F1 and the per-class figures below."
+                  if several else ""))
     table = metrics_with_travel(rows) if stored else metrics_table(rows)
     st.dataframe(table, key="metrics-table", height=38 + 35 * len(table),  # the other sets' titles are long
                  column_config={"_index": st.column_config.TextColumn("", width="large" if stored else "medium")})

@@ -16,7 +16,7 @@ from core.films.roots import data_roots, folder_label
 from core.models.catalog import CATALOG
 from core.store.registry import ModelEntry
 from core.store.reports import Report
-from core.wording import percent, threshold_value, with_interval
+from core.wording import fixed, percent, threshold_value, with_interval
 from dashboard.labels import UNPLACED
 
 
@@ -133,6 +133,9 @@ def duration(seconds: float | None) -> str:
 
 
 ARGMAX_ACCURACY = "Accuracy, most probable class"
+# With more than two classes, precision and F1 count any abnormal call on any abnormal film as right; the macro F1
+# (each class's own F1, averaged) is where one abnormal class read as another shows
+PRECISION, F1, MACRO_F1 = "Precision (abnormal vs normal)", "F1 (abnormal vs normal)", "Macro F1 (each class's own)"
 MACRO_AUC = "AUC (macro, one-vs-rest)"
 
 
@@ -158,11 +161,14 @@ def metrics_table(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
             column[ARGMAX_ACCURACY] = "—" if argmax is None else with_interval(argmax.accuracy, argmax.accuracy_ci)
         for title, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
                                        ("Specificity", figures.specificity, figures.specificity_ci),
-                                       ("Precision", figures.precision, figures.precision_ci)):
+                                       (PRECISION if several else "Precision", figures.precision,
+                                        figures.precision_ci)):
             column[title] = with_interval(value, interval)
         # abnormal against normal; a model without a normal class has only the macro F1 (and no interval)
         f1 = figures.f1 if report.operating_point.normal_class is not None else figures.macro_f1
-        column["F1"] = with_interval(f1, figures.f1_ci, as_percent=False)
+        column[F1 if several else "F1"] = with_interval(f1, figures.f1_ci, as_percent=False)
+        if several:  # a review: COVID-19 films all read as viral pneumonia kept a perfect abnormal-vs-normal F1
+            column[MACRO_F1] = "—" if figures.macro_f1 is None else fixed(figures.macro_f1, 3)
         column[MACRO_AUC if several else "AUC"] = with_interval(report.auc, report.auc_ci, as_percent=False)
         column["Threshold (abnormal score)"] = (threshold_value(report.threshold)
                                                 if report.operating_point.normal_class else "—")
