@@ -152,3 +152,18 @@ def test_with_three_classes_precision_and_f1_say_they_are_abnormal_against_norma
     assert table.loc[MACRO_F1, covid.name] == "0.556" and "Precision" not in table.index and "F1" not in table.index
     two = _shipped()["pneumonia-mlp-v1"]
     assert {"Precision", "F1"} <= set(metrics_table([(two, two.record.report)]).index)  # two classes: as before
+
+
+def test_the_ensemble_table_and_a_lent_run_s_validation_auc_never_round_up_to_1():
+    """A review: the ensemble command's table printed the default's other-batch AUC 0.99967 as "1.000 (0.999-1.000)",
+    and a lent run's validation AUC was written with the same rounding on the card and Compare."""
+    from core.training.ensemble import _line, _standing
+    from dashboard.components.travel import out_of_batch_origin
+
+    default = _shipped()["pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"].record
+    line = _line(_standing(default.name, default.model_copy(update={"other_reports": {
+        **default.other_reports, "out-of-batch": default.other_reports["out-of-batch"].model_copy(
+            update={"auc": 0.99967, "auc_ci": [0.99929, 0.9999]})}})))
+    assert "1.000 (" not in line and "0.9997 (0.999–0.9999)" in line  # its specificity is a real 1.000
+    lent = default.model_copy(update={"holdout_run": default.holdout_run.model_copy(update={"validation_auc": 0.99967})})
+    assert "validation AUC 0.9997" in out_of_batch_origin(lent)

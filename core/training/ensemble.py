@@ -41,7 +41,7 @@ from core.training.other_reports import OUT_OF_BATCH, other_reports, report_on
 from core.training.population import try_fit_population_check
 from core.training.shipping import ship_version
 from core.training.train import split_films, validate_for_shipping
-from core.wording import and_list
+from core.wording import and_list, fixed, interval_text
 
 
 @dataclass(frozen=True)
@@ -264,13 +264,13 @@ def _standing(name: str, record: ModelRecord) -> Standing:
 
 
 def _line(standing: Standing) -> str:
-    def number(value: float | None) -> str:
-        return "  -   " if value is None else f"{value:6.3f}"
+    def number(value: float | None) -> str:  # 0.99967 is no "1.000" (a review): core.wording.fixed
+        return "  -   " if value is None else f"{fixed(value, 3):>6s}"
 
     target = "-" if standing.target_sensitivity is None else f"{standing.target_sensitivity:.2f}"
     validation = standing.validation.auc if standing.validation else None
     oob = standing.out_of_batch
-    interval = f" ({oob.auc_ci[0]:.3f}-{oob.auc_ci[1]:.3f})" if oob and oob.auc_ci else ""
+    interval = f" ({interval_text(oob.auc_ci, as_percent=False)})" if oob and oob.auc_ci else ""
     auc = f"{number(oob.auc if oob else None).strip()}{interval}"
     return (f"{standing.name:44s} {target:>6s} {number(validation):>7s} {auc:>26s} "
             f"{number(oob.sensitivity if oob else None)} {number(oob.specificity if oob else None)}")

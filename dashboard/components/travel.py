@@ -11,7 +11,7 @@ from core.evaluation.site_range import READINGS, stored_site_range
 from core.store.records import MeasuredElsewhere, ModelRecord
 from core.store.registry import ModelEntry
 from core.store.reports import HeadlineFigures, Report, shown_reports
-from core.wording import digits_apart, interval_text
+from core.wording import digits_apart, fixed, interval_text
 from dashboard.components.reports import metrics_table, target_percent, threshold_value, with_interval
 from dashboard.components.site_films import site_films_title
 
@@ -250,7 +250,7 @@ def out_of_batch_origin(record: ModelRecord) -> str | None:
         return None
     run = record.holdout_run
     if run is not None:
-        auc = f", validation AUC {run.validation_auc:.3f}" if run.validation_auc is not None else ""
+        auc = f", validation AUC {fixed(run.validation_auc, 3)}" if run.validation_auc is not None else ""
         size = f"an ensemble of {run.members} networks" if run.members else f"{run.epochs} epochs"
         return (f"The other-batch figures come from another run of the same recipe that held that batch out "
                 f"({run.name}: {size}{auc}), read at that run's own threshold ({threshold_value(run.threshold)}, "
