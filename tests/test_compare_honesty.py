@@ -165,5 +165,5 @@ def test_the_ensemble_table_and_a_lent_run_s_validation_auc_never_round_up_to_1(
         **default.other_reports, "out-of-batch": default.other_reports["out-of-batch"].model_copy(
             update={"auc": 0.99967, "auc_ci": [0.99929, 0.9999]})}})))
     assert "1.000 (" not in line and "0.9997 (0.999–0.9999)" in line  # its specificity is a real 1.000
-    lent = default.model_copy(update={"holdout_run": default.holdout_run.model_copy(update={"validation_auc": 0.99967})})
-    assert "validation AUC 0.9997" in out_of_batch_origin(lent)
+    run = default.holdout_run.model_copy(update={"validation_auc": 0.99967})
+    assert "validation AUC 0.9997" in out_of_batch_origin(default.model_copy(update={"holdout_run": run}))
