@@ -229,6 +229,7 @@ def test_the_retrain_page_calibrates_on_a_site_folder(trained_model, registry, s
     message = at.success[0].value
     assert f"{new.name} is registered" in message and f"chosen on the site folder `{SITE_LABEL}`" in message
     assert f"Site films: sensitivity {new.other_reports[SITE].sensitivity * 100:.1f} %" in message
+    assert "chosen on these films, so their sensitivity meets the target by construction" in message  # a review
     assert any(c.value.startswith("It is not the default") for c in at.caption)
     shown = "\n".join(str(e.value) for kind in ("markdown", "caption", "success", "info") for e in at.get(kind))
     assert str(films_dir) not in shown

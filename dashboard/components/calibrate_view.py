@@ -126,7 +126,8 @@ def _report(record) -> None:
     site = record.other_reports.get(SITE)
     if site is not None:
         lines.append(f"Site films: sensitivity {percent(site.sensitivity)}, specificity {percent(site.specificity)} "
-                     f"({site.n} films).")
+                     f"({site.n} films; the threshold was chosen on these films, so their sensitivity meets the "
+                     "target by construction and is no check of it).")
     st.success("  \n".join(lines), icon=":material/check_circle:")
     # a task without a default takes its first version that clears the floor (core.store.promotion.promote_first):
     # the caption said "not the default" when it had become it (a review)
