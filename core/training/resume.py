@@ -223,9 +223,10 @@ class RunCheckpoint:
         state = buffer.getbuffer()
         # The description first, naming this state and the one still on disk (whose epoch it keeps saying): killed
         # between the writes, the run resumes from the previous epoch instead of being refused; then the new one.
+        # A fresh run removes a former run's description instead: "epoch 0" refused its state for good (a review).
         self.digests = (hashlib.sha256(state).hexdigest(), *self.digests[:1])
         with runs_written(self.on_disk[0], self.identity.config.epochs):  # a full disk: the state on disk stays
-            self.describe(*self.on_disk)
+            self.describe(*self.on_disk) if self.on_disk[0] else self.path.with_suffix(".json").unlink(missing_ok=True)
             write_private(self.path, lambda handle: handle.write(state))
         self.digests, self.on_disk = self.digests[:1], (progress.epoch, progress.finished)
         with runs_written(progress.epoch, self.identity.config.epochs):  # the new state is on disk, and named
