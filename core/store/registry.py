@@ -118,12 +118,10 @@ def listing(directory: Path | None = None) -> Listing:
                 continue
             found.append((record, json_path, tier.name))
     defaults, latest, pointers, blocked = _defaults(tiers(directory), {r.name: r.task for r, _, _ in found}, shadowed)
-    usable = {record.name for record, _, _ in found}
     broken = {task: (name, problem) for task, name in pointers.items()
-              if (name not in usable or task in blocked)
+              if (name not in {record.name for record, _, _ in found} or task in blocked)
               and (problem := _problem_of(name, problems)) is not None}
-    for task in broken:  # no model stands in for it: the app listed the shipped default as default (a review)
-        defaults.pop(task, None)
+    defaults = {task: name for task, name in defaults.items() if task not in broken}  # nothing stands in (a review)
     entries = [ModelEntry(record, defaults.get(record.task) == record.name, json_path, tier)
                for record, json_path, tier in found]
     entries.sort(key=lambda e: (e.name != latest, not e.is_default, e.name))
