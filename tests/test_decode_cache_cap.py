@@ -43,3 +43,28 @@ def test_a_lowered_cap_is_met_when_the_cache_is_next_opened(tmp_path, settings_e
     assert DecodeCache.from_settings("test").size() == 31 * ENTRY  # the same cap again: no scan, no prune
     assert sorted(p.name for p in Path(folder).iterdir()) == [f"{SIZE}px", "pruned-to"]
     assert (Path(folder) / "pruned-to").stat().st_mode & 0o077 == 0
+
+
+def test_a_folder_of_other_files_is_neither_narrowed_nor_pruned(tmp_path, settings_env):
+    """A review: CXR_DECODE_CACHE naming a folder of other files narrowed it to 0700, and pruning deleted its old
+    *.tmp files and, at a cap of 0, every *.u8 file in it; only the cache's own names are its to touch."""
+    import os
+    import time
+
+    folder = tmp_path / "work"
+    (folder / "exports").mkdir(parents=True)
+    folder.chmod(0o750)
+    notes, draft = folder / "exports" / "scan-notes.u8", folder / "exports" / "draft.tmp"
+    for path in (notes, draft):
+        path.write_bytes(b"mine")
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    settings_env(CXR_DECODE_CACHE=str(folder), CXR_DECODE_CACHE_MAX_BYTES="0")
+    assert DecodeCache.from_settings("test") is None  # the cache is off there: decoding costs only speed
+    assert oct(folder.stat().st_mode & 0o777) == "0o750" and notes.exists() and draft.exists()
+    cache = DecodeCache(tmp_path / "cache", max_bytes=0, namespace="test")  # the cache's own folder
+    assert cache.prepare()
+    _fill(cache, 2)
+    odd = next((tmp_path / "cache" / f"{SIZE}px").iterdir()) / "notes.u8"  # in its layout, not its name
+    odd.write_bytes(b"mine")
+    cache.prune()
+    assert odd.exists() and cache.size() == 0

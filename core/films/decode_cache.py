@@ -15,13 +15,14 @@ write a private temporary file and ``os.replace`` it into place, so any number o
 entries and a reader sees a whole entry or none. The cache is capped and pruned least recently used first (as
 writers fill it, and at once when its cap was lowered), by modification times it sets itself on every hit
 (access times are often not kept by the filesystem).
-Any failure of the cache itself (full disk, unwritable folder, a configured folder that is not ours or that
-anyone may write into) costs only speed: the film is decoded.
+Any failure of the cache itself (full disk, unwritable folder, a configured folder that is not ours, that
+anyone may write into or that holds other files) costs only speed: the film is decoded.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import struct
 import threading
@@ -41,6 +42,11 @@ _TEMP_SUFFIX = ".tmp"
 _STALE_TEMP_SECONDS = 3600  # a temporary file this old belongs to a writer that died
 _CAP_FILE = "pruned-to"  # the cap the folder was last pruned to: a lower one set since is pruned to at once
 _PRUNE_EVERY = 10  # a writer prunes each time it has written a tenth of the cap
+FEATURE_FOLDER = "features"  # the film features' folder (core.models.features), beside the {size}px ones
+# What the cache itself names (a review: a folder of other files, named as the cache, was narrowed and pruned):
+_ENTRY = re.compile(r"[0-9a-f]{64}\.u8")
+_TEMP = re.compile(r"\.(?:[0-9a-f]{64}|" + _CAP_FILE + r")\.\d+\.\d+\.tmp")
+_TOP = re.compile(r"\d+px|" + FEATURE_FOLDER + "|" + _CAP_FILE)
 
 
 class DecodeCache:
@@ -69,12 +75,15 @@ class DecodeCache:
 
     def prepare(self) -> bool:
         """Create the folder (0700 on every level made here) or narrow our own to 0700; False when it is not
-        ours, or others may write into it (a shared folder such as /tmp is no place for patient images)."""
+        ours, others may write into it (a shared folder such as /tmp is no place for patient images), or it holds
+        anything but the cache's own entries (a folder of other files is neither narrowed nor pruned)."""
         try:
             if self.root.exists() or self.root.is_symlink():
                 info = self.root.lstat()
                 if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or \
                         info.st_mode & (stat.S_IWOTH | stat.S_IWGRP):  # a group's too: what it holds may be planted
+                    return False
+                if not all(_TOP.fullmatch(name) or _TEMP.fullmatch(name) for name in os.listdir(self.root)):
                     return False
             _private_folder(self.root)
         except OSError:
@@ -162,15 +171,19 @@ class DecodeCache:
         """(last use in ns, name, bytes, path) of every whole entry, oldest first; stale temporaries are removed."""
         found, stale = [], time.time() - _STALE_TEMP_SECONDS
         for folder, _, names in os.walk(self.root):
+            depth = len(Path(folder).relative_to(self.root).parts)  # entries lie in {folder}/{key[:2]}/
             for name in names:
                 path = Path(folder) / name
+                entry = depth == 2 and _ENTRY.fullmatch(name) and name[:2] == path.parent.name
+                if not (entry or depth in (0, 2) and _TEMP.fullmatch(name)):
+                    continue  # not the cache's: never counted, never removed
                 try:
                     info = path.stat()
                 except OSError:
                     continue  # pruned or replaced by another process meanwhile
-                if name.endswith(_SUFFIX):
+                if entry:
                     found.append((info.st_mtime_ns, name, info.st_size, path))
-                elif name.endswith(_TEMP_SUFFIX) and info.st_mtime < stale:
+                elif info.st_mtime < stale:
                     _remove(path)
         return sorted(found)
 

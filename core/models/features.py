@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from core.errors import CheckpointError, UnreadableImage
-from core.films.decode_cache import DecodeCache
+from core.films.decode_cache import FEATURE_FOLDER, DecodeCache
 from core.films.film import Film
 from core.films.folders import FilmSet
 from core.films.tensor import as_float, cache_namespace, film_bytes, film_to_tensor, load_tensors
@@ -118,7 +118,6 @@ class FeatureExtractor:
         return np.concatenate(out) if out else np.zeros((0, FEATURE_LENGTH))
 
 
-FEATURE_FOLDER = "features"  # the feature entries' folder inside the decode cache
 
 
 class FilmFeatures:
