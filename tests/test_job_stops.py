@@ -152,3 +152,20 @@ def _wait_for(condition, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def test_steps_faster_than_a_quarter_second_share_a_line_of_the_job_s_events(tmp_path, monkeypatch, settings_env):
+    """A review: every optimiser step appended a line, so a long run at a small batch grew events.jsonl by gigabytes.
+    Each epoch's first and last steps are always written (the page's epoch boundaries and its 'validating' phase)."""
+    from core.jobs.jobs import read_job
+    from core.training.events import StepEvent
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"))
+    runner = _runner(tmp_path / "a", monkeypatch)
+    for epoch in (1, 2):
+        for step in range(1, 10_001):
+            runner.emit(StepEvent(epoch=epoch, epochs=2, step=step, steps=10_000, loss=1.0,
+                                  progress=((epoch - 1) * 10_000 + step) / 20_000, eta_seconds=1.0))
+    steps = [(e.epoch, e.step) for e in read_job(runner.folder).events() if isinstance(e, StepEvent)]
+    assert len(steps) < 100  # 20,000 steps in well under a few seconds
+    assert {(1, 1), (1, 10_000), (2, 1), (2, 10_000)} <= set(steps)

@@ -40,6 +40,7 @@ BY_THE_SYSTEM = "was stopped by the system (a stop signal, not Cancel)"
 # nothing until the time limit, 12 hours by default, holding the one job slot, and the signal handler itself only
 # runs once the native call returns, so it cannot be what ends it (two reviews).
 FORCE_CANCEL_AFTER_S = 30.0
+STEP_LINE_SECONDS = 0.25  # steps faster than this share one line of events.jsonl (the page polls every 2 s)
 EPOCH_END_GRACE_S = 300.0  # after an epoch's last step: its validation and saved state, whose loss Cancel would cost
 CANCEL_POLL_S = 1.0
 
@@ -56,6 +57,7 @@ class JobRunner:
         self.training_started = False
         self.epoch_ending = False  # an epoch's last step is taken, its EpochEvent not yet: validating, saving
         self.overrun_extended = False  # the time limit's overrun waited once for an epoch's end
+        self._next_step_line = 0.0  # time.monotonic() from which the next step's line is written
         self.training_done = False  # the last step is taken: validating and registering, which are bounded
         self.finishing = False
         self._final = threading.Lock()  # the time-limit thread and the main thread never both finish
@@ -161,6 +163,10 @@ class JobRunner:
             self.training_started, self.epoch_ending = True, False
             # after its last epoch (early stopping's too) only shipping is left: no timer may end it midway
             self.training_done = self.training_done or event.epoch >= event.epochs or event.last
+        if isinstance(event, StepEvent) and 1 < event.step < event.steps and time.monotonic() < self._next_step_line:
+            return  # a review: a line per step grew events.jsonl without bound (3.6 GB for a long run at batch 2)
+        if isinstance(event, StepEvent):  # at most a few lines a second, and every epoch's first and last step
+            self._next_step_line = time.monotonic() + STEP_LINE_SECONDS
         self._append("events.jsonl", event.model_copy(update={"time": clock.seconds()}).model_dump_json() + "\n")
         self._log_event(event)
 
