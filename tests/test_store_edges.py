@@ -137,6 +137,26 @@ def test_a_shipped_description_edited_on_disk_is_refused_not_re_signed_by_a_chan
     assert any("ship-pneu-v1.json" in problem for problem in manifest.check(shipped))
 
 
+def test_site_versions_are_private_and_shipped_files_stay_readable(tiers):
+    """A review: the site folder's versions (weights, population checks and records naming the server's data
+    folder, all from the site's patient films) were readable by every local user, while the same weights in the
+    runs folder were private."""
+    import os
+    import stat
+
+    from core.training.shipping import ship_version
+
+    shipped, site = tiers
+    site.mkdir(mode=0o755)
+    os.chmod(site, 0o755)  # an older install's folder: narrowed when next written
+    model, _ = build_model("logistic", 2, 32)
+    stored = ship_version(model, record_for(""), "site-pneu")
+    assert stat.S_IMODE(site.stat().st_mode) == 0o700
+    for suffix in (".pt", ".json"):
+        assert stat.S_IMODE((site / f"{stored.name}{suffix}").stat().st_mode) == 0o600
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o644 for path in shipped.glob("ship-*"))
+
+
 # --- a population check whose description could not be written --------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are shared, read-only data
+        # mkstemp makes 0600; a file is as readable as its folder: shipped checkpoints are shared, read-only data,
+        # the private site folder's versions (core.store.lock) stay private
+        os.chmod(tmp, 0o644 if stat.S_IMODE(path.parent.stat().st_mode) & 0o044 else 0o600)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,6 +1,8 @@
 """The lock every writer of a model folder's registry takes (core.store.registry, core.training.shipping)."""
 from __future__ import annotations
 
+import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +20,10 @@ def registry_lock(directory: Path | None = None) -> Iterator[None]:
     directory = directory or settings().models  # the site folder
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        if directory == settings().models and stat.S_IMODE(directory.stat().st_mode) & 0o077:
+            # its versions come from the site's patient films, as its saved runs and jobs do: private like them,
+            # and its files so too (core.store.atomic); a review found them readable by every local user
+            os.chmod(directory, 0o700)
         lock = FileLock(str(directory / ".registry.lock"), timeout=30)
         lock.acquire()
     except Timeout:
