@@ -47,7 +47,8 @@ from core.store.records import Calibration, MeasuredElsewhere, ModelRecord, Trai
 from core.store.registry import checkpoint_dir, find_model
 from core.store.writable import ensure_models_writable
 from core.store.reports import OperatingPoint, Report
-from core.training.data import copies_of, fingerprint
+from core.training.data import fingerprint
+from core.training.same_film import copies_in_detail
 from core.training.holdout import holdout_rule
 from core.training.other_collection import collection_films
 from core.training.other_reports import other_reports, report_on
@@ -161,13 +162,15 @@ def _refuse_own_films(site: SiteFolder, name: str, *own: FilmSet | None) -> None
     """A threshold chosen on films the model trained, was validated or was measured on would be read again, on
     them, as if they were unseen (its validation and other-batch reports): refuse a site folder holding any of
     them, by place, by content (a copied film) or as a near-duplicate (the same film at another contrast or size,
-    or cropped by a few per cent: the split's rule, core.training.data). A film cropped by 5 % a side, mirrored,
+    or cropped by a few per cent: the split's rule, core.training.data, confirmed in detail by
+    core.training.same_film). A film cropped by 5 % a side, mirrored,
     rotated or inverted is not recognised (measured by a review): the check cannot promise those."""
     places = {path.resolve() for films in own if films is not None for path in films.paths}
     shared = sum(path.resolve() in places for path in site.films.paths)
     if not shared:  # a byte-for-byte copy is a near-duplicate too (hash distance 0, correlation 1)
         originals = tuple(sorted(places))
-        shared = int(copies_of(site.films, FilmSet(originals, np.zeros(len(originals), np.int64), ("film",))).sum())
+        shared = int(copies_in_detail(site.films, FilmSet(originals, np.zeros(len(originals), np.int64),
+                                                          ("film",))).sum())
     if shared:
         raise CalibrationError(f"{shared} of the {len(site.films)} films in {site.label} are {name}'s own training, "
                                "validation or held-out films (or copies of them): a threshold chosen on them would "
@@ -181,7 +184,7 @@ def _shares_collection(site: SiteFolder) -> bool:
         return False
     films = found[0]
     places = {path.resolve() for path in films.paths}
-    return any(path.resolve() in places for path in site.films.paths) or bool(copies_of(site.films, films).any())
+    return any(path.resolve() in places for path in site.films.paths) or bool(copies_in_detail(site.films, films).any())
 
 
 def _choose_on_site(model, site: SiteFolder, image_size: int, config: TrainConfig) -> tuple[OperatingPoint, Report]:

@@ -98,7 +98,7 @@ def film_signatures(paths: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray, np
 
 
 def _signature(path: Path) -> tuple[int, np.ndarray] | None:
-    grey = _grey(path)
+    grey = film_grey(path)
     if grey is None:
         return None
     small = np.asarray(grey.resize((9, 8), Image.Resampling.BOX), dtype=np.int16)
@@ -109,7 +109,7 @@ def _signature(path: Path) -> tuple[int, np.ndarray] | None:
     return (dhash, thumb / norm) if norm > 0 else None  # a blank image is nobody's copy
 
 
-def _grey(path: Path) -> Image.Image | None:
+def film_grey(path: Path) -> Image.Image | None:
     """The film as 8-bit grey, small: JPEGs decode at a fraction of their size (``draft``); DICOM and
     anything Pillow refuses go through the app's reader; None when nothing can read it (training says so)."""
     try:
@@ -136,7 +136,7 @@ def near_duplicates(films: FilmSet, among: np.ndarray, signatures: tuple | None 
     found = []
     for start in range(0, len(rows), _BLOCK):
         block = rows[start:start + _BLOCK]
-        close = _same_films(hashes[block], thumbs[block], hashes, thumbs, readable)
+        close = same_films(hashes[block], thumbs[block], hashes, thumbs, readable)
         close[np.arange(len(block)), block] = False
         i, j = np.nonzero(close)
         found.append(np.stack([block[i], j], axis=1))
@@ -156,7 +156,7 @@ def copies_of(films: FilmSet, originals: FilmSet, signatures: tuple | None = Non
     found = np.zeros(len(films), dtype=bool)
     for start in range(0, len(films), _BLOCK):
         rows = slice(start, start + _BLOCK)
-        same = _same_films(hashes[rows], thumbs[rows], known_hashes, known_thumbs, known_readable)
+        same = same_films(hashes[rows], thumbs[rows], known_hashes, known_thumbs, known_readable)
         found[rows] = same.any(axis=1) & readable[rows]
     return found
 
@@ -187,7 +187,7 @@ def without_copies_of(kept: FilmSet, held_out: FilmSet) -> tuple[FilmSet, int]:
     return kept.subset(np.setdiff1d(np.arange(len(kept)), copies)), len(copies)
 
 
-def _same_films(hashes: np.ndarray, thumbs: np.ndarray, known_hashes: np.ndarray, known_thumbs: np.ndarray,
+def same_films(hashes: np.ndarray, thumbs: np.ndarray, known_hashes: np.ndarray, known_thumbs: np.ndarray,
                 known_readable: np.ndarray) -> np.ndarray:
     """films x known films: whether each pair is one film by the rule above (the hash proposes, the thumbnail
     correlation decides); a known film nothing could read matches nothing."""

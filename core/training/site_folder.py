@@ -20,7 +20,7 @@ from core.errors import DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet, discover, split_folders
 from core.films.roots import folder_label, resolve_label
 from core.store.promotion import floor_for
-from core.training.data import near_duplicates
+from core.training.same_film import repeats_in_detail
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def distinct_films(site: SiteFolder, task: str) -> SiteFolder:
     """``site`` with one film of each group of copies in it (the first listed), held to the floor again; a copy
     filed under two classes is refused. Call once the folder is known to hold none of the model's own films (a
     copy of a training film is refused as such, not counted here)."""
-    pairs = near_duplicates(site.films, np.ones(len(site.films), dtype=bool)).pairs
+    pairs = repeats_in_detail(site.films)  # confirmed in detail: two children's films are not one (a review)
     if not len(pairs):
         return site
     labels = site.films.labels

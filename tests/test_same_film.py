@@ -1,0 +1,63 @@
+"""Films the split's rule calls one film are confirmed in detail before a site's films are refused or dropped
+(core/training/same_film.py), on real films: two children's films that the split's rule joins are two films,
+and the copies the project knows of (another collection's re-encoded Kermany films) are still copies."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import CalibrationError
+from core.films.folders import FilmSet
+from core.training.calibrate import _refuse_own_films
+from core.training.data import copies_of
+from core.training.same_film import copies_in_detail, repeats_in_detail
+from core.training.site_folder import SiteFolder, distinct_films
+
+# pairs of different children that pass the split's rule (found by a review; 32-px correlation 0.962-0.975)
+TWO_CHILDREN = [("PNEUMONIA/person1565_bacteria_4095.jpeg", "PNEUMONIA/person1637_bacteria_4339.jpeg"),
+                ("NORMAL/NORMAL2-IM-0815-0001.jpeg", "PNEUMONIA/person1183_bacteria_3131.jpeg"),
+                ("NORMAL/IM-0119-0001.jpeg", "PNEUMONIA/person706_virus_1304.jpeg")]
+# the other collection's re-encoded copies of Kermany training films (core.training.other_collection)
+COPIES = [("Normal/01.jpeg", "NORMAL/IM-0240-0001.jpeg"), ("Normal/04.jpeg", "NORMAL/NORMAL2-IM-1179-0001.jpeg")]
+
+
+def _films(paths: list[Path]) -> FilmSet:
+    classes = ("NORMAL", "PNEUMONIA")
+    return FilmSet(tuple(paths), np.array([classes.index(p.parent.name.upper()) if p.parent.name.upper() in classes
+                                           else 0 for p in paths], dtype=np.int64), classes)
+
+
+@pytest.fixture
+def site_copies(kermany_train, tmp_path) -> list[Path]:
+    """The first film of each pair copied into a site folder, under its own class."""
+    copied = []
+    for first, _ in TWO_CHILDREN:
+        target = tmp_path / "site" / first
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copied.append(Path(shutil.copyfile(kermany_train / first, target)))
+    return copied
+
+
+def test_two_childrens_films_are_not_one_film_in_detail(kermany_train, site_copies, tmp_path):
+    others = _films([kermany_train / second for _, second in TWO_CHILDREN])
+    assert copies_of(_films(site_copies), others).all()  # the split's rule joins every pair
+    assert not copies_in_detail(_films(site_copies), others).any()
+    site = SiteFolder("ward-7/films", tmp_path / "site", _films(site_copies))
+    _refuse_own_films(site, "pneumonia-x-v1", others)  # before: refused as the model's own films
+    both = _films([kermany_train / name for pair in TWO_CHILDREN for name in pair])
+    assert len(repeats_in_detail(both)) == 0  # before: "the same film under two classes"
+    assert distinct_films(SiteFolder("ward-7/films", tmp_path, both), "pneumonia").films == both
+
+
+def test_known_copies_are_still_copies(kermany_train, data_dir, tmp_path):
+    collection = data_dir / "covid-3class" / "train"
+    copies = _films([collection / copy for copy, _ in COPIES])
+    originals = _films([kermany_train / original for _, original in COPIES])
+    assert copies_in_detail(copies, originals).all()
+    with pytest.raises(CalibrationError, match="2 of the 2 films in ward-7/films are pneumonia-x-v1's own"):
+        _refuse_own_films(SiteFolder("ward-7/films", tmp_path, copies), "pneumonia-x-v1", originals)
+    repeated = _films([collection / "Normal/019.jpeg", collection / "Normal/020.jpeg", *copies.paths])
+    assert repeats_in_detail(repeated).tolist() == [[0, 1]]  # the collection holds 019 twice
