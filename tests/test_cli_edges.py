@@ -295,14 +295,15 @@ def test_a_film_that_was_not_triaged_is_printed_without_a_label():
     from core.serving.predict import Prediction
 
     refused = SimpleNamespace(label="NORMAL", priority=None, probabilities={"NORMAL": 0.61, "PNEUMONIA": 0.39},
-                              warnings=["This image does not look like a chest film."], population_warning=None)
+                              warnings=["This image does not look like a chest film."], population_warning=None,
+                              atypical=False)
     assert _describe("Tuberculosis-1.png", refused) == (
         "Tuberculosis-1.png: not triaged (the model's output, not a reading: NORMAL 0.610, PNEUMONIA 0.390)\n"
         "  warning: This image does not look like a chest film.")
     read = SimpleNamespace(**{**vars(refused), "priority": "routine", "warnings": []})
     assert _describe("a.png", read) == "a.png: NORMAL [routine] (NORMAL 0.610, PNEUMONIA 0.390)"
     # --json too: its label was the top class of a film no reading was given for
-    fields = {k: v for k, v in vars(refused).items() if k != "priority"}
+    fields = {k: v for k, v in vars(refused).items() if k not in ("priority", "atypical")}  # atypical: a property
     as_json = Prediction(model="m", abnormal_score=None, threshold=None, priority=None, **fields).to_dict()
     assert as_json["label"] is None and as_json["probabilities"] == {"NORMAL": 0.61, "PNEUMONIA": 0.39}
     assert Prediction(model="m", abnormal_score=0.39, threshold=0.5, priority="routine", **fields).to_dict()[
