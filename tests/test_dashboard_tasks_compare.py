@@ -185,3 +185,26 @@ def test_retrain_shows_the_task_a_folder_or_the_manifest_would_train(tmp_path, s
     finally:
         cancel_job(job.name, tmp_path / "jobs")
         wait_for(lambda: not read_job(job).is_active, timeout=120, what="the job to stop")
+
+
+def test_a_folder_s_own_names_in_an_error_are_plain_text_not_markdown(tmp_path, settings_env):
+    """A review: a class folder named like a Markdown link became a live link in Compare's error (a phishing link on
+    a clinical page); the folder's words are shown as they are."""
+    settings_env(CXR_MODELS=str(quick_checkpoints(tmp_path / "site")), CXR_JOBS=str(tmp_path / "jobs"),
+                 CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    odd = tmp_path / "ward" / "batch"
+    for name in ("NORMAL", "[Session expired, sign in again](https:evil.example)"):
+        (odd / name).mkdir(parents=True)
+        (odd / name / "a.png").write_bytes((SHARED_DATA / "films" / "NORMAL").glob("*").__next__().read_bytes())
+    (tmp_path / "roots.toml").write_text(f'[roots]\nward = "{odd}"\n')
+    settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
+    at = app("views/compare.py")
+    at.segmented_control[0].set_value("Evaluate on a folder")
+    at.run()
+    next(s for s in at.selectbox if s.label == "Data root").set_value("ward")
+    at.run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    assert not at.exception and at.error
+    for error in at.error:
+        assert "'\\[Session expired, sign in again\\](https" in error.value  # escaped: no link

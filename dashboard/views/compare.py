@@ -12,6 +12,7 @@ from dashboard.components.compare_view import (comparison, details, folder_repor
                                                record_evaluations, sources, training_films_caveat)
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.task_choice import models_of, pick_task, title_of
+from dashboard.components.reports import escape_markdown
 from dashboard.labels import inside_a_root, source_label, without_server_paths
 from dashboard.state import default_evaluation_dir, folder_stamp, registered_models
 
@@ -100,7 +101,7 @@ if source == FOLDER:
                                               target, stamp, entry.record.operating_point.model_dump_json())))
         except TriageError as exc:
             st.error(f"{entry.name} could not be evaluated on the chosen folder: "
-                     f"{without_server_paths(str(exc), target)}", icon=":material/error:")
+                     f"{escape_markdown(without_server_paths(str(exc), target))}", icon=":material/error:")
     evaluated.update(readings[entry.name] for entry, _ in rows)  # shown: an audit line still owed is tried again
     unrecorded = [(entry, report) for entry, report in rows if readings[entry.name] not in recorded]
     recorded.update(readings[entry.name] for entry in record_evaluations(unrecorded, target, who=user.who))

@@ -25,6 +25,7 @@ from dashboard.components.folder_picker import folder_choice
 from dashboard.components.job_view import audit_table, interrupted_runs, job_history, job_panel
 from dashboard.components.task_choice import FIRST_TASK, title_of
 from dashboard.components.training_sample import sample_check, sample_warning
+from dashboard.components.reports import escape_markdown
 from dashboard.labels import without_server_paths
 from dashboard.state import default_data_dir, source_stamp, training_preview
 
@@ -60,7 +61,7 @@ def _what_it_trains(source: Path) -> None:
     try:
         films = training_preview(str(source), source_stamp(source))
     except TriageError as exc:
-        st.warning(f"This cannot train a model: {without_server_paths(str(exc), source)}",
+        st.warning(f"This cannot train a model: {escape_markdown(without_server_paths(str(exc), source))}",
                    icon=":material/warning:")
         return
     counts = ", ".join(f"{name} {n}" for name, n in zip(films.classes, films.class_counts))
@@ -140,7 +141,8 @@ def start(data_dir: Path, config: TrainConfig, user) -> None:
     except JobAlreadyRunning as exc:
         st.warning(str(exc), icon=":material/hourglass_top:")
     except TriageError as exc:
-        st.error(f"Training was not started. {without_server_paths(str(exc), data_dir)}", icon=":material/error:")
+        st.error(f"Training was not started. {escape_markdown(without_server_paths(str(exc), data_dir))}",
+                 icon=":material/error:")
 
 
 def kept_run(data_dir: Path, config: TrainConfig):
