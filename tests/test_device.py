@@ -43,7 +43,8 @@ def one_gpu(monkeypatch):
     selected = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))  # an H100: native bf16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # asked by torch.autocast
     monkeypatch.setattr(torch.cuda, "set_device", selected.append)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
     return selected
@@ -119,7 +120,6 @@ def test_training_on_a_gpu_selects_it_and_trains_in_bf16(one_gpu):
     assert not torch.backends.cudnn.allow_tf32  # --precision fp32 trains its convolutions in fp32, as recorded
     prepare_hardware(TrainConfig(arch="cnn5").resolved())
     assert torch.backends.cudnn.allow_tf32
-
 
 
 @pytest.mark.parametrize("precision, tf32_inside, autocast_inside", [(FP32, False, False), (BF16, True, True)])

@@ -45,16 +45,20 @@ def _no_cuda_reason() -> str:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN reports it."""
+    """Whether this CPU computes bf16 natively: AVX-512 BF16 or AMX. oneDNN's own check also says yes for plain
+    AVX-512 (Skylake to Ice Lake Xeons), where bf16 is emulated and slower than fp32 (a review)."""
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.backends.mkldnn.is_available()
+                    and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
     except (AttributeError, RuntimeError):
         return False
 
 
 def bf16_supported(device: torch.device) -> bool:
+    """Native bf16 on ``device``: a GPU of compute capability 8 (Ampere) or later, that GPU itself (torch's own
+    check says yes for older ones, where bf16 is emulated, and asks the current GPU, not this one: a review)."""
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     return device.type == "cpu" and cpu_has_bf16()
 
 
