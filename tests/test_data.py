@@ -67,6 +67,24 @@ def test_discover_finds_the_train_split_below_a_dataset_root(kermany_train):
     assert len(discover(kermany_train.parent, split="train")) == 5216
 
 
+def test_hidden_files_are_no_films_and_a_film_reached_twice_is_read_once_under_one_class(films_dir, tmp_path):
+    """A review: ._x.jpeg and .thumbs/ files were counted as films, and a film reached from two class folders
+    through a link was read under both labels (a class folder linking to its parent read every film twice)."""
+    normal, pneumonia = sorted((films_dir / "NORMAL").iterdir())[:3], sorted((films_dir / "PNEUMONIA").iterdir())[:2]
+    root = tmp_path / "ward"
+    for folder, films in (("NORMAL", normal), ("PNEUMONIA", pneumonia)):
+        (root / folder / ".thumbs").mkdir(parents=True)
+        for film in films:
+            (root / folder / film.name).write_bytes(film.read_bytes())
+        (root / folder / ".thumbs" / "t.jpeg").write_bytes(films[0].read_bytes())
+        (root / folder / f"._{films[0].name}").write_bytes(b"\x00\x05\x16\x07")  # a macOS resource fork
+    (root / "NORMAL" / "again.jpeg").symlink_to(root / "NORMAL" / normal[0].name)
+    assert discover(root).class_counts() == [3, 2]
+    (root / "PNEUMONIA" / "linked.jpeg").symlink_to(root / "NORMAL" / normal[1].name)
+    with pytest.raises(DatasetError, match="reaches the same film from class folders NORMAL and PNEUMONIA"):
+        discover(root)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_patient_split_keeps_patients_apart(kermany_films, seed):
     train, val = patient_split(kermany_films, 0.2, seed)

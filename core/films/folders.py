@@ -123,13 +123,22 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
                            "choose a split it has.")
     folders = _class_folders(base)
     classes = tuple(sorted(folders))
-    paths, labels, left_out = [], [], 0
+    paths, labels, left_out, seen = [], [], 0, {}
     for label, name in enumerate(classes):
-        found = sorted(p for p in folders[name].rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES)
-        films = inside_roots(root, found)
+        found = sorted(p for p in folders[name].rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(folders[name]).parts))
+        films = inside_roots(root, found)  # hidden files are no films (a review: ._x.jpeg, .thumbs/ were read)
         left_out += len(found) - len(films)
-        paths += films
-        labels += [label] * len(films)
+        for film in films:  # a film reached twice (a linked folder or film) is read once, and under one class
+            real = film.resolve()
+            if real in seen and seen[real] != name:
+                raise DatasetError(f"{base} reaches the same film from class folders {seen[real]} and {name} "
+                                   "(through a link): it would be read under two classes. Give each class its "
+                                   "own films.")
+            if real not in seen:
+                seen[real] = name
+                paths.append(film)
+                labels.append(label)
     why = (f" {left_out} film file(s) there are links leading outside the data roots, which are never read."
            if left_out else "")
     if len(classes) < min_classes or not paths:
