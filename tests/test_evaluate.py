@@ -90,3 +90,31 @@ def test_a_film_refused_for_a_passing_reason_stops_the_evaluation_not_listed_as_
     monkeypatch.setattr(folder, "read_film", busy)
     with pytest.raises(DecodingUnavailable, match="Try again"):
         evaluate_folder(loaded, root)
+
+
+def test_films_are_decoded_only_a_little_ahead_of_the_model(loaded, films_dir, monkeypatch):
+    """A review: every film of the folder was decoded ahead of the model and held (about 5 GB for 100,000 films);
+    at most the workers' and two batches' worth are now."""
+    import threading
+    import time
+
+    from core.evaluation import folder as evaluation
+
+    decoded, lock, behind = [0], threading.Lock(), []
+    original = evaluation.film_to_tensor
+
+    def counted(*args, **kwargs):
+        with lock:
+            decoded[0] += 1
+        return original(*args, **kwargs)
+
+    def slow_model(model, batch):
+        time.sleep(0.05)  # a model slower than decoding: what a large folder on a busy CPU looks like
+        return original_probabilities(model, batch)
+
+    original_probabilities = evaluation.probabilities
+    monkeypatch.setattr(evaluation, "film_to_tensor", counted)
+    monkeypatch.setattr(evaluation, "probabilities", slow_model)
+    report = evaluate_folder(loaded, films_dir, batch_size=1, workers=2,
+                             on_progress=lambda done, total: behind.append(decoded[0] - done))
+    assert report.n == 16 and max(behind) <= 2 + 2 * 1
