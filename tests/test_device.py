@@ -212,8 +212,8 @@ def test_training_puts_model_films_and_batches_on_the_resolved_device(on_meta, m
 
     monkeypatch.setattr(train_module, "build_model", spied_build)
     decoded = {}
-    original_decode = train_module._decode
-    monkeypatch.setattr(train_module, "_decode", lambda *a: decoded.setdefault("out", original_decode(*a)))
+    original_decode = train_module.decode_for_training
+    monkeypatch.setattr(train_module, "decode_for_training", lambda *a: decoded.setdefault("out", original_decode(*a)))
     config = TrainConfig(arch="cnn5", epochs=1, image_size=32, max_films=40, augment=augment)
     with pytest.raises(Reached):
         train_module.train(kermany_train, config, directory=tmp_path)

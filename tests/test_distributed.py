@@ -173,6 +173,68 @@ def test_a_failure_of_rank_0_alone_stops_every_rank_in_words(tmp_path):
                      "says why.")
 
 
+def _unreadable_film_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
+    from core.errors import DatasetError, TriageError
+
+    def unreadable(*args, **kwargs):
+        raise DatasetError("Cannot use NORMAL/broken.jpeg: it is not an image we can read")
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        if rank == 1:  # the film is in rank 1's shard alone
+            loop.load_tensors = unreadable
+        config = TrainConfig(arch="logistic", epochs=1, image_size=32, batch_size=8, augment=False).resolved()
+        try:
+            loop.decode_for_training(_films(0), _films(0), config, _hardware(rank, world), lambda event: None, None)
+            answer = "decoded"
+        except TriageError as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        Path(results, f"{rank}.json").write_text(json.dumps(answer))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_film_one_rank_cannot_read_stops_every_rank_in_words(tmp_path):
+    """A review: the rank that could not read a film stopped, and the others went on into DDP's set-up and waited
+    there until torchrun tore them down ("interrupted")."""
+    run_ranks(_unreadable_film_rank, 2, tmp_path, timeout=120)
+    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    assert other == "DatasetError: Cannot use NORMAL/broken.jpeg: it is not an image we can read"
+    assert main == ("TrainingStopped: Training stopped: another training process could not read its films; its "
+                    "message says which.")
+
+
+def _unwritable_runs_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
+    from core.errors import TriageError
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        blocked = Path(results) / "runs-is-a-file"
+        blocked.touch()
+        identity = RunIdentity(config=TrainConfig(arch="logistic").resolved(), data_dir="d", train=Fingerprint(
+            n=1, class_counts={}, sha256="a"), validation=Fingerprint(n=1, class_counts={}, sha256="b"), world_size=2)
+        try:
+            open_run(identity, _hardware(rank, world), False, folder=blocked / "runs")
+            answer = "opened"
+        except TriageError as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        Path(results, f"{rank}.json").write_text(json.dumps(answer))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_runs_folder_rank_0_cannot_write_stops_every_rank_in_words(tmp_path):
+    """A review: rank 0 raised its refusal before the collective the others waited in, and rank 1 ended with "an
+    unexpected error (RuntimeError). This is a fault in the program"."""
+    run_ranks(_unwritable_runs_rank, 2, tmp_path, timeout=120)
+    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    assert main.startswith("ResumeRefused: The runs folder beside the models folder cannot be written")
+    assert other == ("ResumeRefused: The main training process (rank 0) could not use the runs folder beside the "
+                     "models folder; its message says why.")
+
+
 @pytest.mark.slow
 def test_rank_0_decides_early_stopping_for_every_rank(tmp_path):
     run_ranks(_rank, 2, tmp_path)

@@ -23,14 +23,15 @@ from torch import nn
 
 from core.errors import CheckpointError, TrainingCancelled, TrainingDiverged, TrainingStopped, TriageError
 from core.films.folders import FilmSet
-from core.films.tensor import as_float
-from core.models.device import has_convolutions, training_autocast
+from core.films.tensor import as_float, load_tensors
+from core.models.device import has_convolutions, to_device, training_autocast
 from core.models.inference import probabilities_in_batches
 from core.store.records import EpochRecord, TrainConfig
 from core.tasks import find_normal_index
 from core.training.augment import TrainingAugmentation
 from core.training.distributed import Hardware
-from core.training.events import EpochEvent, NoteEvent, ProgressEvent, StepEvent
+from core.training.data import class_weights
+from core.training.events import EpochEvent, LoadingEvent, NoteEvent, ProgressEvent, StepEvent
 from core.training.resume import RunCheckpoint, RunProgress
 from core.training.saved_runs import cancelled_message
 
@@ -44,6 +45,38 @@ class TrainingFilms:
     class_weight: torch.Tensor  # from the whole training part, so every rank weighs the classes alike
     total: int  # films in the whole training part (all ranks together)
     smallest_shard: int | None = None  # films of the smallest rank's shard (Hardware.smallest_shard)
+
+
+def decode_for_training(train_set: FilmSet, val_set: FilmSet, config: TrainConfig, hardware: Hardware,
+                        emit: Callable[[ProgressEvent], None],
+                        should_stop: Callable[[], bool] | None) -> tuple[TrainingFilms, torch.Tensor | None]:
+    """Decode this rank's training films (and on rank 0 the validation films) once, onto the device. A film one
+    rank cannot read stops every rank (a review: the others went on into DDP's set-up and waited there)."""
+    mine = hardware.shard(train_set, config.seed)
+    total = len(mine) + (len(val_set) if hardware.is_main else 0)
+    emit(LoadingEvent(message=f"decoding {total} films once"))
+
+    def loading(done: int, _: int, offset: int = 0) -> None:
+        if should_stop and should_stop():
+            raise TrainingCancelled("Training was cancelled while decoding films; nothing was saved.")
+        emit(LoadingEvent(done=offset + done, total=total))
+
+    x_val, failure = None, None
+    try:
+        x_train = load_tensors(mine, config.image_size, on_progress=loading)
+        if hardware.is_main:
+            x_val = to_device(load_tensors(val_set, config.image_size,
+                                           on_progress=lambda d, n: loading(d, n, len(mine))), hardware.device)
+    except TriageError as exc:
+        failure = exc
+    if hardware.on_any(failure is not None):
+        raise failure or TrainingStopped("Training stopped: another training process could not read its films; "
+                                         "its message says which.")
+    films_here = TrainingFilms(films=to_device(x_train, hardware.device),
+                               labels=to_device(torch.as_tensor(mine.labels, dtype=torch.long), hardware.device),
+                               class_weight=class_weights(train_set), total=len(train_set),
+                               smallest_shard=hardware.smallest_shard(train_set))
+    return films_here, x_val
 
 
 def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_set: FilmSet, config: TrainConfig,

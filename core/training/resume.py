@@ -52,8 +52,8 @@ from core.training.distributed import Hardware
 from core.training import run_lock
 from core.training.saved_state import (DIGESTS, FORMAT, check_optimiser, check_schedule, damaged, load_state,
                                        misfit)
-from core.training.saved_runs import (SavedRun, discard_saved_run, nothing_to_resume, open_runs_folder, runs_dir,
-                                      runs_written, write_private)
+from core.training.saved_runs import (SavedRun, discard_saved_run, nothing_to_resume, on_rank_0, open_runs_folder,
+                                      runs_dir, runs_written, write_private)
 
 IF_SAVED = "if-saved"  # open_run's resume: continue the saved state if there is one, else start afresh
 SPLIT_SETTINGS = ("seed", "split_seed", "val_fraction", "max_films", "holdout")  # another split: other fingerprints
@@ -266,7 +266,7 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_
     alike, when another process trains this run or there is nothing usable to resume."""
     folder = folder or runs_dir()
     lock = folder / f"{identity.key}.lock"
-    if hardware.on_any(hardware.is_main and not open_runs_folder(folder, lock)):
+    if hardware.on_any(not on_rank_0(hardware, lambda: open_runs_folder(folder, lock), True)):
         raise ResumeRefused(BUSY)
     if not resume:
         return RunCheckpoint(identity, hardware, folder, job_id)
@@ -291,9 +291,8 @@ def open_run(identity: RunIdentity, hardware: Hardware, resume: bool | str, job_
         run_lock.release(lock)
         raise refusal
     checkpoint = RunCheckpoint(identity, hardware, folder, job_id, payload, (digest,), if_saved=resume == IF_SAVED)
-    if hardware.is_main:  # from now on the resuming job owns the run (its Resume button, its messages)
-        with runs_written(checkpoint.resumed_after, identity.config.epochs):
-            checkpoint.describe(*checkpoint.on_disk)
+    on_rank_0(hardware, lambda: checkpoint.describe(*checkpoint.on_disk),  # the resuming job owns the run from now
+              guard=runs_written(checkpoint.resumed_after, identity.config.epochs))  # on (its Resume, its messages)
     return checkpoint
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
 from typing import Any, BinaryIO, Callable, Iterator
@@ -132,6 +132,23 @@ def prune_saved_runs(folder: Path | None = None, max_age_days: float | None = No
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
+
+
+def on_rank_0(hardware: Any, action: Callable[[], Any], default: Any = None, guard=None) -> Any:
+    """``action()`` on rank 0 (inside ``guard``, a context manager), ``default`` on the others; its ResumeRefused
+    is raised on every rank alike (a review: rank 0 raising alone left the others in the next collective, where
+    they ended as "a fault in the program")."""
+    result, refusal = default, None
+    if hardware.is_main:
+        try:
+            with guard or nullcontext():
+                result = action()
+        except ResumeRefused as exc:
+            refusal = exc
+    if hardware.on_any(refusal is not None):
+        raise refusal or ResumeRefused("The main training process (rank 0) could not use the runs folder beside the "
+                                       "models folder; its message says why.")
+    return result
 
 
 def open_runs_folder(folder: Path, lock: Path) -> bool:

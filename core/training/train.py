@@ -22,7 +22,7 @@ from torch import nn
 from core.errors import AuditLogUnavailable, CommandRefused, DeviceOutOfMemory, TrainingCancelled, TriageError
 from core.evaluation.metrics import evaluate_probabilities
 from core.models.build import build_model
-from core.models.device import model_device, place_for_training, place_model, to_device
+from core.models.device import model_device, place_for_training, place_model
 from core.models.inference import probabilities_in_batches
 from core.store.checkpoints import round_to_storage
 from core.store.promotion import check_before_training
@@ -34,13 +34,13 @@ from core.tasks import task_name
 from core.admin.audit import ensure_writable, record_action
 from core.films.folders import FilmSet
 from core.films.manifest import training_films
-from core.films.tensor import check_film_sizes, load_tensors
-from core.training.data import (class_weights, film_groups, fingerprint, patient_split, split_words,
+from core.films.tensor import check_film_sizes
+from core.training.data import (film_groups, fingerprint, patient_split, split_words,
                                  with_patients_of, without_copies_of)
 from core.training.holdout import holdout_rule, split_holdout
 from core.training.distributed import Hardware, leave, prepare_hardware
 from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
-from core.training.loop import TrainingFilms, fit
+from core.training.loop import decode_for_training, fit
 from core.training.operating_point import choose_operating_point
 from core.training import run_lock
 from core.training.resume import RunIdentity, open_run, run_identity
@@ -133,7 +133,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
         identity, refusal = None, exc
     _same_run_on_every_rank(identity, hardware, refusal)
     run = open_run(identity, hardware, resume, job_id)  # before decoding: a refused resume says so at once
-    train_films, x_val = _decode(train_set, val_set, config, hardware, emit, should_stop)
+    train_films, x_val = decode_for_training(train_set, val_set, config, hardware, emit, should_stop)
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
     run_notes = run.notes
     notes += split_notes + list(hardware.notes) + run_notes
@@ -196,31 +196,6 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
                                   "run registers it.") from exc
     emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
     return record
-
-
-def _decode(train_set: FilmSet, val_set: FilmSet, config: TrainConfig, hardware: Hardware,
-            emit: Callable[[ProgressEvent], None],
-            should_stop: Callable[[], bool] | None) -> tuple[TrainingFilms, torch.Tensor | None]:
-    """Decode this rank's training films (and on rank 0 the validation films) once, onto the device."""
-    mine = hardware.shard(train_set, config.seed)
-    total = len(mine) + (len(val_set) if hardware.is_main else 0)
-    emit(LoadingEvent(message=f"decoding {total} films once"))
-
-    def loading(done: int, _: int, offset: int = 0) -> None:
-        if should_stop and should_stop():
-            raise TrainingCancelled("Training was cancelled while decoding films; nothing was saved.")
-        emit(LoadingEvent(done=offset + done, total=total))
-
-    x_train = load_tensors(mine, config.image_size, on_progress=loading)
-    x_val = None
-    if hardware.is_main:
-        x_val = to_device(load_tensors(val_set, config.image_size,
-                                       on_progress=lambda d, n: loading(d, n, len(mine))), hardware.device)
-    films_here = TrainingFilms(films=to_device(x_train, hardware.device),
-                               labels=to_device(torch.as_tensor(mine.labels, dtype=torch.long), hardware.device),
-                               class_weight=class_weights(train_set), total=len(train_set),
-                               smallest_shard=hardware.smallest_shard(train_set))
-    return films_here, x_val
 
 
 def split_films(data_dir: str | Path, config: TrainConfig, notes: list[str] | None = None,
