@@ -27,11 +27,12 @@ from core.films.folders import FilmSet
 from core.models.build import build_model
 from core.models.device import FP32
 from core.store.records import EpochRecord, Fingerprint, TrainConfig, read_model_record
-from core.training import loop
+from core.training import loop, train as train_module
 from core.training.distributed import Hardware, prepare_hardware
 from core.training.resume import RunIdentity, open_run
 
 REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"  # spawned ranks have no fixtures
 
 
 def _hardware(rank: int, world: int) -> Hardware:
@@ -233,6 +234,41 @@ def test_a_runs_folder_rank_0_cannot_write_stops_every_rank_in_words(tmp_path):
     assert main.startswith("ResumeRefused: The runs folder beside the models folder cannot be written")
     assert other == ("ResumeRefused: The main training process (rank 0) could not use the runs folder beside the "
                      "models folder; its message says why.")
+
+
+def _failing_to_ship_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
+    from core.errors import CheckpointError, TriageError
+
+    def full_disk(*args, **kwargs):
+        raise CheckpointError("The models folder cannot be written (No space left on device).")
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        train_module.prepare_hardware = lambda config: _hardware(rank, world)
+        train_module.leave = lambda hardware, completed: None  # the process group is this function's
+        train_module.ship_version = full_disk
+        os.environ.update(CXR_MODELS=str(Path(results) / "models"), CXR_AUDIT_LOG=str(Path(results) / "audit.jsonl"),
+                          CXR_DECODE_CACHE="off")
+        config = TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=40, augment=False, batch_size=8)
+        try:
+            train_module.train(SHARED / "kermany-224" / "train", config, directory=Path(results) / "models")
+            answer = "trained"
+        except TriageError as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        Path(results, f"{rank}.json").write_text(json.dumps(answer))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_rank_0_failing_to_ship_stops_every_rank_in_words(kermany_train, tmp_path):
+    """A review: the other ranks waited at the final barrier while rank 0 shipped; its failure left them to end as
+    "a fault in the program" (gloo) or waiting until torchrun tore them down."""
+    run_ranks(_failing_to_ship_rank, 2, tmp_path, timeout=180)
+    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    assert main == "CheckpointError: The models folder cannot be written (No space left on device)."
+    assert other == ("TrainingStopped: Training stopped: the main training process (rank 0) failed after the last "
+                     "epoch, before its model was registered; its message says why.")
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import AuditLogUnavailable, CommandRefused, DeviceOutOfMemory, TrainingCancelled, TriageError
+from core.errors import (AuditLogUnavailable, CommandRefused, DeviceOutOfMemory, TrainingCancelled, TrainingStopped,
+                         TriageError)
 from core.evaluation.metrics import evaluate_probabilities
 from core.models.build import build_model
 from core.models.device import model_device, place_for_training, place_model
@@ -144,58 +145,71 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     best_state, history = fit(model, train_films, x_val, val_set, config, hardware, emit, should_stop, run)
     if run.notes != run_notes:  # resuming if saved, the state was set aside as it was restored
         notes = [note for note in notes if note not in run_notes] + run.notes
-    if not hardware.is_main:
+    if not hardware.is_main:  # rank 0's outcome: its failure to ship had left the others at the final barrier
+        if hardware.on_any(False):
+            raise TrainingStopped("Training stopped: the main training process (rank 0) failed after the last "
+                                  "epoch, before its model was registered; its message says why.")
         return None
-    model.load_state_dict(best_state)
-    kept = len(train_set) + len(val_set)
-    share = f"{len(val_set) / kept:.0%}"
-    split = f"validation: {len(val_set)} films, {split_words(train_set.paths + val_set.paths, share, data_dir)}"
-    if held_out is not None:
-        split += f" after holding out another batch ({config.holdout})"
-    checks, since = {}, time.monotonic()
 
-    def timed(step: str) -> None:
-        nonlocal since
-        checks[step], since = round(time.monotonic() - since, 1), time.monotonic()
+    def ship() -> ModelRecord:
+        model.load_state_dict(best_state)
+        kept = len(train_set) + len(val_set)
+        share = f"{len(val_set) / kept:.0%}"
+        split = f"validation: {len(val_set)} films, {split_words(train_set.paths + val_set.paths, share, data_dir)}"
+        if held_out is not None:
+            split += f" after holding out another batch ({config.holdout})"
+        checks, since = {}, time.monotonic()
 
-    point, report = validate_for_shipping(model, x_val, val_set, config, split)
-    timed("validation report")
-    emit(LoadingEvent(message="reading the other-batch and outside-population checks"))
-    others = other_reports(model, held_out, holdout_rule(config.holdout).description if held_out else "",
-                           config.image_size, point, config.seed, validation=val_set, training_folder=films)
-    timed("other-batch and other-collection checks")
-    population, population_check = try_fit_population_check(  # is a film like these training films?
-        train_set, val_set, data_dir, config.seed, lambda message: emit(LoadingEvent(message=message)), notes)
-    timed("population check")
-    record = ModelRecord(
-        name="", task=task_name(films.classes), arch=config.arch, classes=films.classes,
-        model_args=ModelArgs(num_classes=len(films.classes), image_size=config.image_size),
-        input=InputSpec(image_size=config.image_size), operating_point=point, report=report, other_reports=others,
-        training=TrainingRecord(config=config, data_dir=str(data_dir), history=history,
-                                best_epoch=int(np.argmax([h.val_auc for h in history])) + 1,
-                                seconds=round(time.monotonic() - started + run.earlier_seconds, 1),  # all segments
-                                notes=notes, job_id=job_id,
-                                device=hardware.device.type, precision=hardware.precision,
-                                world_size=hardware.world.world_size, checks_seconds=checks),
-        data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
-        parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check,
-    )
-    details = {"job": job_id, "resumed": run.payload is not None, "dataset": "/".join(Path(data_dir).parts[-2:]),
-               "arch": config.arch, "image_size": config.image_size, "epochs": len(history), "auc": report.auc,
-               "sensitivity": report.sensitivity, "specificity": report.specificity, "n": report.n}
+        def timed(step: str) -> None:
+            nonlocal since
+            checks[step], since = round(time.monotonic() - since, 1), time.monotonic()
 
-    def saved(stored: ModelRecord) -> None:
-        record_action("train", who, model=stored.name, task=stored.task, **details)  # first: see below
-        run.forget()  # the version is on disk: from now on a resume must not register it a second time
+        point, report = validate_for_shipping(model, x_val, val_set, config, split)
+        timed("validation report")
+        emit(LoadingEvent(message="reading the other-batch and outside-population checks"))
+        others = other_reports(model, held_out, holdout_rule(config.holdout).description if held_out else "",
+                               config.image_size, point, config.seed, validation=val_set, training_folder=films)
+        timed("other-batch and other-collection checks")
+        population, population_check = try_fit_population_check(  # is a film like these training films?
+            train_set, val_set, data_dir, config.seed, lambda message: emit(LoadingEvent(message=message)), notes)
+        timed("population check")
+        record = ModelRecord(
+            name="", task=task_name(films.classes), arch=config.arch, classes=films.classes,
+            model_args=ModelArgs(num_classes=len(films.classes), image_size=config.image_size),
+            input=InputSpec(image_size=config.image_size), operating_point=point, report=report, other_reports=others,
+            training=TrainingRecord(config=config, data_dir=str(data_dir), history=history,
+                                    best_epoch=int(np.argmax([h.val_auc for h in history])) + 1,
+                                    seconds=round(time.monotonic() - started + run.earlier_seconds, 1),  # all segments
+                                    notes=notes, job_id=job_id,
+                                    device=hardware.device.type, precision=hardware.precision,
+                                    world_size=hardware.world.world_size, checks_seconds=checks),
+            data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
+            parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check,
+        )
+        details = {"job": job_id, "resumed": run.payload is not None, "dataset": "/".join(Path(data_dir).parts[-2:]),
+                   "arch": config.arch, "image_size": config.image_size, "epochs": len(history), "auc": report.auc,
+                   "sensitivity": report.sensitivity, "specificity": report.specificity, "n": report.n}
+
+        def saved(stored: ModelRecord) -> None:
+            record_action("train", who, model=stored.name, task=stored.task, **details)  # first: see below
+            run.forget()  # the version is on disk: from now on a resume must not register it a second time
+
+        try:
+            record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,
+                                  population, after_save=saved)  # PromotionRefused: stored and recorded, not default
+        except AuditLogUnavailable as exc:  # the version was withdrawn; the run's state was not forgotten
+            raise AuditLogUnavailable(f"{exc} The run's saved state is kept: once the log can be written, resuming the "
+                                      "run registers it.") from exc
+        emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
+        return record
 
     try:
-        record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,
-                              population, after_save=saved)  # PromotionRefused: stored and recorded, not default
-    except AuditLogUnavailable as exc:  # the version was withdrawn; the run's state was not forgotten
-        raise AuditLogUnavailable(f"{exc} The run's saved state is kept: once the log can be written, resuming the "
-                                  "run registers it.") from exc
-    emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
-    return record
+        shipped = ship()
+    except BaseException:
+        hardware.on_any(True)  # every rank past its last epoch waits for this (a review)
+        raise
+    hardware.on_any(False)
+    return shipped
 
 
 def split_films(data_dir: str | Path, config: TrainConfig, notes: list[str] | None = None,
