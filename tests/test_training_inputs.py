@@ -66,6 +66,14 @@ def test_a_film_swapped_for_a_link_out_of_the_data_roots_after_listing_is_not_re
     assert data.film_grey(film) is None  # the near-duplicate thumbnail
     with pytest.raises(DatasetError, match="a.jpeg is a link leading outside the data roots"):
         data.content_digest(FilmSet((film,), [0], ("NORMAL",)))
+    film.unlink()
+    (root / "ds" / "NORMAL").rename(root / "ds" / "listed")  # the class folder itself swapped for a link out
+    (root / "ds" / "NORMAL").symlink_to(outside)
+    with pytest.raises(UnreadableImage, match="x.jpeg is a link leading outside the data roots"):
+        read_film(root / "ds" / "NORMAL" / "x.jpeg")  # a review: its folder's real place was outside too, so read
+    (root / "ds" / "NORMAL").unlink()
+    (root / "ds" / "listed").rename(root / "ds" / "NORMAL")
+    film.symlink_to(outside / "x.jpeg")
     (config / "data-roots.toml").write_text("[roots\n")  # unreadable: the listing decided, by the run's folder
     assert film_bytes(film) == normal_film_path.read_bytes()
     operator = tmp_path / "operator" / "a.jpeg"  # a folder outside every root (the command line) reads its links

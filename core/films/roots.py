@@ -228,10 +228,11 @@ def open_inside_roots(path: Path, label: str | None = None) -> BinaryIO:
 
 def leads_out(named: Path, real: Path) -> bool:
     """Whether a file opened as ``named`` really is (``real``) outside every data root while ``named``'s folder
-    lies inside one; never when the roots cannot be read (the listing decided then, by its own folder)."""
+    lies inside one, really or by its name (a review: a class folder swapped for a link out, after the listing, took
+    its films' folder out of the roots as well); never when the roots cannot be read (the listing decided then)."""
     roots = _current_roots()
-    folder = real_path(named.parent)
-    return roots is not None and folder is not None and any(folder.is_relative_to(r) for r in roots) and \
+    folders = [folder for folder in (real_path(named.parent), Path(os.path.abspath(named.parent))) if folder]
+    return roots is not None and any(folder.is_relative_to(r) for folder in folders for r in roots) and \
         not any(real.is_relative_to(r) for r in roots)
 
 
