@@ -277,8 +277,8 @@ def test_resume_if_saved_sets_aside_a_state_that_reads_but_no_longer_fits_the_mo
     monkeypatch.setattr(RunCheckpoint, "describe", lambda run, epoch, finished: (
         described.append((epoch, len(run.digests))), describe(run, epoch, finished)))
     afresh = train(kermany_train, TINY, directory=tmp_path / "models", resume=IF_SAVED)
-    assert described[:2] == [(1, 1), (0, 1)]  # as opened; then the fresh run's first save no longer names the state
-    # set aside as the one kept (a review: a disk full then advised resuming from it)
+    assert described[:2] == [(1, 1), (1, 1)]  # as opened; then the fresh run's first saved epoch, named alone: the
+    # set-aside state's description went before its state was replaced (reviews: a disk full advised resuming it)
     assert [note for note in afresh.training.notes if "afresh" in note or "resumed" in note] == [
         "started afresh, the saved state of these settings set aside (cannot be read: its weights do not fit this "
         "model (a layer of another shape))"]
