@@ -40,6 +40,7 @@ from core.errors import AuditLogUnavailable, JobError, TriageError
 from core.films.manifest import find_manifest, training_films
 from core.jobs import lock
 from core.jobs.lock import LOCK_FILE
+from core.store.atomic import keep_private
 from core.jobs.prune import prune_old_jobs
 from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, JOB_FOLDER, QUEUED, RUNNING, SUCCEEDED, Job,
                                JobSettings, JobStatus, JobSummary, read_settings, read_status, run_left_by,
@@ -201,7 +202,7 @@ def list_jobs(root: Path | None = None, limit: int | None = None) -> list[Job]:
     out, and finished ones past the age limit pruned."""
     root = root or jobs_dir()
     if root.is_dir():
-        lock.keep_private(root)  # an older install's 0755 folder of job logs, before any new job
+        keep_private(root, "the jobs folder")  # an older install's 0755 folder of job logs, before any new job
     prune_old_jobs(root)
     folders = sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.exists() else []
     jobs = []

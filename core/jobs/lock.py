@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
-import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from core.store.atomic import keep_private
 
 LOCK_FILE = "active.lock"
 CLAIM_WAIT = 1.0  # seconds a starter retries while readers hold their brief shared lock
@@ -46,7 +46,7 @@ def claim(root: Path, wait: float = CLAIM_WAIT) -> int | None:
     owner's alone (0700, narrowed if wider): job logs and statuses name films, and a site's file names can carry a
     patient's name; its settings hold the server's data folder and who started the job (a review)."""
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    keep_private(root)
+    keep_private(root, "the jobs folder")
     fd = _open(root)
     deadline = time.monotonic() + wait
     while not _try(fd, fcntl.LOCK_EX):
@@ -55,23 +55,6 @@ def claim(root: Path, wait: float = CLAIM_WAIT) -> int | None:
             return None
         time.sleep(RETRY_EVERY)
     return fd
-
-
-def keep_private(root: Path) -> None:
-    """Narrow the jobs folder to 0700 when it is ours and wider (another owner's is theirs to set): on each start
-    and each listing, so an install upgraded with a 0755 folder of old job logs is narrowed without a new job.
-    Tried, not required: on a mount that keeps no modes (vfat, some shares) jobs still run, said once in the log."""
-    try:
-        found = root.stat()
-        if found.st_uid == os.getuid() and stat.S_IMODE(found.st_mode) & 0o077:
-            os.chmod(root, 0o700)
-    except OSError as exc:
-        if root not in _WARNED:
-            _WARNED.add(root)
-            logging.getLogger(__name__).warning("the jobs folder cannot be made private: %s", exc.strerror)
-
-
-_WARNED: set[Path] = set()
 
 
 def name_holder(fd: int, job_id: str) -> None:

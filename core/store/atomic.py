@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
@@ -26,6 +27,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def keep_private(folder: Path, what: str) -> None:
+    """Narrow ``folder`` to 0700 when it is ours and wider (another owner's is theirs to set), so an install upgraded
+    with a 0755 folder is narrowed without waiting for a new file. Tried, not required: on a mount that keeps no
+    modes (vfat, some shares) the work still goes on, said once in the log."""
+    try:
+        found = folder.stat()
+        if found.st_uid == os.getuid() and stat.S_IMODE(found.st_mode) & 0o077:
+            os.chmod(folder, 0o700)
+    except OSError as exc:
+        if folder not in _WARNED:
+            _WARNED.add(folder)
+            logging.getLogger(__name__).warning("%s cannot be made private: %s", what, exc.strerror)
+
+
+_WARNED: set[Path] = set()
 
 
 def atomic_write_json(path: Path, data: dict) -> None:

@@ -1,8 +1,6 @@
 """The lock every writer of a model folder's registry takes (core.store.registry, core.training.shipping)."""
 from __future__ import annotations
 
-import os
-import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +9,7 @@ from filelock import FileLock, Timeout
 
 from core.config import settings
 from core.errors import CheckpointError
+from core.store.atomic import keep_private
 
 
 @contextmanager
@@ -20,10 +19,8 @@ def registry_lock(directory: Path | None = None) -> Iterator[None]:
     directory = directory or settings().models  # the site folder
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        if directory == settings().models and stat.S_IMODE(directory.stat().st_mode) & 0o077:
-            # its versions come from the site's patient films, as its saved runs and jobs do: private like them,
-            # and its files so too (core.store.atomic); a review found them readable by every local user
-            os.chmod(directory, 0o700)
+        if directory == settings().models:  # its versions come from the site's patient films, as its saved runs
+            keep_private(directory, "the site models folder")  # and jobs do: private like them (a review)
         lock = FileLock(str(directory / ".registry.lock"), timeout=30)
         lock.acquire()
     except Timeout:
