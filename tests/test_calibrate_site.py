@@ -238,7 +238,10 @@ def test_the_retrain_page_calibrates_on_a_site_folder(trained_model, registry, s
 
 
 def test_the_page_refuses_a_mismatched_folder_in_words(trained_model, registry, settings_env, tmp_path):
-    settings_env(CXR_MODELS=str(registry), CXR_JOBS=str(tmp_path / "jobs"))
+    for name in ("NORMAL", "[Session expired, sign in again](https:evil.example)"):
+        (tmp_path / "ward" / "batch" / name).mkdir(parents=True)
+    (tmp_path / "roots.toml").write_text(f'[roots]\nward = "{tmp_path / "ward"}"\n')
+    settings_env(CXR_MODELS=str(registry), CXR_JOBS=str(tmp_path / "jobs"), CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
     at = _retrain_page()
     at.radio(key="calibrate-source").set_value("site folder").run()
     # tb/train: noise textures, not films, used only for its class folders (NORMAL, TUBERCULOSIS)
@@ -247,6 +250,10 @@ def test_the_page_refuses_a_mismatched_folder_in_words(trained_model, registry, 
     assert not at.exception
     assert at.error[0].value.startswith("The model was not recalibrated. The class folders of shared-data/tb/train")
     assert [e.name for e in list_models(registry)[0]] == [trained_model.name]
+    at.selectbox(key="calibrate-site-root").set_value("ward").run()
+    at.selectbox(key="calibrate-site-folder-ward").set_value("batch").run()
+    next(b for b in at.button if b.label == "Calibrate").click().run()
+    assert "\\[Session expired, sign in again\\](https" in at.error[0].value  # a folder's names, plain (a review)
 
 
 def test_a_site_folder_holding_the_models_own_films_is_refused_before_any_work(trained_model, registry, tmp_path,

@@ -15,7 +15,7 @@ from core.errors import TriageError
 from core.films.manifest import recorded_source
 from core.store.registry import ModelEntry
 from dashboard.components.folder_picker import folder_choice
-from dashboard.components.reports import chosen_on, percent, threshold_value
+from dashboard.components.reports import chosen_on, escape_markdown, percent, threshold_value
 from dashboard.folder_stamp import folder_stamp
 from dashboard.labels import without_server_paths
 from dashboard.state import registered_models
@@ -108,8 +108,8 @@ def _run(entry: ModelEntry, asked: tuple, folder, user: User) -> None:
     except TriageError as exc:  # a film that fails to decode is named by its path: put data roots in words
         training = entry.record.training
         folder_trained_on = recorded_source(training.data_dir) if training is not None else None
-        st.error(f"The model was not recalibrated. {without_server_paths(str(exc), folder_trained_on)}",
-                 icon=":material/error:")
+        why = escape_markdown(without_server_paths(str(exc), folder_trained_on))  # a folder's names, plain (a review)
+        st.error(f"The model was not recalibrated. {why}", icon=":material/error:")
         return
     _report(record)
 

@@ -23,7 +23,7 @@ from core.store.promotion import promote, refusal
 from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
 from core.wording import interval_text
-from dashboard.components.reports import duration, with_interval
+from dashboard.components.reports import duration, escape_markdown, with_interval
 from dashboard.components.task_choice import title_of
 from dashboard.labels import source_label, without_server_paths
 from dashboard.state import registered_models
@@ -123,8 +123,8 @@ def _outcome(job: Job, user: User) -> None:
     elif job.state == CANCELLED:
         st.info(job.message, icon=":material/cancel:")
     elif user.is_admin:
-        st.error(without_server_paths(job.message or "The job failed.", job.settings.data_dir),
-                 icon=":material/error:")
+        st.error(escape_markdown(without_server_paths(job.message or "The job failed.", job.settings.data_dir)),
+                 icon=":material/error:")  # a folder's own names, plain (a review: one named like a link was one)
     else:  # the reason may name server folders
         st.error("The job failed; an administrator can see why on this page.", icon=":material/error:")
     if user.is_admin and job.state != SUCCEEDED:
@@ -150,7 +150,7 @@ def _resume(job: Job, user: User) -> None:
     except JobAlreadyRunning as exc:
         st.warning(str(exc), icon=":material/hourglass_top:")
     except TriageError as exc:
-        st.error(f"Training was not resumed. {without_server_paths(str(exc), job.settings.data_dir)}",
+        st.error(f"Training was not resumed. {escape_markdown(without_server_paths(str(exc), job.settings.data_dir))}",
                  icon=":material/error:")
     else:
         st.toast("Resuming the training job…", icon=":material/resume:")
