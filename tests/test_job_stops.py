@@ -134,6 +134,12 @@ def test_the_time_limit_lets_an_epochs_validation_and_save_finish_as_cancel_does
         ending.on_overrun()  # still not stopped after the whole grace: ended, as Cancel would
     assert read_status(ending.folder).state == FAILED
 
+    shipping = _runner(tmp_path / "c", monkeypatch)  # the last step taken: the limit no longer stops it, Cancel does
+    shipping.emit(StepEvent(epoch=3, epochs=3, step=4, steps=4, loss=0.5, progress=1.0, eta_seconds=0.0))
+    shipping.on_time_limit()
+    assert not shipping.should_stop() and shipping.on_overrun() is None  # a review of the day's diff
+    (shipping.folder / "cancel").touch()
+    assert shipping.should_stop()
     stepping = _runner(tmp_path / "b", monkeypatch)  # mid-epoch: no extra wait
     stepping.emit(StepEvent(epoch=1, epochs=3, step=2, steps=4, loss=0.5, progress=1 / 6, eta_seconds=60.0))
     with pytest.raises(_Exited):

@@ -69,7 +69,10 @@ class JobRunner:
         return kept_note(run_left_by(self.folder))
 
     def should_stop(self) -> bool:
-        return self.cancel_requested or self.out_of_time or (self.folder / "cancel").exists()
+        """Cancel, a stop signal, or the time limit; once the last step is taken the time limit no longer stops a
+        run (only shipping is left), while Cancel still does until the last epoch is saved (core.training.loop)."""
+        return (self.cancel_requested or (self.out_of_time and not self.training_done)
+                or (self.folder / "cancel").exists())
 
     def time_limit_message(self) -> str:
         kept = self._kept()  # the epochs it finished are kept: Resume continues the run
@@ -80,7 +83,7 @@ class JobRunner:
     def on_time_limit(self) -> None:
         """The first timer (a thread): ask the training to stop, as Cancel does."""
         self.out_of_time = True
-        if not self.finishing:
+        if not (self.finishing or self.training_done):
             self.log(f"The time limit of {describe(self.time_limit)} is reached: stopping.")
 
     def on_overrun(self) -> float | None:

@@ -1,10 +1,11 @@
 """A training job's time limit (``settings().job_time_limit_minutes``, ``CXR_JOB_TIME_LIMIT``).
 
 Two timers run beside the job. At the limit the first one asks the training to stop: the runner's
-``should_stop`` turns true, and ``train()`` stops between steps (or between decoded films) and saves
-nothing, exactly as for Cancel. Should it not have stopped ``grace`` seconds later (a step stuck in native
+``should_stop`` turns true, and ``train()`` stops between steps (or between decoded films), its finished
+epochs kept, exactly as for Cancel. Should it not have stopped ``grace`` seconds later (a step stuck in native
 code never asks), the second one ends the whole process group: the runner, in a session of its own, and
-anything it started. The job's lock goes with it (core.jobs.lock).
+anything it started; an epoch's validation and saved state get Cancel's longer grace first (core.jobs.runner).
+The job's lock goes with it (core.jobs.lock).
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ GRACE_SECONDS = 120.0  # a slow step on the CPU may take a minute; longer than t
 
 
 class TimeLimit:
-    """``with TimeLimit(minutes, on_reached, on_overrun):`` runs ``on_reached`` at the limit and
-    ``on_overrun`` ``grace`` seconds later (default GRACE_SECONDS), each in a timer thread, unless the block has ended by then.
+    """``with TimeLimit(minutes, on_reached, on_overrun):`` runs ``on_reached`` at the limit and ``on_overrun``
+    ``grace`` seconds later (default GRACE_SECONDS), each in a timer thread, unless the block has ended by then.
     ``on_overrun`` may answer a number of seconds: it is asked again that much later (work that must not be cut)."""
 
     def __init__(self, minutes: float, on_reached: Callable[[], None], on_overrun: Callable[[], float | None],
