@@ -124,7 +124,7 @@ def listing(directory: Path | None = None) -> Listing:
     defaults = {task: name for task, name in defaults.items() if task not in broken}  # nothing stands in (a review)
     entries = [ModelEntry(record, defaults.get(record.task) == record.name, json_path, tier)
                for record, json_path, tier in found]
-    entries.sort(key=lambda e: (e.name != latest, not e.is_default, e.name))
+    entries.sort(key=lambda e: (not (e.name == latest and e.is_default), not e.is_default, e.name))  # not a stand-in
     for task, (name, _) in broken.items():
         problems.append(f"{name}, the default model of the {task} task, cannot be used (see above), and no other "
                         "model stands in for it: name a model, or repair it or make another one the default.")
