@@ -32,7 +32,6 @@ from core.training.distributed import Hardware, prepare_hardware
 from core.training.resume import RunIdentity, open_run
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "data"  # spawned ranks have no fixtures
 
 
 def _hardware(rank: int, world: int) -> Hardware:
@@ -202,8 +201,8 @@ def test_a_film_one_rank_cannot_read_stops_every_rank_in_words(tmp_path):
     run_ranks(_unreadable_film_rank, 2, tmp_path, timeout=120)
     main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
     assert other == "DatasetError: Cannot use NORMAL/broken.jpeg: it is not an image we can read"
-    assert main == ("TrainingStopped: Training stopped: another training process could not read its films; its "
-                    "message says which.")
+    assert main == ("TrainingStopped: Training stopped: another training process stopped while decoding its films; "
+                    "its message says why.")
 
 
 def _unwritable_runs_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
@@ -251,7 +250,7 @@ def _failing_to_ship_rank(rank: int, world: int, rendezvous: str, results: str) 
                           CXR_DECODE_CACHE="off")
         config = TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=40, augment=False, batch_size=8)
         try:
-            train_module.train(SHARED / "kermany-224" / "train", config, directory=Path(results) / "models")
+            train_module.train(Path(results, "films.txt").read_text(), config, directory=Path(results) / "models")
             answer = "trained"
         except TriageError as exc:
             answer = f"{type(exc).__name__}: {exc}"
@@ -264,6 +263,7 @@ def _failing_to_ship_rank(rank: int, world: int, rendezvous: str, results: str) 
 def test_rank_0_failing_to_ship_stops_every_rank_in_words(kermany_train, tmp_path):
     """A review: the other ranks waited at the final barrier while rank 0 shipped; its failure left them to end as
     "a fault in the program" (gloo) or waiting until torchrun tore them down."""
+    (tmp_path / "films.txt").write_text(str(kermany_train))  # spawned ranks have no fixtures
     run_ranks(_failing_to_ship_rank, 2, tmp_path, timeout=180)
     main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
     assert main == "CheckpointError: The models folder cannot be written (No space left on device)."

@@ -372,7 +372,7 @@ def test_a_full_disk_saving_a_fresh_run_s_first_epoch_says_nothing_is_saved(save
         train(saved.films, CONFIG, directory=site)
     monkeypatch.undo()
     assert not _state(saved).with_suffix(".json").exists()  # nothing says "epoch 0 is kept" (a review)
-    run = open_run(saved.identity, CPU, resume=True)  # the older state, still whole, was refused for good
+    run = open_run(saved.identity, CPU, resume=True)  # the older state, still whole, resumes (it was refused for good)
     assert run.resumed_after == 1
     run.forget()
 

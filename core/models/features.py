@@ -118,8 +118,6 @@ class FeatureExtractor:
         return np.concatenate(out) if out else np.zeros((0, FEATURE_LENGTH))
 
 
-
-
 class FilmFeatures:
     """Films' features by file, each computed once: models trained on the same films share them, and across runs
     the decode cache keeps them by each film's content (a retraining on the same folder pays nothing)."""

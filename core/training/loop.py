@@ -69,9 +69,7 @@ def decode_for_training(train_set: FilmSet, val_set: FilmSet, config: TrainConfi
                                            on_progress=lambda d, n: loading(d, n, len(mine))), hardware.device)
     except TriageError as exc:
         failure = exc
-    if hardware.on_any(failure is not None):
-        raise failure or TrainingStopped("Training stopped: another training process could not read its films; "
-                                         "its message says which.")
+    _raise_everywhere(failure, hardware, "another training process stopped while decoding its films")
     films_here = TrainingFilms(films=to_device(x_train, hardware.device),
                                labels=to_device(torch.as_tensor(mine.labels, dtype=torch.long), hardware.device),
                                class_weight=class_weights(train_set), total=len(train_set),
@@ -150,12 +148,12 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
     return progress.best_state, progress.history
 
 
-def _raise_everywhere(failure: BaseException | None, hardware: Hardware) -> None:
+def _raise_everywhere(failure: BaseException | None, hardware: Hardware,
+                      elsewhere: str = "the main training process (rank 0) failed") -> None:
     """``failure`` (one rank's) raised on every rank: the others were left waiting in the next collective until
     torchrun tore them down, and said only that an unexpected error had stopped them (a review)."""
     if hardware.on_any(failure is not None):
-        raise failure or TrainingStopped("Training stopped: the main training process (rank 0) failed; its message "
-                                         "says why.")
+        raise failure or TrainingStopped(f"Training stopped: {elsewhere}; its message says why.")
 
 
 def _diverged(epoch: int, what: str, config: TrainConfig, hardware: Hardware) -> str:
