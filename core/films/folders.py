@@ -125,9 +125,8 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
     classes = tuple(sorted(folders))
     paths, labels, left_out, seen = [], [], 0, {}
     for label, name in enumerate(classes):
-        found = sorted(p for p in folders[name].rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES
-                       and not any(part.startswith(".") for part in p.relative_to(folders[name]).parts))
-        films = inside_roots(root, found)  # hidden files are no films (a review: ._x.jpeg, .thumbs/ were read)
+        found = films_under(folders[name])
+        films = inside_roots(root, found)
         left_out += len(found) - len(films)
         for film in films:  # a film reached twice (a linked folder or film) is read once, and under one class
             real = film.resolve()
@@ -153,6 +152,13 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
         raise DatasetError(f"Class folder(s) {', '.join(f.name for f in empty)} in {base} hold no films.{why}")
     source = root.name if root.name not in SPLITS else root.parent.name  # ROOT/train given: the dataset's name
     return FilmSet(tuple(paths), np.asarray(labels, dtype=np.int64), classes, (source,) * len(paths))
+
+
+def films_under(folder: Path) -> list[Path]:
+    """The film files under ``folder``, at any depth, sorted: by suffix (core.films.bounds), hidden files and
+    folders left out (a review: a Mac's ._x.jpeg and a viewer's .thumbs/ were read as films)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _class_folders(base: Path) -> dict[str, Path]:

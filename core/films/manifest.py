@@ -27,8 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from core.config import REPO_ROOT, settings
 from core.errors import DatasetError, FolderNotAllowed
-from core.films.bounds import FILM_SUFFIXES
-from core.films.folders import FilmSet, discover, refuse_unnamed, split_folders
+from core.films.folders import FilmSet, discover, films_under, refuse_unnamed, split_folders
 from core.films.roots import data_roots, inside_roots, resolve_label
 from core.store.base import read_regular_file
 from core.tasks import TASKS, Task, canonical_class
@@ -208,8 +207,7 @@ def _folder_films(manifest: Manifest, entry: ManifestFolder) -> list[Path]:
         raise DatasetError(f"Manifest {manifest.name}: {entry.label} is not a folder inside a configured data "
                            f"root: {_why_not(entry.label)}") from None
     try:
-        films = inside_roots(folder, sorted(p for p in folder.rglob("*")
-                                            if p.is_file() and p.suffix.lower() in FILM_SUFFIXES))
+        films = inside_roots(folder, films_under(folder))
     except RecursionError:  # Path.rglob recurses (Python 3.11)
         raise DatasetError(f"Manifest {manifest.name}: {entry.label} is nested too deeply to be read (1000 levels "
                            "or more).") from None

@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from core.config import settings
-from core.films.bounds import FILM_SUFFIXES
+from core.films.folders import films_under
 from core.models.features import FEATURE_LENGTH, GaussianScore, cached_features
 from core.serving.chest_check import ChestFilmDetector, detector_dir
 from core.training.data import patient_id
@@ -49,14 +49,10 @@ def chest_films(data: Path) -> tuple[list[Path], list[str]]:
     """Every film of every source (sorted), and its source."""
     paths, sources = [], []
     for folder, source in SOURCES:
-        found = _images(data / folder)
+        found = films_under(data / folder)
         paths += found
         sources += [source] * len(found)
     return paths, sources
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FILM_SUFFIXES)
 
 
 def features_of(paths: list[Path]) -> np.ndarray:
@@ -127,7 +123,7 @@ def fit(data: Path) -> ChestFilmDetector:
     scores = held_out_scores(features, paths, sources)
     threshold = choose_threshold(scores, sources)
     score = fit_score(features, paths, sources)
-    textures = _images(data / NOT_FILMS)
+    textures = films_under(data / NOT_FILMS)
     texture_scores = score.scores(features_of(textures))
     calibration = {
         "fitted_on": int(len(paths)), "components": COMPONENTS,
