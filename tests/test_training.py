@@ -243,3 +243,31 @@ def test_a_version_is_timed_in_the_layout_the_app_serves_it_in(tmp_path, kermany
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last)
                for c in served.modules() if isinstance(c, nn.Conv2d))
     assert timed == [("cpu", True)]
+
+
+@pytest.mark.parametrize("failure, told", [("floor", False), ("disk", True)])
+def test_rank_0_tells_the_other_ranks_whether_it_failed_to_ship(kermany_train, tmp_path, monkeypatch, settings_env,
+                                                                failure, told):
+    """Under torchrun the other ranks wait for rank 0's outcome after the last epoch (a review): a failure to ship
+    stops them too, but a version stored and only refused as the default is no failure to them."""
+    from core.errors import CheckpointError, PromotionRefused
+    from core.training.distributed import Hardware
+
+    said = []
+
+    class Telling(Hardware):
+        def on_any(self, flag: bool) -> bool:
+            said.append(flag)
+            return flag
+
+    def ships(*args, **kwargs):
+        raise PromotionRefused("stored, not the default") if failure == "floor" else CheckpointError("disk full")
+
+    settings_env(CXR_MODELS=str(tmp_path / "site"))
+    hardware = train_module.prepare_hardware(TrainConfig(arch="logistic", device="cpu").resolved())
+    monkeypatch.setattr(train_module, "prepare_hardware", lambda config: Telling(hardware.device, hardware.precision))
+    monkeypatch.setattr(train_module, "ship_version", ships)
+    with pytest.raises(PromotionRefused if failure == "floor" else CheckpointError):
+        train(kermany_train, TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=40, augment=False),
+              directory=tmp_path)
+    assert said[-1] is told

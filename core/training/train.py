@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import (AuditLogUnavailable, CommandRefused, DeviceOutOfMemory, TrainingCancelled, TrainingStopped,
-                         TriageError)
+from core.errors import (AuditLogUnavailable, CommandRefused, DeviceOutOfMemory, PromotionRefused, TrainingCancelled,
+                         TrainingStopped, TriageError)
 from core.evaluation.metrics import evaluate_probabilities
 from core.models.build import build_model
 from core.models.device import model_device, place_for_training, place_model
@@ -205,8 +205,8 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
 
     try:
         shipped = ship()
-    except BaseException:
-        hardware.on_any(True)  # every rank past its last epoch waits for this (a review)
+    except BaseException as exc:  # every rank past its last epoch waits for this (a review); a version stored but
+        hardware.on_any(not isinstance(exc, PromotionRefused))  # not made the default is no failure to the others
         raise
     hardware.on_any(False)
     return shipped
