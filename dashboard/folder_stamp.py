@@ -40,6 +40,8 @@ def folder_stamp(folder: str | Path) -> str:
                 except OSError:  # a dangling link, a film gone meanwhile: named, and the rest still counts
                     seen = "unreadable"
                 lines.append(f"{os.path.relpath(here, root)}/{name}\0{seen}")
-    except (OSError, RecursionError):  # RecursionError: folders nested past Python's limit
+    except RecursionError:  # folders nested past Python's limit: read, discover says so in words (a review: Compare
+        return "nested too deeply"  # called such a folder "moved, renamed or deleted")
+    except OSError:
         return ""
     return hashlib.sha256("\n".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()

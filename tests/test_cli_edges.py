@@ -48,6 +48,7 @@ def test_a_manifest_number_past_python_s_digit_limit_is_a_dataset_error(tmp_path
 
 def test_class_folders_nested_past_the_recursion_limit_are_refused_in_words(tmp_path):
     from core.films.folders import discover
+    from dashboard.folder_stamp import folder_stamp
 
     (tmp_path / "set" / "PNEUMONIA").mkdir(parents=True)
     here = os.getcwd()
@@ -63,6 +64,7 @@ def test_class_folders_nested_past_the_recursion_limit_are_refused_in_words(tmp_
         with pytest.raises(DatasetError, match="^set: its folders are nested too deeply to be read") as refused:
             discover(tmp_path / "set")
         assert str(tmp_path) not in str(refused.value)
+        assert folder_stamp(tmp_path / "set") == "nested too deeply"  # Compare evaluates: its words, not "moved"
     finally:  # shutil.rmtree recurses too: pytest could not remove this tree later
         _remove_chain(tmp_path / "set" / "NORMAL", 1100)
 
