@@ -80,6 +80,10 @@ def test_hidden_files_are_no_films_and_a_film_reached_twice_is_read_once_under_o
         (root / folder / f"._{films[0].name}").write_bytes(b"\x00\x05\x16\x07")  # a macOS resource fork
     (root / "NORMAL" / "again.jpeg").symlink_to(root / "NORMAL" / normal[0].name)
     assert discover(root).class_counts() == [3, 2]
+    (tmp_path / "dicoms" / "NORMAL").mkdir(parents=True)
+    (tmp_path / "dicoms" / "NORMAL" / "IM0001").write_bytes(b"\0" * 128 + b"DICM")  # a review: no word of why
+    with pytest.raises(DatasetError, match="a DICOM without a suffix is not looked at"):
+        discover(tmp_path / "dicoms", min_classes=1)
     (root / "PNEUMONIA" / "linked.jpeg").symlink_to(root / "NORMAL" / normal[1].name)
     with pytest.raises(DatasetError, match="reaches the same film from class folders NORMAL and PNEUMONIA"):
         discover(root)
