@@ -137,29 +137,44 @@ def _rank(rank: int, world: int, rendezvous: str, results: str) -> None:
         dist.destroy_process_group()
 
 
+def _answer(rank: int, world: int, rendezvous: str, results: str, action) -> None:
+    """``action()`` in this rank's gloo group; "done", or the TriageError it raised in words, written for the test."""
+    from core.errors import TriageError
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        try:
+            action()
+            answer = "done"
+        except TriageError as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        Path(results, f"{rank}.json").write_text(json.dumps(answer))
+        dist.barrier()  # as core.training.distributed.leave does: no rank tears gloo down under another
+    finally:
+        dist.destroy_process_group()
+
+
+def _answers(folder: Path) -> tuple[str, str]:
+    """What rank 0 and rank 1 answered (:func:`_answer`)."""
+    return tuple(json.loads((folder / f"{rank}.json").read_text()) for rank in (0, 1))
+
+
 def _failing_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
-    from core.errors import CheckpointError, TriageError
+    from core.errors import CheckpointError
 
     def outputs_not_numbers(*args, **kwargs):
         raise CheckpointError("its outputs are not numbers")
 
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
+    def trains() -> None:
         loop._validate = outputs_not_numbers  # rank 0 alone validates: the failure is its own
         torch.manual_seed(0)
         films = loop.TrainingFilms(films=torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8),
                                    labels=torch.arange(40) % 2, class_weight=torch.ones(2), total=80)
         config = TrainConfig(arch="logistic", epochs=3, image_size=32, batch_size=8, augment=False).resolved()
-        try:
-            loop.fit(build_model("logistic", 2, 32)[0], films, None, _films(8), config, _hardware(rank, world),
-                     lambda event: None, None)
-            answer = "trained"
-        except TriageError as exc:
-            answer = f"{type(exc).__name__}: {exc}"
-        Path(results, f"{rank}.json").write_text(json.dumps(answer))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+        loop.fit(build_model("logistic", 2, 32)[0], films, None, _films(8), config, _hardware(rank, world),
+                 lambda event: None, None)
+
+    _answer(rank, world, rendezvous, results, trains)
 
 
 @pytest.mark.slow
@@ -167,31 +182,23 @@ def test_a_failure_of_rank_0_alone_stops_every_rank_in_words(tmp_path):
     """Found by a review: rank 0 validating into NaN outputs raised there alone, and rank 1 waited in the next
     collective until torchrun tore it down ("unexpected error")."""
     run_ranks(_failing_rank, 2, tmp_path, timeout=120)
-    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    main, other = _answers(tmp_path)
     assert main.startswith("TrainingDiverged: Training diverged in epoch 1 of 3: its outputs stopped being numbers")
     assert other == ("TrainingStopped: Training stopped: the main training process (rank 0) failed; its message "
                      "says why.")
 
 
 def _unreadable_film_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
-    from core.errors import DatasetError, TriageError
+    from core.errors import DatasetError
 
     def unreadable(*args, **kwargs):
         raise DatasetError("Cannot use NORMAL/broken.jpeg: it is not an image we can read")
 
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        if rank == 1:  # the film is in rank 1's shard alone
-            loop.load_tensors = unreadable
-        config = TrainConfig(arch="logistic", epochs=1, image_size=32, batch_size=8, augment=False).resolved()
-        try:
-            loop.decode_for_training(_films(0), _films(0), config, _hardware(rank, world), lambda event: None, None)
-            answer = "decoded"
-        except TriageError as exc:
-            answer = f"{type(exc).__name__}: {exc}"
-        Path(results, f"{rank}.json").write_text(json.dumps(answer))
-    finally:
-        dist.destroy_process_group()
+    if rank == 1:  # the film is in rank 1's shard alone
+        loop.load_tensors = unreadable
+    config = TrainConfig(arch="logistic", epochs=1, image_size=32, batch_size=8, augment=False).resolved()
+    _answer(rank, world, rendezvous, results, lambda: loop.decode_for_training(
+        _films(0), _films(0), config, _hardware(rank, world), lambda event: None, None))
 
 
 @pytest.mark.slow
@@ -199,29 +206,19 @@ def test_a_film_one_rank_cannot_read_stops_every_rank_in_words(tmp_path):
     """A review: the rank that could not read a film stopped, and the others went on into DDP's set-up and waited
     there until torchrun tore them down ("interrupted")."""
     run_ranks(_unreadable_film_rank, 2, tmp_path, timeout=120)
-    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    main, other = _answers(tmp_path)
     assert other == "DatasetError: Cannot use NORMAL/broken.jpeg: it is not an image we can read"
     assert main == ("TrainingStopped: Training stopped: another training process stopped while decoding its films; "
                     "its message says why.")
 
 
 def _unwritable_runs_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
-    from core.errors import TriageError
-
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        blocked = Path(results) / "runs-is-a-file"
-        blocked.touch()
-        identity = RunIdentity(config=TrainConfig(arch="logistic").resolved(), data_dir="d", train=Fingerprint(
-            n=1, class_counts={}, sha256="a"), validation=Fingerprint(n=1, class_counts={}, sha256="b"), world_size=2)
-        try:
-            open_run(identity, _hardware(rank, world), False, folder=blocked / "runs")
-            answer = "opened"
-        except TriageError as exc:
-            answer = f"{type(exc).__name__}: {exc}"
-        Path(results, f"{rank}.json").write_text(json.dumps(answer))
-    finally:
-        dist.destroy_process_group()
+    blocked = Path(results) / "runs-is-a-file"
+    blocked.touch()
+    identity = RunIdentity(config=TrainConfig(arch="logistic").resolved(), data_dir="d", train=Fingerprint(
+        n=1, class_counts={}, sha256="a"), validation=Fingerprint(n=1, class_counts={}, sha256="b"), world_size=2)
+    _answer(rank, world, rendezvous, results,
+            lambda: open_run(identity, _hardware(rank, world), False, folder=blocked / "runs"))
 
 
 @pytest.mark.slow
@@ -229,34 +226,26 @@ def test_a_runs_folder_rank_0_cannot_write_stops_every_rank_in_words(tmp_path):
     """A review: rank 0 raised its refusal before the collective the others waited in, and rank 1 ended with "an
     unexpected error (RuntimeError). This is a fault in the program"."""
     run_ranks(_unwritable_runs_rank, 2, tmp_path, timeout=120)
-    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    main, other = _answers(tmp_path)
     assert main.startswith("ResumeRefused: The runs folder beside the models folder cannot be written")
     assert other == ("ResumeRefused: The main training process (rank 0) could not use the runs folder beside the "
                      "models folder; its message says why.")
 
 
 def _failing_to_ship_rank(rank: int, world: int, rendezvous: str, results: str) -> None:
-    from core.errors import CheckpointError, TriageError
+    from core.errors import CheckpointError
 
     def full_disk(*args, **kwargs):
         raise CheckpointError("The models folder cannot be written (No space left on device).")
 
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        train_module.prepare_hardware = lambda config: _hardware(rank, world)
-        train_module.leave = lambda hardware, completed: None  # the process group is this function's
-        train_module.ship_version = full_disk
-        os.environ.update(CXR_MODELS=str(Path(results) / "models"), CXR_AUDIT_LOG=str(Path(results) / "audit.jsonl"),
-                          CXR_DECODE_CACHE="off")
-        config = TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=40, augment=False, batch_size=8)
-        try:
-            train_module.train(Path(results, "films.txt").read_text(), config, directory=Path(results) / "models")
-            answer = "trained"
-        except TriageError as exc:
-            answer = f"{type(exc).__name__}: {exc}"
-        Path(results, f"{rank}.json").write_text(json.dumps(answer))
-    finally:
-        dist.destroy_process_group()
+    train_module.prepare_hardware = lambda config: _hardware(rank, world)
+    train_module.leave = lambda hardware, completed: None  # the process group is _answer's
+    train_module.ship_version = full_disk
+    os.environ.update(CXR_MODELS=str(Path(results) / "models"), CXR_AUDIT_LOG=str(Path(results) / "audit.jsonl"),
+                      CXR_DECODE_CACHE="off")
+    config = TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=40, augment=False, batch_size=8)
+    _answer(rank, world, rendezvous, results, lambda: train_module.train(
+        Path(results, "films.txt").read_text(), config, directory=Path(results) / "models"))
 
 
 @pytest.mark.slow
@@ -265,7 +254,7 @@ def test_rank_0_failing_to_ship_stops_every_rank_in_words(kermany_train, tmp_pat
     "a fault in the program" (gloo) or waiting until torchrun tore them down."""
     (tmp_path / "films.txt").write_text(str(kermany_train))  # spawned ranks have no fixtures
     run_ranks(_failing_to_ship_rank, 2, tmp_path, timeout=180)
-    main, other = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    main, other = _answers(tmp_path)
     assert main == "CheckpointError: The models folder cannot be written (No space left on device)."
     assert other == ("TrainingStopped: Training stopped: the main training process (rank 0) failed after the last "
                      "epoch, before its model was registered; its message says why.")
