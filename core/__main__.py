@@ -1,6 +1,25 @@
+import atexit
 import json
 import os
 import sys
+
+_code: int = 1  # what the process exits with, for the last step below
+
+
+@atexit.register  # first registered, so run last: after logging's, the decode workers' and every other exit step
+def _end_a_training_rank_at_once() -> None:
+    """A torchrun rank that joined a process group skips the interpreter's teardown (core.training.distributed
+    ``joined_a_group`` says why); its output is flushed first. Looked up in sys.modules: never imports torch."""
+    distributed = sys.modules.get("core.training.distributed")
+    if distributed is None or not distributed.joined_a_group():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # said already where it could be (below); a closed stream has nothing left
+            pass
+    os._exit(_code)
+
 
 if sys.stdout is None:  # started with its output closed (``>&-``): an answer printed nowhere once exited 0
     print('{"error": "python -m core: its output is closed, so it has nowhere to answer."}', file=sys.stderr)
@@ -49,4 +68,5 @@ except OSError as exc:
 except KeyboardInterrupt:  # Ctrl+C while a slow reader (less) kept the answer waiting: main's handler is gone
     restore()
     code = _unwritable("interrupted while its output was being written")
+_code = code if isinstance(code, int) else 0 if code is None else 1  # sys.exit's own reading of it
 sys.exit(code)

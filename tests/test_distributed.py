@@ -271,8 +271,12 @@ def test_rank_0_decides_early_stopping_for_every_rank(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_trains_on_two_gloo_processes_and_only_rank_0_writes(kermany_train, tmp_path):
-    checkpoints = tmp_path / "checkpoints"
-    env = {**os.environ, "CXR_MODELS": str(checkpoints), "PYTHONPATH": str(REPO)}
+    checkpoints, site = tmp_path / "checkpoints", tmp_path / "site"
+    site.mkdir()  # Python's teardown, if a rank runs it, leaves a file (sitecustomize: the first exit step, run last)
+    (site / "sitecustomize.py").write_text(
+        "import atexit, os, pathlib\n"
+        "atexit.register(lambda: os.environ.get('RANK') and pathlib.Path(f'teardown-{os.environ[\"RANK\"]}').touch())\n")
+    env = {**os.environ, "CXR_MODELS": str(checkpoints), "PYTHONPATH": os.pathsep.join((str(site), str(REPO)))}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -281,6 +285,7 @@ def test_torchrun_trains_on_two_gloo_processes_and_only_rank_0_writes(kermany_tr
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "Traceback" not in done.stderr + done.stdout
+    assert not list(tmp_path.glob("teardown-*"))  # no rank tore gloo's threads down with the interpreter (a CI abort)
     (line,) = [json.loads(text) for text in done.stdout.splitlines() if text.startswith("{")]  # rank 0 only
     assert line["name"] == "ddp-v1" and line["validation"]["n"] > 0
     models = sorted(p.name for p in checkpoints.iterdir() if p.suffix in (".json", ".pt") and p.stem != "registry")

@@ -139,11 +139,24 @@ def prepare_hardware(config: TrainConfig, world: DistributedEnvironment | None =
     if world.is_distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=world.rank,
                                 world_size=world.world_size)
+        _joined.append(world.rank)
     notes = [note] if note else []
     if world.is_distributed and config.batch_size % world.world_size:
         notes.append(f"the global batch {config.batch_size} does not divide among {world.world_size} processes: "
                      f"each takes {config.batch_size // world.world_size}")
     return Hardware(device, precision, world, tuple(notes))
+
+
+_joined: list[int] = []  # the rank this process joined a process group as (core.__main__ reads it at exit)
+
+
+def joined_a_group() -> bool:
+    """Whether this process joined a process group. DDP keeps its group alive in C++ past
+    ``destroy_process_group`` (measured, torch 2.14: gloo's three threads still run at exit), and tearing the
+    interpreter down around them can abort a rank that finished (a CI run: SIGABRT, "terminate called without
+    an active exception", after rank 0 had registered its model), so ``python -m core`` ends such a process at
+    once, after its own exit work (core.__main__)."""
+    return bool(_joined)
 
 
 def leave(hardware: Hardware, completed: bool = False) -> None:
