@@ -297,7 +297,9 @@ def test_torchrun_trains_on_two_gloo_processes_and_only_rank_0_writes(kermany_tr
     assert (training.world_size, training.device, training.config.batch_size) == (2, "cpu", 32)
     assert training.precision in ("bf16", "fp32") and [h.epoch for h in training.history] == [1]
     assert record.data.train.n + record.data.validation.n == 200  # every training film trained, on some rank
-    assert record.report.auc == pytest.approx(training.history[0].val_auc, abs=0.01)
+    # the report (fp32, stored weights) describes the epoch's model: after one epoch at 32 px its 40 validation
+    # scores lie close, so the epoch's bf16 pass may order a few pairs otherwise (one pair: 0.003 of AUC)
+    assert record.report.auc == pytest.approx(training.history[0].val_auc, abs=0.02)
 
 
 def _agreeing_rank(rank: int, world: int, rendezvous: str, results: str) -> None:

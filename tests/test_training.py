@@ -271,3 +271,20 @@ def test_rank_0_tells_the_other_ranks_whether_it_failed_to_ship(kermany_train, t
         train(kermany_train, TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=40, augment=False),
               directory=tmp_path)
     assert said[-1] is told
+
+
+def test_each_training_process_draws_its_own_dropout_masks_after_the_same_initial_weights():
+    from core.config import DistributedEnvironment
+    from core.training.distributed import Hardware
+
+    def start(rank: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(5)
+        weights = nn.Linear(8, 8).weight.detach().clone()  # what every rank builds from the seed
+        if rank is not None:
+            Hardware(torch.device("cpu"), "fp32", DistributedEnvironment(rank, 2, rank, 2)).own_randomness(5)
+        return weights, nn.functional.dropout(torch.ones(256), 0.5).ne(0)
+
+    (alone, alone_mask), (w0, mask0), (w1, mask1) = start(None), start(0), start(1)
+    assert torch.equal(w0, w1) and torch.equal(w0, alone)
+    assert torch.equal(mask0, alone_mask)  # rank 0 trains as a single process does
+    assert not torch.equal(mask0, mask1)

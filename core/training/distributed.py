@@ -77,6 +77,13 @@ class Hardware:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
 
+    def own_randomness(self, seed: int) -> None:
+        """Once every rank has drawn the same initial weights from ``seed``: each rank but 0 its own stream of
+        the global generator from here on, which dropout and stochastic depth draw their masks from (a review:
+        every rank dropped the same units of its films). Rank 0, like a single process, keeps the stream it has."""
+        if self.world.rank:
+            torch.manual_seed(seed + 104_729 * self.world.rank)
+
     def from_main(self, flag: bool) -> bool:
         """Rank 0's decision, on every rank (early stopping)."""
         if not self.world.is_distributed:

@@ -136,6 +136,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     run = open_run(identity, hardware, resume, job_id)  # before decoding: a refused resume says so at once
     train_films, x_val = decode_for_training(train_set, val_set, config, hardware, emit, should_stop)
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
+    hardware.own_randomness(config.seed)  # the same start everywhere, then each rank its own dropout masks
     run_notes = run.notes
     notes += split_notes + list(hardware.notes) + run_notes
     for note in notes:
