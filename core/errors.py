@@ -2,6 +2,7 @@
 
 Pages catch these at the edge and show ``st.error``; the CLI turns them into JSON and exit code 1.
 """
+from core.wording import valid_text
 
 
 class TriageError(Exception):
@@ -9,8 +10,8 @@ class TriageError(Exception):
     beside the words (the CLI prints them in its JSON error, e.g. the ``name`` of a version registered before
     its promotion was refused)."""
 
-    def __init__(self, *args, **details):
-        super().__init__(*args)
+    def __init__(self, *args, **details):  # a film or folder name that is not valid UTF-8 is said escaped:
+        super().__init__(*(valid_text(a) if isinstance(a, str) else a for a in args))  # a page shows no raw one
         self.details = details
 
 

@@ -85,13 +85,19 @@ def one_line(text: str) -> str:
     """``text`` for one line of the command's text output: control characters (a newline or carriage return in a
     file name would start a line of its own, with a reading of its choosing) and lone surrogates spelled as
     escapes, everything else as it is."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = valid_text(text)
     return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def valid_text(text: str) -> str:
+    """``text`` with the lone surrogates a file name that is not valid UTF-8 decodes to spelled as escapes
+    ("M\\udcfcller"): a page or a JSON line can carry it (Streamlit's messages cannot carry the raw name)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _valid_unicode(value: object) -> object:
     if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return valid_text(value)
     if isinstance(value, dict):
         return {_valid_unicode(key): _valid_unicode(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core.errors import DataRootsUnreadable, FolderNotAllowed, TriageError
 from core.films.roots import data_roots, folder_label
+from core.wording import valid_text
 
 MANIFEST_SUFFIX = ".toml"  # a training source that is a manifest (core.films.manifest), not a class folder
 UNPLACED = "a folder (the list of data roots cannot be read)"  # a label while the roots file is broken
@@ -18,9 +19,9 @@ def source_label(source: str | Path) -> str:
     a server path."""
     path = Path(source)
     if path.suffix == MANIFEST_SUFFIX:
-        return f"{path.stem} (manifest)"
+        return valid_text(f"{path.stem} (manifest)")
     try:
-        return folder_label(path)
+        return valid_text(folder_label(path))  # a name that is not valid UTF-8 escaped, as in core's messages
     except FolderNotAllowed:
         return _missing_inside_a_root(path) or "a folder outside the data roots"
     except DataRootsUnreadable:  # the folder picker says so and what to do; a label must not stop the page
@@ -54,12 +55,13 @@ def _missing_inside_a_root(path: Path) -> str | None:
 
 def without_server_paths(text: str, source: str | Path | None = None) -> str:
     """``text`` (a core error's message) with ``source`` and every data root's server path put in words."""
-    if source is not None:
-        text = text.replace(str(source), source_label(source))
+    if source is not None:  # as the message has it: escaped where its name is not valid UTF-8 (core.errors)
+        for spelled in {str(source), valid_text(str(source))}:
+            text = text.replace(spelled, source_label(source))
     try:
         roots = sorted(data_roots(), key=lambda root: len(str(root.path)), reverse=True)
     except TriageError:
         roots = []
     for root in roots:
         text = text.replace(str(root.path), root.name)
-    return text
+    return valid_text(text)

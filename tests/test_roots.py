@@ -284,3 +284,18 @@ def test_training_names_films_by_their_label_and_refuses_an_oversized_one_before
         load_tensors(films, 32)  # the fixture's two-byte "film.png" cannot be decoded
     assert str(refused.value).startswith("Cannot use relative/NORMAL/film.png: ")
     assert str(site) not in str(refused.value)
+
+
+def test_a_folder_whose_name_is_not_utf8_is_listed_escaped_and_picked_as_itself(site):
+    os.mkdir(os.fsencode(site) + b"/M\xfcller")  # a Latin-1 name from an export: Streamlit cannot carry it raw
+    raw = os.fsdecode(b"M\xfcller")
+    at = _picker("site")
+    folder = at.selectbox[1]
+    assert "M\\udcfcller" in folder.options  # the page drew (before: UnicodeEncodeError, the page stopped)
+    folder.set_value(raw)
+    at.run()
+    assert not at.exception and at.session_state["chosen"] == str((site / raw).resolve())
+    from dashboard.labels import source_label, without_server_paths
+    refusal = DatasetError(f"Dataset folder {site / raw} has no class folders.")
+    assert source_label(site / raw) == "site/M\\udcfcller"
+    assert without_server_paths(str(refusal), site / raw) == "Dataset folder site/M\\udcfcller has no class folders."

@@ -19,7 +19,7 @@ from dashboard.components.charts import (class_roc_curves, confusion_matrix, roc
                                          travel_intervals)
 from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORTCUT, class_curves, class_table,
                                                 several_classes, source_table)
-from core.wording import fixed
+from core.wording import fixed, valid_text
 from dashboard.components.same_films import films_apart
 from dashboard.components.reports import (data_label, escape_markdown, films_in_words, metrics_table,
                                           operating_points, per_class_table, roc_input, threshold_value)
@@ -272,7 +272,7 @@ def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, s
     The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.
     """
     try:
-        shown = folder_label(folder)  # people see a data root's label, never the server path
+        shown = valid_text(folder_label(folder))  # a data root's label, never the server path; escaped if not UTF-8
     except TriageError:  # outside the roots, or their list unreadable: evaluate_folder says which
         shown = "the chosen folder"
     bar = st.progress(0.0, text=f"Evaluating {name} on {shown}…")

@@ -13,6 +13,7 @@ import streamlit as st
 
 from core.errors import FolderNotAllowed, TriageError
 from core.films.roots import DataRoot, data_roots, folder_label, list_folders, resolve_folder
+from core.wording import valid_text
 
 LISTED_DEPTH = 2  # e.g. kermany-224/train; deeper folders can be typed
 WHOLE_ROOT = ""
@@ -53,7 +54,8 @@ def folder_choice(label: str, key: str, *, default: str | Path | None = None,
     chosen = folder_column.selectbox(
         label, options, index=options.index(default_relative) if root_name == default_root else 0,
         key=f"{key}-folder-{root_name}", accept_new_options=True,
-        format_func=lambda relative: relative or "(the whole data root)",
+        format_func=lambda relative: valid_text(relative) or "(the whole data root)",  # a raw non-UTF-8 name stops
+        # the page; escaped it is shown and still picked as the folder it names
         help=(help + " " if help else "") + "Pick a folder inside the data root, or type its path "
                                             "inside the root (e.g. kermany-224/train).")
     try:

@@ -16,7 +16,7 @@ from core.films.roots import data_roots, folder_label
 from core.models.catalog import CATALOG
 from core.store.registry import ModelEntry
 from core.store.reports import Report
-from core.wording import fixed, percent, threshold_value, with_interval
+from core.wording import fixed, percent, threshold_value, valid_text, with_interval
 from dashboard.labels import UNPLACED
 
 
@@ -62,7 +62,7 @@ def chosen_on(calibration) -> str:
 def data_label(folder: str) -> str:
     """A folder by its data-root label, never by its server path."""
     try:
-        return folder_label(folder)
+        return valid_text(folder_label(folder))  # a name that is not valid UTF-8 escaped (a raw one stops the page)
     except FolderNotAllowed:
         return "a folder outside the data roots"
     except DataRootsUnreadable:  # the picker says so and what to do; a label must not stop the page
