@@ -382,3 +382,15 @@ def test_a_training_folder_refused_at_once_gets_its_error_and_no_progress_bar(ru
     assert refused.returncode == 1 and refused.stderr == ""
     (line,) = refused.json_lines()
     assert "is not a class-folder tree" in line["error"]
+
+
+@pytest.mark.parametrize("command", [["train", "~no-such-user-here/films", "--arch", "cnn5"],
+                                     ["evaluate", "~no-such-user-here/films"],
+                                     ["calibrate", "m", "--target-sensitivity", "0.95", "--data", "~no-such-user-here/x"]])
+def test_a_home_folder_of_an_unknown_user_is_refused_in_words(run_cli, tmp_path, command):
+    result = run_cli(*command, checkpoints=tmp_path)
+    assert result.returncode == 1
+    no_traceback(result)
+    assert json.loads(result.stdout) == {"error": "~no-such-user-here is the home folder of a user this computer "
+                                                  "does not know, so the path cannot be read; give the folder's "
+                                                  "full path."}
