@@ -168,3 +168,12 @@ def test_evaluating_a_folder_from_the_cli_is_recorded(trained_model, films_dir, 
     assert entry.details["folder"] == "films" and entry.details["n"] == report["n"] == 16
     assert entry.details["auc"] == pytest.approx(report["auc"])
     assert str(films_dir) not in json.dumps(entry.to_json())  # a label, never the server path
+
+
+def test_a_log_that_cannot_be_read_says_what_to_do(tmp_path, settings_env):
+    (tmp_path / "audit-folder").mkdir()  # a folder where the log should be: no regular file
+    settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit-folder"))
+    with pytest.raises(AuditLogUnavailable) as refused:
+        read_actions()
+    assert str(refused.value) == ("The audit log cannot be read (not a regular file); ask an administrator to check "
+                                  "the audit log setting (CXR_AUDIT_LOG).")

@@ -128,7 +128,8 @@ def _lines_from_the_end(path: Path):
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise AuditLogUnavailable(f"The audit log cannot be read ({exc.strerror or type(exc).__name__}).") from exc
+        raise AuditLogUnavailable(f"The audit log cannot be read ({exc.strerror or type(exc).__name__}); ask an "
+                                  "administrator to check the audit log setting (CXR_AUDIT_LOG).") from exc
     with handle:
         position = handle.seek(0, os.SEEK_END)
         rest = b""
