@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import test_dashboard_retrain
 from e2e_support import TRAIN_DIR, retrain_page
-from test_dashboard_retrain import _fill
+from test_dashboard_retrain import _fill, _select
 
 from core.store.records import TrainConfig
 
@@ -28,8 +28,13 @@ def test_a_start_that_would_replace_an_interrupted_run_of_the_same_settings_asks
     (runs_dir() / "0a1b.pt").write_bytes(b"state")
     at = retrain_page()
     _fill(at, epochs=2)
-    assert started == [] and any("interrupted run of these settings on this folder is kept (after epoch 1 of 2)"
-                                 in w.value for w in at.warning)
+    question = "interrupted run of these settings (mlp, 2 epochs) on shared-data/kermany-224/train is kept (after"
+    assert started == [] and any(question in w.value for w in at.warning)
+    _select(at, "Dataset folder").set_value("films")  # another folder chosen: the question was not about it
+    at.run()
+    assert not any("interrupted run" in w.value for w in at.warning) and "retrain-replacing" not in at.session_state
+    _fill(at, folder="kermany-224/train", epochs=2)  # asked again for the folder it is about
+    assert started == [] and any(question in w.value for w in at.warning)
     next(b for b in at.button if b.label == "Start anyway, replacing it").click()
     at.run()
     assert not at.exception and [c.resolved() for c in started] == [config]

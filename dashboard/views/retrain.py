@@ -26,7 +26,7 @@ from dashboard.components.job_view import audit_table, interrupted_runs, job_his
 from dashboard.components.task_choice import FIRST_TASK, title_of
 from dashboard.components.training_sample import sample_check, sample_warning
 from dashboard.components.reports import escape_markdown
-from dashboard.labels import without_server_paths
+from dashboard.labels import source_label, without_server_paths
 from dashboard.state import default_data_dir, source_stamp, training_preview
 
 IMAGE_SIZES = (None, *(s for s in (64, 96, 128, 160, 192, 224, 256, 320)
@@ -162,20 +162,22 @@ def start_unless_it_replaces(data_dir: Path, config: TrainConfig, user) -> None:
         start(data_dir, config, user)
         return
     st.session_state[REPLACING] = (data_dir, config)
-    start_anyway(user)
+    start_anyway(user, data_dir)
 
 
-def start_anyway(user) -> None:
+def start_anyway(user, chosen: Path | None) -> None:
     """The question, for as long as it holds: once the run is resumed, shipped or pruned, or a job runs, it goes
-    (it stayed, offering to replace a run no longer there: a review of the day's diff)."""
+    (it stayed, offering to replace a run no longer there: a review of the day's diff), and so it does once another
+    folder or manifest is chosen (a review: the button then started the run on the folder asked about)."""
     data_dir, config = st.session_state[REPLACING]
-    kept = kept_run(data_dir, config)
+    kept = kept_run(data_dir, config) if chosen == data_dir else None
     if kept is None:
         del st.session_state[REPLACING]
         return
-    st.warning(f"An interrupted run of these settings on this folder is kept ({kept.where}). A new run starts "
-               "again from the first epoch and replaces it once that epoch ends; where its job offers Resume, "
-               "resuming continues it instead.", icon=":material/warning:")
+    st.warning(f"An interrupted run of these settings ({config.arch}, {config.epochs} epochs) on "
+               f"{escape_markdown(source_label(data_dir))} is kept ({kept.where}). A new run starts again from the "
+               "first epoch and replaces it once that epoch ends; where its job offers Resume, resuming continues it "
+               "instead.", icon=":material/warning:")
     if st.button("Start anyway, replacing it", key="start-anyway", icon=":material/restart_alt:"):
         del st.session_state[REPLACING]
         start(data_dir, config, user)
@@ -207,7 +209,7 @@ with job_column:
                        icon=":material/warning:")
         start_unless_it_replaces(data_dir, train_config, user)
     elif user.is_admin and st.session_state.get(REPLACING):
-        start_anyway(user)
+        start_anyway(user, data_dir)
     try:
         jobs = list_jobs(limit=JOBS_READ)  # more than the history shows: an older interrupted run keeps its Resume
     except (TriageError, OSError):
