@@ -16,7 +16,7 @@ from core.admin.audit import cli_user, read_actions
 from core.errors import AuditLogUnavailable, PromotionRefused, SettingOutOfRange
 from core.store.promotion import check_promotion, floor_for, promote, promote_first
 from core.store.records import read_model_record
-from core.store.registry import REGISTRY_FILE, ModelEntry, find_model, list_models, read_registry
+from core.store.registry import REGISTRY_FILE, ModelEntry, find_model, list_models, read_registry, set_default
 from core.training.calibrate import calibrate
 
 SHIPPED = REPO / "checkpoints"
@@ -283,26 +283,32 @@ def test_a_version_whose_weights_cannot_be_loaded_never_becomes_the_default(trai
     assert [a.action for a in read_actions()] == ["calibrate"]
 
 
-def test_a_registry_changed_meanwhile_is_not_put_back_and_a_first_default_is_put_back_too(
+def test_another_promotion_waits_for_a_put_back_and_a_first_default_is_put_back_too(
         trained_model, registry, settings_env, audit, monkeypatch):
-    """From a review of the put-back: another promotion between this one's change and its failed audit line must
-    not be undone by it (the person is told what happened instead); and a task's first default, set without any
-    promotion, is put back like the others."""
+    """From reviews of the put-back: another promotion landing between this one's change and its failed audit line
+    was undone with it (its registry was read outside the lock); now the lock is held from reading the registry to
+    putting it back, so the other waits and lands after. And a task's first default, set without any promotion, is
+    put back like the others."""
+    import threading
+
     import core.store.promotion
 
     calibrated = calibrate(trained_model.name, 0.96, directory=registry, who="admin:carol")
+    other = calibrate(trained_model.name, 0.97, directory=registry, who="admin:dan")
     settings_env(CXR_PROMOTION_MIN_FILMS="1")
-    other = b'{"note": "another promotion, meanwhile"}'
+    meanwhile = threading.Thread(target=set_default, args=(other.name, registry))
 
-    def full_after_another(*args, **kwargs):
-        (registry / REGISTRY_FILE).write_bytes(other)
+    def full_while_another_promotes(*args, **kwargs):
+        meanwhile.start()
+        meanwhile.join(timeout=1.0)
+        assert meanwhile.is_alive()  # it waits for the registry: nothing lands in between
         raise AuditLogUnavailable("The audit log cannot be written (No space left on device).")
 
-    monkeypatch.setattr(core.store.promotion, "record_action", full_after_another)
-    with pytest.raises(AuditLogUnavailable, match=f"{calibrated.name} became the default of pneumonia without a "
-                                                  "record, and could not be put back"):
+    monkeypatch.setattr(core.store.promotion, "record_action", full_while_another_promotes)
+    with pytest.raises(AuditLogUnavailable, match="The change could not be recorded, so the default is unchanged"):
         promote(calibrated.name, who="admin:carol", directory=registry)
-    assert (registry / REGISTRY_FILE).read_bytes() == other
+    meanwhile.join(timeout=30)
+    assert _default(registry) == other.name  # the other promotion landed after the put-back, not undone by it
     (registry / REGISTRY_FILE).unlink()  # no default at all: the next version would be its task's first
     monkeypatch.setattr(core.store.promotion, "record_action", lambda *a, **k: (_ for _ in ()).throw(
         AuditLogUnavailable("The audit log cannot be written (No space left on device).")))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.admin.audit import ensure_writable, record_action
 from core.config import settings
-from core.errors import AuditLogUnavailable, CheckpointError, PromotionRefused
+from core.errors import AuditLogUnavailable, PromotionRefused
 from core.store.atomic import atomic_write_bytes
 from core.store.base import MAX_RECORD_BYTES, read_regular_file
 from core.store.manifest import REGISTRY_FILE
@@ -132,9 +132,9 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
     from core.store.checkpoints import load_checkpoint  # torch: only where a default changes
 
     load_checkpoint(entry.json_path)  # CheckpointError: a default that cannot be loaded stops its task's triage
-    with stops_held():  # the change and its audit line, both: `train --set-default` promotes after its own hold
+    with stops_held(), registry_lock(directory or site_dir()):  # `train --set-default` promotes after its own hold
         before = _registry_bytes(directory)
-        set_default(name, directory)
+        set_default(name, directory, held=True)
         _recorded_or_put_back(entry, directory, before, lambda: record_action(
             "default.change", who, model=name, task=entry.task, previous=previous, override=override,
             **({"floor_not_met": reasons} if override else {}), **figures(entry)))
@@ -147,22 +147,19 @@ def _registry_bytes(directory: Path | None) -> bytes | None:
 
 def _recorded_or_put_back(entry: ModelEntry, directory: Path | None, before: bytes | None, record) -> None:
     """Write the audit line of a change of default just made; when it cannot be written (the log writable when
-    checked, then its disk full), put the registry back as it was, under its lock and only if no one has changed
-    it since: a default never changes unrecorded while the person is told it did not change."""
-    after = _registry_bytes(directory)
+    checked, then its disk full), put the registry back as it was: a default never changes unrecorded while the
+    person is told it did not change. The caller holds the registry lock from reading ``before`` to here, so no
+    other change lands in between to be undone with it (a review: ``before`` was read outside the lock)."""
     try:
         record()
     except AuditLogUnavailable as exc:
         registry_file = (directory or site_dir()) / REGISTRY_FILE
         try:
-            with registry_lock(directory or site_dir()):
-                if _registry_bytes(directory) != after:
-                    raise OSError("changed since")
-                if before is None:
-                    registry_file.unlink(missing_ok=True)
-                else:
-                    atomic_write_bytes(registry_file, before)
-        except (OSError, CheckpointError):
+            if before is None:
+                registry_file.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(registry_file, before)
+        except OSError:
             raise AuditLogUnavailable(f"{exc} {entry.name} became the default of {entry.task} without a record, and "
                                       "could not be put back: ask an administrator to check the default.") from exc
         raise AuditLogUnavailable(f"{exc} The change could not be recorded, so the default is unchanged.") from exc
@@ -177,9 +174,9 @@ def promote_first(name: str, *, who: str, directory: Path | None = None) -> bool
         return False
     ensure_writable()
     ensure_models_writable(directory)
-    with stops_held():
+    with stops_held(), registry_lock(directory or site_dir()):
         before = _registry_bytes(directory)
-        ensure_default(name, directory)
+        ensure_default(name, directory, held=True)
         if not find_model(name, directory).is_default:
             return False  # the task already had a default
         _recorded_or_put_back(entry, directory, before, lambda: record_action(

@@ -11,11 +11,11 @@ naming one default model per task and recording every promotion:
 Every function's ``directory`` names the site folder (default: the configured one); the shipped folder is
 always the configured one, and when ``directory`` *is* the shipped folder there is just the one tier (the
 shipping path). Writes happen under a file lock and atomically, so a killed training job can never leave a
-half-written registry or change a default. Imports no torch: pages list models before any model loads.
-"""
+half-written registry or change a default. Imports no torch: pages list models before any model loads."""
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -33,9 +33,9 @@ from core.store.registry_file import Promotion, RegistryFile, read_registry
 from core.tasks import DEFAULT_TASK, task_title
 
 SHIPPED, SITE = "shipped", "site"
-__all__ = ["REGISTRY_FILE", "SHIPPED", "SITE", "ModelEntry", "Tier", "checkpoint_dir", "ensure_default",
-           "Listing", "find_model", "list_models", "listing", "pick", "read_registry",
-           "registry_lock", "set_default", "shipped_dir", "site_dir", "tiers"]
+__all__ = ["REGISTRY_FILE", "SHIPPED", "SITE", "ModelEntry", "Tier", "checkpoint_dir", "ensure_default", "Listing",
+           "find_model", "list_models", "listing", "pick", "read_registry", "registry_lock", "set_default",
+           "shipped_dir", "site_dir", "tiers"]
 
 
 def site_dir() -> Path:
@@ -58,9 +58,7 @@ def tiers(directory: Path | None = None) -> list[Tier]:
     """The shipped tier, then the site tier (``directory`` or the configured site folder); one tier when
     ``directory`` is the shipped folder itself."""
     shipped, site = shipped_dir(), directory or site_dir()
-    if site.resolve() == shipped.resolve():
-        return [Tier(SHIPPED, shipped)]
-    return [Tier(SHIPPED, shipped), Tier(SITE, site)]
+    return [Tier(SHIPPED, shipped)] + ([] if site.resolve() == shipped.resolve() else [Tier(SITE, site)])
 
 
 @dataclass(frozen=True)
@@ -264,10 +262,11 @@ def pick(entries: list[ModelEntry], problems: list[str], name: str | None, task:
     raise ModelNotFound(f"No model named '{name}'. Available: {', '.join(e.name for e in entries)}.")
 
 
-def set_default(name: str, directory: Path | None = None) -> None:
-    """Make ``name`` (of either tier) the default of its task in the site folder, and record the promotion."""
+def set_default(name: str, directory: Path | None = None, held: bool = False) -> None:
+    """Make ``name`` (of either tier) the default of its task in the site folder, and record the promotion.
+    ``held``: the caller holds the folder's registry lock (core.store.promotion: the change and its audit line)."""
     name, directory = check_model_name(name), directory or site_dir()
-    with registry_lock(directory):
+    with nullcontext() if held else registry_lock(directory):
         entries, problems = list_models(directory)
         entry = pick(entries, problems, name, None)
         if entry.tier == SHIPPED and len(tiers(directory)) == 2 and (directory / f"{name}.json").exists():
@@ -276,10 +275,10 @@ def set_default(name: str, directory: Path | None = None) -> None:
         _promote(entry, entries, directory)
 
 
-def ensure_default(name: str, directory: Path | None = None) -> None:
+def ensure_default(name: str, directory: Path | None = None, held: bool = False) -> None:
     """Make ``name`` its task's default only when the task has none yet in either tier (its first model)."""
     name, directory = check_model_name(name), directory or site_dir()
-    with registry_lock(directory):  # check and write under one lock: two first trainings cannot race
+    with nullcontext() if held else registry_lock(directory):  # check and write under one lock: no race
         entries, problems, broken = listing(directory)
         entry = pick(entries, problems, name, None)
         if not any(e.is_default and e.task == entry.task for e in entries) and entry.task not in broken:
