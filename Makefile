@@ -1,5 +1,5 @@
 # `make run` and `make test` do all set-up on a fresh machine: .venv is created when missing and
-# re-installed whenever requirements.txt changes.
+# re-installed whenever requirements.txt or constraints.txt (the pins of everything they bring) changes.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,16 +15,16 @@ PORT ?= 8501
 # again: `test -x` alone kept a broken one for good. Its stamp goes first when that Python no longer runs (its
 # interpreter removed, say), is too old or lacks pip, or the recipe below would never be reached (found by reviews).
 ifeq (,$(findstring n,$(firstword -$(MAKEFLAGS))))  # not in a dry run (make -n), which must change nothing
-ifneq ($(shell $(PY) -c 'import sys, pip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo ok),ok)
+ifneq ($(shell $(PY) -c 'import sys, pip; sys.exit(sys.version_info < (3, 11) or sys.version_info[:3] == (3, 14, 1))' >/dev/null 2>&1 && echo ok),ok)
 $(shell rm -f $(STAMP))
 endif
 endif
-$(STAMP): requirements.txt
-	@$(PY) -c 'import sys, pip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
-	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
-	    echo "make: $(PYTHON) is not Python 3.11 or newer; run make again with PYTHON=python3.11 (or newer)" >&2; exit 1; }; \
+$(STAMP): requirements.txt constraints.txt
+	@$(PY) -c 'import sys, pip; sys.exit(sys.version_info < (3, 11) or sys.version_info[:3] == (3, 14, 1))' 2>/dev/null || { \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) or sys.version_info[:3] == (3, 14, 1))' || { \
+	    echo "make: $(PYTHON) is not Python 3.11 or newer, or is 3.14.1 (which torchvision refuses); run make again with PYTHON=python3.11 (or newer)" >&2; exit 1; }; \
 	  echo "make: creating $(VENV) with $(PYTHON)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
