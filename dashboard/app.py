@@ -29,7 +29,9 @@ access_sidebar()
 st.session_state["previous-page"] = st.session_state.get("page")
 st.session_state["page"] = getattr(pages, "title", None)
 if st.session_state["previous-page"] not in (None, st.session_state["page"]):
-    from dashboard.upload_store import release_left_uploads  # not before the first page draws: see views/triage.py
+    from dashboard import kept_batch  # not before the first page draws: see views/triage.py
+    from dashboard.upload_store import release_left_uploads
 
     release_left_uploads()  # the left page's upload box is gone, but Streamlit still held its films
+    kept_batch.charge_left_batch()  # held here alone from now on: under the caches' budget
 pages.run()

@@ -17,6 +17,7 @@ from dashboard.state import SESSION_CACHES, Upload
 
 _KEPT, _SHOWING = "kept-batch", "showing-kept-batch"
 _HELD, _LOST = "kept-batch-films", "kept-batch-lost"  # films in the batch last kept; films found gone on return
+_IN_THE_BOX = "kept-batch-in-the-box"  # the batch while Streamlit's upload store still holds its very bytes
 PAGE, PREVIOUS_PAGE = "page", "previous-page"  # set by dashboard/app.py on every run
 TRIAGE = "Triage"
 
@@ -30,10 +31,23 @@ def _store() -> BoundedCache:
 
 
 def keep(uploads: list[Upload]) -> None:
-    """The batch now on the page: shown again if its user leaves the page and comes back."""
+    """The batch now on the page: shown again if its user leaves the page and comes back. While the upload box
+    holds it, its bytes are the upload store's own (capped there), so it takes none of the caches' budget: it did,
+    and with a few full batches open the next session's results found no room and every slider move read all its
+    films again (a review). :func:`charge_left_batch` puts it under the budget once the store lets go."""
     st.session_state.pop(_SHOWING, None)
     st.session_state[_HELD] = len(uploads)
-    _store().put("batch", list(uploads))  # in place of the batch kept before
+    _store().keep_only(lambda key: False)  # in place of the batch kept before
+    st.session_state[_IN_THE_BOX] = list(uploads)
+
+
+def charge_left_batch() -> None:
+    """On leaving a page, once its uploads are released (dashboard.upload_store.release_left_uploads): the batch
+    the Triage page showed is now held here alone, so it is kept under the budget every session's caches share,
+    or not at all (the page says so on return)."""
+    uploads = st.session_state.pop(_IN_THE_BOX, None)
+    if uploads is not None:
+        _store().put("batch", uploads)
 
 
 def kept_on_return() -> list[Upload] | None:
@@ -59,4 +73,5 @@ def lost_on_return() -> int:
 def clear() -> None:
     st.session_state.pop(_SHOWING, None)
     st.session_state.pop(_HELD, None)
+    st.session_state.pop(_IN_THE_BOX, None)
     _store().keep_only(lambda key: False)

@@ -149,3 +149,17 @@ def test_once_the_server_is_found_busy_the_other_overlays_do_not_wait_their_own_
     at = app_page()
     _upload(at, [(film.name, film.read_bytes()) for film in real_films()[:3]])
     assert waits == [None, 0.0, 0.0] and sum("not drawn yet" in i.value for i in at.info) == 3 and not at.exception
+
+
+def test_the_batch_in_the_upload_box_takes_none_of_the_caches_budget_until_its_page_is_left(checkpoints):
+    """Found by a review: the kept batch charged its bytes (up to 250 MB a session) to the budget every session's
+    caches share while Streamlit's upload store still held those very bytes, so with a few full batches open the
+    next session's results found no room. It is charged once the page is left and the store lets go."""
+    films = real_films()[:3]
+    at = app_page()
+    _upload(at, [(film.name, film.read_bytes()) for film in films])
+    kept = at.session_state["kept-batch"]
+    assert kept.nbytes == 0
+    at.switch_page("views/compare.py")
+    at.run()
+    assert kept.nbytes == sum(film.stat().st_size for film in films)
