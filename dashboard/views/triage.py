@@ -26,12 +26,12 @@ from core.serving.in_flight import Patience  # noqa: E402
 from dashboard.components.task_choice import models_of, pick_task, remembered_task, with_defaults  # noqa: E402
 from dashboard.model_loads import foreground, warm_up  # noqa: E402
 from dashboard.state import (  # noqa: E402
-    Upload,
     distinct_names,
     forget_other_films,
     registered_models,
     repeated_uploads,
     triage_uploads,
+    uploads_of,
 )
 from dashboard import kept_batch  # noqa: E402
 from dashboard.components.upload_messages import refused_warnings, repeated_warning  # noqa: E402
@@ -104,7 +104,7 @@ with foreground.working() if uploads or kept else nullcontext():
             forget_other_films([])
         st.stop()
 
-    uploads = kept or distinct_names([Upload.of(upload) for upload in uploads])
+    uploads = kept or distinct_names(uploads_of(uploads))
     if not kept:
         kept_batch.keep(uploads)
     forget_other_films(uploads)
