@@ -118,6 +118,14 @@ class Hardware:
         rows = self.gathered(torch.tensor([list(digests[name]) for name in names], dtype=torch.uint8))
         return [name for i, name in enumerate(names) if not bool((rows[:, i] == rows[0, i]).all())]
 
+    def summed(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` (a tensor on this rank's device) summed over the ranks; itself in a single process."""
+        if not self.world.is_distributed:
+            return value
+        total = value.detach().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
     def mean(self, value: float) -> float:
         """The mean of ``value`` over the ranks (the training loss of an epoch)."""
         if not self.world.is_distributed:

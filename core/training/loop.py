@@ -200,12 +200,26 @@ class _Trainer:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with training_autocast(self.hardware.device, self.hardware.precision):
-            loss = self.loss_fn(self.network(batch).float(), labels)
+            loss = self._loss(self.network(batch).float(), labels)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
         self.schedule.step()
         return loss.item()
+
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The class-weighted cross-entropy of the global batch. Under torchrun each rank's share is its films'
+        weighted losses over the weight of every rank's films, times the ranks, which DDP's mean of the gradients
+        divides out again (a review: each rank divided by its own films' weight, so a rank that drew more of the
+        rarer class counted its films less); the logged loss is then the rank's share, and the epoch's mean over
+        the ranks is the global loss. One process: the loss function itself."""
+        if not self.hardware.world.is_distributed:
+            return self.loss_fn(logits, labels)
+        weight = self.loss_fn.weight
+        everyone = self.hardware.summed(weight[labels].sum())
+        summed = nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum")
+        return summed * self.hardware.world.world_size / everyone
 
 
 def _judge(progress: RunProgress, record: EpochRecord, model: nn.Module, config: TrainConfig) -> None:
