@@ -224,3 +224,34 @@ def test_a_16_bit_lut_short_of_its_entries_is_refused_not_read_as_packed_bytes()
         item.add_new(0x00283006, "OW", table.tobytes()[:-2])
         with pytest.raises(UnreadableImage, match="grey-level transforms"):
             read_film(dicom(stored, 12, **{sequence: Sequence([item])}), name="short-lut.dcm")
+
+
+def test_a_window_the_standard_does_not_allow_gives_way_to_the_next_or_to_the_stretch():
+    """Found by a review: a width of 0 (some exporters and anonymisers write it) read a 12-bit film as black and
+    white, or all one grey; pydicom refuses it. The next pair of the element is used, else the film is stretched."""
+    stretched = read_film(dicom(CONTENT), name="plain.dcm").pixels
+    for centre, width in (("2048", "0"), ("0", "0"), ("1500", "-10")):
+        film = read_film(dicom(CONTENT, WindowCenter=centre, WindowWidth=width), name="zero.dcm")
+        np.testing.assert_allclose(film.pixels, stretched, atol=1e-6)
+    second = read_film(dicom(CONTENT, WindowCenter=["2048", "1500"], WindowWidth=["0", "1001"]), name="two.dcm")
+    np.testing.assert_allclose(second.pixels, np.clip((CONTENT - (1500 - 0.5)) / 1000 + 0.5, 0, 1), atol=1e-6)
+
+
+def test_a_voi_lut_declared_deeper_than_its_entries_reads_at_their_depth():
+    """Found by a review: a table declared 16 bits an entry whose entries stop at 4095 read a film at a sixteenth of
+    its brightness (real files declare more than they use); it is scaled by the depth its entries reach."""
+    ramp = np.array([[0, 1024, 2048, 4095]], dtype=np.uint16)
+    lut = Dataset()
+    lut.add_new(0x00283002, "US", [4096, 0, 16])
+    lut.add_new(0x00283006, "OW", np.arange(4096, dtype=np.uint16).tobytes())  # identity, entries up to 4095
+    film = read_film(dicom(ramp, VOILUTSequence=Sequence([lut])), name="deep-lut.dcm")
+    np.testing.assert_allclose(film.pixels, ramp / 4095.0, atol=1e-6)
+
+
+def test_one_nan_in_float_pixels_leaves_the_rest_of_the_film_its_grey_levels():
+    """Found by a review: np.min and np.max over a float film with one NaN made every pixel NaN, read as black."""
+    from core.films.grey_levels import _stretch
+
+    values = np.array([[0.0, 2.0, np.nan], [4.0, 6.0, 8.0]], dtype=np.float32)
+    _stretch(values, 32, None)
+    np.testing.assert_allclose(values[np.isfinite(values)], [0.0, 0.25, 0.5, 0.75, 1.0], atol=1e-6)

@@ -23,13 +23,13 @@ def greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     values = _modality_values(arr, ds)
     if getattr(ds, "VOILUTSequence", None):  # an empty one, or an empty window, does not apply
         lut = ds.VOILUTSequence[0]
-        bits = int(lut.LUTDescriptor[2])
-        values = _lookup(values, lut, ds.is_little_endian)
-        values /= float(2 ** bits - 1)
-        np.clip(values, 0.0, 1.0, out=values)  # entries past the bits they declare
-    elif (center := _first(getattr(ds, "WindowCenter", None))) is not None and \
-            (width := _first(getattr(ds, "WindowWidth", None))) is not None:  # read only when they apply
-        _window(values, center, width, ds.get("VOILUTFunction"))
+        values, top = _lookup(values, lut, ds.is_little_endian, with_top=True)
+        # the depth its entries reach, at most the one it declares: exporters declare 16 bits for 12-bit entries,
+        # which read the film at a sixteenth of its brightness (a review; Cornerstone reads it so too)
+        values /= float(2 ** min(int(lut.LUTDescriptor[2]), max(int(top).bit_length(), 1)) - 1)
+        np.clip(values, 0.0, 1.0, out=values)
+    elif (window := _window_pair(ds)) is not None:  # read only when they apply
+        _window(values, *window, ds.get("VOILUTFunction"))
     else:
         signed = int_tag(ds, "PixelRepresentation", 0) == 1
         _stretch(values, int_tag(ds, "BitsStored", 16), padding, _rescale(ds), signed)
@@ -42,7 +42,17 @@ def greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     return values
 
 
-def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None) -> np.ndarray:
+def _window_pair(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """The first window (centre, width) the standard allows, else None (the film is stretched): a width under 1
+    (LINEAR), or not above 0 (the others), is one some exporters write and that read a film black or
+    black-and-white (a review); a later pair of the same element may be usable."""
+    centres, widths = _all(getattr(ds, "WindowCenter", None)), _all(getattr(ds, "WindowWidth", None))
+    least = 1.0 if str(ds.get("VOILUTFunction") or "LINEAR").upper() == "LINEAR" else np.nextafter(0.0, 1.0)
+    return next(((c, w) for c, w in zip(centres, widths) if w >= least), None)
+
+
+def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None,
+            with_top: bool = False) -> np.ndarray | tuple[np.ndarray, float]:
     """A VOI LUT looked up here, whatever its depth: pydicom indexes it in the table's own type, so values past it
     wrapped round (found by reviews: a 12-bit film through a linear 8-bit LUT read black; 16-bit values past 65,535
     after an intercept read 0.2 instead of 1.0). Its entries one to a 16-bit word, or 8-bit ones packed two to a
@@ -64,7 +74,8 @@ def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None
     np.rint(values, out=values)
     values -= first
     np.clip(values, 0, len(table) - 1, out=values)
-    return table[values.astype(np.int32)]
+    looked_up = table[values.astype(np.int32)]
+    return (looked_up, float(table.max())) if with_top else looked_up
 
 
 def _padding(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
@@ -84,6 +95,10 @@ def _stretch(values: np.ndarray, bits: int, padding: np.ndarray | None,
     before the rescale: slope 0.5 read a normal film at half brightness, urgent; found by a review.)"""
     content = True if padding is None else ~padding
     lo, hi = float(np.min(values, where=content, initial=np.inf)), float(np.max(values, where=content, initial=-np.inf))
+    if np.isnan(lo) or np.isnan(hi):  # float pixel data with a NaN: one made the whole film black (a review)
+        content = np.isfinite(values) & content
+        lo = float(np.min(values, where=content, initial=np.inf))
+        hi = float(np.max(values, where=content, initial=-np.inf))
     slope, intercept = rescale
     first = -(2 ** (bits - 1)) if signed else 0  # signed 8-bit data runs -128..127 (it read as 0..255: a review)
     low, high = sorted((slope * first + intercept, slope * (first + 2 ** bits - 1) + intercept))
@@ -145,6 +160,16 @@ def _normalise(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
         values -= lo
         values /= hi - lo
     return values
+
+
+def _all(value) -> list[float]:
+    """Every number of an element (several windows are alternative views, the first the default); [] when absent,
+    empty or not numbers."""
+    values = list(value) if isinstance(value, pydicom.multival.MultiValue) else [value]
+    try:
+        return [float(v) for v in values if v is not None and v != ""]
+    except (TypeError, ValueError):
+        return []
 
 
 def _first(value) -> float | None:
