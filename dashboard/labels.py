@@ -10,6 +10,9 @@ from core.errors import DataRootsUnreadable, FolderNotAllowed, TriageError
 from core.films.roots import data_roots, folder_label
 from core.wording import valid_text
 
+# For st.cache_data functions given a folder: a name that is not valid UTF-8 reaches them as lone surrogates, which
+# Streamlit's own hashing of a str refuses (the Retrain page stopped on such a folder: a browser check).
+PATHS_HASHED = {str: lambda text: text.encode("utf-8", "surrogateescape")}
 MANIFEST_SUFFIX = ".toml"  # a training source that is a manifest (core.films.manifest), not a class folder
 UNPLACED = "a folder (the list of data roots cannot be read)"  # a label while the roots file is broken
 

@@ -31,7 +31,7 @@ from core.serving.film_cache import BoundedCache, FilmCache, SharedBudget
 from core.serving.in_flight import Patience, film_in_flight
 from core.store.registry import ModelEntry, list_models
 from dashboard.folder_stamp import folder_stamp
-from dashboard.labels import MANIFEST_SUFFIX
+from dashboard.labels import MANIFEST_SUFFIX, PATHS_HASHED
 from dashboard.model_loads import model_key
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ class TrainingPreview:
     validation_only: int = 0
 
 
-@st.cache_data(max_entries=16, ttl=timedelta(minutes=10), show_spinner="Reading the training films…")
+@st.cache_data(max_entries=16, ttl=timedelta(minutes=10), show_spinner="Reading the training films…",
+               hash_funcs=PATHS_HASHED)
 def training_preview(source: str, stamp: str) -> TrainingPreview:
     """The films a class folder or a manifest would train on (``stamp``: :func:`source_stamp`, so films that
     come or go are seen); DatasetError (core's words) when it cannot train."""

@@ -29,7 +29,7 @@ from dashboard.components.travel import (VALIDATION, elsewhere_thresholds,
                                          metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
                                          travel_points, travel_reports)
 from dashboard.components.travel_notes import shortcuts, travel_text
-from dashboard.labels import without_server_paths
+from dashboard.labels import PATHS_HASHED, without_server_paths
 
 PER_ROW = 3
 POLICY_FILMS = f"{SHARED_ROOT}/films"  # 16 full-resolution films that helped choose the default's policy
@@ -262,7 +262,7 @@ def travel_notes(entries: list[ModelEntry]) -> None:
         st.plotly_chart(travel_intervals(points, [entry.name for entry in entries]), key="travel-chart")
 
 
-@st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False)
+@st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False, hash_funcs=PATHS_HASHED)
 def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: str,
                   operating_point: str = "") -> Report:
     """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.

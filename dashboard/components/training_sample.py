@@ -7,9 +7,11 @@ from datetime import timedelta
 import streamlit as st
 
 from core.training.source_check import SampleCheck
+from dashboard.labels import PATHS_HASHED
 
 
-@st.cache_data(max_entries=16, ttl=timedelta(minutes=10), show_spinner="Checking a sample of the films…")
+@st.cache_data(max_entries=16, ttl=timedelta(minutes=10), show_spinner="Checking a sample of the films…",
+               hash_funcs=PATHS_HASHED)
 def sample_check(source: str, stamp: str) -> SampleCheck:
     """``stamp``: dashboard.state.source_stamp, so films that come or go are checked again."""
     from core.films.manifest import training_films
