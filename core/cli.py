@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from core import config, limits
-from core.errors import DatasetError, TriageError
-from core.films.folders import SPLITS
+from core.errors import TriageError
+from core.films.folders import SPLITS, refuse_unknown_homes
 from core.stop_signals import interrupt_on_stop_signals
 from core.wording import json_line, one_line
 
@@ -203,22 +203,12 @@ _MODEL_ARGUMENTS = {"predict": ("model",), "evaluate": ("model",), "calibrate": 
 
 
 def _refuse_early(args) -> None:
-    """What can be refused before seconds of torch imports and model loading is refused here, in the words the
-    command itself would use: ``--device cuda`` without a GPU first (the only device choice that can fail; it
-    needs torch anyway), then every model name that is not registered (core.store.registry.find_model). A path
-    in ``~user`` form whose user this machine does not know is refused first, in words (a review: Python's
-    RuntimeError deep in a command was answered as a fault in the program)."""
+    """What can be refused before seconds of torch imports and model loading, in the command's own words: a ``~user``
+    path of an unknown user, ``--device cuda`` without a GPU (the one device choice that can fail; it needs torch
+    anyway), then every model name that is not registered (core.store.registry.find_model)."""
     from core.store.registry import find_model
 
-    for value in vars(args).values():
-        for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str) and text.startswith("~"):
-                try:
-                    Path(text).expanduser()
-                except RuntimeError:
-                    raise DatasetError(f"{text.split('/')[0]} is the home folder of a user this computer does not "
-                                       "know, so the path cannot be read; give the folder's full path.") from None
-
+    refuse_unknown_homes(vars(args).values())
     if getattr(args, "device", None) == "cuda":
         from core.models.device import resolve_device
 

@@ -167,3 +167,16 @@ def test_the_ensemble_table_and_a_lent_run_s_validation_auc_never_round_up_to_1(
     assert "1.000 (" not in line and "0.9997 (0.999–0.9999)" in line  # its specificity is a real 1.000
     run = default.holdout_run.model_copy(update={"validation_auc": 0.99967})
     assert "validation AUC 0.9997" in out_of_batch_origin(default.model_copy(update={"holdout_run": run}))
+
+
+def test_a_task_whose_films_carry_no_batch_says_so_instead_of_a_skipped_check():
+    from core.store.records import read_model_record
+    from dashboard.components.model_card import not_measured_elsewhere
+
+    shipped = REPO / "checkpoints"
+    covid = read_model_record(shipped / "covid-efficientnet_lite0-v1.json")  # its films name no batch to hold out
+    assert "out-of-batch" not in covid.other_reports
+    assert "its films' names carry no acquisition batch to hold out" in not_measured_elsewhere(covid)
+    pneumonia = read_model_record(shipped / "pneumonia-cnn5-v1.json")
+    assert "(trained before that check, or without a holdout)" in not_measured_elsewhere(
+        pneumonia.model_copy(update={"other_reports": {}}))

@@ -398,16 +398,3 @@ def test_a_version_storing_the_withdrawn_adults_report_loads_and_nothing_shows_i
     assert "Another batch: films" in rows and not [row for row in rows if "adults" in row.lower()]
     which = next(c.value for c in compare.caption if c.value.startswith("Which films"))
     assert "adults" not in which and "out-of-batch" in which
-
-
-def test_a_task_whose_films_carry_no_batch_says_so_instead_of_a_skipped_check():
-    from core.store.records import read_model_record
-    from dashboard.components.model_card import not_measured_elsewhere
-
-    shipped = Path(__file__).resolve().parent.parent / "checkpoints"
-    covid = read_model_record(shipped / "covid-efficientnet_lite0-v1.json")  # its films name no batch to hold out
-    assert "out-of-batch" not in covid.other_reports
-    assert "its films' names carry no acquisition batch to hold out" in not_measured_elsewhere(covid)
-    pneumonia = read_model_record(shipped / "pneumonia-cnn5-v1.json")
-    assert "(trained before that check, or without a holdout)" in not_measured_elsewhere(
-        pneumonia.model_copy(update={"other_reports": {}}))

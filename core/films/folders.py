@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -180,3 +181,15 @@ def _class_folders(base: Path) -> dict[str, Path]:
                                "films in one folder.")
         found[name] = folder
     return found
+
+
+def refuse_unknown_homes(values: Iterable[object]) -> None:
+    """DatasetError for the first ``~user`` path among ``values`` (or in a list among them) whose user this computer
+    does not know (a review: Python's RuntimeError deep in a command was answered as a fault in the program)."""
+    for text in (text for value in values for text in (value if isinstance(value, list) else [value])):
+        if isinstance(text, str) and text.startswith("~"):
+            try:
+                Path(text).expanduser()
+            except RuntimeError:
+                raise DatasetError(f"{text.split('/')[0]} is the home folder of a user this computer does not know, "
+                                   "so the path cannot be read; give the folder's full path.") from None
