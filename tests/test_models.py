@@ -300,3 +300,45 @@ def test_grad_cam_runs_on_prediction_s_fp32_kernels_of_the_model_s_device(monkey
                         lambda where, precision: chosen.append((where.type, precision)) or contextlib.nullcontext())
     heat_map(model, cam_layer("cnn5", model), _films(32, 1), 1)
     assert chosen == [("cuda", "fp32")]
+
+
+def test_eigen_cam_is_hot_where_the_layer_responds_most_whatever_sign_svd_gives():
+    """Found by a review: the library keeps the positive half of a principal component whose sign SVD picks at
+    random, so red was the weakest activations as often as the strongest (the 5-layer CNN: 10 of 12 films). The
+    map drawn is now the component turned to rise with the layer's summed activations."""
+    import cv2
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    from core.serving.explain import oriented
+
+    size, plain, ours, drawn = small_size("cnn5"), [], [], []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        model, _ = build_model("cnn5", NUM_CLASSES, size)
+        model.eval()
+        layer, seen = cam_layer("cnn5", model), {}
+        hook = layer.register_forward_hook(lambda module, args, out: seen.__setitem__("out", out.detach().numpy()))
+        films = _films(size, 1)
+        with torch.no_grad():
+            model(films)
+        hook.remove()
+        strength = seen["out"][0].sum(0).ravel()
+        projection = get_2d_projection(seen["out"])
+        plain.append(float(np.corrcoef(projection[0].ravel(), strength)[0, 1]))
+        turned = oriented(projection.copy(), seen["out"])[0]
+        ours.append(float(np.corrcoef(turned.ravel(), strength)[0, 1]))
+        heat = heat_map(model, layer, films, class_index=0, method="eigencam")
+        expected = cv2.resize(np.maximum(turned, 0), (size, size))
+        drawn.append(float(np.corrcoef(heat.ravel(), expected.ravel())[0, 1]))
+    assert min(plain) < 0 < min(ours), (plain, ours)  # SVD's own sign was the wrong way for some of these
+    assert min(drawn) > 0.99, drawn  # and the map drawn is the turned component
+
+
+def test_a_class_the_model_has_no_output_for_is_a_value_error_not_a_swallowed_one():
+    """Found by a review: pytorch_grad_cam's context manager swallows an IndexError, leaving no map and an
+    UnboundLocalError the page does not catch."""
+    size = small_size("cnn5")
+    model, _ = build_model("cnn5", NUM_CLASSES, size)
+    model.eval()
+    with pytest.raises(ValueError, match=f"no output for class {NUM_CLASSES + 2}"):
+        heat_map(model, cam_layer("cnn5", model), _films(size, 1), class_index=NUM_CLASSES + 2)

@@ -69,7 +69,7 @@ def class_evidence(model: nn.Module, layer: nn.Module, batch: torch.Tensor, clas
     pass: an ensemble weighs its members' maps by the second."""
     if method not in CAM_METHODS:
         raise ValueError(f"unknown explanation method '{method}'; choose one of {', '.join(CAM_METHODS)}")
-    cam_class = getattr(load_cam_library(), CAM_METHODS[method])
+    cam_class = _eigen_cam_oriented() if method == "eigencam" else getattr(load_cam_library(), CAM_METHODS[method])
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     import torch
@@ -79,6 +79,7 @@ def class_evidence(model: nn.Module, layer: nn.Module, batch: torch.Tensor, clas
 
     # fp32 kernels as prediction's (TF32 convolutions on a GPU otherwise): the probability weighs ensembles. On the
     # model's device: the batch arrives on the CPU and the library moves it (a review of the day's change)
+    maps = None  # the library's context manager swallows an IndexError (printing it): then there is no map
     try:
         with inference_kernels(model_device(model), FP32), cam_class(model=model, target_layers=[layer]) as cam:
             maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(class_index)])
@@ -87,8 +88,41 @@ def class_evidence(model: nn.Module, layer: nn.Module, batch: torch.Tensor, clas
         raise out_of_memory("drawing the Grad-CAM map", len(batch), model_device(model)) from exc  # not the batch's
     finally:  # the library back-propagates into the shared model: its .grad was a second copy of every weight
         model.zero_grad(set_to_none=True)
+    if maps is None:
+        raise ValueError(f"the model has no output for class {class_index}, so there is no map of it")
     heat = np.nan_to_num(np.asarray(maps[0], dtype=np.float32))
     return np.clip(heat, 0.0, 1.0), probability
+
+
+_ORIENTED: list[type] = []  # the Eigen-CAM class below, made once the library is imported
+
+
+def _eigen_cam_oriented() -> type:
+    """pytorch_grad_cam's Eigen-CAM with its sign fixed: the first principal component of the activations has no
+    sign of its own (SVD gives either), and the library keeps the positive half, so its red was the weakest
+    activations as often as the strongest (a review: for the 5-layer CNN on 10 of 12 films). Here each map points
+    the way the layer's summed activations rise: red is where the layer responds most, as the caption says."""
+    if not _ORIENTED:
+        from pytorch_grad_cam import EigenCAM
+        from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+        class OrientedEigenCAM(EigenCAM):
+            def get_cam_image(self, input_tensor, target_layer, target_category, activations, grads, eigen_smooth):
+                return oriented(get_2d_projection(activations), activations)
+
+        _ORIENTED.append(OrientedEigenCAM)
+    return _ORIENTED[0]
+
+
+def oriented(projections: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """Each of ``projections`` (N x H x W) turned, if need be, to rise where ``activations`` (N x C x H x W) summed
+    over their channels rise (positively correlated); a flat one is left as it is."""
+    strength = np.nan_to_num(activations).sum(axis=1)
+    for projection, strong in zip(projections, strength):
+        p, s = projection - projection.mean(), strong - strong.mean()
+        if float((p * s).sum()) < 0:
+            projection *= -1
+    return projections
 
 
 def mean_heat_map(maps: list[np.ndarray], size: int, weights: list[float] | None = None) -> np.ndarray:
