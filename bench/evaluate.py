@@ -109,7 +109,8 @@ def grad_cam_rows(json_path: Path, films: dict[str, list]) -> list[str]:
                     f"| {cam / forward:.1f}x | {cam / predict:.1f}x |")
     device = next(model.parameters()).device
     return [f"Grad-CAM ({predictor.loaded.record.arch}, {size} px, class {cls}, model on {device}): each film's "
-            "fastest of 3 calls, median over films; films decoded and in reference form beforehand.", "", *rows]
+            "fastest of 3 calls (Grad-CAM + overlay: one call), median over films; films decoded and in reference form "
+            "beforehand.", "", *rows]
 
 
 def throughput(entry, device: torch.device, films: int, sample_size: int,

@@ -60,6 +60,7 @@ def main() -> None:
         cam = "—"
         if predictor.can_explain:
             cls = predictor.loaded.classes[-1]
+            predictor.explain(decoded[0], cls)  # warm-up, as for predict: the first model paid the library's import
             cam = f"{statistics.median(timed(lambda f=f: predictor.explain(f, cls), 1) for f in decoded[:6]):.1f}"
         lines.append(f"| {entry.name} | {load_ms:.0f} | {predict_ms:.1f} | {cam} |")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -81,9 +81,9 @@ def targets(seed: Run, best: Run, bare_bf16: float, bare_fp32: float, title: str
                      f"{_s(best.wall - best.phase_seconds)}; with nothing but the training phase the run would be "
                      f"{seed.wall / best.phase_seconds:.2f}x, and with nothing but bare steps "
                      f"{seed.wall * bare_bf16 / best.phase_films:.2f}x")
-    lines.append(f"- its training phase: {best.phase_rate():.1f} films/s = {best.phase_rate() / bare_bf16:.0%} of the "
+    lines.append(f"- its training phase: {best.phase_rate():.1f} films/s = {best.phase_rate() / bare_bf16:.1%} of the "
                  f"{bare_label}, {bare_bf16:.1f} films/s (target >= 90 %)"
-                 + (f"; {best.phase_rate() / bare_after:.0%} of it measured again after the runs"
+                 + (f"; {best.phase_rate() / bare_after:.1%} of it measured again after the runs"
                     if bare_after else ""))
     if bare_after:
         lines.append(f"- {drift(bare_bf16, bare_after)}")
