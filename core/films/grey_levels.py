@@ -23,7 +23,7 @@ def greyscale_pipeline(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     values = _modality_values(arr, ds)
     if getattr(ds, "VOILUTSequence", None):  # an empty one, or an empty window, does not apply
         lut = ds.VOILUTSequence[0]
-        values, top = _lookup(values, lut, ds.is_little_endian, with_top=True)
+        values, top = _lookup(values, lut, ds.is_little_endian)
         # the depth its entries reach, at most the one it declares: exporters declare 16 bits for 12-bit entries,
         # which read the film at a sixteenth of its brightness (a review; Cornerstone reads it so too)
         values /= float(2 ** min(int(lut.LUTDescriptor[2]), max(int(top).bit_length(), 1)) - 1)
@@ -51,12 +51,11 @@ def _window_pair(ds: pydicom.Dataset) -> tuple[float, float] | None:
     return next(((c, w) for c, w in zip(centres, widths) if w >= least), None)
 
 
-def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None,
-            with_top: bool = False) -> np.ndarray | tuple[np.ndarray, float]:
+def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None) -> tuple[np.ndarray, float]:
     """A VOI LUT looked up here, whatever its depth: pydicom indexes it in the table's own type, so values past it
     wrapped round (found by reviews: a 12-bit film through a linear 8-bit LUT read black; 16-bit values past 65,535
     after an intercept read 0.2 instead of 1.0). Its entries one to a 16-bit word, or 8-bit ones packed two to a
-    word; values outside the table take its ends."""
+    word; values outside the table take its ends. Also returns the table's largest entry."""
     entries, first, bits = int(lut.LUTDescriptor[0]) or 65536, int(lut.LUTDescriptor[1]), int(lut.LUTDescriptor[2])
     if not 8 <= bits <= 16:  # PS3.3 C.11.1.1.1, C.11.2.1.2: 8 to 16 bits an entry; read_film words the refusal
         raise NotImplementedError(f"a LUT of {bits} bits per entry")
@@ -74,8 +73,7 @@ def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None
     np.rint(values, out=values)
     values -= first
     np.clip(values, 0, len(table) - 1, out=values)
-    looked_up = table[values.astype(np.int32)]
-    return (looked_up, float(table.max())) if with_top else looked_up
+    return table[values.astype(np.int32)], float(table.max())
 
 
 def _padding(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
@@ -94,17 +92,19 @@ def _stretch(values: np.ndarray, bits: int, padding: np.ndarray | None,
     deeper data from its lowest to its highest value, padding left out of both. (The nominal range was once taken
     before the rescale: slope 0.5 read a normal film at half brightness, urgent; found by a review.)"""
     content = True if padding is None else ~padding
-    lo, hi = float(np.min(values, where=content, initial=np.inf)), float(np.max(values, where=content, initial=-np.inf))
+    lo, hi = _span(values, content)
     if np.isnan(lo) or np.isnan(hi):  # float pixel data with a NaN: one made the whole film black (a review)
-        content = np.isfinite(values) & content
-        lo = float(np.min(values, where=content, initial=np.inf))
-        hi = float(np.max(values, where=content, initial=-np.inf))
+        lo, hi = _span(values, np.isfinite(values) & content)
     slope, intercept = rescale
     first = -(2 ** (bits - 1)) if signed else 0  # signed 8-bit data runs -128..127 (it read as 0..255: a review)
     low, high = sorted((slope * first + intercept, slope * (first + 2 ** bits - 1) + intercept))
     if bits <= 8 and slope and lo >= low and hi <= high:
         lo, hi = low, high
     _normalise(values, lo, hi)
+
+
+def _span(values: np.ndarray, where) -> tuple[float, float]:
+    return float(np.min(values, where=where, initial=np.inf)), float(np.max(values, where=where, initial=-np.inf))
 
 
 def luma(rgb: np.ndarray, bits: int) -> np.ndarray:
@@ -119,7 +119,7 @@ def _modality_values(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     values = arr.astype(np.float32)
     if ds.get("ModalityLUTSequence"):  # looked up here: pydicom refused entries of 12 bits, which older files use
         lut = ds.ModalityLUTSequence[0]
-        return _lookup(values, lut, ds.is_little_endian)
+        return _lookup(values, lut, ds.is_little_endian)[0]
     slope, intercept = _rescale(ds)
     if (slope, intercept) != (1.0, 0.0):
         values *= slope

@@ -207,7 +207,6 @@ class _Trainer:
         self.schedule.step()
         return loss.item()
 
-
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The class-weighted cross-entropy of the global batch. Under torchrun each rank's share is its films'
         weighted losses over the weight of every rank's films, times the ranks, which DDP's mean of the gradients
