@@ -32,8 +32,8 @@ from dashboard import state
 from dashboard.state import Upload, triage_uploads
 
 CLI_TIMEOUT = 120  # seconds for the whole batch; it takes ~15 s on 2 busy cores
-TOLERANCE = 0.02  # probabilities of re-encodings of one film (measured: < 0.001, the large copy included)
-DICOM_PAIR_TOLERANCE = 0.05  # JPEG 2000 lossy copy of the CR vs the uncompressed file (measured: < 0.001)
+TOLERANCE = 0.005  # probabilities of re-encodings of one film (measured: < 0.001, the large copy included)
+DICOM_PAIR_TOLERANCE = 0.01  # JPEG 2000 lossy copy of the CR vs the uncompressed file (measured: < 0.001)
 SIZE_WORDS = "too large|limit"
 
 # name -> what the error message must say (regex). Each name is both the upload's name and the CLI's file name.

@@ -39,7 +39,8 @@ def test_the_batch_comes_back_after_a_visit_to_another_page_until_it_is_replaced
     assert list(again["File"]) == list(before["File"]) and list(again["Priority"]) == list(before["Priority"])
     next(s for s in at.selectbox if s.label == "Explanation method").set_value("gradcam++")
     at.run()  # and on every run of the page while it is shown
-    assert at.dataframe and not at.exception
+    assert not at.exception and list(at.dataframe[0].value["File"]) == list(before["File"])
+    assert any(i.value.startswith("The 3 film(s) triaged before you left this page are shown again") for i in at.info)
     next(b for b in at.button if b.label == "Clear these films").click()
     at.run()
     assert not at.dataframe and any("Upload one or more films" in i.value for i in at.info)

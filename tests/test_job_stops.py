@@ -83,7 +83,7 @@ def test_a_stop_signal_after_training_is_not_called_a_cancel_request(tmp_path, m
                               "finished).")
 
 
-def test_a_jobs_folder_whose_mode_cannot_be_changed_still_takes_jobs(tmp_path, monkeypatch):
+def test_a_jobs_folder_whose_mode_cannot_be_changed_still_takes_jobs(tmp_path, monkeypatch, caplog):
     """A review: on a mount that keeps no modes, chmod fails; the slot must still be claimed (a warning is logged)."""
     import os
 
@@ -100,6 +100,7 @@ def test_a_jobs_folder_whose_mode_cannot_be_changed_still_takes_jobs(tmp_path, m
     fd = lock.claim(root)
     assert fd is not None
     os.close(fd)
+    assert "the jobs folder cannot be made private: Operation not permitted" in caplog.text
 
 
 def test_an_older_install_s_open_jobs_folder_is_narrowed_when_jobs_are_listed(tmp_path):

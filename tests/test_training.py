@@ -288,3 +288,16 @@ def test_each_training_process_draws_its_own_dropout_masks_after_the_same_initia
     assert torch.equal(w0, w1) and torch.equal(w0, alone)
     assert torch.equal(mask0, alone_mask)  # rank 0 trains as a single process does
     assert not torch.equal(mask0, mask1)
+
+
+def test_training_asks_each_process_for_its_own_randomness_once_the_model_is_built(tmp_path, kermany_train,
+                                                                                     monkeypatch):
+    from core.training import train as training
+    from core.training.distributed import Hardware
+
+    asked, build = [], training.build_model
+    monkeypatch.setattr(training, "build_model", lambda *a, **k: asked.append("built") or build(*a, **k))
+    monkeypatch.setattr(Hardware, "own_randomness", lambda self, seed: asked.append(("own randomness", seed)))
+    config = TrainConfig(arch="logistic", epochs=1, image_size=32, max_films=40, augment=False, seed=11)
+    train(kermany_train, config, directory=tmp_path)
+    assert asked == ["built", ("own randomness", 11)]
