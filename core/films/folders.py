@@ -145,7 +145,7 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
     if len(classes) < min_classes or not paths:
         needs = "at least two sub-folders (one per class)" if min_classes > 1 else "one sub-folder per class"
         raise DatasetError(f"{base} is not a class-folder tree: it needs {needs} holding films (files named "
-                           f".png, .jpg, .jpeg, .dcm or .dicom; a DICOM without a suffix is not looked at).{why}")
+                           f"{', '.join(sorted(FILM_SUFFIXES))}; a DICOM without a suffix is not looked at).{why}")
     empty = [folders[c] for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if n == 0]
     locked = [folder.name for folder in empty if not os.access(folder, os.R_OK | os.X_OK)]
     if locked:  # a folder this server may not list looks empty: say which it is (found by a CLI audit)
