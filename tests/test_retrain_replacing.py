@@ -38,6 +38,7 @@ def test_a_start_that_would_replace_an_interrupted_run_of_the_same_settings_asks
     next(b for b in at.button if b.label == "Start anyway, replacing it").click()
     at.run()
     assert not at.exception and [c.resolved() for c in started] == [config]
+    assert not any("interrupted run" in w.value for w in at.warning)  # answered: not left above the new job
     _fill(at, epochs=1)  # other settings: nothing to replace, started at once
     assert len(started) == 2 and not any("interrupted run" in w.value for w in at.warning)
     _fill(at, epochs=2)  # asked again; then the run goes (resumed and shipped): so does the question
