@@ -34,7 +34,7 @@ def test_registry_failures_are_messages_without_paths(tmp_path, monkeypatch):
 
     from filelock import Timeout
 
-    from core.store import lock, registry
+    from core.store import lock, manifest, registry
 
     class Held:
         def __init__(self, path, timeout):
@@ -53,7 +53,7 @@ def test_registry_failures_are_messages_without_paths(tmp_path, monkeypatch):
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(registry, "atomic_write_json", full)
+    monkeypatch.setattr(manifest, "atomic_write_bytes", full)  # how the registry is written, signed or not
     entry = SimpleNamespace(task="pneumonia", name="base-v1", is_default=False)
     with pytest.raises(CheckpointError, match="could not be written [(]No space left on device[)]; the default is "
                                               "unchanged") as refused:
@@ -249,6 +249,7 @@ def test_a_stop_while_waiting_for_the_registry_lock_stops_at_once_with_nothing_c
 def test_an_unreadable_registry_file_says_whose_it_is_and_never_to_delete_it(copied_model, tmp_path, settings_env):
     """A review: "restore it or delete it to rebuild" named neither folder, and deleting the site's registry drops
     its default models and promotions, rebuilding nothing; deleting the shipped one leaves no shipped default."""
+    from core.store import manifest
     from core.store.registry import list_models
 
     (copied_model.parent / REGISTRY_FILE).write_text("{oops")
@@ -260,6 +261,7 @@ def test_an_unreadable_registry_file_says_whose_it_is_and_never_to_delete_it(cop
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     (shipped / REGISTRY_FILE).write_text("[]")
+    manifest.write_manifest(shipped)  # signed as shipped: the bytes pass their check and are still no registry
     settings_env(CXR_CHECKPOINTS=str(shipped))
     with pytest.raises(CheckpointError) as refused:
         list_models(shipped)

@@ -51,7 +51,9 @@ def test_the_manifest_lists_every_shipped_file_with_its_hash():
     assert len([key for key in files if key.endswith(".population.pt")]) == 11  # every model's population check
     for key, digest in listed.items():
         assert hashlib.sha256((SHIPPED / key).read_bytes()).hexdigest() == digest, key
-    for json_key in (key for key in files if key.endswith(".json") and not key.startswith("detector/")):
+    assert "registry.json" in files  # its pointers choose each task's default: signed like the models
+    for json_key in (key for key in files if key.endswith(".json") and key != "registry.json"
+                     and not key.startswith("detector/")):
         description = json.loads((SHIPPED / json_key).read_text())  # the JSON's own hash agrees with the manifest
         assert description["weights_sha256"] == listed[json_key.replace(".json", ".pt")], json_key
     assert manifest.check(SHIPPED) == []

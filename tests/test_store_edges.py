@@ -258,3 +258,46 @@ def test_signing_a_shipped_folder_that_does_not_exist_is_refused_not_made(tmp_pa
         assert json.loads(capsys.readouterr().out) == {"error": "The shipped models folder (CXR_CHECKPOINTS) does "
                                                                 "not exist: nothing to sign or check."}
     assert not (tmp_path / "mistyped").exists()
+
+
+# --- the shipped registry, signed like the files it points at ----------------------------------------------
+
+
+def test_a_shipped_registry_edited_on_disk_is_refused_not_followed(tiers):
+    """Left undone by earlier sessions: the manifest signed every shipped file except ``registry.json``, so one edit
+    made a weaker shipped version its task's default without any file failing its check."""
+    shipped, _ = tiers
+    assert "registry.json" in manifest.read_manifest(shipped)
+    registry = shipped / "registry.json"
+    registry.write_text(registry.read_text().replace("ship-pneu-v1", "ship-pneu-v2"))
+    with pytest.raises(CheckpointError) as refused:
+        list_models()
+    said = str(refused.value)
+    assert said.startswith("registry.json does not match the checksum manifest of the shipped models: it was replaced")
+    assert said.endswith("Until registry.json is restored (git checkout -- checkpoints/registry.json), no shipped "
+                         "task has a default model.") and str(shipped) not in said
+    assert any(p.startswith("registry.json does not match") for p in manifest.check(shipped))
+
+
+def test_the_shipping_path_signs_the_registry_it_promotes_in(tiers, monkeypatch):
+    """``make models`` promotes in the shipped folder: the registry it writes is signed with it, so the shipped
+    folder stays whole and the new default is served."""
+    import errno
+    import hashlib
+
+    shipped, _ = tiers
+    set_default("ship-pneu-v2", shipped)
+    signed = manifest.read_manifest(shipped)["registry.json"]
+    assert signed == hashlib.sha256((shipped / "registry.json").read_bytes()).hexdigest()
+    assert manifest.check(shipped) == []
+    entries, problems = list_models()
+    assert problems == [] and {e.name for e in entries if e.is_default} == {"ship-pneu-v2", "ship-tb-v1"}
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = _files(shipped)
+    monkeypatch.setattr(manifest, "write_manifest", full)  # the registry written, its signature not
+    with pytest.raises(CheckpointError, match="the default is unchanged"):
+        set_default("ship-pneu-v1", shipped)
+    assert _files(shipped) == before  # put back: never left refused by its own manifest

@@ -46,8 +46,13 @@ def keep_private(folder: Path, what: str) -> None:
 _WARNED: set[Path] = set()
 
 
+def json_bytes(data: dict) -> bytes:
+    """How every record file is written: indented, keys sorted, one newline at the end."""
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
 def atomic_write_json(path: Path, data: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(data))
 
 
 def remove_stale_temporaries(directory: Path) -> None:

@@ -3,7 +3,8 @@
 Why a separate file: a model's JSON records the SHA-256 of its weights, but whoever can replace the weights
 can replace the JSON beside them too. The manifest lists the SHA-256 of every shipped weights file *and*
 description (the description holds the operating point: a swapped threshold is as dangerous as swapped
-weights), and it changes only through the shipping path (``train --shipped``, ``make models``), so a change
+weights), and of ``registry.json`` (its pointers choose each task's default: an edit could serve a weaker
+shipped version), and it changes only through the shipping path (``train --shipped``, ``make models``), so a change
 shows up in ``git diff`` and review. A shipped file whose bytes differ from the manifest, or that the
 manifest does not list, is refused with a :class:`CheckpointError`; so is every shipped file when the
 manifest itself is missing or malformed. What it does not protect against: someone who can rewrite the
@@ -27,11 +28,11 @@ from pathlib import Path
 
 from core.config import settings
 from core.errors import CheckpointError, TriageError
-from core.store.atomic import atomic_write_bytes
+from core.store.atomic import atomic_write_bytes, restored_on_failure
 from core.store.base import MAX_RECORD_BYTES, MAX_WEIGHTS_BYTES, read_regular_file
 
 MANIFEST_FILE = "MANIFEST.sha256"
-REGISTRY_FILE = "registry.json"  # the shipped default pointer: not a model, never loaded as one
+REGISTRY_FILE = "registry.json"  # the shipped default pointers: not a model, never loaded as one, but signed
 SHIPPED_SUFFIXES = (".pt", ".json")
 _LINE = re.compile(r"([0-9a-f]{64}) [ *](\S.*)")
 
@@ -53,8 +54,7 @@ def is_shipped(path: Path, directory: Path | None = None) -> bool:
 def shipped_files(directory: Path) -> list[Path]:
     """Every weights file and description under ``directory`` the manifest covers, sorted."""
     return sorted(p for p in directory.rglob("*")
-                  if p.is_file() and p.suffix in SHIPPED_SUFFIXES and p != directory / REGISTRY_FILE
-                  and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+                  if p.is_file() and p.suffix in SHIPPED_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(directory).parts))
 
 
 def _digest(data: bytes) -> str:
@@ -108,6 +108,15 @@ def read_manifest(directory: Path | None = None) -> dict[str, str]:
     return entries
 
 
+def has_manifest(directory: Path) -> bool:
+    """Whether ``directory``'s manifest can be read (without one, every shipped file is refused)."""
+    try:
+        read_manifest(directory)
+    except CheckpointError:
+        return False
+    return True
+
+
 def write_manifest(directory: Path | None = None, files: list[Path] | None = None) -> dict[str, str]:
     """Record ``files`` (default: every shipped file, the whole manifest rebuilt) and keep the other entries
     of files that still exist. Part of the shipping path only: the app never writes the shipped folder."""
@@ -119,6 +128,17 @@ def write_manifest(directory: Path | None = None, files: list[Path] | None = Non
     text = "".join(f"{digest}  {key}\n" for key, digest in sorted(entries.items()))
     atomic_write_bytes(directory / MANIFEST_FILE, text.encode())
     return entries
+
+
+def write_signed(path: Path, data: bytes) -> None:
+    """Write ``path`` whole; a shipped one is signed in the manifest too (the shipping path's registry), and put
+    back as it was when it cannot be, so no shipped file is ever left refused. Call under the registry lock."""
+    if not is_shipped(path):
+        atomic_write_bytes(path, data)
+        return
+    with restored_on_failure(path):
+        atomic_write_bytes(path, data)
+        write_manifest(shipped_dir(), [path])
 
 
 def _existing_entries(directory: Path) -> dict[str, str]:

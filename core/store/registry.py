@@ -24,7 +24,7 @@ from core import clock
 from core.config import settings
 from core.errors import CheckpointError, ModelNotFound
 from core.store import manifest
-from core.store.atomic import atomic_write_json
+from core.store.atomic import json_bytes
 from core.store.lock import registry_lock
 from core.store.manifest import REGISTRY_FILE, shipped_dir
 from core.store.names import check_model_name, is_model_name
@@ -293,7 +293,7 @@ def _promote(entry: ModelEntry, entries: list[ModelEntry], directory: Path) -> N
     updated = registry.model_copy(update={"task_defaults": {**kept, entry.task: entry.name},
                                           "promotions": [*registry.promotions, promotion]})
     try:
-        atomic_write_json(directory / REGISTRY_FILE, updated.to_json())
+        manifest.write_signed(directory / REGISTRY_FILE, json_bytes(updated.to_json()))
     except OSError as exc:  # a full disk, a read-only folder: the default stays as it was
         raise CheckpointError(f"{REGISTRY_FILE} could not be written ({exc.strerror or type(exc).__name__}); "
                               f"the default is unchanged.") from exc

@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import Field, computed_field
 
 from core.errors import CheckpointError
-from core.store.base import Record, read_record
-from core.store.manifest import REGISTRY_FILE, is_shipped
+from core.store.base import Record, read_record, record_from_bytes
+from core.store.manifest import REGISTRY_FILE, has_manifest, is_shipped, read_verified
 
 
 class Promotion(Record):
@@ -41,11 +41,25 @@ def read_registry(directory: Path) -> RegistryFile:
     if not path.exists():
         return RegistryFile()
     try:
-        return read_record(RegistryFile, path)
+        if not is_shipped(path):
+            return read_record(RegistryFile, path)
+        if not has_manifest(directory):  # every shipped model is refused, each a problem; its pointers still say
+            return read_record(RegistryFile, path)  # which defaults are broken, and the site's models are served
+        # its pointers choose what is served: signed in the manifest like the models
+        return record_from_bytes(RegistryFile, _verified(path), REGISTRY_FILE)
     except OSError as exc:  # its text would name the server path: only its reason
         raise CheckpointError(_unreadable(directory, f"{REGISTRY_FILE} cannot be read ({exc.strerror})")) from exc
     except ValueError as exc:  # already "registry.json cannot be read (why)"
         raise CheckpointError(_unreadable(directory, str(exc))) from exc
+
+
+def _verified(path: Path) -> bytes:
+    """The shipped registry's bytes as signed; else, like a damaged one, a CheckpointError for every listing."""
+    try:
+        return read_verified(path, path.parent)
+    except CheckpointError as exc:  # its words say what is wrong; what it costs, and the one file to restore
+        raise CheckpointError(f"{exc} Until {REGISTRY_FILE} is restored (git checkout -- checkpoints/"
+                              f"{REGISTRY_FILE}), no shipped task has a default model.") from exc
 
 
 def _unreadable(directory: Path, why: str) -> str:
