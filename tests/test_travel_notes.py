@@ -11,7 +11,8 @@ from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAME
 from dashboard.components.model_card import ENSEMBLE_CHOSEN, ensemble_line, films_behind, validation_caveat
 from dashboard.components.reports import architecture_title
 from dashboard.components.travel import TRAVEL_TITLES
-from dashboard.components.travel_notes import KERMANY_TEST, ONE_BATCH, RANGE_NOTE, shortcuts, travel_text
+from dashboard.components.travel_notes import (KERMANY_TEST, ONE_BATCH, RANGE_NOTE, WIDE_FRAMING_NOTE,
+                                               not_on_the_official_test, shortcuts, travel_text)
 
 SHIPPED = ROOT / "checkpoints"
 
@@ -107,3 +108,32 @@ def test_the_card_of_a_model_split_film_by_film_says_its_figures_may_read_high()
     films whose twins trained; its card now says so, a Kermany-trained model's does not."""
     assert "one patient's films" in validation_caveat(_record("covid-cnn5-v1"))
     assert "one patient's films" not in validation_caveat(_record("pneumonia-logistic-v1"))
+
+
+def test_the_notes_say_the_other_batch_did_not_predict_the_official_test_and_the_range_was_built_after_it():
+    """A card review: "Another batch" (held-out series of the training folder) led every card, while none of its
+    intervals held any of the twenty official-test figures the project measured (all lower); and the range that
+    did hold them was built after those figures were seen, which the card did not say."""
+    text = travel_text([_record("pneumonia-cnn5-v1")])
+    assert "series of the training folder" in ONE_BATCH and "none of its intervals held" in ONE_BATCH
+    assert "the best case for specificity" in ONE_BATCH and "shows part of how far the promise travels" not in text
+    assert "built after those results were seen" in RANGE_NOTE and "not a test of it" in RANGE_NOTE
+
+
+def test_a_model_trained_on_wide_framing_is_told_its_framed_reading_tests_a_change_it_was_taught():
+    """A card review: wide-framing augmentation scales films 0.8-1.25, the 1.15 zoom of the framed reading
+    among them, and that reading sets the low end of the range (the end the official test reached)."""
+    wide, plain = _record("pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"), _record("pneumonia-cnn5-v1")
+    assert WIDE_FRAMING_NOTE in travel_text([wide]) and WIDE_FRAMING_NOTE not in travel_text([plain])
+    assert WIDE_FRAMING_NOTE in travel_text([plain, _record("pneumonia-mlp_body-wide-v1")])  # Compare: once
+    assert "0.8–1.25" in WIDE_FRAMING_NOTE and "lower end" in WIDE_FRAMING_NOTE
+
+
+def test_a_pneumonia_card_without_official_test_figures_says_so_and_one_with_them_does_not():
+    """A card review: the default's card quoted the official test's results of six earlier models and never said
+    it had not been measured there itself."""
+    default = _record("pneumonia-resnet18-lite1-224-wide-all-ensemble-v1")
+    assert not_on_the_official_test(default).startswith("This version has **not been measured on the official "
+                                                        "Kermany test**")
+    assert not_on_the_official_test(_record("pneumonia-cnn5-v1")) is None  # the project measured it there
+    assert not_on_the_official_test(_record("covid-cnn5-v1")) is None  # not its task's films

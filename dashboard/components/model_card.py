@@ -16,7 +16,7 @@ from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (SHORT_TITLES, elsewhere_summaries, line_summaries,
                                          other_reports_in_order, out_of_batch_origin, read_at_another_threshold,
                                          site_range_line, travel_table)
-from dashboard.components.travel_notes import shortcuts, travel_text
+from dashboard.components.travel_notes import not_on_the_official_test, shortcuts, travel_text
 from dashboard.components.task_choice import title_of
 from dashboard.labels import source_label
 
@@ -202,7 +202,7 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
     spans = site_range_line(record)  # first: what a new site may see
     for summary in [*([spans] if spans else []), *line_summaries(record), *elsewhere_summaries(record)]:
         st.markdown(summary)  # lines, not columns: the sidebar has no room for more
-    notes = [travel_text([record])]
+    notes = [travel_text([record]), *filter(None, [not_on_the_official_test(record)])]
     if "out-of-batch" not in record.other_reports:
         notes.append(not_measured_elsewhere(record))
     origin = out_of_batch_origin(record)
