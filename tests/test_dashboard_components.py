@@ -40,22 +40,23 @@ BATCH = [
 ]
 
 
-def test_worklist_puts_urgent_first_then_untriaged_then_routine_then_unreadable():
-    """A film the model would not triage may be urgent: it once came after every routine film (a review)."""
+def test_worklist_puts_urgent_first_then_untriaged_and_unreadable_then_routine():
+    """A film the model would not triage may be urgent: it once came after every routine film (a review); so may a
+    file no one could read, which came last (another review)."""
     order = [r.file for r in in_worklist_order(BATCH)]
-    assert order == ["urgent-high.png", "urgent-mid.png", "blank.png", "routine-high.png", "routine-low.png",
-                     "broken.png"]
+    assert order == ["urgent-high.png", "urgent-mid.png", "blank.png", "broken.png", "routine-high.png",
+                     "routine-low.png"]
     table = worklist(BATCH)
     assert list(table.columns) == ["Reading order", "File", "Priority", "Label", "Top class", "Probability",
                                    "Abnormal score", "Warnings"]
     # numbered, so a table sorted by its Priority words (Not triaged < Routine < Unreadable < Urgent) sorts back
     assert list(table["Reading order"]) == [1, 2, 3, 4, 5, 6]
-    assert list(table["Priority"]) == ["Urgent", "Urgent", "Not triaged", "Routine", "Routine", "Unreadable"]
+    assert list(table["Priority"]) == ["Urgent", "Urgent", "Not triaged", "Unreadable", "Routine", "Routine"]
     assert table.loc[0, "Probability"] == pytest.approx(0.95)
-    assert table.loc[4, "Top class"] == "NORMAL" and table.loc[4, "Probability"] == pytest.approx(0.90)
-    assert "blank" in table.loc[2, "Warnings"] and "not an image" in table.loc[5, "Warnings"]
-    assert list(table["Label"][[0, 1, 3, 4]]) == ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL"]
-    assert table["Label"][[2, 5]].isna().all()  # a film that was not triaged gets no call
+    assert table.loc[5, "Top class"] == "NORMAL" and table.loc[5, "Probability"] == pytest.approx(0.90)
+    assert "blank" in table.loc[2, "Warnings"] and "not an image" in table.loc[3, "Warnings"]
+    assert list(table["Label"][[0, 1, 4, 5]]) == ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL"]
+    assert table["Label"][[2, 3]].isna().all()  # a film that was not triaged gets no call
     # nor any figure that would read as one (found in a browser audit: "Not triaged | PNEUMONIA | 99.21 %")
     assert table.loc[2, ["Top class", "Probability", "Abnormal score"]].isna().all()
     with_classes = worklist(BATCH, ("NORMAL", "PNEUMONIA"))
@@ -67,8 +68,8 @@ def test_a_film_the_busy_server_has_not_read_yet_is_no_unreadable_file_and_comes
     """It may be urgent: below the routine films it waited behind the whole list (found by a review)."""
     waiting = FilmResult("waiting.png", "w", error="The server is busy reading other users' films.", retry=True)
     table = worklist([*BATCH, waiting])
-    assert list(table["Priority"]) == ["Urgent", "Urgent", "Not read yet", "Not triaged", "Routine", "Routine",
-                                       "Unreadable"]
+    assert list(table["Priority"]) == ["Urgent", "Urgent", "Not read yet", "Not triaged", "Unreadable", "Routine",
+                                       "Routine"]
     assert table.loc[2, "File"] == "waiting.png" and "busy" in table.loc[2, "Warnings"]
 
 
@@ -78,7 +79,7 @@ def test_worklist_csv_holds_every_probability_the_model_and_threshold():
     assert {"File", "Priority", "Model", "Threshold", "p(NORMAL)", "p(PNEUMONIA)"} <= set(table.columns)
     assert table.loc[0, "File"] == "urgent-high.png" and table.loc[0, "p(PNEUMONIA)"] == pytest.approx(0.95)
     assert (table["Model"] == "pneumonia-cnn5-v1").all()
-    assert pd.isna(table.loc[5, "p(NORMAL)"])  # the unreadable film has no probabilities, but keeps its row
+    assert pd.isna(table.loc[3, "p(NORMAL)"])  # the unreadable film has no probabilities, but keeps its row
 
 
 @pytest.mark.parametrize("value, interval, as_percent, text", [
@@ -329,8 +330,8 @@ def test_worklist_csv_cells_a_spreadsheet_would_run_are_neutralised(name):
              FilmResult(name, "y", error=f"{name} is not an image we can read."),
              _result("plain-film.png", "routine", 0.1, ["-3 dB: a warning that starts with a minus"])]
     table = pd.read_csv(io.BytesIO(worklist_csv(batch, "=model")), keep_default_na=False)
-    assert list(table["File"]) == ["'" + name, "plain-film.png", "'" + name]
-    assert table.loc[2, "Warnings"].startswith("'" + name) and table.loc[1, "Warnings"].startswith("'-3 dB")
+    assert list(table["File"]) == ["'" + name, "'" + name, "plain-film.png"]
+    assert table.loc[1, "Warnings"].startswith("'" + name) and table.loc[2, "Warnings"].startswith("'-3 dB")
     assert (table["Model"] == "'=model").all()
     assert float(table.loc[0, "p(PNEUMONIA)"]) == pytest.approx(0.9)  # numbers stay numbers
     assert not any(str(cell).startswith(("=", "+", "-", "@", "\t", "\r")) for cell in table.to_numpy().ravel())

@@ -23,7 +23,9 @@ ATYPICAL = "routine, atypical"  # called routine on a film unlike what the model
 # So does a routine call on a film unlike the model's training films: its priority is kept (a missed disease is
 # worse than a flagged doubt), but a green "Routine" among the confident ones reassured where the model knows
 # least (a review).
-_RANK = {URGENT: 0, NOT_READ: 1, NOT_TRIAGED: 2, ATYPICAL: 3, ROUTINE: 4, UNREADABLE: 5}
+# A file that could not be read at all was assessed by nobody: it may be a patient's film the reader must get again,
+# so it comes before the films the model called routine too (a review: it came last, after every routine call).
+_RANK = {URGENT: 0, NOT_READ: 1, NOT_TRIAGED: 2, UNREADABLE: 3, ATYPICAL: 4, ROUTINE: 5}
 READING_ORDER = "Reading order"
 LEADING_ABNORMAL = "Leading abnormal class"
 BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
@@ -42,8 +44,8 @@ def status_of(result: FilmResult) -> str:
 
 
 def worklist_key(result: FilmResult) -> tuple[int, float]:
-    """Urgent first, then films not read yet, films not triaged and routine calls on atypical films (each may be
-    urgent), then routine, then files that could not be read; most abnormal first within each."""
+    """Urgent first, then films not read yet, films not triaged, files that could not be read and routine calls on
+    atypical films (each may be urgent), then routine; most abnormal first within each."""
     score = result.prediction.abnormal_score if result.prediction else None
     return _RANK[status_of(result)], -(score if score is not None else -1.0)
 
