@@ -244,6 +244,10 @@ def test_the_triage_page_shows_non_chest_uploads_as_not_triaged(cases, trained_m
     # and no reading or map that looks like one: the model's output only folded away (found in a browser audit)
     assert sum(e.label == "The model's output, which is not a reading" for e in at.expander) == len(others)
     assert sum("No explanation map: the image was not triaged" in c.value for c in at.caption) == len(others)
+    # the one triaged film's card says the score its priority came from; the others, having none, say none
+    (line,) = [c.value for c in at.caption if c.value.startswith("Abnormal score")]
+    assert float(line.split()[2]) == pytest.approx(table.loc[real, "Abnormal score"], abs=6e-4)
+    assert ("at or above the urgent" in line) == (table.loc[real, "Priority"] == "Urgent")
     assert len([box for box in at.selectbox if box.label == "Explain class"]) <= 1  # the real film's, if any
 
 

@@ -78,3 +78,23 @@ def test_the_page_is_given_each_reading_as_it_comes_not_only_the_whole_batch(pre
     results = triage_uploads(predictor, uploads, on_result=lambda so_far: seen.append([r.file for r in so_far]))
     assert seen == [[films[0].name], [films[0].name, films[1].name], [f.name for f in films]]
     assert all(r.prediction is not None for r in results)
+
+
+def test_every_triaged_card_says_the_score_its_priority_came_from():
+    """A triage review: a routine film read "Routine ✓, Label: NORMAL" beside a larger abnormal bar (a COVID-19
+    film at 50 % under its 0.543 threshold), and an urgent one "PNEUMONIA" beside a larger NORMAL bar under a low
+    threshold; the rule that made the call showed only in the sidebar card and a column's help."""
+    from dashboard.components.triage_view import score_line
+
+    routine, urgent = _film("r.png", "routine", 0.5299, UNLIKE), _film("u.png", "urgent", 0.7001)
+    assert score_line(routine.prediction) == (
+        "Abnormal score 0.530 (1 − p(normal)), below the urgent threshold 0.700: routine means below it, not a "
+        "finding of normal.")
+    assert score_line(urgent.prediction) == "Abnormal score 0.7001 (1 − p(normal)), at or above the urgent threshold 0.700."
+    untriaged = _film("blank.png", "routine", 0.5).prediction
+    untriaged.priority = None  # not a usable chest film: no call to explain
+    assert score_line(untriaged) is None
+    every = _film("low.png", "urgent", 0.01).prediction
+    every.threshold = -1e-9  # chosen so that every film is flagged
+    assert score_line(every) == ("Abnormal score 0.010 (1 − p(normal)), at or above the urgent threshold 0 (every "
+                                 "film urgent).")

@@ -17,7 +17,8 @@ from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, overlay
 from core.serving.in_flight import Patience
 from core.store.registry import ModelEntry
 from dashboard.components.kept_settings import keep, restore
-from dashboard.components.reports import escape_markdown, percent
+from core.wording import digits_apart, fixed
+from dashboard.components.reports import escape_markdown, percent, threshold_value
 from dashboard.components.worklist import BADGES, status_of
 from dashboard.model_loads import ModelLoad
 from dashboard.state import FilmResult, Upload, heat_map, read_again
@@ -147,6 +148,9 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
             for warning in result.prediction.warnings:
                 st.warning(escape_markdown(warning), icon=":material/warning:")
             if triaged:
+                line = score_line(result.prediction)
+                if line:
+                    st.caption(line)
                 class_probabilities(result.prediction.probabilities, result.prediction.label)
             else:  # found in a browser audit: a blank image showed a bold "PNEUMONIA · 99.2 %" above why not
                 with st.expander("The model's output, which is not a reading"):
@@ -156,6 +160,20 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
             with st.expander("Film details"):
                 st.markdown(detail_lines(result.details))
     return draw_explanation
+
+
+def score_line(prediction) -> str | None:
+    """The number the film's priority came from, beside the threshold it was compared with: the label alone read
+    as a diagnosis ("Routine, NORMAL" beside a larger abnormal bar under a high threshold; a review). None for a
+    film not triaged, or a model without a normal class."""
+    score, threshold = prediction.abnormal_score, prediction.threshold
+    if prediction.priority is None or score is None or threshold is None:
+        return None
+    shown = f"Abnormal score {fixed(score, digits_apart(score, threshold))} (1 − p(normal))"
+    if prediction.priority == "urgent":
+        return f"{shown}, at or above the urgent threshold {threshold_value(threshold, score)}."
+    return (f"{shown}, below the urgent threshold {threshold_value(threshold, score)}: routine means below it, not "
+            "a finding of normal.")
 
 
 def detail_lines(details: dict) -> str:
