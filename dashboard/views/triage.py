@@ -3,6 +3,7 @@
 Drawn before the model is up: the upload box appears first, the model loads in the background meanwhile
 (dashboard.model_loads.warm_up), probabilities show as soon as they exist and the Grad-CAM overlays last.
 """
+import hashlib
 import time
 from contextlib import nullcontext
 
@@ -146,8 +147,11 @@ with foreground.working() if uploads or kept else nullcontext():
         help="0 shows the film alone, 1 the heat map alone."))
     films = sorted(zip(results, uploads), key=lambda pair: worklist_key(pair[0]))
     pages = -(-len(films) // FILMS_PER_PAGE)
-    page = keep(PAGE_KEY, st.pagination(pages, default=last_value(PAGE_KEY, 1, range(1, pages + 1)),
-                                         key=PAGE_KEY)) if pages > 1 else 1
+    # one page number per batch: a new batch opens on its first page, where its urgent cards are (a review: the
+    # last batch's page carried over), and a batch shown again where its reader left it
+    batch_page = f"{PAGE_KEY}-{hashlib.sha256(''.join(r.digest for r in results).encode()).hexdigest()[:16]}"
+    page = keep(batch_page, st.pagination(pages, default=last_value(batch_page, 1, range(1, pages + 1)),
+                                          key=batch_page)) if pages > 1 else 1
     first = (page - 1) * FILMS_PER_PAGE
     explanations = [film_card(result, upload, predictor, method, opacity, slot)
                     for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first)]
