@@ -142,14 +142,15 @@ def test_worklist_and_csv_of_a_four_class_model_carry_every_class():
     table = worklist(results, classes)
     assert list(table.columns) == ["Reading order", "File", "Priority", "Label", LEADING_ABNORMAL, "Top class",
                                    "Probability", "Abnormal score", *[f"p({c})" for c in classes], "Warnings"]
-    assert list(table["Label"][:2]) == ["TUBERCULOSIS", "NORMAL"]
-    assert list(table[LEADING_ABNORMAL][:2]) == ["TUBERCULOSIS", "COVID-19"]  # nearest abnormality of a routine film
-    assert list(table["Top class"][:2]) == ["TUBERCULOSIS", "NORMAL"]
-    assert table.loc[1, "p(COVID-19)"] == pytest.approx(0.20) and pd.isna(table.loc[2, "p(NORMAL)"])
+    assert list(table["File"]) == ["tb.png", "broken.png", "calm.png"]  # the unreadable file before the routine one
+    assert list(table["Label"][[0, 2]]) == ["TUBERCULOSIS", "NORMAL"]
+    assert list(table[LEADING_ABNORMAL][[0, 2]]) == ["TUBERCULOSIS", "COVID-19"]  # a routine film's nearest abnormality
+    assert list(table["Top class"][[0, 2]]) == ["TUBERCULOSIS", "NORMAL"]
+    assert table.loc[2, "p(COVID-19)"] == pytest.approx(0.20) and pd.isna(table.loc[1, "p(NORMAL)"])
 
     csv = pd.read_csv(io.BytesIO(worklist_csv(results, "four-class-cnn5-v1", classes)))
-    assert list(csv["File"]) == ["tb.png", "calm.png", "broken.png"] and list(csv["Reading order"]) == [1, 2, 3]
-    assert list(csv[LEADING_ABNORMAL][:2]) == ["TUBERCULOSIS", "COVID-19"]
+    assert list(csv["File"]) == ["tb.png", "broken.png", "calm.png"] and list(csv["Reading order"]) == [1, 2, 3]
+    assert list(csv[LEADING_ABNORMAL][[0, 2]]) == ["TUBERCULOSIS", "COVID-19"]
     assert csv.loc[0, "p(TUBERCULOSIS)"] == pytest.approx(0.60) and csv.loc[0, "Threshold"] == pytest.approx(0.6)
     assert (csv["Model"] == "four-class-cnn5-v1").all()
 
