@@ -98,3 +98,19 @@ def test_every_triaged_card_says_the_score_its_priority_came_from():
     every.threshold = -1e-9  # chosen so that every film is flagged
     assert score_line(every) == ("Abnormal score 0.010 (1 − p(normal)), at or above the urgent threshold 0 (every "
                                  "film urgent).")
+
+
+def test_the_map_a_card_opens_on_shows_the_evidence_for_disease():
+    """A triage review: a routine film's card opened on a map "for NORMAL", whose red spot reads as a lesion; the
+    map a reader wants from a triage call is where the model found its strongest abnormal evidence."""
+    from dashboard.components.triage_view import class_explained_first
+
+    assert class_explained_first(_film("r.png", "routine", 0.2).prediction, "NORMAL") == "PNEUMONIA"
+    assert class_explained_first(_film("u.png", "urgent", 0.9).prediction, "NORMAL") == "PNEUMONIA"
+    covid = Prediction("m", {"COVID19": 0.30, "NORMAL": 0.50, "VIRAL": 0.20}, "NORMAL", "routine", 0.5, 0.543, [],
+                       None, True)
+    assert class_explained_first(covid, "NORMAL") == "COVID19"  # the leading abnormal class, not the label
+    urgent = Prediction("m", {"COVID19": 0.30, "NORMAL": 0.25, "VIRAL": 0.45}, "VIRAL", "urgent", 0.75, 0.543, [],
+                        None, True)
+    assert class_explained_first(urgent, "NORMAL") == "VIRAL"  # an urgent film's own label
+    assert class_explained_first(urgent, None) == "VIRAL"  # no normal class: its label

@@ -176,6 +176,15 @@ def score_line(prediction) -> str | None:
             "a finding of normal.")
 
 
+def class_explained_first(prediction, normal_class: str | None) -> str:
+    """The class a card's map opens on: an urgent film's label, else the abnormal class the model gives most. A
+    routine film's map "for NORMAL" put a red spot where a reader looks for a lesion (a review)."""
+    if normal_class is None or prediction.label != normal_class:
+        return prediction.label
+    abnormal = {name: p for name, p in prediction.probabilities.items() if name != normal_class}
+    return max(abnormal, key=abnormal.get) if abnormal else prediction.label
+
+
 def detail_lines(details: dict) -> str:
     """The film's details as Markdown lines, each name in words (``PhotometricInterpretation``: "Photometric
     interpretation"), values escaped; lines wrap in a narrow column, where a table's cells cut them short."""
@@ -226,7 +235,8 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
     picture = st.empty()  # the overlay sits level with the film; its class picker goes underneath
     picture.caption(f":material/hourglass_top: Computing the {CAM_TITLES.get(method, method)} map…")
     class_free = method in CLASS_FREE_METHODS  # found in a browser audit: the picker changed only the caption
-    widget = restore(f"cam-class-{key}-{predictor.name}", result.prediction.label, classes)
+    first = class_explained_first(result.prediction, predictor.loaded.operating_point.normal_class)
+    widget = restore(f"cam-class-{key}-{predictor.name}", first, classes)
     class_name = keep(widget, st.selectbox(
         "Explain class", classes, key=widget, disabled=class_free,
         help=f"{CAM_TITLES.get(method, method)} draws the main pattern of the network's activations, the same map "

@@ -145,7 +145,9 @@ with foreground.working() if uploads or kept else nullcontext():
     opacity = keep(OPACITY_KEY, settings[1].slider(
         "Heat map opacity", 0.0, 1.0, step=0.05, key=restore(OPACITY_KEY, 0.4),
         help="0 shows the film alone, 1 the heat map alone."))
-    films = sorted(zip(results, uploads), key=lambda pair: worklist_key(pair[0]))
+    # each card keyed by its upload's place, not its place in the worklist: a film read again moves in the list,
+    # and its class picker kept the reader's choice only while it stayed put (a review)
+    films = sorted(enumerate(zip(results, uploads)), key=lambda item: worklist_key(item[1][0]))
     pages = -(-len(films) // FILMS_PER_PAGE)
     # one page number per batch: a new batch opens on its first page, where its urgent cards are (a review: the
     # last batch's page carried over), and a batch shown again where its reader left it
@@ -154,7 +156,7 @@ with foreground.working() if uploads or kept else nullcontext():
                                           key=batch_page)) if pages > 1 else 1
     first = (page - 1) * FILMS_PER_PAGE
     explanations = [film_card(result, upload, predictor, method, opacity, slot)
-                    for slot, (result, upload) in enumerate(films[first: first + FILMS_PER_PAGE], start=first)]
+                    for slot, (result, upload) in films[first: first + FILMS_PER_PAGE]]
 patience = Patience()  # every reading is on screen; now the overlays, the rest not waiting once one found it busy
 for draw_explanation in filter(None, explanations):
     draw_explanation(patience)
