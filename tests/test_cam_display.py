@@ -20,6 +20,8 @@ def test_the_caption_gives_the_classs_probability_and_what_red_means():
         "Grad-CAM for NORMAL, which the model gives 0.6 % (red = the most evidence for it in this film, however weak)")
     assert cam_caption("Grad-CAM for PNEUMONIA", False, 0.99996).startswith(
         "Grad-CAM for PNEUMONIA, which the model gives 99.99")  # never a rounded 100.0 %
+    assert cam_caption("Grad-CAM for PNEUMONIA", False, 1.0).startswith(  # nor a saturated output
+        "Grad-CAM for PNEUMONIA, which the model gives >99.9999 % (red")
     assert cam_caption("Eigen-CAM, the same for every class", True, 0.5) == (
         "Eigen-CAM, the same for every class (red = the strongest activation in this film)")
 

@@ -180,13 +180,17 @@ def test_probability_lines_keep_the_model_order_and_bold_its_label():
     lines = probability_lines({"NORMAL": 0.2, "PNEUMONIA": 0.8}, "PNEUMONIA")
     assert lines == [(0.2, "NORMAL · 20.0 %"), (0.8, "**PNEUMONIA** · 80.0 %")]
     three = probability_lines({"COVID-19": 0.5004, "NORMAL": 0.4996, "VIRAL_PNEUMONIA*": 0.0}, "COVID-19")
-    assert [t for _, t in three] == ["**COVID-19** · 50.0 %", "NORMAL · 50.0 %", r"VIRAL\_PNEUMONIA\* · 0.0 %"]
+    assert [t for _, t in three] == ["**COVID-19** · 50.0 %", "NORMAL · 50.0 %", r"VIRAL\_PNEUMONIA\* · <0.0001 %"]
     # never rounded to certainty: the same figures the Grad-CAM caption gives
     sure = probability_lines({"NORMAL": 0.999716, "PNEUMONIA": 0.000284}, "NORMAL")
     assert [t for _, t in sure] == ["**NORMAL** · 99.97 %", "PNEUMONIA · 0.03 %"]
     hover = class_roc_curves({"COVID-19": [RocCurve("m", [0, 0, 1], [0, 1, 1], 0.99967, 0.5, None, None)]})
     assert "(AUC 0.9997)" in hover.data[1].hovertemplate
     assert probability_lines({"NORMAL": 1.0000001}, "NORMAL")[0][0] == 1.0  # a bar never runs past its end
+    # a saturated output (stored to 6 decimals: 1.0 and 0.0) is no certainty either (a triage review: the MLP's card
+    # read "PNEUMONIA · 100.0 %" for 67 of 300 films)
+    saturated = probability_lines({"NORMAL": 0.0, "PNEUMONIA": 1.0}, "PNEUMONIA")
+    assert [t for _, t in saturated] == ["NORMAL · <0.0001 %", "**PNEUMONIA** · >99.9999 %"]
 
 
 def test_film_details_read_as_words_one_line_each():

@@ -194,13 +194,22 @@ def detail_lines(details: dict) -> str:
     return "\n".join(f"- {escape_markdown(words(k))}: {escape_markdown(str(v))}" for k, v in details.items())
 
 
+def output_percent(p: float) -> str:
+    """A class probability as a percentage, never a certainty: predictions store 6 decimals, so a saturated
+    output reads 1.0 or 0.0, and its card said "PNEUMONIA · 100.0 %" (a review)."""
+    if p >= 1.0:
+        return ">99.9999 %"
+    return "<0.0001 %" if p <= 0.0 else percent(p)
+
+
 def probability_lines(probabilities: dict[str, float], label: str | None) -> list[tuple[float, str]]:
     """One (fraction, Markdown text) per class in the model's order, the model's label (if any) in bold."""
     lines = []
     for name, p in probabilities.items():
         shown = escape_markdown(name)
         # percent(): 0.99972 read "100.0%" beside a Grad-CAM caption of "99.97 %" for the same film (a review)
-        lines.append((min(1.0, max(0.0, float(p))), f"{f'**{shown}**' if name == label else shown} · {percent(p)}"))
+        lines.append((min(1.0, max(0.0, float(p))),
+                      f"{f'**{shown}**' if name == label else shown} · {output_percent(p)}"))
     return lines
 
 
@@ -221,7 +230,7 @@ def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
     says so, with the model's probability for the class explained."""
     if class_free or probability is None:
         return f"{title} (red = the strongest activation in this film)"
-    return (f"{title}, which the model gives {percent(probability)} (red = the most evidence for it in this film, "
+    return (f"{title}, which the model gives {output_percent(probability)} (red = the most evidence for it in this film, "
             "however weak)")
 
 
