@@ -52,8 +52,9 @@ def job_progress(events: list[ProgressEvent], now: float | None = None) -> JobPr
     if (last_train is not None and last_train.progress >= 1.0) or any(e.last for e in epochs):
         # the last epoch is done, or early stopping ended the run (its steps stop short of its epochs; found by a
         # review: the page showed "epoch 3 of 10" and an hour's countdown while the version was being registered)
-        fraction = LOADING_SHARE + (1 - LOADING_SHARE) * (last_train.progress if last_train else 1.0)
-        return JobProgress("finishing", fraction, "Choosing the operating point, evaluating on validation "
+        # the training share is complete either way: an early stop's bar stayed where its steps ended (a review:
+        # 37 % through minutes of finishing)
+        return JobProgress("finishing", 1.0, "Choosing the operating point, evaluating on validation "
                            "and registering the new version.", None, step_losses, epochs)
     if last_train is not None:
         since = now - last_train.time if last_train.time is not None else 0.0
