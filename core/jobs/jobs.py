@@ -36,7 +36,7 @@ from core import clock
 from core.admin.audit import record_action
 from core.config import REPO_ROOT, job_environment, settings
 from core.limits import MIN_FILMS
-from core.errors import AuditLogUnavailable, JobError, TriageError
+from core.errors import AuditLogUnavailable, JobError
 from core.films.manifest import find_manifest, training_films
 from core.jobs import lock
 from core.jobs.lock import LOCK_FILE
@@ -44,10 +44,10 @@ from core.store.atomic import keep_private
 from core.jobs.prune import prune_old_jobs
 from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, JOB_FOLDER, QUEUED, RUNNING, SUCCEEDED, Job,
                                JobSettings, JobStatus, JobSummary, read_settings, read_status, run_left_by,
-                               write_settings, write_status)
+                               version_registered_by, write_settings, write_status)
 from core.store.names import check_base_name
-from core.store.registry import checkpoint_dir, list_models
-from core.store.records import ModelRecord, TrainConfig
+from core.store.registry import checkpoint_dir
+from core.store.records import TrainConfig
 from core.training.saved_runs import discard_saved_run, kept_note, saved_run_of_job
 
 __all__ = ["ACTIVE_STATES", "CANCELLED", "FAILED", "LOCK_FILE", "QUEUED", "RUNNING", "RUNNER_MODULE",
@@ -272,7 +272,7 @@ def _settle_if_dead(folder: Path) -> Job:
     job = _read(folder)
     if not job.is_active:
         return job
-    registered = _registered_by(job)
+    registered = version_registered_by(job)
     if registered is not None:
         left = saved_run_of_job(job.job_id)  # killed between the version's files and forgetting the run
         if left is not None:
@@ -285,12 +285,3 @@ def _settle_if_dead(folder: Path) -> Job:
             "The training process stopped unexpectedly (it was killed or the server restarted). "
             "Nothing was registered; the existing models and the default are unchanged." + kept_note(run_left_by(folder))))
     return _read(folder)
-
-
-def _registered_by(job: Job) -> ModelRecord | None:
-    """The model record a dead job managed to register, found by the job id its training record carries."""
-    try:
-        entries, _ = list_models(job.settings.checkpoints or checkpoint_dir())
-    except (OSError, ValueError, TriageError):  # an unreadable registry: say failed, never crash a page
-        return None
-    return next((e.record for e in entries if e.record.training and e.record.training.job_id == job.job_id), None)

@@ -15,10 +15,11 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 
 from core import clock
-from core.errors import JobError
+from core.errors import JobError, TriageError
 from core.store.atomic import atomic_write_json
 from core.store.base import Record, open_regular, read_record
-from core.store.records import ModelRecord, TrainConfig
+from core.store.records import ModelRecord, TrainConfig, read_model_record
+from core.store.registry import REGISTRY_FILE, checkpoint_dir
 from core.store.reports import HeadlineFigures
 from core.jobs.event_log import MAX_PROGRESS_BYTES, read_events
 from core.training.events import ProgressEvent
@@ -191,4 +192,23 @@ def run_left_by(folder: Path) -> SavedRun | None:
         if not resume_of or not JOB_FOLDER.match(resume_of):
             return None
         folder = folder.parent / resume_of
+    return None
+
+
+def version_registered_by(job: Job) -> ModelRecord | None:
+    """The model record a dead job managed to register, found by the job id its training record carries, in the
+    descriptions themselves: through the registry, one that could not be read just then settled a finished job
+    as failed, for good, and offered a Resume that would register its run twice (a review)."""
+    folder = job.settings.checkpoints or checkpoint_dir()
+    try:
+        descriptions = sorted(p for p in folder.glob("*.json") if p.name != REGISTRY_FILE)
+    except OSError:  # the folder cannot be listed: nothing found there
+        return None
+    for path in descriptions:
+        try:
+            record = read_model_record(path)
+        except (OSError, ValueError, TriageError):  # a damaged description is not this job's whole version
+            continue
+        if record.training and record.training.job_id == job.job_id and path.with_suffix(".pt").is_file():
+            return record
     return None
