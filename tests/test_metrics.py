@@ -358,3 +358,21 @@ def test_an_operating_point_is_never_chosen_on_a_nan_probability():
     scores[15] = np.nan
     with pytest.raises(ValueError, match="finite probability for every validation film"):
         choose_operating_point(truth, np.stack([1 - scores, scores], axis=1), CLASSES, 0.95)
+
+
+def test_an_auc_on_a_handful_of_one_class_is_given_at_least_hanley_mcneils_width():
+    """A metrics review: resampling films regardless of class, and keeping only resamples that hold both kinds,
+    gave one abnormal film among 40 normals an AUC of 0.900 "(0.800-0.975)"; Hanley-McNeil's for 1 + 40 films is
+    (0.490-1.000). Under 20 films of either kind the wider of the two is given."""
+    from core.evaluation.reported import hanley_mcneil_interval
+
+    truth = np.array([0] * 40 + [1])
+    scores = np.concatenate([np.linspace(0, 1, 40), [0.9]])
+    report = evaluate_probabilities(truth, np.stack([1 - scores, scores], axis=1), CLASSES, point_at(0.5))
+    low, high = hanley_mcneil_interval(report.auc, 1, 40)
+    assert report.auc == pytest.approx(0.9, abs=0.01)
+    assert report.auc_ci[0] <= low and report.auc_ci[1] >= high and low < 0.55
+    from core.evaluation.reported import _bounded
+
+    assert _bounded(0.9, [0.85, 0.95], 20, 400) == [0.85, 0.95]  # 20 of each kind or more: resampled, as before
+    assert _bounded(0.9, [0.85, 0.95], 19, 400) == [pytest.approx(v) for v in hanley_mcneil_interval(0.9, 19, 400)]

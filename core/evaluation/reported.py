@@ -56,12 +56,14 @@ def bound_report(report):
         object.__setattr__(report, "class_auc_ci", {name: _bounded(aucs.get(name), ci, by_class.get(name, 0),
                                                                    n - by_class.get(name, 0))
                                                     for name, ci in report.class_auc_ci.items()})
-    if not _no_width(report.auc_ci) or report.auc is None:
+    if report.auc is None:
         return report
     normal = find_normal_index(report.classes)
     if len(report.classes) == 2 and normal is not None:
         counts = report.class_counts
         object.__setattr__(report, "auc_ci", _bounded(report.auc, report.auc_ci, n - counts[normal], counts[normal]))
+    elif not _no_width(report.auc_ci):
+        return report
     elif len(report.classes) > 2 and all(0 < k < n for k in report.class_counts):
         lows = [hanley_mcneil_interval(report.auc, k, n - k)[0] for k in report.class_counts]
         object.__setattr__(report, "auc_ci", (sum(lows) / len(lows), 1.0))
@@ -98,8 +100,17 @@ def _no_width(ci) -> bool:
     return ci is not None and len(ci) == 2 and ci[0] == ci[1]
 
 
+SMALL_CLASS = 20  # films of one kind under which a resampled AUC interval is not trusted alone
+
+
 def _bounded(auc: float | None, ci, n_abnormal: int, n_normal: int):
-    """``ci``, or Hanley-McNeil's interval where ``ci`` has no width and the films allow one."""
-    if not _no_width(ci) or auc is None or not 0.0 <= auc <= 1.0 or n_abnormal <= 0 or n_normal <= 0:
+    """``ci``; Hanley-McNeil's interval where ``ci`` has no width and the films allow one; and, with fewer than
+    :data:`SMALL_CLASS` films of either kind, the wider of the two. Resampling films regardless of class, and
+    keeping the resamples that hold both kinds, gave one abnormal film among 40 normals an AUC of 0.900
+    "(0.800-0.975)" against Hanley-McNeil's (0.490-1.000) (a review)."""
+    if ci is None or auc is None or not 0.0 <= auc <= 1.0 or n_abnormal <= 0 or n_normal <= 0:
         return ci
-    return hanley_mcneil_interval(float(auc), n_abnormal, n_normal)
+    if not _no_width(ci) and min(n_abnormal, n_normal) >= SMALL_CLASS:
+        return ci
+    low, high = hanley_mcneil_interval(float(auc), n_abnormal, n_normal)
+    return [low, high] if _no_width(ci) else [min(ci[0], low), max(ci[1], high)]
