@@ -38,8 +38,9 @@ def test_stored_reports_side_by_side(at):
     assert all(f"**{name}**: validation:" in at.caption[1].value for name in MODELS)
     table = at.dataframe[0].value
     assert list(table.columns) == MODELS
-    for metric in ("Accuracy", "Sensitivity", "Specificity", "Precision", "F1", "AUC"):
-        assert all("(" in table.loc[metric, name] and "–" in table.loc[metric, name] for name in MODELS)
+    for metric in ("Accuracy", "Sensitivity", "Specificity", "Precision", "F1", "AUC"):  # named as the other rows
+        shown = table.loc[f"Internal validation: {metric}"]
+        assert all("(" in shown[name] and "–" in shown[name] for name in MODELS)
     assert {"Parameters", "Inference per film", "Training time"} <= set(table.index)
     which = next(c.value for c in at.caption if c.value.startswith("Which films"))  # the card's caveats too
     assert all(f"**{name}**, internal validation: The threshold was chosen on these films" in which for name in MODELS)

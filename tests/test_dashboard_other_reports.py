@@ -203,7 +203,7 @@ def test_compare_table_and_chart_put_models_side_by_side(mixed_folder):
     assert table.loc["Range at a new site: specificity", HELD_OUT_MODEL] == \
         f"{spans.specificity[0] * 100:.1f}–{spans.specificity[1] * 100:.1f} %"
     merged = list(metrics_with_travel([(e, e.record.report) for e in entries]).index)
-    threshold = merged.index("Threshold (abnormal score)")
+    threshold = merged.index("Internal validation: Threshold (abnormal score)")  # its rows named as the others are
     assert merged[threshold + 1: threshold + 1 + len(table)] == list(table.index)  # after the threshold
     assert merged[threshold + 1 + len(table)] == "Parameters"
     chart = travel_intervals(travel_points(entries))

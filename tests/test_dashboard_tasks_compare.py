@@ -39,9 +39,11 @@ def test_compare_shows_one_vs_rest_curves_full_matrices_and_figures_per_class(si
 
     table = at.dataframe[0].value
     argmax = stored["at_argmax"]
-    assert table.loc[ARGMAX_ACCURACY, name] == with_interval(argmax["accuracy"], argmax["accuracy_ci"])
-    assert table.loc[MACRO_AUC, name] == with_interval(stored["auc"], stored["auc_ci"], as_percent=False)
-    assert "AUC" not in table.index  # the macro AUC says what it is
+    assert table.loc[f"Internal validation: {ARGMAX_ACCURACY}", name] == with_interval(argmax["accuracy"],
+                                                                                       argmax["accuracy_ci"])
+    assert table.loc[f"Internal validation: {MACRO_AUC}", name] == with_interval(stored["auc"], stored["auc_ci"],
+                                                                                 as_percent=False)
+    assert "Internal validation: AUC" not in table.index  # the macro AUC says what it is
 
     charts = _charts(at)
     per_class = next(c for c in charts

@@ -184,9 +184,8 @@ def travel_table(record: ModelRecord) -> pd.DataFrame:
     other_batch = TRAVEL_TITLES["out-of-batch"]
     first = {title: columns[title] for title in (VALIDATION,) if title in columns}
     columns = {**first, other_batch: columns.get(other_batch, (NOT_MEASURED,) * len(FIGURES)), **columns}
-    table = pd.DataFrame({SHORT_TITLES.get(title, title): figures for title, figures in columns.items()},
-                         index=list(FIGURES))
-    return table
+    return pd.DataFrame({SHORT_TITLES.get(title, title): figures for title, figures in columns.items()},
+                        index=list(FIGURES))
 
 
 def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
@@ -239,8 +238,9 @@ def metrics_with_travel(rows: list[tuple[ModelEntry, Report]]) -> pd.DataFrame:
     threshold: a model's whole promise, and how it travels, in one column."""
     table = metrics_table(rows)
     travel = travel_comparison([entry for entry, _ in rows])
-    split = list(table.index).index("Parameters")
-    return pd.concat([table.iloc[:split], travel, table.iloc[split:]])
+    split = list(table.index).index("Parameters")  # the figures after the architecture named as the other rows are
+    figures = table.iloc[:split].rename(index={row: f"{VALIDATION}: {row}" for row in table.index[1:split]})
+    return pd.concat([figures, travel, table.iloc[split:]])
 
 
 def out_of_batch_origin(record: ModelRecord) -> str | None:
