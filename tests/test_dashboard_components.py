@@ -48,7 +48,10 @@ def test_worklist_puts_urgent_first_then_untriaged_and_unreadable_then_routine()
                      "routine-low.png"]
     table = worklist(BATCH)
     assert list(table.columns) == ["Reading order", "File", "Priority", "Label", "Top class", "Probability",
-                                   "Abnormal score", "Warnings"]
+                                   "Abnormal score", "Warnings", "Film ID"]
+    # the content's fingerprint tells apart two patients' "image.jpeg" however they were uploaded (a review: the
+    # "(2)" went to whichever came second, and a CSV filed for the record could not say which film a row was)
+    assert list(table["Film ID"]) == [r.digest[:8] for r in in_worklist_order(BATCH)]
     # numbered, so a table sorted by its Priority words (Not triaged < Routine < Unreadable < Urgent) sorts back
     assert list(table["Reading order"]) == [1, 2, 3, 4, 5, 6]
     assert list(table["Priority"]) == ["Urgent", "Urgent", "Not triaged", "Unreadable", "Routine", "Routine"]

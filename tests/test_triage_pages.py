@@ -2,6 +2,7 @@
 the last batch carried over, so a new batch opened on page 3 with its urgent cards out of sight)."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import corpus
@@ -27,6 +28,10 @@ def test_a_new_batch_opens_on_its_first_page_and_the_same_batch_keeps_its_page(k
     assert not at.exception, at.exception
     (pages,) = at.get("pagination")
     assert pages.num_pages == 2 and pages.value == 1
+    # each card names its file's content fingerprint, as the worklist and its CSV do
+    ids = {f"Film ID {hashlib.sha256(data).hexdigest()[:8]}" for _, data, _ in first}
+    shown = {c.value for c in at.caption if c.value.startswith("Film ID ")}
+    assert len(shown) == 6 and shown <= ids and set(at.dataframe[0].value["Film ID"]) == {i[8:] for i in ids}
     pages.set_value(2)
     at.run()
     assert at.get("pagination")[0].value == 2

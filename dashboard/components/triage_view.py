@@ -122,6 +122,8 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
     with st.container(border=True):
         with st.container(horizontal=True, vertical_alignment="center"):
             st.text(result.file)  # plain text: a name is never read as Markdown
+            st.caption(f"Film ID {result.digest[:8]}", help="As in the worklist and its CSV: the start of the "
+                       "file's content fingerprint, which tells apart files that share a name.")
             priority_badge(result)
             if result.prediction and result.prediction.priority:
                 st.markdown(f"Label: **{result.prediction.label}**")

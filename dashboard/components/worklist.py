@@ -27,6 +27,7 @@ ATYPICAL = "routine, atypical"  # called routine on a film unlike what the model
 # so it comes before the films the model called routine too (a review: it came last, after every routine call).
 _RANK = {URGENT: 0, NOT_READ: 1, NOT_TRIAGED: 2, UNREADABLE: 3, ATYPICAL: 4, ROUTINE: 5}
 READING_ORDER = "Reading order"
+FILM_ID = "Film ID"  # the start of the file's content fingerprint (SHA-256), on its card too
 LEADING_ABNORMAL = "Leading abnormal class"
 BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
           NOT_READ: ("Not read yet", "orange", ":material/hourglass_empty:"),
@@ -79,6 +80,7 @@ def worklist(results: list[FilmResult], classes: tuple[str, ...] | list[str] | N
                     for c in classes or ()})
         row["Warnings"] = result.error if prediction is None else " ".join(  # sentences, each with its full stop
             prediction.warnings + ([prediction.population_warning] if prediction.population_warning else []))
+        row[FILM_ID] = result.digest[:8]  # which file a row is, whatever its name: two "image.jpeg" are two IDs
         rows.append(row)
     return pd.DataFrame.from_records(rows)
 
@@ -110,7 +112,7 @@ def worklist_csv(results: list[FilmResult], model: str, classes: tuple[str, ...]
 WORKLIST_COLUMNS = {
     READING_ORDER: st.column_config.NumberColumn(
         "#", width="small", help="The reading order: urgent first, then films not read yet or not triaged, then "
-                                 "routine, then unreadable files. Sort by this column to return to it."),
+                                 "unreadable files, then routine. Sort by this column to return to it."),
     "File": st.column_config.TextColumn("File", width="medium"),
     "Priority": st.column_config.TextColumn(
         "Priority", help="From the model's operating point. Sorting by this column orders the words, not the "
@@ -121,6 +123,9 @@ WORKLIST_COLUMNS = {
                                                    help="Probability of the top class."),
     "Warnings": st.column_config.TextColumn("Warnings", width="medium",
                                             help="Why a film was not triaged, or what to check before trusting it."),
+    FILM_ID: st.column_config.TextColumn(FILM_ID, width="small", help=(
+        "The start of the file's content fingerprint (SHA-256), also on its card: it tells apart uploads that "
+        "share a name (numbered in upload order) and identifies the file a row of the CSV was read from.")),
 }
 
 
@@ -138,7 +143,7 @@ def worklist_screen_order(classes: tuple[str, ...] | list[str]) -> list[str]:
     abnormal = _abnormal_classes(classes)
     return [READING_ORDER, "File", "Priority", "Label", "Abnormal score", "Warnings",
             *([LEADING_ABNORMAL] if len(abnormal) > 1 else []), "Top class", "Probability",
-            *(probability_column(c) for c in classes)]
+            *(probability_column(c) for c in classes), FILM_ID]
 
 
 def worklist_columns(classes: tuple[str, ...] | list[str], results: list[FilmResult] = ()) -> dict:
