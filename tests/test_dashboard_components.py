@@ -49,9 +49,7 @@ def test_worklist_puts_urgent_first_then_untriaged_and_unreadable_then_routine()
     table = worklist(BATCH)
     assert list(table.columns) == ["Reading order", "File", "Priority", "Label", "Top class", "Probability",
                                    "Abnormal score", "Warnings", "Film ID"]
-    # the content's fingerprint tells apart two patients' "image.jpeg" however they were uploaded (a review: the
-    # "(2)" went to whichever came second, and a CSV filed for the record could not say which film a row was)
-    assert list(table["Film ID"]) == [r.digest[:8] for r in in_worklist_order(BATCH)]
+    assert list(table["Film ID"]) == [r.digest[:8] for r in in_worklist_order(BATCH)]  # which file, whatever its name
     # numbered, so a table sorted by its Priority words (Not triaged < Routine < Unreadable < Urgent) sorts back
     assert list(table["Reading order"]) == [1, 2, 3, 4, 5, 6]
     assert list(table["Priority"]) == ["Urgent", "Urgent", "Not triaged", "Unreadable", "Routine", "Routine"]
@@ -190,8 +188,7 @@ def test_probability_lines_keep_the_model_order_and_bold_its_label():
     hover = class_roc_curves({"COVID-19": [RocCurve("m", [0, 0, 1], [0, 1, 1], 0.99967, 0.5, None, None)]})
     assert "(AUC 0.9997)" in hover.data[1].hovertemplate
     assert probability_lines({"NORMAL": 1.0000001}, "NORMAL")[0][0] == 1.0  # a bar never runs past its end
-    # a saturated output (stored to 6 decimals: 1.0 and 0.0) is no certainty either (a triage review: the MLP's card
-    # read "PNEUMONIA · 100.0 %" for 67 of 300 films)
+    # a saturated output (stored to 6 decimals: 1.0, 0.0) is no certainty either (a review: "PNEUMONIA · 100.0 %")
     saturated = probability_lines({"NORMAL": 0.0, "PNEUMONIA": 1.0}, "PNEUMONIA")
     assert [t for _, t in saturated] == ["NORMAL · <0.0001 %", "**PNEUMONIA** · >99.9999 %"]
 
