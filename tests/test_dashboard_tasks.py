@@ -141,7 +141,8 @@ def test_worklist_and_csv_of_a_four_class_model_carry_every_class():
     ]
     table = worklist(results, classes)
     assert list(table.columns) == ["Reading order", "File", "Priority", "Label", LEADING_ABNORMAL, "Top class",
-                                   "Probability", "Abnormal score", *[f"p({c})" for c in classes], "Warnings", "Film ID"]
+                                   "Probability", "Abnormal score", *[f"p({c})" for c in classes], "Warnings",
+                                   "Film ID"]
     assert list(table["File"]) == ["tb.png", "broken.png", "calm.png"]  # the unreadable file before the routine one
     assert list(table["Label"][[0, 2]]) == ["TUBERCULOSIS", "NORMAL"]
     assert list(table[LEADING_ABNORMAL][[0, 2]]) == ["TUBERCULOSIS", "COVID-19"]  # a routine film's nearest abnormality

@@ -90,7 +90,8 @@ def test_every_triaged_card_says_the_score_its_priority_came_from():
     assert score_line(routine.prediction) == (
         "Abnormal score 0.530 (1 − p(normal)), below the urgent threshold 0.700: routine means below it, not a "
         "finding of normal.")
-    assert score_line(urgent.prediction) == "Abnormal score 0.7001 (1 − p(normal)), at or above the urgent threshold 0.700."
+    assert score_line(urgent.prediction) == ("Abnormal score 0.7001 (1 − p(normal)), at or above the urgent "
+                                             "threshold 0.700.")
     untriaged = _film("blank.png", "routine", 0.5).prediction
     untriaged.priority = None  # not a usable chest film: no call to explain
     assert score_line(untriaged) is None

@@ -54,7 +54,8 @@ def is_shipped(path: Path, directory: Path | None = None) -> bool:
 def shipped_files(directory: Path) -> list[Path]:
     """Every weights file and description under ``directory`` the manifest covers, sorted."""
     return sorted(p for p in directory.rglob("*")
-                  if p.is_file() and p.suffix in SHIPPED_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+                  if p.is_file() and p.suffix in SHIPPED_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(directory).parts))
 
 
 def _digest(data: bytes) -> str:

@@ -232,8 +232,8 @@ def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
     says so, with the model's probability for the class explained."""
     if class_free or probability is None:
         return f"{title} (red = the strongest activation in this film)"
-    return (f"{title}, which the model gives {output_percent(probability)} (red = the most evidence for it in this film, "
-            "however weak)")
+    return (f"{title}, which the model gives {output_percent(probability)} (red = the most evidence for it in this "
+            "film, however weak)")
 
 
 def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
