@@ -16,8 +16,8 @@ from core.errors import ServerBusy, TriageError
 from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, overlay
 from core.serving.in_flight import Patience
 from core.store.registry import ModelEntry
-from dashboard.components.kept_settings import keep, restore
 from core.wording import digits_apart, fixed
+from dashboard.components.kept_settings import keep, restore
 from dashboard.components.reports import escape_markdown, percent, threshold_value
 from dashboard.components.worklist import BADGES, status_of
 from dashboard.model_loads import ModelLoad
