@@ -372,7 +372,12 @@ def test_an_auc_on_a_handful_of_one_class_is_given_at_least_hanley_mcneils_width
     low, high = hanley_mcneil_interval(report.auc, 1, 40)
     assert report.auc == pytest.approx(0.9, abs=0.01)
     assert report.auc_ci[0] <= low and report.auc_ci[1] >= high and low < 0.55
-    from core.evaluation.reported import _bounded
+    from core.evaluation.reported import widened_for_few
 
-    assert _bounded(0.9, [0.85, 0.95], 20, 400) == [0.85, 0.95]  # 20 of each kind or more: resampled, as before
-    assert _bounded(0.9, [0.85, 0.95], 19, 400) == [pytest.approx(v) for v in hanley_mcneil_interval(0.9, 19, 400)]
+    assert widened_for_few(0.9, [0.85, 0.95], 20, 400) == [0.85, 0.95]  # 20 of each kind or more: as resampled
+    assert widened_for_few(0.9, [0.85, 0.95], 19, 400) == [pytest.approx(v)
+                                                           for v in hanley_mcneil_interval(0.9, 19, 400)]
+    three = evaluate_probabilities(np.array([0] * 30 + [1] * 30 + [2] * 2), np.tile([0.2, 0.3, 0.5], (62, 1)) +
+                                   np.r_[np.zeros((60, 3)), [[0, -0.2, 0.2]] * 2], ["NORMAL", "A", "B"],
+                                   point_at(0.5, ["NORMAL", "A", "B"]))
+    assert three.class_auc_ci["B"][0] <= hanley_mcneil_interval(three.class_auc["B"], 2, 60)[0]  # each class's too

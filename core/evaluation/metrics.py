@@ -25,6 +25,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 
+from core.evaluation.reported import few_films_widened, widened_for_few
 from core.evaluation.shares import count_intervals, wilson_of
 from core.store.reports import (ClassMetrics, DecisionMetrics, OperatingPoint, PairFigures, Report, Roc,
                                 SourceFigures)
@@ -42,7 +43,8 @@ def evaluate_probabilities(
     probabilities = np.asarray(probabilities, dtype=np.float64)
     classes = list(classes)
     weights = _bootstrap_weights(len(y_true), seed)
-    aucs = _aucs(y_true, probabilities, weights, classes, point.normal_index)
+    aucs = few_films_widened(_aucs(y_true, probabilities, weights, classes, point.normal_index), y_true, classes,
+                             point.normal_index)
     roc = None
     is_abnormal = None if point.normal_index is None else (y_true != point.normal_index).astype(int)
     if is_abnormal is not None and 0 < is_abnormal.sum() < len(is_abnormal):  # a curve needs both kinds
@@ -89,7 +91,9 @@ def _against_normal(y_true: np.ndarray, probabilities: np.ndarray, classes: list
             n=int(mine.sum()), class_counts={classes[k]: int(positive.sum()), classes[normal]: int((~positive).sum())},
             accuracy=float(right.mean()), accuracy_ci=wilson_of(int(right.sum()), int(mine.sum())),
             auc=float(roc_auc_score(positive, score)) if both else None,
-            auc_ci=_percentile_interval(_weighted_auc(positive, score, drawn)) if both else None,
+            auc_ci=widened_for_few(float(roc_auc_score(positive, score)),
+                                   _percentile_interval(_weighted_auc(positive, score, drawn)),
+                                   int(positive.sum()), int((~positive).sum())) if both else None,
         )
     return figures
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from core.tasks import find_normal_index
 
 Z = 1.959963984540054  # the normal 97.5th percentile
@@ -56,14 +58,12 @@ def bound_report(report):
         object.__setattr__(report, "class_auc_ci", {name: _bounded(aucs.get(name), ci, by_class.get(name, 0),
                                                                    n - by_class.get(name, 0))
                                                     for name, ci in report.class_auc_ci.items()})
-    if report.auc is None:
+    if not _no_width(report.auc_ci) or report.auc is None:
         return report
     normal = find_normal_index(report.classes)
     if len(report.classes) == 2 and normal is not None:
         counts = report.class_counts
         object.__setattr__(report, "auc_ci", _bounded(report.auc, report.auc_ci, n - counts[normal], counts[normal]))
-    elif not _no_width(report.auc_ci):
-        return report
     elif len(report.classes) > 2 and all(0 < k < n for k in report.class_counts):
         lows = [hanley_mcneil_interval(report.auc, k, n - k)[0] for k in report.class_counts]
         object.__setattr__(report, "auc_ci", (sum(lows) / len(lows), 1.0))
@@ -103,14 +103,33 @@ def _no_width(ci) -> bool:
 SMALL_CLASS = 20  # films of one kind under which a resampled AUC interval is not trusted alone
 
 
-def _bounded(auc: float | None, ci, n_abnormal: int, n_normal: int):
-    """``ci``; Hanley-McNeil's interval where ``ci`` has no width and the films allow one; and, with fewer than
-    :data:`SMALL_CLASS` films of either kind, the wider of the two. Resampling films regardless of class, and
-    keeping the resamples that hold both kinds, gave one abnormal film among 40 normals an AUC of 0.900
-    "(0.800-0.975)" against Hanley-McNeil's (0.490-1.000) (a review)."""
-    if ci is None or auc is None or not 0.0 <= auc <= 1.0 or n_abnormal <= 0 or n_normal <= 0:
-        return ci
-    if not _no_width(ci) and min(n_abnormal, n_normal) >= SMALL_CLASS:
+def widened_for_few(auc: float | None, ci, n_abnormal: int, n_normal: int):
+    """``ci``, or with fewer than :data:`SMALL_CLASS` films of either kind the wider of it and Hanley-McNeil's
+    interval. Resampling films regardless of class, keeping the resamples that hold both kinds, gave one abnormal
+    film among 40 normals an AUC of 0.900 "(0.800-0.975)" against Hanley-McNeil's (0.490-1.000) (a review).
+    Applied where an interval is computed (core.evaluation.metrics), never to one read back: a stored report
+    reads as it was written."""
+    if ci is None or auc is None or not 0.0 <= auc <= 1.0 or min(n_abnormal, n_normal) >= SMALL_CLASS \
+            or n_abnormal <= 0 or n_normal <= 0:
         return ci
     low, high = hanley_mcneil_interval(float(auc), n_abnormal, n_normal)
-    return [low, high] if _no_width(ci) else [min(ci[0], low), max(ci[1], high)]
+    return [min(ci[0], low), max(ci[1], high)]
+
+
+def few_films_widened(aucs, y_true: np.ndarray, classes: list[str], normal: int | None):
+    """``aucs`` (core.evaluation.metrics' headline and per-class AUCs with their intervals) with each interval of a
+    kind with fewer than :data:`SMALL_CLASS` films no narrower than Hanley-McNeil's (:func:`widened_for_few`): the
+    headline's of two classes, and each class's against the rest."""
+    counts, n = np.bincount(y_true, minlength=len(classes)), len(y_true)
+    positives = int(n - counts[normal] if normal is not None else counts[-1])
+    two = widened_for_few(aucs.auc, aucs.auc_ci, positives, n - positives) if len(classes) == 2 else aucs.auc_ci
+    per_class = {name: widened_for_few(aucs.class_auc.get(name), ci, int(counts[classes.index(name)]),
+                                       int(n - counts[classes.index(name)])) for name, ci in aucs.class_auc_ci.items()}
+    return aucs._replace(auc_ci=two, class_auc_ci=per_class)
+
+
+def _bounded(auc: float | None, ci, n_abnormal: int, n_normal: int):
+    """``ci``, or Hanley-McNeil's interval where ``ci`` has no width and the films allow one."""
+    if not _no_width(ci) or auc is None or not 0.0 <= auc <= 1.0 or n_abnormal <= 0 or n_normal <= 0:
+        return ci
+    return hanley_mcneil_interval(float(auc), n_abnormal, n_normal)
