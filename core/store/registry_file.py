@@ -41,23 +41,25 @@ def read_registry(directory: Path) -> RegistryFile:
     if not path.exists():
         return RegistryFile()
     try:
-        if not is_shipped(path):
-            return read_record(RegistryFile, path)
-        if not has_manifest(directory):  # every shipped model is refused, each a problem; its pointers still say
-            return read_record(RegistryFile, path)  # which defaults are broken, and the site's models are served
-        # its pointers choose what is served: signed in the manifest like the models
-        return record_from_bytes(RegistryFile, _verified(path), REGISTRY_FILE)
+        verified = _verified(path) if is_shipped(path) else None  # shipped: signed in the manifest like the models
+        return read_record(RegistryFile, path) if verified is None else \
+            record_from_bytes(RegistryFile, verified, REGISTRY_FILE)
     except OSError as exc:  # its text would name the server path: only its reason
         raise CheckpointError(_unreadable(directory, f"{REGISTRY_FILE} cannot be read ({exc.strerror})")) from exc
     except ValueError as exc:  # already "registry.json cannot be read (why)"
         raise CheckpointError(_unreadable(directory, str(exc))) from exc
 
 
-def _verified(path: Path) -> bytes:
-    """The shipped registry's bytes as signed; else, like a damaged one, a CheckpointError for every listing."""
+def _verified(path: Path) -> bytes | None:
+    """The shipped registry's bytes as signed (the manifest read once, as every listing reads it); None without a
+    readable manifest: then every shipped model is refused, each a problem, and the registry's pointers still say
+    which defaults are broken while the site's models are served. Else, like a damaged registry, a CheckpointError
+    for every listing."""
     try:
         return read_verified(path, path.parent)
     except CheckpointError as exc:  # its words say what is wrong; what it costs, and the one file to restore
+        if not has_manifest(path.parent):  # only on a refusal: the manifest is read again to tell which
+            return None
         raise CheckpointError(f"{exc} Until {REGISTRY_FILE} is restored (git checkout -- checkpoints/"
                               f"{REGISTRY_FILE}), no shipped task has a default model.") from exc
 
