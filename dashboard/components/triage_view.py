@@ -19,7 +19,7 @@ from core.store.registry import ModelEntry
 from core.wording import digits_apart, fixed
 from dashboard.components.kept_settings import keep, restore
 from dashboard.components.reports import escape_markdown, percent, threshold_value
-from dashboard.components.worklist import BADGES, status_of
+from dashboard.components.worklist import BADGES, film_id, leading_abnormal, status_of
 from dashboard.model_loads import ModelLoad
 from dashboard.state import FilmResult, Upload, heat_map, read_again
 
@@ -122,7 +122,7 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
     with st.container(border=True):
         with st.container(horizontal=True, vertical_alignment="center"):
             st.text(result.file)  # plain text: a name is never read as Markdown
-            st.caption(f"Film ID {result.digest[:8]}", help="As in the worklist and its CSV: the start of the "
+            st.caption(f"Film ID {film_id(result)}", help="As in the worklist and its CSV: the start of the "
                        "file's content fingerprint, which tells apart files that share a name.")
             priority_badge(result)
             if result.prediction and result.prediction.priority:
@@ -183,8 +183,8 @@ def class_explained_first(prediction, normal_class: str | None) -> str:
     routine film's map "for NORMAL" put a red spot where a reader looks for a lesion (a review)."""
     if normal_class is None or prediction.label != normal_class:
         return prediction.label
-    abnormal = {name: p for name, p in prediction.probabilities.items() if name != normal_class}
-    return max(abnormal, key=abnormal.get) if abnormal else prediction.label
+    abnormal = [name for name in prediction.probabilities if name != normal_class]
+    return leading_abnormal(prediction.probabilities, abnormal) if abnormal else prediction.label
 
 
 def detail_lines(details: dict) -> str:

@@ -73,16 +73,27 @@ def worklist(results: list[FilmResult], classes: tuple[str, ...] | list[str] | N
             top = max(prediction.probabilities, key=prediction.probabilities.get)
             row["Label"] = prediction.label
             if len(abnormal) > 1:
-                row[LEADING_ABNORMAL] = max(abnormal, key=lambda c: prediction.probabilities.get(c, -1.0))
+                row[LEADING_ABNORMAL] = leading_abnormal(prediction.probabilities, abnormal)
             row.update({"Top class": top, "Probability": prediction.probabilities[top],
                         "Abnormal score": prediction.abnormal_score})
         row.update({probability_column(c): prediction.probabilities.get(c) if triaged else None
                     for c in classes or ()})
         row["Warnings"] = result.error if prediction is None else " ".join(  # sentences, each with its full stop
             prediction.warnings + ([prediction.population_warning] if prediction.population_warning else []))
-        row[FILM_ID] = result.digest[:8]  # which file a row is, whatever its name: two "image.jpeg" are two IDs
+        row[FILM_ID] = film_id(result)
         rows.append(row)
     return pd.DataFrame.from_records(rows)
+
+
+def film_id(result: FilmResult) -> str:
+    """Which file a row or card is, whatever its name (two patients' "image.jpeg" are two IDs): the start of its
+    content's SHA-256."""
+    return result.digest[:8]
+
+
+def leading_abnormal(probabilities: dict[str, float], abnormal: list[str]) -> str:
+    """The abnormal class the model gives most (of ``abnormal``, not empty)."""
+    return max(abnormal, key=lambda c: probabilities.get(c, -1.0))
 
 
 def _abnormal_classes(classes: tuple[str, ...] | list[str]) -> list[str]:

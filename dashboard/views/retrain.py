@@ -176,9 +176,9 @@ def start_anyway(user, chosen: Path | None) -> None:
         return
     question = st.empty()  # gone once answered: it stayed above the job it had just started (a browser check)
     question.warning(f"An interrupted run of these settings ({config.arch}, {config.epochs} epochs) on "
-               f"{escape_markdown(source_label(data_dir))} is kept ({kept.where}). A new run starts again from the "
-               "first epoch and replaces it once that epoch ends; where its job offers Resume, resuming continues it "
-               "instead.", icon=":material/warning:")
+                     f"{escape_markdown(source_label(data_dir))} is kept ({kept.where}). A new run starts again from "
+                     "the first epoch and replaces it once that epoch ends; where its job offers Resume, resuming "
+                     "continues it instead.", icon=":material/warning:")
     if st.button("Start anyway, replacing it", key="start-anyway", icon=":material/restart_alt:"):
         del st.session_state[REPLACING]
         question.empty()
