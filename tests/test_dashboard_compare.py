@@ -75,8 +75,8 @@ def test_evaluating_on_a_folder_shows_its_figures_and_is_cached(at, monkeypatch)
     calls = []
     import core.evaluation.folder  # dashboard.state imports it when a folder is evaluated (torch stays out of start-up)
 
-    real = core.evaluation.folder.evaluate_folder
-    monkeypatch.setattr(core.evaluation.folder, "evaluate_folder",
+    real = core.evaluation.folder.read_folder
+    monkeypatch.setattr(core.evaluation.folder, "read_folder",
                         lambda loaded, folder, **kw: calls.append(loaded.name) or real(loaded, folder, **kw))
     at.segmented_control[0].set_value("Evaluate on a folder")
     at.run()
@@ -90,6 +90,10 @@ def test_evaluating_on_a_folder_shows_its_figures_and_is_cached(at, monkeypatch)
     assert "folder shared-data/films (16 films)" in at.caption[1].value and str(films) not in at.caption[1].value
     table = at.dataframe[0].value
     assert (table.loc["Films evaluated"] == "16").all()
+    paired = at.dataframe[1].value  # the two models film by film, under the side-by-side figures
+    assert list(paired["Models (first − second)"]) == [" − ".join(MODELS)] and list(paired["Films"]) == [16]
+    assert paired["AUC difference"][0].count(" to ") == 1 and "Paired differences on the same films" in [
+        s.value for s in at.subheader]
     audit = read_actions(limit=10)  # one line per model, by who asked, with the figures
     assert [(a.action, a.who, a.details["folder"], a.details["n"]) for a in audit] == \
         [("evaluate-folder", "local", "shared-data/films", 16)] * 2

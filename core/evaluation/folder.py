@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -11,6 +12,7 @@ import torch
 
 from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
+from core.evaluation.paired import FilmScores
 from core.films.read import read_film
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
@@ -22,10 +24,24 @@ from core.tasks import canonical_class
 from core.wording import threshold_value, with_interval
 
 
+@dataclass(frozen=True)
+class FolderReading:
+    report: Report
+    films: FilmScores | None  # film by film, for a paired comparison (core.evaluation.paired); None: no normal class
+
+
 def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None = None,
                     on_progress: Callable[[int, int], None] | None = None, workers: int = 2,
                     split: str | None = None) -> Report:
-    """Metrics of ``loaded`` on every film under ``folder/CLASS/``; unreadable films are listed, not fatal.
+    """Metrics of ``loaded`` on every film under ``folder/CLASS/`` (:func:`read_folder`'s report)."""
+    return read_folder(loaded, folder, batch_size, on_progress, workers, split).report
+
+
+def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None = None,
+                on_progress: Callable[[int, int], None] | None = None, workers: int = 2,
+                split: str | None = None) -> FolderReading:
+    """Metrics of ``loaded`` on every film under ``folder/CLASS/``, and its reading film by film; unreadable films
+    are listed, not fatal.
 
     A folder with split folders (``train/``, ``val/``, ``test/``) is read at ``split``, by default ``test/``:
     evaluating on training films would say nothing. Class folders may be any subset of the model's classes,
@@ -44,7 +60,7 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | N
         )
     mapping = np.array([lookup[c] for c in films.classes])
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
-    labels, probs, skipped, pending = [], [], [], []
+    labels, probs, skipped, pending, keys = [], [], [], [], []
 
     def flush() -> None:
         if pending:
@@ -64,11 +80,12 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | N
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         decoded = _in_order(pool, decode, films.paths, ahead=workers + 2 * batch_size)
-        for done, (label, result) in enumerate(zip(films.labels, decoded), 1):
+        for done, (path, label, result) in enumerate(zip(films.paths, films.labels, decoded), 1):
             if isinstance(result, SkippedFilm):
                 skipped.append(result)
             else:
                 pending.append((result, int(mapping[label])))
+                keys.append(path.as_posix())
             if len(pending) == batch_size:
                 flush()
             if on_progress:
@@ -78,9 +95,15 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | N
     flush()
     if not labels:
         raise DatasetError(f"No readable film in {folder}.")
-    report = evaluate_probabilities(np.asarray(labels), np.concatenate(probs), loaded.classes,
-                                    loaded.operating_point, split=f"folder {Path(folder) / split if split else folder}")
-    return report.model_copy(update={"model": loaded.name, "skipped": skipped})
+    labels, probs, point = np.asarray(labels), np.concatenate(probs).astype(np.float64), loaded.operating_point
+    report = evaluate_probabilities(labels, probs, loaded.classes, point,
+                                    split=f"folder {Path(folder) / split if split else folder}")
+    films_read = None
+    if point.normal_index is not None:
+        scores = point.abnormal_scores(probs)
+        films_read = FilmScores(keys=tuple(keys), positive=tuple((labels != point.normal_index).tolist()),
+                                scores=tuple(scores.tolist()), called=tuple((scores >= point.threshold).tolist()))
+    return FolderReading(report.model_copy(update={"model": loaded.name, "skipped": skipped}), films_read)
 
 
 def _in_order(pool: ThreadPoolExecutor, work: Callable, items, ahead: int) -> Iterator:

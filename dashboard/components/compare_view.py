@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
@@ -24,12 +25,17 @@ from dashboard.components.same_films import films_apart
 from dashboard.components.reports import (data_label, escape_markdown, films_in_words, metrics_table,
                                           operating_points, per_class_table, roc_input, threshold_value)
 from dashboard.components.model_card import ENSEMBLE_CHOSEN, validation_caveat
+from dashboard.components.paired_view import paired_differences
 from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (VALIDATION, elsewhere_thresholds,
                                          metrics_with_travel, out_of_batch_origin, read_at_another_threshold,
                                          travel_points, travel_reports)
 from dashboard.components.travel_notes import shortcuts, travel_text
 from dashboard.labels import PATHS_HASHED, without_server_paths
+
+if TYPE_CHECKING:  # torch and scikit-learn: imported only when a folder is evaluated
+    from core.evaluation.folder import FolderReading
+    from core.evaluation.paired import FilmScores
 
 PER_ROW = 3
 POLICY_FILMS = f"{SHARED_ROOT}/films"  # 16 full-resolution films that helped choose the default's policy
@@ -104,9 +110,11 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
                            "reason": escape_markdown(without_server_paths(s.error))} for s in report.skipped])
 
 
-def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> None:
+def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False,
+               films: list[tuple[str, FilmScores | None]] | None = None) -> None:
     """``stored``: the rows are each model's stored validation report, and its other stored reports (another
-    batch, a site's films, ...) join the table; figures from a folder stand alone."""
+    batch, a site's films, ...) join the table; figures from a folder stand alone, with the models' paired
+    differences when ``films`` gives their readings film by film."""
     st.subheader("Metrics at each model's operating point")
     several = any(several_classes(report) for _, report in rows)
     st.caption("Values with their 95 % intervals (Wilson score intervals for shares of films, resampled films "
@@ -127,6 +135,7 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> N
                  column_config={"_index": st.column_config.TextColumn("", width="large" if stored else "medium")})
     if stored:
         travel_notes([entry for entry, _ in rows])
+    paired_differences(films or [])
 
     st.subheader("ROC curves")
     curves = [c for c in (roc_input(entry.name, report) for entry, report in rows) if c]
@@ -265,7 +274,7 @@ def travel_notes(entries: list[ModelEntry]) -> None:
 
 @st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False, hash_funcs=PATHS_HASHED)
 def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: str,
-                  operating_point: str = "") -> Report:
+                  operating_point: str = "") -> FolderReading:
     """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
     ``operating_point`` (its JSON) only keys the cache: a version saved again with the same weights and another
     threshold was shown at the old one for twelve hours (a review).
@@ -282,10 +291,10 @@ def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, s
         if done == total or done % max(1, total // 50) == 0:  # ~50 updates, however large the folder
             bar.progress(done / total, text=f"Evaluating {name}: {done} of {total} films")
 
-    from core.evaluation.folder import evaluate_folder  # torch: only when a folder is evaluated
+    from core.evaluation.folder import read_folder  # torch: only when a folder is evaluated
     from core.store.checkpoints import load_checkpoint
 
     try:
-        return evaluate_folder(load_checkpoint(Path(json_path)), folder, on_progress=on_progress)
+        return read_folder(load_checkpoint(Path(json_path)), folder, on_progress=on_progress)
     finally:
         bar.empty()

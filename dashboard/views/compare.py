@@ -94,19 +94,22 @@ if source == FOLDER:
         except TriageError as exc:
             st.error(f"The models were not evaluated on the folder. {exc}", icon=":material/error:")
             st.stop()
-    rows = []
+    rows, films = [], []
     for entry in selected:
         try:
-            rows.append((entry, folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path),
-                                              target, stamp, entry.record.operating_point.model_dump_json())))
+            reading = folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path), target, stamp,
+                                    entry.record.operating_point.model_dump_json())
         except TriageError as exc:
             st.error(f"{entry.name} could not be evaluated on the chosen folder: "
                      f"{escape_markdown(without_server_paths(str(exc), target))}", icon=":material/error:")
+            continue
+        rows.append((entry, reading.report))
+        films.append((entry.name, reading.films))
     evaluated.update(readings[entry.name] for entry, _ in rows)  # shown: an audit line still owed is tried again
     unrecorded = [(entry, report) for entry, report in rows if readings[entry.name] not in recorded]
     recorded.update(readings[entry.name] for entry in record_evaluations(unrecorded, target, who=user.who))
 else:
-    rows = [(e, e.record.report) for e in selected if e.record.report is not None]
+    rows, films = [(e, e.record.report) for e in selected if e.record.report is not None], []
     for entry in selected:
         if entry.record.report is None:
             st.warning(f"{entry.name} has no stored report; evaluate it on a folder instead.")
@@ -116,5 +119,5 @@ if rows:
     if source == FOLDER:
         policy_films_caveat(target)
         training_films_caveat(rows, target)
-    comparison(rows, stored=source == STORED)
+    comparison(rows, stored=source == STORED, films=films)
     details(rows)
