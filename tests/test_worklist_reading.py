@@ -115,3 +115,16 @@ def test_the_map_a_card_opens_on_shows_the_evidence_for_disease():
                         None, True)
     assert class_explained_first(urgent, "NORMAL") == "VIRAL"  # an urgent film's own label
     assert class_explained_first(urgent, None) == "VIRAL"  # no normal class: its label
+
+
+def test_a_saturated_probability_bar_never_reads_as_a_certainty():
+    """A review: the bars' percent format rounds to two decimals, so 0.99998 read "100%" beside a card that says
+    ">99.9999 %". On screen the bars stay within 0.01 %-99.99 %; the CSV keeps the figures as predicted."""
+    from dashboard.components.worklist import BAR_RANGE, on_screen, worklist_csv
+
+    films = [_film("sure.png", "urgent", 0.99998), _film("clear.png", "routine", 0.00002)]
+    shown = on_screen(worklist(films, ("NORMAL", "PNEUMONIA")), ("NORMAL", "PNEUMONIA"))
+    assert list(shown["Probability"]) == [BAR_RANGE[1], BAR_RANGE[1]]
+    assert list(shown["p(PNEUMONIA)"]) == [BAR_RANGE[1], BAR_RANGE[0]]
+    assert list(shown["Abnormal score"]) == [0.99998, 0.00002]  # a score, not a bar: as predicted
+    assert "0.99998" in worklist_csv(films, "m", ("NORMAL", "PNEUMONIA")).decode()

@@ -29,6 +29,8 @@ _RANK = {URGENT: 0, NOT_READ: 1, NOT_TRIAGED: 2, UNREADABLE: 3, ATYPICAL: 4, ROU
 READING_ORDER = "Reading order"
 FILM_ID = "Film ID"  # the start of the file's content fingerprint (SHA-256), on its card too
 LEADING_ABNORMAL = "Leading abnormal class"
+BAR_RANGE = (0.0001, 0.9999)  # what a probability bar shows at most and at least: "99.99%", never "100%" or "0%"
+BAR_HELP = " Shown between 0.01 % and 99.99 %: no output is a certainty; the card gives it to more decimals."
 BADGES = {URGENT: ("Urgent", "red", ":material/priority_high:"), ROUTINE: ("Routine", "green", ":material/check:"),
           NOT_READ: ("Not read yet", "orange", ":material/hourglass_empty:"),
           NOT_TRIAGED: ("Not triaged", "gray", ":material/help:"),
@@ -131,7 +133,7 @@ WORKLIST_COLUMNS = {
     "Label": st.column_config.TextColumn("Label", help="The model's call at its operating point."),
     "Top class": st.column_config.TextColumn("Top class", help="The most probable class."),
     "Probability": st.column_config.ProgressColumn("Probability", format="percent", min_value=0.0, max_value=1.0,
-                                                   help="Probability of the top class."),
+                                                   help="Probability of the top class." + BAR_HELP),
     "Warnings": st.column_config.TextColumn("Warnings", width="medium",
                                             help="Why a film was not triaged, or what to check before trusting it."),
     FILM_ID: st.column_config.TextColumn(FILM_ID, width="small", help=(
@@ -143,8 +145,17 @@ WORKLIST_COLUMNS = {
 def worklist_table(results: list[FilmResult], classes: tuple[str, ...] | list[str], where=st,
                    key: str | None = None) -> None:
     """The worklist as the page draws it, into ``where`` (the page, or a placeholder for the films read so far)."""
-    where.dataframe(worklist(results, classes), hide_index=True, column_config=worklist_columns(classes, results),
-                    column_order=worklist_screen_order(classes), key=key, placeholder="—")
+    where.dataframe(on_screen(worklist(results, classes), classes), hide_index=True,
+                    column_config=worklist_columns(classes, results), column_order=worklist_screen_order(classes),
+                    key=key, placeholder="—")
+
+
+def on_screen(table: pd.DataFrame, classes: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    """The worklist's probability bars kept within :data:`BAR_RANGE`: their percent format rounds to two decimals,
+    so a saturated output of 0.99998 read "100%", a certainty no model gives (a review; the card reads ">99.9999 %").
+    The CSV keeps every figure as predicted."""
+    columns = [c for c in ("Probability", *(probability_column(c) for c in classes)) if c in table]
+    return table.assign(**{c: table[c].clip(*BAR_RANGE) for c in columns})
 
 
 def worklist_screen_order(classes: tuple[str, ...] | list[str]) -> list[str]:
@@ -171,6 +182,6 @@ def worklist_columns(classes: tuple[str, ...] | list[str], results: list[FilmRes
         "Abnormal score": st.column_config.NumberColumn("Abnormal score", format=f"%.{digits}f",
                                                         help=f"1 − p(normal); urgent at or above the threshold{at}.")}
     columns.update({probability_column(c): st.column_config.ProgressColumn(
-        probability_column(c), format="percent", min_value=0.0, max_value=1.0, help=f"Probability of {c}.")
+        probability_column(c), format="percent", min_value=0.0, max_value=1.0, help=f"Probability of {c}." + BAR_HELP)
         for c in classes})
     return columns
