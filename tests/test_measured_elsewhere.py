@@ -351,3 +351,14 @@ def test_a_share_no_count_of_films_gives_and_control_characters_in_the_words_are
                                                    specificity=0.63).read_text()),
                                 "class_counts": {"NORMAL": 40, "PNEUMONIA": 40}}))
     record_measurements(path)
+
+
+def test_a_threshold_no_stored_score_can_fall_between_is_not_called_another(model_here):
+    """A review: figures read at a threshold a hair from this version's (re-chosen 4e-7 away) read "read at threshold
+    0.470980 (this version's is now 0.470980)". Scores are stored to 6 decimals, so the two read every film alike."""
+    from dashboard.components.travel import _read_at
+
+    record = model_here.model_copy(update={"operating_point": model_here.operating_point.model_copy(
+        update={"threshold": 0.4709802})})
+    assert _read_at(record, 0.4709798) == threshold_value(0.4709802) == "0.47098"
+    assert _read_at(record, 0.470982) == "0.470982 (this version's is now 0.47098)"

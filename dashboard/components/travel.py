@@ -166,8 +166,8 @@ def _read_at(record: ModelRecord, threshold: float, between: str = " (", after: 
     """``threshold`` and, where it is not this version's, this version's beside it (``between`` and ``after``
     around it): to as many decimals as tell the two apart."""
     shipped = record.operating_point.threshold
-    if abs(threshold - shipped) < 1e-9:
-        return threshold_value(threshold)
+    if f"{threshold:.6f}" == f"{shipped:.6f}":  # scores are stored to 6 decimals: no film reads between the two, and
+        return threshold_value(threshold)  # 1e-6 apart read "0.470980 (this version's is now 0.470980)" (a review)
     digits = digits_apart(shipped, threshold)
     return f"{threshold:.{digits}f}{between}this version's is now {threshold_value(shipped, threshold)}{after}"
 
