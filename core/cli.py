@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from core import config, limits
 from core.errors import TriageError
 from core.films.folders import SPLITS, refuse_unknown_homes
 from core.stop_signals import interrupt_on_stop_signals
-from core.wording import json_line, one_line
+from core.wording import json_line
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit 2
@@ -56,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "cover DIR's class folders, the smallest such task)")
     p.add_argument("--split", choices=SPLITS, help="which split of a DIR with train/, val/ and test/ folders "
                    "(default: test)")
+    p.add_argument("--against", action="append", metavar="MODEL", help="another registered model to read on the "
+                   "same films and compare with film by film (paired differences, McNemar's test); may be repeated")
     p.add_argument("--json", action="store_true")
-    _add_device(p, "run the model")
+    _add_device(p, "run the models")
     p = sub.add_parser("train", help="train and register a new model version")
     p.add_argument("dir", metavar="DIR", help="a class-folder tree (DIR/CLASS/*, or DIR/train/CLASS/* whose val/ "
                    "joins validation), a manifest file (.toml) or a shipped manifest's name (four-class)")
@@ -171,13 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if isinstance(getattr(args, "models", None), list):  # a version named twice is checked once, not twice
         args.models = list(dict.fromkeys(args.models))
+    from core.evaluation.commands import run_evaluate
     from core.serving.commands import run_predict
     from core.training import commands  # the commands that change models
 
     restore_signals = interrupt_on_stop_signals()  # SIGTERM and SIGHUP answer as Ctrl+C does
     try:
         _refuse_early(args)
-        run = {"predict": run_predict, "evaluate": _evaluate, "models": _models, "fit-population": _fit_population,
+        run = {"predict": run_predict, "evaluate": run_evaluate, "models": _models, "fit-population": _fit_population,
                "train": commands.run_train, "calibrate": commands.run_calibrate, "ensemble": commands.run_ensemble,
                "set-default": commands.run_set_default, "other-batch": commands.run_other_batch,
                "framing-check": commands.run_framing_check, "collection-check": commands.run_collection_check,
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # The arguments that name registered models, per command.
-_MODEL_ARGUMENTS = {"predict": ("model",), "evaluate": ("model",), "calibrate": ("model",), "set-default": ("model",),
+_MODEL_ARGUMENTS = {"predict": ("model",), "evaluate": ("model", "against"), "calibrate": ("model",), "set-default": ("model",),
                     "other-batch": ("model", "run"), "ensemble": ("members",), "fit-population": ("models",),
                     "framing-check": ("models",), "collection-check": ("models",)}
 
@@ -226,40 +228,6 @@ def _fit_population(args) -> int:
     for record in fit_for_registered(args.models, args.data, who=cli_user(), refit=args.refit):
         print(json_line({"name": record.name, "population_check": record.population_check.to_json()}))
     return 0
-
-
-def _evaluate(args) -> int:
-    folder = _evaluation_folder(args.dir, args.split)  # a mistyped folder is refused before torch is imported
-
-    from core.admin.audit import cli_user, ensure_writable, record_action
-    from core.evaluation.folder import evaluate_folder, report_line
-    from core.evaluation.overlap import overlap_notes
-    from core.models.device import place_model, resolve_device
-    from core.store.checkpoints import load_checkpoint
-    from core.store.class_default import find_default_for_classes
-    from core.store.registry import find_model
-
-    ensure_writable()  # an evaluation is recorded: refused before minutes of work, not after them
-    entry = find_model(args.model) if args.model else find_default_for_classes(folder.classes)
-    loaded = load_checkpoint(entry.json_path)
-    loaded.model = place_model(loaded.model, resolve_device(args.device))
-    report = evaluate_folder(loaded, args.dir, split=args.split)
-    record_action("evaluate", cli_user(), model=loaded.name, folder=Path(args.dir).name, **report.summary())
-    cautions = overlap_notes(loaded.record, args.dir, args.split)  # found by a review: Compare said so, not the CLI
-    if args.json:
-        print(json_line({**report.to_json(), "cautions": cautions}))
-        return 0
-    print(report_line(loaded.name, report))
-    lines = [f"skipped {one_line(f.file)}: {one_line(f.error)}" for f in report.skipped]  # a name starts no line
-    print("".join(f"  {line}\n" for line in lines + [f"caution: {caution}" for caution in cautions]), end="")
-    return 0
-
-
-def _evaluation_folder(folder: str, split: str | None):
-    """The films ``evaluate`` will read (as core.evaluation.folder lists them), listed without torch."""
-    from core.films.folders import discover, evaluation_split
-
-    return discover(folder, evaluation_split(folder, split), min_classes=1)
 
 
 def _models(args) -> int:

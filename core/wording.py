@@ -103,3 +103,21 @@ def _valid_unicode(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_valid_unicode(item) for item in value]
     return value
+
+
+def signed_difference(value: float | None, interval, points: bool) -> str:
+    """A difference and its 95 % interval: ``+0.012 (−0.004 to +0.029)``, or in percentage points ``+3.1 pts (−1.0
+    to +7.2)``; "—" when missing, and no interval where every resample gave the same value."""
+    if value is None:
+        return "—"
+
+    def one(v: float) -> str:
+        text = f"{v * 100:+.1f}" if points else f"{v:+.3f}"
+        return text[1:] if not text.strip("+-0.") else text.replace("-", "−")  # 0.0, not +0.0 or −0.0
+
+    unit = " pts" if points else ""
+    if not interval:
+        return one(value) + unit
+    if interval[0] == interval[1]:  # "0.000 (0.000 to 0.000)" for two models perfect on a few films
+        return f"{one(value)}{unit} (the same in every resample of these films)"
+    return f"{one(value)}{unit} ({one(interval[0])} to {one(interval[1])})"

@@ -128,7 +128,7 @@ def test_evaluate_is_refused_before_its_work_when_its_audit_entry_cannot_be_writ
 
     (tmp_path / "a-file").write_text("not a folder")
     settings_env(CXR_AUDIT_LOG=str(tmp_path / "a-file" / "audit.jsonl"))
-    monkeypatch.setattr(folder, "evaluate_folder", lambda *a, **k: pytest.fail("evaluated before the check"))
+    monkeypatch.setattr(folder, "read_folder", lambda *a, **k: pytest.fail("evaluated before the check"))
     from core import cli
 
     with pytest.raises(SystemExit) as stopped:

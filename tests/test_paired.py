@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -84,9 +85,31 @@ def test_one_model_at_two_thresholds_on_real_films(trained_model, films_dir):
 
 
 def test_differences_in_words():
-    from dashboard.components.paired_view import signed
+    from core.wording import signed_difference as signed
 
     assert signed(0.0123, (-0.004, 0.029), points=False) == "+0.012 (−0.004 to +0.029)"
     assert signed(-0.125, (-0.4, 0.0), points=True) == "−12.5 pts (−40.0 to 0.0)"
     assert signed(0.0, (0.0, 0.0), points=False) == "0.000 (the same in every resample of these films)"
     assert signed(None, None, points=True) == "—"
+
+
+def test_evaluate_against_another_model_on_the_same_films(run_cli, films_dir, tmp_path):
+    """The command line's paired comparison: each model's line, then the difference, as Compare gives them; JSON
+    carries the differences under ``against``."""
+    from e2e_support import quick_checkpoints
+
+    models = quick_checkpoints(tmp_path / "checkpoints")
+    args = ("evaluate", films_dir, "--model", "pneumonia-cnn5-v1", "--against", "pneumonia-mlp-v1")
+    text = run_cli(*args, checkpoints=models)
+    assert text.returncode == 0, text.stdout + text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith("pneumonia-cnn5-v1 on 16 films") and lines[1].startswith("pneumonia-mlp-v1 on 16 films")
+    assert lines[-1].startswith("pneumonia-cnn5-v1 − pneumonia-mlp-v1 on 16 films both read: AUC ")
+    assert all(words in lines[-1] for words in (", sensitivity ", ", specificity ", "(McNemar p = "))
+    data = json.loads(run_cli(*args, "--json", checkpoints=models).stdout)
+    (against,) = data["against"]
+    assert against["model"] == "pneumonia-mlp-v1" and against["n"] == 16 and against["abnormal"] == 8
+    assert -1 <= against["auc"] <= 1 and against["auc_ci"][0] <= against["auc"] <= against["auc_ci"][1]
+    assert f"{against['first_only_right']} and {against['second_only_right']}" in lines[-1]
+    refused = run_cli(*args[:-1], "no-such-model-v1", checkpoints=models)
+    assert refused.returncode == 1 and "no-such-model-v1" in json.loads(refused.stdout.splitlines()[-1])["error"]

@@ -70,6 +70,17 @@ def paired_difference(first: FilmScores, second: FilmScores, seed: int = 0) -> P
                             p_value=float(min(1.0, p_value)))
 
 
+def verdict(diff: PairedDifference, first: str, second: str) -> str:
+    """In words: which model the films favour, on ranking (the AUC interval) and on its calls (McNemar)."""
+    said = []
+    if diff.auc_ci and (diff.auc_ci[0] > 0 or diff.auc_ci[1] < 0):
+        said.append(f"{first if diff.auc_ci[0] > 0 else second} ranks these films better")
+    if diff.p_value < 0.05:
+        said.append(f"{first if diff.first_only_right > diff.second_only_right else second} calls more of them "
+                    f"right (p = {diff.p_value:.3g})")
+    return "; ".join(said) if said else "No difference shown on these films"
+
+
 def _share_difference(called: list[np.ndarray], among: np.ndarray, weights: np.ndarray
                       ) -> tuple[float | None, Interval | None]:
     """The difference of the share of ``among`` films each model called, with its paired resampled interval."""
