@@ -16,6 +16,7 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from core.films.film import Film
 from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore, OnePerProcess
 from core.store import manifest
 from core.store.atomic import atomic_write_bytes, atomic_write_json
-from core.store.base import MAX_WEIGHTS_BYTES, read_regular_file
+from core.store.base import MAX_WEIGHTS_BYTES, Record, parse_record, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ def detector_dir() -> Path:
     """Where the shipped detector lives (``CXR_DETECTOR_DIR``, see core.config); independent of the model
     registry: the check belongs to the app, not to one set of models."""
     return settings().detector
+
+
+class DetectorMeta(Record):
+    """The detector's JSON beside its tensors: the score's threshold and how it was calibrated (fit_chest_check)."""
+    threshold: float
+    calibration: dict[str, Any] = {}
 
 
 @dataclass
@@ -64,10 +71,11 @@ class ChestFilmDetector:
     def load(cls, directory: Path | None = None) -> "ChestFilmDetector":
         directory = directory or detector_dir()
         try:
-            meta = json.loads(_read_detector_file(directory / f"{DETECTOR_NAME}.json"))
+            meta = parse_record(DetectorMeta, json.loads(_read_detector_file(directory / f"{DETECTOR_NAME}.json")),
+                                "its description")
             arrays = torch.load(io.BytesIO(_read_detector_file(directory / f"{DETECTOR_NAME}.pt")),
                                 map_location="cpu", weights_only=True)
-            detector = cls(GaussianScore.from_tensors(arrays), float(meta["threshold"]), meta.get("calibration", {}))
+            detector = cls(GaussianScore.from_tensors(arrays), meta.threshold, meta.calibration)
             # a threshold that is not a finite number, or scores that are not, passed every film (a review)
             if not (math.isfinite(detector.threshold) and detector.threshold > 0
                     and all(bool(torch.isfinite(t).all()) for t in arrays.values())):
