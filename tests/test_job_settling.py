@@ -11,10 +11,10 @@ from core.jobs.jobs import read_job
 from core.jobs.records import JobSettings, write_settings, write_status
 
 
-def _dead_job(root: Path, job_id: str, site: Path) -> Path:
+def _dead_job(root: Path, job_id: str, site: Path, who: str | None = None) -> Path:
     folder = root / job_id
     folder.mkdir(parents=True)
-    write_settings(folder, JobSettings(job_id=job_id, data_dir=Path("films"), checkpoints=site))
+    write_settings(folder, JobSettings(job_id=job_id, data_dir=Path("films"), checkpoints=site, started_by=who))
     write_status(folder, "running")
     return folder
 
@@ -30,3 +30,38 @@ def test_a_dead_job_that_registered_its_version_succeeded_even_when_the_registry
     assert "after registering" in settled.message
     other = read_job(_dead_job(tmp_path / "jobs", "job-8", copied_model.parent))  # registered nothing
     assert other.state == "failed" and "Nothing was registered" in other.message
+
+
+def test_a_job_killed_between_its_version_and_its_audit_line_is_recorded_and_promoted_when_settled(
+        copied_model, tmp_path, settings_env, monkeypatch):
+    """A review: killed after writing its version's files but before the ``train`` audit line (its saved run still
+    there), the job was settled as succeeded with no audit line and no first-default promotion. The settler writes
+    the line, marked as written at settling, and applies the first-default rule; killed just after the line, no
+    second line."""
+    import core.jobs.jobs as jobs
+    from core.admin.audit import read_actions, record_action
+    from core.store.registry import find_model
+
+    settings_env(CXR_MODELS=str(copied_model.parent), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    discarded = []
+    monkeypatch.setattr(jobs, "saved_run_of_job", lambda job_id: type("Run", (), {"key": f"run-of-{job_id}"}))
+    monkeypatch.setattr(jobs, "discard_saved_run", discarded.append)
+    record = json.loads(copied_model.read_text())
+    record["training"]["job_id"] = "job-9"
+    copied_model.write_text(json.dumps(record))
+    record_action("job.start", "admin", job="job-9")
+    settled = read_job(_dead_job(tmp_path / "jobs", "job-9", copied_model.parent, who="admin"))
+    assert settled.state == "succeeded" and settled.message.endswith("that version is complete.")
+    train = [a for a in read_actions() if a.action == "train"]
+    assert [(a.who, a.model, a.details["job"], a.details["settled"]) for a in train] == [
+        ("admin", record["name"], "job-9", True)]
+    assert train[0].details["auc"] == record["report"]["auc"] and discarded == ["run-of-job-9"]
+    assert find_model(record["name"]).is_default  # the task's first version, as training would have made it
+    assert [a.action for a in read_actions(limit=2)] == ["default.change", "train"]
+
+    record["training"]["job_id"] = "job-10"  # killed after its line: nothing written twice
+    copied_model.write_text(json.dumps(record))
+    record_action("job.resume", "admin", job="job-10")
+    record_action("train", "admin", model=record["name"], job="job-10")
+    read_job(_dead_job(tmp_path / "jobs", "job-10", copied_model.parent, who="admin"))
+    assert [a.details["job"] for a in read_actions() if a.action == "train"] == ["job-10", "job-9"]

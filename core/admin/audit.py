@@ -114,6 +114,20 @@ def read_actions(limit: int = 100, refused_sign_ins: bool | None = None, within:
     return entries
 
 
+def find_action(job_id: str, action: str, until: tuple[str, ...]) -> AuditEntry | None:
+    """Job ``job_id``'s newest ``action``, looking back no further than its newest action in ``until`` (e.g. its
+    start: what it did comes after); None when there is none, or no log."""
+    for line in _lines_from_the_end(audit_log_path()):
+        entry = _parse(line)
+        if entry is None or entry.details.get("job") != job_id:
+            continue
+        if entry.action == action:
+            return entry
+        if entry.action in until:
+            return None
+    return None
+
+
 def _parse(line: bytes) -> AuditEntry | None:
     try:
         return parse_record(AuditEntry, json.loads(line), "An audit log line")

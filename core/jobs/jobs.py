@@ -44,7 +44,7 @@ from core.store.atomic import keep_private
 from core.jobs.prune import prune_old_jobs
 from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, JOB_FOLDER, QUEUED, RUNNING, SUCCEEDED, Job,
                                JobSettings, JobStatus, JobSummary, read_settings, read_status, run_left_by,
-                               version_registered_by, write_settings, write_status)
+                               trace_registered, version_registered_by, write_settings, write_status)
 from core.store.names import check_base_name
 from core.store.registry import checkpoint_dir
 from core.store.records import TrainConfig
@@ -275,11 +275,12 @@ def _settle_if_dead(folder: Path) -> Job:
     registered = version_registered_by(job)
     if registered is not None:
         left = saved_run_of_job(job.job_id)  # killed between the version's files and forgetting the run
+        untraced = trace_registered(job, registered) if left is not None else ""
         if left is not None:
             discard_saved_run(left.key)
         write_status(folder, SUCCEEDED, model=registered.name, summary=JobSummary.of(registered), message=(
             f"The training process stopped unexpectedly after registering {registered.name}; "
-            "that version is complete."))
+            "that version is complete." + untraced))
     else:
         write_status(folder, FAILED, message=(
             "The training process stopped unexpectedly (it was killed or the server restarted). "

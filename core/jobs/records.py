@@ -212,3 +212,29 @@ def version_registered_by(job: Job) -> ModelRecord | None:
         if record.training and record.training.job_id == job.job_id and path.with_suffix(".pt").is_file():
             return record
     return None
+
+
+def trace_registered(job: Job, registered: ModelRecord) -> str:
+    """What a job killed between its version's files and its ``train`` audit line left undone, done by the job's
+    settler (a review: such a version was settled as succeeded with no audit line, nor made its task's first
+    default): the line, marked as written at settling, then the first-default rule. "" when done (or the line was
+    there: killed just after it), else a sentence for the job's message."""
+    from core.admin.audit import find_action, record_action
+    from core.store.promotion import promote_first
+
+    who = job.settings.started_by or "job"
+    try:
+        if find_action(job.job_id, "train", until=("job.start", "job.resume")):
+            return ""
+        training, report = registered.training, registered.report
+        record_action("train", who, model=registered.name, task=registered.task, job=job.job_id, settled=True,
+                      arch=registered.arch, image_size=registered.image_size,
+                      epochs=len(training.history) if training else None,
+                      **({"auc": report.auc, "sensitivity": report.sensitivity, "specificity": report.specificity,
+                          "n": report.n} if report else {}))
+        promote_first(registered.name, who=who, directory=job.settings.checkpoints)
+    except TriageError as exc:
+        logging.getLogger(__name__).warning("job %s: %s was registered but not recorded in full: %s", job.job_id,
+                                            registered.name, exc)
+        return f" It could not be recorded in full ({exc}); ask an administrator to check the audit log."
+    return ""
