@@ -16,44 +16,55 @@ def run_evaluate(args) -> int:
     folder = evaluation_folder(args.dir, args.split)  # a mistyped folder is refused before torch is imported
 
     from core.admin.audit import cli_user, ensure_writable, record_action
-    from core.evaluation.folder import read_folder, report_line
+    from core.evaluation.folder import check_classes, read_folder, report_line
     from core.evaluation.overlap import overlap_notes
     from core.models.device import place_model, resolve_device
     from core.store.checkpoints import load_checkpoint
     from core.store.class_default import find_default_for_classes
     from core.store.registry import find_model
 
-    ensure_writable()  # an evaluation is recorded: refused before minutes of work, not after them
     entry = find_model(args.model) if args.model else find_default_for_classes(folder.classes)
-    others = [name for name in dict.fromkeys(args.against or ()) if name != entry.name]
+    entries = [entry, *_others(entry.name, args.against or (), find_model)]
+    for each in entries:  # every model fits the folder before any of them reads a film or is recorded
+        check_classes(each.name, each.record.classes, folder.classes, args.dir)
+        if len(entries) > 1 and each.record.operating_point.normal_index is None:
+            raise CommandRefused(f"{each.name} has no normal class, so it cannot be compared abnormal against normal "
+                                 "film by film; leave out --against, or compare models of a task with a normal class.")
+    ensure_writable()  # an evaluation is recorded: refused before minutes of work, not after them
     device = resolve_device(args.device)
     readings, cautions = {}, {}
-    for name, json_path in [(entry.name, entry.json_path), *((n, find_model(n).json_path) for n in others)]:
-        loaded = load_checkpoint(json_path)
-        if others and loaded.record.operating_point.normal_index is None:
-            raise CommandRefused(f"{name} has no normal class, so it cannot be compared abnormal against normal "
-                                 "film by film; leave out --against, or compare models of a task with a normal class.")
+    for each in entries:
+        loaded = load_checkpoint(each.json_path)
         loaded.model = place_model(loaded.model, device)
-        readings[name] = read_folder(loaded, args.dir, split=args.split)
-        record_action("evaluate", cli_user(), model=name, folder=Path(args.dir).name,
-                      **readings[name].report.summary())
-        cautions[name] = overlap_notes(loaded.record, args.dir, args.split)  # a review: Compare said so, the CLI not
-    report = readings[entry.name].report
-    from core.evaluation.paired import paired_difference
+        readings[each.name] = read_folder(loaded, args.dir, split=args.split)
+        record_action("evaluate", cli_user(), model=each.name, folder=Path(args.dir).name,
+                      **readings[each.name].report.summary())
+        cautions[each.name] = overlap_notes(loaded.record, args.dir, args.split)  # Compare said so, not the CLI
+    from core.evaluation.paired import paired_difference, verdict
 
-    paired = {name: paired_difference(readings[entry.name].films, readings[name].films) for name in others}
+    paired = {each.name: paired_difference(readings[entry.name].films, readings[each.name].films)
+              for each in entries[1:]}
     if args.json:
-        against = [{"model": name, **(asdict(d) if d is not None else {"n": 0})} for name, d in paired.items()]
-        print(json_line({**report.to_json(), "cautions": cautions[entry.name]} | ({"against": against} if others else {})))
+        print(json_line({**readings[entry.name].report.to_json(), "cautions": cautions[entry.name]} | (
+            {"against": [_against_json(name, readings[name].report, cautions[name], difference,
+                                       verdict(difference, entry.name, name) if difference else None)
+                         for name, difference in paired.items()]} if args.against else {})))
         return 0
-    for name in readings:
-        report = readings[name].report
-        print(report_line(name, report))
-        lines = [f"skipped {one_line(f.file)}: {one_line(f.error)}" for f in report.skipped]  # a name starts no line
+    for name, reading in readings.items():
+        print(report_line(name, reading.report))
+        lines = [f"skipped {one_line(f.file)}: {one_line(f.error)}" for f in reading.report.skipped]  # no name starts
         print("".join(f"  {line}\n" for line in lines + [f"caution: {caution}" for caution in cautions[name]]), end="")
     for name, difference in paired.items():
         print(paired_line(entry.name, name, difference))
     return 0
+
+
+def _others(name: str, against, find_model) -> list:
+    """The ``--against`` models, each once; the evaluated model itself is refused (compared with itself, it was
+    dropped without a word and the JSON had no ``against``: a review)."""
+    if name in against:
+        raise CommandRefused(f"--against names {name}, the model evaluated; name other models to compare it with.")
+    return [find_model(other) for other in dict.fromkeys(against)]
 
 
 def evaluation_folder(folder: str, split: str | None):
@@ -63,9 +74,16 @@ def evaluation_folder(folder: str, split: str | None):
     return discover(folder, evaluation_split(folder, split), min_classes=1)
 
 
+def _against_json(name: str, report, cautions: list[str], difference, words: str | None) -> dict:
+    """An ``--against`` model in the JSON: its own figures and cautions, as the text's line gives them, then the
+    paired difference and its verdict (``n`` 0 and no difference when the two read no film in common)."""
+    return {"model": name, "figures": report.summary_with_intervals(), "cautions": cautions,
+            **(asdict(difference) if difference is not None else {"n": 0}), "verdict": words}
+
+
 def paired_line(first: str, second: str, diff) -> str:
-    """``a − b on 16 films both read: AUC +0.016 (0.000 to +0.094), sensitivity ..., specificity ...; right where
-    the other was wrong 1 and 1 (McNemar p = 1); no difference shown on these films``."""
+    """``a − b on 16 films both read: AUC +0.016 (−0.05 to +0.09), sensitivity ..., specificity ...; only a right 1,
+    only b right 1 (McNemar p = 1); no difference shown ...``."""
     from core.evaluation.paired import verdict
 
     if diff is None:
@@ -73,6 +91,7 @@ def paired_line(first: str, second: str, diff) -> str:
     return (f"{first} − {second} on {diff.n} films both read: "
             f"AUC {signed_difference(diff.auc, diff.auc_ci, points=False)}, "
             f"sensitivity {signed_difference(diff.sensitivity, diff.sensitivity_ci, points=True)}, "
-            f"specificity {signed_difference(diff.specificity, diff.specificity_ci, points=True)}; right where the "
-            f"other was wrong {diff.first_only_right} and {diff.second_only_right} (McNemar p = {diff.p_value:.3g}); "
+            f"specificity {signed_difference(diff.specificity, diff.specificity_ci, points=True)}; "
+            f"only {first} right on {diff.first_only_right} film(s), only {second} on {diff.second_only_right} "
+            f"(McNemar p = {diff.p_value:.2g}, all films); "
             f"{verdict(diff, first, second).replace('No difference', 'no difference')}")

@@ -51,13 +51,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     """
     split = evaluation_split(folder, split)
     films = discover(folder, split, min_classes=1)
-    lookup = {canonical_class(c) or c: i for i, c in enumerate(loaded.classes)}  # older models' own spellings
-    unknown = [c for c in films.classes if c not in lookup]
-    if unknown:
-        raise DatasetError(
-            f"{folder} has class folder(s) of {', '.join(unknown)}, which model {loaded.name} does not know "
-            f"(it knows {', '.join(loaded.classes)}); choose a model of that task or move those folders out."
-        )
+    lookup = check_classes(loaded.name, loaded.classes, films.classes, folder)
     mapping = np.array([lookup[c] for c in films.classes])
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
     labels, probs, skipped, pending, keys = [], [], [], [], []
@@ -104,6 +98,19 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
         films_read = FilmScores(keys=tuple(keys), positive=tuple((labels != point.normal_index).tolist()),
                                 scores=tuple(scores.tolist()), called=tuple((scores >= point.threshold).tolist()))
     return FolderReading(report.model_copy(update={"model": loaded.name, "skipped": skipped}), films_read)
+
+
+def check_classes(name: str, classes, film_classes, folder) -> dict[str, int]:
+    """Each of the model's classes by its canonical name (older models' own spellings too), once every class folder
+    of ``folder`` is one of them; DatasetError naming those that are not."""
+    lookup = {canonical_class(c) or c: i for i, c in enumerate(classes)}
+    unknown = [c for c in film_classes if c not in lookup]
+    if unknown:
+        raise DatasetError(
+            f"{folder} has class folder(s) of {', '.join(unknown)}, which model {name} does not know "
+            f"(it knows {', '.join(classes)}); choose a model of that task or move those folders out."
+        )
+    return lookup
 
 
 def _in_order(pool: ThreadPoolExecutor, work: Callable, items, ahead: int) -> Iterator:

@@ -180,6 +180,11 @@ def _bootstrap_weights(n: int, seed: int) -> np.ndarray:
     return drawn.reshape(N_BOOTSTRAP, n).astype(np.float64)
 
 
+def film_weights(n: int, seed: int) -> np.ndarray:
+    """Each resample's count of each of ``n`` films (resamples x films), as every report's intervals draw them."""
+    return _bootstrap_weights(n, seed)
+
+
 def patient_weights(patients: Sequence[str], seed: int) -> np.ndarray:
     """Like :func:`_bootstrap_weights`, resampling patients instead of films (a cluster bootstrap): each resample
     draws as many patients as there are, with replacement, and each film counts as often as its patient was
@@ -192,7 +197,7 @@ def patient_weights(patients: Sequence[str], seed: int) -> np.ndarray:
 
 
 def resampled_aucs(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Each resample's ROC AUC for resample weights (films x resamples, as :func:`patient_weights` gives)."""
+    """Each resample's ROC AUC for resample weights (resamples x films, as :func:`patient_weights` gives)."""
     return _weighted_auc(np.asarray(positive, dtype=bool), np.asarray(scores, dtype=np.float64), weights)
 
 

@@ -14,20 +14,28 @@ if TYPE_CHECKING:  # scikit-learn and SciPy: imported when a folder is evaluated
     from core.evaluation.paired import FilmScores
 
 PAIRED_NOTE = ("Each row reads two models on the films both read, the second's figure subtracted from the first's, "
-               "with a 95 % interval from resampling those films once for both (films, not patients: a folder says "
-               "nothing of who a film belongs to). An interval that holds 0 does not show a difference. "
-               "Sensitivity and specificity are at each model's own operating point; McNemar's exact test asks "
-               "whether the films only one of the two called right (abnormal or normal) lean one way more than "
-               "chance would. On few films most gaps are not shown; a side-by-side table overstates none of this "
-               "but cannot tell it either.")
+               "with a 95 % interval: for the AUC from resampling those films once for both (films, not patients: a "
+               "folder says nothing of who a film belongs to), no narrower than Hanley–McNeil's with fewer than 20 "
+               "films of a kind; for sensitivity and specificity, at each model's own operating point, Newcombe's "
+               "for paired shares. *What the films show* names a model only where the AUC interval leaves out 0, or "
+               "where the abnormal (or normal) films only one model called right lean its way by McNemar's exact "
+               "test (p < 0.05); the last columns give that test on all films, which weighs this folder's mix of "
+               "abnormal and normal films. No difference shown does not make two models equal. Each row is tested "
+               "on its own: with several models, expect about one row in twenty to name a model by chance alone.")
 
 
 def paired_table(readings: list[tuple[str, FilmScores]]) -> pd.DataFrame:
+    """One row per pair of models, in the order chosen."""
     from core.evaluation.paired import paired_difference, verdict
 
     rows = []
     for (first, one), (second, two) in combinations(readings, 2):
-        diff = paired_difference(one, two)
+        try:
+            diff = paired_difference(one, two)
+        except ValueError:  # two readings that disagree on a film's class (a folder changed between them)
+            rows.append({"Models (first − second)": f"{first} − {second}", "What the films show": (
+                "Not compared: the two readings give some films different classes. Press Evaluate again.")})
+            continue
         if diff is None:
             continue
         rows.append({
@@ -35,10 +43,18 @@ def paired_table(readings: list[tuple[str, FilmScores]]) -> pd.DataFrame:
             "AUC difference": signed_difference(diff.auc, diff.auc_ci, points=False),
             "Sensitivity difference": signed_difference(diff.sensitivity, diff.sensitivity_ci, points=True),
             "Specificity difference": signed_difference(diff.specificity, diff.specificity_ci, points=True),
+            "What the films show": verdict(diff, first, second),
             "Only the first right": diff.first_only_right, "Only the second right": diff.second_only_right,
-            "McNemar p": f"{diff.p_value:.3g}", "What the films show": verdict(diff, first, second),
+            "McNemar p (all films)": f"{diff.p_value:.2g}",
         })
     return pd.DataFrame(rows)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _table(readings: list[tuple[str, FilmScores]]) -> pd.DataFrame:
+    """:func:`paired_table`, once per set of readings: not again at every rerun of the page (a folder of 100,000
+    films takes seconds a pair)."""
+    return paired_table(readings)
 
 
 def paired_differences(readings: list[tuple[str, FilmScores | None]]) -> None:
@@ -46,7 +62,7 @@ def paired_differences(readings: list[tuple[str, FilmScores | None]]) -> None:
     usable = [(name, films) for name, films in readings if films is not None]
     if len(usable) < 2:
         return
-    table = paired_table(usable)
+    table = _table(usable)
     if table.empty:
         return
     st.subheader("Paired differences on the same films")
