@@ -115,12 +115,13 @@ def test_evaluate_refuses_a_missing_folder_before_loading_a_model(tmp_path):
     ["calibrate", "nope-v1", "--target-sensitivity", "0.9"], ["ensemble", "nope-v1", "nope-v2", "--name", "x"],
     ["set-default", "nope-v1"], ["other-batch", "nope-v1", "--from", "nope-v2"], ["fit-population", "nope-v1"],
     ["framing-check", "nope-v1"], ["collection-check", "nope-v1"], ["predict", "--model", "nope-v1", "x.png"],
-    ["evaluate", ".", "--model", "nope-v1"],
+    ["evaluate", ".", "--model", "nope-v1"], ["predict", "--task", "nope-v1", str(REPO / "README.md")],  # was late
 ])
 def test_a_mistyped_model_name_is_refused_before_torch_is_imported(tmp_path, trained_model, command):
     code, lines, torch_imported = _in_process(tmp_path, *command, models=trained_model.directory)
     assert code == 1 and not torch_imported
-    assert lines == [{"error": lines[0]["error"]}] and lines[0]["error"].startswith("No model named 'nope-v1'")
+    assert lines == [{"error": lines[0]["error"]}] and lines[0]["error"].startswith(("No model named 'nope-v1'",
+                                                                                  "No model for task 'nope-v1'"))
 
 
 def test_measured_elsewhere_refuses_a_bad_file_before_torch_is_imported(tmp_path):

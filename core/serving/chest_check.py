@@ -116,7 +116,8 @@ class ChestFilmCheck:
     def problem_of(self, features: np.ndarray) -> str | None:
         score = float(self.detector.scores(features)[0])
         if not score <= self.detector.threshold:  # a score that is not a number is no chest film either
-            log.warning("chest-film check: score %.1f over the threshold %.1f", score, self.detector.threshold)
+            # the film's own warning says so; for an operator's log at INFO, not a line on every CLI run's stderr
+            log.info("chest-film check: score %.1f over the threshold %.1f", score, self.detector.threshold)
             return ("This image does not look like a chest film: it is unlike every chest film the check was built "
                     "on.")
         return None

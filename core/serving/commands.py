@@ -26,14 +26,15 @@ def run_predict(args) -> int:
             _film_failed(args, file, exc)
         return 1
 
+    name = _model_for_task(args.model, args.task)  # an unknown task, without torch (a review: after 1.7 s of it)
     from core.films.decode_pool import start_worker_early
     from core.films.read import read_film
     from core.models.device import resolve_device
     from core.serving.predict import Predictor
 
-    resolve_device(args.device)  # an unavailable device is refused before any model is looked for
+    resolve_device(args.device)  # an unavailable device is refused before the model loads
     start_worker_early(args.files)  # a DICOM's decoding worker starts while the model loads (none for PNG/JPEG)
-    predictor = Predictor.from_registry(_model_for_task(args.model, args.task), device=args.device)
+    predictor = Predictor.from_registry(name, device=args.device)
     failures = 0
     for file in args.files:
         try:
