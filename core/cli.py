@@ -199,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # The arguments that name registered models, per command.
-_MODEL_ARGUMENTS = {"predict": ("model",), "evaluate": ("model", "against"), "calibrate": ("model",), "set-default": ("model",),
-                    "other-batch": ("model", "run"), "ensemble": ("members",), "fit-population": ("models",),
-                    "framing-check": ("models",), "collection-check": ("models",)}
+_MODEL_ARGUMENTS = {"predict": ("model",), "evaluate": ("model", "against"), "calibrate": ("model",),
+                    "set-default": ("model",), "other-batch": ("model", "run"), "ensemble": ("members",),
+                    "fit-population": ("models",), "framing-check": ("models",), "collection-check": ("models",)}
 
 
 def _refuse_early(args) -> None:

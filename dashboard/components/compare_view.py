@@ -22,8 +22,9 @@ from dashboard.components.class_figures import (CLASS_FIGURES_NOTE, SOURCE_SHORT
                                                 several_classes, source_table)
 from core.wording import fixed, valid_text
 from dashboard.components.same_films import films_apart
-from dashboard.components.reports import (data_label, escape_markdown, films_in_words, metrics_table,
-                                          operating_points, per_class_table, roc_input, threshold_value)
+from dashboard.components.reports import (METRICS_NOTE, SEVERAL_CLASSES_NOTE, data_label, escape_markdown,
+                                          films_in_words, metrics_table, operating_points, per_class_table, roc_input,
+                                          threshold_value)
 from dashboard.components.model_card import ENSEMBLE_CHOSEN, validation_caveat
 from dashboard.components.paired_view import paired_differences
 from dashboard.components.travel_notes import elsewhere_films
@@ -95,7 +96,7 @@ def _with_count(words: str, n: int) -> str:
 
 def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     """Say which films every figure comes from, and warn when they are not the same films for every model."""
-    lines = [f"- **{entry.name}**: {_with_count(films_in_words(report), report.n)}" for entry, report in rows]
+    lines = [f"- **{e.name}**: {escape_markdown(_with_count(films_in_words(r), r.n))}" for e, r in rows]
     st.caption("Figures computed on:\n" + "\n".join(lines))
     apart = films_apart(rows)
     if apart:
@@ -117,19 +118,7 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False,
     differences when ``films`` gives their readings film by film."""
     st.subheader("Metrics at each model's operating point")
     several = any(several_classes(report) for _, report in rows)
-    st.caption("Values with their 95 % intervals (Wilson score intervals for shares of films, resampled films "
-               "for AUC and F1; where every resample gives the same value, Hanley–McNeil's for an AUC (with more "
-               "than two classes, the mean of the classes' lower bounds, up to 1) and Wilson's for an F1, read as "
-               "a share; for an AUC on fewer than 20 films of a kind, the wider of the resampled and Hanley–McNeil's "
-               "intervals, though reports stored before that rule keep their resampled ones; resampling patients instead, a patient's films together, moved the ends of five shipped "
-               "pneumonia models' intervals by under a point). Sensitivity and specificity are for abnormal (any "
-               "non-normal class) against normal. Inference time is the fastest of 10 one-film passes on the CPU of "
-               "the machine that registered the version (a best case; machines differ)."
-               + (" With more than two classes the AUC is the mean of each class's one-vs-rest AUC, *most "
-                  "probable class* reads every film by its most probable class, as published multi-class accuracy "
-                  "is measured, and precision and F1 count any abnormal call on any abnormal film as right: one "
-                  "abnormal class read as another shows in the macro F1 and the per-class figures below."
-                  if several else ""))
+    st.caption(METRICS_NOTE + (SEVERAL_CLASSES_NOTE if several else ""))
     table = metrics_with_travel(rows) if stored else metrics_table(rows)
     st.dataframe(table, key="metrics-table", height=38 + 35 * len(table),  # the other sets' titles are long
                  column_config={"_index": st.column_config.TextColumn("", width="large" if stored else "medium")})
@@ -211,7 +200,7 @@ def details(rows: list[tuple[ModelEntry, Report]]) -> None:
         st.caption(SOURCE_SHORTCUT)
         for entry, table in by_source:
             st.markdown(f"**{entry.name}**")
-            st.table(table)
+            st.table(table.rename(index=escape_markdown))  # sources are folder names: plain text
 
     st.subheader("Training curves")
     histories = {entry.name: entry.record.training.history for entry, _ in rows
@@ -251,7 +240,7 @@ def travel_notes(entries: list[ModelEntry]) -> None:
     st.markdown("**How the promise travels.** " + travel_text([entry.record for entry in entries]))
     lines = []
     for entry in entries:
-        lines += [f"- **{entry.name}**: {films_in_words(report)}"
+        lines += [f"- **{entry.name}**: {escape_markdown(films_in_words(report))}"
                   for title, report in travel_reports(entry.record).items() if title != VALIDATION]
         if "out-of-batch" not in entry.record.other_reports:
             lines.append(f"- **{entry.name}**: not measured on another batch")

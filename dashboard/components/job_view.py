@@ -23,7 +23,7 @@ from core.store.promotion import promote, refusal
 from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
 from core.wording import interval_text
-from dashboard.components.reports import duration, escape_markdown, with_interval
+from dashboard.components.reports import code_span, duration, escape_markdown, with_interval
 from dashboard.components.task_choice import title_of
 from dashboard.labels import source_label, without_server_paths
 from dashboard.state import registered_models
@@ -173,7 +173,7 @@ def interrupted_runs(jobs: list[Job], user: User) -> None:
             continue
         with st.container(border=True):
             st.markdown(f"**Interrupted run** of job {job.job_id}: {job.config.arch}, {job.config.epochs} epoch(s), "
-                        f"{job.config.image_size} px, on `{_dataset(job)}`; stopped {run.where}.")
+                        f"{job.config.image_size} px, on {code_span(_dataset(job))}; stopped {run.where}.")
             _resume(job, user)
 
 

@@ -10,8 +10,8 @@ from core.models.catalog import CATALOG
 from core.store.records import NO_POPULATION_CHECK, POPULATION_CHECK_SINCE, ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
-from dashboard.components.reports import (architecture_title, chosen_on, films_in_words, percent, target_percent,
-                                          threshold_value, with_interval)
+from dashboard.components.reports import (architecture_title, chosen_on, code_span, escape_markdown, films_in_words,
+                                          percent, target_percent, threshold_value, with_interval)
 from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (SHORT_TITLES, elsewhere_summaries, line_summaries,
                                          other_reports_in_order, out_of_batch_origin, read_at_another_threshold,
@@ -52,8 +52,8 @@ def model_card(entry: ModelEntry) -> None:
     if data is not None:
         folder = _training_source(training.data_dir if training else "")
         st.markdown(f"**Training data.** {data.train.n} films ({_class_counts(data.train.class_counts)}) "
-                    f"from `{folder}`; validated on {data.validation.n} films kept out of training (by patient where "
-                    "file names carry one; copies of a film kept together).")
+                    f"from {code_span(folder)}; validated on {data.validation.n} films kept out of training (by "
+                    "patient where file names carry one; copies of a film kept together).")
     if report is not None:
         figures = report.at_operating_point
         several = several_classes(report)
@@ -216,7 +216,8 @@ def _how_the_promise_travels(record: ModelRecord) -> None:
         notes.append(f"{', '.join(elsewhere)}: read at an earlier threshold (before recalibration), not at this "
                      f"version's {threshold_value(record.operating_point.threshold)}.")
     st.markdown("  \n".join(notes))
-    which = [f"{SHORT_TITLES.get(title, title)}: {films_in_words(report).removeprefix(f'{key}: ')}."
+    which = [f"{SHORT_TITLES.get(title, title)}: "
+             f"{escape_markdown(films_in_words(report).removeprefix(f'{key}: '))}."
              for key, title, report in other_reports_in_order(record)]
     if which:
         st.caption("Which films. " + " ".join(which))

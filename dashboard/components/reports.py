@@ -25,6 +25,20 @@ _LINE_START = re.compile(r"^(\s*(?:\d+)?)([#+\-=.)])")  # a heading, a list item
 # Where the browser's Markdown turns plain text into a link (GitHub's autolinks: "www.", "scheme://", "a@b.c"). It
 # finds them in the text after escapes are read, so a backslash cannot stop it; an invisible word joiner can.
 _AUTOLINK = re.compile(r"(?<=www)(?=\.)|(?<=:)(?=//)|(?=@)", re.IGNORECASE)
+METRICS_NOTE = (
+    "Values with their 95 % intervals (Wilson score intervals for shares of films, resampled films for AUC and F1; "
+    "where every resample gives the same value, Hanley–McNeil's for an AUC (with more than two classes, the mean of "
+    "the classes' lower bounds, up to 1) and Wilson's for an F1, read as a share; for an AUC on fewer than 20 films "
+    "of a kind, the wider of the resampled and Hanley–McNeil's intervals, though reports stored before that rule "
+    "keep their resampled ones; resampling patients instead, a patient's films together, moved the ends of five "
+    "shipped pneumonia models' intervals by under a point). Sensitivity and specificity are for abnormal (any "
+    "non-normal class) against normal. Inference time is the fastest of 10 one-film passes on the CPU of the "
+    "machine that registered the version (a best case; machines differ).")
+SEVERAL_CLASSES_NOTE = (
+    " With more than two classes the AUC is the mean of each class's one-vs-rest AUC, *most probable class* reads "
+    "every film by its most probable class, as published multi-class accuracy is measured, and precision and F1 "
+    "count any abnormal call on any abnormal film as right: one abnormal class read as another shows in the macro "
+    "F1 and the per-class figures below.")
 _WORD_JOINER = "\u2060"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -39,6 +53,17 @@ def escape_markdown(text: str) -> str:
     line = _AUTOLINK.sub(_WORD_JOINER, " ".join(str(text).splitlines()))
     line = _MARKDOWN.sub(lambda match: "\\" + match.group(0), line)
     return _LINE_START.sub(lambda match: match.group(1) + "\\" + match.group(2), line)
+
+
+def code_span(text: str) -> str:
+    """``text`` as inline code that nothing in it can end (CommonMark: a fence of more backticks than any run inside,
+    padded with a space), on one line; inside, Markdown, links and directives are plain text. A folder named with
+    a backtick closed the span of `{label}` and made the rest of its name a live link on every clinician's model
+    card (a review)."""
+    text = " ".join(str(text).splitlines()) or " "
+    fence = "`" * (max(map(len, re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if len(fence) > 1 else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def spreadsheet_safe(value):
@@ -56,7 +81,7 @@ def target_percent(target: float | None) -> str:
 def chosen_on(calibration) -> str:
     """The films a recalibrated version's threshold was chosen on (core.store.records.Calibration), in words; a
     site folder by its data-root label, set as code so a label's underscores stay underscores."""
-    return f"the site folder `{calibration.folder}`" if calibration.folder else "the same validation films"
+    return f"the site folder {code_span(calibration.folder)}" if calibration.folder else "the same validation films"
 
 
 def data_label(folder: str) -> str:

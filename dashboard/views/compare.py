@@ -12,7 +12,7 @@ from dashboard.components.compare_view import (comparison, details, folder_repor
                                                record_evaluations, sources, training_films_caveat)
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.task_choice import models_of, pick_task, title_of
-from dashboard.components.reports import escape_markdown
+from dashboard.components.reports import code_span, escape_markdown
 from dashboard.labels import inside_a_root, source_label, without_server_paths
 from dashboard.state import default_evaluation_dir, folder_stamp, registered_models
 
@@ -80,8 +80,8 @@ if source == FOLDER:
         st.info("Choose a folder and press Evaluate.", icon=":material/info:")
         st.stop()
     if folder is not None and str(folder) != target:  # the figures below stayed on the folder pressed for
-        st.info(f"The figures below are for `{source_label(target)}`; press Evaluate for "
-                f"`{source_label(folder)}`.", icon=":material/info:")
+        st.info(f"The figures below are for {code_span(source_label(target))}; press Evaluate for "
+                f"{code_span(source_label(folder))}.", icon=":material/info:")
     recorded, evaluated = st.session_state.setdefault(RECORDED, set()), st.session_state.setdefault(EVALUATED, set())
     # keyed by the folder's stamp too: films added since are read again, and that reading is recorded (a review);
     # by what a version reads with (weights, operating point): one saved again is read, and recorded, again

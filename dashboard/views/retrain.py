@@ -74,7 +74,7 @@ def _what_it_trains(source: Path) -> None:
     if len(films.by_source) > 1:
         st.caption("Films per class and source. Figures per source are reported after training, so a source "
                    "that stands for a class (a shortcut) shows.")
-        st.table(pd.DataFrame(films.by_source).T.rename_axis("Source"))
+        st.table(pd.DataFrame(films.by_source).T.rename(index=escape_markdown).rename_axis("Source"))  # folder names
     if films.task != FIRST_TASK:
         st.caption(f"The new version joins the {title_of(films.task)} task; the other tasks' models and defaults "
                    "stay as they are.")
