@@ -213,6 +213,7 @@ def test_a_hash_verifies_its_passphrase_only():
     "", "plain words", "$2b$12$abcdefghijklmnopqrstuv", HASH.replace("scrypt", "bcrypt"), HASH.rsplit(":", 1)[0],
     HASH.replace(":32768:", ":30000:"), HASH.replace(":32768:", ":4194304:"), HASH.replace(":8:1:", ":8:99:"),
     HASH + "!!", "scrypt:32768:8:1:c2FsdA:a2V5",  # salt and key too short
+    HASH.replace(":32768:8:", ":1048576:16:"),  # 2 GiB a check: within each bound, refused by OpenSSL at every sign-in
 ])
 def test_a_malformed_hash_says_how_to_make_one_and_never_quotes_itself(stored):
     with pytest.raises(SignInUnavailable, match="python -m core.access.passphrase") as caught:

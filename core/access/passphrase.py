@@ -22,8 +22,10 @@ SCHEME = "scrypt"
 COST, BLOCK_SIZE, PARALLELISM = 2**15, 8, 1  # 32 MiB and about 0.1 s per check
 KEY_BYTES, SALT_BYTES = 32, 16
 MIN_LENGTH = 12
-# A hash from elsewhere could ask for any cost; these bounds keep one check under ~1 GiB.
-_MAX_COST, _MAX_BLOCK_SIZE, _MAX_PARALLELISM = 2**20, 32, 16
+# A hash from elsewhere could ask for any cost; these bounds, and one check's memory at most _MAX_MEMORY, keep a
+# check under 1 GiB. The first alone allowed 2**20 x 32 (4 GiB), which OpenSSL refuses at every sign-in: no one
+# could administer, and the page met a ValueError (a review).
+_MAX_COST, _MAX_BLOCK_SIZE, _MAX_PARALLELISM, _MAX_MEMORY = 2**20, 32, 16, 2**30 + 2**20
 _SETTING = "CXR_ADMIN_PASSPHRASE_HASH"
 
 
@@ -74,7 +76,8 @@ def parse_hash(text: str) -> PassphraseHash:
     except ValueError:  # binascii.Error is one
         raise problem from None
     if not (1 < cost <= _MAX_COST and cost & (cost - 1) == 0 and 0 < block_size <= _MAX_BLOCK_SIZE
-            and 0 < parallelism <= _MAX_PARALLELISM and len(salt) >= 8 and len(key) >= 16):
+            and 0 < parallelism <= _MAX_PARALLELISM and len(salt) >= 8 and len(key) >= 16
+            and 128 * block_size * (cost + parallelism + 2) <= _MAX_MEMORY):
         raise problem
     return PassphraseHash(cost, block_size, parallelism, salt, key)
 
