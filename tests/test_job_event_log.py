@@ -76,3 +76,29 @@ def test_past_the_read_cap_the_latest_lines_are_kept_as_the_file_grows(tmp_path,
         log.write("".join(_line(k) for k in range(1100, 1200)))
     later = read_events(path)
     assert later[-1].step == 1199 and len(later) <= 100 and all(e.step > 1090 for e in later)
+
+
+def test_progress_reads_only_the_events_added_since_the_last_redraw(tmp_path, monkeypatch):
+    """A security review: every viewer's redraw (every 2 s per open Retrain page) built a point for each of a long
+    run's steps again, 0.4 s of CPU for 170,000 of them. Progress now grows with the events, and reads as a fresh
+    reading of all of them does."""
+    import core.jobs.progress as progress
+    from core.jobs.progress import CURVE_POINTS, StepLoss, job_progress, thinned
+
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(_line(k, loss=1.0 / k) for k in range(1, 3001)))
+    first = job_progress(read_events(path), now=0.0)
+    with path.open("a") as log:
+        log.write("".join(_line(k, loss=1.0 / k) for k in range(3001, 4001)))
+    events = read_events(path)
+    added = []
+    add = progress._Read.add
+    monkeypatch.setattr(progress._Read, "add", lambda self, new: added.append(len(new) - self.count) or add(self, new))
+    grown = job_progress(events, now=0.0)
+    assert added == [1000]  # the 3,000 steps read before are not read again
+    assert first.text.endswith("step 3000 of 5000") and grown.text.endswith("step 4000 of 5000")
+    fresh = job_progress([event.model_copy() for event in events], now=0.0)  # other objects: read whole
+    assert added == [1000, 4000] and fresh == grown and len(grown.step_losses) == CURVE_POINTS
+    steps = thinned([StepLoss(e.epoch - 1 + e.step / e.steps, e.loss) for e in events])
+    assert [v for p in grown.step_losses for v in (p.epoch, p.loss)] == pytest.approx(
+        [v for p in steps for v in (p.epoch, p.loss)], rel=1e-12)
