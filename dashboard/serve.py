@@ -66,11 +66,12 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=preload, name="preload", daemon=True).start()
     from streamlit.web import cli
 
-    from dashboard import frame_guard
+    from dashboard import cache_guard, frame_guard
     from dashboard.upload_store import install
 
     install()  # uploads held in memory are bounded per session and in all
     frame_guard.install()  # no other site may frame it: a local session administers
+    cache_guard.install()  # no browser clears the caches every session shares
 
     sys.argv = ["streamlit", "run", str(APP), *argv]
     return cli.main()
