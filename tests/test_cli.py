@@ -103,6 +103,9 @@ def test_predict_refuses_paths_it_cannot_open_before_loading_a_model(tmp_path):
     ]
     code, lines, torch_imported = _in_process(tmp_path, "predict", missing, missing, "--json")  # named twice
     assert code == 1 and not torch_imported and [line["file"] for line in lines] == [str(missing)]
+    code, lines, _ = _in_process(tmp_path, "predict", "/dev/null", "--json")  # it exists: no "does not exist"
+    assert code == 1 and lines == [{"file": "/dev/null", "error": "null is not a regular file (a pipe, a device or "
+                                                                   "a socket)."}]
 
 
 def test_evaluate_refuses_a_missing_folder_before_loading_a_model(tmp_path):

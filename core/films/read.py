@@ -85,6 +85,8 @@ def check_film_path(path: str | Path, name: str | None = None) -> None:
         if path.is_dir():
             raise UnreadableImage(f"{label} is a folder, not a film: name the films in it.")
         if not path.is_file():
+            if path.exists():  # a device, a pipe or a socket (/dev/null read "null does not exist": a review)
+                raise UnreadableImage(f"{label} is not a regular file (a pipe, a device or a socket).")
             raise UnreadableImage(f"{label} does not exist or is not a file. Check the path.")
         if path.stat().st_size > MAX_FILE_BYTES:
             raise UnreadableImage(
