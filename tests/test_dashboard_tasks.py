@@ -167,6 +167,9 @@ def test_the_card_of_a_multiclass_model_gives_its_task_classes_and_recall_per_cl
     assert "Task Four classes (with tuberculosis)" in card
     assert "classes COVID-19, NORMAL, PNEUMONIA, TUBERCULOSIS" in card
     assert "Per class on validation" in card and "for each abnormal class on its own" in card
+    report = stored_json(site, FOUR)["report"]  # the macro AUC, then the one of the score triage reads (a review)
+    score = with_interval(report["class_auc"]["NORMAL"], report["class_auc_ci"]["NORMAL"], as_percent=False)
+    assert f"- AUC of the abnormal score 1 − p(normal), which triage reads: {score}" in card
     for name in CLASSES["four-class"]:
         figures = stored["per_class"][name]
         called = f"called {name} {with_interval(figures['recall'], figures['recall_ci'])}"

@@ -59,6 +59,12 @@ def model_card(entry: ModelEntry) -> None:
         several = several_classes(report)
         lines = [f"- AUC{' (macro, one-vs-rest)' if several else ''} "
                  f"{with_interval(report.auc, report.auc_ci, as_percent=False)}"]
+        normal_name = report.classes[report.operating_point.normal_index] if several and \
+            report.operating_point.normal_index is not None else None
+        if normal_name in (report.class_auc or {}):  # the macro figure is not the score triage reads (a review)
+            score_ci = (report.class_auc_ci or {}).get(normal_name)
+            lines.append("- AUC of the abnormal score 1 − p(normal), which triage reads: "
+                         f"{with_interval(report.class_auc[normal_name], score_ci, as_percent=False)}")
         abnormal, normal = films_behind(report)
         for title, value, interval, films in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci, abnormal),
                                               ("Specificity", figures.specificity, figures.specificity_ci, normal),
