@@ -185,6 +185,15 @@ def _truncated_mpo_with_end(path, plain_film):
     path.write_bytes(data[: len(data) // 4] + b"\xff\xd9")  # the first image's scan cut in half
 
 
+def _cut_with_end(path, image, fraction=0.5, **options):
+    """``image`` as a JPEG cut at ``fraction`` of its bytes, with the end marker written after it."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, **options)
+    path.write_bytes(buffer.getvalue()[: int(len(buffer.getvalue()) * fraction)] + b"\xff\xd9")
+
+
 def _rgb16_png(path, plain_film):
     """The film's values as 14 bits in a 16-bit RGB PNG (written by hand: Pillow writes no 16-bit colour)."""
     grey = np.asarray(plain_film, dtype=">u2") * 64
@@ -213,6 +222,10 @@ UNREADABLE = {
     "cut.png": (_truncated_png, "truncated"),
     "cut-with-end.jpg": (_truncated_jpeg_with_end, "truncated"),
     "cut-with-end-mpo.jpg": (_truncated_mpo_with_end, "truncated"),
+    # a review: 16 x 16 blocks (colour, chroma subsampled), CMYK and progressive files passed an 8 x 8 grey check
+    "cut-colour-420.jpg": (lambda p, im: _cut_with_end(p, im.convert("RGB")), "truncated"),
+    "cut-cmyk.jpg": (lambda p, im: _cut_with_end(p, im.convert("CMYK")), "truncated"),
+    "cut-progressive.jpg": (lambda p, im: _cut_with_end(p, im.convert("RGB"), 0.3, progressive=True), "truncated"),
     "film-rgb16.png": (_rgb16_png, "16-bit colour"),
     # Pillow opens PNG and JPEG only (issue 12): other raster formats are refused (tests/test_bombs.py).
     "film.tif": (lambda p, im: _grey16(im).save(p), "not an image"),
@@ -239,11 +252,12 @@ def test_a_film_on_a_mid_grey_canvas_is_not_taken_for_a_cut_short_jpeg(plain_fil
 
     for size, at in (((plain_film.width + 64, plain_film.height + 64), (32, 32)),  # margins all round
                      ((plain_film.width, plain_film.height + 40), (0, 0))):  # padding below only
-        canvas = Image.new("L", size, 128)
-        canvas.paste(plain_film.convert("L"), at)
-        buffer = io.BytesIO()
-        canvas.save(buffer, "JPEG", quality=95)
-        assert read_film(buffer.getvalue(), name="canvas.jpg").pixels.shape == (size[1], size[0])
+        for mode in ("L", "RGB"):  # colour: 16 x 16 blocks
+            canvas = Image.new(mode, size, (128,) * len(mode))
+            canvas.paste(plain_film.convert(mode), at)
+            buffer = io.BytesIO()
+            canvas.save(buffer, "JPEG", quality=95)
+            assert read_film(buffer.getvalue(), name="canvas.jpg").pixels.shape == (size[1], size[0])
 
 
 def test_missing_path_and_folder_are_refused(tmp_path):

@@ -19,15 +19,17 @@ from typing import Callable
 
 import numpy as np
 import pydicom
-from pydicom.encaps import generate_fragments
+from pydicom.encaps import generate_fragments, generate_frames
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit,
+                         JPEGExtended12Bit, RLELossless)
 
 from core.errors import UnreadableImage
 from core.films.bounds import check_declared_size, check_deflated_dicom, over_limit
 from core.films.dicom_values import header_warnings, shown_values
 from core.films.film import MAX_PIXELS, Film
 from core.films.grey_levels import greyscale_pipeline, int_tag, luma
+from core.films.truncation import jpeg_cut_short
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # A deflated data set holds its pixels uncompressed: a 50-megapixel 16-bit film is 100 MB, in 8-bit RGB 150 MB.
@@ -125,6 +127,9 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
     )
 
 
+_JPEG_SYNTAXES = (JPEGBaseline8Bit, JPEGExtended12Bit)  # decoders fill a cut-short frame silently
+
+
 def _decode_pixels(ds: pydicom.Dataset, label: str, syntax_name: str) -> np.ndarray:
     # a damaged RLE or JPEG film was told to export itself as JPEG, the very format it was in (a review): with a
     # decoder installed, the file is damaged or a variant of its syntax the decoder lacks (12-bit JPEG, say)
@@ -144,7 +149,17 @@ def _decode_pixels(ds: pydicom.Dataset, label: str, syntax_name: str) -> np.ndar
         elif "PixelData" in ds:
             _check_complete(ds, label)
         # Only the first frame is decoded: a multi-frame upload must not cost memory for every frame.
-        return pixel_array(ds, index=0)
+        arr = pixel_array(ds, index=0)
+    if syntax in _JPEG_SYNTAXES and jpeg_cut_short(_first_frame(ds), arr, any_level=True):
+        raise UnreadableImage(f"{label} is incomplete: its JPEG pixel data stops early and its last rows are missing "
+                              "(the file was cut short). Upload or export the whole file again.")
+    return arr
+
+
+def _first_frame(ds: pydicom.Dataset) -> bytes:
+    """The first frame's JPEG codestream: its fragments, joined (a frame may span several)."""
+    frames = int_tag(ds, "NumberOfFrames", 1) or 1
+    return bytes(next(generate_frames(ds.PixelData, number_of_frames=frames), b""))
 
 
 def _decoder_installed(ds: pydicom.Dataset) -> bool:

@@ -25,6 +25,7 @@ from core.films.decoding_cost import JPEG_SOI, check_exif, jpeg_precision
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 from core.films.roots import open_inside_roots
+from core.films.truncation import jpeg_cut_short
 from core.wording import megabytes_over
 
 _DICOM_MAGIC_OFFSET = 128
@@ -152,7 +153,7 @@ def _decode_raster(data: bytes, label: str) -> Film:
         # (it skipped the truncation check and was recompressed at 224 px, found by a review)
         fmt = "JPEG" if image.format == "MPO" else image.format or "image"
         image.load()
-        if fmt == "JPEG" and _cut_short(image):
+        if fmt == "JPEG" and jpeg_cut_short(data, image):
             raise UnreadableImage(f"{label} could not be decoded; the file is probably truncated or corrupt "
                                   "(its last rows are missing). Export it again.")
         if fmt != "JPEG":  # a JPEG's block was checked in its marker walk, before Pillow opened it
@@ -185,24 +186,6 @@ def _decode_raster(data: bytes, label: str) -> Film:
     pixels, bit_depth = _to_grey_float(image)
     meta = {"format": fmt, "mode": image.mode}
     return Film(pixels, fmt, (width, height), bit_depth, meta)
-
-
-def _cut_short(image: Image.Image) -> bool:
-    """A JPEG whose data stopped early but ends in an end marker: libjpeg only warns and fills what is missing with
-    flat mid-grey (every coefficient zero), which Pillow decodes without a word (found by a review: halves of
-    normal films read urgent, 7 of 8). So: the film's last 8 x 8 blocks, in the order they are coded, exactly 128
-    from one partway along a block row to the end, and no such block before them (a film padded on a mid-grey
-    canvas has flat margins beside its rows, or starts its padding at a row's start: found by a review)."""
-    if image.mode not in ("L", "RGB") or image.height < 8 or image.width < 8:
-        return False
-    if not (np.asarray(image.crop((0, image.height - 8, image.width, image.height))) == 128).all():
-        return False  # the cheap test first: most films end in anything but flat mid-grey
-    rows, columns = image.height // 8, image.width // 8
-    pixels = np.asarray(image.crop((0, 0, columns * 8, rows * 8)))
-    flat = (pixels.reshape(rows, 8, columns, 8, -1) == 128).all(axis=(1, 3, 4)).ravel()
-    coded = np.flatnonzero(~flat)
-    start = int(coded[-1]) + 1 if len(coded) else 0
-    return 0 < start < len(flat) and start % columns != 0 and not flat[:start].any()
 
 
 # EXIF orientation -> the turn that makes the film upright (as ImageOps.exif_transpose turns it)
