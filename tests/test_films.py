@@ -227,6 +227,9 @@ UNREADABLE = {
     "cut-cmyk.jpg": (lambda p, im: _cut_with_end(p, im.convert("CMYK")), "truncated"),
     "cut-progressive.jpg": (lambda p, im: _cut_with_end(p, im.convert("RGB"), 0.3, progressive=True), "truncated"),
     "film-rgb16.png": (_rgb16_png, "16-bit colour"),
+    # a review: laid over black at alpha 128, four normal films read urgent at half their brightness
+    "half-transparent.png": (lambda p, im: Image.merge("LA", (im.convert("L"), Image.new("L", im.size, 128))).save(p),
+                             "semi-transparent"),
     # Pillow opens PNG and JPEG only (issue 12): other raster formats are refused (tests/test_bombs.py).
     "film.tif": (lambda p, im: _grey16(im).save(p), "not an image"),
     "film.bmp": (lambda p, im: im.save(p), "not an image"),

@@ -183,6 +183,7 @@ def _decode_raster(data: bytes, label: str) -> Film:
         raise UnreadableImage(
             f"{label} could not be decoded; the file is probably truncated or corrupt. Export it again."
         ) from exc
+    _refuse_partly_transparent(image, label)
     pixels, bit_depth = _to_grey_float(image)
     meta = {"format": fmt, "mode": image.mode}
     return Film(pixels, fmt, (width, height), bit_depth, meta)
@@ -250,6 +251,18 @@ def _to_grey_float(image: Image.Image) -> tuple[np.ndarray, int]:
     grey = np.asarray(image, dtype=np.float32)
     grey /= 255.0  # in place: no second float copy
     return grey, 8
+
+
+def _refuse_partly_transparent(image: Image.Image, label: str) -> None:
+    """A film with pixels neither opaque nor wholly transparent has no one reading: laid over black (as a viewer
+    shows transparency) a grey film at alpha 128 read at half its brightness, and four normal films urgent with no
+    word said (a review). Wholly transparent margins are still shown black."""
+    if image.mode not in ("RGBA", "LA", "PA") and not (image.mode == "P" and "transparency" in image.info):
+        return
+    alpha = np.asarray((image.convert("RGBA") if image.mode == "P" else image).getchannel("A"))
+    if ((alpha > 0) & (alpha < 255)).any():
+        raise UnreadableImage(f"{label} has semi-transparent pixels, so its grey levels depend on what it is shown "
+                              "over. Export the film again without transparency (no alpha channel).")
 
 
 def _stretch(arr: np.ndarray) -> np.ndarray:
