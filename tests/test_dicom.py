@@ -284,6 +284,20 @@ def test_uncompressed_pixel_data_cut_short_is_said_to_be_incomplete(dicom_dir):
         read_film(whole[: len(whole) // 2], name="half.dcm")
 
 
+def test_pixel_data_longer_than_its_header_says_is_refused(dicom_dir):
+    """A hostile-file review: Columns halved, a real film read as two sheared halves with only a "taller than
+    usual" warning. Two bytes more than a 4x2 image needs are refused too."""
+    ds = pydicom.dcmread(dicom_dir / "RG1_UNCI.dcm")
+    ds.Columns = ds.Columns // 2
+    with pytest.raises(UnreadableImage, match=r"^halved\.dcm cannot be read: its pixel data holds 7,198,310 bytes, "
+                                              r"more than the 3,597,200 its header's 920x1955 image needs"):
+        read_film(_saved(ds), name="halved.dcm")
+    ds = pydicom.dcmread(io.BytesIO(make_dicom()))
+    ds.PixelData = STORED.tobytes() + b"\0\0"
+    with pytest.raises(UnreadableImage, match="holds 18 bytes, more than the 16 its header's 4x2 image needs"):
+        read_film(_saved(ds), name="longer.dcm")
+
+
 def test_a_jpeg_frame_cut_short_is_said_to_be_incomplete(dicom_dir):
     """A security review: a JPEG-baseline DICOM whose frame was cut in half decoded with its lower half flat grey,
     no word said, and read urgent (0.993); the upload check of cut-short JPEGs never saw DICOM frames."""

@@ -191,6 +191,13 @@ def _check_complete(ds: pydicom.Dataset, label: str) -> None:
             f"{label} is incomplete: its pixel data holds {have:,} of the {needed:,} bytes its {cols}x{rows} image "
             "needs (the file was cut short). Upload or export the whole file again."
         )
+    frames = max(1, int_tag(ds, "NumberOfFrames", 1))
+    if needed and have > needed * frames + 1:  # one byte pads odd data to an even length
+        raise UnreadableImage(  # a review: Columns halved, the film read as two sheared halves with no word said
+            f"{label} cannot be read: its pixel data holds {have:,} bytes, more than the {needed * frames:,} its "
+            f"header's {cols}x{rows} image{f' in {frames} frames' if frames > 1 else ''} needs, so the header does "
+            "not describe the data. Export the film again."
+        )
 
 
 def _check_fragments(pixel_data: bytes, label: str) -> None:
