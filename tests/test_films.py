@@ -321,7 +321,9 @@ def test_bytes_that_cannot_open_a_dicom_data_set_are_not_sent_to_the_dicom_worke
 
     sent = []
     monkeypatch.setattr(read, "decode_pool", lambda: sent.append(1))
-    for junk in (bytes(2_000_000), b"%PDF-1.7\n" + bytes(1000), b"\x10\x00\x10\x00PN"):
+    # then (a later review) a DICOM group's two bytes, or a first element, before the zeros
+    for junk in (bytes(2_000_000), b"%PDF-1.7\n" + bytes(1000), b"\x10\x00\x10\x00PN", b"\x08\x00" + bytes(2_000_000),
+                 b"\x08\x00\x05\x00" + bytes(2_000_000), b"\x02\x00\x10\x00UI\x40\x00" + bytes(100)):
         with pytest.raises(UnreadableImage, match="is not an image we can read"):
             read_film(junk, name="junk.bin")
     assert sent == []

@@ -208,3 +208,36 @@ def _file_meta(data: bytes) -> tuple[bytes | None, int]:
             syntax = data[at + header : at + header + length].rstrip(b"\0 ")
         at += header + length
     return syntax, at
+
+
+def dicom_elements(data: bytes, count: int = 4) -> bool:
+    """Whether a preamble-less data set's first ``count`` elements read as DICOM elements do, in one of its
+    encodings: tags in a non-zero group, ascending, each length within the file (implicit or explicit VR, little
+    or big endian); so no decoder is started on what is not one."""
+    return any(_walk(data, order, explicit, count) for order in "<>" for explicit in (False, True))
+
+
+def _walk(data: bytes, order: str, explicit: bool, count: int) -> bool:
+    at, last = 0, (0, -1)
+    for _ in range(count):
+        if at + 8 > len(data):
+            return at == len(data) and at > 0  # a data set of fewer elements, ending where its last one does
+        tag = struct.unpack_from(order + "HH", data, at)
+        if tag[0] == 0 or tag <= last:
+            return False
+        last, vr = tag, data[at + 4: at + 6]
+        if explicit and not (vr.isalpha() and vr.isupper()):
+            return False
+        if explicit and vr in _LONG_VRS:
+            if at + 12 > len(data):
+                return False
+            (length,), at = struct.unpack_from(order + "I", data, at + 8), at + 12
+        else:
+            (length,), at = struct.unpack_from(order + ("H" if explicit else "I"), data, at + (6 if explicit else 4)), \
+                at + 8
+        if length == 0xFFFFFFFF:  # undefined length: a sequence, read by the decoder's own rules
+            return True
+        at += length
+        if at > len(data):
+            return False
+    return True

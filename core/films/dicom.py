@@ -200,9 +200,17 @@ def _check_complete(ds: pydicom.Dataset, label: str) -> None:
         )
 
 
+MAX_FRAGMENTS = 65_536  # a 200 MB film cut into 4 kB fragments has 51,200; a review's 2 million ran out the clock
+
+
 def _check_fragments(pixel_data: bytes, label: str) -> None:
-    """Each encapsulated fragment that starts a codestream declares its size: refuse a bomb before decoding."""
-    for fragment in generate_fragments(pixel_data):
+    """Each encapsulated fragment that starts a codestream declares its size: refuse a bomb before decoding; and
+    more fragments than any film is cut into (2 million empty ones held a worker to its time limit, then read as
+    "not read yet: try again", a review)."""
+    for count, fragment in enumerate(generate_fragments(pixel_data), 1):
+        if count > MAX_FRAGMENTS:
+            raise UnreadableImage(f"{label} cannot be read: its pixel data is cut into more than {MAX_FRAGMENTS:,} "
+                                  "fragments, far more than a film's. Export the film again.")
         check_declared_size(bytes(fragment), label, MAX_PIXELS, pillow=False)
 
 

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.config import settings
 from core.errors import TriageError, UnreadableImage
-from core.films.bounds import RASTER_FORMATS, check_declared_size, is_codestream, over_limit
+from core.films.bounds import RASTER_FORMATS, check_declared_size, dicom_elements, is_codestream, over_limit
 from core.films.decoding_cost import JPEG_SOI, check_exif, jpeg_precision
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
@@ -67,8 +67,9 @@ def _read_bytes(data: bytes, label: str) -> Film:
     try:
         return _read_raster(data, label)
     except UnreadableImage:
-        if is_codestream(data) or data[:2] not in _DICOM_FIRST_GROUPS:  # no DICOM data set: 40 MB of zeros went
-            raise  # to the worker and ran out its time limit, listed "not read yet: the server may be busy" (a review)
+        if is_codestream(data) or data[:2] not in _DICOM_FIRST_GROUPS or not dicom_elements(data):
+            raise  # no DICOM data set: 40 MB of zeros (after two bytes of a group, found later) went to the worker and
+            # ran out its time limit, listed "not read yet: the server may be busy" (reviews)
         # DICOM files without the 128-byte preamble carry no magic; give pydicom a chance, in the worker.
         film = decode_pool().decode(data, label, headerless=True)
         if film is None:
