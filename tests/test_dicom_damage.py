@@ -53,3 +53,16 @@ def test_a_jpeg_frame_cut_short_is_said_to_be_incomplete(dicom_dir):
     for cut in (stream[: len(stream) // 2] + b"\xff\xd9", stream[: len(stream) // 2]):  # with its end marker or not
         with pytest.raises(UnreadableImage, match=r"^cut\.dcm is incomplete: its JPEG pixel data stops early"):
             read_film(encapsulated(dicom_dir, cut, JPEGBaseline8Bit), name="cut.dcm")
+
+
+@pytest.mark.parametrize("element, value", [("RescaleSlope", "NaN"), ("RescaleSlope", "1e39"),
+                                            ("RescaleIntercept", "NaN"), ("WindowCenter", "NaN"),
+                                            ("WindowWidth", "inf"), ("WindowWidth", "1e39")])
+def test_a_grey_level_value_no_film_can_have_is_set_aside(element, value):
+    """A hostile-file review: NaN, inf or 1e39 in a rescale or window made every value NaN or inf, and the film
+    read "almost uniform (blank)". Such a value does not apply: the film reads as without it."""
+    plain = read_film(make_dicom(), name="plain.dcm").pixels  # stretched: no rescale, no window
+    ds = pydicom.dcmread(io.BytesIO(make_dicom(window=(2000, 4000) if element.startswith("Window") else None)))
+    setattr(ds, element, value)
+    film = read_film(_saved(ds), name="odd.dcm")
+    assert film.pixels.std() > 0.1 and (film.pixels == plain).all()

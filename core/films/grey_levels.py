@@ -4,6 +4,8 @@ wherever it can be: a 50-megapixel film is 200 MB per float32 copy. Decoding its
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pydicom
 
@@ -48,7 +50,7 @@ def _window_pair(ds: pydicom.Dataset) -> tuple[float, float] | None:
     black-and-white (a review); a later pair of the same element may be usable."""
     centres, widths = _all(getattr(ds, "WindowCenter", None)), _all(getattr(ds, "WindowWidth", None))
     least = 1.0 if str(ds.get("VOILUTFunction") or "LINEAR").upper() == "LINEAR" else np.nextafter(0.0, 1.0)
-    return next(((c, w) for c, w in zip(centres, widths) if w >= least), None)
+    return next(((c, w) for c, w in zip(centres, widths) if w >= least and _sane(c) and _sane(w)), None)
 
 
 def _lookup(values: np.ndarray, lut: pydicom.Dataset, little_endian: bool | None) -> tuple[np.ndarray, float]:
@@ -173,7 +175,16 @@ def _all(value) -> list[float]:
 
 
 def _first(value) -> float | None:
-    """A number, or the first of several; None for an element absent or empty (then it does not apply)."""
+    """A number, or the first of several; None for an element absent or empty, or not a number a film's values can
+    take (then it does not apply)."""
     if isinstance(value, pydicom.multival.MultiValue):
         value = value[0] if len(value) else None
-    return None if value is None or value == "" else float(value)
+    number = None if value is None or value == "" else float(value)
+    return number if number is None or _sane(number) else None
+
+
+def _sane(number: float) -> bool:
+    """Finite, and small enough that float32 values scaled or windowed by it stay finite: a RescaleSlope or a
+    WindowWidth of NaN, inf or 1e39 made every value NaN or inf, and the film read "almost uniform (blank)" instead
+    of the header being set aside (a review)."""
+    return math.isfinite(number) and abs(number) <= 1e30
