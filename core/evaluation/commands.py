@@ -23,6 +23,7 @@ def run_evaluate(args) -> int:
     from core.store.class_default import find_default_for_classes
     from core.store.registry import find_model
 
+    ensure_writable()  # an evaluation is recorded: refused before minutes of work, not after them
     entry = find_model(args.model) if args.model else find_default_for_classes(folder.classes)
     entries = [entry, *_others(entry.name, args.against or (), find_model)]
     for each in entries:  # every model fits the folder before any of them reads a film or is recorded
@@ -30,7 +31,6 @@ def run_evaluate(args) -> int:
         if len(entries) > 1 and each.record.operating_point.normal_index is None:
             raise CommandRefused(f"{each.name} has no normal class, so it cannot be compared abnormal against normal "
                                  "film by film; leave out --against, or compare models of a task with a normal class.")
-    ensure_writable()  # an evaluation is recorded: refused before minutes of work, not after them
     device = resolve_device(args.device)
     readings, cautions = {}, {}
     for each in entries:
