@@ -327,3 +327,14 @@ def test_bytes_that_cannot_open_a_dicom_data_set_are_not_sent_to_the_dicom_worke
         with pytest.raises(UnreadableImage, match="is not an image we can read"):
             read_film(junk, name="junk.bin")
     assert sent == []
+
+
+def test_a_file_is_named_in_its_messages_at_a_readable_length_and_in_its_own_order():
+    """A hostile-file review: a 100,000-character upload name made a 100 kB message, and U+202E passed through (it
+    shows "gpj.exe" as "exe.jpg")."""
+    with pytest.raises(UnreadableImage) as long_name:
+        read_film(b"not a film", name="a" * 100_000 + ".png")
+    said = str(long_name.value)
+    assert len(said) < 300 and "a" * 119 + "…" + "a" * 36 + ".png is not an image" in said
+    with pytest.raises(UnreadableImage, match="^film\ufffdgpj.exe is not an image"):
+        read_film(b"not a film", name="film\u202egpj.exe")

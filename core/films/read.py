@@ -34,13 +34,24 @@ _large_places: threading.BoundedSemaphore | None = None
 _places_lock = threading.Lock()
 
 
+_REORDERING = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)], "\ufffd")  # bidi embeddings
+
+
+def shown_name(name: str, most: int = 160) -> str:
+    """A file's name as its messages give it: at most ``most`` characters (its start and its end, "…" between:
+    a 100,000-character upload name made a 100 kB message, a review), and no character that reorders the text
+    around it (U+202E shows "gpj.exe" as "exe.jpg")."""
+    name = name.translate(_REORDERING)
+    return name if len(name) <= most else f"{name[: most - 41]}…{name[-40:]}"
+
+
 def read_film(source: str | Path | bytes, name: str | None = None) -> Film:
     """Decode a film from a path or from bytes held in memory (uploads never touch the disk)."""
     if isinstance(source, (str, Path)):
-        label = name or Path(source).name or "the file"
+        label = shown_name(name or Path(source).name or "the file")
         data = _read_path(Path(source), label)
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        label, data = name or "the file", bytes(source)
+        label, data = shown_name(name or "the file"), bytes(source)
     else:
         raise TypeError(f"read_film takes a path or bytes, not {type(source).__name__}")
     try:
