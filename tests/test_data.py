@@ -106,7 +106,7 @@ def test_patient_split_honours_the_fraction(kermany_films, fraction):
     assert len(val) / len(kermany_films) == pytest.approx(fraction, abs=0.03)
 
 
-@pytest.mark.parametrize("fraction", [0.4, 0.3, 0.0, 0.6])
+@pytest.mark.parametrize("fraction", [0.4, 0.3, 0.0, 0.6, 0.49])  # 0.49: two folds, against "k >= 3" (a review)
 def test_patient_split_refuses_fractions_it_cannot_honour(kermany_films, fraction):
     """Group folds give 1/k; 0.4 would silently have become a 50 % split."""
     with pytest.raises(ValueError, match="1/k"):

@@ -237,7 +237,7 @@ def patient_split(films: FilmSet, val_fraction: float = 0.2, seed: int = 0,
     one side (``groups``: :func:`film_groups`, computed here when not given)."""
     # Stratified group folds give a fraction of 1/k; refuse fractions that would silently become another.
     n_splits = round(1 / val_fraction) if 0.0 < val_fraction < 0.5 else 0
-    if n_splits < 2 or abs(1 / n_splits - val_fraction) > 0.02:
+    if n_splits < 3 or abs(1 / n_splits - val_fraction) > 0.02:  # 0.49 gave two folds, against these words
         raise ValueError(f"val_fraction must be 1/k for a whole k >= 3 (e.g. 0.1, 0.2, 0.25), not {val_fraction}")
     counts = films.class_counts()
     if len(films) and min(counts) < n_splits:  # the folds need a film of every class in each of them
