@@ -338,3 +338,21 @@ def test_a_file_is_named_in_its_messages_at_a_readable_length_and_in_its_own_ord
     assert len(said) < 300 and "a" * 119 + "…" + "a" * 36 + ".png is not an image" in said
     with pytest.raises(UnreadableImage, match="^film\ufffdgpj.exe is not an image"):
         read_film(b"not a film", name="film\u202egpj.exe")
+
+
+def test_a_file_of_several_images_says_only_the_first_is_read(plain_film):
+    """A hostile-file review: an animated PNG or a multi-picture JPEG read its first image without a word, where a
+    multi-frame DICOM says so."""
+    import io
+
+    for fmt, options in (("PNG", {"save_all": True, "append_images": [plain_film.rotate(90)]}),
+                         ("MPO", {"save_all": True, "append_images": [plain_film]})):
+        buffer = io.BytesIO()
+        plain_film.save(buffer, fmt, **options)
+        film = read_film(buffer.getvalue(), name=f"several.{fmt.lower()}")
+        shown = "JPEG" if fmt == "MPO" else fmt
+        assert film.warnings == (f"This {shown} holds 2 images: only the first is read.",)
+        assert film.pixels.shape == (plain_film.height, plain_film.width)
+    buffer = io.BytesIO()
+    plain_film.save(buffer, "PNG")
+    assert read_film(buffer.getvalue(), name="one.png").warnings == ()

@@ -196,9 +196,11 @@ def _decode_raster(data: bytes, label: str) -> Film:
             f"{label} could not be decoded; the file is probably truncated or corrupt. Export it again."
         ) from exc
     _refuse_partly_transparent(image, label)
+    frames = getattr(image, "n_frames", 1)  # an animated PNG, a JPEG with a multi-picture index (MPO)
     pixels, bit_depth = _to_grey_float(image)
     meta = {"format": fmt, "mode": image.mode}
-    return Film(pixels, fmt, (width, height), bit_depth, meta)
+    notes = (f"This {fmt} holds {frames} images: only the first is read.",) if frames > 1 else ()  # as a DICOM says
+    return Film(pixels, fmt, (width, height), bit_depth, meta, warnings=notes)
 
 
 # EXIF orientation -> the turn that makes the film upright (as ImageOps.exif_transpose turns it)
