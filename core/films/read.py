@@ -187,10 +187,10 @@ def _decode_raster(data: bytes, label: str) -> Film:
             "Export the film at a lower resolution."
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        if "decompressed data too large" in str(exc).lower():  # Pillow's own cap on a compressed text chunk
+        if "decompressed data too large" in str(exc).lower():  # Pillow's own cap on a compressed chunk (zTXt, iCCP)
             raise UnreadableImage(
-                f"{label} could not be decoded: it holds a compressed text chunk too large to read safely. "
-                "Export the film again without its metadata."
+                f"{label} could not be decoded: it holds a compressed metadata chunk (text or a colour profile) too "
+                "large to read safely. Export the film again without its metadata."
             ) from exc
         raise UnreadableImage(
             f"{label} could not be decoded; the file is probably truncated or corrupt. Export it again."
