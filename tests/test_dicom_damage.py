@@ -66,3 +66,13 @@ def test_a_grey_level_value_no_film_can_have_is_set_aside(element, value):
     setattr(ds, element, value)
     film = read_film(_saved(ds), name="odd.dcm")
     assert film.pixels.std() > 0.1 and (film.pixels == plain).all()
+
+
+def test_samples_a_pixel_no_film_has_are_called_damage_not_size():
+    """A hostile-file review: SamplesPerPixel 300 on a small film read "461x489 pixels, over the safe decoding
+    limit"."""
+    ds = pydicom.dcmread(io.BytesIO(make_dicom()))
+    ds.SamplesPerPixel = 300
+    with pytest.raises(UnreadableImage, match=r"^odd\.dcm looks like DICOM but its image description is damaged: 300 "
+                                              r"samples a pixel, where a film has 1 \(grey\) or 3 \(colour\)"):
+        read_film(_saved(ds), name="odd.dcm")

@@ -356,3 +356,15 @@ def test_a_file_of_several_images_says_only_the_first_is_read(plain_film):
     buffer = io.BytesIO()
     plain_film.save(buffer, "PNG")
     assert read_film(buffer.getvalue(), name="one.png").warnings == ()
+
+
+def test_a_lossless_jpeg_is_named_as_one_not_as_truncated(plain_film):
+    """A hostile-file review: a lossless JPEG (SOF3), which Pillow cannot decode, was called "probably truncated"."""
+    import io
+
+    buffer = io.BytesIO()
+    plain_film.convert("L").save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    data[data.index(b"\xff\xc0") + 1] = 0xC3  # the frame header of the lossless process
+    with pytest.raises(UnreadableImage, match=r"^lossless\.jpg is a lossless JPEG, which cannot be read here\."):
+        read_film(bytes(data), name="lossless.jpg")

@@ -181,6 +181,16 @@ def jpeg_counts(data: bytes) -> JpegCounts:
     return JpegCounts(scans, segments, fill, exif, mpf, refused, photoshop, frames, odd_frame, tables)
 
 
+def jpeg_frame(data: bytes) -> int | None:
+    """The marker of the first frame header (SOFn) of the JPEG in ``data``: its coding process; or None."""
+    for marker, _, _ in jpeg_markers(data):
+        if marker in JPEG_FRAMES:
+            return marker
+        if marker is None or marker == JPEG_SOS:
+            return None
+    return None
+
+
 def jpeg_precision(data: bytes) -> int | None:
     """The bits per sample the first frame header (SOFn) of the JPEG in ``data`` declares, or None."""
     for marker, at, _ in jpeg_markers(data):

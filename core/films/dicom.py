@@ -91,6 +91,9 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
             )
         rows, cols = int_tag(ds, "Rows", 0), int_tag(ds, "Columns", 0)
         samples = int_tag(ds, "SamplesPerPixel", 1)
+        if samples not in (1, 3):  # grey or colour; 300 samples a pixel read "461x489 pixels, over the limit"
+            raise UnreadableImage(f"{label} looks like DICOM but its image description is damaged: {samples} samples "
+                                  "a pixel, where a film has 1 (grey) or 3 (colour). Export it again.")
         if rows * cols * samples > MAX_PIXELS or over_limit(cols, rows, MAX_PIXELS):
             raise UnreadableImage(f"{label} is {cols}x{rows} pixels, over the safe decoding limit. Export the film "
                                   "at a lower resolution.")

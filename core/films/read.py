@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from core.config import settings
 from core.errors import TriageError, UnreadableImage
 from core.films.bounds import RASTER_FORMATS, check_declared_size, dicom_elements, is_codestream, over_limit
-from core.films.decoding_cost import JPEG_SOI, check_exif, jpeg_precision
+from core.films.decoding_cost import JPEG_SOI, check_exif, jpeg_frame, jpeg_precision
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 from core.films.roots import open_inside_roots
@@ -192,6 +192,9 @@ def _decode_raster(data: bytes, label: str) -> Film:
                 f"{label} could not be decoded: it holds a compressed metadata chunk (text or a colour profile) too "
                 "large to read safely. Export the film again without its metadata."
             ) from exc
+        if data.startswith(JPEG_SOI) and jpeg_frame(data) in _LOSSLESS_JPEG:  # not cut short: another kind of JPEG
+            raise UnreadableImage(f"{label} is a lossless JPEG, which cannot be read here. Export it as an 8-bit "
+                                  "JPEG, a PNG or a DICOM.") from exc
         raise UnreadableImage(
             f"{label} could not be decoded; the file is probably truncated or corrupt. Export it again."
         ) from exc
@@ -265,6 +268,9 @@ def _to_grey_float(image: Image.Image) -> tuple[np.ndarray, int]:
     grey = np.asarray(image, dtype=np.float32)
     grey /= 255.0  # in place: no second float copy
     return grey, 8
+
+
+_LOSSLESS_JPEG = {0xC3, 0xC7, 0xCB, 0xCF}  # SOF3, 7, 11, 15: read "probably truncated" (a review)
 
 
 def _refuse_partly_transparent(image: Image.Image, label: str) -> None:
