@@ -92,7 +92,7 @@ def _against_normal(y_true: np.ndarray, probabilities: np.ndarray, classes: list
             accuracy=float(right.mean()), accuracy_ci=wilson_of(int(right.sum()), int(mine.sum())),
             auc=float(roc_auc_score(positive, score)) if both else None,
             auc_ci=widened_for_few(float(roc_auc_score(positive, score)),
-                                   _percentile_interval(_weighted_auc(positive, score, drawn)),
+                                   percentile_interval(_weighted_auc(positive, score, drawn)),
                                    int(positive.sum()), int((~positive).sum())) if both else None,
         )
     return figures
@@ -206,7 +206,7 @@ def _f1_interval(truth: np.ndarray, called: np.ndarray, weights: np.ndarray) -> 
     columns = np.stack([truth & called, truth != called], axis=1).astype(np.float64)
     tp, wrong = (weights @ columns).T
     with np.errstate(invalid="ignore", divide="ignore"):  # resamples with neither: NaN, left out
-        return _percentile_interval(2 * tp / (2 * tp + wrong))
+        return percentile_interval(2 * tp / (2 * tp + wrong))
 
 
 class _Aucs(NamedTuple):
@@ -232,15 +232,15 @@ def _aucs(y_true: np.ndarray, probabilities: np.ndarray, weights: np.ndarray, cl
         positive, score = (y_true == 1, probabilities[:, 1]) if normal is None else \
             (y_true != normal, 1.0 - probabilities[:, normal])
         samples = _weighted_auc(positive, score, weights)
-        return _Aucs(float(roc_auc_score(positive, score)), _percentile_interval(samples), {}, {})
+        return _Aucs(float(roc_auc_score(positive, score)), percentile_interval(samples), {}, {})
     per_class = {k: _weighted_auc(y_true == k, probabilities[:, k], weights) for k in _both_kinds(y_true, n_classes)}
     class_auc = {classes[k]: float(roc_auc_score(y_true == k, probabilities[:, k])) for k in per_class}
-    class_ci = {classes[k]: _percentile_interval(v) for k, v in per_class.items()}
+    class_ci = {classes[k]: percentile_interval(v) for k, v in per_class.items()}
     if len(per_class) < n_classes:
         return _Aucs(None, None, class_auc, class_ci)
     auc = roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro")
     # macro: the mean of every class's AUC against the others (NaN in a resample that lacks a class)
-    return _Aucs(float(auc), _percentile_interval(np.mean(list(per_class.values()), axis=0)), class_auc, class_ci)
+    return _Aucs(float(auc), percentile_interval(np.mean(list(per_class.values()), axis=0)), class_auc, class_ci)
 
 
 def _auc_with_interval(y_true: np.ndarray, probabilities: np.ndarray, seed: int):
@@ -281,7 +281,7 @@ def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray)
     return aucs
 
 
-def _percentile_interval(samples: np.ndarray) -> list[float] | None:
+def percentile_interval(samples: np.ndarray) -> list[float] | None:
     samples = samples[np.isfinite(samples)]
     if samples.size == 0:
         return None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest
 
-from core.evaluation.metrics import film_weights, resampled_aucs
+from core.evaluation.metrics import film_weights, percentile_interval, resampled_aucs
 from core.evaluation.reported import SMALL_CLASS, hanley_mcneil_interval, wilson_interval
 from core.store.base import Interval
 
@@ -149,7 +149,6 @@ def _hanley_mcneil_half(auc: float, abnormal: int, normal: int) -> float:
 
 
 def _interval(samples: np.ndarray) -> Interval | None:
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return None
-    return float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))
+    """The resampled differences' 95 % percentile interval, as every report's (core.evaluation.metrics)."""
+    interval = percentile_interval(samples)
+    return None if interval is None else (interval[0], interval[1])

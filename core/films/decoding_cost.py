@@ -183,19 +183,21 @@ def jpeg_counts(data: bytes) -> JpegCounts:
 
 def jpeg_frame(data: bytes) -> int | None:
     """The marker of the first frame header (SOFn) of the JPEG in ``data``: its coding process; or None."""
-    for marker, _, _ in jpeg_markers(data):
-        if marker in JPEG_FRAMES:
-            return marker
-        if marker is None or marker == JPEG_SOS:
-            return None
-    return None
+    found = _first_frame(data)
+    return None if found is None else found[0]
 
 
 def jpeg_precision(data: bytes) -> int | None:
     """The bits per sample the first frame header (SOFn) of the JPEG in ``data`` declares, or None."""
+    found = _first_frame(data)
+    return None if found is None or found[1] + 5 > len(data) else data[found[1] + 4]
+
+
+def _first_frame(data: bytes) -> tuple[int, int] | None:
+    """(marker, offset) of the JPEG's first frame header, or None when a scan or the end comes first."""
     for marker, at, _ in jpeg_markers(data):
         if marker in JPEG_FRAMES:
-            return data[at + 4] if at + 5 <= len(data) else None
+            return marker, at
         if marker is None or marker == JPEG_SOS:
             return None
     return None
