@@ -199,6 +199,7 @@ def _decode_raster(data: bytes, label: str) -> Film:
             f"{label} could not be decoded; the file is probably truncated or corrupt. Export it again."
         ) from exc
     _refuse_partly_transparent(image, label)
+    _refuse_transparent_level(image, label)
     frames = getattr(image, "n_frames", 1)  # an animated PNG, a JPEG with a multi-picture index (MPO)
     pixels, bit_depth = _to_grey_float(image)
     meta = {"format": fmt, "mode": image.mode}
@@ -283,6 +284,25 @@ def _refuse_partly_transparent(image: Image.Image, label: str) -> None:
     if ((alpha > 0) & (alpha < 255)).any():
         raise UnreadableImage(f"{label} has semi-transparent pixels, so its grey levels depend on what it is shown "
                               "over. Export the film again without transparency (no alpha channel).")
+
+
+def _refuse_transparent_level(image: Image.Image, label: str) -> None:
+    """A grey or colour PNG may name one colour transparent (its tRNS chunk): where that colour is in the film, a
+    viewer shows what lies behind, so the film has no one reading. It was read at the stored level (a review): a
+    white transparent level reads white here and black over a dark viewer. A transparent black, or a colour the
+    film does not hold, reads the same either way and is let through."""
+    level = image.info.get("transparency")
+    if image.mode not in ("L", "RGB") or level is None or level in (0, (0, 0, 0)):
+        return
+    pixels = np.asarray(image)
+    held = (pixels == level) if image.mode == "L" else (pixels == np.asarray(level, dtype=pixels.dtype)).all(axis=-1)
+    if not held.any():
+        return
+    grey = image.mode == "L" or len(set(level)) == 1
+    what = f"a transparent grey level ({level if image.mode == 'L' else level[0]})" if grey else \
+        f"a transparent colour {tuple(level)}"
+    raise UnreadableImage(f"{label} has {what} that occurs in the film, so those pixels look different over each "
+                          "background. Export the film again without transparency.")
 
 
 def _stretch(arr: np.ndarray) -> np.ndarray:
