@@ -4,6 +4,7 @@ Each variant is written at test time from a real film, so no binary fixture is c
 """
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -387,3 +388,19 @@ def test_a_lossless_jpeg_is_named_as_one_not_as_truncated(plain_film):
     data[data.index(b"\xff\xc0") + 1] = 0xC3  # the frame header of the lossless process
     with pytest.raises(UnreadableImage, match=r"^lossless\.jpg is a lossless JPEG, which cannot be read here\."):
         read_film(bytes(data), name="lossless.jpg")
+
+
+def test_a_png_with_more_text_than_pillow_reads_says_so_not_truncated(plain_film, monkeypatch):
+    """Past Pillow's cap on text chunks in all (64 MB: 66 chunks of 1 MB were read as "probably truncated", a
+    review); the cap is lowered here so the test film stays small."""
+    import PIL.PngImagePlugin
+
+    monkeypatch.setattr(PIL.PngImagePlugin, "MAX_TEXT_MEMORY", 4096)
+    buffer = io.BytesIO()
+    info = PIL.PngImagePlugin.PngInfo()
+    for i in range(8):
+        info.add_text(f"note{i}", "a" * 1000)
+    plain_film.save(buffer, "PNG", pnginfo=info)
+    with pytest.raises(UnreadableImage, match="more text metadata than") as error:
+        read_film(buffer.getvalue(), name="notes.png")
+    assert "truncated" not in str(error.value)

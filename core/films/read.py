@@ -192,6 +192,9 @@ def _decode_raster(data: bytes, label: str) -> Film:
                 f"{label} could not be decoded: it holds a compressed metadata chunk (text or a colour profile) too "
                 "large to read safely. Export the film again without its metadata."
             ) from exc
+        if "text chunks" in str(exc).lower():  # Pillow's cap on all text chunks together (MAX_TEXT_MEMORY, 64 MB)
+            raise UnreadableImage(f"{label} could not be decoded: it holds more text metadata than can be read "
+                                  "safely. Export the film again without its metadata.") from exc
         if data.startswith(JPEG_SOI) and jpeg_frame(data) in _LOSSLESS_JPEG:  # not cut short: another kind of JPEG
             raise UnreadableImage(f"{label} is a lossless JPEG, which cannot be read here. Export it as an 8-bit "
                                   "JPEG, a PNG or a DICOM.") from exc
