@@ -334,6 +334,19 @@ def test_a_jpeg_of_more_than_8_bits_is_named_as_such_not_told_to_use_jpeg(bits):
         read_film(bytes(data), name="deep.jpg")
 
 
+def test_a_jpeg_whose_height_comes_after_its_data_is_named_as_such():
+    """A frame header of height 0 (the height given by a DNL marker after the scan) read "not an image we can
+    read. Use PNG, JPEG or DICOM", though it is a JPEG (a review)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"\xff\xc0")
+    data[at + 5: at + 7] = b"\x00\x00"
+    with pytest.raises(UnreadableImage, match="^dnl.jpg is a JPEG that gives its height only after its image data "
+                                              r"\(a DNL marker\), which cannot be read here\."):
+        read_film(bytes(data), name="dnl.jpg")
+
+
 def test_bytes_that_cannot_open_a_dicom_data_set_are_not_sent_to_the_dicom_worker(monkeypatch):
     """A review: 40 MB of zeros went to the DICOM worker as a possible preamble-less DICOM, ran out its time limit
     and was listed "not read yet: the server may be busy", first in the worklist, with a Read it again button."""

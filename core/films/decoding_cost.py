@@ -193,6 +193,15 @@ def jpeg_precision(data: bytes) -> int | None:
     return None if found is None or found[1] + 5 > len(data) else data[found[1] + 4]
 
 
+def jpeg_height(data: bytes) -> int | None:
+    """The number of lines the first frame header (SOFn) of the JPEG in ``data`` declares (0: given later, by a
+    DNL marker after the first scan), or None."""
+    found = _first_frame(data)
+    if found is None or found[1] + 7 > len(data):
+        return None
+    return int.from_bytes(data[found[1] + 5: found[1] + 7], "big")
+
+
 def _first_frame(data: bytes) -> tuple[int, int] | None:
     """(marker, offset) of the JPEG's first frame header, or None when a scan or the end comes first."""
     for marker, at, _ in jpeg_markers(data):

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from core.config import settings
 from core.errors import TriageError, UnreadableImage
 from core.films.bounds import RASTER_FORMATS, check_declared_size, dicom_elements, is_codestream, over_limit
-from core.films.decoding_cost import JPEG_SOI, check_exif, jpeg_frame, jpeg_precision
+from core.films.decoding_cost import JPEG_SOI, check_exif, jpeg_frame, jpeg_height, jpeg_precision
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 from core.films.roots import open_inside_roots
@@ -178,6 +178,10 @@ def _decode_raster(data: bytes, label: str) -> Film:
         if bits not in (None, 8):  # a JPEG all the same: "use JPEG" told its sender nothing (a review)
             raise UnreadableImage(f"{label} is a {bits}-bit JPEG, which cannot be read here. Export it as an 8-bit "
                                   "JPEG, a PNG or a DICOM.") from exc
+        if bits == 8 and jpeg_height(data) == 0:  # a JPEG all the same (a review)
+            raise UnreadableImage(f"{label} is a JPEG that gives its height only after its image data (a DNL "
+                                  "marker), which cannot be read here. Export it again as an ordinary JPEG, a PNG "
+                                  "or a DICOM.") from exc
         raise UnreadableImage(
             f"{label} is not an image we can read. Use PNG, JPEG or DICOM."
         ) from exc
