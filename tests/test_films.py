@@ -129,18 +129,6 @@ def test_exif_orientation_is_applied(orientation, plain_film, tmp_path):
         assert np.abs(film.pixels - reference(plain_film)).mean() > 0.05
 
 
-def test_transparent_regions_are_shown_on_black(plain_film, tmp_path):
-    rgba = plain_film.convert("RGBA")
-    alpha = np.full((plain_film.height, plain_film.width), 255, dtype=np.uint8)
-    alpha[:, : plain_film.width // 2] = 0
-    rgba.putalpha(Image.fromarray(alpha))
-    rgba.save(tmp_path / "half-transparent.png")
-    film = read_film(tmp_path / "half-transparent.png")
-    half = plain_film.width // 2
-    assert film.pixels[:, :half].max() == 0.0
-    assert np.abs(film.pixels[:, half:] - reference(plain_film)[:, half:]).mean() < 1e-6
-
-
 def test_real_kermany_rgb_jpeg_reads_as_grey(kermany_train):
     path = sorted((kermany_train / "NORMAL").glob("*.jpeg"))[0]
     film = read_film(path)
@@ -215,21 +203,6 @@ def _truncated_png(path, plain_film):
     path.write_bytes(data[: len(data) // 2])
 
 
-def _middle(im: Image.Image) -> int:
-    """The grey level at the film's centre: one that occurs inside the chest."""
-    return int(np.asarray(im.convert("L"))[im.height // 2, im.width // 2])
-
-
-@pytest.mark.parametrize("mode", ["L", "RGB"])
-def test_a_transparent_colour_that_is_black_or_absent_reads_as_the_film(mode, plain_film, tmp_path):
-    grey = np.asarray(plain_film.convert("L"))
-    absent = next(level for level in range(1, 256) if not (grey == level).any())
-    for level in (0, absent):  # over black, black pixels read black either way
-        path = tmp_path / f"film-{level}.png"
-        plain_film.convert(mode).save(path, transparency=level if mode == "L" else (level,) * 3)
-        assert np.abs(read_film(path).pixels - reference(plain_film)).max() < 1e-6
-
-
 UNREADABLE = {
     "empty.png": (lambda p, im: p.write_bytes(b""), "empty"),
     "notes.txt": (lambda p, im: p.write_text("Patient notes, not an image.\n"), "not an image"),
@@ -243,13 +216,6 @@ UNREADABLE = {
     "cut-cmyk.jpg": (lambda p, im: _cut_with_end(p, im.convert("CMYK")), "truncated"),
     "cut-progressive.jpg": (lambda p, im: _cut_with_end(p, im.convert("RGB"), 0.3, progressive=True), "truncated"),
     "film-rgb16.png": (_rgb16_png, "16-bit colour"),
-    # a review: laid over black at alpha 128, four normal films read urgent at half their brightness
-    "half-transparent.png": (lambda p, im: Image.merge("LA", (im.convert("L"), Image.new("L", im.size, 128))).save(p),
-                             "semi-transparent"),
-    # a review: a grey or colour PNG's one transparent colour (tRNS) was read at its stored grey level
-    "grey-trns.png": (lambda p, im: im.convert("L").save(p, transparency=_middle(im)), "transparent grey level"),
-    "rgb-trns.png": (lambda p, im: im.convert("RGB").save(p, transparency=(_middle(im),) * 3),
-                     "transparent grey level"),
     # Pillow opens PNG and JPEG only (issue 12): other raster formats are refused (tests/test_bombs.py).
     "film.tif": (lambda p, im: _grey16(im).save(p), "not an image"),
     "film.bmp": (lambda p, im: im.save(p), "not an image"),

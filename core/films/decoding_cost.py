@@ -194,12 +194,9 @@ def jpeg_precision(data: bytes) -> int | None:
 
 
 def jpeg_height(data: bytes) -> int | None:
-    """The number of lines the first frame header (SOFn) of the JPEG in ``data`` declares (0: given later, by a
-    DNL marker after the first scan), or None."""
+    """The lines the JPEG's first frame header (SOFn) declares (0: a DNL marker after the scan says), or None."""
     found = _first_frame(data)
-    if found is None or found[1] + 7 > len(data):
-        return None
-    return int.from_bytes(data[found[1] + 5: found[1] + 7], "big")
+    return None if found is None or found[1] + 7 > len(data) else int.from_bytes(data[found[1] + 5:][:2], "big")
 
 
 def _first_frame(data: bytes) -> tuple[int, int] | None:

@@ -25,6 +25,7 @@ from core.films.decoding_cost import JPEG_SOI, check_exif, jpeg_frame, jpeg_heig
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 from core.films.roots import open_inside_roots
+from core.films.transparency import refuse_transparency
 from core.films.truncation import jpeg_cut_short
 from core.wording import megabytes_over
 
@@ -205,8 +206,7 @@ def _decode_raster(data: bytes, label: str) -> Film:
         raise UnreadableImage(
             f"{label} could not be decoded; the file is probably truncated or corrupt. Export it again."
         ) from exc
-    _refuse_partly_transparent(image, label)
-    _refuse_transparent_level(image, label)
+    refuse_transparency(image, label)
     frames = getattr(image, "n_frames", 1)  # an animated PNG, a JPEG with a multi-picture index (MPO)
     pixels, bit_depth = _to_grey_float(image)
     meta = {"format": fmt, "mode": image.mode}
@@ -279,37 +279,6 @@ def _to_grey_float(image: Image.Image) -> tuple[np.ndarray, int]:
 
 
 _LOSSLESS_JPEG = {0xC3, 0xC7, 0xCB, 0xCF}  # SOF3, 7, 11, 15: read "probably truncated" (a review)
-
-
-def _refuse_partly_transparent(image: Image.Image, label: str) -> None:
-    """A film with pixels neither opaque nor wholly transparent has no one reading: laid over black (as a viewer
-    shows transparency) a grey film at alpha 128 read at half its brightness, and four normal films urgent with no
-    word said (a review). Wholly transparent margins are still shown black."""
-    if image.mode not in ("RGBA", "LA", "PA") and not (image.mode == "P" and "transparency" in image.info):
-        return
-    alpha = np.asarray((image.convert("RGBA") if image.mode == "P" else image).getchannel("A"))
-    if ((alpha > 0) & (alpha < 255)).any():
-        raise UnreadableImage(f"{label} has semi-transparent pixels, so its grey levels depend on what it is shown "
-                              "over. Export the film again without transparency (no alpha channel).")
-
-
-def _refuse_transparent_level(image: Image.Image, label: str) -> None:
-    """A grey or colour PNG may name one colour transparent (its tRNS chunk): where that colour is in the film, a
-    viewer shows what lies behind, so the film has no one reading. It was read at the stored level (a review): a
-    white transparent level reads white here and black over a dark viewer. A transparent black, or a colour the
-    film does not hold, reads the same either way and is let through."""
-    level = image.info.get("transparency")
-    if image.mode not in ("L", "RGB") or level is None or level in (0, (0, 0, 0)):
-        return
-    pixels = np.asarray(image)
-    held = (pixels == level) if image.mode == "L" else (pixels == np.asarray(level, dtype=pixels.dtype)).all(axis=-1)
-    if not held.any():
-        return
-    grey = image.mode == "L" or len(set(level)) == 1
-    what = f"a transparent grey level ({level if image.mode == 'L' else level[0]})" if grey else \
-        f"a transparent colour {tuple(level)}"
-    raise UnreadableImage(f"{label} has {what} that occurs in the film, so those pixels look different over each "
-                          "background. Export the film again without transparency.")
 
 
 def _stretch(arr: np.ndarray) -> np.ndarray:
