@@ -127,6 +127,10 @@ def test_a_model_trained_on_wide_framing_is_told_its_framed_reading_tests_a_chan
     assert WIDE_FRAMING_NOTE in travel_text([wide]) and WIDE_FRAMING_NOTE not in travel_text([plain])
     assert WIDE_FRAMING_NOTE in travel_text([plain, _record("pneumonia-mlp_body-wide-v1")])  # Compare: once
     assert "0.8–1.25" in WIDE_FRAMING_NOTE and "lower end" in WIDE_FRAMING_NOTE
+    # a figures review: the body-crop pixel models' augmentation was chosen on the other collection and the framed
+    # readings (README), and only ensembles' cards said their checks were no longer clean
+    body = travel_text([_record("pneumonia-logistic_body-wide-v1")])
+    assert "was itself chosen for the project's recipes on these same checks" in body and "no longer clean" in body
 
 
 def test_a_pneumonia_card_without_official_test_figures_says_so_and_one_with_them_does_not():
