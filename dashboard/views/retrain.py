@@ -109,7 +109,8 @@ def training_form() -> tuple[bool, object, TrainConfig | None]:
                                  value=round(limits.DEFAULT_TARGET_SENSITIVITY * 100, 1), step=0.5, format="%.1f",
                                  help="The triage threshold is the highest one that still finds this share of the "
                                       "abnormal validation films. Leave a margin above what you need on new films: "
-                                      "the shipped default uses 96 % to promise 95 %. Below the promotion floor "
+                                      "the shipped default aims at 96 % so that new films keep 95 % (not yet "
+                                      "measured at a new site). Below the promotion floor "
                                       f"({floor:.1%}) the version cannot become a default.")
         max_films = st.number_input("Use at most this many films (0 = all)", min_value=0, value=0, step=100,
                                     help="A class-balanced random subset, for a quick trial run.")
