@@ -373,3 +373,23 @@ def test_a_jobs_lock_that_cannot_be_opened_is_said_in_words_not_a_traceback(plac
     at = retrain_page()
     assert not at.exception
     assert any("The job folder cannot be read" in e.value for e in at.error)
+
+
+def test_a_finished_job_s_figures_say_their_intervals_and_what_the_validation_films_chose(places):
+    """A figures review: the outcome tiles beside "Make ... the default" showed validation figures with their
+    intervals on hover only, and nothing said those films chose the threshold (sensitivity met by design)."""
+    from core.jobs.jobs import SUCCEEDED, JobSummary
+
+    checkpoints, jobs = places
+    folder = jobs / "20260107-000000-f00d"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"job_id": folder.name, "data_dir": "/data",
+                                                    "config": {"arch": "mlp", "epochs": 1}}))
+    write_status(folder, SUCCEEDED, message="Registered a new version.", model="pneumonia-mlp-v1",
+                 summary=JobSummary(auc=0.9123, auc_ci=[0.85, 0.95], sensitivity=0.96, sensitivity_ci=[0.9, 0.99],
+                                    specificity=0.8, specificity_ci=[0.7, 0.88], n=40, seconds=12.0))
+    at = retrain_page()
+    assert not at.exception
+    (said,) = [c.value for c in at.caption if c.value.startswith("On this run's validation films")]
+    assert "AUC 0.912 (0.850–0.950)" in said and "sensitivity 96.0 % (90.0–99.0)" in said
+    assert "meets it by design" in said and "a new site" in said

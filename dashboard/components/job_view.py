@@ -22,7 +22,8 @@ from core.store.manifest import REGISTRY_FILE
 from core.store.promotion import promote, refusal
 from dashboard.components.access import current_user
 from dashboard.components.charts import live_training
-from core.wording import interval_text
+from dashboard.components.model_card import validation_caveat
+from core.wording import fixed, interval_text
 from dashboard.components.reports import code_span, duration, escape_markdown, with_interval
 from dashboard.components.task_choice import title_of
 from dashboard.labels import source_label, without_server_paths
@@ -101,7 +102,7 @@ def _progress(job: Job, progress: JobProgress, user: User) -> None:
         st.metric("Elapsed", duration(elapsed), border=True)
         # the last epoch's number, not a count: a long run's early epochs fall out of the events read (a review)
         st.metric("Epochs done", f"{last.epoch if last else 0} of {job.config.epochs}", border=True)
-        st.metric("Validation AUC", f"{last.val_auc:.3f}" if last else "—", border=True)
+        st.metric("Validation AUC", fixed(last.val_auc, 3) if last else "—", border=True)  # 0.9997 is not 1.000
     if not user.is_admin or progress.phase == "finishing":  # training is over: a cancel would not be heard
         return
     if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
@@ -205,6 +206,11 @@ def _new_model(job: Job, user: User) -> None:
         st.warning(f"{job.model} cannot be shown: {why}" if why else f"{job.model} is no longer in the registry.",
                    icon=":material/warning:")
         return
+    st.caption(f"On this run's validation films, with their 95 % intervals: AUC "
+               f"{with_interval(summary.auc, summary.auc_ci, False)}, sensitivity "
+               f"{with_interval(summary.sensitivity, summary.sensitivity_ci)}, specificity "
+               f"{with_interval(summary.specificity, summary.specificity_ci)}.{validation_caveat(entry.record)} "
+               "Another batch and a new site see less: read its card on Compare before making it the default.")
     reasons, advice = ([], "") if entry.is_default or not user.is_admin else refusal(entry)
     with st.container(horizontal=True, vertical_alignment="center"):
         if entry.is_default:
