@@ -66,10 +66,11 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=preload, name="preload", daemon=True).start()
     from streamlit.web import cli
 
-    from dashboard import cache_guard, frame_guard
+    from dashboard import cache_guard, frame_guard, session_store
     from dashboard.upload_store import install
 
     install()  # uploads held in memory are bounded per session and in all
+    session_store.install()  # and given back when a session can no longer reconnect
     frame_guard.install()  # no other site may frame it: a local session administers
     cache_guard.install()  # no browser clears the caches every session shares
 

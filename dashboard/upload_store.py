@@ -26,6 +26,7 @@ from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileMan
 from streamlit.runtime.uploaded_file_manager import UploadedFileRec
 
 from core.serving.batch_limits import MEGABYTE, server_upload_limit, session_upload_limits
+from dashboard.session_store import reap
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class BoundedUploads(MemoryUploadedFileManager):
         self._refused: dict[str, list[tuple[str, str]]] = {}  # session -> (why, film name), oldest first
 
     def add_file(self, session_id: str, file: UploadedFileRec) -> None:
+        reap()  # sessions that can no longer reconnect give their films back before any is counted
         with self._adding:
             films, session_bytes, server_bytes = self._held(session_id, replacing=file.file_id)
             size = len(file.data)
