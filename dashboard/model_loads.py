@@ -6,6 +6,7 @@ the result. :data:`foreground` counts triage a browser is waiting for: the warm-
 """
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import threading
@@ -65,7 +66,7 @@ class ModelLoad:
         """The predictor, once loaded; re-raises what stopped the load (CheckpointError for a broken model)."""
         self._done.wait()
         if self._error is not None:
-            raise self._error
+            raise copy.copy(self._error)  # a fresh one: the stored one never holds a page run's frames (films)
         return self._predictor
 
     def _run(self) -> None:
@@ -106,7 +107,11 @@ class ModelLoad:
 
 
     def _fail(self, exc: Exception) -> None:
-        self._error, self._failed_at = exc, time.monotonic()
+        """Keep what stopped the load without its traceback (the load's frames: the whole weights file read), which
+        goes to the log; the page says the message (a review: kept and raised again, the same exception gathered
+        every page run's frames, and their uploads, for as long as the failure stayed cached)."""
+        logging.getLogger(__name__).warning("loading %s failed", self.name, exc_info=exc)
+        self._error, self._failed_at = copy.copy(exc), time.monotonic()
         self._done.set()
 
 

@@ -54,3 +54,40 @@ def test_a_version_saved_again_between_the_listing_and_its_load_is_not_kept_unde
     assert warm_up(listed) is not load  # a passing refusal: the next run reads it again
     (now,) = [e for e in registered_models()[0] if e.name == "pneumonia-cnn5-v1"]
     assert predictor_for(now).loaded.operating_point.threshold == moved
+
+
+def test_a_failed_load_keeps_no_page_run_s_films_alive(checkpoints):
+    """A review: the failure was stored with its traceback and raised again, the same object, on every page run;
+    each raise added that run's frames to it, so a broken version picked once kept every later run's uploads (the
+    page's locals) in memory for as long as the failure stayed cached, outside every budget."""
+    import gc
+    import weakref
+
+    (checkpoints / "pneumonia-mlp-v1.pt").write_bytes(b"truncated")
+    entry = next(e for e in registered_models()[0] if e.name == "pneumonia-mlp-v1")
+    load = dashboard.model_loads.ModelLoad(entry)
+    assert load.wait(240) and load.failed
+
+    class Uploads(bytearray):  # what a page run holds while it asks for its model
+        pass
+
+    def page_run() -> weakref.ref:
+        uploads = Uploads(b"films" * 1000)
+        try:
+            load.result()
+        except CheckpointError as error:
+            assert str(error)
+        return weakref.ref(uploads)
+
+    runs = [page_run() for _ in range(3)]
+    gc.collect()
+    assert [run() for run in runs] == [None, None, None]
+    with pytest.raises(CheckpointError) as again:
+        load.result()
+    assert len(list(_frames(again.value.__traceback__))) <= 2  # this raise's frames only, none piled up
+
+
+def _frames(tb):
+    while tb is not None:
+        yield tb.tb_frame
+        tb = tb.tb_next
