@@ -28,6 +28,10 @@ def test_the_framing_check_says_which_films_it_framed_and_compare_never_mixes_th
                for line in line_summaries(default.record))
     assert any(line.startswith("**Another batch, framed 15 % tighter (synthetic)** (1154 films)")
                for line in line_summaries(pair.record))
+    # a figures review: the validation films framed tighter are the films that chose the threshold and epoch
+    (framed,) = [line for line in line_summaries(default.record) if line.startswith("**Validation films, framed")]
+    assert framed.endswith("The same films chose its threshold and epoch: a little high.")
+    assert not any("chose its threshold" in line for line in line_summaries(pair.record))
     table = travel_comparison([default, pair])
     films = table.loc["Validation films, framed 15 % tighter (synthetic): films"]
     assert (films[DEFAULT], films[HELD_OUT_PAIR]) == ("1038", "not measured")
