@@ -19,6 +19,7 @@ from core.evaluation.metrics import evaluate_probabilities  # noqa: E402
 from core.evaluation.site_range import stored_site_range  # noqa: E402
 from core.models.inference import probabilities_in_batches  # noqa: E402
 from core.store.checkpoints import load_checkpoint  # noqa: E402
+from core.wording import fixed  # noqa: E402
 from core.store.manifest import shipped_dir  # noqa: E402
 from core.store.registry import list_models  # noqa: E402
 from core.training.calibrate import recorded_validation_split  # noqa: E402
@@ -32,7 +33,10 @@ def _size(size: int) -> str:
 
 
 def _ci(value, interval) -> str:
-    return "—" if value is None else (f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})" if interval else f"{value:.3f}")
+    """As the card writes it (core.wording.fixed): an AUC of 0.99967 is not a perfect "1.000" (a figures review)."""
+    if value is None:
+        return "—"
+    return f"{fixed(value, 3)} ({fixed(interval[0], 3)}–{fixed(interval[1], 3)})" if interval else fixed(value, 3)
 
 
 def _pct(value) -> str:
