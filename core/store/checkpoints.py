@@ -134,7 +134,7 @@ def network_digest(model: nn.Module) -> str:
 
 
 def _storage(tensor: torch.Tensor) -> torch.Tensor:
-    """Floating tensors are stored as float16: half the size (the whole lineup must stay under 100 MB).
+    """Floating tensors are stored as float16: half the size (the whole lineup must stay within 150 MB).
 
     Training rounds the model through float16 before its final evaluation (``round_to_storage``), so the
     stored report describes exactly the weights that are shipped.
