@@ -9,11 +9,14 @@ population a given *model* was trained on is another question, answered per mode
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import math
+import os
 import pickle
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,6 @@ from core.errors import CheckpointError
 from core.films.film import Film
 from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore, OnePerProcess
 from core.store import manifest
-from core.store.atomic import atomic_write_bytes, atomic_write_json
 from core.store.base import MAX_WEIGHTS_BYTES, Record, parse_record, read_regular_file
 
 log = logging.getLogger(__name__)
@@ -44,9 +46,11 @@ def detector_dir() -> Path:
 
 
 class DetectorMeta(Record):
-    """The detector's JSON beside its tensors: the score's threshold and how it was calibrated (fit_chest_check)."""
+    """The detector's JSON beside its tensors: the score's threshold and how it was calibrated (fit_chest_check),
+    and the SHA-256 of the tensors it goes with (None in detectors saved before it was recorded)."""
     threshold: float
     calibration: dict[str, Any] = {}
+    tensors_sha256: str | None = None
 
 
 @dataclass
@@ -59,12 +63,17 @@ class ChestFilmDetector:
         return self.score.scores(features)
 
     def save(self, directory: Path) -> Path:
+        """Write the tensors, then the JSON that names their digest (a reader between the two refuses the pair,
+        not pairs a new score with an old threshold); in the shipped folder both are signed in its checksum
+        manifest, else the next start refused the refitted detector and no film was checked (a review)."""
         buffer = io.BytesIO()
         torch.save(self.score.tensors(), buffer)
+        tensors = buffer.getvalue()
+        meta = {"threshold": self.threshold, "calibration": self.calibration,
+                "tensors_sha256": hashlib.sha256(tensors).hexdigest()}
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(directory / f"{DETECTOR_NAME}.pt", buffer.getvalue())
-        atomic_write_json(directory / f"{DETECTOR_NAME}.json",
-                          {"threshold": self.threshold, "calibration": self.calibration})
+        manifest.write_signed(directory / f"{DETECTOR_NAME}.pt", tensors)
+        manifest.write_signed(directory / f"{DETECTOR_NAME}.json", (json.dumps(meta, indent=1) + "\n").encode())
         return directory / f"{DETECTOR_NAME}.pt"
 
     @classmethod
@@ -73,8 +82,10 @@ class ChestFilmDetector:
         try:
             meta = parse_record(DetectorMeta, json.loads(_read_detector_file(directory / f"{DETECTOR_NAME}.json")),
                                 "its description")
-            arrays = torch.load(io.BytesIO(_read_detector_file(directory / f"{DETECTOR_NAME}.pt")),
-                                map_location="cpu", weights_only=True)
+            tensors = _read_detector_file(directory / f"{DETECTOR_NAME}.pt")
+            if meta.tensors_sha256 is not None and hashlib.sha256(tensors).hexdigest() != meta.tensors_sha256:
+                raise ValueError("its tensors are not the ones its description was written with (being refitted?)")
+            arrays = torch.load(io.BytesIO(tensors), map_location="cpu", weights_only=True)
             detector = cls(GaussianScore.from_tensors(arrays), meta.threshold, meta.calibration)
             # a threshold that is not a finite number, or scores that are not, passed every film (a review)
             if not (math.isfinite(detector.threshold) and detector.threshold > 0
@@ -86,6 +97,18 @@ class ChestFilmDetector:
         except (OSError, EOFError, ValueError, KeyError, RuntimeError, TypeError, AttributeError,
                 pickle.UnpicklingError) as exc:
             raise CheckpointError(f"The chest-film detector in {directory} cannot be loaded ({exc}).") from exc
+
+
+def _stamps(directory: Path) -> tuple:
+    """What changes when the detector's files are written again: each file's inode, size and time, or None."""
+    stamps = []
+    for suffix in (".pt", ".json"):
+        try:
+            info = os.stat(directory / f"{DETECTOR_NAME}{suffix}")
+            stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
 
 
 def _read_detector_file(path: Path) -> bytes:
@@ -100,8 +123,29 @@ class ChestFilmCheck:
     shared = OnePerProcess()
 
     def __init__(self, directory: Path | None = None):
-        self.detector = ChestFilmDetector.load(directory)
+        self.directory = directory or detector_dir()
+        self._stamps = _stamps(self.directory)
+        self._detector = ChestFilmDetector.load(self.directory)
+        self._reload = threading.Lock()
         self.extractor = FeatureExtractor.shared()
+
+    @property
+    def detector(self) -> ChestFilmDetector:
+        """The detector as its files are now: one refitted while the app runs is read again at the next film
+        (it was kept for the life of the process, a review); a refit that cannot be read leaves the one in use,
+        said in the log."""
+        stamps = _stamps(self.directory)
+        if stamps != self._stamps:
+            with self._reload:
+                if stamps != self._stamps:
+                    try:
+                        self._detector = ChestFilmDetector.load(self.directory)
+                        log.info("chest-film detector read again: its files changed")
+                    except CheckpointError as exc:
+                        log.warning("the chest-film detector's files changed but cannot be loaded, so the one "
+                                    "loaded before stays in use: %s", exc)
+                    self._stamps = stamps
+        return self._detector
 
     def features(self, film: Film) -> np.ndarray:
         """1 x 1280: what this check and a model's population check (core.serving.population) both read."""
@@ -114,10 +158,11 @@ class ChestFilmCheck:
         return self.problem_of(self.features(film))
 
     def problem_of(self, features: np.ndarray) -> str | None:
-        score = float(self.detector.scores(features)[0])
-        if not score <= self.detector.threshold:  # a score that is not a number is no chest film either
+        detector = self.detector
+        score = float(detector.scores(features)[0])
+        if not score <= detector.threshold:  # a score that is not a number is no chest film either
             # the film's own warning says so; for an operator's log at INFO, not a line on every CLI run's stderr
-            log.info("chest-film check: score %.1f over the threshold %.1f", score, self.detector.threshold)
+            log.info("chest-film check: score %.1f over the threshold %.1f", score, detector.threshold)
             return ("This image does not look like a chest film: it is unlike every chest film the check was built "
                     "on.")
         return None

@@ -13,6 +13,7 @@ stays, with ``population_warning`` beside it).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +35,8 @@ from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
 from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel, load_checkpoint
 from core.store.registry import find_model
+
+CHECK_RETRY_S = 30.0  # a predictor without its chest-film check tries to load it again at most this often
 
 URGENT, ROUTINE = "urgent", "routine"
 
@@ -102,13 +105,23 @@ class Predictor:
         self._explained = explained_layers(loaded.record.arch, loaded.model, loaded.image_size)
         self.population = ModelPopulation.of(loaded)  # None: this version is not checked
         self.chest_check, self.chest_check_problem = chest_check, None
-        if chest_check is None:
-            try:
-                self.chest_check = ChestFilmCheck.shared()
-            except CheckpointError as exc:  # every film's warning: no server folder in it, the detail in the log
-                logging.getLogger(__name__).warning("chest-film check unavailable: %s", exc)
-                self.chest_check_problem = ("The chest-film check is unavailable (its detector could not be loaded; "
-                                            "the server log says why); review every film.")
+        self._check_again_at = None if chest_check is not None else 0.0  # when to try the shared check again
+        self._shared_check()
+
+    def _shared_check(self) -> None:
+        """Take up the shared chest-film check if this predictor has none yet: a version loaded while the detector
+        could not be read went unchecked for the life of the process, though the files were put right (a review);
+        tried again at most every CHECK_RETRY_S."""
+        if self._check_again_at is None or time.monotonic() < self._check_again_at:
+            return
+        try:
+            self.chest_check, self.chest_check_problem = ChestFilmCheck.shared(), None
+            self._check_again_at = None
+        except CheckpointError as exc:  # every film's warning: no server folder in it, the detail in the log
+            logging.getLogger(__name__).warning("chest-film check unavailable: %s", exc)
+            self.chest_check_problem = ("The chest-film check is unavailable (its detector could not be loaded; "
+                                        "the server log says why); review every film.")
+            self._check_again_at = time.monotonic() + CHECK_RETRY_S
 
     @classmethod
     def from_registry(cls, name: str | None = None, directory: Path | None = None,
@@ -133,6 +146,7 @@ class Predictor:
         problems = list(usability_problems(film))  # image statistics: no model, no turn needed
         population_warning = None
         with self.lock.turn(PREDICTION):  # the model and the learned checks, in one turn
+            self._shared_check()
             probs = probabilities(self.loaded.model, batch)
             if not problems:
                 problem, population_warning = self._film_checks(film)

@@ -1,0 +1,77 @@
+"""The chest-film detector refitted while the app runs (core.serving.chest_check), found by a review of a
+server left running for weeks: it was loaded once per process, a refit into the shipped folder was refused at
+the next start (its checksum manifest not re-signed, so no film was checked), a reader between the refit's two
+writes could pair a new score with the old threshold, and a model loaded while the detector was unreadable stayed
+unchecked for good."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import core.serving.predict as predict_module
+from core.config import settings
+from core.errors import CheckpointError
+from core.serving.chest_check import DETECTOR_NAME, ChestFilmCheck, ChestFilmDetector
+
+
+@pytest.fixture
+def shipped_detector() -> ChestFilmDetector:
+    return ChestFilmDetector.load(settings().detector)  # the repo's, read outside a shipped folder in tests
+
+
+def _refit(detector: ChestFilmDetector, factor: float) -> ChestFilmDetector:
+    return ChestFilmDetector(detector.score, detector.threshold * factor, dict(detector.calibration))
+
+
+def test_a_detector_refitted_while_the_app_runs_is_read_at_the_next_film(shipped_detector, tmp_path):
+    folder = tmp_path / "detector"
+    shipped_detector.save(folder)
+    check = ChestFilmCheck(folder)
+    assert check.detector.threshold == shipped_detector.threshold
+    _refit(shipped_detector, 0.5).save(folder)
+    assert check.detector.threshold == shipped_detector.threshold * 0.5
+    (folder / f"{DETECTOR_NAME}.json").write_text("{broken")  # a refit that cannot be read ...
+    assert check.detector.threshold == shipped_detector.threshold * 0.5  # ... leaves the one in use
+
+
+def test_a_reader_between_a_refit_s_two_writes_refuses_the_pair(shipped_detector, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    shipped_detector.save(old)
+    _refit(shipped_detector, 0.5).save(new)
+    shutil.copy(new / f"{DETECTOR_NAME}.pt", old / f"{DETECTOR_NAME}.pt")  # the same tensors: still a pair
+    assert ChestFilmDetector.load(old).threshold == shipped_detector.threshold
+    meta = json.loads((old / f"{DETECTOR_NAME}.json").read_text())
+    (old / f"{DETECTOR_NAME}.pt").write_bytes((old / f"{DETECTOR_NAME}.pt").read_bytes() + b"\0")
+    with pytest.raises(CheckpointError, match="not the ones its description was written with"):
+        ChestFilmDetector.load(old)
+    assert meta["tensors_sha256"]
+
+
+def test_a_detector_refitted_into_the_shipped_folder_is_signed_and_loads_after_a_restart(shipped_detector,
+                                                                                         tmp_path, settings_env):
+    shipped = tmp_path / "checkpoints"
+    shipped.mkdir()
+    settings_env(CXR_CHECKPOINTS=str(shipped), CXR_DETECTOR_DIR=str(shipped / "detector"))
+    _refit(shipped_detector, 0.5).save(shipped / "detector")
+    assert "detector/chest-film-detector.pt" in (shipped / "MANIFEST.sha256").read_text()
+    assert ChestFilmDetector.load().threshold == shipped_detector.threshold * 0.5  # verified against it
+
+
+def test_a_model_loaded_while_the_detector_was_unreadable_takes_it_up_once_it_is_back(predictor, tmp_path,
+                                                                                     settings_env, monkeypatch,
+                                                                                     shipped_detector):
+    from core.films.read import read_film
+
+    folder = tmp_path / "detector"
+    settings_env(CXR_DETECTOR_DIR=str(folder))
+    monkeypatch.setattr(ChestFilmCheck.__dict__["shared"], "_instances", {})  # none loaded in this process yet
+    monkeypatch.setattr(predict_module, "CHECK_RETRY_S", 0.0)
+    unchecked = predict_module.Predictor(predictor.loaded)
+    film = read_film(next(Path(settings().data, "films", "NORMAL").iterdir()))
+    assert "The chest-film check is unavailable" in " ".join(unchecked.predict(film).warnings)
+    shipped_detector.save(folder)  # put right
+    assert "The chest-film check is unavailable" not in " ".join(unchecked.predict(film).warnings)
+    assert isinstance(unchecked.chest_check, ChestFilmCheck)
