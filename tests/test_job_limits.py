@@ -294,3 +294,21 @@ def test_a_claimed_slot_never_names_the_job_before_it_while_the_new_one_is_set_u
         start_job(kermany_train, TrainConfig(arch="mlp", epochs=1, image_size=64, max_films=200),
                   directory=checkpoints, root=jobs)
     assert seen == [""]
+
+
+def test_listing_jobs_prunes_saved_runs_past_the_age_limit_too(tmp_path, settings_env):
+    """A review: interrupted runs' saved states (hundreds of MB for a ResNet or an ensemble) were pruned only
+    when a training run opened the runs folder, so with no training after them they stayed for months, though the
+    README says they go after CXR_JOB_MAX_AGE_DAYS."""
+    from core.training.saved_runs import runs_dir
+
+    settings_env(CXR_MODELS=str(tmp_path / "models"), CXR_JOBS=str(tmp_path / "jobs"), CXR_JOB_MAX_AGE_DAYS="30")
+    runs = runs_dir()
+    runs.mkdir(parents=True)
+    for name in ("old.pt", "old.json", "new.pt", "new.json"):
+        (runs / name).write_bytes(b"state")
+    month_ago = time.time() - 40 * 86400
+    for name in ("old.pt", "old.json"):
+        os.utime(runs / name, (month_ago, month_ago))
+    list_jobs(tmp_path / "jobs")
+    assert sorted(p.name for p in runs.iterdir()) == ["new.json", "new.pt"]

@@ -48,7 +48,7 @@ from core.jobs.records import (ACTIVE_STATES, CANCELLED, FAILED, JOB_FOLDER, QUE
 from core.store.names import check_base_name
 from core.store.registry import checkpoint_dir
 from core.store.records import TrainConfig
-from core.training.saved_runs import discard_saved_run, kept_note, saved_run_of_job
+from core.training.saved_runs import discard_saved_run, kept_note, prune_saved_runs, saved_run_of_job
 
 __all__ = ["ACTIVE_STATES", "CANCELLED", "FAILED", "LOCK_FILE", "QUEUED", "RUNNING", "RUNNER_MODULE",
            "SUCCEEDED", "Job", "JobAlreadyRunning", "JobSettings", "JobStatus", "JobSummary", "active_job",
@@ -204,6 +204,10 @@ def list_jobs(root: Path | None = None, limit: int | None = None) -> list[Job]:
     if root.is_dir():
         keep_private(root, "the jobs folder")  # an older install's 0755 folder of job logs, before any new job
     prune_old_jobs(root)
+    try:  # interrupted runs' saved states too: with no training after them they stayed for months (a review)
+        prune_saved_runs()
+    except OSError as exc:
+        logging.getLogger(__name__).warning("saved runs past the age limit could not be pruned: %s", exc)
     folders = sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.exists() else []
     jobs = []
     for folder in folders[:limit] if limit else folders:
