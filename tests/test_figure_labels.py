@@ -39,6 +39,16 @@ def test_the_framing_check_says_which_films_it_framed_and_compare_never_mixes_th
     assert (films[DEFAULT], films[HELD_OUT_PAIR]) == ("not measured", "1154")
 
 
+def test_compare_s_chart_never_plots_another_run_s_other_batch_figures_as_the_model_s_own():
+    """A figures review: the default's other-batch sensitivity and specificity (another run's weights, at that run's
+    threshold) were plotted on the "Another batch" row under the default's name, like the held-out pair's own."""
+    from dashboard.components.travel import travel_points
+
+    rows = {(p.model, p.films) for p in travel_points([_entry(DEFAULT), _entry(HELD_OUT_PAIR)])}
+    assert (DEFAULT, "Another batch (another run's weights)") in rows and (DEFAULT, "Another batch") not in rows
+    assert (HELD_OUT_PAIR, "Another batch") in rows
+
+
 def test_a_sensitivity_target_of_half_a_point_is_shown_and_stored_as_set():
     from core.training.operating_point import choose_operating_point
     from dashboard.components.model_card import operating_point_text

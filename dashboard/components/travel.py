@@ -25,6 +25,7 @@ TRAVEL_TITLES = {"out-of-batch": "Another batch", "other-collection": "Another c
                  "site": "Site films (used to recalibrate)"}
 # the tighter framing of a run that held no batch out: its validation films (never one row with the batch's)
 FRAMED_VALIDATION = "Validation films, framed 15 % tighter (synthetic)"
+BORROWED = "Another batch"  # the title of a record's other-batch figures, another run's when it has holdout_run
 SHORT_TITLES = {VALIDATION: "Validation", TRAVEL_TITLES["out-of-batch"]: "Other batch",
                 TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
 # the checks shown as lines under the card's table (no room for more columns)
@@ -190,8 +191,7 @@ def travel_table(record: ModelRecord) -> pd.DataFrame:
 
 def travel_comparison(entries: list[ModelEntry]) -> pd.DataFrame:
     """Compare's rows beside internal validation: one column per model, one row per set of films and figure
-    (another batch always, site and other sets when a model has them), ``not measured`` where a
-    model lacks that set."""
+    (another batch always, site and other sets when a model has them), ``not measured`` where a model lacks one."""
     per_model = {entry.name: {**{title: travel_figures(report) for title, report in travel_reports(
         entry.record, sites_apart=True).items() if title != VALIDATION}, **elsewhere_columns(entry.record)}
         for entry in entries}
@@ -277,7 +277,6 @@ def read_at_another_threshold(record: ModelRecord) -> list[str]:
 @dataclass(frozen=True)
 class TravelPoint:
     """One figure with its interval, for the chart: a model, a set of films, sensitivity or specificity."""
-
     model: str
     films: str
     figure: str
@@ -291,7 +290,8 @@ def travel_points(entries: list[ModelEntry]) -> list[TravelPoint]:
     for entry in entries:
         sets = [*travel_reports(entry.record, sites_apart=True).items(),
                 *((elsewhere_title(m), m) for m in entry.record.measured_elsewhere)]
-        for title, figures in sets:
+        for title, figures in sets:  # another run's figures get a row of their own (a figures review)
+            title = f"{title} (another run's weights)" if title == BORROWED and entry.record.holdout_run else title
             for figure, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
                                             ("Specificity", figures.specificity, figures.specificity_ci)):
                 if value is not None:
