@@ -184,3 +184,24 @@ def test_the_card_of_a_multiclass_model_gives_its_task_classes_and_recall_per_cl
         films = f"({pair['class_counts'][name]} + {pair['class_counts']['NORMAL']} films"
         assert (f"- {name} against NORMAL alone {films}, the larger of the two probabilities): accuracy "
                 f"{with_interval(pair['accuracy'], pair['accuracy_ci'])}") in card
+
+
+def test_a_stored_class_against_normal_auc_on_few_films_is_shown_no_narrower_than_hanley_mcneil_s():
+    """A figures review: the shipped COVID-19 EfficientNet's viral pneumonia against normal alone, 13 + 13 films,
+    read AUC 0.988 (0.950–1.000), resampled before intervals on fewer than 20 films of a kind were widened;
+    Hanley–McNeil's is 0.945–1.000. The card and Compare's table show the wider one and say so."""
+    from conftest import REPO
+    from core.evaluation.reported import hanley_mcneil_interval
+    from core.store.records import read_model_record
+    from dashboard.components.class_figures import class_recall_lines, class_table
+
+    report = read_model_record(REPO / "checkpoints" / "covid-efficientnet_lite0-v1.json").report
+    pair = report.against_normal["VIRAL PNEUMONIA"]
+    low, _ = hanley_mcneil_interval(pair.auc, 13, 13)
+    assert pair.class_counts == {"NORMAL": 13, "VIRAL PNEUMONIA": 13} and pair.auc_ci[0] > low  # as stored
+    widened = f"AUC {with_interval(pair.auc, [low, 1.0], as_percent=False)}, widened to Hanley–McNeil's interval"
+    assert any(widened in line for line in class_recall_lines(report))
+    assert class_table(report).loc["VIRAL PNEUMONIA", "AUC against normal alone"].startswith(widened[4:])
+    covid = report.against_normal["COVID-19"]  # 24 + 13 films at AUC 1: the stored interval is already wider
+    assert class_table(report).loc["COVID-19", "AUC against normal alone"] == with_interval(covid.auc, covid.auc_ci,
+                                                                                           as_percent=False)
