@@ -153,7 +153,7 @@ def test_synthetic_dicom_metadata_is_whitelisted():
     film = read_film(make_dicom(window=(2000, 4000)), name="x.dcm")
     assert set(film.metadata) <= {"format", "Modality", "BodyPartExamined", "ViewPosition",
                                   "PhotometricInterpretation", "BitsStored", "Rows", "Columns",
-                                  "NumberOfFrames", "TransferSyntax"}
+                                  "NumberOfFrames", "TransferSyntax", "PatientOrientation", "PresentationIntentType"}
     assert not {"Doe^Jane", "MRN-0042", "19700101"} & set(map(str, film.metadata.values()))
 
 

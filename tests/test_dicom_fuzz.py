@@ -26,7 +26,8 @@ _LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "
 _WRONG_VRS = (b"UN", b"SQ", b"OB", b"US", b"FD", b"AT", b"UL", b"ZZ", b"\x00\x00", b"PN", b"DS", b"IS")
 SHOWN_TAGS = {0x00080060, 0x00180015, 0x00185101, 0x00280004}  # Modality, body part, view, photometric
 SHOWN_KEYS = {"format", "Modality", "BodyPartExamined", "ViewPosition", "PhotometricInterpretation",
-              "BitsStored", "Rows", "Columns", "NumberOfFrames", "TransferSyntax"}
+              "BitsStored", "Rows", "Columns", "NumberOfFrames", "TransferSyntax", "PatientOrientation",
+              "PresentationIntentType"}
 
 
 def _crop(dicom_dir, syntax=None, implicit=False, preamble=True) -> bytes:

@@ -28,7 +28,7 @@ from core.errors import UnreadableImage
 from core.films.bounds import check_declared_size, check_deflated_dicom, over_limit
 from core.films.dicom_values import header_warnings, shown_values
 from core.films.film import MAX_PIXELS, Film
-from core.films.grey_levels import greyscale_pipeline, int_tag, luma
+from core.films.grey_levels import greyscale_pipeline, int_tag, luma, palette_grey
 from core.films.truncation import jpeg_cut_short
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -112,8 +112,7 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
         if arr.ndim == 3:  # colour (RGB after pydicom's YBR conversion)
             pixels = luma(arr, bit_depth)
         elif str(getattr(ds, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR":  # colour table indices
-            rgb = apply_color_lut(arr, ds)
-            pixels = luma(rgb, 8 if rgb.dtype == np.uint8 else 16)
+            pixels = palette_grey(apply_color_lut(arr, ds))
         else:
             pixels = greyscale_pipeline(arr, ds)
         if pixels.ndim != 2 or pixels.size == 0:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from core.films.dicom_view import header_layout_doubts, view_and_orientation
+
 if TYPE_CHECKING:  # pydicom runs in the decoding workers; the server reads these codes without importing it
     import pydicom
 
@@ -75,8 +77,9 @@ def code_string(value) -> str:
 
 
 def known_code(keyword: str, value) -> str:
-    """``value`` when it is a valid CS value the standard lists for ``keyword``, else UNKNOWN."""
-    code = code_string(value)
+    """``value`` when it is a valid CS value the standard lists for ``keyword`` (in any case: devices write
+    "skull" and "pa"), else UNKNOWN."""
+    code = code_string(value.upper() if isinstance(value, str) else value)
     return code if code in _CODES[keyword] else UNKNOWN
 
 
@@ -120,6 +123,7 @@ def shown_values(ds: pydicom.Dataset) -> dict[str, str]:
             shown[keyword] = known_code(keyword, value)
         else:
             shown[keyword] = count(value, _COUNTS[keyword]) or UNKNOWN
+    shown.update(view_and_orientation(ds, shown.get("ViewPosition")))
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax is not None:
@@ -139,7 +143,7 @@ def header_doubts(shown: dict[str, str]) -> list[str]:
     """The notes of :func:`header_warnings` that doubt the reading itself: the header names another modality, body
     part or view than a frontal chest radiograph. A routine call on such a film is no confident one (a review)."""
     modality, part, view = (shown.get(k, UNKNOWN) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
-    notes = []
+    notes = header_layout_doubts(shown)
     if modality != UNKNOWN and modality not in RADIOGRAPHY:
         notes.append(f"The DICOM header gives the modality as {modality}, not projection radiography: the model "
                      "reads chest radiographs only, so this reading may mean nothing.")

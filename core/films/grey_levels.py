@@ -116,6 +116,15 @@ def luma(rgb: np.ndarray, bits: int) -> np.ndarray:
     return grey
 
 
+def palette_grey(rgb: np.ndarray) -> np.ndarray:
+    """A PALETTE COLOR film's looked-up colours to grey over the palette's nominal range (255 or 65535), as an
+    8-bit film is read: stretched from its lowest to its highest value, indices 64-192 of a grey palette read
+    0-1 where the same film stored grey reads 0.25-0.75 (a review)."""
+    grey = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey /= float(np.iinfo(rgb.dtype).max)
+    return grey
+
+
 def _modality_values(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     """The modality LUT (PS3.3 C.11.1): rescale slope and intercept, or a LUT; a new float32 array."""
     values = arr.astype(np.float32)
