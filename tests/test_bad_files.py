@@ -199,21 +199,18 @@ def test_a_multi_frame_dicom_bomb_is_not_decoded_whole():
     """
     one, many = corpus.multiframe_dicom_bomb(frames=1), corpus.multiframe_dicom_bomb(frames=48)
     single = _peak_bytes(lambda: read_film(one, name="one-frame.dcm"))
-    try:
-        multi = _peak_bytes(lambda: read_film(many, name="cine.dcm"))
-    except UnreadableImage as exc:
-        assert re.search(SIZE_WORDS, str(exc)), str(exc)
-        return
+    read = []
+    multi = _peak_bytes(lambda: read.append(read_film(many, name="cine.dcm")))  # the first frame, as it is read
     assert multi < 1.5 * single, f"{multi / 2**20:.0f} MB for 48 frames vs {single / 2**20:.0f} MB for one"
+    assert "Multi-frame DICOM (48 frames): only the first frame is read." in read[0].warnings
 
 
-def test_the_multi_frame_bomb_in_the_batch_is_refused_or_read_as_its_first_frame(answers):
+def test_the_multi_frame_bomb_in_the_batch_is_read_as_its_first_frame(answers):
+    """One behaviour pinned (a review of the tests: refusing it or reading its first frame both passed)."""
     answer = answers["cine-bomb.dcm"]
-    if "error" in answer:
-        assert re.search(SIZE_WORDS, answer["error"]), answer["error"]
-    else:
-        assert any("first frame" in w for w in answer["warnings"])
-        assert answer["priority"] is None  # blank frames are no chest film
+    assert "error" not in answer, answer["error"]
+    assert any("only the first frame is read" in w for w in answer["warnings"])
+    assert answer["priority"] is None  # blank frames are no chest film
 
 
 # --- real films in awkward encodings -------------------------------------------------------------------

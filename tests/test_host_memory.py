@@ -3,6 +3,7 @@ again comes back without the kernel mapping fresh pages, which every training st
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -35,13 +36,14 @@ print(json.dumps({"default": default, "kept": kept, "after": faults_per_step()})
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+# whether this is glibc is decided apart from the function under test: it said so by returning False, which a
+# broken lookup on glibc returns too, and the test then skipped where it should fail (a review of the tests)
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
 def test_a_freed_block_comes_back_without_page_faults_once_asked():
     done = subprocess.run([sys.executable, "-c", FAULTS, str(REPO)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     faults = json.loads(done.stdout)
-    if not faults["kept"]:
-        pytest.skip("the C library here is not glibc: nothing to keep")
+    assert faults["kept"] is True
     pages = 2 * 64 * 2**20 // 4096  # two blocks a step
     assert faults["default"] > pages // 2  # glibc's default: fresh mappings, faulted in page by page every step
     assert faults["after"] < pages // 20  # kept: the freed blocks are reused as they are
