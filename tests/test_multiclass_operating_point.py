@@ -191,9 +191,21 @@ def test_every_shipped_json_still_loads_through_the_registry(settings_env, tmp_p
     assert problems == [] and len(entries) == len(list((REPO / "checkpoints").glob("*-v*.json")))
     for entry in entries:
         record = entry.record
-        if record.operating_point.spare_films is None:  # written before #14: the new fields have defaults
-            assert record.operating_point.validation_class_sensitivity is None
         for report in (record.report, *record.other_reports.values()):
             assert report.summary()["n"] == report.n
             if len(report.classes) == 2:
                 assert report.at_argmax is None and report.by_source == {} and report.class_auc is None
+
+
+def test_an_operating_point_written_before_the_per_class_rule_loads_with_its_defaults(tmp_path):
+    """Every shipped JSON has the per-class rule's fields now, so their absence is tested on a copy without them
+    (a review of the tests: the branch that checked it never ran)."""
+    import json
+
+    stored = json.loads((REPO / "checkpoints" / "covid-cnn5-v1.json").read_text())
+    for key in ("spare_films", "validation_class_sensitivity", "validation_class_films"):
+        del stored["operating_point"][key]
+    (tmp_path / "covid-cnn5-v1.json").write_text(json.dumps(stored))
+    point = read_model_record(tmp_path / "covid-cnn5-v1.json").operating_point
+    assert (point.spare_films, point.validation_class_sensitivity, point.validation_class_films) == (None, None, None)
+    assert point.threshold == stored["operating_point"]["threshold"]

@@ -115,6 +115,7 @@ def test_the_notes_say_the_other_batch_did_not_predict_the_official_test_and_the
     intervals held any of the twenty official-test figures the project measured (all lower); and the range that
     did hold them was built after those figures were seen, which the card did not say."""
     text = travel_text([_record("pneumonia-cnn5-v1")])
+    assert ONE_BATCH in text and RANGE_NOTE in text  # the card says them, not only the module (a review of tests)
     assert "series of the training folder" in ONE_BATCH and "none of its intervals held" in ONE_BATCH
     assert "the best case for specificity" in ONE_BATCH and "shows part of how far the promise travels" not in text
     assert "built after those results were seen" in RANGE_NOTE and "not a test of it" in RANGE_NOTE
