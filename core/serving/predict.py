@@ -180,10 +180,12 @@ class Predictor:
         label = classes[int(point.decide(probs[None])[0])]
         warnings = list(film.warnings)
         warnings += problems
+        # an unavailable chest-film check is a doubt too: a film it never saw got a plain routine call, while an
+        # unavailable population check made every routine call atypical (a worklist review)
         doubts = [] if problems else [note for note in (*_header_doubts(film), reversed_grey_levels(film),
-                                                        shape_warning(film)) if note]
+                                                        shape_warning(film), self.chest_check_problem) if note]
         warnings += [note for note in doubts if note not in warnings]  # the header's are the film's own already
-        if self.chest_check_problem:
+        if self.chest_check_problem and self.chest_check_problem not in warnings:
             warnings.append(self.chest_check_problem)
         score = None
         if point.normal_index is None:
