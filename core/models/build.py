@@ -42,6 +42,19 @@ def build_model(arch: str, num_classes: int, image_size: int, pretrained: bool =
     return model.to(memory_format=run_layout(model)), notes
 
 
+# Where the Grad-CAM layer's cells look, against the centre of their block of input pixels (where pytorch_grad_cam's
+# upsampling draws them), in half strides less half a pixel: a ResNet's symmetric padding centres them up-left,
+# an EfficientNet-Lite's TensorFlow "SAME" padding down-right; the 5-layer CNN's pooling centres them on the block.
+_CELL_CENTRES = {"resnet18": -1, **{f"efficientnet_{v}": 1 for v in LITE_VARIANTS}}
+
+
+def cam_shift(arch: str, stride: float = 32.0) -> float:
+    """Input pixels by which an upsampled Grad-CAM map of ``arch`` must move (both axes, down-right positive) to
+    sit over what each cell looks at, its layer ``stride`` input pixels a cell (tests/test_cam_alignment.py
+    measures it: a map 15.5 px off at 224 px was a Grad-CAM review's finding)."""
+    return _CELL_CENTRES.get(arch, 0) * (stride - 1) / 2
+
+
 def cam_layer(arch: str, model: nn.Module) -> nn.Module | None:
     """The convolutional layer Grad-CAM reads, or None for pixel models (logistic regression, MLP)."""
     find = _CAM_LAYERS.get(arch)

@@ -125,6 +125,20 @@ def oriented(projections: np.ndarray, activations: np.ndarray) -> np.ndarray:
     return projections
 
 
+def shifted(heat: np.ndarray, by: float) -> np.ndarray:
+    """``heat`` (S x S) moved ``by`` pixels down and right (up and left when negative), fractions bilinearly, its
+    edge repeated where nothing moves in; ``heat`` itself when ``by`` is 0."""
+    if not by:
+        return heat
+    source = np.arange(heat.shape[0], dtype=np.float64) - by
+    low = np.floor(source)
+    weight = (source - low).astype(np.float32)
+    first = np.clip(low.astype(int), 0, heat.shape[0] - 1)
+    second = np.clip(low.astype(int) + 1, 0, heat.shape[0] - 1)
+    rows = heat[first] * (1 - weight)[:, None] + heat[second] * weight[:, None]
+    return (rows[:, first] * (1 - weight)[None, :] + rows[:, second] * weight[None, :]).astype(np.float32)
+
+
 def mean_heat_map(maps: list[np.ndarray], size: int, weights: list[float] | None = None) -> np.ndarray:
     """Heat maps of several networks (an ensemble's members, each at its own input size) -> their mean on one
     ``size`` x ``size`` grid, weighted by ``weights`` when given (equal when they sum to nothing); one map

@@ -30,7 +30,7 @@ from core.models.device import place_model, resolve_device
 from core.models.ensemble import explained_layers
 from core.models.inference import probabilities
 from core.serving.chest_check import ChestFilmCheck
-from core.serving.explain import CLASS_FREE_METHODS, class_evidence, mean_heat_map, overlay
+from core.serving.explain import CLASS_FREE_METHODS, class_evidence, mean_heat_map, overlay, shifted
 from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
 from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel, load_checkpoint
@@ -211,11 +211,13 @@ class Predictor:
             raise ValueError(f"unknown class '{class_name}'; this model knows {', '.join(self.loaded.classes)}")
         index = self.loaded.classes.index(class_name)
         self.explanations += 1
-        inputs = [self._model_input(film, size) for _, _, size in self._explained]
+        inputs = [self._model_input(film, size) for _, _, size, _ in self._explained]
         with self.lock.turn(EXPLANATION):
             found = [class_evidence(network, layer, batch, index, method)
-                     for (network, layer, _), batch in zip(self._explained, inputs)]
-        maps, shares = [heat for heat, _ in found], [probability for _, probability in found]
+                     for (network, layer, _, _), batch in zip(self._explained, inputs)]
+        # each map over what its cells look at (core.models.build.cam_shift), before members are averaged
+        maps = [shifted(heat, shift) for (heat, _), (_, _, _, shift) in zip(found, self._explained)]
+        shares = [probability for _, probability in found]
         weights = None if method in CLASS_FREE_METHODS else shares  # a class-free map is no member's evidence
         return Explanation(class_name, method, mean_heat_map(maps, self.loaded.image_size, weights), film.pixels,
                            opacity)
