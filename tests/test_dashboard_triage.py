@@ -167,7 +167,8 @@ def test_explanation_method_opacity_and_class_can_be_changed(checkpoints, monkey
     at.run()  # a map that is the same for every class: no class to pick, and the caption says so
     assert next(s for s in at.selectbox if s.label == "Explain class").disabled
     captions = [c for image in at.get("image") for c in image.captions]
-    assert "Eigen-CAM, the same for every class (red = the strongest activation in this film)" in captions
+    assert "Eigen-CAM, the same for every class (colours relative to this film alone: red = the strongest " \
+           "activation here; blue = the weakest)" in captions
 
 
 def test_a_model_without_convolutions_says_there_is_no_gradcam(checkpoints):

@@ -136,8 +136,9 @@ def test_grad_cam_is_the_mean_of_the_members_maps(loaded, pneumonia_film_path):
     assert explanation.heat_map.shape == (224, 224) and explanation.heat_map.max() > 0.0
     # each member's map counts by its share of the ensemble's probability, its own probability for the class
     np.testing.assert_allclose(explanation.heat_map, mean_heat_map(maps, 224, shares), atol=1e-5)
-    assert shares[0] != shares[1] and not np.allclose(explanation.heat_map, mean_heat_map(maps, 224), atol=1e-4)
-    assert not np.allclose(explanation.heat_map, mean_heat_map(maps[:1], 224), atol=1e-3)  # both members count
+    # (how members combine: test_a_member_weighs_by_its_probability...; the mean is scaled to its peak, and the
+    # second member's map of this film is empty, so weighted, equal and first-member-only means coincide here)
+    assert shares[0] != shares[1] and explanation.heat_map.max() == pytest.approx(1.0)
     assert explanation.overlay.shape == (*film.pixels.shape, 3)
     for member in ours.loaded.model.members:  # every hook released
         assert not any(m._forward_hooks or m._backward_hooks for m in member.modules())
@@ -147,9 +148,12 @@ def test_a_member_weighs_by_its_probability_and_no_weight_at_all_falls_back_to_e
     left, right = np.zeros((4, 4), np.float32), np.zeros((2, 2), np.float32)
     left[0, 0], right[:] = 1.0, 0.5
     mostly_left = mean_heat_map([left, right], 4, [0.99, 0.01])
-    assert mostly_left[0, 0] == pytest.approx(0.99 + 0.005) and mostly_left[3, 3] == pytest.approx(0.005)
+    # scaled to its own peak, as each member's map is, so red is the most evidence in the film (a Grad-CAM review:
+    # the default ensemble's mean of four normal films peaked at 0.49-0.93, green under a caption saying red)
+    assert mostly_left[0, 0] == pytest.approx(1.0) and mostly_left[3, 3] == pytest.approx(0.005 / 0.995)
     np.testing.assert_allclose(mean_heat_map([left, right], 4, [0.0, 0.0]), mean_heat_map([left, right], 4))
-    assert mean_heat_map([left, right], 4)[3, 3] == pytest.approx(0.25)
+    assert mean_heat_map([left, right], 4)[3, 3] == pytest.approx(0.25 / 0.75)
+    assert mean_heat_map([np.zeros((4, 4), np.float32)] * 2, 4).max() == 0.0  # nothing to point at stays nothing
 
 
 def test_the_predictor_serves_an_ensemble_like_any_model(loaded, normal_film_path):

@@ -146,14 +146,17 @@ def mean_heat_map(maps: list[np.ndarray], size: int, weights: list[float] | None
 
     An ensemble's probability is the mean of its members', so a member's share of it is its own probability
     for the class: each map is scaled to its own peak, and unweighted a member that gives the class 1 % drew as
-    much as one that gives it 99 % (found by a review)."""
+    much as one that gives it 99 % (found by a review). The mean is scaled to its own peak in turn."""
     resized = [heat if heat.shape == (size, size) else
                np.asarray(Image.fromarray(heat, mode="F").resize((size, size), Image.Resampling.BILINEAR))
                for heat in maps]
     share = np.ones(len(resized)) if weights is None else np.nan_to_num(np.clip(weights, 0.0, None))
     share = share / share.sum() if share.sum() > 0 else np.full(len(resized), 1.0 / len(resized))
-    mean = np.tensordot(share.astype(np.float32), np.stack(resized).astype(np.float32), axes=1)
-    return np.clip(mean, 0.0, 1.0).astype(np.float32)
+    mean = np.clip(np.tensordot(share.astype(np.float32), np.stack(resized).astype(np.float32), axes=1), 0.0, 1.0)
+    peak = float(mean.max()) if mean.size else 0.0
+    # scaled to its own peak, as each member's map is: members that put their peaks in different places left the
+    # mean's peak green under a caption saying red is the most evidence in the film (a Grad-CAM review)
+    return (mean / peak if peak > 0 else mean).astype(np.float32)
 
 
 def overlay(film_pixels: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:
