@@ -156,6 +156,23 @@ def test_worklist_and_csv_of_a_four_class_model_carry_every_class():
     assert (csv["Model"] == "four-class-cnn5-v1").all()
 
 
+def test_the_csv_of_a_batch_the_server_took_in_part_names_the_films_it_did_not_receive():
+    """A worklist review: with films refused for the server's room, the page named them above the worklist, but
+    the CSV kept for the record held only the films received and looked like the whole batch. And written without
+    a byte-order mark, Excel read "Müller_Zoë.png" as "MÃ¼ller_ZoÃ«.png"."""
+    classes = CLASSES["four-class"]
+    results = [FilmResult("Müller_Zoë.png", "a", np.zeros((4, 4), np.uint8), (4, 4), "PNG", {}, _prediction(
+        {"COVID-19": 0.05, "NORMAL": 0.10, "PNEUMONIA": 0.25, "TUBERCULOSIS": 0.60}, "urgent"))]
+    data = worklist_csv(results, "four-class-cnn5-v1", classes, not_received=["late.png", "=cmd.png"])
+    assert data.startswith("\ufeff".encode())
+    csv = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig")
+    assert list(csv["File"]) == ["Müller_Zoë.png", "late.png", "'=cmd.png"]
+    assert list(csv["Priority"]) == ["Urgent", "Not received", "Not received"]
+    assert list(csv["Reading order"].astype("Int64").astype(str)) == ["1", "<NA>", "<NA>"]
+    assert csv.loc[1, "Warnings"].startswith("The server did not receive this film") and csv.loc[2, "Model"] == \
+        "four-class-cnn5-v1"
+
+
 # --- the model card --------------------------------------------------------------------------------------
 
 

@@ -107,19 +107,30 @@ def probability_column(class_name: str) -> str:
     return f"p({class_name})"
 
 
-def worklist_csv(results: list[FilmResult], model: str, classes: tuple[str, ...] | list[str] | None = None) -> bytes:
+NOT_RECEIVED = "The server did not receive this film, so it is on no worklist: upload it again."
+
+
+def worklist_csv(results: list[FilmResult], model: str, classes: tuple[str, ...] | list[str] | None = None,
+                 not_received: list[str] | tuple[str, ...] = ()) -> bytes:
     """The worklist with every class probability (``classes``: the model's, else those the films carry),
-    the model and its threshold, for the record; no cell starts with what a spreadsheet would take for a
-    formula (a file named ``=HYPERLINK(...).png``)."""
+    the model and its threshold, for the record, then a row for each film of the batch the server did not
+    receive (``not_received``: a partial batch's CSV looked whole, a review); no cell starts with what a
+    spreadsheet would take for a formula (a file named ``=HYPERLINK(...).png``). UTF-8 with a byte-order mark:
+    without one, Excel read "Müller_Zoë.png" as "MÃ¼ller_ZoÃ«.png" (a review)."""
     if classes is None:
         classes = next((list(r.prediction.probabilities) for r in results if r.prediction), [])
     table = worklist(results, classes)
     extra = [{"Model": model, "Threshold": r.prediction.threshold if r.prediction else None}
              for r in in_worklist_order(results)]
     table = pd.concat([table, pd.DataFrame.from_records(extra)], axis=1)
+    missing = [{"File": name, "Priority": "Not received", "Warnings": NOT_RECEIVED, "Model": model}
+               for name in not_received]
+    if missing:
+        table = pd.concat([table, pd.DataFrame.from_records(missing)], ignore_index=True)
+        table[READING_ORDER] = table[READING_ORDER].astype("Int64")  # 1, 2, ..., then none: never "1.0"
     table.columns = [spreadsheet_safe(column) for column in table.columns]  # class names come from a model
     # RFC 4180 line ends: a carriage return inside a cell is then quoted too, and cannot split a row.
-    return table.map(spreadsheet_safe).to_csv(index=False, lineterminator="\r\n").encode()
+    return table.map(spreadsheet_safe).to_csv(index=False, lineterminator="\r\n").encode("utf-8-sig")
 
 
 WORKLIST_COLUMNS = {

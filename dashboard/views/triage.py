@@ -70,7 +70,8 @@ if entry is None:
 loading = warm_up(entry)  # the chosen model (usually that default, already on its way)
 with st.sidebar.expander("Model card", expanded=True, icon=":material/description:"):
     model_card(entry)
-for message in refused_warnings(refused_uploads([upload.name for upload in uploads or []])):
+refused = refused_uploads([upload.name for upload in uploads or []])
+for message in refused_warnings(refused):
     st.error(message, icon=":material/cloud_off:")
 kept = None if uploads else kept_batch.kept_on_return()  # the batch shown before a visit to another page
 if kept:
@@ -130,11 +131,14 @@ with foreground.working() if uploads or kept else nullcontext():
                               ("Unreadable", "unreadable")):
             if status not in ("not read yet", ATYPICAL) or status in statuses:  # only when there are such films
                 st.metric(title, statuses.count(status), border=True)
+        if refused:  # films of this batch the server did not receive: named above, counted here, rows in the CSV
+            st.metric("Not received", len(refused), border=True)
     repeats = repeated_uploads(uploads)
     if repeats:
         st.warning(repeated_warning(repeats), icon=":material/content_copy:")
     worklist_table(results, classes, key="worklist")
-    st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name, classes),
+    st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name, classes,
+                                                               [name for _, name in refused]),
                        file_name="worklist.csv", mime="text/csv", icon=":material/download:", on_click="ignore")
 
     st.subheader("Films")
