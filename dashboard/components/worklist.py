@@ -172,11 +172,11 @@ def on_screen(table: pd.DataFrame, classes: tuple[str, ...] | list[str]) -> pd.D
 def worklist_screen_order(classes: tuple[str, ...] | list[str]) -> list[str]:
     """The worklist's columns on screen: what a reader acts on (priority, call, score, warnings) before the
     figures behind them, so a laptop-wide page shows it without scrolling sideways; the CSV keeps
-    :func:`worklist`'s order."""
+    :func:`worklist`'s order and every column. Not the top class and its probability: an urgent film the threshold
+    flags at p(PNEUMONIA) 0.35 read "NORMAL, 65 %" beside "Urgent" (a worklist review); each class's bar says it."""
     abnormal = _abnormal_classes(classes)
     return [READING_ORDER, "File", "Priority", "Label", "Abnormal score", "Warnings",
-            *([LEADING_ABNORMAL] if len(abnormal) > 1 else []), "Top class", "Probability",
-            *(probability_column(c) for c in classes), FILM_ID]
+            *([LEADING_ABNORMAL] if len(abnormal) > 1 else []), *(probability_column(c) for c in classes), FILM_ID]
 
 
 def worklist_columns(classes: tuple[str, ...] | list[str], results: list[FilmResult] = ()) -> dict:
