@@ -51,9 +51,10 @@ def threshold_value(threshold: float, other: float | None = None) -> str:
 
 
 def digits_apart(value: float, other: float | None) -> int:
-    """3, or the fewest decimals (at most 6) at which ``value`` and ``other`` read differently."""
+    """3, or the fewest decimals (at most 9) at which ``value`` and ``other`` read differently: at most 6, a score
+    one float32 step under its threshold (0.47097996 against 0.47098) read as the threshold itself (a review)."""
     digits = 3
-    while other is not None and digits < 6 and value != other and f"{value:.{digits}f}" == f"{other:.{digits}f}":
+    while other is not None and digits < 9 and value != other and f"{value:.{digits}f}" == f"{other:.{digits}f}":
         digits += 1
     return digits
 

@@ -92,6 +92,10 @@ def test_every_triaged_card_says_the_score_its_priority_came_from():
         "finding of normal.")
     assert score_line(urgent.prediction) == ("Abnormal score 0.7001 (1 − p(normal)), at or above the urgent "
                                              "threshold 0.700.")
+    # a routine score a float32 step under its threshold never reads as the threshold itself (a worklist review:
+    # 0.47097996 read "0.470980" beside a threshold of 0.47098, at the 6 decimals the score was shown to at most)
+    close = _film("close.png", "routine", 0.69999996).prediction
+    assert score_line(close).startswith("Abnormal score 0.69999996 (1 − p(normal)), below the urgent threshold 0.700")
     untriaged = _film("blank.png", "routine", 0.5).prediction
     untriaged.priority = None  # not a usable chest film: no call to explain
     assert score_line(untriaged) is None
