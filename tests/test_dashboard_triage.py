@@ -109,7 +109,7 @@ def test_a_batch_of_real_films_gets_a_worklist_and_a_card_each(checkpoints):
     assert shown == pytest.approx(sorted(100 * readable["Probability"]), abs=0.051)  # the worklist's figures
     assert sum("DICOM" in c for c in captions) == 2  # with and without the .dcm extension
     assert [m.value for m in at.get("metric")] == [str((table["Priority"] == p).sum())
-                                                   for p in ("Urgent", "Routine", "Not triaged", "Unreadable")]
+                                                   for p in ("Urgent", "Not triaged", "Unreadable", "Routine")]
     assert at.get("download_button")
 
 

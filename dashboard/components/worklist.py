@@ -136,7 +136,8 @@ def worklist_csv(results: list[FilmResult], model: str, classes: tuple[str, ...]
 WORKLIST_COLUMNS = {
     READING_ORDER: st.column_config.NumberColumn(
         "#", width="small", help="The reading order: urgent first, then films not read yet or not triaged, then "
-                                 "unreadable files, then routine. Sort by this column to return to it."),
+                                 "unreadable files, then routine calls on atypical films, then routine. Sort by "
+                                 "this column to return to it."),
     "File": st.column_config.TextColumn("File", width="medium"),
     "Priority": st.column_config.TextColumn(
         "Priority", help="From the model's operating point. Sorting by this column orders the words, not the "

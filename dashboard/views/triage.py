@@ -126,9 +126,9 @@ with foreground.working() if uploads or kept else nullcontext():
     st.subheader("Worklist")
     statuses = [status_of(r) for r in results]
     with st.container(horizontal=True):
-        for title, status in (("Urgent", "urgent"), ("Routine", "routine"), ("Routine, atypical", ATYPICAL),
-                              ("Not read yet", "not read yet"), ("Not triaged", "not triaged"),
-                              ("Unreadable", "unreadable")):
+        # the counts in the worklist's reading order (a worklist review)
+        for title, status in (("Urgent", "urgent"), ("Not read yet", "not read yet"), ("Not triaged", "not triaged"),
+                              ("Unreadable", "unreadable"), ("Routine, atypical", ATYPICAL), ("Routine", "routine")):
             if status not in ("not read yet", ATYPICAL) or status in statuses:  # only when there are such films
                 st.metric(title, statuses.count(status), border=True)
         if refused:  # films of this batch the server did not receive: named above, counted here, rows in the CSV
