@@ -84,11 +84,9 @@ def test_a_batch_of_real_films_gets_a_worklist_and_a_card_each(checkpoints):
     assert readable["Probability"].between(0.5, 1.0).all()
     assert "not an image we can read" in table[table["Priority"] == "Unreadable"]["Warnings"].iloc[0]
     assert any("notes.png is not an image we can read" in e.value for e in at.error)
-    # on screen, the warnings come before the figures behind the call, so a laptop-wide page shows them (at
-    # 1400 px the shipped default's warning on the two adult DICOMs sat past the probability bars, out of view)
+    # on screen, the warnings before the figures behind the call (at 1400 px they sat past the bars, out of view)
     assert list(at.dataframe[0].proto.column_order)[1:6] == ["File", "Priority", "Label", "Abnormal score", "Warnings"]
-    # every column but the top class and its probability, which beside "Urgent" could read "NORMAL, 65 %" (a review)
-    assert set(at.dataframe[0].proto.column_order) == set(table.columns) - {"Top class", "Probability"}
+    assert set(at.dataframe[0].proto.column_order) == set(table.columns) - {"Top class", "Probability"}  # a review
     # the score to as many decimals as tell each film's from the threshold, which the column's help gives at the same
     score = json.loads(at.dataframe[0].proto.columns)["Abnormal score"]
     digits = int(score["type_config"]["format"][2:-1])
@@ -168,8 +166,8 @@ def test_explanation_method_opacity_and_class_can_be_changed(checkpoints, monkey
     at.run()  # a map that is the same for every class: no class to pick, and the caption says so
     assert next(s for s in at.selectbox if s.label == "Explain class").disabled
     captions = [c for image in at.get("image") for c in image.captions]
-    assert "Eigen-CAM, the same for every class (colours relative to this film alone: red = the strongest " \
-           "activation here; blue = the weakest)" in captions
+    assert any(c.startswith("Eigen-CAM, the same for every class (colours relative to this film alone: red = the "
+                            "strongest activation here; blue = the weakest)") for c in captions), captions
 
 
 def test_a_model_without_convolutions_says_there_is_no_gradcam(checkpoints):
