@@ -66,7 +66,7 @@ class ModelLoad:
         """The predictor, once loaded; re-raises what stopped the load (CheckpointError for a broken model)."""
         self._done.wait()
         if self._error is not None:
-            raise copy.copy(self._error)  # a fresh one: the stored one never holds a page run's frames (films)
+            raise _bare(self._error)  # a fresh one: the stored one never holds a page run's frames (films)
         return self._predictor
 
     def _run(self) -> None:
@@ -110,9 +110,23 @@ class ModelLoad:
         """Keep what stopped the load without its traceback (the load's frames: the whole weights file read), which
         goes to the log; the page says the message (a review: kept and raised again, the same exception gathered
         every page run's frames, and their uploads, for as long as the failure stayed cached)."""
-        logging.getLogger(__name__).warning("loading %s failed", self.name, exc_info=exc)
-        self._error, self._failed_at = copy.copy(exc), time.monotonic()
-        self._done.set()
+        try:
+            logging.getLogger(__name__).warning("loading %s failed", self.name, exc_info=exc)
+            self._error = _bare(exc)
+        finally:  # whatever happens above, the load is over: a page waiting on it must not wait for ever
+            self._error = self._error or CheckpointError(f"Model {self.name} could not be loaded.")
+            self._failed_at = time.monotonic()
+            self._done.set()
+
+
+def _bare(exc: Exception) -> Exception:
+    """A copy of ``exc`` without its traceback or chain; one whose class cannot be rebuilt from its arguments (a
+    review: copying FolderNotAllowed raised TypeError, and the load then never ended) is said as a CheckpointError
+    of the same words."""
+    try:
+        return copy.copy(exc)
+    except Exception:  # noqa: BLE001 - any class's own constructor
+        return CheckpointError(str(exc))
 
 
 def _rehearse(name: str, step: Callable[[], object], fatal: type[Exception] | tuple = ()) -> None:

@@ -89,3 +89,21 @@ def _frames(tb):
     while tb is not None:
         yield tb.tb_frame
         tb = tb.tb_next
+
+
+def test_a_failure_that_cannot_be_copied_still_ends_the_load(checkpoints, monkeypatch):
+    """A review of the day's change: copying a FolderNotAllowed (built without arguments) raised TypeError inside
+    the failure's handling, so the load was never over and the page showed "Loading the model…" for good."""
+    from core.errors import FolderNotAllowed
+
+    def refused(path):
+        raise FolderNotAllowed()
+
+    import core.store.checkpoints
+
+    monkeypatch.setattr(core.store.checkpoints, "load_checkpoint", refused)
+    entry = next(e for e in registered_models()[0] if e.name == "pneumonia-mlp-v1")
+    load = dashboard.model_loads.ModelLoad(entry)
+    assert load.wait(60) and load.failed
+    with pytest.raises(CheckpointError):
+        load.result()
