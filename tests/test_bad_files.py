@@ -359,7 +359,7 @@ def test_the_triage_page_lists_broken_uploads_as_unreadable_and_triages_the_rest
     assert table.loc["plain.png", "Priority"] in ("Urgent", "Routine")
     assert table.loc["mono1.dcm", "Priority"] == table.loc["plain.png", "Priority"]
     assert table.loc["mono1.dcm", "Probability"] == pytest.approx(table.loc["plain.png", "Probability"], abs=TOLERANCE)
-    assert [m.value for m in at.get("metric")][3] == str(len(broken))  # the "Unreadable" count
+    assert {m.label: m.value for m in at.metric}["Unreadable"] == str(len(broken))
     assert sum(c.startswith("Film,") for image in at.get("image") for c in image.captions) == len(readable)
 
 
