@@ -15,6 +15,8 @@ import core.serving.predict as predict_module
 from core.config import settings
 from core.errors import CheckpointError
 from core.serving.chest_check import DETECTOR_NAME, ChestFilmCheck, ChestFilmDetector
+from core.store.atomic import atomic_write_bytes
+from core.store.manifest import write_manifest
 
 
 @pytest.fixture
@@ -58,6 +60,16 @@ def test_a_detector_refitted_into_the_shipped_folder_is_signed_and_loads_after_a
     _refit(shipped_detector, 0.5).save(shipped / "detector")
     assert "detector/chest-film-detector.pt" in (shipped / "MANIFEST.sha256").read_text()
     assert ChestFilmDetector.load().threshold == shipped_detector.threshold * 0.5  # verified against it
+    # a film read between a refit's file and its signature: the load fails, and the signature, landing a moment
+    # later, is read as a change too (a review of the day's change: the old detector stayed until a restart)
+    check = ChestFilmCheck()
+    _refit(shipped_detector, 0.25).save(tmp_path / "elsewhere")
+    for suffix in (".pt", ".json"):
+        atomic_write_bytes(shipped / "detector" / f"{DETECTOR_NAME}{suffix}",
+                           (tmp_path / "elsewhere" / f"{DETECTOR_NAME}{suffix}").read_bytes())
+    assert check.detector.threshold == shipped_detector.threshold * 0.5  # not signed yet: refused, the old one kept
+    write_manifest(shipped, [shipped / "detector" / f"{DETECTOR_NAME}{suffix}" for suffix in (".pt", ".json")])
+    assert check.detector.threshold == shipped_detector.threshold * 0.25
 
 
 def test_a_model_loaded_while_the_detector_was_unreadable_takes_it_up_once_it_is_back(predictor, tmp_path,

@@ -9,6 +9,7 @@ population a given *model* was trained on is another question, answered per mode
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -30,6 +31,7 @@ from core.films.film import Film
 from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore, OnePerProcess
 from core.store import manifest
 from core.store.base import MAX_WEIGHTS_BYTES, Record, parse_record, read_regular_file
+from core.store.lock import registry_lock
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,11 @@ class ChestFilmDetector:
         meta = {"threshold": self.threshold, "calibration": self.calibration,
                 "tensors_sha256": hashlib.sha256(tensors).hexdigest()}
         directory.mkdir(parents=True, exist_ok=True)
-        manifest.write_signed(directory / f"{DETECTOR_NAME}.pt", tensors)
-        manifest.write_signed(directory / f"{DETECTOR_NAME}.json", (json.dumps(meta, indent=1) + "\n").encode())
+        shipped = manifest.is_shipped(directory / f"{DETECTOR_NAME}.pt")
+        # the manifest's other writers (shipping a model) hold the shipped registry's lock: so does this
+        with registry_lock(manifest.shipped_dir()) if shipped else contextlib.nullcontext():
+            manifest.write_signed(directory / f"{DETECTOR_NAME}.pt", tensors)
+            manifest.write_signed(directory / f"{DETECTOR_NAME}.json", (json.dumps(meta, indent=1) + "\n").encode())
         return directory / f"{DETECTOR_NAME}.pt"
 
     @classmethod
@@ -100,11 +105,16 @@ class ChestFilmDetector:
 
 
 def _stamps(directory: Path) -> tuple:
-    """What changes when the detector's files are written again: each file's inode, size and time, or None."""
+    """What changes when the detector's files are written again: each file's inode, size and time, or None; in
+    the shipped folder its checksum manifest's too, signed just after each file (a review of the day's change: a
+    film read between the JSON and its signature failed the load, and nothing watched changed again after it)."""
     stamps = []
-    for suffix in (".pt", ".json"):
+    paths = [directory / f"{DETECTOR_NAME}{suffix}" for suffix in (".pt", ".json")]
+    if manifest.is_shipped(paths[0]):
+        paths.append(manifest.shipped_dir() / manifest.MANIFEST_FILE)
+    for path in paths:
         try:
-            info = os.stat(directory / f"{DETECTOR_NAME}{suffix}")
+            info = os.stat(path)
             stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
         except OSError:
             stamps.append(None)
