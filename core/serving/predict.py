@@ -147,11 +147,12 @@ class Predictor:
         population_warning = None
         with self.lock.turn(PREDICTION):  # the model and the learned checks, in one turn
             self._shared_check()
+            unchecked = self.chest_check_problem  # as this film was read: a retry may change it once the turn ends
             probs = probabilities(self.loaded.model, batch)
             if not problems:
                 problem, population_warning = self._film_checks(film)
                 problems += [problem] if problem else []
-        return self._interpret(probs[0], film, problems, population_warning)
+        return self._interpret(probs[0], film, problems, population_warning, unchecked)
 
     def _film_checks(self, film: Film) -> tuple[str | None, str | None]:
         """(why the image is not a chest film, or None; the population warning, or None), from one set of
@@ -172,8 +173,8 @@ class Predictor:
                           "caution.")
         return None, self.population.warning(features)
 
-    def _interpret(self, probs: np.ndarray, film: Film, problems: list[str],
-                   population_warning: str | None = None) -> Prediction:
+    def _interpret(self, probs: np.ndarray, film: Film, problems: list[str], population_warning: str | None = None,
+                   unchecked: str | None = None) -> Prediction:
         """The reading: label and priority at the operating point; ``problems`` (not a usable chest film)
         withhold the priority; a population warning does not."""
         point, classes = self.loaded.operating_point, self.loaded.classes
@@ -183,10 +184,10 @@ class Predictor:
         # an unavailable chest-film check is a doubt too: a film it never saw got a plain routine call, while an
         # unavailable population check made every routine call atypical (a worklist review)
         doubts = [] if problems else [note for note in (*_header_doubts(film), reversed_grey_levels(film),
-                                                        shape_warning(film), self.chest_check_problem) if note]
+                                                        shape_warning(film), unchecked) if note]
         warnings += [note for note in doubts if note not in warnings]  # the header's are the film's own already
-        if self.chest_check_problem and self.chest_check_problem not in warnings:
-            warnings.append(self.chest_check_problem)
+        if unchecked and unchecked not in warnings:
+            warnings.append(unchecked)
         score = None
         if point.normal_index is None:
             priority = None
