@@ -43,13 +43,19 @@ def test_a_lateral_view_given_only_in_the_view_code_sequence_is_a_warning():
     assert _warnings(ViewPosition=None, ViewCodeSequence=Sequence([code])) == []
 
 
+@pytest.mark.parametrize("view", ["PLATE", "FLAT"])
+def test_a_word_that_only_holds_lat_is_no_lateral(view):
+    assert _warnings(ViewPosition=view) == []
+
+
 def test_a_body_part_in_lower_case_is_read_as_its_term():
     (said,) = _warnings(BodyPartExamined="skull")
     assert said.startswith("The DICOM header gives the body part as SKULL, not the chest")
 
 
 @pytest.mark.parametrize("orientation, turned", [(["L", "F"], False), (["R", "F"], False), (["F", "L"], True),
-                                                 (["H", "R"], True), (["R", "H"], True), (["L", "FP"], False)])
+                                                 (["H", "R"], True), (["R", "H"], True), (["L", "FP"], False),
+                                                 (["LH", "F"], False)])  # an oblique: its principal letter counts
 def test_a_film_stored_turned_is_a_warning(orientation, turned):
     said = _warnings(PatientOrientation=orientation)
     assert [w.startswith("The DICOM header says the film is stored turned (patient orientation "

@@ -24,7 +24,8 @@ _FOR_PROCESSING_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.1
 _DIRECTION = re.compile(r"[APRLHF]{1,3}")  # PS3.3 C.7.6.1.1.1: anterior, posterior, right, left, head, foot
 _SPELLING = re.compile(r"[A-Z0-9 _\-]{1,32}")
 # View Code Sequence meanings (CID 4010, DX View) and codes of the lateral views (SRT, SNOMED CT)
-_LATERAL_CODES = frozenset({"R-10232", "R-10234", "R-10236", "399067008", "399198007", "399173006"})
+_LATERAL_CODES = frozenset({"R-10232", "R-102CD", "R-10236", "399067008", "399198007", "399173006"})
+_LATERAL_WORD = re.compile(r"\bLAT")  # LAT, LATERAL, XTABLE LATERAL, LAT DECUB: not PLATE or FLAT (a review)
 
 
 def view_and_orientation(ds: pydicom.Dataset, view: str | None) -> dict[str, str]:
@@ -55,7 +56,8 @@ def header_layout_doubts(shown: dict[str, str]) -> list[str]:
     notes = []
     orientation = shown.get("PatientOrientation", "")
     rows, _, columns = orientation.partition("\\")
-    if orientation and (set(rows) & {"H", "F"} or "H" in columns):
+    # the principal directions only: an oblique's second letter, as in LH\F, says nothing of turning (a review)
+    if orientation and (rows[:1] in ("H", "F") or columns[:1] == "H"):
         notes.append(f"The DICOM header says the film is stored turned (patient orientation {orientation}; an "
                      "upright chest film reads L\\F): the model reads upright films, so this reading may be wrong. "
                      "Export the film upright.")
@@ -70,7 +72,7 @@ def _spelled_view(value) -> str | None:
     if not isinstance(value, str) or not _SPELLING.fullmatch(value.strip().upper()):
         return None
     words = value.strip().upper()
-    if "LAT" in words:
+    if _LATERAL_WORD.search(words):
         return "LATERAL"
     return words if words in ("AP", "PA") else None
 
