@@ -42,17 +42,24 @@ def build_model(arch: str, num_classes: int, image_size: int, pretrained: bool =
     return model.to(memory_format=run_layout(model)), notes
 
 
-# Where the Grad-CAM layer's cells look, against the centre of their block of input pixels (where pytorch_grad_cam's
-# upsampling draws them), in half strides less half a pixel: a ResNet's symmetric padding centres them up-left,
-# an EfficientNet-Lite's TensorFlow "SAME" padding down-right; the 5-layer CNN's pooling centres them on the block.
-_CELL_CENTRES = {"resnet18": -1, **{f"efficientnet_{v}": 1 for v in LITE_VARIANTS}}
-
-
-def cam_shift(arch: str, stride: float = 32.0) -> float:
-    """Input pixels by which an upsampled Grad-CAM map of ``arch`` must move (both axes, down-right positive) to
-    sit over what each cell looks at, its layer ``stride`` input pixels a cell (tests/test_cam_alignment.py
-    measures it: a map 15.5 px off at 224 px was a Grad-CAM review's finding)."""
-    return _CELL_CENTRES.get(arch, 0) * (stride - 1) / 2
+def cam_cells(arch: str, size: int) -> tuple[int, float, float] | None:
+    """(cells a side, stride, first centre) of ``arch``'s Grad-CAM layer at ``size`` px: cell j looks at the input
+    around pixel stride·j + first centre; None for pixel models. pytorch_grad_cam draws cell j at the centre of the
+    j-th of ``cells`` equal blocks instead, which a ResNet's symmetric padding puts half a block down-right of where
+    it looks and an EfficientNet-Lite's TensorFlow "SAME" padding half a block up-left at a multiple of 32 px (and
+    elsewhere by its layers' parities), so maps were drawn 15.5 px off at 224 px (a Grad-CAM review); the explainer
+    moves them back (core.serving.explain.realigned; tests/test_cam_alignment.py measures each architecture)."""
+    if arch == "resnet18":  # every stride-2 step centres output i on input 2i
+        return -(-size // 32), 32.0, 0.0
+    if arch.startswith("efficientnet_"):  # "SAME" pads one more at the end of an even input: centre 2i + 1 there
+        first, length = 0, size
+        for step in range(5):
+            first += (length % 2 == 0) * 2 ** step
+            length = -(-length // 2)
+        return -(-size // 32), 32.0, float(first)
+    if arch == "cnn5":  # three 2 x 2 poolings, each cell over its own block
+        return size // 8, 8.0, 3.5
+    return None
 
 
 def cam_layer(arch: str, model: nn.Module) -> nn.Module | None:

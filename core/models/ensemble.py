@@ -21,7 +21,7 @@ from torch import nn
 from core.films.film import Film
 from core.films.reference import IN_REFERENCE_FORM, REFERENCE_SIZE
 from core.films.tensor import as_float, film_to_tensor
-from core.models.build import build_model, cam_layer, cam_shift
+from core.models.build import build_model, cam_cells, cam_layer
 from core.models.catalog import ENSEMBLE
 
 __all__ = ["ENSEMBLE", "Ensemble", "MemberSpec", "build_ensemble", "ensemble_input_size", "explained_layers"]
@@ -85,13 +85,13 @@ def build_ensemble(specs: list[MemberSpec], num_classes: int) -> Ensemble:
 
 
 def explained_layers(arch: str, model: nn.Module,
-                     image_size: int) -> list[tuple[nn.Module, nn.Module, int, float]]:
-    """(network, Grad-CAM layer, input size, the shift its map needs: core.models.build.cam_shift) per network
+                     image_size: int) -> list[tuple[nn.Module, nn.Module, int, tuple]]:
+    """(network, Grad-CAM layer, input size, its cells: core.models.build.cam_cells) per network
     Grad-CAM reads: the model itself, or every member of an ensemble. Empty when any of them has no convolutional
     layer: a map of only some members would not show where the ensemble looked."""
     if isinstance(model, Ensemble):
-        parts = [(member, cam_layer(spec.arch, member), spec.image_size, cam_shift(spec.arch))
+        parts = [(member, cam_layer(spec.arch, member), spec.image_size, cam_cells(spec.arch, spec.image_size))
                  for member, spec in zip(model.members, model.specs)]
     else:
-        parts = [(model, cam_layer(arch, model), image_size, cam_shift(arch))]
+        parts = [(model, cam_layer(arch, model), image_size, cam_cells(arch, image_size))]
     return parts if all(layer is not None for _, layer, _, _ in parts) else []

@@ -125,18 +125,21 @@ def oriented(projections: np.ndarray, activations: np.ndarray) -> np.ndarray:
     return projections
 
 
-def shifted(heat: np.ndarray, by: float) -> np.ndarray:
-    """``heat`` (S x S) moved ``by`` pixels down and right (up and left when negative), fractions bilinearly, its
-    edge repeated where nothing moves in; ``heat`` itself when ``by`` is 0."""
-    if not by:
+def realigned(heat: np.ndarray, cells: int, stride: float, first: float) -> np.ndarray:
+    """``heat`` (S x S, as pytorch_grad_cam upsamples a layer of ``cells`` a side: cell j drawn at the centre of
+    the j-th of ``cells`` equal blocks) redrawn with cell j over input pixel stride·j + first, where it looks
+    (core.models.build.cam_cells); bilinear, its edge repeated; ``heat`` itself where the two agree."""
+    size = heat.shape[0]
+    block = size / cells
+    source = (np.arange(size, dtype=np.float64) - first) / stride * block + block / 2 - 0.5
+    if np.allclose(source, np.arange(size), atol=1e-6):
         return heat
-    source = np.arange(heat.shape[0], dtype=np.float64) - by
     low = np.floor(source)
     weight = (source - low).astype(np.float32)
-    first = np.clip(low.astype(int), 0, heat.shape[0] - 1)
-    second = np.clip(low.astype(int) + 1, 0, heat.shape[0] - 1)
-    rows = heat[first] * (1 - weight)[:, None] + heat[second] * weight[:, None]
-    return (rows[:, first] * (1 - weight)[None, :] + rows[:, second] * weight[None, :]).astype(np.float32)
+    below = np.clip(low.astype(int), 0, size - 1)
+    above = np.clip(low.astype(int) + 1, 0, size - 1)
+    rows = heat[below] * (1 - weight)[:, None] + heat[above] * weight[:, None]
+    return (rows[:, below] * (1 - weight)[None, :] + rows[:, above] * weight[None, :]).astype(np.float32)
 
 
 def mean_heat_map(maps: list[np.ndarray], size: int, weights: list[float] | None = None) -> np.ndarray:

@@ -30,7 +30,7 @@ from core.models.device import place_model, resolve_device
 from core.models.ensemble import explained_layers
 from core.models.inference import probabilities
 from core.serving.chest_check import ChestFilmCheck
-from core.serving.explain import CLASS_FREE_METHODS, class_evidence, mean_heat_map, overlay, shifted
+from core.serving.explain import CLASS_FREE_METHODS, class_evidence, mean_heat_map, overlay, realigned
 from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
 from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel, load_checkpoint
@@ -216,8 +216,8 @@ class Predictor:
         with self.lock.turn(EXPLANATION):
             found = [class_evidence(network, layer, batch, index, method)
                      for (network, layer, _, _), batch in zip(self._explained, inputs)]
-        # each map over what its cells look at (core.models.build.cam_shift), before members are averaged
-        maps = [shifted(heat, shift) for (heat, _), (_, _, _, shift) in zip(found, self._explained)]
+        # each map over what its cells look at (core.models.build.cam_cells), before members are averaged
+        maps = [realigned(heat, *cells) for (heat, _), (_, _, _, cells) in zip(found, self._explained)]
         shares = [probability for _, probability in found]
         weights = None if method in CLASS_FREE_METHODS else shares  # a class-free map is no member's evidence
         return Explanation(class_name, method, mean_heat_map(maps, self.loaded.image_size, weights), film.pixels,
