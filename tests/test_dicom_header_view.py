@@ -83,3 +83,8 @@ def test_a_palette_colour_film_reads_over_its_palette_s_range_as_the_same_grey_f
     pixels = read_film(palette, name="palette.dcm").pixels
     assert grey.min() == pytest.approx(64 / 255) and grey.max() == pytest.approx(192 / 255)
     np.testing.assert_allclose(pixels, grey, atol=1e-4)  # not stretched to 0-1
+    eight = np.arange(256, dtype=np.uint16).tobytes()  # 8-bit values in 16-bit entries, as some writers store them
+    lax = dicom(indices, bits=8, photometric="PALETTE COLOR",
+                **{f"{c}PaletteColorLookupTableDescriptor": [256, 0, 16] for c in ("Red", "Green", "Blue")},
+                **{f"{c}PaletteColorLookupTableData": eight for c in ("Red", "Green", "Blue")})
+    np.testing.assert_allclose(read_film(lax, name="lax.dcm").pixels, grey, atol=1e-4)  # not near black

@@ -121,7 +121,10 @@ def palette_grey(rgb: np.ndarray) -> np.ndarray:
     8-bit film is read: stretched from its lowest to its highest value, indices 64-192 of a grey palette read
     0-1 where the same film stored grey reads 0.25-0.75 (a review)."""
     grey = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    grey /= float(np.iinfo(rgb.dtype).max)
+    # a palette of 16-bit entries that holds 8-bit values (some writers do, against the standard) reads over 8 bits,
+    # not near black (a review of the day's change)
+    top = 255.0 if rgb.dtype == np.uint8 or (rgb.size and int(rgb.max()) <= 255) else float(np.iinfo(rgb.dtype).max)
+    grey /= top
     return grey
 
 
