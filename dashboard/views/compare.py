@@ -20,6 +20,7 @@ STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
 EVALUATED_FOLDER = "evaluated_folder"
 RECORDED = "evaluations-recorded"  # (model, folder) pairs in the audit log since the last press of Evaluate
 EVALUATED = "evaluations-shown"  # (model, folder) pairs evaluated since then, recorded or not (yet)
+FAILED = "evaluations-failed"  # (model, folder) -> why it could not be evaluated, since the last press of Evaluate
 
 user = current_user()
 
@@ -68,7 +69,7 @@ if source == FOLDER:
     if st.button("Evaluate", icon=":material/play_arrow:", type="primary", disabled=folder is None):
         st.session_state[EVALUATED_FOLDER] = str(folder)
         st.session_state[RECORDED] = set()  # each press is recorded; reruns that reuse its results are not
-        st.session_state[EVALUATED] = set()
+        st.session_state[EVALUATED], st.session_state[FAILED] = set(), {}
     target = st.session_state.get(EVALUATED_FOLDER)
     stamp = folder_stamp(target) if target and inside_a_root(target) else ""
     if target and not stamp:  # moved, renamed, deleted or its root taken off the list: not read again at every rerun
@@ -83,31 +84,38 @@ if source == FOLDER:
         st.info(f"The figures below are for {code_span(source_label(target))}; press Evaluate for "
                 f"{code_span(source_label(folder))}.", icon=":material/info:")
     recorded, evaluated = st.session_state.setdefault(RECORDED, set()), st.session_state.setdefault(EVALUATED, set())
+    failed = st.session_state.setdefault(FAILED, {})
     # keyed by the folder's stamp too: films added since are read again, and that reading is recorded (a review);
     # by what a version reads with (weights, operating point): one saved again is read, and recorded, again
     target_key = (target, stamp)
     readings = {entry.name: (entry.name, entry.record.weights_sha256, entry.record.operating_point.model_dump_json(),
                              target_key) for entry in selected}
-    if any(readings[entry.name] not in evaluated for entry in selected):  # a model added later is evaluated too
+    if any(readings[entry.name] not in evaluated | set(failed) for entry in selected):  # a model added later too
         try:
             ensure_writable()  # a server folder is read only where the reading can be recorded
         except TriageError as exc:
             st.error(f"The models were not evaluated on the folder. {exc}", icon=":material/error:")
             st.stop()
-    rows, films = [], []
+    rows, films, log_full = [], [], False
     for entry in selected:
-        try:
-            reading = folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path), target, stamp,
-                                    entry.record.operating_point.model_dump_json())
-        except TriageError as exc:
-            st.error(f"{entry.name} could not be evaluated on the chosen folder: "
-                     f"{escape_markdown(without_server_paths(str(exc), target))}", icon=":material/error:")
+        key = readings[entry.name]
+        if key not in failed:  # a failure is said again, not read again at every rerun (a review: a folder of
+            try:  # an unknown class reloaded every model, and an out-of-memory device decoded it all, each click)
+                reading = folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path), target, stamp,
+                                        entry.record.operating_point.model_dump_json())
+            except TriageError as exc:
+                failed[key] = escape_markdown(without_server_paths(str(exc), target))
+        if key in failed:
+            st.error(f"{entry.name} could not be evaluated on the chosen folder: {failed[key]} Press Evaluate to "
+                     "try again.", icon=":material/error:")
             continue
         rows.append((entry, reading.report))
         films.append((entry.name, reading.films))
-    evaluated.update(readings[entry.name] for entry, _ in rows)  # shown: an audit line still owed is tried again
-    unrecorded = [(entry, report) for entry, report in rows if readings[entry.name] not in recorded]
-    recorded.update(readings[entry.name] for entry in record_evaluations(unrecorded, target, who=user.who))
+        evaluated.add(key)  # shown: an audit line still owed is tried again
+        if key not in recorded and not log_full:  # at once, not after every model: a run left midway still
+            done = record_evaluations([(entry, reading.report)], target, who=user.who)  # recorded its readings
+            recorded.update(readings[model.name] for model in done)
+            log_full = not done  # said once; the next run tries again
 else:
     rows, films = [(e, e.record.report) for e in selected if e.record.report is not None], []
     for entry in selected:

@@ -1,0 +1,77 @@
+"""Evaluating on a folder across the Compare page's reruns (dashboard/views/compare.py), found by a review of the
+page: a model that failed on the folder was read again at every rerun, and the audit lines of a run were written
+only once every model had been read, so a run left midway read a server folder with nothing recorded."""
+from __future__ import annotations
+
+import pytest
+from e2e_support import FILMS_DIR, quick_checkpoints, require
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO
+from core.admin.audit import read_actions
+from core.errors import DatasetError
+
+APP = str(REPO / "dashboard" / "app.py")
+MODELS = ["pneumonia-cnn5-v1", "pneumonia-mlp-v1"]
+
+
+@pytest.fixture
+def at(tmp_path, settings_env):
+    settings_env(CXR_MODELS=str(quick_checkpoints(tmp_path / "checkpoints")), CXR_JOBS=str(tmp_path / "jobs"),
+                 CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    app = AppTest.from_file(APP, default_timeout=180)
+    app.switch_page("views/compare.py")
+    app.run()
+    assert not app.exception
+    app.segmented_control[0].set_value("Evaluate on a folder").run()
+    return app
+
+
+def _evaluate(at: AppTest) -> None:
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+
+
+def _reading(monkeypatch, fail: set[str], calls: list[str]) -> None:
+    import dashboard.components.compare_view as compare_view
+
+    real = compare_view.folder_report
+
+    def reading(name, *args):
+        calls.append(name)
+        if name in fail:
+            raise DatasetError(f"{name} cannot read this folder.")
+        return real(name, *args)
+
+    monkeypatch.setattr(compare_view, "folder_report", reading)
+
+
+def test_a_model_that_failed_on_the_folder_is_said_again_not_read_again_until_evaluate(at, monkeypatch):
+    require(FILMS_DIR, "films")
+    calls = []
+    _reading(monkeypatch, set(MODELS), calls)
+    _evaluate(at)
+    assert sorted(calls) == MODELS and len(at.error) == 2
+    at.run()  # any rerun: the failures are said again from memory
+    assert sorted(calls) == MODELS and len(at.error) == 2
+    assert all("cannot read this folder. Press Evaluate to try again." in e.value for e in at.error)
+    _evaluate(at)  # pressed again: tried again
+    assert sorted(calls) == sorted(MODELS * 2)
+
+
+def test_each_reading_is_recorded_as_soon_as_it_is_made(at, monkeypatch):
+    require(FILMS_DIR, "films")
+    import dashboard.components.compare_view as compare_view
+
+    real, calls = compare_view.folder_report, []
+
+    def reading(name, *args):  # the page left (or stopped) while the second model reads the folder
+        calls.append(name)
+        if name == MODELS[1]:
+            raise RuntimeError("stopped midway")
+        return real(name, *args)
+
+    monkeypatch.setattr(compare_view, "folder_report", reading)
+    _evaluate(at)
+    assert calls == MODELS and at.exception  # the run ended at the second model ...
+    assert [(a.action, a.model) for a in read_actions(limit=10)] == [("evaluate-folder", MODELS[0])]  # ... recorded
