@@ -381,3 +381,10 @@ def test_an_auc_on_a_handful_of_one_class_is_given_at_least_hanley_mcneils_width
                                    np.r_[np.zeros((60, 3)), [[0, -0.2, 0.2]] * 2], ["NORMAL", "A", "B"],
                                    point_at(0.5, ["NORMAL", "A", "B"]))
     assert three.class_auc_ci["B"][0] <= hanley_mcneil_interval(three.class_auc["B"], 2, 60)[0]  # each class's too
+    # the macro headline of three classes too (a Compare review: 3 films of one class read 0.999 "(0.994-1.000)")
+    y = np.array([0] * 100 + [1] * 100 + [2] * 3)
+    p = np.clip(np.where(np.eye(3)[y] == 1, 0.6, 0.2) + np.random.default_rng(1).normal(0, 0.12, (203, 3)), 0.01, None)
+    few = evaluate_probabilities(y, p / p.sum(1, keepdims=True), ["NORMAL", "A", "B"],
+                                 point_at(0.5, ["NORMAL", "A", "B"]))
+    mean_low = np.mean([few.class_auc_ci[name][0] for name in ("NORMAL", "A", "B")])
+    assert few.auc_ci[0] == pytest.approx(mean_low) and few.auc_ci[0] < 0.992  # resampled alone: 0.999
