@@ -109,9 +109,14 @@ def _span(values: np.ndarray, where) -> tuple[float, float]:
     return float(np.min(values, where=where, initial=np.inf)), float(np.max(values, where=where, initial=-np.inf))
 
 
+def _bt601(rgb: np.ndarray) -> np.ndarray:
+    """Colour to grey: ITU-R BT.601 luma, float32, at the colours' own scale."""
+    return rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def luma(rgb: np.ndarray, bits: int) -> np.ndarray:
     """Colour to grey (ITU-R BT.601 luma), stretched as grey values are."""
-    grey = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey = _bt601(rgb)
     _stretch(grey, bits, None)
     return grey
 
@@ -120,12 +125,10 @@ def palette_grey(rgb: np.ndarray) -> np.ndarray:
     """A PALETTE COLOR film's looked-up colours to grey over the palette's nominal range (255 or 65535), as an
     8-bit film is read: stretched from its lowest to its highest value, indices 64-192 of a grey palette read
     0-1 where the same film stored grey reads 0.25-0.75 (a review)."""
-    grey = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     # a palette of 16-bit entries that holds 8-bit values (some writers do, against the standard) reads over 8 bits,
     # not near black (a review of the day's change)
     top = 255.0 if rgb.dtype == np.uint8 or (rgb.size and int(rgb.max()) <= 255) else float(np.iinfo(rgb.dtype).max)
-    grey /= top
-    return grey
+    return _bt601(rgb) / np.float32(top)
 
 
 def _modality_values(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
