@@ -25,7 +25,7 @@ from core.films.decoding_cost import JPEG_SOI, check_exif, jpeg_frame, jpeg_heig
 from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 from core.films.roots import open_inside_roots
-from core.films.transparency import refuse_transparency
+from core.films.transparency import has_alpha, refuse_transparency
 from core.films.truncation import jpeg_cut_short
 from core.wording import megabytes_over
 
@@ -264,7 +264,7 @@ def _to_grey_float(image: Image.Image) -> tuple[np.ndarray, int]:
         return _stretch(arr), 32
     if mode == "F":
         return _stretch(np.asarray(image, dtype=np.float64)), 32
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+    if has_alpha(image):
         # Transparent regions are shown on black, as a film viewer would. Each step's input is let go as soon
         # as it is used: a 50-megapixel RGBA film is 200 MB a copy.
         rgba = image.convert("RGBA")

@@ -16,11 +16,16 @@ def refuse_transparency(image: Image.Image, label: str) -> None:
     _transparent_level(image, label)
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the film carries an alpha channel, or a palette with transparent entries."""
+    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
 def _partly_transparent(image: Image.Image, label: str) -> None:
     """A film with pixels neither opaque nor wholly transparent has no one reading: laid over black (as a viewer
     shows transparency) a grey film at alpha 128 read at half its brightness, and four normal films urgent with no
     word said (a review). Wholly transparent margins are still shown black."""
-    if image.mode not in ("RGBA", "LA", "PA") and not (image.mode == "P" and "transparency" in image.info):
+    if not has_alpha(image):
         return
     alpha = np.asarray((image.convert("RGBA") if image.mode == "P" else image).getchannel("A"))
     if ((alpha > 0) & (alpha < 255)).any():
