@@ -123,7 +123,7 @@ def shown_values(ds: pydicom.Dataset) -> dict[str, str]:
             shown[keyword] = known_code(keyword, value)
         else:
             shown[keyword] = count(value, _COUNTS[keyword]) or UNKNOWN
-    shown.update(view_and_orientation(ds, shown.get("ViewPosition")))
+    shown.update(view_and_orientation(ds, view_known=shown.get("ViewPosition", UNKNOWN) != UNKNOWN))
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax is not None:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pydicom
 
-UNKNOWN = "unknown"
 FOR_PROCESSING = "FOR PROCESSING"
 # DX, mammography and intra-oral X-ray images For Processing (PS3.4 B.5)
 _FOR_PROCESSING_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.2.1",
@@ -28,11 +27,12 @@ _LATERAL_CODES = frozenset({"R-10232", "R-102CD", "R-10236", "399067008", "39919
 _LATERAL_WORD = re.compile(r"\bLAT")  # LAT, LATERAL, XTABLE LATERAL, LAT DECUB: not PLATE or FLAT (a review)
 
 
-def view_and_orientation(ds: pydicom.Dataset, view: str | None) -> dict[str, str]:
-    """``ViewPosition`` (a standard term) where the listed code was unknown or absent but the header says the view
-    another way, ``PatientOrientation`` (two checked directions, e.g. ``L\\F``) and ``PresentationIntentType``."""
+def view_and_orientation(ds: pydicom.Dataset, view_known: bool) -> dict[str, str]:
+    """``ViewPosition`` (a standard term) where no listed code gave it (``view_known`` false) but the header says
+    the view another way, ``PatientOrientation`` (two checked directions, e.g. ``L\\F``) and
+    ``PresentationIntentType``."""
     found: dict[str, str] = {}
-    if view in (None, UNKNOWN):
+    if not view_known:
         derived = _spelled_view(_value(ds, "ViewPosition")) or _coded_view(ds)
         if derived:
             found["ViewPosition"] = derived
@@ -69,9 +69,9 @@ def header_layout_doubts(shown: dict[str, str]) -> list[str]:
 
 def _spelled_view(value) -> str | None:
     """A non-standard spelling of a lateral or frontal view ("LAT", "Lateral", "XTABLE LATERAL", "pa")."""
-    if not isinstance(value, str) or not _SPELLING.fullmatch(value.strip().upper()):
+    words = value.strip().upper() if isinstance(value, str) else ""
+    if not _SPELLING.fullmatch(words):
         return None
-    words = value.strip().upper()
     if _LATERAL_WORD.search(words):
         return "LATERAL"
     return words if words in ("AP", "PA") else None
