@@ -110,13 +110,9 @@ class ModelLoad:
         """Keep what stopped the load without its traceback (the load's frames: the whole weights file read), which
         goes to the log; the page says the message (a review: kept and raised again, the same exception gathered
         every page run's frames, and their uploads, for as long as the failure stayed cached)."""
-        try:
-            logging.getLogger(__name__).warning("loading %s failed", self.name, exc_info=exc)
-            self._error = _bare(exc)
-        finally:  # whatever happens above, the load is over: a page waiting on it must not wait for ever
-            self._error = self._error or CheckpointError(f"Model {self.name} could not be loaded.")
-            self._failed_at = time.monotonic()
-            self._done.set()
+        logging.getLogger(__name__).warning("loading %s failed", self.name, exc_info=exc)
+        self._error, self._failed_at = _bare(exc), time.monotonic()  # _bare never raises: the load always ends
+        self._done.set()
 
 
 def _bare(exc: Exception) -> Exception:

@@ -74,12 +74,12 @@ class ChestFilmDetector:
         meta = {"threshold": self.threshold, "calibration": self.calibration,
                 "tensors_sha256": hashlib.sha256(tensors).hexdigest()}
         directory.mkdir(parents=True, exist_ok=True)
-        shipped = manifest.is_shipped(directory / f"{DETECTOR_NAME}.pt")
+        path = directory / f"{DETECTOR_NAME}.pt"
         # the manifest's other writers (shipping a model) hold the shipped registry's lock: so does this
-        with registry_lock(manifest.shipped_dir()) if shipped else contextlib.nullcontext():
-            manifest.write_signed(directory / f"{DETECTOR_NAME}.pt", tensors)
-            manifest.write_signed(directory / f"{DETECTOR_NAME}.json", (json.dumps(meta, indent=1) + "\n").encode())
-        return directory / f"{DETECTOR_NAME}.pt"
+        with registry_lock(manifest.shipped_dir()) if manifest.is_shipped(path) else contextlib.nullcontext():
+            manifest.write_signed(path, tensors)
+            manifest.write_signed(path.with_suffix(".json"), (json.dumps(meta, indent=1) + "\n").encode())
+        return path
 
     @classmethod
     def load(cls, directory: Path | None = None) -> "ChestFilmDetector":

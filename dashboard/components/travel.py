@@ -25,7 +25,6 @@ TRAVEL_TITLES = {"out-of-batch": "Another batch", "other-collection": "Another c
                  "site": "Site films (used to recalibrate)"}
 # the tighter framing of a run that held no batch out: its validation films (never one row with the batch's)
 FRAMED_VALIDATION = "Validation films, framed 15 % tighter (synthetic)"
-BORROWED = "Another batch"  # the title of a record's other-batch figures, another run's when it has holdout_run
 SHORT_TITLES = {VALIDATION: "Validation", TRAVEL_TITLES["out-of-batch"]: "Other batch",
                 TRAVEL_TITLES["site"]: "Site"}  # the card's narrow columns
 # the checks shown as lines under the card's table (no room for more columns)
@@ -291,7 +290,8 @@ def travel_points(entries: list[ModelEntry]) -> list[TravelPoint]:
         sets = [*travel_reports(entry.record, sites_apart=True).items(),
                 *((elsewhere_title(m), m) for m in entry.record.measured_elsewhere)]
         for title, figures in sets:  # another run's figures get a row of their own (a figures review)
-            title = f"{title} (another run's weights)" if title == BORROWED and entry.record.holdout_run else title
+            borrowed = title == TRAVEL_TITLES["out-of-batch"] and entry.record.holdout_run
+            title = f"{title} (another run's weights)" if borrowed else title
             for figure, value, interval in (("Sensitivity", figures.sensitivity, figures.sensitivity_ci),
                                             ("Specificity", figures.specificity, figures.specificity_ci)):
                 if value is not None:
