@@ -4,32 +4,22 @@ only once every model had been read, so a run left midway read a server folder w
 from __future__ import annotations
 
 import pytest
-from e2e_support import FILMS_DIR, quick_checkpoints, require
+from e2e_support import FILMS_DIR, require
 from streamlit.testing.v1 import AppTest
+import test_dashboard_compare as compare_page
 
-from conftest import REPO
 from core.admin.audit import read_actions
 from core.errors import DatasetError
 
-APP = str(REPO / "dashboard" / "app.py")
-MODELS = ["pneumonia-cnn5-v1", "pneumonia-mlp-v1"]
+MODELS, _evaluate = compare_page.MODELS, compare_page._evaluate
+at = compare_page.at  # its page fixture: the Compare page of the quick models
 
 
 @pytest.fixture
-def at(tmp_path, settings_env):
-    settings_env(CXR_MODELS=str(quick_checkpoints(tmp_path / "checkpoints")), CXR_JOBS=str(tmp_path / "jobs"),
-                 CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
-    app = AppTest.from_file(APP, default_timeout=180)
-    app.switch_page("views/compare.py")
-    app.run()
-    assert not app.exception
-    app.segmented_control[0].set_value("Evaluate on a folder").run()
-    return app
-
-
-def _evaluate(at: AppTest) -> None:
-    next(b for b in at.button if b.label == "Evaluate").click()
-    at.run()
+def page(at) -> AppTest:
+    """The Compare page of the quick models, set to evaluate on a folder."""
+    at.segmented_control[0].set_value("Evaluate on a folder").run()
+    return at
 
 
 def _reading(monkeypatch, fail: set[str], calls: list[str]) -> None:
@@ -46,20 +36,20 @@ def _reading(monkeypatch, fail: set[str], calls: list[str]) -> None:
     monkeypatch.setattr(compare_view, "folder_report", reading)
 
 
-def test_a_model_that_failed_on_the_folder_is_said_again_not_read_again_until_evaluate(at, monkeypatch):
+def test_a_model_that_failed_on_the_folder_is_said_again_not_read_again_until_evaluate(page, monkeypatch):
     require(FILMS_DIR, "films")
     calls = []
     _reading(monkeypatch, set(MODELS), calls)
-    _evaluate(at)
-    assert sorted(calls) == MODELS and len(at.error) == 2
-    at.run()  # any rerun: the failures are said again from memory
-    assert sorted(calls) == MODELS and len(at.error) == 2
-    assert all("cannot read this folder. Press Evaluate to try again." in e.value for e in at.error)
-    _evaluate(at)  # pressed again: tried again
+    _evaluate(page)
+    assert sorted(calls) == MODELS and len(page.error) == 2
+    page.run()  # any rerun: the failures are said again from memory
+    assert sorted(calls) == MODELS and len(page.error) == 2
+    assert all("cannot read this folder. Press Evaluate to try again." in e.value for e in page.error)
+    _evaluate(page)  # pressed again: tried again
     assert sorted(calls) == sorted(MODELS * 2)
 
 
-def test_each_reading_is_recorded_as_soon_as_it_is_made(at, monkeypatch):
+def test_each_reading_is_recorded_as_soon_as_it_is_made(page, monkeypatch):
     require(FILMS_DIR, "films")
     import dashboard.components.compare_view as compare_view
 
@@ -72,6 +62,6 @@ def test_each_reading_is_recorded_as_soon_as_it_is_made(at, monkeypatch):
         return real(name, *args)
 
     monkeypatch.setattr(compare_view, "folder_report", reading)
-    _evaluate(at)
-    assert calls == MODELS and at.exception  # the run ended at the second model ...
+    _evaluate(page)
+    assert calls == MODELS and page.exception  # the run ended at the second model ...
     assert [(a.action, a.model) for a in read_actions(limit=10)] == [("evaluate-folder", MODELS[0])]  # ... recorded
