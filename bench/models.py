@@ -19,12 +19,12 @@ from core.evaluation.metrics import evaluate_probabilities  # noqa: E402
 from core.evaluation.site_range import stored_site_range  # noqa: E402
 from core.models.inference import probabilities_in_batches  # noqa: E402
 from core.store.checkpoints import load_checkpoint  # noqa: E402
-from core.wording import fixed  # noqa: E402
 from core.store.manifest import shipped_dir  # noqa: E402
 from core.store.registry import list_models  # noqa: E402
 from core.training.calibrate import recorded_validation_split  # noqa: E402
 from core.store.reports import shown_reports  # noqa: E402
 from core.films.tensor import load_tensors  # noqa: E402
+from core.wording import fixed  # noqa: E402
 
 
 def _size(size: int) -> str:
