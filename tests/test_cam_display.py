@@ -19,14 +19,14 @@ def test_the_caption_gives_the_classs_probability_and_what_red_means():
     # a colour key, relative to the film (a Grad-CAM review: blue, green and yellow were never explained)
     assert cam_caption("Grad-CAM for NORMAL", False, 0.006) == (
         "Grad-CAM for NORMAL, which the model gives 0.6 % (colours relative to this film alone: red = the most "
-        "evidence for it here, however weak; blue = the least)")
+        "evidence for it here, however weak; blue = little; no colour = none)")
     assert cam_caption("Grad-CAM for PNEUMONIA", False, 0.99996).startswith(
         "Grad-CAM for PNEUMONIA, which the model gives 99.99")  # never a rounded 100.0 %
     assert cam_caption("Grad-CAM for PNEUMONIA", False, 1.0).startswith(  # nor a saturated output
         "Grad-CAM for PNEUMONIA, which the model gives >99.9999 % (colours")
     assert cam_caption("Eigen-CAM, the same for every class", True, 0.5) == (
         "Eigen-CAM, the same for every class (colours relative to this film alone: red = the strongest activation "
-        "here; blue = the weakest)")
+        "here; blue = weak; no colour = none)")
 
 
 def test_an_empty_map_is_said_to_be_empty_not_drawn(trained_model, tmp_path, settings_env, normal_film_path,

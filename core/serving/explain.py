@@ -162,12 +162,28 @@ def mean_heat_map(maps: list[np.ndarray], size: int, weights: list[float] | None
     return (mean / peak if peak > 0 else mean).astype(np.float32)
 
 
-def overlay(film_pixels: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:
-    """Heat map resized onto the film -> H x W x 3 uint8 RGB image."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image  # loaded already by the heat map it draws
+FULL_TINT_AT = 0.5  # share of the film's peak from which its colour is drawn at the chosen opacity
 
+
+# The colour scale, from no evidence to the film's most: blue, cyan, green, yellow, red (red, green, blue at each stop).
+COLOUR_STOPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (0.0, 1.0, 0.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def colour_scale(heat: np.ndarray) -> np.ndarray:
+    """Values in 0..1 -> their colours on ``COLOUR_STOPS``, as ... x 3 floats in 0..1."""
+    stops = np.linspace(0.0, 1.0, len(COLOUR_STOPS))
+    return np.stack([np.interp(heat, stops, channel) for channel in zip(*COLOUR_STOPS)], axis=-1).astype(np.float32)
+
+
+def overlay(film_pixels: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:
+    """Heat map resized onto the film -> H x W x 3 uint8 RGB image.
+
+    Each point's colour is laid over the film at ``opacity`` from ``FULL_TINT_AT`` of the peak up, fading to none
+    where the map is zero: the colour scale's blue laid over the whole film greyed every film and hid the parts the
+    model did not use behind the colour of those it barely used (found by a review)."""
     height, width = film_pixels.shape
     resized = Image.fromarray(heat, mode="F").resize((width, height), Image.Resampling.BILINEAR)
     heat_full = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-    rgb = np.repeat(film_pixels[..., None], 3, axis=2).astype(np.float32)
-    return show_cam_on_image(rgb, heat_full, use_rgb=True, image_weight=1.0 - float(np.clip(opacity, 0.0, 1.0)))
+    weight = float(np.clip(opacity, 0.0, 1.0)) * np.clip(heat_full / FULL_TINT_AT, 0.0, 1.0)[..., None]
+    film = np.clip(film_pixels.astype(np.float32), 0.0, 1.0)[..., None]
+    return np.round(255.0 * ((1.0 - weight) * film + weight * colour_scale(heat_full))).astype(np.uint8)
