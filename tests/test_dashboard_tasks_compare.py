@@ -77,8 +77,10 @@ def test_compare_shows_one_vs_rest_curves_full_matrices_and_figures_per_class(si
         else:
             assert per_class_table.loc[cls, "Accuracy against normal alone"] == "—"
     by_source = ["Figures per source"] if stored.get("by_source") else []
-    assert [s.value for s in at.subheader] == ["Metrics at each model's operating point", "ROC curves",
-                                               "Confusion matrices", "Per-class report", *by_source,
+    assert [s.value for s in at.subheader] == ["Metrics at each model's operating point",
+                                               "ROC curves on the validation films",
+                                               "Confusion matrices on the validation films",
+                                               "Per-class report on the validation films", *by_source,
                                                "Training curves"]
 
 

@@ -111,6 +111,11 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
                            "reason": escape_markdown(without_server_paths(s.error))} for s in report.skipped])
 
 
+# the stored reports' curves, matrices and per-class tables are the validation films' only, while the table above
+# them joins other batches' figures: the titles say so (a review found it said only in the caption at the top)
+ON_VALIDATION = " on the validation films"
+
+
 def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False,
                films: list[tuple[str, FilmScores | None]] | None = None) -> None:
     """``stored``: the rows are each model's stored validation report, and its other stored reports (another
@@ -126,7 +131,7 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False,
         travel_notes([entry for entry, _ in rows])
     paired_differences(films or [])
 
-    st.subheader("ROC curves")
+    st.subheader(f"ROC curves{ON_VALIDATION if stored else ''}")
     curves = [c for c in (roc_input(entry.name, report) for entry, report in rows) if c]
     # films of both kinds, yet no curve: a report stored before curves were (its reason is not the films)
     uncurved = [entry.name for entry, report in rows if report.roc is None and _both_kinds(report)]
@@ -176,13 +181,14 @@ def per_class_view(report: Report):
         {"Precision": shown("— (never called)"), "Recall": shown("— (no films)"), "F1": shown("— (no films)")})
 
 
-def details(rows: list[tuple[ModelEntry, Report]]) -> None:
-    st.subheader("Confusion matrices")
+def details(rows: list[tuple[ModelEntry, Report]], stored: bool = False) -> None:
+    """``stored``: as :func:`comparison`'s; the matrices and tables are then of the validation films alone."""
+    st.subheader(f"Confusion matrices{ON_VALIDATION if stored else ''}")
     for group in _in_rows(_matrices(rows)):
         for column, (title, key, matrix, classes) in group:
             column.plotly_chart(confusion_matrix(matrix, classes, title), key=key, config={"displayModeBar": False})
 
-    st.subheader("Per-class report")
+    st.subheader(f"Per-class report{ON_VALIDATION if stored else ''}")
     two = [(entry, report) for entry, report in rows if not several_classes(report)]
     for group in _in_rows(two):
         for column, (entry, report) in group:

@@ -128,4 +128,4 @@ if rows:
         policy_films_caveat(target)
         training_films_caveat(rows, target)
     comparison(rows, stored=source == STORED, films=films)
-    details(rows)
+    details(rows, stored=source == STORED)
