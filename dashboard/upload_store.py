@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import NamedTuple
 
 import streamlit as st
 from starlette.exceptions import HTTPException
@@ -34,9 +35,18 @@ SESSION_FULL = ("This upload was refused: this page already holds more films tha
                 "from the upload box, or triage them in smaller batches.")
 SERVER_FULL = ("This upload was refused: the server is holding as many uploaded films as it may for all its "
                "users at once. Try again in a few minutes.")
-REFUSED_NAMES_KEPT = 100  # per session, until its page has shown them
+REFUSED_NAMES_KEPT = 100  # per session; refusals past them are counted, not named
 SESSION, SERVER = "session", "server"  # why a film was refused: its session's limit, or the whole server's
 _SESSION_REFUSED = "refused-uploads"  # st.session_state key of what the page shows
+
+
+class Refusals(NamedTuple):
+    """Films the server did not receive: (why, name) of at most ``REFUSED_NAMES_KEPT``, oldest first, and how many
+    more were refused besides (a resource review: a client refused again and again under new names grew the list,
+    and the page's message, without end)."""
+
+    named: list[tuple[str, str]]
+    more: int
 
 
 class BoundedUploads(MemoryUploadedFileManager):
@@ -51,7 +61,7 @@ class BoundedUploads(MemoryUploadedFileManager):
         self.session_films, self.session_bytes = session_upload_limits(max_file_mb)
         self.server_bytes = server_upload_limit()
         self._adding = threading.Lock()  # one check-then-add at a time; removals only ever free room
-        self._refused: dict[str, list[tuple[str, str]]] = {}  # session -> (why, film name), oldest first
+        self._refused: dict[str, Refusals] = {}  # session -> its refusals its page has not taken yet
 
     def add_file(self, session_id: str, file: UploadedFileRec) -> None:
         reap()  # sessions that can no longer reconnect give their films back before any is counted
@@ -71,10 +81,14 @@ class BoundedUploads(MemoryUploadedFileManager):
             super().add_file(session_id, file)
 
     def _note_refusal(self, session_id: str, why: str, name: str) -> None:
+        from core.films.read import shown_name  # as messages give it: a name may be 4 kB long
+
         with self._lock:
-            refused = self._refused.setdefault(session_id, [])
-            if len(refused) < REFUSED_NAMES_KEPT:
-                refused.append((why, name))
+            refused = self._refused.setdefault(session_id, Refusals([], 0))
+            if len(refused.named) < REFUSED_NAMES_KEPT:
+                refused.named.append((why, shown_name(name)))
+            else:
+                self._refused[session_id] = refused._replace(more=refused.more + 1)
 
     def _held(self, session_id: str, replacing: str) -> tuple[int, int, int]:
         """Films and bytes the session holds, and bytes all sessions hold, not counting a file it replaces."""
@@ -85,10 +99,10 @@ class BoundedUploads(MemoryUploadedFileManager):
         return (len(session), sum(len(rec.data) for rec in session.values()),
                 server - (len(replaced.data) if replaced is not None else 0))
 
-    def take_refused(self, session_id: str) -> list[tuple[str, str]]:
-        """(why, name) of each film refused since the session last asked (then forgotten), oldest first."""
+    def take_refused(self, session_id: str) -> Refusals:
+        """The films refused since the session last asked (then forgotten)."""
         with self._lock:
-            return self._refused.pop(session_id, [])
+            return self._refused.pop(session_id, Refusals([], 0))
 
     def remove_session_files(self, session_id: str) -> None:
         super().remove_session_files(session_id)
@@ -103,17 +117,17 @@ def install() -> None:
     server.MemoryUploadedFileManager = BoundedUploads
 
 
-def refused_here() -> list[tuple[str, str]]:
-    """(why, name) of the current page's films the server refused since the page last ran; empty under plain
-    ``streamlit run`` and in tests without a server."""
+def refused_here() -> Refusals:
+    """The current page's films the server refused since the page last ran; none under plain ``streamlit run`` and
+    in tests without a server."""
     from streamlit.runtime import Runtime
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     context = get_script_run_ctx()
     if context is None or not Runtime.exists():
-        return []
+        return Refusals([], 0)
     store = Runtime.instance().uploaded_file_mgr
-    return store.take_refused(context.session_id) if isinstance(store, BoundedUploads) else []
+    return store.take_refused(context.session_id) if isinstance(store, BoundedUploads) else Refusals([], 0)
 
 
 def release_left_uploads() -> None:
@@ -133,8 +147,8 @@ def release_left_uploads() -> None:
         Runtime.instance().uploaded_file_mgr.remove_session_files(context.session_id)
 
 
-def refused_uploads(names_now: list[str]) -> list[tuple[str, str]]:
-    """(why, name) of the films the server refused this page, to name above the worklist until the upload box
+def refused_uploads(names_now: list[str]) -> Refusals:
+    """The films the server refused this page, to name above the worklist until the upload box
     changes: a refusal that came after the page last ran is shown at its next run, and stays while the box
     holds what it held then.
 
@@ -146,10 +160,12 @@ def refused_uploads(names_now: list[str]) -> list[tuple[str, str]]:
     new = refused_here()
     if held and not held[0] and names_now:  # the films of the drop those refusals came from have arrived
         held = (tuple(names_now), held[1])
-    if new:
-        earlier = held[1] if held and held[0] == tuple(names_now) else []
-        held = (tuple(names_now), list(dict.fromkeys(earlier + new)))
+    if new.named or new.more:
+        earlier = held[1] if held and held[0] == tuple(names_now) else Refusals([], 0)
+        named = list(dict.fromkeys(earlier.named + new.named))
+        more = earlier.more + new.more + max(0, len(named) - REFUSED_NAMES_KEPT)
+        held = (tuple(names_now), Refusals(named[:REFUSED_NAMES_KEPT], more))
     elif held and held[0] != tuple(names_now):
         held = None
     st.session_state[_SESSION_REFUSED] = held
-    return held[1] if held else []
+    return held[1] if held else Refusals([], 0)

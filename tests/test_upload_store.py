@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from streamlit.runtime.uploaded_file_manager import UploadedFileRec
 
 from core.serving.batch_limits import MEGABYTE, server_upload_limit, session_upload_limits
-from dashboard.upload_store import SERVER_FULL, SESSION_FULL, BoundedUploads
+from dashboard.upload_store import REFUSED_NAMES_KEPT, SERVER_FULL, SESSION_FULL, BoundedUploads, Refusals
 
 
 def _film(file_id: str, size: int, name: str | None = None) -> UploadedFileRec:
@@ -44,7 +44,7 @@ def test_a_session_holding_more_than_a_batch_may_is_refused_more_films(settings_
     store.remove_file("a", "f0")
     store.add_file("a", _film("f4", 10))  # a film taken out of the box makes room
     assert _held(store, "a") == ["f1", "f2", "f3", "f4"]
-    assert store.take_refused("a") == [("session", "f4.png")]  # named on its page, above the batch's refusal
+    assert store.take_refused("a").named == [("session", "f4.png")]  # named on its page, above the batch's refusal
 
 
 def test_a_session_holding_more_megabytes_than_a_batch_may_is_refused(settings_env):
@@ -68,9 +68,9 @@ def test_past_the_servers_limit_uploads_are_refused_and_named_to_their_own_page_
     assert (refused.value.status_code, refused.value.detail) == (503, SERVER_FULL)
     with pytest.raises(HTTPException):
         store.add_file("b", _film("b2", 100_000, name="chest 3.png"))
-    assert store.take_refused("a") == []
-    assert store.take_refused("b") == [("server", "chest 2.png"), ("server", "chest 3.png")]
-    assert store.take_refused("b") == []  # once
+    assert store.take_refused("a") == ([], 0)
+    assert store.take_refused("b") == ([("server", "chest 2.png"), ("server", "chest 3.png")], 0)
+    assert store.take_refused("b") == ([], 0)  # once
     store.add_file("b", _film("b1", 40_000))  # what is left of the server's room is still usable
     store.remove_session_files("a")  # a session that ends frees its room for the others
     store.add_file("b", _film("b2", 500_000))
@@ -82,7 +82,18 @@ def test_a_session_that_ends_forgets_its_refusals(settings_env):
     with pytest.raises(HTTPException):
         store.add_file("a", _film("a0", MEGABYTE + 1))
     store.remove_session_files("a")
-    assert store.take_refused("a") == []
+    assert store.take_refused("a") == ([], 0)
+
+
+def test_refusals_past_the_names_kept_are_counted_not_named_and_long_names_are_cut(settings_env):
+    """Found by a resource review: a client refused again and again under new names grew the list without end."""
+    store = _store(settings_env, CXR_UPLOADS_MAX_MB="1")
+    for k in range(REFUSED_NAMES_KEPT + 5):
+        with pytest.raises(HTTPException):
+            store.add_file("a", _film(f"a{k}", MEGABYTE + 1, name=f"{k}{'x' * 4000}.png"))
+    named, more = store.take_refused("a")
+    assert (len(named), more) == (REFUSED_NAMES_KEPT, 5)
+    assert named[0][1].startswith("0xx") and named[0][1].endswith("xx.png") and len(named[0][1]) <= 160
 
 
 def test_make_runs_launcher_starts_the_server_with_the_bounded_store(monkeypatch):
@@ -106,7 +117,8 @@ def _page_showing_refusals():
 
     from dashboard.upload_store import refused_uploads
 
-    st.write(repr(refused_uploads(st.session_state.get("box", []))))
+    refused = refused_uploads(st.session_state.get("box", []))
+    st.write(repr(refused.named) + (f" and {refused.more} more" if refused.more else ""))
 
 
 def _shown_at_each_run(monkeypatch, why: str, runs) -> list[str]:
@@ -116,12 +128,12 @@ def _shown_at_each_run(monkeypatch, why: str, runs) -> list[str]:
 
     from dashboard import upload_store
 
-    arriving: list[list[tuple[str, str]]] = []
-    monkeypatch.setattr(upload_store, "refused_here", lambda: arriving.pop(0) if arriving else [])
+    arriving: list[Refusals] = []
+    monkeypatch.setattr(upload_store, "refused_here", lambda: arriving.pop(0) if arriving else Refusals([], 0))
     page = AppTest.from_function(_page_showing_refusals)
     shown = []
     for box, refused in runs:
-        arriving.append([(why, name) for name in refused])
+        arriving.append(Refusals([(why, name) for name in refused], 0))
         page.session_state["box"] = box
         page.run()
         assert not page.exception
@@ -147,15 +159,25 @@ def test_films_refused_before_the_box_s_new_value_arrives_are_named_with_it(monk
     assert shown == ["[(c), (d)]", "[(c), (d)]", "[(c), (d)]", "[]", "[(e)]", "[(e)]"]
 
 
+def test_a_page_refused_again_and_again_names_at_most_the_names_kept(monkeypatch):
+    """Found by a resource review: a box left as it was kept every refusal's name for the session's life."""
+    runs = [(["a"], [f"r{run}-{k}" for k in range(60)]) for run in range(3)]
+    shown = _shown_at_each_run(monkeypatch, "session", runs)
+    assert shown[1].count("(r") == REFUSED_NAMES_KEPT and shown[2].endswith(" and 80 more")
+
+
 def test_refused_films_are_named_once_per_reason_as_plain_text():
     from dashboard.components.reports import escape_markdown
     from dashboard.components.upload_messages import refused_warnings
 
-    messages = refused_warnings([("server", "**chest**.png"), ("session", "c.png"), ("server", "d.png")])
+    messages = refused_warnings(Refusals([("server", "**chest**.png"), ("session", "c.png"), ("server", "d.png")], 0))
     assert len(messages) == 2
     assert messages[0].startswith("Not received, so not on any worklist: c.png. This page already held")
     assert f"{escape_markdown('**chest**.png')}, d.png. The server is holding" in messages[1]
-    assert "**chest**" not in messages[1] and refused_warnings([]) == []
+    assert "**chest**" not in messages[1] and refused_warnings(Refusals([], 0)) == []
+    assert refused_warnings(Refusals([("server", "d.png")], 3))[1] == (
+        "3 more films were not received either, and are named neither here nor in the downloaded worklist. Remove "
+        "films from the upload box and triage them in smaller batches.")
 
 
 def test_copies_of_one_film_are_named_in_one_sentence_and_counted_past_five():

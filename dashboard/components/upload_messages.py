@@ -2,7 +2,12 @@
 server did not receive (dashboard.upload_store). Names are made literal: a file name is never read as Markdown."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dashboard.components.reports import escape_markdown
+
+if TYPE_CHECKING:
+    from dashboard.upload_store import Refusals
 
 SHOWN = 5  # copies of one film named in the warning; the rest are counted
 
@@ -23,9 +28,9 @@ def repeated_warning(repeats: list[tuple[str, str]]) -> str:
             "upload box if the same film was chosen twice.")
 
 
-def refused_warnings(refused: list[tuple[str, str]]) -> list[str]:
-    """One error per reason for films the server did not receive, given as (why, name) with ``why`` "session"
-    or "server" (dashboard.upload_store); names made literal."""
+def refused_warnings(refused: Refusals) -> list[str]:
+    """One error per reason for films the server did not receive, named as (why, name) with ``why`` "session" or
+    "server" (dashboard.upload_store), and one for those refused past the names kept; names made literal."""
     reasons = {
         "session": ("This page already held more films than one batch may, so the server stopped receiving them. "
                     "Remove films from the upload box and triage them in smaller batches."),
@@ -34,7 +39,11 @@ def refused_warnings(refused: list[tuple[str, str]]) -> list[str]:
     }
     messages = []
     for why, reason in reasons.items():
-        names = [escape_markdown(name) for kind, name in refused if kind == why]
+        names = [escape_markdown(name) for kind, name in refused.named if kind == why]
         if names:
             messages.append(f"Not received, so not on any worklist: {', '.join(names)}. {reason}")
+    if refused.more:
+        messages.append(f"{refused.more} more film{'s were' if refused.more > 1 else ' was'} not received either, "
+                        "and are named neither here nor in the downloaded worklist. Remove films from the upload box "
+                        "and triage them in smaller batches.")
     return messages

@@ -131,14 +131,14 @@ with foreground.working() if uploads or kept else nullcontext():
                               ("Unreadable", "unreadable"), ("Routine, atypical", ATYPICAL), ("Routine", "routine")):
             if status not in ("not read yet", ATYPICAL) or status in statuses:  # only when there are such films
                 st.metric(title, statuses.count(status), border=True)
-        if refused:  # films of this batch the server did not receive: named above, counted here, rows in the CSV
-            st.metric("Not received", len(refused), border=True)
+        if refused.named or refused.more:  # films of this batch the server did not receive: named above, counted
+            st.metric("Not received", len(refused.named) + refused.more, border=True)  # here, rows in the CSV
     repeats = repeated_uploads(uploads)
     if repeats:
         st.warning(repeated_warning(repeats), icon=":material/content_copy:")
     worklist_table(results, classes, key="worklist")
     st.download_button("Download worklist (CSV)", worklist_csv(results, predictor.name, classes,
-                                                               [name for _, name in refused]),
+                                                               [name for _, name in refused.named]),
                        file_name="worklist.csv", mime="text/csv", icon=":material/download:", on_click="ignore")
 
     st.subheader("Films")
