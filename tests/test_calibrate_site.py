@@ -378,3 +378,20 @@ def test_calibrate_pressed_again_after_the_site_folder_changed_calibrates_again(
     next(b for b in at.button if b.label == "Calibrate").click().run()
     assert not at.exception and len(list_models(registry)[0]) == 3
     assert not [i.value for i in at.info if "already recalibrated" in i.value]
+
+
+def test_films_triage_would_not_triage_are_left_out_of_the_choice(trained_model, registry, tmp_path, settings_env,
+                                                                  films_dir):
+    """Found by a review: a CT, an MR and noise textures in a site folder chose the threshold (0.0004, specificity
+    17 %) with nothing said. Films Triage leaves untriaged never meet the threshold: they are left out, counted."""
+    from PIL import Image
+
+    site, roots = _ward(tmp_path, films_dir, 3)
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512), dtype=np.uint8)
+    Image.fromarray(noise).save(site / "PNEUMONIA" / "noise.png")  # the chest-film check's to find
+    Image.fromarray(np.full((40, 40), 128, np.uint8)).save(site / "NORMAL" / "tiny.png")  # image statistics'
+    settings_env(CXR_DATA_ROOTS=str(roots))
+    new = calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
+    assert new.calibration.films.class_counts == {"NORMAL": 3, "PNEUMONIA": 3}
+    assert new.other_reports[SITE].n == 6
+    assert "2 films Triage would not triage (not usable chest films) left out" in new.other_reports[SITE].split

@@ -53,7 +53,7 @@ from core.training.holdout import holdout_rule
 from core.training.other_collection import collection_films
 from core.training.other_reports import other_reports, report_on
 from core.training.shipping import ship_version
-from core.training.site_folder import SiteFolder, distinct_films, hide_path, read_site_folder
+from core.training.site_folder import SiteFolder, distinct_films, hide_path, read_site_folder, triaged_films
 from core.training.train import split_films, validate_for_shipping
 
 _VERSION = re.compile(r"-v\d+$")
@@ -96,7 +96,7 @@ def _calibrate(name: str | None, target_sensitivity: float, data_dir: str | Path
     val_set, held_out, training_folder = recorded_split(record, data_dir)
     if site is not None:
         _refuse_own_films(site, record.name, training_folder, val_set, held_out)
-        site = distinct_films(site, record.task)
+        site = distinct_films(triaged_films(site, record.task), record.task)
     config = _config(record, target_sensitivity)
     elsewhere = _measured_elsewhere(record, loaded.model)  # before the model runs: its tensors as loaded
     model = place_model(loaded.model, where)  # older checkpoints were float32; the new version is float16

@@ -7,11 +7,14 @@ that way, never by its server path. Its class folders must be the model's classe
 be a promise nobody could check. A folder of split folders (``train/``, ``val/``) is refused: its films are one
 set, and reading ``train/`` alone (as training does) left the rest out unsaid. Copies of a film within the folder
 (the same film under another name, contrast or size: the split's rule, core.training.data) count once: twenty
-copies of four films once met the floor and gave an interval as if from twenty.
+copies of four films once met the floor and gave an interval as if from twenty. Films Triage would leave
+untriaged (image statistics, then the chest-film check) never meet the threshold, so they do not choose it: a CT,
+an MR and noise textures in a site folder once set it at 0.0004, specificity 17 % (a review); they are left out,
+and counted.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from core.films.folders import FilmSet, discover, split_folders
 from core.films.roots import folder_label, resolve_label
 from core.store.promotion import floor_for
 from core.training.same_film import repeats_in_detail
+from core.training.source_check import untriaged
 
 
 @dataclass(frozen=True)
@@ -29,16 +33,25 @@ class SiteFolder:
     path: Path  # the resolved server folder: shown to nobody
     films: FilmSet  # labelled in the model's classes (its names and order), one of each group of copies
     copies: int = 0  # films left out as copies of another film in the folder
+    not_triaged: int = 0  # films left out as Triage would leave them untriaged
 
     def _counts(self) -> str:
         return ", ".join(f"{n} {c}" for c, n in zip(self.films.classes, self.films.class_counts()))
 
+    def _left_out(self) -> list[str]:
+        films = f"{self.not_triaged} film{'s' if self.not_triaged > 1 else ''}"
+        return [words for n, words in ((self.copies, f"{self.copies} copies of other films in it"),
+                                       (self.not_triaged, f"{films} Triage would not triage (not usable chest films)"))
+                if n]
+
     def counts_text(self) -> str:
-        return self._counts() + (f"; {self.copies} copies of other films in it left out" if self.copies else "")
+        return "; ".join([self._counts(), *(f"{words} left out" for words in self._left_out())])
 
     def floor_text(self) -> str:
-        return f"{self._counts()} films" + (f" once {self.copies} copies of other films in it are left out"
-                                            if self.copies else "")
+        if not self._left_out():
+            return f"{self._counts()} films"
+        verb = "is" if self.copies + self.not_triaged == 1 else "are"
+        return f"{self._counts()} films once {' and '.join(self._left_out())} {verb} left out"
 
 
 def site_label(folder: str | Path) -> str:
@@ -89,7 +102,17 @@ def distinct_films(site: SiteFolder, task: str) -> SiteFolder:
         raise DatasetError(f"{site.label} holds the same film under two classes (a copy of a film filed under "
                            "another class folder); correct the labels and try again.")
     kept = np.setdiff1d(np.arange(len(site.films)), pairs.max(axis=1))  # each pair's later film goes
-    return _at_floor(SiteFolder(site.label, site.path, site.films.subset(kept), len(site.films) - len(kept)), task)
+    return _at_floor(replace(site, films=site.films.subset(kept), copies=len(site.films) - len(kept)), task)
+
+
+def triaged_films(site: SiteFolder, task: str) -> SiteFolder:
+    """``site`` without the films Triage would leave untriaged (an unreadable film stays, for the reading to name
+    it), held to the floor again."""
+    verdicts = untriaged(site.films, list(range(len(site.films)))).not_chest
+    kept = np.flatnonzero([verdict is not True for verdict in verdicts])
+    if len(kept) == len(site.films):
+        return site
+    return _at_floor(replace(site, films=site.films.subset(kept), not_triaged=len(site.films) - len(kept)), task)
 
 
 def _at_floor(site: SiteFolder, task: str) -> SiteFolder:

@@ -27,24 +27,35 @@ class SampleCheck:
 
 def check_sample(films: FilmSet, n: int = SAMPLE, seed: int = 0) -> SampleCheck:
     """Triage's film checks on ``n`` films drawn from ``films`` (as evenly over the classes as they allow)."""
-    chosen = _sample(films, n, seed)
+    verdicts = untriaged(films, _sample(films, n, seed))
+    checked = [v for v in verdicts.not_chest if v is not None]
+    return SampleCheck(len(checked), sum(checked), len(verdicts.not_chest) - len(checked), verdicts.unavailable)
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    not_chest: list[bool | None]  # per film asked about: Triage would leave it untriaged; None: unreadable
+    unavailable: str | None  # why the chest-film check could not run (then only image statistics counted)
+
+
+def untriaged(films: FilmSet, indices: list[int]) -> Verdicts:
+    """Whether Triage would leave each of ``films`` at ``indices`` untriaged: its image statistics
+    (core.films.quality), then the chest-film check, as core.serving.predict withholds a priority."""
     try:
         from core.serving.chest_check import ChestFilmCheck
 
         check, unavailable = ChestFilmCheck.shared(), None
     except CheckpointError as exc:
         check, unavailable = None, str(exc)
-    checked = not_chest = unreadable = 0
-    for index in chosen:
+    verdicts: list[bool | None] = []
+    for index in indices:
         try:
             film = read_film(films.paths[index])
         except TriageError:
-            unreadable += 1
+            verdicts.append(None)
             continue
-        checked += 1
-        if usability_problems(film) or (check is not None and check.problem(film)):
-            not_chest += 1
-    return SampleCheck(checked, not_chest, unreadable, unavailable)
+        verdicts.append(bool(usability_problems(film) or (check is not None and check.problem(film))))
+    return Verdicts(verdicts, unavailable)
 
 
 def _sample(films: FilmSet, n: int, seed: int) -> list[int]:
