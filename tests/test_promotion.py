@@ -14,7 +14,7 @@ from conftest import REPO
 from core import config
 from core.admin.audit import cli_user, read_actions
 from core.errors import AuditLogUnavailable, PromotionRefused, SettingOutOfRange
-from core.store.promotion import check_promotion, floor_for, promote, promote_first
+from core.store.promotion import check_promotion, floor_for, promote, promote_first, refusal
 from core.store.records import read_model_record
 from core.store.registry import REGISTRY_FILE, ModelEntry, find_model, list_models, read_registry, set_default
 from core.training.calibrate import calibrate
@@ -90,6 +90,30 @@ def test_a_version_that_does_not_reach_the_floor_in_validation_is_refused(traine
     assert reasons == ["it reached 94.96 % sensitivity on its validation films; a default needs at least 95 %"]
     no_report = ModelEntry(record.model_copy(update={"report": None}), False, trained_model.json_path)
     assert check_promotion(no_report) == ["it has no validation report, so nothing shows how it performs"]
+
+
+def test_a_site_calibrated_version_is_held_to_the_floor_on_its_site_films(trained_model, settings_env):
+    """Found by a review: a version recalibrated on 55 site films, 95.8 % sensitivity on them, was refused for its
+    internal validation's 94.57 % at the site's threshold, with "Train with a higher sensitivity target"; its
+    threshold promises the site's films, and so does the floor."""
+    from core.store.promotion import SITE_REPORT
+    from core.store.records import Calibration
+
+    settings_env(CXR_PROMOTION_MIN_SENSITIVITY="0.95", CXR_PROMOTION_MIN_FILMS="20")
+    record = trained_model.record
+    low = record.report.at_operating_point.model_copy(update={"sensitivity": 0.9457})
+    site = record.report.model_copy(update={"class_counts": [20, 35]})
+    calibrated = record.model_copy(update={
+        "report": record.report.model_copy(update={"at_operating_point": low}), "other_reports": {SITE_REPORT: site},
+        "calibration": Calibration.model_validate({"from": record.name, "target_sensitivity": 0.95,
+                                                   "source": "site folder", "folder": "ward-7/ward"})})
+    assert check_promotion(ModelEntry(calibrated, False, trained_model.json_path)) == []
+    few = calibrated.model_copy(update={"other_reports": {SITE_REPORT: site.model_copy(update={
+        "class_counts": [12, 35], "at_operating_point": low})}})
+    reasons, advice = refusal(ModelEntry(few, False, trained_model.json_path))
+    assert reasons == ["its site folder holds only 12 NORMAL films; a default needs at least 20 of each class",
+                       "it reached 94.57 % sensitivity on its site films; a default needs at least 95 %"]
+    assert advice == "Calibrate on more site films and with a higher sensitivity target, and try again."
 
 
 def test_a_promise_or_a_figure_that_is_not_a_number_never_clears_the_floor(trained_model, settings_env):

@@ -19,11 +19,16 @@ from core.errors import AuditLogUnavailable, PromotionRefused
 from core.store.atomic import atomic_write_bytes
 from core.store.base import MAX_RECORD_BYTES, read_regular_file
 from core.store.manifest import REGISTRY_FILE
+from core.store.records import ModelRecord
+from core.store.reports import Report
 from core.store.registry import (ModelEntry, ensure_default, find_model, list_models, registry_lock, set_default,
                                  site_dir)
 from core.store.writable import ensure_models_writable
 from core.stop_signals import stops_held
 from core.tasks import find_normal_index, task_name
+
+
+SITE_REPORT = "site"  # other_reports' entry of the site films a version's threshold was chosen on (calibrate)
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,17 @@ def refusal(entry: ModelEntry) -> tuple[list[str], str]:
     """:func:`check_promotion`'s reasons and what to train instead ("" when ``entry`` may become the default):
     the words the CLI's refusal and the Retrain page both show."""
     refusals = _refusals(entry)
-    return [words for _, words in refusals], _what_to_do({kind for kind, _ in refusals}) if refusals else ""
+    advice = _what_to_do({kind for kind, _ in refusals}, _site_report(entry.record) is not None)
+    return [words for _, words in refusals], advice if refusals else ""
+
+
+def _site_report(record: ModelRecord) -> Report | None:
+    """The report of the site films a site-calibrated version's threshold was chosen on: what its operating point
+    promises, so what the floor reads (a review: a version at 95.8 % on 55 site films was refused for its internal
+    validation's 94.57 % at the site's threshold, and told to train again); None for any other version."""
+    if record.calibration is None or record.calibration.source != "site folder":
+        return None
+    return record.other_reports.get(SITE_REPORT)
 
 
 # What to train instead, by the kind of refusal (in this order when several apply).
@@ -59,10 +74,11 @@ ADVICE = {"films": "on more films", "normal": "on a folder with a normal class",
 def _refusals(entry: ModelEntry) -> list[tuple[str, str]]:
     """(kind, words) for each reason ``entry`` falls below its task's floor; kinds are ADVICE's keys or "report"."""
     record, floor = entry.record, floor_for(entry.task)
-    report, point = record.report, record.operating_point
+    site = _site_report(record)
+    report, point = site or record.report, record.operating_point
     if report is None:
         return [("report", "it has no validation report, so nothing shows how it performs")]
-    reasons = _too_few(report.classes, report.class_counts, floor, "holds")
+    reasons = _too_few(report.classes, report.class_counts, floor, "holds", "site folder" if site else "validation")
     wanted = _percent(floor.min_sensitivity)
     if point.normal_index is None:
         reasons.append(("normal", f"it has no normal class, so its operating point promises no sensitivity "
@@ -77,13 +93,14 @@ def _refusals(entry: ModelEntry) -> list[tuple[str, str]]:
     reached = report.sensitivity
     if reached is None or not math.isfinite(reached) or reached < floor.min_sensitivity:
         reached = _percent(reached) if reached is not None and math.isfinite(reached) else "an unknown"
-        reasons.append(("sensitivity", f"it reached {reached} sensitivity on its validation films; a default needs "
+        films = "site films" if site else "validation films"
+        reasons.append(("sensitivity", f"it reached {reached} sensitivity on its {films}; a default needs "
                                        f"at least {wanted}"))
     return reasons
 
 
-def _too_few(classes, counts, floor: Floor, verb: str) -> list[tuple[str, str]]:
-    return [("films", f"its validation {verb} only {count} {name} film{'s' * (count != 1)}; a default needs at "
+def _too_few(classes, counts, floor: Floor, verb: str, films: str = "validation") -> list[tuple[str, str]]:
+    return [("films", f"its {films} {verb} only {count} {name} film{'s' * (count != 1)}; a default needs at "
              f"least {floor.min_films} of each class")
             for name, count in zip(classes, counts) if count < floor.min_films]
 
@@ -108,10 +125,13 @@ def check_before_training(classes: tuple[str, ...], validation_counts: list[int]
                                "leave out --set-default (or add --override-floor). Nothing was trained.")
 
 
-def _what_to_do(kinds: set[str]) -> str:
-    """The advice that fits the kinds of refusal: more films, a normal class, a higher sensitivity target."""
-    advice = [words for kind, words in ADVICE.items() if kind in kinds]
-    return f"Train {' and '.join(advice)}, and try again." if advice else "Train another version and try again."
+def _what_to_do(kinds: set[str], site: bool = False) -> str:
+    """The advice that fits the kinds of refusal: more films, a normal class, a higher sensitivity target; for a
+    version calibrated on a site's films, to calibrate again (its weights are not in question)."""
+    advice = [words.replace("films", "site films") if site else words
+              for kind, words in ADVICE.items() if kind in kinds]
+    verb = "Calibrate" if site else "Train"
+    return f"{verb} {' and '.join(advice)}, and try again." if advice else f"{verb} another version and try again."
 
 
 def promote(name: str, *, who: str, override: bool = False, directory: Path | None = None) -> None:
