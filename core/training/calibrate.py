@@ -166,15 +166,15 @@ def _refuse_own_films(site: SiteFolder, name: str, *own: FilmSet | None) -> None
     core.training.same_film). A film cropped by 5 % a side, mirrored,
     rotated or inverted is not recognised (measured by a review): the check cannot promise those."""
     places = {path.resolve() for films in own if films is not None for path in films.paths}
-    shared = sum(path.resolve() in places for path in site.films.paths)
-    if not shared:  # a byte-for-byte copy is a near-duplicate too (hash distance 0, correlation 1)
+    shared = np.array([path.resolve() in places for path in site.films.paths], dtype=bool)
+    if not shared.any():  # a byte-for-byte copy is a near-duplicate too (hash distance 0, correlation 1)
         originals = tuple(sorted(places))
-        shared = int(copies_in_detail(site.films, FilmSet(originals, np.zeros(len(originals), np.int64),
-                                                          ("film",))).sum())
-    if shared:
-        raise CalibrationError(f"{shared} of the {len(site.films)} films in {site.label} are {name}'s own training, "
-                               "validation or held-out films (or copies of them): a threshold chosen on them would "
-                               "be reported again as if on unseen films. Calibrate on films this model never saw.")
+        shared = copies_in_detail(site.films, FilmSet(originals, np.zeros(len(originals), np.int64), ("film",)))
+    if shared.any():
+        raise CalibrationError(f"{int(shared.sum())} of the {len(site.films)} films in {site.label} are {name}'s own "
+                               f"training, validation or held-out films (or copies of them): "
+                               f"{site.named(np.flatnonzero(shared))}. A threshold chosen on them would be reported "
+                               "again as if on unseen films. Calibrate on films this model never saw.")
 
 
 def _shares_collection(site: SiteFolder) -> bool:

@@ -47,6 +47,16 @@ class SiteFolder:
     def counts_text(self) -> str:
         return "; ".join([self._counts(), *(f"{words} left out" for words in self._left_out())])
 
+    def named(self, indices, most: int = 10) -> str:
+        """The films at ``indices`` as messages name them (by the folder's label; at most ``most``, then a count), so
+        that whoever must remove them can find them (a review: refusals counted the films and named none)."""
+        from core.films.read import shown_name
+
+        names = [shown_name(f"{self.label}/{self.films.paths[i].relative_to(self.path).as_posix()}")
+                 for i in list(indices)[:most]]
+        more = len(list(indices)) - len(names)
+        return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
     def floor_text(self) -> str:
         if not self._left_out():
             return f"{self._counts()} films"
@@ -98,9 +108,12 @@ def distinct_films(site: SiteFolder, task: str) -> SiteFolder:
     if not len(pairs):
         return site
     labels = site.films.labels
-    if np.any(labels[pairs[:, 0]] != labels[pairs[:, 1]]):
+    misfiled = pairs[labels[pairs[:, 0]] != labels[pairs[:, 1]]]
+    if len(misfiled):
+        shown = "; ".join(f"{site.named([i])} and {site.named([j])}" for i, j in misfiled[:3])
+        more = f"; and {len(misfiled) - 3} more pairs" if len(misfiled) > 3 else ""
         raise DatasetError(f"{site.label} holds the same film under two classes (a copy of a film filed under "
-                           "another class folder); correct the labels and try again.")
+                           f"another class folder: {shown}{more}); correct the labels and try again.")
     kept = np.setdiff1d(np.arange(len(site.films)), pairs.max(axis=1))  # each pair's later film goes
     return _at_floor(replace(site, films=site.films.subset(kept), copies=len(site.films) - len(kept)), task)
 
