@@ -177,7 +177,7 @@ def test_cli_calibrates_on_a_site_folder_and_fails_as_json(trained_model, regist
     assert done.returncode == 0, done.stderr
     out = done.json_lines()[0]
     assert set(out) == {"name", "from", "default", "previous_threshold", "source", "validation", "site"}
-    assert out["default"] is False  # the task has its default
+    assert out["default"] is False and out["site"]["sensitivity_ci"][0] < 0.9  # 16 films: with its interval (a review)
     # a task without one takes its first version over the floor: said, not silent (a review)
     registry_file = registry / "registry.json"
     registry_file.write_text(json.dumps({**json.loads(registry_file.read_text()), "task_defaults": {},
@@ -228,7 +228,7 @@ def test_the_retrain_page_calibrates_on_a_site_folder(trained_model, registry, s
     assert new.calibration.source == "site folder" and new.calibration.folder == SITE_LABEL
     message = at.success[0].value
     assert f"{new.name} is registered" in message and f"chosen on the site folder `{SITE_LABEL}`" in message
-    assert f"Site films: sensitivity {new.other_reports[SITE].sensitivity * 100:.1f} %" in message
+    assert f"Site films: sensitivity {new.other_reports[SITE].sensitivity * 100:.1f} % (" in message  # its interval
     assert "chosen on these films, so their sensitivity meets the target by construction" in message  # a review
     assert any(c.value.startswith("It is not the default") for c in at.caption)
     shown = "\n".join(str(e.value) for kind in ("markdown", "caption", "success", "info") for e in at.get(kind))

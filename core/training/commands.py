@@ -101,7 +101,8 @@ def run_calibrate(args) -> int:
     print(json_line({"name": record.name, "from": calibration.from_model, "default": find_model(record.name).is_default,
                       "previous_threshold": calibration.previous_threshold, "source": calibration.source,
                       "validation": record.report.summary(),
-                      **({"site": {"folder": calibration.folder, **site.summary()}} if site else {})}))
+                      # with its intervals: a site folder may hold as few films as the floor (a review)
+                      **({"site": {"folder": calibration.folder, **site.summary_with_intervals()}} if site else {})}))
     return 0
 
 

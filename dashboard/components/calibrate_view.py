@@ -15,7 +15,7 @@ from core.errors import TriageError
 from core.films.manifest import recorded_source
 from core.store.registry import ModelEntry
 from dashboard.components.folder_picker import folder_choice
-from dashboard.components.reports import chosen_on, escape_markdown, percent, threshold_value
+from dashboard.components.reports import chosen_on, escape_markdown, threshold_value, with_interval
 from dashboard.folder_stamp import folder_stamp
 from dashboard.labels import without_server_paths
 from dashboard.state import registered_models
@@ -114,21 +114,29 @@ def _run(entry: ModelEntry, asked: tuple, folder, user: User) -> None:
     _report(record)
 
 
-def _report(record) -> None:
-    from core.training.calibrate import SITE
+def outcome_lines(record) -> list[str]:
+    """What a calibration registered, in words: the new threshold, and the figures at it with their 95 % intervals
+    (a site folder may hold as few films as the floor: a review found its figures given bare)."""
+    from core.store.promotion import SITE_REPORT
 
     report, calibration = record.report, record.calibration
     lines = [f"{record.name} is registered: urgent when 1 − p({record.operating_point.normal_class}) ≥ "
-             f"{threshold_value(record.operating_point.threshold)} (was {threshold_value(calibration.previous_threshold)}), chosen on "
-             f"{chosen_on(calibration)}.",
-             f"Internal validation at this threshold: sensitivity {percent(report.sensitivity)}, specificity "
-             f"{percent(report.specificity)} ({report.n} films)."]
-    site = record.other_reports.get(SITE)
+             f"{threshold_value(record.operating_point.threshold)} (was "
+             f"{threshold_value(calibration.previous_threshold)}), chosen on {chosen_on(calibration)}.",
+             f"Internal validation at this threshold: sensitivity "
+             f"{with_interval(report.sensitivity, report.sensitivity_ci)}, specificity "
+             f"{with_interval(report.specificity, report.specificity_ci)} ({report.n} films)."]
+    site = record.other_reports.get(SITE_REPORT)
     if site is not None:
-        lines.append(f"Site films: sensitivity {percent(site.sensitivity)}, specificity {percent(site.specificity)} "
-                     f"({site.n} films; the threshold was chosen on these films, so their sensitivity meets the "
-                     "target by construction and is no check of it).")
-    st.success("  \n".join(lines), icon=":material/check_circle:")
+        lines.append(f"Site films: sensitivity {with_interval(site.sensitivity, site.sensitivity_ci)}, specificity "
+                     f"{with_interval(site.specificity, site.specificity_ci)} ({site.n} films; the threshold was "
+                     "chosen on these films, so their sensitivity meets the target by construction and is no check "
+                     "of it).")
+    return lines
+
+
+def _report(record) -> None:
+    st.success("  \n".join(outcome_lines(record)), icon=":material/check_circle:")
     # a task without a default takes its first version that clears the floor (core.store.promotion.promote_first):
     # the caption said "not the default" when it had become it (a review)
     if any(e.is_default for e in registered_models()[0] if e.name == record.name):

@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.films.manifest import recorded_source
 from core.models.catalog import CATALOG
+from core.store.promotion import SITE_REPORT
 from core.store.records import NO_POPULATION_CHECK, POPULATION_CHECK_SINCE, ModelRecord
 from core.store.registry import ModelEntry
 from dashboard.components.class_figures import class_recall_lines, several_classes
@@ -154,7 +155,13 @@ def operating_point_text(record: ModelRecord) -> str:
 def _chosen_where(record: ModelRecord) -> str:
     """The films the threshold was chosen on: validation, or a site folder for a version recalibrated there."""
     calibration = record.calibration
-    return "the site folder's films" if calibration is not None and calibration.folder else "validation"
+    if calibration is None or not calibration.folder:
+        return "validation"
+    site = record.other_reports.get(SITE_REPORT)  # how many, and the interval that many leave (a review)
+    if site is None:
+        return "the site folder's films"
+    there = with_interval(site.sensitivity, site.sensitivity_ci)
+    return f"the site folder's {site.n} films (sensitivity there {there})"
 
 
 def recalibration_origin(record: ModelRecord) -> str:

@@ -1,0 +1,38 @@
+"""How a version recalibrated on a site's films is described (a review of site calibration, 2026-12-07): the card
+says how many site films chose its threshold and what sensitivity they leave room for, and the Retrain page's
+outcome gives every figure its 95 % interval, since a site folder may hold as few films as the promotion floor."""
+from __future__ import annotations
+
+from core.store.promotion import SITE_REPORT
+from core.store.records import Calibration, read_model_record
+from core.wording import with_interval
+from dashboard.components.calibrate_view import outcome_lines
+from dashboard.components.model_card import operating_point_text
+
+from conftest import REPO
+
+
+def _on_site(n: int):
+    """The shipped logistic model as if recalibrated on ``n`` site films (its validation report standing in)."""
+    record = read_model_record(REPO / "checkpoints" / "pneumonia-logistic-v1.json")
+    calibration = Calibration.model_validate({"from": record.name, "previous_threshold": 0.5, "source": "site folder",
+                                              "target_sensitivity": 0.95, "folder": "ward-films/2026"})
+    site = record.report.model_copy(update={"n": n})
+    return record.model_copy(update={"calibration": calibration, "other_reports": {SITE_REPORT: site}}), site
+
+
+def test_the_card_names_how_many_site_films_chose_the_threshold_and_their_interval():
+    record, site = _on_site(16)
+    there = with_interval(site.sensitivity, site.sensitivity_ci)
+    assert "(" in there and f"on the site folder's 16 films (sensitivity there {there})" in operating_point_text(record)
+
+
+def test_the_calibration_outcome_gives_each_figure_its_interval():
+    record, site = _on_site(16)
+    internal, on_site = outcome_lines(record)[1:]
+    assert internal == (f"Internal validation at this threshold: sensitivity "
+                        f"{with_interval(record.report.sensitivity, record.report.sensitivity_ci)}, specificity "
+                        f"{with_interval(record.report.specificity, record.report.specificity_ci)} "
+                        f"({record.report.n} films).")
+    assert on_site.startswith(f"Site films: sensitivity {with_interval(site.sensitivity, site.sensitivity_ci)}, "
+                              f"specificity {with_interval(site.specificity, site.specificity_ci)} (16 films; ")
