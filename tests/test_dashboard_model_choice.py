@@ -50,3 +50,16 @@ def test_a_model_its_user_chose_stays_when_the_default_changes(checkpoints):
     set_default("pneumonia-cnn5-v1", checkpoints)
     at.run()
     assert not at.exception and at.sidebar.selectbox[0].value == "pneumonia-mlp-v1"
+
+
+def test_a_new_default_made_while_its_user_was_on_another_page_is_told_on_return(checkpoints):
+    """Found by a concurrency review: Streamlit forgets the model box's value on a page switch, so a session back
+    from Compare took the new default without a word and triaged its kept batch again with it."""
+    at = _app()
+    at.switch_page("views/compare.py").run()
+    set_default("pneumonia-mlp-v1", checkpoints)  # another administrator, meanwhile
+    at.switch_page("views/triage.py").run()
+    assert not at.exception and at.sidebar.selectbox[0].value == "pneumonia-mlp-v1"
+    assert [i.value for i in at.sidebar.info if "default" in i.value] == [
+        "pneumonia-mlp-v1 has been made this task's default since this page was opened (before: pneumonia-cnn5-v1), "
+        "so films are now triaged with it. Choose another model above if you prefer."]

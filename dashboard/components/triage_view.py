@@ -34,6 +34,7 @@ CHOSEN_MODELS = "chosen_models"  # task -> the model its user chose; survives pa
 MODEL_WIDGET = "model-choice"
 REPLACED_MODELS = "replaced_models"
 FOLLOWED_DEFAULTS = "followed_defaults"  # task -> (the default the box showed, the default it shows since)
+SHOWN_MODELS = "shown_models"  # task -> the model the box last showed; survives page switches, unlike the widget's
 
 
 def pick_model(entries: list[ModelEntry], problems: list[str], task: str | None = None) -> ModelEntry | None:
@@ -50,11 +51,14 @@ def pick_model(entries: list[ModelEntry], problems: list[str], task: str | None 
     chosen = st.session_state.setdefault(CHOSEN_MODELS, {})
     replaced = st.session_state.setdefault(REPLACED_MODELS, {})  # task -> (the chosen model that went, its stand-in)
     followed = st.session_state.setdefault(FOLLOWED_DEFAULTS, {})
+    last_shown = st.session_state.setdefault(SHOWN_MODELS, {})
     shown = st.session_state.get(MODEL_WIDGET)
-    if shown not in names:
+    if shown not in names:  # a first visit, another task, or back from another page (the widget's value is gone)
         remembered = chosen.get(task)
         if remembered is not None and remembered not in names:  # removed, or unreadable, since it was chosen
             replaced[task] = (remembered, default)
+        elif remembered is None and last_shown.get(task) not in (None, default):  # the default changed while its
+            followed[task] = (last_shown[task], default)  # user was away (a concurrency review: said nothing)
         st.session_state[MODEL_WIDGET] = remembered if remembered in names else default
     elif task not in chosen and shown != default:  # never chosen here: the default changed meanwhile
         followed[task] = (shown, default)
@@ -79,6 +83,7 @@ def pick_model(entries: list[ModelEntry], problems: list[str], task: str | None 
                         icon=":material/update:")
     else:
         followed.pop(task, None)
+    last_shown[task] = name
     return entries[names.index(name)]
 
 
