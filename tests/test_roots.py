@@ -303,3 +303,33 @@ def test_a_folder_whose_name_is_not_utf8_is_listed_escaped_and_picked_as_itself(
     refusal = DatasetError(f"Dataset folder {site / raw} has no class folders.")
     assert source_label(site / raw) == "site/M\\udcfcller"
     assert without_server_paths(str(refusal), site / raw) == "Dataset folder site/M\\udcfcller has no class folders."
+
+
+def test_a_huge_flat_folder_is_read_no_further_than_the_scan_cap(site, monkeypatch):
+    """Found by a resource review: the listing of each folder was read whole and sorted before the cap counted, so
+    a million films one level under a root cost 300 MB and seconds at every rerun of every folder picker."""
+    import core.films.roots as roots
+
+    for k in range(40):
+        (site / "batch-1" / "NORMAL" / f"{k}.png").write_bytes(b"x")
+    read, real = [], os.scandir
+
+    class Counted:
+        def __init__(self, folder):
+            self.entries = real(folder)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.entries.close()
+
+        def __iter__(self):
+            for entry in self.entries:
+                read.append(entry.name)
+                yield entry
+
+    monkeypatch.setattr(roots, "MAX_SCANNED", 10)
+    monkeypatch.setattr(roots.os, "scandir", Counted)
+    assert list_folders("site", "batch-1/NORMAL") == []
+    assert len(read) <= roots.MAX_SCANNED + 1

@@ -13,6 +13,7 @@ What people see is a label, ``root-name/relative``, never the server path.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -156,8 +157,9 @@ def list_folders(root: DataRoot | str, relative: str = "", depth: int = 1, limit
     for _ in range(max(depth, 0)):
         below = []
         for folder in level:
-            try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            try:  # no further than the cap: a million films in one folder was read whole and sorted at every
+                with os.scandir(folder) as listing:  # rerun of every folder picker (a resource review)
+                    entries = sorted(itertools.islice(listing, MAX_SCANNED - scanned + 1), key=lambda e: e.name)
             except OSError:
                 continue
             for entry in entries:
