@@ -180,3 +180,26 @@ def test_a_task_whose_films_carry_no_batch_says_so_instead_of_a_skipped_check():
     pneumonia = read_model_record(shipped / "pneumonia-cnn5-v1.json")
     assert "(trained before that check, or without a holdout)" in not_measured_elsewhere(
         pneumonia.model_copy(update={"other_reports": {}}))
+
+
+def _sources_of_a_folder_of_junk():
+    from core.store.reports import SkippedFilm
+    from dashboard.components.compare_view import sources
+
+    from conftest import REPO
+    from core.store.registry import find_model
+
+    entry = find_model("pneumonia-logistic-v1", REPO / "checkpoints")
+    junk = [SkippedFilm(file=f"site/junk-{k}.png", error="not an image") for k in range(150)]
+    sources([(entry, entry.record.report.model_copy(update={"skipped": junk}))])
+
+
+def test_a_folder_of_many_unreadable_files_lists_the_first_hundred_and_counts_them_all():
+    """Found by a resource review: 100,000 junk files in an evaluated folder drew a 13 MB table per model at every
+    rerun of Compare."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_sources_of_a_folder_of_junk).run()
+    assert not at.exception
+    assert at.expander[0].label == "pneumonia-logistic-v1: 150 film(s) could not be read and were left out"
+    assert len(at.table[0].value) == 100 and "The first 100 of them are listed." in [c.value for c in at.caption]

@@ -94,6 +94,9 @@ def _with_count(words: str, n: int) -> str:
     return words if f"{n} films" in words else f"{words} ({n} films)"
 
 
+SKIPPED_LISTED = 100  # unreadable films listed per model (a resource review: 100,000 junk files, a 13 MB table)
+
+
 def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     """Say which films every figure comes from, and warn when they are not the same films for every model."""
     lines = [f"- **{e.name}**: {escape_markdown(_with_count(films_in_words(r), r.n))}" for e, r in rows]
@@ -108,7 +111,10 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
         if report.skipped:
             with st.expander(f"{entry.name}: {len(report.skipped)} film(s) could not be read and were left out"):
                 st.table([{"file": escape_markdown(without_server_paths(s.file)),  # data-root labels, as text
-                           "reason": escape_markdown(without_server_paths(s.error))} for s in report.skipped])
+                           "reason": escape_markdown(without_server_paths(s.error))}
+                          for s in report.skipped[:SKIPPED_LISTED]])
+                if len(report.skipped) > SKIPPED_LISTED:
+                    st.caption(f"The first {SKIPPED_LISTED} of them are listed.")
 
 
 # the stored reports' curves, matrices and per-class tables are the validation films' only, while the table above
@@ -151,12 +157,10 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False,
                        + (f" ({', '.join(recalibrated)}: on a site folder's films, see its card)." if recalibrated
                           else ".")
                        + (" The curve is that score's: any abnormal class against normal." if several else ""))
-    elif uncurved:
-        pass  # said above
-    elif any(report.operating_point.normal_index is not None for _, report in rows):
+    elif not uncurved and any(report.operating_point.normal_index is not None for _, report in rows):  # uncurved: said above
         st.info("These films are all of one kind (all normal, or all abnormal), so there is no ROC curve: it "
                 "needs both. The table's sensitivity or specificity still applies.")
-    else:
+    elif not uncurved:
         st.info("None of these models has a normal class, so there is no abnormal-vs-normal ROC curve.")
     by_class = class_curves([(entry.name, report) for entry, report in rows if several_classes(report)])
     if by_class:
