@@ -96,7 +96,8 @@ DECODE_CACHE_OFF = ("off", "none", "no", "false", "0")  # CXR_DECODE_CACHE=off: 
 
 # One upload batch (core.serving.batch_limits): enough for a morning's worklist, small enough that one
 # session cannot hold the shared CPU (and memory) for minutes while others wait.
-BATCH_FILMS = Limit("The number of films in one batch", 1, 10_000)
+# past 1,000 films a batch's results (~1 MB each, below) outgrow what one session may keep (a resource review)
+BATCH_FILMS = Limit("The number of films in one batch", 1, 1_000)
 BATCH_MEGABYTES = Limit("The size of one batch", 1, 100_000, "MB")
 # Uploads the server holds in memory for all browser sessions together (dashboard.upload_store).
 UPLOADS_MEGABYTES = Limit("The uploads held for all sessions", 1, 1_000_000, "MB")
@@ -119,8 +120,10 @@ DECODE_WORKERS = Limit("The number of decoding workers", 1, 64)
 SESSION_FILM_CACHE_BYTES = 256 * 2**20
 # A film shown in the app is at most this many pixels a side; the model sees its own input size.
 DISPLAY_SIDE = 1024
-# One browser session's triage results (~1 MB each: the display copy) and Grad-CAM heat maps (~0.1 MB each).
+# One browser session's triage results (~1 MB each: the display copy; at least a whole batch's, dashboard.state)
+# and Grad-CAM heat maps (~0.1 MB each).
 SESSION_RESULT_CACHE_BYTES = 128 * 2**20
+RESULT_BYTES = DISPLAY_SIDE**2 + 4096  # one result at most: its display copy and the rest
 SESSION_HEAT_MAP_CACHE_BYTES = 32 * 2**20
 # All sessions' caches together (each session's three above, 416 MB, and its kept batch, dashboard.kept_batch, up
 # to a batch's megabytes): past this, a session keeps less and computes again.

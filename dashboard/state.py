@@ -52,7 +52,6 @@ def default_evaluation_dir() -> str:  # a folder the Compare page suggests (CXR_
 class TrainingPreview:
     """What a training source holds: the task its classes make, films per class and per data source, and the
     films of a ``val/`` folder that join validation."""
-
     task: str
     classes: tuple[str, ...]
     class_counts: tuple[int, ...]
@@ -158,17 +157,19 @@ def session_films() -> FilmCache:
     return st.session_state[_SESSION_FILMS]
 
 
-# A session's results (by film digest, hashed file name and model key; ~1 MB each, the display copy) and
-# heat maps (by film digest, model key, class and method): their caps and the size of one entry.
+# Results (by film digest, hashed name, model key) and heat maps (digest, model key, class, method): cap, entry size.
 _CAPS = {_SESSION_RESULTS: (limits.SESSION_RESULT_CACHE_BYTES,
                             lambda result: 4096 + (0 if result.display is None else result.display.nbytes)),
          _SESSION_HEAT_MAPS: (limits.SESSION_HEAT_MAP_CACHE_BYTES, lambda heat: heat.nbytes)}
 
 
 def session_cache(kind: str) -> BoundedCache:
-    """This browser session's ``"triage-results"`` or ``"heat-maps"`` (never shared with another session)."""
+    """This browser session's ``"triage-results"`` (a whole batch's at least: 128 MB held about 120, so a batch of
+    300 read the rest again at each rerun, a resource review) or ``"heat-maps"``; never shared with another session."""
     if kind not in st.session_state:
-        st.session_state[kind] = BoundedCache(*_CAPS[kind], budget=SESSION_CACHES, takes_room_from=(session_films(),))
+        (cap, size_of), batch = _CAPS[kind], config.settings().batch_max_films * limits.RESULT_BYTES
+        cap = max(cap, batch) if kind == _SESSION_RESULTS else cap
+        st.session_state[kind] = BoundedCache(cap, size_of, budget=SESSION_CACHES, takes_room_from=(session_films(),))
     return st.session_state[kind]
 
 

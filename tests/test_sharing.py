@@ -148,10 +148,31 @@ def test_batch_limits_come_from_the_environment_and_are_checked(settings_env):
     assert (config.settings().batch_max_films, config.settings().batch_max_mb) == (50, 250)
     settings_env(CXR_BATCH_MAX_FILMS="12", CXR_BATCH_MAX_MB="40")
     assert (config.settings().batch_max_films, config.settings().batch_max_mb) == (12, 40)
-    for bad in ("0", "many"):
+    for bad in ("0", "many", "1001"):  # past 1,000 a batch outgrows what a session keeps (a resource review)
         with pytest.raises(SettingOutOfRange, match="CXR_BATCH_MAX_FILMS|number of films"):
             config.reload({"CXR_BATCH_MAX_FILMS": bad})
     config.reload()
+
+
+def _results_cache_cap():
+    import streamlit as st
+
+    from dashboard.state import session_cache
+
+    st.write(str(session_cache("triage-results").max_bytes))
+
+
+def test_a_session_keeps_the_results_of_a_whole_batch(settings_env):
+    """Found by a resource review: 128 MB of results (about 120 display copies) held less than a batch of 300
+    films, so every rerun of such a batch read the films past them again."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.limits import RESULT_BYTES, SESSION_RESULT_CACHE_BYTES
+
+    for films, least in (("50", SESSION_RESULT_CACHE_BYTES), ("300", 300 * RESULT_BYTES)):
+        settings_env(CXR_BATCH_MAX_FILMS=films)
+        at = AppTest.from_function(_results_cache_cap).run()
+        assert not at.exception and int(at.markdown[0].value) == least
 
 
 def test_a_session_cache_keeps_within_its_byte_cap_and_forgets_on_request():
