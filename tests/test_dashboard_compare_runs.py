@@ -65,3 +65,18 @@ def test_each_reading_is_recorded_as_soon_as_it_is_made(page, monkeypatch):
     _evaluate(page)
     assert calls == MODELS and page.exception  # the run ended at the second model ...
     assert [(a.action, a.model) for a in read_actions(limit=10)] == [("evaluate-folder", MODELS[0])]  # ... recorded
+
+
+def test_whether_a_model_learned_from_the_folder_is_worked_out_once_not_at_every_rerun(page, monkeypatch):
+    """Found by a resource review: each rerun walked the whole evaluated folder twice per model, to look for links
+    into its training or calibration films (about 3 s a model for 100,000 films)."""
+    require(FILMS_DIR, "films")
+    import core.evaluation.overlap as overlap
+
+    real, walks = overlap._linked_places, []
+    monkeypatch.setattr(overlap, "_linked_places", lambda folder: walks.append(folder) or real(folder))
+    _evaluate(page)
+    first = len(walks)
+    page.run()
+    page.run()
+    assert not page.exception and len(walks) == first

@@ -11,7 +11,6 @@ import streamlit as st
 
 from core.admin.audit import record_action
 from core.errors import TriageError
-from core.evaluation.overlap import calibrated_on, trained_on
 from core.films.roots import SHARED_ROOT, folder_label
 from core.store.registry import ModelEntry
 from core.store.reports import Report
@@ -72,21 +71,6 @@ def policy_films_caveat(folder: str) -> None:
     label = data_label(folder)
     if label == POLICY_FILMS or label.startswith(POLICY_FILMS + "/"):
         st.info(POLICY_FILMS_CAVEAT, icon=":material/info:")
-
-
-def training_films_caveat(rows: list[tuple[ModelEntry, Report]], folder: str) -> None:
-    """Warn when a model evaluated on ``folder`` was trained or validated on films in it."""
-    learned = [entry.name for entry, _ in rows if trained_on(entry.record, folder)]
-    if learned:
-        st.warning(f"{', '.join(f'`{name}`' for name in learned)} learned from films in this folder (it holds the "
-                   "films they were trained or validated on), so their figures here overstate what they do on new "
-                   "films. Evaluate on films kept out of training, such as another batch or a site's own films.",
-                   icon=":material/warning:")
-    chosen = [entry.name for entry, _ in rows if calibrated_on(entry.record, folder)]
-    if chosen:  # found by a review: a site-calibrated version's own calibration films were shown without a word
-        st.warning(f"{', '.join(f'`{name}`' for name in chosen)} had its threshold chosen on films in this folder "
-                   "(its site calibration), so its sensitivity here is met by construction and its specificity "
-                   "is not a fresh measurement. Evaluate it on other films of the site.", icon=":material/warning:")
 
 
 def _with_count(words: str, n: int) -> str:

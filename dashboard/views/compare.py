@@ -9,7 +9,8 @@ from core.admin.audit import ensure_writable
 from core.errors import TriageError
 from dashboard.components.access import current_user, how_to_administer
 from dashboard.components.compare_view import (comparison, details, folder_report, policy_films_caveat,
-                                               record_evaluations, sources, training_films_caveat)
+                                               record_evaluations, sources)
+from dashboard.components.folder_overlap import training_films_caveat
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.task_choice import models_of, pick_task, title_of
 from dashboard.components.reports import code_span, escape_markdown
@@ -126,6 +127,6 @@ if rows:
     sources(rows)
     if source == FOLDER:
         policy_films_caveat(target)
-        training_films_caveat(rows, target)
+        training_films_caveat(rows, target, stamp)
     comparison(rows, stored=source == STORED, films=films)
     details(rows, stored=source == STORED)
