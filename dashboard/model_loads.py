@@ -226,8 +226,9 @@ def predictor_for(entry: ModelEntry) -> Predictor:
 
 def model_key(predictor: Predictor) -> tuple:
     """What a result is kept under besides its film: the version as served, its population check loaded or not
-    (results read without it carry no warning: a review)."""
-    return predictor.name, *_serving_hashes(predictor.loaded.record), predictor.loaded.population is None
+    (results read without it carry no warning: a review), and the chest-film check it read with."""
+    return (predictor.name, *_serving_hashes(predictor.loaded.record), predictor.loaded.population is None,
+            predictor.check_in_use())
 
 
 def _serving_hashes(record) -> tuple[str, str, str]:

@@ -90,3 +90,22 @@ def test_a_model_loaded_while_the_detector_was_unreadable_takes_it_up_once_it_is
     second = unchecked.predict(film)
     assert "The chest-film check is unavailable" not in " ".join(second.warnings) and not second.atypical
     assert isinstance(unchecked.chest_check, ChestFilmCheck)
+
+
+def test_results_are_kept_under_the_check_they_were_read_with(predictor, tmp_path, settings_env, monkeypatch,
+                                                               shipped_detector):
+    """Found by a concurrency review: the app kept a film's result under its model's key alone, so a result read
+    before a refit, or while the detector could not be read (an "unavailable" doubt), was shown as it was for as
+    long as the film stayed in the box."""
+    from dashboard.model_loads import model_key
+
+    folder = tmp_path / "detector"
+    settings_env(CXR_DETECTOR_DIR=str(folder))
+    monkeypatch.setattr(ChestFilmCheck.__dict__["shared"], "_instances", {})
+    monkeypatch.setattr(predict_module, "CHECK_RETRY_S", 0.0)
+    served = predict_module.Predictor(predictor.loaded)
+    unchecked = model_key(served)
+    shipped_detector.save(folder)  # put right: the next key names the check
+    checked = model_key(served)
+    _refit(shipped_detector, 0.5).save(folder)  # refitted: a key of its own again
+    assert len({unchecked, checked, model_key(served)}) == 3 and model_key(served) == model_key(served)

@@ -137,6 +137,7 @@ class ChestFilmCheck:
         self._stamps = _stamps(self.directory)
         self._detector = ChestFilmDetector.load(self.directory)
         self._reload = threading.Lock()
+        self._generation = 0  # detectors read again since this check was made
         self.extractor = FeatureExtractor.shared()
 
     @property
@@ -150,12 +151,19 @@ class ChestFilmCheck:
                 if stamps != self._stamps:
                     try:
                         self._detector = ChestFilmDetector.load(self.directory)
+                        self._generation += 1
                         log.info("chest-film detector read again: its files changed")
                     except CheckpointError as exc:
                         log.warning("the chest-film detector's files changed but cannot be loaded, so the one "
                                     "loaded before stays in use: %s", exc)
                     self._stamps = stamps
         return self._detector
+
+    @property
+    def generation(self) -> int:
+        """Which detector this check reads with, as its files are now: one more each time a refit is read."""
+        self.detector  # read again first, when its files changed
+        return self._generation
 
     def features(self, film: Film) -> np.ndarray:
         """1 x 1280: what this check and a model's population check (core.serving.population) both read."""

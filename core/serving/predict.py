@@ -123,6 +123,15 @@ class Predictor:
                                         "the server log says why); review every film.")
             self._check_again_at = time.monotonic() + CHECK_RETRY_S
 
+    def check_in_use(self) -> int | None:
+        """Which chest-film check this predictor reads with: None while it has none (taken up again as a prediction
+        would), else the check's :attr:`~core.serving.chest_check.ChestFilmCheck.generation`. Results kept under it
+        are read again when it changes (a concurrency review: results read before a refit, or while the detector
+        could not be read, kept their verdicts while their film stayed in the box)."""
+        self._shared_check()
+        check = self.chest_check
+        return None if check is None else check.generation if isinstance(check, ChestFilmCheck) else 0
+
     @classmethod
     def from_registry(cls, name: str | None = None, directory: Path | None = None,
                       device: str = "auto") -> "Predictor":
