@@ -214,6 +214,17 @@ def test_a_tasks_first_version_becomes_its_default_only_if_it_clears_the_floor(t
     assert (first.action, first.who, first.details["first_of_its_task"]) == ("default.change", "admin:erin", True)
     assert calibration.action == "calibrate"
     assert promote_first(trained_model.name, who="job", directory=models) is False  # the task has one now
+    # two viewers settling one finished job both saw it without a default (a concurrency review): the second,
+    # under the lock, finds the first's change and records nothing of its own
+    import core.store.promotion as promotion
+
+    real_find, stale = promotion.find_model, [ModelEntry(calibrated, False, models / f"{calibrated.name}.json")]
+    promotion.find_model = lambda name, directory=None: stale.pop() if stale else real_find(name, directory)
+    try:  # as read before the other's change landed, then as it is
+        assert promote_first(calibrated.name, who="job", directory=models) is False
+    finally:
+        promotion.find_model = real_find
+    assert len(read_actions()) == 2
 
 
 def test_per_task_floors_are_read_from_the_environment(settings_env):

@@ -146,13 +146,14 @@ def promote(name: str, *, who: str, override: bool = False, directory: Path | No
             pass  # nothing changed: the refusal itself is what the person must see
         raise PromotionRefused(f"{name} cannot become the default model for {entry.task}: {'; '.join(reasons)}. "
                                f"{advice}")
-    previous = _current_default(entry.task, directory)
     ensure_writable()  # a default changes only where the change can be recorded: checked first, it costs nothing
     ensure_models_writable(directory)
     from core.store.checkpoints import load_checkpoint  # torch: only where a default changes
 
     load_checkpoint(entry.json_path)  # CheckpointError: a default that cannot be loaded stops its task's triage
     with stops_held(), registry_lock(directory or site_dir()):  # `train --set-default` promotes after its own hold
+        # read under the lock: two promotions at once each named the default before both (a concurrency review)
+        previous = _current_default(entry.task, directory)
         before = _registry_bytes(directory)
         set_default(name, directory, held=True)
         _recorded_or_put_back(entry, directory, before, lambda: record_action(
@@ -195,6 +196,8 @@ def promote_first(name: str, *, who: str, directory: Path | None = None) -> bool
     ensure_writable()
     ensure_models_writable(directory)
     with stops_held(), registry_lock(directory or site_dir()):
+        if find_model(name, directory).is_default:  # made so meanwhile (two viewers settling one job, a concurrency
+            return False  # review: each wrote the change's audit line)
         before = _registry_bytes(directory)
         ensure_default(name, directory, held=True)
         if not find_model(name, directory).is_default:
