@@ -173,11 +173,15 @@ def _bootstrap_indices(n: int, seed: int) -> np.ndarray:
 
 def _bootstrap_weights(n: int, seed: int) -> np.ndarray:
     """How many times each film is drawn in each resample of :func:`_bootstrap_indices` (N_BOOTSTRAP x n, as
-    floats: exact for these counts). A resample's figure is then a weighted sum: counts are one matrix product,
-    an AUC one sort of the films instead of a thousand."""
-    rows = np.arange(N_BOOTSTRAP)[:, None] * n
-    drawn = np.bincount((rows + _bootstrap_indices(n, seed)).ravel(), minlength=N_BOOTSTRAP * n)
-    return drawn.reshape(N_BOOTSTRAP, n).astype(np.float64)
+    4-byte floats: exact for these counts, and for their sums to 16 million). A resample's figure is then a weighted
+    sum: counts are one matrix product, an AUC one sort of the films instead of a thousand. The same draws, made
+    AUC_CHUNK resamples at a time: all at once, a 100,000-film folder took 2.4 GB (a resource review)."""
+    rng, weights = np.random.default_rng(seed), np.empty((N_BOOTSTRAP, n), dtype=np.float32)
+    for first in range(0, N_BOOTSTRAP, AUC_CHUNK):
+        rows = min(AUC_CHUNK, N_BOOTSTRAP - first)
+        drawn = rng.integers(0, n, size=(rows, n)) + np.arange(rows)[:, None] * n
+        weights[first : first + rows] = np.bincount(drawn.ravel(), minlength=rows * n).reshape(rows, n)
+    return weights
 
 
 def film_weights(n: int, seed: int) -> np.ndarray:
@@ -203,8 +207,8 @@ def resampled_aucs(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray
 
 def _f1_interval(truth: np.ndarray, called: np.ndarray, weights: np.ndarray) -> list[float] | None:
     """The abnormal-vs-normal F1's interval from the report's resamples (F1 is not a share of films)."""
-    columns = np.stack([truth & called, truth != called], axis=1).astype(np.float64)
-    tp, wrong = (weights @ columns).T
+    columns = np.stack([truth & called, truth != called], axis=1).astype(weights.dtype)  # no float64 copy of weights
+    tp, wrong = (weights @ columns).astype(np.float64).T
     with np.errstate(invalid="ignore", divide="ignore"):  # resamples with neither: NaN, left out
         return percentile_interval(2 * tp / (2 * tp + wrong))
 
@@ -271,7 +275,7 @@ def _weighted_auc(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray)
     # AUC_CHUNK resamples at a time: the five resamples x films copies below, for all 1,000 at once, took 1.1 GB
     # for a 20,000-film folder (a review)
     for first in range(0, len(weights), AUC_CHUNK):
-        drawn = weights[first : first + AUC_CHUNK, order]
+        drawn = weights[first : first + AUC_CHUNK, order].astype(np.float64, copy=False)  # sums past 2**24
         pos = np.add.reduceat(drawn * is_positive, starts, axis=1)
         neg = np.add.reduceat(drawn * ~is_positive, starts, axis=1)
         below = np.cumsum(neg, axis=1) - neg  # negatives scoring lower than each group
