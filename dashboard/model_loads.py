@@ -40,8 +40,18 @@ class ModelLoad:
         self._predictor: Predictor | None = None
         self._error: Exception | None = None
         self._failed_at = 0.0
-        self.thread = threading.Thread(target=self._run, name=f"load {entry.name}", daemon=True)  # all its steps
+        self.thread = threading.Thread(target=self._run_then_trim, name=f"load {entry.name}", daemon=True)
         self.thread.start()
+
+    def _run_then_trim(self) -> None:
+        """All the load's steps, then the versions kept trimmed to the caps: a load still running cannot be dropped,
+        so versions asked for one after another all stayed until some later page asked for a model (a security
+        review: 12 versions of 1 GB kept against caps of 1 and 2 GB)."""
+        try:
+            self._run()
+        finally:
+            with _models_lock:
+                _trim(next(reversed(_models), None))
 
     @property
     def ready(self) -> bool:
@@ -203,15 +213,22 @@ def warm_up(entry: ModelEntry) -> ModelLoad:
         if load is None or load.worth_retrying():
             load = _models[key] = ModelLoad(entry)
         _models.move_to_end(key)
-        now = _asked[key] = time.monotonic()
-        while _over(MAX_MODELS, MAX_MODEL_BYTES):  # only loads that are done: one dropped while still loading
-            done = next((k for k, other in _models.items() if other.ready and k != key and (  # is read twice
-                _over(MAX_MODELS_IN_USE, MAX_BYTES_IN_USE) or now - _asked.get(k, 0.0) > KEPT_WHILE_USED_S)), None)
-            if done is None:
-                break
-            del _models[done]
-            _asked.pop(done, None)
+        _asked[key] = time.monotonic()
+        _trim(key)
         return load
+
+
+def _trim(key: tuple | None) -> None:
+    """Drop the least recently asked for versions past the caps, never ``key`` (the one asked for) nor a load still
+    running (one dropped while loading is read twice); the caller holds ``_models_lock``."""
+    now = time.monotonic()
+    while _over(MAX_MODELS, MAX_MODEL_BYTES):
+        done = next((k for k, other in _models.items() if other.ready and k != key and (
+            _over(MAX_MODELS_IN_USE, MAX_BYTES_IN_USE) or now - _asked.get(k, 0.0) > KEPT_WHILE_USED_S)), None)
+        if done is None:
+            break
+        del _models[done]
+        _asked.pop(done, None)
 
 
 def _over(versions: int, weight_bytes: int) -> bool:
