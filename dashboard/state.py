@@ -30,6 +30,7 @@ from core.serving.explain import load_cam_library
 from core.serving.film_cache import BoundedCache, FilmCache, SharedBudget
 from core.serving.in_flight import Patience, film_in_flight
 from core.store.registry import ModelEntry, list_models
+from dashboard.components.no_models import Unlisted
 from dashboard.folder_stamp import folder_stamp
 from dashboard.labels import MANIFEST_SUFFIX, PATHS_HASHED
 from dashboard.model_loads import model_key
@@ -98,13 +99,12 @@ def registered_models() -> tuple[list[ModelEntry], list[str]]:
     try:
         return list_models()
     except CheckpointError as exc:
-        return [], [str(exc)]
+        return [], [Unlisted(exc)]  # the list itself, not one model: said as such (dashboard.components.no_models)
 
 
 @dataclass(frozen=True)
 class Upload:
     """One uploaded file, in memory: its name, bytes and content digest."""
-
     name: str
     data: bytes
     digest: str

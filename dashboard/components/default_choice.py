@@ -12,6 +12,7 @@ import streamlit as st
 from core.access.policy import User
 from core.store.promotion import refusal
 from dashboard.components.job_view import promote_from_page
+from dashboard.components.no_models import no_models
 from dashboard.components.task_choice import title_of
 from dashboard.state import registered_models
 
@@ -23,9 +24,10 @@ def default_section(user: User) -> None:
     st.subheader("Default model")
     st.caption("Triage uses each task's default unless a clinician picks another model. A version becomes the "
                "default only if it clears the promotion floor; the change is in the audit log.")
-    entries = registered_models()[0]
+    entries, problems = registered_models()
     if not entries:
-        st.info("No model is registered yet.", icon=":material/info:")
+        st.info(no_models(problems, "No model is registered yet.", True, "Train one above.", said=False),
+                icon=":material/info:")
         return
     by_name = {e.name: e for e in entries}
     name = st.selectbox("Model to make the default", list(by_name), key=MODEL_KEY,

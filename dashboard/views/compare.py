@@ -12,6 +12,7 @@ from dashboard.components.compare_view import (comparison, details, folder_repor
                                                record_evaluations, sources)
 from dashboard.components.folder_overlap import training_films_caveat
 from dashboard.components.folder_picker import folder_choice
+from dashboard.components.no_models import no_models
 from dashboard.components.task_choice import models_of, pick_task, title_of
 from dashboard.components.reports import code_span, escape_markdown
 from dashboard.labels import inside_a_root, source_label, without_server_paths
@@ -35,7 +36,8 @@ entries, problems = registered_models()
 for problem in problems:
     st.warning(problem, icon=":material/warning:")
 if not entries:
-    st.info("No model is registered yet. Train one on the Retrain page.", icon=":material/info:")
+    st.info(no_models(problems, "No model is registered yet.", user.is_admin, "Train one on the Retrain page."),
+            icon=":material/info:")
     st.stop()
 
 task = pick_task(entries)

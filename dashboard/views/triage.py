@@ -61,11 +61,15 @@ task = pick_task(models, without_default)
 entry = pick_model(models_of(models, task), problems, task)
 if entry is None:
     upload_box.empty()  # nothing to triage with
-    st.warning("No task has a usable default model, so films cannot be triaged (see the sidebar). Train one, or "
-               "make one the default, on the Retrain page." if without_default else
-               "No model is registered yet, so films cannot be triaged. Train one on the Retrain page.",
-               icon=":material/warning:")
-    st.page_link("views/retrain.py", label="Go to Retrain", icon=":material/model_training:")
+    from dashboard.components.access import current_user
+    from dashboard.components.no_models import no_models
+
+    is_admin = current_user().is_admin
+    st.warning(no_models(problems, "No task has a usable default model, so films cannot be triaged (see the sidebar)."
+                         if without_default else "No model is registered yet, so films cannot be triaged.", is_admin,
+                         "Train one, or make one the default, on the Retrain page."), icon=":material/warning:")
+    if is_admin:
+        st.page_link("views/retrain.py", label="Go to Retrain", icon=":material/model_training:")
     st.stop()
 loading = warm_up(entry)  # the chosen model (usually that default, already on its way)
 with st.sidebar.expander("Model card", expanded=True, icon=":material/description:"):
