@@ -20,7 +20,8 @@ from dashboard.components.reports import (RocCurve, duration, escape_markdown, m
                                           roc_input, spreadsheet_safe, with_interval)
 from dashboard.components.triage_view import detail_lines, probability_lines
 from dashboard.components.worklist import in_worklist_order, worklist, worklist_columns, worklist_csv
-from dashboard.state import FilmResult, folder_stamp
+from dashboard.folder_stamp import folder_stamp
+from dashboard.state import FilmResult
 
 
 def _result(name: str, priority: str | None, score: float | None, warnings=()) -> FilmResult:
@@ -271,8 +272,7 @@ def test_folder_stamp_changes_when_films_come_go_or_are_replaced_in_place(tmp_pa
     replaced = folder_stamp(tmp_path)
     assert replaced not in (empty, one)
     (tmp_path / "NORMAL" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a dangling link does not blind it
-    assert folder_stamp(tmp_path) not in ("", replaced)
-    assert folder_stamp(tmp_path / "missing") == ""
+    assert folder_stamp(tmp_path) not in ("", replaced) and folder_stamp(tmp_path / "missing") == ""
 
 
 def test_an_unreadable_sub_folder_is_a_line_of_the_stamp_not_the_whole_folder_gone(tmp_path, monkeypatch):

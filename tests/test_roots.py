@@ -296,7 +296,7 @@ def test_a_folder_whose_name_is_not_utf8_is_listed_escaped_and_picked_as_itself(
     at.run()
     assert not at.exception and at.session_state["chosen"] == str((site / raw).resolve())
     from dashboard.labels import source_label, without_server_paths
-    from dashboard.state import source_stamp, training_preview
+    from dashboard.training_source import source_stamp, training_preview
     with pytest.raises(DatasetError, match="no class folders|not a class-folder"):  # cached per folder: Streamlit's
         # hashing refused the name (a browser check); the folder itself is read and refused as what it is
         training_preview(str(site / raw), source_stamp(site / raw))

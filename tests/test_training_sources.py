@@ -172,7 +172,7 @@ def test_a_multi_class_point_chosen_on_site_films_keeps_its_per_class_rule(data_
 
 def test_a_manifests_stamp_changes_when_films_come_to_the_folders_it_reads(configured, kermany_train):
     """Found by a review: the Retrain preview of a manifest was keyed on the manifest file's time alone."""
-    from dashboard.state import source_stamp
+    from dashboard.training_source import source_stamp
 
     manifest = configured / "manifests" / f"{MANIFEST}.toml"
     before = source_stamp(manifest)

@@ -13,7 +13,7 @@ from dashboard.labels import PATHS_HASHED
 @st.cache_data(max_entries=16, ttl=timedelta(minutes=10), show_spinner="Checking a sample of the films…",
                hash_funcs=PATHS_HASHED)
 def sample_check(source: str, stamp: str) -> SampleCheck:
-    """``stamp``: dashboard.state.source_stamp, so films that come or go are checked again."""
+    """``stamp``: dashboard.training_source.source_stamp, so films that come or go are checked again."""
     from core.films.manifest import training_films
     from core.training.source_check import check_sample
 

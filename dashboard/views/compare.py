@@ -16,7 +16,8 @@ from dashboard.components.no_models import no_models
 from dashboard.components.task_choice import models_of, pick_task, title_of
 from dashboard.components.reports import code_span, escape_markdown
 from dashboard.labels import inside_a_root, source_label, without_server_paths
-from dashboard.state import default_evaluation_dir, folder_stamp, registered_models
+from dashboard.folder_stamp import folder_stamp
+from dashboard.state import default_evaluation_dir, registered_models
 
 STORED, FOLDER = "Stored validation reports", "Evaluate on a folder"
 EVALUATED_FOLDER = "evaluated_folder"

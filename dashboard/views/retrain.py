@@ -27,7 +27,7 @@ from dashboard.components.task_choice import FIRST_TASK, title_of
 from dashboard.components.training_sample import sample_check, sample_warning
 from dashboard.components.reports import escape_markdown
 from dashboard.labels import source_label, without_server_paths
-from dashboard.state import default_data_dir, source_stamp, training_preview
+from dashboard.training_source import default_data_dir, source_stamp, training_preview
 
 IMAGE_SIZES = (None, *(s for s in (64, 96, 128, 160, 192, 224, 256, 320)
                        if limits.IMAGE_SIZE.low <= s <= limits.IMAGE_SIZE.high))
@@ -58,8 +58,9 @@ def training_source() -> Path | None:
 
 
 def _what_it_trains(source: Path) -> None:
+    stamp = source_stamp(source)  # once a run: it walks the whole source (a resource review)
     try:
-        films = training_preview(str(source), source_stamp(source))
+        films = training_preview(str(source), stamp)
     except TriageError as exc:
         st.warning(f"This cannot train a model: {escape_markdown(without_server_paths(str(exc), source))}",
                    icon=":material/warning:")
@@ -68,7 +69,7 @@ def _what_it_trains(source: Path) -> None:
     st.markdown(f"**Task: {title_of(films.task)}** ({len(films.classes)} classes; films per class: {counts})."
                 + (f" Its val/ folder's {films.validation_only} films join validation." if films.validation_only
                    else ""))
-    warning = sample_warning(sample_check(str(source), source_stamp(source)))
+    warning = sample_warning(sample_check(str(source), stamp))
     if warning:
         st.warning(warning, icon=":material/image_not_supported:")
     if len(films.by_source) > 1:
