@@ -10,6 +10,7 @@ leaves the upload box. Uploads stay in memory.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Callable
@@ -208,6 +209,10 @@ def read_again(digest: str) -> None:
     session_cache(_SESSION_RESULTS).keep_only(lambda key: key[0] != digest)
 
 
+SERVER_FAULT = ("This film could not be read because of a fault on the server (the server log has the details); "
+                "the other films are not affected. Press Read it again; if it happens again, tell an administrator.")
+
+
 def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor,
                  patience: Patience | None = None) -> FilmResult:
     try:
@@ -219,6 +224,9 @@ def _triage_film(upload: Upload, films: FilmCache, predictor: Predictor,
         raise
     except TriageError as exc:
         return FilmResult(upload.name, upload.digest, error=str(exc))
+    except Exception:  # noqa: BLE001 - the server's fault, not the film's (a messages review: Streamlit's bare error
+        logging.getLogger(__name__).exception("reading an uploaded film failed")  # box replaced the worklist)
+        return FilmResult(upload.name, upload.digest, error=SERVER_FAULT, retry=True)  # kept: read again on request
     details = {"format": film.source_format, "size": f"{film.size[0]} × {film.size[1]} px",
                "bit depth": film.bit_depth, **film.metadata}  # Film.metadata is core's non-identifying whitelist
     return FilmResult(upload.name, upload.digest, display, film.size, film.source_format, details, prediction)

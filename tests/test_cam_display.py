@@ -53,3 +53,20 @@ def test_grad_cam_out_of_memory_names_the_model_s_device_not_the_batch_s(monkeyp
     model = test_device._Exhausted().eval()
     with pytest.raises(DeviceOutOfMemory, match=r"^The GPU ran out of memory drawing the Grad-CAM map"):
         heat_map(model, model.conv, torch.rand(1, 1, 32, 32), 0)
+
+
+def test_a_server_fault_drawing_a_map_is_said_in_its_place(trained_model, tmp_path, settings_env, normal_film_path,
+                                                           monkeypatch):
+    """A messages review: anything but TriageError or ValueError from the map replaced the page with Streamlit's
+    bare error box; the film's reading stands, and the map's place says what happened."""
+    private_registry(trained_model, tmp_path, settings_env)
+
+    def fault(*args):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(triage_view, "heat_map", fault)
+    at = open_page()
+    upload(at, [(normal_film_path.name, normal_film_path.read_bytes())])
+    said = [w.value for w in at.warning]
+    assert any(w.startswith("No explanation for this film: a fault on the server") for w in said), said
+    assert not any("CUDA" in w for w in said) and at.get("image") and at.subheader

@@ -7,6 +7,7 @@ element reads Markdown.
 """
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Callable
 
@@ -271,6 +272,11 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
             return
         except (TriageError, ValueError) as exc:
             picture.warning(f"No explanation for this film: {escape_markdown(exc)}", icon=":material/warning:")
+            return
+        except Exception:  # noqa: BLE001 - the server's fault, not the film's: its reading stands (a messages review)
+            logging.getLogger(__name__).exception("drawing a Grad-CAM map failed")
+            picture.warning("No explanation for this film: a fault on the server stopped the map (the server log has "
+                            "the details). The film's reading stands.", icon=":material/warning:")
             return
         if not class_free and float(heat.max()) <= EMPTY_MAP:  # every network's map zero: nothing to point at
             picture.info(f"{title}: no part of this film raised the model's score for {class_name}, so there is no "
