@@ -8,11 +8,13 @@ from core.wording import valid_text
 class TriageError(Exception):
     """Base class: anything core refuses with a message meant for a person. ``details``: fields a script needs
     beside the words (the CLI prints them in its JSON error, e.g. the ``name`` of a version registered before
-    its promotion was refused)."""
+    its promotion was refused). ``command_step``: what to do that only the command line offers (another
+    ``--device``), which the CLI adds to the words and a page, offering no such step, leaves out (a messages
+    review: a clinician's film card ended "run on the CPU (--device cpu)")."""
 
-    def __init__(self, *args, **details):  # a film or folder name that is not valid UTF-8 is said escaped:
-        super().__init__(*(valid_text(a) if isinstance(a, str) else a for a in args))  # a page shows no raw one
-        self.details = details
+    def __init__(self, *args, command_step: str = "", **details):  # a film or folder name that is not valid UTF-8
+        super().__init__(*(valid_text(a) if isinstance(a, str) else a for a in args))  # is said escaped: a page
+        self.details, self.command_step = details, command_step  # shows no raw one
 
 
 class UnreadableImage(TriageError):

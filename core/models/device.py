@@ -102,8 +102,9 @@ def place_model(model: nn.Module, device: torch.device) -> nn.Module:
         return model.to(device).to(memory_format=run_layout(model))
     except torch.OutOfMemoryError:  # a GPU another job fills: in words, and a later load tries again
         where = "The GPU" if device.type == "cuda" else "This computer"
-        raise DeviceOutOfMemory(f"{where} has no room for the model now; another job may be using it (nvidia-smi "
-                                "shows which). Try again once it is free, or run on the CPU (--device cpu).") from None
+        raise DeviceOutOfMemory(f"{where} has no room for the model now; another job may be using it. Try again once "
+                                "it is free.", command_step="nvidia-smi shows which job; or run on the CPU "
+                                "(--device cpu).") from None
 
 
 def place_for_training(model: nn.Module, device: torch.device, layout: str = "auto") -> nn.Module:

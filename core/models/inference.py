@@ -40,8 +40,8 @@ def out_of_memory(doing: str, films: int, device: torch.device) -> DeviceOutOfMe
     """Inference (or Grad-CAM) ran out of device memory: in words, never a traceback."""
     where = "The GPU" if device.type == "cuda" else "This computer"
     return DeviceOutOfMemory(f"{where} ran out of memory {doing} ({films} film(s) at once); another job may be using "
-                             "it (nvidia-smi shows which). Nothing was lost: try again once it is free, or run on the "
-                             "CPU (--device cpu).")
+                             "it. Nothing was lost: try again once it is free.",
+                             command_step="nvidia-smi shows which job; or run on the CPU (--device cpu).")
 
 
 def probabilities_in_batches(model: nn.Module, films_uint8: torch.Tensor, batch_size: int | None = None,

@@ -79,9 +79,9 @@ def calibrate(
         return _calibrate(name, target_sensitivity, data_dir, directory, make_default, where, who, site_folder)
     except torch.OutOfMemoryError as exc:  # a GPU a training job fills: in words, never a traceback on the page
         gpu = "The GPU" if where.type == "cuda" else "This computer"
-        raise DeviceOutOfMemory(f"{gpu} ran out of memory while calibrating; another job may be using it (nvidia-smi "
-                                "shows which). Nothing was registered: try again once it is free, or calibrate on "
-                                "the CPU (--device cpu).") from exc
+        raise DeviceOutOfMemory(f"{gpu} ran out of memory while calibrating; another job may be using it. Nothing "
+                                "was registered: try again once it is free.", command_step="nvidia-smi shows which "
+                                "job; or calibrate on the CPU (--device cpu).") from exc
 
 
 def _calibrate(name: str | None, target_sensitivity: float, data_dir: str | Path | None, directory: Path,

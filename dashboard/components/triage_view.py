@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 import streamlit as st
 
-from core.errors import ServerBusy, TriageError
+from core.errors import ServerBusy, TriageError, TryAgainLater
 from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, overlay
 from core.serving.in_flight import Patience
 from core.store.registry import ModelEntry
@@ -106,7 +106,10 @@ def await_model(load: ModelLoad) -> Predictor | None:
         note.empty()
     try:
         return load.result()
-    except TriageError as exc:  # a broken model (CheckpointError), a GPU without room for it (DeviceOutOfMemory)
+    except TryAgainLater as exc:  # passing (a GPU without room for it, saved again while it loaded): its own words
+        st.warning(f"Model {load.name} cannot be used yet: {exc}", icon=":material/hourglass_empty:")  # say when
+        return None  # (a messages review: "Choose another model" beside "try again once it is free")
+    except TriageError as exc:  # a broken model (CheckpointError)
         st.error(f"Model {load.name} cannot be used: {exc} Choose another model in the sidebar.",
                  icon=":material/error:")
         return None

@@ -1,0 +1,42 @@
+"""Out-of-memory messages as each edge can act on them (a messages review): the words a film's card showed a
+clinician ended with the command line's own steps, "(nvidia-smi shows which) ... (--device cpu)", which the page
+offers no way to take; the command line still gives them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.models.device import place_model
+from core.models.inference import out_of_memory
+
+
+def test_a_page_gets_the_words_and_the_command_line_its_own_steps_too(monkeypatch, capsys):
+    said = out_of_memory("reading films", 1, torch.device("cuda"))
+    assert "--device" not in str(said) and "nvidia-smi" not in str(said) and "try again once it is free" in str(said)
+    assert "--device cpu" in said.command_step and "nvidia-smi" in said.command_step
+    import core.cli as cli
+    import core.serving.commands as serving
+
+    def full(args):
+        raise said
+
+    monkeypatch.setattr(serving, "run_predict", full)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["predict", "film.png"])
+    assert stopped.value.code == 1
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["error"] == f"{said} {said.command_step}"
+
+
+def test_a_model_with_no_room_is_said_without_command_line_steps(monkeypatch):
+    from core.errors import DeviceOutOfMemory
+
+    class Full(torch.nn.Module):
+        def to(self, *args, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(DeviceOutOfMemory) as refused:
+        place_model(Full(), torch.device("cpu"))
+    assert "--device" not in str(refused.value) and "--device cpu" in refused.value.command_step
