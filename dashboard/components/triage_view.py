@@ -240,7 +240,8 @@ def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
     weak it is: a class the model gives 0.6 % looked as sure as one it gives 97 % (found by a review). The caption
     says so, with the model's probability for the class explained."""
     if class_free or probability is None:
-        return f"{title} (colours relative to this film alone: red = the strongest activation here; blue = weak; no colour = none)"
+        return (f"{title} (colours relative to this film alone: red = the strongest activation here; blue = weak; "
+                "no colour = none)")
     return (f"{title}, which the model gives {output_percent(probability)} (colours relative to this film alone: red = "
             "the most evidence for it here, however weak; blue = little; no colour = none)")
 
