@@ -126,12 +126,17 @@ def check_before_training(classes: tuple[str, ...], validation_counts: list[int]
 
 
 def _what_to_do(kinds: set[str], site: bool = False) -> str:
-    """The advice that fits the kinds of refusal: more films, a normal class, a higher sensitivity target; for a
-    version calibrated on a site's films, to calibrate again (its weights are not in question)."""
-    advice = [words.replace("films", "site films") if site else words
-              for kind, words in ADVICE.items() if kind in kinds]
-    verb = "Calibrate" if site else "Train"
-    return f"{verb} {' and '.join(advice)}, and try again." if advice else f"{verb} another version and try again."
+    """The advice that fits the kinds of refusal: more films (a site calibration's: more site films), a normal
+    class, a threshold for a higher sensitivity target, which recalibrating gives with the same weights (a messages
+    review: "Train with a higher sensitivity target" sent administrators to hours of training)."""
+    if site and kinds <= {"films", "sensitivity"}:
+        advice = [words for kind, words in (("films", "on more site films"), ("sensitivity", "for a higher "
+                                            "sensitivity target")) if kind in kinds]
+        return f"Calibrate again {' and '.join(advice)}, and try again."
+    if kinds == {"sensitivity"}:
+        return "Recalibrate it for a higher sensitivity target, and try again."
+    advice = [words for kind, words in ADVICE.items() if kind in kinds]
+    return f"Train {' and '.join(advice)}, and try again." if advice else "Train another version and try again."
 
 
 def promote(name: str, *, who: str, override: bool = False, directory: Path | None = None) -> None:
