@@ -311,3 +311,20 @@ def test_the_cli_refuses_every_bomb_with_json_and_exit_1_within_bounds(bomb_file
     for name, answer in answers.items():
         assert set(answer) == {"file", "error"} and re.search(bombs.BOMBS[name][1], answer["error"]), answer
     assert peak < normal_peak + 1.5 * GB
+
+
+def test_a_palette_png_with_transparency_is_counted_as_the_four_channels_it_decodes_to():
+    """Found by a security review: a palette PNG counted as one byte a pixel skipped the large-decode slot, though
+    its transparency check and grey conversion expand it to RGBA (a 20 kB, 4000 x 4000 film peaked at 200 MB)."""
+    import io
+
+    from PIL import Image
+
+    def palette_png(transparent: bool) -> bytes:
+        image, buffer = Image.new("P", (64, 64), 0), io.BytesIO()
+        image.putpalette([v for k in range(256) for v in (k, k, k)])
+        image.save(buffer, format="PNG", **({"transparency": 0} if transparent else {}))
+        return buffer.getvalue()
+
+    assert declared_size(palette_png(True)).components == 4
+    assert declared_size(palette_png(False)).components == 3  # read as RGB before its grey levels

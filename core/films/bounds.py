@@ -154,12 +154,27 @@ def _boxes(data: bytes, start: int, stop: int):
 
 
 def _png(data: bytes) -> DeclaredSize | None:
+    """Bytes a pixel as the film is decoded: a palette is read as RGB, and a tRNS chunk (transparency) makes any
+    PNG RGBA before its grey levels (a security review: a palette PNG with one, counted as one byte a pixel,
+    skipped the large-decode slot and peaked at 200 MB for a 20 kB, 4000 x 4000 file)."""
     if len(data) < 26 or data[12:16] != b"IHDR":
         return None
     width, height = struct.unpack_from(">II", data, 16)
-    colour_type = data[25]
-    components = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour_type, 1)
+    components = 4 if _has_png_chunk(data, b"tRNS") else {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(data[25], 1)
     return DeclaredSize(width, height, components, "PNG")
+
+
+def _has_png_chunk(data: bytes, kind: bytes, most: int = 1000) -> bool:
+    """Whether a chunk of ``kind`` comes before the image data (within the first ``most`` chunks)."""
+    at = 8
+    for _ in range(most):
+        if at + 8 > len(data):
+            return False
+        length, found = struct.unpack_from(">I4s", data, at)
+        if found in (kind, b"IDAT"):
+            return found == kind
+        at += 12 + length
+    return False
 
 
 _DEFLATED = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
