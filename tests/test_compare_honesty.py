@@ -203,3 +203,17 @@ def test_a_folder_of_many_unreadable_files_lists_the_first_hundred_and_counts_th
     assert not at.exception
     assert at.expander[0].label == "pneumonia-logistic-v1: 150 film(s) could not be read and were left out"
     assert len(at.table[0].value) == 100 and "The first 100 of them are listed." in [c.value for c in at.caption]
+
+
+def test_each_model_on_a_chart_has_its_own_dash_and_marker_besides_its_colour():
+    """An accessibility review: every model's ROC line was solid and every operating point a diamond, so two of the
+    four models Compare opens on (3 CIEDE2000 units apart under deuteranopia) could be told apart by nothing."""
+    names = ["a", "b", "c", "d"]
+    chart = roc_curves([RocCurve(name=n, fpr=[0, 0.2, 1], tpr=[0, 0.8, 1], auc=0.8, threshold=0.5, point_fpr=0.2,
+                                 point_tpr=0.8) for n in names], names)
+    lines = [t for t in chart.data if t.mode == "lines" and t.name != "chance"]
+    points = [t for t in chart.data if t.mode == "markers"]
+    assert len({t.line.dash for t in lines}) == len({t.marker.symbol for t in points}) == 4
+    panels = class_roc_curves({"NORMAL": [RocCurve(name=n, fpr=[0, 1], tpr=[0, 1], auc=0.5, threshold=None,
+                                                   point_fpr=None, point_tpr=None) for n in names]}, names)
+    assert [t.line.dash for t in panels.data if t.showlegend] == [t.line.dash for t in lines]

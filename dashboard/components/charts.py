@@ -9,7 +9,13 @@ from plotly.subplots import make_subplots
 from core.wording import fixed
 from dashboard.components.reports import percent, threshold_value
 
-PALETTE = ("#1f6f8b", "#c0703c", "#4f8a5b", "#7a5c99", "#a8862d", "#4a6fa5", "#9b4f5f", "#5f7a80")
+# Each model's colour, line dash and marker, by its place on the page: the Okabe-Ito colours (yellow left out, too
+# pale on white), which stay apart under the common colour-vision deficiencies, and a dash and a marker of its own
+# besides, so no model is told from another by colour alone (an accessibility review: two of the four models
+# Compare opens on were 3 CIEDE2000 units apart under deuteranopia, with the same solid line and diamond).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SYMBOLS = ("diamond", "square", "circle", "triangle-up", "x", "star", "cross", "hexagon")
 MUTED = "#9aa9b2"
 GRID = "#dde5ea"
 
@@ -18,11 +24,23 @@ def color(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
-def _colors(names: list[str], order: list[str] | None) -> dict[str, str]:
-    """Each model's colour: its place in ``order`` (every model on the page, so a model keeps its colour in every
-    chart, also where others have nothing to draw), else its place among ``names``."""
+def _places(names: list[str], order: list[str] | None) -> dict[str, int]:
+    """Each model's place: in ``order`` (every model on the page, so a model keeps its colour, dash and marker in
+    every chart, also where others have nothing to draw), else among ``names``."""
     order = list(order or []) + [name for name in names if name not in (order or [])]
-    return {name: color(order.index(name)) for name in names}
+    return {name: order.index(name) for name in names}
+
+
+def _colors(names: list[str], order: list[str] | None) -> dict[str, str]:
+    return {name: color(place) for name, place in _places(names, order).items()}
+
+
+def _dashes(names: list[str], order: list[str] | None) -> dict[str, str]:
+    return {name: DASHES[place % len(DASHES)] for name, place in _places(names, order).items()}
+
+
+def _symbols(names: list[str], order: list[str] | None) -> dict[str, str]:
+    return {name: SYMBOLS[place % len(SYMBOLS)] for name, place in _places(names, order).items()}
 
 
 def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
@@ -37,14 +55,16 @@ def _layout(fig: go.Figure, height: int, **extra) -> go.Figure:
 def roc_curves(curves: list, order: list[str] | None = None) -> go.Figure:
     """``curves``: :class:`~dashboard.components.reports.RocCurve` (name, fpr, tpr, auc, operating point);
     ``order``: every model on the page, for its colour (:func:`_colors`)."""
-    colors = _colors([curve.name for curve in curves], order)
+    names = [curve.name for curve in curves]
+    colors, dashes, symbols = _colors(names, order), _dashes(names, order), _symbols(names, order)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
                              name="chance", hoverinfo="skip"))
     for curve in curves:
         auc = f"{curve.auc_label} {fixed(curve.auc, 3)}" if curve.auc is not None else f"{curve.auc_label} n/a"
         # hovers written here, as the tables write them: plotly's own %{y:.3f} showed 0.99996 as 1.000 (a review)
-        fig.add_trace(go.Scatter(x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=colors[curve.name], width=2.5),
+        fig.add_trace(go.Scatter(x=curve.fpr, y=curve.tpr, mode="lines",
+                                 line=dict(color=colors[curve.name], width=2.5, dash=dashes[curve.name]),
                                  name=f"{curve.name} ({auc})", legendgroup=curve.name,
                                  customdata=[[fixed(x, 3), fixed(y, 3)] for x, y in zip(curve.fpr, curve.tpr)],
                                  hovertemplate="1 − specificity %{customdata[0]}<br>sensitivity %{customdata[1]}"
@@ -52,7 +72,8 @@ def roc_curves(curves: list, order: list[str] | None = None) -> go.Figure:
         if curve.point_fpr is not None and curve.point_tpr is not None:
             fig.add_trace(go.Scatter(
                 x=[curve.point_fpr], y=[curve.point_tpr], mode="markers", legendgroup=curve.name,
-                marker=dict(color=colors[curve.name], size=13, symbol="diamond", line=dict(color="white", width=1.5)),
+                marker=dict(color=colors[curve.name], size=13, symbol=symbols[curve.name],
+                            line=dict(color="white", width=1.5)),
                 name=f"{curve.name} operating point", showlegend=False,
                 hovertemplate=(f"{curve.name} operating point<br>threshold {threshold_value(curve.threshold)}"
                                "<br>sensitivity %{customdata[0]}<br>specificity %{customdata[1]}<extra></extra>"),
@@ -72,7 +93,8 @@ def class_roc_curves(curves: dict[str, list], order: list[str] | None = None) ->
     rows = -(-len(classes) // columns)
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=[f"{c} vs the rest" for c in classes],
                         horizontal_spacing=0.06, vertical_spacing=0.12)
-    colors = _colors(list(dict.fromkeys(curve.name for panel in curves.values() for curve in panel)), order)
+    names = list(dict.fromkeys(curve.name for panel in curves.values() for curve in panel))
+    colors, dashes = _colors(names, order), _dashes(names, order)
     for k, class_name in enumerate(classes):
         row, col = k // columns + 1, k % columns + 1
         fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color=MUTED, dash="dot"),
@@ -80,7 +102,8 @@ def class_roc_curves(curves: dict[str, list], order: list[str] | None = None) ->
         for curve in curves[class_name]:
             auc = f"AUC {fixed(curve.auc, 3)}" if curve.auc is not None else "AUC n/a"  # 0.99967 is not "1.000"
             fig.add_trace(go.Scatter(
-                x=curve.fpr, y=curve.tpr, mode="lines", line=dict(color=colors[curve.name], width=2.2), name=curve.name,
+                x=curve.fpr, y=curve.tpr, mode="lines", name=curve.name,
+                line=dict(color=colors[curve.name], width=2.2, dash=dashes[curve.name]),
                 legendgroup=curve.name, showlegend=k == 0,
                 customdata=[[fixed(x, 3), fixed(y, 3)] for x, y in zip(curve.fpr, curve.tpr)],  # not %{y:.3f}: 1.000
                 hovertemplate=(f"{curve.name}, {class_name} ({auc})<br>1 − specificity %{{customdata[0]}}"
@@ -105,17 +128,18 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str) ->
 def training_curves(histories: dict[str, list], order: list[str] | None = None) -> go.Figure:
     """Per model: training loss (solid) and validation loss (dotted) by epoch; validation AUC beside them."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Validation AUC"), horizontal_spacing=0.1)
-    colors = _colors(list(histories), order)
-    for name, history in histories.items():
+    colors, symbols = _colors(list(histories), order), _symbols(list(histories), order)
+    for name, history in histories.items():  # each model its marker besides its colour (dashes tell the losses apart)
         epochs = [h.epoch for h in history]
-        style = dict(color=colors[name], width=2)
+        style, marker = dict(color=colors[name], width=2), dict(symbol=symbols[name], size=8)
         fig.add_trace(go.Scatter(x=epochs, y=[h.train_loss for h in history], mode="lines+markers", line=style,
-                                 name=f"{name} training loss", legendgroup=name), row=1, col=1)
-        fig.add_trace(go.Scatter(x=epochs, y=[h.val_loss for h in history], mode="lines+markers",
+                                 marker=marker, name=f"{name} training loss", legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(x=epochs, y=[h.val_loss for h in history], mode="lines+markers", marker=marker,
                                  line=dict(style, dash="dot"), name=f"{name} validation loss", legendgroup=name),
                       row=1, col=1)
         fig.add_trace(go.Scatter(x=epochs, y=[h.val_auc for h in history], mode="lines+markers", line=style,
-                                 name=f"{name} validation AUC", legendgroup=name, showlegend=False), row=1, col=2)
+                                 marker=marker, name=f"{name} validation AUC", legendgroup=name, showlegend=False),
+                      row=1, col=2)
     fig.update_xaxes(title="epoch", dtick=1)
     return _layout(fig, 440, legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
                    margin=dict(l=10, r=10, t=30, b=10))
@@ -149,7 +173,7 @@ def travel_intervals(points: list, order: list[str] | None = None) -> go.Figure:
     figures = ("Sensitivity", "Specificity")
     fig = make_subplots(rows=1, cols=2, subplot_titles=figures, shared_yaxes=True, horizontal_spacing=0.04)
     models = list(dict.fromkeys(p.model for p in points))
-    colors = _colors(models, order)
+    colors, symbols = _colors(models, order), _symbols(models, order)
     films = list(dict.fromkeys(p.films for p in points))[::-1]  # plotly draws the first category at the bottom
     for model in models:
         for col, figure in enumerate(figures, start=1):
@@ -157,7 +181,7 @@ def travel_intervals(points: list, order: list[str] | None = None) -> go.Figure:
             fig.add_trace(go.Scatter(
                 x=[p.value for p in mine], y=[p.films for p in mine], mode="markers", orientation="h",
                 name=model, legendgroup=model,
-                showlegend=col == 1, marker=dict(color=colors[model], size=11),
+                showlegend=col == 1, marker=dict(color=colors[model], size=11, symbol=symbols[model]),
                 error_x=dict(type="data", symmetric=False, thickness=2,
                              array=[0 if p.high is None else p.high - p.value for p in mine],
                              arrayminus=[0 if p.low is None else p.value - p.low for p in mine]),
