@@ -37,6 +37,8 @@ def test_an_empty_map_is_said_to_be_empty_not_drawn(trained_model, tmp_path, set
     upload(at, [(normal_film_path.name, normal_film_path.read_bytes())])
     captions = [c for image in at.get("image") for c in image.captions]
     assert not any(c.startswith("Grad-CAM for") for c in captions) and any(c.startswith("Film,") for c in captions)
+    alts = [img.alt for image in at.get("image") for img in image.proto.imgs]  # for a screen reader (a review)
+    assert alts and all(alt.startswith("Chest film ") and normal_film_path.stem not in alt for alt in alts)
     assert any("no part of this film raised the model's score for" in i.value and "no map to draw" in i.value
                for i in at.info), [i.value for i in at.info]
 

@@ -147,7 +147,7 @@ def film_card(result: FilmResult, upload: Upload, predictor: Predictor, method: 
         film_column, explanation_column, reading_column = st.columns(3, gap="medium")
         with film_column:
             st.image(result.display, caption=f"Film, {result.size[0]} × {result.size[1]} px, {result.source_format}",
-                     width="stretch")
+                     width="stretch", alt=f"Chest film {film_id(result)}")  # by ID: a file name may be a patient's
         triaged = result.prediction.priority is not None
         with explanation_column:
             draw_explanation = None
@@ -287,6 +287,7 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
                          "map to draw.", icon=":material/info:")
             return
         picture.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
-                      caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)))
+                      caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)),
+                      alt=f"{title} over chest film {film_id(result)}")  # a screen reader's name for it (a review)
 
     return draw
