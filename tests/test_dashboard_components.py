@@ -80,8 +80,8 @@ def test_worklist_csv_holds_every_probability_the_model_and_threshold():
     assert len(table) == len(BATCH)
     assert {"File", "Priority", "Model", "Threshold", "p(NORMAL)", "p(PNEUMONIA)"} <= set(table.columns)
     assert table.loc[0, "File"] == "urgent-high.png" and table.loc[0, "p(PNEUMONIA)"] == pytest.approx(0.95)
-    assert (table["Model"] == "pneumonia-cnn5-v1").all()
-    assert pd.isna(table.loc[3, "p(NORMAL)"])  # the unreadable film has no probabilities, but keeps its row
+    assert (table["Model"] == "pneumonia-cnn5-v1").all() and "Probability" not in table  # which class's? (a review)
+    assert table.loc[0, "p(most probable class)"] == pytest.approx(0.95) and pd.isna(table.loc[3, "p(NORMAL)"])
 
 
 @pytest.mark.parametrize("value, interval, as_percent, text", [

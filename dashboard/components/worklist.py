@@ -128,6 +128,8 @@ def worklist_csv(results: list[FilmResult], model: str, classes: tuple[str, ...]
     if missing:
         table = pd.concat([table, pd.DataFrame.from_records(missing)], ignore_index=True)
         table[READING_ORDER] = table[READING_ORDER].astype("Int64")  # 1, 2, ..., then none: never "1.0"
+    # named for what they hold: "Probability" beside "Top class" read as the call's (an accessibility review)
+    table = table.rename(columns={"Top class": "Most probable class", "Probability": "p(most probable class)"})
     table.columns = [spreadsheet_safe(column) for column in table.columns]  # class names come from a model
     # RFC 4180 line ends: a carriage return inside a cell is then quoted too, and cannot split a row.
     return table.map(spreadsheet_safe).to_csv(index=False, lineterminator="\r\n").encode("utf-8-sig")
@@ -135,13 +137,13 @@ def worklist_csv(results: list[FilmResult], model: str, classes: tuple[str, ...]
 
 WORKLIST_COLUMNS = {
     READING_ORDER: st.column_config.NumberColumn(
-        "#", width="small", help="The reading order: urgent first, then films not read yet or not triaged, then "
+        "Reading order", help="Urgent first, then films not read yet or not triaged, then "
                                  "unreadable files, then routine calls on atypical films, then routine. Sort by "
                                  "this column to return to it."),
     "File": st.column_config.TextColumn("File", width="medium"),
     "Priority": st.column_config.TextColumn(
         "Priority", help="From the model's operating point. Sorting by this column orders the words, not the "
-                         "urgency: sort by # for the reading order."),
+                         "urgency: sort by Reading order to return to it."),
     "Label": st.column_config.TextColumn("Label", help="The model's call at its operating point."),
     "Top class": st.column_config.TextColumn("Top class", help="The most probable class."),
     "Probability": st.column_config.ProgressColumn("Probability", format="percent", min_value=0.0, max_value=1.0,
