@@ -37,3 +37,20 @@ def test_a_clinician_without_models_is_told_to_ask_an_administrator(tmp_path, se
         said = _said(_page(path))
         assert "No model is registered yet" in said and "ask an administrator" in said.lower(), path
         assert "Train one on the Retrain page" not in said, path
+
+
+def test_a_clinician_is_told_that_models_cannot_be_used_not_how_an_administrator_repairs_them(tmp_path,
+                                                                                             settings_env):
+    """The sidebar showed every user "Model description bad-v1.json is not a valid ModelRecord" and commands such as
+    "git checkout -- checkpoints/registry.json" (a messages review); an administrator still sees them."""
+    folder = quick_checkpoints(tmp_path / "checkpoints")
+    (folder / "pneumonia-bad-v1.json").write_text('{"name": "pneumonia-bad-v1", "task": 7}')
+    settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    admin = [w.value for w in _page("views/triage.py").sidebar.warning]
+    assert any("pneumonia-bad-v1.json" in w for w in admin)
+    settings_env(CXR_LOCAL_ADMIN="off")
+    for path in ("views/triage.py", "views/compare.py"):
+        at = _page(path)
+        said = "\n".join(w.value for w in [*at.sidebar.warning, *at.warning])
+        assert "1 model file cannot be read, so its model is not offered; an administrator sees why when signed " \
+               "in." in said and "pneumonia-bad-v1" not in said, path

@@ -12,6 +12,19 @@ class Unlisted(str):
 UNLISTED = "The list of models cannot be read, so no model can be used now; no model is lost."
 
 
+def as_seen_by(problems: list[str], is_admin: bool) -> list[str]:
+    """The listing's problems as a page shows them: in full to an administrator; to anyone else, what they mean for
+    them, without the files, fields and commands only an administrator can act on (a messages review: clinicians
+    read "not a valid ModelRecord" and "git checkout -- checkpoints/registry.json")."""
+    if is_admin or not problems:
+        return problems
+    if any(isinstance(problem, Unlisted) for problem in problems):
+        return [Unlisted("The list of models cannot be read; an administrator sees why when signed in.")]
+    n = len(problems)
+    return [f"{n} model file{'s' if n > 1 else ''} cannot be read, so {'their models are' if n > 1 else 'its model is'}"
+            " not offered; an administrator sees why when signed in."]
+
+
 def no_models(problems: list[str], none_yet: str, is_admin: bool, admin_step: str, said: bool = True) -> str:
     """Why there is no model: the list unreadable (its reason appended unless the page ``said`` it already), else
     ``none_yet`` with ``admin_step`` for an administrator and the same step asked of one for anyone else."""

@@ -12,7 +12,7 @@ from dashboard.components.compare_view import (comparison, details, folder_repor
                                                record_evaluations, sources)
 from dashboard.components.folder_overlap import training_films_caveat
 from dashboard.components.folder_picker import folder_choice
-from dashboard.components.no_models import no_models
+from dashboard.components.no_models import as_seen_by, no_models
 from dashboard.components.task_choice import models_of, pick_task, title_of
 from dashboard.components.reports import code_span, escape_markdown
 from dashboard.labels import inside_a_root, source_label, without_server_paths
@@ -34,6 +34,7 @@ st.caption("Pick registered models and compare them side by side. By default the
            "project measured it on elsewhere.")
 
 entries, problems = registered_models()
+problems = as_seen_by(problems, user.is_admin)
 for problem in problems:
     st.warning(problem, icon=":material/warning:")
 if not entries:

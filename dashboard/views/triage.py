@@ -24,6 +24,8 @@ uploads = upload_box.file_uploader(
 from core.errors import BatchTooLarge  # noqa: E402
 from core.serving.batch_limits import check_batch  # noqa: E402
 from core.serving.in_flight import Patience  # noqa: E402
+from dashboard.components.access import current_user  # noqa: E402
+from dashboard.components.no_models import as_seen_by, no_models  # noqa: E402
 from dashboard.components.task_choice import models_of, pick_task, remembered_task, with_defaults  # noqa: E402
 from dashboard.model_loads import foreground, warm_up  # noqa: E402
 from dashboard.state import (  # noqa: E402
@@ -39,6 +41,7 @@ from dashboard.components.upload_messages import refused_warnings, repeated_warn
 from dashboard.upload_store import refused_uploads  # noqa: E402
 
 models, problems = registered_models()
+problems = as_seen_by(problems, current_user().is_admin)  # a clinician is not told how to repair a model file
 models, without_default = with_defaults(models)  # a task is triaged only with a default that cleared the floor
 if models:
     warm_up(models_of(models, remembered_task(models))[0])  # the session's task's default
@@ -61,9 +64,6 @@ task = pick_task(models, without_default)
 entry = pick_model(models_of(models, task), problems, task)
 if entry is None:
     upload_box.empty()  # nothing to triage with
-    from dashboard.components.access import current_user
-    from dashboard.components.no_models import no_models
-
     is_admin = current_user().is_admin
     st.warning(no_models(problems, "No task has a usable default model, so films cannot be triaged (see the sidebar)."
                          if without_default else "No model is registered yet, so films cannot be triaged.", is_admin,
