@@ -96,9 +96,12 @@ class FolderNotAllowed(TriageError):
 
     MESSAGE = ("That folder is not available: choose a data root and a folder inside it; "
                "an administrator adds data roots in the configuration.")
+    # the command line has nothing to choose from (a messages review): how to name one there
+    STEP = "On the command line, give it as ROOT/FOLDER (a data root's name, then a folder inside it) or as a path "\
+           "inside a data root (data-roots.toml)."
 
     def __init__(self):
-        super().__init__(self.MESSAGE)
+        super().__init__(self.MESSAGE, command_step=self.STEP)
 
 
 class BatchTooLarge(TriageError):

@@ -190,7 +190,8 @@ def test_cli_calibrates_on_a_site_folder_and_fails_as_json(trained_model, regist
     assert out["site"]["sensitivity"] >= TARGET and out["site"]["threshold"] == out["validation"]["threshold"]
     bad = run_cli("calibrate", trained_model.name, "--target-sensitivity", TARGET, "--site-folder", "/etc",
                   checkpoints=registry)
-    assert bad.returncode == 1 and bad.json_lines() == [{"error": FolderNotAllowed.MESSAGE}]
+    assert bad.returncode == 1 and bad.json_lines() == [{"error": f"{FolderNotAllowed.MESSAGE} {FolderNotAllowed.STEP}"
+                                                         }]  # with how to name one on the command line (a review)
 
 
 def _ward(tmp_path: Path, films_dir: Path, per_class: int) -> tuple[Path, Path]:
@@ -389,7 +390,6 @@ def test_films_triage_would_not_triage_are_left_out_of_the_choice(trained_model,
     """Found by a review: a CT, an MR and noise textures in a site folder chose the threshold (0.0004, specificity
     17 %) with nothing said. Films Triage leaves untriaged never meet the threshold: they are left out, counted."""
     from PIL import Image
-
     site, roots = _ward(tmp_path, films_dir, 3)
     noise = np.random.default_rng(0).integers(0, 256, (512, 512), dtype=np.uint8)
     Image.fromarray(noise).save(site / "PNEUMONIA" / "noise.png")  # the chest-film check's to find
