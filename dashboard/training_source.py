@@ -21,7 +21,6 @@ def default_data_dir() -> Path:  # training data the Retrain form suggests (CXR_
     return config.settings().training_data
 
 
-
 @dataclass(frozen=True)
 class TrainingPreview:
     """What a training source holds: the task its classes make, films per class and per data source, and the

@@ -141,10 +141,12 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False,
                        + (f" ({', '.join(recalibrated)}: on a site folder's films, see its card)." if recalibrated
                           else ".")
                        + (" The curve is that score's: any abnormal class against normal." if several else ""))
-    elif not uncurved and any(report.operating_point.normal_index is not None for _, report in rows):  # uncurved: said above
+    elif uncurved:
+        pass  # said above
+    elif any(report.operating_point.normal_index is not None for _, report in rows):
         st.info("These films are all of one kind (all normal, or all abnormal), so there is no ROC curve: it "
                 "needs both. The table's sensitivity or specificity still applies.")
-    elif not uncurved:
+    else:
         st.info("None of these models has a normal class, so there is no abnormal-vs-normal ROC curve.")
     by_class = class_curves([(entry.name, report) for entry, report in rows if several_classes(report)])
     if by_class:
