@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                "measured-elsewhere": commands.run_measured_elsewhere}
         return run[args.command](args)
     except TriageError as exc:
-        _fail(f"{exc} {exc.command_step}".strip(), **exc.details)
+        _fail(exc.on_the_command_line(), **exc.details)
     except KeyboardInterrupt:
         _fail("interrupted")
     except Exception as exc:  # noqa: BLE001 - the process edge: a failure nobody foresaw still answers in JSON

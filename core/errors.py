@@ -16,6 +16,10 @@ class TriageError(Exception):
         super().__init__(*(valid_text(a) if isinstance(a, str) else a for a in args))  # is said escaped: a page
         self.details, self.command_step = details, command_step  # shows no raw one
 
+    def on_the_command_line(self) -> str:
+        """The words with the command line's own step, as the CLI says them."""
+        return f"{self} {self.command_step}".strip()
+
 
 class UnreadableImage(TriageError):
     """The file is not an image we can decode (empty, truncated, wrong format, too large)."""

@@ -40,3 +40,14 @@ def test_a_model_with_no_room_is_said_without_command_line_steps(monkeypatch):
     with pytest.raises(DeviceOutOfMemory) as refused:
         place_model(Full(), torch.device("cpu"))
     assert "--device" not in str(refused.value) and "--device cpu" in refused.value.command_step
+
+
+def test_predict_says_a_film_s_out_of_memory_with_the_command_line_s_step(monkeypatch, capsys, normal_film_path):
+    """A re-read of the change: predict printed each film's failure without its command-line step."""
+    import argparse
+
+    from core.serving import commands
+
+    said = out_of_memory("reading films", 1, torch.device("cuda"))
+    commands._film_failed(argparse.Namespace(json=True), str(normal_film_path), said)
+    assert json.loads(capsys.readouterr().out)["error"] == f"{said} {said.command_step}"

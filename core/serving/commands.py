@@ -49,8 +49,9 @@ def run_predict(args) -> int:
 
 
 def _film_failed(args, file: str, exc: TriageError) -> None:
-    text = f"{one_line(file)}: ERROR {one_line(str(exc))}"  # a name's newline cannot start a line of its own
-    print(json_line({"file": file, "error": str(exc)}) if args.json else text, flush=True)
+    said = exc.on_the_command_line()  # an out-of-memory film's own step too (--device cpu)
+    text = f"{one_line(file)}: ERROR {one_line(said)}"  # a name's newline cannot start a line of its own
+    print(json_line({"file": file, "error": said}) if args.json else text, flush=True)
 
 
 def _describe(file: str, prediction) -> str:

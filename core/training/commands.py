@@ -73,7 +73,7 @@ def run_train(args) -> int:
     except DeviceOutOfMemory as exc:  # its epochs saved so far are kept, as after Ctrl+C (a review)
         raise DeviceOutOfMemory(f"{exc} If an epoch had finished, the same command with --resume continues after "
                                 "the last one once the memory is free (another --batch-size starts a new "
-                                "run).") from None
+                                "run).", command_step=exc.command_step) from None  # its step kept (a re-read)
     finally:
         for bar in bars:
             bar.close()
