@@ -52,5 +52,5 @@ def test_a_clinician_is_told_that_models_cannot_be_used_not_how_an_administrator
     for path in ("views/triage.py", "views/compare.py"):
         at = _page(path)
         said = "\n".join(w.value for w in [*at.sidebar.warning, *at.warning])
-        assert "1 model file cannot be read, so its model is not offered; an administrator sees why when signed " \
-               "in." in said and "pneumonia-bad-v1" not in said, path
+        assert "The model list has 1 note for an administrator, who sees it when signed in; the models offered " \
+               "here can be chosen." in said and "pneumonia-bad-v1" not in said, path

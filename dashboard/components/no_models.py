@@ -20,9 +20,9 @@ def as_seen_by(problems: list[str], is_admin: bool) -> list[str]:
         return problems
     if any(isinstance(problem, Unlisted) for problem in problems):
         return [Unlisted("The list of models cannot be read; an administrator sees why when signed in.")]
-    n = len(problems)
-    return [f"{n} model file{'s' if n > 1 else ''} cannot be read, so {'their models are' if n > 1 else 'its model is'}"
-            " not offered; an administrator sees why when signed in."]
+    n = len(problems)  # not all are files left out (a re-read: a version served without its population check is one)
+    return [f"The model list has {n} note{'s' if n > 1 else ''} for an administrator, who sees "
+            f"{'them' if n > 1 else 'it'} when signed in; the models offered here can be chosen."]
 
 
 def no_models(problems: list[str], none_yet: str, is_admin: bool, admin_step: str, said: bool = True) -> str:
