@@ -46,7 +46,7 @@ class Refusals(NamedTuple):
     and the page's message, without end)."""
 
     named: list[tuple[str, str]]
-    more: int
+    more: dict[str, int]  # why -> how many refused besides, for that reason
 
 
 class BoundedUploads(MemoryUploadedFileManager):
@@ -84,11 +84,11 @@ class BoundedUploads(MemoryUploadedFileManager):
         from core.films.read import shown_name  # as messages give it: a name may be 4 kB long
 
         with self._lock:
-            refused = self._refused.setdefault(session_id, Refusals([], 0))
+            refused = self._refused.setdefault(session_id, Refusals([], {}))
             if len(refused.named) < REFUSED_NAMES_KEPT:
                 refused.named.append((why, shown_name(name)))
             else:
-                self._refused[session_id] = refused._replace(more=refused.more + 1)
+                refused.more[why] = refused.more.get(why, 0) + 1
 
     def _held(self, session_id: str, replacing: str) -> tuple[int, int, int]:
         """Films and bytes the session holds, and bytes all sessions hold, not counting a file it replaces."""
@@ -102,7 +102,7 @@ class BoundedUploads(MemoryUploadedFileManager):
     def take_refused(self, session_id: str) -> Refusals:
         """The films refused since the session last asked (then forgotten)."""
         with self._lock:
-            return self._refused.pop(session_id, Refusals([], 0))
+            return self._refused.pop(session_id, Refusals([], {}))
 
     def remove_session_files(self, session_id: str) -> None:
         super().remove_session_files(session_id)
@@ -125,9 +125,9 @@ def refused_here() -> Refusals:
 
     context = get_script_run_ctx()
     if context is None or not Runtime.exists():
-        return Refusals([], 0)
+        return Refusals([], {})
     store = Runtime.instance().uploaded_file_mgr
-    return store.take_refused(context.session_id) if isinstance(store, BoundedUploads) else Refusals([], 0)
+    return store.take_refused(context.session_id) if isinstance(store, BoundedUploads) else Refusals([], {})
 
 
 def release_left_uploads() -> None:
@@ -161,11 +161,13 @@ def refused_uploads(names_now: list[str]) -> Refusals:
     if held and not held[0] and names_now:  # the films of the drop those refusals came from have arrived
         held = (tuple(names_now), held[1])
     if new.named or new.more:
-        earlier = held[1] if held and held[0] == tuple(names_now) else Refusals([], 0)
+        earlier = held[1] if held and held[0] == tuple(names_now) else Refusals([], {})
         named = list(dict.fromkeys(earlier.named + new.named))
-        more = earlier.more + new.more + max(0, len(named) - REFUSED_NAMES_KEPT)
-        held = (tuple(names_now), Refusals(named[:REFUSED_NAMES_KEPT], more))
+        more = {why: earlier.more.get(why, 0) + new.more.get(why, 0) + sum(kind == why for kind, _ in
+                                                                           named[REFUSED_NAMES_KEPT:])
+                for why in (SESSION, SERVER)}
+        held = (tuple(names_now), Refusals(named[:REFUSED_NAMES_KEPT], {why: n for why, n in more.items() if n}))
     elif held and held[0] != tuple(names_now):
         held = None
     st.session_state[_SESSION_REFUSED] = held
-    return held[1] if held else Refusals([], 0)
+    return held[1] if held else Refusals([], {})

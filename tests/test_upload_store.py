@@ -68,9 +68,9 @@ def test_past_the_servers_limit_uploads_are_refused_and_named_to_their_own_page_
     assert (refused.value.status_code, refused.value.detail) == (503, SERVER_FULL)
     with pytest.raises(HTTPException):
         store.add_file("b", _film("b2", 100_000, name="chest 3.png"))
-    assert store.take_refused("a") == ([], 0)
-    assert store.take_refused("b") == ([("server", "chest 2.png"), ("server", "chest 3.png")], 0)
-    assert store.take_refused("b") == ([], 0)  # once
+    assert store.take_refused("a") == ([], {})
+    assert store.take_refused("b") == ([("server", "chest 2.png"), ("server", "chest 3.png")], {})
+    assert store.take_refused("b") == ([], {})  # once
     store.add_file("b", _film("b1", 40_000))  # what is left of the server's room is still usable
     store.remove_session_files("a")  # a session that ends frees its room for the others
     store.add_file("b", _film("b2", 500_000))
@@ -82,7 +82,7 @@ def test_a_session_that_ends_forgets_its_refusals(settings_env):
     with pytest.raises(HTTPException):
         store.add_file("a", _film("a0", MEGABYTE + 1))
     store.remove_session_files("a")
-    assert store.take_refused("a") == ([], 0)
+    assert store.take_refused("a") == ([], {})
 
 
 def test_refusals_past_the_names_kept_are_counted_not_named_and_long_names_are_cut(settings_env):
@@ -92,7 +92,7 @@ def test_refusals_past_the_names_kept_are_counted_not_named_and_long_names_are_c
         with pytest.raises(HTTPException):
             store.add_file("a", _film(f"a{k}", MEGABYTE + 1, name=f"{k}{'x' * 4000}.png"))
     named, more = store.take_refused("a")
-    assert (len(named), more) == (REFUSED_NAMES_KEPT, 5)
+    assert (len(named), more) == (REFUSED_NAMES_KEPT, {"server": 5})
     assert named[0][1].startswith("0xx") and named[0][1].endswith("xx.png") and len(named[0][1]) <= 160
 
 
@@ -118,7 +118,7 @@ def _page_showing_refusals():
     from dashboard.upload_store import refused_uploads
 
     refused = refused_uploads(st.session_state.get("box", []))
-    st.write(repr(refused.named) + (f" and {refused.more} more" if refused.more else ""))
+    st.write(repr(refused.named) + "".join(f" and {n} more" for n in refused.more.values()))
 
 
 def _shown_at_each_run(monkeypatch, why: str, runs) -> list[str]:
@@ -129,11 +129,11 @@ def _shown_at_each_run(monkeypatch, why: str, runs) -> list[str]:
     from dashboard import upload_store
 
     arriving: list[Refusals] = []
-    monkeypatch.setattr(upload_store, "refused_here", lambda: arriving.pop(0) if arriving else Refusals([], 0))
+    monkeypatch.setattr(upload_store, "refused_here", lambda: arriving.pop(0) if arriving else Refusals([], {}))
     page = AppTest.from_function(_page_showing_refusals)
     shown = []
     for box, refused in runs:
-        arriving.append(Refusals([(why, name) for name in refused], 0))
+        arriving.append(Refusals([(why, name) for name in refused], {}))
         page.session_state["box"] = box
         page.run()
         assert not page.exception
@@ -170,14 +170,18 @@ def test_refused_films_are_named_once_per_reason_as_plain_text():
     from dashboard.components.reports import escape_markdown
     from dashboard.components.upload_messages import refused_warnings
 
-    messages = refused_warnings(Refusals([("server", "**chest**.png"), ("session", "c.png"), ("server", "d.png")], 0))
+    messages = refused_warnings(Refusals([("server", "**chest**.png"), ("session", "c.png"), ("server", "d.png")], {}))
     assert len(messages) == 2
     assert messages[0].startswith("Not received, so not on any worklist: c.png. This page already held")
     assert f"{escape_markdown('**chest**.png')}, d.png. The server is holding" in messages[1]
-    assert "**chest**" not in messages[1] and refused_warnings(Refusals([], 0)) == []
-    assert refused_warnings(Refusals([("server", "d.png")], 3))[1] == (
-        "3 more films were not received either, and are named neither here nor in the downloaded worklist. Remove "
-        "films from the upload box and triage them in smaller batches.")
+    assert "**chest**" not in messages[1] and refused_warnings(Refusals([], {})) == []
+    assert refused_warnings(Refusals([("server", "d.png")], {"server": 3, "session": 1})) == [  # each its reason's
+        "Not received, so not on any worklist: 1 film (not named here or in the downloaded worklist). This page "
+        "already held more films than one batch may, so the server stopped receiving them. Remove films from the "
+        "upload box and triage them in smaller batches.",
+        "Not received, so not on any worklist: d.png and 3 more films (not named here or in the downloaded "
+        "worklist). The server is holding as many uploaded films as it may for all its users at once. Remove these "
+        "from the upload box and upload them again in a few minutes."]
 
 
 def test_copies_of_one_film_are_named_in_one_sentence_and_counted_past_five():

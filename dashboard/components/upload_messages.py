@@ -39,11 +39,11 @@ def refused_warnings(refused: Refusals) -> list[str]:
     }
     messages = []
     for why, reason in reasons.items():
-        names = [escape_markdown(name) for kind, name in refused.named if kind == why]
-        if names:
-            messages.append(f"Not received, so not on any worklist: {', '.join(names)}. {reason}")
-    if refused.more:
-        messages.append(f"{refused.more} more film{'s were' if refused.more > 1 else ' was'} not received either, "
-                        "and are named neither here nor in the downloaded worklist. Remove films from the upload box "
-                        "and triage them in smaller batches.")
+        names, more = [escape_markdown(name) for kind, name in refused.named if kind == why], refused.more.get(why, 0)
+        films = ", ".join(names)
+        if more:  # past the names kept: counted, each under its own reason
+            counted = f"{more}{' more' if names else ''} film{'s' if more > 1 else ''}"
+            films = (f"{films} and {counted}" if names else counted) + " (not named here or in the downloaded worklist)"
+        if films:
+            messages.append(f"Not received, so not on any worklist: {films}. {reason}")
     return messages

@@ -136,7 +136,7 @@ with foreground.working() if uploads or kept else nullcontext():
             if status not in ("not read yet", ATYPICAL) or status in statuses:  # only when there are such films
                 st.metric(title, statuses.count(status), border=True)
         if refused.named or refused.more:  # films of this batch the server did not receive: named above, counted
-            st.metric("Not received", len(refused.named) + refused.more, border=True)  # here, rows in the CSV
+            st.metric("Not received", len(refused.named) + sum(refused.more.values()), border=True)  # here, CSV rows
     repeats = repeated_uploads(uploads)
     if repeats:
         st.warning(repeated_warning(repeats), icon=":material/content_copy:")
