@@ -36,3 +36,27 @@ def test_the_calibration_outcome_gives_each_figure_its_interval():
                         f"({record.report.n} films).")
     assert on_site.startswith(f"Site films: sensitivity {with_interval(site.sensitivity, site.sensitivity_ci)}, "
                               f"specificity {with_interval(site.specificity, site.specificity_ci)} (16 films; ")
+
+
+def test_a_site_report_says_when_the_chest_film_check_could_not_screen_its_films(trained_model, tmp_path,
+                                                                                  settings_env, films_dir, monkeypatch):
+    """A re-read of the change: with the detector unreadable, image statistics alone screened the site films, and
+    the report said nothing of it."""
+    import corpus
+    from test_calibrate_site import TARGET, _ward
+
+    from core.errors import CheckpointError
+    from core.serving.chest_check import ChestFilmCheck
+    from core.training.calibrate import calibrate
+
+    registry = corpus.copy_registry(trained_model.directory, tmp_path / "models")
+    site, roots = _ward(tmp_path, films_dir, 3)
+    settings_env(CXR_DATA_ROOTS=str(roots))
+
+    def unreadable():
+        raise CheckpointError("The chest-film detector cannot be loaded.")
+
+    monkeypatch.setattr(ChestFilmCheck, "shared", unreadable)
+    new = calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
+    assert "the chest-film check could not run, so image statistics alone screened them" in new.other_reports[
+        SITE_REPORT].split

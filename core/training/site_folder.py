@@ -34,6 +34,7 @@ class SiteFolder:
     films: FilmSet  # labelled in the model's classes (its names and order), one of each group of copies
     copies: int = 0  # films left out as copies of another film in the folder
     not_triaged: int = 0  # films left out as Triage would leave them untriaged
+    unscreened: bool = False  # the chest-film check could not run: image statistics alone screened the films
 
     def _counts(self) -> str:
         return ", ".join(f"{n} {c}" for c, n in zip(self.films.classes, self.films.class_counts()))
@@ -45,7 +46,9 @@ class SiteFolder:
                 if n]
 
     def counts_text(self) -> str:
-        return "; ".join([self._counts(), *(f"{words} left out" for words in self._left_out())])
+        said = [self._counts(), *(f"{words} left out" for words in self._left_out())]
+        return "; ".join(said + (["the chest-film check could not run, so image statistics alone screened them"]
+                                 if self.unscreened else []))
 
     def named(self, indices, most: int = 10) -> str:
         """The films at ``indices`` as messages name them (by the folder's label; at most ``most``, then a count), so
@@ -121,8 +124,9 @@ def distinct_films(site: SiteFolder, task: str) -> SiteFolder:
 def triaged_films(site: SiteFolder, task: str) -> SiteFolder:
     """``site`` without the films Triage would leave untriaged (an unreadable film stays, for the reading to name
     it), held to the floor again."""
-    verdicts = untriaged(site.films, list(range(len(site.films)))).not_chest
-    kept = np.flatnonzero([verdict is not True for verdict in verdicts])
+    verdicts = untriaged(site.films, list(range(len(site.films))))
+    kept = np.flatnonzero([verdict is not True for verdict in verdicts.not_chest])
+    site = replace(site, unscreened=verdicts.unavailable is not None)  # said in its report (a re-read)
     if len(kept) == len(site.films):
         return site
     return _at_floor(replace(site, films=site.films.subset(kept), not_triaged=len(site.films) - len(kept)), task)
