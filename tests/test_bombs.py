@@ -327,4 +327,8 @@ def test_a_palette_png_with_transparency_is_counted_as_the_four_channels_it_deco
         return buffer.getvalue()
 
     assert declared_size(palette_png(True)).components == 4
+    padded = palette_png(True)  # a re-read: 1,001 empty chunks before tRNS once hid it from a walk of 1,000
+    at = padded.index(b"PLTE") - 4
+    padded = padded[:at] + b"\x00\x00\x00\x00teSt\x00\x00\x00\x00" * 1001 + padded[at:]
+    assert declared_size(padded).components == 4
     assert declared_size(palette_png(False)).components == 3  # read as RGB before its grey levels

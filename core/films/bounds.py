@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from core.errors import UnreadableImage
 from core.films.decoding_cost import (JPEG_SOI, JPEG_SOS, MAX_JPEG_SEGMENTS, PNG_SIGNATURE, check_decoding_cost,
-                                      jpeg_markers)
+                                      jpeg_markers, png_chunks)
 
 # Raster formats Pillow may open, for uploads and training folders alike (core/films/read.py): nothing else,
 # so a file cannot reach a decoder we did not choose (EPS would reach Ghostscript).
@@ -160,21 +160,8 @@ def _png(data: bytes) -> DeclaredSize | None:
     if len(data) < 26 or data[12:16] != b"IHDR":
         return None
     width, height = struct.unpack_from(">II", data, 16)
-    components = 4 if _has_png_chunk(data, b"tRNS") else {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(data[25], 1)
-    return DeclaredSize(width, height, components, "PNG")
-
-
-def _has_png_chunk(data: bytes, kind: bytes, most: int = 1000) -> bool:
-    """Whether a chunk of ``kind`` comes before the image data (within the first ``most`` chunks)."""
-    at = 8
-    for _ in range(most):
-        if at + 8 > len(data):
-            return False
-        length, found = struct.unpack_from(">I4s", data, at)
-        if found in (kind, b"IDAT"):
-            return found == kind
-        at += 12 + length
-    return False
+    components = 4 if png_chunks(data)[3] else {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(data[25], 1)  # past the
+    return DeclaredSize(width, height, components, "PNG")  # chunks it walks, the file is refused as too many
 
 
 _DEFLATED = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian

@@ -123,7 +123,7 @@ def check_decoding_cost(data: bytes, label: str, pillow: bool = True) -> None:
         check_exif(counts.exif, label)
         check_exif(counts.mpf, label, "multi-picture (MPF)")  # a TIFF directory too, read as Pillow opens the file
     elif data.startswith(PNG_SIGNATURE):
-        chunks, headers, profiles = png_chunks(data)
+        chunks, headers, profiles, _ = png_chunks(data)
         if chunks > MAX_PNG_CHUNKS:
             raise UnreadableImage(
                 f"{label} is too costly to decode safely: its PNG data is cut into more than {MAX_PNG_CHUNKS:,} "
@@ -243,20 +243,21 @@ def exif_claims(body: bytes) -> int:
     return claims
 
 
-def png_chunks(data: bytes) -> tuple[int, int, int]:
-    """The chunks of the PNG in ``data`` up to IEND, counting no further than one past :data:`MAX_PNG_CHUNKS`, and
-    how many of them are an image header (IHDR) and a colour profile (iCCP)."""
-    at, chunks, headers, profiles = len(PNG_SIGNATURE), 0, 0, 0
+def png_chunks(data: bytes) -> tuple[int, int, int, bool]:
+    """The chunks of the PNG in ``data`` up to IEND, counting no further than one past :data:`MAX_PNG_CHUNKS`, how
+    many of them are an image header (IHDR) and a colour profile (iCCP), and whether one is transparency (tRNS)."""
+    at, chunks, headers, profiles, transparency = len(PNG_SIGNATURE), 0, 0, 0, False
     while at + 8 <= len(data) and chunks <= MAX_PNG_CHUNKS:
         (length,) = struct.unpack_from(">I", data, at)
         chunks += 1
         kind = data[at + 4 : at + 8]
         headers += kind == b"IHDR"
         profiles += kind == b"iCCP"
+        transparency |= kind == b"tRNS"
         if kind == b"IEND":
             break
         at += 12 + length
-    return chunks, headers, profiles
+    return chunks, headers, profiles, transparency
 
 
 def jpeg_markers(data: bytes):
