@@ -50,8 +50,7 @@ class ModelLoad:
         try:
             self._run()
         finally:
-            with _models_lock:
-                _trim(next(reversed(_models), None))
+            _trim_kept()
 
     @property
     def ready(self) -> bool:
@@ -109,6 +108,7 @@ class ModelLoad:
             return
         finally:
             self._done.set()
+            _trim_kept()  # now, not after the warm-up's steps below (each may wait 20 s for a busy page: a re-read)
         _rehearse(self.name, lambda: load_cam_library(between_steps=foreground.wait_until_idle))
         if predictor.can_explain:
             foreground.wait_until_idle()
@@ -123,6 +123,7 @@ class ModelLoad:
         logging.getLogger(__name__).warning("loading %s failed", self.name, exc_info=exc)
         self._error, self._failed_at = _bare(exc), time.monotonic()  # _bare never raises: the load always ends
         self._done.set()
+        _trim_kept()
 
 
 def _bare(exc: Exception) -> Exception:
@@ -216,6 +217,12 @@ def warm_up(entry: ModelEntry) -> ModelLoad:
         _asked[key] = time.monotonic()
         _trim(key)
         return load
+
+
+def _trim_kept() -> None:
+    """:func:`_trim`, sparing the version asked for last."""
+    with _models_lock:
+        _trim(next(reversed(_models), None))
 
 
 def _trim(key: tuple | None) -> None:
