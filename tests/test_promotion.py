@@ -97,6 +97,7 @@ def test_a_site_calibrated_version_is_held_to_the_floor_on_its_site_films(traine
     internal validation's 94.57 % at the site's threshold, with "Train with a higher sensitivity target"; its
     threshold promises the site's films, and so does the floor."""
     from core.store.promotion import SITE_REPORT
+    from core.store.promotion import figures as promotion_figures
     from core.store.records import Calibration
 
     settings_env(CXR_PROMOTION_MIN_SENSITIVITY="0.95", CXR_PROMOTION_MIN_FILMS="20")
@@ -108,6 +109,8 @@ def test_a_site_calibrated_version_is_held_to_the_floor_on_its_site_films(traine
         "calibration": Calibration.model_validate({"from": record.name, "target_sensitivity": 0.95,
                                                    "source": "site folder", "folder": "ward-7/ward"})})
     assert check_promotion(ModelEntry(calibrated, False, trained_model.json_path)) == []
+    logged = promotion_figures(ModelEntry(calibrated, False, trained_model.json_path))  # what the floor read
+    assert logged["films"] == "site films" and logged["class_counts"] == {"NORMAL": 20, "PNEUMONIA": 35}
     few = calibrated.model_copy(update={"other_reports": {SITE_REPORT: site.model_copy(update={
         "class_counts": [12, 35], "at_operating_point": low})}})
     reasons, advice = refusal(ModelEntry(few, False, trained_model.json_path))

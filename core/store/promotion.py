@@ -28,7 +28,8 @@ from core.stop_signals import stops_held
 from core.tasks import find_normal_index, task_name
 
 
-SITE_REPORT = "site"  # other_reports' entry of the site films a version's threshold was chosen on (calibrate)
+# other_reports' entry of the site films a version's threshold was chosen on, and its Calibration.source (calibrate)
+SITE_REPORT, SITE_FOLDER = "site", "site folder"
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _site_report(record: ModelRecord) -> Report | None:
     """The report of the site films a site-calibrated version's threshold was chosen on: what its operating point
     promises, so what the floor reads (a review: a version at 95.8 % on 55 site films was refused for its internal
     validation's 94.57 % at the site's threshold, and told to train again); None for any other version."""
-    if record.calibration is None or record.calibration.source != "site folder":
+    if record.calibration is None or record.calibration.source != SITE_FOLDER:
         return None
     return record.other_reports.get(SITE_REPORT)
 
@@ -214,9 +215,12 @@ def promote_first(name: str, *, who: str, directory: Path | None = None) -> bool
 
 
 def figures(entry: ModelEntry) -> dict:
-    """What the audit log keeps about a version at promotion: its validation figures and operating point."""
-    report, point = entry.record.report, entry.record.operating_point
-    found = {"threshold": point.threshold, "target_sensitivity": point.target_sensitivity}
+    """What the audit log keeps about a version at promotion: the figures the floor read (its validation's, or a
+    site calibration's site films', said as ``films``: a re-read) and its operating point."""
+    site = _site_report(entry.record)
+    report, point = site or entry.record.report, entry.record.operating_point
+    found = {"threshold": point.threshold, "target_sensitivity": point.target_sensitivity,
+             "films": "site films" if site else "validation"}
     if report is not None:
         found.update(n=report.n, class_counts=dict(zip(report.classes, report.class_counts)), auc=report.auc,
                      sensitivity=report.sensitivity, specificity=report.specificity)

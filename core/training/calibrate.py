@@ -42,7 +42,7 @@ from core.films.roots import folder_label
 from core.films.tensor import load_tensors
 from core.models.device import model_device, place_model, resolve_device, to_device
 from core.store.checkpoints import kept_when_stored, load_checkpoint
-from core.store.promotion import SITE_REPORT, promote
+from core.store.promotion import SITE_FOLDER, SITE_REPORT, promote
 from core.store.records import Calibration, MeasuredElsewhere, ModelRecord, TrainConfig
 from core.store.registry import checkpoint_dir, find_model
 from core.store.writable import ensure_models_writable
@@ -58,7 +58,7 @@ from core.training.train import split_films, validate_for_shipping
 
 _VERSION = re.compile(r"-v\d+$")
 SITE = SITE_REPORT  # the key of the site films' report in other_reports
-SITE_FOLDER, VALIDATION = "site folder", "validation"
+VALIDATION = "validation"
 
 
 def calibrate(
