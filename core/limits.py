@@ -123,10 +123,12 @@ DISPLAY_SIDE = 1024
 # One browser session's triage results (~1 MB each: the display copy; at least a whole batch's, dashboard.state)
 # and Grad-CAM heat maps (~0.1 MB each).
 SESSION_RESULT_CACHE_BYTES = 128 * 2**20
-RESULT_BYTES = DISPLAY_SIDE**2 + 4096  # one result at most: its display copy and the rest
+RESULT_OVERHEAD = 4096  # a result's reading and details, counted beside its display copy
+RESULT_BYTES = DISPLAY_SIDE**2 + RESULT_OVERHEAD  # one result at most
 SESSION_HEAT_MAP_CACHE_BYTES = 32 * 2**20
-# All sessions' caches together (each session's three above, 416 MB, and its kept batch, dashboard.kept_batch, up
-# to a batch's megabytes): past this, a session keeps less and computes again.
+# All sessions' caches together (each session's three above, 416 MB at the default batch of 50 films and more for
+# larger batches, and its kept batch, dashboard.kept_batch, up to a batch's megabytes): past this, a session keeps
+# less and computes again.
 ALL_SESSION_CACHES_BYTES = 2 * 2**30
 
 

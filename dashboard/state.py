@@ -105,7 +105,7 @@ def session_films() -> FilmCache:
 
 # Results (by film digest, hashed name, model key) and heat maps (digest, model key, class, method): cap, entry size.
 _CAPS = {_SESSION_RESULTS: (limits.SESSION_RESULT_CACHE_BYTES,
-                            lambda result: 4096 + (0 if result.display is None else result.display.nbytes)),
+                            lambda result: limits.RESULT_OVERHEAD + getattr(result.display, "nbytes", 0)),
          _SESSION_HEAT_MAPS: (limits.SESSION_HEAT_MAP_CACHE_BYTES, lambda heat: heat.nbytes)}
 
 
