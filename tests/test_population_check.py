@@ -141,7 +141,7 @@ def test_a_site_copy_without_its_population_file_is_served_unchecked_and_said_so
     from dashboard.model_loads import model_key  # results read unchecked are not taken for the checked model's
 
     def served(loaded_now):
-        return SimpleNamespace(name=loaded_now.name, loaded=loaded_now)
+        return SimpleNamespace(name=loaded_now.name, loaded=loaded_now, check_in_use=lambda: 0)
 
     assert model_key(served(loaded)) != model_key(served(load_checkpoint(copied_with_check)))
 

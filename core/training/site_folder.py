@@ -55,8 +55,10 @@ class SiteFolder:
         that whoever must remove them can find them (a review: refusals counted the films and named none)."""
         from core.films.read import shown_name
 
-        names = [shown_name(f"{self.label}/{self.films.paths[i].relative_to(self.path).as_posix()}")
-                 for i in list(indices)[:most]]
+        def inside(path: Path) -> str:  # a film outside the folder (a test's made-up one) by its name alone
+            return path.relative_to(self.path).as_posix() if path.is_relative_to(self.path) else path.name
+
+        names = [shown_name(f"{self.label}/{inside(self.films.paths[i])}") for i in list(indices)[:most]]
         more = len(list(indices)) - len(names)
         return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
