@@ -132,7 +132,7 @@ def comparison(rows: list[tuple[ModelEntry, Report]], stored: bool = False,
         chart, points = st.columns(2, gap="large")
         chart.plotly_chart(roc_curves(curves, [entry.name for entry, _ in rows]), key="roc-chart")
         with points:
-            st.markdown("**Operating points** (◆ on the chart)")
+            st.markdown("**Operating points** (the marker on each model's curve, a shape of its own)")
             st.dataframe(operating_points(curves), hide_index=True, key="operating-points")
             recalibrated = [entry.name for entry, _ in rows if entry.record.calibration is not None
                             and entry.record.calibration.folder]
