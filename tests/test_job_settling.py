@@ -65,3 +65,34 @@ def test_a_job_killed_between_its_version_and_its_audit_line_is_recorded_and_pro
     record_action("train", "admin", model=record["name"], job="job-10")
     read_job(_dead_job(tmp_path / "jobs", "job-10", copied_model.parent, who="admin"))
     assert [a.details["job"] for a in read_actions() if a.action == "train"] == ["job-10", "job-9"]
+
+
+def test_two_readers_settle_a_dead_job_one_after_the_other(copied_model, tmp_path, monkeypatch):
+    """Found by a concurrency review: every viewer of the Retrain page reads the job under a shared lock, so two
+    could settle one dead job at once, both finding its ``train`` audit line missing and both writing it."""
+    import threading
+    import time
+
+    from core.jobs import jobs
+
+    folder, inside, most, lock = _dead_job(tmp_path / "jobs", "job-9", copied_model.parent), [0], [0], threading.Lock()
+    real = jobs._settle_if_dead
+
+    def slow(folder):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)  # long enough for the other reader to arrive
+        try:
+            return real(folder)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(jobs, "_settle_if_dead", slow)
+    readers = [threading.Thread(target=read_job, args=(folder,)) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(10)
+    assert most[0] == 1 and read_job(folder).state == "failed"

@@ -188,7 +188,8 @@ def read_job(folder: Path) -> Job:
         try:
             with lock.probe(folder.parent) as free:
                 if free:
-                    job = _settle_if_dead(folder)
+                    with lock.settling(folder):  # the status read again inside: a settler before us is seen
+                        job = _settle_if_dead(folder)
         except OSError as exc:  # a jobs folder gone read-only or full: its text would name the server path
             why = exc.strerror or type(exc).__name__
             raise JobError(f"Whether job {folder.name} still runs cannot be checked ({why}); an administrator "

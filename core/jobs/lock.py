@@ -85,6 +85,22 @@ def probe(root: Path) -> Iterator[bool]:
         os.close(fd)  # closing drops our shared lock
 
 
+SETTLE_FILE = "settle.lock"
+
+
+@contextmanager
+def settling(folder: Path) -> Iterator[None]:
+    """One settler of a dead job at a time, across threads and processes (each opens its own descriptor): readers
+    probe the slot under a shared lock, so two could settle one job at once, both finding its audit line missing
+    and both writing it (a concurrency review)."""
+    fd = os.open(folder / SETTLE_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
 def held_by(root: Path) -> str | None:
     """None when the slot is free; otherwise what the lock file names (a job id, or "" while it is written)."""
     with probe(root) as free:
