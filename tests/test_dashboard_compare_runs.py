@@ -80,3 +80,16 @@ def test_whether_a_model_learned_from_the_folder_is_worked_out_once_not_at_every
     page.run()
     page.run()
     assert not page.exception and len(walks) == first
+
+
+
+def test_a_version_saved_again_since_the_listing_is_not_read_under_the_listed_version(page, tmp_path):
+    """Found by a concurrency review: the reading was cached and audited under the listing's hashes while the
+    load read whatever was on disk, so a version saved again with another threshold was the listed one's figures."""
+    require(FILMS_DIR, "films")
+    from core.errors import TryAgainLater
+    from dashboard.components.compare_view import folder_report
+
+    listed = str(tmp_path / "checkpoints" / f"{MODELS[0]}.json")  # the page fixture's models
+    with pytest.raises(TryAgainLater, match="saved again while the page read it"):
+        folder_report(MODELS[0], "0" * 64, listed, str(FILMS_DIR), "a stamp")

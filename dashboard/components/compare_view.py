@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core.admin.audit import record_action
-from core.errors import TriageError
+from core.errors import TriageError, TryAgainLater
 from core.films.roots import SHARED_ROOT, folder_label
 from core.store.registry import ModelEntry
 from core.store.reports import Report
@@ -280,6 +280,12 @@ def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, s
     from core.store.checkpoints import load_checkpoint
 
     try:
-        return read_folder(load_checkpoint(Path(json_path)), folder, on_progress=on_progress)
+        loaded = load_checkpoint(Path(json_path))
+        point = loaded.record.operating_point.model_dump_json()
+        if loaded.record.weights_sha256 != weights_sha256 or (operating_point and point != operating_point):
+            # saved again since the page listed it: read, cached and audited under the listing's key, it would be
+            # the listed version's figures at another threshold (a concurrency review), as Triage refuses too
+            raise TryAgainLater(f"Model {name} was saved again while the page read it; press Evaluate again.")
+        return read_folder(loaded, folder, on_progress=on_progress)
     finally:
         bar.empty()
