@@ -18,15 +18,33 @@ from dashboard.components.triage_view import cam_caption
 def test_the_caption_gives_the_classs_probability_and_what_red_means():
     # a colour key, relative to the film (a Grad-CAM review: blue, green and yellow were never explained)
     assert cam_caption("Grad-CAM for NORMAL", False, 0.006) == (
-        "Grad-CAM for NORMAL, which the model gives 0.6 % (colours relative to this film alone: red = the most "
-        "evidence for it here, however weak; blue = little; no colour = none)")
+        "Grad-CAM for NORMAL, which the model gives 0.6 % (colours relative to this film alone: yellow = the most "
+        "evidence for it here, however weak; purple = little; no colour = none)")
     assert cam_caption("Grad-CAM for PNEUMONIA", False, 0.99996).startswith(
         "Grad-CAM for PNEUMONIA, which the model gives 99.99")  # never a rounded 100.0 %
     assert cam_caption("Grad-CAM for PNEUMONIA", False, 1.0).startswith(  # nor a saturated output
         "Grad-CAM for PNEUMONIA, which the model gives >99.9999 % (colours")
     assert cam_caption("Eigen-CAM, the same for every class", True, 0.5) == (
-        "Eigen-CAM, the same for every class (colours relative to this film alone: red = the strongest activation "
-        "here; blue = weak; no colour = none)")
+        "Eigen-CAM, the same for every class (colours relative to this film alone: yellow = the strongest "
+        "activation here; purple = weak; no colour = none)")
+
+
+def test_the_colour_scale_reads_for_colour_blind_eyes_and_rises_in_lightness():
+    """Blue-cyan-green-yellow-red told little from much by red against green, which one man in twelve cannot
+    see, and its lightness rose and fell (an accessibility review): viridis, whose lightness only rises."""
+    from matplotlib import colormaps
+
+    from core.serving.explain import colour_bar, colour_scale
+
+    points = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    colours = colour_scale(points)
+    assert np.abs(colours - colormaps["viridis"](points)[:, :3]).max() < 0.04  # 13 stops, straight between
+    linear = np.where(colours <= 0.04045, colours / 12.92, ((colours + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ np.array([0.2126, 0.7152, 0.0722])
+    assert np.all(np.diff(luminance) > 0)  # darker means less, everywhere on the scale
+    bar = colour_bar(200, 8)
+    assert bar.shape == (8, 200, 3) and bar.dtype == np.uint8
+    assert np.array_equal(bar[0], bar[-1]) and np.array_equal(bar[0, -1], np.round(255 * colours[-1]).astype(np.uint8))
 
 
 def test_an_empty_map_is_said_to_be_empty_not_drawn(trained_model, tmp_path, settings_env, normal_film_path,

@@ -58,9 +58,8 @@ def test_landing_page_preselects_the_default_model_and_shows_its_card(checkpoint
     assert model.value == "pneumonia-cnn5-v1"
     assert set(model.options) == {"pneumonia-cnn5-v1  (default)", "pneumonia-mlp-v1"}
     card = "\n".join(m.value for m in at.sidebar.markdown) + "\n".join(c.value for c in at.sidebar.caption)
-    for words in ("Training data", "Validation", "AUC", "Sensitivity", "Operating point", "Intended use",
-                  "not a diagnosis", "abnormal films", "meets it by design"):
-        assert words in card
+    assert all(words in card for words in ("Training data", "Validation", "AUC", "Sensitivity", "Operating point",
+                                           "Intended use", "not a diagnosis", "abnormal films", "meets it by design"))
     assert at.file_uploader(key="films").accept_multiple_files
     assert not at.file_uploader(key="films").allowed_type  # any name: DICOM files often have no extension
     assert "Upload one or more films" in at.info[0].value
@@ -106,8 +105,8 @@ def test_a_batch_of_real_films_gets_a_worklist_and_a_card_each(checkpoints):
     shown = sorted(max(float(n.split(" · ")[1][:-1]), float(p.split(" · ")[1][:-1])) for n, p in pairs)
     assert shown == pytest.approx(sorted(100 * readable["Probability"]), abs=0.051)  # the worklist's figures
     assert sum("DICOM" in c for c in captions) == 2  # with and without the .dcm extension
-    assert [m.value for m in at.get("metric")] == [str((table["Priority"] == p).sum())
-                                                   for p in ("Urgent", "Not triaged", "Unreadable", "Routine")]
+    priorities = ("Urgent", "Not triaged", "Unreadable", "Routine")
+    assert [m.value for m in at.get("metric")] == [str((table["Priority"] == p).sum()) for p in priorities]
     assert at.get("download_button")
 
 
@@ -166,8 +165,10 @@ def test_explanation_method_opacity_and_class_can_be_changed(checkpoints, monkey
     at.run()  # a map that is the same for every class: no class to pick, and the caption says so
     assert next(s for s in at.selectbox if s.label == "Explain class").disabled
     captions = [c for image in at.get("image") for c in image.captions]
-    assert any(c.startswith("Eigen-CAM, the same for every class (colours relative to this film alone: red = the "
-                            "strongest activation here; blue = weak; no colour = none)") for c in captions), captions
+    assert any(c.startswith("Eigen-CAM, the same for every class (colours relative to this film alone: yellow = "
+                            "the strongest activation here; purple = weak; no colour = none)") for c in captions)
+    alts = [img.alt for image in at.get("image") for img in image.proto.imgs]  # the scale drawn under the map
+    assert "Colour scale of the map, from purple (little) to yellow (the most in this film)" in alts, alts
 
 
 def test_a_model_without_convolutions_says_there_is_no_gradcam(checkpoints):
@@ -361,12 +362,10 @@ def test_results_and_heat_maps_stay_in_the_session_that_uploaded_them(checkpoint
     assert _cache_sizes(second) == (1, 1, 1)  # the other session is not touched
 
 
-@pytest.mark.parametrize("limits, batch, refusal", [
-    ({"CXR_BATCH_MAX_FILMS": "2"}, 3, "3 films (at most 2)"),
-    ({"CXR_BATCH_MAX_MB": "5"}, 1, "7 MB (at most 5 MB)"),  # the uncompressed DICOM is 6.9 MB
-])
+@pytest.mark.parametrize("limits, batch, refusal", [({"CXR_BATCH_MAX_FILMS": "2"}, 3, "3 films (at most 2)"),
+                                                    ({"CXR_BATCH_MAX_MB": "5"}, 1, "7 MB (at most 5 MB)")])
 def test_a_batch_past_the_limits_is_refused_whole_and_a_smaller_one_runs(checkpoints, settings_env, limits, batch,
-                                                                         refusal):
+                                                                         refusal):  # the uncompressed DICOM: 6.9 MB
     settings_env(**limits)
     films = [require(DICOM_DIR / "RG1_UNCI.dcm", "the DICOM film")] if "CXR_BATCH_MAX_MB" in limits \
         else real_films()[:batch]

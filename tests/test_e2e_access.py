@@ -282,7 +282,7 @@ def test_behind_nginx_with_the_readme_configuration(site, tmp_path):
             expect(page.get_by_role("heading", name="Triage")).to_be_visible()
             page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(pneumonia))
             expect(page.get_by_text("Grad-CAM for", exact=False)).to_be_visible()
-            wait_for_loaded_images(page, 2)  # the film and its overlay, both delivered through the proxy
+            wait_for_loaded_images(page, 3)  # the film, its overlay and colour bar, delivered through the proxy
             assert _admin_controls(page) == []  # through a proxy on this machine: not local
             _go(page, "Compare models", "ROC curves")
             expect(page.locator(".js-plotly-plot").first).to_be_visible()

@@ -73,7 +73,7 @@ def test_triage_compare_and_retrain_in_a_browser(tmp_path):
         expect(page.get_by_test_id("stAlertContentError").locator("a, img, strong, em")).to_have_count(0)
         expect(page.get_by_text("Class probabilities")).to_be_visible()
         expect(page.get_by_text("Grad-CAM for", exact=False)).to_be_visible()
-        wait_for_loaded_images(page, 2)  # the film and its overlay, both decoded by the browser
+        wait_for_loaded_images(page, 3)  # the film, its overlay and its colour bar, decoded by the browser
         expect(page.get_by_test_id("stDataFrame")).to_be_visible()
         expect(page.get_by_test_id("stException")).to_have_count(0)
         _shoot(page, "01-triage.png")

@@ -148,7 +148,7 @@ def test_a_member_weighs_by_its_probability_and_no_weight_at_all_falls_back_to_e
     left, right = np.zeros((4, 4), np.float32), np.zeros((2, 2), np.float32)
     left[0, 0], right[:] = 1.0, 0.5
     mostly_left = mean_heat_map([left, right], 4, [0.99, 0.01])
-    # scaled to its own peak, as each member's map is, so red is the most evidence in the film (a Grad-CAM review:
+    # scaled to its own peak, as each member's map is, so the top colour is the most evidence in the film (a review:
     # the default ensemble's mean of four normal films peaked at 0.49-0.93, green under a caption saying red)
     assert mostly_left[0, 0] == pytest.approx(1.0) and mostly_left[3, 3] == pytest.approx(0.005 / 0.995)
     np.testing.assert_allclose(mean_heat_map([left, right], 4, [0.0, 0.0]), mean_heat_map([left, right], 4))

@@ -151,7 +151,7 @@ def test_overlay_is_film_sized_rgb():
     assert np.abs(image[50:].astype(int) - 128).max() <= 1
     faint = np.full((32, 32), 0.1, dtype=np.float32)
     tinted = overlay(film, faint, opacity=0.5).astype(int)
-    assert 0 < tinted[..., 2].mean() - tinted[..., 0].mean() < 30  # little evidence, a faint blue
+    assert 0 < tinted[..., 2].mean() - tinted[..., 0].mean() < 30  # little evidence, a faint purple
 
 
 def test_unknown_architecture_names_the_choices():

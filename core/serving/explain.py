@@ -99,9 +99,9 @@ _ORIENTED: list[type] = []  # the Eigen-CAM class below, made once the library i
 
 def _eigen_cam_oriented() -> type:
     """pytorch_grad_cam's Eigen-CAM with its sign fixed: the first principal component of the activations has no
-    sign of its own (SVD gives either), and the library keeps the positive half, so its red was the weakest
+    sign of its own (SVD gives either), and the library keeps the positive half, so its top colour was the weakest
     activations as often as the strongest (a review: for the 5-layer CNN on 10 of 12 films). Here each map points
-    the way the layer's summed activations rise: red is where the layer responds most, as the caption says."""
+    the way the layer's summed activations rise: yellow is where the layer responds most, as the caption says."""
     if not _ORIENTED:
         from pytorch_grad_cam import EigenCAM
         from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
@@ -158,21 +158,33 @@ def mean_heat_map(maps: list[np.ndarray], size: int, weights: list[float] | None
     mean = np.clip(np.tensordot(share.astype(np.float32), np.stack(resized).astype(np.float32), axes=1), 0.0, 1.0)
     peak = float(mean.max()) if mean.size else 0.0
     # scaled to its own peak, as each member's map is: members that put their peaks in different places left the
-    # mean's peak green under a caption saying red is the most evidence in the film (a Grad-CAM review)
+    # mean's peak below the top colour under a caption saying it is the most evidence in the film (a Grad-CAM review)
     return (mean / peak if peak > 0 else mean).astype(np.float32)
 
 
 FULL_TINT_AT = 0.5  # share of the film's peak from which its colour is drawn at the chosen opacity
 
 
-# The colour scale, from no evidence to the film's most: blue, cyan, green, yellow, red (red, green, blue at each stop).
-COLOUR_STOPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (0.0, 1.0, 0.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+# The colour scale, from no evidence to the film's most: viridis (matplotlib's), at 13 stops (red, green, blue).
+# Its lightness only rises and it reads without telling red from green; the blue-to-red scale it replaces did
+# neither (an accessibility review).
+COLOUR_STOPS = ((0.2670, 0.0049, 0.3294), (0.2832, 0.1208, 0.4406), (0.2680, 0.2235, 0.5120),
+                (0.2297, 0.3224, 0.5457), (0.1906, 0.4071, 0.5561), (0.1577, 0.4859, 0.5580),
+                (0.1276, 0.5669, 0.5506), (0.1263, 0.6441, 0.5253), (0.2080, 0.7187, 0.4729),
+                (0.3692, 0.7889, 0.3829), (0.5655, 0.8424, 0.2629), (0.7833, 0.8793, 0.1254),
+                (0.9932, 0.9062, 0.1439))
 
 
 def colour_scale(heat: np.ndarray) -> np.ndarray:
     """Values in 0..1 -> their colours on ``COLOUR_STOPS``, as ... x 3 floats in 0..1."""
     stops = np.linspace(0.0, 1.0, len(COLOUR_STOPS))
     return np.stack([np.interp(heat, stops, channel) for channel in zip(*COLOUR_STOPS)], axis=-1).astype(np.float32)
+
+
+def colour_bar(width: int = 256, height: int = 12) -> np.ndarray:
+    """The colour scale drawn left (none) to right (the film's most), as a ``height`` x ``width`` x 3 uint8 image."""
+    row = np.round(255.0 * colour_scale(np.linspace(0.0, 1.0, width, dtype=np.float32))).astype(np.uint8)
+    return np.repeat(row[None], height, axis=0)
 
 
 def overlay(film_pixels: np.ndarray, heat: np.ndarray, opacity: float = 0.4) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import streamlit as st
 
 from core.errors import ServerBusy, TriageError, TryAgainLater
-from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, overlay
+from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, colour_bar, overlay
 from core.serving.in_flight import Patience
 from core.store.registry import ModelEntry
 from core.wording import digits_apart, fixed
@@ -232,18 +232,19 @@ def class_probabilities(probabilities: dict[str, float], label: str | None) -> N
         st.progress(fraction, text=text)
 
 
+COLOUR_BAR = colour_bar()  # drawn under every map: the caption's words for its colours, as colours
 EMPTY_MAP = 1e-6  # a map scaled to its own peak (pytorch_grad_cam) is this small only where the map was zero
 
 
 def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
-    """Each map is scaled to its own strongest point, so full red shows the most evidence in this film however
+    """Each map is scaled to its own strongest point, so full yellow shows the most evidence in this film however
     weak it is: a class the model gives 0.6 % looked as sure as one it gives 97 % (found by a review). The caption
     says so, with the model's probability for the class explained."""
     if class_free or probability is None:
-        return (f"{title} (colours relative to this film alone: red = the strongest activation here; blue = weak; "
+        return (f"{title} (colours relative to this film alone: yellow = the strongest activation here; purple = weak; "
                 "no colour = none)")
-    return (f"{title}, which the model gives {output_percent(probability)} (colours relative to this film alone: red = "
-            "the most evidence for it here, however weak; blue = little; no colour = none)")
+    return (f"{title}, which the model gives {output_percent(probability)} (colours relative to this film alone: "
+            "yellow = the most evidence for it here, however weak; purple = little; no colour = none)")
 
 
 def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
@@ -286,8 +287,11 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
             picture.info(f"{title}: no part of this film raised the model's score for {class_name}, so there is no "
                          "map to draw.", icon=":material/info:")
             return
-        picture.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
-                      caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)),
-                      alt=f"{title} over chest film {film_id(result)}")  # a screen reader's name for it (a review)
+        with picture.container():
+            st.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
+                     caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)),
+                     alt=f"{title} over chest film {film_id(result)}")  # a screen reader's name for it (a review)
+            st.image(COLOUR_BAR, width="stretch", caption="Colour scale: little (left) to the most in this film",
+                     alt="Colour scale of the map, from purple (little) to yellow (the most in this film)")
 
     return draw
