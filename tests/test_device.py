@@ -295,7 +295,7 @@ def test_running_out_of_gpu_memory_is_a_clear_message(monkeypatch, kermany_train
 
     monkeypatch.setattr(train_module, "fit", out_of_memory)
     config = TrainConfig(arch="cnn5", epochs=1, image_size=32, max_films=40, batch_size=256, device="cpu")
-    with pytest.raises(DeviceOutOfMemory, match=r"ran out of memory .* batch size 256; try a smaller --batch-size"
+    with pytest.raises(DeviceOutOfMemory, match=r"ran out of memory .* batch size 256; try a smaller image size"
                                                 r".* No model was registered\.$"):  # not "Nothing was saved": the
         train_module.train(kermany_train, config, directory=tmp_path)  # epochs finished before are kept for resume
     assert not list(tmp_path.iterdir())

@@ -51,3 +51,24 @@ def test_predict_says_a_film_s_out_of_memory_with_the_command_line_s_step(monkey
     said = out_of_memory("reading films", 1, torch.device("cuda"))
     commands._film_failed(argparse.Namespace(json=True), str(normal_film_path), said)
     assert json.loads(capsys.readouterr().out)["error"] == f"{said} {said.command_step}"
+
+
+def test_training_out_of_memory_offers_a_page_only_what_its_form_has(monkeypatch, kermany_train, tmp_path):
+    """A review: a job's failure on the Retrain page said "try a smaller --batch-size", which its form does not
+    offer, and on a CPU run told the user to check that no other job used the GPU."""
+    from core.errors import DeviceOutOfMemory
+    from core.store.records import TrainConfig
+    from core.training import train as train_module
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("out of memory")
+
+    monkeypatch.setattr(train_module, "fit", out_of_memory)
+    config = TrainConfig(arch="cnn5", epochs=1, image_size=32, max_films=40, batch_size=256, device="cpu")
+    with pytest.raises(DeviceOutOfMemory) as refused:
+        train_module.train(kermany_train, config, directory=tmp_path)
+    words = str(refused.value)
+    assert words.startswith("This computer ran out of memory training cnn5 at 32 px with batch size 256; try a "
+                            "smaller image size") and words.endswith("No model was registered.")
+    assert "--batch-size" not in words and "GPU" not in words and "nvidia-smi" not in words
+    assert "--batch-size" in refused.value.command_step

@@ -78,11 +78,13 @@ def train(
         completed = True
         return record
     except torch.OutOfMemoryError as exc:
-        where = "The GPU" if hardware.device.type == "cuda" else "This computer"
+        gpu = hardware.device.type == "cuda"  # the page's form has no batch size: the command line's step (a review)
         raise DeviceOutOfMemory(
-            f"{where} ran out of memory training {config.arch} at {config.image_size} px with batch size "
-            f"{config.batch_size}; try a smaller --batch-size or image size, or check that no other job is using "
-            f"the GPU (nvidia-smi). No model was registered.") from exc  # finished epochs stay saved (callers say)
+            f"{'The GPU' if gpu else 'This computer'} ran out of memory training {config.arch} at {config.image_size} "
+            f"px with batch size {config.batch_size}; try a smaller image size, or "
+            f"{'check that no other job is using the GPU' if gpu else 'close other programs using its memory'}. "
+            "No model was registered.", command_step="A smaller --batch-size also helps"
+            + (" (nvidia-smi shows what uses the GPU)." if gpu else ".")) from exc  # finished epochs stay saved
     finally:
         run_lock.release_all()  # however it ended: a job or command may take the run up (e.g. resume it) at once
         leave(hardware, completed)
