@@ -128,6 +128,7 @@ def test_a_site_copy_without_its_population_file_is_served_unchecked_and_said_so
     entry = next(e for e in entries if e.name == loaded.name)  # the card promised the check (a review)
     assert entry.population_missing and population_check_text(entry).startswith(
         f"**Population check.** Not checked: its file ({population_file(copied_with_check).name}) is missing")
+    assert "An administrator can copy the file back" in population_check_text(entry)  # not a clinician's task
     unchecked = warm_up(entry)
     assert unchecked.result().loaded.population is None  # served unchecked
     shutil.copy(population_file(trained_model.json_path), population_file(copied_with_check))  # copied back

@@ -182,8 +182,8 @@ def population_check_text(entry: ModelEntry) -> str:
         return f"**Population check.** Not checked: {_why_no_population_check(record)}."
     if entry.population_missing:  # a site copy of the usual pair: served without it (core.store.checkpoints)
         return (f"**Population check.** Not checked: its file ({check.file}) is missing from the models folder, so "
-                "films unlike its training films get no warning. Copy the file back, or fit the check again "
-                f"(`python -m core fit-population {record.name}`).")
+                "films unlike its training films get no warning. An administrator can copy the file back, or fit "
+                f"the check again on the server (`python -m core fit-population {record.name}`).")
     return (f"**Population check.** It knows {check.population} (fitted on {check.fitted_on} of its training "
             f"films). A film unlike them keeps its priority and is shown with a warning. Its warning threshold was "
             f"set on {check.validation_films} of its validation films (the same population) to warn about "
