@@ -285,7 +285,7 @@ def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, s
         if loaded.record.weights_sha256 != weights_sha256 or (operating_point and point != operating_point):
             # saved again since the page listed it: read, cached and audited under the listing's key, it would be
             # the listed version's figures at another threshold (a concurrency review), as Triage refuses too
-            raise TryAgainLater(f"Model {name} was saved again while the page read it; press Evaluate again.")
+            raise TryAgainLater(f"Model {name} was saved again while the page read it.")
         return read_folder(loaded, folder, on_progress=on_progress)
     finally:
         bar.empty()

@@ -6,7 +6,7 @@ written to the audit log.
 import streamlit as st
 
 from core.admin.audit import ensure_writable
-from core.errors import TriageError
+from core.errors import CheckpointError, TriageError, TryAgainLater
 from dashboard.components.access import current_user, how_to_administer
 from dashboard.components.compare_view import (comparison, details, folder_report, policy_films_caveat,
                                                record_evaluations, sources)
@@ -24,6 +24,15 @@ EVALUATED_FOLDER = "evaluated_folder"
 RECORDED = "evaluations-recorded"  # (model, folder) pairs in the audit log since the last press of Evaluate
 EVALUATED = "evaluations-shown"  # (model, folder) pairs evaluated since then, recorded or not (yet)
 FAILED = "evaluations-failed"  # (model, folder) -> why it could not be evaluated, since the last press of Evaluate
+
+
+def _next_step(exc: TriageError) -> str:
+    """What pressing Evaluate can do after ``exc``: try again (a busy server), nothing (the model's own file, which
+    its words name), or read a folder put right (a review: "Press Evaluate to try again" followed every failure)."""
+    if isinstance(exc, TryAgainLater):
+        return "Press Evaluate to try again."
+    return "" if isinstance(exc, CheckpointError) else "Put the folder right, or choose another, and press Evaluate."
+
 
 user = current_user()
 
@@ -108,11 +117,11 @@ if source == FOLDER:
             try:  # an unknown class reloaded every model, and an out-of-memory device decoded it all, each click)
                 reading = folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path), target, stamp,
                                         entry.record.operating_point.model_dump_json())
-            except TriageError as exc:
-                failed[key] = escape_markdown(without_server_paths(str(exc), target))
+            except TriageError as exc:  # "try again" only where trying again may help (a review)
+                failed[key] = f"{escape_markdown(without_server_paths(str(exc), target))} {_next_step(exc)}".strip()
         if key in failed:
-            st.error(f"{entry.name} could not be evaluated on the chosen folder: {failed[key]} Press Evaluate to "
-                     "try again.", icon=":material/error:")
+            st.error(f"{entry.name} could not be evaluated on the chosen folder: {failed[key]}",
+                     icon=":material/error:")
             continue
         rows.append((entry, reading.report))
         films.append((entry.name, reading.films))
