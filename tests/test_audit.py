@@ -154,8 +154,10 @@ def test_the_default_place_is_the_users_data_folder_never_the_code_tree(tmp_path
     assert audit_log_path() == config.settings().audit_log
 
 
-def test_the_cli_names_its_account_without_reading_the_environment():
-    assert cli_user() == f"cli:{pwd.getpwuid(os.getuid()).pw_name}"
+def test_the_cli_names_its_account_without_reading_the_environment(monkeypatch):
+    for variable in ("USER", "LOGNAME", "LNAME", "USERNAME"):  # what getpass.getuser() would read (a test review)
+        monkeypatch.setenv(variable, "mallory")
+    assert cli_user() == f"cli:{pwd.getpwuid(os.getuid()).pw_name}" != "cli:mallory"
 
 
 def test_evaluating_a_folder_from_the_cli_is_recorded(trained_model, films_dir, run_cli, log):

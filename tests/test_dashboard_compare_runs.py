@@ -81,6 +81,7 @@ def test_whether_a_model_learned_from_the_folder_is_worked_out_once_not_at_every
     monkeypatch.setattr(overlap, "_linked_places", lambda folder: walks.append(folder) or real(folder))
     _evaluate(page)
     first = len(walks)
+    assert first == len(MODELS)  # each model's links worked out once (a test review: 0 walks passed as well)
     page.run()
     page.run()
     assert not page.exception and len(walks) == first

@@ -130,7 +130,7 @@ def test_patient_split_is_reproducible(kermany_films):
 
 def test_patient_split_rejects_a_silly_fraction(kermany_films):
     for fraction in (0.0, 0.5, 0.9):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must be 1/k"):
             patient_split(kermany_films, fraction)
 
 

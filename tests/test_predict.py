@@ -153,9 +153,10 @@ def test_explaining_does_not_change_predictions(predictor, pneumonia_film_path):
     assert not layer._forward_hooks and not layer._backward_hooks
 
 
-@pytest.mark.parametrize("class_name, method", [("EFFUSION", "gradcam"), ("PNEUMONIA", "magic")])
-def test_explain_refuses_unknown_class_or_method(predictor, normal_film_path, class_name, method):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("class_name, method, said", [("EFFUSION", "gradcam", "unknown class 'EFFUSION'"),
+                                                      ("PNEUMONIA", "magic", "unknown explanation method 'magic'")])
+def test_explain_refuses_unknown_class_or_method(predictor, normal_film_path, class_name, method, said):
+    with pytest.raises(ValueError, match=said):
         predictor.explain(read_film(normal_film_path), class_name, method=method)
 
 

@@ -10,7 +10,6 @@ from e2e_support import ROOT, TRAIN_DIR, quick_checkpoints, require
 from streamlit.testing.v1 import AppTest
 
 from core.jobs import jobs as jobs_module
-from core.models.device import found_devices
 
 APP = str(ROOT / "dashboard" / "app.py")
 
@@ -33,19 +32,29 @@ def _select(at: AppTest, label: str):
     return next(s for s in at.selectbox if s.label == label)
 
 
-def test_the_form_shows_what_was_found_and_offers_only_that(page):
+@pytest.mark.parametrize("gpus, bf16, options, found, precision", [
+    (0, True, ["Automatic (here: CPU)", "CPU"], "no CUDA GPU; a CPU with 3 threads that computes bf16 natively",
+     "bf16 (faster where the hardware computes it natively)"),
+    (0, False, ["Automatic (here: CPU)", "CPU"], "no CUDA GPU; a CPU with 3 threads that has no native bf16 (trains "
+     "in fp32)", "bf16 (emulated on this CPU: probably slower)"),
+    (2, False, ["Automatic (here: CUDA)", "CPU", "CUDA GPU"], "2 CUDA GPUs; a CPU with 3 threads that has no native "
+     "bf16 (trains in fp32)", "bf16 (faster where the hardware computes it natively)")])
+def test_the_form_shows_what_was_found_and_offers_only_that(page, monkeypatch, gpus, bf16, options, found, precision):
+    """Each machine as the page would find it (a test review: CI has no GPU, and its CPU's bf16 chose which words
+    were checked, against the very function the page calls)."""
+    from core.models import device as device_policy
+
     at, _ = page
-    found = found_devices()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(device_policy, "cpu_has_bf16", lambda: bf16)
+    at.run()
     device = _select(at, "Device")
-    assert device.value == "auto"
-    if torch.cuda.is_available():
-        assert device.options == ["Automatic (here: CUDA)", "CPU", "CUDA GPU"]
-    else:
-        assert device.options == ["Automatic (here: CPU)", "CPU"]  # no CUDA to choose where there is none
+    assert device.value == "auto" and device.options == options  # no CUDA to choose where there is none
     assert _select(at, "Training precision").value == "auto"
-    caption = next(c.value for c in at.caption if c.value.startswith("Found:"))
-    assert caption == f"Found: {found.describe()}."
-    assert ("no CUDA GPU" in caption) == (not torch.cuda.is_available())
+    assert precision in _select(at, "Training precision").options
+    assert next(c.value for c in at.caption if c.value.startswith("Found:")) == f"Found: {found}."
 
 
 def test_the_choice_reaches_the_job(page):

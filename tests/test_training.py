@@ -130,7 +130,7 @@ def test_config_resolves_architecture_defaults():
         assert (TrainConfig(arch=arch).resolved().image_size, TrainConfig(arch=arch).resolved().pretrained) == \
             (size, True)
     assert TrainConfig(arch="mlp", image_size=48, lr=0.01).resolved().lr == 0.01
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown architecture 'vgg99'"):
         TrainConfig(arch="vgg99").resolved()
 
 
