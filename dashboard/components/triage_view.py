@@ -287,11 +287,11 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
             picture.info(f"{title}: no part of this film raised the model's score for {class_name}, so there is no "
                          "map to draw.", icon=":material/info:")
             return
-        with picture.container():
+        with picture.container():  # the map, then its colour bar right under it with the words for its colours
             st.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
-                     caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)),
                      alt=f"{title} over chest film {film_id(result)}")  # a screen reader's name for it (a review)
-            st.image(COLOUR_BAR, width="stretch", caption="Colour scale: little (left) to the most in this film",
+            st.image(COLOUR_BAR, width="stretch",
+                     caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)),
                      alt="Colour scale of the map, from purple (little) to yellow (the most in this film)")
 
     return draw
