@@ -76,7 +76,7 @@ class OperatingPoint(Record):
         short = {}
         for name, n in self.validation_class_films.items():
             needed = films_needed(n, target)
-            if n and (needed + spare > n if spare else needed == n):
+            if n and (needed + spare >= n if spare else needed == n):  # all flagged (>=: 20-39 films at 95 %)
                 short[name] = n
         return short
 
