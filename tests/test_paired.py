@@ -160,3 +160,23 @@ def test_evaluate_against_another_model_on_the_same_films(run_cli, films_dir, tm
     assert refused.returncode == 1 and "no-such-model-v1" in json.loads(refused.stdout.splitlines()[-1])["error"]
     itself = run_cli(*args[:-1], "pneumonia-cnn5-v1", "--json", checkpoints=models)  # a review: dropped unsaid
     assert itself.returncode == 1 and "the model evaluated" in json.loads(itself.stdout.splitlines()[-1])["error"]
+
+
+def test_the_table_shows_the_exact_test_its_verdict_follows_and_the_chance_of_a_name():
+    """A statistics review: 40 abnormal films both called urgent, 7 only the first, 1 only the second, 2 neither: the
+    sensitivity cell read "+12.0 pts (+0.3 to +24.6)" beside "No difference shown" (McNemar p = 0.070), with no p
+    in the table to say why; and the note promised one row in twenty named by chance where three checks a row name
+    one in about ten."""
+    from dashboard.components.paired_view import PAIRED_NOTE, paired_table
+
+    positive = np.array([True] * 50 + [False] * 20)
+    first = np.array([True] * 47 + [False] * 3 + [False] * 20)
+    second = np.array([True] * 40 + [False] * 7 + [True] + [False] * 2 + [False] * 20)
+    readings = [(name, FilmScores(keys=tuple(f"f{i}" for i in range(70)), positive=tuple(positive.tolist()),
+                                  scores=tuple(np.where(called, 0.9, 0.1).tolist()), called=tuple(called.tolist())))
+                for name, called in (("a", first), ("b", second))]
+    row = paired_table(readings).iloc[0]
+    assert row["Sensitivity difference"] == "+12.0 pts (+0.3 to +24.6)" and row["Sensitivity: McNemar p"] == "0.07"
+    assert "sensitivity" not in row["What the films show"]  # p 0.07: named by the AUC alone
+    assert "about one row in ten" in PAIRED_NOTE and "one row in twenty" not in PAIRED_NOTE
+    assert "the exact test is the stricter" in PAIRED_NOTE

@@ -19,9 +19,12 @@ PAIRED_NOTE = ("Each row reads two models on the films both read, the second's f
                "films of a kind; for sensitivity and specificity, at each model's own operating point, Newcombe's "
                "for paired shares. *What the films show* names a model only where the AUC interval leaves out 0, or "
                "where the abnormal (or normal) films only one model called right lean its way by McNemar's exact "
-               "test (p < 0.05); the last columns give that test on all films, which weighs this folder's mix of "
-               "abnormal and normal films. No difference shown does not make two models equal. Each row is tested "
-               "on its own: with several models, expect about one row in twenty to name a model by chance alone.")
+               "test (p < 0.05, its p beside each difference): the exact test is the stricter of the two, so an "
+               "interval that only just leaves out 0 can come with p above 0.05 and no model named. The last "
+               "columns give that test on all films, which weighs this folder's mix of abnormal and normal films. No "
+               "difference shown does not make two models equal. Each row makes three checks and is tested on its "
+               "own: two models that do not differ are named in about one row in ten by chance, so with four models "
+               "(six rows) a name by chance alone is about as likely as not.")
 
 
 def paired_table(readings: list[tuple[str, FilmScores]]) -> pd.DataFrame:
@@ -42,12 +45,19 @@ def paired_table(readings: list[tuple[str, FilmScores]]) -> pd.DataFrame:
             "Models (first − second)": f"{first} − {second}", "Films": diff.n,
             "AUC difference": signed_difference(diff.auc, diff.auc_ci, points=False),
             "Sensitivity difference": signed_difference(diff.sensitivity, diff.sensitivity_ci, points=True),
+            "Sensitivity: McNemar p": _p(diff.sensitivity_p),
             "Specificity difference": signed_difference(diff.specificity, diff.specificity_ci, points=True),
+            "Specificity: McNemar p": _p(diff.specificity_p),
             "What the films show": verdict(diff, first, second),
             "Only the first right": diff.first_only_right, "Only the second right": diff.second_only_right,
             "McNemar p (all films)": f"{diff.p_value:.2g}",
         })
     return pd.DataFrame(rows)
+
+
+def _p(value: float | None) -> str | None:
+    """A p-value as the table gives it (None: no films of that kind)."""
+    return None if value is None else f"{value:.2g}"
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
