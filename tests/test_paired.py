@@ -180,3 +180,7 @@ def test_the_table_shows_the_exact_test_its_verdict_follows_and_the_chance_of_a_
     assert "sensitivity" not in row["What the films show"]  # p 0.07: named by the AUC alone
     assert "about one row in ten" in PAIRED_NOTE and "one row in twenty" not in PAIRED_NOTE
     assert "the exact test is the stricter" in PAIRED_NOTE
+    from core.evaluation.commands import paired_line
+
+    diff = paired_difference(readings[0][1], readings[1][1])
+    assert ", sensitivity +12.0 pts (+0.3 to +24.6) (McNemar p = 0.07), specificity " in paired_line("a", "b", diff)

@@ -90,8 +90,15 @@ def paired_line(first: str, second: str, diff) -> str:
         return f"{first} − {second}: no film read by both"
     return (f"{first} − {second} on {diff.n} films both read: "
             f"AUC {signed_difference(diff.auc, diff.auc_ci, points=False)}, "
-            f"sensitivity {signed_difference(diff.sensitivity, diff.sensitivity_ci, points=True)}, "
-            f"specificity {signed_difference(diff.specificity, diff.specificity_ci, points=True)}; "
+            f"sensitivity {_share(diff.sensitivity, diff.sensitivity_ci, diff.sensitivity_p)}, "
+            f"specificity {_share(diff.specificity, diff.specificity_ci, diff.specificity_p)}; "
             f"only {first} right on {diff.first_only_right} film(s), only {second} on {diff.second_only_right} "
             f"(McNemar p = {diff.p_value:.2g}, all films); "
             f"{verdict(diff, first, second).replace('No difference', 'no difference')}")
+
+
+def _share(value, interval, p_value) -> str:
+    """A paired share's difference with its interval and the exact test the verdict follows (a statistics review:
+    an interval leaving out 0 beside "no difference" needs its p to be understood)."""
+    exact = f" (McNemar p = {p_value:.2g})" if p_value is not None else ""
+    return signed_difference(value, interval, points=True) + exact
