@@ -217,3 +217,11 @@ def test_each_model_on_a_chart_has_its_own_dash_and_marker_besides_its_colour():
     panels = class_roc_curves({"NORMAL": [RocCurve(name=n, fpr=[0, 1], tpr=[0, 1], auc=0.5, threshold=None,
                                                    point_fpr=None, point_tpr=None) for n in names]}, names)
     assert [t.line.dash for t in panels.data if t.showlegend] == [t.line.dash for t in lines]
+
+
+def test_the_metrics_note_says_precision_depends_on_the_films_mix():
+    """A statistics review: precision was shown beside sensitivity with no word that it moves with prevalence."""
+    from dashboard.components.reports import METRICS_NOTE
+
+    assert "Precision (the share of urgent calls that are abnormal) depends on how many films are abnormal" in \
+        METRICS_NOTE and "lower where disease is rarer" in METRICS_NOTE
