@@ -106,11 +106,11 @@ class TrainingRecord(Record):
     seconds: float | None = None
     notes: list[str] = []
     job_id: str | None = None
+    run_id: str | None = None  # the run, across its resumes: a resume finds the version it registered already
     device: str = "cpu"  # what training ran on: "cpu" or "cuda"
     precision: str = "fp32"  # of training ("bf16" autocast or "fp32"); validation and the threshold are fp32
     world_size: int = 1  # training processes (torchrun)
-    # Seconds after the last epoch, per step: the shipped weights' validation report, the other-batch and
-    # other-collection checks, the population check (older JSON: none). What a run spends beyond training.
+    # Seconds after the last epoch per step (validation report, other-batch checks, population check; older: none)
     checks_seconds: dict[str, float] = {}
 
 

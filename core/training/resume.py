@@ -24,8 +24,8 @@ and what a run is, readable without torch).
   until the run ships, is cancelled, or the process ends (the kernel drops it however it ends), so a job and
   a command never train one run at once; the second is refused at once. One process trains one run at a
   time, so a process that opens its own run again (a test, a retry) keeps the lock it holds.
-- **Kept** while the run has not shipped (TrainingCancelled and the job messages say so); **deleted** when
-  it ships its model. A fresh run of the same key (no ``--resume``) starts over and replaces it. States
+- **Kept** while the run has not shipped; **deleted** when it ships its model, which records the run's id: a
+  process killed in between leaves a finished state whose resume registers nothing again (core.training.shipping). A fresh run of the same key (no ``--resume``) starts over and replaces it. States
   untouched for ``CXR_JOB_MAX_AGE_DAYS`` are pruned, as job folders are.
 - **Refused** (:class:`ResumeRefused`): resuming with no state for the key; when the same folder has an
   interrupted run with other settings or films, the message says what differs.
@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,8 @@ from core.store.records import EpochRecord, Fingerprint, TrainConfig
 from core.training.data import content_digest, fingerprint
 from core.training.distributed import Hardware
 from core.training import run_lock
-from core.training.saved_state import (DIGESTS, FORMAT, check_optimiser, check_schedule, damaged, load_state,
-                                       misfit)
+from core.training.saved_state import (DIGESTS, FORMAT, RUN_ID, check_optimiser, check_schedule, damaged,
+                                       load_state, misfit)
 from core.training.saved_runs import (SavedRun, discard_saved_run, nothing_to_resume, on_rank_0, open_runs_folder,
                                       runs_dir, runs_written, write_private)
 
@@ -117,6 +118,7 @@ class RunCheckpoint:
         self.set_aside = set_aside  # why a saved state was not resumed (open_run with IF_SAVED)
         self.if_saved = if_saved  # IF_SAVED: a state that does not fit the fresh model is set aside, not refused
         self.payload = payload  # the state to resume from (None: a fresh run)
+        self.run_id = str((payload or {}).get(RUN_ID) or uuid.uuid4().hex)  # recorded with the version it ships
         self.digests = digests  # of the state file now on disk, as the .json lists them
         self.on_disk = (self.resumed_after, bool(payload and payload.get("finished")))  # its epoch, and finished
         self.earlier_seconds = 0.0  # restored: the training time of the processes before this one
@@ -161,7 +163,7 @@ class RunCheckpoint:
         if self.hardware.on_any(refusal is not None):  # nothing loaded yet: every rank goes on, or none
             refusal = refusal or damaged("it does not fit another training process's model", lasting=False)
             if self.if_saved:  # a fresh model, optimiser and schedule: as if there had been no state
-                self.payload, self.set_aside = None, refusal.reason
+                self.payload, self.set_aside, self.run_id = None, refusal.reason, uuid.uuid4().hex
                 self.on_disk, self.digests = (0, False), ()  # never named as the state kept (a review)
                 return RunProgress()
             run_lock.release(self.lock)  # nothing of this run will be written: another process may start it over
@@ -202,8 +204,7 @@ class RunCheckpoint:
              generator: torch.Generator) -> None:
         """Call on every rank at the end of an epoch (the random-number states are gathered); rank 0 writes."""
         hardware = self.hardware
-        rngs = {"generators": hardware.gathered(generator.get_state()),
-                "rng": hardware.gathered(torch.get_rng_state()),
+        rngs = {"generators": hardware.gathered(generator.get_state()), "rng": hardware.gathered(torch.get_rng_state()),
                 "device_rng": hardware.gathered(torch.cuda.get_rng_state(hardware.device))
                 if hardware.device.type == "cuda" else None}
         if not hardware.is_main:
@@ -217,7 +218,8 @@ class RunCheckpoint:
                    "stale": progress.stale, "history": [h.model_dump() for h in progress.history],
                    "model": weights, "best_state": best,
                    "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
-                   "hardware": sorted({*self.trained_on, self.here}), "decoding": cache_namespace(), **rngs}
+                   "hardware": sorted({*self.trained_on, self.here}), "decoding": cache_namespace(), **rngs,
+                   RUN_ID: self.run_id}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         state = buffer.getbuffer()

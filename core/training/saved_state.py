@@ -33,6 +33,7 @@ class Identity(Protocol):
 
 FORMAT = 1
 DIGESTS = "state_sha256"  # in RUNS/<key>.json: the state's SHA-256 (and the one saved before it)
+RUN_ID = "run_id"  # in the state: one run's id across its resumes (older states: none; a new one is drawn)
 STATE_TYPES = {"epoch": int, "finished": bool, "seconds": (int, float), "best_auc": (int, float), "stale": int,
                "history": list, "model": dict, "best_state": dict, "optimiser": dict, "schedule": dict,
                "generators": torch.Tensor, "rng": torch.Tensor}

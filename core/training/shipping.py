@@ -25,7 +25,7 @@ from core.store.checkpoints import save_checkpoint
 from core.store.names import check_model_name
 from core.store.records import ModelRecord
 from core.store.promotion import promote, promote_first
-from core.store.registry import checkpoint_dir, registry_lock
+from core.store.registry import checkpoint_dir, list_models, registry_lock
 from core.store.versions import next_version_name
 from core.stop_signals import stops_held
 
@@ -103,3 +103,10 @@ def _withdraw(stored: ModelRecord, directory: Path) -> None:
             path.unlink(missing_ok=True)
         if directory.resolve() == manifest.shipped_dir().resolve():
             manifest.write_manifest(directory, [])  # its entries go with its files
+
+
+def registered_already(run_id: str, directory: Path | None = None) -> ModelRecord | None:
+    """The version a run registered before its process was killed (SIGKILL, power loss) between writing it and
+    deleting the run's finished state: resuming that state registered the same model a second time (a review)."""
+    entries, _ = list_models(directory or checkpoint_dir())
+    return next((e.record for e in entries if e.record.training and e.record.training.run_id == run_id), None)

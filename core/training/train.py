@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -47,7 +48,7 @@ from core.training import run_lock
 from core.training.resume import RunIdentity, open_run, run_identity
 from core.training.other_reports import other_reports
 from core.training.population import try_fit_population_check
-from core.training.shipping import ship_version
+from core.training.shipping import registered_already, ship_version
 
 __all__ = ["TrainingCancelled", "train", "split_films", "validate_for_shipping"]
 
@@ -136,6 +137,11 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
         identity, refusal = None, exc
     _same_run_on_every_rank(identity, hardware, refusal)
     run = open_run(identity, hardware, resume, job_id)  # before decoding: a refused resume says so at once
+    shipped = registered_already(run.run_id, directory) if run.on_disk[1] and hardware.is_main else None
+    if hardware.on_any(shipped is not None):  # killed after registering, before forgetting the run: not again
+        run.forget()
+        _ = shipped and emit(NoteEvent(message=f"registered as {shipped.name} before its process stopped"))
+        return shipped  # None on the other ranks, as after shipping
     train_films, x_val = decode_for_training(train_set, val_set, config, hardware, emit, should_stop)
     model, notes = build_model(config.arch, len(films.classes), config.image_size, config.pretrained)
     hardware.own_randomness(config.seed)  # the same start everywhere, then each rank its own dropout masks
@@ -183,7 +189,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
             training=TrainingRecord(config=config, data_dir=str(data_dir), history=history,
                                     best_epoch=int(np.argmax([h.val_auc for h in history])) + 1,
                                     seconds=round(time.monotonic() - started + run.earlier_seconds, 1),  # all segments
-                                    notes=notes, job_id=job_id,
+                                    notes=notes, job_id=job_id, run_id=run.run_id,
                                     device=hardware.device.type, precision=hardware.precision,
                                     world_size=hardware.world.world_size, checks_seconds=checks),
             data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
@@ -195,7 +201,10 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
 
         def saved(stored: ModelRecord) -> None:
             record_action("train", who, model=stored.name, task=stored.task, **details)  # first: see below
-            run.forget()  # the version is on disk: from now on a resume must not register it a second time
+            try:
+                run.forget()  # the version is on disk: from now on a resume must not register it a second time
+            except OSError:  # it is registered all the same (its run id finds it): not "nothing was registered"
+                logging.getLogger(__name__).warning("the saved state of the run that registered %s stays", stored.name)
 
         try:
             record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,

@@ -1,0 +1,47 @@
+"""A run killed after registering its version and before deleting its finished state (a resume review): resuming
+it registered the same model a second time; the version records the run's id, and the resume finds it."""
+from __future__ import annotations
+
+import pytest
+import test_resume
+from test_resume import TINY
+
+from core.admin.audit import read_actions
+from core.store.records import read_model_record
+from core.training import resume
+from core.training.saved_runs import saved_runs
+from core.training.train import train
+
+site = test_resume.site  # that file's fixture: a models folder of the test's own
+
+
+def test_a_resume_after_a_kill_between_registering_and_forgetting_registers_nothing_again(kermany_train, site,
+                                                                                          monkeypatch):
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands for SIGKILL: the version and its audit line are written, the state stays
+
+    with monkeypatch.context() as patched:
+        patched.setattr(resume, "discard_saved_run", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(kermany_train, TINY, directory=site)
+    (written,) = site.glob("pneumonia-logistic-v*.json")
+    first = read_model_record(written)
+    assert first.training.run_id and [run.finished for run in saved_runs()] == [True]
+    again = train(kermany_train, TINY, directory=site, resume=True)
+    assert again.name == first.name and list(site.glob("pneumonia-logistic-v*.json")) == [written]
+    assert saved_runs() == [] and [a.action for a in read_actions(limit=10)].count("train") == 1
+    fresh = train(kermany_train, TINY, directory=site)  # a new run of the same settings is a new version
+    assert fresh.name != first.name and fresh.training.run_id != first.training.run_id
+
+
+def test_a_state_that_cannot_be_deleted_leaves_the_version_registered_and_said_so(kermany_train, site, monkeypatch):
+    """A review: an OSError deleting the state escaped the registration, so a job said "Nothing was registered"
+    of a version that was, and offered a Resume that registered it again."""
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(resume, "discard_saved_run", read_only)
+        record = train(kermany_train, TINY, directory=site)
+    assert (site / f"{record.name}.json").is_file() and [run.finished for run in saved_runs()] == [True]
+    assert train(kermany_train, TINY, directory=site, resume=True).name == record.name and saved_runs() == []
