@@ -1,8 +1,10 @@
-"""A run killed after registering its version and before deleting its finished state (a resume review): resuming
-it registered the same model a second time; the version records the run's id, and the resume finds it."""
+"""Registration interrupted (a resume review): a run killed after registering its version and before deleting its
+finished state registered the same model again on resume (the version now records the run's id, and the resume
+finds it); a manifest that could not be written left unsigned files in the shipped folder."""
 from __future__ import annotations
 
 import pytest
+import test_model_tiers
 import test_resume
 from test_resume import TINY
 
@@ -13,6 +15,7 @@ from core.training.saved_runs import saved_runs
 from core.training.train import train
 
 site = test_resume.site  # that file's fixture: a models folder of the test's own
+tiers = test_model_tiers.tiers  # a shipped folder with its manifest, and a site folder
 
 
 def test_a_resume_after_a_kill_between_registering_and_forgetting_registers_nothing_again(kermany_train, site,
@@ -45,3 +48,27 @@ def test_a_state_that_cannot_be_deleted_leaves_the_version_registered_and_said_s
         record = train(kermany_train, TINY, directory=site)
     assert (site / f"{record.name}.json").is_file() and [run.finished for run in saved_runs()] == [True]
     assert train(kermany_train, TINY, directory=site, resume=True).name == record.name and saved_runs() == []
+
+
+def test_a_shipped_version_whose_manifest_cannot_be_written_is_not_left_behind_unsigned(tiers, monkeypatch):
+    """A resume review: an OSError writing the checksum manifest left the new files in the shipped folder, refused
+    by every listing as unsigned, while the next run (make models) shipped another version beside them."""
+    from test_model_tiers import record_for
+
+    from core.errors import CheckpointError
+    from core.models.build import build_model
+    from core.store import manifest
+    from core.training.shipping import ship_version
+
+    shipped, _ = tiers
+    before = sorted(p.name for p in shipped.iterdir() if not p.name.startswith("."))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(manifest, "write_manifest", full)
+    model, _ = build_model("logistic", 2, 32)
+    with pytest.raises(CheckpointError, match=r"^The checksum manifest could not be written \(No space left on "
+                                              r"device\); nothing was registered\.$"):
+        ship_version(model, record_for(""), "ship-pneu", directory=shipped)
+    assert sorted(p.name for p in shipped.iterdir() if not p.name.startswith(".")) == before

@@ -86,10 +86,17 @@ def _stored(model: nn.Module, record: ModelRecord, base_name: str, directory: Pa
             raise CheckpointError(f"The new version could not be written ({exc.strerror or type(exc).__name__}); "
                                   "nothing was registered.") from exc
         if directory.resolve() == manifest.shipped_dir().resolve():  # the shipping path (make models)
-            written = [directory / f"{stored.name}{suffix}" for suffix in (".pt", ".json")]
+            written = [directory / f"{stored.name}{suffix}" for suffix in (".json", ".pt")]
             if stored.population_check is not None:
                 written.append(directory / stored.population_check.file)
-            manifest.write_manifest(directory, written)
+            try:
+                manifest.write_manifest(directory, written)
+            except OSError as exc:  # unsigned, every listing refused them, and the next run shipped another (a review)
+                for path in written:
+                    path.unlink(missing_ok=True)
+                why = exc.strerror or type(exc).__name__
+                raise CheckpointError(f"The checksum manifest could not be written ({why}); nothing was registered.") \
+                    from exc
     return stored
 
 
