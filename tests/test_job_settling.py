@@ -96,3 +96,21 @@ def test_two_readers_settle_a_dead_job_one_after_the_other(copied_model, tmp_pat
     for reader in readers:
         reader.join(10)
     assert most[0] == 1 and read_job(folder).state == "failed"
+
+
+def test_a_job_killed_after_its_audit_line_and_state_but_before_its_first_default_is_promoted_when_settled(
+        copied_model, tmp_path, settings_env):
+    """A resume review: killed after its ``train`` line and after its saved run was deleted, but before the first-
+    default rule, the job was settled as succeeded and its new task never got a default."""
+    from core.admin.audit import read_actions, record_action
+    from core.store.registry import find_model
+
+    settings_env(CXR_MODELS=str(copied_model.parent), CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    record = json.loads(copied_model.read_text())
+    record["training"]["job_id"] = "job-11"
+    copied_model.write_text(json.dumps(record))
+    record_action("job.start", "admin", job="job-11")
+    record_action("train", "admin", model=record["name"], job="job-11")  # no saved run is left
+    settled = read_job(_dead_job(tmp_path / "jobs", "job-11", copied_model.parent, who="admin"))
+    assert settled.state == "succeeded" and find_model(record["name"]).is_default
+    assert [a.action for a in read_actions()].count("train") == 1

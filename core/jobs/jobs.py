@@ -280,7 +280,7 @@ def _settle_if_dead(folder: Path) -> Job:
     registered = version_registered_by(job)
     if registered is not None:
         left = saved_run_of_job(job.job_id)  # killed between the version's files and forgetting the run
-        untraced = trace_registered(job, registered) if left is not None else ""
+        untraced = trace_registered(job, registered)  # or after, before its first-default rule (a resume review)
         if left is not None:
             discard_saved_run(left.key)
         write_status(folder, SUCCEEDED, model=registered.name, summary=JobSummary.of(registered), message=(

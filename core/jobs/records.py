@@ -224,15 +224,14 @@ def trace_registered(job: Job, registered: ModelRecord) -> str:
 
     who = job.settings.started_by or "job"
     try:
-        if find_action(job.job_id, "train", until=("job.start", "job.resume")):
-            return ""
-        training, report = registered.training, registered.report
-        record_action("train", who, model=registered.name, task=registered.task, job=job.job_id, settled=True,
-                      arch=registered.arch, image_size=registered.image_size,
-                      epochs=len(training.history) if training else None,
-                      **({"auc": report.auc, "sensitivity": report.sensitivity, "specificity": report.specificity,
-                          "n": report.n} if report else {}))
-        promote_first(registered.name, who=who, directory=job.settings.checkpoints)
+        if not find_action(job.job_id, "train", until=("job.start", "job.resume")):
+            training, report = registered.training, registered.report
+            record_action("train", who, model=registered.name, task=registered.task, job=job.job_id, settled=True,
+                          arch=registered.arch, image_size=registered.image_size,
+                          epochs=len(training.history) if training else None,
+                          **({"auc": report.auc, "sensitivity": report.sensitivity, "specificity": report.specificity,
+                              "n": report.n} if report else {}))
+        promote_first(registered.name, who=who, directory=job.settings.checkpoints)  # its task's first: at most once
     except TriageError as exc:
         logging.getLogger(__name__).warning("job %s: %s was registered but not recorded in full: %s", job.job_id,
                                             registered.name, exc)
