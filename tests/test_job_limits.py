@@ -312,3 +312,42 @@ def test_listing_jobs_prunes_saved_runs_past_the_age_limit_too(tmp_path, setting
         os.utime(runs / name, (month_ago, month_ago))
     list_jobs(tmp_path / "jobs")
     assert sorted(p.name for p in runs.iterdir()) == ["new.json", "new.pt"]
+
+
+def test_the_time_limit_reached_during_an_early_stopping_epoch_lets_the_run_ship(tmp_path, settings_env,
+                                                                                 monkeypatch):
+    """A resume review: early stopping's last step is short of progress 1, so the time limit reached during that
+    epoch's validation stopped the run after it (TrainingCancelled, the job failed with "no model was registered")
+    where a full-length run in the same spot registers its model."""
+    import numpy as np
+    import torch
+
+    from core.films.folders import FilmSet
+    from core.jobs import runner
+    from core.models.build import build_model
+    from core.models.device import FP32
+    from core.store.records import EpochRecord
+    from core.training import loop
+    from core.training.distributed import Hardware
+
+    settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    folder = tmp_path / "jobs" / "20261207-000000-late"
+    config = TrainConfig(arch="logistic", epochs=6, image_size=32, batch_size=8, patience=1, augment=False)
+    folder.mkdir(parents=True)
+    write_settings(folder, JobSettings(job_id=folder.name, data_dir=tmp_path, config=config))
+    job = runner.JobRunner(folder)
+
+    def falling_auc(model, x_val, val_set, weight, epoch, train_loss, started, *rest) -> EpochRecord:
+        if epoch == 2:  # the epoch early stopping ends on: the limit passes while it validates
+            job.on_time_limit()
+        return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=1.0 / epoch, seconds=0.0)
+
+    monkeypatch.setattr(loop, "_validate", falling_auc)
+    torch.manual_seed(0)
+    films = loop.TrainingFilms(films=torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8),
+                               labels=torch.arange(16) % 2, class_weight=torch.ones(2), total=16)
+    labels = np.arange(8) % 2
+    val_set = FilmSet(tuple(Path(f"{c}/{i}.png") for i, c in enumerate(labels)), labels, ("C0", "C1"))
+    _, history = loop.fit(build_model("logistic", 2, 32)[0], films, None, val_set, config.resolved(),
+                          Hardware(torch.device("cpu"), FP32), job.emit, job.should_stop)
+    assert [h.epoch for h in history] == [1, 2] and job.training_done  # on to shipping, not cancelled

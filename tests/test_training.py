@@ -118,7 +118,7 @@ def test_a_cancel_during_the_last_epochs_validation_registers_nothing(tmp_path, 
         train(kermany_train, config, directory=tmp_path, on_progress=events.append, should_stop=lambda: any(
             isinstance(e, StepEvent) and e.epoch == 2 and e.step == e.steps for e in events))
     assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.pt"))
-    assert [e.epoch for e in events if isinstance(e, EpochEvent)] == [1]  # epoch 2 is not shown as finished
+    assert [e.epoch for e in events if isinstance(e, EpochEvent)] == [1, 2]  # epoch 2 is saved: Resume goes on
 
 
 def test_config_resolves_architecture_defaults():

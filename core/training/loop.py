@@ -136,12 +136,13 @@ def fit(model: nn.Module, train: TrainingFilms, x_val: torch.Tensor | None, val_
                 failure = exc
             _raise_everywhere(failure, hardware)
         stopping = hardware.from_main(progress.stale >= config.patience)
+        if hardware.is_main:  # after the save: whoever sees the epoch finished can resume from it; before the check
+            # below, so a job's time limit knows an early stop's last epoch is past training (a resume review)
+            emit(EpochEvent(epochs=config.epochs, last=progress.finished, **progress.history[-1].model_dump()))
         if (stopping or epoch == config.epochs) and should_stop and hardware.on_any(should_stop()):
             # asked during the last epoch's validation or save: the steps' check comes no more, and the run would
             # have registered its model after Cancel (a review); its state is saved, so Resume can register it
             raise TrainingCancelled(cancelled_message(progress.epoch if run else 0, config.epochs))
-        if hardware.is_main:  # after the save: whoever sees the epoch finished can resume from it
-            emit(EpochEvent(epochs=config.epochs, last=progress.finished, **progress.history[-1].model_dump()))
         if stopping:
             emit(NoteEvent(message=f"early stop: no validation AUC gain for {progress.stale} epochs"))
             break
