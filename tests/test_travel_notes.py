@@ -142,3 +142,15 @@ def test_a_pneumonia_card_without_official_test_figures_says_so_and_one_with_the
                                                         "Kermany test**")
     assert not_on_the_official_test(_record("pneumonia-cnn5-v1")) is None  # the project measured it there
     assert not_on_the_official_test(_record("covid-cnn5-v1")) is None  # not its task's films
+
+
+def test_the_card_opens_its_figures_with_what_a_new_site_should_expect():
+    """An out-of-batch review: "overstate what a new site will see" sat deep in a long note after the table,
+    under validation figures in bold; the card now says first what to expect and which figure to read."""
+    from dashboard.components.travel_notes import new_site_caution
+
+    default = new_site_caution(_record("pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"))
+    assert default.startswith("**At a new site, expect lower specificity than below:**") and "41.5–73.5 %" in default
+    assert "Read the range at a new site below, not validation" in default and "recalibrate" in default
+    covid = new_site_caution(_record("covid-cnn5-v1"))
+    assert covid.startswith("**At a new site, expect lower figures than below:**") and "Kermany" not in covid

@@ -17,7 +17,7 @@ from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (SHORT_TITLES, elsewhere_summaries, line_summaries,
                                          other_reports_in_order, out_of_batch_origin, read_at_another_threshold,
                                          site_range_line, travel_table)
-from dashboard.components.travel_notes import not_on_the_official_test, shortcuts, travel_text
+from dashboard.components.travel_notes import new_site_caution, not_on_the_official_test, shortcuts, travel_text
 from dashboard.components.task_choice import title_of
 from dashboard.labels import source_label
 
@@ -72,6 +72,7 @@ def model_card(entry: ModelEntry) -> None:
                                               ("Accuracy", figures.accuracy, figures.accuracy_ci, None)):
             if value is not None:
                 lines.append(f"- {title} {with_interval(value, interval)}" + (f", of {films}" if films else ""))
+        st.markdown(new_site_caution(record))
         st.markdown(f"**Validation** ({report.n} films, 95 % intervals):{validation_caveat(record)}\n"
                     + "\n".join(lines))
         if several:

@@ -74,6 +74,20 @@ def not_on_the_official_test(record: ModelRecord) -> str | None:
             "above are earlier models'.")
 
 
+def new_site_caution(record: ModelRecord) -> str:
+    """The card's first word on its figures (an out-of-batch review: "overstate what a new site will see" sat deep
+    in a long note after the table, under validation figures in bold): what to expect at a new site, and which
+    figure to read instead."""
+    if {"NORMAL", "PNEUMONIA"} <= set(record.classes):
+        ranged = " Read the range at a new site below, not validation, for what to expect;" \
+            if stored_site_range(record.other_reports) else " Do not expect validation's specificity;"
+        return ("**At a new site, expect lower specificity than below:** on another batch of the same hospital (the "
+                "official Kermany test), earlier models' fell from 91–100 % to 41.5–73.5 %." + ranged
+                + " recalibrate the threshold on your own labelled films (Retrain page) before relying on it.")
+    return ("**At a new site, expect lower figures than below:** they come from films of the training "
+            "collections. Check the model on your own labelled films, and recalibrate its threshold there "
+            "(Retrain page), before relying on it.")
+
 
 def shortcuts(record: ModelRecord) -> list[str]:
     """The shortcuts this version's training set allows (core.films.known_sets), by its training sources: the
