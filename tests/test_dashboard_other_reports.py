@@ -116,8 +116,9 @@ def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_ou
     assert framed_collection_line.startswith(f"**Another collection, framed 15 % tighter** ({collection['n']} films)")
     specificities = [r["at_operating_point"]["specificity_ci"] for r in (collection, collection_framed)]
     low, high = min(i[0] for i in specificities), max(i[1] for i in specificities)
-    assert site_range_line(record).startswith("**Range at a new site** (another collection as collected and framed "
-                                              "15 % tighter, 95 % bounds): AUC ")
+    assert site_range_line(record).startswith(  # not "95 % bounds": no coverage is known (a review)
+        "**Range at a new site** (from the lowest to the highest 95 % interval end of another collection as collected "
+        "and framed 15 % tighter; how often a new site falls inside is not known): AUC ")
     assert site_range_line(record).endswith(f"specificity {low * 100:.1f}–{high * 100:.1f} %.")
     assert list(table["Other batch"]) == [
         str(batch["n"]), _auc(batch["auc"], batch["auc_ci"]),
@@ -263,7 +264,7 @@ def test_triage_card_shows_the_other_batch_figures_with_their_intervals(held_out
     assert "**Another batch, framed 15 % tighter (synthetic)**" in card
     assert "a floor on the loss, not a forecast" in card
     spans = stored_site_range(_entry(held_out_folder, HELD_OUT_MODEL).record.other_reports)
-    assert "**Range at a new site** (another collection" in card and \
+    assert "**Range at a new site** (from the lowest to the highest 95 % interval end" in card and \
         f"specificity {spans.specificity[0] * 100:.1f}–{spans.specificity[1] * 100:.1f} %." in card
     assert "recalibrate on a site's own labelled films" in card
     assert "Adults" not in card and "the network alone" not in card  # the withdrawn adult-normals row is gone

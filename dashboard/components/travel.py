@@ -128,7 +128,9 @@ def site_range_line(record: ModelRecord) -> str | None:
     if figures is None:
         return None
     _, auc, sensitivity, specificity = figures
-    return (f"**{SITE_RANGE}** (another collection as collected and framed 15 % tighter, 95 % bounds): AUC {auc}; "
+    # "95 % bounds" read as a 95 % chance of holding a new site's figure, which nothing shows (a review)
+    return (f"**{SITE_RANGE}** (from the lowest to the highest 95 % interval end of another collection as collected "
+            f"and framed 15 % tighter; how often a new site falls inside is not known): AUC {auc}; "
             f"sensitivity {sensitivity}; specificity {specificity}.")
 
 
