@@ -151,6 +151,7 @@ def test_the_card_opens_its_figures_with_what_a_new_site_should_expect():
 
     default = new_site_caution(_record("pneumonia-resnet18-lite1-224-wide-all-ensemble-v1"))
     assert default.startswith("**At a new site, expect lower specificity than below:**") and "41.5–73.5 %" in default
-    assert "Read the range at a new site below, not validation" in default and "recalibrate" in default
+    assert "Read the range at a new site below, not validation or the other batch" in default
+    assert "recalibrate the threshold on your own labelled films" in default
     covid = new_site_caution(_record("covid-cnn5-v1"))
     assert covid.startswith("**At a new site, expect lower figures than below:**") and "Kermany" not in covid

@@ -79,7 +79,8 @@ def new_site_caution(record: ModelRecord) -> str:
     in a long note after the table, under validation figures in bold): what to expect at a new site, and which
     figure to read instead."""
     if {"NORMAL", "PNEUMONIA"} <= set(record.classes):
-        ranged = " Read the range at a new site below, not validation, for what to expect;" \
+        ranged = " Read the range at a new site below, not validation or the other batch (held-out patients of the " \
+            "training folder, which tracked validation there), for what to expect;" \
             if stored_site_range(record.other_reports) else " Do not expect validation's specificity;"
         return ("**At a new site, expect lower specificity than below:** on another batch of the same hospital (the "
                 "official Kermany test), earlier models' fell from 91–100 % to 41.5–73.5 %." + ranged
