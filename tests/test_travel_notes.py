@@ -101,6 +101,8 @@ def test_the_card_says_what_else_the_films_that_measure_a_model_chose():
     # not "only if it beats its best member on the other batch": the shipped one did not there (0.9992 against
     # 0.9993, docs/measurements.md) and was chosen on the other collection (a review)
     assert default.members and "out-of-batch" in default.other_reports and "shift checks" in ENSEMBLE_CHOSEN
+    assert "sensitivity target (96 %) was itself set after reading those checks" in ENSEMBLE_CHOSEN  # a review
+    assert default.operating_point.target_sensitivity == 0.96
 
 
 def test_the_card_of_a_model_split_film_by_film_says_its_figures_may_read_high():
