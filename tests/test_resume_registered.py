@@ -10,12 +10,19 @@ from test_resume import TINY
 
 from core.admin.audit import read_actions
 from core.store.records import read_model_record
+from core.store.registry import find_model
 from core.training import resume
 from core.training.saved_runs import saved_runs
 from core.training.train import train
 
 site = test_resume.site  # that file's fixture: a models folder of the test's own
 tiers = test_model_tiers.tiers  # a shipped folder with its manifest, and a site folder
+
+
+@pytest.fixture(autouse=True)
+def own_audit_log(tmp_path, settings_env):
+    """An audit log of the test's own: the session's holds other tests' ``train`` lines."""
+    settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
 
 
 def test_a_resume_after_a_kill_between_registering_and_forgetting_registers_nothing_again(kermany_train, site,
@@ -33,8 +40,44 @@ def test_a_resume_after_a_kill_between_registering_and_forgetting_registers_noth
     again = train(kermany_train, TINY, directory=site, resume=True)
     assert again.name == first.name and list(site.glob("pneumonia-logistic-v*.json")) == [written]
     assert saved_runs() == [] and [a.action for a in read_actions(limit=10)].count("train") == 1
+    assert find_model(first.name).is_default  # the promotion the kill left undone (a re-read of the change)
     fresh = train(kermany_train, TINY, directory=site)  # a new run of the same settings is a new version
     assert fresh.name != first.name and fresh.training.run_id != first.training.run_id
+
+
+def test_a_kill_before_the_audit_line_is_recorded_when_the_run_is_resumed(kermany_train, site, monkeypatch):
+    """A re-read of the change: the resume that found the version registered skipped what the kill had left
+    undone, the ``train`` audit line and the task's first default."""
+    from core.training import train as train_module
+
+    def killed(action, *args, **details):
+        raise KeyboardInterrupt  # the version's files are written; its audit line is not
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "record_action", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(kermany_train, TINY, directory=site)
+    assert [a.action for a in read_actions(limit=10)].count("train") == 0
+    record = train(kermany_train, TINY, directory=site, resume=True)
+    (line,) = [a for a in read_actions(limit=10) if a.action == "train"]
+    assert (line.model, line.details["run"], line.details["settled"]) == (record.name, record.training.run_id, True)
+    assert find_model(record.name).is_default and saved_runs() == []
+
+
+def test_a_recalibrated_copy_is_not_taken_for_the_run_s_own_version(monkeypatch):
+    """A re-read of the change: a calibrated copy keeps its training record, run id included, and listed first
+    (made the default) it was reported as the version the run registered."""
+    from types import SimpleNamespace
+
+    from core.training import shipping
+
+    own = SimpleNamespace(name="m-v1", created="2026-12-07T10:00", calibration=None, members=[],
+                          training=SimpleNamespace(run_id="r1"))
+    copy = SimpleNamespace(name="m-v2", created="2026-12-07T11:00", calibration=object(), members=[],
+                           training=SimpleNamespace(run_id="r1"))
+    monkeypatch.setattr(shipping, "list_models", lambda directory: ([SimpleNamespace(record=r) for r in (copy, own)],
+                                                                     []))
+    assert shipping.registered_already("r1").name == "m-v1" and shipping.registered_already("r2") is None
 
 
 def test_a_state_that_cannot_be_deleted_leaves_the_version_registered_and_said_so(kermany_train, site, monkeypatch):

@@ -114,12 +114,13 @@ def read_actions(limit: int = 100, refused_sign_ins: bool | None = None, within:
     return entries
 
 
-def find_action(job_id: str, action: str, until: tuple[str, ...]) -> AuditEntry | None:
+def find_action(job_id: str, action: str, until: tuple[str, ...], key: str = "job") -> AuditEntry | None:
     """Job ``job_id``'s newest ``action``, looking back no further than its newest action in ``until`` (e.g. its
-    start: what it did comes after); None when there is none, or no log."""
+    start: what it did comes after); None when there is none, or no log. ``key``: the detail naming it (``run``:
+    a training run's id, command-line runs too)."""
     for line in _lines_from_the_end(audit_log_path()):
         entry = _parse(line)
-        if entry is None or entry.details.get("job") != job_id:
+        if entry is None or entry.details.get(key) != job_id:
             continue
         if entry.action == action:
             return entry

@@ -25,7 +25,7 @@ from core.store.checkpoints import save_checkpoint
 from core.store.names import check_model_name
 from core.store.records import ModelRecord
 from core.store.promotion import promote, promote_first
-from core.store.registry import checkpoint_dir, list_models, registry_lock
+from core.store.registry import checkpoint_dir, find_model, list_models, registry_lock
 from core.store.versions import next_version_name
 from core.stop_signals import stops_held
 
@@ -114,6 +114,25 @@ def _withdraw(stored: ModelRecord, directory: Path) -> None:
 
 def registered_already(run_id: str, directory: Path | None = None) -> ModelRecord | None:
     """The version a run registered before its process was killed (SIGKILL, power loss) between writing it and
-    deleting the run's finished state: resuming that state registered the same model a second time (a review)."""
+    deleting the run's finished state: resuming that state registered the same model a second time (a review).
+    The run's own version, not a recalibrated copy of it (which keeps its training record, run id included)."""
     entries, _ = list_models(directory or checkpoint_dir())
-    return next((e.record for e in entries if e.record.training and e.record.training.run_id == run_id), None)
+    trained = [e.record for e in entries if e.record.training and e.record.training.run_id == run_id
+               and e.record.calibration is None and not e.record.members]
+    return min(trained, key=lambda record: record.created or "", default=None)
+
+
+def complete_registration(stored: ModelRecord, run, make_default: bool, who: str, directory: Path | None) -> None:
+    """What the kill may have left undone for ``stored`` (:func:`registered_already`): its ``train`` audit line
+    (found by the run's id) and its promotion; then the run's state goes (a re-read of the change)."""
+    from core.admin.audit import find_action, record_action
+
+    if find_action(run.run_id, "train", until=(), key="run") is None:
+        record_action("train", who, model=stored.name, task=stored.task, run=run.run_id, settled=True)
+    directory = directory or checkpoint_dir()
+    if not (make_default and find_model(stored.name, directory).is_default):  # promoted before a failed forget
+        _promoted(stored, make_default, who, directory)
+    try:
+        run.forget()
+    except OSError:  # registered all the same; its run id finds it again next time
+        log.warning("the saved state of the run that registered %s stays", stored.name)

@@ -48,7 +48,7 @@ from core.training import run_lock
 from core.training.resume import RunIdentity, open_run, run_identity
 from core.training.other_reports import other_reports
 from core.training.population import try_fit_population_check
-from core.training.shipping import registered_already, ship_version
+from core.training.shipping import complete_registration, registered_already, ship_version
 
 __all__ = ["TrainingCancelled", "train", "split_films", "validate_for_shipping"]
 
@@ -139,7 +139,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
     run = open_run(identity, hardware, resume, job_id)  # before decoding: a refused resume says so at once
     shipped = registered_already(run.run_id, directory) if run.on_disk[1] and hardware.is_main else None
     if hardware.on_any(shipped is not None):  # killed after registering, before forgetting the run: not again
-        run.forget()
+        _ = shipped and complete_registration(shipped, run, make_default, who, directory)
         _ = shipped and emit(NoteEvent(message=f"registered as {shipped.name} before its process stopped"))
         return shipped  # None on the other ranks, as after shipping
     train_films, x_val = decode_for_training(train_set, val_set, config, hardware, emit, should_stop)
@@ -195,8 +195,8 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
             data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
             parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check,
         )
-        details = {"job": job_id, "resumed": run.payload is not None, "dataset": "/".join(Path(data_dir).parts[-2:]),
-                   "arch": config.arch, "image_size": config.image_size, "epochs": len(history), "auc": report.auc,
+        details = {"job": job_id, "run": run.run_id, "resumed": run.payload is not None,
+                   "dataset": "/".join(Path(data_dir).parts[-2:]), "arch": config.arch, "image_size": config.image_size, "epochs": len(history), "auc": report.auc,
                    "sensitivity": report.sensitivity, "specificity": report.specificity, "n": report.n}
 
         def saved(stored: ModelRecord) -> None:

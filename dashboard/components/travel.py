@@ -109,8 +109,7 @@ def elsewhere_columns(record: ModelRecord) -> dict[str, tuple[str, str, str, str
 def site_range_figures(record: ModelRecord) -> tuple[str, str, str, str] | None:
     """Films, then the AUC, sensitivity and specificity ranges at a new site (``low–high``); None unless this
     version has both readings of the other collection (only models reading NORMAL and PNEUMONIA do)."""
-    spans = stored_site_range(record.other_reports)
-    if spans is None:
+    if (spans := stored_site_range(record.other_reports)) is None:
         return None
 
     def text(span, as_percent: bool = True) -> str:
@@ -123,12 +122,11 @@ def site_range_figures(record: ModelRecord) -> tuple[str, str, str, str] | None:
 
 
 def site_range_line(record: ModelRecord) -> str | None:
-    """The card's line on the range at a new site, or None without both readings."""
-    figures = site_range_figures(record)
-    if figures is None:
+    """The card's line on the range at a new site, or None without both readings; no coverage is claimed ("95 %
+    bounds" read as a new site's odds, which nothing shows: a review)."""
+    if (figures := site_range_figures(record)) is None:
         return None
     _, auc, sensitivity, specificity = figures
-    # "95 % bounds" read as a 95 % chance of holding a new site's figure, which nothing shows (a review)
     return (f"**{SITE_RANGE}** (from the lowest to the highest 95 % interval end of another collection as collected "
             f"and framed 15 % tighter; how often a new site falls inside is not known): AUC {auc}; "
             f"sensitivity {sensitivity}; specificity {specificity}.")
