@@ -193,11 +193,11 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
                                     device=hardware.device.type, precision=hardware.precision,
                                     world_size=hardware.world.world_size, checks_seconds=checks),
             data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
-            parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check,
-        )
+            parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check)
         details = {"job": job_id, "run": run.run_id, "resumed": run.payload is not None,
-                   "dataset": "/".join(Path(data_dir).parts[-2:]), "arch": config.arch, "image_size": config.image_size, "epochs": len(history), "auc": report.auc,
-                   "sensitivity": report.sensitivity, "specificity": report.specificity, "n": report.n}
+                   "dataset": "/".join(Path(data_dir).parts[-2:]), "arch": config.arch, "image_size": config.image_size,
+                   "epochs": len(history), "auc": report.auc, "sensitivity": report.sensitivity,
+                   "specificity": report.specificity, "n": report.n}
 
         def saved(stored: ModelRecord) -> None:
             record_action("train", who, model=stored.name, task=stored.task, **details)  # first: see below
