@@ -111,7 +111,7 @@ def test_films_a_class_needs_at_95_percent(films, needed):
 @pytest.mark.parametrize("films, short", [(40, False), (39, True), (22, True), (20, True), (18, True), (13, True)])
 def test_a_class_too_small_to_spare_a_film_is_named_and_the_card_says_so(films, short):
     """Found by a review: 12 or 13 films at 95 % leave no film to spare (all are needed), yet the card promised
-    one. A statistics review: 22 need 21 and the spare makes 22, so every film is flagged there too, up to 39 (37
+    one. A statistics review: 22 need 21 and the spare makes 22, so every film is flagged there too, up to 39 (38
     needed, and the spare); 40 need 38 and leave one film unflagged."""
     from dashboard.components.model_card import operating_point_text
 
