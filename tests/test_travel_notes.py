@@ -8,7 +8,8 @@ from core.store.records import read_model_record
 from core.store.registry import list_models
 from core.store.reports import WITHDRAWN
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, OUT_OF_BATCH, TIGHTER_FRAMING
-from dashboard.components.model_card import ENSEMBLE_CHOSEN, ensemble_line, films_behind, validation_caveat
+from dashboard.components.model_card import (ENSEMBLE_CHOSEN, TARGET_CHOSEN, ensemble_chosen, ensemble_line,
+                                              films_behind, validation_caveat)
 from dashboard.components.reports import architecture_title
 from dashboard.components.travel import TRAVEL_TITLES
 from dashboard.components.travel_notes import (KERMANY_TEST, ONE_BATCH, RANGE_NOTE, WIDE_FRAMING_NOTE,
@@ -101,8 +102,11 @@ def test_the_card_says_what_else_the_films_that_measure_a_model_chose():
     # not "only if it beats its best member on the other batch": the shipped one did not there (0.9992 against
     # 0.9993, docs/measurements.md) and was chosen on the other collection (a review)
     assert default.members and "out-of-batch" in default.other_reports and "shift checks" in ENSEMBLE_CHOSEN
-    assert "sensitivity target (96 %) was itself set after reading those checks" in ENSEMBLE_CHOSEN  # a review
-    assert default.operating_point.target_sensitivity == 0.96
+    assert ensemble_chosen(default) == ENSEMBLE_CHOSEN + TARGET_CHOSEN and default.operating_point.target_sensitivity \
+        == 0.96 and "set after reading those checks" in TARGET_CHOSEN  # how its target was set (a review)
+    other = default.model_copy(update={"operating_point": default.operating_point.model_copy(update={
+        "target_sensitivity": 0.95})})
+    assert ensemble_chosen(other) == ENSEMBLE_CHOSEN  # another target: not the project's choice
 
 
 def test_the_card_of_a_model_split_film_by_film_says_its_figures_may_read_high():

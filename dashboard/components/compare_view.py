@@ -24,7 +24,7 @@ from dashboard.components.same_films import films_apart
 from dashboard.components.reports import (METRICS_NOTE, SEVERAL_CLASSES_NOTE, data_label, escape_markdown,
                                           films_in_words, metrics_table, operating_points, per_class_table, roc_input,
                                           threshold_value)
-from dashboard.components.model_card import ENSEMBLE_CHOSEN, validation_caveat
+from dashboard.components.model_card import ensemble_chosen, validation_caveat
 from dashboard.components.paired_view import paired_differences
 from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (VALIDATION, elsewhere_thresholds,
@@ -249,7 +249,7 @@ def travel_notes(entries: list[ModelEntry]) -> None:
         caveat = validation_caveat(entry.record).strip()  # the card's words for the same figures (a review)
         lines += [f"- **{entry.name}**, internal validation: {caveat}"] if caveat else []
         if entry.record.members and "out-of-batch" in entry.record.other_reports:
-            lines.append(f"- **{entry.name}**: {ENSEMBLE_CHOSEN}")
+            lines.append(f"- **{entry.name}**: {ensemble_chosen(entry.record)}")
     lines += [f"- {films}" for films in elsewhere_films([entry.record for entry in entries])]
     st.caption("Which films:\n" + "\n".join(lines))
     points = travel_points(entries)
