@@ -42,9 +42,9 @@ def test_the_colour_scale_reads_for_colour_blind_eyes_and_rises_in_lightness():
     linear = np.where(colours <= 0.04045, colours / 12.92, ((colours + 0.055) / 1.055) ** 2.4)
     luminance = linear @ np.array([0.2126, 0.7152, 0.0722])
     assert np.all(np.diff(luminance) > 0)  # darker means less, everywhere on the scale
-    bar = colour_bar(200, 8)
-    assert bar.shape == (8, 200, 3) and bar.dtype == np.uint8
-    assert np.array_equal(bar[0], bar[-1]) and np.array_equal(bar[0, -1], np.round(255 * colours[-1]).astype(np.uint8))
+    bar = colour_bar(200, 8)  # as the map fades in over a film: grey where there is no evidence (a re-read)
+    assert bar.shape == (8, 200, 3) and bar.dtype == np.uint8 and np.array_equal(bar[0], bar[-1])
+    assert np.array_equal(bar[0, -1], np.round(255 * colours[-1]).astype(np.uint8)) and bar[0, 0].tolist() == [128] * 3
 
 
 def test_an_empty_map_is_said_to_be_empty_not_drawn(trained_model, tmp_path, settings_env, normal_film_path,

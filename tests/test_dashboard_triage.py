@@ -168,7 +168,7 @@ def test_explanation_method_opacity_and_class_can_be_changed(checkpoints, monkey
     assert any(c.startswith("Eigen-CAM, the same for every class (colours relative to this film alone: yellow = "
                             "the strongest activation here; purple = weak; no colour = none)") for c in captions)
     alts = [img.alt for image in at.get("image") for img in image.proto.imgs]  # the scale drawn under the map
-    assert "Colour scale of the map, from purple (little) to yellow (the most in this film)" in alts, alts
+    assert any(alt.startswith("Colour scale of the map: no colour where there is no evidence") for alt in alts), alts
 
 
 def test_a_model_without_convolutions_says_there_is_no_gradcam(checkpoints):

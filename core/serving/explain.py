@@ -182,8 +182,12 @@ def colour_scale(heat: np.ndarray) -> np.ndarray:
 
 
 def colour_bar(width: int = 256, height: int = 12) -> np.ndarray:
-    """The colour scale drawn left (none) to right (the film's most), as a ``height`` x ``width`` x 3 uint8 image."""
-    row = np.round(255.0 * colour_scale(np.linspace(0.0, 1.0, width, dtype=np.float32))).astype(np.uint8)
+    """The colour scale drawn left (none) to right (the film's most) over mid grey, fading in as :func:`overlay`
+    draws it (a re-read: a solid bar's purple left end showed a colour where the map shows none), at full strength;
+    a ``height`` x ``width`` x 3 uint8 image."""
+    heat = np.linspace(0.0, 1.0, width, dtype=np.float32)
+    weight = np.clip(heat / FULL_TINT_AT, 0.0, 1.0)[:, None]
+    row = np.round(255.0 * ((1.0 - weight) * 0.5 + weight * colour_scale(heat))).astype(np.uint8)
     return np.repeat(row[None], height, axis=0)
 
 

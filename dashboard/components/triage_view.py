@@ -292,6 +292,7 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
                      alt=f"{title} over chest film {film_id(result)}")  # a screen reader's name for it (a review)
             st.image(COLOUR_BAR, width="stretch",
                      caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)),
-                     alt="Colour scale of the map, from purple (little) to yellow (the most in this film)")
+                     alt="Colour scale of the map: no colour where there is no evidence, then purple (little) to "
+                         "yellow (the most in this film)")
 
     return draw
