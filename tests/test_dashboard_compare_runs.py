@@ -22,7 +22,7 @@ def page(at) -> AppTest:
     return at
 
 
-def _reading(monkeypatch, fail: set[str], calls: list[str], busy: str = "") -> None:
+def _reading(monkeypatch, fail: set[str], calls: list[str], busy: str = "", failure=DatasetError) -> None:
     import dashboard.components.compare_view as compare_view
 
     real = compare_view.folder_report
@@ -32,7 +32,7 @@ def _reading(monkeypatch, fail: set[str], calls: list[str], busy: str = "") -> N
         if name == busy:
             raise TryAgainLater(f"{name} found the server busy.")
         if name in fail:
-            raise DatasetError(f"{name} cannot read this folder.")
+            raise failure(f"{name} cannot read this folder.")
         return real(name, *args)
 
     monkeypatch.setattr(compare_view, "folder_report", reading)
@@ -51,6 +51,16 @@ def test_a_model_that_failed_on_the_folder_is_said_again_not_read_again_until_ev
     assert said[1].endswith("found the server busy. Press Evaluate to try again."), said
     _evaluate(page)  # pressed again: tried again
     assert sorted(calls) == sorted(MODELS * 2)
+
+
+def test_a_failure_on_the_server_s_side_asks_nothing_of_the_folder(page, monkeypatch):
+    """A re-read: a device or data-roots failure, which no folder change mends, was told to put the folder right."""
+    from core.errors import DeviceUnavailable
+
+    require(FILMS_DIR, "films")
+    _reading(monkeypatch, set(MODELS), [], failure=DeviceUnavailable)
+    _evaluate(page)
+    assert len(page.error) == 2 and all(e.value.endswith("cannot read this folder.") for e in page.error)
 
 
 def test_each_reading_is_recorded_as_soon_as_it_is_made(page, monkeypatch):

@@ -6,7 +6,8 @@ written to the audit log.
 import streamlit as st
 
 from core.admin.audit import ensure_writable
-from core.errors import CheckpointError, TriageError, TryAgainLater
+from core.errors import (CheckpointError, DataRootsUnreadable, DeviceUnavailable, SettingOutOfRange, TriageError,
+                         TryAgainLater)
 from dashboard.components.access import current_user, how_to_administer
 from dashboard.components.compare_view import (comparison, details, folder_report, policy_films_caveat,
                                                record_evaluations, sources)
@@ -27,11 +28,14 @@ FAILED = "evaluations-failed"  # (model, folder) -> why it could not be evaluate
 
 
 def _next_step(exc: TriageError) -> str:
-    """What pressing Evaluate can do after ``exc``: try again (a busy server), nothing (the model's own file, which
-    its words name), or read a folder put right (a review: "Press Evaluate to try again" followed every failure)."""
+    """What pressing Evaluate can do after ``exc``: try again (a busy server, unless its words say when), nothing
+    (the model's file or the server's set-up, which its words name), or read a folder put right (a review: "Press
+    Evaluate to try again" followed every failure)."""
     if isinstance(exc, TryAgainLater):
-        return "Press Evaluate to try again."
-    return "" if isinstance(exc, CheckpointError) else "Put the folder right, or choose another, and press Evaluate."
+        return "" if "try again" in str(exc).lower() else "Press Evaluate to try again."
+    if isinstance(exc, (CheckpointError, DataRootsUnreadable, DeviceUnavailable, SettingOutOfRange)):
+        return ""
+    return "Put the folder right, or choose another, and press Evaluate."
 
 
 user = current_user()
