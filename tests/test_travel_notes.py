@@ -161,3 +161,9 @@ def test_the_card_opens_its_figures_with_what_a_new_site_should_expect():
     assert "recalibrate the threshold on your own labelled films" in default
     covid = new_site_caution(_record("covid-cnn5-v1"))
     assert covid.startswith("**At a new site, expect lower figures than below:**") and "Kermany" not in covid
+    from core.store.records import Calibration
+
+    logistic = _record("pneumonia-logistic-v1")  # recalibrated on a site's films: not told to recalibrate
+    at_site = logistic.model_copy(update={"calibration": Calibration.model_validate(
+        {"from": logistic.name, "target_sensitivity": 0.95, "source": "site folder", "folder": "ward/ward"})})
+    assert new_site_caution(at_site).startswith("**At another site, expect other figures than below:**")

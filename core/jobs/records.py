@@ -215,10 +215,10 @@ def version_registered_by(job: Job) -> ModelRecord | None:
 
 
 def trace_registered(job: Job, registered: ModelRecord) -> str:
-    """What a job killed between its version's files and its ``train`` audit line left undone, done by the job's
-    settler (a review: such a version was settled as succeeded with no audit line, nor made its task's first
-    default): the line, marked as written at settling, then the first-default rule. "" when done (or the line was
-    there: killed just after it), else a sentence for the job's message."""
+    """What a job killed after its version's files left undone, done by the job's settler (a review: such a version
+    was settled as succeeded with no audit line, nor made its task's first default): the ``train`` line, marked as
+    written at settling, unless it is there (killed after it), then the first-default rule, which does nothing when
+    it was applied already. "" when done, else a sentence for the job's message."""
     from core.admin.audit import find_action, record_action
     from core.store.promotion import promote_first
 

@@ -78,6 +78,9 @@ def new_site_caution(record: ModelRecord) -> str:
     """The card's first word on its figures (an out-of-batch review: "overstate what a new site will see" sat deep
     in a long note after the table, under validation figures in bold): what to expect at a new site, and which
     figure to read instead."""
+    if record.calibration is not None and record.calibration.folder:  # recalibrated on a site's films already
+        return ("**At another site, expect other figures than below:** this version's threshold was chosen on one "
+                "site's labelled films; check it on the films of any other site before relying on it there.")
     if {"NORMAL", "PNEUMONIA"} <= set(record.classes):
         ranged = " Read the range at a new site below, not validation or the other batch (held-out patients of the " \
             "training folder, which tracked validation there), for what to expect;" \
