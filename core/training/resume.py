@@ -24,9 +24,9 @@ and what a run is, readable without torch).
   until the run ships, is cancelled, or the process ends (the kernel drops it however it ends), so a job and
   a command never train one run at once; the second is refused at once. One process trains one run at a
   time, so a process that opens its own run again (a test, a retry) keeps the lock it holds.
-- **Kept** while the run has not shipped; **deleted** when it ships its model, which records the run's id (a
-  process killed in between leaves a finished state whose resume registers nothing again). A fresh run of the
-  same key (no ``--resume``) starts over and replaces it. States untouched for ``CXR_JOB_MAX_AGE_DAYS`` are pruned, as job folders are.
+- **Kept** until the run ships its model, which records the run's id (a process killed in between leaves a finished
+  state whose resume registers nothing again); a fresh run of the same key (no ``--resume``) replaces it; states
+  untouched for ``CXR_JOB_MAX_AGE_DAYS`` are pruned, as job folders are.
 - **Refused** (:class:`ResumeRefused`): resuming with no state for the key; when the same folder has an
   interrupted run with other settings or films, the message says what differs.
 """
