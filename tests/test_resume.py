@@ -250,22 +250,6 @@ def test_a_resumed_run_records_the_training_time_of_every_process_that_trained_i
     assert record.training.history[0].seconds >= 4 and record.training.seconds >= record.training.history[-1].seconds
 
 
-def test_a_version_once_saved_is_never_registered_again_by_a_resume(kermany_train, site, monkeypatch):
-    """The run's state goes as soon as its version is on disk: a process that dies right after (here, in the
-    promotion step) leaves nothing that a resume would register a second time."""
-    import core.training.shipping as shipping
-
-    def dies(*args, **kwargs):
-        raise KeyboardInterrupt  # the process is stopped between saving the version and promoting it
-
-    monkeypatch.setattr(shipping, "promote_first", dies)
-    with pytest.raises(KeyboardInterrupt):
-        train(kermany_train, TINY, directory=site)
-    assert len(list(site.glob("pneumonia-logistic-v*.json"))) == 1 and saved_runs() == []
-    with pytest.raises(ResumeRefused, match="^There is no interrupted run of these settings"):
-        train(kermany_train, TINY, directory=site, resume=True)
-    assert len(list(site.glob("pneumonia-logistic-v*.json"))) == 1
-
 def test_a_version_whose_audit_entry_cannot_be_written_is_not_kept_and_its_run_resumes(kermany_train, site,
                                                                                         monkeypatch):
     """The audit entry came after the run's state was forgotten: a log that failed then (a full disk) left a

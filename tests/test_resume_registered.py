@@ -115,3 +115,24 @@ def test_a_shipped_version_whose_manifest_cannot_be_written_is_not_left_behind_u
                                               r"device\); nothing was registered\.$"):
         ship_version(model, record_for(""), "ship-pneu", directory=shipped)
     assert sorted(p.name for p in shipped.iterdir() if not p.name.startswith(".")) == before
+
+
+def test_a_version_once_saved_is_never_registered_again_by_a_resume(kermany_train, site, monkeypatch):
+    """A process that dies once its version is on disk (here, in the promotion step) leaves its run's state, and
+    resuming it registers nothing a second time: it finishes what was left, the task's first default (a resume
+    review: forgotten before the promotion, the state left a command-line run's new task without a default)."""
+    import core.training.shipping as shipping
+    from core.store.registry import find_model
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # the process is stopped between saving the version and promoting it
+
+    with monkeypatch.context() as patched:
+        patched.setattr(shipping, "promote_first", dies)
+        with pytest.raises(KeyboardInterrupt):
+            train(kermany_train, TINY, directory=site)
+    (written,) = site.glob("pneumonia-logistic-v*.json")
+    assert [run.finished for run in saved_runs()] == [True] and not find_model(written.stem).is_default
+    assert train(kermany_train, TINY, directory=site, resume=True).name == written.stem
+    assert list(site.glob("pneumonia-logistic-v*.json")) == [written] and saved_runs() == []
+    assert find_model(written.stem).is_default

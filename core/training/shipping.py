@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from core import clock
-from core.errors import AuditLogUnavailable, CheckpointError, TriageError
+from core.errors import AuditLogUnavailable, CheckpointError, PromotionRefused, TriageError
 from core.models.device import place_model
 from core.models.features import GaussianScore
 from core.models.inference import inference_ms_per_film
@@ -130,9 +130,20 @@ def complete_registration(stored: ModelRecord, run, make_default: bool, who: str
     if find_action(run.run_id, "train", until=(), key="run") is None:
         record_action("train", who, model=stored.name, task=stored.task, run=run.run_id, settled=True)
     directory = directory or checkpoint_dir()
-    if not (make_default and find_model(stored.name, directory).is_default):  # promoted before a failed forget
-        _promoted(stored, make_default, who, directory)
+    try:
+        if not (make_default and find_model(stored.name, directory).is_default):  # promoted before a failed forget
+            _promoted(stored, make_default, who, directory)
+    except PromotionRefused:  # registered, not the default: the run has shipped all the same
+        forget_run(run, stored.name)
+        raise
+    forget_run(run, stored.name)
+
+
+def forget_run(run, name: str) -> None:
+    """A shipped run's state goes once its version is registered and promoted: killed before, the state stays for
+    a resume to complete the registration (:func:`complete_registration`; a resume review: forgotten before the
+    promotion, a command-line run killed in between left its new task without a default for good)."""
     try:
         run.forget()
     except OSError:  # registered all the same; its run id finds it again next time
-        log.warning("the saved state of the run that registered %s stays", stored.name)
+        log.warning("the saved state of the run that registered %s stays", name)

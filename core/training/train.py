@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -48,7 +47,7 @@ from core.training import run_lock
 from core.training.resume import RunIdentity, open_run, run_identity
 from core.training.other_reports import other_reports
 from core.training.population import try_fit_population_check
-from core.training.shipping import complete_registration, registered_already, ship_version
+from core.training.shipping import complete_registration, forget_run, registered_already, ship_version
 
 __all__ = ["TrainingCancelled", "train", "split_films", "validate_for_shipping"]
 
@@ -199,12 +198,8 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
                    "epochs": len(history), "auc": report.auc, "sensitivity": report.sensitivity,
                    "specificity": report.specificity, "n": report.n}
 
-        def saved(stored: ModelRecord) -> None:
-            record_action("train", who, model=stored.name, task=stored.task, **details)  # first: see below
-            try:
-                run.forget()  # the version is on disk: from now on a resume must not register it a second time
-            except OSError:  # it is registered all the same (its run id finds it): not "nothing was registered"
-                logging.getLogger(__name__).warning("the saved state of the run that registered %s stays", stored.name)
+        def saved(stored: ModelRecord) -> None:  # the run's state goes once it is promoted too (forget_run)
+            record_action("train", who, model=stored.name, task=stored.task, **details)
 
         try:
             record = ship_version(model, record, name or f"{record.task}-{config.arch}", directory, make_default, who,
@@ -212,6 +207,10 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
         except AuditLogUnavailable as exc:  # the version was withdrawn; the run's state was not forgotten
             raise AuditLogUnavailable(f"{exc} The run's saved state is kept: once the log can be written, resuming the "
                                       "run registers it.") from exc
+        except PromotionRefused:  # stored and recorded, not the default: the run has shipped
+            forget_run(run, "its version")
+            raise
+        forget_run(run, record.name)
         emit(DoneEvent(name=record.name, auc=report.auc, seconds=record.training.seconds))
         return record
 
