@@ -136,3 +136,21 @@ def test_a_version_once_saved_is_never_registered_again_by_a_resume(kermany_trai
     assert train(kermany_train, TINY, directory=site, resume=True).name == written.stem
     assert list(site.glob("pneumonia-logistic-v*.json")) == [written] and saved_runs() == []
     assert find_model(written.stem).is_default
+
+
+def test_a_refused_promotion_ends_the_run_at_the_barrier_like_a_success(monkeypatch, tmp_path):
+    """A re-read: the version is registered and only its promotion refused, so the other training processes
+    returned and wait at the closing barrier; rank 0 left the group without it, which can abort them."""
+    from core.errors import PromotionRefused
+    from core.training import train as train_module
+
+    left = []
+
+    def refused(*args, **kwargs):
+        raise PromotionRefused("m-v1 cannot become the default model for pneumonia: too few films.")
+
+    monkeypatch.setattr(train_module, "_train", refused)
+    monkeypatch.setattr(train_module, "leave", lambda hardware, completed=False: left.append(completed))
+    with pytest.raises(PromotionRefused):
+        train(tmp_path, TINY, directory=tmp_path)
+    assert left == [True]

@@ -56,8 +56,7 @@ def train(
     data_dir: str | Path, config: TrainConfig, name: str | None = None, directory: Path | None = None,
     on_progress: Callable[[ProgressEvent], None] | None = None, should_stop: Callable[[], bool] | None = None,
     job_id: str | None = None, make_default: bool = False, who: str = "cli", resume: bool | str = False,
-    floor_first: bool = False,
-) -> ModelRecord | None:
+    floor_first: bool = False) -> ModelRecord | None:
     """Train, evaluate on validation, ship a new version; returns its record (``directory/NAME.json``).
 
     Under torchrun (core.training.distributed) every process trains on its shard; rank 0 alone reports
@@ -66,8 +65,7 @@ def train(
     The run's state is saved every epoch until it ships (core.training.resume); ``resume`` continues the
     interrupted run of these settings and films from it (ResumeRefused when there is none; with
     ``resume=IF_SAVED`` a fresh run instead). ``floor_first`` (or ``make_default``): refused before training where
-    the promotion floor already rules the new version out as a default (core.store.promotion).
-    """
+    the promotion floor already rules the new version out as a default (core.store.promotion)."""
     config, directory = config.resolved(), directory or checkpoint_dir()
     hardware = prepare_hardware(config)
     emit = (on_progress or _ignore) if hardware.is_main else _ignore
@@ -77,6 +75,9 @@ def train(
                         resume, floor_first or make_default)
         completed = True
         return record
+    except PromotionRefused:  # registered, not the default: every rank ends at the barrier, as after a success (the
+        completed = True  # others returned; rank 0 tearing the group down alone can abort them: a re-read)
+        raise
     except torch.OutOfMemoryError as exc:
         gpu = hardware.device.type == "cuda"  # the page's form has no batch size: the command line's step (a review)
         raise DeviceOutOfMemory(
