@@ -231,37 +231,17 @@ def test_an_early_stopped_run_is_past_its_training_so_the_time_limit_never_ends_
     """Early stopping ends a run before its last epoch, with its step progress short of 1. Its last epoch must
     still tell the runner that only shipping is left: the second timer may not end the process (and write
     FAILED, "no model was registered") while it validates and registers the new version."""
-    import numpy as np
-    import torch
-
-    from core.films.folders import FilmSet
     from core.jobs import runner
-    from core.models.build import build_model
-    from core.models.device import FP32
-    from core.store.records import EpochRecord
-    from core.training import loop
-    from core.training.distributed import Hardware
 
-    def falling_auc(model, x_val, val_set, weight, epoch, train_loss, started, *rest) -> EpochRecord:
-        return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=1.0 / epoch, seconds=0.0)
-
-    monkeypatch.setattr(loop, "_validate", falling_auc)
-    torch.manual_seed(0)
-    films = loop.TrainingFilms(films=torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8),
-                               labels=torch.arange(16) % 2, class_weight=torch.ones(2), total=16)
-    labels = np.arange(8) % 2
-    val_set = FilmSet(tuple(Path(f"{c}/{i}.png") for i, c in enumerate(labels)), labels, ("C0", "C1"))
-    config = TrainConfig(arch="logistic", epochs=6, image_size=32, batch_size=8, patience=1, augment=False)
     events = []
-    loop.fit(build_model("logistic", 2, 32)[0], films, None, val_set, config.resolved(),
-             Hardware(torch.device("cpu"), FP32), events.append, None)
+    _early_stopping_fit(monkeypatch, events.append, None)
     epochs = [e for e in events if isinstance(e, EpochEvent)]
     assert [(e.epoch, e.last) for e in epochs] == [(1, False), (2, True)]  # stopped early, 4 epochs short
 
     settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
     folder = tmp_path / "jobs" / "20261204-000000-erly"
     folder.mkdir(parents=True)
-    write_settings(folder, JobSettings(job_id=folder.name, data_dir=tmp_path, config=config))
+    write_settings(folder, JobSettings(job_id=folder.name, data_dir=tmp_path, config=EARLY_STOP))
     write_status(folder, RUNNING, message="Training.")
     ended = []
     monkeypatch.setattr(runner, "stop_process_group", lambda: ended.append(True))
@@ -319,27 +299,37 @@ def test_the_time_limit_reached_during_an_early_stopping_epoch_lets_the_run_ship
     """A resume review: early stopping's last step is short of progress 1, so the time limit reached during that
     epoch's validation stopped the run after it (TrainingCancelled, the job failed with "no model was registered")
     where a full-length run in the same spot registers its model."""
+    from core.jobs import runner
+
+    settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    folder = tmp_path / "jobs" / "20261207-000000-late"
+    folder.mkdir(parents=True)
+    write_settings(folder, JobSettings(job_id=folder.name, data_dir=tmp_path, config=EARLY_STOP))
+    job = runner.JobRunner(folder)
+    # the limit passes while the epoch early stopping ends on validates
+    history = _early_stopping_fit(monkeypatch, job.emit, job.should_stop, at_epoch_2=job.on_time_limit)
+    assert [h.epoch for h in history] == [1, 2] and job.training_done  # on to shipping, not cancelled
+
+
+EARLY_STOP = TrainConfig(arch="logistic", epochs=6, image_size=32, batch_size=8, patience=1, augment=False)
+
+
+def _early_stopping_fit(monkeypatch, emit, should_stop, at_epoch_2=None) -> list:
+    """``loop.fit`` of :data:`EARLY_STOP` on random films, its validation AUC falling after epoch 1 (so it stops
+    early after epoch 2), ``at_epoch_2`` called while that epoch validates; the epochs' history."""
     import numpy as np
     import torch
 
     from core.films.folders import FilmSet
-    from core.jobs import runner
     from core.models.build import build_model
     from core.models.device import FP32
     from core.store.records import EpochRecord
     from core.training import loop
     from core.training.distributed import Hardware
 
-    settings_env(CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
-    folder = tmp_path / "jobs" / "20261207-000000-late"
-    config = TrainConfig(arch="logistic", epochs=6, image_size=32, batch_size=8, patience=1, augment=False)
-    folder.mkdir(parents=True)
-    write_settings(folder, JobSettings(job_id=folder.name, data_dir=tmp_path, config=config))
-    job = runner.JobRunner(folder)
-
     def falling_auc(model, x_val, val_set, weight, epoch, train_loss, started, *rest) -> EpochRecord:
-        if epoch == 2:  # the epoch early stopping ends on: the limit passes while it validates
-            job.on_time_limit()
+        if epoch == 2 and at_epoch_2 is not None:
+            at_epoch_2()
         return EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=1.0, val_auc=1.0 / epoch, seconds=0.0)
 
     monkeypatch.setattr(loop, "_validate", falling_auc)
@@ -348,6 +338,5 @@ def test_the_time_limit_reached_during_an_early_stopping_epoch_lets_the_run_ship
                                labels=torch.arange(16) % 2, class_weight=torch.ones(2), total=16)
     labels = np.arange(8) % 2
     val_set = FilmSet(tuple(Path(f"{c}/{i}.png") for i, c in enumerate(labels)), labels, ("C0", "C1"))
-    _, history = loop.fit(build_model("logistic", 2, 32)[0], films, None, val_set, config.resolved(),
-                          Hardware(torch.device("cpu"), FP32), job.emit, job.should_stop)
-    assert [h.epoch for h in history] == [1, 2] and job.training_done  # on to shipping, not cancelled
+    return loop.fit(build_model("logistic", 2, 32)[0], films, None, val_set, EARLY_STOP.resolved(),
+                    Hardware(torch.device("cpu"), FP32), emit, should_stop)[1]
