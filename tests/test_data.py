@@ -1,6 +1,7 @@
 """Datasets: class-folder discovery, patient ids from Kermany names, the patient-disjoint split."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -152,6 +153,18 @@ def test_fingerprint_identifies_the_data(films_dir):
     relabelled = type(films)(films.paths, 1 - films.labels, films.classes)
     assert fingerprint(relabelled).sha256 != first.sha256
     assert Fingerprint.model_validate(first.to_json()) == first  # stored in the model's JSON and read back
+
+
+def test_a_film_name_that_is_not_utf8_has_a_fingerprint(films_dir, tmp_path):
+    """Found by a CLI review: one such name in a training folder stopped `train` with a UnicodeEncodeError."""
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / label).mkdir()
+        for i, film in enumerate(sorted((films_dir / label).iterdir())[:2]):
+            name = os.fsdecode(b"film\xff%d.jpeg" % i)  # the bytes a Latin-1 system wrote
+            (tmp_path / label / name).write_bytes(film.read_bytes())
+    odd = fingerprint(discover(tmp_path))
+    assert odd.n == 4 and re.fullmatch("[0-9a-f]{64}", odd.sha256)
+    assert odd.sha256 != fingerprint(discover(films_dir)).sha256
 
 
 def test_load_tensors_goes_through_the_app_path(films_dir):

@@ -295,6 +295,6 @@ def fingerprint(films: FilmSet) -> Fingerprint:
         except OSError as exc:  # removed or renamed since its folder was read (a site folder, mid-calibration)
             raise DatasetError(f"Cannot use {film_label(path)}: {path.name} cannot be read "
                                f"({exc.strerror or type(exc).__name__}). Put it back, or run again.") from None
-        digest.update(f"{source}{films.classes[label]}/{path.name}:{size}\n".encode())
+        digest.update(f"{source}{films.classes[label]}/{path.name}:{size}\n".encode(errors="surrogateescape"))
     return Fingerprint(n=len(films), class_counts=dict(zip(films.classes, films.class_counts())),
                        sha256=digest.hexdigest())
