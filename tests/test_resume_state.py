@@ -26,12 +26,12 @@ from conftest import REPO, environment
 
 from core.errors import ResumeRefused, TrainingCancelled
 from core.models.device import FP32
-from core.store.records import TrainConfig
+from core.store.records import Fingerprint, TrainConfig
 from core.training.distributed import Hardware
 from core.training.events import EpochEvent
 from core.training.resume import RunIdentity, RunProgress, open_run, run_identity
 from core.training.saved_state import DIGESTS
-from core.training.saved_runs import runs_dir, saved_runs
+from core.training.saved_runs import SavedRun, runs_dir, saved_runs
 from core.training.train import split_films, train
 
 CONFIG = TrainConfig(arch="logistic", epochs=3, image_size=32, augment=False, device="cpu", precision="fp32")
@@ -386,3 +386,12 @@ def test_a_runs_folder_that_cannot_be_made_refuses_the_run_before_it_trains(save
                        r"or make it writable, then start the training again.$"):
         train(saved.films, CONFIG, directory=tmp_path / "models", on_progress=events.append)
     assert not any(isinstance(e, EpochEvent) for e in events)
+
+
+def test_a_setting_left_unset_is_said_in_words_when_a_resume_differs():
+    """Found by a CLI review: resuming with --max-films 20 a run of every film said "had max films None"."""
+    films = Fingerprint(n=40, class_counts={"NORMAL": 20, "PNEUMONIA": 20}, sha256="0" * 64)
+    ours = RunIdentity(config=CONFIG.model_copy(update={"max_films": 20}), data_dir="x", train=films, validation=films)
+    theirs = SavedRun(key="k", data_dir="x", config=CONFIG.model_copy(update={"split_seed": 3}), train=films,
+                      validation=films)
+    assert ours.differences(theirs) == ["split seed 3 (here the seed's)", "max films all films (here 20)"]

@@ -54,7 +54,7 @@ from core.training import run_lock
 from core.training.saved_state import (DIGESTS, FORMAT, RUN_ID, check_optimiser, check_schedule, damaged,
                                        load_state, misfit)
 from core.training.saved_runs import (SavedRun, discard_saved_run, nothing_to_resume, on_rank_0, open_runs_folder,
-                                      runs_dir, runs_written, write_private)
+                                      runs_dir, runs_written, said, write_private)
 
 IF_SAVED = "if-saved"  # open_run's resume: continue the saved state if there is one, else start afresh
 SPLIT_SETTINGS = ("seed", "split_seed", "val_fraction", "max_films", "holdout")  # another split: other fingerprints
@@ -96,7 +96,7 @@ class RunIdentity:
     def differences(self, other: SavedRun) -> list[str]:
         """How an interrupted run of the same folder differs from this one, in words."""
         ours, theirs = self.config.to_json(), other.config.to_json()
-        words = [f"{name.replace('_', ' ')} {theirs.get(name)} (here {value})"
+        words = [f"{name.replace('_', ' ')} {said(name, theirs.get(name))} (here {said(name, value)})"
                  for name, value in ours.items() if theirs.get(name) != value]
         same_split = all(ours.get(name) == theirs.get(name) for name in SPLIT_SETTINGS)
         if same_split and (other.train, other.validation) != (self.train, self.validation):

@@ -45,6 +45,11 @@ class SavedRun(Record):
         return f"after epoch {self.epoch} of {self.config.epochs}"
 
 
+def said(setting: str, value: Any) -> str:
+    """A TrainConfig setting's value in words: unset is "all films", not "None" (a CLI review: "had max films None")."""
+    return {"max_films": "all films", "split_seed": "the seed's"}.get(setting, "none") if value is None else str(value)
+
+
 def cancelled_message(saved_epoch: int, epochs: int) -> str:
     """What TrainingCancelled says: whether the run can be resumed, and from where."""
     if not saved_epoch:
