@@ -375,3 +375,17 @@ def test_a_promotion_the_floor_rules_out_is_refused_before_training(run_cli, tmp
                   "100", "--no-augment", "--target-sensitivity", "0.9", "--set-default", checkpoints=models)
     assert low.returncode == 1 and "would be chosen for 90 % sensitivity; a default must promise at least 95 %" \
         in low.json_lines()[0]["error"] and not list(models.glob("*.pt"))
+
+
+def test_a_calibration_for_a_target_below_the_floor_is_refused_before_it_registers(trained_model, registry, run_cli,
+                                                                                   audit):
+    """Found by a CLI review: `calibrate --target-sensitivity 0.9 --set-default` registered the version, then refused
+    to make it the default; the target is known before any film is read, as `train --set-default` knows it."""
+    before = sorted(path.name for path in registry.iterdir())
+    low = run_cli("calibrate", trained_model.name, "--target-sensitivity", "0.9", "--set-default", checkpoints=registry)
+    assert low.returncode == 1 and "Traceback" not in low.stderr
+    assert low.json_lines() == [{"error": "A version calibrated for 90 % sensitivity cannot become the default model "
+                                          "for pneumonia: a default must promise at least 95 %. Calibrate for a higher "
+                                          "target, or leave out --set-default (or add --override-floor). Nothing was "
+                                          "registered."}]
+    assert sorted(path.name for path in registry.iterdir()) == before and not audit.exists()

@@ -126,6 +126,17 @@ def check_before_training(classes: tuple[str, ...], validation_counts: list[int]
                                "leave out --set-default (or add --override-floor). Nothing was trained.")
 
 
+def check_before_calibrating(task: str, target_sensitivity: float) -> None:
+    """``calibrate --set-default`` refused before it calibrates where its target is below the floor's sensitivity (a
+    CLI review: it registered the version, then refused to make it the default, as training no longer does)."""
+    floor = floor_for(task)
+    if target_sensitivity < floor.min_sensitivity:
+        raise PromotionRefused(f"A version calibrated for {_percent(target_sensitivity)} sensitivity cannot become "
+                               f"the default model for {task}: a default must promise at least "
+                               f"{_percent(floor.min_sensitivity)}. Calibrate for a higher target, or leave out "
+                               "--set-default (or add --override-floor). Nothing was registered.")
+
+
 def _what_to_do(kinds: set[str], site: bool = False) -> str:
     """The advice that fits the kinds of refusal: more films (a site calibration's: more site films), a normal
     class, a threshold for a higher sensitivity target, which recalibrating gives with the same weights (a messages

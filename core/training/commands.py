@@ -90,6 +90,11 @@ def run_calibrate(args) -> int:
     from core.training.calibrate import SITE, SITE_FOLDER, calibrate
 
     _check_override(args)
+    if args.set_default and not args.override_floor:
+        from core.store.promotion import check_before_calibrating
+        from core.store.registry import find_model
+
+        check_before_calibrating(find_model(args.model).task, args.target_sensitivity)
     record = calibrate(args.model, args.target_sensitivity, args.data, device=args.device, who=_who(),
                        site_folder=args.site_folder)
     if args.set_default:
