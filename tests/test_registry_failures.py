@@ -263,9 +263,7 @@ def test_an_unreadable_registry_file_says_whose_it_is_and_never_to_delete_it(cop
     (shipped / REGISTRY_FILE).write_text("[]")
     manifest.write_manifest(shipped)  # signed as shipped: the bytes pass their check and are still no registry
     settings_env(CXR_CHECKPOINTS=str(shipped))
-    with pytest.raises(CheckpointError) as refused:
-        list_models(shipped)
-    said = str(refused.value)
+    (said,) = list_models(shipped)[1]  # said, and no shipped default, while the models are still listed
     assert said.startswith("The shipped models' registry.json is not a valid")
     assert "git checkout -- checkpoints/registry.json" in said and str(tmp_path) not in said
 

@@ -4,9 +4,8 @@ naming one default model per task and recording every promotion:
 - **shipped**: the repository's ``checkpoints`` (``CXR_CHECKPOINTS``), read-only to the app and the CLI,
   written only by the shipping path (``train --shipped``, i.e. ``make models``); every file checked against
   the checksum manifest (core.store.manifest);
-- **site**: site-trained versions (``CXR_MODELS``, default ``~/.local/share/cxr-triage/models``), where
-  ``train``, ``calibrate`` and background jobs write, and where the site's default pointers live. A task with
-  no site default falls back to the shipped default.
+- **site**: site-trained versions (``CXR_MODELS``, default ``~/.local/share/cxr-triage/models``), where ``train``,
+  ``calibrate`` and jobs write, and where the site's default pointers live (a task without one: the shipped one).
 
 Every function's ``directory`` names the site folder (default: the configured one); the shipped folder is
 always the configured one, and when ``directory`` *is* the shipped folder there is just the one tier (the
@@ -29,7 +28,7 @@ from core.store.lock import registry_lock
 from core.store.manifest import REGISTRY_FILE, shipped_dir
 from core.store.names import check_model_name, is_model_name
 from core.store.records import ModelRecord, read_model_record
-from core.store.registry_file import Promotion, RegistryFile, read_registry
+from core.store.registry_file import Promotion, RegistryFile, read_registry, shipped_registry
 from core.tasks import DEFAULT_TASK, task_title
 
 SHIPPED, SITE = "shipped", "site"
@@ -115,7 +114,8 @@ def listing(directory: Path | None = None) -> Listing:
                 shadowed.add(record.name)
                 continue
             found.append((record, json_path, tier.name))
-    defaults, latest, pointers, blocked = _defaults(tiers(directory), {r.name: r.task for r, _, _ in found}, shadowed)
+    defaults, latest, pointers, blocked = _defaults(tiers(directory), {r.name: r.task for r, _, _ in found}, shadowed,
+                                                    problems)
     broken = {task: (name, problem) for task, name in pointers.items()
               if (name not in {record.name for record, _, _ in found} or task in blocked)
               and (problem := _problem_of(name, problems)) is not None}
@@ -174,18 +174,18 @@ def _population_missing(record: ModelRecord, folder: Path) -> bool:
     return record.population_check is not None and not (folder / record.population_check.file).exists()
 
 
-def _defaults(tier_list: list[Tier], tasks: dict[str, str],
-              shadowed: set[str]) -> tuple[dict[str, str], str | None, dict[str, str], set[str]]:
+def _defaults(tier_list: list[Tier], tasks: dict[str, str], shadowed: set[str],
+              problems: list[str]) -> tuple[dict[str, str], str | None, dict[str, str], set[str]]:
     """Each task's default (a site pointer overrides the shipped one; a pointer to a model that is not
     there counts as none, and so does a site pointer to a ``shadowed`` name: it meant the site's own model, not
     the shipped one that took its name), the most recently promoted default (the site's, else the shipped one),
     every task's pointer as written, whether its model is there or not, and the tasks whose site pointer names
-    a shadowed model."""
+    a shadowed model; a damaged shipped registry, said in ``problems``, points at nothing."""
     defaults: dict[str, str] = {}
     pointers: dict[str, str] = {}
     promoted, blocked = [], set()
     for tier in tier_list:  # shipped first: the site's pointers, read second, override
-        registry = read_registry(tier.folder)
+        registry = shipped_registry(tier.folder, problems) if tier.name == SHIPPED else read_registry(tier.folder)
         written = _pointers(registry, tasks)
         pointers.update(written)
         for task, name in written.items():
@@ -252,9 +252,10 @@ def pick(entries: list[ModelEntry], problems: list[str], name: str | None, task:
                                 f"{', '.join(sorted({e.task for e in entries}))}.")
         default = next((e for e in wanted if e.is_default), None)  # list_models puts the last promoted first
         if default is None:  # never a model that did not clear the promotion floor, unasked
-            raise ModelNotFound(f"The {task} task has no default model: none of its models "
-                                f"({', '.join(e.name for e in wanted)}) has cleared the promotion floor to become "
-                                "it. Name one to use it anyway (--model), or make one the default (set-default).")
+            why = next((p for p in problems if REGISTRY_FILE in p), None) or (  # a damaged registry points at none
+                f"none of its models ({', '.join(e.name for e in wanted)}) has cleared the promotion floor to be it.")
+            raise ModelNotFound(f"The {task} task has no default model: {why} Name one to use it anyway (--model), or "
+                                "make one the default (set-default).")
         return default
     for entry in entries:
         if entry.name == name:

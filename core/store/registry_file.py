@@ -50,6 +50,18 @@ def read_registry(directory: Path) -> RegistryFile:
         raise CheckpointError(_unreadable(directory, str(exc))) from exc
 
 
+def shipped_registry(directory: Path, problems: list[str]) -> RegistryFile:
+    """The shipped folder's registry, or none (no shipped defaults) when it is damaged or fails its signature, said in
+    ``problems``: a CLI review found every listing refused, the site's models and pointers too, while the message
+    said only that no shipped task had a default. A site's own registry still refuses every listing: the shipped
+    defaults must not stand in, unsaid, for the ones the site chose."""
+    try:
+        return read_registry(directory)
+    except CheckpointError as exc:
+        problems.append(str(exc))
+        return RegistryFile()
+
+
 def _verified(path: Path) -> bytes | None:
     """The shipped registry's bytes as signed (the manifest read once, as every listing reads it); None without a
     readable manifest: then every shipped model is refused, each a problem, and the registry's pointers still say
