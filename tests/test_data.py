@@ -186,10 +186,23 @@ def _tree(root: Path, spec: dict[str, list[str]]) -> Path:
     return root
 
 
-def test_load_tensors_names_an_unreadable_film(tmp_path):
-    films = discover(_tree(tmp_path, {"NORMAL": ["a.png"], "PNEUMONIA": ["b.png"]}))
-    with pytest.raises(DatasetError, match="a.png"):
-        load_tensors(films, 32)
+def test_load_tensors_names_every_unreadable_film_at_once(tmp_path, films_dir):
+    """A CLI review: each run named the first unreadable film alone, so four took four runs of the whole folder."""
+    names = {"NORMAL": [f"n{k}.png" for k in range(7)], "PNEUMONIA": [f"p{k}.png" for k in range(5)] + ["good.jpeg"]}
+    root = _tree(tmp_path, names)
+    (root / "PNEUMONIA" / "good.jpeg").write_bytes(next((films_dir / "PNEUMONIA").iterdir()).read_bytes())
+    with pytest.raises(DatasetError) as refused:
+        load_tensors(discover(root), 32)
+    said = str(refused.value)
+    assert said.startswith(f"12 films cannot be used: {root / 'NORMAL' / 'n0.png'} (n0.png is ")
+    assert said.endswith("; and 2 more. Take them out of their folder, or replace them, and try again.")
+    assert said.count(" is not an image we can read") == 10 and "good.jpeg" not in said and "p3.png" not in said
+    (root / "NORMAL" / "n0.png").write_bytes((root / "PNEUMONIA" / "good.jpeg").read_bytes())
+    for path in [*(root / "NORMAL").glob("n[1-6].png"), *(root / "PNEUMONIA").glob("p*.png")]:
+        path.unlink()
+    (root / "PNEUMONIA" / "p0.png").write_bytes(b"x")
+    with pytest.raises(DatasetError, match=r"^Cannot use .*p0\.png: p0\.png is "):  # one film: as it always was
+        load_tensors(discover(root), 32)
 
 
 @pytest.mark.parametrize("spec, message", [

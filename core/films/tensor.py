@@ -64,21 +64,26 @@ def check_pixel_contract(batch: torch.Tensor) -> None:
         raise ValueError("model input must lie in [0, 1]")
 
 
+MOST_NAMED = 10  # films one refusal names; the rest are counted
+
+
 def load_tensors(films: FilmSet, image_size: int, workers: int = 2, on_progress=None) -> torch.Tensor:
     """Decode every film once through the app's own path (``film_to_tensor``) into N x 1 x S x S uint8.
 
     uint8 is what ``film_to_tensor`` gives and a quarter of float32's memory. Films decoded before at this
     size with the same content come from the decode cache (:mod:`core.films.decode_cache`), bit for bit what
-    decoding gives; each film's file is read once either way. Unreadable films raise DatasetError naming the file.
+    decoding gives; each film's file is read once either way. Unreadable films raise one DatasetError naming them.
     """
     out = torch.empty((len(films), 1, image_size, image_size), dtype=torch.uint8)
     cache = DecodeCache.from_settings(cache_namespace())
+    failed: list[tuple[int, str, str]] = []  # every film that cannot be decoded, named at once (a CLI review: one a
+    # run, so four bad films took four runs of the whole folder to find)
 
     def decode(i: int) -> None:
         try:
             out[i] = _decoded(films.paths[i], image_size, cache)
         except TriageError as exc:
-            raise DatasetError(f"Cannot use {film_label(films.paths[i])}: {exc}") from exc
+            failed.append((i, film_label(films.paths[i]), str(exc)))
 
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
@@ -89,7 +94,19 @@ def load_tensors(films: FilmSet, image_size: int, workers: int = 2, on_progress=
         pool.shutdown(wait=True, cancel_futures=True)
         if cache is not None and cache.wrote:
             cache.prune()
+    if failed:
+        raise _unusable(sorted(failed))
     return out
+
+
+def _unusable(failed: list[tuple[int, str, str]]) -> DatasetError:
+    """One film's refusal as it always was; several named in one (the first ``MOST_NAMED``, then a count)."""
+    if len(failed) == 1:
+        return DatasetError(f"Cannot use {failed[0][1]}: {failed[0][2]}")
+    named = "; ".join(f"{label} ({why.rstrip('.')})" for _, label, why in failed[:MOST_NAMED])
+    more = f"; and {len(failed) - MOST_NAMED} more" if len(failed) > MOST_NAMED else ""
+    return DatasetError(f"{len(failed)} films cannot be used: {named}{more}. Take them out of their folder, or "
+                        "replace them, and try again.")
 
 
 def cache_namespace() -> str:
