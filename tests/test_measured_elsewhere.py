@@ -107,7 +107,7 @@ def test_figures_titled_as_the_products_own_rows_stand_apart_and_one_title_is_ke
     (dict(weights_sha256="0" * 64), "measured on other weights"),
     (dict(accuracy=0.95), r"accuracy reported for .* \(0.950\) does not follow .* \(0.860\)"),
     (dict(specificity=1.5), "models.0.specificity: Input should be less than or equal to 1"),
-    (dict(threshold=float("nan")), "models.0.threshold: Input should be"),
+    (dict(threshold=float("nan")), "models.0.threshold: it should be a number, not NaN"),
     (dict(threshold=float("inf")), "models.0.threshold: Input should be"),
     (dict(model="no-such-model"), "no-such-model"),
     (dict(auc=True), "models.0.auc: Input should be a valid number"),  # found by a CLI audit: stored as 1.0
@@ -161,6 +161,29 @@ def test_other_class_names_and_an_unreadable_file_are_refused(model_here, tmp_pa
     path.write_text("[" * 100_000 + "]" * 100_000)  # deeper than the JSON parser recurses
     with pytest.raises(CommandRefused, match="nested too deeply"):
         record_measurements(path)
+
+
+@pytest.mark.parametrize("content, said", [
+    ("[1, 2]", "is not a valid MeasurementsFile: the top level: it should be a JSON object ({...}), not a list."),
+    (None, "is not a valid MeasurementsFile: models.0.auc: it should be a number, not NaN."),
+    ("\udcff", "cannot be read (not JSON: not text in UTF-8, UTF-16 or UTF-32)."),
+], ids=["a list", "NaN", "not text"])
+def test_a_file_that_does_not_hold_figures_is_refused_in_words_with_what_it_should_hold(model_here, tmp_path, content,
+                                                                                        said):
+    """A CLI review: the refusals quoted the validation library ("a valid dictionary or instance of ...", an AUC of
+    NaN "less than or equal to 1") or the codec, and none said what the file should hold."""
+    path = _file(tmp_path, model_here)
+    if content is None:
+        data = json.loads(path.read_text())
+        data["models"][0]["auc"] = float("nan")  # json.dumps writes NaN, which Python's parser reads back
+        path.write_text(json.dumps(data))
+    else:
+        path.write_bytes(content.encode(errors="surrogateescape"))
+    with pytest.raises(CommandRefused) as refused:
+        record_measurements(path)
+    assert str(refused.value) == (f"Measurements file figures.json {said} What the file holds is in the README "
+                                  "(measured-elsewhere); docs/project-measurements/kermany-official-test.json is an "
+                                  "example to copy.")
 
 
 def test_a_version_named_twice_or_a_number_of_thousands_of_digits_is_refused_naming_the_file(model_here, tmp_path):

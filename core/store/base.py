@@ -32,7 +32,24 @@ def parse_record(kind: type[R], data: object, what: str) -> R:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the top level"
-        raise ValueError(f"{what} is not a valid {kind.__name__}: {where}: {first['msg']}") from None
+        raise ValueError(f"{what} is not a valid {kind.__name__}: {where}: {_problem(first)}") from None
+
+
+def _problem(error: dict) -> str:
+    """A validation error in words, with the value found where it is short (a CLI review: an AUC of NaN read
+    "Input should be less than or equal to 1"; a JSON list "a valid dictionary or instance of MeasurementsFile")."""
+    found = error.get("input")
+    if error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return f"it should be a JSON object ({{...}}), not {_json_kind(found)}"
+    if isinstance(found, float) and found != found:  # NaN: no comparison holds, so every bound "failed"
+        return "it should be a number, not NaN"
+    shown = repr(found) if isinstance(found, (bool, int, float, str)) and len(repr(found)) <= 40 else None
+    return f"{error['msg']} (it is {shown})" if shown is not None else error["msg"]
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), "something else")
 
 
 MAX_WEIGHTS_BYTES = 2**30  # far over any model here (the largest is ~25 MB); read whole, then hashed
@@ -78,8 +95,10 @@ def record_from_bytes(kind: type[R], raw: bytes, what: str) -> R:
         raise ValueError(f"{what} cannot be read (larger than {MAX_RECORD_BYTES // 2**20} MiB)")
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise ValueError(f"{what} cannot be read (not JSON: {exc})") from None
+    except UnicodeDecodeError:  # the codec's own words ("'utf-16-le' codec can't decode byte 0x7b") said nothing
+        raise ValueError(f"{what} cannot be read (not JSON: not text in UTF-8, UTF-16 or UTF-32)") from None
     except ValueError:  # Python's own guard: an integer of thousands of digits
         raise ValueError(f"{what} cannot be read (it holds a number too long to be a figure)") from None
     except RecursionError:

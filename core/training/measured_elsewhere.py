@@ -32,6 +32,8 @@ from core.stop_signals import held_through
 
 ACCURACY_TOLERANCE = 0.002  # figures reported to a tenth of a percent: their accuracy agrees within this
 SHARE_ROUNDING = 0.005  # a share of films reported to two decimals or more lies this near a whole count of them
+TEMPLATE = ("What the file holds is in the README (measured-elsewhere); "
+            "docs/project-measurements/kermany-official-test.json is an example to copy.")
 
 Proportion = Field(default=None, ge=0.0, le=1.0)
 
@@ -88,8 +90,8 @@ def record_measurements(path: Path, who: str = "cli",
         reported = read_record(MeasurementsFile, Path(path), f"Measurements file {Path(path).name}")
     except OSError as exc:
         raise CommandRefused(f"Measurements file {Path(path).name} cannot be read ({exc.strerror or exc}).") from None
-    except ValueError as exc:
-        raise CommandRefused(f"{exc}.") from None
+    except ValueError as exc:  # what the file should hold: a review found the refusal said nothing of it
+        raise CommandRefused(f"{exc}. {TEMPLATE}") from None
     named = [(figures.model, figures.weights_sha256) for figures in reported.models]  # one version's weights
     twice = sorted({name for name, weights in named if named.count((name, weights)) > 1})
     if twice:  # which figures would stand would depend on their order in the file
