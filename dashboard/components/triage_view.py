@@ -16,7 +16,6 @@ import streamlit as st
 from core.errors import ServerBusy, TriageError, TryAgainLater
 from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, colour_bar, overlay
 from core.serving.in_flight import Patience
-from core.store.registry import ModelEntry
 from core.wording import digits_apart, fixed
 from dashboard.components.kept_settings import keep, restore
 from dashboard.components.reports import escape_markdown, percent, threshold_value
@@ -31,66 +30,6 @@ CAM_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiR
               "layercam": "LayerCAM", "eigencam": "Eigen-CAM"}
 METHODS = [m for m in CAM_TITLES if m in CAM_METHODS] + [m for m in CAM_METHODS if m not in CAM_TITLES]
 WAIT_STEP_S = 0.25  # how often a page waiting for its model lets an upload or a click interrupt it
-CHOSEN_MODELS = "chosen_models"  # task -> the model its user chose; survives page switches, unlike the widget's state
-MODEL_WIDGET = "model-choice"
-REPLACED_MODELS = "replaced_models"
-FOLLOWED_DEFAULTS = "followed_defaults"  # task -> (the default the box showed, the default it shows since)
-SHOWN_MODELS = "shown_models"  # task -> the model the box last showed; survives page switches, unlike the widget's
-
-
-def pick_model(entries: list[ModelEntry], problems: list[str], task: str | None = None) -> ModelEntry | None:
-    """Sidebar model choice among ``entries`` (one task's models), the task's default preselected and each
-    task's last choice remembered for the session; broken models are listed, not fatal. Until its user chooses,
-    the box follows the default: a session opened before another version was made the default went on with the
-    old one, now labelled as no more than one of the list (found by a review)."""
-    for problem in problems:
-        st.sidebar.warning(problem, icon=":material/warning:")
-    if not entries:
-        return None
-    names = [e.name for e in entries]
-    default = next((e.name for e in entries if e.is_default), names[0])
-    chosen = st.session_state.setdefault(CHOSEN_MODELS, {})
-    replaced = st.session_state.setdefault(REPLACED_MODELS, {})  # task -> (the chosen model that went, its stand-in)
-    followed = st.session_state.setdefault(FOLLOWED_DEFAULTS, {})
-    last_shown = st.session_state.setdefault(SHOWN_MODELS, {})
-    shown = st.session_state.get(MODEL_WIDGET)
-    if shown not in names:  # a first visit, another task, or back from another page (the widget's value is gone)
-        remembered = chosen.get(task)
-        if remembered is not None and remembered not in names:  # removed, or unreadable, since it was chosen
-            replaced[task] = (remembered, default)
-        elif remembered is None and last_shown.get(task) not in (None, default):  # the default changed while its
-            followed[task] = (last_shown[task], default)  # user was away (a concurrency review: said nothing)
-        st.session_state[MODEL_WIDGET] = remembered if remembered in names else default
-    elif task not in chosen and shown != default:  # never chosen here: the default changed meanwhile
-        followed[task] = (shown, default)
-        st.session_state[MODEL_WIDGET] = default
-    name = st.sidebar.selectbox(
-        "Model", names, key=MODEL_WIDGET, format_func=lambda n: f"{n}  (default)" if n == default else n,
-        on_change=_remember_choice, args=(task,),
-        help="This task's models, from the shipped and the site's models folders. The default is preselected; "
-             "make another the default on the Retrain page.",
-    )
-    gone, stand_in = replaced.get(task, (None, None))
-    before, now = followed.get(task, (None, None))
-    if gone is not None and name == stand_in:  # said until someone picks a model again
-        st.sidebar.warning(f"{gone}, the model chosen before, is no longer available (removed, or it cannot be "
-                           f"read), so films are triaged with {name}. Choose another model above if you prefer.",
-                           icon=":material/warning:")
-    else:
-        replaced.pop(task, None)
-    if before is not None and name == now and task not in chosen:
-        st.sidebar.info(f"{name} has been made this task's default since this page was opened (before: {before}), "
-                        "so films are now triaged with it. Choose another model above if you prefer.",
-                        icon=":material/update:")
-    else:
-        followed.pop(task, None)
-    last_shown[task] = name
-    return entries[names.index(name)]
-
-
-def _remember_choice(task: str | None) -> None:
-    """The model box's ``on_change``: only a choice its user made is kept (see :func:`pick_model`)."""
-    st.session_state.setdefault(CHOSEN_MODELS, {})[task] = st.session_state[MODEL_WIDGET]
 
 
 def await_model(load: ModelLoad) -> Predictor | None:

@@ -48,7 +48,8 @@ if models:
 
 from dashboard.components.model_card import model_card  # noqa: E402
 from dashboard.components.kept_settings import keep, last_value, restore  # noqa: E402
-from dashboard.components.triage_view import CAM_TITLES, METHODS, await_model, film_card, pick_model  # noqa: E402
+from dashboard.components.model_choice import pick_model  # noqa: E402
+from dashboard.components.triage_view import CAM_TITLES, METHODS, await_model, film_card  # noqa: E402
 from dashboard.components.worklist import (  # noqa: E402
     ATYPICAL,
     status_of,
