@@ -24,6 +24,7 @@ from core.errors import CheckpointError
 from core.models.features import FeatureExtractor
 from core.films.dicom_values import header_doubts
 from core.films.film import Film
+from core.films.known_sets import shortcut_calls, training_sources
 from core.films.quality import reversed_grey_levels, shape_warning, usability_problems
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import place_model, resolve_device
@@ -104,6 +105,7 @@ class Predictor:
         # (network, layer, input size) Grad-CAM reads: the model, or each member of an ensemble
         self._explained = explained_layers(loaded.record.arch, loaded.model, loaded.image_size)
         self.population = ModelPopulation.of(loaded)  # None: this version is not checked
+        self.shortcut_calls = shortcut_calls(training_sources(loaded.record))  # class -> what a card says of it
         self.chest_check, self.chest_check_problem = chest_check, None
         self._check_again_at = None if chest_check is not None else 0.0  # when to try the shared check again
         self._shared_check()
@@ -193,7 +195,8 @@ class Predictor:
         # an unavailable chest-film check is a doubt too: a film it never saw got a plain routine call, while an
         # unavailable population check made every routine call atypical (a worklist review)
         doubts = [] if problems else [note for note in (*_header_doubts(film), reversed_grey_levels(film),
-                                                        shape_warning(film), unchecked) if note]
+                                                        shape_warning(film), unchecked,
+                                                        self.shortcut_calls.get(label)) if note]
         warnings += [note for note in doubts if note not in warnings]  # the header's are the film's own already
         if unchecked and unchecked not in warnings:
             warnings.append(unchecked)

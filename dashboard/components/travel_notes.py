@@ -3,10 +3,9 @@ what each other set of films is, and the shortcut its training set allows; only 
 versions shown."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from core.evaluation.site_range import stored_site_range
-from core.films.known_sets import known_shortcuts
+from core.films.known_sets import known_shortcuts, training_sources
 from core.store.records import ModelRecord
 from core.store.reports import shown_reports
 from dashboard.components.travel import elsewhere_title
@@ -96,15 +95,7 @@ def new_site_caution(record: ModelRecord) -> str:
 def shortcuts(record: ModelRecord) -> list[str]:
     """The shortcuts this version's training set allows (core.films.known_sets), by its training sources: the
     population check's, else the training folder's name."""
-    check = record.population_check
-    if check is not None and check.sources:
-        sources = list(check.sources)
-    elif record.training is not None:
-        parts = Path(record.training.data_dir).parts
-        sources = [parts[-2]] if len(parts) >= 2 else []
-    else:
-        sources = []
-    return known_shortcuts(sources)
+    return known_shortcuts(training_sources(record))
 
 
 def elsewhere_films(records: list[ModelRecord]) -> list[str]:
