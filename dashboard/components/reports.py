@@ -34,8 +34,8 @@ METRICS_NOTE = (
     "keep their resampled ones; resampling patients instead, a patient's films together, moved the ends of five "
     "shipped pneumonia models' intervals by under a point). Sensitivity and specificity are for abnormal (any "
     "non-normal class) against normal. Precision (the share of urgent calls that are abnormal) depends on how "
-    "many films are abnormal: it is read at these films' own mix (three in four of the Kermany films) and is lower "
-    "where disease is rarer. Inference time is the fastest of 10 one-film passes on the CPU of the "
+    "many films are abnormal: it is read at the mix of the films each row was measured on, and is lower where "
+    "disease is rarer. Inference time is the fastest of 10 one-film passes on the CPU of the "
     "machine that registered the version (a best case; machines differ).")
 SEVERAL_CLASSES_NOTE = (
     " With more than two classes the AUC is the mean of each class's one-vs-rest AUC, *most probable class* reads "
