@@ -6,6 +6,7 @@ written to the audit log.
 import streamlit as st
 
 from core.admin.audit import ensure_writable
+from core.films.folders import discover, evaluation_split
 from core.errors import (CheckpointError, DataRootsUnreadable, DeviceUnavailable, SettingOutOfRange, TriageError,
                          TryAgainLater)
 from dashboard.components.access import current_user, how_to_administer
@@ -113,6 +114,13 @@ if source == FOLDER:
             ensure_writable()  # a server folder is read only where the reading can be recorded
         except TriageError as exc:
             st.error(f"The models were not evaluated on the folder. {exc}", icon=":material/error:")
+            st.stop()
+        try:  # the folder's own faults (no class folders, no films) said once, not once for each model (a review)
+            discover(target, evaluation_split(target, None), min_classes=1)
+        except TriageError as exc:
+            st.error(f"The models were not evaluated on the folder: "
+                     f"{escape_markdown(without_server_paths(str(exc), target))} Choose another folder and press "
+                     "Evaluate.", icon=":material/error:")
             st.stop()
     rows, films, log_full = [], [], False
     for entry in selected:
