@@ -63,11 +63,9 @@ def test_stored_reports_side_by_side(at):
 
 
 def test_fewer_models_and_none(at):
-    at.multiselect[0].set_value(["pneumonia-mlp-v1"])
-    at.run()
+    at.multiselect[0].set_value(["pneumonia-mlp-v1"]).run()
     assert not at.exception and list(at.dataframe[0].value.columns) == ["pneumonia-mlp-v1"]
-    at.multiselect[0].set_value([])
-    at.run()
+    at.multiselect[0].set_value([]).run()
     assert not at.exception and "Choose at least one model" in at.info[0].value
 
 
