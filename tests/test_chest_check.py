@@ -38,7 +38,8 @@ ADULT_FOLDER = "covid-3class/train/Covid"
 TEXTURE_SAMPLE = 10  # from each folder of shared-data/tb/train: noise textures, not films
 TEXTURE_FOLDERS = ("tb/train/Normal", "tb/train/Tuberculosis")
 SOURCES = {"kermany-224", "covid-3class", "films", "dicom"}  # every chest-film source the detector knows
-NOT_TRIAGED = "Not triaged: the image does not look like a usable chest film."
+NOT_TRIAGED = ("Not triaged: the image does not look like a usable chest film. A reader must look at it; if it is a "
+               "chest film, export it again (frontal, upright, the whole chest in the frame) and upload that.")
 
 # Unusable versions of a real film -> the sentence its warning must contain.
 UNUSABLE = {
@@ -238,6 +239,9 @@ def test_the_triage_page_shows_non_chest_uploads_as_not_triaged(cases, trained_m
     assert list(table.loc[others, "Priority"]) == ["Not triaged"] * len(others)
     assert all("Not triaged" in table.loc[name, "Warnings"] for name in others)
     assert "does not look like a chest film" in table.loc["grace_hopper.jpg", "Warnings"]
+    ct = table.loc["CT_small.dcm", "Warnings"]  # no reading given, none said to "mean nothing" (a browser review)
+    assert "modality as CT, not projection radiography: the model reads chest radiographs only." in ct
+    assert "may mean nothing" not in ct
     for name in ("tiny.png", "strip.png", "blank.png"):
         assert UNUSABLE[name] in table.loc[name, "Warnings"]
     assert {m.label: m.value for m in at.metric}["Not triaged"] == str(len(others))

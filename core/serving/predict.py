@@ -22,7 +22,7 @@ import numpy as np
 
 from core.errors import CheckpointError
 from core.models.features import FeatureExtractor
-from core.films.dicom_values import header_doubts
+from core.films.dicom_values import MAY_MEAN_NOTHING, header_doubts
 from core.films.film import Film
 from core.films.known_sets import shortcut_calls, training_sources
 from core.films.quality import reversed_grey_levels, shape_warning, usability_problems
@@ -40,6 +40,10 @@ from core.store.registry import find_model
 CHECK_RETRY_S = 30.0  # a predictor without its chest-film check tries to load it again at most this often
 
 URGENT, ROUTINE = "urgent", "routine"
+# what a film that is not triaged says, with what to do (a browser review: a photo, a CT and a film turned on its
+# side were told only that they did not look like a chest film)
+NOT_TRIAGED = ("Not triaged: the image does not look like a usable chest film. A reader must look at it; if it is a "
+               "chest film, export it again (frontal, upright, the whole chest in the frame) and upload that.")
 
 
 @dataclass
@@ -190,7 +194,8 @@ class Predictor:
         withhold the priority; a population warning does not."""
         point, classes = self.loaded.operating_point, self.loaded.classes
         label = classes[int(point.decide(probs[None])[0])]
-        warnings = list(film.warnings)
+        # not triaged: the header's "so this reading may mean nothing" stood above "Not triaged" (a browser review)
+        warnings = [note.replace(MAY_MEAN_NOTHING, ".") for note in film.warnings] if problems else list(film.warnings)
         warnings += problems
         # an unavailable chest-film check is a doubt too: a film it never saw got a plain routine call, while an
         # unavailable population check made every routine call atypical (a worklist review)
@@ -208,7 +213,7 @@ class Predictor:
             score = float(point.abnormal_scores(probs[None])[0])
             priority = (URGENT if label != classes[point.normal_index] else ROUTINE) if not problems else None
         if problems:
-            warnings.append("Not triaged: the image does not look like a usable chest film.")
+            warnings.append(NOT_TRIAGED)
         return Prediction(self.name, {c: round(float(p), 6) for c, p in zip(classes, probs)}, label, priority,
                           score,  # unrounded: the exact number the threshold was compared with
                           None if point.normal_index is None else point.threshold, warnings,
