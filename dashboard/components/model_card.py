@@ -118,7 +118,7 @@ def validation_caveat(record: ModelRecord) -> str:
                   "reads a little high.")
     if report is not None and "film by film" in (report.split or ""):  # core.training.data.split_words
         words += (" The training films' names carry no patient, so one patient's films (a follow-up, a second view) "
-                  "can sit on both sides of the split, and every figure here may read high (found by a review).")
+                  "can sit on both sides of the split, and every figure here may read high.")
     return words
 
 

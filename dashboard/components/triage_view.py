@@ -189,8 +189,10 @@ def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
 def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
                  key: str) -> Callable[[Patience], None] | None:
     if not predictor.can_explain:
-        st.info(f"{predictor.loaded.record.arch} has no convolutional layer, so there is no Grad-CAM map. "
-                "Choose a CNN model in the sidebar to see where a model looked.", icon=":material/info:")
+        record = predictor.loaded.record  # a clinician's words, not "no convolutional layer" (a browser review)
+        which = "a member of this ensemble weighs" if record.members else f"this {record.arch} model weighs"
+        st.info(f"No map of where the model looked: {which} the film's pixels directly, with no image features to "
+                "map. Choose another model in the sidebar to see where it looked.", icon=":material/info:")
         return None
     classes = predictor.loaded.classes
     picture = st.empty()  # the overlay sits level with the film; its class picker goes underneath
