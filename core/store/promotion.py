@@ -101,9 +101,13 @@ def _refusals(entry: ModelEntry) -> list[tuple[str, str]]:
 
 
 def _too_few(classes, counts, floor: Floor, verb: str, films: str = "validation") -> list[tuple[str, str]]:
-    return [("films", f"its {films} {verb} only {count} {name} film{'s' * (count != 1)}; a default needs at "
-             f"least {floor.min_films} of each class")
-            for name, count in zip(classes, counts) if count < floor.min_films]
+    """One reason for every class short of films (a browser review: "a default needs at least 20 of each class"
+    stood once for each class)."""
+    short = [f"{count} {name} film{'s' * (count != 1)}" for name, count in zip(classes, counts)
+             if count < floor.min_films]
+    listed = ", ".join(short[:-1]) + f" and {short[-1]}" if len(short) > 1 else "".join(short)
+    return [("films", f"its {films} {verb} only {listed}; a default needs at least {floor.min_films} of each "
+                      "class")] if short else []
 
 
 def check_before_training(classes: tuple[str, ...], validation_counts: list[int], target_sensitivity: float) -> None:
