@@ -33,14 +33,14 @@ def test_the_batch_comes_back_after_a_visit_to_another_page_until_it_is_replaced
     at.switch_page("views/triage.py")
     at.run()
     assert not at.exception and not at.file_uploader(key="films").value  # Streamlit empties the box
-    assert any(i.value.startswith("The 3 film(s) triaged before you left this page are shown again")
+    assert any(i.value.startswith("The 3 file(s) uploaded before you left this page are shown again")
                for i in at.info)
     again = at.dataframe[0].value
     assert list(again["File"]) == list(before["File"]) and list(again["Priority"]) == list(before["Priority"])
     next(s for s in at.selectbox if s.label == "Explanation method").set_value("gradcam++")
     at.run()  # and on every run of the page while it is shown
     assert not at.exception and list(at.dataframe[0].value["File"]) == list(before["File"])
-    assert any(i.value.startswith("The 3 film(s) triaged before you left this page are shown again") for i in at.info)
+    assert any(i.value.startswith("The 3 file(s) uploaded before you left this page are shown again") for i in at.info)
     next(b for b in at.button if b.label == "Clear these films").click()
     at.run()
     assert not at.dataframe and any("Upload one or more films" in i.value for i in at.info)
@@ -88,7 +88,7 @@ def test_a_batch_the_server_took_back_while_its_user_was_away_is_said_to_be_gone
     at.run()
     assert not at.exception and not at.dataframe
     assert [w.value for w in at.warning if "not kept" in w.value] == [
-        "The 2 film(s) triaged before you left this page were not kept while you were away: the server needed the "
+        "The 2 file(s) uploaded before you left this page were not kept while you were away: the server needed the "
         "memory for other users' films. Upload them again to see their readings."]
     at.run()  # said once: the page then waits for films as usual
     assert not [w for w in at.warning if "not kept" in w.value]

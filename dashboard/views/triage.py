@@ -80,15 +80,16 @@ for message in refused_warnings(refused):
     st.error(message, icon=":material/cloud_off:")
 kept = None if uploads else kept_batch.kept_on_return()  # the batch shown before a visit to another page
 if kept:
-    st.info(f"The {len(kept)} film(s) triaged before you left this page are shown again; the upload box starts "
-            "empty after a page switch. Upload films to replace them.", icon=":material/history:")
+    st.info(f"The {len(kept)} file(s) uploaded before you left this page are shown again; the upload box starts "
+            "empty after a page switch. Upload films to replace them.", icon=":material/history:")  # "film(s)
+    # triaged" counted an unreadable text file among them (a browser review)
     if st.button("Clear these films", icon=":material/delete:"):
         kept_batch.clear()
         st.rerun()
 elif not uploads:
     forget_other_films([])  # films taken out of the upload box leave this session's caches too
     if lost := kept_batch.lost_on_return():
-        st.warning(f"The {lost} film(s) triaged before you left this page were not kept while you were away: the "
+        st.warning(f"The {lost} file(s) uploaded before you left this page were not kept while you were away: the "
                    "server needed the memory for other users' films. Upload them again to see their readings.",
                    icon=":material/history_toggle_off:")
     st.info("Upload one or more films above. Each gets probabilities, a priority and a Grad-CAM map.",
