@@ -103,7 +103,11 @@ def _progress(job: Job, progress: JobProgress, user: User) -> None:
         # the last epoch's number, not a count: a long run's early epochs fall out of the events read (a review)
         st.metric("Epochs done", f"{last.epoch if last else 0} of {job.config.epochs}", border=True)
         st.metric("Validation AUC", fixed(last.val_auc, 3) if last else "—", border=True)  # 0.9997 is not 1.000
-    if not user.is_admin or progress.phase == "finishing":  # training is over: a cancel would not be heard
+    if not user.is_admin:
+        return
+    if progress.phase == "finishing":  # training is over: a cancel would not be heard; the button's going is said
+        st.caption("Training is over: the new version is being registered, which can no longer be cancelled.")
+        # (a browser review: the Cancel button went, without a word, for the last 20 s of a run)
         return
     if st.button("Cancel training", icon=":material/stop_circle:", key=f"cancel-{job.job_id}",
                  help="Stops between training steps; nothing is registered. The epochs already finished are "
