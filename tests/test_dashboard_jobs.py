@@ -305,3 +305,25 @@ def test_a_long_run_s_loss_curve_is_averaged_down_to_a_few_hundred_points():
     assert curve[0].epoch < 0.2 and curve[-1].epoch > 199.8  # the whole run, start to end
     mean = sum(s.loss for s in steps) / len(steps)  # 50 steps a point: every step counted once
     assert sum(p.loss for p in curve) / len(curve) == pytest.approx(mean)
+
+
+def test_the_cancel_button_going_once_training_is_over_is_said():
+    """A browser review: for the last 20 s of a run (its operating point, report and registration) the Cancel button
+    went without a word."""
+    def page():
+        from types import SimpleNamespace
+
+        from core.access.policy import ADMIN, User
+        from core.jobs.progress import JobProgress
+        from dashboard.components import job_view
+
+        job = SimpleNamespace(job_id="j1", status=SimpleNamespace(started_at=None), config=SimpleNamespace(epochs=2))
+        for phase in ("training", "finishing"):
+            job_view._progress(job, JobProgress(phase, 0.9, phase, None, [], []), User(ADMIN, "admin:test"))
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception and [b.label for b in at.button] == ["Cancel training"]  # while training only
+    assert [c.value for c in at.caption] == ["Training is over: the new version is being registered, which can no "
+                                             "longer be cancelled."]

@@ -394,22 +394,3 @@ def test_a_finished_job_s_figures_say_their_intervals_and_what_the_validation_fi
     assert "AUC 0.912 (0.850–0.950)" in said and "sensitivity 96.0 % (90.0–99.0)" in said
     assert "meets it by design" in said and "a new site" in said
 
-
-def test_the_cancel_button_going_once_training_is_over_is_said():
-    """A browser review: for the last 20 s of a run (its operating point, report and registration) the Cancel button
-    went without a word."""
-    def page():
-        from types import SimpleNamespace
-
-        from core.access.policy import ADMIN, User
-        from core.jobs.progress import JobProgress
-        from dashboard.components import job_view
-
-        job = SimpleNamespace(job_id="j1", status=SimpleNamespace(started_at=None), config=SimpleNamespace(epochs=2))
-        for phase in ("training", "finishing"):
-            job_view._progress(job, JobProgress(phase, 0.9, phase, None, [], []), User(ADMIN, "admin:test"))
-
-    at = AppTest.from_function(page).run()
-    assert not at.exception and [b.label for b in at.button] == ["Cancel training"]  # while training only
-    assert [c.value for c in at.caption] == ["Training is over: the new version is being registered, which can no "
-                                             "longer be cancelled."]
