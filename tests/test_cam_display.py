@@ -19,7 +19,9 @@ def test_the_caption_gives_the_classs_probability_and_what_red_means():
     # a colour key, relative to the film (a Grad-CAM review: blue, green and yellow were never explained)
     assert cam_caption("Grad-CAM for NORMAL", False, 0.006) == (
         "Grad-CAM for NORMAL, which the model gives 0.6 % (colours relative to this film alone: yellow = the most "
-        "evidence for it here, however weak; purple = little; no colour = none)")
+        "evidence for it here, however weak; purple = little; no colour = none). The model finds this class unlikely "
+        "here: the colours show where the little evidence it found lies, not a finding.")  # a browser review
+    assert not cam_caption("Grad-CAM for PNEUMONIA", False, 0.5).endswith("not a finding.")
     assert cam_caption("Grad-CAM for PNEUMONIA", False, 0.99996).startswith(
         "Grad-CAM for PNEUMONIA, which the model gives 99.99")  # never a rounded 100.0 %
     assert cam_caption("Grad-CAM for PNEUMONIA", False, 1.0).startswith(  # nor a saturated output

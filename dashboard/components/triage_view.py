@@ -175,6 +175,9 @@ COLOUR_BAR = colour_bar()  # drawn under every map: the caption's words for its 
 EMPTY_MAP = 1e-6  # a map scaled to its own peak (pytorch_grad_cam) is this small only where the map was zero
 
 
+UNLIKELY = 0.5  # below it, a map's caption says the class is unlikely: its colours are relative all the same
+
+
 def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
     """Each map is scaled to its own strongest point, so full yellow shows the most evidence in this film however
     weak it is: a class the model gives 0.6 % looked as sure as one it gives 97 % (found by a review). The caption
@@ -182,8 +185,11 @@ def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
     if class_free or probability is None:
         return (f"{title} (colours relative to this film alone: yellow = the strongest activation here; purple = weak; "
                 "no colour = none)")
-    return (f"{title}, which the model gives {output_percent(probability)} (colours relative to this film alone: "
+    said = (f"{title}, which the model gives {output_percent(probability)} (colours relative to this film alone: "
             "yellow = the most evidence for it here, however weak; purple = little; no colour = none)")
+    # an unlikely class's map looked like a lesion found (a browser review: a bright spot at 3.3 %)
+    return said + (". The model finds this class unlikely here: the colours show where the little evidence it found "
+                   "lies, not a finding." if probability < UNLIKELY else "")
 
 
 def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
