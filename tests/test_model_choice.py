@@ -25,17 +25,3 @@ def test_a_version_below_the_floor_is_marked_and_warned_of_when_chosen(tmp_path,
     assert warning.endswith("Its priorities are not validated for triage: use it to compare, not to decide, or "
                             "choose the default.")
 
-
-def test_a_model_without_a_map_says_why_in_a_clinicians_words(tmp_path, settings_env, normal_film_path):
-    """A browser review: "mlp has no convolutional layer, so there is no Grad-CAM map" spoke to engineers."""
-    folder = quick_checkpoints(tmp_path / "checkpoints")
-    settings_env(CXR_MODELS=str(folder), CXR_JOBS=str(tmp_path / "jobs"))
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    at.sidebar.selectbox[0].set_value("pneumonia-mlp-v1").run()
-    at.file_uploader(key="films").set_value([(normal_film_path.name, normal_film_path.read_bytes(), "image/jpeg")])
-    at.run()
-    assert not at.exception
-    assert [i.value for i in at.info if i.value.startswith("No map")] == [
-        "No map of where the model looked: this mlp model weighs the film's pixels directly, with no image features "
-        "to map. Choose another model in the sidebar to see where it looked."]
