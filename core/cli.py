@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from core import config, limits
-from core.errors import TriageError
+from core.errors import CommandRefused, TriageError
 from core.films.folders import SPLITS, refuse_unknown_homes
 from core.stop_signals import interrupt_on_stop_signals
 from core.wording import json_line
@@ -204,6 +204,10 @@ _MODEL_ARGUMENTS = {"predict": ("model",), "evaluate": ("model", "against"), "ca
                     "fit-population": ("models",), "framing-check": ("models",), "collection-check": ("models",)}
 
 
+_PATH_ARGUMENTS = {"files": "file name", "file": "file name", "dir": "folder name", "data": "--data folder",
+                   "site_folder": "--site-folder"}
+
+
 def _refuse_early(args) -> None:
     """What can be refused before seconds of torch imports and model loading, in the command's own words: a ``~user``
     path of an unknown user, ``--device cuda`` without a GPU (the one device choice that can fail; it needs torch
@@ -211,6 +215,10 @@ def _refuse_early(args) -> None:
     from core.store.registry import find_model
 
     refuse_unknown_homes(vars(args).values())
+    for argument, what in _PATH_ARGUMENTS.items():  # "" (an unset shell variable) read as "." was "the file is a
+        value = getattr(args, argument, None)  # folder" (a CLI review)
+        if any(not str(v).strip() for v in ([value] if isinstance(value, str) else value or ())):
+            raise CommandRefused(f"An empty {what} was given (an unset shell variable?): name the one meant.")
     if getattr(args, "device", None) == "cuda":
         from core.models.device import resolve_device
 
