@@ -87,8 +87,10 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     flush()
-    if not labels:
-        raise DatasetError(f"No readable film in {folder}.")
+    if not labels:  # with why, as a folder with some readable films lists its others (a CLI review)
+        why = "; ".join(film.error.rstrip(".") for film in skipped[:3])  # each names its film
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise DatasetError(f"No readable film in {folder}: {why}{more}." if skipped else f"No film in {folder}.")
     labels, probs, point = np.asarray(labels), np.concatenate(probs).astype(np.float64), loaded.operating_point
     report = evaluate_probabilities(labels, probs, loaded.classes, point,
                                     split=f"folder {Path(folder) / split if split else folder}")
