@@ -79,6 +79,16 @@ def test_refuses_films_that_are_not_the_validation_films(trained_model, registry
     assert len(read_registry(registry).promotions) == 1
 
 
+def test_another_tasks_folder_is_refused_for_its_classes(trained_model, registry, data_dir):
+    """A CLI review: a COVID-19 folder given for a pneumonia model was said to hold "files added, removed or
+    changed"; its classes are what is wrong."""
+    with pytest.raises(DatasetError) as refused:
+        calibrate(trained_model.name, 0.98, data_dir=data_dir / "covid-3class", directory=registry)
+    assert str(refused.value) == (f"shared-data/covid-3class holds the classes COVID-19, NORMAL, VIRAL PNEUMONIA, not "
+                                  f"{trained_model.name}'s (NORMAL, PNEUMONIA): it is another task's folder; name "
+                                  f"{trained_model.name}'s training folder.")
+
+
 def test_cli_reports_the_new_version_and_fails_as_json(trained_model, registry, run_cli, kermany_train):
     name = trained_model.name
     done = run_cli("calibrate", name, "--target-sensitivity", "0.99", "--data", kermany_train,

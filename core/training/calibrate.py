@@ -252,6 +252,11 @@ def recorded_split(record: ModelRecord,
         films, _, val_set, held_out = split_films(data_dir, record.training.config.resolved(), recorded=record.data)
     except DatasetError as exc:
         raise hide_path(exc, data_dir, shown) from None
+    if tuple(films.classes) != tuple(record.classes):  # another task's folder: its classes say so (a CLI review:
+        # it was told its films were "added, removed or changed")
+        raise DatasetError(f"{shown} holds the classes {', '.join(films.classes)}, not {record.name}'s "
+                           f"({', '.join(record.classes)}): it is another task's folder; name {record.name}'s "
+                           "training folder.")
     if fingerprint(val_set).sha256 != record.data.validation.sha256:
         raise DatasetError(f"The validation films in {shown} are not the ones {record.name} was validated "
                            f"on (files added, removed or changed); use the original training folder.")
