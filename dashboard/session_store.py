@@ -10,7 +10,8 @@ review).
 
 :class:`ClosingSessionStorage` shuts a session down when its time to reconnect runs out or when it is pushed out
 of the store, never when it reconnects. :func:`install` (``python -m dashboard.serve``) makes the server use it;
-:func:`reap` settles sessions whose time ran out, so the upload store counts only living sessions' films.
+:func:`reap` settles sessions whose time ran out, so the upload store counts only living sessions' films, and
+:func:`ended` tells it a session it must no longer store films for.
 """
 from __future__ import annotations
 
@@ -92,6 +93,22 @@ def reap() -> None:
     """Shut down the sessions whose time to reconnect ran out; nothing under plain ``streamlit run``."""
     for storage in _installed:
         storage.reap()
+
+
+def ended(session_id: str) -> bool:
+    """Whether the server has let session ``session_id`` go: neither connected nor able to reconnect. False where
+    nothing is known of its sessions (plain ``streamlit run``, or no server)."""
+    connected = _connected(session_id)
+    if connected is None or not _installed:
+        return False
+    return not connected and all(storage.get(session_id) is None for storage in _installed)
+
+
+def _connected(session_id: str) -> bool | None:
+    """Whether the session is connected now; None without a running server."""
+    from streamlit.runtime import Runtime
+
+    return Runtime.instance().is_active_session(session_id) if Runtime.exists() else None
 
 
 def install() -> None:

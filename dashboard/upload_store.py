@@ -27,7 +27,7 @@ from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileMan
 from streamlit.runtime.uploaded_file_manager import UploadedFileRec
 
 from core.serving.batch_limits import MEGABYTE, server_upload_limit, session_upload_limits
-from dashboard.session_store import reap
+from dashboard.session_store import ended, reap
 
 _log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ SESSION_FULL = ("This upload was refused: this page already holds more films tha
                 "from the upload box, or triage them in smaller batches.")
 SERVER_FULL = ("This upload was refused: the server is holding as many uploaded films as it may for all its "
                "users at once. Try again in a few minutes.")
+SESSION_GONE = "This upload arrived after its page had closed. Reload the page and upload the film again."
 REFUSED_NAMES_KEPT = 100  # per session; refusals past them are counted, not named
 SESSION, SERVER = "session", "server"  # why a film was refused: its session's limit, or the whole server's
 _SESSION_REFUSED = "refused-uploads"  # st.session_state key of what the page shows
@@ -65,6 +66,10 @@ class BoundedUploads(MemoryUploadedFileManager):
 
     def add_file(self, session_id: str, file: UploadedFileRec) -> None:
         reap()  # sessions that can no longer reconnect give their films back before any is counted
+        if ended(session_id):  # let go while this film was on its way (Streamlit checks the session before the body
+            # arrives): stored, it would be held for a session nobody can shut down, for the life of the server
+            _log.warning("an upload was refused: its session ended while it arrived")
+            raise HTTPException(status_code=410, detail=SESSION_GONE)
         with self._adding:
             films, session_bytes, server_bytes = self._held(session_id, replacing=file.file_id)
             size = len(file.data)

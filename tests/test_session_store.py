@@ -92,3 +92,24 @@ def test_closed_tabs_films_leave_the_server_cap_before_the_next_upload_is_counte
     clock.now = 121
     uploads.add_file("new", UploadedFileRec(file_id="g", name="g.png", type="image/png", data=b"x" * 10))
     assert sorted(uploads.file_storage) == ["new"]
+
+
+def test_a_film_arriving_after_its_session_was_let_go_is_refused_not_held_for_ever(storage, settings_env,
+                                                                                   monkeypatch):
+    """Streamlit checks the session before an upload's body arrives: one that ended meanwhile (its time to reconnect
+    ran out) had its film stored under a session nobody could shut down, held for the life of the server."""
+    import dashboard.session_store as sessions
+
+    connected = {"live"}
+    monkeypatch.setattr(sessions, "_connected", lambda session_id: session_id in connected)
+    uploads = BoundedUploads("/_stcore/upload_file", max_file_mb=2)
+    _save(storage, _Session("away", uploads))  # disconnected, and may still come back
+    for session in ("live", "away"):
+        uploads.add_file(session, UploadedFileRec(file_id="f", name="film.png", type="image/png", data=b"x"))
+    storage.clock.now = 121  # "away" can no longer come back
+    with pytest.raises(HTTPException) as refused:
+        uploads.add_file("away", UploadedFileRec(file_id="g", name="late.png", type="image/png", data=b"x"))
+    assert refused.value.status_code == 410 and "after its page had closed" in refused.value.detail
+    assert sorted(uploads.file_storage) == ["live"]  # its earlier film freed as it was shut down, the late one kept out
+    monkeypatch.setattr(sessions, "_connected", lambda session_id: None)  # no server: nothing is known, nothing refused
+    uploads.add_file("away", UploadedFileRec(file_id="h", name="h.png", type="image/png", data=b"x"))
