@@ -8,6 +8,7 @@ import pytest
 import test_device
 import torch
 from bad_input_support import open_page, private_registry, upload
+from conftest import REPO
 
 from core.errors import DeviceOutOfMemory
 
@@ -19,9 +20,12 @@ def test_the_caption_gives_the_classs_probability_and_what_red_means():
     # a colour key, relative to the film (a Grad-CAM review: blue, green and yellow were never explained)
     assert cam_caption("Grad-CAM for NORMAL", False, 0.006) == (
         "Grad-CAM for NORMAL, which the model gives 0.6 % (colours relative to this film alone: yellow = the most "
-        "evidence for it here, however weak; purple = little; no colour = none). The model finds this class unlikely "
-        "here: the colours show where the little evidence it found lies, not a finding.")  # a browser review
-    assert not cam_caption("Grad-CAM for PNEUMONIA", False, 0.5).endswith("not a finding.")
+        "evidence for it here, however weak; purple = little; no colour = none)")
+    assert cam_caption("Grad-CAM for PNEUMONIA", False, 0.033, below_threshold=True) == (  # a routine film's map
+        "Grad-CAM for PNEUMONIA, which the model gives 3.3 % (colours relative to this film alone: yellow = the most "
+        "evidence for it here, however weak; purple = little; no colour = none). This film is below the urgent "
+        "threshold: the colours show where what little evidence the model found for this class lies, not a "
+        "finding.")  # a browser review: a bright spot at 3.3 % looked like a lesion found
     assert cam_caption("Grad-CAM for PNEUMONIA", False, 0.99996).startswith(
         "Grad-CAM for PNEUMONIA, which the model gives 99.99")  # never a rounded 100.0 %
     assert cam_caption("Grad-CAM for PNEUMONIA", False, 1.0).startswith(  # nor a saturated output
@@ -92,3 +96,19 @@ def test_a_server_fault_drawing_a_map_is_said_in_its_place(trained_model, tmp_pa
     said = [w.value for w in at.warning]
     assert any(w.startswith("No explanation for this film: a fault on the server") for w in said), said
     assert not any("CUDA" in w for w in said) and at.get("image") and at.subheader
+
+
+def test_a_routine_films_map_says_it_is_no_finding_and_an_urgent_ones_does_not(tmp_path, settings_env, normal_film_path,
+                                                                              pneumonia_film_path):
+    """A browser review: a routine film's map for PNEUMONIA at 3.3 % showed a bright spot like a lesion found. Said
+    of routine films only: a re-read found a fixed 50 % would call the class of an urgent call at 48 % unlikely."""
+    settings_env(CXR_CHECKPOINTS=str(REPO / "checkpoints"), CXR_MODELS=str(tmp_path / "site"),
+                 CXR_JOBS=str(tmp_path / "jobs"))  # a shipped model that calls the normal film routine
+    at = open_page()
+    at.sidebar.selectbox[0].set_value("pneumonia-cnn5-v1").run()
+    upload(at, [(path.name, path.read_bytes()) for path in (normal_film_path, pneumonia_film_path)])
+    table = at.dataframe[0].value.set_index("File")
+    priorities = {name: table.loc[name, "Priority"] for name in (normal_film_path.name, pneumonia_film_path.name)}
+    assert sorted(priorities.values()) == ["Routine", "Urgent"]
+    maps = [c for image in at.get("image") for c in image.captions if c.startswith("Grad-CAM for PNEUMONIA")]
+    assert len(maps) == 2 and sum(c.endswith("lies, not a finding.") for c in maps) == 1

@@ -175,10 +175,7 @@ COLOUR_BAR = colour_bar()  # drawn under every map: the caption's words for its 
 EMPTY_MAP = 1e-6  # a map scaled to its own peak (pytorch_grad_cam) is this small only where the map was zero
 
 
-UNLIKELY = 0.5  # below it, a map's caption says the class is unlikely: its colours are relative all the same
-
-
-def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
+def cam_caption(title: str, class_free: bool, probability: float | None, below_threshold: bool = False) -> str:
     """Each map is scaled to its own strongest point, so full yellow shows the most evidence in this film however
     weak it is: a class the model gives 0.6 % looked as sure as one it gives 97 % (found by a review). The caption
     says so, with the model's probability for the class explained."""
@@ -187,9 +184,10 @@ def cam_caption(title: str, class_free: bool, probability: float | None) -> str:
                 "no colour = none)")
     said = (f"{title}, which the model gives {output_percent(probability)} (colours relative to this film alone: "
             "yellow = the most evidence for it here, however weak; purple = little; no colour = none)")
-    # an unlikely class's map looked like a lesion found (a browser review: a bright spot at 3.3 %)
-    return said + (". The model finds this class unlikely here: the colours show where the little evidence it found "
-                   "lies, not a finding." if probability < UNLIKELY else "")
+    # a routine film's map for an abnormal class looked like a lesion found (a browser review: a bright spot at
+    # 3.3 %); said of routine films only, never of a class an urgent call rests on (a re-read: 48 % under 0.47)
+    return said + (". This film is below the urgent threshold: the colours show where what little evidence the model "
+                   "found for this class lies, not a finding." if below_threshold else "")
 
 
 def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, method: str, opacity: float,
@@ -237,8 +235,10 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
         with picture.container():  # the map, then its colour bar right under it with the words for its colours
             st.image(overlay(result.display / 255.0, heat, opacity), width="stretch",
                      alt=f"{title} over chest film {film_id(result)}")  # a screen reader's name for it (a review)
+            reading = result.prediction
             st.image(COLOUR_BAR, width="stretch",
-                     caption=cam_caption(title, class_free, result.prediction.probabilities.get(class_name)),
+                     caption=cam_caption(title, class_free, reading.probabilities.get(class_name),
+                                         reading.priority == "routine" and class_name != reading.label),
                      alt="Colour scale of the map: no colour where there is no evidence, then purple (little) to "
                          "yellow (the most in this film)")
 
