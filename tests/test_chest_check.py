@@ -39,7 +39,7 @@ TEXTURE_SAMPLE = 10  # from each folder of shared-data/tb/train: noise textures,
 TEXTURE_FOLDERS = ("tb/train/Normal", "tb/train/Tuberculosis")
 SOURCES = {"kermany-224", "covid-3class", "films", "dicom"}  # every chest-film source the detector knows
 NOT_TRIAGED = ("Not triaged: the image does not look like a usable chest film. A reader must look at it; if it is a "
-               "chest film, export it again (frontal, upright, the whole chest in the frame) and upload that.")
+               "chest film, export it again (frontal, upright, the whole chest in the frame) and triage that.")
 
 # Unusable versions of a real film -> the sentence its warning must contain.
 UNUSABLE = {

@@ -139,9 +139,6 @@ def header_warnings(shown: dict[str, str], frames: int = 1) -> list[str]:
     return notes + header_doubts(shown)
 
 
-MAY_MEAN_NOTHING = ", so this reading may mean nothing."  # left out where no reading is given (core.serving.predict)
-
-
 def header_doubts(shown: dict[str, str]) -> list[str]:
     """The notes of :func:`header_warnings` that doubt the reading itself: the header names another modality, body
     part or view than a frontal chest radiograph. A routine call on such a film is no confident one (a review)."""
@@ -149,10 +146,10 @@ def header_doubts(shown: dict[str, str]) -> list[str]:
     notes = header_layout_doubts(shown)
     if modality != UNKNOWN and modality not in RADIOGRAPHY:
         notes.append(f"The DICOM header gives the modality as {modality}, not projection radiography: the model "
-                     f"reads chest radiographs only{MAY_MEAN_NOTHING}")
+                     "reads chest radiographs only, so this reading may mean nothing.")
     if part != UNKNOWN and part not in CHEST_PARTS:
         notes.append(f"The DICOM header gives the body part as {part}, not the chest: the model reads chest films "
-                     f"only{MAY_MEAN_NOTHING}")
+                     "only, so this reading may mean nothing.")
     if view != UNKNOWN and view not in FRONTAL_VIEWS:
         notes.append(f"The DICOM header gives the view as {view}, not frontal (PA or AP): the model was trained on "
                      "frontal chest films, so this reading may be wrong.")

@@ -13,6 +13,7 @@ stays, with ``population_warning`` beside it).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,7 +23,7 @@ import numpy as np
 
 from core.errors import CheckpointError
 from core.models.features import FeatureExtractor
-from core.films.dicom_values import MAY_MEAN_NOTHING, header_doubts
+from core.films.dicom_values import header_doubts
 from core.films.film import Film
 from core.films.known_sets import shortcut_calls, training_sources
 from core.films.quality import reversed_grey_levels, shape_warning, usability_problems
@@ -43,7 +44,8 @@ URGENT, ROUTINE = "urgent", "routine"
 # what a film that is not triaged says, with what to do (a browser review: a photo, a CT and a film turned on its
 # side were told only that they did not look like a chest film)
 NOT_TRIAGED = ("Not triaged: the image does not look like a usable chest film. A reader must look at it; if it is a "
-               "chest film, export it again (frontal, upright, the whole chest in the frame) and upload that.")
+               "chest film, export it again (frontal, upright, the whole chest in the frame) and triage that.")
+_NO_READING = re.compile(r"(,? so|:) this reading may (mean nothing|be wrong)")  # what a header note says of a reading
 
 
 @dataclass
@@ -195,7 +197,7 @@ class Predictor:
         point, classes = self.loaded.operating_point, self.loaded.classes
         label = classes[int(point.decide(probs[None])[0])]
         # not triaged: the header's "so this reading may mean nothing" stood above "Not triaged" (a browser review)
-        warnings = [note.replace(MAY_MEAN_NOTHING, ".") for note in film.warnings] if problems else list(film.warnings)
+        warnings = [_NO_READING.sub("", note) for note in film.warnings] if problems else list(film.warnings)
         warnings += problems
         # an unavailable chest-film check is a doubt too: a film it never saw got a plain routine call, while an
         # unavailable population check made every routine call atypical (a worklist review)
