@@ -84,9 +84,9 @@ def test_another_tasks_folder_is_refused_for_its_classes(trained_model, registry
     changed"; its classes are what is wrong."""
     with pytest.raises(DatasetError) as refused:
         calibrate(trained_model.name, 0.98, data_dir=data_dir / "covid-3class", directory=registry)
-    assert str(refused.value) == (f"shared-data/covid-3class holds the classes COVID-19, NORMAL, VIRAL PNEUMONIA, not "
-                                  f"{trained_model.name}'s (NORMAL, PNEUMONIA): it is another task's folder; name "
-                                  f"{trained_model.name}'s training folder.")
+    assert str(refused.value) == (f"The classes in shared-data/covid-3class are COVID-19, NORMAL, VIRAL PNEUMONIA, not "
+                                  f"{trained_model.name}'s (NORMAL, PNEUMONIA): another task's folder; name "
+                                  f"{trained_model.name}'s training folder as it was.")
 
 
 def test_cli_reports_the_new_version_and_fails_as_json(trained_model, registry, run_cli, kermany_train):

@@ -47,6 +47,7 @@ from core.store.records import Calibration, MeasuredElsewhere, ModelRecord, Trai
 from core.store.registry import checkpoint_dir, find_model
 from core.store.writable import ensure_models_writable
 from core.store.reports import OperatingPoint, Report
+from core.tasks import task_name
 from core.training.data import fingerprint
 from core.training.same_film import copies_in_detail
 from core.training.holdout import holdout_rule
@@ -252,11 +253,11 @@ def recorded_split(record: ModelRecord,
         films, _, val_set, held_out = split_films(data_dir, record.training.config.resolved(), recorded=record.data)
     except DatasetError as exc:
         raise hide_path(exc, data_dir, shown) from None
-    if tuple(films.classes) != tuple(record.classes):  # another task's folder: its classes say so (a CLI review:
-        # it was told its films were "added, removed or changed")
-        raise DatasetError(f"{shown} holds the classes {', '.join(films.classes)}, not {record.name}'s "
-                           f"({', '.join(record.classes)}): it is another task's folder; name {record.name}'s "
-                           "training folder.")
+    if tuple(films.classes) != tuple(record.classes):  # its classes say what is wrong (a CLI review: another task's
+        # folder was told its films were "added, removed or changed")
+        whose = "another task's folder" if task_name(films.classes) != record.task else "a class folder added or gone"
+        raise DatasetError(f"The classes in {shown} are {', '.join(films.classes)}, not {record.name}'s "
+                           f"({', '.join(record.classes)}): {whose}; name {record.name}'s training folder as it was.")
     if fingerprint(val_set).sha256 != record.data.validation.sha256:
         raise DatasetError(f"The validation films in {shown} are not the ones {record.name} was validated "
                            f"on (files added, removed or changed); use the original training folder.")
