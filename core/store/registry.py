@@ -251,8 +251,8 @@ def pick(entries: list[ModelEntry], problems: list[str], name: str | None, task:
             raise ModelNotFound(f"No model for task '{task}'. Tasks with models: "
                                 f"{', '.join(sorted({e.task for e in entries}))}.")
         default = next((e for e in wanted if e.is_default), None)  # list_models puts the last promoted first
-        if default is None:  # never a model that did not clear the promotion floor, unasked
-            why = next((p for p in problems if REGISTRY_FILE in p), None) or (  # a damaged registry points at none
+        if default is None:  # never a model that did not clear the floor, unasked; a damaged shipped registry: none
+            why = next((p for p in problems if REGISTRY_FILE in p and SHIPPED in {e.tier for e in wanted}), None) or (
                 f"none of its models ({', '.join(e.name for e in wanted)}) has cleared the promotion floor to be it.")
             raise ModelNotFound(f"The {task} task has no default model: {why} Name one to use it anyway (--model), or "
                                 "make one the default (set-default).")

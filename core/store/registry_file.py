@@ -66,7 +66,7 @@ def _verified(path: Path) -> bytes | None:
     """The shipped registry's bytes as signed (the manifest read once, as every listing reads it); None without a
     readable manifest: then every shipped model is refused, each a problem, and the registry's pointers still say
     which defaults are broken while the site's models are served. Else, like a damaged registry, a CheckpointError
-    for every listing."""
+    (which a listing says, the shipped tasks then without a default: :func:`shipped_registry`)."""
     try:
         return read_verified(path, path.parent)
     except CheckpointError as exc:  # its words say what is wrong; what it costs, and the one file to restore
