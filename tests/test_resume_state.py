@@ -394,4 +394,4 @@ def test_a_setting_left_unset_is_said_in_words_when_a_resume_differs():
     ours = RunIdentity(config=CONFIG.model_copy(update={"max_films": 20}), data_dir="x", train=films, validation=films)
     theirs = SavedRun(key="k", data_dir="x", config=CONFIG.model_copy(update={"split_seed": 3}), train=films,
                       validation=films)
-    assert ours.differences(theirs) == ["split seed 3 (here the seed's)", "max films all films (here 20)"]
+    assert ours.differences(theirs) == ["split seed 3 (here as --seed)", "max films no limit (here 20)"]

@@ -46,8 +46,8 @@ class SavedRun(Record):
 
 
 def said(setting: str, value: Any) -> str:
-    """A TrainConfig setting's value in words: unset is "all films", not "None" (a CLI review: "had max films None")."""
-    return {"max_films": "all films", "split_seed": "the seed's"}.get(setting, "none") if value is None else str(value)
+    """A TrainConfig setting's value in words: unset is "no limit", not "None" (a CLI review: "had max films None")."""
+    return {"max_films": "no limit", "split_seed": "as --seed"}.get(setting, "none") if value is None else str(value)
 
 
 def cancelled_message(saved_epoch: int, epochs: int) -> str:
