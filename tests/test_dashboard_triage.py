@@ -177,8 +177,8 @@ def test_a_model_without_convolutions_says_there_is_no_gradcam(checkpoints):
     at.sidebar.selectbox[0].set_value("pneumonia-mlp-v1")
     at.run()
     _upload(at, [(film.name, film.read_bytes())])
-    assert any(i.value.startswith("No map of where the model looked: this mlp model weighs the film's pixels "
-                                  "directly") for i in at.info)  # not "no convolutional layer" (a browser review)
+    assert any(i.value.startswith("No map of where the model looked: this model (Multi-layer perceptron on pixels) "
+                                  "weighs the film's pixels directly") for i in at.info)  # (a browser review)
     assert len(probability_bars(at)) == 2  # probabilities still shown
 
 

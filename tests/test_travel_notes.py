@@ -67,8 +67,9 @@ def test_the_card_names_an_ensembles_networks_and_the_films_behind_each_share():
     # a pixel model among its members: no map at all (core.models.ensemble.explained_layers), and the card says so
     pixels = default.model_copy(update={"members": [default.members[0].model_copy(update={"arch": "logistic"}),
                                                     *default.members[1:]]})
-    assert ensemble_line(pixels).endswith("; no Grad-CAM map: a member has no convolutional layer, and a map of "
-                                          "the others would not show where the ensemble looked.")
+    assert ensemble_line(pixels).endswith("; no Grad-CAM map: a member weighs the film's pixels directly, with no "
+                                          "image features to map, and a map of the others would not show where the "
+                                          "ensemble looked.")  # the film card's words (a re-read)
     assert films_behind(default.report) == ("773 abnormal films", "265 normal films")  # 1038 validation films
     covid = _record("covid-efficientnet_lite0-v1").report
     assert films_behind(covid) == ("37 abnormal films", "13 normal films")  # COVID-19 and viral pneumonia together

@@ -142,8 +142,8 @@ def ensemble_line(record: ModelRecord) -> str | None:
     # as core.serving.predict draws it (it once said "the mean of the members' maps": a review)
     cam = ("its Grad-CAM map is the members' maps, each weighted by its probability for the class (EigenCAM's, "
            "which explains no class, equally)" if explained else
-           "no Grad-CAM map: a member has no convolutional layer, and a map of the others would not show where the "
-           "ensemble looked")
+           "no Grad-CAM map: a member weighs the film's pixels directly, with no image features to map, and a map "
+           "of the others would not show where the ensemble looked")
     return (f"**Ensemble** of {len(record.members)} networks ({counted}): the mean of their probabilities, one "
             f"operating point; {cam}.")
 

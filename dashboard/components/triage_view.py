@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import streamlit as st
 
 from core.errors import ServerBusy, TriageError, TryAgainLater
+from core.models.catalog import CATALOG
 from core.serving.explain import CAM_METHODS, CLASS_FREE_METHODS, colour_bar, overlay
 from core.serving.in_flight import Patience
 from core.wording import digits_apart, fixed
@@ -194,7 +195,9 @@ def _explanation(result: FilmResult, upload: Upload, predictor: Predictor, metho
                  key: str) -> Callable[[Patience], None] | None:
     if not predictor.can_explain:
         record = predictor.loaded.record  # a clinician's words, not "no convolutional layer" (a browser review)
-        which = "a member of this ensemble weighs" if record.members else f"this {record.arch} model weighs"
+        known = CATALOG.get(record.arch)
+        which = ("a member of this ensemble weighs" if record.members else
+                 f"this model ({known.title if known else record.arch}) weighs")
         st.info(f"No map of where the model looked: {which} the film's pixels directly, with no image features to "
                 "map. Choose another model in the sidebar to see where it looked.", icon=":material/info:")
         return None
