@@ -43,7 +43,8 @@ def _problem(error: dict) -> str:
         return f"it should be a JSON object ({{...}}), not {_json_kind(found)}"
     if isinstance(found, float) and found != found:  # NaN: no comparison holds, so every bound "failed"
         return "it should be a number, not NaN"
-    shown = repr(found) if isinstance(found, (bool, int, float, str)) and len(repr(found)) <= 40 else None
+    # a number or true/false as the file spells it; never a string, which a record may have taken from anyone
+    shown = json.dumps(found) if isinstance(found, (bool, int, float)) and len(json.dumps(found)) <= 40 else None
     return f"{error['msg']} (it is {shown})" if shown is not None else error["msg"]
 
 
