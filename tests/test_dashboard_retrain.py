@@ -393,4 +393,3 @@ def test_a_finished_job_s_figures_say_their_intervals_and_what_the_validation_fi
     (said,) = [c.value for c in at.caption if c.value.startswith("On this run's validation films")]
     assert "AUC 0.912 (0.850–0.950)" in said and "sensitivity 96.0 % (90.0–99.0)" in said
     assert "meets it by design" in said and "a new site" in said
-

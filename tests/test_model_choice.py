@@ -24,4 +24,3 @@ def test_a_version_below_the_floor_is_marked_and_warned_of_when_chosen(tmp_path,
     assert "a default needs at least 5000 of each class" in warning
     assert warning.endswith("Its priorities are not validated for triage: use it to compare, not to decide, or "
                             "choose the default.")
-

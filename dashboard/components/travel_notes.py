@@ -3,7 +3,6 @@ what each other set of films is, and the shortcut its training set allows; only 
 versions shown."""
 from __future__ import annotations
 
-
 from core.evaluation.site_range import stored_site_range
 from core.films.known_sets import known_shortcuts, training_sources
 from core.store.records import ModelRecord
