@@ -1,4 +1,5 @@
-"""The Triage page's model box follows the task's default until its user chooses a model.
+"""The Triage page's model box follows the task's default until its user chooses a model, and marks a version below
+the promotion floor.
 
 A session opened before another version was made the default went on triaging with the old one, which the box no
 longer labelled as the default (found by a review)."""
@@ -63,3 +64,20 @@ def test_a_new_default_made_while_its_user_was_on_another_page_is_told_on_return
     assert [i.value for i in at.sidebar.info if "default" in i.value] == [
         "pneumonia-mlp-v1 has been made this task's default since this page was opened (before: pneumonia-cnn5-v1), "
         "so films are now triaged with it. Choose another model above if you prefer."]
+
+
+def test_a_version_below_the_floor_is_marked_and_warned_of_when_chosen(checkpoints, settings_env):
+    """A browser review: a one-epoch version at AUC 0.000 on 4 validation films was offered as a plain option, and
+    triaged every film urgent; it could never have been made the default."""
+    settings_env(CXR_PROMOTION_MIN_FILMS="5000")
+    at = _app()
+    model = at.sidebar.selectbox[0]
+    assert model.options == ["pneumonia-cnn5-v1  (default)", "pneumonia-mlp-v1  (below the promotion floor)"]
+    assert not [w for w in at.sidebar.warning if "promotion floor" in w.value]  # the default is never marked
+    model.set_value("pneumonia-mlp-v1").run()
+    assert not at.exception
+    (warning,) = [w.value for w in at.sidebar.warning if "promotion floor" in w.value]
+    assert warning.startswith("pneumonia-mlp-v1 is below the promotion floor: its validation holds only ")
+    assert "a default needs at least 5000 of each class" in warning
+    assert warning.endswith("Its priorities are not validated for triage: use it to compare, not to decide, or "
+                            "choose the default.")
