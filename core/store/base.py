@@ -38,14 +38,14 @@ def parse_record(kind: type[R], data: object, what: str) -> R:
 def _problem(error: dict) -> str:
     """A validation error in words, with the value found where it is short (a CLI review: an AUC of NaN read
     "Input should be less than or equal to 1"; a JSON list "a valid dictionary or instance of MeasurementsFile")."""
-    found = error.get("input")
-    if error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+    kind, message, found = (error.get(key) for key in ("type", "msg", "input"))
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"it should be a JSON object ({{...}}), not {_json_kind(found)}"
     if isinstance(found, float) and found != found:  # NaN: no comparison holds, so every bound "failed"
         return "it should be a number, not NaN"
     # a number or true/false as the file spells it; never a string, which a record may have taken from anyone
     shown = json.dumps(found) if isinstance(found, (bool, int, float)) and len(json.dumps(found)) <= 40 else None
-    return f"{error['msg']} (it is {shown})" if shown is not None else error["msg"]
+    return f"{message} (it is {shown})" if shown is not None else message
 
 
 def _json_kind(value: object) -> str:
