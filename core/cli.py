@@ -204,8 +204,8 @@ _MODEL_ARGUMENTS = {"predict": ("model",), "evaluate": ("model", "against"), "ca
                     "fit-population": ("models",), "framing-check": ("models",), "collection-check": ("models",)}
 
 
-_PATH_ARGUMENTS = {"files": "file name", "file": "file name", "dir": "folder name", "data": "--data folder",
-                   "site_folder": "--site-folder"}
+_PATH_ARGUMENTS = {"files": "file name", "file": "file name", "data": "--data folder", "site_folder": "--site-folder"}
+# (an empty DIR is refused in the dataset's words, core.films.folders.refuse_unnamed)
 
 
 def _refuse_early(args) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 @pytest.mark.parametrize("args, said", [
     (["predict", ""], "An empty file name was given (an unset shell variable?): name the one meant."),
-    (["evaluate", " "], "An empty folder name was given (an unset shell variable?): name the one meant."),
+    (["evaluate", " "], "Name the dataset folder: one sub-folder of films per class."),  # its own words
     (["measured-elsewhere", ""], "An empty file name was given (an unset shell variable?): name the one meant."),
     (["calibrate", "x-v1", "--target-sensitivity", "0.97", "--site-folder", ""],
      "An empty --site-folder was given (an unset shell variable?): name the one meant."),
