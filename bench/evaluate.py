@@ -144,9 +144,10 @@ def throughput(entry, device: torch.device, films: int, sample_size: int,
              f"{torch.__version__}, {torch.get_num_threads()} threads; forward on {device}.", "",
              "| what | seconds | films/s | vs decode + forward |", "|---|---|---|---|",
              f"| `python -m core evaluate` | failed: {problem.replace('|', '/')} | | |" if problem else
-             f"| `python -m core evaluate --json`, process wall ({report.get('n', '?')} films) "
+             f"| `python -m core evaluate --json` (Triage's film checks included), process wall "
+             f"({report.get('n', '?')} films scored) "
              f"| {cli_wall:.1f} | {n / cli_wall:.1f} | {n / cli_wall / floor:.2f}x |",
-             f"| `evaluate_folder`, model already loaded | {in_process:.1f} | {n / in_process:.1f} "
+             f"| `evaluate_folder` (the same checks), model already loaded | {in_process:.1f} | {n / in_process:.1f} "
              f"| {n / in_process / floor:.2f}x |",
              f"| decode (read_film + film_to_tensor) + forward in batches of {inference_batch_size(device)} "
              f"| {decode_s:.1f} + {forward_s:.1f} | {floor:.1f} | 1.00x |", "",

@@ -257,7 +257,7 @@ def test_predict_without_any_model_says_train_first(run_cli, normal_film_path, t
     assert "Train one first" in result.json_lines()[0]["error"]
 
 
-@pytest.mark.parametrize("folder, words", [("missing", "does not exist"), ("one-class", "No readable film in"),
+@pytest.mark.parametrize("folder, words", [("missing", "does not exist"), ("one-class", "No film in"),
                                            ("a-file.png", "is a file; name the dataset folder")])
 def test_evaluate_bad_folder_is_a_json_error(run_cli, trained_model, tmp_path, folder, words):
     if folder == "one-class":

@@ -201,7 +201,7 @@ def test_a_folder_of_many_unreadable_files_lists_the_first_hundred_and_counts_th
 
     at = AppTest.from_function(_sources_of_a_folder_of_junk).run()
     assert not at.exception
-    assert at.expander[0].label == "pneumonia-logistic-v1: 150 film(s) could not be read and were left out"
+    assert at.expander[0].label == "pneumonia-logistic-v1: 150 film(s) left out: unreadable, or not triaged"
     assert len(at.table[0].value) == 100 and "The first 100 of them are listed." in [c.value for c in at.caption]
 
 

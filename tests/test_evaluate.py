@@ -69,7 +69,7 @@ def test_folder_of_unreadable_films_is_refused(loaded, tmp_path):
         (tmp_path / name / "x.png").write_bytes(b"")
     with pytest.raises(DatasetError) as refused:
         evaluate_folder(loaded, tmp_path)
-    assert str(refused.value) == (f"No readable film in {tmp_path}: x.png is empty (0 bytes): nothing of the film "
+    assert str(refused.value) == (f"No film in {tmp_path} can be scored: x.png is empty (0 bytes): nothing of the film "
                                   "arrived. Upload or copy it again; x.png is empty (0 bytes): nothing of the film "
                                   "arrived. Upload or copy it again.")  # why, not only that (a CLI review)
 
@@ -130,3 +130,43 @@ def test_films_are_decoded_only_a_little_ahead_of_the_model(loaded, films_dir, m
     # further (a review of the tests: with decoding as slow as the model, a bound alone held for a decoder that
     # ran ahead without limit too; such a one is 15 ahead here)
     assert report.n == 16 and max(behind) == 2 + 2 * 1 - 1
+
+
+def test_films_triage_would_not_triage_are_left_out_and_listed(loaded, films_dir, tmp_path):
+    """A blank image and a CT in a PNEUMONIA folder were scored as routine misses, and sensitivity fell without a
+    word (a review): they are listed as Triage would leave them, and the figures are the triaged films'."""
+    from PIL import Image
+
+    from tests.corpus import non_chest_images
+
+    root = _copy(films_dir, tmp_path / "data", SAME)
+    reference = evaluate_folder(loaded, root)
+    Image.new("L", (2000, 2000), 128).save(root / "PNEUMONIA" / "blank.png")
+    ct_name, ct_bytes = next((name, data) for name, data in non_chest_images() if name == "CT_small.dcm")
+    (root / "PNEUMONIA" / ct_name).write_bytes(ct_bytes)
+    report = evaluate_folder(loaded, root)
+    assert report.n == 4 and report.class_counts == [2, 2]
+    assert report.confusion_matrix == reference.confusion_matrix and report.auc == pytest.approx(reference.auc)
+    reasons = {skipped.file.rsplit("/", 1)[-1]: skipped.error for skipped in report.skipped}
+    assert reasons == {
+        "blank.png": "blank.png would not be triaged, so it is left out of the figures: The image is almost uniform "
+                     "(blank); there is no film content to read.",
+        "CT_small.dcm": "CT_small.dcm would not be triaged, so it is left out of the figures: This image does not look "
+                        "like a chest film: it is unlike every chest film the check was built on."}
+
+
+def test_each_film_is_checked_once_until_it_changes(loaded, films_dir, tmp_path, monkeypatch):
+    """Models compared on one folder read the chest-film check's verdicts of the first, not the films again; a film
+    written again is checked again."""
+    from core.evaluation.screen import FolderScreen
+
+    root = _copy(films_dir, tmp_path / "data", SAME)
+    first = evaluate_folder(loaded, root)
+    asked = []
+    real = FolderScreen.verdicts
+    monkeypatch.setattr(FolderScreen, "verdicts", lambda self, inputs: asked.append(len(inputs)) or real(self, inputs))
+    assert evaluate_folder(loaded, root).confusion_matrix == first.confusion_matrix and asked == []
+    film = next((root / "NORMAL").iterdir())
+    film.write_bytes(film.read_bytes())  # the same picture, written again: another file on disk
+    evaluate_folder(loaded, root)
+    assert asked == [1]

@@ -5,7 +5,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ import torch
 from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.paired import FilmScores
+from core.evaluation.screen import UNKNOWN, FolderScreen, left_out
 from core.films.read import read_film
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
@@ -22,6 +23,15 @@ from core.store.reports import Report, SkippedFilm
 from core.films.folders import discover, evaluation_split
 from core.tasks import canonical_class
 from core.wording import threshold_value, with_interval
+
+
+class _Decoded(NamedTuple):
+    path: Path
+    tensor: torch.Tensor  # the model's input, uint8
+    feature_input: torch.Tensor | None  # the chest-film check's, when its verdict is still to be read
+    key: tuple | None  # the film's identity for the check's verdict (core.evaluation.screen)
+    label: int = -1
+    why: str | None = None  # why Triage would not triage it
 
 
 @dataclass(frozen=True)
@@ -40,8 +50,8 @@ def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | N
 def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None = None,
                 on_progress: Callable[[int, int], None] | None = None, workers: int = 2,
                 split: str | None = None) -> FolderReading:
-    """Metrics of ``loaded`` on every film under ``folder/CLASS/``, and its reading film by film; unreadable films
-    are listed, not fatal.
+    """Metrics of ``loaded`` on every film under ``folder/CLASS/``, and its reading film by film. Films that cannot
+    be read, and films Triage would leave untriaged (core.evaluation.screen), are listed and left out, not fatal.
 
     A folder with split folders (``train/``, ``val/``, ``test/``) is read at ``split``, by default ``test/``:
     evaluating on training films would say nothing. Class folders may be any subset of the model's classes,
@@ -55,21 +65,39 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     mapping = np.array([lookup[c] for c in films.classes])
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
     labels, probs, skipped, pending, keys = [], [], [], [], []
+    screen = FolderScreen()  # films Triage would not triage are left out and listed, as the app reads them
 
     def flush() -> None:
-        if pending:
-            batch = as_float(torch.stack([t for t, _ in pending]))
-            probs.append(probabilities(loaded.model, batch))
-            labels.extend(label for _, label in pending)
-            pending.clear()
+        to_check = [i for i, item in enumerate(pending) if item.feature_input is not None]
+        if to_check:  # the chest-film check, one batch for the films no earlier evaluation settled
+            for i, why in zip(to_check, screen.verdicts([pending[i].feature_input for i in to_check])):
+                screen.remember(pending[i].key, why)
+                pending[i] = pending[i]._replace(why=why)
+        skipped.extend(SkippedFilm(file=str(item.path), error=left_out(item.path, item.why))
+                       for item in pending if item.why)
+        kept = [item for item in pending if not item.why]
+        if kept:
+            probs.append(probabilities(loaded.model, as_float(torch.stack([item.tensor for item in kept]))))
+            labels.extend(item.label for item in kept)
+            keys.extend(item.path.as_posix() for item in kept)
+        pending.clear()
 
-    def decode(path: Path) -> torch.Tensor | SkippedFilm:
+    def decode(path: Path) -> _Decoded | SkippedFilm:
+        key = screen.identity(path)  # before the read: a film replaced meanwhile is checked again next time
         try:
-            return film_to_tensor(read_film(path), loaded.image_size)
+            film = read_film(path)
         except TryAgainLater:  # says nothing about the film: the whole evaluation is to be tried again
             raise
         except TriageError as exc:
             return SkippedFilm(file=str(path), error=str(exc))
+        known = screen.known(key)
+        why = screen.statistics(film) if known is UNKNOWN else known
+        if why:
+            screen.remember(key, why)
+            return SkippedFilm(file=str(path), error=left_out(path, why))
+        tensor = film_to_tensor(film, loaded.image_size)
+        check = screen.feature_input(film, tensor, loaded.image_size) if screen.needs_features(known) else None
+        return _Decoded(path, tensor, check, key)
 
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
@@ -78,8 +106,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             if isinstance(result, SkippedFilm):
                 skipped.append(result)
             else:
-                pending.append((result, int(mapping[label])))
-                keys.append(path.as_posix())
+                pending.append(result._replace(label=int(mapping[label])))
             if len(pending) == batch_size:
                 flush()
             if on_progress:
@@ -90,7 +117,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     if not labels:  # with why, as a folder with some readable films lists its others (a CLI review)
         why = "; ".join(film.error.rstrip(".") for film in skipped[:3])  # each names its film
         more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-        raise DatasetError(f"No readable film in {folder}: {why}{more}." if skipped else f"No film in {folder}.")
+        raise DatasetError(f"No film in {folder} can be scored: {why}{more}." if skipped else f"No film in {folder}.")
     labels, probs, point = np.asarray(labels), np.concatenate(probs).astype(np.float64), loaded.operating_point
     report = evaluate_probabilities(labels, probs, loaded.classes, point,
                                     split=f"folder {Path(folder) / split if split else folder}")

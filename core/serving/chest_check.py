@@ -176,11 +176,18 @@ class ChestFilmCheck:
         return self.problem_of(self.features(film))
 
     def problem_of(self, features: np.ndarray) -> str | None:
+        return self.problems_of(features)[0]
+
+    def problems_of(self, features: np.ndarray) -> list[str | None]:
+        """Why each row of ``features`` is not a chest film, or None (a batch: evaluate reads folders so)."""
         detector = self.detector
-        score = float(detector.scores(features)[0])
-        if not score <= detector.threshold:  # a score that is not a number is no chest film either
-            # the film's own warning says so; for an operator's log at INFO, not a line on every CLI run's stderr
-            log.info("chest-film check: score %.1f over the threshold %.1f", score, detector.threshold)
-            return ("This image does not look like a chest film: it is unlike every chest film the check was built "
-                    "on.")
-        return None
+        problems = []
+        for score in detector.scores(features).tolist():
+            if not score <= detector.threshold:  # a score that is not a number is no chest film either
+                # the film's own warning says so; for an operator's log at INFO, not a line on every CLI run's stderr
+                log.info("chest-film check: score %.1f over the threshold %.1f", score, detector.threshold)
+                problems.append("This image does not look like a chest film: it is unlike every chest film the check "
+                                "was built on.")
+            else:
+                problems.append(None)
+        return problems

@@ -93,7 +93,7 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
                    "normal only.", icon=":material/warning:")
     for entry, report in rows:
         if report.skipped:
-            with st.expander(f"{entry.name}: {len(report.skipped)} film(s) could not be read and were left out"):
+            with st.expander(f"{entry.name}: {len(report.skipped)} film(s) left out: unreadable, or not triaged"):
                 st.table([{"file": escape_markdown(without_server_paths(s.file)),  # data-root labels, as text
                            "reason": escape_markdown(without_server_paths(s.error))}
                           for s in report.skipped[:SKIPPED_LISTED]])

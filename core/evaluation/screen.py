@@ -1,0 +1,90 @@
+"""Which films of an evaluated folder Triage would leave untriaged, so that ``evaluate`` and Compare leave them out
+of the figures and list them (a review: a blank 7000x7000 PNG and a CT in a PNEUMONIA folder were scored as
+routine misses, and sensitivity fell from 1.000 to 0.929 without a word). The checks are the ones
+core.serving.predict withholds a priority with: image statistics (core.films.quality), then the chest-film check,
+here a batch at a time. A verdict is kept per file, by its identity on disk and the detector it was read with, so
+models compared on one folder check each film once."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from core.errors import CheckpointError
+from core.films.film import Film
+from core.films.quality import usability_problems
+from core.films.read import shown_name
+from core.films.tensor import as_float, film_to_tensor
+from core.models.features import FEATURE_SIZE
+
+log = logging.getLogger(__name__)
+
+KEPT = 100_000  # verdicts remembered in a process (a path and four numbers each: about 25 MB at most)
+_verdicts: OrderedDict = OrderedDict()  # file identity -> why Triage would not triage it, or None
+_lock = threading.Lock()
+UNKNOWN = object()
+
+
+def left_out(path: Path, why: str) -> str:
+    """A film's line among the skipped: its name, that it is out of the figures, and why."""
+    return f"{shown_name(path.name)} would not be triaged, so it is left out of the figures: {why}"
+
+
+class FolderScreen:
+    """Triage's film checks for one evaluation. Without a chest-film detector (its files missing or damaged),
+    Triage still triages every film with a warning, so only the image statistics leave films out here."""
+
+    def __init__(self):
+        try:
+            from core.serving.chest_check import ChestFilmCheck
+
+            self.check = ChestFilmCheck.shared()
+            self.generation = self.check.generation
+        except CheckpointError as exc:
+            log.warning("evaluation without the chest-film check (image statistics only): %s", exc)
+            self.check, self.generation = None, None
+
+    def identity(self, path: Path) -> tuple | None:
+        """The key of ``path``'s verdict: None when it cannot be stated (the film's reading says why)."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return str(path), info.st_ino, info.st_size, info.st_mtime_ns, self.generation
+
+    def known(self, key: tuple | None):
+        """The verdict kept for ``key`` (a reason or None), or UNKNOWN."""
+        if key is None:
+            return UNKNOWN
+        with _lock:
+            return _verdicts.get(key, UNKNOWN)
+
+    def remember(self, key: tuple | None, why: str | None) -> None:
+        if key is None:
+            return
+        with _lock:
+            _verdicts[key] = why
+            _verdicts.move_to_end(key)
+            while len(_verdicts) > KEPT:
+                _verdicts.popitem(last=False)
+
+    def statistics(self, film: Film) -> str | None:
+        """Why the image statistics refuse ``film``, or None (then the chest-film check, when there is one)."""
+        problems = usability_problems(film)
+        return " ".join(problems) if problems else None
+
+    def needs_features(self, known) -> bool:
+        return known is UNKNOWN and self.check is not None
+
+    @staticmethod
+    def feature_input(film: Film, tensor: torch.Tensor, size: int) -> torch.Tensor:
+        """The film as the chest-film check reads it (the model's own input when that is the same size)."""
+        return tensor if size == FEATURE_SIZE else film_to_tensor(film, FEATURE_SIZE)
+
+    def verdicts(self, inputs: list[torch.Tensor]) -> list[str | None]:
+        """The chest-film check's reason for each uint8 input (None: a chest film), in one batch."""
+        return self.check.problems_of(self.check.extractor(as_float(torch.stack(inputs))))
