@@ -75,3 +75,37 @@ def test_a_film_s_error_is_not_written_into_the_note_every_user_reads(kermany_tr
     assert notes == ["No population check: it could not be fitted when this version was made (a training film "
                      "could not be read again: changed or removed during the run)"]
     assert "Jane Doe" in said[0]  # the run's own progress, to whoever runs it, says which film
+
+
+def test_too_few_films_fit_no_check_and_the_note_says_why(kermany_train):
+    """A CLI review: fit-population on a 19-film folder fitted 18 axes and a threshold of about 9.6 million without a
+    word. Below the minimum the version gets no check, and its note says how many films it had."""
+    from core.films.folders import discover
+    from core.training.population import try_fit_population_check
+
+    films = discover(kermany_train)
+    few, some = films.subset(list(range(99))), films.subset(list(range(19)))
+    said, notes = [], []
+    with mock.patch("core.training.population.FilmFeatures", return_value=mock.Mock(
+            side_effect=AssertionError("no features computed"))):
+        assert try_fit_population_check(few, some, kermany_train, 0, said.append, notes) == (None, None)
+    assert notes == ["No population check: it could not be fitted when this version was made (99 training and 19 "
+                     "validation films are too few to fit it: it needs at least 100 and 20)"]
+
+
+def test_fit_population_refuses_too_few_films_in_words(copied_model, settings_env, kermany_train, monkeypatch):
+    from core.errors import DatasetError
+    from core.films.folders import discover
+    from core.store.records import read_model_record
+    from core.training import fit_population
+
+    settings_env(CXR_MODELS=str(copied_model.parent))
+    films = discover(kermany_train)
+    monkeypatch.setattr(fit_population, "recorded_training_split",
+                        lambda record, data_dir=None: (films.subset(list(range(19))), films.subset(list(range(5)))))
+    name, before = read_model_record(copied_model).name, copied_model.read_bytes()
+    with pytest.raises(DatasetError) as refused:
+        next(fit_population.fit_for_registered([name], refit=True))
+    assert str(refused.value) == (f"{name} cannot have a population check: its 19 training and 5 validation films are "
+                                  "too few to fit it: it needs at least 100 and 20.")
+    assert copied_model.read_bytes() == before

@@ -24,7 +24,7 @@ from core.store.writable import ensure_models_writable
 from core.stop_signals import held_through
 from core.training.data import fingerprint
 from core.training.calibrate import folder_shown
-from core.training.population import fit_population_check
+from core.training.population import TooFewFilms, fit_population_check
 from core.training.site_folder import hide_path
 from core.training.train import split_films
 
@@ -48,8 +48,12 @@ def fit_for_registered(names: list[str], data_dir: str | Path | None = None, see
     for entry in entries:
         record = read_model_record(entry.json_path)
         train_set, val_set = recorded_training_split(record, data_dir)
-        score, check = fit_population_check(train_set, val_set, data_dir or recorded_source(record.training.data_dir),
-                                            seed, features=features)
+        try:
+            score, check = fit_population_check(train_set, val_set,
+                                                data_dir or recorded_source(record.training.data_dir), seed,
+                                                features=features)
+        except TooFewFilms as exc:
+            raise DatasetError(f"{record.name} cannot have a population check: its {exc}.") from exc
         def audit(stored: ModelRecord) -> None:
             record_action("fit-population", who, model=stored.name, task=stored.task, fitted_on=check.fitted_on,
                           threshold=check.threshold, validation_warn_rate=check.validation_warn_rate)

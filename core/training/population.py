@@ -27,6 +27,9 @@ MAX_FIT_FILMS = 1500  # a sample this size fixes the Gaussian; more only costs m
 MAX_VALIDATION_FILMS = 1000
 COMPONENTS = 64
 QUANTILE = 0.98  # about 2 % of the training population warns: the price of warning on most adult films
+# Below these, the check is not fitted (a CLI review: 18 training films gave 18 axes and a threshold of 9.6
+# million, stored without a word): the 98th percentile needs 20 validation films to mean more than their largest.
+MIN_FIT_FILMS, MIN_VALIDATION_FILMS = 100, 20
 
 
 def fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str | Path, seed: int = 0,
@@ -34,7 +37,10 @@ def fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str | P
                          features: FilmFeatures | None = None) -> tuple[GaussianScore, PopulationCheck]:
     """The score fitted on (a sample of) ``train_set`` and its description, thresholded on ``val_set``.
     CheckpointError when the ImageNet features are unavailable."""
-    features = features or FilmFeatures()
+    features = features or FilmFeatures()  # first: missing feature weights are the wider fault to say
+    if len(train_set) < MIN_FIT_FILMS or len(val_set) < MIN_VALIDATION_FILMS:
+        raise TooFewFilms(f"{len(train_set)} training and {len(val_set)} validation films are too few to fit it: "
+                          f"it needs at least {MIN_FIT_FILMS} and {MIN_VALIDATION_FILMS}")
     fit_films, val_films = _sample(train_set, MAX_FIT_FILMS, seed), _sample(val_set, MAX_VALIDATION_FILMS, seed)
     say = on_progress or (lambda message: None)
     say(f"population check: features of {len(fit_films)} training and {len(val_films)} validation films")
@@ -59,7 +65,7 @@ def try_fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str
     except (CheckpointError, DatasetError) as exc:
         # The card shows the note to every user: a film's error names the film (outside the data roots, its
         # server path; at a site, perhaps a patient's name): only the run's own progress says which.
-        why = str(exc).rstrip(".") if isinstance(exc, CheckpointError) else \
+        why = str(exc).rstrip(".") if isinstance(exc, (CheckpointError, TooFewFilms)) else \
             "a training film could not be read again: changed or removed during the run"
         note = f"{NO_POPULATION_CHECK}: it could not be fitted when this version was made ({why})"
         on_progress(f"{NO_POPULATION_CHECK}: it could not be fitted ({str(exc).rstrip('.')}); its films will not be "
@@ -67,6 +73,10 @@ def try_fit_population_check(train_set: FilmSet, val_set: FilmSet, data_dir: str
         if notes is not None:
             notes.append(note)
         return None, None
+
+
+class TooFewFilms(DatasetError):
+    """Too few films to fit a population check: said in the version's notes, or as fit-population's refusal."""
 
 
 def describe_population(films: FilmSet, data_dir: str | Path) -> str:
