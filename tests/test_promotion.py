@@ -383,8 +383,27 @@ def test_a_calibration_for_a_target_below_the_floor_is_refused_before_it_registe
     before = sorted(path.name for path in registry.iterdir())
     low = run_cli("calibrate", trained_model.name, "--target-sensitivity", "0.9", "--set-default", checkpoints=registry)
     assert low.returncode == 1 and "Traceback" not in low.stderr
-    assert low.json_lines() == [{"error": "A version calibrated for 90 % sensitivity cannot become the default model "
-                                          "for pneumonia: a default must promise at least 95 %. Calibrate for a higher "
+    assert low.json_lines() == [{"error": f"A version recalibrated from {trained_model.name} cannot become the default "
+                                          "model for pneumonia: its operating point would be chosen for 90 % "
+                                          "sensitivity; a default must promise at least 95 %. Calibrate for a higher "
                                           "target, or leave out --set-default (or add --override-floor). Nothing was "
+                                          "registered."}]
+    assert sorted(path.name for path in registry.iterdir()) == before and not audit.exists()
+
+
+def test_a_calibration_on_too_few_validation_films_is_refused_before_it_registers(trained_model, registry, run_cli,
+                                                                                  audit, monkeypatch):
+    """The re-read of a CLI review's fix: a version whose validation holds too few films of a class was still
+    registered, then refused as the default; those films are counted in its record before any is read."""
+    monkeypatch.setenv("CXR_PROMOTION_MIN_FILMS", "5000")
+    counts = trained_model.record.report.class_counts
+    before = sorted(path.name for path in registry.iterdir())
+    few = run_cli("calibrate", trained_model.name, "--target-sensitivity", "0.97", "--set-default", checkpoints=registry)
+    assert few.returncode == 1 and "Traceback" not in few.stderr
+    assert few.json_lines() == [{"error": f"A version recalibrated from {trained_model.name} cannot become the default "
+                                          f"model for pneumonia: its validation holds only {counts[0]} NORMAL films and "
+                                          f"{counts[1]} PNEUMONIA films; a default needs at least 5000 of each class. "
+                                          "Calibrate on a site folder with enough films of each class (--site-folder), "
+                                          "or leave out --set-default (or add --override-floor). Nothing was "
                                           "registered."}]
     assert sorted(path.name for path in registry.iterdir()) == before and not audit.exists()

@@ -114,31 +114,41 @@ def check_before_training(classes: tuple[str, ...], validation_counts: list[int]
     """``train --set-default`` refused before it trains where the floor already rules the new version out: too few
     validation films of a class, no normal class or too low a sensitivity target (a review: the refusal came only
     after the whole run). PromotionRefused says why; whether it reaches its sensitivity is known only after."""
-    task = task_name(classes)
-    floor = floor_for(task)
-    refusals = _too_few(classes, validation_counts, floor, "would hold")
+    refusals = _ruled_out(classes, validation_counts, target_sensitivity, "would hold")
     if find_normal_index(classes) is None:
         refusals.append(("normal", "it would have no normal class, so its operating point promises no sensitivity"))
-    elif target_sensitivity < floor.min_sensitivity:
-        wanted = _percent(floor.min_sensitivity)
-        refusals.append(("sensitivity", f"its operating point would be chosen for {_percent(target_sensitivity)} "
-                                        f"sensitivity; a default must promise at least {wanted}"))
     if refusals:
-        raise PromotionRefused(f"A version trained on these films cannot become the default model for {task}: "
-                               f"{'; '.join(words for _, words in refusals)}. Train "
+        raise PromotionRefused(f"A version trained on these films cannot become the default model for "
+                               f"{task_name(classes)}: {'; '.join(words for _, words in refusals)}. Train "
                                f"{' and '.join(words for kind, words in ADVICE.items() if kind in dict(refusals))}, or "
                                "leave out --set-default (or add --override-floor). Nothing was trained.")
 
 
-def check_before_calibrating(task: str, target_sensitivity: float) -> None:
-    """``calibrate --set-default`` refused before it calibrates where its target is below the floor's sensitivity (a
-    CLI review: it registered the version, then refused to make it the default, as training no longer does)."""
-    floor = floor_for(task)
-    if target_sensitivity < floor.min_sensitivity:
-        raise PromotionRefused(f"A version calibrated for {_percent(target_sensitivity)} sensitivity cannot become "
-                               f"the default model for {task}: a default must promise at least "
-                               f"{_percent(floor.min_sensitivity)}. Calibrate for a higher target, or leave out "
-                               "--set-default (or add --override-floor). Nothing was registered.")
+def check_before_calibrating(record: ModelRecord, target_sensitivity: float, site_folder: bool = False) -> None:
+    """``calibrate --set-default`` refused before it calibrates where the floor already rules the new version out:
+    a target below the floor's sensitivity, or, on its validation films (no site folder, whose films are counted
+    only once read), too few of a class (a CLI review: it registered the version, then refused to make it the
+    default, as training no longer does)."""
+    counts = None if site_folder or record.report is None else record.report.class_counts
+    refusals = _ruled_out(record.classes, counts, target_sensitivity, "holds")
+    if refusals:
+        advice = [words for kind, words in (("sensitivity", "Calibrate for a higher target"), ("films", (
+            "Calibrate on a site folder with enough films of each class (--site-folder)"))) if kind in dict(refusals)]
+        raise PromotionRefused(f"A version recalibrated from {record.name} cannot become the default model for "
+                               f"{record.task}: {'; '.join(words for _, words in refusals)}. "
+                               f"{'; or '.join(advice)}, or leave out --set-default (or add --override-floor). "
+                               "Nothing was registered.")
+
+
+def _ruled_out(classes, counts: list[int] | None, target: float, verb: str) -> list[tuple[str, str]]:
+    """(kind, words) for what rules a version out before its work: too few validation films of a class in
+    ``counts`` (None: not known yet), a sensitivity target below the floor's."""
+    floor = floor_for(task_name(classes))
+    refusals = _too_few(classes, counts, floor, verb) if counts is not None else []
+    if find_normal_index(classes) is not None and target < floor.min_sensitivity:
+        refusals.append(("sensitivity", f"its operating point would be chosen for {_percent(target)} sensitivity; "
+                                        f"a default must promise at least {_percent(floor.min_sensitivity)}"))
+    return refusals
 
 
 def _what_to_do(kinds: set[str], site: bool = False) -> str:

@@ -94,7 +94,7 @@ def run_calibrate(args) -> int:
         from core.store.promotion import check_before_calibrating
         from core.store.registry import find_model
 
-        check_before_calibrating(find_model(args.model).task, args.target_sensitivity)
+        check_before_calibrating(find_model(args.model).record, args.target_sensitivity, args.site_folder is not None)
     record = calibrate(args.model, args.target_sensitivity, args.data, device=args.device, who=_who(),
                        site_folder=args.site_folder)
     if args.set_default:
