@@ -7,6 +7,7 @@ films it could not read one per line beside the others (a JSON object each with 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from core import config, limits
@@ -16,6 +17,14 @@ from core.stop_signals import interrupt_on_stop_signals
 from core.wording import json_line
 
 class _Parser(argparse.ArgumentParser):
+    # argparse takes "-1e-3" and "-inf" for options ("--lr: expected one argument", a CLI review): its pattern of a
+    # negative number has no exponent. With this one the value reaches the command's own range check.
+    NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = self.NEGATIVE_NUMBER
+
     def error(self, message: str):  # argparse would print usage and exit 2
         _fail(f"{self.prog}: {message}")
 
