@@ -69,9 +69,10 @@ def test_folder_of_unreadable_films_is_refused(loaded, tmp_path):
         (tmp_path / name / "x.png").write_bytes(b"")
     with pytest.raises(DatasetError) as refused:
         evaluate_folder(loaded, tmp_path)
-    assert str(refused.value) == (f"No film in {tmp_path} can be scored: x.png is empty (0 bytes): nothing of the film "
-                                  "arrived. Upload or copy it again; x.png is empty (0 bytes): nothing of the film "
-                                  "arrived. Upload or copy it again.")  # why, not only that (a CLI review)
+    assert str(refused.value) == (f"No film in {tmp_path} can be scored: NORMAL/x.png is empty (0 bytes): nothing of "
+                                  "the film arrived. Upload or copy it again; PNEUMONIA/x.png is empty (0 bytes): "
+                                  "nothing of the film arrived. Upload or copy it again.")  # why (a CLI review), and
+    # which x.png: two class folders may hold the same name
 
 
 def test_a_film_refused_for_a_passing_reason_stops_the_evaluation_not_listed_as_unreadable(loaded, films_dir,

@@ -14,7 +14,7 @@ from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.paired import FilmScores
 from core.evaluation.screen import UNKNOWN, FolderScreen, left_out
-from core.films.read import read_film
+from core.films.read import read_film, shown_name
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
 from core.models.inference import probabilities
@@ -115,7 +115,8 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
         pool.shutdown(wait=True, cancel_futures=True)
     flush()
     if not labels:  # with why, as a folder with some readable films lists its others (a CLI review)
-        why = "; ".join(film.error.rstrip(".") for film in skipped[:3])  # each names its film
+        # each names its film; by its class folder too, as two folders may hold the same name (a CLI review)
+        why = "; ".join(f"{shown_name(Path(film.file).parent.name)}/{film.error.rstrip('.')}" for film in skipped[:3])
         more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         raise DatasetError(f"No film in {folder} can be scored: {why}{more}." if skipped else f"No film in {folder}.")
     labels, probs, point = np.asarray(labels), np.concatenate(probs).astype(np.float64), loaded.operating_point
