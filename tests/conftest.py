@@ -278,3 +278,19 @@ def main_module_restored():
     again as its own main module. Each test ends with pytest's own main module back."""
     yield
     sys.modules["__main__"] = _MAIN
+
+
+@pytest.fixture
+def audit(tmp_path, settings_env) -> Path:
+    """A private audit log (the promotion tests read what was written)."""
+    log = tmp_path / "audit.jsonl"
+    settings_env(CXR_AUDIT_LOG=str(log))
+    return log
+
+
+@pytest.fixture
+def registry(trained_model, tmp_path) -> Path:
+    """A private copy of the session model's folder: the model and its task's default pointer."""
+    import corpus
+
+    return corpus.copy_registry(trained_model.directory, tmp_path / "models")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import corpus
 from conftest import REPO
 from core import config
 from core.admin.audit import cli_user, read_actions
@@ -20,19 +19,6 @@ from core.training.calibrate import calibrate
 
 SHIPPED = REPO / "checkpoints"
 REAL_FLOOR = dict(CXR_PROMOTION_MIN_FILMS="20", CXR_PROMOTION_MIN_SENSITIVITY="0.95")
-
-
-@pytest.fixture
-def audit(tmp_path, settings_env) -> Path:
-    log = tmp_path / "audit.jsonl"
-    settings_env(CXR_AUDIT_LOG=str(log))
-    return log
-
-
-@pytest.fixture
-def registry(trained_model, tmp_path) -> Path:
-    """A private copy of the session model's folder: the model and its task's default pointer."""
-    return corpus.copy_registry(trained_model.directory, tmp_path / "models")
 
 
 def _entry(json_path: Path) -> ModelEntry:

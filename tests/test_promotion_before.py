@@ -3,24 +3,6 @@ before training, ``calibrate --set-default`` before it registers (core.store.pro
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-import pytest
-
-import corpus
-
-
-@pytest.fixture
-def audit(tmp_path, settings_env) -> Path:
-    log = tmp_path / "audit.jsonl"
-    settings_env(CXR_AUDIT_LOG=str(log))
-    return log
-
-
-@pytest.fixture
-def registry(trained_model, tmp_path) -> Path:
-    """A private copy of the session model's folder: the model and its task's default pointer."""
-    return corpus.copy_registry(trained_model.directory, tmp_path / "models")
 
 
 def test_a_promotion_the_floor_rules_out_is_refused_before_training(run_cli, tmp_path, kermany_train, monkeypatch):
@@ -61,10 +43,10 @@ def test_a_calibration_for_a_target_below_the_floor_is_refused_before_it_registe
 
 
 def test_a_calibration_on_too_few_validation_films_is_refused_before_it_registers(trained_model, registry, run_cli,
-                                                                                  audit, monkeypatch):
+                                                                                  audit, settings_env):
     """The re-read of a CLI review's fix: a version whose validation holds too few films of a class was still
     registered, then refused as the default; those films are counted in its record before any is read."""
-    monkeypatch.setenv("CXR_PROMOTION_MIN_FILMS", "5000")
+    settings_env(CXR_PROMOTION_MIN_FILMS="5000")  # undone with the audit log's setting: monkeypatch's came after
     counts = trained_model.record.report.class_counts
     before = sorted(path.name for path in registry.iterdir())
     few = run_cli("calibrate", trained_model.name, "--target-sensitivity", "0.97", "--set-default",
