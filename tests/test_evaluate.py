@@ -171,3 +171,20 @@ def test_each_film_is_checked_once_until_it_changes(loaded, films_dir, tmp_path,
     film.write_bytes(film.read_bytes())  # the same picture, written again: another file on disk
     evaluate_folder(loaded, root)
     assert asked == [1]
+
+
+def test_a_copy_is_counted_once_and_a_film_filed_under_two_classes_not_at_all(loaded, films_dir, tmp_path):
+    """A browser review: a byte copy of a normal film filed under PNEUMONIA was scored as a miss, and sensitivity fell
+    without a word (a link to one film from two class folders is refused when the folder is listed)."""
+    root = _copy(films_dir, tmp_path / "data", SAME)
+    normal, pneumonia = (sorted((root / name).iterdir())[0] for name in ("NORMAL", "PNEUMONIA"))
+    shutil.copy(normal, root / "PNEUMONIA" / "relabelled.jpeg")
+    shutil.copy(pneumonia, root / "PNEUMONIA" / "zz-again.jpeg")
+    report = evaluate_folder(loaded, root)
+    assert report.n == 3 and report.class_counts == [1, 2]
+    assert {s.file.rsplit("/", 1)[-1]: s.error for s in report.skipped} == {
+        normal.name: f"{normal.name} is the same file, byte for byte, as PNEUMONIA/relabelled.jpeg, filed under another "
+                     "class, so neither is counted: correct the label.",
+        "relabelled.jpeg": f"relabelled.jpeg is the same file, byte for byte, as NORMAL/{normal.name}, filed under "
+                           "another class, so neither is counted: correct the label.",
+        "zz-again.jpeg": f"zz-again.jpeg is a copy, byte for byte, of PNEUMONIA/{pneumonia.name}, so it is counted once."}

@@ -14,7 +14,7 @@ from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.paired import FilmScores
 from core.evaluation.screen import UNKNOWN, FolderScreen, left_out
-from core.films.read import read_film, shown_name
+from core.films.read import read_film_file, shown_name
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
 from core.models.inference import probabilities
@@ -30,6 +30,7 @@ class _Decoded(NamedTuple):
     tensor: torch.Tensor  # the model's input, uint8
     feature_input: torch.Tensor | None  # the chest-film check's, when its verdict is still to be read
     key: tuple | None  # the film's identity for the check's verdict (core.evaluation.screen)
+    digest: str  # the SHA-256 of its bytes: which files are one film
     label: int = -1
     why: str | None = None  # why Triage would not triage it
 
@@ -64,7 +65,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     lookup = check_classes(loaded.name, loaded.classes, films.classes, folder)
     mapping = np.array([lookup[c] for c in films.classes])
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
-    labels, probs, skipped, pending, keys = [], [], [], [], []
+    labels, probs, skipped, pending, keys, digests = [], [], [], [], [], []
     screen = FolderScreen()  # films Triage would not triage are left out and listed, as the app reads them
 
     def flush() -> None:
@@ -80,12 +81,13 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             probs.append(probabilities(loaded.model, as_float(torch.stack([item.tensor for item in kept]))))
             labels.extend(item.label for item in kept)
             keys.extend(item.path.as_posix() for item in kept)
+            digests.extend(item.digest for item in kept)
         pending.clear()
 
     def decode(path: Path) -> _Decoded | SkippedFilm:
         key = screen.identity(path)  # before the read: a film replaced meanwhile is checked again next time
         try:
-            film = read_film(path)
+            film, digest = read_film_file(path)
         except TryAgainLater:  # says nothing about the film: the whole evaluation is to be tried again
             raise
         except TriageError as exc:
@@ -97,7 +99,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             return SkippedFilm(file=str(path), error=left_out(path, why))
         tensor = film_to_tensor(film, loaded.image_size)
         check = screen.feature_input(film, tensor, loaded.image_size) if screen.needs_features(known) else None
-        return _Decoded(path, tensor, check, key)
+        return _Decoded(path, tensor, check, key, digest)
 
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
@@ -114,6 +116,10 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     flush()
+    kept, copies = _one_of_each(keys, labels, digests)
+    skipped += copies
+    keys, labels = [keys[i] for i in kept], [labels[i] for i in kept]
+    probs = [np.concatenate(probs)[kept]] if kept else []
     if not labels:  # with why, as a folder with some readable films lists its others (a CLI review)
         # each names its film; by its class folder too, as two folders may hold the same name (a CLI review)
         why = "; ".join(f"{shown_name(Path(film.file).parent.name)}/{film.error.rstrip('.')}" for film in skipped[:3])
@@ -128,6 +134,36 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
         films_read = FilmScores(keys=tuple(keys), positive=tuple((labels != point.normal_index).tolist()),
                                 scores=tuple(scores.tolist()), called=tuple((scores >= point.threshold).tolist()))
     return FolderReading(report.model_copy(update={"model": loaded.name, "skipped": skipped}), films_read)
+
+
+def _one_of_each(keys: list[str], labels: list[int], digests: list[str]) -> tuple[list[int], list[SkippedFilm]]:
+    """(indices of the films to count, the copies left out): of files that are one file byte for byte, the first
+    is counted where all are filed under one class, none where they are filed under two (its label is in doubt).
+    A review: a copy of a normal film filed under PNEUMONIA was counted as a miss, and sensitivity fell without a
+    word (a link to one film from two class folders is refused when the folder is listed)."""
+    firsts: dict[str, dict[int, int]] = {}  # digest -> class -> its first film of that content
+    for i, (digest, label) in enumerate(zip(digests, labels)):
+        firsts.setdefault(digest, {}).setdefault(label, i)
+    kept, copies = [], []
+    for i, digest in enumerate(digests):
+        name, first = shown_name(Path(keys[i]).name), firsts[digest][labels[i]]
+        other = next((j for label, j in firsts[digest].items() if label != labels[i]), None)
+        if other is not None:
+            copies.append(SkippedFilm(file=keys[i], error=f"{name} is the same file, byte for byte, as "
+                                      f"{_named(keys[other])}, filed under another class, so neither is counted: "
+                                      "correct the label."))
+        elif first != i:
+            copies.append(SkippedFilm(file=keys[i], error=f"{name} is a copy, byte for byte, of {_named(keys[first])}, "
+                                      "so it is counted once."))
+        else:
+            kept.append(i)
+    return kept, copies
+
+
+def _named(key: str) -> str:
+    """A film by its class folder and name, as messages give it."""
+    path = Path(key)
+    return f"{shown_name(path.parent.name)}/{shown_name(path.name)}"
 
 
 def check_classes(name: str, classes, film_classes, folder) -> dict[str, int]:

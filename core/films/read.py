@@ -11,6 +11,7 @@ memory and time limits (:mod:`core.films.decode_pool`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import threading
 from pathlib import Path
@@ -109,6 +110,14 @@ def check_film_path(path: str | Path, name: str | None = None) -> None:
             )
     except OSError as exc:
         raise _cannot_read(label, exc) from exc
+
+
+def read_film_file(path: Path) -> tuple[Film, str]:
+    """The film at ``path`` (as :func:`read_film` reads it) and the SHA-256 of its bytes: which files are one film
+    byte for byte (core.evaluation.folder)."""
+    label = shown_name(path.name or "the file")
+    data = _read_path(Path(path), label)
+    return read_film(data, path.name or "the file"), hashlib.sha256(data).hexdigest()
 
 
 def _read_path(path: Path, label: str) -> bytes:
