@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "processes (default %(default)s)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 from scratch, 3e-4 from ImageNet "
                    "weights)")
-    p.add_argument("--max-films", type=int, help="train on a random class-balanced subset of at least 20 films "
-                   "(quick runs)")
+    p.add_argument("--max-films", type=int, help="train on a random subset of at least 20 films that keeps "
+                   "each class's share of the folder (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=limits.DEFAULT_PATIENCE,
                    help="stop after this many epochs without a validation AUC gain (default %(default)s)")

@@ -43,8 +43,8 @@ class FilmSet:
         return np.bincount(self.labels, minlength=len(self.classes)).tolist()
 
     def subset_counts(self, max_films: int | None) -> list[int]:
-        """Films per class a class-balanced subset of ``max_films`` keeps (core.training.train.maybe_subset): each
-        class its share, at least two, at most what it holds; every film without a maximum below the total."""
+        """Films per class a subset of ``max_films`` keeps (core.training.train.maybe_subset): each class its share
+        of the whole, at least two, at most what it holds; every film without a maximum below the total."""
         counts = self.class_counts()
         if not max_films or max_films >= len(self):
             return counts

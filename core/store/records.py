@@ -44,7 +44,7 @@ class TrainConfig(Record):
     split_seed: int | None = None  # the validation split; None: ``seed`` (ensemble members share one split)
     holdout: str | None = None  # a rule of core.training.holdout: another batch kept out for a second check
     target_sensitivity: float = limits.DEFAULT_TARGET_SENSITIVITY
-    max_films: int | None = None  # a random class-balanced subset, for quick runs and tests
+    max_films: int | None = None  # a random subset keeping each class's share, for quick runs and tests
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present (core/models/device.py)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the hardware has it
     layout: Literal["auto", "contiguous"] = "auto"  # training's; contiguous: as before 2026-11-30 (README)

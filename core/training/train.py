@@ -289,8 +289,8 @@ def validate_for_shipping(model: nn.Module, x_val: torch.Tensor, val_set: FilmSe
 
 
 def maybe_subset(films: FilmSet, config: TrainConfig, seed: int | None = None) -> FilmSet:
-    """A class-balanced random subset of ``config.max_films`` films (all of them without it), drawn with
-    ``seed`` (the split seed; default ``config.seed``)."""
+    """A random subset of ``config.max_films`` films keeping each class's share of ``films`` (all without it),
+    drawn with ``seed`` (the split seed; default ``config.seed``)."""
     if not config.max_films or config.max_films >= len(films):
         return films
     rng = np.random.default_rng(config.seed if seed is None else seed)

@@ -114,7 +114,10 @@ def training_form() -> tuple[bool, object, TrainConfig | None]:
                                       "measured at a new site). Below the promotion floor "
                                       f"({floor:.1%}) the version cannot become a default.")
         max_films = st.number_input("Use at most this many films (0 = all)", min_value=0, value=0, step=100,
-                                    help="A class-balanced random subset, for a quick trial run.")
+                                    help="A random subset that keeps each class's share of the folder (not equal "
+                                         "numbers), for a quick trial run. Then a fifth or so is held out for "
+                                         "validation, and a class with few films there may leave the version "
+                                         "below the promotion floor.")
         found = found_devices()
         device = st.selectbox("Device", found.choices,
                               format_func=lambda d: f"Automatic (here: {found.auto.upper()})" if d == "auto"
