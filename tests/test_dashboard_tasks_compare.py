@@ -211,3 +211,29 @@ def test_a_folder_s_own_names_in_an_error_are_plain_text_not_markdown(tmp_path, 
     assert not at.exception and at.error
     for error in at.error:
         assert "'\\[Session expired, sign in again\\](https" in error.value  # escaped: no link
+
+
+def test_a_fault_every_model_meets_is_said_once(tmp_path, settings_env):
+    """A browser review: a folder of images Triage would not triage stopped each model with the same long error,
+    once a model."""
+    from PIL import Image
+
+    settings_env(CXR_MODELS=str(quick_checkpoints(tmp_path / "site")), CXR_JOBS=str(tmp_path / "jobs"),
+                 CXR_AUDIT_LOG=str(tmp_path / "audit.jsonl"))
+    blank = tmp_path / "ward" / "blank"
+    for name in ("NORMAL", "PNEUMONIA"):
+        (blank / name).mkdir(parents=True)
+        Image.new("L", (600, 600), 128).save(blank / name / "a.png")
+    (tmp_path / "roots.toml").write_text(f'[roots]\nward = "{blank}"\n')
+    settings_env(CXR_DATA_ROOTS=str(tmp_path / "roots.toml"))
+    at = app("views/compare.py")
+    at.segmented_control[0].set_value("Evaluate on a folder")
+    at.run()
+    assert len(at.multiselect[0].value) > 1
+    next(s for s in at.selectbox if s.label == "Data root").set_value("ward")
+    at.run()
+    next(b for b in at.button if b.label == "Evaluate").click()
+    at.run()
+    (said,) = [e.value for e in at.error]
+    assert not at.exception and said.startswith("None of the models could be evaluated on the chosen folder: No film in "
+                                                "ward can be scored: NORMAL/a.png would not be triaged"), said

@@ -122,7 +122,7 @@ if source == FOLDER:
                      f"{escape_markdown(without_server_paths(str(exc), target))} Choose another folder and press "
                      "Evaluate.", icon=":material/error:")
             st.stop()
-    rows, films, log_full = [], [], False
+    rows, films, log_full, errors = [], [], False, {}
     for entry in selected:
         key = readings[entry.name]
         if key not in failed:  # a failure is said again, not read again at every rerun (a review: a folder of
@@ -132,8 +132,7 @@ if source == FOLDER:
             except TriageError as exc:  # "try again" only where trying again may help (a review)
                 failed[key] = f"{escape_markdown(without_server_paths(str(exc), target))} {_next_step(exc)}".strip()
         if key in failed:
-            st.error(f"{entry.name} could not be evaluated on the chosen folder: {failed[key]}",
-                     icon=":material/error:")
+            errors.setdefault(failed[key], []).append(entry.name)
             continue
         rows.append((entry, reading.report))
         films.append((entry.name, reading.films))
@@ -142,6 +141,10 @@ if source == FOLDER:
             done = record_evaluations([(entry, reading.report)], target, who=user.who)  # recorded its readings
             recorded.update(readings[model.name] for model in done)
             log_full = not done  # said once; the next run tries again
+    for why, names in errors.items():  # the same fault once for all the models it stopped (a browser review)
+        every = len(names) == len(selected) > 1
+        st.error(f"{'None of the models could' if every else ', '.join(names) + ' could not'} be evaluated on the "
+                 f"chosen folder: {why}", icon=":material/error:")
 else:
     rows, films = [(e, e.record.report) for e in selected if e.record.report is not None], []
     for entry in selected:
