@@ -201,7 +201,7 @@ def test_a_folder_of_many_unreadable_files_lists_the_first_hundred_and_counts_th
 
     at = AppTest.from_function(_sources_of_a_folder_of_junk).run()
     assert not at.exception
-    assert at.expander[0].label == "pneumonia-logistic-v1: 150 film(s) left out: unreadable, or not triaged"
+    assert at.expander[0].label == "pneumonia-logistic-v1: 150 film(s) left out: unreadable, not triaged, or copies"
     assert len(at.table[0].value) == 100 and "The first 100 of them are listed." in [c.value for c in at.caption]
 
 
@@ -225,3 +225,23 @@ def test_the_metrics_note_says_precision_depends_on_the_films_mix():
 
     assert "Precision (the share of urgent calls that are abnormal) depends on how many films are abnormal" in \
         METRICS_NOTE and "lower where disease is rarer" in METRICS_NOTE
+
+
+def _sources_of_two_models_with_the_same_films_left_out():
+    from conftest import REPO
+    from core.store.registry import find_model
+    from core.store.reports import SkippedFilm
+    from dashboard.components.compare_view import sources
+
+    junk = [SkippedFilm(file=f"site/junk-{k}.png", error="not an image") for k in range(3)]
+    entries = [find_model(name, REPO / "checkpoints") for name in ("pneumonia-logistic-v1", "pneumonia-mlp-v1")]
+    sources([(entry, entry.record.report.model_copy(update={"skipped": junk})) for entry in entries])
+
+
+def test_the_same_films_left_out_for_every_model_are_listed_once():
+    """A browser review: the identical table of left-out films stood once for each of four models."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_sources_of_two_models_with_the_same_films_left_out).run()
+    assert not at.exception and [e.label for e in at.expander] == [
+        "every model: 3 film(s) left out: unreadable, not triaged, or copies"]

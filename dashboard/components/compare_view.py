@@ -91,14 +91,18 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     if len({frozenset(canonical_class(c) or c for c in entry.classes) for entry, _ in rows}) > 1:  # not spellings
         st.warning("These models were trained on different classes; the ROC curves compare abnormal against "
                    "normal only.", icon=":material/warning:")
+    left_out: dict[tuple, tuple[list, list[str]]] = {}  # the same films left out for several models: listed once
     for entry, report in rows:
         if report.skipped:
-            with st.expander(f"{entry.name}: {len(report.skipped)} film(s) left out: unreadable, or not triaged"):
-                st.table([{"file": escape_markdown(without_server_paths(s.file)),  # data-root labels, as text
-                           "reason": escape_markdown(without_server_paths(s.error))}
-                          for s in report.skipped[:SKIPPED_LISTED]])
-                if len(report.skipped) > SKIPPED_LISTED:
-                    st.caption(f"The first {SKIPPED_LISTED} of them are listed.")
+            same = tuple((s.file, s.error) for s in report.skipped)
+            left_out.setdefault(same, (report.skipped, []))[1].append(entry.name)
+    for skipped, names in left_out.values():
+        who = "every model" if len(names) == len(rows) > 1 else ", ".join(names)
+        with st.expander(f"{who}: {len(skipped)} film(s) left out: unreadable, not triaged, or copies"):
+            st.table([{"file": escape_markdown(without_server_paths(s.file)),  # data-root labels, as text
+                       "reason": escape_markdown(without_server_paths(s.error))} for s in skipped[:SKIPPED_LISTED]])
+            if len(skipped) > SKIPPED_LISTED:
+                st.caption(f"The first {SKIPPED_LISTED} of them are listed.")
 
 
 # the stored reports' curves, matrices and per-class tables are the validation films' only, while the table above
