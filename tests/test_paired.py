@@ -167,7 +167,7 @@ def test_the_table_shows_the_exact_test_its_verdict_follows_and_the_chance_of_a_
     sensitivity cell read "+12.0 pts (+0.3 to +24.6)" beside "No difference shown" (McNemar p = 0.070), with no p
     in the table to say why; and the note promised one row in twenty named by chance where three checks a row name
     one in about ten."""
-    from dashboard.components.paired_view import PAIRED_NOTE, paired_table
+    from dashboard.components.paired_view import PAIRED_NOTE, paired_note, paired_table
 
     positive = np.array([True] * 50 + [False] * 20)
     first = np.array([True] * 47 + [False] * 3 + [False] * 20)
@@ -180,6 +180,10 @@ def test_the_table_shows_the_exact_test_its_verdict_follows_and_the_chance_of_a_
     assert "sensitivity" not in row["What the films show"]  # p 0.07: named by the AUC alone
     assert "about one row in ten" in PAIRED_NOTE and "one row in twenty" not in PAIRED_NOTE
     assert "the exact test is the stricter" in PAIRED_NOTE
+    # the chance of a name by chance alone, for the table shown (a browser review: one row was told six rows' chance)
+    assert paired_note(1).endswith("named in about one row in ten by chance.")
+    assert paired_note(6).endswith("so in these 6 rows a name somewhere by chance alone is about as likely as not.")
+    assert paired_note(3).endswith("so in these 3 rows a name somewhere by chance alone is about 27 % likely.")
     from core.evaluation.commands import paired_line
 
     diff = paired_difference(readings[0][1], readings[1][1])

@@ -23,8 +23,17 @@ PAIRED_NOTE = ("Each row reads two models on the films both read, the second's f
                "interval that only just leaves out 0 can come with p above 0.05 and no model named. The last "
                "columns give that test on all films, which weighs this folder's mix of abnormal and normal films. No "
                "difference shown does not make two models equal. Each row makes three checks and is tested on its "
-               "own: two models that do not differ are named in about one row in ten by chance, so with four models "
-               "(six rows) a name by chance alone is about as likely as not.")
+               "own: two models that do not differ are named in about one row in ten by chance")
+
+
+def paired_note(rows: int) -> str:
+    """:data:`PAIRED_NOTE` with the chance of a name by chance alone in a table of ``rows`` rows (a browser review:
+    one row of two models was told what six rows of four make likely)."""
+    if rows <= 1:
+        return f"{PAIRED_NOTE}."
+    chance = 1 - 0.9 ** rows
+    return (f"{PAIRED_NOTE}, so in these {rows} rows a name somewhere by chance alone is "
+            f"{'about as likely as not' if 0.4 <= chance <= 0.6 else f'about {chance * 100:.0f} % likely'}.")
 
 
 def paired_table(readings: list[tuple[str, FilmScores]]) -> pd.DataFrame:
@@ -77,4 +86,4 @@ def paired_differences(readings: list[tuple[str, FilmScores | None]]) -> None:
         return
     st.subheader("Paired differences on the same films")
     st.dataframe(table, hide_index=True, key="paired-differences")
-    st.caption(PAIRED_NOTE)
+    st.caption(paired_note(len(table)))
