@@ -12,8 +12,8 @@ from dashboard.components.model_card import (ENSEMBLE_CHOSEN, TARGET_CHOSEN, ens
                                               films_behind, validation_caveat)
 from dashboard.components.reports import architecture_title
 from dashboard.components.travel import TRAVEL_TITLES
-from dashboard.components.travel_notes import (KERMANY_TEST, ONE_BATCH, RANGE_NOTE, WIDE_FRAMING_NOTE,
-                                               not_on_the_official_test, shortcuts, travel_text)
+from dashboard.components.travel_notes import (ANOTHER_BATCH, FRAMED_UNCHECKED, KERMANY_TEST, ONE_BATCH, RANGE_NOTE,
+                                               WIDE_FRAMING_NOTE, not_on_the_official_test, shortcuts, travel_text)
 
 SHIPPED = ROOT / "checkpoints"
 
@@ -27,6 +27,10 @@ def test_a_covid_model_is_told_of_its_shortcut_and_nothing_of_the_kermany_test()
     text = travel_text([record])
     assert text.startswith(ONE_BATCH) and KERMANY_TEST not in text and "Another collection" not in text
     assert "Framed 15 % tighter" in text  # it carries that report, on its validation films
+    # nothing of the Kermany test's models, which it has no batch of; the framing check is said to be untried on it
+    assert ANOTHER_BATCH not in text and "Kermany" not in text.replace("every pneumonia model the project measured "
+                                                                       "the official test's way", "")
+    assert text.count(FRAMED_UNCHECKED) == 1
     (shortcut,) = shortcuts(record)
     assert "Every COVID-19 film of its training set is an adult's" in shortcut
     assert "may well be called COVID-19" in shortcut
@@ -115,6 +119,11 @@ def test_the_card_of_a_model_split_film_by_film_says_its_figures_may_read_high()
     films whose twins trained; its card now says so, a Kermany-trained model's does not."""
     assert "one patient's films" in validation_caveat(_record("covid-cnn5-v1"))
     assert "one patient's films" not in validation_caveat(_record("pneumonia-logistic-v1"))
+    # and its training-data line says how they were kept apart, not "by patient where file names carry one"
+    from dashboard.components.model_card import _kept_apart
+
+    assert _kept_apart(_record("covid-cnn5-v1").report) == "film by film: the names carry no patient"
+    assert _kept_apart(_record("pneumonia-logistic-v1").report) == "by patient where file names carry one"
 
 
 def test_the_notes_say_the_other_batch_did_not_predict_the_official_test_and_the_range_was_built_after_it():
@@ -123,8 +132,9 @@ def test_the_notes_say_the_other_batch_did_not_predict_the_official_test_and_the
     did hold them was built after those figures were seen, which the card did not say."""
     text = travel_text([_record("pneumonia-cnn5-v1")])
     assert ONE_BATCH in text and RANGE_NOTE in text  # the card says them, not only the module (a review of tests)
-    assert "series of the training folder" in ONE_BATCH and "none of its intervals held" in ONE_BATCH
-    assert "the best case for specificity" in ONE_BATCH and "shows part of how far the promise travels" not in text
+    assert ANOTHER_BATCH in text and "series of the training folder" in ANOTHER_BATCH
+    assert "none of its intervals held" in ANOTHER_BATCH
+    assert "the best case for specificity" in ANOTHER_BATCH and "shows part of how far the promise travels" not in text
     assert "built after those results were seen" in RANGE_NOTE and "not a test of it" in RANGE_NOTE
 
 

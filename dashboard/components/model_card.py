@@ -53,8 +53,8 @@ def model_card(entry: ModelEntry) -> None:
     if data is not None:
         folder = _training_source(training.data_dir if training else "")
         st.markdown(f"**Training data.** {data.train.n} films ({_class_counts(data.train.class_counts)}) "
-                    f"from {code_span(folder)}; validated on {data.validation.n} films kept out of training (by "
-                    "patient where file names carry one; copies of a film kept together).")
+                    f"from {code_span(folder)}; validated on {data.validation.n} films kept out of training "
+                    f"({_kept_apart(report)}; copies of a film kept together).")
     if report is not None:
         figures = report.at_operating_point
         several = several_classes(report)
@@ -120,6 +120,13 @@ def validation_caveat(record: ModelRecord) -> str:
         words += (" The training films' names carry no patient, so one patient's films (a follow-up, a second view) "
                   "can sit on both sides of the split, and every figure here may read high.")
     return words
+
+
+def _kept_apart(report) -> str:
+    """How the validation films were kept apart: by patient, or film by film where the names carry none (a browser
+    review: "by patient where file names carry one" stood above "The training films' names carry no patient")."""
+    return "film by film: the names carry no patient" if report is not None and "film by film" in (report.split or "") \
+        else "by patient where file names carry one"
 
 
 def films_behind(report) -> tuple[str | None, str | None]:
