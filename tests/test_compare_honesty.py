@@ -201,7 +201,7 @@ def test_a_folder_of_many_unreadable_files_lists_the_first_hundred_and_counts_th
 
     at = AppTest.from_function(_sources_of_a_folder_of_junk).run()
     assert not at.exception
-    assert at.expander[0].label == "pneumonia-logistic-v1: 150 film(s) left out: unreadable, not triaged, or copies"
+    assert at.expander[0].label == "pneumonia-logistic-v1: 150 file(s) left out: unreadable, not triaged, or copies"
     assert len(at.table[0].value) == 100 and "The first 100 of them are listed." in [c.value for c in at.caption]
 
 
@@ -244,4 +244,4 @@ def test_the_same_films_left_out_for_every_model_are_listed_once():
 
     at = AppTest.from_function(_sources_of_two_models_with_the_same_films_left_out).run()
     assert not at.exception and [e.label for e in at.expander] == [
-        "every model: 3 film(s) left out: unreadable, not triaged, or copies"]
+        "every model: 3 file(s) left out: unreadable, not triaged, or copies"]

@@ -98,7 +98,7 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
             left_out.setdefault(same, (report.skipped, []))[1].append(entry.name)
     for skipped, names in left_out.values():
         who = "every model" if len(names) == len(rows) > 1 else ", ".join(names)
-        with st.expander(f"{who}: {len(skipped)} film(s) left out: unreadable, not triaged, or copies"):
+        with st.expander(f"{who}: {len(skipped)} file(s) left out: unreadable, not triaged, or copies"):
             st.table([{"file": escape_markdown(without_server_paths(s.file)),  # data-root labels, as text
                        "reason": escape_markdown(without_server_paths(s.error))} for s in skipped[:SKIPPED_LISTED]])
             if len(skipped) > SKIPPED_LISTED:
