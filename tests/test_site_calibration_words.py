@@ -60,3 +60,30 @@ def test_a_site_report_says_when_the_chest_film_check_could_not_screen_its_films
     new = calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
     assert "the chest-film check could not run, so image statistics alone screened them" in new.other_reports[
         SITE_REPORT].split
+
+
+def _compare_sources_of_a_site_calibrated_version():
+    from conftest import REPO
+    from test_site_calibration_words import _on_site
+
+    from core.store.registry import ModelEntry
+    from dashboard.components.compare_view import sources
+
+    record, _ = _on_site(16)
+    sources([(ModelEntry(record, False, REPO / "checkpoints" / f"{record.name}.json"), record.report)])
+
+
+def test_compare_says_where_a_site_calibrated_version_s_threshold_was_chosen():
+    """A browser review: Compare described its figures as "validation: 1038 films …" only, though they are read at
+    the threshold the site's films chose."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.components.model_card import threshold_note
+
+    record, site = _on_site(16)
+    there = with_interval(site.sensitivity, site.sensitivity_ci)
+    assert threshold_note(record) == (f"; at a threshold chosen on the site folder's 16 films (sensitivity there "
+                                      f"{there})")
+    assert threshold_note(read_model_record(REPO / "checkpoints" / "pneumonia-logistic-v1.json")) == ""
+    at = AppTest.from_function(_compare_sources_of_a_site_calibrated_version).run()
+    assert not at.exception and "at a threshold chosen on the site folder's 16 films" in at.caption[0].value

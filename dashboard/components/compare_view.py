@@ -24,7 +24,7 @@ from dashboard.components.same_films import films_apart
 from dashboard.components.reports import (METRICS_NOTE, SEVERAL_CLASSES_NOTE, data_label, escape_markdown,
                                           films_in_words, metrics_table, operating_points, per_class_table, roc_input,
                                           threshold_value)
-from dashboard.components.model_card import ensemble_chosen, validation_caveat
+from dashboard.components.model_card import ensemble_chosen, threshold_note, validation_caveat
 from dashboard.components.paired_view import paired_differences
 from dashboard.components.travel_notes import elsewhere_films
 from dashboard.components.travel import (VALIDATION, elsewhere_thresholds,
@@ -83,7 +83,8 @@ SKIPPED_LISTED = 100  # unreadable films listed per model (a resource review: 10
 
 def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
     """Say which films every figure comes from, and warn when they are not the same films for every model."""
-    lines = [f"- **{e.name}**: {escape_markdown(_with_count(films_in_words(r), r.n))}" for e, r in rows]
+    lines = [f"- **{e.name}**: {escape_markdown(_with_count(films_in_words(r), r.n) + threshold_note(e.record))}"
+             for e, r in rows]
     st.caption("Figures computed on:\n" + "\n".join(lines))
     apart = films_apart(rows)
     if apart:

@@ -182,6 +182,13 @@ def _chosen_where(record: ModelRecord) -> str:
     return f"the site folder's {site.n} films (sensitivity there {there})"
 
 
+def threshold_note(record: ModelRecord) -> str:
+    """Beside the films a version's figures are read on, where its threshold was chosen when not on its validation
+    (a browser review: Compare read a site-calibrated version's validation at the site's threshold without a word)."""
+    where = _chosen_where(record)
+    return "" if where == "validation" else f"; at a threshold chosen on {where}"
+
+
 def recalibration_origin(record: ModelRecord) -> str:
     """Where a recalibrated version's threshold came from, as a sentence ("" for a trained version)."""
     calibration = record.calibration
