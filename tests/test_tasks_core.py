@@ -136,8 +136,7 @@ def _register(folder: Path, name: str, classes: tuple[str, ...], default: bool =
 def test_evaluate_reads_test_by_default_and_split_chooses(kaggle_root, tmp_path):
     loaded = load_checkpoint(_register(tmp_path / "models", "four-v1", FOUR))
     assert evaluation_split(kaggle_root) == "test" and evaluation_split(kaggle_root / "test") is None
-    on_test = evaluate_folder(loaded, kaggle_root)
-    # shared-data/tb holds noise textures, not films (issue 14): Triage would not triage them, so they are left out
+    on_test = evaluate_folder(loaded, kaggle_root)  # tb's noise textures (issue 14) are left out as Triage would
     assert on_test.n == 9 and on_test.class_counts == [3, 3, 3, 0] and on_test.split.endswith("/test")
     assert [Path(s.file).parent.name for s in on_test.skipped] == ["TURBERCULOSIS"] * 3
     on_val = evaluate_folder(loaded, kaggle_root, split="val")
@@ -377,8 +376,7 @@ def test_evaluate_picks_the_smallest_task_that_covers_the_folder(three_tasks, ka
     assert find_default_for_classes(("NORMAL",)).name == "pneu-v1"  # two classes: fewer than the others
     code, lines = _cli(capsys, "evaluate", films_dir, "--json")
     assert code == 0 and lines[0]["model"] == "pneu-v1" and lines[0]["n"] == 16
-    code, lines = _cli(capsys, "evaluate", kaggle_root, "--json", "--split", "val")
-    # its two TB films are noise textures (issue 14), left out as Triage would not triage them
+    code, lines = _cli(capsys, "evaluate", kaggle_root, "--json", "--split", "val")  # 2 TB noise textures left out
     assert code == 0 and lines[0]["model"] == "four-v1" and lines[0]["n"] == 6 and len(lines[0]["skipped"]) == 2
     _register(three_tasks, "tb-v1", ("NORMAL", "TUBERCULOSIS"))
     with pytest.raises(ModelNotFound, match=r"several tasks read NORMAL: (pneu-v1 \(pneumonia\)|tb-v1 "
