@@ -83,7 +83,7 @@ def test_a_film_refused_for_a_passing_reason_stops_the_evaluation_not_listed_as_
     from core.evaluation import folder
 
     root = _copy(films_dir, tmp_path / "data", SAME)
-    read = folder.read_film
+    read = folder.read_film_file
 
     def busy(path, *args, **kwargs):
         if path.name == sorted((root / "PNEUMONIA").iterdir())[0].name:
@@ -91,7 +91,7 @@ def test_a_film_refused_for_a_passing_reason_stops_the_evaluation_not_listed_as_
                                       "Try again.")
         return read(path, *args, **kwargs)
 
-    monkeypatch.setattr(folder, "read_film", busy)
+    monkeypatch.setattr(folder, "read_film_file", busy)
     with pytest.raises(DecodingUnavailable, match="Try again"):
         evaluate_folder(loaded, root)
 
@@ -119,9 +119,9 @@ def test_films_are_decoded_only_a_little_ahead_of_the_model(loaded, films_dir, m
         time.sleep(0.2)  # a model slower than decoding: what a large folder on a busy CPU looks like
         return original_probabilities(model, batch)
 
-    original_probabilities, read_film = evaluation.probabilities, evaluation.read_film
+    original_probabilities, read_film = evaluation.probabilities, evaluation.read_film_file
     evaluate_folder(loaded, films_dir, batch_size=4)  # every film read once, kept for the run below
-    monkeypatch.setattr(evaluation, "read_film", read_at_once)
+    monkeypatch.setattr(evaluation, "read_film_file", read_at_once)
     evaluate_folder(loaded, films_dir, batch_size=4)
     monkeypatch.setattr(evaluation, "film_to_tensor", counted)
     monkeypatch.setattr(evaluation, "probabilities", slow_model)
@@ -158,19 +158,39 @@ def test_films_triage_would_not_triage_are_left_out_and_listed(loaded, films_dir
 
 def test_each_film_is_checked_once_until_it_changes(loaded, films_dir, tmp_path, monkeypatch):
     """Models compared on one folder read the chest-film check's verdicts of the first, not the films again; a film
-    written again is checked again."""
+    written again is checked again. (A model with a population check reads every film's features, for that.)"""
+    import dataclasses
+
     from core.evaluation.screen import FolderScreen
 
+    unchecked = dataclasses.replace(loaded, population=None)
     root = _copy(films_dir, tmp_path / "data", SAME)
-    first = evaluate_folder(loaded, root)
+    first = evaluate_folder(unchecked, root)
     asked = []
-    real = FolderScreen.verdicts
-    monkeypatch.setattr(FolderScreen, "verdicts", lambda self, inputs: asked.append(len(inputs)) or real(self, inputs))
-    assert evaluate_folder(loaded, root).confusion_matrix == first.confusion_matrix and asked == []
+    real = FolderScreen.features
+    monkeypatch.setattr(FolderScreen, "features", lambda self, inputs: asked.append(len(inputs)) or real(self, inputs))
+    assert evaluate_folder(unchecked, root).confusion_matrix == first.confusion_matrix and asked == []
     film = next((root / "NORMAL").iterdir())
     film.write_bytes(film.read_bytes())  # the same picture, written again: another file on disk
-    evaluate_folder(loaded, root)
+    evaluate_folder(unchecked, root)
     assert asked == [1]
+    evaluate_folder(loaded, root)
+    assert asked == [1, 4]
+
+
+def test_films_unlike_the_model_s_training_films_are_counted_and_said(loaded, films_dir, dicom_dir, tmp_path):
+    """A browser review: two adult DICOMs among a paediatric model's normal films lowered its specificity with no
+    word, while Triage warns on each."""
+    from core.evaluation.folder import read_folder
+
+    root = _copy(films_dir, tmp_path / "data", SAME)
+    for adult in sorted(dicom_dir.glob("*.dcm")):
+        shutil.copy(adult, root / "NORMAL" / adult.name)
+    reading = read_folder(loaded, root)
+    assert reading.report.n == 6 and reading.atypical == 2  # measured: both adults, no Kermany film
+    assert reading.population_caution() == (
+        f"2 of the 6 films scored are unlike the films {loaded.name} was trained on (paediatric chest films, "
+        "Guangzhou): Triage warns on such films and keeps their priority, and the figures here may not hold for them.")
 
 
 def test_a_copy_is_counted_once_and_a_film_filed_under_two_classes_not_at_all(loaded, films_dir, tmp_path):
@@ -188,3 +208,13 @@ def test_a_copy_is_counted_once_and_a_film_filed_under_two_classes_not_at_all(lo
         "relabelled.jpeg": f"relabelled.jpeg is the same file, byte for byte, as NORMAL/{normal.name}, filed under "
                            "another class, so neither is counted: correct the label.",
         "zz-again.jpeg": f"zz-again.jpeg is a copy, byte for byte, of PNEUMONIA/{pneumonia.name}, so it is counted once."}
+
+
+def test_evaluate_says_so_among_its_cautions(trained_model, films_dir, dicom_dir, tmp_path, run_cli):
+    root = _copy(films_dir, tmp_path / "data", SAME)
+    for adult in sorted(dicom_dir.glob("*.dcm")):
+        shutil.copy(adult, root / "NORMAL" / adult.name)
+    done = run_cli("evaluate", root, "--model", trained_model.name, "--json", checkpoints=trained_model.directory)
+    assert done.returncode == 0
+    (said,) = [c for c in done.json_lines()[0]["cautions"] if "unlike the films" in c]
+    assert said.startswith(f"2 of the 6 films scored are unlike the films {trained_model.name} was trained on")

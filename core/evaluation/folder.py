@@ -18,6 +18,7 @@ from core.films.read import read_film_file, shown_name
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
 from core.models.inference import probabilities
+from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel
 from core.store.reports import Report, SkippedFilm
 from core.films.folders import discover, evaluation_split
@@ -33,12 +34,24 @@ class _Decoded(NamedTuple):
     digest: str  # the SHA-256 of its bytes: which files are one film
     label: int = -1
     why: str | None = None  # why Triage would not triage it
+    atypical: bool = False  # unlike the films the model learnt from: its population check warns, as Triage does
 
 
 @dataclass(frozen=True)
 class FolderReading:
     report: Report
     films: FilmScores | None  # film by film, for a paired comparison (core.evaluation.paired); None: no normal class
+    atypical: int = 0  # films scored that the model's population check warns on (Triage keeps their priority)
+    population: str | None = None  # the population it learnt from, in words; None: the version has no check
+
+    def population_caution(self) -> str | None:
+        """What the figures owe to films unlike those the model learnt from (a browser review: adult films in a
+        paediatric model's folder lowered its specificity without a word, while Triage warns on each)."""
+        if not self.atypical:
+            return None
+        return (f"{self.atypical} of the {self.report.n} films scored are unlike the films {self.report.model} was "
+                f"trained on ({self.population}): Triage warns on such films and keeps their priority, and the "
+                "figures here may not hold for them.")
 
 
 def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None = None,
@@ -67,13 +80,16 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
     labels, probs, skipped, pending, keys, digests = [], [], [], [], [], []
     screen = FolderScreen()  # films Triage would not triage are left out and listed, as the app reads them
+    population, atypical = ModelPopulation.of(loaded) if screen.check is not None else None, []
 
     def flush() -> None:
         to_check = [i for i, item in enumerate(pending) if item.feature_input is not None]
-        if to_check:  # the chest-film check, one batch for the films no earlier evaluation settled
-            for i, why in zip(to_check, screen.verdicts([pending[i].feature_input for i in to_check])):
+        if to_check:  # the film checks' features, one batch (the chest-film check's verdicts are kept)
+            features = screen.features([pending[i].feature_input for i in to_check])
+            for i, row, why in zip(to_check, features, screen.check.problems_of(features)):
                 screen.remember(pending[i].key, why)
-                pending[i] = pending[i]._replace(why=why)
+                far = population is not None and population.warning(row[None]) is not None
+                pending[i] = pending[i]._replace(why=why, atypical=far)
         skipped.extend(SkippedFilm(file=str(item.path), error=left_out(item.path, item.why))
                        for item in pending if item.why)
         kept = [item for item in pending if not item.why]
@@ -82,6 +98,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             labels.extend(item.label for item in kept)
             keys.extend(item.path.as_posix() for item in kept)
             digests.extend(item.digest for item in kept)
+            atypical.extend(item.path.as_posix() for item in kept if item.atypical)
         pending.clear()
 
     def decode(path: Path) -> _Decoded | SkippedFilm:
@@ -98,7 +115,8 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             screen.remember(key, why)
             return SkippedFilm(file=str(path), error=left_out(path, why))
         tensor = film_to_tensor(film, loaded.image_size)
-        check = screen.feature_input(film, tensor, loaded.image_size) if screen.needs_features(known) else None
+        needed = screen.needs_features(known) or (population is not None and screen.check is not None)
+        check = screen.feature_input(film, tensor, loaded.image_size) if needed else None
         return _Decoded(path, tensor, check, key, digest)
 
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -133,7 +151,9 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
         scores = point.abnormal_scores(probs)
         films_read = FilmScores(keys=tuple(keys), positive=tuple((labels != point.normal_index).tolist()),
                                 scores=tuple(scores.tolist()), called=tuple((scores >= point.threshold).tolist()))
-    return FolderReading(report.model_copy(update={"model": loaded.name, "skipped": skipped}), films_read)
+    counted = set(keys)  # less the copies left out
+    return FolderReading(report.model_copy(update={"model": loaded.name, "skipped": skipped}), films_read,
+                         sum(key in counted for key in atypical), population.check.population if population else None)
 
 
 def _one_of_each(keys: list[str], labels: list[int], digests: list[str]) -> tuple[list[int], list[SkippedFilm]]:

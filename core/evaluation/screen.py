@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.errors import CheckpointError
@@ -85,6 +86,11 @@ class FolderScreen:
         """The film as the chest-film check reads it (the model's own input when that is the same size)."""
         return tensor if size == FEATURE_SIZE else film_to_tensor(film, FEATURE_SIZE)
 
+    def features(self, inputs: list[torch.Tensor]) -> np.ndarray:
+        """The film checks' features of each uint8 input, in one batch: the chest-film check's verdicts
+        (``self.check.problems_of``) and a model's population check both read them."""
+        return self.check.extractor(as_float(torch.stack(inputs)))
+
     def verdicts(self, inputs: list[torch.Tensor]) -> list[str | None]:
         """The chest-film check's reason for each uint8 input (None: a chest film), in one batch."""
-        return self.check.problems_of(self.check.extractor(as_float(torch.stack(inputs))))
+        return self.check.problems_of(self.features(inputs))

@@ -136,6 +136,8 @@ if source == FOLDER:
             continue
         rows.append((entry, reading.report))
         films.append((entry.name, reading.films))
+        if reading.population_caution():  # films Triage warns on, counted in the figures (a browser review)
+            st.warning(escape_markdown(reading.population_caution()), icon=":material/person_search:")
         evaluated.add(key)  # shown: an audit line still owed is tried again
         if key not in recorded and not log_full:  # at once, not after every model: a run left midway still
             done = record_evaluations([(entry, reading.report)], target, who=user.who)  # recorded its readings
