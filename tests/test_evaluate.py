@@ -203,11 +203,12 @@ def test_a_copy_is_counted_once_and_a_film_filed_under_two_classes_not_at_all(lo
     report = evaluate_folder(loaded, root)
     assert report.n == 3 and report.class_counts == [1, 2]
     assert {s.file.rsplit("/", 1)[-1]: s.error for s in report.skipped} == {
-        normal.name: f"{normal.name} is the same file, byte for byte, as PNEUMONIA/relabelled.jpeg, filed under another "
-                     "class, so neither is counted: correct the label.",
+        normal.name: f"{normal.name} is the same file, byte for byte, as PNEUMONIA/relabelled.jpeg, filed under "
+                     "another class, so neither is counted: correct the label.",
         "relabelled.jpeg": f"relabelled.jpeg is the same file, byte for byte, as NORMAL/{normal.name}, filed under "
                            "another class, so neither is counted: correct the label.",
-        "zz-again.jpeg": f"zz-again.jpeg is a copy, byte for byte, of PNEUMONIA/{pneumonia.name}, so it is counted once."}
+        "zz-again.jpeg": f"zz-again.jpeg is a copy, byte for byte, of PNEUMONIA/{pneumonia.name}, so it is counted "
+                         "once."}
 
 
 def test_evaluate_says_so_among_its_cautions(trained_model, films_dir, dicom_dir, tmp_path, run_cli):
