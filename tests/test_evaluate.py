@@ -189,7 +189,7 @@ def test_films_unlike_the_model_s_training_films_are_counted_and_said(loaded, fi
     reading = read_folder(loaded, root)
     assert reading.report.n == 6 and reading.atypical == 2  # measured: both adults, no Kermany film
     assert reading.population_caution() == (
-        f"2 of the 6 films scored are unlike the films {loaded.name} was trained on (paediatric chest films, "
+        f"2 of the 6 films scored are unlike the films {loaded.name} learnt from (paediatric chest films, "
         "Guangzhou): Triage warns on such films and keeps their priority, and the figures here may not hold for them.")
 
 
@@ -218,4 +218,4 @@ def test_evaluate_says_so_among_its_cautions(trained_model, films_dir, dicom_dir
     done = run_cli("evaluate", root, "--model", trained_model.name, "--json", checkpoints=trained_model.directory)
     assert done.returncode == 0
     (said,) = [c for c in done.json_lines()[0]["cautions"] if "unlike the films" in c]
-    assert said.startswith(f"2 of the 6 films scored are unlike the films {trained_model.name} was trained on")
+    assert said.startswith(f"2 of the 6 films scored are unlike the films {trained_model.name} learnt from")

@@ -44,13 +44,14 @@ class FolderReading:
     atypical: int = 0  # films scored that the model's population check warns on (Triage keeps their priority)
     population: str | None = None  # the population it learnt from, in words; None: the version has no check
 
-    def population_caution(self) -> str | None:
-        """What the figures owe to films unlike those the model learnt from (a browser review: adult films in a
-        paediatric model's folder lowered its specificity without a word, while Triage warns on each)."""
+    def population_caution(self, who: str | None = None) -> str | None:
+        """What the figures owe to films unlike those the model (``who``: the models) learnt from (a browser review:
+        adult films in a paediatric model's folder lowered its specificity without a word, while Triage warns on
+        each)."""
         if not self.atypical:
             return None
-        return (f"{self.atypical} of the {self.report.n} films scored are unlike the films {self.report.model} was "
-                f"trained on ({self.population}): Triage warns on such films and keeps their priority, and the "
+        return (f"{self.atypical} of the {self.report.n} films scored are unlike the films {who or self.report.model} "
+                f"learnt from ({self.population}): Triage warns on such films and keeps their priority, and the "
                 "figures here may not hold for them.")
 
 
