@@ -245,3 +245,11 @@ def test_the_same_films_left_out_for_every_model_are_listed_once():
     at = AppTest.from_function(_sources_of_two_models_with_the_same_films_left_out).run()
     assert not at.exception and [e.label for e in at.expander] == [
         "every model: 3 file(s) left out: unreadable, not triaged, or copies"]
+
+
+def test_the_one_vs_rest_legend_sits_below_the_axis_titles():
+    """A browser review: at y=-0.08 of the plot the legend lay on the first panel's "1 − specificity" title when the
+    panels stood in one row; it is placed in the figure's bottom margin now, below every axis title."""
+    curve = RocCurve(name="m", fpr=[0, 1], tpr=[0, 1], auc=0.5, threshold=None, point_fpr=None, point_tpr=None)
+    legend = class_roc_curves({c: [curve] for c in ("COVID-19", "NORMAL", "VIRAL PNEUMONIA")}).layout.legend
+    assert (legend.yref, legend.yanchor, legend.y) == ("container", "bottom", 0)

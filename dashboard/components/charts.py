@@ -110,8 +110,10 @@ def class_roc_curves(curves: dict[str, list], order: list[str] | None = None) ->
                                "<br>sensitivity %{customdata[1]}<extra></extra>")), row=row, col=col)
     fig.update_xaxes(range=[0, 1], title="1 − specificity", constrain="domain")
     fig.update_yaxes(range=[0, 1.02], title="sensitivity")
-    return _layout(fig, 80 + 330 * rows, legend=dict(orientation="h", yanchor="top", y=-0.08, x=0),
-                   margin=dict(l=10, r=10, t=30, b=10))
+    # the legend under the axis titles, in pixels of the whole figure: at y=-0.08 of the plot it sat on the first
+    # panel's "1 − specificity" when the panels stood in one row (a browser review)
+    return _layout(fig, 130 + 330 * rows, legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, x=0),
+                   margin=dict(l=10, r=10, t=30, b=70))
 
 
 def confusion_matrix(matrix: list[list[int]], classes: list[str], title: str) -> go.Figure:
