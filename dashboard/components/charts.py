@@ -166,7 +166,9 @@ def live_training(step_losses: list, epochs: list, total_epochs: int) -> go.Figu
                          if e.val_auc is not None and math.isfinite(e.val_auc)])
     fig.update_yaxes(title="validation AUC", range=[floor - 0.01, 1.01], tickmode="linear", tick0=floor, dtick=0.1,
                      secondary_y=True, showgrid=False)
-    return _layout(fig, 360)
+    # the legend in the bottom margin: above the plot it wrapped into the loss line's first steps (a browser review)
+    return _layout(fig, 400, legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, x=0),
+                   margin=dict(l=10, r=10, t=20, b=70))
 
 
 def travel_intervals(points: list, order: list[str] | None = None) -> go.Figure:
