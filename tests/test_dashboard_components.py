@@ -241,8 +241,7 @@ def test_charts_carry_the_numbers_they_are_given():
     assert live.layout.yaxis2.range[0] == pytest.approx(0.39)  # the AUC axis starts just under 0.4 ...
     worst = EpochEvent(epoch=1, epochs=3, train_loss=0.65, val_loss=0.6, val_auc=0.0, seconds=2.0)
     assert live_training([], [worst], 3).layout.yaxis2.range[0] == pytest.approx(-0.01)  # ... or under the worst epoch
-    legend = live.layout.legend  # below the axis title: above the plot it wrapped into the first steps' loss
-    assert (legend.yref, legend.yanchor, legend.y) == ("container", "bottom", 0)
+    assert (live.layout.legend.yref, live.layout.legend.y) == ("container", 0)  # under the plot, not on the loss
 
 
 def test_a_model_keeps_its_colour_in_every_chart_also_where_others_have_nothing_to_draw():
