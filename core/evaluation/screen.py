@@ -3,7 +3,8 @@ of the figures and list them (a review: a blank 7000x7000 PNG and a CT in a PNEU
 routine misses, and sensitivity fell from 1.000 to 0.929 without a word). The checks are the ones
 core.serving.predict withholds a priority with: image statistics (core.films.quality), then the chest-film check,
 here a batch at a time. A verdict is kept per file, by its identity on disk and the detector it was read with, so
-models compared on one folder check each film once."""
+models compared on one folder check each film once (a model with a population check still reads every film's
+features, which that check needs)."""
 from __future__ import annotations
 
 import logging
