@@ -244,7 +244,7 @@ def test_the_same_films_left_out_for_every_model_are_listed_once():
 
     at = AppTest.from_function(_sources_of_two_models_with_the_same_films_left_out).run()
     assert not at.exception and [e.label for e in at.expander] == [
-        "every model: 3 file(s) left out: unreadable, not triaged, or copies"]
+        "every model evaluated: 3 file(s) left out: unreadable, not triaged, or copies"]
 
 
 def test_the_one_vs_rest_legend_sits_below_the_axis_titles():

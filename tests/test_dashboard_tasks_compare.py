@@ -236,4 +236,4 @@ def test_a_fault_every_model_meets_is_said_once(tmp_path, settings_env):
     at.run()
     (said,) = [e.value for e in at.error]
     assert not at.exception and said.startswith("None of the models could be evaluated on the chosen folder: No film "
-                                                "in ward can be scored: NORMAL/a.png would not be triaged"), said
+                                                "in ward can be scored: NORMAL: a.png would not be triaged"), said

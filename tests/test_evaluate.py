@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -69,8 +71,8 @@ def test_folder_of_unreadable_films_is_refused(loaded, tmp_path):
         (tmp_path / name / "x.png").write_bytes(b"")
     with pytest.raises(DatasetError) as refused:
         evaluate_folder(loaded, tmp_path)
-    assert str(refused.value) == (f"No film in {tmp_path} can be scored: NORMAL/x.png is empty (0 bytes): nothing of "
-                                  "the film arrived. Upload or copy it again; PNEUMONIA/x.png is empty (0 bytes): "
+    assert str(refused.value) == (f"No film in {tmp_path} can be scored: NORMAL: x.png is empty (0 bytes): nothing of "
+                                  "the film arrived. Upload or copy it again; PNEUMONIA: x.png is empty (0 bytes): "
                                   "nothing of the film arrived. Upload or copy it again.")  # why (a CLI review), and
     # which x.png: two class folders may hold the same name
 
@@ -178,7 +180,8 @@ def test_each_film_is_checked_once_until_it_changes(loaded, films_dir, tmp_path,
     assert asked == [1, 4]
 
 
-def test_films_unlike_the_model_s_training_films_are_counted_and_said(loaded, films_dir, dicom_dir, tmp_path):
+def test_films_unlike_the_model_s_training_films_are_counted_and_said(loaded, films_dir, dicom_dir, tmp_path,
+                                                                       monkeypatch):
     """A browser review: two adult DICOMs among a paediatric model's normal films lowered its specificity with no
     word, while Triage warns on each."""
     from core.evaluation.folder import read_folder
@@ -188,9 +191,18 @@ def test_films_unlike_the_model_s_training_films_are_counted_and_said(loaded, fi
         shutil.copy(adult, root / "NORMAL" / adult.name)
     reading = read_folder(loaded, root)
     assert reading.report.n == 6 and reading.atypical == 2  # measured: both adults, no Kermany film
-    assert reading.population_caution() == (
+    assert reading.cautions() == [
         f"2 of the 6 films scored are unlike the films {loaded.name} learnt from (paediatric chest films, "
-        "Guangzhou): Triage warns on such films and keeps their priority, and the figures here may not hold for them.")
+        "Guangzhou): Triage warns on such films and keeps their priority, and the figures here may not hold for them."]
+    # without the chest-film detector (its files damaged) the population check still counts, and that is said too
+    from core.errors import CheckpointError
+    from core.serving.chest_check import ChestFilmCheck
+
+    monkeypatch.setattr(ChestFilmCheck, "shared", mock.Mock(side_effect=CheckpointError("damaged")))
+    unscreened = read_folder(loaded, root)
+    assert unscreened.atypical == 2 and unscreened.unscreened and unscreened.cautions()[1] == (
+        "The chest-film check could not be loaded (the server log says why), so images that are not chest films may be "
+        "counted in these figures.")
 
 
 def test_a_copy_is_counted_once_and_a_film_filed_under_two_classes_not_at_all(loaded, films_dir, tmp_path):
@@ -219,3 +231,16 @@ def test_evaluate_says_so_among_its_cautions(trained_model, films_dir, dicom_dir
     assert done.returncode == 0
     (said,) = [c for c in done.json_lines()[0]["cautions"] if "unlike the films" in c]
     assert said.startswith(f"2 of the 6 films scored are unlike the films {trained_model.name} learnt from")
+
+
+def test_films_left_out_are_listed_in_the_folder_s_order_whichever_check_left_them_out(loaded, films_dir, tmp_path):
+    """A re-read: a film the chest-film check left out was listed at its batch's end the first time and in its place
+    once its verdict was kept, so Compare showed two models' identical lists as two."""
+    from tests.corpus import non_chest_images
+
+    root = _copy(films_dir, tmp_path / "data", SAME)
+    (root / "NORMAL" / "a-ct.dcm").write_bytes(dict(non_chest_images())["CT_small.dcm"])
+    (root / "NORMAL" / "b-empty.png").write_bytes(b"")
+    first, again = (evaluate_folder(loaded, root) for _ in range(2))
+    assert [Path(s.file).name for s in first.skipped] == [Path(s.file).name for s in again.skipped] == [
+        "a-ct.dcm", "b-empty.png"]

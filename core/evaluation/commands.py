@@ -40,8 +40,7 @@ def run_evaluate(args) -> int:
         record_action("evaluate", cli_user(), model=each.name, folder=Path(args.dir).name,
                       **readings[each.name].report.summary())
         cautions[each.name] = overlap_notes(loaded.record, args.dir, args.split)  # Compare said so, not the CLI
-        population = readings[each.name].population_caution()  # films Triage would warn on, counted here
-        cautions[each.name] += [population] if population else []
+        cautions[each.name] += readings[each.name].cautions()  # films Triage would warn on, counted here
     from core.evaluation.paired import paired_difference, verdict
 
     paired = {each.name: paired_difference(readings[entry.name].films, readings[each.name].films)

@@ -43,16 +43,18 @@ class FolderReading:
     films: FilmScores | None  # film by film, for a paired comparison (core.evaluation.paired); None: no normal class
     atypical: int = 0  # films scored that the model's population check warns on (Triage keeps their priority)
     population: str | None = None  # the population it learnt from, in words; None: the version has no check
+    unscreened: bool = False  # the chest-film check could not be read: image statistics alone left films out
 
-    def population_caution(self, who: str | None = None) -> str | None:
+    def cautions(self, who: str | None = None) -> list[str]:
         """What the figures owe to films unlike those the model (``who``: the models) learnt from (a browser review:
         adult films in a paediatric model's folder lowered its specificity without a word, while Triage warns on
-        each)."""
-        if not self.atypical:
-            return None
-        return (f"{self.atypical} of the {self.report.n} films scored are unlike the films {who or self.report.model} "
-                f"learnt from ({self.population}): Triage warns on such films and keeps their priority, and the "
-                "figures here may not hold for them.")
+        each), and to a chest-film check that could not run (a re-read: only the server log said so)."""
+        said = [] if not self.atypical else [
+            f"{self.atypical} of the {self.report.n} films scored are unlike the films {who or self.report.model} "
+            f"learnt from ({self.population}): Triage warns on such films and keeps their priority, and the figures "
+            "here may not hold for them."]
+        return said + (["The chest-film check could not be loaded (the server log says why), so images that are not "
+                        "chest films may be counted in these figures."] if self.unscreened else [])
 
 
 def evaluate_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None = None,
@@ -81,13 +83,13 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
     labels, probs, skipped, pending, keys, digests = [], [], [], [], [], []
     screen = FolderScreen()  # films Triage would not triage are left out and listed, as the app reads them
-    population, atypical = ModelPopulation.of(loaded) if screen.check is not None else None, []
+    population, atypical = ModelPopulation.of(loaded) if screen.extractor is not None else None, []
 
     def flush() -> None:
         to_check = [i for i, item in enumerate(pending) if item.feature_input is not None]
         if to_check:  # the film checks' features, one batch (the chest-film check's verdicts are kept)
             features = screen.features([pending[i].feature_input for i in to_check])
-            for i, row, why in zip(to_check, features, screen.check.problems_of(features)):
+            for i, row, why in zip(to_check, features, screen.verdicts(features)):
                 screen.remember(pending[i].key, why)
                 far = population is not None and population.warning(row[None]) is not None
                 pending[i] = pending[i]._replace(why=why, atypical=far)
@@ -116,7 +118,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             screen.remember(key, why)
             return SkippedFilm(file=str(path), error=left_out(path, why))
         tensor = film_to_tensor(film, loaded.image_size)
-        needed = screen.needs_features(known) or (population is not None and screen.check is not None)
+        needed = screen.needs_features(known, population is not None)
         check = screen.feature_input(film, tensor, loaded.image_size) if needed else None
         return _Decoded(path, tensor, check, key, digest)
 
@@ -136,12 +138,14 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
         pool.shutdown(wait=True, cancel_futures=True)
     flush()
     kept, copies = _one_of_each(keys, labels, digests)
+    order = {str(path): i for i, path in enumerate(films.paths)}  # the folder's order, however the checks ran (a
+    skipped.sort(key=lambda film: order.get(film.file, -1))  # kept verdict listed a film before its batch did)
     skipped += copies
     keys, labels = [keys[i] for i in kept], [labels[i] for i in kept]
     probs = [np.concatenate(probs)[kept]] if kept else []
     if not labels:  # with why, as a folder with some readable films lists its others (a CLI review)
         # each names its film; by its class folder too, as two folders may hold the same name (a CLI review)
-        why = "; ".join(f"{shown_name(Path(film.file).parent.name)}/{film.error.rstrip('.')}" for film in skipped[:3])
+        why = "; ".join(f"{shown_name(Path(film.file).parent.name)}: {film.error.rstrip('.')}" for film in skipped[:3])
         more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         raise DatasetError(f"No film in {folder} can be scored: {why}{more}." if skipped else f"No film in {folder}.")
     labels, probs, point = np.asarray(labels), np.concatenate(probs).astype(np.float64), loaded.operating_point
@@ -154,7 +158,8 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
                                 scores=tuple(scores.tolist()), called=tuple((scores >= point.threshold).tolist()))
     counted = set(keys)  # less the copies left out
     return FolderReading(report.model_copy(update={"model": loaded.name, "skipped": skipped}), films_read,
-                         sum(key in counted for key in atypical), population.check.population if population else None)
+                         sum(key in counted for key in atypical), population.check.population if population else None,
+                         screen.unscreened)
 
 
 def _one_of_each(keys: list[str], labels: list[int], digests: list[str]) -> tuple[list[int], list[SkippedFilm]]:

@@ -20,12 +20,12 @@ from core.errors import CheckpointError
 from core.films.film import Film
 from core.films.quality import usability_problems
 from core.films.read import shown_name
-from core.films.tensor import as_float, film_to_tensor
-from core.models.features import FEATURE_SIZE
+from core.films.tensor import film_to_tensor
+from core.models.features import FEATURE_SIZE, FeatureExtractor
 
 log = logging.getLogger(__name__)
 
-KEPT = 100_000  # verdicts remembered in a process (a path and four numbers each: about 25 MB at most)
+KEPT = 100_000  # verdicts remembered in a process (a path, four numbers, a reason: about 50 MB at most)
 _verdicts: OrderedDict = OrderedDict()  # file identity -> why Triage would not triage it, or None
 _lock = threading.Lock()
 UNKNOWN = object()
@@ -38,17 +38,24 @@ def left_out(path: Path, why: str) -> str:
 
 class FolderScreen:
     """Triage's film checks for one evaluation. Without a chest-film detector (its files missing or damaged),
-    Triage still triages every film with a warning, so only the image statistics leave films out here."""
+    Triage still triages every film with a warning, so only the image statistics leave films out here (said:
+    :attr:`unscreened`); the features a model's population check reads are still computed, as Triage computes
+    them (``extractor``: None only without the ImageNet weights)."""
 
     def __init__(self):
-        try:
-            from core.serving.chest_check import ChestFilmCheck
+        from core.serving.chest_check import ChestFilmCheck
 
+        self.unscreened = False
+        try:
             self.check = ChestFilmCheck.shared()
-            self.generation = self.check.generation
+            self.generation, self.extractor = self.check.generation, self.check.extractor
         except CheckpointError as exc:
             log.warning("evaluation without the chest-film check (image statistics only): %s", exc)
-            self.check, self.generation = None, None
+            self.check, self.generation, self.unscreened = None, None, True
+            try:
+                self.extractor = FeatureExtractor.shared()
+            except CheckpointError:
+                self.extractor = None
 
     def identity(self, path: Path) -> tuple | None:
         """The key of ``path``'s verdict: None when it cannot be stated (the film's reading says why)."""
@@ -79,8 +86,9 @@ class FolderScreen:
         problems = usability_problems(film)
         return " ".join(problems) if problems else None
 
-    def needs_features(self, known) -> bool:
-        return known is UNKNOWN and self.check is not None
+    def needs_features(self, known, population: bool) -> bool:
+        """Whether a film's features are to be computed: for a verdict not yet known, or a population check."""
+        return self.extractor is not None and ((known is UNKNOWN and self.check is not None) or population)
 
     @staticmethod
     def feature_input(film: Film, tensor: torch.Tensor, size: int) -> torch.Tensor:
@@ -88,10 +96,10 @@ class FolderScreen:
         return tensor if size == FEATURE_SIZE else film_to_tensor(film, FEATURE_SIZE)
 
     def features(self, inputs: list[torch.Tensor]) -> np.ndarray:
-        """The film checks' features of each uint8 input, in one batch: the chest-film check's verdicts
-        (``self.check.problems_of``) and a model's population check both read them."""
-        return self.check.extractor(as_float(torch.stack(inputs)))
+        """The film checks' features of each uint8 input, a few at a time (a model's batch on a GPU is 512 films,
+        several GB at once here: a re-read): the chest-film check and a model's population check both read them."""
+        return self.extractor.tensors(torch.stack(inputs))
 
-    def verdicts(self, inputs: list[torch.Tensor]) -> list[str | None]:
-        """The chest-film check's reason for each uint8 input (None: a chest film), in one batch."""
-        return self.check.problems_of(self.features(inputs))
+    def verdicts(self, features: np.ndarray) -> list[str | None]:
+        """The chest-film check's reason for each film (None: a chest film, or no check to ask)."""
+        return self.check.problems_of(features) if self.check is not None else [None] * len(features)

@@ -98,7 +98,7 @@ def sources(rows: list[tuple[ModelEntry, Report]]) -> None:
             same = tuple((s.file, s.error) for s in report.skipped)
             left_out.setdefault(same, (report.skipped, []))[1].append(entry.name)
     for skipped, names in left_out.values():
-        who = "every model" if len(names) == len(rows) > 1 else ", ".join(names)
+        who = "every model evaluated" if len(names) == len(rows) > 1 else ", ".join(names)  # not those that failed
         with st.expander(f"{who}: {len(skipped)} file(s) left out: unreadable, not triaged, or copies"):
             st.table([{"file": escape_markdown(without_server_paths(s.file)),  # data-root labels, as text
                        "reason": escape_markdown(without_server_paths(s.error))} for s in skipped[:SKIPPED_LISTED]])
@@ -264,10 +264,11 @@ def travel_notes(entries: list[ModelEntry]) -> None:
 
 @st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False, hash_funcs=PATHS_HASHED)
 def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: str,
-                  operating_point: str = "") -> FolderReading:
+                  operating_point: str = "", population: str = "") -> FolderReading:
     """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
-    ``operating_point`` (its JSON) only keys the cache: a version saved again with the same weights and another
-    threshold was shown at the old one for twelve hours (a review).
+    ``operating_point`` and ``population`` (their JSON) only key the cache: a version saved again with the same
+    weights and another threshold was shown at the old one for twelve hours (a review), as a refitted population
+    check would have been (a re-read).
 
     The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.
     """

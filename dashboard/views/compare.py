@@ -127,8 +127,10 @@ if source == FOLDER:
         key = readings[entry.name]
         if key not in failed:  # a failure is said again, not read again at every rerun (a review: a folder of
             try:  # an unknown class reloaded every model, and an out-of-memory device decoded it all, each click)
+                check = entry.record.population_check
                 reading = folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path), target, stamp,
-                                        entry.record.operating_point.model_dump_json())
+                                        entry.record.operating_point.model_dump_json(),
+                                        check.model_dump_json() if check else "")
             except TriageError as exc:  # "try again" only where trying again may help (a review)
                 failed[key] = f"{escape_markdown(without_server_paths(str(exc), target))} {_next_step(exc)}".strip()
         if key in failed:
@@ -136,17 +138,16 @@ if source == FOLDER:
             continue
         rows.append((entry, reading.report))
         films.append((entry.name, reading.films))
-        if reading.atypical:  # films Triage warns on, counted in the figures (a browser review): said once a kind
-            unlike.setdefault((reading.atypical, reading.report.n, reading.population), (reading, []))[1].append(
-                entry.name)
+        if reading.cautions():  # films Triage warns on, counted in the figures (a browser review): said once a kind
+            unlike.setdefault(tuple(reading.cautions("them")), (reading, []))[1].append(entry.name)
         evaluated.add(key)  # shown: an audit line still owed is tried again
         if key not in recorded and not log_full:  # at once, not after every model: a run left midway still
             done = record_evaluations([(entry, reading.report)], target, who=user.who)  # recorded its readings
             recorded.update(readings[model.name] for model in done)
             log_full = not done  # said once; the next run tries again
     for reading, names in unlike.values():
-        who = "every model" if len(names) == len(selected) > 1 else ", ".join(names)
-        st.warning(escape_markdown(reading.population_caution(who)), icon=":material/person_search:")
+        for caution in reading.cautions("every model" if len(names) == len(selected) > 1 else ", ".join(names)):
+            st.warning(escape_markdown(caution), icon=":material/person_search:")
     for why, names in errors.items():  # the same fault once for all the models it stopped (a browser review)
         every = len(names) == len(selected) > 1
         st.error(f"{'None of the models could' if every else ', '.join(names) + ' could not'} be evaluated on the "
