@@ -124,6 +124,9 @@ def test_the_card_of_a_model_split_film_by_film_says_its_figures_may_read_high()
 
     assert _kept_apart(_record("covid-cnn5-v1").report) == "film by film: the names carry no patient"
     assert _kept_apart(_record("pneumonia-logistic-v1").report) == "by patient where file names carry one"
+    mixed = _record("pneumonia-logistic-v1").report.model_copy(update={"split": (
+        "validation: patient-disjoint for the 1 of 2 films whose names carry a patient, film by film for the rest")})
+    assert _kept_apart(mixed) == "by patient where file names carry one, film by film for the rest"
 
 
 def test_the_notes_say_the_other_batch_did_not_predict_the_official_test_and_the_range_was_built_after_it():

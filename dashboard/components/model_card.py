@@ -125,8 +125,10 @@ def validation_caveat(record: ModelRecord) -> str:
 def _kept_apart(report) -> str:
     """How the validation films were kept apart: by patient, or film by film where the names carry none (a browser
     review: "by patient where file names carry one" stood above "The training films' names carry no patient")."""
-    return "film by film: the names carry no patient" if report is not None and "film by film" in (report.split or "") \
-        else "by patient where file names carry one"
+    split = report.split or "" if report is not None else ""
+    if "its names carry no patient" in split:  # core.training.data.split_words; a mixed split says both (a re-read)
+        return "film by film: the names carry no patient"
+    return "by patient where file names carry one" + (", film by film for the rest" if "film by film" in split else "")
 
 
 def films_behind(report) -> tuple[str | None, str | None]:
