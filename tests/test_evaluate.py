@@ -158,28 +158,6 @@ def test_films_triage_would_not_triage_are_left_out_and_listed(loaded, films_dir
                         "like a chest film: it is unlike every chest film the check was built on."}
 
 
-def test_each_film_is_checked_once_until_it_changes(loaded, films_dir, tmp_path, monkeypatch):
-    """Models compared on one folder read the chest-film check's verdicts of the first, not the films again; a film
-    written again is checked again. (A model with a population check reads every film's features, for that.)"""
-    import dataclasses
-
-    from core.evaluation.screen import FolderScreen
-
-    unchecked = dataclasses.replace(loaded, population=None)
-    root = _copy(films_dir, tmp_path / "data", SAME)
-    first = evaluate_folder(unchecked, root)
-    asked = []
-    real = FolderScreen.features
-    monkeypatch.setattr(FolderScreen, "features", lambda self, inputs: asked.append(len(inputs)) or real(self, inputs))
-    assert evaluate_folder(unchecked, root).confusion_matrix == first.confusion_matrix and asked == []
-    film = next((root / "NORMAL").iterdir())
-    film.write_bytes(film.read_bytes())  # the same picture, written again: another file on disk
-    evaluate_folder(unchecked, root)
-    assert asked == [1]
-    evaluate_folder(loaded, root)
-    assert asked == [1, 4]
-
-
 def test_films_unlike_the_model_s_training_films_are_counted_and_said(loaded, films_dir, dicom_dir, tmp_path,
                                                                        monkeypatch):
     """A browser review: two adult DICOMs among a paediatric model's normal films lowered its specificity with no
@@ -234,13 +212,12 @@ def test_evaluate_says_so_among_its_cautions(trained_model, films_dir, dicom_dir
 
 
 def test_films_left_out_are_listed_in_the_folder_s_order_whichever_check_left_them_out(loaded, films_dir, tmp_path):
-    """A re-read: a film the chest-film check left out was listed at its batch's end the first time and in its place
-    once its verdict was kept, so Compare showed two models' identical lists as two."""
+    """A re-read: a film the chest-film check left out was listed at its batch's end, after the files found
+    unreadable meanwhile, so the list did not follow the folder (and Compare, which lists identical lists once, showed
+    two models' lists as two while a verdict memo ran)."""
     from tests.corpus import non_chest_images
 
     root = _copy(films_dir, tmp_path / "data", SAME)
     (root / "NORMAL" / "a-ct.dcm").write_bytes(dict(non_chest_images())["CT_small.dcm"])
     (root / "NORMAL" / "b-empty.png").write_bytes(b"")
-    first, again = (evaluate_folder(loaded, root) for _ in range(2))
-    assert [Path(s.file).name for s in first.skipped] == [Path(s.file).name for s in again.skipped] == [
-        "a-ct.dcm", "b-empty.png"]
+    assert [Path(s.file).name for s in evaluate_folder(loaded, root).skipped] == ["a-ct.dcm", "b-empty.png"]

@@ -13,7 +13,7 @@ import torch
 from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.paired import FilmScores
-from core.evaluation.screen import UNKNOWN, FolderScreen, left_out
+from core.evaluation.screen import FolderScreen, left_out
 from core.films.read import read_film_file, shown_name
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
@@ -29,8 +29,7 @@ from core.wording import threshold_value, with_interval
 class _Decoded(NamedTuple):
     path: Path
     tensor: torch.Tensor  # the model's input, uint8
-    feature_input: torch.Tensor | None  # the chest-film check's, when its verdict is still to be read
-    key: tuple | None  # the film's identity for the check's verdict (core.evaluation.screen)
+    feature_input: torch.Tensor | None  # the film checks' (core.evaluation.screen), when they run
     digest: str  # the SHA-256 of its bytes: which files are one film
     label: int = -1
     why: str | None = None  # why Triage would not triage it
@@ -84,13 +83,13 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     labels, probs, skipped, pending, keys, digests = [], [], [], [], [], []
     screen = FolderScreen()  # films Triage would not triage are left out and listed, as the app reads them
     population, atypical = ModelPopulation.of(loaded) if screen.extractor is not None else None, []
+    features_needed = screen.needs_features(population is not None)
 
     def flush() -> None:
         to_check = [i for i, item in enumerate(pending) if item.feature_input is not None]
-        if to_check:  # the film checks' features, one batch (the chest-film check's verdicts are kept)
+        if to_check:  # the film checks' features, one batch
             features = screen.features([pending[i].feature_input for i in to_check])
             for i, row, why in zip(to_check, features, screen.verdicts(features)):
-                screen.remember(pending[i].key, why)
                 far = population is not None and population.warning(row[None]) is not None
                 pending[i] = pending[i]._replace(why=why, atypical=far)
         skipped.extend(SkippedFilm(file=str(item.path), error=left_out(item.path, item.why))
@@ -105,22 +104,18 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
         pending.clear()
 
     def decode(path: Path) -> _Decoded | SkippedFilm:
-        key = screen.identity(path)  # before the read: a film replaced meanwhile is checked again next time
         try:
             film, digest = read_film_file(path)
         except TryAgainLater:  # says nothing about the film: the whole evaluation is to be tried again
             raise
         except TriageError as exc:
             return SkippedFilm(file=str(path), error=str(exc))
-        known = screen.known(key)
-        why = screen.statistics(film) if known is UNKNOWN else known
+        why = screen.statistics(film)
         if why:
-            screen.remember(key, why)
             return SkippedFilm(file=str(path), error=left_out(path, why))
         tensor = film_to_tensor(film, loaded.image_size)
-        needed = screen.needs_features(known, population is not None)
-        check = screen.feature_input(film, tensor, loaded.image_size) if needed else None
-        return _Decoded(path, tensor, check, key, digest)
+        check = screen.feature_input(film, tensor, loaded.image_size) if features_needed else None
+        return _Decoded(path, tensor, check, digest)
 
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
@@ -138,8 +133,8 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
         pool.shutdown(wait=True, cancel_futures=True)
     flush()
     kept, copies = _one_of_each(keys, labels, digests)
-    order = {str(path): i for i, path in enumerate(films.paths)}  # the folder's order, however the checks ran (a
-    skipped.sort(key=lambda film: order.get(film.file, -1))  # kept verdict listed a film before its batch did)
+    order = {str(path): i for i, path in enumerate(films.paths)}  # the folder's order: the chest-film check's
+    skipped.sort(key=lambda film: order.get(film.file, -1))  # refusals come a batch late
     skipped += copies
     keys, labels = [keys[i] for i in kept], [labels[i] for i in kept]
     probs = [np.concatenate(probs)[kept]] if kept else []

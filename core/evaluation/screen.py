@@ -2,15 +2,12 @@
 of the figures and list them (a review: a blank 7000x7000 PNG and a CT in a PNEUMONIA folder were scored as
 routine misses, and sensitivity fell from 1.000 to 0.929 without a word). The checks are the ones
 core.serving.predict withholds a priority with: image statistics (core.films.quality), then the chest-film check,
-here a batch at a time. A verdict is kept per file, by its identity on disk and the detector it was read with, so
-models compared on one folder check each film once (a model with a population check still reads every film's
-features, which that check needs)."""
+here a batch at a time, on the same features a model's population check reads. Nothing is kept between
+evaluations: every shipped model has a population check, which reads every film's features anyway (a re-read: a
+per-file verdict memo saved nothing for them, and held up to 50 MB in the server)."""
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +22,6 @@ from core.models.features import FEATURE_SIZE, FeatureExtractor
 
 log = logging.getLogger(__name__)
 
-KEPT = 100_000  # verdicts remembered in a process (a path, four numbers, a reason: about 50 MB at most)
-_verdicts: OrderedDict = OrderedDict()  # file identity -> why Triage would not triage it, or None
-_lock = threading.Lock()
-UNKNOWN = object()
 
 
 def left_out(path: Path, why: str) -> str:
@@ -48,47 +41,23 @@ class FolderScreen:
         self.unscreened = False
         try:
             self.check = ChestFilmCheck.shared()
-            self.generation, self.extractor = self.check.generation, self.check.extractor
+            self.extractor = self.check.extractor
         except CheckpointError as exc:
             log.warning("evaluation without the chest-film check (image statistics only): %s", exc)
-            self.check, self.generation, self.unscreened = None, None, True
+            self.check, self.unscreened = None, True
             try:
                 self.extractor = FeatureExtractor.shared()
             except CheckpointError:
                 self.extractor = None
-
-    def identity(self, path: Path) -> tuple | None:
-        """The key of ``path``'s verdict: None when it cannot be stated (the film's reading says why)."""
-        try:
-            info = os.stat(path)
-        except OSError:
-            return None
-        return str(path), info.st_ino, info.st_size, info.st_mtime_ns, self.generation
-
-    def known(self, key: tuple | None):
-        """The verdict kept for ``key`` (a reason or None), or UNKNOWN."""
-        if key is None:
-            return UNKNOWN
-        with _lock:
-            return _verdicts.get(key, UNKNOWN)
-
-    def remember(self, key: tuple | None, why: str | None) -> None:
-        if key is None:
-            return
-        with _lock:
-            _verdicts[key] = why
-            _verdicts.move_to_end(key)
-            while len(_verdicts) > KEPT:
-                _verdicts.popitem(last=False)
 
     def statistics(self, film: Film) -> str | None:
         """Why the image statistics refuse ``film``, or None (then the chest-film check, when there is one)."""
         problems = usability_problems(film)
         return " ".join(problems) if problems else None
 
-    def needs_features(self, known, population: bool) -> bool:
-        """Whether a film's features are to be computed: for a verdict not yet known, or a population check."""
-        return self.extractor is not None and ((known is UNKNOWN and self.check is not None) or population)
+    def needs_features(self, population: bool) -> bool:
+        """Whether films' features are to be computed: for the chest-film check, or a population check."""
+        return self.extractor is not None and (self.check is not None or population)
 
     @staticmethod
     def feature_input(film: Film, tensor: torch.Tensor, size: int) -> torch.Tensor:
