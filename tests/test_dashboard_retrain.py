@@ -104,7 +104,7 @@ def test_the_sample_check_flags_noise_and_passes_real_films_of_every_class():
     assert (noise.checked, noise.not_chest, noise.unreadable) == (12, 12, 0)
     films = discover(TRAIN_DIR)
     real = check_sample(films)
-    assert (real.checked, real.not_chest, real.unreadable, real.unavailable) == (12, 0, 0, None)
+    assert (real.checked, real.not_chest, real.unreadable, real.unscreened) == (12, 0, 0, False)
 
 
 @pytest.mark.parametrize("folder, max_films, words", [

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import CheckpointError
-from core.models.features import FeatureExtractor
 from core.films.dicom_values import header_doubts
 from core.films.film import Film
 from core.films.known_sets import shortcut_calls, training_sources
@@ -32,6 +31,7 @@ from core.models.device import place_model, resolve_device
 from core.models.ensemble import explained_layers
 from core.models.inference import probabilities
 from core.serving.chest_check import ChestFilmCheck
+from core.serving.film_checks import FilmChecks
 from core.serving.explain import CLASS_FREE_METHODS, class_evidence, mean_heat_map, overlay, realigned
 from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
 from core.serving.population import ModelPopulation
@@ -173,22 +173,13 @@ class Predictor:
 
     def _film_checks(self, film: Film) -> tuple[str | None, str | None]:
         """(why the image is not a chest film, or None; the population warning, or None), from one set of
-        features. A stand-in chest check (tests) answers for the film itself."""
-        check, features = self.chest_check, None
-        if isinstance(check, ChestFilmCheck):
-            features = check.features(film)
-            problem = check.problem_of(features)
-        else:
-            problem = check.problem(film) if check is not None else None
-        if problem or self.population is None:
-            return problem, None
-        try:
-            features = FeatureExtractor.shared().films([film]) if features is None else features
-        except CheckpointError as exc:  # its words name packages and commands: for the log, not a clinician
-            logging.getLogger(__name__).warning("population check unavailable: %s", exc)
+        features (core.serving.film_checks, as ``evaluate`` checks films)."""
+        checks = FilmChecks(self.chest_check, self.population)
+        verdict = checks.learned([film], [checks.feature_input(film)] if checks.needs_features else [])[0]
+        if checks.features_missing and self.population is not None and not verdict.why:
             return None, ("The population check is unavailable (the server log says why); read the result with "
                           "caution.")
-        return None, self.population.warning(features)
+        return verdict.why, verdict.population_warning
 
     def _interpret(self, probs: np.ndarray, film: Film, problems: list[str], population_warning: str | None = None,
                    unchecked: str | None = None) -> Prediction:

@@ -128,7 +128,7 @@ def triaged_films(site: SiteFolder, task: str) -> SiteFolder:
     it), held to the floor again."""
     verdicts = untriaged(site.films, list(range(len(site.films))))
     kept = np.flatnonzero([verdict is not True for verdict in verdicts.not_chest])
-    site = replace(site, unscreened=verdicts.unavailable is not None)  # said in its report (a re-read)
+    site = replace(site, unscreened=verdicts.unscreened)  # said in its report (a re-read)
     if len(kept) == len(site.films):
         return site
     return _at_floor(replace(site, films=site.films.subset(kept), not_triaged=len(site.films) - len(kept)), task)

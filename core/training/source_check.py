@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import CheckpointError, TriageError
+from core.errors import TriageError
 from core.films.folders import FilmSet
-from core.films.quality import usability_problems
 from core.films.read import read_film
 
 SAMPLE = 12  # films checked, spread over the classes; about a second of features on a 2-core CPU
@@ -22,40 +21,47 @@ class SampleCheck:
     checked: int  # films of the sample that could be read
     not_chest: int  # of those, how many Triage would leave untriaged
     unreadable: int  # films of the sample that could not be read at all
-    unavailable: str | None = None  # why the chest-film check could not run (then only image statistics counted)
+    unscreened: bool = False  # the chest-film check could not be loaded: only image statistics counted
 
 
 def check_sample(films: FilmSet, n: int = SAMPLE, seed: int = 0) -> SampleCheck:
     """Triage's film checks on ``n`` films drawn from ``films`` (as evenly over the classes as they allow)."""
     verdicts = untriaged(films, _sample(films, n, seed))
     checked = [v for v in verdicts.not_chest if v is not None]
-    return SampleCheck(len(checked), sum(checked), len(verdicts.not_chest) - len(checked), verdicts.unavailable)
+    return SampleCheck(len(checked), sum(checked), len(verdicts.not_chest) - len(checked), verdicts.unscreened)
 
 
 @dataclass(frozen=True)
 class Verdicts:
     not_chest: list[bool | None]  # per film asked about: Triage would leave it untriaged; None: unreadable
-    unavailable: str | None  # why the chest-film check could not run (then only image statistics counted)
+    unscreened: bool  # the chest-film check could not be loaded: only image statistics counted
 
 
-def untriaged(films: FilmSet, indices: list[int]) -> Verdicts:
-    """Whether Triage would leave each of ``films`` at ``indices`` untriaged: its image statistics
-    (core.films.quality), then the chest-film check, as core.serving.predict withholds a priority."""
-    try:
-        from core.serving.chest_check import ChestFilmCheck
+def untriaged(films: FilmSet, indices: list[int], batch: int = 32) -> Verdicts:
+    """Whether Triage would leave each of ``films`` at ``indices`` untriaged: its film checks
+    (core.serving.film_checks), a batch of films at a time."""
+    from core.serving.film_checks import FilmChecks
 
-        check, unavailable = ChestFilmCheck.shared(), None
-    except CheckpointError as exc:
-        check, unavailable = None, str(exc)
+    checks = FilmChecks()
     verdicts: list[bool | None] = []
-    for index in indices:
-        try:
-            film = read_film(films.paths[index])
-        except TriageError:
-            verdicts.append(None)
-            continue
-        verdicts.append(bool(usability_problems(film) or (check is not None and check.problem(film))))
-    return Verdicts(verdicts, unavailable)
+    for start in range(0, len(indices), batch):
+        chunk: list[str | None | bool] = []  # why the statistics refuse a film, None if they do not, False: unreadable
+        inputs = []  # of the films the statistics pass: only their small copies are kept, not full-size films
+        for index in indices[start:start + batch]:
+            try:
+                film = read_film(films.paths[index])
+            except TriageError:
+                chunk.append(False)
+                continue
+            chunk.append(checks.statistics(film))
+            if chunk[-1] is None and checks.needs_features:
+                inputs.append(checks.feature_input(film))
+        passed = [i for i, why in enumerate(chunk) if why is None]
+        learned = checks.learned([None] * len(passed), inputs)
+        for i, verdict in zip(passed, learned):
+            chunk[i] = verdict.why
+        verdicts += [None if why is False else why is not None for why in chunk]
+    return Verdicts(verdicts, checks.unscreened)
 
 
 def _sample(films: FilmSet, n: int, seed: int) -> list[int]:

@@ -30,6 +30,6 @@ def sample_warning(found: SampleCheck) -> str | None:
     if found.unreadable:
         said.append(f"{found.unreadable} sampled film(s) could not be read at all; training stops at the first "
                     "film it cannot read.")
-    if found.unavailable and not said:
+    if found.unscreened and not said:
         said.append("The chest-film check is unavailable here, so only the images' statistics were checked.")
     return " ".join(said) or None

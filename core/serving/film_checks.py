@@ -1,0 +1,101 @@
+"""Triage's film checks, written once for every caller: Triage itself (core.serving.predict), ``evaluate`` and
+Compare (core.evaluation.folder), the training-source sample and a site's calibration folder
+(core.training.source_check). They had been written four times, and a copy had drifted from Triage's (a re-read:
+without a chest-film detector, ``evaluate`` skipped the population check that Triage still ran).
+
+In order: image statistics (core.films.quality: no model needed), then, from one set of ImageNet features, the
+chest-film check (not a chest film: Triage withholds the priority) and the model's population check (a chest film
+unlike the model's training films: the priority stays, with a warning), features computed a batch at a time.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.errors import CheckpointError
+from core.films.film import Film
+from core.films.quality import usability_problems
+from core.films.tensor import as_float, film_to_tensor
+from core.models.features import FEATURE_SIZE, FeatureExtractor
+from core.serving.chest_check import ChestFilmCheck
+from core.serving.population import ModelPopulation
+
+log = logging.getLogger(__name__)
+SHARED = "shared"  # FilmChecks(chest_check=SHARED): the process's chest-film check, or none when it cannot be read
+
+
+@dataclass(frozen=True)
+class FilmVerdict:
+    why: str | None = None  # why Triage would not triage the film; None: it is triaged
+    population_warning: str | None = None  # a chest film unlike the model's training films; its priority stays
+
+
+class FilmChecks:
+    """The checks for one model (``population``: its population check, None when its version has none).
+
+    ``chest_check``: a :class:`ChestFilmCheck`; SHARED loads the process's own, and without one (its files missing
+    or damaged) Triage still triages every film with a warning, so only the image statistics refuse films
+    (:attr:`unscreened`); None is no check; anything else answering ``problem(film)`` stands in for it (tests).
+    The population check still reads features without a chest-film check, as Triage's does; without the ImageNet
+    weights there are none (:attr:`features_missing`) and it cannot run."""
+
+    def __init__(self, chest_check=SHARED, population: ModelPopulation | None = None):
+        self.unscreened = False
+        if chest_check == SHARED:
+            try:
+                chest_check = ChestFilmCheck.shared()
+            except CheckpointError as exc:
+                log.warning("films checked without the chest-film check (image statistics only): %s", exc)
+                chest_check, self.unscreened = None, True
+        self.check, self.population = chest_check, population
+        self._extractor: FeatureExtractor | None = None
+        self.features_missing = False
+
+    @staticmethod
+    def statistics(film: Film) -> str | None:
+        """Why the image statistics refuse ``film``, or None (then the learned checks)."""
+        problems = usability_problems(film)
+        return " ".join(problems) if problems else None
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether the learned checks read features: a chest-film check's own, or a population check's."""
+        return isinstance(self.check, ChestFilmCheck) or self.population is not None
+
+    @staticmethod
+    def feature_input(film: Film, tensor: torch.Tensor | None = None, size: int | None = None) -> torch.Tensor:
+        """The film as the learned checks read it, uint8 (``tensor``, the model's own input, when it is ``size``
+        = FEATURE_SIZE)."""
+        return tensor if tensor is not None and size == FEATURE_SIZE else film_to_tensor(film, FEATURE_SIZE)
+
+    def extractor(self) -> FeatureExtractor | None:
+        """The features' network (the chest-film check's own when there is one); None without its weights."""
+        if self._extractor is None and not self.features_missing:
+            try:
+                self._extractor = (self.check.extractor if isinstance(self.check, ChestFilmCheck)
+                                   else FeatureExtractor.shared())
+            except CheckpointError as exc:  # its words name packages and commands: for the log, not a clinician
+                log.warning("population check unavailable: %s", exc)
+                self.features_missing = True
+        return self._extractor
+
+    def learned(self, films: list[Film | None], inputs: list[torch.Tensor | None]) -> list[FilmVerdict]:
+        """The verdicts of films that passed the image statistics: the chest-film check, then, for chest films, the
+        population check. ``inputs``: each film's :meth:`feature_input` (None where the checks read none); ``films``
+        (None where not kept) serve a stand-in check only."""
+        features = None
+        if self.needs_features and (extractor := self.extractor()) is not None:
+            # a few films at a time: a model's GPU batch of 512 went through the CPU extractor at once (a re-read);
+            # a lone film is not paired with itself (the feature cache's rule): 11 ms, against 26 paired, per film
+            batch = torch.stack(inputs) if inputs else None
+            features = (np.zeros((0, 0)) if batch is None else extractor(as_float(batch)) if len(batch) == 1
+                        else extractor.tensors(batch))
+        if isinstance(self.check, ChestFilmCheck):
+            whys = self.check.problems_of(features)
+        else:
+            whys = [self.check.problem(film) if self.check is not None else None for film in films]
+        return [FilmVerdict(why, None if why or features is None or self.population is None
+                            else self.population.warning(features[i:i + 1])) for i, why in enumerate(whys)]

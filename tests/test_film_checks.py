@@ -1,0 +1,88 @@
+"""Triage's film checks are written once (core.serving.film_checks): Triage, ``evaluate`` and the training-source
+and site-folder checks give every film the same verdict. A re-read found them written four times, and one copy
+had drifted (without a chest-film detector, ``evaluate`` skipped the population check Triage still ran)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import CheckpointError
+from core.evaluation.folder import read_folder
+from core.films.folders import discover
+from core.films.read import read_film
+from core.serving.chest_check import ChestFilmCheck
+from core.serving.predict import Predictor
+from core.training.source_check import untriaged
+
+
+@pytest.fixture(scope="module")
+def mixed(films_dir, dicom_dir, tmp_path_factory) -> Path:
+    """Real paediatric films, two adult DICOMs (the population check warns), a blank and a CT (not triaged)."""
+    from tests.corpus import non_chest_images
+
+    root = tmp_path_factory.mktemp("mixed")
+    for name in ("NORMAL", "PNEUMONIA"):
+        (root / name).mkdir()
+        for path in sorted((films_dir / name).iterdir())[:2]:
+            shutil.copy(path, root / name / path.name)
+    for adult in sorted(dicom_dir.glob("*.dcm")):
+        shutil.copy(adult, root / "NORMAL" / adult.name)
+    Image.new("L", (900, 900), 128).save(root / "PNEUMONIA" / "blank.png")
+    (root / "PNEUMONIA" / "CT_small.dcm").write_bytes(dict(non_chest_images())["CT_small.dcm"])
+    return root
+
+
+def _agree(predictor: Predictor, root: Path) -> dict[str, tuple[bool, bool]]:
+    """Each film's (left untriaged, warned as unlike the training films) by Triage; asserts evaluate and the source
+    check find the same."""
+    films = discover(root)
+    triage = {}
+    for path in films.paths:
+        prediction = predictor.predict(read_film(path))
+        triage[path.name] = (prediction.priority is None, prediction.population_warning is not None)
+    reading = read_folder(predictor.loaded, root)
+    left_out = {Path(film.file).name for film in reading.report.skipped}
+    assert left_out == {name for name, (untriaged_, _) in triage.items() if untriaged_}
+    assert reading.atypical == sum(warned for _, warned in triage.values())
+    verdicts = untriaged(films, list(range(len(films))), batch=3)  # batches that split the folder unevenly
+    assert dict(zip((path.name for path in films.paths), verdicts.not_chest)) == {
+        name: untriaged_ for name, (untriaged_, _) in triage.items()}
+    return triage
+
+
+def test_triage_evaluate_and_the_source_check_give_each_film_one_verdict(trained_model, mixed):
+    from core.store.checkpoints import load_checkpoint
+
+    triage = _agree(Predictor(load_checkpoint(trained_model.json_path)), mixed)
+    assert {name for name, (left, _) in triage.items() if left} == {"blank.png", "CT_small.dcm"}
+    assert sorted(name for name, (_, warned) in triage.items() if warned) == sorted(
+        path.name for path in mixed.glob("NORMAL/*.dcm"))  # measured: both adults, no Kermany film
+
+
+def test_without_the_detector_all_three_still_agree_and_the_population_check_still_runs(trained_model, mixed,
+                                                                                        monkeypatch):
+    from core.store.checkpoints import load_checkpoint
+
+    monkeypatch.setattr(ChestFilmCheck, "shared", mock.Mock(side_effect=CheckpointError("damaged")))
+    triage = _agree(Predictor(load_checkpoint(trained_model.json_path)), mixed)
+    assert {name for name, (left, _) in triage.items() if left} == {"blank.png"}  # the statistics alone
+    assert sum(warned for _, warned in triage.values()) >= 2  # the adults at least; the CT may be warned on too
+
+
+def test_the_learned_checks_give_a_film_the_same_features_alone_or_in_a_batch(trained_model, mixed):
+    """Triage checks one film at a time, evaluate a batch: a film's verdict does not depend on which."""
+    from core.serving.film_checks import FilmChecks
+    from core.serving.population import ModelPopulation
+    from core.store.checkpoints import load_checkpoint
+
+    checks = FilmChecks(population=ModelPopulation.of(load_checkpoint(trained_model.json_path)))
+    films = [read_film(path) for path in sorted(mixed.rglob("*")) if path.is_file() and path.name != "blank.png"]
+    inputs = [checks.feature_input(film) for film in films]
+    together = checks.learned(films, inputs)
+    alone = [checks.learned([film], [tensor])[0] for film, tensor in zip(films, inputs)]
+    assert together == alone and np.any([verdict.why for verdict in alone])
