@@ -88,3 +88,28 @@ def test_a_palette_colour_film_reads_over_its_palette_s_range_as_the_same_grey_f
                 **{f"{c}PaletteColorLookupTableDescriptor": [256, 0, 16] for c in ("Red", "Green", "Blue")},
                 **{f"{c}PaletteColorLookupTableData": eight for c in ("Red", "Green", "Blue")})
     np.testing.assert_allclose(read_film(lax, name="lax.dcm").pixels, grey, atol=1e-4)  # not near black
+
+
+def test_a_film_not_triaged_keeps_what_its_header_says_without_doubting_a_reading_it_has_not(predictor,
+                                                                                           normal_film_path):
+    """A film Triage leaves untriaged has no reading: its header notes say what the header says and what to do, not
+    "so this reading may mean nothing" above "Not triaged" (a browser review); a triaged film keeps the doubt."""
+    header = dict(Modality="CT", BodyPartExamined="ABDOMEN", ViewPosition="LL", PatientOrientation=["F", "L"],
+                  PresentationIntentType="FOR PROCESSING")
+    blank = predictor.predict(read_film(dicom(np.full((64, 64), 2000, np.uint16), **header), name="blank.dcm"))
+    notes = [w for w in blank.warnings if w.startswith("The DICOM")]
+    assert blank.priority is None and notes == [
+        "The DICOM header says the film is stored turned (patient orientation F\\L; an upright chest film reads L\\F): "
+        "the model reads upright films. Export the film upright.",
+        "The DICOM header marks this image For Processing (raw detector data, not meant for viewing). Export the For "
+        "Presentation image of the film.",
+        "The DICOM header gives the modality as CT, not projection radiography: the model reads chest radiographs "
+        "only.",
+        "The DICOM header gives the body part as ABDOMEN, not the chest: the model reads chest films only.",
+        "The DICOM header gives the view as LL, not frontal (PA or AP): the model was trained on frontal chest films."]
+    from PIL import Image
+
+    chest = np.asarray(Image.open(normal_film_path).convert("L"))
+    read = predictor.predict(read_film(dicom(chest, bits=8, **header), name="chest.dcm"))
+    doubted = [w for w in read.warnings if w.startswith("The DICOM")]
+    assert read.priority and len(doubted) == 5 and all("so this reading may" in w or ": this reading may" in w for w in doubted)

@@ -139,18 +139,24 @@ def header_warnings(shown: dict[str, str], frames: int = 1) -> list[str]:
     return notes + header_doubts(shown)
 
 
-def header_doubts(shown: dict[str, str]) -> list[str]:
+def header_doubts(shown: dict[str, str], of_a_reading: bool = True) -> list[str]:
     """The notes of :func:`header_warnings` that doubt the reading itself: the header names another modality, body
-    part or view than a frontal chest radiograph. A routine call on such a film is no confident one (a review)."""
+    part or view than a frontal chest radiograph. A routine call on such a film is no confident one (a review).
+    Without ``of_a_reading``, each note says what the header says, not what it means for a reading: a film not
+    triaged has none, and "so this reading may mean nothing" stood above "Not triaged" (a browser review)."""
     modality, part, view = (shown.get(k, UNKNOWN) for k in ("Modality", "BodyPartExamined", "ViewPosition"))
-    notes = header_layout_doubts(shown)
+    notes = header_layout_doubts(shown, of_a_reading)
+
+    def so(consequence: str) -> str:
+        return f", so this reading {consequence}." if of_a_reading else "."
+
     if modality != UNKNOWN and modality not in RADIOGRAPHY:
         notes.append(f"The DICOM header gives the modality as {modality}, not projection radiography: the model "
-                     "reads chest radiographs only, so this reading may mean nothing.")
+                     f"reads chest radiographs only{so('may mean nothing')}")
     if part != UNKNOWN and part not in CHEST_PARTS:
         notes.append(f"The DICOM header gives the body part as {part}, not the chest: the model reads chest films "
-                     "only, so this reading may mean nothing.")
+                     f"only{so('may mean nothing')}")
     if view != UNKNOWN and view not in FRONTAL_VIEWS:
         notes.append(f"The DICOM header gives the view as {view}, not frontal (PA or AP): the model was trained on "
-                     "frontal chest films, so this reading may be wrong.")
+                     f"frontal chest films{so('may be wrong')}")
     return notes

@@ -51,19 +51,21 @@ def view_and_orientation(ds: pydicom.Dataset, view_known: bool) -> dict[str, str
     return found
 
 
-def header_layout_doubts(shown: dict[str, str]) -> list[str]:
-    """Notes that doubt a reading: the film stored turned, or raw detector data."""
+def header_layout_doubts(shown: dict[str, str], of_a_reading: bool = True) -> list[str]:
+    """Notes that doubt a reading: the film stored turned, or raw detector data. Without ``of_a_reading``, what the
+    header says and what to do, not what it means for a reading: said of a film not triaged, which has none."""
     notes = []
     orientation = shown.get("PatientOrientation", "")
     rows, _, columns = orientation.partition("\\")
     # the principal directions only: an oblique's second letter, as in LH\F, says nothing of turning (a review)
     if orientation and (rows[:1] in ("H", "F") or columns[:1] == "H"):
         notes.append(f"The DICOM header says the film is stored turned (patient orientation {orientation}; an "
-                     "upright chest film reads L\\F): the model reads upright films, so this reading may be wrong. "
-                     "Export the film upright.")
+                     "upright chest film reads L\\F): the model reads upright films"
+                     + (", so this reading may be wrong" if of_a_reading else "") + ". Export the film upright.")
     if shown.get("PresentationIntentType") == FOR_PROCESSING:
-        notes.append("The DICOM header marks this image For Processing (raw detector data, not meant for viewing): "
-                     "this reading may mean nothing. Export the For Presentation image of the film.")
+        notes.append("The DICOM header marks this image For Processing (raw detector data, not meant for viewing)"
+                     + (": this reading may mean nothing" if of_a_reading else "")
+                     + ". Export the For Presentation image of the film.")
     return notes
 
 

@@ -13,7 +13,6 @@ stays, with ``population_warning`` beside it).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,7 +44,6 @@ URGENT, ROUTINE = "urgent", "routine"
 # side were told only that they did not look like a chest film)
 NOT_TRIAGED = ("Not triaged: the image does not look like a usable chest film. A reader must look at it; if it is a "
                "chest film, export it again (frontal, upright, the whole chest in the frame) and triage that.")
-_NO_READING = re.compile(r"(,? so|:) this reading may (mean nothing|be wrong)")  # what a header note says of a reading
 
 
 @dataclass
@@ -187,8 +185,10 @@ class Predictor:
         withhold the priority; a population warning does not."""
         point, classes = self.loaded.operating_point, self.loaded.classes
         label = classes[int(point.decide(probs[None])[0])]
-        # not triaged: the header's "so this reading may mean nothing" stood above "Not triaged" (a browser review)
-        warnings = [_NO_READING.sub("", note) for note in film.warnings] if problems else list(film.warnings)
+        warnings = list(film.warnings)
+        if problems:  # no reading to doubt: the header's notes say what they found, not what it means for a reading
+            plain = dict(zip(_header_doubts(film), _header_doubts(film, of_a_reading=False)))
+            warnings = [plain.get(note, note) for note in warnings]
         warnings += problems
         # an unavailable chest-film check is a doubt too: a film it never saw got a plain routine call, while an
         # unavailable population check made every routine call atypical (a worklist review)
@@ -234,6 +234,6 @@ class Predictor:
                            opacity)
 
 
-def _header_doubts(film: Film) -> list[str]:
+def _header_doubts(film: Film, of_a_reading: bool = True) -> list[str]:
     """What a DICOM film's header says against reading it as a frontal chest radiograph (core.films.dicom_values)."""
-    return header_doubts(film.metadata) if film.source_format == "DICOM" else []
+    return header_doubts(film.metadata, of_a_reading) if film.source_format == "DICOM" else []
