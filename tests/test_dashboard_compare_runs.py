@@ -108,3 +108,21 @@ def test_a_version_saved_again_since_the_listing_is_not_read_under_the_listed_ve
     listed = str(tmp_path / "checkpoints" / f"{MODELS[0]}.json")  # the page fixture's models
     with pytest.raises(TryAgainLater, match="saved again while the page read it"):
         folder_report(MODELS[0], "0" * 64, listed, str(FILMS_DIR), "a stamp")
+
+
+def test_a_reading_is_made_again_once_the_chest_film_detector_s_files_change(page, monkeypatch):
+    """A re-read: a reading made while the detector could not be loaded (its caution says so) was kept for twelve
+    hours after its files were put right; a refitted detector's verdicts were not read either."""
+    require(FILMS_DIR, "films")
+    import core.evaluation.folder as folder
+    import core.serving.detector_files as detector_files
+
+    real, reads = folder.read_folder, []
+    monkeypatch.setattr(folder, "read_folder", lambda loaded, *args, **kw: reads.append(loaded.name)
+                        or real(loaded, *args, **kw))
+    _evaluate(page)
+    page.run()
+    assert sorted(reads) == MODELS  # kept across reruns ...
+    monkeypatch.setattr(detector_files, "detector_stamps", lambda: ((1, 2, 3), (4, 5, 6)))  # written again
+    page.run()
+    assert not page.exception and sorted(reads) == sorted(MODELS * 2)  # ... until the detector's files change

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import math
-import os
 import pickle
 import threading
 from dataclasses import dataclass, field
@@ -25,27 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.config import settings
 from core.errors import CheckpointError
 from core.films.film import Film
 from core.models.features import FEATURE_SIZE, FeatureExtractor, GaussianScore, OnePerProcess
 from core.store import manifest
 from core.store.base import MAX_WEIGHTS_BYTES, Record, parse_record, read_regular_file
 from core.store.lock import registry_lock
+from core.serving.detector_files import DETECTOR_NAME, detector_dir, detector_stamps
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FEATURE_SIZE", "DETECTOR_NAME", "FeatureExtractor", "ChestFilmDetector", "ChestFilmCheck",
            "detector_dir"]
-
-DETECTOR_NAME = "chest-film-detector"
-
-
-def detector_dir() -> Path:
-    """Where the shipped detector lives (``CXR_DETECTOR_DIR``, see core.config); independent of the model
-    registry: the check belongs to the app, not to one set of models."""
-    return settings().detector
-
 
 class DetectorMeta(Record):
     """The detector's JSON beside its tensors: the score's threshold and how it was calibrated (fit_chest_check),
@@ -104,23 +94,6 @@ class ChestFilmDetector:
             raise CheckpointError(f"The chest-film detector in {directory} cannot be loaded ({exc}).") from exc
 
 
-def _stamps(directory: Path) -> tuple:
-    """What changes when the detector's files are written again: each file's inode, size and time, or None; in
-    the shipped folder its checksum manifest's too, signed just after each file (a review of the day's change: a
-    film read between the JSON and its signature failed the load, and nothing watched changed again after it)."""
-    stamps = []
-    paths = [directory / f"{DETECTOR_NAME}{suffix}" for suffix in (".pt", ".json")]
-    if manifest.is_shipped(paths[0]):
-        paths.append(manifest.shipped_dir() / manifest.MANIFEST_FILE)
-    for path in paths:
-        try:
-            info = os.stat(path)
-            stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
-        except OSError:
-            stamps.append(None)
-    return tuple(stamps)
-
-
 def _read_detector_file(path: Path) -> bytes:
     """The shipped detector is checked against the checksum manifest (CheckpointError when it differs)."""
     return manifest.read_verified(path) if manifest.is_shipped(path) else read_regular_file(path, MAX_WEIGHTS_BYTES)
@@ -134,7 +107,7 @@ class ChestFilmCheck:
 
     def __init__(self, directory: Path | None = None):
         self.directory = directory or detector_dir()
-        self._stamps = _stamps(self.directory)
+        self._stamps = detector_stamps(self.directory)
         self._detector = ChestFilmDetector.load(self.directory)
         self._reload = threading.Lock()
         self._generation = 0  # detectors read again since this check was made
@@ -145,7 +118,7 @@ class ChestFilmCheck:
         """The detector as its files are now: one refitted while the app runs is read again at the next film
         (it was kept for the life of the process, a review); a refit that cannot be read leaves the one in use,
         said in the log."""
-        stamps = _stamps(self.directory)
+        stamps = detector_stamps(self.directory)
         if stamps != self._stamps:
             with self._reload:
                 if stamps != self._stamps:

@@ -264,11 +264,12 @@ def travel_notes(entries: list[ModelEntry]) -> None:
 
 @st.cache_data(max_entries=32, ttl=timedelta(hours=12), show_spinner=False, hash_funcs=PATHS_HASHED)
 def folder_report(name: str, weights_sha256: str, json_path: str, folder: str, stamp: str,
-                  operating_point: str = "", population: str = "") -> FolderReading:
+                  operating_point: str = "", population: str = "", detector: str = "") -> FolderReading:
     """Metrics of one model on a user's folder, with a progress bar; the same request again is instant.
-    ``operating_point`` and ``population`` (their JSON) only key the cache: a version saved again with the same
-    weights and another threshold was shown at the old one for twelve hours (a review), as a refitted population
-    check would have been (a re-read).
+    ``operating_point``, ``population`` (their JSON) and ``detector`` (the chest-film detector's file stamps) only
+    key the cache: a version saved again with the same weights and another threshold was shown at the old one for
+    twelve hours (a review), as a refitted population check, or a reading made while the detector could not be
+    loaded, would have been (re-reads).
 
     The model is loaded privately here, so a long evaluation never holds the lock of the shared predictor.
     """

@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.admin.audit import ensure_writable
 from core.films.folders import discover, evaluation_split
+from core.serving.detector_files import detector_stamps
 from core.errors import (CheckpointError, DataRootsUnreadable, DeviceUnavailable, SettingOutOfRange, TriageError,
                          TryAgainLater)
 from dashboard.components.access import current_user, how_to_administer
@@ -130,7 +131,7 @@ if source == FOLDER:
                 check = entry.record.population_check
                 reading = folder_report(entry.name, entry.record.weights_sha256, str(entry.json_path), target, stamp,
                                         entry.record.operating_point.model_dump_json(),
-                                        check.model_dump_json() if check else "")
+                                        check.model_dump_json() if check else "", repr(detector_stamps()))
             except TriageError as exc:  # "try again" only where trying again may help (a review)
                 failed[key] = f"{escape_markdown(without_server_paths(str(exc), target))} {_next_step(exc)}".strip()
         if key in failed:
