@@ -221,3 +221,23 @@ def test_films_left_out_are_listed_in_the_folder_s_order_whichever_check_left_th
     (root / "NORMAL" / "a-ct.dcm").write_bytes(dict(non_chest_images())["CT_small.dcm"])
     (root / "NORMAL" / "b-empty.png").write_bytes(b"")
     assert [Path(s.file).name for s in evaluate_folder(loaded, root).skipped] == ["a-ct.dcm", "b-empty.png"]
+
+
+def test_links_leading_out_of_the_data_roots_are_listed_so_that_the_counts_add_up(loaded, films_dir, tmp_path,
+                                                                                  settings_env, data_dir):
+    """A review: a folder of 5 film files was evaluated on 4 with no word of the fifth (a link out of the roots,
+    never read, as it should be); only the server log said so."""
+    from core.evaluation.folder import read_folder
+
+    root, outside = tmp_path / "site-films", tmp_path / "secret"
+    _copy(films_dir, root / "batch", SAME)
+    outside.mkdir()
+    (outside / "x.jpeg").write_bytes(next((films_dir / "NORMAL").iterdir()).read_bytes())
+    (root / "batch" / "NORMAL" / "linked.jpeg").symlink_to(outside / "x.jpeg")
+    config = tmp_path / "config" / "cxr-triage"
+    config.mkdir(parents=True)
+    (config / "data-roots.toml").write_text(f'[roots]\nsite = "{root}"\n')
+    settings_env(XDG_CONFIG_HOME=str(tmp_path / "config"), CXR_DATA=str(data_dir))
+    reading = read_folder(loaded, root / "batch")
+    assert reading.report.n == 4 and [(Path(film.file).name, film.error) for film in reading.report.skipped] == [
+        ("linked.jpeg", "linked.jpeg is a link leading outside the data roots, which are never read.")]

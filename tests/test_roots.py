@@ -128,6 +128,7 @@ def test_films_linked_from_a_root_to_elsewhere_are_not_read(site, films_dir, tmp
     found = discover(tree)
     assert [p.name for p in found.paths] == ["own.jpeg", "shared.jpeg", "own.jpeg"]
     assert found.class_counts() == [2, 1]
+    assert [p.relative_to(tree).as_posix() for p in found.links_out] == ["NORMAL/out.jpeg", "PNEUMONIA/out.jpeg"]
 
     whole = site / "whole"
     (whole / "PNEUMONIA").mkdir(parents=True)

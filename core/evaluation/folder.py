@@ -136,7 +136,8 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     kept, copies = _one_of_each(keys, labels, digests)
     order = {str(path): i for i, path in enumerate(films.paths)}  # the folder's order: the chest-film check's
     skipped.sort(key=lambda film: order.get(film.file, -1))  # refusals come a batch late
-    skipped += copies
+    skipped += copies + [SkippedFilm(file=str(path), error=f"{shown_name(path.name)} is a link leading outside the "
+                                     "data roots, which are never read.") for path in films.links_out]
     keys, labels = [keys[i] for i in kept], [labels[i] for i in kept]
     probs = [np.concatenate(probs)[kept]] if kept else []
     if not labels:  # with why, as a folder with some readable films lists its others (a CLI review)

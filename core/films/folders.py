@@ -31,6 +31,9 @@ class FilmSet:
     labels: np.ndarray
     classes: tuple[str, ...]
     sources: tuple[str, ...] | None = None
+    # files found in its class folders that are links leading outside the data roots, never read (core.films.roots):
+    # named where films left out are listed, so that the counts add up (a review: they were only in the server log)
+    links_out: tuple[Path, ...] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -124,11 +127,11 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
                            "choose a split it has.")
     folders = _class_folders(base)
     classes = tuple(sorted(folders))
-    paths, labels, left_out, seen = [], [], 0, {}
+    paths, labels, links_out, seen = [], [], [], {}
     for label, name in enumerate(classes):
         found = films_under(folders[name])
         films = inside_roots(root, found)
-        left_out += len(found) - len(films)
+        links_out += sorted(set(found) - set(films))
         for film in films:  # a film reached twice (a linked folder or film) is read once, and under one class
             facts = film.stat()  # the file itself, whatever name reached it (a stat, a ninth of resolve's cost)
             real = (facts.st_dev, facts.st_ino)
@@ -140,8 +143,8 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
                 seen[real] = name
                 paths.append(film)
                 labels.append(label)
-    why = (f" {left_out} film file(s) there are links leading outside the data roots, which are never read."
-           if left_out else "")
+    why = (f" {len(links_out)} film file(s) there are links leading outside the data roots, which are never read."
+           if links_out else "")
     if len(classes) < min_classes or not paths:
         needs = "at least two sub-folders (one per class)" if min_classes > 1 else "one sub-folder per class"
         raise DatasetError(f"{base} is not a class-folder tree: it needs {needs} holding films (files named "
@@ -154,7 +157,7 @@ def _discover(root: Path, split: str | None, min_classes: int) -> FilmSet:
     if empty:
         raise DatasetError(f"Class folder(s) {', '.join(f.name for f in empty)} in {base} hold no films.{why}")
     source = root.name if root.name not in SPLITS else root.parent.name  # ROOT/train given: the dataset's name
-    return FilmSet(tuple(paths), np.asarray(labels, dtype=np.int64), classes, (source,) * len(paths))
+    return FilmSet(tuple(paths), np.asarray(labels, dtype=np.int64), classes, (source,) * len(paths), tuple(links_out))
 
 
 def films_under(folder: Path) -> list[Path]:
