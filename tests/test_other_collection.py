@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from core.films.folders import FilmSet, discover
 from core.store.checkpoints import load_checkpoint
 from core.store.records import read_model_record
-from core.training.data import copies_of
+from core.films.copies import copies_of
 from core.evaluation.site_range import site_range
 from core.training.other_collection import CLASSES, collection_films
 from core.training.other_reports import OTHER_COLLECTION, OTHER_COLLECTION_FRAMED, collection_reports

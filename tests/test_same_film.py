@@ -1,5 +1,5 @@
 """Films the split's rule calls one film are confirmed in detail before a site's films are refused or dropped
-(core/training/same_film.py), on real films: two children's films that the split's rule joins are two films,
+(core/films/copies.py), on real films: two children's films that the split's rule joins are two films,
 and the copies the project knows of (another collection's re-encoded Kermany films) are still copies."""
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from core.errors import CalibrationError
 from core.films.folders import FilmSet
 from core.training.calibrate import _refuse_own_films
-from core.training.data import copies_of
-from core.training.same_film import copies_in_detail, repeats_in_detail
+from core.films.copies import copies_in_detail, copies_of, repeats_in_detail
 from core.training.site_folder import SiteFolder, distinct_films
 
 # pairs of different children that pass the split's rule (found by a review; 32-px correlation 0.962-0.975)

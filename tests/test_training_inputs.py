@@ -9,6 +9,7 @@ import os
 import pytest
 
 from core.errors import DatasetError, UnreadableImage
+from core.films import copies
 from core.films.folders import FilmSet
 from core.films.read import read_film
 from core.films.tensor import film_bytes
@@ -33,8 +34,8 @@ def test_near_duplicate_thumbnails_wait_for_a_decoding_place(normal_film_path, m
         asked.append(samples)
         return contextlib.nullcontext()
 
-    monkeypatch.setattr(data, "decode_place", place)
-    assert data.film_grey(normal_film_path) is not None
+    monkeypatch.setattr(copies, "decode_place", place)
+    assert copies.film_grey(normal_film_path) is not None
     from PIL import Image
 
     with Image.open(normal_film_path) as image:
@@ -63,7 +64,7 @@ def test_a_film_swapped_for_a_link_out_of_the_data_roots_after_listing_is_not_re
         film_bytes(film)
     with pytest.raises(UnreadableImage, match="a.jpeg is a link leading outside the data roots"):
         read_film(film)  # the folder evaluation's reader (a review of the day's diff: only film_bytes checked)
-    assert data.film_grey(film) is None  # the near-duplicate thumbnail
+    assert copies.film_grey(film) is None  # the near-duplicate thumbnail
     with pytest.raises(DatasetError, match="a.jpeg is a link leading outside the data roots"):
         data.content_digest(FilmSet((film,), [0], ("NORMAL",)))
     film.unlink()

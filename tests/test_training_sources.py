@@ -131,7 +131,7 @@ def _distinct(films: list[Path], count: int) -> list[Path]:
     import numpy as np
 
     from core.films.folders import FilmSet
-    from core.training.data import copies_of
+    from core.films.copies import copies_of
 
     def one_set(paths):
         return FilmSet(tuple(paths), np.zeros(len(paths), np.int64), ("film",))

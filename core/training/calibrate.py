@@ -49,7 +49,7 @@ from core.store.writable import ensure_models_writable
 from core.store.reports import OperatingPoint, Report
 from core.tasks import task_name
 from core.training.data import fingerprint
-from core.training.same_film import copies_in_detail
+from core.films.copies import copies_in_detail
 from core.training.holdout import holdout_rule
 from core.training.other_collection import collection_films
 from core.training.other_reports import other_reports, report_on
@@ -163,9 +163,8 @@ def _refuse_own_films(site: SiteFolder, name: str, *own: FilmSet | None) -> None
     """A threshold chosen on films the model trained, was validated or was measured on would be read again, on
     them, as if they were unseen (its validation and other-batch reports): refuse a site folder holding any of
     them, by place, by content (a copied film) or as a near-duplicate (the same film at another contrast or size,
-    or cropped by a few per cent: the split's rule, core.training.data, confirmed in detail by
-    core.training.same_film). A film cropped by 5 % a side, mirrored,
-    rotated or inverted is not recognised (measured by a review): the check cannot promise those."""
+    or cropped by a few per cent: the split's rule, confirmed in detail, core.films.copies). A film cropped by 5 % a
+    side, mirrored, rotated or inverted is not recognised (measured by a review): the check cannot promise those."""
     places = {path.resolve() for films in own if films is not None for path in films.paths}
     shared = np.array([path.resolve() in places for path in site.films.paths], dtype=bool)
     if not shared.any():  # a byte-for-byte copy is a near-duplicate too (hash distance 0, correlation 1)

@@ -2,27 +2,19 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
-from core.errors import DatasetError, TriageError, UnreadableImage
-from core.films.bounds import RASTER_FORMATS, check_declared_size
-from core.films.film import MAX_PIXELS
+from core.errors import DatasetError, UnreadableImage
+from core.films.copies import NO_DUPLICATES, NearDuplicates, copies_of, near_duplicates, pair_graph
 from core.films.folders import FilmSet
-from core.films.read import decode_place, read_film
 from core.films.roots import film_label, open_inside_roots
-from core.films.tensor import film_bytes
 from core.store.records import Fingerprint
 
 # Kermany names carry the patient: personNNN_bacteria_MMM / IM-NNNN-MMMM / NORMAL2-IM-NNNN-MMMM.
@@ -30,18 +22,6 @@ _PATIENT_PATTERNS = (
     re.compile(r"^(person\d+)_", re.IGNORECASE),
     re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE),
 )
-
-# Near-duplicates. A 64-bit dHash (grey film at 9x8) alone cannot tell copies of a chest film from other chest
-# films: at 9x8 they all look alike. Measured on the shared sets (kermany-224, covid-3class, tb): 845 pairs of
-# different Kermany films share a hash exactly and 7,280 lie within distance 1, the COVID set has 19 pairs
-# within 1 of which 5 are copies, and the COVID set's copies of Kermany films (same film, other contrast and
-# crop) lie at distances 2-5. So the hash proposes (distance <= 8: every pair whose thumbnails correlate
-# >= 0.95 lies within 12, the copies within 6) and the correlation of 32-px thumbnails decides (>= 0.96):
-# the copies correlate 0.970-1.000, and no pair across the sets lies between 0.95 and 0.97.
-HASH_DISTANCE = 8
-THUMB_SIZE = 32
-THUMB_CORRELATION = 0.96
-_BLOCK = 512  # rows of the distance matrix computed at once (512 x 6000 films: a few MB)
 
 
 def _kermany_patient(name: str) -> str | None:
@@ -67,98 +47,6 @@ def patient_id(path: Path) -> str:
     """The patient a film belongs to; films with no recognisable pattern are their own patient."""
     return _kermany_patient(path.name) or f"{path.parent.name}/{path.stem}"
 
-
-@dataclass(frozen=True)
-class NearDuplicates:
-    """Pairs of films (indices) found to be copies of one another, and what they joined."""
-
-    pairs: np.ndarray  # k x 2
-    films: int  # films with at least one copy
-    groups: int  # groups those films form
-
-    def note(self) -> str | None:
-        if not self.films:
-            return None
-        return (f"near-duplicates: {self.films} films in {self.groups} groups kept on one side of the split "
-                "(perceptual hash, confirmed by thumbnail correlation)")
-
-
-NO_DUPLICATES = NearDuplicates(np.zeros((0, 2), dtype=np.int64), 0, 0)
-
-
-def film_signatures(paths: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(64-bit dHash per film, its unit-norm mean-free 32-px thumbnail, whether the film could be read)."""
-    with ThreadPoolExecutor(max_workers=4) as pool:  # Pillow decodes and resizes without the GIL
-        found = list(pool.map(_signature, paths))
-    readable = np.array([s is not None for s in found], dtype=bool)
-    hashes = np.array([s[0] if s else 0 for s in found], dtype=np.uint64)
-    thumbs = np.stack([s[1] if s else np.zeros(THUMB_SIZE ** 2, np.float32) for s in found]) if found else \
-        np.zeros((0, THUMB_SIZE ** 2), np.float32)
-    return hashes, thumbs, readable
-
-
-def _signature(path: Path) -> tuple[int, np.ndarray] | None:
-    grey = film_grey(path)
-    if grey is None:
-        return None
-    small = np.asarray(grey.resize((9, 8), Image.Resampling.BOX), dtype=np.int16)
-    dhash = int(np.packbits(small[:, 1:] > small[:, :-1]).view(">u8")[0])
-    thumb = np.asarray(grey.resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BOX), dtype=np.float32).ravel()
-    thumb -= thumb.mean()
-    norm = float(np.linalg.norm(thumb))
-    return (dhash, thumb / norm) if norm > 0 else None  # a blank image is nobody's copy
-
-
-def film_grey(path: Path) -> Image.Image | None:
-    """The film as 8-bit grey, small: JPEGs decode at a fraction of their size (``draft``); DICOM and
-    anything Pillow refuses go through the app's reader; None when nothing can read it (training says so)."""
-    try:
-        data = film_bytes(path)  # a regular file, no link out, never over the size limit (UnreadableImage)
-        size = check_declared_size(data, path.name, MAX_PIXELS)
-        # a large film waits for a decoding place, as an upload does (a review: four at once took about 1 GB)
-        with decode_place(size.pixels * size.components if size else 0), \
-                Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as image:
-            if image.format == "JPEG":
-                image.draft("L", (2 * THUMB_SIZE, 2 * THUMB_SIZE))
-            return image.convert("L")
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, TriageError):
-        pass
-    try:
-        return Image.fromarray(np.round(read_film(path).model_pixels * 255).astype(np.uint8))
-    except (TriageError, ValueError):
-        return None
-
-
-def near_duplicates(films: FilmSet, among: np.ndarray, signatures: tuple | None = None) -> NearDuplicates:
-    """Copies of the films marked in ``among`` (a mask) anywhere in ``films`` (their film_signatures, if known)."""
-    hashes, thumbs, readable = signatures or film_signatures(films.paths)
-    rows = np.flatnonzero(among & readable)
-    found = []
-    for start in range(0, len(rows), _BLOCK):
-        block = rows[start:start + _BLOCK]
-        close = same_films(hashes[block], thumbs[block], hashes, thumbs, readable)
-        close[np.arange(len(block)), block] = False
-        i, j = np.nonzero(close)
-        found.append(np.stack([block[i], j], axis=1))
-    if not found or not sum(len(f) for f in found):
-        return NO_DUPLICATES
-    pairs = np.unique(np.sort(np.concatenate(found), axis=1), axis=0)
-    members = np.unique(pairs)
-    _, component = connected_components(_graph(len(films), pairs), directed=False)
-    return NearDuplicates(pairs, len(members), len(np.unique(component[members])))
-
-
-def copies_of(films: FilmSet, originals: FilmSet, signatures: tuple | None = None) -> np.ndarray:
-    """Which of ``films`` (their film_signatures, if known) are near-duplicates (the same film at another contrast
-    or size, or a light crop) of one of ``originals``, by the rule above; a film nothing can read is nobody's copy."""
-    hashes, thumbs, readable = signatures or film_signatures(films.paths)
-    known_hashes, known_thumbs, known_readable = film_signatures(originals.paths)
-    found = np.zeros(len(films), dtype=bool)
-    for start in range(0, len(films), _BLOCK):
-        rows = slice(start, start + _BLOCK)
-        same = same_films(hashes[rows], thumbs[rows], known_hashes, known_thumbs, known_readable)
-        found[rows] = same.any(axis=1) & readable[rows]
-    return found
 
 
 def with_patients_of(films: FilmSet, others: FilmSet) -> tuple[FilmSet, FilmSet]:
@@ -187,17 +75,6 @@ def without_copies_of(kept: FilmSet, held_out: FilmSet) -> tuple[FilmSet, int]:
     return kept.subset(np.setdiff1d(np.arange(len(kept)), copies)), len(copies)
 
 
-def same_films(hashes: np.ndarray, thumbs: np.ndarray, known_hashes: np.ndarray, known_thumbs: np.ndarray,
-                known_readable: np.ndarray) -> np.ndarray:
-    """films x known films: whether each pair is one film by the rule above (the hash proposes, the thumbnail
-    correlation decides); a known film nothing could read matches nothing."""
-    distance = np.bitwise_count(hashes[:, None] ^ known_hashes[None, :])
-    return (distance <= HASH_DISTANCE) & (thumbs @ known_thumbs.T >= THUMB_CORRELATION) & known_readable[None, :]
-
-
-def _graph(n: int, edges: np.ndarray) -> coo_matrix:
-    return coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-
 
 def film_groups(films: FilmSet) -> tuple[np.ndarray, NearDuplicates]:
     """The group of every film for the split: its patient, and copies of a film with no patient id in its
@@ -222,7 +99,7 @@ def film_groups(films: FilmSet) -> tuple[np.ndarray, NearDuplicates]:
     n = len(films)
     same_patient = np.stack([np.arange(n), n + patient], axis=1)  # each film to a node of its patient
     edges = np.concatenate([same_patient, duplicates.pairs])
-    _, component = connected_components(_graph(n + len(names), edges), directed=False)
+    _, component = connected_components(pair_graph(n + len(names), edges), directed=False)
     component = component[:n]
     touched = np.unique(component[duplicates.pairs[:, 0]])
     for c in touched:  # a merged group is named by its first patient: deterministic, like the others

@@ -4,7 +4,7 @@
 Pneumonia`` films of the Kermany kind (paediatric, Guangzhou): gathered by another dataset (the Kaggle "Covid-19
 Image Dataset") and re-encoded there at 640 x 640, so they come from another batch, another selection and another
 resampling than the 224-px training copy. Read as NORMAL and PNEUMONIA, minus every near-duplicate of a film of
-the model's own training folder (core.training.data.copies_of: 5 of the normals for ``kermany-224/train``), they
+the model's own training folder (core.films.copies.copies_of: 5 of the normals for ``kermany-224/train``), they
 are films none of its training or validation saw. The collection holds three films twice (``Normal/019`` and
 ``020``, ``093`` and ``094``, ``Viral Pneumonia/019`` and ``020``, byte for byte): each is counted once, so a
 repeated film neither counts double in a figure nor narrows its interval (a review). Unlike the held-out batch,
@@ -27,7 +27,7 @@ from core.films.roots import SHARED_ROOT
 # The key of its report in ModelRecord.other_reports; core.training.other_reports also reads the films framed 15 %
 # tighter (OTHER_COLLECTION_FRAMED): the two readings bound what a new site may see (core.evaluation.site_range).
 from core.store.reports import OTHER_COLLECTION
-from core.training.data import copies_of, film_signatures, near_duplicates
+from core.films.copies import copies_of, film_signatures, near_duplicates
 
 FOLDER = Path("covid-3class") / "train"  # under the shared data folder (settings().data)
 CLASS_FOLDERS = (("NORMAL", "Normal"), ("PNEUMONIA", "Viral Pneumonia"))

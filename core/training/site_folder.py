@@ -6,7 +6,7 @@ that way, never by its server path. Its class folders must be the model's classe
 (core.store.promotion.floor_for): a threshold chosen on fewer films than a default must be validated on would
 be a promise nobody could check. A folder of split folders (``train/``, ``val/``) is refused: its films are one
 set, and reading ``train/`` alone (as training does) left the rest out unsaid. Copies of a film within the folder
-(the same film under another name, contrast or size: the split's rule, core.training.data) count once: twenty
+(the same film under another name, contrast or size: the split's rule, core.films.copies) count once: twenty
 copies of four films once met the floor and gave an interval as if from twenty. Films Triage would leave
 untriaged (image statistics, then the chest-film check) never meet the threshold, so they do not choose it: a CT,
 an MR and noise textures in a site folder once set it at 0.0004, specificity 17 % (a review); they are left out,
@@ -23,7 +23,7 @@ from core.errors import DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet, discover, split_folders
 from core.films.roots import folder_label, resolve_label
 from core.store.promotion import floor_for
-from core.training.same_film import repeats_in_detail
+from core.films.copies import repeats_in_detail
 from core.training.source_check import untriaged
 
 
