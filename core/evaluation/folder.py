@@ -13,11 +13,12 @@ import torch
 from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.paired import FilmScores
+from core.films.quality import reversed_grey_levels
 from core.films.read import read_film_file, shown_name
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
 from core.models.inference import probabilities
-from core.serving.film_checks import FilmChecks
+from core.serving.film_checks import REVERSED_NOT_ROUTINE, FilmChecks
 from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel
 from core.store.reports import Report, SkippedFilm
@@ -34,6 +35,7 @@ class _Decoded(NamedTuple):
     label: int = -1
     why: str | None = None  # why Triage would not triage it
     atypical: bool = False  # unlike the films the model learnt from: its population check warns, as Triage does
+    reversed: bool = False  # its grey levels look reversed: Triage withholds a routine call on it
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
     labels, probs, skipped, pending, keys, digests = [], [], [], [], [], []
     checks = FilmChecks(population=ModelPopulation.of(loaded))  # as the app reads films
+    point = loaded.operating_point
     atypical: list[str] = []
 
     def flush() -> None:
@@ -97,7 +100,13 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
                        for item in pending if item.why)
         kept = [item for item in pending if not item.why]
         if kept:
-            probs.append(probabilities(loaded.model, as_float(torch.stack([item.tensor for item in kept]))))
+            found = probabilities(loaded.model, as_float(torch.stack([item.tensor for item in kept])))
+            calls = point.decide(found) if point.normal_index is not None else np.full(len(kept), -1)
+            unsafe = [item.reversed and call == point.normal_index for item, call in zip(kept, calls)]
+            skipped.extend(SkippedFilm(file=str(item.path), error=left_out(item.path, REVERSED_NOT_ROUTINE))
+                           for item, out in zip(kept, unsafe) if out)  # not triaged there: no routine call
+            kept, found = [item for item, out in zip(kept, unsafe) if not out], found[~np.asarray(unsafe, dtype=bool)]
+            probs.append(found)
             labels.extend(item.label for item in kept)
             keys.extend(item.path.as_posix() for item in kept)
             digests.extend(item.digest for item in kept)
@@ -116,7 +125,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             return SkippedFilm(file=str(path), error=left_out(path, why))
         tensor = film_to_tensor(film, loaded.image_size)
         check = checks.feature_input(film, tensor, loaded.image_size) if checks.needs_features else None
-        return _Decoded(path, tensor, check, digest)
+        return _Decoded(path, tensor, check, digest, reversed=reversed_grey_levels(film) is not None)
 
     pool = ThreadPoolExecutor(max_workers=workers)
     try:

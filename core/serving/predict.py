@@ -30,7 +30,7 @@ from core.models.device import place_model, resolve_device
 from core.models.ensemble import explained_layers
 from core.models.inference import probabilities
 from core.serving.chest_check import ChestFilmCheck
-from core.serving.film_checks import FilmChecks
+from core.serving.film_checks import REVERSED_NOT_ROUTINE, FilmChecks
 from core.serving.explain import CLASS_FREE_METHODS, class_evidence, mean_heat_map, overlay, realigned
 from core.serving.fair_lock import EXPLANATION, PREDICTION, FairLock
 from core.serving.population import ModelPopulation
@@ -185,6 +185,9 @@ class Predictor:
         withhold the priority; a population warning does not."""
         point, classes = self.loaded.operating_point, self.loaded.classes
         label = classes[int(point.decide(probs[None])[0])]
+        reversed_note = None if problems else reversed_grey_levels(film)
+        if reversed_note and point.normal_index is not None and label == classes[point.normal_index]:
+            problems, reversed_note = [REVERSED_NOT_ROUTINE], None  # an urgent call stands, a routine one is unsafe
         warnings = list(film.warnings)
         if problems:  # no reading to doubt: the header's notes say what they found, not what it means for a reading
             plain = dict(zip(_header_doubts(film), _header_doubts(film, of_a_reading=False)))
@@ -192,7 +195,7 @@ class Predictor:
         warnings += problems
         # an unavailable chest-film check is a doubt too: a film it never saw got a plain routine call, while an
         # unavailable population check made every routine call atypical (a worklist review)
-        doubts = [] if problems else [note for note in (*_header_doubts(film), reversed_grey_levels(film),
+        doubts = [] if problems else [note for note in (*_header_doubts(film), reversed_note,
                                                         shape_warning(film), unchecked,
                                                         self.shortcut_calls.get(label)) if note]
         warnings += [note for note in doubts if note not in warnings]  # the header's are the film's own already
