@@ -139,6 +139,9 @@ def test_a_batch_past_a_limit_is_refused_in_words(settings_env, limits, sizes, w
         check_batch(sizes)
     assert words in str(refused.value) and "None of its films was triaged" in str(refused.value)
     check_batch(sizes[:1])  # the same films, fewer: allowed
+    with pytest.raises(BatchTooLarge, match=r"too large: 3 films \(at most 2\)"):
+        settings_env(CXR_BATCH_MAX_FILMS="2")
+        check_batch([1000], not_received=2)  # films the server did not take in belong to the batch chosen
 
 
 def test_batch_limits_come_from_the_environment_and_are_checked(settings_env):

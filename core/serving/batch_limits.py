@@ -14,10 +14,12 @@ from core.wording import megabytes_over
 MEGABYTE = 2**20  # as Streamlit's server.maxUploadSize counts
 
 
-def check_batch(sizes: Sequence[int]) -> None:
-    """``sizes``: the bytes of each film in the batch; BatchTooLarge when it holds too many or too much."""
+def check_batch(sizes: Sequence[int], not_received: int = 0) -> None:
+    """``sizes``: the bytes of each film in the batch received; ``not_received``: films of the same batch the server
+    refused to take in (they count: a browser review chose 121 films and was told the batch held 100, the number the
+    server took). BatchTooLarge when it holds too many or too much."""
     limits = settings()
-    films, megabytes = len(sizes), sum(sizes) / MEGABYTE
+    films, megabytes = len(sizes) + not_received, sum(sizes) / MEGABYTE
     over = []
     if films > limits.batch_max_films:
         over.append(f"{films} films (at most {limits.batch_max_films})")

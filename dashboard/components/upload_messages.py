@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from core.config import settings
 from dashboard.components.reports import escape_markdown
 
 if TYPE_CHECKING:
@@ -31,9 +32,11 @@ def repeated_warning(repeats: list[tuple[str, str]]) -> str:
 def refused_warnings(refused: Refusals) -> list[str]:
     """One error per reason for films the server did not receive, named as (why, name) with ``why`` "session" or
     "server" (dashboard.upload_store), and one for those refused past the names kept; names made literal."""
-    reasons = {
-        "session": ("This page already held more films than one batch may, so the server stopped receiving them. "
-                    "Remove films from the upload box and triage them in smaller batches."),
+    batch = settings().batch_max_films
+    reasons = {  # "session": not "already held", as if from before: a browser review chose 121 films on a new page
+        "session": (f"More films were chosen on this page than the server takes from one page at once ({2 * batch}), "
+                    f"so it stopped receiving them. Remove films from the upload box and triage them in batches of "
+                    f"at most {batch}."),
         "server": ("The server is holding as many uploaded films as it may for all its users at once. Remove these "
                    "from the upload box and upload them again in a few minutes."),
     }

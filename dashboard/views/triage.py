@@ -96,7 +96,8 @@ elif not uploads:
             icon=":material/upload_file:")
 else:
     try:
-        check_batch([upload.size for upload in uploads])  # before any film is read: a shared server
+        # before any film is read: a shared server; the films it did not receive belong to the batch chosen too
+        check_batch([upload.size for upload in uploads], len(refused.named) + sum(refused.more.values()))
     except BatchTooLarge as exc:
         kept_batch.clear()  # the batch it replaced left the box: a visit elsewhere must not bring it back
         forget_other_films([])
