@@ -90,6 +90,15 @@ def one_line(text: str) -> str:
     return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in text)
 
 
+_REORDERING = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)], "\ufffd")  # bidi embeddings
+
+
+def in_its_own_order(text: str) -> str:
+    """``text`` with every character that reorders the text around it shown as U+FFFD: a file named with U+202E
+    showed "gepj.exe" for "\u202eexe.jpeg" (a browser review of the Triage page's cards)."""
+    return text.translate(_REORDERING)
+
+
 def valid_text(text: str) -> str:
     """``text`` with the lone surrogates a file name that is not valid UTF-8 decodes to spelled as escapes
     ("M\\udcfcller"): a page or a JSON line can carry it (Streamlit's messages cannot carry the raw name)."""

@@ -27,6 +27,7 @@ from core.serving.explain import load_cam_library
 from core.serving.film_cache import BoundedCache, FilmCache, SharedBudget
 from core.serving.in_flight import Patience, film_in_flight
 from core.store.registry import ModelEntry, list_models
+from core.wording import in_its_own_order
 from dashboard.components.no_models import Unlisted
 from dashboard.model_loads import model_key
 
@@ -58,7 +59,8 @@ class Upload:
     @classmethod
     def of(cls, uploaded, digest: str | None = None) -> "Upload":
         data = uploaded.getvalue()
-        return cls(uploaded.name, data, digest or hashlib.sha256(data).hexdigest()[:16])
+        # every card, worklist row and CSV line gives the name in its own order (a review: U+202E reversed it)
+        return cls(in_its_own_order(uploaded.name), data, digest or hashlib.sha256(data).hexdigest()[:16])
 
 
 _DIGESTS = "upload-digests"  # Streamlit's file_id of each file in the upload box -> its content digest

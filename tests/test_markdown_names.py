@@ -39,3 +39,21 @@ def test_a_source_named_like_a_link_is_escaped_in_the_tables():
     table = pd.DataFrame({"Films": ["3"]}, index=[HOSTILE]).rename(index=escape_markdown)
     (shown,) = table.index
     assert "\\[Sign in again\\](" in shown and "\\`" in shown and "\\:red" in shown  # no link, no directive
+
+
+def test_an_upload_named_to_reverse_its_text_is_named_in_its_own_order_everywhere():
+    """A browser review: a file named "\\u202eexe.jpeg" showed as "gepj.exe" on its card, and the CSV kept the
+    character; the name is set right where the upload is taken in, for the card, the worklist and the CSV."""
+    from dashboard.components.worklist import worklist_csv
+    from dashboard.state import FilmResult, Upload
+
+    class Uploaded:
+        name = "\u202eexe.jpeg"
+
+        def getvalue(self):
+            return b"not a film"
+
+    upload = Upload.of(Uploaded())
+    assert upload.name == "\ufffdexe.jpeg"
+    csv = worklist_csv([FilmResult(upload.name, upload.digest, error="Cannot read it.")], "a model").decode("utf-8-sig")
+    assert "\ufffdexe.jpeg" in csv and "\u202e" not in csv

@@ -28,7 +28,7 @@ from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 from core.films.roots import open_inside_roots
 from core.films.transparency import has_alpha, refuse_transparency
 from core.films.truncation import jpeg_cut_short
-from core.wording import megabytes_over
+from core.wording import in_its_own_order, megabytes_over
 
 _DICOM_MAGIC_OFFSET = 128
 LARGE_DECODE = 16_000_000  # declared pixels x components: a 4000 x 4000 grey film decodes without waiting
@@ -36,14 +36,11 @@ _large_places: threading.BoundedSemaphore | None = None
 _places_lock = threading.Lock()
 
 
-_REORDERING = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)], "\ufffd")  # bidi embeddings
-
-
 def shown_name(name: str, most: int = 160) -> str:
     """A file's name as its messages give it: at most ``most`` characters (its start and its end, "…" between:
     a 100,000-character upload name made a 100 kB message, a review), and no character that reorders the text
     around it (U+202E shows "gpj.exe" as "exe.jpg")."""
-    name = name.translate(_REORDERING)
+    name = in_its_own_order(name)
     return name if len(name) <= most else f"{name[: most - 41]}…{name[-40:]}"
 
 
