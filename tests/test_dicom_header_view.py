@@ -57,9 +57,24 @@ def test_a_body_part_in_lower_case_is_read_as_its_term():
                                                  (["H", "R"], True), (["R", "H"], True), (["L", "FP"], False),
                                                  (["LH", "F"], False)])  # an oblique: its principal letter counts
 def test_a_film_stored_turned_is_a_warning(orientation, turned):
-    said = _warnings(PatientOrientation=orientation)
+    said = [w for w in _warnings(PatientOrientation=orientation) if "stored turned" in w]
     assert [w.startswith("The DICOM header says the film is stored turned (patient orientation "
                          f"{orientation[0]}\\{orientation[1]};") for w in said] == ([True] if turned else [])
+
+
+@pytest.mark.parametrize("orientation, said", [
+    (["R", "F"], "The DICOM header says the film is stored mirrored (patient orientation R\\F; a chest film as viewed "
+                 "reads L\\F): the model reads films as viewed, so this reading may be wrong. Export the film as it is "
+                 "viewed."),
+    (["RA", "F"], "stored mirrored"),  # an oblique: its principal letter counts
+    (["A", "F"], "The DICOM header's patient orientation (A\\F) is that of a lateral film: the model was trained on "
+                 "frontal chest films, so this reading may be wrong. Triage the frontal film of the study."),
+    (["P", "F"], "that of a lateral film"), (["L", "F"], None), (["LP", "F"], None)])
+def test_a_film_stored_mirrored_or_taken_from_the_side_is_a_warning(orientation, said):
+    """A browser review: Patient Orientation R\\F (left and right swapped) and A\\F (a side view) were read with no
+    word, while F\\R (turned) was warned on."""
+    warned = _warnings(PatientOrientation=orientation)
+    assert warned == [] if said is None else len(warned) == 1 and said in warned[0]
 
 
 def test_a_for_processing_image_is_a_warning():

@@ -4,7 +4,8 @@ each reduced to a code of our own before anyone sees it (never the file's free t
 - the view, where View Position is not one of the standard's terms ("LAT", "XTABLE LATERAL") or is absent and the
   View Code Sequence says it: a lateral film got a confident reading with no word of it (a review);
 - Patient Orientation (0020,0020), which says a film is stored turned on its side or upside down: JPEG and PNG films
-  are turned upright from their EXIF orientation, a DICOM's was read as stored (a review);
+  are turned upright from their EXIF orientation, a DICOM's was read as stored (a review); or mirrored (R\\F), or
+  taken from the side (A\\F, P\\F), which a browser review found read without a word;
 - a For Processing image (raw detector data, PS3.3 C.8.11.1.1), not meant for viewing.
 """
 from __future__ import annotations
@@ -62,6 +63,15 @@ def header_layout_doubts(shown: dict[str, str], of_a_reading: bool = True) -> li
         notes.append(f"The DICOM header says the film is stored turned (patient orientation {orientation}; an "
                      "upright chest film reads L\\F): the model reads upright films"
                      + (", so this reading may be wrong" if of_a_reading else "") + ". Export the film upright.")
+    elif orientation and rows[:1] == "R":  # the patient's right to the viewer's right: a mirror image
+        notes.append(f"The DICOM header says the film is stored mirrored (patient orientation {orientation}; a chest "
+                     "film as viewed reads L\\F): the model reads films as viewed"
+                     + (", so this reading may be wrong" if of_a_reading else "")
+                     + ". Export the film as it is viewed.")
+    elif orientation and rows[:1] in ("A", "P"):  # rows running front to back: a side view
+        notes.append(f"The DICOM header's patient orientation ({orientation}) is that of a lateral film: the model "
+                     "was trained on frontal chest films" + (", so this reading may be wrong" if of_a_reading else "")
+                     + ". Triage the frontal film of the study.")
     if shown.get("PresentationIntentType") == FOR_PROCESSING:
         notes.append("The DICOM header marks this image For Processing (raw detector data, not meant for viewing)"
                      + (": this reading may mean nothing" if of_a_reading else "")
