@@ -96,13 +96,18 @@ def test_every_triaged_card_says_the_score_its_priority_came_from():
     # 0.47097996 read "0.470980" beside a threshold of 0.47098, at the 6 decimals the score was shown to at most)
     close = _film("close.png", "routine", 0.69999996).prediction
     assert score_line(close).startswith("Abnormal score 0.69999996 (1 − p(normal)), below the urgent threshold 0.700")
+    lower = _film("lower.png", "urgent", 0.472).prediction  # under a threshold below one half (a browser review)
+    lower.threshold = 0.47098
+    assert score_line(lower) == ("Abnormal score 0.472 (1 − p(normal)), at or above the urgent threshold 0.47098. "
+                                 "PNEUMONIA is the call at that threshold, though NORMAL is the more probable class.")
     untriaged = _film("blank.png", "routine", 0.5).prediction
     untriaged.priority = None  # not a usable chest film: no call to explain
     assert score_line(untriaged) is None
     every = _film("low.png", "urgent", 0.01).prediction
     every.threshold = -1e-9  # chosen so that every film is flagged
     assert score_line(every) == ("Abnormal score 0.010 (1 − p(normal)), at or above the urgent threshold 0 (every "
-                                 "film urgent).")
+                                 "film urgent). PNEUMONIA is the call at that threshold, though NORMAL is the more "
+                                 "probable class.")
 
 
 def test_the_map_a_card_opens_on_shows_the_evidence_for_disease():

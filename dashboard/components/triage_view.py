@@ -122,7 +122,11 @@ def score_line(prediction) -> str | None:
         return None
     shown = f"Abnormal score {fixed(score, digits_apart(score, threshold))} (1 − p(normal))"
     if prediction.priority == "urgent":
-        return f"{shown}, at or above the urgent threshold {threshold_value(threshold, score)}."
+        likeliest = max(prediction.probabilities, key=prediction.probabilities.get)
+        # a browser review: "Urgent · Label: PNEUMONIA" over "NORMAL 52.8 %" read as a contradiction
+        why = "" if likeliest == prediction.label else (f" {prediction.label} is the call at that threshold, though "
+                                                        f"{likeliest} is the more probable class.")
+        return f"{shown}, at or above the urgent threshold {threshold_value(threshold, score)}.{why}"
     return (f"{shown}, below the urgent threshold {threshold_value(threshold, score)}: routine means below it, not "
             "a finding of normal.")
 
