@@ -179,3 +179,16 @@ def test_a_log_that_cannot_be_read_says_what_to_do(tmp_path, settings_env):
         read_actions()
     assert str(refused.value) == ("The audit log cannot be read (not a regular file); ask an administrator to check "
                                   "the audit log setting (CXR_AUDIT_LOG).")
+
+
+def test_the_retrain_page_shows_recorded_figures_as_a_person_reads_them_and_the_log_keeps_every_digit():
+    """A review: the page's audit table showed "auc: 0.9973684210526316", "site: None" and Python lists."""
+    from core.admin.audit import AuditEntry
+    from dashboard.components.job_view import audit_table
+
+    entry = AuditEntry(time="2026-12-07T20:00:00Z", who="admin", action="calibrate", model="m-v2",
+                       details={"auc": 0.9973684210526316, "site": None, "jobs": ["a", "b"], "settled": True,
+                                "films": 132, "figures": {"sensitivity": 0.98, "specificity": None}})
+    assert audit_table([entry]).loc[0, "Details"] == ("auc: 0.9974, jobs: a; b, settled: yes, films: 132, figures: "
+                                                      "sensitivity 0.98")
+    assert entry.details["auc"] == 0.9973684210526316

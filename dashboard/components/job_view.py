@@ -257,5 +257,19 @@ def audit_table(entries: list[AuditEntry]) -> pd.DataFrame:
     """The audit log, newest first: UTC time, who, what, which model, and the figures recorded with it."""
     return pd.DataFrame.from_records(
         [{"Time (UTC)": e.time, "Who": e.who, "Action": e.action, "Model": e.model or "",
-          "Details": ", ".join(f"{k}: {v}" for k, v in e.details.items())} for e in entries],
+          "Details": ", ".join(f"{k}: {_detail(v)}" for k, v in e.details.items() if v is not None)} for e in entries],
         columns=["Time (UTC)", "Who", "Action", "Model", "Details"])
+
+
+def _detail(value) -> str:
+    """A recorded value as a person reads it (a review: "auc: 0.9973684210526316", "site: None", "['a', 'b']");
+    the log itself keeps every digit."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "; ".join(_detail(item) for item in value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_detail(v)}" for k, v in value.items() if v is not None) or "none"
+    return str(value)
