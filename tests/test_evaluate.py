@@ -168,9 +168,10 @@ def test_films_unlike_the_model_s_training_films_are_counted_and_said(loaded, fi
     for adult in sorted(dicom_dir.glob("*.dcm")):
         shutil.copy(adult, root / "NORMAL" / adult.name)
     reading = read_folder(loaded, root)
-    assert reading.report.n == 6 and reading.atypical == 2  # measured: both adults, no Kermany film
+    # the two DICOMs are one adult film, encoded twice: counted once, and warned on
+    assert reading.report.n == 5 and reading.atypical == 1  # measured: the adult, no Kermany film
     assert reading.cautions() == [
-        f"2 of the 6 films scored are unlike the films {loaded.name} learnt from (paediatric chest films, "
+        f"1 of the 5 films scored are unlike the films {loaded.name} learnt from (paediatric chest films, "
         "Guangzhou): Triage warns on such films and keeps their priority, and the figures here may not hold for them."]
     # without the chest-film detector (its files damaged) the population check still counts, and that is said too
     from core.errors import CheckpointError
@@ -178,7 +179,7 @@ def test_films_unlike_the_model_s_training_films_are_counted_and_said(loaded, fi
 
     monkeypatch.setattr(ChestFilmCheck, "shared", mock.Mock(side_effect=CheckpointError("damaged")))
     unscreened = read_folder(loaded, root)
-    assert unscreened.atypical == 2 and unscreened.unscreened and unscreened.cautions()[1] == (
+    assert unscreened.atypical == 1 and unscreened.unscreened and unscreened.cautions()[1] == (
         "The chest-film check could not be loaded (the server log says why), so images that are not chest films may be "
         "counted in these figures.")
 
@@ -208,7 +209,7 @@ def test_evaluate_says_so_among_its_cautions(trained_model, films_dir, dicom_dir
     done = run_cli("evaluate", root, "--model", trained_model.name, "--json", checkpoints=trained_model.directory)
     assert done.returncode == 0
     (said,) = [c for c in done.json_lines()[0]["cautions"] if "unlike the films" in c]
-    assert said.startswith(f"2 of the 6 films scored are unlike the films {trained_model.name} learnt from")
+    assert said.startswith(f"1 of the 5 films scored are unlike the films {trained_model.name} learnt from")
 
 
 def test_films_left_out_are_listed_in_the_folder_s_order_whichever_check_left_them_out(loaded, films_dir, tmp_path):
@@ -265,3 +266,29 @@ def test_a_film_whose_grey_levels_look_reversed_is_left_out_where_triage_withhol
         name: f"{name} would not be triaged, so it is left out of the figures: {REVERSED_NOT_ROUTINE}"
         for name in untriaged}
     assert untriaged and report.n == 32 - len(untriaged)
+
+
+def test_the_same_film_at_another_size_or_encoding_is_counted_once_and_not_at_all_under_two_classes(loaded, films_dir,
+                                                                                                   dicom_dir, tmp_path):
+    """A review: the adult DICOM exported twice (uncompressed, JPEG 2000) and a film saved again smaller were each
+    counted twice; a byte-for-byte copy already counted once."""
+    from PIL import Image
+
+    root = _copy(films_dir, tmp_path / "data", SAME)
+    for adult in sorted(dicom_dir.glob("*.dcm")):
+        shutil.copy(adult, root / "NORMAL" / adult.name)
+    normal = sorted((root / "NORMAL").glob("*.jpeg"))[0]
+    with Image.open(normal) as film:
+        film.resize((film.width // 2, film.height // 2)).save(root / "NORMAL" / "smaller.png")
+    report = evaluate_folder(loaded, root)
+    assert report.n == 5 and [(Path(film.file).name, film.error) for film in report.skipped] == [
+        ("RG1_UNCI.dcm", "RG1_UNCI.dcm is the same film as NORMAL/RG1_J2KI.dcm at another size, contrast or crop, so "
+                         "it is counted once."),
+        ("smaller.png", f"smaller.png is the same film as NORMAL/{normal.name} at another size, contrast or crop, so "
+                        "it is counted once.")]
+    (root / "NORMAL" / "smaller.png").rename(root / "PNEUMONIA" / "smaller.png")  # filed under the other class
+    report = evaluate_folder(loaded, root)
+    assert report.n == 4 and sorted(Path(film.file).name for film in report.skipped) == sorted(
+        ["RG1_UNCI.dcm", "smaller.png", normal.name])
+    assert all(film.error.endswith("filed under another class, so neither is counted: correct the label.")
+               for film in report.skipped if film.file.endswith((".png", ".jpeg")))

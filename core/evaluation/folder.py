@@ -13,6 +13,7 @@ import torch
 from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.paired import FilmScores
+from core.films.copies import decoded_signature, repeats_in_detail, stacked
 from core.films.quality import reversed_grey_levels
 from core.films.read import read_film_file, shown_name
 from core.films.tensor import as_float, film_to_tensor
@@ -22,7 +23,7 @@ from core.serving.film_checks import REVERSED_NOT_ROUTINE, FilmChecks
 from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel
 from core.store.reports import Report, SkippedFilm
-from core.films.folders import discover, evaluation_split
+from core.films.folders import FilmSet, discover, evaluation_split
 from core.tasks import canonical_class
 from core.wording import threshold_value, with_interval
 
@@ -36,6 +37,7 @@ class _Decoded(NamedTuple):
     why: str | None = None  # why Triage would not triage it
     atypical: bool = False  # unlike the films the model learnt from: its population check warns, as Triage does
     reversed: bool = False  # its grey levels look reversed: Triage withholds a routine call on it
+    signature: tuple | None = None  # which films are one film at another size or contrast (core.films.copies)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     lookup = check_classes(loaded.name, loaded.classes, films.classes, folder)
     mapping = np.array([lookup[c] for c in films.classes])
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
-    labels, probs, skipped, pending, keys, digests = [], [], [], [], [], []
+    labels, probs, skipped, pending, keys, digests, signatures = [], [], [], [], [], [], []
     checks = FilmChecks(population=ModelPopulation.of(loaded))  # as the app reads films
     point = loaded.operating_point
     atypical: list[str] = []
@@ -110,6 +112,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             labels.extend(item.label for item in kept)
             keys.extend(item.path.as_posix() for item in kept)
             digests.extend(item.digest for item in kept)
+            signatures.extend(item.signature for item in kept)
             atypical.extend(item.path.as_posix() for item in kept if item.atypical)
         pending.clear()
 
@@ -125,7 +128,8 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             return SkippedFilm(file=str(path), error=left_out(path, why))
         tensor = film_to_tensor(film, loaded.image_size)
         check = checks.feature_input(film, tensor, loaded.image_size) if checks.needs_features else None
-        return _Decoded(path, tensor, check, digest, reversed=reversed_grey_levels(film) is not None)
+        return _Decoded(path, tensor, check, digest, reversed=reversed_grey_levels(film) is not None,
+                        signature=decoded_signature(film))
 
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
@@ -143,10 +147,12 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
         pool.shutdown(wait=True, cancel_futures=True)
     flush()
     kept, copies = _one_of_each(keys, labels, digests)
+    kept, near = _one_film_each(keys, labels, signatures, kept)
     order = {str(path): i for i, path in enumerate(films.paths)}  # the folder's order: the chest-film check's
     skipped.sort(key=lambda film: order.get(film.file, -1))  # refusals come a batch late
-    skipped += copies + [SkippedFilm(file=str(path), error=f"{shown_name(path.name)} is a link leading outside the "
-                                     "data roots, which are never read.") for path in films.links_out]
+    skipped += copies + near + [SkippedFilm(file=str(path), error=f"{shown_name(path.name)} is a link leading "
+                                            "outside the data roots, which are never read.")
+                                for path in films.links_out]
     keys, labels = [keys[i] for i in kept], [labels[i] for i in kept]
     probs = [np.concatenate(probs)[kept]] if kept else []
     if not labels:  # with why, as a folder with some readable films lists its others (a CLI review)
@@ -196,6 +202,27 @@ def _one_of_each(keys: list[str], labels: list[int], digests: list[str]) -> tupl
         else:
             kept.append(i)
     return kept, copies
+
+
+def _one_film_each(keys: list[str], labels: list[int], signatures: list, kept: list[int]
+                   ) -> tuple[list[int], list[SkippedFilm]]:
+    """(of ``kept``, the films to count; the films left out): of films that are one film at another size, contrast
+    or crop (the split's rule, confirmed in detail: core.films.copies), the first is counted where all are filed
+    under one class, none where they are filed under two. A review: the adult DICOM exported twice (uncompressed
+    and JPEG 2000) was counted twice, as were the COVID set's copies of its own films."""
+    films = FilmSet(tuple(Path(keys[i]) for i in kept), np.zeros(len(kept), dtype=np.int64), ("film",))
+    out: dict[int, str] = {}
+    for a, b in repeats_in_detail(films, stacked([signatures[i] for i in kept])).tolist():
+        first, then = kept[a], kept[b]
+        if labels[first] != labels[then]:
+            for one, other in ((first, then), (then, first)):
+                out.setdefault(one, f"{shown_name(Path(keys[one]).name)} is the same film as {_named(keys[other])} "
+                               "at another size, contrast or crop, filed under another class, so neither is counted: "
+                               "correct the label.")
+        else:
+            out.setdefault(then, f"{shown_name(Path(keys[then]).name)} is the same film as {_named(keys[first])} at "
+                           "another size, contrast or crop, so it is counted once.")
+    return [i for i in kept if i not in out], [SkippedFilm(file=keys[i], error=out[i]) for i in sorted(out)]
 
 
 def _named(key: str) -> str:

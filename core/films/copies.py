@@ -2,13 +2,14 @@
 false match costs a site its films, each pair confirmed in fine detail. In core.films, not core.training, so that
 evaluation counts a film once as training does (core.training.data groups them for the split).
 
-The split's rule (a perceptual hash proposes, 32-px thumbnails correlating >= 0.96 decide, below) groups generously, which costs a split nothing. It cannot tell every two children's films apart: a review found
-153 pairs of films of different children in kermany-224/train that pass it (up to 0.975), 10 across NORMAL and
-PNEUMONIA. Refusing a site's folder as the model's own films, or dropping its films as repeats, on such a pair
-refused unseen films (a random 200 of the validation part's films were refused 20 times in 20). So those checks
-confirm each pair on fine detail: 64-px thumbnails less their Gaussian blur (sigma 3 px), correlated. Measured
-2026-12-06: the 153 pairs of different children 0.84 at most (median 0.61); true copies (the COVID set's five
-copies within itself and its five copies of Kermany films, at another contrast and crop) 0.916 at least.
+The split's rule (a perceptual hash proposes, 32-px thumbnails correlating >= 0.96 decide, below) groups
+generously, which costs a split nothing. It cannot tell every two children's films apart: a review found 153 pairs
+of films of different children in kermany-224/train that pass it (up to 0.975), 10 across NORMAL and PNEUMONIA.
+Refusing a site's folder as the model's own films, or dropping its films as repeats, on such a pair refused unseen
+films (a random 200 of the validation part's films were refused 20 times in 20). So those checks confirm each pair
+on fine detail: 64-px thumbnails less their Gaussian blur (sigma 3 px), correlated. Measured 2026-12-06: the 153
+pairs of different children 0.84 at most (median 0.61); true copies (the COVID set's five copies within itself and
+its five copies of Kermany films, at another contrast and crop) 0.916 at least.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from scipy.sparse.csgraph import connected_components
 
 from core.errors import TriageError
 from core.films.bounds import RASTER_FORMATS, check_declared_size
-from core.films.film import MAX_PIXELS
+from core.films.film import MAX_PIXELS, Film
 from core.films.folders import FilmSet
 from core.films.read import decode_place, read_film
 from core.films.tensor import film_bytes
@@ -64,7 +65,11 @@ NO_DUPLICATES = NearDuplicates(np.zeros((0, 2), dtype=np.int64), 0, 0)
 def film_signatures(paths: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(64-bit dHash per film, its unit-norm mean-free 32-px thumbnail, whether the film could be read)."""
     with ThreadPoolExecutor(max_workers=4) as pool:  # Pillow decodes and resizes without the GIL
-        found = list(pool.map(_signature, paths))
+        return stacked(list(pool.map(_signature, paths)))
+
+
+def stacked(found: list[tuple[int, np.ndarray] | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Films' signatures (:func:`grey_signature`, None: unreadable) as :func:`film_signatures` gives them."""
     readable = np.array([s is not None for s in found], dtype=bool)
     hashes = np.array([s[0] if s else 0 for s in found], dtype=np.uint64)
     thumbs = np.stack([s[1] if s else np.zeros(THUMB_SIZE ** 2, np.float32) for s in found]) if found else \
@@ -73,7 +78,17 @@ def film_signatures(paths: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray, np
 
 
 def _signature(path: Path) -> tuple[int, np.ndarray] | None:
-    grey = film_grey(path)
+    return grey_signature(film_grey(path))
+
+
+def decoded_signature(film: Film) -> tuple[int, np.ndarray] | None:
+    """A film already decoded, signed as :func:`film_grey` reads what Pillow cannot (its training-copy form, which
+    the decode made anyway): evaluation signs the films it reads without reading them twice."""
+    return grey_signature(Image.fromarray(np.round(film.model_pixels * 255).astype(np.uint8)))
+
+
+def grey_signature(grey: Image.Image | None) -> tuple[int, np.ndarray] | None:
+    """(64-bit dHash, unit-norm mean-free 32-px thumbnail) of an 8-bit grey film; None for none, or a blank one."""
     if grey is None:
         return None
     small = np.asarray(grey.resize((9, 8), Image.Resampling.BOX), dtype=np.int16)
@@ -163,9 +178,10 @@ def copies_in_detail(films: FilmSet, originals: FilmSet) -> np.ndarray:
     return found
 
 
-def repeats_in_detail(films: FilmSet) -> np.ndarray:
-    """Pairs (k x 2 indices) of ``films`` that are one film: the split's rule, each pair confirmed in detail."""
-    pairs, details = near_duplicates(films, np.ones(len(films), dtype=bool)).pairs, {}
+def repeats_in_detail(films: FilmSet, signatures: tuple | None = None) -> np.ndarray:
+    """Pairs (k x 2 indices, each sorted) of ``films`` (their :func:`film_signatures`, if known) that are one film:
+    the split's rule, each pair confirmed in detail."""
+    pairs, details = near_duplicates(films, np.ones(len(films), dtype=bool), signatures).pairs, {}
     return pairs[[_one_film(films.paths[i], films.paths[j], details) for i, j in pairs]] if len(pairs) else pairs
 
 
