@@ -19,7 +19,7 @@ from core.films.read import read_film_file, shown_name
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
 from core.models.inference import probabilities
-from core.serving.film_checks import REVERSED_NOT_ROUTINE, FilmChecks
+from core.serving.film_checks import FilmChecks
 from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel
 from core.store.reports import Report, SkippedFilm
@@ -36,7 +36,6 @@ class _Decoded(NamedTuple):
     label: int = -1
     why: str | None = None  # why Triage would not triage it
     atypical: bool = False  # unlike the films the model learnt from: its population check warns, as Triage does
-    reversed: bool = False  # its grey levels look reversed: Triage withholds a routine call on it
     signature: tuple | None = None  # which films are one film at another size or contrast (core.films.copies)
 
 
@@ -89,7 +88,6 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     batch_size = batch_size or inference_batch_size(model_device(loaded.model))
     labels, probs, skipped, pending, keys, digests, signatures = [], [], [], [], [], [], []
     checks = FilmChecks(population=ModelPopulation.of(loaded))  # as the app reads films
-    point = loaded.operating_point
     atypical: list[str] = []
 
     def flush() -> None:
@@ -102,13 +100,7 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
                        for item in pending if item.why)
         kept = [item for item in pending if not item.why]
         if kept:
-            found = probabilities(loaded.model, as_float(torch.stack([item.tensor for item in kept])))
-            calls = point.decide(found) if point.normal_index is not None else np.full(len(kept), -1)
-            unsafe = [item.reversed and call == point.normal_index for item, call in zip(kept, calls)]
-            skipped.extend(SkippedFilm(file=str(item.path), error=left_out(item.path, REVERSED_NOT_ROUTINE))
-                           for item, out in zip(kept, unsafe) if out)  # not triaged there: no routine call
-            kept, found = [item for item, out in zip(kept, unsafe) if not out], found[~np.asarray(unsafe, dtype=bool)]
-            probs.append(found)
+            probs.append(probabilities(loaded.model, as_float(torch.stack([item.tensor for item in kept]))))
             labels.extend(item.label for item in kept)
             keys.extend(item.path.as_posix() for item in kept)
             digests.extend(item.digest for item in kept)
@@ -126,10 +118,12 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
         why = checks.statistics(film)
         if why:
             return SkippedFilm(file=str(path), error=left_out(path, why))
+        if reversed_grey_levels(film):  # for every model alike: Compare reads all models on the same films
+            return SkippedFilm(file=str(path), error=f"{shown_name(path.name)} is left out of the figures: "
+                                                     f"{REVERSED_LEFT_OUT}")
         tensor = film_to_tensor(film, loaded.image_size)
         check = checks.feature_input(film, tensor, loaded.image_size) if checks.needs_features else None
-        return _Decoded(path, tensor, check, digest, reversed=reversed_grey_levels(film) is not None,
-                        signature=decoded_signature(film))
+        return _Decoded(path, tensor, check, digest, signature=decoded_signature(film))
 
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
@@ -173,6 +167,14 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
     return FolderReading(report.model_copy(update={"model": loaded.name, "skipped": skipped}), films_read,
                          sum(key in counted for key in atypical), population.check.population if population else None,
                          checks.unscreened)
+
+
+# Triage withholds a routine call on such a film and keeps an urgent one (core.serving.film_checks): which depends on
+# the model, so an evaluation leaves it out for every model alike (a browser review: Compare read one model on 10
+# films and three on 9, one inverted film apart, and could no longer compare them like for like)
+REVERSED_LEFT_OUT = ("its grey levels look reversed (bone dark, lungs bright), as on a film exported with its grey "
+                     "scale inverted; Triage gives such a film no routine call, only an urgent one, so no model's "
+                     "reading of it is counted. Export it again as it is viewed, or as DICOM.")
 
 
 def left_out(path: Path, why: str) -> str:
