@@ -84,3 +84,20 @@ def test_the_learned_checks_give_a_film_the_same_features_alone_or_in_a_batch(tr
     together = checks.learned(films, inputs)
     alone = [checks.learned([film], [tensor])[0] for film, tensor in zip(films, inputs)]
     assert together == alone and np.any([verdict.why for verdict in alone])
+
+
+def test_a_chest_film_on_its_side_is_told_so_and_stays_untriaged(predictor, films_dir, tmp_path):
+    """A browser review: a film turned a quarter turn was told only that it did not look like a chest film."""
+    from core.films.film import Film
+    from core.serving.film_checks import TURNED
+    from core.serving.predict import NOT_TRIAGED
+
+    film = read_film(next((films_dir / "PNEUMONIA").iterdir()))
+    for turns in (1, 3):
+        turned = predictor.predict(Film(np.ascontiguousarray(np.rot90(film.pixels, turns)), "PNG",
+                                        film.original_size[::-1], 8))
+        assert turned.priority is None and turned.warnings[-2:] == [TURNED, NOT_TRIAGED]
+    from tests.corpus import non_chest_images
+
+    ct = predictor.predict(read_film(dict(non_chest_images())["CT_small.dcm"], name="CT_small.dcm"))
+    assert ct.priority is None and TURNED not in ct.warnings  # not a chest film, however turned
