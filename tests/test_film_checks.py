@@ -101,3 +101,14 @@ def test_a_chest_film_on_its_side_is_told_so_and_stays_untriaged(predictor, film
 
     ct = predictor.predict(read_film(dict(non_chest_images())["CT_small.dcm"], name="CT_small.dcm"))
     assert ct.priority is None and TURNED not in ct.warnings  # not a chest film, however turned
+
+
+def test_a_batch_of_films_all_refused_by_the_image_statistics_is_answered_not_a_crash(tmp_path):
+    """A re-read: four blank films (the Retrain page's sample, or a site folder's last batch) left the learned checks
+    nothing to read, and they raised a ValueError."""
+    (tmp_path / "NORMAL").mkdir()
+    (tmp_path / "PNEUMONIA").mkdir()
+    for n in range(4):
+        Image.new("L", (300, 300), 128).save(tmp_path / ("NORMAL" if n < 2 else "PNEUMONIA") / f"blank{n}.png")
+    films = discover(tmp_path)
+    assert untriaged(films, list(range(4)), batch=3).not_chest == [True] * 4

@@ -111,13 +111,14 @@ class FilmChecks:
         """The verdicts of films that passed the image statistics: the chest-film check, then, for chest films, the
         population check. ``inputs``: each film's :meth:`feature_input` (None where the checks read none); ``films``
         (None where not kept) serve a stand-in check only."""
+        if not films and not inputs:  # every film of a batch refused before (a re-read: a ValueError here)
+            return []
         features = None
         if self.needs_features and (extractor := self.extractor()) is not None:
             # a few films at a time: a model's GPU batch of 512 went through the CPU extractor at once (a re-read);
-            # a lone film is not paired with itself (the feature cache's rule): 11 ms, against 26 paired, per film
-            batch = torch.stack(inputs) if inputs else None
-            features = (np.zeros((0, 0)) if batch is None else extractor(as_float(batch)) if len(batch) == 1
-                        else extractor.tensors(batch))
+            # a lone film runs alone, not paired with itself as the feature cache's batches are: 11 ms a film, not 26
+            batch = torch.stack(inputs)
+            features = extractor(as_float(batch)) if len(batch) == 1 else extractor.tensors(batch)
         if isinstance(self.check, ChestFilmCheck):
             whys = self._turned(self.check.problems_of(features), inputs)
         else:
