@@ -24,7 +24,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from core.errors import TriageError
+from core.errors import TriageError, TryAgainLater
 from core.films.bounds import RASTER_FORMATS, check_declared_size
 from core.films.film import MAX_PIXELS, Film
 from core.films.folders import FilmSet
@@ -110,11 +110,15 @@ def film_grey(path: Path) -> Image.Image | None:
                 Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as image:
             if image.format == "JPEG":
                 image.draft("L", (2 * THUMB_SIZE, 2 * THUMB_SIZE))
+            if image.mode.startswith(("I", "F")):  # 16-bit or float grey: convert("L") clips every value over 255
+                raise ValueError("read through the app's reader")  # (a re-read: 12-bit PNGs read as one film)
             return image.convert("L")
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, TriageError):
         pass
     try:
         return Image.fromarray(np.round(read_film(path).model_pixels * 255).astype(np.uint8))
+    except TryAgainLater:  # says nothing of the film (a busy server): None would make every pair one film
+        raise
     except (TriageError, ValueError):
         return None
 
