@@ -1,5 +1,6 @@
 """Triage's film checks are written once (core.serving.film_checks): Triage, ``evaluate`` and the training-source
-and site-folder checks give every film the same verdict. A re-read found them written four times, and one copy
+and site-folder checks give every film the same verdict (a film whose grey levels look reversed apart: Triage's
+call on it depends on the model, the others leave it out). A re-read found them written four times, and one copy
 had drifted (without a chest-film detector, ``evaluate`` skipped the population check Triage still ran)."""
 from __future__ import annotations
 
@@ -112,3 +113,20 @@ def test_a_batch_of_films_all_refused_by_the_image_statistics_is_answered_not_a_
         Image.new("L", (300, 300), 128).save(tmp_path / ("NORMAL" if n < 2 else "PNEUMONIA") / f"blank{n}.png")
     films = discover(tmp_path)
     assert untriaged(films, list(range(4)), batch=3).not_chest == [True] * 4
+
+
+def test_a_site_folder_s_inverted_films_are_left_out_as_evaluate_leaves_them_out(films_dir, tmp_path):
+    """A re-read: the source and site-folder check kept films whose grey levels look reversed, which evaluate
+    leaves out and whose routine calls Triage withholds, so a site threshold could be chosen on them."""
+    from PIL import ImageOps
+
+    for name in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / name).mkdir()
+        for path in sorted((films_dir / name).iterdir())[:2]:
+            with Image.open(path) as film:
+                film.save(tmp_path / name / path.name)
+                ImageOps.invert(film.convert("L")).save(tmp_path / name / f"inverted-{path.name}")
+    films = discover(tmp_path)
+    verdicts = untriaged(films, list(range(len(films)))).not_chest
+    assert dict(zip((p.name for p in films.paths), verdicts)) == {p.name: p.name.startswith("inverted-")
+                                                                  for p in films.paths}

@@ -6,6 +6,10 @@ without a chest-film detector, ``evaluate`` skipped the population check that Tr
 In order: image statistics (core.films.quality: no model needed), then, from one set of ImageNet features, the
 chest-film check (not a chest film: Triage withholds the priority) and the model's population check (a chest film
 unlike the model's training films: the priority stays, with a warning), features computed a batch at a time.
+
+One rule depends on the model's call and so is applied apart: a film whose grey levels look reversed keeps an urgent
+call and gets no routine one (:data:`REVERSED_NOT_ROUTINE`, in core.serving.predict); ``evaluate`` and the
+source and site checks leave such films out for every model alike (core.evaluation.folder.REVERSED_LEFT_OUT).
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from core.errors import TriageError
 from core.films.folders import FilmSet
+from core.films.quality import reversed_grey_levels
 from core.films.read import read_film
 
 SAMPLE = 12  # films checked, spread over the classes; about a second of features on a 2-core CPU
@@ -39,7 +40,9 @@ class Verdicts:
 
 def untriaged(films: FilmSet, indices: list[int], batch: int = 32) -> Verdicts:
     """Whether Triage would leave each of ``films`` at ``indices`` untriaged: its film checks
-    (core.serving.film_checks), a batch of films at a time."""
+    (core.serving.film_checks), a batch of films at a time; and, as ``evaluate`` does, a film whose grey levels look
+    reversed (Triage gives it no routine call, only an urgent one)."""
+    from core.evaluation.folder import REVERSED_LEFT_OUT
     from core.serving.film_checks import FilmChecks
 
     checks = FilmChecks()
@@ -53,7 +56,9 @@ def untriaged(films: FilmSet, indices: list[int], batch: int = 32) -> Verdicts:
             except TriageError:
                 chunk.append(False)
                 continue
-            chunk.append(checks.statistics(film))
+            # a film whose grey levels look reversed is left out as evaluate leaves it out (a re-read: a site folder
+            # of inverted exports chose its threshold on films Triage gives no routine call)
+            chunk.append(checks.statistics(film) or (REVERSED_LEFT_OUT if reversed_grey_levels(film) else None))
             if chunk[-1] is None and checks.needs_features:
                 inputs.append(checks.feature_input(film))
         passed = [i for i, why in enumerate(chunk) if why is None]
