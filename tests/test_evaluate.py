@@ -286,7 +286,7 @@ def test_the_same_film_at_another_size_or_encoding_is_counted_once_and_not_at_al
     report = evaluate_folder(loaded, root)
     assert report.n == 4 and sorted(Path(film.file).name for film in report.skipped) == sorted(
         ["RG1_UNCI.dcm", "smaller.png", normal.name])
-    assert all(film.error.endswith("filed under another class, so neither is counted: correct the label.")
+    assert all(film.error.endswith("and its copies are filed under two classes, so none is counted: correct the label.")
                for film in report.skipped if film.file.endswith((".png", ".jpeg")))
 
 
@@ -302,3 +302,21 @@ def test_films_stored_in_16_bits_are_compared_as_read_not_clipped(loaded, data_d
         Image.fromarray(grey * 16 + 300).save(tmp_path / "NORMAL" / name.replace(".jpeg", ".png"))
     report = evaluate_folder(loaded, tmp_path)
     assert report.n == 2 and not report.skipped
+
+
+@pytest.mark.parametrize("pairs, left_out", [([[0, 1], [1, 2]], {0, 1, 2}),  # A~B in NORMAL, B~C across classes
+                                             ([[0, 1], [0, 3]], {0, 1, 3}),  # A~B across classes, A~D in NORMAL
+                                             ([[0, 3]], {3})])  # A~D in NORMAL: D counted once
+def test_copies_are_counted_by_group_not_pair_by_pair(pairs, left_out, monkeypatch):
+    """A re-read: pair by pair, A~B (one class) and B~C (two classes) still counted A, and A~B (two classes) with
+    A~D (one class) said D was "counted once" while none of them was."""
+    import core.evaluation.folder as folder
+
+    keys = ["/f/NORMAL/a.png", "/f/NORMAL/b.png", "/f/PNEUMONIA/c.png", "/f/NORMAL/d.png"]
+    labels = [0, 0, 1, 0]
+    if pairs == [[0, 1], [0, 3]]:
+        labels = [0, 1, 1, 0]
+    monkeypatch.setattr(folder, "repeats_in_detail", lambda films, signatures: np.array(pairs))
+    kept, out = folder._one_film_each(keys, labels, [None] * 4, [0, 1, 2, 3])
+    assert set(range(4)) - set(kept) == left_out and len(out) == len(left_out)
+    assert all(("two classes" in film.error) == (len(left_out) > 1) for film in out)

@@ -9,11 +9,12 @@ from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
+from scipy.sparse.csgraph import connected_components
 
 from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.paired import FilmScores
-from core.films.copies import decoded_signature, repeats_in_detail, stacked
+from core.films.copies import decoded_signature, pair_graph, repeats_in_detail, stacked
 from core.films.quality import reversed_grey_levels
 from core.films.read import read_film_file, shown_name
 from core.films.tensor import as_float, film_to_tensor
@@ -213,17 +214,23 @@ def _one_film_each(keys: list[str], labels: list[int], signatures: list, kept: l
     under one class, none where they are filed under two. A review: the adult DICOM exported twice (uncompressed
     and JPEG 2000) was counted twice, as were the COVID set's copies of its own films."""
     films = FilmSet(tuple(Path(keys[i]) for i in kept), np.zeros(len(kept), dtype=np.int64), ("film",))
+    pairs = repeats_in_detail(films, stacked([signatures[i] for i in kept]))
+    if not len(pairs):
+        return kept, []
+    # by group, as the split joins them (a re-read: pair by pair, A~B~C across two classes still counted A)
+    _, group = connected_components(pair_graph(len(kept), pairs), directed=False)
     out: dict[int, str] = {}
-    for a, b in repeats_in_detail(films, stacked([signatures[i] for i in kept])).tolist():
-        first, then = kept[a], kept[b]
-        if labels[first] != labels[then]:
-            for one, other in ((first, then), (then, first)):
-                out.setdefault(one, f"{shown_name(Path(keys[one]).name)} is the same film as {_named(keys[other])} "
-                               "at another size, contrast or crop, filed under another class, so neither is counted: "
-                               "correct the label.")
+    for members in (np.flatnonzero(group == g) for g in np.unique(group[pairs.ravel()])):
+        first, others = kept[members[0]], [kept[m] for m in members[1:]]
+        if len({labels[kept[m]] for m in members}) > 1:
+            for one in (first, *others):
+                out[one] = (f"{shown_name(Path(keys[one]).name)} is the same film as "
+                            f"{_named(keys[others[0] if one == first else first])} at another size, contrast or crop, "
+                            "and its copies are filed under two classes, so none is counted: correct the label.")
         else:
-            out.setdefault(then, f"{shown_name(Path(keys[then]).name)} is the same film as {_named(keys[first])} at "
-                           "another size, contrast or crop, so it is counted once.")
+            for one in others:
+                out[one] = (f"{shown_name(Path(keys[one]).name)} is the same film as {_named(keys[first])} at another "
+                            "size, contrast or crop, so it is counted once.")
     return [i for i in kept if i not in out], [SkippedFilm(file=keys[i], error=out[i]) for i in sorted(out)]
 
 
