@@ -224,6 +224,7 @@ def test_a_film_whose_grey_levels_look_reversed_keeps_an_urgent_call_and_never_g
         calls[path.parent.name] = calls.get(path.parent.name, []) + [prediction.priority]
         if prediction.priority is None:
             assert prediction.warnings[-2:] == [REVERSED_NOT_ROUTINE, NOT_TRIAGED] and not prediction.doubts
+            assert prediction.population_warning is None  # no result to read with caution (a re-read)
         else:
             assert prediction.priority == "urgent" and any(w.startswith("The grey levels look reversed (bone dark, "
                                                                         "lungs bright): if the film shows so")

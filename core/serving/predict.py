@@ -188,6 +188,7 @@ class Predictor:
         reversed_note = None if problems else reversed_grey_levels(film)
         if reversed_note and point.normal_index is not None and label == classes[point.normal_index]:
             problems, reversed_note = [REVERSED_NOT_ROUTINE], None  # an urgent call stands, a routine one is unsafe
+            population_warning = None  # no result to read with caution (a re-read: the card still said so)
         warnings = list(film.warnings)
         if problems:  # no reading to doubt: the header's notes say what they found, not what it means for a reading
             plain = dict(zip(_header_doubts(film), _header_doubts(film, of_a_reading=False)))
