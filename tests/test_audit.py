@@ -189,6 +189,8 @@ def test_the_retrain_page_shows_recorded_figures_as_a_person_reads_them_and_the_
     entry = AuditEntry(time="2026-12-07T20:00:00Z", who="admin", action="calibrate", model="m-v2",
                        details={"auc": 0.9973684210526316, "site": None, "jobs": ["a", "b"], "settled": True,
                                 "films": 132, "figures": {"sensitivity": 0.98, "specificity": None}})
-    assert audit_table([entry]).loc[0, "Details"] == ("auc: 0.9974, jobs: a; b, settled: yes, films: 132, figures: "
+    assert audit_table([entry]).loc[0, "Details"] == ("auc: 0.997368, jobs: a; b, settled: yes, films: 132, figures: "
                                                       "sensitivity 0.98")
+    moved = AuditEntry(time="t", who="admin", action="calibrate", details={"before": 0.47098, "after": 0.47104})
+    assert audit_table([moved]).loc[0, "Details"] == "before: 0.47098, after: 0.47104"  # a threshold's move shows
     assert entry.details["auc"] == 0.9973684210526316

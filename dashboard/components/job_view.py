@@ -266,8 +266,8 @@ def _detail(value) -> str:
     the log itself keeps every digit."""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    if isinstance(value, float):  # 6 digits: at 4, thresholds 0.47098 and 0.47104 both read 0.471 (a re-read)
+        return f"{value:.6g}"
     if isinstance(value, (list, tuple)):
         return "; ".join(_detail(item) for item in value) or "none"
     if isinstance(value, dict):
