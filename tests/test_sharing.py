@@ -142,6 +142,9 @@ def test_a_batch_past_a_limit_is_refused_in_words(settings_env, limits, sizes, w
     with pytest.raises(BatchTooLarge, match=r"too large: 3 films \(at most 2\)"):
         settings_env(CXR_BATCH_MAX_FILMS="2")
         check_batch([1000], not_received=2)  # films the server did not take in belong to the batch chosen
+    with pytest.raises(BatchTooLarge, match=r"too large: 3 films \(at most 1\) and at least 2 MB"):
+        settings_env(CXR_BATCH_MAX_FILMS="1", CXR_BATCH_MAX_MB="1")
+        check_batch([MEGABYTE] * 2, not_received=1)  # their sizes never reached the server: a lower bound
 
 
 def test_batch_limits_come_from_the_environment_and_are_checked(settings_env):

@@ -172,13 +172,13 @@ def test_refused_films_are_named_once_per_reason_as_plain_text():
 
     messages = refused_warnings(Refusals([("server", "**chest**.png"), ("session", "c.png"), ("server", "d.png")], {}))
     assert len(messages) == 2
-    assert messages[0].startswith("Not received, so not on any worklist: c.png. More films were chosen on this page")
+    assert messages[0].startswith("Not received, so not on any worklist: c.png. More was chosen on this page")
     assert f"{escape_markdown('**chest**.png')}, d.png. The server is holding" in messages[1]
     assert "**chest**" not in messages[1] and refused_warnings(Refusals([], {})) == []
     assert refused_warnings(Refusals([("server", "d.png")], {"server": 3, "session": 1})) == [  # each its reason's
-        "Not received, so not on any worklist: 1 film (not named here or in the downloaded worklist). More films "
-        "were chosen on this page than the server takes from one page at once (100), so it stopped receiving them. "
-        "Remove films from the upload box and triage them in batches of at most 50.",
+        "Not received, so not on any worklist: 1 film (not named here or in the downloaded worklist). More was "
+        "chosen on this page than the server takes from one page at once (100 films or 700 MB), so it stopped "
+        "receiving them. Remove films from the upload box and triage them in batches of at most 50.",
         "Not received, so not on any worklist: d.png and 3 more films (not named here or in the downloaded "
         "worklist). The server is holding as many uploaded films as it may for all its users at once. Remove these "
         "from the upload box and upload them again in a few minutes."]

@@ -23,8 +23,9 @@ def check_batch(sizes: Sequence[int], not_received: int = 0) -> None:
     over = []
     if films > limits.batch_max_films:
         over.append(f"{films} films (at most {limits.batch_max_films})")
-    if megabytes > limits.batch_max_mb:
-        over.append(f"{megabytes_over(megabytes, limits.batch_max_mb)} MB (at most {limits.batch_max_mb:,} MB)")
+    if megabytes > limits.batch_max_mb:  # of the films received: the others' sizes never reached the server
+        over.append(f"{'at least ' if not_received else ''}{megabytes_over(megabytes, limits.batch_max_mb)} MB (at "
+                    f"most {limits.batch_max_mb:,} MB)")
     if over:
         raise BatchTooLarge(
             f"This batch is too large: {' and '.join(over)}. None of its films was triaged, so that no film is "

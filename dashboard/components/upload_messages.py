@@ -32,11 +32,17 @@ def repeated_warning(repeats: list[tuple[str, str]]) -> str:
 def refused_warnings(refused: Refusals) -> list[str]:
     """One error per reason for films the server did not receive, named as (why, name) with ``why`` "session" or
     "server" (dashboard.upload_store), and one for those refused past the names kept; names made literal."""
+    from streamlit import config
+
+    from core.serving.batch_limits import MEGABYTE, session_upload_limits
+
+    films, size = session_upload_limits(float(config.get_option("server.maxUploadSize")))
     batch = settings().batch_max_films
-    reasons = {  # "session": not "already held", as if from before: a browser review chose 121 films on a new page
-        "session": (f"More films were chosen on this page than the server takes from one page at once ({2 * batch}), "
-                    f"so it stopped receiving them. Remove films from the upload box and triage them in batches of "
-                    f"at most {batch}."),
+    reasons = {  # "session": not "already held", as if from before: a browser review chose 121 films on a new page;
+        # films or megabytes, whichever ran out (a re-read: four films of 200 MB were told of 100 films)
+        "session": (f"More was chosen on this page than the server takes from one page at once ({films} films or "
+                    f"{size // MEGABYTE:,} MB), so it stopped receiving them. Remove films from the upload box and "
+                    f"triage them in batches of at most {batch}."),
         "server": ("The server is holding as many uploaded films as it may for all its users at once. Remove these "
                    "from the upload box and upload them again in a few minutes."),
     }
