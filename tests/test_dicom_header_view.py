@@ -127,4 +127,5 @@ def test_a_film_not_triaged_keeps_what_its_header_says_without_doubting_a_readin
     chest = np.asarray(Image.open(normal_film_path).convert("L"))
     read = predictor.predict(read_film(dicom(chest, bits=8, **header), name="chest.dcm"))
     doubted = [w for w in read.warnings if w.startswith("The DICOM")]
-    assert read.priority and len(doubted) == 5 and all("so this reading may" in w or ": this reading may" in w for w in doubted)
+    assert read.priority and len(doubted) == 5 and all("so this reading may" in w or ": this reading may" in w
+                                                       for w in doubted)
