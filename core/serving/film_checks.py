@@ -35,9 +35,9 @@ SHARED = "shared"  # FilmChecks(chest_check=SHARED): the process's chest-film ch
 # routine one: a review found the default calling 5 of the 8 full-resolution pneumonia films, inverted, routine (the
 # logistic model 99.9 % normal), while the check names 1 real film in 5,216 Kermany and 1 in 251 COVID-set films.
 REVERSED_NOT_ROUTINE = ("The grey levels look reversed (bone dark, lungs bright), as on a film exported with its grey "
-                        "scale inverted: models read such films as normal too often for a routine call (5 of 8 "
-                        "pneumonia films here, inverted, read routine). Export the film again as it is viewed, or as "
-                        "DICOM, and triage that.")
+                        "scale inverted: models read such films as normal too often for a routine call (in a test, "
+                        "5 of 8 pneumonia films, inverted, read routine). Export the film again as it is viewed, or "
+                        "as DICOM, and triage that.")
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,10 @@ class FilmChecks:
                 whys[i] = TURNED
         return whys
 
-    def learned(self, films: list[Film | None], inputs: list[torch.Tensor | None]) -> list[FilmVerdict]:
+    def learned(self, films: list[Film | None], inputs: list[torch.Tensor]) -> list[FilmVerdict]:
         """The verdicts of films that passed the image statistics: the chest-film check, then, for chest films, the
-        population check. ``inputs``: each film's :meth:`feature_input` (None where the checks read none); ``films``
-        (None where not kept) serve a stand-in check only."""
+        population check. ``inputs``: each film's :meth:`feature_input`, empty where the checks read no features;
+        ``films`` (None where not kept) serve a stand-in check only."""
         if not films and not inputs:  # every film of a batch refused before (a re-read: a ValueError here)
             return []
         features = None
