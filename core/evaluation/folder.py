@@ -15,12 +15,11 @@ from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.paired import FilmScores
 from core.films.copies import decoded_signature, pair_graph, repeats_in_detail, stacked
-from core.films.quality import reversed_grey_levels
 from core.films.read import read_film_file, shown_name
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
 from core.models.inference import probabilities
-from core.serving.film_checks import FilmChecks
+from core.serving.film_checks import REVERSED_LEFT_OUT, FilmChecks
 from core.serving.population import ModelPopulation
 from core.store.checkpoints import LoadedModel
 from core.store.reports import Report, SkippedFilm
@@ -116,12 +115,9 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
             raise
         except TriageError as exc:
             return SkippedFilm(file=str(path), error=str(exc))
-        why = checks.statistics(film)
+        why = checks.in_a_folder(film)
         if why:
             return SkippedFilm(file=str(path), error=left_out(path, why))
-        if reversed_grey_levels(film):  # for every model alike: Compare reads all models on the same films
-            return SkippedFilm(file=str(path), error=f"{shown_name(path.name)} is left out of the figures: "
-                                                     f"{REVERSED_LEFT_OUT}")
         tensor = film_to_tensor(film, loaded.image_size)
         check = checks.feature_input(film, tensor, loaded.image_size) if checks.needs_features else None
         return _Decoded(path, tensor, check, digest, signature=decoded_signature(film))
@@ -170,16 +166,10 @@ def read_folder(loaded: LoadedModel, folder: str | Path, batch_size: int | None 
                          checks.unscreened)
 
 
-# Triage withholds a routine call on such a film and keeps an urgent one (core.serving.film_checks): which depends on
-# the model, so an evaluation leaves it out for every model alike (a browser review: Compare read one model on 10
-# films and three on 9, one inverted film apart, and could no longer compare them like for like)
-REVERSED_LEFT_OUT = ("its grey levels look reversed (bone dark, lungs bright), as on a film exported with its grey "
-                     "scale inverted; Triage gives such a film no routine call, only an urgent one, so no model's "
-                     "reading of it is counted. Export it again as it is viewed, or as DICOM.")
-
-
 def left_out(path: Path, why: str) -> str:
     """A film's line among the skipped: its name, that it is out of the figures, and why."""
+    if why == REVERSED_LEFT_OUT:  # Triage may still call it urgent
+        return f"{shown_name(path.name)} is left out of the figures: {why}"
     return f"{shown_name(path.name)} would not be triaged, so it is left out of the figures: {why}"
 
 

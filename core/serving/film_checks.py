@@ -9,7 +9,7 @@ unlike the model's training films: the priority stays, with a warning), features
 
 One rule depends on the model's call and so is applied apart: a film whose grey levels look reversed keeps an urgent
 call and gets no routine one (:data:`REVERSED_NOT_ROUTINE`, in core.serving.predict); ``evaluate`` and the
-source and site checks leave such films out for every model alike (core.evaluation.folder.REVERSED_LEFT_OUT).
+source and site checks leave such films out for every model alike (:meth:`FilmChecks.in_a_folder`).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 
 from core.errors import CheckpointError
 from core.films.film import Film
-from core.films.quality import usability_problems
+from core.films.quality import reversed_grey_levels, usability_problems
 from core.films.tensor import as_float, film_to_tensor
 from core.models.features import FEATURE_SIZE, FeatureExtractor
 from core.serving.chest_check import ChestFilmCheck
@@ -38,6 +38,13 @@ REVERSED_NOT_ROUTINE = ("The grey levels look reversed (bone dark, lungs bright)
                         "scale inverted: models read such films as normal too often for a routine call (in a test, "
                         "5 of 8 pneumonia films, inverted, read routine). Export the film again as it is viewed, or "
                         "as DICOM, and triage that.")
+
+# Triage's call on such a film depends on the model, so a folder's reading (evaluate, Compare, a site folder, a
+# training source) leaves it out for every model alike (a browser review: Compare read one model on 10 films and
+# three on 9, one inverted film apart, and could no longer compare them like for like)
+REVERSED_LEFT_OUT = ("its grey levels look reversed (bone dark, lungs bright), as on a film exported with its grey "
+                     "scale inverted; Triage gives such a film no routine call, only an urgent one, so no model's "
+                     "reading of it is counted. Export it again as it is viewed, or as DICOM.")
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,12 @@ class FilmChecks:
         """Why the image statistics refuse ``film``, or None (then the learned checks)."""
         problems = usability_problems(film)
         return " ".join(problems) if problems else None
+
+    @classmethod
+    def in_a_folder(cls, film: Film) -> str | None:
+        """Why a folder's reading leaves ``film`` out before any model reads it: the image statistics, or grey
+        levels that look reversed (:data:`REVERSED_LEFT_OUT`); None: on to the learned checks."""
+        return cls.statistics(film) or (REVERSED_LEFT_OUT if reversed_grey_levels(film) else None)
 
     @property
     def needs_features(self) -> bool:

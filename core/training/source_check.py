@@ -11,7 +11,6 @@ import numpy as np
 
 from core.errors import TriageError
 from core.films.folders import FilmSet
-from core.films.quality import reversed_grey_levels
 from core.films.read import read_film
 
 SAMPLE = 12  # films checked, spread over the classes; about a second of features on a 2-core CPU
@@ -42,7 +41,6 @@ def untriaged(films: FilmSet, indices: list[int], batch: int = 32) -> Verdicts:
     """Whether Triage would leave each of ``films`` at ``indices`` untriaged: its film checks
     (core.serving.film_checks), a batch of films at a time; and, as ``evaluate`` does, a film whose grey levels look
     reversed (Triage gives it no routine call, only an urgent one)."""
-    from core.evaluation.folder import REVERSED_LEFT_OUT
     from core.serving.film_checks import FilmChecks
 
     checks = FilmChecks()
@@ -56,9 +54,9 @@ def untriaged(films: FilmSet, indices: list[int], batch: int = 32) -> Verdicts:
             except TriageError:
                 chunk.append(False)
                 continue
-            # a film whose grey levels look reversed is left out as evaluate leaves it out (a re-read: a site folder
-            # of inverted exports chose its threshold on films Triage gives no routine call)
-            chunk.append(checks.statistics(film) or (REVERSED_LEFT_OUT if reversed_grey_levels(film) else None))
+            # reversed grey levels too, as evaluate leaves such a film out (a re-read: a site folder of inverted
+            # exports chose its threshold on films Triage gives no routine call)
+            chunk.append(checks.in_a_folder(film))
             if chunk[-1] is None and checks.needs_features:
                 inputs.append(checks.feature_input(film))
         passed = [i for i, why in enumerate(chunk) if why is None]
