@@ -336,9 +336,10 @@ def test_copies_of_a_film_in_the_site_folder_count_once(trained_model, registry,
     site_report = new.other_reports[SITE]
     assert site_report.n == 6 and "2 copies of other films in it left out" in site_report.split
     shutil.copy(first, site / "PNEUMONIA" / "misfiled.jpeg")
-    with pytest.raises(DatasetError, match=r"^ward-7/ward holds the same film under two classes \(a copy of a film "
-                                           r"filed under another class folder: ward-7/ward/NORMAL/\S+ and "
-                                           r"ward-7/ward/PNEUMONIA/misfiled.jpeg;"):
+    with pytest.raises(DatasetError, match=r"^ward-7/ward holds the same film under two classes \(copies of a film "
+                                           r"filed under more than one class folder: ward-7/ward/NORMAL/\S+, "
+                                           r"ward-7/ward/NORMAL/zz-renamed.jpeg, ward-7/ward/NORMAL/zz-x.jpg and "
+                                           r"ward-7/ward/PNEUMONIA/misfiled.jpeg\); correct the labels"):
         calibrate(trained_model.name, TARGET, directory=registry, site_folder="ward-7/ward")
     (site / "PNEUMONIA" / "misfiled.jpeg").unlink()
     for film in sorted((site / "NORMAL").iterdir())[1:3]:

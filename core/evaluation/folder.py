@@ -9,12 +9,11 @@ from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
-from scipy.sparse.csgraph import connected_components
 
 from core.errors import DatasetError, TriageError, TryAgainLater
 from core.evaluation.metrics import evaluate_probabilities
 from core.evaluation.paired import FilmScores
-from core.films.copies import decoded_signature, pair_graph, repeats_in_detail, stacked
+from core.films.copies import decoded_signature, groups_of, repeats_in_detail, stacked
 from core.films.read import read_film_file, shown_name
 from core.films.tensor import as_float, film_to_tensor
 from core.models.device import inference_batch_size, model_device
@@ -208,9 +207,8 @@ def _one_film_each(keys: list[str], labels: list[int], signatures: list, kept: l
     if not len(pairs):
         return kept, []
     # by group, as the split joins them (a re-read: pair by pair, A~B~C across two classes still counted A)
-    _, group = connected_components(pair_graph(len(kept), pairs), directed=False)
     out: dict[int, str] = {}
-    for members in (np.flatnonzero(group == g) for g in np.unique(group[pairs.ravel()])):
+    for members in groups_of(len(kept), pairs):
         first, others = kept[members[0]], [kept[m] for m in members[1:]]
         if len({labels[kept[m]] for m in members}) > 1:
             for one in (first, *others):

@@ -27,7 +27,7 @@ from core.films.roots import SHARED_ROOT
 # The key of its report in ModelRecord.other_reports; core.training.other_reports also reads the films framed 15 %
 # tighter (OTHER_COLLECTION_FRAMED): the two readings bound what a new site may see (core.evaluation.site_range).
 from core.store.reports import OTHER_COLLECTION
-from core.films.copies import copies_of, film_signatures, near_duplicates
+from core.films.copies import copies_of, film_signatures, first_of_each, near_duplicates
 
 FOLDER = Path("covid-3class") / "train"  # under the shared data folder (settings().data)
 CLASS_FOLDERS = (("NORMAL", "Normal"), ("PNEUMONIA", "Viral Pneumonia"))
@@ -58,11 +58,11 @@ def collection_films(training_folder: FilmSet) -> tuple[FilmSet, int, int] | Non
 
 
 def _repeats(films: FilmSet, signatures: tuple) -> np.ndarray:
-    """Which of ``films`` near-duplicate an earlier one (the later of each pair; a film nothing reads is no
+    """Which of ``films`` near-duplicate an earlier one (all of a group but its first; a film nothing reads is no
     repeat)."""
-    repeats = np.zeros(len(films), dtype=bool)
-    if len(films):
-        repeats[near_duplicates(films, np.ones(len(films), dtype=bool), signatures).pairs[:, 1]] = True
+    repeats = np.ones(len(films), dtype=bool)
+    pairs = near_duplicates(films, np.ones(len(films), dtype=bool), signatures).pairs
+    repeats[first_of_each(len(films), pairs)] = False
     return repeats
 
 

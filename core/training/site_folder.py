@@ -23,7 +23,7 @@ from core.errors import DatasetError, FolderNotAllowed
 from core.films.folders import FilmSet, discover, split_folders
 from core.films.roots import folder_label, resolve_label
 from core.store.promotion import floor_for
-from core.films.copies import repeats_in_detail
+from core.films.copies import first_of_each, groups_of, repeats_in_detail
 from core.training.source_check import untriaged
 
 
@@ -113,14 +113,21 @@ def distinct_films(site: SiteFolder, task: str) -> SiteFolder:
     if not len(pairs):
         return site
     labels = site.films.labels
-    misfiled = pairs[labels[pairs[:, 0]] != labels[pairs[:, 1]]]
-    if len(misfiled):
-        shown = "; ".join(f"{site.named([i])} and {site.named([j])}" for i, j in misfiled[:3])
-        more = f"; and {len(misfiled) - 3} more pairs" if len(misfiled) > 3 else ""
-        raise DatasetError(f"{site.label} holds the same film under two classes (a copy of a film filed under "
-                           f"another class folder: {shown}{more}); correct the labels and try again.")
-    kept = np.setdiff1d(np.arange(len(site.films)), pairs.max(axis=1))  # each pair's later film goes
+    misfiled = [g for g in groups_of(len(site.films), pairs) if len(set(labels[g].tolist())) > 1]
+    if misfiled:
+        shown = "; ".join(_listed([site.named([i]) for i in group]) for group in misfiled[:3])
+        more = f"; and {len(misfiled) - 3} more such films" if len(misfiled) > 3 else ""
+        raise DatasetError(f"{site.label} holds the same film under two classes (copies of a film filed under more "
+                           f"than one class folder: {shown}{more}); correct the labels and try again.")
+    kept = first_of_each(len(site.films), pairs)
     return _at_floor(replace(site, films=site.films.subset(kept), copies=len(site.films) - len(kept)), task)
+
+
+def _listed(names: list[str], shown: int = 4) -> str:
+    """``a, b and c``; past ``shown`` names, how many more."""
+    if len(names) > shown:
+        return f"{', '.join(names[:shown])} and {len(names) - shown} more copies"
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
 
 
 def triaged_films(site: SiteFolder, task: str) -> SiteFolder:
