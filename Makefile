@@ -48,6 +48,7 @@ bench: setup
 	$(PY) bench/reproduce.py --no-write
 	$(PY) bench/training.py
 	$(PY) bench/evaluate.py
+	$(PY) bench/copies.py
 	$(PY) bench/inference_batch.py
 	$(PY) bench/precision.py
 	$(PY) bench/bombs.py
