@@ -28,6 +28,7 @@ from core.errors import UnreadableImage
 from core.films.bounds import check_declared_size, check_deflated_dicom, over_limit
 from core.films.dicom_values import header_warnings, shown_values
 from core.films.film import MAX_PIXELS, Film
+from core.films.colour_marks import colour_marks
 from core.films.grey_levels import greyscale_pipeline, int_tag, luma, palette_grey
 from core.films.truncation import jpeg_cut_short
 
@@ -110,9 +111,12 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
             if tag in ds:
                 del ds[tag]
         if arr.ndim == 3:  # colour (RGB after pydicom's YBR conversion)
+            warnings.append(colour_marks(arr, 2.0 ** min(max(bit_depth, 1), 16) - 1))
             pixels = luma(arr, bit_depth)
         elif str(getattr(ds, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR":  # colour table indices
-            pixels = palette_grey(apply_color_lut(arr, ds))
+            rgb = apply_color_lut(arr, ds)
+            warnings.append(colour_marks(rgb, 255.0 if rgb.dtype == np.uint8 or int(rgb.max()) <= 255 else 65535.0))
+            pixels = palette_grey(rgb)
         else:
             pixels = greyscale_pipeline(arr, ds)
         if pixels.ndim != 2 or pixels.size == 0:
@@ -125,7 +129,7 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
         original_size=(cols, rows),
         bit_depth=bit_depth,
         metadata=metadata,
-        warnings=tuple(warnings),
+        warnings=tuple(w for w in warnings if w),
     )
 
 

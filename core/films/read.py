@@ -27,6 +27,7 @@ from core.films.decode_pool import decode_pool
 from core.films.film import MAX_FILE_BYTES, MAX_PIXELS, Film
 from core.films.roots import open_inside_roots
 from core.films.transparency import has_alpha, refuse_transparency
+from core.films.colour_marks import image_marks
 from core.films.truncation import jpeg_cut_short
 from core.wording import in_its_own_order, megabytes_over
 
@@ -217,7 +218,8 @@ def _decode_raster(data: bytes, label: str) -> Film:
     pixels, bit_depth = _to_grey_float(image)
     meta = {"format": fmt, "mode": image.mode}
     notes = (f"This {fmt} holds {frames} images: only the first is read.",) if frames > 1 else ()  # as a DICOM says
-    return Film(pixels, fmt, (width, height), bit_depth, meta, warnings=notes)
+    marks = image_marks(image)
+    return Film(pixels, fmt, (width, height), bit_depth, meta, warnings=notes + ((marks,) if marks else ()))
 
 
 # EXIF orientation -> the turn that makes the film upright (as ImageOps.exif_transpose turns it)

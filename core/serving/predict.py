@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import CheckpointError
+from core.films.colour_marks import marks_note
 from core.films.dicom_values import header_doubts
 from core.films.film import Film
 from core.films.known_sets import shortcut_calls, training_sources
@@ -58,7 +59,8 @@ class Prediction:
     population_warning: str | None = None  # a chest film unlike the model's training films; priority kept
     population_checked: bool = False  # whether the model has a population check (older versions do not)
     # Warnings (also in ``warnings``) that the film is unlike what the model reads: its DICOM header names no
-    # frontal chest radiograph, its grey levels look reversed, its shape is far from a chest film's
+    # frontal chest radiograph, colour marks are burned into it, its grey levels look reversed, its shape is far from
+    # a chest film's
     doubts: list[str] = field(default_factory=list)
 
     @property
@@ -196,8 +198,8 @@ class Predictor:
         warnings += problems
         # an unavailable chest-film check is a doubt too: a film it never saw got a plain routine call, while an
         # unavailable population check made every routine call atypical (a worklist review)
-        doubts = [] if problems else [note for note in (*_header_doubts(film), reversed_note,
-                                                        shape_warning(film), unchecked,
+        doubts = [] if problems else [note for note in (*_header_doubts(film), marks_note(film.warnings),
+                                                        reversed_note, shape_warning(film), unchecked,
                                                         self.shortcut_calls.get(label)) if note]
         warnings += [note for note in doubts if note not in warnings]  # the header's are the film's own already
         if unchecked and unchecked not in warnings:
