@@ -7,6 +7,9 @@ path). It runs while the page waits: a few hundred films at most, read once.
 """
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
+
 import streamlit as st
 
 from core import limits
@@ -24,6 +27,7 @@ VALIDATION, SITE_FOLDER = "validation", "site folder"  # core.training.calibrate
 SOURCES = {VALIDATION: "Its own validation films", SITE_FOLDER: "A labelled folder of this site"}
 MODEL_KEY = "calibrate-model"
 _DONE = "calibrate-done"  # ((model, target, folder) asked, the version it registered): the session's last
+_PENDING = "calibrate-pending"  # the press's calibration while it runs (_Pending)
 _RENEWED = "calibrate-model-renewed"  # times the chosen model was removed meanwhile: each time a new, empty box
 
 
@@ -96,22 +100,53 @@ def calibrate_section(user: User) -> None:
     _run(entry, asked, folder, user)
 
 
+@dataclass
+class _Pending:
+    """A press's calibration while it runs, and its outcome: a press while it runs waits for it. Streamlit starts
+    the page again at once on a second press (fast reruns), while the first run goes on calibrating: both registered
+    a version, 2 s apart (a review)."""
+    asked: tuple
+    finished: threading.Event = field(default_factory=threading.Event)
+    outcome: list = field(default_factory=list)  # the record registered, or the error's words
+
+
 def _run(entry: ModelEntry, asked: tuple, folder, user: User) -> None:
+    pending = st.session_state.get(_PENDING)
+    if pending is None or pending.asked != asked or pending.finished.is_set() and not _registered(pending):
+        pending = st.session_state[_PENDING] = _Pending(asked)
+        _calibrate(entry, asked, folder, user, pending)
+    elif not pending.finished.is_set():
+        with st.spinner(f"Recalibrating {entry.name} (pressed again while it ran: the first press goes on)…"):
+            while not pending.finished.wait(0.5):
+                pass
+    outcome = pending.outcome[0] if pending.outcome else "Its run stopped before it ended: press Calibrate again."
+    if isinstance(outcome, str):
+        st.error(f"The model was not recalibrated. {outcome}", icon=":material/error:")
+        return
+    st.session_state[_DONE] = (asked, outcome.name)
+    _report(outcome)
+
+
+def _registered(pending: _Pending) -> bool:
+    """Whether a finished press registered a version that still is (an error, or a version removed since, is
+    tried again)."""
+    names = {e.name for e in registered_models()[0]}
+    return bool(pending.outcome) and not isinstance(pending.outcome[0], str) and pending.outcome[0].name in names
+
+
+def _calibrate(entry: ModelEntry, asked: tuple, folder, user: User, pending: _Pending) -> None:
     from core.training.calibrate import calibrate  # torch loads only when someone recalibrates
 
     try:
         with st.spinner(f"Recalibrating {entry.name}…"):
-            record = calibrate(entry.name, asked[1], who=user.who, site_folder=folder)
-            # Kept before anything is drawn: a second press while this ran reruns the page as soon as this run
-            # draws, with the button pressed: it would register a second version (found by a review).
-            st.session_state[_DONE] = (asked, record.name)
+            pending.outcome.append(calibrate(entry.name, asked[1], who=user.who, site_folder=folder))
     except TriageError as exc:  # a film that fails to decode is named by its path: put data roots in words
         training = entry.record.training
         folder_trained_on = recorded_source(training.data_dir) if training is not None else None
-        why = escape_markdown(without_server_paths(str(exc), folder_trained_on))  # a folder's names, plain (a review)
-        st.error(f"The model was not recalibrated. {why}", icon=":material/error:")
-        return
-    _report(record)
+        # a folder's names, plain (a review)
+        pending.outcome.append(escape_markdown(without_server_paths(str(exc), folder_trained_on)))
+    finally:
+        pending.finished.set()
 
 
 def outcome_lines(record) -> list[str]:

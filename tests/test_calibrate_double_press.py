@@ -1,0 +1,87 @@
+"""Calibrate pressed again while it runs: Streamlit starts the page again at once (fast reruns) while the first run
+goes on calibrating, so both registered a version, 2 s apart (a browser review: pneumonia-cnn5-v4 and -v5). The
+second press now waits for the first and shows its version; a press after an error tries again."""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import pytest
+
+import core.training.calibrate as calibrate_module
+from core.errors import CalibrationError
+from dashboard.components import calibrate_view
+
+ASKED = ("pneumonia-x-v1", 0.95, None, "")
+ENTRY, USER = SimpleNamespace(name="pneumonia-x-v1", record=SimpleNamespace(training=None)), SimpleNamespace(who="local")
+
+
+class _Page:
+    """What _run draws with: one session's state, shared by both presses' threads, and what each showed."""
+
+    def __init__(self) -> None:
+        self.session_state: dict = {}
+        self.errors: list[str] = []
+
+    @contextmanager
+    def spinner(self, text: str):
+        yield
+
+    def error(self, text: str, icon: str | None = None) -> None:
+        self.errors.append(text)
+
+
+@pytest.fixture
+def page(monkeypatch):
+    page, registered, reported = _Page(), [], []
+    monkeypatch.setattr(calibrate_view, "st", page)
+    monkeypatch.setattr(calibrate_view, "registered_models", lambda: (registered, []))
+    monkeypatch.setattr(calibrate_view, "_report", reported.append)
+    return SimpleNamespace(page=page, registered=registered, reported=reported)
+
+
+def _presses(monkeypatch, outcome) -> list[str]:
+    """Two presses of one request, the second while the first calibrates; the names calibrate was called with."""
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow(name, target, who=None, site_folder=None):
+        calls.append(name)
+        started.set()
+        release.wait(10)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(calibrate_module, "calibrate", slow)
+    presses = [threading.Thread(target=calibrate_view._run, args=(ENTRY, ASKED, None, USER)) for _ in range(2)]
+    presses[0].start()
+    assert started.wait(10)
+    presses[1].start()
+    time.sleep(1.0)  # the second press is waiting on the first
+    release.set()
+    for press in presses:
+        press.join(10)
+    return calls
+
+
+def test_a_second_press_while_calibrating_shows_the_first_press_version(page, monkeypatch):
+    version = SimpleNamespace(name="pneumonia-x-v2")
+    page.registered.append(version)
+    assert _presses(monkeypatch, version) == ["pneumonia-x-v1"]  # before: called twice, two versions
+    assert page.reported == [version, version] and not page.page.errors
+    assert page.page.session_state[calibrate_view._DONE] == (ASKED, "pneumonia-x-v2")
+    monkeypatch.setattr(calibrate_module, "calibrate", lambda *a, **k: pytest.fail("calibrated again"))
+    calibrate_view._run(ENTRY, ASKED, None, USER)  # pressed once more, the version still registered: shown again
+    assert page.reported == [version] * 3
+
+
+def test_a_press_after_a_refusal_tries_again(page, monkeypatch):
+    assert _presses(monkeypatch, CalibrationError("Too few films.")) == ["pneumonia-x-v1"]
+    assert page.page.errors == ["The model was not recalibrated. Too few films."] * 2 and not page.reported
+    version = SimpleNamespace(name="pneumonia-x-v2")
+    page.registered.append(version)
+    monkeypatch.setattr(calibrate_module, "calibrate", lambda *a, **k: version)
+    calibrate_view._run(ENTRY, ASKED, None, USER)
+    assert page.reported == [version]
