@@ -15,7 +15,8 @@ from core.errors import CalibrationError
 from dashboard.components import calibrate_view
 
 ASKED = ("pneumonia-x-v1", 0.95, None, "")
-ENTRY, USER = SimpleNamespace(name="pneumonia-x-v1", record=SimpleNamespace(training=None)), SimpleNamespace(who="local")
+ENTRY = SimpleNamespace(name="pneumonia-x-v1", record=SimpleNamespace(training=None))
+USER = SimpleNamespace(who="local")
 
 
 class _Page:
