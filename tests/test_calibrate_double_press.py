@@ -12,7 +12,9 @@ import pytest
 
 import core.training.calibrate as calibrate_module
 from core.errors import CalibrationError
+from core.store.registry import list_models
 from dashboard.components import calibrate_view
+from test_calibrate_site import _retrain_page, _ward
 
 ASKED = ("pneumonia-x-v1", 0.95, None, "")
 ENTRY = SimpleNamespace(name="pneumonia-x-v1", record=SimpleNamespace(training=None))
@@ -86,3 +88,23 @@ def test_a_press_after_a_refusal_tries_again(page, monkeypatch):
     monkeypatch.setattr(calibrate_module, "calibrate", lambda *a, **k: version)
     calibrate_view._run(ENTRY, ASKED, None, USER)
     assert page.reported == [version]
+
+
+def test_calibrate_pressed_again_after_the_site_folder_changed_calibrates_again(trained_model, registry, tmp_path,
+                                                                                settings_env, films_dir):
+    """Found by a review: the page's guard against a double press knew the folder by name only, so pressing again
+    after relabelling films (moved between class folders) showed the version chosen on the wrong labels."""
+    site, roots = _ward(tmp_path, films_dir, 4)
+    settings_env(CXR_MODELS=str(registry), CXR_JOBS=str(tmp_path / "jobs"), CXR_DATA_ROOTS=str(roots))
+    at = _retrain_page()
+    at.radio(key="calibrate-source").set_value("site folder").run()
+    at.selectbox(key="calibrate-site-root").set_value("ward-7").run()
+    at.selectbox(key="calibrate-site-folder-ward-7").set_value("ward").run()
+    for _ in range(2):  # pressed twice: one version
+        next(b for b in at.button if b.label == "Calibrate").click().run()
+    assert not at.exception and len(list_models(registry)[0]) == 2
+    moved = sorted((site / "NORMAL").iterdir())[0]
+    moved.rename(site / "PNEUMONIA" / moved.name)  # relabelled
+    next(b for b in at.button if b.label == "Calibrate").click().run()
+    assert not at.exception and len(list_models(registry)[0]) == 3
+    assert not [i.value for i in at.info if "already recalibrated" in i.value]

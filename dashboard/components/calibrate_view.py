@@ -167,6 +167,8 @@ def outcome_lines(record) -> list[str]:
                      f"{with_interval(site.specificity, site.specificity_ci)} ({site.n} films; the threshold was "
                      "chosen on these films, so their sensitivity meets the target by construction and is no check "
                      "of it).")
+        if (site.split or "").startswith("site folder"):  # how many films, and which were left out (a review)
+            lines.append(f"Read on the {site.split}.")
     return lines
 
 
