@@ -77,7 +77,7 @@ def test_a_job_past_its_time_limit_is_stopped_saves_nothing_and_says_so(places, 
     (start,) = read_actions()
     assert (start.action, start.who, start.model) == ("job.start", "admin:alice", None)
     assert start.details["job"] == job.job_id and start.details["time_limit_minutes"] == 0.25
-    assert start.details["dataset"] == "kermany-224/train" and start.details["config"]["epochs"] == 200
+    assert start.details["dataset"] == "shared-data/kermany-224/train" and start.details["config"]["epochs"] == 200
     assert str(kermany_train) not in json.dumps(start.to_json())
 
 

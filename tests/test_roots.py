@@ -13,8 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.errors import DataRootsUnreadable, DatasetError, FolderNotAllowed
-from core.films.roots import (SHARED_ROOT, data_roots, find_root, folder_label, list_folders, resolve_folder,
-                              resolve_label)
+from core.films.roots import (SHARED_ROOT, audit_label, data_roots, find_root, folder_label, list_folders,
+                              resolve_folder, resolve_label)
 
 REFUSAL = FolderNotAllowed.MESSAGE
 
@@ -90,6 +90,15 @@ def test_labels_name_the_root_and_never_the_server_path(site, data_dir, tmp_path
     for outside in (tmp_path / "secret", Path("/etc"), tmp_path / "gone"):
         with pytest.raises(FolderNotAllowed):
             folder_label(outside)
+
+
+def test_the_audit_log_names_a_training_folder_by_its_label(site, tmp_path):
+    """A browser review: a job's dataset in the audit log was its last two server folders (``site-films/batch-1``
+    here, ``data/site2`` there), where calibrations give the label."""
+    (site / "ward").mkdir()
+    assert audit_label(site / "ward") == "site/ward" and audit_label(str(site / "batch-1")) == "relative"
+    assert audit_label("four-class") == "four-class"  # a shipped manifest by its name
+    assert audit_label(tmp_path / "secret" / "inside") == "secret/inside"  # outside every root: as before
 
 
 def test_the_chooser_lists_subfolders_only_and_within_the_root(site, data_dir):

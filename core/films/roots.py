@@ -228,6 +228,17 @@ def open_inside_roots(path: Path, label: str | None = None) -> BinaryIO:
     return handle
 
 
+def audit_label(source: str | Path) -> str:
+    """A training source as the audit log names it (the log is shown on a page): a folder by its data-root label
+    (``review/site2``), as calibrations name theirs; anything else (a manifest's name) by its last two parts. The
+    last two parts of every folder named one in a root's top folder by the root's own server name (a review:
+    ``data/site2``)."""
+    try:
+        return folder_label(source)
+    except (FolderNotAllowed, DataRootsUnreadable):
+        return "/".join(Path(source).parts[-2:])
+
+
 def leads_out(named: Path, real: Path) -> bool:
     """Whether a file opened as ``named`` really is (``real``) outside every data root while ``named``'s folder
     lies inside one, really or by its name (a review: a class folder swapped for a link out, after the listing, took

@@ -38,6 +38,7 @@ from core.config import REPO_ROOT, job_environment, settings
 from core.limits import MIN_FILMS
 from core.errors import AuditLogUnavailable, JobError
 from core.films.manifest import find_manifest, training_films
+from core.films.roots import audit_label
 from core.jobs import lock
 from core.jobs.lock import LOCK_FILE
 from core.store.atomic import keep_private
@@ -151,9 +152,9 @@ def _unwritable(exc: OSError) -> JobError:
 def _record_start(folder: Path, job_id: str, data_dir: str | Path, config: TrainConfig, name: str | None,
                   who: str, resume_of: str | None = None) -> None:
     resumed = {"resumes": resume_of} if resume_of else {}  # a resume names the job whose run it continues
-    try:  # the dataset by its last two folder names: the audit log is shown on a page, server paths are not
+    try:  # the dataset by its data-root label: the audit log is shown on a page, server paths are not
         record_action("job.resume" if resume_of else "job.start", who, job=job_id, **resumed,
-                      dataset="/".join(Path(data_dir).parts[-2:]), name=name, config=config.to_json(),
+                      dataset=audit_label(data_dir), name=name, config=config.to_json(),
                       time_limit_minutes=settings().job_time_limit_minutes)
     except AuditLogUnavailable:
         write_status(folder, FAILED, message="Not started: the audit log cannot be written.")

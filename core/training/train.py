@@ -35,9 +35,9 @@ from core.tasks import task_name
 from core.admin.audit import ensure_writable, record_action
 from core.films.folders import FilmSet
 from core.films.manifest import training_films
+from core.films.roots import audit_label
 from core.films.tensor import check_film_sizes
-from core.training.data import (film_groups, fingerprint, patient_split, split_words,
-                                 with_patients_of, without_copies_of)
+from core.training.data import film_groups, fingerprint, patient_split, split_words, with_patients_of, without_copies_of
 from core.training.holdout import holdout_rule, split_holdout
 from core.training.distributed import Hardware, leave, prepare_hardware
 from core.training.events import DoneEvent, LoadingEvent, NoteEvent, ProgressEvent
@@ -195,7 +195,7 @@ def _train(data_dir: str | Path, config: TrainConfig, hardware: Hardware, name: 
             data=DataRecord(train=fingerprint(train_set), validation=fingerprint(val_set)),
             parameters=int(sum(p.numel() for p in model.parameters())), population_check=population_check)
         details = {"job": job_id, "run": run.run_id, "resumed": run.payload is not None,
-                   "dataset": "/".join(Path(data_dir).parts[-2:]), "arch": config.arch, "image_size": config.image_size,
+                   "dataset": audit_label(data_dir), "arch": config.arch, "image_size": config.image_size,
                    "epochs": len(history), "auc": report.auc, "sensitivity": report.sensitivity,
                    "specificity": report.specificity, "n": report.n}
 
