@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
+import streamlit as st
 from e2e_support import ROOT, TRAIN_DIR, quick_checkpoints, require
 from streamlit.testing.v1 import AppTest
 
@@ -96,6 +97,7 @@ def test_a_session_from_elsewhere_without_a_credential_is_offered_no_administrat
     assert not retrain.selectbox and not retrain.number_input  # no form, no folder picker
     assert "Starting, cancelling and promoting training jobs is for administrators" in retrain.info[0].value
     assert "CXR_ADMIN_PASSPHRASE_HASH" in retrain.info[0].value
+    assert f"(http://localhost:{st.get_option('server.port')})" in retrain.info[0].value  # the port (a browser review)
     assert "Registered pneumonia-mlp-v1" in text(retrain) and "Job " + JOB in text(retrain)  # progress: read-only
     assert str(TRAIN_DIR) not in text(retrain) and "/" not in " ".join(c.value for c in retrain.caption[1:2])
     assert [e.label for e in retrain.expander] == ["Administrator sign-in"]  # no log, no audit trail

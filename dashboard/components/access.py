@@ -90,8 +90,9 @@ def how_to_administer() -> str:
     if local and not local_administration(settings):
         return ("Local administration is switched off on this server (CXR_LOCAL_ADMIN=off) and no admin sign-in is "
                 f"configured, so nobody can administer. To enable it, {enable}")
+    # the port this server listens on: the link went to port 80, where nothing answers (a browser review)
     return ("No admin sign-in is configured on this server, so administration is offered only in a browser on "
-            f"the server itself (http://localhost). To enable it here, {enable}")
+            f"the server itself (http://localhost:{st.get_option('server.port')}). To enable it here, {enable}")
 
 
 def access_sidebar() -> None:
