@@ -240,7 +240,8 @@ def test_the_cli_resumes_an_interrupted_run_and_says_when_there_is_nothing_to_re
     assert saved_runs() == [] and not list(runs_dir().glob("*.pt"))
     trained = next(a for a in read_actions(limit=20) if a.action == "train")  # the new version is on record
     assert (trained.model, trained.details["resumed"], trained.details["epochs"]) == (line["name"], True, 2)
-    assert trained.details["dataset"] == "shared-data/kermany-224/train" and str(kermany_train) not in json.dumps(trained.details)
+    assert trained.details["dataset"] == "shared-data/kermany-224/train"
+    assert str(kermany_train) not in json.dumps(trained.details)
 
 
 def test_a_resumed_run_records_the_training_time_of_every_process_that_trained_it(kermany_train, site):
