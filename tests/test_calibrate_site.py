@@ -21,6 +21,7 @@ from core.limits import THRESHOLD_MARGIN
 from core.models.inference import probabilities_in_batches
 from core.store.atomic import atomic_write_json
 from core.store.checkpoints import load_checkpoint
+from core.store.promotion import check_promotion
 from core.store.records import TrainConfig
 from core.store.registry import list_models, read_registry
 from core.training.calibrate import SITE, calibrate
@@ -232,7 +233,9 @@ def test_the_retrain_page_calibrates_on_a_site_folder(trained_model, registry, s
     assert f"Site films: sensitivity {new.other_reports[SITE].sensitivity * 100:.1f} % (" in message  # its interval
     assert "chosen on these films, so their sensitivity meets the target by construction" in message  # a review
     assert f"Read on the site folder {SITE_LABEL}: {new.other_reports[SITE].n} films (" in message  # and left out
-    assert any(c.value.startswith("It is not the default") for c in at.caption)
+    reasons = check_promotion(next(e for e in list_models(registry)[0] if e.name == new.name))  # 16 films: too few
+    refused = f"It is not the default, and cannot become it: {'; '.join(reasons)}."  # before: "...before making it one"
+    assert reasons and refused in [c.value for c in at.caption]
     shown = "\n".join(str(e.value) for kind in ("markdown", "caption", "success", "info") for e in at.get(kind))
     assert str(films_dir) not in shown
     assert any(a.action == "calibrate" and a.details["source"] == "site folder" and a.who == "local"

@@ -16,6 +16,7 @@ from core import limits
 from core.access.policy import User
 from core.errors import TriageError
 from core.films.manifest import recorded_source
+from core.store.promotion import check_promotion
 from core.store.registry import ModelEntry
 from dashboard.components.folder_picker import folder_choice
 from dashboard.components.reports import chosen_on, escape_markdown, threshold_value, with_interval
@@ -176,9 +177,12 @@ def _report(record) -> None:
     st.success("  \n".join(outcome_lines(record)), icon=":material/check_circle:")
     # a task without a default takes its first version that clears the floor (core.store.promotion.promote_first):
     # the caption said "not the default" when it had become it (a review)
-    if any(e.is_default for e in registered_models()[0] if e.name == record.name):
+    entry = next((e for e in registered_models()[0] if e.name == record.name), None)
+    if entry is not None and entry.is_default:
         st.caption("It is now the default of its task, which had none: it clears the promotion floor. Compare it "
                    "with the others; another version can be made the default below.")
+    elif entry is not None and (reasons := check_promotion(entry)):  # a browser review: a 90 % target was told
+        st.caption(f"It is not the default, and cannot become it: {'; '.join(reasons)}.")  # "before making it one"
     else:
         st.caption("It is not the default; compare it with the others before making it one.")
 
