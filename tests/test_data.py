@@ -238,3 +238,21 @@ def test_a_split_is_called_patient_disjoint_only_as_far_as_names_carry_a_patient
     for name in ("covid-cnn5-v1", "covid-efficientnet_lite0-v1"):
         record = read_model_record(REPO / "checkpoints" / f"{name}.json")
         assert "split film by film" in record.report.split and "patient-disjoint" not in record.report.split
+
+
+def test_a_split_with_no_validation_film_of_a_class_says_why(normal_film_path, tmp_path):
+    """A browser review: one film filed 12 times under NORMAL and 12 times under PNEUMONIA (one group of copies,
+    kept whole on one side) was told "add films or use a larger fraction", on a page with no fraction to set."""
+    import shutil
+
+    for k in range(12):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            shutil.copy(normal_film_path, tmp_path / cls / f"{cls[0].lower()}{k:02d}.jpeg")
+    with pytest.raises(DatasetError) as refused:
+        patient_split(discover(tmp_path), 0.2)
+    assert str(refused.value) == (
+        "The validation part would hold no NORMAL film: its 12 films belong to 1 patient(s) or group(s) of copies of "
+        "a film, each kept whole on one side of the split; 1 of them holds films filed under more than one class "
+        "(the same film or patient under two labels: NORMAL/n00.jpeg and PNEUMONIA/p00.jpeg, say). Add films of "
+        "other patients to that class folder, and correct any film filed under two classes.")

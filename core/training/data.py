@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from core.errors import DatasetError, UnreadableImage
 from core.films.copies import NO_DUPLICATES, NearDuplicates, copies_of, near_duplicates, pair_graph
 from core.films.folders import FilmSet
+from core.films.read import shown_name
 from core.films.roots import film_label, open_inside_roots
 from core.store.records import Fingerprint
 
@@ -128,8 +129,27 @@ def patient_split(films: FilmSet, val_fraction: float = 0.2, seed: int = 0,
     train_index, val_index = next(folds.split(np.zeros(len(films)), films.labels, groups))
     train, val = films.subset(train_index), films.subset(val_index)
     if min(val.class_counts()) == 0:
-        raise DatasetError("The validation split has a class with no films; add films or use a larger fraction.")
+        raise DatasetError(_no_validation_films(films, groups, val))
     return train, val
+
+
+def _no_validation_films(films: FilmSet, groups: np.ndarray, val: FilmSet) -> str:
+    """Why the validation part holds no film of a class: its films belong to too few patients or groups of copies,
+    each kept on one side; groups filed under two classes named. A review: one film filed 25 times under each of two
+    classes was told "add films or use a larger fraction", on a page with no fraction to set."""
+    label = int(np.argmin(val.class_counts()))
+    own = np.unique(groups[films.labels == label])
+    mixed = [g for g in own if len(np.unique(films.labels[groups == g])) > 1]
+    why = (f"its {int(np.sum(films.labels == label))} films belong to {len(own)} patient(s) or group(s) of copies "
+           "of a film, each kept whole on one side of the split")
+    if mixed:
+        members = np.flatnonzero(groups == mixed[0])
+        firsts = [members[films.labels[members] == c][0] for c in np.unique(films.labels[members])]  # one a class
+        shown = " and ".join(shown_name(f"{films.paths[i].parent.name}/{films.paths[i].name}") for i in firsts)
+        why += (f"; {len(mixed)} of them {'holds' if len(mixed) == 1 else 'hold'} films filed under more than one "
+                f"class (the same film or patient under two labels: {shown}, say)")
+    return (f"The validation part would hold no {films.classes[label]} film: {why}. Add films of other patients to "
+            "that class folder, and correct any film filed under two classes.")
 
 
 def class_weights(films: FilmSet) -> torch.Tensor:
