@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import CalibrationError
+from core.errors import CalibrationError, DatasetError
 from core.films.folders import FilmSet
 from core.training.calibrate import _refuse_own_films
 from core.films.copies import copies_in_detail, copies_of, first_of_each, groups_of, repeats_in_detail
@@ -86,3 +86,18 @@ def test_the_first_of_a_group_is_kept_however_its_pairs_run():
     assert first_of_each(6, pairs).tolist() == [0, 3, 5]
     assert [g.tolist() for g in groups_of(6, pairs)] == [[0, 1, 2], [3, 4]]
     assert first_of_each(2, np.zeros((0, 2), dtype=np.int64)).tolist() == [0, 1]
+
+
+def test_a_site_folder_with_many_misfiled_films_counts_the_rest_by_group(kermany_train, tmp_path):
+    """A re-read: past the three named, the rest were counted as "more such films" while they were groups."""
+    names = ["NORMAL/IM-0115-0001.jpeg", "NORMAL/IM-0117-0001.jpeg", "PNEUMONIA/person1565_bacteria_4095.jpeg",
+             "PNEUMONIA/person1637_bacteria_4339.jpeg"]
+    paths, labels = [], []
+    for k, name in enumerate(names):
+        for label, cls in enumerate(("NORMAL", "PNEUMONIA")):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            paths.append(Path(shutil.copyfile(kermany_train / name, tmp_path / cls / f"film-{k}.jpeg")))
+            labels.append(label)
+    films = FilmSet(tuple(paths), np.array(labels, dtype=np.int64), ("NORMAL", "PNEUMONIA"))
+    with pytest.raises(DatasetError, match=r"ward-7/films/PNEUMONIA/film-2.jpeg; and 1 more such group of copies\)"):
+        distinct_films(SiteFolder("ward-7/films", tmp_path, films), "pneumonia")

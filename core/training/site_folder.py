@@ -116,7 +116,8 @@ def distinct_films(site: SiteFolder, task: str) -> SiteFolder:
     misfiled = [g for g in groups_of(len(site.films), pairs) if len(set(labels[g].tolist())) > 1]
     if misfiled:
         shown = "; ".join(_listed([site.named([i]) for i in group]) for group in misfiled[:3])
-        more = f"; and {len(misfiled) - 3} more such films" if len(misfiled) > 3 else ""
+        more = len(misfiled) - 3
+        more = f"; and {more} more such group{'s' if more > 1 else ''} of copies" if more > 0 else ""
         raise DatasetError(f"{site.label} holds the same film under two classes (copies of a film filed under more "
                            f"than one class folder: {shown}{more}); correct the labels and try again.")
     kept = first_of_each(len(site.films), pairs)
@@ -126,7 +127,8 @@ def distinct_films(site: SiteFolder, task: str) -> SiteFolder:
 def _listed(names: list[str], shown: int = 4) -> str:
     """``a, b and c``; past ``shown`` names, how many more."""
     if len(names) > shown:
-        return f"{', '.join(names[:shown])} and {len(names) - shown} more copies"
+        more = len(names) - shown
+        return f"{', '.join(names[:shown])} and {more} more cop{'ies' if more > 1 else 'y'}"
     return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
 
 
