@@ -80,6 +80,36 @@ def test_a_second_press_while_calibrating_shows_the_first_press_version(page, mo
     assert page.reported == [version] * 3
 
 
+def test_a_press_for_another_target_meanwhile_does_not_make_the_first_run_again(page, monkeypatch):
+    """A re-read: one pending press per session, replaced by a press for another target, let the first target's
+    press run again while its first run went on."""
+    version, other = SimpleNamespace(name="pneumonia-x-v2"), SimpleNamespace(name="pneumonia-x-v3")
+    page.registered += [version, other]
+    quick = ("pneumonia-x-v1", 0.9, None, "")
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def calibrate(name, target, who=None, site_folder=None):
+        calls.append(target)
+        if target == ASKED[1]:
+            started.set()
+            release.wait(10)
+            return version
+        return other
+
+    monkeypatch.setattr(calibrate_module, "calibrate", calibrate)
+    first = threading.Thread(target=calibrate_view._run, args=(ENTRY, ASKED, None, USER))
+    first.start()
+    assert started.wait(10)
+    calibrate_view._run(ENTRY, quick, None, USER)  # another target, while the first runs
+    again = threading.Thread(target=calibrate_view._run, args=(ENTRY, ASKED, None, USER))
+    again.start()
+    time.sleep(1.0)
+    release.set()
+    for press in (first, again):
+        press.join(10)
+    assert calls == [ASKED[1], 0.9] and page.reported == [other, version, version]
+
+
 def test_a_press_after_a_refusal_tries_again(page, monkeypatch):
     assert _presses(monkeypatch, CalibrationError("Too few films.")) == ["pneumonia-x-v1"]
     assert page.page.errors == ["The model was not recalibrated. Too few films."] * 2 and not page.reported

@@ -30,6 +30,8 @@ from core.tasks import find_normal_index, task_name
 
 # other_reports' entry of the site films a version's threshold was chosen on, and its Calibration.source (calibrate)
 SITE_REPORT, SITE_FOLDER = "site", "site folder"
+# how a site report's split ends (core.training.calibrate): the page, which says so already, shows the rest
+SITE_CHOSEN = "; the threshold was chosen on these films, so the sensitivity target is met here by construction"
 
 
 @dataclass(frozen=True)

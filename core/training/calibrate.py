@@ -42,7 +42,7 @@ from core.films.roots import folder_label
 from core.films.tensor import load_tensors
 from core.models.device import model_device, place_model, resolve_device, to_device
 from core.store.checkpoints import kept_when_stored, load_checkpoint
-from core.store.promotion import SITE_FOLDER, SITE_REPORT, promote
+from core.store.promotion import SITE_CHOSEN, SITE_FOLDER, SITE_REPORT, promote
 from core.store.records import Calibration, MeasuredElsewhere, ModelRecord, TrainConfig
 from core.store.registry import checkpoint_dir, find_model
 from core.store.writable import ensure_models_writable
@@ -190,8 +190,7 @@ def _shares_collection(site: SiteFolder) -> bool:
 def _choose_on_site(model, site: SiteFolder, image_size: int, config: TrainConfig) -> tuple[OperatingPoint, Report]:
     """The operating point chosen on the site films by the training rule, and the site films' report at it."""
     films = site.films
-    split = (f"site folder {site.label}: {len(films)} films ({site.counts_text()}); the threshold was chosen on "
-             "these films, so the sensitivity target is met here by construction")
+    split = f"site folder {site.label}: {len(films)} films ({site.counts_text()}){SITE_CHOSEN}"
     try:
         x = to_device(load_tensors(films, image_size), model_device(model))
     except DatasetError as exc:

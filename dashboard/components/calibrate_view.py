@@ -28,7 +28,7 @@ VALIDATION, SITE_FOLDER = "validation", "site folder"  # core.training.calibrate
 SOURCES = {VALIDATION: "Its own validation films", SITE_FOLDER: "A labelled folder of this site"}
 MODEL_KEY = "calibrate-model"
 _DONE = "calibrate-done"  # ((model, target, folder) asked, the version it registered): the session's last
-_PENDING = "calibrate-pending"  # the press's calibration while it runs (_Pending)
+_PENDING = "calibrate-pending"  # each request's calibration, while it runs and after (_Pending)
 _RENEWED = "calibrate-model-renewed"  # times the chosen model was removed meanwhile: each time a new, empty box
 
 
@@ -112,9 +112,10 @@ class _Pending:
 
 
 def _run(entry: ModelEntry, asked: tuple, folder, user: User) -> None:
-    pending = st.session_state.get(_PENDING)
-    if pending is None or pending.asked != asked or pending.finished.is_set() and not _registered(pending):
-        pending = st.session_state[_PENDING] = _Pending(asked)
+    presses = st.session_state.setdefault(_PENDING, {})  # by request: another target pressed meanwhile keeps this
+    pending = presses.get(asked)
+    if pending is None or pending.finished.is_set() and not _registered(pending):
+        pending = presses[asked] = _Pending(asked)
         _calibrate(entry, asked, folder, user, pending)
     elif not pending.finished.is_set():
         with st.spinner(f"Recalibrating {entry.name} (pressed again while it ran: the first press goes on)…"):
@@ -153,7 +154,7 @@ def _calibrate(entry: ModelEntry, asked: tuple, folder, user: User, pending: _Pe
 def outcome_lines(record) -> list[str]:
     """What a calibration registered, in words: the new threshold, and the figures at it with their 95 % intervals
     (a site folder may hold as few films as the floor: a review found its figures given bare)."""
-    from core.store.promotion import SITE_REPORT
+    from core.store.promotion import SITE_CHOSEN, SITE_REPORT
 
     report, calibration = record.report, record.calibration
     lines = [f"{record.name} is registered: urgent when 1 − p({record.operating_point.normal_class}) ≥ "
@@ -169,7 +170,7 @@ def outcome_lines(record) -> list[str]:
                      "chosen on these films, so their sensitivity meets the target by construction and is no check "
                      "of it).")
         if (site.split or "").startswith("site folder"):  # how many films, and which were left out (a review)
-            lines.append(f"Read on the {site.split}.")
+            lines.append(f"Read on the {escape_markdown(site.split.removesuffix(SITE_CHOSEN))}.")
     return lines
 
 
