@@ -75,3 +75,25 @@ def test_a_routine_call_on_a_marked_film_is_atypical(predictor, normal_film_path
     assert note is not None and note in prediction.doubts and prediction.atypical
     plain = predictor.predict(read_film(normal_film_path))
     assert marks_note(plain.warnings) is None and marks_note(plain.doubts) is None
+
+
+def test_thin_coloured_text_on_a_large_film_and_a_deep_colour_dicom_are_told(normal_film_path):
+    """A re-read: counted on one pixel in four, one-pixel red text on a 4,000-px film kept a sixteenth of its pixels
+    and passed; a 12-bit colour DICOM's gap was read against 65,535, not the span its luma is stretched over."""
+    with Image.open(normal_film_path) as image:
+        large = np.asarray(image.convert("RGB").resize((4000, 4000)))
+    marked = large.copy()
+    for row in range(400, 440, 8):
+        marked[row, 400:1200] = (255, 0, 0)  # five lines of one-pixel-high "text"
+    assert marks_note(read_film(_png(marked), name="thin.png").warnings) is not None
+    assert marks_note(read_film(_png(large), name="large.png").warnings) is None
+    deep = (marked.astype(np.uint16) * 16)[::4, ::4]  # 12 bits stored in 16: the mark's gap 4,080 of 4,095
+    deep[100:104, 100:300] = (4080, 0, 0)
+    film = read_film(dicom(deep, 12, "RGB", SamplesPerPixel=3, PlanarConfiguration=0), name="deep.dcm")
+    assert marks_note(film.warnings) is not None
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()

@@ -111,7 +111,9 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
             if tag in ds:
                 del ds[tag]
         if arr.ndim == 3:  # colour (RGB after pydicom's YBR conversion)
-            warnings.append(colour_marks(arr, 2.0 ** min(max(bit_depth, 1), 16) - 1))
+            # deeper than 8 bits, luma stretches the film over its own span: the channels' gap is read against it
+            span = 255.0 if bit_depth <= 8 else max(float(arr.max()) - float(arr.min()), 1.0)
+            warnings.append(colour_marks(arr, span))
             pixels = luma(arr, bit_depth)
         elif str(getattr(ds, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR":  # colour table indices
             rgb = apply_color_lut(arr, ds)
