@@ -85,7 +85,7 @@ def test_a_film_swapped_for_a_link_out_of_the_data_roots_after_listing_is_not_re
 
 def test_a_film_is_read_into_what_it_holds_not_into_the_size_limit(normal_film_path, tmp_path):
     """read(limit + 1) set aside 200 MB for every film, however small (found timing the copies search), in
-    four threads at once; a file over the limit is still refused, and one read whole however its size was told."""
+    four threads at once; a file over the limit is still refused."""
     import tracemalloc
 
     from core.films.film import MAX_FILE_BYTES

@@ -230,9 +230,9 @@ def open_inside_roots(path: Path, label: str | None = None) -> BinaryIO:
 
 def audit_label(source: str | Path) -> str:
     """A training source as the audit log names it (the log is shown on a page): a folder by its data-root label
-    (``review/site2``), as calibrations name theirs; anything else (a manifest's name) by its last two parts. The
-    last two parts of every folder named one in a root's top folder by the root's own server name (a review:
-    ``data/site2``)."""
+    (``review/site2``), as calibrations name theirs; anything else (a manifest's name) by its last two parts. Before,
+    every folder was named by its last two parts, so a folder at the top of a root showed the root's server folder
+    (a review: ``data/site2`` for ``review/site2``)."""
     try:
         return folder_label(source)
     except (FolderNotAllowed, DataRootsUnreadable):
