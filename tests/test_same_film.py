@@ -101,3 +101,10 @@ def test_a_site_folder_with_many_misfiled_films_counts_the_rest_by_group(kermany
     films = FilmSet(tuple(paths), np.array(labels, dtype=np.int64), ("NORMAL", "PNEUMONIA"))
     with pytest.raises(DatasetError, match=r"ward-7/films/PNEUMONIA/film-2.jpeg; and 1 more such group of copies\)"):
         distinct_films(SiteFolder("ward-7/films", tmp_path, films), "pneumonia")
+
+
+def test_one_copy_left_out_is_said_in_the_singular(tmp_path):
+    films = FilmSet((tmp_path / "a.png", tmp_path / "b.png"), np.array([0, 1]), ("NORMAL", "PNEUMONIA"))
+    site = SiteFolder("ward-7/films", tmp_path, films, copies=1)
+    assert site.counts_text() == "1 NORMAL, 1 PNEUMONIA; 1 copy of another film in it left out"  # "1 copies of other"
+    assert site.floor_text() == "1 NORMAL, 1 PNEUMONIA films once 1 copy of another film in it is left out"

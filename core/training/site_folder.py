@@ -41,7 +41,8 @@ class SiteFolder:
 
     def _left_out(self) -> list[str]:
         films = f"{self.not_triaged} film{'s' if self.not_triaged > 1 else ''}"
-        return [words for n, words in ((self.copies, f"{self.copies} copies of other films in it"),
+        copies = "1 copy of another film" if self.copies == 1 else f"{self.copies} copies of other films"
+        return [words for n, words in ((self.copies, f"{copies} in it"),
                                        (self.not_triaged, f"{films} Triage would not triage (not usable chest films)"))
                 if n]
 
