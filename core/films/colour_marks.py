@@ -22,8 +22,8 @@ def image_marks(image: Image.Image) -> str | None:
         return None
     step, rows = _cells(image.height, image.width)
     pooled = []
-    for top in range(0, image.height, rows):
-        strip = image.crop((0, top, image.width, min(top + rows, image.height)))
+    for top in range(0, image.height, rows):  # a film of one strip (most of them: 256 rows) is read whole, uncropped
+        strip = image if rows >= image.height else image.crop((0, top, image.width, min(top + rows, image.height)))
         pixels = np.asarray(strip if strip.mode == "RGB" else strip.convert("RGBA"))
         spread = _spread(pixels)
         if pixels.shape[2] == 4:
@@ -56,6 +56,8 @@ def _spread(pixels: np.ndarray) -> np.ndarray:
 def _pooled(spread: np.ndarray, step: int) -> np.ndarray:
     """Each step x step cell's widest spread: a stroke one pixel wide keeps its colour (a re-read: one pixel in
     ``step`` taken, the thin text on a 4,000-px film kept a sixteenth of its pixels)."""
+    if step == 1:
+        return spread
     height, width = spread.shape
     padded = np.zeros((-(-height // step) * step, -(-width // step) * step), dtype=spread.dtype)
     padded[:height, :width] = spread
