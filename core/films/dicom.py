@@ -29,7 +29,7 @@ from core.films.bounds import check_declared_size, check_deflated_dicom, over_li
 from core.films.dicom_values import header_warnings, shown_values
 from core.films.film import MAX_PIXELS, Film
 from core.films.colour_marks import colour_marks
-from core.films.grey_levels import greyscale_pipeline, int_tag, luma, palette_grey
+from core.films.grey_levels import greyscale_pipeline, int_tag, luma, palette_grey, palette_top
 from core.films.truncation import jpeg_cut_short
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -117,7 +117,7 @@ def _read_dicom(ds: pydicom.Dataset, label: str, on_decoding: Callable[[int], No
             pixels = luma(arr, bit_depth)
         elif str(getattr(ds, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR":  # colour table indices
             rgb = apply_color_lut(arr, ds)
-            warnings.append(colour_marks(rgb, 255.0 if rgb.dtype == np.uint8 or int(rgb.max()) <= 255 else 65535.0))
+            warnings.append(colour_marks(rgb, palette_top(rgb)))
             pixels = palette_grey(rgb)
         else:
             pixels = greyscale_pipeline(arr, ds)

@@ -125,10 +125,14 @@ def palette_grey(rgb: np.ndarray) -> np.ndarray:
     """A PALETTE COLOR film's looked-up colours to grey over the palette's nominal range (255 or 65535), as an
     8-bit film is read: stretched from its lowest to its highest value, indices 64-192 of a grey palette read
     0-1 where the same film stored grey reads 0.25-0.75 (a review)."""
+    return _bt601(rgb) / np.float32(palette_top(rgb))
+
+
+def palette_top(rgb: np.ndarray) -> float:
+    """The nominal maximum of a PALETTE COLOR film's looked-up colours: 255, or their type's maximum."""
     # a palette of 16-bit entries that holds 8-bit values (some writers do, against the standard) reads over 8 bits,
     # not near black (a review of the day's change)
-    top = 255.0 if rgb.dtype == np.uint8 or (rgb.size and int(rgb.max()) <= 255) else float(np.iinfo(rgb.dtype).max)
-    return _bt601(rgb) / np.float32(top)
+    return 255.0 if rgb.dtype == np.uint8 or (rgb.size and int(rgb.max()) <= 255) else float(np.iinfo(rgb.dtype).max)
 
 
 def _modality_values(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
