@@ -105,8 +105,7 @@ def calibrate_section(user: User) -> None:
 class _Pending:
     """A press's calibration while it runs, and its outcome: a press while it runs waits for it. Streamlit starts
     the page again at once on a second press (fast reruns), while the first run goes on calibrating: both registered
-    a version, 2 s apart (a review)."""
-    asked: tuple
+    a version, 2 s apart (a review). Kept by request (see _run)."""
     finished: threading.Event = field(default_factory=threading.Event)
     outcome: list = field(default_factory=list)  # the record registered, or the error's words
 
@@ -115,7 +114,7 @@ def _run(entry: ModelEntry, asked: tuple, folder, user: User) -> None:
     presses = st.session_state.setdefault(_PENDING, {})  # by request: another target pressed meanwhile keeps this
     pending = presses.get(asked)
     if pending is None or pending.finished.is_set() and not _registered(pending):
-        pending = presses[asked] = _Pending(asked)
+        pending = presses[asked] = _Pending()
         _calibrate(entry, asked, folder, user, pending)
     elif not pending.finished.is_set():
         with st.spinner(f"Recalibrating {entry.name} (pressed again while it ran: the first press goes on)…"):
